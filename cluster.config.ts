@@ -1,0 +1,206 @@
+/**
+ * Axon's configuration: typed, with defaults that give a working dev server on localhost:8008,
+ * overridable by a JSON file (`AXON_CONFIG=path`, or `axon.config.json` in the working directory)
+ * and then by environment variables. `loadConfig()` validates everything at start and reports
+ * one clear line per problem, so a bad deployment fails before it serves anything.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { ROOM_VERSIONS, SPEC_DEFAULT_ROOM_VERSION } from './src/protocol/room-versions';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface RedisConfig {
+  /**
+   * `managed`: Axon starts and stops its own redis-server (AOF on, fsync on every write) with
+   * data under `dataDir/redis`. `url`: an external single Redis. `cluster`: a Redis Cluster.
+   */
+  mode: 'managed' | 'url' | 'cluster';
+  url: string;
+  clusterNodes: string[];
+  /** Port the managed redis-server listens on (loopback only). */
+  managedPort: number;
+  /** Prefix for every key, so several servers (or tests) can share one Redis. */
+  keyPrefix: string;
+}
+
+export interface AxonConfig {
+  /** The server name in user ids and room aliases, e.g. `example.org` or `localhost:8008`. */
+  serverName: string;
+  /** Address the HTTP front binds. Loopback by default. */
+  bindHost: string;
+  /** Client-Server API port. */
+  clientPort: number;
+  /** Base URL clients reach us at (for .well-known). */
+  publicBaseUrl: string;
+  dataDir: string;
+  /** Signing key file (Synapse's format); created on first start when missing. */
+  signingKeyPath: string;
+  /** How long (ms) published server keys are valid for (`valid_until_ts` = now + this). */
+  keyValidityMs: number;
+  redis: RedisConfig;
+  shards: { rooms: number; users: number };
+  workers: number;
+  fronts: number;
+  lease: {
+    /** A lease not renewed within this time is free for another worker. */
+    ttlMs: number;
+    /** How often owners renew their leases. Must be well under ttlMs. */
+    renewMs: number;
+  };
+  /** The room version for new rooms when the client names none. */
+  defaultRoomVersion: string;
+  logLevel: LogLevel;
+}
+
+const DEFAULT_PORT = 8008;
+
+export function defaultConfig(cwd = process.cwd()): AxonConfig {
+  const dataDir = resolve(cwd, 'data');
+  return {
+    serverName: 'localhost',
+    bindHost: '127.0.0.1',
+    clientPort: DEFAULT_PORT,
+    publicBaseUrl: `http://localhost:${DEFAULT_PORT}`,
+    dataDir,
+    signingKeyPath: '',
+    keyValidityMs: 24 * 3600 * 1000,
+    redis: { mode: 'managed', url: '', clusterNodes: [], managedPort: 6390, keyPrefix: 'axon:' },
+    shards: { rooms: 1024, users: 1024 },
+    workers: 1,
+    fronts: 1,
+    lease: { ttlMs: 5000, renewMs: 1000 },
+    // The spec's recommendation for new rooms (content/rooms/_index.md: "SHOULD use room version 12").
+    defaultRoomVersion: SPEC_DEFAULT_ROOM_VERSION,
+    logLevel: 'info',
+  };
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Environment variables and the config path each one sets. */
+const ENV_OVERRIDES: Record<string, string> = {
+  AXON_SERVER_NAME: 'serverName',
+  AXON_BIND_HOST: 'bindHost',
+  AXON_PORT: 'clientPort',
+  AXON_PUBLIC_BASE_URL: 'publicBaseUrl',
+  AXON_DATA_DIR: 'dataDir',
+  AXON_SIGNING_KEY_PATH: 'signingKeyPath',
+  AXON_KEY_VALIDITY_MS: 'keyValidityMs',
+  AXON_REDIS_MODE: 'redis.mode',
+  AXON_REDIS_URL: 'redis.url',
+  AXON_REDIS_CLUSTER_NODES: 'redis.clusterNodes',
+  AXON_REDIS_MANAGED_PORT: 'redis.managedPort',
+  AXON_REDIS_KEY_PREFIX: 'redis.keyPrefix',
+  AXON_ROOM_SHARDS: 'shards.rooms',
+  AXON_USER_SHARDS: 'shards.users',
+  AXON_WORKERS: 'workers',
+  AXON_FRONTS: 'fronts',
+  AXON_LEASE_TTL_MS: 'lease.ttlMs',
+  AXON_LEASE_RENEW_MS: 'lease.renewMs',
+  AXON_DEFAULT_ROOM_VERSION: 'defaultRoomVersion',
+  AXON_LOG_LEVEL: 'logLevel',
+};
+
+/** The room versions this server implements. */
+export const SUPPORTED_ROOM_VERSIONS = [...ROOM_VERSIONS.keys()];
+
+export function loadConfig(env: Env = process.env, cwd = process.cwd()): AxonConfig {
+  const problems: string[] = [];
+  const config = defaultConfig(cwd);
+  const filePath = env.AXON_CONFIG ? resolve(cwd, env.AXON_CONFIG) : resolve(cwd, 'axon.config.json');
+  if (env.AXON_CONFIG && !existsSync(filePath)) problems.push(`AXON_CONFIG: no file at ${filePath}`);
+  if (existsSync(filePath)) {
+    try {
+      mergeInto(config as unknown as Record<string, unknown>, JSON.parse(readFileSync(filePath, 'utf8')), '', problems, filePath);
+    } catch (e) {
+      problems.push(`${filePath}: ${(e as Error).message}`);
+    }
+  }
+  for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
+    const raw = env[name];
+    if (raw === undefined || raw === '') continue;
+    applyEnv(config as unknown as Record<string, unknown>, path, raw, name, problems);
+  }
+  // Values that follow from others unless set explicitly.
+  if (!config.signingKeyPath) config.signingKeyPath = resolve(config.dataDir, `${config.serverName.replace(/[^A-Za-z0-9.-]/g, '_')}.signing.key`);
+  config.dataDir = resolve(cwd, config.dataDir);
+  problems.push(...validateConfig(config));
+  if (problems.length) throw new ConfigError(problems);
+  return config;
+}
+
+function mergeInto(target: Record<string, unknown>, source: unknown, prefix: string, problems: string[], file: string): void {
+  if (typeof source !== 'object' || source === null || Array.isArray(source)) {
+    problems.push(`${file}: ${prefix || 'top level'} must be an object`);
+    return;
+  }
+  for (const [key, value] of Object.entries(source)) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    if (!(key in target)) {
+      problems.push(`${file}: unknown setting ${path}`);
+      continue;
+    }
+    const current = target[key];
+    if (typeof current === 'object' && current !== null && !Array.isArray(current)) mergeInto(current as Record<string, unknown>, value, path, problems, file);
+    else target[key] = value;
+  }
+}
+
+function applyEnv(config: Record<string, unknown>, path: string, raw: string, name: string, problems: string[]): void {
+  const parts = path.split('.');
+  let obj = config;
+  for (const p of parts.slice(0, -1)) obj = obj[p] as Record<string, unknown>;
+  const leaf = parts[parts.length - 1]!;
+  const current = obj[leaf];
+  if (typeof current === 'number') {
+    const n = Number(raw);
+    if (!/^-?\d+$/.test(raw.trim()) || !Number.isSafeInteger(n)) problems.push(`${name}=${raw}: must be an integer`);
+    else obj[leaf] = n;
+  } else if (Array.isArray(current)) {
+    obj[leaf] = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  } else {
+    obj[leaf] = raw;
+  }
+}
+
+const SERVER_NAME = /^(?:\[[0-9A-Fa-f:.]{2,45}\]|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[A-Za-z0-9\-.]{1,255})(?::[0-9]{1,5})?$/;
+const LOG_LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Every problem with a config, one line each. */
+export function validateConfig(c: AxonConfig): string[] {
+  const p: string[] = [];
+  const int = (v: unknown, name: string, min: number, max: number) => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) p.push(`${name}: must be an integer from ${min} to ${max} (got ${JSON.stringify(v)})`);
+  };
+  if (typeof c.serverName !== 'string' || !SERVER_NAME.test(c.serverName)) p.push(`serverName: ${JSON.stringify(c.serverName)} is not a valid server name (host[:port])`);
+  if (typeof c.bindHost !== 'string' || !c.bindHost) p.push('bindHost: must be an address');
+  int(c.clientPort, 'clientPort', 1, 65535);
+  if (typeof c.publicBaseUrl !== 'string' || !/^https?:\/\/[^/]+/.test(c.publicBaseUrl)) p.push(`publicBaseUrl: must be an http(s) URL (got ${JSON.stringify(c.publicBaseUrl)})`);
+  if (typeof c.dataDir !== 'string' || !c.dataDir) p.push('dataDir: must be a directory path');
+  int(c.keyValidityMs, 'keyValidityMs', 60_000, 7 * 24 * 3600 * 1000);
+  if (!['managed', 'url', 'cluster'].includes(c.redis.mode)) p.push(`redis.mode: must be managed, url or cluster (got ${JSON.stringify(c.redis.mode)})`);
+  if (c.redis.mode === 'url' && !/^rediss?:\/\//.test(c.redis.url)) p.push(`redis.url: must be a redis:// URL when redis.mode is url (got ${JSON.stringify(c.redis.url)})`);
+  if (c.redis.mode === 'cluster' && (!Array.isArray(c.redis.clusterNodes) || c.redis.clusterNodes.length === 0 || !c.redis.clusterNodes.every((n) => /^[^:\s]+:\d+$/.test(n)))) {
+    p.push('redis.clusterNodes: must list host:port entries when redis.mode is cluster');
+  }
+  int(c.redis.managedPort, 'redis.managedPort', 1, 65535);
+  if (typeof c.redis.keyPrefix !== 'string' || /[{}\s]/.test(c.redis.keyPrefix)) p.push('redis.keyPrefix: must be a string without braces or spaces (braces are hash tags)');
+  int(c.shards.rooms, 'shards.rooms', 1, 16384);
+  int(c.shards.users, 'shards.users', 1, 16384);
+  int(c.workers, 'workers', 1, 256);
+  int(c.fronts, 'fronts', 1, 256);
+  int(c.lease.ttlMs, 'lease.ttlMs', 500, 600_000);
+  int(c.lease.renewMs, 'lease.renewMs', 100, 600_000);
+  if (typeof c.lease.renewMs === 'number' && typeof c.lease.ttlMs === 'number' && c.lease.renewMs * 2 > c.lease.ttlMs) p.push('lease.renewMs: must be at most half of lease.ttlMs, or leases lapse between renewals');
+  if (!SUPPORTED_ROOM_VERSIONS.includes(c.defaultRoomVersion)) p.push(`defaultRoomVersion: ${JSON.stringify(c.defaultRoomVersion)} is not one of ${SUPPORTED_ROOM_VERSIONS.join(', ')}`);
+  if (!LOG_LEVELS.includes(c.logLevel)) p.push(`logLevel: must be one of ${LOG_LEVELS.join(', ')}`);
+  return p;
+}

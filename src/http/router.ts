@@ -1,0 +1,72 @@
+/**
+ * Path routing for the uWS front. uWS's own router cannot tell "no such path" (404) from "path
+ * exists but not for this method" (405), and hands back parameters still percent-encoded; this
+ * one does both, and decodes each parameter once.
+ */
+
+export type Method = 'GET' | 'PUT' | 'POST' | 'DELETE' | 'HEAD' | 'OPTIONS' | 'PATCH';
+
+export interface RouteMatch<H> {
+  handler: H;
+  params: Record<string, string>;
+}
+
+interface Route<H> {
+  method: Method;
+  regex: RegExp;
+  names: string[];
+  handler: H;
+}
+
+export type RouteResult<H> = { kind: 'match'; match: RouteMatch<H> } | { kind: 'wrong-method'; allowed: Method[] } | { kind: 'none' };
+
+export class Router<H> {
+  private routes: Route<H>[] = [];
+
+  /**
+   * `pattern` is a path with `:name` segments (one path segment each) and an optional trailing
+   * `*name` that takes the rest of the path, e.g. `/_matrix/key/v2/server/:keyId`.
+   */
+  add(method: Method, pattern: string, handler: H): this {
+    const names: string[] = [];
+    const source = pattern
+      .split('/')
+      .map((seg) => {
+        if (seg.startsWith(':')) {
+          names.push(seg.slice(1));
+          return '([^/]+)';
+        }
+        if (seg.startsWith('*')) {
+          names.push(seg.slice(1));
+          return '(.*)';
+        }
+        return seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      })
+      .join('/');
+    this.routes.push({ method, regex: new RegExp(`^${source}$`), names, handler });
+    return this;
+  }
+
+  match(method: string, path: string): RouteResult<H> {
+    const allowed: Method[] = [];
+    for (const r of this.routes) {
+      const m = r.regex.exec(path);
+      if (!m) continue;
+      if (r.method !== method && !(method === 'HEAD' && r.method === 'GET')) {
+        allowed.push(r.method);
+        continue;
+      }
+      const params: Record<string, string> = {};
+      for (let i = 0; i < r.names.length; i++) {
+        const raw = m[i + 1]!;
+        try {
+          params[r.names[i]!] = decodeURIComponent(raw);
+        } catch {
+          params[r.names[i]!] = raw; // malformed escapes: handlers validate ids anyway
+        }
+      }
+      return { kind: 'match', match: { handler: r.handler, params } };
+    }
+    return allowed.length ? { kind: 'wrong-method', allowed } : { kind: 'none' };
+  }
+}

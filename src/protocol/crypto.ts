@@ -1,0 +1,120 @@
+/**
+ * The one crypto module: ed25519 keys, signing and verification, and SHA-256.
+ *
+ * The hot path uses node's built-in ed25519 (OpenSSL; tens of thousands of ops/s per core).
+ * tweetnacl is kept beside it as an independent implementation: tests cross-check the two, and
+ * `scripts/bench-protocol` measures both. No I/O here: key material comes in as bytes.
+ */
+import { createHash, createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
+import nacl from 'tweetnacl';
+import { decodeBase64, encodeBase64 } from './base64';
+
+/** DER prefixes that wrap a raw 32-byte ed25519 seed / public key for OpenSSL. */
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+export const ED25519 = 'ed25519';
+
+/** A server's signing key: `ed25519:<version>` plus the 32-byte seed. */
+export interface SigningKey {
+  /** e.g. `ed25519:a_AbCd` */
+  readonly keyId: string;
+  readonly seed: Uint8Array;
+  readonly publicKey: Uint8Array;
+  /** Unpadded base64 of the public key, as published in key documents. */
+  readonly publicKeyBase64: string;
+  /** OpenSSL handle for the hot path. */
+  readonly privateKeyObject: KeyObject;
+}
+
+const KEY_VERSION = /^[a-zA-Z0-9_]+$/;
+
+/** Key ids are `algorithm:version`, the version being `[a-zA-Z0-9_]` (spec: key identifiers). */
+export function isValidKeyId(keyId: string): boolean {
+  const i = keyId.indexOf(':');
+  if (i <= 0) return false;
+  return KEY_VERSION.test(keyId.slice(i + 1)) && /^[a-z0-9_.-]+$/i.test(keyId.slice(0, i));
+}
+
+export function signingKeyFromSeed(keyId: string, seed: Uint8Array): SigningKey {
+  if (seed.length !== 32) throw new Error('An ed25519 seed is 32 bytes');
+  if (!keyId.startsWith(`${ED25519}:`) || !isValidKeyId(keyId)) throw new Error(`Invalid ed25519 key id ${keyId}`);
+  const privateKeyObject = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+  const spki = createPublicKey(privateKeyObject).export({ format: 'der', type: 'spki' });
+  const publicKey = new Uint8Array(spki.subarray(spki.length - 32));
+  return { keyId, seed: new Uint8Array(seed), publicKey, publicKeyBase64: encodeBase64(publicKey), privateKeyObject };
+}
+
+/**
+ * Parse Synapse's signing key file format (`ed25519 <version> <unpadded base64 seed>` per line), so
+ * operators can bring a key from another homeserver. Returns the keys in file order.
+ */
+export function parseSigningKeyFile(text: string): SigningKey[] {
+  const keys: SigningKey[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const parts = line.split(/\s+/);
+    if (parts.length !== 3 || parts[0] !== ED25519) throw new Error('Signing key lines look like "ed25519 <version> <base64 seed>"');
+    keys.push(signingKeyFromSeed(`${ED25519}:${parts[1]}`, decodeBase64(parts[2]!)));
+  }
+  return keys;
+}
+
+export function formatSigningKeyFile(key: SigningKey): string {
+  return `${ED25519} ${key.keyId.slice(ED25519.length + 1)} ${encodeBase64(key.seed)}\n`;
+}
+
+/** Sign bytes with node's ed25519 (the hot path). */
+export function signBytes(key: SigningKey, message: Uint8Array): Uint8Array {
+  return new Uint8Array(nodeSign(null, message, key.privateKeyObject));
+}
+
+/**
+ * Public KeyObjects are cached: a server verifies many events from the same few keys, and
+ * building the DER wrapper each time costs as much as the verification.
+ */
+const publicKeyCache = new Map<string, KeyObject>();
+const PUBLIC_KEY_CACHE_LIMIT = 4096;
+
+function publicKeyObject(publicKey: Uint8Array): KeyObject {
+  const cacheKey = encodeBase64(publicKey);
+  let obj = publicKeyCache.get(cacheKey);
+  if (!obj) {
+    obj = createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, publicKey]), format: 'der', type: 'spki' });
+    if (publicKeyCache.size >= PUBLIC_KEY_CACHE_LIMIT) publicKeyCache.delete(publicKeyCache.keys().next().value!);
+    publicKeyCache.set(cacheKey, obj);
+  }
+  return obj;
+}
+
+/** Verify an ed25519 signature with node's implementation. Never throws on bad input. */
+export function verifyBytes(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+  if (publicKey.length !== 32 || signature.length !== 64) return false;
+  try {
+    return nodeVerify(null, message, publicKeyObject(publicKey), signature);
+  } catch {
+    return false;
+  }
+}
+
+/** tweetnacl: the independent implementation, for cross-checks and benchmarks. */
+export const tweetnaclEd25519 = {
+  publicKeyFromSeed(seed: Uint8Array): Uint8Array {
+    return nacl.sign.keyPair.fromSeed(seed).publicKey;
+  },
+  secretKeyFromSeed(seed: Uint8Array): Uint8Array {
+    return nacl.sign.keyPair.fromSeed(seed).secretKey;
+  },
+  sign(secretKey: Uint8Array, message: Uint8Array): Uint8Array {
+    return nacl.sign.detached(message, secretKey);
+  },
+  verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+    if (publicKey.length !== 32 || signature.length !== 64) return false;
+    return nacl.sign.detached.verify(message, signature, publicKey);
+  },
+};
+
+export function sha256(data: Uint8Array | string): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(data).digest());
+}

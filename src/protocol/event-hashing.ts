@@ -1,0 +1,116 @@
+/**
+ * Content hashes, reference hashes, event ids and event signatures
+ * (server-server API, "Signing Events"; room versions' "Event IDs").
+ */
+import { Base64Error, decodeBase64, encodeBase64, encodeBase64Url } from './base64';
+import { canonicalJsonBytes, isJsonObject, type JsonObject } from './json';
+import { sha256, type SigningKey } from './crypto';
+import { redactEvent } from './redaction';
+import { signJson, verifyJsonSignature, type SignatureCheck } from './signing';
+import type { RoomVersion } from './room-versions';
+
+/** SHA-256 over the event without `unsigned`, `signatures` and `hashes`: covers the full, unredacted event. */
+export function computeContentHash(event: JsonObject): Uint8Array {
+  const { unsigned: _u, signatures: _s, hashes: _h, ...rest } = event;
+  return sha256(canonicalJsonBytes(rest));
+}
+
+/** Does `hashes.sha256` match the event? False when missing or malformed. */
+export function checkContentHash(event: JsonObject): boolean {
+  const hashes = event.hashes;
+  if (!isJsonObject(hashes) || typeof hashes.sha256 !== 'string') return false;
+  let claimed: Uint8Array;
+  try {
+    claimed = decodeBase64(hashes.sha256);
+  } catch (e) {
+    if (e instanceof Base64Error) return false;
+    throw e;
+  }
+  const actual = computeContentHash(event);
+  if (claimed.length !== actual.length) return false;
+  let diff = 0;
+  for (let i = 0; i < actual.length; i++) diff |= claimed[i]! ^ actual[i]!;
+  return diff === 0;
+}
+
+/** SHA-256 over the redacted event without `signatures` and `unsigned` (the basis of v3+ event ids). */
+export function computeReferenceHash(event: JsonObject, version: RoomVersion): Uint8Array {
+  const { signatures: _s, unsigned: _u, ...rest } = redactEvent(event, version);
+  return sha256(canonicalJsonBytes(rest));
+}
+
+/**
+ * The event id of an event. v1/v2 ids are chosen by the sending server and carried in the event
+ * (`$opaque:server`); from v3 on they are derived from the reference hash, so any server gets
+ * the same id from the same event.
+ */
+export function computeEventId(event: JsonObject, version: RoomVersion): string {
+  switch (version.eventIdFormat) {
+    case 'v1':
+      if (typeof event.event_id !== 'string') throw new Error('Room version 1/2 events carry their event_id');
+      return event.event_id;
+    case 'v3':
+      return '$' + encodeBase64(computeReferenceHash(event, version));
+    case 'v4':
+      return '$' + encodeBase64Url(computeReferenceHash(event, version));
+  }
+}
+
+/**
+ * Room id of a v12+ room: the create event's id with `!` for `$` (appendices, "Room IDs").
+ * The create event itself has no `room_id`.
+ */
+export function roomIdFromCreateEvent(createEvent: JsonObject, version: RoomVersion): string {
+  if (!version.roomIdFromCreateEvent) throw new Error(`Room version ${version.id} room ids are not derived from the create event`);
+  return '!' + encodeBase64Url(computeReferenceHash(createEvent, version));
+}
+
+/**
+ * Add `hashes.sha256` and this server's signature (over the redacted event) to an event,
+ * returning a new object. Any existing signatures (e.g. from the server that built a join via
+ * `make_join`) are kept.
+ */
+export function hashAndSignEvent(event: JsonObject, version: RoomVersion, serverName: string, key: SigningKey): JsonObject {
+  const hashed: JsonObject = { ...event, hashes: { sha256: encodeBase64(computeContentHash(event)) } };
+  return signEventOnly(hashed, version, serverName, key);
+}
+
+/** Add a signature without touching hashes (co-signing an event another server built). */
+export function signEventOnly(event: JsonObject, version: RoomVersion, serverName: string, key: SigningKey): JsonObject {
+  const signed = signJson(redactEvent(event, version), serverName, key);
+  return { ...event, signatures: signed.signatures! };
+}
+
+/** Verify an event's signature by `serverName`'s key over its redacted form. */
+export function verifyEventSignature(event: JsonObject, version: RoomVersion, serverName: string, keyId: string, publicKey: Uint8Array): SignatureCheck {
+  return verifyJsonSignature(redactEvent(event, version), serverName, keyId, publicKey);
+}
+
+/**
+ * The servers whose signatures an event needs (server-server API, "Validating hashes and
+ * signatures"): the sender's server; for v1/v2 also the event id's server; for a join
+ * authorised by another user (restricted rooms, v8+), that user's server.
+ */
+export function requiredSignatureServers(event: JsonObject, version: RoomVersion): string[] {
+  const servers = new Set<string>();
+  const senderServer = typeof event.sender === 'string' ? serverNameOf(event.sender) : null;
+  if (senderServer) servers.add(senderServer);
+  if (version.eventIdFormat === 'v1' && typeof event.event_id === 'string') {
+    const s = serverNameOf(event.event_id);
+    if (s) servers.add(s);
+  }
+  if (version.restrictedJoins && event.type === 'm.room.member' && isJsonObject(event.content)) {
+    const via = event.content.join_authorised_via_users_server;
+    if (event.content.membership === 'join' && typeof via === 'string') {
+      const s = serverNameOf(via);
+      if (s) servers.add(s);
+    }
+  }
+  return [...servers];
+}
+
+/** The server part of `@user:server`, `$event:server`, `!room:server`, `#alias:server`. */
+export function serverNameOf(id: string): string | null {
+  const i = id.indexOf(':');
+  return i > 0 && i < id.length - 1 ? id.slice(i + 1) : null;
+}

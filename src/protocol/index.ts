@@ -1,0 +1,10 @@
+/** The pure Matrix protocol library: no I/O, no Redis, no logger (DESIGN rule 5). */
+export * from './json';
+export * from './base64';
+export * from './crypto';
+export * from './signing';
+export * from './room-versions';
+export * from './redaction';
+export * from './event-hashing';
+export * from './pdu-limits';
+export * from './server-keys';

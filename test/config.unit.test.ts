@@ -1,0 +1,58 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../cluster.config';
+
+function problems(env: Record<string, string>, cwd = mkdtempSync(join(tmpdir(), 'axon-cfg-'))): string[] {
+  try {
+    loadConfig(env, cwd);
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  return [];
+}
+
+describe('cluster.config', () => {
+  it('has a working dev default: localhost:8008, managed Redis, data under the project', () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'axon-cfg-'));
+    const c = loadConfig({}, cwd);
+    expect(c.clientPort).toBe(8008);
+    expect(c.bindHost).toBe('127.0.0.1');
+    expect(c.redis.mode).toBe('managed');
+    expect(c.dataDir).toBe(join(cwd, 'data'));
+    expect(c.signingKeyPath).toBe(join(cwd, 'data', 'localhost.signing.key'));
+    expect(c.shards).toEqual({ rooms: 1024, users: 1024 });
+    expect(c.defaultRoomVersion).toBe('12');
+  });
+
+  it('takes environment overrides', () => {
+    const c = loadConfig({ AXON_SERVER_NAME: 'example.org:8448', AXON_PORT: '9000', AXON_ROOM_SHARDS: '64', AXON_REDIS_MODE: 'cluster', AXON_REDIS_CLUSTER_NODES: '127.0.0.1:7000, 127.0.0.1:7001' }, mkdtempSync(join(tmpdir(), 'axon-cfg-')));
+    expect(c.serverName).toBe('example.org:8448');
+    expect(c.clientPort).toBe(9000);
+    expect(c.shards.rooms).toBe(64);
+    expect(c.redis.clusterNodes).toEqual(['127.0.0.1:7000', '127.0.0.1:7001']);
+  });
+
+  it('reads a JSON config file and rejects unknown settings', () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'axon-cfg-'));
+    writeFileSync(join(cwd, 'axon.config.json'), JSON.stringify({ serverName: 'file.example', lease: { ttlMs: 8000 }, bogus: 1 }));
+    expect(problems({}, cwd)).toEqual([`${join(cwd, 'axon.config.json')}: unknown setting bogus`]);
+    writeFileSync(join(cwd, 'axon.config.json'), JSON.stringify({ serverName: 'file.example', lease: { ttlMs: 8000 } }));
+    const c = loadConfig({}, cwd);
+    expect(c.serverName).toBe('file.example');
+    expect(c.lease).toEqual({ ttlMs: 8000, renewMs: 1000 });
+  });
+
+  it('reports every problem, one line each', () => {
+    const p = problems({ AXON_PORT: '70000', AXON_WORKERS: 'two', AXON_REDIS_MODE: 'url', AXON_DEFAULT_ROOM_VERSION: '13', AXON_LEASE_TTL_MS: '1000', AXON_LEASE_RENEW_MS: '900' });
+    expect(p).toEqual([
+      'AXON_WORKERS=two: must be an integer',
+      'clientPort: must be an integer from 1 to 65535 (got 70000)',
+      'redis.url: must be a redis:// URL when redis.mode is url (got "")',
+      'lease.renewMs: must be at most half of lease.ttlMs, or leases lapse between renewals',
+      'defaultRoomVersion: "13" is not one of 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12',
+    ]);
+  });
+});

@@ -1,0 +1,185 @@
+import { describe, expect, it } from 'vitest';
+import { decodeBase64 } from '../../src/protocol/base64';
+import { signingKeyFromSeed } from '../../src/protocol/crypto';
+import { checkContentHash, computeContentHash, computeEventId, hashAndSignEvent, requiredSignatureServers, roomIdFromCreateEvent, verifyEventSignature } from '../../src/protocol/event-hashing';
+import { encodeBase64 } from '../../src/protocol/base64';
+import { requireRoomVersion, ROOM_VERSIONS } from '../../src/protocol/room-versions';
+import { checkPduFormat, checkPduSize, MAX_PDU_BYTES } from '../../src/protocol/pdu-limits';
+import type { JsonObject } from '../../src/protocol/json';
+
+// content/appendices.md, "Cryptographic Test Vectors" → "Event Signing".
+const KEY = signingKeyFromSeed('ed25519:1', decodeBase64('YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1'));
+
+const MINIMAL_EVENT: JsonObject = {
+  room_id: '!x:domain', sender: '@a:domain', origin: 'domain', origin_server_ts: 1000000, signatures: {}, hashes: {},
+  type: 'X', content: {}, prev_events: [], auth_events: [], depth: 3, unsigned: { age_ts: 1000000 },
+};
+const MINIMAL_SIGNED: JsonObject = {
+  auth_events: [], content: {}, depth: 3, hashes: { sha256: '5jM4wQpv6lnBo7CLIghJuHdW+s2CMBJPUOGOC89ncos' }, origin: 'domain',
+  origin_server_ts: 1000000, prev_events: [], room_id: '!x:domain', sender: '@a:domain',
+  signatures: { domain: { 'ed25519:1': 'KxwGjPSDEtvnFgU00fwFz+l6d2pJM6XBIaMEn81SXPTRl16AqLAYqfIReFGZlHi5KLjAWbOoMszkwsQma+lYAg' } },
+  type: 'X', unsigned: { age_ts: 1000000 },
+};
+const MESSAGE_EVENT: JsonObject = {
+  content: { body: 'Here is the message content' }, event_id: '$0:domain', origin: 'domain', origin_server_ts: 1000000,
+  type: 'm.room.message', room_id: '!r:domain', sender: '@u:domain', signatures: {}, unsigned: { age_ts: 1000000 },
+};
+const MESSAGE_SIGNED: JsonObject = {
+  content: { body: 'Here is the message content' }, event_id: '$0:domain', hashes: { sha256: 'onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g' },
+  origin: 'domain', origin_server_ts: 1000000, type: 'm.room.message', room_id: '!r:domain', sender: '@u:domain',
+  signatures: { domain: { 'ed25519:1': 'Wm+VzmOUOz08Ds+0NTWb1d4CZrVsJSikkeRxh6aCcUwu6pNC78FunoD7KNWzqFn241eYHYMGCA5McEiVPdhzBA' } },
+  unsigned: { age_ts: 1000000 },
+};
+
+// The appendix vectors keep top-level `origin` in the signed (redacted) form, so they hold for the
+// room versions whose redaction rules keep it: 1 to 10.
+const PRE_V11 = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10'];
+
+describe('event signing (appendix vectors)', () => {
+  for (const v of PRE_V11) {
+    it(`minimal event, room version ${v}`, () => {
+      expect(hashAndSignEvent(MINIMAL_EVENT, requireRoomVersion(v), 'domain', KEY)).toEqual(MINIMAL_SIGNED);
+    });
+    it(`event with redactable content, room version ${v}`, () => {
+      expect(hashAndSignEvent(MESSAGE_EVENT, requireRoomVersion(v), 'domain', KEY)).toEqual(MESSAGE_SIGNED);
+    });
+  }
+
+  it('room version 11 drops `origin` from what is signed, so the signature differs but verifies', () => {
+    const v11 = requireRoomVersion('11');
+    const signed = hashAndSignEvent(MINIMAL_EVENT, v11, 'domain', KEY);
+    expect((signed.hashes as JsonObject).sha256).toBe('5jM4wQpv6lnBo7CLIghJuHdW+s2CMBJPUOGOC89ncos'); // content hash is version-independent
+    expect((signed.signatures as JsonObject).domain).not.toEqual((MINIMAL_SIGNED.signatures as JsonObject).domain);
+    expect(verifyEventSignature(signed, v11, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true });
+    // …and changing `origin` does not break it (it is not covered in v11), while v10 notices.
+    expect(verifyEventSignature({ ...signed, origin: 'elsewhere' }, v11, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true });
+    expect(verifyEventSignature({ ...MINIMAL_SIGNED, origin: 'elsewhere' }, requireRoomVersion('10'), 'domain', 'ed25519:1', KEY.publicKey).ok).toBe(false);
+  });
+
+  it('signatures verify on the full and on the redacted event; content edits break only the content hash', () => {
+    const v = requireRoomVersion('10');
+    expect(verifyEventSignature(MESSAGE_SIGNED, v, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true });
+    expect(checkContentHash(MESSAGE_SIGNED)).toBe(true);
+    const edited = { ...MESSAGE_SIGNED, content: { body: 'edited' } };
+    expect(verifyEventSignature(edited, v, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true }); // content is redacted away
+    expect(checkContentHash(edited)).toBe(false);
+    const resent = { ...MESSAGE_SIGNED, sender: '@other:domain' };
+    expect(verifyEventSignature(resent, v, 'domain', 'ed25519:1', KEY.publicKey).ok).toBe(false);
+  });
+
+  it('checkContentHash rejects missing and malformed hashes', () => {
+    expect(checkContentHash({ ...MESSAGE_SIGNED, hashes: {} })).toBe(false);
+    expect(checkContentHash({ ...MESSAGE_SIGNED, hashes: { sha256: '!!!' } })).toBe(false);
+    expect(checkContentHash({ ...MESSAGE_SIGNED, hashes: { sha256: 'AAAA' } })).toBe(false);
+  });
+
+  it('the content hash ignores unsigned, signatures and hashes', () => {
+    const a = computeContentHash(MESSAGE_EVENT);
+    const b = computeContentHash({ ...MESSAGE_EVENT, unsigned: { age: 5 }, signatures: { x: {} }, hashes: { sha256: 'x' } });
+    expect(encodeBase64(a)).toBe(encodeBase64(b));
+    expect(encodeBase64(a)).toBe('onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g');
+  });
+});
+
+describe('event ids', () => {
+  it('v1/v2 take the id the event carries', () => {
+    expect(computeEventId(MESSAGE_SIGNED, requireRoomVersion('1'))).toBe('$0:domain');
+    expect(() => computeEventId(MINIMAL_SIGNED, requireRoomVersion('2'))).toThrow();
+  });
+
+  it('v3 uses standard base64 of the reference hash; v4+ the URL-safe alphabet', () => {
+    const v3 = computeEventId(MESSAGE_SIGNED, requireRoomVersion('3'));
+    const v4 = computeEventId(MESSAGE_SIGNED, requireRoomVersion('4'));
+    expect(v3).toBe('$oFAil2fHTGY66j9PIsC3hnc+/6r2SQGxCzd1/FUgtOE');
+    expect(v4).toBe('$oFAil2fHTGY66j9PIsC3hnc-_6r2SQGxCzd1_FUgtOE');
+    for (const v of ['5', '6', '7', '8', '9', '10']) expect(computeEventId(MESSAGE_SIGNED, requireRoomVersion(v))).toBe(v4);
+    expect(computeEventId(MINIMAL_SIGNED, requireRoomVersion('4'))).toBe('$8yif6p8EqgoSten2BLje9ntKm720NyFLWQv9tn8memc');
+  });
+
+  it('the reference hash ignores unsigned, signatures and redactable content but not hashes', () => {
+    const v = requireRoomVersion('10');
+    const id = computeEventId(MESSAGE_SIGNED, v);
+    expect(computeEventId({ ...MESSAGE_SIGNED, unsigned: { age: 1 }, signatures: {} }, v)).toBe(id);
+    expect(computeEventId({ ...MESSAGE_SIGNED, content: {} }, v)).toBe(id); // a redacted copy keeps its id
+    expect(computeEventId({ ...MESSAGE_SIGNED, hashes: { sha256: 'other' } }, v)).not.toBe(id);
+  });
+
+  it('v11 ids differ from v10 ids for events with `origin` (it is redacted away in v11)', () => {
+    expect(computeEventId(MINIMAL_SIGNED, requireRoomVersion('11'))).toBe('$70O_oKlXzFbkfu0KE88USi98DjSWrOELrPj-8tisl8I');
+  });
+
+  it('v12 room ids are the create event id with ! for $', () => {
+    const v12 = requireRoomVersion('12');
+    const create: JsonObject = {
+      type: 'm.room.create', state_key: '', sender: '@a:domain', origin_server_ts: 1000000,
+      content: { room_version: '12', additional_creators: ['@b:domain'] }, prev_events: [], auth_events: [], depth: 1, unsigned: { age_ts: 1000000 },
+    };
+    const signed = hashAndSignEvent(create, v12, 'domain', KEY);
+    expect((signed.hashes as JsonObject).sha256).toBe('HJuZnsuAhZ3Siic8odoCdiFhJWvC5d1yx68TKMRipRg');
+    const eventId = computeEventId(signed, v12);
+    expect(eventId).toBe('$_9Pa6R02JAYz85odb3UWKcB2gwMxfhmW4wXAohO3miY');
+    expect(roomIdFromCreateEvent(signed, v12)).toBe('!' + eventId.slice(1));
+    expect(() => roomIdFromCreateEvent(signed, requireRoomVersion('11'))).toThrow();
+  });
+});
+
+describe('required signatures', () => {
+  it('names the sender server, the v1 event id server, and the restricted-join authoriser', () => {
+    expect(requiredSignatureServers(MESSAGE_SIGNED, requireRoomVersion('10'))).toEqual(['domain']);
+    expect(requiredSignatureServers({ ...MESSAGE_SIGNED, event_id: '$0:other' }, requireRoomVersion('1')).sort()).toEqual(['domain', 'other']);
+    const join = { ...MESSAGE_SIGNED, type: 'm.room.member', state_key: '@u:domain', content: { membership: 'join', join_authorised_via_users_server: '@mod:resident.org' } };
+    expect(requiredSignatureServers(join, requireRoomVersion('9')).sort()).toEqual(['domain', 'resident.org']);
+    expect(requiredSignatureServers(join, requireRoomVersion('7'))).toEqual(['domain']);
+  });
+});
+
+describe('PDU limits', () => {
+  const base: JsonObject = { ...MINIMAL_SIGNED };
+  it('accepts an event of exactly 65536 canonical bytes and refuses one byte more', () => {
+    const size = (checkPduSize(base) as { bytes: number }).bytes;
+    const pad = 'x'.repeat(MAX_PDU_BYTES - size - '"content":{"p":""}'.length + '"content":{}'.length);
+    const exact = { ...base, content: { p: pad } };
+    expect(checkPduSize(exact)).toEqual({ ok: true, bytes: MAX_PDU_BYTES });
+    const over = { ...base, content: { p: pad + 'x' } };
+    expect(checkPduSize(over)).toMatchObject({ ok: false, errcode: 'M_TOO_LARGE' });
+  });
+  it('counts bytes, not characters', () => {
+    expect(checkPduSize({ ...base, type: '\u00e9'.repeat(127) }).ok).toBe(true); // 254 bytes
+    expect(checkPduSize({ ...base, type: '\u00e9'.repeat(128) })).toMatchObject({ ok: false, errcode: 'M_TOO_LARGE' }); // 256 bytes
+    for (const field of ['type', 'state_key', 'sender', 'room_id', 'event_id']) {
+      expect(checkPduSize({ ...base, [field]: 'a'.repeat(255) }).ok).toBe(true);
+      expect(checkPduSize({ ...base, [field]: 'a'.repeat(256) }).ok).toBe(false);
+    }
+  });
+  it('reports non-canonical values as M_BAD_JSON', () => {
+    expect(checkPduSize({ ...base, content: { f: 1.5 } })).toMatchObject({ ok: false, errcode: 'M_BAD_JSON' });
+  });
+  it('checks the format per room version', () => {
+    expect(checkPduFormat(MINIMAL_SIGNED, requireRoomVersion('10'))).toEqual([]);
+    expect(checkPduFormat({ ...MINIMAL_SIGNED, depth: -1 }, requireRoomVersion('10'))).toContain("'depth' must be a non-negative integer");
+    expect(checkPduFormat({ ...MINIMAL_SIGNED, prev_events: [['$a', {}]] }, requireRoomVersion('10')).length).toBe(1);
+    expect(checkPduFormat({ ...MINIMAL_SIGNED, event_id: '$x:domain', prev_events: [['$a:domain', { sha256: 'x' }]] }, requireRoomVersion('1'))).toEqual([]);
+    expect(checkPduFormat({ ...MINIMAL_SIGNED, prev_events: Array(21).fill('$a') }, requireRoomVersion('10'))).toContain("'prev_events' has more than 20 entries");
+    const create: JsonObject = { ...MINIMAL_SIGNED, type: 'm.room.create', state_key: '' };
+    expect(checkPduFormat(create, requireRoomVersion('12'))).toContain("a v12 'm.room.create' event has no 'room_id'");
+    const { room_id: _r, ...noRoom } = create;
+    expect(checkPduFormat(noRoom, requireRoomVersion('12'))).toEqual([]);
+    expect(checkPduFormat(noRoom, requireRoomVersion('11'))).toContain("'room_id' must be a string");
+  });
+});
+
+describe('room version registry', () => {
+  it('has versions 1 to 12 with the spec feature matrix', () => {
+    expect([...ROOM_VERSIONS.keys()]).toEqual(['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12']);
+    const flag = (k: 'knock' | 'restrictedJoins' | 'knockRestricted' | 'privilegedCreators') => [...ROOM_VERSIONS.values()].filter((v) => v[k]).map((v) => v.id);
+    expect(flag('knock')).toEqual(['7', '8', '9', '10', '11', '12']);
+    expect(flag('restrictedJoins')).toEqual(['8', '9', '10', '11', '12']);
+    expect(flag('knockRestricted')).toEqual(['10', '11', '12']);
+    expect(flag('privilegedCreators')).toEqual(['12']);
+    expect([...ROOM_VERSIONS.values()].map((v) => v.stateRes)).toEqual(['v1', 'v2', 'v2', 'v2', 'v2', 'v2', 'v2', 'v2', 'v2', 'v2', 'v2', 'v2.1']);
+    expect([...ROOM_VERSIONS.values()].map((v) => v.eventIdFormat)).toEqual(['v1', 'v1', 'v3', 'v4', 'v4', 'v4', 'v4', 'v4', 'v4', 'v4', 'v4', 'v4']);
+    expect([...ROOM_VERSIONS.values()].filter((v) => v.integerPowerLevels).map((v) => v.id)).toEqual(['10', '11', '12']);
+    expect([...ROOM_VERSIONS.values()].filter((v) => v.strictCanonicalJson).map((v) => v.id)).toEqual(['6', '7', '8', '9', '10', '11', '12']);
+    expect([...ROOM_VERSIONS.values()].filter((v) => v.createHasCreator).map((v) => v.id)).toEqual(['1', '2', '3', '4', '5', '6', '7', '8', '9', '10']);
+  });
+});

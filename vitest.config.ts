@@ -1,0 +1,26 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    reporters: ['default', './test/setup/summary-reporter.ts'],
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['test/**/*.unit.test.ts'],
+        },
+      },
+      {
+        test: {
+          name: 'redis',
+          include: ['test/**/*.redis.test.ts', 'test/**/*.e2e.test.ts'],
+          // One real redis-server for the run, on a free loopback port; each test file uses
+          // its own key prefix so files can run in parallel against it.
+          globalSetup: ['test/setup/redis-global.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+        },
+      },
+    ],
+  },
+});
