@@ -1,0 +1,67 @@
+/**
+ * LedgerActor: an append-only ledger per id, with per-producer sequence checking. It is the
+ * runtime's reference actor: `scripts/bench-runtime` drives it to measure the inbox → actor →
+ * outbox → reply path, and the fault tests use its sequence checks to prove that every message
+ * is applied exactly once and in order per actor, across crashes and shard moves.
+ */
+import type { ActorKind, ActorMessage, Decision } from '../src/runtime/actor';
+import type { Family } from '../src/runtime/shards';
+
+export interface LedgerState {
+  /** Entries applied so far. */
+  count: number;
+  /** Sum of appended values (a cheap checksum of what was applied). */
+  sum: number;
+  /** Last sequence number seen per producer. */
+  lastSeq: Record<string, number>;
+  /** Appends whose sequence was not last+1 for their producer (duplicates or reordering). */
+  outOfOrder: number;
+}
+
+export type LedgerMessage =
+  | { op: 'append'; producer: string; seq: number; value: number }
+  | { op: 'read' };
+
+export type LedgerReply = { count: number; sum: number; outOfOrder: number; lastSeq?: Record<string, number> };
+
+export interface LedgerOutput {
+  actor: string;
+  producer: string;
+  seq: number;
+  count: number;
+}
+
+export function initialLedger(): LedgerState {
+  return { count: 0, sum: 0, lastSeq: {}, outOfOrder: 0 };
+}
+
+/** Pure: the whole behaviour of the actor. */
+export function decideLedger(state: LedgerState, msg: ActorMessage<LedgerMessage>): Decision<LedgerState, LedgerReply> {
+  const body = msg.body;
+  switch (body?.op) {
+    case 'append': {
+      if (typeof body.producer !== 'string' || !Number.isInteger(body.seq) || typeof body.value !== 'number') {
+        throw new TypeError('ledger append needs producer, seq and value');
+      }
+      const last = state.lastSeq[body.producer] ?? 0;
+      const next: LedgerState = {
+        count: state.count + 1,
+        sum: state.sum + body.value,
+        lastSeq: { ...state.lastSeq, [body.producer]: body.seq },
+        outOfOrder: state.outOfOrder + (body.seq === last + 1 ? 0 : 1),
+      };
+      const output: LedgerOutput = { actor: msg.actorId, producer: body.producer, seq: body.seq, count: next.count };
+      return { state: next, reply: { count: next.count, sum: next.sum, outOfOrder: next.outOfOrder }, outputs: [output] };
+    }
+    case 'read':
+      return { state, reply: { count: state.count, sum: state.sum, outOfOrder: state.outOfOrder, lastSeq: state.lastSeq } };
+    default:
+      // A message this actor cannot understand is a bug upstream: fail it, so the runtime
+      // retries and then dead-letters it, instead of guessing.
+      throw new TypeError(`ledger: unknown op ${JSON.stringify((body as { op?: unknown } | undefined)?.op)}`);
+  }
+}
+
+export function ledgerActor(family: Family = 'user'): ActorKind<LedgerState, LedgerMessage, LedgerReply> {
+  return { kind: 'ledger', family, initialState: initialLedger, decide: decideLedger };
+}

@@ -1,0 +1,165 @@
+/**
+ * Request/reply from a front process to actors: `ask` appends a command to the inbox of the
+ * shard that owns the actor, wakes the owner, and awaits the reply on this front's own reply
+ * stream. The front never needs to know which worker owns the shard, so a shard moving
+ * mid-request changes nothing here: the new owner handles the re-delivered command (or answers
+ * it from the dedupe record if the old owner already applied it) and replies to the same stream.
+ */
+import { randomBytes } from 'node:crypto';
+import type { ReplyEnvelope } from './actor';
+import { shardOf, type Family } from './shards';
+import { decode, encode } from '../store/codec';
+import type { KeySpace } from '../store/keys';
+import { duplicateClient, isCluster, type RedisClient } from '../store/redis';
+
+export class ActorTimeoutError extends Error {
+  constructor(readonly mid: string, ms: number) {
+    super(`No reply from the actor within ${ms} ms`);
+    this.name = 'ActorTimeoutError';
+  }
+}
+
+/** An error reply from an actor (an ActorRejection, or a dead-lettered message). */
+export class ActorReplyError extends Error {
+  constructor(readonly errcode: string, message: string, readonly status: number) {
+    super(message);
+    this.name = 'ActorReplyError';
+  }
+}
+
+export interface AskOptions {
+  timeoutMs?: number;
+  /** Message id for dedupe; give the same id when re-sending the same command. */
+  mid?: string;
+}
+
+interface Waiter {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class ActorClient {
+  private readonly frontId: string;
+  private readonly replyStream: string;
+  private reader: RedisClient | null = null;
+  private readonly waiters = new Map<string, Waiter>();
+  private counter = 0;
+  private closed = false;
+  private lastId = '$';
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly keys: KeySpace,
+    private readonly shardCounts: Record<Family, number>,
+    frontId?: string,
+  ) {
+    this.frontId = frontId ?? `f-${randomBytes(6).toString('hex')}`;
+    this.replyStream = keys.replies(this.frontId);
+  }
+
+  async start(): Promise<void> {
+    this.reader = duplicateClient(this.redis);
+    // Start from the current end: replies to earlier incarnations of this front are not ours.
+    const last = (await this.redis.xrevrange(this.replyStream, '+', '-', 'COUNT', 1)) as [string, string[]][];
+    this.lastId = last[0]?.[0] ?? '0-0';
+    void this.readReplies();
+  }
+
+  private async readReplies(): Promise<void> {
+    while (!this.closed) {
+      try {
+        const res = (await this.reader!.xreadBuffer('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', this.replyStream, this.lastId)) as [Buffer, [Buffer, Buffer[]][]][] | null;
+        if (!res) continue;
+        const ids: string[] = [];
+        for (const [idBuf, fields] of res[0]![1]) {
+          const id = idBuf.toString();
+          this.lastId = id;
+          ids.push(id);
+          let mid = '';
+          let blob: Buffer | null = null;
+          for (let i = 0; i + 1 < fields.length; i += 2) {
+            const name = fields[i]!.toString();
+            if (name === 'mid') mid = fields[i + 1]!.toString();
+            else if (name === 'b') blob = fields[i + 1]!;
+          }
+          const waiter = this.waiters.get(mid);
+          if (!waiter || !blob) continue;
+          this.waiters.delete(mid);
+          clearTimeout(waiter.timer);
+          const reply = decode<ReplyEnvelope>(blob);
+          if (reply.ok) waiter.resolve(reply.value);
+          else waiter.reject(new ActorReplyError(reply.errcode, reply.error, reply.status));
+        }
+        // Replies are read once; delete them so the stream stays small.
+        if (ids.length) await this.redis.xdel(this.replyStream, ...ids);
+      } catch (e) {
+        if (this.closed) return;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
+  newMessageId(): string {
+    return `${this.frontId}:${(++this.counter).toString(36)}`;
+  }
+
+  /** Send a command to an actor and await its reply. */
+  async ask<R = unknown>(family: Family, kind: string, actorId: string, body: unknown, opts: AskOptions = {}): Promise<R> {
+    if (!this.reader) throw new Error('ActorClient.start() first');
+    const mid = opts.mid ?? this.newMessageId();
+    const timeoutMs = opts.timeoutMs ?? 10_000;
+    const result = new Promise<R>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(mid);
+        reject(new ActorTimeoutError(mid, timeoutMs));
+      }, timeoutMs);
+      this.waiters.set(mid, { resolve: resolve as (v: unknown) => void, reject, timer });
+    });
+    try {
+      await this.enqueue(family, kind, actorId, body, mid, this.replyStream);
+    } catch (e) {
+      const w = this.waiters.get(mid);
+      if (w) {
+        clearTimeout(w.timer);
+        this.waiters.delete(mid);
+      }
+      throw e;
+    }
+    return result;
+  }
+
+  /** Send without waiting for a reply. */
+  async tell(family: Family, kind: string, actorId: string, body: unknown, mid = this.newMessageId()): Promise<void> {
+    await this.enqueue(family, kind, actorId, body, mid, null);
+  }
+
+  private async enqueue(family: Family, kind: string, actorId: string, body: unknown, mid: string, replyTo: string | null): Promise<void> {
+    const shard = shardOf(actorId, this.shardCounts[family]);
+    const shardKeys = this.keys.shard(family, shard);
+    const fields: (string | Buffer)[] = ['mid', mid, 'a', actorId, 'k', kind, 'b', encode(body), 't', String(Date.now())];
+    if (replyTo) fields.push('r', replyTo);
+    const wake = this.keys.wakeChannel(family, shard);
+    if (isCluster(this.redis)) {
+      // The entry must exist before the wake-up is seen; on a cluster the two commands may go
+      // to different nodes, so wait for the first.
+      await this.redis.xadd(shardKeys.inbox, '*', ...fields);
+      await this.redis.publish(wake, '1');
+    } else {
+      // One connection keeps the order, and both go out in one round trip.
+      await Promise.all([this.redis.xadd(shardKeys.inbox, '*', ...fields), this.redis.publish(wake, '1')]);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const [mid, w] of this.waiters) {
+      clearTimeout(w.timer);
+      w.reject(new Error('ActorClient closed'));
+      this.waiters.delete(mid);
+    }
+    this.reader?.disconnect();
+    this.reader = null;
+    await this.redis.del(this.replyStream).catch(() => undefined);
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * What an actor kind is (DESIGN: "one actor kind per file in actors/"): a pure
+ * `decide(state, message, prepared) → decision` plus a thin shell (`prepare`) that reads what the
+ * decision needs from the store. The runtime owns everything with effects: it loads and caches
+ * state, calls the shell and decide, and applies the decision atomically (commit-1.lua).
+ */
+import type { RedisClient } from '../store/redis';
+import type { ShardKeys } from '../store/keys';
+import type { Family } from './shards';
+
+export interface ActorMessage<M> {
+  /** Producer-chosen message id: the dedupe key. */
+  mid: string;
+  actorId: string;
+  body: M;
+  /** When the producer enqueued it (ms). */
+  enqueuedAt: number;
+}
+
+/** A write into the actor's shard, applied in the same script as the rest of the decision. */
+export interface StoreWrite {
+  cmd: 'SET' | 'DEL' | 'HSET' | 'HDEL' | 'HINCRBY' | 'ZADD' | 'ZREM' | 'SADD' | 'SREM' | 'RPUSH' | 'LTRIM' | 'XADD' | 'PEXPIRE' | 'INCRBY';
+  /** Key name relative to the shard (built with ShardKeys.data). */
+  key: string;
+  args: (string | number | Buffer)[];
+}
+
+export interface Decision<S, R> {
+  /** The next state; returning the same object means "unchanged" (nothing is written). */
+  state: S;
+  reply?: R;
+  /** Entries for the shard's output stream (what the readers consume). */
+  outputs?: unknown[];
+  writes?: StoreWrite[];
+}
+
+/**
+ * Thrown by decide (or prepare) to answer the sender with an error without failing: e.g. a
+ * forbidden event. The message is done; nothing else is written.
+ */
+export class ActorRejection extends Error {
+  constructor(
+    readonly errcode: string,
+    message: string,
+    readonly status = 400,
+  ) {
+    super(message);
+    this.name = 'ActorRejection';
+  }
+}
+
+/** What the shell may use to read the store. Reads only: writes go through the decision. */
+export interface ShellContext {
+  redis: RedisClient;
+  keys: ShardKeys;
+  family: Family;
+  shard: number;
+}
+
+export interface ActorKind<S = unknown, M = unknown, R = unknown, P = undefined> {
+  /** Name carried in inbox entries (`k`), e.g. `room`, `user`, `ledger`. */
+  kind: string;
+  family: Family;
+  initialState(actorId: string): S;
+  prepare?(ctx: ShellContext, state: S, msg: ActorMessage<M>): Promise<P>;
+  decide(state: S, msg: ActorMessage<M>, prepared: P): Decision<S, R>;
+}
+
+/** The reply envelope carried on reply streams and kept in done keys. */
+export type ReplyEnvelope<R = unknown> = { ok: true; value: R } | { ok: false; errcode: string; error: string; status: number };

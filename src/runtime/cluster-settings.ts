@@ -1,0 +1,24 @@
+/** Runtime settings derived from the config: where Redis is, and the shard counts. */
+import type { AxonConfig } from '../../cluster.config';
+import type { RedisTarget } from '../store/redis';
+import type { Family } from './shards';
+
+export function redisTargetFor(config: AxonConfig): RedisTarget {
+  switch (config.redis.mode) {
+    case 'managed':
+      return { url: `redis://127.0.0.1:${config.redis.managedPort}` };
+    case 'url':
+      return { url: config.redis.url };
+    case 'cluster':
+      return {
+        clusterNodes: config.redis.clusterNodes.map((n) => {
+          const [host, port] = n.split(':');
+          return { host: host!, port: Number(port) };
+        }),
+      };
+  }
+}
+
+export function shardCountsFor(config: AxonConfig): Record<Family, number> {
+  return { room: config.shards.rooms, user: config.shards.users };
+}

@@ -1,0 +1,368 @@
+/**
+ * One owned shard inside a worker: reads its inbox through the consumer group, hands each message
+ * to its actor's mailbox, and commits each decision atomically with the lease's fencing token.
+ *
+ * Ordering without head-of-line blocking: messages are ordered per actor, not per shard. Each
+ * actor has its own mailbox processed one message at a time (its state is a function of the
+ * order), while the shard keeps reading and other actors' mailboxes run concurrently. A slow
+ * actor (a room doing a heavy state resolution) therefore only delays its own messages; the shard
+ * as a whole is held back only when the messages buffered behind slow actors reach
+ * `maxBuffered`, which bounds memory. Acknowledgements are per entry (inside the commit script),
+ * so out-of-order completion across actors loses nothing: an unacknowledged entry stays in the
+ * group's pending list and is re-delivered to whoever owns the shard next.
+ */
+import type { Logger } from 'pino';
+import { ActorRejection, type ActorKind, type ActorMessage, type ReplyEnvelope, type ShellContext } from './actor';
+import { parseInboxEntry, type InboxEntry } from './envelope';
+import type { Family } from './shards';
+import { decode, encode } from '../store/codec';
+import { INBOX_GROUP, type ShardKeys } from '../store/keys';
+import { bufferCommand, runScriptBuffer, type RedisClient } from '../store/redis';
+
+export interface RunnerEnv {
+  redis: RedisClient;
+  workerId: string;
+  kinds: Map<string, ActorKind<any, any, any, any>>;
+  log: Logger;
+  dedupeTtlSec: number;
+  maxDeliveries: number;
+  maxBuffered: number;
+  readBatch: number;
+  idleBoundMs: number;
+  /** Test-only fault injection (see Worker): called at named points; may never resolve. */
+  faultPoint?: (point: 'before-commit' | 'after-commit', entry: InboxEntry) => Promise<void> | void;
+  onLost(runner: ShardRunner): void;
+}
+
+interface ActorSlot {
+  key: string;
+  kind: ActorKind<any, any, any, any>;
+  actorId: string;
+  queue: { entry: InboxEntry; deliveries: number }[];
+  running: boolean;
+  /** Cached state, valid while this worker holds the lease; undefined = load from the store. */
+  state: unknown;
+  loaded: boolean;
+}
+
+type RunnerState = 'starting' | 'running' | 'draining' | 'stopped';
+
+const REPLY_STREAM_MAXLEN = 10_000;
+const CACHE_LIMIT = 10_000;
+
+export class ShardRunner {
+  state: RunnerState = 'starting';
+  private slots = new Map<string, ActorSlot>();
+  private buffered = 0;
+  private tracked = new Set<string>();
+  private reading = false;
+  private wakePending = false;
+  private idleWaiters: (() => void)[] = [];
+  readonly ctx: ShellContext;
+  /** Messages committed since start (for status and benchmarks). */
+  applied = 0;
+  deadLettered = 0;
+
+  constructor(
+    private readonly env: RunnerEnv,
+    readonly family: Family,
+    readonly shard: number,
+    readonly keys: ShardKeys,
+    public token: string,
+  ) {
+    this.ctx = { redis: env.redis, keys, family, shard };
+  }
+
+  get name(): string {
+    return `${this.family}:${this.shard}`;
+  }
+
+  get bufferedCount(): number {
+    return this.buffered;
+  }
+
+  /** Take over the shard: create the group if needed, claim every pending entry, then read new ones. */
+  async start(): Promise<void> {
+    const { redis } = this.env;
+    try {
+      await redis.xgroup('CREATE', this.keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
+    } catch (e) {
+      if (!String((e as Error).message).includes('BUSYGROUP')) throw e;
+    }
+    await this.reclaim(0);
+    if (this.state === 'starting') {
+      this.state = 'running';
+      this.wake();
+    }
+  }
+
+  /**
+   * Claim pending entries idle for at least `minIdleMs` (0 at takeover: the previous holder is
+   * dead or fenced) and dispatch the ones not already in hand. XAUTOCLAIM bumps each entry's
+   * delivery count, which is how a message that crashes its worker every time ends up
+   * dead-lettered instead of killing every worker in turn.
+   */
+  async reclaim(minIdleMs: number): Promise<number> {
+    const { redis, workerId } = this.env;
+    let cursor = '0-0';
+    const claimed: [string, Buffer[] | null][] = [];
+    do {
+      const res = (await bufferCommand(redis, 'xautoclaimBuffer')(this.keys.inbox, INBOX_GROUP, workerId, minIdleMs, cursor, 'COUNT', 500)) as unknown as [Buffer, [Buffer, Buffer[]][], Buffer[]];
+      cursor = res[0].toString();
+      for (const [id, fields] of res[1]) claimed.push([id.toString(), fields]);
+      // Entries trimmed away while pending cannot be processed; acknowledge them.
+      const deleted = (res[2] ?? []).map((b) => b.toString());
+      if (deleted.length) await redis.xack(this.keys.inbox, INBOX_GROUP, ...deleted);
+    } while (cursor !== '0-0');
+    if (claimed.length === 0) return 0;
+    const deliveries = await this.deliveryCounts(claimed[0]![0], claimed[claimed.length - 1]![0], claimed.length);
+    let n = 0;
+    for (const [id, fields] of claimed) {
+      if (this.tracked.has(id)) continue;
+      this.dispatch(id, fields, deliveries.get(id) ?? 1);
+      n++;
+    }
+    return n;
+  }
+
+  private async deliveryCounts(first: string, last: string, count: number): Promise<Map<string, number>> {
+    const rows = (await this.env.redis.xpending(this.keys.inbox, INBOX_GROUP, first, last, count, this.env.workerId)) as [string, string, number, number][];
+    return new Map(rows.map((r) => [r[0], Number(r[3])]));
+  }
+
+  /** Something may be waiting in the inbox: read it (coalesced: one read loop at a time). */
+  wake(): void {
+    if (this.state !== 'running') return;
+    if (this.reading) {
+      this.wakePending = true;
+      return;
+    }
+    void this.readLoop();
+  }
+
+  private async readLoop(): Promise<void> {
+    this.reading = true;
+    try {
+      do {
+        this.wakePending = false;
+        while (this.state === 'running' && this.buffered < this.env.maxBuffered) {
+          const res = (await bufferCommand(this.env.redis, 'xreadgroupBuffer')(
+            'GROUP', INBOX_GROUP, this.env.workerId, 'COUNT', Math.min(this.env.readBatch, this.env.maxBuffered - this.buffered), 'STREAMS', this.keys.inbox, '>',
+          )) as [Buffer, [Buffer, Buffer[] | null][]][] | null;
+          const entries = res?.[0]?.[1] ?? [];
+          if (entries.length === 0) break;
+          for (const [id, fields] of entries) this.dispatch(id.toString(), fields, 1);
+        }
+      } while (this.wakePending && this.state === 'running');
+    } catch (e) {
+      this.env.log.warn({ err: e, shard: this.name }, 'inbox read failed; the next wake or poll retries');
+    } finally {
+      this.reading = false;
+    }
+  }
+
+  private dispatch(id: string, fields: Buffer[] | null, deliveries: number): void {
+    const entry = parseInboxEntry(id, fields);
+    if (!entry) {
+      // Unparseable input is terminated, not retried: retrying cannot make it parse.
+      void this.deadLetterRaw(id, fields, 'malformed inbox entry');
+      return;
+    }
+    const kind = this.env.kinds.get(entry.kind);
+    if (!kind || kind.family !== this.family) {
+      void this.deadLetter(entry, deliveries, `no actor kind ${JSON.stringify(entry.kind)} in family ${this.family}`);
+      return;
+    }
+    const key = `${entry.kind}\u0000${entry.actorId}`;
+    let slot = this.slots.get(key);
+    if (!slot) {
+      slot = { key, kind, actorId: entry.actorId, queue: [], running: false, state: undefined, loaded: false };
+      this.slots.set(key, slot);
+    }
+    slot.queue.push({ entry, deliveries });
+    this.buffered++;
+    this.tracked.add(id);
+    if (!slot.running) void this.runSlot(slot);
+  }
+
+  private async runSlot(slot: ActorSlot): Promise<void> {
+    slot.running = true;
+    try {
+      while (slot.queue.length > 0 && this.state !== 'stopped') {
+        const item = slot.queue[0]!;
+        const done = await this.process(slot, item.entry, item.deliveries);
+        if (!done) return; // lease lost: the entries stay pending for the next holder
+        slot.queue.shift();
+        this.tracked.delete(item.entry.id);
+        this.buffered--;
+        if (this.buffered === this.env.maxBuffered - 1) this.wake(); // room again after back-pressure
+      }
+    } finally {
+      slot.running = false;
+      if (slot.queue.length === 0) this.evictIfNeeded(slot);
+      if (this.buffered === 0) this.notifyIdle();
+    }
+  }
+
+  private evictIfNeeded(slot: ActorSlot): void {
+    if (this.slots.size <= CACHE_LIMIT) return;
+    this.slots.delete(slot.key);
+  }
+
+  /**
+   * Apply one message. Returns true when it is finished with (committed, answered as a
+   * duplicate, or dead-lettered), false when the lease was lost.
+   */
+  private async process(slot: ActorSlot, entry: InboxEntry, deliveries: number): Promise<boolean> {
+    const { log, maxDeliveries } = this.env;
+    if (deliveries > maxDeliveries) {
+      return this.deadLetter(entry, deliveries, `delivered ${deliveries} times without completing (the worker may have crashed on it)`);
+    }
+    let attempt = 0;
+    for (;;) {
+      if (this.state === 'stopped') return false;
+      attempt++;
+      try {
+        return await this.apply(slot, entry);
+      } catch (e) {
+        // Whether a failed commit was applied is unknown: drop the cached state so the retry
+        // reloads it (the dedupe makes the retry itself safe).
+        slot.loaded = false;
+        slot.state = undefined;
+        const tries = deliveries + attempt - 1;
+        if (tries >= maxDeliveries) return this.deadLetter(entry, tries, errorText(e));
+        log.warn({ err: e, shard: this.name, actor: entry.actorId, mid: entry.mid, attempt: tries }, 'actor message failed; retrying');
+        await sleep(Math.min(1000, 20 * 2 ** attempt));
+      }
+    }
+  }
+
+  private async apply(slot: ActorSlot, entry: InboxEntry): Promise<boolean> {
+    const { redis, workerId, dedupeTtlSec } = this.env;
+    const kind = slot.kind;
+    const stateKey = this.keys.state(kind.kind, slot.actorId);
+    if (!slot.loaded) {
+      const blob = await redis.getBuffer(stateKey);
+      slot.state = blob ? decode(blob) : kind.initialState(slot.actorId);
+      slot.loaded = true;
+    }
+    const msg: ActorMessage<unknown> = { mid: entry.mid, actorId: entry.actorId, body: decode(entry.body), enqueuedAt: entry.enqueuedAt };
+    let nextState = slot.state;
+    let reply: ReplyEnvelope;
+    let outputs: Buffer[] = [];
+    let writes: { cmd: string; key: string; args: (string | number | Buffer)[] }[] = [];
+    try {
+      const prepared = kind.prepare ? await kind.prepare(this.ctx, slot.state, msg) : undefined;
+      const decision = kind.decide(slot.state, msg, prepared);
+      nextState = decision.state;
+      reply = { ok: true, value: decision.reply ?? null };
+      outputs = (decision.outputs ?? []).map((o) => encode(o));
+      writes = decision.writes ?? [];
+    } catch (e) {
+      if (!(e instanceof ActorRejection)) throw e;
+      reply = { ok: false, errcode: e.errcode, error: e.message, status: e.status };
+    }
+    const replyBlob = encode(reply);
+    const changed = nextState !== slot.state;
+    const keys = [this.keys.lease, this.keys.done(entry.mid), this.keys.inbox, this.keys.outbox, stateKey, ...writes.map((w) => this.keys.data(w.key))];
+    const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, changed ? 's' : 'k', changed ? encode(nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
+    writes.forEach((w, i) => args.push(w.cmd, 6 + i, w.args.length, ...w.args));
+
+    await this.env.faultPoint?.('before-commit', entry);
+    const res = (await runScriptBuffer(redis, 'commit', keys, args)) as Buffer[];
+    const status = res[0]!.toString();
+    if (status === 'stale') {
+      this.env.log.warn({ shard: this.name, owner: res[1]?.toString() }, 'lease lost: a newer holder fenced this worker out');
+      this.lose();
+      return false;
+    }
+    let sentBlob = replyBlob;
+    if (status === 'dup') {
+      sentBlob = res[1]!; // answer with what the first application answered
+    } else {
+      if (changed) slot.state = nextState;
+      this.applied++;
+    }
+    await this.env.faultPoint?.('after-commit', entry);
+    if (entry.replyTo) await this.sendReply(entry, sentBlob);
+    return true;
+  }
+
+  private async sendReply(entry: InboxEntry, blob: Buffer): Promise<void> {
+    try {
+      await this.env.redis.xadd(entry.replyTo!, 'MAXLEN', '~', REPLY_STREAM_MAXLEN, '*', 'mid', entry.mid, 'b', blob);
+    } catch (e) {
+      // The sender times out; a resend of the same message id gets the stored reply.
+      this.env.log.warn({ err: e, mid: entry.mid }, 'could not deliver reply');
+    }
+  }
+
+  private async deadLetter(entry: InboxEntry, deliveries: number, error: string): Promise<boolean> {
+    const reply = encode({ ok: false, errcode: 'M_UNKNOWN', error: `Message could not be processed: ${error}`, status: 500 } satisfies ReplyEnvelope);
+    const ok = await this.writeDeadLetter(entry.id, entry.mid, reply, ['mid', entry.mid, 'a', entry.actorId, 'k', entry.kind, 'b', entry.body, 'error', error, 'deliveries', String(deliveries), 'entry', entry.id, 'failed_at', String(Date.now())]);
+    if (ok) {
+      this.env.log.error({ shard: this.name, actor: entry.actorId, mid: entry.mid, error, deliveries }, 'message dead-lettered');
+      if (entry.replyTo) await this.sendReply(entry, reply);
+    }
+    return ok;
+  }
+
+  private async deadLetterRaw(id: string, fields: Buffer[] | null, error: string): Promise<void> {
+    const pairs: (string | Buffer)[] = [];
+    for (const f of fields ?? []) pairs.push(f);
+    const reply = encode({ ok: false, errcode: 'M_UNKNOWN', error, status: 500 } satisfies ReplyEnvelope);
+    await this.writeDeadLetter(id, `raw:${id}`, reply, ['error', error, 'entry', id, 'failed_at', String(Date.now()), ...pairs]).catch((e) =>
+      this.env.log.error({ err: e, shard: this.name, entry: id }, 'could not dead-letter malformed entry'),
+    );
+  }
+
+  private async writeDeadLetter(id: string, mid: string, reply: Buffer, fields: (string | Buffer)[]): Promise<boolean> {
+    const res = (await runScriptBuffer(this.env.redis, 'deadLetter', [this.keys.lease, this.keys.done(mid), this.keys.inbox, this.keys.dead], [this.env.workerId, this.token, INBOX_GROUP, id, reply, this.env.dedupeTtlSec, ...fields])) as Buffer[];
+    if (res[0]!.toString() === 'stale') {
+      this.lose();
+      return false;
+    }
+    this.deadLettered++;
+    return true;
+  }
+
+  /** Stop reading; resolves once every buffered message is finished. */
+  async drain(): Promise<void> {
+    if (this.state === 'running' || this.state === 'starting') this.state = 'draining';
+    if (this.buffered === 0 || this.state === 'stopped') return;
+    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private notifyIdle(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** The lease is gone: stop at once. Unfinished entries stay pending for the next holder. */
+  lose(): void {
+    if (this.state === 'stopped') return;
+    this.state = 'stopped';
+    this.slots.clear();
+    this.tracked.clear();
+    this.buffered = 0;
+    this.notifyIdle();
+    this.env.onLost(this);
+  }
+
+  /** Finished (after a drain and release). */
+  stop(): void {
+    this.state = 'stopped';
+    this.slots.clear();
+    this.tracked.clear();
+    this.notifyIdle();
+  }
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

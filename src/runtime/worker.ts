@@ -1,0 +1,340 @@
+/**
+ * A worker process's runtime: holds shard leases (with fencing tokens), runs a ShardRunner per
+ * owned shard, and keeps the cluster's ownership healthy:
+ *
+ * - every `renewMs` it heartbeats, renews its leases, and takes free or expired shards up to its
+ *   fair share (ceil(shards / live workers)), so a dead worker's shards are taken within about
+ *   `ttlMs + renewMs`;
+ * - a shard reserved for another worker (move-shard, rebalance, drain) is drained — no new reads,
+ *   in-flight messages finished — and released; only the target may take it;
+ * - wake-ups arrive on a pub/sub channel per owned shard; a slow poll of every owned shard backs
+ *   them up, since pub/sub drops messages when a connection blips.
+ */
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import type { ActorKind } from './actor';
+import type { InboxEntry } from './envelope';
+import { ShardRunner, type RunnerEnv } from './shard-runner';
+import { parseShardName, shardName, type Family } from './shards';
+import type { KeySpace } from '../store/keys';
+import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';
+import type { Redis } from 'ioredis';
+
+export interface WorkerOptions {
+  redis: RedisClient;
+  keys: KeySpace;
+  workerId: string;
+  shardCounts: Record<Family, number>;
+  /** Families this worker serves (all kinds' families by default). */
+  families?: Family[];
+  kinds: ActorKind<any, any, any, any>[];
+  leaseTtlMs: number;
+  renewMs: number;
+  log: Logger;
+  /** How long a message id is remembered for dedupe (seconds). */
+  dedupeTtlSec?: number;
+  /** Deliveries after which a message is dead-lettered. */
+  maxDeliveries?: number;
+  /** Backstop poll of every owned inbox (ms). */
+  pollMs?: number;
+  maxBufferedPerShard?: number;
+  readBatch?: number;
+  /** Own pending entries idle this long are reclaimed with XAUTOCLAIM (ms). */
+  idleBoundMs?: number;
+  /** Test-only: lets the fault tests stop a worker at an exact point (never set in production). */
+  faultPoint?: RunnerEnv['faultPoint'];
+  /** Called when an operator asks this worker to stop (after `drain`). */
+  onStopRequested?: () => void;
+}
+
+export interface WorkerStatus {
+  workerId: string;
+  accepting: boolean;
+  shards: { name: string; token: string; state: string; buffered: number; applied: number; deadLettered: number }[];
+}
+
+const RESERVATION_MS = 30_000;
+
+export class Worker {
+  private readonly runners = new Map<string, ShardRunner>();
+  private readonly channels = new Map<string, ShardRunner>();
+  private readonly pending = new Set<string>(); // shards being acquired or released
+  private sub: Redis | null = null;
+  private tickTimer: NodeJS.Timeout | null = null;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private reclaimTimer: NodeJS.Timeout | null = null;
+  private ticking = false;
+  private accepting = true;
+  private stopped = false;
+  private readonly env: RunnerEnv;
+  private readonly families: Family[];
+  private readonly started = Date.now();
+
+  constructor(private readonly o: WorkerOptions) {
+    this.families = o.families ?? [...new Set(o.kinds.map((k) => k.family))];
+    this.env = {
+      redis: o.redis,
+      workerId: o.workerId,
+      kinds: new Map(o.kinds.map((k) => [k.kind, k])),
+      log: o.log,
+      dedupeTtlSec: o.dedupeTtlSec ?? 600,
+      maxDeliveries: o.maxDeliveries ?? 5,
+      maxBuffered: o.maxBufferedPerShard ?? 1000,
+      readBatch: o.readBatch ?? 200,
+      idleBoundMs: o.idleBoundMs ?? 60_000,
+      faultPoint: o.faultPoint,
+      onLost: (r) => this.forget(r),
+    };
+  }
+
+  get id(): string {
+    return this.o.workerId;
+  }
+
+  async start(): Promise<void> {
+    if (isCluster(this.o.redis)) await waitReady(this.o.redis);
+    this.sub = subscriberClient(this.o.redis);
+    this.sub.on('message', (channel: string) => this.channels.get(channel)?.wake());
+    await this.tick();
+    this.tickTimer = setInterval(() => void this.tick(), this.o.renewMs);
+    this.pollTimer = setInterval(() => {
+      for (const r of this.runners.values()) r.wake();
+    }, this.o.pollMs ?? 2000);
+    this.reclaimTimer = setInterval(() => void this.reclaimIdle(), Math.max(1000, (this.o.idleBoundMs ?? 60_000) / 2));
+  }
+
+  /** Shards this worker holds now. */
+  owned(): string[] {
+    return [...this.runners.keys()];
+  }
+
+  runner(name: string): ShardRunner | undefined {
+    return this.runners.get(name);
+  }
+
+  status(): WorkerStatus {
+    return {
+      workerId: this.id,
+      accepting: this.accepting,
+      shards: [...this.runners.values()].map((r) => ({ name: r.name, token: r.token, state: r.state, buffered: r.bufferedCount, applied: r.applied, deadLettered: r.deadLettered })),
+    };
+  }
+
+  /** One round of heartbeat, control, renewal and acquisition. Never overlaps itself. */
+  async tick(): Promise<void> {
+    if (this.ticking || this.stopped) return;
+    this.ticking = true;
+    try {
+      await this.heartbeat();
+      await this.readControl();
+      await this.renewAll();
+      if (this.accepting) await this.acquireShare();
+    } catch (e) {
+      this.o.log.warn({ err: e }, 'lease tick failed');
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    const { redis, keys } = this.o;
+    const now = Date.now();
+    await Promise.all([
+      redis.zadd(keys.workers(), now, this.id),
+      redis.hset(keys.workerInfo(this.id), { pid: process.pid, host: hostname(), started: this.started, heartbeat: now, state: this.accepting ? 'running' : 'draining', families: this.families.join(','), shards: this.runners.size }),
+    ]);
+  }
+
+  private async readControl(): Promise<void> {
+    const control = await this.o.redis.get(this.o.keys.workerControl(this.id));
+    if (control === 'drain' && this.accepting) {
+      this.accepting = false;
+      this.o.log.info({ worker: this.id }, 'draining: taking no new shards');
+    } else if (control === 'stop' && !this.stopped) {
+      this.o.log.info({ worker: this.id }, 'stop requested');
+      this.o.onStopRequested?.();
+    }
+  }
+
+  private async renewAll(): Promise<void> {
+    const { redis, keys, leaseTtlMs } = this.o;
+    await Promise.all(
+      [...this.runners.values()].map(async (r) => {
+        if (r.state === 'stopped' || this.pending.has(r.name)) return;
+        const res = (await runScript(redis, 'leaseRenew', [keys.shard(r.family, r.shard).lease], [this.id, r.token, leaseTtlMs])) as [number, string];
+        if (res[0] !== 1) {
+          this.o.log.warn({ shard: r.name, owner: res[1] }, 'lease lost');
+          r.lose();
+          return;
+        }
+        const target = res[1];
+        if (target && target !== this.id) void this.handOff(r, target);
+      }),
+    );
+  }
+
+  /** Finish what the shard has in hand, then release it for `target`. */
+  private async handOff(r: ShardRunner, target: string): Promise<void> {
+    if (this.pending.has(r.name)) return;
+    this.pending.add(r.name);
+    try {
+      this.o.log.info({ shard: r.name, target }, 'handing shard off');
+      await r.drain();
+      await this.release(r);
+    } finally {
+      this.pending.delete(r.name);
+    }
+  }
+
+  private async release(r: ShardRunner): Promise<void> {
+    const { redis, keys } = this.o;
+    this.unsubscribe(r);
+    if (r.state !== 'stopped') {
+      await runScript(redis, 'leaseRelease', [keys.shard(r.family, r.shard).lease], [this.id, r.token]);
+      r.stop();
+    }
+    this.runners.delete(r.name);
+  }
+
+  private forget(r: ShardRunner): void {
+    this.unsubscribe(r);
+    if (this.runners.get(r.name) === r) this.runners.delete(r.name);
+  }
+
+  private unsubscribe(r: ShardRunner): void {
+    const channel = this.o.keys.wakeChannel(r.family, r.shard);
+    this.channels.delete(channel);
+    void this.sub?.unsubscribe(channel).catch(() => undefined);
+  }
+
+  /**
+   * Take shards up to this worker's fair share, plus any reserved for it. The scan of lease
+   * hashes only happens while below the share, so a balanced cluster does no scanning at all.
+   */
+  private async acquireShare(): Promise<void> {
+    const { redis, keys, leaseTtlMs } = this.o;
+    const now = Date.now();
+    const live = await redis.zrangebyscore(keys.workers(), now - leaseTtlMs, '+inf');
+    const liveCount = Math.max(1, live.length);
+    const incoming = new Set(await redis.smembers(keys.workerIncoming(this.id)));
+    for (const name of incoming) {
+      const ref = parseShardName(name);
+      if (!ref || !this.families.includes(ref.family)) continue;
+      if (this.runners.has(name)) {
+        await redis.srem(keys.workerIncoming(this.id), name);
+        continue;
+      }
+      await this.tryAcquire(ref.family, ref.shard);
+    }
+    for (const family of this.families) {
+      const total = this.o.shardCounts[family];
+      const share = Math.ceil(total / liveCount);
+      const mine = [...this.runners.values()].filter((r) => r.family === family).length;
+      if (mine >= share) continue;
+      const candidates: number[] = [];
+      for (let s = 0; s < total; s++) if (!this.runners.has(shardName({ family, shard: s }))) candidates.push(s);
+      const leases = await Promise.all(candidates.map((s) => redis.hmget(keys.shard(family, s).lease, 'owner', 'expires', 'target', 'target_expires')));
+      const free = candidates.filter((_, i) => {
+        const [owner, expires, target, targetExpires] = leases[i]!;
+        const held = !!owner && Number(expires) > now;
+        const reservedElsewhere = !!target && target !== this.id && Number(targetExpires) > now;
+        return !held && !reservedElsewhere;
+      });
+      // Random order: workers racing for the same free shards spread out instead of colliding.
+      shuffle(free);
+      const want = share - mine;
+      await Promise.all(free.slice(0, want).map((s) => this.tryAcquire(family, s)));
+    }
+  }
+
+  private async tryAcquire(family: Family, shard: number): Promise<boolean> {
+    const name = shardName({ family, shard });
+    if (this.runners.has(name) || this.pending.has(name) || this.stopped) return false;
+    const { redis, keys, leaseTtlMs } = this.o;
+    const shardKeys = keys.shard(family, shard);
+    this.pending.add(name);
+    try {
+      const res = (await runScript(redis, 'leaseAcquire', [shardKeys.lease], [this.id, leaseTtlMs])) as [number, string];
+      if (!res[0]) return false;
+      await redis.srem(keys.workerIncoming(this.id), name);
+      const runner = new ShardRunner(this.env, family, shard, shardKeys, String(res[0]));
+      this.runners.set(name, runner);
+      const channel = keys.wakeChannel(family, shard);
+      this.channels.set(channel, runner);
+      await this.sub!.subscribe(channel);
+      await runner.start();
+      this.o.log.info({ shard: name, token: runner.token }, 'shard acquired');
+      return true;
+    } catch (e) {
+      this.o.log.warn({ err: e, shard: name }, 'shard acquisition failed');
+      const r = this.runners.get(name);
+      if (r) r.lose();
+      return false;
+    } finally {
+      this.pending.delete(name);
+    }
+  }
+
+  private async reclaimIdle(): Promise<void> {
+    for (const r of this.runners.values()) {
+      if (r.state !== 'running') continue;
+      try {
+        const n = await r.reclaim(this.env.idleBoundMs);
+        if (n) this.o.log.warn({ shard: r.name, count: n }, 'reclaimed idle pending entries');
+      } catch (e) {
+        this.o.log.warn({ err: e, shard: r.name }, 'idle reclaim failed');
+      }
+    }
+  }
+
+  /**
+   * Stop: take no new shards, finish what is in hand, release every lease (so others take over
+   * at once instead of waiting for expiry) and leave the live set.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.accepting = false;
+    for (const t of [this.tickTimer, this.pollTimer, this.reclaimTimer]) if (t) clearInterval(t);
+    // Let a tick in progress finish its acquisitions, so none is left half-done.
+    while (this.ticking || this.pending.size) await new Promise((r) => setTimeout(r, 10));
+    this.stopped = true;
+    await Promise.all([...this.runners.values()].map((r) => r.drain()));
+    await Promise.all([...this.runners.values()].map((r) => this.release(r).catch(() => undefined)));
+    const { redis, keys } = this.o;
+    await redis.zrem(keys.workers(), this.id).catch(() => undefined);
+    await redis.hset(keys.workerInfo(this.id), { state: 'stopped', shards: 0 }).catch(() => undefined);
+    await redis.del(keys.workerControl(this.id)).catch(() => undefined);
+    this.sub?.disconnect();
+    this.sub = null;
+  }
+
+  /** Simulate a crash (tests): stop everything without releasing anything. */
+  crash(): void {
+    this.stopped = true;
+    for (const t of [this.tickTimer, this.pollTimer, this.reclaimTimer]) if (t) clearInterval(t);
+    for (const r of this.runners.values()) r.stop();
+    this.runners.clear();
+    this.sub?.disconnect();
+  }
+}
+
+/** Reserve a shard for a worker (used by the cluster scripts). Returns the current owner. */
+export async function reserveShard(redis: RedisClient, keys: KeySpace, family: Family, shard: number, target: string): Promise<string> {
+  await redis.sadd(keys.workerIncoming(target), shardName({ family, shard }));
+  return (await runScript(redis, 'leaseReserve', [keys.shard(family, shard).lease], [target, RESERVATION_MS])) as string;
+}
+
+/** Resolve once a cluster client knows its nodes (needed before picking a subscriber node). */
+async function waitReady(c: RedisClient): Promise<void> {
+  if (c.status === 'ready') return;
+  await c.ping();
+}
+
+function shuffle<T>(a: T[]): void {
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
+}
+
+export type { InboxEntry };

@@ -1,0 +1,79 @@
+/**
+ * Every Redis key and stream name Axon uses, built here and nowhere else (DESIGN rule 2).
+ * A shard's keys all carry its hash tag, so one Lua script can touch them on Redis Cluster.
+ */
+import { shardTag, type Family } from '../runtime/shards';
+
+export class KeySpace {
+  constructor(readonly prefix: string) {}
+
+  /** Keys of one shard. */
+  shard(family: Family, shard: number): ShardKeys {
+    return new ShardKeys(`${this.prefix}${shardTag(family, shard)}:`);
+  }
+
+  /** Sorted set: worker id → last heartbeat (ms). */
+  workers(): string {
+    return `${this.prefix}workers`;
+  }
+
+  /** Hash: what a worker reports about itself (pid, host, start time, state). */
+  workerInfo(workerId: string): string {
+    return `${this.prefix}worker:${workerId}`;
+  }
+
+  /** Control requests to a worker (e.g. `stop` after a drain). */
+  workerControl(workerId: string): string {
+    return `${this.prefix}worker:${workerId}:control`;
+  }
+
+  /** Set of shard names (`room:417`) reserved for a worker by move-shard/rebalance/drain. */
+  workerIncoming(workerId: string): string {
+    return `${this.prefix}worker:${workerId}:incoming`;
+  }
+
+  /** Stream a front process reads its replies from. Its own hash tag keeps it on one node. */
+  replies(frontId: string): string {
+    return `${this.prefix}{replies:${frontId}}`;
+  }
+
+  /** Pub/sub channel that wakes the owner of a shard when its inbox gets a message. */
+  wakeChannel(family: Family, shard: number): string {
+    return `${this.prefix}wake:${family}:${shard}`;
+  }
+}
+
+export class ShardKeys {
+  constructor(private readonly base: string) {}
+  /** Hash: owner, token (fencing counter, never reset), expires, target (handoff reservation). */
+  get lease(): string {
+    return `${this.base}lease`;
+  }
+  /** Stream of commands for the shard's actors. */
+  get inbox(): string {
+    return `${this.base}inbox`;
+  }
+  /** Stream of what the shard's actors produced, read by the readers' consumer groups. */
+  get outbox(): string {
+    return `${this.base}outbox`;
+  }
+  /** Stream of messages that failed too often, with their error. */
+  get dead(): string {
+    return `${this.base}dead`;
+  }
+  /** Marks a message id as applied, holding its reply (expires after the dedupe window). */
+  done(messageId: string): string {
+    return `${this.base}done:${messageId}`;
+  }
+  /** An actor's state blob. */
+  state(kind: string, actorId: string): string {
+    return `${this.base}state:${kind}:${actorId}`;
+  }
+  /** Any other key an actor writes: `name` is relative to the shard. */
+  data(name: string): string {
+    return `${this.base}d:${name}`;
+  }
+}
+
+/** The consumer group workers read shard inboxes with. */
+export const INBOX_GROUP = 'workers';

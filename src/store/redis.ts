@@ -1,0 +1,111 @@
+/**
+ * Redis connections (single server or Cluster) and the Lua scripts, loaded from
+ * `src/store/scripts/*.lua` and registered as commands on each client.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+
+export type RedisClient = Redis | Cluster;
+
+export interface RedisTarget {
+  /** `redis://host:port` for a single server. */
+  url?: string;
+  /** Cluster seed nodes. */
+  clusterNodes?: { host: string; port: number }[];
+}
+
+const SCRIPTS = {
+  leaseAcquire: 'lease-acquire-1.lua',
+  leaseRenew: 'lease-renew-1.lua',
+  leaseRelease: 'lease-release-1.lua',
+  leaseReserve: 'lease-reserve-1.lua',
+  commit: 'commit-1.lua',
+  deadLetter: 'dead-letter-1.lua',
+  trimStream: 'trim-stream-1.lua',
+} as const;
+export type ScriptName = keyof typeof SCRIPTS;
+
+const scriptDir = join(import.meta.dirname, 'scripts');
+const scriptSource = new Map<ScriptName, string>();
+function source(name: ScriptName): string {
+  let s = scriptSource.get(name);
+  if (!s) {
+    s = readFileSync(join(scriptDir, SCRIPTS[name]), 'utf8');
+    scriptSource.set(name, s);
+  }
+  return s;
+}
+
+/** A connected client with our scripts defined (keys count passed per call). */
+export function connectRedis(target: RedisTarget, options: RedisOptions = {}): RedisClient {
+  // Auto-pipelining groups commands by the slot of their first key, which it cannot find for our
+  // script commands (it takes the key count for a key), so on a cluster it would mix slots in one
+  // pipeline. Scripts are sent on their own; ioredis still writes them without waiting.
+  // XGROUP and XINFO carry their key after a subcommand, which auto-pipelining misreads as well.
+  const autoPipeliningIgnoredCommands = [...Object.keys(SCRIPTS).flatMap((n) => [n, `${n}Buffer`]), 'xgroup', 'xinfo'];
+  const common: RedisOptions = { maxRetriesPerRequest: null, enableAutoPipelining: true, autoPipeliningIgnoredCommands, ...options };
+  let client: RedisClient;
+  if (target.clusterNodes?.length) {
+    client = new Cluster(target.clusterNodes, { redisOptions: common, enableAutoPipelining: true, autoPipeliningIgnoredCommands, scaleReads: 'master' });
+  } else {
+    if (!target.url) throw new Error('connectRedis: a url or cluster nodes are needed');
+    client = new Redis(target.url, common);
+  }
+  defineScripts(client);
+  return client;
+}
+
+function defineScripts(client: RedisClient): void {
+  for (const name of Object.keys(SCRIPTS) as ScriptName[]) {
+    client.defineCommand(name, { lua: source(name) });
+  }
+}
+
+/** A second connection to the same target, for blocking reads. */
+export function duplicateClient(client: RedisClient): RedisClient {
+  const dup = client.duplicate();
+  defineScripts(dup);
+  return dup;
+}
+
+/**
+ * A connection for SUBSCRIBE. On a cluster, classic PUBLISH reaches subscribers on every node, so
+ * one plain connection to one node hears everything; ioredis's cluster subscriber breaks when many
+ * channels are subscribed at once before it is ready.
+ */
+export function subscriberClient(client: RedisClient): Redis {
+  if (client instanceof Cluster) {
+    const node = client.nodes('master')[0] ?? client.nodes()[0];
+    const opts = node ? node.options : undefined;
+    if (!opts) throw new Error('subscriberClient: the cluster has no known node yet');
+    return new Redis({ host: opts.host, port: opts.port, maxRetriesPerRequest: null });
+  }
+  return client.duplicate();
+}
+
+/** Call one of our scripts: `keys` then `args`. Values may be strings or Buffers. */
+export function runScript(client: RedisClient, name: ScriptName, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
+  const fn = (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name]!;
+  return fn.call(client, keys.length, ...keys, ...args);
+}
+
+/** Same, returning Buffers instead of strings (for binary replies). */
+export function runScriptBuffer(client: RedisClient, name: ScriptName, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
+  const fn = (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[`${name}Buffer`]!;
+  return fn.call(client, keys.length, ...keys, ...args);
+}
+
+export function isCluster(client: RedisClient): client is Cluster {
+  return client instanceof Cluster;
+}
+
+/**
+ * A command's Buffer-replying variant, which ioredis generates for every command but does not
+ * type for all (e.g. `xreadgroupBuffer`). `callBuffer` is not a substitute: with auto-pipelining
+ * on, ioredis drops its command name.
+ */
+export function bufferCommand(client: RedisClient, name: 'xreadgroupBuffer' | 'xautoclaimBuffer'): (...args: (string | number | Buffer)[]) => Promise<unknown> {
+  const fn = (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name]!;
+  return (...args) => fn.apply(client, args);
+}

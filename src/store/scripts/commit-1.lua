@@ -1,0 +1,60 @@
+-- Apply one inbox message's effects exactly once (DESIGN rule 3): the fencing check, the dedupe
+-- check, the writes, the output entries, the done mark and the XACK happen in this one script,
+-- so a crash leaves either all of them or none.
+-- KEYS[1] lease hash
+-- KEYS[2] done key of the message id (holds the reply; expires after the dedupe window)
+-- KEYS[3] inbox stream
+-- KEYS[4] outbox stream
+-- KEYS[5] actor state key
+-- KEYS[6..] keys named by the writes below
+-- ARGV[1] worker id
+-- ARGV[2] fencing token
+-- ARGV[3] inbox consumer group
+-- ARGV[4] inbox entry id (to XACK)
+-- ARGV[5] reply blob (stored in the done key)
+-- ARGV[6] dedupe window (seconds)
+-- ARGV[7] state mode: 'k' keep, 's' set to ARGV[8], 'd' delete
+-- ARGV[8] state blob
+-- ARGV[9] number of output entries N, then N blobs (each XADDed to the outbox as field b,
+--         with field a = ARGV[10+N] actor id and field k = ARGV[11+N] kind)
+-- then: number of writes W, then per write: command, key index (into KEYS), argument count, arguments
+-- Returns {'ok', id1, id2, ...} (output entry ids), {'dup', reply}, or {'stale', owner}.
+local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
+if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then
+  return {'stale', f[1] or ''}
+end
+local done = redis.call('GET', KEYS[2])
+if done then
+  redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
+  return {'dup', done}
+end
+local mode = ARGV[7]
+if mode == 's' then
+  redis.call('SET', KEYS[5], ARGV[8])
+elseif mode == 'd' then
+  redis.call('DEL', KEYS[5])
+end
+local n = tonumber(ARGV[9])
+local actor = ARGV[10 + n]
+local kind = ARGV[11 + n]
+local ids = {'ok'}
+for i = 1, n do
+  ids[#ids + 1] = redis.call('XADD', KEYS[4], '*', 'a', actor, 'k', kind, 'b', ARGV[9 + i])
+end
+local allowed = {SET=1, DEL=1, HSET=1, HDEL=1, HINCRBY=1, ZADD=1, ZREM=1, SADD=1, SREM=1, RPUSH=1, LTRIM=1, XADD=1, PEXPIRE=1, INCRBY=1}
+local p = 12 + n
+local w = tonumber(ARGV[p])
+p = p + 1
+for _ = 1, w do
+  local cmd = ARGV[p]
+  local key = KEYS[tonumber(ARGV[p + 1])]
+  local argc = tonumber(ARGV[p + 2])
+  if not allowed[cmd] then
+    return redis.error_reply('commit: command not allowed: ' .. cmd)
+  end
+  redis.call(cmd, key, unpack(ARGV, p + 3, p + 2 + argc))
+  p = p + 3 + argc
+end
+redis.call('SET', KEYS[2], ARGV[5], 'EX', tonumber(ARGV[6]))
+redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
+return ids

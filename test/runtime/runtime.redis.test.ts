@@ -1,0 +1,129 @@
+/**
+ * The actor runtime on real Redis, single server and Cluster: request/reply through inbox →
+ * actor → outbox, exactly-once per message id, per-actor order, dead letters, fencing.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { ActorReplyError } from '../../src/runtime/actor-client';
+import { shardOf } from '../../src/runtime/shards';
+import { runScript, runScriptBuffer } from '../../src/store/redis';
+import { INBOX_GROUP } from '../../src/store/keys';
+import { decode } from '../../src/store/codec';
+import type { LedgerReply, LedgerState } from '../../actors/ledger';
+import { MODES, rig, waitFor, type Rig } from './harness';
+
+for (const mode of MODES) {
+  describe(`actor runtime (${mode} redis)`, () => {
+    let r: Rig;
+    afterEach(async () => {
+      await r?.close();
+    });
+
+    it('answers asks through inbox → actor → outbox, in order per actor', async () => {
+      r = await rig(mode);
+      await r.startWorker('w1');
+      const c = await r.client();
+      const actors = Array.from({ length: 10 }, (_, i) => `@user${i}:test`);
+      const replies = await Promise.all(
+        actors.flatMap((a) => Array.from({ length: 20 }, (_, i) => c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: i + 1, value: i + 1 }))),
+      );
+      expect(replies).toHaveLength(200);
+      for (const a of actors) {
+        const state = await c.ask<LedgerReply>('user', 'ledger', a, { op: 'read' });
+        expect(state).toEqual({ count: 20, sum: 210, outOfOrder: 0, lastSeq: { p: 20 } });
+      }
+      // Every append produced one output entry on its shard's outbox.
+      let outputs = 0;
+      for (let s = 0; s < r.shardCounts.user; s++) outputs += await r.redis.xlen(r.keys.shard('user', s).outbox);
+      expect(outputs).toBe(200);
+    });
+
+    it('applies a message id once: a re-sent command gets the first reply and changes nothing', async () => {
+      r = await rig(mode);
+      await r.startWorker('w1');
+      const c = await r.client();
+      const first = await c.ask<LedgerReply>('user', 'ledger', '@a:test', { op: 'append', producer: 'p', seq: 1, value: 5 }, { mid: 'fixed-mid-1' });
+      const again = await c.ask<LedgerReply>('user', 'ledger', '@a:test', { op: 'append', producer: 'p', seq: 1, value: 5 }, { mid: 'fixed-mid-1' });
+      expect(again).toEqual(first);
+      expect(await c.ask('user', 'ledger', '@a:test', { op: 'read' })).toMatchObject({ count: 1, sum: 5, outOfOrder: 0 });
+    });
+
+    it('dead-letters a message that keeps failing, answers it with an error, and the shard keeps going', async () => {
+      r = await rig(mode);
+      await r.startWorker('w1', { maxDeliveries: 3 });
+      const c = await r.client();
+      await c.ask('user', 'ledger', '@poison:test', { op: 'append', producer: 'p', seq: 1, value: 1 });
+      const err = await c.ask('user', 'ledger', '@poison:test', { op: 'explode' }).catch((e) => e);
+      expect(err).toBeInstanceOf(ActorReplyError);
+      expect((err as ActorReplyError).errcode).toBe('M_UNKNOWN');
+      const shard = shardOf('@poison:test', r.shardCounts.user);
+      const dead = (await r.redis.xrange(r.keys.shard('user', shard).dead, '-', '+')) as [string, string[]][];
+      expect(dead).toHaveLength(1);
+      const fields = Object.fromEntries(dead[0]![1].reduce<[string, string][]>((acc, v, i, arr) => (i % 2 ? acc : [...acc, [v, arr[i + 1]!]]), []));
+      expect(fields.error).toContain('unknown op "explode"');
+      expect(fields.a).toBe('@poison:test');
+      expect(Number(fields.deliveries)).toBe(3);
+      // The same actor and its shard carry on.
+      expect(await c.ask('user', 'ledger', '@poison:test', { op: 'append', producer: 'p', seq: 2, value: 1 })).toMatchObject({ count: 2, outOfOrder: 0 });
+      // Nothing is left pending.
+      const pending = (await r.redis.xpending(r.keys.shard('user', shard).inbox, INBOX_GROUP)) as [number];
+      expect(Number(pending[0])).toBe(0);
+    });
+
+    it('refuses a commit carrying a stale fencing token, atomically', async () => {
+      r = await rig(mode);
+      const keys = r.keys.shard('user', 3);
+      const t1 = (await runScript(r.redis, 'leaseAcquire', [keys.lease], ['old', 60_000])) as [number, string];
+      expect(t1[0]).toBeGreaterThan(0);
+      // The old holder's lease lapses (a long pause) and a new holder takes the shard.
+      await r.redis.hset(keys.lease, 'expires', 0);
+      const t2 = (await runScript(r.redis, 'leaseAcquire', [keys.lease], ['new', 60_000])) as [number, string];
+      expect(t2[0]).toBe(t1[0] + 1);
+      await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
+      const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
+      const commit = (worker: string, token: number) =>
+        runScriptBuffer(r.redis, 'commit', [keys.lease, keys.done('m1'), keys.inbox, keys.outbox, keys.state('ledger', 'x'), keys.data('extra')], [
+          worker, String(token), INBOX_GROUP, id!, 'reply', 60, 's', 'STATE', 1, 'OUT', 'x', 'ledger', 1, 'SET', 6, 1, 'v',
+        ]) as Promise<Buffer[]>;
+      const stale = await commit('old', t1[0]);
+      expect(stale[0]!.toString()).toBe('stale');
+      expect(await r.redis.exists(keys.state('ledger', 'x'), keys.data('extra'), keys.done('m1'))).toBe(0);
+      expect(await r.redis.xlen(keys.outbox)).toBe(0);
+      // The holder's commit goes through, once.
+      expect((await commit('new', t2[0]))[0]!.toString()).toBe('ok');
+      expect((await commit('new', t2[0]))[0]!.toString()).toBe('dup');
+      expect(await r.redis.get(keys.state('ledger', 'x'))).toBe('STATE');
+      expect(await r.redis.xlen(keys.outbox)).toBe(1);
+    });
+
+    it('a worker whose lease lapsed mid-message is fenced out; the new owner applies the message once', async () => {
+      r = await rig(mode, { shards: 2 });
+      let release!: () => void;
+      const held = new Promise<void>((res) => (release = res));
+      let reached = false;
+      const a = await r.startWorker('wa', {
+        faultPoint: async (point, entry) => {
+          if (point === 'before-commit' && entry.mid.includes('slow')) {
+            reached = true;
+            await held;
+          }
+        },
+      });
+      const c = await r.client();
+      const actor = '@fenced:test';
+      const shard = shardOf(actor, 2);
+      const answer = c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 1, value: 7 }, { mid: 'slow-1', timeoutMs: 30_000 });
+      await waitFor('worker A to hold the message', () => reached);
+      // A stalls (as in a long GC pause): it stops renewing and its lease lapses; B takes over.
+      a.crash();
+      await r.redis.hset(r.keys.shard('user', shard).lease, 'expires', 0);
+      const b = await r.startWorker('wb');
+      await waitFor('B to own the shard', () => b.owned().includes(`user:${shard}`));
+      expect(await answer).toEqual({ count: 1, sum: 7, outOfOrder: 0 });
+      // A wakes up and tries to commit with its old token: refused.
+      release();
+      await new Promise((res) => setTimeout(res, 200));
+      const blob = await r.redis.getBuffer(r.keys.shard('user', shard).state('ledger', actor));
+      expect(decode<LedgerState>(blob!)).toMatchObject({ count: 1, sum: 7 });
+    });
+  });
+}
