@@ -190,7 +190,15 @@ export class ShardRunner {
     try {
       while (slot.queue.length > 0 && this.state !== 'stopped') {
         const item = slot.queue[0]!;
-        const done = await this.process(slot, item.entry, item.deliveries);
+        let done: boolean;
+        try {
+          done = await this.process(slot, item.entry, item.deliveries);
+        } catch (e) {
+          // Only Redis failures on the dead-letter path land here; try the same entry again.
+          this.env.log.warn({ err: e, shard: this.name, mid: item.entry.mid }, 'could not finish a message; retrying');
+          await sleep(500);
+          continue;
+        }
         if (!done) return; // lease lost: the entries stay pending for the next holder
         slot.queue.shift();
         this.tracked.delete(item.entry.id);
@@ -265,7 +273,9 @@ export class ShardRunner {
     const replyBlob = encode(reply);
     const changed = nextState !== slot.state;
     const keys = [this.keys.lease, this.keys.done(entry.mid), this.keys.inbox, this.keys.outbox, stateKey, ...writes.map((w) => this.keys.data(w.key))];
-    const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, changed ? 's' : 'k', changed ? encode(nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
+    // With a reply to deliver, the entry is acknowledged only after the reply is out (see commit-1.lua).
+    const ackInScript = entry.replyTo ? '0' : '1';
+    const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, ackInScript, changed ? 's' : 'k', changed ? encode(nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
     writes.forEach((w, i) => args.push(w.cmd, 6 + i, w.args.length, ...w.args));
 
     await this.env.faultPoint?.('before-commit', entry);
@@ -284,46 +294,45 @@ export class ShardRunner {
       this.applied++;
     }
     await this.env.faultPoint?.('after-commit', entry);
-    if (entry.replyTo) await this.sendReply(entry, sentBlob);
+    if (entry.replyTo) await this.replyAndAck(entry, sentBlob);
     return true;
   }
 
-  private async sendReply(entry: InboxEntry, blob: Buffer): Promise<void> {
-    try {
-      await this.env.redis.xadd(entry.replyTo!, 'MAXLEN', '~', REPLY_STREAM_MAXLEN, '*', 'mid', entry.mid, 'b', blob);
-    } catch (e) {
-      // The sender times out; a resend of the same message id gets the stored reply.
-      this.env.log.warn({ err: e, mid: entry.mid }, 'could not deliver reply');
-    }
+  /** Deliver the reply, then acknowledge the entry (at-least-once replies; the sender dedupes by mid). */
+  private async replyAndAck(entry: InboxEntry, blob: Buffer): Promise<void> {
+    await this.env.redis.xadd(entry.replyTo!, 'MAXLEN', '~', REPLY_STREAM_MAXLEN, '*', 'mid', entry.mid, 'b', blob);
+    await this.env.redis.xack(this.keys.inbox, INBOX_GROUP, entry.id);
   }
 
   private async deadLetter(entry: InboxEntry, deliveries: number, error: string): Promise<boolean> {
     const reply = encode({ ok: false, errcode: 'M_UNKNOWN', error: `Message could not be processed: ${error}`, status: 500 } satisfies ReplyEnvelope);
-    const ok = await this.writeDeadLetter(entry.id, entry.mid, reply, ['mid', entry.mid, 'a', entry.actorId, 'k', entry.kind, 'b', entry.body, 'error', error, 'deliveries', String(deliveries), 'entry', entry.id, 'failed_at', String(Date.now())]);
-    if (ok) {
-      this.env.log.error({ shard: this.name, actor: entry.actorId, mid: entry.mid, error, deliveries }, 'message dead-lettered');
-      if (entry.replyTo) await this.sendReply(entry, reply);
-    }
-    return ok;
+    const res = await this.writeDeadLetter(entry.id, entry.mid, reply, !entry.replyTo, ['mid', entry.mid, 'a', entry.actorId, 'k', entry.kind, 'b', entry.body, 'error', error, 'deliveries', String(deliveries), 'entry', entry.id, 'failed_at', String(Date.now())]);
+    if (!res) return false;
+    if (res.status === 'ok') this.env.log.error({ shard: this.name, actor: entry.actorId, mid: entry.mid, error, deliveries }, 'message dead-lettered');
+    if (entry.replyTo) await this.replyAndAck(entry, res.reply ?? reply);
+    return true;
   }
 
   private async deadLetterRaw(id: string, fields: Buffer[] | null, error: string): Promise<void> {
     const pairs: (string | Buffer)[] = [];
     for (const f of fields ?? []) pairs.push(f);
     const reply = encode({ ok: false, errcode: 'M_UNKNOWN', error, status: 500 } satisfies ReplyEnvelope);
-    await this.writeDeadLetter(id, `raw:${id}`, reply, ['error', error, 'entry', id, 'failed_at', String(Date.now()), ...pairs]).catch((e) =>
+    await this.writeDeadLetter(id, `raw:${id}`, reply, true, ['error', error, 'entry', id, 'failed_at', String(Date.now()), ...pairs]).catch((e) =>
       this.env.log.error({ err: e, shard: this.name, entry: id }, 'could not dead-letter malformed entry'),
     );
   }
 
-  private async writeDeadLetter(id: string, mid: string, reply: Buffer, fields: (string | Buffer)[]): Promise<boolean> {
-    const res = (await runScriptBuffer(this.env.redis, 'deadLetter', [this.keys.lease, this.keys.done(mid), this.keys.inbox, this.keys.dead], [this.env.workerId, this.token, INBOX_GROUP, id, reply, this.env.dedupeTtlSec, ...fields])) as Buffer[];
-    if (res[0]!.toString() === 'stale') {
+  /** Null when the lease is lost; otherwise whether it was written now or had been already. */
+  private async writeDeadLetter(id: string, mid: string, reply: Buffer, ack: boolean, fields: (string | Buffer)[]): Promise<{ status: 'ok' | 'dup'; reply?: Buffer } | null> {
+    const res = (await runScriptBuffer(this.env.redis, 'deadLetter', [this.keys.lease, this.keys.done(mid), this.keys.inbox, this.keys.dead], [this.env.workerId, this.token, INBOX_GROUP, id, reply, this.env.dedupeTtlSec, ack ? '1' : '0', ...fields])) as Buffer[];
+    const status = res[0]!.toString();
+    if (status === 'stale') {
       this.lose();
-      return false;
+      return null;
     }
+    if (status === 'dup') return { status: 'dup', reply: res[1] };
     this.deadLettered++;
-    return true;
+    return { status: 'ok' };
   }
 
   /** Stop reading; resolves once every buffered message is finished. */

@@ -53,7 +53,16 @@ export function connectRedis(target: RedisTarget, options: RedisOptions = {}): R
     client = new Redis(target.url, common);
   }
   defineScripts(client);
+  quietErrors(client);
   return client;
+}
+
+/**
+ * ioredis reconnects by itself; without a listener it also prints every connection error as
+ * "Unhandled error event". Commands still fail (and are retried) where it matters.
+ */
+function quietErrors(client: RedisClient): void {
+  client.on('error', () => undefined);
 }
 
 function defineScripts(client: RedisClient): void {
@@ -66,6 +75,7 @@ function defineScripts(client: RedisClient): void {
 export function duplicateClient(client: RedisClient): RedisClient {
   const dup = client.duplicate();
   defineScripts(dup);
+  quietErrors(dup);
   return dup;
 }
 
@@ -79,9 +89,13 @@ export function subscriberClient(client: RedisClient): Redis {
     const node = client.nodes('master')[0] ?? client.nodes()[0];
     const opts = node ? node.options : undefined;
     if (!opts) throw new Error('subscriberClient: the cluster has no known node yet');
-    return new Redis({ host: opts.host, port: opts.port, maxRetriesPerRequest: null });
+    const sub = new Redis({ host: opts.host, port: opts.port, maxRetriesPerRequest: null });
+    quietErrors(sub);
+    return sub;
   }
-  return client.duplicate();
+  const sub = client.duplicate();
+  quietErrors(sub);
+  return sub;
 }
 
 /** Call one of our scripts: `keys` then `args`. Values may be strings or Buffers. */

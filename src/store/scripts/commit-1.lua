@@ -12,37 +12,41 @@
 -- ARGV[3] inbox consumer group
 -- ARGV[4] inbox entry id (to XACK)
 -- ARGV[5] reply blob (stored in the done key)
--- ARGV[6] dedupe window (seconds)
--- ARGV[7] state mode: 'k' keep, 's' set to ARGV[8], 'd' delete
--- ARGV[8] state blob
--- ARGV[9] number of output entries N, then N blobs (each XADDed to the outbox as field b,
---         with field a = ARGV[10+N] actor id and field k = ARGV[11+N] kind)
+-- ARGV[6] dedupe window (seconds): longer than any entry stays pending after its commit
+-- ARGV[7] '1' to XACK here; '0' when the caller acks after delivering the reply, so that a crash
+--         between commit and reply leaves the entry pending and the next holder re-sends the
+--         stored reply (its commit finds the done key)
+-- ARGV[8] state mode: 'k' keep, 's' set to ARGV[9], 'd' delete
+-- ARGV[9] state blob
+-- ARGV[10] number of output entries N, then N blobs (each XADDed to the outbox as field b,
+--         with field a = ARGV[11+N] actor id and field k = ARGV[12+N] kind)
 -- then: number of writes W, then per write: command, key index (into KEYS), argument count, arguments
 -- Returns {'ok', id1, id2, ...} (output entry ids), {'dup', reply}, or {'stale', owner}.
 local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
 if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then
   return {'stale', f[1] or ''}
 end
+local ack = ARGV[7] == '1'
 local done = redis.call('GET', KEYS[2])
 if done then
-  redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
+  if ack then redis.call('XACK', KEYS[3], ARGV[3], ARGV[4]) end
   return {'dup', done}
 end
-local mode = ARGV[7]
+local mode = ARGV[8]
 if mode == 's' then
-  redis.call('SET', KEYS[5], ARGV[8])
+  redis.call('SET', KEYS[5], ARGV[9])
 elseif mode == 'd' then
   redis.call('DEL', KEYS[5])
 end
-local n = tonumber(ARGV[9])
-local actor = ARGV[10 + n]
-local kind = ARGV[11 + n]
+local n = tonumber(ARGV[10])
+local actor = ARGV[11 + n]
+local kind = ARGV[12 + n]
 local ids = {'ok'}
 for i = 1, n do
-  ids[#ids + 1] = redis.call('XADD', KEYS[4], '*', 'a', actor, 'k', kind, 'b', ARGV[9 + i])
+  ids[#ids + 1] = redis.call('XADD', KEYS[4], '*', 'a', actor, 'k', kind, 'b', ARGV[10 + i])
 end
 local allowed = {SET=1, DEL=1, HSET=1, HDEL=1, HINCRBY=1, ZADD=1, ZREM=1, SADD=1, SREM=1, RPUSH=1, LTRIM=1, XADD=1, PEXPIRE=1, INCRBY=1}
-local p = 12 + n
+local p = 13 + n
 local w = tonumber(ARGV[p])
 p = p + 1
 for _ = 1, w do
@@ -56,5 +60,5 @@ for _ = 1, w do
   p = p + 3 + argc
 end
 redis.call('SET', KEYS[2], ARGV[5], 'EX', tonumber(ARGV[6]))
-redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
+if ack then redis.call('XACK', KEYS[3], ARGV[3], ARGV[4]) end
 return ids

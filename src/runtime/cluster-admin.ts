@@ -1,0 +1,221 @@
+/**
+ * What the operator scripts do to a running cluster: read its state (workers, leases, inbox lag,
+ * pending and dead-letter counts) and move shards live — one at a time, via a reservation the
+ * current holder honours after finishing its in-flight messages (see Worker.handOff).
+ */
+import { FAMILIES, type Family } from './shards';
+import { reserveShard } from './worker';
+import { INBOX_GROUP, type KeySpace } from '../store/keys';
+import type { RedisClient } from '../store/redis';
+
+export interface WorkerInfo {
+  id: string;
+  alive: boolean;
+  heartbeatAgoMs: number;
+  state: string;
+  pid: number | null;
+  host: string;
+  shards: number;
+}
+
+export interface ShardInfo {
+  family: Family;
+  shard: number;
+  owner: string;
+  token: number;
+  /** Time since the current holder acquired it (ms), or null. */
+  leaseAgeMs: number | null;
+  expiresInMs: number;
+  target: string;
+  inboxLength: number;
+  /** Entries not yet delivered to the group (Redis 7 XINFO GROUPS lag). */
+  lag: number;
+  pending: number;
+  dead: number;
+}
+
+export interface Move {
+  family: Family;
+  shard: number;
+  from: string;
+  to: string;
+}
+
+export async function readWorkers(redis: RedisClient, keys: KeySpace, leaseTtlMs: number): Promise<WorkerInfo[]> {
+  const now = Date.now();
+  const rows = (await redis.zrange(keys.workers(), 0, -1, 'WITHSCORES')) as string[];
+  const out: WorkerInfo[] = [];
+  for (let i = 0; i < rows.length; i += 2) {
+    const id = rows[i]!;
+    const beat = Number(rows[i + 1]);
+    const info = await redis.hgetall(keys.workerInfo(id));
+    out.push({
+      id,
+      alive: now - beat <= leaseTtlMs,
+      heartbeatAgoMs: now - beat,
+      state: info.state ?? 'unknown',
+      pid: info.pid ? Number(info.pid) : null,
+      host: info.host ?? '',
+      shards: Number(info.shards ?? 0),
+    });
+  }
+  return out.sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }));
+}
+
+/** Live workers that accept shards (not draining). */
+export async function acceptingWorkers(redis: RedisClient, keys: KeySpace, leaseTtlMs: number): Promise<string[]> {
+  return (await readWorkers(redis, keys, leaseTtlMs)).filter((w) => w.alive && w.state === 'running').map((w) => w.id);
+}
+
+export async function readShards(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, opts: { details?: boolean } = {}): Promise<ShardInfo[]> {
+  const now = Date.now();
+  const jobs: Promise<ShardInfo>[] = [];
+  for (const family of FAMILIES) {
+    for (let shard = 0; shard < shardCounts[family]; shard++) {
+      const k = keys.shard(family, shard);
+      jobs.push(
+        (async () => {
+          const [owner, token, expires, acquired, target, targetExpires] = await redis.hmget(k.lease, 'owner', 'token', 'expires', 'acquired', 'target', 'target_expires');
+          const held = !!owner && Number(expires) > now;
+          const info: ShardInfo = {
+            family, shard,
+            owner: held ? owner! : '',
+            token: Number(token ?? 0),
+            leaseAgeMs: held && acquired ? now - Number(acquired) : null,
+            expiresInMs: held ? Number(expires) - now : 0,
+            target: target && Number(targetExpires) > now ? target : '',
+            inboxLength: 0, lag: 0, pending: 0, dead: 0,
+          };
+          if (opts.details) {
+            const [len, dead, groups] = await Promise.all([
+              redis.xlen(k.inbox),
+              redis.xlen(k.dead),
+              (redis.xinfo('GROUPS', k.inbox) as Promise<unknown[][]>).catch(() => [] as unknown[][]),
+            ]);
+            info.inboxLength = len;
+            info.dead = dead;
+            for (const g of groups) {
+              const m = new Map<string, unknown>();
+              for (let i = 0; i + 1 < g.length; i += 2) m.set(String(g[i]), g[i + 1]);
+              if (m.get('name') !== INBOX_GROUP) continue;
+              info.pending = Number(m.get('pending') ?? 0);
+              info.lag = m.get('lag') === null || m.get('lag') === undefined ? 0 : Number(m.get('lag'));
+            }
+          }
+          return info;
+        })(),
+      );
+    }
+  }
+  return Promise.all(jobs);
+}
+
+/**
+ * Even out shard counts: per family, every accepting worker ends with floor or ceil of
+ * shards/workers; shards move from the fullest to the emptiest, fewest moves first. Unowned
+ * shards are assigned too. Pure.
+ */
+export function planRebalance(shards: { family: Family; shard: number; owner: string }[], workers: string[]): Move[] {
+  if (workers.length === 0) return [];
+  const moves: Move[] = [];
+  for (const family of FAMILIES) {
+    const mine = shards.filter((s) => s.family === family);
+    if (mine.length === 0) continue;
+    const byWorker = new Map<string, number[]>(workers.map((w) => [w, []]));
+    const homeless: { shard: number; from: string }[] = [];
+    for (const s of mine) {
+      const list = byWorker.get(s.owner);
+      if (list) list.push(s.shard);
+      else homeless.push({ shard: s.shard, from: s.owner });
+    }
+    const base = Math.floor(mine.length / workers.length);
+    let extra = mine.length % workers.length;
+    // Workers that already hold the most keep the extra shards (fewer moves).
+    const order = [...workers].sort((a, b) => byWorker.get(b)!.length - byWorker.get(a)!.length || a.localeCompare(b));
+    const quota = new Map<string, number>();
+    for (const w of order) quota.set(w, base + (extra-- > 0 ? 1 : 0));
+    const surplus: { shard: number; from: string }[] = [...homeless];
+    for (const w of order) {
+      const list = byWorker.get(w)!;
+      while (list.length > quota.get(w)!) surplus.push({ shard: list.pop()!, from: w });
+    }
+    for (const w of [...order].reverse()) {
+      const list = byWorker.get(w)!;
+      while (list.length < quota.get(w)! && surplus.length) {
+        const s = surplus.shift()!;
+        list.push(s.shard);
+        moves.push({ family, shard: s.shard, from: s.from, to: w });
+      }
+    }
+  }
+  return moves;
+}
+
+/** Shards of `from` spread evenly over `to` (for drain). Pure. */
+export function planDrain(shards: { family: Family; shard: number; owner: string }[], from: string, to: string[]): Move[] {
+  if (to.length === 0) return [];
+  const counts = new Map<string, number>(to.map((w) => [w, shards.filter((s) => s.owner === w).length]));
+  const moves: Move[] = [];
+  for (const s of shards.filter((x) => x.owner === from)) {
+    const target = [...counts.entries()].sort((a, b) => a[1] - b[1] || a[0].localeCompare(b[0]))[0]![0];
+    counts.set(target, counts.get(target)! + 1);
+    moves.push({ family: s.family, shard: s.shard, from, to: target });
+  }
+  return moves;
+}
+
+/**
+ * Carry out moves: reserve each shard for its target, at most `parallel` at a time, and wait
+ * until the target holds it. Resolves with how long each took; rejects on timeout.
+ */
+export async function executeMoves(
+  redis: RedisClient,
+  keys: KeySpace,
+  moves: Move[],
+  opts: { timeoutMs?: number; parallel?: number; onMoved?: (m: Move, ms: number) => void } = {},
+): Promise<{ move: Move; ms: number }[]> {
+  const results: { move: Move; ms: number }[] = [];
+  const queue = [...moves];
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const runOne = async (m: Move) => {
+    const started = Date.now();
+    await reserveShard(redis, keys, m.family, m.shard, m.to);
+    for (;;) {
+      const [owner, expires] = await redis.hmget(keys.shard(m.family, m.shard).lease, 'owner', 'expires');
+      if (owner === m.to && Number(expires) > Date.now()) break;
+      if (Date.now() - started > timeoutMs) throw new Error(`shard ${m.family}:${m.shard} did not reach ${m.to} within ${timeoutMs} ms (owner now ${owner || 'none'})`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const ms = Date.now() - started;
+    results.push({ move: m, ms });
+    opts.onMoved?.(m, ms);
+  };
+  const lanes = Array.from({ length: Math.max(1, opts.parallel ?? 8) }, async () => {
+    while (queue.length) await runOne(queue.shift()!);
+  });
+  await Promise.all(lanes);
+  return results;
+}
+
+export async function rebalance(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, opts: { timeoutMs?: number } = {}) {
+  const workers = await acceptingWorkers(redis, keys, leaseTtlMs);
+  const moves = planRebalance(await readShards(redis, keys, shardCounts), workers);
+  return executeMoves(redis, keys, moves, opts);
+}
+
+/** Move every shard off `workerId`, then ask it to stop. */
+export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, workerId: string, opts: { timeoutMs?: number; stop?: boolean } = {}) {
+  await redis.set(keys.workerControl(workerId), 'drain');
+  // Wait until the worker has seen the drain (it reports it in its heartbeat).
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  while ((await redis.hget(keys.workerInfo(workerId), 'state')) !== 'draining') {
+    if (Date.now() > deadline) throw new Error(`worker ${workerId} did not acknowledge the drain`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const others = (await acceptingWorkers(redis, keys, leaseTtlMs)).filter((w) => w !== workerId);
+  if (others.length === 0) throw new Error(`no other live worker to take ${workerId}'s shards`);
+  const moves = planDrain(await readShards(redis, keys, shardCounts), workerId, others);
+  const results = await executeMoves(redis, keys, moves, opts);
+  if (opts.stop ?? true) await redis.set(keys.workerControl(workerId), 'stop');
+  return results;
+}
