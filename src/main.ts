@@ -1,16 +1,19 @@
 /**
- * `npm start`: one process that runs a whole dev homeserver on http://localhost:8008 with a
- * managed local Redis (AOF on). The cluster scripts run the same parts as separate processes.
+ * `npm start`: one process that runs a whole dev homeserver on http://localhost:8008 — a managed
+ * local Redis (AOF on), a worker owning every shard, and a front. The cluster scripts run the
+ * same parts as separate processes (src/worker-main.ts, src/front-main.ts).
  */
-import { Redis } from 'ioredis';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, type AxonConfig } from '../cluster.config';
 import { createLogger } from './log';
 import { startManagedRedis, type ManagedRedis } from './runtime/managed-redis';
 import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
-import { Front } from './http/server';
-import { registerVersionRoutes } from './api/client/versions';
-import { registerKeyRoutes } from './api/federation/keys';
+import { redisTargetFor, shardCountsFor } from './runtime/cluster-settings';
+import { allActorKinds } from './runtime/kinds';
+import { Worker } from './runtime/worker';
+import { startFront } from './front';
+import { KeySpace } from './store/keys';
+import { connectRedis } from './store/redis';
 
 export interface RunningServer {
   config: AxonConfig;
@@ -22,31 +25,38 @@ export interface RunningServer {
 export async function startServer(config: AxonConfig): Promise<RunningServer> {
   const log = createLogger(config.logLevel, 'axon');
   let managed: ManagedRedis | null = null;
-  let redisUrl = config.redis.url;
   if (config.redis.mode === 'managed') {
     managed = await startManagedRedis({ dir: join(config.dataDir, 'redis'), port: config.redis.managedPort });
-    redisUrl = managed.url;
-    log.info({ url: redisUrl, redis_pid: managed.pid, started: managed.started }, 'managed redis ready');
+    log.info({ url: managed.url, redis_pid: managed.pid, started: managed.started }, 'managed redis ready');
   }
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 3 });
-  await redis.connect();
+  const target = redisTargetFor(config);
+  const redis = connectRedis(target);
   await redis.ping();
 
   const keys = loadOrCreateSigningKeys(config.signingKeyPath);
   log.info({ key_id: keys[0]!.keyId, public_key: keys[0]!.publicKeyBase64 }, 'signing key loaded');
 
-  const front = new Front({ host: config.bindHost, port: config.clientPort, logger: log });
-  registerVersionRoutes(front, config.publicBaseUrl);
-  registerKeyRoutes(front, config.serverName, keys, config.keyValidityMs);
-  const port = await front.listen();
-  log.info({ server_name: config.serverName, url: `http://${config.bindHost}:${port}` }, 'axon listening');
+  const worker = new Worker({
+    redis: connectRedis(target),
+    keys: new KeySpace(config.redis.keyPrefix),
+    workerId: 'main',
+    shardCounts: shardCountsFor(config),
+    kinds: allActorKinds(),
+    leaseTtlMs: config.lease.ttlMs,
+    renewMs: config.lease.renewMs,
+    log,
+  });
+  await worker.start();
+  const front = await startFront(config, redis, keys, log, 'main');
+  log.info({ server_name: config.serverName, url: `http://${config.bindHost}:${front.port}`, shards: worker.owned().length }, 'axon listening');
 
   return {
     config,
-    port,
-    redisUrl,
+    port: front.port,
+    redisUrl: target.url ?? '',
     async stop() {
-      front.close();
+      await front.close();
+      await worker.stop();
       redis.disconnect();
       if (managed?.started) await managed.stop();
     },

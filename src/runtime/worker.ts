@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import type { ActorKind } from './actor';
 import type { InboxEntry } from './envelope';
 import { ShardRunner, type RunnerEnv } from './shard-runner';
-import { parseShardName, shardName, type Family } from './shards';
+import { FAMILIES, parseShardName, shardName, type Family } from './shards';
 import type { KeySpace } from '../store/keys';
 import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';
 import type { Redis } from 'ioredis';
@@ -25,7 +25,7 @@ export interface WorkerOptions {
   keys: KeySpace;
   workerId: string;
   shardCounts: Record<Family, number>;
-  /** Families this worker serves (all kinds' families by default). */
+  /** Families this worker serves (all by default). */
   families?: Family[];
   kinds: ActorKind<any, any, any, any>[];
   leaseTtlMs: number;
@@ -64,6 +64,7 @@ export class Worker {
   private pollTimer: NodeJS.Timeout | null = null;
   private reclaimTimer: NodeJS.Timeout | null = null;
   private ticking = false;
+  private retick = false;
   private accepting = true;
   private stopped = false;
   private readonly env: RunnerEnv;
@@ -71,7 +72,7 @@ export class Worker {
   private readonly started = Date.now();
 
   constructor(private readonly o: WorkerOptions) {
-    this.families = o.families ?? [...new Set(o.kinds.map((k) => k.family))];
+    this.families = o.families ?? [...FAMILIES];
     this.env = {
       redis: o.redis,
       workerId: o.workerId,
@@ -94,7 +95,12 @@ export class Worker {
   async start(): Promise<void> {
     if (isCluster(this.o.redis)) await waitReady(this.o.redis);
     this.sub = subscriberClient(this.o.redis);
-    this.sub.on('message', (channel: string) => this.channels.get(channel)?.wake());
+    const nudgeChannel = this.o.keys.workerNudge(this.id);
+    this.sub.on('message', (channel: string) => {
+      if (channel === nudgeChannel) this.nudge();
+      else this.channels.get(channel)?.wake();
+    });
+    await this.sub.subscribe(nudgeChannel);
     await this.tick();
     this.tickTimer = setInterval(() => void this.tick(), this.o.renewMs);
     this.pollTimer = setInterval(() => {
@@ -120,6 +126,12 @@ export class Worker {
     };
   }
 
+  /** Run a lease round now (a shard was reserved for or away from this worker). */
+  private nudge(): void {
+    if (this.ticking) this.retick = true;
+    else void this.tick();
+  }
+
   /** One round of heartbeat, control, renewal and acquisition. Never overlaps itself. */
   async tick(): Promise<void> {
     if (this.ticking || this.stopped) return;
@@ -133,6 +145,10 @@ export class Worker {
       this.o.log.warn({ err: e }, 'lease tick failed');
     } finally {
       this.ticking = false;
+      if (this.retick) {
+        this.retick = false;
+        setImmediate(() => void this.tick());
+      }
     }
   }
 
@@ -181,6 +197,7 @@ export class Worker {
       this.o.log.info({ shard: r.name, target }, 'handing shard off');
       await r.drain();
       await this.release(r);
+      await this.o.redis.publish(this.o.keys.workerNudge(target), r.name);
     } finally {
       this.pending.delete(r.name);
     }
@@ -275,14 +292,21 @@ export class Worker {
     }
   }
 
+  /**
+   * Housekeeping per owned shard: reclaim own entries idle past the bound (a message whose
+   * processing was lost track of), and trim the inbox and outbox below what every consumer group
+   * still needs (trim-stream-1.lua; a stream without groups is left alone).
+   */
   private async reclaimIdle(): Promise<void> {
     for (const r of this.runners.values()) {
       if (r.state !== 'running') continue;
       try {
         const n = await r.reclaim(this.env.idleBoundMs);
         if (n) this.o.log.warn({ shard: r.name, count: n }, 'reclaimed idle pending entries');
+        await runScript(this.o.redis, 'trimStream', [r.keys.inbox], []);
+        await runScript(this.o.redis, 'trimStream', [r.keys.outbox], []);
       } catch (e) {
-        this.o.log.warn({ err: e, shard: r.name }, 'idle reclaim failed');
+        this.o.log.warn({ err: e, shard: r.name }, 'shard housekeeping failed');
       }
     }
   }
@@ -320,8 +344,12 @@ export class Worker {
 
 /** Reserve a shard for a worker (used by the cluster scripts). Returns the current owner. */
 export async function reserveShard(redis: RedisClient, keys: KeySpace, family: Family, shard: number, target: string): Promise<string> {
-  await redis.sadd(keys.workerIncoming(target), shardName({ family, shard }));
-  return (await runScript(redis, 'leaseReserve', [keys.shard(family, shard).lease], [target, RESERVATION_MS])) as string;
+  const name = shardName({ family, shard });
+  await redis.sadd(keys.workerIncoming(target), name);
+  const owner = (await runScript(redis, 'leaseReserve', [keys.shard(family, shard).lease], [target, RESERVATION_MS])) as string;
+  // Both sides act at once instead of at their next lease round.
+  await Promise.all([owner ? redis.publish(keys.workerNudge(owner), name) : null, redis.publish(keys.workerNudge(target), name)]);
+  return owner;
 }
 
 /** Resolve once a cluster client knows its nodes (needed before picking a subscriber node). */

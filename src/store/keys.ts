@@ -27,6 +27,11 @@ export class KeySpace {
     return `${this.prefix}worker:${workerId}:control`;
   }
 
+  /** Pub/sub channel that makes a worker run its lease round now (after a reservation). */
+  workerNudge(workerId: string): string {
+    return `${this.prefix}nudge:${workerId}`;
+  }
+
   /** Set of shard names (`room:417`) reserved for a worker by move-shard/rebalance/drain. */
   workerIncoming(workerId: string): string {
     return `${this.prefix}worker:${workerId}:incoming`;

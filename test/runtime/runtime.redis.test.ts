@@ -126,3 +126,35 @@ for (const mode of MODES) {
     });
   });
 }
+
+for (const mode of MODES) {
+  describe(`stream trimming (${mode} redis)`, () => {
+    let r: Rig;
+    afterEach(async () => {
+      await r?.close();
+    });
+
+    it('trims only below the oldest entry every group still needs', async () => {
+      r = await rig(mode);
+      const stream = r.keys.shard('user', 1).outbox;
+      const ids: string[] = [];
+      for (let i = 0; i < 10; i++) ids.push((await r.redis.xadd(stream, '*', 'n', String(i)))!);
+      // No groups: nothing is trimmed (nobody said what they still need).
+      expect(await runScript(r.redis, 'trimStream', [stream], [])).toBe(0);
+      await r.redis.xgroup('CREATE', stream, 'sync', '0');
+      await r.redis.xgroup('CREATE', stream, 'push', '0');
+      // "sync" has read 6 entries and acknowledged the first 3; "push" has read 8, acknowledged all.
+      await r.redis.xreadgroup('GROUP', 'sync', 'c1', 'COUNT', 6, 'STREAMS', stream, '>');
+      await r.redis.xack(stream, 'sync', ids[0]!, ids[1]!, ids[2]!);
+      await r.redis.xreadgroup('GROUP', 'push', 'c1', 'COUNT', 8, 'STREAMS', stream, '>');
+      await r.redis.xack(stream, 'push', ...ids.slice(0, 8));
+      expect(await runScript(r.redis, 'trimStream', [stream], [])).toBe(3);
+      const left = (await r.redis.xrange(stream, '-', '+')) as [string, string[]][];
+      expect(left.map((e) => e[0])).toEqual(ids.slice(3));
+      // Once "sync" has acknowledged everything it read, only what it has not read yet stays.
+      await r.redis.xack(stream, 'sync', ids[3]!, ids[4]!, ids[5]!);
+      expect(await runScript(r.redis, 'trimStream', [stream], [])).toBe(3);
+      expect(await r.redis.xlen(stream)).toBe(4);
+    });
+  });
+}

@@ -1,0 +1,292 @@
+/**
+ * Operator commands for an Axon cluster on this machine (see README, "Cluster scripts"):
+ *
+ *   npm run cluster -- up [--workers N] [--fronts M]   start Redis (if managed), workers, fronts
+ *   npm run cluster -- status [--json]                  workers, shards, lease age, lag, pending, dead
+ *   npm run cluster -- move-shard <family> <shard> <worker>
+ *   npm run cluster -- rebalance                        even out shard counts between workers
+ *   npm run cluster -- drain <worker>                   move its shards away, then stop it
+ *   npm run cluster -- down                             stop fronts, workers, managed Redis
+ *
+ * Processes run in the background with pid files in <dataDir>/run and logs in <dataDir>/logs.
+ * Add `--json` to any command for machine-readable output.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, loadConfig, type AxonConfig } from '../cluster.config';
+import { acceptingWorkers, drain, executeMoves, readShards, readWorkers, rebalance, type ShardInfo } from '../src/runtime/cluster-admin';
+import { redisTargetFor, shardCountsFor } from '../src/runtime/cluster-settings';
+import { portOpen, redisPing, startManagedRedis } from '../src/runtime/managed-redis';
+import { FAMILIES, isFamily } from '../src/runtime/shards';
+import { KeySpace } from '../src/store/keys';
+import { connectRedis, type RedisClient } from '../src/store/redis';
+
+const root = join(import.meta.dirname, '..');
+const args = process.argv.slice(2);
+const json = args.includes('--json');
+const positional = args.filter((a, i) => !a.startsWith('--') && !(i > 0 && ['--workers', '--fronts'].includes(args[i - 1]!)));
+const command = positional[0];
+
+function flag(name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+function out(human: string, machine: unknown): void {
+  if (json) process.stdout.write(JSON.stringify(machine, null, 2) + '\n');
+  else process.stdout.write(human + '\n');
+}
+
+function fail(message: string): never {
+  if (json) process.stdout.write(JSON.stringify({ ok: false, error: message }) + '\n');
+  else process.stderr.write(`cluster: ${message}\n`);
+  process.exit(1);
+}
+
+const runDir = (c: AxonConfig) => join(c.dataDir, 'run');
+const logDir = (c: AxonConfig) => join(c.dataDir, 'logs');
+
+function readPid(file: string): number | null {
+  if (!existsSync(file)) return null;
+  const pid = Number(readFileSync(file, 'utf8').trim());
+  return Number.isInteger(pid) && pid > 0 ? pid : null;
+}
+
+function alive(pid: number | null): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Local processes we started: name → pid (alive or not). */
+function localProcesses(c: AxonConfig): { name: string; pid: number | null; alive: boolean }[] {
+  if (!existsSync(runDir(c))) return [];
+  return readdirSync(runDir(c))
+    .filter((f) => f.endsWith('.pid'))
+    .map((f) => {
+      const pid = readPid(join(runDir(c), f));
+      return { name: f.slice(0, -4), pid, alive: alive(pid) };
+    })
+    .sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
+}
+
+function startProcess(c: AxonConfig, name: string, entry: string): number {
+  mkdirSync(runDir(c), { recursive: true });
+  mkdirSync(logDir(c), { recursive: true });
+  const pidFile = join(runDir(c), `${name}.pid`);
+  const existing = readPid(pidFile);
+  if (alive(existing)) return existing!;
+  const log = openSync(join(logDir(c), `${name}.log`), 'a');
+  // `node --import tsx` directly (not the tsx CLI, which forks): the pid file names the real process.
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, '--id', name], { cwd: root, detached: true, stdio: ['ignore', log, log], env: process.env });
+  child.unref();
+  writeFileSync(pidFile, String(child.pid));
+  return child.pid!;
+}
+
+async function stopProcess(c: AxonConfig, name: string, timeoutMs = 20_000): Promise<boolean> {
+  const pidFile = join(runDir(c), `${name}.pid`);
+  const pid = readPid(pidFile);
+  if (alive(pid)) {
+    process.kill(pid!, 'SIGTERM');
+    const deadline = Date.now() + timeoutMs;
+    while (alive(pid) && Date.now() < deadline) await sleep(50);
+    if (alive(pid)) process.kill(pid!, 'SIGKILL');
+  }
+  rmSync(pidFile, { force: true });
+  return true;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function connect(c: AxonConfig): Promise<RedisClient> {
+  if (c.redis.mode === 'managed' && !(await redisPing(c.redis.managedPort))) fail(`the managed Redis is not running (port ${c.redis.managedPort}); run \`npm run cluster -- up\` first`);
+  const redis = connectRedis(redisTargetFor(c));
+  await redis.ping();
+  return redis;
+}
+
+async function up(c: AxonConfig): Promise<void> {
+  const workers = Number(flag('--workers') ?? c.workers);
+  const fronts = Number(flag('--fronts') ?? c.fronts);
+  if (!Number.isInteger(workers) || workers < 1) fail('--workers must be a positive integer');
+  if (!Number.isInteger(fronts) || fronts < 0) fail('--fronts must be a non-negative integer');
+  let redisInfo: string = c.redis.mode;
+  if (c.redis.mode === 'managed') {
+    const r = await startManagedRedis({ dir: join(c.dataDir, 'redis'), port: c.redis.managedPort });
+    redisInfo = `managed redis pid ${r.pid} on ${r.url}${r.started ? '' : ' (already running)'}`;
+  }
+  const redis = await connect(c);
+  const keys = new KeySpace(c.redis.keyPrefix);
+  const started: { name: string; pid: number }[] = [];
+  for (let i = 1; i <= workers; i++) started.push({ name: `w${i}`, pid: startProcess(c, `w${i}`, 'src/worker-main.ts') });
+  // Wait until every worker heartbeats, and the first has its shards, before starting fronts.
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const live = (await readWorkers(redis, keys, c.lease.ttlMs)).filter((w) => w.alive).map((w) => w.id);
+    if (started.every((s) => live.includes(s.name))) break;
+    if (Date.now() > deadline) fail(`workers did not start; see ${logDir(c)}`);
+    await sleep(100);
+  }
+  for (let i = 1; i <= fronts; i++) started.push({ name: `f${i}`, pid: startProcess(c, `f${i}`, 'src/front-main.ts') });
+  if (fronts > 0) {
+    while (!(await portOpen(c.clientPort, c.bindHost === '0.0.0.0' ? '127.0.0.1' : c.bindHost))) {
+      if (Date.now() > deadline) fail(`fronts did not start listening on ${c.clientPort}; see ${logDir(c)}`);
+      await sleep(100);
+    }
+  }
+  // Wait for every shard to be held, then even out the counts.
+  const total = FAMILIES.reduce((n, f) => n + shardCountsFor(c)[f], 0);
+  while ((await readShards(redis, keys, shardCountsFor(c))).filter((s) => s.owner).length < total) {
+    if (Date.now() > deadline) fail('not every shard was taken within 60 s');
+    await sleep(200);
+  }
+  const moves = workers > 1 ? await rebalance(redis, keys, shardCountsFor(c), c.lease.ttlMs) : [];
+  redis.disconnect();
+  out(
+    [`redis: ${redisInfo}`, ...started.map((s) => `${s.name}: pid ${s.pid}`), `shards moved to balance: ${moves.length}`, `client API: http://${c.bindHost}:${c.clientPort}`, `logs: ${logDir(c)}`].join('\n'),
+    { ok: true, redis: redisInfo, processes: started, rebalanced: moves.length, url: `http://${c.bindHost}:${c.clientPort}` },
+  );
+}
+
+function summarise(shards: ShardInfo[]) {
+  const byOwner = new Map<string, ShardInfo[]>();
+  for (const s of shards) {
+    const k = s.owner || '(unowned)';
+    if (!byOwner.has(k)) byOwner.set(k, []);
+    byOwner.get(k)!.push(s);
+  }
+  return byOwner;
+}
+
+async function status(c: AxonConfig): Promise<void> {
+  const redis = await connect(c);
+  const keys = new KeySpace(c.redis.keyPrefix);
+  const [workers, shards] = await Promise.all([readWorkers(redis, keys, c.lease.ttlMs), readShards(redis, keys, shardCountsFor(c), { details: true })]);
+  redis.disconnect();
+  const byOwner = summarise(shards);
+  const rows = [...new Set([...workers.map((w) => w.id), ...byOwner.keys()])].map((id) => {
+    const w = workers.find((x) => x.id === id);
+    const mine = byOwner.get(id) ?? [];
+    const ages = mine.map((s) => s.leaseAgeMs ?? 0);
+    return {
+      worker: id,
+      alive: w?.alive ?? false,
+      state: w?.state ?? (id === '(unowned)' ? '-' : 'unknown'),
+      pid: w?.pid ?? null,
+      heartbeatAgoMs: w?.heartbeatAgoMs ?? null,
+      shards: Object.fromEntries(FAMILIES.map((f) => [f, mine.filter((s) => s.family === f).length])),
+      leaseAgeMs: mine.length ? { min: Math.min(...ages), max: Math.max(...ages) } : null,
+      inboxLag: mine.reduce((n, s) => n + s.lag, 0),
+      pending: mine.reduce((n, s) => n + s.pending, 0),
+      deadLetters: mine.reduce((n, s) => n + s.dead, 0),
+    };
+  });
+  const processes = localProcesses(c);
+  const human = [
+    'worker      alive  state     pid      room  user  lease age (s)   lag  pending  dead',
+    ...rows.map((r) =>
+      [
+        r.worker.padEnd(10), String(r.alive).padEnd(6), r.state.padEnd(9), String(r.pid ?? '-').padEnd(8), String(r.shards.room).padStart(4), String(r.shards.user).padStart(5),
+        (r.leaseAgeMs ? `${(r.leaseAgeMs.min / 1000).toFixed(0)}-${(r.leaseAgeMs.max / 1000).toFixed(0)}` : '-').padStart(14), String(r.inboxLag).padStart(5), String(r.pending).padStart(8), String(r.deadLetters).padStart(5),
+      ].join(' '),
+    ),
+    '',
+    `local processes: ${processes.map((p) => `${p.name}(${p.pid ?? '-'}${p.alive ? '' : ', dead'})`).join(' ') || 'none'}`,
+  ].join('\n');
+  out(human, { workers: rows, processes, shardCounts: shardCountsFor(c) });
+}
+
+async function moveShard(c: AxonConfig): Promise<void> {
+  const [, family, shardText, target] = positional;
+  if (!family || !isFamily(family)) fail(`usage: move-shard <${FAMILIES.join('|')}> <shard> <worker>`);
+  const shard = Number(shardText);
+  if (!Number.isInteger(shard) || shard < 0 || shard >= shardCountsFor(c)[family]) fail(`shard must be 0..${shardCountsFor(c)[family] - 1}`);
+  if (!target) fail('name the worker to move it to');
+  const redis = await connect(c);
+  const keys = new KeySpace(c.redis.keyPrefix);
+  if (!(await acceptingWorkers(redis, keys, c.lease.ttlMs)).includes(target)) fail(`worker ${target} is not alive and accepting shards`);
+  const [owner] = await redis.hmget(keys.shard(family, shard).lease, 'owner');
+  const res = await executeMoves(redis, keys, [{ family, shard, from: owner ?? '', to: target }]);
+  redis.disconnect();
+  out(`moved ${family}:${shard} from ${owner || '(none)'} to ${target} in ${res[0]!.ms} ms`, { ok: true, family, shard, from: owner ?? '', to: target, ms: res[0]!.ms });
+}
+
+async function doRebalance(c: AxonConfig): Promise<void> {
+  const redis = await connect(c);
+  const res = await rebalance(redis, new KeySpace(c.redis.keyPrefix), shardCountsFor(c), c.lease.ttlMs);
+  redis.disconnect();
+  out(`moved ${res.length} shards`, { ok: true, moved: res.map((r) => ({ ...r.move, ms: r.ms })) });
+}
+
+async function doDrain(c: AxonConfig): Promise<void> {
+  const worker = positional[1];
+  if (!worker) fail('usage: drain <worker>');
+  const redis = await connect(c);
+  const keys = new KeySpace(c.redis.keyPrefix);
+  const res = await drain(redis, keys, shardCountsFor(c), c.lease.ttlMs, worker);
+  // A local worker exits once asked to stop; wait for it and tidy its pid file.
+  const pidFile = join(runDir(c), `${worker}.pid`);
+  const pid = readPid(pidFile);
+  const deadline = Date.now() + 30_000;
+  while (alive(pid) && Date.now() < deadline) await sleep(50);
+  if (!alive(pid)) rmSync(pidFile, { force: true });
+  redis.disconnect();
+  out(`drained ${worker}: moved ${res.length} shards${pid ? `, process ${alive(pid) ? 'still running' : 'stopped'}` : ''}`, { ok: true, worker, moved: res.length, stopped: pid ? !alive(pid) : null });
+}
+
+async function down(c: AxonConfig): Promise<void> {
+  const procs = localProcesses(c);
+  // Fronts first (no new requests), then workers (they finish in-flight messages and release).
+  const order = [...procs.filter((p) => p.name.startsWith('f')), ...procs.filter((p) => !p.name.startsWith('f'))];
+  for (const p of order) await stopProcess(c, p.name);
+  let redisStopped = false;
+  if (c.redis.mode === 'managed') {
+    const pid = readPid(join(c.dataDir, 'redis', 'redis.pid'));
+    if (alive(pid)) {
+      process.kill(pid!, 'SIGTERM');
+      const deadline = Date.now() + 20_000;
+      while (alive(pid) && Date.now() < deadline) await sleep(50);
+      redisStopped = !alive(pid);
+    }
+  }
+  out(`stopped: ${order.map((p) => p.name).join(' ') || 'nothing'}${redisStopped ? ', managed redis' : ''}`, { ok: true, stopped: order.map((p) => p.name), redisStopped });
+}
+
+async function main(): Promise<void> {
+  let config: AxonConfig;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) fail(e.message);
+    throw e;
+  }
+  switch (command) {
+    case 'up':
+      return up(config);
+    case 'status':
+      return status(config);
+    case 'move-shard':
+      return moveShard(config);
+    case 'rebalance':
+      return doRebalance(config);
+    case 'drain':
+      return doDrain(config);
+    case 'down':
+      return down(config);
+    default:
+      fail(`unknown command ${JSON.stringify(command ?? '')}; use up, status, move-shard, rebalance, drain or down`);
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => fail(e instanceof Error ? e.message : String(e)),
+);

@@ -1,0 +1,38 @@
+/**
+ * A front: the uWS HTTP server with every route, plus the ActorClient it uses to reach actors.
+ * Several front processes can serve one port (uWS listens with SO_REUSEPORT on Linux; the kernel
+ * spreads connections between them).
+ */
+import type { Logger } from 'pino';
+import type { AxonConfig } from '../cluster.config';
+import { ActorClient } from './runtime/actor-client';
+import { shardCountsFor } from './runtime/cluster-settings';
+import { Front } from './http/server';
+import { registerVersionRoutes } from './api/client/versions';
+import { registerKeyRoutes } from './api/federation/keys';
+import type { SigningKey } from './protocol/crypto';
+import { KeySpace } from './store/keys';
+import type { RedisClient } from './store/redis';
+
+export interface RunningFront {
+  port: number;
+  actors: ActorClient;
+  close(): Promise<void>;
+}
+
+export async function startFront(config: AxonConfig, redis: RedisClient, keys: SigningKey[], log: Logger, frontId?: string): Promise<RunningFront> {
+  const actors = new ActorClient(redis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), frontId);
+  await actors.start();
+  const front = new Front({ host: config.bindHost, port: config.clientPort, logger: log });
+  registerVersionRoutes(front, config.publicBaseUrl);
+  registerKeyRoutes(front, config.serverName, keys, config.keyValidityMs);
+  const port = await front.listen();
+  return {
+    port,
+    actors,
+    async close() {
+      front.close();
+      await actors.close();
+    },
+  };
+}
