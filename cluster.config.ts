@@ -69,7 +69,8 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
     shards: { rooms: 1024, users: 1024 },
     workers: 1,
     fronts: 1,
-    lease: { ttlMs: 5000, renewMs: 1000 },
+    // A dead worker's shards are taken within ttlMs + renewMs (default: at most 4 s).
+    lease: { ttlMs: 3000, renewMs: 1000 },
     // The spec's recommendation for new rooms (content/rooms/_index.md: "SHOULD use room version 12").
     defaultRoomVersion: SPEC_DEFAULT_ROOM_VERSION,
     logLevel: 'info',

@@ -1,0 +1,209 @@
+/**
+ * `npm run bench:runtime`: throughput and latency of the actor runtime — client → shard inbox →
+ * worker → LedgerActor → commit (fenced, deduped, outbox entry) → reply stream → client — with
+ * 1 and 2 worker processes, printed beside the same round trip done with bare XADD/XREADGROUP/
+ * XACK on the same Redis in the same run (the ratio is the figure). A script, not a test.
+ *
+ * Options (env): BENCH_SECONDS (per phase, default 5), BENCH_CONCURRENCY (requests in flight,
+ * default 200), BENCH_ACTORS (default 1000), BENCH_SHARDS (per family, default 256), BENCH_FSYNC
+ * (redis appendfsync: always, as Axon runs it, or everysec to see what fsync costs).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ActorClient } from '../src/runtime/actor-client';
+import { startManagedRedis } from '../src/runtime/managed-redis';
+import { readWorkers, readShards } from '../src/runtime/cluster-admin';
+import { KeySpace } from '../src/store/keys';
+import { connectRedis, duplicateClient, type RedisClient } from '../src/store/redis';
+import { createServer } from 'node:net';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 200);
+const ACTORS = Number(process.env.BENCH_ACTORS ?? 1000);
+const SHARDS = Number(process.env.BENCH_SHARDS ?? 256);
+/** `always` is what Axon's managed Redis runs with (durable before acknowledged). */
+const FSYNC = process.env.BENCH_FSYNC ?? 'always';
+const root = join(import.meta.dirname, '..');
+
+interface Result {
+  name: string;
+  messages: number;
+  seconds: number;
+  perSecond: number;
+  p50ms: number;
+  p99ms: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** Closed loop: keep `CONCURRENCY` requests in flight for SECONDS, record each latency. */
+async function closedLoop(name: string, send: (i: number) => Promise<unknown>): Promise<Result> {
+  const latencies: number[] = [];
+  let i = 0;
+  const started = performance.now();
+  const end = started + SECONDS * 1000;
+  const lane = async () => {
+    while (performance.now() < end) {
+      const t = performance.now();
+      await send(i++);
+      latencies.push(performance.now() - t);
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, lane));
+  const seconds = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  return { name, messages: latencies.length, seconds, perSecond: Math.round(latencies.length / seconds), p50ms: round(percentile(latencies, 50)), p99ms: round(percentile(latencies, 99)) };
+}
+
+const round = (n: number) => Math.round(n * 100) / 100;
+
+/** The bare-stream equivalent of one actor round trip: XADD → XREADGROUP → XACK + XADD reply → XREAD. */
+async function rawBaseline(url: string): Promise<Result> {
+  const redis = connectRedis({ url });
+  const consumer = duplicateClient(redis);
+  const replyReader = duplicateClient(redis);
+  const inbox = 'bench:raw:{in}';
+  const replies = 'bench:raw:{out}';
+  await redis.del(inbox, replies);
+  await redis.xgroup('CREATE', inbox, 'g', '0', 'MKSTREAM');
+  let running = true;
+  const consume = (async () => {
+    while (running) {
+      const res = (await consumer.xreadgroup('GROUP', 'g', 'c', 'COUNT', 200, 'BLOCK', 100, 'STREAMS', inbox, '>')) as [string, [string, string[]][]][] | null;
+      if (!res) continue;
+      const entries = res[0]![1];
+      const p = consumer.pipeline();
+      for (const [id, fields] of entries) {
+        p.xack(inbox, 'g', id);
+        p.xadd(replies, 'MAXLEN', '~', 10000, '*', 'mid', fields[1]!);
+      }
+      await p.exec();
+    }
+  })();
+  const waiters = new Map<string, () => void>();
+  let last = '$';
+  const read = (async () => {
+    while (running) {
+      const res = (await replyReader.xread('COUNT', 1000, 'BLOCK', 100, 'STREAMS', replies, last)) as [string, [string, string[]][]][] | null;
+      if (!res) continue;
+      for (const [id, fields] of res[0]![1]) {
+        last = id;
+        const w = waiters.get(fields[1]!);
+        if (w) {
+          waiters.delete(fields[1]!);
+          w();
+        }
+      }
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 50));
+  const result = await closedLoop('raw XADD → XREADGROUP → XACK+XADD → XREAD', (i) => {
+    const mid = `m${i}`;
+    const done = new Promise<void>((resolve) => waiters.set(mid, resolve));
+    void redis.xadd(inbox, '*', 'mid', mid, 'b', 'x'.repeat(60));
+    return done;
+  });
+  running = false;
+  await Promise.all([consume, read]);
+  for (const c of [redis, consumer, replyReader]) c.disconnect();
+  return result;
+}
+
+function spawnWorker(env: Record<string, string>, id: string): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', 'src/worker-main.ts', '--id', id], { cwd: root, env: { ...process.env, ...env }, stdio: 'ignore' });
+}
+
+async function stopWorker(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null) return;
+  const exited = new Promise((r) => p.once('exit', r));
+  p.kill('SIGTERM');
+  await exited;
+}
+
+async function runtimePhase(url: string, workers: number, prefix: string): Promise<Result> {
+  const env = { AXON_REDIS_MODE: 'url', AXON_REDIS_URL: url, AXON_REDIS_KEY_PREFIX: prefix, AXON_ROOM_SHARDS: String(SHARDS), AXON_USER_SHARDS: String(SHARDS), AXON_LOG_LEVEL: 'warn', AXON_DATA_DIR: tmpdir() };
+  const keys = new KeySpace(prefix);
+  const admin = connectRedis({ url });
+  const procs = Array.from({ length: workers }, (_, i) => spawnWorker(env, `bench-w${i + 1}`));
+  // Wait for every worker and every shard to be held, then even out (as `cluster up` does).
+  for (;;) {
+    const live = (await readWorkers(admin, keys, 5000)).filter((w) => w.alive).length;
+    const held = (await readShards(admin, keys, { room: SHARDS, user: SHARDS })).filter((s) => s.owner).length;
+    if (live === workers && held === 2 * SHARDS) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (workers > 1) {
+    const { rebalance } = await import('../src/runtime/cluster-admin');
+    await rebalance(admin, keys, { room: SHARDS, user: SHARDS }, 5000);
+  }
+  const client = new ActorClient(connectRedis({ url }), keys, { room: SHARDS, user: SHARDS });
+  await client.start();
+  const seqs = new Array<number>(ACTORS).fill(0);
+  // Warm up (JIT, actor state loads), then measure.
+  await Promise.all(Array.from({ length: ACTORS }, (_, a) => client.ask('user', 'ledger', `@bench${a}:example.org`, { op: 'append', producer: 'b', seq: ++seqs[a]!, value: 1 })));
+  const result = await closedLoop(`actor runtime, ${workers} worker${workers > 1 ? 's' : ''}`, (i) => {
+    const a = i % ACTORS;
+    return client.ask('user', 'ledger', `@bench${a}:example.org`, { op: 'append', producer: 'b', seq: ++seqs[a]!, value: 1 }, { timeoutMs: 60_000 });
+  });
+  // Check the figures mean something: everything applied exactly once, in order.
+  let total = 0;
+  let outOfOrder = 0;
+  for (let a = 0; a < ACTORS; a += Math.max(1, Math.floor(ACTORS / 50))) {
+    const s = await client.ask<{ count: number; outOfOrder: number }>('user', 'ledger', `@bench${a}:example.org`, { op: 'read' });
+    if (s.count !== seqs[a]) throw new Error(`actor ${a}: ${s.count} applied, ${seqs[a]} sent`);
+    total += s.count;
+    outOfOrder += s.outOfOrder;
+  }
+  if (outOfOrder) throw new Error(`${outOfOrder} messages applied out of order`);
+  await client.close();
+  await Promise.all(procs.map(stopWorker));
+  admin.disconnect();
+  void total;
+  return result;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'axon-bench-'));
+  const redis = await startManagedRedis({ dir, port: await freePort(), extraArgs: ['--appendfsync', FSYNC] });
+  const machine = `${cpus()[0]?.model ?? 'CPU'} × ${cpus().length}, node ${process.version}`;
+  console.log(`Axon runtime benchmark — ${new Date().toISOString()} — ${machine}`);
+  console.log(`redis-server with AOF, appendfsync ${FSYNC}; ${SECONDS}s per phase, ${CONCURRENCY} in flight, ${ACTORS} actors, ${SHARDS} shards per family\n`);
+  const results: Result[] = [];
+  try {
+    results.push(await rawBaseline(redis.url));
+    results.push(await runtimePhase(redis.url, 1, 'bench1:'));
+    results.push(await runtimePhase(redis.url, 2, 'bench2:'));
+  } finally {
+    await redis.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const raw = results[0]!;
+  const w = Math.max(...results.map((r) => r.name.length));
+  console.log(`${'path'.padEnd(w)}  ${'msg/s'.padStart(8)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'vs raw'.padStart(7)}`);
+  for (const r of results) console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(8)}  ${r.p50ms.toFixed(2).padStart(8)}  ${r.p99ms.toFixed(2).padStart(8)}  ${(r.perSecond / raw.perSecond).toFixed(2).padStart(7)}`);
+  mkdirSync(join(root, 'bench-results'), { recursive: true });
+  const file = join(root, 'bench-results', `runtime-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), machine, seconds: SECONDS, concurrency: CONCURRENCY, actors: ACTORS, shards: SHARDS, results }, null, 2));
+  console.log(`\nwritten ${file}`);
+  process.exit(0);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
