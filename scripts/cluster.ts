@@ -7,6 +7,10 @@
  *   npm run cluster -- rebalance                        even out shard counts between workers
  *   npm run cluster -- drain <worker>                   move its shards away, then stop it
  *   npm run cluster -- down                             stop fronts, workers, managed Redis
+ *   npm run cluster -- load [--seconds S] [--concurrency C]
+ *                                                       drive traffic through the actors (a
+ *                                                       canary: rate, latency, then a check that
+ *                                                       every message was applied once, in order)
  *
  * Processes run in the background with pid files in <dataDir>/run and logs in <dataDir>/logs.
  * Add `--json` to any command for machine-readable output.
@@ -25,7 +29,8 @@ import { connectRedis, type RedisClient } from '../src/store/redis';
 const root = join(import.meta.dirname, '..');
 const args = process.argv.slice(2);
 const json = args.includes('--json');
-const positional = args.filter((a, i) => !a.startsWith('--') && !(i > 0 && ['--workers', '--fronts'].includes(args[i - 1]!)));
+const VALUE_FLAGS = ['--workers', '--fronts', '--seconds', '--concurrency'];
+const positional = args.filter((a, i) => !a.startsWith('--') && !(i > 0 && VALUE_FLAGS.includes(args[i - 1]!)));
 const command = positional[0];
 
 function flag(name: string): string | undefined {
@@ -260,6 +265,75 @@ async function down(c: AxonConfig): Promise<void> {
   out(`stopped: ${order.map((p) => p.name).join(' ') || 'nothing'}${redisStopped ? ', managed redis' : ''}`, { ok: true, stopped: order.map((p) => p.name), redisStopped });
 }
 
+/**
+ * Traffic for an operator to watch while moving shards: LedgerActor appends over many actors,
+ * a line of figures per second, then every actor's count checked against what was sent.
+ */
+async function load(c: AxonConfig): Promise<void> {
+  const seconds = Number(flag('--seconds') ?? 30);
+  const concurrency = Number(flag('--concurrency') ?? 50);
+  if (!(seconds > 0) || !Number.isInteger(concurrency) || concurrency < 1) fail('--seconds must be positive and --concurrency a positive integer');
+  const redis = await connect(c);
+  const { ActorClient } = await import('../src/runtime/actor-client');
+  const client = new ActorClient(redis, new KeySpace(c.redis.keyPrefix), shardCountsFor(c));
+  await client.start();
+  const actors = 500;
+  const run = Date.now().toString(36);
+  const sent = new Array<number>(actors).fill(0);
+  const latencies: number[] = [];
+  let errors = 0;
+  let window: number[] = [];
+  const end = Date.now() + seconds * 1000;
+  const ticker = setInterval(() => {
+    const w = window.sort((a, b) => a - b);
+    window = [];
+    if (!json) process.stdout.write(`${w.length} msg/s  p50 ${(w[Math.floor(w.length * 0.5)] ?? 0).toFixed(1)} ms  p99 ${(w[Math.floor(w.length * 0.99)] ?? 0).toFixed(1)} ms  errors ${errors}\n`);
+  }, 1000);
+  let n = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (Date.now() < end) {
+        const a = n++ % actors;
+        const seq = ++sent[a]!;
+        const t = performance.now();
+        try {
+          await client.ask('user', 'ledger', `load:${run}:${a}`, { op: 'append', producer: run, seq, value: 1 }, { timeoutMs: 30_000 });
+          const ms = performance.now() - t;
+          latencies.push(ms);
+          window.push(ms);
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  clearInterval(ticker);
+  let applied = 0;
+  let wrong = 0;
+  for (let a = 0; a < actors; a++) {
+    if (!sent[a]) continue;
+    const s = await client.ask<{ count: number; outOfOrder: number }>('user', 'ledger', `load:${run}:${a}`, { op: 'read' }, { timeoutMs: 30_000 });
+    applied += s.count;
+    if (s.count !== sent[a] || s.outOfOrder) wrong++;
+  }
+  await client.close();
+  redis.disconnect();
+  latencies.sort((x, y) => x - y);
+  const total = sent.reduce((x, y) => x + y, 0);
+  const summary = {
+    ok: wrong === 0 && errors === 0,
+    sent: total,
+    applied,
+    actorsWrong: wrong,
+    errors,
+    perSecond: Math.round(latencies.length / seconds),
+    p50ms: Math.round((latencies[Math.floor(latencies.length * 0.5)] ?? 0) * 10) / 10,
+    p99ms: Math.round((latencies[Math.floor(latencies.length * 0.99)] ?? 0) * 10) / 10,
+  };
+  out(`sent ${total}, applied ${applied} (each once and in order: ${wrong === 0 ? 'yes' : `NO, ${wrong} actors differ`}), ${summary.perSecond} msg/s, p50 ${summary.p50ms} ms, p99 ${summary.p99ms} ms, errors ${errors}`, summary);
+  if (!summary.ok) process.exit(1);
+}
+
 async function main(): Promise<void> {
   let config: AxonConfig;
   try {
@@ -281,8 +355,10 @@ async function main(): Promise<void> {
       return doDrain(config);
     case 'down':
       return down(config);
+    case 'load':
+      return load(config);
     default:
-      fail(`unknown command ${JSON.stringify(command ?? '')}; use up, status, move-shard, rebalance, drain or down`);
+      fail(`unknown command ${JSON.stringify(command ?? '')}; use up, status, move-shard, rebalance, drain, down or load`);
   }
 }
 

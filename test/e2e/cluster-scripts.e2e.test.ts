@@ -107,6 +107,12 @@ describe('cluster scripts', () => {
     await client.close();
     redis.disconnect();
 
+    // The operator's own canary.
+    const load = await cluster('load', '--seconds', '2', '--concurrency', '20');
+    expect(load.ok).toBe(true);
+    expect(load.sent).toBeGreaterThan(0);
+    expect(load.applied).toBe(load.sent);
+
     const down = await cluster('down');
     expect(down.ok).toBe(true);
     expect(down.stopped.sort()).toEqual(['f1', 'w2']);
