@@ -4,7 +4,8 @@
  * same parts as separate processes (src/worker-main.ts, src/front-main.ts).
  */
 import { join } from 'node:path';
-import { ConfigError, loadConfig, type AxonConfig } from '../cluster.config';
+import type { AxonConfig } from '../cluster.config';
+import { loadConfigOrExit, onShutdown, runMain } from './process-lifecycle';
 import { createLogger } from './log';
 import { startManagedRedis, type ManagedRedis } from './runtime/managed-redis';
 import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
@@ -64,31 +65,8 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
 }
 
 async function main(): Promise<void> {
-  let config: AxonConfig;
-  try {
-    config = loadConfig();
-  } catch (e) {
-    if (e instanceof ConfigError) {
-      console.error(e.message);
-      process.exit(2);
-    }
-    throw e;
-  }
-  const server = await startServer(config);
-  let stopping = false;
-  const shutdown = async () => {
-    if (stopping) return;
-    stopping = true;
-    await server.stop();
-    process.exit(0);
-  };
-  process.on('SIGINT', shutdown);
-  process.on('SIGTERM', shutdown);
+  const server = await startServer(loadConfigOrExit());
+  onShutdown(() => server.stop());
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main().catch((e) => {
-    console.error(e instanceof Error ? e.message : e);
-    process.exit(1);
-  });
-}
+if (import.meta.url === `file://${process.argv[1]}`) runMain(main);
