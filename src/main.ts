@@ -42,7 +42,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     keys: new KeySpace(config.redis.keyPrefix),
     workerId: 'main',
     shardCounts: shardCountsFor(config),
-    kinds: allActorKinds(),
+    kinds: allActorKinds({ serverName: config.serverName, signingKey: keys[0]! }),
     leaseTtlMs: config.lease.ttlMs,
     renewMs: config.lease.renewMs,
     log,

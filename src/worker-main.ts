@@ -11,6 +11,7 @@ import { KeySpace } from './store/keys';
 import { connectRedis } from './store/redis';
 import { redisTargetFor, shardCountsFor } from './runtime/cluster-settings';
 import { faultPointFromEnv } from './runtime/fault-injection';
+import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -22,7 +23,7 @@ async function main(): Promise<void> {
     keys: new KeySpace(config.redis.keyPrefix),
     workerId,
     shardCounts: shardCountsFor(config),
-    kinds: allActorKinds(),
+    kinds: allActorKinds({ serverName: config.serverName, signingKey: loadOrCreateSigningKeys(config.signingKeyPath)[0]! }),
     leaseTtlMs: config.lease.ttlMs,
     renewMs: config.lease.renewMs,
     log,

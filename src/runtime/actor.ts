@@ -62,6 +62,17 @@ export interface ActorKind<S = unknown, M = unknown, R = unknown, P = undefined>
   kind: string;
   family: Family;
   initialState(actorId: string): S;
+  /**
+   * What of the state is written to the actor's state key (default: all of it). Actors whose
+   * state includes large derived data (a room's current state map) keep that out of the blob and
+   * persist it through `writes` instead.
+   */
+  serialize?(state: S): unknown;
+  /**
+   * Build the in-memory state from the stored blob (undefined for a new actor) when the worker
+   * first needs it (default: the blob itself, or initialState). Runs once per actor per holding.
+   */
+  hydrate?(ctx: ShellContext, stored: unknown, actorId: string): Promise<S>;
   prepare?(ctx: ShellContext, state: S, msg: ActorMessage<M>): Promise<P>;
   decide(state: S, msg: ActorMessage<M>, prepared: P): Decision<S, R>;
 }

@@ -1,7 +1,11 @@
-/** Every actor kind a worker runs. New kinds (room, user, ephemeral) are registered here. */
+/** Every actor kind a worker runs. New kinds (user, ephemeral) are registered here. */
 import type { ActorKind } from './actor';
 import { ledgerActor } from '../../actors/ledger';
+import { roomActor, type RoomConfig } from '../../actors/room';
 
-export function allActorKinds(): ActorKind<any, any, any, any>[] {
-  return [ledgerActor('user')];
+/** `room` is needed for room actors (they sign events); without it only the other kinds run. */
+export function allActorKinds(room?: RoomConfig): ActorKind<any, any, any, any>[] {
+  const kinds: ActorKind<any, any, any, any>[] = [ledgerActor('user')];
+  if (room) kinds.push(roomActor(room));
+  return kinds;
 }

@@ -251,7 +251,8 @@ export class ShardRunner {
     const stateKey = this.keys.state(kind.kind, slot.actorId);
     if (!slot.loaded) {
       const blob = await redis.getBuffer(stateKey);
-      slot.state = blob ? decode(blob) : kind.initialState(slot.actorId);
+      const stored = blob ? decode(blob) : undefined;
+      slot.state = kind.hydrate ? await kind.hydrate(this.ctx, stored, slot.actorId) : (stored ?? kind.initialState(slot.actorId));
       slot.loaded = true;
     }
     const msg: ActorMessage<unknown> = { mid: entry.mid, actorId: entry.actorId, body: decode(entry.body), enqueuedAt: entry.enqueuedAt };
@@ -275,7 +276,7 @@ export class ShardRunner {
     const keys = [this.keys.lease, this.keys.done(entry.mid), this.keys.inbox, this.keys.outbox, stateKey, ...writes.map((w) => this.keys.data(w.key))];
     // With a reply to deliver, the entry is acknowledged only after the reply is out (see commit-1.lua).
     const ackInScript = entry.replyTo ? '0' : '1';
-    const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, ackInScript, changed ? 's' : 'k', changed ? encode(nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
+    const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, ackInScript, changed ? 's' : 'k', changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
     writes.forEach((w, i) => args.push(w.cmd, 6 + i, w.args.length, ...w.args));
 
     await this.env.faultPoint?.('before-commit', entry);

@@ -82,3 +82,22 @@ export class ShardKeys {
 
 /** The consumer group workers read shard inboxes with. */
 export const INBOX_GROUP = 'workers';
+
+/**
+ * Names of a room's data, relative to the room's shard (wrap with `ShardKeys.data`). Events live
+ * in their room's shard, so every read and write of a room stays on one Redis Cluster slot.
+ */
+export const roomData = {
+  /** An event: msgpack { j: JSON text, p: stream position, d: depth, sb/sa: state snapshot before/after, rej?, rb? }. */
+  event: (eventId: string) => `ev:${eventId}`,
+  /** Hash: current state, `type\0state_key` → event id. */
+  state: (roomId: string) => `room:${roomId}:state`,
+  /** Hash: user id → current membership. */
+  members: (roomId: string) => `room:${roomId}:members`,
+  /** Sorted set: event ids by stream position. */
+  timeline: (roomId: string) => `room:${roomId}:timeline`,
+  /** A state snapshot: msgpack { p: parent snapshot | null, d: [[state key, event id | null]], n: chain length }. */
+  snapshot: (roomId: string, id: number) => `room:${roomId}:snap:${id}`,
+  /** Hash: client transaction key → event id (idempotent PUT /send). */
+  txns: (roomId: string) => `room:${roomId}:txn`,
+};

@@ -1,0 +1,335 @@
+/**
+ * RoomActor: the single writer of one room's events and state (Axon's room server).
+ *
+ * Messages:
+ * - `create`: the room's m.room.create event, built and signed by the front (for v12 rooms the
+ *   room id is derived from it, so it must exist before the room can be addressed);
+ * - `send`: a new local event from a template: the actor picks prev_events (the forward
+ *   extremities), depth, auth_events, signs it, checks the authorization rules against the
+ *   current state, and persists it — or answers M_FORBIDDEN and writes nothing.
+ *
+ * State is stored as shared snapshots with deltas: a state event makes a new snapshot that is its
+ * parent plus one entry; other events point at the snapshot they were sent in. Storage therefore
+ * grows with state changes, not with events × members. Each accepted event goes to the shard's
+ * output stream annotated with the state change it caused, so readers never ask for it.
+ */
+import { createHash } from 'node:crypto';
+import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type ShellContext, type StoreWrite } from '../src/runtime/actor';
+import { checkEventAuth, authEventSelection } from '../src/protocol/auth-rules';
+import { encodeBase64Url } from '../src/protocol/base64';
+import type { SigningKey } from '../src/protocol/crypto';
+import { hashAndSignEvent, roomIdFromCreateEvent, serverNameOf, verifyEventSignature } from '../src/protocol/event-hashing';
+import { canonicalJson, isJsonObject, type JsonObject } from '../src/protocol/json';
+import { LayeredMap } from '../src/protocol/layered-map';
+import { checkPduFormat, checkPduSize } from '../src/protocol/pdu-limits';
+import { stateKeyOf, toPdu, type Pdu, type StateLookup } from '../src/protocol/pdu';
+import { namedLevel, userPowerLevel } from '../src/protocol/power-levels';
+import { redactEvent } from '../src/protocol/redaction';
+import { requireRoomVersion, type RoomVersion } from '../src/protocol/room-versions';
+import { decode, encode } from '../src/store/codec';
+import { roomData } from '../src/store/keys';
+
+/** How many forward extremities a new event references at most (Synapse uses 10). */
+const MAX_PREV_EVENTS = 10;
+/** A snapshot chain longer than this is written out in full, bounding the cost of a lookup. */
+const MAX_SNAPSHOT_CHAIN = 64;
+
+export interface RoomConfig {
+  serverName: string;
+  signingKey: SigningKey;
+}
+
+/** What is persisted as the actor's state blob (small; the current state lives in its hash). */
+export interface RoomMeta {
+  roomId: string;
+  version: string | null;
+  createId: string;
+  /** Last stream position used in this room. */
+  seq: number;
+  /** Greatest depth in the room. */
+  depth: number;
+  extremities: string[];
+  /** Snapshot id of the current state, and the length of its delta chain. */
+  snap: number;
+  snapChain: number;
+  snapSeq: number;
+}
+
+export interface RoomState extends RoomMeta {
+  /** Current state: state key → event id. */
+  current: LayeredMap<string>;
+  /** Current state events (the authorization rules read their content). */
+  events: LayeredMap<Pdu>;
+}
+
+export interface EventTemplate {
+  type: string;
+  state_key?: string;
+  sender: string;
+  content: JsonObject;
+  /** The event a redaction redacts. */
+  redacts?: string;
+}
+
+export type RoomMessage =
+  | { op: 'create'; event: JsonObject }
+  | { op: 'send'; event: EventTemplate; txn?: string };
+
+export type RoomReply = { event_id: string; room_id: string; pos: number };
+
+/** One entry of the room shard's output stream. */
+export interface RoomOutput {
+  roomId: string;
+  eventId: string;
+  pos: number;
+  event: JsonObject;
+  /** For state events: the state key and the event it replaced (null if none). */
+  state?: { key: string; replaces: string | null };
+  /** For an applied redaction: the event it redacted. */
+  redacted?: string;
+}
+
+/** What the shell loads before decide: stored events the message refers to, and a prior txn. */
+export interface RoomPrepared {
+  redactionTarget?: StoredEvent;
+  txnEventId?: string;
+}
+
+export interface StoredEvent {
+  /** JSON text as persisted (redacted JSON once redacted). */
+  j: string;
+  p: number;
+  d: number;
+  sb: number;
+  sa: number;
+  rej?: string;
+  rb?: string;
+}
+
+export interface StoredSnapshot {
+  p: number | null;
+  d: [string, string | null][];
+  n: number;
+}
+
+export function emptyRoom(roomId: string): RoomState {
+  return { roomId, version: null, createId: '', seq: 0, depth: 0, extremities: [], snap: 0, snapChain: 0, snapSeq: 0, current: LayeredMap.from(), events: LayeredMap.from() };
+}
+
+function lookup(state: RoomState): StateLookup {
+  return { get: (type, key) => state.events.get(stateKeyOf(type, key)) };
+}
+
+/** Pure: everything the room actor does with a message. */
+export function decideRoom(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMessage>, prepared: RoomPrepared): Decision<RoomState, RoomReply> {
+  const body = msg.body;
+  if (body?.op === 'create') return decideCreate(cfg, state, body.event);
+  if (body?.op === 'send') return decideSend(cfg, state, msg, body.event, body.txn, prepared);
+  throw new TypeError(`room: unknown op ${JSON.stringify((body as { op?: unknown } | undefined)?.op)}`);
+}
+
+function decideCreate(cfg: RoomConfig, state: RoomState, raw: JsonObject): Decision<RoomState, RoomReply> {
+  if (state.version !== null) {
+    if (state.createId && raw.type === 'm.room.create') {
+      // A re-sent create for a room that exists: answer as the first time if it is the same event.
+      const version = requireRoomVersion(state.version);
+      const pdu = toPdu(raw, version);
+      if (pdu.eventId === state.createId) return { state, reply: { event_id: pdu.eventId, room_id: state.roomId, pos: 1 } };
+    }
+    throw new ActorRejection('M_ROOM_IN_USE', 'Room already exists', 400);
+  }
+  const content = isJsonObject(raw.content) ? raw.content : {};
+  const versionId = typeof content.room_version === 'string' ? content.room_version : '1';
+  let version: RoomVersion;
+  try {
+    version = requireRoomVersion(versionId);
+  } catch {
+    throw new ActorRejection('M_UNSUPPORTED_ROOM_VERSION', `Unsupported room version ${versionId}`, 400);
+  }
+  const problems = checkPduFormat(raw, version);
+  if (problems.length) throw new ActorRejection('M_BAD_JSON', problems.join('; '), 400);
+  const pdu = toPdu(raw, version);
+  const roomId = version.roomIdFromCreateEvent ? roomIdFromCreateEvent(raw, version) : pdu.roomId;
+  if (roomId !== state.roomId) throw new ActorRejection('M_INVALID_PARAM', 'The create event is for another room', 400);
+  if (serverNameOf(pdu.sender) !== cfg.serverName) throw new ActorRejection('M_FORBIDDEN', 'Rooms are created by local users', 403);
+  const signed = verifyEventSignature(raw, version, cfg.serverName, cfg.signingKey.keyId, cfg.signingKey.publicKey);
+  if (!signed.ok) throw new ActorRejection('M_FORBIDDEN', 'The create event is not signed by this server', 403);
+  const auth = checkEventAuth(pdu, lookup(state), version);
+  if (!auth.allowed) throw new ActorRejection('M_FORBIDDEN', auth.reason, 403);
+  const base: RoomState = { ...state, version: version.id, createId: pdu.eventId };
+  return appendEvent(base, pdu, version, undefined);
+}
+
+function decideSend(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMessage>, template: EventTemplate, txn: string | undefined, prepared: RoomPrepared): Decision<RoomState, RoomReply> {
+  if (state.version === null) throw new ActorRejection('M_NOT_FOUND', 'Unknown room', 404);
+  if (txn && prepared.txnEventId) {
+    // The same client transaction again: the same event, nothing new.
+    return { state, reply: { event_id: prepared.txnEventId, room_id: state.roomId, pos: state.seq } };
+  }
+  const version = requireRoomVersion(state.version);
+  if (serverNameOf(template.sender) !== cfg.serverName) throw new ActorRejection('M_FORBIDDEN', 'Only local users send through this server', 403);
+  const raw = buildEvent(cfg, state, version, template, msg);
+  const size = checkPduSize(raw);
+  if (!size.ok) throw new ActorRejection(size.errcode, size.error, size.errcode === 'M_TOO_LARGE' ? 413 : 400);
+  const pdu = toPdu(raw, version);
+  const auth = checkEventAuth(pdu, lookup(state), version);
+  if (!auth.allowed) throw new ActorRejection('M_FORBIDDEN', auth.reason, 403);
+  const decision = appendEvent(state, pdu, version, prepared);
+  if (txn) decision.writes!.push({ cmd: 'HSET', key: roomData.txns(state.roomId), args: [txn, pdu.eventId] });
+  return decision;
+}
+
+/** Build and sign a local event on top of the room's current state and extremities. */
+export function buildEvent(cfg: RoomConfig, state: RoomState, version: RoomVersion, t: EventTemplate, msg: ActorMessage<unknown>): JsonObject {
+  const prev = state.extremities.slice(-MAX_PREV_EVENTS);
+  const authIds: string[] = [];
+  for (const [type, key] of authEventSelection({ type: t.type, stateKey: t.state_key, sender: t.sender, content: t.content }, version)) {
+    const id = state.current.get(stateKeyOf(type, key));
+    if (id) authIds.push(id);
+  }
+  const raw: JsonObject = {
+    room_id: state.roomId,
+    sender: t.sender,
+    type: t.type,
+    content: t.content,
+    origin_server_ts: msg.enqueuedAt,
+    depth: state.depth + 1,
+    prev_events: version.eventRefsWithHashes ? prev.map((id) => [id, {}]) : prev,
+    auth_events: version.eventRefsWithHashes ? authIds.map((id) => [id, {}]) : authIds,
+  };
+  if (t.state_key !== undefined) raw.state_key = t.state_key;
+  if (t.type === 'm.room.redaction' && t.redacts) {
+    if (version.redactsInContent) raw.content = { ...t.content, redacts: t.redacts };
+    else raw.redacts = t.redacts;
+  }
+  if (version.eventIdFormat === 'v1') {
+    // v1/v2 ids are ours to choose: derived from the message id, so a retried message makes the same event.
+    raw.event_id = `$${encodeBase64Url(createHash('sha256').update(msg.mid).digest()).slice(0, 24)}:${cfg.serverName}`;
+  }
+  return hashAndSignEvent(raw, version, cfg.serverName, cfg.signingKey);
+}
+
+/**
+ * Persist an accepted event: timeline position, stored record, state snapshot and current state
+ * for state events, redaction of its target when it applies, extremities, output entry.
+ */
+function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared: RoomPrepared | undefined): Decision<RoomState, RoomReply> {
+  const pos = state.seq + 1;
+  const writes: StoreWrite[] = [];
+  const roomId = state.roomId;
+  let next: RoomState = { ...state, seq: pos, depth: Math.max(state.depth, pdu.depth), extremities: [...state.extremities.filter((id) => !pdu.prevEvents.includes(id)), pdu.eventId] };
+  const output: RoomOutput = { roomId, eventId: pdu.eventId, pos, event: pdu.raw };
+  const before = state.snap;
+  let after = before;
+  if (pdu.stateKey !== undefined) {
+    const key = stateKeyOf(pdu.type, pdu.stateKey);
+    const replaces = state.current.get(key) ?? null;
+    after = state.snapSeq + 1;
+    const chain = state.snapChain + 1;
+    const snapshot: StoredSnapshot =
+      chain > MAX_SNAPSHOT_CHAIN || before === 0
+        ? { p: null, d: [...state.current.with([[key, pdu.eventId]]).entries()], n: 0 }
+        : { p: before, d: [[key, pdu.eventId]], n: chain };
+    writes.push({ cmd: 'SET', key: roomData.snapshot(roomId, after), args: [encode(snapshot)] });
+    writes.push({ cmd: 'HSET', key: roomData.state(roomId), args: [key, pdu.eventId] });
+    if (pdu.type === 'm.room.member' && typeof pdu.content.membership === 'string') {
+      writes.push({ cmd: 'HSET', key: roomData.members(roomId), args: [pdu.stateKey, pdu.content.membership] });
+    }
+    next = { ...next, snap: after, snapSeq: after, snapChain: snapshot.n, current: state.current.with([[key, pdu.eventId]]), events: state.events.with([[key, pdu]]) };
+    output.state = { key, replaces };
+  }
+  const record: StoredEvent = { j: canonicalJson(pdu.raw), p: pos, d: pdu.depth, sb: before, sa: after };
+  writes.push({ cmd: 'SET', key: roomData.event(pdu.eventId), args: [encode(record)] });
+  writes.push({ cmd: 'ZADD', key: roomData.timeline(roomId), args: [pos, pdu.eventId] });
+
+  // Redactions (v3+ "Handling redactions"; v1–v2 the auth rules already required this).
+  const target = prepared?.redactionTarget;
+  if (pdu.type === 'm.room.redaction' && pdu.redacts && target && !target.rb) {
+    const targetPdu = toPdu(JSON.parse(target.j) as JsonObject, version);
+    if (targetPdu.roomId === roomId && mayRedact(pdu, targetPdu, state, version)) {
+      const redacted = redactEvent(targetPdu.raw, version);
+      writes.push({ cmd: 'SET', key: roomData.event(targetPdu.eventId), args: [encode({ ...target, j: canonicalJson(redacted), rb: pdu.eventId } satisfies StoredEvent)] });
+      output.redacted = targetPdu.eventId;
+      // A redacted state event that is current state keeps counting, in its redacted form.
+      if (targetPdu.stateKey !== undefined) {
+        const key = stateKeyOf(targetPdu.type, targetPdu.stateKey);
+        if (next.current.get(key) === targetPdu.eventId) next = { ...next, events: next.events.with([[key, toPdu(redacted, version, targetPdu.eventId)]]) };
+      }
+    }
+  }
+  return { state: next, reply: { event_id: pdu.eventId, room_id: roomId, pos }, outputs: [output], writes };
+}
+
+/** "Handling redactions": the redact level, or the same server as the original sender. */
+function mayRedact(redaction: Pdu, target: Pdu, state: RoomState, version: RoomVersion): boolean {
+  const st = lookup(state);
+  if (userPowerLevel(redaction.sender, st, version) >= namedLevel('redact', st, version)) return true;
+  return serverNameOf(redaction.sender) === serverNameOf(target.sender);
+}
+
+/** The stored record of an event, or undefined. */
+export async function loadStoredEvent(ctx: ShellContext, eventId: string): Promise<StoredEvent | undefined> {
+  const blob = await ctx.redis.getBuffer(ctx.keys.data(roomData.event(eventId)));
+  return blob ? decode<StoredEvent>(blob) : undefined;
+}
+
+/** Load the room's in-memory state: its meta blob, current state ids and the current state events. */
+export async function hydrateRoom(ctx: ShellContext, stored: unknown, roomId: string): Promise<RoomState> {
+  if (!stored) return emptyRoom(roomId);
+  const meta = stored as RoomMeta;
+  if (meta.version === null) return { ...emptyRoom(roomId), ...meta };
+  const version = requireRoomVersion(meta.version);
+  const ids = await ctx.redis.hgetall(ctx.keys.data(roomData.state(roomId)));
+  const entries = Object.entries(ids);
+  const events: [string, Pdu][] = [];
+  for (let i = 0; i < entries.length; i += 500) {
+    const batch = entries.slice(i, i + 500);
+    const blobs = await ctx.redis.mgetBuffer(...batch.map(([, id]) => ctx.keys.data(roomData.event(id))));
+    batch.forEach(([key, id], j) => {
+      const blob = blobs[j];
+      if (!blob) throw new Error(`room ${roomId}: current state event ${id} is missing`);
+      events.push([key, toPdu(JSON.parse(decode<StoredEvent>(blob).j) as JsonObject, version, id)]);
+    });
+  }
+  return { ...meta, current: LayeredMap.from(entries), events: LayeredMap.from(events) };
+}
+
+export function roomActor(cfg: RoomConfig): ActorKind<RoomState, RoomMessage, RoomReply, RoomPrepared> {
+  return {
+    kind: 'room',
+    family: 'room',
+    initialState: emptyRoom,
+    serialize: ({ current: _c, events: _e, ...meta }) => meta,
+    hydrate: hydrateRoom,
+    async prepare(ctx, state, msg) {
+      const prepared: RoomPrepared = {};
+      if (msg.body?.op !== 'send') return prepared;
+      const { event, txn } = msg.body;
+      if (txn) {
+        const id = await ctx.redis.hget(ctx.keys.data(roomData.txns(state.roomId)), txn);
+        if (id) prepared.txnEventId = id;
+      }
+      if (event.type === 'm.room.redaction' && event.redacts) prepared.redactionTarget = await loadStoredEvent(ctx, event.redacts);
+      return prepared;
+    },
+    decide: (state, msg, prepared) => decideRoom(cfg, state, msg, prepared),
+  };
+}
+
+/** Build the signed create event for a new room (fronts do this: v12 room ids come from it). */
+export function buildCreateEvent(cfg: RoomConfig, opts: { roomVersion: string; creator: string; content?: JsonObject; roomLocalpart?: string; ts: number }): { roomId: string; event: JsonObject } {
+  const version = requireRoomVersion(opts.roomVersion);
+  const content: JsonObject = { ...(opts.content ?? {}), room_version: version.id };
+  if (version.createHasCreator) content.creator = opts.creator;
+  const raw: JsonObject = { type: 'm.room.create', state_key: '', sender: opts.creator, content, origin_server_ts: opts.ts, depth: 1, prev_events: [], auth_events: [] };
+  let roomId: string | undefined;
+  if (!version.roomIdFromCreateEvent) {
+    if (!opts.roomLocalpart) throw new Error('rooms before v12 need a chosen room id');
+    roomId = `!${opts.roomLocalpart}:${cfg.serverName}`;
+    raw.room_id = roomId;
+  }
+  if (version.eventIdFormat === 'v1') raw.event_id = `$${opts.roomLocalpart}:${cfg.serverName}`;
+  const signed = hashAndSignEvent(raw, version, cfg.serverName, cfg.signingKey);
+  roomId ??= roomIdFromCreateEvent(signed, version);
+  return { roomId, event: signed };
+}

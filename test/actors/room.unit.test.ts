@@ -1,0 +1,153 @@
+/** The room actor's decide, as a pure state machine: no Redis. */
+import { describe, expect, it } from 'vitest';
+import { buildCreateEvent, decideRoom, emptyRoom, type RoomConfig, type RoomMessage, type RoomOutput, type RoomPrepared, type RoomState, type StoredEvent, type StoredSnapshot } from '../../actors/room';
+import { ActorRejection, type ActorMessage } from '../../src/runtime/actor';
+import { signingKeyFromSeed } from '../../src/protocol/crypto';
+import { computeEventId, verifyEventSignature, checkContentHash } from '../../src/protocol/event-hashing';
+import { requireRoomVersion } from '../../src/protocol/room-versions';
+import { decode } from '../../src/store/codec';
+import { roomData } from '../../src/store/keys';
+import type { JsonObject } from '../../src/protocol/json';
+
+const cfg: RoomConfig = { serverName: 'test.local', signingKey: signingKeyFromSeed('ed25519:t', new Uint8Array(32).fill(3)) };
+
+/** A tiny room driver: applies decisions in order and keeps the writes, as the runtime would. */
+class Room {
+  state: RoomState;
+  writes = new Map<string, unknown[]>();
+  outputs: RoomOutput[] = [];
+  n = 0;
+  constructor(readonly roomId: string) {
+    this.state = emptyRoom(roomId);
+  }
+  private msg(body: RoomMessage): ActorMessage<RoomMessage> {
+    return { mid: `m${++this.n}`, actorId: this.roomId, body, enqueuedAt: 1_700_000_000_000 + this.n };
+  }
+  run(body: RoomMessage, prepared: RoomPrepared = {}) {
+    const d = decideRoom(cfg, this.state, this.msg(body), prepared);
+    this.state = d.state;
+    for (const w of d.writes ?? []) this.writes.set(`${w.cmd} ${w.key} ${String(w.args[0]).slice(0, 80)}`, w.args);
+    this.outputs.push(...((d.outputs ?? []) as RoomOutput[]));
+    return d.reply!;
+  }
+  send(sender: string, type: string, content: JsonObject, stateKey?: string, extra: Partial<{ redacts: string; txn: string }> = {}, prepared: RoomPrepared = {}) {
+    return this.run({ op: 'send', event: { type, sender, content, ...(stateKey !== undefined ? { state_key: stateKey } : {}), ...(extra.redacts ? { redacts: extra.redacts } : {}) }, ...(extra.txn ? { txn: extra.txn } : {}) }, prepared);
+  }
+  stored(eventId: string): StoredEvent {
+    const w = [...this.writes.entries()].filter(([k]) => k.startsWith(`SET ${roomData.event(eventId)} `)).pop();
+    return decode<StoredEvent>(w![1][0] as Buffer);
+  }
+  snapshot(id: number): StoredSnapshot {
+    const w = [...this.writes.entries()].find(([k]) => k.startsWith(`SET ${roomData.snapshot(this.roomId, id)} `));
+    return decode<StoredSnapshot>(w![1][0] as Buffer);
+  }
+  event(eventId: string): JsonObject {
+    return JSON.parse(this.stored(eventId).j) as JsonObject;
+  }
+}
+
+function forbidden(fn: () => unknown, errcode = 'M_FORBIDDEN') {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(ActorRejection);
+    expect((e as ActorRejection).errcode).toBe(errcode);
+    return;
+  }
+  throw new Error('was allowed');
+}
+
+function newRoom(version: string): Room {
+  const alice = '@alice:test.local';
+  const { roomId, event } = buildCreateEvent(cfg, { roomVersion: version, creator: alice, roomLocalpart: `r${version}`, ts: 1_700_000_000_000 });
+  const room = new Room(roomId);
+  room.run({ op: 'create', event });
+  room.send(alice, 'm.room.member', { membership: 'join' }, alice);
+  room.send(alice, 'm.room.power_levels', { users: version === '12' ? {} : { [alice]: 100 }, users_default: 0, events_default: 0, state_default: 50, ban: 50, kick: 50, redact: 50, invite: 0 }, '');
+  room.send(alice, 'm.room.join_rules', { join_rule: 'invite' }, '');
+  return room;
+}
+
+describe.each(['1', '3', '10', '11', '12'])('RoomActor.decide, room version %s', (version) => {
+  const alice = '@alice:test.local';
+  const bob = '@bob:test.local';
+
+  it('creates a room whose events are signed, hashed, chained and authorised', () => {
+    const room = newRoom(version);
+    const v = requireRoomVersion(version);
+    expect(room.state.version).toBe(version);
+    expect(room.state.seq).toBe(4);
+    expect(room.state.depth).toBe(4);
+    expect(room.state.extremities).toHaveLength(1);
+    if (v.roomIdFromCreateEvent) expect(room.roomId).toBe('!' + room.state.createId.slice(1));
+    const last = room.event(room.state.extremities[0]!);
+    expect(computeEventId(last, v)).toBe(room.state.extremities[0]);
+    expect(checkContentHash(last)).toBe(true);
+    expect(verifyEventSignature(last, v, 'test.local', cfg.signingKey.keyId, cfg.signingKey.publicKey)).toEqual({ ok: true });
+    // The join rules event names the create (not in v12), power levels and alice's join as auth events.
+    const authCount = (last.auth_events as unknown[]).length;
+    expect(authCount).toBe(v.createEventInAuthEvents ? 3 : 2);
+  });
+
+  it('lets an invited user join and speak, and refuses strangers', () => {
+    const room = newRoom(version);
+    forbidden(() => room.send(bob, 'm.room.member', { membership: 'join' }, bob)); // invite-only
+    forbidden(() => room.send(bob, 'm.room.message', { body: 'hi', msgtype: 'm.text' })); // not joined
+    room.send(alice, 'm.room.member', { membership: 'invite' }, bob);
+    room.send(bob, 'm.room.member', { membership: 'join' }, bob);
+    const { event_id } = room.send(bob, 'm.room.message', { body: 'hi', msgtype: 'm.text' });
+    expect(room.event(event_id).sender).toBe(bob);
+    forbidden(() => room.send(bob, 'm.room.topic', { topic: 'no power' }, '')); // state_default 50
+    forbidden(() => room.send('@mallory:elsewhere', 'm.room.message', { body: 'x' })); // not a local user
+  });
+
+  it('stores state as shared snapshots with deltas, and messages share their snapshot', () => {
+    const room = newRoom(version);
+    const before = room.state.snap;
+    const { event_id } = room.send(alice, 'm.room.message', { body: 'x' });
+    expect(room.state.snap).toBe(before);
+    expect(room.stored(event_id)).toMatchObject({ sb: before, sa: before });
+    const topic = room.send(alice, 'm.room.topic', { topic: 't' }, '');
+    const snap = room.snapshot(room.state.snap);
+    expect(snap.p).toBe(before);
+    expect(snap.d).toEqual([['m.room.topic\u0000', topic.event_id]]);
+    const out = room.outputs.at(-1)!;
+    expect(out.state).toEqual({ key: 'm.room.topic\u0000', replaces: null });
+  });
+
+  it('answers a repeated client transaction with the first event', () => {
+    const room = newRoom(version);
+    const first = room.send(alice, 'm.room.message', { body: 'once' }, undefined, { txn: 'dev1|t1' });
+    const again = room.send(alice, 'm.room.message', { body: 'once' }, undefined, { txn: 'dev1|t1' }, { txnEventId: first.event_id });
+    expect(again.event_id).toBe(first.event_id);
+    expect(room.state.seq).toBe(5);
+  });
+
+  it('redacts an event when the redaction is allowed, and keeps it when not', () => {
+    const room = newRoom(version);
+    room.send(alice, 'm.room.member', { membership: 'invite' }, bob);
+    room.send(bob, 'm.room.member', { membership: 'join' }, bob);
+    const msg = room.send(alice, 'm.room.message', { body: 'secret', msgtype: 'm.text' });
+    const red = room.send(alice, 'm.room.redaction', { reason: 'oops' }, undefined, { redacts: msg.event_id }, { redactionTarget: room.stored(msg.event_id) });
+    expect(room.stored(msg.event_id)).toMatchObject({ rb: red.event_id });
+    expect(room.event(msg.event_id).content).toEqual({});
+    expect(room.outputs.at(-1)!.redacted).toBe(msg.event_id);
+    const redEvent = room.event(red.event_id);
+    const v = requireRoomVersion(version);
+    if (v.redactsInContent) expect((redEvent.content as JsonObject).redacts).toBe(msg.event_id);
+    else expect(redEvent.redacts).toBe(msg.event_id);
+  });
+
+  it('refuses events over the size limit with M_TOO_LARGE', () => {
+    const room = newRoom(version);
+    forbidden(() => room.send(alice, 'm.room.message', { body: 'x'.repeat(70_000) }), 'M_TOO_LARGE');
+  });
+
+  it('refuses a second create and events for a room that does not exist', () => {
+    const room = newRoom(version);
+    const other = buildCreateEvent(cfg, { roomVersion: version, creator: alice, roomLocalpart: 'other', ts: 5 });
+    forbidden(() => room.run({ op: 'create', event: other.event }), version === '12' ? 'M_ROOM_IN_USE' : 'M_ROOM_IN_USE');
+    const empty = new Room('!nothing:test.local');
+    forbidden(() => empty.send(alice, 'm.room.message', { body: 'x' }), 'M_NOT_FOUND');
+  });
+});
