@@ -4,6 +4,7 @@ import pino from 'pino';
 import { inject } from 'vitest';
 import { ActorClient } from '../../src/runtime/actor-client';
 import { allActorKinds } from '../../src/runtime/kinds';
+import type { RoomConfig } from '../../actors/room';
 import type { Family } from '../../src/runtime/shards';
 import { Worker, type WorkerOptions } from '../../src/runtime/worker';
 import { KeySpace } from '../../src/store/keys';
@@ -32,9 +33,9 @@ export interface Rig {
   close(): Promise<void>;
 }
 
-export async function rig(mode: Mode, opts: { shards?: number; ttlMs?: number; renewMs?: number } = {}): Promise<Rig> {
+export async function rig(mode: Mode, opts: { shards?: number; ttlMs?: number; renewMs?: number; room?: RoomConfig; prefix?: string } = {}): Promise<Rig> {
   const target = targetFor(mode);
-  const prefix = `t${randomBytes(4).toString('hex')}:`;
+  const prefix = opts.prefix ?? `t${randomBytes(4).toString('hex')}:`;
   const keys = new KeySpace(prefix);
   const redis = connectRedis(target);
   const n = opts.shards ?? 8;
@@ -45,7 +46,7 @@ export async function rig(mode: Mode, opts: { shards?: number; ttlMs?: number; r
     mode, target, prefix, keys, redis, shardCounts, workers, clients,
     async startWorker(id, extra = {}) {
       const w = new Worker({
-        redis: connectRedis(target), keys, workerId: id, shardCounts, kinds: allActorKinds(),
+        redis: connectRedis(target), keys, workerId: id, shardCounts, kinds: allActorKinds(opts.room),
         leaseTtlMs: opts.ttlMs ?? 1500, renewMs: opts.renewMs ?? 300, log: silent, pollMs: 500, ...extra,
       });
       await w.start();

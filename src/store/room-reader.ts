@@ -1,0 +1,215 @@
+/**
+ * Reads of room data for fronts and readers: events, state (current and at any event), members,
+ * timeline pages, event context, extremities, and whether a user may see an event. Reads go to
+ * Redis directly — only the room actor writes, atomically per event, so every read sees whole
+ * events — and never through the actor's inbox.
+ */
+import type { StoredEvent, StoredSnapshot, RoomMeta } from '../../actors/room';
+import { stateKeyOf, splitStateKey, type StateMap } from '../protocol/pdu';
+import { isJsonObject, type JsonObject } from '../protocol/json';
+import { shardOf } from '../runtime/shards';
+import { decode } from './codec';
+import { roomData, type KeySpace, type ShardKeys } from './keys';
+import type { RedisClient } from './redis';
+
+export interface RoomEvent {
+  eventId: string;
+  event: JsonObject;
+  pos: number;
+  depth: number;
+  stateBefore: number;
+  stateAfter: number;
+  redactedBy?: string;
+  rejected?: string;
+}
+
+export interface TimelinePage {
+  events: RoomEvent[];
+  /** Position to continue from in the same direction, or null at the end. */
+  next: number | null;
+}
+
+export class RoomReader {
+  private readonly snapshotCache = new Map<string, StateMap>();
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly keys: KeySpace,
+    private readonly roomShards: number,
+  ) {}
+
+  private shard(roomId: string): ShardKeys {
+    return this.keys.shard('room', shardOf(roomId, this.roomShards));
+  }
+
+  private key(roomId: string, name: string): string {
+    return this.shard(roomId).data(name);
+  }
+
+  async meta(roomId: string): Promise<RoomMeta | null> {
+    const blob = await this.redis.getBuffer(this.shard(roomId).state('room', roomId));
+    const meta = blob ? decode<RoomMeta>(blob) : null;
+    return meta && meta.version !== null ? meta : null;
+  }
+
+  async event(roomId: string, eventId: string): Promise<RoomEvent | null> {
+    const blob = await this.redis.getBuffer(this.key(roomId, roomData.event(eventId)));
+    return blob ? toRoomEvent(eventId, decode<StoredEvent>(blob)) : null;
+  }
+
+  async events(roomId: string, eventIds: string[]): Promise<RoomEvent[]> {
+    if (eventIds.length === 0) return [];
+    const blobs = await this.redis.mgetBuffer(...eventIds.map((id) => this.key(roomId, roomData.event(id))));
+    const out: RoomEvent[] = [];
+    blobs.forEach((b, i) => {
+      if (b) out.push(toRoomEvent(eventIds[i]!, decode<StoredEvent>(b)));
+    });
+    return out;
+  }
+
+  /** Current state ids, optionally one type or one (type, state_key). */
+  async currentStateIds(roomId: string, filter: { type?: string; stateKey?: string } = {}): Promise<StateMap> {
+    const k = this.key(roomId, roomData.state(roomId));
+    if (filter.type !== undefined && filter.stateKey !== undefined) {
+      const sk = stateKeyOf(filter.type, filter.stateKey);
+      const id = await this.redis.hget(k, sk);
+      return new Map(id ? [[sk, id]] : []);
+    }
+    const all = new Map(Object.entries(await this.redis.hgetall(k)));
+    if (filter.type === undefined) return all;
+    return new Map([...all].filter(([sk]) => splitStateKey(sk)[0] === filter.type));
+  }
+
+  async currentState(roomId: string, filter: { type?: string; stateKey?: string } = {}): Promise<RoomEvent[]> {
+    return this.events(roomId, [...(await this.currentStateIds(roomId, filter)).values()]);
+  }
+
+  /** The state as of a snapshot id (walking its delta chain; cached, snapshots never change). */
+  async snapshot(roomId: string, id: number): Promise<StateMap> {
+    if (id === 0) return new Map();
+    const cacheKey = `${roomId}\u0000${id}`;
+    const cached = this.snapshotCache.get(cacheKey);
+    if (cached) return cached;
+    const chain: StoredSnapshot[] = [];
+    let cur: number | null = id;
+    let base: StateMap = new Map();
+    while (cur !== null) {
+      const hit = this.snapshotCache.get(`${roomId}\u0000${cur}`);
+      if (hit) {
+        base = hit;
+        break;
+      }
+      const blob = await this.redis.getBuffer(this.key(roomId, roomData.snapshot(roomId, cur)));
+      if (!blob) throw new Error(`room ${roomId}: state snapshot ${cur} is missing`);
+      const snap = decode<StoredSnapshot>(blob);
+      chain.push(snap);
+      cur = snap.p;
+    }
+    const state = new Map(base);
+    for (let i = chain.length - 1; i >= 0; i--) {
+      for (const [k, v] of chain[i]!.d) {
+        if (v === null) state.delete(k);
+        else state.set(k, v);
+      }
+    }
+    if (this.snapshotCache.size > 256) this.snapshotCache.delete(this.snapshotCache.keys().next().value!);
+    this.snapshotCache.set(cacheKey, state);
+    return state;
+  }
+
+  /** State before (default) or after an event. */
+  async stateAt(roomId: string, eventId: string, when: 'before' | 'after' = 'before'): Promise<StateMap | null> {
+    const e = await this.event(roomId, eventId);
+    if (!e) return null;
+    return this.snapshot(roomId, when === 'before' ? e.stateBefore : e.stateAfter);
+  }
+
+  /** Members, optionally with one membership. */
+  async members(roomId: string, membership?: string): Promise<Map<string, string>> {
+    const all = Object.entries(await this.redis.hgetall(this.key(roomId, roomData.members(roomId))));
+    return new Map(membership ? all.filter(([, m]) => m === membership) : all);
+  }
+
+  async membership(roomId: string, userId: string): Promise<string | null> {
+    return this.redis.hget(this.key(roomId, roomData.members(roomId)), userId);
+  }
+
+  async forwardExtremities(roomId: string): Promise<string[]> {
+    return (await this.meta(roomId))?.extremities ?? [];
+  }
+
+  /**
+   * A page of the timeline from stream position `from` (exclusive), backwards ('b') or forwards
+   * ('f'). `from` null starts at the newest (b) or oldest (f) end.
+   */
+  async timeline(roomId: string, dir: 'b' | 'f', from: number | null, limit: number): Promise<TimelinePage> {
+    const k = this.key(roomId, roomData.timeline(roomId));
+    const n = Math.max(1, Math.min(limit, 1000));
+    const rows = (dir === 'b'
+      ? await this.redis.zrevrangebyscore(k, from === null ? '+inf' : `(${from}`, '-inf', 'WITHSCORES', 'LIMIT', 0, n + 1)
+      : await this.redis.zrangebyscore(k, from === null ? '-inf' : `(${from}`, '+inf', 'WITHSCORES', 'LIMIT', 0, n + 1)) as string[];
+    const ids: string[] = [];
+    const positions: number[] = [];
+    for (let i = 0; i < rows.length; i += 2) {
+      ids.push(rows[i]!);
+      positions.push(Number(rows[i + 1]));
+    }
+    const more = ids.length > n;
+    const page = ids.slice(0, n);
+    const events = await this.events(roomId, page);
+    return { events, next: more ? positions[n - 1]! : null };
+  }
+
+  /** Events around one event: `limit` before and after (in stream order). */
+  async context(roomId: string, eventId: string, limit: number): Promise<{ event: RoomEvent; before: RoomEvent[]; after: RoomEvent[] } | null> {
+    const event = await this.event(roomId, eventId);
+    if (!event) return null;
+    const half = Math.max(0, limit);
+    const [before, after] = await Promise.all([this.timeline(roomId, 'b', event.pos, half), this.timeline(roomId, 'f', event.pos, half)]);
+    return { event, before: half ? before.events : [], after: half ? after.events : [] };
+  }
+
+  /**
+   * May `userId` see `eventId`? (client-server API, "History visibility"): world_readable; the
+   * user was joined at the event; `shared` and the user joined at some point after it (here: is
+   * joined now, or left after having been joined after the event); `invited` and the user was
+   * invited at the event.
+   */
+  async canSee(roomId: string, userId: string, eventId: string): Promise<boolean> {
+    const event = await this.event(roomId, eventId);
+    if (!event) return false;
+    const state = await this.snapshot(roomId, event.stateBefore);
+    const hvId = state.get(stateKeyOf('m.room.history_visibility', ''));
+    const memberId = state.get(stateKeyOf('m.room.member', userId));
+    const [hv, member] = await Promise.all([hvId ? this.event(roomId, hvId) : null, memberId ? this.event(roomId, memberId) : null]);
+    // Without a history_visibility event the spec's default is "shared".
+    const visibility = str(hv?.event.content, 'history_visibility') ?? 'shared';
+    const membershipAt = str(member?.event.content, 'membership');
+    if (visibility === 'world_readable') return true;
+    if (membershipAt === 'join') return true;
+    if (visibility === 'invited' && membershipAt === 'invite') return true;
+    if (visibility === 'shared') {
+      const current = await this.membership(roomId, userId);
+      if (current === 'join') return true;
+      const latestId = (await this.currentStateIds(roomId, { type: 'm.room.member', stateKey: userId })).values().next().value;
+      if (!latestId) return false;
+      const latest = await this.event(roomId, latestId);
+      if (!latest || latest.pos <= event.pos) return false;
+      const before = await this.snapshot(roomId, latest.stateBefore);
+      const prior = before.get(stateKeyOf('m.room.member', userId));
+      const priorEvent = prior ? await this.event(roomId, prior) : null;
+      return !!priorEvent && priorEvent.pos > event.pos && str(priorEvent.event.content, 'membership') === 'join';
+    }
+    return false;
+  }
+}
+
+function str(content: unknown, key: string): string | undefined {
+  if (!isJsonObject(content as never)) return undefined;
+  const v = (content as JsonObject)[key];
+  return typeof v === 'string' ? v : undefined;
+}
+
+function toRoomEvent(eventId: string, s: StoredEvent): RoomEvent {
+  return { eventId, event: JSON.parse(s.j) as JsonObject, pos: s.p, depth: s.d, stateBefore: s.sb, stateAfter: s.sa, ...(s.rb ? { redactedBy: s.rb } : {}), ...(s.rej ? { rejected: s.rej } : {}) };
+}
