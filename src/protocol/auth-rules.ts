@@ -44,7 +44,7 @@ export function authEventSelection(event: { type: string; stateKey?: string; sen
   if (event.type === 'm.room.member' && typeof event.stateKey === 'string') {
     if (event.stateKey !== event.sender) out.push(['m.room.member', event.stateKey]);
     const membership = event.content.membership;
-    if (membership === 'join' || membership === 'invite' || (membership === 'knock' && version.knock)) out.push(['m.room.join_rules', '']);
+    if (membership === 'join' || membership === 'invite' || membership === 'knock') out.push(['m.room.join_rules', '']);
     const tpi = event.content.third_party_invite;
     if (membership === 'invite' && isJsonObject(tpi as never)) {
       const signed = (tpi as JsonObject).signed;
@@ -182,6 +182,9 @@ function checkMember(event: Pdu, state: StateLookup, create: Pdu, version: RoomV
   // 5.1
   const membership = event.content.membership;
   if (event.stateKey === undefined || typeof membership !== 'string') return reject('m.room.member needs a state_key and a membership');
+  // The target user is "the user given by the state_key": it must be one (Synapse, ruma and
+  // gomatrixserverlib all refuse other state keys here).
+  if (!isValidUserId(event.stateKey)) return reject('the state_key of m.room.member is not a user id');
   const target = event.stateKey;
   const senderMembership = membershipOf(event.sender, state);
   const targetMembership = membershipOf(target, state);

@@ -8,8 +8,7 @@ import type { RoomVersion } from './room-versions';
 
 /** Defaults when the power levels event leaves a level out (m.room.power_levels schema). */
 export const POWER_DEFAULTS = { ban: 50, kick: 50, redact: 50, invite: 0, users_default: 0, events_default: 0, state_default: 50 } as const;
-/** With no power levels event at all, state events need 0 (and the creator has 100). */
-const STATE_DEFAULT_WITHOUT_EVENT = 0;
+/** With no power levels event at all the creator has 100 (v1–v11); levels are the defaults above. */
 const CREATOR_LEVEL_WITHOUT_EVENT = 100;
 
 /**
@@ -70,7 +69,9 @@ export function namedLevel(name: 'ban' | 'kick' | 'redact' | 'invite', state: St
 /** The level needed to send an event of `type` (state or not). */
 export function requiredEventLevel(type: string, isState: boolean, state: StateLookup, version: RoomVersion): number {
   const pl = state.get('m.room.power_levels', '');
-  if (!pl) return isState ? STATE_DEFAULT_WITHOUT_EVENT : POWER_DEFAULTS.events_default;
+  // m.room.power_levels: "If there is no state_default in the m.room.power_levels event, or there
+  // is no m.room.power_levels event, the state_default is 50."
+  if (!pl) return isState ? POWER_DEFAULTS.state_default : POWER_DEFAULTS.events_default;
   const events = pl.content.events;
   if (isJsonObject(events) && Object.prototype.hasOwnProperty.call(events, type)) {
     const level = parsePowerLevel(events[type], version);

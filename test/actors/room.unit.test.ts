@@ -1,7 +1,7 @@
 /** The room actor's decide, as a pure state machine: no Redis. */
 import { describe, expect, it } from 'vitest';
-import { buildCreateEvent, decideRoom, emptyRoom, type RoomConfig, type RoomMessage, type RoomOutput, type RoomPrepared, type RoomState, type StoredEvent, type StoredSnapshot } from '../../actors/room';
-import { ActorRejection, type ActorMessage } from '../../src/runtime/actor';
+import { buildCreateEvent, decideRoom, emptyRoom, type RoomConfig, type RoomMessage, type RoomReply, type RoomOutput, type RoomPrepared, type RoomState, type StoredEvent, type StoredSnapshot } from '../../actors/room';
+import { ActorRejection, type ActorMessage, type Decision } from '../../src/runtime/actor';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { computeEventId, verifyEventSignature, checkContentHash } from '../../src/protocol/event-hashing';
 import { requireRoomVersion } from '../../src/protocol/room-versions';
@@ -24,7 +24,7 @@ class Room {
     return { mid: `m${++this.n}`, actorId: this.roomId, body, enqueuedAt: 1_700_000_000_000 + this.n };
   }
   run(body: RoomMessage, prepared: RoomPrepared = {}) {
-    const d = decideRoom(cfg, this.state, this.msg(body), prepared);
+    const d = decideRoom(cfg, this.state, this.msg(body), prepared) as Decision<RoomState, Extract<RoomReply, { event_id: string }>>;
     this.state = d.state;
     for (const w of d.writes ?? []) this.writes.set(`${w.cmd} ${w.key} ${String(w.args[0]).slice(0, 80)}`, w.args);
     this.outputs.push(...((d.outputs ?? []) as RoomOutput[]));

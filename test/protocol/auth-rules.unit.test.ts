@@ -52,17 +52,15 @@ function run(result: AuthResult): string {
 function table(title: string, cases: Case[]): void {
   describe(title, () => {
     for (const c of cases) {
-      describe.each(c.versions.map((v) => [v]))('v%s', (v) => {
-        it(`${c.allowed ? 'allows' : 'rejects'}: ${c.name}`, () => {
-          const { room, event, state } = c.build(v as VersionId);
-          const result = checkEventAuth(event, state ?? room.lookup(), room.version);
-          if (c.allowed) {
-            expect(run(result)).toBe('allowed');
-          } else {
-            expect(result.allowed, 'expected a rejection').toBe(false);
-            if (!result.allowed) expect(typeof result.reason).toBe('string');
-          }
-        });
+      it.each([...c.versions])(`v%s: ${c.allowed ? 'allows' : 'rejects'} ${c.name}`, (v) => {
+        const { room, event, state } = c.build(v);
+        const result = checkEventAuth(event, state ?? room.lookup(), room.version);
+        if (c.allowed) {
+          expect(run(result)).toBe('allowed');
+        } else {
+          expect(result.allowed, 'expected a rejection').toBe(false);
+          if (!result.allowed) expect(typeof result.reason).toBe('string');
+        }
       });
     }
   });
@@ -173,7 +171,7 @@ const noFederate = (v: VersionId) => standardRoom(v, { createContent: { 'm.feder
 table('m.federate: false', [
   { name: 'a message from a joined user on another server', versions: ALL, allowed: false, build: (v) => { const room = noFederate(v); return { room, event: room.message(EVE) }; } },
   { name: 'a message from a user on the create event sender\'s server', versions: ALL, allowed: true, build: (v) => { const room = noFederate(v); return { room, event: room.message(BOB) }; } },
-  { name: 'a join of a public room by a user on another server', versions: ALL, allowed: false, build: (v) => { const room = noFederate(v); return { room, event: room.member(ZED, 'join') }; } },
+  { name: 'a join of a non-federating public room by a user on another server', versions: ALL, allowed: false, build: (v) => { const room = noFederate(v); return { room, event: room.member(ZED, 'join') }; } },
   {
     name: 'm.federate: true lets the other server\'s user speak',
     versions: ALL,
@@ -193,7 +191,7 @@ table('sender must be joined for non-membership events', [
   { name: 'a message from a user who left', versions: ALL, allowed: false, build: (v) => { const room = standardRoom(v).setMember(BOB, 'leave'); return { room, event: room.message(BOB) }; } },
   { name: 'a message from a banned user', versions: ALL, allowed: false, build: (v) => { const room = standardRoom(v).setMember(BOB, 'ban', ALICE); return { room, event: room.message(BOB) }; } },
   { name: 'a message from a user who knocked', versions: versions(7), allowed: false, build: (v) => { const room = standardRoom(v, { joinRule: 'knock' }).setMember(CAROL, 'knock'); return { room, event: room.message(CAROL) }; } },
-  { name: 'a state event from a user with no membership, even the creator\'s domain', versions: ALL, allowed: false, build: (v) => { const room = standardRoom(v); return { room, event: room.stateEvent('m.room.topic', CAROL, '', { topic: 't' }) }; } },
+  { name: 'a state event from a user with no membership', versions: ALL, allowed: false, build: (v) => { const room = standardRoom(v); return { room, event: room.stateEvent('m.room.topic', CAROL, '', { topic: 't' }) }; } },
 ]);
 
 // ---------------------------------------------------------------------------------------------
@@ -345,7 +343,7 @@ table('m.room.member: join', [
   { name: 'a join of an invite-only room with an invite', versions: ALL, allowed: true, build: (v) => { const room = standardRoom(v, { joinRule: 'invite' }).setMember(CAROL, 'invite', ALICE); return { room, event: room.member(CAROL, 'join') }; } },
   { name: 'a join of an invite-only room by a member already joined (profile change)', versions: ALL, allowed: true, build: (v) => { const room = standardRoom(v, { joinRule: 'invite' }); return { room, event: room.member(BOB, 'join', BOB, { displayname: 'Bobby' }) }; } },
   { name: 'a rejoin of an invite-only room after leaving', versions: ALL, allowed: false, build: (v) => { const room = standardRoom(v, { joinRule: 'invite' }).setMember(CAROL, 'leave'); return { room, event: room.member(CAROL, 'join') }; } },
-  { name: 'a join of an invite-only room by a banned user who was... banned', versions: ALL, allowed: false, build: (v) => { const room = standardRoom(v, { joinRule: 'invite' }).setMember(CAROL, 'ban', ALICE); return { room, event: room.member(CAROL, 'join') }; } },
+  { name: 'a join of an invite-only room by a banned user', versions: ALL, allowed: false, build: (v) => { const room = standardRoom(v, { joinRule: 'invite' }).setMember(CAROL, 'ban', ALICE); return { room, event: room.member(CAROL, 'join') }; } },
   {
     name: 'a join when there is no join rules event ("otherwise, reject")',
     versions: ALL,
@@ -359,10 +357,10 @@ table('m.room.member: join', [
   { name: 'a knocked (not invited) user joining under join rule knock', versions: versions(7), allowed: false, build: (v) => { const room = standardRoom(v, { joinRule: 'knock' }).setMember(CAROL, 'knock'); return { room, event: room.member(CAROL, 'join') }; } },
 ]);
 
-const restrictedRoom = (v: VersionId, rule = 'restricted', plOverrides: JsonObject = {}) =>
-  standardRoom(v, { joinRule: rule, plOverrides }).put(
-    new TestRoom(v).event({ type: 'm.room.join_rules', sender: CREATOR, stateKey: '', content: { join_rule: rule, allow: [{ type: 'm.room_membership', room_id: '!space:example.com' }] } }),
-  );
+const restrictedRoom = (v: VersionId, rule = 'restricted', plOverrides: JsonObject = {}) => {
+  const room = standardRoom(v, { plOverrides });
+  return room.setJoinRule(rule, { allow: [{ type: 'm.room_membership', room_id: '!space:example.com' }] });
+};
 
 table('m.room.member: restricted joins', [
   { name: 'join rule restricted before restricted rooms existed, even with an authoriser', versions: versions(1, 7), allowed: false, build: (v) => { const room = restrictedRoom(v); return { room, event: authorisedJoin(room, CAROL, ALICE) }; } },
@@ -571,7 +569,7 @@ table('m.room.power_levels: content validation', [
   { name: 'a users value as an integer string ("or a string that is an integer")', versions: versions(1, 9), allowed: true, build: (v) => firstPl(v, { users: { [ALICE]: '50' } }) },
   { name: 'a users value as an integer string (v10: values must be integers)', versions: versions(10), allowed: false, build: (v) => firstPl(v, { users: { [ALICE]: '50' } }) },
   { name: 'a float users value (v1–v5 accept and truncate floats)', versions: versions(1, 5), allowed: true, build: (v) => firstPl(v, { users: { [ALICE]: 50.57 } }) },
-  { name: 'string ban/users_default values (only users is type-checked before v10)', versions: versions(1, 9), allowed: true, build: (v) => firstPl(v, { ban: '50', users_default: '0', events: { 'm.room.name': '50' }, notifications: { room: '50' } }) },
+  { name: 'string ban/users_default values (only users is type-checked before v10)', versions: versions(1, 9), allowed: true, build: (v) => firstPl(v, { users: { [ALICE]: 50 }, ban: '50', users_default: '0', events: { 'm.room.name': '50' }, notifications: { room: '50' } }) },
   { name: 'string power levels are rejected: ban "50" (v10 rule 9.1)', versions: versions(10), allowed: false, build: (v) => firstPl(v, { ban: '50' }) },
   { name: 'string power levels are rejected: users_default "0" (v10 rule 9.1)', versions: versions(10), allowed: false, build: (v) => firstPl(v, { users_default: '0' }) },
   { name: 'non-integer power levels are rejected: kick 50.5 (v10 rule 9.1)', versions: versions(10), allowed: false, build: (v) => firstPl(v, { kick: 50.5 }) },
