@@ -22,11 +22,14 @@ import { hashAndSignEvent, roomIdFromCreateEvent, serverNameOf, verifyEventSigna
 import { canonicalJson, isJsonObject, type JsonObject } from '../src/protocol/json';
 import { LayeredMap } from '../src/protocol/layered-map';
 import { checkPduFormat, checkPduSize } from '../src/protocol/pdu-limits';
-import { stateKeyOf, toPdu, type Pdu, type StateLookup } from '../src/protocol/pdu';
+import { stateKeyOf, toPdu, type Pdu, type StateLookup, type StateMap } from '../src/protocol/pdu';
 import { namedLevel, userPowerLevel } from '../src/protocol/power-levels';
 import { redactEvent } from '../src/protocol/redaction';
 import { requireRoomVersion, type RoomVersion } from '../src/protocol/room-versions';
 import { decode, encode } from '../src/store/codec';
+import { authorizeReceivedPdu, checkReceivedPdu, type IngestOutcome, type IngestView, type KnownEvent, type RemoteKeys } from '../src/rooms/ingest';
+import { resolveState } from '../src/protocol/state-resolution';
+import { readSnapshot } from '../src/store/room-reader';
 import { roomData } from '../src/store/keys';
 
 /** How many forward extremities a new event references at most (Synapse uses 10). */
@@ -73,9 +76,20 @@ export interface EventTemplate {
 
 export type RoomMessage =
   | { op: 'create'; event: JsonObject }
-  | { op: 'send'; event: EventTemplate; txn?: string };
+  | { op: 'send'; event: EventTemplate; txn?: string }
+  /**
+   * Events built by other servers (federation /send, backfill, auth chains): checked in the
+   * spec's order (src/rooms/ingest.ts). `outlier` stores them without placing them in the room's
+   * history (auth chains and state fetched for a join). Ordered so each event comes after the
+   * events it references.
+   */
+  | { op: 'ingest'; pdus: JsonObject[]; keys: RemoteKeys; outlier?: boolean };
 
-export type RoomReply = { event_id: string; room_id: string; pos: number };
+export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply;
+
+export interface IngestReply {
+  results: { event_id: string | null; status: IngestOutcome['status'] | 'duplicate'; reason?: string; missing?: string[] }[];
+}
 
 /** One entry of the room shard's output stream. */
 export interface RoomOutput {
@@ -93,17 +107,31 @@ export interface RoomOutput {
 export interface RoomPrepared {
   redactionTarget?: StoredEvent;
   txnEventId?: string;
+  /** For ingest: stored events referenced by the batch (and the auth chains state resolution may walk). */
+  known?: Map<string, { pdu: Pdu; stored: StoredEvent }>;
+  /** For ingest: full state maps of the snapshots involved, by snapshot id. */
+  snapshots?: Map<number, StateMap>;
+  /** For ingest: chain length of those snapshots. */
+  snapshotChains?: Map<number, number>;
 }
 
 export interface StoredEvent {
   /** JSON text as persisted (redacted JSON once redacted). */
   j: string;
+  /** Stream position (0: not in the timeline — rejected, outlier or soft-failed). */
   p: number;
   d: number;
+  /** Snapshots of the state before and after (0 for outliers and rejected events). */
   sb: number;
   sa: number;
+  /** Why it was rejected; rejected events are never served or built upon. */
   rej?: string;
+  /** Redacted by this event. */
   rb?: string;
+  /** Stored without its place in the room's history. */
+  o?: 1;
+  /** Soft-failed: part of the DAG, hidden from clients, not built upon. */
+  sf?: string;
 }
 
 export interface StoredSnapshot {
@@ -125,6 +153,7 @@ export function decideRoom(cfg: RoomConfig, state: RoomState, msg: ActorMessage<
   const body = msg.body;
   if (body?.op === 'create') return decideCreate(cfg, state, body.event);
   if (body?.op === 'send') return decideSend(cfg, state, msg, body.event, body.txn, prepared);
+  if (body?.op === 'ingest') return decideIngest(state, body.pdus, body.keys, body.outlier ?? false, prepared);
   throw new TypeError(`room: unknown op ${JSON.stringify((body as { op?: unknown } | undefined)?.op)}`);
 }
 
@@ -260,6 +289,153 @@ function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared:
   return { state: next, reply: { event_id: pdu.eventId, room_id: roomId, pos }, outputs: [output], writes };
 }
 
+
+/**
+ * Take events built elsewhere. Each goes through the receipt checks; accepted events join the
+ * timeline and move the current state (resolving it against the new branch when the event does
+ * not extend every forward extremity); soft-failed ones are kept in the DAG only; rejected ones
+ * are stored as rejected; outliers are stored without history.
+ */
+function decideIngest(state: RoomState, pdus: JsonObject[], keys: RemoteKeys, outlier: boolean, prepared: RoomPrepared): Decision<RoomState, RoomReply> {
+  if (state.version === null) throw new ActorRejection('M_NOT_FOUND', 'Unknown room', 404);
+  const version = requireRoomVersion(state.version);
+  const known = new Map<string, KnownEvent & { stored: StoredEvent }>();
+  const snapshots = new Map(prepared.snapshots ?? []);
+  const chains = new Map(prepared.snapshotChains ?? []);
+  for (const [id, k] of prepared.known ?? []) {
+    const stored = k.stored;
+    known.set(id, { pdu: k.pdu, stored, rejected: !!stored.rej, outlier: !!stored.o, stateAfter: stored.rej || stored.o ? undefined : snapshots.get(stored.sa) });
+  }
+  const extra = new Map<string, Pdu>();
+  for (const e of state.events.entries()) extra.set(e[1].eventId, e[1]);
+  const view: IngestView = {
+    version,
+    roomId: state.roomId,
+    known: (id) => known.get(id),
+    getEvent: (id) => known.get(id)?.pdu ?? extra.get(id),
+  };
+  let next = state;
+  const writes: StoreWrite[] = [];
+  const outputs: RoomOutput[] = [];
+  const results: IngestReply['results'] = [];
+
+  for (const raw of pdus) {
+    const checked = checkReceivedPdu(raw, view, keys);
+    if (!checked.ok) {
+      results.push({ event_id: null, status: 'dropped', reason: checked.reason });
+      continue;
+    }
+    const pdu = toPdu(checked.raw, version);
+    if (known.has(pdu.eventId)) {
+      results.push({ event_id: pdu.eventId, status: 'duplicate' });
+      continue;
+    }
+    const current: StateLookup = { get: (type, key) => next.events.get(stateKeyOf(type, key)) };
+    const outcome = authorizeReceivedPdu(pdu, view, outlier ? null : current, outlier);
+    const base = { j: canonicalJson(checked.raw), d: pdu.depth };
+    switch (outcome.status) {
+      case 'dropped':
+      case 'missing':
+        results.push({ event_id: pdu.eventId, status: outcome.status, reason: outcome.reason, ...(outcome.status === 'missing' ? { missing: outcome.missing } : {}) });
+        continue;
+      case 'rejected': {
+        const stored: StoredEvent = { ...base, p: 0, sb: 0, sa: 0, rej: outcome.reason };
+        writes.push({ cmd: 'SET', key: roomData.event(pdu.eventId), args: [encode(stored)] });
+        known.set(pdu.eventId, { pdu, stored, rejected: true, outlier: false });
+        results.push({ event_id: pdu.eventId, status: 'rejected', reason: outcome.reason });
+        continue;
+      }
+      case 'outlier': {
+        const stored: StoredEvent = { ...base, p: 0, sb: 0, sa: 0, o: 1 };
+        writes.push({ cmd: 'SET', key: roomData.event(pdu.eventId), args: [encode(stored)] });
+        known.set(pdu.eventId, { pdu, stored, rejected: false, outlier: true });
+        results.push({ event_id: pdu.eventId, status: 'outlier' });
+        continue;
+      }
+    }
+    // Accepted or soft-failed: both get their state snapshots.
+    const firstPrev = known.get(pdu.prevEvents[0]!)!.stored;
+    let sb = firstPrev.sa;
+    const stateBefore = outcome.stateBefore;
+    if (pdu.prevEvents.length > 1) {
+      sb = next.snapSeq + 1;
+      const parent = snapshots.get(firstPrev.sa) ?? new Map();
+      const delta: [string, string | null][] = [];
+      for (const [k, v] of stateBefore) if (parent.get(k) !== v) delta.push([k, v]);
+      for (const k of parent.keys()) if (!stateBefore.has(k)) delta.push([k, null]);
+      const n = (chains.get(firstPrev.sa) ?? MAX_SNAPSHOT_CHAIN) + 1;
+      const snap: StoredSnapshot = n > MAX_SNAPSHOT_CHAIN ? { p: null, d: [...stateBefore], n: 0 } : { p: firstPrev.sa, d: delta, n };
+      writes.push({ cmd: 'SET', key: roomData.snapshot(state.roomId, sb), args: [encode(snap)] });
+      snapshots.set(sb, stateBefore);
+      chains.set(sb, snap.n);
+      next = { ...next, snapSeq: sb };
+    }
+    let sa = sb;
+    const stateAfter = new Map(stateBefore);
+    if (pdu.stateKey !== undefined) {
+      const key = stateKeyOf(pdu.type, pdu.stateKey);
+      stateAfter.set(key, pdu.eventId);
+      sa = next.snapSeq + 1;
+      const n = (chains.get(sb) ?? MAX_SNAPSHOT_CHAIN) + 1;
+      const snap: StoredSnapshot = n > MAX_SNAPSHOT_CHAIN || sb === 0 ? { p: null, d: [...stateAfter], n: 0 } : { p: sb, d: [[key, pdu.eventId]], n };
+      writes.push({ cmd: 'SET', key: roomData.snapshot(state.roomId, sa), args: [encode(snap)] });
+      snapshots.set(sa, stateAfter);
+      chains.set(sa, snap.n);
+      next = { ...next, snapSeq: sa };
+    }
+    if (outcome.status === 'soft_failed') {
+      const stored: StoredEvent = { ...base, p: 0, sb, sa, sf: outcome.reason };
+      writes.push({ cmd: 'SET', key: roomData.event(pdu.eventId), args: [encode(stored)] });
+      known.set(pdu.eventId, { pdu, stored, rejected: false, outlier: false, stateAfter });
+      results.push({ event_id: pdu.eventId, status: 'soft_failed', reason: outcome.reason });
+      continue;
+    }
+    // Accepted: into the timeline, and the room's current state moves.
+    const pos = next.seq + 1;
+    const stored: StoredEvent = { ...base, p: pos, sb, sa };
+    writes.push({ cmd: 'SET', key: roomData.event(pdu.eventId), args: [encode(stored)] });
+    writes.push({ cmd: 'ZADD', key: roomData.timeline(state.roomId), args: [pos, pdu.eventId] });
+    known.set(pdu.eventId, { pdu, stored, rejected: false, outlier: false, stateAfter });
+    extra.set(pdu.eventId, pdu);
+    const extendsAll = next.extremities.every((id) => pdu.prevEvents.includes(id));
+    const oldCurrent = next.current.toMap();
+    const newCurrent = extendsAll ? stateAfter : resolveState({ version, stateSets: [oldCurrent, stateAfter], getEvent: view.getEvent, isRejected: (id) => known.get(id)?.rejected ?? false });
+    const changes: [string, string | undefined][] = [];
+    for (const [k, v] of newCurrent) if (oldCurrent.get(k) !== v) changes.push([k, v]);
+    for (const k of oldCurrent.keys()) if (!newCurrent.has(k)) changes.push([k, undefined]);
+    for (const [k, v] of changes) {
+      if (v === undefined) writes.push({ cmd: 'HDEL', key: roomData.state(state.roomId), args: [k] });
+      else writes.push({ cmd: 'HSET', key: roomData.state(state.roomId), args: [k, v] });
+      const e = v === undefined ? undefined : view.getEvent(v);
+      if (k.startsWith('m.room.member\u0000')) {
+        const user = k.slice('m.room.member\u0000'.length);
+        const m = e?.content.membership;
+        if (typeof m === 'string') writes.push({ cmd: 'HSET', key: roomData.members(state.roomId), args: [user, m] });
+        else writes.push({ cmd: 'HDEL', key: roomData.members(state.roomId), args: [user] });
+      }
+    }
+    const currentSnap = extendsAll ? sa : next.snap;
+    next = {
+      ...next,
+      seq: pos,
+      depth: Math.max(next.depth, pdu.depth),
+      extremities: [...next.extremities.filter((id) => !pdu.prevEvents.includes(id)), pdu.eventId],
+      current: next.current.with(changes),
+      events: next.events.with(changes.map(([k, v]) => [k, v === undefined ? undefined : view.getEvent(v)])),
+      snap: currentSnap,
+      snapChain: chains.get(currentSnap) ?? next.snapChain,
+    };
+    const out: RoomOutput = { roomId: state.roomId, eventId: pdu.eventId, pos, event: checked.raw };
+    if (pdu.stateKey !== undefined) {
+      const key = stateKeyOf(pdu.type, pdu.stateKey);
+      out.state = { key, replaces: oldCurrent.get(key) ?? null };
+    }
+    outputs.push(out);
+    results.push({ event_id: pdu.eventId, status: 'accepted' });
+  }
+  return { state: next, reply: { results }, outputs, writes };
+}
+
 /** "Handling redactions": the redact level, or the same server as the original sender. */
 function mayRedact(redaction: Pdu, target: Pdu, state: RoomState, version: RoomVersion): boolean {
   const st = lookup(state);
@@ -271,6 +447,79 @@ function mayRedact(redaction: Pdu, target: Pdu, state: RoomState, version: RoomV
 export async function loadStoredEvent(ctx: ShellContext, eventId: string): Promise<StoredEvent | undefined> {
   const blob = await ctx.redis.getBuffer(ctx.keys.data(roomData.event(eventId)));
   return blob ? decode<StoredEvent>(blob) : undefined;
+}
+
+/**
+ * Load what ingesting a batch needs: every stored event the batch references, the state after
+ * each referenced event, and — for state resolution — the events of every conflicted state
+ * entry with their whole auth chains.
+ */
+async function prepareIngest(ctx: ShellContext, state: RoomState, pdus: JsonObject[]): Promise<RoomPrepared> {
+  if (state.version === null) return {};
+  const version = requireRoomVersion(state.version);
+  const known = new Map<string, { pdu: Pdu; stored: StoredEvent }>();
+  const inBatch = new Set<string>();
+  for (const raw of pdus) {
+    try {
+      inBatch.add(toPdu(raw, version).eventId);
+    } catch {
+      /* malformed: checks in decide drop it */
+    }
+  }
+  const load = async (ids: Iterable<string>) => {
+    const want = [...new Set(ids)].filter((id) => !known.has(id) && !inBatch.has(id));
+    for (let i = 0; i < want.length; i += 500) {
+      const batch = want.slice(i, i + 500);
+      const blobs = await ctx.redis.mgetBuffer(...batch.map((id) => ctx.keys.data(roomData.event(id))));
+      batch.forEach((id, j) => {
+        const blob = blobs[j];
+        if (!blob) return;
+        const stored = decode<StoredEvent>(blob);
+        known.set(id, { pdu: toPdu(JSON.parse(stored.j) as JsonObject, version, id), stored });
+      });
+    }
+  };
+  const refs = (raw: JsonObject) => [...toRefs(raw.prev_events), ...toRefs(raw.auth_events)];
+  await load(pdus.flatMap(refs));
+  // The batch's own events, when already stored, are duplicates.
+  const batchIds = [...inBatch];
+  inBatch.clear();
+  await load(batchIds);
+  if (version.roomIdFromCreateEvent) await load([state.createId]);
+  const cache = new Map<string, StateMap>();
+  const snapshots = new Map<number, StateMap>();
+  const snapshotChains = new Map<number, number>();
+  const fetch = (name: string) => ctx.redis.getBuffer(ctx.keys.data(name));
+  for (const { stored } of known.values()) {
+    if (stored.sa && !snapshots.has(stored.sa)) {
+      snapshots.set(stored.sa, await readSnapshot(fetch, state.roomId, stored.sa, cache));
+      const blob = await fetch(roomData.snapshot(state.roomId, stored.sa));
+      if (blob) snapshotChains.set(stored.sa, decode<StoredSnapshot>(blob).n);
+    }
+  }
+  // State resolution may walk the auth chains of anything that differs between the states.
+  const states = [state.current.toMap(), ...snapshots.values()];
+  const conflicted = new Set<string>();
+  for (const s of states) for (const [k, v] of s) if (states.some((o) => o.get(k) !== v)) conflicted.add(v);
+  let frontier = [...conflicted, ...pdus.flatMap((raw) => toRefs(raw.auth_events))];
+  const walked = new Set<string>();
+  while (frontier.length) {
+    await load(frontier);
+    const nextFrontier: string[] = [];
+    for (const id of frontier) {
+      if (walked.has(id)) continue;
+      walked.add(id);
+      const e = known.get(id)?.pdu;
+      if (e) nextFrontier.push(...e.authEvents.filter((a) => !walked.has(a)));
+    }
+    frontier = nextFrontier;
+  }
+  return { known, snapshots, snapshotChains };
+}
+
+function toRefs(refs: unknown): string[] {
+  if (!Array.isArray(refs)) return [];
+  return refs.map((r) => (Array.isArray(r) ? r[0] : r)).filter((r): r is string => typeof r === 'string');
 }
 
 /** Load the room's in-memory state: its meta blob, current state ids and the current state events. */
@@ -303,6 +552,7 @@ export function roomActor(cfg: RoomConfig): ActorKind<RoomState, RoomMessage, Ro
     hydrate: hydrateRoom,
     async prepare(ctx, state, msg) {
       const prepared: RoomPrepared = {};
+      if (msg.body?.op === 'ingest') return prepareIngest(ctx, state, msg.body.pdus);
       if (msg.body?.op !== 'send') return prepared;
       const { event, txn } = msg.body;
       if (txn) {

@@ -86,35 +86,7 @@ export class RoomReader {
 
   /** The state as of a snapshot id (walking its delta chain; cached, snapshots never change). */
   async snapshot(roomId: string, id: number): Promise<StateMap> {
-    if (id === 0) return new Map();
-    const cacheKey = `${roomId}\u0000${id}`;
-    const cached = this.snapshotCache.get(cacheKey);
-    if (cached) return cached;
-    const chain: StoredSnapshot[] = [];
-    let cur: number | null = id;
-    let base: StateMap = new Map();
-    while (cur !== null) {
-      const hit = this.snapshotCache.get(`${roomId}\u0000${cur}`);
-      if (hit) {
-        base = hit;
-        break;
-      }
-      const blob = await this.redis.getBuffer(this.key(roomId, roomData.snapshot(roomId, cur)));
-      if (!blob) throw new Error(`room ${roomId}: state snapshot ${cur} is missing`);
-      const snap = decode<StoredSnapshot>(blob);
-      chain.push(snap);
-      cur = snap.p;
-    }
-    const state = new Map(base);
-    for (let i = chain.length - 1; i >= 0; i--) {
-      for (const [k, v] of chain[i]!.d) {
-        if (v === null) state.delete(k);
-        else state.set(k, v);
-      }
-    }
-    if (this.snapshotCache.size > 256) this.snapshotCache.delete(this.snapshotCache.keys().next().value!);
-    this.snapshotCache.set(cacheKey, state);
-    return state;
+    return readSnapshot((name) => this.redis.getBuffer(this.key(roomId, name)), roomId, id, this.snapshotCache);
   }
 
   /** State before (default) or after an event. */
@@ -202,6 +174,42 @@ export class RoomReader {
     }
     return false;
   }
+}
+
+/**
+ * Materialise a state snapshot by walking its delta chain to a full snapshot (or to one already
+ * in `cache`). Snapshots never change once written, so caching them is always safe.
+ */
+export async function readSnapshot(fetch: (name: string) => Promise<Buffer | null>, roomId: string, id: number, cache: Map<string, StateMap>): Promise<StateMap> {
+  if (id === 0) return new Map();
+  const cacheKey = `${roomId}\u0000${id}`;
+  const cached = cache.get(cacheKey);
+  if (cached) return cached;
+  const chain: StoredSnapshot[] = [];
+  let cur: number | null = id;
+  let base: StateMap = new Map();
+  while (cur !== null) {
+    const hit = cache.get(`${roomId}\u0000${cur}`);
+    if (hit) {
+      base = hit;
+      break;
+    }
+    const blob = await fetch(roomData.snapshot(roomId, cur));
+    if (!blob) throw new Error(`room ${roomId}: state snapshot ${cur} is missing`);
+    const snap = decode<StoredSnapshot>(blob);
+    chain.push(snap);
+    cur = snap.p;
+  }
+  const state = new Map(base);
+  for (let i = chain.length - 1; i >= 0; i--) {
+    for (const [k, v] of chain[i]!.d) {
+      if (v === null) state.delete(k);
+      else state.set(k, v);
+    }
+  }
+  if (cache.size > 256) cache.delete(cache.keys().next().value!);
+  cache.set(cacheKey, state);
+  return state;
 }
 
 function str(content: unknown, key: string): string | undefined {

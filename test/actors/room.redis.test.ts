@@ -25,7 +25,7 @@ async function createRoom(c: ActorClient, version: string, localpart: string): P
 }
 
 function send(c: ActorClient, roomId: string, sender: string, type: string, content: JsonObject, stateKey?: string, redacts?: string) {
-  return c.ask<RoomReply>('room', 'room', roomId, { op: 'send', event: { type, sender, content, ...(stateKey !== undefined ? { state_key: stateKey } : {}), ...(redacts ? { redacts } : {}) } });
+  return c.ask<Extract<RoomReply, { event_id: string }>>('room', 'room', roomId, { op: 'send', event: { type, sender, content, ...(stateKey !== undefined ? { state_key: stateKey } : {}), ...(redacts ? { redacts } : {}) } });
 }
 
 async function setUp(c: ActorClient, version: string, localpart: string, history = 'shared'): Promise<string> {

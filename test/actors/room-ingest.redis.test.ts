@@ -1,0 +1,185 @@
+/**
+ * Events built by another server, taken by the room actor on the real runtime: the receipt checks
+ * in the spec's order — dropped (bad signature), redacted (bad content hash), rejected (auth
+ * events), soft-failed (current state), missing prev events, outliers — and forks whose state is
+ * resolved.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { buildCreateEvent, type IngestReply, type RoomConfig, type RoomReply } from '../../actors/room';
+import type { ActorClient } from '../../src/runtime/actor-client';
+import { signingKeyFromSeed } from '../../src/protocol/crypto';
+import { hashAndSignEvent } from '../../src/protocol/event-hashing';
+import { authEventSelection } from '../../src/protocol/auth-rules';
+import { stateKeyOf } from '../../src/protocol/pdu';
+import { requireRoomVersion } from '../../src/protocol/room-versions';
+import type { JsonObject } from '../../src/protocol/json';
+import { RoomReader } from '../../src/store/room-reader';
+import type { RemoteKeys } from '../../src/rooms/ingest';
+import { MODES, rig, type Rig } from '../runtime/harness';
+
+const local: RoomConfig = { serverName: 'test.local', signingKey: signingKeyFromSeed('ed25519:l', new Uint8Array(32).fill(1)) };
+const remoteKey = signingKeyFromSeed('ed25519:r', new Uint8Array(32).fill(2));
+const keys: RemoteKeys = { 'remote.test': { 'ed25519:r': { key: remoteKey.publicKeyBase64, validUntilTs: Date.now() + 3600_000 } } };
+const alice = '@alice:test.local';
+const bob = '@bob:remote.test';
+const carol = '@carol:remote.test';
+const VERSION = '10';
+
+type Sent = Extract<RoomReply, { event_id: string }>;
+
+function send(c: ActorClient, roomId: string, sender: string, type: string, content: JsonObject, stateKey?: string) {
+  return c.ask<Sent>('room', 'room', roomId, { op: 'send', event: { type, sender, content, ...(stateKey !== undefined ? { state_key: stateKey } : {}) } });
+}
+
+function ingest(c: ActorClient, roomId: string, pdus: JsonObject[], outlier = false) {
+  return c.ask<IngestReply>('room', 'room', roomId, { op: 'ingest', pdus, keys, ...(outlier ? { outlier } : {}) });
+}
+
+/** Build an event as remote.test would, on top of the given prev events and state. */
+async function remoteEvent(reader: RoomReader, roomId: string, t: { type: string; sender: string; content: JsonObject; stateKey?: string; prev?: string[]; ts?: number }): Promise<JsonObject> {
+  const meta = (await reader.meta(roomId))!;
+  const prev = t.prev ?? meta.extremities;
+  const prevEvents = await reader.events(roomId, prev);
+  const state = prev.length === 1 ? (await reader.stateAt(roomId, prev[0]!, 'after'))! : await reader.currentStateIds(roomId);
+  const version = requireRoomVersion(VERSION);
+  const auth = authEventSelection({ type: t.type, stateKey: t.stateKey, sender: t.sender, content: t.content }, version)
+    .map(([type, key]) => state.get(stateKeyOf(type, key)))
+    .filter((x): x is string => !!x);
+  const raw: JsonObject = {
+    room_id: roomId, sender: t.sender, type: t.type, content: t.content, origin_server_ts: t.ts ?? Date.now(),
+    depth: Math.max(...prevEvents.map((e) => e.depth)) + 1, prev_events: prev, auth_events: auth,
+  };
+  if (t.stateKey !== undefined) raw.state_key = t.stateKey;
+  return hashAndSignEvent(raw, version, 'remote.test', remoteKey);
+}
+
+for (const mode of MODES) {
+  describe(`ingesting remote events (${mode} redis)`, () => {
+    let r: Rig;
+    afterEach(async () => {
+      await r?.close();
+    });
+
+    async function publicRoom(c: ActorClient): Promise<string> {
+      const { roomId, event } = buildCreateEvent(local, { roomVersion: VERSION, creator: alice, roomLocalpart: 'fed', ts: Date.now() });
+      await c.ask('room', 'room', roomId, { op: 'create', event });
+      await send(c, roomId, alice, 'm.room.member', { membership: 'join' }, alice);
+      await send(c, roomId, alice, 'm.room.power_levels', { users: { [alice]: 100 }, users_default: 0 }, '');
+      await send(c, roomId, alice, 'm.room.join_rules', { join_rule: 'public' }, '');
+      return roomId;
+    }
+
+    it('accepts a remote join and messages; drops bad signatures; redacts on a bad content hash', async () => {
+      r = await rig(mode, { room: local });
+      await r.startWorker('w1');
+      const c = await r.client();
+      const reader = new RoomReader(r.redis, r.keys, r.shardCounts.room);
+      const roomId = await publicRoom(c);
+
+      const join = await remoteEvent(reader, roomId, { type: 'm.room.member', sender: bob, content: { membership: 'join' }, stateKey: bob });
+      expect((await ingest(c, roomId, [join])).results).toMatchObject([{ status: 'accepted' }]);
+      expect(await reader.membership(roomId, bob)).toBe('join');
+
+      const msg = await remoteEvent(reader, roomId, { type: 'm.room.message', sender: bob, content: { msgtype: 'm.text', body: 'hello from afar' } });
+      const res = (await ingest(c, roomId, [msg])).results[0]!;
+      expect(res.status).toBe('accepted');
+      const meta = (await reader.meta(roomId))!;
+      expect(meta.extremities).toEqual([res.event_id]);
+      expect((await reader.event(roomId, res.event_id!))!.event.content).toEqual({ msgtype: 'm.text', body: 'hello from afar' });
+      // Ingesting the same event again changes nothing.
+      expect((await ingest(c, roomId, [msg])).results[0]!.status).toBe('duplicate');
+
+      // 2. A forged signature: dropped, nothing stored.
+      const forged = await remoteEvent(reader, roomId, { type: 'm.room.message', sender: bob, content: { body: 'forged' } });
+      (forged.signatures as Record<string, Record<string, string>>)['remote.test']!['ed25519:r'] = 'A'.repeat(86);
+      expect((await ingest(c, roomId, [forged])).results[0]).toMatchObject({ status: 'dropped' });
+      // …and one signed by a key we do not know: dropped too.
+      const unknownKey = hashAndSignEvent({ ...(await remoteEvent(reader, roomId, { type: 'm.room.message', sender: bob, content: { body: 'x' } })), signatures: {} }, requireRoomVersion(VERSION), 'remote.test', signingKeyFromSeed('ed25519:other', new Uint8Array(32).fill(7)));
+      expect((await ingest(c, roomId, [unknownKey])).results[0]).toMatchObject({ status: 'dropped' });
+
+      // 3. Content changed after signing: the signature (over the redacted form) holds, the hash
+      //    does not, so the event is taken in its redacted form.
+      const tampered = await remoteEvent(reader, roomId, { type: 'm.room.message', sender: bob, content: { body: 'original' } });
+      tampered.content = { body: 'changed in transit' };
+      const t = (await ingest(c, roomId, [tampered])).results[0]!;
+      expect(t.status).toBe('accepted');
+      expect((await reader.event(roomId, t.event_id!))!.event.content).toEqual({});
+      expect((await reader.meta(roomId))!.seq).toBe(meta.seq + 1);
+    });
+
+    it('rejects events their auth events do not allow, soft-fails what the current state forbids, and asks for missing events', async () => {
+      r = await rig(mode, { room: local });
+      await r.startWorker('w1');
+      const c = await r.client();
+      const reader = new RoomReader(r.redis, r.keys, r.shardCounts.room);
+      const roomId = await publicRoom(c);
+      const join = await remoteEvent(reader, roomId, { type: 'm.room.member', sender: bob, content: { membership: 'join' }, stateKey: bob });
+      await ingest(c, roomId, [join]);
+
+      // 4. Carol never joined: her message fails against its own auth events → rejected, stored
+      //    as rejected, never in the timeline or the extremities.
+      const before = (await reader.meta(roomId))!;
+      const carolMsg = await remoteEvent(reader, roomId, { type: 'm.room.message', sender: carol, content: { body: 'let me in' } });
+      const rej = (await ingest(c, roomId, [carolMsg])).results[0]!;
+      expect(rej.status).toBe('rejected');
+      expect((await reader.event(roomId, rej.event_id!))!.rejected).toBeTruthy();
+      expect((await reader.meta(roomId))!.extremities).toEqual(before.extremities);
+      expect((await reader.meta(roomId))!.seq).toBe(before.seq);
+
+      // Unknown prev events: nothing is stored, and the reply names them.
+      const bobMsg = await remoteEvent(reader, roomId, { type: 'm.room.message', sender: bob, content: { body: 'x' } });
+      const dangling = hashAndSignEvent({ ...bobMsg, prev_events: ['$doesnotexist'], signatures: {}, hashes: {} }, requireRoomVersion(VERSION), 'remote.test', remoteKey);
+      const miss = (await ingest(c, roomId, [dangling])).results[0]!;
+      expect(miss, JSON.stringify(miss)).toMatchObject({ status: 'missing', missing: ['$doesnotexist'] });
+      expect(await reader.event(roomId, miss.event_id!)).toBeNull();
+
+      // 6. Bob is banned here; a message he built before learning of it (its prev is the event
+      //    before the ban) passes against its auth events and the state before it, but not
+      //    against the current state: soft-failed.
+      const beforeBan = (await reader.meta(roomId))!.extremities;
+      await send(c, roomId, alice, 'm.room.member', { membership: 'ban' }, bob);
+      const late = await remoteEvent(reader, roomId, { type: 'm.room.message', sender: bob, content: { body: 'am I still here?' }, prev: beforeBan });
+      const sf = (await ingest(c, roomId, [late])).results[0]!;
+      expect(sf.status).toBe('soft_failed');
+      const afterSf = (await reader.meta(roomId))!;
+      expect(afterSf.extremities).not.toContain(sf.event_id);
+      expect((await reader.timeline(roomId, 'b', null, 100)).events.map((e) => e.eventId)).not.toContain(sf.event_id);
+
+    });
+
+    it('keeps outliers out of the history, and resolves state across a fork', async () => {
+      r = await rig(mode, { room: local });
+      await r.startWorker('w1');
+      const c = await r.client();
+      const reader = new RoomReader(r.redis, r.keys, r.shardCounts.room);
+      const roomId = await publicRoom(c);
+      const join = await remoteEvent(reader, roomId, { type: 'm.room.member', sender: bob, content: { membership: 'join' }, stateKey: bob });
+      await ingest(c, roomId, [join]);
+      await send(c, roomId, alice, 'm.room.power_levels', { users: { [alice]: 100, [bob]: 50 }, users_default: 0 }, '');
+      const forkPoint = (await reader.meta(roomId))!.extremities;
+
+      // An outlier: stored, not in the timeline.
+      const out = await remoteEvent(reader, roomId, { type: 'm.room.message', sender: bob, content: { body: 'outlier' } });
+      const o = (await ingest(c, roomId, [out], true)).results[0]!;
+      expect(o.status).toBe('outlier');
+      expect((await reader.timeline(roomId, 'b', null, 100)).events.map((e) => e.eventId)).not.toContain(o.event_id);
+
+      // Alice sets a topic here while Bob, on his server, sets one from the same point: a fork.
+      const aliceTopic = await send(c, roomId, alice, 'm.room.topic', { topic: 'alice' }, '');
+      const bobTopic = await remoteEvent(reader, roomId, { type: 'm.room.topic', sender: bob, content: { topic: 'bob' }, stateKey: '', prev: forkPoint, ts: Date.now() + 1000 });
+      const b = (await ingest(c, roomId, [bobTopic])).results[0]!;
+      expect(b.status).toBe('accepted');
+      const meta = (await reader.meta(roomId))!;
+      expect(meta.extremities.sort()).toEqual([aliceTopic.event_id, b.event_id!].sort());
+      // State resolution picked one topic for the current state (both senders may set it; the
+      // mainline ordering puts the later one last).
+      const topic = (await reader.currentStateIds(roomId, { type: 'm.room.topic', stateKey: '' })).get('m.room.topic\u0000');
+      expect([aliceTopic.event_id, b.event_id]).toContain(topic);
+      // A local event now merges the fork.
+      const merge = await send(c, roomId, alice, 'm.room.message', { body: 'merged' });
+      expect((await reader.meta(roomId))!.extremities).toEqual([merge.event_id]);
+      const merged = (await reader.event(roomId, merge.event_id))!;
+      expect((merged.event.prev_events as string[]).sort()).toEqual([aliceTopic.event_id, b.event_id!].sort());
+    });
+  });
+}
