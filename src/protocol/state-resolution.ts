@@ -14,13 +14,13 @@
  * - The *auth chain* of E excludes E itself (spec text; ruma and gomatrixserverlib agree, Synapse
  *   counts the state events themselves as part of their set's chain). It only changes whether an
  *   unconflicted state event can land in the auth difference.
- * - Step 1 takes "the events in the auth chain of P" literally (the whole auth chain, not only the
- *   part reachable through the full conflicted set), and the reverse topological power ordering
- *   respects auth-chain ancestry even when the path between two events of X leaves X. Synapse and
- *   ruma only follow auth edges inside the full conflicted set. For v2.1 the two readings cannot
- *   differ (every auth path between two events of the full conflicted set stays inside it, by the
- *   definition of the conflicted state subgraph); for v2 they differ only when such a path passes
- *   through an event that is in every auth chain and not conflicted.
+ * - Step 1's "events in the auth chain of P which also belong to the full conflicted set", and
+ *   the "DAG formed by auth events" of the reverse topological power ordering, follow auth edges
+ *   between events of the full conflicted set only — what Synapse and ruma do. State resolution
+ *   exists so that every server reaches the same state, so the reading the federation uses is the
+ *   one taken. (A wider reading would keep ancestry through a non-conflicted event between two
+ *   events of X; for v2.1 the readings cannot differ, as every auth path between two events of the
+ *   full conflicted set stays inside it by the definition of the conflicted state subgraph.)
  *
  * Pure: no I/O; events come from the caller's `getEvent`.
  */
@@ -58,7 +58,7 @@ export function resolveState(input: StateResolutionInput): StateMap {
   if (version.stateRes === 'v1') throw new Error(`state resolution: room version ${version.id} uses state resolution v1, which this module does not implement`);
   const v21 = version.stateRes === 'v2.1';
 
-  const { unconflicted, conflicted } = splitConflictedState(stateSets);
+  const { unconflicted, conflicted, perSet } = splitStateSets(stateSets);
   if (conflicted.size === 0) return unconflicted;
 
   const graph = new AuthGraph(version, input.getEvent, input.isRejected);
@@ -74,7 +74,7 @@ export function resolveState(input: StateResolutionInput): StateMap {
     }
   };
   conflictedNodes.forEach(addFull);
-  authDifferenceNodes(graph, stateSets, unconflicted).forEach(addFull);
+  authDifferenceNodes(graph, perSet, unconflicted).forEach(addFull);
   if (v21) conflictedSubgraphNodes(graph, conflictedNodes).forEach(addFull);
 
   // 1. Select the set X of all power events that appear in the full conflicted set. For each such
@@ -87,10 +87,15 @@ export function resolveState(input: StateResolutionInput): StateMap {
     inX.set(n, 1);
     x.push(n);
   }
-  for (const n of walkAuthChains(graph, powerEvents)) {
-    if (full.get(n) === 1 && inX.get(n) === 0) {
-      inX.set(n, 1);
-      x.push(n);
+  // The auth chains are followed through events of the full conflicted set only, as Synapse and
+  // ruma do: state resolution exists so that servers agree, so the reading the federation uses
+  // is the one we use (for v2.1 the two readings give the same result).
+  for (let i = 0; i < x.length; i++) {
+    for (const a of graph.authOf(x[i]!)) {
+      if (full.get(a) === 1 && inX.get(a) === 0) {
+        inX.set(a, 1);
+        x.push(a);
+      }
     }
   }
   const sortedX = reverseTopologicalPowerSort(graph, x);
@@ -124,25 +129,45 @@ export function resolveState(input: StateResolutionInput): StateMap {
  * set." A key missing from some state set is therefore conflicted.
  */
 export function splitConflictedState(stateSets: readonly StateMap[]): { unconflicted: StateMap; conflicted: Set<string> } {
+  const { unconflicted, conflicted } = splitStateSets(stateSets);
+  return { unconflicted, conflicted };
+}
+
+/**
+ * The split, plus each set's conflicted entries (its events that are not in the unconflicted
+ * state map), which the auth difference walks from. Every state set is read once.
+ */
+function splitStateSets(stateSets: readonly StateMap[]): { unconflicted: StateMap; conflicted: Set<string>; perSet: string[][] } {
   const unconflicted: StateMap = new Map();
   const conflicted = new Set<string>();
-  if (stateSets.length === 0) return { unconflicted, conflicted };
-  const keys = new Set<string>();
-  for (const s of stateSets) for (const k of s.keys()) keys.add(k);
-  for (const key of keys) {
-    const first = stateSets[0]!.get(key);
-    let same = first !== undefined;
-    for (let i = 1; same && i < stateSets.length; i++) same = stateSets[i]!.get(key) === first;
+  const perSet: string[][] = stateSets.map(() => []);
+  const first = stateSets[0];
+  if (first === undefined) return { unconflicted, conflicted, perSet };
+  // Keys of the first set: unconflicted iff every other set has the same event.
+  for (const [key, id] of first) {
+    let same = true;
+    for (let i = 1; same && i < stateSets.length; i++) same = stateSets[i]!.get(key) === id;
     if (same) {
-      unconflicted.set(key, first!);
-    } else {
-      for (const s of stateSets) {
-        const id = s.get(key);
-        if (id !== undefined) conflicted.add(id);
+      unconflicted.set(key, id);
+      continue;
+    }
+    stateSets.forEach((set, i) => {
+      const other = set.get(key);
+      if (other !== undefined) {
+        conflicted.add(other);
+        perSet[i]!.push(other);
       }
+    });
+  }
+  // Keys the first set lacks are conflicted wherever they appear.
+  for (let i = 1; i < stateSets.length; i++) {
+    for (const [key, id] of stateSets[i]!) {
+      if (first.has(key)) continue;
+      conflicted.add(id);
+      perSet[i]!.push(id);
     }
   }
-  return { unconflicted, conflicted };
+  return { unconflicted, conflicted, perSet };
 }
 
 /**
@@ -151,8 +176,8 @@ export function splitConflictedState(stateSets: readonly StateMap[]): { unconfli
  */
 export function authDifference(input: StateResolutionInput): Set<string> {
   const graph = new AuthGraph(input.version, input.getEvent, input.isRejected);
-  const { unconflicted } = splitConflictedState(input.stateSets);
-  return new Set(authDifferenceNodes(graph, input.stateSets, unconflicted).map((n) => graph.id(n)));
+  const { unconflicted, perSet } = splitStateSets(input.stateSets);
+  return new Set(authDifferenceNodes(graph, perSet, unconflicted).map((n) => graph.id(n)));
 }
 
 /**
@@ -407,8 +432,8 @@ function reachingTargets(graph: AuthGraph, region: readonly number[], isTarget: 
  * once ("common") and each state set only walks its own conflicted events' chains down to that
  * common part: the work is the common chain plus, per set, what is particular to it.
  */
-function authDifferenceNodes(graph: AuthGraph, stateSets: readonly StateMap[], unconflicted: StateMap): number[] {
-  const k = stateSets.length;
+function authDifferenceNodes(graph: AuthGraph, conflictedPerSet: readonly (readonly string[])[], unconflicted: StateMap): number[] {
+  const k = conflictedPerSet.length;
   if (k < 2) return [];
   const common = new Marks();
   for (const n of walkAuthChains(graph, [...unconflicted.values()].map((id) => graph.node(id, 'a state set')))) common.set(n, 1);
@@ -417,12 +442,9 @@ function authDifferenceNodes(graph: AuthGraph, stateSets: readonly StateMap[], u
   const seenBy = new Marks();
   const touched: number[] = [];
   const stack: number[] = [];
-  stateSets.forEach((set, i) => {
+  for (let i = 0; i < k; i++) {
     const stamp = i + 1;
-    for (const [key, id] of set) {
-      if (unconflicted.get(key) === id) continue;
-      for (const a of graph.authOf(graph.node(id, 'a state set'))) stack.push(a);
-    }
+    for (const id of conflictedPerSet[i]!) for (const a of graph.authOf(graph.node(id, 'a state set'))) stack.push(a);
     while (stack.length > 0) {
       const n = stack.pop()!;
       if (common.get(n) !== 0 || seenBy.get(n) === stamp) continue;
@@ -432,7 +454,7 @@ function authDifferenceNodes(graph: AuthGraph, stateSets: readonly StateMap[], u
       count.set(n, c + 1);
       for (const a of graph.authOf(n)) if (common.get(a) === 0 && seenBy.get(a) !== stamp) stack.push(a);
     }
-  });
+  }
   return touched.filter((n) => count.get(n) < k);
 }
 
@@ -522,13 +544,10 @@ function reverseTopologicalPowerSort(graph: AuthGraph, nodes: readonly number[])
   if (nodes.length === 0) return [];
   const inSet = new Marks();
   for (const n of nodes) inSet.set(n, 1);
-  const below = walkAuthChains(graph, nodes);
-  const region = [...nodes, ...below.filter((n) => inSet.get(n) === 0)];
-  const reaches = reachingTargets(graph, region, (n) => inSet.get(n) === 1);
-  // The sort graph: the nodes plus the intermediates (in the region, below a node, reaching one).
-  const sortNodes = region.filter((n) => reaches.get(n) === 1);
-  const inSort = new Marks();
-  for (const n of sortNodes) inSort.set(n, 1);
+  // The sort graph is the auth edges between the nodes themselves (Synapse's and ruma's reading
+  // of "the DAG formed by auth events"; ancestry through events outside the set is not followed).
+  const sortNodes = nodes;
+  const inSort = inSet;
 
   const power = new Map<number, number>();
   for (const n of nodes) power.set(n, senderPowerLevel(graph, n));
