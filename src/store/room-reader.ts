@@ -20,7 +20,12 @@ export interface RoomEvent {
   stateBefore: number;
   stateAfter: number;
   redactedBy?: string;
+  /** Rejected events are stored (the DAG refers to them) but never served or built upon. */
   rejected?: string;
+  /** Soft-failed events are part of the DAG but hidden from clients. */
+  softFailed?: string;
+  /** Stored without a place in the room's history (auth chains, state fetched for a join). */
+  outlier?: boolean;
 }
 
 export interface TimelinePage {
@@ -94,6 +99,24 @@ export class RoomReader {
     const e = await this.event(roomId, eventId);
     if (!e) return null;
     return this.snapshot(roomId, when === 'before' ? e.stateBefore : e.stateAfter);
+  }
+
+  /**
+   * The auth chain of some events: every event reachable through `auth_events`, the events
+   * themselves excluded (federation /event_auth and /state answer with it).
+   */
+  async authChain(roomId: string, eventIds: string[]): Promise<RoomEvent[]> {
+    const seen = new Set<string>(eventIds);
+    const out: RoomEvent[] = [];
+    let frontier = (await this.events(roomId, eventIds)).flatMap((e) => refIds(e.event.auth_events));
+    while (frontier.length) {
+      const fresh = [...new Set(frontier)].filter((id) => !seen.has(id));
+      fresh.forEach((id) => seen.add(id));
+      const events = await this.events(roomId, fresh);
+      out.push(...events);
+      frontier = events.flatMap((e) => refIds(e.event.auth_events));
+    }
+    return out;
   }
 
   /** Members, optionally with one membership. */
@@ -212,6 +235,11 @@ export async function readSnapshot(fetch: (name: string) => Promise<Buffer | nul
   return state;
 }
 
+function refIds(refs: unknown): string[] {
+  if (!Array.isArray(refs)) return [];
+  return refs.map((r) => (Array.isArray(r) ? r[0] : r)).filter((r): r is string => typeof r === 'string');
+}
+
 function str(content: unknown, key: string): string | undefined {
   if (!isJsonObject(content as never)) return undefined;
   const v = (content as JsonObject)[key];
@@ -219,5 +247,13 @@ function str(content: unknown, key: string): string | undefined {
 }
 
 function toRoomEvent(eventId: string, s: StoredEvent): RoomEvent {
-  return { eventId, event: JSON.parse(s.j) as JsonObject, pos: s.p, depth: s.d, stateBefore: s.sb, stateAfter: s.sa, ...(s.rb ? { redactedBy: s.rb } : {}), ...(s.rej ? { rejected: s.rej } : {}) };
+  return {
+    eventId, event: JSON.parse(s.j) as JsonObject, pos: s.p, depth: s.d, stateBefore: s.sb, stateAfter: s.sa,
+    ...(s.rb ? { redactedBy: s.rb } : {}), ...(s.rej ? { rejected: s.rej } : {}), ...(s.sf ? { softFailed: s.sf } : {}), ...(s.o ? { outlier: true } : {}),
+  };
+}
+
+/** Whether a client may be shown this event at all (visibility rules aside). */
+export function servableToClients(e: RoomEvent): boolean {
+  return !e.rejected && !e.softFailed && !e.outlier;
 }

@@ -13,7 +13,7 @@ import { authEventSelection } from '../../src/protocol/auth-rules';
 import { stateKeyOf } from '../../src/protocol/pdu';
 import { requireRoomVersion } from '../../src/protocol/room-versions';
 import type { JsonObject } from '../../src/protocol/json';
-import { RoomReader } from '../../src/store/room-reader';
+import { RoomReader, servableToClients } from '../../src/store/room-reader';
 import type { RemoteKeys } from '../../src/rooms/ingest';
 import { MODES, rig, type Rig } from '../runtime/harness';
 
@@ -122,7 +122,9 @@ for (const mode of MODES) {
       const carolMsg = await remoteEvent(reader, roomId, { type: 'm.room.message', sender: carol, content: { body: 'let me in' } });
       const rej = (await ingest(c, roomId, [carolMsg])).results[0]!;
       expect(rej.status).toBe('rejected');
-      expect((await reader.event(roomId, rej.event_id!))!.rejected).toBeTruthy();
+      const stored = (await reader.event(roomId, rej.event_id!))!;
+      expect(stored.rejected).toBeTruthy();
+      expect(servableToClients(stored)).toBe(false);
       expect((await reader.meta(roomId))!.extremities).toEqual(before.extremities);
       expect((await reader.meta(roomId))!.seq).toBe(before.seq);
 
@@ -143,6 +145,7 @@ for (const mode of MODES) {
       expect(sf.status).toBe('soft_failed');
       const afterSf = (await reader.meta(roomId))!;
       expect(afterSf.extremities).not.toContain(sf.event_id);
+      expect(servableToClients((await reader.event(roomId, sf.event_id!))!)).toBe(false);
       expect((await reader.timeline(roomId, 'b', null, 100)).events.map((e) => e.eventId)).not.toContain(sf.event_id);
 
     });
@@ -154,7 +157,7 @@ for (const mode of MODES) {
       const reader = new RoomReader(r.redis, r.keys, r.shardCounts.room);
       const roomId = await publicRoom(c);
       const join = await remoteEvent(reader, roomId, { type: 'm.room.member', sender: bob, content: { membership: 'join' }, stateKey: bob });
-      await ingest(c, roomId, [join]);
+      const joinId = (await ingest(c, roomId, [join])).results[0]!.event_id!;
       await send(c, roomId, alice, 'm.room.power_levels', { users: { [alice]: 100, [bob]: 50 }, users_default: 0 }, '');
       const forkPoint = (await reader.meta(roomId))!.extremities;
 
@@ -163,6 +166,13 @@ for (const mode of MODES) {
       const o = (await ingest(c, roomId, [out], true)).results[0]!;
       expect(o.status).toBe('outlier');
       expect((await reader.timeline(roomId, 'b', null, 100)).events.map((e) => e.eventId)).not.toContain(o.event_id);
+      expect(servableToClients((await reader.event(roomId, o.event_id!))!)).toBe(false);
+      // The auth chain of bob's join: the create event, alice's join, the power levels and the
+      // join rules it cites (and theirs), never the join itself.
+      const chain = await reader.authChain(roomId, [joinId]);
+      expect(new Set(chain.map((e) => e.event.type))).toEqual(new Set(['m.room.create', 'm.room.member', 'm.room.power_levels', 'm.room.join_rules']));
+      expect(chain.map((e) => e.eventId)).not.toContain(joinId);
+      expect(chain.every((e) => e.event.sender === alice)).toBe(true);
 
       // Alice sets a topic here while Bob, on his server, sets one from the same point: a fork.
       const aliceTopic = await send(c, roomId, alice, 'm.room.topic', { topic: 'alice' }, '');
