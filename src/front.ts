@@ -8,7 +8,9 @@ import type { AxonConfig } from '../cluster.config';
 import { ActorClient } from './runtime/actor-client';
 import { shardCountsFor } from './runtime/cluster-settings';
 import { Front } from './http/server';
-import { registerVersionRoutes } from './api/client/versions';
+import { registerClientApi } from './api/client/index';
+import type { ApiContext } from './api/client/context';
+import { RoomReader } from './store/room-reader';
 import { registerKeyRoutes } from './api/federation/keys';
 import type { SigningKey } from './protocol/crypto';
 import { KeySpace } from './store/keys';
@@ -21,10 +23,13 @@ export interface RunningFront {
 }
 
 export async function startFront(config: AxonConfig, redis: RedisClient, keys: SigningKey[], log: Logger, frontId?: string): Promise<RunningFront> {
-  const actors = new ActorClient(redis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), frontId);
+  const keySpace = new KeySpace(config.redis.keyPrefix);
+  const shardCounts = shardCountsFor(config);
+  const actors = new ActorClient(redis, keySpace, shardCounts, frontId);
   await actors.start();
   const front = new Front({ host: config.bindHost, port: config.clientPort, logger: log });
-  registerVersionRoutes(front, config.publicBaseUrl);
+  const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log };
+  registerClientApi(front, ctx);
   registerKeyRoutes(front, config.serverName, keys, config.keyValidityMs);
   const port = await front.listen();
   return {

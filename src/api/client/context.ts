@@ -1,0 +1,23 @@
+/** What every Client-Server API handler may use. Built once per front process (src/front.ts). */
+import type { Logger } from 'pino';
+import type { AxonConfig } from '../../../cluster.config';
+import type { ActorClient } from '../../runtime/actor-client';
+import type { SigningKey } from '../../protocol/crypto';
+import type { KeySpace } from '../../store/keys';
+import type { RedisClient } from '../../store/redis';
+import type { RoomReader } from '../../store/room-reader';
+import type { Family } from '../../runtime/shards';
+
+export interface ApiContext {
+  config: AxonConfig;
+  redis: RedisClient;
+  keys: KeySpace;
+  shardCounts: Record<Family, number>;
+  /** Commands to actors (every write goes through the owning actor). */
+  actors: ActorClient;
+  /** Reads of room data. */
+  rooms: RoomReader;
+  /** The server's signing key (fronts build and sign m.room.create events: v12 room ids derive from them). */
+  signingKey: SigningKey;
+  log: Logger;
+}
