@@ -497,11 +497,18 @@ async function prepareIngest(ctx: ShellContext, state: RoomState, pdus: JsonObje
       if (blob) snapshotChains.set(stored.sa, decode<StoredSnapshot>(blob).n);
     }
   }
-  // State resolution may walk the auth chains of anything that differs between the states.
+  // State resolution walks the auth chains of every state event of the states it resolves (the
+  // auth difference needs the chains of the unconflicted ones too). It runs only when an event
+  // has several prev events or does not extend every forward extremity; then load those chains.
   const states = [state.current.toMap(), ...snapshots.values()];
-  const conflicted = new Set<string>();
-  for (const s of states) for (const [k, v] of s) if (states.some((o) => o.get(k) !== v)) conflicted.add(v);
-  let frontier = [...conflicted, ...pdus.flatMap((raw) => toRefs(raw.auth_events))];
+  const extremities = new Set(state.extremities);
+  const mayResolve = pdus.some((raw) => {
+    const prev = toRefs(raw.prev_events);
+    return prev.length > 1 || prev.length !== extremities.size || prev.some((id) => !extremities.has(id));
+  });
+  const stateEvents = new Set<string>();
+  if (mayResolve) for (const s of states) for (const v of s.values()) stateEvents.add(v);
+  let frontier = [...stateEvents, ...pdus.flatMap((raw) => toRefs(raw.auth_events))];
   const walked = new Set<string>();
   while (frontier.length) {
     await load(frontier);
