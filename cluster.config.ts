@@ -24,6 +24,34 @@ export interface RedisConfig {
   keyPrefix: string;
 }
 
+/** One token bucket: `burst` requests at once, refilled at `perMinute`. */
+export interface RateLimitBucket {
+  burst: number;
+  perMinute: number;
+}
+
+export interface RegistrationConfig {
+  /**
+   * Whether `POST /register` creates accounts. `auto` (the default): open when the front binds a
+   * loopback address (a dev server), closed otherwise — an internet-facing server must opt in.
+   */
+  enabled: boolean | 'auto';
+  /** Require the `m.login.registration_token` stage with one of `tokens`. */
+  requiresToken: boolean;
+  tokens: string[];
+}
+
+export interface RateLimitConfig {
+  /** Off for benchmarks. */
+  enabled: boolean;
+  /** `POST /login`, per client IP. */
+  login: RateLimitBucket;
+  /** `POST /register` and `/register/available`, per client IP. */
+  register: RateLimitBucket;
+  /** Every authenticated request, per user. */
+  client: RateLimitBucket;
+}
+
 export interface AxonConfig {
   /** The server name in user ids and room aliases, e.g. `example.org` or `localhost:8008`. */
   serverName: string;
@@ -51,6 +79,10 @@ export interface AxonConfig {
   /** The room version for new rooms when the client names none. */
   defaultRoomVersion: string;
   logLevel: LogLevel;
+  registration: RegistrationConfig;
+  /** Lifetime of access tokens issued with a refresh token (`refresh_token: true`). */
+  accessTokenLifetimeMs: number;
+  rateLimit: RateLimitConfig;
 }
 
 const DEFAULT_PORT = 8008;
@@ -74,7 +106,25 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
     // The spec's recommendation for new rooms (content/rooms/_index.md: "SHOULD use room version 12").
     defaultRoomVersion: SPEC_DEFAULT_ROOM_VERSION,
     logLevel: 'info',
+    registration: { enabled: 'auto', requiresToken: false, tokens: [] },
+    accessTokenLifetimeMs: 5 * 60 * 1000,
+    rateLimit: {
+      enabled: true,
+      login: { burst: 10, perMinute: 30 },
+      register: { burst: 10, perMinute: 20 },
+      client: { burst: 300, perMinute: 6000 },
+    },
   };
+}
+
+/** `bindHost` is a loopback address (only this machine can reach the front). */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/** Whether `POST /register` creates accounts (resolves `registration.enabled: 'auto'`). */
+export function registrationOpen(c: AxonConfig): boolean {
+  return c.registration.enabled === 'auto' ? isLoopbackHost(c.bindHost) : c.registration.enabled;
 }
 
 export class ConfigError extends Error {
@@ -108,6 +158,11 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_LEASE_RENEW_MS: 'lease.renewMs',
   AXON_DEFAULT_ROOM_VERSION: 'defaultRoomVersion',
   AXON_LOG_LEVEL: 'logLevel',
+  AXON_REGISTRATION_ENABLED: 'registration.enabled',
+  AXON_REGISTRATION_REQUIRES_TOKEN: 'registration.requiresToken',
+  AXON_REGISTRATION_TOKENS: 'registration.tokens',
+  AXON_ACCESS_TOKEN_LIFETIME_MS: 'accessTokenLifetimeMs',
+  AXON_RATE_LIMIT_ENABLED: 'rateLimit.enabled',
 };
 
 /** The room versions this server implements. */
@@ -165,6 +220,12 @@ function applyEnv(config: Record<string, unknown>, path: string, raw: string, na
     const n = Number(raw);
     if (!/^-?\d+$/.test(raw.trim()) || !Number.isSafeInteger(n)) problems.push(`${name}=${raw}: must be an integer`);
     else obj[leaf] = n;
+  } else if (typeof current === 'boolean' || leaf === 'enabled') {
+    const v = raw.trim().toLowerCase();
+    if (v === 'true' || v === '1') obj[leaf] = true;
+    else if (v === 'false' || v === '0') obj[leaf] = false;
+    else if (v === 'auto' && current === 'auto') obj[leaf] = 'auto';
+    else problems.push(`${name}=${raw}: must be true or false${current === 'auto' ? ' or auto' : ''}`);
   } else if (Array.isArray(current)) {
     obj[leaf] = raw.split(',').map((s) => s.trim()).filter(Boolean);
   } else {
@@ -203,5 +264,17 @@ export function validateConfig(c: AxonConfig): string[] {
   if (typeof c.lease.renewMs === 'number' && typeof c.lease.ttlMs === 'number' && c.lease.renewMs * 2 > c.lease.ttlMs) p.push('lease.renewMs: must be at most half of lease.ttlMs, or leases lapse between renewals');
   if (!SUPPORTED_ROOM_VERSIONS.includes(c.defaultRoomVersion)) p.push(`defaultRoomVersion: ${JSON.stringify(c.defaultRoomVersion)} is not one of ${SUPPORTED_ROOM_VERSIONS.join(', ')}`);
   if (!LOG_LEVELS.includes(c.logLevel)) p.push(`logLevel: must be one of ${LOG_LEVELS.join(', ')}`);
+  const r = c.registration;
+  if (r.enabled !== 'auto' && typeof r.enabled !== 'boolean') p.push(`registration.enabled: must be true, false or "auto" (got ${JSON.stringify(r.enabled)})`);
+  if (typeof r.requiresToken !== 'boolean') p.push(`registration.requiresToken: must be true or false (got ${JSON.stringify(r.requiresToken)})`);
+  if (!Array.isArray(r.tokens) || !r.tokens.every((t) => typeof t === 'string' && /^[A-Za-z0-9._~-]{1,64}$/.test(t))) {
+    p.push('registration.tokens: must be a list of tokens of 1 to 64 characters from A-Z a-z 0-9 . _ ~ -');
+  } else if (r.requiresToken && r.tokens.length === 0) p.push('registration.tokens: must list at least one token when registration.requiresToken is true');
+  int(c.accessTokenLifetimeMs, 'accessTokenLifetimeMs', 10_000, 30 * 24 * 3600 * 1000);
+  if (typeof c.rateLimit.enabled !== 'boolean') p.push(`rateLimit.enabled: must be true or false (got ${JSON.stringify(c.rateLimit.enabled)})`);
+  for (const name of ['login', 'register', 'client'] as const) {
+    int(c.rateLimit[name]?.burst, `rateLimit.${name}.burst`, 1, 1_000_000);
+    int(c.rateLimit[name]?.perMinute, `rateLimit.${name}.perMinute`, 1, 60_000_000);
+  }
   return p;
 }

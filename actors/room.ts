@@ -204,7 +204,11 @@ function decideSend(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMes
   const auth = checkEventAuth(pdu, lookup(state), version);
   if (!auth.allowed) throw new ActorRejection('M_FORBIDDEN', auth.reason, 403);
   const decision = appendEvent(state, pdu, version, prepared);
-  if (txn) decision.writes!.push({ cmd: 'HSET', key: roomData.txns(state.roomId), args: [txn, pdu.eventId] });
+  if (txn) {
+    decision.writes!.push({ cmd: 'HSET', key: roomData.txns(state.roomId), args: [txn, pdu.eventId] });
+    // The reverse mapping lets reads give the sender's device its `unsigned.transaction_id`.
+    decision.writes!.push({ cmd: 'HSET', key: roomData.eventTxns(state.roomId), args: [pdu.eventId, txn] });
+  }
   return decision;
 }
 

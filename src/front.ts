@@ -8,6 +8,7 @@ import type { AxonConfig } from '../cluster.config';
 import { ActorClient } from './runtime/actor-client';
 import { shardCountsFor } from './runtime/cluster-settings';
 import { Front } from './http/server';
+import { RateLimiter } from './http/rate-limit';
 import { registerClientApi } from './api/client/index';
 import type { ApiContext } from './api/client/context';
 import { RoomReader } from './store/room-reader';
@@ -28,7 +29,7 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
   const actors = new ActorClient(redis, keySpace, shardCounts, frontId);
   await actors.start();
   const front = new Front({ host: config.bindHost, port: config.clientPort, logger: log });
-  const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log };
+  const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log, limiter: new RateLimiter({ login: config.rateLimit.login, register: config.rateLimit.register, client: config.rateLimit.client }, config.rateLimit.enabled) };
   registerClientApi(front, ctx);
   registerKeyRoutes(front, config.serverName, keys, config.keyValidityMs);
   const port = await front.listen();

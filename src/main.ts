@@ -11,6 +11,7 @@ import { startManagedRedis, type ManagedRedis } from './runtime/managed-redis';
 import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
 import { redisTargetFor, shardCountsFor } from './runtime/cluster-settings';
 import { allActorKinds } from './runtime/kinds';
+import { allReaders } from './readers/index';
 import { Worker } from './runtime/worker';
 import { startFront } from './front';
 import { KeySpace } from './store/keys';
@@ -37,8 +38,9 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
   const keys = loadOrCreateSigningKeys(config.signingKeyPath);
   log.info({ key_id: keys[0]!.keyId, public_key: keys[0]!.publicKeyBase64 }, 'signing key loaded');
 
+  const workerRedis = connectRedis(target);
   const worker = new Worker({
-    redis: connectRedis(target),
+    redis: workerRedis,
     keys: new KeySpace(config.redis.keyPrefix),
     workerId: 'main',
     shardCounts: shardCountsFor(config),
@@ -46,6 +48,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     leaseTtlMs: config.lease.ttlMs,
     renewMs: config.lease.renewMs,
     log,
+    readers: allReaders(workerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log),
   });
   await worker.start();
   const front = await startFront(config, redis, keys, log, 'main');

@@ -7,6 +7,7 @@ import { argValue, loadConfigOrExit, onShutdown, runMain } from './process-lifec
 import { createLogger } from './log';
 import { Worker } from './runtime/worker';
 import { allActorKinds } from './runtime/kinds';
+import { allReaders } from './readers/index';
 import { KeySpace } from './store/keys';
 import { connectRedis } from './store/redis';
 import { redisTargetFor, shardCountsFor } from './runtime/cluster-settings';
@@ -29,6 +30,7 @@ async function main(): Promise<void> {
     log,
     faultPoint: faultPointFromEnv(log),
     onStopRequested: () => void shutdown(),
+    readers: allReaders(redis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log),
   });
   const shutdown = onShutdown(async () => {
     log.info({ worker: workerId }, 'stopping');

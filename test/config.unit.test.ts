@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../cluster.config';
+import { ConfigError, isLoopbackHost, loadConfig, registrationOpen } from '../cluster.config';
 
 function problems(env: Record<string, string>, cwd = mkdtempSync(join(tmpdir(), 'axon-cfg-'))): string[] {
   try {
@@ -53,6 +53,30 @@ describe('cluster.config', () => {
       'redis.url: must be a redis:// URL when redis.mode is url (got "")',
       'lease.renewMs: must be at most half of lease.ttlMs, or leases lapse between renewals',
       'defaultRoomVersion: "13" is not one of 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12',
+    ]);
+  });
+
+  it('opens registration by default only on a loopback bind address', () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'axon-cfg-'));
+    expect(registrationOpen(loadConfig({}, cwd))).toBe(true);
+    expect(registrationOpen(loadConfig({ AXON_BIND_HOST: '0.0.0.0' }, cwd))).toBe(false);
+    expect(registrationOpen(loadConfig({ AXON_BIND_HOST: '0.0.0.0', AXON_REGISTRATION_ENABLED: 'true' }, cwd))).toBe(true);
+    expect(registrationOpen(loadConfig({ AXON_REGISTRATION_ENABLED: 'false' }, cwd))).toBe(false);
+    expect(['127.0.0.1', '127.1.2.3', '::1', 'localhost'].every(isLoopbackHost)).toBe(true);
+    expect(['0.0.0.0', '10.0.0.1', '::'].some(isLoopbackHost)).toBe(false);
+  });
+
+  it('validates registration and rate limit settings', () => {
+    expect(problems({ AXON_REGISTRATION_REQUIRES_TOKEN: 'true' })).toEqual(['registration.tokens: must list at least one token when registration.requiresToken is true']);
+    expect(problems({ AXON_REGISTRATION_ENABLED: 'maybe', AXON_RATE_LIMIT_ENABLED: 'off' })).toEqual(['AXON_REGISTRATION_ENABLED=maybe: must be true or false or auto', 'AXON_RATE_LIMIT_ENABLED=off: must be true or false']);
+    const c = loadConfig({ AXON_REGISTRATION_REQUIRES_TOKEN: 'true', AXON_REGISTRATION_TOKENS: 'a1,b2', AXON_RATE_LIMIT_ENABLED: 'false' }, mkdtempSync(join(tmpdir(), 'axon-cfg-')));
+    expect(c.registration).toEqual({ enabled: 'auto', requiresToken: true, tokens: ['a1', 'b2'] });
+    expect(c.rateLimit.enabled).toBe(false);
+    const cwd = mkdtempSync(join(tmpdir(), 'axon-cfg-'));
+    writeFileSync(join(cwd, 'axon.config.json'), JSON.stringify({ rateLimit: { login: { burst: 0 } }, registration: { tokens: ['bad token'] } }));
+    expect(problems({}, cwd)).toEqual([
+      'registration.tokens: must be a list of tokens of 1 to 64 characters from A-Z a-z 0-9 . _ ~ -',
+      'rateLimit.login.burst: must be an integer from 1 to 1000000 (got 0)',
     ]);
   });
 });

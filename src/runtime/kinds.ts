@@ -2,10 +2,11 @@
 import type { ActorKind } from './actor';
 import { ledgerActor } from '../../actors/ledger';
 import { roomActor, type RoomConfig } from '../../actors/room';
+import { userActor } from '../../actors/user';
 
 /** `room` is needed for room actors (they sign events); without it only the other kinds run. */
 export function allActorKinds(room?: RoomConfig): ActorKind<any, any, any, any>[] {
-  const kinds: ActorKind<any, any, any, any>[] = [ledgerActor('user')];
+  const kinds: ActorKind<any, any, any, any>[] = [ledgerActor('user'), userActor()];
   if (room) kinds.push(roomActor(room));
   return kinds;
 }

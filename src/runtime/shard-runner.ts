@@ -32,6 +32,8 @@ export interface RunnerEnv {
   /** Test-only fault injection (see Worker): called at named points; may never resolve. */
   faultPoint?: (point: 'before-commit' | 'after-commit', entry: InboxEntry) => Promise<void> | void;
   onLost(runner: ShardRunner): void;
+  /** Called after a commit that appended entries to the outbox (wakes the outbox readers). */
+  onOutputs?(runner: ShardRunner): void;
 }
 
 interface ActorSlot {
@@ -293,6 +295,7 @@ export class ShardRunner {
     } else {
       if (changed) slot.state = nextState;
       this.applied++;
+      if (outputs.length) this.env.onOutputs?.(this);
     }
     await this.env.faultPoint?.('after-commit', entry);
     if (entry.replyTo) await this.replyAndAck(entry, sentBlob);

@@ -45,6 +45,21 @@ export interface WorkerOptions {
   faultPoint?: RunnerEnv['faultPoint'];
   /** Called when an operator asks this worker to stop (after `drain`). */
   onStopRequested?: () => void;
+  /** Readers of the owned shards' outboxes (consumer groups), e.g. the membership index. */
+  readers?: ShardReader[];
+}
+
+/**
+ * Something that follows the outbox of the shards this worker owns (a consumer group reader):
+ * attached when a shard is taken, woken after each commit that produced outputs (and by the
+ * backstop poll), detached when the shard goes.
+ */
+export interface ShardReader {
+  family: Family;
+  attach(shard: number): void;
+  detach(shard: number): void;
+  wake(shard: number): void;
+  stop(): Promise<void>;
 }
 
 export interface WorkerStatus {
@@ -85,6 +100,7 @@ export class Worker {
       idleBoundMs: o.idleBoundMs ?? 60_000,
       faultPoint: o.faultPoint,
       onLost: (r) => this.forget(r),
+      onOutputs: (r) => this.wakeReaders(r),
     };
   }
 
@@ -104,7 +120,10 @@ export class Worker {
     await this.tick();
     this.tickTimer = setInterval(() => void this.tick(), this.o.renewMs);
     this.pollTimer = setInterval(() => {
-      for (const r of this.runners.values()) r.wake();
+      for (const r of this.runners.values()) {
+        r.wake();
+        this.wakeReaders(r);
+      }
     }, this.o.pollMs ?? 2000);
     this.reclaimTimer = setInterval(() => void this.reclaimIdle(), Math.max(1000, (this.o.idleBoundMs ?? 60_000) / 2));
   }
@@ -218,7 +237,12 @@ export class Worker {
     if (this.runners.get(r.name) === r) this.runners.delete(r.name);
   }
 
+  private wakeReaders(r: ShardRunner): void {
+    for (const reader of this.o.readers ?? []) if (reader.family === r.family) reader.wake(r.shard);
+  }
+
   private unsubscribe(r: ShardRunner): void {
+    for (const reader of this.o.readers ?? []) if (reader.family === r.family) reader.detach(r.shard);
     const channel = this.o.keys.wakeChannel(r.family, r.shard);
     this.channels.delete(channel);
     void this.sub?.unsubscribe(channel).catch(() => undefined);
@@ -280,6 +304,7 @@ export class Worker {
       this.channels.set(channel, runner);
       await this.sub!.subscribe(channel);
       await runner.start();
+      for (const reader of this.o.readers ?? []) if (reader.family === family) reader.attach(shard);
       this.o.log.info({ shard: name, token: runner.token }, 'shard acquired');
       return true;
     } catch (e) {
@@ -324,6 +349,7 @@ export class Worker {
     this.stopped = true;
     await Promise.all([...this.runners.values()].map((r) => r.drain()));
     await Promise.all([...this.runners.values()].map((r) => this.release(r).catch(() => undefined)));
+    await Promise.all((this.o.readers ?? []).map((reader) => reader.stop().catch(() => undefined)));
     const { redis, keys } = this.o;
     await redis.zrem(keys.workers(), this.id).catch(() => undefined);
     await redis.hset(keys.workerInfo(this.id), { state: 'stopped', shards: 0 }).catch(() => undefined);
@@ -338,6 +364,7 @@ export class Worker {
     for (const t of [this.tickTimer, this.pollTimer, this.reclaimTimer]) if (t) clearInterval(t);
     for (const r of this.runners.values()) r.stop();
     this.runners.clear();
+    for (const reader of this.o.readers ?? []) void reader.stop();
     this.sub?.disconnect();
   }
 }

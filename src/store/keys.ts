@@ -42,6 +42,19 @@ export class KeySpace {
     return `${this.prefix}{replies:${frontId}}`;
   }
 
+  /**
+   * A user-interactive authentication session (msgpack, expires): which stages are done. Kept by
+   * the fronts, not an actor: it is short-lived and belongs to no user yet during registration.
+   */
+  uiaSession(sessionId: string): string {
+    return `${this.prefix}{uia:${sessionId}}`;
+  }
+
+  /** Set: rooms published in the room directory (`visibility: public`). */
+  publicRooms(): string {
+    return `${this.prefix}directory:public`;
+  }
+
   /** Pub/sub channel that wakes the owner of a shard when its inbox gets a message. */
   wakeChannel(family: Family, shard: number): string {
     return `${this.prefix}wake:${family}:${shard}`;
@@ -100,4 +113,53 @@ export const roomData = {
   snapshot: (roomId: string, id: number) => `room:${roomId}:snap:${id}`,
   /** Hash: client transaction key → event id (idempotent PUT /send). */
   txns: (roomId: string) => `room:${roomId}:txn`,
+  /** Hash: event id → the client transaction key it was sent with (for `unsigned.transaction_id`). */
+  eventTxns: (roomId: string) => `room:${roomId}:evtxn`,
+  /** Set: the local aliases pointing at the room (GET /rooms/{roomId}/aliases). */
+  aliases: (roomId: string) => `room:${roomId}:aliases`,
 };
+
+/**
+ * Names of a user's data, relative to the user's shard (wrap with `ShardKeys.data`). The user
+ * actor writes them; fronts read them directly.
+ */
+export const userData = {
+  /** An access or refresh token: msgpack TokenRecord (src/api/client/auth.ts), by sha256 of the token. */
+  token: (tokenHash: string) => `tok:${tokenHash}`,
+  /** The account: msgpack { h: password hash | null, x: deactivated (0/1), c: created (ms) }. */
+  account: (userId: string) => `user:${userId}:acct`,
+  /** Hash: device id → JSON { device_id, display_name?, last_seen_ts?, last_seen_ip? }. */
+  devices: (userId: string) => `user:${userId}:devices`,
+  /** Hash: account data type → JSON content (global account data). */
+  accountData: (userId: string) => `user:${userId}:ad`,
+  /** Hash: account data type → JSON content, for one room. */
+  roomAccountData: (userId: string, roomId: string) => `user:${userId}:rad:${roomId}`,
+  /** Hash: filter id → JSON filter. */
+  filters: (userId: string) => `user:${userId}:filters`,
+  /** Hash: `displayname` / `avatar_url` → value. */
+  profile: (userId: string) => `user:${userId}:profile`,
+};
+
+/**
+ * A local room alias, relative to the room-family shard the alias hashes to
+ * (`shard('room', shardOf(alias))`): msgpack { r: room id, c: creator user id }.
+ */
+export const aliasData = {
+  alias: (alias: string) => `alias:${alias}`,
+};
+
+/**
+ * The joined-rooms index, relative to the USER's shard: written by the membership index reader
+ * (src/readers/membership-index.ts) from the room outboxes, and by fronts right after a
+ * membership change they sent is confirmed (both through membership-index-1.lua, so the order
+ * of arrival does not matter).
+ */
+export const membershipIndexData = {
+  /** Hash: room id → `<stream position>:<membership>` (the latest membership seen). */
+  rooms: (userId: string) => `user:${userId}:rooms`,
+  /** Set: rooms the user has forgotten (cleared when the user joins, is invited or knocks again). */
+  forgotten: (userId: string) => `user:${userId}:forgotten`,
+};
+
+/** The consumer group the membership index reads room outboxes with. */
+export const MEMBERSHIP_INDEX_GROUP = 'membership-index';

@@ -23,6 +23,7 @@ const SCRIPTS = {
   commit: 'commit-1.lua',
   deadLetter: 'dead-letter-1.lua',
   trimStream: 'trim-stream-1.lua',
+  membershipIndex: 'membership-index-1.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 

@@ -13,6 +13,7 @@ import { defaultConfig, validateConfig, type AxonConfig } from '../../cluster.co
 import { startFront, type RunningFront } from '../../src/front';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { allActorKinds } from '../../src/runtime/kinds';
+import { allReaders } from '../../src/readers/index';
 import { shardCountsFor } from '../../src/runtime/cluster-settings';
 import { Worker } from '../../src/runtime/worker';
 import { KeySpace } from '../../src/store/keys';
@@ -37,6 +38,8 @@ export async function startTestServer(opts: { workers?: number; configure?: (c: 
   config.shards = { rooms: 16, users: 16 };
   config.lease = { ttlMs: 3000, renewMs: 500 };
   config.logLevel = (process.env.AXON_TEST_LOG as AxonConfig['logLevel']) ?? 'silent';
+  // Tests register and log in many users from one address; a test of the limits turns them on.
+  config.rateLimit = { ...config.rateLimit, enabled: false };
   opts.configure?.(config);
   const problems = validateConfig(config);
   if (problems.length) throw new Error(problems.join('\n'));
@@ -45,9 +48,11 @@ export async function startTestServer(opts: { workers?: number; configure?: (c: 
   const keys = new KeySpace(config.redis.keyPrefix);
   const workers: Worker[] = [];
   for (let i = 0; i < (opts.workers ?? 2); i++) {
+    const workerRedis = connectRedis({ url: config.redis.url });
     const w = new Worker({
-      redis: connectRedis({ url: config.redis.url }), keys, workerId: `w${i + 1}`, shardCounts: shardCountsFor(config),
+      redis: workerRedis, keys, workerId: `w${i + 1}`, shardCounts: shardCountsFor(config),
       kinds: allActorKinds({ serverName: config.serverName, signingKey }), leaseTtlMs: config.lease.ttlMs, renewMs: config.lease.renewMs, log, pollMs: 500,
+      readers: allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log),
     });
     await w.start();
     workers.push(w);

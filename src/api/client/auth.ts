@@ -9,6 +9,7 @@ import { MatrixError } from '../../http/errors';
 import type { Request } from '../../http/server';
 import { decode } from '../../store/codec';
 import { shardOf } from '../../runtime/shards';
+import { userData } from '../../store/keys';
 import type { ApiContext } from './context';
 
 export interface TokenRecord {
@@ -41,7 +42,7 @@ export function tokenHash(token: string): string {
 
 /** Relative (to the user shard) key of a token record. */
 export function tokenKeyName(token: string): string {
-  return `tok:${tokenHash(token)}`;
+  return userData.token(tokenHash(token));
 }
 
 /** The shard a token says it lives on, or null for a malformed token. */
@@ -74,5 +75,6 @@ export async function requireUser(ctx: ApiContext, req: Request): Promise<Reques
   const rec = decode<TokenRecord>(blob);
   // An expired access token: the client should refresh, so its session is only soft-logged-out.
   if (rec.exp !== undefined && rec.exp <= Date.now()) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
+  ctx.limiter?.check('client', rec.u);
   return { userId: rec.u, deviceId: rec.d, accessToken: token };
 }

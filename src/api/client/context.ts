@@ -7,6 +7,7 @@ import type { KeySpace } from '../../store/keys';
 import type { RedisClient } from '../../store/redis';
 import type { RoomReader } from '../../store/room-reader';
 import type { Family } from '../../runtime/shards';
+import type { RateLimiter } from '../../http/rate-limit';
 
 export interface ApiContext {
   config: AxonConfig;
@@ -20,4 +21,6 @@ export interface ApiContext {
   /** The server's signing key (fronts build and sign m.room.create events: v12 room ids derive from them). */
   signingKey: SigningKey;
   log: Logger;
+  /** Rate limits (`login`, `register` per IP; `client` per user, taken by requireUser). */
+  limiter?: RateLimiter;
 }

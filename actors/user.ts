@@ -1,0 +1,271 @@
+/**
+ * UserActor: the single writer of one local account (actor id = user id): its password hash,
+ * devices and their tokens, account data, filters and profile.
+ *
+ * Anything slow or random happens before the message is sent: the front hashes passwords
+ * (scrypt), verifies them against the stored hash, and makes up device ids and tokens. The
+ * message carries only the sha256 of each token, so no usable token ever sits in an inbox stream
+ * or a stored reply; decide stays pure and a re-delivered message decides the same way.
+ *
+ * What fronts read without asking (all written here through `writes`, keys in `userData`):
+ * - `tok:<hash>`: a TokenRecord per access token and per refresh token (src/api/client/auth.ts);
+ * - the account record (password hash, deactivated) for login and user-interactive auth;
+ * - devices, account data, filters and profile, each a hash of JSON values.
+ * The state blob is small: the account fields and, per device, the hashes of its current tokens.
+ */
+import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type StoreWrite } from '../src/runtime/actor';
+import type { Family } from '../src/runtime/shards';
+import { encode } from '../src/store/codec';
+import { userData } from '../src/store/keys';
+
+export interface DeviceState {
+  /** sha256 of the device's current access token (null: none). */
+  at: string | null;
+  /** sha256 of its current refresh token (null: it was not issued one). */
+  rt: string | null;
+  name?: string;
+  /** Last login / refresh (ms) and from where. */
+  seen: number;
+  ip?: string;
+}
+
+export interface UserState {
+  userId: string;
+  registered: boolean;
+  deactivated: boolean;
+  passwordHash: string | null;
+  createdAt: number;
+  devices: Record<string, DeviceState>;
+  nextFilterId: number;
+}
+
+/** A new device session (or new tokens for an existing device). */
+export interface NewSession {
+  deviceId: string;
+  /** Display name for a device that does not exist yet. */
+  displayName?: string;
+  accessHash: string;
+  /** With a refresh token, the access token expires after `expiresInMs`. */
+  refreshHash?: string;
+  expiresInMs?: number;
+  ip?: string;
+}
+
+export type UserMessage =
+  | { op: 'register'; passwordHash: string | null; displayname?: string; session?: NewSession }
+  /** `verifiedHash`: the stored hash the front checked the password against. */
+  | { op: 'login'; verifiedHash: string; session: NewSession }
+  | { op: 'refresh'; refreshHash: string; accessHash: string; newRefreshHash: string; expiresInMs: number }
+  | { op: 'logout'; accessHash: string }
+  | { op: 'logout_all' }
+  | { op: 'set_password'; passwordHash: string; logoutDevices: boolean; keepDevice?: string }
+  | { op: 'deactivate' }
+  | { op: 'update_device'; deviceId: string; displayName: string }
+  | { op: 'delete_devices'; deviceIds: string[] }
+  /** `json`: the content as JSON text (stored and served as is). */
+  | { op: 'set_account_data'; roomId?: string; type: string; json: string }
+  | { op: 'create_filter'; json: string }
+  | { op: 'set_profile'; field: 'displayname' | 'avatar_url'; value: string | null };
+
+export type UserReply =
+  | { user_id: string; device_id?: string; expires_in_ms?: number }
+  | { device_id: string; expires_in_ms?: number }
+  | { filter_id: string }
+  | { deleted: string[] }
+  | { ok: true };
+
+/** Entries on the user shard's output stream (for /sync: account data and device list changes). */
+export type UserOutput =
+  | { type: 'account_data'; user_id: string; room_id?: string; data_type: string }
+  | { type: 'device'; user_id: string; device_id: string; deleted?: true }
+  | { type: 'profile'; user_id: string; field: 'displayname' | 'avatar_url' };
+
+export function newUser(userId: string): UserState {
+  return { userId, registered: false, deactivated: false, passwordHash: null, createdAt: 0, devices: {}, nextFilterId: 0 };
+}
+
+type D = Decision<UserState, UserReply>;
+
+/** Pure: everything the user actor does with a message. */
+export function decideUser(state: UserState, msg: ActorMessage<UserMessage>): D {
+  const body = msg.body;
+  const now = msg.enqueuedAt;
+  if (body?.op === 'register') return register(state, body, now);
+  if (!state.registered) throw new ActorRejection('M_NOT_FOUND', 'No such user', 404);
+  switch (body?.op) {
+    case 'login':
+      return login(state, body, now);
+    case 'refresh':
+      return refresh(state, body, now);
+    case 'logout': {
+      const deviceId = Object.keys(state.devices).find((id) => state.devices[id]!.at === body.accessHash);
+      if (deviceId === undefined) throw new ActorRejection('M_UNKNOWN_TOKEN', 'Unknown access token', 401);
+      return { ...deleteDevices(state, [deviceId]), reply: { device_id: deviceId } };
+    }
+    case 'logout_all':
+      return { ...deleteDevices(state, Object.keys(state.devices)), reply: { ok: true } };
+    case 'set_password': {
+      if (state.deactivated) throw new ActorRejection('M_USER_DEACTIVATED', 'This account has been deactivated', 403);
+      const withPassword: UserState = { ...state, passwordHash: body.passwordHash };
+      const writes = [accountWrite(withPassword)];
+      if (!body.logoutDevices) return { state: withPassword, reply: { ok: true }, writes };
+      const others = Object.keys(state.devices).filter((id) => id !== body.keepDevice);
+      const d = deleteDevices(withPassword, others);
+      return { ...d, reply: { ok: true }, writes: [...writes, ...(d.writes ?? [])] };
+    }
+    case 'deactivate': {
+      const d = deleteDevices({ ...state, deactivated: true, passwordHash: null }, Object.keys(state.devices));
+      const writes = [accountWrite(d.state), ...(d.writes ?? []), del(userData.profile(state.userId)), del(userData.accountData(state.userId))];
+      return { ...d, reply: { ok: true }, writes };
+    }
+    case 'update_device': {
+      const device = state.devices[body.deviceId];
+      if (!device) throw new ActorRejection('M_NOT_FOUND', 'Unknown device', 404);
+      const next: UserState = { ...state, devices: { ...state.devices, [body.deviceId]: { ...device, name: body.displayName } } };
+      return {
+        state: next,
+        reply: { ok: true },
+        writes: [deviceWrite(state.userId, body.deviceId, next.devices[body.deviceId]!)],
+        outputs: [{ type: 'device', user_id: state.userId, device_id: body.deviceId } satisfies UserOutput],
+      };
+    }
+    case 'delete_devices': {
+      const known = body.deviceIds.filter((id) => id in state.devices);
+      // Deleting devices that do not exist is not an error (the spec's delete_devices).
+      return { ...deleteDevices(state, known), reply: { deleted: known } };
+    }
+    case 'set_account_data': {
+      const key = body.roomId === undefined ? userData.accountData(state.userId) : userData.roomAccountData(state.userId, body.roomId);
+      const output: UserOutput = { type: 'account_data', user_id: state.userId, data_type: body.type, ...(body.roomId === undefined ? {} : { room_id: body.roomId }) };
+      return { state, reply: { ok: true }, writes: [{ cmd: 'HSET', key, args: [body.type, body.json] }], outputs: [output] };
+    }
+    case 'create_filter': {
+      const id = String(state.nextFilterId);
+      return {
+        state: { ...state, nextFilterId: state.nextFilterId + 1 },
+        reply: { filter_id: id },
+        writes: [{ cmd: 'HSET', key: userData.filters(state.userId), args: [id, body.json] }],
+      };
+    }
+    case 'set_profile': {
+      if (state.deactivated) throw new ActorRejection('M_USER_DEACTIVATED', 'This account has been deactivated', 403);
+      const key = userData.profile(state.userId);
+      const write: StoreWrite = body.value === null ? { cmd: 'HDEL', key, args: [body.field] } : { cmd: 'HSET', key, args: [body.field, body.value] };
+      return { state, reply: { ok: true }, writes: [write], outputs: [{ type: 'profile', user_id: state.userId, field: body.field } satisfies UserOutput] };
+    }
+    default:
+      // A message this actor cannot understand is a bug upstream: fail it (the runtime dead-letters it).
+      throw new TypeError(`user: unknown op ${JSON.stringify((body as { op?: unknown } | undefined)?.op)}`);
+  }
+}
+
+function register(state: UserState, body: Extract<UserMessage, { op: 'register' }>, now: number): D {
+  if (state.registered) throw new ActorRejection('M_USER_IN_USE', 'User ID already taken', 400);
+  const registered: UserState = { ...state, registered: true, passwordHash: body.passwordHash, createdAt: now };
+  const writes: StoreWrite[] = [accountWrite(registered)];
+  if (body.displayname) writes.push({ cmd: 'HSET', key: userData.profile(state.userId), args: ['displayname', body.displayname] });
+  if (!body.session) return { state: registered, reply: { user_id: state.userId }, writes };
+  const issued = issue(registered, body.session, now);
+  return { state: issued.state, reply: { user_id: state.userId, ...issued.reply }, writes: [...writes, ...issued.writes], outputs: issued.outputs };
+}
+
+function login(state: UserState, body: Extract<UserMessage, { op: 'login' }>, now: number): D {
+  if (state.deactivated) throw new ActorRejection('M_USER_DEACTIVATED', 'This account has been deactivated', 403);
+  // The password was checked against this hash; if it changed meanwhile, the check is void.
+  if (state.passwordHash === null || state.passwordHash !== body.verifiedHash) throw new ActorRejection('M_FORBIDDEN', 'Invalid username or password', 403);
+  const issued = issue(state, body.session, now);
+  return { state: issued.state, reply: { user_id: state.userId, ...issued.reply }, writes: issued.writes, outputs: issued.outputs };
+}
+
+function refresh(state: UserState, body: Extract<UserMessage, { op: 'refresh' }>, now: number): D {
+  const deviceId = Object.keys(state.devices).find((id) => state.devices[id]!.rt === body.refreshHash);
+  if (deviceId === undefined) throw new ActorRejection('M_UNKNOWN_TOKEN', 'Unknown refresh token', 401);
+  const device = state.devices[deviceId]!;
+  const issued = issue(state, { deviceId, accessHash: body.accessHash, refreshHash: body.newRefreshHash, expiresInMs: body.expiresInMs, ...(device.ip ? { ip: device.ip } : {}) }, now);
+  return { state: issued.state, reply: issued.reply, writes: issued.writes, outputs: issued.outputs };
+}
+
+/** New tokens for a device (created if it does not exist); the device's previous tokens are revoked. */
+function issue(state: UserState, s: NewSession, now: number): { state: UserState; reply: { device_id: string; expires_in_ms?: number }; writes: StoreWrite[]; outputs: UserOutput[] } {
+  const old = state.devices[s.deviceId];
+  const writes: StoreWrite[] = old ? revokeWrites(old) : [];
+  const refreshable = s.refreshHash !== undefined && s.expiresInMs !== undefined;
+  const device: DeviceState = { at: s.accessHash, rt: refreshable ? s.refreshHash! : null, seen: now };
+  const name = old ? old.name : s.displayName;
+  if (name !== undefined) device.name = name;
+  if (s.ip !== undefined) device.ip = s.ip;
+  const record: { u: string; d: string; exp?: number; rt?: string } = { u: state.userId, d: s.deviceId };
+  if (refreshable) {
+    record.exp = now + s.expiresInMs!;
+    record.rt = s.refreshHash!;
+    writes.push({ cmd: 'SET', key: userData.token(s.refreshHash!), args: [encode({ u: state.userId, d: s.deviceId })] });
+  }
+  writes.push({ cmd: 'SET', key: userData.token(s.accessHash), args: [encode(record)] });
+  writes.push(deviceWrite(state.userId, s.deviceId, device));
+  return {
+    state: { ...state, devices: { ...state.devices, [s.deviceId]: device } },
+    reply: refreshable ? { device_id: s.deviceId, expires_in_ms: s.expiresInMs! } : { device_id: s.deviceId },
+    writes,
+    outputs: old ? [] : [{ type: 'device', user_id: state.userId, device_id: s.deviceId }],
+  };
+}
+
+function deleteDevices(state: UserState, deviceIds: string[]): D {
+  if (deviceIds.length === 0) return { state };
+  const devices = { ...state.devices };
+  const writes: StoreWrite[] = [];
+  const outputs: UserOutput[] = [];
+  for (const id of deviceIds) {
+    const device = devices[id];
+    if (!device) continue;
+    writes.push(...revokeWrites(device), { cmd: 'HDEL', key: userData.devices(state.userId), args: [id] });
+    outputs.push({ type: 'device', user_id: state.userId, device_id: id, deleted: true });
+    delete devices[id];
+  }
+  return { state: { ...state, devices }, writes, outputs };
+}
+
+function revokeWrites(device: DeviceState): StoreWrite[] {
+  const w: StoreWrite[] = [];
+  if (device.at) w.push(del(userData.token(device.at)));
+  if (device.rt) w.push(del(userData.token(device.rt)));
+  return w;
+}
+
+function del(key: string): StoreWrite {
+  return { cmd: 'DEL', key, args: [] };
+}
+
+/** The account record fronts read for login and user-interactive auth. */
+export interface AccountRecord {
+  /** Password hash (null: no password, e.g. deactivated). */
+  h: string | null;
+  /** 1 when deactivated. */
+  x: 0 | 1;
+  /** Created (ms). */
+  c: number;
+}
+
+function accountWrite(state: UserState): StoreWrite {
+  const rec: AccountRecord = { h: state.passwordHash, x: state.deactivated ? 1 : 0, c: state.createdAt };
+  return { cmd: 'SET', key: userData.account(state.userId), args: [encode(rec)] };
+}
+
+/** The JSON a front serves for a device (`GET /devices`). */
+export interface DeviceJson {
+  device_id: string;
+  display_name?: string;
+  last_seen_ts?: number;
+  last_seen_ip?: string;
+}
+
+function deviceWrite(userId: string, deviceId: string, device: DeviceState): StoreWrite {
+  const json: DeviceJson = { device_id: deviceId, last_seen_ts: device.seen };
+  if (device.name !== undefined) json.display_name = device.name;
+  if (device.ip !== undefined) json.last_seen_ip = device.ip;
+  return { cmd: 'HSET', key: userData.devices(userId), args: [deviceId, JSON.stringify(json)] };
+}
+
+export function userActor(family: Family = 'user'): ActorKind<UserState, UserMessage, UserReply> {
+  return { kind: 'user', family, initialState: newUser, decide: decideUser };
+}

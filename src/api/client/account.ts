@@ -1,0 +1,260 @@
+/**
+ * Accounts: login, registration, token refresh, logout, whoami, password change, deactivation,
+ * third-party identifiers (none can be bound here) and capabilities. Passwords are hashed and
+ * checked here (scrypt is slow; the actor only stores the result); the user actor writes.
+ */
+import { registrationOpen } from '../../../cluster.config';
+import { MatrixError, errors } from '../../http/errors';
+import type { Front, Request } from '../../http/server';
+import { roomVersionCapability } from '../../protocol/room-versions';
+import { decode } from '../../store/codec';
+import type { UserReply } from '../../../actors/user';
+import { newToken, requireUser, tokenHash, tokenKeyName, tokenShard, type TokenRecord } from './auth';
+import { askUser, clientRoute, jsonBody, localUserId, newDeviceId, newLocalpart, newUserId, optional, readAccount } from './accounts-common';
+import type { ApiContext } from './context';
+import { dummyHash, hashPassword, verifyPassword } from './passwords';
+import { checkPasswordStage, identifiedUser, requireUia } from './uia';
+
+const MAX_PASSWORD_LENGTH = 512;
+const PASSWORD_FLOWS = [['m.login.password']];
+
+export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
+  clientRoute(front, 'GET', '/login', () => ({ body: { flows: [{ type: 'm.login.password' }] } }));
+  clientRoute(front, 'POST', '/login', (req) => login(ctx, req));
+  clientRoute(front, 'POST', '/refresh', (req) => refresh(ctx, req), ['v3']);
+  clientRoute(front, 'POST', '/register', (req) => register(ctx, req));
+  clientRoute(front, 'GET', '/register/available', (req) => available(ctx, req));
+  front.route('GET', '/_matrix/client/v1/register/m.login.registration_token/validity', (req) => tokenValidity(ctx, req));
+  clientRoute(front, 'POST', '/logout', async (req) => {
+    const me = await requireUser(ctx, req);
+    await askUser(ctx, me.userId, { op: 'logout', accessHash: tokenHash(me.accessToken) });
+    return { body: {} };
+  });
+  clientRoute(front, 'POST', '/logout/all', async (req) => {
+    const me = await requireUser(ctx, req);
+    await askUser(ctx, me.userId, { op: 'logout_all' });
+    return { body: {} };
+  });
+  clientRoute(front, 'GET', '/account/whoami', async (req) => {
+    const me = await requireUser(ctx, req);
+    return { body: { user_id: me.userId, device_id: me.deviceId, is_guest: false } };
+  });
+  clientRoute(front, 'POST', '/account/password', (req) => changePassword(ctx, req));
+  clientRoute(front, 'POST', '/account/deactivate', (req) => deactivate(ctx, req));
+  clientRoute(front, 'GET', '/capabilities', async (req) => {
+    await requireUser(ctx, req);
+    return {
+      body: {
+        capabilities: {
+          'm.change_password': { enabled: true },
+          'm.room_versions': roomVersionCapability(ctx.config.defaultRoomVersion),
+          'm.set_displayname': { enabled: true },
+          'm.set_avatar_url': { enabled: true },
+          'm.3pid_changes': { enabled: false },
+          'm.get_login_token': { enabled: false },
+        },
+      },
+    };
+  });
+  registerThreepidRoutes(front, ctx);
+}
+
+// ---- login ----
+
+async function login(ctx: ApiContext, req: Request) {
+  ctx.limiter?.check('login', req.remoteAddress);
+  const body = jsonBody(req);
+  if (body.type !== 'm.login.password') throw new MatrixError(400, 'M_UNKNOWN', `Unsupported login type ${JSON.stringify(body.type)}`);
+  const identifier = body.identifier;
+  if (identifier !== undefined && (typeof identifier !== 'object' || identifier === null || Array.isArray(identifier))) throw errors.badJson('identifier must be an object');
+  if (identifier && identifier.type !== 'm.id.user') {
+    if (identifier.type === 'm.id.thirdparty' || identifier.type === 'm.id.phone') throw new MatrixError(403, 'M_FORBIDDEN', 'No account has this third-party identifier');
+    throw new MatrixError(400, 'M_UNKNOWN', `Unsupported identifier type ${JSON.stringify(identifier.type)}`);
+  }
+  const who = identifiedUser(body);
+  if (who === null) throw errors.missingParam('identifier.user is required');
+  const password = body.password;
+  if (typeof password !== 'string') throw errors.missingParam('password is required');
+  const deviceId = optional(body, 'device_id', 'string');
+  const displayName = optional(body, 'initial_device_display_name', 'string');
+  const wantsRefresh = optional(body, 'refresh_token', 'boolean') === true;
+  if (deviceId !== undefined && !/^[\x21-\x7e]{1,255}$/.test(deviceId)) throw errors.invalidParam('device_id must be 1 to 255 printable ASCII characters');
+
+  const userId = localUserId(ctx, who);
+  const account = userId ? await readAccount(ctx, userId) : null;
+  // Check a password for unknown users too, so the answer takes as long as for known ones.
+  const ok = await verifyPassword(password, account?.h ?? (await dummyHash()));
+  if (account?.x) throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated');
+  if (!ok || !account || !account.h || !userId) throw new MatrixError(403, 'M_FORBIDDEN', 'Invalid username or password');
+  const tokens = newTokens(ctx, userId, wantsRefresh);
+  const reply = await askUser<{ user_id: string; device_id: string; expires_in_ms?: number }>(ctx, userId, {
+    op: 'login',
+    verifiedHash: account.h,
+    session: { deviceId: deviceId ?? newDeviceId(), ...(displayName !== undefined ? { displayName } : {}), ...tokens.session, ip: req.remoteAddress },
+  });
+  return { body: sessionBody(ctx, userId, reply, tokens) };
+}
+
+interface IssuedTokens {
+  access: string;
+  refresh?: string;
+  session: { accessHash: string; refreshHash?: string; expiresInMs?: number };
+}
+
+function newTokens(ctx: ApiContext, userId: string, refreshable: boolean): IssuedTokens {
+  const access = newToken(userId, ctx.shardCounts.user, 'axo');
+  if (!refreshable) return { access, session: { accessHash: tokenHash(access) } };
+  const refresh = newToken(userId, ctx.shardCounts.user, 'axr');
+  return { access, refresh, session: { accessHash: tokenHash(access), refreshHash: tokenHash(refresh), expiresInMs: ctx.config.accessTokenLifetimeMs } };
+}
+
+function sessionBody(ctx: ApiContext, userId: string, reply: { device_id?: string; expires_in_ms?: number }, tokens: IssuedTokens): Record<string, unknown> {
+  return {
+    user_id: userId,
+    access_token: tokens.access,
+    device_id: reply.device_id,
+    home_server: ctx.config.serverName,
+    ...(tokens.refresh ? { refresh_token: tokens.refresh, expires_in_ms: reply.expires_in_ms } : {}),
+    well_known: { 'm.homeserver': { base_url: ctx.config.publicBaseUrl } },
+  };
+}
+
+async function refresh(ctx: ApiContext, req: Request) {
+  const body = jsonBody(req);
+  const token = body.refresh_token;
+  if (typeof token !== 'string') throw errors.missingParam('refresh_token is required');
+  const unknown = () => new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unknown refresh token', { soft_logout: false });
+  const shard = tokenShard(token, ctx.shardCounts.user);
+  if (shard === null || !token.startsWith('axr_')) throw unknown();
+  const blob = await ctx.redis.getBuffer(ctx.keys.shard('user', shard).data(tokenKeyName(token)));
+  if (!blob) throw unknown();
+  const rec = decode<TokenRecord>(blob);
+  const tokens = newTokens(ctx, rec.u, true);
+  const reply = await askUser<{ device_id: string; expires_in_ms: number }>(ctx, rec.u, {
+    op: 'refresh', refreshHash: tokenHash(token), accessHash: tokens.session.accessHash, newRefreshHash: tokens.session.refreshHash!, expiresInMs: tokens.session.expiresInMs!,
+  });
+  return { body: { access_token: tokens.access, refresh_token: tokens.refresh, expires_in_ms: reply.expires_in_ms } };
+}
+
+// ---- registration ----
+
+function registrationFlows(ctx: ApiContext): string[][] {
+  return ctx.config.registration.requiresToken ? [['m.login.registration_token']] : [['m.login.dummy']];
+}
+
+async function register(ctx: ApiContext, req: Request) {
+  ctx.limiter?.check('register', req.remoteAddress);
+  const kind = req.query['kind'] ?? 'user';
+  if (kind === 'guest') throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'Guest access is not enabled on this server');
+  if (kind !== 'user') throw errors.invalidParam('kind must be user or guest');
+  if (!registrationOpen(ctx.config)) throw new MatrixError(403, 'M_FORBIDDEN', 'Registration is disabled on this server');
+  const body = jsonBody(req);
+  const username = optional(body, 'username', 'string');
+  const password = optional(body, 'password', 'string');
+  const deviceId = optional(body, 'device_id', 'string');
+  const displayName = optional(body, 'initial_device_display_name', 'string');
+  const inhibitLogin = optional(body, 'inhibit_login', 'boolean') === true;
+  const wantsRefresh = optional(body, 'refresh_token', 'boolean') === true;
+  if (password !== undefined && password.length > MAX_PASSWORD_LENGTH) throw errors.invalidParam(`password must be at most ${MAX_PASSWORD_LENGTH} characters`);
+  if (deviceId !== undefined && !/^[\x21-\x7e]{1,255}$/.test(deviceId)) throw errors.invalidParam('device_id must be 1 to 255 printable ASCII characters');
+  // The username is checked before authentication, so a client learns it is taken right away.
+  const userId = username !== undefined ? newUserId(ctx, username) : newUserId(ctx, newLocalpart());
+  if (username !== undefined && (await readAccount(ctx, userId))) throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken');
+
+  await requireUia(ctx, body, {
+    purpose: 'register',
+    flows: registrationFlows(ctx),
+    checkStage: async (stage, auth) => {
+      if (stage === 'm.login.registration_token') {
+        if (typeof auth.token !== 'string' || !ctx.config.registration.tokens.includes(auth.token)) throw new MatrixError(403, 'M_FORBIDDEN', 'Invalid registration token');
+      }
+    },
+  });
+
+  const passwordHash = password !== undefined && password !== '' ? await hashPassword(password) : null;
+  const localpart = userId.slice(1, userId.indexOf(':'));
+  if (inhibitLogin) {
+    await askUser<UserReply>(ctx, userId, { op: 'register', passwordHash, displayname: localpart });
+    return { body: { user_id: userId, home_server: ctx.config.serverName } };
+  }
+  const tokens = newTokens(ctx, userId, wantsRefresh);
+  const reply = await askUser<{ user_id: string; device_id: string; expires_in_ms?: number }>(ctx, userId, {
+    op: 'register', passwordHash, displayname: localpart,
+    session: { deviceId: deviceId ?? newDeviceId(), ...(displayName !== undefined ? { displayName } : {}), ...tokens.session, ip: req.remoteAddress },
+  });
+  const out = sessionBody(ctx, userId, reply, tokens);
+  delete out.well_known;
+  return { body: out };
+}
+
+async function available(ctx: ApiContext, req: Request) {
+  ctx.limiter?.check('register', req.remoteAddress);
+  const username = req.query['username'];
+  if (username === undefined) throw errors.missingParam('username is required');
+  const userId = newUserId(ctx, username);
+  if (await readAccount(ctx, userId)) throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken');
+  return { body: { available: true } };
+}
+
+async function tokenValidity(ctx: ApiContext, req: Request) {
+  ctx.limiter?.check('register', req.remoteAddress);
+  if (!registrationOpen(ctx.config)) throw new MatrixError(403, 'M_FORBIDDEN', 'Registration is disabled on this server');
+  const token = req.query['token'];
+  if (token === undefined) throw errors.missingParam('token is required');
+  return { body: { valid: ctx.config.registration.tokens.includes(token) } };
+}
+
+// ---- password and deactivation ----
+
+async function changePassword(ctx: ApiContext, req: Request) {
+  const me = await requireUser(ctx, req);
+  const body = jsonBody(req);
+  const newPassword = body.new_password;
+  if (typeof newPassword !== 'string' || newPassword === '') throw errors.missingParam('new_password is required');
+  if (newPassword.length > MAX_PASSWORD_LENGTH) throw errors.invalidParam(`new_password must be at most ${MAX_PASSWORD_LENGTH} characters`);
+  const logoutDevices = optional(body, 'logout_devices', 'boolean') ?? true;
+  await requireUia(ctx, body, { purpose: 'password', userId: me.userId, flows: PASSWORD_FLOWS, checkStage: (_s, auth) => checkPasswordStage(ctx, me.userId, auth) });
+  const passwordHash = await hashPassword(newPassword);
+  await askUser(ctx, me.userId, { op: 'set_password', passwordHash, logoutDevices, keepDevice: me.deviceId });
+  return { body: {} };
+}
+
+async function deactivate(ctx: ApiContext, req: Request) {
+  const me = await requireUser(ctx, req);
+  const body = jsonBody(req, true);
+  await requireUia(ctx, body, { purpose: 'deactivate', userId: me.userId, flows: PASSWORD_FLOWS, checkStage: (_s, auth) => checkPasswordStage(ctx, me.userId, auth) });
+  await askUser(ctx, me.userId, { op: 'deactivate' });
+  // No third-party identifier is ever bound here, so there is nothing to unbind.
+  return { body: { id_server_unbind_result: 'no-support' } };
+}
+
+// ---- third-party identifiers: this server binds none and verifies none ----
+
+function registerThreepidRoutes(front: Front, ctx: ApiContext): void {
+  clientRoute(front, 'GET', '/account/3pid', async (req) => {
+    await requireUser(ctx, req);
+    return { body: { threepids: [] } };
+  });
+  const noSession = async (req: Request) => {
+    await requireUser(ctx, req);
+    jsonBody(req);
+    throw new MatrixError(400, 'M_THREEPID_AUTH_FAILED', 'No validated third-party identifier session: this server does not verify email addresses or phone numbers');
+  };
+  clientRoute(front, 'POST', '/account/3pid', noSession);
+  clientRoute(front, 'POST', '/account/3pid/add', noSession);
+  for (const medium of ['email', 'msisdn']) {
+    clientRoute(front, 'POST', `/account/3pid/${medium}/requestToken`, async (req) => {
+      jsonBody(req);
+      throw new MatrixError(400, 'M_THREEPID_MEDIUM_NOT_SUPPORTED', `This server does not support adding ${medium === 'email' ? 'email addresses' : 'phone numbers'}`);
+    });
+    clientRoute(front, 'POST', `/register/${medium}/requestToken`, async (req) => {
+      jsonBody(req);
+      throw new MatrixError(403, 'M_THREEPID_DENIED', 'This server does not register accounts by third-party identifier');
+    });
+    clientRoute(front, 'POST', `/account/password/${medium}/requestToken`, async (req) => {
+      jsonBody(req);
+      throw new MatrixError(400, 'M_THREEPID_NOT_FOUND', 'No account has this third-party identifier');
+    });
+  }
+}
+

@@ -1,0 +1,299 @@
+/**
+ * What the room endpoints share: routes under /v3 and /r0, asking the room actor with its
+ * rejections turned into Matrix errors, id and body validation, who may read a room, pagination
+ * tokens, event filters, and the client format of events.
+ */
+import type { Front, Handler, Request } from '../../http/server';
+import type { Method } from '../../http/router';
+import { MatrixError, errors } from '../../http/errors';
+import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
+import type { EventTemplate } from '../../../actors/room';
+import { isJsonObject, parseStrictJson, type JsonObject, type JsonValue } from '../../protocol/json';
+import { isValidServerName } from '../../protocol/identifiers';
+import { stateKeyOf } from '../../protocol/pdu';
+import { utf8Length } from '../../protocol/json';
+import { servableToClients, type RoomEvent } from '../../store/room-reader';
+import { roomData } from '../../store/keys';
+import { shardOf } from '../../runtime/shards';
+import type { MembershipIndex } from '../../readers/membership-index';
+import type { ApiContext } from './context';
+
+export const CLIENT_PREFIXES = ['/_matrix/client/v3', '/_matrix/client/r0'] as const;
+
+/** Register a Client-Server route under every prefix we serve. */
+export function clientRoute(front: Front, method: Method, path: string, handler: Handler): void {
+  for (const prefix of CLIENT_PREFIXES) front.route(method, `${prefix}${path}`, handler);
+}
+
+export interface SendReply {
+  event_id: string;
+  room_id: string;
+  pos: number;
+}
+
+/** Ask the room actor; its rejections (M_FORBIDDEN, …) come back as the Matrix error they are. */
+export async function askRoom(ctx: ApiContext, roomId: string, body: unknown): Promise<SendReply> {
+  try {
+    return await ctx.actors.ask<SendReply>('room', 'room', roomId, body);
+  } catch (e) {
+    if (e instanceof ActorReplyError) throw new MatrixError(e.status, e.errcode, e.message);
+    if (e instanceof ActorTimeoutError) throw new MatrixError(504, 'M_UNKNOWN', 'The room did not answer in time; retry the request');
+    throw e;
+  }
+}
+
+/** Send an event built from a template (the actor signs and authorises it). */
+export function sendEvent(ctx: ApiContext, roomId: string, event: EventTemplate, txn?: string): Promise<SendReply> {
+  return askRoom(ctx, roomId, txn ? { op: 'send', event, txn } : { op: 'send', event });
+}
+
+/** A client transaction key: idempotency is per user, device, endpoint and transaction id. */
+export function txnKey(endpoint: 'send' | 'redact', userId: string, deviceId: string, txnId: string): string {
+  return `${endpoint}\u0000${userId}\u0000${deviceId}\u0000${txnId}`;
+}
+
+function parseTxnKey(key: string): { userId: string; deviceId: string; txnId: string } | null {
+  const parts = key.split('\u0000');
+  if (parts.length < 4) return null;
+  return { userId: parts[1]!, deviceId: parts[2]!, txnId: parts.slice(3).join('\u0000') };
+}
+
+export function requireRoomId(s: string | undefined): string {
+  if (!s || !s.startsWith('!') || utf8Length(s) > 255) throw errors.invalidParam(`Not a room id: ${JSON.stringify(s ?? '')}`);
+  return s;
+}
+
+export function requireUserIdParam(s: unknown, field = 'user_id'): string {
+  if (typeof s !== 'string' || !/^@[^:]+:.+$/.test(s) || utf8Length(s) > 255) throw errors.badJson(`${field} must be a user id`);
+  return s;
+}
+
+/** `#localpart:server`, at most 255 bytes (appendices: room aliases). */
+export function parseAlias(s: string | undefined): { alias: string; server: string } {
+  const m = s ? /^#([^:]+):(.+)$/.exec(s) : null;
+  if (!s || !m || utf8Length(s) > 255 || !isValidServerName(m[2]!)) throw errors.invalidParam(`Not a room alias: ${JSON.stringify(s ?? '')}`);
+  return { alias: s, server: m[2]! };
+}
+
+/** The request body, which must be a JSON object. */
+export function bodyObject(req: Request): JsonObject {
+  const v = req.json();
+  if (!isJsonObject(v)) throw errors.badJson('The request body must be a JSON object');
+  return v;
+}
+
+/** Optional string field of a body. */
+export function optString(body: JsonObject, key: string): string | undefined {
+  const v = body[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw errors.badJson(`${key} must be a string`);
+  return v;
+}
+
+/** The server-side home of an alias: the room-family shard it hashes to. */
+export function aliasShard(ctx: ApiContext, alias: string) {
+  return ctx.keys.shard('room', shardOf(alias, ctx.shardCounts.room));
+}
+
+export function roomShard(ctx: ApiContext, roomId: string) {
+  return ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room));
+}
+
+// ---- who may read a room ----------------------------------------------------------------
+
+export type RoomAccess =
+  /** Joined: the current state and every event history visibility allows. */
+  | { kind: 'joined' }
+  /** Left or banned (and not forgotten): state as it was when they left. */
+  | { kind: 'departed'; stateAfter: number }
+  /** Not a member of a world_readable room: current state. */
+  | { kind: 'world_readable' };
+
+/**
+ * The spec's rule for state, members and history reads: members, former members (state as of
+ * their departure) and anyone for world_readable rooms; everyone else — and unknown rooms — get
+ * 403 M_FORBIDDEN, so room existence does not leak.
+ */
+export async function roomAccess(ctx: ApiContext, index: MembershipIndex, userId: string, roomId: string): Promise<RoomAccess> {
+  const membership = await ctx.rooms.membership(roomId, userId);
+  if (membership === 'join') return { kind: 'joined' };
+  if ((membership === 'leave' || membership === 'ban') && !(await index.isForgotten(userId, roomId))) {
+    const ids = await ctx.rooms.currentStateIds(roomId, { type: 'm.room.member', stateKey: userId });
+    const id = ids.values().next().value;
+    const e = id ? await ctx.rooms.event(roomId, id) : null;
+    if (e) return { kind: 'departed', stateAfter: e.stateAfter };
+  }
+  if ((await historyVisibility(ctx, roomId)) === 'world_readable') return { kind: 'world_readable' };
+  throw new MatrixError(403, 'M_FORBIDDEN', 'You are not a member of this room and it is not world-readable');
+}
+
+export async function historyVisibility(ctx: ApiContext, roomId: string): Promise<string | null> {
+  const [e] = await ctx.rooms.currentState(roomId, { type: 'm.room.history_visibility', stateKey: '' });
+  const v = e?.event.content;
+  return isJsonObject(v as JsonValue) && typeof (v as JsonObject).history_visibility === 'string' ? ((v as JsonObject).history_visibility as string) : null;
+}
+
+/** State ids visible under an access: current, or as of a departure. */
+export async function visibleStateIds(ctx: ApiContext, roomId: string, access: RoomAccess): Promise<Map<string, string>> {
+  if (access.kind === 'departed') return ctx.rooms.snapshot(roomId, access.stateAfter);
+  return ctx.rooms.currentStateIds(roomId);
+}
+
+/** Of `events`, those this user may be shown (servable, and allowed by history visibility). */
+export async function visibleEvents(ctx: ApiContext, roomId: string, userId: string, events: RoomEvent[]): Promise<RoomEvent[]> {
+  const ok = await Promise.all(events.map(async (e) => servableToClients(e) && (await ctx.rooms.canSee(roomId, userId, e.eventId))));
+  return events.filter((_, i) => ok[i]);
+}
+
+// ---- pagination tokens ---------------------------------------------------------------------
+
+/**
+ * A room pagination token is `p<N>`: the gap after stream position N. Backwards from it come the
+ * events at N and before; forwards, the events after N.
+ */
+export function encodeToken(pos: number): string {
+  return `p${pos}`;
+}
+
+export function decodeToken(token: string, name: string): number {
+  const m = /^p(\d{1,15})$/.exec(token);
+  if (!m) throw errors.invalidParam(`Malformed ${name} token`);
+  return Number(m[1]);
+}
+
+// ---- event filters ---------------------------------------------------------------------
+
+export interface RoomEventFilter {
+  types?: string[];
+  not_types?: string[];
+  senders?: string[];
+  not_senders?: string[];
+  contains_url?: boolean;
+  lazy_load_members?: boolean;
+  limit?: number;
+}
+
+/** An inline JSON RoomEventFilter from a query parameter (absent: match everything). */
+export function parseEventFilter(raw: string | undefined): RoomEventFilter {
+  if (raw === undefined || raw === '') return {};
+  let v: JsonValue;
+  try {
+    v = parseStrictJson(Buffer.from(raw, 'utf8'));
+  } catch {
+    throw errors.invalidParam('filter must be a JSON RoomEventFilter');
+  }
+  if (!isJsonObject(v)) throw errors.invalidParam('filter must be a JSON object');
+  const f: RoomEventFilter = {};
+  for (const key of ['types', 'not_types', 'senders', 'not_senders'] as const) {
+    const list = v[key];
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list) || !list.every((x) => typeof x === 'string')) throw errors.invalidParam(`filter.${key} must be a list of strings`);
+    f[key] = list as string[];
+  }
+  for (const key of ['contains_url', 'lazy_load_members'] as const) {
+    const b = v[key];
+    if (b === undefined || b === null) continue;
+    if (typeof b !== 'boolean') throw errors.invalidParam(`filter.${key} must be a boolean`);
+    f[key] = b;
+  }
+  if (v.limit !== undefined) {
+    if (typeof v.limit !== 'number' || !Number.isInteger(v.limit) || v.limit < 1) throw errors.invalidParam('filter.limit must be a positive integer');
+    f.limit = v.limit;
+  }
+  return f;
+}
+
+/** Filter type patterns may use `*` as a wildcard. */
+function typeMatches(pattern: string, type: string): boolean {
+  if (!pattern.includes('*')) return pattern === type;
+  const re = new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return re.test(type);
+}
+
+export function filterMatches(f: RoomEventFilter, event: JsonObject): boolean {
+  const type = String(event.type);
+  const sender = String(event.sender);
+  if (f.not_types?.some((p) => typeMatches(p, type))) return false;
+  if (f.types && !f.types.some((p) => typeMatches(p, type))) return false;
+  if (f.not_senders?.includes(sender)) return false;
+  if (f.senders && !f.senders.includes(sender)) return false;
+  if (f.contains_url !== undefined) {
+    const content = event.content;
+    const hasUrl = isJsonObject(content as JsonValue) && typeof (content as JsonObject).url === 'string';
+    if (hasUrl !== f.contains_url) return false;
+  }
+  return true;
+}
+
+/** For lazy-loading: the membership events of the senders of `events`, as of each event. */
+export async function lazyMemberState(ctx: ApiContext, roomId: string, events: RoomEvent[]): Promise<RoomEvent[]> {
+  const ids = new Set<string>();
+  const senders = new Set<string>();
+  for (const e of events) {
+    const sender = String(e.event.sender);
+    if (senders.has(sender)) continue;
+    senders.add(sender);
+    const state = await ctx.rooms.snapshot(roomId, e.stateAfter);
+    const id = state.get(stateKeyOf('m.room.member', sender));
+    if (id) ids.add(id);
+  }
+  return (await ctx.rooms.events(roomId, [...ids])).filter(servableToClients);
+}
+
+// ---- the client format -------------------------------------------------------------------
+
+/** The room an event belongs to (v12 create events carry no room_id: the room id is derived from them). */
+export function eventRoomId(e: RoomEvent): string | null {
+  if (typeof e.event.room_id === 'string') return e.event.room_id;
+  if (e.event.type === 'm.room.create' && e.eventId.startsWith('$')) return `!${e.eventId.slice(1)}`;
+  return null;
+}
+
+/**
+ * Events in the client format: the federation-only fields (auth_events, prev_events, hashes,
+ * signatures, depth, origin, …) left out; `unsigned` with `age`, the sender's own device's
+ * `transaction_id`, and `redacted_because` for redacted events. Redactions of v11+ rooms get a
+ * top-level `redacts` as well, for clients that predate it moving into content.
+ */
+export async function formatEvents(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null): Promise<JsonObject[]> {
+  if (events.length === 0) return [];
+  const own = events.filter((e) => viewer && e.event.sender === viewer.userId);
+  const txns = new Map<string, string>();
+  if (own.length && viewer) {
+    const keys = await ctx.redis.hmget(roomShard(ctx, roomId).data(roomData.eventTxns(roomId)), ...own.map((e) => e.eventId));
+    own.forEach((e, i) => {
+      const t = keys[i] ? parseTxnKey(keys[i]!) : null;
+      if (t && t.userId === viewer.userId && t.deviceId === viewer.deviceId) txns.set(e.eventId, t.txnId);
+    });
+  }
+  const redactionIds = [...new Set(events.map((e) => e.redactedBy).filter((id): id is string => !!id))];
+  const redactions = new Map((await ctx.rooms.events(roomId, redactionIds)).map((r) => [r.eventId, r]));
+  const now = Date.now();
+  return events.map((e) => {
+    const because = e.redactedBy ? redactions.get(e.redactedBy) : undefined;
+    return clientEvent(roomId, e, now, txns.get(e.eventId), because ? clientEvent(roomId, because, now, undefined, undefined) : undefined);
+  });
+}
+
+export function clientEvent(roomId: string, e: RoomEvent, now: number, transactionId: string | undefined, redactedBecause: JsonObject | undefined): JsonObject {
+  const raw = e.event;
+  const out: JsonObject = {
+    content: isJsonObject(raw.content as JsonValue) ? raw.content! : {},
+    event_id: e.eventId,
+    origin_server_ts: typeof raw.origin_server_ts === 'number' ? raw.origin_server_ts : 0,
+    room_id: eventRoomId(e) ?? roomId,
+    sender: raw.sender ?? '',
+    type: raw.type ?? '',
+  };
+  if (typeof raw.state_key === 'string') out.state_key = raw.state_key;
+  if (raw.type === 'm.room.redaction') {
+    const inContent = isJsonObject(raw.content as JsonValue) ? (raw.content as JsonObject).redacts : undefined;
+    const redacts = typeof raw.redacts === 'string' ? raw.redacts : typeof inContent === 'string' ? inContent : undefined;
+    if (redacts) out.redacts = redacts;
+  }
+  const unsigned: JsonObject = { age: Math.max(0, now - (out.origin_server_ts as number)) };
+  if (transactionId !== undefined) unsigned.transaction_id = transactionId;
+  if (redactedBecause) unsigned.redacted_because = redactedBecause;
+  out.unsigned = unsigned;
+  return out;
+}

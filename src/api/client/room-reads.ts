@@ -1,0 +1,225 @@
+/**
+ * Room reads: state, members, joined members, joined rooms, `/messages`, `/context`, `/event`.
+ * They read the store directly (RoomReader) and never go through the actor. Every read checks
+ * who may see what: non-members of rooms that are not world-readable get 403; former members see
+ * the state as of their departure; events history visibility hides, and rejected or soft-failed
+ * events, are left out.
+ */
+import type { Front, Request } from '../../http/server';
+import { MatrixError, errors } from '../../http/errors';
+import { splitStateKey, stateKeyOf } from '../../protocol/pdu';
+import { isJsonObject, type JsonObject } from '../../protocol/json';
+import { servableToClients, type RoomEvent } from '../../store/room-reader';
+import { roomData } from '../../store/keys';
+import type { MembershipIndex } from '../../readers/membership-index';
+import { requireUser } from './auth';
+import type { ApiContext } from './context';
+import {
+  clientRoute, decodeToken, encodeToken, eventRoomId, filterMatches, formatEvents, lazyMemberState, parseEventFilter, requireRoomId, roomAccess, roomShard,
+  visibleEvents, visibleStateIds, type RoomEventFilter,
+} from './room-common';
+
+const MAX_LIMIT = 1000;
+
+export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: MembershipIndex): void {
+  const stateEvent = async (req: Request, stateKey: string) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const access = await roomAccess(ctx, index, user.userId, roomId);
+    const ids = await visibleStateIds(ctx, roomId, access);
+    const id = ids.get(stateKeyOf(req.params.eventType!, stateKey));
+    const e = id ? await ctx.rooms.event(roomId, id) : null;
+    if (!e || !servableToClients(e)) throw errors.notFound('The room has no state with this type and key');
+    const format = req.query.format ?? 'content';
+    if (format !== 'content' && format !== 'event') throw errors.invalidParam('format must be "content" or "event"');
+    if (format === 'event') return { body: (await formatEvents(ctx, roomId, [e], user))[0] };
+    return { body: isJsonObject(e.event.content as never) ? e.event.content : {} };
+  };
+  clientRoute(front, 'GET', '/rooms/:roomId/state/:eventType/:stateKey', (req) => stateEvent(req, req.params.stateKey!));
+  clientRoute(front, 'GET', '/rooms/:roomId/state/:eventType/', (req) => stateEvent(req, ''));
+  clientRoute(front, 'GET', '/rooms/:roomId/state/:eventType', (req) => stateEvent(req, ''));
+
+  clientRoute(front, 'GET', '/rooms/:roomId/state', async (req) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const access = await roomAccess(ctx, index, user.userId, roomId);
+    const ids = await visibleStateIds(ctx, roomId, access);
+    const events = (await ctx.rooms.events(roomId, [...ids.values()])).filter(servableToClients);
+    return { body: await formatEvents(ctx, roomId, events, user) };
+  });
+
+  clientRoute(front, 'GET', '/rooms/:roomId/members', async (req) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const access = await roomAccess(ctx, index, user.userId, roomId);
+    let ids = await visibleStateIds(ctx, roomId, access);
+    if (req.query.at !== undefined) {
+      // The members as of a point in the timeline (not past what the requester may see).
+      let at = decodeToken(req.query.at, 'at');
+      if (access.kind === 'departed') {
+        const leave = [...(await ctx.rooms.currentStateIds(roomId, { type: 'm.room.member', stateKey: user.userId })).values()][0];
+        const e = leave ? await ctx.rooms.event(roomId, leave) : null;
+        if (e) at = Math.min(at, e.pos);
+      }
+      const rows = (await ctx.redis.zrevrangebyscore(roomShard(ctx, roomId).data(roomData.timeline(roomId)), at, '-inf', 'LIMIT', 0, 1)) as string[];
+      const e = rows[0] ? await ctx.rooms.event(roomId, rows[0]) : null;
+      ids = e ? await ctx.rooms.snapshot(roomId, e.stateAfter) : new Map();
+    }
+    const membership = req.query.membership;
+    const notMembership = req.query.not_membership;
+    const memberIds = [...ids].filter(([k]) => splitStateKey(k)[0] === 'm.room.member').map(([, id]) => id);
+    const events = (await ctx.rooms.events(roomId, memberIds)).filter((e) => {
+      if (!servableToClients(e)) return false;
+      const m = (e.event.content as JsonObject | undefined)?.membership;
+      if (membership !== undefined && m !== membership) return false;
+      if (notMembership !== undefined && m === notMembership) return false;
+      return true;
+    });
+    return { body: { chunk: await formatEvents(ctx, roomId, events, user) } };
+  });
+
+  clientRoute(front, 'GET', '/rooms/:roomId/joined_members', async (req) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    if ((await ctx.rooms.membership(roomId, user.userId)) !== 'join') throw new MatrixError(403, 'M_FORBIDDEN', 'You are not in this room');
+    const joined = await ctx.rooms.members(roomId, 'join');
+    const ids = [...(await ctx.rooms.currentStateIds(roomId, { type: 'm.room.member' }))].filter(([k]) => joined.has(splitStateKey(k)[1])).map(([, id]) => id);
+    const out: Record<string, JsonObject> = {};
+    for (const e of await ctx.rooms.events(roomId, ids)) {
+      const content = (e.event.content ?? {}) as JsonObject;
+      const info: JsonObject = {};
+      if (typeof content.displayname === 'string') info.display_name = content.displayname;
+      if (typeof content.avatar_url === 'string') info.avatar_url = content.avatar_url;
+      out[String(e.event.state_key)] = info;
+    }
+    return { body: { joined: out } };
+  });
+
+  clientRoute(front, 'GET', '/joined_rooms', async (req) => {
+    const user = await requireUser(ctx, req);
+    const rooms = await index.rooms(user.userId, 'join');
+    return { body: { joined_rooms: rooms.map((r) => r.roomId).sort() } };
+  });
+
+  clientRoute(front, 'GET', '/rooms/:roomId/messages', async (req) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const dir = req.query.dir;
+    if (dir !== 'b' && dir !== 'f') throw errors.invalidParam('dir must be "b" or "f"');
+    const from = req.query.from !== undefined && req.query.from !== '' ? decodeToken(req.query.from, 'from') : null;
+    const to = req.query.to !== undefined && req.query.to !== '' ? decodeToken(req.query.to, 'to') : null;
+    const limit = parseLimit(req.query.limit, 10);
+    const filter = parseEventFilter(req.query.filter);
+    await roomAccess(ctx, index, user.userId, roomId);
+    const meta = await ctx.rooms.meta(roomId);
+    const start = from ?? (dir === 'b' ? (meta?.seq ?? 0) : 0);
+    const page = await paginate(ctx, roomId, user.userId, dir, start, to, Math.min(limit, filter.limit ?? limit), filter);
+    const body: JsonObject = { start: encodeToken(start), chunk: await formatEvents(ctx, roomId, page.events, user) };
+    if (page.end !== null) body.end = encodeToken(page.end);
+    if (filter.lazy_load_members) body.state = await formatEvents(ctx, roomId, await lazyMemberState(ctx, roomId, page.events), user);
+    return { body };
+  });
+
+  clientRoute(front, 'GET', '/rooms/:roomId/context/:eventId', async (req) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const limit = parseLimit(req.query.limit, 10);
+    const filter = parseEventFilter(req.query.filter);
+    const target = await visibleEvent(ctx, roomId, user.userId, req.params.eventId!);
+    const beforeN = Math.floor(limit / 2);
+    const afterN = limit - beforeN;
+    // Backwards from the gap just before the event; forwards from the gap just after it.
+    const [before, after] = await Promise.all([
+      paginate(ctx, roomId, user.userId, 'b', target.pos - 1, null, beforeN, filter),
+      paginate(ctx, roomId, user.userId, 'f', target.pos, null, afterN, filter),
+    ]);
+    const last = after.events[after.events.length - 1] ?? target;
+    const stateIds = await ctx.rooms.snapshot(roomId, last.stateAfter);
+    let state: RoomEvent[];
+    if (filter.lazy_load_members) {
+      state = await lazyMemberState(ctx, roomId, [...before.events, target, ...after.events]);
+    } else {
+      state = (await ctx.rooms.events(roomId, [...stateIds.values()])).filter(servableToClients);
+    }
+    const [event] = await formatEvents(ctx, roomId, [target], user);
+    return {
+      body: {
+        event,
+        events_before: await formatEvents(ctx, roomId, before.events, user),
+        events_after: await formatEvents(ctx, roomId, after.events, user),
+        start: encodeToken(before.end ?? (before.events.length ? before.events[before.events.length - 1]!.pos - 1 : target.pos - 1)),
+        end: encodeToken(after.end ?? (after.events.length ? after.events[after.events.length - 1]!.pos : target.pos)),
+        state: await formatEvents(ctx, roomId, state, user),
+      },
+    };
+  });
+
+  clientRoute(front, 'GET', '/rooms/:roomId/event/:eventId', async (req) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const e = await visibleEvent(ctx, roomId, user.userId, req.params.eventId!);
+    return { body: (await formatEvents(ctx, roomId, [e], user))[0] };
+  });
+}
+
+/** An event of this room the user may see, or 404 (the spec does not tell "absent" from "hidden"). */
+async function visibleEvent(ctx: ApiContext, roomId: string, userId: string, eventId: string): Promise<RoomEvent> {
+  const e = await ctx.rooms.event(roomId, eventId);
+  if (!e || !servableToClients(e) || eventRoomId(e) !== roomId || !(await ctx.rooms.canSee(roomId, userId, eventId))) {
+    throw errors.notFound('Event not found or not visible to you');
+  }
+  return e;
+}
+
+function parseLimit(raw: string | undefined, fallback: number): number {
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d{1,9}$/.test(raw)) throw errors.invalidParam('limit must be a non-negative integer');
+  return Math.min(Number(raw), MAX_LIMIT);
+}
+
+/**
+ * Up to `limit` events from the gap `from` in direction `dir`, stopping at the gap `to`, skipping
+ * events the filter or history visibility leave out. `end` is the gap after the last event
+ * scanned, or null when the timeline (or `to`) is reached.
+ */
+async function paginate(ctx: ApiContext, roomId: string, userId: string, dir: 'b' | 'f', from: number, to: number | null, limit: number, filter: RoomEventFilter): Promise<{ events: RoomEvent[]; end: number | null }> {
+  const out: RoomEvent[] = [];
+  if (limit <= 0) return { events: out, end: from };
+  // RoomReader.timeline takes an exclusive position: backwards from gap g starts below g + 1.
+  let cursor: number | null = dir === 'b' ? from + 1 : from;
+  let end: number | null = from;
+  while (out.length < limit) {
+    const page = await ctx.rooms.timeline(roomId, dir, cursor, Math.max(limit - out.length, 20));
+    let events = page.events;
+    let reachedTo = false;
+    if (to !== null) {
+      const within = events.filter((e) => (dir === 'b' ? e.pos > to : e.pos <= to));
+      reachedTo = within.length < events.length;
+      events = within;
+    }
+    const matching = events.filter((e) => filterMatches(filter, e.event));
+    const visible = await visibleEvents(ctx, roomId, userId, matching);
+    let scannedTo: number | null = null;
+    for (const e of events) {
+      scannedTo = e.pos;
+      if (visible.includes(e)) {
+        out.push(e);
+        if (out.length === limit) break;
+      }
+    }
+    const exhausted = reachedTo || page.next === null;
+    if (scannedTo !== null) end = dir === 'b' ? scannedTo - 1 : scannedTo;
+    const lastOfPage = events[events.length - 1];
+    if (out.length === limit) {
+      // Stopped inside the page: more may follow unless this was the very end.
+      if (exhausted && scannedTo === lastOfPage?.pos) end = null;
+      break;
+    }
+    if (exhausted) {
+      end = null;
+      break;
+    }
+    cursor = page.next;
+  }
+  return { events: out, end };
+}

@@ -1,0 +1,328 @@
+/**
+ * Room writes (issue 5): `POST /createRoom`; joining, leaving, forgetting, inviting, kicking,
+ * banning, unbanning and knocking; `PUT /send`, `PUT /state`, `PUT /redact`. Every event goes
+ * to the room actor as a template — it signs it, checks it against the authorization rules and
+ * persists it — so these handlers only validate input and say what to send. Membership changes
+ * the actor confirms are recorded in the sender's joined-rooms index at once (the membership
+ * index reader records them too, from the room outbox; whichever comes second is a no-op).
+ *
+ * Rooms on other servers (joins and knocks over federation, invites of remote users) come with
+ * federation; until then they are refused with the errors the spec gives for unknown rooms.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Front, Request } from '../../http/server';
+import { MatrixError, errors } from '../../http/errors';
+import { buildCreateEvent, type EventTemplate } from '../../../actors/room';
+import { getRoomVersion } from '../../protocol/room-versions';
+import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
+import { serverOf } from '../../protocol/identifiers';
+import { MembershipIndex } from '../../readers/membership-index';
+import { requireUser, type Requester } from './auth';
+import type { ApiContext } from './context';
+import { AliasStore, currentPower, registerAliasRoutes, resolveRoomIdOrAlias } from './aliases';
+import { registerRoomReadRoutes } from './room-reads';
+import { askRoom, bodyObject, clientRoute, optString, requireRoomId, requireUserIdParam, sendEvent, txnKey, type SendReply } from './room-common';
+
+type Preset = 'private_chat' | 'trusted_private_chat' | 'public_chat';
+
+const PRESETS: Record<Preset, { join_rule: string; history_visibility: string; guest_access: string; invite: number }> = {
+  private_chat: { join_rule: 'invite', history_visibility: 'shared', guest_access: 'can_join', invite: 0 },
+  trusted_private_chat: { join_rule: 'invite', history_visibility: 'shared', guest_access: 'can_join', invite: 0 },
+  public_chat: { join_rule: 'public', history_visibility: 'shared', guest_access: 'forbidden', invite: 50 },
+};
+
+/** Alias localparts: no `:` (it separates the server) and no whitespace or control characters. */
+const ALIAS_LOCALPART = /^[^:\s\u0000-\u001f#]+$/;
+
+export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
+  const index = new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user);
+  const aliases = new AliasStore(ctx);
+
+  /** Send a membership event and record it in the target's joined-rooms index. */
+  const sendMembership = async (roomId: string, sender: string, target: string, content: JsonObject): Promise<SendReply> => {
+    const reply = await sendEvent(ctx, roomId, { type: 'm.room.member', state_key: target, sender, content });
+    if (serverOf(target) === ctx.config.serverName) await index.record(target, roomId, reply.pos, String(content.membership));
+    return reply;
+  };
+
+  /** Unknown rooms answer 403 (for writes) so that probing does not reveal which rooms exist. */
+  const requireKnownRoom = async (roomId: string) => {
+    if (!(await ctx.rooms.meta(roomId))) throw new MatrixError(403, 'M_FORBIDDEN', 'You are not in this room (or it does not exist)');
+  };
+
+  clientRoute(front, 'POST', '/createRoom', async (req) => {
+    const user = await requireUser(ctx, req);
+    const roomId = await createRoom(ctx, user, bodyObject(req), aliases, index);
+    return { body: { room_id: roomId } };
+  });
+
+  // ---- membership ----
+
+  const join = async (req: Request, idOrAlias: string | undefined) => {
+    const user = await requireUser(ctx, req);
+    const body = req.body.length ? bodyObject(req) : {};
+    const roomId = await resolveRoomIdOrAlias(ctx, aliases, idOrAlias);
+    if (!(await ctx.rooms.meta(roomId))) throw errors.notFound('No known room with this id on this server; joining rooms on other servers needs federation, which this server does not do yet');
+    if (body.third_party_signed !== undefined) throw new MatrixError(400, 'M_UNRECOGNIZED', 'Third-party invites are not supported');
+    const content: JsonObject = { membership: 'join' };
+    const reason = optString(body, 'reason');
+    if (reason !== undefined) content.reason = reason;
+    await sendMembership(roomId, user.userId, user.userId, content);
+    return { body: { room_id: roomId } };
+  };
+  clientRoute(front, 'POST', '/join/:roomIdOrAlias', (req) => join(req, req.params.roomIdOrAlias));
+  clientRoute(front, 'POST', '/rooms/:roomId/join', (req) => join(req, requireRoomId(req.params.roomId)));
+
+  clientRoute(front, 'POST', '/knock/:roomIdOrAlias', async (req) => {
+    const user = await requireUser(ctx, req);
+    const body = req.body.length ? bodyObject(req) : {};
+    const roomId = await resolveRoomIdOrAlias(ctx, aliases, req.params.roomIdOrAlias);
+    if (!(await ctx.rooms.meta(roomId))) throw errors.notFound('No known room with this id on this server; knocking on rooms on other servers needs federation, which this server does not do yet');
+    const content: JsonObject = { membership: 'knock' };
+    const reason = optString(body, 'reason');
+    if (reason !== undefined) content.reason = reason;
+    await sendMembership(roomId, user.userId, user.userId, content);
+    return { body: { room_id: roomId } };
+  });
+
+  clientRoute(front, 'POST', '/rooms/:roomId/leave', async (req) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const body = req.body.length ? bodyObject(req) : {};
+    await requireKnownRoom(roomId);
+    const content: JsonObject = { membership: 'leave' };
+    const reason = optString(body, 'reason');
+    if (reason !== undefined) content.reason = reason;
+    await sendMembership(roomId, user.userId, user.userId, content);
+    return { body: {} };
+  });
+
+  clientRoute(front, 'POST', '/rooms/:roomId/forget', async (req) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const membership = await ctx.rooms.membership(roomId, user.userId);
+    if (membership === 'join' || membership === 'invite' || membership === 'knock') throw new MatrixError(400, 'M_UNKNOWN', 'You have not left the room');
+    await index.forget(user.userId, roomId);
+    return { body: {} };
+  });
+
+  /** invite, kick, ban, unban: a membership event for another user. */
+  const targeted = (op: 'invite' | 'kick' | 'ban' | 'unban') => async (req: Request) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const body = bodyObject(req);
+    const target = requireUserIdParam(body.user_id);
+    const reason = optString(body, 'reason');
+    await requireKnownRoom(roomId);
+    if (op === 'invite' && serverOf(target) !== ctx.config.serverName) {
+      throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which this server does not do yet');
+    }
+    if (op === 'unban' && (await ctx.rooms.membership(roomId, target)) !== 'ban') throw new MatrixError(403, 'M_FORBIDDEN', `${target} is not banned`);
+    const membership = op === 'kick' || op === 'unban' ? 'leave' : op;
+    const content: JsonObject = { membership };
+    if (reason !== undefined) content.reason = reason;
+    await sendMembership(roomId, user.userId, target, content);
+    return { body: {} };
+  };
+  clientRoute(front, 'POST', '/rooms/:roomId/invite', targeted('invite'));
+  clientRoute(front, 'POST', '/rooms/:roomId/kick', targeted('kick'));
+  clientRoute(front, 'POST', '/rooms/:roomId/ban', targeted('ban'));
+  clientRoute(front, 'POST', '/rooms/:roomId/unban', targeted('unban'));
+
+  // ---- events ----
+
+  clientRoute(front, 'PUT', '/rooms/:roomId/send/:eventType/:txnId', async (req) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const content = bodyObject(req);
+    await requireKnownRoom(roomId);
+    const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txnKey('send', user.userId, user.deviceId, req.params.txnId!));
+    return { body: { event_id: reply.event_id } };
+  });
+
+  const putState = async (req: Request, stateKey: string) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const type = req.params.eventType!;
+    const content = bodyObject(req);
+    await requireKnownRoom(roomId);
+    if (type === 'm.room.canonical_alias') await checkCanonicalAlias(ctx, aliases, roomId, content);
+    const template: EventTemplate = { type, state_key: stateKey, sender: user.userId, content };
+    const reply = await sendEvent(ctx, roomId, template);
+    if (type === 'm.room.member' && typeof content.membership === 'string' && serverOf(stateKey) === ctx.config.serverName) {
+      await index.record(stateKey, roomId, reply.pos, content.membership);
+    }
+    return { body: { event_id: reply.event_id } };
+  };
+  clientRoute(front, 'PUT', '/rooms/:roomId/state/:eventType/:stateKey', (req) => putState(req, req.params.stateKey!));
+  clientRoute(front, 'PUT', '/rooms/:roomId/state/:eventType/', (req) => putState(req, ''));
+  clientRoute(front, 'PUT', '/rooms/:roomId/state/:eventType', (req) => putState(req, ''));
+
+  clientRoute(front, 'PUT', '/rooms/:roomId/redact/:eventId/:txnId', async (req) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const body = req.body.length ? bodyObject(req) : {};
+    const reason = optString(body, 'reason');
+    const target = req.params.eventId!;
+    if (!target.startsWith('$')) throw errors.invalidParam('Not an event id');
+    await requireKnownRoom(roomId);
+    // The room accepts any redaction event and applies it only when allowed; clients are told
+    // up front when they may not redact someone else's event (redact level).
+    const targetEvent = await ctx.rooms.event(roomId, target);
+    if (targetEvent && targetEvent.event.sender !== user.userId) {
+      const power = await currentPower(ctx, roomId);
+      if (power && power.userLevel(user.userId) < power.redact) throw new MatrixError(403, 'M_FORBIDDEN', "You may not redact other users' events in this room");
+    }
+    const content: JsonObject = reason !== undefined ? { reason } : {};
+    const reply = await sendEvent(ctx, roomId, { type: 'm.room.redaction', sender: user.userId, content, redacts: target }, txnKey('redact', user.userId, user.deviceId, req.params.txnId!));
+    return { body: { event_id: reply.event_id } };
+  });
+
+  registerRoomReadRoutes(front, ctx, index);
+  registerAliasRoutes(front, ctx, aliases);
+}
+
+/** m.room.canonical_alias: local aliases in it must exist and point at this room (M_BAD_ALIAS). */
+async function checkCanonicalAlias(ctx: ApiContext, aliases: AliasStore, roomId: string, content: JsonObject): Promise<void> {
+  const named: string[] = [];
+  if (content.alias !== undefined && content.alias !== null) {
+    if (typeof content.alias !== 'string') throw errors.badJson('alias must be a string');
+    named.push(content.alias);
+  }
+  if (content.alt_aliases !== undefined) {
+    if (!Array.isArray(content.alt_aliases) || !content.alt_aliases.every((a) => typeof a === 'string')) throw errors.badJson('alt_aliases must be a list of aliases');
+    named.push(...(content.alt_aliases as string[]));
+  }
+  for (const a of named) {
+    const m = /^#[^:]+:(.+)$/.exec(a);
+    if (!m) throw errors.invalidParam(`Not a room alias: ${a}`);
+    if (m[1] !== ctx.config.serverName) continue; // remote aliases can only be checked over federation
+    const rec = await aliases.get(a);
+    if (!rec || rec.r !== roomId) throw new MatrixError(400, 'M_BAD_ALIAS', `${a} does not point to this room`);
+  }
+}
+
+interface StateTemplate {
+  type: string;
+  state_key: string;
+  content: JsonObject;
+}
+
+/**
+ * POST /createRoom: validate everything first, then send the events in the spec's order —
+ * create, the creator's join, power levels, canonical alias, the preset's join rules / history
+ * visibility / guest access, initial_state, name, topic, invites.
+ */
+async function createRoom(ctx: ApiContext, user: Requester, body: JsonObject, aliases: AliasStore, index: MembershipIndex): Promise<string> {
+  // 1. Validate the request.
+  const visibility = optString(body, 'visibility') ?? 'private';
+  if (visibility !== 'public' && visibility !== 'private') throw errors.badJson('visibility must be "public" or "private"');
+  const presetName = optString(body, 'preset') ?? (visibility === 'public' ? 'public_chat' : 'private_chat');
+  if (!(presetName in PRESETS)) throw errors.badJson(`Unknown preset ${JSON.stringify(presetName)}`);
+  const preset = PRESETS[presetName as Preset];
+  const versionId = optString(body, 'room_version') ?? ctx.config.defaultRoomVersion;
+  const version = getRoomVersion(versionId);
+  if (!version) throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Room version ${JSON.stringify(versionId)} is not supported`);
+  const creation = objectField(body, 'creation_content') ?? {};
+  const plOverride = objectField(body, 'power_level_content_override');
+  const invites: string[] = [];
+  if (body.invite !== undefined) {
+    if (!Array.isArray(body.invite)) throw errors.badJson('invite must be a list of user ids');
+    for (const u of body.invite) invites.push(requireUserIdParam(u, 'invite'));
+  }
+  if (Array.isArray(body.invite_3pid) && body.invite_3pid.length) throw new MatrixError(400, 'M_UNRECOGNIZED', 'Third-party invites are not supported');
+  for (const u of invites) {
+    if (serverOf(u) !== ctx.config.serverName) throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which this server does not do yet');
+  }
+  const isDirect = body.is_direct === true;
+  const name = optString(body, 'name');
+  const topic = optString(body, 'topic');
+  const initialState: StateTemplate[] = [];
+  if (body.initial_state !== undefined) {
+    if (!Array.isArray(body.initial_state)) throw errors.badJson('initial_state must be a list of state events');
+    for (const s of body.initial_state) {
+      if (!isJsonObject(s) || typeof s.type !== 'string' || !isJsonObject(s.content as JsonValue) || (s.state_key !== undefined && typeof s.state_key !== 'string')) {
+        throw errors.badJson('initial_state entries need a type, content and optional string state_key');
+      }
+      initialState.push({ type: s.type, state_key: (s.state_key as string | undefined) ?? '', content: s.content as JsonObject });
+    }
+  }
+  let alias: string | null = null;
+  const aliasName = optString(body, 'room_alias_name');
+  if (aliasName !== undefined) {
+    if (!ALIAS_LOCALPART.test(aliasName)) throw new MatrixError(400, 'M_INVALID_PARAM', 'room_alias_name must be an alias localpart');
+    alias = `#${aliasName}:${ctx.config.serverName}`;
+    if (Buffer.byteLength(alias) > 255) throw new MatrixError(400, 'M_INVALID_PARAM', 'The alias is too long');
+    if (await aliases.get(alias)) throw new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${alias} already exists`);
+  }
+
+  // 2. The create event (signed here: v12 room ids derive from it).
+  const createContent: JsonObject = { ...creation };
+  delete createContent.room_version;
+  delete createContent.creator;
+  if (version.privilegedCreators && presetName === 'trusted_private_chat' && invites.length) {
+    const existing = Array.isArray(createContent.additional_creators) ? (createContent.additional_creators as JsonValue[]) : [];
+    createContent.additional_creators = [...new Set([...existing, ...invites])] as JsonValue[];
+  }
+  const { roomId, event } = buildCreateEvent(
+    { serverName: ctx.config.serverName, signingKey: ctx.signingKey },
+    { roomVersion: version.id, creator: user.userId, content: createContent, roomLocalpart: randomBytes(12).toString('base64url').replace(/[-_]/g, 'x'), ts: Date.now() },
+  );
+  await askRoom(ctx, roomId, { op: 'create', event });
+
+  // 3. Everything after the create: a rejection means the request's state was not allowed.
+  const send = async (t: EventTemplate) => {
+    try {
+      return await sendEvent(ctx, roomId, t);
+    } catch (e) {
+      if (e instanceof MatrixError && e.errcode === 'M_FORBIDDEN') throw new MatrixError(400, 'M_INVALID_ROOM_STATE', `${t.type} (${t.state_key ?? ''}) was not allowed: ${e.message}`);
+      throw e;
+    }
+  };
+  const state = (type: string, content: JsonObject, stateKey = '') => send({ type, state_key: stateKey, sender: user.userId, content });
+
+  const joined = await state('m.room.member', { membership: 'join' }, user.userId);
+  await index.record(user.userId, roomId, joined.pos, 'join');
+
+  const users: JsonObject = {};
+  if (!version.privilegedCreators) {
+    users[user.userId] = 100;
+    if (presetName === 'trusted_private_chat') for (const u of invites) users[u] = 100;
+  }
+  const events: JsonObject = {
+    'm.room.name': 50, 'm.room.power_levels': 100, 'm.room.history_visibility': 100, 'm.room.canonical_alias': 50,
+    'm.room.avatar': 50, 'm.room.tombstone': version.privilegedCreators ? 150 : 100, 'm.room.server_acl': 100, 'm.room.encryption': 100,
+  };
+  const powerLevels: JsonObject = {
+    users, users_default: 0, events, events_default: 0, state_default: 50, ban: 50, kick: 50, redact: 50, invite: preset.invite,
+    notifications: { room: 50 },
+    ...(plOverride ?? {}),
+  };
+  await state('m.room.power_levels', powerLevels);
+
+  if (alias) {
+    if (!(await aliases.create(alias, roomId, user.userId))) throw new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${alias} already exists`);
+    await state('m.room.canonical_alias', { alias });
+  }
+
+  const overridden = new Set(initialState.filter((s) => s.state_key === '').map((s) => s.type));
+  if (!overridden.has('m.room.join_rules')) await state('m.room.join_rules', { join_rule: preset.join_rule });
+  if (!overridden.has('m.room.history_visibility')) await state('m.room.history_visibility', { history_visibility: preset.history_visibility });
+  if (!overridden.has('m.room.guest_access')) await state('m.room.guest_access', { guest_access: preset.guest_access });
+  for (const s of initialState) await state(s.type, s.content, s.state_key);
+  if (name !== undefined) await state('m.room.name', { name });
+  if (topic !== undefined) await state('m.room.topic', { topic });
+  for (const u of invites) {
+    const reply = await state('m.room.member', isDirect ? { membership: 'invite', is_direct: true } : { membership: 'invite' }, u);
+    await index.record(u, roomId, reply.pos, 'invite');
+  }
+  if (visibility === 'public') await ctx.redis.sadd(ctx.keys.publicRooms(), roomId);
+  return roomId;
+}
+
+function objectField(body: JsonObject, key: string): JsonObject | undefined {
+  const v = body[key];
+  if (v === undefined) return undefined;
+  if (!isJsonObject(v)) throw errors.badJson(`${key} must be an object`);
+  return v;
+}

@@ -1,0 +1,11 @@
+/** Every outbox reader a worker runs for the shards it owns. New readers (sync notifier, push, …) are registered here. */
+import type { Logger } from 'pino';
+import type { ShardReader } from '../runtime/worker';
+import type { Family } from '../runtime/shards';
+import type { KeySpace } from '../store/keys';
+import type { RedisClient } from '../store/redis';
+import { MembershipIndexReader } from './membership-index';
+
+export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger): ShardReader[] {
+  return [new MembershipIndexReader(redis, keys, shardCounts.user, workerId, log)];
+}

@@ -1,0 +1,213 @@
+/**
+ * The joined-rooms index: per user, every room the user has a membership in and the latest
+ * membership, kept in the user's shard (`membershipIndexData`) so `/joined_rooms` and `/sync`
+ * read one hash instead of scanning rooms.
+ *
+ * It is fed from the room shards' outbox streams by `MembershipIndexReader`, a consumer group
+ * reader that workers run for the room shards they own — so local and federated membership
+ * changes both land. Fronts also record a membership change they sent as soon as the room actor
+ * confirms it (read-your-writes for the client that made it). Both go through
+ * membership-index-1.lua, which keeps the entry with the highest room stream position, so
+ * re-delivery and either order of arrival give the same index.
+ */
+import type { Logger } from 'pino';
+import type { RoomOutput } from '../../actors/room';
+import type { ShardReader } from '../runtime/worker';
+import { shardOf } from '../runtime/shards';
+import { decode } from '../store/codec';
+import { MEMBERSHIP_INDEX_GROUP, membershipIndexData, type KeySpace } from '../store/keys';
+import { bufferCommand, runScript, type RedisClient } from '../store/redis';
+
+export interface IndexedMembership {
+  roomId: string;
+  membership: string;
+  /** Stream position of the membership event in its room. */
+  pos: number;
+}
+
+export class MembershipIndex {
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly keys: KeySpace,
+    private readonly userShards: number,
+  ) {}
+
+  private userKeys(userId: string) {
+    return this.keys.shard('user', shardOf(userId, this.userShards));
+  }
+
+  /** Record a membership (kept only if newer than the indexed one). Returns whether it was written. */
+  async record(userId: string, roomId: string, pos: number, membership: string): Promise<boolean> {
+    const k = this.userKeys(userId);
+    const res = await runScript(this.redis, 'membershipIndex', [k.data(membershipIndexData.rooms(userId)), k.data(membershipIndexData.forgotten(userId))], [roomId, pos, membership]);
+    return Number(res) === 1;
+  }
+
+  /** Every room the user has a membership in, optionally only one membership. */
+  async rooms(userId: string, membership?: string): Promise<IndexedMembership[]> {
+    const raw = await this.redis.hgetall(this.userKeys(userId).data(membershipIndexData.rooms(userId)));
+    const out: IndexedMembership[] = [];
+    for (const [roomId, value] of Object.entries(raw)) {
+      const i = value.indexOf(':');
+      const m = value.slice(i + 1);
+      if (membership === undefined || m === membership) out.push({ roomId, membership: m, pos: Number(value.slice(0, i)) });
+    }
+    return out;
+  }
+
+  async forget(userId: string, roomId: string): Promise<void> {
+    await this.redis.sadd(this.userKeys(userId).data(membershipIndexData.forgotten(userId)), roomId);
+  }
+
+  async isForgotten(userId: string, roomId: string): Promise<boolean> {
+    return (await this.redis.sismember(this.userKeys(userId).data(membershipIndexData.forgotten(userId)), roomId)) === 1;
+  }
+}
+
+/** The membership change an output entry carries, if any. */
+export function membershipOf(out: RoomOutput): { userId: string; membership: string } | null {
+  const e = out.event;
+  if (e.type !== 'm.room.member' || typeof e.state_key !== 'string') return null;
+  const content = e.content as Record<string, unknown> | undefined;
+  const membership = content && typeof content.membership === 'string' ? content.membership : null;
+  return membership ? { userId: e.state_key, membership } : null;
+}
+
+interface ShardCursor {
+  running: boolean;
+  again: boolean;
+  /** Claim entries other consumers left pending (a previous holder of the shard) before reading. */
+  claim: boolean;
+  ready: Promise<void>;
+}
+
+const BATCH = 200;
+
+/**
+ * Reads the outboxes of the room shards a worker owns with the `membership-index` consumer group.
+ * The worker attaches it to a shard when it takes the shard, wakes it after every commit that
+ * produced outputs (and on its backstop poll), and detaches it when the shard goes. Entries are
+ * acknowledged after they are applied; the index writes are idempotent, so an entry applied twice
+ * (a crash between write and ack, two holders during a handoff) changes nothing.
+ */
+export class MembershipIndexReader implements ShardReader {
+  readonly family = 'room' as const;
+  private readonly shards = new Map<number, ShardCursor>();
+  private readonly index: MembershipIndex;
+  private stopped = false;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly keys: KeySpace,
+    userShards: number,
+    private readonly consumer: string,
+    private readonly log: Logger,
+  ) {
+    this.index = new MembershipIndex(redis, keys, userShards);
+  }
+
+  attach(shard: number): void {
+    if (this.shards.has(shard) || this.stopped) return;
+    const outbox = this.keys.shard('room', shard).outbox;
+    const ready = this.redis.xgroup('CREATE', outbox, MEMBERSHIP_INDEX_GROUP, '0', 'MKSTREAM').then(
+      () => undefined,
+      (e: Error) => {
+        if (!String(e.message).includes('BUSYGROUP')) throw e;
+      },
+    );
+    this.shards.set(shard, { running: false, again: false, claim: true, ready });
+    this.wake(shard);
+  }
+
+  detach(shard: number): void {
+    this.shards.delete(shard);
+  }
+
+  wake(shard: number): void {
+    const cur = this.shards.get(shard);
+    if (!cur || this.stopped) return;
+    if (cur.running) {
+      cur.again = true;
+      return;
+    }
+    void this.pump(shard, cur);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.shards.clear();
+  }
+
+  private async pump(shard: number, cur: ShardCursor): Promise<void> {
+    cur.running = true;
+    const outbox = this.keys.shard('room', shard).outbox;
+    try {
+      await cur.ready;
+      do {
+        cur.again = false;
+        if (cur.claim) {
+          await this.claimAll(outbox);
+          cur.claim = false;
+        }
+        // Own pending entries first (a failed apply earlier), then new ones.
+        for (const from of ['0', '>']) {
+          for (;;) {
+            if (this.shards.get(shard) !== cur) return;
+            const res = (await bufferCommand(this.redis, 'xreadgroupBuffer')('GROUP', MEMBERSHIP_INDEX_GROUP, this.consumer, 'COUNT', BATCH, 'STREAMS', outbox, from)) as [Buffer, [Buffer, Buffer[] | null][]][] | null;
+            const entries = res?.[0]?.[1] ?? [];
+            if (entries.length === 0) break;
+            await this.apply(outbox, entries);
+            if (from === '0' && entries.length < BATCH) break;
+          }
+        }
+      } while (cur.again && this.shards.get(shard) === cur);
+    } catch (e) {
+      this.log.warn({ err: e, shard: `room:${shard}` }, 'membership index: outbox read failed; the next wake retries');
+    } finally {
+      cur.running = false;
+    }
+  }
+
+  /** Take over entries left pending by other consumers (the shard's previous holder). */
+  private async claimAll(outbox: string): Promise<void> {
+    let cursor = '0-0';
+    do {
+      const res = (await bufferCommand(this.redis, 'xautoclaimBuffer')(outbox, MEMBERSHIP_INDEX_GROUP, this.consumer, 0, cursor, 'COUNT', BATCH)) as unknown as [Buffer, [Buffer, Buffer[] | null][], Buffer[]];
+      cursor = res[0].toString();
+      if (res[1].length) await this.apply(outbox, res[1]);
+      const deleted = (res[2] ?? []).map((b) => b.toString());
+      if (deleted.length) await this.redis.xack(outbox, MEMBERSHIP_INDEX_GROUP, ...deleted);
+    } while (cursor !== '0-0');
+  }
+
+  private async apply(outbox: string, entries: [Buffer, Buffer[] | null][]): Promise<void> {
+    const ids: string[] = [];
+    for (const [idBuf, fields] of entries) {
+      const id = idBuf.toString();
+      ids.push(id);
+      const out = parseOutput(fields);
+      if (!out) continue; // not a room output (or trimmed): nothing for this index
+      const m = membershipOf(out);
+      if (m) await this.index.record(m.userId, out.roomId, out.pos, m.membership);
+    }
+    if (ids.length) await this.redis.xack(outbox, MEMBERSHIP_INDEX_GROUP, ...ids);
+  }
+}
+
+function parseOutput(fields: Buffer[] | null): RoomOutput | null {
+  if (!fields) return null;
+  let kind = '';
+  let body: Buffer | null = null;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const name = fields[i]!.toString();
+    if (name === 'k') kind = fields[i + 1]!.toString();
+    else if (name === 'b') body = fields[i + 1]!;
+  }
+  if (kind !== 'room' || !body) return null;
+  try {
+    const out = decode<RoomOutput>(body);
+    return out && typeof out.roomId === 'string' && typeof out.pos === 'number' && out.event ? out : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,22 @@
+-- Record a user's membership in a room in the user's joined-rooms index, if it is newer than what
+-- the index holds (room stream positions only grow), so re-delivered or late entries change
+-- nothing. A join, invite or knock also clears a previous "forget" of the room.
+-- KEYS[1] the user's rooms hash (room id -> '<pos>:<membership>')
+-- KEYS[2] the user's forgotten-rooms set
+-- ARGV[1] room id
+-- ARGV[2] stream position of the membership event in the room
+-- ARGV[3] membership
+-- Returns 1 when written, 0 when the index already had this or a newer membership.
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local pos = tonumber(string.match(cur, '^(%d+):'))
+  if pos and pos >= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+local m = ARGV[3]
+if m == 'join' or m == 'invite' or m == 'knock' then
+  redis.call('SREM', KEYS[2], ARGV[1])
+end
+return 1

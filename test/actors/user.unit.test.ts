@@ -1,0 +1,148 @@
+/** The user actor as a pure state machine: no Redis. */
+import { describe, expect, it } from 'vitest';
+import { decideUser, newUser, type UserMessage, type UserState } from '../../actors/user';
+import { ActorRejection, type StoreWrite } from '../../src/runtime/actor';
+import { decode } from '../../src/store/codec';
+import { userData } from '../../src/store/keys';
+
+const ME = '@alice:test';
+const msg = (body: UserMessage, at = 1000) => ({ mid: 'm', actorId: ME, body, enqueuedAt: at });
+const session = (deviceId: string, n: number, extra: object = {}) => ({ deviceId, accessHash: `at${n}`, ...extra });
+
+function registered(): UserState {
+  return decideUser(newUser(ME), msg({ op: 'register', passwordHash: 'H1', displayname: 'alice', session: session('D1', 1, { displayName: 'Phone' }) })).state;
+}
+const written = (writes: StoreWrite[] | undefined, cmd: string) => (writes ?? []).filter((w) => w.cmd === cmd).map((w) => w.key);
+function rejection(f: () => unknown): ActorRejection {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof ActorRejection) return e;
+    throw e;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('UserActor.decide', () => {
+  it('registers: account record, profile, device and token records', () => {
+    const d = decideUser(newUser(ME), msg({ op: 'register', passwordHash: 'H1', displayname: 'alice', session: session('D1', 1, { displayName: 'Phone' }) }));
+    expect(d.reply).toEqual({ user_id: ME, device_id: 'D1' });
+    expect(d.state).toMatchObject({ registered: true, passwordHash: 'H1', createdAt: 1000, devices: { D1: { at: 'at1', rt: null, name: 'Phone', seen: 1000 } } });
+    const tok = d.writes!.find((w) => w.key === userData.token('at1'))!;
+    expect(decode(tok.args[0] as Buffer)).toEqual({ u: ME, d: 'D1' });
+    expect(decode(d.writes!.find((w) => w.key === userData.account(ME))!.args[0] as Buffer)).toEqual({ h: 'H1', x: 0, c: 1000 });
+    expect(d.writes!.find((w) => w.key === userData.profile(ME))!.args).toEqual(['displayname', 'alice']);
+    expect(JSON.parse(d.writes!.find((w) => w.key === userData.devices(ME))!.args[1] as string)).toEqual({ device_id: 'D1', display_name: 'Phone', last_seen_ts: 1000 });
+    expect(d.outputs).toEqual([{ type: 'device', user_id: ME, device_id: 'D1' }]);
+  });
+
+  it('registers without a session when login is inhibited, and refuses a second registration', () => {
+    const d = decideUser(newUser(ME), msg({ op: 'register', passwordHash: null }));
+    expect(d.reply).toEqual({ user_id: ME });
+    expect(d.state.devices).toEqual({});
+    expect(written(d.writes, 'SET')).toEqual([userData.account(ME)]);
+    expect(rejection(() => decideUser(d.state, msg({ op: 'register', passwordHash: 'H' })))).toMatchObject({ errcode: 'M_USER_IN_USE', status: 400 });
+  });
+
+  it('refuses everything but register for an unknown user', () => {
+    expect(rejection(() => decideUser(newUser(ME), msg({ op: 'login', verifiedHash: 'H1', session: session('D', 1) })))).toMatchObject({ errcode: 'M_NOT_FOUND' });
+  });
+
+  it('logs in only against the current password hash', () => {
+    const s = registered();
+    expect(rejection(() => decideUser(s, msg({ op: 'login', verifiedHash: 'stale', session: session('D2', 2) })))).toMatchObject({ errcode: 'M_FORBIDDEN', status: 403 });
+    const d = decideUser(s, msg({ op: 'login', verifiedHash: 'H1', session: session('D2', 2, { ip: '10.0.0.1' }) }, 2000));
+    expect(d.reply).toEqual({ user_id: ME, device_id: 'D2' });
+    expect(Object.keys(d.state.devices).sort()).toEqual(['D1', 'D2']);
+    expect(written(d.writes, 'DEL')).toEqual([]);
+  });
+
+  it('reusing a device id revokes its previous tokens and keeps its name', () => {
+    const s = registered();
+    const d = decideUser(s, msg({ op: 'login', verifiedHash: 'H1', session: session('D1', 9, { displayName: 'ignored' }) }));
+    expect(written(d.writes, 'DEL')).toEqual([userData.token('at1')]);
+    expect(d.state.devices.D1).toMatchObject({ at: 'at9', name: 'Phone' });
+    expect(d.outputs).toEqual([]);
+  });
+
+  it('issues expiring tokens with a refresh token and rotates both on refresh', () => {
+    const s = registered();
+    const d = decideUser(s, msg({ op: 'login', verifiedHash: 'H1', session: session('D2', 2, { refreshHash: 'rt2', expiresInMs: 60_000 }) }, 5000));
+    expect(d.reply).toEqual({ user_id: ME, device_id: 'D2', expires_in_ms: 60_000 });
+    expect(decode(d.writes!.find((w) => w.key === userData.token('at2'))!.args[0] as Buffer)).toEqual({ u: ME, d: 'D2', exp: 65_000, rt: 'rt2' });
+    expect(decode(d.writes!.find((w) => w.key === userData.token('rt2'))!.args[0] as Buffer)).toEqual({ u: ME, d: 'D2' });
+    const r = decideUser(d.state, msg({ op: 'refresh', refreshHash: 'rt2', accessHash: 'at3', newRefreshHash: 'rt3', expiresInMs: 60_000 }, 9000));
+    expect(r.reply).toEqual({ device_id: 'D2', expires_in_ms: 60_000 });
+    expect(written(r.writes, 'DEL').sort()).toEqual([userData.token('at2'), userData.token('rt2')].sort());
+    expect(r.state.devices.D2).toMatchObject({ at: 'at3', rt: 'rt3', seen: 9000 });
+    expect(rejection(() => decideUser(r.state, msg({ op: 'refresh', refreshHash: 'rt2', accessHash: 'x', newRefreshHash: 'y', expiresInMs: 1 })))).toMatchObject({ errcode: 'M_UNKNOWN_TOKEN', status: 401 });
+  });
+
+  it('logs out one device by its token, or all devices', () => {
+    const s = decideUser(registered(), msg({ op: 'login', verifiedHash: 'H1', session: session('D2', 2) })).state;
+    const one = decideUser(s, msg({ op: 'logout', accessHash: 'at2' }));
+    expect(one.reply).toEqual({ device_id: 'D2' });
+    expect(Object.keys(one.state.devices)).toEqual(['D1']);
+    expect(written(one.writes, 'DEL')).toEqual([userData.token('at2')]);
+    expect(one.writes).toContainEqual({ cmd: 'HDEL', key: userData.devices(ME), args: ['D2'] });
+    expect(rejection(() => decideUser(one.state, msg({ op: 'logout', accessHash: 'at2' })))).toMatchObject({ errcode: 'M_UNKNOWN_TOKEN' });
+    const all = decideUser(s, msg({ op: 'logout_all' }));
+    expect(all.state.devices).toEqual({});
+    expect(written(all.writes, 'DEL').sort()).toEqual([userData.token('at1'), userData.token('at2')]);
+  });
+
+  it('changes the password, logging out the other devices unless asked not to', () => {
+    const s = decideUser(registered(), msg({ op: 'login', verifiedHash: 'H1', session: session('D2', 2) })).state;
+    const keep = decideUser(s, msg({ op: 'set_password', passwordHash: 'H2', logoutDevices: false, keepDevice: 'D2' }));
+    expect(keep.state.passwordHash).toBe('H2');
+    expect(Object.keys(keep.state.devices).sort()).toEqual(['D1', 'D2']);
+    const out = decideUser(s, msg({ op: 'set_password', passwordHash: 'H2', logoutDevices: true, keepDevice: 'D2' }));
+    expect(Object.keys(out.state.devices)).toEqual(['D2']);
+    expect(written(out.writes, 'DEL')).toEqual([userData.token('at1')]);
+    expect(decode(out.writes!.find((w) => w.key === userData.account(ME))!.args[0] as Buffer)).toMatchObject({ h: 'H2' });
+  });
+
+  it('deactivates: no password, no devices, no profile; login is refused after', () => {
+    const d = decideUser(registered(), msg({ op: 'deactivate' }));
+    expect(d.state).toMatchObject({ deactivated: true, passwordHash: null, devices: {} });
+    expect(written(d.writes, 'DEL').sort()).toEqual([userData.accountData(ME), userData.profile(ME), userData.token('at1')].sort());
+    expect(decode(d.writes!.find((w) => w.key === userData.account(ME))!.args[0] as Buffer)).toEqual({ h: null, x: 1, c: 1000 });
+    expect(rejection(() => decideUser(d.state, msg({ op: 'login', verifiedHash: 'H1', session: session('D', 3) })))).toMatchObject({ errcode: 'M_USER_DEACTIVATED', status: 403 });
+  });
+
+  it('renames and deletes devices; deleting unknown devices is not an error', () => {
+    const s = registered();
+    expect(rejection(() => decideUser(s, msg({ op: 'update_device', deviceId: 'NOPE', displayName: 'x' })))).toMatchObject({ errcode: 'M_NOT_FOUND', status: 404 });
+    const renamed = decideUser(s, msg({ op: 'update_device', deviceId: 'D1', displayName: 'Tablet' }));
+    expect(JSON.parse(renamed.writes![0]!.args[1] as string)).toMatchObject({ device_id: 'D1', display_name: 'Tablet' });
+    const del = decideUser(renamed.state, msg({ op: 'delete_devices', deviceIds: ['D1', 'GONE'] }));
+    expect(del.reply).toEqual({ deleted: ['D1'] });
+    expect(del.state.devices).toEqual({});
+    expect(del.outputs).toEqual([{ type: 'device', user_id: ME, device_id: 'D1', deleted: true }]);
+  });
+
+  it('writes account data, numbers filters, sets and clears profile fields', () => {
+    const s = registered();
+    const g = decideUser(s, msg({ op: 'set_account_data', type: 'm.direct', json: '{}' }));
+    expect(g.state).toBe(s);
+    expect(g.writes).toEqual([{ cmd: 'HSET', key: userData.accountData(ME), args: ['m.direct', '{}'] }]);
+    expect(g.outputs).toEqual([{ type: 'account_data', user_id: ME, data_type: 'm.direct' }]);
+    const r = decideUser(s, msg({ op: 'set_account_data', roomId: '!r:test', type: 't', json: '{"a":1}' }));
+    expect(r.writes![0]!.key).toBe(userData.roomAccountData(ME, '!r:test'));
+    const f0 = decideUser(s, msg({ op: 'create_filter', json: '{}' }));
+    const f1 = decideUser(f0.state, msg({ op: 'create_filter', json: '{"room":{}}' }));
+    expect([f0.reply, f1.reply]).toEqual([{ filter_id: '0' }, { filter_id: '1' }]);
+    expect(f1.writes).toEqual([{ cmd: 'HSET', key: userData.filters(ME), args: ['1', '{"room":{}}'] }]);
+    expect(decideUser(s, msg({ op: 'set_profile', field: 'avatar_url', value: 'mxc://a/b' })).writes).toEqual([{ cmd: 'HSET', key: userData.profile(ME), args: ['avatar_url', 'mxc://a/b'] }]);
+    expect(decideUser(s, msg({ op: 'set_profile', field: 'displayname', value: null })).writes).toEqual([{ cmd: 'HDEL', key: userData.profile(ME), args: ['displayname'] }]);
+  });
+
+  it('does not mutate the previous state, and fails unknown messages', () => {
+    const s = registered();
+    const copy = structuredClone(s);
+    decideUser(s, msg({ op: 'logout_all' }));
+    decideUser(s, msg({ op: 'login', verifiedHash: 'H1', session: session('D1', 5) }));
+    expect(s).toEqual(copy);
+    expect(() => decideUser(s, msg({ op: 'explode' } as unknown as UserMessage))).toThrow(/unknown op "explode"/);
+  });
+});
