@@ -17,6 +17,7 @@ export default defineConfig({
           // One real redis-server for the run, on a free loopback port; each test file uses
           // its own key prefix so files can run in parallel against it.
           globalSetup: ['test/setup/redis-global.ts'],
+          setupFiles: ['test/setup/node20-polyfills.ts'],
           testTimeout: 60_000,
           hookTimeout: 60_000,
         },

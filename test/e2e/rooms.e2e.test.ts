@@ -14,21 +14,6 @@ import { shardOf } from '../../src/runtime/shards';
 import { ActorClient } from '../../src/runtime/actor-client';
 import { MembershipIndex } from '../../src/readers/membership-index';
 
-// matrix-js-sdk uses Promise.withResolvers (Node 22+); Node 20 runs these tests too.
-if (!('withResolvers' in Promise)) {
-  Object.assign(Promise, {
-    withResolvers<T>() {
-      let resolve!: (v: T) => void;
-      let reject!: (e: unknown) => void;
-      const promise = new Promise<T>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      return { promise, resolve, reject };
-    },
-  });
-}
-
 interface Session {
   userId: string;
   deviceId: string;
