@@ -146,9 +146,27 @@ export class ActorClient {
       await this.redis.xadd(shardKeys.inbox, '*', ...fields);
       await this.redis.publish(wake, '1');
     } else {
-      // One connection keeps the order, and both go out in one round trip.
-      await Promise.all([this.redis.xadd(shardKeys.inbox, '*', ...fields), this.redis.publish(wake, '1')]);
+      // One connection keeps the order: the wake-up, sent after this tick's entries, always finds
+      // them. Wake-ups are coalesced per shard and tick, so a burst costs one PUBLISH per shard.
+      const added = this.redis.xadd(shardKeys.inbox, '*', ...fields);
+      this.scheduleWake(wake);
+      await added;
     }
+  }
+
+  private pendingWakes = new Set<string>();
+  private wakeScheduled = false;
+
+  private scheduleWake(channel: string): void {
+    this.pendingWakes.add(channel);
+    if (this.wakeScheduled) return;
+    this.wakeScheduled = true;
+    queueMicrotask(() => {
+      this.wakeScheduled = false;
+      const channels = [...this.pendingWakes];
+      this.pendingWakes.clear();
+      for (const c of channels) void this.redis.publish(c, '1').catch(() => undefined);
+    });
   }
 
   async close(): Promise<void> {

@@ -17,7 +17,7 @@ import { parseInboxEntry, type InboxEntry } from './envelope';
 import type { Family } from './shards';
 import { decode, encode } from '../store/codec';
 import { INBOX_GROUP, type ShardKeys } from '../store/keys';
-import { bufferCommand, runScriptBuffer, type RedisClient } from '../store/redis';
+import { bufferCommand, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
 
 export interface RunnerEnv {
   redis: RedisClient;
@@ -302,10 +302,21 @@ export class ShardRunner {
     return true;
   }
 
-  /** Deliver the reply, then acknowledge the entry (at-least-once replies; the sender dedupes by mid). */
+  /**
+   * Deliver the reply, then acknowledge the entry (at-least-once replies; the sender dedupes by
+   * mid). On one Redis both go out together: one connection executes them in order, so the ack
+   * never lands without the reply. On a cluster they may reach different nodes: wait for the reply.
+   */
   private async replyAndAck(entry: InboxEntry, blob: Buffer): Promise<void> {
-    await this.env.redis.xadd(entry.replyTo!, 'MAXLEN', '~', REPLY_STREAM_MAXLEN, '*', 'mid', entry.mid, 'b', blob);
-    await this.env.redis.xack(this.keys.inbox, INBOX_GROUP, entry.id);
+    const { redis } = this.env;
+    const reply = () => redis.xadd(entry.replyTo!, 'MAXLEN', '~', REPLY_STREAM_MAXLEN, '*', 'mid', entry.mid, 'b', blob);
+    const ack = () => redis.xack(this.keys.inbox, INBOX_GROUP, entry.id);
+    if (isCluster(redis)) {
+      await reply();
+      await ack();
+    } else {
+      await Promise.all([reply(), ack()]);
+    }
   }
 
   private async deadLetter(entry: InboxEntry, deliveries: number, error: string): Promise<boolean> {
