@@ -39,6 +39,11 @@ export interface RegistrationConfig {
   /** Require the `m.login.registration_token` stage with one of `tokens`. */
   requiresToken: boolean;
   tokens: string[];
+  /**
+   * Secret for shared-secret admin registration (`/_synapse/admin/v1/register`, used by
+   * `npm run register-user`). Empty: that API is off.
+   */
+  sharedSecret: string;
 }
 
 export interface RateLimitConfig {
@@ -106,7 +111,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
     // The spec's recommendation for new rooms (content/rooms/_index.md: "SHOULD use room version 12").
     defaultRoomVersion: SPEC_DEFAULT_ROOM_VERSION,
     logLevel: 'info',
-    registration: { enabled: 'auto', requiresToken: false, tokens: [] },
+    registration: { enabled: 'auto', requiresToken: false, tokens: [], sharedSecret: '' },
     accessTokenLifetimeMs: 5 * 60 * 1000,
     rateLimit: {
       enabled: true,
@@ -161,6 +166,7 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_REGISTRATION_ENABLED: 'registration.enabled',
   AXON_REGISTRATION_REQUIRES_TOKEN: 'registration.requiresToken',
   AXON_REGISTRATION_TOKENS: 'registration.tokens',
+  AXON_REGISTRATION_SHARED_SECRET: 'registration.sharedSecret',
   AXON_ACCESS_TOKEN_LIFETIME_MS: 'accessTokenLifetimeMs',
   AXON_RATE_LIMIT_ENABLED: 'rateLimit.enabled',
 };
@@ -270,6 +276,8 @@ export function validateConfig(c: AxonConfig): string[] {
   if (!Array.isArray(r.tokens) || !r.tokens.every((t) => typeof t === 'string' && /^[A-Za-z0-9._~-]{1,64}$/.test(t))) {
     p.push('registration.tokens: must be a list of tokens of 1 to 64 characters from A-Z a-z 0-9 . _ ~ -');
   } else if (r.requiresToken && r.tokens.length === 0) p.push('registration.tokens: must list at least one token when registration.requiresToken is true');
+  if (typeof r.sharedSecret !== 'string') p.push('registration.sharedSecret: must be a string (empty: shared-secret registration off)');
+  else if (r.sharedSecret !== '' && r.sharedSecret.length < 16) p.push('registration.sharedSecret: must be at least 16 characters (or empty to turn shared-secret registration off)');
   int(c.accessTokenLifetimeMs, 'accessTokenLifetimeMs', 10_000, 30 * 24 * 3600 * 1000);
   if (typeof c.rateLimit.enabled !== 'boolean') p.push(`rateLimit.enabled: must be true or false (got ${JSON.stringify(c.rateLimit.enabled)})`);
   for (const name of ['login', 'register', 'client'] as const) {

@@ -274,6 +274,7 @@ function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared:
   const record: StoredEvent = { j: canonicalJson(pdu.raw), p: pos, d: pdu.depth, sb: before, sa: after };
   writes.push({ cmd: 'SET', key: roomData.event(pdu.eventId), args: [encode(record)] });
   writes.push({ cmd: 'ZADD', key: roomData.timeline(roomId), args: [pos, pdu.eventId] });
+  writes.push(...indexWrites(roomId, pdu.eventId, pdu.raw, pos));
 
   // Redactions (v3+ "Handling redactions"; v1–v2 the auth rules already required this).
   const target = prepared?.redactionTarget;
@@ -283,6 +284,9 @@ function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared:
       const redacted = redactEvent(targetPdu.raw, version);
       writes.push({ cmd: 'SET', key: roomData.event(targetPdu.eventId), args: [encode({ ...target, j: canonicalJson(redacted), rb: pdu.eventId } satisfies StoredEvent)] });
       output.redacted = targetPdu.eventId;
+      // The redacted form has no m.relates_to: it no longer counts as a relation of its parent.
+      const rel = relationOf(targetPdu.raw);
+      if (rel) writes.push({ cmd: 'ZREM', key: roomData.relations(roomId, rel.parent), args: [targetPdu.eventId] });
       // A redacted state event that is current state keeps counting, in its redacted form.
       if (targetPdu.stateKey !== undefined) {
         const key = stateKeyOf(targetPdu.type, targetPdu.stateKey);
@@ -399,6 +403,7 @@ function decideIngest(state: RoomState, pdus: JsonObject[], keys: RemoteKeys, ou
     const stored: StoredEvent = { ...base, p: pos, sb, sa };
     writes.push({ cmd: 'SET', key: roomData.event(pdu.eventId), args: [encode(stored)] });
     writes.push({ cmd: 'ZADD', key: roomData.timeline(state.roomId), args: [pos, pdu.eventId] });
+    writes.push(...indexWrites(state.roomId, pdu.eventId, checked.raw, pos));
     known.set(pdu.eventId, { pdu, stored, rejected: false, outlier: false, stateAfter });
     extra.set(pdu.eventId, pdu);
     const extendsAll = next.extremities.every((id) => pdu.prevEvents.includes(id));
@@ -438,6 +443,33 @@ function decideIngest(state: RoomState, pdus: JsonObject[], keys: RemoteKeys, ou
     results.push({ event_id: pdu.eventId, status: 'accepted' });
   }
   return { state: next, reply: { results }, outputs, writes };
+}
+
+/** The relation an event declares (`content['m.relates_to']` with a rel_type and an event_id), if any. */
+export function relationOf(raw: JsonObject): { relType: string; parent: string } | null {
+  const content = raw.content;
+  if (!isJsonObject(content)) return null;
+  const rel = content['m.relates_to'];
+  if (!isJsonObject(rel) || typeof rel.rel_type !== 'string' || typeof rel.event_id !== 'string' || !rel.event_id.startsWith('$')) return null;
+  return { relType: rel.rel_type, parent: rel.event_id };
+}
+
+/**
+ * The read indexes an event in the timeline joins, written with it: its timestamp (for
+ * /timestamp_to_event), its relation to a parent (for /relations and bundled aggregations), and
+ * for thread replies the thread's latest activity (for /threads).
+ */
+function indexWrites(roomId: string, eventId: string, raw: JsonObject, pos: number): StoreWrite[] {
+  const writes: StoreWrite[] = [];
+  if (typeof raw.origin_server_ts === 'number' && Number.isSafeInteger(raw.origin_server_ts)) {
+    writes.push({ cmd: 'ZADD', key: roomData.byTimestamp(roomId), args: [raw.origin_server_ts, eventId] });
+  }
+  const rel = relationOf(raw);
+  if (rel && rel.parent !== eventId) {
+    writes.push({ cmd: 'ZADD', key: roomData.relations(roomId, rel.parent), args: [pos, eventId] });
+    if (rel.relType === 'm.thread') writes.push({ cmd: 'ZADD', key: roomData.threads(roomId), args: [pos, rel.parent] });
+  }
+  return writes;
 }
 
 /** "Handling redactions": the redact level, or the same server as the original sender. */

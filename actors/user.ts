@@ -35,8 +35,16 @@ export interface UserState {
   deactivated: boolean;
   passwordHash: string | null;
   createdAt: number;
+  /** A server admin (only shared-secret admin registration makes one). */
+  admin?: boolean;
   devices: Record<string, DeviceState>;
   nextFilterId: number;
+  /**
+   * Room tags (`m.tag` room account data), room id → tag → metadata JSON text. Kept here so
+   * adding and removing single tags never loses a concurrent change to another tag: the actor
+   * writes the whole `m.tag` content from this map. Absent in states saved before tags existed.
+   */
+  tags?: Record<string, Record<string, string>>;
 }
 
 /** A new device session (or new tokens for an existing device). */
@@ -52,7 +60,7 @@ export interface NewSession {
 }
 
 export type UserMessage =
-  | { op: 'register'; passwordHash: string | null; displayname?: string; session?: NewSession }
+  | { op: 'register'; passwordHash: string | null; displayname?: string; session?: NewSession; admin?: boolean }
   /** `verifiedHash`: the stored hash the front checked the password against. */
   | { op: 'login'; verifiedHash: string; session: NewSession }
   | { op: 'refresh'; refreshHash: string; accessHash: string; newRefreshHash: string; expiresInMs: number }
@@ -65,6 +73,9 @@ export type UserMessage =
   /** `json`: the content as JSON text (stored and served as is). */
   | { op: 'set_account_data'; roomId?: string; type: string; json: string }
   | { op: 'create_filter'; json: string }
+  /** Add or replace one room tag; `json`: its metadata object as JSON text. */
+  | { op: 'set_room_tag'; roomId: string; tag: string; json: string }
+  | { op: 'delete_room_tag'; roomId: string; tag: string }
   | { op: 'set_profile'; field: 'displayname' | 'avatar_url'; value: string | null };
 
 export type UserReply =
@@ -135,6 +146,8 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>): D 
       return { ...deleteDevices(state, known), reply: { deleted: known } };
     }
     case 'set_account_data': {
+      // m.tag set as plain room account data replaces the tags the actor keeps.
+      if (body.type === TAG_TYPE && body.roomId !== undefined) return writeTags(state, body.roomId, tagsFromContent(body.json));
       const key = body.roomId === undefined ? userData.accountData(state.userId) : userData.roomAccountData(state.userId, body.roomId);
       const output: UserOutput = { type: 'account_data', user_id: state.userId, data_type: body.type, ...(body.roomId === undefined ? {} : { room_id: body.roomId }) };
       return { state, reply: { ok: true }, writes: [{ cmd: 'HSET', key, args: [body.type, body.json] }], outputs: [output] };
@@ -146,6 +159,15 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>): D 
         reply: { filter_id: id },
         writes: [{ cmd: 'HSET', key: userData.filters(state.userId), args: [id, body.json] }],
       };
+    }
+    case 'set_room_tag':
+      return writeTags(state, body.roomId, { ...(state.tags?.[body.roomId] ?? {}), [body.tag]: body.json });
+    case 'delete_room_tag': {
+      const current = { ...(state.tags?.[body.roomId] ?? {}) };
+      // Deleting a tag the room does not have is not an error (as in Synapse).
+      if (!(body.tag in current)) return { state, reply: { ok: true } };
+      delete current[body.tag];
+      return writeTags(state, body.roomId, current);
     }
     case 'set_profile': {
       if (state.deactivated) throw new ActorRejection('M_USER_DEACTIVATED', 'This account has been deactivated', 403);
@@ -159,9 +181,42 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>): D 
   }
 }
 
+const TAG_TYPE = 'm.tag';
+
+/** The tags of an `m.tag` content given as JSON text (anything malformed counts as no tags). */
+function tagsFromContent(json: string): Record<string, string> {
+  let content: unknown;
+  try {
+    content = JSON.parse(json);
+  } catch {
+    return {};
+  }
+  const tags = (content as { tags?: unknown } | null)?.tags;
+  const out: Record<string, string> = {};
+  if (typeof tags !== 'object' || tags === null || Array.isArray(tags)) return out;
+  for (const [tag, meta] of Object.entries(tags)) out[tag] = JSON.stringify(typeof meta === 'object' && meta !== null && !Array.isArray(meta) ? meta : {});
+  return out;
+}
+
+/** Store a room's tags: the actor's map and the `m.tag` room account data built from it. */
+function writeTags(state: UserState, roomId: string, roomTags: Record<string, string>): D {
+  const tags = { ...(state.tags ?? {}) };
+  if (Object.keys(roomTags).length) tags[roomId] = roomTags;
+  else delete tags[roomId];
+  const names = Object.keys(roomTags).sort();
+  const json = `{"tags":{${names.map((t) => `${JSON.stringify(t)}:${roomTags[t]}`).join(',')}}}`;
+  const output: UserOutput = { type: 'account_data', user_id: state.userId, room_id: roomId, data_type: TAG_TYPE };
+  return {
+    state: { ...state, tags },
+    reply: { ok: true },
+    writes: [{ cmd: 'HSET', key: userData.roomAccountData(state.userId, roomId), args: [TAG_TYPE, json] }],
+    outputs: [output],
+  };
+}
+
 function register(state: UserState, body: Extract<UserMessage, { op: 'register' }>, now: number): D {
   if (state.registered) throw new ActorRejection('M_USER_IN_USE', 'User ID already taken', 400);
-  const registered: UserState = { ...state, registered: true, passwordHash: body.passwordHash, createdAt: now };
+  const registered: UserState = { ...state, registered: true, passwordHash: body.passwordHash, createdAt: now, ...(body.admin ? { admin: true } : {}) };
   const writes: StoreWrite[] = [accountWrite(registered)];
   if (body.displayname) writes.push({ cmd: 'HSET', key: userData.profile(state.userId), args: ['displayname', body.displayname] });
   if (!body.session) return { state: registered, reply: { user_id: state.userId }, writes };
@@ -244,10 +299,12 @@ export interface AccountRecord {
   x: 0 | 1;
   /** Created (ms). */
   c: number;
+  /** 1 for a server admin. */
+  a?: 1;
 }
 
 function accountWrite(state: UserState): StoreWrite {
-  const rec: AccountRecord = { h: state.passwordHash, x: state.deactivated ? 1 : 0, c: state.createdAt };
+  const rec: AccountRecord = { h: state.passwordHash, x: state.deactivated ? 1 : 0, c: state.createdAt, ...(state.admin ? { a: 1 as const } : {}) };
   return { cmd: 'SET', key: userData.account(state.userId), args: [encode(rec)] };
 }
 

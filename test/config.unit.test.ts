@@ -70,7 +70,9 @@ describe('cluster.config', () => {
     expect(problems({ AXON_REGISTRATION_REQUIRES_TOKEN: 'true' })).toEqual(['registration.tokens: must list at least one token when registration.requiresToken is true']);
     expect(problems({ AXON_REGISTRATION_ENABLED: 'maybe', AXON_RATE_LIMIT_ENABLED: 'off' })).toEqual(['AXON_REGISTRATION_ENABLED=maybe: must be true or false or auto', 'AXON_RATE_LIMIT_ENABLED=off: must be true or false']);
     const c = loadConfig({ AXON_REGISTRATION_REQUIRES_TOKEN: 'true', AXON_REGISTRATION_TOKENS: 'a1,b2', AXON_RATE_LIMIT_ENABLED: 'false' }, mkdtempSync(join(tmpdir(), 'axon-cfg-')));
-    expect(c.registration).toEqual({ enabled: 'auto', requiresToken: true, tokens: ['a1', 'b2'] });
+    expect(c.registration).toEqual({ enabled: 'auto', requiresToken: true, tokens: ['a1', 'b2'], sharedSecret: '' });
+    expect(loadConfig({ AXON_REGISTRATION_SHARED_SECRET: 'sixteen-chars-or-more' }, mkdtempSync(join(tmpdir(), 'axon-cfg-'))).registration.sharedSecret).toBe('sixteen-chars-or-more');
+    expect(problems({ AXON_REGISTRATION_SHARED_SECRET: 'short' })).toEqual(['registration.sharedSecret: must be at least 16 characters (or empty to turn shared-secret registration off)']);
     expect(c.rateLimit.enabled).toBe(false);
     const cwd = mkdtempSync(join(tmpdir(), 'axon-cfg-'));
     writeFileSync(join(cwd, 'axon.config.json'), JSON.stringify({ rateLimit: { login: { burst: 0 } }, registration: { tokens: ['bad token'] } }));

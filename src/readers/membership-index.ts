@@ -15,7 +15,9 @@ import type { RoomOutput } from '../../actors/room';
 import type { ShardReader } from '../runtime/worker';
 import { shardOf } from '../runtime/shards';
 import { decode } from '../store/codec';
-import { MEMBERSHIP_INDEX_GROUP, membershipIndexData, type KeySpace } from '../store/keys';
+import { MEMBERSHIP_INDEX_GROUP, membershipIndexData, roomData, type KeySpace } from '../store/keys';
+import type { StoredEvent } from '../../actors/room';
+import { stateKeyOf } from '../protocol/pdu';
 import { bufferCommand, runScript, type RedisClient } from '../store/redis';
 
 export interface IndexedMembership {
@@ -146,7 +148,7 @@ export class MembershipIndexReader implements ShardReader {
       do {
         cur.again = false;
         if (cur.claim) {
-          await this.claimAll(outbox);
+          await this.claimAll(shard, outbox);
           cur.claim = false;
         }
         // Own pending entries first (a failed apply earlier), then new ones.
@@ -156,7 +158,7 @@ export class MembershipIndexReader implements ShardReader {
             const res = (await bufferCommand(this.redis, 'xreadgroupBuffer')('GROUP', MEMBERSHIP_INDEX_GROUP, this.consumer, 'COUNT', BATCH, 'STREAMS', outbox, from)) as [Buffer, [Buffer, Buffer[] | null][]][] | null;
             const entries = res?.[0]?.[1] ?? [];
             if (entries.length === 0) break;
-            await this.apply(outbox, entries);
+            await this.apply(shard, outbox, entries);
             if (from === '0' && entries.length < BATCH) break;
           }
         }
@@ -168,19 +170,39 @@ export class MembershipIndexReader implements ShardReader {
     }
   }
 
+  /**
+   * Whether the user directory shows the room's members to everyone: a public join rule or
+   * world_readable history, read from the room's current state (not from the entry, which may be
+   * older than what is current by the time it is read), so applying entries again is harmless.
+   */
+  private async updateDirectoryVisibility(shard: number, roomId: string): Promise<void> {
+    const k = this.keys.shard('room', shard);
+    const current = async (type: string, field: string): Promise<string | null> => {
+      const id = await this.redis.hget(k.data(roomData.state(roomId)), stateKeyOf(type, ''));
+      const blob = id ? await this.redis.getBuffer(k.data(roomData.event(id))) : null;
+      if (!blob) return null;
+      const content = (JSON.parse(decode<StoredEvent>(blob).j) as { content?: Record<string, unknown> }).content;
+      const v = content?.[field];
+      return typeof v === 'string' ? v : null;
+    };
+    const visible = (await current('m.room.join_rules', 'join_rule')) === 'public' || (await current('m.room.history_visibility', 'history_visibility')) === 'world_readable';
+    if (visible) await this.redis.sadd(this.keys.directoryVisibleRooms(), roomId);
+    else await this.redis.srem(this.keys.directoryVisibleRooms(), roomId);
+  }
+
   /** Take over entries left pending by other consumers (the shard's previous holder). */
-  private async claimAll(outbox: string): Promise<void> {
+  private async claimAll(shard: number, outbox: string): Promise<void> {
     let cursor = '0-0';
     do {
       const res = (await bufferCommand(this.redis, 'xautoclaimBuffer')(outbox, MEMBERSHIP_INDEX_GROUP, this.consumer, 0, cursor, 'COUNT', BATCH)) as unknown as [Buffer, [Buffer, Buffer[] | null][], Buffer[]];
       cursor = res[0].toString();
-      if (res[1].length) await this.apply(outbox, res[1]);
+      if (res[1].length) await this.apply(shard, outbox, res[1]);
       const deleted = (res[2] ?? []).map((b) => b.toString());
       if (deleted.length) await this.redis.xack(outbox, MEMBERSHIP_INDEX_GROUP, ...deleted);
     } while (cursor !== '0-0');
   }
 
-  private async apply(outbox: string, entries: [Buffer, Buffer[] | null][]): Promise<void> {
+  private async apply(shard: number, outbox: string, entries: [Buffer, Buffer[] | null][]): Promise<void> {
     const ids: string[] = [];
     for (const [idBuf, fields] of entries) {
       const id = idBuf.toString();
@@ -189,9 +211,16 @@ export class MembershipIndexReader implements ShardReader {
       if (!out) continue; // not a room output (or trimmed): nothing for this index
       const m = membershipOf(out);
       if (m) await this.index.record(m.userId, out.roomId, out.pos, m.membership);
+      if (affectsDirectoryVisibility(out)) await this.updateDirectoryVisibility(shard, out.roomId);
     }
     if (ids.length) await this.redis.xack(outbox, MEMBERSHIP_INDEX_GROUP, ...ids);
   }
+}
+
+/** Join rules and history visibility decide whether the user directory lists a room's members. */
+function affectsDirectoryVisibility(out: RoomOutput): boolean {
+  const e = out.event;
+  return e.state_key === '' && (e.type === 'm.room.join_rules' || e.type === 'm.room.history_visibility');
 }
 
 function parseOutput(fields: Buffer[] | null): RoomOutput | null {

@@ -50,9 +50,26 @@ export class KeySpace {
     return `${this.prefix}{uia:${sessionId}}`;
   }
 
+  /**
+   * A nonce of shared-secret admin registration (`/_synapse/admin/v1/register`): exists (with a
+   * short expiry) until a registration uses it. Kept by the fronts: any front may see the POST.
+   */
+  adminRegisterNonce(nonce: string): string {
+    return `${this.prefix}{regnonce:${nonce}}`;
+  }
+
   /** Set: rooms published in the room directory (`visibility: public`). */
   publicRooms(): string {
     return `${this.prefix}directory:public`;
+  }
+
+  /**
+   * Set: rooms whose joined members the user directory shows to every local user — rooms with a
+   * `public` join rule or `world_readable` history (users.yaml). Kept by the membership index
+   * reader from the rooms' current state whenever their join rules or history visibility change.
+   */
+  directoryVisibleRooms(): string {
+    return `${this.prefix}directory:visible`;
   }
 
   /** Pub/sub channel that wakes the owner of a shard when its inbox gets a message. */
@@ -117,6 +134,16 @@ export const roomData = {
   eventTxns: (roomId: string) => `room:${roomId}:evtxn`,
   /** Set: the local aliases pointing at the room (GET /rooms/{roomId}/aliases). */
   aliases: (roomId: string) => `room:${roomId}:aliases`,
+  /**
+   * Sorted set: the events that relate to `parentId` (`content['m.relates_to'].event_id`), by
+   * stream position. Written by the room actor with the event; a redaction that strips the
+   * relation removes its entry.
+   */
+  relations: (roomId: string, parentId: string) => `room:${roomId}:rel:${parentId}`,
+  /** Sorted set: thread roots, scored by the stream position of their latest `m.thread` reply. */
+  threads: (roomId: string) => `room:${roomId}:threads`,
+  /** Sorted set: timeline event ids by `origin_server_ts` (GET /timestamp_to_event). */
+  byTimestamp: (roomId: string) => `room:${roomId}:ts`,
 };
 
 /**

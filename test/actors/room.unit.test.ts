@@ -151,3 +151,23 @@ describe.each(['1', '3', '10', '11', '12'])('RoomActor.decide, room version %s',
     forbidden(() => empty.send(alice, 'm.room.message', { body: 'x' }), 'M_NOT_FOUND');
   });
 });
+
+describe('RoomActor read indexes (relations, threads, timestamps)', () => {
+  const alice = '@alice:test.local';
+  const zadds = (room: Room, key: string) => [...room.writes.entries()].filter(([k]) => k.startsWith(`ZADD ${key} `)).map(([, args]) => args);
+
+  it('indexes relations by parent, thread roots by latest reply, events by timestamp; a redaction drops the relation', () => {
+    const room = newRoom('11');
+    const root = room.send(alice, 'm.room.message', { body: 'root', msgtype: 'm.text' });
+    const reply = room.send(alice, 'm.room.message', { body: 'r', msgtype: 'm.text', 'm.relates_to': { rel_type: 'm.thread', event_id: root.event_id } });
+    const like = room.send(alice, 'm.reaction', { 'm.relates_to': { rel_type: 'm.annotation', event_id: root.event_id, key: '+1' } });
+    room.send(alice, 'm.room.message', { body: 'no relation', 'm.relates_to': { 'm.in_reply_to': { event_id: root.event_id } } });
+    expect(zadds(room, roomData.relations(room.roomId, root.event_id))).toEqual([[reply.pos, reply.event_id], [like.pos, like.event_id]]);
+    expect(zadds(room, roomData.threads(room.roomId))).toEqual([[reply.pos, root.event_id]]);
+    const ts = zadds(room, roomData.byTimestamp(room.roomId)).find(([, id]) => id === reply.event_id);
+    expect(ts?.[0]).toBe(room.event(reply.event_id).origin_server_ts);
+
+    room.send(alice, 'm.room.redaction', {}, undefined, { redacts: reply.event_id }, { redactionTarget: room.stored(reply.event_id) });
+    expect(room.writes.has(`ZREM ${roomData.relations(room.roomId, root.event_id)} ${reply.event_id}`)).toBe(true);
+  });
+});

@@ -146,3 +146,39 @@ describe('UserActor.decide', () => {
     expect(() => decideUser(s, msg({ op: 'explode' } as unknown as UserMessage))).toThrow(/unknown op "explode"/);
   });
 });
+
+describe('UserActor room tags', () => {
+  const ROOM = '!r:test';
+  const tagWrite = (writes: StoreWrite[] | undefined) => {
+    const w = (writes ?? []).find((x) => x.cmd === 'HSET' && x.key === userData.roomAccountData(ME, ROOM));
+    expect(w?.args[0]).toBe('m.tag');
+    return JSON.parse(String(w!.args[1])) as unknown;
+  };
+
+  it('adds tags one at a time into the whole m.tag content, and removes them', () => {
+    const a = decideUser(registered(), msg({ op: 'set_room_tag', roomId: ROOM, tag: 'u.work', json: '{}' }));
+    expect(tagWrite(a.writes)).toEqual({ tags: { 'u.work': {} } });
+    const b = decideUser(a.state, msg({ op: 'set_room_tag', roomId: ROOM, tag: 'm.favourite', json: '{"order":0.5}' }));
+    expect(tagWrite(b.writes)).toEqual({ tags: { 'm.favourite': { order: 0.5 }, 'u.work': {} } });
+    expect(b.outputs).toEqual([{ type: 'account_data', user_id: ME, room_id: ROOM, data_type: 'm.tag' }]);
+    const c = decideUser(b.state, msg({ op: 'delete_room_tag', roomId: ROOM, tag: 'u.work' }));
+    expect(tagWrite(c.writes)).toEqual({ tags: { 'm.favourite': { order: 0.5 } } });
+    const d = decideUser(c.state, msg({ op: 'delete_room_tag', roomId: ROOM, tag: 'm.favourite' }));
+    expect(tagWrite(d.writes)).toEqual({ tags: {} });
+    expect(d.state.tags).toEqual({});
+  });
+
+  it('deleting a tag the room does not have writes nothing', () => {
+    const d = decideUser(registered(), msg({ op: 'delete_room_tag', roomId: ROOM, tag: 'u.none' }));
+    expect(d.reply).toEqual({ ok: true });
+    expect(d.writes ?? []).toEqual([]);
+  });
+
+  it('m.tag written as room account data replaces the kept tags', () => {
+    const a = decideUser(registered(), msg({ op: 'set_room_tag', roomId: ROOM, tag: 'u.old', json: '{}' }));
+    const b = decideUser(a.state, msg({ op: 'set_account_data', roomId: ROOM, type: 'm.tag', json: '{"tags":{"u.new":{"order":1},"u.bad":7}}' }));
+    expect(tagWrite(b.writes)).toEqual({ tags: { 'u.bad': {}, 'u.new': { order: 1 } } });
+    const c = decideUser(b.state, msg({ op: 'set_room_tag', roomId: ROOM, tag: 'u.more', json: '{}' }));
+    expect(tagWrite(c.writes)).toEqual({ tags: { 'u.bad': {}, 'u.more': {}, 'u.new': { order: 1 } } });
+  });
+});

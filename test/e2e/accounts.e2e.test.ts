@@ -274,7 +274,7 @@ describe('registration settings and rate limits', () => {
     const s = await startTestServer({
       workers: 1,
       configure: (c) => {
-        c.registration = { enabled: true, requiresToken: true, tokens: ['letmein'] };
+        c.registration = { ...c.registration, enabled: true, requiresToken: true, tokens: ['letmein'] };
         c.rateLimit = { ...c.rateLimit, enabled: true, login: { burst: 2, perMinute: 6 } };
       },
     });

@@ -4,9 +4,23 @@ import type { ApiContext } from './context';
 import { registerVersionRoutes } from './versions';
 import { registerRoomRoutes } from './rooms';
 import { registerAccountsApi } from './accounts';
+import { registerDirectoryRoutes } from './directory';
+import { registerUserDirectoryRoutes } from './user-directory';
+import { registerTagRoutes } from './tags';
+import { registerRelationRoutes } from './relations';
+import { registerRoomUpgradeRoutes } from './room-upgrade';
+import { registerSpaceHierarchyRoutes } from './space-hierarchy';
+import { registerAdminRegistrationRoutes } from '../admin/register';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerVersionRoutes(front, ctx.config.publicBaseUrl);
   registerRoomRoutes(front, ctx);
   registerAccountsApi(front, ctx);
+  registerDirectoryRoutes(front, ctx);
+  registerUserDirectoryRoutes(front, ctx);
+  registerTagRoutes(front, ctx);
+  registerRelationRoutes(front, ctx);
+  registerRoomUpgradeRoutes(front, ctx);
+  registerSpaceHierarchyRoutes(front, ctx);
+  registerAdminRegistrationRoutes(front, ctx);
 }

@@ -1,7 +1,10 @@
 /**
  * Profiles of local users: `displayname` and `avatar_url`. Reads need no access token (the
- * spec's default); writes only by the user. Propagating a change into the rooms the user is in
- * (new m.room.member events) is not done here.
+ * spec's default); writes only by the user. A change is answered once the user actor stored it;
+ * then it is propagated into every room the user is joined to as a new m.room.member join event
+ * carrying the new profile (as Synapse does). Propagation runs after the answer, one user's
+ * changes one after another on this front (so a later change is never overtaken by an earlier
+ * one); a room that refuses the event is logged and skipped.
  */
 import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
@@ -10,12 +13,16 @@ import { userData } from '../../store/keys';
 import { requireUser } from './auth';
 import { askUser, clientRoute, jsonBody, readAccount, requireSelf, userKey } from './accounts-common';
 import type { ApiContext } from './context';
+import { MembershipIndex } from '../../readers/membership-index';
+import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
+import { sendEvent } from './room-common';
 
 const FIELDS = ['displayname', 'avatar_url'] as const;
 type Field = (typeof FIELDS)[number];
 const MAX_LENGTH: Record<Field, number> = { displayname: 256, avatar_url: 1000 };
 
 export function registerProfileRoutes(front: Front, ctx: ApiContext): void {
+  const propagation = new ProfilePropagation(ctx);
   clientRoute(front, 'GET', '/profile/:userId', async (req) => {
     return { body: await readProfile(ctx, req) };
   });
@@ -34,6 +41,7 @@ export function registerProfileRoutes(front: Front, ctx: ApiContext): void {
       if (typeof value === 'string' && value.length > MAX_LENGTH[field]) throw errors.invalidParam(`${field} must be at most ${MAX_LENGTH[field]} characters`);
       if (field === 'avatar_url' && typeof value === 'string' && value !== '' && !/^mxc:\/\/[^/]+\/[A-Za-z0-9_-]+$/.test(value)) throw errors.invalidParam('avatar_url must be an mxc:// URI');
       await askUser(ctx, me.userId, { op: 'set_profile', field, value: value === '' ? null : (value as string | null) });
+      propagation.schedule(me.userId);
       return { body: {} };
     });
   }
@@ -49,4 +57,74 @@ async function readProfile(ctx: ApiContext, req: Request): Promise<Partial<Recor
   const profile: Partial<Record<Field, string>> = {};
   for (const f of FIELDS) if (stored[f] !== undefined) profile[f] = stored[f];
   return profile;
+}
+
+/** A local user's stored profile (no account checks). */
+export async function storedProfile(ctx: ApiContext, userId: string): Promise<Partial<Record<Field, string>>> {
+  const stored = await ctx.redis.hgetall(userKey(ctx, userId, userData.profile(userId)));
+  const profile: Partial<Record<Field, string>> = {};
+  for (const f of FIELDS) if (stored[f] !== undefined && stored[f] !== '') profile[f] = stored[f];
+  return profile;
+}
+
+/** Membership content with the profile fields set as in `profile` (absent ones removed). */
+export function withProfile(content: JsonObject, profile: Partial<Record<Field, string>>): JsonObject {
+  const out: JsonObject = { ...content };
+  for (const f of FIELDS) {
+    if (profile[f] !== undefined) out[f] = profile[f]!;
+    else delete out[f];
+  }
+  return out;
+}
+
+/**
+ * Sends a user's current profile into the rooms they are joined to. Each run reads the profile
+ * afresh, and runs for one user are chained, so the last event in every room carries the latest
+ * profile even when changes come quickly.
+ */
+export class ProfilePropagation {
+  private readonly index: MembershipIndex;
+  private readonly running = new Map<string, Promise<void>>();
+
+  constructor(private readonly ctx: ApiContext) {
+    this.index = new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user);
+  }
+
+  /** Start (or queue) propagation for a user; resolves when this run is done. Never rejects. */
+  schedule(userId: string): Promise<void> {
+    const before = this.running.get(userId) ?? Promise.resolve();
+    const run = before.then(() => this.propagate(userId)).catch((err: unknown) => {
+      this.ctx.log.warn({ err, user_id: userId }, 'profile propagation failed');
+    });
+    this.running.set(userId, run);
+    void run.finally(() => {
+      if (this.running.get(userId) === run) this.running.delete(userId);
+    });
+    return run;
+  }
+
+  private async propagate(userId: string): Promise<void> {
+    const profile = await storedProfile(this.ctx, userId);
+    const rooms = await this.index.rooms(userId, 'join');
+    for (const { roomId } of rooms) {
+      try {
+        const [current] = await this.ctx.rooms.currentState(roomId, { type: 'm.room.member', stateKey: userId });
+        const old = current?.event.content;
+        if (!current || !isJsonObject(old as JsonValue) || (old as JsonObject).membership !== 'join') continue;
+        const content = withProfile(old as JsonObject, profile);
+        // Not carried over: the reason of the original join, and a restricted join's authorising server.
+        delete content.reason;
+        delete content.join_authorised_via_users_server;
+        if (JSON.stringify(sortKeys(content)) === JSON.stringify(sortKeys(old as JsonObject))) continue;
+        const reply = await sendEvent(this.ctx, roomId, { type: 'm.room.member', state_key: userId, sender: userId, content });
+        await this.index.record(userId, roomId, reply.pos, 'join');
+      } catch (err) {
+        this.ctx.log.warn({ err, user_id: userId, room_id: roomId }, 'profile propagation: the room refused the new member event');
+      }
+    }
+  }
+}
+
+function sortKeys(o: JsonObject): JsonObject {
+  return Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]!]));
 }

@@ -13,6 +13,7 @@ import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { roomData } from '../../store/keys';
 import type { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
+import { bundleAggregations } from './relations';
 import type { ApiContext } from './context';
 import {
   clientRoute, decodeToken, encodeToken, eventRoomId, filterMatches, formatEvents, lazyMemberState, parseEventFilter, requireRoomId, roomAccess, roomShard,
@@ -114,7 +115,9 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     const meta = await ctx.rooms.meta(roomId);
     const start = from ?? (dir === 'b' ? (meta?.seq ?? 0) : 0);
     const page = await paginate(ctx, roomId, user.userId, dir, start, to, Math.min(limit, filter.limit ?? limit), filter);
-    const body: JsonObject = { start: encodeToken(start), chunk: await formatEvents(ctx, roomId, page.events, user) };
+    const chunk = await formatEvents(ctx, roomId, page.events, user);
+    await bundleAggregations(ctx, roomId, page.events, chunk, user);
+    const body: JsonObject = { start: encodeToken(start), chunk };
     if (page.end !== null) body.end = encodeToken(page.end);
     if (filter.lazy_load_members) body.state = await formatEvents(ctx, roomId, await lazyMemberState(ctx, roomId, page.events), user);
     return { body };
@@ -142,11 +145,14 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
       state = (await ctx.rooms.events(roomId, [...stateIds.values()])).filter(servableToClients);
     }
     const [event] = await formatEvents(ctx, roomId, [target], user);
+    const eventsBefore = await formatEvents(ctx, roomId, before.events, user);
+    const eventsAfter = await formatEvents(ctx, roomId, after.events, user);
+    await bundleAggregations(ctx, roomId, [target, ...before.events, ...after.events], [event!, ...eventsBefore, ...eventsAfter], user);
     return {
       body: {
         event,
-        events_before: await formatEvents(ctx, roomId, before.events, user),
-        events_after: await formatEvents(ctx, roomId, after.events, user),
+        events_before: eventsBefore,
+        events_after: eventsAfter,
         start: encodeToken(before.end ?? (before.events.length ? before.events[before.events.length - 1]!.pos - 1 : target.pos - 1)),
         end: encodeToken(after.end ?? (after.events.length ? after.events[after.events.length - 1]!.pos : target.pos)),
         state: await formatEvents(ctx, roomId, state, user),
@@ -158,7 +164,9 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     const user = await requireUser(ctx, req);
     const roomId = requireRoomId(req.params.roomId);
     const e = await visibleEvent(ctx, roomId, user.userId, req.params.eventId!);
-    return { body: (await formatEvents(ctx, roomId, [e], user))[0] };
+    const formatted = await formatEvents(ctx, roomId, [e], user);
+    await bundleAggregations(ctx, roomId, [e], formatted, user);
+    return { body: formatted[0] };
   });
 }
 

@@ -21,6 +21,7 @@ import { requireUser, type Requester } from './auth';
 import type { ApiContext } from './context';
 import { AliasStore, currentPower, registerAliasRoutes, resolveRoomIdOrAlias } from './aliases';
 import { registerRoomReadRoutes } from './room-reads';
+import { storedProfile, withProfile } from './profile';
 import { askRoom, bodyObject, clientRoute, optString, requireRoomId, requireUserIdParam, sendEvent, txnKey, type SendReply } from './room-common';
 
 type Preset = 'private_chat' | 'trusted_private_chat' | 'public_chat';
@@ -39,7 +40,8 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   const aliases = new AliasStore(ctx);
 
   /** Send a membership event and record it in the target's joined-rooms index. */
-  const sendMembership = async (roomId: string, sender: string, target: string, content: JsonObject): Promise<SendReply> => {
+  const sendMembership = async (roomId: string, sender: string, target: string, given: JsonObject): Promise<SendReply> => {
+    const content = await withLocalProfile(ctx, target, given);
     const reply = await sendEvent(ctx, roomId, { type: 'm.room.member', state_key: target, sender, content });
     if (serverOf(target) === ctx.config.serverName) await index.record(target, roomId, reply.pos, String(content.membership));
     return reply;
@@ -281,7 +283,7 @@ async function createRoom(ctx: ApiContext, user: Requester, body: JsonObject, al
   };
   const state = (type: string, content: JsonObject, stateKey = '') => send({ type, state_key: stateKey, sender: user.userId, content });
 
-  const joined = await state('m.room.member', { membership: 'join' }, user.userId);
+  const joined = await state('m.room.member', await withLocalProfile(ctx, user.userId, { membership: 'join' }), user.userId);
   await index.record(user.userId, roomId, joined.pos, 'join');
 
   const users: JsonObject = {};
@@ -318,6 +320,18 @@ async function createRoom(ctx: ApiContext, user: Requester, body: JsonObject, al
   }
   if (visibility === 'public') await ctx.redis.sadd(ctx.keys.publicRooms(), roomId);
   return roomId;
+}
+
+/**
+ * Joins, invites and knocks of local users carry the user's profile (as Synapse sends them), so
+ * members lists show names without a profile look-up per member.
+ */
+async function withLocalProfile(ctx: ApiContext, userId: string, content: JsonObject): Promise<JsonObject> {
+  const m = content.membership;
+  if (serverOf(userId) !== ctx.config.serverName || (m !== 'join' && m !== 'invite' && m !== 'knock')) return content;
+  if (content.displayname !== undefined || content.avatar_url !== undefined) return content;
+  const profile = await storedProfile(ctx, userId);
+  return Object.keys(profile).length ? withProfile(content, profile) : content;
 }
 
 function objectField(body: JsonObject, key: string): JsonObject | undefined {

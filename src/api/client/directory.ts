@@ -1,0 +1,255 @@
+/**
+ * The published room directory (list_public_rooms.yaml): `GET/POST /publicRooms` and
+ * `GET/PUT /directory/list/room/{roomId}`. Which rooms are published is one set
+ * (`keys.publicRooms()`, also written by createRoom with `visibility: public`); what the
+ * directory says about each room is computed from its current state when asked, so it is never
+ * stale. Directories of other servers and third-party networks (appservices) are not served
+ * yet: asking for them is answered with 404 and 400.
+ */
+import type { Front, Request } from '../../http/server';
+import { MatrixError, errors } from '../../http/errors';
+import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
+import { splitStateKey } from '../../protocol/pdu';
+import { bearerToken, requireUser } from './auth';
+import type { ApiContext } from './context';
+import { canSendState } from './aliases';
+import { bodyObject, clientRoute, requireRoomId } from './room-common';
+
+/** What the directory shows of a room (PublishedRoomsChunk), from its current state. */
+export interface RoomSummary {
+  room_id: string;
+  num_joined_members: number;
+  world_readable: boolean;
+  guest_can_join: boolean;
+  join_rule?: string;
+  name?: string;
+  topic?: string;
+  canonical_alias?: string;
+  avatar_url?: string;
+  room_type?: string;
+}
+
+const SUMMARY_TYPES = new Set(['m.room.create', 'm.room.name', 'm.room.topic', 'm.room.canonical_alias', 'm.room.avatar', 'm.room.join_rules', 'm.room.history_visibility', 'm.room.guest_access']);
+
+/** A room's directory entry, or null for a room this server does not know. */
+export async function roomSummary(ctx: ApiContext, roomId: string): Promise<RoomSummary | null> {
+  if (!(await ctx.rooms.meta(roomId))) return null;
+  const ids = await ctx.rooms.currentStateIds(roomId);
+  const wanted: string[] = [];
+  for (const [k, id] of ids) {
+    const [type, stateKey] = splitStateKey(k);
+    if (stateKey === '' && SUMMARY_TYPES.has(type)) wanted.push(id);
+  }
+  const content = new Map<string, JsonObject>();
+  for (const e of await ctx.rooms.events(roomId, wanted)) {
+    const c = e.event.content;
+    if (typeof e.event.type === 'string' && isJsonObject(c as JsonValue)) content.set(e.event.type, c as JsonObject);
+  }
+  const str = (type: string, key: string): string | undefined => {
+    const v = content.get(type)?.[key];
+    return typeof v === 'string' && v !== '' ? v : undefined;
+  };
+  const out: RoomSummary = {
+    room_id: roomId,
+    num_joined_members: (await ctx.rooms.members(roomId, 'join')).size,
+    world_readable: str('m.room.history_visibility', 'history_visibility') === 'world_readable',
+    guest_can_join: str('m.room.guest_access', 'guest_access') === 'can_join',
+  };
+  const joinRule = str('m.room.join_rules', 'join_rule');
+  if (joinRule) out.join_rule = joinRule;
+  const name = str('m.room.name', 'name');
+  if (name) out.name = name;
+  const topic = plainTopic(content.get('m.room.topic'));
+  if (topic) out.topic = topic;
+  const alias = str('m.room.canonical_alias', 'alias');
+  if (alias) out.canonical_alias = alias;
+  const avatar = str('m.room.avatar', 'url');
+  if (avatar) out.avatar_url = avatar;
+  const roomType = str('m.room.create', 'type');
+  if (roomType) out.room_type = roomType;
+  return out;
+}
+
+/** The plain-text topic: `topic`, or the text/plain entry of `m.topic` (spec v1.15). */
+function plainTopic(content: JsonObject | undefined): string | undefined {
+  if (!content) return undefined;
+  if (typeof content.topic === 'string' && content.topic !== '') return content.topic;
+  const rich = content['m.topic'];
+  const list = isJsonObject(rich as JsonValue) ? (rich as JsonObject)['m.text'] : undefined;
+  if (!Array.isArray(list)) return undefined;
+  for (const t of list) {
+    if (!isJsonObject(t)) continue;
+    if ((t.mimetype === undefined || t.mimetype === 'text/plain') && typeof t.body === 'string' && t.body !== '') return t.body;
+  }
+  return undefined;
+}
+
+export interface DirectoryQuery {
+  limit?: number;
+  since?: string;
+  searchTerm?: string;
+  /** `null` in the list stands for rooms without a type. */
+  roomTypes?: (string | null)[];
+}
+
+/**
+ * Pagination keys: the directory is ordered by joined members (most first), then room id. A
+ * token names the edge of a page — `n<count>_<room id>` (the next page starts after it) or
+ * `p<count>_<room id>` (the previous page ends before it) — so rooms joining or leaving the
+ * directory between requests neither repeat nor skip the rooms around the edge.
+ */
+interface PageKey {
+  dir: 'n' | 'p';
+  count: number;
+  roomId: string;
+}
+
+function encodeKey(dir: 'n' | 'p', s: RoomSummary): string {
+  return `${dir}${s.num_joined_members}_${Buffer.from(s.room_id, 'utf8').toString('base64url')}`;
+}
+
+function decodeKey(token: string): PageKey {
+  const m = /^([np])(\d{1,12})_([A-Za-z0-9_-]{1,400})$/.exec(token);
+  if (!m) throw errors.invalidParam('Malformed since token');
+  return { dir: m[1] as 'n' | 'p', count: Number(m[2]), roomId: Buffer.from(m[3]!, 'base64url').toString('utf8') };
+}
+
+/** Directory order: most joined members first, then room id. */
+function compare(a: { num_joined_members: number; room_id: string }, b: { num_joined_members: number; room_id: string }): number {
+  if (a.num_joined_members !== b.num_joined_members) return b.num_joined_members - a.num_joined_members;
+  return a.room_id < b.room_id ? -1 : a.room_id > b.room_id ? 1 : 0;
+}
+
+export function matchesSearch(s: RoomSummary, term: string): boolean {
+  const t = term.toLowerCase();
+  if (s.room_id === term) return true;
+  return [s.name, s.topic, s.canonical_alias].some((v) => v !== undefined && v.toLowerCase().includes(t));
+}
+
+/** One page of the local directory (pure once the summaries are read: exported for unit tests). */
+export function pageDirectory(all: RoomSummary[], q: DirectoryQuery): JsonObject {
+  let rooms = all.slice().sort(compare);
+  if (q.searchTerm) rooms = rooms.filter((s) => matchesSearch(s, q.searchTerm!));
+  if (q.roomTypes) {
+    const types = q.roomTypes;
+    rooms = rooms.filter((s) => types.includes(s.room_type ?? null));
+  }
+  const total = rooms.length;
+  const limit = q.limit ?? total;
+  let start = 0;
+  let end = rooms.length;
+  if (q.since) {
+    const key = decodeKey(q.since);
+    const edge = { num_joined_members: key.count, room_id: key.roomId };
+    if (key.dir === 'n') {
+      start = rooms.findIndex((s) => compare(s, edge) > 0);
+      if (start < 0) start = rooms.length;
+      end = Math.min(rooms.length, start + limit);
+    } else {
+      end = rooms.findIndex((s) => compare(s, edge) >= 0);
+      if (end < 0) end = rooms.length;
+      start = Math.max(0, end - limit);
+    }
+  } else {
+    end = Math.min(rooms.length, limit);
+  }
+  const chunk = rooms.slice(start, end);
+  const out: JsonObject = { chunk: chunk as unknown as JsonValue[], total_room_count_estimate: total };
+  if (chunk.length && end < rooms.length) out.next_batch = encodeKey('n', chunk[chunk.length - 1]!);
+  if (chunk.length && start > 0) out.prev_batch = encodeKey('p', chunk[0]!);
+  return out;
+}
+
+function parseLimit(v: unknown): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw errors.invalidParam('limit must be a non-negative integer');
+  return v;
+}
+
+export function registerDirectoryRoutes(front: Front, ctx: ApiContext): void {
+  /** Only this server's directory is served; others need federation. */
+  const localOnly = (req: Request) => {
+    const server = req.query.server;
+    if (server !== undefined && server !== '' && server !== ctx.config.serverName) {
+      throw errors.notFound(`The room directory of ${server} is not available: querying other servers needs federation, which this server does not do yet`);
+    }
+  };
+
+  const listing = async (q: DirectoryQuery) => {
+    const ids = await ctx.redis.smembers(ctx.keys.publicRooms());
+    const summaries = (await Promise.all(ids.map((id) => roomSummary(ctx, id)))).filter((s): s is RoomSummary => s !== null);
+    return pageDirectory(summaries, q);
+  };
+
+  clientRoute(front, 'GET', '/publicRooms', async (req) => {
+    // The spec lets anyone read the directory; a token that is sent must still be valid.
+    if (bearerToken(req) !== null) await requireUser(ctx, req);
+    localOnly(req);
+    const limitRaw = req.query.limit;
+    let limit: number | undefined;
+    if (limitRaw !== undefined && limitRaw !== '') {
+      if (!/^\d{1,9}$/.test(limitRaw)) throw errors.invalidParam('limit must be a non-negative integer');
+      limit = Number(limitRaw);
+    }
+    const since = req.query.since || undefined;
+    return { body: await listing({ ...(limit !== undefined ? { limit } : {}), ...(since ? { since } : {}) }) };
+  });
+
+  clientRoute(front, 'POST', '/publicRooms', async (req) => {
+    await requireUser(ctx, req);
+    localOnly(req);
+    const body = req.body.length ? bodyObject(req) : {};
+    const q: DirectoryQuery = {};
+    const limit = parseLimit(body.limit);
+    if (limit !== undefined) q.limit = limit;
+    if (body.since !== undefined && body.since !== null) {
+      if (typeof body.since !== 'string') throw errors.invalidParam('since must be a string');
+      if (body.since !== '') q.since = body.since;
+    }
+    if (body.include_all_networks !== undefined && typeof body.include_all_networks !== 'boolean') throw errors.invalidParam('include_all_networks must be a boolean');
+    if (body.third_party_instance_id !== undefined) {
+      if (typeof body.third_party_instance_id !== 'string') throw errors.invalidParam('third_party_instance_id must be a string');
+      if (body.include_all_networks === true) throw errors.invalidParam('third_party_instance_id cannot be combined with include_all_networks');
+      // No application services bridge third-party networks here, so every instance is unknown.
+      throw errors.invalidParam(`Unknown third-party network ${JSON.stringify(body.third_party_instance_id)}`);
+    }
+    if (body.filter !== undefined && body.filter !== null) {
+      if (!isJsonObject(body.filter)) throw errors.invalidParam('filter must be an object');
+      const term = body.filter.generic_search_term;
+      if (term !== undefined && term !== null) {
+        if (typeof term !== 'string') throw errors.invalidParam('filter.generic_search_term must be a string');
+        if (term.trim() !== '') q.searchTerm = term.trim();
+      }
+      const types = body.filter.room_types;
+      if (types !== undefined && types !== null) {
+        if (!Array.isArray(types) || !types.every((t) => t === null || typeof t === 'string')) throw errors.invalidParam('filter.room_types must be a list of strings and nulls');
+        q.roomTypes = types as (string | null)[];
+      }
+    }
+    return { body: await listing(q) };
+  });
+
+  clientRoute(front, 'GET', '/directory/list/room/:roomId', async (req) => {
+    const roomId = requireRoomId(req.params.roomId);
+    if (!(await ctx.rooms.meta(roomId))) throw errors.notFound('Room not found');
+    const published = (await ctx.redis.sismember(ctx.keys.publicRooms(), roomId)) === 1;
+    return { body: { visibility: published ? 'public' : 'private' } };
+  });
+
+  clientRoute(front, 'PUT', '/directory/list/room/:roomId', async (req) => {
+    const user = await requireUser(ctx, req);
+    const roomId = requireRoomId(req.params.roomId);
+    const body = req.body.length ? bodyObject(req) : {};
+    const visibility = body.visibility ?? 'public';
+    if (visibility !== 'public' && visibility !== 'private') throw errors.invalidParam('visibility must be "public" or "private"');
+    if (!(await ctx.rooms.meta(roomId))) throw errors.notFound('Room not found');
+    // As Synapse does: members who may change the room's canonical alias (its moderators).
+    if ((await ctx.rooms.membership(roomId, user.userId)) !== 'join') throw new MatrixError(403, 'M_FORBIDDEN', 'You are not in this room');
+    if (!(await canSendState(ctx, roomId, user.userId, 'm.room.canonical_alias'))) {
+      throw new MatrixError(403, 'M_FORBIDDEN', "Publishing a room needs the power to change its canonical alias");
+    }
+    if (visibility === 'public') await ctx.redis.sadd(ctx.keys.publicRooms(), roomId);
+    else await ctx.redis.srem(ctx.keys.publicRooms(), roomId);
+    return { body: {} };
+  });
+}
