@@ -3,22 +3,12 @@
  * for the flows a client goes through and by raw fetch for what a well-behaved client never sends.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClient as sdkClient, EventType, type ICreateClientOpts, type MatrixClient } from 'matrix-js-sdk';
-import type { Logger } from 'matrix-js-sdk/lib/logger';
+import { EventType, type MatrixClient } from 'matrix-js-sdk';
+import { createClient } from './sdk';
 import { startTestServer, type TestServer } from './server-harness';
 
 let server: TestServer;
 
-/** The SDK logs every request at debug level; keep its warnings and errors only. */
-const quiet: Logger = {
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: (...m: unknown[]) => console.warn(...m),
-  error: (...m: unknown[]) => console.error(...m),
-  getChild: () => quiet,
-};
-const createClient = (opts: ICreateClientOpts) => sdkClient({ ...opts, logger: quiet });
 
 beforeAll(async () => {
   server = await startTestServer();

@@ -4,12 +4,10 @@
  * joins by alias; they talk; history pages back; profiles and account data are set; one leaves.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClient as sdkClient, Direction, type ICreateClientOpts, type MatrixClient } from 'matrix-js-sdk';
-import type { Logger } from 'matrix-js-sdk/lib/logger';
+import { Direction, type MatrixClient } from 'matrix-js-sdk';
+import { createClient } from './sdk';
 import { startTestServer, type TestServer } from './server-harness';
 
-const quiet: Logger = { trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: (...m: unknown[]) => console.error(...m), getChild: () => quiet };
-const createClient = (opts: ICreateClientOpts) => sdkClient({ ...opts, logger: quiet });
 
 let server: TestServer;
 beforeAll(async () => {

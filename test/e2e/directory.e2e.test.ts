@@ -5,34 +5,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClient as sdkClient, Visibility, type ICreateClientOpts, type MatrixClient } from 'matrix-js-sdk';
-import type { Logger } from 'matrix-js-sdk/lib/logger';
+import { Visibility, type MatrixClient } from 'matrix-js-sdk';
+import { createClient } from './sdk';
 import { startTestServer, type TestServer } from './server-harness';
 
-// matrix-js-sdk uses Promise.withResolvers (Node 22+); Node 20 runs these tests too.
-if (!('withResolvers' in Promise)) {
-  Object.assign(Promise, {
-    withResolvers<T>() {
-      let resolve!: (v: T) => void;
-      let reject!: (e: unknown) => void;
-      const promise = new Promise<T>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      return { promise, resolve, reject };
-    },
-  });
-}
-
-const quiet: Logger = {
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: (...m: unknown[]) => console.warn(...m),
-  error: (...m: unknown[]) => console.error(...m),
-  getChild: () => quiet,
-};
-const createClient = (opts: ICreateClientOpts) => sdkClient({ ...opts, logger: quiet });
 
 type Json = Record<string, any>;
 

@@ -5,7 +5,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClient, Direction } from 'matrix-js-sdk';
+import { Direction } from 'matrix-js-sdk';
+import { createClient } from './sdk';
 import { startTestServer, type TestServer } from './server-harness';
 import { registrationMac } from '../../src/api/admin/register';
 import { decode } from '../../src/store/codec';
@@ -13,21 +14,6 @@ import { KeySpace, userData } from '../../src/store/keys';
 import { shardOf } from '../../src/runtime/shards';
 import type { AccountRecord } from '../../actors/user';
 import { parseArgs, registerWithSharedSecret } from '../../scripts/register-user';
-
-// matrix-js-sdk uses Promise.withResolvers (Node 22+); Node 20 runs these tests too.
-if (!('withResolvers' in Promise)) {
-  Object.assign(Promise, {
-    withResolvers<T>() {
-      let resolve!: (v: T) => void;
-      let reject!: (e: unknown) => void;
-      const promise = new Promise<T>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      return { promise, resolve, reject };
-    },
-  });
-}
 
 type Json = Record<string, any>;
 interface Session {
