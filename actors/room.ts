@@ -6,7 +6,12 @@
  *   room id is derived from it, so it must exist before the room can be addressed);
  * - `send`: a new local event from a template: the actor picks prev_events (the forward
  *   extremities), depth, auth_events, signs it, checks the authorization rules against the
- *   current state, and persists it — or answers M_FORBIDDEN and writes nothing.
+ *   current state, and persists it — or answers M_FORBIDDEN and writes nothing;
+ * - `set_directory_visibility`: publish the room in the room directory or take it out (who may
+ *   is the front's call); the flag is the room's, and an output entry lets the membership index
+ *   reader keep the server's set of published rooms in step;
+ * - `alias_index`: add or remove a local alias in the room's alias set, told by the front after
+ *   the alias's own actor (actors/alias.ts) created or deleted it. Idempotent.
  *
  * State is stored as shared snapshots with deltas: a state event makes a new snapshot that is its
  * parent plus one entry; other events point at the snapshot they were sent in. Storage therefore
@@ -56,6 +61,8 @@ export interface RoomMeta {
   snap: number;
   snapChain: number;
   snapSeq: number;
+  /** Published in the room directory (absent: not published). */
+  published?: true;
 }
 
 export interface RoomState extends RoomMeta {
@@ -83,9 +90,14 @@ export type RoomMessage =
    * history (auth chains and state fetched for a join). Ordered so each event comes after the
    * events it references.
    */
-  | { op: 'ingest'; pdus: JsonObject[]; keys: RemoteKeys; outlier?: boolean };
+  | { op: 'ingest'; pdus: JsonObject[]; keys: RemoteKeys; outlier?: boolean }
+  | { op: 'set_directory_visibility'; visibility: DirectoryVisibility }
+  /** `present`: whether the alias now points at this room. */
+  | { op: 'alias_index'; alias: string; present: boolean };
 
-export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply;
+export type DirectoryVisibility = 'public' | 'private';
+
+export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply | { ok: true };
 
 export interface IngestReply {
   results: { event_id: string | null; status: IngestOutcome['status'] | 'duplicate'; reason?: string; missing?: string[] }[];
@@ -101,6 +113,15 @@ export interface RoomOutput {
   state?: { key: string; replaces: string | null };
   /** For an applied redaction: the event it redacted. */
   redacted?: string;
+}
+
+/**
+ * The other kind of entry on a room shard's output stream: the room's directory visibility was
+ * set (the membership index reader keeps `keys.publicRooms()` from it).
+ */
+export interface RoomDirectoryOutput {
+  roomId: string;
+  directory: DirectoryVisibility;
 }
 
 /** What the shell loads before decide: stored events the message refers to, and a prior txn. */
@@ -154,7 +175,35 @@ export function decideRoom(cfg: RoomConfig, state: RoomState, msg: ActorMessage<
   if (body?.op === 'create') return decideCreate(cfg, state, body.event);
   if (body?.op === 'send') return decideSend(cfg, state, msg, body.event, body.txn, prepared);
   if (body?.op === 'ingest') return decideIngest(state, body.pdus, body.keys, body.outlier ?? false, prepared);
+  if (body?.op === 'set_directory_visibility') return decideDirectoryVisibility(state, body.visibility);
+  if (body?.op === 'alias_index') return decideAliasIndex(state, body.alias, body.present);
   throw new TypeError(`room: unknown op ${JSON.stringify((body as { op?: unknown } | undefined)?.op)}`);
+}
+
+/**
+ * Publish or unpublish the room. Written and announced even when unchanged, so the derived set
+ * of published rooms heals if it ever disagrees (entries are applied idempotently).
+ */
+function decideDirectoryVisibility(state: RoomState, visibility: DirectoryVisibility): Decision<RoomState, RoomReply> {
+  if (state.version === null) throw new ActorRejection('M_NOT_FOUND', 'Unknown room', 404);
+  if (visibility !== 'public' && visibility !== 'private') throw new ActorRejection('M_INVALID_PARAM', 'visibility must be "public" or "private"', 400);
+  const published = visibility === 'public';
+  let next = state;
+  if (published && !state.published) next = { ...state, published: true };
+  else if (!published && state.published) {
+    const { published: _p, ...rest } = state;
+    next = rest;
+  }
+  const key = roomData.published(state.roomId);
+  const output: RoomDirectoryOutput = { roomId: state.roomId, directory: visibility };
+  return { state: next, reply: { ok: true }, writes: [published ? { cmd: 'SET', key, args: ['1'] } : { cmd: 'DEL', key, args: [] }], outputs: [output] };
+}
+
+/** Keep the room's set of local aliases (the alias actor owns the aliases themselves). */
+function decideAliasIndex(state: RoomState, alias: string, present: boolean): Decision<RoomState, RoomReply> {
+  if (state.version === null) throw new ActorRejection('M_NOT_FOUND', 'Unknown room', 404);
+  if (typeof alias !== 'string' || !alias.startsWith('#')) throw new ActorRejection('M_INVALID_PARAM', 'Not a room alias', 400);
+  return { state, reply: { ok: true }, writes: [{ cmd: present ? 'SADD' : 'SREM', key: roomData.aliases(state.roomId), args: [alias] }] };
 }
 
 function decideCreate(cfg: RoomConfig, state: RoomState, raw: JsonObject): Decision<RoomState, RoomReply> {

@@ -10,13 +10,15 @@
  * What fronts read without asking (all written here through `writes`, keys in `userData`):
  * - `tok:<hash>`: a TokenRecord per access token and per refresh token (src/api/client/auth.ts);
  * - the account record (password hash, deactivated) for login and user-interactive auth;
- * - devices, account data, filters and profile, each a hash of JSON values.
+ * - devices, account data, filters and profile, each a hash of JSON values;
+ * - the set of rooms the user has forgotten (`membershipIndexData.forgotten`): set here by
+ *   `forget`; the membership index clears an entry when the user joins, is invited or knocks again.
  * The state blob is small: the account fields and, per device, the hashes of its current tokens.
  */
 import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type StoreWrite } from '../src/runtime/actor';
 import type { Family } from '../src/runtime/shards';
 import { encode } from '../src/store/codec';
-import { userData } from '../src/store/keys';
+import { membershipIndexData, userData } from '../src/store/keys';
 
 export interface DeviceState {
   /** sha256 of the device's current access token (null: none). */
@@ -76,7 +78,9 @@ export type UserMessage =
   /** Add or replace one room tag; `json`: its metadata object as JSON text. */
   | { op: 'set_room_tag'; roomId: string; tag: string; json: string }
   | { op: 'delete_room_tag'; roomId: string; tag: string }
-  | { op: 'set_profile'; field: 'displayname' | 'avatar_url'; value: string | null };
+  | { op: 'set_profile'; field: 'displayname' | 'avatar_url'; value: string | null }
+  /** Forget a room the user has left (the front checks that they have). */
+  | { op: 'forget'; roomId: string };
 
 export type UserReply =
   | { user_id: string; device_id?: string; expires_in_ms?: number }
@@ -174,6 +178,10 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>): D 
       const key = userData.profile(state.userId);
       const write: StoreWrite = body.value === null ? { cmd: 'HDEL', key, args: [body.field] } : { cmd: 'HSET', key, args: [body.field, body.value] };
       return { state, reply: { ok: true }, writes: [write], outputs: [{ type: 'profile', user_id: state.userId, field: body.field } satisfies UserOutput] };
+    }
+    case 'forget': {
+      if (typeof body.roomId !== 'string' || !body.roomId.startsWith('!')) throw new ActorRejection('M_INVALID_PARAM', 'roomId must be a room id', 400);
+      return { state, reply: { ok: true }, writes: [{ cmd: 'SADD', key: membershipIndexData.forgotten(state.userId), args: [body.roomId] }] };
     }
     default:
       // A message this actor cannot understand is a bug upstream: fail it (the runtime dead-letters it).

@@ -9,9 +9,14 @@
  * confirms it (read-your-writes for the client that made it). Both go through
  * membership-index-1.lua, which keeps the entry with the highest room stream position, so
  * re-delivery and either order of arrival give the same index.
+ *
+ * The same reader keeps two server-wide sets derived from room state: the rooms whose members
+ * the user directory shows (`directoryVisibleRooms`), and the rooms published in the room
+ * directory (`publicRooms`, from the flag each room actor owns, announced by its
+ * `set_directory_visibility` entries).
  */
 import type { Logger } from 'pino';
-import type { RoomOutput } from '../../actors/room';
+import type { RoomDirectoryOutput, RoomOutput } from '../../actors/room';
 import type { ShardReader } from '../runtime/worker';
 import { shardOf } from '../runtime/shards';
 import { decode } from '../store/codec';
@@ -55,10 +60,6 @@ export class MembershipIndex {
       if (membership === undefined || m === membership) out.push({ roomId, membership: m, pos: Number(value.slice(0, i)) });
     }
     return out;
-  }
-
-  async forget(userId: string, roomId: string): Promise<void> {
-    await this.redis.sadd(this.userKeys(userId).data(membershipIndexData.forgotten(userId)), roomId);
   }
 
   async isForgotten(userId: string, roomId: string): Promise<boolean> {
@@ -190,6 +191,16 @@ export class MembershipIndexReader implements ShardReader {
     else await this.redis.srem(this.keys.directoryVisibleRooms(), roomId);
   }
 
+  /**
+   * Whether the room is in the published room directory: the room's own flag as it is now (not
+   * the entry's, which may be older), so applying entries again or out of order is harmless.
+   */
+  private async updatePublished(shard: number, roomId: string): Promise<void> {
+    const published = (await this.redis.exists(this.keys.shard('room', shard).data(roomData.published(roomId)))) === 1;
+    if (published) await this.redis.sadd(this.keys.publicRooms(), roomId);
+    else await this.redis.srem(this.keys.publicRooms(), roomId);
+  }
+
   /** Take over entries left pending by other consumers (the shard's previous holder). */
   private async claimAll(shard: number, outbox: string): Promise<void> {
     let cursor = '0-0';
@@ -209,6 +220,10 @@ export class MembershipIndexReader implements ShardReader {
       ids.push(id);
       const out = parseOutput(fields);
       if (!out) continue; // not a room output (or trimmed): nothing for this index
+      if (!('event' in out)) {
+        await this.updatePublished(shard, out.roomId);
+        continue;
+      }
       const m = membershipOf(out);
       if (m) await this.index.record(m.userId, out.roomId, out.pos, m.membership);
       if (affectsDirectoryVisibility(out)) await this.updateDirectoryVisibility(shard, out.roomId);
@@ -223,7 +238,7 @@ function affectsDirectoryVisibility(out: RoomOutput): boolean {
   return e.state_key === '' && (e.type === 'm.room.join_rules' || e.type === 'm.room.history_visibility');
 }
 
-function parseOutput(fields: Buffer[] | null): RoomOutput | null {
+function parseOutput(fields: Buffer[] | null): RoomOutput | RoomDirectoryOutput | null {
   if (!fields) return null;
   let kind = '';
   let body: Buffer | null = null;
@@ -234,8 +249,10 @@ function parseOutput(fields: Buffer[] | null): RoomOutput | null {
   }
   if (kind !== 'room' || !body) return null;
   try {
-    const out = decode<RoomOutput>(body);
-    return out && typeof out.roomId === 'string' && typeof out.pos === 'number' && out.event ? out : null;
+    const out = decode<RoomOutput | RoomDirectoryOutput>(body);
+    if (!out || typeof out.roomId !== 'string') return null;
+    if ('directory' in out) return out.directory === 'public' || out.directory === 'private' ? out : null;
+    return typeof out.pos === 'number' && out.event ? out : null;
   } catch {
     return null;
   }

@@ -58,7 +58,11 @@ export class KeySpace {
     return `${this.prefix}{regnonce:${nonce}}`;
   }
 
-  /** Set: rooms published in the room directory (`visibility: public`). */
+  /**
+   * Set: rooms published in the room directory (`visibility: public`). A derived index: each
+   * room actor owns its own flag (`roomData.published`), and the membership index reader keeps
+   * this set in step with it from the room outboxes.
+   */
   publicRooms(): string {
     return `${this.prefix}directory:public`;
   }
@@ -132,8 +136,13 @@ export const roomData = {
   txns: (roomId: string) => `room:${roomId}:txn`,
   /** Hash: event id → the client transaction key it was sent with (for `unsigned.transaction_id`). */
   eventTxns: (roomId: string) => `room:${roomId}:evtxn`,
-  /** Set: the local aliases pointing at the room (GET /rooms/{roomId}/aliases). */
+  /**
+   * Set: the local aliases pointing at the room (GET /rooms/{roomId}/aliases). Written by the
+   * room actor (`alias_index`) when told by the front after the alias actor answered.
+   */
   aliases: (roomId: string) => `room:${roomId}:aliases`,
+  /** `1` while the room is published in the room directory (absent: not published). */
+  published: (roomId: string) => `room:${roomId}:published`,
   /**
    * Sorted set: the events that relate to `parentId` (`content['m.relates_to'].event_id`), by
    * stream position. Written by the room actor with the event; a redaction that strips the
@@ -169,7 +178,8 @@ export const userData = {
 
 /**
  * A local room alias, relative to the room-family shard the alias hashes to
- * (`shard('room', shardOf(alias))`): msgpack { r: room id, c: creator user id }.
+ * (`shard('room', shardOf(alias))`): msgpack { r: room id, c: creator user id }. Written by the
+ * alias's actor (actors/alias.ts); fronts read it to resolve the alias.
  */
 export const aliasData = {
   alias: (alias: string) => `alias:${alias}`,
@@ -179,7 +189,8 @@ export const aliasData = {
  * The joined-rooms index, relative to the USER's shard: written by the membership index reader
  * (src/readers/membership-index.ts) from the room outboxes, and by fronts right after a
  * membership change they sent is confirmed (both through membership-index-1.lua, so the order
- * of arrival does not matter).
+ * of arrival does not matter). The forgotten set is set by the user actor (`forget`) and
+ * cleared by that script when the user joins, is invited or knocks again.
  */
 export const membershipIndexData = {
   /** Hash: room id → `<stream position>:<membership>` (the latest membership seen). */

@@ -171,3 +171,51 @@ describe('RoomActor read indexes (relations, threads, timestamps)', () => {
     expect(room.writes.has(`ZREM ${roomData.relations(room.roomId, root.event_id)} ${reply.event_id}`)).toBe(true);
   });
 });
+
+describe('RoomActor: directory visibility and the alias set', () => {
+  const published = (room: Room) => [...room.writes.keys()].filter((k) => k.includes(roomData.published(room.roomId)));
+
+  it('publishes and unpublishes the room: its flag, its key, and an output entry each time', () => {
+    const room = newRoom('11');
+    const before = room.outputs.length;
+    expect(room.run({ op: 'set_directory_visibility', visibility: 'public' })).toEqual({ ok: true });
+    expect(room.state.published).toBe(true);
+    expect(published(room)).toEqual([`SET ${roomData.published(room.roomId)} 1`]);
+    expect(room.outputs.slice(before)).toEqual([{ roomId: room.roomId, directory: 'public' }]);
+    room.writes.clear();
+    room.run({ op: 'set_directory_visibility', visibility: 'private' });
+    expect(room.state.published).toBeUndefined();
+    expect(published(room)).toEqual([`DEL ${roomData.published(room.roomId)} undefined`]);
+    expect(room.outputs.slice(before + 1)).toEqual([{ roomId: room.roomId, directory: 'private' }]);
+  });
+
+  it('announces an unchanged visibility again (the derived set heals), and keeps the state as it was', () => {
+    const room = newRoom('11');
+    const d = decideRoom(cfg, room.state, { mid: 'x', actorId: room.roomId, body: { op: 'set_directory_visibility', visibility: 'private' }, enqueuedAt: 1 }, {});
+    expect(d.state).toBe(room.state);
+    expect(d.writes).toEqual([{ cmd: 'DEL', key: roomData.published(room.roomId), args: [] }]);
+    expect(d.outputs).toEqual([{ roomId: room.roomId, directory: 'private' }]);
+  });
+
+  it('refuses visibility for unknown rooms and unknown values', () => {
+    forbidden(() => new Room('!nothing:test.local').run({ op: 'set_directory_visibility', visibility: 'public' }), 'M_NOT_FOUND');
+    forbidden(() => newRoom('11').run({ op: 'set_directory_visibility', visibility: 'secret' as never }), 'M_INVALID_PARAM');
+  });
+
+  it('adds and removes aliases in its alias set, idempotently, without events', () => {
+    const room = newRoom('12');
+    const seq = room.state.seq;
+    const outputs = room.outputs.length;
+    for (const present of [true, true, false]) {
+      const d = decideRoom(cfg, room.state, { mid: 'a', actorId: room.roomId, body: { op: 'alias_index', alias: '#a:test.local', present }, enqueuedAt: 1 }, {});
+      expect(d.reply).toEqual({ ok: true });
+      expect(d.state).toBe(room.state);
+      expect(d.writes).toEqual([{ cmd: present ? 'SADD' : 'SREM', key: roomData.aliases(room.roomId), args: ['#a:test.local'] }]);
+      expect(d.outputs ?? []).toEqual([]);
+    }
+    expect(room.state.seq).toBe(seq);
+    expect(room.outputs.length).toBe(outputs);
+    forbidden(() => room.run({ op: 'alias_index', alias: 'a', present: true }), 'M_INVALID_PARAM');
+    forbidden(() => new Room('!nothing:test.local').run({ op: 'alias_index', alias: '#a:test.local', present: true }), 'M_NOT_FOUND');
+  });
+});

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { decideUser, newUser, type UserMessage, type UserState } from '../../actors/user';
 import { ActorRejection, type StoreWrite } from '../../src/runtime/actor';
 import { decode } from '../../src/store/codec';
-import { userData } from '../../src/store/keys';
+import { membershipIndexData, userData } from '../../src/store/keys';
 
 const ME = '@alice:test';
 const msg = (body: UserMessage, at = 1000) => ({ mid: 'm', actorId: ME, body, enqueuedAt: at });
@@ -180,5 +180,18 @@ describe('UserActor room tags', () => {
     expect(tagWrite(b.writes)).toEqual({ tags: { 'u.bad': {}, 'u.new': { order: 1 } } });
     const c = decideUser(b.state, msg({ op: 'set_room_tag', roomId: ROOM, tag: 'u.more', json: '{}' }));
     expect(tagWrite(c.writes)).toEqual({ tags: { 'u.bad': {}, 'u.more': {}, 'u.new': { order: 1 } } });
+  });
+});
+
+describe('UserActor.decide: forgetting rooms', () => {
+  const ROOM = '!left:test';
+
+  it('records the forgotten room in the user shard, and only for a known user', () => {
+    const d = decideUser(registered(), msg({ op: 'forget', roomId: ROOM }));
+    expect(d.reply).toEqual({ ok: true });
+    expect(d.writes).toEqual([{ cmd: 'SADD', key: membershipIndexData.forgotten(ME), args: [ROOM] }]);
+    expect(d.outputs ?? []).toEqual([]);
+    expect(rejection(() => decideUser(newUser(ME), msg({ op: 'forget', roomId: ROOM })))).toMatchObject({ errcode: 'M_NOT_FOUND' });
+    expect(rejection(() => decideUser(registered(), msg({ op: 'forget', roomId: 'left' })))).toMatchObject({ errcode: 'M_INVALID_PARAM' });
   });
 });

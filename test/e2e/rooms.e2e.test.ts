@@ -1,14 +1,15 @@
 /**
  * Rooms over the Client-Server API, end to end: a real front and workers on the test Redis,
  * spoken to with raw fetch (behaviour and error codes) and with matrix-js-sdk (what a client
- * does). Access tokens are minted straight into the user shards (registration lives elsewhere).
+ * does). Accounts and their access tokens are made by asking the user actors directly
+ * (registration over HTTP is tested elsewhere).
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, Direction } from 'matrix-js-sdk';
 import { startTestServer, type TestServer } from './server-harness';
-import { newToken, tokenKeyName, type TokenRecord } from '../../src/api/client/auth';
-import { encode } from '../../src/store/codec';
+import { newToken, tokenHash } from '../../src/api/client/auth';
+import type { UserMessage } from '../../actors/user';
 import { KeySpace, membershipIndexData } from '../../src/store/keys';
 import { shardOf } from '../../src/runtime/shards';
 import { ActorClient } from '../../src/runtime/actor-client';
@@ -24,13 +25,22 @@ type Json = Record<string, any>;
 
 let server: TestServer;
 let keys: KeySpace;
+let accounts: ActorClient;
 const USER_SHARDS = 16;
 
+/**
+ * A local account's device and its access token, through the user actor: the first call for a
+ * user registers the account, later ones log another device in (against a stand-in password
+ * hash: the actor only compares hashes, the front is not involved).
+ */
+const minted = new Set<string>();
 async function mint(localpart: string, deviceId = 'DEV1'): Promise<Session> {
   const userId = `@${localpart}:${server.serverName}`;
   const token = newToken(userId, USER_SHARDS);
-  const rec: TokenRecord = { u: userId, d: deviceId };
-  await server.redis.set(keys.shard('user', shardOf(userId, USER_SHARDS)).data(tokenKeyName(token)), encode(rec));
+  const session = { deviceId, accessHash: tokenHash(token) };
+  const body: UserMessage = minted.has(userId) ? { op: 'login', verifiedHash: 'minted', session } : { op: 'register', passwordHash: 'minted', session };
+  await accounts.ask('user', 'user', userId, body);
+  minted.add(userId);
   return { userId, deviceId, token };
 }
 
@@ -78,9 +88,12 @@ beforeAll(async () => {
   server = await startTestServer();
   keys = new KeySpace(server.config.redis.keyPrefix);
   expect(server.config.shards.users).toBe(USER_SHARDS);
+  accounts = new ActorClient(server.redis, keys, { room: server.config.shards.rooms, user: USER_SHARDS });
+  await accounts.start();
 });
 
 afterAll(async () => {
+  await accounts?.close();
   await server?.stop();
 });
 
@@ -240,7 +253,8 @@ describe('membership', () => {
     expect(await index.record(carol.userId, roomId, pos, 'join')).toBe(false);
     expect(await server.redis.hget(hash, roomId)).toBe(before);
     // …and a forgotten room is un-forgotten by a newer join.
-    await index.forget(carol.userId, roomId);
+    await accounts.ask('user', 'user', carol.userId, { op: 'forget', roomId } satisfies UserMessage);
+    expect(await index.isForgotten(carol.userId, roomId)).toBe(true);
     expect(await index.record(carol.userId, roomId, pos + 1, 'join')).toBe(true);
     expect(await index.isForgotten(carol.userId, roomId)).toBe(false);
   });

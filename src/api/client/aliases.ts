@@ -1,9 +1,12 @@
 /**
  * Room aliases (directory.yaml): `PUT/GET/DELETE /directory/room/{roomAlias}` and
- * `GET /rooms/{roomId}/aliases`. A local alias lives in the room-family shard its name hashes
- * to (one read resolves it, on a Redis Cluster too), and the room keeps the set of its local
- * aliases in its own shard. Creating uses SET NX, so two clients racing for a name cannot both
- * win. Aliases on other servers need a federation directory query, which comes with federation.
+ * `GET /rooms/{roomId}/aliases`. Each local alias is an actor (actors/alias.ts) in the
+ * room-family shard its name hashes to: it alone writes the alias's record, so two clients
+ * racing for a name are ordered and only one wins, and one read of the record resolves the alias
+ * (on a Redis Cluster too). The room keeps the set of its local aliases in its own shard; the
+ * room actor maintains it (`alias_index`) when this front tells it, after the alias actor has
+ * answered — eventually consistent, and idempotent. Aliases on other servers need a federation
+ * directory query, which comes with federation.
  */
 import type { Front } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
@@ -11,19 +14,15 @@ import { namedLevel, requiredEventLevel, userPowerLevel } from '../../protocol/p
 import { lookupFromStateMap, toPdu } from '../../protocol/pdu';
 import { requireRoomVersion } from '../../protocol/room-versions';
 import type { JsonObject } from '../../protocol/json';
-import { decode, encode } from '../../store/codec';
+import { decode } from '../../store/codec';
 import { aliasData, roomData } from '../../store/keys';
+import type { AliasMessage, AliasRecord, AliasReply } from '../../../actors/alias';
+import type { RoomMessage } from '../../../actors/room';
 import { requireUser } from './auth';
 import type { ApiContext } from './context';
-import { aliasShard, bodyObject, clientRoute, historyVisibility, parseAlias, requireRoomId, roomShard } from './room-common';
+import { aliasShard, askRoomFamily, bodyObject, clientRoute, historyVisibility, parseAlias, requireRoomId, roomShard } from './room-common';
 
-interface AliasRecord {
-  /** Room id. */
-  r: string;
-  /** Who created the alias. */
-  c: string;
-}
-
+/** The front's view of aliases: reads of the records, and changes through the alias actors. */
 export class AliasStore {
   constructor(private readonly ctx: ApiContext) {}
 
@@ -36,21 +35,39 @@ export class AliasStore {
     return blob ? decode<AliasRecord>(blob) : null;
   }
 
-  /** Create the alias; false when the name is taken. */
-  async create(alias: string, roomId: string, creator: string): Promise<boolean> {
-    const ok = await this.ctx.redis.set(this.key(alias), encode({ r: roomId, c: creator } satisfies AliasRecord), 'NX');
-    if (ok !== 'OK') return false;
-    await this.ctx.redis.sadd(roomShard(this.ctx, roomId).data(roomData.aliases(roomId)), alias);
-    return true;
+  /** Create the alias; a taken name is refused with 409 M_UNKNOWN (the alias actor's answer). */
+  async create(alias: string, roomId: string, creator: string): Promise<void> {
+    await askRoomFamily<AliasReply>(this.ctx, 'alias', alias, { op: 'create', roomId, creator } satisfies AliasMessage);
+    await this.index(roomId, alias, true);
   }
 
-  async delete(alias: string, roomId: string): Promise<void> {
-    await this.ctx.redis.del(this.key(alias));
-    await this.ctx.redis.srem(roomShard(this.ctx, roomId).data(roomData.aliases(roomId)), alias);
+  /**
+   * Delete the alias. `force`: the front found the requester may delete it even though they did
+   * not create it; `roomId`: the room that was checked in (the alias must still point at it).
+   */
+  async delete(alias: string, requester: string, opts: { force?: boolean; roomId?: string } = {}): Promise<AliasReply> {
+    const msg: AliasMessage = { op: 'delete', requester, ...(opts.force ? { force: true } : {}), ...(opts.roomId !== undefined ? { roomId: opts.roomId } : {}) };
+    const gone = await askRoomFamily<AliasReply>(this.ctx, 'alias', alias, msg);
+    await this.index(gone.room_id, alias, false);
+    return gone;
   }
 
   async ofRoom(roomId: string): Promise<string[]> {
     return (await this.ctx.redis.smembers(roomShard(this.ctx, roomId).data(roomData.aliases(roomId)))).sort();
+  }
+
+  /**
+   * Tell the room to add or drop the alias in its alias set. Asked (not just told) so the
+   * client's next read sees it; if the room does not answer in time the command is still in
+   * its inbox and will be applied, so the alias change — already done — is not reported as failed.
+   */
+  private async index(roomId: string, alias: string, present: boolean): Promise<void> {
+    try {
+      await askRoomFamily(this.ctx, 'room', roomId, { op: 'alias_index', alias, present } satisfies RoomMessage);
+    } catch (e) {
+      if (!(e instanceof MatrixError)) throw e;
+      this.ctx.log.warn({ room_id: roomId, alias, present, err: e.message }, 'alias: the room has not confirmed its alias set yet');
+    }
   }
 }
 
@@ -98,7 +115,8 @@ export function registerAliasRoutes(front: Front, ctx: ApiContext, aliases: Alia
     if (!(await ctx.rooms.meta(roomId))) throw errors.notFound('Unknown room');
     // As Synapse does by default: only members may point aliases at a room.
     if ((await ctx.rooms.membership(roomId, user.userId)) !== 'join') throw new MatrixError(403, 'M_FORBIDDEN', 'You must be in the room to give it an alias');
-    if (!(await aliases.create(alias, roomId, user.userId))) throw new MatrixError(409, 'M_UNKNOWN', `Room alias ${alias} already exists`);
+    // Taken: 409 M_UNKNOWN "Room alias … already exists", from the alias actor.
+    await aliases.create(alias, roomId, user.userId);
     return { body: {} };
   });
 
@@ -115,11 +133,13 @@ export function registerAliasRoutes(front: Front, ctx: ApiContext, aliases: Alia
     const { alias } = parseAlias(req.params.alias);
     const rec = await aliases.get(alias);
     if (!rec) throw errors.notFound(`Room alias ${alias} not found`);
-    // The alias's creator, or whoever may change the room's canonical alias.
-    if (rec.c !== user.userId && !(await canSendState(ctx, rec.r, user.userId, 'm.room.canonical_alias'))) {
+    // The alias's creator, or whoever may change the room's canonical alias (decided here: it
+    // needs the room's power levels; the alias actor checks the creator itself).
+    const force = rec.c !== user.userId;
+    if (force && !(await canSendState(ctx, rec.r, user.userId, 'm.room.canonical_alias'))) {
       throw new MatrixError(403, 'M_FORBIDDEN', 'You may not delete this alias');
     }
-    await aliases.delete(alias, rec.r);
+    await aliases.delete(alias, user.userId, { force, roomId: rec.r });
     return { body: {} };
   });
 

@@ -1,9 +1,11 @@
 /**
  * The published room directory (list_public_rooms.yaml): `GET/POST /publicRooms` and
- * `GET/PUT /directory/list/room/{roomId}`. Which rooms are published is one set
- * (`keys.publicRooms()`, also written by createRoom with `visibility: public`); what the
- * directory says about each room is computed from its current state when asked, so it is never
- * stale. Directories of other servers and third-party networks (appservices) are not served
+ * `GET/PUT /directory/list/room/{roomId}`. Whether a room is published is the room's own flag,
+ * set through its actor (`set_directory_visibility`, also sent by createRoom with
+ * `visibility: public` and by room upgrades); the membership index reader keeps the server-wide
+ * set of published rooms (`keys.publicRooms()`) from the rooms' outboxes, and reads use that
+ * set. What the directory says about each room is computed from its current state when asked,
+ * so it is never stale. Directories of other servers and third-party networks (appservices) are not served
  * yet: asking for them is answered with 404 and 400.
  */
 import type { Front, Request } from '../../http/server';
@@ -13,7 +15,34 @@ import { splitStateKey } from '../../protocol/pdu';
 import { bearerToken, requireUser } from './auth';
 import type { ApiContext } from './context';
 import { canSendState } from './aliases';
-import { bodyObject, clientRoute, requireRoomId } from './room-common';
+import { askRoomFamily, bodyObject, clientRoute, requireRoomId } from './room-common';
+import type { DirectoryVisibility, RoomMessage } from '../../../actors/room';
+
+/** How long a change waits for the published-rooms set to show it (read-your-writes). */
+const INDEX_WAIT_MS = 2000;
+const INDEX_POLL_MS = 5;
+
+/**
+ * Publish rooms in the room directory or take them out, through their room actors, then wait
+ * (boundedly) until the derived set of published rooms shows the change, so the client's next
+ * read sees it. The set is written by the membership index reader only; if it is slow, the
+ * change is still made and the set follows.
+ */
+export async function setDirectoryVisibility(ctx: ApiContext, changes: [roomId: string, visibility: DirectoryVisibility][]): Promise<void> {
+  for (const [roomId, visibility] of changes) await askRoomFamily(ctx, 'room', roomId, { op: 'set_directory_visibility', visibility } satisfies RoomMessage);
+  const deadline = Date.now() + INDEX_WAIT_MS;
+  for (const [roomId, visibility] of changes) {
+    for (;;) {
+      const listed = (await ctx.redis.sismember(ctx.keys.publicRooms(), roomId)) === 1;
+      if (listed === (visibility === 'public')) break;
+      if (Date.now() >= deadline) {
+        ctx.log.warn({ room_id: roomId, visibility }, 'room directory: the published-rooms set has not caught up yet');
+        return;
+      }
+      await new Promise((r) => setTimeout(r, INDEX_POLL_MS));
+    }
+  }
+}
 
 /** What the directory shows of a room (PublishedRoomsChunk), from its current state. */
 export interface RoomSummary {
@@ -248,8 +277,7 @@ export function registerDirectoryRoutes(front: Front, ctx: ApiContext): void {
     if (!(await canSendState(ctx, roomId, user.userId, 'm.room.canonical_alias'))) {
       throw new MatrixError(403, 'M_FORBIDDEN', "Publishing a room needs the power to change its canonical alias");
     }
-    if (visibility === 'public') await ctx.redis.sadd(ctx.keys.publicRooms(), roomId);
-    else await ctx.redis.srem(ctx.keys.publicRooms(), roomId);
+    await setDirectoryVisibility(ctx, [[roomId, visibility]]);
     return { body: {} };
   });
 }

@@ -32,9 +32,17 @@ export interface SendReply {
 }
 
 /** Ask the room actor; its rejections (M_FORBIDDEN, …) come back as the Matrix error they are. */
-export async function askRoom(ctx: ApiContext, roomId: string, body: unknown): Promise<SendReply> {
+export function askRoom(ctx: ApiContext, roomId: string, body: unknown): Promise<SendReply> {
+  return askRoomFamily<SendReply>(ctx, 'room', roomId, body);
+}
+
+/**
+ * Ask an actor of the room family (a room, or an alias: actors/alias.ts); rejections come back
+ * as Matrix errors, a timeout as 504 (the command stays in the inbox and is still applied).
+ */
+export async function askRoomFamily<R>(ctx: ApiContext, kind: 'room' | 'alias', actorId: string, body: unknown): Promise<R> {
   try {
-    return await ctx.actors.ask<SendReply>('room', 'room', roomId, body);
+    return await ctx.actors.ask<R>('room', kind, actorId, body);
   } catch (e) {
     if (e instanceof ActorReplyError) throw new MatrixError(e.status, e.errcode, e.message);
     if (e instanceof ActorTimeoutError) throw new MatrixError(504, 'M_UNKNOWN', 'The room did not answer in time; retry the request');

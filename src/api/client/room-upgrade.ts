@@ -11,7 +11,7 @@
  * 4. Move the room's local aliases and its canonical alias to the new room.
  * 5. Send the tombstone in the old room, then restrict the old room: `events_default` and
  *    `invite` raised to at least max(users_default + 1, 50), so ordinary members stop talking
- *    in it; a published room is moved in the room directory.
+ *    in it; a published room is moved in the room directory (through both rooms' actors).
  */
 import type { Front } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
@@ -25,6 +25,7 @@ import { randomBytes } from 'node:crypto';
 import { requireUser } from './auth';
 import type { ApiContext } from './context';
 import { AliasStore, currentPower } from './aliases';
+import { setDirectoryVisibility } from './directory';
 import { askRoom, bodyObject, clientRoute, requireRoomId, requireUserIdParam, sendEvent } from './room-common';
 
 /** State copied as is, in this order (power levels go first, separately). */
@@ -115,11 +116,15 @@ export function registerRoomUpgradeRoutes(front: Front, ctx: ApiContext): void {
     if (boosted) await send(newRoomId, { type: 'm.room.power_levels', state_key: '', content: finalPl });
 
     // 4. Aliases: local ones move; the canonical alias follows them.
+    // The upgrader may move them: they may send the tombstone, which needs at least the power
+    // to change the canonical alias in any room that lets them upgrade it.
     for (const alias of await aliases.ofRoom(oldRoomId)) {
       const rec = await aliases.get(alias);
       if (!rec || rec.r !== oldRoomId) continue;
-      await aliases.delete(alias, oldRoomId);
-      await aliases.create(alias, newRoomId, rec.c);
+      await trySend(ctx, async () => {
+        await aliases.delete(alias, user.userId, { force: true, roomId: oldRoomId });
+        await aliases.create(alias, newRoomId, rec.c);
+      });
     }
     const canonical = content('m.room.canonical_alias');
     if (canonical && (canonical.alias !== undefined || canonical.alt_aliases !== undefined)) {
@@ -145,8 +150,7 @@ export function registerRoomUpgradeRoutes(front: Front, ctx: ApiContext): void {
       if (any) await trySend(ctx, () => send(oldRoomId, { type: 'm.room.power_levels', state_key: '', content: changed }));
     }
     if (await ctx.redis.sismember(ctx.keys.publicRooms(), oldRoomId)) {
-      await ctx.redis.sadd(ctx.keys.publicRooms(), newRoomId);
-      await ctx.redis.srem(ctx.keys.publicRooms(), oldRoomId);
+      await setDirectoryVisibility(ctx, [[newRoomId, 'public'], [oldRoomId, 'private']]);
     }
     return { body: { replacement_room: newRoomId } };
   });

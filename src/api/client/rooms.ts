@@ -5,6 +5,7 @@
  * persists it — so these handlers only validate input and say what to send. Membership changes
  * the actor confirms are recorded in the sender's joined-rooms index at once (the membership
  * index reader records them too, from the room outbox; whichever comes second is a no-op).
+ * Forgetting a room is the user's own data: the user actor records it (`forget`).
  *
  * Rooms on other servers (joins and knocks over federation, invites of remote users) come with
  * federation; until then they are refused with the errors the spec gives for unknown rooms.
@@ -20,6 +21,8 @@ import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser, type Requester } from './auth';
 import type { ApiContext } from './context';
 import { AliasStore, currentPower, registerAliasRoutes, resolveRoomIdOrAlias } from './aliases';
+import { askUser } from './accounts-common';
+import { setDirectoryVisibility } from './directory';
 import { registerRoomReadRoutes } from './room-reads';
 import { storedProfile, withProfile } from './profile';
 import { askRoom, bodyObject, clientRoute, optString, requireRoomId, requireUserIdParam, sendEvent, txnKey, type SendReply } from './room-common';
@@ -104,7 +107,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const roomId = requireRoomId(req.params.roomId);
     const membership = await ctx.rooms.membership(roomId, user.userId);
     if (membership === 'join' || membership === 'invite' || membership === 'knock') throw new MatrixError(400, 'M_UNKNOWN', 'You have not left the room');
-    await index.forget(user.userId, roomId);
+    await askUser(ctx, user.userId, { op: 'forget', roomId });
     return { body: {} };
   });
 
@@ -303,7 +306,13 @@ async function createRoom(ctx: ApiContext, user: Requester, body: JsonObject, al
   await state('m.room.power_levels', powerLevels);
 
   if (alias) {
-    if (!(await aliases.create(alias, roomId, user.userId))) throw new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${alias} already exists`);
+    try {
+      await aliases.create(alias, roomId, user.userId);
+    } catch (e) {
+      // Taken since the check above (the alias actor answers 409): createRoom says M_ROOM_IN_USE.
+      if (e instanceof MatrixError && e.status === 409) throw new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${alias} already exists`);
+      throw e;
+    }
     await state('m.room.canonical_alias', { alias });
   }
 
@@ -318,7 +327,7 @@ async function createRoom(ctx: ApiContext, user: Requester, body: JsonObject, al
     const reply = await state('m.room.member', isDirect ? { membership: 'invite', is_direct: true } : { membership: 'invite' }, u);
     await index.record(u, roomId, reply.pos, 'invite');
   }
-  if (visibility === 'public') await ctx.redis.sadd(ctx.keys.publicRooms(), roomId);
+  if (visibility === 'public') await setDirectoryVisibility(ctx, [[roomId, 'public']]);
   return roomId;
 }
 
