@@ -48,6 +48,12 @@ describe('a client journey through matrix-js-sdk', () => {
     for (let i = 0; i < 25; i++) await (i % 2 ? alice : bob).sendTextMessage(roomId, `message ${i}`);
     await alice.setRoomTopic(roomId, 'second topic');
     expect((await bob.getStateEvent(roomId, 'm.room.topic', '')).topic).toBe('second topic');
+    // The new topic says what it replaced.
+    const recent = await bob.createMessagesRequest(roomId, null, 5, Direction.Backward);
+    const topicEvent = recent.chunk.find((e) => e.type === 'm.room.topic')!;
+    expect(topicEvent.content).toMatchObject({ topic: 'second topic' });
+    expect(topicEvent.unsigned).toMatchObject({ prev_content: { topic: 'first topic' }, prev_sender: '@alice:localhost' });
+    expect(typeof (topicEvent.unsigned as { replaces_state?: string }).replaces_state).toBe('string');
 
     // Page the whole history backwards, 10 at a time.
     const bodies: string[] = [];

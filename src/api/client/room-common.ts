@@ -276,10 +276,27 @@ export async function formatEvents(ctx: ApiContext, roomId: string, events: Room
   }
   const redactionIds = [...new Set(events.map((e) => e.redactedBy).filter((id): id is string => !!id))];
   const redactions = new Map((await ctx.rooms.events(roomId, redactionIds)).map((r) => [r.eventId, r]));
+  // State events say what they replaced (unsigned.replaces_state, prev_content, prev_sender), so
+  // clients can show "changed their name from …": the entry for the same key in the state before.
+  const replaced = new Map<string, string>();
+  for (const e of events) {
+    if (typeof e.event.state_key !== 'string' || typeof e.event.type !== 'string' || !e.stateBefore) continue;
+    const prev = (await ctx.rooms.snapshot(roomId, e.stateBefore)).get(stateKeyOf(e.event.type, e.event.state_key));
+    if (prev && prev !== e.eventId) replaced.set(e.eventId, prev);
+  }
+  const previous = new Map((await ctx.rooms.events(roomId, [...new Set(replaced.values())])).map((r) => [r.eventId, r]));
   const now = Date.now();
   return events.map((e) => {
     const because = e.redactedBy ? redactions.get(e.redactedBy) : undefined;
-    return clientEvent(roomId, e, now, txns.get(e.eventId), because ? clientEvent(roomId, because, now, undefined, undefined) : undefined);
+    const out = clientEvent(roomId, e, now, txns.get(e.eventId), because ? clientEvent(roomId, because, now, undefined, undefined) : undefined);
+    const prev = previous.get(replaced.get(e.eventId) ?? '');
+    if (prev) {
+      const unsigned = out.unsigned as JsonObject;
+      unsigned.replaces_state = prev.eventId;
+      unsigned.prev_content = isJsonObject(prev.event.content as JsonValue) ? prev.event.content! : {};
+      if (typeof prev.event.sender === 'string') unsigned.prev_sender = prev.event.sender;
+    }
+    return out;
   });
 }
 
