@@ -16,6 +16,7 @@ import { Worker } from './runtime/worker';
 import { startFront } from './front';
 import { KeySpace } from './store/keys';
 import { connectRedis } from './store/redis';
+import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
 
 export interface RunningServer {
   config: AxonConfig;
@@ -48,6 +49,8 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     leaseTtlMs: config.lease.ttlMs,
     renewMs: config.lease.renewMs,
     log,
+    notify: workerSyncNotify(workerRedis, new KeySpace(config.redis.keyPrefix)),
+    outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
     readers: allReaders(workerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log),
   });
   await worker.start();

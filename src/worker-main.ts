@@ -13,6 +13,7 @@ import { connectRedis } from './store/redis';
 import { redisTargetFor, shardCountsFor } from './runtime/cluster-settings';
 import { faultPointFromEnv } from './runtime/fault-injection';
 import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
+import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -30,6 +31,8 @@ async function main(): Promise<void> {
     log,
     faultPoint: faultPointFromEnv(log),
     onStopRequested: () => void shutdown(),
+    notify: workerSyncNotify(redis, new KeySpace(config.redis.keyPrefix)),
+    outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
     readers: allReaders(redis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log),
   });
   const shutdown = onShutdown(async () => {

@@ -20,6 +20,8 @@ export interface Request {
   params: Record<string, string>;
   remoteAddress: string;
   body: Uint8Array;
+  /** Aborts when the client goes away before the answer (long-polls stop waiting at once). */
+  signal: AbortSignal;
   /** Parse the body as strict JSON; throws the right MatrixError otherwise. */
   json(options?: StrictJsonOptions): JsonValue;
 }
@@ -98,8 +100,10 @@ export class Front {
       headers[k] = v;
     });
     let aborted = false;
+    const abort = new AbortController();
     res.onAborted(() => {
       aborted = true;
+      abort.abort();
     });
     const remoteAddress = Buffer.from(res.getRemoteAddressAsText()).toString();
     const log = this.opts.logger;
@@ -132,7 +136,7 @@ export class Front {
     const { query, queryAll } = parseQuery(rawQuery);
     const run = (body: Uint8Array) => {
       const request: Request = {
-        method, path, query, queryAll, headers, params, remoteAddress, body,
+        method, path, query, queryAll, headers, params, remoteAddress, body, signal: abort.signal,
         json(options) {
           if (body.length === 0) throw errors.notJson('Request body is empty');
           try {

@@ -24,12 +24,15 @@ import { MEMBERSHIP_INDEX_GROUP, membershipIndexData, roomData, type KeySpace } 
 import type { StoredEvent } from '../../actors/room';
 import { stateKeyOf } from '../protocol/pdu';
 import { bufferCommand, runScript, type RedisClient } from '../store/redis';
+import { encodeNotification } from '../sync/notify';
 
 export interface IndexedMembership {
   roomId: string;
   membership: string;
   /** Stream position of the membership event in its room. */
   pos: number;
+  /** Redis TIME (µs) at which the index wrote this entry (0 for entries written before it was kept). */
+  writtenAt: number;
 }
 
 export class MembershipIndex {
@@ -46,25 +49,34 @@ export class MembershipIndex {
   /** Record a membership (kept only if newer than the indexed one). Returns whether it was written. */
   async record(userId: string, roomId: string, pos: number, membership: string): Promise<boolean> {
     const k = this.userKeys(userId);
-    const res = await runScript(this.redis, 'membershipIndex', [k.data(membershipIndexData.rooms(userId)), k.data(membershipIndexData.forgotten(userId))], [roomId, pos, membership]);
-    return Number(res) === 1;
+    const res = await runScript(this.redis, 'membershipIndex', [k.data(membershipIndexData.rooms(userId)), k.data(membershipIndexData.forgotten(userId)), k.data(membershipIndexData.writtenAt(userId))], [roomId, pos, membership]);
+    const written = Number(res) === 1;
+    // Wake this user's waiting /sync requests: the index now shows the room (src/sync/notify.ts).
+    if (written) await this.redis.publish(this.keys.syncNotify(), encodeNotification({ users: [userId] })).catch(() => undefined);
+    return written;
   }
 
   /** Every room the user has a membership in, optionally only one membership. */
   async rooms(userId: string, membership?: string): Promise<IndexedMembership[]> {
-    const raw = await this.redis.hgetall(this.userKeys(userId).data(membershipIndexData.rooms(userId)));
-    const out: IndexedMembership[] = [];
-    for (const [roomId, value] of Object.entries(raw)) {
-      const i = value.indexOf(':');
-      const m = value.slice(i + 1);
-      if (membership === undefined || m === membership) out.push({ roomId, membership: m, pos: Number(value.slice(0, i)) });
-    }
-    return out;
+    const k = this.userKeys(userId);
+    const [raw, times] = await Promise.all([this.redis.hgetall(k.data(membershipIndexData.rooms(userId))), this.redis.hgetall(k.data(membershipIndexData.writtenAt(userId)))]);
+    return parseIndexed(raw, times, membership);
   }
 
   async isForgotten(userId: string, roomId: string): Promise<boolean> {
     return (await this.redis.sismember(this.userKeys(userId).data(membershipIndexData.forgotten(userId)), roomId)) === 1;
   }
+}
+
+/** Index hashes (rooms, write times) as read: `HGETALL` of both (see `membershipIndexData`). */
+export function parseIndexed(raw: Record<string, string>, times: Record<string, string>, membership?: string): IndexedMembership[] {
+  const out: IndexedMembership[] = [];
+  for (const [roomId, value] of Object.entries(raw)) {
+    const i = value.indexOf(':');
+    const m = value.slice(i + 1);
+    if (membership === undefined || m === membership) out.push({ roomId, membership: m, pos: Number(value.slice(0, i)), writtenAt: Number(times[roomId] ?? 0) });
+  }
+  return out;
 }
 
 /** The membership change an output entry carries, if any. */

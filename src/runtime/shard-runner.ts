@@ -32,8 +32,15 @@ export interface RunnerEnv {
   /** Test-only fault injection (see Worker): called at named points; may never resolve. */
   faultPoint?: (point: 'before-commit' | 'after-commit', entry: InboxEntry) => Promise<void> | void;
   onLost(runner: ShardRunner): void;
-  /** Called after a commit that appended entries to the outbox (wakes the outbox readers). */
-  onOutputs?(runner: ShardRunner): void;
+  /** Called after a commit that appended entries to the outbox (wakes the outbox readers; notifies). */
+  onOutputs?(runner: ShardRunner, committed: CommittedOutputs): void;
+}
+
+/** What one commit appended to its shard's outbox: the actor and its outputs (as decided). */
+export interface CommittedOutputs {
+  kind: string;
+  actorId: string;
+  outputs: unknown[];
 }
 
 interface ActorSlot {
@@ -261,13 +268,15 @@ export class ShardRunner {
     let nextState = slot.state;
     let reply: ReplyEnvelope;
     let outputs: Buffer[] = [];
+    let decided: unknown[] = [];
     let writes: { cmd: string; key: string; args: (string | number | Buffer)[] }[] = [];
     try {
       const prepared = kind.prepare ? await kind.prepare(this.ctx, slot.state, msg) : undefined;
       const decision = kind.decide(slot.state, msg, prepared);
       nextState = decision.state;
       reply = { ok: true, value: decision.reply ?? null };
-      outputs = (decision.outputs ?? []).map((o) => encode(o));
+      decided = decision.outputs ?? [];
+      outputs = decided.map((o) => encode(o));
       writes = decision.writes ?? [];
     } catch (e) {
       if (!(e instanceof ActorRejection)) throw e;
@@ -295,7 +304,7 @@ export class ShardRunner {
     } else {
       if (changed) slot.state = nextState;
       this.applied++;
-      if (outputs.length) this.env.onOutputs?.(this);
+      if (outputs.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: entry.actorId, outputs: decided });
     }
     await this.env.faultPoint?.('after-commit', entry);
     if (entry.replyTo) await this.replyAndAck(entry, sentBlob);

@@ -14,7 +14,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { ActorKind } from './actor';
 import type { InboxEntry } from './envelope';
-import { ShardRunner, type RunnerEnv } from './shard-runner';
+import { ShardRunner, type CommittedOutputs, type RunnerEnv } from './shard-runner';
 import { FAMILIES, parseShardName, shardName, type Family } from './shards';
 import type { KeySpace } from '../store/keys';
 import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';
@@ -47,6 +47,16 @@ export interface WorkerOptions {
   onStopRequested?: () => void;
   /** Readers of the owned shards' outboxes (consumer groups), e.g. the membership index. */
   readers?: ShardReader[];
+  /**
+   * Called after every commit that appended outputs, with what it appended (the process entries
+   * publish /sync wake-ups from it: src/sync/notify.ts). Must not throw or block.
+   */
+  notify?: (committed: CommittedOutputs & { family: Family; shard: number }) => void;
+  /**
+   * Outbox entries younger than this (ms) are kept by the housekeeping trim even when every
+   * consumer group has read them: /sync reads the outboxes by time window. 0: trim to the groups.
+   */
+  outboxRetentionMs?: number;
 }
 
 /**
@@ -100,7 +110,14 @@ export class Worker {
       idleBoundMs: o.idleBoundMs ?? 60_000,
       faultPoint: o.faultPoint,
       onLost: (r) => this.forget(r),
-      onOutputs: (r) => this.wakeReaders(r),
+      onOutputs: (r, committed) => {
+        this.wakeReaders(r);
+        try {
+          o.notify?.({ ...committed, family: r.family, shard: r.shard });
+        } catch (e) {
+          o.log.warn({ err: e, shard: r.name }, 'output notification failed');
+        }
+      },
     };
   }
 
@@ -329,7 +346,7 @@ export class Worker {
         const n = await r.reclaim(this.env.idleBoundMs);
         if (n) this.o.log.warn({ shard: r.name, count: n }, 'reclaimed idle pending entries');
         await runScript(this.o.redis, 'trimStream', [r.keys.inbox], []);
-        await runScript(this.o.redis, 'trimStream', [r.keys.outbox], []);
+        await runScript(this.o.redis, 'trimStream', [r.keys.outbox], this.o.outboxRetentionMs ? [this.o.outboxRetentionMs] : []);
       } catch (e) {
         this.o.log.warn({ err: e, shard: r.name }, 'shard housekeeping failed');
       }
@@ -392,4 +409,4 @@ function shuffle<T>(a: T[]): void {
   }
 }
 
-export type { InboxEntry };
+export type { InboxEntry, CommittedOutputs };

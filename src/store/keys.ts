@@ -76,6 +76,14 @@ export class KeySpace {
     return `${this.prefix}directory:visible`;
   }
 
+  /**
+   * Pub/sub channel of /sync wake-ups (src/sync/notify.ts): workers publish the rooms and users
+   * whose data changed after each commit with outputs; every front subscribes once.
+   */
+  syncNotify(): string {
+    return `${this.prefix}sync:notify`;
+  }
+
   /** Pub/sub channel that wakes the owner of a shard when its inbox gets a message. */
   wakeChannel(family: Family, shard: number): string {
     return `${this.prefix}wake:${family}:${shard}`;
@@ -195,6 +203,11 @@ export const aliasData = {
 export const membershipIndexData = {
   /** Hash: room id → `<stream position>:<membership>` (the latest membership seen). */
   rooms: (userId: string) => `user:${userId}:rooms`,
+  /**
+   * Hash: room id → Redis TIME (µs) at which the index last wrote the room's entry. /sync gives
+   * rooms written at or after its `since` cut the full treatment (src/api/client/sync.ts).
+   */
+  writtenAt: (userId: string) => `user:${userId}:roomsat`,
   /** Set: rooms the user has forgotten (cleared when the user joins, is invited or knocks again). */
   forgotten: (userId: string) => `user:${userId}:forgotten`,
 };

@@ -19,6 +19,7 @@ import { Worker } from '../../src/runtime/worker';
 import { KeySpace } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { freePort } from '../setup/free-port';
+import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from '../../src/sync/notify';
 
 export interface TestServer {
   baseUrl: string;
@@ -53,6 +54,7 @@ export async function startTestServer(opts: { workers?: number; configure?: (c: 
       redis: workerRedis, keys, workerId: `w${i + 1}`, shardCounts: shardCountsFor(config),
       kinds: allActorKinds({ serverName: config.serverName, signingKey }), leaseTtlMs: config.lease.ttlMs, renewMs: config.lease.renewMs, log, pollMs: 500,
       readers: allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log),
+      notify: workerSyncNotify(workerRedis, keys), outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
     });
     await w.start();
     workers.push(w);

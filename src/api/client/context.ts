@@ -23,4 +23,6 @@ export interface ApiContext {
   log: Logger;
   /** Rate limits (`login`, `register` per IP; `client` per user, taken by requireUser). */
   limiter?: RateLimiter;
+  /** Called when the front closes (e.g. the /sync notifier's subscription). */
+  closers?: (() => void)[];
 }

@@ -11,6 +11,8 @@ import { registerRelationRoutes } from './relations';
 import { registerRoomUpgradeRoutes } from './room-upgrade';
 import { registerSpaceHierarchyRoutes } from './space-hierarchy';
 import { registerAdminRegistrationRoutes } from '../admin/register';
+import { registerSyncRoutes } from './sync';
+import { MembershipIndex } from '../../readers/membership-index';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerVersionRoutes(front, ctx.config.publicBaseUrl);
@@ -23,4 +25,5 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerRoomUpgradeRoutes(front, ctx);
   registerSpaceHierarchyRoutes(front, ctx);
   registerAdminRegistrationRoutes(front, ctx);
+  registerSyncRoutes(front, ctx, new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user));
 }

@@ -190,7 +190,7 @@ function parseLimit(raw: string | undefined, fallback: number): number {
  * events the filter or history visibility leave out. `end` is the gap after the last event
  * scanned, or null when the timeline (or `to`) is reached.
  */
-async function paginate(ctx: ApiContext, roomId: string, userId: string, dir: 'b' | 'f', from: number, to: number | null, limit: number, filter: RoomEventFilter): Promise<{ events: RoomEvent[]; end: number | null }> {
+export async function paginate(ctx: ApiContext, roomId: string, userId: string, dir: 'b' | 'f', from: number, to: number | null, limit: number, filter: RoomEventFilter): Promise<{ events: RoomEvent[]; end: number | null }> {
   const out: RoomEvent[] = [];
   if (limit <= 0) return { events: out, end: from };
   // RoomReader.timeline takes an exclusive position: backwards from gap g starts below g + 1.

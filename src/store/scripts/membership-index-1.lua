@@ -3,6 +3,9 @@
 -- nothing. A join, invite or knock also clears a previous "forget" of the room.
 -- KEYS[1] the user's rooms hash (room id -> '<pos>:<membership>')
 -- KEYS[2] the user's forgotten-rooms set
+-- KEYS[3] the user's index write times (room id -> Redis TIME in microseconds when this entry was written):
+--         /sync treats rooms written at or after its `since` cut as newly joined/invited/left, so
+--         a room this index learns of late is still given in full by the next sync
 -- ARGV[1] room id
 -- ARGV[2] stream position of the membership event in the room
 -- ARGV[3] membership
@@ -15,6 +18,8 @@ if cur then
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[3], ARGV[1], string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2])))
 local m = ARGV[3]
 if m == 'join' or m == 'invite' or m == 'knock' then
   redis.call('SREM', KEYS[2], ARGV[1])

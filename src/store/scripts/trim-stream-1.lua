@@ -2,6 +2,9 @@
 -- pending entry, or (when nothing is pending) the entry after its last delivered one. A stream
 -- without groups is left alone.
 -- KEYS[1] stream
+-- ARGV[1] (optional) retention in ms: entries newer than Redis TIME minus this are kept even when
+--         every group has read them (room and user outboxes keep a window for /sync, which reads
+--         them by time: src/api/client/sync.ts)
 -- Returns the number of entries removed.
 local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
 if not ok or #groups == 0 then
@@ -29,5 +32,11 @@ for _, g in ipairs(groups) do
     keep = ms .. '-' .. (seq + 1)
   end
   if min == nil or less(keep, min) then min = keep end
+end
+local retention = tonumber(ARGV[1] or '0') or 0
+if retention > 0 then
+  local t = redis.call('TIME')
+  local floor = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - retention) .. '-0'
+  if less(floor, min) then min = floor end
 end
 return redis.call('XTRIM', KEYS[1], 'MINID', min)

@@ -1,0 +1,577 @@
+/**
+ * `GET /_matrix/client/v3/sync` (first increment).
+ *
+ * **Token = a time cut.** `next_batch` is `s<µs>`: Redis `TIME` taken at the start of the
+ * response (in microseconds; the ms part is what matters for streams). Every outbox entry id is
+ * `<ms>-<seq>` from the same Redis clock, and Redis runs one command (or script) at a time, so
+ * once `TIME` has answered, every entry with an id below `<cutMs>-0` exists and every later one
+ * gets an id at or above it. An incremental sync covers exactly the outbox entries with ids in
+ * [sinceMs, cutMs) — of every room shard holding one of the user's rooms, and of the user's own
+ * shard (account data) — so each entry lands in exactly one sync. The token is one number however
+ * many shards there are (DESIGN rule 9). Entries of the cut's own millisecond committed before
+ * `TIME` belong to the next window, so rooms given in full leave them out too (`takeSnapshot`).
+ *
+ * Single Redis only: on a Redis Cluster the nodes' clocks differ, so one cut from one node does
+ * not bound the entries of streams on the others; a cluster deployment needs per-node cuts in the
+ * token (a cut per node, taken from the node holding each stream). Until then, sync on a Redis
+ * Cluster takes its cut from whichever node answers `TIME`, and entries of another node whose
+ * clock is behind may be missed or, ahead, repeated.
+ *
+ * **Membership.** The user's rooms come from the membership index (src/readers/membership-index.ts),
+ * which records, with each entry, the Redis TIME (µs) at which it wrote it. Rooms written at or after
+ * `since` are treated as newly joined, invited or left and given in full (state at the start of
+ * the timeline, the latest `limit` events), so a room the index learned of a little after its
+ * membership event committed is not missed. The cut, the index and each such room's newest
+ * timeline position are read in one MULTI (atomic on one Redis), so a full room's timeline ends
+ * exactly at the cut and the next incremental sync starts right after it.
+ *
+ * **Gaps.** Outboxes keep `SYNC_OUTBOX_RETENTION_MS` of entries (src/sync/notify.ts). When a
+ * shard's outbox has lost entries at or after `since` (XINFO `max-deleted-entry-id`), or the
+ * window holds too many entries to read, its rooms are answered like new ones: `limited`, the
+ * latest events and the full state.
+ *
+ * **Long-poll.** With `timeout`, an empty answer waits on the front's `SyncNotifier` (one
+ * subscription per front) until a notification concerns this user or one of their rooms, then
+ * computes again with the same `since` and a new cut; a client that goes away stops the wait.
+ *
+ * Not yet: ephemeral events (typing, receipts), presence, to-device, device lists, unread
+ * notification counts (no push rules yet; the field is left out rather than faked), knocks,
+ * lazy-loading of members (all state is sent).
+ */
+import type { Front, Request } from '../../http/server';
+import { errors } from '../../http/errors';
+import { isJsonObject, parseStrictJson, type JsonObject, type JsonValue } from '../../protocol/json';
+import { stateKeyOf } from '../../protocol/pdu';
+import { decode } from '../../store/codec';
+import { membershipIndexData, roomData, userData } from '../../store/keys';
+import { isCluster } from '../../store/redis';
+import { servableToClients, type RoomEvent } from '../../store/room-reader';
+import { shardOf } from '../../runtime/shards';
+import { MembershipIndex, parseIndexed, type IndexedMembership } from '../../readers/membership-index';
+import { SyncNotifier, type SyncWaiter } from '../../sync/notify';
+import type { RoomOutput } from '../../../actors/room';
+import type { UserOutput } from '../../../actors/user';
+import { requireUser, type Requester } from './auth';
+import type { ApiContext } from './context';
+import { validateFilter } from './filter-validation';
+import { clientRoute, encodeToken, filterMatches, formatEvents, parseEventFilter, visibleEvents, type RoomEventFilter } from './room-common';
+import { paginate } from './room-reads';
+
+const DEFAULT_TIMELINE_LIMIT = 10;
+const MAX_TIMELINE_LIMIT = 100;
+const MAX_TIMEOUT_MS = 5 * 60_000;
+/** Outbox entries read per shard per sync; more than this in the window is answered as a gap. */
+const MAX_WINDOW_ENTRIES = 5000;
+/** State types of an invite's stripped state (client-server API, "Stripped state"). */
+const STRIPPED_TYPES = ['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar', 'm.room.canonical_alias', 'm.room.encryption'];
+
+// ---- tokens ----------------------------------------------------------------------------------
+
+/** `s<µs>`: the cut, Redis TIME in microseconds. */
+export function encodeSyncToken(cutUs: number): string {
+  return `s${cutUs}`;
+}
+
+export function decodeSyncToken(token: string): number {
+  const m = /^s(\d{1,16})$/.exec(token);
+  if (!m) throw errors.invalidParam('Malformed since token');
+  return Number(m[1]);
+}
+
+// ---- filters ---------------------------------------------------------------------------------
+
+interface TypeFilter {
+  types?: string[];
+  not_types?: string[];
+}
+
+export interface SyncFilter {
+  timeline: RoomEventFilter;
+  limit: number;
+  state: RoomEventFilter;
+  accountData: TypeFilter;
+  roomAccountData: TypeFilter;
+  rooms?: string[];
+  notRooms: string[];
+  includeLeave: boolean;
+}
+
+function eventFilterOf(v: JsonValue | undefined): RoomEventFilter {
+  return isJsonObject(v as JsonValue) ? parseEventFilter(JSON.stringify(v)) : {};
+}
+
+function strings(v: JsonValue | undefined): string[] | undefined {
+  return Array.isArray(v) && v.every((s) => typeof s === 'string') ? (v as string[]) : undefined;
+}
+
+function typeFilterOf(v: JsonValue | undefined): TypeFilter {
+  if (!isJsonObject(v as JsonValue)) return {};
+  const o = v as JsonObject;
+  const f: TypeFilter = {};
+  const t = strings(o.types);
+  const nt = strings(o.not_types);
+  if (t) f.types = t;
+  if (nt) f.not_types = nt;
+  return f;
+}
+
+/** The sync filter from the `filter` parameter: inline JSON, or the id of a filter the user stored. */
+async function loadFilter(ctx: ApiContext, userId: string, raw: string | undefined): Promise<SyncFilter> {
+  let f: JsonObject = {};
+  if (raw !== undefined && raw !== '') {
+    let json: string | null = raw;
+    if (!raw.trimStart().startsWith('{')) {
+      json = await ctx.redis.hget(ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user)).data(userData.filters(userId)), raw);
+      if (json === null) throw errors.invalidParam('Unknown filter id');
+    }
+    let v: JsonValue;
+    try {
+      v = parseStrictJson(Buffer.from(json, 'utf8'));
+    } catch {
+      throw errors.invalidParam('filter must be a JSON filter or a filter id');
+    }
+    if (!isJsonObject(v)) throw errors.invalidParam('filter must be a JSON object');
+    const problems = validateFilter(v);
+    if (problems.length) throw errors.invalidParam(`Invalid filter: ${problems.join('; ')}`);
+    f = v;
+  }
+  const room = isJsonObject(f.room as JsonValue) ? (f.room as JsonObject) : {};
+  const timelineRaw = isJsonObject(room.timeline as JsonValue) ? (room.timeline as JsonObject) : {};
+  const limitRaw = timelineRaw.limit;
+  const limit = typeof limitRaw === 'number' && Number.isInteger(limitRaw) && limitRaw >= 0 ? Math.min(limitRaw, MAX_TIMELINE_LIMIT) : DEFAULT_TIMELINE_LIMIT;
+  const timeline = eventFilterOf({ ...timelineRaw, limit: undefined } as unknown as JsonValue);
+  const rooms = strings(room.rooms);
+  return {
+    timeline,
+    limit,
+    state: eventFilterOf(room.state),
+    accountData: typeFilterOf(f.account_data),
+    roomAccountData: typeFilterOf(room.account_data),
+    ...(rooms ? { rooms } : {}),
+    notRooms: strings(room.not_rooms) ?? [],
+    includeLeave: room.include_leave === true,
+  };
+}
+
+function typeAllowed(f: TypeFilter, type: string): boolean {
+  return filterMatches(f, { type, sender: '' });
+}
+
+// ---- the snapshot: cut, index, newest positions ----------------------------------------------
+
+interface Snapshot {
+  /** The cut in µs (the token) and its millisecond (the outbox windows' bound). */
+  cut: number;
+  cutMs: number;
+  rooms: IndexedMembership[];
+  /** Newest timeline position belonging to this cut, for rooms given in full. */
+  tops: Map<string, number>;
+}
+
+/**
+ * TIME, the user's index and the newest timeline entry of each room likely to be given in full,
+ * in one MULTI (atomic on one Redis). On a cluster the same reads go out one by one.
+ */
+async function takeSnapshot(ctx: ApiContext, index: MembershipIndex, userId: string, since: number | null, fullState: boolean): Promise<Snapshot> {
+  const isFull = (r: IndexedMembership) => r.membership === 'join' && (since === null || fullState || r.writtenAt >= since);
+  const guess = (await index.rooms(userId)).filter(isFull).map((r) => r.roomId);
+  const uk = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user));
+  const timelineKey = (roomId: string) => ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(roomData.timeline(roomId));
+  let time: [string, string];
+  let raw: Record<string, string>;
+  let times: Record<string, string>;
+  let topRows: string[][];
+  if (!isCluster(ctx.redis)) {
+    const m = ctx.redis.multi().time().hgetall(uk.data(membershipIndexData.rooms(userId))).hgetall(uk.data(membershipIndexData.writtenAt(userId)));
+    for (const r of guess) m.zrevrange(timelineKey(r), 0, 0, 'WITHSCORES');
+    const res = (await m.exec()) ?? [];
+    for (const [err] of res) if (err) throw err;
+    time = res[0]![1] as [string, string];
+    raw = res[1]![1] as Record<string, string>;
+    times = res[2]![1] as Record<string, string>;
+    topRows = res.slice(3).map(([, v]) => v as string[]);
+  } else {
+    time = (await ctx.redis.time()) as unknown as [string, string];
+    [raw, times] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId)))]);
+    topRows = await Promise.all(guess.map((r) => ctx.redis.zrevrange(timelineKey(r), 0, 0, 'WITHSCORES')));
+  }
+  const cut = Number(time[0]) * 1_000_000 + Number(time[1]);
+  const cutMs = Math.floor(cut / 1000);
+  const tops = new Map<string, number>();
+  guess.forEach((r, i) => {
+    const row = topRows[i] ?? [];
+    if (row.length >= 2) tops.set(r, Number(row[1]));
+  });
+  // Events committed in the cut's own millisecond before TIME have outbox ids `<cutMs>-n`, which
+  // the next window [cutMs, …) delivers: leave them out here, so no event comes twice.
+  const byShard = new Map<number, Set<string>>();
+  for (const r of tops.keys()) {
+    const s = shardOf(r, ctx.shardCounts.room);
+    (byShard.get(s) ?? byShard.set(s, new Set()).get(s)!).add(r);
+  }
+  await Promise.all(
+    [...byShard].map(async ([shard, rooms]) => {
+      const rows = (await ctx.redis.xrangeBuffer(ctx.keys.shard('room', shard).outbox, `${cutMs}-0`, `${cutMs}-18446744073709551615`)) as [Buffer, Buffer[]][];
+      for (const e of parseEntries(rows)) {
+        const out = e.kind === 'room' ? safeDecode<RoomOutput>(e.body) : null;
+        if (!out || !rooms.has(out.roomId) || typeof out.pos !== 'number') continue;
+        const top = tops.get(out.roomId)!;
+        if (out.pos <= top) tops.set(out.roomId, Math.min(top, out.pos - 1));
+      }
+    }),
+  );
+  return { cut, cutMs, rooms: parseIndexed(raw, times), tops };
+}
+
+/** The newest timeline position now (for rooms that turned out to need the full treatment late). */
+async function topNow(ctx: ApiContext, roomId: string): Promise<number> {
+  const key = ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(roomData.timeline(roomId));
+  const row = await ctx.redis.zrevrange(key, 0, 0, 'WITHSCORES');
+  return row.length >= 2 ? Number(row[1]) : 0;
+}
+
+/** The timeline event at or before a position (null for none). */
+async function eventAtOrBefore(ctx: ApiContext, roomId: string, pos: number): Promise<RoomEvent | null> {
+  const key = ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(roomData.timeline(roomId));
+  const [id] = (await ctx.redis.zrevrangebyscore(key, pos, '-inf', 'LIMIT', 0, 1)) as string[];
+  return id ? ctx.rooms.event(roomId, id) : null;
+}
+
+// ---- outbox windows --------------------------------------------------------------------------
+
+interface OutboxEntry {
+  kind: string;
+  body: Buffer;
+}
+
+/**
+ * Entries of one outbox with ids in [since, cut) (both in ms), or null when the outbox no longer holds all of
+ * them (trimmed at or after `since`) or holds too many to read: the caller answers a gap.
+ */
+async function readWindow(ctx: ApiContext, stream: string, since: number, cut: number): Promise<OutboxEntry[] | null> {
+  if (since >= cut) return [];
+  let maxDeleted = '0-0';
+  try {
+    const info = (await ctx.redis.xinfo('STREAM', stream)) as unknown[];
+    for (let i = 0; i + 1 < info.length; i += 2) if (info[i] === 'max-deleted-entry-id') maxDeleted = String(info[i + 1]);
+  } catch {
+    return []; // no such stream: nothing was ever appended
+  }
+  const deletedMs = Number(maxDeleted.split('-')[0]);
+  if (deletedMs >= since && maxDeleted !== '0-0') return null;
+  const rows = (await ctx.redis.xrangeBuffer(stream, `${since}-0`, `(${cut}-0`, 'COUNT', MAX_WINDOW_ENTRIES)) as [Buffer, Buffer[]][];
+  if (rows.length >= MAX_WINDOW_ENTRIES) return null;
+  return parseEntries(rows);
+}
+
+function parseEntries(rows: [Buffer, Buffer[]][]): OutboxEntry[] {
+  const out: OutboxEntry[] = [];
+  for (const [, fields] of rows) {
+    let kind = '';
+    let body: Buffer | null = null;
+    for (let i = 0; i + 1 < fields.length; i += 2) {
+      const name = fields[i]!.toString();
+      if (name === 'k') kind = fields[i + 1]!.toString();
+      else if (name === 'b') body = fields[i + 1]!;
+    }
+    if (body) out.push({ kind, body });
+  }
+  return out;
+}
+
+function safeDecode<T>(b: Buffer): T | null {
+  try {
+    return decode<T>(b);
+  } catch {
+    return null;
+  }
+}
+
+// ---- the response ----------------------------------------------------------------------------
+
+interface Computed {
+  body: JsonObject;
+  empty: boolean;
+  /** Rooms whose notifications should wake a wait on this response (joined and invited). */
+  listen: string[];
+}
+
+interface Params {
+  since: number | null;
+  fullState: boolean;
+  filter: SyncFilter;
+}
+
+async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Requester, p: Params): Promise<Computed> {
+  const { since, fullState, filter } = p;
+  const snap = await takeSnapshot(ctx, index, user.userId, since, fullState);
+  const { cut, cutMs } = snap;
+  const sinceMs = since === null ? 0 : Math.floor(since / 1000);
+  const roomAllowed = (roomId: string) => (!filter.rooms || filter.rooms.includes(roomId)) && !filter.notRooms.includes(roomId);
+  const isNew = (r: IndexedMembership) => since === null || fullState || r.writtenAt >= since;
+
+  const fullJoins: string[] = [];
+  const incremental: string[] = [];
+  const invites: string[] = [];
+  const leaves: string[] = [];
+  for (const r of snap.rooms) {
+    if (!roomAllowed(r.roomId)) continue;
+    if (r.membership === 'join') (isNew(r) ? fullJoins : incremental).push(r.roomId);
+    else if (r.membership === 'invite' && isNew(r)) invites.push(r.roomId);
+    else if ((r.membership === 'leave' || r.membership === 'ban') && (since === null ? filter.includeLeave : r.writtenAt >= since || fullState)) leaves.push(r.roomId);
+  }
+
+  // Incremental joined rooms: their shard outboxes' entries in [since, cut).
+  const windowEvents = new Map<string, string[]>();
+  const userOutputs: UserOutput[] = [];
+  if (since !== null && !fullState) {
+    const byShard = new Map<number, string[]>();
+    for (const roomId of incremental) {
+      const s = shardOf(roomId, ctx.shardCounts.room);
+      (byShard.get(s) ?? byShard.set(s, []).get(s)!).push(roomId);
+    }
+    await Promise.all(
+      [...byShard].map(async ([shard, roomIds]) => {
+        const entries = await readWindow(ctx, ctx.keys.shard('room', shard).outbox, sinceMs, cutMs);
+        if (entries === null) {
+          fullJoins.push(...roomIds); // a gap: answered in full, `limited`
+          return;
+        }
+        const wanted = new Set(roomIds);
+        for (const e of entries) {
+          if (e.kind !== 'room') continue;
+          const out = safeDecode<RoomOutput>(e.body);
+          if (!out || !wanted.has(out.roomId) || typeof out.eventId !== 'string') continue;
+          (windowEvents.get(out.roomId) ?? windowEvents.set(out.roomId, []).get(out.roomId)!).push(out.eventId);
+        }
+      }),
+    );
+    const mine = await readWindow(ctx, ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).outbox, sinceMs, cutMs);
+    for (const e of mine ?? []) {
+      if (e.kind !== 'user') continue;
+      const out = safeDecode<UserOutput>(e.body);
+      if (out && out.type === 'account_data' && out.user_id === user.userId) userOutputs.push(out);
+    }
+  }
+
+  const join: Record<string, JsonObject> = {};
+  const invite: Record<string, JsonObject> = {};
+  const leave: Record<string, JsonObject> = {};
+
+  // Room account data: all of it for rooms given in full; what changed in the window otherwise.
+  const changedRoomData = new Map<string, Set<string>>();
+  for (const o of userOutputs) if (o.type === 'account_data' && o.room_id) (changedRoomData.get(o.room_id) ?? changedRoomData.set(o.room_id, new Set()).get(o.room_id)!).add(o.data_type);
+
+  await Promise.all([
+    ...fullJoins.map(async (roomId) => {
+      // Rooms that needed the full treatment only after the snapshot (a gap in their shard's
+      // outbox, or an index entry the first index read did not have yet) end at the newest
+      // event now, not exactly at the cut: the next sync may repeat a few of their events.
+      const top = snap.tops.get(roomId) ?? (await topNow(ctx, roomId));
+      const entry = await fullRoom(ctx, user, roomId, top, filter, null);
+      const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
+      if (ad.length) entry.account_data = { events: ad };
+      entry.summary = await summary(ctx, roomId, user.userId);
+      join[roomId] = entry;
+    }),
+    ...incremental.map(async (roomId) => {
+      if (fullJoins.includes(roomId)) return;
+      let entry = await windowRoom(ctx, user, roomId, windowEvents.get(roomId) ?? [], filter);
+      const changed = changedRoomData.get(roomId);
+      if (changed) {
+        const ad = await roomAccountData(ctx, user.userId, roomId, changed, filter);
+        if (ad.length) {
+          entry ??= {};
+          entry.account_data = { events: ad };
+        }
+      }
+      if (entry) join[roomId] = entry;
+    }),
+    ...invites.map(async (roomId) => {
+      const state = await inviteState(ctx, roomId, user.userId);
+      if (state) invite[roomId] = { invite_state: { events: state } };
+    }),
+    ...leaves.map(async (roomId) => {
+      const entry = await leftRoom(ctx, user, roomId, filter);
+      if (entry) leave[roomId] = entry;
+    }),
+  ]);
+
+  // Global account data.
+  const adKey = ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).data(userData.accountData(user.userId));
+  let accountData: JsonObject[] = [];
+  if (since === null || fullState) {
+    accountData = Object.entries(await ctx.redis.hgetall(adKey)).map(([type, json]) => ({ type, content: JSON.parse(json) as JsonValue }));
+  } else {
+    const types = [...new Set(userOutputs.filter((o) => o.type === 'account_data' && !o.room_id).map((o) => (o as { data_type: string }).data_type))];
+    if (types.length) {
+      const values = await ctx.redis.hmget(adKey, ...types);
+      types.forEach((type, i) => {
+        if (values[i] !== null) accountData.push({ type, content: JSON.parse(values[i]!) as JsonValue });
+      });
+    }
+  }
+  accountData = accountData.filter((e) => typeAllowed(filter.accountData, String(e.type)));
+
+  const rooms: JsonObject = {};
+  if (Object.keys(join).length) rooms.join = join;
+  if (Object.keys(invite).length) rooms.invite = invite;
+  if (Object.keys(leave).length) rooms.leave = leave;
+  const body: JsonObject = { next_batch: encodeSyncToken(cut), rooms, account_data: { events: accountData } };
+  const empty = !rooms.join && !rooms.invite && !rooms.leave && accountData.length === 0;
+  const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite').map((r) => r.roomId);
+  return { body, empty, listen };
+}
+
+/** A room given in full: the latest `limit` events up to `top` and the state at their start. */
+async function fullRoom(ctx: ApiContext, user: Requester, roomId: string, top: number, filter: SyncFilter, upTo: RoomEvent | null): Promise<JsonObject> {
+  const endPos = upTo ? upTo.pos : top;
+  const page = filter.limit > 0 ? await paginate(ctx, roomId, user.userId, 'b', endPos, null, filter.limit, filter.timeline) : { events: [] as RoomEvent[], end: endPos };
+  const events = page.events.reverse();
+  if (upTo && !events.some((e) => e.eventId === upTo.eventId)) {
+    // A leave is always shown, even when history visibility hides what led up to it.
+    events.push(upTo);
+    if (events.length > Math.max(1, filter.limit)) events.shift();
+  }
+  const oldest = events[0];
+  let stateIds: Map<string, string>;
+  if (oldest) stateIds = await ctx.rooms.snapshot(roomId, oldest.stateBefore);
+  else {
+    const last = upTo ?? (await eventAtOrBefore(ctx, roomId, endPos));
+    stateIds = last ? await ctx.rooms.snapshot(roomId, last.stateAfter) : new Map();
+  }
+  const inTimeline = new Set(events.map((e) => e.eventId));
+  const state = (await ctx.rooms.events(roomId, [...stateIds.values()].filter((id) => !inTimeline.has(id)))).filter((e) => servableToClients(e) && filterMatches(filter.state, e.event));
+  const limited = page.end !== null;
+  const prev = limited ? page.end! : Math.max(0, (oldest?.pos ?? endPos + 1) - 1);
+  return {
+    state: { events: await formatEvents(ctx, roomId, state, user) },
+    timeline: { events: await formatEvents(ctx, roomId, events, user), limited, prev_batch: encodeToken(prev) },
+  };
+}
+
+/** A joined room followed incrementally: its events in the window (null when nothing to say). */
+async function windowRoom(ctx: ApiContext, user: Requester, roomId: string, eventIds: string[], filter: SyncFilter): Promise<JsonObject | null> {
+  if (eventIds.length === 0) return null;
+  const loaded = (await ctx.rooms.events(roomId, eventIds)).sort((a, b) => a.pos - b.pos);
+  const visible = await visibleEvents(ctx, roomId, user.userId, loaded);
+  const matching = visible.filter((e) => filterMatches(filter.timeline, e.event));
+  if (matching.length === 0) return null;
+  const limited = matching.length > filter.limit;
+  const timeline = limited ? matching.slice(matching.length - filter.limit) : matching;
+  const first = timeline[0] ?? matching[matching.length - 1]!;
+  // State changes in the part of the window left out of the timeline (the latest per key).
+  const gapState = new Map<string, RoomEvent>();
+  if (limited) {
+    for (const e of visible) {
+      if (e.pos >= first.pos || typeof e.event.state_key !== 'string') continue;
+      if (filterMatches(filter.state, e.event)) gapState.set(stateKeyOf(String(e.event.type), e.event.state_key), e);
+    }
+  }
+  const entry: JsonObject = {
+    timeline: { events: await formatEvents(ctx, roomId, timeline, user), limited, prev_batch: encodeToken(Math.max(0, first.pos - 1)) },
+    state: { events: await formatEvents(ctx, roomId, [...gapState.values()], user) },
+  };
+  if (visible.some((e) => e.event.type === 'm.room.member')) entry.summary = await summary(ctx, roomId, user.userId);
+  return entry;
+}
+
+/** A room the user left (or was kicked or banned from): the timeline up to that event. */
+async function leftRoom(ctx: ApiContext, user: Requester, roomId: string, filter: SyncFilter): Promise<JsonObject | null> {
+  const id = (await ctx.rooms.currentStateIds(roomId, { type: 'm.room.member', stateKey: user.userId })).values().next().value;
+  const e = id ? await ctx.rooms.event(roomId, id) : null;
+  const m = (e?.event.content as JsonObject | undefined)?.membership;
+  if (!e || (m !== 'leave' && m !== 'ban')) return null; // the index is behind the room: the next sync has it
+  const entry = await fullRoom(ctx, user, roomId, e.pos, filter, e);
+  const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
+  if (ad.length) entry.account_data = { events: ad };
+  return entry;
+}
+
+/** Stripped state of an invite: a few state events and the invite itself, or null if not invited (any more). */
+async function inviteState(ctx: ApiContext, roomId: string, userId: string): Promise<JsonObject[] | null> {
+  const ids = await ctx.rooms.currentStateIds(roomId);
+  const memberId = ids.get(stateKeyOf('m.room.member', userId));
+  const wanted = STRIPPED_TYPES.map((t) => ids.get(stateKeyOf(t, ''))).filter((id): id is string => !!id);
+  const events = await ctx.rooms.events(roomId, memberId ? [...wanted, memberId] : wanted);
+  const member = events.find((e) => e.eventId === memberId);
+  if (!member || (member.event.content as JsonObject | undefined)?.membership !== 'invite') return null;
+  return events.filter(servableToClients).map((e) => ({
+    type: e.event.type ?? '',
+    state_key: e.event.state_key ?? '',
+    sender: e.event.sender ?? '',
+    content: isJsonObject(e.event.content as JsonValue) ? e.event.content! : {},
+  }));
+}
+
+async function roomAccountData(ctx: ApiContext, userId: string, roomId: string, only: Set<string> | null, filter: SyncFilter): Promise<JsonObject[]> {
+  const key = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user)).data(userData.roomAccountData(userId, roomId));
+  let pairs: [string, string | null][];
+  if (only) {
+    const types = [...only];
+    const values = await ctx.redis.hmget(key, ...types);
+    pairs = types.map((t, i) => [t, values[i] ?? null]);
+  } else pairs = Object.entries(await ctx.redis.hgetall(key));
+  return pairs.filter(([t, v]) => v !== null && typeAllowed(filter.roomAccountData, t)).map(([type, json]) => ({ type, content: JSON.parse(json!) as JsonValue }));
+}
+
+/** `m.joined_member_count`, `m.invited_member_count` and up to five heroes (other members, sorted). */
+async function summary(ctx: ApiContext, roomId: string, userId: string): Promise<JsonObject> {
+  const members = await ctx.rooms.members(roomId);
+  let joined = 0;
+  let invited = 0;
+  const heroes: string[] = [];
+  for (const [u, m] of members) {
+    if (m === 'join') joined++;
+    else if (m === 'invite') invited++;
+    if ((m === 'join' || m === 'invite') && u !== userId) heroes.push(u);
+  }
+  return { 'm.joined_member_count': joined, 'm.invited_member_count': invited, 'm.heroes': heroes.sort().slice(0, 5) };
+}
+
+// ---- the route -------------------------------------------------------------------------------
+
+export function registerSyncRoutes(front: Front, ctx: ApiContext, index: MembershipIndex): void {
+  const notifier = new SyncNotifier(ctx.redis, ctx.keys);
+  ctx.closers?.push(() => notifier.close());
+
+  clientRoute(front, 'GET', '/sync', async (req: Request) => {
+    const user = await requireUser(ctx, req);
+    const since = req.query.since !== undefined && req.query.since !== '' ? decodeSyncToken(req.query.since) : null;
+    const fullState = parseBool(req.query.full_state, 'full_state');
+    const timeout = parseTimeout(req.query.timeout);
+    const setPresence = req.query.set_presence;
+    if (setPresence !== undefined && !['online', 'offline', 'unavailable'].includes(setPresence)) throw errors.invalidParam('set_presence must be online, offline or unavailable');
+    const filter = await loadFilter(ctx, user.userId, req.query.filter);
+    const params: Params = { since, fullState, filter };
+    // An initial or full-state sync answers at once; otherwise an empty answer waits.
+    const waits = since !== null && !fullState && timeout > 0;
+    let waiter: SyncWaiter | null = null;
+    try {
+      if (waits) waiter = await notifier.waiter(user.userId);
+      const deadline = Date.now() + timeout;
+      for (;;) {
+        if (waiter) waiter.dirty = false;
+        const r = await computeSync(ctx, index, user, params);
+        if (!waiter || !r.empty || req.signal.aborted || Date.now() >= deadline) return { body: r.body };
+        waiter.setRooms(r.listen);
+        await waiter.wait(deadline - Date.now(), req.signal);
+        if (req.signal.aborted || (!waiter.dirty && Date.now() >= deadline)) return { body: r.body };
+      }
+    } finally {
+      waiter?.close();
+    }
+  });
+}
+
+function parseBool(raw: string | undefined, name: string): boolean {
+  if (raw === undefined || raw === '' || raw === 'false') return false;
+  if (raw === 'true') return true;
+  throw errors.invalidParam(`${name} must be true or false`);
+}
+
+function parseTimeout(raw: string | undefined): number {
+  if (raw === undefined || raw === '') return 0;
+  if (!/^\d{1,12}$/.test(raw)) throw errors.invalidParam('timeout must be a non-negative integer (ms)');
+  return Math.min(Number(raw), MAX_TIMEOUT_MS);
+}

@@ -1,0 +1,205 @@
+/**
+ * Wake-ups for long-polling `/sync` requests, without polling loops.
+ *
+ * Workers publish one small notification on one channel (`keys.syncNotify()`) after every commit
+ * that appended outputs: the room for room outputs (plus the users whose membership the outputs
+ * change, who may not be in the room yet — an invite), the user for user outputs (account data,
+ * devices, profile). The membership index publishes the user as well when it writes an entry,
+ * since `/sync` reads that index and it lags the room actor slightly (src/readers/membership-index.ts).
+ *
+ * Each front subscribes once (`SyncNotifier`) and wakes exactly the waiting requests whose user
+ * is that user or is in that room. A request registers its waiter before it computes anything and
+ * keeps it until it answers, so a notification that arrives while it computes marks it dirty and
+ * it computes again instead of sleeping through it. Pub/sub may drop a message when a connection
+ * blips; the request then answers at its timeout and the client's next sync picks the data up.
+ */
+import type { Redis } from 'ioredis';
+import type { CommittedOutputs } from '../runtime/shard-runner';
+import type { Family } from '../runtime/shards';
+import type { KeySpace } from '../store/keys';
+import { subscriberClient, type RedisClient } from '../store/redis';
+
+/**
+ * How long room and user outboxes keep entries for /sync (Worker `outboxRetentionMs`): an
+ * incremental sync whose `since` is older than what an outbox still holds answers those rooms
+ * as a gap (`limited`, the latest events and the full state) instead of their missed events.
+ */
+export const SYNC_OUTBOX_RETENTION_MS = 15 * 60_000;
+
+export interface SyncNotification {
+  rooms?: string[];
+  users?: string[];
+}
+
+export function encodeNotification(n: SyncNotification): string {
+  return JSON.stringify(n);
+}
+
+export function decodeNotification(s: string): SyncNotification | null {
+  try {
+    const v = JSON.parse(s) as SyncNotification;
+    return v && typeof v === 'object' ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The `notify` callback a worker process gives its Worker (src/main.ts, src/worker-main.ts): turns
+ * what a commit appended into a notification. Fire and forget: a lost one only delays a sync.
+ */
+export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: CommittedOutputs & { family: Family; shard: number }) => void {
+  const channel = keys.syncNotify();
+  return (c) => {
+    let n: SyncNotification | null = null;
+    if (c.kind === 'room') {
+      const users = new Set<string>();
+      for (const o of c.outputs as { event?: { type?: unknown; state_key?: unknown } }[]) {
+        if (o?.event?.type === 'm.room.member' && typeof o.event.state_key === 'string') users.add(o.event.state_key);
+      }
+      n = users.size ? { rooms: [c.actorId], users: [...users] } : { rooms: [c.actorId] };
+    } else if (c.kind === 'user') {
+      n = { users: [c.actorId] };
+    }
+    if (n) void redis.publish(channel, encodeNotification(n)).catch(() => undefined);
+  };
+}
+
+/** One waiting `/sync` request. */
+export class SyncWaiter {
+  /** Something for this request happened since it last started computing. */
+  dirty = false;
+  /** Rooms whose notifications concern it (null until its first computation: then any room does). */
+  rooms: Set<string> | null = null;
+  private wakeUp: (() => void) | null = null;
+  closed = false;
+
+  constructor(
+    readonly userId: string,
+    private readonly owner: SyncNotifier,
+  ) {}
+
+  /** The rooms to listen to from now on (the user's joined and invited rooms). */
+  setRooms(rooms: Iterable<string>): void {
+    this.owner.setRooms(this, new Set(rooms));
+  }
+
+  /** Wake it (a notification matched). */
+  poke(): void {
+    this.dirty = true;
+    const w = this.wakeUp;
+    this.wakeUp = null;
+    w?.();
+  }
+
+  /** Resolve when poked (at once if already dirty), after `ms`, or when `signal` aborts. */
+  wait(ms: number, signal?: AbortSignal): Promise<void> {
+    if (this.dirty || this.closed || ms <= 0 || signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        this.wakeUp = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal?.addEventListener('abort', done, { once: true });
+      this.wakeUp = done;
+    });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.owner.remove(this);
+    this.poke();
+  }
+}
+
+/** A front's single subscription to the sync channel, and the requests waiting on it. */
+export class SyncNotifier {
+  private readonly byUser = new Map<string, Set<SyncWaiter>>();
+  private readonly byRoom = new Map<string, Set<SyncWaiter>>();
+  /** Waiters that have not computed yet: any room notification concerns them. */
+  private readonly unscoped = new Set<SyncWaiter>();
+  private sub: Redis | null = null;
+  private starting: Promise<void> | null = null;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly keys: KeySpace,
+  ) {}
+
+  /** Subscribe (once; later calls wait for the same subscription). */
+  start(): Promise<void> {
+    this.starting ??= (async () => {
+      const sub = subscriberClient(this.redis);
+      this.sub = sub;
+      const channel = this.keys.syncNotify();
+      sub.on('message', (ch: string, message: string) => {
+        if (ch === channel) this.deliver(message);
+      });
+      await sub.subscribe(channel);
+    })();
+    return this.starting;
+  }
+
+  /** How many requests wait now (tests, status). */
+  get waiting(): number {
+    let n = 0;
+    for (const s of this.byUser.values()) n += s.size;
+    return n;
+  }
+
+  /** Register a request before it computes its first response. */
+  async waiter(userId: string): Promise<SyncWaiter> {
+    await this.start();
+    const w = new SyncWaiter(userId, this);
+    add(this.byUser, userId, w);
+    this.unscoped.add(w);
+    return w;
+  }
+
+  setRooms(w: SyncWaiter, rooms: Set<string>): void {
+    if (w.closed) return;
+    for (const r of w.rooms ?? []) if (!rooms.has(r)) del(this.byRoom, r, w);
+    for (const r of rooms) add(this.byRoom, r, w);
+    w.rooms = rooms;
+    this.unscoped.delete(w);
+  }
+
+  remove(w: SyncWaiter): void {
+    del(this.byUser, w.userId, w);
+    for (const r of w.rooms ?? []) del(this.byRoom, r, w);
+    this.unscoped.delete(w);
+  }
+
+  private deliver(message: string): void {
+    const n = decodeNotification(message);
+    if (!n) return;
+    for (const u of n.users ?? []) for (const w of [...(this.byUser.get(u) ?? [])]) w.poke();
+    for (const r of n.rooms ?? []) {
+      for (const w of [...(this.byRoom.get(r) ?? [])]) w.poke();
+      if (this.unscoped.size) for (const w of [...this.unscoped]) w.poke();
+    }
+  }
+
+  close(): void {
+    for (const set of this.byUser.values()) for (const w of [...set]) w.close();
+    this.sub?.disconnect();
+    this.sub = null;
+  }
+}
+
+function add<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+  let s = m.get(k);
+  if (!s) m.set(k, (s = new Set()));
+  s.add(v);
+}
+
+function del<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+  const s = m.get(k);
+  if (!s) return;
+  s.delete(v);
+  if (s.size === 0) m.delete(k);
+}

@@ -1,0 +1,71 @@
+/** The /sync notifier: one subscription per front, exact wake-ups, aborted waits removed at once. */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { KeySpace } from '../../src/store/keys';
+import { connectRedis, type RedisClient } from '../../src/store/redis';
+import { SyncNotifier, workerSyncNotify } from '../../src/sync/notify';
+
+let redis: RedisClient;
+let keys: KeySpace;
+let notifier: SyncNotifier;
+
+beforeAll(async () => {
+  redis = connectRedis({ url: inject('redisUrl') });
+  keys = new KeySpace(`notify${randomBytes(4).toString('hex')}:`);
+  notifier = new SyncNotifier(redis, keys);
+  await notifier.start();
+});
+
+afterAll(() => {
+  notifier?.close();
+  redis?.disconnect();
+});
+
+describe('SyncNotifier', () => {
+  it('wakes waiters in the room or named as users, and no others', async () => {
+    const publish = workerSyncNotify(redis, keys);
+    const inRoom = await notifier.waiter('@a:x');
+    inRoom.setRooms(['!r:x']);
+    const elsewhere = await notifier.waiter('@b:x');
+    elsewhere.setRooms(['!other:x']);
+    const invited = await notifier.waiter('@c:x');
+    invited.setRooms([]);
+    const started = performance.now();
+    const woken = Promise.all([inRoom.wait(5000), invited.wait(5000)]);
+    publish({ kind: 'room', actorId: '!r:x', outputs: [{ event: { type: 'm.room.member', state_key: '@c:x' } }], family: 'room', shard: 0 });
+    await woken;
+    expect(performance.now() - started).toBeLessThan(2000);
+    expect(inRoom.dirty && invited.dirty).toBe(true);
+    expect(elsewhere.dirty).toBe(false);
+    // A user output wakes that user.
+    const w = elsewhere.wait(5000);
+    publish({ kind: 'user', actorId: '@b:x', outputs: [{ type: 'account_data' }], family: 'user', shard: 0 });
+    await w;
+    expect(elsewhere.dirty).toBe(true);
+    for (const x of [inRoom, elsewhere, invited]) x.close();
+    expect(notifier.waiting).toBe(0);
+  });
+
+  it('an aborted wait returns at once and its request is removed', async () => {
+    const w = await notifier.waiter('@d:x');
+    w.setRooms(['!r:x']);
+    const abort = new AbortController();
+    const started = performance.now();
+    const waiting = w.wait(10_000, abort.signal);
+    abort.abort();
+    await waiting;
+    w.close();
+    expect(performance.now() - started).toBeLessThan(100);
+    expect(notifier.waiting).toBe(0);
+  });
+
+  it('before its first computation a waiter takes any room notification', async () => {
+    const w = await notifier.waiter('@e:x');
+    const waiting = w.wait(5000);
+    await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!any:x'] }));
+    await waiting;
+    expect(w.dirty).toBe(true);
+    w.close();
+  });
+});
