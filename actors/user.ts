@@ -19,6 +19,18 @@ import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type 
 import type { Family } from '../src/runtime/shards';
 import { encode } from '../src/store/codec';
 import { membershipIndexData, userData } from '../src/store/keys';
+import {
+  PushRuleError,
+  deletePushRule,
+  emptyStoredPushRules,
+  putPushRule,
+  setPushRuleActions,
+  setPushRuleEnabled,
+  type PushAction,
+  type PushRuleKind,
+  type StoredPushRule,
+  type StoredPushRules,
+} from '../src/protocol/push-rules';
 
 export interface DeviceState {
   /** sha256 of the device's current access token (null: none). */
@@ -47,6 +59,12 @@ export interface UserState {
    * writes the whole `m.tag` content from this map. Absent in states saved before tags existed.
    */
   tags?: Record<string, Record<string, string>>;
+  /**
+   * The user's own push rules and their changes to server-default ones (the `pushRules` record
+   * fronts read; they merge it with the defaults). Kept here so concurrent changes serialize.
+   * Absent: none.
+   */
+  pushRules?: StoredPushRules;
 }
 
 /** A new device session (or new tokens for an existing device). */
@@ -79,6 +97,11 @@ export type UserMessage =
   | { op: 'set_room_tag'; roomId: string; tag: string; json: string }
   | { op: 'delete_room_tag'; roomId: string; tag: string }
   | { op: 'set_profile'; field: 'displayname' | 'avatar_url'; value: string | null }
+  /** Push rules (the front validated the rule; placement and existence are checked here). */
+  | { op: 'put_push_rule'; kind: PushRuleKind; rule: Omit<StoredPushRule, 'enabled'>; before?: string; after?: string }
+  | { op: 'delete_push_rule'; kind: PushRuleKind; ruleId: string }
+  | { op: 'set_push_rule_enabled'; kind: PushRuleKind; ruleId: string; enabled: boolean }
+  | { op: 'set_push_rule_actions'; kind: PushRuleKind; ruleId: string; actions: PushAction[] }
   /** Forget a room the user has left (the front checks that they have). */
   | { op: 'forget'; roomId: string };
 
@@ -129,8 +152,9 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>): D 
       return { ...d, reply: { ok: true }, writes: [...writes, ...(d.writes ?? [])] };
     }
     case 'deactivate': {
-      const d = deleteDevices({ ...state, deactivated: true, passwordHash: null }, Object.keys(state.devices));
-      const writes = [accountWrite(d.state), ...(d.writes ?? []), del(userData.profile(state.userId)), del(userData.accountData(state.userId))];
+      const { pushRules: _dropped, ...rest } = state;
+      const d = deleteDevices({ ...rest, deactivated: true, passwordHash: null }, Object.keys(state.devices));
+      const writes = [accountWrite(d.state), ...(d.writes ?? []), del(userData.profile(state.userId)), del(userData.accountData(state.userId)), del(userData.pushRules(state.userId))];
       return { ...d, reply: { ok: true }, writes };
     }
     case 'update_device': {
@@ -179,6 +203,14 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>): D 
       const write: StoreWrite = body.value === null ? { cmd: 'HDEL', key, args: [body.field] } : { cmd: 'HSET', key, args: [body.field, body.value] };
       return { state, reply: { ok: true }, writes: [write], outputs: [{ type: 'profile', user_id: state.userId, field: body.field } satisfies UserOutput] };
     }
+    case 'put_push_rule':
+      return writePushRules(state, (r) => putPushRule(r, body.kind, body.rule, { ...(body.before !== undefined ? { before: body.before } : {}), ...(body.after !== undefined ? { after: body.after } : {}) }));
+    case 'delete_push_rule':
+      return writePushRules(state, (r) => deletePushRule(state.userId, r, body.kind, body.ruleId));
+    case 'set_push_rule_enabled':
+      return writePushRules(state, (r) => setPushRuleEnabled(state.userId, r, body.kind, body.ruleId, body.enabled));
+    case 'set_push_rule_actions':
+      return writePushRules(state, (r) => setPushRuleActions(state.userId, r, body.kind, body.ruleId, body.actions));
     case 'forget': {
       if (typeof body.roomId !== 'string' || !body.roomId.startsWith('!')) throw new ActorRejection('M_INVALID_PARAM', 'roomId must be a room id', 400);
       return { state, reply: { ok: true }, writes: [{ cmd: 'SADD', key: membershipIndexData.forgotten(state.userId), args: [body.roomId] }] };
@@ -219,6 +251,26 @@ function writeTags(state: UserState, roomId: string, roomTags: Record<string, st
     reply: { ok: true },
     writes: [{ cmd: 'HSET', key: userData.roomAccountData(state.userId, roomId), args: [TAG_TYPE, json] }],
     outputs: [output],
+  };
+}
+
+/** The `m.push_rules` account data type: /sync sends the merged ruleset under it. */
+export const PUSH_RULES_TYPE = 'm.push_rules';
+
+/** Apply a push rule change and store the result; rule problems answer the client (400/404). */
+function writePushRules(state: UserState, change: (rules: StoredPushRules) => StoredPushRules): D {
+  let next: StoredPushRules;
+  try {
+    next = change(state.pushRules ?? emptyStoredPushRules());
+  } catch (e) {
+    if (e instanceof PushRuleError) throw new ActorRejection(e.errcode, e.message, e.status);
+    throw e;
+  }
+  return {
+    state: { ...state, pushRules: next },
+    reply: { ok: true },
+    writes: [{ cmd: 'SET', key: userData.pushRules(state.userId), args: [JSON.stringify(next)] }],
+    outputs: [{ type: 'account_data', user_id: state.userId, data_type: PUSH_RULES_TYPE } satisfies UserOutput],
   };
 }
 

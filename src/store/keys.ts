@@ -182,6 +182,8 @@ export const userData = {
   filters: (userId: string) => `user:${userId}:filters`,
   /** Hash: `displayname` / `avatar_url` → value. */
   profile: (userId: string) => `user:${userId}:profile`,
+  /** JSON StoredPushRules (src/protocol/push-rules.ts): the user's own push rules and changes to default ones. */
+  pushRules: (userId: string) => `user:${userId}:pushrules`,
 };
 
 /**

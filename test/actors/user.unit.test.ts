@@ -102,10 +102,30 @@ describe('UserActor.decide', () => {
     expect(decode(out.writes!.find((w) => w.key === userData.account(ME))!.args[0] as Buffer)).toMatchObject({ h: 'H2' });
   });
 
+  it('keeps push rules: stores the record, emits m.push_rules, answers rule problems', () => {
+    let state = registered();
+    const put = decideUser(state, msg({ op: 'put_push_rule', kind: 'override', rule: { rule_id: 'mine', actions: ['notify'], conditions: [] } }));
+    expect(put.reply).toEqual({ ok: true });
+    expect(put.outputs).toEqual([{ type: 'account_data', user_id: ME, data_type: 'm.push_rules' }]);
+    const w = put.writes!.find((x) => x.key === userData.pushRules(ME))!;
+    expect(w.cmd).toBe('SET');
+    expect(JSON.parse(w.args[0] as string)).toEqual({ rules: { override: [{ rule_id: 'mine', actions: ['notify'], conditions: [], enabled: true }] }, defaults: {} });
+    state = put.state;
+    state = decideUser(state, msg({ op: 'set_push_rule_enabled', kind: 'override', ruleId: '.m.rule.master', enabled: true })).state;
+    state = decideUser(state, msg({ op: 'set_push_rule_actions', kind: 'override', ruleId: 'mine', actions: [] })).state;
+    expect(state.pushRules).toEqual({ rules: { override: [{ rule_id: 'mine', actions: [], conditions: [], enabled: true }] }, defaults: { 'override/.m.rule.master': { enabled: true } } });
+    expect(rejection(() => decideUser(state, msg({ op: 'put_push_rule', kind: 'override', rule: { rule_id: 'x', actions: [] }, before: 'nope' })))).toMatchObject({ errcode: 'M_UNKNOWN', status: 400 });
+    expect(rejection(() => decideUser(state, msg({ op: 'delete_push_rule', kind: 'override', ruleId: 'nope' })))).toMatchObject({ errcode: 'M_NOT_FOUND', status: 404 });
+    state = decideUser(state, msg({ op: 'delete_push_rule', kind: 'override', ruleId: 'mine' })).state;
+    expect(state.pushRules!.rules).toEqual({});
+    const gone = decideUser(state, msg({ op: 'deactivate' })).state;
+    expect(gone.pushRules).toBeUndefined();
+  });
+
   it('deactivates: no password, no devices, no profile; login is refused after', () => {
     const d = decideUser(registered(), msg({ op: 'deactivate' }));
     expect(d.state).toMatchObject({ deactivated: true, passwordHash: null, devices: {} });
-    expect(written(d.writes, 'DEL').sort()).toEqual([userData.accountData(ME), userData.profile(ME), userData.token('at1')].sort());
+    expect(written(d.writes, 'DEL').sort()).toEqual([userData.accountData(ME), userData.profile(ME), userData.pushRules(ME), userData.token('at1')].sort());
     expect(decode(d.writes!.find((w) => w.key === userData.account(ME))!.args[0] as Buffer)).toEqual({ h: null, x: 1, c: 1000 });
     expect(rejection(() => decideUser(d.state, msg({ op: 'login', verifiedHash: 'H1', session: session('D', 3) })))).toMatchObject({ errcode: 'M_USER_DEACTIVATED', status: 403 });
   });

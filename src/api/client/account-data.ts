@@ -7,9 +7,12 @@ import { requireUser } from './auth';
 import { askUser, clientRoute, jsonBody, requireSelf, userKey } from './accounts-common';
 import type { ApiContext } from './context';
 import { validateFilter } from './filter-validation';
+import { pushRulesContent } from './push-rules';
+
+const PUSH_RULES_TYPE = 'm.push_rules';
 
 /** Account data types the server maintains itself (other endpoints set them). */
-const SERVER_MANAGED = new Set(['m.fully_read', 'm.push_rules']);
+const SERVER_MANAGED = new Set(['m.fully_read', PUSH_RULES_TYPE]);
 
 export function registerAccountDataRoutes(front: Front, ctx: ApiContext): void {
   const put = (room: boolean) => async (req: Request) => {
@@ -26,6 +29,8 @@ export function registerAccountDataRoutes(front: Front, ctx: ApiContext): void {
   const get = (room: boolean) => async (req: Request) => {
     const me = await requireUser(ctx, req);
     requireSelf(me, req.params.userId, 'account data');
+    // m.push_rules is the merged push ruleset (as Synapse serves it), kept by the push rules API.
+    if (!room && req.params.type === PUSH_RULES_TYPE) return { body: await pushRulesContent(ctx, me.userId) };
     const key = room ? userData.roomAccountData(me.userId, checkRoomId(req.params.roomId!)) : userData.accountData(me.userId);
     const json = await ctx.redis.hget(userKey(ctx, me.userId, key), req.params.type!);
     if (json === null) throw errors.notFound('No account data of this type');

@@ -7,6 +7,7 @@ import { registerAccountsApi } from './accounts';
 import { registerDirectoryRoutes } from './directory';
 import { registerUserDirectoryRoutes } from './user-directory';
 import { registerTagRoutes } from './tags';
+import { registerPushRuleRoutes } from './push-rules';
 import { registerRelationRoutes } from './relations';
 import { registerRoomUpgradeRoutes } from './room-upgrade';
 import { registerSpaceHierarchyRoutes } from './space-hierarchy';
@@ -21,6 +22,7 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerDirectoryRoutes(front, ctx);
   registerUserDirectoryRoutes(front, ctx);
   registerTagRoutes(front, ctx);
+  registerPushRuleRoutes(front, ctx);
   registerRelationRoutes(front, ctx);
   registerRoomUpgradeRoutes(front, ctx);
   registerSpaceHierarchyRoutes(front, ctx);

@@ -56,6 +56,9 @@ import type { ApiContext } from './context';
 import { validateFilter } from './filter-validation';
 import { clientRoute, encodeToken, filterMatches, formatEvents, parseEventFilter, visibleEvents, type RoomEventFilter } from './room-common';
 import { paginate } from './room-reads';
+import { pushRulesContent } from './push-rules';
+
+const PUSH_RULES_TYPE = 'm.push_rules';
 
 const DEFAULT_TIMELINE_LIMIT = 10;
 const MAX_TIMELINE_LIMIT = 100;
@@ -400,16 +403,27 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   // Global account data.
   const adKey = ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).data(userData.accountData(user.userId));
   let accountData: JsonObject[] = [];
+  // m.push_rules is not in the account data hash: it is the merged push ruleset, sent whole on an
+  // initial sync (as Synapse does) and again whenever the user changes a rule.
+  let pushRulesChanged = false;
   if (since === null || fullState) {
-    accountData = Object.entries(await ctx.redis.hgetall(adKey)).map(([type, json]) => ({ type, content: JSON.parse(json) as JsonValue }));
+    accountData = Object.entries(await ctx.redis.hgetall(adKey))
+      .filter(([type]) => type !== PUSH_RULES_TYPE)
+      .map(([type, json]) => ({ type, content: JSON.parse(json) as JsonValue }));
+    pushRulesChanged = true;
   } else {
-    const types = [...new Set(userOutputs.filter((o) => o.type === 'account_data' && !o.room_id).map((o) => (o as { data_type: string }).data_type))];
+    const changed = new Set(userOutputs.filter((o) => o.type === 'account_data' && !o.room_id).map((o) => (o as { data_type: string }).data_type));
+    pushRulesChanged = changed.delete(PUSH_RULES_TYPE);
+    const types = [...changed];
     if (types.length) {
       const values = await ctx.redis.hmget(adKey, ...types);
       types.forEach((type, i) => {
         if (values[i] !== null) accountData.push({ type, content: JSON.parse(values[i]!) as JsonValue });
       });
     }
+  }
+  if (pushRulesChanged && typeAllowed(filter.accountData, PUSH_RULES_TYPE)) {
+    accountData.push({ type: PUSH_RULES_TYPE, content: (await pushRulesContent(ctx, user.userId)) as unknown as JsonObject });
   }
   accountData = accountData.filter((e) => typeAllowed(filter.accountData, String(e.type)));
 
