@@ -207,15 +207,10 @@ function decideAliasIndex(state: RoomState, alias: string, present: boolean): De
 }
 
 function decideCreate(cfg: RoomConfig, state: RoomState, raw: JsonObject): Decision<RoomState, RoomReply> {
-  if (state.version !== null) {
-    if (state.createId && raw.type === 'm.room.create') {
-      // A re-sent create for a room that exists: answer as the first time if it is the same event.
-      const version = requireRoomVersion(state.version);
-      const pdu = toPdu(raw, version);
-      if (pdu.eventId === state.createId) return { state, reply: { event_id: pdu.eventId, room_id: state.roomId, pos: 1 } };
-    }
-    throw new ActorRejection('M_ROOM_IN_USE', 'Room already exists', 400);
-  }
+  // A retried message is answered by the runtime's dedupe before it gets here, so a create for a
+  // room that exists is another room with the same id — for v12, the same create event built
+  // twice in one millisecond — and the sender must build a different one.
+  if (state.version !== null) throw new ActorRejection('M_ROOM_IN_USE', 'Room already exists', 400);
   const content = isJsonObject(raw.content) ? raw.content : {};
   const versionId = typeof content.room_version === 'string' ? content.room_version : '1';
   let version: RoomVersion;

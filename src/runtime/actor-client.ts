@@ -46,6 +46,7 @@ export class ActorClient {
   private readonly waiters = new Map<string, Waiter>();
   private counter = 0;
   private closed = false;
+  private closing = false;
   private lastId = '$';
 
   constructor(
@@ -107,6 +108,7 @@ export class ActorClient {
   /** Send a command to an actor and await its reply. */
   async ask<R = unknown>(family: Family, kind: string, actorId: string, body: unknown, opts: AskOptions = {}): Promise<R> {
     if (!this.reader) throw new Error('ActorClient.start() first');
+    if (this.closing) throw new Error('ActorClient is shutting down');
     const mid = opts.mid ?? this.newMessageId();
     const timeoutMs = opts.timeoutMs ?? 10_000;
     const result = new Promise<R>((resolve, reject) => {
@@ -169,7 +171,14 @@ export class ActorClient {
     });
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stop: new asks are refused at once; asks in flight get up to `graceMs` to be answered (a
+   * front shutting down lets its requests finish), then are rejected.
+   */
+  async close(graceMs = 5_000): Promise<void> {
+    this.closing = true;
+    const deadline = Date.now() + graceMs;
+    while (this.waiters.size > 0 && Date.now() < deadline && this.reader) await new Promise((r) => setTimeout(r, 20));
     this.closed = true;
     for (const [mid, w] of this.waiters) {
       clearTimeout(w.timer);

@@ -82,4 +82,12 @@ describe('a client journey through matrix-js-sdk', () => {
     expect(seen).not.toContain('after bob left');
     expect(seen).toContain('message 24');
   });
+
+  it('creates many rooms for one user at once, each its own room (v12 ids hash the create event)', async () => {
+    const carol = await register('carol');
+    const ids = await Promise.all(Array.from({ length: 24 }, (_, i) => carol.createRoom({ name: `parallel ${i}` })));
+    expect(new Set(ids.map((r) => r.room_id)).size).toBe(24);
+    const joined = (await carol.getJoinedRooms()).joined_rooms;
+    expect(new Set(joined)).toEqual(new Set(ids.map((r) => r.room_id)));
+  });
 });

@@ -35,6 +35,13 @@ const PRESETS: Record<Preset, { join_rule: string; history_visibility: string; g
   public_chat: { join_rule: 'public', history_visibility: 'shared', guest_access: 'forbidden', invite: 50 },
 };
 
+let lastCreateTs = 0;
+/** A timestamp for a new create event, later than any this front used before. */
+function uniqueCreateTs(): number {
+  lastCreateTs = Math.max(Date.now(), lastCreateTs + 1);
+  return lastCreateTs;
+}
+
 /** Alias localparts: no `:` (it separates the server) and no whitespace or control characters. */
 const ALIAS_LOCALPART = /^[^:\s\u0000-\u001f#]+$/;
 
@@ -269,11 +276,23 @@ async function createRoom(ctx: ApiContext, user: Requester, body: JsonObject, al
     const existing = Array.isArray(createContent.additional_creators) ? (createContent.additional_creators as JsonValue[]) : [];
     createContent.additional_creators = [...new Set([...existing, ...invites])] as JsonValue[];
   }
-  const { roomId, event } = buildCreateEvent(
-    { serverName: ctx.config.serverName, signingKey: ctx.signingKey },
-    { roomVersion: version.id, creator: user.userId, content: createContent, roomLocalpart: randomBytes(12).toString('base64url').replace(/[-_]/g, 'x'), ts: Date.now() },
-  );
-  await askRoom(ctx, roomId, { op: 'create', event });
+  // v12 room ids are the hash of the create event: two rooms created by one user in the same
+  // millisecond with the same content would be one room. Timestamps are made unique per front,
+  // and a collision with another front's room (M_ROOM_IN_USE) is retried with a later one.
+  let roomId = '';
+  for (let attempt = 0; ; attempt++) {
+    const built = buildCreateEvent(
+      { serverName: ctx.config.serverName, signingKey: ctx.signingKey },
+      { roomVersion: version.id, creator: user.userId, content: createContent, roomLocalpart: randomBytes(12).toString('base64url').replace(/[-_]/g, 'x'), ts: uniqueCreateTs() },
+    );
+    try {
+      await askRoom(ctx, built.roomId, { op: 'create', event: built.event });
+      roomId = built.roomId;
+      break;
+    } catch (e) {
+      if (!(e instanceof MatrixError && e.errcode === 'M_ROOM_IN_USE') || attempt >= 4) throw e;
+    }
+  }
 
   // 3. Everything after the create: a rejection means the request's state was not allowed.
   const send = async (t: EventTemplate) => {
