@@ -252,6 +252,29 @@ describe('GET /sync over raw HTTP', () => {
     expect((await call(alice, 'GET', `/sync?filter=${enc('{"room":')}`)).status).toBe(400);
   });
 
+  it('lazy-loads members: a first sync carries only the timeline senders’ member events', async () => {
+    const owner = await mint(`lazyowner${randomBytes(3).toString('hex')}`);
+    const roomId = await createRoom(owner, { preset: 'public_chat' });
+    const members = await Promise.all(Array.from({ length: 12 }, (_, i) => mint(`lazy${i}x${randomBytes(3).toString('hex')}`)));
+    for (const m of members) expect((await call(m, 'POST', `/rooms/${enc(roomId)}/join`, {})).status).toBe(200);
+    const speaker = members[3]!;
+    await say(speaker, roomId, 'the only speaker');
+    const lazy = JSON.stringify({ room: { timeline: { limit: 1 }, state: { lazy_load_members: true } } });
+    const lazySync = await sync(owner, { filter: lazy });
+    const lazyRoom = lazySync.rooms.join[roomId];
+    const memberKeys = (lazyRoom.state.events as Json[]).filter((e) => e.type === 'm.room.member').map((e) => e.state_key).sort();
+    expect(memberKeys).toEqual([owner.userId, speaker.userId].sort());
+    // Without lazy-loading every member comes.
+    const full = await sync(owner, { filter: JSON.stringify({ room: { timeline: { limit: 1 } } }) });
+    expect((full.rooms.join[roomId].state.events as Json[]).filter((e) => e.type === 'm.room.member')).toHaveLength(13);
+    // Incrementally, a new speaker's member event comes with their first message.
+    const quiet = members[7]!;
+    await say(quiet, roomId, 'now I speak');
+    const next = await sync(owner, { since: lazySync.next_batch, filter: lazy });
+    const state = (next.rooms.join[roomId].state.events as Json[]).filter((e) => e.type === 'm.room.member').map((e) => e.state_key);
+    expect(state).toContain(quiet.userId);
+  });
+
   it('rejects malformed since tokens with 400 M_INVALID_PARAM', async () => {
     const alice = await mint('s_alice6');
     for (const bad of ['garbage', 'p12', 's', 's12x']) {

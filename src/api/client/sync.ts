@@ -34,9 +34,11 @@
  * subscription per front) until a notification concerns this user or one of their rooms, then
  * computes again with the same `since` and a new cut; a client that goes away stops the wait.
  *
+ * Lazy-loading members (`room.state.lazy_load_members`): only the member events of the
+ * timeline's senders and the user are sent (see SyncFilter.lazyLoadMembers).
+ *
  * Not yet: ephemeral events (typing, receipts), presence, to-device, device lists, unread
- * notification counts (no push rules yet; the field is left out rather than faked), knocks,
- * lazy-loading of members (all state is sent).
+ * notification counts (no push evaluation yet; the field is left out rather than faked), knocks.
  */
 import type { Front, Request } from '../../http/server';
 import { errors } from '../../http/errors';
@@ -97,6 +99,12 @@ export interface SyncFilter {
   rooms?: string[];
   notRooms: string[];
   includeLeave: boolean;
+  /**
+   * `room.state.lazy_load_members`: member events only for the senders of the timeline (and the
+   * user), so a first sync of a big room does not carry every member. Redundant members are sent
+   * again when a sender reappears (`include_redundant_members` behaviour), which the spec allows.
+   */
+  lazyLoadMembers: boolean;
 }
 
 function eventFilterOf(v: JsonValue | undefined): RoomEventFilter {
@@ -153,6 +161,7 @@ async function loadFilter(ctx: ApiContext, userId: string, raw: string | undefin
     ...(rooms ? { rooms } : {}),
     notRooms: strings(room.not_rooms) ?? [],
     includeLeave: room.include_leave === true,
+    lazyLoadMembers: isJsonObject(room.state as JsonValue) && (room.state as JsonObject).lazy_load_members === true,
   };
 }
 
@@ -455,7 +464,13 @@ async function fullRoom(ctx: ApiContext, user: Requester, roomId: string, top: n
     stateIds = last ? await ctx.rooms.snapshot(roomId, last.stateAfter) : new Map();
   }
   const inTimeline = new Set(events.map((e) => e.eventId));
-  const state = (await ctx.rooms.events(roomId, [...stateIds.values()].filter((id) => !inTimeline.has(id)))).filter((e) => servableToClients(e) && filterMatches(filter.state, e.event));
+  // Lazy-loading: pick the member entries before loading anything, so the cost follows the
+  // timeline's senders, not the room's size.
+  const wantedMembers = filter.lazyLoadMembers ? new Set([user.userId, ...events.map((e) => String(e.event.sender))]) : null;
+  const stateEventIds = [...stateIds.entries()]
+    .filter(([key, id]) => !inTimeline.has(id) && (!wantedMembers || !key.startsWith('m.room.member\u0000') || wantedMembers.has(key.slice('m.room.member\u0000'.length))))
+    .map(([, id]) => id);
+  const state = (await ctx.rooms.events(roomId, stateEventIds)).filter((e) => servableToClients(e) && filterMatches(filter.state, e.event));
   const limited = page.end !== null;
   const prev = limited ? page.end! : Math.max(0, (oldest?.pos ?? endPos + 1) - 1);
   return {
@@ -480,6 +495,17 @@ async function windowRoom(ctx: ApiContext, user: Requester, roomId: string, even
     for (const e of visible) {
       if (e.pos >= first.pos || typeof e.event.state_key !== 'string') continue;
       if (filterMatches(filter.state, e.event)) gapState.set(stateKeyOf(String(e.event.type), e.event.state_key), e);
+    }
+  }
+  if (filter.lazyLoadMembers) {
+    // The member events of the timeline's senders, as of the timeline's start, unless the
+    // timeline itself carries them.
+    const senders = new Set(timeline.map((e) => String(e.event.sender)));
+    const inTimeline = new Set(timeline.filter((e) => e.event.type === 'm.room.member').map((e) => String(e.event.state_key)));
+    const before = await ctx.rooms.snapshot(roomId, first.stateBefore);
+    const ids = [...senders].filter((u) => !inTimeline.has(u)).map((u) => before.get(stateKeyOf('m.room.member', u))).filter((id): id is string => !!id);
+    for (const m of await ctx.rooms.events(roomId, ids)) {
+      if (servableToClients(m)) gapState.set(stateKeyOf('m.room.member', String(m.event.state_key)), m);
     }
   }
   const entry: JsonObject = {
