@@ -12,6 +12,10 @@ import { newToken, tokenHash } from '../../src/api/client/auth';
 import type { UserMessage } from '../../actors/user';
 import { KeySpace } from '../../src/store/keys';
 import { ActorClient } from '../../src/runtime/actor-client';
+import { startFront } from '../../src/front';
+import { signingKeyFromSeed } from '../../src/protocol/crypto';
+import { freePort } from '../setup/free-port';
+import pino from 'pino';
 
 interface Session {
   userId: string;
@@ -273,6 +277,25 @@ describe('GET /sync over raw HTTP', () => {
     const next = await sync(owner, { since: lazySync.next_batch, filter: lazy });
     const state = (next.rooms.join[roomId].state.events as Json[]).filter((e) => e.type === 'm.room.member').map((e) => e.state_key);
     expect(state).toContain(quiet.userId);
+  });
+
+  it('a token from one front is valid on another (and on a front started later)', async () => {
+    const alice = await mint(`fronts${randomBytes(3).toString('hex')}`);
+    const roomId = await createRoom(alice, {});
+    await say(alice, roomId, 'before');
+    const first = await sync(alice);
+    await say(alice, roomId, 'after');
+    // A second front process's worth of front, started now, on its own port.
+    const port = await freePort();
+    const other = await startFront({ ...server.config, clientPort: port }, server.redis, [signingKeyFromSeed('ed25519:other', randomBytes(32))], pino({ level: 'silent' }), 'late-front');
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/_matrix/client/v3/sync?since=${enc(first.next_batch)}`, { headers: { Authorization: `Bearer ${alice.token}` } });
+      expect(r.status).toBe(200);
+      const next = (await r.json()) as Json;
+      expect(bodies(next.rooms.join[roomId].timeline.events)).toEqual(['after']);
+    } finally {
+      await other.close();
+    }
   });
 
   it('rejects malformed since tokens with 400 M_INVALID_PARAM', async () => {
