@@ -15,6 +15,7 @@
  * directory (`publicRooms`, from the flag each room actor owns, announced by its
  * `set_directory_visibility` entries).
  */
+import { parseOutboxEntry } from '../runtime/envelope';
 import type { Logger } from 'pino';
 import type { RoomDirectoryOutput, RoomOutput } from '../../actors/room';
 import type { ShardReader } from '../runtime/worker';
@@ -251,15 +252,9 @@ function affectsDirectoryVisibility(out: RoomOutput): boolean {
 }
 
 function parseOutput(fields: Buffer[] | null): RoomOutput | RoomDirectoryOutput | null {
-  if (!fields) return null;
-  let kind = '';
-  let body: Buffer | null = null;
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    const name = fields[i]!.toString();
-    if (name === 'k') kind = fields[i + 1]!.toString();
-    else if (name === 'b') body = fields[i + 1]!;
-  }
-  if (kind !== 'room' || !body) return null;
+  const entry = parseOutboxEntry(fields);
+  if (!entry || entry.kind !== 'room') return null;
+  const body = entry.body;
   try {
     const out = decode<RoomOutput | RoomDirectoryOutput>(body);
     if (!out || typeof out.roomId !== 'string') return null;

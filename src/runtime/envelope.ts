@@ -40,3 +40,27 @@ export function parseInboxEntry(id: string, fields: Buffer[] | null): InboxEntry
   if (!mid || !actorId || !kind || !body) return null;
   return { id, mid, actorId, kind, body, replyTo, enqueuedAt };
 }
+
+/**
+ * An outbox entry as the commit script writes it (commit-1.lua): field `a` actor id, `k` actor
+ * kind, `b` the output (msgpack). Null when the fields are missing.
+ */
+export interface OutboxEntry {
+  actorId: string;
+  kind: string;
+  body: Buffer;
+}
+
+export function parseOutboxEntry(fields: Buffer[] | null): OutboxEntry | null {
+  if (!fields) return null;
+  let actorId = '';
+  let kind = '';
+  let body: Buffer | null = null;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const name = fields[i]!.toString();
+    if (name === 'a') actorId = fields[i + 1]!.toString();
+    else if (name === 'k') kind = fields[i + 1]!.toString();
+    else if (name === 'b') body = fields[i + 1]!;
+  }
+  return body ? { actorId, kind, body } : null;
+}

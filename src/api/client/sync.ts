@@ -40,6 +40,7 @@
  * Not yet: ephemeral events (typing, receipts), presence, to-device, device lists, unread
  * notification counts (no push evaluation yet; the field is left out rather than faked), knocks.
  */
+import { parseOutboxEntry, type OutboxEntry } from '../../runtime/envelope';
 import type { Front, Request } from '../../http/server';
 import { errors } from '../../http/errors';
 import { isJsonObject, parseStrictJson, type JsonObject, type JsonValue } from '../../protocol/json';
@@ -251,10 +252,6 @@ async function eventAtOrBefore(ctx: ApiContext, roomId: string, pos: number): Pr
 
 // ---- outbox windows --------------------------------------------------------------------------
 
-interface OutboxEntry {
-  kind: string;
-  body: Buffer;
-}
 
 /**
  * Entries of one outbox with ids in [since, cut) (both in ms), or null when the outbox no longer holds all of
@@ -279,14 +276,8 @@ async function readWindow(ctx: ApiContext, stream: string, since: number, cut: n
 function parseEntries(rows: [Buffer, Buffer[]][]): OutboxEntry[] {
   const out: OutboxEntry[] = [];
   for (const [, fields] of rows) {
-    let kind = '';
-    let body: Buffer | null = null;
-    for (let i = 0; i + 1 < fields.length; i += 2) {
-      const name = fields[i]!.toString();
-      if (name === 'k') kind = fields[i + 1]!.toString();
-      else if (name === 'b') body = fields[i + 1]!;
-    }
-    if (body) out.push({ kind, body });
+    const entry = parseOutboxEntry(fields);
+    if (entry) out.push(entry);
   }
   return out;
 }
