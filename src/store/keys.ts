@@ -161,6 +161,15 @@ export const roomData = {
   threads: (roomId: string) => `room:${roomId}:threads`,
   /** Sorted set: timeline event ids by `origin_server_ts` (GET /timestamp_to_event). */
   byTimestamp: (roomId: string) => `room:${roomId}:ts`,
+  /**
+   * Hash: the room's receipts, written by the receipt actor (actors/receipts.ts). Field
+   * `<receipt type>\0<thread id, '' for unthreaded>\0<user id>`, value JSON
+   * `{"event_id": …, "ts": ms, "pos": timeline position of the event}`. Only the latest receipt
+   * of each (type, thread, user) is kept; it never moves backwards in the timeline.
+   */
+  receipts: (roomId: string) => `room:${roomId}:receipts`,
+  /** Hash: who is typing in the room, user id → expiry (ms); written by the typing actor. */
+  typing: (roomId: string) => `room:${roomId}:typing`,
 };
 
 /**
