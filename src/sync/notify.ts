@@ -58,8 +58,17 @@ export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: Commit
         if (o?.event?.type === 'm.room.member' && typeof o.event.state_key === 'string') users.add(o.event.state_key);
       }
       n = users.size ? { rooms: [c.actorId], users: [...users] } : { rooms: [c.actorId] };
-    } else if (c.kind === 'user') {
-      n = { users: [c.actorId] };
+    } else if (c.family === 'room') {
+      // Other room-shard actors keyed by room id (typing, receipts): the room's members wait on it.
+      n = { rooms: [c.actorId] };
+    } else if (c.family === 'user') {
+      // User-shard actors keyed by user id (user, keys, to-device, presence, …) wake that user;
+      // an output may name more users to wake (`notify_users`: e.g. fan-out of a device change).
+      const users = new Set<string>([c.actorId]);
+      for (const o of c.outputs as { notify_users?: unknown }[]) {
+        if (Array.isArray(o?.notify_users)) for (const u of o.notify_users) if (typeof u === 'string') users.add(u);
+      }
+      n = { users: [...users] };
     }
     if (n) void redis.publish(channel, encodeNotification(n)).catch(() => undefined);
   };

@@ -52,6 +52,7 @@ import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { shardOf } from '../../runtime/shards';
 import { MembershipIndex, parseIndexed, type IndexedMembership } from '../../readers/membership-index';
 import { SyncNotifier, type SyncWaiter } from '../../sync/notify';
+import { encodeSyncToken, parseSyncToken } from '../../sync/token';
 import type { RoomOutput } from '../../../actors/room';
 import type { UserOutput } from '../../../actors/user';
 import { requireUser, type Requester } from './auth';
@@ -73,15 +74,11 @@ const STRIPPED_TYPES = ['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.
 
 // ---- tokens ----------------------------------------------------------------------------------
 
-/** `s<µs>`: the cut, Redis TIME in microseconds. */
-export function encodeSyncToken(cutUs: number): string {
-  return `s${cutUs}`;
-}
+/** Tokens: src/sync/token.ts (a cut, plus positions of streams a response gave only in part). */
+export { encodeSyncToken } from '../../sync/token';
 
 export function decodeSyncToken(token: string): number {
-  const m = /^s(\d{1,16})$/.exec(token);
-  if (!m) throw errors.invalidParam('Malformed since token');
-  return Number(m[1]);
+  return parseSyncToken(token).cut;
 }
 
 // ---- filters ---------------------------------------------------------------------------------
