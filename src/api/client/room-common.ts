@@ -13,7 +13,7 @@ import { isValidServerName } from '../../protocol/identifiers';
 import { stateKeyOf } from '../../protocol/pdu';
 import { utf8Length } from '../../protocol/json';
 import { servableToClients, type RoomEvent } from '../../store/room-reader';
-import { roomData } from '../../store/keys';
+import { roomData, userData } from '../../store/keys';
 import { shardOf } from '../../runtime/shards';
 import type { MembershipIndex } from '../../readers/membership-index';
 import type { ApiContext } from './context';
@@ -176,6 +176,9 @@ export interface RoomEventFilter {
   not_types?: string[];
   senders?: string[];
   not_senders?: string[];
+  /** Rooms whose events pass (absent: all); `not_rooms` wins over it. */
+  rooms?: string[];
+  not_rooms?: string[];
   contains_url?: boolean;
   lazy_load_members?: boolean;
   limit?: number;
@@ -190,9 +193,14 @@ export function parseEventFilter(raw: string | undefined): RoomEventFilter {
   } catch {
     throw errors.invalidParam('filter must be a JSON RoomEventFilter');
   }
+  return eventFilterFromJson(v);
+}
+
+/** A RoomEventFilter from its JSON, checked field by field (400 M_INVALID_PARAM otherwise). */
+export function eventFilterFromJson(v: JsonValue): RoomEventFilter {
   if (!isJsonObject(v)) throw errors.invalidParam('filter must be a JSON object');
   const f: RoomEventFilter = {};
-  for (const key of ['types', 'not_types', 'senders', 'not_senders'] as const) {
+  for (const key of ['types', 'not_types', 'senders', 'not_senders', 'rooms', 'not_rooms'] as const) {
     const list = v[key];
     if (list === undefined || list === null) continue;
     if (!Array.isArray(list) || !list.every((x) => typeof x === 'string')) throw errors.invalidParam(`filter.${key} must be a list of strings`);
@@ -209,6 +217,42 @@ export function parseEventFilter(raw: string | undefined): RoomEventFilter {
     f.limit = v.limit;
   }
   return f;
+}
+
+/**
+ * The `filter` query parameter of `/messages` and `/context`: inline JSON (a RoomEventFilter, as
+ * the spec says), or — as for `/sync` — the id of a filter the user stored with
+ * `POST /user/{userId}/filter`. A stored filter is a whole Filter, so its timeline part
+ * (`room.timeline`) is the RoomEventFilter, and its `room.rooms` / `room.not_rooms` narrow which
+ * rooms it lets through. Like /sync, a value starting with `{` is JSON, anything else an id; an
+ * id the user has not stored is 400 M_INVALID_PARAM (/sync answers the same).
+ */
+export async function loadRoomEventFilter(ctx: ApiContext, userId: string, raw: string | undefined): Promise<RoomEventFilter> {
+  if (raw === undefined || raw === '') return {};
+  if (raw.trimStart().startsWith('{')) return parseEventFilter(raw);
+  const json = await ctx.redis.hget(ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user)).data(userData.filters(userId)), raw);
+  if (json === null) throw errors.invalidParam('Unknown filter id');
+  let stored: JsonValue;
+  try {
+    stored = parseStrictJson(Buffer.from(json, 'utf8'));
+  } catch {
+    throw errors.invalidParam('The stored filter is not valid JSON');
+  }
+  const room = isJsonObject(stored) && isJsonObject(stored.room as JsonValue) ? (stored.room as JsonObject) : {};
+  const timeline = isJsonObject(room.timeline as JsonValue) ? { ...(room.timeline as JsonObject) } : {};
+  // A stored limit of 0 (allowed in a sync filter) means "no limit of its own" here.
+  if (timeline.limit === 0) delete timeline.limit;
+  const f = eventFilterFromJson(timeline);
+  const outer = eventFilterFromJson({ ...(room.rooms !== undefined ? { rooms: room.rooms } : {}), ...(room.not_rooms !== undefined ? { not_rooms: room.not_rooms } : {}) });
+  if (outer.rooms) f.rooms = f.rooms ? f.rooms.filter((r) => outer.rooms!.includes(r)) : outer.rooms;
+  if (outer.not_rooms) f.not_rooms = [...(f.not_rooms ?? []), ...outer.not_rooms];
+  return f;
+}
+
+/** Whether a filter's `rooms` / `not_rooms` let this room's events through at all. */
+export function filterAllowsRoom(f: RoomEventFilter, roomId: string): boolean {
+  if (f.not_rooms?.includes(roomId)) return false;
+  return !f.rooms || f.rooms.includes(roomId);
 }
 
 /** Filter type patterns may use `*` as a wildcard. */

@@ -16,7 +16,7 @@ import { requireUser } from './auth';
 import { bundleAggregations } from './relations';
 import type { ApiContext } from './context';
 import {
-  clientRoute, decodeToken, encodeToken, eventRoomId, filterMatches, formatEvents, lazyMemberState, parseEventFilter, requireRoomId, roomAccess, roomShard,
+  clientRoute, decodeToken, encodeToken, eventRoomId, filterAllowsRoom, filterMatches, formatEvents, lazyMemberState, loadRoomEventFilter, requireRoomId, roomAccess, roomShard,
   visibleEvents, visibleStateIds, type RoomEventFilter,
 } from './room-common';
 
@@ -110,7 +110,7 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     const from = req.query.from !== undefined && req.query.from !== '' ? decodeToken(req.query.from, 'from') : null;
     const to = req.query.to !== undefined && req.query.to !== '' ? decodeToken(req.query.to, 'to') : null;
     const limit = parseLimit(req.query.limit, 10);
-    const filter = parseEventFilter(req.query.filter);
+    const filter = await loadRoomEventFilter(ctx, user.userId, req.query.filter);
     await roomAccess(ctx, index, user.userId, roomId);
     const meta = await ctx.rooms.meta(roomId);
     const start = from ?? (dir === 'b' ? (meta?.seq ?? 0) : 0);
@@ -127,7 +127,7 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     const user = await requireUser(ctx, req);
     const roomId = requireRoomId(req.params.roomId);
     const limit = parseLimit(req.query.limit, 10);
-    const filter = parseEventFilter(req.query.filter);
+    const filter = await loadRoomEventFilter(ctx, user.userId, req.query.filter);
     const target = await visibleEvent(ctx, roomId, user.userId, req.params.eventId!);
     const beforeN = Math.floor(limit / 2);
     const afterN = limit - beforeN;
@@ -193,6 +193,8 @@ function parseLimit(raw: string | undefined, fallback: number): number {
 export async function paginate(ctx: ApiContext, roomId: string, userId: string, dir: 'b' | 'f', from: number, to: number | null, limit: number, filter: RoomEventFilter): Promise<{ events: RoomEvent[]; end: number | null }> {
   const out: RoomEvent[] = [];
   if (limit <= 0) return { events: out, end: from };
+  // A filter that leaves this room out lets none of its events through: nothing to scan.
+  if (!filterAllowsRoom(filter, roomId)) return { events: out, end: null };
   // RoomReader.timeline takes an exclusive position: backwards from gap g starts below g + 1.
   let cursor: number | null = dir === 'b' ? from + 1 : from;
   let end: number | null = from;

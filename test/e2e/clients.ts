@@ -1,0 +1,74 @@
+/**
+ * Small helpers for e2e tests that speak raw HTTP to a test server: accounts minted through the
+ * user actor (registration over HTTP is tested in accounts.e2e.test.ts), calls with a session's
+ * token, and polling for effects that readers apply after the answer.
+ */
+import { randomBytes } from 'node:crypto';
+import type { UserMessage } from '../../actors/user';
+import { newToken, tokenHash } from '../../src/api/client/auth';
+import { ActorClient } from '../../src/runtime/actor-client';
+import { KeySpace } from '../../src/store/keys';
+import type { TestServer } from './server-harness';
+
+export interface Session {
+  userId: string;
+  deviceId: string;
+  token: string;
+}
+
+export type Json = Record<string, any>;
+
+export interface Clients {
+  keys: KeySpace;
+  actors: ActorClient;
+  /** A device and access token for a local user (the first call registers the account). */
+  mint(localpart: string, deviceId?: string): Promise<Session>;
+  /** `/_matrix/client/v3<path>` (or `prefix<path>` when the path starts with `/_matrix`). */
+  call(s: Session | null, method: string, path: string, body?: unknown, baseUrl?: string): Promise<{ status: number; body: Json; headers: Headers }>;
+  close(): Promise<void>;
+}
+
+export async function clientsFor(server: TestServer): Promise<Clients> {
+  const keys = new KeySpace(server.config.redis.keyPrefix);
+  const actors = new ActorClient(server.redis, keys, { room: server.config.shards.rooms, user: server.config.shards.users });
+  await actors.start();
+  const minted = new Set<string>();
+  return {
+    keys,
+    actors,
+    async mint(localpart, deviceId = 'DEV1') {
+      const userId = `@${localpart}:${server.serverName}`;
+      const token = newToken(userId, server.config.shards.users);
+      const session = { deviceId, accessHash: tokenHash(token) };
+      const body: UserMessage = minted.has(userId) ? { op: 'login', verifiedHash: 'minted', session } : { op: 'register', passwordHash: 'minted', displayname: localpart, session };
+      await actors.ask('user', 'user', userId, body);
+      minted.add(userId);
+      return { userId, deviceId, token };
+    },
+    async call(s, method, path, body, baseUrl = server.baseUrl) {
+      const url = path.startsWith('/_matrix') ? `${baseUrl}${path}` : `${baseUrl}/_matrix/client/v3${path}`;
+      const r = await fetch(url, {
+        method,
+        headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: r.status, body: (await r.json()) as Json, headers: r.headers };
+    },
+    close: () => actors.close(),
+  };
+}
+
+export const enc = encodeURIComponent;
+
+let txnCounter = 0;
+export const txn = () => `t${++txnCounter}-${randomBytes(3).toString('hex')}`;
+
+/** Poll `fn` until `ok` holds (or the time is up; the last value is returned either way). */
+export async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (ok(v) || Date.now() > deadline) return v;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
