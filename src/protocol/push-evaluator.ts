@@ -1,0 +1,298 @@
+/**
+ * Push rule evaluation (Client-Server API, "Push Rules": conditions, actions, evaluation order).
+ * Pure: the caller supplies what the conditions need from the room (member count, the user's
+ * display name, the sender's notification permission) as a context object.
+ *
+ * A ruleset is compiled once (`compilePushRules`: property paths split, glob patterns turned into
+ * regular expressions, disabled rules dropped) and evaluated against many events; in a room with
+ * many members the caller keeps one compiled ruleset per user, so an event costs one walk over
+ * each member's rules and no parsing.
+ *
+ * What the spec says and how it is read here:
+ * - Rules are checked by kind (override, content, room, sender, underride), in order within a
+ *   kind; disabled rules are skipped; the first rule whose conditions all hold gives the actions.
+ *   No matching rule: no actions (nothing to notify).
+ * - Property paths (`key`) are dot-separated; since v1.7 `\.` is a literal dot and `\\` a literal
+ *   backslash inside a segment; any other backslash is kept as it is.
+ * - `event_match`: the value must be a string; glob `*` (any run) and `?` (one character),
+ *   case-insensitive; the whole value must match, except for `content.body`, where the pattern
+ *   may match any part that starts and ends at word boundaries (a word character is
+ *   `[A-Za-z0-9_]`; a boundary is the start or end of the value or a place not between two word
+ *   characters — the same as Synapse's `(?:^|\b|\W)…(?:\b|\W|$)`).
+ * - `event_property_is` / `event_property_contains`: exact equality of a non-compound value
+ *   (string, integer, boolean, null; no type coercion), against the value or any element of an
+ *   array value.
+ * - `contains_display_name` (deprecated): `content.body` contains the user's display name in the
+ *   room, at word boundaries, case-insensitive; never with no or an empty display name.
+ * - `room_member_count`: the room's joined members against `is` (`==` when no operator).
+ * - `sender_notification_permission`: the sender's power level reaches
+ *   `notifications[key]` of the power levels (50 when missing).
+ * - Unknown condition kinds never match (so the rule never matches).
+ * - Actions: `notify`; `set_tweak` (`highlight` is true when its value is missing or true; the
+ *   last one wins); the historical `dont_notify` means nothing, `coalesce` is treated as `notify`.
+ * - A user is never notified about their own events.
+ */
+import { isJsonObject, type JsonObject, type JsonValue } from './json';
+import { PUSH_RULE_KINDS, impliedConditions, type PushAction, type PushCondition, type PushRuleKind, type PushRuleset } from './push-rules';
+
+/** What the conditions need besides the event, for one user in one room. */
+export interface PushEvaluationContext {
+  /** The user whose rules these are. */
+  userId: string;
+  /** Joined members of the room. */
+  roomMemberCount: number;
+  /** The user's display name in the room (`contains_display_name`); only asked when a rule needs it. */
+  displayName: () => string | null;
+  /** Whether the sender's power level reaches the power levels' `notifications[key]`. */
+  senderHasNotificationPermission: (key: string) => boolean;
+}
+
+/** The outcome for one user: the matching rule and its actions, read. */
+export interface PushEvaluation {
+  ruleId: string;
+  kind: PushRuleKind;
+  actions: PushAction[];
+  notify: boolean;
+  highlight: boolean;
+  /** The `sound` tweak, if any. */
+  sound?: string;
+}
+
+type Test = (event: JsonObject, ctx: PushEvaluationContext) => boolean;
+
+export interface CompiledPushRule {
+  kind: PushRuleKind;
+  ruleId: string;
+  actions: PushAction[];
+  test: Test;
+}
+
+export interface CompiledPushRules {
+  rules: CompiledPushRule[];
+  /** Some enabled rule has a `contains_display_name` condition (the caller then knows the name). */
+  usesDisplayName: boolean;
+}
+
+// ---- property paths ----
+
+/** Split a dotted property path into its segments (`content.m\.mentions.user_ids` → content, m.mentions, user_ids). */
+export function splitPropertyPath(key: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  for (let i = 0; i < key.length; i++) {
+    const c = key[i]!;
+    if (c === '\\') {
+      const next = key[i + 1];
+      if (next === '.' || next === '\\') {
+        cur += next;
+        i++;
+        continue;
+      }
+      cur += c;
+    } else if (c === '.') {
+      out.push(cur);
+      cur = '';
+    } else {
+      cur += c;
+    }
+  }
+  out.push(cur);
+  return out;
+}
+
+/** The value at a path of object properties (own properties only), or undefined. */
+export function propertyAt(event: JsonObject, path: readonly string[]): JsonValue | undefined {
+  let v: JsonValue | undefined = event;
+  for (const seg of path) {
+    if (!isJsonObject(v) || !Object.prototype.hasOwnProperty.call(v, seg)) return undefined;
+    v = v[seg];
+  }
+  return v;
+}
+
+// ---- glob patterns ----
+
+const WORD = '[A-Za-z0-9_]';
+/** A place that is not between two word characters (the start and end of the value included). */
+const BOUNDARY = `(?:(?<!${WORD})|(?!${WORD}))`;
+const regexCache = new Map<string, RegExp>();
+const REGEX_CACHE_MAX = 10_000;
+
+function escapeRegex(s: string): string {
+  return s.replace(/[\\^$.*+?()[\]{}|/]/g, '\\$&');
+}
+
+/**
+ * A glob pattern (`*` any run of characters, `?` exactly one) as a case-insensitive regular
+ * expression matching the whole value, or — `wordBoundary` — any part of it between word boundaries.
+ */
+export function globToRegExp(pattern: string, wordBoundary: boolean): RegExp {
+  const cacheKey = `${wordBoundary ? 'w' : 'f'}${pattern}`;
+  let re = regexCache.get(cacheKey);
+  if (re) return re;
+  let body = '';
+  for (const ch of pattern) {
+    if (ch === '*') body += '.*?';
+    else if (ch === '?') body += '.';
+    else body += escapeRegex(ch);
+  }
+  re = new RegExp(wordBoundary ? `${BOUNDARY}${body}${BOUNDARY}` : `^${body}$`, 'ius');
+  if (regexCache.size >= REGEX_CACHE_MAX) regexCache.clear();
+  regexCache.set(cacheKey, re);
+  return re;
+}
+
+/** Whether `value` matches a glob pattern (the spec's event_match on one value). */
+export function globMatches(pattern: string, value: string, wordBoundary: boolean): boolean {
+  return globToRegExp(pattern, wordBoundary).test(value);
+}
+
+/** Whether `text` contains `literal` between word boundaries, case-insensitive (display name mentions). */
+function containsWord(text: string, literal: string): boolean {
+  const key = `d${literal}`;
+  let re = regexCache.get(key);
+  if (!re) {
+    re = new RegExp(`${BOUNDARY}${escapeRegex(literal)}${BOUNDARY}`, 'iu');
+    if (regexCache.size >= REGEX_CACHE_MAX) regexCache.clear();
+    regexCache.set(key, re);
+  }
+  return re.test(text);
+}
+
+// ---- conditions ----
+
+const never: Test = () => false;
+const isScalar = (v: unknown): v is string | number | boolean | null => v === null || typeof v === 'string' || typeof v === 'boolean' || typeof v === 'number';
+
+/** A condition as a test; malformed and unknown conditions never match. */
+export function compileCondition(c: PushCondition): Test {
+  const cond = c as Record<string, JsonValue>;
+  switch (c.kind) {
+    case 'event_match': {
+      if (typeof cond.key !== 'string' || typeof cond.pattern !== 'string') return never;
+      const path = splitPropertyPath(cond.key);
+      const re = globToRegExp(cond.pattern, cond.key === 'content.body');
+      return (event) => {
+        const v = propertyAt(event, path);
+        return typeof v === 'string' && re.test(v);
+      };
+    }
+    case 'event_property_is': {
+      if (typeof cond.key !== 'string' || !('value' in cond) || !isScalar(cond.value)) return never;
+      const path = splitPropertyPath(cond.key);
+      const want = cond.value;
+      return (event) => {
+        const v = propertyAt(event, path);
+        return v !== undefined && v === want;
+      };
+    }
+    case 'event_property_contains': {
+      if (typeof cond.key !== 'string' || !('value' in cond) || !isScalar(cond.value)) return never;
+      const path = splitPropertyPath(cond.key);
+      const want = cond.value;
+      return (event) => {
+        const v = propertyAt(event, path);
+        return Array.isArray(v) && v.some((x) => x === want);
+      };
+    }
+    case 'contains_display_name':
+      return (event, ctx) => {
+        const body = propertyAt(event, ['content', 'body']);
+        if (typeof body !== 'string') return false;
+        const name = ctx.displayName();
+        return !!name && containsWord(body, name);
+      };
+    case 'room_member_count': {
+      const m = typeof cond.is === 'string' ? /^(==|<|>|>=|<=)?([0-9]+)$/.exec(cond.is) : null;
+      if (!m) return never;
+      const n = Number(m[2]);
+      switch (m[1] ?? '==') {
+        case '==':
+          return (_e, ctx) => ctx.roomMemberCount === n;
+        case '<':
+          return (_e, ctx) => ctx.roomMemberCount < n;
+        case '>':
+          return (_e, ctx) => ctx.roomMemberCount > n;
+        case '<=':
+          return (_e, ctx) => ctx.roomMemberCount <= n;
+        default:
+          return (_e, ctx) => ctx.roomMemberCount >= n;
+      }
+    }
+    case 'sender_notification_permission': {
+      if (typeof cond.key !== 'string') return never;
+      const key = cond.key;
+      return (_e, ctx) => ctx.senderHasNotificationPermission(key);
+    }
+    default:
+      return never;
+  }
+}
+
+/** Compile a merged ruleset (src/protocol/push-rules.ts `mergePushRules`) for evaluation. */
+export function compilePushRules(ruleset: PushRuleset): CompiledPushRules {
+  const rules: CompiledPushRule[] = [];
+  let usesDisplayName = false;
+  for (const kind of PUSH_RULE_KINDS) {
+    for (const rule of ruleset[kind] ?? []) {
+      if (!rule.enabled) continue;
+      // A content rule without a pattern is malformed: it matches nothing.
+      if (kind === 'content' && typeof rule.pattern !== 'string') continue;
+      const conditions = impliedConditions(kind, rule);
+      if (!Array.isArray(conditions)) continue;
+      if (conditions.some((c) => c?.kind === 'contains_display_name')) usesDisplayName = true;
+      const tests = conditions.map(compileCondition);
+      const test: Test =
+        tests.length === 0 ? () => true : tests.length === 1 ? tests[0]! : (event, ctx) => tests.every((t) => t(event, ctx));
+      rules.push({ kind, ruleId: rule.rule_id, actions: Array.isArray(rule.actions) ? rule.actions : [], test });
+    }
+  }
+  return { rules, usesDisplayName };
+}
+
+/** What a list of actions asks for: notify, highlight, a sound. */
+export function readActions(actions: readonly PushAction[]): { notify: boolean; highlight: boolean; sound?: string } {
+  let notify = false;
+  let highlight = false;
+  let sound: string | undefined;
+  for (const a of actions as readonly (PushAction | string)[]) {
+    if (a === 'notify' || a === 'coalesce') notify = true;
+    else if (isJsonObject(a as JsonValue)) {
+      const t = a as { set_tweak?: unknown; value?: unknown };
+      if (t.set_tweak === 'highlight') highlight = t.value === undefined || t.value === true;
+      else if (t.set_tweak === 'sound' && typeof t.value === 'string') sound = t.value;
+    }
+  }
+  return sound === undefined ? { notify, highlight } : { notify, highlight, sound };
+}
+
+/**
+ * Evaluate a user's rules against an event: the first enabled rule that matches, with its
+ * actions read, or null when none matches or the event is the user's own.
+ */
+export function evaluatePushRules(rules: CompiledPushRules | PushRuleset, event: JsonObject, ctx: PushEvaluationContext): PushEvaluation | null {
+  if (event.sender === ctx.userId) return null;
+  const compiled = 'rules' in rules && Array.isArray(rules.rules) ? (rules as CompiledPushRules) : compilePushRules(rules as PushRuleset);
+  for (const r of compiled.rules) {
+    if (r.test(event, ctx)) return { ruleId: r.ruleId, kind: r.kind, actions: r.actions, ...readActions(r.actions) };
+  }
+  return null;
+}
+
+/** The thread an event is in by its own relation (`m.thread`): the thread root's id, or null. */
+export function threadRootOf(event: JsonObject): string | null {
+  const rel = propertyAt(event, ['content', 'm.relates_to']);
+  if (!isJsonObject(rel) || rel.rel_type !== 'm.thread' || typeof rel.event_id !== 'string') return null;
+  return rel.event_id;
+}
+
+/**
+ * The event another relation (an edit, a reaction, a reference) points at, whose thread the
+ * relating event belongs to (threaded read receipts: "events related to an event in a thread
+ * are in that thread too"); null for thread replies and events without a relation.
+ */
+export function relatedEventOf(event: JsonObject): string | null {
+  const rel = propertyAt(event, ['content', 'm.relates_to']);
+  if (!isJsonObject(rel) || rel.rel_type === 'm.thread' || typeof rel.rel_type !== 'string' || typeof rel.event_id !== 'string') return null;
+  return rel.event_id;
+}
