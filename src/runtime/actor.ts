@@ -4,6 +4,7 @@
  * decision needs from the store. The runtime owns everything with effects: it loads and caches
  * state, calls the shell and decide, and applies the decision atomically (commit-1.lua).
  */
+import type { Logger } from 'pino';
 import type { RedisClient } from '../store/redis';
 import type { ShardKeys } from '../store/keys';
 import type { Family } from './shards';
@@ -19,7 +20,7 @@ export interface ActorMessage<M> {
 
 /** A write into the actor's shard, applied in the same script as the rest of the decision. */
 export interface StoreWrite {
-  cmd: 'SET' | 'DEL' | 'HSET' | 'HDEL' | 'HINCRBY' | 'ZADD' | 'ZREM' | 'SADD' | 'SREM' | 'RPUSH' | 'LTRIM' | 'XADD' | 'PEXPIRE' | 'INCRBY';
+  cmd: 'SET' | 'DEL' | 'HSET' | 'HDEL' | 'HINCRBY' | 'ZADD' | 'ZREM' | 'SADD' | 'SREM' | 'RPUSH' | 'LTRIM' | 'XADD' | 'XTRIM' | 'PEXPIRE' | 'INCRBY';
   /** Key name relative to the shard (built with ShardKeys.data). */
   key: string;
   args: (string | number | Buffer)[];
@@ -55,6 +56,8 @@ export interface ShellContext {
   keys: ShardKeys;
   family: Family;
   shard: number;
+  /** The worker's logger, for what a shell notices (e.g. messages it had to drop). */
+  log?: Logger;
 }
 
 export interface ActorKind<S = unknown, M = unknown, R = unknown, P = undefined> {

@@ -79,7 +79,7 @@ export class ShardRunner {
     readonly keys: ShardKeys,
     public token: string,
   ) {
-    this.ctx = { redis: env.redis, keys, family, shard };
+    this.ctx = { redis: env.redis, keys, family, shard, log: env.log };
   }
 
   get name(): string {

@@ -193,6 +193,23 @@ export const userData = {
   profile: (userId: string) => `user:${userId}:profile`,
   /** JSON StoredPushRules (src/protocol/push-rules.ts): the user's own push rules and changes to default ones. */
   pushRules: (userId: string) => `user:${userId}:pushrules`,
+  /**
+   * Stream: a device's to-device inbox, written by the to-device actor (actors/to-device.ts).
+   * Entry ids come from Redis's clock (XADD `*`), so /sync's time cuts apply to it; field `e` is
+   * the event's JSON text `{type, sender, content}`. /sync reads it and acknowledges what the
+   * client has seen (src/sync/to-device.ts); the actor trims the acknowledged entries.
+   */
+  toDeviceInbox: (userId: string, deviceId: string) => `user:${userId}:todev:${deviceId}`,
+  /**
+   * Hash: the user's live key backup versions (actors/key-backup.ts), version → JSON
+   * `{algorithm, auth_data, etag, count}`. Deleted versions are removed; the current version is
+   * the highest live one.
+   */
+  keyBackupVersions: (userId: string) => `user:${userId}:kbv`,
+  /** Set: the rooms with keys in one backup version. */
+  keyBackupRooms: (userId: string, version: string) => `user:${userId}:kb:${version}:rooms`,
+  /** Hash: session id → JSON KeyBackupData, the keys of one room in one backup version. */
+  keyBackupRoom: (userId: string, version: string, roomId: string) => `user:${userId}:kb:${version}:r:${roomId}`,
 };
 
 /**

@@ -14,6 +14,7 @@ import { askUser, clientRoute, jsonBody, localUserId, newDeviceId, newLocalpart,
 import type { ApiContext } from './context';
 import { dummyHash, hashPassword, verifyPassword } from './passwords';
 import { checkPasswordStage, identifiedUser, requireUia } from './uia';
+import { pruneDeviceInboxes } from './to-device';
 
 const MAX_PASSWORD_LENGTH = 512;
 const PASSWORD_FLOWS = [['m.login.password']];
@@ -28,11 +29,13 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
   clientRoute(front, 'POST', '/logout', async (req) => {
     const me = await requireUser(ctx, req);
     await askUser(ctx, me.userId, { op: 'logout', accessHash: tokenHash(me.accessToken) });
+    pruneDeviceInboxes(ctx, me.userId);
     return { body: {} };
   });
   clientRoute(front, 'POST', '/logout/all', async (req) => {
     const me = await requireUser(ctx, req);
     await askUser(ctx, me.userId, { op: 'logout_all' });
+    pruneDeviceInboxes(ctx, me.userId);
     return { body: {} };
   });
   clientRoute(front, 'GET', '/account/whoami', async (req) => {
@@ -216,6 +219,7 @@ async function changePassword(ctx: ApiContext, req: Request) {
   await requireUia(ctx, body, { purpose: 'password', userId: me.userId, flows: PASSWORD_FLOWS, checkStage: (_s, auth) => checkPasswordStage(ctx, me.userId, auth) });
   const passwordHash = await hashPassword(newPassword);
   await askUser(ctx, me.userId, { op: 'set_password', passwordHash, logoutDevices, keepDevice: me.deviceId });
+  if (logoutDevices) pruneDeviceInboxes(ctx, me.userId);
   return { body: {} };
 }
 
@@ -224,6 +228,7 @@ async function deactivate(ctx: ApiContext, req: Request) {
   const body = jsonBody(req, true);
   await requireUia(ctx, body, { purpose: 'deactivate', userId: me.userId, flows: PASSWORD_FLOWS, checkStage: (_s, auth) => checkPasswordStage(ctx, me.userId, auth) });
   await askUser(ctx, me.userId, { op: 'deactivate' });
+  pruneDeviceInboxes(ctx, me.userId);
   // No third-party identifier is ever bound here, so there is nothing to unbind.
   return { body: { id_server_unbind_result: 'no-support' } };
 }

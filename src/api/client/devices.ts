@@ -7,6 +7,7 @@ import { requireUser } from './auth';
 import { askUser, clientRoute, jsonBody, optional, userKey } from './accounts-common';
 import type { ApiContext } from './context';
 import { checkPasswordStage, requireUia } from './uia';
+import { pruneDeviceInboxes } from './to-device';
 
 const MAX_DISPLAY_NAME = 256;
 
@@ -58,5 +59,6 @@ async function deleteDevices(ctx: ApiContext, req: Request, deviceIds: string[],
   await requireUia(ctx, body, { purpose: 'delete_devices', userId: me.userId, flows: [['m.login.password']], checkStage: (_s, auth) => checkPasswordStage(ctx, me.userId, auth) });
   // Devices that do not exist (any more) are not an error: "removed, or had been removed previously".
   await askUser(ctx, me.userId, { op: 'delete_devices', deviceIds });
+  pruneDeviceInboxes(ctx, me.userId);
   return { body: {} };
 }
