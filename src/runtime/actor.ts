@@ -33,6 +33,13 @@ export interface Decision<S, R> {
   /** Entries for the shard's output stream (what the readers consume). */
   outputs?: unknown[];
   writes?: StoreWrite[];
+  /**
+   * Messages this actor sends itself later (src/runtime/timers.ts): at `atMs` (wall clock, ms)
+   * `body` is appended to the actor's inbox like any message; its `enqueuedAt` is the firing
+   * time, which decide uses as "now". A timer with the same `key` replaces the pending one;
+   * `atMs: null` cancels it. Stored with the commit, so they survive crashes and shard moves.
+   */
+  timers?: { key: string; atMs: number | null; body?: unknown }[];
 }
 
 /**

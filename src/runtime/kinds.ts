@@ -5,13 +5,15 @@ import { ledgerActor } from '../../actors/ledger';
 import { roomActor, type RoomConfig } from '../../actors/room';
 import { userActor } from '../../actors/user';
 import { toDeviceActor } from '../../actors/to-device';
+import { typingActor } from '../../actors/typing';
+import { receiptActor } from '../../actors/receipts';
 
 /**
  * `room` is needed for room actors (they sign events); without it only the other kinds run. Alias
  * actors live in the room shards too (an alias hashes to one) and run with the room actors.
  */
 export function allActorKinds(room?: RoomConfig): ActorKind<any, any, any, any>[] {
-  const kinds: ActorKind<any, any, any, any>[] = [ledgerActor('user'), userActor(), toDeviceActor()];
+  const kinds: ActorKind<any, any, any, any>[] = [ledgerActor('user'), userActor(), toDeviceActor(), typingActor(), receiptActor()];
   if (room) kinds.push(roomActor(room), aliasActor());
   return kinds;
 }

@@ -18,6 +18,7 @@ import type { Family } from './shards';
 import { decode, encode } from '../store/codec';
 import { INBOX_GROUP, type ShardKeys } from '../store/keys';
 import { bufferCommand, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
+import { ShardTimers, timerWrites } from './timers';
 
 export interface RunnerEnv {
   redis: RedisClient;
@@ -71,6 +72,7 @@ export class ShardRunner {
   /** Messages committed since start (for status and benchmarks). */
   applied = 0;
   deadLettered = 0;
+  private readonly timers: ShardTimers;
 
   constructor(
     private readonly env: RunnerEnv,
@@ -80,6 +82,15 @@ export class ShardRunner {
     public token: string,
   ) {
     this.ctx = { redis: env.redis, keys, family, shard, log: env.log };
+    this.timers = new ShardTimers({
+      redis: env.redis,
+      keys,
+      workerId: env.workerId,
+      token: () => this.token,
+      onFired: () => this.wake(),
+      onStale: () => this.lose(),
+      onError: (e) => env.log.warn({ err: e, shard: this.name }, 'firing timers failed; retrying'),
+    });
   }
 
   get name(): string {
@@ -99,6 +110,7 @@ export class ShardRunner {
       if (!String((e as Error).message).includes('BUSYGROUP')) throw e;
     }
     await this.reclaim(0);
+    await this.timers.start();
     if (this.state === 'starting') {
       this.state = 'running';
       this.wake();
@@ -269,7 +281,8 @@ export class ShardRunner {
     let reply: ReplyEnvelope;
     let outputs: Buffer[] = [];
     let decided: unknown[] = [];
-    let writes: { cmd: string; key: string; args: (string | number | Buffer)[] }[] = [];
+    let writes: { cmd: string; key: string; args: (string | number | Buffer)[]; absolute?: true }[] = [];
+    let timerDue = Infinity;
     try {
       const prepared = kind.prepare ? await kind.prepare(this.ctx, slot.state, msg) : undefined;
       const decision = kind.decide(slot.state, msg, prepared);
@@ -278,13 +291,17 @@ export class ShardRunner {
       decided = decision.outputs ?? [];
       outputs = decided.map((o) => encode(o));
       writes = decision.writes ?? [];
+      if (decision.timers?.length) {
+        writes = [...writes, ...timerWrites(this.keys, kind.kind, entry.actorId, decision.timers)];
+        for (const t of decision.timers) if (t.atMs !== null) timerDue = Math.min(timerDue, t.atMs);
+      }
     } catch (e) {
       if (!(e instanceof ActorRejection)) throw e;
       reply = { ok: false, errcode: e.errcode, error: e.message, status: e.status };
     }
     const replyBlob = encode(reply);
     const changed = nextState !== slot.state;
-    const keys = [this.keys.lease, this.keys.done(entry.mid), this.keys.inbox, this.keys.outbox, stateKey, ...writes.map((w) => this.keys.data(w.key))];
+    const keys = [this.keys.lease, this.keys.done(entry.mid), this.keys.inbox, this.keys.outbox, stateKey, ...writes.map((w) => (w.absolute ? w.key : this.keys.data(w.key)))];
     // With a reply to deliver, the entry is acknowledged only after the reply is out (see commit-1.lua).
     const ackInScript = entry.replyTo ? '0' : '1';
     const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, ackInScript, changed ? 's' : 'k', changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
@@ -305,6 +322,7 @@ export class ShardRunner {
       if (changed) slot.state = nextState;
       this.applied++;
       if (outputs.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: entry.actorId, outputs: decided });
+      this.timers.arm(timerDue);
     }
     await this.env.faultPoint?.('after-commit', entry);
     if (entry.replyTo) await this.replyAndAck(entry, sentBlob);
@@ -376,6 +394,7 @@ export class ShardRunner {
   lose(): void {
     if (this.state === 'stopped') return;
     this.state = 'stopped';
+    this.timers.stop();
     this.slots.clear();
     this.tracked.clear();
     this.buffered = 0;
@@ -386,6 +405,7 @@ export class ShardRunner {
   /** Finished (after a drain and release). */
   stop(): void {
     this.state = 'stopped';
+    this.timers.stop();
     this.slots.clear();
     this.tracked.clear();
     this.notifyIdle();

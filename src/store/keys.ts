@@ -116,6 +116,17 @@ export class ShardKeys {
   state(kind: string, actorId: string): string {
     return `${this.base}state:${kind}:${actorId}`;
   }
+  /**
+   * Sorted set: the shard's pending actor timers (src/runtime/timers.ts), member
+   * `<kind>\0<actor id>\0<timer key>`, score = when it is due (ms).
+   */
+  get timers(): string {
+    return `${this.base}timers`;
+  }
+  /** Hash: timer member → the message body (msgpack) to deliver when it is due. */
+  get timerBodies(): string {
+    return `${this.base}timerbodies`;
+  }
   /** Any other key an actor writes: `name` is relative to the shard. */
   data(name: string): string {
     return `${this.base}d:${name}`;

@@ -24,6 +24,7 @@ const SCRIPTS = {
   deadLetter: 'dead-letter-1.lua',
   trimStream: 'trim-stream-1.lua',
   membershipIndex: 'membership-index-1.lua',
+  timersFire: 'timers-fire-1.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 

@@ -14,6 +14,7 @@ import { registerSpaceHierarchyRoutes } from './space-hierarchy';
 import { registerAdminRegistrationRoutes } from '../admin/register';
 import { registerSyncRoutes } from './sync';
 import { registerToDeviceRoutes } from './to-device';
+import { registerEphemeralRoutes } from './ephemeral';
 import { MembershipIndex } from '../../readers/membership-index';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
@@ -29,5 +30,6 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerSpaceHierarchyRoutes(front, ctx);
   registerAdminRegistrationRoutes(front, ctx);
   registerToDeviceRoutes(front, ctx);
+  registerEphemeralRoutes(front, ctx);
   registerSyncRoutes(front, ctx, new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user));
 }

@@ -55,6 +55,8 @@ import { SyncNotifier, type SyncWaiter } from '../../sync/notify';
 import { encodeSyncToken, parseSyncToken } from '../../sync/token';
 import type { RoomOutput } from '../../../actors/room';
 import type { UserOutput } from '../../../actors/user';
+import type { TypingOutput } from '../../../actors/typing';
+import { parseReceiptField, type ReceiptOutput, type StoredReceipt } from '../../../actors/receipts';
 import { requireUser, type Requester } from './auth';
 import type { ApiContext } from './context';
 import { validateFilter } from './filter-validation';
@@ -97,6 +99,8 @@ export interface SyncFilter {
   rooms?: string[];
   notRooms: string[];
   includeLeave: boolean;
+  /** `room.ephemeral`: which of m.typing / m.receipt to send. */
+  ephemeral: RoomEventFilter;
   /**
    * `room.state.lazy_load_members`: member events only for the senders of the timeline (and the
    * user), so a first sync of a big room does not carry every member. Redundant members are sent
@@ -159,6 +163,7 @@ async function loadFilter(ctx: ApiContext, userId: string, raw: string | undefin
     ...(rooms ? { rooms } : {}),
     notRooms: strings(room.not_rooms) ?? [],
     includeLeave: room.include_leave === true,
+    ephemeral: eventFilterOf(room.ephemeral),
     lazyLoadMembers: isJsonObject(room.state as JsonValue) && (room.state as JsonObject).lazy_load_members === true,
   };
 }
@@ -323,6 +328,7 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
 
   // Incremental joined rooms: their shard outboxes' entries in [since, cut).
   const windowEvents = new Map<string, string[]>();
+  const windowEphemeral = new Map<string, EphemeralOutput[]>();
   const userOutputs: UserOutput[] = [];
   if (since !== null && !fullState) {
     const byShard = new Map<number, string[]>();
@@ -339,6 +345,12 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
         }
         const wanted = new Set(roomIds);
         for (const e of entries) {
+          if (e.kind === 'typing' || e.kind === 'receipt') {
+            if (!wanted.has(e.actorId)) continue;
+            const out = safeDecode<EphemeralOutput>(e.body);
+            if (out) (windowEphemeral.get(e.actorId) ?? windowEphemeral.set(e.actorId, []).get(e.actorId)!).push(out);
+            continue;
+          }
           if (e.kind !== 'room') continue;
           const out = safeDecode<RoomOutput>(e.body);
           if (!out || !wanted.has(out.roomId) || typeof out.eventId !== 'string') continue;
@@ -372,6 +384,8 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
       const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
       if (ad.length) entry.account_data = { events: ad };
       entry.summary = await summary(ctx, roomId, user.userId);
+      const eph = filterEphemeral(await currentEphemeral(ctx, roomId, user.userId), filter);
+      if (eph.length) entry.ephemeral = { events: eph };
       join[roomId] = entry;
     }),
     ...incremental.map(async (roomId) => {
@@ -384,6 +398,11 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
           entry ??= {};
           entry.account_data = { events: ad };
         }
+      }
+      const eph = filterEphemeral(windowEphemeralEvents(windowEphemeral.get(roomId) ?? [], user.userId), filter);
+      if (eph.length) {
+        entry ??= {};
+        entry.ephemeral = { events: eph };
       }
       if (entry) join[roomId] = entry;
     }),
@@ -432,6 +451,72 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   const empty = !rooms.join && !rooms.invite && !rooms.leave && accountData.length === 0;
   const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite').map((r) => r.roomId);
   return { body, empty, listen };
+}
+
+// ---- ephemeral: typing and receipts ---------------------------------------------------------
+
+type EphemeralOutput = TypingOutput | ReceiptOutput;
+
+function filterEphemeral(events: JsonObject[], filter: SyncFilter): JsonObject[] {
+  return events.filter((e) => filterMatches(filter.ephemeral, { type: e.type as string, sender: '' }));
+}
+
+/** Add one receipt to an `m.receipt` content object. */
+function addReceipt(content: JsonObject, eventId: string, type: string, userId: string, ts: number, threadId?: string): void {
+  const byType = (content[eventId] ??= {}) as JsonObject;
+  const byUser = (byType[type] ??= {}) as JsonObject;
+  byUser[userId] = threadId !== undefined ? { ts, thread_id: threadId } : { ts };
+}
+
+/**
+ * The window's typing and receipt outputs as EDUs: the newest typing list (an empty one is the
+ * "stopped typing" the client needs), and every receipt, private ones only for their owner.
+ */
+function windowEphemeralEvents(outputs: EphemeralOutput[], userId: string): JsonObject[] {
+  let typing: TypingOutput | null = null;
+  const receipts: JsonObject = {};
+  let anyReceipt = false;
+  for (const o of outputs) {
+    if (o.type === 'typing') typing = o;
+    else if (o.type === 'receipt') {
+      if (o.receipt_type === 'm.read.private' && o.user_id !== userId) continue;
+      addReceipt(receipts, o.event_id, o.receipt_type, o.user_id, o.ts, o.thread_id);
+      anyReceipt = true;
+    }
+  }
+  const events: JsonObject[] = [];
+  if (typing) events.push({ type: 'm.typing', content: { user_ids: typing.user_ids } });
+  if (anyReceipt) events.push({ type: 'm.receipt', content: receipts });
+  return events;
+}
+
+/** For a room given in full: who is typing now and the room's latest receipts. */
+async function currentEphemeral(ctx: ApiContext, roomId: string, userId: string): Promise<JsonObject[]> {
+  const shard = ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room));
+  const [typingRaw, receiptsRaw] = await Promise.all([ctx.redis.hgetall(shard.data(roomData.typing(roomId))), ctx.redis.hgetall(shard.data(roomData.receipts(roomId)))]);
+  const events: JsonObject[] = [];
+  const now = Date.now();
+  const typing = Object.entries(typingRaw)
+    .filter(([, t]) => Number(t) > now)
+    .map(([u]) => u)
+    .sort();
+  if (typing.length) events.push({ type: 'm.typing', content: { user_ids: typing } });
+  const receipts: JsonObject = {};
+  let any = false;
+  for (const [field, json] of Object.entries(receiptsRaw)) {
+    const f = parseReceiptField(field);
+    if (!f || (f.receiptType === 'm.read.private' && f.userId !== userId)) continue;
+    let r: StoredReceipt;
+    try {
+      r = JSON.parse(json) as StoredReceipt;
+    } catch {
+      continue;
+    }
+    addReceipt(receipts, r.event_id, f.receiptType, f.userId, r.ts, f.threadId);
+    any = true;
+  }
+  if (any) events.push({ type: 'm.receipt', content: receipts });
+  return events;
 }
 
 /** A room given in full: the latest `limit` events up to `top` and the state at their start. */

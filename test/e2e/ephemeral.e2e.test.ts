@@ -1,0 +1,252 @@
+/**
+ * Typing notices, receipts and read markers end to end: a real front and workers on the test
+ * Redis, raw HTTP for the rules and errors, and two matrix-js-sdk clients seeing each other type
+ * and read through their sync loops.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClientEvent, RoomEvent, RoomMemberEvent, type MatrixClient } from 'matrix-js-sdk';
+import { createClient } from './sdk';
+import { startTestServer, type TestServer } from './server-harness';
+import { newToken, tokenHash } from '../../src/api/client/auth';
+import type { UserMessage } from '../../actors/user';
+import { KeySpace } from '../../src/store/keys';
+import { ActorClient } from '../../src/runtime/actor-client';
+
+interface Session {
+  userId: string;
+  deviceId: string;
+  token: string;
+}
+type Json = Record<string, any>;
+
+let server: TestServer;
+let accounts: ActorClient;
+
+async function mint(localpart: string): Promise<Session> {
+  const userId = `@${localpart}:${server.serverName}`;
+  const token = newToken(userId, server.config.shards.users);
+  const body: UserMessage = { op: 'register', passwordHash: 'minted', session: { deviceId: 'DEV1', accessHash: tokenHash(token) } };
+  await accounts.ask('user', 'user', userId, body);
+  return { userId, deviceId: 'DEV1', token };
+}
+
+async function call(s: Session | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
+  const r = await fetch(`${server.baseUrl}/_matrix/client/v3${path}`, {
+    method,
+    headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: r.status, body: (await r.json()) as Json };
+}
+
+const enc = encodeURIComponent;
+const txn = () => `t${randomBytes(6).toString('hex')}`;
+
+async function ok(s: Session, method: string, path: string, body?: unknown): Promise<Json> {
+  const r = await call(s, method, path, body);
+  expect(r.status, `${method} ${path}: ${JSON.stringify(r.body)}`).toBe(200);
+  return r.body;
+}
+
+async function say(s: Session, roomId: string, text: string): Promise<string> {
+  return (await ok(s, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: text })).event_id as string;
+}
+
+async function sync(s: Session, query: Record<string, string> = {}): Promise<Json> {
+  const qs = new URLSearchParams(query).toString();
+  return ok(s, 'GET', `/sync${qs ? `?${qs}` : ''}`);
+}
+
+/** Alice and bob in a fresh room, both synced up to now. */
+async function pair(tag: string): Promise<{ alice: Session; bob: Session; roomId: string; aliceSince: string; bobSince: string }> {
+  const alice = await mint(`e_alice_${tag}`);
+  const bob = await mint(`e_bob_${tag}`);
+  const roomId = (await ok(alice, 'POST', '/createRoom', { preset: 'private_chat', invite: [bob.userId] })).room_id as string;
+  await ok(bob, 'POST', `/join/${enc(roomId)}`, {});
+  // Let the membership index catch up before taking the baseline tokens.
+  let bobSince = '';
+  for (let i = 0; i < 50; i++) {
+    const b = await sync(bob);
+    if (b.rooms?.join?.[roomId]) {
+      bobSince = b.next_batch;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const aliceSince = (await sync(alice)).next_batch as string;
+  return { alice, bob, roomId, aliceSince, bobSince };
+}
+
+function ephemeralOf(body: Json, roomId: string, type: string): Json[] {
+  return ((body.rooms?.join?.[roomId]?.ephemeral?.events ?? []) as Json[]).filter((e) => e.type === type);
+}
+
+/** Long-poll from `since` until `pick` finds something (or give up after `ms`). */
+async function syncUntil(s: Session, since: string, pick: (b: Json) => boolean, ms = 8000): Promise<{ body: Json; since: string }> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const b = await sync(s, { since, timeout: '2000' });
+    since = b.next_batch;
+    if (pick(b) || Date.now() > deadline) return { body: b, since };
+  }
+}
+
+beforeAll(async () => {
+  server = await startTestServer();
+  accounts = new ActorClient(server.redis, new KeySpace(server.config.redis.keyPrefix), { room: server.config.shards.rooms, user: server.config.shards.users });
+  await accounts.start();
+});
+
+afterAll(async () => {
+  await accounts?.close();
+  await server?.stop();
+});
+
+describe('typing', () => {
+  it('reaches the other member’s long-poll, then stops on its own when the timeout passes', async () => {
+    const { alice, bob, roomId, bobSince } = await pair('t1');
+    const started = Date.now();
+    await ok(alice, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: true, timeout: 1500 });
+    const on = await syncUntil(bob, bobSince, (b) => ephemeralOf(b, roomId, 'm.typing').length > 0);
+    expect(ephemeralOf(on.body, roomId, 'm.typing')).toEqual([{ type: 'm.typing', content: { user_ids: [alice.userId] } }]);
+    // Nobody sends anything: the expiry timer alone produces the empty list.
+    const off = await syncUntil(bob, on.since, (b) => ephemeralOf(b, roomId, 'm.typing').length > 0);
+    expect(ephemeralOf(off.body, roomId, 'm.typing')).toEqual([{ type: 'm.typing', content: { user_ids: [] } }]);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
+    // A room given in full (initial sync) shows no typing once it has expired.
+    expect(ephemeralOf(await sync(bob), roomId, 'm.typing')).toEqual([]);
+  });
+
+  it('typing: false clears at once; several typists are listed together, sorted', async () => {
+    const { alice, bob, roomId, aliceSince } = await pair('t2');
+    const carol = await mint('e_carol_t2');
+    await ok(alice, 'POST', `/rooms/${enc(roomId)}/invite`, { user_id: carol.userId });
+    await ok(carol, 'POST', `/join/${enc(roomId)}`, {});
+    await ok(bob, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { typing: true, timeout: 30000 });
+    await ok(carol, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(carol.userId)}`, { typing: true, timeout: 30000 });
+    const both = await syncUntil(alice, aliceSince, (b) => ephemeralOf(b, roomId, 'm.typing').some((e) => e.content.user_ids.length === 2));
+    expect(ephemeralOf(both.body, roomId, 'm.typing').at(-1)!.content.user_ids).toEqual([bob.userId, carol.userId].sort());
+    // The initial sync of a member shows the current typists too.
+    expect(ephemeralOf(await sync(alice), roomId, 'm.typing')[0]!.content.user_ids).toEqual([bob.userId, carol.userId].sort());
+    await ok(bob, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { typing: false });
+    const one = await syncUntil(alice, both.since, (b) => ephemeralOf(b, roomId, 'm.typing').length > 0);
+    expect(ephemeralOf(one.body, roomId, 'm.typing').at(-1)!.content.user_ids).toEqual([carol.userId]);
+  });
+
+  it('refuses someone else’s notice, non-members, and bad bodies', async () => {
+    const { alice, bob, roomId } = await pair('t3');
+    const eve = await mint('e_eve_t3');
+    expect((await call(alice, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { typing: true })).body.errcode).toBe('M_FORBIDDEN');
+    expect((await call(eve, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(eve.userId)}`, { typing: true })).body.errcode).toBe('M_FORBIDDEN');
+    const bad = await call(alice, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: 'yes' });
+    expect([bad.status, bad.body.errcode]).toEqual([400, 'M_BAD_JSON']);
+    const badTimeout = await call(alice, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: true, timeout: -5 });
+    expect([badTimeout.status, badTimeout.body.errcode]).toEqual([400, 'M_BAD_JSON']);
+    expect((await call(null, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: true })).status).toBe(401);
+  });
+});
+
+describe('receipts and read markers', () => {
+  it('m.read reaches the other member; m.read.private only its owner; older receipts change nothing', async () => {
+    const { alice, bob, roomId, aliceSince, bobSince } = await pair('r1');
+    const first = await say(alice, roomId, 'one');
+    const second = await say(alice, roomId, 'two');
+    await ok(bob, 'POST', `/rooms/${enc(roomId)}/receipt/m.read/${enc(second)}`, {});
+    const seen = await syncUntil(alice, aliceSince, (b) => ephemeralOf(b, roomId, 'm.receipt').length > 0);
+    const [receipt] = ephemeralOf(seen.body, roomId, 'm.receipt');
+    expect(Object.keys(receipt!.content)).toEqual([second]);
+    expect(receipt!.content[second]['m.read'][bob.userId].ts).toBeTypeOf('number');
+
+    // Going back to an older event is accepted but moves nothing.
+    await ok(bob, 'POST', `/rooms/${enc(roomId)}/receipt/m.read/${enc(first)}`, {});
+    // A private receipt: bob sees it, alice never does.
+    const third = await say(alice, roomId, 'three');
+    await ok(bob, 'POST', `/rooms/${enc(roomId)}/receipt/m.read.private/${enc(third)}`, {});
+    const mine = await syncUntil(bob, bobSince, (b) => ephemeralOf(b, roomId, 'm.receipt').some((e) => e.content[third]));
+    expect(ephemeralOf(mine.body, roomId, 'm.receipt').find((e) => e.content[third])!.content[third]['m.read.private'][bob.userId]).toBeDefined();
+    await say(alice, roomId, 'four'); // something to wake alice's poll with
+    const after = await syncUntil(alice, seen.since, (b) => (b.rooms?.join?.[roomId]?.timeline?.events ?? []).some((e: Json) => e.content?.body === 'four'));
+    for (const e of ephemeralOf(after.body, roomId, 'm.receipt')) {
+      expect(e.content[third]).toBeUndefined();
+      expect(e.content[first]).toBeUndefined();
+    }
+    // Initial syncs carry the latest receipts: alice sees bob's public one on `second`, not the private one.
+    const full = ephemeralOf(await sync(alice), roomId, 'm.receipt')[0]!.content;
+    expect(full[second]['m.read'][bob.userId]).toBeDefined();
+    expect(full[third]).toBeUndefined();
+    const bobFull = ephemeralOf(await sync(bob), roomId, 'm.receipt')[0]!.content;
+    expect(bobFull[third]['m.read.private'][bob.userId]).toBeDefined();
+  });
+
+  it('threaded receipts carry thread_id; m.fully_read and /read_markers set the room account data', async () => {
+    const { alice, bob, roomId, aliceSince } = await pair('r2');
+    const root = await say(alice, roomId, 'root');
+    const reply = (await ok(alice, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'in thread', 'm.relates_to': { rel_type: 'm.thread', event_id: root } })).event_id as string;
+    await ok(bob, 'POST', `/rooms/${enc(roomId)}/receipt/m.read/${enc(reply)}`, { thread_id: root });
+    const seen = await syncUntil(alice, aliceSince, (b) => ephemeralOf(b, roomId, 'm.receipt').length > 0);
+    expect(ephemeralOf(seen.body, roomId, 'm.receipt')[0]!.content[reply]['m.read'][bob.userId].thread_id).toBe(root);
+
+    await ok(bob, 'POST', `/rooms/${enc(roomId)}/receipt/m.fully_read/${enc(root)}`, {});
+    expect(await ok(bob, 'GET', `/user/${enc(bob.userId)}/rooms/${enc(roomId)}/account_data/m.fully_read`)).toEqual({ event_id: root });
+    const last = await say(alice, roomId, 'last');
+    await ok(bob, 'POST', `/rooms/${enc(roomId)}/read_markers`, { 'm.fully_read': last, 'm.read': last });
+    expect(await ok(bob, 'GET', `/user/${enc(bob.userId)}/rooms/${enc(roomId)}/account_data/m.fully_read`)).toEqual({ event_id: last });
+    const full = ephemeralOf(await sync(alice), roomId, 'm.receipt')[0]!.content;
+    expect(full[last]['m.read'][bob.userId]).toBeDefined();
+  });
+
+  it('refuses unknown events and types, bad thread ids, and non-members', async () => {
+    const { alice, roomId } = await pair('r3');
+    const eve = await mint('e_eve_r3');
+    const ev = await say(alice, roomId, 'x');
+    const unknown = await call(alice, 'POST', `/rooms/${enc(roomId)}/receipt/m.read/${enc('$nope')}`, {});
+    expect([unknown.status, unknown.body.errcode]).toEqual([404, 'M_NOT_FOUND']);
+    expect((await call(alice, 'POST', `/rooms/${enc(roomId)}/receipt/m.bogus/${enc(ev)}`, {})).body.errcode).toBe('M_INVALID_PARAM');
+    expect((await call(alice, 'POST', `/rooms/${enc(roomId)}/receipt/m.read/${enc(ev)}`, { thread_id: 7 })).body.errcode).toBe('M_INVALID_PARAM');
+    expect((await call(alice, 'POST', `/rooms/${enc(roomId)}/receipt/m.fully_read/${enc(ev)}`, { thread_id: 'main' })).body.errcode).toBe('M_INVALID_PARAM');
+    expect((await call(eve, 'POST', `/rooms/${enc(roomId)}/receipt/m.read/${enc(ev)}`, {})).body.errcode).toBe('M_FORBIDDEN');
+    // read_markers checks every event before writing any.
+    const bad = await call(alice, 'POST', `/rooms/${enc(roomId)}/read_markers`, { 'm.fully_read': ev, 'm.read': '$missing' });
+    expect(bad.status).toBe(404);
+    expect((await call(alice, 'GET', `/user/${enc(alice.userId)}/rooms/${enc(roomId)}/account_data/m.fully_read`)).status).toBe(404);
+  });
+});
+
+describe('matrix-js-sdk', () => {
+  it('bob sees alice typing and her read receipt through his sync loop', async () => {
+    const { alice: aliceS, bob: bobS, roomId } = await pair('sdk');
+    const make = (s: Session): MatrixClient => createClient({ baseUrl: server.baseUrl, accessToken: s.token, userId: s.userId, deviceId: s.deviceId });
+    const alice = make(aliceS);
+    const bob = make(bobS);
+    const prepared = (c: MatrixClient) => new Promise<void>((resolve) => c.on(ClientEvent.Sync, (state) => state === 'PREPARED' && resolve()));
+    const ready = Promise.all([prepared(alice), prepared(bob)]);
+    await alice.startClient({ initialSyncLimit: 10 });
+    await bob.startClient({ initialSyncLimit: 10 });
+    try {
+      await ready;
+      const typing = new Promise<void>((resolve) => {
+        bob.on(RoomMemberEvent.Typing, (_e, member) => {
+          if (member.userId === aliceS.userId && member.typing && member.roomId === roomId) resolve();
+        });
+      });
+      await alice.sendTyping(roomId, true, 10_000);
+      await typing;
+      const messageId = (await bob.sendTextMessage(roomId, 'read me')).event_id;
+      const receipt = new Promise<void>((resolve) => {
+        bob.on(RoomEvent.Receipt, (event, room) => {
+          if (room.roomId === roomId && event.getContent()[messageId]?.['m.read']?.[aliceS.userId]) resolve();
+        });
+      });
+      // Wait until alice's client has the event, then mark it read the way Element does.
+      for (let i = 0; i < 100 && !alice.getRoom(roomId)?.findEventById(messageId); i++) await new Promise((r) => setTimeout(r, 50));
+      const event = alice.getRoom(roomId)!.findEventById(messageId)!;
+      await alice.sendReadReceipt(event);
+      await receipt;
+      expect(bob.getRoom(roomId)!.getUsersReadUpTo(event)).toContain(aliceS.userId);
+    } finally {
+      alice.stopClient();
+      bob.stopClient();
+    }
+  });
+});
