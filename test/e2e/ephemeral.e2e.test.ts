@@ -250,3 +250,41 @@ describe('matrix-js-sdk', () => {
     }
   });
 });
+
+describe('to-device messages in /sync', () => {
+  const send = (from: Session, to: Session, n: number, type = 'm.test') =>
+    ok(from, 'PUT', `/sendToDevice/${enc(type)}/${txn()}`, { messages: { [to.userId]: { [to.deviceId]: { n } } } });
+
+  it('wake the recipient’s long-poll, are delivered once, in order, and deleted after the next sync', async () => {
+    const { alice, bob, bobSince } = await pair('td1');
+    const poll = sync(bob, { since: bobSince, timeout: '10000' });
+    await new Promise((r) => setTimeout(r, 100));
+    await send(alice, bob, 1);
+    const first = await poll;
+    expect(first.to_device.events).toEqual([{ type: 'm.test', sender: alice.userId, content: { n: 1 } }]);
+    // Not acknowledged yet: an initial sync (which acknowledges nothing) still carries it.
+    expect((await sync(bob)).to_device.events.map((e: Json) => e.content.n)).toEqual([1]);
+    await send(alice, bob, 2);
+    const second = await sync(bob, { since: first.next_batch });
+    expect(second.to_device.events.map((e: Json) => e.content.n)).toEqual([2]);
+    // Syncing with `second`'s token acknowledges message 2 as well; both are gone.
+    await sync(bob, { since: second.next_batch });
+    for (let i = 0; i < 40 && (await sync(bob)).to_device.events.length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect((await sync(bob)).to_device.events).toEqual([]);
+  });
+
+  it('a backlog larger than one response comes in batches of 100 through the token, none lost or repeated', async () => {
+    const { alice, bob, bobSince } = await pair('td2');
+    for (let i = 0; i < 250; i++) await send(alice, bob, i);
+    const got: number[] = [];
+    let since = bobSince;
+    for (let round = 0; round < 10 && got.length < 250; round++) {
+      const b = await sync(bob, { since });
+      got.push(...b.to_device.events.map((e: Json) => e.content.n as number));
+      if (got.length < 250) expect(b.next_batch).toContain('~t');
+      since = b.next_batch;
+    }
+    expect(got).toEqual(Array.from({ length: 250 }, (_, i) => i));
+    expect((await sync(bob, { since })).to_device.events).toEqual([]);
+  });
+});

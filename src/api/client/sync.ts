@@ -53,6 +53,7 @@ import { shardOf } from '../../runtime/shards';
 import { MembershipIndex, parseIndexed, type IndexedMembership } from '../../readers/membership-index';
 import { SyncNotifier, type SyncWaiter } from '../../sync/notify';
 import { encodeSyncToken, parseSyncToken } from '../../sync/token';
+import { ackToDevice, readToDevice } from '../../sync/to-device';
 import type { RoomOutput } from '../../../actors/room';
 import type { UserOutput } from '../../../actors/user';
 import type { TypingOutput } from '../../../actors/typing';
@@ -303,6 +304,8 @@ interface Computed {
 
 interface Params {
   since: number | null;
+  /** The since token's stream parts (src/sync/token.ts): `t` = last to-device entry given. */
+  sinceParts: Record<string, string>;
   fullState: boolean;
   filter: SyncFilter;
 }
@@ -443,14 +446,48 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   }
   accountData = accountData.filter((e) => typeAllowed(filter.accountData, String(e.type)));
 
+  const toDevice = await toDeviceSection(ctx, user, since, p.sinceParts, cutMs);
+
   const rooms: JsonObject = {};
   if (Object.keys(join).length) rooms.join = join;
   if (Object.keys(invite).length) rooms.invite = invite;
   if (Object.keys(leave).length) rooms.leave = leave;
-  const body: JsonObject = { next_batch: encodeSyncToken(cut), rooms, account_data: { events: accountData } };
-  const empty = !rooms.join && !rooms.invite && !rooms.leave && accountData.length === 0;
+  const body: JsonObject = { next_batch: encodeSyncToken(cut, toDevice.parts), rooms, account_data: { events: accountData }, to_device: { events: toDevice.events } };
+  const empty = !rooms.join && !rooms.invite && !rooms.leave && accountData.length === 0 && toDevice.events.length === 0;
   const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite').map((r) => r.roomId);
   return { body, empty, listen };
+}
+
+// ---- to-device -------------------------------------------------------------------------------
+
+/** To-device messages per response, as Synapse sends them. */
+const TO_DEVICE_LIMIT = 100;
+const MAX_SEQ = 18446744073709551615n;
+
+/**
+ * The device's to-device messages below the cut. What an earlier response carried is known from
+ * `since`: everything below its cut, or — when that response could not give everything (`t`
+ * part) — up to and including its last entry. Those are acknowledged now (deleted by the owning
+ * actor; not awaited) and the answer starts after them. An initial sync acknowledges nothing.
+ */
+async function toDeviceSection(ctx: ApiContext, user: Requester, since: number | null, parts: Record<string, string>, cutMs: number): Promise<{ events: JsonObject[]; parts: Record<string, string> }> {
+  let after: string | null = null;
+  if (parts.t) {
+    after = parts.t;
+    const [ms, seq] = after.split('-') as [string, string];
+    const next = BigInt(seq) < MAX_SEQ ? `${ms}-${BigInt(seq) + 1n}` : `${BigInt(ms) + 1n}-0`;
+    void ackToDevice(ctx, user.userId, user.deviceId, next).catch(() => undefined);
+  } else if (since !== null) {
+    const sinceMs = Math.floor(since / 1000);
+    if (sinceMs > 0) {
+      after = `${sinceMs - 1}-${MAX_SEQ}`;
+      void ackToDevice(ctx, user.userId, user.deviceId, `${sinceMs}-0`).catch(() => undefined);
+    }
+  }
+  const batch = await readToDevice(ctx, user.userId, user.deviceId, after, cutMs, TO_DEVICE_LIMIT);
+  // Not everything below the cut fitted: the token says where this response stopped.
+  const outParts: Record<string, string> = batch.more && batch.lastId ? { t: batch.lastId } : {};
+  return { events: batch.events, parts: outParts };
 }
 
 // ---- ephemeral: typing and receipts ---------------------------------------------------------
@@ -650,13 +687,14 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
 
   clientRoute(front, 'GET', '/sync', async (req: Request) => {
     const user = await requireUser(ctx, req);
-    const since = req.query.since !== undefined && req.query.since !== '' ? decodeSyncToken(req.query.since) : null;
+    const sinceToken = req.query.since !== undefined && req.query.since !== '' ? parseSyncToken(req.query.since) : null;
+    const since = sinceToken ? sinceToken.cut : null;
     const fullState = parseBool(req.query.full_state, 'full_state');
     const timeout = parseTimeout(req.query.timeout);
     const setPresence = req.query.set_presence;
     if (setPresence !== undefined && !['online', 'offline', 'unavailable'].includes(setPresence)) throw errors.invalidParam('set_presence must be online, offline or unavailable');
     const filter = await loadFilter(ctx, user.userId, req.query.filter);
-    const params: Params = { since, fullState, filter };
+    const params: Params = { since, sinceParts: sinceToken?.parts ?? {}, fullState, filter };
     // An initial or full-state sync answers at once; otherwise an empty answer waits.
     const waits = since !== null && !fullState && timeout > 0;
     let waiter: SyncWaiter | null = null;
