@@ -51,6 +51,8 @@ export interface UserState {
   createdAt: number;
   /** A server admin (only shared-secret admin registration makes one). */
   admin?: boolean;
+  /** Deactivated with `erase: true` (GDPR erasure asked for). */
+  erased?: boolean;
   devices: Record<string, DeviceState>;
   nextFilterId: number;
   /**
@@ -87,7 +89,8 @@ export type UserMessage =
   | { op: 'logout'; accessHash: string }
   | { op: 'logout_all' }
   | { op: 'set_password'; passwordHash: string; logoutDevices: boolean; keepDevice?: string }
-  | { op: 'deactivate' }
+  /** `erase`: the user asked for their data to be erased as well (the spec's `erase`). */
+  | { op: 'deactivate'; erase?: boolean }
   | { op: 'update_device'; deviceId: string; displayName: string }
   | { op: 'delete_devices'; deviceIds: string[] }
   /** `json`: the content as JSON text (stored and served as is). */
@@ -116,7 +119,12 @@ export type UserReply =
 export type UserOutput =
   | { type: 'account_data'; user_id: string; room_id?: string; data_type: string }
   | { type: 'device'; user_id: string; device_id: string; deleted?: true }
-  | { type: 'profile'; user_id: string; field: 'displayname' | 'avatar_url' };
+  | { type: 'profile'; user_id: string; field: 'displayname' | 'avatar_url' }
+  /**
+   * The account was deactivated: the deactivation reader (src/readers/deactivation.ts) takes the
+   * user out of every room they are joined to, invited to or knocking on.
+   */
+  | { type: 'deactivated'; user_id: string; erase: boolean };
 
 export function newUser(userId: string): UserState {
   return { userId, registered: false, deactivated: false, passwordHash: null, createdAt: 0, devices: {}, nextFilterId: 0 };
@@ -152,10 +160,14 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>): D 
       return { ...d, reply: { ok: true }, writes: [...writes, ...(d.writes ?? [])] };
     }
     case 'deactivate': {
+      // Deactivating again changes nothing and starts no second round of leaving rooms.
+      if (state.deactivated) return { state, reply: { ok: true } };
       const { pushRules: _dropped, ...rest } = state;
-      const d = deleteDevices({ ...rest, deactivated: true, passwordHash: null }, Object.keys(state.devices));
+      const erase = body.erase === true;
+      const d = deleteDevices({ ...rest, deactivated: true, passwordHash: null, ...(erase ? { erased: true } : {}) }, Object.keys(state.devices));
       const writes = [accountWrite(d.state), ...(d.writes ?? []), del(userData.profile(state.userId)), del(userData.accountData(state.userId)), del(userData.pushRules(state.userId))];
-      return { ...d, reply: { ok: true }, writes };
+      const outputs = [...(d.outputs ?? []), { type: 'deactivated', user_id: state.userId, erase } satisfies UserOutput];
+      return { ...d, reply: { ok: true }, writes, outputs };
     }
     case 'update_device': {
       const device = state.devices[body.deviceId];
@@ -361,10 +373,12 @@ export interface AccountRecord {
   c: number;
   /** 1 for a server admin. */
   a?: 1;
+  /** 1 when the user asked for erasure at deactivation. */
+  e?: 1;
 }
 
 function accountWrite(state: UserState): StoreWrite {
-  const rec: AccountRecord = { h: state.passwordHash, x: state.deactivated ? 1 : 0, c: state.createdAt, ...(state.admin ? { a: 1 as const } : {}) };
+  const rec: AccountRecord = { h: state.passwordHash, x: state.deactivated ? 1 : 0, c: state.createdAt, ...(state.admin ? { a: 1 as const } : {}), ...(state.erased ? { e: 1 as const } : {}) };
   return { cmd: 'SET', key: userData.account(state.userId), args: [encode(rec)] };
 }
 

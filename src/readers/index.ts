@@ -5,7 +5,8 @@ import type { Family } from '../runtime/shards';
 import type { KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
 import { MembershipIndexReader } from './membership-index';
+import { DeactivationReader } from './deactivation';
 
 export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger): ShardReader[] {
-  return [new MembershipIndexReader(redis, keys, shardCounts.user, workerId, log)];
+  return [new MembershipIndexReader(redis, keys, shardCounts.user, workerId, log), new DeactivationReader(redis, keys, shardCounts, workerId, log)];
 }

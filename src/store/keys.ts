@@ -251,5 +251,8 @@ export const membershipIndexData = {
   forgotten: (userId: string) => `user:${userId}:forgotten`,
 };
 
+/** The consumer group that takes deactivated users out of their rooms (src/readers/deactivation.ts) reads user outboxes with. */
+export const DEACTIVATION_GROUP = 'deactivation';
+
 /** The consumer group the membership index reads room outboxes with. */
 export const MEMBERSHIP_INDEX_GROUP = 'membership-index';

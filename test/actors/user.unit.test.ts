@@ -130,6 +130,16 @@ describe('UserActor.decide', () => {
     expect(rejection(() => decideUser(d.state, msg({ op: 'login', verifiedHash: 'H1', session: session('D', 3) })))).toMatchObject({ errcode: 'M_USER_DEACTIVATED', status: 403 });
   });
 
+  it('deactivation announces itself once (the deactivation reader parts the rooms); erase is recorded', () => {
+    const d = decideUser(registered(), msg({ op: 'deactivate', erase: true }));
+    expect(d.outputs).toContainEqual({ type: 'deactivated', user_id: ME, erase: true });
+    expect(decode(d.writes!.find((w) => w.key === userData.account(ME))!.args[0] as Buffer)).toEqual({ h: null, x: 1, c: 1000, e: 1 });
+    const again = decideUser(d.state, msg({ op: 'deactivate' }));
+    expect(again.state).toBe(d.state);
+    expect(again.outputs ?? []).toEqual([]);
+    expect(decideUser(registered(), msg({ op: 'deactivate' })).outputs).toContainEqual({ type: 'deactivated', user_id: ME, erase: false });
+  });
+
   it('renames and deletes devices; deleting unknown devices is not an error', () => {
     const s = registered();
     expect(rejection(() => decideUser(s, msg({ op: 'update_device', deviceId: 'NOPE', displayName: 'x' })))).toMatchObject({ errcode: 'M_NOT_FOUND', status: 404 });

@@ -5,7 +5,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './server-harness';
-import { clientsFor, enc, txn, type Clients, type Json, type Session } from './clients';
+import { clientsFor, enc, eventually, txn, type Clients, type Json, type Session } from './clients';
+import { createClient } from './sdk';
+import { membershipIndexData } from '../../src/store/keys';
+import { shardOf } from '../../src/runtime/shards';
 
 let server: TestServer;
 let c: Clients;
@@ -78,5 +81,92 @@ describe('stored filter ids on /messages and /context', () => {
       expect(r.status, path).toBe(400);
       expect(r.body.errcode).toBe('M_INVALID_PARAM');
     }
+  });
+});
+
+/** A user registered over HTTP with a real password (deactivation asks for it). */
+async function registerWithPassword(username: string, password: string): Promise<Session> {
+  const first = await c.call(null, 'POST', '/register', { username, password });
+  expect(first.status).toBe(401);
+  const done = await c.call(null, 'POST', '/register', { username, password, auth: { type: 'm.login.dummy', session: first.body.session } });
+  expect(done.status, JSON.stringify(done.body)).toBe(200);
+  return { userId: done.body.user_id, deviceId: done.body.device_id, token: done.body.access_token };
+}
+
+/** The room's membership events for a user, oldest first (as a member of the room sees them). */
+async function memberEvents(viewer: Session, roomId: string, userId: string): Promise<Json[]> {
+  const r = await c.call(viewer, 'GET', `/rooms/${enc(roomId)}/messages?dir=f&limit=100&filter=${enc(JSON.stringify({ types: ['m.room.member'] }))}`);
+  expect(r.status).toBe(200);
+  return (r.body.chunk as Json[]).filter((e) => e.state_key === userId);
+}
+
+describe('deactivation', () => {
+  it('leaves joined rooms, rejects invites, rescinds knocks, clears the profile (erase), revokes tokens, leaves the user directory', async () => {
+    const alice = await c.mint('da');
+    const dave = await registerWithPassword('dave', 'pw-dave');
+    expect((await c.call(dave, 'PUT', `/profile/${enc(dave.userId)}/displayname`, { displayname: 'Dave Dee' })).status).toBe(200);
+    const pub = await createRoom(alice, { preset: 'public_chat' });
+    const invited = await createRoom(alice, { preset: 'private_chat', invite: [dave.userId] });
+    const knockRoom = await createRoom(alice, { preset: 'private_chat', room_version: '10' });
+    expect((await c.call(alice, 'PUT', `/rooms/${enc(knockRoom)}/state/m.room.join_rules/`, { join_rule: 'knock' })).status).toBe(200);
+    expect((await c.call(dave, 'POST', `/join/${enc(pub)}`, {})).status).toBe(200);
+    expect((await c.call(dave, 'POST', `/knock/${enc(knockRoom)}`, {})).status).toBe(200);
+    await send(dave, pub, 'm.room.message', { msgtype: 'm.text', body: 'bye soon' });
+    const found = await c.call(alice, 'POST', '/user_directory/search', { search_term: 'dave' });
+    expect(found.body.results.map((u: Json) => u.user_id)).toEqual([dave.userId]);
+
+    // matrix-js-sdk: the first call gets the UIA challenge, the second carries the password.
+    const sdk = createClient({ baseUrl: server.baseUrl, accessToken: dave.token, userId: dave.userId, deviceId: dave.deviceId });
+    let session = '';
+    try {
+      await sdk.deactivateAccount(undefined, true);
+    } catch (e) {
+      session = (e as { data: Json }).data.session;
+    }
+    expect(session).not.toBe('');
+    const result = await sdk.deactivateAccount({ type: 'm.login.password', identifier: { type: 'm.id.user', user: 'dave' }, password: 'pw-dave', session } as never, true);
+    expect(result).toEqual({ id_server_unbind_result: 'no-support' });
+
+    // Tokens revoked, login refused, profile gone.
+    expect((await c.call(dave, 'GET', '/account/whoami')).status).toBe(401);
+    const login = await c.call(null, 'POST', '/login', { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'dave' }, password: 'pw-dave' });
+    expect(login.status).toBe(403);
+    expect(login.body.errcode).toBe('M_USER_DEACTIVATED');
+    expect((await c.call(null, 'GET', `/profile/${enc(dave.userId)}`)).status).toBe(404);
+
+    // Out of every room: the leave in the joined room follows a join without the profile (erase).
+    const left = await eventually(() => memberEvents(alice, pub, dave.userId), (evs) => evs[evs.length - 1]?.content.membership === 'leave');
+    expect(left.map((e) => e.content)).toEqual([{ membership: 'join', displayname: 'Dave Dee' }, { membership: 'join' }, { membership: 'leave' }]);
+    const joined = await c.call(alice, 'GET', `/rooms/${enc(pub)}/joined_members`);
+    expect(Object.keys(joined.body.joined)).toEqual([alice.userId]);
+    const rejected = await eventually(() => memberEvents(alice, invited, dave.userId), (evs) => evs[evs.length - 1]?.content.membership === 'leave');
+    expect(rejected.map((e) => e.content.membership)).toEqual(['invite', 'leave']);
+    const rescinded = await eventually(() => memberEvents(alice, knockRoom, dave.userId), (evs) => evs[evs.length - 1]?.content.membership === 'leave');
+    expect(rescinded.map((e) => e.content.membership)).toEqual(['knock', 'leave']);
+    // Rooms are forgotten for them; the user directory no longer finds them.
+    const forgottenKey = c.keys.shard('user', shardOf(dave.userId, server.config.shards.users)).data(membershipIndexData.forgotten(dave.userId));
+    const forgotten = await eventually(() => server.redis.smembers(forgottenKey), (f) => f.length === 3);
+    expect(forgotten.sort()).toEqual([pub, invited, knockRoom].sort());
+    expect((await c.call(alice, 'POST', '/user_directory/search', { search_term: 'dave' })).body.results).toEqual([]);
+    // Deactivating twice is harmless: no second round of leaves (the account has no token left anyway).
+    await c.actors.ask('user', 'user', dave.userId, { op: 'deactivate' });
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await memberEvents(alice, pub, dave.userId)).length).toBe(3);
+  });
+
+  it('without erase: leaves with the profile left in the earlier join event', async () => {
+    const alice = await c.mint('db');
+    const erin = await registerWithPassword('erin', 'pw-erin');
+    expect((await c.call(erin, 'PUT', `/profile/${enc(erin.userId)}/displayname`, { displayname: 'Erin E' })).status).toBe(200);
+    const roomId = await createRoom(alice, { preset: 'public_chat' });
+    expect((await c.call(erin, 'POST', `/join/${enc(roomId)}`, {})).status).toBe(200);
+    const first = await c.call(erin, 'POST', '/account/deactivate', {});
+    const done = await c.call(erin, 'POST', '/account/deactivate', { auth: { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'erin' }, password: 'pw-erin', session: first.body.session } });
+    expect(done.status, JSON.stringify(done.body)).toBe(200);
+    const evs = await eventually(() => memberEvents(alice, roomId, erin.userId), (e) => e[e.length - 1]?.content.membership === 'leave');
+    expect(evs.map((e) => e.content)).toEqual([{ membership: 'join', displayname: 'Erin E' }, { membership: 'leave' }]);
+    // erase must be a boolean.
+    const bad = await registerWithPassword('erin2', 'pw');
+    expect((await c.call(bad, 'POST', '/account/deactivate', { erase: 'yes' })).body.errcode).toBe('M_INVALID_PARAM');
   });
 });

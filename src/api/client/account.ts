@@ -226,8 +226,13 @@ async function changePassword(ctx: ApiContext, req: Request) {
 async function deactivate(ctx: ApiContext, req: Request) {
   const me = await requireUser(ctx, req);
   const body = jsonBody(req, true);
+  const erase = optional(body, 'erase', 'boolean') === true;
+  optional(body, 'id_server', 'string');
   await requireUia(ctx, body, { purpose: 'deactivate', userId: me.userId, flows: PASSWORD_FLOWS, checkStage: (_s, auth) => checkPasswordStage(ctx, me.userId, auth) });
-  await askUser(ctx, me.userId, { op: 'deactivate' });
+  // The actor revokes every token, drops the password, profile, account data and push rules, and
+  // announces the deactivation; the deactivation reader then takes the user out of every room
+  // (src/readers/deactivation.ts), as Synapse does after answering.
+  await askUser(ctx, me.userId, { op: 'deactivate', erase });
   pruneDeviceInboxes(ctx, me.userId);
   // No third-party identifier is ever bound here, so there is nothing to unbind.
   return { body: { id_server_unbind_result: 'no-support' } };

@@ -1,0 +1,117 @@
+/**
+ * The machinery every consumer-group reader of shard outboxes shares (as MembershipIndexReader
+ * does it for room shards): the group created once per shard, entries left pending by a previous
+ * holder claimed at attach, own pending entries retried before new ones, wake-ups coalesced while
+ * a pump runs, entries acknowledged only after `apply` returns. `apply` must be idempotent: an
+ * entry may be applied twice (a crash between applying and acknowledging, a handoff).
+ */
+import type { Logger } from 'pino';
+import type { ShardReader } from '../runtime/worker';
+import type { Family } from '../runtime/shards';
+import { parseOutboxEntry, type OutboxEntry } from '../runtime/envelope';
+import type { KeySpace } from '../store/keys';
+import { bufferCommand, type RedisClient } from '../store/redis';
+
+interface ShardCursor {
+  running: boolean;
+  again: boolean;
+  claim: boolean;
+  ready: Promise<void>;
+}
+
+const BATCH = 200;
+
+export abstract class OutboxGroupReader implements ShardReader {
+  private readonly shards = new Map<number, ShardCursor>();
+  private stopped = false;
+
+  constructor(
+    readonly family: Family,
+    private readonly group: string,
+    protected readonly redis: RedisClient,
+    protected readonly keys: KeySpace,
+    private readonly consumer: string,
+    protected readonly log: Logger,
+  ) {}
+
+  /** Apply one batch of entries (stream id, parsed entry or null when malformed) of a shard's outbox. */
+  protected abstract apply(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void>;
+
+  attach(shard: number): void {
+    if (this.shards.has(shard) || this.stopped) return;
+    const outbox = this.keys.shard(this.family, shard).outbox;
+    const ready = this.redis.xgroup('CREATE', outbox, this.group, '0', 'MKSTREAM').then(
+      () => undefined,
+      (e: Error) => {
+        if (!String(e.message).includes('BUSYGROUP')) throw e;
+      },
+    );
+    this.shards.set(shard, { running: false, again: false, claim: true, ready });
+    this.wake(shard);
+  }
+
+  detach(shard: number): void {
+    this.shards.delete(shard);
+  }
+
+  wake(shard: number): void {
+    const cur = this.shards.get(shard);
+    if (!cur || this.stopped) return;
+    if (cur.running) {
+      cur.again = true;
+      return;
+    }
+    void this.pump(shard, cur);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.shards.clear();
+  }
+
+  private async pump(shard: number, cur: ShardCursor): Promise<void> {
+    cur.running = true;
+    const outbox = this.keys.shard(this.family, shard).outbox;
+    try {
+      await cur.ready;
+      do {
+        cur.again = false;
+        if (cur.claim) {
+          await this.claimAll(shard, outbox);
+          cur.claim = false;
+        }
+        for (const from of ['0', '>']) {
+          for (;;) {
+            if (this.shards.get(shard) !== cur) return;
+            const res = (await bufferCommand(this.redis, 'xreadgroupBuffer')('GROUP', this.group, this.consumer, 'COUNT', BATCH, 'STREAMS', outbox, from)) as [Buffer, [Buffer, Buffer[] | null][]][] | null;
+            const entries = res?.[0]?.[1] ?? [];
+            if (entries.length === 0) break;
+            await this.applyAndAck(shard, outbox, entries);
+            if (from === '0' && entries.length < BATCH) break;
+          }
+        }
+      } while (cur.again && this.shards.get(shard) === cur);
+    } catch (e) {
+      this.log.warn({ err: e, shard: `${this.family}:${shard}`, group: this.group }, 'outbox reader: read failed; the next wake retries');
+    } finally {
+      cur.running = false;
+    }
+  }
+
+  private async claimAll(shard: number, outbox: string): Promise<void> {
+    let cursor = '0-0';
+    do {
+      const res = (await bufferCommand(this.redis, 'xautoclaimBuffer')(outbox, this.group, this.consumer, 0, cursor, 'COUNT', BATCH)) as unknown as [Buffer, [Buffer, Buffer[] | null][], Buffer[]];
+      cursor = res[0].toString();
+      if (res[1].length) await this.applyAndAck(shard, outbox, res[1]);
+      const deleted = (res[2] ?? []).map((b) => b.toString());
+      if (deleted.length) await this.redis.xack(outbox, this.group, ...deleted);
+    } while (cursor !== '0-0');
+  }
+
+  private async applyAndAck(shard: number, outbox: string, raw: [Buffer, Buffer[] | null][]): Promise<void> {
+    const entries = raw.map(([id, fields]) => ({ id: id.toString(), entry: parseOutboxEntry(fields) }));
+    await this.apply(shard, entries);
+    if (entries.length) await this.redis.xack(outbox, this.group, ...entries.map((e) => e.id));
+  }
+}
