@@ -7,13 +7,14 @@ import { userActor } from '../../actors/user';
 import { toDeviceActor } from '../../actors/to-device';
 import { typingActor } from '../../actors/typing';
 import { receiptActor } from '../../actors/receipts';
+import { keyBackupActor } from '../../actors/key-backup';
 
 /**
  * `room` is needed for room actors (they sign events); without it only the other kinds run. Alias
  * actors live in the room shards too (an alias hashes to one) and run with the room actors.
  */
 export function allActorKinds(room?: RoomConfig): ActorKind<any, any, any, any>[] {
-  const kinds: ActorKind<any, any, any, any>[] = [ledgerActor('user'), userActor(), toDeviceActor(), typingActor(), receiptActor()];
+  const kinds: ActorKind<any, any, any, any>[] = [ledgerActor('user'), userActor(), toDeviceActor(), keyBackupActor(), typingActor(), receiptActor()];
   if (room) kinds.push(roomActor(room), aliasActor());
   return kinds;
 }

@@ -15,6 +15,7 @@ import { registerAdminRegistrationRoutes } from '../admin/register';
 import { registerSyncRoutes } from './sync';
 import { registerToDeviceRoutes } from './to-device';
 import { registerEphemeralRoutes } from './ephemeral';
+import { registerRoomKeysRoutes } from './room-keys';
 import { MembershipIndex } from '../../readers/membership-index';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
@@ -31,5 +32,6 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerAdminRegistrationRoutes(front, ctx);
   registerToDeviceRoutes(front, ctx);
   registerEphemeralRoutes(front, ctx);
+  registerRoomKeysRoutes(front, ctx);
   registerSyncRoutes(front, ctx, new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user));
 }
