@@ -28,7 +28,7 @@ import { canonicalJson, isJsonObject, type JsonObject } from '../src/protocol/js
 import { LayeredMap } from '../src/protocol/layered-map';
 import { checkPduFormat, checkPduSize } from '../src/protocol/pdu-limits';
 import { stateKeyOf, toPdu, type Pdu, type StateLookup, type StateMap } from '../src/protocol/pdu';
-import { namedLevel, userPowerLevel } from '../src/protocol/power-levels';
+import { namedLevel, requiredEventLevel, userPowerLevel } from '../src/protocol/power-levels';
 import { redactEvent } from '../src/protocol/redaction';
 import { requireRoomVersion, type RoomVersion } from '../src/protocol/room-versions';
 import { decode, encode } from '../src/store/codec';
@@ -63,6 +63,12 @@ export interface RoomMeta {
   snapSeq: number;
   /** Published in the room directory (absent: not published). */
   published?: true;
+  /**
+   * The latest upgrade claimed for this room (`claim_upgrade`): which room replaces it, who asked
+   * and when. While it is recent, other upgrades get the same answer or are refused, so racing
+   * requests make one replacement room.
+   */
+  upgrade?: { to: string; by: string; at: number };
 }
 
 export interface RoomState extends RoomMeta {
@@ -93,11 +99,30 @@ export type RoomMessage =
   | { op: 'ingest'; pdus: JsonObject[]; keys: RemoteKeys; outlier?: boolean }
   | { op: 'set_directory_visibility'; visibility: DirectoryVisibility }
   /** `present`: whether the alias now points at this room. */
-  | { op: 'alias_index'; alias: string; present: boolean };
+  | { op: 'alias_index'; alias: string; present: boolean }
+  /**
+   * Claim the right to upgrade the room to `replacement` (a room the front has built the create
+   * event of, not created yet). Serialized here, so of racing upgrades one wins: see decideClaimUpgrade.
+   */
+  | { op: 'claim_upgrade'; replacement: string; sender: string }
+  /** Give a claim back (the upgrade failed before the replacement room existed). */
+  | { op: 'release_upgrade'; replacement: string };
 
 export type DirectoryVisibility = 'public' | 'private';
 
-export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply | { ok: true };
+export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply | { ok: true } | UpgradeClaim;
+
+/** `claim_upgrade`'s answer: the replacement room, and whether this request is the one to build it. */
+export interface UpgradeClaim {
+  replacement: string;
+  fresh: boolean;
+}
+
+/**
+ * How long a claimed upgrade holds (as Synapse's response cache of upgrades): the same user asking
+ * again gets the same replacement room, anyone else is told an upgrade is in progress.
+ */
+export const UPGRADE_CLAIM_MS = 5 * 60_000;
 
 export interface IngestReply {
   results: { event_id: string | null; status: IngestOutcome['status'] | 'duplicate'; reason?: string; missing?: string[] }[];
@@ -177,6 +202,8 @@ export function decideRoom(cfg: RoomConfig, state: RoomState, msg: ActorMessage<
   if (body?.op === 'ingest') return decideIngest(state, body.pdus, body.keys, body.outlier ?? false, prepared);
   if (body?.op === 'set_directory_visibility') return decideDirectoryVisibility(state, body.visibility);
   if (body?.op === 'alias_index') return decideAliasIndex(state, body.alias, body.present);
+  if (body?.op === 'claim_upgrade') return decideClaimUpgrade(state, body.replacement, body.sender, msg.enqueuedAt);
+  if (body?.op === 'release_upgrade') return decideReleaseUpgrade(state, body.replacement);
   throw new TypeError(`room: unknown op ${JSON.stringify((body as { op?: unknown } | undefined)?.op)}`);
 }
 
@@ -204,6 +231,33 @@ function decideAliasIndex(state: RoomState, alias: string, present: boolean): De
   if (state.version === null) throw new ActorRejection('M_NOT_FOUND', 'Unknown room', 404);
   if (typeof alias !== 'string' || !alias.startsWith('#')) throw new ActorRejection('M_INVALID_PARAM', 'Not a room alias', 400);
   return { state, reply: { ok: true }, writes: [{ cmd: present ? 'SADD' : 'SREM', key: roomData.aliases(state.roomId), args: [alias] }] };
+}
+
+/**
+ * Racing upgrades of one room (as Synapse answers them): while a claim is recent, its upgrader
+ * asking again gets the same replacement room (`fresh: false`: not theirs to build again), and
+ * anyone else 400 "An upgrade for this room is currently in progress". Otherwise the claim goes to
+ * a joined member allowed to send the tombstone (the same check the tombstone itself meets later).
+ */
+function decideClaimUpgrade(state: RoomState, replacement: string, sender: string, now: number): Decision<RoomState, RoomReply> {
+  if (state.version === null) throw new ActorRejection('M_NOT_FOUND', 'Unknown room', 404);
+  if (typeof replacement !== 'string' || !replacement.startsWith('!')) throw new ActorRejection('M_INVALID_PARAM', 'replacement must be a room id', 400);
+  const claim = state.upgrade;
+  if (claim && now - claim.at < UPGRADE_CLAIM_MS) {
+    if (claim.by === sender) return { state, reply: { replacement: claim.to, fresh: false } };
+    throw new ActorRejection('M_UNKNOWN', 'An upgrade for this room is currently in progress', 400);
+  }
+  const version = requireRoomVersion(state.version);
+  const st = lookup(state);
+  if (st.get('m.room.member', sender)?.content.membership !== 'join') throw new ActorRejection('M_FORBIDDEN', 'You are not in this room', 403);
+  if (userPowerLevel(sender, st, version) < requiredEventLevel('m.room.tombstone', true, st, version)) throw new ActorRejection('M_FORBIDDEN', 'You do not have the power to upgrade this room', 403);
+  return { state: { ...state, upgrade: { to: replacement, by: sender, at: now } }, reply: { replacement, fresh: true } };
+}
+
+function decideReleaseUpgrade(state: RoomState, replacement: string): Decision<RoomState, RoomReply> {
+  if (state.upgrade?.to !== replacement) return { state, reply: { ok: true } };
+  const { upgrade: _released, ...rest } = state;
+  return { state: rest as RoomState, reply: { ok: true } };
 }
 
 function decideCreate(cfg: RoomConfig, state: RoomState, raw: JsonObject): Decision<RoomState, RoomReply> {

@@ -1,6 +1,6 @@
 /** The room actor's decide, as a pure state machine: no Redis. */
 import { describe, expect, it } from 'vitest';
-import { buildCreateEvent, decideRoom, emptyRoom, type RoomConfig, type RoomMessage, type RoomReply, type RoomOutput, type RoomPrepared, type RoomState, type StoredEvent, type StoredSnapshot } from '../../actors/room';
+import { UPGRADE_CLAIM_MS, buildCreateEvent, decideRoom, emptyRoom, type RoomConfig, type RoomMessage, type RoomReply, type RoomOutput, type RoomPrepared, type RoomState, type StoredEvent, type StoredSnapshot } from '../../actors/room';
 import { ActorRejection, type ActorMessage, type Decision } from '../../src/runtime/actor';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { computeEventId, verifyEventSignature, checkContentHash } from '../../src/protocol/event-hashing';
@@ -149,6 +149,30 @@ describe.each(['1', '3', '10', '11', '12'])('RoomActor.decide, room version %s',
     forbidden(() => room.run({ op: 'create', event: other.event }), version === '12' ? 'M_ROOM_IN_USE' : 'M_ROOM_IN_USE');
     const empty = new Room('!nothing:test.local');
     forbidden(() => empty.send(alice, 'm.room.message', { body: 'x' }), 'M_NOT_FOUND');
+  });
+});
+
+describe('RoomActor upgrade claims', () => {
+  it('one claim at a time: the same upgrader gets the same room, others 400; members without power 403; released claims free the room', () => {
+    const alice = '@alice:test.local';
+    const bob = '@bob:test.local';
+    const room = newRoom('10');
+    forbidden(() => room.run({ op: 'claim_upgrade', replacement: '!x:test.local', sender: bob }));
+    room.send(alice, 'm.room.member', { membership: 'invite' }, bob);
+    room.send(bob, 'm.room.member', { membership: 'join' }, bob);
+    forbidden(() => room.run({ op: 'claim_upgrade', replacement: '!x:test.local', sender: bob })); // no power for the tombstone
+    expect(room.run({ op: 'claim_upgrade', replacement: '!new1:test.local', sender: alice })).toEqual({ replacement: '!new1:test.local', fresh: true });
+    expect(room.run({ op: 'claim_upgrade', replacement: '!new2:test.local', sender: alice })).toEqual({ replacement: '!new1:test.local', fresh: false });
+    room.send(alice, 'm.room.power_levels', { users: { [alice]: 100, [bob]: 100 } }, '');
+    forbidden(() => room.run({ op: 'claim_upgrade', replacement: '!new3:test.local', sender: bob }), 'M_UNKNOWN');
+    // Releasing someone else's replacement does nothing; releasing the claimed one frees the room.
+    room.run({ op: 'release_upgrade', replacement: '!new2:test.local' });
+    forbidden(() => room.run({ op: 'claim_upgrade', replacement: '!new3:test.local', sender: bob }), 'M_UNKNOWN');
+    room.run({ op: 'release_upgrade', replacement: '!new1:test.local' });
+    expect(room.run({ op: 'claim_upgrade', replacement: '!new3:test.local', sender: bob })).toEqual({ replacement: '!new3:test.local', fresh: true });
+    // A claim lapses after UPGRADE_CLAIM_MS (Synapse keeps an upgrade's answer five minutes).
+    const later = decideRoom(cfg, room.state, { mid: 'late', actorId: room.roomId, body: { op: 'claim_upgrade', replacement: '!new4:test.local', sender: alice }, enqueuedAt: room.state.upgrade!.at + UPGRADE_CLAIM_MS }, {});
+    expect(later.reply).toEqual({ replacement: '!new4:test.local', fresh: true });
   });
 });
 

@@ -170,3 +170,59 @@ describe('deactivation', () => {
     expect((await c.call(bad, 'POST', '/account/deactivate', { erase: 'yes' })).body.errcode).toBe('M_INVALID_PARAM');
   });
 });
+
+/** Rooms the user is in whose create event names `oldRoom` as predecessor. */
+async function successors(s: Session, oldRoom: string): Promise<string[]> {
+  const rooms = (await c.call(s, 'GET', '/joined_rooms')).body.joined_rooms as string[];
+  const out: string[] = [];
+  for (const r of rooms) {
+    const create = await c.call(s, 'GET', `/rooms/${enc(r)}/state/m.room.create/`);
+    if (create.body.predecessor?.room_id === oldRoom) out.push(r);
+  }
+  return out;
+}
+
+describe('upgrade locking', () => {
+  it('racing upgrades by one user make one replacement room, and every request is answered with it', async () => {
+    const alice = await c.mint('ua');
+    const oldRoom = await createRoom(alice, { preset: 'public_chat', room_version: '10', name: 'Old' });
+    const sdk = createClient({ baseUrl: server.baseUrl, accessToken: alice.token, userId: alice.userId, deviceId: alice.deviceId });
+    const answers = await Promise.all([
+      sdk.upgradeRoom(oldRoom, '12').then((r) => ({ status: 200, body: r as Json })),
+      c.call(alice, 'POST', `/rooms/${enc(oldRoom)}/upgrade`, { new_version: '12' }),
+      c.call(alice, 'POST', `/rooms/${enc(oldRoom)}/upgrade`, { new_version: '11' }),
+    ]);
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200]);
+    const ids = new Set(answers.map((a) => a.body.replacement_room));
+    expect(ids.size).toBe(1);
+    const [newRoom] = [...ids];
+    expect(await successors(alice, oldRoom)).toEqual([newRoom]);
+    const tombstone = await c.call(alice, 'GET', `/rooms/${enc(oldRoom)}/state/m.room.tombstone/`);
+    expect(tombstone.body.replacement_room).toBe(newRoom);
+    // Exactly one tombstone was sent.
+    const msgs = await c.call(alice, 'GET', `/rooms/${enc(oldRoom)}/messages?dir=b&limit=100&filter=${enc(JSON.stringify({ types: ['m.room.tombstone'] }))}`);
+    expect(msgs.body.chunk.length).toBe(1);
+  });
+
+  it('racing upgrades by two users: one builds the room, the other is told an upgrade is in progress', async () => {
+    const alice = await c.mint('ub');
+    const bob = await c.mint('uc');
+    const oldRoom = await createRoom(alice, { preset: 'public_chat', room_version: '10', power_level_content_override: { users: { [alice.userId]: 100, [bob.userId]: 100 } } });
+    expect((await c.call(bob, 'POST', `/join/${enc(oldRoom)}`, {})).status).toBe(200);
+    const [a, b] = await Promise.all([
+      c.call(alice, 'POST', `/rooms/${enc(oldRoom)}/upgrade`, { new_version: '11' }),
+      c.call(bob, 'POST', `/rooms/${enc(oldRoom)}/upgrade`, { new_version: '11' }),
+    ]);
+    const statuses = [a.status, b.status].sort();
+    expect(statuses).toEqual([200, 400]);
+    const loser = a.status === 400 ? a : b;
+    expect(loser.body).toMatchObject({ errcode: 'M_UNKNOWN', error: 'An upgrade for this room is currently in progress' });
+    const winner = a.status === 200 ? a : b;
+    const winnerSession = a.status === 200 ? alice : bob;
+    expect(await successors(winnerSession, oldRoom)).toEqual([winner.body.replacement_room]);
+    // A member without the power to upgrade is refused by the room's actor too.
+    const carol = await c.mint('ud');
+    expect((await c.call(carol, 'POST', `/join/${enc(oldRoom)}`, {})).status).toBe(200);
+    expect((await c.call(carol, 'POST', `/rooms/${enc(oldRoom)}/upgrade`, { new_version: '11' })).status).toBe(403);
+  });
+});

@@ -1,7 +1,9 @@
 /**
  * `POST /rooms/{roomId}/upgrade` (spec: "Room Upgrades"). What the server does, in the spec's
  * order (and as Synapse does it):
- * 1. Check the user may send `m.room.tombstone` in the old room, and that the version exists.
+ * 1. Check the user may send `m.room.tombstone` in the old room, and that the version exists;
+ *    then claim the upgrade from the old room's actor, so that of racing upgrades one builds
+ *    the replacement (the same user asking again gets that room; another user 400).
  * 2. Create the new room with `predecessor` in its create event (and the old create's
  *    `m.federate` and `type`), join the upgrader.
  * 3. Copy the important state: power levels (creators of a v12 room taken out of `users`, as
@@ -15,7 +17,7 @@
  */
 import type { Front } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
-import { buildCreateEvent, type EventTemplate } from '../../../actors/room';
+import { buildCreateEvent, type EventTemplate, type UpgradeClaim } from '../../../actors/room';
 import { getRoomVersion, requireRoomVersion } from '../../protocol/room-versions';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { splitStateKey } from '../../protocol/pdu';
@@ -26,7 +28,7 @@ import { requireUser } from './auth';
 import type { ApiContext } from './context';
 import { AliasStore, currentPower } from './aliases';
 import { setDirectoryVisibility } from './directory';
-import { askRoom, bodyObject, clientRoute, requireRoomId, requireUserIdParam, sendEvent } from './room-common';
+import { askRoom, askRoomFamily, bodyObject, clientRoute, requireRoomId, requireUserIdParam, sendEvent } from './room-common';
 
 /** State copied as is, in this order (power levels go first, separately). */
 const COPIED_STATE = ['m.room.join_rules', 'm.room.history_visibility', 'm.room.guest_access', 'm.room.name', 'm.room.topic', 'm.room.avatar', 'm.room.encryption', 'm.room.server_acl'];
@@ -76,7 +78,20 @@ export function registerRoomUpgradeRoutes(front: Front, ctx: ApiContext): void {
       { serverName: ctx.config.serverName, signingKey: ctx.signingKey },
       { roomVersion: version.id, creator: user.userId, content: createContent, roomLocalpart: randomBytes(12).toString('base64url').replace(/[-_]/g, 'x'), ts: Date.now() },
     );
-    await askRoom(ctx, newRoomId, { op: 'create', event });
+    // The old room's actor decides which of racing upgrades goes ahead: the same upgrader asking
+    // again gets the room already being built, anyone else 400 (as Synapse answers).
+    const claim = await askRoomFamily<UpgradeClaim>(ctx, 'room', oldRoomId, { op: 'claim_upgrade', replacement: newRoomId, sender: user.userId });
+    if (!claim.fresh) {
+      await awaitTombstone(ctx, oldRoomId, claim.replacement);
+      return { body: { replacement_room: claim.replacement } };
+    }
+    try {
+      await askRoom(ctx, newRoomId, { op: 'create', event });
+    } catch (e) {
+      // Nothing was built: give the claim back so the upgrade can be asked for again.
+      await askRoomFamily(ctx, 'room', oldRoomId, { op: 'release_upgrade', replacement: newRoomId }).catch(() => undefined);
+      throw e;
+    }
     const send = (roomId: string, t: Omit<EventTemplate, 'sender'>) => sendEvent(ctx, roomId, { ...t, sender: user.userId });
     const joined = await send(newRoomId, { type: 'm.room.member', state_key: user.userId, content: { membership: 'join' } });
     await index.record(user.userId, newRoomId, joined.pos, 'join');
@@ -162,6 +177,19 @@ function maxLevel(pl: JsonObject): number {
   for (const k of ['ban', 'kick', 'redact', 'invite', 'state_default', 'events_default'] as const) if (typeof pl[k] === 'number') max = Math.max(max, pl[k] as number);
   if (isJsonObject(pl.events as JsonValue)) for (const v of Object.values(pl.events as JsonObject)) if (typeof v === 'number') max = Math.max(max, v);
   return max;
+}
+
+/**
+ * A repeated upgrade request answers once the first one has sent its tombstone (as Synapse's
+ * response cache makes it wait for the first's result), or after a while with the same room.
+ */
+async function awaitTombstone(ctx: ApiContext, roomId: string, replacement: string, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const [t] = await ctx.rooms.currentState(roomId, { type: 'm.room.tombstone', stateKey: '' });
+    if ((t?.event.content as JsonObject | undefined)?.replacement_room === replacement) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Best-effort steps: the upgrade has happened even if the old room refuses a follow-up. */
