@@ -17,6 +17,9 @@
  * - `etag` is a counter per version that moves whenever the version's keys change (not when an
  *   upload changes nothing); `count` is the number of keys in the version.
  *
+ * - `delete_all` removes every version and its keys; the deactivation reader sends it when an
+ *   account is deactivated (Synapse deletes a deactivated user's backups too).
+ *
  * What fronts read (written here through `writes`, names in `userData`): the versions hash
  * (version → `{algorithm, auth_data, etag, count}`), and per version the set of rooms with keys
  * and one hash of session id → key data per room.
@@ -52,7 +55,9 @@ export type KeyBackupMessage =
   /** room id → session id → key. */
   | { op: 'put_keys'; version: string; rooms: Record<string, Record<string, KeyJson>> }
   /** Without roomId: every key of the version; without sessionId: every key of the room. */
-  | { op: 'delete_keys'; version: string; roomId?: string; sessionId?: string };
+  | { op: 'delete_keys'; version: string; roomId?: string; sessionId?: string }
+  /** Every version and its keys (account deactivation, as Synapse does). */
+  | { op: 'delete_all' };
 
 export type KeyBackupReply =
   | { version: string }
@@ -69,6 +74,8 @@ export interface KeyBackupPrepared {
   roomSizes?: Record<string, number>;
   /** delete_version: the rooms with keys in the version. */
   rooms?: string[];
+  /** delete_all: the rooms with keys, per live version. */
+  roomsByVersion?: Record<string, string[]>;
 }
 
 type D = Decision<KeyBackupState, KeyBackupReply>;
@@ -135,6 +142,17 @@ export function decideKeyBackup(state: KeyBackupState, msg: ActorMessage<KeyBack
       const writes: StoreWrite[] = [{ cmd: 'HDEL', key: versionsKey, args: [version] }, { cmd: 'DEL', key: userData.keyBackupRooms(u, version), args: [] }];
       for (const roomId of prepared?.rooms ?? []) writes.push({ cmd: 'DEL', key: userData.keyBackupRoom(u, version, roomId), args: [] });
       return { state: { ...state, versions }, reply: { ok: true }, writes };
+    }
+    case 'delete_all': {
+      const live = Object.keys(state.versions);
+      if (!live.length) return { state, reply: { ok: true } };
+      const writes: StoreWrite[] = [{ cmd: 'DEL', key: versionsKey, args: [] }];
+      for (const version of live) {
+        writes.push({ cmd: 'DEL', key: userData.keyBackupRooms(u, version), args: [] });
+        for (const roomId of prepared?.roomsByVersion?.[version] ?? []) writes.push({ cmd: 'DEL', key: userData.keyBackupRoom(u, version, roomId), args: [] });
+      }
+      // `last` stays: version numbers are never reused.
+      return { state: { ...state, versions: {} }, reply: { ok: true }, writes };
     }
     case 'put_keys': {
       const current = currentVersion(state.versions);
@@ -231,6 +249,11 @@ async function prepareKeyBackup(ctx: ShellContext, state: KeyBackupState, msg: A
       const version = body.version ?? currentVersion(state.versions);
       if (version === null || !state.versions[version]) return undefined;
       return { rooms: await ctx.redis.smembers(key(userData.keyBackupRooms(u, version))) };
+    }
+    case 'delete_all': {
+      const roomsByVersion: Record<string, string[]> = {};
+      for (const version of Object.keys(state.versions)) roomsByVersion[version] = await ctx.redis.smembers(key(userData.keyBackupRooms(u, version)));
+      return { roomsByVersion };
     }
     default:
       return undefined;

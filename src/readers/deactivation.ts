@@ -91,6 +91,8 @@ export class DeactivationReader extends OutboxGroupReader {
       await this.ask('user', 'user', userId, { op: 'forget', roomId }, mid('forget'));
     }
     if (memberships.length) this.log.info({ user_id: userId, rooms: memberships.length }, 'deactivated user parted from rooms');
+    // Their server-side key backups go too (as in Synapse); nobody can restore from them any more.
+    await this.ask('user', 'keybackup', userId, { op: 'delete_all' }, `deactivate:${userId}:${entryId}:keybackup`);
   }
 
   override async stop(): Promise<void> {

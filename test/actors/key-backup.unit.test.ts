@@ -96,6 +96,20 @@ describe('KeyBackupActor', () => {
     expect(decide(rest.state, { op: 'delete_keys', version: '1' }, { sessions: {}, roomSizes: {} }).reply).toEqual({ etag: '4', count: 0 });
   });
 
+  it('delete_all removes every version and its keys, and keeps the numbering', () => {
+    const s = withVersions(2);
+    const d = decide(s, { op: 'delete_all' }, { roomsByVersion: { '1': [ROOM], '2': [] } });
+    expect(d.state.versions).toEqual({});
+    expect(d.writes).toEqual([
+      { cmd: 'DEL', key: userData.keyBackupVersions(U), args: [] },
+      { cmd: 'DEL', key: userData.keyBackupRooms(U, '1'), args: [] },
+      { cmd: 'DEL', key: userData.keyBackupRoom(U, '1', ROOM), args: [] },
+      { cmd: 'DEL', key: userData.keyBackupRooms(U, '2'), args: [] },
+    ]);
+    expect(decide(d.state, { op: 'create_version', algorithm: 'a', authData: '{}' }).reply).toEqual({ version: '3' });
+    expect(decide(d.state, { op: 'delete_all' }, { roomsByVersion: {} }).state).toBe(d.state);
+  });
+
   it('update_version keeps the algorithm and refuses unknown versions', () => {
     const s = withVersions(1);
     expect(rejection(() => decide(s, { op: 'update_version', version: '1', algorithm: 'other', authData: '{}' })).errcode).toBe('M_INVALID_PARAM');

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requestKeyBackupVersion } from 'matrix-js-sdk/lib/rust-crypto/backup';
 import { createClient } from './sdk';
 import { startTestServer, type TestServer } from './server-harness';
+import { waitFor } from '../runtime/harness';
 
 type Json = Record<string, any>;
 
@@ -216,6 +217,18 @@ describe('key backup keys', () => {
     }
     expect((await call(s, 'GET', '/room_keys/keys')).body.errcode).toBe('M_MISSING_PARAM');
     expect(await ok(s, 'GET', '/room_keys/version')).toMatchObject({ count: 0, etag: '0' });
+  });
+
+  it('deactivating the account deletes its backups', async () => {
+    const s = await register('kbdeactivated');
+    await ok(s, 'POST', '/room_keys/version', { algorithm: ALG, auth_data: authData() });
+    await ok(s, 'PUT', '/room_keys/keys?version=1', { rooms: { [ROOM]: { sessions: { gone: keyData(false, 0, 0) } } } });
+    const mine = async () => (await server.redis.keys(`${server.config.redis.keyPrefix}*`)).filter((k) => k.includes(`${s.userId}:kb`));
+    expect((await mine()).length).toBe(3); // the versions hash, the rooms set, the room's keys
+    const first = await call(s, 'POST', '/account/deactivate', {});
+    const done = await call(s, 'POST', '/account/deactivate', { auth: { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'kbdeactivated' }, password: 'pw-room-keys', session: first.body.session } });
+    expect(done.status, JSON.stringify(done.body)).toBe(200);
+    await waitFor('the backups of the deactivated user to be deleted', async () => (await mine()).length === 0);
   });
 
   it("keeps users' backups apart", async () => {
