@@ -88,6 +88,11 @@ export interface AxonConfig {
   /** Lifetime of access tokens issued with a refresh token (`refresh_token: true`). */
   accessTokenLifetimeMs: number;
   rateLimit: RateLimitConfig;
+  /**
+   * Presence (online / unavailable / offline). Disabled: `PUT /presence` is accepted and ignored,
+   * `GET` answers `offline` and /sync carries no presence, as Synapse does with `presence.enabled: false`.
+   */
+  presence: { enabled: boolean };
 }
 
 const DEFAULT_PORT = 8008;
@@ -119,6 +124,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       register: { burst: 10, perMinute: 20 },
       client: { burst: 300, perMinute: 6000 },
     },
+    presence: { enabled: true },
   };
 }
 
@@ -169,6 +175,7 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_REGISTRATION_SHARED_SECRET: 'registration.sharedSecret',
   AXON_ACCESS_TOKEN_LIFETIME_MS: 'accessTokenLifetimeMs',
   AXON_RATE_LIMIT_ENABLED: 'rateLimit.enabled',
+  AXON_PRESENCE_ENABLED: 'presence.enabled',
 };
 
 /** The room versions this server implements. */
@@ -279,6 +286,7 @@ export function validateConfig(c: AxonConfig): string[] {
   if (typeof r.sharedSecret !== 'string') p.push('registration.sharedSecret: must be a string (empty: shared-secret registration off)');
   else if (r.sharedSecret !== '' && r.sharedSecret.length < 16) p.push('registration.sharedSecret: must be at least 16 characters (or empty to turn shared-secret registration off)');
   int(c.accessTokenLifetimeMs, 'accessTokenLifetimeMs', 10_000, 30 * 24 * 3600 * 1000);
+  if (typeof c.presence?.enabled !== 'boolean') p.push(`presence.enabled: must be true or false (got ${JSON.stringify(c.presence?.enabled)})`);
   if (typeof c.rateLimit.enabled !== 'boolean') p.push(`rateLimit.enabled: must be true or false (got ${JSON.stringify(c.rateLimit.enabled)})`);
   for (const name of ['login', 'register', 'client'] as const) {
     int(c.rateLimit[name]?.burst, `rateLimit.${name}.burst`, 1, 1_000_000);

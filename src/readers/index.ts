@@ -6,7 +6,12 @@ import type { KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
 import { MembershipIndexReader } from './membership-index';
 import { DeactivationReader } from './deactivation';
+import { UserFanoutReader } from './user-fanout';
 
 export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger): ShardReader[] {
-  return [new MembershipIndexReader(redis, keys, shardCounts.user, workerId, log), new DeactivationReader(redis, keys, shardCounts, workerId, log)];
+  return [
+    new MembershipIndexReader(redis, keys, shardCounts.user, workerId, log),
+    new DeactivationReader(redis, keys, shardCounts, workerId, log),
+    new UserFanoutReader(redis, keys, shardCounts, workerId, log),
+  ];
 }

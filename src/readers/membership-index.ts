@@ -18,13 +18,13 @@
 import { parseOutboxEntry } from '../runtime/envelope';
 import type { Logger } from 'pino';
 import type { RoomDirectoryOutput, RoomOutput } from '../../actors/room';
-import type { ShardReader } from '../runtime/worker';
+import { OutboxGroupReader, type RawEntry } from './outbox-reader';
 import { shardOf } from '../runtime/shards';
 import { decode } from '../store/codec';
 import { MEMBERSHIP_INDEX_GROUP, membershipIndexData, roomData, type KeySpace } from '../store/keys';
 import type { StoredEvent } from '../../actors/room';
 import { stateKeyOf } from '../protocol/pdu';
-import { bufferCommand, runScript, type RedisClient } from '../store/redis';
+import { runScript, type RedisClient } from '../store/redis';
 import { encodeNotification } from '../sync/notify';
 
 export interface IndexedMembership {
@@ -89,99 +89,17 @@ export function membershipOf(out: RoomOutput): { userId: string; membership: str
   return membership ? { userId: e.state_key, membership } : null;
 }
 
-interface ShardCursor {
-  running: boolean;
-  again: boolean;
-  /** Claim entries other consumers left pending (a previous holder of the shard) before reading. */
-  claim: boolean;
-  ready: Promise<void>;
-}
-
-const BATCH = 200;
-
 /**
- * Reads the outboxes of the room shards a worker owns with the `membership-index` consumer group.
- * The worker attaches it to a shard when it takes the shard, wakes it after every commit that
- * produced outputs (and on its backstop poll), and detaches it when the shard goes. Entries are
- * acknowledged after they are applied; the index writes are idempotent, so an entry applied twice
- * (a crash between write and ack, two holders during a handoff) changes nothing.
+ * Reads the outboxes of the room shards a worker owns with the `membership-index` consumer group
+ * (the loop: src/readers/outbox-reader.ts). The index writes are idempotent, so an entry applied
+ * twice (a crash between write and ack, two holders during a handoff) changes nothing.
  */
-export class MembershipIndexReader implements ShardReader {
-  readonly family = 'room' as const;
-  private readonly shards = new Map<number, ShardCursor>();
+export class MembershipIndexReader extends OutboxGroupReader {
   private readonly index: MembershipIndex;
-  private stopped = false;
 
-  constructor(
-    private readonly redis: RedisClient,
-    private readonly keys: KeySpace,
-    userShards: number,
-    private readonly consumer: string,
-    private readonly log: Logger,
-  ) {
+  constructor(redis: RedisClient, keys: KeySpace, userShards: number, consumer: string, log: Logger) {
+    super('room', MEMBERSHIP_INDEX_GROUP, redis, keys, consumer, log);
     this.index = new MembershipIndex(redis, keys, userShards);
-  }
-
-  attach(shard: number): void {
-    if (this.shards.has(shard) || this.stopped) return;
-    const outbox = this.keys.shard('room', shard).outbox;
-    const ready = this.redis.xgroup('CREATE', outbox, MEMBERSHIP_INDEX_GROUP, '0', 'MKSTREAM').then(
-      () => undefined,
-      (e: Error) => {
-        if (!String(e.message).includes('BUSYGROUP')) throw e;
-      },
-    );
-    this.shards.set(shard, { running: false, again: false, claim: true, ready });
-    this.wake(shard);
-  }
-
-  detach(shard: number): void {
-    this.shards.delete(shard);
-  }
-
-  wake(shard: number): void {
-    const cur = this.shards.get(shard);
-    if (!cur || this.stopped) return;
-    if (cur.running) {
-      cur.again = true;
-      return;
-    }
-    void this.pump(shard, cur);
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.shards.clear();
-  }
-
-  private async pump(shard: number, cur: ShardCursor): Promise<void> {
-    cur.running = true;
-    const outbox = this.keys.shard('room', shard).outbox;
-    try {
-      await cur.ready;
-      do {
-        cur.again = false;
-        if (cur.claim) {
-          await this.claimAll(shard, outbox);
-          cur.claim = false;
-        }
-        // Own pending entries first (a failed apply earlier), then new ones.
-        for (const from of ['0', '>']) {
-          for (;;) {
-            if (this.shards.get(shard) !== cur) return;
-            const res = (await bufferCommand(this.redis, 'xreadgroupBuffer')('GROUP', MEMBERSHIP_INDEX_GROUP, this.consumer, 'COUNT', BATCH, 'STREAMS', outbox, from)) as [Buffer, [Buffer, Buffer[] | null][]][] | null;
-            const entries = res?.[0]?.[1] ?? [];
-            if (entries.length === 0) break;
-            await this.apply(shard, outbox, entries);
-            if (from === '0' && entries.length < BATCH) break;
-          }
-        }
-      } while (cur.again && this.shards.get(shard) === cur);
-    } catch (e) {
-      this.log.warn({ err: e, shard: `room:${shard}` }, 'membership index: outbox read failed; the next wake retries');
-    } finally {
-      cur.running = false;
-    }
   }
 
   /**
@@ -214,23 +132,8 @@ export class MembershipIndexReader implements ShardReader {
     else await this.redis.srem(this.keys.publicRooms(), roomId);
   }
 
-  /** Take over entries left pending by other consumers (the shard's previous holder). */
-  private async claimAll(shard: number, outbox: string): Promise<void> {
-    let cursor = '0-0';
-    do {
-      const res = (await bufferCommand(this.redis, 'xautoclaimBuffer')(outbox, MEMBERSHIP_INDEX_GROUP, this.consumer, 0, cursor, 'COUNT', BATCH)) as unknown as [Buffer, [Buffer, Buffer[] | null][], Buffer[]];
-      cursor = res[0].toString();
-      if (res[1].length) await this.apply(shard, outbox, res[1]);
-      const deleted = (res[2] ?? []).map((b) => b.toString());
-      if (deleted.length) await this.redis.xack(outbox, MEMBERSHIP_INDEX_GROUP, ...deleted);
-    } while (cursor !== '0-0');
-  }
-
-  private async apply(shard: number, outbox: string, entries: [Buffer, Buffer[] | null][]): Promise<void> {
-    const ids: string[] = [];
-    for (const [idBuf, fields] of entries) {
-      const id = idBuf.toString();
-      ids.push(id);
+  protected async apply(shard: number, entries: RawEntry[]): Promise<void> {
+    for (const [, fields] of entries) {
       const out = parseOutput(fields);
       if (!out) continue; // not a room output (or trimmed): nothing for this index
       if (!('event' in out)) {
@@ -241,7 +144,6 @@ export class MembershipIndexReader implements ShardReader {
       if (m) await this.index.record(m.userId, out.roomId, out.pos, m.membership);
       if (affectsDirectoryVisibility(out)) await this.updateDirectoryVisibility(shard, out.roomId);
     }
-    if (ids.length) await this.redis.xack(outbox, MEMBERSHIP_INDEX_GROUP, ...ids);
   }
 }
 

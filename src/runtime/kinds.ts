@@ -6,6 +6,7 @@ import { roomActor, type RoomConfig } from '../../actors/room';
 import { userActor } from '../../actors/user';
 import { toDeviceActor } from '../../actors/to-device';
 import { typingActor } from '../../actors/typing';
+import { presenceActor } from '../../actors/presence';
 import { receiptActor } from '../../actors/receipts';
 import { keyBackupActor } from '../../actors/key-backup';
 
@@ -14,7 +15,15 @@ import { keyBackupActor } from '../../actors/key-backup';
  * actors live in the room shards too (an alias hashes to one) and run with the room actors.
  */
 export function allActorKinds(room?: RoomConfig): ActorKind<any, any, any, any>[] {
-  const kinds: ActorKind<any, any, any, any>[] = [ledgerActor('user'), userActor(), toDeviceActor(), keyBackupActor(), typingActor(), receiptActor()];
+  const kinds: ActorKind<any, any, any, any>[] = [
+    ledgerActor('user'),
+    userActor(),
+    toDeviceActor(),
+    keyBackupActor(),
+    presenceActor(),
+    typingActor(),
+    receiptActor(),
+  ];
   if (room) kinds.push(roomActor(room), aliasActor());
   return kinds;
 }

@@ -211,6 +211,14 @@ export const userData = {
    * client has seen (src/sync/to-device.ts); the actor trims the acknowledged entries.
    */
   toDeviceInbox: (userId: string, deviceId: string) => `user:${userId}:todev:${deviceId}`,
+  /** The user's presence record (JSON PresenceRecord, actors/presence.ts); written by the presence actor. */
+  presence: (userId: string) => `user:${userId}:presence`,
+  /**
+   * Stream: what changed about the users this user shares a room with (and about themself):
+   * entries `k` = `d` (device list) or `p` (presence), `u` = that user. Written by the fan-out
+   * reader (src/readers/user-fanout.ts) on Redis's clock, read by /sync and /keys/changes.
+   */
+  feed: (userId: string) => `user:${userId}:feed`,
   /**
    * Hash: the user's live key backup versions (actors/key-backup.ts), version → JSON
    * `{algorithm, auth_data, etag, count}`. Deleted versions are removed; the current version is

@@ -53,8 +53,9 @@ async function say(s: Session, roomId: string, text: string): Promise<string> {
   return (await ok(s, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: text })).event_id as string;
 }
 
+/** Syncs stay "offline" unless a test asks otherwise, so presence does not wake the polls under test. */
 async function sync(s: Session, query: Record<string, string> = {}): Promise<Json> {
-  const qs = new URLSearchParams(query).toString();
+  const qs = new URLSearchParams({ set_presence: 'offline', ...query }).toString();
   return ok(s, 'GET', `/sync${qs ? `?${qs}` : ''}`);
 }
 

@@ -16,6 +16,7 @@ import { registerSyncRoutes } from './sync';
 import { registerToDeviceRoutes } from './to-device';
 import { registerEphemeralRoutes } from './ephemeral';
 import { registerRoomKeysRoutes } from './room-keys';
+import { registerPresenceRoutes } from './presence';
 import { MembershipIndex } from '../../readers/membership-index';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
@@ -33,5 +34,6 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerToDeviceRoutes(front, ctx);
   registerEphemeralRoutes(front, ctx);
   registerRoomKeysRoutes(front, ctx);
+  registerPresenceRoutes(front, ctx);
   registerSyncRoutes(front, ctx, new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user));
 }

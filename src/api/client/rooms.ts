@@ -20,6 +20,7 @@ import { serverOf } from '../../protocol/identifiers';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser, type Requester } from './auth';
 import type { ApiContext } from './context';
+import { presenceOnActivity } from './presence';
 import { AliasStore, currentPower, registerAliasRoutes, resolveRoomIdOrAlias } from './aliases';
 import { askUser } from './accounts-common';
 import { setDirectoryVisibility } from './directory';
@@ -149,6 +150,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const content = bodyObject(req);
     await requireKnownRoom(roomId);
     const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txnKey('send', user.userId, user.deviceId, req.params.txnId!));
+    presenceOnActivity(ctx, user.userId);
     return { body: { event_id: reply.event_id } };
   });
 

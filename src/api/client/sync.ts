@@ -50,10 +50,12 @@ import { membershipIndexData, roomData, userData } from '../../store/keys';
 import { isCluster } from '../../store/redis';
 import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { shardOf } from '../../runtime/shards';
-import { MembershipIndex, parseIndexed, type IndexedMembership } from '../../readers/membership-index';
+import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../../readers/membership-index';
 import { SyncNotifier, type SyncWaiter } from '../../sync/notify';
 import { encodeSyncToken, parseSyncToken } from '../../sync/token';
 import { ackToDevice, readToDevice } from '../../sync/to-device';
+import { joinedMembers, noLongerSharing, presenceEvents, readFeed, type FeedWindow } from '../../sync/device-lists';
+import { sharedRoomUsers } from '../../readers/user-fanout';
 import type { RoomOutput } from '../../../actors/room';
 import type { UserOutput } from '../../../actors/user';
 import type { TypingOutput } from '../../../actors/typing';
@@ -64,6 +66,8 @@ import { validateFilter } from './filter-validation';
 import { clientRoute, encodeToken, filterMatches, formatEvents, parseEventFilter, visibleEvents, type RoomEventFilter } from './room-common';
 import { paginate } from './room-reads';
 import { pushRulesContent } from './push-rules';
+import { presenceOnSync } from './presence';
+import type { PresenceState } from '../../../actors/presence';
 
 const PUSH_RULES_TYPE = 'm.push_rules';
 
@@ -100,6 +104,8 @@ export interface SyncFilter {
   rooms?: string[];
   notRooms: string[];
   includeLeave: boolean;
+  /** `presence`: which presence events to send (by type and sender). */
+  presence: RoomEventFilter;
   /** `room.ephemeral`: which of m.typing / m.receipt to send. */
   ephemeral: RoomEventFilter;
   /**
@@ -165,6 +171,7 @@ async function loadFilter(ctx: ApiContext, userId: string, raw: string | undefin
     notRooms: strings(room.not_rooms) ?? [],
     includeLeave: room.include_leave === true,
     ephemeral: eventFilterOf(room.ephemeral),
+    presence: eventFilterOf(f.presence),
     lazyLoadMembers: isJsonObject(room.state as JsonValue) && (room.state as JsonObject).lazy_load_members === true,
   };
 }
@@ -332,6 +339,8 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   // Incremental joined rooms: their shard outboxes' entries in [since, cut).
   const windowEvents = new Map<string, string[]>();
   const windowEphemeral = new Map<string, EphemeralOutput[]>();
+  /** Membership events in the windows (for device_lists). */
+  const memberChanges: { roomId: string; userId: string; membership: string }[] = [];
   const userOutputs: UserOutput[] = [];
   if (since !== null && !fullState) {
     const byShard = new Map<number, string[]>();
@@ -357,6 +366,8 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
           if (e.kind !== 'room') continue;
           const out = safeDecode<RoomOutput>(e.body);
           if (!out || !wanted.has(out.roomId) || typeof out.eventId !== 'string') continue;
+          const m = out.event ? membershipOf(out) : null;
+          if (m) memberChanges.push({ roomId: out.roomId, ...m });
           (windowEvents.get(out.roomId) ?? windowEvents.set(out.roomId, []).get(out.roomId)!).push(out.eventId);
         }
       }),
@@ -447,15 +458,58 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   accountData = accountData.filter((e) => typeAllowed(filter.accountData, String(e.type)));
 
   const toDevice = await toDeviceSection(ctx, user, since, p.sinceParts, cutMs);
+  const feed = await readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
+  const deviceLists = since === null ? null : await deviceListSection(ctx, index, user.userId, snap, since, feed, memberChanges, fullJoins, leaves);
+  const presence = ctx.config.presence.enabled ? (await presenceEvents(ctx, feed.presence, since === null)).filter((e) => filterMatches(filter.presence, e)) : [];
 
   const rooms: JsonObject = {};
   if (Object.keys(join).length) rooms.join = join;
   if (Object.keys(invite).length) rooms.invite = invite;
   if (Object.keys(leave).length) rooms.leave = leave;
-  const body: JsonObject = { next_batch: encodeSyncToken(cut, toDevice.parts), rooms, account_data: { events: accountData }, to_device: { events: toDevice.events } };
-  const empty = !rooms.join && !rooms.invite && !rooms.leave && accountData.length === 0 && toDevice.events.length === 0;
+  const body: JsonObject = { next_batch: encodeSyncToken(cut, toDevice.parts), rooms, account_data: { events: accountData }, to_device: { events: toDevice.events }, presence: { events: presence } };
+  if (deviceLists) body.device_lists = deviceLists as unknown as JsonObject;
+  const empty = !rooms.join && !rooms.invite && !rooms.leave && accountData.length === 0 && toDevice.events.length === 0 && presence.length === 0 && !deviceLists;
   const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite').map((r) => r.roomId);
   return { body, empty, listen };
+}
+
+// ---- device lists ----------------------------------------------------------------------------
+
+/**
+ * `device_lists` of an incremental sync (null when nothing changed): users sharing a room whose
+ * devices changed (the feed), who joined one of the user's rooms, or whose rooms the user joined;
+ * and users who no longer share any room after a leave (src/sync/device-lists.ts).
+ */
+async function deviceListSection(
+  ctx: ApiContext,
+  index: MembershipIndex,
+  userId: string,
+  snap: Snapshot,
+  since: number,
+  feed: FeedWindow,
+  memberChanges: { roomId: string; userId: string; membership: string }[],
+  fullJoins: string[],
+  leaves: string[],
+): Promise<{ changed?: string[]; left?: string[] } | null> {
+  const changed = new Set(feed.devices);
+  const leftCandidates = new Set<string>();
+  for (const c of memberChanges) {
+    if (c.userId === userId) continue;
+    if (c.membership === 'join') changed.add(c.userId);
+    else if (c.membership === 'leave' || c.membership === 'ban') leftCandidates.add(c.userId);
+  }
+  const newly = new Set(snap.rooms.filter((r) => r.writtenAt >= since).map((r) => r.roomId));
+  for (const roomId of fullJoins) if (newly.has(roomId)) for (const u of await joinedMembers(ctx, roomId)) changed.add(u);
+  for (const roomId of leaves) for (const u of await joinedMembers(ctx, roomId)) leftCandidates.add(u);
+  if (feed.gap) for (const u of await sharedRoomUsers(ctx.redis, ctx.keys, ctx.shardCounts, index, userId)) changed.add(u);
+  const myJoined = new Set(snap.rooms.filter((r) => r.membership === 'join').map((r) => r.roomId));
+  const left = await noLongerSharing(ctx, index, userId, myJoined, leftCandidates);
+  for (const u of left) changed.delete(u);
+  if (changed.size === 0 && left.length === 0) return null;
+  const out: { changed?: string[]; left?: string[] } = {};
+  if (changed.size) out.changed = [...changed].sort();
+  if (left.length) out.left = left.sort();
+  return out;
 }
 
 // ---- to-device -------------------------------------------------------------------------------
@@ -694,6 +748,7 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
     const setPresence = req.query.set_presence;
     if (setPresence !== undefined && !['online', 'offline', 'unavailable'].includes(setPresence)) throw errors.invalidParam('set_presence must be online, offline or unavailable');
     const filter = await loadFilter(ctx, user.userId, req.query.filter);
+    presenceOnSync(ctx, user.userId, setPresence as PresenceState | undefined, timeout);
     const params: Params = { since, sinceParts: sinceToken?.parts ?? {}, fullState, filter };
     // An initial or full-state sync answers at once; otherwise an empty answer waits.
     const waits = since !== null && !fullState && timeout > 0;

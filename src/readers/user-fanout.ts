@@ -1,0 +1,105 @@
+/**
+ * Fan-out of per-user changes to the users who can see them: device list changes (for
+ * `device_lists.changed` in /sync and `/keys/changes`) and presence changes (for `presence`).
+ *
+ * A consumer group (`user-fanout`) over the outboxes of the user shards a worker owns. For each
+ * entry that changes what others see of a user U — new or deleted devices (user actor),
+ * device/cross-signing key changes (device keys actor), presence changes (presence actor) — it
+ * finds U's watchers: U and every user joined to a room U is joined to (the membership index
+ * gives U's rooms, each room's member hash its members), and appends one entry to each watcher's
+ * feed stream (`userData.feed`, in the watcher's shard, id from Redis's clock) and wakes their
+ * /sync. So a change costs work proportional to the users who can see it, not to all rooms or all
+ * users (issue 7), and a sync reads only its own feed window: `[since, cut)` of one stream.
+ *
+ * Redelivery appends the same fact again, which readers treat as a set (a user listed as changed
+ * twice is listed once). Feeds keep their newest FEED_MAXLEN entries.
+ */
+import type { Logger } from 'pino';
+import { parseOutboxEntry } from '../runtime/envelope';
+import { shardOf, type Family } from '../runtime/shards';
+import { decode } from '../store/codec';
+import { roomData, userData, type KeySpace } from '../store/keys';
+import { isCluster, type RedisClient } from '../store/redis';
+import { encodeNotification } from '../sync/notify';
+import { MembershipIndex } from './membership-index';
+import { OutboxGroupReader, type RawEntry } from './outbox-reader';
+
+export const USER_FANOUT_GROUP = 'user-fanout';
+/** Entries a feed keeps (approximate trimming). */
+export const FEED_MAXLEN = 5000;
+/** Watchers woken per notification message. */
+const NOTIFY_CHUNK = 500;
+
+export type FeedKind = 'd' | 'p';
+
+/** What a user-shard output means for others, if anything. */
+export function fanoutOf(kind: string, out: unknown): { kind: FeedKind; userId: string; selfOnly: boolean } | null {
+  if (!out || typeof out !== 'object') return null;
+  const o = out as { type?: unknown; user_id?: unknown; self_only?: unknown };
+  if (typeof o.user_id !== 'string') return null;
+  if (kind === 'user' && o.type === 'device') return { kind: 'd', userId: o.user_id, selfOnly: false };
+  if (kind === 'keys' && o.type === 'device_list') return { kind: 'd', userId: o.user_id, selfOnly: o.self_only === true };
+  if (kind === 'presence' && o.type === 'presence') return { kind: 'p', userId: o.user_id, selfOnly: false };
+  return null;
+}
+
+/** Users joined to any room `userId` is joined to, and `userId`. */
+export async function sharedRoomUsers(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, index: MembershipIndex, userId: string): Promise<Set<string>> {
+  const users = new Set<string>([userId]);
+  const rooms = await index.rooms(userId, 'join');
+  const membersOf = (roomId: string) => redis.hgetall(keys.shard('room', shardOf(roomId, shardCounts.room)).data(roomData.members(roomId)));
+  for (let i = 0; i < rooms.length; i += 50) {
+    const batch = await Promise.all(rooms.slice(i, i + 50).map((r) => membersOf(r.roomId)));
+    for (const members of batch) for (const [u, m] of Object.entries(members)) if (m === 'join') users.add(u);
+  }
+  return users;
+}
+
+export class UserFanoutReader extends OutboxGroupReader {
+  private readonly index: MembershipIndex;
+
+  constructor(
+    redis: RedisClient,
+    keys: KeySpace,
+    private readonly shardCounts: Record<Family, number>,
+    consumer: string,
+    log: Logger,
+  ) {
+    super('user', USER_FANOUT_GROUP, redis, keys, consumer, log);
+    this.index = new MembershipIndex(redis, keys, shardCounts.user);
+  }
+
+  protected async apply(_shard: number, entries: RawEntry[]): Promise<void> {
+    for (const [, fields] of entries) {
+      const entry = parseOutboxEntry(fields);
+      if (!entry) continue;
+      let out: unknown;
+      try {
+        out = decode(entry.body);
+      } catch {
+        continue;
+      }
+      const f = fanoutOf(entry.kind, out);
+      if (!f) continue;
+      const watchers = f.selfOnly ? new Set([f.userId]) : await sharedRoomUsers(this.redis, this.keys, this.shardCounts, this.index, f.userId);
+      await this.append([...watchers], f.kind, f.userId);
+    }
+  }
+
+  private async append(watchers: string[], kind: FeedKind, subject: string): Promise<void> {
+    const feedKey = (u: string) => this.keys.shard('user', shardOf(u, this.shardCounts.user)).data(userData.feed(u));
+    if (isCluster(this.redis)) {
+      await Promise.all(watchers.map((u) => this.redis.xadd(feedKey(u), 'MAXLEN', '~', FEED_MAXLEN, '*', 'k', kind, 'u', subject)));
+    } else {
+      for (let i = 0; i < watchers.length; i += 1000) {
+        const p = this.redis.pipeline();
+        for (const u of watchers.slice(i, i + 1000)) p.xadd(feedKey(u), 'MAXLEN', '~', FEED_MAXLEN, '*', 'k', kind, 'u', subject);
+        const res = (await p.exec()) ?? [];
+        for (const [err] of res) if (err) throw err;
+      }
+    }
+    for (let i = 0; i < watchers.length; i += NOTIFY_CHUNK) {
+      await this.redis.publish(this.keys.syncNotify(), encodeNotification({ users: watchers.slice(i, i + NOTIFY_CHUNK) })).catch(() => undefined);
+    }
+  }
+}
