@@ -15,10 +15,10 @@
  * directory (`publicRooms`, from the flag each room actor owns, announced by its
  * `set_directory_visibility` entries).
  */
-import { parseOutboxEntry } from '../runtime/envelope';
+import type { OutboxEntry } from '../runtime/envelope';
 import type { Logger } from 'pino';
 import type { RoomDirectoryOutput, RoomOutput } from '../../actors/room';
-import { OutboxGroupReader, type RawEntry } from './outbox-reader';
+import { OutboxGroupReader } from './outbox-group-reader';
 import { shardOf } from '../runtime/shards';
 import { decode } from '../store/codec';
 import { MEMBERSHIP_INDEX_GROUP, membershipIndexData, roomData, type KeySpace } from '../store/keys';
@@ -91,7 +91,7 @@ export function membershipOf(out: RoomOutput): { userId: string; membership: str
 
 /**
  * Reads the outboxes of the room shards a worker owns with the `membership-index` consumer group
- * (the loop: src/readers/outbox-reader.ts). The index writes are idempotent, so an entry applied
+ * (the loop: src/readers/outbox-group-reader.ts). The index writes are idempotent, so an entry applied
  * twice (a crash between write and ack, two holders during a handoff) changes nothing.
  */
 export class MembershipIndexReader extends OutboxGroupReader {
@@ -132,9 +132,9 @@ export class MembershipIndexReader extends OutboxGroupReader {
     else await this.redis.srem(this.keys.publicRooms(), roomId);
   }
 
-  protected async apply(shard: number, entries: RawEntry[]): Promise<void> {
-    for (const [, fields] of entries) {
-      const out = parseOutput(fields);
+  protected async apply(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
+    for (const { entry } of entries) {
+      const out = parseOutput(entry);
       if (!out) continue; // not a room output (or trimmed): nothing for this index
       if (!('event' in out)) {
         await this.updatePublished(shard, out.roomId);
@@ -153,8 +153,7 @@ function affectsDirectoryVisibility(out: RoomOutput): boolean {
   return e.state_key === '' && (e.type === 'm.room.join_rules' || e.type === 'm.room.history_visibility');
 }
 
-function parseOutput(fields: Buffer[] | null): RoomOutput | RoomDirectoryOutput | null {
-  const entry = parseOutboxEntry(fields);
+function parseOutput(entry: OutboxEntry | null): RoomOutput | RoomDirectoryOutput | null {
   if (!entry || entry.kind !== 'room') return null;
   const body = entry.body;
   try {

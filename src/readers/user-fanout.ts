@@ -15,14 +15,14 @@
  * twice is listed once). Feeds keep their newest FEED_MAXLEN entries.
  */
 import type { Logger } from 'pino';
-import { parseOutboxEntry } from '../runtime/envelope';
+import type { OutboxEntry } from '../runtime/envelope';
 import { shardOf, type Family } from '../runtime/shards';
 import { decode } from '../store/codec';
 import { roomData, userData, type KeySpace } from '../store/keys';
 import { isCluster, type RedisClient } from '../store/redis';
 import { encodeNotification } from '../sync/notify';
 import { MembershipIndex } from './membership-index';
-import { OutboxGroupReader, type RawEntry } from './outbox-reader';
+import { OutboxGroupReader } from './outbox-group-reader';
 
 export const USER_FANOUT_GROUP = 'user-fanout';
 /** Entries a feed keeps (approximate trimming). */
@@ -69,9 +69,8 @@ export class UserFanoutReader extends OutboxGroupReader {
     this.index = new MembershipIndex(redis, keys, shardCounts.user);
   }
 
-  protected async apply(_shard: number, entries: RawEntry[]): Promise<void> {
-    for (const [, fields] of entries) {
-      const entry = parseOutboxEntry(fields);
+  protected async apply(_shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
+    for (const { entry } of entries) {
       if (!entry) continue;
       let out: unknown;
       try {
