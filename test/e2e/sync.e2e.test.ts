@@ -202,9 +202,10 @@ describe('GET /sync over raw HTTP', () => {
     const alice = await mint('s_alice4');
     const bob = await mint('s_bob4');
     const bobFirst = await sync(bob);
+    const bobSince = await settled(bob, bobFirst.next_batch);
     const roomId = await createRoom(alice, { name: 'Invite room', preset: 'private_chat' });
     // The invite wakes a waiting sync of bob's.
-    const polling = sync(bob, { since: bobFirst.next_batch, timeout: '10000' });
+    const polling = sync(bob, { since: bobSince, timeout: '10000' });
     await new Promise((r) => setTimeout(r, 50));
     expect((await call(alice, 'POST', `/rooms/${enc(roomId)}/invite`, { user_id: bob.userId })).status).toBe(200);
     const invited = await polling;
