@@ -6,6 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClientEvent, type MatrixEvent } from 'matrix-js-sdk';
 import { createClient } from './sdk';
 import { startTestServer, type TestServer } from './server-harness';
 import type { ApiContext } from '../../src/api/client/context';
@@ -169,6 +170,34 @@ describe('PUT /sendToDevice', () => {
     // Messages to the deleted device are dropped; `*` reaches only the devices left.
     expect((await sendToDevice(alice, 'm.x', txn(), { [carol1.userId]: { CAROL2: { late: 1 }, } })).status).toBe(200);
     expect(await server.redis.exists(key)).toBe(0);
+  });
+
+  it('matrix-js-sdk: one client sends, the other receives it through its sync loop, once and in order', async () => {
+    const dana = await register('dana', 'DANA1');
+    const sender = createClient({ baseUrl: server.baseUrl, accessToken: alice.token, userId: alice.userId, deviceId: alice.deviceId });
+    const receiver = createClient({ baseUrl: server.baseUrl, accessToken: dana.token, userId: dana.userId, deviceId: dana.deviceId });
+    const seen: number[] = [];
+    const all = new Promise<void>((resolve) => {
+      receiver.on(ClientEvent.ToDeviceEvent, (event: MatrixEvent) => {
+        if (event.getType() !== 'org.example.sdk.loop') return;
+        expect(event.getSender()).toBe(alice.userId);
+        seen.push(event.getContent().n as number);
+        if (seen.length === 3) resolve();
+      });
+    });
+    const prepared = new Promise<void>((resolve) => receiver.on(ClientEvent.Sync, (state) => state === 'PREPARED' && resolve()));
+    await receiver.startClient({ initialSyncLimit: 1 });
+    try {
+      await prepared;
+      for (const n of [1, 2, 3]) await sender.sendToDevice('org.example.sdk.loop', new Map([[dana.userId, new Map([['*', { n }]])]]));
+      await all;
+      // Later sync rounds do not deliver them again.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(seen).toEqual([1, 2, 3]);
+    } finally {
+      receiver.stopClient();
+      sender.stopClient();
+    }
   });
 
   it('matrix-js-sdk sendToDevice delivers', async () => {
