@@ -16,6 +16,7 @@ import { MembershipIndex } from '../readers/membership-index';
 import { sharedRoomUsers } from '../readers/user-fanout';
 import { offlineRecord, presenceContent, type PresenceRecord } from '../../actors/presence';
 import type { ApiContext } from '../api/client/context';
+import { lostSince } from './outbox-cache';
 
 export interface FeedWindow {
   /** Users whose device lists changed. */
@@ -36,16 +37,9 @@ export async function readFeed(ctx: ApiContext, userId: string, sinceMs: number 
   const out: FeedWindow = { devices: new Set(), presence: new Set(), gap: false };
   if (sinceMs !== null && sinceMs >= cutMs) return out;
   if (sinceMs !== null) {
-    try {
-      const info = (await ctx.redis.xinfo('STREAM', key)) as unknown[];
-      for (let i = 0; i + 1 < info.length; i += 2) {
-        if (info[i] !== 'max-deleted-entry-id') continue;
-        const deleted = String(info[i + 1]);
-        if (deleted !== '0-0' && Number(deleted.split('-')[0]) >= sinceMs) out.gap = true;
-      }
-    } catch {
-      return out; // no feed yet: nothing changed
-    }
+    const lost = await lostSince(ctx.redis, key, sinceMs);
+    if (lost === 'missing') return out; // no feed yet: nothing changed
+    out.gap = lost;
   }
   const rows = (await ctx.redis.xrange(key, sinceMs === null ? '-' : `${sinceMs}-0`, `(${cutMs}-0`)) as [string, string[]][];
   for (const [, f] of rows) {

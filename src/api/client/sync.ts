@@ -51,7 +51,8 @@ import { isCluster } from '../../store/redis';
 import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { shardOf } from '../../runtime/shards';
 import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../../readers/membership-index';
-import { SyncNotifier, type SyncWaiter } from '../../sync/notify';
+import { SYNC_OUTBOX_RETENTION_MS, SyncNotifier, type SyncWaiter } from '../../sync/notify';
+import { OutboxWindowCache, decodedBody } from '../../sync/outbox-cache';
 import { encodeSyncToken, parseSyncToken } from '../../sync/token';
 import { ackToDevice, readToDevice } from '../../sync/to-device';
 import { joinedMembers, noLongerSharing, presenceEvents, readFeed, type FeedWindow } from '../../sync/device-lists';
@@ -263,26 +264,6 @@ async function eventAtOrBefore(ctx: ApiContext, roomId: string, pos: number): Pr
 // ---- outbox windows --------------------------------------------------------------------------
 
 
-/**
- * Entries of one outbox with ids in [since, cut) (both in ms), or null when the outbox no longer holds all of
- * them (trimmed at or after `since`) or holds too many to read: the caller answers a gap.
- */
-async function readWindow(ctx: ApiContext, stream: string, since: number, cut: number): Promise<OutboxEntry[] | null> {
-  if (since >= cut) return [];
-  let maxDeleted = '0-0';
-  try {
-    const info = (await ctx.redis.xinfo('STREAM', stream)) as unknown[];
-    for (let i = 0; i + 1 < info.length; i += 2) if (info[i] === 'max-deleted-entry-id') maxDeleted = String(info[i + 1]);
-  } catch {
-    return []; // no such stream: nothing was ever appended
-  }
-  const deletedMs = Number(maxDeleted.split('-')[0]);
-  if (deletedMs >= since && maxDeleted !== '0-0') return null;
-  const rows = (await ctx.redis.xrangeBuffer(stream, `${since}-0`, `(${cut}-0`, 'COUNT', MAX_WINDOW_ENTRIES)) as [Buffer, Buffer[]][];
-  if (rows.length >= MAX_WINDOW_ENTRIES) return null;
-  return parseEntries(rows);
-}
-
 function parseEntries(rows: [Buffer, Buffer[]][]): OutboxEntry[] {
   const out: OutboxEntry[] = [];
   for (const [, fields] of rows) {
@@ -310,6 +291,8 @@ interface Computed {
 }
 
 interface Params {
+  /** The front's shared outbox window cache. */
+  windows: OutboxWindowCache;
   since: number | null;
   /** The since token's stream parts (src/sync/token.ts): `t` = last to-device entry given. */
   sinceParts: Record<string, string>;
@@ -350,7 +333,7 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
     }
     await Promise.all(
       [...byShard].map(async ([shard, roomIds]) => {
-        const entries = await readWindow(ctx, ctx.keys.shard('room', shard).outbox, sinceMs, cutMs);
+        const entries = await p.windows.window(ctx.keys.shard('room', shard).outbox, sinceMs, cutMs);
         if (entries === null) {
           fullJoins.push(...roomIds); // a gap: answered in full, `limited`
           return;
@@ -359,12 +342,12 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
         for (const e of entries) {
           if (e.kind === 'typing' || e.kind === 'receipt') {
             if (!wanted.has(e.actorId)) continue;
-            const out = safeDecode<EphemeralOutput>(e.body);
+            const out = decodedBody<EphemeralOutput>(e);
             if (out) (windowEphemeral.get(e.actorId) ?? windowEphemeral.set(e.actorId, []).get(e.actorId)!).push(out);
             continue;
           }
           if (e.kind !== 'room') continue;
-          const out = safeDecode<RoomOutput>(e.body);
+          const out = decodedBody<RoomOutput>(e);
           if (!out || !wanted.has(out.roomId) || typeof out.eventId !== 'string') continue;
           const m = out.event ? membershipOf(out) : null;
           if (m) memberChanges.push({ roomId: out.roomId, ...m });
@@ -372,10 +355,10 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
         }
       }),
     );
-    const mine = await readWindow(ctx, ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).outbox, sinceMs, cutMs);
+    const mine = await p.windows.window(ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).outbox, sinceMs, cutMs);
     for (const e of mine ?? []) {
       if (e.kind !== 'user') continue;
-      const out = safeDecode<UserOutput>(e.body);
+      const out = decodedBody<UserOutput>(e);
       if (out && out.type === 'account_data' && out.user_id === user.userId) userOutputs.push(out);
     }
   }
@@ -737,6 +720,7 @@ async function summary(ctx: ApiContext, roomId: string, userId: string): Promise
 
 export function registerSyncRoutes(front: Front, ctx: ApiContext, index: MembershipIndex): void {
   const notifier = new SyncNotifier(ctx.redis, ctx.keys);
+  const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES });
   ctx.closers?.push(() => notifier.close());
 
   clientRoute(front, 'GET', '/sync', async (req: Request) => {
@@ -749,7 +733,7 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
     if (setPresence !== undefined && !['online', 'offline', 'unavailable'].includes(setPresence)) throw errors.invalidParam('set_presence must be online, offline or unavailable');
     const filter = await loadFilter(ctx, user.userId, req.query.filter);
     presenceOnSync(ctx, user.userId, setPresence as PresenceState | undefined, timeout);
-    const params: Params = { since, sinceParts: sinceToken?.parts ?? {}, fullState, filter };
+    const params: Params = { windows, since, sinceParts: sinceToken?.parts ?? {}, fullState, filter };
     // An initial or full-state sync answers at once; otherwise an empty answer waits.
     const waits = since !== null && !fullState && timeout > 0;
     let waiter: SyncWaiter | null = null;

@@ -1,0 +1,211 @@
+/**
+ * A front's shared read cache of shard outbox windows for /sync.
+ *
+ * When a message lands in a room with a thousand members, a thousand long-polls wake at once and
+ * each reads the same room shard's outbox window — nearly the same ids, a thousand XRANGEs of the
+ * same entries and a thousand msgpack decodes of each. This cache keeps, per outbox stream, the
+ * entries with ids from `baseMs` up to `knownMs` (exclusive), complete: the first sync that reads
+ * a stream loads its window from Redis (with the trimming check), later ones extend the cached
+ * range with one XRANGE for the part past `knownMs` (concurrent extensions share one request),
+ * and every window inside the range is answered from memory. Decoded outputs are kept with the
+ * entries, so each entry is decoded once per front.
+ *
+ * Complete means complete: a sync's cut comes from Redis TIME taken before its reads, and every
+ * entry with an id below the cut's millisecond exists by then (src/api/client/sync.ts), so once a
+ * range [base, known) has been read it never gains entries. Trimming in Redis does not matter for
+ * a range already held. The range's start moves up as entries age past `retentionMs` or the
+ * stream holds more than `maxEntries`; a `since` before the start falls back to Redis.
+ */
+import { parseOutboxEntry, type OutboxEntry } from '../runtime/envelope';
+import { decode } from '../store/codec';
+import type { RedisClient } from '../store/redis';
+
+export interface CachedEntry extends OutboxEntry {
+  /** Entry id's millisecond part. */
+  ms: number;
+  /** The decoded body (undefined until first asked; null when it does not decode). */
+  decoded?: unknown;
+}
+
+interface StreamCache {
+  entries: CachedEntry[];
+  baseMs: number;
+  knownMs: number;
+  extending: { toMs: number; done: Promise<void> } | null;
+  usedAt: number;
+}
+
+export interface OutboxCacheOptions {
+  /** Entries older than this (ms) leave the cache. */
+  retentionMs: number;
+  /** Entries kept per stream at most. */
+  maxEntries: number;
+  /** Streams kept at most (least recently used go first). */
+  maxStreams: number;
+  /** A window with this many entries or more is answered as a gap (null). */
+  maxWindow: number;
+}
+
+export function decodedBody<T>(e: CachedEntry | OutboxEntry): T | null {
+  const c = e as CachedEntry;
+  if (c.decoded === undefined) {
+    try {
+      c.decoded = decode(e.body);
+    } catch {
+      c.decoded = null;
+    }
+  }
+  return c.decoded as T | null;
+}
+
+function parseRows(rows: [Buffer, Buffer[]][]): CachedEntry[] {
+  const out: CachedEntry[] = [];
+  for (const [id, fields] of rows) {
+    const e = parseOutboxEntry(fields);
+    if (e) out.push({ ...e, ms: Number(id.toString().split('-')[0]) });
+  }
+  return out;
+}
+
+/** First index whose ms is >= ms. */
+function lowerBound(entries: CachedEntry[], ms: number): number {
+  let lo = 0;
+  let hi = entries.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (entries[mid]!.ms < ms) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+export class OutboxWindowCache {
+  private readonly streams = new Map<string, StreamCache>();
+  /** Figures for tests and status: windows answered from memory / read from Redis. */
+  hits = 0;
+  misses = 0;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly o: OutboxCacheOptions,
+  ) {}
+
+  /**
+   * Entries with ids in [sinceMs, cutMs), or null when Redis no longer holds all of them
+   * (trimmed at or after `sinceMs`) or there are too many: the caller answers a gap.
+   */
+  async window(stream: string, sinceMs: number, cutMs: number): Promise<CachedEntry[] | null> {
+    if (sinceMs >= cutMs) return [];
+    let c = this.streams.get(stream);
+    if (c && sinceMs >= c.baseMs) {
+      while (c.knownMs < cutMs) await this.extend(c, stream, cutMs);
+      c.usedAt = Date.now();
+      this.streams.delete(stream); // keep the map in use order (for LRU eviction)
+      this.streams.set(stream, c);
+      this.hits++;
+      return this.slice(c, sinceMs, cutMs);
+    }
+    this.misses++;
+    const loaded = await this.readFromRedis(stream, sinceMs, cutMs);
+    if (loaded === null) return null;
+    // A window cut short by COUNT is not complete: answer the gap, cache nothing.
+    if (loaded.length >= this.o.maxWindow) return null;
+    // Start (or extend back) the cached range with what was just read, when the two touch.
+    const now = Date.now();
+    if (!c || c.knownMs <= cutMs) {
+      this.store(stream, { entries: loaded, baseMs: sinceMs, knownMs: cutMs, extending: null, usedAt: now });
+    } else if (cutMs >= c.baseMs && !c.extending) {
+      const rest = c.entries.slice(lowerBound(c.entries, cutMs));
+      this.store(stream, { entries: [...loaded, ...rest], baseMs: sinceMs, knownMs: c.knownMs, extending: null, usedAt: now });
+    }
+    return loaded;
+  }
+
+  private slice(c: StreamCache, sinceMs: number, cutMs: number): CachedEntry[] | null {
+    const from = lowerBound(c.entries, sinceMs);
+    const to = lowerBound(c.entries, cutMs);
+    if (to - from >= this.o.maxWindow) return null;
+    return c.entries.slice(from, to);
+  }
+
+  private extend(c: StreamCache, stream: string, cutMs: number): Promise<void> {
+    if (c.extending && c.extending.toMs >= cutMs) return c.extending.done;
+    if (c.extending) return c.extending.done; // wait for the one in flight, then look again
+    const fromMs = c.knownMs;
+    const done = (async () => {
+      try {
+        const rows = (await this.redis.xrangeBuffer(stream, `${fromMs}-0`, `(${cutMs}-0`)) as [Buffer, Buffer[]][];
+        const added = parseRows(rows);
+        if (c.knownMs === fromMs) {
+          c.entries.push(...added);
+          c.knownMs = cutMs;
+          this.trim(c);
+        }
+      } finally {
+        c.extending = null;
+      }
+    })();
+    c.extending = { toMs: cutMs, done };
+    return done;
+  }
+
+  private trim(c: StreamCache): void {
+    const oldest = Date.now() - this.o.retentionMs;
+    let drop = 0;
+    if (c.entries.length > this.o.maxEntries) drop = c.entries.length - Math.floor(this.o.maxEntries / 2);
+    drop = Math.max(drop, lowerBound(c.entries, oldest));
+    if (drop > 0) {
+      c.baseMs = Math.max(c.baseMs, c.entries[drop - 1]!.ms + 1);
+      c.entries.splice(0, drop);
+    }
+    if (oldest > c.baseMs) c.baseMs = Math.min(oldest, c.knownMs);
+  }
+
+  private store(stream: string, c: StreamCache): void {
+    this.streams.delete(stream);
+    this.streams.set(stream, c);
+    while (this.streams.size > this.o.maxStreams) {
+      const first = this.streams.keys().next().value as string;
+      this.streams.delete(first);
+    }
+  }
+
+  /** The direct read: trimming check, then XRANGE of the window. */
+  private async readFromRedis(stream: string, sinceMs: number, cutMs: number): Promise<CachedEntry[] | null> {
+    const lost = await lostSince(this.redis, stream, sinceMs);
+    if (lost === 'missing') return []; // no such stream: nothing was ever appended
+    if (lost) return null;
+    const rows = (await this.redis.xrangeBuffer(stream, `${sinceMs}-0`, `(${cutMs}-0`, 'COUNT', this.o.maxWindow)) as [Buffer, Buffer[]][];
+    return parseRows(rows);
+  }
+}
+
+/**
+ * Whether a stream may have lost entries with ids at or after `sinceMs` (`missing`: no stream).
+ * XTRIM does not move `max-deleted-entry-id` (Redis 7.0 moves it for XDEL only), so trimming is
+ * seen from the counts: fewer entries than were ever added means the oldest ones went, all of
+ * them below the first entry still there. Conservative: when the first remaining entry is after
+ * `<sinceMs>-0`, the window may have lost some, and the caller answers a gap.
+ */
+export async function lostSince(redis: RedisClient, stream: string, sinceMs: number): Promise<boolean | 'missing'> {
+  let info: unknown[];
+  try {
+    info = (await redis.xinfo('STREAM', stream)) as unknown[];
+  } catch {
+    return 'missing';
+  }
+  const f: Record<string, unknown> = {};
+  for (let i = 0; i + 1 < info.length; i += 2) f[String(info[i])] = info[i + 1];
+  const ms = (id: unknown) => Number(String(id ?? '0-0').split('-')[0]);
+  const maxDeleted = String(f['max-deleted-entry-id'] ?? '0-0');
+  if (maxDeleted !== '0-0' && ms(maxDeleted) >= sinceMs) return true;
+  const length = Number(f.length ?? 0);
+  const added = Number(f['entries-added'] ?? length);
+  if (added <= length) return false;
+  // Everything trimmed lies below the first entry left: nothing at or after `<sinceMs>-0` was lost
+  // only when that first entry is `<sinceMs>-0` itself or earlier.
+  const first = f['first-entry'] as [unknown, unknown] | null | undefined;
+  const firstId = String(first ? first[0] : f['last-generated-id']);
+  const firstMs = ms(firstId);
+  return firstMs > sinceMs || (firstMs === sinceMs && firstId !== `${sinceMs}-0`);
+}
