@@ -51,7 +51,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     log,
     notify: workerSyncNotify(workerRedis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(workerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log),
+    readers: allReaders(workerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName }),
   });
   await worker.start();
   const front = await startFront(config, redis, keys, log, 'main');

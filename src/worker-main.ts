@@ -33,7 +33,7 @@ async function main(): Promise<void> {
     onStopRequested: () => void shutdown(),
     notify: workerSyncNotify(redis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(redis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log),
+    readers: allReaders(redis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName }),
   });
   const shutdown = onShutdown(async () => {
     log.info({ worker: workerId }, 'stopping');

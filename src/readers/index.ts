@@ -7,11 +7,13 @@ import type { RedisClient } from '../store/redis';
 import { MembershipIndexReader } from './membership-index';
 import { DeactivationReader } from './deactivation';
 import { UserFanoutReader } from './user-fanout';
+import { PushEvaluatorReader } from './push-evaluator';
 
-export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger): ShardReader[] {
+export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger, server: { serverName: string }): ShardReader[] {
   return [
     new MembershipIndexReader(redis, keys, shardCounts.user, workerId, log),
     new DeactivationReader(redis, keys, shardCounts, workerId, log),
     new UserFanoutReader(redis, keys, shardCounts, workerId, log),
+    new PushEvaluatorReader(redis, keys, shardCounts, server.serverName, workerId, log),
   ];
 }

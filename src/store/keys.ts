@@ -232,6 +232,33 @@ export const userData = {
 };
 
 /**
+ * What the push evaluator reader (src/readers/push-evaluator.ts) records for a user, relative to
+ * the USER's shard, so a user's unread counts for all their rooms are read from one shard
+ * (src/sync/unread-counts.ts). Written only by that reader (push-record-1.lua and plain removals
+ * for redactions); entries at or below the user's read receipts are trimmed as new ones come.
+ */
+export const pushData = {
+  /** Sorted set: notifying main-timeline events of a room not yet read (event id, scored by timeline position). */
+  unread: (userId: string, roomId: string) => `user:${userId}:pn:${roomId}`,
+  /** Sorted set: the highlighting subset of `unread`. */
+  unreadHighlight: (userId: string, roomId: string) => `user:${userId}:ph:${roomId}`,
+  /**
+   * Sorted set: notifying events in threads of a room not yet read, member
+   * `<n|h>\0<thread root id>\0<event id>` (h: highlight), scored by timeline position.
+   */
+  unreadThreads: (userId: string, roomId: string) => `user:${userId}:pt:${roomId}`,
+  /** Sorted set: the user's latest notifications (`GET /notifications`), member `<room id>\0<event id>`, scored by when the event reached the room's outbox (push-evaluator.ts `listScore`). */
+  notifications: (userId: string) => `user:${userId}:notifs`,
+  /** Sorted set: the highlighting subset of `notifications` (`only=highlight`). */
+  highlights: (userId: string) => `user:${userId}:notifs:hl`,
+  /** Hash: `notifications` member → JSON { pos, thread (root id or null), actions, ts }. */
+  notificationData: (userId: string) => `user:${userId}:notifd`,
+};
+
+/** The consumer group the push evaluator reads room outboxes with. */
+export const PUSH_EVALUATOR_GROUP = 'push-evaluator';
+
+/**
  * A local room alias, relative to the room-family shard the alias hashes to
  * (`shard('room', shardOf(alias))`): msgpack { r: room id, c: creator user id }. Written by the
  * alias's actor (actors/alias.ts); fronts read it to resolve the alias.

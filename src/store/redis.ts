@@ -25,6 +25,7 @@ const SCRIPTS = {
   trimStream: 'trim-stream-1.lua',
   membershipIndex: 'membership-index-1.lua',
   timersFire: 'timers-fire-1.lua',
+  pushRecord: 'push-record-1.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 

@@ -53,7 +53,7 @@ export async function startTestServer(opts: { workers?: number; configure?: (c: 
     const w = new Worker({
       redis: workerRedis, keys, workerId: `w${i + 1}`, shardCounts: shardCountsFor(config),
       kinds: allActorKinds({ serverName: config.serverName, signingKey }), leaseTtlMs: config.lease.ttlMs, renewMs: config.lease.renewMs, log, pollMs: 500,
-      readers: allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log),
+      readers: allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName }),
       notify: workerSyncNotify(workerRedis, keys), outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
     });
     await w.start();

@@ -17,6 +17,7 @@ import { registerToDeviceRoutes } from './to-device';
 import { registerEphemeralRoutes } from './ephemeral';
 import { registerRoomKeysRoutes } from './room-keys';
 import { registerPresenceRoutes } from './presence';
+import { registerNotificationRoutes } from './notifications';
 import { MembershipIndex } from '../../readers/membership-index';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
@@ -35,5 +36,6 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerEphemeralRoutes(front, ctx);
   registerRoomKeysRoutes(front, ctx);
   registerPresenceRoutes(front, ctx);
+  registerNotificationRoutes(front, ctx);
   registerSyncRoutes(front, ctx, new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user));
 }

@@ -1,0 +1,147 @@
+/**
+ * Push rule evaluation cost (prints figures; not a test).
+ *
+ * (a) The pure evaluator: one event evaluated for every member of a 1,000-member room, each with
+ *     the server-default rules (compiled once, as the reader caches them): µs per event and per
+ *     member, for the kinds of event a big room sees.
+ * (b) The push evaluator reader on a real redis-server (managed, AOF `appendfsync always`, as in
+ *     production): a room of 1,000 local joined members is laid out in Redis as the room actor
+ *     stores it, N events are appended to its shard's outbox as the room actor appends them, and
+ *     the reader consumes them: events/s and ms per event, for messages that notify everyone
+ *     (`.m.rule.message`: every member's count goes up) and for edits (that notify no one).
+ *
+ *   node --import tsx scripts/bench-push.ts [--members 1000] [--events 200]
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { compilePushRules, evaluatePushRules, type CompiledPushRules } from '../src/protocol/push-evaluator';
+import { mergePushRules } from '../src/protocol/push-rules';
+import type { JsonObject } from '../src/protocol/json';
+import { stateKeyOf } from '../src/protocol/pdu';
+import { PushEvaluatorReader } from '../src/readers/push-evaluator';
+import { startManagedRedis } from '../src/runtime/managed-redis';
+import { shardOf } from '../src/runtime/shards';
+import { encode } from '../src/store/codec';
+import { KeySpace, PUSH_EVALUATOR_GROUP, pushData, roomData } from '../src/store/keys';
+import { connectRedis } from '../src/store/redis';
+
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const MEMBERS = arg('members', 1000);
+const EVENTS = arg('events', 200);
+const SERVER = 'bench.local';
+const ROOM = `!bigroom:${SERVER}`;
+const users = Array.from({ length: MEMBERS }, (_, i) => `@u${i}:${SERVER}`);
+const sender = users[0]!;
+
+const round = (n: number, d = 1) => Math.round(n * 10 ** d) / 10 ** d;
+
+function events(): Record<string, JsonObject> {
+  const base = { room_id: ROOM, sender, origin_server_ts: Date.now() };
+  const msg = (content: JsonObject): JsonObject => ({ ...base, type: 'm.room.message', content: { msgtype: 'm.text', ...content } });
+  return {
+    'plain message': msg({ body: 'hello everyone, lunch at noon?' }),
+    'message mentioning 1 user': msg({ body: 'u7: see this', 'm.mentions': { user_ids: [users[7]!] } }),
+    'edit': msg({ body: '* fixed', 'm.new_content': { msgtype: 'm.text', body: 'fixed' }, 'm.relates_to': { rel_type: 'm.replace', event_id: '$x' } }),
+    'reaction': { ...base, type: 'm.reaction', content: { 'm.relates_to': { rel_type: 'm.annotation', event_id: '$x', key: '👍' } } },
+    'encrypted': { ...base, type: 'm.room.encrypted', content: { algorithm: 'm.megolm.v1.aes-sha2', ciphertext: 'AwgAEn…' } },
+  };
+}
+
+function benchPure(): void {
+  const t0 = performance.now();
+  const rules = new Map<string, CompiledPushRules>(users.map((u) => [u, compilePushRules(mergePushRules(u, null))]));
+  const compileMs = performance.now() - t0;
+  console.log(`(a) pure evaluator, ${MEMBERS} members with the default rules (compiling all rulesets: ${round(compileMs)} ms, once)`);
+  for (const [name, event] of Object.entries(events())) {
+    const run = () => {
+      let n = 0;
+      for (const u of users) {
+        const r = evaluatePushRules(rules.get(u)!, event, { userId: u, roomMemberCount: MEMBERS, displayName: () => null, senderHasNotificationPermission: () => false });
+        if (r?.notify) n++;
+      }
+      return n;
+    };
+    for (let i = 0; i < 20; i++) run(); // warm up
+    const reps = 200;
+    const s = performance.now();
+    let notified = 0;
+    for (let i = 0; i < reps; i++) notified = run();
+    const perEvent = (performance.now() - s) / reps;
+    console.log(`    ${name.padEnd(28)} ${round(perEvent * 1000, 0)} µs per event (${round((perEvent * 1e6) / MEMBERS, 2)} µs per member), notifies ${notified}`);
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function benchReader(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'axon-bench-push-'));
+  const managed = await startManagedRedis({ dir: join(dir, 'redis'), port: await freePort() });
+  const redis = connectRedis({ url: managed.url });
+  const keys = new KeySpace('bp:');
+  const shardCounts = { room: 64, user: 64 };
+  const shard = shardOf(ROOM, shardCounts.room);
+  const k = keys.shard('room', shard);
+  try {
+    // The room as the room actor stores it: create and power levels events, members, state, timeline.
+    const create: JsonObject = { type: 'm.room.create', state_key: '', sender, room_id: ROOM, content: { room_version: '10', creator: sender } };
+    const pl: JsonObject = { type: 'm.room.power_levels', state_key: '', sender, room_id: ROOM, content: { users: { [sender]: 100 } } };
+    const stored = (raw: JsonObject, p: number) => encode({ j: JSON.stringify(raw), p, d: p, sb: 0, sa: 0 });
+    await redis.set(k.data(roomData.event('$create')), stored(create, 1));
+    await redis.set(k.data(roomData.event('$pl')), stored(pl, 2));
+    await redis.hset(k.data(roomData.state(ROOM)), stateKeyOf('m.room.create', ''), '$create', stateKeyOf('m.room.power_levels', ''), '$pl');
+    for (let i = 0; i < users.length; i += 500) await redis.hset(k.data(roomData.members(ROOM)), ...users.slice(i, i + 500).flatMap((u) => [u, 'join']));
+    await redis.zadd(k.data(roomData.timeline(ROOM)), 2, '$pl');
+
+    const reader = new PushEvaluatorReader(redis, keys, { ...shardCounts }, SERVER, 'bench', pino({ level: 'silent' }));
+    let pos = 2;
+    const run = async (name: string, event: JsonObject): Promise<void> => {
+      for (let i = 0; i < EVENTS; i++) {
+        pos++;
+        const eventId = `$ev${pos}`;
+        await redis.xadd(k.outbox, '*', 'a', ROOM, 'k', 'room', 'b', encode({ roomId: ROOM, eventId, pos, event: { ...event, event_id: eventId } }));
+      }
+      const last = (await redis.xrevrange(k.outbox, '+', '-', 'COUNT', 1))[0]![0];
+      const s = performance.now();
+      reader.attach(shard);
+      reader.wake(shard);
+      for (;;) {
+        const groups = (await redis.xinfo('GROUPS', k.outbox)) as unknown[][];
+        const g = groups.map((a) => ({ name: String(a[1]), pending: Number(a[5]), last: String(a[7]) })).find((x) => x.name === PUSH_EVALUATOR_GROUP);
+        if (g && g.pending === 0 && g.last === last) break;
+        await new Promise((r) => setTimeout(r, 5));
+        reader.wake(shard);
+      }
+      const ms = performance.now() - s;
+      const counted = await redis.zcard(keys.shard('user', shardOf(users[1]!, shardCounts.user)).data(pushData.unread(users[1]!, ROOM)));
+      console.log(`    ${name.padEnd(28)} ${EVENTS} events in ${round(ms, 0)} ms: ${round((EVENTS * 1000) / ms, 0)} events/s, ${round(ms / EVENTS, 2)} ms per event (u1's unread count now ${counted})`);
+    };
+    console.log(`(b) push evaluator reader, one room of ${MEMBERS} local members, redis-server with appendfsync always`);
+    const ev = events();
+    await run('warm-up (plain messages)', ev['plain message']!);
+    await run('edit (notifies no one)', ev['edit']!);
+    await run('plain message (notifies all)', ev['plain message']!);
+    await run('mention of 1 user', ev['message mentioning 1 user']!);
+    await reader.stop();
+  } finally {
+    redis.disconnect();
+    await managed.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+benchPure();
+await benchReader();

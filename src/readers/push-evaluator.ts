@@ -1,0 +1,451 @@
+/**
+ * The push evaluator: a consumer group on the room outboxes that evaluates every new timeline
+ * event against the push rules of the room's joined local members (the sender excepted) and
+ * records, per user, the events that notify them (src/store/keys.ts `pushData`): the unread
+ * counts `/sync` reports (src/sync/unread-counts.ts) and the list `GET /notifications` serves.
+ *
+ * Cost is proportional to the room's local members, as in Synapse's bulk push rule evaluator:
+ * per room the reader keeps the members, the member count, the create and power levels events
+ * (loaded once, then moved forward by the state events it reads in the outbox); per user it keeps
+ * the compiled ruleset, dropped when the user's data changes (the /sync wake-up channel names the
+ * user after every commit of their user actor, push rule changes included) and after a minute at
+ * most. An event then costs one in-memory walk over each member's rules; only the users it
+ * notifies cost Redis work (their receipts, one script call each).
+ *
+ * Only events in the room's timeline reach the outbox (rejected, soft-failed and outlier events
+ * never do). The room actor has no backfill yet: when it gets one, backfilled events must be
+ * marked on their output entries and skipped here, as Synapse does not notify for them.
+ *
+ * Idempotent: recording is keyed by event (push-record-1.lua), the list's score is the outbox
+ * entry's own time, so a redelivered entry changes nothing. The receipt actor's entries on the
+ * same outboxes trim what a new receipt covers.
+ */
+import type { Logger } from 'pino';
+import type { Redis } from 'ioredis';
+import type { RoomOutput, StoredEvent } from '../../actors/room';
+import type { ReceiptOutput } from '../../actors/receipts';
+import { serverNameOf } from '../protocol/event-hashing';
+import { isJsonObject, type JsonObject } from '../protocol/json';
+import { stateKeyOf, toPdu, type Pdu, type StateLookup } from '../protocol/pdu';
+import { notificationLevel, userPowerLevel } from '../protocol/power-levels';
+import { compilePushRules, evaluatePushRules, relatedEventOf, threadRootOf, type CompiledPushRules, type PushEvaluation } from '../protocol/push-evaluator';
+import { mergePushRules, type StoredPushRules } from '../protocol/push-rules';
+import { requireRoomVersion, type RoomVersion } from '../protocol/room-versions';
+import type { OutboxEntry } from '../runtime/envelope';
+import { shardOf, type Family } from '../runtime/shards';
+import { decode } from '../store/codec';
+import { PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData, type KeySpace } from '../store/keys';
+import { runScript, subscriberClient, type RedisClient } from '../store/redis';
+import { decodeNotification, encodeNotification } from '../sync/notify';
+import { OutboxGroupReader } from './outbox-group-reader';
+import { readFields, readPositions } from '../store/read-receipts';
+
+/** How many notifications `GET /notifications` keeps per user (the oldest go first). */
+export const NOTIFICATIONS_KEPT = 1000;
+/** A room's cached members and power levels are reloaded after this long (state resolution of federated events can change state without an event of that key in the outbox). */
+const ROOM_CACHE_TTL_MS = 5 * 60_000;
+const ROOM_CACHE_MAX = 5_000;
+/** Rulesets are dropped on the user's wake-ups; this bounds staleness if one is lost. */
+const RULES_TTL_MS = 60_000;
+const RULES_CACHE_MAX = 100_000;
+
+/** The `/notifications` list member of an event. */
+export function notificationMember(roomId: string, eventId: string): string {
+  return `${roomId}\0${eventId}`;
+}
+
+/** What the list keeps per notification (`pushData.notificationData`). */
+export interface NotificationDetails {
+  pos: number;
+  thread: string | null;
+  actions: PushEvaluation['actions'];
+  highlight: boolean;
+  ts: number;
+}
+
+interface RoomCache {
+  version: RoomVersion;
+  /** Timeline position the loaded state was current at; outbox entries at or below it are already in it. */
+  loadedPos: number;
+  loadedAt: number;
+  members: Map<string, string>;
+  joined: number;
+  localJoined: Set<string>;
+  create?: Pdu;
+  powerLevels?: Pdu;
+  /** Display names of members, loaded when some member's rules need one. */
+  names: Map<string, string | null>;
+}
+
+export class PushEvaluatorReader extends OutboxGroupReader {
+  private readonly rooms = new Map<string, RoomCache>();
+  private readonly rules = new Map<string, { rules: CompiledPushRules; at: number }>();
+  private sub: Redis | null = null;
+  private halted = false;
+  /** Shards attached now (entries read for a shard let go are not applied). */
+  private readonly held = new Set<number>();
+
+  constructor(
+    redis: RedisClient,
+    keys: KeySpace,
+    private readonly shardCounts: Record<Family, number>,
+    private readonly serverName: string,
+    consumer: string,
+    log: Logger,
+  ) {
+    super('room', PUSH_EVALUATOR_GROUP, redis, keys, consumer, log);
+  }
+
+  override attach(shard: number): void {
+    if (this.halted) return;
+    this.held.add(shard);
+    this.listen();
+    super.attach(shard);
+  }
+
+  override detach(shard: number): void {
+    this.held.delete(shard);
+    super.detach(shard);
+  }
+
+  override async stop(): Promise<void> {
+    this.halted = true;
+    this.held.clear();
+    await super.stop();
+    const sub = this.sub;
+    this.sub = null;
+    if (sub) sub.disconnect();
+  }
+
+  /** Drop the cached rulesets of users whose data changed (the /sync wake-up channel). */
+  private listen(): void {
+    if (this.sub || this.halted) return;
+    const sub = subscriberClient(this.redis);
+    this.sub = sub;
+    const channel = this.keys.syncNotify();
+    sub.on('message', (ch: string, msg: string) => {
+      if (ch !== channel) return;
+      const n = decodeNotification(msg);
+      for (const u of n?.users ?? []) this.rules.delete(u);
+    });
+    sub.subscribe(channel).catch((e: Error) => this.log.warn({ err: e }, 'push evaluator: subscribe failed; rulesets expire after a minute instead'));
+  }
+
+  /** Forget cached room data and rulesets (tests; an operator's reload). */
+  clearCaches(): void {
+    this.rooms.clear();
+    this.rules.clear();
+  }
+
+  private userKey(userId: string, name: string): string {
+    return this.keys.shard('user', shardOf(userId, this.shardCounts.user)).data(name);
+  }
+
+  private roomKey(shard: number, name: string): string {
+    return this.keys.shard('room', shard).data(name);
+  }
+
+  protected async apply(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
+    for (const { id, entry } of entries) {
+      // Let go meanwhile: leave the rest pending for the new holder.
+      if (!this.held.has(shard)) throw new Error(`push evaluator: room shard ${shard} was let go`);
+      const receipt = parseReceiptOutput(entry);
+      if (receipt) {
+        if (this.isLocal(receipt.user_id)) await this.trimRead(shard, receipt.room_id, receipt.user_id, receipt.thread_id);
+        continue;
+      }
+      const out = parseRoomOutput(entry);
+      if (!out) continue;
+      const [ms, seq] = id.split('-');
+      await this.applyOutput(shard, out, Number(ms), listScore(Number(ms), Number(seq)));
+    }
+  }
+
+  private async applyOutput(shard: number, out: RoomOutput, entryMs: number, score: number): Promise<void> {
+    const room = await this.room(shard, out.roomId);
+    if (!room) return;
+    if (out.pos > room.loadedPos) this.moveState(room, out);
+    if (out.redacted) await this.forgetRedacted(shard, room, out.roomId, out.redacted);
+    await this.evaluate(shard, room, out, entryMs, score);
+  }
+
+  /** Evaluate the event for every joined local member but the sender; record those it notifies. */
+  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number): Promise<void> {
+    const event = out.event;
+    const sender = typeof event.sender === 'string' ? event.sender : '';
+    const users = [...room.localJoined].filter((u) => u !== sender);
+    // An invite notifies the invitee, who is not joined (.m.rule.invite_for_me).
+    if (event.type === 'm.room.member' && typeof event.state_key === 'string' && isJsonObject(event.content) && event.content.membership === 'invite') {
+      const invitee = event.state_key;
+      if (invitee !== sender && this.isLocal(invitee) && !room.localJoined.has(invitee)) users.push(invitee);
+    }
+    if (users.length === 0) return;
+    const rulesets = await this.rulesets(users);
+    const needNames = users.filter((u) => rulesets.get(u)!.usesDisplayName && !room.names.has(u));
+    if (needNames.length) await this.loadNames(shard, out.roomId, room, needNames);
+
+    const lookup = roomLookup(room);
+    const senderLevel = userPowerLevel(sender, lookup, room.version);
+    const levels = new Map<string, number>();
+    const permitted = (key: string) => {
+      let level = levels.get(key);
+      if (level === undefined) levels.set(key, (level = notificationLevel(key, lookup, room.version)));
+      return senderLevel >= level;
+    };
+    const notified: { userId: string; result: PushEvaluation }[] = [];
+    for (const userId of users) {
+      const result = evaluatePushRules(rulesets.get(userId)!, event, {
+        userId,
+        roomMemberCount: room.joined,
+        displayName: () => room.names.get(userId) ?? null,
+        senderHasNotificationPermission: permitted,
+      });
+      if (result?.notify) notified.push({ userId, result });
+    }
+    if (notified.length === 0) return;
+
+    const thread = await this.threadOf(shard, event);
+    const receipts = this.roomKey(shard, roomData.receipts(out.roomId));
+    await Promise.all(
+      notified.map(async ({ userId, result }) => {
+        const read = readPositions(await this.redis.hmget(receipts, ...readFields(userId, thread)), thread);
+        const member = notificationMember(out.roomId, out.eventId);
+        const details: NotificationDetails = { pos: out.pos, thread, actions: result.actions, highlight: result.highlight, ts: entryMs };
+        await runScript(
+          this.redis,
+          'pushRecord',
+          [
+            this.userKey(userId, pushData.unread(userId, out.roomId)),
+            this.userKey(userId, pushData.unreadHighlight(userId, out.roomId)),
+            this.userKey(userId, pushData.unreadThreads(userId, out.roomId)),
+            this.userKey(userId, pushData.notifications(userId)),
+            this.userKey(userId, pushData.highlights(userId)),
+            this.userKey(userId, pushData.notificationData(userId)),
+            this.userKey(userId, membershipIndexData.rooms(userId)),
+          ],
+          [out.pos, out.eventId, thread ?? '', result.highlight ? '1' : '0', member, score, JSON.stringify(details), read.main, read.unthreaded, read.thread, NOTIFICATIONS_KEPT, out.roomId],
+        );
+      }),
+    );
+    // /sync answers computed on the event's own wake-up may have missed these counts: wake the users again.
+    await this.redis.publish(this.keys.syncNotify(), encodeNotification({ users: notified.map((n) => n.userId) })).catch(() => undefined);
+  }
+
+  /**
+   * The thread an event is in: its own `m.thread` relation, or — for an edit, reaction or
+   * reference — the thread of the event it relates to (threaded read receipts); null: main timeline.
+   */
+  private async threadOf(shard: number, event: JsonObject): Promise<string | null> {
+    const root = threadRootOf(event);
+    if (root) return root;
+    const parent = relatedEventOf(event);
+    if (!parent) return null;
+    const blob = await this.redis.getBuffer(this.roomKey(shard, roomData.event(parent)));
+    if (!blob) return null;
+    try {
+      return threadRootOf(JSON.parse(decode<StoredEvent>(blob).j) as JsonObject);
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * A read receipt moved: drop what it covers from the user's unread records (the counts already
+   * exclude it — they compare with the receipts — this keeps the records small).
+   */
+  private async trimRead(shard: number, roomId: string, userId: string, threadId: string | undefined): Promise<void> {
+    const thread = threadId && threadId !== 'main' ? threadId : null;
+    const read = readPositions(await this.redis.hmget(this.roomKey(shard, roomData.receipts(roomId)), ...readFields(userId, thread)), thread);
+    const threads = this.userKey(userId, pushData.unreadThreads(userId, roomId));
+    const work: Promise<unknown>[] = [];
+    if (read.main > 0) {
+      work.push(this.redis.zremrangebyscore(this.userKey(userId, pushData.unread(userId, roomId)), '-inf', read.main));
+      work.push(this.redis.zremrangebyscore(this.userKey(userId, pushData.unreadHighlight(userId, roomId)), '-inf', read.main));
+    }
+    if (read.unthreaded > 0) work.push(this.redis.zremrangebyscore(threads, '-inf', read.unthreaded));
+    await Promise.all(work);
+    if (thread && read.thread > read.unthreaded) {
+      const covered = (await this.redis.zrangebyscore(threads, '-inf', read.thread)).filter((m) => m.slice(1, thread.length + 3) === `\0${thread}\0`);
+      if (covered.length) await this.redis.zrem(threads, ...covered);
+    }
+  }
+
+  /** A redacted event no longer counts: remove it from every local member's records. */
+  private async forgetRedacted(shard: number, room: RoomCache, roomId: string, eventId: string): Promise<void> {
+    const blob = await this.redis.getBuffer(this.roomKey(shard, roomData.event(eventId)));
+    const pos = blob ? decode<StoredEvent>(blob).p : 0;
+    if (!pos) return;
+    const member = notificationMember(roomId, eventId);
+    await Promise.all(
+      [...room.localJoined].map((u) =>
+        Promise.all([
+          this.redis.zremrangebyscore(this.userKey(u, pushData.unread(u, roomId)), pos, pos),
+          this.redis.zremrangebyscore(this.userKey(u, pushData.unreadHighlight(u, roomId)), pos, pos),
+          this.redis.zremrangebyscore(this.userKey(u, pushData.unreadThreads(u, roomId)), pos, pos),
+          this.redis.zrem(this.userKey(u, pushData.notifications(u)), member),
+          this.redis.zrem(this.userKey(u, pushData.highlights(u)), member),
+          this.redis.hdel(this.userKey(u, pushData.notificationData(u)), member),
+        ]),
+      ),
+    );
+  }
+
+  private isLocal(userId: string): boolean {
+    return serverNameOf(userId) === this.serverName;
+  }
+
+  // ---- caches ----
+
+  /** The compiled rulesets of some users, loading the ones not cached in one batch. */
+  private async rulesets(users: string[]): Promise<Map<string, CompiledPushRules>> {
+    const now = Date.now();
+    const out = new Map<string, CompiledPushRules>();
+    const missing: string[] = [];
+    for (const u of users) {
+      const c = this.rules.get(u);
+      if (c && now - c.at < RULES_TTL_MS) out.set(u, c.rules);
+      else missing.push(u);
+    }
+    if (missing.length) {
+      const raw = await Promise.all(missing.map((u) => this.redis.get(this.userKey(u, userData.pushRules(u)))));
+      missing.forEach((u, i) => {
+        let stored: StoredPushRules | null = null;
+        try {
+          stored = raw[i] ? (JSON.parse(raw[i]!) as StoredPushRules) : null;
+        } catch {
+          stored = null;
+        }
+        const rules = compilePushRules(mergePushRules(u, stored));
+        if (this.rules.size >= RULES_CACHE_MAX) this.rules.delete(this.rules.keys().next().value!);
+        this.rules.set(u, { rules, at: now });
+        out.set(u, rules);
+      });
+    }
+    return out;
+  }
+
+  /** The room's members and power levels: cached, or loaded as of the room's latest position. */
+  private async room(shard: number, roomId: string): Promise<RoomCache | null> {
+    const cached = this.rooms.get(roomId);
+    if (cached && Date.now() - cached.loadedAt < ROOM_CACHE_TTL_MS) return cached;
+    // Members, state ids and the latest position in one transaction: a consistent cut.
+    const res = await this.redis
+      .multi()
+      .hgetall(this.roomKey(shard, roomData.members(roomId)))
+      .zrevrange(this.roomKey(shard, roomData.timeline(roomId)), 0, 0, 'WITHSCORES')
+      .hmget(this.roomKey(shard, roomData.state(roomId)), stateKeyOf('m.room.create', ''), stateKeyOf('m.room.power_levels', ''))
+      .exec();
+    if (!res || res.some(([err]) => err)) throw new Error(`push evaluator: could not load room ${roomId}`);
+    const members = res[0]![1] as Record<string, string>;
+    const latest = res[1]![1] as string[];
+    const [createId, plId] = res[2]![1] as (string | null)[];
+    if (!createId) return null;
+    const [createBlob, plBlob] = await Promise.all([this.redis.getBuffer(this.roomKey(shard, roomData.event(createId))), plId ? this.redis.getBuffer(this.roomKey(shard, roomData.event(plId))) : Promise.resolve(null)]);
+    if (!createBlob) return null;
+    const createRaw = JSON.parse(decode<StoredEvent>(createBlob).j) as JsonObject;
+    const content = isJsonObject(createRaw.content) ? createRaw.content : {};
+    let version: RoomVersion;
+    try {
+      version = requireRoomVersion(typeof content.room_version === 'string' ? content.room_version : '1');
+    } catch {
+      return null;
+    }
+    const room: RoomCache = {
+      version,
+      loadedPos: latest.length >= 2 ? Number(latest[1]) : 0,
+      loadedAt: Date.now(),
+      members: new Map(Object.entries(members)),
+      joined: 0,
+      localJoined: new Set(),
+      create: toPdu(createRaw, version, createId),
+      powerLevels: plBlob && plId ? toPdu(JSON.parse(decode<StoredEvent>(plBlob).j) as JsonObject, version, plId) : undefined,
+      names: new Map(),
+    };
+    for (const [u, m] of room.members) if (m === 'join') this.joinedAdd(room, u);
+    if (this.rooms.size >= ROOM_CACHE_MAX) this.rooms.delete(this.rooms.keys().next().value!);
+    this.rooms.delete(roomId);
+    this.rooms.set(roomId, room);
+    return room;
+  }
+
+  private joinedAdd(room: RoomCache, userId: string): void {
+    room.joined++;
+    if (this.isLocal(userId)) room.localJoined.add(userId);
+  }
+
+  /** Move the cached state forward by an event the loaded state did not include yet. */
+  private moveState(room: RoomCache, out: RoomOutput): void {
+    const e = out.event;
+    if (typeof e.state_key !== 'string') return;
+    if (e.type === 'm.room.member') {
+      const membership = isJsonObject(e.content) && typeof e.content.membership === 'string' ? e.content.membership : null;
+      const user = e.state_key;
+      const was = room.members.get(user);
+      if (was === 'join') {
+        room.joined--;
+        room.localJoined.delete(user);
+      }
+      if (membership) room.members.set(user, membership);
+      else room.members.delete(user);
+      if (membership === 'join') this.joinedAdd(room, user);
+      room.names.delete(user);
+    } else if (e.type === 'm.room.power_levels' && e.state_key === '') {
+      room.powerLevels = toPdu(e, room.version, out.eventId);
+    }
+  }
+
+  /** Display names of members from their current member events. */
+  private async loadNames(shard: number, roomId: string, room: RoomCache, users: string[]): Promise<void> {
+    const ids = await this.redis.hmget(this.roomKey(shard, roomData.state(roomId)), ...users.map((u) => stateKeyOf('m.room.member', u)));
+    const blobs = await Promise.all(ids.map((id) => (id ? this.redis.getBuffer(this.roomKey(shard, roomData.event(id))) : Promise.resolve(null))));
+    users.forEach((u, i) => {
+      let name: string | null = null;
+      const blob = blobs[i];
+      if (blob) {
+        const content = (JSON.parse(decode<StoredEvent>(blob).j) as JsonObject).content;
+        if (isJsonObject(content) && typeof content.displayname === 'string') name = content.displayname;
+      }
+      room.names.set(u, name);
+    });
+  }
+}
+
+function roomLookup(room: RoomCache): StateLookup {
+  return {
+    get: (type, key) => {
+      if (key !== '') return undefined;
+      if (type === 'm.room.create') return room.create;
+      if (type === 'm.room.power_levels') return room.powerLevels;
+      return undefined;
+    },
+  };
+}
+
+/**
+ * The `/notifications` order of an outbox entry: its time, then its sequence number within that
+ * millisecond (entries of one shard keep their order; up to 1,000 per millisecond), exact in a double.
+ */
+export function listScore(ms: number, seq: number): number {
+  return ms * 1000 + Math.min(seq, 999);
+}
+
+function parseReceiptOutput(entry: OutboxEntry | null): ReceiptOutput | null {
+  if (!entry || entry.kind !== 'receipt') return null;
+  try {
+    const out = decode<ReceiptOutput>(entry.body);
+    return out && out.type === 'receipt' && typeof out.room_id === 'string' && typeof out.user_id === 'string' ? out : null;
+  } catch {
+    return null;
+  }
+}
+
+function parseRoomOutput(entry: OutboxEntry | null): RoomOutput | null {
+  if (!entry || entry.kind !== 'room') return null;
+  try {
+    const out = decode<RoomOutput>(entry.body);
+    if (!out || typeof out.roomId !== 'string' || typeof out.pos !== 'number' || !isJsonObject(out.event) || typeof out.eventId !== 'string') return null;
+    return out;
+  } catch {
+    return null;
+  }
+}

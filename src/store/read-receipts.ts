@@ -1,0 +1,38 @@
+/**
+ * How far a user has read a room, from the room's receipts hash (src/store/keys.ts
+ * `roomData.receipts`, written by the receipt actor, actors/receipts.ts): field `<receipt type>\0<thread id, '' for
+ * unthreaded>\0<user id>`, value JSON `{"event_id", "ts", "pos"}` with `pos` the event's timeline
+ * position. Shared by the push evaluator (trimming what was read) and unread counts.
+ */
+
+import { RECEIPT_TYPES, receiptField } from '../../actors/receipts';
+
+export { receiptField };
+
+/** The receipt types that mark events read for notification counts. */
+export const READ_RECEIPT_TYPES = RECEIPT_TYPES;
+
+/** The position of a stored receipt (JSON `{event_id, ts, pos}`), 0 when there is none. */
+export function receiptPos(value: string | null | undefined): number {
+  if (!value) return 0;
+  try {
+    const v = JSON.parse(value) as { pos?: unknown };
+    return typeof v.pos === 'number' && Number.isFinite(v.pos) ? v.pos : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** The receipt fields that say how far a user has read a room's main timeline and, optionally, one thread. */
+export function readFields(userId: string, thread: string | null): string[] {
+  const threads = ['', 'main', ...(thread ? [thread] : [])];
+  return threads.flatMap((t) => READ_RECEIPT_TYPES.map((type) => receiptField(type, t, userId)));
+}
+
+/** Read positions from the values of `readFields` (same order): unthreaded, main timeline, the thread. */
+export function readPositions(values: (string | null)[], thread: string | null): { unthreaded: number; main: number; thread: number } {
+  const pos = values.map(receiptPos);
+  const unthreaded = Math.max(pos[0] ?? 0, pos[1] ?? 0);
+  const main = Math.max(unthreaded, pos[2] ?? 0, pos[3] ?? 0);
+  return { unthreaded, main, thread: thread ? Math.max(unthreaded, pos[4] ?? 0, pos[5] ?? 0) : main };
+}

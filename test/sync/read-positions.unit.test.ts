@@ -1,0 +1,33 @@
+import { describe, expect, it } from 'vitest';
+import { readFields, readPositions, receiptPos } from '../../src/store/read-receipts';
+import { listScore } from '../../src/readers/push-evaluator';
+
+const U = '@u:example.org';
+const r = (pos: number) => JSON.stringify({ event_id: `$e${pos}`, ts: 1, pos });
+
+describe('read positions from receipts', () => {
+  it('asks for unthreaded, main and the thread’s receipts, public and private', () => {
+    expect(readFields(U, null)).toEqual([`m.read\0\0${U}`, `m.read.private\0\0${U}`, `m.read\0main\0${U}`, `m.read.private\0main\0${U}`]);
+    expect(readFields(U, '$root').slice(4)).toEqual([`m.read\0$root\0${U}`, `m.read.private\0$root\0${U}`]);
+  });
+
+  it('takes the later of public and private; unthreaded covers main and threads', () => {
+    expect(readPositions([r(5), r(7), null, null], null)).toEqual({ unthreaded: 7, main: 7, thread: 7 });
+    expect(readPositions([r(5), null, r(9), r(3)], null)).toEqual({ unthreaded: 5, main: 9, thread: 9 });
+    expect(readPositions([r(5), null, r(9), null, r(6), r(8)], '$t')).toEqual({ unthreaded: 5, main: 9, thread: 8 });
+    expect(readPositions([r(10), null, null, null, r(6), null], '$t')).toEqual({ unthreaded: 10, main: 10, thread: 10 });
+    expect(readPositions([null, null, null, null], null)).toEqual({ unthreaded: 0, main: 0, thread: 0 });
+  });
+
+  it('reads nothing from malformed values', () => {
+    expect(receiptPos('not json')).toBe(0);
+    expect(receiptPos('{"pos":"3"}')).toBe(0);
+    expect(receiptPos(null)).toBe(0);
+  });
+
+  it('orders the notification list by outbox entry id, exactly', () => {
+    expect(listScore(1_763_000_000_000, 0)).toBeLessThan(listScore(1_763_000_000_000, 1));
+    expect(listScore(1_763_000_000_000, 999)).toBeLessThan(listScore(1_763_000_000_001, 0));
+    expect(Number.isSafeInteger(listScore(4_000_000_000_000, 999))).toBe(true);
+  });
+});
