@@ -29,13 +29,16 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
-export async function startTestServer(opts: { workers?: number; configure?: (c: AxonConfig) => void } = {}): Promise<TestServer> {
+export async function startTestServer(opts: { workers?: number; cluster?: boolean; configure?: (c: AxonConfig) => void } = {}): Promise<TestServer> {
   const port = await freePort();
   const config = defaultConfig(mkdtempSync(join(tmpdir(), 'axon-e2e-')));
   config.serverName = 'localhost';
   config.clientPort = port;
   config.publicBaseUrl = `http://127.0.0.1:${port}`;
-  config.redis = { ...config.redis, mode: 'url', url: inject('redisUrl'), keyPrefix: `e2e${randomBytes(4).toString('hex')}:` };
+  config.redis = opts.cluster
+    ? { ...config.redis, mode: 'cluster', clusterNodes: inject('redisClusterNodes').map((n) => `${n.host}:${n.port}`), keyPrefix: `e2e${randomBytes(4).toString('hex')}:` }
+    : { ...config.redis, mode: 'url', url: inject('redisUrl'), keyPrefix: `e2e${randomBytes(4).toString('hex')}:` };
+  const target = opts.cluster ? { clusterNodes: inject('redisClusterNodes') } : { url: config.redis.url };
   config.shards = { rooms: 16, users: 16 };
   config.lease = { ttlMs: 3000, renewMs: 500 };
   config.logLevel = (process.env.AXON_TEST_LOG as AxonConfig['logLevel']) ?? 'silent';
@@ -49,7 +52,7 @@ export async function startTestServer(opts: { workers?: number; configure?: (c: 
   const keys = new KeySpace(config.redis.keyPrefix);
   const workers: Worker[] = [];
   for (let i = 0; i < (opts.workers ?? 2); i++) {
-    const workerRedis = connectRedis({ url: config.redis.url });
+    const workerRedis = connectRedis(target);
     const w = new Worker({
       redis: workerRedis, keys, workerId: `w${i + 1}`, shardCounts: shardCountsFor(config),
       kinds: allActorKinds({ serverName: config.serverName, signingKey }), leaseTtlMs: config.lease.ttlMs, renewMs: config.lease.renewMs, log, pollMs: 500,
@@ -59,7 +62,7 @@ export async function startTestServer(opts: { workers?: number; configure?: (c: 
     await w.start();
     workers.push(w);
   }
-  const redis = connectRedis({ url: config.redis.url });
+  const redis = connectRedis(target);
   const front: RunningFront = await startFront(config, redis, [signingKey], log, `f-${randomBytes(3).toString('hex')}`);
   return {
     baseUrl: `http://127.0.0.1:${front.port}`,

@@ -11,11 +11,12 @@
  * many shards there are (DESIGN rule 9). Entries of the cut's own millisecond committed before
  * `TIME` belong to the next window, so rooms given in full leave them out too (`takeSnapshot`).
  *
- * Single Redis only: on a Redis Cluster the nodes' clocks differ, so one cut from one node does
- * not bound the entries of streams on the others; a cluster deployment needs per-node cuts in the
- * token (a cut per node, taken from the node holding each stream). Until then, sync on a Redis
- * Cluster takes its cut from whichever node answers `TIME`, and entries of another node whose
- * clock is behind may be missed or, ahead, repeated.
+ * On a Redis Cluster the nodes' clocks differ: the cut is the earliest of the master nodes' TIME
+ * (`clusterCut`). No node gives an entry an id below its own clock, so every id below the earliest
+ * clock exists everywhere once all have answered; each entry is still in exactly one window, and
+ * one on a node whose clock runs ahead is delivered once the others' clocks pass it. The token
+ * stays one number. (The membership index stamps entries with its own node's clock; a skew of a
+ * few ms can make a newly joined room come incrementally instead of in full, or in full twice.)
  *
  * **Membership.** The user's rooms come from the membership index (src/readers/membership-index.ts),
  * which records, with each entry, the Redis TIME (µs) at which it wrote it. Rooms written at or after
@@ -48,6 +49,7 @@ import { stateKeyOf } from '../../protocol/pdu';
 import { decode } from '../../store/codec';
 import { membershipIndexData, roomData, userData } from '../../store/keys';
 import { isCluster } from '../../store/redis';
+import type { Cluster } from 'ioredis';
 import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { shardOf } from '../../runtime/shards';
 import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../../readers/membership-index';
@@ -215,7 +217,7 @@ async function takeSnapshot(ctx: ApiContext, index: MembershipIndex, userId: str
     times = res[2]![1] as Record<string, string>;
     topRows = res.slice(3).map(([, v]) => v as string[]);
   } else {
-    time = (await ctx.redis.time()) as unknown as [string, string];
+    time = await clusterCut(ctx.redis as Cluster);
     [raw, times] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId)))]);
     topRows = await Promise.all(guess.map((r) => ctx.redis.zrevrange(timelineKey(r), 0, 0, 'WITHSCORES')));
   }
@@ -226,8 +228,10 @@ async function takeSnapshot(ctx: ApiContext, index: MembershipIndex, userId: str
     const row = topRows[i] ?? [];
     if (row.length >= 2) tops.set(r, Number(row[1]));
   });
-  // Events committed in the cut's own millisecond before TIME have outbox ids `<cutMs>-n`, which
-  // the next window [cutMs, …) delivers: leave them out here, so no event comes twice.
+  // Events whose outbox ids are at or after the cut belong to the next window [cutMs, …): leave
+  // them out here, so no event comes twice. On one Redis those are only the cut's own millisecond
+  // (committed before TIME answered); on a cluster, a node whose clock is ahead of the cut's may
+  // have committed more of them before its room's top was read.
   const byShard = new Map<number, Set<string>>();
   for (const r of tops.keys()) {
     const s = shardOf(r, ctx.shardCounts.room);
@@ -235,7 +239,7 @@ async function takeSnapshot(ctx: ApiContext, index: MembershipIndex, userId: str
   }
   await Promise.all(
     [...byShard].map(async ([shard, rooms]) => {
-      const rows = (await ctx.redis.xrangeBuffer(ctx.keys.shard('room', shard).outbox, `${cutMs}-0`, `${cutMs}-18446744073709551615`)) as [Buffer, Buffer[]][];
+      const rows = (await ctx.redis.xrangeBuffer(ctx.keys.shard('room', shard).outbox, `${cutMs}-0`, isCluster(ctx.redis) ? '+' : `${cutMs}-18446744073709551615`)) as [Buffer, Buffer[]][];
       for (const e of parseEntries(rows)) {
         const out = e.kind === 'room' ? safeDecode<RoomOutput>(e.body) : null;
         if (!out || !rooms.has(out.roomId) || typeof out.pos !== 'number') continue;
@@ -245,6 +249,22 @@ async function takeSnapshot(ctx: ApiContext, index: MembershipIndex, userId: str
     }),
   );
   return { cut, cutMs, rooms: parseIndexed(raw, times), tops };
+}
+
+/**
+ * The cut on a Redis Cluster: the earliest of the master nodes' clocks. Every stream's entry ids
+ * come from the clock of the node holding it, and a node never gives an id below its own clock's
+ * reading, so once each node has answered TIME, every entry with an id below the smallest answer
+ * exists — on every node. Windows [since, cut) therefore still cover each entry exactly once;
+ * an entry on a node whose clock runs ahead waits for the others' clocks to pass it (the skew,
+ * normally a few ms). The token stays one number.
+ */
+async function clusterCut(cluster: Cluster): Promise<[string, string]> {
+  const masters = cluster.nodes('master');
+  const times = (await Promise.all(masters.map((n) => n.time()))) as unknown as [string, string][];
+  let best = times[0]!;
+  for (const t of times) if (Number(t[0]) * 1e6 + Number(t[1]) < Number(best[0]) * 1e6 + Number(best[1])) best = t;
+  return best;
 }
 
 /** The newest timeline position now (for rooms that turned out to need the full treatment late). */
