@@ -1,6 +1,7 @@
 /** Every actor kind a worker runs. New kinds (user, ephemeral) are registered here. */
 import type { ActorKind } from './actor';
 import { aliasActor } from '../../actors/alias';
+import { deviceKeysActor } from '../../actors/device-keys';
 import { ledgerActor } from '../../actors/ledger';
 import { roomActor, type RoomConfig } from '../../actors/room';
 import { userActor } from '../../actors/user';
@@ -23,6 +24,7 @@ export function allActorKinds(room?: RoomConfig): ActorKind<any, any, any, any>[
     presenceActor(),
     typingActor(),
     receiptActor(),
+    deviceKeysActor(),
   ];
   if (room) kinds.push(roomActor(room), aliasActor());
   return kinds;

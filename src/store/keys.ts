@@ -259,6 +259,32 @@ export const pushData = {
 export const PUSH_EVALUATOR_GROUP = 'push-evaluator';
 
 /**
+ * A user's end-to-end encryption keys, relative to the user's shard. Written by the keys actor
+ * (actors/device-keys.ts); fronts read them for /keys/query, /sync counts and cross-signing checks.
+ * Algorithms never contain ':' (key ids are `<algorithm>:<id>`), so names stay unambiguous.
+ */
+export const e2eKeyData = {
+  /** Hash: device id → the device's identity keys as uploaded (canonical JSON, without `unsigned`). */
+  deviceKeys: (userId: string) => `e2e:${userId}:dk`,
+  /** Hash: `<algorithm>:<key id>` → one-time key (canonical JSON) of one device. */
+  oneTimeKeys: (userId: string, deviceId: string) => `e2e:${userId}:otk:${deviceId}`,
+  /** Sorted set: one device's unclaimed one-time key ids of one algorithm, scored by upload batch (claims take the oldest). */
+  oneTimeKeyQueue: (userId: string, algorithm: string, deviceId: string) => `e2e:${userId}:otkq:${algorithm}:${deviceId}`,
+  /** Hash: algorithm → number of unclaimed one-time keys of one device (`one_time_key_counts`, sync). */
+  oneTimeKeyCounts: (userId: string, deviceId: string) => `e2e:${userId}:otkn:${deviceId}`,
+  /** Hash: algorithm → JSON FallbackKeyRecord (actors/device-keys.ts) of one device. */
+  fallbackKeys: (userId: string, deviceId: string) => `e2e:${userId}:fb:${deviceId}`,
+  /** Hash: `master` / `self_signing` / `user_signing` → the cross-signing key as uploaded (canonical JSON). */
+  crossSigningKeys: (userId: string) => `e2e:${userId}:xs`,
+  /**
+   * Hash: signatures made by `signer` (and uploaded through /keys/signatures/upload) of keys of
+   * `target`: field `<target key: device id or cross-signing public key>\0<signing key id>` →
+   * signature. Lives on the signer's shard: the signer's actor writes it.
+   */
+  signatures: (signer: string, target: string) => `e2e:${signer}:sig:${target}`,
+};
+
+/**
  * A local room alias, relative to the room-family shard the alias hashes to
  * (`shard('room', shardOf(alias))`): msgpack { r: room id, c: creator user id }. Written by the
  * alias's actor (actors/alias.ts); fronts read it to resolve the alias.

@@ -15,6 +15,7 @@ import type { ApiContext } from './context';
 import { dummyHash, hashPassword, verifyPassword } from './passwords';
 import { checkPasswordStage, identifiedUser, requireUia } from './uia';
 import { pruneDeviceInboxes } from './to-device';
+import { forgetDeviceKeys } from './keys';
 
 const MAX_PASSWORD_LENGTH = 512;
 const PASSWORD_FLOWS = [['m.login.password']];
@@ -28,7 +29,9 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
   front.route('GET', '/_matrix/client/v1/register/m.login.registration_token/validity', (req) => tokenValidity(ctx, req));
   clientRoute(front, 'POST', '/logout', async (req) => {
     const me = await requireUser(ctx, req);
-    await askUser(ctx, me.userId, { op: 'logout', accessHash: tokenHash(me.accessToken) });
+    const { device_id } = await askUser<{ device_id: string }>(ctx, me.userId, { op: 'logout', accessHash: tokenHash(me.accessToken) });
+    // Logging out deletes the device, and with it its end-to-end keys.
+    await forgetDeviceKeys(ctx, me.userId, [device_id]);
     pruneDeviceInboxes(ctx, me.userId);
     return { body: {} };
   });
@@ -36,6 +39,7 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
     const me = await requireUser(ctx, req);
     await askUser(ctx, me.userId, { op: 'logout_all' });
     pruneDeviceInboxes(ctx, me.userId);
+    await forgetDeviceKeys(ctx, me.userId);
     return { body: {} };
   });
   clientRoute(front, 'GET', '/account/whoami', async (req) => {
@@ -220,6 +224,7 @@ async function changePassword(ctx: ApiContext, req: Request) {
   const passwordHash = await hashPassword(newPassword);
   await askUser(ctx, me.userId, { op: 'set_password', passwordHash, logoutDevices, keepDevice: me.deviceId });
   if (logoutDevices) pruneDeviceInboxes(ctx, me.userId);
+  if (logoutDevices) await forgetDeviceKeys(ctx, me.userId);
   return { body: {} };
 }
 
@@ -234,6 +239,7 @@ async function deactivate(ctx: ApiContext, req: Request) {
   // (src/readers/deactivation.ts), as Synapse does after answering.
   await askUser(ctx, me.userId, { op: 'deactivate', erase });
   pruneDeviceInboxes(ctx, me.userId);
+  await forgetDeviceKeys(ctx, me.userId);
   // No third-party identifier is ever bound here, so there is nothing to unbind.
   return { body: { id_server_unbind_result: 'no-support' } };
 }

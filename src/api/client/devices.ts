@@ -8,6 +8,7 @@ import { askUser, clientRoute, jsonBody, optional, userKey } from './accounts-co
 import type { ApiContext } from './context';
 import { checkPasswordStage, requireUia } from './uia';
 import { pruneDeviceInboxes } from './to-device';
+import { forgetDeviceKeys } from './keys';
 
 const MAX_DISPLAY_NAME = 256;
 
@@ -60,5 +61,7 @@ async function deleteDevices(ctx: ApiContext, req: Request, deviceIds: string[],
   // Devices that do not exist (any more) are not an error: "removed, or had been removed previously".
   await askUser(ctx, me.userId, { op: 'delete_devices', deviceIds });
   pruneDeviceInboxes(ctx, me.userId);
+  // Then their keys: /keys/query never lists a deleted device, and its one-time keys go too.
+  await forgetDeviceKeys(ctx, me.userId, deviceIds);
   return { body: {} };
 }

@@ -18,6 +18,7 @@ import { registerEphemeralRoutes } from './ephemeral';
 import { registerRoomKeysRoutes } from './room-keys';
 import { registerPresenceRoutes } from './presence';
 import { registerNotificationRoutes } from './notifications';
+import { registerKeyRoutes } from './keys';
 import { MembershipIndex } from '../../readers/membership-index';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
@@ -37,5 +38,6 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerRoomKeysRoutes(front, ctx);
   registerPresenceRoutes(front, ctx);
   registerNotificationRoutes(front, ctx);
+  registerKeyRoutes(front, ctx);
   registerSyncRoutes(front, ctx, new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user));
 }
