@@ -285,3 +285,41 @@ describe('cross-signing', () => {
     expect((await call(alice, 'POST', '/keys/signatures/upload', [])).status).toBe(400);
   });
 });
+
+describe('/keys/changes', () => {
+  it('lists users sharing a room whose device keys changed between two sync tokens', async () => {
+    const alice = await register('c_alice');
+    const bob = await register('c_bob');
+    const loner = await register('c_loner');
+    const room = (await call(alice, 'POST', '/createRoom', { invite: [bob.userId] })).body.room_id as string;
+    expect((await call(bob, 'POST', `/join/${encodeURIComponent(room)}`, {})).status).toBe(200);
+    // Start the window once alice has seen bob join (a join alone also counts as a change).
+    let from = (await call(alice, 'GET', '/sync?timeout=0')).body.next_batch as string;
+    for (let i = 0; i < 50; i++) {
+      const timeline = (await call(alice, 'GET', '/sync?timeout=0')).body.rooms?.join?.[room]?.timeline?.events ?? [];
+      if (timeline.some((e: Json) => e.type === 'm.room.member' && e.state_key === bob.userId && e.content.membership === 'join')) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    from = (await call(alice, 'GET', `/sync?timeout=0&since=${encodeURIComponent(from)}`)).body.next_batch as string;
+    expect((await call(alice, 'GET', `/keys/changes?from=${encodeURIComponent(from)}`)).body.changed).toEqual([]);
+
+    await call(bob, 'POST', '/keys/upload', { device_keys: deviceKeysOf(bob).json });
+    await call(loner, 'POST', '/keys/upload', { device_keys: deviceKeysOf(loner).json });
+    // The change reaches alice through the fan-out reader: wait for her sync to see it.
+    let to = from;
+    for (let i = 0; i < 50; i++) {
+      const s = (await call(alice, 'GET', `/sync?timeout=1000&since=${encodeURIComponent(to)}`)).body;
+      to = s.next_batch;
+      if ((s.device_lists?.changed ?? []).includes(bob.userId)) break;
+    }
+    const changes = await call(alice, 'GET', `/keys/changes?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`);
+    expect(changes.status).toBe(200);
+    expect(changes.body.changed).toContain(bob.userId);
+    expect(changes.body.changed).not.toContain(loner.userId);
+    expect(changes.body.left).toEqual([]);
+    // An empty window, and bad tokens.
+    expect((await call(alice, 'GET', `/keys/changes?from=${encodeURIComponent(to)}&to=${encodeURIComponent(to)}`)).body).toEqual({ changed: [], left: [] });
+    expect((await call(alice, 'GET', '/keys/changes?from=nonsense&to=x')).body.errcode).toBe('M_INVALID_PARAM');
+    expect((await call(alice, 'GET', '/keys/changes')).body.errcode).toBe('M_MISSING_PARAM');
+  });
+});
