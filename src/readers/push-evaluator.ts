@@ -37,6 +37,7 @@ import { decode } from '../store/codec';
 import { PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData, type KeySpace } from '../store/keys';
 import { runScript, subscriberClient, type RedisClient } from '../store/redis';
 import { decodeNotification, encodeNotification } from '../sync/notify';
+import { FEED_MAXLEN } from './user-fanout';
 import { OutboxGroupReader } from './outbox-group-reader';
 import { readFields, readPositions } from '../store/read-receipts';
 
@@ -225,6 +226,9 @@ export class PushEvaluatorReader extends OutboxGroupReader {
           ],
           [out.pos, out.eventId, thread ?? '', result.highlight ? '1' : '0', member, score, JSON.stringify(details), read.main, read.unthreaded, read.thread, NOTIFICATIONS_KEPT, out.roomId],
         );
+        // The room's counts changed after the event's own outbox entry: say so in the user's feed,
+        // so the sync that covers this moment sends the room's new counts (src/sync/device-lists.ts).
+        await this.redis.xadd(this.userKey(userId, userData.feed(userId)), 'MAXLEN', '~', FEED_MAXLEN, '*', 'k', 'n', 'u', out.roomId);
       }),
     );
     // /sync answers computed on the event's own wake-up may have missed these counts: wake the users again.

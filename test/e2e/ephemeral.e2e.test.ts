@@ -289,3 +289,18 @@ describe('to-device messages in /sync', () => {
     expect((await sync(bob, { since })).to_device.events).toEqual([]);
   });
 });
+
+describe('unread notification counts in /sync', () => {
+  it('count a DM’s messages for the recipient, highlight mentions, and reset with a receipt', async () => {
+    const { alice, bob, roomId, bobSince } = await pair('u1');
+    await say(alice, roomId, 'one');
+    const mention = (await ok(alice, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'hey bob', 'm.mentions': { user_ids: [bob.userId] } })).event_id as string;
+    const counted = await syncUntil(bob, bobSince, (b) => b.rooms?.join?.[roomId]?.unread_notifications?.notification_count === 2);
+    expect(counted.body.rooms.join[roomId].unread_notifications).toEqual({ notification_count: 2, highlight_count: 1 });
+    // The sender's own messages never count for her.
+    expect((await sync(alice)).rooms.join[roomId].unread_notifications).toEqual({ notification_count: 0, highlight_count: 0 });
+    await ok(bob, 'POST', `/rooms/${enc(roomId)}/receipt/m.read/${enc(mention)}`, {});
+    const reset = await syncUntil(bob, counted.since, (b) => b.rooms?.join?.[roomId]?.unread_notifications?.notification_count === 0);
+    expect(reset.body.rooms.join[roomId].unread_notifications).toEqual({ notification_count: 0, highlight_count: 0 });
+  });
+});

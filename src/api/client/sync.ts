@@ -38,8 +38,11 @@
  * Lazy-loading members (`room.state.lazy_load_members`): only the member events of the
  * timeline's senders and the user are sent (see SyncFilter.lazyLoadMembers).
  *
- * Not yet: ephemeral events (typing, receipts), presence, to-device, device lists, unread
- * notification counts (no push evaluation yet; the field is left out rather than faked), knocks.
+ * Also: ephemeral events (typing, receipts) per room, to-device messages (`toDeviceSection`),
+ * presence and device lists (from the user's feed, src/sync/device-lists.ts) and unread counts
+ * (src/sync/unread-counts.ts; a room whose counts changed after its events were sent — the push
+ * evaluator runs behind the room — is named in the feed, so its new counts are sent too).
+ * Not yet: knocks in `rooms.knock`.
  */
 import { parseOutboxEntry, type OutboxEntry } from '../../runtime/envelope';
 import type { Front, Request } from '../../http/server';
@@ -57,6 +60,7 @@ import { SYNC_OUTBOX_RETENTION_MS, SyncNotifier, type SyncWaiter } from '../../s
 import { OutboxWindowCache, decodedBody } from '../../sync/outbox-cache';
 import { encodeSyncToken, parseSyncToken } from '../../sync/token';
 import { ackToDevice, readToDevice } from '../../sync/to-device';
+import { unreadCounts } from '../../sync/unread-counts';
 import { joinedMembers, noLongerSharing, presenceEvents, readFeed, type FeedWindow } from '../../sync/device-lists';
 import { sharedRoomUsers } from '../../readers/user-fanout';
 import type { RoomOutput } from '../../../actors/room';
@@ -117,6 +121,8 @@ export interface SyncFilter {
    * again when a sender reappears (`include_redundant_members` behaviour), which the spec allows.
    */
   lazyLoadMembers: boolean;
+  /** `room.timeline.unread_thread_notifications`: counts per thread, main timeline apart. */
+  unreadThreadNotifications: boolean;
 }
 
 function eventFilterOf(v: JsonValue | undefined): RoomEventFilter {
@@ -176,6 +182,7 @@ async function loadFilter(ctx: ApiContext, userId: string, raw: string | undefin
     ephemeral: eventFilterOf(room.ephemeral),
     presence: eventFilterOf(f.presence),
     lazyLoadMembers: isJsonObject(room.state as JsonValue) && (room.state as JsonObject).lazy_load_members === true,
+    unreadThreadNotifications: timelineRaw.unread_thread_notifications === true,
   };
 }
 
@@ -383,6 +390,7 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
     }
   }
 
+  const feedPromise = readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
   const join: Record<string, JsonObject> = {};
   const invite: Record<string, JsonObject> = {};
   const leave: Record<string, JsonObject> = {};
@@ -461,7 +469,19 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   accountData = accountData.filter((e) => typeAllowed(filter.accountData, String(e.type)));
 
   const toDevice = await toDeviceSection(ctx, user, since, p.sinceParts, cutMs);
-  const feed = await readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
+  const feed = await feedPromise;
+  // Unread counts: for every room given (full or with news) and every room whose counts changed.
+  for (const roomId of feed.counts) if (!join[roomId] && incremental.includes(roomId)) join[roomId] = {};
+  const countRooms = Object.keys(join);
+  if (countRooms.length) {
+    const counts = await unreadCounts(ctx, user.userId, countRooms, { threads: filter.unreadThreadNotifications });
+    for (const roomId of countRooms) {
+      const c = counts.get(roomId);
+      if (!c) continue;
+      join[roomId]!.unread_notifications = { notification_count: c.notification_count, highlight_count: c.highlight_count };
+      if (filter.unreadThreadNotifications) join[roomId]!.unread_thread_notifications = (c.threads ?? {}) as unknown as JsonObject;
+    }
+  }
   const deviceLists = since === null ? null : await deviceListSection(ctx, index, user.userId, snap, since, feed, memberChanges, fullJoins, leaves);
   const presence = ctx.config.presence.enabled ? (await presenceEvents(ctx, feed.presence, since === null)).filter((e) => filterMatches(filter.presence, e)) : [];
 
