@@ -116,7 +116,8 @@ describe('GET /sync over raw HTTP', () => {
     const timelineIds = new Set(room.timeline.events.map((e: Json) => e.event_id));
     expect(room.state.events.every((e: Json) => !timelineIds.has(e.event_id))).toBe(true);
     expect(room.summary['m.joined_member_count']).toBe(1);
-    expect(room.unread_notifications).toBeUndefined();
+    // Her own messages never count as unread for her.
+    expect(room.unread_notifications).toEqual({ notification_count: 0, highlight_count: 0 });
     expect(room.timeline.events[0].unsigned.age).toBeGreaterThanOrEqual(0);
     expect(room.timeline.events[0].room_id).toBe(roomId);
 
@@ -150,7 +151,9 @@ describe('GET /sync over raw HTTP', () => {
       await new Promise((r) => setTimeout(r, 100));
       const sent = performance.now();
       await say(alice, roomId, `ping ${i}`);
-      const res = await polling;
+      let res = await polling;
+      // The push evaluator's count update for the previous ping may end a poll on its own first.
+      while (!res.rooms.join?.[roomId]?.timeline) res = await sync(bob, { since: res.next_batch, timeout: '10000', filter: JSON.stringify({ presence: { not_types: ['*'] } }) });
       const done = performance.now();
       expect(bodies(res.rooms.join[roomId].timeline.events)).toEqual([`ping ${i}`]);
       expect(done - started).toBeLessThan(5000);
