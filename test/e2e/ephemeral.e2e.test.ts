@@ -304,3 +304,19 @@ describe('unread notification counts in /sync', () => {
     expect(reset.body.rooms.join[roomId].unread_notifications).toEqual({ notification_count: 0, highlight_count: 0 });
   });
 });
+
+describe('one-time key counts in /sync', () => {
+  it('every answer carries the device’s one-time key counts and unused fallback key types; a claim lowers the count', async () => {
+    const { alice, bob } = await pair('k1');
+    const before = await sync(bob);
+    expect(before.device_one_time_keys_count).toEqual({ signed_curve25519: 0 });
+    expect(before.device_unused_fallback_key_types).toEqual([]);
+    const keys = Object.fromEntries(Array.from({ length: 3 }, (_, i) => [`curve25519:AAAA${i}`, Buffer.alloc(32, i + 1).toString('base64').replace(/=+$/, '')]));
+    const up = await ok(bob, 'POST', '/keys/upload', { one_time_keys: keys });
+    expect(up.one_time_key_counts.curve25519).toBe(3);
+    expect((await sync(bob)).device_one_time_keys_count).toMatchObject({ curve25519: 3, signed_curve25519: 0 });
+    const claimed = await ok(alice, 'POST', '/keys/claim', { one_time_keys: { [bob.userId]: { [bob.deviceId]: 'curve25519' } } });
+    expect(Object.keys(claimed.one_time_keys[bob.userId][bob.deviceId])).toHaveLength(1);
+    expect((await sync(bob)).device_one_time_keys_count).toMatchObject({ curve25519: 2 });
+  });
+});

@@ -61,6 +61,7 @@ import { OutboxWindowCache, decodedBody } from '../../sync/outbox-cache';
 import { encodeSyncToken, parseSyncToken } from '../../sync/token';
 import { ackToDevice, readToDevice } from '../../sync/to-device';
 import { unreadCounts } from '../../sync/unread-counts';
+import { oneTimeKeyCounts, unusedFallbackKeyTypes } from '../../sync/e2e-counts';
 import { joinedMembers, noLongerSharing, presenceEvents, readFeed, type FeedWindow } from '../../sync/device-lists';
 import { sharedRoomUsers } from '../../readers/user-fanout';
 import type { RoomOutput } from '../../../actors/room';
@@ -468,7 +469,11 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   }
   accountData = accountData.filter((e) => typeAllowed(filter.accountData, String(e.type)));
 
-  const toDevice = await toDeviceSection(ctx, user, since, p.sinceParts, cutMs);
+  const [toDevice, otkCounts, fallbackTypes] = await Promise.all([
+    toDeviceSection(ctx, user, since, p.sinceParts, cutMs),
+    oneTimeKeyCounts(ctx, user.userId, user.deviceId),
+    unusedFallbackKeyTypes(ctx, user.userId, user.deviceId),
+  ]);
   const feed = await feedPromise;
   // Unread counts: for every room given (full or with news) and every room whose counts changed.
   for (const roomId of feed.counts) if (!join[roomId] && incremental.includes(roomId)) join[roomId] = {};
@@ -491,6 +496,9 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   if (Object.keys(leave).length) rooms.leave = leave;
   const body: JsonObject = { next_batch: encodeSyncToken(cut, toDevice.parts), rooms, account_data: { events: accountData }, to_device: { events: toDevice.events }, presence: { events: presence } };
   if (deviceLists) body.device_lists = deviceLists as unknown as JsonObject;
+  // Sent in every answer, as Synapse does; a change alone does not end a long-poll.
+  body.device_one_time_keys_count = otkCounts;
+  body.device_unused_fallback_key_types = fallbackTypes;
   const empty = !rooms.join && !rooms.invite && !rooms.leave && accountData.length === 0 && toDevice.events.length === 0 && presence.length === 0 && !deviceLists;
   const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite').map((r) => r.roomId);
   return { body, empty, listen };
