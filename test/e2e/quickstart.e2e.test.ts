@@ -21,7 +21,7 @@ interface Proc {
 }
 
 async function startAxon(env: Record<string, string>, port: number): Promise<Proc> {
-  const child = spawn(join(root, 'node_modules/.bin/tsx'), ['src/main.ts'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -130,7 +130,7 @@ describe('npm start: a homeserver with a managed Redis', () => {
   });
 
   it('refuses to start with an invalid configuration, one line per problem', async () => {
-    const child = spawn(join(root, 'node_modules/.bin/tsx'), ['src/main.ts'], {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       cwd: root,
       env: { ...process.env, ...env, AXON_PORT: 'eighty', AXON_SERVER_NAME: 'bad name', AXON_LOG_LEVEL: 'loud' },
       stdio: ['ignore', 'pipe', 'pipe'],
