@@ -320,3 +320,23 @@ describe('one-time key counts in /sync', () => {
     expect((await sync(bob)).device_one_time_keys_count).toMatchObject({ curve25519: 2 });
   });
 });
+
+describe('knocks in /sync', () => {
+  it('a knock shows in rooms.knock with stripped state; once invited, the room moves to rooms.invite', async () => {
+    const alice = await mint('k_alice');
+    const dave = await mint('k_dave');
+    const roomId = (await ok(alice, 'POST', '/createRoom', { preset: 'private_chat', room_version: '10', name: 'Knock here' })).room_id as string;
+    await ok(alice, 'PUT', `/rooms/${enc(roomId)}/state/m.room.join_rules/`, { join_rule: 'knock' });
+    const since = (await sync(dave)).next_batch as string;
+    await ok(dave, 'POST', `/knock/${enc(roomId)}`, { reason: 'let me in' });
+    const knocked = await syncUntil(dave, since, (b) => !!b.rooms?.knock?.[roomId]);
+    const state = knocked.body.rooms.knock[roomId].knock_state.events as Json[];
+    expect(state.find((e) => e.type === 'm.room.join_rules')?.content.join_rule).toBe('knock');
+    expect(state.find((e) => e.type === 'm.room.name')?.content.name).toBe('Knock here');
+    expect(state.find((e) => e.type === 'm.room.member' && e.state_key === dave.userId)?.content.membership).toBe('knock');
+    expect(knocked.body.rooms.join?.[roomId]).toBeUndefined();
+    await ok(alice, 'POST', `/rooms/${enc(roomId)}/invite`, { user_id: dave.userId });
+    const invited = await syncUntil(dave, knocked.since, (b) => !!b.rooms?.invite?.[roomId]);
+    expect(invited.body.rooms.knock?.[roomId]).toBeUndefined();
+  });
+});

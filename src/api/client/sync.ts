@@ -42,7 +42,7 @@
  * presence and device lists (from the user's feed, src/sync/device-lists.ts) and unread counts
  * (src/sync/unread-counts.ts; a room whose counts changed after its events were sent — the push
  * evaluator runs behind the room — is named in the feed, so its new counts are sent too).
- * Not yet: knocks in `rooms.knock`.
+ * Knocks the user made are in `rooms.knock` with stripped state, like invites.
  */
 import { parseOutboxEntry, type OutboxEntry } from '../../runtime/envelope';
 import type { Front, Request } from '../../http/server';
@@ -339,11 +339,13 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   const fullJoins: string[] = [];
   const incremental: string[] = [];
   const invites: string[] = [];
+  const knocks: string[] = [];
   const leaves: string[] = [];
   for (const r of snap.rooms) {
     if (!roomAllowed(r.roomId)) continue;
     if (r.membership === 'join') (isNew(r) ? fullJoins : incremental).push(r.roomId);
     else if (r.membership === 'invite' && isNew(r)) invites.push(r.roomId);
+    else if (r.membership === 'knock' && isNew(r)) knocks.push(r.roomId);
     else if ((r.membership === 'leave' || r.membership === 'ban') && (since === null ? filter.includeLeave : r.writtenAt >= since || fullState)) leaves.push(r.roomId);
   }
 
@@ -394,6 +396,7 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   const feedPromise = readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
   const join: Record<string, JsonObject> = {};
   const invite: Record<string, JsonObject> = {};
+  const knock: Record<string, JsonObject> = {};
   const leave: Record<string, JsonObject> = {};
 
   // Room account data: all of it for rooms given in full; what changed in the window otherwise.
@@ -433,8 +436,12 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
       if (entry) join[roomId] = entry;
     }),
     ...invites.map(async (roomId) => {
-      const state = await inviteState(ctx, roomId, user.userId);
+      const state = await strippedState(ctx, roomId, user.userId, 'invite');
       if (state) invite[roomId] = { invite_state: { events: state } };
+    }),
+    ...knocks.map(async (roomId) => {
+      const state = await strippedState(ctx, roomId, user.userId, 'knock');
+      if (state) knock[roomId] = { knock_state: { events: state } };
     }),
     ...leaves.map(async (roomId) => {
       const entry = await leftRoom(ctx, user, roomId, filter);
@@ -494,13 +501,14 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   if (Object.keys(join).length) rooms.join = join;
   if (Object.keys(invite).length) rooms.invite = invite;
   if (Object.keys(leave).length) rooms.leave = leave;
+  if (Object.keys(knock).length) rooms.knock = knock;
   const body: JsonObject = { next_batch: encodeSyncToken(cut, toDevice.parts), rooms, account_data: { events: accountData }, to_device: { events: toDevice.events }, presence: { events: presence } };
   if (deviceLists) body.device_lists = deviceLists as unknown as JsonObject;
   // Sent in every answer, as Synapse does; a change alone does not end a long-poll.
   body.device_one_time_keys_count = otkCounts;
   body.device_unused_fallback_key_types = fallbackTypes;
-  const empty = !rooms.join && !rooms.invite && !rooms.leave && accountData.length === 0 && toDevice.events.length === 0 && presence.length === 0 && !deviceLists;
-  const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite').map((r) => r.roomId);
+  const empty = !rooms.join && !rooms.invite && !rooms.leave && !rooms.knock && accountData.length === 0 && toDevice.events.length === 0 && presence.length === 0 && !deviceLists;
+  const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite' || r.membership === 'knock').map((r) => r.roomId);
   return { body, empty, listen };
 }
 
@@ -723,14 +731,17 @@ async function leftRoom(ctx: ApiContext, user: Requester, roomId: string, filter
   return entry;
 }
 
-/** Stripped state of an invite: a few state events and the invite itself, or null if not invited (any more). */
-async function inviteState(ctx: ApiContext, roomId: string, userId: string): Promise<JsonObject[] | null> {
+/**
+ * Stripped state of an invite or a knock: a few state events and the user's own member event, or
+ * null when the user's membership is no longer that (the index is behind the room).
+ */
+async function strippedState(ctx: ApiContext, roomId: string, userId: string, membership: 'invite' | 'knock'): Promise<JsonObject[] | null> {
   const ids = await ctx.rooms.currentStateIds(roomId);
   const memberId = ids.get(stateKeyOf('m.room.member', userId));
   const wanted = STRIPPED_TYPES.map((t) => ids.get(stateKeyOf(t, ''))).filter((id): id is string => !!id);
   const events = await ctx.rooms.events(roomId, memberId ? [...wanted, memberId] : wanted);
   const member = events.find((e) => e.eventId === memberId);
-  if (!member || (member.event.content as JsonObject | undefined)?.membership !== 'invite') return null;
+  if (!member || (member.event.content as JsonObject | undefined)?.membership !== membership) return null;
   return events.filter(servableToClients).map((e) => ({
     type: e.event.type ?? '',
     state_key: e.event.state_key ?? '',
