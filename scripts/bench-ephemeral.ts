@@ -355,13 +355,17 @@ async function main(): Promise<void> {
   const sender = (k: number) => members[1 + (k % (n - 1))]!;
 
   const typing: Round[] = [];
+  const typingStop: Round[] = [];
   for (let k = 0; k < ROUNDS; k++) {
     const s = sender(k);
     const r = await measure(k, n, (b) => ephemeralOf(b, roomId, 'm.typing').some((e) => (e.content?.user_ids ?? []).includes(s.userId)), () => ok('PUT', `${C}/rooms/${enc(roomId)}/typing/${enc(s.userId)}`, { token: s.token, body: { typing: true, timeout: 30_000 } }));
     typing.push(r);
     log(`typing round ${k}: ${r.received}/${n}, p50 ${r.p50ms} ms p99 ${r.p99ms} ms max ${r.maxMs} ms`);
-    await ok('PUT', `${C}/rooms/${enc(roomId)}/typing/${enc(s.userId)}`, { token: s.token, body: { typing: false } });
-    await sleep(1500); // let the "stopped typing" wake-ups settle
+    // Wait until every member saw the stop too, so rounds do not overlap (its fan-out is as big).
+    const stop = await measure(k, n, (b) => ephemeralOf(b, roomId, 'm.typing').some((e) => !(e.content?.user_ids ?? []).includes(s.userId)), () => ok('PUT', `${C}/rooms/${enc(roomId)}/typing/${enc(s.userId)}`, { token: s.token, body: { typing: false } }));
+    typingStop.push(stop);
+    log(`typing stop round ${k}: ${stop.received}/${n}, p50 ${stop.p50ms} ms p99 ${stop.p99ms} ms max ${stop.maxMs} ms`);
+    await sleep(500);
   }
 
   const receipts: Round[] = [];
@@ -404,19 +408,20 @@ async function main(): Promise<void> {
 
   results.meta = { date: new Date().toISOString(), cpus: cpus().length, node: process.version, workers: WORKERS, fronts: 1, shards: SHARDS, users: USERS, members: n, rounds: ROUNDS, setupSeconds: round(setupSeconds), pollErrors, redisAppendfsync: 'always', totalSeconds: round((performance.now() - started) / 1000) };
   results.typing = { summary: summary(typing), rounds: typing };
+  results.typingStop = { summary: summary(typingStop), rounds: typingStop };
   results.receipt = { summary: summary(receipts), rounds: receipts };
   results.presence = { summary: { ...summary(presence), medianRedisCalls: percentile(presence.map((p) => p.redisCalls).sort((a, b) => a - b), 50), medianIdleCalls: percentile(presence.map((p) => p.idleCalls).sort((a, b) => a - b), 50), medianFeedEntriesAdded: percentile(presence.map((p) => p.feedEntriesAdded).sort((a, b) => a - b), 50) }, rounds: presence };
 
   const out: string[] = [];
   out.push(`Axon ephemeral fan-out benchmark — ${results.meta && (results.meta as { date: string }).date}, ${cpus().length} CPUs, node ${process.version}, ${WORKERS} workers + 1 front, redis AOF always, one room with ${n} members all long-polling (asked ${USERS}); setup ${round(setupSeconds)} s; poll errors ${pollErrors}`);
-  for (const [name, rows] of [['typing (PUT typing → m.typing in each member\'s poll)', typing], ['read receipt (POST receipt → m.receipt in each member\'s poll)', receipts], ['presence (PUT presence → m.presence in each watcher\'s poll)', presence]] as const) {
+  for (const [name, rows] of [['typing (PUT typing → m.typing in each member\'s poll)', typing], ['typing stop (PUT typing:false → m.typing without the user)', typingStop], ['read receipt (POST receipt → m.receipt in each member\'s poll)', receipts], ['presence (PUT presence → m.presence in each watcher\'s poll)', presence]] as const) {
     out.push(`\n${name}`);
     for (const r of rows as (Round & Record<string, unknown>)[]) {
       const extra = 'redisCalls' in r ? `  redis calls ${r.redisCalls} (idle ${r.idleCalls} over the same ${r.windowMs} ms), feed entries +${r.feedEntriesAdded}; ${r.topCommands}` : '';
       out.push(`  round ${r.round}: ${r.received}/${r.members} received, request ${r.requestMs} ms, p50 ${r.p50ms} ms, p99 ${r.p99ms} ms, max ${r.maxMs} ms${extra}`);
     }
   }
-  out.push('\nsummary (medians over rounds): ' + JSON.stringify({ typing: results.typing && (results.typing as { summary: unknown }).summary, receipt: (results.receipt as { summary: unknown }).summary, presence: (results.presence as { summary: unknown }).summary }));
+  out.push('\nsummary (medians over rounds): ' + JSON.stringify({ typing: results.typing && (results.typing as { summary: unknown }).summary, typingStop: (results.typingStop as { summary: unknown }).summary, receipt: (results.receipt as { summary: unknown }).summary, presence: (results.presence as { summary: unknown }).summary }));
   process.stdout.write(out.join('\n') + '\n');
   mkdirSync(join(root, 'bench-results'), { recursive: true });
   const file = join(root, 'bench-results', `ephemeral-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
