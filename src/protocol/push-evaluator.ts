@@ -171,7 +171,17 @@ export function compileCondition(c: PushCondition): Test {
     case 'event_match': {
       if (typeof cond.key !== 'string' || typeof cond.pattern !== 'string') return never;
       const path = splitPropertyPath(cond.key);
-      const re = globToRegExp(cond.pattern, cond.key === 'content.body');
+      const wordBoundary = cond.key === 'content.body';
+      if (!wordBoundary && !/[*?]/.test(cond.pattern)) {
+        // A pattern without wildcards (most of the default rules): a case-insensitive comparison.
+        const want = cond.pattern;
+        const lower = want.toLowerCase();
+        return (event) => {
+          const v = propertyAt(event, path);
+          return typeof v === 'string' && v.length === want.length && (v === want || v.toLowerCase() === lower);
+        };
+      }
+      const re = globToRegExp(cond.pattern, wordBoundary);
       return (event) => {
         const v = propertyAt(event, path);
         return typeof v === 'string' && re.test(v);

@@ -147,31 +147,46 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   }
 
   protected async apply(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
-    for (const { id, entry } of entries) {
-      // Let go meanwhile: leave the rest pending for the new holder.
-      if (!this.held.has(shard)) throw new Error(`push evaluator: room shard ${shard} was let go`);
-      const receipt = parseReceiptOutput(entry);
-      if (receipt) {
-        if (this.isLocal(receipt.user_id)) await this.trimRead(shard, receipt.room_id, receipt.user_id, receipt.thread_id);
-        continue;
+    // Recording is not awaited event by event: a batch's writes go out together (one round trip and
+    // one AOF fsync for many instead of one each), and are all done before the batch is acknowledged.
+    const batch: Batch = { writes: [], users: new Set(), receipts: new Map() };
+    try {
+      for (const { id, entry } of entries) {
+        await this.applyEntry(shard, id, entry, batch);
+        if (batch.writes.length >= MAX_WRITES_IN_FLIGHT) await flush(batch);
       }
-      const out = parseRoomOutput(entry);
-      if (!out) continue;
-      const [ms, seq] = id.split('-');
-      await this.applyOutput(shard, out, Number(ms), listScore(Number(ms), Number(seq)));
+      await flush(batch);
+    } finally {
+      // /sync answers computed on the events' own wake-ups may have missed these counts: wake the users again.
+      if (batch.users.size) await this.redis.publish(this.keys.syncNotify(), encodeNotification({ users: [...batch.users] })).catch(() => undefined);
     }
   }
 
-  private async applyOutput(shard: number, out: RoomOutput, entryMs: number, score: number): Promise<void> {
+  private async applyEntry(shard: number, id: string, entry: OutboxEntry | null, batch: Batch): Promise<void> {
+    // Let go meanwhile: leave the rest pending for the new holder.
+    if (!this.held.has(shard)) throw new Error(`push evaluator: room shard ${shard} was let go`);
+    const receipt = parseReceiptOutput(entry);
+    if (receipt) {
+      batch.receipts.delete(receipt.room_id);
+      if (this.isLocal(receipt.user_id)) await this.trimRead(shard, receipt.room_id, receipt.user_id, receipt.thread_id);
+      return;
+    }
+    const out = parseRoomOutput(entry);
+    if (!out) return;
+    const [ms, seq] = id.split('-');
+    await this.applyOutput(shard, out, Number(ms), listScore(Number(ms), Number(seq)), batch);
+  }
+
+  private async applyOutput(shard: number, out: RoomOutput, entryMs: number, score: number, batch: Batch): Promise<void> {
     const room = await this.room(shard, out.roomId);
     if (!room) return;
     if (out.pos > room.loadedPos) this.moveState(room, out);
     if (out.redacted) await this.forgetRedacted(shard, room, out.roomId, out.redacted);
-    await this.evaluate(shard, room, out, entryMs, score);
+    await this.evaluate(shard, room, out, entryMs, score, batch);
   }
 
   /** Evaluate the event for every joined local member but the sender; record those it notifies. */
-  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number): Promise<void> {
+  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch): Promise<void> {
     const event = out.event;
     const sender = typeof event.sender === 'string' ? event.sender : '';
     const users = [...room.localJoined].filter((u) => u !== sender);
@@ -206,33 +221,41 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     if (notified.length === 0) return;
 
     const thread = await this.threadOf(shard, event);
-    const receipts = this.roomKey(shard, roomData.receipts(out.roomId));
-    await Promise.all(
-      notified.map(async ({ userId, result }) => {
-        const read = readPositions(await this.redis.hmget(receipts, ...readFields(userId, thread)), thread);
-        const member = notificationMember(out.roomId, out.eventId);
-        const details: NotificationDetails = { pos: out.pos, thread, actions: result.actions, highlight: result.highlight, ts: entryMs };
-        await runScript(
-          this.redis,
-          'pushRecord',
-          [
-            this.userKey(userId, pushData.unread(userId, out.roomId)),
-            this.userKey(userId, pushData.unreadHighlight(userId, out.roomId)),
-            this.userKey(userId, pushData.unreadThreads(userId, out.roomId)),
-            this.userKey(userId, pushData.notifications(userId)),
-            this.userKey(userId, pushData.highlights(userId)),
-            this.userKey(userId, pushData.notificationData(userId)),
-            this.userKey(userId, membershipIndexData.rooms(userId)),
-          ],
-          [out.pos, out.eventId, thread ?? '', result.highlight ? '1' : '0', member, score, JSON.stringify(details), read.main, read.unthreaded, read.thread, NOTIFICATIONS_KEPT, out.roomId],
-        );
-        // The room's counts changed after the event's own outbox entry: say so in the user's feed,
-        // so the sync that covers this moment sends the room's new counts (src/sync/device-lists.ts).
-        await this.redis.xadd(this.userKey(userId, userData.feed(userId)), 'MAXLEN', '~', FEED_MAXLEN, '*', 'k', 'n', 'u', out.roomId);
-      }),
-    );
-    // /sync answers computed on the event's own wake-up may have missed these counts: wake the users again.
-    await this.redis.publish(this.keys.syncNotify(), encodeNotification({ users: notified.map((n) => n.userId) })).catch(() => undefined);
+    // The room's receipts, read once per batch (a receipt entry in the batch drops them), so the
+    // batch's events do not each wait behind the writes of the ones before.
+    let receipts = batch.receipts.get(out.roomId);
+    if (!receipts) {
+      receipts = new Map(Object.entries(await this.redis.hgetall(this.roomKey(shard, roomData.receipts(out.roomId)))));
+      batch.receipts.set(out.roomId, receipts);
+    }
+    notified.forEach(({ userId, result }) => {
+      batch.users.add(userId);
+      const read = readPositions(readFields(userId, thread).map((f) => receipts.get(f) ?? null), thread);
+      const member = notificationMember(out.roomId, out.eventId);
+      const details: NotificationDetails = { pos: out.pos, thread, actions: result.actions, highlight: result.highlight, ts: entryMs };
+      const write = runScript(
+        this.redis,
+        'pushRecord',
+        [
+          this.userKey(userId, pushData.unread(userId, out.roomId)),
+          this.userKey(userId, pushData.unreadHighlight(userId, out.roomId)),
+          this.userKey(userId, pushData.unreadThreads(userId, out.roomId)),
+          this.userKey(userId, pushData.notifications(userId)),
+          this.userKey(userId, pushData.highlights(userId)),
+          this.userKey(userId, pushData.notificationData(userId)),
+          this.userKey(userId, membershipIndexData.rooms(userId)),
+        ],
+        [out.pos, out.eventId, thread ?? '', result.highlight ? '1' : '0', member, score, JSON.stringify(details), read.main, read.unthreaded, read.thread, NOTIFICATIONS_KEPT, out.roomId],
+      );
+      // The room's counts changed after the event's own outbox entry: say so in the user's feed,
+      // so the sync that covers this moment sends the room's new counts (src/sync/device-lists.ts).
+      // Issued after the script on the same connection, so Redis runs it after the counts changed.
+      const mark = this.redis.xadd(this.userKey(userId, userData.feed(userId)), 'MAXLEN', '~', FEED_MAXLEN, '*', 'k', 'n', 'u', out.roomId);
+      // Awaited by flush(); the no-op handlers only keep a failure from counting as unhandled until then.
+      write.catch(() => undefined);
+      mark.catch(() => undefined);
+      batch.writes.push(write, mark);
+    });
   }
 
   /**
@@ -423,6 +446,23 @@ function roomLookup(room: RoomCache): StateLookup {
       return undefined;
     },
   };
+}
+
+/** Writes of one batch of outbox entries, and the users they concern. */
+interface Batch {
+  writes: Promise<unknown>[];
+  users: Set<string>;
+  /** Receipts hashes of the batch's rooms, as read at their first event. */
+  receipts: Map<string, Map<string, string>>;
+}
+
+/** Bounds the memory a batch of events in a big room holds (each notified member is one write). */
+const MAX_WRITES_IN_FLIGHT = 5_000;
+
+async function flush(batch: Batch): Promise<void> {
+  const writes = batch.writes;
+  batch.writes = [];
+  await Promise.all(writes);
 }
 
 /**

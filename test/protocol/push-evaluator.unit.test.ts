@@ -95,6 +95,9 @@ describe('conditions', () => {
     expect(test({ kind: 'event_match', key: 'content', pattern: '*' }, message('x'))).toBe(false);
     expect(test({ kind: 'event_match', key: 'content.msgtype', pattern: 'm.text' }, message('x'))).toBe(true);
     expect(test({ kind: 'event_match', key: 'content.msgtype', pattern: 'm.tex' }, message('x'))).toBe(false);
+    expect(test({ kind: 'event_match', key: 'type', pattern: 'M.Room.MESSAGE' }, message('x'))).toBe(true);
+    expect(test({ kind: 'event_match', key: 'type', pattern: 'm.room.message.' }, message('x'))).toBe(false);
+    expect(test({ kind: 'event_match', key: 'sender', pattern: '@BOB:example.org' }, message('x'))).toBe(true);
   });
 
   it('event_property_is compares exactly, without coercion', () => {
