@@ -165,7 +165,7 @@ function upload(state: KeysState, body: Extract<KeysMessage, { op: 'upload' }>, 
     }
     writes.push(
       { cmd: 'HSET', key: e2eKeyData.oneTimeKeys(u, deviceId), args: [id, canonicalJson(key)] },
-      { cmd: 'ZADD', key: e2eKeyData.oneTimeKeyQueue(u, algorithm, deviceId), args: [state.batch, id] },
+      { cmd: 'ZADD', key: e2eKeyData.oneTimeKeyQueue(u, algorithm, deviceId), args: [state.batch, queueMember(id, canonicalJson(key))] },
       { cmd: 'HINCRBY', key: e2eKeyData.oneTimeKeyCounts(u, deviceId), args: [algorithm, 1] },
     );
     counts[algorithm] = (counts[algorithm] ?? 0) + 1;
@@ -214,10 +214,19 @@ export function checkDeviceKeys(userId: string, deviceId: string, keys: JsonObje
   return canonicalJson(stored);
 }
 
+/**
+ * A one-time key in its device's claim queue: id and key together, so the shell finds the next
+ * key to hand out with a single read (claims of one user are serialized: each read counts).
+ */
+export function queueMember(id: string, json: string): string {
+  return `${id}\0${json}`;
+}
+
 /** `<algorithm>:<key id>` with both parts non-empty and exactly one colon (as Synapse parses them). */
 function keyAlgorithm(id: string, field: string): string {
   const parts = id.split(':');
-  if (parts.length !== 2 || !parts[0] || !parts[1]) throw new ActorRejection('M_BAD_JSON', `Invalid ${field} key ${JSON.stringify(id)}: expected "<algorithm>:<key id>"`, 400);
+  // No control characters: a queue member is `<id>\0<key>`.
+  if (parts.length !== 2 || !parts[0] || !parts[1] || /[\x00-\x1f]/.test(id)) throw new ActorRejection('M_BAD_JSON', `Invalid ${field} key ${JSON.stringify(id)}: expected "<algorithm>:<key id>"`, 400);
   return parts[0];
 }
 
@@ -258,7 +267,7 @@ function claim(state: KeysState, body: Extract<KeysMessage, { op: 'claim' }>, p:
       const [id, json] = found.oneTime;
       reply[deviceId] = [id, json];
       writes.push(
-        { cmd: 'ZREM', key: e2eKeyData.oneTimeKeyQueue(u, algorithm, deviceId), args: [id] },
+        { cmd: 'ZREM', key: e2eKeyData.oneTimeKeyQueue(u, algorithm, deviceId), args: [queueMember(id, json)] },
         { cmd: 'HDEL', key: e2eKeyData.oneTimeKeys(u, deviceId), args: [id] },
         { cmd: 'HINCRBY', key: e2eKeyData.oneTimeKeyCounts(u, deviceId), args: [algorithm, -1] },
       );
@@ -558,14 +567,10 @@ async function prepareKeys(ctx: ShellContext, state: KeysState, msg: ActorMessag
       const devices: Extract<KeysPrepared, { op: 'claim' }>['devices'] = {};
       await Promise.all(
         Object.entries(body.devices).map(async ([d, alg]) => {
-          const [first] = await r.zrange(k(e2eKeyData.oneTimeKeyQueue(u, alg, d)), 0, 0);
-          const json = first !== undefined ? await r.hget(k(e2eKeyData.oneTimeKeys(u, d)), first) : null;
-          if (first !== undefined && json !== null) {
-            devices[d] = { oneTime: [first, json] };
-            return;
-          }
-          const fallback = await r.hget(k(e2eKeyData.fallbackKeys(u, d)), alg);
-          if (fallback !== null) devices[d] = { fallback };
+          const [[first], fallback] = await Promise.all([r.zrange(k(e2eKeyData.oneTimeKeyQueue(u, alg, d)), 0, 0), r.hget(k(e2eKeyData.fallbackKeys(u, d)), alg)]);
+          const sep = first?.indexOf('\0') ?? -1;
+          if (first !== undefined && sep > 0) devices[d] = { oneTime: [first.slice(0, sep), first.slice(sep + 1)] };
+          else if (fallback !== null) devices[d] = { fallback };
         }),
       );
       return { op: 'claim', devices };

@@ -268,7 +268,10 @@ export const e2eKeyData = {
   deviceKeys: (userId: string) => `e2e:${userId}:dk`,
   /** Hash: `<algorithm>:<key id>` → one-time key (canonical JSON) of one device. */
   oneTimeKeys: (userId: string, deviceId: string) => `e2e:${userId}:otk:${deviceId}`,
-  /** Sorted set: one device's unclaimed one-time key ids of one algorithm, scored by upload batch (claims take the oldest). */
+  /**
+   * Sorted set: one device's unclaimed one-time keys of one algorithm, member `<key id>\0<key JSON>`,
+   * scored by upload batch (claims take the oldest).
+   */
   oneTimeKeyQueue: (userId: string, algorithm: string, deviceId: string) => `e2e:${userId}:otkq:${algorithm}:${deviceId}`,
   /** Hash: algorithm → number of unclaimed one-time keys of one device (`one_time_key_counts`, sync). */
   oneTimeKeyCounts: (userId: string, deviceId: string) => `e2e:${userId}:otkn:${deviceId}`,

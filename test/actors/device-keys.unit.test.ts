@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import {
   decideKeys,
   newKeysState,
+  queueMember,
   signatureField,
   type FallbackKeyRecord,
   type KeysMessage,
@@ -94,8 +95,8 @@ describe('keys actor: upload', () => {
     expect(d.reply).toEqual({ one_time_key_counts: { signed_curve25519: 2 } });
     expect(d.state.batch).toBe(1);
     expect(d.writes!.filter((w) => w.cmd === 'ZADD').map((w) => [w.key, ...w.args])).toEqual([
-      [e2eKeyData.oneTimeKeyQueue(ME, 'signed_curve25519', 'DEV1'), 0, 'signed_curve25519:AAAA'],
-      [e2eKeyData.oneTimeKeyQueue(ME, 'signed_curve25519', 'DEV1'), 0, 'signed_curve25519:AAAB'],
+      [e2eKeyData.oneTimeKeyQueue(ME, 'signed_curve25519', 'DEV1'), 0, queueMember('signed_curve25519:AAAA', canonicalJson(otks['signed_curve25519:AAAA']))],
+      [e2eKeyData.oneTimeKeyQueue(ME, 'signed_curve25519', 'DEV1'), 0, queueMember('signed_curve25519:AAAB', canonicalJson(otks['signed_curve25519:AAAB']))],
     ]);
     expect(d.outputs).toEqual([]);
     // A retry (other signatures are fine) adds nothing; a different key under a used id is refused.
@@ -108,6 +109,7 @@ describe('keys actor: upload', () => {
     expect(changed).toMatchObject({ errcode: 'M_INVALID_PARAM', status: 400 });
     expect(rejection(() => decideKeys(d.state, msg({ op: 'upload', deviceId: 'DEV1', oneTimeKeys: { 'no-colon': 'k' } }), uploadPrep())).errcode).toBe('M_BAD_JSON');
     expect(rejection(() => decideKeys(d.state, msg({ op: 'upload', deviceId: 'DEV1', oneTimeKeys: { 'a:b': 5 } }), uploadPrep())).errcode).toBe('M_BAD_JSON');
+    expect(rejection(() => decideKeys(d.state, msg({ op: 'upload', deviceId: 'DEV1', oneTimeKeys: { 'a:b\u0000c': 'k' } }), uploadPrep())).errcode).toBe('M_BAD_JSON');
   });
 
   it('keeps one fallback key per algorithm; re-uploading it keeps its used flag, a new one is unused', () => {
@@ -135,7 +137,7 @@ describe('keys actor: claim', () => {
     });
     expect(d.reply).toEqual({ DEV1: ['signed_curve25519:AAAA', '{"key":"k1"}'], DEV2: ['signed_curve25519:FB', '{"fallback":true,"key":"f"}'] });
     expect(d.writes).toEqual([
-      { cmd: 'ZREM', key: e2eKeyData.oneTimeKeyQueue(ME, 'signed_curve25519', 'DEV1'), args: ['signed_curve25519:AAAA'] },
+      { cmd: 'ZREM', key: e2eKeyData.oneTimeKeyQueue(ME, 'signed_curve25519', 'DEV1'), args: [queueMember('signed_curve25519:AAAA', '{"key":"k1"}')] },
       { cmd: 'HDEL', key: e2eKeyData.oneTimeKeys(ME, 'DEV1'), args: ['signed_curve25519:AAAA'] },
       { cmd: 'HINCRBY', key: e2eKeyData.oneTimeKeyCounts(ME, 'DEV1'), args: ['signed_curve25519', -1] },
       { cmd: 'HSET', key: e2eKeyData.fallbackKeys(ME, 'DEV2'), args: ['signed_curve25519', JSON.stringify({ ...fallback, used: true })] },
