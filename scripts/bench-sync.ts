@@ -18,14 +18,12 @@
  * BENCH_SETUP_SECONDS (time box for (b) and (c) setup each, default 120), BENCH_IDLE_POLLS (default
  * 2000), BENCH_ONLY (e.g. "a,d"). The whole run stops itself after BENCH_MAX_MINUTES (default 15).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startManagedRedis, type ManagedRedis } from '../src/runtime/managed-redis';
-import { loadOrCreateSigningKeys } from '../src/runtime/signing-key-store';
+import { startAxonBench, type AxonBench } from './lib/axon-bench-cluster';
+import { pool, round, sleep, table } from './lib/bench-util';
+import { C, Deliveries, MatrixLoad, enc, newAgent, ratePhase as runRatePhase, startSyncLoops as runSyncLoops, type RatePhase, type SendPick, type User } from './lib/matrix-load';
+import { rssKb } from './lib/proc-stats';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const PHASE_SECONDS = Number(process.env.BENCH_PHASE_SECONDS ?? 10);
@@ -42,321 +40,27 @@ const MAX_MINUTES = Number(process.env.BENCH_MAX_MINUTES ?? 15);
 const P99_LIMIT_MS = 1000;
 const root = join(import.meta.dirname, '..');
 
-// ---- small helpers ---------------------------------------------------------------------------
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const round = (n: number, d = 1) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : NaN);
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 function log(msg: string): void {
   process.stderr.write(`[bench-sync ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }
 
-/** Run `fn` over `items` with at most `limit` in flight; stops taking new items after `deadline`. */
-async function pool<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>, deadline = Infinity): Promise<R[]> {
-  const out: R[] = [];
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length && performance.now() < deadline) {
-      const i = next++;
-      out[i] = await fn(items[i]!, i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-  return out;
-}
+// ---- the server and its client ---------------------------------------------------------------
 
-// ---- HTTP client -----------------------------------------------------------------------------
-
-let baseHost = '127.0.0.1';
-let basePort = 0;
-
-interface HttpReply {
-  status: number;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
-  bytes: number;
-}
-
-function newAgent(maxSockets: number): http.Agent {
-  return new http.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
-}
-
-const defaultAgent = newAgent(256);
-
-function request(method: string, path: string, opts: { token?: string; body?: unknown; agent?: http.Agent; timeoutMs?: number } = {}): Promise<HttpReply> {
-  return new Promise((resolve, reject) => {
-    const payload = opts.body === undefined ? undefined : Buffer.from(JSON.stringify(opts.body));
-    const headers: Record<string, string | number> = {};
-    if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-    if (payload) {
-      headers['content-type'] = 'application/json';
-      headers['content-length'] = payload.length;
-    }
-    const req = http.request({ host: baseHost, port: basePort, method, path, headers, agent: opts.agent ?? defaultAgent }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const buf = Buffer.concat(chunks);
-        let body: unknown = null;
-        try {
-          body = buf.length ? JSON.parse(buf.toString('utf8')) : null;
-        } catch {
-          body = buf.toString('utf8');
-        }
-        resolve({ status: res.statusCode ?? 0, body, bytes: buf.length });
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    if (opts.timeoutMs) req.setTimeout(opts.timeoutMs, () => req.destroy(new Error('client timeout')));
-    req.end(payload);
-  });
-}
-
-async function ok(method: string, path: string, opts: Parameters<typeof request>[2] = {}): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  for (let attempt = 0; ; attempt++) {
-    const r = await request(method, path, opts);
-    if (r.status >= 200 && r.status < 300) return r.body;
-    // 5xx while shards settle / actor timeouts under load: retry a few times.
-    if (r.status >= 500 && attempt < 4) {
-      await sleep(200 * (attempt + 1));
-      continue;
-    }
-    throw new Error(`${method} ${path} → ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
-  }
-}
-
-const C = '/_matrix/client/v3';
-const enc = encodeURIComponent;
-
-interface User {
-  userId: string;
-  token: string;
-}
+let axon = null as AxonBench | null;
+let m = null as unknown as MatrixLoad;
+const deliveries = new Deliveries();
 
 let userSeq = 0;
 /** Registers without a password: no scrypt, so setup measures the server, not the KDF. */
-async function register(prefix: string): Promise<User> {
-  const username = `${prefix}${userSeq++}`;
-  const body = await ok('POST', `${C}/register`, { body: { username, auth: { type: 'm.login.dummy' }, initial_device_display_name: 'bench' } });
-  return { userId: body.user_id, token: body.access_token };
-}
-
-/**
- * One createRoom at a time per user: concurrent createRoom calls by one user fail on this server
- * (400 M_INVALID_ROOM_STATE "m.room.member … was not allowed: the room is not public" for the
- * creator's own join) — a finding of this benchmark, worked around here.
- */
-const createChains = new Map<string, Promise<unknown>>();
-async function createRoom(u: User, extra: Record<string, unknown> = {}): Promise<string> {
-  const prev = createChains.get(u.userId) ?? Promise.resolve();
-  const mine = prev.catch(() => undefined).then(async () => (await ok('POST', `${C}/createRoom`, { token: u.token, body: { preset: 'public_chat', ...extra } })).room_id as string);
-  createChains.set(u.userId, mine.catch(() => undefined));
-  return mine;
-}
-
-async function joinRoom(u: User, roomId: string): Promise<void> {
-  await ok('POST', `${C}/rooms/${enc(roomId)}/join`, { token: u.token, body: {} });
-}
-
-let txn = 0;
-async function sendMessage(u: User, roomId: string, body: string): Promise<string> {
-  return (await ok('PUT', `${C}/rooms/${enc(roomId)}/send/m.room.message/b${process.pid}-${txn++}`, { token: u.token, body: { msgtype: 'm.text', body } })).event_id;
-}
-
-const INITIAL_FILTER = enc(JSON.stringify({ room: { timeline: { limit: 0 }, state: { types: [] } }, presence: { types: [] } }));
-const LOOP_FILTER = enc(JSON.stringify({ room: { timeline: { limit: 100 }, state: { types: [] } }, presence: { types: [] } }));
-
-async function initialSince(u: User): Promise<string> {
-  return (await ok('GET', `${C}/sync?filter=${INITIAL_FILTER}`, { token: u.token, timeoutMs: 120_000 })).next_batch;
-}
-
-// ---- processes -------------------------------------------------------------------------------
-
-const children: ChildProcess[] = [];
-let redis: ManagedRedis | null = null;
-let dataDir = '';
-
-function spawnAxon(entry: string, id: string, env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', entry, '--id', id], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
-  children.push(child);
-  return child;
-}
-
-async function stopAll(): Promise<void> {
-  for (const c of children) if (c.exitCode === null && c.pid) c.kill('SIGTERM');
-  const deadline = Date.now() + 10_000;
-  while (children.some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline) await sleep(50);
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  if (redis?.started) await redis.stop();
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-}
-
-function rssKb(pid: number): number {
-  const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
-
-// ---- sync loops and delivery tracking ---------------------------------------------------------
-
-/** event_id → arrival times (performance.now()) at each member's sync. */
-const arrivals = new Map<string, number[]>();
-
-interface Poller {
-  stop(): Promise<void>;
-  errors: () => number;
-}
-
-/** Every user long-polls /sync (timeout 30 s) in a loop with `since`, recording event arrivals. */
-function startSyncLoops(users: User[], sinces: string[], agent: http.Agent): Poller {
-  let running = true;
-  let errors = 0;
-  const loops = users.map(async (u, i) => {
-    let since = sinces[i]!;
-    while (running) {
-      try {
-        const r = await request('GET', `${C}/sync?since=${enc(since)}&timeout=30000&filter=${LOOP_FILTER}`, { token: u.token, agent, timeoutMs: 60_000 });
-        const now = performance.now();
-        if (r.status !== 200) {
-          errors++;
-          await sleep(100);
-          continue;
-        }
-        since = r.body.next_batch;
-        const join = r.body.rooms?.join ?? {};
-        for (const roomId of Object.keys(join)) {
-          for (const ev of join[roomId].timeline?.events ?? []) {
-            if (ev.type !== 'm.room.message') continue;
-            let list = arrivals.get(ev.event_id);
-            if (!list) arrivals.set(ev.event_id, (list = []));
-            list.push(now);
-          }
-        }
-      } catch {
-        if (running) {
-          errors++;
-          await sleep(100);
-        }
-      }
-    }
-  });
-  return {
-    errors: () => errors,
-    async stop() {
-      running = false;
-      agent.destroy(); // ends the waiting long-polls
-      await Promise.all(loops);
-    },
-  };
-}
-
-interface SentEvent {
-  eventId: string;
-  start: number;
-  members: number;
-}
-
-interface RatePhase {
-  targetRate: number;
-  seconds: number;
-  sent: number;
-  sendErrors: number;
-  sendRate: number;
-  sendP50ms: number;
-  sendP99ms: number;
-  expectedDeliveries: number;
-  deliveries: number;
-  deliveryRate: number;
-  missing: number;
-  deliveryP50ms: number;
-  deliveryP99ms: number;
-  deliveryMaxMs: number;
-}
-
-/** Open loop: one send every 1000/rate ms for PHASE_SECONDS (at most 2,000 in flight), then a grace period. */
-async function ratePhase(rate: number, pick: () => { user: User; roomId: string; members: number }): Promise<RatePhase> {
-  const sent: SentEvent[] = [];
-  const sendLat: number[] = [];
-  let sendErrors = 0;
-  let inFlight = 0;
-  const pending: Promise<void>[] = [];
-  const started = performance.now();
-  const end = started + PHASE_SECONDS * 1000;
-  let n = 0;
-  while (performance.now() < end) {
-    const due = started + (n * 1000) / rate;
-    const wait = due - performance.now();
-    if (wait > 0) await sleep(wait);
-    n++;
-    if (inFlight >= 2000) continue;
-    const { user, roomId, members } = pick();
-    inFlight++;
-    const t0 = performance.now();
-    pending.push(
-      sendMessage(user, roomId, `bench ${rate}/s #${n}`)
-        .then((eventId) => {
-          sendLat.push(performance.now() - t0);
-          sent.push({ eventId, start: t0, members });
-        })
-        .catch(() => {
-          sendErrors++;
-        })
-        .finally(() => {
-          inFlight--;
-        }),
-    );
-  }
-  await Promise.all(pending);
-  const sendSeconds = (performance.now() - started) / 1000;
-  // Grace: wait until every member saw every event, or 5 s.
-  const expected = sent.reduce((s, e) => s + e.members, 0);
-  const graceEnd = performance.now() + 5000;
-  const delivered = () => sent.reduce((s, e) => s + Math.min(e.members, arrivals.get(e.eventId)?.length ?? 0), 0);
-  while (delivered() < expected && performance.now() < graceEnd) await sleep(100);
-  const lat: number[] = [];
-  let lastArrival = started;
-  for (const e of sent) {
-    for (const t of arrivals.get(e.eventId) ?? []) {
-      lat.push(t - e.start);
-      if (t > lastArrival) lastArrival = t;
-    }
-    arrivals.delete(e.eventId);
-  }
-  lat.sort((a, b) => a - b);
-  sendLat.sort((a, b) => a - b);
-  const activeSeconds = Math.max(sendSeconds, (lastArrival - started) / 1000);
-  return {
-    targetRate: rate,
-    seconds: round(sendSeconds, 2),
-    sent: sent.length,
-    sendErrors,
-    sendRate: round(sent.length / sendSeconds),
-    sendP50ms: round(percentile(sendLat, 50)),
-    sendP99ms: round(percentile(sendLat, 99)),
-    expectedDeliveries: expected,
-    deliveries: lat.length,
-    deliveryRate: round(lat.length / activeSeconds),
-    missing: Math.max(0, expected - lat.length),
-    deliveryP50ms: round(percentile(lat, 50)),
-    deliveryP99ms: round(percentile(lat, 99)),
-    deliveryMaxMs: round(lat[lat.length - 1] ?? NaN),
-  };
-}
+const register = (prefix: string): Promise<User> => m.register(`${prefix}${userSeq++}`);
+const request: MatrixLoad['request'] = (...a) => m.request(...a);
+const ok: MatrixLoad['ok'] = (...a) => m.ok(...a);
+const createRoom = (u: User, extra: Record<string, unknown> = {}) => m.createRoom(u, extra);
+const joinRoom = (u: User, roomId: string) => m.join(u, roomId);
+const sendMessage = (u: User, roomId: string, body: string) => m.send(u, roomId, body);
+const initialSince = (u: User) => m.initialSince(u);
+const startSyncLoops = (users: User[], sinces: string[], agent: ReturnType<typeof newAgent>) => runSyncLoops(m, users, sinces, deliveries, agent);
+const ratePhase = (rate: number, pick: () => SendPick) => runRatePhase(m, deliveries, rate, PHASE_SECONDS, pick);
 
 // ---- the benchmarks --------------------------------------------------------------------------
 
@@ -523,12 +227,6 @@ async function benchInitialSync(): Promise<void> {
 
 // ---- report ----------------------------------------------------------------------------------
 
-function table(rows: Record<string, unknown>[], cols: string[]): string {
-  const cells = [cols, ...rows.map((r) => cols.map((c) => String(r[c] ?? '')))];
-  const widths = cols.map((_c, i) => Math.max(...cells.map((row) => row[i]!.length)));
-  return cells.map((row, j) => row.map((v, i) => (i === 0 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join('  ') + (j === 0 ? '\n' + widths.map((w) => '-'.repeat(w)).join('  ') : '')).join('\n');
-}
-
 function report(): void {
   const out: string[] = [];
   const meta = results.meta as Record<string, unknown>;
@@ -562,39 +260,19 @@ function report(): void {
 async function main(): Promise<void> {
   const hardStop = setTimeout(() => {
     log(`time limit of ${MAX_MINUTES} min reached: stopping`);
-    void stopAll().finally(() => process.exit(2));
+    void (axon?.stop() ?? Promise.resolve()).finally(() => process.exit(2));
   }, MAX_MINUTES * 60_000);
   hardStop.unref();
   const started = performance.now();
-  dataDir = mkdtempSync(join(tmpdir(), 'axon-bench-sync-'));
-  const redisPort = await freePort();
-  redis = await startManagedRedis({ dir: join(dataDir, 'redis'), port: redisPort });
-  basePort = await freePort();
-  const signingKeyPath = join(dataDir, 'localhost.signing.key');
-  loadOrCreateSigningKeys(signingKeyPath); // once, before the processes read it
-  const env: Record<string, string> = {
-    AXON_REDIS_MODE: 'url', AXON_REDIS_URL: redis.url, AXON_REDIS_KEY_PREFIX: 'bench:', AXON_DATA_DIR: dataDir, AXON_SIGNING_KEY_PATH: signingKeyPath,
-    AXON_SERVER_NAME: 'localhost', AXON_BIND_HOST: baseHost, AXON_PORT: String(basePort), AXON_PUBLIC_BASE_URL: `http://${baseHost}:${basePort}`,
-    AXON_ROOM_SHARDS: String(SHARDS), AXON_USER_SHARDS: String(SHARDS), AXON_LOG_LEVEL: 'warn', AXON_RATE_LIMIT_ENABLED: 'false', AXON_REGISTRATION_ENABLED: 'true',
-  };
-  for (let i = 0; i < WORKERS; i++) spawnAxon('src/worker-main.ts', `bench-w${i + 1}`, env);
-  const front = spawnAxon('src/front-main.ts', 'bench-f1', env);
-  const upDeadline = Date.now() + 60_000;
-  for (;;) {
-    try {
-      if ((await request('GET', '/_matrix/client/versions')).status === 200) break;
-    } catch {
-      /* not yet */
-    }
-    if (Date.now() > upDeadline) throw new Error('front did not come up within 60 s');
-    await sleep(200);
-  }
+  axon = await startAxonBench({ workers: WORKERS, fronts: 1, shards: SHARDS });
+  m = new MatrixLoad(axon.url);
+  await m.waitUp(60_000);
   // First registration waits until the workers hold the user shards.
   await register('warm');
-  log(`axon up in ${round((performance.now() - started) / 1000)} s: front pid ${front.pid}, redis ${redis.url}`);
+  log(`axon up in ${round((performance.now() - started) / 1000)} s: front pid ${axon.frontPids[0]}, redis ${axon.redisUrl}`);
   results.meta = { date: new Date().toISOString(), cpus: (await import('node:os')).cpus().length, node: process.version, workers: WORKERS, fronts: 1, shards: SHARDS, scale: SCALE, phaseSeconds: PHASE_SECONDS, rates: RATES, redisAppendfsync: 'always' };
 
-  if (ONLY.has('d')) await benchIdlePolls(front.pid!);
+  if (ONLY.has('d')) await benchIdlePolls(axon.frontPids[0]!);
   if (ONLY.has('a')) await benchRooms();
   if (ONLY.has('b')) await benchBigRoom();
   if (ONLY.has('c')) await benchInitialSync();
@@ -614,7 +292,7 @@ try {
   exitCode = 1;
   log(`failed: ${(err as Error).stack ?? err}`);
 } finally {
-  await stopAll();
-  defaultAgent.destroy();
+  await axon?.stop();
+  (m as MatrixLoad | null)?.close();
 }
 process.exit(exitCode);

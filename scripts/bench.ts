@@ -1,0 +1,908 @@
+/**
+ * `npm run bench` (issue 8): the same Matrix workloads against Axon and, with `--vs synapse`,
+ * against Synapse on the same machine in the same run, interleaved workload by workload, with
+ * Axon/Synapse ratios. A script, not a test: it prints figures and asserts nothing. Loopback
+ * only; every phase is bounded in time and count, and the whole run stops itself after
+ * --max-minutes.
+ *
+ *   (A) steady send→sync: 200 users in 20 rooms (4 big rooms hold ~80 % of the memberships, 80 %
+ *       of the messages go there), everyone long-polling /sync; open-loop sends at rising rates
+ *       until send→sync delivery p99 passes 1 s. /send and delivery p50/p99, the highest rate
+ *       delivered with p99 < 1 s, server CPU seconds and peak memory per rate.
+ *   (B) fan-out: 1,000 members long-polling one room; a sender at 10 then 50 msg/s; delivery p99.
+ *   (C) one user in 1,500 rooms: initial sync with and without lazy-loading members, then a gappy
+ *       incremental sync after 10,000 events (spread over 100 of the rooms, so each is `limited`).
+ *   (D) join churn: 500 joins/min with 10 % leaves into one room for 5 minutes; per-operation
+ *       latency and storage bytes per membership event.
+ *   scale: (A) against Axon with 1 worker, 2 workers, and 2 workers + 2 fronts.
+ *
+ * Targets: `--target axon` (default: a throwaway Axon this script starts — managed Redis with AOF
+ * `appendfsync always`, --workers/--fronts processes, rate limits off), `--target synapse` (started
+ * through scripts/bench-synapse-setup with an emptied database), `--target http://host:port`
+ * (a running server: no process figures), or `--vs synapse` (Axon and Synapse). Server cost: CPU
+ * seconds and peak memory (sums of VmRSS and of Pss, sampled every 250 ms) of all the server's
+ * processes — for Axon its workers, fronts and redis-server; for Synapse its Python process plus
+ * PostgreSQL's processes when it uses PostgreSQL.
+ *
+ * Users: registered through `POST /register` with the m.login.dummy stage. Synapse requires a
+ * password there (its bench config uses bcrypt's minimum cost); Axon gets none, so registration
+ * is not scrypt-bound. Registration is setup, not a reported figure.
+ *
+ * Output: a table per workload on stdout, and JSON in bench-results/<date>-<target>.json.
+ * Run `npm run bench -- --help` for the knobs.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { startAxonBench, type AxonBench } from './lib/axon-bench-cluster';
+import { percentile, pool, round, seededRandom, sleep, table } from './lib/bench-util';
+import { C, Deliveries, MatrixLoad, enc, ratePhase, startSyncLoops, type RatePhase, type User } from './lib/matrix-load';
+import { CostMeter, processTree, type CostReport, type ServerProcesses } from './lib/proc-stats';
+
+const root = join(import.meta.dirname, '..');
+
+// ---- options ---------------------------------------------------------------------------------
+
+const HELP = `npm run bench -- [options]
+
+  --vs synapse            run every workload against Axon and Synapse, interleaved, with ratios
+  --target T              axon (default) | synapse | http://host:port (a running server)
+  --synapse-db D          postgres (default when available) | sqlite
+  --quick                 small sizes and short phases (a few minutes)
+  --only LIST             workloads to run, from a,b,c,d,scale (default all)
+  --users N               (A) users (200; quick 60)
+  --rates LIST            (A) send rates in msg/s (20,50,100,200,400; quick 20,50,100,200)
+  --phase S               (A, B) seconds per rate (10; quick 5)
+  --members N             (B) members of the one room (1000; quick 200)
+  --rooms N               (C) rooms of the one user (1500; quick 150)
+  --events N              (C) events before the gappy incremental sync (10000; quick 1000)
+  --invites N             (C) extra invited members per room, for lazy-loading to drop (4)
+  --duration S            (D) seconds of join churn (300; quick 60)
+  --joins-per-min N       (D) membership operations per minute (500)
+  --workers N --fronts N  Axon processes for A–D (2 and 1)
+  --shards N              Axon virtual shards per family (256)
+  --setup-timeout S       time box for each workload's setup on each server (600; quick 180)
+  --max-minutes M         stop the whole run after M minutes (45; quick 20)
+`;
+
+const argv = process.argv.slice(2);
+function opt(name: string): string | undefined {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+}
+if (argv.includes('--help') || argv.includes('-h')) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
+const QUICK = argv.includes('--quick');
+const num = (name: string, full: number, quick = full) => {
+  const v = opt(name);
+  const n = v === undefined ? (QUICK ? quick : full) : Number(v);
+  if (!Number.isFinite(n) || n < 0) {
+    process.stderr.write(`bench: ${name} must be a non-negative number\n`);
+    process.exit(1);
+  }
+  return n;
+};
+const VS = opt('--vs');
+if (VS !== undefined && VS !== 'synapse') {
+  process.stderr.write('bench: --vs takes only "synapse"\n');
+  process.exit(1);
+}
+const TARGET = VS ? 'axon' : (opt('--target') ?? 'axon');
+const O = {
+  users: Math.max(20, num('--users', 200, 60)),
+  rates: (opt('--rates') ?? (QUICK ? '20,50,100,200' : '20,50,100,200,400')).split(',').map(Number),
+  phase: num('--phase', 10, 5),
+  members: Math.max(2, num('--members', 1000, 200)),
+  rooms: Math.max(1, num('--rooms', 1500, 150)),
+  events: num('--events', 10_000, 1000),
+  invites: num('--invites', 4),
+  duration: num('--duration', 300, 60),
+  joinsPerMin: Math.max(1, num('--joins-per-min', 500)),
+  workers: Math.max(1, num('--workers', 2)),
+  fronts: Math.max(1, num('--fronts', 1)),
+  shards: Math.max(1, num('--shards', 256)),
+  setupTimeout: num('--setup-timeout', 600, 180),
+  maxMinutes: num('--max-minutes', 45, 20),
+  only: new Set((opt('--only') ?? 'a,b,c,d,scale').split(',')),
+  synapseDb: opt('--synapse-db'),
+};
+const P99_LIMIT_MS = 1000;
+const GAP_ROOMS = 100;
+
+function log(msg: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+// ---- targets ---------------------------------------------------------------------------------
+
+interface Target {
+  name: string;
+  label: string;
+  url: string;
+  /** Registration password (Synapse requires one), or null. */
+  password: ((username: string) => string) | null;
+  procs: ServerProcesses | null;
+  /** What the server stores on disk / in memory, in bytes, by kind. */
+  storage(): Promise<Record<string, number>>;
+  stop(): Promise<void>;
+}
+
+async function axonTarget(workers: number, fronts: number): Promise<Target> {
+  const t0 = performance.now();
+  const axon: AxonBench = await startAxonBench({ workers, fronts, shards: O.shards });
+  const m = new MatrixLoad(axon.url);
+  try {
+    await m.waitUp(60_000);
+    // The first registration waits until the workers hold the user shards.
+    for (let i = 0; ; i++) {
+      try {
+        await m.register(`warm${i}`);
+        break;
+      } catch (err) {
+        if (i > 100) throw err;
+        await sleep(300);
+      }
+    }
+  } catch (err) {
+    m.close();
+    await axon.stop();
+    throw err;
+  }
+  m.close();
+  log(`axon up in ${round((performance.now() - t0) / 1000)} s: ${workers} worker(s), ${fronts} front(s) on ${axon.url}`);
+  const redis = new Redis(axon.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const info = async (section: string, field: string) => {
+    const text = await redis.info(section);
+    const m2 = new RegExp(`^${field}:(\\d+)`, 'm').exec(text);
+    return m2 ? Number(m2[1]) : NaN;
+  };
+  return {
+    name: 'axon',
+    label: `Axon (${workers} worker${workers > 1 ? 's' : ''} + ${fronts} front${fronts > 1 ? 's' : ''}, Redis ${redisVersion()} AOF always)`,
+    url: axon.url,
+    password: null,
+    procs: processTree(() => axon.pids(), false),
+    async storage() {
+      if (redis.status === 'wait') await redis.connect();
+      return { redisUsedMemory: await info('memory', 'used_memory'), aofBytes: await info('persistence', 'aof_current_size') };
+    },
+    async stop() {
+      redis.disconnect();
+      await axon.stop();
+    },
+  };
+}
+
+function redisVersion(): string {
+  const r = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
+  return /v=(\S+)/.exec(r.stdout)?.[1] ?? '?';
+}
+
+interface SynapseEnv {
+  SYNAPSE_VERSION: string;
+  SYNAPSE_URL: string;
+  SYNAPSE_PID_FILE: string;
+  SYNAPSE_LOG: string;
+  SYNAPSE_DB: string;
+  SYNAPSE_SQLITE: string;
+  PG_DIR: string;
+  PG_PORT: string;
+  PG_BIN: string;
+  PG_VERSION: string;
+  SYNAPSE_PYTHON: string;
+}
+
+const SETUP = join(root, 'scripts', 'bench-synapse-setup');
+
+async function synapseTarget(): Promise<Target> {
+  const dbArgs = O.synapseDb ? ['--db', O.synapseDb] : [];
+  log(`starting Synapse with an empty database (scripts/bench-synapse-setup start --fresh ${dbArgs.join(' ')})`);
+  const r = spawnSync('bash', [SETUP, 'start', '--fresh', ...dbArgs], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) throw new Error('scripts/bench-synapse-setup start failed (see above)');
+  const env = Object.fromEntries(
+    execFileSync('bash', [SETUP, 'env', ...dbArgs], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes('='))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  ) as unknown as SynapseEnv;
+  const synapsePid = Number(readFileSync(env.SYNAPSE_PID_FILE, 'utf8').trim());
+  const pg = env.SYNAPSE_DB === 'postgres';
+  const pgPid = () => (pg && existsSync(join(env.PG_DIR, 'postmaster.pid')) ? Number(readFileSync(join(env.PG_DIR, 'postmaster.pid'), 'utf8').split('\n')[0]) : 0);
+  const py = spawnSync(env.SYNAPSE_PYTHON, ['--version'], { encoding: 'utf8' }).stdout.trim();
+  return {
+    name: 'synapse',
+    label: `Synapse ${env.SYNAPSE_VERSION} (${py || 'Python'}, ${pg ? env.PG_VERSION.replace(/\s*\(.*$/, '') : 'SQLite'})`,
+    url: env.SYNAPSE_URL,
+    password: (u) => `pw-${u}-bench`,
+    procs: processTree(() => [synapsePid, pgPid()], true),
+    async storage(): Promise<Record<string, number>> {
+      if (pg) {
+        const out = execFileSync(join(env.PG_BIN, 'psql'), ['-h', '127.0.0.1', '-p', env.PG_PORT, '-U', 'synapse', '-d', 'synapse', '-tAc', "SELECT pg_database_size('synapse')"], { encoding: 'utf8' });
+        return { postgresDatabaseSize: Number(out.trim()) };
+      }
+      const size = (f: string) => (existsSync(f) ? statSync(f).size : 0);
+      return { sqliteBytes: size(env.SYNAPSE_SQLITE) + size(`${env.SYNAPSE_SQLITE}-wal`) };
+    },
+    async stop() {
+      spawnSync('bash', [SETUP, 'stop'], { stdio: ['ignore', 'inherit', 'inherit'] });
+    },
+  };
+}
+
+function urlTarget(url: string): Target {
+  return { name: new URL(url).host.replace(/[^a-z0-9.-]/gi, '_'), label: url, url, password: (u) => `pw-${u}-bench`, procs: null, storage: async () => ({}), stop: async () => undefined };
+}
+
+// ---- measuring a window ------------------------------------------------------------------------
+
+/** Busy jiffies of the whole machine (all cores), to say how loaded it was by others. */
+function machineBusySeconds(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  return (f.reduce((s, x) => s + x, 0) - idle) / 100;
+}
+
+interface Window {
+  cost: CostReport | null;
+  /** CPU seconds of this benchmark client (load generator) in the window. */
+  clientCpuSeconds: number;
+  /** CPU seconds of every other process on the machine in the window (other users' work). */
+  otherCpuSeconds: number;
+}
+
+function measure(t: Target): { stop(): Window } {
+  const meter = t.procs ? new CostMeter(t.procs).start() : null;
+  const c0 = process.cpuUsage();
+  const m0 = machineBusySeconds();
+  return {
+    stop() {
+      const cost = meter?.stop() ?? null;
+      const c = process.cpuUsage(c0);
+      const client = (c.user + c.system) / 1e6;
+      const busy = machineBusySeconds() - m0;
+      return { cost, clientCpuSeconds: round(client, 2), otherCpuSeconds: round(Math.max(0, busy - client - (cost?.cpuSeconds ?? 0)), 1) };
+    },
+  };
+}
+
+/** Registers `n` users named `<prefix><i>` (at most 32 at a time), stopping at `deadline`. */
+async function registerMany(m: MatrixLoad, prefix: string, n: number, deadline: number): Promise<User[]> {
+  const users = await pool(Array.from({ length: n }), 32, (_x, i) => m.register(`${prefix}${i}`), deadline);
+  return users.filter(Boolean);
+}
+
+// ---- (A) steady send→sync ------------------------------------------------------------------------
+
+interface APhase extends RatePhase {
+  cpuSeconds: number | null;
+  cpuMsPerMessage: number | null;
+  peakRssMb: number | null;
+  peakPssMb: number | null;
+  otherCpuSeconds: number;
+}
+
+interface AResult {
+  users: number;
+  rooms: number;
+  memberships: number;
+  bigRoomShare: number;
+  setupSeconds: number;
+  syncErrors: number;
+  phases: APhase[];
+  maxRateUnder1s: number;
+}
+
+async function workloadA(t: Target, users = O.users): Promise<AResult> {
+  const m = new MatrixLoad(t.url, t.password);
+  const rng = seededRandom(0xa11ce);
+  const t0 = performance.now();
+  try {
+    log(`(A) ${t.name}: registering ${users} users`);
+    const us = await registerMany(m, `${RUN}a`, users, Infinity);
+    // 4 big rooms: every user in one (i % 4). 16 small rooms of ~3 members: ~80/20 memberships.
+    const bigCount = 4;
+    const smallCount = 16;
+    const smallSize = Math.max(2, Math.round(users / 4 / smallCount));
+    const rooms: { id: string; members: User[] }[] = [];
+    for (let r = 0; r < bigCount; r++) rooms.push({ id: '', members: us.filter((_u, i) => i % bigCount === r) });
+    for (let r = 0; r < smallCount; r++) rooms.push({ id: '', members: Array.from({ length: smallSize }, (_x, k) => us[(r * smallSize + k * 7) % users]!).filter((u, k, a) => a.indexOf(u) === k) });
+    await pool(rooms, 20, async (room) => {
+      room.id = await m.createRoom(room.members[0]!);
+    });
+    await pool(rooms.flatMap((room) => room.members.slice(1).map((u) => ({ u, room }))), 32, ({ u, room }) => m.join(u, room.id));
+    const sinces = await pool(us, 32, (u) => m.initialSince(u));
+    const setupSeconds = (performance.now() - t0) / 1000;
+    const memberships = rooms.reduce((s, r) => s + r.members.length, 0);
+    const bigMemberships = rooms.slice(0, bigCount).reduce((s, r) => s + r.members.length, 0);
+    log(`(A) ${t.name}: setup ${round(setupSeconds)} s (${rooms.length} rooms, ${memberships} memberships)`);
+    const deliveries = new Deliveries();
+    const poller = startSyncLoops(m, us, sinces, deliveries);
+    await sleep(1500);
+    const pick = () => {
+      const room = rng() < 0.8 ? rooms[Math.floor(rng() * bigCount)]! : rooms[bigCount + Math.floor(rng() * smallCount)]!;
+      return { user: room.members[Math.floor(rng() * room.members.length)]!, roomId: room.id, members: room.members.length };
+    };
+    const phases: APhase[] = [];
+    for (const rate of O.rates) {
+      const w = measure(t);
+      const p = await ratePhase(m, deliveries, rate, O.phase, pick);
+      const win = w.stop();
+      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds });
+      log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s`);
+      if (!(p.deliveryP99ms <= P99_LIMIT_MS)) break;
+    }
+    const syncErrors = poller.errors();
+    await poller.stop();
+    const okPhases = phases.filter((p) => p.deliveryP99ms <= P99_LIMIT_MS && p.sendErrors === 0);
+    return { users, rooms: rooms.length, memberships, bigRoomShare: round(bigMemberships / memberships, 3), setupSeconds: round(setupSeconds, 1), syncErrors, phases, maxRateUnder1s: okPhases.length ? Math.max(...okPhases.map((p) => p.sendRate)) : 0 };
+  } finally {
+    m.close();
+  }
+}
+
+// ---- (B) fan-out ---------------------------------------------------------------------------------
+
+interface BResult {
+  requestedMembers: number;
+  members: number;
+  setupSeconds: number;
+  syncErrors: number;
+  phases: APhase[];
+}
+
+async function workloadB(t: Target, cap: number | undefined): Promise<BResult> {
+  const m = new MatrixLoad(t.url, t.password);
+  const rng = seededRandom(0xb0b);
+  const want = Math.min(O.members, cap ?? Infinity);
+  const t0 = performance.now();
+  const deadline = t0 + O.setupTimeout * 1000;
+  try {
+    log(`(B) ${t.name}: registering ${want} users and joining them to one room (time box ${O.setupTimeout} s)`);
+    const us = await registerMany(m, `${RUN}b`, want, t0 + O.setupTimeout * 500);
+    const owner = us[0]!;
+    const roomId = await m.createRoom(owner);
+    const members: User[] = [owner];
+    // Joined in order, so a time-boxed setup keeps a prefix and the other server can match it.
+    await pool(us.slice(1), 32, async (u) => {
+      await m.join(u, roomId);
+      members.push(u);
+    }, deadline);
+    const sinces = await pool(members, 32, (u) => m.initialSince(u));
+    const setupSeconds = (performance.now() - t0) / 1000;
+    log(`(B) ${t.name}: setup ${round(setupSeconds)} s, ${members.length} members`);
+    const deliveries = new Deliveries();
+    const poller = startSyncLoops(m, members, sinces, deliveries);
+    await sleep(2000);
+    const phases: APhase[] = [];
+    for (const rate of [10, 50]) {
+      const w = measure(t);
+      const p = await ratePhase(m, deliveries, rate, O.phase, () => ({ user: members[Math.floor(rng() * members.length)]!, roomId, members: members.length }), 10_000);
+      const win = w.stop();
+      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds });
+      log(`(B) ${t.name} ${rate} msg/s to ${members.length}: delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}`);
+    }
+    const syncErrors = poller.errors();
+    await poller.stop();
+    return { requestedMembers: O.members, members: members.length, setupSeconds: round(setupSeconds, 1), syncErrors, phases };
+  } finally {
+    m.close();
+  }
+}
+
+// ---- (C) initial and gappy incremental sync ------------------------------------------------------
+
+interface SyncRun {
+  variant: string;
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+  bytes: number;
+  rooms: number;
+  limitedRooms: number;
+  status: number;
+  cpuSeconds: number | null;
+}
+
+interface CResult {
+  requestedRooms: number;
+  rooms: number;
+  invitesPerRoom: number;
+  setupSeconds: number;
+  setupCpuSeconds: number | null;
+  gapEvents: number;
+  gapRooms: number;
+  gapSendSeconds: number;
+  variants: SyncRun[];
+}
+
+async function timedSync(m: MatrixLoad, t: Target, u: User, variant: string, query: string, runs = 3): Promise<SyncRun> {
+  const times: number[] = [];
+  let bytes = 0;
+  let rooms = 0;
+  let limited = 0;
+  let status = 0;
+  const w = measure(t);
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    const r = await m.request('GET', `${C}/sync${query}`, { token: u.token, timeoutMs: 300_000 });
+    times.push(performance.now() - t0);
+    status = r.status;
+    bytes = r.bytes;
+    const join = r.body?.rooms?.join ?? {};
+    rooms = Object.keys(join).length;
+    limited = Object.values(join).filter((x) => (x as { timeline?: { limited?: boolean } }).timeline?.limited).length;
+    if (r.status !== 200) {
+      log(`(C) ${t.name} ${variant}: status ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
+      break;
+    }
+  }
+  const win = w.stop();
+  times.sort((a, b) => a - b);
+  return { variant, medianMs: round(percentile(times, 50)), minMs: round(times[0]!), maxMs: round(times[times.length - 1]!), bytes, rooms, limitedRooms: limited, status, cpuSeconds: win.cost ? round(win.cost.cpuSeconds / times.length, 2) : null };
+}
+
+async function workloadC(t: Target, cap: number | undefined): Promise<CResult> {
+  const m = new MatrixLoad(t.url, t.password);
+  const want = Math.min(O.rooms, cap ?? Infinity);
+  const t0 = performance.now();
+  const deadline = t0 + O.setupTimeout * 1000;
+  try {
+    log(`(C) ${t.name}: ${want} rooms with ${O.invites} invited members each for one user (time box ${O.setupTimeout} s)`);
+    const u = await m.register(`${RUN}c-user`);
+    // Rooms are made by 8 creators at once (one createRoom at a time each, as a client does);
+    // the user is invited with the others and joins.
+    const creators = await registerMany(m, `${RUN}c-creator`, 8, Infinity);
+    const invitees = await registerMany(m, `${RUN}c-inv`, O.invites, Infinity);
+    const w = measure(t);
+    const roomIds: string[] = [];
+    await pool(Array.from({ length: want }), creators.length, async (_x, i) => {
+      const creator = creators[i % creators.length]!;
+      const roomId = await m.createRoom(creator, { name: `bench room ${i}`, topic: `topic of bench room ${i}`, invite: [u.userId, ...invitees.map((x) => x.userId)] });
+      await m.join(u, roomId);
+      roomIds[i] = roomId;
+    }, deadline);
+    const built = roomIds.filter(Boolean);
+    const setupCost = w.stop();
+    const setupSeconds = (performance.now() - t0) / 1000;
+    log(`(C) ${t.name}: ${built.length} rooms in ${round(setupSeconds)} s`);
+    const variants: SyncRun[] = [];
+    variants.push(await timedSync(m, t, u, 'initial sync (before the gap events)', '', 1));
+    const since = await m.initialSince(u);
+    // 10,000 events into 100 rooms: 100 new events each (at least 50), far over the timeline
+    // limit, so each of those rooms comes back `limited` (a gap) in the incremental sync.
+    const gapRooms = Math.max(1, Math.min(GAP_ROOMS, built.length, Math.floor(O.events / 50)));
+    const g0 = performance.now();
+    let sentGap = 0;
+    await pool(Array.from({ length: O.events }), 16, async (_x, i) => {
+      const roomIndex = i % gapRooms;
+      const sender = creators[roomIndex % creators.length]!;
+      await m.send(sender, built[roomIndex]!, `gap event ${i}`);
+      sentGap++;
+    }, g0 + O.setupTimeout * 1000);
+    const gapSendSeconds = (performance.now() - g0) / 1000;
+    log(`(C) ${t.name}: ${sentGap} gap events in ${round(gapSendSeconds)} s (${round(sentGap / gapSendSeconds)}/s)`);
+    variants.push(await timedSync(m, t, u, `gappy incremental (${sentGap} events in ${gapRooms} rooms)`, `?since=${enc(since)}&timeout=0`));
+    variants.push(await timedSync(m, t, u, 'initial sync', ''));
+    variants.push(await timedSync(m, t, u, 'initial sync, lazy-loading members', `?filter=${enc(JSON.stringify({ room: { state: { lazy_load_members: true }, timeline: { lazy_load_members: true } } }))}`));
+    for (const v of variants) log(`(C) ${t.name} ${v.variant}: median ${v.medianMs} ms, ${v.bytes} bytes, ${v.rooms} rooms (${v.limitedRooms} limited)`);
+    return { requestedRooms: O.rooms, rooms: built.length, invitesPerRoom: O.invites, setupSeconds: round(setupSeconds, 1), setupCpuSeconds: setupCost.cost?.cpuSeconds ?? null, gapEvents: sentGap, gapRooms, gapSendSeconds: round(gapSendSeconds, 1), variants };
+  } finally {
+    m.close();
+  }
+}
+
+// ---- (D) join churn -------------------------------------------------------------------------------
+
+interface DResult {
+  seconds: number;
+  opsPerMinTarget: number;
+  joins: number;
+  leaves: number;
+  errors: number;
+  achievedOpsPerMin: number;
+  finalMembers: number;
+  joinP50ms: number;
+  joinP99ms: number;
+  leaveP50ms: number;
+  leaveP99ms: number;
+  lastMinuteP99ms: number;
+  storageBefore: Record<string, number>;
+  storageAfter: Record<string, number>;
+  bytesPerEvent: Record<string, number>;
+  cost: CostReport | null;
+  otherCpuSeconds: number;
+  firstError?: string;
+}
+
+interface MemberOp {
+  kind: 'join' | 'leave';
+  user: number;
+}
+
+/** The churn schedule, fixed in advance so every server gets the same operations. */
+function churnSchedule(count: number): { ops: MemberOp[]; users: number } {
+  const rng = seededRandom(0xd00d);
+  const ops: MemberOp[] = [];
+  const joinedAt = new Map<number, number>(); // user → op index of their join
+  const left: number[] = [];
+  let fresh = 0;
+  for (let k = 0; k < count; k++) {
+    // A leave picks someone whose join was scheduled at least 50 operations (~6 s) earlier.
+    const settled = [...joinedAt].filter(([, at]) => at <= k - 50).map(([u]) => u);
+    if (rng() < 0.1 && settled.length) {
+      const u = settled[Math.floor(rng() * settled.length)]!;
+      joinedAt.delete(u);
+      left.push(u);
+      ops.push({ kind: 'leave', user: u });
+    } else {
+      const u = left.length > 20 && rng() < 0.5 ? left.shift()! : fresh++;
+      joinedAt.set(u, k);
+      ops.push({ kind: 'join', user: u });
+    }
+  }
+  return { ops, users: fresh };
+}
+
+async function workloadD(t: Target): Promise<DResult> {
+  const m = new MatrixLoad(t.url, t.password);
+  const count = Math.round((O.joinsPerMin * O.duration) / 60);
+  const { ops, users } = churnSchedule(count);
+  const t0 = performance.now();
+  try {
+    log(`(D) ${t.name}: registering ${users} users for ${count} membership changes over ${O.duration} s`);
+    const us = await registerMany(m, `${RUN}d`, users, t0 + O.setupTimeout * 1000);
+    if (us.length < users) throw new Error(`registered only ${us.length} of ${users} users within the time box`);
+    const owner = await m.register(`${RUN}d-owner`);
+    const roomId = await m.createRoom(owner);
+    await sleep(1000);
+    const storageBefore = await t.storage();
+    const w = measure(t);
+    const lat = { join: [] as number[], leave: [] as number[] };
+    const lastMinute: number[] = [];
+    let errors = 0;
+    let firstError: string | undefined;
+    let done = 0;
+    let inFlight = 0;
+    const pending: Promise<void>[] = [];
+    const started = performance.now();
+    const interval = 60_000 / O.joinsPerMin;
+    const lastMinuteFrom = started + Math.max(0, O.duration - 60) * 1000;
+    for (let k = 0; k < ops.length; k++) {
+      const wait = started + k * interval - performance.now();
+      if (wait > 0) await sleep(wait);
+      if (inFlight >= 500) {
+        errors++;
+        continue;
+      }
+      const op = ops[k]!;
+      const u = us[op.user]!;
+      inFlight++;
+      const s = performance.now();
+      pending.push(
+        (op.kind === 'join' ? m.join(u, roomId) : m.leave(u, roomId))
+          .then(() => {
+            const ms = performance.now() - s;
+            lat[op.kind].push(ms);
+            if (s >= lastMinuteFrom) lastMinute.push(ms);
+            done++;
+          })
+          .catch((err: Error) => {
+            errors++;
+            firstError ??= err.message;
+          })
+          .finally(() => {
+            inFlight--;
+          }),
+      );
+    }
+    await Promise.all(pending);
+    const seconds = (performance.now() - started) / 1000;
+    const win = w.stop();
+    await sleep(2000); // let background writes (Redis AOF, Postgres) land before sizing
+    const storageAfter = await t.storage();
+    const joined = await m.ok('GET', `${C}/rooms/${enc(roomId)}/joined_members`, { token: owner.token });
+    for (const l of [lat.join, lat.leave, lastMinute]) l.sort((a, b) => a - b);
+    const bytesPerEvent: Record<string, number> = {};
+    for (const k of Object.keys(storageAfter)) bytesPerEvent[k] = done ? Math.round((storageAfter[k]! - (storageBefore[k] ?? 0)) / done) : NaN;
+    const r: DResult = {
+      seconds: round(seconds, 1),
+      opsPerMinTarget: O.joinsPerMin,
+      joins: lat.join.length,
+      leaves: lat.leave.length,
+      errors,
+      achievedOpsPerMin: round((done / seconds) * 60),
+      finalMembers: Object.keys(joined.joined ?? {}).length,
+      joinP50ms: round(percentile(lat.join, 50)),
+      joinP99ms: round(percentile(lat.join, 99)),
+      leaveP50ms: round(percentile(lat.leave, 50)),
+      leaveP99ms: round(percentile(lat.leave, 99)),
+      lastMinuteP99ms: round(percentile(lastMinute, 99)),
+      storageBefore,
+      storageAfter,
+      bytesPerEvent,
+      cost: win.cost,
+      otherCpuSeconds: win.otherCpuSeconds,
+      ...(firstError ? { firstError } : {}),
+    };
+    log(`(D) ${t.name}: ${r.joins} joins + ${r.leaves} leaves in ${r.seconds} s (${r.errors} errors), join p50 ${r.joinP50ms} p99 ${r.joinP99ms} ms, bytes/event ${JSON.stringify(bytesPerEvent)}`);
+    return r;
+  } finally {
+    m.close();
+  }
+}
+
+// ---- report ----------------------------------------------------------------------------------
+
+const fmtMs = (v: number) => (v === Infinity ? '>grace' : String(v));
+
+interface Figure {
+  workload: string;
+  figure: string;
+  /** 'lower' or 'higher' is better. */
+  better: 'lower' | 'higher';
+  values: Record<string, number | null | undefined>;
+}
+
+type FigureValue = Omit<Figure, 'values'> & { value: number | null | undefined };
+
+function figuresOf(r: Results[string]): FigureValue[] {
+  const out: FigureValue[] = [];
+  const add = (workload: string, figure: string, better: Figure['better'], value: number | null | undefined) => out.push({ workload, figure, better, value });
+  if (r.a) {
+    for (const p of r.a.phases) {
+      const at = `@${p.targetRate} msg/s`;
+      add('A', `/send p50 ms ${at}`, 'lower', p.sendP50ms);
+      add('A', `/send p99 ms ${at}`, 'lower', p.sendP99ms);
+      add('A', `delivery p50 ms ${at}`, 'lower', p.deliveryP50ms);
+      add('A', `delivery p99 ms ${at}`, 'lower', p.deliveryP99ms);
+      add('A', `server CPU ms/msg ${at}`, 'lower', p.cpuMsPerMessage);
+      add('A', `peak RSS MB ${at}`, 'lower', p.peakRssMb);
+    }
+    add('A', 'max msg/s with delivery p99 < 1 s', 'higher', r.a.maxRateUnder1s);
+  }
+  if (r.b) {
+    for (const p of r.b.phases) {
+      const at = `@${p.targetRate} msg/s`;
+      add('B', `delivery p50 ms ${at}`, 'lower', p.deliveryP50ms);
+      add('B', `delivery p99 ms ${at}`, 'lower', p.deliveryP99ms);
+      add('B', `deliveries/s ${at}`, 'higher', p.deliveryRate);
+      add('B', `server CPU s ${at}`, 'lower', p.cpuSeconds);
+      add('B', `peak RSS MB ${at}`, 'lower', p.peakRssMb);
+    }
+  }
+  if (r.c) {
+    add('C', 'room setup s (createRoom + join)', 'lower', r.c.setupSeconds);
+    for (const v of r.c.variants) {
+      const name2 = v.variant.replace(/ \(.*\)$/, '');
+      add('C', `${name2} ms`, 'lower', v.status === 200 ? v.medianMs : null);
+      add('C', `${name2} kB`, 'lower', v.status === 200 ? round(v.bytes / 1024) : null);
+      add('C', `${name2} server CPU s`, 'lower', v.cpuSeconds);
+    }
+  }
+  if (r.d) {
+    add('D', 'join p50 ms', 'lower', r.d.joinP50ms);
+    add('D', 'join p99 ms', 'lower', r.d.joinP99ms);
+    add('D', 'leave p50 ms', 'lower', r.d.leaveP50ms);
+    add('D', 'leave p99 ms', 'lower', r.d.leaveP99ms);
+    add('D', 'join/leave p99 ms, last minute', 'lower', r.d.lastMinuteP99ms);
+    add('D', 'achieved ops/min', 'higher', r.d.achievedOpsPerMin);
+    add('D', 'server CPU s', 'lower', r.d.cost?.cpuSeconds);
+    add('D', 'peak RSS MB', 'lower', r.d.cost?.peakRssMb);
+    for (const [k, v] of Object.entries(r.d.bytesPerEvent)) add('D', `storage bytes/event (${k})`, 'lower', v);
+  }
+  return out;
+}
+
+function fmt(v: number | null | undefined): string {
+  if (v === null || v === undefined || Number.isNaN(v)) return '–';
+  if (v === Infinity) return '>grace';
+  return Math.abs(v) >= 100 ? String(Math.round(v)) : String(round(v, 2));
+}
+
+/** The side-by-side table: one row per figure, a column per target, and Axon/Synapse. */
+function comparisonTable(results: Results, names: string[]): string {
+  const rows = new Map<string, Figure>();
+  for (const n of names) {
+    for (const f of figuresOf(results[n] ?? {})) {
+      const key = `${f.workload}|${f.figure}`;
+      if (!rows.has(key)) rows.set(key, { workload: f.workload, figure: f.figure, better: f.better, values: {} });
+      rows.get(key)!.values[n] = f.value;
+    }
+  }
+  const out: Record<string, unknown>[] = [];
+  for (const f of rows.values()) {
+    const row: Record<string, unknown> = { figure: `${f.workload}  ${f.figure}` };
+    for (const n of names) row[n] = fmt(f.values[n]);
+    if (names.length === 2) {
+      const [a, s] = [f.values[names[0]!], f.values[names[1]!]];
+      if (typeof a === 'number' && typeof s === 'number' && Number.isFinite(a) && Number.isFinite(s) && s !== 0) {
+        const ratio = a / s;
+        row.ratio = round(ratio, 2);
+        const axonBetter = f.better === 'lower' ? ratio < 1 : ratio > 1;
+        row.ahead = ratio === 1 ? '=' : axonBetter ? names[0] : names[1];
+      } else if (a === Infinity || a === null || a === undefined) {
+        row.ratio = '–';
+        row.ahead = s !== undefined && s !== null && s !== Infinity ? names[1] : '';
+      } else {
+        row.ratio = '–';
+        row.ahead = names[0];
+      }
+    }
+    out.push(row);
+  }
+  const cols = ['figure', ...names, ...(names.length === 2 ? ['ratio', 'ahead'] : [])];
+  const headers = ['figure', ...names, ...(names.length === 2 ? [`${names[0]}/${names[1]}`, 'ahead'] : [])];
+  return table(out, cols, headers);
+}
+
+type Results = Record<string, { a?: AResult; b?: BResult; c?: CResult; d?: DResult; errors?: Record<string, string> }>;
+
+// ---- main ------------------------------------------------------------------------------------
+
+const RUN = `r${Date.now().toString(36).slice(-5)}`; // the same user names on every server of this run
+const results: Results = {};
+const scaling: { config: string; workers: number; fronts: number; a?: AResult; error?: string; note?: string }[] = [];
+const meta: Record<string, unknown> = {};
+const targets: Target[] = [];
+let finished = false;
+
+function report(): string {
+  const names = Object.keys(results);
+  const out: string[] = [];
+  out.push(`Matrix homeserver benchmark — ${meta.date}; ${meta.cpuModel}, ${meta.cpus} cores; node ${process.version}; client on the same cores`);
+  for (const t of (meta.targets ?? []) as { name: string; label: string }[]) out.push(`  ${t.name}: ${t.label}`);
+  out.push(`  load average at start ${meta.loadAvgStart}; options ${JSON.stringify(meta.options)}`);
+  for (const n of names) {
+    const r = results[n]!;
+    if (r.a) {
+      out.push(`\n(A) ${n}: ${r.a.users} users in ${r.a.rooms} rooms (${r.a.memberships} memberships, ${round(r.a.bigRoomShare * 100)} % in 4 rooms), all long-polling; setup ${r.a.setupSeconds} s; sync errors ${r.a.syncErrors}`);
+      out.push(table(r.a.phases.map((p) => ({ ...p, deliveryP99ms: fmtMs(p.deliveryP99ms) })), ['targetRate', 'sendRate', 'sendErrors', 'sendP50ms', 'sendP99ms', 'deliveries', 'missing', 'deliveryP50ms', 'deliveryP99ms', 'cpuSeconds', 'cpuMsPerMessage', 'peakRssMb', 'peakPssMb', 'otherCpuSeconds']));
+    }
+    if (r.b) {
+      out.push(`\n(B) ${n}: one room, ${r.b.members} syncing members (asked ${r.b.requestedMembers}); setup ${r.b.setupSeconds} s; sync errors ${r.b.syncErrors}`);
+      out.push(table(r.b.phases.map((p) => ({ ...p, deliveryP99ms: fmtMs(p.deliveryP99ms) })), ['targetRate', 'sendRate', 'sendErrors', 'sendP50ms', 'sendP99ms', 'deliveries', 'missing', 'deliveryRate', 'deliveryP50ms', 'deliveryP99ms', 'cpuSeconds', 'peakRssMb', 'otherCpuSeconds']));
+    }
+    if (r.c) {
+      out.push(`\n(C) ${n}: one user in ${r.c.rooms} rooms (asked ${r.c.requestedRooms}; ${r.c.invitesPerRoom} more invited members each); setup ${r.c.setupSeconds} s, ${r.c.setupCpuSeconds ?? '?'} server CPU s; ${r.c.gapEvents} gap events in ${r.c.gapSendSeconds} s`);
+      out.push(table(r.c.variants as unknown as Record<string, unknown>[], ['variant', 'medianMs', 'minMs', 'maxMs', 'bytes', 'rooms', 'limitedRooms', 'status', 'cpuSeconds']));
+    }
+    if (r.d) {
+      out.push(`\n(D) ${n}: join churn into one room, ${r.d.opsPerMinTarget}/min for ${r.d.seconds} s`);
+      out.push(table([{ ...r.d, cpu: r.d.cost?.cpuSeconds, rss: r.d.cost?.peakRssMb, bytes: JSON.stringify(r.d.bytesPerEvent) }], ['joins', 'leaves', 'errors', 'achievedOpsPerMin', 'finalMembers', 'joinP50ms', 'joinP99ms', 'leaveP50ms', 'leaveP99ms', 'lastMinuteP99ms', 'cpu', 'rss', 'bytes']));
+      if (r.d.firstError) out.push(`  first error: ${r.d.firstError}`);
+    }
+    for (const [w, e] of Object.entries(r.errors ?? {})) out.push(`\n(${w}) ${n}: FAILED — ${e}`);
+  }
+  if (names.length) {
+    out.push(`\nSummary (${names.join(' vs ')}${names.length === 2 ? `; ratio = ${names[0]}/${names[1]}; "ahead" = the better of the two for that figure` : ''}):`);
+    out.push(comparisonTable(results, names));
+  }
+  if (scaling.length) {
+    out.push(`\nScaling: (A) against Axon, ${scaling[0]?.a?.users ?? O.users} users, same rates`);
+    const rows: Record<string, unknown>[] = [];
+    for (const s of scaling) {
+      if (!s.a) {
+        rows.push({ config: s.config, rate: 'failed: ' + (s.error ?? '?') });
+        continue;
+      }
+      for (const p of s.a.phases) rows.push({ config: s.config, rate: p.targetRate, sent: p.sendRate, sendP99: p.sendP99ms, p50: p.deliveryP50ms, p99: fmtMs(p.deliveryP99ms), cpu: p.cpuMsPerMessage, rss: p.peakRssMb });
+      rows.push({ config: s.config, rate: `max ${s.a.maxRateUnder1s} msg/s with p99 < 1 s${s.note ? ` (${s.note})` : ''}` });
+    }
+    out.push(table(rows, ['config', 'rate', 'sent', 'sendP99', 'p50', 'p99', 'cpu', 'rss'], ['config', 'msg/s', 'sent/s', '/send p99 ms', 'delivery p50 ms', 'delivery p99 ms', 'CPU ms/msg', 'peak RSS MB']));
+  }
+  return out.join('\n') + '\n';
+}
+
+function writeResults(): void {
+  if (finished) return;
+  finished = true;
+  meta.totalSeconds = round((performance.now() - startedAt) / 1000, 1);
+  meta.loadAvgEnd = loadavg().map((x) => round(x, 2));
+  process.stdout.write('\n' + report());
+  mkdirSync(join(root, 'bench-results'), { recursive: true });
+  const label = VS ? 'axon-vs-synapse' : (targets[0]?.name ?? TARGET);
+  const file = join(root, 'bench-results', `${new Date().toISOString().replace(/[:.]/g, '-')}-${label}.json`);
+  writeFileSync(file, JSON.stringify({ meta, results, scaling }, (_k, v) => (v === Infinity ? 'Infinity' : v), 2) + '\n');
+  process.stdout.write(`\nJSON: ${file}\n`);
+}
+
+async function stopTargets(): Promise<void> {
+  for (const t of targets.splice(0)) await t.stop().catch((err) => log(`stopping ${t.name}: ${(err as Error).message}`));
+}
+
+const startedAt = performance.now();
+
+async function runWorkload(key: 'a' | 'b' | 'c' | 'd', order: Target[]): Promise<void> {
+  let cap: number | undefined;
+  for (const t of order) {
+    const r = (results[t.name] ??= {});
+    try {
+      if (key === 'a') r.a = await workloadA(t);
+      if (key === 'b') cap = (r.b = await workloadB(t, cap)).members;
+      if (key === 'c') cap = (r.c = await workloadC(t, cap)).rooms;
+      if (key === 'd') r.d = await workloadD(t);
+    } catch (err) {
+      (r.errors ??= {})[key.toUpperCase()] = (err as Error).message;
+      log(`(${key.toUpperCase()}) ${t.name} failed: ${(err as Error).stack ?? err}`);
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const hardStop = setTimeout(() => {
+    log(`time limit of ${O.maxMinutes} min reached: stopping with what was measured`);
+    writeResults();
+    void stopTargets().finally(() => process.exit(2));
+  }, O.maxMinutes * 60_000);
+  hardStop.unref();
+  Object.assign(meta, {
+    date: new Date().toISOString(),
+    cpuModel: /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '?',
+    cpus: cpus().length,
+    memGb: round(Number(/MemTotal:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) / 1024 / 1024, 1),
+    node: process.version,
+    loadAvgStart: loadavg().map((x) => round(x, 2)),
+    options: { ...O, only: [...O.only], quick: QUICK, vs: VS ?? null, target: TARGET },
+  });
+  // Synapse first in each workload: its time-boxed setups (B, C) set the size Axon then gets.
+  const wantsMain = ['a', 'b', 'c', 'd'].some((k) => O.only.has(k));
+  if (wantsMain) {
+    if (VS) targets.push(await synapseTarget());
+    if (TARGET === 'axon') targets.push(await axonTarget(O.workers, O.fronts));
+    else if (TARGET === 'synapse') targets.push(await synapseTarget());
+    else targets.push(urlTarget(TARGET));
+  }
+  meta.targets = targets.map((t) => ({ name: t.name, label: t.label, url: t.url }));
+  if (VS) {
+    // Columns read Axon first.
+    const ordered = ['axon', 'synapse'];
+    for (const n of ordered) results[n] = {};
+  }
+  for (const key of ['a', 'b', 'c', 'd'] as const) if (O.only.has(key)) await runWorkload(key, targets);
+  const mainAxon = targets.find((t) => t.name === 'axon');
+  const mainAxonA = results.axon?.a;
+  await stopTargets();
+
+  if (O.only.has('scale') && (TARGET === 'axon' || VS)) {
+    for (const [workers, fronts] of [
+      [1, 1],
+      [2, 1],
+      [2, 2],
+    ] as const) {
+      const config = `${workers} worker${workers > 1 ? 's' : ''} + ${fronts} front${fronts > 1 ? 's' : ''}`;
+      if (mainAxon && mainAxonA && workers === O.workers && fronts === O.fronts) {
+        scaling.push({ config, workers, fronts, a: mainAxonA, note: 'from the run above' });
+        continue;
+      }
+      let t: Target | null = null;
+      try {
+        t = await axonTarget(workers, fronts);
+        targets.push(t);
+        log(`(scale) ${config}`);
+        scaling.push({ config, workers, fronts, a: await workloadA(t) });
+      } catch (err) {
+        scaling.push({ config, workers, fronts, error: (err as Error).message });
+        log(`(scale) ${config} failed: ${(err as Error).stack ?? err}`);
+      } finally {
+        await stopTargets();
+      }
+    }
+  }
+  writeResults();
+}
+
+let exitCode = 0;
+try {
+  await main();
+} catch (err) {
+  exitCode = 1;
+  log(`failed: ${(err as Error).stack ?? err}`);
+  writeResults();
+} finally {
+  await stopTargets();
+}
+process.exit(exitCode);

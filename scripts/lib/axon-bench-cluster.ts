@@ -1,0 +1,84 @@
+/**
+ * A throwaway Axon for benchmarks: a managed redis-server in a temp dir (AOF on, `appendfsync
+ * always`, as production), N worker processes and M front processes (`node --import tsx
+ * src/{worker,front}-main.ts`; the fronts share the HTTP port), loopback only, rate limits off,
+ * open registration. stop() ends every process it started and removes the temp dir.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startManagedRedis, type ManagedRedis } from '../../src/runtime/managed-redis';
+import { loadOrCreateSigningKeys } from '../../src/runtime/signing-key-store';
+import { freePort, sleep } from './bench-util';
+
+const root = join(import.meta.dirname, '..', '..');
+
+export interface AxonBenchOptions {
+  workers: number;
+  fronts: number;
+  /** Virtual shards per family. */
+  shards: number;
+  logLevel?: string;
+  /** Where the processes' stderr goes (default: inherited). */
+  stderr?: 'inherit' | 'ignore';
+}
+
+export interface AxonBench {
+  url: string;
+  redisUrl: string;
+  redisPid: number;
+  keyPrefix: string;
+  workerPids: number[];
+  frontPids: number[];
+  /** Every process of this Axon: workers, fronts and its redis-server. */
+  pids(): number[];
+  stop(): Promise<void>;
+}
+
+export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench> {
+  const children: ChildProcess[] = [];
+  const dataDir = mkdtempSync(join(tmpdir(), 'axon-bench-'));
+  let redis: ManagedRedis | null = null;
+  const stop = async () => {
+    for (const c of children) if (c.exitCode === null && c.pid) c.kill('SIGTERM');
+    const deadline = Date.now() + 10_000;
+    while (children.some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline) await sleep(50);
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    if (redis?.started) await redis.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  try {
+    redis = await startManagedRedis({ dir: join(dataDir, 'redis'), port: await freePort() });
+    const port = await freePort();
+    const signingKeyPath = join(dataDir, 'localhost.signing.key');
+    loadOrCreateSigningKeys(signingKeyPath); // once, before the processes read it
+    const keyPrefix = 'bench:';
+    const env: Record<string, string> = {
+      AXON_REDIS_MODE: 'url', AXON_REDIS_URL: redis.url, AXON_REDIS_KEY_PREFIX: keyPrefix, AXON_DATA_DIR: dataDir, AXON_SIGNING_KEY_PATH: signingKeyPath,
+      AXON_SERVER_NAME: 'localhost', AXON_BIND_HOST: '127.0.0.1', AXON_PORT: String(port), AXON_PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
+      AXON_ROOM_SHARDS: String(opts.shards), AXON_USER_SHARDS: String(opts.shards), AXON_LOG_LEVEL: opts.logLevel ?? 'warn', AXON_RATE_LIMIT_ENABLED: 'false', AXON_REGISTRATION_ENABLED: 'true',
+    };
+    const spawnAxon = (entry: string, id: string) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', entry, '--id', id], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', opts.stderr ?? 'inherit'] });
+      children.push(child);
+      return child;
+    };
+    const workers = Array.from({ length: opts.workers }, (_x, i) => spawnAxon('src/worker-main.ts', `bench-w${i + 1}`));
+    const fronts = Array.from({ length: opts.fronts }, (_x, i) => spawnAxon('src/front-main.ts', `bench-f${i + 1}`));
+    const redisPid = redis.pid;
+    return {
+      url: `http://127.0.0.1:${port}`,
+      redisUrl: redis.url,
+      redisPid,
+      keyPrefix,
+      workerPids: workers.map((c) => c.pid!),
+      frontPids: fronts.map((c) => c.pid!),
+      pids: () => [...children.filter((c) => c.exitCode === null && c.signalCode === null).map((c) => c.pid!), redisPid],
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
