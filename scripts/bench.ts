@@ -39,6 +39,7 @@ import { Redis } from 'ioredis';
 import { startAxonBench, type AxonBench } from './lib/axon-bench-cluster';
 import { percentile, pool, round, seededRandom, sleep, table } from './lib/bench-util';
 import { C, Deliveries, MatrixLoad, enc, ratePhase, startSyncLoops, type RatePhase, type User } from './lib/matrix-load';
+import { churnSchedule, roomLayout } from './lib/workload-plans';
 import { CostMeter, processTree, type CostReport, type ServerProcesses } from './lib/proc-stats';
 
 const root = join(import.meta.dirname, '..');
@@ -53,17 +54,17 @@ const HELP = `npm run bench -- [options]
   --quick                 small sizes and short phases (a few minutes)
   --only LIST             workloads to run, from a,b,c,d,scale (default all)
   --users N               (A) users (200; quick 60)
-  --rates LIST            (A) send rates in msg/s (20,50,100,200,400; quick 20,50,100,200)
+  --rates LIST            (A) send rates in msg/s (20,50,100,200,400; quick 20,50,100)
   --phase S               (A, B) seconds per rate (10; quick 5)
-  --members N             (B) members of the one room (1000; quick 200)
-  --rooms N               (C) rooms of the one user (1500; quick 150)
-  --events N              (C) events before the gappy incremental sync (10000; quick 1000)
+  --members N             (B) members of the one room (1000; quick 100)
+  --rooms N               (C) rooms of the one user (1500; quick 60)
+  --events N              (C) events before the gappy incremental sync (10000; quick 600)
   --invites N             (C) extra invited members per room, for lazy-loading to drop (4)
-  --duration S            (D) seconds of join churn (300; quick 60)
+  --duration S            (D) seconds of join churn (300; quick 30)
   --joins-per-min N       (D) membership operations per minute (500)
   --workers N --fronts N  Axon processes for A–D (2 and 1)
   --shards N              Axon virtual shards per family (256)
-  --setup-timeout S       time box for each workload's setup on each server (600; quick 180)
+  --setup-timeout S       time box for each workload's setup on each server (300; quick 120)
   --max-minutes M         stop the whole run after M minutes (45; quick 20)
 `;
 
@@ -94,24 +95,28 @@ if (VS !== undefined && VS !== 'synapse') {
 const TARGET = VS ? 'axon' : (opt('--target') ?? 'axon');
 const O = {
   users: Math.max(20, num('--users', 200, 60)),
-  rates: (opt('--rates') ?? (QUICK ? '20,50,100,200' : '20,50,100,200,400')).split(',').map(Number),
+  rates: (opt('--rates') ?? (QUICK ? '20,50,100' : '20,50,100,200,400')).split(',').map(Number),
   phase: num('--phase', 10, 5),
-  members: Math.max(2, num('--members', 1000, 200)),
-  rooms: Math.max(1, num('--rooms', 1500, 150)),
-  events: num('--events', 10_000, 1000),
+  members: Math.max(2, num('--members', 1000, 100)),
+  rooms: Math.max(1, num('--rooms', 1500, 60)),
+  events: num('--events', 10_000, 600),
   invites: num('--invites', 4),
-  duration: num('--duration', 300, 60),
+  duration: num('--duration', 300, 30),
   joinsPerMin: Math.max(1, num('--joins-per-min', 500)),
   workers: Math.max(1, num('--workers', 2)),
   fronts: Math.max(1, num('--fronts', 1)),
   shards: Math.max(1, num('--shards', 256)),
-  setupTimeout: num('--setup-timeout', 600, 180),
+  setupTimeout: num('--setup-timeout', 300, 120),
   maxMinutes: num('--max-minutes', 45, 20),
   only: new Set((opt('--only') ?? 'a,b,c,d,scale').split(',')),
   synapseDb: opt('--synapse-db'),
 };
 const P99_LIMIT_MS = 1000;
 const GAP_ROOMS = 100;
+/** (D) a join or leave not answered within this counts as an error (bounds the phase). */
+const OP_TIMEOUT_MS = 60_000;
+/** (B) a server whose delivery p99 is past this at 10 msg/s is saturated: 50 msg/s is not run. */
+const B_SATURATED_MS = 5000;
 
 function log(msg: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
@@ -168,7 +173,8 @@ async function axonTarget(workers: number, fronts: number): Promise<Target> {
     procs: processTree(() => axon.pids(), false),
     async storage() {
       if (redis.status === 'wait') await redis.connect();
-      return { redisUsedMemory: await info('memory', 'used_memory'), aofBytes: await info('persistence', 'aof_current_size') };
+      // On disk: the append-only file (every write, fsynced). In memory: Redis's data set.
+      return { disk: await info('persistence', 'aof_current_size'), memory: await info('memory', 'used_memory') };
     },
     async stop() {
       redis.disconnect();
@@ -222,10 +228,10 @@ async function synapseTarget(): Promise<Target> {
     async storage(): Promise<Record<string, number>> {
       if (pg) {
         const out = execFileSync(join(env.PG_BIN, 'psql'), ['-h', '127.0.0.1', '-p', env.PG_PORT, '-U', 'synapse', '-d', 'synapse', '-tAc', "SELECT pg_database_size('synapse')"], { encoding: 'utf8' });
-        return { postgresDatabaseSize: Number(out.trim()) };
+        return { disk: Number(out.trim()) }; // the database's files (its WAL is not counted)
       }
       const size = (f: string) => (existsSync(f) ? statSync(f).size : 0);
-      return { sqliteBytes: size(env.SYNAPSE_SQLITE) + size(`${env.SYNAPSE_SQLITE}-wal`) };
+      return { disk: size(env.SYNAPSE_SQLITE) + size(`${env.SYNAPSE_SQLITE}-wal`) };
     },
     async stop() {
       spawnSync('bash', [SETUP, 'stop'], { stdio: ['ignore', 'inherit', 'inherit'] });
@@ -252,19 +258,23 @@ interface Window {
   clientCpuSeconds: number;
   /** CPU seconds of every other process on the machine in the window (other users' work). */
   otherCpuSeconds: number;
+  /** Average cores the other processes kept busy (of the machine's cores). */
+  otherCores: number;
 }
 
 function measure(t: Target): { stop(): Window } {
   const meter = t.procs ? new CostMeter(t.procs).start() : null;
   const c0 = process.cpuUsage();
   const m0 = machineBusySeconds();
+  const t0 = performance.now();
   return {
     stop() {
       const cost = meter?.stop() ?? null;
       const c = process.cpuUsage(c0);
       const client = (c.user + c.system) / 1e6;
       const busy = machineBusySeconds() - m0;
-      return { cost, clientCpuSeconds: round(client, 2), otherCpuSeconds: round(Math.max(0, busy - client - (cost?.cpuSeconds ?? 0)), 1) };
+      const other = Math.max(0, busy - client - (cost?.cpuSeconds ?? 0));
+      return { cost, clientCpuSeconds: round(client, 2), otherCpuSeconds: round(other, 1), otherCores: round(other / ((performance.now() - t0) / 1000), 2) };
     },
   };
 }
@@ -283,6 +293,7 @@ interface APhase extends RatePhase {
   peakRssMb: number | null;
   peakPssMb: number | null;
   otherCpuSeconds: number;
+  otherCores: number;
 }
 
 interface AResult {
@@ -303,13 +314,10 @@ async function workloadA(t: Target, users = O.users): Promise<AResult> {
   try {
     log(`(A) ${t.name}: registering ${users} users`);
     const us = await registerMany(m, `${RUN}a`, users, Infinity);
-    // 4 big rooms: every user in one (i % 4). 16 small rooms of ~3 members: ~80/20 memberships.
-    const bigCount = 4;
-    const smallCount = 16;
-    const smallSize = Math.max(2, Math.round(users / 4 / smallCount));
-    const rooms: { id: string; members: User[] }[] = [];
-    for (let r = 0; r < bigCount; r++) rooms.push({ id: '', members: us.filter((_u, i) => i % bigCount === r) });
-    for (let r = 0; r < smallCount; r++) rooms.push({ id: '', members: Array.from({ length: smallSize }, (_x, k) => us[(r * smallSize + k * 7) % users]!).filter((u, k, a) => a.indexOf(u) === k) });
+    const layout = roomLayout(users);
+    const bigCount = layout.big.length;
+    const smallCount = layout.small.length;
+    const rooms = [...layout.big, ...layout.small].map((members) => ({ id: '', members: members.map((i) => us[i]!) }));
     await pool(rooms, 20, async (room) => {
       room.id = await m.createRoom(room.members[0]!);
     });
@@ -331,7 +339,7 @@ async function workloadA(t: Target, users = O.users): Promise<AResult> {
       const w = measure(t);
       const p = await ratePhase(m, deliveries, rate, O.phase, pick);
       const win = w.stop();
-      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds });
+      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
       log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s`);
       if (!(p.deliveryP99ms <= P99_LIMIT_MS)) break;
     }
@@ -347,6 +355,8 @@ async function workloadA(t: Target, users = O.users): Promise<AResult> {
 // ---- (B) fan-out ---------------------------------------------------------------------------------
 
 interface BResult {
+  /** Rates not run because the server was already saturated at a lower one. */
+  notRun?: string;
   requestedMembers: number;
   members: number;
   setupSeconds: number;
@@ -378,16 +388,23 @@ async function workloadB(t: Target, cap: number | undefined): Promise<BResult> {
     const poller = startSyncLoops(m, members, sinces, deliveries);
     await sleep(2000);
     const phases: APhase[] = [];
+    let notRun: string | undefined;
     for (const rate of [10, 50]) {
+      const prev = phases[phases.length - 1];
+      if (prev && !(prev.deliveryP99ms <= B_SATURATED_MS)) {
+        notRun = `${rate} msg/s not run: delivery p99 was already ${fmtMs(prev.deliveryP99ms)} ms at ${prev.targetRate} msg/s`;
+        log(`(B) ${t.name}: ${notRun}`);
+        break;
+      }
       const w = measure(t);
       const p = await ratePhase(m, deliveries, rate, O.phase, () => ({ user: members[Math.floor(rng() * members.length)]!, roomId, members: members.length }), 10_000);
       const win = w.stop();
-      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds });
+      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
       log(`(B) ${t.name} ${rate} msg/s to ${members.length}: delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}`);
     }
     const syncErrors = poller.errors();
     await poller.stop();
-    return { requestedMembers: O.members, members: members.length, setupSeconds: round(setupSeconds, 1), syncErrors, phases };
+    return { ...(notRun ? { notRun } : {}), requestedMembers: O.members, members: members.length, setupSeconds: round(setupSeconds, 1), syncErrors, phases };
   } finally {
     m.close();
   }
@@ -515,36 +532,8 @@ interface DResult {
   bytesPerEvent: Record<string, number>;
   cost: CostReport | null;
   otherCpuSeconds: number;
+  otherCores: number;
   firstError?: string;
-}
-
-interface MemberOp {
-  kind: 'join' | 'leave';
-  user: number;
-}
-
-/** The churn schedule, fixed in advance so every server gets the same operations. */
-function churnSchedule(count: number): { ops: MemberOp[]; users: number } {
-  const rng = seededRandom(0xd00d);
-  const ops: MemberOp[] = [];
-  const joinedAt = new Map<number, number>(); // user → op index of their join
-  const left: number[] = [];
-  let fresh = 0;
-  for (let k = 0; k < count; k++) {
-    // A leave picks someone whose join was scheduled at least 50 operations (~6 s) earlier.
-    const settled = [...joinedAt].filter(([, at]) => at <= k - 50).map(([u]) => u);
-    if (rng() < 0.1 && settled.length) {
-      const u = settled[Math.floor(rng() * settled.length)]!;
-      joinedAt.delete(u);
-      left.push(u);
-      ops.push({ kind: 'leave', user: u });
-    } else {
-      const u = left.length > 20 && rng() < 0.5 ? left.shift()! : fresh++;
-      joinedAt.set(u, k);
-      ops.push({ kind: 'join', user: u });
-    }
-  }
-  return { ops, users: fresh };
 }
 
 async function workloadD(t: Target): Promise<DResult> {
@@ -583,7 +572,7 @@ async function workloadD(t: Target): Promise<DResult> {
       inFlight++;
       const s = performance.now();
       pending.push(
-        (op.kind === 'join' ? m.join(u, roomId) : m.leave(u, roomId))
+        (op.kind === 'join' ? m.join(u, roomId, OP_TIMEOUT_MS) : m.leave(u, roomId, OP_TIMEOUT_MS))
           .then(() => {
             const ms = performance.now() - s;
             lat[op.kind].push(ms);
@@ -626,6 +615,7 @@ async function workloadD(t: Target): Promise<DResult> {
       bytesPerEvent,
       cost: win.cost,
       otherCpuSeconds: win.otherCpuSeconds,
+      otherCores: win.otherCores,
       ...(firstError ? { firstError } : {}),
     };
     log(`(D) ${t.name}: ${r.joins} joins + ${r.leaves} leaves in ${r.seconds} s (${r.errors} errors), join p50 ${r.joinP50ms} p99 ${r.joinP99ms} ms, bytes/event ${JSON.stringify(bytesPerEvent)}`);
@@ -661,6 +651,7 @@ function figuresOf(r: Results[string]): FigureValue[] {
       add('A', `delivery p99 ms ${at}`, 'lower', p.deliveryP99ms);
       add('A', `server CPU ms/msg ${at}`, 'lower', p.cpuMsPerMessage);
       add('A', `peak RSS MB ${at}`, 'lower', p.peakRssMb);
+      add('A', `peak PSS MB ${at}`, 'lower', p.peakPssMb);
     }
     add('A', 'max msg/s with delivery p99 < 1 s', 'higher', r.a.maxRateUnder1s);
   }
@@ -672,6 +663,7 @@ function figuresOf(r: Results[string]): FigureValue[] {
       add('B', `deliveries/s ${at}`, 'higher', p.deliveryRate);
       add('B', `server CPU s ${at}`, 'lower', p.cpuSeconds);
       add('B', `peak RSS MB ${at}`, 'lower', p.peakRssMb);
+      add('B', `peak PSS MB ${at}`, 'lower', p.peakPssMb);
     }
   }
   if (r.c) {
@@ -692,7 +684,9 @@ function figuresOf(r: Results[string]): FigureValue[] {
     add('D', 'achieved ops/min', 'higher', r.d.achievedOpsPerMin);
     add('D', 'server CPU s', 'lower', r.d.cost?.cpuSeconds);
     add('D', 'peak RSS MB', 'lower', r.d.cost?.peakRssMb);
-    for (const [k, v] of Object.entries(r.d.bytesPerEvent)) add('D', `storage bytes/event (${k})`, 'lower', v);
+    add('D', 'peak PSS MB', 'lower', r.d.cost?.peakPssMb);
+    add('D', 'storage bytes/event on disk', 'lower', r.d.bytesPerEvent.disk);
+    if (r.d.bytesPerEvent.memory !== undefined) add('D', 'storage bytes/event in memory (Redis)', 'lower', r.d.bytesPerEvent.memory);
   }
   return out;
 }
@@ -719,17 +713,16 @@ function comparisonTable(results: Results, names: string[]): string {
     for (const n of names) row[n] = fmt(f.values[n]);
     if (names.length === 2) {
       const [a, s] = [f.values[names[0]!], f.values[names[1]!]];
-      if (typeof a === 'number' && typeof s === 'number' && Number.isFinite(a) && Number.isFinite(s) && s !== 0) {
-        const ratio = a / s;
-        row.ratio = round(ratio, 2);
-        const axonBetter = f.better === 'lower' ? ratio < 1 : ratio > 1;
-        row.ahead = ratio === 1 ? '=' : axonBetter ? names[0] : names[1];
-      } else if (a === Infinity || a === null || a === undefined) {
-        row.ratio = '–';
-        row.ahead = s !== undefined && s !== null && s !== Infinity ? names[1] : '';
-      } else {
-        row.ratio = '–';
-        row.ahead = names[0];
+      const known = (v: unknown): v is number => typeof v === 'number' && !Number.isNaN(v);
+      row.ratio = '–';
+      row.ahead = '';
+      if (known(a) && known(s) && Number.isFinite(a) && Number.isFinite(s)) {
+        if (s !== 0) row.ratio = Number((a / s).toPrecision(2));
+        const axonBetter = f.better === 'lower' ? a < s : a > s;
+        row.ahead = a === s ? '=' : axonBetter ? names[0] : names[1];
+      } else if (known(a) && known(s)) {
+        // Infinity: deliveries missing past the grace period — the finite one is ahead.
+        row.ahead = a === s ? '' : a === Infinity ? names[1] : names[0];
       }
     }
     out.push(row);
@@ -760,11 +753,11 @@ function report(): string {
     const r = results[n]!;
     if (r.a) {
       out.push(`\n(A) ${n}: ${r.a.users} users in ${r.a.rooms} rooms (${r.a.memberships} memberships, ${round(r.a.bigRoomShare * 100)} % in 4 rooms), all long-polling; setup ${r.a.setupSeconds} s; sync errors ${r.a.syncErrors}`);
-      out.push(table(r.a.phases.map((p) => ({ ...p, deliveryP99ms: fmtMs(p.deliveryP99ms) })), ['targetRate', 'sendRate', 'sendErrors', 'sendP50ms', 'sendP99ms', 'deliveries', 'missing', 'deliveryP50ms', 'deliveryP99ms', 'cpuSeconds', 'cpuMsPerMessage', 'peakRssMb', 'peakPssMb', 'otherCpuSeconds']));
+      out.push(table(r.a.phases.map((p) => ({ ...p, deliveryP99ms: fmtMs(p.deliveryP99ms) })), ['targetRate', 'sendRate', 'sendErrors', 'sendP50ms', 'sendP99ms', 'deliveries', 'missing', 'deliveryP50ms', 'deliveryP99ms', 'cpuSeconds', 'cpuMsPerMessage', 'peakRssMb', 'peakPssMb', 'otherCores']));
     }
     if (r.b) {
       out.push(`\n(B) ${n}: one room, ${r.b.members} syncing members (asked ${r.b.requestedMembers}); setup ${r.b.setupSeconds} s; sync errors ${r.b.syncErrors}`);
-      out.push(table(r.b.phases.map((p) => ({ ...p, deliveryP99ms: fmtMs(p.deliveryP99ms) })), ['targetRate', 'sendRate', 'sendErrors', 'sendP50ms', 'sendP99ms', 'deliveries', 'missing', 'deliveryRate', 'deliveryP50ms', 'deliveryP99ms', 'cpuSeconds', 'peakRssMb', 'otherCpuSeconds']));
+      out.push(table(r.b.phases.map((p) => ({ ...p, deliveryP99ms: fmtMs(p.deliveryP99ms) })), ['targetRate', 'sendRate', 'sendErrors', 'sendP50ms', 'sendP99ms', 'deliveries', 'missing', 'deliveryRate', 'deliveryP50ms', 'deliveryP99ms', 'cpuSeconds', 'peakRssMb', 'peakPssMb', 'otherCores']));
     }
     if (r.c) {
       out.push(`\n(C) ${n}: one user in ${r.c.rooms} rooms (asked ${r.c.requestedRooms}; ${r.c.invitesPerRoom} more invited members each); setup ${r.c.setupSeconds} s, ${r.c.setupCpuSeconds ?? '?'} server CPU s; ${r.c.gapEvents} gap events in ${r.c.gapSendSeconds} s`);
@@ -772,7 +765,7 @@ function report(): string {
     }
     if (r.d) {
       out.push(`\n(D) ${n}: join churn into one room, ${r.d.opsPerMinTarget}/min for ${r.d.seconds} s`);
-      out.push(table([{ ...r.d, cpu: r.d.cost?.cpuSeconds, rss: r.d.cost?.peakRssMb, bytes: JSON.stringify(r.d.bytesPerEvent) }], ['joins', 'leaves', 'errors', 'achievedOpsPerMin', 'finalMembers', 'joinP50ms', 'joinP99ms', 'leaveP50ms', 'leaveP99ms', 'lastMinuteP99ms', 'cpu', 'rss', 'bytes']));
+      out.push(table([{ ...r.d, cpu: r.d.cost?.cpuSeconds, rss: r.d.cost?.peakRssMb, bytes: JSON.stringify(r.d.bytesPerEvent) }], ['joins', 'leaves', 'errors', 'achievedOpsPerMin', 'finalMembers', 'joinP50ms', 'joinP99ms', 'leaveP50ms', 'leaveP99ms', 'lastMinuteP99ms', 'cpu', 'rss', 'bytes', 'otherCores']));
       if (r.d.firstError) out.push(`  first error: ${r.d.firstError}`);
     }
     for (const [w, e] of Object.entries(r.errors ?? {})) out.push(`\n(${w}) ${n}: FAILED — ${e}`);
@@ -780,6 +773,13 @@ function report(): string {
   if (names.length) {
     out.push(`\nSummary (${names.join(' vs ')}${names.length === 2 ? `; ratio = ${names[0]}/${names[1]}; "ahead" = the better of the two for that figure` : ''}):`);
     out.push(comparisonTable(results, names));
+    for (const n of names) {
+      if (results[n]?.b?.notRun) out.push(`(B) ${n}: ${results[n]!.b!.notRun}`);
+      const a = results[n]?.a;
+      if (a && a.phases.length < O.rates.length) out.push(`(A) ${n}: rates above ${a.phases[a.phases.length - 1]?.targetRate} msg/s not run (delivery p99 over 1 s)`);
+      const busy = [a?.phases, results[n]?.b?.phases].flat().filter((p): p is APhase => !!p);
+      if (busy.length) out.push(`(A, B) ${n}: other processes on the machine kept ${Math.min(...busy.map((p) => p.otherCores))}–${Math.max(...busy.map((p) => p.otherCores))} of the ${cpus().length} cores busy during the measured phases`);
+    }
   }
   if (scaling.length) {
     out.push(`\nScaling: (A) against Axon, ${scaling[0]?.a?.users ?? O.users} users, same rates`);
@@ -789,10 +789,10 @@ function report(): string {
         rows.push({ config: s.config, rate: 'failed: ' + (s.error ?? '?') });
         continue;
       }
-      for (const p of s.a.phases) rows.push({ config: s.config, rate: p.targetRate, sent: p.sendRate, sendP99: p.sendP99ms, p50: p.deliveryP50ms, p99: fmtMs(p.deliveryP99ms), cpu: p.cpuMsPerMessage, rss: p.peakRssMb });
-      rows.push({ config: s.config, rate: `max ${s.a.maxRateUnder1s} msg/s with p99 < 1 s${s.note ? ` (${s.note})` : ''}` });
+      for (const p of s.a.phases) rows.push({ config: s.config, rate: p.targetRate, sent: p.sendRate, sendP99: p.sendP99ms, p50: p.deliveryP50ms, p99: fmtMs(p.deliveryP99ms), cpu: p.cpuMsPerMessage, rss: p.peakRssMb, pss: p.peakPssMb });
     }
-    out.push(table(rows, ['config', 'rate', 'sent', 'sendP99', 'p50', 'p99', 'cpu', 'rss'], ['config', 'msg/s', 'sent/s', '/send p99 ms', 'delivery p50 ms', 'delivery p99 ms', 'CPU ms/msg', 'peak RSS MB']));
+    out.push(table(rows, ['config', 'rate', 'sent', 'sendP99', 'p50', 'p99', 'cpu', 'rss', 'pss'], ['config', 'msg/s', 'sent/s', '/send p99 ms', 'delivery p50 ms', 'delivery p99 ms', 'CPU ms/msg', 'peak RSS MB', 'peak PSS MB']));
+    out.push(`max msg/s with delivery p99 < 1 s: ${scaling.map((s) => `${s.config} ${s.a ? s.a.maxRateUnder1s : 'failed'}${s.note ? ` (${s.note})` : ''}`).join('; ')}`);
   }
   return out.join('\n') + '\n';
 }

@@ -137,16 +137,16 @@ export class MatrixLoad {
     return mine;
   }
 
-  async join(u: User, roomId: string): Promise<void> {
-    await this.ok('POST', `${C}/rooms/${enc(roomId)}/join`, { token: u.token, body: {} });
+  async join(u: User, roomId: string, timeoutMs?: number): Promise<void> {
+    await this.ok('POST', `${C}/rooms/${enc(roomId)}/join`, { token: u.token, body: {}, ...(timeoutMs ? { timeoutMs } : {}) });
   }
 
-  async leave(u: User, roomId: string): Promise<void> {
-    await this.ok('POST', `${C}/rooms/${enc(roomId)}/leave`, { token: u.token, body: {} });
+  async leave(u: User, roomId: string, timeoutMs?: number): Promise<void> {
+    await this.ok('POST', `${C}/rooms/${enc(roomId)}/leave`, { token: u.token, body: {}, ...(timeoutMs ? { timeoutMs } : {}) });
   }
 
-  async send(u: User, roomId: string, body: string): Promise<string> {
-    return (await this.ok('PUT', `${C}/rooms/${enc(roomId)}/send/m.room.message/b${process.pid}-${this.txn++}`, { token: u.token, body: { msgtype: 'm.text', body } })).event_id;
+  async send(u: User, roomId: string, body: string, timeoutMs?: number): Promise<string> {
+    return (await this.ok('PUT', `${C}/rooms/${enc(roomId)}/send/m.room.message/b${process.pid}-${this.txn++}`, { token: u.token, body: { msgtype: 'm.text', body }, ...(timeoutMs ? { timeoutMs } : {}) })).event_id;
   }
 
   async setState(u: User, roomId: string, type: string, stateKey: string, content: unknown): Promise<string> {
@@ -247,9 +247,10 @@ export interface SendPick {
 }
 
 /**
- * Open loop: one send every 1000/rate ms for `seconds` (at most 2,000 in flight), then a grace
- * period until every member saw every event or `graceMs` passed. Latencies: /send round trip, and
- * send start → arrival in each member's /sync.
+ * Open loop: one send every 1000/rate ms for `seconds` (at most 2,000 in flight; a send not
+ * answered within 30 s counts as an error, so a saturated server cannot stretch the phase without
+ * bound), then a grace period until every member saw every event or `graceMs` passed. Latencies:
+ * /send round trip, and send start → arrival in each member's /sync.
  */
 export async function ratePhase(m: MatrixLoad, deliveries: Deliveries, rate: number, seconds: number, pick: () => SendPick, graceMs = 5000): Promise<RatePhase> {
   const sent: { eventId: string; start: number; members: number }[] = [];
@@ -271,7 +272,7 @@ export async function ratePhase(m: MatrixLoad, deliveries: Deliveries, rate: num
     const t0 = performance.now();
     pending.push(
       m
-        .send(user, roomId, `bench ${rate}/s #${n}`)
+        .send(user, roomId, `bench ${rate}/s #${n}`, 30_000)
         .then((eventId) => {
           sendLat.push(performance.now() - t0);
           sent.push({ eventId, start: t0, members });

@@ -1,0 +1,82 @@
+// The benchmark's deterministic pieces: the same plan for every server, and honest measuring
+// helpers. (Speeds themselves are never asserted: `npm run bench` prints them.)
+import { describe, expect, it } from 'vitest';
+import { percentile, seededRandom, table } from '../../scripts/lib/bench-util';
+import { CostMeter, cpuSeconds, processTree, rssKb } from '../../scripts/lib/proc-stats';
+import { churnSchedule, roomLayout } from '../../scripts/lib/workload-plans';
+
+describe('bench plans', () => {
+  it('seededRandom gives the same sequence for the same seed, a different one for another', () => {
+    const a = seededRandom(42);
+    const b = seededRandom(42);
+    const c = seededRandom(43);
+    const xs = Array.from({ length: 5 }, () => a());
+    expect(Array.from({ length: 5 }, () => b())).toEqual(xs);
+    expect(Array.from({ length: 5 }, () => c())).not.toEqual(xs);
+    for (const x of xs) expect(x >= 0 && x < 1).toBe(true);
+  });
+
+  it('roomLayout: 20 rooms, ~80 % of the memberships in the 4 big ones, every user in a big room', () => {
+    const { big, small } = roomLayout(200);
+    expect(big).toHaveLength(4);
+    expect(small).toHaveLength(16);
+    const bigMemberships = big.reduce((s, r) => s + r.length, 0);
+    const all = bigMemberships + small.reduce((s, r) => s + r.length, 0);
+    expect(bigMemberships).toBe(200);
+    expect(bigMemberships / all).toBeGreaterThan(0.75);
+    expect(bigMemberships / all).toBeLessThan(0.85);
+    for (const r of small) expect(new Set(r).size).toBe(r.length);
+  });
+
+  it('churnSchedule: ~10 % leaves, each of a member whose join is settled, and the same plan twice', () => {
+    const { ops, users } = churnSchedule(2500);
+    expect(churnSchedule(2500)).toEqual({ ops, users });
+    const leaves = ops.filter((o) => o.kind === 'leave').length;
+    expect(leaves / ops.length).toBeGreaterThan(0.07);
+    expect(leaves / ops.length).toBeLessThan(0.13);
+    const joinedAt = new Map<number, number>();
+    ops.forEach((o, k) => {
+      expect(o.user).toBeLessThan(users);
+      if (o.kind === 'join') {
+        expect(joinedAt.has(o.user)).toBe(false);
+        joinedAt.set(o.user, k);
+      } else {
+        expect(k - joinedAt.get(o.user)!).toBeGreaterThanOrEqual(50);
+        joinedAt.delete(o.user);
+      }
+    });
+  });
+
+  it('percentile is nearest-rank and NaN on no data; table aligns columns', () => {
+    const xs = Array.from({ length: 100 }, (_x, i) => i + 1);
+    expect(percentile(xs, 50)).toBe(51);
+    expect(percentile(xs, 99)).toBe(100);
+    expect(percentile([], 50)).toBeNaN();
+    const t = table([{ a: 'x', b: 1 }, { a: 'longer', b: 22 }], ['a', 'b']).split('\n');
+    expect(t).toEqual(['a        b', '------  --', 'x        1', 'longer  22']);
+  });
+});
+
+describe('proc-stats', () => {
+  it('reads CPU seconds and RSS of this process, and a meter sees CPU burnt in its window', async () => {
+    expect(cpuSeconds(process.pid)).toBeGreaterThan(0);
+    expect(rssKb(process.pid)).toBeGreaterThan(1000);
+    expect(cpuSeconds(2 ** 22 + 12345)).toBeNull();
+    const meter = new CostMeter(processTree(() => [process.pid], false), 20).start();
+    // Burn 0.2 s of this process's own CPU (however busy the machine is), at most 10 s of wall time.
+    const c0 = process.cpuUsage();
+    const end = Date.now() + 10_000;
+    let x = 0;
+    while (Date.now() < end) {
+      for (let i = 0; i < 10_000; i++) x += Math.sqrt(x + 1);
+      const c = process.cpuUsage(c0);
+      if (c.user + c.system > 200_000) break;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    const r = meter.stop();
+    expect(x).toBeGreaterThan(0);
+    expect(r.cpuSeconds).toBeGreaterThan(0.1);
+    expect(r.peakRssMb).toBeGreaterThan(1);
+    expect(r.processes).toBe(1);
+  });
+});
