@@ -1,13 +1,19 @@
 /**
- * Token-bucket rate limiting for the front: one bucket per (limit, key), where the key is the
- * user id for authenticated requests and the client IP otherwise. A bucket holds `burst` tokens
- * and refills at `perMinute`; a request takes one token, or is answered 429 M_LIMIT_EXCEEDED
- * with `retry_after_ms` (and a `Retry-After` header) saying when the next token is there.
+ * Rate limiting for the fronts: one bucket per (limit, key), where the key is the user id for
+ * authenticated requests and the client IP otherwise. A bucket holds `burst` requests and refills
+ * at `perMinute`; a request takes one, or is answered 429 M_LIMIT_EXCEEDED with `retry_after_ms`
+ * (and a `Retry-After` header) saying when the next one is allowed.
  *
- * Buckets live in each front process's memory: limits are per front, which is what matters for
- * protecting one process, and costs no Redis round trip on the hot path.
+ * Buckets are kept in Redis (rate-limit-1.lua, GCRA: one number per bucket, one round trip, on
+ * Redis's clock), so a limit counts across every front process. When Redis does not answer within
+ * `redisTimeoutMs` or fails, the front decides with its own in-memory buckets instead: a limit
+ * that is per front for a moment is better than failing or stalling requests because the
+ * limiter could not be asked.
  */
+import type { Logger } from 'pino';
 import type { RateLimitBucket } from '../../cluster.config';
+import type { KeySpace } from '../store/keys';
+import { runScript, type RedisClient } from '../store/redis';
 import { MatrixError } from './errors';
 
 interface Bucket {
@@ -19,7 +25,8 @@ interface Bucket {
 /** Buckets kept before idle (full) ones are swept. */
 const SWEEP_AT = 50_000;
 
-export class RateLimiter {
+/** Token buckets in this process's memory (the fallback, and what unit tests drive with a clock). */
+export class LocalRateLimiter {
   private readonly buckets = new Map<string, Bucket>();
 
   constructor(
@@ -57,8 +64,7 @@ export class RateLimiter {
 
   /** `take`, answering 429 M_LIMIT_EXCEEDED when the bucket is empty. */
   check(limit: string, key: string): void {
-    const wait = this.take(limit, key);
-    if (wait > 0) throw new MatrixError(429, 'M_LIMIT_EXCEEDED', 'Too many requests', { retry_after_ms: wait }, { 'Retry-After': String(Math.ceil(wait / 1000)) });
+    throwIfLimited(this.take(limit, key));
   }
 
   /** Drop buckets that have refilled completely: they are the same as no bucket. */
@@ -71,5 +77,67 @@ export class RateLimiter {
 
   get size(): number {
     return this.buckets.size;
+  }
+}
+
+function throwIfLimited(wait: number): void {
+  if (wait > 0) throw new MatrixError(429, 'M_LIMIT_EXCEEDED', 'Too many requests', { retry_after_ms: wait }, { 'Retry-After': String(Math.ceil(wait / 1000)) });
+}
+
+export interface SharedLimits {
+  redis: RedisClient;
+  keys: KeySpace;
+  /** Longest wait for Redis before deciding locally (default 100 ms). */
+  redisTimeoutMs?: number;
+  log?: Logger;
+}
+
+/** The limiter fronts use: shared buckets in Redis, the local ones when Redis does not answer. */
+export class RateLimiter {
+  readonly local: LocalRateLimiter;
+  /** How many decisions were taken locally because Redis failed or was slow. */
+  fallbacks = 0;
+  private lastWarned = 0;
+
+  constructor(
+    private readonly limits: Record<string, RateLimitBucket>,
+    private readonly enabled = true,
+    private readonly shared?: SharedLimits,
+  ) {
+    this.local = new LocalRateLimiter(limits, enabled);
+  }
+
+  /** Take one request from `limit`'s bucket for `key`: 0 when allowed, else ms to wait. */
+  async take(limit: string, key: string): Promise<number> {
+    if (!this.enabled) return 0;
+    const cfg = this.limits[limit];
+    if (!cfg) throw new Error(`rate limit ${limit} is not configured`);
+    if (!this.shared) return this.local.take(limit, key);
+    const { redis, keys } = this.shared;
+    const timeoutMs = this.shared.redisTimeoutMs ?? 100;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const asked = runScript(redis, 'rateLimit', [keys.rateLimit(limit, key)], [60_000 / cfg.perMinute, cfg.burst]);
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`rate limiter: Redis did not answer in ${timeoutMs} ms`)), timeoutMs);
+      });
+      asked.catch(() => undefined); // answered after the timeout: nothing waits for it any more
+      return Number(await Promise.race([asked, late]));
+    } catch (err) {
+      this.fallbacks++;
+      const now = Date.now();
+      if (now - this.lastWarned > 10_000) {
+        this.lastWarned = now;
+        this.shared.log?.warn({ err }, 'rate limiter: deciding locally (Redis failed or was slow)');
+      }
+      return this.local.take(limit, key);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** `take`, answering 429 M_LIMIT_EXCEEDED when the bucket is empty. */
+  async check(limit: string, key: string): Promise<void> {
+    throwIfLimited(await this.take(limit, key));
   }
 }

@@ -84,6 +84,15 @@ export class KeySpace {
     return `${this.prefix}sync:notify`;
   }
 
+  /**
+   * A rate limit's state for one user or client address (src/http/rate-limit.ts): the GCRA
+   * "theoretical arrival time" in ms, expiring when the bucket is full again. Shared by every
+   * front, so a limit counts across them. Its own hash tag per key spreads keys over a cluster.
+   */
+  rateLimit(limit: string, subject: string): string {
+    return `${this.prefix}{rl:${limit}:${subject}}`;
+  }
+
   /** Pub/sub channel that wakes the owner of a shard when its inbox gets a message. */
   wakeChannel(family: Family, shard: number): string {
     return `${this.prefix}wake:${family}:${shard}`;

@@ -23,13 +23,15 @@ import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from '../../src/sync/notif
 
 export interface TestServer {
   baseUrl: string;
+  /** Every front's address (`baseUrl` is the first): fronts share Redis and the workers. */
+  baseUrls: string[];
   serverName: string;
   config: AxonConfig;
   redis: RedisClient;
   stop(): Promise<void>;
 }
 
-export async function startTestServer(opts: { workers?: number; cluster?: boolean; configure?: (c: AxonConfig) => void } = {}): Promise<TestServer> {
+export async function startTestServer(opts: { workers?: number; cluster?: boolean; fronts?: number; configure?: (c: AxonConfig) => void } = {}): Promise<TestServer> {
   const port = await freePort();
   const config = defaultConfig(mkdtempSync(join(tmpdir(), 'axon-e2e-')));
   config.serverName = 'localhost';
@@ -63,14 +65,21 @@ export async function startTestServer(opts: { workers?: number; cluster?: boolea
     workers.push(w);
   }
   const redis = connectRedis(target);
-  const front: RunningFront = await startFront(config, redis, [signingKey], log, `f-${randomBytes(3).toString('hex')}`);
+  const fronts: RunningFront[] = [];
+  for (let i = 0; i < (opts.fronts ?? 1); i++) {
+    // Each front on its own free port (in production they share one; here each must be addressable).
+    const frontConfig = i === 0 ? config : { ...config, clientPort: await freePort() };
+    fronts.push(await startFront(frontConfig, redis, [signingKey], log, `f-${randomBytes(3).toString('hex')}`));
+  }
+  const front = fronts[0]!;
   return {
     baseUrl: `http://127.0.0.1:${front.port}`,
+    baseUrls: fronts.map((f) => `http://127.0.0.1:${f.port}`),
     serverName: config.serverName,
     config,
     redis,
     async stop() {
-      await front.close();
+      for (const f of fronts) await f.close();
       await Promise.all(workers.map((w) => w.stop()));
       redis.disconnect();
     },

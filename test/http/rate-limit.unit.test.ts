@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RateLimiter } from '../../src/http/rate-limit';
+import { LocalRateLimiter as RateLimiter } from '../../src/http/rate-limit';
 import { MatrixError } from '../../src/http/errors';
 
 describe('RateLimiter', () => {

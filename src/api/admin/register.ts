@@ -46,7 +46,7 @@ export function registerAdminRegistrationRoutes(front: Front, ctx: ApiContext): 
 
   front.route('GET', PATH, async (req) => {
     enabled();
-    ctx.limiter?.check('register', req.remoteAddress);
+    await ctx.limiter?.check('register', req.remoteAddress);
     const nonce = randomBytes(32).toString('hex');
     await ctx.redis.set(ctx.keys.adminRegisterNonce(nonce), '1', 'PX', NONCE_TTL_MS);
     return { body: { nonce } };
@@ -54,7 +54,7 @@ export function registerAdminRegistrationRoutes(front: Front, ctx: ApiContext): 
 
   front.route('POST', PATH, async (req) => {
     enabled();
-    ctx.limiter?.check('register', req.remoteAddress);
+    await ctx.limiter?.check('register', req.remoteAddress);
     const body = jsonBody(req);
     const nonce = body.nonce;
     if (typeof nonce !== 'string' || nonce === '') throw errors.badJson('nonce must be specified');

@@ -69,7 +69,7 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
 // ---- login ----
 
 async function login(ctx: ApiContext, req: Request) {
-  ctx.limiter?.check('login', req.remoteAddress);
+  await ctx.limiter?.check('login', req.remoteAddress);
   const body = jsonBody(req);
   if (body.type !== 'm.login.password') throw new MatrixError(400, 'M_UNKNOWN', `Unsupported login type ${JSON.stringify(body.type)}`);
   const identifier = body.identifier;
@@ -150,7 +150,7 @@ function registrationFlows(ctx: ApiContext): string[][] {
 }
 
 async function register(ctx: ApiContext, req: Request) {
-  ctx.limiter?.check('register', req.remoteAddress);
+  await ctx.limiter?.check('register', req.remoteAddress);
   const kind = req.query['kind'] ?? 'user';
   if (kind === 'guest') throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'Guest access is not enabled on this server');
   if (kind !== 'user') throw errors.invalidParam('kind must be user or guest');
@@ -195,7 +195,7 @@ async function register(ctx: ApiContext, req: Request) {
 }
 
 async function available(ctx: ApiContext, req: Request) {
-  ctx.limiter?.check('register', req.remoteAddress);
+  await ctx.limiter?.check('register', req.remoteAddress);
   const username = req.query['username'];
   if (username === undefined) throw errors.missingParam('username is required');
   const userId = newUserId(ctx, username);
@@ -204,7 +204,7 @@ async function available(ctx: ApiContext, req: Request) {
 }
 
 async function tokenValidity(ctx: ApiContext, req: Request) {
-  ctx.limiter?.check('register', req.remoteAddress);
+  await ctx.limiter?.check('register', req.remoteAddress);
   if (!registrationOpen(ctx.config)) throw new MatrixError(403, 'M_FORBIDDEN', 'Registration is disabled on this server');
   const token = req.query['token'];
   if (token === undefined) throw errors.missingParam('token is required');

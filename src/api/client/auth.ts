@@ -75,6 +75,6 @@ export async function requireUser(ctx: ApiContext, req: Request): Promise<Reques
   const rec = decode<TokenRecord>(blob);
   // An expired access token: the client should refresh, so its session is only soft-logged-out.
   if (rec.exp !== undefined && rec.exp <= Date.now()) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
-  ctx.limiter?.check('client', rec.u);
+  await ctx.limiter?.check('client', rec.u);
   return { userId: rec.u, deviceId: rec.d, accessToken: token };
 }
