@@ -226,3 +226,77 @@ describe('upgrade locking', () => {
     expect((await c.call(carol, 'POST', `/rooms/${enc(oldRoom)}/upgrade`, { new_version: '11' })).status).toBe(403);
   });
 });
+
+describe('third-party invites', () => {
+  it('answers as Synapse does without an identity server: missing id_server 400, otherwise 403; createRoom refuses before creating', async () => {
+    const alice = await c.mint('ta');
+    const roomId = await createRoom(alice, { preset: 'private_chat' });
+    const missing = await c.call(alice, 'POST', `/rooms/${enc(roomId)}/invite`, { medium: 'email', address: 'bob@example.org' });
+    expect(missing.status).toBe(400);
+    expect(missing.body.errcode).toBe('M_MISSING_PARAM');
+    const denied = await c.call(alice, 'POST', `/rooms/${enc(roomId)}/invite`, { id_server: 'id.example.org', id_access_token: 'tok', medium: 'email', address: 'bob@example.org' });
+    expect(denied.status).toBe(403);
+    expect(denied.body).toEqual({ errcode: 'M_UNKNOWN', error: 'Looking up third-party identifiers is denied from this server' });
+    expect((await c.call(alice, 'POST', `/rooms/${enc(roomId)}/invite`, { id_server: 'x', id_access_token: 'y', medium: 7, address: 'a' })).body.errcode).toBe('M_BAD_JSON');
+    // Nothing was sent into the room.
+    const members = await c.call(alice, 'GET', `/rooms/${enc(roomId)}/members`);
+    expect(members.body.chunk.map((e: Json) => e.state_key)).toEqual([alice.userId]);
+    const before = (await c.call(alice, 'GET', '/joined_rooms')).body.joined_rooms.length;
+    const create = await c.call(alice, 'POST', '/createRoom', { invite_3pid: [{ id_server: 'id.example.org', id_access_token: 'tok', medium: 'email', address: 'bob@example.org' }] });
+    expect(create.status).toBe(403);
+    expect((await c.call(alice, 'POST', '/createRoom', { invite_3pid: [{ medium: 'email', address: 'x@y' }] })).body.errcode).toBe('M_MISSING_PARAM');
+    expect((await c.call(alice, 'GET', '/joined_rooms')).body.joined_rooms.length).toBe(before);
+  });
+});
+
+describe('restricted joins', () => {
+  it.each(['10', '12'])('members of an allowed room join a restricted room (v%s), vouched for by a local user who can invite', async (version) => {
+    const alice = await c.mint(`ra${version}`);
+    const bob = await c.mint(`rb${version}`);
+    const space = await createRoom(alice, { preset: 'public_chat', creation_content: { type: 'm.space' } });
+    const roomId = await createRoom(alice, {
+      preset: 'private_chat', room_version: version,
+      initial_state: [{ type: 'm.room.join_rules', state_key: '', content: { join_rule: 'restricted', allow: [{ type: 'm.room_membership', room_id: space }] } }],
+    });
+    const sdk = createClient({ baseUrl: server.baseUrl, accessToken: bob.token, userId: bob.userId, deviceId: bob.deviceId });
+    // Not in the space yet: refused.
+    const refused = await c.call(bob, 'POST', `/join/${enc(roomId)}`, {});
+    expect(refused.status).toBe(403);
+    expect(refused.body.errcode).toBe('M_FORBIDDEN');
+    expect(refused.body.error).toMatch(/required rooms/);
+    await sdk.joinRoom(space);
+    const joined = await sdk.joinRoom(roomId);
+    expect(joined.roomId).toBe(roomId);
+    const member = await c.call(alice, 'GET', `/rooms/${enc(roomId)}/state/m.room.member/${enc(bob.userId)}`);
+    expect(member.body).toMatchObject({ membership: 'join', join_authorised_via_users_server: alice.userId });
+    // Joining again (already joined) needs no authorisation.
+    expect((await c.call(bob, 'POST', `/rooms/${enc(roomId)}/join`, {})).status).toBe(200);
+  });
+
+  it('knock_restricted: members of the allowed room join, others may knock; no one able to invite: M_UNABLE_TO_GRANT_JOIN', async () => {
+    const alice = await c.mint('rk1');
+    const bob = await c.mint('rk2');
+    const carol = await c.mint('rk3');
+    const space = await createRoom(alice, { preset: 'public_chat' });
+    const knockRoom = await createRoom(alice, {
+      preset: 'private_chat', room_version: '10',
+      initial_state: [{ type: 'm.room.join_rules', state_key: '', content: { join_rule: 'knock_restricted', allow: [{ type: 'm.room_membership', room_id: space }] } }],
+    });
+    expect((await c.call(bob, 'POST', `/join/${enc(space)}`, {})).status).toBe(200);
+    expect((await c.call(bob, 'POST', `/join/${enc(knockRoom)}`, {})).status).toBe(200);
+    const carolJoin = await c.call(carol, 'POST', `/join/${enc(knockRoom)}`, {});
+    expect(carolJoin.status).toBe(403);
+    expect(carolJoin.body.error).toMatch(/knock/);
+    expect((await c.call(carol, 'POST', `/knock/${enc(knockRoom)}`, {})).status).toBe(200);
+
+    // Only alice is in this room, and inviting needs more than she has.
+    const strict = await createRoom(alice, {
+      preset: 'private_chat', room_version: '10',
+      power_level_content_override: { users: { [alice.userId]: 60 }, invite: 100, state_default: 50, events: {} },
+      initial_state: [{ type: 'm.room.join_rules', state_key: '', content: { join_rule: 'restricted', allow: [{ type: 'm.room_membership', room_id: space }] } }],
+    });
+    const noOne = await c.call(bob, 'POST', `/join/${enc(strict)}`, {});
+    expect(noOne.status).toBe(400);
+    expect(noOne.body.errcode).toBe('M_UNABLE_TO_GRANT_JOIN');
+  });
+});

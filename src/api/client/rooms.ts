@@ -25,6 +25,7 @@ import { AliasStore, currentPower, registerAliasRoutes, resolveRoomIdOrAlias } f
 import { askUser } from './accounts-common';
 import { setDirectoryVisibility } from './directory';
 import { registerRoomReadRoutes } from './room-reads';
+import { restrictedJoinAuthoriser } from './restricted-joins';
 import { storedProfile, withProfile } from './profile';
 import { askRoom, bodyObject, clientRoute, optString, requireRoomId, requireUserIdParam, sendEvent, txnKey, type SendReply } from './room-common';
 
@@ -80,6 +81,9 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const content: JsonObject = { membership: 'join' };
     const reason = optString(body, 'reason');
     if (reason !== undefined) content.reason = reason;
+    // Restricted rooms: this server vouches for members of an allowed room (restricted-joins.ts).
+    const authoriser = await restrictedJoinAuthoriser(ctx, roomId, user.userId);
+    if (authoriser) content.join_authorised_via_users_server = authoriser;
     await sendMembership(roomId, user.userId, user.userId, content);
     return { body: { room_id: roomId } };
   };
@@ -124,6 +128,11 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const user = await requireUser(ctx, req);
     const roomId = requireRoomId(req.params.roomId);
     const body = bodyObject(req);
+    if (op === 'invite' && body.user_id === undefined && (body.medium !== undefined || body.address !== undefined)) {
+      checkThreepidInvite(body);
+      await requireKnownRoom(roomId);
+      throw threepidLookupDenied();
+    }
     const target = requireUserIdParam(body.user_id);
     const reason = optString(body, 'reason');
     await requireKnownRoom(roomId);
@@ -196,6 +205,26 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   registerAliasRoutes(front, ctx, aliases);
 }
 
+/**
+ * A third-party invite's fields (`POST /rooms/{id}/invite` with a medium and address, or an
+ * `invite_3pid` entry of createRoom): Synapse's checks and messages.
+ */
+function checkThreepidInvite(body: JsonObject): void {
+  for (const k of ['medium', 'address']) if (typeof body[k] !== 'string') throw errors.badJson(`${k} must be a string`);
+  if (typeof body.id_server !== 'string' || typeof body.id_access_token !== 'string') {
+    throw new MatrixError(400, 'M_MISSING_PARAM', '`id_server` and `id_access_token` are required when doing 3pid invite');
+  }
+}
+
+/**
+ * Third-party invites need an identity server to look the address up and to store the invite;
+ * this server is configured with none, so it answers as Synapse does with lookups turned off
+ * (`enable_3pid_lookup: false`): 403 with Synapse's errcode (M_UNKNOWN) and message.
+ */
+function threepidLookupDenied(): MatrixError {
+  return new MatrixError(403, 'M_UNKNOWN', 'Looking up third-party identifiers is denied from this server');
+}
+
 /** m.room.canonical_alias: local aliases in it must exist and point at this room (M_BAD_ALIAS). */
 async function checkCanonicalAlias(ctx: ApiContext, aliases: AliasStore, roomId: string, content: JsonObject): Promise<void> {
   const named: string[] = [];
@@ -244,7 +273,15 @@ async function createRoom(ctx: ApiContext, user: Requester, body: JsonObject, al
     if (!Array.isArray(body.invite)) throw errors.badJson('invite must be a list of user ids');
     for (const u of body.invite) invites.push(requireUserIdParam(u, 'invite'));
   }
-  if (Array.isArray(body.invite_3pid) && body.invite_3pid.length) throw new MatrixError(400, 'M_UNRECOGNIZED', 'Third-party invites are not supported');
+  if (body.invite_3pid !== undefined) {
+    if (!Array.isArray(body.invite_3pid)) throw errors.badJson('invite_3pid must be a list');
+    for (const i of body.invite_3pid) {
+      if (!isJsonObject(i)) throw errors.badJson('invite_3pid entries must be objects');
+      checkThreepidInvite(i);
+    }
+    // Refused before anything is created (Synapse creates the room, then fails on the first one).
+    if (body.invite_3pid.length) throw threepidLookupDenied();
+  }
   for (const u of invites) {
     if (serverOf(u) !== ctx.config.serverName) throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which this server does not do yet');
   }

@@ -1,0 +1,70 @@
+/**
+ * Restricted joins from the client API (room versions 8+: join rule `restricted`, 10+:
+ * `knock_restricted`). A user who is not invited may join when they are joined to one of the
+ * rooms the join rules' `allow` list names; the resident server vouches for that by naming, in
+ * the join's `join_authorised_via_users_server`, one of its users who could invite them — the
+ * authorization rules then check that user's power (the allow-list membership itself is this
+ * server's check, made here). Like Synapse, the local joined member with the highest power level
+ * is chosen, and only if that level reaches `invite`.
+ *
+ * Allowed rooms on other servers can only count once federation brings their state here; today
+ * a membership in a room this server does not have is not seen.
+ */
+import { MatrixError } from '../../http/errors';
+import { namedLevel, userPowerLevel } from '../../protocol/power-levels';
+import { lookupFromStateMap, toPdu } from '../../protocol/pdu';
+import { serverOf } from '../../protocol/identifiers';
+import { requireRoomVersion } from '../../protocol/room-versions';
+import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
+import type { ApiContext } from './context';
+
+/**
+ * The user to name in `join_authorised_via_users_server` for `userId` joining `roomId`, or null
+ * when the join needs none (not a restricted room, or the user is already invited or joined).
+ * 403 M_FORBIDDEN when the user is in none of the allowed rooms; 400 M_UNABLE_TO_GRANT_JOIN when
+ * no local member could invite them.
+ */
+export async function restrictedJoinAuthoriser(ctx: ApiContext, roomId: string, userId: string): Promise<string | null> {
+  const meta = await ctx.rooms.meta(roomId);
+  if (!meta?.version) return null;
+  const version = requireRoomVersion(meta.version);
+  if (!version.restrictedJoins) return null;
+  const current = await ctx.rooms.membership(roomId, userId);
+  if (current === 'join' || current === 'invite') return null;
+  const [rules] = await ctx.rooms.currentState(roomId, { type: 'm.room.join_rules', stateKey: '' });
+  const content = isJsonObject(rules?.event.content as JsonValue) ? (rules!.event.content as JsonObject) : {};
+  const rule = content.join_rule;
+  if (rule !== 'restricted' && !(rule === 'knock_restricted' && version.knockRestricted)) return null;
+
+  // 1. The user must be joined to one of the allowed rooms.
+  const allowed = (Array.isArray(content.allow) ? content.allow : [])
+    .filter((a): a is JsonObject => isJsonObject(a) && a.type === 'm.room_membership' && typeof a.room_id === 'string')
+    .map((a) => a.room_id as string);
+  let member = false;
+  for (const r of allowed) {
+    if ((await ctx.rooms.membership(r, userId)) === 'join') {
+      member = true;
+      break;
+    }
+  }
+  if (!member) {
+    const hint = rule === 'knock_restricted' ? ' You may knock instead.' : '';
+    throw new MatrixError(403, 'M_FORBIDDEN', `You do not belong to any of the required rooms/spaces to join this room.${hint}`);
+  }
+
+  // 2. A local joined member who can invite vouches for the join.
+  const ids = await ctx.rooms.currentStateIds(roomId);
+  const wanted = ['m.room.create\u0000', 'm.room.power_levels\u0000'].map((k) => ids.get(k)).filter((id): id is string => !!id);
+  const events = new Map((await ctx.rooms.events(roomId, wanted)).map((e) => [e.eventId, toPdu(e.event, version, e.eventId)]));
+  const st = lookupFromStateMap(ids, (id) => events.get(id));
+  const local = [...(await ctx.rooms.members(roomId, 'join')).keys()].filter((u) => serverOf(u) === ctx.config.serverName).sort();
+  let best: { user: string; level: number } | null = null;
+  for (const u of local) {
+    const level = userPowerLevel(u, st, version);
+    if (!best || level > best.level) best = { user: u, level };
+  }
+  if (!best || best.level < namedLevel('invite', st, version)) {
+    throw new MatrixError(400, 'M_UNABLE_TO_GRANT_JOIN', 'Unable to find a user which could issue an invite');
+  }
+  return best.user;
+}
