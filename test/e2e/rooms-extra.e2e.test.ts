@@ -300,3 +300,48 @@ describe('restricted joins', () => {
     expect(noOne.body.errcode).toBe('M_UNABLE_TO_GRANT_JOIN');
   });
 });
+
+describe('room summaries', () => {
+  it('summarises rooms for those who may see them, on the stable and the MSC3266 paths; 404 otherwise', async () => {
+    const alice = await c.mint('sa');
+    const bob = await c.mint('sb');
+    const space = await createRoom(alice, { preset: 'public_chat' });
+    const pub = await createRoom(alice, { preset: 'public_chat', name: 'Lobby', topic: 'hello', room_alias_name: 'lobby-sum', creation_content: { type: 'org.example.kind' } });
+    const priv = await createRoom(alice, { preset: 'private_chat', name: 'Secret' });
+    const restricted = await createRoom(alice, {
+      preset: 'private_chat', room_version: '10', name: 'Members only',
+      initial_state: [{ type: 'm.room.join_rules', state_key: '', content: { join_rule: 'restricted', allow: [{ type: 'm.room_membership', room_id: space }] } }],
+    });
+
+    // matrix-js-sdk picks the unstable path (this server does not advertise v1.15).
+    const sdk = createClient({ baseUrl: server.baseUrl, accessToken: bob.token, userId: bob.userId, deviceId: bob.deviceId });
+    const viaSdk = await sdk.getRoomSummary(`#lobby-sum:${server.serverName}`);
+    expect(viaSdk).toMatchObject({ room_id: pub, name: 'Lobby', topic: 'hello', join_rule: 'public', num_joined_members: 1, canonical_alias: `#lobby-sum:${server.serverName}`, room_type: 'org.example.kind', membership: 'leave', world_readable: false, guest_can_join: false });
+    const stable = await c.call(bob, 'GET', `/_matrix/client/v1/room_summary/${enc(pub)}?via=elsewhere.example`);
+    expect(stable.status).toBe(200);
+    expect(stable.body).toMatchObject({ room_id: pub, room_version: '12', membership: 'leave' });
+    expect(stable.body['im.nheko.summary.version']).toBeUndefined();
+    const old = await c.call(bob, 'GET', `/_matrix/client/unstable/im.nheko.summary/rooms/${enc(pub)}/summary`);
+    expect(old.body['im.nheko.summary.version']).toBe('12');
+    // Without a token: public rooms only, and no membership; a bad token is 401.
+    const anon = await c.call(null, 'GET', `/_matrix/client/v1/room_summary/${enc(pub)}`);
+    expect(anon.status).toBe(200);
+    expect(anon.body.membership).toBeUndefined();
+    expect((await c.call(null, 'GET', `/_matrix/client/v1/room_summary/${enc(priv)}`)).status).toBe(404);
+    expect((await c.call({ ...bob, token: 'axo_1_notatokenatallreally' }, 'GET', `/_matrix/client/v1/room_summary/${enc(pub)}`)).status).toBe(401);
+
+    // Private: members and invitees only; restricted: members of an allowed room too.
+    const hidden = await c.call(bob, 'GET', `/_matrix/client/v1/room_summary/${enc(priv)}`);
+    expect(hidden.status).toBe(404);
+    expect(hidden.body.errcode).toBe('M_NOT_FOUND');
+    expect((await c.call(alice, 'POST', `/rooms/${enc(priv)}/invite`, { user_id: bob.userId })).status).toBe(200);
+    expect((await c.call(bob, 'GET', `/_matrix/client/v1/room_summary/${enc(priv)}`)).body).toMatchObject({ name: 'Secret', membership: 'invite', join_rule: 'invite' });
+    expect((await c.call(bob, 'GET', `/_matrix/client/v1/room_summary/${enc(restricted)}`)).status).toBe(404);
+    expect((await c.call(bob, 'POST', `/join/${enc(space)}`, {})).status).toBe(200);
+    const r = await c.call(bob, 'GET', `/_matrix/client/v1/room_summary/${enc(restricted)}`);
+    expect(r.body).toMatchObject({ name: 'Members only', join_rule: 'restricted', allowed_room_ids: [space], room_version: '10' });
+    // Unknown rooms and aliases: the same 404.
+    expect((await c.call(bob, 'GET', `/_matrix/client/v1/room_summary/${enc('!nope:localhost')}`)).body.errcode).toBe('M_NOT_FOUND');
+    expect((await c.call(bob, 'GET', `/_matrix/client/v1/room_summary/${enc('#nope:localhost')}`)).status).toBe(404);
+  });
+});

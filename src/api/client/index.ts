@@ -11,6 +11,7 @@ import { registerPushRuleRoutes } from './push-rules';
 import { registerRelationRoutes } from './relations';
 import { registerRoomUpgradeRoutes } from './room-upgrade';
 import { registerSpaceHierarchyRoutes } from './space-hierarchy';
+import { registerRoomSummaryRoutes } from './room-summary';
 import { registerAdminRegistrationRoutes } from '../admin/register';
 import { registerSyncRoutes } from './sync';
 import { registerToDeviceRoutes } from './to-device';
@@ -32,6 +33,7 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerRelationRoutes(front, ctx);
   registerRoomUpgradeRoutes(front, ctx);
   registerSpaceHierarchyRoutes(front, ctx);
+  registerRoomSummaryRoutes(front, ctx);
   registerAdminRegistrationRoutes(front, ctx);
   registerToDeviceRoutes(front, ctx);
   registerEphemeralRoutes(front, ctx);

@@ -160,7 +160,7 @@ function strippedChild(e: RoomEvent): JsonObject {
 }
 
 /** The room's summary fields (the spec's SpaceHierarchyRoomsChunk, less children_state). */
-function summary(roomId: string, state: RoomEvent[], joined: Map<string, string>): JsonObject {
+export function summary(roomId: string, state: RoomEvent[], joined: Map<string, string>): JsonObject {
   const byKey = new Map<string, RoomEvent>();
   for (const e of state) if (servableToClients(e)) byKey.set(`${String(e.event.type)}\u0000${String(e.event.state_key ?? '')}`, e);
   const get = (type: string, key: string) => contentString(byKey.get(`${type}\u0000`), key);
