@@ -13,6 +13,7 @@ export interface RouteMatch<H> {
 
 interface Route<H> {
   method: Method;
+  pattern: string;
   regex: RegExp;
   names: string[];
   handler: H;
@@ -43,8 +44,13 @@ export class Router<H> {
         return seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       })
       .join('/');
-    this.routes.push({ method, regex: new RegExp(`^${source}$`), names, handler });
+    this.routes.push({ method, pattern, regex: new RegExp(`^${source}$`), names, handler });
     return this;
+  }
+
+  /** The handler registered for exactly this method and pattern, if any. */
+  handlerOf(method: Method, pattern: string): H | undefined {
+    return this.routes.find((r) => r.method === method && r.pattern === pattern)?.handler;
   }
 
   match(method: string, path: string): RouteResult<H> {

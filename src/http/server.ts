@@ -75,6 +75,16 @@ export class Front {
     return this;
   }
 
+  /**
+   * Serve `pattern` with the handler already registered for `existing` (same parameter names):
+   * for the unstable and legacy paths clients still call for endpoints the spec has since moved.
+   */
+  alias(method: Method, pattern: string, existing: string): this {
+    const handler = this.router.handlerOf(method, existing);
+    if (!handler) throw new Error(`alias ${pattern}: no ${method} ${existing} registered`);
+    return this.route(method, pattern, handler);
+  }
+
   listen(): Promise<number> {
     return new Promise((resolve, reject) => {
       this.app.listen(this.opts.host, this.opts.port, (socket) => {

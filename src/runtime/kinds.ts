@@ -10,6 +10,7 @@ import { typingActor } from '../../actors/typing';
 import { presenceActor } from '../../actors/presence';
 import { receiptActor } from '../../actors/receipts';
 import { keyBackupActor } from '../../actors/key-backup';
+import { reportsActor } from '../../actors/reports';
 
 /**
  * `room` is needed for room actors (they sign events); without it only the other kinds run. Alias
@@ -21,6 +22,7 @@ export function allActorKinds(room?: RoomConfig): ActorKind<any, any, any, any>[
     userActor(),
     toDeviceActor(),
     keyBackupActor(),
+    reportsActor(),
     presenceActor(),
     typingActor(),
     receiptActor(),

@@ -324,6 +324,14 @@ export const membershipIndexData = {
   forgotten: (userId: string) => `user:${userId}:forgotten`,
 };
 
+/**
+ * Content reports (actors/reports.ts), relative to the user shard the reports actor's id hashes
+ * to: a hash of report id → JSON report. Admin tooling reads it.
+ */
+export const reportData = {
+  reports: () => 'reports',
+};
+
 /** The consumer group that takes deactivated users out of their rooms (src/readers/deactivation.ts) reads user outboxes with. */
 export const DEACTIVATION_GROUP = 'deactivation';
 

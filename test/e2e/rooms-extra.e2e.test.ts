@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './server-harness';
 import { clientsFor, enc, eventually, txn, type Clients, type Json, type Session } from './clients';
 import { createClient } from './sdk';
-import { membershipIndexData } from '../../src/store/keys';
+import { membershipIndexData, reportData } from '../../src/store/keys';
+import { REPORTS_ACTOR } from '../../actors/reports';
 import { shardOf } from '../../src/runtime/shards';
 
 let server: TestServer;
@@ -343,5 +344,61 @@ describe('room summaries', () => {
     // Unknown rooms and aliases: the same 404.
     expect((await c.call(bob, 'GET', `/_matrix/client/v1/room_summary/${enc('!nope:localhost')}`)).body.errcode).toBe('M_NOT_FOUND');
     expect((await c.call(bob, 'GET', `/_matrix/client/v1/room_summary/${enc('#nope:localhost')}`)).status).toBe(404);
+  });
+});
+
+describe('reporting content', () => {
+  it('events (joined reporters only), rooms and users are reported to the server\'s report inbox', async () => {
+    const alice = await c.mint('rpa');
+    const bob = await c.mint('rpb');
+    const roomId = await createRoom(alice, { preset: 'public_chat' });
+    const eventId = await send(alice, roomId, 'm.room.message', { msgtype: 'm.text', body: 'spam spam' });
+    const notJoined = await c.call(bob, 'POST', `/rooms/${enc(roomId)}/report/${enc(eventId)}`, { reason: 'spam' });
+    expect(notJoined.status).toBe(404);
+    expect(notJoined.body.errcode).toBe('M_NOT_FOUND');
+    expect((await c.call(bob, 'POST', `/join/${enc(roomId)}`, {})).status).toBe(200);
+    const sdk = createClient({ baseUrl: server.baseUrl, accessToken: bob.token, userId: bob.userId, deviceId: bob.deviceId });
+    expect(await sdk.reportEvent(roomId, eventId, -100, 'spam')).toEqual({});
+    expect(await sdk.reportRoom(roomId, 'a spam room')).toEqual({});
+    expect((await c.call(bob, 'POST', `/rooms/${enc(roomId)}/report/${enc('$nope')}`, {})).status).toBe(404);
+    expect((await c.call(bob, 'POST', `/rooms/${enc('!nope:localhost')}/report`, { reason: 'x' })).status).toBe(404);
+    expect((await c.call(bob, 'POST', `/rooms/${enc(roomId)}/report`, {})).body.errcode).toBe('M_MISSING_PARAM');
+    expect((await c.call(bob, 'POST', `/users/${enc(alice.userId)}/report`, { reason: 'spammer' })).status).toBe(200);
+    expect((await c.call(bob, 'POST', `/users/${enc('@someone:elsewhere.example')}/report`, { reason: 'remote' })).status).toBe(200);
+    expect((await c.call(bob, 'POST', `/users/${enc('@ghost:localhost')}/report`, { reason: 'x' })).status).toBe(404);
+    expect((await c.call(null, 'POST', `/users/${enc(alice.userId)}/report`, { reason: 'x' })).status).toBe(401);
+
+    const key = c.keys.shard('user', shardOf(REPORTS_ACTOR, server.config.shards.users)).data(reportData.reports());
+    const stored = Object.values(await server.redis.hgetall(key)).map((j) => JSON.parse(j)).filter((r) => r.reporter === bob.userId);
+    expect(stored.map(({ id: _i, received_ts: _t, ...r }) => r)).toEqual([
+      { kind: 'event', reporter: bob.userId, room_id: roomId, event_id: eventId, reason: 'spam' },
+      { kind: 'room', reporter: bob.userId, room_id: roomId, reason: 'a spam room' },
+      { kind: 'user', reporter: bob.userId, user_id: alice.userId, reason: 'spammer' },
+      { kind: 'user', reporter: bob.userId, user_id: '@someone:elsewhere.example', reason: 'remote' },
+    ]);
+  });
+});
+
+describe('unstable paths clients still call', () => {
+  it('MSC3856 threads, MSC2946 hierarchy, MSC3030 timestamp_to_event and MSC2432 aliases answer as their stable endpoints', async () => {
+    const alice = await c.mint('la');
+    const roomId = await createRoom(alice, { preset: 'public_chat', room_alias_name: 'legacy-paths' });
+    const root = await send(alice, roomId, 'm.room.message', { msgtype: 'm.text', body: 'root' });
+    await send(alice, roomId, 'm.room.message', { msgtype: 'm.text', body: 'reply', 'm.relates_to': { rel_type: 'm.thread', event_id: root } });
+    const pairs: [string, string][] = [
+      [`/_matrix/client/unstable/org.matrix.msc3856/rooms/${enc(roomId)}/threads`, `/_matrix/client/v1/rooms/${enc(roomId)}/threads`],
+      [`/_matrix/client/unstable/org.matrix.msc2946/rooms/${enc(roomId)}/hierarchy`, `/_matrix/client/v1/rooms/${enc(roomId)}/hierarchy`],
+      [`/_matrix/client/unstable/org.matrix.msc3030/rooms/${enc(roomId)}/timestamp_to_event?ts=${Date.now()}&dir=b`, `/_matrix/client/v1/rooms/${enc(roomId)}/timestamp_to_event?ts=${Date.now()}&dir=b`],
+      [`/_matrix/client/unstable/org.matrix.msc2432/rooms/${enc(roomId)}/aliases`, `/_matrix/client/v3/rooms/${enc(roomId)}/aliases`],
+    ];
+    for (const [unstable, stable] of pairs) {
+      const [u, s] = [await c.call(alice, 'GET', unstable), await c.call(alice, 'GET', stable)];
+      expect(u.status, unstable).toBe(200);
+      expect(s.status, stable).toBe(200);
+      expect(JSON.stringify(u.body).replace(/"age":\d+/g, ''), unstable).toBe(JSON.stringify(s.body).replace(/"age":\d+/g, ''));
+    }
+    const threads = await c.call(alice, 'GET', pairs[0]![0]);
+    expect(threads.body.chunk.map((e: Json) => e.event_id)).toEqual([root]);
+    expect((await c.call(alice, 'GET', pairs[3]![0])).body.aliases).toEqual([`#legacy-paths:${server.serverName}`]);
   });
 });

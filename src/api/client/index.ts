@@ -12,6 +12,8 @@ import { registerRelationRoutes } from './relations';
 import { registerRoomUpgradeRoutes } from './room-upgrade';
 import { registerSpaceHierarchyRoutes } from './space-hierarchy';
 import { registerRoomSummaryRoutes } from './room-summary';
+import { registerLegacyPaths } from './legacy-paths';
+import { registerReportRoutes } from './report';
 import { registerAdminRegistrationRoutes } from '../admin/register';
 import { registerSyncRoutes } from './sync';
 import { registerToDeviceRoutes } from './to-device';
@@ -42,4 +44,6 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerNotificationRoutes(front, ctx);
   registerKeyRoutes(front, ctx);
   registerSyncRoutes(front, ctx, new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user));
+  registerReportRoutes(front, ctx);
+  registerLegacyPaths(front);
 }
