@@ -22,7 +22,7 @@ export interface Clients {
   keys: KeySpace;
   actors: ActorClient;
   /** A device and access token for a local user (the first call registers the account). */
-  mint(localpart: string, deviceId?: string): Promise<Session>;
+  mint(localpart: string, deviceId?: string, opts?: { admin?: boolean }): Promise<Session>;
   /** `/_matrix/client/v3<path>` (or `prefix<path>` when the path starts with `/_matrix`). */
   call(s: Session | null, method: string, path: string, body?: unknown, baseUrl?: string): Promise<{ status: number; body: Json; headers: Headers }>;
   close(): Promise<void>;
@@ -36,11 +36,11 @@ export async function clientsFor(server: TestServer): Promise<Clients> {
   return {
     keys,
     actors,
-    async mint(localpart, deviceId = 'DEV1') {
+    async mint(localpart, deviceId = 'DEV1', opts = {}) {
       const userId = `@${localpart}:${server.serverName}`;
       const token = newToken(userId, server.config.shards.users);
       const session = { deviceId, accessHash: tokenHash(token) };
-      const body: UserMessage = minted.has(userId) ? { op: 'login', verifiedHash: 'minted', session } : { op: 'register', passwordHash: 'minted', displayname: localpart, session };
+      const body: UserMessage = minted.has(userId) ? { op: 'login', verifiedHash: 'minted', session } : { op: 'register', passwordHash: 'minted', displayname: localpart, session, ...(opts.admin ? { admin: true } : {}) };
       await actors.ask('user', 'user', userId, body);
       minted.add(userId);
       return { userId, deviceId, token };

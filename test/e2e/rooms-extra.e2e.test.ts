@@ -402,3 +402,55 @@ describe('unstable paths clients still call', () => {
     expect((await c.call(alice, 'GET', pairs[3]![0])).body.aliases).toEqual([`#legacy-paths:${server.serverName}`]);
   });
 });
+
+describe('admin whois, mutual rooms, 3pid bind/unbind/delete', () => {
+  it('whois: admins ask about anyone, users about themselves; devices with their last address and time', async () => {
+    const admin = await c.mint('wadmin', 'ADM', { admin: true });
+    const bob = await c.mint('wbob', 'PHONE');
+    await c.mint('wbob', 'LAPTOP');
+    const mine = await c.call(bob, 'GET', `/admin/whois/${enc(bob.userId)}`);
+    expect(mine.status).toBe(200);
+    expect(mine.body.user_id).toBe(bob.userId);
+    expect(Object.keys(mine.body.devices).sort()).toEqual(['LAPTOP', 'PHONE']);
+    const conn = mine.body.devices.PHONE.sessions[0].connections[0];
+    expect(conn.last_seen).toBeGreaterThan(Date.now() - 60_000);
+    const sdk = createClient({ baseUrl: server.baseUrl, accessToken: admin.token, userId: admin.userId, deviceId: admin.deviceId });
+    expect((await sdk.whoisSynapseUser(bob.userId)).devices).toHaveProperty('LAPTOP');
+    const denied = await c.call(bob, 'GET', `/admin/whois/${enc(admin.userId)}`);
+    expect(denied.status).toBe(403);
+    expect((await c.call(admin, 'GET', `/admin/whois/${enc('@nobody:localhost')}`)).status).toBe(404);
+    expect((await c.call(admin, 'GET', `/admin/whois/${enc('@x:elsewhere.example')}`)).status).toBe(400);
+  });
+
+  it('mutual rooms: rooms both users are joined to', async () => {
+    const alice = await c.mint('ma');
+    const bob = await c.mint('mb');
+    const both = await createRoom(alice, { preset: 'public_chat' });
+    const aliceOnly = await createRoom(alice, { preset: 'public_chat' });
+    const left = await createRoom(alice, { preset: 'public_chat' });
+    await createRoom(bob, { preset: 'public_chat' });
+    for (const r of [both, left]) expect((await c.call(bob, 'POST', `/join/${enc(r)}`, {})).status).toBe(200);
+    expect((await c.call(bob, 'POST', `/rooms/${enc(left)}/leave`, {})).status).toBe(200);
+    const r = await c.call(alice, 'GET', `/_matrix/client/v1/mutual_rooms?user_id=${enc(bob.userId)}`);
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ joined: [both] });
+    expect(aliceOnly).toBeDefined();
+    expect((await c.call(alice, 'GET', '/_matrix/client/v1/mutual_rooms')).body.errcode).toBe('M_MISSING_PARAM');
+    expect((await c.call(alice, 'GET', `/_matrix/client/v1/mutual_rooms?user_id=${enc(alice.userId)}`)).status).toBe(400);
+    expect((await c.call(alice, 'GET', `/_matrix/client/v1/mutual_rooms?user_id=${enc(bob.userId)}&from=abc`)).body.errcode).toBe('M_INVALID_PARAM');
+  });
+
+  it('3pid delete and unbind have nothing to unbind; bind needs an identity server', async () => {
+    const alice = await c.mint('tp');
+    for (const action of ['delete', 'unbind']) {
+      const r = await c.call(alice, 'POST', `/account/3pid/${action}`, { medium: 'email', address: 'a@example.org' });
+      expect(r.status, action).toBe(200);
+      expect(r.body).toEqual({ id_server_unbind_result: 'no-support' });
+      expect((await c.call(alice, 'POST', `/account/3pid/${action}`, { medium: 'email' })).body.errcode).toBe('M_MISSING_PARAM');
+    }
+    const bind = await c.call(alice, 'POST', '/account/3pid/bind', { client_secret: 's', id_server: 'id.example.org', id_access_token: 't', sid: '1' });
+    expect(bind.status).toBe(400);
+    expect(bind.body.errcode).toBe('M_THREEPID_AUTH_FAILED');
+    expect((await c.call(null, 'POST', '/account/3pid/delete', { medium: 'email', address: 'a' })).status).toBe(401);
+  });
+});

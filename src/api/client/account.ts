@@ -8,6 +8,7 @@ import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
 import { roomVersionCapability } from '../../protocol/room-versions';
 import { decode } from '../../store/codec';
+import type { JsonObject } from '../../protocol/json';
 import type { UserReply } from '../../../actors/user';
 import { newToken, requireUser, tokenHash, tokenKeyName, tokenShard, type TokenRecord } from './auth';
 import { askUser, clientRoute, jsonBody, localUserId, newDeviceId, newLocalpart, newUserId, optional, readAccount } from './accounts-common';
@@ -258,6 +259,28 @@ function registerThreepidRoutes(front: Front, ctx: ApiContext): void {
   };
   clientRoute(front, 'POST', '/account/3pid', noSession);
   clientRoute(front, 'POST', '/account/3pid/add', noSession);
+  const fields = (body: JsonObject, names: string[]) => {
+    for (const n of names) {
+      if (body[n] === undefined) throw errors.missingParam(`${n} is required`);
+      if (typeof body[n] !== 'string') throw errors.badJson(`${n} must be a string`);
+    }
+    if (body.id_server !== undefined && typeof body.id_server !== 'string') throw errors.badJson('id_server must be a string');
+  };
+  // Binding needs an identity server to have validated the session; none is used here.
+  clientRoute(front, 'POST', '/account/3pid/bind', async (req) => {
+    await requireUser(ctx, req);
+    fields(jsonBody(req), ['client_secret', 'id_server', 'id_access_token', 'sid']);
+    throw new MatrixError(400, 'M_THREEPID_AUTH_FAILED', 'No validated third-party identifier session: this server uses no identity server');
+  });
+  // Deleting or unbinding an identifier that is not bound (none ever is) succeeds with nothing
+  // to unbind, as Synapse answers when it knows no identity server for it.
+  for (const action of ['delete', 'unbind']) {
+    clientRoute(front, 'POST', `/account/3pid/${action}`, async (req) => {
+      await requireUser(ctx, req);
+      fields(jsonBody(req), ['medium', 'address']);
+      return { body: { id_server_unbind_result: 'no-support' } };
+    });
+  }
   for (const medium of ['email', 'msisdn']) {
     clientRoute(front, 'POST', `/account/3pid/${medium}/requestToken`, async (req) => {
       jsonBody(req);

@@ -14,6 +14,8 @@ import { registerSpaceHierarchyRoutes } from './space-hierarchy';
 import { registerRoomSummaryRoutes } from './room-summary';
 import { registerLegacyPaths } from './legacy-paths';
 import { registerReportRoutes } from './report';
+import { registerWhoisRoutes } from './whois';
+import { registerMutualRoomsRoutes } from './mutual-rooms';
 import { registerAdminRegistrationRoutes } from '../admin/register';
 import { registerSyncRoutes } from './sync';
 import { registerToDeviceRoutes } from './to-device';
@@ -45,5 +47,7 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerKeyRoutes(front, ctx);
   registerSyncRoutes(front, ctx, new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user));
   registerReportRoutes(front, ctx);
+  registerWhoisRoutes(front, ctx);
+  registerMutualRoomsRoutes(front, ctx);
   registerLegacyPaths(front);
 }
