@@ -454,3 +454,34 @@ describe('admin whois, mutual rooms, 3pid bind/unbind/delete', () => {
     expect((await c.call(null, 'POST', '/account/3pid/delete', { medium: 'email', address: 'a' })).status).toBe(401);
   });
 });
+
+describe('GET /rooms/{roomId}/initialSync', () => {
+  it('the room\'s state, latest messages with tokens /messages continues from, membership and room account data; peeking world-readable rooms', async () => {
+    const alice = await c.mint('isa');
+    const bob = await c.mint('isb');
+    const roomId = await createRoom(alice, { preset: 'public_chat', name: 'Peek' });
+    const sent: string[] = [];
+    for (let i = 0; i < 5; i++) sent.push(await send(alice, roomId, 'm.room.message', { msgtype: 'm.text', body: `n${i}` }));
+    expect((await c.call(alice, 'PUT', `/user/${enc(alice.userId)}/rooms/${enc(roomId)}/tags/u.work`, { order: 0.5 })).status).toBe(200);
+    const sdk = createClient({ baseUrl: server.baseUrl, accessToken: alice.token, userId: alice.userId, deviceId: alice.deviceId });
+    const r = (await sdk.roomInitialSync(roomId, 3)) as unknown as Json;
+    expect(r.room_id).toBe(roomId);
+    expect(r.membership).toBe('join');
+    expect(r.messages.chunk.map((e: Json) => e.event_id)).toEqual(sent.slice(2));
+    expect(r.state.map((e: Json) => e.type)).toEqual(expect.arrayContaining(['m.room.create', 'm.room.name', 'm.room.member', 'm.room.join_rules']));
+    expect(r.account_data).toEqual([{ type: 'm.tag', content: { tags: { 'u.work': { order: 0.5 } } } }]);
+    expect(r.visibility).toBe('private');
+    const back = await c.call(alice, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=2&from=${r.messages.start}`);
+    expect(back.body.chunk.map((e: Json) => e.event_id)).toEqual([sent[1], sent[0]]);
+
+    // Not a member: 403, unless the room is world-readable (then no membership).
+    expect((await c.call(bob, 'GET', `/rooms/${enc(roomId)}/initialSync`)).status).toBe(403);
+    expect((await c.call(alice, 'PUT', `/rooms/${enc(roomId)}/state/m.room.history_visibility/`, { history_visibility: 'world_readable' })).status).toBe(200);
+    const visible = await send(alice, roomId, 'm.room.message', { msgtype: 'm.text', body: 'for everyone' });
+    const peek = await c.call(bob, 'GET', `/rooms/${enc(roomId)}/initialSync?limit=1`);
+    expect(peek.status).toBe(200);
+    expect(peek.body.membership).toBeUndefined();
+    expect(peek.body.messages.chunk.map((e: Json) => e.event_id)).toEqual([visible]);
+    expect((await c.call(bob, 'GET', `/rooms/${enc(roomId)}/initialSync?limit=x`)).body.errcode).toBe('M_INVALID_PARAM');
+  });
+});

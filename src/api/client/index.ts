@@ -16,6 +16,7 @@ import { registerLegacyPaths } from './legacy-paths';
 import { registerReportRoutes } from './report';
 import { registerWhoisRoutes } from './whois';
 import { registerMutualRoomsRoutes } from './mutual-rooms';
+import { registerRoomInitialSyncRoutes } from './room-initial-sync';
 import { registerAdminRegistrationRoutes } from '../admin/register';
 import { registerSyncRoutes } from './sync';
 import { registerToDeviceRoutes } from './to-device';
@@ -49,5 +50,6 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerReportRoutes(front, ctx);
   registerWhoisRoutes(front, ctx);
   registerMutualRoomsRoutes(front, ctx);
+  registerRoomInitialSyncRoutes(front, ctx);
   registerLegacyPaths(front);
 }
