@@ -100,6 +100,11 @@ export type UserMessage =
   | { op: 'set_room_tag'; roomId: string; tag: string; json: string }
   | { op: 'delete_room_tag'; roomId: string; tag: string }
   | { op: 'set_profile'; field: 'displayname' | 'avatar_url'; value: string | null }
+  /**
+   * A custom profile field (`m.tz` or a namespaced key; profile.yaml since v1.16): `json` is the
+   * value as JSON text, null deletes the field. The whole profile must stay under 64 KiB.
+   */
+  | { op: 'set_profile_field'; key: string; json: string | null }
   /** Push rules (the front validated the rule; placement and existence are checked here). */
   | { op: 'put_push_rule'; kind: PushRuleKind; rule: Omit<StoredPushRule, 'enabled'>; before?: string; after?: string }
   | { op: 'delete_push_rule'; kind: PushRuleKind; ruleId: string }
@@ -133,7 +138,7 @@ export function newUser(userId: string): UserState {
 type D = Decision<UserState, UserReply>;
 
 /** Pure: everything the user actor does with a message. */
-export function decideUser(state: UserState, msg: ActorMessage<UserMessage>): D {
+export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, prepared?: UserPrepared): D {
   const body = msg.body;
   const now = msg.enqueuedAt;
   if (body?.op === 'register') return register(state, body, now);
@@ -209,6 +214,18 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>): D 
       delete current[body.tag];
       return writeTags(state, body.roomId, current);
     }
+    case 'set_profile_field': {
+      if (state.deactivated) throw new ActorRejection('M_USER_DEACTIVATED', 'This account has been deactivated', 403);
+      if (!PROFILE_KEY.test(body.key) || body.key === 'displayname' || body.key === 'avatar_url') throw new ActorRejection('M_INVALID_PARAM', 'Not a custom profile field name', 400);
+      if (Buffer.byteLength(body.key) > 255) throw new ActorRejection('M_KEY_TOO_LARGE', 'Profile keys are at most 255 bytes', 400);
+      const key = userData.profile(state.userId);
+      if (body.json === null) return { state, reply: { ok: true }, writes: [{ cmd: 'HDEL', key, args: [body.key] }] };
+      // The size the profile would have: every other field as stored, plus this one.
+      const others = Object.entries(prepared?.profile ?? {}).filter(([k]) => k !== body.key);
+      const size = others.reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v), 0) + Buffer.byteLength(body.key) + Buffer.byteLength(body.json);
+      if (size > MAX_PROFILE_BYTES) throw new ActorRejection('M_PROFILE_TOO_LARGE', 'The profile would exceed 64 KiB', 400);
+      return { state, reply: { ok: true }, writes: [{ cmd: 'HSET', key, args: [body.key, body.json] }] };
+    }
     case 'set_profile': {
       if (state.deactivated) throw new ActorRejection('M_USER_DEACTIVATED', 'This account has been deactivated', 403);
       const key = userData.profile(state.userId);
@@ -234,6 +251,16 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>): D 
 }
 
 const TAG_TYPE = 'm.tag';
+
+/** Custom profile field names: `m.tz` or the Common Namespaced Identifier Grammar (profile.yaml). */
+export const PROFILE_KEY = /^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$/;
+/** The whole profile must stay under 64 KiB (profile.yaml). */
+export const MAX_PROFILE_BYTES = 64 * 1024;
+
+/** What the shell reads before decide: the stored profile, for the size check of custom fields. */
+export interface UserPrepared {
+  profile?: Record<string, string>;
+}
 
 /** The tags of an `m.tag` content given as JSON text (anything malformed counts as no tags). */
 function tagsFromContent(json: string): Record<string, string> {
@@ -397,6 +424,15 @@ function deviceWrite(userId: string, deviceId: string, device: DeviceState): Sto
   return { cmd: 'HSET', key: userData.devices(userId), args: [deviceId, JSON.stringify(json)] };
 }
 
-export function userActor(family: Family = 'user'): ActorKind<UserState, UserMessage, UserReply> {
-  return { kind: 'user', family, initialState: newUser, decide: decideUser };
+export function userActor(family: Family = 'user'): ActorKind<UserState, UserMessage, UserReply, UserPrepared> {
+  return {
+    kind: 'user',
+    family,
+    initialState: newUser,
+    async prepare(ctx, state, msg) {
+      if (msg.body?.op !== 'set_profile_field') return {};
+      return { profile: await ctx.redis.hgetall(ctx.keys.data(userData.profile(state.userId))) };
+    },
+    decide: decideUser,
+  };
 }

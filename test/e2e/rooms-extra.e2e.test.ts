@@ -485,3 +485,33 @@ describe('GET /rooms/{roomId}/initialSync', () => {
     expect((await c.call(bob, 'GET', `/rooms/${enc(roomId)}/initialSync?limit=x`)).body.errcode).toBe('M_INVALID_PARAM');
   });
 });
+
+describe('custom profile fields', () => {
+  it('m.tz and namespaced fields: put, get, in the whole profile, delete; size and name limits; DELETE of displayname', async () => {
+    const alice = await c.mint('pfa');
+    const bob = await c.mint('pfb');
+    const base = `/profile/${enc(alice.userId)}`;
+    expect((await c.call(alice, 'PUT', `${base}/m.tz`, { 'm.tz': 'Europe/Paris' })).status).toBe(200);
+    expect((await c.call(alice, 'PUT', `${base}/org.example.pronouns`, { 'org.example.pronouns': { en: 'she/her' } })).status).toBe(200);
+    expect((await c.call(bob, 'GET', `${base}/m.tz`)).body).toEqual({ 'm.tz': 'Europe/Paris' });
+    expect((await c.call(null, 'GET', base)).body).toEqual({ displayname: 'pfa', 'm.tz': 'Europe/Paris', 'org.example.pronouns': { en: 'she/her' } });
+    expect((await c.call(alice, 'DELETE', `${base}/org.example.pronouns`)).status).toBe(200);
+    expect((await c.call(bob, 'GET', `${base}/org.example.pronouns`)).status).toBe(404);
+    // Names, bodies, owners, sizes.
+    expect((await c.call(alice, 'PUT', `${base}/Bad.Key`, { 'Bad.Key': 1 })).body.errcode).toBe('M_INVALID_PARAM');
+    expect((await c.call(alice, 'PUT', `${base}/org.example.x`, { other: 1 })).body.errcode).toBe('M_MISSING_PARAM');
+    expect((await c.call(bob, 'PUT', `${base}/org.example.x`, { 'org.example.x': 1 })).status).toBe(403);
+    expect((await c.call(alice, 'PUT', `${base}/org.example.${'a'.repeat(260)}`, { x: 1 })).body.errcode).toBe('M_KEY_TOO_LARGE');
+    expect((await c.call(alice, 'PUT', `${base}/org.example.big1`, { 'org.example.big1': 'x'.repeat(40_000) })).status).toBe(200);
+    const tooBig = await c.call(alice, 'PUT', `${base}/org.example.big2`, { 'org.example.big2': 'x'.repeat(30_000) });
+    expect(tooBig.status).toBe(400);
+    expect(tooBig.body.errcode).toBe('M_PROFILE_TOO_LARGE');
+    // Replacing a field counts its new size only.
+    expect((await c.call(alice, 'PUT', `${base}/org.example.big1`, { 'org.example.big1': 'y'.repeat(50_000) })).status).toBe(200);
+    // DELETE works for the display name too.
+    expect((await c.call(alice, 'DELETE', `${base}/displayname`)).status).toBe(200);
+    expect((await c.call(bob, 'GET', `${base}/displayname`)).status).toBe(404);
+    const caps = await c.call(alice, 'GET', '/capabilities');
+    expect(caps.body.capabilities['m.profile_fields']).toEqual({ enabled: true });
+  });
+});

@@ -58,6 +58,7 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
           'm.room_versions': roomVersionCapability(ctx.config.defaultRoomVersion),
           'm.set_displayname': { enabled: true },
           'm.set_avatar_url': { enabled: true },
+          'm.profile_fields': { enabled: true },
           'm.3pid_changes': { enabled: false },
           'm.get_login_token': { enabled: false },
         },

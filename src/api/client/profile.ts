@@ -16,6 +16,7 @@ import type { ApiContext } from './context';
 import { MembershipIndex } from '../../readers/membership-index';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { sendEvent } from './room-common';
+import { PROFILE_KEY } from '../../../actors/user';
 
 const FIELDS = ['displayname', 'avatar_url'] as const;
 type Field = (typeof FIELDS)[number];
@@ -45,17 +46,64 @@ export function registerProfileRoutes(front: Front, ctx: ApiContext): void {
       return { body: {} };
     });
   }
+
+  // Custom fields (`m.tz`, namespaced keys; profile.yaml since v1.16), after the two above.
+  const customKey = (req: Request): string => {
+    const key = req.params.keyName!;
+    if (Buffer.byteLength(key) > 255) throw new MatrixError(400, 'M_KEY_TOO_LARGE', 'Profile keys are at most 255 bytes');
+    if (!PROFILE_KEY.test(key)) throw errors.invalidParam('keyName must be avatar_url, displayname, m.tz or a namespaced identifier');
+    return key;
+  };
+  clientRoute(front, 'GET', '/profile/:userId/:keyName', async (req) => {
+    const key = customKey(req);
+    const profile = await readProfile(ctx, req);
+    if (profile[key] === undefined) throw errors.notFound(`This user has no ${key}`);
+    return { body: { [key]: profile[key]! } };
+  });
+  clientRoute(front, 'PUT', '/profile/:userId/:keyName', async (req) => {
+    const me = await requireUser(ctx, req);
+    requireSelf(me, req.params.userId, 'the profile');
+    const key = customKey(req);
+    const body = jsonBody(req);
+    if (!(key in body)) throw errors.missingParam(`The body must hold ${key}`);
+    const value = body[key]!;
+    if (key === 'm.tz' && typeof value !== 'string') throw errors.badJson('m.tz must be a string (an IANA time zone)');
+    await askUser(ctx, me.userId, { op: 'set_profile_field', key, json: JSON.stringify(value) });
+    return { body: {} };
+  });
+  clientRoute(front, 'DELETE', '/profile/:userId/:keyName', async (req) => {
+    const me = await requireUser(ctx, req);
+    requireSelf(me, req.params.userId, 'the profile');
+    const key = customKey(req);
+    if (key === 'displayname' || key === 'avatar_url') {
+      await askUser(ctx, me.userId, { op: 'set_profile', field: key, value: null });
+      propagation.schedule(me.userId);
+    } else {
+      await askUser(ctx, me.userId, { op: 'set_profile_field', key, json: null });
+    }
+    return { body: {} };
+  });
 }
 
-async function readProfile(ctx: ApiContext, req: Request): Promise<Partial<Record<Field, string>>> {
+async function readProfile(ctx: ApiContext, req: Request): Promise<Record<string, JsonValue>> {
   const userId = req.params.userId!;
   if (!isValidUserId(userId)) throw errors.invalidParam('Not a user id');
   if (serverOf(userId) !== ctx.config.serverName) throw new MatrixError(404, 'M_NOT_FOUND', 'Profiles of users on other servers are not available (federation is not implemented yet)');
   const account = await readAccount(ctx, userId);
   if (!account || account.x) throw errors.notFound('No such user');
   const stored = await ctx.redis.hgetall(userKey(ctx, userId, userData.profile(userId)));
-  const profile: Partial<Record<Field, string>> = {};
-  for (const f of FIELDS) if (stored[f] !== undefined) profile[f] = stored[f];
+  const profile: Record<string, JsonValue> = {};
+  for (const [k, v] of Object.entries(stored)) {
+    if ((FIELDS as readonly string[]).includes(k)) profile[k] = v;
+    else {
+      // Custom fields are stored as JSON text by the user actor.
+      try {
+        profile[k] = JSON.parse(v) as JsonValue;
+      } catch {
+        /* not written by the actor: left out */
+      }
+    }
+  }
   return profile;
 }
 
