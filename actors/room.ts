@@ -521,7 +521,19 @@ function decideIngest(state: RoomState, pdus: JsonObject[], keys: RemoteKeys, ou
         else writes.push({ cmd: 'HDEL', key: roomData.members(state.roomId), args: [user] });
       }
     }
-    const currentSnap = extendsAll ? sa : next.snap;
+    // The current state's snapshot: the event's own when it extends every extremity; otherwise
+    // the resolution is a new state, stored as a delta on the previous current snapshot (local
+    // events are built on it, and their state before is read from it).
+    let currentSnap = extendsAll ? sa : next.snap;
+    if (!extendsAll && changes.length > 0) {
+      currentSnap = next.snapSeq + 1;
+      const n = next.snap === 0 ? MAX_SNAPSHOT_CHAIN + 1 : (chains.get(next.snap) ?? next.snapChain) + 1;
+      const snap: StoredSnapshot = n > MAX_SNAPSHOT_CHAIN ? { p: null, d: [...newCurrent], n: 0 } : { p: next.snap, d: changes.map(([k, v]) => [k, v ?? null]), n };
+      writes.push({ cmd: 'SET', key: roomData.snapshot(state.roomId, currentSnap), args: [encode(snap)] });
+      snapshots.set(currentSnap, newCurrent);
+      chains.set(currentSnap, snap.n);
+      next = { ...next, snapSeq: currentSnap };
+    }
     next = {
       ...next,
       seq: pos,
@@ -642,6 +654,9 @@ async function prepareIngest(ctx: ShellContext, state: RoomState, pdus: JsonObje
   });
   const stateEvents = new Set<string>();
   if (mayResolve) for (const s of states) for (const v of s.values()) stateEvents.add(v);
+  // State resolution v1 (room version 1) reads only the state events themselves and the state
+  // it builds up, never auth chains: there, the first level is all it needs.
+  const followChains = version.stateRes !== 'v1';
   let frontier = [...stateEvents, ...pdus.flatMap((raw) => toRefs(raw.auth_events))];
   const walked = new Set<string>();
   while (frontier.length) {
@@ -651,7 +666,7 @@ async function prepareIngest(ctx: ShellContext, state: RoomState, pdus: JsonObje
       if (walked.has(id)) continue;
       walked.add(id);
       const e = known.get(id)?.pdu;
-      if (e) nextFrontier.push(...e.authEvents.filter((a) => !walked.has(a)));
+      if (e && followChains) nextFrontier.push(...e.authEvents.filter((a) => !walked.has(a)));
     }
     frontier = nextFrontier;
   }

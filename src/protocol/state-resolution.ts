@@ -1,6 +1,8 @@
 /**
  * State resolution v2 (room versions 2–11, content/rooms/fragments/v2-state-res.md) and its v12
  * revision (content/rooms/v12.md, MSC4297; `RoomVersion.stateRes === 'v2.1'`, not spec wording).
+ * `resolveState` is the one entry point for every room version: room version 1 is handed to
+ * state-resolution-v1.ts.
  * Comments quote the spec's definitions and number the steps of its "Algorithm" section so the
  * code can be read beside it.
  *
@@ -27,6 +29,7 @@
 import { checkEventAuth, isPowerEvent, userPowerLevel } from './auth-rules';
 import { stateKeyOf, type Pdu, type StateLookup, type StateMap } from './pdu';
 import type { RoomVersion } from './room-versions';
+import { resolveStateV1 } from './state-resolution-v1';
 
 export interface StateResolutionInput {
   version: RoomVersion;
@@ -52,10 +55,14 @@ const CREATE_KEY = stateKeyOf('m.room.create', '');
 // Public entry point
 // ---------------------------------------------------------------------------------------------
 
-/** The resolution of `input.stateSets` (content/rooms/fragments/v2-state-res.md, "Algorithm"). */
+/**
+ * The resolution of `input.stateSets` by the room version's algorithm: v2 / v2.1 here
+ * (content/rooms/fragments/v2-state-res.md, "Algorithm"), v1 in state-resolution-v1.ts.
+ */
 export function resolveState(input: StateResolutionInput): StateMap {
   const { version, stateSets } = input;
-  if (version.stateRes === 'v1') throw new Error(`state resolution: room version ${version.id} uses state resolution v1, which this module does not implement`);
+  // Room version 1 has its own algorithm (state-resolution-v1.ts); one entry point serves all.
+  if (version.stateRes === 'v1') return resolveStateV1(input);
   const v21 = version.stateRes === 'v2.1';
 
   const { unconflicted, conflicted, perSet } = splitStateSets(stateSets);

@@ -4,6 +4,7 @@
  * events), soft-failed (current state), missing prev events, outliers — and forks whose state is
  * resolved.
  */
+import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildCreateEvent, type IngestReply, type RoomConfig, type RoomReply } from '../../actors/room';
 import type { ActorClient } from '../../src/runtime/actor-client';
@@ -14,6 +15,7 @@ import { stateKeyOf } from '../../src/protocol/pdu';
 import { requireRoomVersion } from '../../src/protocol/room-versions';
 import type { JsonObject } from '../../src/protocol/json';
 import { RoomReader, servableToClients } from '../../src/store/room-reader';
+import { sha1Hex } from '../../src/protocol/state-resolution-v1';
 import type { RemoteKeys } from '../../src/rooms/ingest';
 import { MODES, rig, type Rig } from '../runtime/harness';
 
@@ -36,20 +38,24 @@ function ingest(c: ActorClient, roomId: string, pdus: JsonObject[], outlier = fa
 }
 
 /** Build an event as remote.test would, on top of the given prev events and state. */
-async function remoteEvent(reader: RoomReader, roomId: string, t: { type: string; sender: string; content: JsonObject; stateKey?: string; prev?: string[]; ts?: number }): Promise<JsonObject> {
+async function remoteEvent(reader: RoomReader, roomId: string, t: { type: string; sender: string; content: JsonObject; stateKey?: string; prev?: string[]; ts?: number; version?: string }): Promise<JsonObject> {
   const meta = (await reader.meta(roomId))!;
   const prev = t.prev ?? meta.extremities;
   const prevEvents = await reader.events(roomId, prev);
   const state = prev.length === 1 ? (await reader.stateAt(roomId, prev[0]!, 'after'))! : await reader.currentStateIds(roomId);
-  const version = requireRoomVersion(VERSION);
+  const version = requireRoomVersion(t.version ?? VERSION);
   const auth = authEventSelection({ type: t.type, stateKey: t.stateKey, sender: t.sender, content: t.content }, version)
     .map(([type, key]) => state.get(stateKeyOf(type, key)))
     .filter((x): x is string => !!x);
   const raw: JsonObject = {
     room_id: roomId, sender: t.sender, type: t.type, content: t.content, origin_server_ts: t.ts ?? Date.now(),
-    depth: Math.max(...prevEvents.map((e) => e.depth)) + 1, prev_events: prev, auth_events: auth,
+    depth: Math.max(...prevEvents.map((e) => e.depth)) + 1,
+    prev_events: version.eventRefsWithHashes ? prev.map((id) => [id, {}]) : prev,
+    auth_events: version.eventRefsWithHashes ? auth.map((id) => [id, {}]) : auth,
   };
   if (t.stateKey !== undefined) raw.state_key = t.stateKey;
+  // v1/v2 event ids are chosen by the sending server and carried in the event.
+  if (version.eventIdFormat === 'v1') raw.event_id = `$${randomBytes(9).toString('base64url')}:remote.test`;
   return hashAndSignEvent(raw, version, 'remote.test', remoteKey);
 }
 
@@ -60,8 +66,8 @@ for (const mode of MODES) {
       await r?.close();
     });
 
-    async function publicRoom(c: ActorClient): Promise<string> {
-      const { roomId, event } = buildCreateEvent(local, { roomVersion: VERSION, creator: alice, roomLocalpart: 'fed', ts: Date.now() });
+    async function publicRoom(c: ActorClient, roomVersion = VERSION): Promise<string> {
+      const { roomId, event } = buildCreateEvent(local, { roomVersion, creator: alice, roomLocalpart: 'fed', ts: Date.now() });
       await c.ask('room', 'room', roomId, { op: 'create', event });
       await send(c, roomId, alice, 'm.room.member', { membership: 'join' }, alice);
       await send(c, roomId, alice, 'm.room.power_levels', { users: { [alice]: 100 }, users_default: 0 }, '');
@@ -190,6 +196,54 @@ for (const mode of MODES) {
       expect((await reader.meta(roomId))!.extremities).toEqual([merge.event_id]);
       const merged = (await reader.event(roomId, merge.event_id))!;
       expect((merged.event.prev_events as string[]).sort()).toEqual([aliceTopic.event_id, b.event_id!].sort());
+    });
+
+    it('resolves a fork in a room version 1 room with state resolution v1', async () => {
+      r = await rig(mode, { room: local });
+      await r.startWorker('w1');
+      const c = await r.client();
+      const reader = new RoomReader(r.redis, r.keys, r.shardCounts.room);
+      const roomId = await publicRoom(c, '1');
+      const v1 = { version: '1' };
+      const join = await remoteEvent(reader, roomId, { ...v1, type: 'm.room.member', sender: bob, content: { membership: 'join' }, stateKey: bob });
+      expect((await ingest(c, roomId, [join])).results).toMatchObject([{ status: 'accepted' }]);
+      await send(c, roomId, alice, 'm.room.power_levels', { users: { [alice]: 100, [bob]: 50 }, users_default: 0 }, '');
+      const forkPoint = (await reader.meta(roomId))!.extremities;
+
+      // Alice sets the topic and then the room name here; bob, from the same point, sets the
+      // topic on his server and then joins carol (public room, carol's own join built by him).
+      const aliceTopic = await send(c, roomId, alice, 'm.room.topic', { topic: 'alice' }, '');
+      const aliceName = await send(c, roomId, alice, 'm.room.name', { name: 'the room' }, '');
+      const bobTopic = await remoteEvent(reader, roomId, { ...v1, type: 'm.room.topic', sender: bob, content: { topic: 'bob' }, stateKey: '', prev: forkPoint });
+      const bt = (await ingest(c, roomId, [bobTopic])).results[0]!;
+      expect(bt.status).toBe('accepted');
+      const carolJoin = await remoteEvent(reader, roomId, { ...v1, type: 'm.room.member', sender: carol, content: { membership: 'join' }, stateKey: carol, prev: [bt.event_id!] });
+      const cj = (await ingest(c, roomId, [carolJoin])).results[0]!;
+      expect(cj.status).toBe('accepted');
+
+      // v1: both topics have the same depth and both senders may set it, so the lower
+      // sha1(event_id) wins; the name and carol's membership are on one side only, so they are
+      // not conflicted and both stay.
+      const meta = (await reader.meta(roomId))!;
+      expect(meta.extremities.sort()).toEqual([aliceName.event_id, cj.event_id!].sort());
+      const expectedTopic = [aliceTopic.event_id, bt.event_id!].sort((a, b) => (sha1Hex(a) < sha1Hex(b) ? -1 : 1))[0];
+      const current = await reader.currentStateIds(roomId);
+      expect(current.get('m.room.topic\u0000')).toBe(expectedTopic);
+      expect(current.get('m.room.name\u0000')).toBe(aliceName.event_id);
+      expect(current.get(`m.room.member\u0000${carol}`)).toBe(cj.event_id);
+      expect(await reader.membership(roomId, carol)).toBe('join');
+
+      // A local event merges the fork; its state before is the v1 resolution of both sides.
+      const merge = await send(c, roomId, alice, 'm.room.message', { body: 'merged' });
+      const mergedPrev = ((await reader.event(roomId, merge.event_id))!.event.prev_events as [string, unknown][]).map((p) => p[0]).sort();
+      expect(mergedPrev).toEqual([aliceName.event_id, cj.event_id!].sort());
+      const before = (await reader.stateAt(roomId, merge.event_id, 'before'))!;
+      expect(before.get('m.room.topic\u0000')).toBe(expectedTopic);
+      expect(before.get(`m.room.member\u0000${carol}`)).toBe(cj.event_id);
+
+      // And a remote event on the merge, whose state is checked against that resolution, is fine.
+      const after = await remoteEvent(reader, roomId, { ...v1, type: 'm.room.message', sender: carol, content: { body: 'hi' } });
+      expect((await ingest(c, roomId, [after])).results[0]!.status).toBe('accepted');
     });
   });
 }
