@@ -11,7 +11,11 @@
  *   is the front's call); the flag is the room's, and an output entry lets the membership index
  *   reader keep the server's set of published rooms in step;
  * - `alias_index`: add or remove a local alias in the room's alias set, told by the front after
- *   the alias's own actor (actors/alias.ts) created or deleted it. Idempotent.
+ *   the alias's own actor (actors/alias.ts) created or deleted it. Idempotent;
+ * - `ingest`: events built by other servers (live, or outliers), through the spec's receipt
+ *   checks; with supplied state, also the first events of a room this server joins over
+ *   federation;
+ * - `backfill`: older history (a /backfill response), placed before everything the room knows.
  *
  * State is stored as shared snapshots with deltas: a state event makes a new snapshot that is its
  * parent plus one entry; other events point at the snapshot they were sent in. Storage therefore
@@ -23,7 +27,7 @@ import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type 
 import { checkEventAuth, authEventSelection } from '../src/protocol/auth-rules';
 import { encodeBase64Url } from '../src/protocol/base64';
 import type { SigningKey } from '../src/protocol/crypto';
-import { hashAndSignEvent, roomIdFromCreateEvent, serverNameOf, verifyEventSignature } from '../src/protocol/event-hashing';
+import { computeEventId, hashAndSignEvent, roomIdFromCreateEvent, serverNameOf, verifyEventSignature } from '../src/protocol/event-hashing';
 import { canonicalJson, isJsonObject, type JsonObject } from '../src/protocol/json';
 import { LayeredMap } from '../src/protocol/layered-map';
 import { checkPduFormat, checkPduSize } from '../src/protocol/pdu-limits';
@@ -69,6 +73,8 @@ export interface RoomMeta {
    * requests make one replacement room.
    */
   upgrade?: { to: string; by: string; at: number };
+  /** Lowest stream position given to a backfilled event (absent or 0: none; backfilled ones are negative). */
+  low?: number;
 }
 
 export interface RoomState extends RoomMeta {
@@ -96,7 +102,12 @@ export type RoomMessage =
    * history (auth chains and state fetched for a join). Ordered so each event comes after the
    * events it references.
    */
-  | { op: 'ingest'; pdus: JsonObject[]; keys: RemoteKeys; outlier?: boolean }
+  | { op: 'ingest'; pdus: JsonObject[]; keys: RemoteKeys; outlier?: boolean; state?: SuppliedState }
+  /**
+   * History older than what the room knows, as a federation /backfill response brings it (any
+   * order; newest first is fine), with the state for its oldest events (see `decideRemote`).
+   */
+  | { op: 'backfill'; pdus: JsonObject[]; keys: RemoteKeys; state?: SuppliedState }
   | { op: 'set_directory_visibility'; visibility: DirectoryVisibility }
   /** `present`: whether the alias now points at this room. */
   | { op: 'alias_index'; alias: string; present: boolean }
@@ -109,6 +120,18 @@ export type RoomMessage =
   | { op: 'release_upgrade'; replacement: string };
 
 export type DirectoryVisibility = 'public' | 'private';
+
+type RemoteMode = 'live' | 'outlier' | 'backfill';
+
+/**
+ * The state before events whose prev_events the room does not have, as a remote supplies it: its
+ * /state_ids at such an event (`before`: event id → the ids of the state before it) and the
+ * events among those and their auth chains that the room may lack (`events`, taken as outliers).
+ */
+export interface SuppliedState {
+  events: JsonObject[];
+  before: Record<string, string[]>;
+}
 
 export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply | { ok: true } | UpgradeClaim;
 
@@ -199,7 +222,8 @@ export function decideRoom(cfg: RoomConfig, state: RoomState, msg: ActorMessage<
   const body = msg.body;
   if (body?.op === 'create') return decideCreate(cfg, state, body.event);
   if (body?.op === 'send') return decideSend(cfg, state, msg, body.event, body.txn, prepared);
-  if (body?.op === 'ingest') return decideIngest(state, body.pdus, body.keys, body.outlier ?? false, prepared);
+  if (body?.op === 'ingest') return decideRemote(state, body.outlier ? 'outlier' : 'live', body.pdus, body.keys, body.state, prepared);
+  if (body?.op === 'backfill') return decideRemote(state, 'backfill', body.pdus, body.keys, body.state, prepared);
   if (body?.op === 'set_directory_visibility') return decideDirectoryVisibility(state, body.visibility);
   if (body?.op === 'alias_index') return decideAliasIndex(state, body.alias, body.present);
   if (body?.op === 'claim_upgrade') return decideClaimUpgrade(state, body.replacement, body.sender, msg.enqueuedAt);
@@ -397,14 +421,31 @@ function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared:
 
 
 /**
- * Take events built elsewhere. Each goes through the receipt checks; accepted events join the
- * timeline and move the current state (resolving it against the new branch when the event does
- * not extend every forward extremity); soft-failed ones are kept in the DAG only; rejected ones
- * are stored as rejected; outliers are stored without history.
+ * Take events built elsewhere. Each goes through the receipt checks (src/rooms/ingest.ts) in an
+ * order where it comes after the events of the batch it references.
+ *
+ * - `live` (federation /send): accepted events join the timeline and move the current state
+ *   (resolving it against the new branch when the event does not extend every forward
+ *   extremity); soft-failed ones are kept in the DAG only.
+ * - `outlier`: stored without a place in the room's history (auth chains, state fetched for a join).
+ * - `backfill`: history older than what the room knows (a /backfill response). Accepted events get
+ *   stream positions below every position the room has used, ordered by depth and then by the
+ *   order they were taken in (Synapse gives backfilled events negative stream orderings the same
+ *   way), so pagination backwards serves them after the known history, in topological order.
+ *   They produce no output entries (so /sync does not deliver them as new), never become forward
+ *   extremities (so no local event builds on them), do not move the current state, and are not
+ *   soft-failed (as Synapse does not soft-fail backfilled events).
+ *
+ * In every mode, rejected events are stored as rejected; an event already stored is a
+ * `duplicate` (nothing is written), except an outlier met again as part of the history, which
+ * takes its place in it. `supplied` brings the state and auth chain events for events whose
+ * prev_events the room does not have (what a remote's /state_ids and /event give): they are taken
+ * as outliers first. A room this server does not know yet can be entered that way in `live` mode
+ * (a join over federation: the state at the first event, with the create event among it).
  */
-function decideIngest(state: RoomState, pdus: JsonObject[], keys: RemoteKeys, outlier: boolean, prepared: RoomPrepared): Decision<RoomState, RoomReply> {
-  if (state.version === null) throw new ActorRejection('M_NOT_FOUND', 'Unknown room', 404);
-  const version = requireRoomVersion(state.version);
+function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], keys: RemoteKeys, supplied: SuppliedState | undefined, prepared: RoomPrepared): Decision<RoomState, RoomReply> {
+  const fresh = state.version === null;
+  const version = fresh ? freshRoomVersion(state, mode, supplied) : requireRoomVersion(state.version!);
   const known = new Map<string, KnownEvent & { stored: StoredEvent }>();
   const snapshots = new Map(prepared.snapshots ?? []);
   const chains = new Map(prepared.snapshotChains ?? []);
@@ -420,81 +461,120 @@ function decideIngest(state: RoomState, pdus: JsonObject[], keys: RemoteKeys, ou
     known: (id) => known.get(id),
     getEvent: (id) => known.get(id)?.pdu ?? extra.get(id),
   };
-  let next = state;
+  let next: RoomState = fresh ? { ...state, version: version.id } : state;
   const writes: StoreWrite[] = [];
   const outputs: RoomOutput[] = [];
   const results: IngestReply['results'] = [];
+  const backfilled: { pdu: Pdu; raw: JsonObject; stored: StoredEvent }[] = [];
+  const newSnapshot = (parent: number | null, delta: [string, string | null][], full: StateMap): number => {
+    const id = next.snapSeq + 1;
+    const n = parent === null || parent === 0 ? MAX_SNAPSHOT_CHAIN + 1 : (chains.get(parent) ?? MAX_SNAPSHOT_CHAIN) + 1;
+    const snap: StoredSnapshot = n > MAX_SNAPSHOT_CHAIN ? { p: null, d: [...full], n: 0 } : { p: parent, d: delta, n };
+    writes.push({ cmd: 'SET', key: roomData.snapshot(state.roomId, id), args: [encode(snap)] });
+    snapshots.set(id, full);
+    chains.set(id, snap.n);
+    next = { ...next, snapSeq: id };
+    return id;
+  };
 
-  for (const raw of pdus) {
+  const take = (raw: JsonObject, asOutlier: boolean): void => {
     const checked = checkReceivedPdu(raw, view, keys);
     if (!checked.ok) {
-      results.push({ event_id: null, status: 'dropped', reason: checked.reason });
-      continue;
+      let id: string | null = null;
+      try {
+        id = computeEventId(raw, version);
+      } catch {
+        /* not even an event id: reported without one */
+      }
+      results.push({ event_id: id, status: 'dropped', reason: checked.reason });
+      return;
     }
     const pdu = toPdu(checked.raw, version);
-    if (known.has(pdu.eventId)) {
+    const already = known.get(pdu.eventId);
+    if (already && !(already.outlier && !asOutlier)) {
       results.push({ event_id: pdu.eventId, status: 'duplicate' });
-      continue;
+      return;
     }
-    const current: StateLookup = { get: (type, key) => next.events.get(stateKeyOf(type, key)) };
-    const outcome = authorizeReceivedPdu(pdu, view, outlier ? null : current, outlier);
+    // Prev events without known state: the state before the event must have been supplied.
+    const prevsKnown = pdu.prevEvents.every((id) => known.get(id)?.stateAfter);
+    let given: StateMap | undefined;
+    if (!asOutlier && !prevsKnown && supplied?.before[pdu.eventId]) {
+      const g = suppliedStateBefore(supplied.before[pdu.eventId]!, view);
+      if (g.missing.length) {
+        results.push({ event_id: pdu.eventId, status: 'missing', reason: 'unknown events in the state supplied for it', missing: g.missing });
+        return;
+      }
+      if (g.problem) {
+        results.push({ event_id: pdu.eventId, status: 'dropped', reason: g.problem });
+        return;
+      }
+      given = g.state;
+    }
+    // Soft failing needs a current state: a room entered through supplied state has none until
+    // its first event is accepted.
+    const hasCurrent = next.extremities.length > 0;
+    const current: StateLookup | null = mode === 'live' && !asOutlier && hasCurrent ? { get: (type, key) => next.events.get(stateKeyOf(type, key)) } : null;
+    const outcome = authorizeReceivedPdu(pdu, view, current, asOutlier, given);
     const base = { j: canonicalJson(checked.raw), d: pdu.depth };
     switch (outcome.status) {
       case 'dropped':
       case 'missing':
         results.push({ event_id: pdu.eventId, status: outcome.status, reason: outcome.reason, ...(outcome.status === 'missing' ? { missing: outcome.missing } : {}) });
-        continue;
+        return;
       case 'rejected': {
         const stored: StoredEvent = { ...base, p: 0, sb: 0, sa: 0, rej: outcome.reason };
         writes.push({ cmd: 'SET', key: roomData.event(pdu.eventId), args: [encode(stored)] });
         known.set(pdu.eventId, { pdu, stored, rejected: true, outlier: false });
         results.push({ event_id: pdu.eventId, status: 'rejected', reason: outcome.reason });
-        continue;
+        return;
       }
       case 'outlier': {
         const stored: StoredEvent = { ...base, p: 0, sb: 0, sa: 0, o: 1 };
         writes.push({ cmd: 'SET', key: roomData.event(pdu.eventId), args: [encode(stored)] });
         known.set(pdu.eventId, { pdu, stored, rejected: false, outlier: true });
+        if (pdu.type === 'm.room.create' && pdu.stateKey === '' && !next.createId) next = { ...next, createId: pdu.eventId };
         results.push({ event_id: pdu.eventId, status: 'outlier' });
-        continue;
+        return;
       }
     }
+    if (pdu.type === 'm.room.create' && pdu.stateKey === '' && !next.createId) next = { ...next, createId: pdu.eventId };
     // Accepted or soft-failed: both get their state snapshots.
-    const firstPrev = known.get(pdu.prevEvents[0]!)!.stored;
-    let sb = firstPrev.sa;
     const stateBefore = outcome.stateBefore;
-    if (pdu.prevEvents.length > 1) {
-      sb = next.snapSeq + 1;
-      const parent = snapshots.get(firstPrev.sa) ?? new Map();
-      const delta: [string, string | null][] = [];
-      for (const [k, v] of stateBefore) if (parent.get(k) !== v) delta.push([k, v]);
-      for (const k of parent.keys()) if (!stateBefore.has(k)) delta.push([k, null]);
-      const n = (chains.get(firstPrev.sa) ?? MAX_SNAPSHOT_CHAIN) + 1;
-      const snap: StoredSnapshot = n > MAX_SNAPSHOT_CHAIN ? { p: null, d: [...stateBefore], n: 0 } : { p: firstPrev.sa, d: delta, n };
-      writes.push({ cmd: 'SET', key: roomData.snapshot(state.roomId, sb), args: [encode(snap)] });
-      snapshots.set(sb, stateBefore);
-      chains.set(sb, snap.n);
-      next = { ...next, snapSeq: sb };
+    let sb: number;
+    if (pdu.prevEvents.length === 0) sb = 0; // the create event: the empty state
+    else if (given && !prevsKnown) sb = newSnapshot(null, [], stateBefore);
+    else {
+      const firstPrev = known.get(pdu.prevEvents[0]!)!.stored;
+      sb = firstPrev.sa;
+      if (pdu.prevEvents.length > 1) {
+        const parent = snapshots.get(firstPrev.sa) ?? new Map();
+        const delta: [string, string | null][] = [];
+        for (const [k, v] of stateBefore) if (parent.get(k) !== v) delta.push([k, v]);
+        for (const k of parent.keys()) if (!stateBefore.has(k)) delta.push([k, null]);
+        sb = newSnapshot(firstPrev.sa, delta, stateBefore);
+      }
     }
     let sa = sb;
     const stateAfter = new Map(stateBefore);
     if (pdu.stateKey !== undefined) {
       const key = stateKeyOf(pdu.type, pdu.stateKey);
       stateAfter.set(key, pdu.eventId);
-      sa = next.snapSeq + 1;
-      const n = (chains.get(sb) ?? MAX_SNAPSHOT_CHAIN) + 1;
-      const snap: StoredSnapshot = n > MAX_SNAPSHOT_CHAIN || sb === 0 ? { p: null, d: [...stateAfter], n: 0 } : { p: sb, d: [[key, pdu.eventId]], n };
-      writes.push({ cmd: 'SET', key: roomData.snapshot(state.roomId, sa), args: [encode(snap)] });
-      snapshots.set(sa, stateAfter);
-      chains.set(sa, snap.n);
-      next = { ...next, snapSeq: sa };
+      sa = newSnapshot(sb, [[key, pdu.eventId]], stateAfter);
     }
     if (outcome.status === 'soft_failed') {
       const stored: StoredEvent = { ...base, p: 0, sb, sa, sf: outcome.reason };
       writes.push({ cmd: 'SET', key: roomData.event(pdu.eventId), args: [encode(stored)] });
       known.set(pdu.eventId, { pdu, stored, rejected: false, outlier: false, stateAfter });
       results.push({ event_id: pdu.eventId, status: 'soft_failed', reason: outcome.reason });
-      continue;
+      return;
+    }
+    if (mode === 'backfill') {
+      // Positions are given once the whole batch is known (below).
+      const stored: StoredEvent = { ...base, p: 0, sb, sa };
+      known.set(pdu.eventId, { pdu, stored, rejected: false, outlier: false, stateAfter });
+      backfilled.push({ pdu, raw: checked.raw, stored });
+      results.push({ event_id: pdu.eventId, status: 'accepted' });
+      return;
     }
     // Accepted: into the timeline, and the room's current state moves.
     const pos = next.seq + 1;
@@ -525,15 +605,7 @@ function decideIngest(state: RoomState, pdus: JsonObject[], keys: RemoteKeys, ou
     // the resolution is a new state, stored as a delta on the previous current snapshot (local
     // events are built on it, and their state before is read from it).
     let currentSnap = extendsAll ? sa : next.snap;
-    if (!extendsAll && changes.length > 0) {
-      currentSnap = next.snapSeq + 1;
-      const n = next.snap === 0 ? MAX_SNAPSHOT_CHAIN + 1 : (chains.get(next.snap) ?? next.snapChain) + 1;
-      const snap: StoredSnapshot = n > MAX_SNAPSHOT_CHAIN ? { p: null, d: [...newCurrent], n: 0 } : { p: next.snap, d: changes.map(([k, v]) => [k, v ?? null]), n };
-      writes.push({ cmd: 'SET', key: roomData.snapshot(state.roomId, currentSnap), args: [encode(snap)] });
-      snapshots.set(currentSnap, newCurrent);
-      chains.set(currentSnap, snap.n);
-      next = { ...next, snapSeq: currentSnap };
-    }
+    if (!extendsAll && changes.length > 0) currentSnap = newSnapshot(next.snap, changes.map(([k, v]) => [k, v ?? null]), newCurrent);
     next = {
       ...next,
       seq: pos,
@@ -551,8 +623,124 @@ function decideIngest(state: RoomState, pdus: JsonObject[], keys: RemoteKeys, ou
     }
     outputs.push(out);
     results.push({ event_id: pdu.eventId, status: 'accepted' });
+  };
+
+  // The supplied state and auth chain first, as outliers, each after its auth events.
+  for (const raw of dependencyOrder(supplied?.events ?? [], version)) take(raw, true);
+  if (fresh && !next.createId) throw new ActorRejection('M_FORBIDDEN', 'The room is unknown here and its create event did not pass the checks', 403);
+  for (const raw of dependencyOrder(pdus, version)) take(raw, mode === 'outlier');
+
+  if (backfilled.length) {
+    // Below everything the room has used: the batch's oldest event lowest, by depth then by the
+    // order taken (which follows the prev edges).
+    const order = backfilled.map((b, i) => ({ b, i })).sort((x, y) => x.b.pdu.depth - y.b.pdu.depth || x.i - y.i);
+    const low = next.low ?? 0;
+    order.forEach(({ b }, i) => {
+      const pos = low - order.length + i;
+      const stored: StoredEvent = { ...b.stored, p: pos };
+      writes.push({ cmd: 'SET', key: roomData.event(b.pdu.eventId), args: [encode(stored)] });
+      writes.push({ cmd: 'ZADD', key: roomData.timeline(state.roomId), args: [pos, b.pdu.eventId] });
+      writes.push(...indexWrites(state.roomId, b.pdu.eventId, b.raw, pos, true));
+    });
+    next = { ...next, low: low - order.length };
   }
   return { state: next, reply: { results }, outputs, writes };
+}
+
+/** The version of a room first heard of through supplied state: its create event says. */
+function freshRoomVersion(state: RoomState, mode: RemoteMode, supplied: SuppliedState | undefined): RoomVersion {
+  const create = supplied?.events.find((e) => e.type === 'm.room.create' && e.state_key === '');
+  if (!create || mode === 'backfill') throw new ActorRejection('M_NOT_FOUND', 'Unknown room', 404);
+  const content = isJsonObject(create.content) ? create.content : {};
+  const versionId = typeof content.room_version === 'string' ? content.room_version : '1';
+  let version: RoomVersion;
+  try {
+    version = requireRoomVersion(versionId);
+  } catch {
+    throw new ActorRejection('M_UNSUPPORTED_ROOM_VERSION', `Unsupported room version ${versionId}`, 400);
+  }
+  let roomId: unknown;
+  try {
+    roomId = version.roomIdFromCreateEvent ? roomIdFromCreateEvent(create, version) : create.room_id;
+  } catch {
+    roomId = undefined;
+  }
+  if (roomId !== state.roomId) throw new ActorRejection('M_INVALID_PARAM', 'The supplied create event is for another room', 400);
+  return version;
+}
+
+/** A supplied state (event ids) as a state map, once every event in it is known and usable. */
+function suppliedStateBefore(ids: string[], view: IngestView): { state: StateMap; missing: string[]; problem?: string } {
+  const state: StateMap = new Map();
+  const missing: string[] = [];
+  let problem: string | undefined;
+  for (const id of ids) {
+    const k = view.known(id);
+    if (!k) {
+      missing.push(id);
+      continue;
+    }
+    if (k.rejected) problem ??= `the supplied state names ${id}, which was rejected`;
+    else if (k.pdu.stateKey === undefined) problem ??= `the supplied state names ${id}, which is not a state event`;
+    else {
+      const key = stateKeyOf(k.pdu.type, k.pdu.stateKey);
+      if (state.has(key) && state.get(key) !== id) problem ??= `the supplied state names two events for ${JSON.stringify(k.pdu.type)} ${JSON.stringify(k.pdu.stateKey)}`;
+      state.set(key, id);
+    }
+  }
+  return { state, missing, ...(problem ? { problem } : {}) };
+}
+
+/**
+ * The events in an order where each comes after the events of the same list it references
+ * (prev_events and auth_events), taking the least deep ready event first and, among equals, the
+ * earliest given: an already ordered list keeps its order; a /backfill response (newest first)
+ * is turned around. Malformed entries keep their place; the checks drop them.
+ */
+function dependencyOrder(raws: JsonObject[], version: RoomVersion): JsonObject[] {
+  if (raws.length < 2) return raws;
+  const ids = raws.map((raw) => {
+    try {
+      return computeEventId(raw, version);
+    } catch {
+      return undefined;
+    }
+  });
+  const index = new Map<string, number>();
+  ids.forEach((id, i) => {
+    if (id !== undefined && !index.has(id)) index.set(id, i);
+  });
+  const waiting = new Array<number>(raws.length).fill(0);
+  const dependents: number[][] = raws.map(() => []);
+  raws.forEach((raw, i) => {
+    const refs = new Set([...toRefs(raw.prev_events), ...toRefs(raw.auth_events)]);
+    for (const r of refs) {
+      const j = index.get(r);
+      if (j === undefined || j === i) continue;
+      waiting[i]!++;
+      dependents[j]!.push(i);
+    }
+  });
+  const depth = (i: number) => (typeof raws[i]!.depth === 'number' ? (raws[i]!.depth as number) : 0);
+  const before = (a: number, b: number) => depth(a) - depth(b) || a - b;
+  const ready: number[] = [];
+  raws.forEach((_, i) => {
+    if (waiting[i] === 0) ready.push(i);
+  });
+  const out: JsonObject[] = [];
+  const placed = new Array<boolean>(raws.length).fill(false);
+  while (ready.length) {
+    ready.sort(before);
+    const i = ready.shift()!;
+    placed[i] = true;
+    out.push(raws[i]!);
+    for (const d of dependents[i]!) if (--waiting[d]! === 0) ready.push(d);
+  }
+  // A cycle (only malformed input makes one): the rest in the given order; the checks sort it out.
+  raws.forEach((raw, i) => {
+    if (!placed[i]) out.push(raw);
+  });
+  return out;
 }
 
 /** The relation an event declares (`content['m.relates_to']` with a rel_type and an event_id), if any. */
@@ -569,7 +757,7 @@ export function relationOf(raw: JsonObject): { relType: string; parent: string }
  * /timestamp_to_event), its relation to a parent (for /relations and bundled aggregations), and
  * for thread replies the thread's latest activity (for /threads).
  */
-function indexWrites(roomId: string, eventId: string, raw: JsonObject, pos: number): StoreWrite[] {
+function indexWrites(roomId: string, eventId: string, raw: JsonObject, pos: number, backfilled = false): StoreWrite[] {
   const writes: StoreWrite[] = [];
   if (typeof raw.origin_server_ts === 'number' && Number.isSafeInteger(raw.origin_server_ts)) {
     writes.push({ cmd: 'ZADD', key: roomData.byTimestamp(roomId), args: [raw.origin_server_ts, eventId] });
@@ -577,7 +765,8 @@ function indexWrites(roomId: string, eventId: string, raw: JsonObject, pos: numb
   const rel = relationOf(raw);
   if (rel && rel.parent !== eventId) {
     writes.push({ cmd: 'ZADD', key: roomData.relations(roomId, rel.parent), args: [pos, eventId] });
-    if (rel.relType === 'm.thread') writes.push({ cmd: 'ZADD', key: roomData.threads(roomId), args: [pos, rel.parent] });
+    // A backfilled reply is older than any the thread has: it must not move the thread's latest activity back.
+    if (rel.relType === 'm.thread') writes.push({ cmd: 'ZADD', key: roomData.threads(roomId), args: backfilled ? ['GT', pos, rel.parent] : [pos, rel.parent] });
   }
   return writes;
 }
@@ -600,9 +789,17 @@ export async function loadStoredEvent(ctx: ShellContext, eventId: string): Promi
  * each referenced event, and — for state resolution — the events of every conflicted state
  * entry with their whole auth chains.
  */
-async function prepareIngest(ctx: ShellContext, state: RoomState, pdus: JsonObject[]): Promise<RoomPrepared> {
-  if (state.version === null) return {};
-  const version = requireRoomVersion(state.version);
+async function prepareIngest(ctx: ShellContext, state: RoomState, mode: RemoteMode, batch: JsonObject[], supplied: SuppliedState | undefined): Promise<RoomPrepared> {
+  let version: RoomVersion;
+  try {
+    // A room not known yet is entered with supplied state: decide checks the create event.
+    version = state.version !== null ? requireRoomVersion(state.version) : freshRoomVersion(state, mode, supplied);
+  } catch {
+    return {};
+  }
+  // The supplied events are taken first, then the batch: to the loader they are one batch.
+  const pdus = [...(supplied?.events ?? []), ...batch];
+  const suppliedIds = Object.values(supplied?.before ?? {}).flat();
   const known = new Map<string, { pdu: Pdu; stored: StoredEvent }>();
   const inBatch = new Set<string>();
   for (const raw of pdus) {
@@ -626,8 +823,8 @@ async function prepareIngest(ctx: ShellContext, state: RoomState, pdus: JsonObje
     }
   };
   const refs = (raw: JsonObject) => [...toRefs(raw.prev_events), ...toRefs(raw.auth_events)];
-  await load(pdus.flatMap(refs));
-  // The batch's own events, when already stored, are duplicates.
+  await load([...pdus.flatMap(refs), ...suppliedIds]);
+  // The batch's own events, when already stored, are duplicates (or outliers to place).
   const batchIds = [...inBatch];
   inBatch.clear();
   await load(batchIds);
@@ -645,15 +842,19 @@ async function prepareIngest(ctx: ShellContext, state: RoomState, pdus: JsonObje
   }
   // State resolution walks the auth chains of every state event of the states it resolves (the
   // auth difference needs the chains of the unconflicted ones too). It runs only when an event
-  // has several prev events or does not extend every forward extremity; then load those chains.
-  const states = [state.current.toMap(), ...snapshots.values()];
+  // has several prev events or (live events only: backfill leaves the current state alone) does
+  // not extend every forward extremity; then load those chains.
+  const states = mode === 'live' ? [state.current.toMap(), ...snapshots.values()] : [...snapshots.values()];
   const extremities = new Set(state.extremities);
-  const mayResolve = pdus.some((raw) => {
+  const mayResolve = batch.some((raw) => {
     const prev = toRefs(raw.prev_events);
-    return prev.length > 1 || prev.length !== extremities.size || prev.some((id) => !extremities.has(id));
+    return prev.length > 1 || (mode === 'live' && (prev.length !== extremities.size || prev.some((id) => !extremities.has(id))));
   });
   const stateEvents = new Set<string>();
-  if (mayResolve) for (const s of states) for (const v of s.values()) stateEvents.add(v);
+  if (mayResolve) {
+    for (const s of states) for (const v of s.values()) stateEvents.add(v);
+    for (const id of suppliedIds) stateEvents.add(id);
+  }
   // State resolution v1 (room version 1) reads only the state events themselves and the state
   // it builds up, never auth chains: there, the first level is all it needs.
   const followChains = version.stateRes !== 'v1';
@@ -708,7 +909,8 @@ export function roomActor(cfg: RoomConfig): ActorKind<RoomState, RoomMessage, Ro
     hydrate: hydrateRoom,
     async prepare(ctx, state, msg) {
       const prepared: RoomPrepared = {};
-      if (msg.body?.op === 'ingest') return prepareIngest(ctx, state, msg.body.pdus);
+      if (msg.body?.op === 'ingest') return prepareIngest(ctx, state, msg.body.outlier ? 'outlier' : 'live', msg.body.pdus, msg.body.state);
+      if (msg.body?.op === 'backfill') return prepareIngest(ctx, state, 'backfill', msg.body.pdus, msg.body.state);
       if (msg.body?.op !== 'send') return prepared;
       const { event, txn } = msg.body;
       if (txn) {

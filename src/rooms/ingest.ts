@@ -90,10 +90,14 @@ export function checkReceivedPdu(raw: JsonObject, view: IngestView, keys: Remote
 }
 
 /**
- * 4–6 for an event that passed 1–3. `current` is the room's current state; `asOutlier` stores an
- * event without placing it in the room's history (auth chains and state fetched for a join).
+ * 4–6 for an event that passed 1–3. `current` is the room's current state (null: no soft-fail
+ * check — outliers, and backfilled history, which Synapse does not soft-fail either); `asOutlier`
+ * stores an event without placing it in the room's history (auth chains and state fetched for a
+ * join). `givenStateBefore` is the state before the event when its prev_events are not known
+ * here (what a remote's /state_ids answered for it: backfill's oldest events, the first event of
+ * a room joined over federation); it is used only when some prev event has no known state.
  */
-export function authorizeReceivedPdu(pdu: Pdu, view: IngestView, current: StateLookup | null, asOutlier: boolean): IngestOutcome {
+export function authorizeReceivedPdu(pdu: Pdu, view: IngestView, current: StateLookup | null, asOutlier: boolean, givenStateBefore?: StateMap): IngestOutcome {
   const { version } = view;
   // 4. Against its auth events: all known, none rejected, the right ones, and the rules pass.
   const missingAuth = pdu.authEvents.filter((id) => !view.known(id));
@@ -110,9 +114,9 @@ export function authorizeReceivedPdu(pdu: Pdu, view: IngestView, current: StateL
   //    states after each of them.
   const prevs = pdu.prevEvents.map((id) => ({ id, known: view.known(id) }));
   const missingPrev = prevs.filter((p) => !p.known?.stateAfter).map((p) => p.id);
-  if (missingPrev.length) return { status: 'missing', reason: 'unknown prev_events (or known only as outliers)', missing: missingPrev };
-  const stateSets = prevs.map((p) => p.known!.stateAfter!);
-  const stateBefore = stateSets.length === 1 ? stateSets[0]! : resolveState({ version, stateSets, getEvent: view.getEvent, isRejected: (id) => view.known(id)?.rejected ?? false });
+  if (missingPrev.length && !givenStateBefore) return { status: 'missing', reason: 'unknown prev_events (or known only as outliers)', missing: missingPrev };
+  const stateSets = prevs.map((p) => p.known?.stateAfter).filter((s): s is StateMap => s !== undefined);
+  const stateBefore = missingPrev.length ? givenStateBefore! : stateSets.length === 1 ? stateSets[0]! : resolveState({ version, stateSets, getEvent: view.getEvent, isRejected: (id) => view.known(id)?.rejected ?? false });
   const beforeLookup = withCreate(lookupOver(stateBefore, view), view);
   const byStateBefore = checkEventAuth(pdu, beforeLookup, version);
   if (!byStateBefore.allowed) return { status: 'rejected', pdu, reason: byStateBefore.reason };

@@ -164,7 +164,8 @@ export function encodeToken(pos: number): string {
 }
 
 export function decodeToken(token: string, name: string): number {
-  const m = /^p(\d{1,15})$/.exec(token);
+  // Positions of backfilled history are negative (below everything the room knew before).
+  const m = /^p(-?\d{1,15})$/.exec(token);
   if (!m) throw errors.invalidParam(`Malformed ${name} token`);
   return Number(m[1]);
 }

@@ -675,7 +675,8 @@ async function fullRoom(ctx: ApiContext, user: Requester, roomId: string, top: n
     .map(([, id]) => id);
   const state = (await ctx.rooms.events(roomId, stateEventIds)).filter((e) => servableToClients(e) && filterMatches(filter.state, e.event));
   const limited = page.end !== null;
-  const prev = limited ? page.end! : Math.max(0, (oldest?.pos ?? endPos + 1) - 1);
+  // Not clamped at 0: backfilled history has negative positions.
+  const prev = limited ? page.end! : (oldest?.pos ?? endPos + 1) - 1;
   return {
     state: { events: await formatEvents(ctx, roomId, state, user) },
     timeline: { events: await formatEvents(ctx, roomId, events, user), limited, prev_batch: encodeToken(prev) },
