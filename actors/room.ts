@@ -182,6 +182,8 @@ export interface RoomPrepared {
   snapshots?: Map<number, StateMap>;
   /** For ingest: chain length of those snapshots. */
   snapshotChains?: Map<number, number>;
+  /** Snapshots whose chain is about to reach its bound, as deltas on their roots (see chooseSnapshot). */
+  roots?: Map<number, RootDelta>;
 }
 
 export interface StoredEvent {
@@ -207,6 +209,58 @@ export interface StoredSnapshot {
   p: number | null;
   d: [string, string | null][];
   n: number;
+}
+
+/** A snapshot's state as a delta against the full snapshot at the root of its chain. */
+export interface RootDelta {
+  root: number;
+  delta: Map<string, string | null>;
+}
+
+/**
+ * The snapshot to store for the state `full` = snapshot `parent` (chain length `parentChain`,
+ * undefined: unknown) plus `delta`. Within the chain bound it is a delta on the parent. Past it,
+ * it is re-based on the chain's full root with the chain's deltas merged (`parentRoot`, loaded by
+ * the shell) as long as that merged delta stays small against the state (an eighth of it, at
+ * least the chain bound); only then is the state written in full. In a 10,000-member room with
+ * churn, this writes the full state once per ~1,000 changes instead of once per 64: storage
+ * follows the state changes, not the changes × the members. Lookups still take at most
+ * MAX_SNAPSHOT_CHAIN + 1 reads.
+ */
+export function chooseSnapshot(id: number, parent: number, parentChain: number | undefined, delta: [string, string | null][], full: () => StateMap, parentRoot: RootDelta | undefined): { snap: StoredSnapshot; root?: RootDelta } {
+  const n = parent === 0 || parentChain === undefined ? Infinity : parentChain + 1;
+  const merged = () => {
+    const m = new Map(parentRoot!.delta);
+    for (const [k, v] of delta) m.set(k, v);
+    return m;
+  };
+  if (n <= MAX_SNAPSHOT_CHAIN) return { snap: { p: parent, d: delta, n }, ...(parentRoot ? { root: { root: parentRoot.root, delta: merged() } } : {}) };
+  const state = full();
+  if (parentRoot && parent !== 0) {
+    const m = merged();
+    if (m.size <= Math.max(MAX_SNAPSHOT_CHAIN, state.size >> 3)) return { snap: { p: parentRoot.root, d: [...m], n: 1 }, root: { root: parentRoot.root, delta: m } };
+  }
+  return { snap: { p: null, d: [...state], n: 0 }, root: { root: id, delta: new Map() } };
+}
+
+/** Walk snapshot `id`'s chain to its full root, merging the deltas on the way (newest wins). */
+export async function loadRootDelta(fetch: (name: string) => Promise<Buffer | null>, roomId: string, id: number): Promise<RootDelta | undefined> {
+  if (id === 0) return undefined;
+  const chain: StoredSnapshot[] = [];
+  let cur: number | null = id;
+  for (let hops = 0; cur !== null && hops <= MAX_SNAPSHOT_CHAIN + 1; hops++) {
+    const blob = await fetch(roomData.snapshot(roomId, cur));
+    if (!blob) return undefined;
+    const snap = decode<StoredSnapshot>(blob);
+    if (snap.p === null) {
+      const delta = new Map<string, string | null>();
+      for (let i = chain.length - 1; i >= 0; i--) for (const [k, v] of chain[i]!.d) delta.set(k, v);
+      return { root: cur, delta };
+    }
+    chain.push(snap);
+    cur = snap.p;
+  }
+  return undefined;
 }
 
 export function emptyRoom(roomId: string): RoomState {
@@ -380,11 +434,7 @@ function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared:
     const key = stateKeyOf(pdu.type, pdu.stateKey);
     const replaces = state.current.get(key) ?? null;
     after = state.snapSeq + 1;
-    const chain = state.snapChain + 1;
-    const snapshot: StoredSnapshot =
-      chain > MAX_SNAPSHOT_CHAIN || before === 0
-        ? { p: null, d: [...state.current.with([[key, pdu.eventId]]).entries()], n: 0 }
-        : { p: before, d: [[key, pdu.eventId]], n: chain };
+    const { snap: snapshot } = chooseSnapshot(after, before, state.snapChain, [[key, pdu.eventId]], () => state.current.with([[key, pdu.eventId]]).toMap(), prepared?.roots?.get(before));
     writes.push({ cmd: 'SET', key: roomData.snapshot(roomId, after), args: [encode(snapshot)] });
     writes.push({ cmd: 'HSET', key: roomData.state(roomId), args: [key, pdu.eventId] });
     if (pdu.type === 'm.room.member' && typeof pdu.content.membership === 'string') {
@@ -449,6 +499,7 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
   const known = new Map<string, KnownEvent & { stored: StoredEvent }>();
   const snapshots = new Map(prepared.snapshots ?? []);
   const chains = new Map(prepared.snapshotChains ?? []);
+  if (state.snap !== 0 && !chains.has(state.snap)) chains.set(state.snap, state.snapChain);
   for (const [id, k] of prepared.known ?? []) {
     const stored = k.stored;
     known.set(id, { pdu: k.pdu, stored, rejected: !!stored.rej, outlier: !!stored.o, stateAfter: stored.rej || stored.o ? undefined : snapshots.get(stored.sa) });
@@ -466,10 +517,11 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
   const outputs: RoomOutput[] = [];
   const results: IngestReply['results'] = [];
   const backfilled: { pdu: Pdu; raw: JsonObject; stored: StoredEvent }[] = [];
+  const roots = new Map(prepared.roots ?? []);
   const newSnapshot = (parent: number | null, delta: [string, string | null][], full: StateMap): number => {
     const id = next.snapSeq + 1;
-    const n = parent === null || parent === 0 ? MAX_SNAPSHOT_CHAIN + 1 : (chains.get(parent) ?? MAX_SNAPSHOT_CHAIN) + 1;
-    const snap: StoredSnapshot = n > MAX_SNAPSHOT_CHAIN ? { p: null, d: [...full], n: 0 } : { p: parent, d: delta, n };
+    const { snap, root } = chooseSnapshot(id, parent ?? 0, parent === null ? undefined : chains.get(parent), delta, () => full, parent === null ? undefined : roots.get(parent));
+    if (root) roots.set(id, root);
     writes.push({ cmd: 'SET', key: roomData.snapshot(state.roomId, id), args: [encode(snap)] });
     snapshots.set(id, full);
     chains.set(id, snap.n);
@@ -840,6 +892,16 @@ async function prepareIngest(ctx: ShellContext, state: RoomState, mode: RemoteMo
       if (blob) snapshotChains.set(stored.sa, decode<StoredSnapshot>(blob).n);
     }
   }
+  // Snapshots a new one may extend past the chain bound within this batch: their root deltas.
+  const roots = new Map<number, RootDelta>();
+  const nearBound = MAX_SNAPSHOT_CHAIN - batch.length;
+  const candidates = new Map(snapshotChains);
+  if (mode === 'live' && state.snap !== 0) candidates.set(state.snap, state.snapChain);
+  for (const [id, n] of candidates) {
+    if (n < nearBound || roots.has(id)) continue;
+    const root = await loadRootDelta(fetch, state.roomId, id);
+    if (root) roots.set(id, root);
+  }
   // State resolution walks the auth chains of every state event of the states it resolves (the
   // auth difference needs the chains of the unconflicted ones too). It runs only when an event
   // has several prev events or (live events only: backfill leaves the current state alone) does
@@ -871,7 +933,7 @@ async function prepareIngest(ctx: ShellContext, state: RoomState, mode: RemoteMo
     }
     frontier = nextFrontier;
   }
-  return { known, snapshots, snapshotChains };
+  return { known, snapshots, snapshotChains, roots };
 }
 
 function toRefs(refs: unknown): string[] {
@@ -918,6 +980,11 @@ export function roomActor(cfg: RoomConfig): ActorKind<RoomState, RoomMessage, Ro
         if (id) prepared.txnEventId = id;
       }
       if (event.type === 'm.room.redaction' && event.redacts) prepared.redactionTarget = await loadStoredEvent(ctx, event.redacts);
+      if (event.state_key !== undefined && state.snap !== 0 && state.snapChain + 1 > MAX_SNAPSHOT_CHAIN) {
+        // This state event ends the current snapshot's chain: re-base it on the chain's root.
+        const root = await loadRootDelta((name) => ctx.redis.getBuffer(ctx.keys.data(name)), state.roomId, state.snap);
+        if (root) prepared.roots = new Map([[state.snap, root]]);
+      }
       return prepared;
     },
     decide: (state, msg, prepared) => decideRoom(cfg, state, msg, prepared),

@@ -97,6 +97,54 @@ for (const mode of MODES) {
       });
     }
 
+    it('a big room with churn re-bases long snapshot chains on their root instead of writing the state in full, and every state reads back right', async () => {
+      r = await rig(mode, { room });
+      await r.startWorker('w1');
+      const c = await r.client();
+      const reader = new RoomReader(r.redis, r.keys, r.shardCounts.room);
+      const roomId = await setUp(c, '10', 'big');
+      // 700 members join (asks in flight together: the actor takes them one by one), then 300
+      // changes of display name and leaves; the expected state is tracked alongside.
+      const user = (i: number) => `@m${i}:test.local`;
+      const joins: unknown[] = [];
+      for (let i = 0; i < 700; i += 50) {
+        joins.push(...(await Promise.all(Array.from({ length: 50 }, (_, j) => c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.member', sender: user(i + j), state_key: user(i + j), content: { membership: 'join' } } }, { timeoutMs: 60_000 })))));
+      }
+      const expected = new Map<string, string>(await reader.currentStateIds(roomId));
+      const samples: { id: string; state: Map<string, string> }[] = [];
+      for (let k = 0; k < 300; k++) {
+        const u = user((k * 37) % 700);
+        const content: JsonObject = k % 5 === 0 ? { membership: 'leave' } : { membership: 'join', displayname: `d${k}` };
+        const sent = await send(c, roomId, u, 'm.room.member', content, u);
+        expected.set(`m.room.member\u0000${u}`, sent.event_id);
+        if (k % 23 === 0) samples.push({ id: sent.event_id, state: new Map(expected) });
+      }
+      expect(joins).toHaveLength(700);
+      const meta = (await reader.meta(roomId))!;
+      // About 1,000 state events: with a full state every 64 there would be ~16 full snapshots.
+      let full = 0;
+      let rebased = 0;
+      const sk = r.keys.shard('room', shardOf(roomId, r.shardCounts.room));
+      const { decode } = await import('../../src/store/codec');
+      for (let id = 1; id <= meta.snapSeq; id++) {
+        const snap = decode<{ p: number | null; n: number }>((await r.redis.getBuffer(sk.data(`room:${roomId}:snap:${id}`)))!);
+        if (snap.p === null) full++;
+        else if (snap.n === 1 && snap.p !== id - 1) rebased++;
+        expect(snap.n).toBeLessThanOrEqual(64);
+      }
+      // The re-basing limit is an eighth of the state (here ~90 entries) once that exceeds the
+      // chain bound: this room is just big enough for some chains to be re-based instead of
+      // written in full (the old rule wrote one full state per 65 state events).
+      expect(meta.snapSeq).toBeGreaterThan(1000);
+      expect(rebased).toBeGreaterThanOrEqual(2);
+      expect(full + rebased).toBeGreaterThanOrEqual(Math.floor(meta.snapSeq / 65));
+      expect(full).toBeLessThan(Math.floor(meta.snapSeq / 65));
+      const fresh = new RoomReader(r.redis, r.keys, r.shardCounts.room);
+      expect(Object.fromEntries(await fresh.snapshot(roomId, meta.snap))).toEqual(Object.fromEntries(expected));
+      for (const s of samples) expect(Object.fromEntries((await fresh.stateAt(roomId, s.id, 'after'))!)).toEqual(Object.fromEntries(s.state));
+      expect(Object.fromEntries(await fresh.currentStateIds(roomId))).toEqual(Object.fromEntries(expected));
+    }, 120_000);
+
     it('refuses forbidden events with M_FORBIDDEN and writes nothing', async () => {
       r = await rig(mode, { room });
       await r.startWorker('w1');

@@ -1,6 +1,6 @@
 /** The room actor's decide, as a pure state machine: no Redis. */
 import { describe, expect, it } from 'vitest';
-import { UPGRADE_CLAIM_MS, buildCreateEvent, decideRoom, emptyRoom, type RoomConfig, type RoomMessage, type RoomReply, type RoomOutput, type RoomPrepared, type RoomState, type StoredEvent, type StoredSnapshot } from '../../actors/room';
+import { UPGRADE_CLAIM_MS, buildCreateEvent, chooseSnapshot, decideRoom, emptyRoom, type RoomConfig, type RoomMessage, type RoomReply, type RoomOutput, type RoomPrepared, type RoomState, type StoredEvent, type StoredSnapshot } from '../../actors/room';
 import { ActorRejection, type ActorMessage, type Decision } from '../../src/runtime/actor';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { computeEventId, verifyEventSignature, checkContentHash } from '../../src/protocol/event-hashing';
@@ -241,5 +241,27 @@ describe('RoomActor: directory visibility and the alias set', () => {
     expect(room.outputs.length).toBe(outputs);
     forbidden(() => room.run({ op: 'alias_index', alias: 'a', present: true }), 'M_INVALID_PARAM');
     forbidden(() => new Room('!nothing:test.local').run({ op: 'alias_index', alias: '#a:test.local', present: true }), 'M_NOT_FOUND');
+  });
+});
+
+describe('chooseSnapshot: state snapshots past the chain bound', () => {
+  const state = (n: number) => new Map(Array.from({ length: n }, (_, i) => [`m.room.member\u0000@u${i}:x`, `$e${i}`] as [string, string]));
+  it('extends the parent within the bound', () => {
+    expect(chooseSnapshot(7, 6, 10, [['k', '$a']], () => state(5), undefined).snap).toEqual({ p: 6, d: [['k', '$a']], n: 11 });
+  });
+  it('past the bound, re-bases on the root with the merged deltas while they stay small against the state', () => {
+    const root = { root: 3, delta: new Map<string, string | null>([['a', '$1'], ['b', null], ['k', '$old']]) };
+    const { snap, root: next } = chooseSnapshot(70, 69, 64, [['k', '$new']], () => state(2000), root);
+    expect(snap).toEqual({ p: 3, d: [['a', '$1'], ['b', null], ['k', '$new']], n: 1 });
+    expect(next).toEqual({ root: 3, delta: new Map([['a', '$1'], ['b', null], ['k', '$new']]) });
+    // The root's own delta is not changed in place (it belongs to the parent).
+    expect(root.delta.get('k')).toBe('$old');
+  });
+  it('writes the state in full when the merged deltas grew too big, when the parent is unknown or empty', () => {
+    const big = { root: 3, delta: new Map<string, string | null>(Array.from({ length: 300 }, (_, i) => [`k${i}`, `$${i}`])) };
+    expect(chooseSnapshot(70, 69, 64, [['k', '$new']], () => state(2000), big).snap).toMatchObject({ p: null, n: 0 });
+    expect(chooseSnapshot(70, 69, 64, [['k', '$new']], () => state(2000), undefined).snap).toMatchObject({ p: null, n: 0 });
+    expect(chooseSnapshot(70, 69, undefined, [['k', '$new']], () => state(3), undefined).snap).toEqual({ p: null, d: [...state(3)], n: 0 });
+    expect(chooseSnapshot(1, 0, 0, [['k', '$new']], () => new Map([['k', '$new']]), undefined).snap).toEqual({ p: null, d: [['k', '$new']], n: 0 });
   });
 });
