@@ -1,0 +1,353 @@
+/**
+ * `npm run bench:room`: the room actor's figures (issue 4 item 7). Starts a managed redis-server
+ * in a temp dir (AOF on, `appendfsync always`, as production) and worker processes
+ * (`node --import tsx src/worker-main.ts`), and talks to the room actors directly through an
+ * ActorClient, as the fronts do: each `send` is built, signed, authorised against the current
+ * state and persisted with its state snapshot, outbox entry and reply. A script, not a test: it
+ * prints figures and asserts nothing (beyond checking that what it counted was persisted).
+ *
+ *   (a) events/s persisted into one room, with 1 and 2 workers
+ *   (b) events/s persisted across 100 rooms, with 1 and 2 workers
+ *   (c) Redis memory of a 10,000-member room's keys after membership churn, per event: every key
+ *       of the room's shard measured with MEMORY USAGE, split into event bodies, state snapshots,
+ *       current state and members, timeline and indexes, and the outbox (built with appendfsync
+ *       everysec: this phase measures bytes, not speed)
+ *
+ * Env knobs: BENCH_SECONDS (per throughput phase, default 10), BENCH_CONCURRENCY (sends in flight,
+ * default 100), BENCH_ROOMS (default 100), BENCH_MEMBERS (default 10000), BENCH_CHURN (membership
+ * changes after the joins, default 5000), BENCH_MESSAGES (messages interleaved with the churn,
+ * default 5000), BENCH_ROOM_VERSION (default 10), BENCH_SHARDS (per family, default 256),
+ * BENCH_ONLY (e.g. "c").
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildCreateEvent, type RoomConfig, type RoomMeta } from '../actors/room';
+import { ActorClient } from '../src/runtime/actor-client';
+import { readShards, readWorkers, rebalance } from '../src/runtime/cluster-admin';
+import { startManagedRedis } from '../src/runtime/managed-redis';
+import { shardOf } from '../src/runtime/shards';
+import { loadOrCreateSigningKeys } from '../src/runtime/signing-key-store';
+import { decode } from '../src/store/codec';
+import { KeySpace } from '../src/store/keys';
+import { connectRedis, type RedisClient } from '../src/store/redis';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 100);
+const ROOMS = Number(process.env.BENCH_ROOMS ?? 100);
+const MEMBERS = Number(process.env.BENCH_MEMBERS ?? 10_000);
+const CHURN = Number(process.env.BENCH_CHURN ?? 5_000);
+const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 5_000);
+const ROOM_VERSION = process.env.BENCH_ROOM_VERSION ?? '10';
+const SHARDS = Number(process.env.BENCH_SHARDS ?? 256);
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c').split(','));
+const SERVER = 'bench.local';
+const root = join(import.meta.dirname, '..');
+
+const round = (n: number, d = 1) => Math.round(n * 10 ** d) / 10 ** d;
+const log = (msg: string) => process.stderr.write(`[bench-room ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Run `fn` over `n` items with at most `limit` in flight. */
+async function pool(n: number, limit: number, fn: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < n) await fn(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, n) }, lane));
+}
+
+interface Cluster {
+  client: ActorClient;
+  admin: RedisClient;
+  keys: KeySpace;
+  procs: ChildProcess[];
+  cfg: RoomConfig;
+}
+
+/** Worker processes on a fresh key prefix, every shard held and evened out (as `cluster up` does). */
+async function startCluster(url: string, dataDir: string, workers: number, prefix: string): Promise<Cluster> {
+  const env = {
+    ...process.env, AXON_REDIS_MODE: 'url', AXON_REDIS_URL: url, AXON_REDIS_KEY_PREFIX: prefix, AXON_ROOM_SHARDS: String(SHARDS), AXON_USER_SHARDS: String(SHARDS),
+    AXON_LOG_LEVEL: 'warn', AXON_DATA_DIR: dataDir, AXON_SERVER_NAME: SERVER,
+  };
+  const keys = new KeySpace(prefix);
+  const admin = connectRedis({ url });
+  const procs = Array.from({ length: workers }, (_, i) => spawn(process.execPath, ['--import', 'tsx', 'src/worker-main.ts', '--id', `bench-w${i + 1}`], { cwd: root, env, stdio: 'ignore' }));
+  for (;;) {
+    const live = (await readWorkers(admin, keys, 5000)).filter((w) => w.alive).length;
+    const held = (await readShards(admin, keys, { room: SHARDS, user: SHARDS })).filter((s) => s.owner).length;
+    if (live === workers && held === 2 * SHARDS) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (workers > 1) await rebalance(admin, keys, { room: SHARDS, user: SHARDS }, 5000);
+  const client = new ActorClient(connectRedis({ url }), keys, { room: SHARDS, user: SHARDS });
+  await client.start();
+  // The workers sign with the server's key from the data dir; the create events the bench builds must match.
+  const cfg: RoomConfig = { serverName: SERVER, signingKey: loadOrCreateSigningKeys(join(dataDir, `${SERVER}.signing.key`))[0]! };
+  return { client, admin, keys, procs, cfg };
+}
+
+async function stopCluster(c: Cluster): Promise<void> {
+  await c.client.close();
+  await Promise.all(
+    c.procs.map(async (p) => {
+      if (p.exitCode !== null) return;
+      const exited = new Promise((r) => p.once('exit', r));
+      p.kill('SIGTERM');
+      await exited;
+    }),
+  );
+  c.admin.disconnect();
+}
+
+let roomCounter = 0;
+
+type Sent = { event_id: string; pos: number };
+
+function send(c: Cluster, roomId: string, sender: string, type: string, content: Record<string, unknown>, stateKey?: string): Promise<Sent> {
+  return c.client.ask<Sent>('room', 'room', roomId, { op: 'send', event: { type, sender, content, ...(stateKey !== undefined ? { state_key: stateKey } : {}) } }, { timeoutMs: 120_000 });
+}
+
+/** A public room created by `@creator`, with power levels and a join rule: ready for members and messages. */
+async function createRoom(c: Cluster): Promise<string> {
+  const creator = `@creator:${SERVER}`;
+  const { roomId, event } = buildCreateEvent(c.cfg, { roomVersion: ROOM_VERSION, creator, roomLocalpart: `bench${++roomCounter}x${process.pid}`, ts: Date.now() });
+  await c.client.ask('room', 'room', roomId, { op: 'create', event }, { timeoutMs: 60_000 });
+  await send(c, roomId, creator, 'm.room.member', { membership: 'join' }, creator);
+  await send(c, roomId, creator, 'm.room.power_levels', { users: ROOM_VERSION === '12' ? {} : { [creator]: 100 }, users_default: 0, events_default: 0, state_default: 50 }, '');
+  await send(c, roomId, creator, 'm.room.join_rules', { join_rule: 'public' }, '');
+  return roomId;
+}
+
+const MESSAGE = { msgtype: 'm.text', body: 'A message of a typical length, about as long as people write them in a chat room.' };
+
+interface Throughput {
+  name: string;
+  events: number;
+  seconds: number;
+  perSecond: number;
+  p50ms: number;
+  p99ms: number;
+}
+
+/** Closed loop: CONCURRENCY sends in flight for SECONDS, spread over `rooms` round robin. */
+async function throughput(name: string, c: Cluster, rooms: string[]): Promise<Throughput> {
+  const creator = `@creator:${SERVER}`;
+  // Warm up: JIT, actor state loads.
+  await pool(Math.max(rooms.length, 200), CONCURRENCY, (i) => send(c, rooms[i % rooms.length]!, creator, 'm.room.message', MESSAGE));
+  const before = await Promise.all(rooms.map(async (r) => (await readMeta(c, r)).seq));
+  const latencies: number[] = [];
+  let i = 0;
+  const started = performance.now();
+  const end = started + SECONDS * 1000;
+  const lane = async () => {
+    while (performance.now() < end) {
+      const room = rooms[i++ % rooms.length]!;
+      const t = performance.now();
+      await send(c, room, creator, 'm.room.message', MESSAGE);
+      latencies.push(performance.now() - t);
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, lane));
+  const seconds = (performance.now() - started) / 1000;
+  // What was counted must be what the rooms persisted.
+  const after = await Promise.all(rooms.map(async (r) => (await readMeta(c, r)).seq));
+  const persisted = after.reduce((a, s, k) => a + s - before[k]!, 0);
+  if (persisted !== latencies.length) throw new Error(`${name}: ${latencies.length} sends answered, ${persisted} events persisted`);
+  latencies.sort((a, b) => a - b);
+  return { name, events: latencies.length, seconds: round(seconds, 2), perSecond: Math.round(latencies.length / seconds), p50ms: round(percentile(latencies, 50)), p99ms: round(percentile(latencies, 99)) };
+}
+
+async function readMeta(c: Cluster, roomId: string): Promise<RoomMeta> {
+  const blob = await c.admin.getBuffer(c.keys.shard('room', shardOf(roomId, SHARDS)).state('room', roomId));
+  if (!blob) throw new Error(`room ${roomId} has no state`);
+  return decode<RoomMeta>(blob);
+}
+
+interface Storage {
+  members: number;
+  events: number;
+  stateEvents: number;
+  seconds: number;
+  bytes: Record<string, number>;
+  keys: Record<string, number>;
+  snapshots: { total: number; full: number };
+}
+
+/**
+ * A room with MEMBERS members, then CHURN membership changes (leaves, re-joins, display name
+ * changes) interleaved with MESSAGES messages; then the memory of every key of its shard.
+ */
+async function storage(c: Cluster): Promise<Storage> {
+  const roomId = await createRoom(c);
+  const started = performance.now();
+  const user = (i: number) => `@u${i}:${SERVER}`;
+  log(`(c) ${MEMBERS} joins…`);
+  await pool(MEMBERS, CONCURRENCY, (i) => send(c, roomId, user(i), 'm.room.member', { membership: 'join', displayname: `User ${i}` }, user(i)));
+  log(`(c) ${CHURN} membership changes and ${MESSAGES} messages…`);
+  const joined = new Array<boolean>(MEMBERS).fill(true);
+  let seed = 42;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const total = CHURN + MESSAGES;
+  // A fixed plan (so runs compare): which step is a state change, and for whom.
+  const plan = Array.from({ length: total }, (_, k) => (k * CHURN) % total < CHURN ? { churn: true, u: rand(MEMBERS), kind: rand(3) } : { churn: false, u: rand(MEMBERS), kind: 0 });
+  // Members act one at a time per user (a user's leave and re-join must not race), so steps run in order per user.
+  const busy = new Map<number, Promise<unknown>>();
+  await pool(total, CONCURRENCY, async (k) => {
+    const step = plan[k]!;
+    const prior = busy.get(step.u);
+    const run = (async () => {
+      await prior;
+      const u = user(step.u);
+      if (!step.churn) {
+        if (!joined[step.u]) {
+          joined[step.u] = true;
+          return send(c, roomId, u, 'm.room.member', { membership: 'join', displayname: `User ${step.u}` }, u);
+        }
+        return send(c, roomId, u, 'm.room.message', MESSAGE);
+      }
+      if (joined[step.u] && step.kind === 0) {
+        joined[step.u] = false;
+        return send(c, roomId, u, 'm.room.member', { membership: 'leave' }, u);
+      }
+      joined[step.u] = true;
+      return send(c, roomId, u, 'm.room.member', { membership: 'join', displayname: `User ${step.u} (${k})` }, u);
+    })();
+    busy.set(step.u, run);
+    await run;
+  });
+  const seconds = (performance.now() - started) / 1000;
+
+  log('(c) measuring memory…');
+  const meta = await readMeta(c, roomId);
+  const shard = c.keys.shard('room', shardOf(roomId, SHARDS));
+  const prefix = shard.data('');
+  const bytes: Record<string, number> = {};
+  const count: Record<string, number> = {};
+  let stateEvents = 0;
+  let cursor = '0';
+  const classify = (k: string): string => {
+    if (k === shard.outbox) return 'outbox stream';
+    if (k === shard.state('room', roomId)) return 'room meta';
+    if (!k.startsWith(prefix)) return 'runtime (inbox, dedupe marks, lease)';
+    const name = k.slice(prefix.length);
+    if (name.startsWith('ev:')) return 'event bodies';
+    if (name.includes(':snap:')) return 'state snapshots';
+    if (name.endsWith(':state') || name.endsWith(':members')) return 'current state + members';
+    return 'timeline + indexes';
+  };
+  do {
+    const [next, found] = await c.admin.scan(cursor, 'MATCH', `${c.keys.shard('room', shardOf(roomId, SHARDS)).data('').slice(0, -'d:'.length)}*`, 'COUNT', 2000);
+    cursor = next;
+    if (found.length === 0) continue;
+    const p = c.admin.pipeline();
+    for (const k of found) p.memory('USAGE', k, 'SAMPLES', '0');
+    const res = (await p.exec()) ?? [];
+    found.forEach((k, j) => {
+      const cls = classify(k);
+      bytes[cls] = (bytes[cls] ?? 0) + Number(res[j]?.[1] ?? 0);
+      count[cls] = (count[cls] ?? 0) + 1;
+    });
+  } while (cursor !== '0');
+  // Snapshots: how many, how many written in full.
+  let full = 0;
+  for (let id = 1; id <= meta.snapSeq; id += 500) {
+    const ids = Array.from({ length: Math.min(500, meta.snapSeq - id + 1) }, (_, j) => shard.data(`room:${roomId}:snap:${id + j}`));
+    const blobs = await c.admin.mgetBuffer(...ids);
+    for (const b of blobs) if (b && decode<{ p: number | null }>(b).p === null) full++;
+  }
+  stateEvents = meta.snapSeq; // one snapshot per state event here (no forks)
+  return { members: MEMBERS, events: meta.seq, stateEvents, seconds: round(seconds), bytes, keys: count, snapshots: { total: meta.snapSeq, full } };
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'axon-bench-room-'));
+  const redis = await startManagedRedis({ dir, port: await freePort(), extraArgs: ['--appendfsync', 'always'] });
+  const machine = `${cpus()[0]?.model ?? 'CPU'} × ${cpus().length}, node ${process.version}`;
+  console.log(`Axon room actor benchmark — ${new Date().toISOString()} — ${machine}`);
+  console.log(`redis-server with AOF, appendfsync always; room version ${ROOM_VERSION}; ${SECONDS}s per throughput phase, ${CONCURRENCY} sends in flight, ${SHARDS} shards per family\n`);
+  const results: Throughput[] = [];
+  let store: Storage | null = null;
+  try {
+    for (const workers of [1, 2]) {
+      if (!ONLY.has('a') && !ONLY.has('b')) break;
+      const c = await startCluster(redis.url, dir, workers, `br${workers}:`);
+      try {
+        if (ONLY.has('a')) {
+          log(`(a) one room, ${workers} worker(s)…`);
+          results.push(await throughput(`one room, ${workers} worker${workers > 1 ? 's' : ''}`, c, [await createRoom(c)]));
+        }
+        if (ONLY.has('b')) {
+          log(`(b) ${ROOMS} rooms, ${workers} worker(s)…`);
+          const rooms: string[] = [];
+          await pool(ROOMS, 20, async () => rooms.push(await createRoom(c)));
+          results.push(await throughput(`${ROOMS} rooms, ${workers} worker${workers > 1 ? 's' : ''}`, c, rooms));
+        }
+      } finally {
+        await stopCluster(c);
+      }
+    }
+    if (ONLY.has('c')) {
+      // (c) measures bytes, not speed: fsync once a second builds the room faster on a shared machine.
+      const admin = connectRedis({ url: redis.url });
+      await admin.config('SET', 'appendfsync', 'everysec');
+      admin.disconnect();
+      const c = await startCluster(redis.url, dir, 1, 'brc:');
+      try {
+        store = await storage(c);
+      } finally {
+        await stopCluster(c);
+      }
+    }
+  } finally {
+    await redis.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  if (results.length) {
+    const w = Math.max(...results.map((r) => r.name.length), 8);
+    console.log(`${'workload'.padEnd(w)}  ${'events/s'.padStart(9)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'events'.padStart(8)}`);
+    for (const r of results) console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(9)}  ${r.p50ms.toFixed(1).padStart(8)}  ${r.p99ms.toFixed(1).padStart(8)}  ${String(r.events).padStart(8)}`);
+  }
+  if (store) {
+    const totalBytes = Object.values(store.bytes).reduce((a, b) => a + b, 0);
+    console.log(`\n${store.members.toLocaleString('en')}-member room: ${store.events.toLocaleString('en')} events (${store.stateEvents.toLocaleString('en')} state events: ${MEMBERS} joins, then ${CHURN} membership changes among ${MESSAGES} messages) in ${store.seconds} s`);
+    console.log(`state snapshots: ${store.snapshots.total.toLocaleString('en')}, of them written in full: ${store.snapshots.full}`);
+    const w = Math.max(...Object.keys(store.bytes).map((k) => k.length), 10);
+    console.log(`${'keys'.padEnd(w)}  ${'count'.padStart(8)}  ${'bytes'.padStart(12)}  ${'per event'.padStart(10)}  ${'per state ev'.padStart(12)}`);
+    for (const [k, b] of Object.entries(store.bytes).sort((a, b) => b[1] - a[1])) {
+      console.log(`${k.padEnd(w)}  ${String(store.keys[k]).padStart(8)}  ${b.toLocaleString('en').padStart(12)}  ${round(b / store.events).toLocaleString('en').padStart(10)}  ${round(b / store.stateEvents).toLocaleString('en').padStart(12)}`);
+    }
+    console.log(`${'total'.padEnd(w)}  ${''.padStart(8)}  ${totalBytes.toLocaleString('en').padStart(12)}  ${round(totalBytes / store.events).toLocaleString('en').padStart(10)}`);
+  }
+  mkdirSync(join(root, 'bench-results'), { recursive: true });
+  const file = join(root, 'bench-results', `room-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), machine, roomVersion: ROOM_VERSION, seconds: SECONDS, concurrency: CONCURRENCY, throughput: results, storage: store }, null, 2));
+  console.log(`\nwritten ${file}`);
+  process.exit(0);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
