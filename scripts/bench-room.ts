@@ -13,6 +13,10 @@
  *       current state and members, timeline and indexes, and the outbox (built with appendfsync
  *       everysec: this phase measures bytes, not speed)
  *
+ * The workers are this script in `--worker` mode: src/worker-main.ts without the readers (push
+ * evaluation, membership index, fan-out), so the figures are the room actor's own; the readers
+ * consume the outbox behind it and are measured by their own benchmarks.
+ *
  * Env knobs: BENCH_SECONDS (per throughput phase, default 10), BENCH_CONCURRENCY (sends in flight,
  * default 100), BENCH_ROOMS (default 100), BENCH_MEMBERS (default 10000), BENCH_CHURN (membership
  * changes after the joins, default 5000), BENCH_MESSAGES (messages interleaved with the churn,
@@ -33,6 +37,12 @@ import { loadOrCreateSigningKeys } from '../src/runtime/signing-key-store';
 import { decode } from '../src/store/codec';
 import { KeySpace } from '../src/store/keys';
 import { connectRedis, type RedisClient } from '../src/store/redis';
+import { createLogger } from '../src/log';
+import { argValue, loadConfigOrExit, onShutdown } from '../src/process-lifecycle';
+import { redisTargetFor, shardCountsFor } from '../src/runtime/cluster-settings';
+import { allActorKinds } from '../src/runtime/kinds';
+import { Worker } from '../src/runtime/worker';
+import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from '../src/sync/notify';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 100);
@@ -89,7 +99,7 @@ async function startCluster(url: string, dataDir: string, workers: number, prefi
   };
   const keys = new KeySpace(prefix);
   const admin = connectRedis({ url });
-  const procs = Array.from({ length: workers }, (_, i) => spawn(process.execPath, ['--import', 'tsx', 'src/worker-main.ts', '--id', `bench-w${i + 1}`], { cwd: root, env, stdio: 'ignore' }));
+  const procs = Array.from({ length: workers }, (_, i) => spawn(process.execPath, ['--import', 'tsx', 'scripts/bench-room.ts', '--worker', `bench-w${i + 1}`], { cwd: root, env, stdio: 'ignore' }));
   for (;;) {
     const live = (await readWorkers(admin, keys, 5000)).filter((w) => w.alive).length;
     const held = (await readShards(admin, keys, { room: SHARDS, user: SHARDS })).filter((s) => s.owner).length;
@@ -347,7 +357,26 @@ async function main(): Promise<void> {
   process.exit(0);
 }
 
-main().catch((e) => {
+/** `--worker <id>`: a worker process holding shards and running the actors, without readers. */
+async function workerMain(id: string): Promise<void> {
+  const config = loadConfigOrExit();
+  const redis = connectRedis(redisTargetFor(config));
+  const keys = new KeySpace(config.redis.keyPrefix);
+  const worker = new Worker({
+    redis, keys, workerId: id, shardCounts: shardCountsFor(config),
+    kinds: allActorKinds({ serverName: config.serverName, signingKey: loadOrCreateSigningKeys(config.signingKeyPath)[0]! }),
+    leaseTtlMs: config.lease.ttlMs, renewMs: config.lease.renewMs, log: createLogger(config.logLevel, `worker-${id}`),
+    notify: workerSyncNotify(redis, keys), outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
+  });
+  onShutdown(async () => {
+    await worker.stop();
+    redis.disconnect();
+  });
+  await worker.start();
+}
+
+const workerId = argValue('--worker');
+(workerId ? workerMain(workerId) : main()).catch((e) => {
   console.error(e);
   process.exit(1);
 });
