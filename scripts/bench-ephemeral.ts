@@ -26,12 +26,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startManagedRedis, type ManagedRedis } from '../src/runtime/managed-redis';
 import { loadOrCreateSigningKeys } from '../src/runtime/signing-key-store';
+import { freePort, percentile, pool, round, sleep } from './lib/bench-util';
+import { C, enc, newAgent } from './lib/matrix-load';
 
 const USERS = Math.max(2, Number(process.env.BENCH_USERS ?? 1000));
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5));
@@ -46,41 +47,8 @@ const root = join(import.meta.dirname, '..');
 
 // ---- small helpers ---------------------------------------------------------------------------
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const round = (n: number, d = 1) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : NaN);
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 function log(msg: string): void {
   process.stderr.write(`[bench-ephemeral ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-}
-
-/** Run `fn` over `items` with at most `limit` in flight; stops taking new items after `deadline`. */
-async function pool<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>, deadline = Infinity): Promise<R[]> {
-  const out: R[] = [];
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length && performance.now() < deadline) {
-      const i = next++;
-      out[i] = await fn(items[i]!, i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-  return out;
 }
 
 // ---- HTTP client -----------------------------------------------------------------------------
@@ -93,7 +61,6 @@ interface HttpReply {
   body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
 }
 
-const newAgent = (maxSockets: number) => new http.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
 const defaultAgent = newAgent(256);
 
 function request(method: string, path: string, opts: { token?: string; body?: unknown; agent?: http.Agent; timeoutMs?: number } = {}): Promise<HttpReply> {
@@ -139,8 +106,6 @@ async function ok(method: string, path: string, opts: Parameters<typeof request>
   }
 }
 
-const C = '/_matrix/client/v3';
-const enc = encodeURIComponent;
 
 interface User {
   userId: string;
