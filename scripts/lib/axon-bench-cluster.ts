@@ -59,8 +59,10 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
       AXON_SERVER_NAME: 'localhost', AXON_BIND_HOST: '127.0.0.1', AXON_PORT: String(port), AXON_PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
       AXON_ROOM_SHARDS: String(opts.shards), AXON_USER_SHARDS: String(opts.shards), AXON_LOG_LEVEL: opts.logLevel ?? 'warn', AXON_RATE_LIMIT_ENABLED: 'false', AXON_REGISTRATION_ENABLED: 'true',
     };
+    // BENCH_FRONT_NODE_ARGS / BENCH_WORKER_NODE_ARGS: extra node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+    const nodeArgs = (entry: string) => (entry.includes('front') ? process.env.BENCH_FRONT_NODE_ARGS : process.env.BENCH_WORKER_NODE_ARGS)?.split(' ').filter(Boolean) ?? [];
     const spawnAxon = (entry: string, id: string) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', entry, '--id', id], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', opts.stderr ?? 'inherit'] });
+      const child = spawn(process.execPath, [...nodeArgs(entry), '--import', 'tsx', entry, '--id', id], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', opts.stderr ?? 'inherit'] });
       children.push(child);
       return child;
     };

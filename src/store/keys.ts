@@ -262,6 +262,12 @@ export const pushData = {
   highlights: (userId: string) => `user:${userId}:notifs:hl`,
   /** Hash: `notifications` member → JSON { pos, thread (root id or null), actions, ts }. */
   notificationData: (userId: string) => `user:${userId}:notifd`,
+  /**
+   * String, relative to a **room** shard: the id of the last entry of that shard's outbox the push
+   * evaluator has finished (its writes done), so /sync can tell whether a room's unread counts
+   * already include an event (src/sync/push-progress.ts). Absent: the evaluator never ran there.
+   */
+  evaluatedUpTo: () => 'pushev:upto',
 };
 
 /** The consumer group the push evaluator reads room outboxes with. */

@@ -34,8 +34,16 @@ export interface TimelinePage {
   next: number | null;
 }
 
+/** Visibility facts kept per (room, state snapshot, user); FIFO beyond this. */
+const VISIBILITY_CACHE_MAX = 50_000;
+/** How long `recentEvents` shares a loaded event, and how many it keeps. */
+const RECENT_EVENTS_TTL_MS = 1_000;
+const RECENT_EVENTS_MAX = 20_000;
+
 export class RoomReader {
   private readonly snapshotCache = new Map<string, StateMap>();
+  private readonly visibilityCache = new Map<string, { visibility: string; membershipAt: string | undefined }>();
+  private readonly recent = new Map<string, { at: number; value: Promise<RoomEvent | null> }>();
 
   constructor(
     private readonly redis: RedisClient,
@@ -170,16 +178,10 @@ export class RoomReader {
    * joined now, or left after having been joined after the event); `invited` and the user was
    * invited at the event.
    */
-  async canSee(roomId: string, userId: string, eventId: string): Promise<boolean> {
-    const event = await this.event(roomId, eventId);
+  async canSee(roomId: string, userId: string, eventOrId: string | RoomEvent): Promise<boolean> {
+    const event = typeof eventOrId === 'string' ? await this.event(roomId, eventOrId) : eventOrId;
     if (!event) return false;
-    const state = await this.snapshot(roomId, event.stateBefore);
-    const hvId = state.get(stateKeyOf('m.room.history_visibility', ''));
-    const memberId = state.get(stateKeyOf('m.room.member', userId));
-    const [hv, member] = await Promise.all([hvId ? this.event(roomId, hvId) : null, memberId ? this.event(roomId, memberId) : null]);
-    // Without a history_visibility event the spec's default is "shared".
-    const visibility = str(hv?.event.content, 'history_visibility') ?? 'shared';
-    const membershipAt = str(member?.event.content, 'membership');
+    const { visibility, membershipAt } = await this.visibilityAt(roomId, event.stateBefore, userId);
     if (visibility === 'world_readable') return true;
     if (membershipAt === 'join') return true;
     if (visibility === 'invited' && membershipAt === 'invite') return true;
@@ -197,6 +199,65 @@ export class RoomReader {
     }
     return false;
   }
+
+  /**
+   * The history visibility and the user's membership in a state snapshot. Cached for good: a
+   * snapshot never changes, and a redaction keeps both `history_visibility` and `membership`
+   * (every room version's redaction algorithm), so the answer cannot change either. A thousand
+   * long-polls woken by messages that share one state snapshot ask this once per user, not once
+   * per event, and without fetching the member event again.
+   */
+  private async visibilityAt(roomId: string, snapshotId: number, userId: string): Promise<{ visibility: string; membershipAt: string | undefined }> {
+    const cacheKey = `${roomId}\u0000${snapshotId}\u0000${userId}`;
+    const hit = this.visibilityCache.get(cacheKey);
+    if (hit) return hit;
+    const state = await this.snapshot(roomId, snapshotId);
+    const hvId = state.get(stateKeyOf('m.room.history_visibility', ''));
+    const memberId = state.get(stateKeyOf('m.room.member', userId));
+    const [hv, member] = await Promise.all([hvId ? this.event(roomId, hvId) : null, memberId ? this.event(roomId, memberId) : null]);
+    // Without a history_visibility event the spec's default is "shared".
+    const facts = { visibility: str(hv?.event.content, 'history_visibility') ?? 'shared', membershipAt: str(member?.event.content, 'membership') };
+    if (this.visibilityCache.size >= VISIBILITY_CACHE_MAX) this.visibilityCache.delete(this.visibilityCache.keys().next().value!);
+    this.visibilityCache.set(cacheKey, facts);
+    return facts;
+  }
+
+  /**
+   * Events as they were at most `RECENT_EVENTS_TTL_MS` ago, shared by every caller in that time:
+   * for fan-out reads (a thousand /sync long-polls woken by one message load it once, and decode
+   * it once). Only a redaction changes a stored event; one read here may miss a redaction that
+   * committed within the TTL, which a sync client sees anyway — the redaction event comes in the
+   * same or a later response than the event it redacts.
+   */
+  async recentEvents(roomId: string, eventIds: string[]): Promise<RoomEvent[]> {
+    if (eventIds.length === 0) return [];
+    const now = Date.now();
+    const loads = new Map<string, Promise<RoomEvent | null>>();
+    const missing: string[] = [];
+    for (const id of eventIds) {
+      if (loads.has(id)) continue;
+      const hit = this.recent.get(id);
+      if (hit && now - hit.at < RECENT_EVENTS_TTL_MS) loads.set(id, hit.value);
+      else {
+        missing.push(id);
+        loads.set(id, Promise.resolve(null)); // replaced below
+      }
+    }
+    if (missing.length) {
+      const blobs = this.redis.mgetBuffer(...missing.map((id) => this.key(roomId, roomData.event(id))));
+      missing.forEach((id, i) => {
+        const value = blobs.then((b) => (b[i] ? toRoomEvent(id, decode<StoredEvent>(b[i]!)) : null));
+        // A failed load is not kept: the next caller tries again.
+        value.catch(() => this.recent.delete(id));
+        if (this.recent.size >= RECENT_EVENTS_MAX) this.recent.delete(this.recent.keys().next().value!);
+        this.recent.set(id, { at: now, value });
+        loads.set(id, value);
+      });
+    }
+    const events = await Promise.all(eventIds.map((id) => loads.get(id)!));
+    return events.filter((e): e is RoomEvent => !!e);
+  }
+
 }
 
 /**

@@ -39,12 +39,13 @@ export async function readFeed(ctx: ApiContext, userId: string, sinceMs: number 
   const key = feedKey(ctx, userId);
   const out: FeedWindow = { devices: new Set(), presence: new Set(), counts: new Set(), gap: false };
   if (sinceMs !== null && sinceMs >= cutMs) return out;
-  if (sinceMs !== null) {
-    const lost = await lostSince(ctx.redis, key, sinceMs);
-    if (lost === 'missing') return out; // no feed yet: nothing changed
-    out.gap = lost;
-  }
-  const rows = (await ctx.redis.xrange(key, sinceMs === null ? '-' : `${sinceMs}-0`, `(${cutMs}-0`)) as [string, string[]][];
+  // Both at once (one round trip): the trimming check only decides what the rows mean.
+  const [lost, rows] = await Promise.all([
+    sinceMs !== null ? lostSince(ctx.redis, key, sinceMs) : Promise.resolve(false as const),
+    ctx.redis.xrange(key, sinceMs === null ? '-' : `${sinceMs}-0`, `(${cutMs}-0`) as Promise<[string, string[]][]>,
+  ]);
+  if (lost === 'missing') return out; // no feed yet: nothing changed
+  out.gap = lost;
   for (const [, f] of rows) {
     let k = '';
     let u = '';

@@ -29,6 +29,12 @@ export const SYNC_OUTBOX_RETENTION_MS = 15 * 60_000;
 export interface SyncNotification {
   rooms?: string[];
   users?: string[];
+  /**
+   * The push evaluator finished room shard `shard`'s outbox up to entry id `upto` (published after
+   * each batch's writes, with `pushData.evaluatedUpTo` set to the same id): syncs waiting to send
+   * unread counts that include those events go on (src/sync/push-progress.ts).
+   */
+  evaluated?: { shard: number; upto: string }[];
 }
 
 export function encodeNotification(n: SyncNotification): string {

@@ -149,7 +149,7 @@ export async function visibleStateIds(ctx: ApiContext, roomId: string, access: R
 
 /** Of `events`, those this user may be shown (servable, and allowed by history visibility). */
 export async function visibleEvents(ctx: ApiContext, roomId: string, userId: string, events: RoomEvent[]): Promise<RoomEvent[]> {
-  const ok = await Promise.all(events.map(async (e) => servableToClients(e) && (await ctx.rooms.canSee(roomId, userId, e.eventId))));
+  const ok = await Promise.all(events.map(async (e) => servableToClients(e) && (await ctx.rooms.canSee(roomId, userId, e))));
   return events.filter((_, i) => ok[i]);
 }
 

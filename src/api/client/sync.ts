@@ -58,6 +58,7 @@ import { shardOf } from '../../runtime/shards';
 import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../../readers/membership-index';
 import { SYNC_OUTBOX_RETENTION_MS, SyncNotifier, type SyncWaiter } from '../../sync/notify';
 import { OutboxWindowCache, decodedBody } from '../../sync/outbox-cache';
+import { ComputeGate } from '../../sync/compute-gate';
 import { encodeSyncToken, parseSyncToken } from '../../sync/token';
 import { ackToDevice, readToDevice } from '../../sync/to-device';
 import { unreadCounts } from '../../sync/unread-counts';
@@ -82,6 +83,8 @@ const PUSH_RULES_TYPE = 'm.push_rules';
 const DEFAULT_TIMELINE_LIMIT = 10;
 const MAX_TIMELINE_LIMIT = 100;
 const MAX_TIMEOUT_MS = 5 * 60_000;
+/** /sync computations run at once per front (src/sync/compute-gate.ts); more wait their turn. */
+const MAX_CONCURRENT_COMPUTES = 48;
 /** Outbox entries read per shard per sync; more than this in the window is answered as a gap. */
 const MAX_WINDOW_ENTRIES = 5000;
 /** State types of an invite's stripped state (client-server API, "Stripped state"). */
@@ -203,60 +206,58 @@ interface Snapshot {
 }
 
 /**
- * TIME, the user's index and the newest timeline entry of each room likely to be given in full,
- * in one MULTI (atomic on one Redis). On a cluster the same reads go out one by one.
+ * TIME and the user's membership index in one MULTI (atomic on one Redis; on a cluster, the cut
+ * first and the index after), then the newest timeline position of each room to be given in full.
+ *
+ * Those positions are read after the cut, so events committed in between must be left out: every
+ * such event has an outbox entry with an id at or after `<cutMs>-0` (ids come from the same clock
+ * as the cut, and an entry of the cut's own millisecond may even precede TIME), so each room's top
+ * is lowered below the first of its events found in its shard's outbox from there on. No event
+ * comes twice: those belong to the next window [cutMs, …).
  */
-async function takeSnapshot(ctx: ApiContext, index: MembershipIndex, userId: string, since: number | null, fullState: boolean): Promise<Snapshot> {
-  const isFull = (r: IndexedMembership) => r.membership === 'join' && (since === null || fullState || r.writtenAt >= since);
-  const guess = (await index.rooms(userId)).filter(isFull).map((r) => r.roomId);
+async function takeSnapshot(ctx: ApiContext, userId: string, since: number | null, fullState: boolean): Promise<Snapshot> {
   const uk = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user));
-  const timelineKey = (roomId: string) => ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(roomData.timeline(roomId));
   let time: [string, string];
   let raw: Record<string, string>;
   let times: Record<string, string>;
-  let topRows: string[][];
   if (!isCluster(ctx.redis)) {
-    const m = ctx.redis.multi().time().hgetall(uk.data(membershipIndexData.rooms(userId))).hgetall(uk.data(membershipIndexData.writtenAt(userId)));
-    for (const r of guess) m.zrevrange(timelineKey(r), 0, 0, 'WITHSCORES');
-    const res = (await m.exec()) ?? [];
+    const res = (await ctx.redis.multi().time().hgetall(uk.data(membershipIndexData.rooms(userId))).hgetall(uk.data(membershipIndexData.writtenAt(userId))).exec()) ?? [];
     for (const [err] of res) if (err) throw err;
     time = res[0]![1] as [string, string];
     raw = res[1]![1] as Record<string, string>;
     times = res[2]![1] as Record<string, string>;
-    topRows = res.slice(3).map(([, v]) => v as string[]);
   } else {
     time = await clusterCut(ctx.redis as Cluster);
     [raw, times] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId)))]);
-    topRows = await Promise.all(guess.map((r) => ctx.redis.zrevrange(timelineKey(r), 0, 0, 'WITHSCORES')));
   }
   const cut = Number(time[0]) * 1_000_000 + Number(time[1]);
   const cutMs = Math.floor(cut / 1000);
+  const rooms = parseIndexed(raw, times);
+  const full = rooms.filter((r) => r.membership === 'join' && (since === null || fullState || r.writtenAt >= since)).map((r) => r.roomId);
   const tops = new Map<string, number>();
-  guess.forEach((r, i) => {
+  if (full.length === 0) return { cut, cutMs, rooms, tops };
+  const topRows = await Promise.all(full.map((r) => ctx.redis.zrevrange(ctx.keys.shard('room', shardOf(r, ctx.shardCounts.room)).data(roomData.timeline(r)), 0, 0, 'WITHSCORES')));
+  full.forEach((r, i) => {
     const row = topRows[i] ?? [];
     if (row.length >= 2) tops.set(r, Number(row[1]));
   });
-  // Events whose outbox ids are at or after the cut belong to the next window [cutMs, …): leave
-  // them out here, so no event comes twice. On one Redis those are only the cut's own millisecond
-  // (committed before TIME answered); on a cluster, a node whose clock is ahead of the cut's may
-  // have committed more of them before its room's top was read.
   const byShard = new Map<number, Set<string>>();
   for (const r of tops.keys()) {
     const s = shardOf(r, ctx.shardCounts.room);
     (byShard.get(s) ?? byShard.set(s, new Set()).get(s)!).add(r);
   }
   await Promise.all(
-    [...byShard].map(async ([shard, rooms]) => {
-      const rows = (await ctx.redis.xrangeBuffer(ctx.keys.shard('room', shard).outbox, `${cutMs}-0`, isCluster(ctx.redis) ? '+' : `${cutMs}-18446744073709551615`)) as [Buffer, Buffer[]][];
+    [...byShard].map(async ([shard, wanted]) => {
+      const rows = (await ctx.redis.xrangeBuffer(ctx.keys.shard('room', shard).outbox, `${cutMs}-0`, '+')) as [Buffer, Buffer[]][];
       for (const e of parseEntries(rows)) {
         const out = e.kind === 'room' ? safeDecode<RoomOutput>(e.body) : null;
-        if (!out || !rooms.has(out.roomId) || typeof out.pos !== 'number') continue;
+        if (!out || !wanted.has(out.roomId) || typeof out.pos !== 'number') continue;
         const top = tops.get(out.roomId)!;
         if (out.pos <= top) tops.set(out.roomId, Math.min(top, out.pos - 1));
       }
     }),
   );
-  return { cut, cutMs, rooms: parseIndexed(raw, times), tops };
+  return { cut, cutMs, rooms, tops };
 }
 
 /**
@@ -330,7 +331,7 @@ interface Params {
 
 async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Requester, p: Params): Promise<Computed> {
   const { since, fullState, filter } = p;
-  const snap = await takeSnapshot(ctx, index, user.userId, since, fullState);
+  const snap = await takeSnapshot(ctx, user.userId, since, fullState);
   const { cut, cutMs } = snap;
   const sinceMs = since === null ? 0 : Math.floor(since / 1000);
   const roomAllowed = (roomId: string) => (!filter.rooms || filter.rooms.includes(roomId)) && !filter.notRooms.includes(roomId);
@@ -348,6 +349,16 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
     else if (r.membership === 'knock' && isNew(r)) knocks.push(r.roomId);
     else if ((r.membership === 'leave' || r.membership === 'ban') && (since === null ? filter.includeLeave : r.writtenAt >= since || fullState)) leaves.push(r.roomId);
   }
+
+  // The user's own streams do not depend on the rooms: start them all now, so their reads go out
+  // together (one pipelined round trip) instead of one after another.
+  const feedPromise = readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
+  const toDevicePromise = toDeviceSection(ctx, user, since, p.sinceParts, cutMs);
+  const otkPromise = oneTimeKeyCounts(ctx, user.userId, user.deviceId);
+  const fallbackPromise = unusedFallbackKeyTypes(ctx, user.userId, user.deviceId);
+  const incrementalSync = since !== null && !fullState;
+  const userWindowPromise = incrementalSync ? p.windows.window(ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).outbox, sinceMs, cutMs) : Promise.resolve(null);
+  for (const q of [feedPromise, toDevicePromise, otkPromise, fallbackPromise, userWindowPromise]) q.catch(() => undefined); // awaited below
 
   // Incremental joined rooms: their shard outboxes' entries in [since, cut).
   const windowEvents = new Map<string, string[]>();
@@ -385,7 +396,7 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
         }
       }),
     );
-    const mine = await p.windows.window(ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).outbox, sinceMs, cutMs);
+    const mine = await userWindowPromise;
     for (const e of mine ?? []) {
       if (e.kind !== 'user') continue;
       const out = decodedBody<UserOutput>(e);
@@ -393,7 +404,6 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
     }
   }
 
-  const feedPromise = readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
   const join: Record<string, JsonObject> = {};
   const invite: Record<string, JsonObject> = {};
   const knock: Record<string, JsonObject> = {};
@@ -412,7 +422,7 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
       const entry = await fullRoom(ctx, user, roomId, top, filter, null);
       const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
       if (ad.length) entry.account_data = { events: ad };
-      entry.summary = await summary(ctx, roomId, user.userId);
+      entry.summary = await summary(ctx, roomId, user.userId, snap.tops.get(roomId) ?? null);
       const eph = filterEphemeral(await currentEphemeral(ctx, roomId, user.userId), filter);
       if (eph.length) entry.ephemeral = { events: eph };
       join[roomId] = entry;
@@ -476,11 +486,7 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   }
   accountData = accountData.filter((e) => typeAllowed(filter.accountData, String(e.type)));
 
-  const [toDevice, otkCounts, fallbackTypes] = await Promise.all([
-    toDeviceSection(ctx, user, since, p.sinceParts, cutMs),
-    oneTimeKeyCounts(ctx, user.userId, user.deviceId),
-    unusedFallbackKeyTypes(ctx, user.userId, user.deviceId),
-  ]);
+  const [toDevice, otkCounts, fallbackTypes] = await Promise.all([toDevicePromise, otkPromise, fallbackPromise]);
   const feed = await feedPromise;
   // Unread counts: for every room given (full or with news) and every room whose counts changed.
   for (const roomId of feed.counts) if (!join[roomId] && incremental.includes(roomId)) join[roomId] = {};
@@ -495,7 +501,7 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
     }
   }
   const deviceLists = since === null ? null : await deviceListSection(ctx, index, user.userId, snap, since, feed, memberChanges, fullJoins, leaves);
-  const presence = ctx.config.presence.enabled ? (await presenceEvents(ctx, feed.presence, since === null)).filter((e) => filterMatches(filter.presence, e)) : [];
+  const presence = ctx.config.presence.enabled && presenceWanted(filter) ? (await presenceEvents(ctx, feed.presence, since === null)).filter((e) => filterMatches(filter.presence, e)) : [];
 
   const rooms: JsonObject = {};
   if (Object.keys(join).length) rooms.join = join;
@@ -510,6 +516,15 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   const empty = !rooms.join && !rooms.invite && !rooms.leave && !rooms.knock && accountData.length === 0 && toDevice.events.length === 0 && presence.length === 0 && !deviceLists;
   const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite' || r.membership === 'knock').map((r) => r.roomId);
   return { body, empty, listen };
+}
+
+/** Whether the filter lets any `m.presence` event through (`{"types": []}` is how clients say no). */
+function presenceWanted(filter: SyncFilter): boolean {
+  const f = filter.presence;
+  if (f.limit === 0) return false;
+  if (f.types && !f.types.some((t) => t === '*' || t === 'm.presence' || (t.endsWith('*') && 'm.presence'.startsWith(t.slice(0, -1))))) return false;
+  if (f.not_types?.some((t) => t === '*' || t === 'm.presence' || (t.endsWith('*') && 'm.presence'.startsWith(t.slice(0, -1))))) return false;
+  return true;
 }
 
 // ---- device lists ----------------------------------------------------------------------------
@@ -686,7 +701,8 @@ async function fullRoom(ctx: ApiContext, user: Requester, roomId: string, top: n
 /** A joined room followed incrementally: its events in the window (null when nothing to say). */
 async function windowRoom(ctx: ApiContext, user: Requester, roomId: string, eventIds: string[], filter: SyncFilter): Promise<JsonObject | null> {
   if (eventIds.length === 0) return null;
-  const loaded = (await ctx.rooms.events(roomId, eventIds)).sort((a, b) => a.pos - b.pos);
+  // Shared by the long-polls woken by the same events (loaded and decoded once per front).
+  const loaded = (await ctx.rooms.recentEvents(roomId, eventIds)).sort((a, b) => a.pos - b.pos);
   const visible = await visibleEvents(ctx, roomId, user.userId, loaded);
   const matching = visible.filter((e) => filterMatches(filter.timeline, e.event));
   if (matching.length === 0) return null;
@@ -716,7 +732,7 @@ async function windowRoom(ctx: ApiContext, user: Requester, roomId: string, even
     timeline: { events: await formatEvents(ctx, roomId, timeline, user), limited, prev_batch: encodeToken(Math.max(0, first.pos - 1)) },
     state: { events: await formatEvents(ctx, roomId, [...gapState.values()], user) },
   };
-  if (visible.some((e) => e.event.type === 'm.room.member')) entry.summary = await summary(ctx, roomId, user.userId);
+  if (visible.some((e) => e.event.type === 'm.room.member')) entry.summary = await summary(ctx, roomId, user.userId, visible[visible.length - 1]!.pos);
   return entry;
 }
 
@@ -762,18 +778,52 @@ async function roomAccountData(ctx: ApiContext, userId: string, roomId: string, 
   return pairs.filter(([t, v]) => v !== null && typeAllowed(filter.roomAccountData, t)).map(([type, json]) => ({ type, content: JSON.parse(json!) as JsonValue }));
 }
 
-/** `m.joined_member_count`, `m.invited_member_count` and up to five heroes (other members, sorted). */
-async function summary(ctx: ApiContext, roomId: string, userId: string): Promise<JsonObject> {
-  const members = await ctx.rooms.members(roomId);
-  let joined = 0;
-  let invited = 0;
-  const heroes: string[] = [];
-  for (const [u, m] of members) {
-    if (m === 'join') joined++;
-    else if (m === 'invite') invited++;
-    if ((m === 'join' || m === 'invite') && u !== userId) heroes.push(u);
-  }
-  return { 'm.joined_member_count': joined, 'm.invited_member_count': invited, 'm.heroes': heroes.sort().slice(0, 5) };
+interface MemberCounts {
+  joined: number;
+  invited: number;
+  /** The first six joined or invited members in sort order: the heroes of anyone, themselves left out. */
+  first: string[];
+}
+
+/**
+ * Member counts per room, shared by the syncs that ask after the same event: when someone joins
+ * a room of a thousand, a thousand woken long-polls each need its summary, and reading and
+ * sorting the members once instead of a thousand times is what keeps a burst of joins from
+ * costing members². Keyed by the newest event the asking sync saw, so a sync never gets counts
+ * read before the events it is sending.
+ */
+const memberCountsCache = new Map<string, { at: number; counts: Promise<MemberCounts> }>();
+const MEMBER_COUNTS_MAX = 4096;
+
+function memberCounts(ctx: ApiContext, roomId: string, seenPos: number | null): Promise<MemberCounts> {
+  const hit = memberCountsCache.get(roomId);
+  if (hit && seenPos !== null && hit.at >= seenPos) return hit.counts;
+  const counts = ctx.rooms.members(roomId).then((members) => {
+    let joined = 0;
+    let invited = 0;
+    const candidates: string[] = [];
+    for (const [u, m] of members) {
+      if (m === 'join') joined++;
+      else if (m === 'invite') invited++;
+      if (m === 'join' || m === 'invite') candidates.push(u);
+    }
+    return { joined, invited, first: candidates.sort().slice(0, 6) };
+  });
+  if (seenPos === null) return counts;
+  counts.catch(() => memberCountsCache.delete(roomId));
+  memberCountsCache.delete(roomId);
+  if (memberCountsCache.size >= MEMBER_COUNTS_MAX) memberCountsCache.delete(memberCountsCache.keys().next().value!);
+  memberCountsCache.set(roomId, { at: seenPos, counts });
+  return counts;
+}
+
+/**
+ * `m.joined_member_count`, `m.invited_member_count` and up to five heroes (other members, sorted),
+ * as of at least the room's event at `seenPos` (its newest the caller is sending; null: now).
+ */
+async function summary(ctx: ApiContext, roomId: string, userId: string, seenPos: number | null = null): Promise<JsonObject> {
+  const c = await memberCounts(ctx, roomId, seenPos);
+  return { 'm.joined_member_count': c.joined, 'm.invited_member_count': c.invited, 'm.heroes': c.first.filter((u) => u !== userId).slice(0, 5) };
 }
 
 // ---- the route -------------------------------------------------------------------------------
@@ -781,6 +831,7 @@ async function summary(ctx: ApiContext, roomId: string, userId: string): Promise
 export function registerSyncRoutes(front: Front, ctx: ApiContext, index: MembershipIndex): void {
   const notifier = new SyncNotifier(ctx.redis, ctx.keys);
   const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES });
+  const gate = new ComputeGate(MAX_CONCURRENT_COMPUTES);
   ctx.closers?.push(() => notifier.close());
 
   clientRoute(front, 'GET', '/sync', async (req: Request) => {
@@ -801,8 +852,12 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
       if (waits) waiter = await notifier.waiter(user.userId);
       const deadline = Date.now() + timeout;
       for (;;) {
-        if (waiter) waiter.dirty = false;
-        const r = await computeSync(ctx, index, user, params);
+        const r = await gate.run(() => {
+          // Cleared when the computation starts, not when it queues: a poke while queued is
+          // covered by this computation (it reads after the poke's data committed).
+          if (waiter) waiter.dirty = false;
+          return computeSync(ctx, index, user, params);
+        });
         if (!waiter || !r.empty || req.signal.aborted || Date.now() >= deadline) return { body: r.body };
         waiter.setRooms(r.listen);
         await waiter.wait(deadline - Date.now(), req.signal);

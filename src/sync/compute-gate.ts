@@ -1,0 +1,33 @@
+/**
+ * At most N /sync computations at once on a front; the rest queue in arrival order.
+ *
+ * One message in a room of a thousand wakes a thousand long-polls together. Computed all at once,
+ * each holds its half-built answer and its Redis replies in memory while the others interleave:
+ * memory and garbage collection grow with the burst, and every answer is late. Through the gate the
+ * burst is worked off a few dozen at a time, each finished quickly; a waiter woken again while
+ * queued still computes once (its dirty flag), so an overloaded front batches more events into
+ * each answer instead of falling further behind.
+ */
+export class ComputeGate {
+  private running = 0;
+  private readonly queue: (() => void)[] = [];
+
+  constructor(readonly limit: number) {}
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit) await new Promise<void>((resolve) => this.queue.push(resolve));
+    else this.running++;
+    try {
+      return await fn();
+    } finally {
+      const next = this.queue.shift();
+      if (next) next(); // the slot passes straight to the next in line
+      else this.running--;
+    }
+  }
+
+  /** Computations waiting for a slot (status, tests). */
+  get queued(): number {
+    return this.queue.length;
+  }
+}

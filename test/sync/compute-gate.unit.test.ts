@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { ComputeGate } from '../../src/sync/compute-gate';
+
+describe('ComputeGate', () => {
+  it('runs at most `limit` at once, the rest in arrival order', async () => {
+    const gate = new ComputeGate(2);
+    let running = 0;
+    let peak = 0;
+    const order: number[] = [];
+    const releases: (() => void)[] = [];
+    const jobs = [0, 1, 2, 3, 4].map((i) =>
+      gate.run(async () => {
+        running++;
+        peak = Math.max(peak, running);
+        order.push(i);
+        await new Promise<void>((r) => releases.push(r));
+        running--;
+        return i * 10;
+      }),
+    );
+    await new Promise((r) => setImmediate(r));
+    expect(order).toEqual([0, 1]);
+    expect(gate.queued).toBe(3);
+    while (releases.length || order.length < 5) {
+      releases.shift()?.();
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(await Promise.all(jobs)).toEqual([0, 10, 20, 30, 40]);
+    expect(order).toEqual([0, 1, 2, 3, 4]);
+    expect(peak).toBe(2);
+    expect(gate.queued).toBe(0);
+  });
+
+  it('frees the slot when a computation throws', async () => {
+    const gate = new ComputeGate(1);
+    await expect(
+      gate.run(async () => {
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    expect(await gate.run(async () => 7)).toBe(7);
+  });
+});
