@@ -14,16 +14,41 @@ export class ComputeGate {
 
   constructor(readonly limit: number) {}
 
-  async run<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Run `fn` in a slot. `fn` gets `outside`: a wait that should not hold a slot (the computation
+   * waiting on something slow, e.g. another process) goes through it — the slot is given up for
+   * the wait and taken again (in line) after it.
+   */
+  async run<T>(fn: (outside: <U>(wait: Promise<U>) => Promise<U>) => Promise<T>): Promise<T> {
+    await this.acquire();
+    let held = true;
+    const outside = async <U>(wait: Promise<U>): Promise<U> => {
+      if (!held) return wait;
+      held = false;
+      this.release();
+      try {
+        return await wait;
+      } finally {
+        await this.acquire();
+        held = true;
+      }
+    };
+    try {
+      return await fn(outside);
+    } finally {
+      if (held) this.release();
+    }
+  }
+
+  private async acquire(): Promise<void> {
     if (this.running >= this.limit) await new Promise<void>((resolve) => this.queue.push(resolve));
     else this.running++;
-    try {
-      return await fn();
-    } finally {
-      const next = this.queue.shift();
-      if (next) next(); // the slot passes straight to the next in line
-      else this.running--;
-    }
+  }
+
+  private release(): void {
+    const next = this.queue.shift();
+    if (next) next(); // the slot passes straight to the next in line
+    else this.running--;
   }
 
   /** Computations waiting for a slot (status, tests). */

@@ -18,6 +18,7 @@ import type { CommittedOutputs } from '../runtime/shard-runner';
 import type { Family } from '../runtime/shards';
 import type { KeySpace } from '../store/keys';
 import { subscriberClient, type RedisClient } from '../store/redis';
+import { PushProgress } from './push-progress';
 
 /**
  * How long room and user outboxes keep entries for /sync (Worker `outboxRetentionMs`): an
@@ -139,11 +140,15 @@ export class SyncNotifier {
   private readonly unscoped = new Set<SyncWaiter>();
   private sub: Redis | null = null;
   private starting: Promise<void> | null = null;
+  /** The push evaluator's progress per room shard, fed by the same channel. */
+  readonly pushProgress: PushProgress;
 
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: KeySpace,
-  ) {}
+  ) {
+    this.pushProgress = new PushProgress(redis, keys);
+  }
 
   /** Subscribe (once; later calls wait for the same subscription). */
   start(): Promise<void> {
@@ -192,6 +197,7 @@ export class SyncNotifier {
   private deliver(message: string): void {
     const n = decodeNotification(message);
     if (!n) return;
+    if (Array.isArray(n.evaluated)) for (const e of n.evaluated) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.pushProgress.advance(e.shard, e.upto);
     for (const u of n.users ?? []) for (const w of [...(this.byUser.get(u) ?? [])]) w.poke();
     for (const r of n.rooms ?? []) {
       for (const w of [...(this.byRoom.get(r) ?? [])]) w.poke();

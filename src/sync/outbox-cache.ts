@@ -21,6 +21,8 @@ import { decode } from '../store/codec';
 import type { RedisClient } from '../store/redis';
 
 export interface CachedEntry extends OutboxEntry {
+  /** The entry's stream id (`<ms>-<seq>`). */
+  id: string;
   /** Entry id's millisecond part. */
   ms: number;
   /** The decoded body (undefined until first asked; null when it does not decode). */
@@ -60,9 +62,11 @@ export function decodedBody<T>(e: CachedEntry | OutboxEntry): T | null {
 
 function parseRows(rows: [Buffer, Buffer[]][]): CachedEntry[] {
   const out: CachedEntry[] = [];
-  for (const [id, fields] of rows) {
+  for (const [rawId, fields] of rows) {
     const e = parseOutboxEntry(fields);
-    if (e) out.push({ ...e, ms: Number(id.toString().split('-')[0]) });
+    if (!e) continue;
+    const id = rawId.toString();
+    out.push({ ...e, id, ms: Number(id.slice(0, id.indexOf('-'))) });
   }
   return out;
 }

@@ -41,3 +41,26 @@ describe('ComputeGate', () => {
     expect(await gate.run(async () => 7)).toBe(7);
   });
 });
+
+describe('ComputeGate outside()', () => {
+  it('gives the slot up during an outside wait and takes it back after', async () => {
+    const gate = new ComputeGate(1);
+    const events: string[] = [];
+    let release!: () => void;
+    const slow = new Promise<void>((r) => (release = r));
+    const a = gate.run(async (outside) => {
+      events.push('a start');
+      await outside(slow);
+      events.push('a resumed');
+    });
+    const b = gate.run(async () => {
+      events.push('b ran');
+    });
+    await b; // b got the slot while a waited outside
+    expect(events).toEqual(['a start', 'b ran']);
+    release();
+    await a;
+    expect(events).toEqual(['a start', 'b ran', 'a resumed']);
+    expect(gate.queued).toBe(0);
+  });
+});

@@ -59,6 +59,7 @@ import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } f
 import { SYNC_OUTBOX_RETENTION_MS, SyncNotifier, type SyncWaiter } from '../../sync/notify';
 import { OutboxWindowCache, decodedBody } from '../../sync/outbox-cache';
 import { ComputeGate } from '../../sync/compute-gate';
+import { laterId, type PushProgress } from '../../sync/push-progress';
 import { encodeSyncToken, parseSyncToken } from '../../sync/token';
 import { ackToDevice, readToDevice } from '../../sync/to-device';
 import { unreadCounts } from '../../sync/unread-counts';
@@ -322,6 +323,10 @@ interface Computed {
 interface Params {
   /** The front's shared outbox window cache. */
   windows: OutboxWindowCache;
+  /** The push evaluator's progress (unread counts wait for it to cover the events sent). */
+  pushProgress: PushProgress;
+  /** Waits that should not hold a computation slot (src/sync/compute-gate.ts). */
+  outside: <U>(wait: Promise<U>) => Promise<U>;
   since: number | null;
   /** The since token's stream parts (src/sync/token.ts): `t` = last to-device entry given. */
   sinceParts: Record<string, string>;
@@ -362,6 +367,8 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
 
   // Incremental joined rooms: their shard outboxes' entries in [since, cut).
   const windowEvents = new Map<string, string[]>();
+  /** Per room, its shard and the id of its last outbox entry in the window (unread counts wait for the evaluator to pass it). */
+  const lastEntry = new Map<string, { shard: number; id: string }>();
   const windowEphemeral = new Map<string, EphemeralOutput[]>();
   /** Membership events in the windows (for device_lists). */
   const memberChanges: { roomId: string; userId: string; membership: string }[] = [];
@@ -393,6 +400,7 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
           const m = out.event ? membershipOf(out) : null;
           if (m) memberChanges.push({ roomId: out.roomId, ...m });
           (windowEvents.get(out.roomId) ?? windowEvents.set(out.roomId, []).get(out.roomId)!).push(out.eventId);
+          lastEntry.set(out.roomId, { shard, id: e.id });
         }
       }),
     );
@@ -492,6 +500,14 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   for (const roomId of feed.counts) if (!join[roomId] && incremental.includes(roomId)) join[roomId] = {};
   const countRooms = Object.keys(join);
   if (countRooms.length) {
+    // Counts that include the events being sent: wait until the push evaluator has finished
+    // them (src/sync/push-progress.ts), without holding a computation slot meanwhile.
+    const upTo = new Map<number, string>();
+    for (const roomId of countRooms) {
+      const last = lastEntry.get(roomId);
+      if (last) upTo.set(last.shard, upTo.has(last.shard) ? laterId(upTo.get(last.shard)!, last.id) : last.id);
+    }
+    if (upTo.size) await p.outside(Promise.all([...upTo].map(([shard, id]) => p.pushProgress.waitFor(shard, id))));
     const counts = await unreadCounts(ctx, user.userId, countRooms, { threads: filter.unreadThreadNotifications });
     for (const roomId of countRooms) {
       const c = counts.get(roomId);
@@ -844,7 +860,8 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
     if (setPresence !== undefined && !['online', 'offline', 'unavailable'].includes(setPresence)) throw errors.invalidParam('set_presence must be online, offline or unavailable');
     const filter = await loadFilter(ctx, user.userId, req.query.filter);
     presenceOnSync(ctx, user.userId, setPresence as PresenceState | undefined, timeout);
-    const params: Params = { windows, since, sinceParts: sinceToken?.parts ?? {}, fullState, filter };
+    await notifier.start(); // the push evaluator's progress comes through it, also for syncs that do not wait
+    const params: Omit<Params, 'outside'> = { windows, pushProgress: notifier.pushProgress, since, sinceParts: sinceToken?.parts ?? {}, fullState, filter };
     // An initial or full-state sync answers at once; otherwise an empty answer waits.
     const waits = since !== null && !fullState && timeout > 0;
     let waiter: SyncWaiter | null = null;
@@ -852,11 +869,11 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
       if (waits) waiter = await notifier.waiter(user.userId);
       const deadline = Date.now() + timeout;
       for (;;) {
-        const r = await gate.run(() => {
+        const r = await gate.run((outside) => {
           // Cleared when the computation starts, not when it queues: a poke while queued is
           // covered by this computation (it reads after the poke's data committed).
           if (waiter) waiter.dirty = false;
-          return computeSync(ctx, index, user, params);
+          return computeSync(ctx, index, user, { ...params, outside });
         });
         if (!waiter || !r.empty || req.signal.aborted || Date.now() >= deadline) return { body: r.body };
         waiter.setRooms(r.listen);
