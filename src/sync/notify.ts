@@ -81,6 +81,9 @@ export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: Commit
   };
 }
 
+/** Users and rooms whose last change a front remembers (each map); beyond, the oldest are forgotten. */
+const CHANGE_TRACKING_MAX = 200_000;
+
 /** One waiting `/sync` request. */
 export class SyncWaiter {
   /** Something for this request happened since it last started computing. */
@@ -142,6 +145,16 @@ export class SyncNotifier {
   private starting: Promise<void> | null = null;
   /** The push evaluator's progress per room shard, fed by the same channel. */
   readonly pushProgress: PushProgress;
+  /**
+   * Change tracking (see `unchangedSince`): every notification delivered gets the next number;
+   * per user and room the number of the last one naming it. Numbers below `floor` are unknown
+   * (before the subscription was up, or across a reconnection, when messages may have been lost,
+   * or forgotten to bound memory): they count as "may have changed".
+   */
+  private seq = 0;
+  private floor = Number.POSITIVE_INFINITY;
+  private readonly lastByUser = new Map<string, number>();
+  private readonly lastByRoom = new Map<string, number>();
 
   constructor(
     private readonly redis: RedisClient,
@@ -159,9 +172,51 @@ export class SyncNotifier {
       sub.on('message', (ch: string, message: string) => {
         if (ch === channel) this.deliver(message);
       });
+      // Messages published while the connection was down are lost: nothing before now is known.
+      sub.on('close', () => (this.floor = Number.POSITIVE_INFINITY));
+      // After a reconnection ioredis subscribes again; give that a moment before trusting the channel.
+      sub.on('ready', () => {
+        if (this.subscribed) setTimeout(() => (this.floor = ++this.seq), 1000).unref();
+      });
       await sub.subscribe(channel);
+      this.subscribed = true;
+      this.floor = ++this.seq;
     })();
     return this.starting;
+  }
+
+  private subscribed = false;
+
+  /** The current change number: take it before computing an answer, to ask `unchangedSince` later. */
+  get changeMark(): number {
+    return this.seq;
+  }
+
+  /**
+   * True when no notification naming `userId` or one of `rooms` has arrived since `mark` (a
+   * `changeMark` taken before an answer was computed), and none can have been lost meanwhile: an
+   * answer computed from then on would have nothing new. (A commit's notification comes after
+   * the commit; one that came before the mark was taken committed before the answer's cut.)
+   */
+  unchangedSince(userId: string, rooms: Iterable<string>, mark: number): boolean {
+    if (mark < this.floor) return false;
+    if ((this.lastByUser.get(userId) ?? 0) > mark) return false;
+    for (const r of rooms) if ((this.lastByRoom.get(r) ?? 0) > mark) return false;
+    return true;
+  }
+
+  private noteChange(map: Map<string, number>, key: string, seq: number): void {
+    map.delete(key); // oldest first, for trimming
+    map.set(key, seq);
+    if (map.size > CHANGE_TRACKING_MAX) {
+      // Forget the oldest half; anything they could have answered now counts as changed.
+      let drop = map.size - CHANGE_TRACKING_MAX / 2;
+      for (const [k, v] of map) {
+        if (drop-- <= 0) break;
+        map.delete(k);
+        this.floor = Math.max(this.floor, v + 1);
+      }
+    }
   }
 
   /** How many requests wait now (tests, status). */
@@ -198,6 +253,11 @@ export class SyncNotifier {
     const n = decodeNotification(message);
     if (!n) return;
     if (Array.isArray(n.evaluated)) for (const e of n.evaluated) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.pushProgress.advance(e.shard, e.upto);
+    if (n.users?.length || n.rooms?.length) {
+      const seq = ++this.seq;
+      for (const u of n.users ?? []) this.noteChange(this.lastByUser, u, seq);
+      for (const r of n.rooms ?? []) this.noteChange(this.lastByRoom, r, seq);
+    }
     for (const u of n.users ?? []) for (const w of [...(this.byUser.get(u) ?? [])]) w.poke();
     for (const r of n.rooms ?? []) {
       for (const w of [...(this.byRoom.get(r) ?? [])]) w.poke();

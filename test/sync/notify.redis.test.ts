@@ -68,4 +68,42 @@ describe('SyncNotifier', () => {
     expect(w.dirty).toBe(true);
     w.close();
   });
+
+  it('tells whether anything concerning a user or their rooms was notified since a mark', async () => {
+    const publish = workerSyncNotify(redis, keys);
+    const mark = notifier.changeMark;
+    expect(notifier.unchangedSince('@m:x', ['!m1:x', '!m2:x'], mark)).toBe(true);
+    // Something elsewhere changes nothing for this user.
+    const other = await notifier.waiter('@watch:x');
+    other.setRooms(['!elsewhere:x']);
+    publish({ kind: 'room', actorId: '!elsewhere:x', outputs: [], family: 'room', shard: 0 });
+    await other.wait(5000);
+    other.close();
+    expect(notifier.unchangedSince('@m:x', ['!m1:x', '!m2:x'], mark)).toBe(true);
+    // One of their rooms: changed.
+    const w = await notifier.waiter('@m:x');
+    w.setRooms(['!m2:x']);
+    publish({ kind: 'room', actorId: '!m2:x', outputs: [], family: 'room', shard: 0 });
+    await w.wait(5000);
+    expect(notifier.unchangedSince('@m:x', ['!m1:x', '!m2:x'], mark)).toBe(false);
+    // The user named (a device change fanned out, an invite): changed; a later mark is clean again.
+    const mark2 = notifier.changeMark;
+    expect(notifier.unchangedSince('@m:x', ['!m1:x', '!m2:x'], mark2)).toBe(true);
+    w.dirty = false;
+    publish({ kind: 'user', actorId: '@m:x', outputs: [], family: 'user', shard: 0 });
+    await w.wait(5000);
+    w.close();
+    expect(notifier.unchangedSince('@m:x', [], mark2)).toBe(false);
+  });
+
+  it('trusts no mark taken before its subscription was up', async () => {
+    const fresh = new SyncNotifier(redis, keys);
+    try {
+      expect(fresh.unchangedSince('@n:x', [], fresh.changeMark)).toBe(false);
+      await fresh.start();
+      expect(fresh.unchangedSince('@n:x', [], fresh.changeMark)).toBe(true);
+    } finally {
+      fresh.close();
+    }
+  });
 });

@@ -86,6 +86,8 @@ const MAX_TIMELINE_LIMIT = 100;
 const MAX_TIMEOUT_MS = 5 * 60_000;
 /** /sync computations run at once per front (src/sync/compute-gate.ts); more wait their turn. */
 const MAX_CONCURRENT_COMPUTES = 48;
+/** Devices whose last answer a front remembers (to skip computing the next poll's first, empty answer). */
+const LAST_ANSWERS_MAX = 100_000;
 /** Outbox entries read per shard per sync; more than this in the window is answered as a gap. */
 const MAX_WINDOW_ENTRIES = 5000;
 /** State types of an invite's stripped state (client-server API, "Stripped state"). */
@@ -848,6 +850,8 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
   const notifier = new SyncNotifier(ctx.redis, ctx.keys);
   const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES });
   const gate = new ComputeGate(MAX_CONCURRENT_COMPUTES);
+  /** Per device: the token of the last answer this front gave, the change mark taken before computing it, and the rooms it listened to. */
+  const lastAnswers = new Map<string, { token: string; mark: number; listen: string[] }>();
   ctx.closers?.push(() => notifier.close());
 
   clientRoute(front, 'GET', '/sync', async (req: Request) => {
@@ -865,20 +869,38 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
     // An initial or full-state sync answers at once; otherwise an empty answer waits.
     const waits = since !== null && !fullState && timeout > 0;
     let waiter: SyncWaiter | null = null;
+    const deviceKey = `${user.userId}\u0000${user.deviceId}`;
+    const answered = (r: Computed, mark: number) => {
+      lastAnswers.delete(deviceKey);
+      if (lastAnswers.size >= LAST_ANSWERS_MAX) lastAnswers.delete(lastAnswers.keys().next().value!);
+      lastAnswers.set(deviceKey, { token: String(r.body.next_batch), mark, listen: r.listen });
+      return { body: r.body };
+    };
     try {
       if (waits) waiter = await notifier.waiter(user.userId);
       const deadline = Date.now() + timeout;
+      // The next poll of a sync loop: when nothing concerning this user has been notified since this
+      // front computed the answer that gave this token, computing now would find nothing — wait
+      // first. The answer itself is always computed (when woken, or once at the timeout).
+      const last = lastAnswers.get(deviceKey);
+      if (waiter && last && last.token === req.query.since && notifier.unchangedSince(user.userId, last.listen, last.mark)) {
+        waiter.setRooms(last.listen);
+        await waiter.wait(deadline - Date.now(), req.signal);
+        if (req.signal.aborted) return { body: { next_batch: req.query.since } };
+      }
       for (;;) {
+        let mark = 0;
         const r = await gate.run((outside) => {
           // Cleared when the computation starts, not when it queues: a poke while queued is
           // covered by this computation (it reads after the poke's data committed).
           if (waiter) waiter.dirty = false;
+          mark = notifier.changeMark;
           return computeSync(ctx, index, user, { ...params, outside });
         });
-        if (!waiter || !r.empty || req.signal.aborted || Date.now() >= deadline) return { body: r.body };
+        if (!waiter || !r.empty || req.signal.aborted || Date.now() >= deadline) return answered(r, mark);
         waiter.setRooms(r.listen);
         await waiter.wait(deadline - Date.now(), req.signal);
-        if (req.signal.aborted || (!waiter.dirty && Date.now() >= deadline)) return { body: r.body };
+        if (req.signal.aborted || (!waiter.dirty && Date.now() >= deadline)) return answered(r, mark);
       }
     } finally {
       waiter?.close();
