@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { startAxonBench, type AxonBench } from './lib/axon-bench-cluster';
 import { pool, round, sleep, table } from './lib/bench-util';
 import { C, Deliveries, MatrixLoad, enc, newAgent, ratePhase as runRatePhase, startSyncLoops as runSyncLoops, type RatePhase, type SendPick, type User } from './lib/matrix-load';
-import { rssKb } from './lib/proc-stats';
+import { cpuSeconds, rssKb } from './lib/proc-stats';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const PHASE_SECONDS = Number(process.env.BENCH_PHASE_SECONDS ?? 10);
@@ -174,12 +174,19 @@ async function benchBigRoom(): Promise<void> {
   log(`(b) setup ${round(setupSeconds)} s: ${members.length} members (register ${round(registerSeconds)} s for ${users.length + 1}, join ${round(joinSeconds)} s)`);
   const poller = startSyncLoops(members, sinces, newAgent(members.length + 10));
   await sleep(2000);
-  const phases: RatePhase[] = [];
+  const phases: (RatePhase & { cpuMsPerDelivery: Record<string, number> })[] = [];
+  // CPU per delivered message for each part of the server: robust to a busy machine in a way
+  // latencies are not (contention inflates it a little, but does not turn waiting into cost).
+  const roles = (): Record<string, number[]> => ({ front: axon!.frontPids, workers: axon!.workerPids, redis: [axon!.redisPid] });
+  const cpu = () => Object.fromEntries(Object.entries(roles()).map(([role, pids]) => [role, pids.reduce((a, pid) => a + (cpuSeconds(pid) ?? 0), 0)]));
   for (const rate of [10, 50]) {
     log(`(b) ${rate} msg/s for ${PHASE_SECONDS} s to ${members.length} members`);
+    const before = cpu();
     const p = await ratePhase(rate, () => ({ user: members[Math.floor(Math.random() * members.length)]!, roomId, members: members.length }));
-    phases.push(p);
-    log(`(b) ${rate} msg/s: delivery p50 ${p.deliveryP50ms} ms p99 ${p.deliveryP99ms} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}`);
+    const after = cpu();
+    const cpuMsPerDelivery = Object.fromEntries(Object.keys(after).map((role) => [role, round(((after[role]! - before[role]!) * 1000) / Math.max(1, p.deliveries), 3)]));
+    phases.push({ ...p, cpuMsPerDelivery });
+    log(`(b) ${rate} msg/s: delivery p50 ${p.deliveryP50ms} ms p99 ${p.deliveryP99ms} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}; CPU ms per delivery ${JSON.stringify(cpuMsPerDelivery)}`);
   }
   const syncErrors = poller.errors();
   await poller.stop();
@@ -241,6 +248,9 @@ function report(): void {
   if (b) {
     out.push(`\n(b) one room, ${b.members} syncing members (asked ${b.requestedMembers}); setup ${b.setupSeconds} s (register ${b.registered} in ${b.registerSeconds} s, join ${b.joinSeconds} s); sync errors ${b.syncErrors}`);
     out.push(table(b.phases as unknown as Record<string, unknown>[], cols));
+    for (const ph of b.phases as (RatePhase & { cpuMsPerDelivery?: Record<string, number> })[]) {
+      if (ph.cpuMsPerDelivery) out.push(`  ${ph.targetRate} msg/s: server CPU ms per delivered message: ${Object.entries(ph.cpuMsPerDelivery).map(([role, ms]) => `${role} ${ms}`).join(', ')}`);
+    }
   }
   const c = results.c_initial_sync as { rooms: number; setupSeconds: number; variants: Record<string, unknown>[] } | undefined;
   if (c) {

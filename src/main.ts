@@ -40,6 +40,9 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
   log.info({ key_id: keys[0]!.keyId, public_key: keys[0]!.publicKeyBase64 }, 'signing key loaded');
 
   const workerRedis = connectRedis(target);
+  // The readers get a connection of their own: the push evaluator's writes for a big room are many
+  // commands, and on a shared connection every actor commit would queue behind them.
+  const readerRedis = connectRedis(target);
   const worker = new Worker({
     redis: workerRedis,
     keys: new KeySpace(config.redis.keyPrefix),
@@ -51,7 +54,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     log,
     notify: workerSyncNotify(workerRedis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(workerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName }),
+    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName }),
   });
   await worker.start();
   const front = await startFront(config, redis, keys, log, 'main');
@@ -65,6 +68,8 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
       await front.close();
       await worker.stop();
       redis.disconnect();
+      workerRedis.disconnect();
+      readerRedis.disconnect();
       if (managed?.started) await managed.stop();
     },
   };

@@ -20,6 +20,9 @@ async function main(): Promise<void> {
   const workerId = argValue('--id') ?? process.env.AXON_WORKER_ID ?? `w-${process.pid}`;
   const log = createLogger(config.logLevel, `worker-${workerId}`);
   const redis = connectRedis(redisTargetFor(config));
+  // The readers get a connection of their own: the push evaluator's writes for a big room are many
+  // commands, and on a shared connection every actor commit would queue behind them.
+  const readerRedis = connectRedis(redisTargetFor(config));
   const worker: Worker = new Worker({
     redis,
     keys: new KeySpace(config.redis.keyPrefix),
@@ -33,12 +36,13 @@ async function main(): Promise<void> {
     onStopRequested: () => void shutdown(),
     notify: workerSyncNotify(redis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(redis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName }),
+    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName }),
   });
   const shutdown = onShutdown(async () => {
     log.info({ worker: workerId }, 'stopping');
     await worker.stop();
     redis.disconnect();
+    readerRedis.disconnect();
   });
   await worker.start();
   log.info({ worker: workerId, shards: worker.owned().length }, 'worker started');
