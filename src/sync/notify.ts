@@ -81,6 +81,26 @@ export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: Commit
   };
 }
 
+/**
+ * A sync's window ends at its cut's millisecond (`[since, <cutMs>-0)`), so a commit in that same
+ * millisecond — before TIME answered — belongs to the next window even though its notification may
+ * already have come. A commit more than a millisecond before the computation started is in an
+ * earlier millisecond; within this margin, a notification counts as possibly after the cut.
+ */
+export const SAME_MS_MARGIN = 2;
+
+/** A notification's number and when it arrived (`performance.now()`). */
+interface Change {
+  seq: number;
+  at: number;
+}
+
+/** Taken before computing an answer (`SyncNotifier.changeMark`). */
+export interface ChangeMark {
+  seq: number;
+  at: number;
+}
+
 /** Users and rooms whose last change a front remembers (each map); beyond, the oldest are forgotten. */
 const CHANGE_TRACKING_MAX = 200_000;
 
@@ -103,9 +123,13 @@ export class SyncWaiter {
     this.owner.setRooms(this, new Set(rooms));
   }
 
+  /** When it was last poked (`performance.now()`; -Infinity: never). */
+  lastPokeAt = Number.NEGATIVE_INFINITY;
+
   /** Wake it (a notification matched). */
   poke(): void {
     this.dirty = true;
+    this.lastPokeAt = performance.now();
     const w = this.wakeUp;
     this.wakeUp = null;
     w?.();
@@ -153,8 +177,8 @@ export class SyncNotifier {
    */
   private seq = 0;
   private floor = Number.POSITIVE_INFINITY;
-  private readonly lastByUser = new Map<string, number>();
-  private readonly lastByRoom = new Map<string, number>();
+  private readonly lastByUser = new Map<string, Change>();
+  private readonly lastByRoom = new Map<string, Change>();
 
   constructor(
     private readonly redis: RedisClient,
@@ -187,9 +211,9 @@ export class SyncNotifier {
 
   private subscribed = false;
 
-  /** The current change number: take it before computing an answer, to ask `unchangedSince` later. */
-  get changeMark(): number {
-    return this.seq;
+  /** The current change mark: take it before computing an answer, to ask `unchangedSince` later. */
+  get changeMark(): ChangeMark {
+    return { seq: this.seq, at: performance.now() };
   }
 
   /**
@@ -198,23 +222,24 @@ export class SyncNotifier {
    * answer computed from then on would have nothing new. (A commit's notification comes after
    * the commit; one that came before the mark was taken committed before the answer's cut.)
    */
-  unchangedSince(userId: string, rooms: Iterable<string>, mark: number): boolean {
-    if (mark < this.floor) return false;
-    if ((this.lastByUser.get(userId) ?? 0) > mark) return false;
-    for (const r of rooms) if ((this.lastByRoom.get(r) ?? 0) > mark) return false;
+  unchangedSince(userId: string, rooms: Iterable<string>, mark: ChangeMark): boolean {
+    if (mark.seq < this.floor) return false;
+    const changedAfter = (c: Change | undefined) => !!c && (c.seq > mark.seq || c.at > mark.at - SAME_MS_MARGIN);
+    if (changedAfter(this.lastByUser.get(userId))) return false;
+    for (const r of rooms) if (changedAfter(this.lastByRoom.get(r))) return false;
     return true;
   }
 
-  private noteChange(map: Map<string, number>, key: string, seq: number): void {
+  private noteChange(map: Map<string, Change>, key: string, change: Change): void {
     map.delete(key); // oldest first, for trimming
-    map.set(key, seq);
+    map.set(key, change);
     if (map.size > CHANGE_TRACKING_MAX) {
       // Forget the oldest half; anything they could have answered now counts as changed.
       let drop = map.size - CHANGE_TRACKING_MAX / 2;
       for (const [k, v] of map) {
         if (drop-- <= 0) break;
         map.delete(k);
-        this.floor = Math.max(this.floor, v + 1);
+        this.floor = Math.max(this.floor, v.seq + 1);
       }
     }
   }
@@ -254,9 +279,9 @@ export class SyncNotifier {
     if (!n) return;
     if (Array.isArray(n.evaluated)) for (const e of n.evaluated) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.pushProgress.advance(e.shard, e.upto);
     if (n.users?.length || n.rooms?.length) {
-      const seq = ++this.seq;
-      for (const u of n.users ?? []) this.noteChange(this.lastByUser, u, seq);
-      for (const r of n.rooms ?? []) this.noteChange(this.lastByRoom, r, seq);
+      const change = { seq: ++this.seq, at: performance.now() };
+      for (const u of n.users ?? []) this.noteChange(this.lastByUser, u, change);
+      for (const r of n.rooms ?? []) this.noteChange(this.lastByRoom, r, change);
     }
     for (const u of n.users ?? []) for (const w of [...(this.byUser.get(u) ?? [])]) w.poke();
     for (const r of n.rooms ?? []) {

@@ -1,10 +1,10 @@
 /** The /sync notifier: one subscription per front, exact wake-ups, aborted waits removed at once. */
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { inject } from 'vitest';
 import { KeySpace } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
-import { SyncNotifier, workerSyncNotify } from '../../src/sync/notify';
+import { SAME_MS_MARGIN, SyncNotifier, workerSyncNotify } from '../../src/sync/notify';
 
 let redis: RedisClient;
 let keys: KeySpace;
@@ -86,14 +86,31 @@ describe('SyncNotifier', () => {
     publish({ kind: 'room', actorId: '!m2:x', outputs: [], family: 'room', shard: 0 });
     await w.wait(5000);
     expect(notifier.unchangedSince('@m:x', ['!m1:x', '!m2:x'], mark)).toBe(false);
-    // The user named (a device change fanned out, an invite): changed; a later mark is clean again.
+    // A mark taken within SAME_MS_MARGIN of a notification does not trust it (its commit may share
+    // the cut's millisecond); one taken later does.
+    await new Promise((r) => setTimeout(r, 5));
     const mark2 = notifier.changeMark;
     expect(notifier.unchangedSince('@m:x', ['!m1:x', '!m2:x'], mark2)).toBe(true);
+    // The user named (a device change fanned out, an invite): changed.
     w.dirty = false;
     publish({ kind: 'user', actorId: '@m:x', outputs: [], family: 'user', shard: 0 });
     await w.wait(5000);
     w.close();
     expect(notifier.unchangedSince('@m:x', [], mark2)).toBe(false);
+  });
+
+  it('does not trust a notification that came within the same-millisecond margin of the mark', () => {
+    const now = vi.spyOn(performance, 'now').mockReturnValue(1_000_000);
+    try {
+      (notifier as unknown as { deliver(m: string): void }).deliver(JSON.stringify({ rooms: ['!q:x'] }));
+      const seq = notifier.changeMark.seq;
+      // A mark 1 ms after the notification: the commit may share the cut's millisecond.
+      expect(notifier.unchangedSince('@q:x', ['!q:x'], { seq, at: 1_000_001 })).toBe(false);
+      // Past the margin: the commit is in an earlier millisecond than any cut taken after the mark.
+      expect(notifier.unchangedSince('@q:x', ['!q:x'], { seq, at: 1_000_000 + SAME_MS_MARGIN + 1 })).toBe(true);
+    } finally {
+      now.mockRestore();
+    }
   });
 
   it('trusts no mark taken before its subscription was up', async () => {

@@ -56,9 +56,10 @@ import type { Cluster } from 'ioredis';
 import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { shardOf } from '../../runtime/shards';
 import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../../readers/membership-index';
-import { SYNC_OUTBOX_RETENTION_MS, SyncNotifier, type SyncWaiter } from '../../sync/notify';
+import { SAME_MS_MARGIN, SYNC_OUTBOX_RETENTION_MS, SyncNotifier, type ChangeMark, type SyncWaiter } from '../../sync/notify';
 import { OutboxWindowCache, decodedBody } from '../../sync/outbox-cache';
 import { ComputeGate } from '../../sync/compute-gate';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { laterId, type PushProgress } from '../../sync/push-progress';
 import { encodeSyncToken, parseSyncToken } from '../../sync/token';
 import { ackToDevice, readToDevice } from '../../sync/to-device';
@@ -851,7 +852,7 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
   const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES });
   const gate = new ComputeGate(MAX_CONCURRENT_COMPUTES);
   /** Per device: the token of the last answer this front gave, the change mark taken before computing it, and the rooms it listened to. */
-  const lastAnswers = new Map<string, { token: string; mark: number; listen: string[] }>();
+  const lastAnswers = new Map<string, { token: string; mark: ChangeMark; listen: string[] }>();
   ctx.closers?.push(() => notifier.close());
 
   clientRoute(front, 'GET', '/sync', async (req: Request) => {
@@ -870,7 +871,7 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
     const waits = since !== null && !fullState && timeout > 0;
     let waiter: SyncWaiter | null = null;
     const deviceKey = `${user.userId}\u0000${user.deviceId}`;
-    const answered = (r: Computed, mark: number) => {
+    const answered = (r: Computed, mark: ChangeMark) => {
       lastAnswers.delete(deviceKey);
       if (lastAnswers.size >= LAST_ANSWERS_MAX) lastAnswers.delete(lastAnswers.keys().next().value!);
       lastAnswers.set(deviceKey, { token: String(r.body.next_batch), mark, listen: r.listen });
@@ -889,7 +890,7 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
         if (req.signal.aborted) return { body: { next_batch: req.query.since } };
       }
       for (;;) {
-        let mark = 0;
+        let mark: ChangeMark = { seq: 0, at: 0 };
         const r = await gate.run((outside) => {
           // Cleared when the computation starts, not when it queues: a poke while queued is
           // covered by this computation (it reads after the poke's data committed).
@@ -899,6 +900,12 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
         });
         if (!waiter || !r.empty || req.signal.aborted || Date.now() >= deadline) return answered(r, mark);
         waiter.setRooms(r.listen);
+        if (waiter.lastPokeAt > mark.at - SAME_MS_MARGIN) {
+          // Poked just before (or while) computing: what woke it may have committed in the cut's
+          // own millisecond, which this window left out. Look again once the clock has moved on.
+          await sleep(SAME_MS_MARGIN);
+          continue;
+        }
         await waiter.wait(deadline - Date.now(), req.signal);
         if (req.signal.aborted || (!waiter.dirty && Date.now() >= deadline)) return answered(r, mark);
       }
