@@ -12,6 +12,14 @@
  * most. An event then costs one in-memory walk over each member's rules; only the users it
  * notifies cost Redis work (their receipts, one script call each).
  *
+ * Progress: after each batch of a room shard's outbox entries, once all its writes are done, the
+ * reader stores the id of the batch's last entry (`pushData.evaluatedUpTo` on that room shard,
+ * push-progress-1.lua: it never moves back, as a batch redelivered after a handoff may finish
+ * late) and publishes it on the /sync channel (`{evaluated: [{shard, upto}]}`). A /sync that sends
+ * a room's new events waits until the evaluator got that far before it reads the room's counts,
+ * so the counts come with the events that changed them. Every batch records its progress, those
+ * that notify no one too: it is what /sync waits for.
+ *
  * Only events in the room's timeline reach the outbox (rejected, soft-failed and outlier events
  * never do). The room actor has no backfill yet: when it gets one, backfilled events must be
  * marked on their output entries and skipped here, as Synapse does not notify for them.
@@ -148,7 +156,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
 
   protected async apply(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
     // Recording is not awaited event by event: a batch's writes go out together (one round trip and
-    // one AOF fsync for many instead of one each), and are all done before the batch is acknowledged.
+    // one AOF fsync for many instead of one each), and are all done before the progress is recorded
+    // and the batch acknowledged.
     const batch: Batch = { writes: [], users: new Set(), receipts: new Map() };
     try {
       for (const { id, entry } of entries) {
@@ -160,6 +169,20 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       // /sync answers computed on the events' own wake-ups may have missed these counts: wake the users again.
       if (batch.users.size) await this.redis.publish(this.keys.syncNotify(), encodeNotification({ users: [...batch.users] })).catch(() => undefined);
     }
+    const last = entries[entries.length - 1];
+    if (last) await this.recordProgress(shard, last.id);
+  }
+
+  /**
+   * The batch ending at entry `upto` is done (its writes flushed): store and announce how far the
+   * shard is evaluated. A failure fails the batch, which is then applied again (idempotent) — /sync
+   * waits for this id, so it must not be skipped.
+   */
+  private async recordProgress(shard: number, upto: string): Promise<void> {
+    const stored = await runScript(this.redis, 'pushProgress', [this.roomKey(shard, pushData.evaluatedUpTo())], [upto]);
+    // Another holder already got further (this batch was redelivered): it announced that.
+    if (stored !== upto) return;
+    await this.redis.publish(this.keys.syncNotify(), encodeNotification({ evaluated: [{ shard, upto }] })).catch(() => undefined);
   }
 
   private async applyEntry(shard: number, id: string, entry: OutboxEntry | null, batch: Batch): Promise<void> {

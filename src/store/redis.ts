@@ -26,6 +26,7 @@ const SCRIPTS = {
   membershipIndex: 'membership-index-1.lua',
   timersFire: 'timers-fire-1.lua',
   pushRecord: 'push-record-1.lua',
+  pushProgress: 'push-progress-1.lua',
   rateLimit: 'rate-limit-1.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;

@@ -1,0 +1,224 @@
+/**
+ * The push evaluator reader on real Redis, single server and the test setup's 3-master Cluster:
+ * one room of 600 local members laid out as the room actor stores it, outbox entries appended as
+ * the room actor appends them, and what the reader records read back the way /sync reads it
+ * (`unreadCounts`) — for every member. Also: the progress it records per room shard
+ * (`pushData.evaluatedUpTo`, and the `evaluated` notification), which never moves back, and
+ * replays that change nothing.
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import pino from 'pino';
+import type { JsonObject } from '../../src/protocol/json';
+import { stateKeyOf } from '../../src/protocol/pdu';
+import { NOTIFICATIONS_KEPT, PushEvaluatorReader, notificationMember } from '../../src/readers/push-evaluator';
+import { shardOf } from '../../src/runtime/shards';
+import { encode } from '../../src/store/codec';
+import { KeySpace, PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData } from '../../src/store/keys';
+import { receiptField } from '../../src/store/read-receipts';
+import { connectRedis, isCluster, runScript, subscriberClient, type RedisClient } from '../../src/store/redis';
+import { decodeNotification, type SyncNotification } from '../../src/sync/notify';
+import { unreadCounts, type UnreadCounts } from '../../src/sync/unread-counts';
+
+const SERVER = 'pe.test';
+const MEMBERS = 600;
+const shardCounts = { room: 8, user: 16 };
+const users = Array.from({ length: MEMBERS }, (_, i) => `@u${i}:${SERVER}`);
+const [sender, mentioned, readUpToFirst, joinedLate, fullList] = [users[0]!, users[7]!, users[5]!, users[9]!, users[11]!];
+
+const c = (notification_count: number, highlight_count: number, threads?: Record<string, UnreadCounts>): UnreadCounts =>
+  threads ? { notification_count, highlight_count, threads } : { notification_count, highlight_count };
+
+const targets: [string, () => RedisClient][] = [
+  ['a single Redis', () => connectRedis({ url: inject('redisUrl') })],
+  ['a Redis Cluster', () => connectRedis({ clusterNodes: inject('redisClusterNodes') })],
+];
+
+describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
+  let redis: RedisClient;
+  let sub: Redis;
+  let reader: PushEvaluatorReader;
+  const heard: SyncNotification[] = [];
+  const keys = new KeySpace(`pe${process.pid}${Date.now() % 100000}${Math.random().toString(36).slice(2, 6)}:`);
+  const room = `!big:${SERVER}`;
+  const shard = shardOf(room, shardCounts.room);
+  const roomKeys = keys.shard('room', shard);
+  const userKey = (u: string, name: string) => keys.shard('user', shardOf(u, shardCounts.user)).data(name);
+  const ctx = () => ({ redis, keys, shardCounts });
+  let pos = 2;
+
+  const stored = (raw: JsonObject, p: number) => encode({ j: JSON.stringify(raw), p, d: p, sb: 0, sa: 0 });
+  /** Append an event to the room's outbox as the room actor does (the event stored too); its entry id. */
+  async function append(event: JsonObject): Promise<{ eventId: string; pos: number; entry: string }> {
+    pos++;
+    const eventId = `$e${pos}`;
+    const raw = { room_id: room, origin_server_ts: 1, ...event, event_id: eventId };
+    await redis.set(roomKeys.data(roomData.event(eventId)), stored(raw, pos));
+    await redis.zadd(roomKeys.data(roomData.timeline(room)), pos, eventId);
+    const entry = (await redis.xadd(roomKeys.outbox, '*', 'a', room, 'k', 'room', 'b', encode({ roomId: room, eventId, pos, event: raw })))!;
+    return { eventId, pos, entry };
+  }
+  const message = (from: string, content: JsonObject = {}): JsonObject => ({ type: 'm.room.message', sender: from, content: { msgtype: 'm.text', body: 'hello', ...content } });
+
+  /** Wake the reader until it has read and acknowledged everything in the outbox. */
+  async function idle(): Promise<void> {
+    const last = (await redis.xrevrange(roomKeys.outbox, '+', '-', 'COUNT', 1))[0]![0];
+    const until = Date.now() + 20_000;
+    for (;;) {
+      reader.wake(shard);
+      const groups = (await redis.xinfo('GROUPS', roomKeys.outbox)) as unknown[][];
+      const g = groups.map((a) => ({ name: String(a[1]), pending: Number(a[5]), last: String(a[7]) })).find((x) => x.name === PUSH_EVALUATOR_GROUP);
+      if (g && g.pending === 0 && g.last === last) return;
+      if (Date.now() > until) throw new Error('push evaluator did not finish');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  const progress = () => redis.get(roomKeys.data(pushData.evaluatedUpTo()));
+  async function eventually<T>(read: () => T | Promise<T>, expected: T): Promise<void> {
+    const until = Date.now() + 10_000;
+    for (;;) {
+      const got = await read();
+      try {
+        expect(got).toEqual(expected);
+        return;
+      } catch (e) {
+        if (Date.now() > until) throw e;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Every member's counts (threads apart), and the size of every member's notification list. */
+  async function everyone(): Promise<{ counts: Map<string, UnreadCounts>; lists: Map<string, number> }> {
+    const counts = new Map<string, UnreadCounts>();
+    const lists = new Map<string, number>();
+    for (let i = 0; i < users.length; i += 50) {
+      await Promise.all(
+        users.slice(i, i + 50).map(async (u) => {
+          counts.set(u, (await unreadCounts(ctx(), u, [room], { threads: true })).get(room)!);
+          lists.set(u, await redis.zcard(userKey(u, pushData.notifications(u))));
+        }),
+      );
+    }
+    return { counts, lists };
+  }
+
+  let first: { eventId: string; pos: number; entry: string };
+  let mention: { eventId: string; pos: number; entry: string };
+  let reply: { eventId: string; pos: number; entry: string };
+  let edit: { eventId: string; pos: number; entry: string };
+
+  beforeAll(async () => {
+    redis = connect();
+    // The room as the room actor stores it: create and power levels events, members, state, timeline.
+    const create: JsonObject = { type: 'm.room.create', state_key: '', sender, room_id: room, content: { room_version: '10', creator: sender } };
+    const pl: JsonObject = { type: 'm.room.power_levels', state_key: '', sender, room_id: room, content: { users: { [sender]: 100 } } };
+    await redis.set(roomKeys.data(roomData.event('$create')), stored(create, 1));
+    await redis.set(roomKeys.data(roomData.event('$pl')), stored(pl, 2));
+    await redis.hset(roomKeys.data(roomData.state(room)), stateKeyOf('m.room.create', ''), '$create', stateKeyOf('m.room.power_levels', ''), '$pl');
+    await redis.hset(roomKeys.data(roomData.members(room)), ...users.flatMap((u) => [u, 'join']));
+    await redis.zadd(roomKeys.data(roomData.timeline(room)), 1, '$create', 2, '$pl');
+
+    sub = subscriberClient(redis);
+    sub.on('message', (_ch: string, msg: string) => {
+      const n = decodeNotification(msg);
+      if (n) heard.push(n);
+    });
+    await sub.subscribe(keys.syncNotify());
+    reader = new PushEvaluatorReader(redis, keys, shardCounts, SERVER, 'test', pino({ level: 'silent' }));
+  });
+
+  afterAll(async () => {
+    await reader?.stop();
+    sub?.disconnect();
+    redis?.disconnect();
+  });
+
+  it('records every notified member of a 600-member room, each with their own receipts, membership and list', async () => {
+    // Before the events: one member joined later (their membership row), one has a full list.
+    await redis.hset(userKey(joinedLate, membershipIndexData.rooms(joinedLate)), room, '4:join');
+    const old = Array.from({ length: NOTIFICATIONS_KEPT }, (_, i) => notificationMember('!old:x', `$old${i}`));
+    await redis.zadd(userKey(fullList, pushData.notifications(fullList)), ...old.flatMap((m, i) => [i + 1, m]));
+    await redis.hset(userKey(fullList, pushData.notificationData(fullList)), ...old.flatMap((m) => [m, '{}']));
+
+    first = await append(message(sender));
+    // Read by one member once the first event is in (the receipt actor's doing).
+    await redis.hset(roomKeys.data(roomData.receipts(room)), receiptField('m.read', '', readUpToFirst), JSON.stringify({ event_id: first.eventId, ts: 1, pos: first.pos }));
+    mention = await append(message(sender, { body: 'look', 'm.mentions': { user_ids: [mentioned] } }));
+    reply = await append(message(users[1]!, { body: 'in thread', 'm.relates_to': { rel_type: 'm.thread', event_id: first.eventId, is_falling_back: true, 'm.in_reply_to': { event_id: first.eventId } } }));
+    edit = await append(message(sender, { body: '* fixed', 'm.new_content': { msgtype: 'm.text', body: 'fixed' }, 'm.relates_to': { rel_type: 'm.replace', event_id: mention.eventId } }));
+
+    reader.attach(shard);
+    await idle();
+    const { counts, lists } = await everyone();
+    const thread = (n: number) => ({ [first.eventId]: c(n, 0) });
+    for (const u of users) {
+      let expected: UnreadCounts;
+      if (u === sender) expected = c(0, 0, thread(1));
+      else if (u === users[1]) expected = c(2, 0); // sent the reply
+      else if (u === mentioned) expected = c(2, 1, thread(1));
+      else if (u === readUpToFirst) expected = c(1, 0, thread(1));
+      else if (u === joinedLate) expected = c(0, 0, thread(1)); // joined at 4: after the first two
+      else expected = c(2, 0, thread(1));
+      expect(counts.get(u), u).toEqual(expected);
+      const listed = u === fullList ? NOTIFICATIONS_KEPT : u === sender ? 1 : u === users[1] ? 2 : 3;
+      expect(lists.get(u), u).toBe(listed);
+    }
+    // The full list lost its three oldest, details included.
+    expect(await redis.zrange(userKey(fullList, pushData.notifications(fullList)), -3, -1)).toEqual([first, mention, reply].map((e) => notificationMember(room, e.eventId)));
+    expect(await redis.zscore(userKey(fullList, pushData.notifications(fullList)), old[2]!)).toBeNull();
+    expect(await redis.hexists(userKey(fullList, pushData.notificationData(fullList)), old[2]!)).toBe(0);
+    expect(await redis.hlen(userKey(fullList, pushData.notificationData(fullList)))).toBe(NOTIFICATIONS_KEPT);
+    // Each member's details are their own: the mentioned member's highlight.
+    const details = (u: string, e: string) => redis.hget(userKey(u, pushData.notificationData(u)), notificationMember(room, e)).then((s) => JSON.parse(s!));
+    expect(await details(mentioned, mention.eventId)).toMatchObject({ pos: mention.pos, thread: null, highlight: true });
+    expect(await details(users[2]!, mention.eventId)).toMatchObject({ pos: mention.pos, thread: null, highlight: false, actions: ['notify'] });
+    expect(await details(users[2]!, reply.eventId)).toMatchObject({ pos: reply.pos, thread: first.eventId });
+    expect(await redis.zrange(userKey(mentioned, pushData.highlights(mentioned)), 0, -1)).toEqual([notificationMember(room, mention.eventId)]);
+
+    // How far the evaluator got: the last entry, stored and announced.
+    expect(await progress()).toBe(edit.entry);
+    await eventually(() => heard.some((n) => n.evaluated?.some((e) => e.shard === shard && e.upto === edit.entry)), true);
+  });
+
+  it('records progress for batches that notify no one', async () => {
+    const quiet = await append(message(sender, { body: '* again', 'm.new_content': { msgtype: 'm.text', body: 'again' }, 'm.relates_to': { rel_type: 'm.replace', event_id: mention.eventId } }));
+    await idle();
+    expect(await progress()).toBe(quiet.entry);
+    await eventually(() => heard.some((n) => n.evaluated?.some((e) => e.upto === quiet.entry)), true);
+  });
+
+  it('replaying the whole outbox changes nothing, and the progress does not move back', async () => {
+    const before = await everyone();
+    const lastBefore = await progress();
+    const dataBefore = await redis.hgetall(userKey(users[2]!, pushData.notificationData(users[2]!)));
+    // A later holder's progress already stored.
+    const [ms] = lastBefore!.split('-');
+    const later = `${Number(ms) + 1}-0`;
+    await redis.set(roomKeys.data(pushData.evaluatedUpTo()), later);
+    await redis.xgroup('SETID', roomKeys.outbox, PUSH_EVALUATOR_GROUP, '0');
+    heard.length = 0;
+    await idle();
+    expect(await everyone()).toEqual(before);
+    expect(await redis.hgetall(userKey(users[2]!, pushData.notificationData(users[2]!)))).toEqual(dataBefore);
+    expect(await progress()).toBe(later);
+    // Nothing announced: the replayed batch did not get as far as what is stored.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(heard.filter((n) => n.evaluated)).toEqual([]);
+  });
+
+  it('compares stream ids as numbers, ms then sequence', async () => {
+    const key = roomKeys.data('pushev:test');
+    const advance = (id: string) => runScript(redis, 'pushProgress', [key], [id]);
+    expect(await advance('999-5')).toBe('999-5');
+    expect(await advance('1000-0')).toBe('1000-0'); // longer ms, though '1000' < '999' as text
+    expect(await advance('999-9')).toBe('1000-0');
+    expect(await advance('1000-9')).toBe('1000-9');
+    expect(await advance('1000-10')).toBe('1000-10'); // seq 10 > 9, though '10' < '9' as text
+    expect(await advance('1000-10')).toBe('1000-10');
+    expect(await advance('1000-2')).toBe('1000-10');
+    await expect(advance('nonsense')).rejects.toThrow(/not a stream id/);
+    expect(await redis.get(key)).toBe('1000-10');
+    expect(isCluster(redis)).toBe(_name.includes('Cluster'));
+  });
+});
