@@ -17,8 +17,9 @@
  * push-progress-1.lua: it never moves back, as a batch redelivered after a handoff may finish
  * late) and publishes it on the /sync channel (`{evaluated: [{shard, upto}]}`). A /sync that sends
  * a room's new events waits until the evaluator got that far before it reads the room's counts,
- * so the counts come with the events that changed them. Every batch records its progress, those
- * that notify no one too: it is what /sync waits for.
+ * so the counts come with the events that changed them; nothing else tells a user their counts
+ * changed (no feed entry, no wake-up per user). Every batch records its progress, those that
+ * notify no one too: it is what /sync waits for.
  *
  * Only events in the room's timeline reach the outbox (rejected, soft-failed and outlier events
  * never do). The room actor has no backfill yet: when it gets one, backfilled events must be
@@ -45,7 +46,6 @@ import { decode } from '../store/codec';
 import { PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData, type KeySpace } from '../store/keys';
 import { runScript, subscriberClient, type RedisClient } from '../store/redis';
 import { decodeNotification, encodeNotification } from '../sync/notify';
-import { FEED_MAXLEN } from './user-fanout';
 import { OutboxGroupReader } from './outbox-group-reader';
 import { readFields, readPositions } from '../store/read-receipts';
 
@@ -158,17 +158,12 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     // Recording is not awaited event by event: a batch's writes go out together (one round trip and
     // one AOF fsync for many instead of one each), and are all done before the progress is recorded
     // and the batch acknowledged.
-    const batch: Batch = { writes: [], users: new Set(), receipts: new Map() };
-    try {
-      for (const { id, entry } of entries) {
-        await this.applyEntry(shard, id, entry, batch);
-        if (batch.writes.length >= MAX_WRITES_IN_FLIGHT) await flush(batch);
-      }
-      await flush(batch);
-    } finally {
-      // /sync answers computed on the events' own wake-ups may have missed these counts: wake the users again.
-      if (batch.users.size) await this.redis.publish(this.keys.syncNotify(), encodeNotification({ users: [...batch.users] })).catch(() => undefined);
+    const batch: Batch = { writes: [], receipts: new Map() };
+    for (const { id, entry } of entries) {
+      await this.applyEntry(shard, id, entry, batch);
+      if (batch.writes.length >= MAX_WRITES_IN_FLIGHT) await flush(batch);
     }
+    await flush(batch);
     const last = entries[entries.length - 1];
     if (last) await this.recordProgress(shard, last.id);
   }
@@ -252,7 +247,6 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       batch.receipts.set(out.roomId, receipts);
     }
     notified.forEach(({ userId, result }) => {
-      batch.users.add(userId);
       const read = readPositions(readFields(userId, thread).map((f) => receipts.get(f) ?? null), thread);
       const member = notificationMember(out.roomId, out.eventId);
       const details: NotificationDetails = { pos: out.pos, thread, actions: result.actions, highlight: result.highlight, ts: entryMs };
@@ -270,14 +264,9 @@ export class PushEvaluatorReader extends OutboxGroupReader {
         ],
         [out.pos, out.eventId, thread ?? '', result.highlight ? '1' : '0', member, score, JSON.stringify(details), read.main, read.unthreaded, read.thread, NOTIFICATIONS_KEPT, out.roomId],
       );
-      // The room's counts changed after the event's own outbox entry: say so in the user's feed,
-      // so the sync that covers this moment sends the room's new counts (src/sync/device-lists.ts).
-      // Issued after the script on the same connection, so Redis runs it after the counts changed.
-      const mark = this.redis.xadd(this.userKey(userId, userData.feed(userId)), 'MAXLEN', '~', FEED_MAXLEN, '*', 'k', 'n', 'u', out.roomId);
-      // Awaited by flush(); the no-op handlers only keep a failure from counting as unhandled until then.
+      // Awaited by flush(); the no-op handler only keeps a failure from counting as unhandled until then.
       write.catch(() => undefined);
-      mark.catch(() => undefined);
-      batch.writes.push(write, mark);
+      batch.writes.push(write);
     });
   }
 
@@ -471,10 +460,9 @@ function roomLookup(room: RoomCache): StateLookup {
   };
 }
 
-/** Writes of one batch of outbox entries, and the users they concern. */
+/** Writes of one batch of outbox entries. */
 interface Batch {
   writes: Promise<unknown>[];
-  users: Set<string>;
   /** Receipts hashes of the batch's rooms, as read at their first event. */
   receipts: Map<string, Map<string, string>>;
 }

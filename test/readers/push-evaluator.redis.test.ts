@@ -14,7 +14,7 @@ import { stateKeyOf } from '../../src/protocol/pdu';
 import { NOTIFICATIONS_KEPT, PushEvaluatorReader, notificationMember } from '../../src/readers/push-evaluator';
 import { shardOf } from '../../src/runtime/shards';
 import { encode } from '../../src/store/codec';
-import { KeySpace, PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData } from '../../src/store/keys';
+import { KeySpace, PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData } from '../../src/store/keys';
 import { receiptField } from '../../src/store/read-receipts';
 import { connectRedis, isCluster, runScript, subscriberClient, type RedisClient } from '../../src/store/redis';
 import { decodeNotification, type SyncNotification } from '../../src/sync/notify';
@@ -179,6 +179,9 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     // How far the evaluator got: the last entry, stored and announced.
     expect(await progress()).toBe(edit.entry);
     await eventually(() => heard.some((n) => n.evaluated?.some((e) => e.shard === shard && e.upto === edit.entry)), true);
+    // Counts are no longer announced per user, nor written to users' feeds.
+    expect(heard.filter((n) => n.users)).toEqual([]);
+    expect(await redis.xlen(userKey(users[2]!, userData.feed(users[2]!)))).toBe(0);
   });
 
   it('records progress for batches that notify no one', async () => {
