@@ -243,7 +243,7 @@ export const userData = {
 /**
  * What the push evaluator reader (src/readers/push-evaluator.ts) records for a user, relative to
  * the USER's shard, so a user's unread counts for all their rooms are read from one shard
- * (src/sync/unread-counts.ts). Written only by that reader (push-record-1.lua and plain removals
+ * (src/sync/unread-counts.ts). Written only by that reader (push-record-2.lua and plain removals
  * for redactions); entries at or below the user's read receipts are trimmed as new ones come.
  */
 export const pushData = {

@@ -25,7 +25,7 @@ const SCRIPTS = {
   trimStream: 'trim-stream-1.lua',
   membershipIndex: 'membership-index-1.lua',
   timersFire: 'timers-fire-1.lua',
-  pushRecord: 'push-record-1.lua',
+  pushRecord: 'push-record-2.lua',
   pushProgress: 'push-progress-1.lua',
   rateLimit: 'rate-limit-1.lua',
 } as const;

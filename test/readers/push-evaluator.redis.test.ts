@@ -2,9 +2,10 @@
  * The push evaluator reader on real Redis, single server and the test setup's 3-master Cluster:
  * one room of 600 local members laid out as the room actor stores it, outbox entries appended as
  * the room actor appends them, and what the reader records read back the way /sync reads it
- * (`unreadCounts`) — for every member. Also: the progress it records per room shard
- * (`pushData.evaluatedUpTo`, and the `evaluated` notification), which never moves back, and
- * replays that change nothing.
+ * (`unreadCounts`) — for every member, so batching the script calls (all users in one call on a
+ * single Redis, one call per user shard on a Cluster, at most MAX_USERS_PER_CALL each) loses or
+ * mixes up nobody. Also: the progress it records per room shard (`pushData.evaluatedUpTo`, and
+ * the `evaluated` notification), which never moves back, and replays that change nothing.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Redis } from 'ioredis';
