@@ -1,8 +1,8 @@
 /**
- * Device list changes, presence and unread-count changes for /sync and `/keys/changes`, read from
- * the user's feed (written by src/readers/user-fanout.ts — one entry per change of a user this user
- * shares a room with — and by the push evaluator for rooms whose counts changed; ids on Redis's
- * clock like every stream a sync token cuts).
+ * Device list changes and presence changes for /sync and `/keys/changes`, read from the user's
+ * feed (written by src/readers/user-fanout.ts: one entry per change of a user this user shares a
+ * room with; ids on Redis's clock like every stream a sync token cuts). Unread counts are not in
+ * it: /sync waits for the push evaluator before reading them (src/sync/push-progress.ts).
  *
  * `device_lists.changed` also needs changes of who shares a room, which no device changed for:
  * someone joined one of the user's rooms, or the user joined a room (its members' devices are
@@ -24,8 +24,6 @@ export interface FeedWindow {
   devices: Set<string>;
   /** Users whose presence changed. */
   presence: Set<string>;
-  /** Rooms whose unread notification counts changed (the push evaluator's `n` entries). */
-  counts: Set<string>;
   /** The feed no longer holds all of the window (trimmed): device changes may be missing. */
   gap: boolean;
 }
@@ -37,7 +35,7 @@ function feedKey(ctx: ApiContext, userId: string): string {
 /** The feed's entries with ids in [sinceMs, cutMs) (since null: all it holds). */
 export async function readFeed(ctx: ApiContext, userId: string, sinceMs: number | null, cutMs: number): Promise<FeedWindow> {
   const key = feedKey(ctx, userId);
-  const out: FeedWindow = { devices: new Set(), presence: new Set(), counts: new Set(), gap: false };
+  const out: FeedWindow = { devices: new Set(), presence: new Set(), gap: false };
   if (sinceMs !== null && sinceMs >= cutMs) return out;
   // Both at once (one round trip): the trimming check only decides what the rows mean.
   const [lost, rows] = await Promise.all([
@@ -56,7 +54,6 @@ export async function readFeed(ctx: ApiContext, userId: string, sinceMs: number 
     if (!u) continue;
     if (k === 'd') out.devices.add(u);
     else if (k === 'p') out.presence.add(u);
-    else if (k === 'n') out.counts.add(u);
   }
   return out;
 }

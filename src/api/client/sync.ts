@@ -40,8 +40,15 @@
  *
  * Also: ephemeral events (typing, receipts) per room, to-device messages (`toDeviceSection`),
  * presence and device lists (from the user's feed, src/sync/device-lists.ts) and unread counts
- * (src/sync/unread-counts.ts; a room whose counts changed after its events were sent — the push
- * evaluator runs behind the room — is named in the feed, so its new counts are sent too).
+ * (src/sync/unread-counts.ts), read once the push evaluator — which runs behind the room — has
+ * finished the events being sent (src/sync/push-progress.ts), so they always include them.
+ *
+ * **Fan-out.** One message in a room of a thousand wakes a thousand polls on the fronts. What
+ * they share is read once per front: outbox windows (src/sync/outbox-cache.ts), the events
+ * (`RoomReader.recentEvents`), visibility facts per state snapshot, member counts; each poll's own
+ * reads go out in one pipelined round trip; at most `MAX_CONCURRENT_COMPUTES` compute at once
+ * (src/sync/compute-gate.ts). A loop's next poll, when nothing concerning the user was notified
+ * since the answer that gave its token, waits before computing (`SyncNotifier.unchangedSince`).
  * Knocks the user made are in `rooms.knock` with stripped state, like invites.
  */
 import { parseOutboxEntry, type OutboxEntry } from '../../runtime/envelope';
@@ -499,8 +506,7 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
 
   const [toDevice, otkCounts, fallbackTypes] = await Promise.all([toDevicePromise, otkPromise, fallbackPromise]);
   const feed = await feedPromise;
-  // Unread counts: for every room given (full or with news) and every room whose counts changed.
-  for (const roomId of feed.counts) if (!join[roomId] && incremental.includes(roomId)) join[roomId] = {};
+  // Unread counts: for every room given (in full or with news).
   const countRooms = Object.keys(join);
   if (countRooms.length) {
     // Counts that include the events being sent: wait until the push evaluator has finished
