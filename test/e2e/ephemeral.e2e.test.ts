@@ -288,6 +288,19 @@ describe('to-device messages in /sync', () => {
     expect(got).toEqual(Array.from({ length: 250 }, (_, i) => i));
     expect((await sync(bob, { since })).to_device.events).toEqual([]);
   });
+
+  it('a long-polling loop gets the rest of a backlog at once, not at its timeout', async () => {
+    const { alice, bob, bobSince } = await pair('td3');
+    for (let i = 0; i < 150; i++) await send(alice, bob, i);
+    const first = await sync(bob, { since: bobSince, timeout: '50000' });
+    expect(first.to_device.events).toHaveLength(100);
+    expect(first.next_batch).toContain('~t');
+    // Nothing new has been notified since the first answer, but it was given in part: the next
+    // poll must not sit out its 50 s before sending the other 50.
+    const next = await Promise.race([sync(bob, { since: first.next_batch, timeout: '50000' }), new Promise((r) => setTimeout(() => r('still waiting'), 20_000))]);
+    expect(next).not.toBe('still waiting');
+    expect((next as Json).to_device.events.map((e: Json) => e.content.n as number)).toEqual(Array.from({ length: 50 }, (_, i) => 100 + i));
+  });
 });
 
 describe('unread notification counts in /sync', () => {

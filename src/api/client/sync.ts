@@ -890,7 +890,10 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
       // front computed the answer that gave this token, computing now would find nothing — wait
       // first. The answer itself is always computed (when woken, or once at the timeout).
       const last = lastAnswers.get(deviceKey);
-      if (waiter && last && last.token === req.query.since && notifier.unchangedSince(user.userId, last.listen, last.mark)) {
+      // Not when that answer was given in part (a token with stream positions, e.g. more to-device
+      // messages than fitted): the rest is due at once.
+      const complete = !!sinceToken && Object.keys(sinceToken.parts).length === 0;
+      if (waiter && last && complete && last.token === req.query.since && notifier.unchangedSince(user.userId, last.listen, last.mark)) {
         waiter.setRooms(last.listen);
         await waiter.wait(deadline - Date.now(), req.signal);
         if (req.signal.aborted) return { body: { next_batch: req.query.since } };
