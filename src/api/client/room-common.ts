@@ -278,6 +278,13 @@ export function filterMatches(f: RoomEventFilter, event: JsonObject): boolean {
   return true;
 }
 
+/** Whether the filter's `types` / `not_types` let an event of this type through (the rest of the filter aside). */
+export function filterAllowsType(f: RoomEventFilter, type: string): boolean {
+  if (f.not_types?.some((p) => typeMatches(p, type))) return false;
+  if (f.types && !f.types.some((p) => typeMatches(p, type))) return false;
+  return true;
+}
+
 /** For lazy-loading: the membership events of the senders of `events`, as of each event. */
 export async function lazyMemberState(ctx: ApiContext, roomId: string, events: RoomEvent[]): Promise<RoomEvent[]> {
   const ids = new Set<string>();

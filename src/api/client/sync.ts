@@ -81,7 +81,7 @@ import { parseReceiptField, type ReceiptOutput, type StoredReceipt } from '../..
 import { requireUser, type Requester } from './auth';
 import type { ApiContext } from './context';
 import { validateFilter } from './filter-validation';
-import { clientRoute, encodeToken, filterMatches, formatEvents, parseEventFilter, visibleEvents, type RoomEventFilter } from './room-common';
+import { clientRoute, encodeToken, filterAllowsType, filterMatches, formatEvents, parseEventFilter, visibleEvents, type RoomEventFilter } from './room-common';
 import { paginate } from './room-reads';
 import { pushRulesContent } from './push-rules';
 import { presenceOnSync } from './presence';
@@ -710,8 +710,10 @@ async function fullRoom(ctx: ApiContext, user: Requester, roomId: string, top: n
   // Lazy-loading: pick the member entries before loading anything, so the cost follows the
   // timeline's senders, not the room's size.
   const wantedMembers = filter.lazyLoadMembers ? new Set([user.userId, ...events.map((e) => String(e.event.sender))]) : null;
+  // The filter's types too are known from the keys: a client that asks for no state (or only some
+  // types) does not have a big room's every member event loaded and decoded for nothing.
   const stateEventIds = [...stateIds.entries()]
-    .filter(([key, id]) => !inTimeline.has(id) && (!wantedMembers || !key.startsWith('m.room.member\u0000') || wantedMembers.has(key.slice('m.room.member\u0000'.length))))
+    .filter(([key, id]) => !inTimeline.has(id) && filterAllowsType(filter.state, key.slice(0, key.indexOf('\u0000'))) && (!wantedMembers || !key.startsWith('m.room.member\u0000') || wantedMembers.has(key.slice('m.room.member\u0000'.length))))
     .map(([, id]) => id);
   const state = (await ctx.rooms.events(roomId, stateEventIds)).filter((e) => servableToClients(e) && filterMatches(filter.state, e.event));
   const limited = page.end !== null;
