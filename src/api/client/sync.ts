@@ -160,7 +160,27 @@ function typeFilterOf(v: JsonValue | undefined): TypeFilter {
 }
 
 /** The sync filter from the `filter` parameter: inline JSON, or the id of a filter the user stored. */
+/**
+ * Parsed filters, by the JSON a client sends inline or by (user, filter id): a sync loop sends the
+ * same one with every poll, and a stored filter never changes (the spec has no way to change one).
+ * SyncFilter objects are only read, so one may serve many requests.
+ */
+const parsedFilters = new Map<string, SyncFilter>();
+const PARSED_FILTERS_MAX = 10_000;
+
 async function loadFilter(ctx: ApiContext, userId: string, raw: string | undefined): Promise<SyncFilter> {
+  if (raw === undefined || raw === '') return parseFilter(ctx, userId, raw);
+  const inline = raw.trimStart().startsWith('{');
+  const cacheKey = inline ? raw : `${userId}\u0000${raw}`;
+  const hit = parsedFilters.get(cacheKey);
+  if (hit) return hit;
+  const f = await parseFilter(ctx, userId, raw);
+  if (parsedFilters.size >= PARSED_FILTERS_MAX) parsedFilters.delete(parsedFilters.keys().next().value!);
+  parsedFilters.set(cacheKey, f);
+  return f;
+}
+
+async function parseFilter(ctx: ApiContext, userId: string, raw: string | undefined): Promise<SyncFilter> {
   let f: JsonObject = {};
   if (raw !== undefined && raw !== '') {
     let json: string | null = raw;
