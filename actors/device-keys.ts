@@ -186,6 +186,9 @@ function upload(state: KeysState, body: Extract<KeysMessage, { op: 'upload' }>, 
     writes.push({ cmd: 'HSET', key: e2eKeyData.fallbackKeys(u, deviceId), args: [algorithm, JSON.stringify(record)] });
   }
 
+  // New one-time or fallback keys change what /sync reports for the device: say so (the output
+  // wakes the user's long-polls, and fronts that cache those counts drop them: src/sync/e2e-counts.ts).
+  if (newOneTime > 0 || writes.some((w) => w.key === e2eKeyData.fallbackKeys(u, deviceId))) outputs.push({ type: 'one_time_keys', user_id: u, device_ids: [deviceId] });
   const touched = writes.length > 0 && !state.devices[deviceId];
   const next: KeysState = newOneTime || touched ? { ...state, batch: newOneTime ? state.batch + 1 : state.batch, devices: touched ? { ...state.devices, [deviceId]: 1 } : state.devices } : state;
   return { state: next, reply: { one_time_key_counts: publicCounts(counts) }, writes, outputs };

@@ -1,13 +1,15 @@
 /**
  * The per-device end-to-end encryption counters /sync reports (`device_one_time_keys_count`,
- * `device_unused_fallback_key_types`), read straight from what the keys actor
- * (actors/device-keys.ts) keeps on the user's shard. A claim that changes them emits an output
- * on that shard, which wakes the device's long-poll (src/sync/notify.ts).
+ * `device_unused_fallback_key_types`), read from what the keys actor (actors/device-keys.ts) keeps
+ * on the user's shard. Every change to them — an upload, a claim — emits an output on that shard,
+ * which notifies the user (src/sync/notify.ts): `E2eCountsCache` keeps a device's counts on the
+ * front until a notification names the user, so a poll woken by a room's message does not read them.
  */
 import { publicCounts, type FallbackKeyRecord } from '../../actors/device-keys';
 import { shardOf, type Family } from '../runtime/shards';
 import { e2eKeyData, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
+import type { ChangeMark, SyncNotifier } from './notify';
 
 export interface E2eCountsContext {
   redis: RedisClient;
@@ -31,4 +33,41 @@ export async function unusedFallbackKeyTypes(ctx: E2eCountsContext, userId: stri
   const unused: string[] = [];
   for (const [alg, json] of Object.entries(raw)) if (!(JSON.parse(json) as FallbackKeyRecord).used) unused.push(alg);
   return unused.sort();
+}
+
+interface Cached {
+  mark: ChangeMark;
+  value: Promise<{ otk: Record<string, number>; fallback: string[] }>;
+}
+
+/** A front's cache of the counts per device, valid while no notification names the user. */
+export class E2eCountsCache {
+  /** By user, then device (so a user's entries can be dropped at once). */
+  private readonly byUser = new Map<string, Map<string, Cached>>();
+
+  constructor(
+    private readonly notifier: Pick<SyncNotifier, 'changeMark' | 'unchangedSince'>,
+    private readonly max = 100_000,
+  ) {}
+
+  get(ctx: E2eCountsContext, userId: string, deviceId: string): Promise<{ otk: Record<string, number>; fallback: string[] }> {
+    let devices = this.byUser.get(userId);
+    const hit = devices?.get(deviceId);
+    if (hit && this.notifier.unchangedSince(userId, [], hit.mark)) return hit.value;
+    // The mark comes before the reads: a change after it is named by a later notification.
+    const mark = this.notifier.changeMark;
+    const value = Promise.all([oneTimeKeyCounts(ctx, userId, deviceId), unusedFallbackKeyTypes(ctx, userId, deviceId)]).then(([otk, fallback]) => ({ otk, fallback }));
+    value.catch(() => this.forget(userId));
+    if (!devices) {
+      if (this.byUser.size >= this.max) this.byUser.delete(this.byUser.keys().next().value!);
+      this.byUser.set(userId, (devices = new Map()));
+    }
+    devices.set(deviceId, { mark, value });
+    return value;
+  }
+
+  /** Drop what is kept for a user (this front just changed their keys). */
+  forget(userId: string): void {
+    this.byUser.delete(userId);
+  }
 }

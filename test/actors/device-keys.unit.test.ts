@@ -98,11 +98,13 @@ describe('keys actor: upload', () => {
       [e2eKeyData.oneTimeKeyQueue(ME, 'signed_curve25519', 'DEV1'), 0, queueMember('signed_curve25519:AAAA', canonicalJson(otks['signed_curve25519:AAAA']))],
       [e2eKeyData.oneTimeKeyQueue(ME, 'signed_curve25519', 'DEV1'), 0, queueMember('signed_curve25519:AAAB', canonicalJson(otks['signed_curve25519:AAAB']))],
     ]);
-    expect(d.outputs).toEqual([]);
+    // The device's counts changed: an output says so (it notifies the user's syncs).
+    expect(d.outputs).toEqual([{ type: 'one_time_keys', user_id: ME, device_ids: ['DEV1'] }]);
     // A retry (other signatures are fine) adds nothing; a different key under a used id is refused.
     const existing = { 'signed_curve25519:AAAA': canonicalJson(otks['signed_curve25519:AAAA']) };
     const retry = decideKeys(d.state, msg({ op: 'upload', deviceId: 'DEV1', oneTimeKeys: { 'signed_curve25519:AAAA': { key: 'k1', signatures: {} } } }), uploadPrep({ existingOneTimeKeys: existing, counts: { signed_curve25519: 2 } }));
     expect(retry.writes).toEqual([]);
+    expect(retry.outputs).toEqual([]);
     expect(retry.state).toBe(d.state);
     expect(retry.reply).toEqual({ one_time_key_counts: { signed_curve25519: 2 } });
     const changed = rejection(() => decideKeys(d.state, msg({ op: 'upload', deviceId: 'DEV1', oneTimeKeys: { 'signed_curve25519:AAAA': { key: 'other', signatures: {} } } }), uploadPrep({ existingOneTimeKeys: existing })));

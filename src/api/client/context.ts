@@ -25,4 +25,6 @@ export interface ApiContext {
   limiter?: RateLimiter;
   /** Called when the front closes (e.g. the /sync notifier's subscription). */
   closers?: (() => void)[];
+  /** Called after every request to a user's keys actor (/sync drops the key counts it keeps for them). */
+  keysChanged?: ((userId: string) => void)[];
 }

@@ -41,6 +41,10 @@ export async function askKeys<R>(ctx: ApiContext, userId: string, body: KeysMess
     if (e instanceof ActorReplyError) throw new MatrixError(e.status, e.errcode, e.message, e.errcode === 'M_UNKNOWN_TOKEN' ? { soft_logout: false } : {});
     if (e instanceof ActorTimeoutError) throw new MatrixError(504, 'M_UNKNOWN', 'The key service did not answer in time; try again');
     throw e;
+  } finally {
+    // Read-your-writes on this front: /sync's cached key counts for the user are dropped now,
+    // not when the notification of the change arrives (src/sync/e2e-counts.ts).
+    ctx.keysChanged?.forEach((f) => f(userId));
   }
 }
 

@@ -71,7 +71,7 @@ import { laterId, type PushProgress } from '../../sync/push-progress';
 import { encodeSyncToken, parseSyncToken } from '../../sync/token';
 import { ackToDevice, readToDevice } from '../../sync/to-device';
 import { unreadCounts } from '../../sync/unread-counts';
-import { oneTimeKeyCounts, unusedFallbackKeyTypes } from '../../sync/e2e-counts';
+import { E2eCountsCache } from '../../sync/e2e-counts';
 import { joinedMembers, noLongerSharing, presenceEvents, readFeed, type FeedWindow } from '../../sync/device-lists';
 import { sharedRoomUsers } from '../../readers/user-fanout';
 import type { RoomOutput } from '../../../actors/room';
@@ -355,6 +355,8 @@ interface Params {
   windows: OutboxWindowCache;
   /** The push evaluator's progress (unread counts wait for it to cover the events sent). */
   pushProgress: PushProgress;
+  /** The front's cache of one-time-key counts and fallback key types per device. */
+  e2e: E2eCountsCache;
   /** Waits that should not hold a computation slot (src/sync/compute-gate.ts). */
   outside: <U>(wait: Promise<U>) => Promise<U>;
   since: number | null;
@@ -389,11 +391,10 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   // together (one pipelined round trip) instead of one after another.
   const feedPromise = readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
   const toDevicePromise = toDeviceSection(ctx, user, since, p.sinceParts, cutMs);
-  const otkPromise = oneTimeKeyCounts(ctx, user.userId, user.deviceId);
-  const fallbackPromise = unusedFallbackKeyTypes(ctx, user.userId, user.deviceId);
+  const e2ePromise = p.e2e.get(ctx, user.userId, user.deviceId);
   const incrementalSync = since !== null && !fullState;
   const userWindowPromise = incrementalSync ? p.windows.window(ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).outbox, sinceMs, cutMs) : Promise.resolve(null);
-  for (const q of [feedPromise, toDevicePromise, otkPromise, fallbackPromise, userWindowPromise]) q.catch(() => undefined); // awaited below
+  for (const q of [feedPromise, toDevicePromise, e2ePromise, userWindowPromise]) q.catch(() => undefined); // awaited below
 
   // Incremental joined rooms: their shard outboxes' entries in [since, cut).
   const windowEvents = new Map<string, string[]>();
@@ -524,7 +525,7 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   }
   accountData = accountData.filter((e) => typeAllowed(filter.accountData, String(e.type)));
 
-  const [toDevice, otkCounts, fallbackTypes] = await Promise.all([toDevicePromise, otkPromise, fallbackPromise]);
+  const [toDevice, { otk: otkCounts, fallback: fallbackTypes }] = await Promise.all([toDevicePromise, e2ePromise]);
   const feed = await feedPromise;
   // Unread counts: for every room given (in full or with news).
   const countRooms = Object.keys(join);
@@ -879,6 +880,8 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
   const notifier = new SyncNotifier(ctx.redis, ctx.keys);
   const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES });
   const gate = new ComputeGate(MAX_CONCURRENT_COMPUTES);
+  const e2e = new E2eCountsCache(notifier);
+  (ctx.keysChanged ??= []).push((userId) => e2e.forget(userId));
   /** Per device: the token of the last answer this front gave, the change mark taken before computing it, and the rooms it listened to. */
   const lastAnswers = new Map<string, { token: string; mark: ChangeMark; listen: string[] }>();
   ctx.closers?.push(() => notifier.close());
@@ -894,7 +897,7 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
     const filter = await loadFilter(ctx, user.userId, req.query.filter);
     presenceOnSync(ctx, user.userId, setPresence as PresenceState | undefined, timeout);
     await notifier.start(); // the push evaluator's progress comes through it, also for syncs that do not wait
-    const params: Omit<Params, 'outside'> = { windows, pushProgress: notifier.pushProgress, since, sinceParts: sinceToken?.parts ?? {}, fullState, filter };
+    const params: Omit<Params, 'outside'> = { windows, pushProgress: notifier.pushProgress, e2e, since, sinceParts: sinceToken?.parts ?? {}, fullState, filter };
     // An initial or full-state sync answers at once; otherwise an empty answer waits.
     const waits = since !== null && !fullState && timeout > 0;
     let waiter: SyncWaiter | null = null;
