@@ -44,10 +44,25 @@ export function fanoutOf(kind: string, out: unknown): { kind: FeedKind; userId: 
 }
 
 /** Users joined to any room `userId` is joined to, and `userId`. */
-export async function sharedRoomUsers(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, index: MembershipIndex, userId: string): Promise<Set<string>> {
+export async function sharedRoomUsers(
+  redis: RedisClient,
+  keys: KeySpace,
+  shardCounts: Record<Family, number>,
+  index: MembershipIndex,
+  userId: string,
+  /** Rooms' joined members already read (shared across the changes of one batch). */
+  membersCache?: Map<string, Promise<Record<string, string>>>,
+): Promise<Set<string>> {
   const users = new Set<string>([userId]);
   const rooms = await index.rooms(userId, 'join');
-  const membersOf = (roomId: string) => redis.hgetall(keys.shard('room', shardOf(roomId, shardCounts.room)).data(roomData.members(roomId)));
+  const membersOf = (roomId: string) => {
+    let m = membersCache?.get(roomId);
+    if (!m) {
+      m = redis.hgetall(keys.shard('room', shardOf(roomId, shardCounts.room)).data(roomData.members(roomId)));
+      membersCache?.set(roomId, m);
+    }
+    return m;
+  };
   for (let i = 0; i < rooms.length; i += 50) {
     const batch = await Promise.all(rooms.slice(i, i + 50).map((r) => membersOf(r.roomId)));
     for (const members of batch) for (const [u, m] of Object.entries(members)) if (m === 'join') users.add(u);
@@ -69,7 +84,16 @@ export class UserFanoutReader extends OutboxGroupReader {
     this.index = new MembershipIndex(redis, keys, shardCounts.user);
   }
 
+  /**
+   * A batch's changes are coalesced per watcher: one feed entry per watcher naming every change
+   * of the batch they should see, and one wake-up each. When a thousand members of a room come
+   * online together, that is a thousand entries per batch instead of a thousand per member, and
+   * each room's members are read once per batch.
+   */
   protected async apply(_shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
+    const byWatcher = new Map<string, [FeedKind, string][]>();
+    const membersCache = new Map<string, Promise<Record<string, string>>>();
+    const seen = new Set<string>();
     for (const { entry } of entries) {
       if (!entry) continue;
       let out: unknown;
@@ -80,19 +104,31 @@ export class UserFanoutReader extends OutboxGroupReader {
       }
       const f = fanoutOf(entry.kind, out);
       if (!f) continue;
-      const watchers = f.selfOnly ? new Set([f.userId]) : await sharedRoomUsers(this.redis, this.keys, this.shardCounts, this.index, f.userId);
-      await this.append([...watchers], f.kind, f.userId);
+      // The same change twice in a batch (a user's presence flapping) is said once.
+      const dedupe = `${f.kind}\u0000${f.userId}\u0000${f.selfOnly ? 1 : 0}`;
+      if (seen.has(dedupe)) continue;
+      seen.add(dedupe);
+      const watchers = f.selfOnly ? new Set([f.userId]) : await sharedRoomUsers(this.redis, this.keys, this.shardCounts, this.index, f.userId, membersCache);
+      for (const w of watchers) {
+        let list = byWatcher.get(w);
+        if (!list) byWatcher.set(w, (list = []));
+        list.push([f.kind, f.userId]);
+      }
     }
+    if (byWatcher.size) await this.append(byWatcher);
   }
 
-  private async append(watchers: string[], kind: FeedKind, subject: string): Promise<void> {
+  /** One feed entry per watcher: its fields are `k <kind> u <user>` pairs, one per change. */
+  private async append(byWatcher: Map<string, [FeedKind, string][]>): Promise<void> {
     const feedKey = (u: string) => this.keys.shard('user', shardOf(u, this.shardCounts.user)).data(userData.feed(u));
+    const fields = (changes: [FeedKind, string][]) => changes.flatMap(([k, u]) => ['k', k, 'u', u]);
+    const watchers = [...byWatcher.keys()];
     if (isCluster(this.redis)) {
-      await Promise.all(watchers.map((u) => this.redis.xadd(feedKey(u), 'MAXLEN', '~', FEED_MAXLEN, '*', 'k', kind, 'u', subject)));
+      await Promise.all(watchers.map((u) => this.redis.xadd(feedKey(u), 'MAXLEN', '~', FEED_MAXLEN, '*', ...fields(byWatcher.get(u)!))));
     } else {
       for (let i = 0; i < watchers.length; i += 1000) {
         const p = this.redis.pipeline();
-        for (const u of watchers.slice(i, i + 1000)) p.xadd(feedKey(u), 'MAXLEN', '~', FEED_MAXLEN, '*', 'k', kind, 'u', subject);
+        for (const u of watchers.slice(i, i + 1000)) p.xadd(feedKey(u), 'MAXLEN', '~', FEED_MAXLEN, '*', ...fields(byWatcher.get(u)!));
         const res = (await p.exec()) ?? [];
         for (const [err] of res) if (err) throw err;
       }

@@ -44,16 +44,17 @@ export async function readFeed(ctx: ApiContext, userId: string, sinceMs: number 
   ]);
   if (lost === 'missing') return out; // no feed yet: nothing changed
   out.gap = lost;
+  // An entry holds one or more changes: `k <kind> u <user>` pairs (src/readers/user-fanout.ts).
   for (const [, f] of rows) {
     let k = '';
-    let u = '';
     for (let i = 0; i + 1 < f.length; i += 2) {
       if (f[i] === 'k') k = f[i + 1]!;
-      else if (f[i] === 'u') u = f[i + 1]!;
+      else if (f[i] === 'u') {
+        const u = f[i + 1]!;
+        if (k === 'd') out.devices.add(u);
+        else if (k === 'p') out.presence.add(u);
+      }
     }
-    if (!u) continue;
-    if (k === 'd') out.devices.add(u);
-    else if (k === 'p') out.presence.add(u);
   }
   return out;
 }

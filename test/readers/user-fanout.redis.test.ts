@@ -1,0 +1,54 @@
+/**
+ * The fan-out reader (src/readers/user-fanout.ts) coalesces a batch: when many members of a room
+ * change presence together, each watcher gets one feed entry naming all of them, and /sync's feed
+ * reader (src/sync/device-lists.ts) sees every change.
+ */
+import { randomBytes } from 'node:crypto';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { shardOf } from '../../src/runtime/shards';
+import { encode } from '../../src/store/codec';
+import { KeySpace, membershipIndexData, roomData, userData } from '../../src/store/keys';
+import { connectRedis, type RedisClient } from '../../src/store/redis';
+import { UserFanoutReader } from '../../src/readers/user-fanout';
+import { readFeed } from '../../src/sync/device-lists';
+import type { ApiContext } from '../../src/api/client/context';
+
+let redis: RedisClient;
+beforeAll(() => {
+  redis = connectRedis({ url: inject('redisUrl') });
+});
+afterAll(() => redis.disconnect());
+
+const shardCounts = { room: 8, user: 8 };
+
+describe('UserFanoutReader', () => {
+  it('gives each watcher one entry per batch naming every change it should see', async () => {
+    const keys = new KeySpace(`fan${randomBytes(4).toString('hex')}:`);
+    const room = '!big:x';
+    const members = Array.from({ length: 40 }, (_, i) => `@m${i}:x`);
+    const outsider = '@alone:x';
+    await redis.hset(keys.shard('room', shardOf(room, 8)).data(roomData.members(room)), Object.fromEntries(members.map((u) => [u, 'join'])));
+    for (const u of members) await redis.hset(keys.shard('user', shardOf(u, 8)).data(membershipIndexData.rooms(u)), room, '1:join');
+    const reader = new UserFanoutReader(redis, keys, shardCounts, 'test', pino({ level: 'silent' }));
+    const since = Date.now() - 1;
+    // Ten members come online, one of them twice, and a device change of the outsider (self only: no rooms).
+    const changed = members.slice(0, 10);
+    const entries = [...changed, changed[0]!].map((u, i) => ({ id: `1-${i}`, entry: { kind: 'presence', actorId: u, body: encode({ type: 'presence', user_id: u, presence: 'online' }) } }));
+    entries.push({ id: '1-99', entry: { kind: 'keys', actorId: outsider, body: encode({ type: 'device_list', user_id: outsider, self_only: true }) } });
+    await (reader as unknown as { apply(s: number, e: typeof entries): Promise<void> }).apply(0, entries);
+
+    const feedLength = (u: string) => redis.xlen(keys.shard('user', shardOf(u, 8)).data(userData.feed(u)));
+    const ctx = { redis, keys, shardCounts } as unknown as ApiContext;
+    for (const w of members) {
+      expect(await feedLength(w)).toBe(1); // one entry for the whole batch
+      const feed = await readFeed(ctx, w, since, Date.now() + 1000);
+      expect([...feed.presence].sort()).toEqual([...changed].sort());
+      expect(feed.devices.size).toBe(0);
+    }
+    expect(await feedLength(outsider)).toBe(1);
+    const own = await readFeed(ctx, outsider, since, Date.now() + 1000);
+    expect([...own.devices]).toEqual([outsider]);
+    expect(own.presence.size).toBe(0);
+  });
+});
