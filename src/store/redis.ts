@@ -18,6 +18,7 @@ export interface RedisTarget {
 const SCRIPTS = {
   leaseAcquire: 'lease-acquire-1.lua',
   leaseRenew: 'lease-renew-1.lua',
+  leaseRenewMany: 'lease-renew-many-1.lua',
   leaseRelease: 'lease-release-1.lua',
   leaseReserve: 'lease-reserve-1.lua',
   commit: 'commit-1.lua',
