@@ -29,7 +29,8 @@ export class ComputeGate {
       try {
         return await wait;
       } finally {
-        await this.acquire();
+        // Back at the head of the line: it has queued once already, and what it holds is nearly done.
+        await this.acquire(true);
         held = true;
       }
     };
@@ -40,8 +41,8 @@ export class ComputeGate {
     }
   }
 
-  private async acquire(): Promise<void> {
-    if (this.running >= this.limit) await new Promise<void>((resolve) => this.queue.push(resolve));
+  private async acquire(first = false): Promise<void> {
+    if (this.running >= this.limit) await new Promise<void>((resolve) => (first ? this.queue.unshift(resolve) : this.queue.push(resolve)));
     else this.running++;
   }
 

@@ -35,7 +35,11 @@ export async function unusedFallbackKeyTypes(ctx: E2eCountsContext, userId: stri
   return unused.sort();
 }
 
+/** Kept counts are read again after this long anyway (a notification lost without a reconnect). */
+const E2E_COUNTS_TTL_MS = 60_000;
+
 interface Cached {
+  at: number;
   mark: ChangeMark;
   value: Promise<{ otk: Record<string, number>; fallback: string[] }>;
 }
@@ -53,7 +57,7 @@ export class E2eCountsCache {
   get(ctx: E2eCountsContext, userId: string, deviceId: string): Promise<{ otk: Record<string, number>; fallback: string[] }> {
     let devices = this.byUser.get(userId);
     const hit = devices?.get(deviceId);
-    if (hit && this.notifier.unchangedSince(userId, [], hit.mark)) return hit.value;
+    if (hit && Date.now() - hit.at < E2E_COUNTS_TTL_MS && this.notifier.unchangedSince(userId, [], hit.mark)) return hit.value;
     // The mark comes before the reads: a change after it is named by a later notification.
     const mark = this.notifier.changeMark;
     const value = Promise.all([oneTimeKeyCounts(ctx, userId, deviceId), unusedFallbackKeyTypes(ctx, userId, deviceId)]).then(([otk, fallback]) => ({ otk, fallback }));
@@ -62,7 +66,7 @@ export class E2eCountsCache {
       if (this.byUser.size >= this.max) this.byUser.delete(this.byUser.keys().next().value!);
       this.byUser.set(userId, (devices = new Map()));
     }
-    devices.set(deviceId, { mark, value });
+    devices.set(deviceId, { at: Date.now(), mark, value });
     return value;
   }
 

@@ -197,10 +197,21 @@ export class SyncNotifier {
         if (ch === channel) this.deliver(message);
       });
       // Messages published while the connection was down are lost: nothing before now is known.
-      sub.on('close', () => (this.floor = Number.POSITIVE_INFINITY));
+      let trustTimer: NodeJS.Timeout | null = null;
+      sub.on('close', () => {
+        this.floor = Number.POSITIVE_INFINITY;
+        if (trustTimer) clearTimeout(trustTimer);
+        trustTimer = null;
+      });
       // After a reconnection ioredis subscribes again; give that a moment before trusting the channel.
       sub.on('ready', () => {
-        if (this.subscribed) setTimeout(() => (this.floor = ++this.seq), 1000).unref();
+        if (!this.subscribed) return;
+        if (trustTimer) clearTimeout(trustTimer);
+        trustTimer = setTimeout(() => {
+          trustTimer = null;
+          if (sub.status === 'ready') this.floor = ++this.seq;
+        }, 1000);
+        trustTimer.unref();
       });
       await sub.subscribe(channel);
       this.subscribed = true;
@@ -228,6 +239,19 @@ export class SyncNotifier {
     if (changedAfter(this.lastByUser.get(userId))) return false;
     for (const r of rooms) if (changedAfter(this.lastByRoom.get(r))) return false;
     return true;
+  }
+
+  /**
+   * Whether a notification naming the user or one of `rooms` arrived within `margin` ms before
+   * `mark` (or after it): its commit may share the cut's millisecond and so be left out of the
+   * window. Unlike `unchangedSince` this only looks at what did arrive (a channel that is down
+   * does not make it true), so a poll retries briefly, never in a loop.
+   */
+  changedNear(userId: string, rooms: Iterable<string>, mark: ChangeMark, margin = SAME_MS_MARGIN): boolean {
+    const near = (c: Change | undefined) => !!c && c.at > mark.at - margin;
+    if (near(this.lastByUser.get(userId))) return true;
+    for (const r of rooms) if (near(this.lastByRoom.get(r))) return true;
+    return false;
   }
 
   private noteChange(map: Map<string, Change>, key: string, change: Change): void {

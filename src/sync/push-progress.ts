@@ -53,6 +53,8 @@ export class PushProgress {
   private readonly upto = new Map<number, Id | null>();
   private readonly waiters = new Map<number, Set<Waiter>>();
   private readonly loading = new Map<number, Promise<Id | null>>();
+  /** Shards whose progress did not move through a whole wait: not waited on until it moves. */
+  private readonly stalled = new Set<number>();
   /** Figures for status and tests. */
   waits = 0;
   timeouts = 0;
@@ -70,6 +72,7 @@ export class PushProgress {
     const cur = this.upto.get(shard);
     if (cur && atLeast(cur, next)) return;
     this.upto.set(shard, next);
+    this.stalled.delete(shard);
     const set = this.waiters.get(shard);
     if (!set) return;
     for (const w of [...set]) if (atLeast(next, w.want)) w.done();
@@ -85,6 +88,9 @@ export class PushProgress {
     let cur = this.upto.has(shard) ? this.upto.get(shard)! : await this.load(shard);
     if (cur === null) return true; // never ran here: nothing to wait for
     if (atLeast(cur, want)) return true;
+    // An evaluator that is stuck (or has no holder for a moment) should cost one capped wait,
+    // not one per answer: until its progress moves again, answers go without waiting.
+    if (this.stalled.has(shard)) return false;
     this.waits++;
     const deadline = Date.now() + this.o.capMs;
     while (Date.now() < deadline) {
@@ -113,6 +119,7 @@ export class PushProgress {
       if (cur === null || atLeast(cur, want)) return true;
     }
     this.timeouts++;
+    this.stalled.add(shard);
     return false;
   }
 

@@ -63,4 +63,29 @@ describe('ComputeGate outside()', () => {
     expect(events).toEqual(['a start', 'b ran', 'a resumed']);
     expect(gate.queued).toBe(0);
   });
+
+  it('a computation back from an outside wait goes before ones that queued meanwhile', async () => {
+    const gate = new ComputeGate(1);
+    const order: string[] = [];
+    let releaseWait!: () => void;
+    let releaseB!: () => void;
+    const a = gate.run(async (outside) => {
+      await outside(new Promise<void>((r) => (releaseWait = r)));
+      order.push('a');
+    });
+    await new Promise((r) => setImmediate(r));
+    const b = gate.run(async () => {
+      await new Promise<void>((r) => (releaseB = r));
+      order.push('b');
+    });
+    await new Promise((r) => setImmediate(r));
+    const c = gate.run(async () => {
+      order.push('c');
+    });
+    releaseWait(); // a wants its slot back while b holds it and c waits
+    await new Promise((r) => setImmediate(r));
+    releaseB();
+    await Promise.all([a, b, c]);
+    expect(order).toEqual(['b', 'a', 'c']);
+  });
 });

@@ -108,6 +108,10 @@ describe('SyncNotifier', () => {
       expect(notifier.unchangedSince('@q:x', ['!q:x'], { seq, at: 1_000_001 })).toBe(false);
       // Past the margin: the commit is in an earlier millisecond than any cut taken after the mark.
       expect(notifier.unchangedSince('@q:x', ['!q:x'], { seq, at: 1_000_000 + SAME_MS_MARGIN + 1 })).toBe(true);
+      // changedNear: the same question for a poll that computed empty — look again?
+      expect(notifier.changedNear('@q:x', ['!q:x'], { seq, at: 1_000_001 })).toBe(true);
+      expect(notifier.changedNear('@q:x', ['!other:x'], { seq, at: 1_000_001 })).toBe(false);
+      expect(notifier.changedNear('@q:x', ['!q:x'], { seq, at: 1_000_000 + SAME_MS_MARGIN + 1 })).toBe(false);
     } finally {
       now.mockRestore();
     }

@@ -84,3 +84,19 @@ describe('PushProgress', () => {
     expect(laterId('999-0', '1000-0')).toBe('1000-0');
   });
 });
+
+describe('PushProgress on a stuck evaluator', () => {
+  it('waits out the cap once, then answers at once until the progress moves again', async () => {
+    const { progress, progressKey } = setup({ capMs: 200, recheckMs: 100 });
+    await redis.set(progressKey(7), '100-0');
+    expect(await progress.waitFor(7, '200-0')).toBe(false); // one capped wait
+    const t0 = Date.now();
+    expect(await progress.waitFor(7, '300-0')).toBe(false); // stalled: no second wait
+    expect(Date.now() - t0).toBeLessThan(100);
+    expect(progress.timeouts).toBe(1);
+    progress.advance(7, '250-0'); // it moves: waited on again
+    const w = progress.waitFor(7, '300-0');
+    progress.advance(7, '300-0');
+    expect(await w).toBe(true);
+  });
+});

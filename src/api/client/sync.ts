@@ -96,6 +96,41 @@ const MAX_TIMEOUT_MS = 5 * 60_000;
 const MAX_CONCURRENT_COMPUTES = 48;
 /** Devices whose last answer a front remembers (to skip computing the next poll's first, empty answer). */
 const LAST_ANSWERS_MAX = 100_000;
+/** Room ids those remembered answers may hold in all (each listens to the user's rooms). */
+const LAST_ANSWERS_ROOMS_MAX = 2_000_000;
+
+/**
+ * Per device, the last answer a front gave (its token, the change mark taken before computing
+ * it, the rooms it listened to): bounded by devices and by room ids held, and not trusted after
+ * twice the longest long-poll (a client that comes back later computes as usual).
+ */
+class LastAnswers {
+  private readonly byDevice = new Map<string, { token: string; mark: ChangeMark; listen: string[]; at: number }>();
+  private rooms = 0;
+
+  get(device: string): { token: string; mark: ChangeMark; listen: string[] } | undefined {
+    const e = this.byDevice.get(device);
+    if (e && Date.now() - e.at > 2 * MAX_TIMEOUT_MS) {
+      this.delete(device);
+      return undefined;
+    }
+    return e;
+  }
+
+  set(device: string, e: { token: string; mark: ChangeMark; listen: string[]; at: number }): void {
+    this.delete(device); // re-inserted last: oldest first for eviction
+    this.byDevice.set(device, e);
+    this.rooms += e.listen.length;
+    while (this.byDevice.size > LAST_ANSWERS_MAX || this.rooms > LAST_ANSWERS_ROOMS_MAX) this.delete(this.byDevice.keys().next().value!);
+  }
+
+  delete(device: string): void {
+    const e = this.byDevice.get(device);
+    if (!e) return;
+    this.rooms -= e.listen.length;
+    this.byDevice.delete(device);
+  }
+}
 /** Outbox entries read per shard per sync; more than this in the window is answered as a gap. */
 const MAX_WINDOW_ENTRIES = 5000;
 /** State types of an invite's stripped state (client-server API, "Stripped state"). */
@@ -175,6 +210,7 @@ async function loadFilter(ctx: ApiContext, userId: string, raw: string | undefin
   const hit = parsedFilters.get(cacheKey);
   if (hit) return hit;
   const f = await parseFilter(ctx, userId, raw);
+  if (cacheKey.length > 4096) return f; // kept small: a key is the filter's whole text
   if (parsedFilters.size >= PARSED_FILTERS_MAX) parsedFilters.delete(parsedFilters.keys().next().value!);
   parsedFilters.set(cacheKey, f);
   return f;
@@ -231,6 +267,8 @@ interface Snapshot {
   /** The cut in µs (the token) and its millisecond (the outbox windows' bound). */
   cut: number;
   cutMs: number;
+  /** Spread of the clocks the cut was taken from (cluster masters), in ms; 0 on one Redis. */
+  skewMs: number;
   rooms: IndexedMembership[];
   /** Newest timeline position belonging to this cut, for rooms given in full. */
   tops: Map<string, number>;
@@ -251,6 +289,7 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
   let time: [string, string];
   let raw: Record<string, string>;
   let times: Record<string, string>;
+  let skewMs = 0;
   if (!isCluster(ctx.redis)) {
     const res = (await ctx.redis.multi().time().hgetall(uk.data(membershipIndexData.rooms(userId))).hgetall(uk.data(membershipIndexData.writtenAt(userId))).exec()) ?? [];
     for (const [err] of res) if (err) throw err;
@@ -258,7 +297,7 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
     raw = res[1]![1] as Record<string, string>;
     times = res[2]![1] as Record<string, string>;
   } else {
-    time = await clusterCut(ctx.redis as Cluster);
+    ({ time, skewMs } = await clusterCut(ctx.redis as Cluster));
     [raw, times] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId)))]);
   }
   const cut = Number(time[0]) * 1_000_000 + Number(time[1]);
@@ -266,7 +305,7 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
   const rooms = parseIndexed(raw, times);
   const full = rooms.filter((r) => r.membership === 'join' && (since === null || fullState || r.writtenAt >= since)).map((r) => r.roomId);
   const tops = new Map<string, number>();
-  if (full.length === 0) return { cut, cutMs, rooms, tops };
+  if (full.length === 0) return { cut, cutMs, skewMs, rooms, tops };
   const topRows = await Promise.all(full.map((r) => ctx.redis.zrevrange(ctx.keys.shard('room', shardOf(r, ctx.shardCounts.room)).data(roomData.timeline(r)), 0, 0, 'WITHSCORES')));
   full.forEach((r, i) => {
     const row = topRows[i] ?? [];
@@ -288,7 +327,7 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
       }
     }),
   );
-  return { cut, cutMs, rooms, tops };
+  return { cut, cutMs, skewMs, rooms, tops };
 }
 
 /**
@@ -299,12 +338,17 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
  * an entry on a node whose clock runs ahead waits for the others' clocks to pass it (the skew,
  * normally a few ms). The token stays one number.
  */
-async function clusterCut(cluster: Cluster): Promise<[string, string]> {
+async function clusterCut(cluster: Cluster): Promise<{ time: [string, string]; skewMs: number }> {
   const masters = cluster.nodes('master');
   const times = (await Promise.all(masters.map((n) => n.time()))) as unknown as [string, string][];
+  const us = (t: [string, string]) => Number(t[0]) * 1e6 + Number(t[1]);
   let best = times[0]!;
-  for (const t of times) if (Number(t[0]) * 1e6 + Number(t[1]) < Number(best[0]) * 1e6 + Number(best[1])) best = t;
-  return best;
+  let latest = us(best);
+  for (const t of times) {
+    if (us(t) < us(best)) best = t;
+    latest = Math.max(latest, us(t));
+  }
+  return { time: best, skewMs: Math.ceil((latest - us(best)) / 1000) };
 }
 
 /** The newest timeline position now (for rooms that turned out to need the full treatment late). */
@@ -346,6 +390,8 @@ function safeDecode<T>(b: Buffer): T | null {
 interface Computed {
   body: JsonObject;
   empty: boolean;
+  /** How far apart the clocks behind the cut were (a cluster's masters; 0 on one Redis), in ms. */
+  skewMs: number;
   /** Rooms whose notifications should wake a wait on this response (joined and invited). */
   listen: string[];
 }
@@ -431,7 +477,8 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
           const m = out.event ? membershipOf(out) : null;
           if (m) memberChanges.push({ roomId: out.roomId, ...m });
           (windowEvents.get(out.roomId) ?? windowEvents.set(out.roomId, []).get(out.roomId)!).push(out.eventId);
-          lastEntry.set(out.roomId, { shard, id: e.id });
+          // The user's own events never change their counts: their echo need not wait for the evaluator.
+          if (out.event?.sender !== user.userId) lastEntry.set(out.roomId, { shard, id: e.id });
         }
       }),
     );
@@ -537,6 +584,17 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
       const last = lastEntry.get(roomId);
       if (last) upTo.set(last.shard, upTo.has(last.shard) ? laterId(upTo.get(last.shard)!, last.id) : last.id);
     }
+    // Rooms given in full: their events are not in a window, so wait for everything their shard's
+    // outbox holds below the cut (the evaluator is normally far past it: no wait).
+    const fullSet = new Set(fullJoins);
+    const fullShards = new Set(countRooms.filter((r) => fullSet.has(r)).map((r) => shardOf(r, ctx.shardCounts.room)));
+    if (fullShards.size) {
+      const lasts = await Promise.all([...fullShards].map((shard) => ctx.redis.xrevrange(ctx.keys.shard('room', shard).outbox, `(${cutMs}-0`, '-', 'COUNT', 1)));
+      [...fullShards].forEach((shard, i) => {
+        const id = lasts[i]?.[0]?.[0];
+        if (id) upTo.set(shard, upTo.has(shard) ? laterId(upTo.get(shard)!, id) : id);
+      });
+    }
     if (upTo.size) await p.outside(Promise.all([...upTo].map(([shard, id]) => p.pushProgress.waitFor(shard, id))));
     const counts = await unreadCounts(ctx, user.userId, countRooms, { threads: filter.unreadThreadNotifications });
     for (const roomId of countRooms) {
@@ -561,16 +619,12 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   body.device_unused_fallback_key_types = fallbackTypes;
   const empty = !rooms.join && !rooms.invite && !rooms.leave && !rooms.knock && accountData.length === 0 && toDevice.events.length === 0 && presence.length === 0 && !deviceLists;
   const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite' || r.membership === 'knock').map((r) => r.roomId);
-  return { body, empty, listen };
+  return { body, empty, listen, skewMs: snap.skewMs };
 }
 
 /** Whether the filter lets any `m.presence` event through (`{"types": []}` is how clients say no). */
 function presenceWanted(filter: SyncFilter): boolean {
-  const f = filter.presence;
-  if (f.limit === 0) return false;
-  if (f.types && !f.types.some((t) => t === '*' || t === 'm.presence' || (t.endsWith('*') && 'm.presence'.startsWith(t.slice(0, -1))))) return false;
-  if (f.not_types?.some((t) => t === '*' || t === 'm.presence' || (t.endsWith('*') && 'm.presence'.startsWith(t.slice(0, -1))))) return false;
-  return true;
+  return filter.presence.limit !== 0 && filterAllowsType(filter.presence, 'm.presence');
 }
 
 // ---- device lists ----------------------------------------------------------------------------
@@ -883,7 +937,7 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
   const e2e = new E2eCountsCache(notifier);
   (ctx.keysChanged ??= []).push((userId) => e2e.forget(userId));
   /** Per device: the token of the last answer this front gave, the change mark taken before computing it, and the rooms it listened to. */
-  const lastAnswers = new Map<string, { token: string; mark: ChangeMark; listen: string[] }>();
+  const lastAnswers = new LastAnswers();
   ctx.closers?.push(() => notifier.close());
 
   clientRoute(front, 'GET', '/sync', async (req: Request) => {
@@ -904,8 +958,10 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
     const deviceKey = `${user.userId}\u0000${user.deviceId}`;
     const answered = (r: Computed, mark: ChangeMark) => {
       lastAnswers.delete(deviceKey);
-      if (lastAnswers.size >= LAST_ANSWERS_MAX) lastAnswers.delete(lastAnswers.keys().next().value!);
-      lastAnswers.set(deviceKey, { token: String(r.body.next_batch), mark, listen: r.listen });
+      // Clocks apart (a cluster's nodes): a notification may have come well before the cut it
+      // belongs after, so the next poll cannot trust "nothing since": no skip.
+      if (r.skewMs > 1) return { body: r.body };
+      lastAnswers.set(deviceKey, { token: String(r.body.next_batch), mark, listen: r.listen, at: Date.now() });
       return { body: r.body };
     };
     try {
@@ -934,14 +990,20 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
         });
         if (!waiter || !r.empty || req.signal.aborted || Date.now() >= deadline) return answered(r, mark);
         waiter.setRooms(r.listen);
-        if (waiter.lastPokeAt > mark.at - SAME_MS_MARGIN) {
-          // Poked just before (or while) computing: what woke it may have committed in the cut's
-          // own millisecond, which this window left out. Look again once the clock has moved on.
-          await sleep(SAME_MS_MARGIN);
+        const margin = SAME_MS_MARGIN + r.skewMs;
+        if (waiter.lastPokeAt > mark.at - margin || notifier.changedNear(user.userId, r.listen, mark, margin)) {
+          // Poked just before (or while) computing, or a change concerning it arrived just before
+          // this request registered: what it was about may have committed in the cut's own
+          // millisecond (or, on a cluster, on a node whose clock runs ahead of the cut), which this
+          // window left out. Look again once the clocks have moved on.
+          await sleep(margin);
           continue;
         }
         await waiter.wait(deadline - Date.now(), req.signal);
-        if (req.signal.aborted || (!waiter.dirty && Date.now() >= deadline)) return answered(r, mark);
+        if (req.signal.aborted) return answered(r, mark);
+        // Woken, or at the timeout: compute again either way. At the timeout that computation is
+        // the answer (the loop's first check returns it), so a lost notification delays an event
+        // by one timeout at most, never into the next poll.
       }
     } finally {
       waiter?.close();
