@@ -55,6 +55,8 @@ export class PushProgress {
   private readonly loading = new Map<number, Promise<Id | null>>();
   /** Shards whose progress did not move through a whole wait: not waited on until it moves. */
   private readonly stalled = new Set<number>();
+  /** Called at the next move of a shard's progress (`onNextMove`). */
+  private readonly moveListeners = new Map<number, Set<() => void>>();
   /** Figures for status and tests. */
   waits = 0;
   timeouts = 0;
@@ -73,6 +75,11 @@ export class PushProgress {
     if (cur && atLeast(cur, next)) return;
     this.upto.set(shard, next);
     this.stalled.delete(shard);
+    const listeners = this.moveListeners.get(shard);
+    if (listeners) {
+      this.moveListeners.delete(shard);
+      for (const f of listeners) f();
+    }
     const set = this.waiters.get(shard);
     if (!set) return;
     for (const w of [...set]) if (atLeast(next, w.want)) w.done();
@@ -121,6 +128,34 @@ export class PushProgress {
     this.timeouts++;
     this.stalled.add(shard);
     return false;
+  }
+
+  /**
+   * Call `f` once, at the next move of any of these shards' progress; returns a cancel function.
+   * (A sync that had to send counts too early waits for this as well as for its notifications.)
+   */
+  onNextMove(shards: Iterable<number>, f: () => void): () => void {
+    let done = false;
+    const once = () => {
+      if (done) return;
+      done = true;
+      cancel();
+      f();
+    };
+    const list = [...new Set(shards)];
+    for (const shard of list) {
+      let set = this.moveListeners.get(shard);
+      if (!set) this.moveListeners.set(shard, (set = new Set()));
+      set.add(once);
+    }
+    const cancel = () => {
+      for (const shard of list) {
+        const set = this.moveListeners.get(shard);
+        set?.delete(once);
+        if (set && set.size === 0) this.moveListeners.delete(shard);
+      }
+    };
+    return cancel;
   }
 
   private load(shard: number): Promise<Id | null> {

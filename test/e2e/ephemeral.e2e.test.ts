@@ -12,6 +12,7 @@ import { newToken, tokenHash } from '../../src/api/client/auth';
 import type { UserMessage } from '../../actors/user';
 import { KeySpace } from '../../src/store/keys';
 import { ActorClient } from '../../src/runtime/actor-client';
+import { shardOf } from '../../src/runtime/shards';
 
 interface Session {
   userId: string;
@@ -315,6 +316,26 @@ describe('unread notification counts in /sync', () => {
     await ok(bob, 'POST', `/rooms/${enc(roomId)}/receipt/m.read/${enc(mention)}`, {});
     const reset = await syncUntil(bob, counted.since, (b) => b.rooms?.join?.[roomId]?.unread_notifications?.notification_count === 0);
     expect(reset.body.rooms.join[roomId].unread_notifications).toEqual({ notification_count: 0, highlight_count: 0 });
+  });
+});
+
+describe('unread counts when the push evaluator is late', () => {
+  it('counts sent before the evaluator finished are sent again once it has, with nothing else new', async () => {
+    const { alice, bob, roomId, bobSince } = await pair('u2');
+    await say(alice, roomId, 'one');
+    const first = await syncUntil(bob, bobSince, (b) => b.rooms?.join?.[roomId]?.unread_notifications?.notification_count === 1);
+    // The evaluator stalls on the room's shard (past the 2 s a sync waits for it).
+    const shard = shardOf(roomId, server.config.shards.rooms);
+    for (const r of server.pushEvaluators) r.detach(shard);
+    await say(alice, roomId, 'two');
+    const late = await syncUntil(bob, first.since, (b) => (b.rooms?.join?.[roomId]?.timeline?.events ?? []).some((e: Json) => e.content?.body === 'two'));
+    // The message came without waiting for ever; its counts could not include it yet.
+    expect(late.body.rooms.join[roomId].unread_notifications.notification_count).toBe(1);
+    // The evaluator resumes: the next poll sends the room's counts again, though nothing else happened.
+    for (const r of server.pushEvaluators) r.attach(shard);
+    const fixed = await sync(bob, { since: late.since, timeout: '20000' });
+    expect(fixed.rooms?.join?.[roomId]?.unread_notifications).toEqual({ notification_count: 2, highlight_count: 0 });
+    expect(fixed.rooms.join[roomId].timeline?.events ?? []).toEqual([]);
   });
 });
 

@@ -14,12 +14,14 @@ import { startFront, type RunningFront } from '../../src/front';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { allActorKinds } from '../../src/runtime/kinds';
 import { allReaders } from '../../src/readers/index';
+import { PushEvaluatorReader } from '../../src/readers/push-evaluator';
 import { shardCountsFor } from '../../src/runtime/cluster-settings';
 import { Worker } from '../../src/runtime/worker';
 import { KeySpace } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { freePort } from '../setup/free-port';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from '../../src/sync/notify';
+import type { ShardReader } from '../../src/runtime/worker';
 
 export interface TestServer {
   baseUrl: string;
@@ -28,6 +30,8 @@ export interface TestServer {
   serverName: string;
   config: AxonConfig;
   redis: RedisClient;
+  /** Every worker's push evaluator (tests stall it on a shard with `detach`, resume with `attach`). */
+  pushEvaluators: ShardReader[];
   stop(): Promise<void>;
 }
 
@@ -53,12 +57,15 @@ export async function startTestServer(opts: { workers?: number; cluster?: boolea
   const signingKey = signingKeyFromSeed('ed25519:e2e', randomBytes(32));
   const keys = new KeySpace(config.redis.keyPrefix);
   const workers: Worker[] = [];
+  const pushEvaluators: ShardReader[] = [];
   for (let i = 0; i < (opts.workers ?? 2); i++) {
     const workerRedis = connectRedis(target);
+    const readers = allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName });
+    pushEvaluators.push(...readers.filter((r) => r instanceof PushEvaluatorReader));
     const w = new Worker({
       redis: workerRedis, keys, workerId: `w${i + 1}`, shardCounts: shardCountsFor(config),
       kinds: allActorKinds({ serverName: config.serverName, signingKey }), leaseTtlMs: config.lease.ttlMs, renewMs: config.lease.renewMs, log, pollMs: 500,
-      readers: allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName }),
+      readers,
       notify: workerSyncNotify(workerRedis, keys), outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
     });
     await w.start();
@@ -78,6 +85,7 @@ export async function startTestServer(opts: { workers?: number; cluster?: boolea
     serverName: config.serverName,
     config,
     redis,
+    pushEvaluators,
     async stop() {
       for (const f of fronts) await f.close();
       await Promise.all(workers.map((w) => w.stop()));

@@ -104,11 +104,21 @@ const LAST_ANSWERS_ROOMS_MAX = 2_000_000;
  * it, the rooms it listened to): bounded by devices and by room ids held, and not trusted after
  * twice the longest long-poll (a client that comes back later computes as usual).
  */
+interface LastAnswer {
+  token: string;
+  mark: ChangeMark;
+  listen: string[];
+  at: number;
+  /** The next poll may wait before computing (no clock spread, no counts to send again). */
+  skippable: boolean;
+  staleCounts: StaleCounts[];
+}
+
 class LastAnswers {
-  private readonly byDevice = new Map<string, { token: string; mark: ChangeMark; listen: string[]; at: number }>();
+  private readonly byDevice = new Map<string, LastAnswer>();
   private rooms = 0;
 
-  get(device: string): { token: string; mark: ChangeMark; listen: string[] } | undefined {
+  get(device: string): LastAnswer | undefined {
     const e = this.byDevice.get(device);
     if (e && Date.now() - e.at > 2 * MAX_TIMEOUT_MS) {
       this.delete(device);
@@ -117,7 +127,7 @@ class LastAnswers {
     return e;
   }
 
-  set(device: string, e: { token: string; mark: ChangeMark; listen: string[]; at: number }): void {
+  set(device: string, e: LastAnswer): void {
     this.delete(device); // re-inserted last: oldest first for eviction
     this.byDevice.set(device, e);
     this.rooms += e.listen.length;
@@ -387,9 +397,18 @@ function safeDecode<T>(b: Buffer): T | null {
 
 // ---- the response ----------------------------------------------------------------------------
 
+/** A room whose counts were sent before the push evaluator had finished entry `id` of its shard. */
+interface StaleCounts {
+  roomId: string;
+  shard: number;
+  id: string;
+}
+
 interface Computed {
   body: JsonObject;
   empty: boolean;
+  /** Rooms whose counts in this answer may miss events (the evaluator was late): sent again later. */
+  staleCounts: StaleCounts[];
   /** How far apart the clocks behind the cut were (a cluster's masters; 0 on one Redis), in ms. */
   skewMs: number;
   /** Rooms whose notifications should wake a wait on this response (joined and invited). */
@@ -403,6 +422,8 @@ interface Params {
   pushProgress: PushProgress;
   /** The front's cache of one-time-key counts and fallback key types per device. */
   e2e: E2eCountsCache;
+  /** Rooms whose counts the answer that gave `since` sent too early (see `StaleCounts`). */
+  recheckCounts?: StaleCounts[];
   /** Waits that should not hold a computation slot (src/sync/compute-gate.ts). */
   outside: <U>(wait: Promise<U>) => Promise<U>;
   since: number | null;
@@ -574,6 +595,15 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
 
   const [toDevice, { otk: otkCounts, fallback: fallbackTypes }] = await Promise.all([toDevicePromise, e2ePromise]);
   const feed = await feedPromise;
+  // Rooms an earlier answer had to send counts for before the evaluator had finished (it was
+  // stuck past the cap): once it has, their counts go out again, even with nothing else new.
+  const staleCounts: StaleCounts[] = [];
+  const joinedNow = new Set(incremental);
+  for (const stale of p.recheckCounts ?? []) {
+    if (!joinedNow.has(stale.roomId) || join[stale.roomId]) continue; // left, or sent anyway below
+    if (await p.outside(p.pushProgress.waitFor(stale.shard, stale.id))) join[stale.roomId] = {};
+    else staleCounts.push(stale);
+  }
   // Unread counts: for every room given (in full or with news).
   const countRooms = Object.keys(join);
   if (countRooms.length) {
@@ -595,7 +625,15 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
         if (id) upTo.set(shard, upTo.has(shard) ? laterId(upTo.get(shard)!, id) : id);
       });
     }
-    if (upTo.size) await p.outside(Promise.all([...upTo].map(([shard, id]) => p.pushProgress.waitFor(shard, id))));
+    if (upTo.size) {
+      const shards = [...upTo];
+      const finished = await p.outside(Promise.all(shards.map(([shard, id]) => p.pushProgress.waitFor(shard, id))));
+      const late = new Map(shards.filter((_, i) => !finished[i]));
+      for (const roomId of countRooms) {
+        const shard = shardOf(roomId, ctx.shardCounts.room);
+        if (late.has(shard) && (lastEntry.has(roomId) || fullSet.has(roomId))) staleCounts.push({ roomId, shard, id: late.get(shard)! });
+      }
+    }
     const counts = await unreadCounts(ctx, user.userId, countRooms, { threads: filter.unreadThreadNotifications });
     for (const roomId of countRooms) {
       const c = counts.get(roomId);
@@ -619,7 +657,7 @@ async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Reques
   body.device_unused_fallback_key_types = fallbackTypes;
   const empty = !rooms.join && !rooms.invite && !rooms.leave && !rooms.knock && accountData.length === 0 && toDevice.events.length === 0 && presence.length === 0 && !deviceLists;
   const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite' || r.membership === 'knock').map((r) => r.roomId);
-  return { body, empty, listen, skewMs: snap.skewMs };
+  return { body, empty, listen, skewMs: snap.skewMs, staleCounts };
 }
 
 /** Whether the filter lets any `m.presence` event through (`{"types": []}` is how clients say no). */
@@ -957,11 +995,10 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
     let waiter: SyncWaiter | null = null;
     const deviceKey = `${user.userId}\u0000${user.deviceId}`;
     const answered = (r: Computed, mark: ChangeMark) => {
-      lastAnswers.delete(deviceKey);
       // Clocks apart (a cluster's nodes): a notification may have come well before the cut it
       // belongs after, so the next poll cannot trust "nothing since": no skip.
-      if (r.skewMs > 1) return { body: r.body };
-      lastAnswers.set(deviceKey, { token: String(r.body.next_batch), mark, listen: r.listen, at: Date.now() });
+      const skippable = r.skewMs <= 1 && r.staleCounts.length === 0;
+      lastAnswers.set(deviceKey, { token: String(r.body.next_batch), mark, listen: r.listen, at: Date.now(), skippable, staleCounts: r.staleCounts });
       return { body: r.body };
     };
     try {
@@ -974,7 +1011,9 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
       // Not when that answer was given in part (a token with stream positions, e.g. more to-device
       // messages than fitted): the rest is due at once.
       const complete = !!sinceToken && Object.keys(sinceToken.parts).length === 0;
-      if (waiter && last && complete && last.token === req.query.since && notifier.unchangedSince(user.userId, last.listen, last.mark)) {
+      const sameToken = !!last && last.token === req.query.since;
+      if (sameToken && last!.staleCounts.length) params.recheckCounts = last!.staleCounts;
+      if (waiter && last && complete && sameToken && last.skippable && notifier.unchangedSince(user.userId, last.listen, last.mark)) {
         waiter.setRooms(last.listen);
         await waiter.wait(deadline - Date.now(), req.signal);
         if (req.signal.aborted) return { body: { next_batch: req.query.since } };
@@ -999,7 +1038,15 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
           await sleep(margin);
           continue;
         }
-        await waiter.wait(deadline - Date.now(), req.signal);
+        // Counts this poll could not send yet: their evaluator moving is news too.
+        params.recheckCounts = r.staleCounts;
+        const w = waiter;
+        const cancel = r.staleCounts.length ? notifier.pushProgress.onNextMove(r.staleCounts.map((c) => c.shard), () => w.poke()) : null;
+        try {
+          await waiter.wait(deadline - Date.now(), req.signal);
+        } finally {
+          cancel?.();
+        }
         if (req.signal.aborted) return answered(r, mark);
         // Woken, or at the timeout: compute again either way. At the timeout that computation is
         // the answer (the loop's first check returns it), so a lost notification delays an event
