@@ -45,15 +45,7 @@ export async function clientsFor(server: TestServer): Promise<Clients> {
       minted.add(userId);
       return { userId, deviceId, token };
     },
-    async call(s, method, path, body, baseUrl = server.baseUrl) {
-      const url = path.startsWith('/_matrix') ? `${baseUrl}${path}` : `${baseUrl}/_matrix/client/v3${path}`;
-      const r = await fetch(url, {
-        method,
-        headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      return { status: r.status, body: (await r.json()) as Json, headers: r.headers };
-    },
+    call: (s, method, path, body, baseUrl = server.baseUrl) => callServer({ baseUrl }, s, method, path, body),
     close: () => actors.close(),
   };
 }
@@ -71,4 +63,24 @@ export async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean,
     if (ok(v) || Date.now() > deadline) return v;
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * One request to a test server with a session's token (none: unauthenticated): `path` under
+ * `/_matrix/client/v3`, or whole when it starts with `/_matrix`; the body is sent as JSON.
+ */
+export async function callServer(server: { baseUrl: string }, s: { token: string } | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json; headers: Headers }> {
+  const url = path.startsWith('/_matrix') ? `${server.baseUrl}${path}` : `${server.baseUrl}/_matrix/client/v3${path}`;
+  const r = await fetch(url, {
+    method,
+    headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: r.status, body: (await r.json()) as Json, headers: r.headers };
+}
+
+/** `callServer` answering only status and body (for tests that compare whole answers). */
+export async function callJson(server: { baseUrl: string }, s: { token: string } | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
+  const { status, body: json } = await callServer(server, s, method, path, body);
+  return { status, body: json };
 }

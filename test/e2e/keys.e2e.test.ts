@@ -13,6 +13,7 @@ import { shardCountsFor } from '../../src/runtime/cluster-settings';
 import { KeySpace } from '../../src/store/keys';
 import { oneTimeKeyCounts, unusedFallbackKeyTypes } from '../../src/sync/e2e-counts';
 import { startTestServer, type TestServer } from './server-harness';
+import { callJson } from './clients';
 
 type Json = Record<string, any>;
 interface Session {
@@ -31,14 +32,7 @@ afterAll(async () => {
 
 const PASSWORD = 'a long passphrase';
 
-async function call(s: Session | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-  const r = await fetch(`${server.baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: r.status, body: (await r.json()) as Json };
-}
+const call = (s: Session | null, method: string, path: string, body?: unknown) => callJson(server, s, method, path, body);
 
 async function register(username: string): Promise<Session> {
   const first = await call(null, 'POST', '/register', { username, password: PASSWORD, initial_device_display_name: `${username}'s laptop` });

@@ -13,6 +13,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './server-harness';
+import { callJson } from './clients';
 
 type Json = Record<string, any>;
 
@@ -47,14 +48,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-async function call(s: Session | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-  const r = await fetch(`${server.baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: r.status, body: (await r.json()) as Json };
-}
+const call = (s: Session | null, method: string, path: string, body?: unknown) => callJson(server, s, method, path, body);
 
 /** Registration over HTTP, the user-interactive way: a first call for the session, then m.login.dummy. */
 async function register(username: string): Promise<Session> {

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientEvent, UserEvent, type MatrixClient } from 'matrix-js-sdk';
 import { createClient } from './sdk';
 import { startTestServer, type TestServer } from './server-harness';
+import { callJson } from './clients';
 
 type Json = Record<string, any>;
 interface Session {
@@ -19,14 +20,7 @@ interface Session {
 let server: TestServer;
 let off: TestServer;
 
-async function call(srv: TestServer, s: Session | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-  const r = await fetch(`${srv.baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: r.status, body: (await r.json()) as Json };
-}
+const call = (srv: TestServer, s: Session | null, method: string, path: string, body?: unknown) => callJson(srv, s, method, path, body);
 async function ok(s: Session, method: string, path: string, body?: unknown, srv = server): Promise<Json> {
   const r = await call(srv, s, method, path, body);
   expect(r.status, `${method} ${path}: ${JSON.stringify(r.body)}`).toBe(200);

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientEvent, PushRuleKind, type IPushRules, type MatrixClient } from 'matrix-js-sdk';
 import { createClient } from './sdk';
 import { startTestServer, type TestServer } from './server-harness';
+import { callJson } from './clients';
 import { defaultPushRules } from '../../src/protocol/push-rules';
 
 type Json = Record<string, any>;
@@ -25,14 +26,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-async function call(s: Session | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-  const r = await fetch(`${server.baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: r.status, body: (await r.json()) as Json };
-}
+const call = (s: Session | null, method: string, path: string, body?: unknown) => callJson(server, s, method, path, body);
 
 async function register(username: string): Promise<Session> {
   const first = await call(null, 'POST', '/register', { username, password: 'a long passphrase' });

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, Direction } from 'matrix-js-sdk';
 import { startTestServer, type TestServer } from './server-harness';
+import { callJson } from './clients';
 import { newToken, tokenHash } from '../../src/api/client/auth';
 import type { UserMessage } from '../../actors/user';
 import { KeySpace, membershipIndexData } from '../../src/store/keys';
@@ -44,14 +45,7 @@ async function mint(localpart: string, deviceId = 'DEV1'): Promise<Session> {
   return { userId, deviceId, token };
 }
 
-async function call(s: Session | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-  const r = await fetch(`${server.baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: r.status, body: (await r.json()) as Json };
-}
+const call = (s: Session | null, method: string, path: string, body?: unknown) => callJson(server, s, method, path, body);
 
 const enc = encodeURIComponent;
 let txnCounter = 0;

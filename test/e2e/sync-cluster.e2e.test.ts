@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './server-harness';
+import { callJson } from './clients';
 
 type Json = Record<string, any>;
 interface Session {
@@ -14,14 +15,7 @@ interface Session {
 }
 let server: TestServer;
 
-async function call(s: Session | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-  const r = await fetch(`${server.baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: r.status, body: (await r.json()) as Json };
-}
+const call = (s: Session | null, method: string, path: string, body?: unknown) => callJson(server, s, method, path, body);
 async function ok(s: Session | null, method: string, path: string, body?: unknown): Promise<Json> {
   const r = await call(s, method, path, body);
   expect(r.status, `${method} ${path}: ${JSON.stringify(r.body)}`).toBe(200);

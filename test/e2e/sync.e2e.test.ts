@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientEvent, RoomEvent, RoomMemberEvent, type MatrixClient, type MatrixEvent } from 'matrix-js-sdk';
 import { createClient } from './sdk';
 import { startTestServer, type TestServer } from './server-harness';
+import { callJson } from './clients';
 import { newToken, tokenHash } from '../../src/api/client/auth';
 import type { UserMessage } from '../../actors/user';
 import { KeySpace } from '../../src/store/keys';
@@ -36,14 +37,7 @@ async function mint(localpart: string): Promise<Session> {
   return { userId, deviceId: 'DEV1', token };
 }
 
-async function call(s: Session | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-  const r = await fetch(`${server.baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: r.status, body: (await r.json()) as Json };
-}
+const call = (s: Session | null, method: string, path: string, body?: unknown) => callJson(server, s, method, path, body);
 
 const enc = encodeURIComponent;
 const txn = () => `t${randomBytes(6).toString('hex')}`;
