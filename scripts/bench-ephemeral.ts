@@ -24,14 +24,14 @@
  * (whole run, default 20).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startManagedRedis, type ManagedRedis } from '../src/runtime/managed-redis';
 import { loadOrCreateSigningKeys } from '../src/runtime/signing-key-store';
-import { freePort, percentile, pool, round, sleep } from './lib/bench-util';
+import { freePort, percentile, pool, round, sleep, writeBenchResults } from './lib/bench-util';
 import { C, enc, newAgent } from './lib/matrix-load';
 
 const USERS = Math.max(2, Number(process.env.BENCH_USERS ?? 1000));
@@ -388,9 +388,7 @@ async function main(): Promise<void> {
   }
   out.push('\nsummary (medians over rounds): ' + JSON.stringify({ typing: results.typing && (results.typing as { summary: unknown }).summary, typingStop: (results.typingStop as { summary: unknown }).summary, receipt: (results.receipt as { summary: unknown }).summary, presence: (results.presence as { summary: unknown }).summary }));
   process.stdout.write(out.join('\n') + '\n');
-  mkdirSync(join(root, 'bench-results'), { recursive: true });
-  const file = join(root, 'bench-results', `ephemeral-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
+  const file = writeBenchResults((stamp) => `ephemeral-${stamp}.json`, results);
   process.stdout.write(`\nJSON: ${file}\n`);
 }
 

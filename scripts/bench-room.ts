@@ -24,7 +24,7 @@
  * BENCH_ONLY (e.g. "c").
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,6 +43,7 @@ import { redisTargetFor, shardCountsFor } from '../src/runtime/cluster-settings'
 import { allActorKinds } from '../src/runtime/kinds';
 import { Worker } from '../src/runtime/worker';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from '../src/sync/notify';
+import { writeBenchResults } from './lib/bench-util';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 100);
@@ -350,9 +351,7 @@ async function main(): Promise<void> {
     }
     console.log(`${'total'.padEnd(w)}  ${''.padStart(8)}  ${totalBytes.toLocaleString('en').padStart(12)}  ${round(totalBytes / store.events).toLocaleString('en').padStart(10)}`);
   }
-  mkdirSync(join(root, 'bench-results'), { recursive: true });
-  const file = join(root, 'bench-results', `room-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), machine, roomVersion: ROOM_VERSION, seconds: SECONDS, concurrency: CONCURRENCY, throughput: results, storage: store }, null, 2));
+  const file = writeBenchResults((stamp) => `room-${stamp}.json`, { date: new Date().toISOString(), machine, roomVersion: ROOM_VERSION, seconds: SECONDS, concurrency: CONCURRENCY, throughput: results, storage: store });
   console.log(`\nwritten ${file}`);
   process.exit(0);
 }

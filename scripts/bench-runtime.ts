@@ -9,7 +9,7 @@
  * (redis appendfsync: always, as Axon runs it, or everysec to see what fsync costs).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ActorClient } from '../src/runtime/actor-client';
@@ -18,6 +18,7 @@ import { readWorkers, readShards } from '../src/runtime/cluster-admin';
 import { KeySpace } from '../src/store/keys';
 import { connectRedis, duplicateClient, type RedisClient } from '../src/store/redis';
 import { createServer } from 'node:net';
+import { writeBenchResults } from './lib/bench-util';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 200);
@@ -196,9 +197,7 @@ async function main(): Promise<void> {
   const w = Math.max(...results.map((r) => r.name.length));
   console.log(`${'path'.padEnd(w)}  ${'msg/s'.padStart(8)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'vs raw'.padStart(7)}`);
   for (const r of results) console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(8)}  ${r.p50ms.toFixed(2).padStart(8)}  ${r.p99ms.toFixed(2).padStart(8)}  ${(r.perSecond / raw.perSecond).toFixed(2).padStart(7)}`);
-  mkdirSync(join(root, 'bench-results'), { recursive: true });
-  const file = join(root, 'bench-results', `runtime-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), machine, seconds: SECONDS, concurrency: CONCURRENCY, actors: ACTORS, shards: SHARDS, results }, null, 2));
+  const file = writeBenchResults((stamp) => `runtime-${stamp}.json`, { date: new Date().toISOString(), machine, seconds: SECONDS, concurrency: CONCURRENCY, actors: ACTORS, shards: SHARDS, results });
   console.log(`\nwritten ${file}`);
   process.exit(0);
 }

@@ -18,10 +18,9 @@
  * BENCH_SETUP_SECONDS (time box for (b) and (c) setup each, default 120), BENCH_IDLE_POLLS (default
  * 2000), BENCH_ONLY (e.g. "a,d"). The whole run stops itself after BENCH_MAX_MINUTES (default 15).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startAxonBench, type AxonBench } from './lib/axon-bench-cluster';
-import { pool, round, sleep, table } from './lib/bench-util';
+import { pool, round, sleep, table, writeBenchResults } from './lib/bench-util';
 import { C, Deliveries, MatrixLoad, enc, newAgent, ratePhase as runRatePhase, startSyncLoops as runSyncLoops, type RatePhase, type SendPick, type User } from './lib/matrix-load';
 import { cpuSeconds, rssKb } from './lib/proc-stats';
 
@@ -38,7 +37,6 @@ const A_USERS = Math.max(20, Math.round(200 * SCALE));
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c,d').split(','));
 const MAX_MINUTES = Number(process.env.BENCH_MAX_MINUTES ?? 15);
 const P99_LIMIT_MS = 1000;
-const root = join(import.meta.dirname, '..');
 
 function log(msg: string): void {
   process.stderr.write(`[bench-sync ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
@@ -293,9 +291,7 @@ async function main(): Promise<void> {
 
   (results.meta as Record<string, unknown>).totalSeconds = round((performance.now() - started) / 1000, 1);
   report();
-  mkdirSync(join(root, 'bench-results'), { recursive: true });
-  const file = join(root, 'bench-results', `sync-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
+  const file = writeBenchResults((stamp) => `sync-${stamp}.json`, results);
   process.stdout.write(`\nJSON: ${file}\n`);
 }
 

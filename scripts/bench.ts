@@ -32,12 +32,12 @@
  * Run `npm run bench -- --help` for the knobs.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startAxonBench, type AxonBench } from './lib/axon-bench-cluster';
-import { percentile, pool, round, seededRandom, sleep, table } from './lib/bench-util';
+import { percentile, pool, round, seededRandom, sleep, table, writeBenchResults } from './lib/bench-util';
 import { C, Deliveries, MatrixLoad, enc, ratePhase, startSyncLoops, type RatePhase, type User } from './lib/matrix-load';
 import { churnSchedule, roomLayout } from './lib/workload-plans';
 import { CostMeter, processTree, type CostReport, type ServerProcesses } from './lib/proc-stats';
@@ -812,10 +812,8 @@ function writeResults(): void {
   meta.totalSeconds = round((performance.now() - startedAt) / 1000, 1);
   meta.loadAvgEnd = loadavg().map((x) => round(x, 2));
   process.stdout.write('\n' + report());
-  mkdirSync(join(root, 'bench-results'), { recursive: true });
   const label = VS ? 'axon-vs-synapse' : (targets[0]?.name ?? TARGET);
-  const file = join(root, 'bench-results', `${new Date().toISOString().replace(/[:.]/g, '-')}-${label}.json`);
-  writeFileSync(file, JSON.stringify({ meta, results, scaling }, (_k, v) => (v === Infinity ? 'Infinity' : v), 2) + '\n');
+  const file = writeBenchResults((stamp) => `${stamp}-${label}.json`, { meta, results, scaling }, (_k, v) => (v === Infinity ? 'Infinity' : v));
   process.stdout.write(`\nJSON: ${file}\n`);
 }
 

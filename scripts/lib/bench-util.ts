@@ -1,5 +1,7 @@
-/** Small helpers shared by the benchmark scripts (bench-sync.ts, bench.ts). */
+/** Small helpers shared by the benchmark scripts (bench-sync.ts, bench.ts, …). */
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export const round = (n: number, d = 1) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : NaN);
@@ -58,4 +60,16 @@ export function table(rows: Record<string, unknown>[], cols: string[], headers: 
   return cells
     .map((row, j) => row.map((v, i) => (i === 0 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join('  ') + (j === 0 ? '\n' + widths.map((w) => '-'.repeat(w)).join('  ') : ''))
     .join('\n');
+}
+
+/**
+ * Write a run's results as JSON into the repository's bench-results/ (created if missing);
+ * `fileName` gets the run's timestamp (safe for file names). Returns the file's path.
+ */
+export function writeBenchResults(fileName: (stamp: string) => string, data: unknown, replacer?: (key: string, value: unknown) => unknown): string {
+  const dir = join(import.meta.dirname, '..', '..', 'bench-results');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, fileName(new Date().toISOString().replace(/[:.]/g, '-')));
+  writeFileSync(file, JSON.stringify(data, replacer, 2) + '\n');
+  return file;
 }
