@@ -4,6 +4,13 @@
  * stream. The front never needs to know which worker owns the shard, so a shard moving
  * mid-request changes nothing here: the new owner handles the re-delivered command (or answers
  * it from the dedupe record if the old owner already applied it) and replies to the same stream.
+ *
+ * Message ids are the workers' dedupe keys (a seen id is answered with the stored reply of its
+ * first application, for 10 minutes), so no two process lifetimes may ever mint the same one: a
+ * front restarted under the same name (`f1`) once counted from 1 again and was answered with the
+ * replies of its previous life — 200 with another request's event id, and the message dropped.
+ * Every ActorClient therefore draws a random incarnation (96 bits) and puts it in every id it
+ * mints and in the name of its reply stream; the counter only orders ids within one lifetime.
  */
 import { randomBytes } from 'node:crypto';
 import type { ReplyEnvelope } from './actor';
@@ -11,6 +18,10 @@ import { shardOf, type Family } from './shards';
 import { decode, encode } from '../store/codec';
 import type { KeySpace } from '../store/keys';
 import { duplicateClient, isCluster, type RedisClient } from '../store/redis';
+
+/** How long a reply stream outlives its process; renewed (or re-created) every 30 s while it runs. */
+const REPLY_STREAM_TTL_MS = 60 * 60 * 1000;
+const REPLY_STREAM_RENEW_MS = 30_000;
 
 export class ActorTimeoutError extends Error {
   constructor(readonly mid: string, ms: number) {
@@ -41,7 +52,10 @@ interface Waiter {
 
 export class ActorClient {
   private readonly frontId: string;
+  /** Random per process lifetime (per ActorClient): what makes message ids and the reply stream unique. */
+  readonly incarnation = randomBytes(12).toString('base64url');
   private readonly replyStream: string;
+  private replyTtlTimer: NodeJS.Timeout | null = null;
   private reader: RedisClient | null = null;
   private readonly waiters = new Map<string, Waiter>();
   private counter = 0;
@@ -55,16 +69,28 @@ export class ActorClient {
     private readonly shardCounts: Record<Family, number>,
     frontId?: string,
   ) {
-    this.frontId = frontId ?? `f-${randomBytes(6).toString('hex')}`;
-    this.replyStream = keys.replies(this.frontId);
+    this.frontId = frontId ?? 'f';
+    this.replyStream = keys.replies(`${this.frontId}.${this.incarnation}`);
   }
 
   async start(): Promise<void> {
     this.reader = duplicateClient(this.redis);
-    // Start from the current end: replies to earlier incarnations of this front are not ours.
-    const last = (await this.redis.xrevrange(this.replyStream, '+', '-', 'COUNT', 1)) as [string, string[]][];
-    this.lastId = last[0]?.[0] ?? '0-0';
+    // The stream must exist before the first ask: workers reply only to streams that exist
+    // (reply-1.lua), so that replies to a front that died do not recreate its stream forever.
+    // An empty stream stays; its TTL is renewed while this process lives.
+    await this.keepReplyStream();
+    this.lastId = '0-1';
+    this.replyTtlTimer = setInterval(() => void this.keepReplyStream().catch(() => undefined), REPLY_STREAM_RENEW_MS);
+    this.replyTtlTimer.unref();
     void this.readReplies();
+  }
+
+  /** Renew the reply stream's TTL; create it (empty) when it is not there (first start, or a Redis that lost it). */
+  private async keepReplyStream(): Promise<void> {
+    if ((await this.redis.pexpire(this.replyStream, REPLY_STREAM_TTL_MS)) === 1) return;
+    await this.redis.xadd(this.replyStream, '0-1', 'init', '1');
+    await this.redis.xdel(this.replyStream, '0-1');
+    await this.redis.pexpire(this.replyStream, REPLY_STREAM_TTL_MS);
   }
 
   private async readReplies(): Promise<void> {
@@ -101,8 +127,9 @@ export class ActorClient {
     }
   }
 
+  /** `<front>.<incarnation>:<n>`: unique across every process lifetime (see the header). */
   newMessageId(): string {
-    return `${this.frontId}:${(++this.counter).toString(36)}`;
+    return `${this.frontId}.${this.incarnation}:${(++this.counter).toString(36)}`;
   }
 
   /** Send a command to an actor and await its reply. */
@@ -180,6 +207,7 @@ export class ActorClient {
     const deadline = Date.now() + graceMs;
     while (this.waiters.size > 0 && Date.now() < deadline && this.reader) await new Promise((r) => setTimeout(r, 20));
     this.closed = true;
+    if (this.replyTtlTimer) clearInterval(this.replyTtlTimer);
     for (const [mid, w] of this.waiters) {
       clearTimeout(w.timer);
       w.reject(new Error('ActorClient closed'));

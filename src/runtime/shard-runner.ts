@@ -336,7 +336,7 @@ export class ShardRunner {
    */
   private async replyAndAck(entry: InboxEntry, blob: Buffer): Promise<void> {
     const { redis } = this.env;
-    const reply = () => redis.xadd(entry.replyTo!, 'MAXLEN', '~', REPLY_STREAM_MAXLEN, '*', 'mid', entry.mid, 'b', blob);
+    const reply = () => runScriptBuffer(redis, 'reply', [entry.replyTo!], [REPLY_STREAM_MAXLEN, entry.mid, blob]);
     const ack = () => redis.xack(this.keys.inbox, INBOX_GROUP, entry.id);
     if (isCluster(redis)) {
       await reply();

@@ -29,6 +29,7 @@ const SCRIPTS = {
   pushRecord: 'push-record-2.lua',
   pushProgress: 'push-progress-1.lua',
   rateLimit: 'rate-limit-1.lua',
+  reply: 'reply-1.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 

@@ -47,6 +47,43 @@ for (const mode of MODES) {
       expect(await c.ask('user', 'ledger', '@a:test', { op: 'read' })).toMatchObject({ count: 1, sum: 5, outOfOrder: 0 });
     });
 
+    it('a front restarted under the same name gets its own replies, never those of its earlier life', async () => {
+      // Regression: message ids were `<front>:<counter>` with the counter restarting at 1, so a
+      // restarted `f1` was answered from the workers' dedupe records of its previous life.
+      r = await rig(mode);
+      await r.startWorker('w1');
+      const { ActorClient } = await import('../../src/runtime/actor-client');
+      const { connectRedis } = await import('../../src/store/redis');
+      const life = async (value: number) => {
+        const c = new ActorClient(connectRedis(r.target), r.keys, r.shardCounts, 'f1');
+        await c.start();
+        const replies: LedgerReply[] = [];
+        for (let i = 0; i < 20; i++) replies.push(await c.ask<LedgerReply>('user', 'ledger', '@restart:test', { op: 'append', producer: `life${value}`, seq: i + 1, value }));
+        await c.close();
+        return replies;
+      };
+      const first = await life(1);
+      const second = await life(1000);
+      expect(first.map((x) => x.count)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      // Each reply of the second life reflects its own append (count 21.., sum grows by 1000).
+      expect(second.map((x) => x.count)).toEqual(Array.from({ length: 20 }, (_, i) => i + 21));
+      expect(second.map((x) => x.sum)).toEqual(Array.from({ length: 20 }, (_, i) => 20 + 1000 * (i + 1)));
+      expect(await (await r.client()).ask('user', 'ledger', '@restart:test', { op: 'read' })).toMatchObject({ count: 40, outOfOrder: 0 });
+    });
+
+    it('a reply to a front that is gone does not recreate its reply stream', async () => {
+      r = await rig(mode);
+      await r.startWorker('w1');
+      const c = await r.client();
+      const stream = r.keys.replies(`f.${c.incarnation}`);
+      expect(await r.redis.exists(stream)).toBe(1);
+      expect(await r.redis.pttl(stream)).toBeGreaterThan(0);
+      // A front killed with -9 leaves its stream to its TTL; simulate the expiry, then a late reply.
+      await r.redis.del(stream);
+      await runScriptBuffer(r.redis, 'reply', [stream], [100, 'late-mid', Buffer.from('x')]);
+      expect(await r.redis.exists(stream)).toBe(0);
+    });
+
     it('dead-letters a message that keeps failing, answers it with an error, and the shard keeps going', async () => {
       r = await rig(mode);
       await r.startWorker('w1', { maxDeliveries: 3 });
