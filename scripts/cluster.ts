@@ -6,6 +6,8 @@
  *   npm run cluster -- move-shard <family> <shard> <worker>
  *   npm run cluster -- rebalance                        even out shard counts between workers
  *   npm run cluster -- drain <worker>                   move its shards away, then stop it
+ *   npm run cluster -- restart [fronts|workers]         rolling restart (both: fronts, then
+ *                                                       workers), nothing refused or lost
  *   npm run cluster -- down                             stop fronts, workers, managed Redis
  *   npm run cluster -- load [--seconds S] [--concurrency C]
  *                                                       drive traffic through the actors (a
@@ -62,9 +64,16 @@ function alive(pid: number | null): boolean {
   if (!pid) return false;
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
+  }
+  // A process killed with -9 stays a zombie until its parent (here often init, which may be slow
+  // to reap) collects it; it answers signal 0 but is gone.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true; // no /proc (not Linux): trust the signal
   }
 }
 
@@ -81,17 +90,30 @@ function localProcesses(c: AxonConfig): { name: string; pid: number | null; aliv
 }
 
 function startProcess(c: AxonConfig, name: string, entry: string): number {
-  mkdirSync(runDir(c), { recursive: true });
-  mkdirSync(logDir(c), { recursive: true });
   const pidFile = join(runDir(c), `${name}.pid`);
   const existing = readPid(pidFile);
   if (alive(existing)) return existing!;
+  const pid = spawnProcess(c, name, entry);
+  writeFileSync(pidFile, String(pid));
+  return pid;
+}
+
+/** Start a process in the background (logs appended to `<dataDir>/logs/<name>.log`); its pid. */
+function spawnProcess(c: AxonConfig, name: string, entry: string, extraArgs: string[] = []): number {
+  mkdirSync(runDir(c), { recursive: true });
+  mkdirSync(logDir(c), { recursive: true });
   const log = openSync(join(logDir(c), `${name}.log`), 'a');
   // `node --import tsx` directly (not the tsx CLI, which forks): the pid file names the real process.
-  const child = spawn(process.execPath, ['--import', 'tsx', entry, '--id', name], { cwd: root, detached: true, stdio: ['ignore', log, log], env: process.env });
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, '--id', name, ...extraArgs], { cwd: root, detached: true, stdio: ['ignore', log, log], env: process.env });
   child.unref();
-  writeFileSync(pidFile, String(child.pid));
   return child.pid!;
+}
+
+async function waitExit(pid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (alive(pid) && Date.now() < deadline) await sleep(50);
+  if (alive(pid)) process.kill(pid, 'SIGKILL');
+  while (alive(pid)) await sleep(20);
 }
 
 async function stopProcess(c: AxonConfig, name: string, timeoutMs = 20_000): Promise<boolean> {
@@ -247,6 +269,70 @@ async function doDrain(c: AxonConfig): Promise<void> {
   out(`drained ${worker}: moved ${res.length} shards${pid ? `, process ${alive(pid) ? 'still running' : 'stopped'}` : ''}`, { ok: true, worker, moved: res.length, stopped: pid ? !alive(pid) : null });
 }
 
+/**
+ * Rolling restart (an upgrade: fronts first, then workers — see README), with nothing refused:
+ * - a front's replacement starts beside it (both listen on the port) and the old one is told to
+ *   stop only once the new one listens; the old one answers what it has in flight, ends its
+ *   long-polls with what they have, closes its connections and exits;
+ * - a worker is drained (its shards move live to the others), stopped, started again and given
+ *   shards back by a rebalance at the end. A lone worker cannot be drained: it is stopped (its
+ *   leases released) and started again, and commands wait in the inboxes meanwhile.
+ */
+async function restart(c: AxonConfig): Promise<void> {
+  const which = positional[1] ?? 'all';
+  if (!['fronts', 'workers', 'all'].includes(which)) fail('usage: restart [fronts|workers]');
+  const procs = localProcesses(c).filter((p) => p.alive);
+  const report: { name: string; oldPid: number; newPid: number; ms: number }[] = [];
+  if (which !== 'workers') {
+    for (const p of procs.filter((x) => x.name.startsWith('f'))) {
+      const t0 = Date.now();
+      const readyFile = join(runDir(c), `${p.name}.ready`);
+      rmSync(readyFile, { force: true });
+      const pid = spawnProcess(c, p.name, 'src/front-main.ts', ['--ready-file', readyFile]);
+      const deadline = Date.now() + 60_000;
+      while (!(existsSync(readyFile) && readFileSync(readyFile, 'utf8').trim() === String(pid))) {
+        if (!alive(pid)) fail(`the new ${p.name} exited before listening; see ${logDir(c)}`);
+        if (Date.now() > deadline) fail(`the new ${p.name} did not listen within 60 s; see ${logDir(c)}`);
+        await sleep(50);
+      }
+      rmSync(readyFile, { force: true });
+      writeFileSync(join(runDir(c), `${p.name}.pid`), String(pid));
+      process.kill(p.pid!, 'SIGTERM');
+      await waitExit(p.pid!, 30_000);
+      report.push({ name: p.name, oldPid: p.pid!, newPid: pid, ms: Date.now() - t0 });
+    }
+  }
+  if (which !== 'fronts') {
+    const redis = await connect(c);
+    const keys = new KeySpace(c.redis.keyPrefix);
+    const workers = procs.filter((x) => x.name.startsWith('w'));
+    for (const p of workers) {
+      const t0 = Date.now();
+      const others = (await acceptingWorkers(redis, keys, c.lease.ttlMs)).filter((w) => w !== p.name);
+      if (others.length > 0) {
+        await drain(redis, keys, shardCountsFor(c), c.lease.ttlMs, p.name);
+        await waitExit(p.pid!, 60_000);
+      } else {
+        process.kill(p.pid!, 'SIGTERM');
+        await waitExit(p.pid!, 60_000);
+      }
+      rmSync(join(runDir(c), `${p.name}.pid`), { force: true });
+      const pid = startProcess(c, p.name, 'src/worker-main.ts');
+      const deadline = Date.now() + 60_000;
+      while (!(await acceptingWorkers(redis, keys, c.lease.ttlMs)).includes(p.name)) {
+        if (!alive(pid)) fail(`${p.name} exited after its restart; see ${logDir(c)}`);
+        if (Date.now() > deadline) fail(`${p.name} did not come back within 60 s; see ${logDir(c)}`);
+        await sleep(100);
+      }
+      report.push({ name: p.name, oldPid: p.pid!, newPid: pid, ms: Date.now() - t0 });
+    }
+    const moves = workers.length > 1 ? await rebalance(redis, keys, shardCountsFor(c), c.lease.ttlMs) : [];
+    redis.disconnect();
+    if (moves.length && !json) process.stdout.write(`shards moved to balance: ${moves.length}\n`);
+  }
+  out(report.map((r) => `${r.name}: pid ${r.oldPid} → ${r.newPid} (${r.ms} ms)`).join('\n') || 'nothing running to restart', { ok: true, restarted: report });
+}
+
 async function down(c: AxonConfig): Promise<void> {
   const procs = localProcesses(c);
   // Fronts first (no new requests), then workers (they finish in-flight messages and release).
@@ -353,12 +439,14 @@ async function main(): Promise<void> {
       return doRebalance(config);
     case 'drain':
       return doDrain(config);
+    case 'restart':
+      return restart(config);
     case 'down':
       return down(config);
     case 'load':
       return load(config);
     default:
-      fail(`unknown command ${JSON.stringify(command ?? '')}; use up, status, move-shard, rebalance, drain, down or load`);
+      fail(`unknown command ${JSON.stringify(command ?? '')}; use up, status, move-shard, rebalance, drain, restart, down or load`);
   }
 }
 

@@ -1,4 +1,9 @@
-/** A front process: `tsx src/front-main.ts --id f1`. Serves HTTP on the configured port. */
+/**
+ * A front process: `node --import tsx src/front-main.ts --id f1 [--ready-file path]`. Serves HTTP
+ * on the configured port; on SIGTERM it drains (answers what is in flight, closes connections)
+ * before it exits.
+ */
+import { writeFileSync } from 'node:fs';
 import { argValue, loadConfigOrExit, onShutdown, runMain } from './process-lifecycle';
 import { createLogger } from './log';
 import { redisTargetFor } from './runtime/cluster-settings';
@@ -13,6 +18,10 @@ async function main(): Promise<void> {
   const redis = connectRedis(redisTargetFor(config));
   const front = await startFront(config, redis, loadOrCreateSigningKeys(config.signingKeyPath), log, frontId);
   log.info({ front: frontId, port: front.port }, 'front listening');
+  // The cluster scripts' rolling restart starts a new front beside the old one (they share the
+  // port) and stops the old one only once this file names the new process.
+  const readyFile = argValue('--ready-file');
+  if (readyFile) writeFileSync(readyFile, String(process.pid));
   onShutdown(async () => {
     await front.close();
     redis.disconnect();

@@ -37,7 +37,8 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
     port,
     actors,
     async close() {
-      front.close();
+      // Requests in flight are answered first (drain), then the actor client lets go.
+      await front.drain();
       for (const c of ctx.closers ?? []) c();
       await actors.close();
     },

@@ -20,7 +20,10 @@ export interface Request {
   params: Record<string, string>;
   remoteAddress: string;
   body: Uint8Array;
-  /** Aborts when the client goes away before the answer (long-polls stop waiting at once). */
+  /**
+   * Aborts when the client goes away before the answer, or when the front drains for a planned
+   * stop: long-polls stop waiting at once (and answer, unless their client is gone).
+   */
   signal: AbortSignal;
   /** Parse the body as strict JSON; throws the right MatrixError otherwise. */
   json(options?: StrictJsonOptions): JsonValue;
@@ -63,6 +66,11 @@ export class Front {
   private listenSocket: uWS.us_listen_socket | null = null;
   private readonly app: uWS.TemplatedApp;
   private readonly maxBody: number;
+  /** Requests received and not yet answered (or abandoned by their client). */
+  private inFlight = 0;
+  /** Set by `drain`: answers close their connection, long-polls answer now. */
+  private draining = false;
+  private readonly shutdown = new AbortController();
 
   constructor(private readonly opts: FrontOptions) {
     this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
@@ -100,6 +108,21 @@ export class Front {
     this.listenSocket = null;
   }
 
+  /**
+   * A planned stop without failing anyone: stop accepting connections (other processes on the
+   * port take the new ones), end long-polls now with what they have, answer every request still
+   * in flight with its connection closed (clients reconnect to a live process), then close what
+   * remains — idle keep-alive connections — once nothing is in flight or `graceMs` has passed.
+   */
+  async drain(graceMs = 10_000): Promise<void> {
+    this.draining = true;
+    this.close();
+    this.shutdown.abort();
+    const deadline = Date.now() + graceMs;
+    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    (this.app as { close?: () => void }).close?.();
+  }
+
   private onRequest(res: uWS.HttpResponse, uReq: uWS.HttpRequest): void {
     const started = performance.now();
     const method = uReq.getCaseSensitiveMethod().toUpperCase() as Method;
@@ -110,16 +133,25 @@ export class Front {
       headers[k] = v;
     });
     let aborted = false;
+    let answered = false;
     const abort = new AbortController();
+    this.inFlight++;
+    const finish = () => {
+      if (answered) return;
+      answered = true;
+      this.inFlight--;
+    };
     res.onAborted(() => {
       aborted = true;
+      finish();
       abort.abort();
     });
     const remoteAddress = Buffer.from(res.getRemoteAddressAsText()).toString();
     const log = this.opts.logger;
 
     const send = (r: Response) => {
-      if (aborted) return;
+      if (aborted || answered) return;
+      finish();
       const status = r.status ?? 200;
       const body = r.body === undefined ? '{}' : JSON.stringify(r.body);
       res.cork(() => {
@@ -127,7 +159,9 @@ export class Front {
         res.writeHeader('Content-Type', 'application/json');
         for (const [k, v] of Object.entries(CORS_HEADERS)) res.writeHeader(k, v);
         for (const [k, v] of Object.entries(r.headers ?? {})) res.writeHeader(k, v);
-        res.end(method === 'HEAD' ? '' : body);
+        // While draining, the answer closes its connection so the client's next request goes
+        // to a process that stays.
+        res.end(method === 'HEAD' ? '' : body, this.draining);
       });
       log.info({ method, path, status, ms: Math.round((performance.now() - started) * 100) / 100, ip: remoteAddress }, 'request');
     };
@@ -146,7 +180,7 @@ export class Front {
     const { query, queryAll } = parseQuery(rawQuery);
     const run = (body: Uint8Array) => {
       const request: Request = {
-        method, path, query, queryAll, headers, params, remoteAddress, body, signal: abort.signal,
+        method, path, query, queryAll, headers, params, remoteAddress, body, signal: AbortSignal.any([abort.signal, this.shutdown.signal]),
         json(options) {
           if (body.length === 0) throw errors.notJson('Request body is empty');
           try {
