@@ -44,3 +44,53 @@ ensure_nio() {
     return 1
   fi
 }
+
+# Synapse, the real peer the federation tests run against (test/peers/synapse.ts). Installed from PyPI
+# into one virtualenv, $AXON_PEERS_DIR/synapse-venv (default ./.peers, gitignored), once: later calls
+# only look for the marker file written after a successful install, so they cost nothing.
+# test/peers/synapse.ts finds the venv the same way (keep AXON_SYNAPSE_VERSION and the marker in step).
+# Returns non-zero rather than exiting: outside CI the federation tests skip themselves when Synapse is
+# missing; in CI scripts/test fails on it.
+AXON_SYNAPSE_VERSION=1.163.2
+
+synapse_venv() { echo "${AXON_PEERS_DIR:-$PWD/.peers}/synapse-venv"; }
+
+synapse_installed() {
+  local venv; venv="$(synapse_venv)"
+  [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.axon-synapse-version" 2>/dev/null)" = "$AXON_SYNAPSE_VERSION" ]
+}
+
+ensure_synapse() {
+  if synapse_installed; then return 0; fi
+  local venv; venv="$(synapse_venv)"
+  mkdir -p "$(dirname "$venv")"
+  # One installer at a time per peers dir (two worktrees may share it through AXON_PEERS_DIR).
+  ( flock 9 || true
+    if synapse_installed; then exit 0; fi
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+      if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "axon: installing python3 and python3-venv from Debian's packages..." >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >&2 && apt-get install -y -qq python3 python3-venv >&2 || exit 1
+      else
+        echo "axon: Synapse needs python3 with venv; the federation tests against Synapse will be skipped." >&2
+        echo "      Install it with: sudo apt-get install -y python3 python3-venv" >&2
+        exit 1
+      fi
+    fi
+    local started=$SECONDS
+    echo "axon: installing matrix-synapse==$AXON_SYNAPSE_VERSION from PyPI into $venv (once per machine)..." >&2
+    rm -rf "$venv"
+    if python3 -m venv "$venv" >&2 \
+      && "$venv/bin/pip" install -q --disable-pip-version-check "matrix-synapse==$AXON_SYNAPSE_VERSION" >&2 \
+      && "$venv/bin/python" -c 'import synapse.app.homeserver' >&2; then
+      echo "$AXON_SYNAPSE_VERSION" > "$venv/.axon-synapse-version"
+      echo "axon: Synapse $AXON_SYNAPSE_VERSION installed in $((SECONDS - started))s" >&2
+    else
+      rm -rf "$venv"
+      echo "axon: installing Synapse failed after $((SECONDS - started))s; the federation tests against Synapse will be skipped." >&2
+      echo "      Retry with: . scripts/lib/ensure.sh && ensure_synapse" >&2
+      exit 1
+    fi
+  ) 9>"$(dirname "$venv")/.synapse-install.lock"
+}

@@ -23,7 +23,7 @@ export interface Clients {
   actors: ActorClient;
   /** A device and access token for a local user (the first call registers the account). */
   mint(localpart: string, deviceId?: string, opts?: { admin?: boolean }): Promise<Session>;
-  /** `/_matrix/client/v3<path>` (or `prefix<path>` when the path starts with `/_matrix`). */
+  /** `/_matrix/client/v3<path>` (or `<path>` whole when it starts with `/_`). */
   call(s: Session | null, method: string, path: string, body?: unknown, baseUrl?: string): Promise<{ status: number; body: Json; headers: Headers }>;
   close(): Promise<void>;
 }
@@ -67,10 +67,10 @@ export async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean,
 
 /**
  * One request to a test server with a session's token (none: unauthenticated): `path` under
- * `/_matrix/client/v3`, or whole when it starts with `/_matrix`; the body is sent as JSON.
+ * `/_matrix/client/v3`, or whole when it starts with `/_` (`/_matrix/...`, `/_synapse/...`); the body is sent as JSON.
  */
 export async function callServer(server: { baseUrl: string }, s: { token: string } | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json; headers: Headers }> {
-  const url = path.startsWith('/_matrix') ? `${server.baseUrl}${path}` : `${server.baseUrl}/_matrix/client/v3${path}`;
+  const url = path.startsWith('/_') ? `${server.baseUrl}${path}` : `${server.baseUrl}/_matrix/client/v3${path}`;
   const r = await fetch(url, {
     method,
     headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
