@@ -49,7 +49,9 @@ export function connectRedis(target: RedisTarget, options: RedisOptions = {}): R
   // script commands (it takes the key count for a key), so on a cluster it would mix slots in one
   // pipeline. Scripts are sent on their own; ioredis still writes them without waiting.
   // XGROUP and XINFO carry their key after a subcommand, which auto-pipelining misreads as well.
-  const autoPipeliningIgnoredCommands = [...Object.keys(SCRIPTS).flatMap((n) => [n, `${n}Buffer`]), 'xgroup', 'xinfo'];
+  // PING (RedisHealth's probe) is written at once rather than behind the next batch: it measures
+  // Redis, not how much this process has queued.
+  const autoPipeliningIgnoredCommands = [...Object.keys(SCRIPTS).flatMap((n) => [n, `${n}Buffer`]), 'xgroup', 'xinfo', 'ping'];
   const common: RedisOptions = { maxRetriesPerRequest: null, enableAutoPipelining: true, autoPipeliningIgnoredCommands, ...options };
   let client: RedisClient;
   if (target.clusterNodes?.length) {

@@ -8,7 +8,8 @@
  *   (with Retry-After) or 504, and requests made once the stall is noticed fail at once;
  * - nothing acknowledged is lost: every event id a /send answered 200 for is in /messages
  *   afterwards with its own content, and no retried txn made a second event;
- * - service resumes by itself after SIGCONT (whoami 200, sends acknowledged, every shard held).
+ * - service resumes by itself after SIGCONT (whoami 200, sends acknowledged, every shard held,
+ *   nothing dead-lettered); /health said 503 meanwhile, /versions kept answering.
  *
  * The server runs on a redis-server of its own: pausing the run's shared one would stall every
  * other test file running in parallel.
@@ -265,8 +266,9 @@ describe('a 30 s Redis stall under load', () => {
 
     // ---- the workers recovered by themselves: every shard held, sends acknowledged ----
     const keys = new KeySpace(server.config.redis.keyPrefix);
-    const shards = await readShards(server.redis, keys, { room: server.config.shards.rooms, user: server.config.shards.users });
+    const shards = await readShards(server.redis, keys, { room: server.config.shards.rooms, user: server.config.shards.users }, { details: true });
     expect(shards.filter((s) => !s.owner).map((s) => `${s.family}:${s.shard}`)).toEqual([]);
+    expect(shards.filter((s) => s.dead > 0).map((s) => `${s.family}:${s.shard}`), 'messages dead-lettered').toEqual([]);
     const firstSendAfter = Math.min(...samples.filter((s) => s.kind === 'send' && s.status === 200 && s.end > stallEnd).map((s) => s.end));
 
     // ---- the figures ----

@@ -34,6 +34,10 @@
  * **Long-poll.** With `timeout`, an empty answer waits on the front's `SyncNotifier` (one
  * subscription per front) until a notification concerns this user or one of their rooms, then
  * computes again with the same `since` and a new cut; a client that goes away stops the wait.
+ * The request's deadline is its timeout plus the front's usual one (`req.allowWait`); when Redis
+ * is known unreachable as the wait ends, the answer is 503 with `Retry-After` at once — clients
+ * (matrix-js-sdk: backoff, then the same token) lose nothing — rather than a computation that
+ * would wait out command timeouts.
  *
  * Lazy-loading members (`room.state.lazy_load_members`): only the member events of the
  * timeline's senders and the user are sent (see SyncFilter.lazyLoadMembers).
