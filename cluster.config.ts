@@ -22,6 +22,19 @@ export interface RedisConfig {
   managedPort: number;
   /** Prefix for every key, so several servers (or tests) can share one Redis. */
   keyPrefix: string;
+  /**
+   * A front's Redis command not answered within this time (ms) fails, and its request answers
+   * 503 (the command may still run once Redis answers again: clients retry with the same txn id).
+   * A command may first wait for the auto-pipelined batch before it (one in flight at a time), so
+   * in a stall it fails within about twice this. Not applied to blocking reads or subscriptions,
+   * nor to workers, which wait a stall out.
+   */
+  commandTimeoutMs: number;
+  /**
+   * A front pings Redis every second; no answer within this time (ms) marks Redis unreachable:
+   * `/health` answers 503 and requests fail at once (503) until a ping is answered again.
+   */
+  pingTimeoutMs: number;
 }
 
 /** One token bucket: `burst` requests at once, refilled at `perMinute`. */
@@ -93,6 +106,12 @@ export interface AxonConfig {
    * `GET` answers `offline` and /sync carries no presence, as Synapse does with `presence.enabled: false`.
    */
   presence: { enabled: boolean };
+  /**
+   * Every request is answered within this time (ms): one not done by then answers 503 `M_UNKNOWN`
+   * with `Retry-After`, and its late answer is dropped. A long-poll (`/sync?timeout=`) gets its
+   * timeout on top.
+   */
+  requestDeadlineMs: number;
 }
 
 const DEFAULT_PORT = 8008;
@@ -107,7 +126,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
     dataDir,
     signingKeyPath: '',
     keyValidityMs: 24 * 3600 * 1000,
-    redis: { mode: 'managed', url: '', clusterNodes: [], managedPort: 6390, keyPrefix: 'axon:' },
+    redis: { mode: 'managed', url: '', clusterNodes: [], managedPort: 6390, keyPrefix: 'axon:', commandTimeoutMs: 5000, pingTimeoutMs: 2000 },
     shards: { rooms: 1024, users: 1024 },
     workers: 1,
     fronts: 1,
@@ -125,6 +144,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       client: { burst: 300, perMinute: 6000 },
     },
     presence: { enabled: true },
+    requestDeadlineMs: 15_000,
   };
 }
 
@@ -161,6 +181,8 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_REDIS_CLUSTER_NODES: 'redis.clusterNodes',
   AXON_REDIS_MANAGED_PORT: 'redis.managedPort',
   AXON_REDIS_KEY_PREFIX: 'redis.keyPrefix',
+  AXON_REDIS_COMMAND_TIMEOUT_MS: 'redis.commandTimeoutMs',
+  AXON_REDIS_PING_TIMEOUT_MS: 'redis.pingTimeoutMs',
   AXON_ROOM_SHARDS: 'shards.rooms',
   AXON_USER_SHARDS: 'shards.users',
   AXON_WORKERS: 'workers',
@@ -176,6 +198,7 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_ACCESS_TOKEN_LIFETIME_MS: 'accessTokenLifetimeMs',
   AXON_RATE_LIMIT_ENABLED: 'rateLimit.enabled',
   AXON_PRESENCE_ENABLED: 'presence.enabled',
+  AXON_REQUEST_DEADLINE_MS: 'requestDeadlineMs',
 };
 
 /** The room versions this server implements. */
@@ -268,6 +291,17 @@ export function validateConfig(c: AxonConfig): string[] {
   }
   int(c.redis.managedPort, 'redis.managedPort', 1, 65535);
   if (typeof c.redis.keyPrefix !== 'string' || /[{}\s]/.test(c.redis.keyPrefix)) p.push('redis.keyPrefix: must be a string without braces or spaces (braces are hash tags)');
+  int(c.redis.commandTimeoutMs, 'redis.commandTimeoutMs', 100, 600_000);
+  int(c.redis.pingTimeoutMs, 'redis.pingTimeoutMs', 100, 60_000);
+  int(c.requestDeadlineMs, 'requestDeadlineMs', 1000, 600_000);
+  if (typeof c.redis.pingTimeoutMs === 'number' && typeof c.redis.commandTimeoutMs === 'number' && c.redis.pingTimeoutMs > c.redis.commandTimeoutMs) {
+    p.push('redis.pingTimeoutMs: must be at most redis.commandTimeoutMs (a stall is noticed before commands time out)');
+  }
+  // A command can wait behind the auto-pipelined batch in flight before its own timeout starts, so
+  // during a stall it fails within about twice the command timeout.
+  if (typeof c.redis.commandTimeoutMs === 'number' && typeof c.requestDeadlineMs === 'number' && 2 * c.redis.commandTimeoutMs >= c.requestDeadlineMs) {
+    p.push('redis.commandTimeoutMs: must be under half of requestDeadlineMs, or a request runs out of time before a Redis failure can be told apart');
+  }
   int(c.shards.rooms, 'shards.rooms', 1, 16384);
   int(c.shards.users, 'shards.users', 1, 16384);
   int(c.workers, 'workers', 1, 256);

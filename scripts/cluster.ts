@@ -2,7 +2,8 @@
  * Operator commands for an Axon cluster on this machine (see README, "Cluster scripts"):
  *
  *   npm run cluster -- up [--workers N] [--fronts M]   start Redis (if managed), workers, fronts
- *   npm run cluster -- status [--json]                  workers, shards, lease age, lag, pending, dead
+ *   npm run cluster -- status [--json]                  Redis, workers and fronts (alive, ready), shards,
+ *                                                       lease age, lag, pending, dead
  *   npm run cluster -- move-shard <family> <shard> <worker>
  *   npm run cluster -- rebalance                        even out shard counts between workers
  *   npm run cluster -- drain <worker>                   move its shards away, then stop it
@@ -23,7 +24,8 @@ import { join } from 'node:path';
 import { ConfigError, loadConfig, type AxonConfig } from '../cluster.config';
 import { acceptingWorkers, drain, executeMoves, readShards, readWorkers, rebalance, type ShardInfo } from '../src/runtime/cluster-admin';
 import { redisTargetFor, shardCountsFor } from '../src/runtime/cluster-settings';
-import { portOpen, redisPing, startManagedRedis } from '../src/runtime/managed-redis';
+import { readFronts } from '../src/runtime/front-heartbeat';
+import { portOpen, startManagedRedis } from '../src/runtime/managed-redis';
 import { FAMILIES, isFamily } from '../src/runtime/shards';
 import { KeySpace } from '../src/store/keys';
 import { connectRedis, type RedisClient } from '../src/store/redis';
@@ -133,11 +135,26 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** Redis answering PING within the configured ping timeout, or why not. */
+type Reach = { ok: true; redis: RedisClient; pingMs: number } | { ok: false; why: string };
+
+async function reach(c: AxonConfig): Promise<Reach> {
+  if (c.redis.mode === 'managed' && !(await portOpen(c.redis.managedPort))) return { ok: false, why: `the managed Redis is not running (port ${c.redis.managedPort}); run \`npm run cluster -- up\` first` };
+  // Commands time out as a front's do: a stalled Redis makes a command fail, not hang.
+  const redis = connectRedis(redisTargetFor(c), { commandTimeout: c.redis.commandTimeoutMs });
+  const t = performance.now();
+  const answered = await Promise.race([redis.ping().then(() => true, () => false), sleep(c.redis.pingTimeoutMs).then(() => false)]);
+  if (!answered) {
+    redis.disconnect();
+    return { ok: false, why: `Redis did not answer PING within ${c.redis.pingTimeoutMs} ms (stalled, overloaded or unreachable)` };
+  }
+  return { ok: true, redis, pingMs: Math.round((performance.now() - t) * 100) / 100 };
+}
+
 async function connect(c: AxonConfig): Promise<RedisClient> {
-  if (c.redis.mode === 'managed' && !(await redisPing(c.redis.managedPort))) fail(`the managed Redis is not running (port ${c.redis.managedPort}); run \`npm run cluster -- up\` first`);
-  const redis = connectRedis(redisTargetFor(c));
-  await redis.ping();
-  return redis;
+  const r = await reach(c);
+  if (!r.ok) fail(r.why);
+  return r.redis;
 }
 
 async function up(c: AxonConfig): Promise<void> {
@@ -194,9 +211,19 @@ function summarise(shards: ShardInfo[]) {
 }
 
 async function status(c: AxonConfig): Promise<void> {
-  const redis = await connect(c);
+  const reached = await reach(c);
+  if (!reached.ok) {
+    // What can be told without Redis: that it does not answer, and which local processes run.
+    const processes = localProcesses(c);
+    out(
+      [`redis: NOT READY: ${reached.why}`, 'workers and fronts: unknown (their heartbeats are in Redis); none can serve until Redis answers', '', `local processes: ${processes.map((p) => `${p.name}(${p.pid ?? '-'}${p.alive ? '' : ', dead'})`).join(' ') || 'none'}`].join('\n'),
+      { ok: false, redis: { ready: false, error: reached.why }, workers: null, fronts: null, processes },
+    );
+    process.exit(1);
+  }
+  const redis = reached.redis;
   const keys = new KeySpace(c.redis.keyPrefix);
-  const [workers, shards] = await Promise.all([readWorkers(redis, keys, c.lease.ttlMs), readShards(redis, keys, shardCountsFor(c), { details: true })]);
+  const [workers, fronts, shards] = await Promise.all([readWorkers(redis, keys, c.lease.ttlMs), readFronts(redis, keys), readShards(redis, keys, shardCountsFor(c), { details: true })]);
   redis.disconnect();
   const byOwner = summarise(shards);
   const rows = [...new Set([...workers.map((w) => w.id), ...byOwner.keys()])].map((id) => {
@@ -206,6 +233,8 @@ async function status(c: AxonConfig): Promise<void> {
     return {
       worker: id,
       alive: w?.alive ?? false,
+      ready: w?.ready ?? false,
+      leaseRoundMs: w?.leaseRoundMs ?? null,
       state: w?.state ?? (id === '(unowned)' ? '-' : 'unknown'),
       pid: w?.pid ?? null,
       heartbeatAgoMs: w?.heartbeatAgoMs ?? null,
@@ -218,17 +247,29 @@ async function status(c: AxonConfig): Promise<void> {
   });
   const processes = localProcesses(c);
   const human = [
-    'worker      alive  state     pid      room  user  lease age (s)   lag  pending  dead',
+    `redis: ready (PING ${reached.pingMs} ms)`,
+    '',
+    'worker      alive  ready  state     pid      room  user  lease age (s)   lag  pending  dead',
     ...rows.map((r) =>
       [
-        r.worker.padEnd(10), String(r.alive).padEnd(6), r.state.padEnd(9), String(r.pid ?? '-').padEnd(8), String(r.shards.room).padStart(4), String(r.shards.user).padStart(5),
+        r.worker.padEnd(10), String(r.alive).padEnd(6), String(r.ready).padEnd(6), r.state.padEnd(9), String(r.pid ?? '-').padEnd(8), String(r.shards.room).padStart(4), String(r.shards.user).padStart(5),
         (r.leaseAgeMs ? `${(r.leaseAgeMs.min / 1000).toFixed(0)}-${(r.leaseAgeMs.max / 1000).toFixed(0)}` : '-').padStart(14), String(r.inboxLag).padStart(5), String(r.pending).padStart(8), String(r.deadLetters).padStart(5),
       ].join(' '),
     ),
     '',
+    'front       alive  ready  state     pid      port   ping (ms)  in flight  heartbeat (s ago)',
+    ...(fronts.length
+      ? fronts.map((f) =>
+          [
+            f.id.padEnd(10), String(f.alive).padEnd(6), String(f.ready).padEnd(6), f.state.padEnd(9), String(f.pid ?? '-').padEnd(8), String(f.port ?? '-').padEnd(6),
+            (f.pingMs === null ? '-' : String(f.pingMs)).padStart(9), String(f.inFlight).padStart(10), (f.heartbeatAgoMs / 1000).toFixed(1).padStart(18),
+          ].join(' '),
+        )
+      : ['(none)']),
+    '',
     `local processes: ${processes.map((p) => `${p.name}(${p.pid ?? '-'}${p.alive ? '' : ', dead'})`).join(' ') || 'none'}`,
   ].join('\n');
-  out(human, { workers: rows, processes, shardCounts: shardCountsFor(c) });
+  out(human, { ok: true, redis: { ready: true, pingMs: reached.pingMs }, workers: rows, fronts, processes, shardCounts: shardCountsFor(c) });
 }
 
 async function moveShard(c: AxonConfig): Promise<void> {

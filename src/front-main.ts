@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { argValue, loadConfigOrExit, onShutdown, runMain } from './process-lifecycle';
 import { createLogger } from './log';
-import { redisTargetFor } from './runtime/cluster-settings';
+import { frontRedisOptions, redisTargetFor } from './runtime/cluster-settings';
 import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
 import { startFront } from './front';
 import { connectRedis } from './store/redis';
@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const frontId = argValue('--id') ?? `f-${process.pid}`;
   const log = createLogger(config.logLevel, `front-${frontId}`);
-  const redis = connectRedis(redisTargetFor(config));
+  const redis = connectRedis(redisTargetFor(config), frontRedisOptions(config));
   const front = await startFront(config, redis, loadOrCreateSigningKeys(config.signingKeyPath), log, frontId);
   log.info({ front: frontId, port: front.port }, 'front listening');
   // The cluster scripts' rolling restart starts a new front beside the old one (they share the

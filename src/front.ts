@@ -2,12 +2,20 @@
  * A front: the uWS HTTP server with every route, plus the ActorClient it uses to reach actors.
  * Several front processes can serve one port (uWS listens with SO_REUSEPORT on Linux; the kernel
  * spreads connections between them).
+ *
+ * Redis stalls fail fast instead of hanging requests: the command connection given here should
+ * have a command timeout (`frontRedisOptions`); a PING loop (RedisHealth) tells the Front when
+ * Redis is unreachable, so requests that need it answer 503 with `Retry-After` at once; every
+ * request has a deadline (`requestDeadlineMs`); `GET /health` says whether this front can serve.
  */
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AxonConfig } from '../cluster.config';
-import { ActorClient } from './runtime/actor-client';
+import { ActorClient, ActorTimeoutError } from './runtime/actor-client';
 import { shardCountsFor } from './runtime/cluster-settings';
+import { startFrontHeartbeat } from './runtime/front-heartbeat';
 import { Front } from './http/server';
+import { MatrixError, UNAVAILABLE_RETRY_AFTER_S, errors } from './http/errors';
 import { RateLimiter } from './http/rate-limit';
 import { registerClientApi } from './api/client/index';
 import type { ApiContext } from './api/client/context';
@@ -15,32 +23,78 @@ import { RoomReader } from './store/room-reader';
 import { registerKeyRoutes } from './api/federation/keys';
 import type { SigningKey } from './protocol/crypto';
 import { KeySpace } from './store/keys';
-import type { RedisClient } from './store/redis';
+import { isRedisUnavailableError, type RedisClient } from './store/redis';
+import { RedisHealth } from './store/redis-health';
 
 export interface RunningFront {
   port: number;
   actors: ActorClient;
+  /** Redis reachability as this front sees it. */
+  health: RedisHealth;
   close(): Promise<void>;
+}
+
+/** A failure that is not a MatrixError, as the Matrix error the client gets (null: a bug, 500). */
+export function infrastructureError(e: unknown): MatrixError | null {
+  if (isRedisUnavailableError(e)) return errors.unavailable('The server could not reach its database in time; try again');
+  // Handlers turn their own actor timeouts into 504s with a message that names the service; this
+  // covers the rest.
+  if (e instanceof ActorTimeoutError) return new MatrixError(504, 'M_UNKNOWN', 'The server did not answer in time; retry the request');
+  return null;
 }
 
 export async function startFront(config: AxonConfig, redis: RedisClient, keys: SigningKey[], log: Logger, frontId?: string): Promise<RunningFront> {
   const keySpace = new KeySpace(config.redis.keyPrefix);
   const shardCounts = shardCountsFor(config);
-  const actors = new ActorClient(redis, keySpace, shardCounts, frontId);
+  const health = new RedisHealth(redis, { timeoutMs: config.redis.pingTimeoutMs, log });
+  await health.start();
+  if (!health.ready) {
+    // As before there were command timeouts: a front started while Redis does not answer waits for it.
+    log.warn('waiting for Redis to answer before serving');
+    await new Promise<void>((resolve) => {
+      const off = health.onChange((ready) => {
+        if (!ready) return;
+        off();
+        resolve();
+      });
+    });
+  }
+  const id = frontId ?? `f-${randomBytes(6).toString('hex')}`;
+  const actors = new ActorClient(redis, keySpace, shardCounts, id);
   await actors.start();
-  const front = new Front({ host: config.bindHost, port: config.clientPort, logger: log });
-  const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log, limiter: new RateLimiter({ login: config.rateLimit.login, register: config.rateLimit.register, client: config.rateLimit.client }, config.rateLimit.enabled, { redis, keys: keySpace, log }), closers: [] };
+  let closing = false;
+  const front = new Front({
+    host: config.bindHost,
+    port: config.clientPort,
+    logger: log,
+    requestDeadlineMs: config.requestDeadlineMs,
+    storeReady: () => health.ready,
+    mapError: infrastructureError,
+  });
+  const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log, limiter: new RateLimiter({ login: config.rateLimit.login, register: config.rateLimit.register, client: config.rateLimit.client }, config.rateLimit.enabled, { redis, keys: keySpace, log }), closers: [], storeReady: () => health.ready };
+  // GET /health (as Synapse serves it, text/plain): 200 `OK` when this front reaches Redis and
+  // serves; 503 otherwise, so a load balancer takes it out of rotation.
+  front.route('GET', '/health', () => {
+    if (closing) return { status: 503, text: 'Shutting down' };
+    if (!health.ready) return { status: 503, text: 'Redis unreachable', headers: { 'Retry-After': String(UNAVAILABLE_RETRY_AFTER_S) } };
+    return { status: 200, text: 'OK' };
+  }, { needsStore: false });
   registerClientApi(front, ctx);
   registerKeyRoutes(front, config.serverName, keys, config.keyValidityMs);
   const port = await front.listen();
+  const heartbeat = startFrontHeartbeat(redis, keySpace, id, port, { ready: () => health.ready && !closing, pingMs: () => health.rttMs, inFlight: () => front.inFlight });
   return {
     port,
     actors,
+    health,
     async close() {
+      closing = true;
       // Requests in flight are answered first (drain), then the actor client lets go.
       await front.drain();
       for (const c of ctx.closers ?? []) c();
       await actors.close();
+      await heartbeat.stop();
+      health.stop();
     },
   };
 }

@@ -9,7 +9,7 @@ import { loadConfigOrExit, onShutdown, runMain } from './process-lifecycle';
 import { createLogger } from './log';
 import { startManagedRedis, type ManagedRedis } from './runtime/managed-redis';
 import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
-import { redisTargetFor, shardCountsFor } from './runtime/cluster-settings';
+import { frontRedisOptions, redisTargetFor, shardCountsFor } from './runtime/cluster-settings';
 import { allActorKinds } from './runtime/kinds';
 import { allReaders } from './readers/index';
 import { Worker } from './runtime/worker';
@@ -33,7 +33,8 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     log.info({ url: managed.url, redis_pid: managed.pid, started: managed.started }, 'managed redis ready');
   }
   const target = redisTargetFor(config);
-  const redis = connectRedis(target);
+  // The front's command connection: its commands time out instead of waiting out a Redis stall.
+  const redis = connectRedis(target, frontRedisOptions(config));
   await redis.ping();
 
   const keys = loadOrCreateSigningKeys(config.signingKeyPath);

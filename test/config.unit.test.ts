@@ -56,6 +56,23 @@ describe('cluster.config', () => {
     ]);
   });
 
+  it('bounds requests and Redis commands: defaults, overrides, and how they must relate', () => {
+    const c = loadConfig({}, mkdtempSync(join(tmpdir(), 'axon-cfg-')));
+    expect(c.requestDeadlineMs).toBe(15_000);
+    expect(c.redis.commandTimeoutMs).toBe(5_000);
+    expect(c.redis.pingTimeoutMs).toBe(2_000);
+    const o = loadConfig({ AXON_REQUEST_DEADLINE_MS: '20000', AXON_REDIS_COMMAND_TIMEOUT_MS: '3000', AXON_REDIS_PING_TIMEOUT_MS: '500' }, mkdtempSync(join(tmpdir(), 'axon-cfg-')));
+    expect([o.requestDeadlineMs, o.redis.commandTimeoutMs, o.redis.pingTimeoutMs]).toEqual([20_000, 3_000, 500]);
+    expect(problems({ AXON_REQUEST_DEADLINE_MS: 'soon', AXON_REDIS_PING_TIMEOUT_MS: '50' })).toEqual([
+      'AXON_REQUEST_DEADLINE_MS=soon: must be an integer',
+      'redis.pingTimeoutMs: must be an integer from 100 to 60000 (got 50)',
+    ]);
+    expect(problems({ AXON_REQUEST_DEADLINE_MS: '10000', AXON_REDIS_COMMAND_TIMEOUT_MS: '5000', AXON_REDIS_PING_TIMEOUT_MS: '7000' })).toEqual([
+      'redis.pingTimeoutMs: must be at most redis.commandTimeoutMs (a stall is noticed before commands time out)',
+      'redis.commandTimeoutMs: must be under half of requestDeadlineMs, or a request runs out of time before a Redis failure can be told apart',
+    ]);
+  });
+
   it('opens registration by default only on a loopback bind address', () => {
     const cwd = mkdtempSync(join(tmpdir(), 'axon-cfg-'));
     expect(registrationOpen(loadConfig({}, cwd))).toBe(true);

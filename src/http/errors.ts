@@ -19,6 +19,9 @@ export class MatrixError extends Error {
   }
 }
 
+/** Seconds a client is told to wait (`Retry-After`) when the server cannot answer for now. */
+export const UNAVAILABLE_RETRY_AFTER_S = 2;
+
 export const errors = {
   unrecognized: (message = 'Unrecognized request') => new MatrixError(404, 'M_UNRECOGNIZED', message),
   methodNotAllowed: () => new MatrixError(405, 'M_UNRECOGNIZED', 'Method not allowed'),
@@ -29,4 +32,6 @@ export const errors = {
   invalidParam: (message: string) => new MatrixError(400, 'M_INVALID_PARAM', message),
   missingParam: (message: string) => new MatrixError(400, 'M_MISSING_PARAM', message),
   unknown: (message = 'Internal server error') => new MatrixError(500, 'M_UNKNOWN', message),
+  /** 503 with `Retry-After`: the server cannot do this now (its database is unreachable, the request ran out of time); the same request may succeed later. */
+  unavailable: (message = 'The server cannot answer right now; try again shortly') => new MatrixError(503, 'M_UNKNOWN', message, {}, { 'Retry-After': String(UNAVAILABLE_RETRY_AFTER_S) }),
 };

@@ -3,6 +3,12 @@
  * the parts every endpoint shares done once here: CORS, body size limit, strict JSON, Matrix
  * errors, request logging. Handlers never touch uWS objects (they are only valid synchronously
  * and must not be used after the client aborts).
+ *
+ * Every request has a deadline (`requestDeadlineMs` from when its handler starts; a long-poll adds
+ * its wait with `allowWait`). At the deadline the request answers 503 `M_UNKNOWN` with
+ * `Retry-After`, its `signal` aborts so the handler can stop, and whatever the handler answers
+ * later is dropped. While the store is known to be unreachable (`storeReady`), requests to
+ * handlers that need it answer that 503 at once instead of waiting out the deadline.
  */
 import uWS from 'uWebSockets.js';
 import type { Logger } from 'pino';
@@ -21,17 +27,26 @@ export interface Request {
   remoteAddress: string;
   body: Uint8Array;
   /**
-   * Aborts when the client goes away before the answer, or when the front drains for a planned
-   * stop: long-polls stop waiting at once (and answer, unless their client is gone).
+   * Aborts when the client goes away before the answer or the request's deadline passes (long-polls
+   * stop waiting at once; work still going on may stop too, its answer would be dropped), and when
+   * the front drains for a planned stop (long-polls answer at once with what they have).
    */
   signal: AbortSignal;
+  /**
+   * A long-poll that may wait `ms` before answering: its deadline moves to now + `ms` + the
+   * front's request deadline (never earlier than it was).
+   */
+  allowWait(ms: number): void;
   /** Parse the body as strict JSON; throws the right MatrixError otherwise. */
   json(options?: StrictJsonOptions): JsonValue;
 }
 
 export interface Response {
   status?: number;
+  /** Sent as JSON. */
   body?: unknown;
+  /** Sent as it is, as `text/plain` (instead of `body`). */
+  text?: string;
   headers?: Record<string, string>;
 }
 
@@ -43,6 +58,20 @@ export interface FrontOptions {
   logger: Logger;
   /** Largest request body accepted (bytes). */
   maxBodyBytes?: number;
+  /** A request not answered this long (ms) after its handler started answers 503 (default 15 s). */
+  requestDeadlineMs?: number;
+  /** False while the store (Redis) is known to be unreachable: requests that need it answer 503 at once. */
+  storeReady?: () => boolean;
+  /**
+   * The Matrix error for a failure that is not a MatrixError (a Redis timeout, an actor that did not
+   * answer), or null for a bug (500).
+   */
+  mapError?: (e: unknown) => MatrixError | null;
+}
+
+export interface RouteOptions {
+  /** False for handlers that never touch the store (static answers, `/health`): served while it is unreachable. */
+  needsStore?: boolean;
 }
 
 const CORS_HEADERS: Record<string, string> = {
@@ -60,27 +89,46 @@ const STATUS_TEXT: Record<number, string> = {
 
 const METHODS_WITH_BODY = new Set(['PUT', 'POST', 'PATCH', 'DELETE']);
 const DEFAULT_MAX_BODY = 1024 * 1024;
+const DEFAULT_DEADLINE_MS = 15_000;
+
+/** The reason a request's signal aborts with at its deadline. */
+export class DeadlineExceeded extends Error {
+  constructor(ms: number) {
+    super(`The request was not answered within ${ms} ms`);
+    this.name = 'DeadlineExceeded';
+  }
+}
 
 export class Front {
   readonly router = new Router<Handler>();
   private listenSocket: uWS.us_listen_socket | null = null;
   private readonly app: uWS.TemplatedApp;
   private readonly maxBody: number;
-  /** Requests received and not yet answered (or abandoned by their client). */
-  private inFlight = 0;
+  private readonly deadlineMs: number;
+  /** Handlers registered with `needsStore: false`. */
+  private readonly storeFree = new WeakSet<Handler>();
+  /** Requests whose handler is running (for status and shutdown). */
+  private running = 0;
   /** Set by `drain`: answers close their connection, long-polls answer now. */
   private draining = false;
   private readonly shutdown = new AbortController();
 
   constructor(private readonly opts: FrontOptions) {
     this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
+    this.deadlineMs = opts.requestDeadlineMs ?? DEFAULT_DEADLINE_MS;
     this.app = uWS.App();
     this.app.any('/*', (res, req) => this.onRequest(res, req));
   }
 
-  route(method: Method, pattern: string, handler: Handler): this {
+  route(method: Method, pattern: string, handler: Handler, options: RouteOptions = {}): this {
+    if (options.needsStore === false) this.storeFree.add(handler);
     this.router.add(method, pattern, handler);
     return this;
+  }
+
+  /** Requests whose handler has started and not yet answered. */
+  get inFlight(): number {
+    return this.running;
   }
 
   /**
@@ -119,7 +167,7 @@ export class Front {
     this.close();
     this.shutdown.abort();
     const deadline = Date.now() + graceMs;
-    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    while (this.running > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     (this.app as { close?: () => void }).close?.();
   }
 
@@ -132,17 +180,21 @@ export class Front {
     uReq.forEach((k, v) => {
       headers[k] = v;
     });
-    let aborted = false;
-    let answered = false;
+    // `done`: answered, or the client went away. Anything a handler answers after that is dropped.
+    let done = false;
+    let deadline: NodeJS.Timeout | null = null;
+    let handlerRunning = false;
     const abort = new AbortController();
-    this.inFlight++;
     const finish = () => {
-      if (answered) return;
-      answered = true;
-      this.inFlight--;
+      done = true;
+      if (deadline) clearTimeout(deadline);
+      deadline = null;
+      if (handlerRunning) {
+        handlerRunning = false;
+        this.running--;
+      }
     };
     res.onAborted(() => {
-      aborted = true;
       finish();
       abort.abort();
     });
@@ -150,13 +202,14 @@ export class Front {
     const log = this.opts.logger;
 
     const send = (r: Response) => {
-      if (aborted || answered) return;
+      if (done) return;
       finish();
       const status = r.status ?? 200;
-      const body = r.body === undefined ? '{}' : JSON.stringify(r.body);
+      const text = r.text !== undefined;
+      const body = text ? r.text! : r.body === undefined ? '{}' : JSON.stringify(r.body);
       res.cork(() => {
         res.writeStatus(STATUS_TEXT[status] ?? String(status));
-        res.writeHeader('Content-Type', 'application/json');
+        res.writeHeader('Content-Type', text ? 'text/plain; charset=utf-8' : 'application/json');
         for (const [k, v] of Object.entries(CORS_HEADERS)) res.writeHeader(k, v);
         for (const [k, v] of Object.entries(r.headers ?? {})) res.writeHeader(k, v);
         // While draining, the answer closes its connection so the client's next request goes
@@ -166,9 +219,31 @@ export class Front {
       log.info({ method, path, status, ms: Math.round((performance.now() - started) * 100) / 100, ip: remoteAddress }, 'request');
     };
     const fail = (e: unknown) => {
+      if (done) {
+        // Answered already (the deadline) or the client left: the handler's failure changes nothing.
+        if (!(e instanceof MatrixError)) log.debug({ err: e, method, path }, 'handler failed after the request ended');
+        return;
+      }
       if (e instanceof MatrixError) return send({ status: e.status, body: e.toJSON(), headers: e.headers });
+      const mapped = this.opts.mapError?.(e);
+      if (mapped) {
+        log.warn({ err: e, method, path, status: mapped.status }, 'request failed');
+        return send({ status: mapped.status, body: mapped.toJSON(), headers: mapped.headers });
+      }
       log.error({ err: e, method, path }, 'handler failed');
       send({ status: 500, body: errors.unknown().toJSON() });
+    };
+    const armDeadline = (ms: number) => {
+      if (done) return;
+      if (deadline) clearTimeout(deadline);
+      deadline = setTimeout(() => {
+        deadline = null;
+        if (done) return;
+        log.warn({ method, path, ms: Math.round(performance.now() - started) }, 'request deadline passed');
+        const reason = new DeadlineExceeded(Math.round(performance.now() - started));
+        fail(errors.unavailable('The server could not answer in time; try again'));
+        abort.abort(reason);
+      }, ms);
     };
 
     if (method === 'OPTIONS') return send({ status: 200, body: {} });
@@ -178,9 +253,19 @@ export class Front {
 
     const { handler, params } = routed.match;
     const { query, queryAll } = parseQuery(rawQuery);
+    const needsStore = !this.storeFree.has(handler);
     const run = (body: Uint8Array) => {
+      if (done) return;
+      if (needsStore && this.opts.storeReady && !this.opts.storeReady()) return fail(errors.unavailable('The server cannot reach its database right now; try again shortly'));
+      let deadlineAt = performance.now() + this.deadlineMs;
       const request: Request = {
         method, path, query, queryAll, headers, params, remoteAddress, body, signal: AbortSignal.any([abort.signal, this.shutdown.signal]),
+        allowWait: (ms) => {
+          const at = performance.now() + Math.max(0, ms) + this.deadlineMs;
+          if (at <= deadlineAt) return;
+          deadlineAt = at;
+          armDeadline(at - performance.now());
+        },
         json(options) {
           if (body.length === 0) throw errors.notJson('Request body is empty');
           try {
@@ -191,6 +276,9 @@ export class Front {
           }
         },
       };
+      handlerRunning = true;
+      this.running++;
+      armDeadline(this.deadlineMs);
       try {
         const out = handler(request);
         if (out instanceof Promise) out.then(send, fail);

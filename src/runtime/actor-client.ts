@@ -145,6 +145,9 @@ export class ActorClient {
       }, timeoutMs);
       this.waiters.set(mid, { resolve: resolve as (v: unknown) => void, reject, timer });
     });
+    // The timeout may fire while the XADD below is still pending (a Redis stall): that rejection
+    // is the caller's once it awaits `result`, and must not count as unhandled meanwhile.
+    result.catch(() => undefined);
     try {
       await this.enqueue(family, kind, actorId, body, mid, this.replyStream);
     } catch (e) {

@@ -16,6 +16,10 @@ export interface WorkerInfo {
   pid: number | null;
   host: string;
   shards: number;
+  /** Alive, and its last heartbeat said its previous lease round reached Redis within the lease TTL. */
+  ready: boolean;
+  /** How long its previous lease round took (ms), or null when it has not said. */
+  leaseRoundMs: number | null;
 }
 
 export interface ShardInfo {
@@ -49,9 +53,13 @@ export async function readWorkers(redis: RedisClient, keys: KeySpace, leaseTtlMs
     const id = rows[i]!;
     const beat = Number(rows[i + 1]);
     const info = await redis.hgetall(keys.workerInfo(id));
+    const alive = now - beat <= leaseTtlMs;
     out.push({
       id,
-      alive: now - beat <= leaseTtlMs,
+      alive,
+      // Workers from before readiness was reported say nothing: alive counts as ready.
+      ready: alive && info.ready !== '0' && info.state !== 'stopped',
+      leaseRoundMs: info.lease_round_ms ? Number(info.lease_round_ms) : null,
       heartbeatAgoMs: now - beat,
       state: info.state ?? 'unknown',
       pid: info.pid ? Number(info.pid) : null,

@@ -1,4 +1,5 @@
-/** Runtime settings derived from the config: where Redis is, and the shard counts. */
+/** Runtime settings derived from the config: where Redis is, how to connect, and the shard counts. */
+import type { RedisOptions } from 'ioredis';
 import type { AxonConfig } from '../../cluster.config';
 import type { RedisTarget } from '../store/redis';
 import type { Family } from './shards';
@@ -21,4 +22,13 @@ export function redisTargetFor(config: AxonConfig): RedisTarget {
 
 export function shardCountsFor(config: AxonConfig): Record<Family, number> {
   return { room: config.shards.rooms, user: config.shards.users };
+}
+
+/**
+ * Options of a front's command connection: commands fail after `redis.commandTimeoutMs` instead of
+ * waiting out a Redis stall (their requests answer 503). Workers' connections have none: a worker
+ * waits a stall out and carries on (its commits are fenced, its messages stay pending until acked).
+ */
+export function frontRedisOptions(config: AxonConfig): RedisOptions {
+  return { commandTimeout: config.redis.commandTimeoutMs };
 }

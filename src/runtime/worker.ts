@@ -97,6 +97,8 @@ export class Worker {
   private readonly env: RunnerEnv;
   private readonly families: Family[];
   private readonly started = Date.now();
+  /** How the last lease round went: reported as readiness in the heartbeat. */
+  private lastRound: { ok: boolean; ms: number } | null = null;
 
   constructor(private readonly o: WorkerOptions) {
     this.families = o.families ?? [...FAMILIES];
@@ -174,14 +176,25 @@ export class Worker {
   async tick(): Promise<void> {
     if (this.ticking || this.stopped) return;
     this.ticking = true;
+    const began = performance.now();
+    let ok = false;
+    let ms = 0;
     try {
       await this.heartbeat();
       await this.readControl();
       await this.renewAll();
+      // Heartbeat to renewal: what decides whether leases could lapse (taking new shards may be slow).
+      ms = Math.round(performance.now() - began);
       if (this.accepting) await this.acquireShare();
+      ok = true;
     } catch (e) {
       this.o.log.warn({ err: e }, 'lease tick failed');
     } finally {
+      if (!ok && ms === 0) ms = Math.round(performance.now() - began);
+      // Renewal came later than the lease TTL (Redis stalled or unreachable meanwhile): the leases
+      // may have lapsed. Renewal found out which are still ours; the rest were dropped (lose()).
+      if (ms > this.o.leaseTtlMs) this.o.log.warn({ ms }, 'lease renewal took longer than the lease ttl (Redis stalled?)');
+      this.lastRound = { ok, ms };
       this.ticking = false;
       if (this.retick) {
         this.retick = false;
@@ -195,7 +208,13 @@ export class Worker {
     const now = Date.now();
     await Promise.all([
       redis.zadd(keys.workers(), now, this.id),
-      redis.hset(keys.workerInfo(this.id), { pid: process.pid, host: hostname(), started: this.started, heartbeat: now, state: this.accepting ? 'running' : 'draining', families: this.families.join(','), shards: this.runners.size }),
+      redis.hset(keys.workerInfo(this.id), {
+        pid: process.pid, host: hostname(), started: this.started, heartbeat: now, state: this.accepting ? 'running' : 'draining', families: this.families.join(','), shards: this.runners.size,
+        // Ready: its previous lease round reached Redis and finished within the lease TTL (after a
+        // stall the first heartbeat says 0: its leases may have lapsed meanwhile).
+        ready: this.lastRound === null || (this.lastRound.ok && this.lastRound.ms <= this.o.leaseTtlMs) ? 1 : 0,
+        lease_round_ms: this.lastRound?.ms ?? '',
+      }),
     ]);
   }
 

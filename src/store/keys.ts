@@ -37,6 +37,16 @@ export class KeySpace {
     return `${this.prefix}worker:${workerId}:incoming`;
   }
 
+  /** Sorted set: front id → last heartbeat (ms), written while the front reaches Redis. */
+  fronts(): string {
+    return `${this.prefix}fronts`;
+  }
+
+  /** Hash: what a front reports about itself (pid, host, port, readiness, PING round trip). */
+  frontInfo(frontId: string): string {
+    return `${this.prefix}front:${frontId}`;
+  }
+
   /** Stream a front process reads its replies from. Its own hash tag keeps it on one node. */
   replies(frontId: string): string {
     return `${this.prefix}{replies:${frontId}}`;

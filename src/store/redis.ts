@@ -50,7 +50,9 @@ export function connectRedis(target: RedisTarget, options: RedisOptions = {}): R
   // script commands (it takes the key count for a key), so on a cluster it would mix slots in one
   // pipeline. Scripts are sent on their own; ioredis still writes them without waiting.
   // XGROUP and XINFO carry their key after a subcommand, which auto-pipelining misreads as well.
-  const autoPipeliningIgnoredCommands = [...Object.keys(SCRIPTS).flatMap((n) => [n, `${n}Buffer`]), 'xgroup', 'xinfo'];
+  // PING (RedisHealth's probe) is written at once rather than behind the next batch: it measures
+  // Redis, not how much this process has queued.
+  const autoPipeliningIgnoredCommands = [...Object.keys(SCRIPTS).flatMap((n) => [n, `${n}Buffer`]), 'xgroup', 'xinfo', 'ping'];
   const common: RedisOptions = { maxRetriesPerRequest: null, enableAutoPipelining: true, autoPipeliningIgnoredCommands, ...options };
   let client: RedisClient;
   if (target.clusterNodes?.length) {
@@ -78,12 +80,41 @@ function defineScripts(client: RedisClient): void {
   }
 }
 
-/** A second connection to the same target, for blocking reads. */
+/**
+ * A second connection to the same target, for blocking reads. It has no command timeout (a front's
+ * command connection has one): an `XREAD BLOCK` waits by design, and one given up on client side
+ * would stay queued in Redis behind the stall while its retry queues behind it.
+ */
 export function duplicateClient(client: RedisClient): RedisClient {
-  const dup = client.duplicate();
+  const dup = withoutCommandTimeout(client);
   defineScripts(dup);
   quietErrors(dup);
   return dup;
+}
+
+function withoutCommandTimeout(client: RedisClient): RedisClient {
+  if (client instanceof Cluster) return client.duplicate([], { redisOptions: { ...client.options.redisOptions, commandTimeout: undefined } });
+  return client.duplicate({ commandTimeout: undefined });
+}
+
+/**
+ * Whether an error means Redis could not be reached in time (a command timed out, the connection
+ * is down or closed, the server is loading or busy) rather than that the command was wrong: the
+ * request may succeed when retried, so it answers 503, not 500.
+ */
+export function isRedisUnavailableError(e: unknown): boolean {
+  if (!(e instanceof Error)) return false;
+  if (e.name === 'MaxRetriesPerRequestError') return true;
+  const m = e.message;
+  return (
+    m === 'Command timed out' ||
+    m === 'Connection is closed.' ||
+    m.startsWith("Stream isn't writeable") ||
+    /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY) /.test(m) ||
+    /^(connect )?(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTCONN)\b/.test(m) ||
+    m.startsWith('Failed to refresh slots cache') ||
+    m.startsWith('None of startup nodes is available')
+  );
 }
 
 /**
@@ -100,7 +131,7 @@ export function subscriberClient(client: RedisClient): Redis {
     quietErrors(sub);
     return sub;
   }
-  const sub = client.duplicate();
+  const sub = client.duplicate({ commandTimeout: undefined });
   quietErrors(sub);
   return sub;
 }

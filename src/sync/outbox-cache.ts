@@ -195,8 +195,12 @@ export async function lostSince(redis: RedisClient, stream: string, sinceMs: num
   let info: unknown[];
   try {
     info = (await redis.xinfo('STREAM', stream)) as unknown[];
-  } catch {
-    return 'missing';
+  } catch (e) {
+    // Only "no such key" means no stream. Anything else (a command timeout while Redis stalls, a
+    // dropped connection) must fail the read: taken for an empty window, the answer's token would
+    // move past entries this client never got.
+    if (e instanceof Error && /no such key/i.test(e.message)) return 'missing';
+    throw e;
   }
   const f: Record<string, unknown> = {};
   for (let i = 0; i + 1 < info.length; i += 2) f[String(info[i])] = info[i + 1];

@@ -1,10 +1,11 @@
 /**
  * The operator's path through the README: `npm run cluster -- up` with 2 workers and a front,
  * `status`, `move-shard`, `rebalance` and `drain` while traffic flows, then `down` — real
- * processes, a real managed redis-server, nothing lost or applied twice.
+ * processes, a real managed redis-server, nothing lost or applied twice. On the way: readiness
+ * in `status` and `/health`, also while the managed Redis is paused (SIGSTOP) for a few seconds.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -113,10 +114,46 @@ describe('cluster scripts', () => {
     expect(load.sent).toBeGreaterThan(0);
     expect(load.applied).toBe(load.sent);
 
+    // Readiness: Redis, the live worker and the front are ready; /health says OK.
+    const health = `http://127.0.0.1:${httpPort}/health`;
+    const ready = await cluster('status');
+    expect(ready.redis.ready).toBe(true);
+    expect(ready.workers.filter((w: { alive: boolean }) => w.alive).map((w: { worker: string; ready: boolean }) => [w.worker, w.ready])).toEqual([['w2', true]]);
+    expect(ready.fronts.map((f: { id: string; ready: boolean }) => [f.id, f.ready])).toEqual([['f1', true]]);
+    const ok = await fetch(health);
+    expect([ok.status, await ok.text()]).toEqual([200, 'OK']);
+
+    // Redis paused: /health answers 503 at once and `status` says Redis is not ready (exit 1)
+    // instead of hanging; both come back by themselves after SIGCONT.
+    const redisPid = Number(readFileSync(join(dataDir, 'redis', 'redis.pid'), 'utf8').trim());
+    process.kill(redisPid, 'SIGSTOP');
+    try {
+      await new Promise((r) => setTimeout(r, 3500)); // the front's PING goes unanswered past its 2 s timeout
+      const t = Date.now();
+      const unhealthy = await fetch(health);
+      expect(unhealthy.status).toBe(503);
+      expect(Date.now() - t).toBeLessThan(2000);
+      const stalled = await run('bash', ['scripts/cluster', 'status', '--json'], { cwd: root, env, timeout: 60_000 }).then(
+        () => null,
+        (e: { code?: number; stdout?: string }) => e,
+      );
+      expect(stalled?.code).toBe(1);
+      expect(JSON.parse(stalled!.stdout!)).toMatchObject({ ok: false, redis: { ready: false }, workers: null, fronts: null });
+    } finally {
+      process.kill(redisPid, 'SIGCONT');
+    }
+    let back: any = null;
+    for (let i = 0; i < 100 && !(back?.fronts?.[0]?.ready && (await fetch(health)).status === 200); i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      back = await cluster('status');
+    }
+    expect(back.fronts.map((f: { id: string; ready: boolean }) => [f.id, f.ready])).toEqual([['f1', true]]);
+    expect((await fetch(health)).status).toBe(200);
+
     const down = await cluster('down');
     expect(down.ok).toBe(true);
     expect(down.stopped.sort()).toEqual(['f1', 'w2']);
     expect(down.redisStopped).toBe(true);
     expect(await redisPing(redisPort)).toBe(false);
-  });
+  }, 180_000); // a dozen script runs (each a tsx start) and a Redis pause: past the project's 60 s on a loaded machine
 });

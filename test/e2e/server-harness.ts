@@ -15,7 +15,7 @@ import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { allActorKinds } from '../../src/runtime/kinds';
 import { allReaders } from '../../src/readers/index';
 import { PushEvaluatorReader } from '../../src/readers/push-evaluator';
-import { shardCountsFor } from '../../src/runtime/cluster-settings';
+import { frontRedisOptions, shardCountsFor } from '../../src/runtime/cluster-settings';
 import { Worker } from '../../src/runtime/worker';
 import { KeySpace } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
@@ -35,7 +35,14 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
-export async function startTestServer(opts: { workers?: number; cluster?: boolean; fronts?: number; configure?: (c: AxonConfig) => void } = {}): Promise<TestServer> {
+export async function startTestServer(opts: {
+  workers?: number;
+  cluster?: boolean;
+  fronts?: number;
+  configure?: (c: AxonConfig) => void;
+  /** A Redis of the test's own (e.g. one it pauses) instead of the run's shared one. */
+  redisUrl?: string;
+} = {}): Promise<TestServer> {
   const port = await freePort();
   const config = defaultConfig(mkdtempSync(join(tmpdir(), 'axon-e2e-')));
   config.serverName = 'localhost';
@@ -43,7 +50,7 @@ export async function startTestServer(opts: { workers?: number; cluster?: boolea
   config.publicBaseUrl = `http://127.0.0.1:${port}`;
   config.redis = opts.cluster
     ? { ...config.redis, mode: 'cluster', clusterNodes: inject('redisClusterNodes').map((n) => `${n.host}:${n.port}`), keyPrefix: `e2e${randomBytes(4).toString('hex')}:` }
-    : { ...config.redis, mode: 'url', url: inject('redisUrl'), keyPrefix: `e2e${randomBytes(4).toString('hex')}:` };
+    : { ...config.redis, mode: 'url', url: opts.redisUrl ?? inject('redisUrl'), keyPrefix: `e2e${randomBytes(4).toString('hex')}:` };
   const target = opts.cluster ? { clusterNodes: inject('redisClusterNodes') } : { url: config.redis.url };
   config.shards = { rooms: 16, users: 16 };
   config.lease = { ttlMs: 3000, renewMs: 500 };
@@ -71,7 +78,8 @@ export async function startTestServer(opts: { workers?: number; cluster?: boolea
     await w.start();
     workers.push(w);
   }
-  const redis = connectRedis(target);
+  // The fronts' command connection, with its command timeout as in production (src/front-main.ts).
+  const redis = connectRedis(target, frontRedisOptions(config));
   const fronts: RunningFront[] = [];
   for (let i = 0; i < (opts.fronts ?? 1); i++) {
     // Each front on its own free port (in production they share one; here each must be addressable).

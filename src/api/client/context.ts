@@ -25,6 +25,11 @@ export interface ApiContext {
   limiter?: RateLimiter;
   /** Called when the front closes (e.g. the /sync notifier's subscription). */
   closers?: (() => void)[];
+  /**
+   * False while Redis is known to be unreachable (the front's PING loop): work about to start
+   * (a long-poll's next computation) answers 503 at once instead of waiting out command timeouts.
+   */
+  storeReady?: () => boolean;
   /** Called after every request to a user's keys actor (/sync drops the key counts it keeps for them). */
   keysChanged?: ((userId: string) => void)[];
 }

@@ -34,6 +34,10 @@
  * **Long-poll.** With `timeout`, an empty answer waits on the front's `SyncNotifier` (one
  * subscription per front) until a notification concerns this user or one of their rooms, then
  * computes again with the same `since` and a new cut; a client that goes away stops the wait.
+ * The request's deadline is its timeout plus the front's usual one (`req.allowWait`); when Redis
+ * is known unreachable as the wait ends, the answer is 503 with `Retry-After` at once — clients
+ * (matrix-js-sdk: backoff, then the same token) lose nothing — rather than a computation that
+ * would wait out command timeouts.
  *
  * Lazy-loading members (`room.state.lazy_load_members`): only the member events of the
  * timeline's senders and the user are sent (see SyncFilter.lazyLoadMembers).
@@ -984,6 +988,8 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
     const since = sinceToken ? sinceToken.cut : null;
     const fullState = parseBool(req.query.full_state, 'full_state');
     const timeout = parseTimeout(req.query.timeout);
+    // A long-poll answers within its timeout plus the usual request deadline (src/http/server.ts).
+    req.allowWait(timeout);
     const setPresence = req.query.set_presence;
     if (setPresence !== undefined && !['online', 'offline', 'unavailable'].includes(setPresence)) throw errors.invalidParam('set_presence must be online, offline or unavailable');
     const filter = await loadFilter(ctx, user.userId, req.query.filter);
@@ -1019,6 +1025,10 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
         if (req.signal.aborted) return { body: { next_batch: req.query.since } };
       }
       for (;;) {
+        // Redis known unreachable (a stall began while this poll waited): answer now, 503 with
+        // Retry-After, rather than after every read of the computation has timed out. The client
+        // polls again with the same token, so nothing is skipped.
+        if (ctx.storeReady && !ctx.storeReady()) throw errors.unavailable('The server cannot reach its database right now; try again shortly');
         let mark: ChangeMark = { seq: 0, at: 0 };
         const r = await gate.run((outside) => {
           // Cleared when the computation starts, not when it queues: a poke while queued is

@@ -17,6 +17,7 @@ export function registerKeyRoutes(front: Front, serverName: string, keys: Signin
     }
     return cached.doc;
   };
-  front.route('GET', '/_matrix/key/v2/server', () => ({ body: document() }));
-  front.route('GET', '/_matrix/key/v2/server/:keyId', () => ({ body: document() }));
+  // Signed from memory: served while Redis is unreachable too.
+  front.route('GET', '/_matrix/key/v2/server', () => ({ body: document() }), { needsStore: false });
+  front.route('GET', '/_matrix/key/v2/server/:keyId', () => ({ body: document() }), { needsStore: false });
 }
