@@ -16,3 +16,4 @@ export * from './identifiers';
 export * from './layered-map';
 export * from './ip-ranges';
 export * from './server-names';
+export * from './server-auth';
