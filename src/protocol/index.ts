@@ -17,3 +17,4 @@ export * from './layered-map';
 export * from './ip-ranges';
 export * from './server-names';
 export * from './server-auth';
+export * from './transactions';
