@@ -256,13 +256,15 @@ export function authorizationHeaders(headers: InboundRequest['headers']): string
  *
  * Keys: only current keys (`verify_keys`) authenticate requests — the spec's `old_verify_keys`
  * "are only valid for signing events" — and only while `validUntilTs` covers `nowMs`. (Synapse
- * also takes an old key whose `expired_ts` is still ahead; we follow the spec.)
+ * also takes an old key whose `expired_ts` is still ahead; we follow the spec.) An exception
+ * thrown by `lookupKey` (say, the key cache is unreachable) propagates: that is our failure,
+ * not the peer's, and deserves a 5xx rather than a 401.
  */
 export async function verifyRequest(
   request: InboundRequest,
   ourServerName: string,
   lookupKey: RequestKeyLookup,
-  nowMs: number = Date.now(),
+  nowMs: number,
 ): Promise<RequestAuthentication> {
   const all = authorizationHeaders(request.headers);
   const xMatrix = all.filter((h) => /^X-Matrix(?:[ \t]|$)/i.test(h));

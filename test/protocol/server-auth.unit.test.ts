@@ -229,6 +229,13 @@ describe('verifying requests', () => {
     expect((await verifyRequest(request({ authorization: signed()[0]! }), DESTINATION, lookup, NOW)).ok).toBe(true);
   });
 
+  it('a failing key store is our failure: the error propagates instead of becoming a 401', async () => {
+    const broken: RequestKeyLookup = async () => {
+      throw new Error('key cache unreachable');
+    };
+    await expect(verifyRequest(request({ authorization: signed()[0]! }), DESTINATION, broken, NOW)).rejects.toThrow('key cache unreachable');
+  });
+
   describe('several Authorization headers', () => {
     const both = keyStore({ [KEY.keyId]: current(KEY), [OTHER_KEY.keyId]: current(OTHER_KEY) });
 

@@ -43,6 +43,13 @@ describe('our key document is served as canonical JSON', () => {
     expect(servedToday).not.toBe(canonicalJson(document));
   });
 
+  it('a checker following the spec (parse, drop signatures, re-encode canonically) accepts either form', () => {
+    // So the non-canonical form fails only peers that check the signature over the bytes as received.
+    const document = doc();
+    expect(verifyServerKeys(parseStrictJson(JSON.stringify(document)), 'example.org').ok).toBe(true);
+    expect(verifyServerKeys(parseStrictJson(serverKeyDocumentJson(document)), 'example.org').ok).toBe(true);
+  });
+
   it('serverKeyDocumentJson gives canonical bytes that verify as received', () => {
     const { document, json } = buildServerKeyResponse('example.org', [KEY], NOW + DAY);
     expect(json).toBe(serverKeyDocumentJson(document));
