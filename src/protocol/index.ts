@@ -14,3 +14,7 @@ export * from './power-levels';
 export * from './state-resolution';
 export * from './identifiers';
 export * from './layered-map';
+export * from './ip-ranges';
+export * from './server-names';
+export * from './server-auth';
+export * from './transactions';
