@@ -63,7 +63,8 @@ export function authEventSelection(event: { type: string; stateKey?: string; sen
  * auth event was itself rejected.
  */
 export function checkAuthEventsList(event: Pdu, authEvents: readonly Pdu[], version: RoomVersion, isRejected: (eventId: string) => boolean = () => false): AuthResult {
-  if (event.type === 'm.room.create' && event.stateKey === '') return ALLOW;
+  // Rule 1 alone decides every event of type m.room.create (whatever its state key, or none).
+  if (event.type === 'm.room.create') return ALLOW;
   const allowed = new Set(authEventSelection(event, version).map(([t, k]) => `${t}\u0000${k}`));
   const seen = new Set<string>();
   let hasCreate = false;
@@ -90,8 +91,10 @@ export function checkAuthEventsList(event: Pdu, authEvents: readonly Pdu[], vers
  * must include the room's create event (found from the room id, as it is not in auth_events).
  */
 export function checkEventAuth(event: Pdu, state: StateLookup, version: RoomVersion): AuthResult {
-  // 1. m.room.create
-  if (event.type === 'm.room.create' && event.stateKey === '') return checkCreate(event, version);
+  // 1. m.room.create — the rule is about the type: a "create" without a state key, or with
+  // another one, is judged by it too (it has prev_events, so it is rejected), not sent as an
+  // ordinary message or state event at the sender's power level.
+  if (event.type === 'm.room.create') return checkCreate(event, version);
 
   const create = state.get('m.room.create', '');
   if (!create) return reject('no m.room.create event in the room state');

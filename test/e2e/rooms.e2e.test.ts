@@ -255,6 +255,29 @@ describe('membership', () => {
 });
 
 describe('sending and reading events', () => {
+  it('m.room.create: refused with 403 through /send (auth rule 1) and 400 as state; nothing is stored', async () => {
+    const alice = await mint('alicecr');
+    const bob = await mint('bobcr');
+    const roomId = await createRoom(alice, { preset: 'public_chat' });
+    expect((await call(bob, 'POST', `/join/${enc(roomId)}`, {})).status).toBe(200);
+    // A power-0 member, and the creator too: rule 1 is about the event type.
+    for (const who of [bob, alice]) {
+      const sent = await call(who, 'PUT', `/rooms/${enc(roomId)}/send/m.room.create/${txn()}`, { room_version: '12' });
+      expect(sent.status, JSON.stringify(sent.body)).toBe(403);
+      expect(sent.body.errcode).toBe('M_FORBIDDEN');
+    }
+    for (const path of ['/state/m.room.create', '/state/m.room.create/', `/state/m.room.create/${enc('x')}`]) {
+      const r = await call(alice, 'PUT', `/rooms/${enc(roomId)}${path}`, { room_version: '12' });
+      expect(r.status, path).toBe(400);
+      expect(r.body.errcode).toBe('M_INVALID_PARAM');
+    }
+    const msgs = await call(alice, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=100&filter=${enc(JSON.stringify({ types: ['m.room.create'] }))}`);
+    expect(msgs.body.chunk).toHaveLength(1);
+    expect(msgs.body.chunk[0].state_key).toBe('');
+    const state = await call(alice, 'GET', `/rooms/${enc(roomId)}/state`);
+    expect((state.body as unknown as Json[]).filter((e) => e.type === 'm.room.create')).toHaveLength(1);
+  });
+
   it('PUT /send is idempotent per device and transaction id; transaction_id only for the sending device', async () => {
     const alice = await mint('alice8', 'PHONE');
     const aliceLaptop: Session = { ...(await mint('alice8', 'LAPTOP')) };

@@ -20,7 +20,7 @@
  * `auth_events`).
  */
 import { describe, expect, it } from 'vitest';
-import { authEventSelection, checkEventAuth, isPowerEvent, userPowerLevel, type AuthResult } from '../../src/protocol/auth-rules';
+import { authEventSelection, checkAuthEventsList, checkEventAuth, isPowerEvent, userPowerLevel, type AuthResult } from '../../src/protocol/auth-rules';
 import { signingKeyFromSeed, type SigningKey } from '../../src/protocol/crypto';
 import { encodeBase64Url } from '../../src/protocol/base64';
 import { signJson } from '../../src/protocol/signing';
@@ -102,7 +102,54 @@ table('m.room.create (rule 1)', [
   { name: 'v12 additional_creators is not an array (1.4)', versions: ['12'], allowed: false, build: (v) => createEvent(v, { content: { additional_creators: FRANK } }) },
   { name: 'v12 additional_creators with an invalid user id (1.4)', versions: ['12'], allowed: false, build: (v) => createEvent(v, { content: { additional_creators: [FRANK, 'not-a-user-id'] } }) },
   { name: 'v12 additional_creators with a non-string entry (1.4)', versions: ['12'], allowed: false, build: (v) => createEvent(v, { content: { additional_creators: [FRANK, 42] } }) },
+  // Rule 1 is about the type: it applies to an m.room.create without a state key (what
+  // `PUT /send/m.room.create/{txn}` makes) and with any state key, not only to the room's create.
+  {
+    name: 'an m.room.create without a state_key, sent into a room by a power-0 member (1.1: it has prev_events)',
+    versions: ALL,
+    allowed: false,
+    build: (v) => {
+      const room = standardRoom(v);
+      return { room, event: room.event({ type: 'm.room.create', sender: BOB, content: { room_version: v } }) };
+    },
+  },
+  {
+    name: 'an m.room.create without a state_key, even from the creator (1.1)',
+    versions: ALL,
+    allowed: false,
+    build: (v) => {
+      const room = standardRoom(v);
+      return { room, event: room.event({ type: 'm.room.create', sender: CREATOR, content: { ...room.create.content } }) };
+    },
+  },
+  {
+    name: 'an m.room.create with a non-empty state_key, from the creator (1.1)',
+    versions: ALL,
+    allowed: false,
+    build: (v) => {
+      const room = standardRoom(v);
+      return { room, event: room.stateEvent('m.room.create', CREATOR, 'x', { ...room.create.content }) };
+    },
+  },
+  {
+    name: 'a second m.room.create with the empty state_key, from the creator (1.1)',
+    versions: ALL,
+    allowed: false,
+    build: (v) => {
+      const room = standardRoom(v);
+      return { room, event: room.stateEvent('m.room.create', CREATOR, '', { ...room.create.content }) };
+    },
+  },
 ]);
+
+describe('checkAuthEventsList leaves every m.room.create to rule 1', () => {
+  it.each([...ALL])('v%s: a non-state m.room.create is judged by checkEventAuth, not by its auth events', (v) => {
+    const room = standardRoom(v);
+    const event = room.event({ type: 'm.room.create', sender: BOB, content: { room_version: v } });
+    expect(checkAuthEventsList(event, [], room.version).allowed).toBe(true);
+    expect(checkEventAuth(event, room.lookup(), room.version).allowed).toBe(false);
+  });
+});
 
 // ---------------------------------------------------------------------------------------------
 // The create event in the auth state; v12 room ids (rules 2 / v12 rules 2–3)

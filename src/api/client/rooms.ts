@@ -168,6 +168,10 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const roomId = requireRoomId(req.params.roomId);
     const type = req.params.eventType!;
     const content = bodyObject(req);
+    // A room has one create event, made by createRoom: a client sending one as state (any state
+    // key) is refused as bad input before the room is asked, as Synapse does. (Sent with
+    // `/send`, without a state key, the authorization rules refuse it: rule 1, 403.)
+    if (type === 'm.room.create') throw errors.invalidParam('Cannot resend m.room.create event');
     await requireKnownRoom(roomId);
     if (type === 'm.room.canonical_alias') await checkCanonicalAlias(ctx, aliases, roomId, content);
     const template: EventTemplate = { type, state_key: stateKey, sender: user.userId, content };
