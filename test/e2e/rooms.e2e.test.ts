@@ -157,6 +157,33 @@ describe('POST /createRoom', () => {
   });
 });
 
+describe('POST /createRoom: bad bodies', () => {
+  it('answers 400 for fields of the wrong type, and creates nothing', async () => {
+    const alice = await mint('alicebad');
+    const bob = await mint('bobbad');
+    const cases: [Json, string][] = [
+      [{ is_direct: 'yes', invite: [bob.userId] }, 'M_BAD_JSON'],
+      [{ creation_content: { type: 5 } }, 'M_BAD_JSON'],
+      [{ creation_content: { additional_creators: 'nope' } }, 'M_BAD_JSON'],
+      [{ preset: 'toString' }, 'M_BAD_JSON'],
+      [{ power_level_content_override: { users_default: 'high' } }, 'M_BAD_JSON'],
+      [{ initial_state: [{ type: 'm.room.create', content: {} }] }, 'M_BAD_JSON'],
+      [{ room_version: '10', power_level_content_override: { users: { [bob.userId]: 100 } } }, 'M_UNKNOWN'],
+    ];
+    for (const [body, errcode] of cases) {
+      const r = await call(alice, 'POST', '/createRoom', body);
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(r.body.errcode, JSON.stringify(body)).toBe(errcode);
+      expect(typeof r.body.error).toBe('string');
+    }
+    expect(await joinedRooms(alice)).toEqual([]);
+    expect((await call(bob, 'GET', '/sync?timeout=0')).body.rooms?.invite ?? {}).toEqual({});
+    // The same bodies, well typed, are fine.
+    await createRoom(alice, { is_direct: true, invite: [bob.userId], creation_content: { type: 'm.space' } });
+    expect(await joinedRooms(alice)).toHaveLength(1);
+  });
+});
+
 describe('membership', () => {
   it('invite, join, kick, ban, unban, leave, forget — and the joined-rooms index follows', async () => {
     const alice = await mint('alice4');

@@ -14,8 +14,7 @@ import { randomBytes } from 'node:crypto';
 import type { Front, Request } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
 import { buildCreateEvent, type EventTemplate } from '../../../actors/room';
-import { getRoomVersion } from '../../protocol/room-versions';
-import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
+import type { JsonObject, JsonValue } from '../../protocol/json';
 import { serverOf } from '../../protocol/identifiers';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser, type Requester } from './auth';
@@ -28,14 +27,7 @@ import { registerRoomReadRoutes } from './room-reads';
 import { restrictedJoinAuthoriser } from './restricted-joins';
 import { storedProfile, withProfile } from './profile';
 import { askRoom, bodyObject, clientRoute, optString, requireRoomId, requireUserIdParam, sendEvent, txnKey, type SendReply } from './room-common';
-
-type Preset = 'private_chat' | 'trusted_private_chat' | 'public_chat';
-
-const PRESETS: Record<Preset, { join_rule: string; history_visibility: string; guest_access: string; invite: number }> = {
-  private_chat: { join_rule: 'invite', history_visibility: 'shared', guest_access: 'can_join', invite: 0 },
-  trusted_private_chat: { join_rule: 'invite', history_visibility: 'shared', guest_access: 'can_join', invite: 0 },
-  public_chat: { join_rule: 'public', history_visibility: 'shared', guest_access: 'forbidden', invite: 50 },
-};
+import { checkThreepidInvite, parseCreateRoomRequest } from './create-room-request';
 
 let lastCreateTs = 0;
 /** A timestamp for a new create event, later than any this front used before. */
@@ -43,9 +35,6 @@ function uniqueCreateTs(): number {
   lastCreateTs = Math.max(Date.now(), lastCreateTs + 1);
   return lastCreateTs;
 }
-
-/** Alias localparts: no `:` (it separates the server) and no whitespace or control characters. */
-const ALIAS_LOCALPART = /^[^:\s\u0000-\u001f#]+$/;
 
 export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   const index = new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user);
@@ -210,17 +199,6 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
 }
 
 /**
- * A third-party invite's fields (`POST /rooms/{id}/invite` with a medium and address, or an
- * `invite_3pid` entry of createRoom): Synapse's checks and messages.
- */
-function checkThreepidInvite(body: JsonObject): void {
-  for (const k of ['medium', 'address']) if (typeof body[k] !== 'string') throw errors.badJson(`${k} must be a string`);
-  if (typeof body.id_server !== 'string' || typeof body.id_access_token !== 'string') {
-    throw new MatrixError(400, 'M_MISSING_PARAM', '`id_server` and `id_access_token` are required when doing 3pid invite');
-  }
-}
-
-/**
  * Third-party invites need an identity server to look the address up and to store the invite;
  * this server is configured with none, so it answers as Synapse does with lookups turned off
  * (`enable_3pid_lookup: false`): 403 with Synapse's errcode (M_UNKNOWN) and message.
@@ -249,67 +227,22 @@ async function checkCanonicalAlias(ctx: ApiContext, aliases: AliasStore, roomId:
   }
 }
 
-interface StateTemplate {
-  type: string;
-  state_key: string;
-  content: JsonObject;
-}
-
 /**
  * POST /createRoom: validate everything first, then send the events in the spec's order —
  * create, the creator's join, power levels, canonical alias, the preset's join rules / history
  * visibility / guest access, initial_state, name, topic, invites.
  */
 async function createRoom(ctx: ApiContext, user: Requester, body: JsonObject, aliases: AliasStore, index: MembershipIndex): Promise<string> {
-  // 1. Validate the request.
-  const visibility = optString(body, 'visibility') ?? 'private';
-  if (visibility !== 'public' && visibility !== 'private') throw errors.badJson('visibility must be "public" or "private"');
-  const presetName = optString(body, 'preset') ?? (visibility === 'public' ? 'public_chat' : 'private_chat');
-  if (!(presetName in PRESETS)) throw errors.badJson(`Unknown preset ${JSON.stringify(presetName)}`);
-  const preset = PRESETS[presetName as Preset];
-  const versionId = optString(body, 'room_version') ?? ctx.config.defaultRoomVersion;
-  const version = getRoomVersion(versionId);
-  if (!version) throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Room version ${JSON.stringify(versionId)} is not supported`);
-  const creation = objectField(body, 'creation_content') ?? {};
-  const plOverride = objectField(body, 'power_level_content_override');
-  const invites: string[] = [];
-  if (body.invite !== undefined) {
-    if (!Array.isArray(body.invite)) throw errors.badJson('invite must be a list of user ids');
-    for (const u of body.invite) invites.push(requireUserIdParam(u, 'invite'));
-  }
-  if (body.invite_3pid !== undefined) {
-    if (!Array.isArray(body.invite_3pid)) throw errors.badJson('invite_3pid must be a list');
-    for (const i of body.invite_3pid) {
-      if (!isJsonObject(i)) throw errors.badJson('invite_3pid entries must be objects');
-      checkThreepidInvite(i);
-    }
-    // Refused before anything is created (Synapse creates the room, then fails on the first one).
-    if (body.invite_3pid.length) throw threepidLookupDenied();
-  }
+  // 1. Validate the request (create-room-request.ts), then the things that need the server.
+  const { visibility, presetName, preset, version, creation, plOverride, invites, threepidInvites, isDirect, name, topic, initialState, alias } = parseCreateRoomRequest(body, {
+    serverName: ctx.config.serverName, defaultRoomVersion: ctx.config.defaultRoomVersion, creator: user.userId,
+  });
+  // Refused before anything is created (Synapse creates the room, then fails on the first one).
+  if (threepidInvites > 0) throw threepidLookupDenied();
   for (const u of invites) {
     if (serverOf(u) !== ctx.config.serverName) throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which this server does not do yet');
   }
-  const isDirect = body.is_direct === true;
-  const name = optString(body, 'name');
-  const topic = optString(body, 'topic');
-  const initialState: StateTemplate[] = [];
-  if (body.initial_state !== undefined) {
-    if (!Array.isArray(body.initial_state)) throw errors.badJson('initial_state must be a list of state events');
-    for (const s of body.initial_state) {
-      if (!isJsonObject(s) || typeof s.type !== 'string' || !isJsonObject(s.content as JsonValue) || (s.state_key !== undefined && typeof s.state_key !== 'string')) {
-        throw errors.badJson('initial_state entries need a type, content and optional string state_key');
-      }
-      initialState.push({ type: s.type, state_key: (s.state_key as string | undefined) ?? '', content: s.content as JsonObject });
-    }
-  }
-  let alias: string | null = null;
-  const aliasName = optString(body, 'room_alias_name');
-  if (aliasName !== undefined) {
-    if (!ALIAS_LOCALPART.test(aliasName)) throw new MatrixError(400, 'M_INVALID_PARAM', 'room_alias_name must be an alias localpart');
-    alias = `#${aliasName}:${ctx.config.serverName}`;
-    if (Buffer.byteLength(alias) > 255) throw new MatrixError(400, 'M_INVALID_PARAM', 'The alias is too long');
-    if (await aliases.get(alias)) throw new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${alias} already exists`);
-  }
+  if (alias && (await aliases.get(alias))) throw new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${alias} already exists`);
 
   // 2. The create event (signed here: v12 room ids derive from it).
   const createContent: JsonObject = { ...creation };
@@ -403,11 +336,4 @@ async function withLocalProfile(ctx: ApiContext, userId: string, content: JsonOb
   if (content.displayname !== undefined || content.avatar_url !== undefined) return content;
   const profile = await storedProfile(ctx, userId);
   return Object.keys(profile).length ? withProfile(content, profile) : content;
-}
-
-function objectField(body: JsonObject, key: string): JsonObject | undefined {
-  const v = body[key];
-  if (v === undefined) return undefined;
-  if (!isJsonObject(v)) throw errors.badJson(`${key} must be an object`);
-  return v;
 }
