@@ -64,6 +64,11 @@ export interface RateLimitConfig {
   enabled: boolean;
   /** `POST /login`, per client IP. */
   login: RateLimitBucket;
+  /**
+   * Failed `POST /login` attempts, per account, from any address (Synapse's
+   * `rc_login.failed_attempts`): an account whose bucket is empty gets 429 even with the right password.
+   */
+  failedLogin: RateLimitBucket;
   /** `POST /register` and `/register/available`, per client IP. */
   register: RateLimitBucket;
   /** Every authenticated request, per user. */
@@ -140,6 +145,8 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
     rateLimit: {
       enabled: true,
       login: { burst: 10, perMinute: 30 },
+      // Synapse's default: burst 3, 0.17/s (10.2 a minute).
+      failedLogin: { burst: 3, perMinute: 10 },
       register: { burst: 10, perMinute: 20 },
       client: { burst: 300, perMinute: 6000 },
     },
@@ -197,6 +204,8 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_REGISTRATION_SHARED_SECRET: 'registration.sharedSecret',
   AXON_ACCESS_TOKEN_LIFETIME_MS: 'accessTokenLifetimeMs',
   AXON_RATE_LIMIT_ENABLED: 'rateLimit.enabled',
+  AXON_RATE_LIMIT_FAILED_LOGIN_BURST: 'rateLimit.failedLogin.burst',
+  AXON_RATE_LIMIT_FAILED_LOGIN_PER_MINUTE: 'rateLimit.failedLogin.perMinute',
   AXON_PRESENCE_ENABLED: 'presence.enabled',
   AXON_REQUEST_DEADLINE_MS: 'requestDeadlineMs',
 };
@@ -322,7 +331,7 @@ export function validateConfig(c: AxonConfig): string[] {
   int(c.accessTokenLifetimeMs, 'accessTokenLifetimeMs', 10_000, 30 * 24 * 3600 * 1000);
   if (typeof c.presence?.enabled !== 'boolean') p.push(`presence.enabled: must be true or false (got ${JSON.stringify(c.presence?.enabled)})`);
   if (typeof c.rateLimit.enabled !== 'boolean') p.push(`rateLimit.enabled: must be true or false (got ${JSON.stringify(c.rateLimit.enabled)})`);
-  for (const name of ['login', 'register', 'client'] as const) {
+  for (const name of ['login', 'failedLogin', 'register', 'client'] as const) {
     int(c.rateLimit[name]?.burst, `rateLimit.${name}.burst`, 1, 1_000_000);
     int(c.rateLimit[name]?.perMinute, `rateLimit.${name}.perMinute`, 1, 60_000_000);
   }

@@ -98,4 +98,16 @@ describe('cluster.config', () => {
       'rateLimit.login.burst: must be an integer from 1 to 1000000 (got 0)',
     ]);
   });
+
+  it('has a per-account failed-login limit (Synapse\'s defaults), set by file or environment', () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'axon-cfg-'));
+    expect(loadConfig({}, cwd).rateLimit.failedLogin).toEqual({ burst: 3, perMinute: 10 });
+    expect(loadConfig({ AXON_RATE_LIMIT_FAILED_LOGIN_BURST: '5', AXON_RATE_LIMIT_FAILED_LOGIN_PER_MINUTE: '2' }, cwd).rateLimit.failedLogin).toEqual({ burst: 5, perMinute: 2 });
+    expect(problems({ AXON_RATE_LIMIT_FAILED_LOGIN_BURST: 'lots', AXON_RATE_LIMIT_FAILED_LOGIN_PER_MINUTE: '0' })).toEqual([
+      'AXON_RATE_LIMIT_FAILED_LOGIN_BURST=lots: must be an integer',
+      'rateLimit.failedLogin.perMinute: must be an integer from 1 to 60000000 (got 0)',
+    ]);
+    writeFileSync(join(cwd, 'axon.config.json'), JSON.stringify({ rateLimit: { failedLogin: { burst: 4 } } }));
+    expect(loadConfig({}, cwd).rateLimit.failedLogin).toEqual({ burst: 4, perMinute: 10 });
+  });
 });

@@ -1,10 +1,11 @@
 /**
  * Rate limiting for the fronts: one bucket per (limit, key), where the key is the user id for
- * authenticated requests and the client IP otherwise. A bucket holds `burst` requests and refills
+ * authenticated requests, the account a login names for failed logins, and the client IP
+ * otherwise. A bucket holds `burst` requests and refills
  * at `perMinute`; a request takes one, or is answered 429 M_LIMIT_EXCEEDED with `retry_after_ms`
  * (and a `Retry-After` header) saying when the next one is allowed.
  *
- * Buckets are kept in Redis (rate-limit-1.lua, GCRA: one number per bucket, one round trip, on
+ * Buckets are kept in Redis (rate-limit-2.lua, GCRA: one number per bucket, one round trip, on
  * Redis's clock), so a limit counts across every front process. When Redis does not answer within
  * `redisTimeoutMs` or fails, the front decides with its own in-memory buckets instead: a limit
  * that is per front for a moment is better than failing or stalling requests because the
@@ -67,6 +68,14 @@ export class LocalRateLimiter {
     throwIfLimited(this.take(limit, key));
   }
 
+  /** Give back one request taken from `limit`'s bucket for `key` (it did not count after all). */
+  refund(limit: string, key: string): void {
+    if (!this.enabled) return;
+    const b = this.buckets.get(`${limit}\0${key}`);
+    const cfg = this.limits[limit];
+    if (b && cfg) b.tokens = Math.min(cfg.burst, b.tokens + 1);
+  }
+
   /** Drop buckets that have refilled completely: they are the same as no bucket. */
   private sweep(now: number): void {
     for (const [id, b] of this.buckets) {
@@ -110,19 +119,10 @@ export class RateLimiter {
   /** Take one request from `limit`'s bucket for `key`: 0 when allowed, else ms to wait. */
   async take(limit: string, key: string): Promise<number> {
     if (!this.enabled) return 0;
-    const cfg = this.limits[limit];
-    if (!cfg) throw new Error(`rate limit ${limit} is not configured`);
+    const cfg = this.config(limit);
     if (!this.shared) return this.local.take(limit, key);
-    const { redis, keys } = this.shared;
-    const timeoutMs = this.shared.redisTimeoutMs ?? 100;
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const asked = runScript(redis, 'rateLimit', [keys.rateLimit(limit, key)], [60_000 / cfg.perMinute, cfg.burst]);
-      const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`rate limiter: Redis did not answer in ${timeoutMs} ms`)), timeoutMs);
-      });
-      asked.catch(() => undefined); // answered after the timeout: nothing waits for it any more
-      return Number(await Promise.race([asked, late]));
+      return await this.askRedis(this.shared, limit, key, [60_000 / cfg.perMinute, cfg.burst]);
     } catch (err) {
       this.fallbacks++;
       const now = Date.now();
@@ -131,13 +131,50 @@ export class RateLimiter {
         this.shared.log?.warn({ err }, 'rate limiter: deciding locally (Redis failed or was slow)');
       }
       return this.local.take(limit, key);
-    } finally {
-      clearTimeout(timer);
     }
   }
 
   /** `take`, answering 429 M_LIMIT_EXCEEDED when the bucket is empty. */
   async check(limit: string, key: string): Promise<void> {
     throwIfLimited(await this.take(limit, key));
+  }
+
+  /**
+   * Give back one request `check`/`take` allowed: for limits that count only some outcomes (failed
+   * logins take before the password is checked and give back when it was right). Never fails:
+   * when Redis does not answer, the local bucket gets it back.
+   */
+  async refund(limit: string, key: string): Promise<void> {
+    if (!this.enabled) return;
+    const cfg = this.config(limit);
+    if (!this.shared) return this.local.refund(limit, key);
+    try {
+      await this.askRedis(this.shared, limit, key, [60_000 / cfg.perMinute, cfg.burst, 'refund']);
+    } catch {
+      this.fallbacks++;
+      this.local.refund(limit, key);
+    }
+  }
+
+  private config(limit: string): RateLimitBucket {
+    const cfg = this.limits[limit];
+    if (!cfg) throw new Error(`rate limit ${limit} is not configured`);
+    return cfg;
+  }
+
+  /** One call of rate-limit-2.lua, or an error when Redis fails or does not answer in time. */
+  private async askRedis(shared: SharedLimits, limit: string, key: string, args: (string | number)[]): Promise<number> {
+    const timeoutMs = shared.redisTimeoutMs ?? 100;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const asked = runScript(shared.redis, 'rateLimit', [shared.keys.rateLimit(limit, key)], args);
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`rate limiter: Redis did not answer in ${timeoutMs} ms`)), timeoutMs);
+      });
+      asked.catch(() => undefined); // answered after the timeout: nothing waits for it any more
+      return Number(await Promise.race([asked, late]));
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }

@@ -28,7 +28,7 @@ const SCRIPTS = {
   timersFire: 'timers-fire-1.lua',
   pushRecord: 'push-record-2.lua',
   pushProgress: 'push-progress-1.lua',
-  rateLimit: 'rate-limit-1.lua',
+  rateLimit: 'rate-limit-2.lua',
   reply: 'reply-1.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;

@@ -49,6 +49,26 @@ describe('RateLimiter (shared through Redis)', () => {
     expect(ttl).toBeLessThanOrEqual(4_100);
   });
 
+  it('refund gives one request back, across limiters; a full bucket has no key left', async () => {
+    const limits = { failedLogin: { burst: 2, perMinute: 6 } };
+    const a = new RateLimiter(limits, true, { redis, keys });
+    const b = new RateLimiter(limits, true, { redis, keys });
+    expect([await a.take('failedLogin', '@u:x'), await b.take('failedLogin', '@u:x')]).toEqual([0, 0]);
+    expect(await a.take('failedLogin', '@u:x')).toBeGreaterThan(0);
+    await b.refund('failedLogin', '@u:x');
+    expect(await a.take('failedLogin', '@u:x')).toBe(0);
+    expect(await b.take('failedLogin', '@u:x')).toBeGreaterThan(0);
+    // Two refunds empty the count: the key is gone, the bucket is full again.
+    await a.refund('failedLogin', '@u:x');
+    await a.refund('failedLogin', '@u:x');
+    expect(await redis.exists(keys.rateLimit('failedLogin', '@u:x'))).toBe(0);
+    await a.refund('failedLogin', '@u:x'); // nothing to give back: still nothing stored
+    expect(await redis.exists(keys.rateLimit('failedLogin', '@u:x'))).toBe(0);
+    expect([await a.take('failedLogin', '@u:x'), await b.take('failedLogin', '@u:x')]).toEqual([0, 0]);
+    expect(await a.take('failedLogin', '@u:x')).toBeGreaterThan(0);
+    expect(a.fallbacks + b.fallbacks).toBe(0);
+  });
+
   it('decides locally, and never fails the request, when Redis does not answer', async () => {
     const dead = connectRedis({ url: `redis://127.0.0.1:${await freePort()}` }, { maxRetriesPerRequest: 1, retryStrategy: () => 200, lazyConnect: true });
     try {
@@ -58,6 +78,10 @@ describe('RateLimiter (shared through Redis)', () => {
       expect(await rl.take('login', 'x')).toBeGreaterThan(0); // the local bucket still limits
       expect(Date.now() - started).toBeLessThan(1000);
       expect(rl.fallbacks).toBe(3);
+      // A refund goes to the local bucket too.
+      await rl.refund('login', 'x');
+      expect(rl.fallbacks).toBe(4);
+      expect(await rl.take('login', 'x')).toBe(0);
     } finally {
       dead.disconnect();
     }

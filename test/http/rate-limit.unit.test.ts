@@ -37,6 +37,20 @@ describe('RateLimiter', () => {
     expect(err?.headers).toEqual({ 'Retry-After': '2' });
   });
 
+  it('refund gives back one taken request, never more than the burst', () => {
+    let now = 0;
+    const rl = new RateLimiter({ failedLogin: { burst: 2, perMinute: 60 } }, true, () => now);
+    expect([rl.take('failedLogin', 'u'), rl.take('failedLogin', 'u'), rl.take('failedLogin', 'u')]).toEqual([0, 0, 1000]);
+    rl.refund('failedLogin', 'u');
+    expect(rl.take('failedLogin', 'u')).toBe(0);
+    expect(rl.take('failedLogin', 'u')).toBe(1000);
+    // A full bucket stays full; an unknown key is a no-op.
+    now = 10_000;
+    rl.refund('failedLogin', 'u');
+    rl.refund('failedLogin', 'nobody');
+    expect([rl.take('failedLogin', 'u'), rl.take('failedLogin', 'u'), rl.take('failedLogin', 'u')]).toEqual([0, 0, 1000]);
+  });
+
   it('does nothing when disabled', () => {
     const rl = new RateLimiter({ login: { burst: 1, perMinute: 1 } }, false, () => 0);
     for (let i = 0; i < 100; i++) expect(rl.take('login', 'ip')).toBe(0);

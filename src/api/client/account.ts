@@ -90,9 +90,18 @@ async function login(ctx: ApiContext, req: Request) {
   if (deviceId !== undefined && !/^[\x21-\x7e]{1,255}$/.test(deviceId)) throw errors.invalidParam('device_id must be 1 to 255 printable ASCII characters');
 
   const userId = localUserId(ctx, who);
+  // Failed attempts per account, from any address (Synapse's rc_login.failed_attempts): an
+  // attempt takes from the account's bucket before the password is checked — so concurrent
+  // guesses cannot all pass before the first failure counts — and gives it back unless the
+  // password was wrong. An account whose bucket is empty gets 429 even with the right password,
+  // as on Synapse. (A name that is no local user id cannot log in; the per-address limit covers it.)
+  if (userId) await ctx.limiter?.check('failedLogin', userId);
   const account = userId ? await readAccount(ctx, userId) : null;
   // Check a password for unknown users too, so the answer takes as long as for known ones.
   const ok = await verifyPassword(password, account?.h ?? (await dummyHash()));
+  // Only a wrong password (or unknown account) counts; a deactivated account is not a failure (Synapse).
+  const wrongPassword = !ok || !account || !account.h;
+  if (userId && (!wrongPassword || account?.x)) await ctx.limiter?.refund('failedLogin', userId);
   if (account?.x) throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated');
   if (!ok || !account || !account.h || !userId) throw new MatrixError(403, 'M_FORBIDDEN', 'Invalid username or password');
   const tokens = newTokens(ctx, userId, wantsRefresh);
