@@ -18,3 +18,4 @@ export * from './ip-ranges';
 export * from './server-names';
 export * from './server-auth';
 export * from './transactions';
+export * from './history-visibility';

@@ -24,6 +24,8 @@ import { decode } from '../store/codec';
 import { MEMBERSHIP_INDEX_GROUP, membershipIndexData, roomData, type KeySpace } from '../store/keys';
 import type { StoredEvent } from '../../actors/room';
 import { stateKeyOf } from '../protocol/pdu';
+import { effectiveHistoryVisibility } from '../protocol/history-visibility';
+import type { JsonObject } from '../protocol/json';
 import { runScript, type RedisClient } from '../store/redis';
 import { encodeNotification } from '../sync/notify';
 
@@ -109,15 +111,13 @@ export class MembershipIndexReader extends OutboxGroupReader {
    */
   private async updateDirectoryVisibility(shard: number, roomId: string): Promise<void> {
     const k = this.keys.shard('room', shard);
-    const current = async (type: string, field: string): Promise<string | null> => {
+    const current = async (type: string): Promise<JsonObject | undefined> => {
       const id = await this.redis.hget(k.data(roomData.state(roomId)), stateKeyOf(type, ''));
       const blob = id ? await this.redis.getBuffer(k.data(roomData.event(id))) : null;
-      if (!blob) return null;
-      const content = (JSON.parse(decode<StoredEvent>(blob).j) as { content?: Record<string, unknown> }).content;
-      const v = content?.[field];
-      return typeof v === 'string' ? v : null;
+      if (!blob) return undefined;
+      return (JSON.parse(decode<StoredEvent>(blob).j) as { content?: JsonObject }).content;
     };
-    const visible = (await current('m.room.join_rules', 'join_rule')) === 'public' || (await current('m.room.history_visibility', 'history_visibility')) === 'world_readable';
+    const visible = (await current('m.room.join_rules'))?.join_rule === 'public' || effectiveHistoryVisibility(await current('m.room.history_visibility')) === 'world_readable';
     if (visible) await this.redis.sadd(this.keys.directoryVisibleRooms(), roomId);
     else await this.redis.srem(this.keys.directoryVisibleRooms(), roomId);
   }

@@ -6,7 +6,8 @@
  */
 import type { StoredEvent, StoredSnapshot, RoomMeta } from '../../actors/room';
 import { stateKeyOf, splitStateKey, type StateMap } from '../protocol/pdu';
-import { isJsonObject, type JsonObject } from '../protocol/json';
+import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
+import { effectiveHistoryVisibility, type HistoryVisibility } from '../protocol/history-visibility';
 import { shardOf } from '../runtime/shards';
 import { decode } from './codec';
 import { roomData, type KeySpace, type ShardKeys } from './keys';
@@ -42,7 +43,7 @@ const RECENT_EVENTS_MAX = 20_000;
 
 export class RoomReader {
   private readonly snapshotCache = new Map<string, StateMap>();
-  private readonly visibilityCache = new Map<string, { visibility: string; membershipAt: string | undefined }>();
+  private readonly visibilityCache = new Map<string, { visibility: HistoryVisibility; membershipAt: string | undefined }>();
   private readonly recent = new Map<string, { at: number; value: Promise<RoomEvent | null> }>();
 
   constructor(
@@ -207,7 +208,7 @@ export class RoomReader {
    * long-polls woken by messages that share one state snapshot ask this once per user, not once
    * per event, and without fetching the member event again.
    */
-  private async visibilityAt(roomId: string, snapshotId: number, userId: string): Promise<{ visibility: string; membershipAt: string | undefined }> {
+  private async visibilityAt(roomId: string, snapshotId: number, userId: string): Promise<{ visibility: HistoryVisibility; membershipAt: string | undefined }> {
     const cacheKey = `${roomId}\u0000${snapshotId}\u0000${userId}`;
     const hit = this.visibilityCache.get(cacheKey);
     if (hit) return hit;
@@ -215,8 +216,8 @@ export class RoomReader {
     const hvId = state.get(stateKeyOf('m.room.history_visibility', ''));
     const memberId = state.get(stateKeyOf('m.room.member', userId));
     const [hv, member] = await Promise.all([hvId ? this.event(roomId, hvId) : null, memberId ? this.event(roomId, memberId) : null]);
-    // Without a history_visibility event the spec's default is "shared".
-    const facts = { visibility: str(hv?.event.content, 'history_visibility') ?? 'shared', membershipAt: str(member?.event.content, 'membership') };
+    // Missing, not a string, or not one of the four values: "shared" (effectiveHistoryVisibility).
+    const facts = { visibility: effectiveHistoryVisibility(hv?.event.content as JsonValue | undefined), membershipAt: str(member?.event.content, 'membership') };
     if (this.visibilityCache.size >= VISIBILITY_CACHE_MAX) this.visibilityCache.delete(this.visibilityCache.keys().next().value!);
     this.visibilityCache.set(cacheKey, facts);
     return facts;

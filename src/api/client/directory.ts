@@ -11,6 +11,7 @@
 import type { Front, Request } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
+import { effectiveHistoryVisibility } from '../../protocol/history-visibility';
 import { splitStateKey } from '../../protocol/pdu';
 import { bearerToken, requireUser } from './auth';
 import type { ApiContext } from './context';
@@ -81,7 +82,7 @@ export async function roomSummary(ctx: ApiContext, roomId: string): Promise<Room
   const out: RoomSummary = {
     room_id: roomId,
     num_joined_members: (await ctx.rooms.members(roomId, 'join')).size,
-    world_readable: str('m.room.history_visibility', 'history_visibility') === 'world_readable',
+    world_readable: effectiveHistoryVisibility(content.get('m.room.history_visibility')) === 'world_readable',
     guest_can_join: str('m.room.guest_access', 'guest_access') === 'can_join',
   };
   const joinRule = str('m.room.join_rules', 'join_rule');

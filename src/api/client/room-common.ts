@@ -10,6 +10,7 @@ import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
 import type { EventTemplate } from '../../../actors/room';
 import { isJsonObject, parseStrictJson, type JsonObject, type JsonValue } from '../../protocol/json';
 import { isValidServerName } from '../../protocol/identifiers';
+import { effectiveHistoryVisibility, type HistoryVisibility } from '../../protocol/history-visibility';
 import { stateKeyOf } from '../../protocol/pdu';
 import { utf8Length } from '../../protocol/json';
 import { servableToClients, type RoomEvent } from '../../store/room-reader';
@@ -135,10 +136,10 @@ export async function roomAccess(ctx: ApiContext, index: MembershipIndex, userId
   throw new MatrixError(403, 'M_FORBIDDEN', 'You are not a member of this room and it is not world-readable');
 }
 
-export async function historyVisibility(ctx: ApiContext, roomId: string): Promise<string | null> {
+/** The room's current history visibility (missing or not understood: `shared`, as everywhere). */
+export async function historyVisibility(ctx: ApiContext, roomId: string): Promise<HistoryVisibility> {
   const [e] = await ctx.rooms.currentState(roomId, { type: 'm.room.history_visibility', stateKey: '' });
-  const v = e?.event.content;
-  return isJsonObject(v as JsonValue) && typeof (v as JsonObject).history_visibility === 'string' ? ((v as JsonObject).history_visibility as string) : null;
+  return effectiveHistoryVisibility(e?.event.content as JsonValue | undefined);
 }
 
 /** State ids visible under an access: current, or as of a departure. */

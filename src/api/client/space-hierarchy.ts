@@ -12,6 +12,7 @@
 import type { Front } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
+import { effectiveHistoryVisibility } from '../../protocol/history-visibility';
 import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { requireUser } from './auth';
 import type { ApiContext } from './context';
@@ -112,7 +113,7 @@ async function mayView(ctx: ApiContext, roomId: string, userId: string): Promise
     ctx.rooms.currentState(roomId, { type: 'm.room.history_visibility', stateKey: '' }),
     ctx.rooms.currentState(roomId, { type: 'm.room.join_rules', stateKey: '' }),
   ]);
-  if (contentString(hv[0], 'history_visibility') === 'world_readable') return true;
+  if (effectiveHistoryVisibility(hv[0]?.event.content as JsonValue | undefined) === 'world_readable') return true;
   const rule = contentString(jr[0], 'join_rule');
   return rule === 'public' || rule === 'knock';
 }
@@ -167,7 +168,7 @@ export function summary(roomId: string, state: RoomEvent[], joined: Map<string, 
   const out: JsonObject = {
     room_id: roomId,
     num_joined_members: joined.size,
-    world_readable: get('m.room.history_visibility', 'history_visibility') === 'world_readable',
+    world_readable: effectiveHistoryVisibility(byKey.get('m.room.history_visibility\u0000')?.event.content as JsonValue | undefined) === 'world_readable',
     guest_can_join: get('m.room.guest_access', 'guest_access') === 'can_join',
     join_rule: get('m.room.join_rules', 'join_rule') ?? 'invite',
   };
