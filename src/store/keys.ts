@@ -319,6 +319,11 @@ export const e2eKeyData = {
  */
 export const aliasData = {
   alias: (alias: string) => `alias:${alias}`,
+  /**
+   * A createRoom's hold on a free alias (msgpack { t: token, c: user, u: until ms }), with a TTL
+   * ending when the hold does. Written by the alias's actor; nothing else reads it.
+   */
+  reservation: (alias: string) => `alias-reserved:${alias}`,
 };
 
 /**

@@ -8,6 +8,7 @@
  * answered — eventually consistent, and idempotent. Aliases on other servers need a federation
  * directory query, which comes with federation.
  */
+import { randomBytes } from 'node:crypto';
 import type { Front } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
 import { namedLevel, requiredEventLevel, userPowerLevel } from '../../protocol/power-levels';
@@ -16,7 +17,7 @@ import { requireRoomVersion } from '../../protocol/room-versions';
 import type { JsonObject } from '../../protocol/json';
 import { decode } from '../../store/codec';
 import { aliasData, roomData } from '../../store/keys';
-import type { AliasMessage, AliasRecord, AliasReply } from '../../../actors/alias';
+import type { AliasMessage, AliasRecord, AliasReply, AliasReserveReply } from '../../../actors/alias';
 import type { RoomMessage } from '../../../actors/room';
 import { requireUser } from './auth';
 import type { ApiContext } from './context';
@@ -35,10 +36,32 @@ export class AliasStore {
     return blob ? decode<AliasRecord>(blob) : null;
   }
 
-  /** Create the alias; a taken name is refused with 409 M_UNKNOWN (the alias actor's answer). */
-  async create(alias: string, roomId: string, creator: string): Promise<void> {
-    await askRoomFamily<AliasReply>(this.ctx, 'alias', alias, { op: 'create', roomId, creator } satisfies AliasMessage);
+  /**
+   * Create the alias; a taken name (or one another createRoom holds) is refused with 409
+   * M_UNKNOWN (the alias actor's answer). `token`: the reservation this request holds.
+   */
+  async create(alias: string, roomId: string, creator: string, token?: string): Promise<void> {
+    await askRoomFamily<AliasReply>(this.ctx, 'alias', alias, { op: 'create', roomId, creator, ...(token !== undefined ? { token } : {}) } satisfies AliasMessage);
     await this.index(roomId, alias, true);
+  }
+
+  /**
+   * Hold a free alias for a room about to be created (createRoom), for `ttlMs` at most; a taken
+   * or held name is refused with 409 M_UNKNOWN. Answers the token that binds it (`create`).
+   */
+  async reserve(alias: string, creator: string, ttlMs: number): Promise<string> {
+    const token = randomBytes(12).toString('base64url');
+    await askRoomFamily<AliasReserveReply>(this.ctx, 'alias', alias, { op: 'reserve', creator, token, ttlMs } satisfies AliasMessage);
+    return token;
+  }
+
+  /** End a hold (the room was not created). Best effort: a hold not released expires by itself. */
+  async release(alias: string, token: string): Promise<void> {
+    try {
+      await askRoomFamily<AliasReserveReply>(this.ctx, 'alias', alias, { op: 'release', token } satisfies AliasMessage);
+    } catch (e) {
+      this.ctx.log.warn({ alias, err: (e as Error).message }, 'alias: could not release a reservation; it expires by itself');
+    }
   }
 
   /**

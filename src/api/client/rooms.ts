@@ -27,7 +27,7 @@ import { registerRoomReadRoutes } from './room-reads';
 import { restrictedJoinAuthoriser } from './restricted-joins';
 import { storedProfile, withProfile } from './profile';
 import { askRoom, bodyObject, clientRoute, optString, requireRoomId, requireUserIdParam, sendEvent, txnKey, type SendReply } from './room-common';
-import { checkThreepidInvite, parseCreateRoomRequest } from './create-room-request';
+import { checkThreepidInvite, parseCreateRoomRequest, type CreateRoomRequest } from './create-room-request';
 
 let lastCreateTs = 0;
 /** A timestamp for a new create event, later than any this front used before. */
@@ -228,22 +228,60 @@ async function checkCanonicalAlias(ctx: ApiContext, aliases: AliasStore, roomId:
 }
 
 /**
- * POST /createRoom: validate everything first, then send the events in the spec's order —
- * create, the creator's join, power levels, canonical alias, the preset's join rules / history
- * visibility / guest access, initial_state, name, topic, invites.
+ * How long a createRoom holds its alias before binding it (actors/alias.ts `reserve`): far more
+ * than the create, join and power levels take, short enough that a front that dies in between
+ * does not keep the name from others for long.
+ */
+const ALIAS_RESERVATION_MS = 2 * 60_000;
+
+/** A createRoom's hold on its alias, and whether the alias has been bound to the room yet. */
+interface HeldAlias {
+  alias: string;
+  token: string;
+  bound: boolean;
+}
+
+/**
+ * POST /createRoom: validate everything first, hold the alias, then send the events in the spec's
+ * order — create, the creator's join, power levels, canonical alias, the preset's join rules /
+ * history visibility / guest access, initial_state, name, topic, invites.
  */
 async function createRoom(ctx: ApiContext, user: Requester, body: JsonObject, aliases: AliasStore, index: MembershipIndex): Promise<string> {
   // 1. Validate the request (create-room-request.ts), then the things that need the server.
-  const { visibility, presetName, preset, version, creation, plOverride, invites, threepidInvites, isDirect, name, topic, initialState, alias } = parseCreateRoomRequest(body, {
-    serverName: ctx.config.serverName, defaultRoomVersion: ctx.config.defaultRoomVersion, creator: user.userId,
-  });
+  const request = parseCreateRoomRequest(body, { serverName: ctx.config.serverName, defaultRoomVersion: ctx.config.defaultRoomVersion, creator: user.userId });
   // Refused before anything is created (Synapse creates the room, then fails on the first one).
-  if (threepidInvites > 0) throw threepidLookupDenied();
-  for (const u of invites) {
+  if (request.threepidInvites > 0) throw threepidLookupDenied();
+  for (const u of request.invites) {
     if (serverOf(u) !== ctx.config.serverName) throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which this server does not do yet');
   }
-  if (alias && (await aliases.get(alias))) throw new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${alias} already exists`);
+  if (!request.alias) return populateRoom(ctx, user, request, aliases, index, null);
 
+  // The alias is held for this request before anything is created: of concurrent createRooms
+  // for one name only the holder goes on, the others are refused here and leave nothing behind.
+  // The hold is released when the room fails before the alias is bound, and expires by itself
+  // if this front dies in between.
+  let held: HeldAlias;
+  try {
+    held = { alias: request.alias, token: await aliases.reserve(request.alias, user.userId, ALIAS_RESERVATION_MS), bound: false };
+  } catch (e) {
+    throw aliasInUse(e, request.alias);
+  }
+  try {
+    return await populateRoom(ctx, user, request, aliases, index, held);
+  } catch (e) {
+    if (!held.bound) await aliases.release(held.alias, held.token);
+    throw e;
+  }
+}
+
+/** The alias actor's 409 (taken, or held by another createRoom) is createRoom's 400 M_ROOM_IN_USE. */
+function aliasInUse(e: unknown, alias: string): unknown {
+  return e instanceof MatrixError && e.status === 409 ? new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${alias} already exists`) : e;
+}
+
+/** createRoom after validation: the room and its events, binding the held alias on the way. */
+async function populateRoom(ctx: ApiContext, user: Requester, request: CreateRoomRequest, aliases: AliasStore, index: MembershipIndex, held: HeldAlias | null): Promise<string> {
+  const { visibility, presetName, preset, version, creation, plOverride, invites, isDirect, name, topic, initialState, alias } = request;
   // 2. The create event (signed here: v12 room ids derive from it).
   const createContent: JsonObject = { ...creation };
   delete createContent.room_version;
@@ -300,13 +338,22 @@ async function createRoom(ctx: ApiContext, user: Requester, body: JsonObject, al
   };
   await state('m.room.power_levels', powerLevels);
 
-  if (alias) {
+  if (alias && held) {
     try {
-      await aliases.create(alias, roomId, user.userId);
+      await aliases.create(alias, roomId, user.userId, held.token);
+      held.bound = true;
     } catch (e) {
-      // Taken since the check above (the alias actor answers 409): createRoom says M_ROOM_IN_USE.
-      if (e instanceof MatrixError && e.status === 409) throw new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${alias} already exists`);
-      throw e;
+      // Only when the hold ran out before this point and someone else took the name: the room
+      // is not kept — the creator leaves it — and the answer is M_ROOM_IN_USE.
+      if (e instanceof MatrixError && e.status === 409) {
+        try {
+          const left = await state('m.room.member', { membership: 'leave' }, user.userId);
+          await index.record(user.userId, roomId, left.pos, 'leave');
+        } catch (err) {
+          ctx.log.warn({ room_id: roomId, user_id: user.userId, err: (err as Error).message }, 'createRoom: could not leave the room that lost its alias');
+        }
+      }
+      throw aliasInUse(e, alias);
     }
     await state('m.room.canonical_alias', { alias });
   }
