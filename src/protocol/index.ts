@@ -14,3 +14,5 @@ export * from './power-levels';
 export * from './state-resolution';
 export * from './identifiers';
 export * from './layered-map';
+export * from './glob';
+export * from './server-acl';
