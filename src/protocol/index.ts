@@ -19,3 +19,5 @@ export * from './server-names';
 export * from './server-auth';
 export * from './transactions';
 export * from './history-visibility';
+export * from './glob';
+export * from './server-acl';

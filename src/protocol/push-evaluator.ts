@@ -18,7 +18,11 @@
  *   case-insensitive; the whole value must match, except for `content.body`, where the pattern
  *   may match any part that starts and ends at word boundaries (a word character is
  *   `[A-Za-z0-9_]`; a boundary is the start or end of the value or a place not between two word
- *   characters — the same as Synapse's `(?:^|\b|\W)…(?:\b|\W|$)`).
+ *   characters — the same as Synapse's `(?:^|\b|\W)…(?:\b|\W|$)`). Globs are matched by
+ *   src/protocol/glob.ts, in time linear in the value (never a backtracking RegExp: a user's
+ *   pattern must not be able to stall the process). A pattern longer than
+ *   `MAX_PUSH_PATTERN_BYTES` (refused when a rule is set; a stored one may predate the bound)
+ *   matches nothing.
  * - `event_property_is` / `event_property_contains`: exact equality of a non-compound value
  *   (string, integer, boolean, null; no type coercion), against the value or any element of an
  *   array value.
@@ -32,8 +36,9 @@
  *   last one wins); the historical `dont_notify` means nothing, `coalesce` is treated as `notify`.
  * - A user is never notified about their own events.
  */
-import { isJsonObject, type JsonObject, type JsonValue } from './json';
-import { PUSH_RULE_KINDS, impliedConditions, type PushAction, type PushCondition, type PushRuleKind, type PushRuleset } from './push-rules';
+import { compileGlob, matchGlob, type GlobOptions } from './glob';
+import { isJsonObject, utf8Length, type JsonObject, type JsonValue } from './json';
+import { MAX_PUSH_PATTERN_BYTES, PUSH_RULE_KINDS, impliedConditions, type PushAction, type PushCondition, type PushRuleKind, type PushRuleset } from './push-rules';
 
 /** What the conditions need besides the event, for one user in one room. */
 export interface PushEvaluationContext {
@@ -112,51 +117,18 @@ export function propertyAt(event: JsonObject, path: readonly string[]): JsonValu
 
 // ---- glob patterns ----
 
-const WORD = '[A-Za-z0-9_]';
-/** A place that is not between two word characters (the start and end of the value included). */
-const BOUNDARY = `(?:(?<!${WORD})|(?!${WORD}))`;
-const regexCache = new Map<string, RegExp>();
-const REGEX_CACHE_MAX = 10_000;
+const WHOLE: GlobOptions = { caseInsensitive: true, mode: 'whole' };
+const WORDS: GlobOptions = { caseInsensitive: true, mode: 'words' };
+const LITERAL_WORDS: GlobOptions = { caseInsensitive: true, mode: 'words', wildcards: 'none' };
 
-function escapeRegex(s: string): string {
-  return s.replace(/[\\^$.*+?()[\]{}|/]/g, '\\$&');
-}
-
-/**
- * A glob pattern (`*` any run of characters, `?` exactly one) as a case-insensitive regular
- * expression matching the whole value, or — `wordBoundary` — any part of it between word boundaries.
- */
-export function globToRegExp(pattern: string, wordBoundary: boolean): RegExp {
-  const cacheKey = `${wordBoundary ? 'w' : 'f'}${pattern}`;
-  let re = regexCache.get(cacheKey);
-  if (re) return re;
-  let body = '';
-  for (const ch of pattern) {
-    if (ch === '*') body += '.*?';
-    else if (ch === '?') body += '.';
-    else body += escapeRegex(ch);
-  }
-  re = new RegExp(wordBoundary ? `${BOUNDARY}${body}${BOUNDARY}` : `^${body}$`, 'ius');
-  if (regexCache.size >= REGEX_CACHE_MAX) regexCache.clear();
-  regexCache.set(cacheKey, re);
-  return re;
-}
-
-/** Whether `value` matches a glob pattern (the spec's event_match on one value). */
+/** Whether `value` matches a glob pattern (the spec's event_match on one value; `wordBoundary` for `content.body`). */
 export function globMatches(pattern: string, value: string, wordBoundary: boolean): boolean {
-  return globToRegExp(pattern, wordBoundary).test(value);
+  return matchGlob(pattern, value, wordBoundary ? WORDS : WHOLE);
 }
 
 /** Whether `text` contains `literal` between word boundaries, case-insensitive (display name mentions). */
 function containsWord(text: string, literal: string): boolean {
-  const key = `d${literal}`;
-  let re = regexCache.get(key);
-  if (!re) {
-    re = new RegExp(`${BOUNDARY}${escapeRegex(literal)}${BOUNDARY}`, 'iu');
-    if (regexCache.size >= REGEX_CACHE_MAX) regexCache.clear();
-    regexCache.set(key, re);
-  }
-  return re.test(text);
+  return compileGlob(literal, LITERAL_WORDS).test(text);
 }
 
 // ---- conditions ----
@@ -170,21 +142,12 @@ export function compileCondition(c: PushCondition): Test {
   switch (c.kind) {
     case 'event_match': {
       if (typeof cond.key !== 'string' || typeof cond.pattern !== 'string') return never;
+      if (utf8Length(cond.pattern) > MAX_PUSH_PATTERN_BYTES) return never;
       const path = splitPropertyPath(cond.key);
-      const wordBoundary = cond.key === 'content.body';
-      if (!wordBoundary && !/[*?]/.test(cond.pattern)) {
-        // A pattern without wildcards (most of the default rules): a case-insensitive comparison.
-        const want = cond.pattern;
-        const lower = want.toLowerCase();
-        return (event) => {
-          const v = propertyAt(event, path);
-          return typeof v === 'string' && v.length === want.length && (v === want || v.toLowerCase() === lower);
-        };
-      }
-      const re = globToRegExp(cond.pattern, wordBoundary);
+      const glob = compileGlob(cond.pattern, cond.key === 'content.body' ? WORDS : WHOLE);
       return (event) => {
         const v = propertyAt(event, path);
-        return typeof v === 'string' && re.test(v);
+        return typeof v === 'string' && glob.test(v);
       };
     }
     case 'event_property_is': {

@@ -179,6 +179,23 @@ export function findPushRule(ruleset: PushRuleset, kind: PushRuleKind, ruleId: s
 
 const invalid = (message: string) => new PushRuleError(400, 'M_INVALID_PARAM', message);
 
+/**
+ * The longest glob pattern a rule may carry (a content rule's `pattern`, an `event_match`
+ * condition's `pattern`), in UTF-8 bytes. The spec sets no bound, and Synapse none of its own
+ * (its Rust regex engine refuses only patterns too big to compile). Ours: 255 bytes, the bound
+ * the spec sets on the identifiers most conditions match (user ids, room ids, event types,
+ * state keys) and the one on our rule ids, which are the patterns of room and sender rules;
+ * it is ample for a keyword. It bounds the work of one match against a 64 KiB body at
+ * 65,536 × 8 word operations (src/protocol/glob.ts), so a user's rules cannot make the
+ * evaluator stall others' events.
+ */
+export const MAX_PUSH_PATTERN_BYTES = 255;
+
+function validatePattern(pattern: string, what: string): string {
+  if (utf8Length(pattern) > MAX_PUSH_PATTERN_BYTES) throw invalid(`${what} must be at most ${MAX_PUSH_PATTERN_BYTES} bytes`);
+  return pattern;
+}
+
 /** A rule id a client may create: not empty, not server-default (`.`), no `/` or `\`, at most 255 bytes. */
 export function validateUserRuleId(kind: PushRuleKind, ruleId: string): void {
   if (ruleId.length === 0) throw invalid('The rule id must not be empty');
@@ -226,7 +243,7 @@ export function validateCondition(c: unknown): PushCondition {
   };
   switch (kind) {
     case 'event_match':
-      return { kind, key: str('key'), pattern: str('pattern') };
+      return { kind, key: str('key'), pattern: validatePattern(str('pattern'), 'An event_match pattern') };
     case 'event_property_is':
     case 'event_property_contains':
       if (!('value' in c) || !isScalar(c.value)) throw invalid(`A ${kind} condition needs a value that is a string, an integer, a boolean or null`);
@@ -254,7 +271,7 @@ export function parseNewRule(kind: PushRuleKind, ruleId: string, body: unknown):
   if (kind === 'content') {
     if (body.pattern === undefined) throw new PushRuleError(400, 'M_MISSING_PARAM', 'A content rule needs a pattern');
     if (typeof body.pattern !== 'string' || body.pattern.length === 0) throw invalid('pattern must be a non-empty string');
-    rule.pattern = body.pattern;
+    rule.pattern = validatePattern(body.pattern, 'pattern');
   }
   if (kind === 'override' || kind === 'underride') {
     if (body.conditions !== undefined) {

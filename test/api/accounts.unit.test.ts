@@ -1,6 +1,6 @@
 /** Pure parts of the account endpoints: filter validation, UIA flow logic, password hashes. */
 import { describe, expect, it } from 'vitest';
-import { validateFilter } from '../../src/api/client/filter-validation';
+import { MAX_FILTER_TYPE_BYTES, MAX_FILTER_TYPE_GLOBS, validateFilter } from '../../src/api/client/filter-validation';
 import { flowComplete, identifiedUser, stageAllowed } from '../../src/api/client/uia';
 import { hashPassword, verifyPassword } from '../../src/api/client/passwords';
 
@@ -29,6 +29,21 @@ describe('validateFilter', () => {
       'room.timeline.rooms must only hold ids starting with !',
     ]);
     expect(validateFilter({ room: [] })).toEqual(['room must be an object']);
+  });
+
+  it('bounds type patterns: entries of at most 255 bytes, at most 100 globs per list', () => {
+    const long = `m.${'x'.repeat(MAX_FILTER_TYPE_BYTES - 2)}`;
+    expect(validateFilter({ room: { timeline: { types: [long, '*a*a*a*a*a*a*a*b'] } } })).toEqual([]);
+    expect(validateFilter({ room: { timeline: { types: [`${long}*`] }, state: { not_types: [`${long}x`] } }, account_data: { types: [`*${long}`] } })).toEqual([
+      'account_data.types entries must be at most 255 bytes',
+      'room.state.not_types entries must be at most 255 bytes',
+      'room.timeline.types entries must be at most 255 bytes',
+    ]);
+    const globs = Array.from({ length: MAX_FILTER_TYPE_GLOBS + 1 }, (_, i) => `m.${i}.*`);
+    expect(validateFilter({ presence: { not_types: globs.slice(1) } })).toEqual([]);
+    expect(validateFilter({ presence: { not_types: globs } })).toEqual(['presence.not_types may hold at most 100 entries with a *']);
+    // Literal entries are not counted (a set lookup each).
+    expect(validateFilter({ presence: { types: Array.from({ length: 5000 }, (_, i) => `m.${i}`) } })).toEqual([]);
   });
 });
 

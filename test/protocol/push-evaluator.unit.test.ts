@@ -82,6 +82,26 @@ describe('glob matching', () => {
     expect(globMatches('@room', 'hello @roommates', true)).toBe(false);
     expect(globMatches('ça', 'et ça va', true)).toBe(true);
   });
+
+  it('evaluates adversarial patterns in one pass (no backtracking), and ignores stored over-long ones', () => {
+    const test = (c: PushCondition, e: JsonObject) => compileCondition(c)(e, ctx());
+    // `*a*a*a*a*a*a*a*b` against 64 `a`s stalled the worker for tens of seconds on a RegExp.
+    const adversarial = '*a*a*a*a*a*a*a*b';
+    const stored = putPushRule(
+      putPushRule(emptyStoredPushRules(), 'content', { rule_id: 'glob', pattern: adversarial, actions: ['notify', { set_tweak: 'highlight' }] }),
+      'override',
+      { rule_id: 'glob2', conditions: [{ kind: 'event_match', key: 'content.msgtype', pattern: adversarial }], actions: ['notify', { set_tweak: 'highlight' }] },
+    );
+    const rules = rulesOf(stored);
+    for (const body of ['a'.repeat(64), 'a'.repeat(65_000), `${'a '.repeat(30_000)}`]) {
+      expect(evaluatePushRules(rules, message(body, { msgtype: body }), ctx())!.highlight).toBe(false);
+    }
+    expect(evaluatePushRules(rules, message(`${'a'.repeat(64)}b`), ctx())!.ruleId).toBe('glob');
+    // A pattern longer than the bound (one stored before the bound existed) matches nothing.
+    const long = `${'x'.repeat(300)}*`;
+    expect(test({ kind: 'event_match', key: 'content.body', pattern: long }, message(`${'x'.repeat(300)} y`))).toBe(false);
+    expect(test({ kind: 'event_match', key: 'content.body', pattern: long.slice(50) }, message(`${'x'.repeat(300)} y`))).toBe(true);
+  });
 });
 
 describe('conditions', () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  MAX_PUSH_PATTERN_BYTES,
   PUSH_RULE_KINDS,
   PushRuleError,
   defaultPushRules,
@@ -226,5 +227,13 @@ describe('validation of new rules', () => {
     rejects(() => parseNewRule('override', 'o', { actions: [], conditions: {} }), 400, 'M_INVALID_PARAM');
     rejects(() => parseNewRule('underride', 'o', { actions: [], conditions: [{ kind: 'nope' }] }), 400, 'M_INVALID_PARAM');
     rejects(() => parseNewRule('override', 'o', []), 400, 'M_INVALID_PARAM');
+  });
+
+  it('bounds glob patterns at MAX_PUSH_PATTERN_BYTES (UTF-8)', () => {
+    const atBound = 'é'.repeat(MAX_PUSH_PATTERN_BYTES >> 1) + (MAX_PUSH_PATTERN_BYTES % 2 ? 'x' : '');
+    expect(parseNewRule('content', 'c', { pattern: atBound, actions: [] }).pattern).toBe(atBound);
+    expect(validateCondition({ kind: 'event_match', key: 'content.body', pattern: atBound })).toMatchObject({ pattern: atBound });
+    rejects(() => parseNewRule('content', 'c', { pattern: `${atBound}x`, actions: [] }), 400, 'M_INVALID_PARAM');
+    rejects(() => parseNewRule('override', 'o', { actions: [], conditions: [{ kind: 'event_match', key: 'type', pattern: `${atBound}*` }] }), 400, 'M_INVALID_PARAM');
   });
 });

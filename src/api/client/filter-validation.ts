@@ -4,9 +4,32 @@
  * must have its type; unknown fields are allowed, as the schema does not forbid them. Pure.
  * Returns the problems found, empty when the filter is acceptable.
  */
-import type { JsonObject, JsonValue } from '../../protocol/json';
+import { utf8Length, type JsonObject, type JsonValue } from '../../protocol/json';
 
 type Problems = string[];
+
+/**
+ * The longest entry of a filter's `types` / `not_types`, in UTF-8 bytes. An event type is at
+ * most 255 bytes (spec, "Size limits"), so a longer entry could only match through repeated
+ * `*`s, which mean no more than one. Synapse sets no bound; ours keeps every glob a client gives
+ * us small (matching one costs ⌈(length+1)/32⌉ word operations per character of the type).
+ */
+export const MAX_FILTER_TYPE_BYTES = 255;
+/**
+ * The most entries with a `*` in one `types` / `not_types` list. Literal entries cost one set
+ * lookup whatever their number; each glob costs a pass over the event type, and /sync checks
+ * every state event type of a room against the filter, so a list of thousands of globs could
+ * hold the process for seconds. A hundred is far more than clients send.
+ */
+export const MAX_FILTER_TYPE_GLOBS = 100;
+
+/** What is wrong with a `types` / `not_types` list of strings (bounds on its entries and globs). */
+export function typePatternProblems(list: readonly string[], path: string): string[] {
+  const p: Problems = [];
+  if (list.some((t) => utf8Length(t) > MAX_FILTER_TYPE_BYTES)) p.push(`${path} entries must be at most ${MAX_FILTER_TYPE_BYTES} bytes`);
+  if (list.filter((t) => t.includes('*')).length > MAX_FILTER_TYPE_GLOBS) p.push(`${path} may hold at most ${MAX_FILTER_TYPE_GLOBS} entries with a *`);
+  return p;
+}
 
 const isObject = (v: JsonValue | undefined): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -24,8 +47,12 @@ function eventFilter(v: JsonValue | undefined, path: string, p: Problems): JsonO
   if (v === undefined) return null;
   if (!isObject(v)) return p.push(`${path} must be an object`), null;
   if (v.limit !== undefined && (typeof v.limit !== 'number' || !Number.isSafeInteger(v.limit) || v.limit < 0)) p.push(`${path}.limit must be a non-negative integer`);
-  stringList(v.types, `${path}.types`, p);
-  stringList(v.not_types, `${path}.not_types`, p);
+  for (const key of ['types', 'not_types']) {
+    const list = v[key];
+    const before = p.length;
+    stringList(list, `${path}.${key}`, p);
+    if (list !== undefined && p.length === before) p.push(...typePatternProblems(list as string[], `${path}.${key}`));
+  }
   stringList(v.senders, `${path}.senders`, p, '@');
   stringList(v.not_senders, `${path}.not_senders`, p, '@');
   return v;

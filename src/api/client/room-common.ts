@@ -9,6 +9,8 @@ import { MatrixError, errors } from '../../http/errors';
 import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
 import type { EventTemplate } from '../../../actors/room';
 import { isJsonObject, parseStrictJson, type JsonObject, type JsonValue } from '../../protocol/json';
+import { compileGlob, type Glob } from '../../protocol/glob';
+import { typePatternProblems } from './filter-validation';
 import { isValidServerName } from '../../protocol/identifiers';
 import { effectiveHistoryVisibility, type HistoryVisibility } from '../../protocol/history-visibility';
 import { stateKeyOf } from '../../protocol/pdu';
@@ -206,6 +208,10 @@ export function eventFilterFromJson(v: JsonValue): RoomEventFilter {
     const list = v[key];
     if (list === undefined || list === null) continue;
     if (!Array.isArray(list) || !list.every((x) => typeof x === 'string')) throw errors.invalidParam(`filter.${key} must be a list of strings`);
+    if (key === 'types' || key === 'not_types') {
+      const problems = typePatternProblems(list as string[], `filter.${key}`);
+      if (problems.length) throw errors.invalidParam(problems.join('; '));
+    }
     f[key] = list as string[];
   }
   for (const key of ['contains_url', 'lazy_load_members'] as const) {
@@ -257,18 +263,60 @@ export function filterAllowsRoom(f: RoomEventFilter, roomId: string): boolean {
   return !f.rooms || f.rooms.includes(roomId);
 }
 
-/** Filter type patterns may use `*` as a wildcard. */
-function typeMatches(pattern: string, type: string): boolean {
-  if (!pattern.includes('*')) return pattern === type;
-  const re = new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
-  return re.test(type);
+/**
+ * A filter's `types` / `not_types` as one test: literal entries in a set, entries with `*` (the
+ * only wildcard the spec gives filters, case-sensitive) as globs matched in time linear in the
+ * type (src/protocol/glob.ts; never a backtracking RegExp, which a pattern like
+ * `*a*a*a*a*a*a*a*b` held for seconds). With globs, answers are remembered for a few dozen
+ * types, as /sync asks about every state event of a room and a room has few distinct types.
+ * Built on first use and kept with the filter object; filters are not changed once parsed.
+ */
+const typeTests = new WeakMap<{ types?: string[]; not_types?: string[] }, (type: string) => boolean>();
+const TYPE_ANSWERS_MAX = 64;
+
+interface TypeListTest {
+  test: (type: string) => boolean;
+  hasGlobs: boolean;
+}
+
+function typeListTest(list: readonly string[]): TypeListTest {
+  const literals = new Set<string>();
+  const globs: Glob[] = [];
+  for (const p of list) {
+    if (p.includes('*')) globs.push(compileGlob(p, { wildcards: 'star' }));
+    else literals.add(p);
+  }
+  return { test: (type) => literals.has(type) || globs.some((g) => g.test(type)), hasGlobs: globs.length > 0 };
+}
+
+function typeTestOf(f: { types?: string[]; not_types?: string[] }): (type: string) => boolean {
+  let test = typeTests.get(f);
+  if (test) return test;
+  const include = f.types ? typeListTest(f.types) : null;
+  const exclude = f.not_types ? typeListTest(f.not_types) : null;
+  const decide = (type: string) => !(exclude?.test(type) ?? false) && (include?.test(type) ?? true);
+  if (include?.hasGlobs || exclude?.hasGlobs) {
+    const answers = new Map<string, boolean>();
+    test = (type) => {
+      let v = answers.get(type);
+      if (v === undefined) {
+        v = decide(type);
+        if (answers.size >= TYPE_ANSWERS_MAX) answers.delete(answers.keys().next().value!);
+        answers.set(type, v);
+      }
+      return v;
+    };
+  } else {
+    test = decide;
+  }
+  typeTests.set(f, test);
+  return test;
 }
 
 export function filterMatches(f: RoomEventFilter, event: JsonObject): boolean {
   const type = String(event.type);
   const sender = String(event.sender);
-  if (f.not_types?.some((p) => typeMatches(p, type))) return false;
-  if (f.types && !f.types.some((p) => typeMatches(p, type))) return false;
+  if ((f.types || f.not_types) && !typeTestOf(f)(type)) return false;
   if (f.not_senders?.includes(sender)) return false;
   if (f.senders && !f.senders.includes(sender)) return false;
   if (f.contains_url !== undefined) {
@@ -281,9 +329,7 @@ export function filterMatches(f: RoomEventFilter, event: JsonObject): boolean {
 
 /** Whether the filter's `types` / `not_types` let an event of this type through (the rest of the filter aside). */
 export function filterAllowsType(f: RoomEventFilter, type: string): boolean {
-  if (f.not_types?.some((p) => typeMatches(p, type))) return false;
-  if (f.types && !f.types.some((p) => typeMatches(p, type))) return false;
-  return true;
+  return !(f.types || f.not_types) || typeTestOf(f)(type);
 }
 
 /** For lazy-loading: the membership events of the senders of `events`, as of each event. */
