@@ -132,7 +132,8 @@ export class FederationClient {
     const started = performance.now();
     const pathForLog = req.path.split('?')[0]!;
     let status: number | undefined;
-    const release = await this.limiter(destination).acquire();
+    const limiter = this.limiter(destination);
+    const release = await limiter.acquire();
     try {
       const { targets } = await this.discovery.resolve(destination);
       const payload = req.body === undefined ? undefined : Buffer.from(JSON.stringify(req.body));
@@ -152,6 +153,8 @@ export class FederationClient {
       throw e;
     } finally {
       release();
+      // No idle semaphore per destination ever called is kept.
+      if (limiter.idle) this.limits.delete(destination);
       this.opts.log.info({ destination, method, path: pathForLog, status: status ?? 0, ms: Math.round((performance.now() - started) * 100) / 100 }, 'federation request');
     }
   }

@@ -158,8 +158,7 @@ describe('federation between two Axons: keys, X-Matrix, profiles', () => {
     expect(other.status).toBe(401);
   });
 
-  it('answers the profile query itself: 400 for another server\'s user, 404 for an unknown one', async () => {
-    // Signed as B with B's real key: through B's own client is simplest — B asks A for a non-local user.
+  it('an unknown user\'s profile: A answers 404 M_NOT_FOUND over federation, and B passes it on to its client', async () => {
     const r = await cb.call(bert, 'GET', `/profile/${enc(`@ghost:${a.serverName}`)}`);
     expect(r.status).toBe(404);
     expect(r.body.errcode).toBe('M_NOT_FOUND');
