@@ -7,6 +7,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ROOM_VERSIONS, SPEC_DEFAULT_ROOM_VERSION } from './src/protocol/room-versions';
+import { DEFAULT_FEDERATION_IP_BLOCKLIST, parseCidr } from './src/protocol/ip-ranges';
+import { isValidFederationServerName } from './src/protocol/server-names';
+import { isValidKeyId } from './src/protocol/crypto';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -75,6 +78,41 @@ export interface RateLimitConfig {
   client: RateLimitBucket;
 }
 
+/** A notary we ask for other servers' keys (`POST /_matrix/key/v2/query`), and the keys we know it by. */
+export interface TrustedKeyServer {
+  serverName: string;
+  /** key id → unpadded base64 ed25519 public key. */
+  verifyKeys: Record<string, string>;
+}
+
+export interface FederationConfig {
+  /** Serve the Server-Server API (and call peers). */
+  enabled: boolean;
+  /** TLS port of the federation listener (binds `bindHost`). */
+  port: number;
+  /**
+   * PEM certificate chain and key of the federation listener. Both empty: a self-signed pair is
+   * made under `dataDir/federation-tls` on first start (fine for a dev server; peers that verify
+   * certificates will refuse it).
+   */
+  tlsCertPath: string;
+  tlsKeyPath: string;
+  /** Extra CA certificates (PEM files) trusted for outbound TLS, on top of the system's roots. */
+  caPaths: string[];
+  /** Check peers' certificates (off only for experiments: anyone on the path could impersonate a peer). */
+  verifyTls: boolean;
+  /**
+   * CIDR ranges outbound federation requests may not connect to, checked after DNS resolution
+   * (Synapse's default list: loopback, RFC 1918, link-local, ULA...). Empty allows every address
+   * (for tests on loopback); `0.0.0.0/8` and `::` are refused whatever this says.
+   */
+  ipRangeBlocklist: string[];
+  /** Notaries asked for keys before the server itself; none by default. */
+  trustedKeyServers: TrustedKeyServer[];
+  /** `m.server` served at `/.well-known/matrix/server` (delegation); empty: not served (404). */
+  wellKnownServer: string;
+}
+
 export interface AxonConfig {
   /** The server name in user ids and room aliases, e.g. `example.org` or `localhost:8008`. */
   serverName: string;
@@ -117,6 +155,7 @@ export interface AxonConfig {
    * timeout on top.
    */
   requestDeadlineMs: number;
+  federation: FederationConfig;
 }
 
 const DEFAULT_PORT = 8008;
@@ -152,6 +191,17 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
     },
     presence: { enabled: true },
     requestDeadlineMs: 15_000,
+    federation: {
+      enabled: true,
+      port: 8448,
+      tlsCertPath: '',
+      tlsKeyPath: '',
+      caPaths: [],
+      verifyTls: true,
+      ipRangeBlocklist: [...DEFAULT_FEDERATION_IP_BLOCKLIST],
+      trustedKeyServers: [],
+      wellKnownServer: '',
+    },
   };
 }
 
@@ -208,7 +258,39 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_RATE_LIMIT_FAILED_LOGIN_PER_MINUTE: 'rateLimit.failedLogin.perMinute',
   AXON_PRESENCE_ENABLED: 'presence.enabled',
   AXON_REQUEST_DEADLINE_MS: 'requestDeadlineMs',
+  AXON_FEDERATION_ENABLED: 'federation.enabled',
+  AXON_FEDERATION_PORT: 'federation.port',
+  AXON_FEDERATION_TLS_CERT: 'federation.tlsCertPath',
+  AXON_FEDERATION_TLS_KEY: 'federation.tlsKeyPath',
+  AXON_FEDERATION_CA: 'federation.caPaths',
+  AXON_FEDERATION_VERIFY_TLS: 'federation.verifyTls',
+  AXON_FEDERATION_IP_BLOCKLIST: 'federation.ipRangeBlocklist',
+  AXON_TRUSTED_KEY_SERVERS: 'federation.trustedKeyServers',
+  AXON_FEDERATION_WELL_KNOWN_SERVER: 'federation.wellKnownServer',
 };
+
+/** Variables whose empty value means something (an empty list), rather than "not set". */
+const EMPTY_MEANS_EMPTY = new Set(['AXON_FEDERATION_IP_BLOCKLIST']);
+
+/**
+ * `AXON_TRUSTED_KEY_SERVERS`: entries separated by commas, each the notary's server name and then
+ * its keys as `keyId=base64` pairs, separated by spaces:
+ * `matrix.org ed25519:auto=Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw`.
+ */
+export function parseTrustedKeyServersEnv(raw: string): TrustedKeyServer[] | string {
+  const out: TrustedKeyServer[] = [];
+  for (const entry of raw.split(',').map((e) => e.trim()).filter(Boolean)) {
+    const [serverName, ...pairs] = entry.split(/\s+/);
+    const verifyKeys: Record<string, string> = {};
+    for (const pair of pairs) {
+      const eq = pair.indexOf('=');
+      if (eq <= 0) return `entry ${JSON.stringify(entry)}: keys must be keyId=base64`;
+      verifyKeys[pair.slice(0, eq)] = pair.slice(eq + 1);
+    }
+    out.push({ serverName: serverName!, verifyKeys });
+  }
+  return out;
+}
 
 /** The room versions this server implements. */
 export const SUPPORTED_ROOM_VERSIONS = [...ROOM_VERSIONS.keys()];
@@ -227,12 +309,22 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): AxonCon
   }
   for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
     const raw = env[name];
-    if (raw === undefined || raw === '') continue;
+    if (raw === undefined || (raw === '' && !EMPTY_MEANS_EMPTY.has(name))) continue;
+    if (name === 'AXON_TRUSTED_KEY_SERVERS') {
+      const parsed = parseTrustedKeyServersEnv(raw);
+      if (typeof parsed === 'string') problems.push(`${name}: ${parsed}`);
+      else config.federation.trustedKeyServers = parsed;
+      continue;
+    }
     applyEnv(config as unknown as Record<string, unknown>, path, raw, name, problems);
   }
   // Values that follow from others unless set explicitly.
   if (!config.signingKeyPath) config.signingKeyPath = resolve(config.dataDir, `${config.serverName.replace(/[^A-Za-z0-9.-]/g, '_')}.signing.key`);
   config.dataDir = resolve(cwd, config.dataDir);
+  const f = config.federation;
+  if (f && typeof f.tlsCertPath === 'string' && f.tlsCertPath) f.tlsCertPath = resolve(cwd, f.tlsCertPath);
+  if (f && typeof f.tlsKeyPath === 'string' && f.tlsKeyPath) f.tlsKeyPath = resolve(cwd, f.tlsKeyPath);
+  if (f && Array.isArray(f.caPaths)) f.caPaths = f.caPaths.map((p) => (typeof p === 'string' ? resolve(cwd, p) : p));
   problems.push(...validateConfig(config));
   if (problems.length) throw new ConfigError(problems);
   return config;
@@ -335,5 +427,56 @@ export function validateConfig(c: AxonConfig): string[] {
     int(c.rateLimit[name]?.burst, `rateLimit.${name}.burst`, 1, 1_000_000);
     int(c.rateLimit[name]?.perMinute, `rateLimit.${name}.perMinute`, 1, 60_000_000);
   }
+  p.push(...validateFederation(c.federation, int));
+  return p;
+}
+
+const BASE64_32_BYTES = /^[A-Za-z0-9+/]{43}$/;
+
+function validateFederation(f: FederationConfig, int: (v: unknown, name: string, min: number, max: number) => void): string[] {
+  const p: string[] = [];
+  if (typeof f !== 'object' || f === null) return ['federation: must be an object'];
+  if (typeof f.enabled !== 'boolean') p.push(`federation.enabled: must be true or false (got ${JSON.stringify(f.enabled)})`);
+  int(f.port, 'federation.port', 1, 65535);
+  if (typeof f.verifyTls !== 'boolean') p.push(`federation.verifyTls: must be true or false (got ${JSON.stringify(f.verifyTls)})`);
+  if (typeof f.tlsCertPath !== 'string' || typeof f.tlsKeyPath !== 'string') p.push('federation.tlsCertPath / tlsKeyPath: must be file paths (or both empty for a self-signed pair)');
+  else {
+    if (!f.tlsCertPath !== !f.tlsKeyPath) p.push('federation.tlsCertPath / tlsKeyPath: set both or neither (neither: a self-signed pair is made under dataDir)');
+    if (f.tlsCertPath && !existsSync(f.tlsCertPath)) p.push(`federation.tlsCertPath: no file at ${f.tlsCertPath}`);
+    if (f.tlsKeyPath && !existsSync(f.tlsKeyPath)) p.push(`federation.tlsKeyPath: no file at ${f.tlsKeyPath}`);
+  }
+  if (!Array.isArray(f.caPaths) || !f.caPaths.every((x) => typeof x === 'string')) p.push('federation.caPaths: must be a list of PEM file paths');
+  else for (const ca of f.caPaths) if (!existsSync(ca)) p.push(`federation.caPaths: no file at ${ca}`);
+  if (!Array.isArray(f.ipRangeBlocklist) || !f.ipRangeBlocklist.every((x) => typeof x === 'string')) p.push('federation.ipRangeBlocklist: must be a list of CIDR ranges');
+  else {
+    for (const cidr of f.ipRangeBlocklist) {
+      try {
+        parseCidr(cidr);
+      } catch (e) {
+        p.push(`federation.ipRangeBlocklist: ${JSON.stringify(cidr)} is not a CIDR range (${(e as Error).message})`);
+      }
+    }
+  }
+  if (!Array.isArray(f.trustedKeyServers)) p.push('federation.trustedKeyServers: must be a list of { serverName, verifyKeys }');
+  else {
+    for (const t of f.trustedKeyServers) {
+      const name = (t as TrustedKeyServer | null)?.serverName;
+      if (typeof name !== 'string' || !isValidFederationServerName(name)) {
+        p.push(`federation.trustedKeyServers: ${JSON.stringify(name)} is not a valid server name`);
+        continue;
+      }
+      const keys = t.verifyKeys;
+      if (typeof keys !== 'object' || keys === null || Object.keys(keys).length === 0) {
+        p.push(`federation.trustedKeyServers: ${name} needs at least one verify key (keyId → base64 public key)`);
+        continue;
+      }
+      for (const [keyId, key] of Object.entries(keys)) {
+        if (!keyId.startsWith('ed25519:') || !isValidKeyId(keyId)) p.push(`federation.trustedKeyServers: ${name}'s key id ${JSON.stringify(keyId)} is not an ed25519 key id`);
+        else if (typeof key !== 'string' || !BASE64_32_BYTES.test(key)) p.push(`federation.trustedKeyServers: ${name}'s key ${keyId} is not an unpadded base64 ed25519 public key`);
+      }
+    }
+  }
+  if (typeof f.wellKnownServer !== 'string') p.push('federation.wellKnownServer: must be a server name or empty');
+  else if (f.wellKnownServer && !isValidFederationServerName(f.wellKnownServer)) p.push(`federation.wellKnownServer: ${JSON.stringify(f.wellKnownServer)} is not a valid server name (host[:port])`);
   return p;
 }

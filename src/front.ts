@@ -21,6 +21,14 @@ import { registerClientApi } from './api/client/index';
 import type { ApiContext } from './api/client/context';
 import { RoomReader } from './store/room-reader';
 import { registerKeyRoutes } from './api/federation/keys';
+import { registerFederationApi, registerWellKnownServer } from './api/federation/index';
+import type { FederationContext } from './api/federation/context';
+import { RemoteProfiles } from './api/federation/remote-profile';
+import { FederationClient } from './federation/client';
+import { ServerKeyStore } from './federation/keys/key-store';
+import { OwnKeyDocument } from './federation/keys/own-keys';
+import { ensureSelfSignedCertificate } from './federation/tls';
+import { federationIpBlocklist } from './protocol/ip-ranges';
 import type { SigningKey } from './protocol/crypto';
 import { KeySpace } from './store/keys';
 import { isRedisUnavailableError, type RedisClient } from './store/redis';
@@ -28,6 +36,8 @@ import { RedisHealth } from './store/redis-health';
 
 export interface RunningFront {
   port: number;
+  /** The federation listener's port (TLS), when federation is on. */
+  federationPort?: number;
   actors: ActorClient;
   /** Redis reachability as this front sees it. */
   health: RedisHealth;
@@ -80,21 +90,65 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
     return { status: 200, text: 'OK' };
   }, { needsStore: false });
   registerClientApi(front, ctx);
-  registerKeyRoutes(front, config.serverName, keys, config.keyValidityMs);
+  const own = new OwnKeyDocument(config.serverName, keys, config.keyValidityMs);
+  // The key document on the client port too (as before federation had its own listener).
+  registerKeyRoutes(front, own);
+  registerWellKnownServer(front, config.federation.wellKnownServer);
+  const federation = config.federation.enabled ? startFederation(config, ctx, own, log, health) : null;
   const port = await front.listen();
+  const federationPort = federation ? await federation.front.listen() : undefined;
+  if (federation) log.info({ port: federationPort, server_name: config.serverName }, 'federation listening (TLS)');
   const heartbeat = startFrontHeartbeat(redis, keySpace, id, port, { ready: () => health.ready && !closing, pingMs: () => health.rttMs, inFlight: () => front.inFlight });
   return {
     port,
+    federationPort,
     actors,
     health,
     async close() {
       closing = true;
       // Requests in flight are answered first (drain), then the actor client lets go.
-      await front.drain();
+      await Promise.all([front.drain(), federation?.front.drain()]);
+      federation?.client.close();
       for (const c of ctx.closers ?? []) c();
       await actors.close();
       await heartbeat.stop();
       health.stop();
     },
   };
+}
+
+/** The body limit of the federation listener: a `/send` of 50 PDUs of 64 KiB plus 100 EDUs. */
+export const FEDERATION_MAX_BODY_BYTES = 4 * 1024 * 1024 + 512 * 1024;
+
+/**
+ * The federation side of a front: the outbound client, the key cache, and a second Front on the
+ * federation port over TLS (a configured certificate, or a self-signed one under dataDir).
+ */
+function startFederation(config: AxonConfig, ctx: ApiContext, own: OwnKeyDocument, log: Logger, health: RedisHealth): { front: Front; client: FederationClient } {
+  const f = config.federation;
+  const tls = f.tlsCertPath ? { certPath: f.tlsCertPath, keyPath: f.tlsKeyPath } : ensureSelfSignedCertificate(config.dataDir, config.serverName);
+  const client = new FederationClient({
+    serverName: config.serverName,
+    signingKey: own.keys[0]!,
+    caPaths: f.caPaths,
+    verifyTls: f.verifyTls,
+    blocklist: federationIpBlocklist(f.ipRangeBlocklist),
+    log: log.child({ component: 'federation-client' }),
+  });
+  const keyStore = new ServerKeyStore({ redis: ctx.redis, keys: ctx.keys, client, own, trustedKeyServers: f.trustedKeyServers, log });
+  ctx.federation = new RemoteProfiles(client);
+  const fctx: FederationContext = { config, own, keyStore, client, log, api: ctx };
+  const front = new Front({
+    host: config.bindHost,
+    port: f.port,
+    logger: log,
+    tls,
+    maxBodyBytes: FEDERATION_MAX_BODY_BYTES,
+    requestDeadlineMs: config.requestDeadlineMs,
+    storeReady: () => health.ready,
+    mapError: infrastructureError,
+  });
+  front.route('GET', '/health', () => (health.ready ? { status: 200, text: 'OK' } : { status: 503, text: 'Redis unreachable' }), { needsStore: false });
+  registerFederationApi(front, fctx);
+  return { front, client };
 }

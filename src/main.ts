@@ -59,7 +59,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
   });
   await worker.start();
   const front = await startFront(config, redis, keys, log, 'main');
-  log.info({ server_name: config.serverName, url: `http://${config.bindHost}:${front.port}`, shards: worker.owned().length }, 'axon listening');
+  log.info({ server_name: config.serverName, url: `http://${config.bindHost}:${front.port}`, federation: front.federationPort ? `https://${config.bindHost}:${front.federationPort}` : 'off', shards: worker.owned().length }, 'axon listening');
 
   return {
     config,

@@ -23,6 +23,14 @@ export interface Request {
   query: Record<string, string>;
   queryAll: Record<string, string[]>;
   headers: Record<string, string>;
+  /**
+   * Every value of every header, in order (names lower-case): a header sent several times
+   * (federation's `Authorization`, one per signing key) keeps each value here, where `headers`
+   * keeps the last.
+   */
+  headerValues: Record<string, string[]>;
+  /** The query string exactly as received (no `?`; not decoded): X-Matrix signs it as sent. */
+  rawQuery: string;
   params: Record<string, string>;
   remoteAddress: string;
   body: Uint8Array;
@@ -47,6 +55,11 @@ export interface Response {
   body?: unknown;
   /** Sent as it is, as `text/plain` (instead of `body`). */
   text?: string;
+  /**
+   * JSON text sent byte for byte as given, as `application/json` (instead of `body`): signed
+   * documents whose receivers may check the bytes they got (key documents as canonical JSON).
+   */
+  rawJson?: string;
   headers?: Record<string, string>;
 }
 
@@ -67,6 +80,8 @@ export interface FrontOptions {
    * answer), or null for a bug (500).
    */
   mapError?: (e: unknown) => MatrixError | null;
+  /** Serve HTTPS with this PEM certificate chain and key (uWS SSLApp) instead of plain HTTP. */
+  tls?: { certPath: string; keyPath: string };
 }
 
 export interface RouteOptions {
@@ -116,7 +131,7 @@ export class Front {
   constructor(private readonly opts: FrontOptions) {
     this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
     this.deadlineMs = opts.requestDeadlineMs ?? DEFAULT_DEADLINE_MS;
-    this.app = uWS.App();
+    this.app = opts.tls ? uWS.SSLApp({ cert_file_name: opts.tls.certPath, key_file_name: opts.tls.keyPath }) : uWS.App();
     this.app.any('/*', (res, req) => this.onRequest(res, req));
   }
 
@@ -177,8 +192,10 @@ export class Front {
     const path = uReq.getUrl();
     const rawQuery = uReq.getQuery() ?? '';
     const headers: Record<string, string> = {};
+    const headerValues: Record<string, string[]> = {};
     uReq.forEach((k, v) => {
       headers[k] = v;
+      (headerValues[k] ??= []).push(v);
     });
     // `done`: answered, or the client went away. Anything a handler answers after that is dropped.
     let done = false;
@@ -206,7 +223,7 @@ export class Front {
       finish();
       const status = r.status ?? 200;
       const text = r.text !== undefined;
-      const body = text ? r.text! : r.body === undefined ? '{}' : JSON.stringify(r.body);
+      const body = text ? r.text! : r.rawJson !== undefined ? r.rawJson : r.body === undefined ? '{}' : JSON.stringify(r.body);
       res.cork(() => {
         res.writeStatus(STATUS_TEXT[status] ?? String(status));
         res.writeHeader('Content-Type', text ? 'text/plain; charset=utf-8' : 'application/json');
@@ -259,7 +276,7 @@ export class Front {
       if (needsStore && this.opts.storeReady && !this.opts.storeReady()) return fail(errors.unavailable('The server cannot reach its database right now; try again shortly'));
       let deadlineAt = performance.now() + this.deadlineMs;
       const request: Request = {
-        method, path, query, queryAll, headers, params, remoteAddress, body, signal: AbortSignal.any([abort.signal, this.shutdown.signal]),
+        method, path, query, queryAll, headers, headerValues, rawQuery, params, remoteAddress, body, signal: AbortSignal.any([abort.signal, this.shutdown.signal]),
         allowWait: (ms) => {
           const at = performance.now() + Math.max(0, ms) + this.deadlineMs;
           if (at <= deadlineAt) return;

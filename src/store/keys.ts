@@ -103,6 +103,21 @@ export class KeySpace {
     return `${this.prefix}{rl:${limit}:${subject}}`;
   }
 
+  /**
+   * Hash: another server's signing keys as we fetched them (src/federation/keys/key-store.ts),
+   * shared by every process: `k:<keyId>` → JSON { key, validUntilTs, expiredTs? } (old keys stay
+   * for checking old events), `doc` → the last verified key document as canonical JSON (what we
+   * serve as a notary), `fetchedAt`, `validUntil`. Refreshed on each fetch, expires 30 days after.
+   */
+  remoteServerKeys(serverName: string): string {
+    return `${this.prefix}{skeys:${serverName}}`;
+  }
+
+  /** String with a short expiry: the last key fetch for this server failed (why); no new fetch until it expires. */
+  remoteServerKeysFailure(serverName: string): string {
+    return `${this.prefix}{skeys:${serverName}}:failed`;
+  }
+
   /** Pub/sub channel that wakes the owner of a shard when its inbox gets a message. */
   wakeChannel(family: Family, shard: number): string {
     return `${this.prefix}wake:${family}:${shard}`;

@@ -37,7 +37,7 @@ describe('cluster scripts', () => {
     httpPort = await freePort();
     env = {
       ...(process.env as Record<string, string>),
-      AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_REDIS_MANAGED_PORT: String(redisPort),
+      AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_FEDERATION_PORT: String(await freePort()), AXON_REDIS_MANAGED_PORT: String(redisPort),
       AXON_ROOM_SHARDS: '16', AXON_USER_SHARDS: '16', AXON_LOG_LEVEL: 'info',
     };
   });

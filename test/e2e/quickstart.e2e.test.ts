@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -51,6 +52,7 @@ describe('npm start: a homeserver with a managed Redis', () => {
   let dataDir: string;
   let port: number;
   let redisPort: number;
+  let fedPort: number;
   let env: Record<string, string>;
   let axon: Proc;
 
@@ -58,7 +60,8 @@ describe('npm start: a homeserver with a managed Redis', () => {
     dataDir = mkdtempSync(join(tmpdir(), 'axon-quickstart-'));
     port = await freePort();
     redisPort = await freePort();
-    env = { AXON_DATA_DIR: dataDir, AXON_PORT: String(port), AXON_REDIS_MANAGED_PORT: String(redisPort), AXON_SERVER_NAME: 'quickstart.test', AXON_LOG_LEVEL: 'warn' };
+    fedPort = await freePort();
+    env = { AXON_DATA_DIR: dataDir, AXON_PORT: String(port), AXON_FEDERATION_PORT: String(fedPort), AXON_REDIS_MANAGED_PORT: String(redisPort), AXON_SERVER_NAME: 'quickstart.test', AXON_LOG_LEVEL: 'warn' };
     axon = await startAxon(env, port);
   });
 
@@ -68,6 +71,22 @@ describe('npm start: a homeserver with a managed Redis', () => {
   });
 
   const base = () => `http://127.0.0.1:${port}`;
+
+  it('serves federation over TLS with a self-signed certificate it made under the data dir', async () => {
+    expect(existsSync(join(dataDir, 'federation-tls', 'cert.pem'))).toBe(true);
+    const answer = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      // Self-signed: nothing to check it against; this test only wants the listener.
+      const req = httpsRequest(`https://127.0.0.1:${fedPort}/_matrix/federation/v1/version`, { rejectUnauthorized: false, agent: false }, (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(answer.status).toBe(200);
+    expect(JSON.parse(answer.text).server.name).toBe('Axon');
+  });
 
   it('answers /versions', async () => {
     const r = await fetch(`${base()}/_matrix/client/versions`);

@@ -25,6 +25,8 @@ import type { ShardReader } from '../../src/runtime/worker';
 
 export interface TestServer {
   baseUrl: string;
+  /** `https://<bindHost>:<port>` of the first front's federation listener, when federation is on. */
+  federationUrl?: string;
   /** Every front's address (`baseUrl` is the first): fronts share Redis and the workers. */
   baseUrls: string[];
   serverName: string;
@@ -57,6 +59,9 @@ export async function startTestServer(opts: {
   config.logLevel = (process.env.AXON_TEST_LOG as AxonConfig['logLevel']) ?? 'silent';
   // Tests register and log in many users from one address; a test of the limits turns them on.
   config.rateLimit = { ...config.rateLimit, enabled: false };
+  // No federation listener unless a test asks for one (`configure`: federation.enabled, port,
+  // certificate, and bindHost on the loopback IP its server name names).
+  config.federation = { ...config.federation, enabled: false };
   opts.configure?.(config);
   const problems = validateConfig(config);
   if (problems.length) throw new Error(problems.join('\n'));
@@ -83,13 +88,15 @@ export async function startTestServer(opts: {
   const fronts: RunningFront[] = [];
   for (let i = 0; i < (opts.fronts ?? 1); i++) {
     // Each front on its own free port (in production they share one; here each must be addressable).
-    const frontConfig = i === 0 ? config : { ...config, clientPort: await freePort() };
+    const frontConfig = i === 0 ? config : { ...config, clientPort: await freePort(), federation: { ...config.federation, port: await freePort(config.bindHost) } };
     fronts.push(await startFront(frontConfig, redis, [signingKey], log, `f-${randomBytes(3).toString('hex')}`));
   }
   const front = fronts[0]!;
+  const host = config.bindHost === '0.0.0.0' ? '127.0.0.1' : config.bindHost;
   return {
-    baseUrl: `http://127.0.0.1:${front.port}`,
-    baseUrls: fronts.map((f) => `http://127.0.0.1:${f.port}`),
+    baseUrl: `http://${host}:${front.port}`,
+    federationUrl: front.federationPort ? `https://${host}:${front.federationPort}` : undefined,
+    baseUrls: fronts.map((f) => `http://${host}:${f.port}`),
     serverName: config.serverName,
     config,
     redis,

@@ -8,6 +8,7 @@ import type { RedisClient } from '../../store/redis';
 import type { RoomReader } from '../../store/room-reader';
 import type { Family } from '../../runtime/shards';
 import type { RateLimiter } from '../../http/rate-limit';
+import type { JsonValue } from '../../protocol/json';
 
 export interface ApiContext {
   config: AxonConfig;
@@ -32,4 +33,9 @@ export interface ApiContext {
   storeReady?: () => boolean;
   /** Called after every request to a user's keys actor (/sync drops the key counts it keeps for them). */
   keysChanged?: ((userId: string) => void)[];
+  /** Reads from other servers (absent when federation is off). */
+  federation?: {
+    /** A remote user's profile from their server; throws a MatrixError when it cannot be had. */
+    remoteProfile(userId: string): Promise<Record<string, JsonValue>>;
+  };
 }

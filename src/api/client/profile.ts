@@ -88,9 +88,20 @@ export function registerProfileRoutes(front: Front, ctx: ApiContext): void {
 async function readProfile(ctx: ApiContext, req: Request): Promise<Record<string, JsonValue>> {
   const userId = req.params.userId!;
   if (!isValidUserId(userId)) throw errors.invalidParam('Not a user id');
-  if (serverOf(userId) !== ctx.config.serverName) throw new MatrixError(404, 'M_NOT_FOUND', 'Profiles of users on other servers are not available (federation is not implemented yet)');
+  if (serverOf(userId) !== ctx.config.serverName) {
+    // A remote user: asked of their server over federation (a short per-process cache in front).
+    if (!ctx.federation) throw new MatrixError(404, 'M_NOT_FOUND', 'Profiles of users on other servers are not available (federation is off)');
+    return ctx.federation.remoteProfile(userId);
+  }
+  const profile = await localProfile(ctx, userId);
+  if (!profile) throw errors.notFound('No such user');
+  return profile;
+}
+
+/** A local user's whole profile (standard and custom fields), or null when there is no such active user. */
+export async function localProfile(ctx: ApiContext, userId: string): Promise<Record<string, JsonValue> | null> {
   const account = await readAccount(ctx, userId);
-  if (!account || account.x) throw errors.notFound('No such user');
+  if (!account || account.x) return null;
   const stored = await ctx.redis.hgetall(userKey(ctx, userId, userData.profile(userId)));
   const profile: Record<string, JsonValue> = {};
   for (const [k, v] of Object.entries(stored)) {

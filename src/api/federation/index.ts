@@ -1,0 +1,29 @@
+/**
+ * The Server-Server API on the federation listener (TLS, its own port): the key endpoints (ours
+ * and as a notary), the version, `/.well-known/matrix/server` when configured, and the
+ * X-Matrix-authenticated `/_matrix/federation/*` endpoints.
+ */
+import type { Front } from '../../http/server';
+import { errors } from '../../http/errors';
+import type { FederationContext } from './context';
+import { registerKeyRoutes } from './keys';
+import { registerKeyQueryRoutes } from './key-query';
+import { registerQueryProfileRoute } from './query-profile';
+import { registerVersionRoute } from './version';
+
+export function registerFederationApi(front: Front, ctx: FederationContext): void {
+  registerKeyRoutes(front, ctx.own);
+  registerKeyQueryRoutes(front, ctx);
+  registerVersionRoute(front);
+  registerWellKnownServer(front, ctx.config.federation.wellKnownServer);
+  registerQueryProfileRoute(front, ctx);
+}
+
+// GET /.well-known/matrix/server
+/** Delegation (`federation.wellKnownServer`); 404 when none is configured. */
+export function registerWellKnownServer(front: Front, delegated: string): void {
+  front.route('GET', '/.well-known/matrix/server', () => {
+    if (!delegated) throw errors.notFound('No delegation configured');
+    return { body: { 'm.server': delegated } };
+  }, { needsStore: false });
+}
