@@ -14,7 +14,7 @@
  */
 import type { Logger } from 'pino';
 import type { UserOutput } from '../../actors/user';
-import type { EventTemplate } from '../../actors/room';
+import type { EventTemplate } from '../rooms/model';
 import { ActorClient, ActorReplyError } from '../runtime/actor-client';
 import type { OutboxEntry } from '../runtime/envelope';
 import type { Family } from '../runtime/shards';

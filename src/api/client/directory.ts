@@ -17,7 +17,7 @@ import { bearerToken, requireUser } from './auth';
 import type { ApiContext } from './context';
 import { canSendState } from './aliases';
 import { askRoomFamily, bodyObject, clientRoute, requireRoomId } from './room-common';
-import type { DirectoryVisibility, RoomMessage } from '../../../actors/room';
+import type { DirectoryVisibility, RoomMessage } from '../../rooms/model';
 
 /** How long a change waits for the published-rooms set to show it (read-your-writes). */
 const INDEX_WAIT_MS = 2000;

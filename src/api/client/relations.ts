@@ -11,7 +11,7 @@
 import type { Front, Request } from '../../http/server';
 import { errors } from '../../http/errors';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
-import { relationOf } from '../../../actors/room';
+import { relationOf } from '../../rooms/model';
 import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { roomData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';

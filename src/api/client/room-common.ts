@@ -7,7 +7,7 @@ import type { Front, Handler, Request } from '../../http/server';
 import type { Method } from '../../http/router';
 import { MatrixError, errors } from '../../http/errors';
 import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
-import type { EventTemplate } from '../../../actors/room';
+import type { EventTemplate } from '../../rooms/model';
 import { isJsonObject, parseStrictJson, type JsonObject, type JsonValue } from '../../protocol/json';
 import { isValidServerName } from '../../protocol/identifiers';
 import { effectiveHistoryVisibility, type HistoryVisibility } from '../../protocol/history-visibility';

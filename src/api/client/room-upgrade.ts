@@ -17,7 +17,8 @@
  */
 import type { Front } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
-import { buildCreateEvent, type EventTemplate, type UpgradeClaim } from '../../../actors/room';
+import { buildCreateEvent } from '../../../actors/room';
+import type { EventTemplate, UpgradeClaim } from '../../rooms/model';
 import { getRoomVersion, requireRoomVersion } from '../../protocol/room-versions';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { splitStateKey } from '../../protocol/pdu';

@@ -13,7 +13,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Front, Request } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
-import { buildCreateEvent, type EventTemplate } from '../../../actors/room';
+import { buildCreateEvent } from '../../../actors/room';
+import type { EventTemplate } from '../../rooms/model';
 import type { JsonObject, JsonValue } from '../../protocol/json';
 import { serverOf } from '../../protocol/identifiers';
 import { MembershipIndex } from '../../readers/membership-index';

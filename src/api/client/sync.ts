@@ -78,7 +78,7 @@ import { unreadCounts } from '../../sync/unread-counts';
 import { E2eCountsCache } from '../../sync/e2e-counts';
 import { joinedMembers, noLongerSharing, presenceEvents, readFeed, type FeedWindow } from '../../sync/device-lists';
 import { sharedRoomUsers } from '../../readers/user-fanout';
-import type { RoomOutput } from '../../../actors/room';
+import type { RoomOutput } from '../../rooms/model';
 import type { UserOutput } from '../../../actors/user';
 import type { TypingOutput } from '../../../actors/typing';
 import { parseReceiptField, type ReceiptOutput, type StoredReceipt } from '../../../actors/receipts';
