@@ -79,8 +79,9 @@ import type { UserOutput } from '../../actors/user';
 import type { TypingOutput } from '../../actors/typing';
 import { parseReceiptField, type ReceiptOutput, type StoredReceipt } from '../../actors/receipts';
 import type { Requester } from '../api/client/auth';
-import type { ApiContext } from '../api/client/context';
-import { encodeToken, filterAllowsType, filterMatches, formatEvents, visibleEvents, type RoomEventFilter } from '../api/client/room-common';
+import type { ApiContext } from '../api/context';
+import { encodeToken, filterAllowsType, filterMatches, formatEvents, type RoomEventFilter } from '../api/client/room-common';
+import { visibleEvents } from '../rooms/visibility';
 import { paginate } from '../api/client/room-reads';
 import { pushRulesContent } from '../api/client/push-rules';
 

@@ -14,7 +14,7 @@ import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/js
 import { effectiveHistoryVisibility } from '../../protocol/history-visibility';
 import { splitStateKey } from '../../protocol/pdu';
 import { bearerToken, requireUser } from './auth';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { canSendState } from './aliases';
 import { askRoomFamily, bodyObject, clientRoute, requireRoomId } from './room-common';
 import type { DirectoryVisibility, RoomMessage } from '../../rooms/model';

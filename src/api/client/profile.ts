@@ -12,7 +12,7 @@ import { isValidUserId, serverOf } from '../../protocol/identifiers';
 import { userData } from '../../store/keys';
 import { requireUser } from './auth';
 import { askUser, clientRoute, jsonBody, readAccount, requireSelf, userKey } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { MembershipIndex } from '../../readers/membership-index';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { sendEvent } from './room-common';

@@ -16,8 +16,9 @@ import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { roomData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
-import type { ApiContext } from './context';
-import { decodeToken, encodeToken, eventRoomId, formatEvents, requireRoomId, roomAccess, roomShard, visibleEvents } from './room-common';
+import type { ApiContext } from '../context';
+import { decodeToken, encodeToken, eventRoomId, formatEvents, requireRoomId, roomShard } from './room-common';
+import { roomAccess, visibleEvents } from '../../rooms/visibility';
 
 const V1 = '/_matrix/client/v1';
 const MAX_LIMIT = 1000;

@@ -26,7 +26,7 @@ import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { MembershipIndex } from '../../readers/membership-index';
 import { randomBytes } from 'node:crypto';
 import { requireUser } from './auth';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { AliasStore, currentPower } from './aliases';
 import { setDirectoryVisibility } from './directory';
 import { askRoom, askRoomFamily, bodyObject, clientRoute, requireRoomId, requireUserIdParam, sendEvent } from './room-common';

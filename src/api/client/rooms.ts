@@ -19,7 +19,7 @@ import type { JsonObject, JsonValue } from '../../protocol/json';
 import { serverOf } from '../../protocol/identifiers';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser, type Requester } from './auth';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { presenceOnActivity } from './presence';
 import { AliasStore, currentPower, registerAliasRoutes, resolveRoomIdOrAlias } from './aliases';
 import { askUser } from './accounts-common';

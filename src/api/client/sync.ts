@@ -16,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseSyncToken } from '../../sync/token';
 import { E2eCountsCache } from '../../sync/e2e-counts';
 import { requireUser } from './auth';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { validateFilter } from './filter-validation';
 import { clientRoute, parseEventFilter, type RoomEventFilter } from './room-common';
 import { presenceOnSync } from './presence';

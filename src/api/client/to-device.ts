@@ -23,7 +23,7 @@ import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
 import type { ToDeviceMessage, ToDeviceReply } from '../../../actors/to-device';
 import { requireUser } from './auth';
 import { clientRoute, jsonBody } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 
 /** Most (user, device) entries one request may name (`*` counts once). */
 export const MAX_TO_DEVICE_MESSAGES = 10_000;
