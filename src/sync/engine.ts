@@ -78,12 +78,17 @@ import type { RoomOutput } from '../rooms/model';
 import type { UserOutput } from '../../actors/user';
 import type { TypingOutput } from '../../actors/typing';
 import { parseReceiptField, type ReceiptOutput, type StoredReceipt } from '../../actors/receipts';
-import type { Requester } from '../api/client/auth';
 import type { ApiContext } from '../api/context';
 import { encodeToken, filterAllowsType, filterMatches, formatEvents, type RoomEventFilter } from '../api/client/room-common';
 import { visibleEvents } from '../rooms/visibility';
 import { paginate } from '../api/client/room-reads';
 import { pushRulesContent } from '../api/client/push-rules';
+
+/** Who is syncing: the user and the device asking (the route's authenticated requester). */
+export interface SyncUser {
+  userId: string;
+  deviceId: string;
+}
 
 const PUSH_RULES_TYPE = 'm.push_rules';
 
@@ -288,7 +293,7 @@ export interface Params {
   filter: SyncFilter;
 }
 
-export async function computeSync(ctx: ApiContext, index: MembershipIndex, user: Requester, p: Params): Promise<Computed> {
+export async function computeSync(ctx: ApiContext, index: MembershipIndex, user: SyncUser, p: Params): Promise<Computed> {
   const { since, fullState, filter } = p;
   const snap = await takeSnapshot(ctx, user.userId, since, fullState);
   const { cut, cutMs } = snap;
@@ -571,7 +576,7 @@ const MAX_SEQ = 18446744073709551615n;
  * part) — up to and including its last entry. Those are acknowledged now (deleted by the owning
  * actor; not awaited) and the answer starts after them. An initial sync acknowledges nothing.
  */
-async function toDeviceSection(ctx: ApiContext, user: Requester, since: number | null, parts: Record<string, string>, cutMs: number): Promise<{ events: JsonObject[]; parts: Record<string, string> }> {
+async function toDeviceSection(ctx: ApiContext, user: SyncUser, since: number | null, parts: Record<string, string>, cutMs: number): Promise<{ events: JsonObject[]; parts: Record<string, string> }> {
   let after: string | null = null;
   if (parts.t) {
     after = parts.t;
@@ -658,7 +663,7 @@ async function currentEphemeral(ctx: ApiContext, roomId: string, userId: string)
 }
 
 /** A room given in full: the latest `limit` events up to `top` and the state at their start. */
-async function fullRoom(ctx: ApiContext, user: Requester, roomId: string, top: number, filter: SyncFilter, upTo: RoomEvent | null): Promise<JsonObject> {
+async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, upTo: RoomEvent | null): Promise<JsonObject> {
   const endPos = upTo ? upTo.pos : top;
   const page = filter.limit > 0 ? await paginate(ctx, roomId, user.userId, 'b', endPos, null, filter.limit, filter.timeline) : { events: [] as RoomEvent[], end: endPos };
   const events = page.events.reverse();
@@ -694,7 +699,7 @@ async function fullRoom(ctx: ApiContext, user: Requester, roomId: string, top: n
 }
 
 /** A joined room followed incrementally: its events in the window (null when nothing to say). */
-async function windowRoom(ctx: ApiContext, user: Requester, roomId: string, eventIds: string[], filter: SyncFilter): Promise<JsonObject | null> {
+async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, eventIds: string[], filter: SyncFilter): Promise<JsonObject | null> {
   if (eventIds.length === 0) return null;
   // Shared by the long-polls woken by the same events (loaded and decoded once per front).
   const loaded = (await ctx.rooms.recentEvents(roomId, eventIds)).sort((a, b) => a.pos - b.pos);
@@ -732,7 +737,7 @@ async function windowRoom(ctx: ApiContext, user: Requester, roomId: string, even
 }
 
 /** A room the user left (or was kicked or banned from): the timeline up to that event. */
-async function leftRoom(ctx: ApiContext, user: Requester, roomId: string, filter: SyncFilter): Promise<JsonObject | null> {
+async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter: SyncFilter): Promise<JsonObject | null> {
   const id = (await ctx.rooms.currentStateIds(roomId, { type: 'm.room.member', stateKey: user.userId })).values().next().value;
   const e = id ? await ctx.rooms.event(roomId, id) : null;
   const m = (e?.event.content as JsonObject | undefined)?.membership;
