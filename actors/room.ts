@@ -26,7 +26,6 @@ import { createHash } from 'node:crypto';
 import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type ShellContext, type StoreWrite } from '../src/runtime/actor';
 import { checkEventAuth, authEventSelection } from '../src/protocol/auth-rules';
 import { encodeBase64Url } from '../src/protocol/base64';
-import type { SigningKey } from '../src/protocol/crypto';
 import { computeEventId, hashAndSignEvent, roomIdFromCreateEvent, serverNameOf, verifyEventSignature } from '../src/protocol/event-hashing';
 import { canonicalJson, isJsonObject, type JsonObject } from '../src/protocol/json';
 import { LayeredMap } from '../src/protocol/layered-map';
@@ -36,7 +35,7 @@ import { namedLevel, requiredEventLevel, userPowerLevel } from '../src/protocol/
 import { redactEvent } from '../src/protocol/redaction';
 import { requireRoomVersion, type RoomVersion } from '../src/protocol/room-versions';
 import { decode, encode } from '../src/store/codec';
-import { authorizeReceivedPdu, checkReceivedPdu, type IngestOutcome, type IngestView, type KnownEvent, type RemoteKeys } from '../src/rooms/ingest';
+import { authorizeReceivedPdu, checkReceivedPdu, type IngestView, type KnownEvent, type RemoteKeys } from '../src/rooms/ingest';
 import { resolveState } from '../src/protocol/state-resolution';
 import { readSnapshot } from '../src/store/room-reader';
 import { roomData } from '../src/store/keys';

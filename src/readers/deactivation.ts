@@ -97,6 +97,7 @@ export class DeactivationReader extends OutboxGroupReader {
 
   override async stop(): Promise<void> {
     await super.stop();
+    // biome-ignore lint/nursery/noMisusedPromises: `started` is null until start(); a null check, not a condition on the promise's result
     if (this.started) await this.actors.close(1000).catch(() => undefined);
   }
 }

@@ -6,7 +6,6 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { IngestReply, RoomConfig, RoomReply, SuppliedState } from '../../src/rooms/model';
-import type { ActorClient } from '../../src/runtime/actor-client';
 import { authEventSelection } from '../../src/protocol/auth-rules';
 import { signingKeyFromSeed, type SigningKey } from '../../src/protocol/crypto';
 import { computeEventId, hashAndSignEvent } from '../../src/protocol/event-hashing';

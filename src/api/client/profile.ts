@@ -42,7 +42,7 @@ export function registerProfileRoutes(front: Front, ctx: ApiContext): void {
       if (typeof value === 'string' && value.length > MAX_LENGTH[field]) throw errors.invalidParam(`${field} must be at most ${MAX_LENGTH[field]} characters`);
       if (field === 'avatar_url' && typeof value === 'string' && value !== '' && !/^mxc:\/\/[^/]+\/[A-Za-z0-9_-]+$/.test(value)) throw errors.invalidParam('avatar_url must be an mxc:// URI');
       await askUser(ctx, me.userId, { op: 'set_profile', field, value: value === '' ? null : (value as string | null) });
-      propagation.schedule(me.userId);
+      void propagation.schedule(me.userId); // in the background (it never rejects); the answer does not wait
       return { body: {} };
     });
   }
@@ -77,7 +77,7 @@ export function registerProfileRoutes(front: Front, ctx: ApiContext): void {
     const key = customKey(req);
     if (key === 'displayname' || key === 'avatar_url') {
       await askUser(ctx, me.userId, { op: 'set_profile', field: key, value: null });
-      propagation.schedule(me.userId);
+      void propagation.schedule(me.userId); // in the background (it never rejects); the answer does not wait
     } else {
       await askUser(ctx, me.userId, { op: 'set_profile_field', key, json: null });
     }

@@ -84,6 +84,7 @@ export function registerToDeviceRoutes(front: Front, ctx: ApiContext): void {
 
 function deliver(ctx: ApiContext, mid: string, userId: string, body: ToDeviceMessage): Promise<ToDeviceReply> {
   const running = inFlight.get(mid);
+  // biome-ignore lint/nursery/noMisusedPromises: a Map look-up: is a delivery for this message id already in flight?
   if (running) return running;
   const p = ctx.actors
     .ask<ToDeviceReply>('user', 'todevice', userId, body, { mid })
