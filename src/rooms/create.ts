@@ -13,7 +13,7 @@ import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
 import type { AliasStore } from '../api/client/aliases';
 import { setDirectoryVisibility } from '../api/client/directory';
-import { askRoom, sendEvent } from '../api/client/room-common';
+import { askRoom, sendEvent } from './ask';
 import { parseCreateRoomRequest, type CreateRoomRequest } from '../api/client/create-room-request';
 import { withLocalProfile } from './join';
 

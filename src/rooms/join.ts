@@ -12,7 +12,8 @@ import type { ApiContext } from '../api/context';
 import { resolveRoomIdOrAlias, type AliasStore } from '../api/client/aliases';
 import { restrictedJoinAuthoriser } from '../api/client/restricted-joins';
 import { storedProfile, withProfile } from '../api/client/profile';
-import { optString, sendEvent, type SendReply } from '../api/client/room-common';
+import { optString } from '../api/client/room-common';
+import { sendEvent, type SendReply } from './ask';
 
 /** Send a membership event and record it in the target's joined-rooms index (local targets). */
 export async function sendLocalMembership(ctx: ApiContext, index: MembershipIndex, roomId: string, sender: string, target: string, given: JsonObject): Promise<SendReply> {

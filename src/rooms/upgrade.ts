@@ -28,7 +28,7 @@ import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
 import { currentPower, type AliasStore } from '../api/client/aliases';
 import { setDirectoryVisibility } from '../api/client/directory';
-import { askRoom, askRoomFamily, sendEvent } from '../api/client/room-common';
+import { askRoom, askRoomFamily, sendEvent } from './ask';
 
 /** State copied as is, in this order (power levels go first, separately). */
 const COPIED_STATE = ['m.room.join_rules', 'm.room.history_visibility', 'm.room.guest_access', 'm.room.name', 'm.room.topic', 'm.room.avatar', 'm.room.encryption', 'm.room.server_acl'];

@@ -21,7 +21,8 @@ import type { AliasMessage, AliasRecord, AliasReply, AliasReserveReply } from '.
 import type { RoomMessage } from '../../rooms/model';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
-import { aliasShard, askRoomFamily, bodyObject, clientRoute, parseAlias, requireRoomId, roomShard } from './room-common';
+import { aliasShard, bodyObject, clientRoute, parseAlias, requireRoomId, roomShard } from './room-common';
+import { askRoomFamily } from '../../rooms/ask';
 import { historyVisibility } from '../../rooms/visibility';
 
 /** The front's view of aliases: reads of the records, and changes through the alias actors. */

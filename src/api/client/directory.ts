@@ -16,7 +16,8 @@ import { splitStateKey } from '../../protocol/pdu';
 import { bearerToken, requireUser } from './auth';
 import type { ApiContext } from '../context';
 import { canSendState } from './aliases';
-import { askRoomFamily, bodyObject, clientRoute, requireRoomId } from './room-common';
+import { bodyObject, clientRoute, requireRoomId } from './room-common';
+import { askRoomFamily } from '../../rooms/ask';
 import type { DirectoryVisibility, RoomMessage } from '../../rooms/model';
 
 /** How long a change waits for the published-rooms set to show it (read-your-writes). */

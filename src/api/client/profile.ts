@@ -15,7 +15,7 @@ import { askUser, clientRoute, jsonBody, readAccount, requireSelf, userKey } fro
 import type { ApiContext } from '../context';
 import { MembershipIndex } from '../../readers/membership-index';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
-import { sendEvent } from './room-common';
+import { sendEvent } from '../../rooms/ask';
 import { PROFILE_KEY } from '../../../actors/user';
 
 const FIELDS = ['displayname', 'avatar_url'] as const;

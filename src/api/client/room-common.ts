@@ -5,9 +5,7 @@
  */
 import type { Front, Handler, Request } from '../../http/server';
 import type { Method } from '../../http/router';
-import { MatrixError, errors } from '../../http/errors';
-import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
-import type { EventTemplate } from '../../rooms/model';
+import { errors } from '../../http/errors';
 import { isJsonObject, parseStrictJson, type JsonObject, type JsonValue } from '../../protocol/json';
 import { isValidServerName } from '../../protocol/identifiers';
 import { stateKeyOf } from '../../protocol/pdu';
@@ -22,36 +20,6 @@ export const CLIENT_PREFIXES = ['/_matrix/client/v3', '/_matrix/client/r0'] as c
 /** Register a Client-Server route under every prefix we serve. */
 export function clientRoute(front: Front, method: Method, path: string, handler: Handler): void {
   for (const prefix of CLIENT_PREFIXES) front.route(method, `${prefix}${path}`, handler);
-}
-
-export interface SendReply {
-  event_id: string;
-  room_id: string;
-  pos: number;
-}
-
-/** Ask the room actor; its rejections (M_FORBIDDEN, …) come back as the Matrix error they are. */
-export function askRoom(ctx: ApiContext, roomId: string, body: unknown): Promise<SendReply> {
-  return askRoomFamily<SendReply>(ctx, 'room', roomId, body);
-}
-
-/**
- * Ask an actor of the room family (a room, or an alias: actors/alias.ts); rejections come back
- * as Matrix errors, a timeout as 504 (the command stays in the inbox and is still applied).
- */
-export async function askRoomFamily<R>(ctx: ApiContext, kind: 'room' | 'alias' | 'typing' | 'receipt', actorId: string, body: unknown): Promise<R> {
-  try {
-    return await ctx.actors.ask<R>('room', kind, actorId, body);
-  } catch (e) {
-    if (e instanceof ActorReplyError) throw new MatrixError(e.status, e.errcode, e.message);
-    if (e instanceof ActorTimeoutError) throw new MatrixError(504, 'M_UNKNOWN', 'The room did not answer in time; retry the request');
-    throw e;
-  }
-}
-
-/** Send an event built from a template (the actor signs and authorises it). */
-export function sendEvent(ctx: ApiContext, roomId: string, event: EventTemplate, txn?: string): Promise<SendReply> {
-  return askRoom(ctx, roomId, txn ? { op: 'send', event, txn } : { op: 'send', event });
 }
 
 /** A client transaction key: idempotency is per user, device, endpoint and transaction id. */
