@@ -825,4 +825,3 @@ async function summary(ctx: ApiContext, roomId: string, userId: string, seenPos:
   const c = await memberCounts(ctx, roomId, seenPos);
   return { 'm.joined_member_count': c.joined, 'm.invited_member_count': c.invited, 'm.heroes': c.first.filter((u) => u !== userId).slice(0, 5) };
 }
-

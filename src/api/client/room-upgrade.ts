@@ -34,4 +34,3 @@ export function registerRoomUpgradeRoutes(front: Front, ctx: ApiContext): void {
     return { body: { replacement_room: replacement } };
   });
 }
-

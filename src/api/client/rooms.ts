@@ -195,4 +195,3 @@ async function checkCanonicalAlias(ctx: ApiContext, aliases: AliasStore, roomId:
     if (!rec || rec.r !== roomId) throw new MatrixError(400, 'M_BAD_ALIAS', `${a} does not point to this room`);
   }
 }
-
