@@ -58,7 +58,7 @@ let basePort = 0;
 
 interface HttpReply {
   status: number;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  body: any;
 }
 
 const defaultAgent = newAgent(256);
@@ -93,7 +93,7 @@ function request(method: string, path: string, opts: { token?: string; body?: un
   });
 }
 
-async function ok(method: string, path: string, opts: Parameters<typeof request>[2] = {}): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+async function ok(method: string, path: string, opts: Parameters<typeof request>[2] = {}): Promise<any> {
   for (let attempt = 0; ; attempt++) {
     const r = await request(method, path, opts);
     if (r.status >= 200 && r.status < 300) return r.body;
@@ -148,7 +148,7 @@ async function stopAll(): Promise<void> {
 
 /** A predicate over one sync answer, registered per round; `hits` gets each member's first match time. */
 interface Watch {
-  match: (body: any) => boolean; // eslint-disable-line @typescript-eslint/no-explicit-any
+  match: (body: any) => boolean;
   hits: Map<number, number>;
 }
 
@@ -186,7 +186,7 @@ function startPolls(users: User[], sinces: string[], agent: http.Agent): () => P
   };
 }
 
-function ephemeralOf(body: any, roomId: string, type: string): any[] { // eslint-disable-line @typescript-eslint/no-explicit-any
+function ephemeralOf(body: any, roomId: string, type: string): any[] {
   return (body.rooms?.join?.[roomId]?.ephemeral?.events ?? []).filter((e: { type: string }) => e.type === type);
 }
 

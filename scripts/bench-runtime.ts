@@ -16,7 +16,7 @@ import { ActorClient } from '../src/runtime/actor-client';
 import { startManagedRedis } from '../src/runtime/managed-redis';
 import { readWorkers, readShards } from '../src/runtime/cluster-admin';
 import { KeySpace } from '../src/store/keys';
-import { connectRedis, duplicateClient, type RedisClient } from '../src/store/redis';
+import { connectRedis, duplicateClient } from '../src/store/redis';
 import { createServer } from 'node:net';
 import { writeBenchResults } from './lib/bench-util';
 

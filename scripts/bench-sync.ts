@@ -18,7 +18,6 @@
  * BENCH_SETUP_SECONDS (time box for (b) and (c) setup each, default 120), BENCH_IDLE_POLLS (default
  * 2000), BENCH_ONLY (e.g. "a,d"). The whole run stops itself after BENCH_MAX_MINUTES (default 15).
  */
-import { join } from 'node:path';
 import { startAxonBench, type AxonBench } from './lib/axon-bench-cluster';
 import { pool, round, sleep, table, writeBenchResults } from './lib/bench-util';
 import { C, Deliveries, MatrixLoad, enc, newAgent, ratePhase as runRatePhase, startSyncLoops as runSyncLoops, type RatePhase, type SendPick, type User } from './lib/matrix-load';
@@ -201,14 +200,12 @@ async function benchInitialSync(): Promise<void> {
   log(`(c) building up to ${C_ROOMS} rooms with 20 state events and 50 messages each (time box ${SETUP_SECONDS} s)`);
   const u = await register('c');
   let built = 0;
-  let stateEvents = 0;
   await pool(Array.from({ length: C_ROOMS }), Number(process.env.BENCH_C_CONCURRENCY ?? 24), async () => {
     const roomId = await createRoom(u, { name: `bench room ${built}` });
     const state = await ok('GET', `${C}/rooms/${enc(roomId)}/state`, { token: u.token });
     const have = Array.isArray(state) ? state.length : 6;
     for (let k = have; k < 20; k++) await ok('PUT', `${C}/rooms/${enc(roomId)}/state/org.axon.bench/${k}`, { token: u.token, body: { k } });
     for (let m = 0; m < 50; m++) await sendMessage(u, roomId, `message ${m}`);
-    stateEvents += Math.max(20, have);
     built++;
   }, deadline);
   const setupSeconds = (performance.now() - t0) / 1000;

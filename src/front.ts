@@ -18,7 +18,7 @@ import { Front } from './http/server';
 import { MatrixError, UNAVAILABLE_RETRY_AFTER_S, errors } from './http/errors';
 import { RateLimiter } from './http/rate-limit';
 import { registerClientApi } from './api/client/index';
-import type { ApiContext } from './api/client/context';
+import type { ApiContext } from './api/context';
 import { RoomReader } from './store/room-reader';
 import { registerKeyRoutes } from './api/federation/keys';
 import { registerFederationApi, registerWellKnownServer } from './api/federation/index';

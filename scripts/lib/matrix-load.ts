@@ -9,7 +9,7 @@ import { percentile, round, sleep } from './bench-util';
 
 export interface HttpReply {
   status: number;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  body: any;
   bytes: number;
 }
 
@@ -91,7 +91,7 @@ export class MatrixLoad {
   }
 
   /** A 2xx body, or an HttpError; 5xx (shards settling, actor timeouts under load) is retried a few times. */
-  async ok(method: string, path: string, opts: RequestOptions = {}): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  async ok(method: string, path: string, opts: RequestOptions = {}): Promise<any> {
     for (let attempt = 0; ; attempt++) {
       const r = await this.request(method, path, opts);
       if (r.status >= 200 && r.status < 300) return r.body;

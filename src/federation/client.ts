@@ -220,7 +220,7 @@ export class FederationClient {
   /** A `lookup` for node's sockets that leaves out blocked addresses (and fails when none is left). */
   private blockedLookup(destination: string) {
     const blocklist = this.opts.blocklist;
-    return (hostname: string, options: { all?: boolean; family?: number } | number, callback: (...args: any[]) => void) => {
+    return (hostname: string, options: { all?: boolean; family?: number } | number, callback: (...args: unknown[]) => void) => {
       const all = typeof options === 'object' && options.all === true;
       dnsLookup(hostname, { all: true, family: typeof options === 'object' ? (options.family ?? 0) : options }, (err, addresses: LookupAddress[]) => {
         if (err) return callback(err);

@@ -14,7 +14,7 @@
  */
 import type { Logger } from 'pino';
 import type { UserOutput } from '../../actors/user';
-import type { EventTemplate } from '../../actors/room';
+import type { EventTemplate } from '../rooms/model';
 import { ActorClient, ActorReplyError } from '../runtime/actor-client';
 import type { OutboxEntry } from '../runtime/envelope';
 import type { Family } from '../runtime/shards';
@@ -97,6 +97,7 @@ export class DeactivationReader extends OutboxGroupReader {
 
   override async stop(): Promise<void> {
     await super.stop();
+    // biome-ignore lint/nursery/noMisusedPromises: `started` is null until start(); a null check, not a condition on the promise's result
     if (this.started) await this.actors.close(1000).catch(() => undefined);
   }
 }

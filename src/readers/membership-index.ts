@@ -17,12 +17,12 @@
  */
 import type { OutboxEntry } from '../runtime/envelope';
 import type { Logger } from 'pino';
-import type { RoomDirectoryOutput, RoomOutput } from '../../actors/room';
+import type { RoomDirectoryOutput, RoomOutput } from '../rooms/model';
 import { OutboxGroupReader } from './outbox-group-reader';
 import { shardOf } from '../runtime/shards';
 import { decode } from '../store/codec';
 import { MEMBERSHIP_INDEX_GROUP, membershipIndexData, roomData, type KeySpace } from '../store/keys';
-import type { StoredEvent } from '../../actors/room';
+import type { StoredEvent } from '../rooms/model';
 import { stateKeyOf } from '../protocol/pdu';
 import { effectiveHistoryVisibility } from '../protocol/history-visibility';
 import type { JsonObject } from '../protocol/json';

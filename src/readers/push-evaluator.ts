@@ -33,7 +33,7 @@
  */
 import type { Logger } from 'pino';
 import type { Redis } from 'ioredis';
-import type { RoomOutput, StoredEvent } from '../../actors/room';
+import type { RoomOutput, StoredEvent } from '../rooms/model';
 import type { ReceiptOutput } from '../../actors/receipts';
 import { serverNameOf } from '../protocol/event-hashing';
 import { isJsonObject, type JsonObject } from '../protocol/json';

@@ -120,7 +120,7 @@ export class ActorClient {
         }
         // Replies are read once; delete them so the stream stays small.
         if (ids.length) await this.redis.xdel(this.replyStream, ...ids);
-      } catch (e) {
+      } catch {
         if (this.closed) return;
         await new Promise((r) => setTimeout(r, 200));
       }

@@ -87,5 +87,12 @@ export interface ActorKind<S = unknown, M = unknown, R = unknown, P = undefined>
   decide(state: S, msg: ActorMessage<M>, prepared: P): Decision<S, R>;
 }
 
+/**
+ * An actor kind of any state, message, reply and prepared types: what the runtime holds in its
+ * registry of kinds (each kind's own types are checked where it is defined).
+ */
+// biome-ignore lint/suspicious/noExplicitAny: a registry of heterogeneous kinds; `unknown` would make every kind's decide/prepare parameters contravariantly incompatible
+export type AnyActorKind = ActorKind<any, any, any, any>;
+
 /** The reply envelope carried on reply streams and kept in done keys. */
 export type ReplyEnvelope<R = unknown> = { ok: true; value: R } | { ok: false; errcode: string; error: string; status: number };

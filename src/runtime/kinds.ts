@@ -1,9 +1,10 @@
 /** Every actor kind a worker runs. New kinds (user, ephemeral) are registered here. */
-import type { ActorKind } from './actor';
+import type { AnyActorKind } from './actor';
 import { aliasActor } from '../../actors/alias';
 import { deviceKeysActor } from '../../actors/device-keys';
 import { ledgerActor } from '../../actors/ledger';
-import { roomActor, type RoomConfig } from '../../actors/room';
+import { roomActor } from '../../actors/room';
+import type { RoomConfig } from '../rooms/model';
 import { userActor } from '../../actors/user';
 import { toDeviceActor } from '../../actors/to-device';
 import { typingActor } from '../../actors/typing';
@@ -16,8 +17,8 @@ import { reportsActor } from '../../actors/reports';
  * `room` is needed for room actors (they sign events); without it only the other kinds run. Alias
  * actors live in the room shards too (an alias hashes to one) and run with the room actors.
  */
-export function allActorKinds(room?: RoomConfig): ActorKind<any, any, any, any>[] {
-  const kinds: ActorKind<any, any, any, any>[] = [
+export function allActorKinds(room?: RoomConfig): AnyActorKind[] {
+  const kinds: AnyActorKind[] = [
     ledgerActor('user'),
     userActor(),
     toDeviceActor(),

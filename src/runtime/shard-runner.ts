@@ -12,7 +12,7 @@
  * group's pending list and is re-delivered to whoever owns the shard next.
  */
 import type { Logger } from 'pino';
-import { ActorRejection, type ActorKind, type ActorMessage, type ReplyEnvelope, type ShellContext } from './actor';
+import { ActorRejection, type AnyActorKind, type ActorMessage, type ReplyEnvelope, type ShellContext } from './actor';
 import { parseInboxEntry, type InboxEntry } from './envelope';
 import type { Family } from './shards';
 import { decode, encode } from '../store/codec';
@@ -23,7 +23,7 @@ import { ShardTimers, timerWrites } from './timers';
 export interface RunnerEnv {
   redis: RedisClient;
   workerId: string;
-  kinds: Map<string, ActorKind<any, any, any, any>>;
+  kinds: Map<string, AnyActorKind>;
   log: Logger;
   dedupeTtlSec: number;
   maxDeliveries: number;
@@ -46,7 +46,7 @@ export interface CommittedOutputs {
 
 interface ActorSlot {
   key: string;
-  kind: ActorKind<any, any, any, any>;
+  kind: AnyActorKind;
   actorId: string;
   queue: { entry: InboxEntry; deliveries: number }[];
   running: boolean;

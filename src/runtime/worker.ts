@@ -12,7 +12,7 @@
  */
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import type { ActorKind } from './actor';
+import type { AnyActorKind } from './actor';
 import type { InboxEntry } from './envelope';
 import { ShardRunner, type CommittedOutputs, type RunnerEnv } from './shard-runner';
 import { FAMILIES, parseShardName, shardName, type Family } from './shards';
@@ -27,7 +27,7 @@ export interface WorkerOptions {
   shardCounts: Record<Family, number>;
   /** Families this worker serves (all by default). */
   families?: Family[];
-  kinds: ActorKind<any, any, any, any>[];
+  kinds: AnyActorKind[];
   leaseTtlMs: number;
   renewMs: number;
   log: Logger;

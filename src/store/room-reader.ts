@@ -4,7 +4,7 @@
  * Redis directly — only the room actor writes, atomically per event, so every read sees whole
  * events — and never through the actor's inbox.
  */
-import type { StoredEvent, StoredSnapshot, RoomMeta } from '../../actors/room';
+import type { StoredEvent, StoredSnapshot, RoomMeta } from '../rooms/model';
 import { stateKeyOf, splitStateKey, type StateMap } from '../protocol/pdu';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { effectiveHistoryVisibility, type HistoryVisibility } from '../protocol/history-visibility';

@@ -16,7 +16,7 @@ import { roomData, userData } from '../store/keys';
 import { MembershipIndex } from '../readers/membership-index';
 import { sharedRoomUsers } from '../readers/user-fanout';
 import { offlineRecord, presenceContent, type PresenceRecord } from '../../actors/presence';
-import type { ApiContext } from '../api/client/context';
+import type { ApiContext } from '../api/context';
 import { lostSince } from './outbox-cache';
 
 export interface FeedWindow {

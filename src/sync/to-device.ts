@@ -17,7 +17,7 @@ import type { JsonObject } from '../protocol/json';
 import { shardOf } from '../runtime/shards';
 import { userData } from '../store/keys';
 import type { ToDeviceMessage } from '../../actors/to-device';
-import type { ApiContext } from '../api/client/context';
+import type { ApiContext } from '../api/context';
 
 export interface ToDeviceBatch {
   /** The events, oldest first: `{type, sender, content}`. */

@@ -5,8 +5,7 @@
  * newest first, with the state a remote's /state_ids supplies for the oldest event.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { IngestReply, RoomConfig, RoomReply, SuppliedState } from '../../actors/room';
-import type { ActorClient } from '../../src/runtime/actor-client';
+import type { IngestReply, RoomConfig, RoomReply, SuppliedState } from '../../src/rooms/model';
 import { authEventSelection } from '../../src/protocol/auth-rules';
 import { signingKeyFromSeed, type SigningKey } from '../../src/protocol/crypto';
 import { computeEventId, hashAndSignEvent } from '../../src/protocol/event-hashing';

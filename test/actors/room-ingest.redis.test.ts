@@ -6,7 +6,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { buildCreateEvent, type IngestReply, type RoomConfig, type RoomReply } from '../../actors/room';
+import { buildCreateEvent } from '../../actors/room';
+import type { IngestReply, RoomConfig, RoomReply } from '../../src/rooms/model';
 import type { ActorClient } from '../../src/runtime/actor-client';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { hashAndSignEvent } from '../../src/protocol/event-hashing';

@@ -5,7 +5,8 @@
  * room.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { buildCreateEvent, type RoomConfig, type RoomReply } from '../../actors/room';
+import { buildCreateEvent } from '../../actors/room';
+import type { RoomConfig, RoomReply } from '../../src/rooms/model';
 import { ActorReplyError, type ActorClient } from '../../src/runtime/actor-client';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { shardOf } from '../../src/runtime/shards';

@@ -1,6 +1,7 @@
 /** The room actor's decide, as a pure state machine: no Redis. */
 import { describe, expect, it } from 'vitest';
-import { UPGRADE_CLAIM_MS, buildCreateEvent, chooseSnapshot, decideRoom, emptyRoom, type RoomConfig, type RoomMessage, type RoomReply, type RoomOutput, type RoomPrepared, type RoomState, type StoredEvent, type StoredSnapshot } from '../../actors/room';
+import { buildCreateEvent, chooseSnapshot, decideRoom, emptyRoom } from '../../actors/room';
+import { UPGRADE_CLAIM_MS, type RoomConfig, type RoomMessage, type RoomReply, type RoomOutput, type RoomPrepared, type RoomState, type StoredEvent, type StoredSnapshot } from '../../src/rooms/model';
 import { ActorRejection, type ActorMessage, type Decision } from '../../src/runtime/actor';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { computeEventId, verifyEventSignature, checkContentHash } from '../../src/protocol/event-hashing';

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientEvent, type MatrixEvent } from 'matrix-js-sdk';
 import { createClient } from './sdk';
 import { startTestServer, type TestServer } from './server-harness';
-import type { ApiContext } from '../../src/api/client/context';
+import type { ApiContext } from '../../src/api/context';
 import { ActorClient } from '../../src/runtime/actor-client';
 import { shardOf } from '../../src/runtime/shards';
 import { KeySpace, userData } from '../../src/store/keys';

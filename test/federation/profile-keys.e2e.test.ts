@@ -23,7 +23,7 @@ import { verifyJsonSignature } from '../../src/protocol/signing';
 import { decodeBase64 } from '../../src/protocol/base64';
 import { FederationClient } from '../../src/federation/client';
 import { FederationBadResponseError, FederationBlockedError } from '../../src/federation/errors';
-import { callServer, clientsFor, enc, type Clients, type Json, type Session } from '../e2e/clients';
+import { clientsFor, enc, type Clients, type Json, type Session } from '../e2e/clients';
 import { startTestServer, type TestServer } from '../e2e/server-harness';
 import { freePort } from '../setup/free-port';
 import { startSynapse, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';

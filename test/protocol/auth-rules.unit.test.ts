@@ -29,7 +29,7 @@ import { lookupFromEvents, type Pdu, type StateLookup } from '../../src/protocol
 import { requireRoomVersion } from '../../src/protocol/room-versions';
 import {
   ALICE, ALL_VERSIONS, BOB, CAROL, CREATOR, DAVE, ERIN, EVE, FRANK, OLD_ROOM_ID,
-  standardPowerLevels, standardRoom, TestRoom, versions, type VersionId,
+  standardRoom, TestRoom, versions, type VersionId,
 } from './auth-fixtures';
 
 const GINA = '@gina:example.com';

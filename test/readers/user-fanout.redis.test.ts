@@ -12,7 +12,7 @@ import { KeySpace, membershipIndexData, roomData, userData } from '../../src/sto
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { UserFanoutReader } from '../../src/readers/user-fanout';
 import { readFeed } from '../../src/sync/device-lists';
-import type { ApiContext } from '../../src/api/client/context';
+import type { ApiContext } from '../../src/api/context';
 
 let redis: RedisClient;
 beforeAll(() => {

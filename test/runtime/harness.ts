@@ -4,7 +4,7 @@ import pino from 'pino';
 import { inject } from 'vitest';
 import { ActorClient } from '../../src/runtime/actor-client';
 import { allActorKinds } from '../../src/runtime/kinds';
-import type { RoomConfig } from '../../actors/room';
+import type { RoomConfig } from '../../src/rooms/model';
 import type { Family } from '../../src/runtime/shards';
 import { Worker, type WorkerOptions } from '../../src/runtime/worker';
 import { KeySpace } from '../../src/store/keys';

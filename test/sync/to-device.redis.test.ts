@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rig, waitFor, type Rig } from '../runtime/harness';
-import type { ApiContext } from '../../src/api/client/context';
+import type { ApiContext } from '../../src/api/context';
 import type { ActorClient } from '../../src/runtime/actor-client';
 import { shardOf } from '../../src/runtime/shards';
 import { userData } from '../../src/store/keys';

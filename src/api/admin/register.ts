@@ -15,7 +15,7 @@ import type { Front } from '../../http/server';
 import type { UserReply } from '../../../actors/user';
 import { newToken, tokenHash } from '../client/auth';
 import { askUser, jsonBody, newDeviceId, newUserId, readAccount } from '../client/accounts-common';
-import type { ApiContext } from '../client/context';
+import type { ApiContext } from '../context';
 import { hashPassword } from '../client/passwords';
 
 export const NONCE_TTL_MS = 60_000;

@@ -5,7 +5,7 @@ import { canonicalJson, utf8Length } from '../../protocol/json';
 import { userData } from '../../store/keys';
 import { requireUser } from './auth';
 import { askUser, clientRoute, jsonBody, requireSelf, userKey } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { validateFilter } from './filter-validation';
 import { pushRulesContent } from './push-rules';
 

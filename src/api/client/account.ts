@@ -12,7 +12,7 @@ import type { JsonObject } from '../../protocol/json';
 import type { UserReply } from '../../../actors/user';
 import { newToken, requireUser, tokenHash, tokenKeyName, tokenShard, type TokenRecord } from './auth';
 import { askUser, clientRoute, jsonBody, localUserId, newDeviceId, newLocalpart, newUserId, optional, readAccount } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { dummyHash, hashPassword, verifyPassword } from './passwords';
 import { checkPasswordStage, identifiedUser, requireUia } from './uia';
 import { pruneDeviceInboxes } from './to-device';

@@ -11,7 +11,7 @@ import { decode } from '../../store/codec';
 import { userData } from '../../store/keys';
 import type { AccountRecord, UserMessage } from '../../../actors/user';
 import type { Requester } from './auth';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 
 /** Register `suffix` under `/_matrix/client/<v>` for each version prefix (default: v3 and r0). */
 export function clientRoute(front: Front, method: Method, suffix: string, handler: Handler, versions: string[] = ['v3', 'r0']): void {

@@ -2,7 +2,7 @@
 import type { Front } from '../../http/server';
 import { registerAccountRoutes } from './account';
 import { registerAccountDataRoutes } from './account-data';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { registerDeviceRoutes } from './devices';
 import { registerProfileRoutes } from './profile';
 

@@ -18,10 +18,12 @@ import type { JsonObject } from '../../protocol/json';
 import { decode } from '../../store/codec';
 import { aliasData, roomData } from '../../store/keys';
 import type { AliasMessage, AliasRecord, AliasReply, AliasReserveReply } from '../../../actors/alias';
-import type { RoomMessage } from '../../../actors/room';
+import type { RoomMessage } from '../../rooms/model';
 import { requireUser } from './auth';
-import type { ApiContext } from './context';
-import { aliasShard, askRoomFamily, bodyObject, clientRoute, historyVisibility, parseAlias, requireRoomId, roomShard } from './room-common';
+import type { ApiContext } from '../context';
+import { aliasShard, bodyObject, clientRoute, parseAlias, requireRoomId, roomShard } from './room-common';
+import { askRoomFamily } from '../../rooms/ask';
+import { historyVisibility } from '../../rooms/visibility';
 
 /** The front's view of aliases: reads of the records, and changes through the alias actors. */
 export class AliasStore {

@@ -10,7 +10,7 @@ import type { Request } from '../../http/server';
 import { decode } from '../../store/codec';
 import { shardOf } from '../../runtime/shards';
 import { userData } from '../../store/keys';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 
 export interface TokenRecord {
   /** User id. */

@@ -5,7 +5,7 @@ import { userData } from '../../store/keys';
 import type { DeviceJson } from '../../../actors/user';
 import { requireUser } from './auth';
 import { askUser, clientRoute, jsonBody, optional, userKey } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { checkPasswordStage, requireUia } from './uia';
 import { pruneDeviceInboxes } from './to-device';
 import { forgetDeviceKeys } from './keys';

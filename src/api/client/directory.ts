@@ -14,10 +14,11 @@ import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/js
 import { effectiveHistoryVisibility } from '../../protocol/history-visibility';
 import { splitStateKey } from '../../protocol/pdu';
 import { bearerToken, requireUser } from './auth';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { canSendState } from './aliases';
-import { askRoomFamily, bodyObject, clientRoute, requireRoomId } from './room-common';
-import type { DirectoryVisibility, RoomMessage } from '../../../actors/room';
+import { bodyObject, clientRoute, requireRoomId } from './room-common';
+import { askRoomFamily } from '../../rooms/ask';
+import type { DirectoryVisibility, RoomMessage } from '../../rooms/model';
 
 /** How long a change waits for the published-rooms set to show it (read-your-writes). */
 const INDEX_WAIT_MS = 2000;

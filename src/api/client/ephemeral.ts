@@ -21,8 +21,9 @@ import { RECEIPT_TYPES, type ReceiptMessage, type ReceiptType } from '../../../a
 import type { TypingMessage } from '../../../actors/typing';
 import { requireUser, type Requester } from './auth';
 import { askUser } from './accounts-common';
-import type { ApiContext } from './context';
-import { askRoomFamily, clientRoute, requireRoomId } from './room-common';
+import type { ApiContext } from '../context';
+import { clientRoute, requireRoomId } from './room-common';
+import { askRoomFamily } from '../../rooms/ask';
 
 const FULLY_READ = 'm.fully_read';
 

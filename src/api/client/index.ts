@@ -1,6 +1,6 @@
 /** Every Client-Server API route, registered on a front. */
 import type { Front } from '../../http/server';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { registerVersionRoutes } from './versions';
 import { registerRoomRoutes } from './rooms';
 import { registerAccountsApi } from './accounts';

@@ -21,7 +21,7 @@ import { crossSigningPublicKey, RECHECK, type ClaimReply, type CrossSigningUsage
 import type { DeviceJson } from '../../../actors/user';
 import { requireUser, type Requester } from './auth';
 import { clientRoute, jsonBody, userKey } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { checkPasswordStage, requireUia } from './uia';
 
 export function registerKeyRoutes(front: Front, ctx: ApiContext): void {

@@ -9,7 +9,7 @@ import type { Front } from '../../http/server';
 import { isValidUserId } from '../../protocol/identifiers';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 
 export function registerMutualRoomsRoutes(front: Front, ctx: ApiContext): void {
   const index = new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user);

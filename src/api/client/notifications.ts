@@ -21,7 +21,7 @@ import type { NotificationDetails } from '../../readers/push-evaluator';
 import { requireUser } from './auth';
 import { clientRoute, userKey } from './accounts-common';
 import { formatEvents, roomShard } from './room-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 
 const DEFAULT_LIMIT = 20;
 const MAX_LIMIT = 100;

@@ -16,7 +16,7 @@ import { userData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { MAX_STATUS_MSG, PING_EVERY_MS, PRESENCE_STATES, offlineRecord, presenceContent, type PresenceMessage, type PresenceRecord, type PresenceState } from '../../../actors/presence';
 import { requireUser } from './auth';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { clientRoute } from './room-common';
 
 /** Per front: when each user was last pinged, and with what. */

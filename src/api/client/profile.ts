@@ -12,10 +12,10 @@ import { isValidUserId, serverOf } from '../../protocol/identifiers';
 import { userData } from '../../store/keys';
 import { requireUser } from './auth';
 import { askUser, clientRoute, jsonBody, readAccount, requireSelf, userKey } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { MembershipIndex } from '../../readers/membership-index';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
-import { sendEvent } from './room-common';
+import { sendEvent } from '../../rooms/ask';
 import { PROFILE_KEY } from '../../../actors/user';
 
 const FIELDS = ['displayname', 'avatar_url'] as const;
@@ -42,7 +42,7 @@ export function registerProfileRoutes(front: Front, ctx: ApiContext): void {
       if (typeof value === 'string' && value.length > MAX_LENGTH[field]) throw errors.invalidParam(`${field} must be at most ${MAX_LENGTH[field]} characters`);
       if (field === 'avatar_url' && typeof value === 'string' && value !== '' && !/^mxc:\/\/[^/]+\/[A-Za-z0-9_-]+$/.test(value)) throw errors.invalidParam('avatar_url must be an mxc:// URI');
       await askUser(ctx, me.userId, { op: 'set_profile', field, value: value === '' ? null : (value as string | null) });
-      propagation.schedule(me.userId);
+      void propagation.schedule(me.userId); // in the background (it never rejects); the answer does not wait
       return { body: {} };
     });
   }
@@ -77,7 +77,7 @@ export function registerProfileRoutes(front: Front, ctx: ApiContext): void {
     const key = customKey(req);
     if (key === 'displayname' || key === 'avatar_url') {
       await askUser(ctx, me.userId, { op: 'set_profile', field: key, value: null });
-      propagation.schedule(me.userId);
+      void propagation.schedule(me.userId); // in the background (it never rejects); the answer does not wait
     } else {
       await askUser(ctx, me.userId, { op: 'set_profile_field', key, json: null });
     }

@@ -26,7 +26,7 @@ import {
 import { userData } from '../../store/keys';
 import { requireUser } from './auth';
 import { askUser, clientRoute, jsonBody, userKey } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 
 /** A user's whole ruleset (their rules merged with the server-default ones). */
 export async function readPushRules(ctx: ApiContext, userId: string): Promise<PushRuleset> {

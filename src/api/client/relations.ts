@@ -11,13 +11,14 @@
 import type { Front, Request } from '../../http/server';
 import { errors } from '../../http/errors';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
-import { relationOf } from '../../../actors/room';
+import { relationOf } from '../../rooms/model';
 import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { roomData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
-import type { ApiContext } from './context';
-import { decodeToken, encodeToken, eventRoomId, formatEvents, requireRoomId, roomAccess, roomShard, visibleEvents } from './room-common';
+import type { ApiContext } from '../context';
+import { decodeToken, encodeToken, eventRoomId, formatEvents, requireRoomId, roomShard } from './room-common';
+import { roomAccess, visibleEvents } from '../../rooms/visibility';
 
 const V1 = '/_matrix/client/v1';
 const MAX_LIMIT = 1000;

@@ -14,7 +14,7 @@ import { REPORTS_ACTOR, type Report, type ReportsReply } from '../../../actors/r
 import { servableToClients } from '../../store/room-reader';
 import { requireUser } from './auth';
 import { clientRoute, readAccount } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { bodyObject, eventRoomId, requireRoomId } from './room-common';
 
 export function registerReportRoutes(front: Front, ctx: ApiContext): void {

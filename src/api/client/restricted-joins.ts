@@ -16,7 +16,7 @@ import { lookupFromStateMap, toPdu } from '../../protocol/pdu';
 import { serverOf } from '../../protocol/identifiers';
 import { requireRoomVersion } from '../../protocol/room-versions';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 
 /**
  * The user to name in `join_authorised_via_users_server` for `userId` joining `roomId`, or null

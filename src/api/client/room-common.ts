@@ -5,57 +5,23 @@
  */
 import type { Front, Handler, Request } from '../../http/server';
 import type { Method } from '../../http/router';
-import { MatrixError, errors } from '../../http/errors';
-import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
-import type { EventTemplate } from '../../../actors/room';
+import { errors } from '../../http/errors';
 import { isJsonObject, parseStrictJson, type JsonObject, type JsonValue } from '../../protocol/json';
 import { compileGlob, type Glob } from '../../protocol/glob';
 import { typePatternProblems } from './filter-validation';
 import { isValidServerName } from '../../protocol/identifiers';
-import { effectiveHistoryVisibility, type HistoryVisibility } from '../../protocol/history-visibility';
 import { stateKeyOf } from '../../protocol/pdu';
 import { utf8Length } from '../../protocol/json';
 import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { roomData, userData } from '../../store/keys';
 import { shardOf } from '../../runtime/shards';
-import type { MembershipIndex } from '../../readers/membership-index';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 
 export const CLIENT_PREFIXES = ['/_matrix/client/v3', '/_matrix/client/r0'] as const;
 
 /** Register a Client-Server route under every prefix we serve. */
 export function clientRoute(front: Front, method: Method, path: string, handler: Handler): void {
   for (const prefix of CLIENT_PREFIXES) front.route(method, `${prefix}${path}`, handler);
-}
-
-export interface SendReply {
-  event_id: string;
-  room_id: string;
-  pos: number;
-}
-
-/** Ask the room actor; its rejections (M_FORBIDDEN, …) come back as the Matrix error they are. */
-export function askRoom(ctx: ApiContext, roomId: string, body: unknown): Promise<SendReply> {
-  return askRoomFamily<SendReply>(ctx, 'room', roomId, body);
-}
-
-/**
- * Ask an actor of the room family (a room, or an alias: actors/alias.ts); rejections come back
- * as Matrix errors, a timeout as 504 (the command stays in the inbox and is still applied).
- */
-export async function askRoomFamily<R>(ctx: ApiContext, kind: 'room' | 'alias' | 'typing' | 'receipt', actorId: string, body: unknown): Promise<R> {
-  try {
-    return await ctx.actors.ask<R>('room', kind, actorId, body);
-  } catch (e) {
-    if (e instanceof ActorReplyError) throw new MatrixError(e.status, e.errcode, e.message);
-    if (e instanceof ActorTimeoutError) throw new MatrixError(504, 'M_UNKNOWN', 'The room did not answer in time; retry the request');
-    throw e;
-  }
-}
-
-/** Send an event built from a template (the actor signs and authorises it). */
-export function sendEvent(ctx: ApiContext, roomId: string, event: EventTemplate, txn?: string): Promise<SendReply> {
-  return askRoom(ctx, roomId, txn ? { op: 'send', event, txn } : { op: 'send', event });
 }
 
 /** A client transaction key: idempotency is per user, device, endpoint and transaction id. */
@@ -108,52 +74,6 @@ export function aliasShard(ctx: ApiContext, alias: string) {
 
 export function roomShard(ctx: ApiContext, roomId: string) {
   return ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room));
-}
-
-// ---- who may read a room ----------------------------------------------------------------
-
-export type RoomAccess =
-  /** Joined: the current state and every event history visibility allows. */
-  | { kind: 'joined' }
-  /** Left or banned (and not forgotten): state as it was when they left. */
-  | { kind: 'departed'; stateAfter: number }
-  /** Not a member of a world_readable room: current state. */
-  | { kind: 'world_readable' };
-
-/**
- * The spec's rule for state, members and history reads: members, former members (state as of
- * their departure) and anyone for world_readable rooms; everyone else — and unknown rooms — get
- * 403 M_FORBIDDEN, so room existence does not leak.
- */
-export async function roomAccess(ctx: ApiContext, index: MembershipIndex, userId: string, roomId: string): Promise<RoomAccess> {
-  const membership = await ctx.rooms.membership(roomId, userId);
-  if (membership === 'join') return { kind: 'joined' };
-  if ((membership === 'leave' || membership === 'ban') && !(await index.isForgotten(userId, roomId))) {
-    const ids = await ctx.rooms.currentStateIds(roomId, { type: 'm.room.member', stateKey: userId });
-    const id = ids.values().next().value;
-    const e = id ? await ctx.rooms.event(roomId, id) : null;
-    if (e) return { kind: 'departed', stateAfter: e.stateAfter };
-  }
-  if ((await historyVisibility(ctx, roomId)) === 'world_readable') return { kind: 'world_readable' };
-  throw new MatrixError(403, 'M_FORBIDDEN', 'You are not a member of this room and it is not world-readable');
-}
-
-/** The room's current history visibility (missing or not understood: `shared`, as everywhere). */
-export async function historyVisibility(ctx: ApiContext, roomId: string): Promise<HistoryVisibility> {
-  const [e] = await ctx.rooms.currentState(roomId, { type: 'm.room.history_visibility', stateKey: '' });
-  return effectiveHistoryVisibility(e?.event.content as JsonValue | undefined);
-}
-
-/** State ids visible under an access: current, or as of a departure. */
-export async function visibleStateIds(ctx: ApiContext, roomId: string, access: RoomAccess): Promise<Map<string, string>> {
-  if (access.kind === 'departed') return ctx.rooms.snapshot(roomId, access.stateAfter);
-  return ctx.rooms.currentStateIds(roomId);
-}
-
-/** Of `events`, those this user may be shown (servable, and allowed by history visibility). */
-export async function visibleEvents(ctx: ApiContext, roomId: string, userId: string, events: RoomEvent[]): Promise<RoomEvent[]> {
-  const ok = await Promise.all(events.map(async (e) => servableToClients(e) && (await ctx.rooms.canSee(roomId, userId, e))));
-  return events.filter((_, i) => ok[i]);
 }
 
 // ---- pagination tokens ---------------------------------------------------------------------

@@ -14,9 +14,10 @@ import { userData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import { userKey } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { paginate } from './room-reads';
-import { clientRoute, encodeToken, formatEvents, requireRoomId, roomAccess, visibleStateIds } from './room-common';
+import { clientRoute, encodeToken, formatEvents, requireRoomId } from './room-common';
+import { roomAccess, visibleStateIds } from '../../rooms/visibility';
 
 const DEFAULT_LIMIT = 10;
 const MAX_LIMIT = 100;

@@ -16,7 +16,7 @@ import { userData } from '../../store/keys';
 import { currentVersion, type KeyBackupMessage, type KeyBackupReply } from '../../../actors/key-backup';
 import { requireUser } from './auth';
 import { clientRoute, jsonBody } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 
 const MEGOLM_BACKUP_V1 = 'm.megolm_backup.v1.curve25519-aes-sha2';
 /** Version ids are the decimal numbers the actor hands out; anything else names no backup. */

@@ -14,11 +14,9 @@ import { roomData } from '../../store/keys';
 import type { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import { bundleAggregations } from './relations';
-import type { ApiContext } from './context';
-import {
-  clientRoute, decodeToken, encodeToken, eventRoomId, filterAllowsRoom, filterMatches, formatEvents, lazyMemberState, loadRoomEventFilter, requireRoomId, roomAccess, roomShard,
-  visibleEvents, visibleStateIds, type RoomEventFilter,
-} from './room-common';
+import type { ApiContext } from '../context';
+import { clientRoute, decodeToken, encodeToken, eventRoomId, filterAllowsRoom, filterMatches, formatEvents, lazyMemberState, loadRoomEventFilter, requireRoomId, roomShard, type RoomEventFilter } from './room-common';
+import { roomAccess, visibleEvents, visibleStateIds } from '../../rooms/visibility';
 
 const MAX_LIMIT = 1000;
 

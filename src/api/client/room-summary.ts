@@ -14,7 +14,7 @@ import type { Front, Request } from '../../http/server';
 import { MatrixError } from '../../http/errors';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { requireUser, type Requester } from './auth';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { AliasStore, resolveRoomIdOrAlias } from './aliases';
 import { summary } from './space-hierarchy';
 

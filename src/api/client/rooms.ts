@@ -10,43 +10,30 @@
  * Rooms on other servers (joins and knocks over federation, invites of remote users) come with
  * federation; until then they are refused with the errors the spec gives for unknown rooms.
  */
-import { randomBytes } from 'node:crypto';
 import type { Front, Request } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
-import { buildCreateEvent, type EventTemplate } from '../../../actors/room';
-import type { JsonObject, JsonValue } from '../../protocol/json';
+import type { EventTemplate } from '../../rooms/model';
+import type { JsonObject } from '../../protocol/json';
 import { serverOf } from '../../protocol/identifiers';
 import { MembershipIndex } from '../../readers/membership-index';
-import { requireUser, type Requester } from './auth';
-import type { ApiContext } from './context';
+import { requireUser } from './auth';
+import type { ApiContext } from '../context';
 import { presenceOnActivity } from './presence';
 import { AliasStore, currentPower, registerAliasRoutes, resolveRoomIdOrAlias } from './aliases';
 import { askUser } from './accounts-common';
-import { setDirectoryVisibility } from './directory';
 import { registerRoomReadRoutes } from './room-reads';
-import { restrictedJoinAuthoriser } from './restricted-joins';
-import { storedProfile, withProfile } from './profile';
-import { askRoom, bodyObject, clientRoute, optString, requireRoomId, requireUserIdParam, sendEvent, txnKey, type SendReply } from './room-common';
-import { checkThreepidInvite, parseCreateRoomRequest, type CreateRoomRequest } from './create-room-request';
-
-let lastCreateTs = 0;
-/** A timestamp for a new create event, later than any this front used before. */
-function uniqueCreateTs(): number {
-  lastCreateTs = Math.max(Date.now(), lastCreateTs + 1);
-  return lastCreateTs;
-}
+import { bodyObject, clientRoute, optString, requireRoomId, requireUserIdParam, txnKey } from './room-common';
+import { sendEvent, type SendReply } from '../../rooms/ask';
+import { checkThreepidInvite } from './create-room-request';
+import { createRoom, threepidLookupDenied } from '../../rooms/create';
+import { joinRoom, sendLocalMembership } from '../../rooms/join';
 
 export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   const index = new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user);
   const aliases = new AliasStore(ctx);
 
-  /** Send a membership event and record it in the target's joined-rooms index. */
-  const sendMembership = async (roomId: string, sender: string, target: string, given: JsonObject): Promise<SendReply> => {
-    const content = await withLocalProfile(ctx, target, given);
-    const reply = await sendEvent(ctx, roomId, { type: 'm.room.member', state_key: target, sender, content });
-    if (serverOf(target) === ctx.config.serverName) await index.record(target, roomId, reply.pos, String(content.membership));
-    return reply;
-  };
+  /** Send a membership event and record it in the target's joined-rooms index (src/rooms/join.ts). */
+  const sendMembership = (roomId: string, sender: string, target: string, given: JsonObject): Promise<SendReply> => sendLocalMembership(ctx, index, roomId, sender, target, given);
 
   /** Unknown rooms answer 403 (for writes) so that probing does not reveal which rooms exist. */
   const requireKnownRoom = async (roomId: string) => {
@@ -64,16 +51,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   const join = async (req: Request, idOrAlias: string | undefined) => {
     const user = await requireUser(ctx, req);
     const body = req.body.length ? bodyObject(req) : {};
-    const roomId = await resolveRoomIdOrAlias(ctx, aliases, idOrAlias);
-    if (!(await ctx.rooms.meta(roomId))) throw errors.notFound('No known room with this id on this server; joining rooms on other servers needs federation, which this server does not do yet');
-    if (body.third_party_signed !== undefined) throw new MatrixError(400, 'M_UNRECOGNIZED', 'Third-party invites are not supported');
-    const content: JsonObject = { membership: 'join' };
-    const reason = optString(body, 'reason');
-    if (reason !== undefined) content.reason = reason;
-    // Restricted rooms: this server vouches for members of an allowed room (restricted-joins.ts).
-    const authoriser = await restrictedJoinAuthoriser(ctx, roomId, user.userId);
-    if (authoriser) content.join_authorised_via_users_server = authoriser;
-    await sendMembership(roomId, user.userId, user.userId, content);
+    const roomId = await joinRoom(ctx, aliases, index, user.userId, idOrAlias, body);
     return { body: { room_id: roomId } };
   };
   clientRoute(front, 'POST', '/join/:roomIdOrAlias', (req) => join(req, req.params.roomIdOrAlias));
@@ -198,15 +176,6 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   registerAliasRoutes(front, ctx, aliases);
 }
 
-/**
- * Third-party invites need an identity server to look the address up and to store the invite;
- * this server is configured with none, so it answers as Synapse does with lookups turned off
- * (`enable_3pid_lookup: false`): 403 with Synapse's errcode (M_UNKNOWN) and message.
- */
-function threepidLookupDenied(): MatrixError {
-  return new MatrixError(403, 'M_UNKNOWN', 'Looking up third-party identifiers is denied from this server');
-}
-
 /** m.room.canonical_alias: local aliases in it must exist and point at this room (M_BAD_ALIAS). */
 async function checkCanonicalAlias(ctx: ApiContext, aliases: AliasStore, roomId: string, content: JsonObject): Promise<void> {
   const named: string[] = [];
@@ -225,162 +194,4 @@ async function checkCanonicalAlias(ctx: ApiContext, aliases: AliasStore, roomId:
     const rec = await aliases.get(a);
     if (!rec || rec.r !== roomId) throw new MatrixError(400, 'M_BAD_ALIAS', `${a} does not point to this room`);
   }
-}
-
-/**
- * How long a createRoom holds its alias before binding it (actors/alias.ts `reserve`): far more
- * than the create, join and power levels take, short enough that a front that dies in between
- * does not keep the name from others for long.
- */
-const ALIAS_RESERVATION_MS = 2 * 60_000;
-
-/** A createRoom's hold on its alias, and whether the alias has been bound to the room yet. */
-interface HeldAlias {
-  alias: string;
-  token: string;
-  bound: boolean;
-}
-
-/**
- * POST /createRoom: validate everything first, hold the alias, then send the events in the spec's
- * order — create, the creator's join, power levels, canonical alias, the preset's join rules /
- * history visibility / guest access, initial_state, name, topic, invites.
- */
-async function createRoom(ctx: ApiContext, user: Requester, body: JsonObject, aliases: AliasStore, index: MembershipIndex): Promise<string> {
-  // 1. Validate the request (create-room-request.ts), then the things that need the server.
-  const request = parseCreateRoomRequest(body, { serverName: ctx.config.serverName, defaultRoomVersion: ctx.config.defaultRoomVersion, creator: user.userId });
-  // Refused before anything is created (Synapse creates the room, then fails on the first one).
-  if (request.threepidInvites > 0) throw threepidLookupDenied();
-  for (const u of request.invites) {
-    if (serverOf(u) !== ctx.config.serverName) throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which this server does not do yet');
-  }
-  if (!request.alias) return populateRoom(ctx, user, request, aliases, index, null);
-
-  // The alias is held for this request before anything is created: of concurrent createRooms
-  // for one name only the holder goes on, the others are refused here and leave nothing behind.
-  // The hold is released when the room fails before the alias is bound, and expires by itself
-  // if this front dies in between.
-  let held: HeldAlias;
-  try {
-    held = { alias: request.alias, token: await aliases.reserve(request.alias, user.userId, ALIAS_RESERVATION_MS), bound: false };
-  } catch (e) {
-    throw aliasInUse(e, request.alias);
-  }
-  try {
-    return await populateRoom(ctx, user, request, aliases, index, held);
-  } catch (e) {
-    if (!held.bound) await aliases.release(held.alias, held.token);
-    throw e;
-  }
-}
-
-/** The alias actor's 409 (taken, or held by another createRoom) is createRoom's 400 M_ROOM_IN_USE. */
-function aliasInUse(e: unknown, alias: string): unknown {
-  return e instanceof MatrixError && e.status === 409 ? new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${alias} already exists`) : e;
-}
-
-/** createRoom after validation: the room and its events, binding the held alias on the way. */
-async function populateRoom(ctx: ApiContext, user: Requester, request: CreateRoomRequest, aliases: AliasStore, index: MembershipIndex, held: HeldAlias | null): Promise<string> {
-  const { visibility, presetName, preset, version, creation, plOverride, invites, isDirect, name, topic, initialState, alias } = request;
-  // 2. The create event (signed here: v12 room ids derive from it).
-  const createContent: JsonObject = { ...creation };
-  delete createContent.room_version;
-  delete createContent.creator;
-  if (version.privilegedCreators && presetName === 'trusted_private_chat' && invites.length) {
-    const existing = Array.isArray(createContent.additional_creators) ? (createContent.additional_creators as JsonValue[]) : [];
-    createContent.additional_creators = [...new Set([...existing, ...invites])] as JsonValue[];
-  }
-  // v12 room ids are the hash of the create event: two rooms created by one user in the same
-  // millisecond with the same content would be one room. Timestamps are made unique per front,
-  // and a collision with another front's room (M_ROOM_IN_USE) is retried with a later one.
-  let roomId = '';
-  for (let attempt = 0; ; attempt++) {
-    const built = buildCreateEvent(
-      { serverName: ctx.config.serverName, signingKey: ctx.signingKey },
-      { roomVersion: version.id, creator: user.userId, content: createContent, roomLocalpart: randomBytes(12).toString('base64url').replace(/[-_]/g, 'x'), ts: uniqueCreateTs() },
-    );
-    try {
-      await askRoom(ctx, built.roomId, { op: 'create', event: built.event });
-      roomId = built.roomId;
-      break;
-    } catch (e) {
-      if (!(e instanceof MatrixError && e.errcode === 'M_ROOM_IN_USE') || attempt >= 4) throw e;
-    }
-  }
-
-  // 3. Everything after the create: a rejection means the request's state was not allowed.
-  const send = async (t: EventTemplate) => {
-    try {
-      return await sendEvent(ctx, roomId, t);
-    } catch (e) {
-      if (e instanceof MatrixError && e.errcode === 'M_FORBIDDEN') throw new MatrixError(400, 'M_INVALID_ROOM_STATE', `${t.type} (${t.state_key ?? ''}) was not allowed: ${e.message}`);
-      throw e;
-    }
-  };
-  const state = (type: string, content: JsonObject, stateKey = '') => send({ type, state_key: stateKey, sender: user.userId, content });
-
-  const joined = await state('m.room.member', await withLocalProfile(ctx, user.userId, { membership: 'join' }), user.userId);
-  await index.record(user.userId, roomId, joined.pos, 'join');
-
-  const users: JsonObject = {};
-  if (!version.privilegedCreators) {
-    users[user.userId] = 100;
-    if (presetName === 'trusted_private_chat') for (const u of invites) users[u] = 100;
-  }
-  const events: JsonObject = {
-    'm.room.name': 50, 'm.room.power_levels': 100, 'm.room.history_visibility': 100, 'm.room.canonical_alias': 50,
-    'm.room.avatar': 50, 'm.room.tombstone': version.privilegedCreators ? 150 : 100, 'm.room.server_acl': 100, 'm.room.encryption': 100,
-  };
-  const powerLevels: JsonObject = {
-    users, users_default: 0, events, events_default: 0, state_default: 50, ban: 50, kick: 50, redact: 50, invite: preset.invite,
-    notifications: { room: 50 },
-    ...(plOverride ?? {}),
-  };
-  await state('m.room.power_levels', powerLevels);
-
-  if (alias && held) {
-    try {
-      await aliases.create(alias, roomId, user.userId, held.token);
-      held.bound = true;
-    } catch (e) {
-      // Only when the hold ran out before this point and someone else took the name: the room
-      // is not kept — the creator leaves it — and the answer is M_ROOM_IN_USE.
-      if (e instanceof MatrixError && e.status === 409) {
-        try {
-          const left = await state('m.room.member', { membership: 'leave' }, user.userId);
-          await index.record(user.userId, roomId, left.pos, 'leave');
-        } catch (err) {
-          ctx.log.warn({ room_id: roomId, user_id: user.userId, err: (err as Error).message }, 'createRoom: could not leave the room that lost its alias');
-        }
-      }
-      throw aliasInUse(e, alias);
-    }
-    await state('m.room.canonical_alias', { alias });
-  }
-
-  const overridden = new Set(initialState.filter((s) => s.state_key === '').map((s) => s.type));
-  if (!overridden.has('m.room.join_rules')) await state('m.room.join_rules', { join_rule: preset.join_rule });
-  if (!overridden.has('m.room.history_visibility')) await state('m.room.history_visibility', { history_visibility: preset.history_visibility });
-  if (!overridden.has('m.room.guest_access')) await state('m.room.guest_access', { guest_access: preset.guest_access });
-  for (const s of initialState) await state(s.type, s.content, s.state_key);
-  if (name !== undefined) await state('m.room.name', { name });
-  if (topic !== undefined) await state('m.room.topic', { topic });
-  for (const u of invites) {
-    const reply = await state('m.room.member', isDirect ? { membership: 'invite', is_direct: true } : { membership: 'invite' }, u);
-    await index.record(u, roomId, reply.pos, 'invite');
-  }
-  if (visibility === 'public') await setDirectoryVisibility(ctx, [[roomId, 'public']]);
-  return roomId;
-}
-
-/**
- * Joins, invites and knocks of local users carry the user's profile (as Synapse sends them), so
- * members lists show names without a profile look-up per member.
- */
-async function withLocalProfile(ctx: ApiContext, userId: string, content: JsonObject): Promise<JsonObject> {
-  const m = content.membership;
-  if (serverOf(userId) !== ctx.config.serverName || (m !== 'join' && m !== 'invite' && m !== 'knock')) return content;
-  if (content.displayname !== undefined || content.avatar_url !== undefined) return content;
-  const profile = await storedProfile(ctx, userId);
-  return Object.keys(profile).length ? withProfile(content, profile) : content;
 }

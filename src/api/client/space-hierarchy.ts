@@ -15,7 +15,7 @@ import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/js
 import { effectiveHistoryVisibility } from '../../protocol/history-visibility';
 import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { requireUser } from './auth';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { requireRoomId } from './room-common';
 
 const DEFAULT_LIMIT = 50;

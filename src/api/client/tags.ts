@@ -10,7 +10,7 @@ import { isJsonObject, utf8Length, type JsonValue } from '../../protocol/json';
 import { userData } from '../../store/keys';
 import { requireUser } from './auth';
 import { askUser, clientRoute, requireSelf, userKey } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { requireRoomId } from './room-common';
 
 export function registerTagRoutes(front: Front, ctx: ApiContext): void {

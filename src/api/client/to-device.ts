@@ -23,7 +23,7 @@ import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
 import type { ToDeviceMessage, ToDeviceReply } from '../../../actors/to-device';
 import { requireUser } from './auth';
 import { clientRoute, jsonBody } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 
 /** Most (user, device) entries one request may name (`*` counts once). */
 export const MAX_TO_DEVICE_MESSAGES = 10_000;
@@ -84,6 +84,7 @@ export function registerToDeviceRoutes(front: Front, ctx: ApiContext): void {
 
 function deliver(ctx: ApiContext, mid: string, userId: string, body: ToDeviceMessage): Promise<ToDeviceReply> {
   const running = inFlight.get(mid);
+  // biome-ignore lint/nursery/noMisusedPromises: a Map look-up: is a delivery for this message id already in flight?
   if (running) return running;
   const p = ctx.actors
     .ask<ToDeviceReply>('user', 'todevice', userId, body, { mid })

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { MatrixError } from '../../http/errors';
 import type { JsonObject } from '../../protocol/json';
 import { decode, encode } from '../../store/codec';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { localUserId, readAccount } from './accounts-common';
 import { dummyHash, verifyPassword } from './passwords';
 

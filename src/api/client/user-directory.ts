@@ -13,7 +13,7 @@ import { serverOf } from '../../protocol/identifiers';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import { readAccount } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 import { storedProfile } from './profile';
 import { bodyObject, clientRoute } from './room-common';
 

@@ -12,7 +12,7 @@ import { userData } from '../../store/keys';
 import type { DeviceJson } from '../../../actors/user';
 import { requireUser } from './auth';
 import { clientRoute, readAccount, userKey } from './accounts-common';
-import type { ApiContext } from './context';
+import type { ApiContext } from '../context';
 
 export function registerWhoisRoutes(front: Front, ctx: ApiContext): void {
   clientRoute(front, 'GET', '/admin/whois/:userId', async (req) => {

@@ -4,7 +4,7 @@ import type { AxonConfig } from '../../../cluster.config';
 import type { FederationClient } from '../../federation/client';
 import type { ServerKeyStore } from '../../federation/keys/key-store';
 import type { OwnKeyDocument } from '../../federation/keys/own-keys';
-import type { ApiContext } from '../client/context';
+import type { ApiContext } from '../context';
 
 export interface FederationContext {
   config: AxonConfig;

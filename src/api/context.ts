@@ -1,14 +1,14 @@
-/** What every Client-Server API handler may use. Built once per front process (src/front.ts). */
+/** What every API handler (client-server and server-server) may use. Built once per front process (src/front.ts). */
 import type { Logger } from 'pino';
-import type { AxonConfig } from '../../../cluster.config';
-import type { ActorClient } from '../../runtime/actor-client';
-import type { SigningKey } from '../../protocol/crypto';
-import type { KeySpace } from '../../store/keys';
-import type { RedisClient } from '../../store/redis';
-import type { RoomReader } from '../../store/room-reader';
-import type { Family } from '../../runtime/shards';
-import type { RateLimiter } from '../../http/rate-limit';
-import type { JsonValue } from '../../protocol/json';
+import type { AxonConfig } from '../../cluster.config';
+import type { ActorClient } from '../runtime/actor-client';
+import type { SigningKey } from '../protocol/crypto';
+import type { KeySpace } from '../store/keys';
+import type { RedisClient } from '../store/redis';
+import type { RoomReader } from '../store/room-reader';
+import type { Family } from '../runtime/shards';
+import type { RateLimiter } from '../http/rate-limit';
+import type { JsonValue } from '../protocol/json';
 
 export interface ApiContext {
   config: AxonConfig;

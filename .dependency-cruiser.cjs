@@ -1,0 +1,78 @@
+/**
+ * Import rules (DESIGN.md, "Conventions for new parts"): no cycles, and no import pointing upward —
+ * api → rooms / sync / federation → actors → runtime → store; everything → protocol. Run by
+ * `npm test` (scripts/test) before vitest: `npm run depcheck`.
+ *
+ * Edges that break a rule today and are waiting for their move are listed, one by one, in
+ * .dependency-cruiser-known-violations.json (`--ignore-known`): they pass, anything new fails.
+ * Regenerate that file only when removing entries (npm run depcheck:baseline).
+ */
+/** @type {import('dependency-cruiser').IConfiguration} */
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-circular',
+      severity: 'error',
+      comment: 'Import cycles make load order matter and layers meaningless. Type-only imports count: a type cycle is a design cycle.',
+      from: {},
+      to: { circular: true },
+    },
+    {
+      name: 'protocol-is-pure',
+      severity: 'error',
+      comment: 'src/protocol is the pure Matrix library (DESIGN rule 5): it imports nothing else of ours.',
+      from: { path: '^src/protocol/' },
+      to: { path: '^(src/(?!protocol/)|actors/|scripts/|test/|cluster\\.config)' },
+    },
+    {
+      name: 'lower-layers-not-api',
+      severity: 'error',
+      comment: 'actors, the runtime, the store, readers and the HTTP front sit below the API: they never import it.',
+      from: { path: '^(actors|src/runtime|src/store|src/readers|src/http)/' },
+      to: { path: '^src/api/' },
+    },
+    {
+      name: 'components-not-api',
+      severity: 'error',
+      comment: 'src/rooms, src/sync and src/federation are called by the APIs, not the other way round; the shared ApiContext contract (src/api/context.ts) is the one exception.',
+      from: { path: '^src/(rooms|sync|federation)/' },
+      to: { path: '^src/api/', pathNot: '^src/api/context\\.ts$' },
+    },
+    {
+      name: 'actors-below-components',
+      severity: 'error',
+      comment: 'Actors, runtime and store do not import the components above them (rooms, sync, federation), except the pure contract and check modules of rooms: model.ts, ingest.ts.',
+      from: { path: '^(actors|src/runtime|src/store)/' },
+      to: { path: '^src/(rooms|sync|federation)/', pathNot: '^src/rooms/(model|ingest)\\.ts$' },
+    },
+    {
+      name: 'store-below-actors',
+      severity: 'error',
+      comment: 'The store is the bottom layer: it does not import actors or the runtime.',
+      from: { path: '^src/store/' },
+      to: { path: '^(actors|src/runtime)/' },
+    },
+    {
+      name: 'runtime-below-actors',
+      severity: 'error',
+      comment: 'The runtime runs actors of any kind; it does not import a particular one.',
+      from: { path: '^src/runtime/', pathNot: '^src/runtime/kinds\\.ts$' },
+      to: { path: '^actors/' },
+    },
+    {
+      name: 'no-test-imports',
+      severity: 'error',
+      comment: 'Production code never imports test code.',
+      from: { path: '^(src|actors|scripts)/' },
+      to: { path: '^test/' },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: '^node_modules' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default'], extensions: ['.ts', '.js', '.json'] },
+    cache: false,
+  },
+};

@@ -1,0 +1,189 @@
+/**
+ * The room component's contract: the room actor's messages and replies, what it persists and what
+ * it writes to its shard's output stream, and the pure helpers other layers read events with.
+ * Types apart from behaviour (actors/room.ts): the API, readers, the store's room reader and
+ * federation import these without importing the actor.
+ */
+import type { SigningKey } from '../protocol/crypto';
+import { isJsonObject, type JsonObject } from '../protocol/json';
+import type { LayeredMap } from '../protocol/layered-map';
+import type { Pdu, StateMap } from '../protocol/pdu';
+import type { IngestOutcome, RemoteKeys } from './ingest';
+
+export interface RoomConfig {
+  serverName: string;
+  signingKey: SigningKey;
+}
+
+/** What is persisted as the actor's state blob (small; the current state lives in its hash). */
+export interface RoomMeta {
+  roomId: string;
+  version: string | null;
+  createId: string;
+  /** Last stream position used in this room. */
+  seq: number;
+  /** Greatest depth in the room. */
+  depth: number;
+  extremities: string[];
+  /** Snapshot id of the current state, and the length of its delta chain. */
+  snap: number;
+  snapChain: number;
+  snapSeq: number;
+  /** Published in the room directory (absent: not published). */
+  published?: true;
+  /**
+   * The latest upgrade claimed for this room (`claim_upgrade`): which room replaces it, who asked
+   * and when. While it is recent, other upgrades get the same answer or are refused, so racing
+   * requests make one replacement room.
+   */
+  upgrade?: { to: string; by: string; at: number };
+  /** Lowest stream position given to a backfilled event (absent or 0: none; backfilled ones are negative). */
+  low?: number;
+}
+
+export interface RoomState extends RoomMeta {
+  /** Current state: state key → event id. */
+  current: LayeredMap<string>;
+  /** Current state events (the authorization rules read their content). */
+  events: LayeredMap<Pdu>;
+}
+
+export interface EventTemplate {
+  type: string;
+  state_key?: string;
+  sender: string;
+  content: JsonObject;
+  /** The event a redaction redacts. */
+  redacts?: string;
+}
+
+export type RoomMessage =
+  | { op: 'create'; event: JsonObject }
+  | { op: 'send'; event: EventTemplate; txn?: string }
+  /**
+   * Events built by other servers (federation /send, backfill, auth chains): checked in the
+   * spec's order (src/rooms/ingest.ts). `outlier` stores them without placing them in the room's
+   * history (auth chains and state fetched for a join). Ordered so each event comes after the
+   * events it references.
+   */
+  | { op: 'ingest'; pdus: JsonObject[]; keys: RemoteKeys; outlier?: boolean; state?: SuppliedState }
+  /**
+   * History older than what the room knows, as a federation /backfill response brings it (any
+   * order; newest first is fine), with the state for its oldest events (see `decideRemote`).
+   */
+  | { op: 'backfill'; pdus: JsonObject[]; keys: RemoteKeys; state?: SuppliedState }
+  | { op: 'set_directory_visibility'; visibility: DirectoryVisibility }
+  /** `present`: whether the alias now points at this room. */
+  | { op: 'alias_index'; alias: string; present: boolean }
+  /**
+   * Claim the right to upgrade the room to `replacement` (a room the front has built the create
+   * event of, not created yet). Serialized here, so of racing upgrades one wins: see decideClaimUpgrade.
+   */
+  | { op: 'claim_upgrade'; replacement: string; sender: string }
+  /** Give a claim back (the upgrade failed before the replacement room existed). */
+  | { op: 'release_upgrade'; replacement: string };
+
+export type DirectoryVisibility = 'public' | 'private';
+
+/**
+ * The state before events whose prev_events the room does not have, as a remote supplies it: its
+ * /state_ids at such an event (`before`: event id → the ids of the state before it) and the
+ * events among those and their auth chains that the room may lack (`events`, taken as outliers).
+ */
+export interface SuppliedState {
+  events: JsonObject[];
+  before: Record<string, string[]>;
+}
+
+export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply | { ok: true } | UpgradeClaim;
+
+/** `claim_upgrade`'s answer: the replacement room, and whether this request is the one to build it. */
+export interface UpgradeClaim {
+  replacement: string;
+  fresh: boolean;
+}
+
+/**
+ * How long a claimed upgrade holds (as Synapse's response cache of upgrades): the same user asking
+ * again gets the same replacement room, anyone else is told an upgrade is in progress.
+ */
+export const UPGRADE_CLAIM_MS = 5 * 60_000;
+
+export interface IngestReply {
+  results: { event_id: string | null; status: IngestOutcome['status'] | 'duplicate'; reason?: string; missing?: string[] }[];
+}
+
+/** One entry of the room shard's output stream. */
+export interface RoomOutput {
+  roomId: string;
+  eventId: string;
+  pos: number;
+  event: JsonObject;
+  /** For state events: the state key and the event it replaced (null if none). */
+  state?: { key: string; replaces: string | null };
+  /** For an applied redaction: the event it redacted. */
+  redacted?: string;
+}
+
+/**
+ * The other kind of entry on a room shard's output stream: the room's directory visibility was
+ * set (the membership index reader keeps `keys.publicRooms()` from it).
+ */
+export interface RoomDirectoryOutput {
+  roomId: string;
+  directory: DirectoryVisibility;
+}
+
+/** What the shell loads before decide: stored events the message refers to, and a prior txn. */
+export interface RoomPrepared {
+  redactionTarget?: StoredEvent;
+  txnEventId?: string;
+  /** For ingest: stored events referenced by the batch (and the auth chains state resolution may walk). */
+  known?: Map<string, { pdu: Pdu; stored: StoredEvent }>;
+  /** For ingest: full state maps of the snapshots involved, by snapshot id. */
+  snapshots?: Map<number, StateMap>;
+  /** For ingest: chain length of those snapshots. */
+  snapshotChains?: Map<number, number>;
+  /** Snapshots whose chain is about to reach its bound, as deltas on their roots (see chooseSnapshot). */
+  roots?: Map<number, RootDelta>;
+}
+
+export interface StoredEvent {
+  /** JSON text as persisted (redacted JSON once redacted). */
+  j: string;
+  /** Stream position (0: not in the timeline — rejected, outlier or soft-failed). */
+  p: number;
+  d: number;
+  /** Snapshots of the state before and after (0 for outliers and rejected events). */
+  sb: number;
+  sa: number;
+  /** Why it was rejected; rejected events are never served or built upon. */
+  rej?: string;
+  /** Redacted by this event. */
+  rb?: string;
+  /** Stored without its place in the room's history. */
+  o?: 1;
+  /** Soft-failed: part of the DAG, hidden from clients, not built upon. */
+  sf?: string;
+}
+
+export interface StoredSnapshot {
+  p: number | null;
+  d: [string, string | null][];
+  n: number;
+}
+
+/** A snapshot's state as a delta against the full snapshot at the root of its chain. */
+export interface RootDelta {
+  root: number;
+  delta: Map<string, string | null>;
+}
+
+/** The relation an event declares (`content['m.relates_to']` with a rel_type and an event_id), if any. */
+export function relationOf(raw: JsonObject): { relType: string; parent: string } | null {
+  const content = raw.content;
+  if (!isJsonObject(content)) return null;
+  const rel = content['m.relates_to'];
+  if (!isJsonObject(rel) || typeof rel.rel_type !== 'string' || typeof rel.event_id !== 'string' || !rel.event_id.startsWith('$')) return null;
+  return { relType: rel.rel_type, parent: rel.event_id };
+}

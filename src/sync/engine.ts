@@ -1,0 +1,827 @@
+/**
+ * The /sync engine: the response `GET /_matrix/client/v3/sync` gives for one computation. The route
+ * (src/api/client/sync.ts) parses the request, holds the long-poll and calls `computeSync`.
+ *
+ * **Token = a time cut.** `next_batch` is `s<µs>`: Redis `TIME` taken at the start of the
+ * response (in microseconds; the ms part is what matters for streams). Every outbox entry id is
+ * `<ms>-<seq>` from the same Redis clock, and Redis runs one command (or script) at a time, so
+ * once `TIME` has answered, every entry with an id below `<cutMs>-0` exists and every later one
+ * gets an id at or above it. An incremental sync covers exactly the outbox entries with ids in
+ * [sinceMs, cutMs) — of every room shard holding one of the user's rooms, and of the user's own
+ * shard (account data) — so each entry lands in exactly one sync. The token is one number however
+ * many shards there are (DESIGN rule 9). Entries of the cut's own millisecond committed before
+ * `TIME` belong to the next window, so rooms given in full leave them out too (`takeSnapshot`).
+ *
+ * On a Redis Cluster the nodes' clocks differ: the cut is the earliest of the master nodes' TIME
+ * (`clusterCut`). No node gives an entry an id below its own clock, so every id below the earliest
+ * clock exists everywhere once all have answered; each entry is still in exactly one window, and
+ * one on a node whose clock runs ahead is delivered once the others' clocks pass it. The token
+ * stays one number. (The membership index stamps entries with its own node's clock; a skew of a
+ * few ms can make a newly joined room come incrementally instead of in full, or in full twice.)
+ *
+ * **Membership.** The user's rooms come from the membership index (src/readers/membership-index.ts),
+ * which records, with each entry, the Redis TIME (µs) at which it wrote it. Rooms written at or after
+ * `since` are treated as newly joined, invited or left and given in full (state at the start of
+ * the timeline, the latest `limit` events), so a room the index learned of a little after its
+ * membership event committed is not missed. The cut, the index and each such room's newest
+ * timeline position are read in one MULTI (atomic on one Redis), so a full room's timeline ends
+ * exactly at the cut and the next incremental sync starts right after it.
+ *
+ * **Gaps.** Outboxes keep `SYNC_OUTBOX_RETENTION_MS` of entries (src/sync/notify.ts). When a
+ * shard's outbox has lost entries at or after `since` (XINFO `max-deleted-entry-id`), or the
+ * window holds too many entries to read, its rooms are answered like new ones: `limited`, the
+ * latest events and the full state.
+ *
+ * **Long-poll.** With `timeout`, an empty answer waits on the front's `SyncNotifier` (one
+ * subscription per front) until a notification concerns this user or one of their rooms, then
+ * computes again with the same `since` and a new cut; a client that goes away stops the wait.
+ * The request's deadline is its timeout plus the front's usual one (`req.allowWait`); when Redis
+ * is known unreachable as the wait ends, the answer is 503 with `Retry-After` at once — clients
+ * (matrix-js-sdk: backoff, then the same token) lose nothing — rather than a computation that
+ * would wait out command timeouts.
+ *
+ * Lazy-loading members (`room.state.lazy_load_members`): only the member events of the
+ * timeline's senders and the user are sent (see SyncFilter.lazyLoadMembers).
+ *
+ * Also: ephemeral events (typing, receipts) per room, to-device messages (`toDeviceSection`),
+ * presence and device lists (from the user's feed, src/sync/device-lists.ts) and unread counts
+ * (src/sync/unread-counts.ts), read once the push evaluator — which runs behind the room — has
+ * finished the events being sent (src/sync/push-progress.ts), so they always include them.
+ *
+ * **Fan-out.** One message in a room of a thousand wakes a thousand polls on the fronts. What
+ * they share is read once per front: outbox windows (src/sync/outbox-cache.ts), the events
+ * (`RoomReader.recentEvents`), visibility facts per state snapshot, member counts; each poll's own
+ * reads go out in one pipelined round trip; at most `MAX_CONCURRENT_COMPUTES` compute at once
+ * (src/sync/compute-gate.ts). A loop's next poll, when nothing concerning the user was notified
+ * since the answer that gave its token, waits before computing (`SyncNotifier.unchangedSince`).
+ * Knocks the user made are in `rooms.knock` with stripped state, like invites.
+ */
+import { parseOutboxEntry, type OutboxEntry } from '../runtime/envelope';
+import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
+import { stateKeyOf } from '../protocol/pdu';
+import { decode } from '../store/codec';
+import { membershipIndexData, roomData, userData } from '../store/keys';
+import { isCluster } from '../store/redis';
+import type { Cluster } from 'ioredis';
+import { servableToClients, type RoomEvent } from '../store/room-reader';
+import { shardOf } from '../runtime/shards';
+import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../readers/membership-index';
+import { OutboxWindowCache, decodedBody } from './outbox-cache';
+import { laterId, type PushProgress } from './push-progress';
+import { encodeSyncToken } from './token';
+import { ackToDevice, readToDevice } from './to-device';
+import { unreadCounts } from './unread-counts';
+import { E2eCountsCache } from './e2e-counts';
+import { joinedMembers, noLongerSharing, presenceEvents, readFeed, type FeedWindow } from './device-lists';
+import { sharedRoomUsers } from '../readers/user-fanout';
+import type { RoomOutput } from '../rooms/model';
+import type { UserOutput } from '../../actors/user';
+import type { TypingOutput } from '../../actors/typing';
+import { parseReceiptField, type ReceiptOutput, type StoredReceipt } from '../../actors/receipts';
+import type { ApiContext } from '../api/context';
+import { encodeToken, filterAllowsType, filterMatches, formatEvents, type RoomEventFilter } from '../api/client/room-common';
+import { visibleEvents } from '../rooms/visibility';
+import { paginate } from '../api/client/room-reads';
+import { pushRulesContent } from '../api/client/push-rules';
+
+/** Who is syncing: the user and the device asking (the route's authenticated requester). */
+export interface SyncUser {
+  userId: string;
+  deviceId: string;
+}
+
+const PUSH_RULES_TYPE = 'm.push_rules';
+
+/** Outbox entries read per shard per sync; more than this in the window is answered as a gap. */
+export const MAX_WINDOW_ENTRIES = 5000;
+/** State types of an invite's stripped state (client-server API, "Stripped state"). */
+const STRIPPED_TYPES = ['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar', 'm.room.canonical_alias', 'm.room.encryption'];
+
+// ---- filters ---------------------------------------------------------------------------------
+
+export interface TypeFilter {
+  types?: string[];
+  not_types?: string[];
+}
+
+export interface SyncFilter {
+  timeline: RoomEventFilter;
+  limit: number;
+  state: RoomEventFilter;
+  accountData: TypeFilter;
+  roomAccountData: TypeFilter;
+  rooms?: string[];
+  notRooms: string[];
+  includeLeave: boolean;
+  /** `presence`: which presence events to send (by type and sender). */
+  presence: RoomEventFilter;
+  /** `room.ephemeral`: which of m.typing / m.receipt to send. */
+  ephemeral: RoomEventFilter;
+  /**
+   * `room.state.lazy_load_members`: member events only for the senders of the timeline (and the
+   * user), so a first sync of a big room does not carry every member. Redundant members are sent
+   * again when a sender reappears (`include_redundant_members` behaviour), which the spec allows.
+   */
+  lazyLoadMembers: boolean;
+  /** `room.timeline.unread_thread_notifications`: counts per thread, main timeline apart. */
+  unreadThreadNotifications: boolean;
+}
+
+export function typeAllowed(f: TypeFilter, type: string): boolean {
+  return filterMatches(f, { type, sender: '' });
+}
+
+// ---- the snapshot: cut, index, newest positions ----------------------------------------------
+
+interface Snapshot {
+  /** The cut in µs (the token) and its millisecond (the outbox windows' bound). */
+  cut: number;
+  cutMs: number;
+  /** Spread of the clocks the cut was taken from (cluster masters), in ms; 0 on one Redis. */
+  skewMs: number;
+  rooms: IndexedMembership[];
+  /** Newest timeline position belonging to this cut, for rooms given in full. */
+  tops: Map<string, number>;
+}
+
+/**
+ * TIME and the user's membership index in one MULTI (atomic on one Redis; on a cluster, the cut
+ * first and the index after), then the newest timeline position of each room to be given in full.
+ *
+ * Those positions are read after the cut, so events committed in between must be left out: every
+ * such event has an outbox entry with an id at or after `<cutMs>-0` (ids come from the same clock
+ * as the cut, and an entry of the cut's own millisecond may even precede TIME), so each room's top
+ * is lowered below the first of its events found in its shard's outbox from there on. No event
+ * comes twice: those belong to the next window [cutMs, …).
+ */
+async function takeSnapshot(ctx: ApiContext, userId: string, since: number | null, fullState: boolean): Promise<Snapshot> {
+  const uk = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user));
+  let time: [string, string];
+  let raw: Record<string, string>;
+  let times: Record<string, string>;
+  let skewMs = 0;
+  if (!isCluster(ctx.redis)) {
+    const res = (await ctx.redis.multi().time().hgetall(uk.data(membershipIndexData.rooms(userId))).hgetall(uk.data(membershipIndexData.writtenAt(userId))).exec()) ?? [];
+    for (const [err] of res) if (err) throw err;
+    time = res[0]![1] as [string, string];
+    raw = res[1]![1] as Record<string, string>;
+    times = res[2]![1] as Record<string, string>;
+  } else {
+    ({ time, skewMs } = await clusterCut(ctx.redis as Cluster));
+    [raw, times] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId)))]);
+  }
+  const cut = Number(time[0]) * 1_000_000 + Number(time[1]);
+  const cutMs = Math.floor(cut / 1000);
+  const rooms = parseIndexed(raw, times);
+  const full = rooms.filter((r) => r.membership === 'join' && (since === null || fullState || r.writtenAt >= since)).map((r) => r.roomId);
+  const tops = new Map<string, number>();
+  if (full.length === 0) return { cut, cutMs, skewMs, rooms, tops };
+  const topRows = await Promise.all(full.map((r) => ctx.redis.zrevrange(ctx.keys.shard('room', shardOf(r, ctx.shardCounts.room)).data(roomData.timeline(r)), 0, 0, 'WITHSCORES')));
+  full.forEach((r, i) => {
+    const row = topRows[i] ?? [];
+    if (row.length >= 2) tops.set(r, Number(row[1]));
+  });
+  const byShard = new Map<number, Set<string>>();
+  for (const r of tops.keys()) {
+    const s = shardOf(r, ctx.shardCounts.room);
+    (byShard.get(s) ?? byShard.set(s, new Set()).get(s)!).add(r);
+  }
+  await Promise.all(
+    [...byShard].map(async ([shard, wanted]) => {
+      const rows = (await ctx.redis.xrangeBuffer(ctx.keys.shard('room', shard).outbox, `${cutMs}-0`, '+')) as [Buffer, Buffer[]][];
+      for (const e of parseEntries(rows)) {
+        const out = e.kind === 'room' ? safeDecode<RoomOutput>(e.body) : null;
+        if (!out || !wanted.has(out.roomId) || typeof out.pos !== 'number') continue;
+        const top = tops.get(out.roomId)!;
+        if (out.pos <= top) tops.set(out.roomId, Math.min(top, out.pos - 1));
+      }
+    }),
+  );
+  return { cut, cutMs, skewMs, rooms, tops };
+}
+
+/**
+ * The cut on a Redis Cluster: the earliest of the master nodes' clocks. Every stream's entry ids
+ * come from the clock of the node holding it, and a node never gives an id below its own clock's
+ * reading, so once each node has answered TIME, every entry with an id below the smallest answer
+ * exists — on every node. Windows [since, cut) therefore still cover each entry exactly once;
+ * an entry on a node whose clock runs ahead waits for the others' clocks to pass it (the skew,
+ * normally a few ms). The token stays one number.
+ */
+async function clusterCut(cluster: Cluster): Promise<{ time: [string, string]; skewMs: number }> {
+  const masters = cluster.nodes('master');
+  const times = (await Promise.all(masters.map((n) => n.time()))) as unknown as [string, string][];
+  const us = (t: [string, string]) => Number(t[0]) * 1e6 + Number(t[1]);
+  let best = times[0]!;
+  let latest = us(best);
+  for (const t of times) {
+    if (us(t) < us(best)) best = t;
+    latest = Math.max(latest, us(t));
+  }
+  return { time: best, skewMs: Math.ceil((latest - us(best)) / 1000) };
+}
+
+/** The newest timeline position now (for rooms that turned out to need the full treatment late). */
+async function topNow(ctx: ApiContext, roomId: string): Promise<number> {
+  const key = ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(roomData.timeline(roomId));
+  const row = await ctx.redis.zrevrange(key, 0, 0, 'WITHSCORES');
+  return row.length >= 2 ? Number(row[1]) : 0;
+}
+
+/** The timeline event at or before a position (null for none). */
+async function eventAtOrBefore(ctx: ApiContext, roomId: string, pos: number): Promise<RoomEvent | null> {
+  const key = ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(roomData.timeline(roomId));
+  const [id] = (await ctx.redis.zrevrangebyscore(key, pos, '-inf', 'LIMIT', 0, 1)) as string[];
+  return id ? ctx.rooms.event(roomId, id) : null;
+}
+
+// ---- outbox windows --------------------------------------------------------------------------
+
+
+function parseEntries(rows: [Buffer, Buffer[]][]): OutboxEntry[] {
+  const out: OutboxEntry[] = [];
+  for (const [, fields] of rows) {
+    const entry = parseOutboxEntry(fields);
+    if (entry) out.push(entry);
+  }
+  return out;
+}
+
+function safeDecode<T>(b: Buffer): T | null {
+  try {
+    return decode<T>(b);
+  } catch {
+    return null;
+  }
+}
+
+// ---- the response ----------------------------------------------------------------------------
+
+/** A room whose counts were sent before the push evaluator had finished entry `id` of its shard. */
+export interface StaleCounts {
+  roomId: string;
+  shard: number;
+  id: string;
+}
+
+export interface Computed {
+  body: JsonObject;
+  empty: boolean;
+  /** Rooms whose counts in this answer may miss events (the evaluator was late): sent again later. */
+  staleCounts: StaleCounts[];
+  /** How far apart the clocks behind the cut were (a cluster's masters; 0 on one Redis), in ms. */
+  skewMs: number;
+  /** Rooms whose notifications should wake a wait on this response (joined and invited). */
+  listen: string[];
+}
+
+export interface Params {
+  /** The front's shared outbox window cache. */
+  windows: OutboxWindowCache;
+  /** The push evaluator's progress (unread counts wait for it to cover the events sent). */
+  pushProgress: PushProgress;
+  /** The front's cache of one-time-key counts and fallback key types per device. */
+  e2e: E2eCountsCache;
+  /** Rooms whose counts the answer that gave `since` sent too early (see `StaleCounts`). */
+  recheckCounts?: StaleCounts[];
+  /** Waits that should not hold a computation slot (src/sync/compute-gate.ts). */
+  outside: <U>(wait: Promise<U>) => Promise<U>;
+  since: number | null;
+  /** The since token's stream parts (src/sync/token.ts): `t` = last to-device entry given. */
+  sinceParts: Record<string, string>;
+  fullState: boolean;
+  filter: SyncFilter;
+}
+
+export async function computeSync(ctx: ApiContext, index: MembershipIndex, user: SyncUser, p: Params): Promise<Computed> {
+  const { since, fullState, filter } = p;
+  const snap = await takeSnapshot(ctx, user.userId, since, fullState);
+  const { cut, cutMs } = snap;
+  const sinceMs = since === null ? 0 : Math.floor(since / 1000);
+  const roomAllowed = (roomId: string) => (!filter.rooms || filter.rooms.includes(roomId)) && !filter.notRooms.includes(roomId);
+  const isNew = (r: IndexedMembership) => since === null || fullState || r.writtenAt >= since;
+
+  const fullJoins: string[] = [];
+  const incremental: string[] = [];
+  const invites: string[] = [];
+  const knocks: string[] = [];
+  const leaves: string[] = [];
+  for (const r of snap.rooms) {
+    if (!roomAllowed(r.roomId)) continue;
+    if (r.membership === 'join') (isNew(r) ? fullJoins : incremental).push(r.roomId);
+    else if (r.membership === 'invite' && isNew(r)) invites.push(r.roomId);
+    else if (r.membership === 'knock' && isNew(r)) knocks.push(r.roomId);
+    else if ((r.membership === 'leave' || r.membership === 'ban') && (since === null ? filter.includeLeave : r.writtenAt >= since || fullState)) leaves.push(r.roomId);
+  }
+
+  // The user's own streams do not depend on the rooms: start them all now, so their reads go out
+  // together (one pipelined round trip) instead of one after another.
+  const feedPromise = readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
+  const toDevicePromise = toDeviceSection(ctx, user, since, p.sinceParts, cutMs);
+  const e2ePromise = p.e2e.get(ctx, user.userId, user.deviceId);
+  const incrementalSync = since !== null && !fullState;
+  const userWindowPromise = incrementalSync ? p.windows.window(ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).outbox, sinceMs, cutMs) : Promise.resolve(null);
+  for (const q of [feedPromise, toDevicePromise, e2ePromise, userWindowPromise]) q.catch(() => undefined); // awaited below
+
+  // Incremental joined rooms: their shard outboxes' entries in [since, cut).
+  const windowEvents = new Map<string, string[]>();
+  /** Per room, its shard and the id of its last outbox entry in the window (unread counts wait for the evaluator to pass it). */
+  const lastEntry = new Map<string, { shard: number; id: string }>();
+  const windowEphemeral = new Map<string, EphemeralOutput[]>();
+  /** Membership events in the windows (for device_lists). */
+  const memberChanges: { roomId: string; userId: string; membership: string }[] = [];
+  const userOutputs: UserOutput[] = [];
+  if (since !== null && !fullState) {
+    const byShard = new Map<number, string[]>();
+    for (const roomId of incremental) {
+      const s = shardOf(roomId, ctx.shardCounts.room);
+      (byShard.get(s) ?? byShard.set(s, []).get(s)!).push(roomId);
+    }
+    await Promise.all(
+      [...byShard].map(async ([shard, roomIds]) => {
+        const entries = await p.windows.window(ctx.keys.shard('room', shard).outbox, sinceMs, cutMs);
+        if (entries === null) {
+          fullJoins.push(...roomIds); // a gap: answered in full, `limited`
+          return;
+        }
+        const wanted = new Set(roomIds);
+        for (const e of entries) {
+          if (e.kind === 'typing' || e.kind === 'receipt') {
+            if (!wanted.has(e.actorId)) continue;
+            const out = decodedBody<EphemeralOutput>(e);
+            if (out) (windowEphemeral.get(e.actorId) ?? windowEphemeral.set(e.actorId, []).get(e.actorId)!).push(out);
+            continue;
+          }
+          if (e.kind !== 'room') continue;
+          const out = decodedBody<RoomOutput>(e);
+          if (!out || !wanted.has(out.roomId) || typeof out.eventId !== 'string') continue;
+          const m = out.event ? membershipOf(out) : null;
+          if (m) memberChanges.push({ roomId: out.roomId, ...m });
+          (windowEvents.get(out.roomId) ?? windowEvents.set(out.roomId, []).get(out.roomId)!).push(out.eventId);
+          // The user's own events never change their counts: their echo need not wait for the evaluator.
+          if (out.event?.sender !== user.userId) lastEntry.set(out.roomId, { shard, id: e.id });
+        }
+      }),
+    );
+    const mine = await userWindowPromise;
+    for (const e of mine ?? []) {
+      if (e.kind !== 'user') continue;
+      const out = decodedBody<UserOutput>(e);
+      if (out && out.type === 'account_data' && out.user_id === user.userId) userOutputs.push(out);
+    }
+  }
+
+  const join: Record<string, JsonObject> = {};
+  const invite: Record<string, JsonObject> = {};
+  const knock: Record<string, JsonObject> = {};
+  const leave: Record<string, JsonObject> = {};
+
+  // Room account data: all of it for rooms given in full; what changed in the window otherwise.
+  const changedRoomData = new Map<string, Set<string>>();
+  for (const o of userOutputs) if (o.type === 'account_data' && o.room_id) (changedRoomData.get(o.room_id) ?? changedRoomData.set(o.room_id, new Set()).get(o.room_id)!).add(o.data_type);
+
+  await Promise.all([
+    ...fullJoins.map(async (roomId) => {
+      // Rooms that needed the full treatment only after the snapshot (a gap in their shard's
+      // outbox, or an index entry the first index read did not have yet) end at the newest
+      // event now, not exactly at the cut: the next sync may repeat a few of their events.
+      const top = snap.tops.get(roomId) ?? (await topNow(ctx, roomId));
+      const entry = await fullRoom(ctx, user, roomId, top, filter, null);
+      const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
+      if (ad.length) entry.account_data = { events: ad };
+      entry.summary = await summary(ctx, roomId, user.userId, snap.tops.get(roomId) ?? null);
+      const eph = filterEphemeral(await currentEphemeral(ctx, roomId, user.userId), filter);
+      if (eph.length) entry.ephemeral = { events: eph };
+      join[roomId] = entry;
+    }),
+    ...incremental.map(async (roomId) => {
+      if (fullJoins.includes(roomId)) return;
+      let entry = await windowRoom(ctx, user, roomId, windowEvents.get(roomId) ?? [], filter);
+      const changed = changedRoomData.get(roomId);
+      if (changed) {
+        const ad = await roomAccountData(ctx, user.userId, roomId, changed, filter);
+        if (ad.length) {
+          entry ??= {};
+          entry.account_data = { events: ad };
+        }
+      }
+      const eph = filterEphemeral(windowEphemeralEvents(windowEphemeral.get(roomId) ?? [], user.userId), filter);
+      if (eph.length) {
+        entry ??= {};
+        entry.ephemeral = { events: eph };
+      }
+      if (entry) join[roomId] = entry;
+    }),
+    ...invites.map(async (roomId) => {
+      const state = await strippedState(ctx, roomId, user.userId, 'invite');
+      if (state) invite[roomId] = { invite_state: { events: state } };
+    }),
+    ...knocks.map(async (roomId) => {
+      const state = await strippedState(ctx, roomId, user.userId, 'knock');
+      if (state) knock[roomId] = { knock_state: { events: state } };
+    }),
+    ...leaves.map(async (roomId) => {
+      const entry = await leftRoom(ctx, user, roomId, filter);
+      if (entry) leave[roomId] = entry;
+    }),
+  ]);
+
+  // Global account data.
+  const adKey = ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).data(userData.accountData(user.userId));
+  let accountData: JsonObject[] = [];
+  // m.push_rules is not in the account data hash: it is the merged push ruleset, sent whole on an
+  // initial sync (as Synapse does) and again whenever the user changes a rule.
+  let pushRulesChanged = false;
+  if (since === null || fullState) {
+    accountData = Object.entries(await ctx.redis.hgetall(adKey))
+      .filter(([type]) => type !== PUSH_RULES_TYPE)
+      .map(([type, json]) => ({ type, content: JSON.parse(json) as JsonValue }));
+    pushRulesChanged = true;
+  } else {
+    const changed = new Set(userOutputs.filter((o) => o.type === 'account_data' && !o.room_id).map((o) => (o as { data_type: string }).data_type));
+    pushRulesChanged = changed.delete(PUSH_RULES_TYPE);
+    const types = [...changed];
+    if (types.length) {
+      const values = await ctx.redis.hmget(adKey, ...types);
+      types.forEach((type, i) => {
+        if (values[i] !== null) accountData.push({ type, content: JSON.parse(values[i]!) as JsonValue });
+      });
+    }
+  }
+  if (pushRulesChanged && typeAllowed(filter.accountData, PUSH_RULES_TYPE)) {
+    accountData.push({ type: PUSH_RULES_TYPE, content: (await pushRulesContent(ctx, user.userId)) as unknown as JsonObject });
+  }
+  accountData = accountData.filter((e) => typeAllowed(filter.accountData, String(e.type)));
+
+  const [toDevice, { otk: otkCounts, fallback: fallbackTypes }] = await Promise.all([toDevicePromise, e2ePromise]);
+  const feed = await feedPromise;
+  // Rooms an earlier answer had to send counts for before the evaluator had finished (it was
+  // stuck past the cap): once it has, their counts go out again, even with nothing else new.
+  const staleCounts: StaleCounts[] = [];
+  const joinedNow = new Set(incremental);
+  for (const stale of p.recheckCounts ?? []) {
+    if (!joinedNow.has(stale.roomId) || join[stale.roomId]) continue; // left, or sent anyway below
+    if (await p.outside(p.pushProgress.waitFor(stale.shard, stale.id))) join[stale.roomId] = {};
+    else staleCounts.push(stale);
+  }
+  // Unread counts: for every room given (in full or with news).
+  const countRooms = Object.keys(join);
+  if (countRooms.length) {
+    // Counts that include the events being sent: wait until the push evaluator has finished
+    // them (src/sync/push-progress.ts), without holding a computation slot meanwhile.
+    const upTo = new Map<number, string>();
+    for (const roomId of countRooms) {
+      const last = lastEntry.get(roomId);
+      if (last) upTo.set(last.shard, upTo.has(last.shard) ? laterId(upTo.get(last.shard)!, last.id) : last.id);
+    }
+    // Rooms given in full: their events are not in a window, so wait for everything their shard's
+    // outbox holds below the cut (the evaluator is normally far past it: no wait).
+    const fullSet = new Set(fullJoins);
+    const fullShards = new Set(countRooms.filter((r) => fullSet.has(r)).map((r) => shardOf(r, ctx.shardCounts.room)));
+    if (fullShards.size) {
+      const lasts = await Promise.all([...fullShards].map((shard) => ctx.redis.xrevrange(ctx.keys.shard('room', shard).outbox, `(${cutMs}-0`, '-', 'COUNT', 1)));
+      [...fullShards].forEach((shard, i) => {
+        const id = lasts[i]?.[0]?.[0];
+        if (id) upTo.set(shard, upTo.has(shard) ? laterId(upTo.get(shard)!, id) : id);
+      });
+    }
+    if (upTo.size) {
+      const shards = [...upTo];
+      const finished = await p.outside(Promise.all(shards.map(([shard, id]) => p.pushProgress.waitFor(shard, id))));
+      const late = new Map(shards.filter((_, i) => !finished[i]));
+      for (const roomId of countRooms) {
+        const shard = shardOf(roomId, ctx.shardCounts.room);
+        if (late.has(shard) && (lastEntry.has(roomId) || fullSet.has(roomId))) staleCounts.push({ roomId, shard, id: late.get(shard)! });
+      }
+    }
+    const counts = await unreadCounts(ctx, user.userId, countRooms, { threads: filter.unreadThreadNotifications });
+    for (const roomId of countRooms) {
+      const c = counts.get(roomId);
+      if (!c) continue;
+      join[roomId]!.unread_notifications = { notification_count: c.notification_count, highlight_count: c.highlight_count };
+      if (filter.unreadThreadNotifications) join[roomId]!.unread_thread_notifications = (c.threads ?? {}) as unknown as JsonObject;
+    }
+  }
+  const deviceLists = since === null ? null : await deviceListSection(ctx, index, user.userId, snap, since, feed, memberChanges, fullJoins, leaves);
+  const presence = ctx.config.presence.enabled && presenceWanted(filter) ? (await presenceEvents(ctx, feed.presence, since === null)).filter((e) => filterMatches(filter.presence, e)) : [];
+
+  const rooms: JsonObject = {};
+  if (Object.keys(join).length) rooms.join = join;
+  if (Object.keys(invite).length) rooms.invite = invite;
+  if (Object.keys(leave).length) rooms.leave = leave;
+  if (Object.keys(knock).length) rooms.knock = knock;
+  const body: JsonObject = { next_batch: encodeSyncToken(cut, toDevice.parts), rooms, account_data: { events: accountData }, to_device: { events: toDevice.events }, presence: { events: presence } };
+  if (deviceLists) body.device_lists = deviceLists as unknown as JsonObject;
+  // Sent in every answer, as Synapse does; a change alone does not end a long-poll.
+  body.device_one_time_keys_count = otkCounts;
+  body.device_unused_fallback_key_types = fallbackTypes;
+  const empty = !rooms.join && !rooms.invite && !rooms.leave && !rooms.knock && accountData.length === 0 && toDevice.events.length === 0 && presence.length === 0 && !deviceLists;
+  const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite' || r.membership === 'knock').map((r) => r.roomId);
+  return { body, empty, listen, skewMs: snap.skewMs, staleCounts };
+}
+
+/** Whether the filter lets any `m.presence` event through (`{"types": []}` is how clients say no). */
+function presenceWanted(filter: SyncFilter): boolean {
+  return filter.presence.limit !== 0 && filterAllowsType(filter.presence, 'm.presence');
+}
+
+// ---- device lists ----------------------------------------------------------------------------
+
+/**
+ * `device_lists` of an incremental sync (null when nothing changed): users sharing a room whose
+ * devices changed (the feed), who joined one of the user's rooms, or whose rooms the user joined;
+ * and users who no longer share any room after a leave (src/sync/device-lists.ts).
+ */
+async function deviceListSection(
+  ctx: ApiContext,
+  index: MembershipIndex,
+  userId: string,
+  snap: Snapshot,
+  since: number,
+  feed: FeedWindow,
+  memberChanges: { roomId: string; userId: string; membership: string }[],
+  fullJoins: string[],
+  leaves: string[],
+): Promise<{ changed?: string[]; left?: string[] } | null> {
+  const changed = new Set(feed.devices);
+  const leftCandidates = new Set<string>();
+  for (const c of memberChanges) {
+    if (c.userId === userId) continue;
+    if (c.membership === 'join') changed.add(c.userId);
+    else if (c.membership === 'leave' || c.membership === 'ban') leftCandidates.add(c.userId);
+  }
+  const newly = new Set(snap.rooms.filter((r) => r.writtenAt >= since).map((r) => r.roomId));
+  for (const roomId of fullJoins) if (newly.has(roomId)) for (const u of await joinedMembers(ctx, roomId)) changed.add(u);
+  for (const roomId of leaves) for (const u of await joinedMembers(ctx, roomId)) leftCandidates.add(u);
+  if (feed.gap) for (const u of await sharedRoomUsers(ctx.redis, ctx.keys, ctx.shardCounts, index, userId)) changed.add(u);
+  const myJoined = new Set(snap.rooms.filter((r) => r.membership === 'join').map((r) => r.roomId));
+  const left = await noLongerSharing(ctx, index, userId, myJoined, leftCandidates);
+  for (const u of left) changed.delete(u);
+  if (changed.size === 0 && left.length === 0) return null;
+  const out: { changed?: string[]; left?: string[] } = {};
+  if (changed.size) out.changed = [...changed].sort();
+  if (left.length) out.left = left.sort();
+  return out;
+}
+
+// ---- to-device -------------------------------------------------------------------------------
+
+/** To-device messages per response, as Synapse sends them. */
+const TO_DEVICE_LIMIT = 100;
+const MAX_SEQ = 18446744073709551615n;
+
+/**
+ * The device's to-device messages below the cut. What an earlier response carried is known from
+ * `since`: everything below its cut, or — when that response could not give everything (`t`
+ * part) — up to and including its last entry. Those are acknowledged now (deleted by the owning
+ * actor; not awaited) and the answer starts after them. An initial sync acknowledges nothing.
+ */
+async function toDeviceSection(ctx: ApiContext, user: SyncUser, since: number | null, parts: Record<string, string>, cutMs: number): Promise<{ events: JsonObject[]; parts: Record<string, string> }> {
+  let after: string | null = null;
+  if (parts.t) {
+    after = parts.t;
+    const [ms, seq] = after.split('-') as [string, string];
+    const next = BigInt(seq) < MAX_SEQ ? `${ms}-${BigInt(seq) + 1n}` : `${BigInt(ms) + 1n}-0`;
+    void ackToDevice(ctx, user.userId, user.deviceId, next).catch(() => undefined);
+  } else if (since !== null) {
+    const sinceMs = Math.floor(since / 1000);
+    if (sinceMs > 0) {
+      after = `${sinceMs - 1}-${MAX_SEQ}`;
+      void ackToDevice(ctx, user.userId, user.deviceId, `${sinceMs}-0`).catch(() => undefined);
+    }
+  }
+  const batch = await readToDevice(ctx, user.userId, user.deviceId, after, cutMs, TO_DEVICE_LIMIT);
+  // Not everything below the cut fitted: the token says where this response stopped.
+  const outParts: Record<string, string> = batch.more && batch.lastId ? { t: batch.lastId } : {};
+  return { events: batch.events, parts: outParts };
+}
+
+// ---- ephemeral: typing and receipts ---------------------------------------------------------
+
+type EphemeralOutput = TypingOutput | ReceiptOutput;
+
+function filterEphemeral(events: JsonObject[], filter: SyncFilter): JsonObject[] {
+  return events.filter((e) => filterMatches(filter.ephemeral, { type: e.type as string, sender: '' }));
+}
+
+/** Add one receipt to an `m.receipt` content object. */
+function addReceipt(content: JsonObject, eventId: string, type: string, userId: string, ts: number, threadId?: string): void {
+  const byType = (content[eventId] ??= {}) as JsonObject;
+  const byUser = (byType[type] ??= {}) as JsonObject;
+  byUser[userId] = threadId !== undefined ? { ts, thread_id: threadId } : { ts };
+}
+
+/**
+ * The window's typing and receipt outputs as EDUs: the newest typing list (an empty one is the
+ * "stopped typing" the client needs), and every receipt, private ones only for their owner.
+ */
+function windowEphemeralEvents(outputs: EphemeralOutput[], userId: string): JsonObject[] {
+  let typing: TypingOutput | null = null;
+  const receipts: JsonObject = {};
+  let anyReceipt = false;
+  for (const o of outputs) {
+    if (o.type === 'typing') typing = o;
+    else if (o.type === 'receipt') {
+      if (o.receipt_type === 'm.read.private' && o.user_id !== userId) continue;
+      addReceipt(receipts, o.event_id, o.receipt_type, o.user_id, o.ts, o.thread_id);
+      anyReceipt = true;
+    }
+  }
+  const events: JsonObject[] = [];
+  if (typing) events.push({ type: 'm.typing', content: { user_ids: typing.user_ids } });
+  if (anyReceipt) events.push({ type: 'm.receipt', content: receipts });
+  return events;
+}
+
+/** For a room given in full: who is typing now and the room's latest receipts. */
+async function currentEphemeral(ctx: ApiContext, roomId: string, userId: string): Promise<JsonObject[]> {
+  const shard = ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room));
+  const [typingRaw, receiptsRaw] = await Promise.all([ctx.redis.hgetall(shard.data(roomData.typing(roomId))), ctx.redis.hgetall(shard.data(roomData.receipts(roomId)))]);
+  const events: JsonObject[] = [];
+  const now = Date.now();
+  const typing = Object.entries(typingRaw)
+    .filter(([, t]) => Number(t) > now)
+    .map(([u]) => u)
+    .sort();
+  if (typing.length) events.push({ type: 'm.typing', content: { user_ids: typing } });
+  const receipts: JsonObject = {};
+  let any = false;
+  for (const [field, json] of Object.entries(receiptsRaw)) {
+    const f = parseReceiptField(field);
+    if (!f || (f.receiptType === 'm.read.private' && f.userId !== userId)) continue;
+    let r: StoredReceipt;
+    try {
+      r = JSON.parse(json) as StoredReceipt;
+    } catch {
+      continue;
+    }
+    addReceipt(receipts, r.event_id, f.receiptType, f.userId, r.ts, f.threadId);
+    any = true;
+  }
+  if (any) events.push({ type: 'm.receipt', content: receipts });
+  return events;
+}
+
+/** A room given in full: the latest `limit` events up to `top` and the state at their start. */
+async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, upTo: RoomEvent | null): Promise<JsonObject> {
+  const endPos = upTo ? upTo.pos : top;
+  const page = filter.limit > 0 ? await paginate(ctx, roomId, user.userId, 'b', endPos, null, filter.limit, filter.timeline) : { events: [] as RoomEvent[], end: endPos };
+  const events = page.events.reverse();
+  if (upTo && !events.some((e) => e.eventId === upTo.eventId)) {
+    // A leave is always shown, even when history visibility hides what led up to it.
+    events.push(upTo);
+    if (events.length > Math.max(1, filter.limit)) events.shift();
+  }
+  const oldest = events[0];
+  let stateIds: Map<string, string>;
+  if (oldest) stateIds = await ctx.rooms.snapshot(roomId, oldest.stateBefore);
+  else {
+    const last = upTo ?? (await eventAtOrBefore(ctx, roomId, endPos));
+    stateIds = last ? await ctx.rooms.snapshot(roomId, last.stateAfter) : new Map();
+  }
+  const inTimeline = new Set(events.map((e) => e.eventId));
+  // Lazy-loading: pick the member entries before loading anything, so the cost follows the
+  // timeline's senders, not the room's size.
+  const wantedMembers = filter.lazyLoadMembers ? new Set([user.userId, ...events.map((e) => String(e.event.sender))]) : null;
+  // The filter's types too are known from the keys: a client that asks for no state (or only some
+  // types) does not have a big room's every member event loaded and decoded for nothing.
+  const stateEventIds = [...stateIds.entries()]
+    .filter(([key, id]) => !inTimeline.has(id) && filterAllowsType(filter.state, key.slice(0, key.indexOf('\u0000'))) && (!wantedMembers || !key.startsWith('m.room.member\u0000') || wantedMembers.has(key.slice('m.room.member\u0000'.length))))
+    .map(([, id]) => id);
+  const state = (await ctx.rooms.events(roomId, stateEventIds)).filter((e) => servableToClients(e) && filterMatches(filter.state, e.event));
+  const limited = page.end !== null;
+  // Not clamped at 0: backfilled history has negative positions.
+  const prev = limited ? page.end! : (oldest?.pos ?? endPos + 1) - 1;
+  return {
+    state: { events: await formatEvents(ctx, roomId, state, user) },
+    timeline: { events: await formatEvents(ctx, roomId, events, user), limited, prev_batch: encodeToken(prev) },
+  };
+}
+
+/** A joined room followed incrementally: its events in the window (null when nothing to say). */
+async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, eventIds: string[], filter: SyncFilter): Promise<JsonObject | null> {
+  if (eventIds.length === 0) return null;
+  // Shared by the long-polls woken by the same events (loaded and decoded once per front).
+  const loaded = (await ctx.rooms.recentEvents(roomId, eventIds)).sort((a, b) => a.pos - b.pos);
+  const visible = await visibleEvents(ctx, roomId, user.userId, loaded);
+  const matching = visible.filter((e) => filterMatches(filter.timeline, e.event));
+  if (matching.length === 0) return null;
+  const limited = matching.length > filter.limit;
+  const timeline = limited ? matching.slice(matching.length - filter.limit) : matching;
+  const first = timeline[0] ?? matching[matching.length - 1]!;
+  // State changes in the part of the window left out of the timeline (the latest per key).
+  const gapState = new Map<string, RoomEvent>();
+  if (limited) {
+    for (const e of visible) {
+      if (e.pos >= first.pos || typeof e.event.state_key !== 'string') continue;
+      if (filterMatches(filter.state, e.event)) gapState.set(stateKeyOf(String(e.event.type), e.event.state_key), e);
+    }
+  }
+  if (filter.lazyLoadMembers) {
+    // The member events of the timeline's senders, as of the timeline's start, unless the
+    // timeline itself carries them.
+    const senders = new Set(timeline.map((e) => String(e.event.sender)));
+    const inTimeline = new Set(timeline.filter((e) => e.event.type === 'm.room.member').map((e) => String(e.event.state_key)));
+    const before = await ctx.rooms.snapshot(roomId, first.stateBefore);
+    const ids = [...senders].filter((u) => !inTimeline.has(u)).map((u) => before.get(stateKeyOf('m.room.member', u))).filter((id): id is string => !!id);
+    for (const m of await ctx.rooms.events(roomId, ids)) {
+      if (servableToClients(m)) gapState.set(stateKeyOf('m.room.member', String(m.event.state_key)), m);
+    }
+  }
+  const entry: JsonObject = {
+    timeline: { events: await formatEvents(ctx, roomId, timeline, user), limited, prev_batch: encodeToken(Math.max(0, first.pos - 1)) },
+    state: { events: await formatEvents(ctx, roomId, [...gapState.values()], user) },
+  };
+  if (visible.some((e) => e.event.type === 'm.room.member')) entry.summary = await summary(ctx, roomId, user.userId, visible[visible.length - 1]!.pos);
+  return entry;
+}
+
+/** A room the user left (or was kicked or banned from): the timeline up to that event. */
+async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter: SyncFilter): Promise<JsonObject | null> {
+  const id = (await ctx.rooms.currentStateIds(roomId, { type: 'm.room.member', stateKey: user.userId })).values().next().value;
+  const e = id ? await ctx.rooms.event(roomId, id) : null;
+  const m = (e?.event.content as JsonObject | undefined)?.membership;
+  if (!e || (m !== 'leave' && m !== 'ban')) return null; // the index is behind the room: the next sync has it
+  const entry = await fullRoom(ctx, user, roomId, e.pos, filter, e);
+  const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
+  if (ad.length) entry.account_data = { events: ad };
+  return entry;
+}
+
+/**
+ * Stripped state of an invite or a knock: a few state events and the user's own member event, or
+ * null when the user's membership is no longer that (the index is behind the room).
+ */
+async function strippedState(ctx: ApiContext, roomId: string, userId: string, membership: 'invite' | 'knock'): Promise<JsonObject[] | null> {
+  const ids = await ctx.rooms.currentStateIds(roomId);
+  const memberId = ids.get(stateKeyOf('m.room.member', userId));
+  const wanted = STRIPPED_TYPES.map((t) => ids.get(stateKeyOf(t, ''))).filter((id): id is string => !!id);
+  const events = await ctx.rooms.events(roomId, memberId ? [...wanted, memberId] : wanted);
+  const member = events.find((e) => e.eventId === memberId);
+  if (!member || (member.event.content as JsonObject | undefined)?.membership !== membership) return null;
+  return events.filter(servableToClients).map((e) => ({
+    type: e.event.type ?? '',
+    state_key: e.event.state_key ?? '',
+    sender: e.event.sender ?? '',
+    content: isJsonObject(e.event.content as JsonValue) ? e.event.content! : {},
+  }));
+}
+
+async function roomAccountData(ctx: ApiContext, userId: string, roomId: string, only: Set<string> | null, filter: SyncFilter): Promise<JsonObject[]> {
+  const key = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user)).data(userData.roomAccountData(userId, roomId));
+  let pairs: [string, string | null][];
+  if (only) {
+    const types = [...only];
+    const values = await ctx.redis.hmget(key, ...types);
+    pairs = types.map((t, i) => [t, values[i] ?? null]);
+  } else pairs = Object.entries(await ctx.redis.hgetall(key));
+  return pairs.filter(([t, v]) => v !== null && typeAllowed(filter.roomAccountData, t)).map(([type, json]) => ({ type, content: JSON.parse(json!) as JsonValue }));
+}
+
+interface MemberCounts {
+  joined: number;
+  invited: number;
+  /** The first six joined or invited members in sort order: the heroes of anyone, themselves left out. */
+  first: string[];
+}
+
+/**
+ * Member counts per room, shared by the syncs that ask after the same event: when someone joins
+ * a room of a thousand, a thousand woken long-polls each need its summary, and reading and
+ * sorting the members once instead of a thousand times is what keeps a burst of joins from
+ * costing members². Keyed by the newest event the asking sync saw, so a sync never gets counts
+ * read before the events it is sending.
+ */
+const memberCountsCache = new Map<string, { at: number; counts: Promise<MemberCounts> }>();
+const MEMBER_COUNTS_MAX = 4096;
+
+function memberCounts(ctx: ApiContext, roomId: string, seenPos: number | null): Promise<MemberCounts> {
+  const hit = memberCountsCache.get(roomId);
+  if (hit && seenPos !== null && hit.at >= seenPos) return hit.counts;
+  const counts = ctx.rooms.members(roomId).then((members) => {
+    let joined = 0;
+    let invited = 0;
+    const candidates: string[] = [];
+    for (const [u, m] of members) {
+      if (m === 'join') joined++;
+      else if (m === 'invite') invited++;
+      if (m === 'join' || m === 'invite') candidates.push(u);
+    }
+    return { joined, invited, first: candidates.sort().slice(0, 6) };
+  });
+  if (seenPos === null) return counts;
+  counts.catch(() => memberCountsCache.delete(roomId));
+  memberCountsCache.delete(roomId);
+  if (memberCountsCache.size >= MEMBER_COUNTS_MAX) memberCountsCache.delete(memberCountsCache.keys().next().value!);
+  memberCountsCache.set(roomId, { at: seenPos, counts });
+  return counts;
+}
+
+/**
+ * `m.joined_member_count`, `m.invited_member_count` and up to five heroes (other members, sorted),
+ * as of at least the room's event at `seenPos` (its newest the caller is sending; null: now).
+ */
+async function summary(ctx: ApiContext, roomId: string, userId: string, seenPos: number | null = null): Promise<JsonObject> {
+  const c = await memberCounts(ctx, roomId, seenPos);
+  return { 'm.joined_member_count': c.joined, 'm.invited_member_count': c.invited, 'm.heroes': c.first.filter((u) => u !== userId).slice(0, 5) };
+}
