@@ -118,6 +118,15 @@ export class KeySpace {
     return `${this.prefix}{skeys:${serverName}}:failed`;
   }
 
+  /**
+   * String: an inbound federation transaction (src/federation/inbound/txn-dedupe.ts), per origin
+   * and txn id: `p:<token>` while one front processes it, then the JSON response it got (kept a
+   * day, so a replay is answered from here and processed nothing twice).
+   */
+  federationTxn(origin: string, txnId: string): string {
+    return `${this.prefix}{ftxn:${origin}}:${txnId}`;
+  }
+
   /** Pub/sub channel that wakes the owner of a shard when its inbox gets a message. */
   wakeChannel(family: Family, shard: number): string {
     return `${this.prefix}wake:${family}:${shard}`;

@@ -9,6 +9,13 @@ import type { FederationContext } from './context';
 import { registerKeyRoutes } from './keys';
 import { registerKeyQueryRoutes } from './key-query';
 import { registerQueryProfileRoute } from './query-profile';
+import { registerSendRoute } from './send';
+import { registerEventRoute } from './event';
+import { registerStateRoutes } from './state';
+import { registerEventAuthRoute } from './event-auth';
+import { registerBackfillRoute } from './backfill';
+import { registerGetMissingEventsRoute } from './get-missing-events';
+import { registerTimestampToEventRoute } from './timestamp-to-event';
 import { registerVersionRoute } from './version';
 
 export function registerFederationApi(front: Front, ctx: FederationContext): void {
@@ -17,6 +24,13 @@ export function registerFederationApi(front: Front, ctx: FederationContext): voi
   registerVersionRoute(front);
   registerWellKnownServer(front, ctx.config.federation.wellKnownServer);
   registerQueryProfileRoute(front, ctx);
+  registerSendRoute(front, ctx);
+  registerEventRoute(front, ctx);
+  registerStateRoutes(front, ctx);
+  registerEventAuthRoute(front, ctx);
+  registerBackfillRoute(front, ctx);
+  registerGetMissingEventsRoute(front, ctx);
+  registerTimestampToEventRoute(front, ctx);
 }
 
 // GET /.well-known/matrix/server

@@ -1,0 +1,41 @@
+// GET /_matrix/federation/v1/state/{roomId}?event_id={eventId}
+// GET /_matrix/federation/v1/state_ids/{roomId}?event_id={eventId}
+/**
+ * The room's state before an event (what a server needs to check an event built on it), with the
+ * auth chain of that state: `{ pdus, auth_chain }` as PDUs, or `{ pdu_ids, auth_chain_ids }`. For
+ * servers with a user in the room only (403 `M_FORBIDDEN` otherwise, and for servers the room's
+ * ACL denies). State is not filtered by history visibility (a member server needs all of it, as
+ * in Synapse). An event we hold without its place in the room (an outlier) has no known state:
+ * 404 `M_NOT_FOUND`, as for an unknown one.
+ */
+import { errors } from '../../http/errors';
+import type { Front, Request } from '../../http/server';
+import { requireServerAccess } from '../../federation/inbound/room-access';
+import { federationRoute } from './auth';
+import type { FederationContext } from './context';
+
+export function registerStateRoutes(front: Front, ctx: FederationContext): void {
+  const stateAt = async (req: Request, origin: string) => {
+    const roomId = req.params.roomId ?? '';
+    const eventId = req.query.event_id;
+    if (eventId === undefined) throw errors.missingParam('event_id is required');
+    await requireServerAccess(ctx.api.rooms, roomId, origin);
+    const event = await ctx.api.rooms.event(roomId, eventId);
+    if (!event || event.rejected || event.outlier || event.event.room_id !== roomId && event.event.type !== 'm.room.create') throw errors.notFound('Unknown event, or no state known at it');
+    const state = await ctx.api.rooms.snapshot(roomId, event.stateBefore);
+    const stateIds = [...state.values()];
+    const chain = await ctx.api.rooms.authChain(roomId, stateIds);
+    return { roomId, stateIds, chain };
+  };
+
+  federationRoute(front, ctx, 'GET', '/_matrix/federation/v1/state/:roomId', async (req, caller) => {
+    const { roomId, stateIds, chain } = await stateAt(req, caller.origin);
+    const pdus = (await ctx.api.rooms.events(roomId, stateIds)).filter((e) => !e.rejected).map((e) => e.event);
+    return { body: { pdus, auth_chain: chain.filter((e) => !e.rejected).map((e) => e.event) } };
+  });
+
+  federationRoute(front, ctx, 'GET', '/_matrix/federation/v1/state_ids/:roomId', async (req, caller) => {
+    const { stateIds, chain } = await stateAt(req, caller.origin);
+    return { body: { pdu_ids: stateIds, auth_chain_ids: chain.filter((e) => !e.rejected).map((e) => e.eventId) } };
+  });
+}
