@@ -11,7 +11,6 @@
 import { randomBytes } from 'node:crypto';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import { readFileSync } from 'node:fs';
-import { request } from 'node:https';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
@@ -24,7 +23,8 @@ import { decodeBase64 } from '../../src/protocol/base64';
 import { FederationClient } from '../../src/federation/client';
 import { FederationBadResponseError, FederationBlockedError } from '../../src/federation/errors';
 import { clientsFor, enc, type Clients, type Json, type Session } from '../e2e/clients';
-import { startTestServer, type TestServer } from '../e2e/server-harness';
+import type { TestServer } from '../e2e/server-harness';
+import { fedRequest as rawFedRequest, startFederatedAxon } from './harness';
 import { freePort } from '../setup/free-port';
 import { startSynapse, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
 import { createTestCa, httpsJson, type TestCa } from '../peers/test-ca';
@@ -40,42 +40,13 @@ const EVIL_IP = '127.0.0.34';
 
 let ca: TestCa;
 
-async function startAxon(ip: string): Promise<TestServer> {
-  const fedPort = await freePort(ip);
-  const clientPort = await freePort(ip);
-  const leaf = ca.leaf(ip);
-  return startTestServer({
-    configure: (c) => {
-      c.serverName = `${ip}:${fedPort}`;
-      c.bindHost = ip;
-      c.clientPort = clientPort;
-      c.publicBaseUrl = `http://${ip}:${clientPort}`;
-      c.federation = { ...c.federation, enabled: true, port: fedPort, tlsCertPath: leaf.certPath, tlsKeyPath: leaf.keyPath, caPaths: [ca.caPath], ipRangeBlocklist: [] };
-    },
-  });
+function startAxon(ip: string): Promise<TestServer> {
+  return startFederatedAxon(ip, ca);
 }
 
 /** A raw HTTPS request to a federation listener (trusting the test CA). */
-function fedRequest(url: string, method: string, headers: Record<string, string>, body?: unknown): Promise<{ status: number; body: Json; text: string }> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const req = request(url, { method, ca: readFileSync(ca.caPath), agent: false, headers: { ...headers, ...(payload ? { 'Content-Type': 'application/json' } : {}) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json: Json = {};
-        try {
-          json = JSON.parse(text);
-        } catch {
-          // not JSON
-        }
-        resolve({ status: res.statusCode ?? 0, body: json, text });
-      });
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
+function fedRequest(url: string, method: string, headers: Record<string, string>, body?: unknown) {
+  return rawFedRequest(ca.caPath, url, method, headers, body);
 }
 
 describe('federation between two Axons: keys, X-Matrix, profiles', () => {

@@ -63,7 +63,7 @@ export async function fillGapsAndIngest(deps: GapDeps, room: RoomForServer, orig
     try {
       const found = await getMissingEvents(deps, room, origin, pdus.map(idOf).filter((x): x is string => !!x), pdus, deadline);
       if (found.length) {
-        const reply = await ingest(deps, room, [...found, ...pdus]);
+        const reply = await ingest(deps, room, [...found, ...pdus], undefined, deadline);
         for (const r of reply.results) if (r.event_id) results.set(r.event_id, r);
       }
     } catch (e) {
@@ -81,7 +81,7 @@ export async function fillGapsAndIngest(deps: GapDeps, room: RoomForServer, orig
     try {
       const supplied = await suppliedStateFor(deps, room, origin, pdu, id, deadline);
       if (!supplied) continue;
-      const reply = await ingest(deps, room, [pdu], supplied);
+      const reply = await ingest(deps, room, [pdu], supplied, deadline);
       for (const r of reply.results) if (r.event_id) results.set(r.event_id, r);
     } catch (e) {
       deps.log.info({ room_id: room.roomId, event_id: id, destination: origin, err: (e as Error).message }, 'fetching the state before an event failed');
@@ -90,14 +90,14 @@ export async function fillGapsAndIngest(deps: GapDeps, room: RoomForServer, orig
   // PDUs after the filled ones in the same batch may now go through (their prevs are known).
   const rest = stillMissing();
   if (rest.length && rest.length < pdus.length && Date.now() < deadline - 500) {
-    const reply = await ingest(deps, room, rest);
+    const reply = await ingest(deps, room, rest, undefined, deadline);
     for (const r of reply.results) if (r.event_id) results.set(r.event_id, r);
   }
   return results;
 }
 
-async function ingest(deps: GapDeps, room: RoomForServer, pdus: JsonObject[], state?: SuppliedState): Promise<IngestReply> {
-  const keys = await keysForPdus(deps.keyStore, [...pdus, ...(state?.events ?? [])], room.version);
+async function ingest(deps: GapDeps, room: RoomForServer, pdus: JsonObject[], state: SuppliedState | undefined, deadline: number): Promise<IngestReply> {
+  const keys = await keysForPdus(deps.keyStore, [...pdus, ...(state?.events ?? [])], room.version, deadline - 1000);
   return askRoomFamily<IngestReply>(deps.api, 'room', room.roomId, { op: 'ingest', pdus, keys, ...(state ? { state } : {}) });
 }
 

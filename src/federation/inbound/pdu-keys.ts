@@ -14,7 +14,11 @@ import type { ServerKeyStore } from '../keys/key-store';
 /** More signing servers than this in one batch is not a batch we fetch keys for in one go. */
 const MAX_SERVERS_PER_BATCH = 50;
 
-export async function keysForPdus(keyStore: ServerKeyStore, pdus: readonly JsonObject[], version: RoomVersion): Promise<RemoteKeys> {
+/**
+ * `deadline` (ms since the epoch) bounds the wait: a key server slower than that counts as
+ * unreachable for this batch (its fetch goes on and is cached for the next one).
+ */
+export async function keysForPdus(keyStore: ServerKeyStore, pdus: readonly JsonObject[], version: RoomVersion, deadline?: number): Promise<RemoteKeys> {
   // server → key ids it signed with → the earliest event time they must cover
   const wanted = new Map<string, Map<string, number>>();
   for (const raw of pdus) {
@@ -44,7 +48,9 @@ export async function keysForPdus(keyStore: ServerKeyStore, pdus: readonly JsonO
       for (const keyId of byKey.keys()) {
         try {
           // Any validity: the ingest check compares it with each event's time (v5+).
-          const known = await keyStore.verifyKeys(server, 0, keyId);
+          const lookup = keyStore.verifyKeys(server, 0, keyId);
+          const known = deadline === undefined ? await lookup : await withDeadline(lookup, deadline);
+          if (!known) continue;
           for (const [id, k] of known) entry[id] = { key: k.key, validUntilTs: k.validUntilTs };
         } catch {
           // Unreachable server, bad key document: its events fail the signature check.
@@ -54,4 +60,13 @@ export async function keysForPdus(keyStore: ServerKeyStore, pdus: readonly JsonO
     }),
   );
   return out;
+}
+
+function withDeadline<T>(p: Promise<T>, deadline: number): Promise<T | undefined> {
+  p.catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }

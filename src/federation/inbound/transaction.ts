@@ -89,7 +89,7 @@ async function processRoomPdus(deps: InboundDeps, origin: string, roomId: string
 
   const latest = new Map<string, IngestResult>();
   try {
-    const keys = await keysForPdus(deps.keyStore, take.map((t) => t.raw), room.version);
+    const keys = await keysForPdus(deps.keyStore, take.map((t) => t.raw), room.version, deadline - 3000);
     const reply = await askRoomFamily<IngestReply>(deps.api, 'room', roomId, { op: 'ingest', pdus: take.map((t) => t.raw), keys });
     for (const r of reply.results) if (r.event_id) latest.set(r.event_id, r);
     const missing = take.filter((t) => latest.get(t.id)?.status === 'missing');
