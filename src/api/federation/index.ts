@@ -17,6 +17,10 @@ import { registerBackfillRoute } from './backfill';
 import { registerGetMissingEventsRoute } from './get-missing-events';
 import { registerTimestampToEventRoute } from './timestamp-to-event';
 import { registerVersionRoute } from './version';
+import { registerMakeJoinRoute } from './make-join';
+import { registerSendJoinRoutes } from './send-join';
+import { registerLeaveRoutes } from './leave';
+import { registerQueryDirectoryRoute } from './query-directory';
 
 export function registerFederationApi(front: Front, ctx: FederationContext): void {
   registerKeyRoutes(front, ctx.own);
@@ -31,6 +35,10 @@ export function registerFederationApi(front: Front, ctx: FederationContext): voi
   registerBackfillRoute(front, ctx);
   registerGetMissingEventsRoute(front, ctx);
   registerTimestampToEventRoute(front, ctx);
+  registerMakeJoinRoute(front, ctx);
+  registerSendJoinRoutes(front, ctx);
+  registerLeaveRoutes(front, ctx);
+  registerQueryDirectoryRoute(front, ctx);
 }
 
 // GET /.well-known/matrix/server

@@ -1,0 +1,39 @@
+// GET /_matrix/federation/v1/make_join/{roomId}/{userId}?ver=…
+/**
+ * A remote server asks for a join event template for one of its users (server-server API,
+ * "Joining Rooms"). The user must belong to the requesting server; the room's version must be
+ * one the requester supports (`ver`, repeated; absent means only "1"), otherwise 400
+ * `M_INCOMPATIBLE_ROOM_VERSION` with `room_version`; the join must pass the authorization rules
+ * against the room's current state (403 `M_FORBIDDEN`: banned, invite-only without an invite…).
+ * In a restricted room, a local member with the power to invite is named in
+ * `join_authorised_via_users_server` (chosen as for local joins: src/api/client/restricted-joins.ts),
+ * and this server co-signs the join in send_join. The answer is `{ room_version, event }`: an
+ * unsigned template on the room's current forward extremities (src/rooms/remote-join.ts).
+ */
+import { MatrixError } from '../../http/errors';
+import type { Front } from '../../http/server';
+import { requireMembershipRoom } from '../../federation/inbound/membership';
+import { membershipTemplate } from '../../rooms/remote-join';
+import type { JsonObject } from '../../protocol/json';
+import { restrictedJoinAuthoriser } from '../client/restricted-joins';
+import { federationRoute } from './auth';
+import type { FederationContext } from './context';
+
+export function registerMakeJoinRoute(front: Front, ctx: FederationContext): void {
+  federationRoute(front, ctx, 'GET', '/_matrix/federation/v1/make_join/:roomId/:userId', async (req, caller) => {
+    const roomId = req.params.roomId ?? '';
+    const userId = req.params.userId ?? '';
+    const room = await requireMembershipRoom(ctx.api.rooms, roomId, userId, caller.origin);
+    const supported = req.queryAll.ver ?? ['1'];
+    if (!supported.includes(room.version.id)) {
+      throw new MatrixError(400, 'M_INCOMPATIBLE_ROOM_VERSION', `Your homeserver does not support the features required to join this room (version ${room.version.id})`, { room_version: room.version.id });
+    }
+    const content: JsonObject = { membership: 'join' };
+    const authoriser = await restrictedJoinAuthoriser(ctx.api, roomId, userId);
+    if (authoriser) content.join_authorised_via_users_server = authoriser;
+    const made = await membershipTemplate(ctx.api.rooms, roomId, room.version, userId, content);
+    if (!made) throw new MatrixError(404, 'M_NOT_FOUND', 'Unknown room');
+    if (!made.auth.allowed) throw new MatrixError(403, 'M_FORBIDDEN', `You are not allowed to join this room: ${made.auth.reason}`);
+    return { body: { room_version: room.version.id, event: made.template } };
+  });
+}

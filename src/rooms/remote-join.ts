@@ -1,0 +1,105 @@
+/**
+ * The resident side of membership over federation (server-server API, "Joining Rooms", "Leaving
+ * Rooms"): a remote user joins or leaves a room this server has.
+ *
+ * - `membershipTemplate`: what `make_join` / `make_leave` answer — an unsigned event (no hashes,
+ *   no signatures, no event id) on the room's current forward extremities, with the auth events
+ *   chosen from the current state, checked against the current state with the pure auth rules
+ *   (as the room actor checks a local event it builds: actors/room.ts `buildEvent`).
+ * - `checkSentMembership`: what `send_join` / `send_leave` accept — an event for the path's room
+ *   and event id, of the membership asked, for a user of the origin (its signatures are checked by
+ *   the room actor's ingest, with the other receipt checks).
+ * - `stateAndAuthChainBefore`: the room's state before an event, with its auth chain, as PDUs.
+ */
+import { authEventSelection, checkEventAuth, type AuthResult } from '../protocol/auth-rules';
+import { computeEventId, serverNameOf } from '../protocol/event-hashing';
+import { isJsonObject, type JsonObject } from '../protocol/json';
+import { lookupFromStateMap, stateKeyOf, toPdu, type Pdu } from '../protocol/pdu';
+import type { RoomVersion } from '../protocol/room-versions';
+import type { RoomReader } from '../store/room-reader';
+
+/** How many forward extremities a template references at most (as the room actor: 10). */
+const MAX_PREV_EVENTS = 10;
+
+export interface MembershipTemplate {
+  template: JsonObject;
+  /** The auth rules' verdict on the template against the room's current state. */
+  auth: AuthResult;
+}
+
+/** Build an unsigned `m.room.member` event for `userId` on the room's current extremities and state. */
+export async function membershipTemplate(rooms: RoomReader, roomId: string, version: RoomVersion, userId: string, content: JsonObject, now = Date.now()): Promise<MembershipTemplate | null> {
+  const meta = await rooms.meta(roomId);
+  if (!meta?.version) return null;
+  const state = await rooms.currentStateIds(roomId);
+  const selection = authEventSelection({ type: 'm.room.member', stateKey: userId, sender: userId, content }, version);
+  const authIds = selection.map(([type, key]) => state.get(stateKeyOf(type, key))).filter((id): id is string => !!id);
+  // Every event the auth rules may read for a membership event is one of the selection's.
+  const loaded = new Map<string, Pdu>();
+  for (const e of await rooms.events(roomId, authIds)) loaded.set(e.eventId, toPdu(e.event, version, e.eventId));
+  if (version.roomIdFromCreateEvent && meta.createId && !loaded.has(meta.createId)) {
+    const [create] = await rooms.events(roomId, [meta.createId]);
+    if (create) loaded.set(create.eventId, toPdu(create.event, version, create.eventId));
+  }
+  const prev = meta.extremities.slice(-MAX_PREV_EVENTS);
+  const template: JsonObject = {
+    room_id: roomId,
+    sender: userId,
+    state_key: userId,
+    type: 'm.room.member',
+    content,
+    origin_server_ts: now,
+    depth: meta.depth + 1,
+    prev_events: version.eventRefsWithHashes ? prev.map((id) => [id, {}]) : prev,
+    auth_events: version.eventRefsWithHashes ? authIds.map((id) => [id, {}]) : authIds,
+  };
+  const pdu = toPdu(template, version, '$template');
+  const lookup = lookupFromStateMap(state, (id) => loaded.get(id));
+  const withCreate = version.roomIdFromCreateEvent
+    ? { get: (type: string, key: string) => lookup.get(type, key) ?? (type === 'm.room.create' && key === '' ? loaded.get(meta.createId) : undefined) }
+    : lookup;
+  return { template, auth: checkEventAuth(pdu, withCreate, version) };
+}
+
+export type SentMembershipCheck = { ok: true; eventId: string; userId: string } | { ok: false; error: string };
+
+/** The checks `send_join`/`send_leave` make before handing the event to the room. */
+export function checkSentMembership(raw: unknown, version: RoomVersion, roomId: string, pathEventId: string, origin: string, membership: 'join' | 'leave'): SentMembershipCheck {
+  if (!isJsonObject(raw)) return { ok: false, error: 'The body must be the event' };
+  if (raw.type !== 'm.room.member') return { ok: false, error: 'Not an m.room.member event' };
+  if (raw.room_id !== roomId) return { ok: false, error: 'The event is for another room' };
+  const sender = raw.sender;
+  if (typeof sender !== 'string' || raw.state_key !== sender) return { ok: false, error: 'The state_key must be the sender' };
+  if (serverNameOf(sender) !== origin) return { ok: false, error: 'The sender is not a user of the requesting server' };
+  const content = raw.content;
+  if (!isJsonObject(content) || content.membership !== membership) return { ok: false, error: `The membership must be "${membership}"` };
+  let eventId: string;
+  try {
+    eventId = computeEventId(raw, version);
+  } catch (e) {
+    return { ok: false, error: `Not a valid event: ${(e as Error).message}` };
+  }
+  if (eventId !== pathEventId) return { ok: false, error: 'The event id does not match the path' };
+  return { ok: true, eventId, userId: sender };
+}
+
+/** The state before `eventId` and its auth chain, as federation PDUs (rejected events left out). */
+export async function stateAndAuthChainBefore(rooms: RoomReader, roomId: string, eventId: string): Promise<{ state: JsonObject[]; authChain: JsonObject[] } | null> {
+  const event = await rooms.event(roomId, eventId);
+  if (!event || event.outlier || event.rejected) return null;
+  const stateIds = [...(await rooms.snapshot(roomId, event.stateBefore)).values()];
+  const state = (await rooms.events(roomId, stateIds)).filter((e) => !e.rejected);
+  // The join's own auth events are in the state before it; the chain covers both.
+  const chain = (await rooms.authChain(roomId, [...stateIds, eventId])).filter((e) => !e.rejected && e.eventId !== eventId);
+  return { state: state.map((e) => e.event), authChain: chain.map((e) => e.event) };
+}
+
+/** The servers with a joined user in the room (current state), ours included. */
+export async function serversInRoom(rooms: RoomReader, roomId: string): Promise<string[]> {
+  const servers = new Set<string>();
+  for (const userId of (await rooms.members(roomId, 'join')).keys()) {
+    const s = serverNameOf(userId);
+    if (s) servers.add(s);
+  }
+  return [...servers].sort();
+}

@@ -1,0 +1,158 @@
+/**
+ * The resident side of membership over federation, against a real Axon over TLS on loopback with
+ * a signing test peer: the peer's user joins a public Axon room through make_join/send_join (the
+ * answer's state and auth chain check out: hashes and Axon's signatures), is then a member local
+ * users see in /members and /sync, and leaves through make_leave/send_leave. Refusals: a banned
+ * user (403), a room version the peer does not support (400 M_INCOMPATIBLE_ROOM_VERSION), a user
+ * of another server (403), a send_join whose event id does not match the path (400). Alias
+ * resolution for peers (/query/directory).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeBase64 } from '../../src/protocol/base64';
+import { checkContentHash, computeEventId, verifyEventSignature } from '../../src/protocol/event-hashing';
+import type { JsonObject } from '../../src/protocol/json';
+import { requireRoomVersion } from '../../src/protocol/room-versions';
+import { clientsFor, enc, eventually, type Clients, type Json, type Session } from '../e2e/clients';
+import type { TestServer } from '../e2e/server-harness';
+import { createTestCa, type TestCa } from '../peers/test-ca';
+import { fedRequest, startFederatedAxon } from './harness';
+import { SigningPeer } from './signing-peer';
+
+const A_IP = '127.0.0.61';
+const P_IP = '127.0.0.62';
+const VERSION = requireRoomVersion('10');
+
+let ca: TestCa;
+let a: TestServer;
+let clients: Clients;
+let alice: Session;
+let peer: SigningPeer;
+let roomId: string;
+let alias: string;
+let pat: string;
+let axonKeys: Record<string, string>;
+
+beforeAll(async () => {
+  ca = createTestCa();
+  a = await startFederatedAxon(A_IP, ca);
+  peer = await SigningPeer.start(P_IP, ca);
+  clients = await clientsFor(a);
+  alice = await clients.mint('alice');
+  const created = await clients.call(alice, 'POST', '/createRoom', { preset: 'public_chat', room_version: '10', name: 'joinable', room_alias_name: 'joinable' });
+  expect(created.status, JSON.stringify(created.body)).toBe(200);
+  roomId = created.body.room_id;
+  alias = `#joinable:${a.serverName}`;
+  pat = `@pat:${peer.serverName}`;
+  const doc = await fedRequest(ca.caPath, `${a.federationUrl}/_matrix/key/v2/server`, 'GET', {});
+  axonKeys = Object.fromEntries(Object.entries(doc.body.verify_keys as Record<string, { key: string }>).map(([id, k]) => [id, k.key]));
+}, 60_000);
+
+afterAll(async () => {
+  await clients?.close();
+  await peer?.close();
+  await a?.stop();
+  ca?.cleanup();
+});
+
+function signedByAxon(pdu: JsonObject): boolean {
+  return Object.entries(axonKeys).some(([id, key]) => verifyEventSignature(pdu, VERSION, a.serverName, id, decodeBase64(key)).ok);
+}
+
+async function makeAndSend(kind: 'join' | 'leave', userId: string): Promise<{ id: string; answer: Json }> {
+  const made = await peer.request(a, 'GET', `/_matrix/federation/v1/make_${kind}/${enc(roomId)}/${enc(userId)}${kind === 'join' ? '?ver=9&ver=10' : ''}`);
+  expect(made.status, made.text).toBe(200);
+  expect(made.body.room_version).toBe('10');
+  const template = made.body.event as JsonObject;
+  expect(template.hashes).toBeUndefined();
+  expect(template.signatures).toBeUndefined();
+  const { pdu, id } = peer.sign(template, VERSION);
+  const sent = await peer.request(a, 'PUT', `/_matrix/federation/v2/send_${kind}/${enc(roomId)}/${enc(id)}`, pdu);
+  expect(sent.status, sent.text).toBe(200);
+  return { id, answer: sent.body };
+}
+
+describe('remote users join and leave our rooms (make_join/send_join, make_leave/send_leave)', () => {
+  it('query/directory resolves our alias for a peer; an unknown alias is 404', async () => {
+    const r = await peer.request(a, 'GET', `/_matrix/federation/v1/query/directory?room_alias=${enc(alias)}`);
+    expect(r.status, r.text).toBe(200);
+    expect(r.body).toEqual({ room_id: roomId, servers: [a.serverName] });
+    const missing = await peer.request(a, 'GET', `/_matrix/federation/v1/query/directory?room_alias=${enc(`#nope:${a.serverName}`)}`);
+    expect(missing.status).toBe(404);
+    expect(missing.body.errcode).toBe('M_NOT_FOUND');
+  });
+
+  it('a room version the peer does not list: 400 M_INCOMPATIBLE_ROOM_VERSION with room_version', async () => {
+    const r = await peer.request(a, 'GET', `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(pat)}?ver=1&ver=2`);
+    expect(r.status).toBe(400);
+    expect(r.body.errcode).toBe('M_INCOMPATIBLE_ROOM_VERSION');
+    expect(r.body.room_version).toBe('10');
+  });
+
+  it('a user of another server: 403', async () => {
+    const r = await peer.request(a, 'GET', `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc('@mallory:elsewhere.example')}?ver=10`);
+    expect(r.status).toBe(403);
+  });
+
+  it('make_join → sign → send_join: state and auth chain verify, and the user is a member local users see', async () => {
+    const started = performance.now();
+    const { id, answer } = await makeAndSend('join', pat);
+    console.log(`membership.e2e: make_join + send_join in ${Math.round(performance.now() - started)} ms`);
+    expect(answer.origin).toBe(a.serverName);
+    expect(answer.members_omitted).toBe(false);
+    expect(answer.servers_in_room).toEqual(expect.arrayContaining([a.serverName, peer.serverName]));
+    expect(computeEventId(answer.event, VERSION)).toBe(id);
+    const state = answer.state as JsonObject[];
+    const chain = answer.auth_chain as JsonObject[];
+    const types = state.map((e) => `${e.type}|${e.state_key}`);
+    expect(types).toEqual(expect.arrayContaining(['m.room.create|', 'm.room.power_levels|', 'm.room.join_rules|', `m.room.member|${alice.userId}`]));
+    expect(types).not.toContain(`m.room.member|${pat}`); // the state before the join
+    for (const pdu of [...state, ...chain]) {
+      expect(checkContentHash(pdu), `hash of ${pdu.type}`).toBe(true);
+      expect(signedByAxon(pdu), `signature on ${pdu.type}`).toBe(true);
+    }
+    // Every auth event of the join is in the state or the chain.
+    const have = new Set([...state, ...chain].map((e) => computeEventId(e, VERSION)));
+    for (const ref of answer.event.auth_events as string[]) expect(have.has(ref)).toBe(true);
+
+    const members = await clients.call(alice, 'GET', `/rooms/${enc(roomId)}/members`);
+    expect(members.status).toBe(200);
+    expect(members.body.chunk.map((e: Json) => e.state_key)).toContain(pat);
+    await eventually(
+      () => clients.call(alice, 'GET', '/sync?timeout=0'),
+      (s) => (s.body.rooms?.join?.[roomId]?.timeline?.events ?? []).some((e: Json) => e.state_key === pat && e.content?.membership === 'join'),
+    );
+  });
+
+  it('a retried send_join is answered again, with the same state', async () => {
+    const made = await peer.request(a, 'GET', `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(pat)}?ver=10`);
+    expect(made.status, made.text).toBe(200);
+    const { pdu, id } = peer.sign(made.body.event, VERSION);
+    const first = await peer.request(a, 'PUT', `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(id)}`, pdu);
+    expect(first.status, first.text).toBe(200);
+    const again = await peer.request(a, 'PUT', `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(id)}`, pdu);
+    expect(again.status, again.text).toBe(200);
+    expect(again.body.state.length).toBe(first.body.state.length);
+  });
+
+  it('send_join with an event id that does not match the path: 400', async () => {
+    const made = await peer.request(a, 'GET', `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(`@other:${peer.serverName}`)}?ver=10`);
+    const { pdu } = peer.sign(made.body.event, VERSION);
+    const r = await peer.request(a, 'PUT', `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc('$notthisone')}`, pdu);
+    expect(r.status).toBe(400);
+  });
+
+  it('a banned user: make_join is 403', async () => {
+    const banned = `@banned:${peer.serverName}`;
+    expect((await clients.call(alice, 'POST', `/rooms/${enc(roomId)}/ban`, { user_id: banned })).status).toBe(200);
+    const r = await peer.request(a, 'GET', `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(banned)}?ver=10`);
+    expect(r.status).toBe(403);
+    expect(r.body.errcode).toBe('M_FORBIDDEN');
+  });
+
+  it('make_leave → sign → send_leave: the user has left, and local users see it', async () => {
+    const { answer } = await makeAndSend('leave', pat);
+    expect(answer).toEqual({});
+    const members = await clients.call(alice, 'GET', `/rooms/${enc(roomId)}/members?membership=leave`);
+    expect(members.body.chunk.map((e: Json) => e.state_key)).toContain(pat);
+  });
+});
