@@ -367,6 +367,11 @@ export const membershipIndexData = {
   writtenAt: (userId: string) => `user:${userId}:roomsat`,
   /** Set: rooms the user has forgotten (cleared when the user joins, is invited or knocks again). */
   forgotten: (userId: string) => `user:${userId}:forgotten`,
+  /**
+   * String: the stripped state of a room this server does not have, kept for an invite another
+   * server sent the user over federation (src/sync/remote-invites.ts); JSON array of events.
+   */
+  remoteInvite: (userId: string, roomId: string) => `user:${userId}:rinvite:${roomId}`,
 };
 
 /**

@@ -56,6 +56,7 @@
  * since the answer that gave its token, waits before computing (`SyncNotifier.unchangedSince`).
  * Knocks the user made are in `rooms.knock` with stripped state, like invites.
  */
+import { remoteInviteState } from './remote-invites';
 import { parseOutboxEntry, type OutboxEntry } from '../runtime/envelope';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { stateKeyOf } from '../protocol/pdu';
@@ -413,7 +414,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
       if (entry) join[roomId] = entry;
     }),
     ...invites.map(async (roomId) => {
-      const state = await strippedState(ctx, roomId, user.userId, 'invite');
+      const state = (await strippedState(ctx, roomId, user.userId, 'invite')) ?? (await remoteInviteState(ctx, user.userId, roomId));
       if (state) invite[roomId] = { invite_state: { events: state } };
     }),
     ...knocks.map(async (roomId) => {

@@ -156,3 +156,51 @@ describe('remote users join and leave our rooms (make_join/send_join, make_leave
     expect(members.body.chunk.map((e: Json) => e.state_key)).toContain(pat);
   });
 });
+
+describe('a remote server invites our user (PUT /invite v2)', () => {
+  function inviteEvent(remoteRoom: string, invitee: string): { pdu: JsonObject; id: string } {
+    return peer.sign(
+      { room_id: remoteRoom, sender: pat, type: 'm.room.member', state_key: invitee, content: { membership: 'invite' }, origin_server_ts: Date.now(), depth: 4, prev_events: ['$prev'], auth_events: ['$create', '$pl', '$patjoin'] },
+      VERSION,
+    );
+  }
+
+  it("the invite is co-signed, and reaches the local user's /sync in rooms.invite with the stripped state", async () => {
+    const remoteRoom = `!elsewhere:${peer.serverName}`;
+    const { pdu, id } = inviteEvent(remoteRoom, alice.userId);
+    const strippedState = [
+      { type: 'm.room.create', state_key: '', sender: pat, content: { room_version: '10', creator: pat } },
+      { type: 'm.room.name', state_key: '', sender: pat, content: { name: 'On the peer' } },
+      { type: 'm.room.join_rules', state_key: '', sender: pat, content: { join_rule: 'invite' } },
+    ];
+    const r = await peer.request(a, 'PUT', `/_matrix/federation/v2/invite/${enc(remoteRoom)}/${enc(id)}`, { room_version: '10', event: pdu, invite_room_state: strippedState });
+    expect(r.status, r.text).toBe(200);
+    expect(computeEventId(r.body.event, VERSION)).toBe(id);
+    expect(signedByAxon(r.body.event)).toBe(true);
+    expect(r.body.event.signatures[peer.serverName]).toEqual((pdu.signatures as Json)[peer.serverName]);
+
+    const sync = await eventually(
+      () => clients.call(alice, 'GET', '/sync?timeout=0'),
+      (x) => !!x.body.rooms?.invite?.[remoteRoom],
+    );
+    const events = sync.body.rooms.invite[remoteRoom].invite_state.events as Json[];
+    expect(events).toEqual(expect.arrayContaining([
+      expect.objectContaining({ type: 'm.room.name', content: { name: 'On the peer' } }),
+      expect.objectContaining({ type: 'm.room.member', state_key: alice.userId, sender: pat, content: { membership: 'invite' } }),
+    ]));
+  });
+
+  it('an invite for a user of another server, or not signed by the origin, is 403; an unknown room version is 400', async () => {
+    const remoteRoom = `!other:${peer.serverName}`;
+    const foreign = inviteEvent(remoteRoom, '@someone:elsewhere.example');
+    const r1 = await peer.request(a, 'PUT', `/_matrix/federation/v2/invite/${enc(remoteRoom)}/${enc(foreign.id)}`, { room_version: '10', event: foreign.pdu, invite_room_state: [] });
+    expect(r1.status).toBe(403);
+    const good = inviteEvent(remoteRoom, alice.userId);
+    const unsigned = { ...good.pdu, signatures: {} };
+    const r2 = await peer.request(a, 'PUT', `/_matrix/federation/v2/invite/${enc(remoteRoom)}/${enc(good.id)}`, { room_version: '10', event: unsigned, invite_room_state: [] });
+    expect(r2.status).toBe(403);
+    const r3 = await peer.request(a, 'PUT', `/_matrix/federation/v2/invite/${enc(remoteRoom)}/${enc(good.id)}`, { room_version: '999', event: good.pdu, invite_room_state: [] });
+    expect(r3.status).toBe(400);
+    expect(r3.body.errcode).toBe('M_INCOMPATIBLE_ROOM_VERSION');
+  });
+});

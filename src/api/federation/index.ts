@@ -21,6 +21,7 @@ import { registerMakeJoinRoute } from './make-join';
 import { registerSendJoinRoutes } from './send-join';
 import { registerLeaveRoutes } from './leave';
 import { registerQueryDirectoryRoute } from './query-directory';
+import { registerInviteRoutes } from './invite';
 
 export function registerFederationApi(front: Front, ctx: FederationContext): void {
   registerKeyRoutes(front, ctx.own);
@@ -39,6 +40,7 @@ export function registerFederationApi(front: Front, ctx: FederationContext): voi
   registerSendJoinRoutes(front, ctx);
   registerLeaveRoutes(front, ctx);
   registerQueryDirectoryRoute(front, ctx);
+  registerInviteRoutes(front, ctx);
 }
 
 // GET /.well-known/matrix/server
