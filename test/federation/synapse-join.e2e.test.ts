@@ -103,4 +103,22 @@ describe.skipIf(skip)(`a Synapse ${SYNAPSE_VERSION} user joins an Axon room`, ()
     const members = await clients.call(alice, 'GET', `/rooms/${enc(roomId)}/members?membership=leave`);
     expect(members.body.chunk.map((e: Json) => e.state_key)).toContain(bob.userId);
   });
+
+  it("a Synapse user invites the Axon user into a Synapse room: Synapse's /invite reaches Axon, and the invite is in the Axon user's /sync", async () => {
+    const created = await s.call(bob, 'POST', '/createRoom', { preset: 'private_chat', name: 'On Synapse', room_version: '10' });
+    expect(created.status, JSON.stringify(created.body)).toBe(200);
+    const synapseRoom = created.body.room_id as string;
+    const invited = await s.call(bob, 'POST', `/rooms/${enc(synapseRoom)}/invite`, { user_id: alice.userId });
+    expect(invited.status, JSON.stringify(invited.body)).toBe(200);
+    const sync = await eventually(
+      () => clients.call(alice, 'GET', '/sync?timeout=0'),
+      (x) => !!x.body.rooms?.invite?.[synapseRoom],
+      30_000,
+    );
+    const events = sync.body.rooms.invite[synapseRoom].invite_state.events as Json[];
+    expect(events).toEqual(expect.arrayContaining([
+      expect.objectContaining({ type: 'm.room.name', content: { name: 'On Synapse' } }),
+      expect.objectContaining({ type: 'm.room.member', state_key: alice.userId, sender: bob.userId, content: expect.objectContaining({ membership: 'invite' }) }),
+    ]));
+  });
 });
