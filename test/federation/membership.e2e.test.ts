@@ -157,6 +157,33 @@ describe('remote users join and leave our rooms (make_join/send_join, make_leave
   });
 });
 
+describe('restricted joins across servers (join_authorised_via_users_server)', () => {
+  it('make_join names a local member who can invite; send_join comes back co-signed by Axon; a user in none of the allowed rooms is 403', async () => {
+    const rita = `@rita:${peer.serverName}`;
+    await makeAndSend('join', rita); // rita joins the public room, the one the restricted room allows
+    const created = await clients.call(alice, 'POST', '/createRoom', {
+      preset: 'private_chat',
+      room_version: '10',
+      initial_state: [{ type: 'm.room.join_rules', state_key: '', content: { join_rule: 'restricted', allow: [{ type: 'm.room_membership', room_id: roomId }] } }],
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(200);
+    const restricted = created.body.room_id as string;
+    const made = await peer.request(a, 'GET', `/_matrix/federation/v1/make_join/${enc(restricted)}/${enc(rita)}?ver=10`);
+    expect(made.status, made.text).toBe(200);
+    expect(made.body.event.content).toEqual({ membership: 'join', join_authorised_via_users_server: alice.userId });
+    const { pdu, id } = peer.sign(made.body.event, VERSION);
+    const sent = await peer.request(a, 'PUT', `/_matrix/federation/v2/send_join/${enc(restricted)}/${enc(id)}`, pdu);
+    expect(sent.status, sent.text).toBe(200);
+    expect(signedByAxon(sent.body.event)).toBe(true);
+    expect(sent.body.event.signatures[peer.serverName]).toBeDefined();
+    const members = await clients.call(alice, 'GET', `/rooms/${enc(restricted)}/joined_members`);
+    expect(Object.keys(members.body.joined)).toContain(rita);
+
+    const stranger = await peer.request(a, 'GET', `/_matrix/federation/v1/make_join/${enc(restricted)}/${enc(`@stranger:${peer.serverName}`)}?ver=10`);
+    expect(stranger.status).toBe(403);
+  });
+});
+
 describe('a remote server invites our user (PUT /invite v2)', () => {
   function inviteEvent(remoteRoom: string, invitee: string): { pdu: JsonObject; id: string } {
     return peer.sign(
