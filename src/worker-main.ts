@@ -14,9 +14,7 @@ import { redisTargetFor, shardCountsFor } from './runtime/cluster-settings';
 import { faultPointFromEnv } from './runtime/fault-injection';
 import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
-import { FederationClient } from './federation/client';
-import { FederationTransport } from './federation/sender/transport';
-import { federationIpBlocklist } from './protocol/ip-ranges';
+import { federationSenderSetup } from './federation/sender/setup';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -27,18 +25,14 @@ async function main(): Promise<void> {
   // commands, and on a shared connection every actor commit would queue behind them.
   const readerRedis = connectRedis(redisTargetFor(config));
   const signingKey = loadOrCreateSigningKeys(config.signingKeyPath)[0]!;
-  const keys = new KeySpace(config.redis.keyPrefix);
-  // The federation sender's destination actors call peers through their own client (issue 14.6).
-  const f = config.federation;
-  const fedClient = f.enabled
-    ? new FederationClient({ serverName: config.serverName, signingKey, caPaths: f.caPaths, verifyTls: f.verifyTls, blocklist: federationIpBlocklist(f.ipRangeBlocklist), log: log.child({ component: 'federation-sender' }) })
-    : null;
+  // The federation sender's destination actors and reader, when federation is on (issue 14.6).
+  const sender = federationSenderSetup(config, signingKey, log);
   const worker: Worker = new Worker({
     redis,
     keys: new KeySpace(config.redis.keyPrefix),
     workerId,
     shardCounts: shardCountsFor(config),
-    kinds: allActorKinds({ serverName: config.serverName, signingKey }, fedClient ? { transport: new FederationTransport(fedClient), keys, roomShards: shardCountsFor(config).room } : undefined),
+    kinds: allActorKinds({ serverName: config.serverName, signingKey }, sender?.actor),
     leaseTtlMs: config.lease.ttlMs,
     renewMs: config.lease.renewMs,
     log,
@@ -46,12 +40,12 @@ async function main(): Promise<void> {
     onStopRequested: () => void shutdown(),
     notify: workerSyncNotify(redis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName, federation: fedClient !== null }),
+    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName, federation: sender !== null }),
   });
   const shutdown = onShutdown(async () => {
     log.info({ worker: workerId }, 'stopping');
     await worker.stop();
-    fedClient?.close();
+    sender?.close();
     redis.disconnect();
     readerRedis.disconnect();
   });
