@@ -77,8 +77,8 @@ class Receiver {
         this.attempts.push({ txnId, pdus: body.pdus.length, edus: body.edus?.length ?? 0 });
         this.inFlight++;
         this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+        res.on('close', () => this.inFlight--);
         const answer = () => {
-          this.inFlight--;
           if (this.mode === 'fail500') {
             res.writeHead(500, { 'Content-Type': 'application/json' }).end('{"errcode":"M_UNKNOWN","error":"down for maintenance"}');
             return;
@@ -107,9 +107,14 @@ class Receiver {
     this.port = (this.server.address() as { port: number }).port;
   }
 
+  /** Cuts the requests left hanging. */
+  releaseHung(): void {
+    for (const h of this.hung.splice(0)) h();
+  }
+
   /** Down: the listener closed and every connection cut (connections are refused until start()). */
   async stop(): Promise<void> {
-    for (const h of this.hung.splice(0)) h();
+    this.releaseHung();
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
@@ -144,6 +149,7 @@ afterEach(async () => {
   await r?.close();
   for (const c of clients.splice(0)) c.close();
   for (const x of [a, b]) {
+    x.releaseHung();
     x.mode = 'ok';
     x.delayMs = 0;
     x.attempts = [];
@@ -272,5 +278,48 @@ describe('federation sender (redis)', () => {
     expect(resent.length).toBeGreaterThanOrEqual(2); // the hung attempt and the new holder's
     expect(a.messages()).toEqual(range(0, 15)); // nothing lost, nothing processed twice
     expect(a.attempts.slice(before).filter((t) => t.txnId !== hungTxn).every((t) => !a.attempts.slice(0, before).some((p) => p.txnId === t.txnId))).toBe(true);
+  });
+
+  it('a slow destination gets big batches and delays no other destination', async () => {
+    r = await rig('single', { shards: N, room });
+    await startWorker('w1');
+    const c = await r.client();
+    const roomId = await setUpRoom(c, 'slow', [a, b]);
+    await waitFor('both have the join', () => a.processed.length >= 1 && b.processed.length >= 1);
+    a.delayMs = 1500;
+    const t0 = Date.now();
+    await sendMessages(c, roomId, 0, 120);
+    await waitFor('B has 120', () => b.messages().length >= 120, 10_000);
+    const bDone = Date.now() - t0;
+    expect(a.messages().length).toBeLessThan(120); // A is still busy…
+    await waitFor('A has 120', () => a.messages().length >= 120, 20_000);
+    expect(bDone).toBeLessThan(Date.now() - t0 - 1000); // …B finished well before it
+    expect(a.messages()).toEqual(range(0, 120));
+    expect(a.maxInFlight).toBe(1);
+    // While A was answering slowly the rest waited and went in full transactions.
+    expect(a.attempts.filter((t) => t.pdus === 50).length).toBeGreaterThanOrEqual(2);
+  });
+
+  it("an invite goes to the invitee's server; a server the room's ACL denies gets nothing more", async () => {
+    r = await rig('single', { shards: N, room });
+    await startWorker('w1');
+    const c = await r.client();
+    const roomId = await setUpRoom(c, 'acl', [a]);
+    const carol = `@carol:${b.name}`;
+    await c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.member', sender: alice, state_key: carol, content: { membership: 'invite' } } });
+    await waitFor('B has the invite', () => b.processed.some((p) => p.type === 'm.room.member' && p.state_key === carol));
+    expect(b.processed.every((p) => p.type === 'm.room.member')).toBe(true); // only the invite (B has no joined member)
+    await waitFor('A has the invite', () => a.processed.some((p) => p.state_key === carol));
+    // B's user joins (written as the members hash would be after a remote join), then the room denies B.
+    await r.redis.hset(r.keys.shard('room', shardOf(roomId, N)).data(roomData.members(roomId)), carol, 'join');
+    await sendMessages(c, roomId, 0, 3);
+    await waitFor('B has 3', () => b.messages().length >= 3);
+    await c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.server_acl', sender: alice, state_key: '', content: { allow: ['*'], deny: [b.ip], allow_ip_literals: true } } });
+    await sendMessages(c, roomId, 3, 3);
+    await waitFor('A has 6', () => a.messages().length >= 6);
+    await new Promise((res) => setTimeout(res, 300));
+    expect(a.messages()).toEqual(range(0, 6));
+    expect(b.messages()).toEqual(range(0, 3));
+    expect(b.processed.some((p) => p.type === 'm.room.server_acl')).toBe(false);
   });
 });
