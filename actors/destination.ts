@@ -331,9 +331,14 @@ export async function loadPdus(ctx: Pick<ShellContext, 'redis'>, keys: KeySpace,
   const out: JsonObject[] = [];
   blobs.forEach((b) => {
     if (!b) return;
-    const stored = decode<StoredEvent>(b);
-    if (stored.rej || stored.o || stored.sf || stored.p <= 0) return;
-    const pdu = JSON.parse(stored.j) as JsonObject;
+    let pdu: JsonObject;
+    try {
+      const stored = decode<StoredEvent>(b);
+      if (stored.rej || stored.o || stored.sf || stored.p <= 0) return;
+      pdu = JSON.parse(stored.j) as JsonObject;
+    } catch {
+      return; // an unreadable record must not hold the destination's queue up forever
+    }
     delete pdu.unsigned;
     out.push(pdu);
   });
@@ -351,24 +356,34 @@ export function destinationActor(opts: DestinationActorOptions): ActorKind<Desti
       const inf = state.inflight;
       if (msg.body?.t !== 'send' || !inf || msg.enqueuedAt < state.retryAt) return undefined;
       const dest = state.destination;
-      const [pduRows, eduRows] = await Promise.all([
-        inf.pduTo >= inf.pduFrom ? (ctx.redis.xrange(ctx.keys.data(destinationData.pdus(dest)), seqId(inf.pduFrom), seqId(inf.pduTo)) as Promise<[string, string[]][]>) : Promise.resolve([]),
-        inf.eduTo >= inf.eduFrom ? (ctx.redis.xrange(ctx.keys.data(destinationData.edus(dest)), seqId(inf.eduFrom), seqId(inf.eduTo)) as Promise<[string, string[]][]>) : Promise.resolve([]),
-      ]);
-      const pdus = await loadPdus(ctx, opts.keys, opts.roomShards, entries(pduRows).map((x) => ({ r: x.f.r ?? '', e: x.f.e ?? '' })));
-      const edus = entries(eduRows).map((x) => JSON.parse(x.f.j ?? '{}') as Edu);
-      if (pdus.length === 0 && edus.length === 0) return { txnId: inf.txnId, outcome: { kind: 'ok', pduErrors: 0 }, pdus: 0, edus: 0 };
-      const txn: TransactionBody = { origin: opts.transport.origin, origin_server_ts: inf.ts, pdus };
-      if (edus.length) txn.edus = edus;
-      let outcome: SendOutcome;
+      // Never throws: a `send` that failed until dead-lettered would leave the transaction in
+      // flight with no timer to send it. A failed read is a failed attempt (backoff, retry).
       try {
-        outcome = await opts.transport.send(dest, inf.txnId, txn);
+        return await sendInflight(ctx, inf, dest);
       } catch (e) {
-        outcome = { kind: 'retry', error: e instanceof Error ? e.message : String(e) };
+        return { txnId: inf.txnId, outcome: { kind: 'retry', error: `reading the queue: ${e instanceof Error ? e.message : String(e)}` }, pdus: 0, edus: 0 };
       }
-      if (outcome.kind !== 'ok') ctx.log?.warn({ destination: dest, txn_id: inf.txnId, outcome }, 'federation transaction not delivered');
-      return { txnId: inf.txnId, outcome, pdus: pdus.length, edus: edus.length };
     },
     decide: (state, msg, prepared) => decideDestination(state, msg, prepared, limits),
   };
+
+  async function sendInflight(ctx: ShellContext, inf: Inflight, dest: string): Promise<DestinationPrepared> {
+    const [pduRows, eduRows] = await Promise.all([
+      inf.pduTo >= inf.pduFrom ? (ctx.redis.xrange(ctx.keys.data(destinationData.pdus(dest)), seqId(inf.pduFrom), seqId(inf.pduTo)) as Promise<[string, string[]][]>) : Promise.resolve([]),
+      inf.eduTo >= inf.eduFrom ? (ctx.redis.xrange(ctx.keys.data(destinationData.edus(dest)), seqId(inf.eduFrom), seqId(inf.eduTo)) as Promise<[string, string[]][]>) : Promise.resolve([]),
+    ]);
+    const pdus = await loadPdus(ctx, opts.keys, opts.roomShards, entries(pduRows).map((x) => ({ r: x.f.r ?? '', e: x.f.e ?? '' })));
+    const edus = entries(eduRows).map((x) => JSON.parse(x.f.j ?? '{}') as Edu);
+    if (pdus.length === 0 && edus.length === 0) return { txnId: inf.txnId, outcome: { kind: 'ok', pduErrors: 0 }, pdus: 0, edus: 0 };
+    const txn: TransactionBody = { origin: opts.transport.origin, origin_server_ts: inf.ts, pdus };
+    if (edus.length) txn.edus = edus;
+    let outcome: SendOutcome;
+    try {
+      outcome = await opts.transport.send(dest, inf.txnId, txn);
+    } catch (e) {
+      outcome = { kind: 'retry', error: e instanceof Error ? e.message : String(e) };
+    }
+    if (outcome.kind !== 'ok') ctx.log?.warn({ destination: dest, txn_id: inf.txnId, outcome }, 'federation transaction not delivered');
+    return { txnId: inf.txnId, outcome, pdus: pdus.length, edus: edus.length };
+  }
 }
