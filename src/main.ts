@@ -17,6 +17,7 @@ import { startFront } from './front';
 import { KeySpace } from './store/keys';
 import { connectRedis } from './store/redis';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
+import { federationSenderSetup } from './federation/sender/setup';
 
 export interface RunningServer {
   config: AxonConfig;
@@ -41,6 +42,8 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
   log.info({ key_id: keys[0]!.keyId, public_key: keys[0]!.publicKeyBase64 }, 'signing key loaded');
 
   const workerRedis = connectRedis(target);
+  // The federation sender's destination actors and reader, when federation is on (issue 14.6).
+  const sender = federationSenderSetup(config, keys[0]!, log);
   // The readers get a connection of their own: the push evaluator's writes for a big room are many
   // commands, and on a shared connection every actor commit would queue behind them.
   const readerRedis = connectRedis(target);
@@ -49,13 +52,13 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     keys: new KeySpace(config.redis.keyPrefix),
     workerId: 'main',
     shardCounts: shardCountsFor(config),
-    kinds: allActorKinds({ serverName: config.serverName, signingKey: keys[0]! }),
+    kinds: allActorKinds({ serverName: config.serverName, signingKey: keys[0]! }, sender?.actor),
     leaseTtlMs: config.lease.ttlMs,
     renewMs: config.lease.renewMs,
     log,
     notify: workerSyncNotify(workerRedis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName }),
+    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName, federation: sender !== null }),
   });
   await worker.start();
   const front = await startFront(config, redis, keys, log, 'main');
@@ -68,6 +71,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     async stop() {
       await front.close();
       await worker.stop();
+      sender?.close();
       redis.disconnect();
       workerRedis.disconnect();
       readerRedis.disconnect();

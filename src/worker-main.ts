@@ -14,6 +14,7 @@ import { redisTargetFor, shardCountsFor } from './runtime/cluster-settings';
 import { faultPointFromEnv } from './runtime/fault-injection';
 import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
+import { federationSenderSetup } from './federation/sender/setup';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -23,12 +24,15 @@ async function main(): Promise<void> {
   // The readers get a connection of their own: the push evaluator's writes for a big room are many
   // commands, and on a shared connection every actor commit would queue behind them.
   const readerRedis = connectRedis(redisTargetFor(config));
+  const signingKey = loadOrCreateSigningKeys(config.signingKeyPath)[0]!;
+  // The federation sender's destination actors and reader, when federation is on (issue 14.6).
+  const sender = federationSenderSetup(config, signingKey, log);
   const worker: Worker = new Worker({
     redis,
     keys: new KeySpace(config.redis.keyPrefix),
     workerId,
     shardCounts: shardCountsFor(config),
-    kinds: allActorKinds({ serverName: config.serverName, signingKey: loadOrCreateSigningKeys(config.signingKeyPath)[0]! }),
+    kinds: allActorKinds({ serverName: config.serverName, signingKey }, sender?.actor),
     leaseTtlMs: config.lease.ttlMs,
     renewMs: config.lease.renewMs,
     log,
@@ -36,11 +40,12 @@ async function main(): Promise<void> {
     onStopRequested: () => void shutdown(),
     notify: workerSyncNotify(redis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName }),
+    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName, federation: sender !== null }),
   });
   const shutdown = onShutdown(async () => {
     log.info({ worker: workerId }, 'stopping');
     await worker.stop();
+    sender?.close();
     redis.disconnect();
     readerRedis.disconnect();
   });

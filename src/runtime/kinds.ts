@@ -12,12 +12,13 @@ import { presenceActor } from '../../actors/presence';
 import { receiptActor } from '../../actors/receipts';
 import { keyBackupActor } from '../../actors/key-backup';
 import { reportsActor } from '../../actors/reports';
+import { destinationActor, type DestinationActorOptions } from '../../actors/destination';
 
 /**
  * `room` is needed for room actors (they sign events); without it only the other kinds run. Alias
  * actors live in the room shards too (an alias hashes to one) and run with the room actors.
  */
-export function allActorKinds(room?: RoomConfig): AnyActorKind[] {
+export function allActorKinds(room?: RoomConfig, federation?: DestinationActorOptions): AnyActorKind[] {
   const kinds: AnyActorKind[] = [
     ledgerActor('user'),
     userActor(),
@@ -30,5 +31,7 @@ export function allActorKinds(room?: RoomConfig): AnyActorKind[] {
     deviceKeysActor(),
   ];
   if (room) kinds.push(roomActor(room), aliasActor());
+  // The federation sender's per-peer actors (issue 14.6): only where federation is on.
+  if (federation) kinds.push(destinationActor(federation));
   return kinds;
 }

@@ -387,3 +387,19 @@ export const DEACTIVATION_GROUP = 'deactivation';
 
 /** The consumer group the membership index reads room outboxes with. */
 export const MEMBERSHIP_INDEX_GROUP = 'membership-index';
+
+/**
+ * A federation destination's queues (actors/destination.ts), relative to the USER-family shard
+ * the destination's server name hashes to (the destination actor lives there). Written only by
+ * that actor, in its commits: entry ids are its own sequence numbers (`<seq>-0`), so a range of
+ * the queue is named by two numbers in the actor's state, and sent entries are trimmed by MINID.
+ */
+export const destinationData = {
+  /** Stream: PDUs to send, one entry per event: `r` room id, `e` event id (the PDU is read from the room's store at send time). */
+  pdus: (destination: string) => `fed:${destination}:pdus`,
+  /** Stream: EDUs to send, one entry per EDU: `j` its JSON text. */
+  edus: (destination: string) => `fed:${destination}:edus`,
+};
+
+/** The consumer group the federation sender (src/federation/sender/reader.ts) reads room outboxes with. */
+export const FEDERATION_SENDER_GROUP = 'federation-sender';

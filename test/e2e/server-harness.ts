@@ -14,6 +14,7 @@ import { startFront, type RunningFront } from '../../src/front';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { allActorKinds } from '../../src/runtime/kinds';
 import { allReaders } from '../../src/readers/index';
+import { federationSenderSetup } from '../../src/federation/sender/setup';
 import { PushEvaluatorReader } from '../../src/readers/push-evaluator';
 import { frontRedisOptions, shardCountsFor } from '../../src/runtime/cluster-settings';
 import { Worker } from '../../src/runtime/worker';
@@ -70,13 +71,17 @@ export async function startTestServer(opts: {
   const keys = new KeySpace(config.redis.keyPrefix);
   const workers: Worker[] = [];
   const pushEvaluators: ShardReader[] = [];
+  const senders: { close(): void }[] = [];
   for (let i = 0; i < (opts.workers ?? 2); i++) {
     const workerRedis = connectRedis(target);
-    const readers = allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName });
+    // The federation sender, when a test turns federation on (issue 14.6).
+    const sender = federationSenderSetup(config, signingKey, log);
+    if (sender) senders.push(sender);
+    const readers = allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName, federation: sender !== null });
     pushEvaluators.push(...readers.filter((r) => r instanceof PushEvaluatorReader));
     const w = new Worker({
       redis: workerRedis, keys, workerId: `w${i + 1}`, shardCounts: shardCountsFor(config),
-      kinds: allActorKinds({ serverName: config.serverName, signingKey }), leaseTtlMs: config.lease.ttlMs, renewMs: config.lease.renewMs, log, pollMs: 500,
+      kinds: allActorKinds({ serverName: config.serverName, signingKey }, sender?.actor), leaseTtlMs: config.lease.ttlMs, renewMs: config.lease.renewMs, log, pollMs: 500,
       readers,
       notify: workerSyncNotify(workerRedis, keys), outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
     });
@@ -104,6 +109,7 @@ export async function startTestServer(opts: {
     async stop() {
       for (const f of fronts) await f.close();
       await Promise.all(workers.map((w) => w.stop()));
+      for (const s of senders) s.close();
       redis.disconnect();
     },
   };

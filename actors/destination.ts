@@ -1,0 +1,389 @@
+/**
+ * DestinationActor: everything this server sends to one other server, in order (actor id = the
+ * destination's server name; it lives in the user shard the name hashes to). DESIGN: work that
+ * must happen once per peer, in order, with retries is an actor on our runtime — the shard's
+ * lease and fencing token make it the only sender to that peer in the cluster, durable timers
+ * carry its backoff across crashes and shard moves.
+ *
+ * Queues. The federation sender reader (src/federation/sender/reader.ts) tells the actor about
+ * each event it must send (`pdus`: room id + event id), EDU producers send `edus`. The actor
+ * appends them to two streams in its own shard (destinationData) with its own sequence numbers
+ * as entry ids (`<seq>-0`), in the same commit as its state, so
+ *  - the reader's message ids (`fedq:<destination>:<event id>`) make a re-delivered outbox entry
+ *    (a reader crash before its ack) a duplicate the runtime's dedupe drops: queued once;
+ *  - the state holds only numbers (next seq, highest seq taken into a transaction, the
+ *    transaction in flight as two seq ranges), not the queue: a commit writes a small blob
+ *    whatever the backlog.
+ * PDUs are queued by reference and read from the room's store when sent: an event redacted
+ * meanwhile goes out in its redacted form (what the peer would get from /event or
+ * get_missing_events anyway — leaving it out would only leave a hole in its DAG); rejected,
+ * outlier, soft-failed and backfilled events are never sent (the reader only queues events our
+ * own users sent, and the shell skips any stored that way).
+ *
+ * One transaction in flight, exactly once to the peer's eyes. Starting a transaction is a
+ * decision: `inflight = {txnId, PDU seq range, EDU seq range, ts}` is committed BEFORE anything
+ * is sent, with a timer `send` due now. The `send` message's shell (prepare) reads that range,
+ * builds the body and PUTs it (the only I/O; decide stays pure), and decide records the outcome
+ * in the same commit that takes the next range. A worker killed mid-send leaves `inflight` as it
+ * was: the next lease holder re-sends the same txn id with the same events, and the peer, which
+ * dedupes by (origin, txn id) as the spec requires, processes it once. Nothing is skipped: the
+ * range only advances after an answer was committed.
+ *
+ * Outcomes (src/federation/sender/transport.ts sorts the errors):
+ *  - 200: done; per-PDU errors in the answer are the peer's judgement of those events (counted,
+ *    not retried: sending them again cannot change it).
+ *  - unreachable, timeout, 5xx, 401, 429: the peer is down or asks us to wait: the same
+ *    transaction is retried after a backoff (Synapse's shape, synapse/util/retryutils.py: first
+ *    interval, then × `destination_retry_multiplier` (2) × a jitter in [0.8, 1.4), capped; Synapse
+ *    starts at 10 min and caps at 7 days, we start at 2 s and cap at 1 h so a peer that was down
+ *    briefly catches up quickly). The jitter is derived from the destination and the attempt
+ *    number, so decide stays pure. Meanwhile new events keep being queued.
+ *  - any other 4xx (400 M_BAD_JSON, 403 M_FORBIDDEN — e.g. the peer's ACL denies us —, 404):
+ *    the peer refuses the transaction itself and would refuse it again: it is dropped (logged,
+ *    counted in `refused`) and the next one goes. Retrying would block the peer's queue forever.
+ *  - `wake` (e.g. the peer just sent us something) ends a backoff at once, as Synapse does when
+ *    it hears from a destination.
+ *
+ * Catch-up. After an outage every missed PDU goes, in order, 50 per transaction (with up to 100
+ * EDUs each, so EDUs keep flowing during catch-up instead of waiting for it to end). Past
+ * `maxPendingPdus` waiting PDUs the oldest are dropped (never the transaction in flight) and
+ * counted in `dropped`: the peer then receives only the newest events, finds their prev_events
+ * unknown and fills the gap with its own get_missing_events / backfill. EDUs have their own bound.
+ */
+import { createHash } from 'node:crypto';
+import type { ActorKind, ActorMessage, Decision, ShellContext, StoreWrite } from '../src/runtime/actor';
+import type { StoredEvent } from '../src/rooms/model';
+import { shardOf } from '../src/runtime/shards';
+import { decode } from '../src/store/codec';
+import { destinationData, roomData, type KeySpace } from '../src/store/keys';
+import type { JsonObject } from '../src/protocol/json';
+import { MAX_EDUS_PER_TRANSACTION, MAX_PDUS_PER_TRANSACTION, type Edu, type TransactionBody } from '../src/protocol/transactions';
+
+export const DESTINATION_KIND = 'destination';
+
+/** Waiting PDUs kept per destination beyond the one in flight; older ones are dropped (the peer backfills). */
+export const MAX_PENDING_PDUS = 1_000;
+export const MAX_PENDING_EDUS = 1_000;
+/** First retry interval after a failure (Synapse: 10 min). */
+export const MIN_RETRY_MS = 2_000;
+/** Longest interval between retries (Synapse: 7 days). */
+export const MAX_RETRY_MS = 60 * 60 * 1000;
+export const RETRY_MULTIPLIER = 2;
+
+export interface DestinationLimits {
+  maxPendingPdus: number;
+  maxPendingEdus: number;
+  minRetryMs: number;
+  maxRetryMs: number;
+  maxPdusPerTxn: number;
+  maxEdusPerTxn: number;
+}
+
+export const DEFAULT_LIMITS: DestinationLimits = {
+  maxPendingPdus: MAX_PENDING_PDUS,
+  maxPendingEdus: MAX_PENDING_EDUS,
+  minRetryMs: MIN_RETRY_MS,
+  maxRetryMs: MAX_RETRY_MS,
+  maxPdusPerTxn: MAX_PDUS_PER_TRANSACTION,
+  maxEdusPerTxn: MAX_EDUS_PER_TRANSACTION,
+};
+
+/** The transaction being sent: queue ranges (inclusive; empty when `to < from`), committed before the first attempt. */
+export interface Inflight {
+  txnId: string;
+  pduFrom: number;
+  pduTo: number;
+  eduFrom: number;
+  eduTo: number;
+  /** `origin_server_ts` of the body (the same on every attempt). */
+  ts: number;
+  attempts: number;
+}
+
+export interface DestinationState {
+  destination: string;
+  /** Seq the next queued PDU gets (the first is 1). */
+  nextPdu: number;
+  /** Every PDU seq up to this one is in a transaction (sent, in flight) or was dropped. */
+  takenPdu: number;
+  nextEdu: number;
+  takenEdu: number;
+  /** Transactions started so far (part of the txn id). */
+  txnSeq: number;
+  inflight: Inflight | null;
+  /** Consecutive failed attempts (0: the peer is fine). */
+  failures: number;
+  /** No attempt before this time (ms); 0 = none pending. */
+  retryAt: number;
+  /** The due time of the last `send` timer set (timer message ids derive from it: each must be new). */
+  lastTimerAt: number;
+  /** The due time of the `send` timer set before that one. */
+  prevTimerAt: number;
+  /** Totals, for operators. */
+  sentPdus: number;
+  sentEdus: number;
+  txns: number;
+  refused: number;
+  pduErrors: number;
+  dropped: number;
+  droppedEdus: number;
+  lastError?: string;
+}
+
+export type DestinationMessage =
+  /** From the federation sender reader: events to send (in order). */
+  | { t: 'pdus'; items: { r: string; e: string }[] }
+  | { t: 'edus'; edus: Edu[] }
+  /** The actor's own timer: send the transaction in flight (if its backoff is over). */
+  | { t: 'send' }
+  /** The peer is reachable again (it just talked to us): end any backoff now. */
+  | { t: 'wake' };
+
+export type SendOutcome =
+  | { kind: 'ok'; pduErrors: number }
+  /** Unreachable, timed out, 5xx, 401, 429: the same transaction again after a backoff. */
+  | { kind: 'retry'; error: string; retryAfterMs?: number }
+  /** Refused as a whole (4xx): dropped, the next one goes. */
+  | { kind: 'refused'; error: string };
+
+/** What the shell did for a `send`: the outcome for the transaction in flight. */
+export interface DestinationPrepared {
+  txnId: string;
+  outcome: SendOutcome;
+  /** PDUs actually in the body (the range minus events no longer sendable). */
+  pdus: number;
+  edus: number;
+}
+
+/** The only code that calls the peer (implemented over src/federation/client.ts). */
+export interface TransactionTransport {
+  /** Our server name: the body's `origin`. */
+  readonly origin: string;
+  send(destination: string, txnId: string, body: TransactionBody): Promise<SendOutcome>;
+}
+
+export type DestinationReply = { ok: true };
+
+export function initialDestinationState(destination: string): DestinationState {
+  return { destination, nextPdu: 1, takenPdu: 0, nextEdu: 1, takenEdu: 0, txnSeq: 0, inflight: null, failures: 0, retryAt: 0, lastTimerAt: 0, prevTimerAt: 0, sentPdus: 0, sentEdus: 0, txns: 0, refused: 0, pduErrors: 0, dropped: 0, droppedEdus: 0 };
+}
+
+/**
+ * The wait after the `failures`-th consecutive failure: min × 2^(n-1) × jitter, capped — the
+ * shape of Synapse's retryutils (there the jitter compounds; here it is drawn once per attempt
+ * from a hash, so the schedule is a pure function and stays within [0.8, 1.4) × the doubling).
+ */
+export function backoffMs(destination: string, failures: number, limits: Pick<DestinationLimits, 'minRetryMs' | 'maxRetryMs'> = DEFAULT_LIMITS): number {
+  if (failures <= 0) return 0;
+  const base = limits.minRetryMs * RETRY_MULTIPLIER ** Math.min(failures - 1, 40);
+  const h = createHash('sha256').update(`${destination}\u0000${failures}`).digest().readUInt32BE(0);
+  const jitter = failures === 1 ? 1 : 0.8 + (h / 2 ** 32) * 0.6;
+  return Math.min(Math.round(base * jitter), limits.maxRetryMs);
+}
+
+/** The stream id of a queue seq (`<seq>-0`: ids must be above 0-0, seqs start at 1). */
+export const seqId = (seq: number): string => `${seq}-0`;
+
+type D = Decision<DestinationState, DestinationReply>;
+
+/**
+ * Set the `send` timer at `atMs`, never at a time a fired timer had: the timer's message id is
+ * derived from its due time, so a repeat would be dropped as a duplicate. Every timer set before
+ * was due at or before `lastTimerAt`; when replacing a pending timer that has not fired (a wake
+ * during a backoff) the floor is `prevTimerAt`, the latest due time before that one.
+ */
+function sendTimer(state: DestinationState, atMs: number, floor = state.lastTimerAt): { state: DestinationState; timer: { key: string; atMs: number; body: DestinationMessage } } {
+  const at = Math.max(atMs, floor + 1);
+  return { state: { ...state, prevTimerAt: state.lastTimerAt, lastTimerAt: at }, timer: { key: 'send', atMs: at, body: { t: 'send' } } };
+}
+
+/** With nothing in flight and something waiting: take the next range and ask for it to be sent now. */
+function startNext(state: DestinationState, now: number, limits: DestinationLimits, d: D): D {
+  if (state.inflight) return d;
+  const pduTo = Math.min(state.nextPdu - 1, state.takenPdu + limits.maxPdusPerTxn);
+  const eduTo = Math.min(state.nextEdu - 1, state.takenEdu + limits.maxEdusPerTxn);
+  if (pduTo <= state.takenPdu && eduTo <= state.takenEdu) return d;
+  const txnSeq = state.txnSeq + 1;
+  const inflight: Inflight = { txnId: `${now.toString(36)}.${txnSeq}`, pduFrom: state.takenPdu + 1, pduTo, eduFrom: state.takenEdu + 1, eduTo, ts: now, attempts: 0 };
+  // Not before the backoff is over (a transaction abandoned by the bound is replaced during one).
+  const { state: next, timer } = sendTimer({ ...state, txnSeq, inflight, takenPdu: pduTo, takenEdu: eduTo }, Math.max(now, state.retryAt));
+  return { ...d, state: next, timers: [...(d.timers ?? []), timer] };
+}
+
+/**
+ * Keep at most `maxPendingPdus` PDUs (and `maxPendingEdus` EDUs) queued, the transaction in
+ * flight included, dropping the oldest. Dropping into the transaction in flight abandons it (it
+ * was never answered: the peer is down): its PDUs and EDUs go back to the queue, the oldest of
+ * them are dropped, and the next transaction (a new txn id, still after the backoff) starts at
+ * the first one kept. So the queue's storage stays bounded during an outage however long it is.
+ */
+function bound(state: DestinationState, limits: DestinationLimits, writes: StoreWrite[]): DestinationState {
+  let next = state;
+  const inf = next.inflight;
+  const pduBase = inf ? inf.pduFrom - 1 : next.takenPdu;
+  const eduBase = inf ? inf.eduFrom - 1 : next.takenEdu;
+  const overPdus = next.nextPdu - 1 - pduBase > limits.maxPendingPdus;
+  const overEdus = next.nextEdu - 1 - eduBase > limits.maxPendingEdus;
+  if (!overPdus && !overEdus) return next;
+  if (inf) next = { ...next, inflight: null, takenPdu: pduBase, takenEdu: eduBase };
+  if (overPdus) {
+    const takenPdu = next.nextPdu - 1 - limits.maxPendingPdus;
+    next = { ...next, takenPdu, dropped: next.dropped + (takenPdu - next.takenPdu) };
+    writes.push({ cmd: 'XTRIM', key: destinationData.pdus(state.destination), args: ['MINID', seqId(takenPdu + 1)] });
+  }
+  if (overEdus) {
+    const takenEdu = next.nextEdu - 1 - limits.maxPendingEdus;
+    next = { ...next, takenEdu, droppedEdus: next.droppedEdus + (takenEdu - next.takenEdu) };
+    writes.push({ cmd: 'XTRIM', key: destinationData.edus(state.destination), args: ['MINID', seqId(takenEdu + 1)] });
+  }
+  return next;
+}
+
+export function decideDestination(state: DestinationState, msg: ActorMessage<DestinationMessage>, prepared: DestinationPrepared | undefined, limits: DestinationLimits = DEFAULT_LIMITS): D {
+  const now = msg.enqueuedAt;
+  const body = msg.body;
+  const dest = state.destination;
+  switch (body?.t) {
+    case 'pdus': {
+      const items = Array.isArray(body.items) ? body.items.filter((i) => typeof i?.r === 'string' && typeof i?.e === 'string') : [];
+      if (items.length === 0) return { state, reply: { ok: true } };
+      const writes: StoreWrite[] = [];
+      let seq = state.nextPdu;
+      for (const i of items) writes.push({ cmd: 'XADD', key: destinationData.pdus(dest), args: [seqId(seq++), 'r', i.r, 'e', i.e] });
+      const next = bound({ ...state, nextPdu: seq }, limits, writes);
+      return startNext(next, now, limits, { state: next, reply: { ok: true }, writes });
+    }
+    case 'edus': {
+      const edus = Array.isArray(body.edus) ? body.edus.filter((e) => typeof e?.edu_type === 'string') : [];
+      if (edus.length === 0) return { state, reply: { ok: true } };
+      const writes: StoreWrite[] = [];
+      let seq = state.nextEdu;
+      for (const e of edus) writes.push({ cmd: 'XADD', key: destinationData.edus(dest), args: [seqId(seq++), 'j', JSON.stringify(e)] });
+      const next = bound({ ...state, nextEdu: seq }, limits, writes);
+      return startNext(next, now, limits, { state: next, reply: { ok: true }, writes });
+    }
+    case 'wake': {
+      if (!state.inflight || state.retryAt <= now) return { state, reply: { ok: true } };
+      // The pending timer (due at retryAt > now) has not fired: it is replaced.
+      const { state: next, timer } = sendTimer({ ...state, retryAt: 0, failures: 0 }, now, state.prevTimerAt);
+      return { state: next, reply: { ok: true }, timers: [timer] };
+    }
+    case 'send': {
+      const inf = state.inflight;
+      // A late or repeated timer (the transaction was answered meanwhile, or the backoff runs on).
+      if (!inf || !prepared || prepared.txnId !== inf.txnId) return startNext(state, now, limits, { state, reply: { ok: true } });
+      const o = prepared.outcome;
+      if (o.kind === 'retry') {
+        const failures = state.failures + 1;
+        const retryAt = now + Math.max(backoffMs(dest, failures, limits), o.retryAfterMs ?? 0);
+        const { state: next, timer } = sendTimer({ ...state, failures, retryAt, inflight: { ...inf, attempts: inf.attempts + 1 }, lastError: o.error }, retryAt);
+        return { state: next, reply: { ok: true }, timers: [timer] };
+      }
+      // Answered (or refused for good): the range is done; trim what was sent.
+      const writes: StoreWrite[] = [
+        { cmd: 'XTRIM', key: destinationData.pdus(dest), args: ['MINID', seqId(state.takenPdu + 1)] },
+        { cmd: 'XTRIM', key: destinationData.edus(dest), args: ['MINID', seqId(state.takenEdu + 1)] },
+      ];
+      const next: DestinationState = {
+        ...state,
+        inflight: null,
+        failures: 0,
+        retryAt: 0,
+        txns: state.txns + 1,
+        sentPdus: state.sentPdus + (o.kind === 'ok' ? prepared.pdus : 0),
+        sentEdus: state.sentEdus + (o.kind === 'ok' ? prepared.edus : 0),
+        pduErrors: state.pduErrors + (o.kind === 'ok' ? o.pduErrors : 0),
+        refused: state.refused + (o.kind === 'refused' ? 1 : 0),
+        ...(o.kind === 'refused' ? { lastError: o.error } : {}),
+      };
+      return startNext(next, now, limits, { state: next, reply: { ok: true }, writes });
+    }
+    default:
+      return { state, reply: { ok: true } };
+  }
+}
+
+export interface DestinationActorOptions {
+  transport: TransactionTransport;
+  /** Where the rooms' stores are (the PDUs are read from them when sent). */
+  keys: KeySpace;
+  roomShards: number;
+  limits?: Partial<DestinationLimits>;
+}
+
+/** Parse a queue range's entries into `[seq, fields]`. */
+function entries(rows: [string, string[]][]): { seq: number; f: Record<string, string> }[] {
+  return rows.map(([id, fields]) => {
+    const f: Record<string, string> = {};
+    for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
+    return { seq: Number(id.split('-')[0]), f };
+  });
+}
+
+/**
+ * The PDUs of a queue range as they go over federation: the stored event JSON (federation
+ * format: what was signed, redacted if it was redacted since) without the local `unsigned`.
+ * Events that are gone, rejected, outliers, soft-failed or backfilled are left out.
+ */
+export async function loadPdus(ctx: Pick<ShellContext, 'redis'>, keys: KeySpace, roomShards: number, items: { r: string; e: string }[]): Promise<JsonObject[]> {
+  if (items.length === 0) return [];
+  const blobs = await ctx.redis.mgetBuffer(...items.map((i) => keys.shard('room', shardOf(i.r, roomShards)).data(roomData.event(i.e))));
+  const out: JsonObject[] = [];
+  blobs.forEach((b) => {
+    if (!b) return;
+    let pdu: JsonObject;
+    try {
+      const stored = decode<StoredEvent>(b);
+      if (stored.rej || stored.o || stored.sf || stored.p <= 0) return;
+      pdu = JSON.parse(stored.j) as JsonObject;
+    } catch {
+      return; // an unreadable record must not hold the destination's queue up forever
+    }
+    delete pdu.unsigned;
+    out.push(pdu);
+  });
+  return out;
+}
+
+export function destinationActor(opts: DestinationActorOptions): ActorKind<DestinationState, DestinationMessage, DestinationReply, DestinationPrepared | undefined> {
+  const limits: DestinationLimits = { ...DEFAULT_LIMITS, ...opts.limits };
+  return {
+    kind: DESTINATION_KIND,
+    family: 'user',
+    initialState: initialDestinationState,
+    // The shell: only a `send` whose backoff is over does I/O — read the range, PUT it once.
+    async prepare(ctx, state, msg) {
+      const inf = state.inflight;
+      if (msg.body?.t !== 'send' || !inf || msg.enqueuedAt < state.retryAt) return undefined;
+      const dest = state.destination;
+      // Never throws: a `send` that failed until dead-lettered would leave the transaction in
+      // flight with no timer to send it. A failed read is a failed attempt (backoff, retry).
+      try {
+        return await sendInflight(ctx, inf, dest);
+      } catch (e) {
+        return { txnId: inf.txnId, outcome: { kind: 'retry', error: `reading the queue: ${e instanceof Error ? e.message : String(e)}` }, pdus: 0, edus: 0 };
+      }
+    },
+    decide: (state, msg, prepared) => decideDestination(state, msg, prepared, limits),
+  };
+
+  async function sendInflight(ctx: ShellContext, inf: Inflight, dest: string): Promise<DestinationPrepared> {
+    const [pduRows, eduRows] = await Promise.all([
+      inf.pduTo >= inf.pduFrom ? (ctx.redis.xrange(ctx.keys.data(destinationData.pdus(dest)), seqId(inf.pduFrom), seqId(inf.pduTo)) as Promise<[string, string[]][]>) : Promise.resolve([]),
+      inf.eduTo >= inf.eduFrom ? (ctx.redis.xrange(ctx.keys.data(destinationData.edus(dest)), seqId(inf.eduFrom), seqId(inf.eduTo)) as Promise<[string, string[]][]>) : Promise.resolve([]),
+    ]);
+    const pdus = await loadPdus(ctx, opts.keys, opts.roomShards, entries(pduRows).map((x) => ({ r: x.f.r ?? '', e: x.f.e ?? '' })));
+    const edus = entries(eduRows).map((x) => JSON.parse(x.f.j ?? '{}') as Edu);
+    if (pdus.length === 0 && edus.length === 0) return { txnId: inf.txnId, outcome: { kind: 'ok', pduErrors: 0 }, pdus: 0, edus: 0 };
+    const txn: TransactionBody = { origin: opts.transport.origin, origin_server_ts: inf.ts, pdus };
+    if (edus.length) txn.edus = edus;
+    let outcome: SendOutcome;
+    try {
+      outcome = await opts.transport.send(dest, inf.txnId, txn);
+    } catch (e) {
+      outcome = { kind: 'retry', error: e instanceof Error ? e.message : String(e) };
+    }
+    if (outcome.kind !== 'ok') ctx.log?.warn({ destination: dest, txn_id: inf.txnId, outcome }, 'federation transaction not delivered');
+    return { txnId: inf.txnId, outcome, pdus: pdus.length, edus: edus.length };
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * The federation sender's reader: for every event a room actor commits that one of OUR users
+ * sent, the other servers in the room get it — it works out the event's destinations and queues
+ * it at each destination's actor (actors/destination.ts), which sends it in order, batched, with
+ * retries. A consumer group on the room outboxes (OutboxGroupReader), so a worker that dies
+ * mid-batch leaves the entries pending and the shard's next holder queues them: the message id
+ * `fedq:<destination>:<event id>` makes that second queueing a duplicate the runtime drops.
+ *
+ * Destinations of an event (Synapse's federation sender does the same: the hosts joined to the
+ * room, plus for a membership event the target's server, so an invited, kicked or banned user's
+ * server hears of it):
+ *   servers of the room's joined members (the room's current `members` hash)
+ *   ∪ the server of `state_key` for an `m.room.member` event
+ *   − our own server − servers the room's `m.room.server_acl` denies (serverAclAllows).
+ * Membership is read when the entry is read, not as of the event: a server that joined since
+ * also gets the event (harmless: it is history it may fetch anyway), one whose users all left
+ * since does not (it has left). Events other servers sent are not ours to send (their origin
+ * sends them), and what does not reach the outbox — outliers, backfilled, rejected events — is
+ * never sent.
+ */
+import type { Logger } from 'pino';
+import { DESTINATION_KIND, type DestinationMessage } from '../../../actors/destination';
+import { serverOf } from '../../protocol/identifiers';
+import { isJsonObject, type JsonValue } from '../../protocol/json';
+import { serverAclAllows } from '../../protocol/server-acl';
+import { OutboxGroupReader } from '../../readers/outbox-group-reader';
+import type { RoomOutput } from '../../rooms/model';
+import { ActorClient } from '../../runtime/actor-client';
+import type { OutboxEntry } from '../../runtime/envelope';
+import type { Family } from '../../runtime/shards';
+import { decode } from '../../store/codec';
+import { FEDERATION_SENDER_GROUP, roomData, type KeySpace } from '../../store/keys';
+import type { RedisClient } from '../../store/redis';
+import { RoomReader } from '../../store/room-reader';
+
+interface RoomServers {
+  /** Servers with a joined member. */
+  joined: Set<string>;
+  /** Content of the room's current `m.room.server_acl` (null: none). */
+  acl: JsonValue | null;
+}
+
+/** The destinations of one event (pure): see the header. */
+export function eventDestinations(event: { type?: unknown; state_key?: unknown }, room: RoomServers, ourServer: string): string[] {
+  const servers = new Set(room.joined);
+  if (event.type === 'm.room.member' && typeof event.state_key === 'string') {
+    const target = serverOf(event.state_key);
+    if (target) servers.add(target);
+  }
+  servers.delete(ourServer);
+  return [...servers].filter((s) => serverAclAllows(room.acl, s)).sort();
+}
+
+export class FederationSenderReader extends OutboxGroupReader {
+  private readonly actors: ActorClient;
+  private readonly rooms: RoomReader;
+
+  constructor(
+    redis: RedisClient,
+    keys: KeySpace,
+    shardCounts: Record<Family, number>,
+    private readonly serverName: string,
+    consumer: string,
+    log: Logger,
+  ) {
+    super('room', FEDERATION_SENDER_GROUP, redis, keys, consumer, log);
+    // Only `tell` is used (no replies), so the client's reply stream is never started.
+    this.actors = new ActorClient(redis, keys, shardCounts, `fedsend-${consumer}`);
+    this.rooms = new RoomReader(redis, keys, shardCounts.room);
+  }
+
+  protected async apply(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
+    const rooms = new Map<string, Promise<RoomServers>>();
+    const sends: Promise<void>[] = [];
+    for (const { entry } of entries) {
+      if (!entry || entry.kind !== 'room') continue;
+      let out: RoomOutput;
+      try {
+        out = decode<RoomOutput>(entry.body);
+      } catch {
+        continue;
+      }
+      if (!out?.eventId || !isJsonObject(out.event) || typeof out.event.sender !== 'string') continue;
+      if (serverOf(out.event.sender) !== this.serverName) continue;
+      let room = rooms.get(out.roomId);
+      if (!room) {
+        room = this.roomServers(shard, out.roomId);
+        rooms.set(out.roomId, room);
+      }
+      const destinations = eventDestinations(out.event, await room, this.serverName);
+      const body: DestinationMessage = { t: 'pdus', items: [{ r: out.roomId, e: out.eventId }] };
+      // Issued in outbox order on one connection: each destination's inbox gets the room's events in order.
+      for (const d of destinations) sends.push(this.actors.tell('user', DESTINATION_KIND, d, body, `fedq:${d}:${out.eventId}`));
+    }
+    await Promise.all(sends);
+  }
+
+  private async roomServers(shard: number, roomId: string): Promise<RoomServers> {
+    const [members, acl] = await Promise.all([
+      this.redis.hgetall(this.keys.shard('room', shard).data(roomData.members(roomId))),
+      this.rooms.currentState(roomId, { type: 'm.room.server_acl', stateKey: '' }),
+    ]);
+    const joined = new Set<string>();
+    for (const [user, membership] of Object.entries(members)) {
+      if (membership !== 'join') continue;
+      const s = serverOf(user);
+      if (s) joined.add(s);
+    }
+    const content = acl[0]?.event.content;
+    return { joined, acl: content === undefined ? null : (content as JsonValue) };
+  }
+}

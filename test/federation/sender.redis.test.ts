@@ -1,0 +1,325 @@
+/**
+ * The federation sender on the real runtime and a real Redis (issue 14.6): room actors commit
+ * events of our users, the reader queues them at the destination actors, which PUT transactions
+ * over TLS to small HTTPS receivers built here. A receiver records every attempt, dedupes by txn
+ * id as a real server does (a repeated id is answered from memory, not processed), and can be
+ * told to answer 500, be down (listener closed, connections cut), or hang.
+ *
+ * Remote members are written into the room's members hash directly: joins over federation are
+ * not built yet (issue 14.7), and the sender only reads that hash to find destinations.
+ */
+import { createServer, type Server } from 'node:https';
+import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { destinationActor, DESTINATION_KIND, type DestinationState } from '../../actors/destination';
+import { buildCreateEvent } from '../../actors/room';
+import { FederationClient } from '../../src/federation/client';
+import { FederationSenderReader } from '../../src/federation/sender/reader';
+import { FederationTransport } from '../../src/federation/sender/transport';
+import { signingKeyFromSeed } from '../../src/protocol/crypto';
+import { federationIpBlocklist } from '../../src/protocol/ip-ranges';
+import type { JsonObject } from '../../src/protocol/json';
+import type { RoomConfig } from '../../src/rooms/model';
+import type { ActorClient } from '../../src/runtime/actor-client';
+import { allActorKinds } from '../../src/runtime/kinds';
+import { shardOf } from '../../src/runtime/shards';
+import type { Worker } from '../../src/runtime/worker';
+import { decode } from '../../src/store/codec';
+import { roomData } from '../../src/store/keys';
+import { connectRedis } from '../../src/store/redis';
+import { createTestCa, type TestCa } from '../peers/test-ca';
+import { rig, silent, waitFor, type Rig } from '../runtime/harness';
+
+const OURS = 'axon.test';
+const room: RoomConfig = { serverName: OURS, signingKey: signingKeyFromSeed('ed25519:t', new Uint8Array(32).fill(7)) };
+const alice = `@alice:${OURS}`;
+
+type Mode = 'ok' | 'fail500' | 'hang';
+
+/** A federation peer that only takes transactions. */
+class Receiver {
+  server!: Server;
+  port = 0;
+  mode: Mode = 'ok';
+  delayMs = 0;
+  /** Every attempt, in arrival order. */
+  attempts: { txnId: string; pdus: number; edus: number }[] = [];
+  /** PDUs processed (first time a txn id came), in order. */
+  processed: JsonObject[] = [];
+  private seen = new Map<string, string>();
+  inFlight = 0;
+  maxInFlight = 0;
+  private sockets = new Set<Socket>();
+  private hung: (() => void)[] = [];
+
+  constructor(
+    readonly ip: string,
+    private readonly cert: { certPath: string; keyPath: string },
+  ) {}
+
+  get name(): string {
+    return `${this.ip}:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    this.server = createServer({ cert: readFileSync(this.cert.certPath), key: readFileSync(this.cert.keyPath) }, (req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const m = /^\/_matrix\/federation\/v1\/send\/([^/?]+)$/.exec(req.url ?? '');
+        if (req.method !== 'PUT' || !m) {
+          res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"errcode":"M_UNRECOGNIZED"}');
+          return;
+        }
+        const txnId = decodeURIComponent(m[1]!);
+        const body = JSON.parse(Buffer.concat(chunks).toString()) as { pdus: JsonObject[]; edus?: JsonObject[] };
+        this.attempts.push({ txnId, pdus: body.pdus.length, edus: body.edus?.length ?? 0 });
+        this.inFlight++;
+        this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+        res.on('close', () => this.inFlight--);
+        const answer = () => {
+          if (this.mode === 'fail500') {
+            res.writeHead(500, { 'Content-Type': 'application/json' }).end('{"errcode":"M_UNKNOWN","error":"down for maintenance"}');
+            return;
+          }
+          let reply = this.seen.get(txnId);
+          if (reply === undefined) {
+            this.processed.push(...body.pdus);
+            reply = JSON.stringify({ pdus: Object.fromEntries(body.pdus.map((p, i) => [String(p.event_id ?? i), {}])) });
+            this.seen.set(txnId, reply);
+          }
+          res.writeHead(200, { 'Content-Type': 'application/json' }).end(reply);
+        };
+        if (this.mode === 'hang') {
+          this.hung.push(() => res.destroy());
+          return;
+        }
+        if (this.delayMs) setTimeout(answer, this.delayMs);
+        else answer();
+      });
+    });
+    this.server.on('connection', (s: Socket) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+    await new Promise<void>((resolve) => this.server.listen(this.port, this.ip, resolve));
+    this.port = (this.server.address() as { port: number }).port;
+  }
+
+  /** Cuts the requests left hanging. */
+  releaseHung(): void {
+    for (const h of this.hung.splice(0)) h();
+  }
+
+  /** Down: the listener closed and every connection cut (connections are refused until start()). */
+  async stop(): Promise<void> {
+    this.releaseHung();
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** The processed messages' `i`, in arrival order. */
+  messages(): number[] {
+    return this.processed.filter((p) => p.type === 'm.room.message').map((p) => (p.content as { i: number }).i);
+  }
+}
+
+let ca: TestCa;
+let a: Receiver;
+let b: Receiver;
+const N = 4;
+
+beforeAll(async () => {
+  ca = createTestCa();
+  a = new Receiver('127.0.0.41', ca.leaf('127.0.0.41'));
+  b = new Receiver('127.0.0.42', ca.leaf('127.0.0.42'));
+  await Promise.all([a.start(), b.start()]);
+});
+
+afterAll(async () => {
+  await Promise.all([a.stop().catch(() => undefined), b.stop().catch(() => undefined)]);
+  ca.cleanup();
+});
+
+let r: Rig;
+const clients: FederationClient[] = [];
+
+afterEach(async () => {
+  await r?.close();
+  for (const c of clients.splice(0)) c.close();
+  for (const x of [a, b]) {
+    x.releaseHung();
+    x.mode = 'ok';
+    x.delayMs = 0;
+    x.attempts = [];
+    x.processed = [];
+    x.maxInFlight = 0;
+  }
+});
+
+async function startWorker(id: string, sendTimeoutMs = 5000): Promise<Worker> {
+  const client = new FederationClient({ serverName: OURS, signingKey: room.signingKey, caPaths: [ca.caPath], verifyTls: true, blocklist: federationIpBlocklist([]), log: silent, requestTimeoutMs: sendTimeoutMs });
+  clients.push(client);
+  const dest = destinationActor({ transport: new FederationTransport(client, sendTimeoutMs), keys: r.keys, roomShards: N, limits: { minRetryMs: 200, maxRetryMs: 1000 } });
+  const readerRedis = connectRedis(r.target);
+  return r.startWorker(id, { kinds: [...allActorKinds(room), dest], readers: [new FederationSenderReader(readerRedis, r.keys, r.shardCounts, OURS, id, silent)], pollMs: 300 });
+}
+
+async function setUpRoom(c: ActorClient, localpart: string, remote: Receiver[]): Promise<string> {
+  const { roomId, event } = buildCreateEvent(room, { roomVersion: '10', creator: alice, roomLocalpart: localpart, ts: Date.now() });
+  await c.ask('room', 'room', roomId, { op: 'create', event });
+  // Remote members (see the header): their servers are the destinations.
+  const members = r.keys.shard('room', shardOf(roomId, N)).data(roomData.members(roomId));
+  for (const x of remote) await r.redis.hset(members, `@bob:${x.name}`, 'join');
+  await c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.member', sender: alice, state_key: alice, content: { membership: 'join' } } });
+  return roomId;
+}
+
+/** Sends messages i = from … from+count-1, in order (issued on one connection: committed in order). */
+async function sendMessages(c: ActorClient, roomId: string, from: number, count: number): Promise<void> {
+  await Promise.all(Array.from({ length: count }, (_, k) => c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.message', sender: alice, content: { msgtype: 'm.text', body: `m${from + k}`, i: from + k } } }, { timeoutMs: 30_000 })));
+}
+
+const range = (from: number, count: number) => Array.from({ length: count }, (_, k) => from + k);
+
+async function destinationState(dest: string): Promise<DestinationState | null> {
+  const blob = await r.redis.getBuffer(r.keys.shard('user', shardOf(dest, N)).state(DESTINATION_KIND, dest));
+  return blob ? decode<DestinationState>(blob) : null;
+}
+
+describe('federation sender (redis)', () => {
+  it('events of a room reach each destination in order, once, one transaction in flight, ≤ 50 PDUs each; one destination down does not delay the other', async () => {
+    r = await rig('single', { shards: N, room });
+    await startWorker('w1');
+    const c = await r.client();
+    a.delayMs = 20; // slow answers make batches form and overlap visible
+    const roomId = await setUpRoom(c, 'order', [a, b]);
+    await sendMessages(c, roomId, 0, 150);
+    await waitFor('A has 150', () => a.messages().length >= 150);
+    await waitFor('B has 150', () => b.messages().length >= 150);
+    expect(a.messages()).toEqual(range(0, 150));
+    expect(b.messages()).toEqual(range(0, 150));
+    for (const x of [a, b]) {
+      expect(x.maxInFlight).toBe(1);
+      expect(x.attempts.every((t) => t.pdus <= 50)).toBe(true);
+      expect(new Set(x.attempts.map((t) => t.txnId)).size).toBe(x.attempts.length); // nothing re-sent
+      // The join and the messages, each once; only our users' events (the create is alice's too).
+      const ids = x.processed.map((p) => JSON.stringify(p));
+      expect(new Set(ids).size).toBe(ids.length);
+    }
+    // No event_id in a v10 PDU (federation format), no local unsigned data.
+    expect(a.processed[0]!.event_id).toBeUndefined();
+    expect(a.processed.every((p) => p.unsigned === undefined)).toBe(true);
+
+    // B goes down: A keeps getting events at once.
+    await b.stop();
+    const t0 = Date.now();
+    await sendMessages(c, roomId, 150, 20);
+    await waitFor('A has 170', () => a.messages().length >= 170, 5000);
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(b.messages().length).toBe(150);
+    await waitFor('B backing off', async () => ((await destinationState(b.name))?.failures ?? 0) >= 1);
+    // B back: it gets the 20 it missed, in order, once.
+    await b.start();
+    await waitFor('B has 170', () => b.messages().length >= 170, 10_000);
+    expect(b.messages()).toEqual(range(0, 170));
+    expect(a.messages()).toEqual(range(0, 170));
+  });
+
+  it('a destination down for a while, then answering 500, then back gets every missed event in order, once, batched ≤ 50', async () => {
+    r = await rig('single', { shards: N, room });
+    await startWorker('w1');
+    const c = await r.client();
+    const roomId = await setUpRoom(c, 'catchup', [a]);
+    await sendMessages(c, roomId, 0, 5);
+    await waitFor('A has 5', () => a.messages().length >= 5);
+    await a.stop();
+    await sendMessages(c, roomId, 5, 230);
+    await new Promise((res) => setTimeout(res, 2500)); // several failed attempts, backoff at its cap (1 s here)
+    const down = await destinationState(a.name);
+    expect(down!.failures).toBeGreaterThanOrEqual(2);
+    expect(down!.inflight).not.toBeNull();
+    a.mode = 'fail500';
+    await a.start();
+    await waitFor('a 500 answered', () => a.attempts.length >= 1, 5000);
+    a.mode = 'ok';
+    await waitFor('A has 235', () => a.messages().length >= 235, 15_000);
+    expect(a.messages()).toEqual(range(0, 235));
+    const sizes = a.attempts.map((t) => t.pdus);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(50);
+    expect(sizes.filter((s) => s === 50).length).toBeGreaterThanOrEqual(4); // the backlog went in full batches
+    const after = await destinationState(a.name);
+    expect(after).toMatchObject({ failures: 0, inflight: null, dropped: 0, takenPdu: after!.nextPdu - 1 });
+  });
+
+  it('a worker killed mid-send: the next lease holder re-sends the same txn id; nothing lost, nothing processed twice', async () => {
+    r = await rig('single', { shards: N, room, ttlMs: 1500, renewMs: 300 });
+    const w1 = await startWorker('w1', 20_000);
+    const c = await r.client();
+    const roomId = await setUpRoom(c, 'kill', [a]);
+    await sendMessages(c, roomId, 0, 3);
+    await waitFor('A has 3', () => a.messages().length >= 3);
+    a.mode = 'hang';
+    const before = a.attempts.length;
+    await sendMessages(c, roomId, 3, 7);
+    await waitFor('a transaction hanging at A', () => a.attempts.length > before);
+    const hungTxn = a.attempts.at(-1)!.txnId;
+    // A second worker, then the holder of the destination's shard dies mid-send.
+    const w2 = await startWorker('w2', 20_000);
+    const destShard = `user:${shardOf(a.name, N)}`;
+    expect(w1.owned()).toContain(destShard);
+    w1.crash();
+    a.mode = 'ok';
+    await waitFor('w2 holds the destination', () => w2.owned().includes(destShard), 15_000);
+    await sendMessages(c, roomId, 10, 5);
+    await waitFor('A has 15', () => a.messages().length >= 15, 15_000);
+    const resent = a.attempts.filter((t) => t.txnId === hungTxn);
+    expect(resent.length).toBeGreaterThanOrEqual(2); // the hung attempt and the new holder's
+    expect(a.messages()).toEqual(range(0, 15)); // nothing lost, nothing processed twice
+    expect(a.attempts.slice(before).filter((t) => t.txnId !== hungTxn).every((t) => !a.attempts.slice(0, before).some((p) => p.txnId === t.txnId))).toBe(true);
+  });
+
+  it('a slow destination gets big batches and delays no other destination', async () => {
+    r = await rig('single', { shards: N, room });
+    await startWorker('w1');
+    const c = await r.client();
+    const roomId = await setUpRoom(c, 'slow', [a, b]);
+    await waitFor('both have the join', () => a.processed.length >= 1 && b.processed.length >= 1);
+    a.delayMs = 1500;
+    const t0 = Date.now();
+    await sendMessages(c, roomId, 0, 120);
+    await waitFor('B has 120', () => b.messages().length >= 120, 10_000);
+    const bDone = Date.now() - t0;
+    expect(a.messages().length).toBeLessThan(120); // A is still busy…
+    await waitFor('A has 120', () => a.messages().length >= 120, 20_000);
+    expect(bDone).toBeLessThan(Date.now() - t0 - 1000); // …B finished well before it
+    expect(a.messages()).toEqual(range(0, 120));
+    expect(a.maxInFlight).toBe(1);
+    // While A was answering slowly the rest waited and went in full transactions.
+    expect(a.attempts.filter((t) => t.pdus === 50).length).toBeGreaterThanOrEqual(2);
+  });
+
+  it("an invite goes to the invitee's server; a server the room's ACL denies gets nothing more", async () => {
+    r = await rig('single', { shards: N, room });
+    await startWorker('w1');
+    const c = await r.client();
+    const roomId = await setUpRoom(c, 'acl', [a]);
+    const carol = `@carol:${b.name}`;
+    await c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.member', sender: alice, state_key: carol, content: { membership: 'invite' } } });
+    await waitFor('B has the invite', () => b.processed.some((p) => p.type === 'm.room.member' && p.state_key === carol));
+    expect(b.processed.every((p) => p.type === 'm.room.member')).toBe(true); // only the invite (B has no joined member)
+    await waitFor('A has the invite', () => a.processed.some((p) => p.state_key === carol));
+    // B's user joins (written as the members hash would be after a remote join), then the room denies B.
+    await r.redis.hset(r.keys.shard('room', shardOf(roomId, N)).data(roomData.members(roomId)), carol, 'join');
+    await sendMessages(c, roomId, 0, 3);
+    await waitFor('B has 3', () => b.messages().length >= 3);
+    await c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.server_acl', sender: alice, state_key: '', content: { allow: ['*'], deny: [b.ip], allow_ip_literals: true } } });
+    await sendMessages(c, roomId, 3, 3);
+    await waitFor('A has 6', () => a.messages().length >= 6);
+    await new Promise((res) => setTimeout(res, 300));
+    expect(a.messages()).toEqual(range(0, 6));
+    expect(b.messages()).toEqual(range(0, 3));
+    expect(b.processed.some((p) => p.type === 'm.room.server_acl')).toBe(false);
+  });
+});
