@@ -92,6 +92,28 @@ describe.skipIf(skip)(`a Synapse ${SYNAPSE_VERSION} user joins an Axon room`, ()
     expect(page.body.chunk.find((e: Json) => e.event_id === sent.body.event_id)).toMatchObject({ sender: bob.userId, type: 'm.room.message', content: { body } });
   });
 
+  it("the Axon user's messages reach Synapse (the outbound sender), in order, once", async () => {
+    const bodies = Array.from({ length: 12 }, (_, i) => `from Axon ${i} ${txn()}`);
+    const started = performance.now();
+    const ids: string[] = [];
+    for (const body of bodies) {
+      const sent = await clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body });
+      expect(sent.status, JSON.stringify(sent.body)).toBe(200);
+      ids.push(sent.body.event_id);
+    }
+    const page = await eventually(
+      () => s.call(bob, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=100`),
+      (r) => ids.every((id) => (r.body.chunk ?? []).some((e: Json) => e.event_id === id)),
+      30_000,
+    );
+    console.log(`synapse-join.e2e: 12 Axon → Synapse messages visible on Synapse in ${Math.round(performance.now() - started)} ms`);
+    // On Synapse: each event id once, with its own content, in the order sent.
+    const onSynapse = (page.body.chunk as Json[]).filter((e) => ids.includes(e.event_id)).reverse();
+    expect(onSynapse.map((e) => e.event_id)).toEqual(ids);
+    expect(onSynapse.map((e) => e.content.body)).toEqual(bodies);
+    expect(onSynapse.every((e) => e.sender === alice.userId)).toBe(true);
+  });
+
   it('the Synapse user leaves, and Axon sees the leave', async () => {
     const left = await s.call(bob, 'POST', `/rooms/${enc(roomId)}/leave`, {});
     expect(left.status, JSON.stringify(left.body)).toBe(200);
