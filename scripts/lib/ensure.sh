@@ -94,3 +94,17 @@ ensure_synapse() {
     fi
   ) 9>"$(dirname "$venv")/.synapse-install.lock"
 }
+
+# openssl makes the dev server's self-signed federation certificate (src/federation/tls.ts) and the
+# tests' private CA (test/peers/test-ca.ts). Debian images have it; install it when one does not.
+ensure_openssl() {
+  if command -v openssl >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "axon: installing openssl from Debian's packages..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq openssl >&2
+  else
+    echo "axon: openssl is not installed (needed for a self-signed federation certificate); install it, or set federation.tlsCertPath/tlsKeyPath, or AXON_FEDERATION_ENABLED=false" >&2
+  fi
+}
