@@ -51,7 +51,8 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   const join = async (req: Request, idOrAlias: string | undefined) => {
     const user = await requireUser(ctx, req);
     const body = req.body.length ? bodyObject(req) : {};
-    const roomId = await joinRoom(ctx, aliases, index, user.userId, idOrAlias, body);
+    const via = [...(req.queryAll.server_name ?? []), ...(req.queryAll.via ?? [])];
+    const roomId = await joinRoom(ctx, aliases, index, user.userId, idOrAlias, body, via);
     return { body: { room_id: roomId } };
   };
   clientRoute(front, 'POST', '/join/:roomIdOrAlias', (req) => join(req, req.params.roomIdOrAlias));
