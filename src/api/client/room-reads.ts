@@ -9,6 +9,7 @@ import type { Front, Request } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
 import { splitStateKey, stateKeyOf } from '../../protocol/pdu';
 import { isJsonObject, type JsonObject } from '../../protocol/json';
+import { backfillFromRemote } from '../../federation/backfill-remote';
 import { servableAsState, servableToClients, type RoomEvent } from '../../store/room-reader';
 import { roomData } from '../../store/keys';
 import type { MembershipIndex } from '../../readers/membership-index';
@@ -112,7 +113,14 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     await roomAccess(ctx, index, user.userId, roomId);
     const meta = await ctx.rooms.meta(roomId);
     const start = from ?? (dir === 'b' ? (meta?.seq ?? 0) : 0);
-    const page = await paginate(ctx, roomId, user.userId, dir, start, to, Math.min(limit, filter.limit ?? limit), filter);
+    const n = Math.min(limit, filter.limit ?? limit);
+    let page = await paginate(ctx, roomId, user.userId, dir, start, to, n, filter);
+    // Local history ran out: what came before is asked of the servers in the room (a room joined
+    // over federation starts at our join), then the page is read again.
+    const fed = ctx.federation;
+    if (dir === 'b' && page.end === null && to === null && fed?.client && fed.keyStore) {
+      if ((await backfillFromRemote(ctx, { client: fed.client, keyStore: fed.keyStore }, roomId)) > 0) page = await paginate(ctx, roomId, user.userId, dir, start, to, n, filter);
+    }
     const chunk = await formatEvents(ctx, roomId, page.events, user);
     await bundleAggregations(ctx, roomId, page.events, chunk, user);
     const body: JsonObject = { start: encodeToken(start), chunk };
