@@ -24,7 +24,7 @@ import { FederationError, FederationRemoteError } from '../federation/errors';
 import type { ServerKeyStore } from '../federation/keys/key-store';
 import { keysForPdus } from '../federation/inbound/pdu-keys';
 import type { ApiContext } from '../api/context';
-import { remoteInviteState } from '../sync/remote-invites';
+import { dropRemoteInvite, remoteInviteState } from '../sync/remote-invites';
 import { askRoomFamily } from './ask';
 import type { IngestReply, SuppliedState } from './model';
 
@@ -218,4 +218,47 @@ export function checkSendJoinAnswer(answer: JsonObject, version: RoomVersion, ou
   }
   events.delete(eventId);
   return { ok: true, join, supplied: { events: [...events.values()], before: { [eventId]: ids } } };
+}
+
+/**
+ * Reject an invite to a room this server does not have (server-server API, "Leaving Rooms
+ * (Rejecting Invites)"): `make_leave` / `send_leave` v2 on the inviting server (then the room id's
+ * server), the leave built and signed as the join is. The stored invite is dropped and the room
+ * leaves the user's index. Answers whether an invite was there to reject.
+ */
+export async function rejectRemoteInvite(ctx: ApiContext, deps: RemoteJoinDeps, userId: string, roomId: string, content: JsonObject): Promise<boolean> {
+  const inviter = await inviterServer(ctx, userId, roomId);
+  if (!inviter) return false;
+  const ours = ctx.config.serverName;
+  const failures: string[] = [];
+  let done = false;
+  for (const server of candidateServers(ours, [[inviter, serverOf(roomId)]])) {
+    try {
+      const answer = await deps.client.get(server, `/_matrix/federation/v1/make_leave/${encodeURIComponent(roomId)}/${encodeURIComponent(userId)}`, { timeoutMs: 15_000 });
+      const version = getRoomVersion(typeof answer.room_version === 'string' ? answer.room_version : '1');
+      const t = answer.event;
+      if (!version || !isJsonObject(t) || t.type !== 'm.room.member' || t.state_key !== userId || t.sender !== userId || t.room_id !== roomId) {
+        failures.push(`${server}: not a usable leave template`);
+        continue;
+      }
+      const event: JsonObject = {};
+      for (const [k, v] of Object.entries(t)) if (k !== 'signatures' && k !== 'hashes' && k !== 'unsigned' && k !== 'event_id') event[k] = v as JsonValue;
+      event.content = { ...content, membership: 'leave' };
+      event.origin = ours;
+      event.origin_server_ts = Date.now();
+      if (version.eventIdFormat === 'v1') event.event_id = `$${randomBytes(12).toString('base64url')}:${ours}`;
+      const signed = hashAndSignEvent(event, version, ours, ctx.signingKey);
+      const eventId = computeEventId(signed, version);
+      await deps.client.put(server, `/_matrix/federation/v2/send_leave/${encodeURIComponent(roomId)}/${encodeURIComponent(eventId)}`, signed, { timeoutMs: 30_000 });
+      done = true;
+      break;
+    } catch (e) {
+      if (!(e instanceof FederationError)) throw e;
+      failures.push(`${server}: ${e.message}`);
+    }
+  }
+  // Even when no server took the leave, the user does not want the invite: it is dropped here.
+  if (!done) ctx.log.info({ room_id: roomId, failures }, 'rejecting a remote invite: no server took the leave');
+  await dropRemoteInvite(ctx, userId, roomId);
+  return true;
 }

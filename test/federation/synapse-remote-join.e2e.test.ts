@@ -185,4 +185,26 @@ describe.skipIf(skip)(`an Axon user joins a room on Synapse ${SYNAPSE_VERSION}`,
     );
     expect(sync.body.rooms.join[privateRoom]).toBeTruthy();
   });
+
+  it('the Axon user rejects a Synapse invite (make_leave/send_leave on the inviting server): Synapse sees the leave, /sync drops the invite', async () => {
+    const created = await s.call(bob, 'POST', '/createRoom', { preset: 'private_chat', name: 'Declined', room_version: '10' });
+    expect(created.status, JSON.stringify(created.body)).toBe(200);
+    const declined = created.body.room_id as string;
+    expect((await s.call(bob, 'POST', `/rooms/${enc(declined)}/invite`, { user_id: alice.userId })).status).toBe(200);
+    await eventually(
+      () => clients.call(alice, 'GET', '/sync?timeout=0'),
+      (x) => !!x.body.rooms?.invite?.[declined],
+      30_000,
+    );
+    const left = await clients.call(alice, 'POST', `/rooms/${enc(declined)}/leave`, { reason: 'no thanks' });
+    expect(left.status, JSON.stringify(left.body)).toBe(200);
+    const members = await eventually(
+      () => s.call(bob, 'GET', `/rooms/${enc(declined)}/members`),
+      (r) => r.status === 200 && (r.body.chunk ?? []).some((e: Json) => e.state_key === alice.userId && e.content.membership === 'leave'),
+      30_000,
+    );
+    expect(members.body.chunk.find((e: Json) => e.state_key === alice.userId).content.reason).toBe('no thanks');
+    const sync = await clients.call(alice, 'GET', '/sync?timeout=0');
+    expect(sync.body.rooms?.invite?.[declined]).toBeUndefined();
+  });
 });
