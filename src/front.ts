@@ -136,7 +136,8 @@ function startFederation(config: AxonConfig, ctx: ApiContext, own: OwnKeyDocumen
     log: log.child({ component: 'federation-client' }),
   });
   const keyStore = new ServerKeyStore({ redis: ctx.redis, keys: ctx.keys, client, own, trustedKeyServers: f.trustedKeyServers, log });
-  ctx.federation = new RemoteProfiles(client);
+  const profiles = new RemoteProfiles(client);
+  ctx.federation = { remoteProfile: (userId) => profiles.remoteProfile(userId), client, keyStore };
   const fctx: FederationContext = { config, own, keyStore, client, log, api: ctx };
   const front = new Front({
     host: config.bindHost,

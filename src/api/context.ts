@@ -9,6 +9,8 @@ import type { RoomReader } from '../store/room-reader';
 import type { Family } from '../runtime/shards';
 import type { RateLimiter } from '../http/rate-limit';
 import type { JsonValue } from '../protocol/json';
+import type { FederationClient } from '../federation/client';
+import type { ServerKeyStore } from '../federation/keys/key-store';
 
 export interface ApiContext {
   config: AxonConfig;
@@ -37,5 +39,8 @@ export interface ApiContext {
   federation?: {
     /** A remote user's profile from their server; throws a MatrixError when it cannot be had. */
     remoteProfile(userId: string): Promise<Record<string, JsonValue>>;
+    /** The outbound client and the key store (our users joining rooms on other servers: src/rooms/join-remote.ts). */
+    client?: FederationClient;
+    keyStore?: ServerKeyStore;
   };
 }

@@ -12,8 +12,9 @@ import type { ApiContext } from '../api/context';
 import { resolveRoomIdOrAlias, type AliasStore } from '../api/client/aliases';
 import { restrictedJoinAuthoriser } from '../api/client/restricted-joins';
 import { storedProfile, withProfile } from '../api/client/profile';
-import { optString } from '../api/client/room-common';
+import { optString, parseAlias } from '../api/client/room-common';
 import { sendEvent, type SendReply } from './ask';
+import { candidateServers, inviterServer, joinRemoteRoom, queryRemoteAlias } from './join-remote';
 
 /** Send a membership event and record it in the target's joined-rooms index (local targets). */
 export async function sendLocalMembership(ctx: ApiContext, index: MembershipIndex, roomId: string, sender: string, target: string, given: JsonObject): Promise<SendReply> {
@@ -28,13 +29,37 @@ export async function sendLocalMembership(ctx: ApiContext, index: MembershipInde
  * request body's `reason`; restricted rooms get this server's `join_authorised_via_users_server`
  * when it can vouch for the user. Answers the room id.
  */
-export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: MembershipIndex, userId: string, idOrAlias: string | undefined, body: JsonObject): Promise<string> {
-  const roomId = await resolveRoomIdOrAlias(ctx, aliases, idOrAlias);
-  if (!(await ctx.rooms.meta(roomId))) throw errors.notFound('No known room with this id on this server; joining rooms on other servers needs federation, which this server does not do yet');
+export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: MembershipIndex, userId: string, idOrAlias: string | undefined, body: JsonObject, via: readonly string[] = []): Promise<string> {
   if (body.third_party_signed !== undefined) throw new MatrixError(400, 'M_UNRECOGNIZED', 'Third-party invites are not supported');
   const content: JsonObject = { membership: 'join' };
   const reason = optString(body, 'reason');
   if (reason !== undefined) content.reason = reason;
+  // An alias on another server, or a room this server does not have: a join over federation.
+  let roomId: string;
+  let aliasServers: string[] = [];
+  const fed = ctx.federation?.client && ctx.federation.keyStore ? { client: ctx.federation.client, keyStore: ctx.federation.keyStore } : null;
+  if (idOrAlias?.startsWith('#') && fed && parseAlias(idOrAlias).server !== ctx.config.serverName) {
+    const { alias, server } = parseAlias(idOrAlias);
+    const found = await queryRemoteAlias(fed, alias, server);
+    roomId = found.roomId;
+    aliasServers = [...found.servers, server];
+  } else {
+    roomId = await resolveRoomIdOrAlias(ctx, aliases, idOrAlias);
+  }
+  const meta = await ctx.rooms.meta(roomId);
+  // A room we have but are no longer in (all our users left) is joined through its servers too.
+  const weAreIn = meta ? [...(await ctx.rooms.members(roomId, 'join')).keys()].some((u) => serverOf(u) === ctx.config.serverName) : false;
+  if (!meta || !weAreIn) {
+    if (!fed) {
+      if (!meta) throw errors.notFound('No known room with this id on this server, and federation is off');
+    } else {
+      const candidates = candidateServers(ctx.config.serverName, [via, aliasServers, [await inviterServer(ctx, userId, roomId)], [serverOf(roomId)]]);
+      if (!meta || candidates.length) {
+        await joinRemoteRoom(ctx, fed, index, userId, roomId, candidates, await withLocalProfile(ctx, userId, content));
+        return roomId;
+      }
+    }
+  }
   // Restricted rooms: this server vouches for members of an allowed room (restricted-joins.ts).
   const authoriser = await restrictedJoinAuthoriser(ctx, roomId, userId);
   if (authoriser) content.join_authorised_via_users_server = authoriser;

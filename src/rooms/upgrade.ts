@@ -23,7 +23,7 @@ import type { EventTemplate, UpgradeClaim } from './model';
 import { requireRoomVersion, type RoomVersion } from '../protocol/room-versions';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { splitStateKey } from '../protocol/pdu';
-import { servableToClients, type RoomEvent } from '../store/room-reader';
+import { servableAsState, type RoomEvent } from '../store/room-reader';
 import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
 import { currentPower, type AliasStore } from '../api/client/aliases';
@@ -46,7 +46,7 @@ export async function upgradeRoom(ctx: ApiContext, aliases: AliasStore, index: M
   if (!power || power.userLevel(userId) < power.stateLevel('m.room.tombstone')) throw new MatrixError(403, 'M_FORBIDDEN', 'You do not have the power to upgrade this room');
   const oldVersion = requireRoomVersion(meta.version);
   const oldState = new Map<string, RoomEvent>();
-  for (const e of await ctx.rooms.currentState(oldRoomId)) if (servableToClients(e)) oldState.set(`${String(e.event.type)}\u0000${String(e.event.state_key ?? '')}`, e);
+  for (const e of await ctx.rooms.currentState(oldRoomId)) if (servableAsState(e)) oldState.set(`${String(e.event.type)}\u0000${String(e.event.state_key ?? '')}`, e);
   const content = (type: string, key = ''): JsonObject | undefined => {
     const c = oldState.get(`${type}\u0000${key}`)?.event.content;
     return isJsonObject(c as JsonValue) ? { ...(c as JsonObject) } : undefined;

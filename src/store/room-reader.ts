@@ -319,3 +319,12 @@ function toRoomEvent(eventId: string, s: StoredEvent): RoomEvent {
 export function servableToClients(e: RoomEvent): boolean {
   return !e.rejected && !e.softFailed && !e.outlier;
 }
+
+/**
+ * Whether a client may be shown this event as room state (found through a state snapshot): as
+ * `servableToClients`, except that outliers are served too — the state of a room joined over
+ * federation came with the join as outliers (its history is not here), and it is the room's state.
+ */
+export function servableAsState(e: RoomEvent): boolean {
+  return !e.rejected && !e.softFailed;
+}

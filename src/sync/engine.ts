@@ -64,7 +64,7 @@ import { decode } from '../store/codec';
 import { membershipIndexData, roomData, userData } from '../store/keys';
 import { isCluster } from '../store/redis';
 import type { Cluster } from 'ioredis';
-import { servableToClients, type RoomEvent } from '../store/room-reader';
+import { servableAsState, servableToClients, type RoomEvent } from '../store/room-reader';
 import { shardOf } from '../runtime/shards';
 import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../readers/membership-index';
 import { OutboxWindowCache, decodedBody } from './outbox-cache';
@@ -689,7 +689,7 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
   const stateEventIds = [...stateIds.entries()]
     .filter(([key, id]) => !inTimeline.has(id) && filterAllowsType(filter.state, key.slice(0, key.indexOf('\u0000'))) && (!wantedMembers || !key.startsWith('m.room.member\u0000') || wantedMembers.has(key.slice('m.room.member\u0000'.length))))
     .map(([, id]) => id);
-  const state = (await ctx.rooms.events(roomId, stateEventIds)).filter((e) => servableToClients(e) && filterMatches(filter.state, e.event));
+  const state = (await ctx.rooms.events(roomId, stateEventIds)).filter((e) => servableAsState(e) && filterMatches(filter.state, e.event));
   const limited = page.end !== null;
   // Not clamped at 0: backfilled history has negative positions.
   const prev = limited ? page.end! : (oldest?.pos ?? endPos + 1) - 1;
@@ -726,7 +726,7 @@ async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, event
     const before = await ctx.rooms.snapshot(roomId, first.stateBefore);
     const ids = [...senders].filter((u) => !inTimeline.has(u)).map((u) => before.get(stateKeyOf('m.room.member', u))).filter((id): id is string => !!id);
     for (const m of await ctx.rooms.events(roomId, ids)) {
-      if (servableToClients(m)) gapState.set(stateKeyOf('m.room.member', String(m.event.state_key)), m);
+      if (servableAsState(m)) gapState.set(stateKeyOf('m.room.member', String(m.event.state_key)), m);
     }
   }
   const entry: JsonObject = {

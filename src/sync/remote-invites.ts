@@ -11,6 +11,7 @@ import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json'
 import { MembershipIndex } from '../readers/membership-index';
 import { shardOf } from '../runtime/shards';
 import { membershipIndexData } from '../store/keys';
+import { encodeNotification } from './notify';
 
 /** How long an unanswered remote invite's state is kept. */
 const REMOTE_INVITE_TTL_S = 30 * 24 * 3600;
@@ -37,4 +38,16 @@ export async function remoteInviteState(ctx: ApiContext, userId: string, roomId:
   if (!text) return null;
   const v = JSON.parse(text) as JsonValue;
   return Array.isArray(v) ? v.filter(isJsonObject) : null;
+}
+
+/**
+ * The user rejected the invite (or it is otherwise gone): its state and its entry in the user's
+ * membership index (position 0: no event of the room here) are dropped.
+ */
+export async function dropRemoteInvite(ctx: ApiContext, userId: string, roomId: string): Promise<void> {
+  const k = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user));
+  await ctx.redis.del(key(ctx, userId, roomId));
+  const current = await ctx.redis.hget(k.data(membershipIndexData.rooms(userId)), roomId);
+  if (current === '0:invite') await ctx.redis.hdel(k.data(membershipIndexData.rooms(userId)), roomId);
+  await ctx.redis.publish(ctx.keys.syncNotify(), encodeNotification({ users: [userId] })).catch(() => undefined);
 }

@@ -12,7 +12,7 @@ import { typePatternProblems } from './filter-validation';
 import { isValidServerName } from '../../protocol/identifiers';
 import { stateKeyOf } from '../../protocol/pdu';
 import { utf8Length } from '../../protocol/json';
-import { servableToClients, type RoomEvent } from '../../store/room-reader';
+import { servableAsState, type RoomEvent } from '../../store/room-reader';
 import { roomData, userData } from '../../store/keys';
 import { shardOf } from '../../runtime/shards';
 import type { ApiContext } from '../context';
@@ -264,7 +264,7 @@ export async function lazyMemberState(ctx: ApiContext, roomId: string, events: R
     const id = state.get(stateKeyOf('m.room.member', sender));
     if (id) ids.add(id);
   }
-  return (await ctx.rooms.events(roomId, [...ids])).filter(servableToClients);
+  return (await ctx.rooms.events(roomId, [...ids])).filter(servableAsState);
 }
 
 // ---- the client format -------------------------------------------------------------------

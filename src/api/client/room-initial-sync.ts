@@ -9,7 +9,7 @@
 import type { Front } from '../../http/server';
 import { errors } from '../../http/errors';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
-import { servableToClients } from '../../store/room-reader';
+import { servableAsState } from '../../store/room-reader';
 import { userData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
@@ -43,7 +43,7 @@ export function registerRoomInitialSyncRoutes(front: Front, ctx: ApiContext): vo
     const page = await paginate(ctx, roomId, user.userId, 'b', end, null, limit, {});
     const chronological = [...page.events].reverse();
     const stateIds = await visibleStateIds(ctx, roomId, access);
-    const state = (await ctx.rooms.events(roomId, [...stateIds.values()])).filter(servableToClients);
+    const state = (await ctx.rooms.events(roomId, [...stateIds.values()])).filter(servableAsState);
     const body: JsonObject = {
       room_id: roomId,
       messages: {

@@ -9,7 +9,8 @@ import type { Front, Request } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
 import { splitStateKey, stateKeyOf } from '../../protocol/pdu';
 import { isJsonObject, type JsonObject } from '../../protocol/json';
-import { servableToClients, type RoomEvent } from '../../store/room-reader';
+import { backfillFromRemote } from '../../federation/backfill-remote';
+import { servableAsState, servableToClients, type RoomEvent } from '../../store/room-reader';
 import { roomData } from '../../store/keys';
 import type { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
@@ -28,7 +29,7 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     const ids = await visibleStateIds(ctx, roomId, access);
     const id = ids.get(stateKeyOf(req.params.eventType!, stateKey));
     const e = id ? await ctx.rooms.event(roomId, id) : null;
-    if (!e || !servableToClients(e)) throw errors.notFound('The room has no state with this type and key');
+    if (!e || !servableAsState(e)) throw errors.notFound('The room has no state with this type and key');
     const format = req.query.format ?? 'content';
     if (format !== 'content' && format !== 'event') throw errors.invalidParam('format must be "content" or "event"');
     if (format === 'event') return { body: (await formatEvents(ctx, roomId, [e], user))[0] };
@@ -43,7 +44,7 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     const roomId = requireRoomId(req.params.roomId);
     const access = await roomAccess(ctx, index, user.userId, roomId);
     const ids = await visibleStateIds(ctx, roomId, access);
-    const events = (await ctx.rooms.events(roomId, [...ids.values()])).filter(servableToClients);
+    const events = (await ctx.rooms.events(roomId, [...ids.values()])).filter(servableAsState);
     return { body: await formatEvents(ctx, roomId, events, user) };
   });
 
@@ -68,7 +69,7 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     const notMembership = req.query.not_membership;
     const memberIds = [...ids].filter(([k]) => splitStateKey(k)[0] === 'm.room.member').map(([, id]) => id);
     const events = (await ctx.rooms.events(roomId, memberIds)).filter((e) => {
-      if (!servableToClients(e)) return false;
+      if (!servableAsState(e)) return false;
       const m = (e.event.content as JsonObject | undefined)?.membership;
       if (membership !== undefined && m !== membership) return false;
       if (notMembership !== undefined && m === notMembership) return false;
@@ -112,7 +113,14 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     await roomAccess(ctx, index, user.userId, roomId);
     const meta = await ctx.rooms.meta(roomId);
     const start = from ?? (dir === 'b' ? (meta?.seq ?? 0) : 0);
-    const page = await paginate(ctx, roomId, user.userId, dir, start, to, Math.min(limit, filter.limit ?? limit), filter);
+    const n = Math.min(limit, filter.limit ?? limit);
+    let page = await paginate(ctx, roomId, user.userId, dir, start, to, n, filter);
+    // Local history ran out: what came before is asked of the servers in the room (a room joined
+    // over federation starts at our join), then the page is read again.
+    const fed = ctx.federation;
+    if (dir === 'b' && page.end === null && to === null && fed?.client && fed.keyStore) {
+      if ((await backfillFromRemote(ctx, { client: fed.client, keyStore: fed.keyStore }, roomId)) > 0) page = await paginate(ctx, roomId, user.userId, dir, start, to, n, filter);
+    }
     const chunk = await formatEvents(ctx, roomId, page.events, user);
     await bundleAggregations(ctx, roomId, page.events, chunk, user);
     const body: JsonObject = { start: encodeToken(start), chunk };
@@ -140,7 +148,7 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     if (filter.lazy_load_members) {
       state = await lazyMemberState(ctx, roomId, [...before.events, target, ...after.events]);
     } else {
-      state = (await ctx.rooms.events(roomId, [...stateIds.values()])).filter(servableToClients);
+      state = (await ctx.rooms.events(roomId, [...stateIds.values()])).filter(servableAsState);
     }
     const [event] = await formatEvents(ctx, roomId, [target], user);
     const eventsBefore = await formatEvents(ctx, roomId, before.events, user);

@@ -27,6 +27,7 @@ import { sendEvent, type SendReply } from '../../rooms/ask';
 import { checkThreepidInvite } from './create-room-request';
 import { createRoom, threepidLookupDenied } from '../../rooms/create';
 import { joinRoom, sendLocalMembership } from '../../rooms/join';
+import { rejectRemoteInvite } from '../../rooms/join-remote';
 
 export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   const index = new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user);
@@ -51,7 +52,8 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   const join = async (req: Request, idOrAlias: string | undefined) => {
     const user = await requireUser(ctx, req);
     const body = req.body.length ? bodyObject(req) : {};
-    const roomId = await joinRoom(ctx, aliases, index, user.userId, idOrAlias, body);
+    const via = [...(req.queryAll.server_name ?? []), ...(req.queryAll.via ?? [])];
+    const roomId = await joinRoom(ctx, aliases, index, user.userId, idOrAlias, body, via);
     return { body: { room_id: roomId } };
   };
   clientRoute(front, 'POST', '/join/:roomIdOrAlias', (req) => join(req, req.params.roomIdOrAlias));
@@ -73,10 +75,15 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const user = await requireUser(ctx, req);
     const roomId = requireRoomId(req.params.roomId);
     const body = req.body.length ? bodyObject(req) : {};
-    await requireKnownRoom(roomId);
     const content: JsonObject = { membership: 'leave' };
     const reason = optString(body, 'reason');
     if (reason !== undefined) content.reason = reason;
+    // An invite to a room this server does not have is rejected through the inviting server.
+    const fed = ctx.federation;
+    if (!(await ctx.rooms.meta(roomId)) && fed?.client && fed.keyStore) {
+      if (await rejectRemoteInvite(ctx, { client: fed.client, keyStore: fed.keyStore }, user.userId, roomId, content)) return { body: {} };
+    }
+    await requireKnownRoom(roomId);
     await sendMembership(roomId, user.userId, user.userId, content);
     return { body: {} };
   });

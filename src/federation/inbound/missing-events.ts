@@ -120,7 +120,7 @@ async function getMissingEvents(deps: GapDeps, room: RoomForServer, origin: stri
  * (`/state_ids`) plus the event itself when it is a state event; with several, the origin's
  * state before the PDU itself. Events we lack are fetched with `/event`.
  */
-async function suppliedStateFor(deps: GapDeps, room: RoomForServer, origin: string, pdu: JsonObject, pduId: string, deadline: number): Promise<SuppliedState | null> {
+export async function suppliedStateFor(deps: GapDeps, room: RoomForServer, origin: string, pdu: JsonObject, pduId: string, deadline: number): Promise<SuppliedState | null> {
   const prevs = refIds(pdu.prev_events);
   const viaPrev = prevs.length === 1 ? prevs[0]! : null;
   const at = viaPrev ?? pduId;
