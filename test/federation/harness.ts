@@ -8,7 +8,9 @@ import { request } from 'node:https';
 import type { Json } from '../e2e/clients';
 import { startTestServer, type TestServer } from '../e2e/server-harness';
 import { freePort } from '../setup/free-port';
-import type { TestCa } from '../peers/test-ca';
+import { createTestCa, type TestCa } from '../peers/test-ca';
+import { clientsFor, type Clients } from '../e2e/clients';
+import { loopbackServerName, startSynapse, type SynapsePeer } from '../peers/synapse';
 
 export async function startFederatedAxon(ip: string, ca: TestCa, configure?: Parameters<typeof startTestServer>[0] extends infer O ? (O extends { configure?: infer C } ? C : never) : never): Promise<TestServer> {
   const fedPort = await freePort(ip);
@@ -24,6 +26,36 @@ export async function startFederatedAxon(ip: string, ca: TestCa, configure?: Par
       configure?.(c);
     },
   });
+}
+
+/** An Axon and a real Synapse on their own loopback IPs, leaves of one new test CA, started together. */
+export interface AxonAndSynapse {
+  ca: TestCa;
+  axon: TestServer;
+  synapse: SynapsePeer;
+  clients: Clients;
+  stop(): Promise<void>;
+}
+
+export async function startAxonAndSynapse(axonIp: string, synapseIp: string): Promise<AxonAndSynapse> {
+  const ca = createTestCa();
+  const [ra, rs] = await Promise.allSettled([startFederatedAxon(axonIp, ca), loopbackServerName(synapseIp).then((serverName) => startSynapse({ serverName, ca }))]);
+  if (ra.status === 'rejected' || rs.status === 'rejected') {
+    await Promise.all([ra.status === 'fulfilled' ? ra.value.stop() : undefined, rs.status === 'fulfilled' ? rs.value.stop() : undefined]);
+    ca.cleanup();
+    throw ra.status === 'rejected' ? ra.reason : (rs as PromiseRejectedResult).reason;
+  }
+  const axon = ra.value;
+  const synapse = rs.value;
+  const clients = await clientsFor(axon);
+  return {
+    ca, axon, synapse, clients,
+    async stop() {
+      await clients.close();
+      await Promise.all([synapse.stop(), axon.stop()]);
+      ca.cleanup();
+    },
+  };
 }
 
 export interface RawAnswer {

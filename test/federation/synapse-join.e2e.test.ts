@@ -2,19 +2,18 @@
  * A real Synapse joins an Axon room: a Synapse user joins an Axon public room by its alias
  * (Synapse resolves it with /query/directory, then make_join and send_join against Axon), Axon's
  * user sees them joined, a message the Synapse user sends reaches Axon in a transaction (/send) and
- * is read on Axon with /messages, and the Synapse user's leave reaches Axon too. Both servers on
- * loopback over TLS with IP-literal names and leaves of one test CA. Messages Axon → Synapse need
- * the outbound sender (not tested here).
+ * is read on Axon with /messages, the Axon user's messages reach Synapse through the outbound
+ * sender (in order, once), and the Synapse user's leave reaches Axon too. Both servers on loopback
+ * over TLS with IP-literal names and leaves of one test CA.
  *
  * Synapse comes from scripts/lib/ensure.sh's `ensure_synapse`; outside CI the test skips itself
  * when it is not installed.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { clientsFor, enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
+import { enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
 import type { TestServer } from '../e2e/server-harness';
-import { SYNAPSE_VERSION, loopbackServerName, startSynapse, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
-import { createTestCa, type TestCa } from '../peers/test-ca';
-import { startFederatedAxon } from './harness';
+import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
+import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
 
 const install = synapseInstallation();
 const skip = !install.ok && !process.env.CI;
@@ -24,7 +23,7 @@ const A_IP = '127.0.0.71';
 const S_IP = '127.0.0.72';
 
 describe.skipIf(skip)(`a Synapse ${SYNAPSE_VERSION} user joins an Axon room`, () => {
-  let ca: TestCa;
+  let pair: AxonAndSynapse;
   let a: TestServer;
   let s: SynapsePeer;
   let clients: Clients;
@@ -34,13 +33,8 @@ describe.skipIf(skip)(`a Synapse ${SYNAPSE_VERSION} user joins an Axon room`, ()
   let alias: string;
 
   beforeAll(async () => {
-    ca = createTestCa();
-    const [ra, rs] = await Promise.allSettled([startFederatedAxon(A_IP, ca), loopbackServerName(S_IP).then((serverName) => startSynapse({ serverName, ca }))]);
-    if (ra.status === 'fulfilled') a = ra.value;
-    if (rs.status === 'fulfilled') s = rs.value;
-    if (ra.status === 'rejected') throw ra.reason;
-    if (rs.status === 'rejected') throw rs.reason;
-    clients = await clientsFor(a);
+    pair = await startAxonAndSynapse(A_IP, S_IP);
+    ({ axon: a, synapse: s, clients } = pair);
     alice = await clients.mint('alice');
     bob = await s.registerUser('bob', 'bob password');
     const created = await clients.call(alice, 'POST', '/createRoom', { preset: 'public_chat', visibility: 'public', room_alias_name: 'lobby', name: 'Lobby', room_version: '10' });
@@ -50,9 +44,7 @@ describe.skipIf(skip)(`a Synapse ${SYNAPSE_VERSION} user joins an Axon room`, ()
   }, 180_000);
 
   afterAll(async () => {
-    await clients?.close();
-    await Promise.all([s?.stop(), a?.stop()]);
-    ca?.cleanup();
+    await pair?.stop();
   });
 
   afterEach(({ task }) => {

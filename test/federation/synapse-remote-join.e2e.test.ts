@@ -10,11 +10,9 @@
  * when it is not installed.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { clientsFor, enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
-import type { TestServer } from '../e2e/server-harness';
-import { SYNAPSE_VERSION, loopbackServerName, startSynapse, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
-import { createTestCa, type TestCa } from '../peers/test-ca';
-import { startFederatedAxon } from './harness';
+import { enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
+import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
+import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
 
 const install = synapseInstallation();
 const skip = !install.ok && !process.env.CI;
@@ -24,8 +22,7 @@ const A_IP = '127.0.0.73';
 const S_IP = '127.0.0.74';
 
 describe.skipIf(skip)(`an Axon user joins a room on Synapse ${SYNAPSE_VERSION}`, () => {
-  let ca: TestCa;
-  let a: TestServer;
+  let pair: AxonAndSynapse;
   let s: SynapsePeer;
   let clients: Clients;
   let alice: Session;
@@ -35,13 +32,8 @@ describe.skipIf(skip)(`an Axon user joins a room on Synapse ${SYNAPSE_VERSION}`,
   const early: string[] = [];
 
   beforeAll(async () => {
-    ca = createTestCa();
-    const [ra, rs] = await Promise.allSettled([startFederatedAxon(A_IP, ca), loopbackServerName(S_IP).then((serverName) => startSynapse({ serverName, ca }))]);
-    if (ra.status === 'fulfilled') a = ra.value;
-    if (rs.status === 'fulfilled') s = rs.value;
-    if (ra.status === 'rejected') throw ra.reason;
-    if (rs.status === 'rejected') throw rs.reason;
-    clients = await clientsFor(a);
+    pair = await startAxonAndSynapse(A_IP, S_IP);
+    ({ synapse: s, clients } = pair);
     alice = await clients.mint('alice');
     await clients.call(alice, 'PUT', `/profile/${enc(alice.userId)}/displayname`, { displayname: 'Alice A' });
     bob = await s.registerUser('bob', 'bob password');
@@ -57,9 +49,7 @@ describe.skipIf(skip)(`an Axon user joins a room on Synapse ${SYNAPSE_VERSION}`,
   }, 180_000);
 
   afterAll(async () => {
-    await clients?.close();
-    await Promise.all([s?.stop(), a?.stop()]);
-    ca?.cleanup();
+    await pair?.stop();
   });
 
   afterEach(({ task }) => {
