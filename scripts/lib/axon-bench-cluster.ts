@@ -22,6 +22,12 @@ export interface AxonBenchOptions {
   logLevel?: string;
   /** Where the processes' stderr goes (default: inherited). */
   stderr?: 'inherit' | 'ignore';
+  /** Loopback IP to bind (default 127.0.0.1; any of 127/8 on Linux). */
+  host?: string;
+  /** Server name (default localhost). */
+  serverName?: string;
+  /** More AXON_* settings (e.g. the federation listener's). */
+  env?: Record<string, string>;
 }
 
 export interface AxonBench {
@@ -50,14 +56,16 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
   };
   try {
     redis = await startManagedRedis({ dir: join(dataDir, 'redis'), port: await freePort() });
-    const port = await freePort();
+    const host = opts.host ?? '127.0.0.1';
+    const port = await freePort(host);
     const signingKeyPath = join(dataDir, 'localhost.signing.key');
     loadOrCreateSigningKeys(signingKeyPath); // once, before the processes read it
     const keyPrefix = 'bench:';
     const env: Record<string, string> = {
       AXON_REDIS_MODE: 'url', AXON_REDIS_URL: redis.url, AXON_REDIS_KEY_PREFIX: keyPrefix, AXON_DATA_DIR: dataDir, AXON_SIGNING_KEY_PATH: signingKeyPath,
-      AXON_SERVER_NAME: 'localhost', AXON_BIND_HOST: '127.0.0.1', AXON_PORT: String(port), AXON_PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
+      AXON_SERVER_NAME: opts.serverName ?? 'localhost', AXON_BIND_HOST: host, AXON_PORT: String(port), AXON_PUBLIC_BASE_URL: `http://${host}:${port}`,
       AXON_ROOM_SHARDS: String(opts.shards), AXON_USER_SHARDS: String(opts.shards), AXON_LOG_LEVEL: opts.logLevel ?? 'warn', AXON_RATE_LIMIT_ENABLED: 'false', AXON_REGISTRATION_ENABLED: 'true',
+      ...opts.env,
     };
     // BENCH_FRONT_NODE_ARGS / BENCH_WORKER_NODE_ARGS: extra node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = (entry: string) => (entry.includes('front') ? process.env.BENCH_FRONT_NODE_ARGS : process.env.BENCH_WORKER_NODE_ARGS)?.split(' ').filter(Boolean) ?? [];
@@ -70,7 +78,7 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
     const fronts = Array.from({ length: opts.fronts }, (_x, i) => spawnAxon('src/front-main.ts', `bench-f${i + 1}`));
     const redisPid = redis.pid;
     return {
-      url: `http://127.0.0.1:${port}`,
+      url: `http://${host}:${port}`,
       redisUrl: redis.url,
       redisPid,
       keyPrefix,

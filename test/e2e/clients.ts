@@ -9,6 +9,9 @@ import { newToken, tokenHash } from '../../src/api/client/auth';
 import { ActorClient } from '../../src/runtime/actor-client';
 import { KeySpace } from '../../src/store/keys';
 import type { TestServer } from './server-harness';
+import { callServer } from '../../scripts/lib/synapse-peer';
+
+export { callServer };
 
 export interface Session {
   userId: string;
@@ -63,20 +66,6 @@ export async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean,
     if (ok(v) || Date.now() > deadline) return v;
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-/**
- * One request to a test server with a session's token (none: unauthenticated): `path` under
- * `/_matrix/client/v3`, or whole when it starts with `/_` (`/_matrix/...`, `/_synapse/...`); the body is sent as JSON.
- */
-export async function callServer(server: { baseUrl: string }, s: { token: string } | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json; headers: Headers }> {
-  const url = path.startsWith('/_') ? `${server.baseUrl}${path}` : `${server.baseUrl}/_matrix/client/v3${path}`;
-  const r = await fetch(url, {
-    method,
-    headers: { ...(s ? { Authorization: `Bearer ${s.token}` } : {}), 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: r.status, body: (await r.json()) as Json, headers: r.headers };
 }
 
 /** `callServer` answering only status and body (for tests that compare whole answers). */

@@ -3,12 +3,9 @@
  * federation listener's port, TLS with a leaf of the test CA, loopback only; and raw HTTPS
  * requests to a federation listener (trusting the test CA).
  */
-import { readFileSync } from 'node:fs';
-import { request } from 'node:https';
-import type { Json } from '../e2e/clients';
 import { startTestServer, type TestServer } from '../e2e/server-harness';
 import { freePort } from '../setup/free-port';
-import { createTestCa, type TestCa } from '../peers/test-ca';
+import { createTestCa, type TestCa } from '../../scripts/lib/test-ca';
 import { clientsFor, type Clients } from '../e2e/clients';
 import { loopbackServerName, startSynapse, type SynapsePeer } from '../peers/synapse';
 
@@ -58,31 +55,4 @@ export async function startAxonAndSynapse(axonIp: string, synapseIp: string): Pr
   };
 }
 
-export interface RawAnswer {
-  status: number;
-  body: Json;
-  text: string;
-}
-
-/** A raw HTTPS request to a federation listener (trusting the test CA). */
-export function fedRequest(caPath: string, url: string, method: string, headers: Record<string, string>, body?: unknown): Promise<RawAnswer> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const req = request(url, { method, ca: readFileSync(caPath), agent: false, headers: { ...headers, ...(payload ? { 'Content-Type': 'application/json' } : {}) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json: Json = {};
-        try {
-          json = JSON.parse(text);
-        } catch {
-          // not JSON
-        }
-        resolve({ status: res.statusCode ?? 0, body: json, text });
-      });
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
+export { fedRequest, type RawAnswer } from '../../scripts/lib/signing-peer';
