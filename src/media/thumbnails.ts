@@ -32,7 +32,7 @@
  *   of a different image, a cache only holds memory.
  */
 import type { Readable } from 'node:stream';
-import sharp, { type Metadata, type Sharp } from 'sharp';
+import sharp, { type Metadata, type OutputInfo, type Sharp } from 'sharp';
 import {
   ImageProcessingFailedError,
   ImageTooLargeError,
@@ -397,8 +397,8 @@ export class Thumbnailer {
       const probe = await this.check(input, contentType);
       const animate = request.animated === true && probe.frames > 1 && (probe.format === 'gif' || probe.format === 'webp') && probe.width * probe.height * probe.frames <= this.maxPixels;
       const { width, height } = thumbnailDimensions(probe.width, probe.height, request);
-      const staticOutput = STATIC_OUTPUT_FOR_TYPE[baseContentType(contentType)] === 'jpeg' && !probe.hasAlpha ? 'jpeg' : 'png';
-      let pipeline: Sharp = sharp(input, {
+      const staticOutput = staticOutputFor(contentType, probe);
+      const pipeline: Sharp = sharp(input, {
         animated: animate,
         // A second guard after the header check: libvips refuses to decode beyond this.
         limitInputPixels: animate ? probe.width * probe.height * probe.frames : this.maxPixels,
@@ -407,29 +407,86 @@ export class Thumbnailer {
         .timeout({ seconds: this.timeoutSeconds })
         .autoOrient()
         .resize(width, height, { fit: request.method === 'crop' ? 'cover' : 'fill', position: 'centre' });
-      let outType: string;
-      if (animate) {
-        // Frame delays and the loop count carry over from the source.
-        pipeline = pipeline.webp({ quality: 80, effort: 2 });
-        outType = 'image/webp';
-      } else if (staticOutput === 'jpeg') {
-        pipeline = pipeline.jpeg({ quality: this.jpegQuality, mozjpeg: false });
-        outType = 'image/jpeg';
-      } else {
-        pipeline = pipeline.png({ compressionLevel: 6 });
-        outType = 'image/png';
-      }
-      let bytes: Buffer;
-      try {
-        bytes = await pipeline.toBuffer();
-      } catch (e) {
-        if (isUnsupportedFormatError(e)) throw new UnsupportedImageError('Content is not an image that can be thumbnailed');
-        // libvips' message can name a file path: keep it for logs (cause), not for the client.
-        throw new ImageProcessingFailedError('Thumbnail could not be made from this image', { cause: e });
-      }
+      const { bytes, contentType: outType } = await this.encode(pipeline, animate ? 'webp' : staticOutput);
       return { bytes, contentType: outType, width, height, animated: animate };
     } finally {
       release();
     }
   }
+
+  /**
+   * Several still thumbnails of one image (an upload's pre-generated sizes) from a single decode:
+   * the image is decoded once, oriented and reduced to the largest size any of them needs, and
+   * each thumbnail is cut from that. Same rules and errors as `thumbnail`; `animated` is ignored.
+   * Results are in the order of `requests`.
+   */
+  async thumbnailMany(source: ThumbnailSource, contentType: string, requests: readonly ThumbnailRequest[]): Promise<Thumbnail[]> {
+    for (const request of requests) validateThumbnailRequest(request);
+    if (!isThumbnailableType(contentType)) throw new UnsupportedImageError(`Content of type ${baseContentType(contentType) || 'unknown'} is not thumbnailed`);
+    const release = await this.semaphore.acquire();
+    try {
+      const input = await readSource(source, this.maxSourceBytes);
+      const probe = await this.check(input, contentType);
+      const staticOutput = staticOutputFor(contentType, probe);
+      // The scale factor the most demanding thumbnail needs before its crop (never above 1).
+      let factor = 0;
+      const targets = requests.map((request) => {
+        const dims = thumbnailDimensions(probe.width, probe.height, request);
+        const needed = request.method === 'crop' ? Math.max(dims.width / probe.width, dims.height / probe.height) : dims.width / probe.width;
+        factor = Math.max(factor, Math.min(1, needed));
+        return { request, ...dims };
+      });
+      const interWidth = Math.min(probe.width, Math.max(1, Math.ceil(probe.width * factor)));
+      const interHeight = Math.min(probe.height, Math.max(1, Math.ceil(probe.height * factor)));
+      let intermediate: { data: Buffer; info: OutputInfo };
+      try {
+        intermediate = await sharp(input, { limitInputPixels: this.maxPixels, failOn: 'error' })
+          .timeout({ seconds: this.timeoutSeconds })
+          .autoOrient()
+          .resize(interWidth, interHeight, { fit: 'fill' })
+          .toColourspace('srgb')
+          .raw()
+          .toBuffer({ resolveWithObject: true });
+      } catch (e) {
+        if (isUnsupportedFormatError(e)) throw new UnsupportedImageError('Content is not an image that can be thumbnailed');
+        throw new ImageProcessingFailedError('Thumbnail could not be made from this image', { cause: e });
+      }
+      const { width: rawWidth, height: rawHeight, channels } = intermediate.info;
+      const out: Thumbnail[] = [];
+      for (const { request, width, height } of targets) {
+        const pipeline = sharp(intermediate.data, { raw: { width: rawWidth, height: rawHeight, channels: channels as 1 | 2 | 3 | 4 } })
+          .timeout({ seconds: this.timeoutSeconds })
+          .resize(width, height, { fit: request.method === 'crop' ? 'cover' : 'fill', position: 'centre' });
+        const { bytes, contentType: outType } = await this.encode(pipeline, staticOutput);
+        out.push({ bytes, contentType: outType, width, height, animated: false });
+      }
+      return out;
+    } finally {
+      release();
+    }
+  }
+
+  private async encode(pipeline: Sharp, format: 'jpeg' | 'png' | 'webp'): Promise<{ bytes: Buffer; contentType: string }> {
+    let encoded: Sharp;
+    if (format === 'webp') {
+      // Frame delays and the loop count carry over from the source.
+      encoded = pipeline.webp({ quality: 80, effort: 2 });
+    } else if (format === 'jpeg') {
+      encoded = pipeline.jpeg({ quality: this.jpegQuality });
+    } else {
+      encoded = pipeline.png({ compressionLevel: 6 });
+    }
+    try {
+      return { bytes: await encoded.toBuffer(), contentType: `image/${format}` };
+    } catch (e) {
+      if (isUnsupportedFormatError(e)) throw new UnsupportedImageError('Content is not an image that can be thumbnailed');
+      // libvips' message can name a file path: keep it for logs (cause), not for the client.
+      throw new ImageProcessingFailedError('Thumbnail could not be made from this image', { cause: e });
+    }
+  }
+}
+
+/** JPEG for JPEG and opaque WebP sources, PNG for the rest (see the module comment). */
+function staticOutputFor(contentType: string, probe: ImageProbe): 'jpeg' | 'png' {
+  return STATIC_OUTPUT_FOR_TYPE[baseContentType(contentType)] === 'jpeg' && !probe.hasAlpha ? 'jpeg' : 'png';
 }

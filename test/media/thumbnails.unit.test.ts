@@ -299,6 +299,32 @@ describe('Thumbnailer', () => {
     await expect(capped.thumbnail(Readable.from([src]), 'image/jpeg', { width: 96, height: 96, method: 'crop' })).rejects.toBeInstanceOf(SourceTooLargeError);
   });
 
+  it('thumbnailMany: the pre-generated sizes from one decode, same dimensions and types as one at a time', { timeout: T }, async () => {
+    // Left half red, right half blue, 1000×750 as displayed (stored 750×1000 with orientation 8).
+    const raw = Buffer.alloc(1000 * 750 * 3);
+    for (let y = 0; y < 750; y++) for (let x = 0; x < 1000; x++) raw[(y * 1000 + x) * 3 + (x < 500 ? 0 : 2)] = 255;
+    const upright = await sharp(raw, { raw: { width: 1000, height: 750, channels: 3 } })
+      .png()
+      .toBuffer();
+    const stored = await sharp(upright).rotate(90).jpeg({ quality: 95 }).withMetadata({ orientation: 8 }).toBuffer();
+    const requests = thumbnailsToPregenerate(1000, 750).map((t) => t.box);
+    const many = await thumbnailer.thumbnailMany(stored, 'image/jpeg', requests);
+    expect(many.map((t) => `${t.width}x${t.height} ${t.contentType}`)).toEqual(['32x32 image/jpeg', '96x96 image/jpeg', '320x240 image/jpeg', '640x480 image/jpeg', '800x600 image/jpeg']);
+    for (const [i, t] of many.entries()) {
+      const one = await thumbnailer.thumbnail(stored, 'image/jpeg', requests[i]!);
+      expect({ width: one.width, height: one.height, contentType: one.contentType }).toEqual({ width: t.width, height: t.height, contentType: t.contentType });
+      const m = await sharp(t.bytes).metadata();
+      expect(m).toMatchObject({ format: 'jpeg', width: t.width, height: t.height });
+      expect(m.exif).toBeUndefined();
+      // Oriented like the single thumbnails: red on the left, blue on the right.
+      const { data, info } = await sharp(t.bytes).raw().toBuffer({ resolveWithObject: true });
+      const px = (x: number) => [...data.subarray(((info.height >> 1) * info.width + x) * 3, ((info.height >> 1) * info.width + x) * 3 + 3)];
+      expect(px(1)[0]).toBeGreaterThan(200);
+      expect(px(info.width - 2)[2]).toBeGreaterThan(200);
+    }
+    await expect(thumbnailer.thumbnailMany(pngDeclaring(100_000, 100_000), 'image/png', requests)).rejects.toBeInstanceOf(ImageTooLargeError);
+  });
+
   it('bounded concurrency: beyond the queue, requests are refused as busy', { timeout: T }, async () => {
     const tight = new Thumbnailer({ maxConcurrent: 1, maxQueued: 1 });
     const src = await solid(2000, 2000, 'png');
