@@ -40,7 +40,7 @@ import {
   SourceTooLargeError,
   ThumbnailerBusyError,
   UnsupportedImageError,
-} from './errors';
+} from './processing-errors';
 
 export type ThumbnailMethod = 'crop' | 'scale';
 

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { ImageTooLargeError, InvalidThumbnailRequestError, SourceTooLargeError, ThumbnailerBusyError, UnsupportedImageError } from '../../src/media/errors';
+import { ImageTooLargeError, InvalidThumbnailRequestError, SourceTooLargeError, ThumbnailerBusyError, UnsupportedImageError } from '../../src/media/processing-errors';
 import {
   DEFAULT_THUMBNAIL_SIZES,
   Thumbnailer,

@@ -3,14 +3,17 @@
  * blocklist; the config here allows 127.0.0.1 only (as an operator's allowlist would), so
  * 127.0.0.2 (also loopback on Linux), `localhost` and private addresses stay blocked.
  */
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UrlPreviewError } from '../../src/media/errors';
+import { UrlPreviewError } from '../../src/media/processing-errors';
 import { isPreviewAddressAllowed, previewUrl, safeFetch, type UrlPreviewOptions } from '../../src/media/preview/index';
 import { IpRangeSet, federationIpBlocklist } from '../../src/protocol/ip-ranges';
+import { createTestCa } from '../../scripts/lib/test-ca';
 
 const T = 30_000;
 
@@ -310,6 +313,30 @@ describe('URL previews over real HTTP', () => {
     expect((await previewError(`http://user:pw@127.0.0.1:${site.port}/og`)).reason).toBe('bad-url');
     const notFound = await previewError(`${base}/not-found`);
     expect(notFound).toMatchObject({ reason: 'http-status', remoteStatus: 404, httpStatus: 502 });
+  });
+
+  it('HTTPS: the certificate is checked against the name while connecting to the checked address', { timeout: T }, async () => {
+    const ca = createTestCa();
+    const leaf = ca.leaf('preview.test');
+    const server = createHttpsServer({ cert: readFileSync(leaf.certPath), key: readFileSync(leaf.keyPath) }, (req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/html' });
+      res.end(`<title>Secure ${req.headers.host}</title>`);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const tls: UrlPreviewOptions = { ...config, caCertificates: [readFileSync(ca.caPath, 'utf8')], resolve: async () => ['127.0.0.1'] };
+      const p = await previewUrl(`https://preview.test:${port}/`, tls);
+      expect(p.og['og:title']).toBe(`Secure preview.test:${port}`);
+      // The same server under a name its certificate does not carry: refused.
+      expect((await previewError(`https://other.test:${port}/`, tls)).reason).toBe('connect');
+      // And without the CA, not trusted.
+      expect((await previewError(`https://preview.test:${port}/`, { ...tls, caCertificates: [] })).reason).toBe('connect');
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      ca.cleanup();
+    }
   });
 
   it('address checks: the always-blocked ranges beat the allowlist; junk fails closed', () => {

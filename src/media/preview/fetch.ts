@@ -19,10 +19,11 @@ import type { LookupAddress } from 'node:dns';
 import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { LookupFunction } from 'node:net';
+import { rootCertificates } from 'node:tls';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import type { Transform } from 'node:stream';
 import { ALWAYS_BLOCKED_IP_RANGES, IpRangeSet, parseIp, type IpAddress } from '../../protocol/ip-ranges';
-import { UrlPreviewError } from '../errors';
+import { UrlPreviewError } from '../processing-errors';
 
 export const DEFAULT_PREVIEW_MAX_BYTES = 10 * 1024 * 1024; // Synapse's max_spider_size
 export const DEFAULT_PREVIEW_TIMEOUT_MS = 10_000;
@@ -45,6 +46,8 @@ export interface SafeFetchOptions {
   userAgent?: string;
   /** Sent as Accept-Language (Synapse's `url_preview_accept_language`). */
   acceptLanguage?: string;
+  /** PEM certificates trusted on top of the system roots (a private CA; the tests' CA). */
+  caCertificates?: readonly string[];
   /** Name resolution, all addresses of a host (default: the system resolver, as getaddrinfo sees /etc/hosts). For tests. */
   resolve?: (hostname: string) => Promise<string[]>;
 }
@@ -216,6 +219,7 @@ function sendRequest(url: URL, checked: CheckedHost, opts: SafeFetchOptions, dea
         lookup: pinnedLookup(checked.addresses),
         // SNI and the certificate check use the name, not the address we connect to.
         servername: parseIp(checked.host) ? undefined : checked.host,
+        ...(url.protocol === 'https:' && opts.caCertificates?.length ? { ca: [...rootCertificates, ...opts.caCertificates] } : {}),
       });
     } catch (e) {
       clearTimeout(timer);

@@ -20,7 +20,7 @@
  * kept between a minute and a day.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { MediaProcessingError, UrlPreviewError } from '../errors';
+import { MediaProcessingError, UrlPreviewError } from '../processing-errors';
 import { baseContentType, probeImage } from '../thumbnails';
 import { parsePreviewUrl, safeFetch, type FetchedResource, type SafeFetchOptions } from './fetch';
 import { decodeHtml, parseOpenGraph, type OpenGraph } from './html';
