@@ -387,7 +387,11 @@ export class Thumbnailer {
     return probe;
   }
 
-  /** Make one thumbnail. Throws the typed errors of ./errors. */
+  /**
+   * Make one thumbnail. Throws the typed errors of ./processing-errors. A stream source is read
+   * while holding a slot (so memory stays bounded by maxConcurrent × maxSourceBytes): pass a
+   * Buffer or a file path when the bytes are at hand.
+   */
   async thumbnail(source: ThumbnailSource, contentType: string, request: ThumbnailRequest): Promise<Thumbnail> {
     validateThumbnailRequest(request);
     if (!isThumbnailableType(contentType)) throw new UnsupportedImageError(`Content of type ${baseContentType(contentType) || 'unknown'} is not thumbnailed`);

@@ -269,7 +269,7 @@ describe('Thumbnailer', () => {
     await expect(thumbnailer.thumbnail(tiff, 'image/png', { width: 32, height: 32, method: 'crop' })).rejects.toBeInstanceOf(UnsupportedImageError);
   });
 
-  it('bad requests are refused as invalid', async () => {
+  it('bad requests are refused as invalid', { timeout: T }, async () => {
     const src = await solid(10, 10, 'png');
     for (const req of [
       { width: 0, height: 10, method: 'crop' as const },

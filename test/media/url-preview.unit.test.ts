@@ -44,7 +44,8 @@ const config: UrlPreviewOptions = {
   blocklist: federationIpBlocklist(),
   allowlist: new IpRangeSet(['127.0.0.1/32']),
   maxBytes: 256 * 1024,
-  timeoutMs: 5_000,
+  // Generous: the machine running the tests may be loaded.
+  timeoutMs: 15_000,
 };
 
 beforeAll(async () => {
@@ -243,7 +244,7 @@ describe('URL previews over real HTTP', () => {
   });
 
   it('a hostname resolving to a blocklisted address is refused (localhost, default blocklist)', { timeout: T }, async () => {
-    const defaults: UrlPreviewOptions = { blocklist: federationIpBlocklist(), timeoutMs: 5_000 };
+    const defaults: UrlPreviewOptions = { blocklist: federationIpBlocklist(), timeoutMs: 15_000 };
     const before = site.hits.length;
     expect((await previewError(`http://localhost:${site.port}/og`, defaults)).reason).toBe('blocked');
     expect((await previewError(`http://127.0.0.1:${site.port}/og`, defaults)).reason).toBe('blocked');
