@@ -140,9 +140,11 @@ describe.skipIf(skip)(`the outbound sender's faults against Synapse ${SYNAPSE_VE
     );
     const doneAt = Date.now();
     expect(all).toEqual(bodies); // every message once, in the order sent
-    // The wake-up: the first catch-up delivery came before the backoff's own retry time.
+    // The wake-up: the first catch-up delivery came before the backoff's own retry time (unless
+    // Synapse took so long to start that the timer was nearly due anyway: then it proves nothing).
     expect(firstAt).toBeGreaterThan(0);
-    expect(firstAt).toBeLessThan(retryAt);
+    if (retryAt - upAt > 10_000) expect(firstAt).toBeLessThan(retryAt);
+    else console.warn(`synapse-faults.e2e (a): Synapse took ${upMs} ms to start; the retry timer was due ${retryAt - upAt} ms after: the wake-up is not checked this run`);
     expect(await redis.get(backoffKey)).toBeNull();
     // And the ping reached Axon.
     await eventually(
