@@ -428,24 +428,23 @@ export function destinationActor(opts: DestinationActorOptions): ActorKind<Desti
     } catch (e) {
       // A failed read is a failed attempt (backoff, retry).
       report = { t: 'sent', txnId: inf.txnId, attempt, outcome: { kind: 'retry', error: `reading the queue: ${e instanceof Error ? e.message : String(e)}` }, pdus: 0, edus: 0 };
+    } finally {
+      // The PUT is over: nothing of this destination's is in flight from this process any more.
+      if (running.get(dest) === inf.txnId) running.delete(dest);
     }
     // Reported with retries while Redis is unavailable; given up after a while, the watch timer
     // finds no PUT running and starts the same transaction again.
-    try {
-      for (let i = 0; ; i++) {
-        try {
-          await tellSelf(ctx, dest, report, `fedsent:${dest}:${inf.txnId}:${attempt}:${incarnation}`);
+    for (let i = 0; ; i++) {
+      try {
+        await tellSelf(ctx, dest, report, `fedsent:${dest}:${inf.txnId}:${attempt}:${incarnation}`);
+        return;
+      } catch (e) {
+        if (i >= 10) {
+          ctx.log?.error({ err: e, destination: dest, txn_id: inf.txnId }, 'could not report a federation transaction; the watch timer will send it again');
           return;
-        } catch (e) {
-          if (i >= 10) {
-            ctx.log?.error({ err: e, destination: dest, txn_id: inf.txnId }, 'could not report a federation transaction; the watch timer will send it again');
-            return;
-          }
-          await sleep(Math.min(2000, 100 * 2 ** i));
         }
+        await sleep(Math.min(2000, 100 * 2 ** i));
       }
-    } finally {
-      if (running.get(dest) === inf.txnId) running.delete(dest);
     }
   }
 

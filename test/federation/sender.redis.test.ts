@@ -5,8 +5,8 @@
  * id as a real server does (a repeated id is answered from memory, not processed), and can be
  * told to answer 500, be down (listener closed, connections cut), or hang.
  *
- * Remote members are written into the room's members hash directly: joins over federation are
- * not built yet (issue 14.7), and the sender only reads that hash to find destinations.
+ * Remote members are written into the room's members hash directly (the sender only reads that
+ * hash to find destinations; real joins over federation are exercised by the e2e tests).
  */
 import { createServer, type Server } from 'node:https';
 import { readFileSync } from 'node:fs';
