@@ -290,4 +290,13 @@ describe('a remote user knocks on our room (make_knock, send_knock)', () => {
       (x) => (x.body.rooms?.join?.[knockRoom]?.timeline?.events ?? []).some((e: Json) => e.state_key === kim() && e.content?.membership === 'knock'),
     );
   });
+
+  it("a server the room's ACL denies: make_knock is 403", async () => {
+    const acl = await clients.call(alice, 'PUT', `/rooms/${enc(knockRoom)}/state/m.room.server_acl/`, { allow: ['*'], deny: [peer.serverName.split(':')[0]!, peer.serverName] });
+    expect(acl.status, JSON.stringify(acl.body)).toBe(200);
+    const r = await peer.request(a, 'GET', `/_matrix/federation/v1/make_knock/${enc(knockRoom)}/${enc(`@other:${peer.serverName}`)}?ver=10`);
+    expect(r.status, r.text).toBe(403);
+    expect(r.body.errcode).toBe('M_FORBIDDEN');
+    expect(r.body.error).toMatch(/ACL/);
+  });
 });

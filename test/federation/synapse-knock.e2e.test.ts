@@ -78,36 +78,30 @@ describe.skipIf(skip)(`knocking between Axon and Synapse ${SYNAPSE_VERSION}`, ()
     return r.status === 200 ? (r.body.membership as string) : undefined;
   };
 
-  /** Messages both ways in a room both users are in, each seen once, in order, by the other. */
-  const messagesBothWays = async (roomId: string) => {
-    const fromA = [`from axon ${txn()}`, `from axon ${txn()}`];
-    const aIds: string[] = [];
-    for (const body of fromA) {
-      const sent = await clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body });
-      expect(sent.status, JSON.stringify(sent.body)).toBe(200);
-      aIds.push(sent.body.event_id);
-    }
-    const sPage = await eventually(
-      () => s.call(bob, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=50`),
-      (r) => aIds.every((id) => (r.body.chunk ?? []).some((e: Json) => e.event_id === id)),
-      30_000,
-    );
-    expect((sPage.body.chunk as Json[]).filter((e) => aIds.includes(e.event_id)).reverse().map((e) => e.content.body)).toEqual(fromA);
+  type Call = (method: string, path: string, body?: unknown) => Promise<{ status: number; body: Json }>;
+  const onAxon: Call = (method, path, body) => clients.call(alice, method, path, body);
+  const onSynapse: Call = (method, path, body) => s.call(bob, method, path, body);
 
-    const fromS = [`from synapse ${txn()}`, `from synapse ${txn()}`];
-    const sIds: string[] = [];
-    for (const body of fromS) {
-      const sent = await s.call(bob, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body });
+  /** Two messages sent on one server, seen on the other once each, in order. */
+  const messagesArrive = async (roomId: string, from: Call, to: Call, label: string) => {
+    const bodies = [`${label} ${txn()}`, `${label} ${txn()}`];
+    const ids: string[] = [];
+    for (const body of bodies) {
+      const sent = await from('PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body });
       expect(sent.status, JSON.stringify(sent.body)).toBe(200);
-      sIds.push(sent.body.event_id);
+      ids.push(sent.body.event_id);
     }
-    const aPage = await eventually(
-      () => clients.call(alice, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=50`),
-      (r) => sIds.every((id) => (r.body.chunk ?? []).some((e: Json) => e.event_id === id)),
+    const page = await eventually(
+      () => to('GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=50`),
+      (r) => ids.every((id) => (r.body.chunk ?? []).some((e: Json) => e.event_id === id)),
       30_000,
     );
-    const onAxon = (aPage.body.chunk as Json[]).filter((e) => sIds.includes(e.event_id)).reverse();
-    expect(onAxon.map((e) => e.content.body)).toEqual(fromS);
+    expect((page.body.chunk as Json[]).filter((e) => ids.includes(e.event_id)).reverse().map((e) => e.content.body)).toEqual(bodies);
+  };
+  /** Messages both ways in a room both users are in. */
+  const messagesBothWays = async (roomId: string) => {
+    await messagesArrive(roomId, onAxon, onSynapse, 'from axon');
+    await messagesArrive(roomId, onSynapse, onAxon, 'from synapse');
   };
 
   describe('a Synapse user knocks on an Axon room', () => {
