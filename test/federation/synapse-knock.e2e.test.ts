@@ -12,6 +12,7 @@
  * invites, the knock turns into an invite in Axon's /sync, the Axon user joins, messages go both
  * ways. An Axon user retracts a knock (make_leave/send_leave to Synapse): Synapse sees the leave,
  * Axon's /sync moves the room to `rooms.leave`. A rejected Synapse invite is in `rooms.leave` too.
+ * The outbound invite that lets a knocker in also serves createRoom's `invite` (a direct chat).
  *
  * Synapse comes from scripts/lib/ensure.sh's `ensure_synapse`; outside CI the test skips itself
  * when it is not installed.
@@ -235,6 +236,21 @@ describe.skipIf(skip)(`knocking between Axon and Synapse ${SYNAPSE_VERSION}`, ()
       const full = await axonSync();
       expect(full.body.rooms?.knock?.[other]).toBeUndefined();
     });
+  });
+
+  it('createRoom inviting a Synapse user (a direct chat): the invite reaches Synapse with is_direct, and the Synapse user joins', async () => {
+    const created = await timed('Axon createRoom with a Synapse invitee (is_direct)', () => clients.call(alice, 'POST', '/createRoom', { preset: 'trusted_private_chat', is_direct: true, room_version: '10', invite: [bob.userId] }));
+    expect(created.status, JSON.stringify(created.body)).toBe(200);
+    const dm = created.body.room_id as string;
+    const sync = await synapseSyncUntil((r) => !!r.body.rooms?.invite?.[dm]);
+    const invite = (sync.body.rooms.invite[dm].invite_state.events as Json[]).find((e) => e.type === 'm.room.member' && e.state_key === bob.userId);
+    expect(invite).toMatchObject({ sender: alice.userId, content: { membership: 'invite', is_direct: true } });
+    expect((await s.call(bob, 'POST', `/join/${enc(dm)}`, {})).status).toBe(200);
+    await eventually(
+      () => clients.call(alice, 'GET', `/rooms/${enc(dm)}/joined_members`),
+      (r) => r.status === 200 && bob.userId in (r.body.joined ?? {}),
+      30_000,
+    );
   });
 
   it('a rejected Synapse invite is reported under rooms.leave (with the leave event), no longer under rooms.invite', async () => {
