@@ -3,8 +3,8 @@
 /**
  * A remote user knocks on one of our rooms (server-server API, "Knocking on rooms"). make_knock
  * answers `{ room_version, event }`, an unsigned knock on the room's current extremities, when the
- * requester supports the room's version (`ver`, required; 400 `M_INCOMPATIBLE_ROOM_VERSION`
- * otherwise), the version has knocking (v7+) and the auth rules allow the knock against the
+ * requester supports the room's version (`ver`, required: 400 `M_MISSING_PARAM` without it,
+ * 400 `M_INCOMPATIBLE_ROOM_VERSION` when the room's is not among them), the version has knocking (v7+) and the auth rules allow the knock against the
  * current state (403 `M_FORBIDDEN`: a join rule other than `knock`/`knock_restricted`, a banned or
  * already joined or invited user). The user must belong to the requesting server, whose server
  * ACL must let it in (src/federation/inbound/membership.ts).

@@ -25,14 +25,16 @@ export function registerMakeJoinRoute(front: Front, ctx: FederationContext): voi
 
 /**
  * The answer of make_join and make_knock: the requester must support the room's version (`ver`,
- * repeated; absent means only "1" — make_knock has no default, Synapse's neither), and the
+ * repeated; absent means only "1" for make_join, and is an error for make_knock), and the
  * template must pass the auth rules against the current state (403 otherwise).
  */
 export async function makeMembership(ctx: FederationContext, req: Request, caller: FederationCaller, membership: 'join' | 'knock'): Promise<JsonObject> {
   const roomId = req.params.roomId ?? '';
   const userId = req.params.userId ?? '';
   const room = await requireMembershipRoom(ctx.api.rooms, roomId, userId, caller.origin);
-  const supported = req.queryAll.ver ?? (membership === 'join' ? ['1'] : []);
+  // make_knock came after `ver` existed: there it is required (400 M_MISSING_PARAM, as Synapse).
+  if (membership === 'knock' && !req.queryAll.ver?.length) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing query parameter: ver');
+  const supported = req.queryAll.ver ?? ['1'];
   if (!supported.includes(room.version.id)) {
     throw new MatrixError(400, 'M_INCOMPATIBLE_ROOM_VERSION', `Your homeserver does not support the features required to ${membership} this room (version ${room.version.id})`, { room_version: room.version.id });
   }
