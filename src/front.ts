@@ -84,7 +84,7 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
     mapError: infrastructureError,
   });
   const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log, limiter: new RateLimiter({ login: config.rateLimit.login, failedLogin: config.rateLimit.failedLogin, register: config.rateLimit.register, client: config.rateLimit.client, mediaUpload: config.rateLimit.mediaUpload }, config.rateLimit.enabled, { redis, keys: keySpace, log }), closers: [], storeReady: () => health.ready };
-  const mediaStore = createMediaStore(config.media);
+  const mediaStore = createMediaStore(config);
   ctx.media = { repository: new MediaRepository({ store: mediaStore, actors, redis, keys: keySpace, shardCounts, serverName: config.serverName, config: config.media, log: log.child({ component: 'media' }) }) };
   // GET /health (as Synapse serves it, text/plain): 200 `OK` when this front reaches Redis and
   // serves; 503 otherwise, so a load balancer takes it out of rotation.

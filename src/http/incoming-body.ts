@@ -37,6 +37,7 @@ export class IncomingBody implements AsyncIterable<Uint8Array> {
     if (this.received > this.maxBytes) {
       const err = errors.tooLarge(`Request body exceeds ${this.maxBytes} bytes`);
       this.fail(err);
+      this.unpause();
       return err;
     }
     if (chunk.byteLength > 0) {
@@ -56,6 +57,8 @@ export class IncomingBody implements AsyncIterable<Uint8Array> {
 
   /** The client went away: the reader gets an error. */
   abort(): void {
+    // The response is gone: it must not be resumed or touched any more.
+    this.paused = false;
     if (!this.ended) this.fail(new Error('The client closed the connection before the body arrived'));
   }
 
@@ -64,6 +67,14 @@ export class IncomingBody implements AsyncIterable<Uint8Array> {
     this.discarded = true;
     this.queue.length = 0;
     this.queued = 0;
+    this.unpause();
+  }
+
+  /** A paused socket is not written to either: resume it before the answer goes out. */
+  private unpause(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.res.resume();
   }
 
   private fail(err: Error): void {
@@ -87,10 +98,7 @@ export class IncomingBody implements AsyncIterable<Uint8Array> {
       const next = this.queue.shift();
       if (next) {
         this.queued -= next.byteLength;
-        if (this.paused && this.queued <= LOW_WATER && !this.discarded) {
-          this.paused = false;
-          this.res.resume();
-        }
+        if (this.queued <= LOW_WATER && !this.discarded) this.unpause();
         yield next;
         continue;
       }

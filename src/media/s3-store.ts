@@ -39,7 +39,11 @@ export class S3MediaStore implements MediaStore {
   readonly client: S3Client;
 
   constructor(private readonly opts: S3StoreOptions) {
-    const config: S3ClientConfig = { region: opts.region || 'us-east-1', forcePathStyle: opts.forcePathStyle };
+    // Checksums only where S3 requires them: the SDK's default (CRC32 on every request and
+    // response) is not what every S3-compatible server does — moto answers a ranged GET with the
+    // whole object's checksum, which the SDK then rejects. Content integrity is ours anyway: blobs
+    // are addressed by their sha256.
+    const config: S3ClientConfig = { region: opts.region || 'us-east-1', forcePathStyle: opts.forcePathStyle, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' };
     if (opts.endpoint) config.endpoint = opts.endpoint;
     if (opts.accessKeyId) config.credentials = { accessKeyId: opts.accessKeyId, secretAccessKey: opts.secretAccessKey };
     this.client = new S3Client(config);
