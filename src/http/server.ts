@@ -257,6 +257,8 @@ export class Front {
     // A streamed request body still arriving when the answer goes out: the connection closes
     // after it (the rest of the body would otherwise be read as the next request).
     let bodyPending: IncomingBody | null = null;
+    // Refused from its headers (Content-Length too large): close rather than read the body.
+    let closeAfter = false;
     const send = (r: Response) => {
       if (done) return;
       finish();
@@ -265,7 +267,7 @@ export class Front {
       const text = r.text !== undefined;
       const body = r.bytes ?? (text ? r.text! : r.rawJson !== undefined ? r.rawJson : r.body === undefined ? '{}' : JSON.stringify(r.body));
       const contentType = r.bytes ? (r.contentType ?? 'application/octet-stream') : text ? 'text/plain; charset=utf-8' : 'application/json';
-      const close = this.draining || (bodyPending !== null && !bodyPending.ended);
+      const close = this.draining || closeAfter || (bodyPending !== null && !bodyPending.ended);
       bodyPending?.discard();
       res.cork(() => {
         res.writeStatus(STATUS_TEXT[status] ?? String(status));
@@ -353,7 +355,10 @@ export class Front {
     if (!METHODS_WITH_BODY.has(method)) return run(new Uint8Array(0));
     const maxBody = streamLimit?.maxBytes ?? this.maxBody;
     const declared = Number(headers['content-length'] ?? '0');
-    if (declared > maxBody) return fail(errors.tooLarge(`Request body exceeds ${maxBody} bytes`));
+    if (declared > maxBody) {
+      closeAfter = true;
+      return fail(errors.tooLarge(`Request body exceeds ${maxBody} bytes`));
+    }
     if (streamLimit) {
       const incoming = new IncomingBody(res, maxBody, () => armDeadline(this.deadlineMs));
       bodyPending = incoming;

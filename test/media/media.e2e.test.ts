@@ -131,6 +131,12 @@ describe('media repository over HTTP', () => {
     const blob = join(server.config.dataDir, 'media', 'content', sha(body).slice(0, 2), sha(body));
     expect(existsSync(blob)).toBe(true);
     expect(readdirSync(join(server.config.dataDir, 'media', 'content', sha(body).slice(0, 2))).filter((n) => n === sha(body))).toHaveLength(1);
+    // An empty file is media too.
+    const empty = await upload(alice.token, new Uint8Array(0), 'text/plain', 'empty.txt');
+    const r = await download(empty, bob.token);
+    expect(r.status).toBe(200);
+    expect(r.headers.get('content-length')).toBe('0');
+    expect((await r.arrayBuffer()).byteLength).toBe(0);
   });
 
   it('asynchronous upload: create, a download waiting for it, PUT, overwrite refused, other users refused, pending limit', async () => {
