@@ -10,7 +10,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -175,6 +175,40 @@ describe('the media front as a process', () => {
     expect(upPeak - baseline).toBeLessThan(60 * MiB);
     expect(downPeak - afterUpload).toBeLessThan(60 * MiB);
   }, 300_000);
+
+  it('a client that goes away mid-download stops the reading (no file left open by the front)', async () => {
+    expect(uploaded).not.toBeNull();
+    const pid = frontPid();
+    const openBlobs = () =>
+      readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+        try {
+          return readlinkSync(`/proc/${pid}/fd/${fd}`).includes(join('media', 'content'));
+        } catch {
+          return false;
+        }
+      }).length;
+    let openWhileReading = -1;
+    await new Promise<void>((resolve, reject) => {
+      const req = httpRequest(`${base}/_matrix/client/v1/media/download/${uploaded!.mxc.slice('mxc://'.length)}`, { headers: { Authorization: `Bearer ${token}` } }, (res) => {
+        let got = 0;
+        res.on('data', (d: Buffer) => {
+          got += d.length;
+          if (got >= 5 * MiB && openWhileReading < 0) {
+            // Backpressure: 5 MiB into 100 MiB, the front is still reading the file.
+            openWhileReading = openBlobs();
+            req.destroy();
+            resolve();
+          }
+        });
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => (e.code === 'ECONNRESET' ? undefined : reject(e)));
+      req.end();
+    });
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && openBlobs() > 0) await new Promise((r) => setTimeout(r, 100));
+    expect(openWhileReading).toBe(1);
+    expect(openBlobs()).toBe(0);
+  }, 120_000);
 
   it('a front killed with -9 mid-upload leaves no half-written media visible', async () => {
     const redis = new Redis({ port: redisPort, host: '127.0.0.1', lazyConnect: true });
