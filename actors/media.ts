@@ -12,7 +12,8 @@
  * Messages:
  * - `reserve` {owner, expiresAt}: `POST /_matrix/media/v1/create` — hold the id for `owner`'s
  *   upload until `expiresAt` (ms);
- * - `record` {owner, contentType, filename?, size, sha256, reserved?}: the upload is stored. With
+ * - `record` {owner, contentType, filename?, size, sha256, ref, reserved?}: the upload is stored
+ *   (`ref`: the reference it holds on the blob). With
  *   `reserved` (`PUT /upload/{server}/{id}`) the id must be held by `owner` (403 otherwise) and not
  *   expired (404); an id that has content already is refused with 409 M_CANNOT_OVERWRITE_MEDIA;
  * - `touch` {at}: last access (fronts send it at most about once an hour per item);
@@ -41,6 +42,11 @@ export interface MediaRecord {
   a?: number;
   /** Quarantined: not served. */
   q?: 1;
+  /**
+   * The reference this item holds on its blob (in the blob's media-content refs set): the media
+   * id and the upload attempt, so that a refused second upload to the same id drops only its own.
+   */
+  r: string;
 }
 
 export interface MediaReservation {
@@ -58,12 +64,12 @@ export interface MediaState {
 
 export type MediaMessage =
   | { op: 'reserve'; owner: string; expiresAt: number }
-  | { op: 'record'; owner: string; contentType: string; filename?: string; size: number; sha256: string; reserved?: boolean }
+  | { op: 'record'; owner: string; contentType: string; filename?: string; size: number; sha256: string; ref: string; reserved?: boolean }
   | { op: 'touch'; at: number }
   | { op: 'quarantine'; on: boolean }
   | { op: 'delete' };
 
-export type MediaReply = { media_id: string; expires_at?: number } | { sha256: string; size: number; owner: string };
+export type MediaReply = { media_id: string; expires_at?: number } | { sha256: string; size: number; owner: string; ref: string };
 
 export function emptyMedia(mediaId: string): MediaState {
   return { mediaId, record: null, reservation: null };
@@ -94,6 +100,7 @@ export function decideMedia(state: MediaState, msg: ActorMessage<MediaMessage>):
       if (typeof body.owner !== 'string' || !body.owner.startsWith('@')) throw new ActorRejection('M_INVALID_PARAM', 'owner must be a user id', 400);
       if (typeof body.sha256 !== 'string' || !SHA256.test(body.sha256)) throw new ActorRejection('M_INVALID_PARAM', 'sha256 must be 64 hex digits', 400);
       if (!Number.isSafeInteger(body.size) || body.size < 0) throw new ActorRejection('M_INVALID_PARAM', 'size must be a byte count', 400);
+      if (typeof body.ref !== 'string' || !body.ref) throw new ActorRejection('M_INVALID_PARAM', 'ref must name the blob reference', 400);
       if (typeof body.contentType !== 'string' || body.contentType.length > 255) throw new ActorRejection('M_INVALID_PARAM', 'contentType must be a string', 400);
       if (body.filename !== undefined && (typeof body.filename !== 'string' || body.filename.length > 255)) throw new ActorRejection('M_INVALID_PARAM', 'filename must be a string of at most 255 characters', 400);
       if (state.record) throw new ActorRejection('M_CANNOT_OVERWRITE_MEDIA', 'Media already uploaded to this id', 409);
@@ -104,10 +111,10 @@ export function decideMedia(state: MediaState, msg: ActorMessage<MediaMessage>):
       } else if (state.reservation && state.reservation.x > now) {
         throw new ActorRejection('M_CANNOT_OVERWRITE_MEDIA', 'This media id is reserved', 409);
       }
-      const record: MediaRecord = { o: body.owner, t: body.contentType, s: body.size, h: body.sha256, u: now, ...(body.filename ? { n: body.filename } : {}) };
+      const record: MediaRecord = { o: body.owner, t: body.contentType, s: body.size, h: body.sha256, u: now, r: body.ref, ...(body.filename ? { n: body.filename } : {}) };
       const writes: Decision<MediaState, MediaReply>['writes'] = [{ cmd: 'SET', key: recordKey, args: [encode(record)] }];
       if (state.reservation) writes.push({ cmd: 'DEL', key: reservationKey, args: [] });
-      return { state: { ...state, record, reservation: null }, reply: { sha256: record.h, size: record.s, owner: record.o }, writes };
+      return { state: { ...state, record, reservation: null }, reply: { sha256: record.h, size: record.s, owner: record.o, ref: record.r }, writes };
     }
     case 'touch': {
       if (!state.record || !Number.isSafeInteger(body.at) || (state.record.a ?? 0) >= body.at) return { state, reply: { media_id: state.mediaId } };
@@ -118,12 +125,12 @@ export function decideMedia(state: MediaState, msg: ActorMessage<MediaMessage>):
       if (!state.record) throw new ActorRejection('M_NOT_FOUND', 'No such media', 404);
       const { q: _q, ...rest } = state.record;
       const record: MediaRecord = body.on === true ? { ...rest, q: 1 } : rest;
-      return { state: { ...state, record }, reply: { sha256: record.h, size: record.s, owner: record.o }, writes: [{ cmd: 'SET', key: recordKey, args: [encode(record)] }] };
+      return { state: { ...state, record }, reply: { sha256: record.h, size: record.s, owner: record.o, ref: record.r }, writes: [{ cmd: 'SET', key: recordKey, args: [encode(record)] }] };
     }
     case 'delete': {
       if (!state.record) throw new ActorRejection('M_NOT_FOUND', 'No such media', 404);
       const r = state.record;
-      return { state: { ...state, record: null }, reply: { sha256: r.h, size: r.s, owner: r.o }, writes: [{ cmd: 'DEL', key: recordKey, args: [] }] };
+      return { state: { ...state, record: null }, reply: { sha256: r.h, size: r.s, owner: r.o, ref: r.r }, writes: [{ cmd: 'DEL', key: recordKey, args: [] }] };
     }
     default:
       throw new TypeError(`media: unknown op ${JSON.stringify((body as { op?: unknown } | undefined)?.op)}`);

@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { MediaConfig } from '../../cluster.config';
-import type { MediaContentReply } from '../../actors/media-content';
+import type { MediaContentMessage, MediaContentReply } from '../../actors/media-content';
 import type { MediaMessage, MediaRecord, MediaReply, MediaReservation } from '../../actors/media';
 import { MatrixError, errors } from '../http/errors';
 import type { ByteRange } from '../http/range';
@@ -85,7 +85,7 @@ export class MediaRepository {
     }
   }
 
-  private async askContent(sha256: string, body: { op: 'ref' | 'unref'; mediaId: string } | { op: 'purged' }): Promise<MediaContentReply> {
+  private async askContent(sha256: string, body: MediaContentMessage): Promise<MediaContentReply> {
     try {
       return await this.opts.actors.ask<MediaContentReply>('user', 'media-content', sha256, body);
     } catch (e) {
@@ -173,6 +173,9 @@ export class MediaRepository {
     const quotaExceeded = () => new MatrixError(403, 'M_RESOURCE_LIMIT_EXCEEDED', `This upload would take you over your media quota of ${quota} bytes`);
     if (quota > 0 && (await this.usage(req.owner)) + (req.declaredBytes ?? 0) > quota) throw quotaExceeded();
     const mediaId = req.reservedId ?? this.newMediaId();
+    // This attempt's own reference: a second upload racing for the same reserved id, refused at
+    // the record, drops its reference and never the winner's.
+    const ref = `${mediaId}:${randomBytes(6).toString('base64url')}`;
     const staged = await this.opts.store.stage(req.body);
     let referenced = false;
     try {
@@ -181,7 +184,7 @@ export class MediaRepository {
       const until = Date.now() + REF_RETRY_MS;
       for (;;) {
         try {
-          await this.askContent(staged.sha256, { op: 'ref', mediaId });
+          await this.askContent(staged.sha256, { op: 'ref', ref });
           break;
         } catch (e) {
           if (!(e instanceof MatrixError && e.status === 503) || Date.now() > until) throw e;
@@ -193,14 +196,14 @@ export class MediaRepository {
       await staged.commit();
     } catch (e) {
       await staged.discard();
-      if (referenced) await this.dropReference(staged.sha256, mediaId).catch((err) => this.opts.log.warn({ err, media_id: mediaId }, 'media: reference not dropped after a failed upload'));
+      if (referenced) await this.dropReference(staged.sha256, ref).catch((err) => this.opts.log.warn({ err, media_id: mediaId }, 'media: reference not dropped after a failed upload'));
       throw e;
     }
     // 3. The record: only now is the media visible, and the upload answered.
     try {
-      await this.askMedia<MediaReply>(mediaId, { op: 'record', owner: req.owner, contentType: req.contentType, ...(req.filename ? { filename: req.filename } : {}), size: staged.size, sha256: staged.sha256, ...(req.reservedId ? { reserved: true } : {}) });
+      await this.askMedia<MediaReply>(mediaId, { op: 'record', owner: req.owner, contentType: req.contentType, ...(req.filename ? { filename: req.filename } : {}), size: staged.size, sha256: staged.sha256, ref, ...(req.reservedId ? { reserved: true } : {}) });
     } catch (e) {
-      if (e instanceof MatrixError && e.status < 500) await this.dropReference(staged.sha256, mediaId).catch((err) => this.opts.log.warn({ err, media_id: mediaId }, 'media: reference not dropped after a refused upload'));
+      if (e instanceof MatrixError && e.status < 500) await this.dropReference(staged.sha256, ref).catch((err) => this.opts.log.warn({ err, media_id: mediaId }, 'media: reference not dropped after a refused upload'));
       throw e;
     }
     if (req.reservedId) await this.opts.redis.zrem(this.opts.keys.mediaPendingOf(req.owner), mediaId).catch(() => undefined);
@@ -208,9 +211,9 @@ export class MediaRepository {
     return { mediaId, sha256: staged.sha256, size: staged.size };
   }
 
-  /** Drop `mediaId`'s reference to a blob, deleting the blob when it was the last (the actor's handshake). */
-  private async dropReference(sha256: string, mediaId: string): Promise<void> {
-    const reply = await this.askContent(sha256, { op: 'unref', mediaId });
+  /** Drop a reference to a blob, deleting the blob when it was the last (the actor's handshake). */
+  private async dropReference(sha256: string, ref: string): Promise<void> {
+    const reply = await this.askContent(sha256, { op: 'unref', ref });
     if (!reply.purge) return;
     await this.opts.store.delete(sha256);
     await this.askContent(sha256, { op: 'purged' });
@@ -223,8 +226,8 @@ export class MediaRepository {
 
   /** Delete an item; its bytes go when no other item shares them. For the admin API and retention. */
   async delete(mediaId: string): Promise<void> {
-    const reply = await this.askMedia<{ sha256: string; size: number; owner: string }>(mediaId, { op: 'delete' });
-    await this.dropReference(reply.sha256, mediaId);
+    const reply = await this.askMedia<{ sha256: string; size: number; owner: string; ref: string }>(mediaId, { op: 'delete' });
+    await this.dropReference(reply.sha256, reply.ref);
     if (reply.size > 0) await this.opts.redis.decrby(this.opts.keys.mediaUsageOf(reply.owner), reply.size).catch(() => undefined);
   }
 }

@@ -424,7 +424,7 @@ export const mediaData = {
   record: (mediaId: string) => `media:${mediaId}`,
   /** A reserved media id waiting for its upload (msgpack MediaReservation, expires with it). */
   reservation: (mediaId: string) => `media-reserved:${mediaId}`,
-  /** Set: the media ids whose content is this blob (written by the blob's media-content actor). */
+  /** Set: the references to this blob (`<mediaId>:<upload attempt>`; written by the blob's media-content actor). */
   contentRefs: (sha256: string) => `media-refs:${sha256}`,
 };
 

@@ -42,7 +42,7 @@ describe('Content-Disposition', () => {
 const msg = <M>(body: M, enqueuedAt = 1_000_000) => ({ mid: 'm', actorId: 'x', body, enqueuedAt });
 
 describe('media actor', () => {
-  const record: MediaMessage = { op: 'record', owner: '@a:hs', contentType: 'image/png', size: 3, sha256: H };
+  const record: MediaMessage = { op: 'record', owner: '@a:hs', contentType: 'image/png', size: 3, sha256: H, ref: 'id:1' };
   it('records once; a second upload to the id is refused', () => {
     const d = decideMedia(emptyMedia('id1'), msg(record));
     expect(d.state.record).toMatchObject({ o: '@a:hs', t: 'image/png', s: 3, h: H, u: 1_000_000 });
@@ -64,23 +64,23 @@ describe('media actor', () => {
     expect(q.record?.q).toBe(1);
     expect(decideMedia(q, msg({ op: 'quarantine', on: false } as MediaMessage)).state.record?.q).toBeUndefined();
     const del = decideMedia(q, msg({ op: 'delete' } as MediaMessage));
-    expect(del.reply).toEqual({ sha256: H, size: 3, owner: '@a:hs' });
+    expect(del.reply).toEqual({ sha256: H, size: 3, owner: '@a:hs', ref: 'id:1' });
     expect(del.state.record).toBeNull();
     expect(() => decideMedia(del.state, msg({ op: 'delete' } as MediaMessage))).toThrow(ActorRejection);
   });
 });
 
 describe('media-content actor', () => {
-  const ref = (mediaId: string): MediaContentMessage => ({ op: 'ref', mediaId });
+  const ref = (r: string): MediaContentMessage => ({ op: 'ref', ref: r });
   it('counts each media id once and hands the blob over for deletion with the last reference', () => {
     let s = emptyContent(H);
     s = decideMediaContent(s, msg(ref('a')), { member: false }).state;
     expect(decideMediaContent(s, msg(ref('a')), { member: true }).state.refs).toBe(1); // a retried ref
     s = decideMediaContent(s, msg(ref('b')), { member: false }).state;
     expect(s.refs).toBe(2);
-    let d = decideMediaContent(s, msg({ op: 'unref', mediaId: 'a' }), { member: true });
+    let d = decideMediaContent(s, msg({ op: 'unref', ref: 'a' }), { member: true });
     expect(d.reply).toEqual({ refs: 1 });
-    d = decideMediaContent(d.state, msg({ op: 'unref', mediaId: 'b' }), { member: true });
+    d = decideMediaContent(d.state, msg({ op: 'unref', ref: 'b' }), { member: true });
     expect(d.reply).toEqual({ refs: 0, purge: true });
     // While the deleter deletes, a new reference waits (503); after `purged` it is taken.
     expect(() => decideMediaContent(d.state, msg(ref('c'), 1_000_100), { member: false })).toThrow(expect.objectContaining({ status: 503 }));

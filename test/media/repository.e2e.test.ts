@@ -107,4 +107,17 @@ describe('media repository through the actors', () => {
     await expect(repo.upload({ owner: '@r:localhost', contentType: 'text/plain', body: once(randomBytes(10)), reservedId: mediaId })).rejects.toMatchObject({ status: 409, errcode: 'M_CANNOT_OVERWRITE_MEDIA' });
     await expect(repo.upload({ owner: '@r:localhost', contentType: 'text/plain', body: once(randomBytes(10)), reservedId: 'neverReserved' })).rejects.toMatchObject({ status: 404 });
   });
+
+  it('two uploads of the same bytes racing for one reserved id: one wins, and the loser does not take the blob away', async () => {
+    const { mediaId } = await repo.reserve('@race:localhost');
+    const body = randomBytes(50_000);
+    const results = await Promise.allSettled([0, 1].map(() => repo.upload({ owner: '@race:localhost', contentType: 'application/octet-stream', body: once(body), reservedId: mediaId })));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    expect(lost.reason).toMatchObject({ status: 409, errcode: 'M_CANNOT_OVERWRITE_MEDIA' });
+    expect(await store.exists(sha(body))).toBe(true);
+    const served = await get(mediaId);
+    expect(served.status).toBe(200);
+    expect(sha(new Uint8Array(await served.arrayBuffer()))).toBe(sha(body));
+  });
 });
