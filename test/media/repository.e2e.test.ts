@@ -72,6 +72,20 @@ describe('media repository through the actors', () => {
     expect((await get(c.mediaId)).status).toBe(200);
   });
 
+  it('a download records the last access (through the media actor)', async () => {
+    const up = await repo.upload({ owner: '@a:localhost', contentType: 'text/plain', body: once(randomBytes(100)) });
+    expect((await repo.readRecord(up.mediaId))?.a).toBeUndefined();
+    const before = Date.now();
+    await (await get(up.mediaId)).arrayBuffer();
+    const deadline = Date.now() + 15_000;
+    let accessed: number | undefined;
+    while (accessed === undefined && Date.now() < deadline) {
+      accessed = (await repo.readRecord(up.mediaId))?.a;
+      if (accessed === undefined) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(accessed).toBeGreaterThanOrEqual(before);
+  });
+
   it('quarantined media is not served until released', async () => {
     const up = await repo.upload({ owner: '@a:localhost', contentType: 'image/png', body: once(randomBytes(500)) });
     await repo.quarantine(up.mediaId, true);
