@@ -76,6 +76,8 @@ export interface RateLimitConfig {
   register: RateLimitBucket;
   /** Every authenticated request, per user. */
   client: RateLimitBucket;
+  /** Media uploads and `/media/v1/create`, per user (Synapse's rc_media_create). */
+  mediaUpload: RateLimitBucket;
 }
 
 /** A notary we ask for other servers' keys (`POST /_matrix/key/v2/query`), and the keys we know it by. */
@@ -127,6 +129,39 @@ export interface FederationSenderConfig {
   backoffMaxMs: number;
 }
 
+/** The media repository (issue 15): where uploads go and what they may be. */
+export interface MediaConfig {
+  /** Backend of the bytes: `local` (files under `localPath`) or `s3` (an S3-compatible bucket). */
+  store: 'local' | 's3';
+  /** Directory of the local store; empty: `<dataDir>/media`. */
+  localPath: string;
+  /** Largest upload (bytes): larger ones answer 413 M_TOO_LARGE. Advertised as `m.upload.size`. */
+  maxUploadBytes: number;
+  /** Bytes a user may have uploaded in all (0: no quota). */
+  userQuotaBytes: number;
+  /**
+   * Media uploaded before this time (ms since the epoch) stays downloadable on the legacy
+   * unauthenticated `/_matrix/media/v3/download|thumbnail` paths; newer media answers 404 there
+   * (the spec's freeze of unauthenticated media, v1.11). 0: nothing is served there.
+   */
+  legacyFreezeAt: number;
+  /** `POST /_matrix/media/v1/create` reservations a user may hold unused at once (M_LIMIT_EXCEEDED beyond). */
+  maxPendingUploads: number;
+  /** How long a reserved media id waits for its upload before it expires (ms). */
+  pendingUploadExpiryMs: number;
+  s3: {
+    /** Empty: AWS's endpoint for `region`. */
+    endpoint: string;
+    bucket: string;
+    region: string;
+    accessKeyId: string;
+    secretAccessKey: string;
+    forcePathStyle: boolean;
+    /** Prepended to every object key. */
+    prefix: string;
+  };
+}
+
 export interface AxonConfig {
   /** The server name in user ids and room aliases, e.g. `example.org` or `localhost:8008`. */
   serverName: string;
@@ -170,6 +205,7 @@ export interface AxonConfig {
    */
   requestDeadlineMs: number;
   federation: FederationConfig;
+  media: MediaConfig;
 }
 
 const DEFAULT_PORT = 8008;
@@ -202,6 +238,8 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       failedLogin: { burst: 3, perMinute: 10 },
       register: { burst: 10, perMinute: 20 },
       client: { burst: 300, perMinute: 6000 },
+      // Synapse's rc_media_create default: burst 50, 10 a second.
+      mediaUpload: { burst: 50, perMinute: 600 },
     },
     presence: { enabled: true },
     requestDeadlineMs: 15_000,
@@ -216,6 +254,17 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       trustedKeyServers: [],
       wellKnownServer: '',
       sender: { catchUpLimit: 1_000, backoffStartMs: 2_000, backoffMaxMs: 60 * 60 * 1000 },
+    },
+    media: {
+      store: 'local',
+      localPath: '',
+      maxUploadBytes: 50 * 1024 * 1024,
+      userQuotaBytes: 0,
+      legacyFreezeAt: 0,
+      // Synapse's defaults (max_pending_media_uploads, unused_expiration_time).
+      maxPendingUploads: 5,
+      pendingUploadExpiryMs: 24 * 3600_000,
+      s3: { endpoint: '', bucket: '', region: 'us-east-1', accessKeyId: '', secretAccessKey: '', forcePathStyle: false, prefix: '' },
     },
   };
 }
@@ -285,6 +334,20 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_FEDERATION_SENDER_CATCH_UP_LIMIT: 'federation.sender.catchUpLimit',
   AXON_FEDERATION_SENDER_BACKOFF_START_MS: 'federation.sender.backoffStartMs',
   AXON_FEDERATION_SENDER_BACKOFF_MAX_MS: 'federation.sender.backoffMaxMs',
+  AXON_MEDIA_STORE: 'media.store',
+  AXON_MEDIA_PATH: 'media.localPath',
+  AXON_MEDIA_MAX_UPLOAD_BYTES: 'media.maxUploadBytes',
+  AXON_MEDIA_USER_QUOTA_BYTES: 'media.userQuotaBytes',
+  AXON_MEDIA_LEGACY_FREEZE_AT: 'media.legacyFreezeAt',
+  AXON_MEDIA_MAX_PENDING_UPLOADS: 'media.maxPendingUploads',
+  AXON_MEDIA_PENDING_UPLOAD_EXPIRY_MS: 'media.pendingUploadExpiryMs',
+  AXON_MEDIA_S3_ENDPOINT: 'media.s3.endpoint',
+  AXON_MEDIA_S3_BUCKET: 'media.s3.bucket',
+  AXON_MEDIA_S3_REGION: 'media.s3.region',
+  AXON_MEDIA_S3_ACCESS_KEY_ID: 'media.s3.accessKeyId',
+  AXON_MEDIA_S3_SECRET_ACCESS_KEY: 'media.s3.secretAccessKey',
+  AXON_MEDIA_S3_FORCE_PATH_STYLE: 'media.s3.forcePathStyle',
+  AXON_MEDIA_S3_PREFIX: 'media.s3.prefix',
 };
 
 /** Variables whose empty value means something (an empty list), rather than "not set". */
@@ -339,6 +402,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): AxonCon
   // Values that follow from others unless set explicitly.
   if (!config.signingKeyPath) config.signingKeyPath = resolve(config.dataDir, `${config.serverName.replace(/[^A-Za-z0-9.-]/g, '_')}.signing.key`);
   config.dataDir = resolve(cwd, config.dataDir);
+  if (config.media && typeof config.media.localPath === 'string') config.media.localPath = config.media.localPath ? resolve(cwd, config.media.localPath) : resolve(config.dataDir, 'media');
   const f = config.federation;
   if (f && typeof f.tlsCertPath === 'string' && f.tlsCertPath) f.tlsCertPath = resolve(cwd, f.tlsCertPath);
   if (f && typeof f.tlsKeyPath === 'string' && f.tlsKeyPath) f.tlsKeyPath = resolve(cwd, f.tlsKeyPath);
@@ -441,11 +505,34 @@ export function validateConfig(c: AxonConfig): string[] {
   int(c.accessTokenLifetimeMs, 'accessTokenLifetimeMs', 10_000, 30 * 24 * 3600 * 1000);
   if (typeof c.presence?.enabled !== 'boolean') p.push(`presence.enabled: must be true or false (got ${JSON.stringify(c.presence?.enabled)})`);
   if (typeof c.rateLimit.enabled !== 'boolean') p.push(`rateLimit.enabled: must be true or false (got ${JSON.stringify(c.rateLimit.enabled)})`);
-  for (const name of ['login', 'failedLogin', 'register', 'client'] as const) {
+  for (const name of ['login', 'failedLogin', 'register', 'client', 'mediaUpload'] as const) {
     int(c.rateLimit[name]?.burst, `rateLimit.${name}.burst`, 1, 1_000_000);
     int(c.rateLimit[name]?.perMinute, `rateLimit.${name}.perMinute`, 1, 60_000_000);
   }
   p.push(...validateFederation(c.federation, int));
+  p.push(...validateMedia(c.media, int));
+  return p;
+}
+
+function validateMedia(m: MediaConfig, int: (v: unknown, name: string, min: number, max: number) => void): string[] {
+  const p: string[] = [];
+  if (typeof m !== 'object' || m === null) return ['media: must be an object'];
+  if (m.store !== 'local' && m.store !== 's3') p.push(`media.store: must be local or s3 (got ${JSON.stringify(m.store)})`);
+  if (typeof m.localPath !== 'string') p.push('media.localPath: must be a directory path (empty: <dataDir>/media)');
+  int(m.maxUploadBytes, 'media.maxUploadBytes', 1, 64 * 1024 ** 3);
+  int(m.userQuotaBytes, 'media.userQuotaBytes', 0, Number.MAX_SAFE_INTEGER);
+  int(m.legacyFreezeAt, 'media.legacyFreezeAt', 0, Number.MAX_SAFE_INTEGER);
+  int(m.maxPendingUploads, 'media.maxPendingUploads', 1, 10_000);
+  int(m.pendingUploadExpiryMs, 'media.pendingUploadExpiryMs', 1000, 30 * 24 * 3600_000);
+  const s3 = m.s3;
+  if (typeof s3 !== 'object' || s3 === null) p.push('media.s3: must be an object');
+  else {
+    for (const k of ['endpoint', 'bucket', 'region', 'accessKeyId', 'secretAccessKey', 'prefix'] as const) if (typeof s3[k] !== 'string') p.push(`media.s3.${k}: must be a string`);
+    if (typeof s3.forcePathStyle !== 'boolean') p.push('media.s3.forcePathStyle: must be true or false');
+    if (m.store === 's3' && !s3.bucket) p.push('media.s3.bucket: must name a bucket when media.store is s3');
+    if (s3.endpoint && !/^https?:\/\/[^/]+/.test(s3.endpoint)) p.push(`media.s3.endpoint: must be an http(s) URL (got ${JSON.stringify(s3.endpoint)})`);
+    if (!s3.accessKeyId !== !s3.secretAccessKey) p.push('media.s3.accessKeyId / secretAccessKey: set both or neither (neither: the AWS SDK finds credentials itself)');
+  }
   return p;
 }
 

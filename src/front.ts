@@ -33,6 +33,9 @@ import type { SigningKey } from './protocol/crypto';
 import { KeySpace } from './store/keys';
 import { isRedisUnavailableError, type RedisClient } from './store/redis';
 import { RedisHealth } from './store/redis-health';
+import { createMediaStore } from './media/create-store';
+import { MediaRepository } from './media/repository';
+import { LocalMediaStore } from './media/local-store';
 
 export interface RunningFront {
   port: number;
@@ -81,7 +84,11 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
     storeReady: () => health.ready,
     mapError: infrastructureError,
   });
-  const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log, limiter: new RateLimiter({ login: config.rateLimit.login, failedLogin: config.rateLimit.failedLogin, register: config.rateLimit.register, client: config.rateLimit.client }, config.rateLimit.enabled, { redis, keys: keySpace, log }), closers: [], storeReady: () => health.ready };
+  const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log, limiter: new RateLimiter({ login: config.rateLimit.login, failedLogin: config.rateLimit.failedLogin, register: config.rateLimit.register, client: config.rateLimit.client, mediaUpload: config.rateLimit.mediaUpload }, config.rateLimit.enabled, { redis, keys: keySpace, log }), closers: [], storeReady: () => health.ready };
+  const mediaStore = createMediaStore(config);
+  // Temp files of uploads cut off by a process that died (older than an hour: not in progress).
+  if (mediaStore instanceof LocalMediaStore) void mediaStore.sweepTemp().then((n) => n && log.info({ removed: n }, 'media: removed temp files of interrupted uploads'), (err) => log.warn({ err }, 'media: temp sweep failed'));
+  ctx.media = { repository: new MediaRepository({ store: mediaStore, actors, redis, keys: keySpace, shardCounts, serverName: config.serverName, config: config.media, log: log.child({ component: 'media' }) }) };
   // GET /health (as Synapse serves it, text/plain): 200 `OK` when this front reaches Redis and
   // serves; 503 otherwise, so a load balancer takes it out of rotation.
   front.route('GET', '/health', () => {
@@ -110,6 +117,7 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
       await Promise.all([front.drain(), federation?.front.drain()]);
       federation?.client.close();
       for (const c of ctx.closers ?? []) c();
+      mediaStore.close?.();
       await actors.close();
       await heartbeat.stop();
       health.stop();

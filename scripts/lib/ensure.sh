@@ -108,3 +108,39 @@ ensure_openssl() {
     echo "axon: openssl is not installed (needed for a self-signed federation certificate); install it, or set federation.tlsCertPath/tlsKeyPath, or AXON_FEDERATION_ENABLED=false" >&2
   fi
 }
+
+# moto's S3 server (PyPI `moto[server]`), one of the two real S3-compatible servers the media store
+# tests run the S3 backend against (test/media/store.test.ts; the other is s3rver from npm).
+# Installed like Synapse into its own virtualenv, $AXON_PEERS_DIR/moto-venv, once (marker file).
+# Returns non-zero rather than exiting: outside CI the moto half of the store suite skips itself.
+AXON_MOTO_VERSION=5.2.5
+
+moto_venv() { echo "${AXON_PEERS_DIR:-$PWD/.peers}/moto-venv"; }
+
+moto_installed() {
+  local venv; venv="$(moto_venv)"
+  [ -x "$venv/bin/moto_server" ] && [ "$(cat "$venv/.axon-moto-version" 2>/dev/null)" = "$AXON_MOTO_VERSION" ]
+}
+
+ensure_moto() {
+  if moto_installed; then return 0; fi
+  local venv; venv="$(moto_venv)"
+  mkdir -p "$(dirname "$venv")"
+  ( flock 9 || true
+    if moto_installed; then exit 0; fi
+    local started=$SECONDS
+    echo "axon: installing moto[server]==$AXON_MOTO_VERSION from PyPI into $venv (once per machine)..." >&2
+    rm -rf "$venv"
+    if python3 -m venv "$venv" >&2 \
+      && "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$AXON_MOTO_VERSION" >&2 \
+      && [ -x "$venv/bin/moto_server" ]; then
+      echo "$AXON_MOTO_VERSION" > "$venv/.axon-moto-version"
+      echo "axon: moto $AXON_MOTO_VERSION installed in $((SECONDS - started))s" >&2
+    else
+      rm -rf "$venv"
+      echo "axon: installing moto failed; the S3 store tests against moto will be skipped." >&2
+      echo "      Retry with: . scripts/lib/ensure.sh && ensure_moto" >&2
+      exit 1
+    fi
+  ) 9>"$(dirname "$venv")/.moto-install.lock"
+}

@@ -11,6 +11,7 @@ import type { RateLimiter } from '../http/rate-limit';
 import type { JsonValue } from '../protocol/json';
 import type { FederationClient } from '../federation/client';
 import type { ServerKeyStore } from '../federation/keys/key-store';
+import type { MediaServices } from '../media/services';
 
 export interface ApiContext {
   config: AxonConfig;
@@ -35,6 +36,8 @@ export interface ApiContext {
   storeReady?: () => boolean;
   /** Called after every request to a user's keys actor (/sync drops the key counts it keeps for them). */
   keysChanged?: ((userId: string) => void)[];
+  /** The media repository (src/api/client/media.ts, src/media/); absent in processes that serve no media. */
+  media?: MediaServices;
   /** Reads from other servers (absent when federation is off). */
   federation?: {
     /** A remote user's profile from their server; throws a MatrixError when it cannot be had. */

@@ -12,6 +12,8 @@
  */
 import uWS from 'uWebSockets.js';
 import type { Logger } from 'pino';
+import { IncomingBody } from './incoming-body';
+import { parseRange, type ByteRange } from './range';
 import { JsonError, parseStrictJson, type JsonValue, type StrictJsonOptions } from '../protocol/json';
 import { MatrixError, errors } from './errors';
 import { Router, type Method } from './router';
@@ -34,6 +36,13 @@ export interface Request {
   params: Record<string, string>;
   remoteAddress: string;
   body: Uint8Array;
+  /**
+   * The body as it arrives, for routes registered with `streamBody` (then `body` is empty): chunks
+   * in order, read with backpressure (the socket is paused while the handler lags behind), ending
+   * in an error if the body outgrows the route's limit or the client goes away. Reading it is what
+   * lets the rest arrive: a handler that answers without reading it closes the connection.
+   */
+  bodyStream?: AsyncIterable<Uint8Array>;
   /**
    * Aborts when the client goes away before the answer or the request's deadline passes (long-polls
    * stop waiting at once; work still going on may stop too, its answer would be dropped), and when
@@ -61,6 +70,23 @@ export interface Response {
    */
   rawJson?: string;
   headers?: Record<string, string>;
+  /** Bytes sent as they are, as `contentType` (instead of `body`). */
+  bytes?: Uint8Array;
+  /**
+   * A body read from storage as it is sent, as `contentType`: written with uWS backpressure (the
+   * next chunk is read only once the socket took the last), so it never sits whole in memory.
+   * Answers `Range` requests (one range: 206 with `Content-Range`; past the end: 416) and
+   * `If-None-Match` (304) when `headers.ETag` is set; HEAD gets the headers only.
+   */
+  stream?: StreamBody;
+  /** The `Content-Type` of `bytes` and `stream`. */
+  contentType?: string;
+}
+
+export interface StreamBody {
+  size: number;
+  /** The bytes from `range` (inclusive), or all of them. Called once at most. */
+  open(range?: ByteRange): Promise<AsyncIterable<Uint8Array>>;
 }
 
 export type Handler = (req: Request) => Response | Promise<Response>;
@@ -87,6 +113,13 @@ export interface FrontOptions {
 export interface RouteOptions {
   /** False for handlers that never touch the store (static answers, `/health`): served while it is unreachable. */
   needsStore?: boolean;
+  /**
+   * The handler reads the body itself from `req.bodyStream` as it arrives (uploads), up to this
+   * many bytes: larger bodies answer 413 `M_TOO_LARGE` — before reading when `Content-Length`
+   * says so, else as soon as the limit is passed. The request's deadline starts when the body has
+   * arrived (a big upload on a slow link is not late).
+   */
+  streamBody?: { maxBytes: number };
 }
 
 const CORS_HEADERS: Record<string, string> = {
@@ -96,10 +129,10 @@ const CORS_HEADERS: Record<string, string> = {
 };
 
 const STATUS_TEXT: Record<number, string> = {
-  200: '200 OK', 204: '204 No Content', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden',
+  200: '200 OK', 204: '204 No Content', 206: '206 Partial Content', 304: '304 Not Modified', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden',
   404: '404 Not Found', 405: '405 Method Not Allowed', 409: '409 Conflict', 413: '413 Payload Too Large',
-  429: '429 Too Many Requests', 500: '500 Internal Server Error', 502: '502 Bad Gateway', 503: '503 Service Unavailable',
-  504: '504 Gateway Timeout',
+  416: '416 Range Not Satisfiable', 429: '429 Too Many Requests', 500: '500 Internal Server Error', 502: '502 Bad Gateway', 503: '503 Service Unavailable',
+  501: '501 Not Implemented', 504: '504 Gateway Timeout',
 };
 
 const METHODS_WITH_BODY = new Set(['PUT', 'POST', 'PATCH', 'DELETE']);
@@ -122,6 +155,8 @@ export class Front {
   private readonly deadlineMs: number;
   /** Handlers registered with `needsStore: false`. */
   private readonly storeFree = new WeakSet<Handler>();
+  /** Handlers registered with `streamBody`, and their limits. */
+  private readonly streaming = new WeakMap<Handler, { maxBytes: number }>();
   /** Requests whose handler is running (for status and shutdown). */
   private running = 0;
   /** Set by `drain`: answers close their connection, long-polls answer now. */
@@ -137,6 +172,7 @@ export class Front {
 
   route(method: Method, pattern: string, handler: Handler, options: RouteOptions = {}): this {
     if (options.needsStore === false) this.storeFree.add(handler);
+    if (options.streamBody) this.streaming.set(handler, options.streamBody);
     this.router.add(method, pattern, handler);
     return this;
   }
@@ -218,20 +254,29 @@ export class Front {
     const remoteAddress = Buffer.from(res.getRemoteAddressAsText()).toString();
     const log = this.opts.logger;
 
+    // A streamed request body still arriving when the answer goes out: the connection closes
+    // after it (the rest of the body would otherwise be read as the next request).
+    let bodyPending: IncomingBody | null = null;
+    // Refused from its headers (Content-Length too large): close rather than read the body.
+    let closeAfter = false;
     const send = (r: Response) => {
       if (done) return;
       finish();
       const status = r.status ?? 200;
+      if (r.stream) return this.sendStream(res, method, headers, r, r.stream, abort.signal, () => log.info({ method, path, status: r.status ?? 200, ms: Math.round((performance.now() - started) * 100) / 100, ip: remoteAddress }, 'request'));
       const text = r.text !== undefined;
-      const body = text ? r.text! : r.rawJson !== undefined ? r.rawJson : r.body === undefined ? '{}' : JSON.stringify(r.body);
+      const body = r.bytes ?? (text ? r.text! : r.rawJson !== undefined ? r.rawJson : r.body === undefined ? '{}' : JSON.stringify(r.body));
+      const contentType = r.bytes ? (r.contentType ?? 'application/octet-stream') : text ? 'text/plain; charset=utf-8' : 'application/json';
+      const close = this.draining || closeAfter || (bodyPending !== null && !bodyPending.ended);
+      bodyPending?.discard();
       res.cork(() => {
         res.writeStatus(STATUS_TEXT[status] ?? String(status));
-        res.writeHeader('Content-Type', text ? 'text/plain; charset=utf-8' : 'application/json');
+        res.writeHeader('Content-Type', contentType);
         for (const [k, v] of Object.entries(CORS_HEADERS)) res.writeHeader(k, v);
         for (const [k, v] of Object.entries(r.headers ?? {})) res.writeHeader(k, v);
         // While draining, the answer closes its connection so the client's next request goes
         // to a process that stays.
-        res.end(method === 'HEAD' ? '' : body, this.draining);
+        res.end(method === 'HEAD' ? '' : body, close);
       });
       log.info({ method, path, status, ms: Math.round((performance.now() - started) * 100) / 100, ip: remoteAddress }, 'request');
     };
@@ -271,12 +316,13 @@ export class Front {
     const { handler, params } = routed.match;
     const { query, queryAll } = parseQuery(rawQuery);
     const needsStore = !this.storeFree.has(handler);
-    const run = (body: Uint8Array) => {
+    const streamLimit = this.streaming.get(handler);
+    const run = (body: Uint8Array, bodyStream?: IncomingBody) => {
       if (done) return;
       if (needsStore && this.opts.storeReady && !this.opts.storeReady()) return fail(errors.unavailable('The server cannot reach its database right now; try again shortly'));
       let deadlineAt = performance.now() + this.deadlineMs;
       const request: Request = {
-        method, path, query, queryAll, headers, headerValues, rawQuery, params, remoteAddress, body, signal: AbortSignal.any([abort.signal, this.shutdown.signal]),
+        method, path, query, queryAll, headers, headerValues, rawQuery, params, remoteAddress, body, bodyStream, signal: AbortSignal.any([abort.signal, this.shutdown.signal]),
         allowWait: (ms) => {
           const at = performance.now() + Math.max(0, ms) + this.deadlineMs;
           if (at <= deadlineAt) return;
@@ -295,7 +341,8 @@ export class Front {
       };
       handlerRunning = true;
       this.running++;
-      armDeadline(this.deadlineMs);
+      // A streamed body's deadline starts once it has all arrived (IncomingBody's onEnd).
+      if (!bodyStream) armDeadline(this.deadlineMs);
       try {
         const out = handler(request);
         if (out instanceof Promise) out.then(send, fail);
@@ -306,22 +353,158 @@ export class Front {
     };
 
     if (!METHODS_WITH_BODY.has(method)) return run(new Uint8Array(0));
+    const maxBody = streamLimit?.maxBytes ?? this.maxBody;
     const declared = Number(headers['content-length'] ?? '0');
-    if (declared > this.maxBody) return fail(errors.tooLarge(`Request body exceeds ${this.maxBody} bytes`));
+    if (declared > maxBody) {
+      closeAfter = true;
+      return fail(errors.tooLarge(`Request body exceeds ${maxBody} bytes`));
+    }
+    if (streamLimit) {
+      const incoming = new IncomingBody(res, maxBody, () => armDeadline(this.deadlineMs));
+      bodyPending = incoming;
+      res.onData((chunk, isLast) => {
+        if (done) return;
+        const err = incoming.push(chunk, isLast);
+        if (err) fail(err);
+      });
+      abort.signal.addEventListener('abort', () => incoming.abort(), { once: true });
+      return run(new Uint8Array(0), incoming);
+    }
     const chunks: Buffer[] = [];
     let size = 0;
     let rejected = false;
     res.onData((chunk, isLast) => {
       if (rejected) return;
       size += chunk.byteLength;
-      if (size > this.maxBody) {
+      if (size > maxBody) {
         rejected = true;
-        return fail(errors.tooLarge(`Request body exceeds ${this.maxBody} bytes`));
+        return fail(errors.tooLarge(`Request body exceeds ${maxBody} bytes`));
       }
       // uWS reuses the chunk's memory after this callback returns: copy it.
       chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
       if (isLast) run(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
     });
+  }
+
+  /**
+   * Answer with a body read from storage: status and headers, then chunk after chunk with
+   * `tryEnd`, waiting for `onWritable` whenever uWS could not take all of one (the socket's send
+   * buffer is full), so a slow client slows the reading instead of filling memory. A client
+   * that goes away stops the reading (the iterator is returned).
+   */
+  private sendStream(res: uWS.HttpResponse, method: Method, reqHeaders: Record<string, string>, r: Response, body: StreamBody, aborted: AbortSignal, logDone: () => void): void {
+    const headers: Record<string, string> = { ...CORS_HEADERS, 'Content-Type': r.contentType ?? 'application/octet-stream', 'Accept-Ranges': 'bytes', ...(r.headers ?? {}) };
+    let status = r.status ?? 200;
+    let range: ByteRange | undefined;
+    const etag = headers.ETag;
+    const head = (extra: Record<string, string> = {}) => {
+      res.writeStatus(STATUS_TEXT[status] ?? String(status));
+      for (const [k, v] of Object.entries({ ...headers, ...extra })) res.writeHeader(k, v);
+    };
+    if (etag && reqHeaders['if-none-match'] && reqHeaders['if-none-match'].split(',').some((t) => t.trim() === etag || t.trim() === '*')) {
+      status = 304;
+      res.cork(() => {
+        head();
+        res.endWithoutBody(0, this.draining);
+      });
+      return logDone();
+    }
+    if (status === 200 && reqHeaders.range) {
+      const parsed = parseRange(reqHeaders.range, body.size);
+      if (parsed === 'unsatisfiable') {
+        status = 416;
+        res.cork(() => {
+          res.writeStatus(STATUS_TEXT[416]!);
+          for (const [k, v] of Object.entries(CORS_HEADERS)) res.writeHeader(k, v);
+          res.writeHeader('Content-Type', 'application/json');
+          res.writeHeader('Content-Range', `bytes */${body.size}`);
+          res.end(method === 'HEAD' ? '' : JSON.stringify({ errcode: 'M_UNKNOWN', error: `Range not satisfiable: the content is ${body.size} bytes` }), this.draining);
+        });
+        return logDone();
+      }
+      if (parsed) {
+        range = parsed;
+        status = 206;
+        headers['Content-Range'] = `bytes ${parsed.start}-${parsed.end}/${body.size}`;
+      }
+    }
+    const total = range ? range.end - range.start + 1 : body.size;
+    if (method === 'HEAD' || total === 0) {
+      res.cork(() => {
+        head();
+        if (total === 0) res.end('', this.draining);
+        else res.endWithoutBody(total, this.draining);
+      });
+      return logDone();
+    }
+    void (async () => {
+      let gone = aborted.aborted;
+      const onAbort = () => {
+        gone = true;
+      };
+      aborted.addEventListener('abort', onAbort);
+      let iterator: AsyncIterator<Uint8Array> | undefined;
+      let started = false;
+      try {
+        iterator = (await body.open(range))[Symbol.asyncIterator]();
+        if (gone) return;
+        res.cork(() => head());
+        started = true;
+        let sent = 0;
+        for (;;) {
+          const next = await iterator.next();
+          if (gone) return;
+          if (next.done) break;
+          const chunk = next.value;
+          if (sent + chunk.byteLength > total) throw new Error(`stream body: more than the ${total} bytes announced`);
+          sent += chunk.byteLength;
+          const before = res.getWriteOffset();
+          let finished = false;
+          let ok = false;
+          res.cork(() => {
+            [ok, finished] = res.tryEnd(chunk, total);
+          });
+          if (finished) return;
+          if (ok) continue;
+          // Backpressure: uWS took part of the chunk; the rest goes when the socket drains.
+          const drained = await new Promise<boolean>((resolve) => {
+            const stop = () => resolve(false);
+            aborted.addEventListener('abort', stop, { once: true });
+            res.onWritable((offset) => {
+              if (gone) {
+                resolve(false);
+                return true;
+              }
+              const [ok2, finished2] = res.tryEnd(chunk.subarray(offset - before), total);
+              if (finished2 || ok2) {
+                aborted.removeEventListener('abort', stop);
+                resolve(!finished2);
+              }
+              return ok2;
+            });
+          });
+          if (!drained) return;
+        }
+        if (sent < total && !gone) throw new Error(`stream body: ${sent} of the ${total} bytes announced`);
+      } catch (err) {
+        this.opts.logger.error({ err, method }, 'streaming a response failed');
+        // Headers may be out already: the only honest answer left is to cut the connection.
+        if (!gone) {
+          if (!started) {
+            res.cork(() => {
+              res.writeStatus(STATUS_TEXT[500]!);
+              for (const [k, v] of Object.entries(CORS_HEADERS)) res.writeHeader(k, v);
+              res.writeHeader('Content-Type', 'application/json');
+              res.end(JSON.stringify(errors.unknown().toJSON()), true);
+            });
+          } else res.close();
+        }
+      } finally {
+        aborted.removeEventListener('abort', onAbort);
+        await iterator?.return?.().catch(() => undefined);
+        logDone();
+      }
+    })();
   }
 }
 

@@ -13,6 +13,8 @@ import { receiptActor } from '../../actors/receipts';
 import { keyBackupActor } from '../../actors/key-backup';
 import { reportsActor } from '../../actors/reports';
 import { destinationActor, type DestinationActorOptions } from '../../actors/destination';
+import { mediaActor } from '../../actors/media';
+import { mediaContentActor } from '../../actors/media-content';
 
 /**
  * `room` is needed for room actors (they sign events); without it only the other kinds run. Alias
@@ -29,6 +31,9 @@ export function allActorKinds(room?: RoomConfig, federation?: DestinationActorOp
     typingActor(),
     receiptActor(),
     deviceKeysActor(),
+    // The media repository's metadata (issue 15): items by media id, blob references by sha256.
+    mediaActor(),
+    mediaContentActor(),
   ];
   if (room) kinds.push(roomActor(room), aliasActor());
   // The federation sender's per-peer actors (issue 14.6): only where federation is on.

@@ -127,6 +127,20 @@ export class KeySpace {
     return `${this.prefix}{ftxn:${origin}}:${txnId}`;
   }
 
+  /**
+   * Sorted set: a user's reserved, not yet uploaded media ids (`POST /media/v1/create`) → when the
+   * reservation expires (ms). Kept by the fronts to count pending uploads against
+   * `media.maxPendingUploads`; the reservations themselves belong to the media actors.
+   */
+  mediaPendingOf(userId: string): string {
+    return `${this.prefix}{mpend:${userId}}`;
+  }
+
+  /** String: bytes a user has uploaded (kept by the fronts for `media.userQuotaBytes`). */
+  mediaUsageOf(userId: string): string {
+    return `${this.prefix}{mused:${userId}}`;
+  }
+
   /** Pub/sub channel that wakes the owner of a shard when its inbox gets a message. */
   wakeChannel(family: Family, shard: number): string {
     return `${this.prefix}wake:${family}:${shard}`;
@@ -401,6 +415,19 @@ export const destinationData = {
   edus: (destination: string) => `fed:${destination}:edus`,
   /** String: the retry time (ms) while the destination is backing off; absent otherwise (the inbound path's wake check). */
   backoff: (destination: string) => `fed:${destination}:backoff`,
+};
+
+/**
+ * The media repository (actors/media.ts, actors/media-content.ts), relative to the USER-family
+ * shard the media id (record, reservation) or the sha256 (references) hashes to.
+ */
+export const mediaData = {
+  /** A local media item's record (msgpack MediaRecord): written by its media actor, read by fronts to serve it. */
+  record: (mediaId: string) => `media:${mediaId}`,
+  /** A reserved media id waiting for its upload (msgpack MediaReservation, expires with it). */
+  reservation: (mediaId: string) => `media-reserved:${mediaId}`,
+  /** Set: the references to this blob (`<mediaId>:<upload attempt>`; written by the blob's media-content actor). */
+  contentRefs: (sha256: string) => `media-refs:${sha256}`,
 };
 
 /** The consumer group the federation sender (src/federation/sender/reader.ts) reads room outboxes with. */

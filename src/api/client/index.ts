@@ -26,6 +26,7 @@ import { registerPresenceRoutes } from './presence';
 import { registerNotificationRoutes } from './notifications';
 import { registerKeyRoutes } from './keys';
 import { MembershipIndex } from '../../readers/membership-index';
+import { registerMediaRoutes } from './media';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerVersionRoutes(front, ctx.config.publicBaseUrl);
@@ -51,5 +52,6 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerWhoisRoutes(front, ctx);
   registerMutualRoomsRoutes(front, ctx);
   registerRoomInitialSyncRoutes(front, ctx);
+  registerMediaRoutes(front, ctx);
   registerLegacyPaths(front);
 }
