@@ -53,7 +53,7 @@
 import { createHash } from 'node:crypto';
 import type { ActorKind, ActorMessage, Decision, ShellContext, StoreWrite } from '../src/runtime/actor';
 import type { StoredEvent } from '../src/rooms/model';
-import { shardOf } from '../src/runtime/shards';
+import { shardOf } from '../src/store/shards';
 import { decode } from '../src/store/codec';
 import { destinationData, roomData, type KeySpace } from '../src/store/keys';
 import type { JsonObject } from '../src/protocol/json';

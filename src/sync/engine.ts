@@ -65,7 +65,7 @@ import { membershipIndexData, roomData, userData } from '../store/keys';
 import { isCluster } from '../store/redis';
 import type { Cluster } from 'ioredis';
 import { servableAsState, servableToClients, type RoomEvent } from '../store/room-reader';
-import { shardOf } from '../runtime/shards';
+import { shardOf } from '../store/shards';
 import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../readers/membership-index';
 import { OutboxWindowCache, decodedBody } from './outbox-cache';
 import { laterId, type PushProgress } from './push-progress';

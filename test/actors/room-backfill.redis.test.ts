@@ -186,7 +186,7 @@ for (const mode of MODES) {
 
         // The older part in two /backfill responses (newest first), each with the state before
         // its oldest event. The first also carries the two bad side events.
-        const outbox = r.keys.shard('room', (await import('../../src/runtime/shards')).shardOf(remote.roomId, r.shardCounts.room)).outbox;
+        const outbox = r.keys.shard('room', (await import('../../src/store/shards')).shardOf(remote.roomId, r.shardCounts.room)).outbox;
         const outboxLen = await r.redis.xlen(outbox);
         const split = older.indexOf(carolJoin);
         const recent = older.slice(split);

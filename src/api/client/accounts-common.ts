@@ -6,7 +6,7 @@ import type { Front, Handler, Request } from '../../http/server';
 import { isStrictLocalpart, isValidUserId } from '../../protocol/identifiers';
 import { utf8Length, type JsonObject } from '../../protocol/json';
 import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
-import { shardOf } from '../../runtime/shards';
+import { shardOf } from '../../store/shards';
 import { decode } from '../../store/codec';
 import { userData } from '../../store/keys';
 import type { AccountRecord, UserMessage } from '../../../actors/user';

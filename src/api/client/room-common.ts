@@ -14,7 +14,7 @@ import { stateKeyOf } from '../../protocol/pdu';
 import { utf8Length } from '../../protocol/json';
 import { servableAsState, type RoomEvent } from '../../store/room-reader';
 import { roomData, userData } from '../../store/keys';
-import { shardOf } from '../../runtime/shards';
+import { shardOf } from '../../store/shards';
 import type { ApiContext } from '../context';
 
 export const CLIENT_PREFIXES = ['/_matrix/client/v3', '/_matrix/client/r0'] as const;

@@ -7,7 +7,7 @@ import type { Front, Request } from '../../http/server';
 import { errors } from '../../http/errors';
 import { isJsonObject, parseStrictJson, type JsonObject, type JsonValue } from '../../protocol/json';
 import { userData } from '../../store/keys';
-import { shardOf } from '../../runtime/shards';
+import { shardOf } from '../../store/shards';
 import { MembershipIndex } from '../../readers/membership-index';
 import { SAME_MS_MARGIN, SYNC_OUTBOX_RETENTION_MS, SyncNotifier, type ChangeMark, type SyncWaiter } from '../../sync/notify';
 import { OutboxWindowCache } from '../../sync/outbox-cache';
