@@ -10,7 +10,7 @@ import { serverOf } from '../protocol/identifiers';
 import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
 import { resolveRoomIdOrAlias, type AliasStore } from '../api/client/aliases';
-import { restrictedJoinAuthoriser } from '../api/client/restricted-joins';
+import { restrictedJoinAuthoriser } from './restricted-joins';
 import { storedProfile, withProfile } from '../api/client/profile';
 import { optString, parseAlias } from '../api/client/room-common';
 import { sendEvent, type SendReply } from './ask';
