@@ -12,7 +12,7 @@ import type { ApiContext } from '../api/context';
 import { resolveRoomIdOrAlias, type AliasStore } from '../api/client/aliases';
 import { restrictedJoinAuthoriser } from './restricted-joins';
 import { storedProfile, withProfile } from '../api/client/profile';
-import { optString, parseAlias } from '../api/client/room-common';
+import { optString, parseAlias } from '../http/params';
 import { sendEvent, type SendReply } from './ask';
 import { candidateServers, inviterServer, joinRemoteRoom, queryRemoteAlias } from './join-remote';
 

@@ -9,7 +9,7 @@ import { isValidUserId } from '../../protocol/identifiers';
 import { isJsonObject, utf8Length, type JsonObject, type JsonValue } from '../../protocol/json';
 import { parsePowerLevel } from '../../protocol/power-levels';
 import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions';
-import { optString } from './room-common';
+import { optString } from '../../http/params';
 
 export type Preset = 'private_chat' | 'trusted_private_chat' | 'public_chat';
 

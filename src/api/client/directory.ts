@@ -16,7 +16,8 @@ import { splitStateKey } from '../../protocol/pdu';
 import { bearerToken, requireUser } from './auth';
 import type { ApiContext } from '../context';
 import { canSendState } from './aliases';
-import { bodyObject, clientRoute, requireRoomId } from './room-common';
+import { bodyObject, clientRoute } from './room-common';
+import { requireRoomId } from '../../http/params';
 import { askRoomFamily } from '../../rooms/ask';
 import type { DirectoryVisibility, RoomMessage } from '../../rooms/model';
 

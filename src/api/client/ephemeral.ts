@@ -23,7 +23,8 @@ import type { TypingMessage } from '../../../actors/typing';
 import { requireUser, type Requester } from './auth';
 import { askUser } from './accounts-common';
 import type { ApiContext } from '../context';
-import { clientRoute, requireRoomId } from './room-common';
+import { clientRoute } from './room-common';
+import { requireRoomId } from '../../http/params';
 import { askRoomFamily } from '../../rooms/ask';
 
 const FULLY_READ = 'm.fully_read';

@@ -9,9 +9,7 @@ import { errors } from '../../http/errors';
 import { isJsonObject, parseStrictJson, type JsonObject, type JsonValue } from '../../protocol/json';
 import { compileGlob, type Glob } from '../../protocol/glob';
 import { typePatternProblems } from './filter-validation';
-import { isValidServerName } from '../../protocol/identifiers';
 import { stateKeyOf } from '../../protocol/pdu';
-import { utf8Length } from '../../protocol/json';
 import { servableAsState, type RoomEvent } from '../../store/room-reader';
 import { roomData, userData } from '../../store/keys';
 import { shardOf } from '../../store/shards';
@@ -35,35 +33,10 @@ function parseTxnKey(key: string): { userId: string; deviceId: string; txnId: st
   return { userId: parts[1]!, deviceId: parts[2]!, txnId: parts.slice(3).join('\u0000') };
 }
 
-export function requireRoomId(s: string | undefined): string {
-  if (!s || !s.startsWith('!') || utf8Length(s) > 255) throw errors.invalidParam(`Not a room id: ${JSON.stringify(s ?? '')}`);
-  return s;
-}
-
-export function requireUserIdParam(s: unknown, field = 'user_id'): string {
-  if (typeof s !== 'string' || !/^@[^:]+:.+$/.test(s) || utf8Length(s) > 255) throw errors.badJson(`${field} must be a user id`);
-  return s;
-}
-
-/** `#localpart:server`, at most 255 bytes (appendices: room aliases). */
-export function parseAlias(s: string | undefined): { alias: string; server: string } {
-  const m = s ? /^#([^:]+):(.+)$/.exec(s) : null;
-  if (!s || !m || utf8Length(s) > 255 || !isValidServerName(m[2]!)) throw errors.invalidParam(`Not a room alias: ${JSON.stringify(s ?? '')}`);
-  return { alias: s, server: m[2]! };
-}
-
 /** The request body, which must be a JSON object. */
 export function bodyObject(req: Request): JsonObject {
   const v = req.json();
   if (!isJsonObject(v)) throw errors.badJson('The request body must be a JSON object');
-  return v;
-}
-
-/** Optional string field of a body. */
-export function optString(body: JsonObject, key: string): string | undefined {
-  const v = body[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string') throw errors.badJson(`${key} must be a string`);
   return v;
 }
 

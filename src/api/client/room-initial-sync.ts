@@ -16,7 +16,8 @@ import { requireUser } from './auth';
 import { userKey } from './accounts-common';
 import type { ApiContext } from '../context';
 import { paginate } from './room-reads';
-import { clientRoute, encodeToken, formatEvents, requireRoomId } from './room-common';
+import { clientRoute, encodeToken, formatEvents } from './room-common';
+import { requireRoomId } from '../../http/params';
 import { roomAccess, visibleStateIds } from '../../rooms/visibility';
 
 const DEFAULT_LIMIT = 10;

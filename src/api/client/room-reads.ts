@@ -16,7 +16,8 @@ import type { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import { bundleAggregations } from './relations';
 import type { ApiContext } from '../context';
-import { clientRoute, decodeToken, encodeToken, eventRoomId, filterAllowsRoom, filterMatches, formatEvents, lazyMemberState, loadRoomEventFilter, requireRoomId, roomShard, type RoomEventFilter } from './room-common';
+import { clientRoute, decodeToken, encodeToken, eventRoomId, filterAllowsRoom, filterMatches, formatEvents, lazyMemberState, loadRoomEventFilter, roomShard, type RoomEventFilter } from './room-common';
+import { requireRoomId } from '../../http/params';
 import { roomAccess, visibleEvents, visibleStateIds } from '../../rooms/visibility';
 
 const MAX_LIMIT = 1000;

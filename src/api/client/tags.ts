@@ -11,7 +11,7 @@ import { userData } from '../../store/keys';
 import { requireUser } from './auth';
 import { askUser, clientRoute, requireSelf, userKey } from './accounts-common';
 import type { ApiContext } from '../context';
-import { requireRoomId } from './room-common';
+import { requireRoomId } from '../../http/params';
 
 export function registerTagRoutes(front: Front, ctx: ApiContext): void {
   clientRoute(front, 'GET', '/user/:userId/rooms/:roomId/tags', async (req) => {
