@@ -14,7 +14,7 @@ import type { ApiContext } from '../api/context';
 import type { AliasStore } from '../api/client/aliases';
 import { setDirectoryVisibility } from '../api/client/directory';
 import { askRoom, sendEvent } from './ask';
-import { parseCreateRoomRequest, type CreateRoomRequest } from '../api/client/create-room-request';
+import { parseCreateRoomRequest, type CreateRoomRequest } from './create-room-request';
 import { withLocalProfile } from './join';
 
 let lastCreateTs = 0;

@@ -25,7 +25,7 @@ import { registerRoomReadRoutes } from './room-reads';
 import { bodyObject, clientRoute, txnKey } from './room-common';
 import { optString, requireRoomId, requireUserIdParam } from '../../http/params';
 import { sendEvent, type SendReply } from '../../rooms/ask';
-import { checkThreepidInvite } from './create-room-request';
+import { checkThreepidInvite } from '../../rooms/create-room-request';
 import { createRoom, threepidLookupDenied } from '../../rooms/create';
 import { joinRoom, sendLocalMembership } from '../../rooms/join';
 import { rejectRemoteInvite } from '../../rooms/join-remote';
