@@ -21,7 +21,8 @@ import type { AliasMessage, AliasRecord, AliasReply, AliasReserveReply } from '.
 import type { RoomMessage } from '../../rooms/model';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
-import { aliasShard, bodyObject, clientRoute, roomShard } from './room-common';
+import { bodyObject, clientRoute } from './room-common';
+import { aliasShard, roomShard } from '../../store/shard-keys';
 import { parseAlias, requireRoomId } from '../../http/params';
 import { askRoomFamily } from '../../rooms/ask';
 import { historyVisibility } from '../../rooms/visibility';

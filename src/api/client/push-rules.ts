@@ -25,7 +25,8 @@ import {
 } from '../../protocol/push-rules';
 import { userData } from '../../store/keys';
 import { requireUser } from './auth';
-import { askUser, clientRoute, jsonBody, userKey } from './accounts-common';
+import { askUser, clientRoute, jsonBody } from './accounts-common';
+import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
 
 /** A user's whole ruleset (their rules merged with the server-default ones). */

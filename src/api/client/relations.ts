@@ -17,7 +17,8 @@ import { roomData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
-import { decodeToken, encodeToken, eventRoomId, formatEvents, roomShard } from './room-common';
+import { decodeToken, encodeToken, eventRoomId, formatEvents } from './room-common';
+import { roomShard } from '../../store/shard-keys';
 import { requireRoomId } from '../../http/params';
 import { roomAccess, visibleEvents } from '../../rooms/visibility';
 

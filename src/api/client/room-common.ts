@@ -13,6 +13,7 @@ import { stateKeyOf } from '../../protocol/pdu';
 import { servableAsState, type RoomEvent } from '../../store/room-reader';
 import { roomData, userData } from '../../store/keys';
 import { shardOf } from '../../store/shards';
+import { roomShard } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
 
 export const CLIENT_PREFIXES = ['/_matrix/client/v3', '/_matrix/client/r0'] as const;
@@ -38,15 +39,6 @@ export function bodyObject(req: Request): JsonObject {
   const v = req.json();
   if (!isJsonObject(v)) throw errors.badJson('The request body must be a JSON object');
   return v;
-}
-
-/** The server-side home of an alias: the room-family shard it hashes to. */
-export function aliasShard(ctx: ApiContext, alias: string) {
-  return ctx.keys.shard('room', shardOf(alias, ctx.shardCounts.room));
-}
-
-export function roomShard(ctx: ApiContext, roomId: string) {
-  return ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room));
 }
 
 // ---- pagination tokens ---------------------------------------------------------------------

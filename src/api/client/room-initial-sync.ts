@@ -13,7 +13,7 @@ import { servableAsState } from '../../store/room-reader';
 import { userData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
-import { userKey } from './accounts-common';
+import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
 import { paginate } from './room-reads';
 import { clientRoute, encodeToken, formatEvents } from './room-common';

@@ -16,7 +16,8 @@ import type { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import { bundleAggregations } from './relations';
 import type { ApiContext } from '../context';
-import { clientRoute, decodeToken, encodeToken, eventRoomId, filterAllowsRoom, filterMatches, formatEvents, lazyMemberState, loadRoomEventFilter, roomShard, type RoomEventFilter } from './room-common';
+import { clientRoute, decodeToken, encodeToken, eventRoomId, filterAllowsRoom, filterMatches, formatEvents, lazyMemberState, loadRoomEventFilter, type RoomEventFilter } from './room-common';
+import { roomShard } from '../../store/shard-keys';
 import { requireRoomId } from '../../http/params';
 import { roomAccess, visibleEvents, visibleStateIds } from '../../rooms/visibility';
 
