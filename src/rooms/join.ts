@@ -11,7 +11,7 @@ import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
 import { resolveRoomIdOrAlias, type AliasStore } from '../api/client/aliases';
 import { restrictedJoinAuthoriser } from './restricted-joins';
-import { storedProfile, withProfile } from '../api/client/profile';
+import { storedProfile, withProfile } from './member-profile';
 import { optString, parseAlias } from '../http/params';
 import { sendEvent, type SendReply } from './ask';
 import { candidateServers, inviterServer, joinRemoteRoom, queryRemoteAlias } from './join-remote';
