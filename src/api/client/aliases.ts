@@ -11,9 +11,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Front } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
-import { namedLevel, requiredEventLevel, userPowerLevel } from '../../protocol/power-levels';
-import { lookupFromStateMap, toPdu } from '../../protocol/pdu';
-import { requireRoomVersion } from '../../protocol/room-versions';
 import type { JsonObject } from '../../protocol/json';
 import { decode } from '../../store/codec';
 import { aliasData, roomData } from '../../store/keys';
@@ -26,6 +23,7 @@ import { aliasShard, roomShard } from '../../store/shard-keys';
 import { parseAlias, requireRoomId } from '../../http/params';
 import { askRoomFamily } from '../../rooms/ask';
 import { historyVisibility } from '../../rooms/visibility';
+import { canSendState } from '../../rooms/power';
 
 /** The front's view of aliases: reads of the records, and changes through the alias actors. */
 export class AliasStore {
@@ -108,28 +106,6 @@ export async function resolveRoomIdOrAlias(ctx: ApiContext, aliases: AliasStore,
     return rec.r;
   }
   return requireRoomId(idOrAlias);
-}
-
-/** Power levels as of the room's current state: a user's level, and what an action or state event needs. */
-export async function currentPower(ctx: ApiContext, roomId: string): Promise<{ userLevel(userId: string): number; redact: number; stateLevel(type: string): number } | null> {
-  const meta = await ctx.rooms.meta(roomId);
-  if (!meta?.version) return null;
-  const version = requireRoomVersion(meta.version);
-  const ids = await ctx.rooms.currentStateIds(roomId);
-  const wanted = ['m.room.create\u0000', 'm.room.power_levels\u0000'].map((k) => ids.get(k)).filter((id): id is string => !!id);
-  const events = new Map((await ctx.rooms.events(roomId, wanted)).map((e) => [e.eventId, toPdu(e.event, version, e.eventId)]));
-  const st = lookupFromStateMap(ids, (id) => events.get(id));
-  return {
-    userLevel: (userId) => userPowerLevel(userId, st, version),
-    redact: namedLevel('redact', st, version),
-    stateLevel: (type) => requiredEventLevel(type, true, st, version),
-  };
-}
-
-/** Whether `userId` could send `type` as state in the room now. */
-export async function canSendState(ctx: ApiContext, roomId: string, userId: string, type: string): Promise<boolean> {
-  const power = await currentPower(ctx, roomId);
-  return !!power && power.userLevel(userId) >= power.stateLevel(type);
 }
 
 export function registerAliasRoutes(front: Front, ctx: ApiContext, aliases: AliasStore): void {

@@ -15,7 +15,7 @@ import { effectiveHistoryVisibility } from '../../protocol/history-visibility';
 import { splitStateKey } from '../../protocol/pdu';
 import { bearerToken, requireUser } from './auth';
 import type { ApiContext } from '../context';
-import { canSendState } from './aliases';
+import { canSendState } from '../../rooms/power';
 import { bodyObject, clientRoute } from './room-common';
 import { requireRoomId } from '../../http/params';
 import { askRoomFamily } from '../../rooms/ask';
