@@ -11,7 +11,7 @@ import type { JsonObject, JsonValue } from '../protocol/json';
 import { serverOf } from '../protocol/identifiers';
 import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
-import type { AliasStore } from '../api/client/aliases';
+import type { AliasStore } from './aliases';
 import { setDirectoryVisibility } from '../api/client/directory';
 import { askRoom, sendEvent } from './ask';
 import { parseCreateRoomRequest, type CreateRoomRequest } from './create-room-request';

@@ -9,7 +9,7 @@ import type { JsonObject } from '../protocol/json';
 import { serverOf } from '../protocol/identifiers';
 import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
-import { resolveRoomIdOrAlias, type AliasStore } from '../api/client/aliases';
+import { resolveRoomIdOrAlias, type AliasStore } from './aliases';
 import { restrictedJoinAuthoriser } from './restricted-joins';
 import { storedProfile, withProfile } from './member-profile';
 import { optString, parseAlias } from '../http/params';

@@ -26,7 +26,7 @@ import { splitStateKey } from '../protocol/pdu';
 import { servableAsState, type RoomEvent } from '../store/room-reader';
 import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
-import { type AliasStore } from '../api/client/aliases';
+import type { AliasStore } from './aliases';
 import { currentPower } from './power';
 import { setDirectoryVisibility } from '../api/client/directory';
 import { askRoom, askRoomFamily, sendEvent } from './ask';

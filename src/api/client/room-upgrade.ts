@@ -8,7 +8,7 @@ import { getRoomVersion } from '../../protocol/room-versions';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
-import { AliasStore } from './aliases';
+import { AliasStore } from '../../rooms/aliases';
 import { upgradeRoom } from '../../rooms/upgrade';
 import { bodyObject, clientRoute } from './room-common';
 import { requireRoomId, requireUserIdParam } from '../../http/params';
