@@ -12,7 +12,7 @@ import { serverOf } from '../protocol/identifiers';
 import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
 import type { AliasStore } from './aliases';
-import { setDirectoryVisibility } from '../api/client/directory';
+import { setDirectoryVisibility } from './directory';
 import { askRoom, sendEvent } from './ask';
 import { parseCreateRoomRequest, type CreateRoomRequest } from './create-room-request';
 import { withLocalProfile } from './join';

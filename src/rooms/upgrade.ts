@@ -28,7 +28,7 @@ import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
 import type { AliasStore } from './aliases';
 import { currentPower } from './power';
-import { setDirectoryVisibility } from '../api/client/directory';
+import { setDirectoryVisibility } from './directory';
 import { askRoom, askRoomFamily, sendEvent } from './ask';
 
 /** State copied as is, in this order (power levels go first, separately). */
