@@ -20,7 +20,7 @@ import { roomData } from '../../store/keys';
 import type { NotificationDetails } from '../../readers/push-evaluator';
 import { requireUser } from './auth';
 import { clientRoute } from './accounts-common';
-import { formatEvents } from './room-common';
+import { formatEvents } from '../../rooms/client-format';
 import { roomShard, userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
 

@@ -16,7 +16,8 @@ import { requireUser } from './auth';
 import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
 import { paginate } from './room-reads';
-import { clientRoute, encodeToken, formatEvents } from './room-common';
+import { clientRoute, encodeToken } from './room-common';
+import { formatEvents } from '../../rooms/client-format';
 import { requireRoomId } from '../../http/params';
 import { roomAccess, visibleStateIds } from '../../rooms/visibility';
 
