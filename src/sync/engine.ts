@@ -81,11 +81,11 @@ import type { TypingOutput } from '../../actors/typing';
 import type { ReceiptOutput } from '../../actors/receipts';
 import { parseReceiptField, type StoredReceipt } from '../store/read-receipts';
 import type { ApiContext } from '../api/context';
-import { encodeToken } from '../api/client/room-common';
+import { encodeToken } from '../rooms/pagination';
 import { formatEvents } from '../rooms/client-format';
 import { filterAllowsType, filterMatches, type RoomEventFilter } from '../rooms/event-filter';
 import { visibleEvents } from '../rooms/visibility';
-import { paginate } from '../api/client/room-reads';
+import { paginate } from '../rooms/pagination';
 import { pushRulesContent } from '../api/client/push-rules';
 
 /** Who is syncing: the user and the device asking (the route's authenticated requester). */

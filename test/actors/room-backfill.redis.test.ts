@@ -17,7 +17,7 @@ import type { RemoteKeys } from '../../src/rooms/ingest';
 import { RoomReader, servableToClients } from '../../src/store/room-reader';
 import type { RedisClient } from '../../src/store/redis';
 import { MODES, rig, type Rig } from '../runtime/harness';
-import { decodeToken, encodeToken } from '../../src/api/client/room-common';
+import { decodeToken, encodeToken } from '../../src/rooms/pagination';
 
 const localKey = signingKeyFromSeed('ed25519:l', new Uint8Array(32).fill(1));
 const local: RoomConfig = { serverName: 'test.local', signingKey: localKey };

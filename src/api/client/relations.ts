@@ -17,7 +17,7 @@ import { roomData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
-import { decodeToken, encodeToken } from './room-common';
+import { decodeToken, encodeToken } from '../../rooms/pagination';
 import { eventRoomId, formatEvents } from '../../rooms/client-format';
 import { roomShard } from '../../store/shard-keys';
 import { requireRoomId } from '../../http/params';

@@ -29,23 +29,6 @@ export function bodyObject(req: Request): JsonObject {
   return v;
 }
 
-// ---- pagination tokens ---------------------------------------------------------------------
-
-/**
- * A room pagination token is `p<N>`: the gap after stream position N. Backwards from it come the
- * events at N and before; forwards, the events after N.
- */
-export function encodeToken(pos: number): string {
-  return `p${pos}`;
-}
-
-export function decodeToken(token: string, name: string): number {
-  // Positions of backfilled history are negative (below everything the room knew before).
-  const m = /^p(-?\d{1,15})$/.exec(token);
-  if (!m) throw errors.invalidParam(`Malformed ${name} token`);
-  return Number(m[1]);
-}
-
 // ---- event filters ---------------------------------------------------------------------
 
 /** An inline JSON RoomEventFilter from a query parameter (absent: match everything). */
