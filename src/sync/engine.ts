@@ -86,7 +86,7 @@ import { formatEvents } from '../rooms/client-format';
 import { filterAllowsType, filterMatches, type RoomEventFilter } from '../rooms/event-filter';
 import { visibleEvents } from '../rooms/visibility';
 import { paginate } from '../rooms/pagination';
-import { pushRulesContent } from '../api/client/push-rules';
+import { pushRulesContent } from './push-rules';
 
 /** Who is syncing: the user and the device asking (the route's authenticated requester). */
 export interface SyncUser {

@@ -8,7 +8,7 @@ import { askUser, clientRoute, jsonBody, requireSelf } from './accounts-common';
 import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
 import { validateFilter } from './filter-validation';
-import { pushRulesContent } from './push-rules';
+import { pushRulesContent } from '../../sync/push-rules';
 
 const PUSH_RULES_TYPE = 'm.push_rules';
 
