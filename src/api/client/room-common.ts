@@ -1,7 +1,8 @@
 /**
- * What the room endpoints share: routes under /v3 and /r0, asking the room actor with its
- * rejections turned into Matrix errors, id and body validation, who may read a room, pagination
- * tokens, event filters, and the client format of events.
+ * What the room endpoints share: routes under /v3 and /r0, the JSON body, event filters parsed
+ * from requests, and lazy-loaded members. What the workflows and /sync need too lives below the
+ * API: id checks (src/http/params.ts), filter matching, pagination and the client format of
+ * events (src/rooms/event-filter.ts, pagination.ts, client-format.ts).
  */
 import type { Front, Handler, Request } from '../../http/server';
 import type { Method } from '../../http/router';
