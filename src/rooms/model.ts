@@ -66,7 +66,20 @@ export type RoomMessage =
    * history (auth chains and state fetched for a join). Ordered so each event comes after the
    * events it references.
    */
-  | { op: 'ingest'; pdus: JsonObject[]; keys: RemoteKeys; outlier?: boolean; state?: SuppliedState }
+  | {
+      op: 'ingest';
+      pdus: JsonObject[];
+      keys: RemoteKeys;
+      outlier?: boolean;
+      state?: SuppliedState;
+      /**
+       * The server that gave us these events through a membership endpoint (send_join,
+       * send_leave, send_knock), which only tells the resident server: we send the accepted ones
+       * to the room's other servers on its behalf (RoomOutput.onBehalfOf), as Synapse does.
+       * Absent for /send: the origin of a transaction sends its events to everyone itself.
+       */
+      onBehalfOf?: string;
+    }
   /**
    * History older than what the room knows, as a federation /backfill response brings it (any
    * order; newest first is fine), with the state for its oldest events (see `decideRemote`).
@@ -123,6 +136,8 @@ export interface RoomOutput {
   state?: { key: string; replaces: string | null };
   /** For an applied redaction: the event it redacted. */
   redacted?: string;
+  /** A remote server's event we pass on to the room's other servers for it (see the `ingest` op). */
+  onBehalfOf?: string;
 }
 
 /**
