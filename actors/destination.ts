@@ -65,7 +65,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { ActorKind, ActorMessage, Decision, ShellContext, StoreWrite } from '../src/runtime/actor';
 import type { StoredEvent } from '../src/rooms/model';
-import { shardOf } from '../src/runtime/shards';
+import { shardOf } from '../src/store/shards';
 import { decode, encode } from '../src/store/codec';
 import { destinationData, roomData, type KeySpace } from '../src/store/keys';
 import type { JsonObject } from '../src/protocol/json';

@@ -25,7 +25,7 @@
  * and one hash of session id → key data per room.
  */
 import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type ShellContext, type StoreWrite } from '../src/runtime/actor';
-import type { Family } from '../src/runtime/shards';
+import type { Family } from '../src/store/shards';
 import { userData } from '../src/store/keys';
 
 export interface BackupVersion {

@@ -5,7 +5,7 @@
  * is applied exactly once and in order per actor, across crashes and shard moves.
  */
 import type { ActorKind, ActorMessage, Decision } from '../src/runtime/actor';
-import type { Family } from '../src/runtime/shards';
+import type { Family } from '../src/store/shards';
 
 export interface LedgerState {
   /** Entries applied so far. */

@@ -14,17 +14,7 @@
  */
 import type { ActorKind, ActorMessage, Decision, ShellContext } from '../src/runtime/actor';
 import { roomData } from '../src/store/keys';
-
-export const RECEIPT_TYPES = ['m.read', 'm.read.private'] as const;
-export type ReceiptType = (typeof RECEIPT_TYPES)[number];
-
-/** Stored value of one receipt (JSON text in the receipts hash). */
-export interface StoredReceipt {
-  event_id: string;
-  ts: number;
-  /** Timeline position of the event. */
-  pos: number;
-}
+import { RECEIPT_TYPES, receiptField, type ReceiptType, type StoredReceipt } from '../src/store/read-receipts';
 
 export type ReceiptMessage = {
   op: 'receipt';
@@ -45,18 +35,6 @@ export interface ReceiptOutput {
   user_id: string;
   ts: number;
   thread_id?: string;
-}
-
-export function receiptField(receiptType: string, threadId: string | undefined, userId: string): string {
-  return `${receiptType}\u0000${threadId ?? ''}\u0000${userId}`;
-}
-
-/** Parse a field of the receipts hash. */
-export function parseReceiptField(field: string): { receiptType: string; threadId?: string; userId: string } | null {
-  const parts = field.split('\u0000');
-  if (parts.length !== 3) return null;
-  const [receiptType, threadId, userId] = parts as [string, string, string];
-  return threadId ? { receiptType, threadId, userId } : { receiptType, userId };
 }
 
 export interface ReceiptState {

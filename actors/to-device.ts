@@ -24,7 +24,7 @@
  * txn id, recipient), so a retried PUT /sendToDevice is a duplicate the runtime drops.
  */
 import type { ActorKind, ActorMessage, Decision, ShellContext, StoreWrite } from '../src/runtime/actor';
-import type { Family } from '../src/runtime/shards';
+import type { Family } from '../src/store/shards';
 import { userData } from '../src/store/keys';
 
 /** Most entries a device inbox keeps; older ones are dropped when more arrive. */

@@ -16,7 +16,7 @@
  * The state blob is small: the account fields and, per device, the hashes of its current tokens.
  */
 import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type StoreWrite } from '../src/runtime/actor';
-import type { Family } from '../src/runtime/shards';
+import type { Family } from '../src/store/shards';
 import { encode } from '../src/store/codec';
 import { membershipIndexData, userData } from '../src/store/keys';
 import {

@@ -25,7 +25,7 @@ import type { JsonObject } from '../src/protocol/json';
 import { stateKeyOf } from '../src/protocol/pdu';
 import { PushEvaluatorReader } from '../src/readers/push-evaluator';
 import { startManagedRedis } from '../src/runtime/managed-redis';
-import { shardOf } from '../src/runtime/shards';
+import { shardOf } from '../src/store/shards';
 import { encode } from '../src/store/codec';
 import { KeySpace, PUSH_EVALUATOR_GROUP, pushData, roomData } from '../src/store/keys';
 import { connectRedis } from '../src/store/redis';

@@ -33,7 +33,7 @@ import type { RoomConfig, RoomMeta } from '../src/rooms/model';
 import { ActorClient } from '../src/runtime/actor-client';
 import { readShards, readWorkers, rebalance } from '../src/runtime/cluster-admin';
 import { startManagedRedis } from '../src/runtime/managed-redis';
-import { shardOf } from '../src/runtime/shards';
+import { shardOf } from '../src/store/shards';
 import { loadOrCreateSigningKeys } from '../src/runtime/signing-key-store';
 import { decode } from '../src/store/codec';
 import { KeySpace } from '../src/store/keys';

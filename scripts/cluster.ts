@@ -26,7 +26,7 @@ import { acceptingWorkers, drain, executeMoves, readShards, readWorkers, rebalan
 import { redisTargetFor, shardCountsFor } from '../src/runtime/cluster-settings';
 import { readFronts } from '../src/runtime/front-heartbeat';
 import { portOpen, startManagedRedis } from '../src/runtime/managed-redis';
-import { FAMILIES, isFamily } from '../src/runtime/shards';
+import { FAMILIES, isFamily } from '../src/store/shards';
 import { KeySpace } from '../src/store/keys';
 import { connectRedis, type RedisClient } from '../src/store/redis';
 

@@ -6,7 +6,7 @@ import type { SigningKey } from '../protocol/crypto';
 import type { KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
 import type { RoomReader } from '../store/room-reader';
-import type { Family } from '../runtime/shards';
+import type { Family } from '../store/shards';
 import type { RateLimiter } from '../http/rate-limit';
 import type { JsonValue } from '../protocol/json';
 import type { FederationClient } from '../federation/client';

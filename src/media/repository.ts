@@ -17,7 +17,7 @@ import type { MediaMessage, MediaRecord, MediaReply, MediaReservation } from '..
 import { MatrixError, errors } from '../http/errors';
 import type { ByteRange } from '../http/range';
 import { ActorReplyError, ActorTimeoutError, type ActorClient } from '../runtime/actor-client';
-import { shardOf, type Family } from '../runtime/shards';
+import { shardOf, type Family } from '../store/shards';
 import { decode } from '../store/codec';
 import { mediaData, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';

@@ -17,7 +17,7 @@ import type { UserOutput } from '../../actors/user';
 import type { EventTemplate } from '../rooms/model';
 import { ActorClient, ActorReplyError } from '../runtime/actor-client';
 import type { OutboxEntry } from '../runtime/envelope';
-import type { Family } from '../runtime/shards';
+import type { Family } from '../store/shards';
 import { decode } from '../store/codec';
 import { DEACTIVATION_GROUP, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';

@@ -1,7 +1,7 @@
 /** Every outbox reader a worker runs for the shards it owns. New readers (sync notifier, push, …) are registered here. */
 import type { Logger } from 'pino';
 import type { ShardReader } from '../runtime/worker';
-import type { Family } from '../runtime/shards';
+import type { Family } from '../store/shards';
 import type { KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
 import { MembershipIndexReader } from './membership-index';

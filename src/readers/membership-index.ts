@@ -19,7 +19,7 @@ import type { OutboxEntry } from '../runtime/envelope';
 import type { Logger } from 'pino';
 import type { RoomDirectoryOutput, RoomOutput } from '../rooms/model';
 import { OutboxGroupReader } from './outbox-group-reader';
-import { shardOf } from '../runtime/shards';
+import { shardOf } from '../store/shards';
 import { decode } from '../store/codec';
 import { MEMBERSHIP_INDEX_GROUP, membershipIndexData, roomData, type KeySpace } from '../store/keys';
 import type { StoredEvent } from '../rooms/model';

@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import type { ShardReader } from '../runtime/worker';
-import type { Family } from '../runtime/shards';
+import type { Family } from '../store/shards';
 import { parseOutboxEntry, type OutboxEntry } from '../runtime/envelope';
 import type { KeySpace } from '../store/keys';
 import { bufferCommand, type RedisClient } from '../store/redis';

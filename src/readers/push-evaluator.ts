@@ -43,7 +43,7 @@ import { compilePushRules, evaluatePushRules, relatedEventOf, threadRootOf, type
 import { mergePushRules, type StoredPushRules } from '../protocol/push-rules';
 import { requireRoomVersion, type RoomVersion } from '../protocol/room-versions';
 import type { OutboxEntry } from '../runtime/envelope';
-import { shardOf, type Family } from '../runtime/shards';
+import { shardOf, type Family } from '../store/shards';
 import { decode } from '../store/codec';
 import { PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData, type KeySpace } from '../store/keys';
 import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';

@@ -16,7 +16,7 @@
  */
 import type { Logger } from 'pino';
 import type { OutboxEntry } from '../runtime/envelope';
-import { shardOf, type Family } from '../runtime/shards';
+import { shardOf, type Family } from '../store/shards';
 import { decode } from '../store/codec';
 import { roomData, userData, type KeySpace } from '../store/keys';
 import { isCluster, type RedisClient } from '../store/redis';

@@ -11,10 +11,10 @@ import type { JsonObject, JsonValue } from '../protocol/json';
 import { serverOf } from '../protocol/identifiers';
 import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
-import type { AliasStore } from '../api/client/aliases';
-import { setDirectoryVisibility } from '../api/client/directory';
+import type { AliasStore } from './aliases';
+import { setDirectoryVisibility } from './directory';
 import { askRoom, sendEvent } from './ask';
-import { parseCreateRoomRequest, type CreateRoomRequest } from '../api/client/create-room-request';
+import { parseCreateRoomRequest, type CreateRoomRequest } from './create-room-request';
 import { remoteDeps, withLocalProfile } from './join';
 import { inviteRemoteUser } from './invite-remote';
 

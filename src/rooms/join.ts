@@ -9,10 +9,10 @@ import type { JsonObject } from '../protocol/json';
 import { serverOf } from '../protocol/identifiers';
 import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
-import { resolveRoomIdOrAlias, type AliasStore } from '../api/client/aliases';
-import { restrictedJoinAuthoriser } from '../api/client/restricted-joins';
-import { storedProfile, withProfile } from '../api/client/profile';
-import { optString, parseAlias } from '../api/client/room-common';
+import { resolveRoomIdOrAlias, type AliasStore } from './aliases';
+import { restrictedJoinAuthoriser } from './restricted-joins';
+import { storedProfile, withProfile } from './member-profile';
+import { optString, parseAlias } from '../http/params';
 import { sendEvent, type SendReply } from './ask';
 import { candidateServers, inviterServer, joinRemoteRoom, knockRemoteRoom, queryRemoteAlias, type RemoteJoinDeps } from './join-remote';
 

@@ -26,8 +26,9 @@ import { splitStateKey } from '../protocol/pdu';
 import { servableAsState, type RoomEvent } from '../store/room-reader';
 import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
-import { currentPower, type AliasStore } from '../api/client/aliases';
-import { setDirectoryVisibility } from '../api/client/directory';
+import type { AliasStore } from './aliases';
+import { currentPower } from './power';
+import { setDirectoryVisibility } from './directory';
 import { askRoom, askRoomFamily, sendEvent } from './ask';
 
 /** State copied as is, in this order (power levels go first, separately). */

@@ -14,7 +14,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { ReplyEnvelope } from './actor';
-import { shardOf, type Family } from './shards';
+import { shardOf, type Family } from '../store/shards';
 import { decode, encode } from '../store/codec';
 import type { KeySpace } from '../store/keys';
 import { duplicateClient, isCluster, type RedisClient } from '../store/redis';

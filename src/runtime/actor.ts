@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import type { RedisClient } from '../store/redis';
 import type { ShardKeys } from '../store/keys';
-import type { Family } from './shards';
+import type { Family } from '../store/shards';
 
 export interface ActorMessage<M> {
   /** Producer-chosen message id: the dedupe key. */

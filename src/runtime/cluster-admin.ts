@@ -3,7 +3,7 @@
  * pending and dead-letter counts) and move shards live — one at a time, via a reservation the
  * current holder honours after finishing its in-flight messages (see Worker.handOff).
  */
-import { FAMILIES, type Family } from './shards';
+import { FAMILIES, type Family } from '../store/shards';
 import { reserveShard } from './worker';
 import { INBOX_GROUP, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';

@@ -2,7 +2,7 @@
 import type { RedisOptions } from 'ioredis';
 import type { AxonConfig } from '../../cluster.config';
 import type { RedisTarget } from '../store/redis';
-import type { Family } from './shards';
+import type { Family } from '../store/shards';
 
 export function redisTargetFor(config: AxonConfig): RedisTarget {
   switch (config.redis.mode) {

@@ -14,7 +14,7 @@
 import type { Logger } from 'pino';
 import { ActorRejection, type AnyActorKind, type ActorMessage, type ReplyEnvelope, type ShellContext } from './actor';
 import { parseInboxEntry, type InboxEntry } from './envelope';
-import type { Family } from './shards';
+import type { Family } from '../store/shards';
 import { decode, encode } from '../store/codec';
 import { INBOX_GROUP, type ShardKeys } from '../store/keys';
 import { bufferCommand, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';

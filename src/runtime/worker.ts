@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import type { AnyActorKind } from './actor';
 import type { InboxEntry } from './envelope';
 import { ShardRunner, type CommittedOutputs, type RunnerEnv } from './shard-runner';
-import { FAMILIES, parseShardName, shardName, type Family } from './shards';
+import { FAMILIES, parseShardName, shardName, type Family } from '../store/shards';
 import type { KeySpace } from '../store/keys';
 import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';
 import type { Redis } from 'ioredis';

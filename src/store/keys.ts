@@ -2,7 +2,7 @@
  * Every Redis key and stream name Axon uses, built here and nowhere else (DESIGN rule 2).
  * A shard's keys all carry its hash tag, so one Lua script can touch them on Redis Cluster.
  */
-import { shardTag, type Family } from '../runtime/shards';
+import { shardTag, type Family } from './shards';
 
 export class KeySpace {
   constructor(readonly prefix: string) {}

@@ -2,12 +2,33 @@
  * How far a user has read a room, from the room's receipts hash (src/store/keys.ts
  * `roomData.receipts`, written by the receipt actor, actors/receipts.ts): field `<receipt type>\0<thread id, '' for
  * unthreaded>\0<user id>`, value JSON `{"event_id", "ts", "pos"}` with `pos` the event's timeline
- * position. Shared by the push evaluator (trimming what was read) and unread counts.
+ * position. The format is defined here, at the bottom layer, so the receipt actor (which writes
+ * it), /sync and the readers share one definition. Shared by the push evaluator (trimming what was
+ * read) and unread counts.
  */
 
-import { RECEIPT_TYPES, receiptField } from '../../actors/receipts';
+export const RECEIPT_TYPES = ['m.read', 'm.read.private'] as const;
+export type ReceiptType = (typeof RECEIPT_TYPES)[number];
 
-export { receiptField };
+/** Stored value of one receipt (JSON text in the receipts hash). */
+export interface StoredReceipt {
+  event_id: string;
+  ts: number;
+  /** Timeline position of the event. */
+  pos: number;
+}
+
+export function receiptField(receiptType: string, threadId: string | undefined, userId: string): string {
+  return `${receiptType}\u0000${threadId ?? ''}\u0000${userId}`;
+}
+
+/** Parse a field of the receipts hash. */
+export function parseReceiptField(field: string): { receiptType: string; threadId?: string; userId: string } | null {
+  const parts = field.split('\u0000');
+  if (parts.length !== 3) return null;
+  const [receiptType, threadId, userId] = parts as [string, string, string];
+  return threadId ? { receiptType, threadId, userId } : { receiptType, userId };
+}
 
 /** The receipt types that mark events read for notification counts. */
 export const READ_RECEIPT_TYPES = RECEIPT_TYPES;

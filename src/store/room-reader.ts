@@ -8,7 +8,7 @@ import type { StoredEvent, StoredSnapshot, RoomMeta } from '../rooms/model';
 import { stateKeyOf, splitStateKey, type StateMap } from '../protocol/pdu';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { effectiveHistoryVisibility, type HistoryVisibility } from '../protocol/history-visibility';
-import { shardOf } from '../runtime/shards';
+import { shardOf } from './shards';
 import { decode } from './codec';
 import { roomData, type KeySpace, type ShardKeys } from './keys';
 import type { RedisClient } from './redis';

@@ -11,7 +11,7 @@
  * gets them from the user's own joins and leaves in the membership index.
  */
 import type { JsonObject } from '../protocol/json';
-import { shardOf } from '../runtime/shards';
+import { shardOf } from '../store/shards';
 import { roomData, userData } from '../store/keys';
 import { MembershipIndex } from '../readers/membership-index';
 import { sharedRoomUsers } from '../readers/user-fanout';

@@ -6,7 +6,7 @@
  * front until a notification names the user, so a poll woken by a room's message does not read them.
  */
 import { publicCounts, type FallbackKeyRecord } from '../../actors/device-keys';
-import { shardOf, type Family } from '../runtime/shards';
+import { shardOf, type Family } from '../store/shards';
 import { e2eKeyData, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
 import type { ChangeMark, SyncNotifier } from './notify';

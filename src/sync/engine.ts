@@ -66,7 +66,7 @@ import { membershipIndexData, roomData, userData } from '../store/keys';
 import { isCluster } from '../store/redis';
 import type { Cluster } from 'ioredis';
 import { servableAsState, servableToClients, type RoomEvent } from '../store/room-reader';
-import { shardOf } from '../runtime/shards';
+import { shardOf } from '../store/shards';
 import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../readers/membership-index';
 import { OutboxWindowCache, decodedBody } from './outbox-cache';
 import { laterId, type PushProgress } from './push-progress';
@@ -79,13 +79,16 @@ import { sharedRoomUsers } from '../readers/user-fanout';
 import type { RoomOutput } from '../rooms/model';
 import type { UserOutput } from '../../actors/user';
 import type { TypingOutput } from '../../actors/typing';
-import { parseReceiptField, type ReceiptOutput, type StoredReceipt } from '../../actors/receipts';
+import type { ReceiptOutput } from '../../actors/receipts';
+import { parseReceiptField, type StoredReceipt } from '../store/read-receipts';
 import type { ApiContext } from '../api/context';
-import { encodeToken, filterAllowsType, filterMatches, formatEvents, type RoomEventFilter } from '../api/client/room-common';
+import { encodeToken } from '../rooms/pagination';
+import { formatEvents } from '../rooms/client-format';
+import { filterAllowsType, filterMatches, type RoomEventFilter } from '../rooms/event-filter';
 import { visibleEvents } from '../rooms/visibility';
 import { STRIPPED_STATE_TYPES } from '../rooms/remote-join';
-import { paginate } from '../api/client/room-reads';
-import { pushRulesContent } from '../api/client/push-rules';
+import { paginate } from '../rooms/pagination';
+import { pushRulesContent } from './push-rules';
 
 /** Who is syncing: the user and the device asking (the route's authenticated requester). */
 export interface SyncUser {

@@ -15,7 +15,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { CommittedOutputs } from '../runtime/shard-runner';
-import type { Family } from '../runtime/shards';
+import type { Family } from '../store/shards';
 import type { KeySpace } from '../store/keys';
 import { subscriberClient, type RedisClient } from '../store/redis';
 import { PushProgress } from './push-progress';

@@ -15,7 +15,7 @@
 import type { ApiContext } from '../api/context';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { MembershipIndex } from '../readers/membership-index';
-import { shardOf } from '../runtime/shards';
+import { shardOf } from '../store/shards';
 import { membershipIndexData } from '../store/keys';
 
 /** How long an out-of-band membership's record is kept. */

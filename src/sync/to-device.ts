@@ -14,7 +14,7 @@
  * deleted on the strength of a response that may have been lost on the way.
  */
 import type { JsonObject } from '../protocol/json';
-import { shardOf } from '../runtime/shards';
+import { shardOf } from '../store/shards';
 import { userData } from '../store/keys';
 import type { ToDeviceMessage } from '../../actors/to-device';
 import type { ApiContext } from '../api/context';

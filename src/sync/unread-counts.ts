@@ -14,7 +14,7 @@
  * room and the user's unread thread notifications; then the main timeline counts (ZCOUNT above
  * the read position) and the receipts of the threads that have notifications.
  */
-import { shardOf, type Family } from '../runtime/shards';
+import { shardOf, type Family } from '../store/shards';
 import { membershipIndexData, pushData, roomData, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
 import { READ_RECEIPT_TYPES, readFields, readPositions, receiptField, receiptPos } from '../store/read-receipts';

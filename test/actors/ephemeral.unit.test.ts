@@ -1,7 +1,8 @@
 /** The typing and receipt actors' pure decisions. */
 import { describe, expect, it } from 'vitest';
 import { decideTyping, MAX_TYPING_MS, type TypingMessage, type TypingState } from '../../actors/typing';
-import { decideReceipt, parseReceiptField, receiptField, type ReceiptMessage } from '../../actors/receipts';
+import { decideReceipt, type ReceiptMessage } from '../../actors/receipts';
+import { parseReceiptField, receiptField } from '../../src/store/read-receipts';
 import type { ActorMessage } from '../../src/runtime/actor';
 
 const msg = <M>(body: M, at: number): ActorMessage<M> => ({ mid: `m${at}`, actorId: '!r:x', body, enqueuedAt: at });

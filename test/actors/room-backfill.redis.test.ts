@@ -17,7 +17,7 @@ import type { RemoteKeys } from '../../src/rooms/ingest';
 import { RoomReader, servableToClients } from '../../src/store/room-reader';
 import type { RedisClient } from '../../src/store/redis';
 import { MODES, rig, type Rig } from '../runtime/harness';
-import { decodeToken, encodeToken } from '../../src/api/client/room-common';
+import { decodeToken, encodeToken } from '../../src/rooms/pagination';
 
 const localKey = signingKeyFromSeed('ed25519:l', new Uint8Array(32).fill(1));
 const local: RoomConfig = { serverName: 'test.local', signingKey: localKey };
@@ -186,7 +186,7 @@ for (const mode of MODES) {
 
         // The older part in two /backfill responses (newest first), each with the state before
         // its oldest event. The first also carries the two bad side events.
-        const outbox = r.keys.shard('room', (await import('../../src/runtime/shards')).shardOf(remote.roomId, r.shardCounts.room)).outbox;
+        const outbox = r.keys.shard('room', (await import('../../src/store/shards')).shardOf(remote.roomId, r.shardCounts.room)).outbox;
         const outboxLen = await r.redis.xlen(outbox);
         const split = older.indexOf(carolJoin);
         const recent = older.slice(split);

@@ -9,7 +9,7 @@ import { buildCreateEvent } from '../../actors/room';
 import type { RoomConfig, RoomReply } from '../../src/rooms/model';
 import { ActorReplyError, type ActorClient } from '../../src/runtime/actor-client';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import { RoomReader } from '../../src/store/room-reader';
 import type { JsonObject } from '../../src/protocol/json';
 import { MODES, rig, waitFor, type Rig } from '../runtime/harness';

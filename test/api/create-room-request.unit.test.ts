@@ -1,6 +1,6 @@
 /** The `POST /createRoom` body, field by field (create-room-request.ts): what passes, and the error each bad field gets. */
 import { describe, expect, it } from 'vitest';
-import { parseCreateRoomRequest } from '../../src/api/client/create-room-request';
+import { parseCreateRoomRequest } from '../../src/rooms/create-room-request';
 import { MatrixError } from '../../src/http/errors';
 import type { JsonObject } from '../../src/protocol/json';
 

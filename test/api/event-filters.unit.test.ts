@@ -4,7 +4,8 @@
  * filters), and the adversarial pattern that held the front for 25 seconds on a RegExp.
  */
 import { describe, expect, it } from 'vitest';
-import { eventFilterFromJson, filterAllowsType, filterMatches, parseEventFilter } from '../../src/api/client/room-common';
+import { eventFilterFromJson, parseEventFilter } from '../../src/api/client/room-common';
+import { filterAllowsType, filterMatches } from '../../src/rooms/event-filter';
 import { MatrixError } from '../../src/http/errors';
 
 const ev = (type: string, sender = '@a:x') => ({ type, sender, content: {} });

@@ -13,7 +13,7 @@ import { newToken, tokenHash } from '../../src/api/client/auth';
 import type { UserMessage } from '../../actors/user';
 import { KeySpace } from '../../src/store/keys';
 import { ActorClient } from '../../src/runtime/actor-client';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 
 interface Session {
   userId: string;

@@ -12,7 +12,7 @@ import { startTestServer, type TestServer } from './server-harness';
 import { callJson } from './clients';
 import { KeySpace, PUSH_EVALUATOR_GROUP, pushData } from '../../src/store/keys';
 import { shardCountsFor } from '../../src/runtime/cluster-settings';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import { unreadCounts, type UnreadCounts } from '../../src/sync/unread-counts';
 
 type Json = Record<string, any>;

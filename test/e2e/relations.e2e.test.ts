@@ -11,7 +11,7 @@ import { startTestServer, type TestServer } from './server-harness';
 import { registrationMac } from '../../src/api/admin/register';
 import { decode } from '../../src/store/codec';
 import { KeySpace, userData } from '../../src/store/keys';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import type { AccountRecord } from '../../actors/user';
 import { parseArgs, registerWithSharedSecret } from '../../scripts/register-user';
 

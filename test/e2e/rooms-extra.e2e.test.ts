@@ -9,7 +9,7 @@ import { clientsFor, enc, eventually, txn, type Clients, type Json, type Session
 import { createClient } from './sdk';
 import { membershipIndexData, reportData } from '../../src/store/keys';
 import { REPORTS_ACTOR } from '../../actors/reports';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 
 let server: TestServer;
 let c: Clients;

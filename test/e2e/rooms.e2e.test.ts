@@ -12,7 +12,7 @@ import { callJson } from './clients';
 import { newToken, tokenHash } from '../../src/api/client/auth';
 import type { UserMessage } from '../../actors/user';
 import { KeySpace, membershipIndexData } from '../../src/store/keys';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import { ActorClient } from '../../src/runtime/actor-client';
 import { MembershipIndex } from '../../src/readers/membership-index';
 

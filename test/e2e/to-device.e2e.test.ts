@@ -11,7 +11,7 @@ import { createClient } from './sdk';
 import { startTestServer, type TestServer } from './server-harness';
 import type { ApiContext } from '../../src/api/context';
 import { ActorClient } from '../../src/runtime/actor-client';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import { KeySpace, userData } from '../../src/store/keys';
 import { ackToDevice, readToDevice } from '../../src/sync/to-device';
 import { waitFor } from '../runtime/harness';

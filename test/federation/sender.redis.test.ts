@@ -24,7 +24,7 @@ import type { JsonObject } from '../../src/protocol/json';
 import type { RoomConfig } from '../../src/rooms/model';
 import type { ActorClient } from '../../src/runtime/actor-client';
 import { allActorKinds } from '../../src/runtime/kinds';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import type { Worker } from '../../src/runtime/worker';
 import { decode } from '../../src/store/codec';
 import { roomData } from '../../src/store/keys';

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createTestCa } from '../../scripts/lib/test-ca';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import { destinationData, KeySpace } from '../../src/store/keys';
 import { connectRedis } from '../../src/store/redis';
 import { decode } from '../../src/store/codec';

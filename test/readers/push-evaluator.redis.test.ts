@@ -13,7 +13,7 @@ import pino from 'pino';
 import type { JsonObject } from '../../src/protocol/json';
 import { stateKeyOf } from '../../src/protocol/pdu';
 import { NOTIFICATIONS_KEPT, PushEvaluatorReader, notificationMember } from '../../src/readers/push-evaluator';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import { encode } from '../../src/store/codec';
 import { KeySpace, PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData } from '../../src/store/keys';
 import { receiptField } from '../../src/store/read-receipts';

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import { encode } from '../../src/store/codec';
 import { KeySpace, membershipIndexData, roomData, userData } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';

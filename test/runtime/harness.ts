@@ -5,7 +5,7 @@ import { inject } from 'vitest';
 import { ActorClient } from '../../src/runtime/actor-client';
 import { allActorKinds } from '../../src/runtime/kinds';
 import type { RoomConfig } from '../../src/rooms/model';
-import type { Family } from '../../src/runtime/shards';
+import type { Family } from '../../src/store/shards';
 import { Worker, type WorkerOptions } from '../../src/runtime/worker';
 import { KeySpace } from '../../src/store/keys';
 import { connectRedis, type RedisClient, type RedisTarget } from '../../src/store/redis';

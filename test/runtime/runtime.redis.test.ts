@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ActorReplyError } from '../../src/runtime/actor-client';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import { runScript, runScriptBuffer } from '../../src/store/redis';
 import { INBOX_GROUP } from '../../src/store/keys';
 import { decode } from '../../src/store/codec';

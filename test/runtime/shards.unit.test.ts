@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { parseShardName, shardName, shardOf, shardTag, stableHash } from '../../src/runtime/shards';
+import { parseShardName, shardName, shardOf, shardTag, stableHash } from '../../src/store/shards';
 import { planDrain, planRebalance } from '../../src/runtime/cluster-admin';
-import type { Family } from '../../src/runtime/shards';
+import type { Family } from '../../src/store/shards';
 
 describe('shards', () => {
   it('hashes ids stably (FNV-1a over UTF-8)', () => {

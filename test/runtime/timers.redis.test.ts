@@ -5,7 +5,7 @@
  * subject: its notices expire through a timer.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import { decode } from '../../src/store/codec';
 import { roomData } from '../../src/store/keys';
 import type { TypingOutput } from '../../actors/typing';

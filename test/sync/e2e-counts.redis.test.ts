@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import { KeySpace, e2eKeyData } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { E2eCountsCache } from '../../src/sync/e2e-counts';

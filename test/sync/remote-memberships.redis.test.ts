@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { ApiContext } from '../../src/api/context';
 import { MembershipIndex } from '../../src/readers/membership-index';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import { KeySpace, membershipIndexData } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { remoteLeaveEntry, remoteMembership, remoteStrippedState, storeRemoteInvite, storeRemoteMembership } from '../../src/sync/remote-invites';

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rig, waitFor, type Rig } from '../runtime/harness';
 import type { ApiContext } from '../../src/api/context';
 import type { ActorClient } from '../../src/runtime/actor-client';
-import { shardOf } from '../../src/runtime/shards';
+import { shardOf } from '../../src/store/shards';
 import { userData } from '../../src/store/keys';
 import { ackToDevice, readToDevice } from '../../src/sync/to-device';
 import type { ToDeviceMessage, ToDeviceReply } from '../../actors/to-device';

@@ -4,10 +4,11 @@ import type { Front, Request } from '../../http/server';
 import { canonicalJson, utf8Length } from '../../protocol/json';
 import { userData } from '../../store/keys';
 import { requireUser } from './auth';
-import { askUser, clientRoute, jsonBody, requireSelf, userKey } from './accounts-common';
+import { askUser, clientRoute, jsonBody, requireSelf } from './accounts-common';
+import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
 import { validateFilter } from './filter-validation';
-import { pushRulesContent } from './push-rules';
+import { pushRulesContent } from '../../sync/push-rules';
 
 const PUSH_RULES_TYPE = 'm.push_rules';
 

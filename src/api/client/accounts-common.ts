@@ -6,7 +6,7 @@ import type { Front, Handler, Request } from '../../http/server';
 import { isStrictLocalpart, isValidUserId } from '../../protocol/identifiers';
 import { utf8Length, type JsonObject } from '../../protocol/json';
 import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
-import { shardOf } from '../../runtime/shards';
+import { userKey } from '../../store/shard-keys';
 import { decode } from '../../store/codec';
 import { userData } from '../../store/keys';
 import type { AccountRecord, UserMessage } from '../../../actors/user';
@@ -30,11 +30,6 @@ export async function askUser<R>(ctx: ApiContext, userId: string, body: UserMess
     if (e instanceof ActorTimeoutError) throw new MatrixError(504, 'M_UNKNOWN', 'The account service did not answer in time; try again');
     throw e;
   }
-}
-
-/** The key of one of a user's records, on the user's shard. */
-export function userKey(ctx: ApiContext, userId: string, name: string): string {
-  return ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user)).data(name);
 }
 
 /** A local account's record, or null when no such account was ever registered. */

@@ -5,130 +5,19 @@
  * racing for a name are ordered and only one wins, and one read of the record resolves the alias
  * (on a Redis Cluster too). The room keeps the set of its local aliases in its own shard; the
  * room actor maintains it (`alias_index`) when this front tells it, after the alias actor has
- * answered — eventually consistent, and idempotent. Aliases on other servers need a federation
- * directory query, which comes with federation.
+ * answered — eventually consistent, and idempotent (the alias store: src/rooms/aliases.ts).
+ * Aliases on other servers need a federation directory query, which comes with federation.
  */
-import { randomBytes } from 'node:crypto';
 import type { Front } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
-import { namedLevel, requiredEventLevel, userPowerLevel } from '../../protocol/power-levels';
-import { lookupFromStateMap, toPdu } from '../../protocol/pdu';
-import { requireRoomVersion } from '../../protocol/room-versions';
 import type { JsonObject } from '../../protocol/json';
-import { decode } from '../../store/codec';
-import { aliasData, roomData } from '../../store/keys';
-import type { AliasMessage, AliasRecord, AliasReply, AliasReserveReply } from '../../../actors/alias';
-import type { RoomMessage } from '../../rooms/model';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
-import { aliasShard, bodyObject, clientRoute, parseAlias, requireRoomId, roomShard } from './room-common';
-import { askRoomFamily } from '../../rooms/ask';
+import { bodyObject, clientRoute } from './room-common';
+import { parseAlias, requireRoomId } from '../../http/params';
+import type { AliasStore } from '../../rooms/aliases';
 import { historyVisibility } from '../../rooms/visibility';
-
-/** The front's view of aliases: reads of the records, and changes through the alias actors. */
-export class AliasStore {
-  constructor(private readonly ctx: ApiContext) {}
-
-  private key(alias: string): string {
-    return aliasShard(this.ctx, alias).data(aliasData.alias(alias));
-  }
-
-  async get(alias: string): Promise<AliasRecord | null> {
-    const blob = await this.ctx.redis.getBuffer(this.key(alias));
-    return blob ? decode<AliasRecord>(blob) : null;
-  }
-
-  /**
-   * Create the alias; a taken name (or one another createRoom holds) is refused with 409
-   * M_UNKNOWN (the alias actor's answer). `token`: the reservation this request holds.
-   */
-  async create(alias: string, roomId: string, creator: string, token?: string): Promise<void> {
-    await askRoomFamily<AliasReply>(this.ctx, 'alias', alias, { op: 'create', roomId, creator, ...(token !== undefined ? { token } : {}) } satisfies AliasMessage);
-    await this.index(roomId, alias, true);
-  }
-
-  /**
-   * Hold a free alias for a room about to be created (createRoom), for `ttlMs` at most; a taken
-   * or held name is refused with 409 M_UNKNOWN. Answers the token that binds it (`create`).
-   */
-  async reserve(alias: string, creator: string, ttlMs: number): Promise<string> {
-    const token = randomBytes(12).toString('base64url');
-    await askRoomFamily<AliasReserveReply>(this.ctx, 'alias', alias, { op: 'reserve', creator, token, ttlMs } satisfies AliasMessage);
-    return token;
-  }
-
-  /** End a hold (the room was not created). Best effort: a hold not released expires by itself. */
-  async release(alias: string, token: string): Promise<void> {
-    try {
-      await askRoomFamily<AliasReserveReply>(this.ctx, 'alias', alias, { op: 'release', token } satisfies AliasMessage);
-    } catch (e) {
-      this.ctx.log.warn({ alias, err: (e as Error).message }, 'alias: could not release a reservation; it expires by itself');
-    }
-  }
-
-  /**
-   * Delete the alias. `force`: the front found the requester may delete it even though they did
-   * not create it; `roomId`: the room that was checked in (the alias must still point at it).
-   */
-  async delete(alias: string, requester: string, opts: { force?: boolean; roomId?: string } = {}): Promise<AliasReply> {
-    const msg: AliasMessage = { op: 'delete', requester, ...(opts.force ? { force: true } : {}), ...(opts.roomId !== undefined ? { roomId: opts.roomId } : {}) };
-    const gone = await askRoomFamily<AliasReply>(this.ctx, 'alias', alias, msg);
-    await this.index(gone.room_id, alias, false);
-    return gone;
-  }
-
-  async ofRoom(roomId: string): Promise<string[]> {
-    return (await this.ctx.redis.smembers(roomShard(this.ctx, roomId).data(roomData.aliases(roomId)))).sort();
-  }
-
-  /**
-   * Tell the room to add or drop the alias in its alias set. Asked (not just told) so the
-   * client's next read sees it; if the room does not answer in time the command is still in
-   * its inbox and will be applied, so the alias change — already done — is not reported as failed.
-   */
-  private async index(roomId: string, alias: string, present: boolean): Promise<void> {
-    try {
-      await askRoomFamily(this.ctx, 'room', roomId, { op: 'alias_index', alias, present } satisfies RoomMessage);
-    } catch (e) {
-      if (!(e instanceof MatrixError)) throw e;
-      this.ctx.log.warn({ room_id: roomId, alias, present, err: e.message }, 'alias: the room has not confirmed its alias set yet');
-    }
-  }
-}
-
-/** Resolve `#alias:server` or pass a room id through. Unknown or remote aliases: 404. */
-export async function resolveRoomIdOrAlias(ctx: ApiContext, aliases: AliasStore, idOrAlias: string | undefined): Promise<string> {
-  if (idOrAlias?.startsWith('#')) {
-    const { alias, server } = parseAlias(idOrAlias);
-    if (server !== ctx.config.serverName) throw errors.notFound(`Room alias ${alias} is on another server; resolving it needs federation, which this server does not do yet`);
-    const rec = await aliases.get(alias);
-    if (!rec) throw errors.notFound(`Room alias ${alias} not found`);
-    return rec.r;
-  }
-  return requireRoomId(idOrAlias);
-}
-
-/** Power levels as of the room's current state: a user's level, and what an action or state event needs. */
-export async function currentPower(ctx: ApiContext, roomId: string): Promise<{ userLevel(userId: string): number; redact: number; stateLevel(type: string): number } | null> {
-  const meta = await ctx.rooms.meta(roomId);
-  if (!meta?.version) return null;
-  const version = requireRoomVersion(meta.version);
-  const ids = await ctx.rooms.currentStateIds(roomId);
-  const wanted = ['m.room.create\u0000', 'm.room.power_levels\u0000'].map((k) => ids.get(k)).filter((id): id is string => !!id);
-  const events = new Map((await ctx.rooms.events(roomId, wanted)).map((e) => [e.eventId, toPdu(e.event, version, e.eventId)]));
-  const st = lookupFromStateMap(ids, (id) => events.get(id));
-  return {
-    userLevel: (userId) => userPowerLevel(userId, st, version),
-    redact: namedLevel('redact', st, version),
-    stateLevel: (type) => requiredEventLevel(type, true, st, version),
-  };
-}
-
-/** Whether `userId` could send `type` as state in the room now. */
-export async function canSendState(ctx: ApiContext, roomId: string, userId: string, type: string): Promise<boolean> {
-  const power = await currentPower(ctx, roomId);
-  return !!power && power.userLevel(userId) >= power.stateLevel(type);
-}
+import { canSendState } from '../../rooms/power';
 
 export function registerAliasRoutes(front: Front, ctx: ApiContext, aliases: AliasStore): void {
   clientRoute(front, 'PUT', '/directory/room/:alias', async (req) => {

@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { MatrixError } from '../../http/errors';
 import type { Request } from '../../http/server';
 import { decode } from '../../store/codec';
-import { shardOf } from '../../runtime/shards';
+import { shardOf } from '../../store/shards';
 import { userData } from '../../store/keys';
 import type { ApiContext } from '../context';
 

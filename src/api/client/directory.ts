@@ -1,7 +1,7 @@
 /**
  * The published room directory (list_public_rooms.yaml): `GET/POST /publicRooms` and
  * `GET/PUT /directory/list/room/{roomId}`. Whether a room is published is the room's own flag,
- * set through its actor (`set_directory_visibility`, also sent by createRoom with
+ * set through its actor (`set_directory_visibility`, src/rooms/directory.ts; also sent by createRoom with
  * `visibility: public` and by room upgrades); the membership index reader keeps the server-wide
  * set of published rooms (`keys.publicRooms()`) from the rooms' outboxes, and reads use that
  * set. What the directory says about each room is computed from its current state when asked,
@@ -15,36 +15,10 @@ import { effectiveHistoryVisibility } from '../../protocol/history-visibility';
 import { splitStateKey } from '../../protocol/pdu';
 import { bearerToken, requireUser } from './auth';
 import type { ApiContext } from '../context';
-import { canSendState } from './aliases';
-import { bodyObject, clientRoute, requireRoomId } from './room-common';
-import { askRoomFamily } from '../../rooms/ask';
-import type { DirectoryVisibility, RoomMessage } from '../../rooms/model';
-
-/** How long a change waits for the published-rooms set to show it (read-your-writes). */
-const INDEX_WAIT_MS = 2000;
-const INDEX_POLL_MS = 5;
-
-/**
- * Publish rooms in the room directory or take them out, through their room actors, then wait
- * (boundedly) until the derived set of published rooms shows the change, so the client's next
- * read sees it. The set is written by the membership index reader only; if it is slow, the
- * change is still made and the set follows.
- */
-export async function setDirectoryVisibility(ctx: ApiContext, changes: [roomId: string, visibility: DirectoryVisibility][]): Promise<void> {
-  for (const [roomId, visibility] of changes) await askRoomFamily(ctx, 'room', roomId, { op: 'set_directory_visibility', visibility } satisfies RoomMessage);
-  const deadline = Date.now() + INDEX_WAIT_MS;
-  for (const [roomId, visibility] of changes) {
-    for (;;) {
-      const listed = (await ctx.redis.sismember(ctx.keys.publicRooms(), roomId)) === 1;
-      if (listed === (visibility === 'public')) break;
-      if (Date.now() >= deadline) {
-        ctx.log.warn({ room_id: roomId, visibility }, 'room directory: the published-rooms set has not caught up yet');
-        return;
-      }
-      await new Promise((r) => setTimeout(r, INDEX_POLL_MS));
-    }
-  }
-}
+import { canSendState } from '../../rooms/power';
+import { bodyObject, clientRoute } from './room-common';
+import { requireRoomId } from '../../http/params';
+import { setDirectoryVisibility } from '../../rooms/directory';
 
 /** What the directory shows of a room (PublishedRoomsChunk), from its current state. */
 export interface RoomSummary {

@@ -17,12 +17,14 @@ import { canonicalJson, isJsonObject, type JsonObject } from '../../protocol/jso
 import { errors, MatrixError } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
 import { servableToClients } from '../../store/room-reader';
-import { RECEIPT_TYPES, type ReceiptMessage, type ReceiptType } from '../../../actors/receipts';
+import type { ReceiptMessage } from '../../../actors/receipts';
+import { RECEIPT_TYPES, type ReceiptType } from '../../store/read-receipts';
 import type { TypingMessage } from '../../../actors/typing';
 import { requireUser, type Requester } from './auth';
 import { askUser } from './accounts-common';
 import type { ApiContext } from '../context';
-import { clientRoute, requireRoomId } from './room-common';
+import { clientRoute } from './room-common';
+import { requireRoomId } from '../../http/params';
 import { askRoomFamily } from '../../rooms/ask';
 
 const FULLY_READ = 'm.fully_read';

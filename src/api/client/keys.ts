@@ -20,7 +20,8 @@ import { parseSyncToken } from '../../sync/token';
 import { crossSigningPublicKey, RECHECK, type ClaimReply, type CrossSigningUsage, type KeysMessage, type SignaturesReply, type UploadReply } from '../../../actors/device-keys';
 import type { DeviceJson } from '../../../actors/user';
 import { requireUser, type Requester } from './auth';
-import { clientRoute, jsonBody, userKey } from './accounts-common';
+import { clientRoute, jsonBody } from './accounts-common';
+import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
 import { checkPasswordStage, requireUia } from './uia';
 

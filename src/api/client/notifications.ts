@@ -19,8 +19,9 @@ import { readFields, readPositions } from '../../store/read-receipts';
 import { roomData } from '../../store/keys';
 import type { NotificationDetails } from '../../readers/push-evaluator';
 import { requireUser } from './auth';
-import { clientRoute, userKey } from './accounts-common';
-import { formatEvents, roomShard } from './room-common';
+import { clientRoute } from './accounts-common';
+import { formatEvents } from '../../rooms/client-format';
+import { roomShard, userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
 
 const DEFAULT_LIMIT = 20;

@@ -11,7 +11,7 @@
 import { errors, MatrixError } from '../../http/errors';
 import type { Front } from '../../http/server';
 import { isJsonObject, utf8Length } from '../../protocol/json';
-import { shardOf } from '../../runtime/shards';
+import { shardOf } from '../../store/shards';
 import { userData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { MAX_STATUS_MSG, PING_EVERY_MS, PRESENCE_STATES, offlineRecord, presenceContent, type PresenceMessage, type PresenceRecord, type PresenceState } from '../../../actors/presence';

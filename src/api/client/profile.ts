@@ -11,23 +11,23 @@ import type { Front, Request } from '../../http/server';
 import { isValidUserId, serverOf } from '../../protocol/identifiers';
 import { userData } from '../../store/keys';
 import { requireUser } from './auth';
-import { askUser, clientRoute, jsonBody, readAccount, requireSelf, userKey } from './accounts-common';
+import { askUser, clientRoute, jsonBody, readAccount, requireSelf } from './accounts-common';
+import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
 import { MembershipIndex } from '../../readers/membership-index';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { sendEvent } from '../../rooms/ask';
 import { PROFILE_KEY } from '../../../actors/user';
+import { PROFILE_FIELDS, storedProfile, withProfile, type ProfileField } from '../../rooms/member-profile';
 
-const FIELDS = ['displayname', 'avatar_url'] as const;
-type Field = (typeof FIELDS)[number];
-const MAX_LENGTH: Record<Field, number> = { displayname: 256, avatar_url: 1000 };
+const MAX_LENGTH: Record<ProfileField, number> = { displayname: 256, avatar_url: 1000 };
 
 export function registerProfileRoutes(front: Front, ctx: ApiContext): void {
   const propagation = new ProfilePropagation(ctx);
   clientRoute(front, 'GET', '/profile/:userId', async (req) => {
     return { body: await readProfile(ctx, req) };
   });
-  for (const field of FIELDS) {
+  for (const field of PROFILE_FIELDS) {
     clientRoute(front, 'GET', `/profile/:userId/${field}`, async (req) => {
       const profile = await readProfile(ctx, req);
       if (profile[field] === undefined) throw errors.notFound(`This user has no ${field}`);
@@ -105,7 +105,7 @@ export async function localProfile(ctx: ApiContext, userId: string): Promise<Rec
   const stored = await ctx.redis.hgetall(userKey(ctx, userId, userData.profile(userId)));
   const profile: Record<string, JsonValue> = {};
   for (const [k, v] of Object.entries(stored)) {
-    if ((FIELDS as readonly string[]).includes(k)) profile[k] = v;
+    if ((PROFILE_FIELDS as readonly string[]).includes(k)) profile[k] = v;
     else {
       // Custom fields are stored as JSON text by the user actor.
       try {
@@ -116,24 +116,6 @@ export async function localProfile(ctx: ApiContext, userId: string): Promise<Rec
     }
   }
   return profile;
-}
-
-/** A local user's stored profile (no account checks). */
-export async function storedProfile(ctx: ApiContext, userId: string): Promise<Partial<Record<Field, string>>> {
-  const stored = await ctx.redis.hgetall(userKey(ctx, userId, userData.profile(userId)));
-  const profile: Partial<Record<Field, string>> = {};
-  for (const f of FIELDS) if (stored[f] !== undefined && stored[f] !== '') profile[f] = stored[f];
-  return profile;
-}
-
-/** Membership content with the profile fields set as in `profile` (absent ones removed). */
-export function withProfile(content: JsonObject, profile: Partial<Record<Field, string>>): JsonObject {
-  const out: JsonObject = { ...content };
-  for (const f of FIELDS) {
-    if (profile[f] !== undefined) out[f] = profile[f]!;
-    else delete out[f];
-  }
-  return out;
 }
 
 /**

@@ -4,9 +4,10 @@
  *
  * The user actor stores the user's own rules and their changes to server-default rules
  * (`userData.pushRules`, src/protocol/push-rules.ts) and emits an `m.push_rules` account data
- * change, so /sync sends the merged ruleset; fronts merge it with the defaults on every read, so
- * the defaults always are the server's current ones. `m.push_rules` cannot be written through the
- * account data API (account-data.ts answers 405): clients use these endpoints.
+ * change, so /sync sends the merged ruleset; fronts merge it with the defaults on every read
+ * (src/sync/push-rules.ts), so the defaults always are the server's current ones. `m.push_rules`
+ * cannot be written through the account data API (account-data.ts answers 405): clients use these
+ * endpoints.
  */
 import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
@@ -14,30 +15,16 @@ import {
   PushRuleError,
   findPushRule,
   isPushRuleKind,
-  mergePushRules,
   parseNewRule,
   validateActions,
   validateUserRuleId,
   type PushRule,
   type PushRuleKind,
-  type PushRuleset,
-  type StoredPushRules,
 } from '../../protocol/push-rules';
-import { userData } from '../../store/keys';
 import { requireUser } from './auth';
-import { askUser, clientRoute, jsonBody, userKey } from './accounts-common';
+import { askUser, clientRoute, jsonBody } from './accounts-common';
 import type { ApiContext } from '../context';
-
-/** A user's whole ruleset (their rules merged with the server-default ones). */
-export async function readPushRules(ctx: ApiContext, userId: string): Promise<PushRuleset> {
-  const json = await ctx.redis.get(userKey(ctx, userId, userData.pushRules(userId)));
-  return mergePushRules(userId, json === null ? null : (JSON.parse(json) as StoredPushRules));
-}
-
-/** The content of the `m.push_rules` account data (as Synapse serves it). */
-export async function pushRulesContent(ctx: ApiContext, userId: string): Promise<{ global: PushRuleset }> {
-  return { global: await readPushRules(ctx, userId) };
-}
+import { pushRulesContent, readPushRules } from '../../sync/push-rules';
 
 function ruleError(e: unknown): never {
   if (e instanceof PushRuleError) throw new MatrixError(e.status, e.errcode, e.message);

@@ -17,7 +17,10 @@ import { roomData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
-import { decodeToken, encodeToken, eventRoomId, formatEvents, requireRoomId, roomShard } from './room-common';
+import { decodeToken, encodeToken } from '../../rooms/pagination';
+import { eventRoomId, formatEvents } from '../../rooms/client-format';
+import { roomShard } from '../../store/shard-keys';
+import { requireRoomId } from '../../http/params';
 import { roomAccess, visibleEvents } from '../../rooms/visibility';
 
 const V1 = '/_matrix/client/v1';

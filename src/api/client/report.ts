@@ -15,7 +15,9 @@ import { servableToClients } from '../../store/room-reader';
 import { requireUser } from './auth';
 import { clientRoute, readAccount } from './accounts-common';
 import type { ApiContext } from '../context';
-import { bodyObject, eventRoomId, requireRoomId } from './room-common';
+import { bodyObject } from './room-common';
+import { eventRoomId } from '../../rooms/client-format';
+import { requireRoomId } from '../../http/params';
 
 export function registerReportRoutes(front: Front, ctx: ApiContext): void {
   const file = async (report: Report): Promise<void> => {

@@ -1,20 +1,19 @@
 /**
- * What the room endpoints share: routes under /v3 and /r0, asking the room actor with its
- * rejections turned into Matrix errors, id and body validation, who may read a room, pagination
- * tokens, event filters, and the client format of events.
+ * What the room endpoints share: routes under /v3 and /r0, the JSON body, event filters parsed
+ * from requests, and lazy-loaded members. What the workflows and /sync need too lives below the
+ * API: id checks (src/http/params.ts), filter matching, pagination and the client format of
+ * events (src/rooms/event-filter.ts, pagination.ts, client-format.ts).
  */
 import type { Front, Handler, Request } from '../../http/server';
 import type { Method } from '../../http/router';
 import { errors } from '../../http/errors';
 import { isJsonObject, parseStrictJson, type JsonObject, type JsonValue } from '../../protocol/json';
-import { compileGlob, type Glob } from '../../protocol/glob';
+import type { RoomEventFilter } from '../../rooms/event-filter';
 import { typePatternProblems } from './filter-validation';
-import { isValidServerName } from '../../protocol/identifiers';
 import { stateKeyOf } from '../../protocol/pdu';
-import { utf8Length } from '../../protocol/json';
 import { servableAsState, type RoomEvent } from '../../store/room-reader';
-import { roomData, userData } from '../../store/keys';
-import { shardOf } from '../../runtime/shards';
+import { userData } from '../../store/keys';
+import { shardOf } from '../../store/shards';
 import type { ApiContext } from '../context';
 
 export const CLIENT_PREFIXES = ['/_matrix/client/v3', '/_matrix/client/r0'] as const;
@@ -24,34 +23,6 @@ export function clientRoute(front: Front, method: Method, path: string, handler:
   for (const prefix of CLIENT_PREFIXES) front.route(method, `${prefix}${path}`, handler);
 }
 
-/** A client transaction key: idempotency is per user, device, endpoint and transaction id. */
-export function txnKey(endpoint: 'send' | 'redact', userId: string, deviceId: string, txnId: string): string {
-  return `${endpoint}\u0000${userId}\u0000${deviceId}\u0000${txnId}`;
-}
-
-function parseTxnKey(key: string): { userId: string; deviceId: string; txnId: string } | null {
-  const parts = key.split('\u0000');
-  if (parts.length < 4) return null;
-  return { userId: parts[1]!, deviceId: parts[2]!, txnId: parts.slice(3).join('\u0000') };
-}
-
-export function requireRoomId(s: string | undefined): string {
-  if (!s || !s.startsWith('!') || utf8Length(s) > 255) throw errors.invalidParam(`Not a room id: ${JSON.stringify(s ?? '')}`);
-  return s;
-}
-
-export function requireUserIdParam(s: unknown, field = 'user_id'): string {
-  if (typeof s !== 'string' || !/^@[^:]+:.+$/.test(s) || utf8Length(s) > 255) throw errors.badJson(`${field} must be a user id`);
-  return s;
-}
-
-/** `#localpart:server`, at most 255 bytes (appendices: room aliases). */
-export function parseAlias(s: string | undefined): { alias: string; server: string } {
-  const m = s ? /^#([^:]+):(.+)$/.exec(s) : null;
-  if (!s || !m || utf8Length(s) > 255 || !isValidServerName(m[2]!)) throw errors.invalidParam(`Not a room alias: ${JSON.stringify(s ?? '')}`);
-  return { alias: s, server: m[2]! };
-}
-
 /** The request body, which must be a JSON object. */
 export function bodyObject(req: Request): JsonObject {
   const v = req.json();
@@ -59,54 +30,7 @@ export function bodyObject(req: Request): JsonObject {
   return v;
 }
 
-/** Optional string field of a body. */
-export function optString(body: JsonObject, key: string): string | undefined {
-  const v = body[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string') throw errors.badJson(`${key} must be a string`);
-  return v;
-}
-
-/** The server-side home of an alias: the room-family shard it hashes to. */
-export function aliasShard(ctx: ApiContext, alias: string) {
-  return ctx.keys.shard('room', shardOf(alias, ctx.shardCounts.room));
-}
-
-export function roomShard(ctx: ApiContext, roomId: string) {
-  return ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room));
-}
-
-// ---- pagination tokens ---------------------------------------------------------------------
-
-/**
- * A room pagination token is `p<N>`: the gap after stream position N. Backwards from it come the
- * events at N and before; forwards, the events after N.
- */
-export function encodeToken(pos: number): string {
-  return `p${pos}`;
-}
-
-export function decodeToken(token: string, name: string): number {
-  // Positions of backfilled history are negative (below everything the room knew before).
-  const m = /^p(-?\d{1,15})$/.exec(token);
-  if (!m) throw errors.invalidParam(`Malformed ${name} token`);
-  return Number(m[1]);
-}
-
 // ---- event filters ---------------------------------------------------------------------
-
-export interface RoomEventFilter {
-  types?: string[];
-  not_types?: string[];
-  senders?: string[];
-  not_senders?: string[];
-  /** Rooms whose events pass (absent: all); `not_rooms` wins over it. */
-  rooms?: string[];
-  not_rooms?: string[];
-  contains_url?: boolean;
-  lazy_load_members?: boolean;
-  limit?: number;
-}
 
 /** An inline JSON RoomEventFilter from a query parameter (absent: match everything). */
 export function parseEventFilter(raw: string | undefined): RoomEventFilter {
@@ -177,81 +101,6 @@ export async function loadRoomEventFilter(ctx: ApiContext, userId: string, raw: 
   return f;
 }
 
-/** Whether a filter's `rooms` / `not_rooms` let this room's events through at all. */
-export function filterAllowsRoom(f: RoomEventFilter, roomId: string): boolean {
-  if (f.not_rooms?.includes(roomId)) return false;
-  return !f.rooms || f.rooms.includes(roomId);
-}
-
-/**
- * A filter's `types` / `not_types` as one test: literal entries in a set, entries with `*` (the
- * only wildcard the spec gives filters, case-sensitive) as globs matched in time linear in the
- * type (src/protocol/glob.ts; never a backtracking RegExp, which a pattern like
- * `*a*a*a*a*a*a*a*b` held for seconds). With globs, answers are remembered for a few dozen
- * types, as /sync asks about every state event of a room and a room has few distinct types.
- * Built on first use and kept with the filter object; filters are not changed once parsed.
- */
-const typeTests = new WeakMap<{ types?: string[]; not_types?: string[] }, (type: string) => boolean>();
-const TYPE_ANSWERS_MAX = 64;
-
-interface TypeListTest {
-  test: (type: string) => boolean;
-  hasGlobs: boolean;
-}
-
-function typeListTest(list: readonly string[]): TypeListTest {
-  const literals = new Set<string>();
-  const globs: Glob[] = [];
-  for (const p of list) {
-    if (p.includes('*')) globs.push(compileGlob(p, { wildcards: 'star' }));
-    else literals.add(p);
-  }
-  return { test: (type) => literals.has(type) || globs.some((g) => g.test(type)), hasGlobs: globs.length > 0 };
-}
-
-function typeTestOf(f: { types?: string[]; not_types?: string[] }): (type: string) => boolean {
-  let test = typeTests.get(f);
-  if (test) return test;
-  const include = f.types ? typeListTest(f.types) : null;
-  const exclude = f.not_types ? typeListTest(f.not_types) : null;
-  const decide = (type: string) => !(exclude?.test(type) ?? false) && (include?.test(type) ?? true);
-  if (include?.hasGlobs || exclude?.hasGlobs) {
-    const answers = new Map<string, boolean>();
-    test = (type) => {
-      let v = answers.get(type);
-      if (v === undefined) {
-        v = decide(type);
-        if (answers.size >= TYPE_ANSWERS_MAX) answers.delete(answers.keys().next().value!);
-        answers.set(type, v);
-      }
-      return v;
-    };
-  } else {
-    test = decide;
-  }
-  typeTests.set(f, test);
-  return test;
-}
-
-export function filterMatches(f: RoomEventFilter, event: JsonObject): boolean {
-  const type = String(event.type);
-  const sender = String(event.sender);
-  if ((f.types || f.not_types) && !typeTestOf(f)(type)) return false;
-  if (f.not_senders?.includes(sender)) return false;
-  if (f.senders && !f.senders.includes(sender)) return false;
-  if (f.contains_url !== undefined) {
-    const content = event.content;
-    const hasUrl = isJsonObject(content as JsonValue) && typeof (content as JsonObject).url === 'string';
-    if (hasUrl !== f.contains_url) return false;
-  }
-  return true;
-}
-
-/** Whether the filter's `types` / `not_types` let an event of this type through (the rest of the filter aside). */
-export function filterAllowsType(f: RoomEventFilter, type: string): boolean {
-  return !(f.types || f.not_types) || typeTestOf(f)(type);
-}
-
 /** For lazy-loading: the membership events of the senders of `events`, as of each event. */
 export async function lazyMemberState(ctx: ApiContext, roomId: string, events: RoomEvent[]): Promise<RoomEvent[]> {
   const ids = new Set<string>();
@@ -265,79 +114,4 @@ export async function lazyMemberState(ctx: ApiContext, roomId: string, events: R
     if (id) ids.add(id);
   }
   return (await ctx.rooms.events(roomId, [...ids])).filter(servableAsState);
-}
-
-// ---- the client format -------------------------------------------------------------------
-
-/** The room an event belongs to (v12 create events carry no room_id: the room id is derived from them). */
-export function eventRoomId(e: RoomEvent): string | null {
-  if (typeof e.event.room_id === 'string') return e.event.room_id;
-  if (e.event.type === 'm.room.create' && e.eventId.startsWith('$')) return `!${e.eventId.slice(1)}`;
-  return null;
-}
-
-/**
- * Events in the client format: the federation-only fields (auth_events, prev_events, hashes,
- * signatures, depth, origin, …) left out; `unsigned` with `age`, the sender's own device's
- * `transaction_id`, and `redacted_because` for redacted events. Redactions of v11+ rooms get a
- * top-level `redacts` as well, for clients that predate it moving into content.
- */
-export async function formatEvents(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null): Promise<JsonObject[]> {
-  if (events.length === 0) return [];
-  const own = events.filter((e) => viewer && e.event.sender === viewer.userId);
-  const txns = new Map<string, string>();
-  if (own.length && viewer) {
-    const keys = await ctx.redis.hmget(roomShard(ctx, roomId).data(roomData.eventTxns(roomId)), ...own.map((e) => e.eventId));
-    own.forEach((e, i) => {
-      const t = keys[i] ? parseTxnKey(keys[i]!) : null;
-      if (t && t.userId === viewer.userId && t.deviceId === viewer.deviceId) txns.set(e.eventId, t.txnId);
-    });
-  }
-  const redactionIds = [...new Set(events.map((e) => e.redactedBy).filter((id): id is string => !!id))];
-  const redactions = new Map((await ctx.rooms.events(roomId, redactionIds)).map((r) => [r.eventId, r]));
-  // State events say what they replaced (unsigned.replaces_state, prev_content, prev_sender), so
-  // clients can show "changed their name from …": the entry for the same key in the state before.
-  const replaced = new Map<string, string>();
-  for (const e of events) {
-    if (typeof e.event.state_key !== 'string' || typeof e.event.type !== 'string' || !e.stateBefore) continue;
-    const prev = (await ctx.rooms.snapshot(roomId, e.stateBefore)).get(stateKeyOf(e.event.type, e.event.state_key));
-    if (prev && prev !== e.eventId) replaced.set(e.eventId, prev);
-  }
-  const previous = new Map((await ctx.rooms.events(roomId, [...new Set(replaced.values())])).map((r) => [r.eventId, r]));
-  const now = Date.now();
-  return events.map((e) => {
-    const because = e.redactedBy ? redactions.get(e.redactedBy) : undefined;
-    const out = clientEvent(roomId, e, now, txns.get(e.eventId), because ? clientEvent(roomId, because, now, undefined, undefined) : undefined);
-    const prev = previous.get(replaced.get(e.eventId) ?? '');
-    if (prev) {
-      const unsigned = out.unsigned as JsonObject;
-      unsigned.replaces_state = prev.eventId;
-      unsigned.prev_content = isJsonObject(prev.event.content as JsonValue) ? prev.event.content! : {};
-      if (typeof prev.event.sender === 'string') unsigned.prev_sender = prev.event.sender;
-    }
-    return out;
-  });
-}
-
-export function clientEvent(roomId: string, e: RoomEvent, now: number, transactionId: string | undefined, redactedBecause: JsonObject | undefined): JsonObject {
-  const raw = e.event;
-  const out: JsonObject = {
-    content: isJsonObject(raw.content as JsonValue) ? raw.content! : {},
-    event_id: e.eventId,
-    origin_server_ts: typeof raw.origin_server_ts === 'number' ? raw.origin_server_ts : 0,
-    room_id: eventRoomId(e) ?? roomId,
-    sender: raw.sender ?? '',
-    type: raw.type ?? '',
-  };
-  if (typeof raw.state_key === 'string') out.state_key = raw.state_key;
-  if (raw.type === 'm.room.redaction') {
-    const inContent = isJsonObject(raw.content as JsonValue) ? (raw.content as JsonObject).redacts : undefined;
-    const redacts = typeof raw.redacts === 'string' ? raw.redacts : typeof inContent === 'string' ? inContent : undefined;
-    if (redacts) out.redacts = redacts;
-  }
-  const unsigned: JsonObject = { age: Math.max(0, now - (out.origin_server_ts as number)) };
-  if (transactionId !== undefined) unsigned.transaction_id = transactionId;
-  if (redactedBecause) unsigned.redacted_because = redactedBecause;
-  out.unsigned = unsigned;
-  return out;
 }

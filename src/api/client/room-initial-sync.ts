@@ -13,10 +13,12 @@ import { servableAsState } from '../../store/room-reader';
 import { userData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
-import { userKey } from './accounts-common';
+import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
-import { paginate } from './room-reads';
-import { clientRoute, encodeToken, formatEvents, requireRoomId } from './room-common';
+import { encodeToken, paginate } from '../../rooms/pagination';
+import { clientRoute } from './room-common';
+import { formatEvents } from '../../rooms/client-format';
+import { requireRoomId } from '../../http/params';
 import { roomAccess, visibleStateIds } from '../../rooms/visibility';
 
 const DEFAULT_LIMIT = 10;

@@ -11,7 +11,7 @@ import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
-import { shardOf } from '../../runtime/shards';
+import { shardOf } from '../../store/shards';
 import { userData } from '../../store/keys';
 import { currentVersion, type KeyBackupMessage, type KeyBackupReply } from '../../../actors/key-backup';
 import { requireUser } from './auth';

@@ -16,8 +16,12 @@ import type { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import { bundleAggregations } from './relations';
 import type { ApiContext } from '../context';
-import { clientRoute, decodeToken, encodeToken, eventRoomId, filterAllowsRoom, filterMatches, formatEvents, lazyMemberState, loadRoomEventFilter, requireRoomId, roomShard, type RoomEventFilter } from './room-common';
-import { roomAccess, visibleEvents, visibleStateIds } from '../../rooms/visibility';
+import { clientRoute, lazyMemberState, loadRoomEventFilter } from './room-common';
+import { decodeToken, encodeToken, paginate } from '../../rooms/pagination';
+import { eventRoomId, formatEvents } from '../../rooms/client-format';
+import { roomShard } from '../../store/shard-keys';
+import { requireRoomId } from '../../http/params';
+import { roomAccess, visibleStateIds } from '../../rooms/visibility';
 
 const MAX_LIMIT = 1000;
 
@@ -189,53 +193,4 @@ function parseLimit(raw: string | undefined, fallback: number): number {
   if (raw === undefined || raw === '') return fallback;
   if (!/^\d{1,9}$/.test(raw)) throw errors.invalidParam('limit must be a non-negative integer');
   return Math.min(Number(raw), MAX_LIMIT);
-}
-
-/**
- * Up to `limit` events from the gap `from` in direction `dir`, stopping at the gap `to`, skipping
- * events the filter or history visibility leave out. `end` is the gap after the last event
- * scanned, or null when the timeline (or `to`) is reached.
- */
-export async function paginate(ctx: ApiContext, roomId: string, userId: string, dir: 'b' | 'f', from: number, to: number | null, limit: number, filter: RoomEventFilter): Promise<{ events: RoomEvent[]; end: number | null }> {
-  const out: RoomEvent[] = [];
-  if (limit <= 0) return { events: out, end: from };
-  // A filter that leaves this room out lets none of its events through: nothing to scan.
-  if (!filterAllowsRoom(filter, roomId)) return { events: out, end: null };
-  // RoomReader.timeline takes an exclusive position: backwards from gap g starts below g + 1.
-  let cursor: number | null = dir === 'b' ? from + 1 : from;
-  let end: number | null = from;
-  while (out.length < limit) {
-    const page = await ctx.rooms.timeline(roomId, dir, cursor, Math.max(limit - out.length, 20));
-    let events = page.events;
-    let reachedTo = false;
-    if (to !== null) {
-      const within = events.filter((e) => (dir === 'b' ? e.pos > to : e.pos <= to));
-      reachedTo = within.length < events.length;
-      events = within;
-    }
-    const matching = events.filter((e) => filterMatches(filter, e.event));
-    const visible = await visibleEvents(ctx, roomId, userId, matching);
-    let scannedTo: number | null = null;
-    for (const e of events) {
-      scannedTo = e.pos;
-      if (visible.includes(e)) {
-        out.push(e);
-        if (out.length === limit) break;
-      }
-    }
-    const exhausted = reachedTo || page.next === null;
-    if (scannedTo !== null) end = dir === 'b' ? scannedTo - 1 : scannedTo;
-    const lastOfPage = events[events.length - 1];
-    if (out.length === limit) {
-      // Stopped inside the page: more may follow unless this was the very end.
-      if (exhausted && scannedTo === lastOfPage?.pos) end = null;
-      break;
-    }
-    if (exhausted) {
-      end = null;
-      break;
-    }
-    cursor = page.next;
-  }
-  return { events: out, end };
 }

@@ -15,7 +15,7 @@ import { MatrixError } from '../../http/errors';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { requireUser, type Requester } from './auth';
 import type { ApiContext } from '../context';
-import { AliasStore, resolveRoomIdOrAlias } from './aliases';
+import { AliasStore, resolveRoomIdOrAlias } from '../../rooms/aliases';
 import { summary } from './space-hierarchy';
 
 const OPEN_RULES = new Set(['public', 'knock', 'knock_restricted']);

@@ -8,9 +8,10 @@ import { getRoomVersion } from '../../protocol/room-versions';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
-import { AliasStore } from './aliases';
+import { AliasStore } from '../../rooms/aliases';
 import { upgradeRoom } from '../../rooms/upgrade';
-import { bodyObject, clientRoute, requireRoomId, requireUserIdParam } from './room-common';
+import { bodyObject, clientRoute } from './room-common';
+import { requireRoomId, requireUserIdParam } from '../../http/params';
 
 export function registerRoomUpgradeRoutes(front: Front, ctx: ApiContext): void {
   const index = new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user);

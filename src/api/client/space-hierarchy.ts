@@ -16,7 +16,7 @@ import { effectiveHistoryVisibility } from '../../protocol/history-visibility';
 import { servableToClients, type RoomEvent } from '../../store/room-reader';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
-import { requireRoomId } from './room-common';
+import { requireRoomId } from '../../http/params';
 
 const DEFAULT_LIMIT = 50;
 const MAX_LIMIT = 100;

@@ -9,9 +9,10 @@ import type { Front } from '../../http/server';
 import { isJsonObject, utf8Length, type JsonValue } from '../../protocol/json';
 import { userData } from '../../store/keys';
 import { requireUser } from './auth';
-import { askUser, clientRoute, requireSelf, userKey } from './accounts-common';
+import { askUser, clientRoute, requireSelf } from './accounts-common';
+import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
-import { requireRoomId } from './room-common';
+import { requireRoomId } from '../../http/params';
 
 export function registerTagRoutes(front: Front, ctx: ApiContext): void {
   clientRoute(front, 'GET', '/user/:userId/rooms/:roomId/tags', async (req) => {

@@ -14,7 +14,7 @@ import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import { readAccount } from './accounts-common';
 import type { ApiContext } from '../context';
-import { storedProfile } from './profile';
+import { storedProfile } from '../../rooms/member-profile';
 import { bodyObject, clientRoute } from './room-common';
 
 const DEFAULT_LIMIT = 10;

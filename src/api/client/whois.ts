@@ -11,7 +11,8 @@ import { isValidUserId, serverOf } from '../../protocol/identifiers';
 import { userData } from '../../store/keys';
 import type { DeviceJson } from '../../../actors/user';
 import { requireUser } from './auth';
-import { clientRoute, readAccount, userKey } from './accounts-common';
+import { clientRoute, readAccount } from './accounts-common';
+import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
 
 export function registerWhoisRoutes(front: Front, ctx: ApiContext): void {

@@ -6,7 +6,7 @@
  * `M_INCOMPATIBLE_ROOM_VERSION` with `room_version`; the join must pass the authorization rules
  * against the room's current state (403 `M_FORBIDDEN`: banned, invite-only without an invite…).
  * In a restricted room, a local member with the power to invite is named in
- * `join_authorised_via_users_server` (chosen as for local joins: src/api/client/restricted-joins.ts),
+ * `join_authorised_via_users_server` (chosen as for local joins: src/rooms/restricted-joins.ts),
  * and this server co-signs the join in send_join. The answer is `{ room_version, event }`: an
  * unsigned template on the room's current forward extremities (src/rooms/remote-join.ts).
  */
@@ -15,7 +15,7 @@ import type { Front, Request } from '../../http/server';
 import { requireMembershipRoom } from '../../federation/inbound/membership';
 import { membershipTemplate } from '../../rooms/remote-join';
 import type { JsonObject } from '../../protocol/json';
-import { restrictedJoinAuthoriser } from '../client/restricted-joins';
+import { restrictedJoinAuthoriser } from '../../rooms/restricted-joins';
 import { federationRoute, type FederationCaller } from './auth';
 import type { FederationContext } from './context';
 

@@ -7,7 +7,7 @@
 import { MatrixError, errors } from '../../http/errors';
 import type { Front } from '../../http/server';
 import { serversInRoom } from '../../rooms/remote-join';
-import { AliasStore } from '../client/aliases';
+import { AliasStore } from '../../rooms/aliases';
 import { federationRoute } from './auth';
 import type { FederationContext } from './context';
 

@@ -7,7 +7,7 @@
  */
 import { errors } from '../../http/errors';
 import type { Front } from '../../http/server';
-import { shardOf } from '../../runtime/shards';
+import { shardOf } from '../../store/shards';
 import { roomData } from '../../store/keys';
 import { requireServerAccess } from '../../federation/inbound/room-access';
 import { eventsForServer } from '../../federation/inbound/server-reads';

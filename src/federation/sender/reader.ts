@@ -31,7 +31,7 @@ import { OutboxGroupReader } from '../../readers/outbox-group-reader';
 import type { RoomOutput } from '../../rooms/model';
 import { ActorClient } from '../../runtime/actor-client';
 import type { OutboxEntry } from '../../runtime/envelope';
-import type { Family } from '../../runtime/shards';
+import type { Family } from '../../store/shards';
 import { decode } from '../../store/codec';
 import { FEDERATION_SENDER_GROUP, roomData, type KeySpace } from '../../store/keys';
 import type { RedisClient } from '../../store/redis';

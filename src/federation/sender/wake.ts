@@ -11,7 +11,7 @@
 import type { Logger } from 'pino';
 import { DESTINATION_KIND, type DestinationMessage } from '../../../actors/destination';
 import type { ActorClient } from '../../runtime/actor-client';
-import { shardOf, type Family } from '../../runtime/shards';
+import { shardOf, type Family } from '../../store/shards';
 import { destinationData, type KeySpace } from '../../store/keys';
 import type { RedisClient } from '../../store/redis';
 

@@ -4,12 +4,12 @@
  * this body, e.g. a non-string `room_version`), so a bad request never leaves a half-made room
  * behind. Pure: no I/O; whether an alias is free is asked by the caller.
  */
-import { MatrixError, errors } from '../../http/errors';
-import { isValidUserId } from '../../protocol/identifiers';
-import { isJsonObject, utf8Length, type JsonObject, type JsonValue } from '../../protocol/json';
-import { parsePowerLevel } from '../../protocol/power-levels';
-import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions';
-import { optString } from './room-common';
+import { MatrixError, errors } from '../http/errors';
+import { isValidUserId } from '../protocol/identifiers';
+import { isJsonObject, utf8Length, type JsonObject, type JsonValue } from '../protocol/json';
+import { parsePowerLevel } from '../protocol/power-levels';
+import { getRoomVersion, type RoomVersion } from '../protocol/room-versions';
+import { optString } from '../http/params';
 
 export type Preset = 'private_chat' | 'trusted_private_chat' | 'public_chat';
 

@@ -1,5 +1,5 @@
 /**
- * Restricted joins from the client API (room versions 8+: join rule `restricted`, 10+:
+ * Restricted joins (room versions 8+: join rule `restricted`, 10+:
  * `knock_restricted`). A user who is not invited may join when they are joined to one of the
  * rooms the join rules' `allow` list names; the resident server vouches for that by naming, in
  * the join's `join_authorised_via_users_server`, one of its users who could invite them — the
@@ -10,13 +10,13 @@
  * Allowed rooms on other servers can only count once federation brings their state here; today
  * a membership in a room this server does not have is not seen.
  */
-import { MatrixError } from '../../http/errors';
-import { namedLevel, userPowerLevel } from '../../protocol/power-levels';
-import { lookupFromStateMap, toPdu } from '../../protocol/pdu';
-import { serverOf } from '../../protocol/identifiers';
-import { requireRoomVersion } from '../../protocol/room-versions';
-import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
-import type { ApiContext } from '../context';
+import { MatrixError } from '../http/errors';
+import { namedLevel, userPowerLevel } from '../protocol/power-levels';
+import { lookupFromStateMap, toPdu } from '../protocol/pdu';
+import { serverOf } from '../protocol/identifiers';
+import { requireRoomVersion } from '../protocol/room-versions';
+import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
+import type { ApiContext } from '../api/context';
 
 /**
  * The user to name in `join_authorised_via_users_server` for `userId` joining `roomId`, or null
