@@ -64,9 +64,12 @@ export type RoomMessage =
    * Events built by other servers (federation /send, backfill, auth chains): checked in the
    * spec's order (src/rooms/ingest.ts). `outlier` stores them without placing them in the room's
    * history (auth chains and state fetched for a join). Ordered so each event comes after the
-   * events it references.
+   * events it references. `ownJoin`: the id of our own user's join that a resident server
+   * answered send_join for (a join over federation); it is not soft-failed against this room's
+   * current state, which is stale when we had left the room (a ban lifted since, say, never
+   * reached us: the resident no longer sent us the room's events).
    */
-  | { op: 'ingest'; pdus: JsonObject[]; keys: RemoteKeys; outlier?: boolean; state?: SuppliedState }
+  | { op: 'ingest'; pdus: JsonObject[]; keys: RemoteKeys; outlier?: boolean; state?: SuppliedState; ownJoin?: string }
   /**
    * History older than what the room knows, as a federation /backfill response brings it (any
    * order; newest first is fine), with the state for its oldest events (see `decideRemote`).
