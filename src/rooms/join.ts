@@ -61,7 +61,19 @@ export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: Memb
     }
   }
   // Restricted rooms: this server vouches for members of an allowed room (restricted-joins.ts).
-  const authoriser = await restrictedJoinAuthoriser(ctx, roomId, userId);
+  let authoriser: string | null;
+  try {
+    authoriser = await restrictedJoinAuthoriser(ctx, roomId, userId);
+  } catch (e) {
+    // None of our members may invite there, but a member of another server in the room may: the
+    // join goes through them (make_join/send_join), as the spec's restricted rooms suggest.
+    if (!(e instanceof MatrixError && e.errcode === 'M_UNABLE_TO_GRANT_JOIN' && fed)) throw e;
+    const residents = [...(await ctx.rooms.members(roomId, 'join')).keys()].map((u) => serverOf(u));
+    const candidates = candidateServers(ctx.config.serverName, [via, aliasServers, residents]);
+    if (!candidates.length) throw e;
+    await joinRemoteRoom(ctx, fed, index, userId, roomId, candidates, await withLocalProfile(ctx, userId, content));
+    return roomId;
+  }
   if (authoriser) content.join_authorised_via_users_server = authoriser;
   await sendLocalMembership(ctx, index, roomId, userId, userId, content);
   return roomId;
