@@ -19,6 +19,7 @@ import { KeySpace } from '../../src/store/keys';
 import { RoomReader } from '../../src/store/room-reader';
 import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
 import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
+import { SigningPeer } from './signing-peer';
 
 const install = synapseInstallation();
 const skip = !install.ok && !process.env.CI;
@@ -156,4 +157,73 @@ describe.skipIf(skip)(`restricted rooms between Axon and Synapse ${SYNAPSE_VERSI
       });
     });
   }
+
+  describe('allowed rooms on the other server (room version 10)', () => {
+    it("an Axon room restricted to a Synapse space Axon is not in: Axon's make_join answers M_UNABLE_TO_AUTHORISE_JOIN; once an Axon user is in the space, the Synapse member joins", async () => {
+      const sp = await s.call(bob, 'POST', '/createRoom', { preset: 'public_chat', name: 'Synapse space for an Axon room', room_version: '10', creation_content: { type: 'm.space' } });
+      expect(sp.status, JSON.stringify(sp.body)).toBe(200);
+      const space = sp.body.room_id as string;
+      const r = await clients.call(alice, 'POST', '/createRoom', { preset: 'private_chat', name: 'Axon room, Synapse space', room_version: '10', initial_state: [restrictedTo(space)] });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      const room = r.body.room_id as string;
+      // Axon is in no room of the allow list: it cannot tell whether a remote user is in the
+      // space, and says so with the spec's errcode (asked by a third server, to read the answer)…
+      const peer = await SigningPeer.start('127.0.0.81', pair.ca);
+      try {
+        const made = await peer.request(pair.axon, 'GET', `/_matrix/federation/v1/make_join/${enc(room)}/${enc(`@zed:${peer.serverName}`)}?ver=10`);
+        expect(made.status, made.text).toBe(400);
+        expect(made.body.errcode).toBe('M_UNABLE_TO_AUTHORISE_JOIN');
+      } finally {
+        await peer.close();
+      }
+      // …which Synapse takes as "try another server"; there is none, so Bob's join fails there.
+      const unknown = await s.call(bob, 'POST', `/join/${enc(room)}?server_name=${enc(pair.axon.serverName)}`, {});
+      expect(unknown.status, JSON.stringify(unknown.body)).not.toBe(200);
+      expect(unknown.body.errcode).toBeTruthy();
+      // Alice joins the Synapse space: Axon now has its members, Bob among them.
+      expect((await clients.call(alice, 'POST', `/join/${enc(space)}?via=${enc(s.serverName)}`, {})).status).toBe(200);
+      const joined = await s.call(bob, 'POST', `/join/${enc(room)}?server_name=${enc(pair.axon.serverName)}`, {});
+      expect(joined.status, JSON.stringify(joined.body)).toBe(200);
+      const member = await eventually(() => clients.call(alice, 'GET', `/rooms/${enc(room)}/state/m.room.member/${enc(bob.userId)}`), (x) => x.body.membership === 'join', 30_000);
+      expect(member.body.join_authorised_via_users_server).toBe(alice.userId);
+      // Carol is not in the space, and Axon now knows it: 403.
+      const refused = await s.call(carol, 'POST', `/join/${enc(room)}?server_name=${enc(pair.axon.serverName)}`, {});
+      expect(refused.status, JSON.stringify(refused.body)).toBe(403);
+    });
+
+    it('a Synapse room restricted to an Axon space, with an Axon member: an Axon user of the space joins through Synapse when no Axon member may invite, and through Axon once one may', async () => {
+      const sp = await clients.call(alice, 'POST', '/createRoom', { preset: 'public_chat', name: 'Axon space for a Synapse room', room_version: '10', creation_content: { type: 'm.space' } });
+      expect(sp.status, JSON.stringify(sp.body)).toBe(200);
+      const space = sp.body.room_id as string;
+      // Bob joins the Axon space, so Synapse knows its members.
+      expect((await s.call(bob, 'POST', `/join/${enc(space)}?server_name=${enc(pair.axon.serverName)}`, {})).status).toBe(200);
+      const r = await s.call(bob, 'POST', '/createRoom', { preset: 'private_chat', name: 'Synapse room, Axon space', room_version: '10', initial_state: [restrictedTo(space)], power_level_content_override: { invite: 50 } });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      const room = r.body.room_id as string;
+      expect((await clients.call(alice, 'POST', `/join/${enc(room)}?via=${enc(s.serverName)}`, {})).status).toBe(200);
+      await eventually(() => s.call(bob, 'GET', `/rooms/${enc(room)}/joined_members`), (x) => alice.userId in (x.body.joined ?? {}), 30_000);
+
+      // Dave joins the Axon space; Alice, the only Axon member of the room, may not invite there.
+      expect((await clients.call(dave, 'POST', `/join/${enc(space)}`, {})).status).toBe(200);
+      await eventually(() => s.call(bob, 'GET', `/rooms/${enc(space)}/joined_members`), (x) => dave.userId in (x.body.joined ?? {}), 30_000);
+      const viaSynapse = await clients.call(dave, 'POST', `/join/${enc(room)}`, {});
+      expect(viaSynapse.status, JSON.stringify(viaSynapse.body)).toBe(200);
+      const daveJoin = await eventually(() => s.call(bob, 'GET', `/rooms/${enc(room)}/state/m.room.member/${enc(dave.userId)}`), (x) => x.body.membership === 'join', 30_000);
+      expect(daveJoin.body.join_authorised_via_users_server).toBe(bob.userId);
+
+      // With the power to invite, Alice vouches for Axon's own users: Erin's join is made on Axon.
+      const levels = await s.call(bob, 'GET', `/rooms/${enc(room)}/state/m.room.power_levels/`);
+      expect((await s.call(bob, 'PUT', `/rooms/${enc(room)}/state/m.room.power_levels/`, { ...levels.body, users: { ...levels.body.users, [alice.userId]: 50 } })).status).toBe(200);
+      await eventually(() => clients.call(alice, 'GET', `/rooms/${enc(room)}/state/m.room.power_levels/`), (x) => x.body.users?.[alice.userId] === 50, 30_000);
+      const erin = await clients.mint('erin');
+      expect((await clients.call(erin, 'POST', `/join/${enc(space)}`, {})).status).toBe(200);
+      await eventually(() => s.call(bob, 'GET', `/rooms/${enc(space)}/joined_members`), (x) => erin.userId in (x.body.joined ?? {}), 30_000);
+      const started = performance.now();
+      const viaAxon = await clients.call(erin, 'POST', `/join/${enc(room)}`, {});
+      expect(viaAxon.status, JSON.stringify(viaAxon.body)).toBe(200);
+      const erinJoin = await eventually(() => s.call(bob, 'GET', `/rooms/${enc(room)}/state/m.room.member/${enc(erin.userId)}`), (x) => x.body.membership === 'join', 30_000);
+      figures.push(`v10: Axon-authorised join in a Synapse room seen on Synapse in ${Math.round(performance.now() - started)} ms`);
+      expect(erinJoin.body.join_authorised_via_users_server).toBe(alice.userId);
+    });
+  });
 });
