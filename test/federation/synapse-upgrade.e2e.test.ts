@@ -159,4 +159,69 @@ describe.skipIf(skip)(`room upgrades between Axon and Synapse ${SYNAPSE_VERSION}
       await crossMessage(newRoom, 'axon');
     });
   });
+
+  describe('upgrades by a member of the other server, to room version 12', () => {
+    it('a Synapse admin of an Axon room upgrades it: Synapse builds the v12 replacement, the tombstone reaches Axon, the Axon user follows it', async () => {
+      const created = await clients.call(alice, 'POST', '/createRoom', { preset: 'public_chat', name: 'Axon room, Synapse upgrader', room_version: '10' });
+      expect(created.status, JSON.stringify(created.body)).toBe(200);
+      const oldRoom = created.body.room_id as string;
+      expect((await s.call(bob, 'POST', `/join/${enc(oldRoom)}?server_name=${enc(pair.axon.serverName)}`, {})).status).toBe(200);
+      await eventually(() => clients.call(alice, 'GET', `/rooms/${enc(oldRoom)}/joined_members`), (r) => bob.userId in (r.body.joined ?? {}), 30_000);
+      const levels = await clients.call(alice, 'GET', `/rooms/${enc(oldRoom)}/state/m.room.power_levels/`);
+      expect((await clients.call(alice, 'PUT', `/rooms/${enc(oldRoom)}/state/m.room.power_levels/`, { ...levels.body, users: { ...levels.body.users, [bob.userId]: 100 } })).status).toBe(200);
+      await eventually(() => s.call(bob, 'GET', `/rooms/${enc(oldRoom)}/state/m.room.power_levels/`), (r) => r.body.users?.[bob.userId] === 100, 30_000);
+
+      const started = performance.now();
+      const upgraded = await s.call(bob, 'POST', `/rooms/${enc(oldRoom)}/upgrade`, { new_version: '12' });
+      expect(upgraded.status, JSON.stringify(upgraded.body)).toBe(200);
+      const newRoom = upgraded.body.replacement_room as string;
+      const tombstone = await eventually(() => clients.call(alice, 'GET', `/rooms/${enc(oldRoom)}/state/m.room.tombstone/`), (r) => r.status === 200, 30_000);
+      expect(tombstone.body.replacement_room, JSON.stringify(tombstone.body)).toBe(newRoom);
+      figures.push(`Synapse upgrade of an Axon room (v12): tombstone on Axon ${Math.round(performance.now() - started)} ms after /upgrade was called`);
+      const joinStarted = performance.now();
+      const joined = await clients.call(alice, 'POST', `/join/${enc(newRoom)}?via=${enc(s.serverName)}`, {});
+      expect(joined.status, JSON.stringify(joined.body)).toBe(200);
+      figures.push(`Axon user joined the v12 replacement on Synapse in ${Math.round(performance.now() - joinStarted)} ms`);
+      const create = await clients.call(alice, 'GET', `/rooms/${enc(newRoom)}/state/m.room.create/`);
+      expect(create.body).toMatchObject({ room_version: '12', predecessor: { room_id: oldRoom } });
+      // Alice was an admin of the old room: Synapse copied her power level into the new room.
+      const newLevels = await clients.call(alice, 'GET', `/rooms/${enc(newRoom)}/state/m.room.power_levels/`);
+      expect(newLevels.body.users?.[alice.userId]).toBe(100);
+      await crossMessage(newRoom, 'axon');
+      await crossMessage(newRoom, 'synapse');
+    });
+
+    it('an Axon admin of a Synapse room upgrades it: Axon builds the v12 replacement, the tombstone reaches Synapse, the Synapse user follows it', async () => {
+      const created = await s.call(bob, 'POST', '/createRoom', { preset: 'public_chat', name: 'Synapse room, Axon upgrader', room_version: '10' });
+      expect(created.status, JSON.stringify(created.body)).toBe(200);
+      const oldRoom = created.body.room_id as string;
+      expect((await clients.call(alice, 'POST', `/join/${enc(oldRoom)}?via=${enc(s.serverName)}`, {})).status).toBe(200);
+      await eventually(() => s.call(bob, 'GET', `/rooms/${enc(oldRoom)}/joined_members`), (r) => alice.userId in (r.body.joined ?? {}), 30_000);
+      const levels = await s.call(bob, 'GET', `/rooms/${enc(oldRoom)}/state/m.room.power_levels/`);
+      expect((await s.call(bob, 'PUT', `/rooms/${enc(oldRoom)}/state/m.room.power_levels/`, { ...levels.body, users: { ...levels.body.users, [alice.userId]: 100 } })).status).toBe(200);
+      await eventually(() => clients.call(alice, 'GET', `/rooms/${enc(oldRoom)}/state/m.room.power_levels/`), (r) => r.body.users?.[alice.userId] === 100, 30_000);
+
+      const started = performance.now();
+      const upgraded = await clients.call(alice, 'POST', `/rooms/${enc(oldRoom)}/upgrade`, { new_version: '12' });
+      expect(upgraded.status, JSON.stringify(upgraded.body)).toBe(200);
+      const newRoom = upgraded.body.replacement_room as string;
+      const tombstone = await eventually(() => s.call(bob, 'GET', `/rooms/${enc(oldRoom)}/state/m.room.tombstone/`), (r) => r.status === 200, 30_000);
+      expect(tombstone.body.replacement_room, JSON.stringify(tombstone.body)).toBe(newRoom);
+      figures.push(`Axon upgrade of a Synapse room (v12): tombstone on Synapse ${Math.round(performance.now() - started)} ms after /upgrade was called`);
+      const joinStarted = performance.now();
+      const joined = await s.call(bob, 'POST', `/join/${enc(newRoom)}?server_name=${enc(pair.axon.serverName)}`, {});
+      expect(joined.status, JSON.stringify(joined.body)).toBe(200);
+      figures.push(`Synapse user joined the v12 replacement on Axon in ${Math.round(performance.now() - joinStarted)} ms`);
+      const create = await s.call(bob, 'GET', `/rooms/${enc(newRoom)}/state/m.room.create/`);
+      expect(create.body).toMatchObject({ room_version: '12', predecessor: { room_id: oldRoom } });
+      // Bob created the old room (100 there): the copied power levels keep him at 100 in the new one.
+      const newLevels = await s.call(bob, 'GET', `/rooms/${enc(newRoom)}/state/m.room.power_levels/`);
+      expect(newLevels.body.users?.[bob.userId]).toBe(100);
+      // The old room on Synapse went quiet for ordinary members (Axon raised events_default there).
+      const oldLevels = await eventually(() => s.call(bob, 'GET', `/rooms/${enc(oldRoom)}/state/m.room.power_levels/`), (r) => r.body.events_default >= 50, 30_000);
+      expect(oldLevels.body.events_default).toBeGreaterThanOrEqual(50);
+      await crossMessage(newRoom, 'synapse');
+      await crossMessage(newRoom, 'axon');
+    });
+  });
 });
