@@ -140,6 +140,28 @@ describe.skipIf(skip)(`kicks and bans between Axon and Synapse ${SYNAPSE_VERSION
       const onSynapse = await eventually(() => s.call(bob, 'GET', `/rooms/${enc(roomId)}/joined_members`), (r) => r.status === 200 && bob.userId in (r.body.joined ?? {}), 30_000);
       expect(Object.keys(onSynapse.body.joined).sort()).toEqual([alice.userId, bob.userId].sort());
     });
+
+    it('given the power to kick, the Synapse user kicks an Axon user from the Synapse side', async () => {
+      const dave = await clients.mint('dave');
+      expect((await clients.call(dave, 'POST', `/rooms/${enc(roomId)}/join`, {})).status).toBe(200);
+      const levels = await clients.call(alice, 'GET', `/rooms/${enc(roomId)}/state/m.room.power_levels/`);
+      expect((await clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/state/m.room.power_levels/`, { ...levels.body, users: { ...levels.body.users, [bob.userId]: 50 } })).status).toBe(200);
+      await eventually(() => s.call(bob, 'GET', `/rooms/${enc(roomId)}/joined_members`), (r) => dave.userId in (r.body.joined ?? {}), 30_000);
+      await eventually(() => s.call(bob, 'GET', `/rooms/${enc(roomId)}/state/m.room.power_levels/`), (r) => r.body.users?.[bob.userId] === 50, 30_000);
+      const before = await clients.call(dave, 'GET', '/sync?timeout=0');
+      expect(before.body.rooms?.join?.[roomId]).toBeTruthy();
+      const started = performance.now();
+      const kicked = await s.call(bob, 'POST', `/rooms/${enc(roomId)}/kick`, { user_id: dave.userId, reason: 'from afar' });
+      expect(kicked.status, JSON.stringify(kicked.body)).toBe(200);
+      const sync = await eventually(() => clients.call(dave, 'GET', `/sync?timeout=0&since=${enc(before.body.next_batch)}`), (r) => !!r.body.rooms?.leave?.[roomId], 30_000);
+      figures.push(`Synapse user's kick of an Axon user in an Axon room seen in the kicked user's /sync: ${Math.round(performance.now() - started)} ms`);
+      const kick = (sync.body.rooms?.leave?.[roomId]?.timeline?.events ?? []).find((e: Json) => e.type === 'm.room.member' && e.state_key === dave.userId);
+      expect(kick, JSON.stringify(sync.body.rooms ?? {})).toMatchObject({ sender: bob.userId, content: { membership: 'leave', reason: 'from afar' } });
+      expect((await clients.call(dave, 'GET', '/joined_rooms')).body.joined_rooms).not.toContain(roomId);
+      // The kicked user may no longer post; the room goes on for the others.
+      const refused = await clients.call(dave, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'still here?' });
+      expect(refused.status, JSON.stringify(refused.body)).toBe(403);
+    });
   });
 
   describe('in a Synapse room, the Synapse admin moderates the Axon user', () => {
@@ -171,6 +193,9 @@ describe.skipIf(skip)(`kicks and bans between Axon and Synapse ${SYNAPSE_VERSION
       expect(left, JSON.stringify(sync.body.rooms ?? {})).toBeTruthy();
       const kick = (left.timeline.events as Json[]).find((e) => e.type === 'm.room.member' && e.state_key === alice.userId);
       expect(kick).toMatchObject({ sender: bob.userId, content: { membership: 'leave', reason: 'off topic' } });
+      expect((await clients.call(alice, 'GET', '/joined_rooms')).body.joined_rooms).not.toContain(roomId);
+      const refused = await clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'still here?' });
+      expect(refused.status, JSON.stringify(refused.body)).toBe(403);
     });
 
     it('the kicked Axon user rejoins through Synapse', async () => {
