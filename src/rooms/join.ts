@@ -47,13 +47,17 @@ export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: Memb
     roomId = await resolveRoomIdOrAlias(ctx, aliases, idOrAlias);
   }
   const meta = await ctx.rooms.meta(roomId);
-  // A room we have but are no longer in (all our users left) is joined through its servers too.
-  const weAreIn = meta ? [...(await ctx.rooms.members(roomId, 'join')).keys()].some((u) => serverOf(u) === ctx.config.serverName) : false;
+  // A room we have but are no longer in (all our users left) is joined through its servers too:
+  // our copy stopped at our leave (the room may have become invite-only, or banned us, since), so
+  // the servers we last saw in it are asked as well — a room id names no server from v12 on.
+  const joinedUsers = meta ? [...(await ctx.rooms.members(roomId, 'join')).keys()] : [];
+  const weAreIn = joinedUsers.some((u) => serverOf(u) === ctx.config.serverName);
   if (!meta || !weAreIn) {
     if (!fed) {
       if (!meta) throw errors.notFound('No known room with this id on this server, and federation is off');
     } else {
-      const candidates = candidateServers(ctx.config.serverName, [via, aliasServers, [await inviterServer(ctx, userId, roomId)], [serverOf(roomId)]]);
+      const lastSeen = joinedUsers.map((u) => serverOf(u));
+      const candidates = candidateServers(ctx.config.serverName, [via, aliasServers, [await inviterServer(ctx, userId, roomId)], [serverOf(roomId)], lastSeen]);
       if (!meta || candidates.length) {
         await joinRemoteRoom(ctx, fed, index, userId, roomId, candidates, await withLocalProfile(ctx, userId, content));
         return roomId;
