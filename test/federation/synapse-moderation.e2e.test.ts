@@ -256,4 +256,42 @@ describe.skipIf(skip)(`kicks and bans between Axon and Synapse ${SYNAPSE_VERSION
       expect(await axonMembership(roomId, carol.userId)).toBe('leave');
     });
   });
+
+  describe('in a v12 Synapse room (room ids without a server name)', () => {
+    it('a kicked Axon user rejoins without naming a server: Axon asks the servers it last saw in the room, not its stale copy', async () => {
+      const created = await s.call(bob, 'POST', '/createRoom', { preset: 'public_chat', name: 'Synapse v12 moderation', room_version: '12' });
+      expect(created.status, JSON.stringify(created.body)).toBe(200);
+      const roomId = created.body.room_id as string;
+      expect((await clients.call(alice, 'POST', `/join/${enc(roomId)}?via=${enc(s.serverName)}`, {})).status).toBe(200);
+      await eventually(() => synapseMembership(bob, roomId, alice.userId), (m) => m === 'join', 30_000);
+      const before = await clients.call(alice, 'GET', '/sync?timeout=0');
+      expect((await s.call(bob, 'POST', `/rooms/${enc(roomId)}/kick`, { user_id: alice.userId, reason: 'v12 kick' })).status).toBe(200);
+      await eventually(() => clients.call(alice, 'GET', `/sync?timeout=0&since=${enc(before.body.next_batch)}`), (r) => !!r.body.rooms?.leave?.[roomId], 30_000);
+      // Synapse goes on without us (no Axon user is in the room): the room becomes invite-only.
+      expect((await s.call(bob, 'PUT', `/rooms/${enc(roomId)}/state/m.room.join_rules/`, { join_rule: 'invite' })).status).toBe(200);
+      // Axon's copy still says public; the join must be asked of Synapse, which refuses it.
+      const refused = await clients.call(alice, 'POST', `/join/${enc(roomId)}`, {});
+      expect(refused.status, JSON.stringify(refused.body)).toBe(403);
+      expect(refused.body.errcode).toBe('M_FORBIDDEN');
+      expect(await synapseMembership(bob, roomId, alice.userId)).toBe('leave');
+      // Public again, and a message Axon does not get.
+      expect((await s.call(bob, 'PUT', `/rooms/${enc(roomId)}/state/m.room.join_rules/`, { join_rule: 'public' })).status).toBe(200);
+      const missed = await s.call(bob, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'while you were out' });
+      expect(missed.status).toBe(200);
+      const rejoined = await clients.call(alice, 'POST', `/join/${enc(roomId)}`, {});
+      expect(rejoined.status, JSON.stringify(rejoined.body)).toBe(200);
+      expect(await eventually(() => synapseMembership(bob, roomId, alice.userId), (m) => m === 'join', 30_000)).toBe('join');
+      // Through make_join: the join is built on Synapse's newest event, the message Axon missed.
+      const join = await s.call(bob, 'GET', `/rooms/${enc(roomId)}/state/m.room.member/${enc(alice.userId)}?format=event`);
+      const joinId = join.body.event_id as string;
+      expect(joinId, JSON.stringify(join.body)).toBeTruthy();
+      const context = await s.call(bob, 'GET', `/rooms/${enc(roomId)}/context/${enc(joinId)}?limit=2`);
+      expect((context.body.events_before as Json[]).map((e) => e.event_id)).toContain(missed.body.event_id);
+      // Axon's state is Synapse's again: the join rules changed while it was away.
+      const rules = await clients.call(alice, 'GET', `/rooms/${enc(roomId)}/state/m.room.join_rules/`);
+      expect(rules.body.join_rule).toBe('public');
+      const members = await clients.call(alice, 'GET', `/rooms/${enc(roomId)}/joined_members`);
+      expect(Object.keys(members.body.joined ?? {}).sort()).toEqual([alice.userId, bob.userId].sort());
+    });
+  });
 });
