@@ -29,6 +29,7 @@ describe.skipIf(skip)(`room upgrades between Axon and Synapse ${SYNAPSE_VERSION}
   let clients: Clients;
   let alice: Session;
   let bob: PeerSession;
+  let carol: PeerSession;
   const figures: string[] = [];
 
   beforeAll(async () => {
@@ -36,6 +37,7 @@ describe.skipIf(skip)(`room upgrades between Axon and Synapse ${SYNAPSE_VERSION}
     ({ synapse: s, clients } = pair);
     alice = await clients.mint('alice');
     bob = await s.registerUser('bob', 'bob password');
+    carol = await s.registerUser('carol', 'carol password');
   }, 180_000);
 
   afterAll(async () => {
@@ -64,12 +66,15 @@ describe.skipIf(skip)(`room upgrades between Axon and Synapse ${SYNAPSE_VERSION}
     let newRoom: string;
 
     beforeAll(async () => {
-      const created = await clients.call(alice, 'POST', '/createRoom', { preset: 'public_chat', name: 'Old Axon room', room_version: '10' });
+      const created = await clients.call(alice, 'POST', '/createRoom', { preset: 'public_chat', name: 'Old Axon room', room_version: '10', room_alias_name: 'upgradable' });
       expect(created.status, JSON.stringify(created.body)).toBe(200);
       oldRoom = created.body.room_id;
       const joined = await s.call(bob, 'POST', `/join/${enc(oldRoom)}?server_name=${enc(pair.axon.serverName)}`, {});
       expect(joined.status, JSON.stringify(joined.body)).toBe(200);
       await eventually(() => clients.call(alice, 'GET', `/rooms/${enc(oldRoom)}/joined_members`), (r) => bob.userId in (r.body.joined ?? {}), 30_000);
+      // Carol (Synapse) is banned from the old room: the ban is copied to the replacement.
+      expect((await s.call(carol, 'POST', `/join/${enc(oldRoom)}?server_name=${enc(pair.axon.serverName)}`, {})).status).toBe(200);
+      expect((await clients.call(alice, 'POST', `/rooms/${enc(oldRoom)}/ban`, { user_id: carol.userId, reason: 'old grudge' })).status).toBe(200);
     }, 120_000);
 
     it('the tombstone reaches Synapse', async () => {
@@ -107,6 +112,15 @@ describe.skipIf(skip)(`room upgrades between Axon and Synapse ${SYNAPSE_VERSION}
       expect((await s.call(bob, 'GET', `/rooms/${enc(newRoom)}/state/m.room.join_rules/`)).body.join_rule).toBe('public');
       await crossMessage(newRoom, 'axon');
       await crossMessage(newRoom, 'synapse');
+    });
+
+    it("the old room's alias leads Synapse to the replacement, and the banned Synapse user stays out of it", async () => {
+      const resolved = await s.call(carol, 'GET', `/directory/room/${enc(`#upgradable:${pair.axon.serverName}`)}`);
+      expect(resolved.status, JSON.stringify(resolved.body)).toBe(200);
+      expect(resolved.body.room_id).toBe(newRoom);
+      const refused = await s.call(carol, 'POST', `/join/${enc(`#upgradable:${pair.axon.serverName}`)}`, {});
+      expect(refused.status, JSON.stringify(refused.body)).toBe(403);
+      expect((await clients.call(alice, 'GET', `/rooms/${enc(newRoom)}/state/m.room.member/${enc(carol.userId)}`)).body).toMatchObject({ membership: 'ban', reason: 'old grudge' });
     });
   });
 
