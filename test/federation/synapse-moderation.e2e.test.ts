@@ -302,4 +302,23 @@ describe.skipIf(skip)(`kicks and bans between Axon and Synapse ${SYNAPSE_VERSION
       expect(Object.keys(members.body.joined ?? {}).sort()).toEqual([alice.userId, bob.userId].sort());
     });
   });
+
+  describe('a rescinded invite', () => {
+    it("Synapse rescinds an invite to an Axon user (kicks the invitee): Axon takes that PDU of a room it is not in, the invite leaves the user's /sync, and a join is refused", async () => {
+      const created = await s.call(bob, 'POST', '/createRoom', { preset: 'private_chat', name: 'Synapse rescinds', room_version: '10' });
+      expect(created.status, JSON.stringify(created.body)).toBe(200);
+      const roomId = created.body.room_id as string;
+      const erin = await clients.mint('erin');
+      expect((await s.call(bob, 'POST', `/rooms/${enc(roomId)}/invite`, { user_id: erin.userId })).status).toBe(200);
+      await eventually(() => clients.call(erin, 'GET', '/sync?timeout=0'), (r) => !!r.body.rooms?.invite?.[roomId], 30_000);
+      const started = performance.now();
+      expect((await s.call(bob, 'POST', `/rooms/${enc(roomId)}/kick`, { user_id: erin.userId, reason: 'wrong person' })).status).toBe(200);
+      const after = await eventually(() => clients.call(erin, 'GET', '/sync?timeout=0'), (r) => r.status === 200 && !r.body.rooms?.invite?.[roomId], 30_000);
+      figures.push(`Synapse's rescinded invite gone from the Axon user's /sync: ${Math.round(performance.now() - started)} ms`);
+      expect(after.body.rooms?.invite?.[roomId]).toBeUndefined();
+      const join = await clients.call(erin, 'POST', `/join/${enc(roomId)}`, {});
+      expect(join.status, JSON.stringify(join.body)).toBe(403);
+      expect(join.body.errcode).toBe('M_FORBIDDEN');
+    });
+  });
 });
