@@ -111,6 +111,20 @@ export interface FederationConfig {
   trustedKeyServers: TrustedKeyServer[];
   /** `m.server` served at `/.well-known/matrix/server` (delegation); empty: not served (404). */
   wellKnownServer: string;
+  /** The outbound sender's destination actors (actors/destination.ts). */
+  sender: FederationSenderConfig;
+}
+
+export interface FederationSenderConfig {
+  /**
+   * PDUs kept waiting per destination while it is down (beyond this the oldest are dropped: the
+   * peer gets the newest events and fills the gap with its own get_missing_events).
+   */
+  catchUpLimit: number;
+  /** First retry interval after a failed transaction (doubles with jitter after each failure). */
+  backoffStartMs: number;
+  /** Longest interval between retries. */
+  backoffMaxMs: number;
 }
 
 export interface AxonConfig {
@@ -201,6 +215,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       ipRangeBlocklist: [...DEFAULT_FEDERATION_IP_BLOCKLIST],
       trustedKeyServers: [],
       wellKnownServer: '',
+      sender: { catchUpLimit: 1_000, backoffStartMs: 2_000, backoffMaxMs: 60 * 60 * 1000 },
     },
   };
 }
@@ -267,6 +282,9 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_FEDERATION_IP_BLOCKLIST: 'federation.ipRangeBlocklist',
   AXON_TRUSTED_KEY_SERVERS: 'federation.trustedKeyServers',
   AXON_FEDERATION_WELL_KNOWN_SERVER: 'federation.wellKnownServer',
+  AXON_FEDERATION_SENDER_CATCH_UP_LIMIT: 'federation.sender.catchUpLimit',
+  AXON_FEDERATION_SENDER_BACKOFF_START_MS: 'federation.sender.backoffStartMs',
+  AXON_FEDERATION_SENDER_BACKOFF_MAX_MS: 'federation.sender.backoffMaxMs',
 };
 
 /** Variables whose empty value means something (an empty list), rather than "not set". */
@@ -478,5 +496,13 @@ function validateFederation(f: FederationConfig, int: (v: unknown, name: string,
   }
   if (typeof f.wellKnownServer !== 'string') p.push('federation.wellKnownServer: must be a server name or empty');
   else if (f.wellKnownServer && !isValidFederationServerName(f.wellKnownServer)) p.push(`federation.wellKnownServer: ${JSON.stringify(f.wellKnownServer)} is not a valid server name (host[:port])`);
+  const s = f.sender;
+  if (typeof s !== 'object' || s === null) p.push('federation.sender: must be an object');
+  else {
+    int(s.catchUpLimit, 'federation.sender.catchUpLimit', 1, 1_000_000);
+    int(s.backoffStartMs, 'federation.sender.backoffStartMs', 10, 7 * 24 * 3600 * 1000);
+    int(s.backoffMaxMs, 'federation.sender.backoffMaxMs', 10, 30 * 24 * 3600 * 1000);
+    if (typeof s.backoffStartMs === 'number' && typeof s.backoffMaxMs === 'number' && s.backoffMaxMs < s.backoffStartMs) p.push('federation.sender.backoffMaxMs: must be at least backoffStartMs');
+  }
   return p;
 }

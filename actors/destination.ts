@@ -22,12 +22,20 @@
  *
  * One transaction in flight, exactly once to the peer's eyes. Starting a transaction is a
  * decision: `inflight = {txnId, PDU seq range, EDU seq range, ts}` is committed BEFORE anything
- * is sent, with a timer `send` due now. The `send` message's shell (prepare) reads that range,
- * builds the body and PUTs it (the only I/O; decide stays pure), and decide records the outcome
- * in the same commit that takes the next range. A worker killed mid-send leaves `inflight` as it
- * was: the next lease holder re-sends the same txn id with the same events, and the peer, which
- * dedupes by (origin, txn id) as the spec requires, processes it once. Nothing is skipped: the
- * range only advances after an answer was committed.
+ * is sent, with a timer `send` due now. The PUT runs outside the actor's mailbox, so a hanging
+ * peer never holds the actor (nor, with many messages queued behind it, its shard's read
+ * buffer): the `send` message's shell (prepare) starts the PUT in the background of the worker
+ * process and returns at once; decide commits "attempt n is out" (`inflight.sending`) with a
+ * watch timer; when the PUT ends, the process tells the actor `sent` (txn id, attempt, outcome)
+ * and decide records the outcome in the same commit that takes the next range. While a PUT is
+ * out nothing else is started, and the process keeps a note of the PUTs it runs, so a `send`
+ * (the watch timer firing) finds it still running and only re-arms the watch: exactly one
+ * transaction in flight per destination. A worker killed mid-send leaves `inflight` committed
+ * as it was and no process running its PUT: the watch timer fires at the next lease holder, which
+ * finds no PUT of its own for it and re-sends the same txn id with the same events; the peer,
+ * which dedupes by (origin, txn id) as the spec requires, processes it once. Nothing is skipped:
+ * the range only advances after an answer was committed. A `sent` for an older attempt or
+ * another transaction changes nothing (a success is taken whatever the attempt: it was delivered).
  *
  * Outcomes (src/federation/sender/transport.ts sorts the errors):
  *  - 200: done; per-PDU errors in the answer are the peer's judgement of those events (counted,
@@ -41,20 +49,24 @@
  *  - any other 4xx (400 M_BAD_JSON, 403 M_FORBIDDEN — e.g. the peer's ACL denies us —, 404):
  *    the peer refuses the transaction itself and would refuse it again: it is dropped (logged,
  *    counted in `refused`) and the next one goes. Retrying would block the peer's queue forever.
- *  - `wake` (e.g. the peer just sent us something) ends a backoff at once, as Synapse does when
- *    it hears from a destination.
+ *  - `wake` (the peer just sent us a request: src/federation/sender/wake.ts) ends a backoff at
+ *    once, as Synapse does when it hears from a destination. While backing off the actor keeps
+ *    `fed:<destination>:backoff` set in its shard, so the inbound path asks Redis one cheap
+ *    question per request instead of telling the actor every time.
  *
  * Catch-up. After an outage every missed PDU goes, in order, 50 per transaction (with up to 100
  * EDUs each, so EDUs keep flowing during catch-up instead of waiting for it to end). Past
- * `maxPendingPdus` waiting PDUs the oldest are dropped (never the transaction in flight) and
- * counted in `dropped`: the peer then receives only the newest events, finds their prev_events
- * unknown and fills the gap with its own get_missing_events / backfill. EDUs have their own bound.
+ * `maxPendingPdus` (`federation.sender.catchUpLimit`) waiting PDUs the oldest are dropped and
+ * counted in `dropped` (a transaction in flight between attempts is abandoned to the bound, one
+ * being sent right now is not): the peer then receives only the newest events, finds their
+ * prev_events unknown and fills the gap with its own get_missing_events / backfill. EDUs have
+ * their own bound.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { ActorKind, ActorMessage, Decision, ShellContext, StoreWrite } from '../src/runtime/actor';
 import type { StoredEvent } from '../src/rooms/model';
 import { shardOf } from '../src/runtime/shards';
-import { decode } from '../src/store/codec';
+import { decode, encode } from '../src/store/codec';
 import { destinationData, roomData, type KeySpace } from '../src/store/keys';
 import type { JsonObject } from '../src/protocol/json';
 import { MAX_EDUS_PER_TRANSACTION, MAX_PDUS_PER_TRANSACTION, type Edu, type TransactionBody } from '../src/protocol/transactions';
@@ -69,6 +81,13 @@ export const MIN_RETRY_MS = 2_000;
 /** Longest interval between retries (Synapse: 7 days). */
 export const MAX_RETRY_MS = 60 * 60 * 1000;
 export const RETRY_MULTIPLIER = 2;
+/**
+ * How often the actor looks whether the PUT it started is still running (the watch timer). A
+ * running one is left alone; one no process runs any more (its worker died) is started again,
+ * so this is also the longest a dead worker's transaction waits for its re-send after the
+ * destination's shard has a new holder.
+ */
+export const WATCH_MS = 5_000;
 
 export interface DestinationLimits {
   maxPendingPdus: number;
@@ -77,6 +96,7 @@ export interface DestinationLimits {
   maxRetryMs: number;
   maxPdusPerTxn: number;
   maxEdusPerTxn: number;
+  watchMs: number;
 }
 
 export const DEFAULT_LIMITS: DestinationLimits = {
@@ -86,6 +106,7 @@ export const DEFAULT_LIMITS: DestinationLimits = {
   maxRetryMs: MAX_RETRY_MS,
   maxPdusPerTxn: MAX_PDUS_PER_TRANSACTION,
   maxEdusPerTxn: MAX_EDUS_PER_TRANSACTION,
+  watchMs: WATCH_MS,
 };
 
 /** The transaction being sent: queue ranges (inclusive; empty when `to < from`), committed before the first attempt. */
@@ -97,7 +118,10 @@ export interface Inflight {
   eduTo: number;
   /** `origin_server_ts` of the body (the same on every attempt). */
   ts: number;
+  /** Attempts started so far (the number of the latest). */
   attempts: number;
+  /** An attempt (the latest) is out and has not reported back. */
+  sending?: boolean;
 }
 
 export interface DestinationState {
@@ -117,7 +141,7 @@ export interface DestinationState {
   retryAt: number;
   /** The due time of the last `send` timer set (timer message ids derive from it: each must be new). */
   lastTimerAt: number;
-  /** The due time of the `send` timer set before that one. */
+  /** The latest due time of the `send` timers set before that one that may have fired. */
   prevTimerAt: number;
   /** Totals, for operators. */
   sentPdus: number;
@@ -134,8 +158,10 @@ export type DestinationMessage =
   /** From the federation sender reader: events to send (in order). */
   | { t: 'pdus'; items: { r: string; e: string }[] }
   | { t: 'edus'; edus: Edu[] }
-  /** The actor's own timer: send the transaction in flight (if its backoff is over). */
+  /** The actor's own timer: start the transaction in flight (if its backoff is over), or watch the one out. */
   | { t: 'send' }
+  /** From the process that ran attempt `attempt` of `txnId`: how it went. */
+  | { t: 'sent'; txnId: string; attempt: number; outcome: SendOutcome; pdus: number; edus: number }
   /** The peer is reachable again (it just talked to us): end any backoff now. */
   | { t: 'wake' };
 
@@ -146,14 +172,12 @@ export type SendOutcome =
   /** Refused as a whole (4xx): dropped, the next one goes. */
   | { kind: 'refused'; error: string };
 
-/** What the shell did for a `send`: the outcome for the transaction in flight. */
-export interface DestinationPrepared {
-  txnId: string;
-  outcome: SendOutcome;
-  /** PDUs actually in the body (the range minus events no longer sendable). */
-  pdus: number;
-  edus: number;
-}
+/** What the shell did for a `send`. */
+export type DestinationPrepared =
+  /** It started attempt `attempt` of the transaction in flight (in the background). */
+  | { kind: 'started'; txnId: string; attempt: number }
+  /** This process is still running a PUT to the destination: nothing new was started. */
+  | { kind: 'running'; txnId: string };
 
 /** The only code that calls the peer (implemented over src/federation/client.ts). */
 export interface TransactionTransport {
@@ -188,13 +212,19 @@ type D = Decision<DestinationState, DestinationReply>;
 
 /**
  * Set the `send` timer at `atMs`, never at a time a fired timer had: the timer's message id is
- * derived from its due time, so a repeat would be dropped as a duplicate. Every timer set before
- * was due at or before `lastTimerAt`; when replacing a pending timer that has not fired (a wake
- * during a backoff) the floor is `prevTimerAt`, the latest due time before that one.
+ * derived from its due time, so a repeat would be dropped as a duplicate. The pending timer
+ * (due at `lastTimerAt`) may have fired when that time is past (timers never fire early);
+ * otherwise it is replaced unfired and the floor is the latest due time before it.
  */
-function sendTimer(state: DestinationState, atMs: number, floor = state.lastTimerAt): { state: DestinationState; timer: { key: string; atMs: number; body: DestinationMessage } } {
+function sendTimer(state: DestinationState, atMs: number, now: number): { state: DestinationState; timer: { key: string; atMs: number; body: DestinationMessage } } {
+  const floor = state.lastTimerAt <= now ? state.lastTimerAt : state.prevTimerAt;
   const at = Math.max(atMs, floor + 1);
-  return { state: { ...state, prevTimerAt: state.lastTimerAt, lastTimerAt: at }, timer: { key: 'send', atMs: at, body: { t: 'send' } } };
+  return { state: { ...state, prevTimerAt: floor, lastTimerAt: at }, timer: { key: 'send', atMs: at, body: { t: 'send' } } };
+}
+
+/** The actor's shard key the inbound path checks (see the header): set while backing off. */
+function backoffWrites(dest: string, retryAt: number | null): StoreWrite[] {
+  return retryAt === null ? [{ cmd: 'DEL', key: destinationData.backoff(dest), args: [] }] : [{ cmd: 'SET', key: destinationData.backoff(dest), args: [String(retryAt)] }];
 }
 
 /** With nothing in flight and something waiting: take the next range and ask for it to be sent now. */
@@ -206,7 +236,7 @@ function startNext(state: DestinationState, now: number, limits: DestinationLimi
   const txnSeq = state.txnSeq + 1;
   const inflight: Inflight = { txnId: `${now.toString(36)}.${txnSeq}`, pduFrom: state.takenPdu + 1, pduTo, eduFrom: state.takenEdu + 1, eduTo, ts: now, attempts: 0 };
   // Not before the backoff is over (a transaction abandoned by the bound is replaced during one).
-  const { state: next, timer } = sendTimer({ ...state, txnSeq, inflight, takenPdu: pduTo, takenEdu: eduTo }, Math.max(now, state.retryAt));
+  const { state: next, timer } = sendTimer({ ...state, txnSeq, inflight, takenPdu: pduTo, takenEdu: eduTo }, Math.max(now, state.retryAt), now);
   return { ...d, state: next, timers: [...(d.timers ?? []), timer] };
 }
 
@@ -216,25 +246,29 @@ function startNext(state: DestinationState, now: number, limits: DestinationLimi
  * was never answered: the peer is down): its PDUs and EDUs go back to the queue, the oldest of
  * them are dropped, and the next transaction (a new txn id, still after the backoff) starts at
  * the first one kept. So the queue's storage stays bounded during an outage however long it is.
+ * A transaction being sent right now is not abandoned (two would be in flight): the bound then
+ * counts only what waits behind it.
  */
 function bound(state: DestinationState, limits: DestinationLimits, writes: StoreWrite[]): DestinationState {
   let next = state;
   const inf = next.inflight;
-  const pduBase = inf ? inf.pduFrom - 1 : next.takenPdu;
-  const eduBase = inf ? inf.eduFrom - 1 : next.takenEdu;
+  const abandonable = inf && !inf.sending;
+  const pduBase = abandonable ? inf.pduFrom - 1 : next.takenPdu;
+  const eduBase = abandonable ? inf.eduFrom - 1 : next.takenEdu;
   const overPdus = next.nextPdu - 1 - pduBase > limits.maxPendingPdus;
   const overEdus = next.nextEdu - 1 - eduBase > limits.maxPendingEdus;
   if (!overPdus && !overEdus) return next;
-  if (inf) next = { ...next, inflight: null, takenPdu: pduBase, takenEdu: eduBase };
+  if (abandonable) next = { ...next, inflight: null, takenPdu: pduBase, takenEdu: eduBase };
   if (overPdus) {
     const takenPdu = next.nextPdu - 1 - limits.maxPendingPdus;
     next = { ...next, takenPdu, dropped: next.dropped + (takenPdu - next.takenPdu) };
-    writes.push({ cmd: 'XTRIM', key: destinationData.pdus(state.destination), args: ['MINID', seqId(takenPdu + 1)] });
+    // Never trim the entries of a transaction being sent (its shell reads them).
+    writes.push({ cmd: 'XTRIM', key: destinationData.pdus(state.destination), args: ['MINID', seqId((next.inflight?.pduFrom ?? takenPdu + 1))] });
   }
   if (overEdus) {
     const takenEdu = next.nextEdu - 1 - limits.maxPendingEdus;
     next = { ...next, takenEdu, droppedEdus: next.droppedEdus + (takenEdu - next.takenEdu) };
-    writes.push({ cmd: 'XTRIM', key: destinationData.edus(state.destination), args: ['MINID', seqId(takenEdu + 1)] });
+    writes.push({ cmd: 'XTRIM', key: destinationData.edus(state.destination), args: ['MINID', seqId((next.inflight?.eduFrom ?? takenEdu + 1))] });
   }
   return next;
 }
@@ -263,35 +297,50 @@ export function decideDestination(state: DestinationState, msg: ActorMessage<Des
       return startNext(next, now, limits, { state: next, reply: { ok: true }, writes });
     }
     case 'wake': {
-      if (!state.inflight || state.retryAt <= now) return { state, reply: { ok: true } };
+      if (state.retryAt === 0) return { state, reply: { ok: true } };
+      const writes = backoffWrites(dest, null);
+      if (!state.inflight || state.inflight.sending || state.retryAt <= now) return { state: { ...state, retryAt: 0, failures: 0 }, reply: { ok: true }, writes };
       // The pending timer (due at retryAt > now) has not fired: it is replaced.
-      const { state: next, timer } = sendTimer({ ...state, retryAt: 0, failures: 0 }, now, state.prevTimerAt);
-      return { state: next, reply: { ok: true }, timers: [timer] };
+      const { state: next, timer } = sendTimer({ ...state, retryAt: 0, failures: 0 }, now, now);
+      return { state: next, reply: { ok: true }, timers: [timer], writes };
     }
     case 'send': {
       const inf = state.inflight;
-      // A late or repeated timer (the transaction was answered meanwhile, or the backoff runs on).
-      if (!inf || !prepared || prepared.txnId !== inf.txnId) return startNext(state, now, limits, { state, reply: { ok: true } });
-      const o = prepared.outcome;
-      if (o.kind === 'retry') {
+      if (!inf) return startNext(state, now, limits, { state, reply: { ok: true } });
+      // A late or repeated timer during a backoff: the retry timer stands.
+      if (!prepared || prepared.txnId !== inf.txnId) return { state, reply: { ok: true } };
+      const started = prepared.kind === 'started' ? { ...state, inflight: { ...inf, attempts: prepared.attempt, sending: true } } : state;
+      const { state: next, timer } = sendTimer(started, now + limits.watchMs, now);
+      return { state: next, reply: { ok: true }, timers: [timer] };
+    }
+    case 'sent': {
+      const inf = state.inflight;
+      // A late report: the transaction was answered (or abandoned) meanwhile.
+      if (!inf || body.txnId !== inf.txnId) return { state, reply: { ok: true } };
+      const o = body.outcome;
+      if (o?.kind === 'retry') {
+        // A failure of an older attempt says nothing about the latest one, which is still out.
+        if (body.attempt !== inf.attempts) return { state, reply: { ok: true } };
         const failures = state.failures + 1;
-        const retryAt = now + Math.max(backoffMs(dest, failures, limits), o.retryAfterMs ?? 0);
-        const { state: next, timer } = sendTimer({ ...state, failures, retryAt, inflight: { ...inf, attempts: inf.attempts + 1 }, lastError: o.error }, retryAt);
-        return { state: next, reply: { ok: true }, timers: [timer] };
+        const retryAt = now + Math.max(backoffMs(dest, failures, limits), typeof o.retryAfterMs === 'number' ? o.retryAfterMs : 0);
+        const { state: next, timer } = sendTimer({ ...state, failures, retryAt, inflight: { ...inf, sending: false }, lastError: String(o.error) }, retryAt, now);
+        return { state: next, reply: { ok: true }, timers: [timer], writes: backoffWrites(dest, retryAt) };
       }
+      if (o?.kind !== 'ok' && o?.kind !== 'refused') return { state, reply: { ok: true } };
       // Answered (or refused for good): the range is done; trim what was sent.
       const writes: StoreWrite[] = [
         { cmd: 'XTRIM', key: destinationData.pdus(dest), args: ['MINID', seqId(state.takenPdu + 1)] },
         { cmd: 'XTRIM', key: destinationData.edus(dest), args: ['MINID', seqId(state.takenEdu + 1)] },
       ];
+      if (state.retryAt !== 0 || state.failures !== 0) writes.push(...backoffWrites(dest, null));
       const next: DestinationState = {
         ...state,
         inflight: null,
         failures: 0,
         retryAt: 0,
         txns: state.txns + 1,
-        sentPdus: state.sentPdus + (o.kind === 'ok' ? prepared.pdus : 0),
-        sentEdus: state.sentEdus + (o.kind === 'ok' ? prepared.edus : 0),
+        sentPdus: state.sentPdus + (o.kind === 'ok' ? body.pdus : 0),
+        sentEdus: state.sentEdus + (o.kind === 'ok' ? body.edus : 0),
         pduErrors: state.pduErrors + (o.kind === 'ok' ? o.pduErrors : 0),
         refused: state.refused + (o.kind === 'refused' ? 1 : 0),
         ...(o.kind === 'refused' ? { lastError: o.error } : {}),
@@ -345,36 +394,75 @@ export async function loadPdus(ctx: Pick<ShellContext, 'redis'>, keys: KeySpace,
   return out;
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 export function destinationActor(opts: DestinationActorOptions): ActorKind<DestinationState, DestinationMessage, DestinationReply, DestinationPrepared | undefined> {
   const limits: DestinationLimits = { ...DEFAULT_LIMITS, ...opts.limits };
+  /** The PUTs this process runs: destination → txn id (at most one per destination). */
+  const running = new Map<string, string>();
+  const incarnation = randomBytes(6).toString('hex');
   return {
     kind: DESTINATION_KIND,
     family: 'user',
     initialState: initialDestinationState,
-    // The shell: only a `send` whose backoff is over does I/O — read the range, PUT it once.
+    // The shell: a `send` whose backoff is over starts the PUT in the background, unless one runs.
     async prepare(ctx, state, msg) {
       const inf = state.inflight;
       if (msg.body?.t !== 'send' || !inf || msg.enqueuedAt < state.retryAt) return undefined;
       const dest = state.destination;
-      // Never throws: a `send` that failed until dead-lettered would leave the transaction in
-      // flight with no timer to send it. A failed read is a failed attempt (backoff, retry).
-      try {
-        return await sendInflight(ctx, inf, dest);
-      } catch (e) {
-        return { txnId: inf.txnId, outcome: { kind: 'retry', error: `reading the queue: ${e instanceof Error ? e.message : String(e)}` }, pdus: 0, edus: 0 };
-      }
+      const mine = running.get(dest);
+      if (mine !== undefined) return { kind: 'running', txnId: inf.txnId };
+      const attempt = inf.attempts + 1;
+      running.set(dest, inf.txnId);
+      void attemptSend(ctx, { ...inf }, attempt, dest);
+      return { kind: 'started', txnId: inf.txnId, attempt };
     },
     decide: (state, msg, prepared) => decideDestination(state, msg, prepared, limits),
   };
 
-  async function sendInflight(ctx: ShellContext, inf: Inflight, dest: string): Promise<DestinationPrepared> {
+  /** One attempt, then its report to the actor; never throws. */
+  async function attemptSend(ctx: ShellContext, inf: Inflight, attempt: number, dest: string): Promise<void> {
+    let report: Extract<DestinationMessage, { t: 'sent' }>;
+    try {
+      report = await sendInflight(ctx, inf, attempt, dest);
+    } catch (e) {
+      // A failed read is a failed attempt (backoff, retry).
+      report = { t: 'sent', txnId: inf.txnId, attempt, outcome: { kind: 'retry', error: `reading the queue: ${e instanceof Error ? e.message : String(e)}` }, pdus: 0, edus: 0 };
+    } finally {
+      // The PUT is over: nothing of this destination's is in flight from this process any more.
+      if (running.get(dest) === inf.txnId) running.delete(dest);
+    }
+    // Reported with retries while Redis is unavailable; given up after a while, the watch timer
+    // finds no PUT running and starts the same transaction again.
+    for (let i = 0; ; i++) {
+      try {
+        await tellSelf(ctx, dest, report, `fedsent:${dest}:${inf.txnId}:${attempt}:${incarnation}`);
+        return;
+      } catch (e) {
+        if (i >= 10) {
+          ctx.log?.error({ err: e, destination: dest, txn_id: inf.txnId }, 'could not report a federation transaction; the watch timer will send it again');
+          return;
+        }
+        await sleep(Math.min(2000, 100 * 2 ** i));
+      }
+    }
+  }
+
+  /** Append a message to the actor's own inbox (the runtime's inbox format) and wake the shard's holder. */
+  async function tellSelf(ctx: ShellContext, dest: string, body: DestinationMessage, mid: string): Promise<void> {
+    await ctx.redis.xadd(ctx.keys.inbox, '*', 'mid', mid, 'a', dest, 'k', DESTINATION_KIND, 'b', encode(body), 't', String(Date.now()));
+    await ctx.redis.publish(opts.keys.wakeChannel('user', ctx.shard), '1');
+  }
+
+  async function sendInflight(ctx: ShellContext, inf: Inflight, attempt: number, dest: string): Promise<Extract<DestinationMessage, { t: 'sent' }>> {
     const [pduRows, eduRows] = await Promise.all([
       inf.pduTo >= inf.pduFrom ? (ctx.redis.xrange(ctx.keys.data(destinationData.pdus(dest)), seqId(inf.pduFrom), seqId(inf.pduTo)) as Promise<[string, string[]][]>) : Promise.resolve([]),
       inf.eduTo >= inf.eduFrom ? (ctx.redis.xrange(ctx.keys.data(destinationData.edus(dest)), seqId(inf.eduFrom), seqId(inf.eduTo)) as Promise<[string, string[]][]>) : Promise.resolve([]),
     ]);
     const pdus = await loadPdus(ctx, opts.keys, opts.roomShards, entries(pduRows).map((x) => ({ r: x.f.r ?? '', e: x.f.e ?? '' })));
     const edus = entries(eduRows).map((x) => JSON.parse(x.f.j ?? '{}') as Edu);
-    if (pdus.length === 0 && edus.length === 0) return { txnId: inf.txnId, outcome: { kind: 'ok', pduErrors: 0 }, pdus: 0, edus: 0 };
+    const sent = (outcome: SendOutcome) => ({ t: 'sent' as const, txnId: inf.txnId, attempt, outcome, pdus: pdus.length, edus: edus.length });
+    if (pdus.length === 0 && edus.length === 0) return sent({ kind: 'ok', pduErrors: 0 });
     const txn: TransactionBody = { origin: opts.transport.origin, origin_server_ts: inf.ts, pdus };
     if (edus.length) txn.edus = edus;
     let outcome: SendOutcome;
@@ -383,7 +471,7 @@ export function destinationActor(opts: DestinationActorOptions): ActorKind<Desti
     } catch (e) {
       outcome = { kind: 'retry', error: e instanceof Error ? e.message : String(e) };
     }
-    if (outcome.kind !== 'ok') ctx.log?.warn({ destination: dest, txn_id: inf.txnId, outcome }, 'federation transaction not delivered');
-    return { txnId: inf.txnId, outcome, pdus: pdus.length, edus: edus.length };
+    if (outcome.kind !== 'ok') ctx.log?.warn({ destination: dest, txn_id: inf.txnId, attempt, outcome }, 'federation transaction not delivered');
+    return sent(outcome);
   }
 }

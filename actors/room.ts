@@ -107,7 +107,7 @@ export function decideRoom(cfg: RoomConfig, state: RoomState, msg: ActorMessage<
   const body = msg.body;
   if (body?.op === 'create') return decideCreate(cfg, state, body.event);
   if (body?.op === 'send') return decideSend(cfg, state, msg, body.event, body.txn, prepared);
-  if (body?.op === 'ingest') return decideRemote(state, body.outlier ? 'outlier' : 'live', body.pdus, body.keys, body.state, prepared, body.ownJoin);
+  if (body?.op === 'ingest') return decideRemote(state, body.outlier ? 'outlier' : 'live', body.pdus, body.keys, body.state, prepared, body.onBehalfOf, body.ownJoin);
   if (body?.op === 'backfill') return decideRemote(state, 'backfill', body.pdus, body.keys, body.state, prepared);
   if (body?.op === 'set_directory_visibility') return decideDirectoryVisibility(state, body.visibility);
   if (body?.op === 'alias_index') return decideAliasIndex(state, body.alias, body.present);
@@ -323,8 +323,11 @@ function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared:
  * prev_events the room does not have (what a remote's /state_ids and /event give): they are taken
  * as outliers first. A room this server does not know yet can be entered that way in `live` mode
  * (a join over federation: the state at the first event, with the create event among it).
+ * `onBehalfOf` (live only): the server that handed us these events through a membership
+ * endpoint; their output entries carry it, so the federation sender passes them on to the room's
+ * other servers (src/federation/sender/reader.ts).
  */
-function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], keys: RemoteKeys, supplied: SuppliedState | undefined, prepared: RoomPrepared, ownJoin?: string): Decision<RoomState, RoomReply> {
+function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], keys: RemoteKeys, supplied: SuppliedState | undefined, prepared: RoomPrepared, onBehalfOf?: string, ownJoin?: string): Decision<RoomState, RoomReply> {
   const fresh = state.version === null;
   const version = fresh ? freshRoomVersion(state, mode, supplied) : requireRoomVersion(state.version!);
   const known = new Map<string, KnownEvent & { stored: StoredEvent }>();
@@ -502,6 +505,7 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
       snapChain: chains.get(currentSnap) ?? next.snapChain,
     };
     const out: RoomOutput = { roomId: state.roomId, eventId: pdu.eventId, pos, event: checked.raw };
+    if (onBehalfOf) out.onBehalfOf = onBehalfOf;
     if (pdu.stateKey !== undefined) {
       const key = stateKeyOf(pdu.type, pdu.stateKey);
       out.state = { key, replaces: oldCurrent.get(key) ?? null };

@@ -105,7 +105,8 @@ export interface SynapsePeer {
   /** Synapse's own log (INFO: one line per request) and its stdout/stderr. */
   logPath: string;
   stdoutPath: string;
-  pid: number;
+  /** Of the running process (changes with `up()`). */
+  readonly pid: number;
   /** Milliseconds from spawn until /health answered on both listeners. */
   startupMs: number;
   /** Registers a user through the shared-secret admin API and returns its first device's session. */
@@ -116,6 +117,10 @@ export interface SynapsePeer {
   call(s: { token: string } | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }>;
   /** The last `lines` lines of the log and of stdout/stderr, for failure messages. */
   logTail(lines?: number): string;
+  /** Stops the process (SIGTERM; SIGKILL with `kill`), keeping its directory and data: `up()` starts it again. */
+  down(kill?: boolean): Promise<void>;
+  /** Starts a stopped server again on the same config and database; the ms until it was healthy. */
+  up(): Promise<number>;
   /** Ends the process group and removes the directory (kept when AXON_KEEP_PEERS is set). */
   stop(): Promise<void>;
 }
@@ -266,71 +271,89 @@ export async function startSynapse(opts: SynapseOptions): Promise<SynapsePeer> {
   opts.configure?.(config);
   writeFileSync(configPath, JSON.stringify(config, null, 2));
 
-  const out = openSync(stdoutPath, 'a');
-  const started = Date.now();
-  let child: ChildProcess;
-  try {
-    child = spawn(install.python, ['-c', LAUNCHER, String(process.pid), configPath], {
-      cwd: dir,
-      detached: true, // its own process group: stop() kills Synapse and anything it forked
-      stdio: ['ignore', out, out],
-      env: { ...process.env, PYTHONUNBUFFERED: '1' },
-    });
-  } finally {
-    closeSync(out);
-  }
-  const pid = child.pid;
-  if (pid === undefined) throw new Error(`startSynapse ${opts.serverName}: spawn failed`);
-  trackGroup(pid);
-  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  const exitPromise = new Promise<void>((res) => {
-    child.once('exit', (code, signal) => {
-      exited = { code, signal };
-      running.delete(pid);
-      res();
-    });
-  });
-
   const baseUrl = `http://${ip}:${clientPort}`;
   const federationUrl = `https://${ip}:${port}`;
   const logTail = (lines = 40) => `--- ${logPath}\n${tail(logPath, lines)}\n--- ${stdoutPath}\n${tail(stdoutPath, lines)}`;
 
+  let pid = 0;
+  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  let exitPromise: Promise<void> = Promise.resolve();
+  // Read through a function: the exit handler sets it behind the type checker's back.
+  const exitedNow = () => exited;
+
+  /** Ends the running process (group): SIGTERM, SIGKILL after 10 s (or at once with `kill`). */
+  const halt = async (kill = false) => {
+    if (exited) return;
+    killGroup(pid, kill ? 'SIGKILL' : 'SIGTERM');
+    const timer = setTimeout(() => killGroup(pid, 'SIGKILL'), 10_000);
+    await exitPromise;
+    clearTimeout(timer);
+    // Anything left in the group (Synapse forks nothing in this setup) goes with it.
+    killGroup(pid, 'SIGKILL');
+    running.delete(pid);
+  };
+
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
-      if (!exited) {
-        killGroup(pid, 'SIGTERM');
-        const timer = setTimeout(() => killGroup(pid, 'SIGKILL'), 10_000);
-        await exitPromise;
-        clearTimeout(timer);
-        // Anything left in the group (Synapse forks nothing in this setup) goes with it.
-        killGroup(pid, 'SIGKILL');
-      }
+      await halt();
       running.delete(pid);
       if (!process.env.AXON_KEEP_PEERS) rmSync(dir, { recursive: true, force: true });
     })());
 
-  // Ready when both listeners answer /health (the federation one over TLS, trusting only the test CA).
-  const deadline = started + (opts.startTimeoutMs ?? 90_000);
-  for (;;) {
-    if (exited) {
-      const why = `startSynapse ${opts.serverName}: Synapse exited (${exited.code ?? exited.signal}) before it was healthy\n${logTail()}`;
-      await stop();
-      throw new Error(why);
+  /** Spawns Synapse on the config (and data) in `dir` and waits until it is healthy; the ms it took. */
+  const launch = async (): Promise<number> => {
+    const out = openSync(stdoutPath, 'a');
+    const started = Date.now();
+    let child: ChildProcess;
+    try {
+      child = spawn(install.python, ['-c', LAUNCHER, String(process.pid), configPath], {
+        cwd: dir,
+        detached: true, // its own process group: stop() kills Synapse and anything it forked
+        stdio: ['ignore', out, out],
+        env: { ...process.env, PYTHONUNBUFFERED: '1' },
+      });
+    } finally {
+      closeSync(out);
     }
-    const healthy = await Promise.all([
-      fetch(`${baseUrl}/health`).then((r) => r.ok, () => false),
-      httpsGet(`${federationUrl}/health`, { caPath: opts.ca.caPath, timeoutMs: 2000 }).then((r) => r.status === 200, () => false),
-    ]);
-    if (healthy.every(Boolean)) break;
-    if (Date.now() > deadline) {
-      const why = `startSynapse ${opts.serverName}: not healthy after ${opts.startTimeoutMs ?? 90_000} ms (pid ${pid}, dir ${dir})\n${logTail()}`;
-      await stop();
-      throw new Error(why);
+    const childPid = child.pid;
+    if (childPid === undefined) throw new Error(`startSynapse ${opts.serverName}: spawn failed`);
+    pid = childPid;
+    exited = undefined;
+    trackGroup(childPid);
+    exitPromise = new Promise<void>((res) => {
+      child.once('exit', (code, signal) => {
+        exited = { code, signal };
+        running.delete(childPid);
+        res();
+      });
+    });
+
+    // Ready when both listeners answer /health (the federation one over TLS, trusting only the test CA).
+    const deadline = started + (opts.startTimeoutMs ?? 90_000);
+    for (;;) {
+      const gone = exitedNow();
+      if (gone) {
+        const why = `startSynapse ${opts.serverName}: Synapse exited (${gone.code ?? gone.signal}) before it was healthy\n${logTail()}`;
+        await stop();
+        throw new Error(why);
+      }
+      const healthy = await Promise.all([
+        fetch(`${baseUrl}/health`).then((r) => r.ok, () => false),
+        httpsGet(`${federationUrl}/health`, { caPath: opts.ca.caPath, timeoutMs: 2000 }).then((r) => r.status === 200, () => false),
+      ]);
+      if (healthy.every(Boolean)) break;
+      if (Date.now() > deadline) {
+        const why = `startSynapse ${opts.serverName}: not healthy after ${opts.startTimeoutMs ?? 90_000} ms (pid ${pid}, dir ${dir})\n${logTail()}`;
+        await stop();
+        throw new Error(why);
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const startupMs = Date.now() - started;
+    return Date.now() - started;
+  };
+
+  const startupMs = await launch();
 
   const call = (s: { token: string } | null, method: string, path: string, body?: unknown) =>
     callServer({ baseUrl }, s, method, path, body).then(({ status, body: json }) => ({ status, body: json }));
@@ -348,7 +371,9 @@ export async function startSynapse(opts: SynapseOptions): Promise<SynapsePeer> {
     dir,
     logPath,
     stdoutPath,
-    pid,
+    get pid() {
+      return pid;
+    },
     startupMs,
     async registerUser(localpart, password, admin = false) {
       // Shared-secret registration: a fresh nonce, then an HMAC-SHA1 keyed by the secret over
@@ -366,6 +391,13 @@ export async function startSynapse(opts: SynapseOptions): Promise<SynapsePeer> {
     },
     call,
     logTail,
+    async down(kill = false) {
+      await halt(kill);
+    },
+    async up() {
+      if (!exited) throw new Error(`${opts.serverName}: still running`);
+      return launch();
+    },
     stop,
   };
 }

@@ -15,7 +15,8 @@ import type { AliasStore } from '../api/client/aliases';
 import { setDirectoryVisibility } from '../api/client/directory';
 import { askRoom, sendEvent } from './ask';
 import { parseCreateRoomRequest, type CreateRoomRequest } from '../api/client/create-room-request';
-import { withLocalProfile } from './join';
+import { remoteDeps, withLocalProfile } from './join';
+import { inviteRemoteUser } from './invite-remote';
 
 let lastCreateTs = 0;
 /** A timestamp for a new create event, later than any this front used before. */
@@ -57,8 +58,9 @@ export async function createRoom(ctx: ApiContext, user: { userId: string }, body
   const request = parseCreateRoomRequest(body, { serverName: ctx.config.serverName, defaultRoomVersion: ctx.config.defaultRoomVersion, creator: user.userId });
   // Refused before anything is created (Synapse creates the room, then fails on the first one).
   if (request.threepidInvites > 0) throw threepidLookupDenied();
+  const fed = remoteDeps(ctx);
   for (const u of request.invites) {
-    if (serverOf(u) !== ctx.config.serverName) throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which this server does not do yet');
+    if (serverOf(u) !== ctx.config.serverName && !fed) throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which is off on this server');
   }
   if (!request.alias) return populateRoom(ctx, user, request, aliases, index, null);
 
@@ -172,7 +174,20 @@ async function populateRoom(ctx: ApiContext, user: { userId: string }, request: 
   if (name !== undefined) await state('m.room.name', { name });
   if (topic !== undefined) await state('m.room.topic', { topic });
   for (const u of invites) {
-    const reply = await state('m.room.member', isDirect ? { membership: 'invite', is_direct: true } : { membership: 'invite' }, u);
+    const content: JsonObject = isDirect ? { membership: 'invite', is_direct: true } : { membership: 'invite' };
+    const fed = serverOf(u) !== ctx.config.serverName ? remoteDeps(ctx) : null;
+    if (fed) {
+      // A user of another server: their server co-signs the invite (src/rooms/invite-remote.ts).
+      // The room exists by now; one unreachable server does not undo it (the others are invited).
+      try {
+        await inviteRemoteUser(ctx, fed, roomId, user.userId, u, content);
+      } catch (e) {
+        if (!(e instanceof MatrixError)) throw e;
+        ctx.log.warn({ room_id: roomId, user_id: u, error: e.message }, 'createRoom: inviting a remote user failed');
+      }
+      continue;
+    }
+    const reply = await state('m.room.member', content, u);
     await index.record(u, roomId, reply.pos, 'invite');
   }
   if (visibility === 'public') await setDirectoryVisibility(ctx, [[roomId, 'public']]);

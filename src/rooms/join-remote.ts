@@ -9,6 +9,10 @@
  * checks every event (signatures against the key store's keys, hashes, auth rules; the create
  * event must be the one the room id names in v12) before the room exists here.
  *
+ * Knocking on a room of another server (`knockRemoteRoom`) and leaving one where our user only
+ * has an invite or a knock (`leaveRemoteRoom`) go through the same make_/send_ handshake; what
+ * they leave behind is kept for /sync in src/sync/remote-invites.ts.
+ *
  * Errors: no server answering a template is 404 `M_NOT_FOUND`; a remote's refusal (403, or a
  * room version we lack) passes through with its status and errcode.
  */
@@ -24,7 +28,7 @@ import { FederationError, FederationRemoteError } from '../federation/errors';
 import type { ServerKeyStore } from '../federation/keys/key-store';
 import { keysForPdus } from '../federation/inbound/pdu-keys';
 import type { ApiContext } from '../api/context';
-import { dropRemoteInvite, remoteInviteState } from '../sync/remote-invites';
+import { dropRemoteMembership, remoteMembership, storeRemoteMembership, strippedEvent, strippedEvents } from '../sync/remote-invites';
 import { askRoomFamily } from './ask';
 import type { IngestReply, SuppliedState } from './model';
 
@@ -64,27 +68,69 @@ export function candidateServers(ownServer: string, lists: readonly (readonly (s
 
 /** The server of whoever invited `userId` to `roomId` (a pending remote invite), if any. */
 export async function inviterServer(ctx: ApiContext, userId: string, roomId: string): Promise<string | null> {
-  const stripped = await remoteInviteState(ctx, userId, roomId);
-  const invite = stripped?.find((e) => e.type === 'm.room.member' && e.state_key === userId && isJsonObject(e.content) && e.content.membership === 'invite');
-  return typeof invite?.sender === 'string' ? serverOf(invite.sender) : null;
+  const kept = await remoteMembership(ctx, userId, roomId);
+  if (kept?.membership !== 'invite') return null;
+  const invite = kept.state.find((e) => e.type === 'm.room.member' && e.state_key === userId && isJsonObject(e.content) && e.content.membership === 'invite');
+  return typeof invite?.sender === 'string' ? serverOf(invite.sender) : (kept.servers[0] ?? null);
 }
 
 /**
- * Join `userId` to the remote room `roomId` through one of `candidates`; `content` is the join's
- * content as local joins build it (membership, reason, profile). Answers the join's event id.
+ * The send_ endpoints used: v2 of send_join (the state before the join and its auth chain, not
+ * wrapped in `[200, …]`) and send_leave; send_knock has only v1 (answering `knock_room_state`).
  */
-export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, index: MembershipIndex, userId: string, roomId: string, candidates: readonly string[], content: JsonObject): Promise<string> {
+const SEND_VERSION = { join: 'v2', knock: 'v1', leave: 'v2' } as const;
+
+/** One make_/send_ exchange that a server took: what we sent and what it answered. */
+interface Handshake {
+  server: string;
+  version: RoomVersion;
+  signed: JsonObject;
+  eventId: string;
+  answer: JsonObject;
+}
+
+interface HandshakeSpec<T> {
+  membership: 'join' | 'knock' | 'leave';
+  userId: string;
+  roomId: string;
+  candidates: readonly string[];
+  /** The event's content as our user wants it (membership, reason, profile). */
+  content: JsonObject;
+  sendOptions: { timeoutMs: number; maxResponseBytes?: number };
+  /** What to make of a server's send_ answer; an error string moves on to the next server. */
+  accept: (h: Handshake) => Promise<{ ok: true; value: T } | { ok: false; error: string }>;
+}
+
+/**
+ * The handshake every membership change on a room of another server goes through (server-server
+ * API, "Joining Rooms", "Knocking on rooms", "Leaving Rooms"): the candidate servers are asked in
+ * order for a `make_<membership>` template (with the room versions we support, for joins and
+ * knocks); the event is built from it (our origin and time, the user's content), hashed and
+ * signed with our key, and sent with `send_<membership>`; `accept` judges the answer. A remote's
+ * refusal (a 4xx with an errcode, 404 aside) is what the client gets when no server takes the
+ * event; otherwise 404 `M_NOT_FOUND` with what went wrong.
+ */
+async function remoteMembershipHandshake<T>(ctx: ApiContext, deps: RemoteJoinDeps, spec: HandshakeSpec<T>): Promise<T> {
+  const { membership, userId, roomId } = spec;
   const ours = ctx.config.serverName;
-  if (!candidates.length) throw errors.notFound('No known room with this id here, and no server to ask for it');
-  const ver = [...ROOM_VERSIONS.keys()].map((v) => `ver=${encodeURIComponent(v)}`).join('&');
+  if (!spec.candidates.length) throw errors.notFound('No known room with this id here, and no server to ask for it');
+  const ver = membership === 'leave' ? '' : `?${[...ROOM_VERSIONS.keys()].map((v) => `ver=${encodeURIComponent(v)}`).join('&')}`;
   let refusal: MatrixError | null = null;
   const failures: string[] = [];
-  for (const server of candidates) {
-    // 1. make_join: a template on the room's current extremities, with its version.
+  /** A remote's answer to one of our requests: a refusal to pass on, or a failure to note. */
+  const noteFailure = (server: string, e: unknown) => {
+    if (e instanceof FederationRemoteError && e.status >= 400 && e.status < 500 && e.status !== 404 && e.errcode) {
+      refusal ??= new MatrixError(e.status === 401 ? 403 : e.status, e.errcode, e.remoteMessage ?? `${server} refused the ${membership}`);
+    }
+    if (!(e instanceof FederationError)) throw e;
+    failures.push(`${server}: ${e.message}`);
+  };
+  for (const server of spec.candidates) {
+    // 1. make_<membership>: a template on the room's current extremities, with its version.
     let template: JsonObject;
     let version: RoomVersion | undefined;
     try {
-      const answer = await deps.client.get(server, `/_matrix/federation/v1/make_join/${encodeURIComponent(roomId)}/${encodeURIComponent(userId)}?${ver}`, { timeoutMs: 15_000 });
+      const answer = await deps.client.get(server, `/_matrix/federation/v1/make_${membership}/${encodeURIComponent(roomId)}/${encodeURIComponent(userId)}${ver}`, { timeoutMs: 15_000 });
       const event = answer.event;
       const versionId = typeof answer.room_version === 'string' ? answer.room_version : '1';
       version = getRoomVersion(versionId);
@@ -94,71 +140,100 @@ export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, inde
       }
       template = event;
     } catch (e) {
-      if (e instanceof FederationRemoteError && e.status >= 400 && e.status < 500 && e.status !== 404 && e.errcode) {
-        refusal ??= new MatrixError(e.status === 401 ? 403 : e.status, e.errcode, e.remoteMessage ?? `${server} refused the join`);
-      }
-      if (e instanceof FederationError) {
-        failures.push(`${server}: ${e.message}`);
-        continue;
-      }
-      throw e;
-    }
-    const joinEvent = buildJoinEvent(template, version, roomId, userId, ours, content);
-    if (!joinEvent) {
-      failures.push(`${server}: the template is not a join of this user into this room`);
+      noteFailure(server, e);
       continue;
     }
-    const signed = hashAndSignEvent(joinEvent, version, ours, ctx.signingKey);
+    const built = buildMembershipEvent(template, version, roomId, userId, ours, spec.content, membership);
+    if (!built) {
+      failures.push(`${server}: the template is not a ${membership} of this user into this room`);
+      continue;
+    }
+    const signed = hashAndSignEvent(built, version, ours, ctx.signingKey);
     const eventId = computeEventId(signed, version);
 
-    // 2. send_join: the state before the join and its auth chain.
+    // 2. send_<membership>.
     let answer: JsonObject;
     try {
-      answer = await deps.client.put(server, `/_matrix/federation/v2/send_join/${encodeURIComponent(roomId)}/${encodeURIComponent(eventId)}`, signed, { timeoutMs: 60_000, maxResponseBytes: SEND_JOIN_MAX_BYTES });
+      answer = await deps.client.put(server, `/_matrix/federation/${SEND_VERSION[membership]}/send_${membership}/${encodeURIComponent(roomId)}/${encodeURIComponent(eventId)}`, signed, spec.sendOptions);
     } catch (e) {
-      if (e instanceof FederationRemoteError && e.status >= 400 && e.status < 500 && e.status !== 404 && e.errcode) {
-        refusal ??= new MatrixError(e.status === 401 ? 403 : e.status, e.errcode, e.remoteMessage ?? `${server} refused the join`);
-      }
-      if (e instanceof FederationError) {
-        failures.push(`${server}: ${e.message}`);
-        continue;
-      }
-      throw e;
-    }
-    const checked = checkSendJoinAnswer(answer, version, signed, eventId);
-    if (!checked.ok) {
-      failures.push(`${server}: ${checked.error}`);
+      noteFailure(server, e);
       continue;
     }
-
-    // 3. The room actor checks and stores it all: state and auth chain as outliers, the join live.
-    const keys = await keysForPdus(deps.keyStore, [checked.join, ...checked.supplied.events], version, Date.now() + 30_000);
-    const reply = await askRoomFamily<IngestReply>(ctx, 'room', roomId, { op: 'ingest', pdus: [checked.join], keys, state: checked.supplied, ownJoin: eventId });
-    const result = reply.results.find((r) => r.event_id === eventId);
-    if (!result || (result.status !== 'accepted' && result.status !== 'duplicate')) {
-      const bad = reply.results.filter((r) => r.status !== 'accepted' && r.status !== 'duplicate' && r.status !== 'outlier').slice(0, 3);
-      ctx.log.warn({ room_id: roomId, server, result, bad }, 'remote join: the room refused the send_join answer');
-      failures.push(`${server}: the join was not accepted here (${result?.status ?? 'no result'}: ${result?.reason ?? ''})`);
-      continue;
-    }
-    const stored = await ctx.rooms.event(roomId, eventId);
-    await index.record(userId, roomId, stored?.pos ?? 0, 'join');
-    return eventId;
+    const accepted = await spec.accept({ server, version, signed, eventId, answer });
+    if (accepted.ok) return accepted.value;
+    failures.push(`${server}: ${accepted.error}`);
   }
   if (refusal) throw refusal;
-  ctx.log.info({ room_id: roomId, failures }, 'remote join: no server could join us');
-  throw errors.notFound(`No server could join this room: ${failures.slice(0, 3).join('; ')}`);
+  ctx.log.info({ room_id: roomId, membership, failures }, 'remote membership: no server took the event');
+  throw errors.notFound(`No server could ${membership === 'leave' ? 'take the leave for' : membership} this room: ${failures.slice(0, 3).join('; ')}`);
 }
 
-/** The join event from a make_join template: our origin and time, the template's DAG fields. */
-export function buildJoinEvent(template: JsonObject, version: RoomVersion, roomId: string, userId: string, ours: string, content: JsonObject): JsonObject | null {
+/**
+ * Join `userId` to the remote room `roomId` through one of `candidates`; `content` is the join's
+ * content as local joins build it (membership, reason, profile). Answers the join's event id.
+ */
+export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, index: MembershipIndex, userId: string, roomId: string, candidates: readonly string[], content: JsonObject): Promise<string> {
+  return remoteMembershipHandshake(ctx, deps, {
+    membership: 'join',
+    userId,
+    roomId,
+    candidates,
+    content,
+    sendOptions: { timeoutMs: 60_000, maxResponseBytes: SEND_JOIN_MAX_BYTES },
+    accept: async ({ server, version, signed, eventId, answer }) => {
+      const checked = checkSendJoinAnswer(answer, version, signed, eventId);
+      if (!checked.ok) return checked;
+      // 3. The room actor checks and stores it all: state and auth chain as outliers, the join live.
+      const keys = await keysForPdus(deps.keyStore, [checked.join, ...checked.supplied.events], version, Date.now() + 30_000);
+      const reply = await askRoomFamily<IngestReply>(ctx, 'room', roomId, { op: 'ingest', pdus: [checked.join], keys, state: checked.supplied, ownJoin: eventId });
+      const result = reply.results.find((r) => r.event_id === eventId);
+      if (!result || (result.status !== 'accepted' && result.status !== 'duplicate')) {
+        const bad = reply.results.filter((r) => r.status !== 'accepted' && r.status !== 'duplicate' && r.status !== 'outlier').slice(0, 3);
+        ctx.log.warn({ room_id: roomId, server, result, bad }, 'remote join: the room refused the send_join answer');
+        return { ok: false, error: `the join was not accepted here (${result?.status ?? 'no result'}: ${result?.reason ?? ''})` };
+      }
+      const stored = await ctx.rooms.event(roomId, eventId);
+      await index.record(userId, roomId, stored?.pos ?? 0, 'join');
+      // The room is here now: an invite or knock kept for it has served its purpose.
+      await dropRemoteMembership(ctx, userId, roomId);
+      return { ok: true, value: eventId };
+    },
+  });
+}
+
+/**
+ * `userId` knocks on the remote room `roomId` through one of `candidates` (server-server API,
+ * "Knocking on rooms"): make_knock with the versions we support, send_knock v1. The answer's
+ * `knock_room_state` (stripped state), with the knock itself, is kept for the user
+ * (src/sync/remote-invites.ts), so /sync shows the room under `rooms.knock`, and the server that
+ * took the knock is where a retraction goes. Answers the knock's event id.
+ */
+export async function knockRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, userId: string, roomId: string, candidates: readonly string[], content: JsonObject): Promise<string> {
+  return remoteMembershipHandshake(ctx, deps, {
+    membership: 'knock',
+    userId,
+    roomId,
+    candidates,
+    content,
+    sendOptions: { timeoutMs: 30_000 },
+    accept: async ({ server, signed, eventId, answer }) => {
+      const state = strippedEvents(answer.knock_room_state).filter((e) => e.type !== 'm.room.member' || e.state_key !== userId);
+      state.push(strippedEvent(signed)!);
+      await storeRemoteMembership(ctx, userId, roomId, { membership: 'knock', state, servers: [server, ...candidates.filter((c) => c !== server)] });
+      return { ok: true, value: eventId };
+    },
+  });
+}
+
+/** The event built from a make_ template: our origin and time, the template's DAG fields. */
+export function buildMembershipEvent(template: JsonObject, version: RoomVersion, roomId: string, userId: string, ours: string, content: JsonObject, membership: 'join' | 'knock' | 'leave'): JsonObject | null {
   if (template.type !== 'm.room.member' || template.state_key !== userId || template.sender !== userId) return null;
   if (template.room_id !== roomId) return null;
   const given = isJsonObject(template.content) ? template.content : {};
-  if (given.membership !== 'join') return null;
-  const merged: JsonObject = { ...content, membership: 'join' };
+  if (given.membership !== membership) return null;
+  const merged: JsonObject = { ...content, membership };
   // A restricted join names the resident user who authorises it (the template's choice).
-  if (typeof given.join_authorised_via_users_server === 'string') merged.join_authorised_via_users_server = given.join_authorised_via_users_server;
+  if (membership === 'join' && typeof given.join_authorised_via_users_server === 'string') merged.join_authorised_via_users_server = given.join_authorised_via_users_server;
   const event: JsonObject = {};
   for (const [k, v] of Object.entries(template)) {
     if (k === 'signatures' || k === 'hashes' || k === 'unsigned' || k === 'event_id') continue;
@@ -221,44 +296,40 @@ export function checkSendJoinAnswer(answer: JsonObject, version: RoomVersion, ou
 }
 
 /**
- * Reject an invite to a room this server does not have (server-server API, "Leaving Rooms
- * (Rejecting Invites)"): `make_leave` / `send_leave` v2 on the inviting server (then the room id's
- * server), the leave built and signed as the join is. The stored invite is dropped and the room
- * leaves the user's index. Answers whether an invite was there to reject.
+ * Leave a room this server does not have, where our user has an out-of-band membership: reject an
+ * invite or retract a knock (server-server API, "Leaving Rooms (Rejecting Invites)"):
+ * `make_leave` / `send_leave` v2 on the servers known to be in the room (the inviter's, the one
+ * that took the knock), then the room id's server. The leave is kept for the user in place of the
+ * invite or knock, so /sync reports the room under `rooms.leave` with it (a leave of our own
+ * making when no server took it: the user does not want the invite either way). Answers whether
+ * there was an invite or knock to leave.
  */
-export async function rejectRemoteInvite(ctx: ApiContext, deps: RemoteJoinDeps, userId: string, roomId: string, content: JsonObject): Promise<boolean> {
-  const inviter = await inviterServer(ctx, userId, roomId);
-  if (!inviter) return false;
-  const ours = ctx.config.serverName;
-  const failures: string[] = [];
-  let done = false;
-  for (const server of candidateServers(ours, [[inviter, serverOf(roomId)]])) {
-    try {
-      const answer = await deps.client.get(server, `/_matrix/federation/v1/make_leave/${encodeURIComponent(roomId)}/${encodeURIComponent(userId)}`, { timeoutMs: 15_000 });
-      const version = getRoomVersion(typeof answer.room_version === 'string' ? answer.room_version : '1');
-      const t = answer.event;
-      if (!version || !isJsonObject(t) || t.type !== 'm.room.member' || t.state_key !== userId || t.sender !== userId || t.room_id !== roomId) {
-        failures.push(`${server}: not a usable leave template`);
-        continue;
-      }
-      const event: JsonObject = {};
-      for (const [k, v] of Object.entries(t)) if (k !== 'signatures' && k !== 'hashes' && k !== 'unsigned' && k !== 'event_id') event[k] = v as JsonValue;
-      event.content = { ...content, membership: 'leave' };
-      event.origin = ours;
-      event.origin_server_ts = Date.now();
-      if (version.eventIdFormat === 'v1') event.event_id = `$${randomBytes(12).toString('base64url')}:${ours}`;
-      const signed = hashAndSignEvent(event, version, ours, ctx.signingKey);
-      const eventId = computeEventId(signed, version);
-      await deps.client.put(server, `/_matrix/federation/v2/send_leave/${encodeURIComponent(roomId)}/${encodeURIComponent(eventId)}`, signed, { timeoutMs: 30_000 });
-      done = true;
-      break;
-    } catch (e) {
-      if (!(e instanceof FederationError)) throw e;
-      failures.push(`${server}: ${e.message}`);
-    }
+export async function leaveRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, userId: string, roomId: string, content: JsonObject): Promise<boolean> {
+  const kept = await remoteMembership(ctx, userId, roomId);
+  if (!kept || kept.membership === 'leave') return false;
+  const fromState = kept.state.filter((e) => e.type === 'm.room.member' && e.state_key === userId && typeof e.sender === 'string').map((e) => serverOf(e.sender as string));
+  const candidates = candidateServers(ctx.config.serverName, [kept.servers, fromState, [serverOf(roomId)]]);
+  let leave: JsonObject;
+  try {
+    leave = await remoteMembershipHandshake(ctx, deps, {
+      membership: 'leave',
+      userId,
+      roomId,
+      candidates,
+      content,
+      sendOptions: { timeoutMs: 30_000 },
+      accept: async ({ signed, eventId }) => ({ ok: true, value: clientLeaveEvent(signed, eventId) }),
+    });
+  } catch (e) {
+    if (!(e instanceof MatrixError)) throw e;
+    ctx.log.info({ room_id: roomId, error: e.message }, `leaving a remote ${kept.membership}: no server took the leave`);
+    leave = clientLeaveEvent({ type: 'm.room.member', state_key: userId, sender: userId, content: { ...content, membership: 'leave' }, origin_server_ts: Date.now() }, `$${randomBytes(18).toString('base64url')}`);
   }
-  // Even when no server took the leave, the user does not want the invite: it is dropped here.
-  if (!done) ctx.log.info({ room_id: roomId, failures }, 'rejecting a remote invite: no server took the leave');
-  await dropRemoteInvite(ctx, userId, roomId);
+  await storeRemoteMembership(ctx, userId, roomId, { membership: 'leave', state: kept.state, servers: kept.servers, event: leave });
   return true;
+}
+
+/** A leave event as /sync's timeline shows it. */
+function clientLeaveEvent(e: JsonObject, eventId: string): JsonObject {
+  return { type: 'm.room.member', state_key: e.state_key ?? '', sender: e.sender ?? '', content: e.content ?? {}, origin_server_ts: e.origin_server_ts ?? Date.now(), event_id: eventId, unsigned: {} };
 }

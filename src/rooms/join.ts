@@ -14,7 +14,7 @@ import { restrictedJoinAuthoriser } from '../api/client/restricted-joins';
 import { storedProfile, withProfile } from '../api/client/profile';
 import { optString, parseAlias } from '../api/client/room-common';
 import { sendEvent, type SendReply } from './ask';
-import { candidateServers, inviterServer, joinRemoteRoom, queryRemoteAlias } from './join-remote';
+import { candidateServers, inviterServer, joinRemoteRoom, knockRemoteRoom, queryRemoteAlias, type RemoteJoinDeps } from './join-remote';
 
 /** Send a membership event and record it in the target's joined-rooms index (local targets). */
 export async function sendLocalMembership(ctx: ApiContext, index: MembershipIndex, roomId: string, sender: string, target: string, given: JsonObject): Promise<SendReply> {
@@ -35,34 +35,13 @@ export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: Memb
   const reason = optString(body, 'reason');
   if (reason !== undefined) content.reason = reason;
   // An alias on another server, or a room this server does not have: a join over federation.
-  let roomId: string;
-  let aliasServers: string[] = [];
-  const fed = ctx.federation?.client && ctx.federation.keyStore ? { client: ctx.federation.client, keyStore: ctx.federation.keyStore } : null;
-  if (idOrAlias?.startsWith('#') && fed && parseAlias(idOrAlias).server !== ctx.config.serverName) {
-    const { alias, server } = parseAlias(idOrAlias);
-    const found = await queryRemoteAlias(fed, alias, server);
-    roomId = found.roomId;
-    aliasServers = [...found.servers, server];
-  } else {
-    roomId = await resolveRoomIdOrAlias(ctx, aliases, idOrAlias);
-  }
-  const meta = await ctx.rooms.meta(roomId);
-  // A room we have but are no longer in (all our users left) is joined through its servers too:
-  // our copy stopped at our leave (the room may have become invite-only, or banned us, since), so
-  // the servers we last saw in it are asked as well — a room id names no server from v12 on.
-  const joinedUsers = meta ? [...(await ctx.rooms.members(roomId, 'join')).keys()] : [];
-  const weAreIn = joinedUsers.some((u) => serverOf(u) === ctx.config.serverName);
-  if (!meta || !weAreIn) {
-    if (!fed) {
-      if (!meta) throw errors.notFound('No known room with this id on this server, and federation is off');
-    } else {
-      const lastSeen = joinedUsers.map((u) => serverOf(u));
-      const candidates = candidateServers(ctx.config.serverName, [via, aliasServers, [await inviterServer(ctx, userId, roomId)], [serverOf(roomId)], lastSeen]);
-      if (!meta || candidates.length) {
-        await joinRemoteRoom(ctx, fed, index, userId, roomId, candidates, await withLocalProfile(ctx, userId, content));
-        return roomId;
-      }
-    }
+  const fed = remoteDeps(ctx);
+  const { roomId, aliasServers } = await resolveForMembership(ctx, aliases, fed, idOrAlias);
+  // A room we have but are no longer in (all our users left) is joined through its servers too.
+  const candidates = await remoteCandidates(ctx, fed, roomId, [via, aliasServers, [await inviterServer(ctx, userId, roomId)], [serverOf(roomId)]]);
+  if (fed && candidates) {
+    await joinRemoteRoom(ctx, fed, index, userId, roomId, candidates, await withLocalProfile(ctx, userId, content));
+    return roomId;
   }
   // Restricted rooms: this server vouches for members of an allowed room (restricted-joins.ts).
   let authoriser: string | null;
@@ -81,6 +60,61 @@ export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: Memb
   if (authoriser) content.join_authorised_via_users_server = authoriser;
   await sendLocalMembership(ctx, index, roomId, userId, userId, content);
   return roomId;
+}
+
+/** The outbound federation client and key store, when federation is on. */
+export function remoteDeps(ctx: ApiContext): RemoteJoinDeps | null {
+  return ctx.federation?.client && ctx.federation.keyStore ? { client: ctx.federation.client, keyStore: ctx.federation.keyStore } : null;
+}
+
+/**
+ * `userId` knocks on the room `idOrAlias` names (client-server API, `POST /knock`), with the
+ * request's `reason`. A room this server has and is in takes the knock from the room actor; any
+ * other goes over federation through the candidate servers (`server_name`/`via`, an alias's
+ * servers, the room id's domain): src/rooms/join-remote.ts `knockRemoteRoom`. Answers the room id.
+ */
+export async function knockRoom(ctx: ApiContext, aliases: AliasStore, index: MembershipIndex, userId: string, idOrAlias: string | undefined, reason: string | undefined, via: readonly string[] = []): Promise<string> {
+  const content: JsonObject = { membership: 'knock' };
+  if (reason !== undefined) content.reason = reason;
+  const fed = remoteDeps(ctx);
+  const { roomId, aliasServers } = await resolveForMembership(ctx, aliases, fed, idOrAlias);
+  const candidates = await remoteCandidates(ctx, fed, roomId, [via, aliasServers, [serverOf(roomId)]]);
+  if (fed && candidates) {
+    await knockRemoteRoom(ctx, fed, userId, roomId, candidates, await withLocalProfile(ctx, userId, content));
+    return roomId;
+  }
+  await sendLocalMembership(ctx, index, roomId, userId, userId, content);
+  return roomId;
+}
+
+/** A room id, or an alias resolved here or (over federation) on its own server, with the servers the alias answer named. */
+async function resolveForMembership(ctx: ApiContext, aliases: AliasStore, fed: RemoteJoinDeps | null, idOrAlias: string | undefined): Promise<{ roomId: string; aliasServers: string[] }> {
+  if (idOrAlias?.startsWith('#') && fed && parseAlias(idOrAlias).server !== ctx.config.serverName) {
+    const { alias, server } = parseAlias(idOrAlias);
+    const found = await queryRemoteAlias(fed, alias, server);
+    return { roomId: found.roomId, aliasServers: [...found.servers, server] };
+  }
+  return { roomId: await resolveRoomIdOrAlias(ctx, aliases, idOrAlias), aliasServers: [] };
+}
+
+/**
+ * Where our user's join or knock goes: null when the room actor here takes it (the room is here
+ * and one of our users is in it, or we have it and know no server to ask); otherwise the servers
+ * to ask, in order (a room we do not have with none to ask is 404 from the handshake). For a room
+ * all our users had left, the servers we last saw in it come after `lists`: our copy stopped at
+ * our leave (the room may have become invite-only, or banned us, since), so the resident decides
+ * — and a room id names no server from v12 on.
+ */
+async function remoteCandidates(ctx: ApiContext, fed: RemoteJoinDeps | null, roomId: string, lists: readonly (readonly (string | null | undefined)[])[]): Promise<string[] | null> {
+  const meta = await ctx.rooms.meta(roomId);
+  const joinedUsers = meta ? [...(await ctx.rooms.members(roomId, 'join')).keys()] : [];
+  if (joinedUsers.some((u) => serverOf(u) === ctx.config.serverName)) return null;
+  if (!fed) {
+    if (!meta) throw errors.notFound('No known room with this id on this server, and federation is off');
+    return null;
+  }
+  const candidates = candidateServers(ctx.config.serverName, [...lists, joinedUsers.map((u) => serverOf(u))]);
+  return !meta || candidates.length ? candidates : null;
 }
 
 /**

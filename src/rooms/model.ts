@@ -64,12 +64,29 @@ export type RoomMessage =
    * Events built by other servers (federation /send, backfill, auth chains): checked in the
    * spec's order (src/rooms/ingest.ts). `outlier` stores them without placing them in the room's
    * history (auth chains and state fetched for a join). Ordered so each event comes after the
-   * events it references. `ownJoin`: the id of our own user's join that a resident server
-   * answered send_join for (a join over federation); it is not soft-failed against this room's
-   * current state, which is stale when we had left the room (a ban lifted since, say, never
-   * reached us: the resident no longer sent us the room's events).
+   * events it references.
    */
-  | { op: 'ingest'; pdus: JsonObject[]; keys: RemoteKeys; outlier?: boolean; state?: SuppliedState; ownJoin?: string }
+  | {
+      op: 'ingest';
+      pdus: JsonObject[];
+      keys: RemoteKeys;
+      outlier?: boolean;
+      state?: SuppliedState;
+      /**
+       * The server that gave us these events through a membership endpoint (send_join,
+       * send_leave, send_knock), which only tells the resident server: we send the accepted ones
+       * to the room's other servers on its behalf (RoomOutput.onBehalfOf), as Synapse does.
+       * Absent for /send: the origin of a transaction sends its events to everyone itself.
+       */
+      onBehalfOf?: string;
+      /**
+       * The id of our own user's join that a resident server answered send_join for (a join over
+       * federation): it is not soft-failed against this room's current state, which is stale when
+       * we had left the room (a ban lifted since, say, never reached us: the resident no longer
+       * sent us the room's events).
+       */
+      ownJoin?: string;
+    }
   /**
    * History older than what the room knows, as a federation /backfill response brings it (any
    * order; newest first is fine), with the state for its oldest events (see `decideRemote`).
@@ -126,6 +143,8 @@ export interface RoomOutput {
   state?: { key: string; replaces: string | null };
   /** For an applied redaction: the event it redacted. */
   redacted?: string;
+  /** A remote server's event we pass on to the room's other servers for it (see the `ingest` op). */
+  onBehalfOf?: string;
 }
 
 /**

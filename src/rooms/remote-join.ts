@@ -1,19 +1,23 @@
 /**
  * The resident side of membership over federation (server-server API, "Joining Rooms", "Leaving
- * Rooms"): a remote user joins or leaves a room this server has.
+ * Rooms", "Knocking on rooms", "Inviting to a room"): a remote user joins, knocks on or leaves a
+ * room this server has, or one of our users invites a remote user.
  *
- * - `membershipTemplate`: what `make_join` / `make_leave` answer — an unsigned event (no hashes,
+ * - `membershipTemplate`: what `make_join` / `make_knock` / `make_leave` answer, and the invite
+ *   a local user sends a remote user — an unsigned event (no hashes,
  *   no signatures, no event id) on the room's current forward extremities, with the auth events
  *   chosen from the current state, checked against the current state with the pure auth rules
  *   (as the room actor checks a local event it builds: actors/room.ts `buildEvent`).
- * - `checkSentMembership`: what `send_join` / `send_leave` accept — an event for the path's room
+ * - `checkSentMembership`: what `send_join` / `send_knock` / `send_leave` accept — an event for the path's room
  *   and event id, of the membership asked, for a user of the origin (its signatures are checked by
  *   the room actor's ingest, with the other receipt checks).
  * - `stateAndAuthChainBefore`: the room's state before an event, with its auth chain, as PDUs.
+ * - `strippedRoomState`: the few state events that let a user recognise a room they are not in
+ *   (`knock_room_state` of send_knock, `invite_room_state` of an invite).
  */
 import { authEventSelection, checkEventAuth, type AuthResult } from '../protocol/auth-rules';
 import { computeEventId, serverNameOf } from '../protocol/event-hashing';
-import { isJsonObject, type JsonObject } from '../protocol/json';
+import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { lookupFromStateMap, stateKeyOf, toPdu, type Pdu } from '../protocol/pdu';
 import type { RoomVersion } from '../protocol/room-versions';
 import type { RoomReader } from '../store/room-reader';
@@ -27,12 +31,15 @@ export interface MembershipTemplate {
   auth: AuthResult;
 }
 
-/** Build an unsigned `m.room.member` event for `userId` on the room's current extremities and state. */
-export async function membershipTemplate(rooms: RoomReader, roomId: string, version: RoomVersion, userId: string, content: JsonObject, now = Date.now()): Promise<MembershipTemplate | null> {
+/**
+ * Build an unsigned `m.room.member` event for `userId` on the room's current extremities and
+ * state, sent by `sender` (the user themselves but for an invite).
+ */
+export async function membershipTemplate(rooms: RoomReader, roomId: string, version: RoomVersion, userId: string, content: JsonObject, now = Date.now(), sender = userId): Promise<MembershipTemplate | null> {
   const meta = await rooms.meta(roomId);
   if (!meta?.version) return null;
   const state = await rooms.currentStateIds(roomId);
-  const selection = authEventSelection({ type: 'm.room.member', stateKey: userId, sender: userId, content }, version);
+  const selection = authEventSelection({ type: 'm.room.member', stateKey: userId, sender, content }, version);
   const authIds = selection.map(([type, key]) => state.get(stateKeyOf(type, key))).filter((id): id is string => !!id);
   // Every event the auth rules may read for a membership event is one of the selection's.
   const loaded = new Map<string, Pdu>();
@@ -44,7 +51,7 @@ export async function membershipTemplate(rooms: RoomReader, roomId: string, vers
   const prev = meta.extremities.slice(-MAX_PREV_EVENTS);
   const template: JsonObject = {
     room_id: roomId,
-    sender: userId,
+    sender,
     state_key: userId,
     type: 'm.room.member',
     content,
@@ -63,8 +70,8 @@ export async function membershipTemplate(rooms: RoomReader, roomId: string, vers
 
 export type SentMembershipCheck = { ok: true; eventId: string; userId: string } | { ok: false; error: string };
 
-/** The checks `send_join`/`send_leave` make before handing the event to the room. */
-export function checkSentMembership(raw: unknown, version: RoomVersion, roomId: string, pathEventId: string, origin: string, membership: 'join' | 'leave'): SentMembershipCheck {
+/** The checks `send_join`/`send_knock`/`send_leave` make before handing the event to the room. */
+export function checkSentMembership(raw: unknown, version: RoomVersion, roomId: string, pathEventId: string, origin: string, membership: 'join' | 'knock' | 'leave'): SentMembershipCheck {
   if (!isJsonObject(raw)) return { ok: false, error: 'The body must be the event' };
   if (raw.type !== 'm.room.member') return { ok: false, error: 'Not an m.room.member event' };
   if (raw.room_id !== roomId) return { ok: false, error: 'The event is for another room' };
@@ -92,6 +99,22 @@ export async function stateAndAuthChainBefore(rooms: RoomReader, roomId: string,
   // The join's own auth events are in the state before it; the chain covers both.
   const chain = (await rooms.authChain(roomId, [...stateIds, eventId])).filter((e) => !e.rejected && e.eventId !== eventId);
   return { state: state.map((e) => e.event), authChain: chain.map((e) => e.event) };
+}
+
+/**
+ * State types of stripped state (client-server API, "Stripped state"): what /sync shows of a room
+ * the user is invited to or knocked on, and what goes to another server in `invite_room_state` /
+ * `knock_room_state`.
+ */
+export const STRIPPED_STATE_TYPES = ['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar', 'm.room.canonical_alias', 'm.room.encryption', 'm.room.topic'];
+
+/** The room's stripped state (current state, `STRIPPED_STATE_TYPES`; rejected events left out). */
+export async function strippedRoomState(rooms: RoomReader, roomId: string): Promise<JsonObject[]> {
+  const ids = await rooms.currentStateIds(roomId);
+  const wanted = STRIPPED_STATE_TYPES.map((t) => ids.get(stateKeyOf(t, ''))).filter((id): id is string => !!id);
+  return (await rooms.events(roomId, wanted))
+    .filter((e) => !e.rejected)
+    .map((e) => ({ type: e.event.type ?? '', state_key: e.event.state_key ?? '', sender: e.event.sender ?? '', content: isJsonObject(e.event.content as JsonValue) ? (e.event.content as JsonObject) : {} }));
 }
 
 /** The servers with a joined user in the room (current state), ours included. */

@@ -399,6 +399,8 @@ export const destinationData = {
   pdus: (destination: string) => `fed:${destination}:pdus`,
   /** Stream: EDUs to send, one entry per EDU: `j` its JSON text. */
   edus: (destination: string) => `fed:${destination}:edus`,
+  /** String: the retry time (ms) while the destination is backing off; absent otherwise (the inbound path's wake check). */
+  backoff: (destination: string) => `fed:${destination}:backoff`,
 };
 
 /** The consumer group the federation sender (src/federation/sender/reader.ts) reads room outboxes with. */

@@ -54,9 +54,10 @@
  * reads go out in one pipelined round trip; at most `MAX_CONCURRENT_COMPUTES` compute at once
  * (src/sync/compute-gate.ts). A loop's next poll, when nothing concerning the user was notified
  * since the answer that gave its token, waits before computing (`SyncNotifier.unchangedSince`).
- * Knocks the user made are in `rooms.knock` with stripped state, like invites.
+ * Knocks the user made are in `rooms.knock` with stripped state, like invites (on rooms of other
+ * servers: the stripped state the remote gave, src/sync/remote-invites.ts).
  */
-import { remoteInviteState } from './remote-invites';
+import { remoteLeaveEntry, remoteStrippedState } from './remote-invites';
 import { parseOutboxEntry, type OutboxEntry } from '../runtime/envelope';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { stateKeyOf } from '../protocol/pdu';
@@ -82,6 +83,7 @@ import { parseReceiptField, type ReceiptOutput, type StoredReceipt } from '../..
 import type { ApiContext } from '../api/context';
 import { encodeToken, filterAllowsType, filterMatches, formatEvents, type RoomEventFilter } from '../api/client/room-common';
 import { visibleEvents } from '../rooms/visibility';
+import { STRIPPED_STATE_TYPES } from '../rooms/remote-join';
 import { paginate } from '../api/client/room-reads';
 import { pushRulesContent } from '../api/client/push-rules';
 
@@ -95,8 +97,6 @@ const PUSH_RULES_TYPE = 'm.push_rules';
 
 /** Outbox entries read per shard per sync; more than this in the window is answered as a gap. */
 export const MAX_WINDOW_ENTRIES = 5000;
-/** State types of an invite's stripped state (client-server API, "Stripped state"). */
-const STRIPPED_TYPES = ['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar', 'm.room.canonical_alias', 'm.room.encryption'];
 
 // ---- filters ---------------------------------------------------------------------------------
 
@@ -414,15 +414,16 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
       if (entry) join[roomId] = entry;
     }),
     ...invites.map(async (roomId) => {
-      const state = (await strippedState(ctx, roomId, user.userId, 'invite')) ?? (await remoteInviteState(ctx, user.userId, roomId));
+      const state = (await strippedState(ctx, roomId, user.userId, 'invite')) ?? (await remoteStrippedState(ctx, user.userId, roomId, 'invite'));
       if (state) invite[roomId] = { invite_state: { events: state } };
     }),
     ...knocks.map(async (roomId) => {
-      const state = await strippedState(ctx, roomId, user.userId, 'knock');
+      const state = (await strippedState(ctx, roomId, user.userId, 'knock')) ?? (await remoteStrippedState(ctx, user.userId, roomId, 'knock'));
       if (state) knock[roomId] = { knock_state: { events: state } };
     }),
     ...leaves.map(async (roomId) => {
-      const entry = await leftRoom(ctx, user, roomId, filter);
+      // A rejected invite or retracted knock on a room this server has no event of: the leave alone.
+      const entry = (await leftRoom(ctx, user, roomId, filter)) ?? (await remoteLeaveEntry(ctx, user.userId, roomId));
       if (entry) leave[roomId] = entry;
     }),
   ]);
@@ -756,7 +757,7 @@ async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter:
 async function strippedState(ctx: ApiContext, roomId: string, userId: string, membership: 'invite' | 'knock'): Promise<JsonObject[] | null> {
   const ids = await ctx.rooms.currentStateIds(roomId);
   const memberId = ids.get(stateKeyOf('m.room.member', userId));
-  const wanted = STRIPPED_TYPES.map((t) => ids.get(stateKeyOf(t, ''))).filter((id): id is string => !!id);
+  const wanted = STRIPPED_STATE_TYPES.map((t) => ids.get(stateKeyOf(t, ''))).filter((id): id is string => !!id);
   const events = await ctx.rooms.events(roomId, memberId ? [...wanted, memberId] : wanted);
   const member = events.find((e) => e.eventId === memberId);
   if (!member || (member.event.content as JsonObject | undefined)?.membership !== membership) return null;

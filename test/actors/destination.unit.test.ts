@@ -37,18 +37,21 @@ class Model {
     return out;
   }
 
-  /** Fire the `send` timer with the peer answering `outcome`. */
+  /**
+   * Fire the `send` timer: the shell starts an attempt (when the backoff is over and none is
+   * out), and the peer answers `outcome` (null: no answer yet — the PUT is still out).
+   */
   fire(outcome: SendOutcome | null) {
     const at = this.timer!.atMs;
     this.timer = null;
     const inf = this.state.inflight;
     let prepared: DestinationPrepared | undefined;
-    if (inf && at >= this.state.retryAt && outcome) {
-      const events = this.body();
-      this.sent.push({ txnId: inf.txnId, events });
-      prepared = { txnId: inf.txnId, outcome, pdus: events.length, edus: 0 };
-    }
-    return this.apply(msg({ t: 'send' }, at), prepared);
+    if (inf && at >= this.state.retryAt) prepared = inf.sending ? { kind: 'running', txnId: inf.txnId } : { kind: 'started', txnId: inf.txnId, attempt: inf.attempts + 1 };
+    const d = this.apply(msg({ t: 'send' }, at), prepared);
+    if (prepared?.kind !== 'started' || !outcome) return d;
+    const events = this.body();
+    this.sent.push({ txnId: prepared.txnId, events });
+    return this.apply(msg({ t: 'sent', txnId: prepared.txnId, attempt: prepared.attempt, outcome, pdus: events.length, edus: 0 }, at));
   }
 }
 
@@ -162,7 +165,7 @@ describe('destination actor: failures', () => {
     const m = new Model();
     m.apply(msg(pdus(1, 1), 0));
     const before = m.state;
-    m.apply(msg({ t: 'send' }, 1), { txnId: 'other', outcome: OK, pdus: 1, edus: 0 });
+    m.apply(msg({ t: 'sent', txnId: 'other', attempt: 1, outcome: OK, pdus: 1, edus: 0 }, 1));
     expect(m.state.inflight).toEqual(before.inflight);
   });
 });
@@ -209,5 +212,69 @@ describe('destination actor: bounded catch-up', () => {
     }
     expect(backoffMs(DEST, 30)).toBe(3_600_000);
     expect(backoffMs(DEST, 5)).toBe(backoffMs(DEST, 5)); // pure
+  });
+});
+
+describe('destination actor: the PUT outside the mailbox', () => {
+  it('one attempt out at a time: a watch timer while it runs starts nothing; new events wait; the answer takes the next range', () => {
+    const m = new Model({ ...DEFAULT_LIMITS, watchMs: 5000 });
+    m.apply(msg(pdus(1, 2), 0));
+    const startedAt = m.timer!.atMs;
+    m.fire(null); // the PUT hangs
+    expect(m.state.inflight).toMatchObject({ attempts: 1, sending: true });
+    expect(m.timer!.atMs).toBe(startedAt + 5000); // the watch
+    m.apply(msg(pdus(3, 5), 100));
+    expect(m.state.inflight).toMatchObject({ pduFrom: 1, pduTo: 2 });
+    // The watch fires: this process still runs the PUT.
+    const d = m.apply(msg({ t: 'send' }, startedAt + 5000), { kind: 'running', txnId: m.state.inflight!.txnId });
+    expect(m.state.inflight).toMatchObject({ attempts: 1, sending: true });
+    expect(d.timers![0]!.atMs).toBe(startedAt + 10_000);
+    // The answer of attempt 1 arrives.
+    m.apply(msg({ t: 'sent', txnId: m.state.inflight!.txnId, attempt: 1, outcome: OK, pdus: 2, edus: 0 }, 6000));
+    expect(m.state.inflight).toMatchObject({ pduFrom: 3, pduTo: 7, attempts: 0 });
+    expect(m.timer!.atMs).toBe(6000); // below the unfired watch (10 000), above every fired timer
+  });
+
+  it('a dead worker: the next holder finds no PUT running and starts the same txn again (attempt 2)', () => {
+    const m = new Model();
+    m.apply(msg(pdus(1, 1), 0));
+    const txnId = m.state.inflight!.txnId;
+    m.fire(null);
+    // New holder: the shell has no PUT of its own for it and starts attempt 2.
+    m.apply(msg({ t: 'send' }, 5000), { kind: 'started', txnId, attempt: 2 });
+    expect(m.state.inflight).toMatchObject({ txnId, attempts: 2, sending: true });
+    // The late failure of attempt 1 changes nothing; the success of attempt 2 completes it.
+    m.apply(msg({ t: 'sent', txnId, attempt: 1, outcome: DOWN, pdus: 1, edus: 0 }, 5100));
+    expect(m.state).toMatchObject({ failures: 0, inflight: { sending: true } });
+    m.apply(msg({ t: 'sent', txnId, attempt: 2, outcome: OK, pdus: 1, edus: 0 }, 5200));
+    expect(m.state).toMatchObject({ inflight: null, sentPdus: 1, txns: 1 });
+  });
+
+  it('the bound never abandons a transaction being sent: it drops only what waits behind it', () => {
+    const m = new Model({ ...DEFAULT_LIMITS, maxPendingPdus: 10 });
+    m.apply(msg(pdus(1, 5), 0));
+    m.fire(null);
+    const txnId = m.state.inflight!.txnId;
+    m.apply(msg(pdus(6, 30), 10));
+    expect(m.state.inflight).toMatchObject({ txnId, pduFrom: 1, pduTo: 5, sending: true });
+    expect(m.state.dropped).toBe(20);
+    m.apply(msg({ t: 'sent', txnId, attempt: 1, outcome: OK, pdus: 5, edus: 0 }, 20));
+    expect(m.state.inflight).toMatchObject({ pduFrom: 26, pduTo: 35 });
+  });
+
+  it('backing off is visible to the inbound path (a key in the shard), and cleared by success or wake', () => {
+    const m = new Model();
+    m.apply(msg(pdus(1, 1), 0));
+    m.fire(null);
+    const txnId = m.state.inflight!.txnId;
+    const failed = m.apply(msg({ t: 'sent', txnId, attempt: 1, outcome: DOWN, pdus: 1, edus: 0 }, 100));
+    expect(failed.writes).toEqual([{ cmd: 'SET', key: 'fed:peer.example:8448:backoff', args: [String(m.state.retryAt)] }]);
+    const woke = m.apply(msg({ t: 'wake' }, 200));
+    expect(woke.writes).toEqual([{ cmd: 'DEL', key: 'fed:peer.example:8448:backoff', args: [] }]);
+    expect(woke.timers![0]!.atMs).toBe(200);
+    expect(m.state).toMatchObject({ retryAt: 0, failures: 0 });
+    // A wake with no backoff changes nothing.
+    const again = m.apply(msg({ t: 'wake' }, 300));
+    expect(again.state).toBe(m.state);
   });
 });

@@ -69,6 +69,19 @@ describe('federation configuration', () => {
     expect(problemsOf({ AXON_TRUSTED_KEY_SERVERS: 'matrix.org ed25519:a=short' })).toEqual([expect.stringMatching(/matrix\.org's key ed25519:a is not an unpadded base64 ed25519 public key/)]);
     expect(parseTrustedKeyServersEnv('matrix.org ed25519:a')).toMatch(/keyId=base64/);
   });
+
+  it('the outbound sender: catch-up bound and backoff from federation.sender (env overrides), checked', () => {
+    expect(loadConfig({}, cwd()).federation.sender).toEqual({ catchUpLimit: 1000, backoffStartMs: 2000, backoffMaxMs: 3_600_000 });
+    const dir = cwd();
+    writeFileSync(join(dir, 'axon.config.json'), JSON.stringify({ federation: { sender: { catchUpLimit: 5000 } } }));
+    const c = loadConfig({ AXON_FEDERATION_SENDER_BACKOFF_START_MS: '500', AXON_FEDERATION_SENDER_BACKOFF_MAX_MS: '60000' }, dir);
+    expect(c.federation.sender).toEqual({ catchUpLimit: 5000, backoffStartMs: 500, backoffMaxMs: 60_000 });
+    expect(problemsOf({ AXON_FEDERATION_SENDER_CATCH_UP_LIMIT: '0', AXON_FEDERATION_SENDER_BACKOFF_START_MS: '10000', AXON_FEDERATION_SENDER_BACKOFF_MAX_MS: '5000' })).toEqual([
+      expect.stringMatching(/^federation\.sender\.catchUpLimit: must be an integer from 1/),
+      'federation.sender.backoffMaxMs: must be at least backoffStartMs',
+    ]);
+    expect(problemsOf({ AXON_FEDERATION_SENDER_BACKOFF_START_MS: 'soon' })).toEqual([expect.stringMatching(/must be an integer/)]);
+  });
 });
 
 describe('discovery (fake look-ups)', () => {

@@ -5,7 +5,9 @@
  * users see in /members and /sync, and leaves through make_leave/send_leave. Refusals: a banned
  * user (403), a room version the peer does not support (400 M_INCOMPATIBLE_ROOM_VERSION), a user
  * of another server (403), a send_join whose event id does not match the path (400). Alias
- * resolution for peers (/query/directory).
+ * resolution for peers (/query/directory). Knocks: make_knock refusals (no or a wrong `ver`, a
+ * user of another server, a room that is not knockable, a banned user, a server the ACL denies)
+ * and a knock through make_knock/send_knock answered with the room's stripped state.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeBase64 } from '../../src/protocol/base64';
@@ -229,5 +231,73 @@ describe('a remote server invites our user (PUT /invite v2)', () => {
     const r3 = await peer.request(a, 'PUT', `/_matrix/federation/v2/invite/${enc(remoteRoom)}/${enc(good.id)}`, { room_version: '999', event: good.pdu, invite_room_state: [] });
     expect(r3.status).toBe(400);
     expect(r3.body.errcode).toBe('M_INCOMPATIBLE_ROOM_VERSION');
+  });
+});
+
+describe('a remote user knocks on our room (make_knock, send_knock)', () => {
+  let knockRoom: string;
+  const kim = () => `@kim:${peer.serverName}`;
+
+  beforeAll(async () => {
+    const created = await clients.call(alice, 'POST', '/createRoom', { preset: 'private_chat', room_version: '10', name: 'Knock knock', initial_state: [{ type: 'm.room.join_rules', state_key: '', content: { join_rule: 'knock' } }] });
+    expect(created.status, JSON.stringify(created.body)).toBe(200);
+    knockRoom = created.body.room_id;
+  });
+
+  it('make_knock refusals: no ver (400 M_MISSING_PARAM), one without the room version (400 M_INCOMPATIBLE_ROOM_VERSION), a user of another server (403), an invite-only room (403), a banned user (403)', async () => {
+    const noVer = await peer.request(a, 'GET', `/_matrix/federation/v1/make_knock/${enc(knockRoom)}/${enc(kim())}`);
+    expect(noVer.status, noVer.text).toBe(400);
+    expect(noVer.body.errcode).toBe('M_MISSING_PARAM');
+    const r0 = await peer.request(a, 'GET', `/_matrix/federation/v1/make_knock/${enc(knockRoom)}/${enc(kim())}?ver=1&ver=6`);
+    expect(r0.status, r0.text).toBe(400);
+    expect(r0.body.errcode).toBe('M_INCOMPATIBLE_ROOM_VERSION');
+    expect(r0.body.room_version).toBe('10');
+    const foreign = await peer.request(a, 'GET', `/_matrix/federation/v1/make_knock/${enc(knockRoom)}/${enc('@mallory:elsewhere.example')}?ver=10`);
+    expect(foreign.status, foreign.text).toBe(403);
+    const inviteOnly = await peer.request(a, 'GET', `/_matrix/federation/v1/make_knock/${enc(roomId)}/${enc(kim())}?ver=10`);
+    expect(inviteOnly.status, inviteOnly.text).toBe(403); // the public room: join, not knock
+    expect(inviteOnly.body.errcode).toBe('M_FORBIDDEN');
+    const banned = `@kbanned:${peer.serverName}`;
+    expect((await clients.call(alice, 'POST', `/rooms/${enc(knockRoom)}/ban`, { user_id: banned })).status).toBe(200);
+    const r = await peer.request(a, 'GET', `/_matrix/federation/v1/make_knock/${enc(knockRoom)}/${enc(banned)}?ver=10`);
+    expect(r.status, r.text).toBe(403);
+    expect(r.body.errcode).toBe('M_FORBIDDEN');
+  });
+
+  it('make_knock → sign → send_knock: knock_room_state is the stripped state, and local members see the knock', async () => {
+    const started = performance.now();
+    const made = await peer.request(a, 'GET', `/_matrix/federation/v1/make_knock/${enc(knockRoom)}/${enc(kim())}?ver=9&ver=10`);
+    expect(made.status, made.text).toBe(200);
+    expect(made.body.room_version).toBe('10');
+    expect(made.body.event).toMatchObject({ type: 'm.room.member', state_key: kim(), sender: kim(), content: { membership: 'knock' } });
+    const { pdu, id } = peer.sign({ ...made.body.event, content: { membership: 'knock', reason: 'hi' } }, VERSION);
+    // A knock sent as someone else's (path event id mismatch) or as a join is refused first.
+    const wrongId = await peer.request(a, 'PUT', `/_matrix/federation/v1/send_knock/${enc(knockRoom)}/${enc('$notthisone')}`, pdu);
+    expect(wrongId.status).toBe(400);
+    const asJoin = peer.sign({ ...made.body.event, content: { membership: 'join' } }, VERSION);
+    const notKnock = await peer.request(a, 'PUT', `/_matrix/federation/v1/send_knock/${enc(knockRoom)}/${enc(asJoin.id)}`, asJoin.pdu);
+    expect(notKnock.status).toBe(400);
+    const sent = await peer.request(a, 'PUT', `/_matrix/federation/v1/send_knock/${enc(knockRoom)}/${enc(id)}`, pdu);
+    expect(sent.status, sent.text).toBe(200);
+    console.log(`membership.e2e: make_knock + send_knock in ${Math.round(performance.now() - started)} ms`);
+    const stripped = sent.body.knock_room_state as Json[];
+    expect(stripped.map((e) => e.type)).toEqual(expect.arrayContaining(['m.room.create', 'm.room.join_rules', 'm.room.name']));
+    expect(stripped.every((e) => Object.keys(e).sort().join() === 'content,sender,state_key,type')).toBe(true);
+    expect(stripped.find((e) => e.type === 'm.room.join_rules')?.content).toEqual({ join_rule: 'knock' });
+    const member = await clients.call(alice, 'GET', `/rooms/${enc(knockRoom)}/state/m.room.member/${enc(kim())}`);
+    expect(member.body).toEqual({ membership: 'knock', reason: 'hi' });
+    await eventually(
+      () => clients.call(alice, 'GET', '/sync?timeout=0'),
+      (x) => (x.body.rooms?.join?.[knockRoom]?.timeline?.events ?? []).some((e: Json) => e.state_key === kim() && e.content?.membership === 'knock'),
+    );
+  });
+
+  it("a server the room's ACL denies: make_knock is 403", async () => {
+    const acl = await clients.call(alice, 'PUT', `/rooms/${enc(knockRoom)}/state/m.room.server_acl/`, { allow: ['*'], deny: [peer.serverName.split(':')[0]!, peer.serverName] });
+    expect(acl.status, JSON.stringify(acl.body)).toBe(200);
+    const r = await peer.request(a, 'GET', `/_matrix/federation/v1/make_knock/${enc(knockRoom)}/${enc(`@other:${peer.serverName}`)}?ver=10`);
+    expect(r.status, r.text).toBe(403);
+    expect(r.body.errcode).toBe('M_FORBIDDEN');
+    expect(r.body.error).toMatch(/ACL/);
   });
 });

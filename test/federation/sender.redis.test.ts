@@ -5,18 +5,19 @@
  * id as a real server does (a repeated id is answered from memory, not processed), and can be
  * told to answer 500, be down (listener closed, connections cut), or hang.
  *
- * Remote members are written into the room's members hash directly: joins over federation are
- * not built yet (issue 14.7), and the sender only reads that hash to find destinations.
+ * Remote members are written into the room's members hash directly (the sender only reads that
+ * hash to find destinations; real joins over federation are exercised by the e2e tests).
  */
 import { createServer, type Server } from 'node:https';
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { destinationActor, DESTINATION_KIND, type DestinationState } from '../../actors/destination';
+import { destinationActor, DESTINATION_KIND, type DestinationLimits, type DestinationState } from '../../actors/destination';
 import { buildCreateEvent } from '../../actors/room';
 import { FederationClient } from '../../src/federation/client';
 import { FederationSenderReader } from '../../src/federation/sender/reader';
 import { FederationTransport } from '../../src/federation/sender/transport';
+import { DestinationWaker } from '../../src/federation/sender/wake';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { federationIpBlocklist } from '../../src/protocol/ip-ranges';
 import type { JsonObject } from '../../src/protocol/json';
@@ -158,10 +159,10 @@ afterEach(async () => {
   }
 });
 
-async function startWorker(id: string, sendTimeoutMs = 5000): Promise<Worker> {
+async function startWorker(id: string, sendTimeoutMs = 5000, limits: Partial<DestinationLimits> = { minRetryMs: 200, maxRetryMs: 1000 }): Promise<Worker> {
   const client = new FederationClient({ serverName: OURS, signingKey: room.signingKey, caPaths: [ca.caPath], verifyTls: true, blocklist: federationIpBlocklist([]), log: silent, requestTimeoutMs: sendTimeoutMs });
   clients.push(client);
-  const dest = destinationActor({ transport: new FederationTransport(client, sendTimeoutMs), keys: r.keys, roomShards: N, limits: { minRetryMs: 200, maxRetryMs: 1000 } });
+  const dest = destinationActor({ transport: new FederationTransport(client, sendTimeoutMs), keys: r.keys, roomShards: N, limits });
   const readerRedis = connectRedis(r.target);
   return r.startWorker(id, { kinds: [...allActorKinds(room), dest], readers: [new FederationSenderReader(readerRedis, r.keys, r.shardCounts, OURS, id, silent)], pollMs: 300 });
 }
@@ -321,5 +322,56 @@ describe('federation sender (redis)', () => {
     expect(a.messages()).toEqual(range(0, 6));
     expect(b.messages()).toEqual(range(0, 3));
     expect(b.processed.some((p) => p.type === 'm.room.server_acl')).toBe(false);
+  });
+
+  it('a hanging peer does not hold the actor: events keep being queued while its PUT is out, and one transaction stays in flight', async () => {
+    r = await rig('single', { shards: N, room });
+    await startWorker('w1', 60_000, { minRetryMs: 200, maxRetryMs: 1000, watchMs: 500 });
+    const c = await r.client();
+    const roomId = await setUpRoom(c, 'hang', [a]);
+    await waitFor('A has the join', () => a.processed.length >= 1);
+    a.mode = 'hang';
+    await sendMessages(c, roomId, 0, 1);
+    await waitFor('a PUT hanging at A', () => a.inFlight === 1);
+    const hungTxn = a.attempts.at(-1)!.txnId;
+    // 200 more while the PUT hangs: the actor takes every one (its mailbox is free), and the
+    // watch timer firing several times starts no second PUT.
+    await sendMessages(c, roomId, 1, 200);
+    await waitFor('all queued', async () => (await destinationState(a.name))!.nextPdu - 1 >= 202, 10_000);
+    await new Promise((res) => setTimeout(res, 1500));
+    const during = await destinationState(a.name);
+    expect(during!.inflight).toMatchObject({ txnId: hungTxn, sending: true, attempts: 1 });
+    expect(a.attempts.filter((t) => t.txnId === hungTxn).length).toBe(1);
+    expect(a.maxInFlight).toBe(1);
+    // The peer answers again: the hung request is cut (a failed attempt), the same txn goes again, then the rest.
+    a.mode = 'ok';
+    a.releaseHung();
+    await waitFor('A has 201', () => a.messages().length >= 201, 20_000);
+    expect(a.messages()).toEqual(range(0, 201));
+    expect(a.maxInFlight).toBe(1);
+  });
+
+  it("an inbound request from a peer in backoff ends the backoff at once (the wake-up), instead of waiting out the timer", async () => {
+    r = await rig('single', { shards: N, room });
+    // A long backoff: without the wake-up the retry would come a minute later.
+    await startWorker('w1', 5000, { minRetryMs: 60_000, maxRetryMs: 60_000 });
+    const c = await r.client();
+    const waker = new DestinationWaker(r.redis, r.keys, r.shardCounts, c);
+    const roomId = await setUpRoom(c, 'wake', [a]);
+    await waitFor('A has the join', () => a.processed.length >= 1);
+    expect(await waker.wakeIfBackingOff(a.name)).toBe(false); // not backing off: nothing told
+    await a.stop();
+    await sendMessages(c, roomId, 0, 5);
+    await waitFor('backing off', async () => ((await destinationState(a.name))?.failures ?? 0) >= 1);
+    const backoffKey = r.keys.shard('user', shardOf(a.name, N)).data('fed:' + a.name + ':backoff');
+    expect(Number(await r.redis.get(backoffKey))).toBeGreaterThan(Date.now() + 30_000);
+    await a.start();
+    const t0 = Date.now();
+    expect(await waker.wakeIfBackingOff(a.name)).toBe(true);
+    await waitFor('A has 5', () => a.messages().length >= 5, 15_000);
+    expect(Date.now() - t0).toBeLessThan(30_000); // well before the backoff would have ended
+    expect(a.messages()).toEqual(range(0, 5));
+    await waitFor('backoff cleared', async () => (await r.redis.get(backoffKey)) === null);
+    expect(await waker.wakeIfBackingOff(a.name)).toBe(false);
   });
 });

@@ -38,3 +38,11 @@ describe('federation sender: sorting what a peer answered', () => {
     expect(countPduErrors(null)).toBe(0);
   });
 });
+
+describe('federation sender: events passed on for another server', () => {
+  it('a join (or leave, knock) a server sent us through the membership endpoints goes to every other server, not back to it', () => {
+    const join = { type: 'm.room.member', state_key: '@bob:b.test' };
+    expect(eventDestinations(join, room(['us.test', 'b.test', 'c.test', 'd.test']), 'us.test', 'b.test')).toEqual(['c.test', 'd.test']);
+    expect(eventDestinations(join, room(['us.test', 'b.test']), 'us.test', 'b.test')).toEqual([]);
+  });
+});

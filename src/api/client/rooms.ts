@@ -7,8 +7,9 @@
  * index reader records them too, from the room outbox; whichever comes second is a no-op).
  * Forgetting a room is the user's own data: the user actor records it (`forget`).
  *
- * Rooms on other servers (joins and knocks over federation, invites of remote users) come with
- * federation; until then they are refused with the errors the spec gives for unknown rooms.
+ * Rooms on other servers: joins and knocks go over federation (src/rooms/join.ts), as do leaving a
+ * room where the user only has a remote invite or knock (src/rooms/join-remote.ts) and inviting a
+ * user of another server (src/rooms/invite-remote.ts).
  */
 import type { Front, Request } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
@@ -19,15 +20,16 @@ import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
 import { presenceOnActivity } from './presence';
-import { AliasStore, currentPower, registerAliasRoutes, resolveRoomIdOrAlias } from './aliases';
+import { AliasStore, currentPower, registerAliasRoutes } from './aliases';
 import { askUser } from './accounts-common';
 import { registerRoomReadRoutes } from './room-reads';
 import { bodyObject, clientRoute, optString, requireRoomId, requireUserIdParam, txnKey } from './room-common';
 import { sendEvent, type SendReply } from '../../rooms/ask';
 import { checkThreepidInvite } from './create-room-request';
 import { createRoom, threepidLookupDenied } from '../../rooms/create';
-import { joinRoom, sendLocalMembership } from '../../rooms/join';
-import { rejectRemoteInvite } from '../../rooms/join-remote';
+import { joinRoom, knockRoom, remoteDeps, sendLocalMembership } from '../../rooms/join';
+import { leaveRemoteRoom } from '../../rooms/join-remote';
+import { inviteRemoteUser } from '../../rooms/invite-remote';
 
 export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   const index = new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user);
@@ -62,12 +64,8 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   clientRoute(front, 'POST', '/knock/:roomIdOrAlias', async (req) => {
     const user = await requireUser(ctx, req);
     const body = req.body.length ? bodyObject(req) : {};
-    const roomId = await resolveRoomIdOrAlias(ctx, aliases, req.params.roomIdOrAlias);
-    if (!(await ctx.rooms.meta(roomId))) throw errors.notFound('No known room with this id on this server; knocking on rooms on other servers needs federation, which this server does not do yet');
-    const content: JsonObject = { membership: 'knock' };
-    const reason = optString(body, 'reason');
-    if (reason !== undefined) content.reason = reason;
-    await sendMembership(roomId, user.userId, user.userId, content);
+    const via = [...(req.queryAll.server_name ?? []), ...(req.queryAll.via ?? [])];
+    const roomId = await knockRoom(ctx, aliases, index, user.userId, req.params.roomIdOrAlias, optString(body, 'reason'), via);
     return { body: { room_id: roomId } };
   });
 
@@ -78,10 +76,12 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const content: JsonObject = { membership: 'leave' };
     const reason = optString(body, 'reason');
     if (reason !== undefined) content.reason = reason;
-    // An invite to a room this server does not have is rejected through the inviting server.
-    const fed = ctx.federation;
-    if (!(await ctx.rooms.meta(roomId)) && fed?.client && fed.keyStore) {
-      if (await rejectRemoteInvite(ctx, { client: fed.client, keyStore: fed.keyStore }, user.userId, roomId, content)) return { body: {} };
+    // An invite to (or a knock on) a room this server does not have — or where the user's
+    // membership is not here — is left through a server in the room (src/rooms/join-remote.ts).
+    const fed = remoteDeps(ctx);
+    if (fed) {
+      const here = (await ctx.rooms.meta(roomId)) ? await ctx.rooms.membership(roomId, user.userId) : null;
+      if (here !== 'join' && here !== 'invite' && here !== 'knock' && (await leaveRemoteRoom(ctx, fed, user.userId, roomId, content))) return { body: {} };
     }
     await requireKnownRoom(roomId);
     await sendMembership(roomId, user.userId, user.userId, content);
@@ -111,7 +111,12 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const reason = optString(body, 'reason');
     await requireKnownRoom(roomId);
     if (op === 'invite' && serverOf(target) !== ctx.config.serverName) {
-      throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which this server does not do yet');
+      const fed = remoteDeps(ctx);
+      if (!fed) throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which is off on this server');
+      const content: JsonObject = { membership: 'invite' };
+      if (reason !== undefined) content.reason = reason;
+      await inviteRemoteUser(ctx, fed, roomId, user.userId, target, content);
+      return { body: {} };
     }
     if (op === 'unban' && (await ctx.rooms.membership(roomId, target)) !== 'ban') throw new MatrixError(403, 'M_FORBIDDEN', `${target} is not banned`);
     const membership = op === 'kick' || op === 'unban' ? 'leave' : op;

@@ -3,7 +3,8 @@
  * (every one but the key and version endpoints). The signed `uri` is the path and query exactly
  * as received; a PUT/POST body is parsed as strict JSON first (it is part of what was signed).
  * A request that fails gets 401 `M_UNAUTHORIZED` (400 for a body that cannot be canonicalised);
- * the handler gets the verified origin.
+ * the handler gets the verified origin. An authenticated request also tells our federation
+ * sender that its origin is up (src/federation/sender/wake.ts: a backoff towards it ends now).
  */
 import { MatrixError } from '../../http/errors';
 import type { Request, Response } from '../../http/server';
@@ -11,6 +12,7 @@ import type { Front } from '../../http/server';
 import type { Method } from '../../http/router';
 import type { JsonValue } from '../../protocol/json';
 import { verifyRequest } from '../../protocol/server-auth';
+import { DestinationWaker } from '../../federation/sender/wake';
 import type { FederationContext } from './context';
 
 export interface FederationCaller {
@@ -22,7 +24,20 @@ export interface FederationCaller {
 
 export type FederationHandler = (req: Request, caller: FederationCaller) => Response | Promise<Response>;
 
+/** One waker per federation context (its memory of recent checks is shared by every route). */
+const wakers = new WeakMap<FederationContext, DestinationWaker>();
+
+function wakerFor(ctx: FederationContext): DestinationWaker {
+  let w = wakers.get(ctx);
+  if (!w) {
+    w = new DestinationWaker(ctx.api.redis, ctx.api.keys, ctx.api.shardCounts, ctx.api.actors, ctx.log);
+    wakers.set(ctx, w);
+  }
+  return w;
+}
+
 export function federationRoute(front: Front, ctx: FederationContext, method: Method, path: string, handler: FederationHandler): void {
+  const waker = wakerFor(ctx);
   front.route(method, path, async (req) => {
     const body = method === 'PUT' || method === 'POST' ? req.json() : undefined;
     const uri = req.rawQuery ? `${req.path}?${req.rawQuery}` : req.path;
@@ -31,6 +46,7 @@ export function federationRoute(front: Front, ctx: FederationContext, method: Me
       ctx.log.info({ method, path: req.path, ip: req.remoteAddress, error: auth.error }, 'federation request refused');
       throw new MatrixError(auth.status, auth.errcode, auth.error);
     }
+    waker.heardFrom(auth.origin);
     return handler(req, { origin: auth.origin, body });
   });
 }

@@ -20,6 +20,7 @@ import { registerVersionRoute } from './version';
 import { registerMakeJoinRoute } from './make-join';
 import { registerSendJoinRoutes } from './send-join';
 import { registerLeaveRoutes } from './leave';
+import { registerKnockRoutes } from './knock';
 import { registerQueryDirectoryRoute } from './query-directory';
 import { registerInviteRoutes } from './invite';
 
@@ -39,6 +40,7 @@ export function registerFederationApi(front: Front, ctx: FederationContext): voi
   registerMakeJoinRoute(front, ctx);
   registerSendJoinRoutes(front, ctx);
   registerLeaveRoutes(front, ctx);
+  registerKnockRoutes(front, ctx);
   registerQueryDirectoryRoute(front, ctx);
   registerInviteRoutes(front, ctx);
 }

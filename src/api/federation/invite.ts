@@ -22,7 +22,7 @@ import { checkContentHash, computeEventId, serverNameOf, signEventOnly, verifyEv
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { checkPduFormat } from '../../protocol/pdu-limits';
 import { getRoomVersion } from '../../protocol/room-versions';
-import { storeRemoteInvite, strippedEvent } from '../../sync/remote-invites';
+import { storeRemoteInvite, strippedEvent, strippedEvents } from '../../sync/remote-invites';
 import { federationRoute, type FederationCaller } from './auth';
 import type { FederationContext } from './context';
 
@@ -58,9 +58,10 @@ export function registerInviteRoutes(front: Front, ctx: FederationContext): void
     const event = signEventOnly(raw, version, ctx.config.serverName, ctx.api.signingKey);
     if (!(await roomForServer(ctx.api.rooms, roomId))) {
       const given = v === 2 ? body.invite_room_state : isJsonObject(raw.unsigned) ? raw.unsigned.invite_room_state : undefined;
-      const stripped = (Array.isArray(given) ? given : []).map((e) => strippedEvent(e as JsonValue)).filter((e): e is JsonObject => e !== null);
+      const stripped = strippedEvents(given as JsonValue | undefined);
       stripped.push(strippedEvent(raw)!);
-      await storeRemoteInvite(ctx.api, invitee, roomId, stripped);
+      // A knock of the user on this room (src/rooms/join-remote.ts) becomes this invite.
+      await storeRemoteInvite(ctx.api, invitee, roomId, stripped, caller.origin);
     }
     return { event };
   };

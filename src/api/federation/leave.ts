@@ -15,6 +15,7 @@ import type { Front } from '../../http/server';
 import { ingestMembershipEvent, requireMembershipRoom } from '../../federation/inbound/membership';
 import type { JsonObject } from '../../protocol/json';
 import { checkSentMembership, membershipTemplate } from '../../rooms/remote-join';
+import type { RoomForServer } from '../../federation/inbound/room-access';
 import { federationRoute, type FederationCaller } from './auth';
 import type { FederationContext } from './context';
 
@@ -29,14 +30,7 @@ export function registerLeaveRoutes(front: Front, ctx: FederationContext): void 
     return { body: { room_version: room.version.id, event: made.template } };
   });
 
-  const sendLeave = async (req: Request, caller: FederationCaller) => {
-    const roomId = req.params.roomId ?? '';
-    const eventId = req.params.eventId ?? '';
-    const room = await requireMembershipRoom(ctx.api.rooms, roomId, null, caller.origin);
-    const check = checkSentMembership(caller.body, room.version, roomId, eventId, caller.origin, 'leave');
-    if (!check.ok) throw new MatrixError(400, 'M_BAD_JSON', check.error);
-    await ingestMembershipEvent(ctx.api, ctx.keyStore, room, caller.body as JsonObject, ctx.api.signingKey, ctx.config.serverName, Date.now() + 10_000);
-  };
+  const sendLeave = (req: Request, caller: FederationCaller) => takeSentMembership(ctx, req, caller, 'leave');
   federationRoute(front, ctx, 'PUT', '/_matrix/federation/v2/send_leave/:roomId/:eventId', async (req, caller) => {
     await sendLeave(req, caller);
     return { body: {} };
@@ -45,4 +39,18 @@ export function registerLeaveRoutes(front: Front, ctx: FederationContext): void 
     await sendLeave(req, caller);
     return { body: [200, {}] };
   });
+}
+
+/**
+ * send_leave and send_knock: the signed event must be a `membership` event of a user of the
+ * origin, for this room, with the path's event id; the room actor ingests it live.
+ */
+export async function takeSentMembership(ctx: FederationContext, req: Request, caller: FederationCaller, membership: 'leave' | 'knock'): Promise<RoomForServer> {
+  const roomId = req.params.roomId ?? '';
+  const eventId = req.params.eventId ?? '';
+  const room = await requireMembershipRoom(ctx.api.rooms, roomId, null, caller.origin);
+  const check = checkSentMembership(caller.body, room.version, roomId, eventId, caller.origin, membership);
+  if (!check.ok) throw new MatrixError(400, 'M_BAD_JSON', check.error);
+  await ingestMembershipEvent(ctx.api, ctx.keyStore, room, caller.body as JsonObject, ctx.api.signingKey, ctx.config.serverName, Date.now() + 10_000);
+  return room;
 }

@@ -28,12 +28,16 @@ export async function requireMembershipRoom(rooms: RoomReader, roomId: string, u
  * `ingest`, live: the receipt checks (signatures — ours too, when we co-signed —, hashes, auth
  * rules against its auth events, the state before it and the current state). Accepted, or
  * already stored (a retried send_join), it is answered for; anything else is 403 `M_FORBIDDEN`
- * (400 `M_BAD_JSON` when it was dropped as malformed or badly signed).
+ * (400 `M_BAD_JSON` when it was dropped as malformed or badly signed). Accepted, it is marked
+ * to be sent to the room's other servers by our federation sender.
  */
 export async function ingestMembershipEvent(api: ApiContext, keyStore: ServerKeyStore, room: RoomForServer, raw: JsonObject, own: SigningKey, ownServer: string, deadline: number): Promise<void> {
   const keys = await keysForPdus(keyStore, [raw], room.version, deadline);
   keys[ownServer] = { ...keys[ownServer], [own.keyId]: { key: own.publicKeyBase64, validUntilTs: Number.MAX_SAFE_INTEGER } };
-  const reply = await askRoomFamily<IngestReply>(api, 'room', room.roomId, { op: 'ingest', pdus: [raw], keys });
+  // Only we hear of it (the membership endpoints talk to the resident server alone): the room's
+  // other servers get it from us, on behalf of the sender's server.
+  const onBehalfOf = typeof raw.sender === 'string' ? serverNameOf(raw.sender) : null;
+  const reply = await askRoomFamily<IngestReply>(api, 'room', room.roomId, { op: 'ingest', pdus: [raw], keys, ...(onBehalfOf ? { onBehalfOf } : {}) });
   const r = reply.results[0];
   if (!r) throw new MatrixError(500, 'M_UNKNOWN', 'The room gave no result for the event');
   if (r.status === 'accepted' || r.status === 'duplicate') return;

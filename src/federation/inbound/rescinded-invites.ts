@@ -1,17 +1,20 @@
 /**
- * Rescinded invites: the one kind of PDU this server takes for a room it does not have. When a
- * remote room's member kicks (membership `leave`) or bans one of our users who only holds an
- * invite there, the inviting server sends that event to the invitee's server although it is not in
- * the room (Synapse does). Without it our user's /sync would offer the invite until it expired.
+ * Rescinded invites (and refused knocks): the one kind of PDU this server takes for a room it
+ * does not have. When a remote room's member kicks (membership `leave`) or bans one of our users
+ * who only holds an invite (or a knock) there, that server sends the event to ours although we are
+ * not in the room (Synapse does). Without it our user's /sync would offer the invite until it
+ * expired.
  *
  * Taken only when all of these hold; anything else of an unknown room stays an error:
  *   - an `m.room.member` event with membership `leave` or `ban`, for a user of ours, sent by
  *     someone else (our user's own leave is made here, through make_leave/send_leave);
- *   - our user holds a pending remote invite to the room, and the sender is of the inviting
- *     server, which is the transaction's origin (a third server may not cancel another's invite);
- *   - the event is well-formed for the room version the invite's stripped create event names,
- *     and signed by the sender's server (the receipt checks 1–2, src/rooms/ingest.ts).
- * Then the invite is dropped (src/sync/remote-invites.ts), which wakes the user's /sync.
+ *   - our user holds a pending out-of-band invite or knock for the room (src/sync/remote-invites.ts),
+ *     and the origin — the sender's server — is the inviting server or one known to be in the
+ *     room (a third server may not cancel another's invite);
+ *   - the event is well-formed for the room version the kept stripped create event names, and
+ *     signed by the sender's server (the receipt checks 1–2, src/rooms/ingest.ts).
+ * Then the leave is kept in place of the invite or knock, so /sync shows the room under
+ * `rooms.leave` with the kick or ban (as it shows a rejected invite).
  */
 import { computeEventId, serverNameOf } from '../../protocol/event-hashing';
 import { serverOf } from '../../protocol/identifiers';
@@ -19,7 +22,7 @@ import { isJsonObject, type JsonObject } from '../../protocol/json';
 import { getRoomVersion } from '../../protocol/room-versions';
 import type { PduResult } from '../../protocol/transactions';
 import { checkReceivedPdu } from '../../rooms/ingest';
-import { dropRemoteInvite, remoteInviteState } from '../../sync/remote-invites';
+import { remoteMembership, storeRemoteMembership } from '../../sync/remote-invites';
 import type { GapDeps } from './missing-events';
 import { keysForPdus } from './pdu-keys';
 
@@ -36,10 +39,12 @@ export async function takeRescindedInvites(deps: GapDeps, origin: string, roomId
     if (raw.type !== 'm.room.member' || typeof target !== 'string' || serverOf(target) !== ours) continue;
     if (content.membership !== 'leave' && content.membership !== 'ban') continue;
     if (typeof raw.sender !== 'string' || raw.sender === target || serverNameOf(raw.sender) !== origin) continue;
-    const stripped = await remoteInviteState(deps.api, target, roomId);
-    const invite = stripped?.find((e) => e.type === 'm.room.member' && e.state_key === target && isJsonObject(e.content) && e.content.membership === 'invite');
-    if (!invite || typeof invite.sender !== 'string' || serverNameOf(invite.sender) !== origin) continue;
-    const create = stripped!.find((e) => e.type === 'm.room.create' && e.state_key === '');
+    const kept = await remoteMembership(deps.api, target, roomId);
+    if (!kept || (kept.membership !== 'invite' && kept.membership !== 'knock')) continue;
+    const inviter = kept.state.find((e) => e.type === 'm.room.member' && e.state_key === target && typeof e.sender === 'string' && e.sender !== target);
+    const deciders = new Set([...kept.servers, ...(inviter ? [serverNameOf(inviter.sender as string)] : [])]);
+    if (!deciders.has(origin)) continue;
+    const create = kept.state.find((e) => e.type === 'm.room.create' && e.state_key === '');
     const versionId = create && isJsonObject(create.content) && typeof create.content.room_version === 'string' ? create.content.room_version : null;
     const version = versionId ? getRoomVersion(versionId) : undefined;
     if (!version) continue;
@@ -55,8 +60,10 @@ export async function takeRescindedInvites(deps: GapDeps, origin: string, roomId
       out.push({ eventId, error: checked.reason });
       continue;
     }
-    await dropRemoteInvite(deps.api, target, roomId);
-    deps.log.info({ room_id: roomId, user_id: target, sender: raw.sender, membership: content.membership }, 'a remote invite was rescinded');
+    const e = checked.raw;
+    const leave: JsonObject = { type: 'm.room.member', state_key: target, sender: raw.sender, content: isJsonObject(e.content) ? e.content : {}, origin_server_ts: typeof e.origin_server_ts === 'number' ? e.origin_server_ts : Date.now(), event_id: eventId, unsigned: {} };
+    await storeRemoteMembership(deps.api, target, roomId, { membership: 'leave', state: kept.state, servers: kept.servers, event: leave });
+    deps.log.info({ room_id: roomId, user_id: target, sender: raw.sender, membership: content.membership, was: kept.membership }, 'a remote invite or knock was ended by the room');
     out.push({ eventId });
   }
   return out;

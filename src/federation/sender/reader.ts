@@ -1,6 +1,8 @@
 /**
  * The federation sender's reader: for every event a room actor commits that one of OUR users
- * sent, the other servers in the room get it — it works out the event's destinations and queues
+ * sent — or that a remote server handed us through send_join / send_leave / send_knock, which
+ * only the resident server hears of (the output entry's `onBehalfOf`) —, the other servers in
+ * the room get it — it works out the event's destinations and queues
  * it at each destination's actor (actors/destination.ts), which sends it in order, batched, with
  * retries. A consumer group on the room outboxes (OutboxGroupReader), so a worker that dies
  * mid-batch leaves the entries pending and the shard's next holder queues them: the message id
@@ -15,8 +17,10 @@
  * Membership is read when the entry is read, not as of the event: a server that joined since
  * also gets the event (harmless: it is history it may fetch anyway), one whose users all left
  * since does not (it has left). Events other servers sent are not ours to send (their origin
- * sends them), and what does not reach the outbox — outliers, backfilled, rejected events — is
- * never sent.
+ * sends them) — except those we send on their behalf (as Synapse does for the membership
+ * endpoints): those go to every destination but that server. Events that came in a transaction
+ * (/send) are never sent again, and what does not reach the outbox — outliers, backfilled,
+ * rejected events — is never sent.
  */
 import type { Logger } from 'pino';
 import { DESTINATION_KIND, type DestinationMessage } from '../../../actors/destination';
@@ -40,14 +44,15 @@ interface RoomServers {
   acl: JsonValue | null;
 }
 
-/** The destinations of one event (pure): see the header. */
-export function eventDestinations(event: { type?: unknown; state_key?: unknown }, room: RoomServers, ourServer: string): string[] {
+/** The destinations of one event (pure): see the header. `onBehalfOf`: the server we pass it on for. */
+export function eventDestinations(event: { type?: unknown; state_key?: unknown }, room: RoomServers, ourServer: string, onBehalfOf?: string): string[] {
   const servers = new Set(room.joined);
   if (event.type === 'm.room.member' && typeof event.state_key === 'string') {
     const target = serverOf(event.state_key);
     if (target) servers.add(target);
   }
   servers.delete(ourServer);
+  if (onBehalfOf) servers.delete(onBehalfOf);
   return [...servers].filter((s) => serverAclAllows(room.acl, s)).sort();
 }
 
@@ -81,13 +86,14 @@ export class FederationSenderReader extends OutboxGroupReader {
         continue;
       }
       if (!out?.eventId || !isJsonObject(out.event) || typeof out.event.sender !== 'string') continue;
-      if (serverOf(out.event.sender) !== this.serverName) continue;
+      const onBehalfOf = typeof out.onBehalfOf === 'string' && out.onBehalfOf !== this.serverName ? out.onBehalfOf : undefined;
+      if (serverOf(out.event.sender) !== this.serverName && !onBehalfOf) continue;
       let room = rooms.get(out.roomId);
       if (!room) {
         room = this.roomServers(shard, out.roomId);
         rooms.set(out.roomId, room);
       }
-      const destinations = eventDestinations(out.event, await room, this.serverName);
+      const destinations = eventDestinations(out.event, await room, this.serverName, onBehalfOf);
       const body: DestinationMessage = { t: 'pdus', items: [{ r: out.roomId, e: out.eventId }] };
       // Issued in outbox order on one connection: each destination's inbox gets the room's events in order.
       for (const d of destinations) sends.push(this.actors.tell('user', DESTINATION_KIND, d, body, `fedq:${d}:${out.eventId}`));

@@ -2,7 +2,8 @@
  * What a worker process needs to run the federation sender (issue 14.6), built once from the
  * configuration by every place that starts workers (src/worker-main.ts, src/main.ts, the e2e
  * harness): the destination actors' options (a federation client of the worker's own, the
- * transport over it, where the rooms' stores are) and the reader's switch. Null when federation
+ * transport over it, where the rooms' stores are, the limits of `federation.sender`) and the
+ * reader's switch. Null when federation
  * is off: no destination actors, no reader.
  */
 import type { Logger } from 'pino';
@@ -34,7 +35,12 @@ export function federationSenderSetup(config: AxonConfig, signingKey: SigningKey
     log: log.child({ component: 'federation-sender' }),
   });
   return {
-    actor: { transport: new FederationTransport(client), keys: new KeySpace(config.redis.keyPrefix), roomShards: shardCountsFor(config).room },
+    actor: {
+      transport: new FederationTransport(client),
+      keys: new KeySpace(config.redis.keyPrefix),
+      roomShards: shardCountsFor(config).room,
+      limits: { maxPendingPdus: f.sender.catchUpLimit, minRetryMs: f.sender.backoffStartMs, maxRetryMs: f.sender.backoffMaxMs },
+    },
     close: () => client.close(),
   };
 }

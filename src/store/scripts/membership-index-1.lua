@@ -9,11 +9,14 @@
 -- ARGV[1] room id
 -- ARGV[2] stream position of the membership event in the room
 -- ARGV[3] membership
+-- Position 0 is a membership in a room this server has no event of (an invite or knock over
+-- federation, and the leave that ended it: src/sync/remote-invites.ts): such entries replace each
+-- other (a knock becomes an invite, an invite a leave), and any event of the room replaces them.
 -- Returns 1 when written, 0 when the index already had this or a newer membership.
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then
   local pos = tonumber(string.match(cur, '^(%d+):'))
-  if pos and pos >= tonumber(ARGV[2]) then
+  if pos and pos >= tonumber(ARGV[2]) and not (pos == 0 and tonumber(ARGV[2]) == 0) then
     return 0
   end
 end
