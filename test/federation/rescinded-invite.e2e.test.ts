@@ -1,7 +1,7 @@
 /**
  * A rescinded invite (src/federation/inbound/rescinded-invites.ts) against a real Axon over TLS on
  * loopback with two signing test peers: the inviting peer's kick of our invitee, sent in a
- * transaction for a room Axon is not in, drops the invite from the user's /sync; the same kick
+ * transaction for a room Axon is not in, turns the invite into a leave in the user's /sync; the same kick
  * from a third server, or with a forged signature, is an error for that PDU and the invite stays.
  * (With Synapse as the inviting server: synapse-moderation.e2e.test.ts.)
  */
@@ -77,4 +77,6 @@ it("only the inviting server's signed kick of the invitee drops a remote invite"
   expect(r4.status, r4.text).toBe(200);
   expect(r4.body.pdus[kick.id], JSON.stringify(r4.body)).toEqual({});
   expect(await eventually(() => hasInvite(roomId), (x) => !x, 10_000)).toBe(false);
+  const sync = await clients.call(alice, 'GET', `/sync?timeout=0&filter=${enc(JSON.stringify({ room: { include_leave: true } }))}`);
+  expect(sync.body.rooms?.leave?.[roomId]?.timeline?.events, JSON.stringify(sync.body.rooms ?? {})).toEqual([expect.objectContaining({ event_id: kick.id, sender: pat, state_key: alice.userId, content: { membership: 'leave' } })]);
 });

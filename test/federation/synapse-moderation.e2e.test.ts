@@ -304,7 +304,7 @@ describe.skipIf(skip)(`kicks and bans between Axon and Synapse ${SYNAPSE_VERSION
   });
 
   describe('a rescinded invite', () => {
-    it("Synapse rescinds an invite to an Axon user (kicks the invitee): Axon takes that PDU of a room it is not in, the invite leaves the user's /sync, and a join is refused", async () => {
+    it("Synapse rescinds an invite to an Axon user (kicks the invitee): Axon takes that PDU of a room it is not in, /sync shows the room under leave with the kick, and a join is refused", async () => {
       const created = await s.call(bob, 'POST', '/createRoom', { preset: 'private_chat', name: 'Synapse rescinds', room_version: '10' });
       expect(created.status, JSON.stringify(created.body)).toBe(200);
       const roomId = created.body.room_id as string;
@@ -313,9 +313,12 @@ describe.skipIf(skip)(`kicks and bans between Axon and Synapse ${SYNAPSE_VERSION
       await eventually(() => clients.call(erin, 'GET', '/sync?timeout=0'), (r) => !!r.body.rooms?.invite?.[roomId], 30_000);
       const started = performance.now();
       expect((await s.call(bob, 'POST', `/rooms/${enc(roomId)}/kick`, { user_id: erin.userId, reason: 'wrong person' })).status).toBe(200);
-      const after = await eventually(() => clients.call(erin, 'GET', '/sync?timeout=0'), (r) => r.status === 200 && !r.body.rooms?.invite?.[roomId], 30_000);
+      const after = await eventually(() => clients.call(erin, 'GET', `/sync?timeout=0&filter=${INCLUDE_LEAVE}`), (r) => r.status === 200 && !r.body.rooms?.invite?.[roomId], 30_000);
       figures.push(`Synapse's rescinded invite gone from the Axon user's /sync: ${Math.round(performance.now() - started)} ms`);
       expect(after.body.rooms?.invite?.[roomId]).toBeUndefined();
+      // Shown under rooms.leave with the kick and its reason, as a rejected invite is.
+      const kick = (after.body.rooms?.leave?.[roomId]?.timeline?.events ?? []).find((e: Json) => e.state_key === erin.userId);
+      expect(kick, JSON.stringify(after.body.rooms ?? {})).toMatchObject({ sender: bob.userId, content: { membership: 'leave', reason: 'wrong person' } });
       const join = await clients.call(erin, 'POST', `/join/${enc(roomId)}`, {});
       expect(join.status, JSON.stringify(join.body)).toBe(403);
       expect(join.body.errcode).toBe('M_FORBIDDEN');
