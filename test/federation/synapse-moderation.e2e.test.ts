@@ -304,6 +304,29 @@ describe.skipIf(skip)(`kicks and bans between Axon and Synapse ${SYNAPSE_VERSION
   });
 
   describe('a rescinded invite', () => {
+    it("Axon rescinds an invite to a Synapse user (kicks the invitee): the invite leaves the Synapse user's /sync", async () => {
+      const created = await clients.call(alice, 'POST', '/createRoom', { preset: 'private_chat', name: 'Axon rescinds', room_version: '10' });
+      expect(created.status, JSON.stringify(created.body)).toBe(200);
+      const roomId = created.body.room_id as string;
+      const first = await s.call(carol, 'GET', `/sync?timeout=0&filter=${roomFilter(roomId)}`);
+      const invite = await clients.call(alice, 'POST', `/rooms/${enc(roomId)}/invite`, { user_id: carol.userId });
+      expect(invite.status, JSON.stringify(invite.body)).toBe(200);
+      let token = first.body.next_batch as string;
+      let invited = false;
+      const deadline = Date.now() + 30_000;
+      while (!invited && Date.now() < deadline) {
+        const r = await s.call(carol, 'GET', `/sync?timeout=1000&since=${enc(token)}&filter=${roomFilter(roomId)}`);
+        invited = !!r.body.rooms?.invite?.[roomId];
+        token = r.body.next_batch ?? token;
+      }
+      expect(invited).toBe(true);
+      const started = performance.now();
+      expect((await clients.call(alice, 'POST', `/rooms/${enc(roomId)}/kick`, { user_id: carol.userId, reason: 'wrong person' })).status).toBe(200);
+      const events = await synapseLeaveUntil(carol, token, roomId, (e) => e.state_key === carol.userId && e.content?.membership === 'leave');
+      figures.push(`Axon's rescinded invite seen in the Synapse user's /sync: ${Math.round(performance.now() - started)} ms`);
+      expect(events.find((e) => e.state_key === carol.userId && e.content?.membership === 'leave'), JSON.stringify(events)).toMatchObject({ sender: alice.userId, content: { reason: 'wrong person' } });
+    });
+
     it("Synapse rescinds an invite to an Axon user (kicks the invitee): Axon takes that PDU of a room it is not in, /sync shows the room under leave with the kick, and a join is refused", async () => {
       const created = await s.call(bob, 'POST', '/createRoom', { preset: 'private_chat', name: 'Synapse rescinds', room_version: '10' });
       expect(created.status, JSON.stringify(created.body)).toBe(200);
