@@ -20,7 +20,7 @@ import { SigningPeer } from '../../scripts/lib/signing-peer';
 import { multipartBoundary, readFederationMedia } from '../../src/media/multipart';
 import { MEDIA_CSP } from '../../src/media/headers';
 import { clientsFor, type Clients, type Session } from '../e2e/clients';
-import type { TestServer } from '../e2e/server-harness';
+import { startTestServer, type TestServer } from '../e2e/server-harness';
 import { SYNAPSE_VERSION, synapseInstallation } from '../peers/synapse';
 import { freePort } from '../setup/free-port';
 import { startAxonAndSynapse, startFederatedAxon, type AxonAndSynapse } from '../federation/harness';
@@ -171,7 +171,7 @@ async function startMediaPeer(ip: string, ca: TestCa, files: Record<string, Buff
       res.writeHead(status, { 'Content-Type': 'application/json' });
       res.end(JSON.stringify(body));
     };
-    if (fed === 'slow') {
+    if (fed === 'slow' || fed === 'slow2') {
       setTimeout(() => multipart(res, 'Content-Type: image/jpeg\r\nContent-Disposition: inline; filename="slow.jpg"\r\n', files.slow!), 700);
       return;
     }
@@ -241,6 +241,37 @@ describe('remote media from servers written here', () => {
     expect((await authDownload(axon.baseUrl, user.token, media.serverName, 'slow')).status).toBe(200);
     expect(media.counts.get('/_matrix/federation/v1/media/download/slow')).toBe(1);
   }, 60_000);
+
+  it('two fronts asked for one remote item at once fetch it once (the Redis lock), and both serve it', async () => {
+    const ip = '127.0.0.197';
+    const fedPort = await freePort(ip);
+    const clientPort = await freePort(ip);
+    const leaf = ca.leaf(ip);
+    const two = await startTestServer({
+      fronts: 2,
+      configure: (c) => {
+        c.serverName = `${ip}:${fedPort}`;
+        c.bindHost = ip;
+        c.clientPort = clientPort;
+        c.publicBaseUrl = `http://${ip}:${clientPort}`;
+        c.federation = { ...c.federation, enabled: true, port: fedPort, tlsCertPath: leaf.certPath, tlsKeyPath: leaf.keyPath, caPaths: [ca.caPath], ipRangeBlocklist: [] };
+      },
+    });
+    try {
+      const c2 = await clientsFor(two);
+      const eve = await c2.mint('eve');
+      await c2.close();
+      expect(two.baseUrls.length).toBe(2);
+      const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => authDownload(two.baseUrls[i % 2]!, eve.token, media.serverName, 'slow2')));
+      for (const a of answers) {
+        expect(a.status).toBe(200);
+        expect(sha(new Uint8Array(await a.arrayBuffer()))).toBe(sha(files.slow));
+      }
+      expect(media.counts.get('/_matrix/federation/v1/media/download/slow2')).toBe(1);
+    } finally {
+      await two.stop();
+    }
+  }, 120_000);
 
   it('follows a Location part, and falls back to the legacy path for a server without federation media', async () => {
     const located = await authDownload(axon.baseUrl, user.token, media.serverName, 'located');
