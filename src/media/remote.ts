@@ -152,12 +152,20 @@ export class RemoteMediaFetcher {
       answer.cancel();
       throw new MultipartError(`the answer is ${headerOf(answer.headers['content-type']) ?? 'untyped'}, not multipart/mixed with a boundary`);
     }
-    const parts = await readFederationMedia(answer.body, boundary);
-    const location = parts.headers.location;
-    if (location) {
-      // The bytes are elsewhere (a CDN, a presigned URL): read the rest of this answer, then go there.
-      for await (const _ of parts.body) void _;
-      return plain(await this.client.streamUrl(origin, location, timing));
+    let parts: Awaited<ReturnType<typeof readFederationMedia>>;
+    try {
+      parts = await readFederationMedia(answer.body, boundary);
+      const location = parts.headers.location;
+      if (location) {
+        // The bytes are elsewhere (a CDN, a presigned URL): read the rest of this answer, then go there.
+        for await (const _ of parts.body) void _;
+        answer.cancel();
+        return plain(await this.client.streamUrl(origin, location, timing));
+      }
+    } catch (e) {
+      // A malformed answer: give the connection (and the destination's in-flight slot) back now.
+      answer.cancel();
+      throw e;
     }
     const declared = parts.headers['content-length'];
     return {

@@ -171,7 +171,7 @@ async function startMediaPeer(ip: string, ca: TestCa, files: Record<string, Buff
       res.writeHead(status, { 'Content-Type': 'application/json' });
       res.end(JSON.stringify(body));
     };
-    if (fed === 'slow' || fed === 'slow2') {
+    if (fed?.startsWith('slow')) {
       setTimeout(() => multipart(res, 'Content-Type: image/jpeg\r\nContent-Disposition: inline; filename="slow.jpg"\r\n', files.slow!), 700);
       return;
     }
@@ -189,6 +189,10 @@ async function startMediaPeer(ip: string, ca: TestCa, files: Record<string, Buff
     }
     if (fed === 'hang') return; // never answers
     if (fed === 'notmultipart') return json(200, { not: 'multipart' });
+    if (fed?.startsWith('garbage')) {
+      res.writeHead(200, { 'Content-Type': 'multipart/mixed; boundary=x' });
+      return res.end('no boundary anywhere in here');
+    }
     json(404, { errcode: 'M_NOT_FOUND', error: 'no such media' });
   });
   await new Promise<void>((r) => server.listen(port, ip, r));
@@ -312,6 +316,10 @@ describe('remote media from servers written here', () => {
     expect(nonsense.status).toBe(502);
     const missing = await authDownload(axon.baseUrl, user.token, media.serverName, 'missing');
     expect(missing.status).toBe(404);
+    // More malformed answers than a destination's in-flight slots: each gives its slot back.
+    for (let i = 0; i < 10; i++) expect((await authDownload(axon.baseUrl, user.token, media.serverName, `garbage${i}`)).status).toBe(502);
+    const after = await authDownload(axon.baseUrl, user.token, media.serverName, 'slow3', '?timeout_ms=10000');
+    expect(after.status).toBe(200);
   }, 60_000);
 
   it('allow_remote=false and the frozen legacy download do not ask the remote server', async () => {
