@@ -5,6 +5,7 @@
  */
 import type { ByteRange } from '../http/range';
 import type { MediaRepository } from './repository';
+import type { RemoteMediaFetcher } from './remote';
 
 /** What the media endpoints need on the API context. */
 export interface MediaServices {
@@ -13,6 +14,8 @@ export interface MediaServices {
   thumbnailer?: Thumbnailer;
   /** Absent while URL previews are off: preview_url answers 404 M_UNRECOGNIZED. */
   previewer?: UrlPreviewer;
+  /** Other servers' media over federation (src/media/remote.ts); absent when federation is off: 404 then. */
+  remote?: RemoteMediaFetcher;
 }
 
 /** A stored media item as a thumbnailer sees it. */
