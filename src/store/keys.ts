@@ -405,3 +405,11 @@ export const destinationData = {
 
 /** The consumer group the federation sender (src/federation/sender/reader.ts) reads room outboxes with. */
 export const FEDERATION_SENDER_GROUP = 'federation-sender';
+/** The consumer group the federation EDU sender (src/federation/sender/user-edus.ts) reads user outboxes with. */
+export const FEDERATION_USER_EDU_GROUP = 'federation-user-edus';
+
+/** Federation state of one local user, in the user's shard. */
+export const userFederationData = {
+  /** String: the stream id of the user's latest `m.device_list_update` sent (the next one's `prev_id`; `/user/devices` answers it). */
+  deviceStream: (userId: string) => `user:${userId}:fed:devstream`,
+};
