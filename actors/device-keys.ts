@@ -569,7 +569,7 @@ function remoteUpdate(state: KeysState, body: Extract<KeysMessage, { op: 'remote
   const r = state.remote;
   if (r && body.streamId <= r.stream) return { state, reply: { resync: false } };
   const gap = !r?.synced || body.prevIds.some((p) => p > r.stream) || (!body.deleted && !body.keys);
-  if (gap) return { state: { ...state, remote: { stream: r?.stream ?? 0, synced: false } }, reply: { resync: true }, outputs: out };
+  if (gap) return { state: { ...state, remote: { stream: r?.stream ?? 0, synced: false } }, reply: { resync: true }, outputs: out, writes: [{ cmd: 'DEL', key: e2eKeyData.remoteSynced(u), args: [] }] };
   const writes: StoreWrite[] = body.deleted
     ? [{ cmd: 'HDEL', key: e2eKeyData.deviceKeys(u), args: [body.deviceId] }]
     : [{ cmd: 'HSET', key: e2eKeyData.deviceKeys(u), args: [body.deviceId, canonicalJson(withDisplayName(body.keys!, body.displayName))] }];
@@ -587,7 +587,7 @@ function remoteResync(state: KeysState, body: Extract<KeysMessage, { op: 'remote
   const pairs = Object.entries(body.devices).flatMap(([d, v]) => [d, canonicalJson(withDisplayName(v.keys, v.displayName))]);
   const writes: StoreWrite[] = [{ cmd: 'DEL', key: e2eKeyData.deviceKeys(u), args: [] }];
   if (pairs.length) writes.push({ cmd: 'HSET', key: e2eKeyData.deviceKeys(u), args: pairs });
-  writes.push(...crossSigningWrites(u, body.cross));
+  writes.push(...crossSigningWrites(u, body.cross), { cmd: 'SET', key: e2eKeyData.remoteSynced(u), args: ['1'] });
   return { state: { ...state, remote: { stream: Math.max(body.streamId, state.remote?.stream ?? 0), synced: true } }, reply: { resync: false }, writes, outputs: [{ type: 'device_list', user_id: u }] };
 }
 

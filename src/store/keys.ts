@@ -328,6 +328,8 @@ export const e2eKeyData = {
   fallbackKeys: (userId: string, deviceId: string) => `e2e:${userId}:fb:${deviceId}`,
   /** Hash: `master` / `self_signing` / `user_signing` → the cross-signing key as uploaded (canonical JSON). */
   crossSigningKeys: (userId: string) => `e2e:${userId}:xs`,
+  /** String, for a user of another server: present while the cached device list (deviceKeys) is the whole list (actors/device-keys.ts remote_*). */
+  remoteSynced: (userId: string) => `e2e:${userId}:rsync`,
   /**
    * Hash: signatures made by `signer` (and uploaded through /keys/signatures/upload) of keys of
    * `target`: field `<target key: device id or cross-signing public key>\0<signing key id>` →

@@ -10,6 +10,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
 import type { TestServer } from '../e2e/server-harness';
 import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
+import { randomBytes } from 'node:crypto';
+import { signingKeyFromSeed, type SigningKey } from '../../src/protocol/crypto';
+import type { JsonObject } from '../../src/protocol/json';
+import { signJson } from '../../src/protocol/signing';
 import { decode } from '../../src/store/codec';
 import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
 
@@ -22,6 +26,21 @@ const S_IP = '127.0.0.152';
 const WAIT = 45_000;
 
 const ephemeral = (sync: Json, roomId: string, type: string): Json[] => ((sync.body.rooms?.join?.[roomId]?.ephemeral?.events ?? []) as Json[]).filter((e) => e.type === type);
+
+const b64 = () => randomBytes(32).toString('base64').replace(/=+$/, '');
+
+/** Device keys signed by the device, and one-time keys signed by it, as a client uploads them. */
+function deviceUpload(who: { userId: string; deviceId: string }, otks: number): { body: JsonObject; key: SigningKey } {
+  const key = signingKeyFromSeed(`ed25519:${who.deviceId}`, randomBytes(32));
+  const device_keys = signJson(
+    { user_id: who.userId, device_id: who.deviceId, algorithms: ['m.olm.v1.curve25519-aes-sha2', 'm.megolm.v1.aes-sha2'], keys: { [`ed25519:${who.deviceId}`]: key.publicKeyBase64, [`curve25519:${who.deviceId}`]: b64() } },
+    who.userId,
+    key,
+  );
+  const one_time_keys: JsonObject = {};
+  for (let i = 0; i < otks; i++) one_time_keys[`signed_curve25519:k${i}`] = signJson({ key: b64() }, who.userId, key);
+  return { body: { device_keys, one_time_keys }, key };
+}
 
 /**
  * Synapse answers a repeated /sync (same user, device, since, filter…) from its response cache
@@ -197,5 +216,78 @@ describe.skipIf(skip)(`EDUs between Axon and Synapse ${SYNAPSE_VERSION}`, () => 
     console.log(`synapse-edus.e2e: Synapse → Axon to-device delivered in ${Math.round(performance.now() - started)} ms`);
     const got = (onAxon.body.to_device.events as Json[]).filter((e) => e.type === 'org.example.pong');
     expect(got).toEqual([{ type: 'org.example.pong', sender: bob.userId, content: { n: 2, from: 'synapse' } }]);
+  });
+
+  it("keys: each server's /keys/query shows the other server's user's devices, and /keys/claim hands out their one-time keys", async () => {
+    const bobKeys = deviceUpload(bob, 2);
+    const up1 = await s.call(bob, 'POST', '/keys/upload', bobKeys.body);
+    expect(up1.status, JSON.stringify(up1.body)).toBe(200);
+    const aliceKeys = deviceUpload(alice, 2);
+    const up2 = await clients.call(alice, 'POST', '/keys/upload', aliceKeys.body);
+    expect(up2.status, JSON.stringify(up2.body)).toBe(200);
+
+    let started = performance.now();
+    const q1 = await clients.call(alice, 'POST', '/keys/query', { device_keys: { [bob.userId]: [] } });
+    console.log(`synapse-edus.e2e: Axon /keys/query of a Synapse user in ${Math.round(performance.now() - started)} ms`);
+    expect(q1.status, JSON.stringify(q1.body)).toBe(200);
+    expect(q1.body.failures).toEqual({});
+    expect(q1.body.device_keys[bob.userId][bob.deviceId]).toMatchObject({ user_id: bob.userId, device_id: bob.deviceId, keys: (bobKeys.body.device_keys as JsonObject).keys });
+
+    started = performance.now();
+    const q2 = await s.call(bob, 'POST', '/keys/query', { device_keys: { [alice.userId]: [] } });
+    console.log(`synapse-edus.e2e: Synapse /keys/query of an Axon user in ${Math.round(performance.now() - started)} ms`);
+    expect(q2.status, JSON.stringify(q2.body)).toBe(200);
+    expect(q2.body.failures ?? {}).toEqual({});
+    expect(q2.body.device_keys[alice.userId][alice.deviceId]).toMatchObject({ user_id: alice.userId, device_id: alice.deviceId, keys: (aliceKeys.body.device_keys as JsonObject).keys });
+
+    const c1 = await clients.call(alice, 'POST', '/keys/claim', { one_time_keys: { [bob.userId]: { [bob.deviceId]: 'signed_curve25519' } } });
+    expect(c1.status, JSON.stringify(c1.body)).toBe(200);
+    const got1 = c1.body.one_time_keys[bob.userId][bob.deviceId] as Json;
+    expect(Object.keys(got1)).toHaveLength(1);
+    expect(Object.keys(bobKeys.body.one_time_keys as JsonObject)).toContain(Object.keys(got1)[0]);
+    const c2 = await s.call(bob, 'POST', '/keys/claim', { one_time_keys: { [alice.userId]: { [alice.deviceId]: 'signed_curve25519' } } });
+    expect(c2.status, JSON.stringify(c2.body)).toBe(200);
+    const got2 = c2.body.one_time_keys[alice.userId][alice.deviceId] as Json;
+    expect(Object.keys(aliceKeys.body.one_time_keys as JsonObject)).toContain(Object.keys(got2)[0]);
+    // Each claim took one key: the next claim gets the other one.
+    const c3 = await s.call(bob, 'POST', '/keys/claim', { one_time_keys: { [alice.userId]: { [alice.deviceId]: 'signed_curve25519' } } });
+    expect(Object.keys(c3.body.one_time_keys[alice.userId][alice.deviceId])).not.toEqual(Object.keys(got2));
+  });
+
+  it("device lists: a new device on one server shows in the other server's /sync device_lists.changed and /keys/query", async () => {
+    // Axon → Synapse: Alice signs in on a second device and uploads its keys.
+    const since = await synapseToken(s, bob);
+    let started = performance.now();
+    const alice2 = await clients.mint('alice', 'DEV2');
+    const up = await clients.call(alice2, 'POST', '/keys/upload', deviceUpload(alice2, 0).body);
+    expect(up.status, JSON.stringify(up.body)).toBe(200);
+    await untilSynapse(s, bob, since, (r) => ((r.body.device_lists?.changed ?? []) as string[]).includes(alice.userId), WAIT);
+    console.log(`synapse-edus.e2e: Axon device change in Synapse's /sync device_lists.changed after ${Math.round(performance.now() - started)} ms`);
+    const q = await eventually(
+      () => s.call(bob, 'POST', '/keys/query', { device_keys: { [alice.userId]: [] } }),
+      (r) => r.status === 200 && !!r.body.device_keys?.[alice.userId]?.DEV2,
+      WAIT,
+    );
+    expect(q.body.device_keys[alice.userId].DEV2).toMatchObject({ device_id: 'DEV2', user_id: alice.userId });
+
+    // Synapse → Axon: Bob signs in on a second device and uploads its keys.
+    const first = await clients.call(alice, 'GET', '/sync?timeout=0');
+    expect(first.status).toBe(200);
+    started = performance.now();
+    const bob2 = await s.login('bob', 'bob password');
+    const up2 = await s.call(bob2, 'POST', '/keys/upload', deviceUpload(bob2, 0).body);
+    expect(up2.status, JSON.stringify(up2.body)).toBe(200);
+    await eventually(
+      () => clients.call(alice, 'GET', `/sync?timeout=2000&since=${enc(first.body.next_batch)}`),
+      (r) => ((r.body.device_lists?.changed ?? []) as string[]).includes(bob.userId),
+      WAIT,
+    );
+    console.log(`synapse-edus.e2e: Synapse device change in Axon's /sync device_lists.changed after ${Math.round(performance.now() - started)} ms`);
+    const q2 = await eventually(
+      () => clients.call(alice, 'POST', '/keys/query', { device_keys: { [bob.userId]: [] } }),
+      (r) => r.status === 200 && !!r.body.device_keys?.[bob.userId]?.[bob2.deviceId],
+      WAIT,
+    );
+    expect(Object.keys(q2.body.device_keys[bob.userId]).sort()).toEqual([bob.deviceId, bob2.deviceId].sort());
   });
 });

@@ -22,6 +22,7 @@ import { registerSendJoinRoutes } from './send-join';
 import { registerLeaveRoutes } from './leave';
 import { registerQueryDirectoryRoute } from './query-directory';
 import { registerInviteRoutes } from './invite';
+import { registerUserKeysRoutes } from './user-keys';
 
 export function registerFederationApi(front: Front, ctx: FederationContext): void {
   registerKeyRoutes(front, ctx.own);
@@ -41,6 +42,7 @@ export function registerFederationApi(front: Front, ctx: FederationContext): voi
   registerLeaveRoutes(front, ctx);
   registerQueryDirectoryRoute(front, ctx);
   registerInviteRoutes(front, ctx);
+  registerUserKeysRoutes(front, ctx);
 }
 
 // GET /.well-known/matrix/server
