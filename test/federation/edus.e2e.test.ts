@@ -167,6 +167,22 @@ describe('EDUs from a signing test peer', () => {
     // An update about a user of another server is ignored.
     expect((await send([{ edu_type: 'm.device_list_update', content: { user_id: '@mallory:elsewhere.example', device_id: 'X', stream_id: 1, prev_id: [], keys: {} } }])).status).toBe(200);
     expect(resyncs).toBe(2);
+    // /keys/changes covers the remote user too.
+    const now = await clients.call(alice, 'GET', '/sync?timeout=0');
+    const changes = await clients.call(alice, 'GET', `/keys/changes?from=${enc(first.body.next_batch)}&to=${enc(now.body.next_batch)}`);
+    expect(changes.status, JSON.stringify(changes.body)).toBe(200);
+    expect(changes.body.changed).toContain(pat);
+    // Cross-signing keys of the remote user: m.signing_key_update lands in the cache /keys/query reads.
+    const master = { user_id: pat, usage: ['master'], keys: { 'ed25519:masterpub': 'masterpub' } };
+    const selfSigning = { user_id: pat, usage: ['self_signing'], keys: { 'ed25519:sskpub': 'sskpub' }, signatures: { [pat]: { 'ed25519:masterpub': 'sig' } } };
+    expect((await send([{ edu_type: 'm.signing_key_update', content: { user_id: pat, master_key: master, self_signing_key: selfSigning } }])).status).toBe(200);
+    const q = await eventually(
+      () => clients.call(alice, 'POST', '/keys/query', { device_keys: { [pat]: [] } }),
+      (r) => r.status === 200 && !!r.body.master_keys?.[pat],
+      WAIT,
+    );
+    expect(q.body.master_keys[pat]).toEqual(master);
+    expect(q.body.self_signing_keys[pat]).toEqual(selfSigning);
   });
 
   it('throughput: 1,000 to-device messages through the one destination, each delivered once (EDUs/s printed)', async () => {
