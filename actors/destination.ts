@@ -75,7 +75,13 @@ export const DESTINATION_KIND = 'destination';
 
 /** Waiting PDUs kept per destination beyond the one in flight; older ones are dropped (the peer backfills). */
 export const MAX_PENDING_PDUS = 1_000;
-export const MAX_PENDING_EDUS = 1_000;
+/**
+ * EDUs kept waiting per destination. Larger than the PDU bound because what waits during an outage
+ * is what must not be lost — to-device messages and device list updates (typing is dropped while
+ * backing off, presence is coalesced in the state) — and, unlike PDUs, a peer cannot fetch a
+ * dropped EDU back. Still a bound: a peer gone for good must not grow the queue forever.
+ */
+export const MAX_PENDING_EDUS = 10_000;
 /** First retry interval after a failure (Synapse: 10 min). */
 export const MIN_RETRY_MS = 2_000;
 /** Longest interval between retries (Synapse: 7 days). */
