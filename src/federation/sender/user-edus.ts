@@ -11,10 +11,12 @@
  * Device list EDUs are queued like PDUs (durable, sent until delivered); the message id
  * `fede:<destination>:u:<outbox entry id>` makes a re-delivered outbox entry a duplicate.
  *
- * The stream id is the outbox entry's id read as a number (ms × 1000 + sequence): it grows with
- * every change of the shard, hence of the user, with no counter to keep; the newest one sent is
- * kept per user (userFederationData.deviceStream) as the next `prev_id` and as `/user/devices`'s
- * `stream_id`.
+ * The stream id is the outbox entry's id read as a number (ms × 1000 + sequence), or one above
+ * the previous update's when that is larger: it grows with every change of the user with no
+ * counter of its own; the newest one sent is kept per user (userFederationData.deviceStream) as
+ * the next `prev_id` and as `/user/devices`'s `stream_id`. A re-delivered outbox entry makes new
+ * stream ids, but its tells are duplicates the runtime drops; the next update's `prev_id` may then
+ * name an id the peer never saw, which only makes it resync.
  */
 import type { Logger } from 'pino';
 import { DESTINATION_KIND, type DestinationMessage } from '../../../actors/destination';
@@ -131,14 +133,13 @@ export class FederationUserEduReader extends OutboxGroupReader {
       this.redis.hgetall(this.data(userId, e2eKeyData.deviceKeys(userId))),
       deviceIds ? Promise.resolve({} as Record<string, string>) : this.redis.hgetall(this.data(userId, e2eKeyData.crossSigningKeys(userId))),
     ]);
-    const base = streamIdOf(entryId);
     let prev = prevRaw ? Number(prevRaw) : 0;
-    // A re-delivered entry: its updates were queued already (and the tell's message id dedupes them).
-    if (prev >= base + (deviceIds?.length ?? Object.keys(devices).length)) prev = base - 1;
+    // Strictly increasing even when one entry names several devices (the next entry's id may be
+    // only one above this one's): each update takes the larger of its entry's id and prev + 1.
+    let streamId = Math.max(streamIdOf(entryId), prev + 1);
     const edus: Edu[] = [];
     const ids = deviceIds ?? Object.keys(devices);
-    ids.forEach((deviceId, i) => {
-      const streamId = base + i;
+    ids.forEach((deviceId) => {
       const content: JsonObject = { user_id: userId, device_id: deviceId, stream_id: streamId, prev_id: prev > 0 ? [prev] : [] };
       const record = devices[deviceId];
       if (deleted || record === undefined) content.deleted = true;
@@ -148,7 +149,7 @@ export class FederationUserEduReader extends OutboxGroupReader {
         if (dk[deviceId]) content.keys = JSON.parse(dk[deviceId]!) as JsonObject;
       }
       edus.push({ edu_type: 'm.device_list_update', content });
-      prev = streamId;
+      prev = streamId++;
     });
     if (!deviceIds && (cross.master || cross.self_signing)) {
       const content: JsonObject = { user_id: userId };
