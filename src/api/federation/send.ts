@@ -43,7 +43,7 @@ export function registerSendRoute(front: Front, ctx: FederationContext): void {
     let edus = { handled: 0, dropped: 0 };
     try {
       response = await processTransactionPdus(deps, txn, deadline);
-      if (txn.edus.length) edus = await processTransactionEdus(deps, caller.origin, txn.edus);
+      if (txn.edus.length) edus = await processTransactionEdus(deps, caller.origin, txn.edus, deadline);
     } catch (e) {
       await claim.release().catch(() => undefined);
       throw e;

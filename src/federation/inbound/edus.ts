@@ -18,6 +18,7 @@
  * need). Each EDU is handled alone: one that fails is logged and the others go on.
  */
 import type { Logger } from 'pino';
+import { MatrixError } from '../../http/errors';
 import type { KeysMessage, KeysReply } from '../../../actors/device-keys';
 import type { PresenceMessage, PresenceState } from '../../../actors/presence';
 import { PRESENCE_STATES } from '../../../actors/presence';
@@ -49,10 +50,17 @@ export interface EduOutcome {
   dropped: number;
 }
 
-export async function processTransactionEdus(deps: EduDeps, origin: string, edus: Edu[]): Promise<EduOutcome> {
+/**
+ * Handle a transaction's EDUs in order (typing on then off for one user must land in that
+ * order). Past `deadline` the rest is not dropped — to-device messages and device updates cannot
+ * be had again — but the whole transaction fails with 503, so the peer sends it again; every
+ * handler is idempotent for a replay (to-device by its message id, typing and receipts by value,
+ * device updates by stream id).
+ */
+export async function processTransactionEdus(deps: EduDeps, origin: string, edus: Edu[], deadline = Number.POSITIVE_INFINITY): Promise<EduOutcome> {
   const outcome: EduOutcome = { handled: 0, dropped: 0 };
-  // In order: typing on then off for one user must arrive in that order.
   for (const edu of edus) {
+    if (Date.now() > deadline) throw new MatrixError(503, 'M_UNKNOWN', 'The transaction took too long to process; send it again');
     let ok = false;
     try {
       ok = await processEdu(deps, origin, edu);
