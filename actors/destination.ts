@@ -75,7 +75,13 @@ export const DESTINATION_KIND = 'destination';
 
 /** Waiting PDUs kept per destination beyond the one in flight; older ones are dropped (the peer backfills). */
 export const MAX_PENDING_PDUS = 1_000;
-export const MAX_PENDING_EDUS = 1_000;
+/**
+ * EDUs kept waiting per destination. Larger than the PDU bound because what waits during an outage
+ * is what must not be lost — to-device messages and device list updates (typing is dropped while
+ * backing off, presence is coalesced in the state) — and, unlike PDUs, a peer cannot fetch a
+ * dropped EDU back. Still a bound: a peer gone for good must not grow the queue forever.
+ */
+export const MAX_PENDING_EDUS = 10_000;
 /** First retry interval after a failure (Synapse: 10 min). */
 export const MIN_RETRY_MS = 2_000;
 /** Longest interval between retries (Synapse: 7 days). */
@@ -122,6 +128,8 @@ export interface Inflight {
   attempts: number;
   /** An attempt (the latest) is out and has not reported back. */
   sending?: boolean;
+  /** Presence updates riding in this transaction (one `m.presence` EDU), taken from `presence`. */
+  presence?: JsonObject[];
 }
 
 export interface DestinationState {
@@ -151,6 +159,13 @@ export interface DestinationState {
   pduErrors: number;
   dropped: number;
   droppedEdus: number;
+  /**
+   * Presence waiting to go, latest per user (user id → the `push` entry). Coalesced here rather
+   * than queued: a burst of changes of one user while a transaction is out becomes one entry,
+   * and all of them ride as a single `m.presence` EDU in the next transaction — so presence
+   * never floods a peer, whatever the rate of changes, and never outgrows the number of users.
+   */
+  presence?: Record<string, JsonObject>;
   lastError?: string;
 }
 
@@ -232,11 +247,17 @@ function startNext(state: DestinationState, now: number, limits: DestinationLimi
   if (state.inflight) return d;
   const pduTo = Math.min(state.nextPdu - 1, state.takenPdu + limits.maxPdusPerTxn);
   const eduTo = Math.min(state.nextEdu - 1, state.takenEdu + limits.maxEdusPerTxn);
-  if (pduTo <= state.takenPdu && eduTo <= state.takenEdu) return d;
+  const pendingPresence = state.presence ? Object.values(state.presence) : [];
+  if (pduTo <= state.takenPdu && eduTo <= state.takenEdu && pendingPresence.length === 0) return d;
   const txnSeq = state.txnSeq + 1;
-  const inflight: Inflight = { txnId: `${now.toString(36)}.${txnSeq}`, pduFrom: state.takenPdu + 1, pduTo, eduFrom: state.takenEdu + 1, eduTo, ts: now, attempts: 0 };
+  // The presence EDU takes one of the transaction's EDU slots.
+  const edusTo = pendingPresence.length && eduTo - state.takenEdu >= limits.maxEdusPerTxn ? eduTo - 1 : eduTo;
+  const inflight: Inflight = { txnId: `${now.toString(36)}.${txnSeq}`, pduFrom: state.takenPdu + 1, pduTo, eduFrom: state.takenEdu + 1, eduTo: edusTo, ts: now, attempts: 0 };
+  if (pendingPresence.length) inflight.presence = pendingPresence;
+  const taken: DestinationState = { ...state, txnSeq, inflight, takenPdu: pduTo, takenEdu: edusTo };
+  delete taken.presence;
   // Not before the backoff is over (a transaction abandoned by the bound is replaced during one).
-  const { state: next, timer } = sendTimer({ ...state, txnSeq, inflight, takenPdu: pduTo, takenEdu: eduTo }, Math.max(now, state.retryAt), now);
+  const { state: next, timer } = sendTimer(taken, Math.max(now, state.retryAt), now);
   return { ...d, state: next, timers: [...(d.timers ?? []), timer] };
 }
 
@@ -288,12 +309,26 @@ export function decideDestination(state: DestinationState, msg: ActorMessage<Des
       return startNext(next, now, limits, { state: next, reply: { ok: true }, writes });
     }
     case 'edus': {
-      const edus = Array.isArray(body.edus) ? body.edus.filter((e) => typeof e?.edu_type === 'string') : [];
-      if (edus.length === 0) return { state, reply: { ok: true } };
+      const all = Array.isArray(body.edus) ? body.edus.filter((e) => typeof e?.edu_type === 'string' && e.content !== null && typeof e.content === 'object') : [];
+      // Typing notices are only worth anything now: while the peer is down they are dropped
+      // (it times them out itself); presence is coalesced into the state (see `presence`).
+      const backingOff = state.retryAt > now;
+      let presence = state.presence;
+      const edus: Edu[] = [];
+      for (const e of all) {
+        if (e.edu_type === 'm.presence') {
+          const push = Array.isArray(e.content.push) ? e.content.push : [];
+          for (const p of push) {
+            if (p && typeof p === 'object' && !Array.isArray(p) && typeof p.user_id === 'string') presence = { ...presence, [p.user_id]: p };
+          }
+        } else if (e.edu_type === 'm.typing' && backingOff) continue;
+        else edus.push(e);
+      }
+      if (edus.length === 0 && presence === state.presence) return { state, reply: { ok: true } };
       const writes: StoreWrite[] = [];
       let seq = state.nextEdu;
       for (const e of edus) writes.push({ cmd: 'XADD', key: destinationData.edus(dest), args: [seqId(seq++), 'j', JSON.stringify(e)] });
-      const next = bound({ ...state, nextEdu: seq }, limits, writes);
+      const next = bound({ ...state, nextEdu: seq, ...(presence ? { presence } : {}) }, limits, writes);
       return startNext(next, now, limits, { state: next, reply: { ok: true }, writes });
     }
     case 'wake': {
@@ -461,6 +496,7 @@ export function destinationActor(opts: DestinationActorOptions): ActorKind<Desti
     ]);
     const pdus = await loadPdus(ctx, opts.keys, opts.roomShards, entries(pduRows).map((x) => ({ r: x.f.r ?? '', e: x.f.e ?? '' })));
     const edus = entries(eduRows).map((x) => JSON.parse(x.f.j ?? '{}') as Edu);
+    if (inf.presence?.length) edus.push({ edu_type: 'm.presence', content: { push: inf.presence } });
     const sent = (outcome: SendOutcome) => ({ t: 'sent' as const, txnId: inf.txnId, attempt, outcome, pdus: pdus.length, edus: edus.length });
     if (pdus.length === 0 && edus.length === 0) return sent({ kind: 'ok', pduErrors: 0 });
     const txn: TransactionBody = { origin: opts.transport.origin, origin_server_ts: inf.ts, pdus };

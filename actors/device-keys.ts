@@ -50,6 +50,8 @@ export interface KeysState {
   devices: Record<string, 1>;
   /** The cross-signing keys as stored (canonical JSON), by usage. */
   cross: Partial<Record<CrossSigningUsage, string>>;
+  /** For a remote user: the newest stream id applied, and whether the cache is the full list. */
+  remote?: { stream: number; synced: boolean };
 }
 
 /** A device's fallback key of one algorithm, as stored in `e2eKeyData.fallbackKeys`. */
@@ -78,7 +80,16 @@ export type KeysMessage =
    */
   | { op: 'upload_signatures'; own: Record<string, JsonObject>; others: Record<string, Record<string, JsonObject>>; otherMasters: Record<string, string | null> }
   /** After devices were deleted: drop the keys of those of `deviceIds` (default: any) that no longer exist. */
-  | { op: 'forget_devices'; deviceIds?: string[] };
+  | { op: 'forget_devices'; deviceIds?: string[] }
+  /** A remote user's `m.device_list_update` (checked by src/federation/inbound/edus.ts). */
+  | { op: 'remote_update'; deviceId: string; streamId: number; prevIds: number[]; deleted: boolean; keys?: JsonObject; displayName?: string }
+  /** A remote user's full device list (`/user/devices`), replacing the cache. */
+  | { op: 'remote_resync'; streamId: number; devices: Record<string, { keys: JsonObject; displayName?: string }>; cross: Partial<Record<'master' | 'self_signing', JsonObject>> }
+  /** A remote user's `m.signing_key_update`. */
+  | { op: 'remote_signing'; cross: Partial<Record<'master' | 'self_signing', JsonObject>> };
+
+/** Remote ops need nothing read. */
+type RemoteOp = 'remote_update' | 'remote_resync' | 'remote_signing';
 
 /** What the shell reads for a message (the store as of all earlier messages of this actor). */
 export type KeysPrepared =
@@ -86,7 +97,8 @@ export type KeysPrepared =
   | { op: 'claim'; devices: Record<string, { oneTime?: [string, string]; fallback?: string }> }
   | { op: 'upload_cross_signing'; deviceIds: string[]; deviceKeys: Record<string, string> }
   | { op: 'upload_signatures'; deviceKeys: Record<string, string>; ownSignatures: Record<string, string>; mySignaturesOf: Record<string, Record<string, string>> }
-  | { op: 'forget_devices'; existing: string[]; algorithms: Record<string, string[]>; ownSignatureFields: string[] };
+  | { op: 'forget_devices'; existing: string[]; algorithms: Record<string, string[]>; ownSignatureFields: string[] }
+  | { op: RemoteOp };
 
 export interface UploadReply {
   one_time_key_counts: Record<string, number>;
@@ -101,10 +113,12 @@ export interface SignatureFailure {
 export interface SignaturesReply {
   failures: Record<string, Record<string, SignatureFailure>>;
 }
-export type KeysReply = UploadReply | ClaimReply | SignaturesReply | { ok: true } | { forgotten: string[] };
+/** `resync`: the cached list of a remote user has a gap; fetch it in full. */
+export type KeysReply = UploadReply | ClaimReply | SignaturesReply | { ok: true } | { forgotten: string[] } | { resync: boolean };
 
 export type KeysOutput =
-  | { type: 'device_list'; user_id: string; self_only?: true }
+  /** `device_ids`: the devices whose keys changed, when known (the federation sender sends those as `m.device_list_update`; without it, every device and the cross-signing keys). */
+  | { type: 'device_list'; user_id: string; self_only?: true; device_ids?: string[] }
   | { type: 'one_time_keys'; user_id: string; device_ids: string[] };
 
 export function newKeysState(userId: string): KeysState {
@@ -128,6 +142,12 @@ export function decideKeys(state: KeysState, msg: ActorMessage<KeysMessage>, pre
       return uploadSignatures(state, body, prepared as Extract<KeysPrepared, { op: 'upload_signatures' }>);
     case 'forget_devices':
       return forgetDevices(state, prepared as Extract<KeysPrepared, { op: 'forget_devices' }>);
+    case 'remote_update':
+      return remoteUpdate(state, body);
+    case 'remote_resync':
+      return remoteResync(state, body);
+    case 'remote_signing':
+      return remoteSigning(state, body);
     default:
       throw new TypeError(`keys: unknown op ${JSON.stringify((body as { op?: unknown }).op)}`);
   }
@@ -148,7 +168,7 @@ function upload(state: KeysState, body: Extract<KeysMessage, { op: 'upload' }>, 
     const json = checkDeviceKeys(u, deviceId, body.deviceKeys);
     if (json !== p.storedDeviceKeys) {
       writes.push({ cmd: 'HSET', key: e2eKeyData.deviceKeys(u), args: [deviceId, json] });
-      outputs.push({ type: 'device_list', user_id: u });
+      outputs.push({ type: 'device_list', user_id: u, device_ids: [deviceId] });
     }
   }
 
@@ -531,7 +551,56 @@ function forgetDevices(state: KeysState, p: Extract<KeysPrepared, { op: 'forget_
     const sigFields = p.ownSignatureFields.filter((f) => f.startsWith(prefix));
     if (sigFields.length) writes.push({ cmd: 'HDEL', key: e2eKeyData.signatures(u, u), args: sigFields });
   }
-  return { state: { ...state, devices }, reply: { forgotten: gone }, writes, outputs: [{ type: 'device_list', user_id: u }] };
+  return { state: { ...state, devices }, reply: { forgotten: gone }, writes, outputs: [{ type: 'device_list', user_id: u, device_ids: gone }] };
+}
+
+// ---- remote users (the cache of another server's user's devices) ----
+
+/**
+ * `m.device_list_update` from the user's server. Stream ids grow per user on their server, and
+ * `prev_id` names the updates sent before this one: one above the newest we applied means we
+ * missed an update, so the cached list is no longer the truth — it is marked unsynced and the
+ * caller resyncs it from `/user/devices` (`remote_resync`). Without a synced list there is
+ * nothing to patch: the update only tells our users that the list changed.
+ */
+function remoteUpdate(state: KeysState, body: Extract<KeysMessage, { op: 'remote_update' }>): D {
+  const u = state.userId;
+  const out: KeysOutput[] = [{ type: 'device_list', user_id: u }];
+  const r = state.remote;
+  if (r && body.streamId <= r.stream) return { state, reply: { resync: false } };
+  const gap = !r?.synced || body.prevIds.some((p) => p > r.stream) || (!body.deleted && !body.keys);
+  if (gap) return { state: { ...state, remote: { stream: r?.stream ?? 0, synced: false } }, reply: { resync: true }, outputs: out, writes: [{ cmd: 'DEL', key: e2eKeyData.remoteSynced(u), args: [] }] };
+  const writes: StoreWrite[] = body.deleted
+    ? [{ cmd: 'HDEL', key: e2eKeyData.deviceKeys(u), args: [body.deviceId] }]
+    : [{ cmd: 'HSET', key: e2eKeyData.deviceKeys(u), args: [body.deviceId, canonicalJson(withDisplayName(body.keys!, body.displayName))] }];
+  return { state: { ...state, remote: { stream: body.streamId, synced: true } }, reply: { resync: false }, writes, outputs: out };
+}
+
+function withDisplayName(keys: JsonObject, name: string | undefined): JsonObject {
+  const { unsigned: _drop, ...rest } = keys;
+  return name !== undefined ? { ...rest, unsigned: { device_display_name: name } } : rest;
+}
+
+/** The full list from `/user/devices` (or a resync): replaces the cache. */
+function remoteResync(state: KeysState, body: Extract<KeysMessage, { op: 'remote_resync' }>): D {
+  const u = state.userId;
+  const pairs = Object.entries(body.devices).flatMap(([d, v]) => [d, canonicalJson(withDisplayName(v.keys, v.displayName))]);
+  const writes: StoreWrite[] = [{ cmd: 'DEL', key: e2eKeyData.deviceKeys(u), args: [] }];
+  if (pairs.length) writes.push({ cmd: 'HSET', key: e2eKeyData.deviceKeys(u), args: pairs });
+  writes.push(...crossSigningWrites(u, body.cross), { cmd: 'SET', key: e2eKeyData.remoteSynced(u), args: ['1'] });
+  return { state: { ...state, remote: { stream: Math.max(body.streamId, state.remote?.stream ?? 0), synced: true } }, reply: { resync: false }, writes, outputs: [{ type: 'device_list', user_id: u }] };
+}
+
+function crossSigningWrites(u: string, cross: Partial<Record<'master' | 'self_signing', JsonObject>>): StoreWrite[] {
+  const pairs = Object.entries(cross).flatMap(([usage, key]) => (key ? [usage, canonicalJson(key)] : []));
+  return pairs.length ? [{ cmd: 'HSET', key: e2eKeyData.crossSigningKeys(u), args: pairs }] : [];
+}
+
+/** `m.signing_key_update`: the remote user's new master / self-signing keys. */
+function remoteSigning(state: KeysState, body: Extract<KeysMessage, { op: 'remote_signing' }>): D {
+  const writes = crossSigningWrites(state.userId, body.cross);
+  if (!writes.length) return { state, reply: { resync: false } };
+  return { state, reply: { resync: false }, writes, outputs: [{ type: 'device_list', user_id: state.userId }] };
 }
 
 // ---- the shell ----
@@ -600,6 +669,10 @@ async function prepareKeys(ctx: ShellContext, state: KeysState, msg: ActorMessag
       ]);
       return { op: 'forget_devices', existing, algorithms: Object.fromEntries(candidates.map((d, i) => [d, algs[i]!])), ownSignatureFields: ownSignatures };
     }
+    case 'remote_update':
+    case 'remote_resync':
+    case 'remote_signing':
+      return { op: body.op };
     default:
       throw new TypeError(`keys: unknown op ${JSON.stringify((body as { op?: unknown } | undefined)?.op)}`);
   }

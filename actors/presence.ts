@@ -54,7 +54,13 @@ export type PresenceMessage =
   | { op: 'sync'; setPresence?: PresenceState; holdMs: number }
   | { op: 'active' }
   | { op: 'idle' }
-  | { op: 'offline' };
+  | { op: 'offline' }
+  /**
+   * A remote user's presence as their server said it (`m.presence`, checked by
+   * src/federation/inbound/edus.ts): the record is taken as is, with no timers — their server
+   * runs the state machine and tells us when it changes.
+   */
+  | { op: 'remote'; presence: PresenceState; statusMsg?: string; lastActiveAgo?: number };
 
 export interface PresenceOutput {
   type: 'presence';
@@ -110,6 +116,19 @@ export function decidePresence(state: PresenceActorState, msg: ActorMessage<Pres
     case 'idle':
       if (rec.presence === 'online' && now - rec.last_active >= IDLE_MS) rec.presence = 'unavailable';
       break;
+    case 'remote': {
+      if (!(PRESENCE_STATES as readonly string[]).includes(b.presence)) throw new TypeError(`presence: bad state ${b.presence}`);
+      const next: PresenceRecord = { presence: b.presence, last_active: typeof b.lastActiveAgo === 'number' && b.lastActiveAgo >= 0 ? now - b.lastActiveAgo : state.record.last_active };
+      if (typeof b.statusMsg === 'string') next.status_msg = b.statusMsg.slice(0, MAX_STATUS_MSG);
+      const visible = next.presence !== state.record.presence || next.status_msg !== state.record.status_msg;
+      if (!visible && next.last_active === state.record.last_active) return { state, reply: { ok: true } };
+      return {
+        state: { userId: state.userId, record: next, syncUntil: 0 },
+        reply: { ok: true },
+        writes: [{ cmd: 'SET', key: userData.presence(state.userId), args: [JSON.stringify(next)] }],
+        outputs: visible ? [{ type: 'presence', user_id: state.userId, presence: next.presence } satisfies PresenceOutput] : [],
+      };
+    }
     case 'offline':
       if (syncUntil <= now && rec.presence !== 'offline') {
         rec.presence = 'offline';

@@ -41,6 +41,8 @@ export interface TypingOutput {
   type: 'typing';
   room_id: string;
   user_ids: string[];
+  /** Who started (true) or stopped (false) typing in this change: what the federation sender sends as `m.typing`. */
+  changes?: [string, boolean][];
 }
 
 /** Users whose notice is still running at `now`, sorted (the `m.typing` content order). */
@@ -48,6 +50,13 @@ export function typingAt(until: Record<string, number>, now: number): string[] {
   return Object.keys(until)
     .filter((u) => until[u]! > now)
     .sort();
+}
+
+/** Started (in `after` only) and stopped (in `before` only) users. */
+function typingChanges(before: string[], after: string[]): [string, boolean][] {
+  const b = new Set(before);
+  const a = new Set(after);
+  return [...after.filter((u) => !b.has(u)).map((u): [string, boolean] => [u, true]), ...before.filter((u) => !a.has(u)).map((u): [string, boolean] => [u, false])];
 }
 
 export function decideTyping(state: TypingState, msg: ActorMessage<TypingMessage>): Decision<TypingState, { ok: true }> {
@@ -81,7 +90,7 @@ export function decideTyping(state: TypingState, msg: ActorMessage<TypingMessage
     state: { roomId: state.roomId, until },
     reply: { ok: true },
     writes,
-    outputs: listChanged ? [{ type: 'typing', room_id: state.roomId, user_ids: after } satisfies TypingOutput] : [],
+    outputs: listChanged ? [{ type: 'typing', room_id: state.roomId, user_ids: after, changes: typingChanges(before, after) } satisfies TypingOutput] : [],
     timers: [{ key: 'expire', atMs: Number.isFinite(next) ? next : null, body: { op: 'expire' } satisfies TypingMessage }],
   };
 }

@@ -67,6 +67,10 @@ export class SigningPeer {
    * hands each body here and answers every PDU with success; without it they are 404, as before.
    */
   onTransaction?: (txn: { origin: string; pdus: JsonObject[]; edus: JsonObject[] }) => void;
+  /** While set, every transaction is answered with this status (the peer "is down"), and not passed to onTransaction. */
+  downStatus?: number;
+  /** Answers for other requests (e.g. `/user/devices`), consulted first; undefined falls through. */
+  onRequest?: (method: string, path: string, body: unknown) => { status: number; body: unknown } | undefined;
 
   private constructor(
     readonly serverName: string,
@@ -109,7 +113,12 @@ export class SigningPeer {
     if (u.pathname.startsWith('/_matrix/key/v2/server')) {
       return { status: 200, body: buildServerKeyDocument(this.serverName, [this.key], Date.now() + 24 * 3600_000) };
     }
+    const custom = this.onRequest?.(method, u.pathname, body);
+    if (custom) return custom;
     const seg = u.pathname.split('/').map(decodeURIComponent);
+    if (method === 'PUT' && this.downStatus && u.pathname.startsWith('/_matrix/federation/v1/send/')) {
+      return { status: this.downStatus, body: { errcode: 'M_UNKNOWN', error: 'down for the test' } };
+    }
     if (method === 'PUT' && this.onTransaction && u.pathname.startsWith('/_matrix/federation/v1/send/')) {
       const txn = (body ?? {}) as { origin: string; pdus?: JsonObject[]; edus?: JsonObject[] };
       const pdus = txn.pdus ?? [];

@@ -9,6 +9,7 @@ import { DeactivationReader } from './deactivation';
 import { UserFanoutReader } from './user-fanout';
 import { PushEvaluatorReader } from './push-evaluator';
 import { FederationSenderReader } from '../federation/sender/reader';
+import { FederationUserEduReader } from '../federation/sender/user-edus';
 
 export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger, server: { serverName: string; federation?: boolean }): ShardReader[] {
   const readers: ShardReader[] = [
@@ -19,5 +20,7 @@ export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Reco
   ];
   // Queues our users' events at the destination actors of the other servers in their rooms.
   if (server.federation) readers.push(new FederationSenderReader(redis, keys, shardCounts, server.serverName, workerId, log));
+  // Our users' presence and device list changes, as EDUs to the servers sharing a room with them.
+  if (server.federation) readers.push(new FederationUserEduReader(redis, keys, shardCounts, server.serverName, workerId, log));
   return readers;
 }

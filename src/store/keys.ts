@@ -342,6 +342,8 @@ export const e2eKeyData = {
   fallbackKeys: (userId: string, deviceId: string) => `e2e:${userId}:fb:${deviceId}`,
   /** Hash: `master` / `self_signing` / `user_signing` → the cross-signing key as uploaded (canonical JSON). */
   crossSigningKeys: (userId: string) => `e2e:${userId}:xs`,
+  /** String, for a user of another server: present while the cached device list (deviceKeys) is the whole list (actors/device-keys.ts remote_*). */
+  remoteSynced: (userId: string) => `e2e:${userId}:rsync`,
   /**
    * Hash: signatures made by `signer` (and uploaded through /keys/signatures/upload) of keys of
    * `target`: field `<target key: device id or cross-signing public key>\0<signing key id>` →
@@ -437,3 +439,11 @@ export const mediaData = {
 
 /** The consumer group the federation sender (src/federation/sender/reader.ts) reads room outboxes with. */
 export const FEDERATION_SENDER_GROUP = 'federation-sender';
+/** The consumer group the federation EDU sender (src/federation/sender/user-edus.ts) reads user outboxes with. */
+export const FEDERATION_USER_EDU_GROUP = 'federation-user-edus';
+
+/** Federation state of one local user, in the user's shard. */
+export const userFederationData = {
+  /** String: the stream id of the user's latest `m.device_list_update` sent (the next one's `prev_id`; `/user/devices` answers it). */
+  deviceStream: (userId: string) => `user:${userId}:fed:devstream`,
+};

@@ -64,7 +64,7 @@ describe('keys actor: upload', () => {
     const { json } = deviceKeys(ME, 'DEV1');
     const d = decideKeys(newKeysState(ME), msg({ op: 'upload', deviceId: 'DEV1', deviceKeys: { ...json, unsigned: { x: 1 } } }), uploadPrep());
     expect(hset(d.writes, e2eKeyData.deviceKeys(ME))).toEqual([['DEV1', canonicalJson(json)]]);
-    expect(d.outputs).toEqual([{ type: 'device_list', user_id: ME }]);
+    expect(d.outputs).toEqual([{ type: 'device_list', user_id: ME, device_ids: ['DEV1'] }]);
     expect(d.reply).toEqual({ one_time_key_counts: { signed_curve25519: 0 } });
     expect(d.state.devices).toEqual({ DEV1: 1 });
     // The same keys again change nothing and tell no one.
@@ -267,7 +267,7 @@ describe('keys actor: deleted devices', () => {
       { cmd: 'DEL', key: e2eKeyData.oneTimeKeyQueue(ME, 'signed_curve25519', 'DEV1'), args: [] },
       { cmd: 'HDEL', key: e2eKeyData.signatures(ME, ME), args: [signatureField('DEV1', 'ed25519:ssk')] },
     ]);
-    expect(d.outputs).toEqual([{ type: 'device_list', user_id: ME }]);
+    expect(d.outputs).toEqual([{ type: 'device_list', user_id: ME, device_ids: ['DEV1'] }]);
     const none = decideKeys(state, msg({ op: 'forget_devices' }), { op: 'forget_devices', existing: ['DEV1', 'DEV2'], algorithms: { DEV1: [], DEV2: [] }, ownSignatureFields: [] });
     expect(none.state).toBe(state);
     expect(none.outputs ?? []).toEqual([]);

@@ -11,13 +11,13 @@ const empty: TypingState = { roomId: '!r:x', until: {} };
 describe('typing decisions', () => {
   it('starts, renews without publishing, caps the timeout, and arms the earliest expiry', () => {
     const a = decideTyping(empty, msg<TypingMessage>({ op: 'set', userId: '@a:x', typing: true, timeoutMs: 5000 }, 1000));
-    expect(a.outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: ['@a:x'] }]);
+    expect(a.outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: ['@a:x'], changes: [['@a:x', true]] }]);
     expect(a.timers).toEqual([{ key: 'expire', atMs: 6000, body: { op: 'expire' } }]);
     const renewed = decideTyping(a.state, msg<TypingMessage>({ op: 'set', userId: '@a:x', typing: true, timeoutMs: 10 ** 9 }, 2000));
     expect(renewed.outputs).toEqual([]);
     expect(renewed.state.until['@a:x']).toBe(2000 + MAX_TYPING_MS);
     const b = decideTyping(renewed.state, msg<TypingMessage>({ op: 'set', userId: '@b:x', typing: true, timeoutMs: 1000 }, 3000));
-    expect(b.outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: ['@a:x', '@b:x'] }]);
+    expect(b.outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: ['@a:x', '@b:x'], changes: [['@b:x', true]] }]);
     expect(b.timers![0]!.atMs).toBe(4000);
   });
 
@@ -25,16 +25,16 @@ describe('typing decisions', () => {
     const s: TypingState = { roomId: '!r:x', until: { '@a:x': 5000, '@b:x': 9000 } };
     expect(decideTyping(s, msg<TypingMessage>({ op: 'expire' }, 4000)).state).toBe(s);
     const d = decideTyping(s, msg<TypingMessage>({ op: 'expire' }, 5000));
-    expect(d.outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: ['@b:x'] }]);
+    expect(d.outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: ['@b:x'], changes: [['@a:x', false]] }]);
     expect(d.timers![0]!.atMs).toBe(9000);
     const last = decideTyping(d.state, msg<TypingMessage>({ op: 'expire' }, 9500));
-    expect(last.outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: [] }]);
+    expect(last.outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: [], changes: [['@b:x', false]] }]);
     expect(last.timers).toEqual([{ key: 'expire', atMs: null, body: { op: 'expire' } }]);
   });
 
   it('typing: false removes at once; for someone not typing it is a no-op', () => {
     const s: TypingState = { roomId: '!r:x', until: { '@a:x': 5000 } };
-    expect(decideTyping(s, msg<TypingMessage>({ op: 'set', userId: '@a:x', typing: false }, 1000)).outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: [] }]);
+    expect(decideTyping(s, msg<TypingMessage>({ op: 'set', userId: '@a:x', typing: false }, 1000)).outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: [], changes: [['@a:x', false]] }]);
     expect(decideTyping(s, msg<TypingMessage>({ op: 'set', userId: '@z:x', typing: false }, 1000)).state).toBe(s);
   });
 });

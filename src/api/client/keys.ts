@@ -5,8 +5,9 @@
  * merges each key with the signatures the requester may see (the owner's own, and the
  * requester's of that user's master key), as Synapse does.
  *
- * There is no federation yet: keys of users on other servers cannot be fetched or claimed, and
- * every such server is reported in `failures` (the spec's "could not be reached").
+ * Keys of users on other servers are asked of their servers, all at once, with a timeout, or
+ * read from the cache of their devices (src/api/client/remote-keys.ts); a server that cannot be
+ * reached is reported in `failures`.
  */
 import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
@@ -23,6 +24,7 @@ import { requireUser, type Requester } from './auth';
 import { clientRoute, jsonBody } from './accounts-common';
 import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
+import { claimRemoteKeys, queryRemoteKeys } from './remote-keys';
 import { checkPasswordStage, requireUia } from './uia';
 
 export function registerKeyRoutes(front: Front, ctx: ApiContext): void {
@@ -68,8 +70,6 @@ function remoteServer(ctx: ApiContext, userId: string): string | null {
   return server === ctx.config.serverName ? null : server;
 }
 
-/** What `failures` says about a server this one cannot talk to. */
-const UNREACHABLE = { status: 503, message: 'This server does not federate yet: keys of remote users cannot be fetched' };
 
 // ---- POST /keys/upload ----
 
@@ -117,16 +117,24 @@ async function queryKeys(ctx: ApiContext, req: Request) {
   const masterKeys: Record<string, JsonObject> = {};
   const selfSigningKeys: Record<string, JsonObject> = {};
   const userSigningKeys: Record<string, JsonObject> = {};
-  const failures: Record<string, unknown> = {};
   const local: [string, string[]][] = [];
+  const remoteQuery = new Map<string, string[]>();
   for (const [userId, devices] of Object.entries(query)) {
     // Invalid user ids are left out, as if the user had no keys (Synapse).
     if (!isValidUserId(userId)) continue;
-    const remote = remoteServer(ctx, userId);
-    if (remote) failures[remote] = UNREACHABLE;
+    if (remoteServer(ctx, userId)) remoteQuery.set(userId, devices as string[]);
     else local.push([userId, devices as string[]]);
   }
-  const results = await Promise.all(local.map(([userId, devices]) => readUserKeys(ctx, me, userId, devices)));
+  const [results, remote] = await Promise.all([
+    Promise.all(local.map(([userId, devices]) => readUserKeys(ctx, me, userId, devices))),
+    remoteQuery.size ? queryRemoteKeys(ctx, remoteQuery) : Promise.resolve(null),
+  ]);
+  const failures: Record<string, unknown> = { ...(remote?.failures ?? {}) };
+  if (remote) {
+    Object.assign(deviceKeys, remote.device_keys);
+    Object.assign(masterKeys, remote.master_keys);
+    Object.assign(selfSigningKeys, remote.self_signing_keys);
+  }
   local.forEach(([userId], i) => {
     const r = results[i]!;
     deviceKeys[userId] = r.devices;
@@ -201,17 +209,20 @@ async function claimKeys(ctx: ApiContext, req: Request) {
   const body = jsonBody(req);
   const query = body.one_time_keys;
   if (!isJsonObject(query)) throw errors.badJson('one_time_keys must be an object');
-  const failures: Record<string, unknown> = {};
   const local: [string, Record<string, string>][] = [];
+  const remoteQuery = new Map<string, Record<string, string>>();
   for (const [userId, devices] of Object.entries(query)) {
     if (!isJsonObject(devices) || !Object.values(devices).every((a) => typeof a === 'string')) throw errors.badJson('one_time_keys must map user ids to maps of device ids to algorithms');
-    if (!isValidUserId(userId)) continue;
-    const remote = remoteServer(ctx, userId);
-    if (remote) failures[remote] = UNREACHABLE;
-    else if (Object.keys(devices).length) local.push([userId, devices as Record<string, string>]);
+    if (!isValidUserId(userId) || !Object.keys(devices).length) continue;
+    if (remoteServer(ctx, userId)) remoteQuery.set(userId, devices as Record<string, string>);
+    else local.push([userId, devices as Record<string, string>]);
   }
-  const replies = await Promise.all(local.map(([userId, devices]) => askKeys<ClaimReply>(ctx, userId, { op: 'claim', devices })));
-  const oneTimeKeys: Record<string, Record<string, Record<string, unknown>>> = {};
+  const [replies, remote] = await Promise.all([
+    Promise.all(local.map(([userId, devices]) => askKeys<ClaimReply>(ctx, userId, { op: 'claim', devices }))),
+    remoteQuery.size ? claimRemoteKeys(ctx, remoteQuery) : Promise.resolve(null),
+  ]);
+  const failures: Record<string, unknown> = { ...(remote?.failures ?? {}) };
+  const oneTimeKeys: Record<string, Record<string, Record<string, unknown>>> = { ...((remote?.one_time_keys ?? {}) as Record<string, Record<string, Record<string, unknown>>>) };
   local.forEach(([userId], i) => {
     const claimed = replies[i]!;
     for (const [deviceId, [keyId, json]] of Object.entries(claimed)) (oneTimeKeys[userId] ??= {})[deviceId] = { [keyId]: JSON.parse(json) };

@@ -11,8 +11,12 @@
  * (kept `dedupeTtlSec`, 10 minutes by default) instead of delivering twice. A retry that reaches
  * this front while the first attempt is still in flight joins it.
  *
- * Recipients on other servers are skipped with a log line: there is no federation sender yet
- * (Synapse would queue them as `m.direct_to_device` EDUs).
+ * Recipients on other servers: one `m.direct_to_device` EDU per server, queued at that server's
+ * destination actor (actors/destination.ts) before the answer — durable there, and sent until
+ * the peer takes it. Its `message_id` and the queueing's message id derive from the same
+ * (sender, device, txn id, server), so a retried PUT queues it once, and the receiving server
+ * dedupes on `message_id` (src/federation/inbound/edus.ts). With federation off they are dropped
+ * with a log line.
  */
 import { createHash } from 'node:crypto';
 import { MatrixError, errors } from '../../http/errors';
@@ -21,6 +25,8 @@ import { isJsonObject, utf8Length, type JsonObject } from '../../protocol/json';
 import { isValidUserId, serverOf } from '../../protocol/identifiers';
 import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
 import type { ToDeviceMessage, ToDeviceReply } from '../../../actors/to-device';
+import { DESTINATION_KIND, type DestinationMessage } from '../../../actors/destination';
+import type { Edu } from '../../protocol/transactions';
 import { requireUser } from './auth';
 import { clientRoute, jsonBody } from './accounts-common';
 import type { ApiContext } from '../context';
@@ -69,13 +75,32 @@ export function registerToDeviceRoutes(front: Front, ctx: ApiContext): void {
     if (type === '' || utf8Length(type) > MAX_TYPE_BYTES) throw errors.invalidParam(`The event type must be 1 to ${MAX_TYPE_BYTES} bytes`);
     if (txnId === '') throw errors.invalidParam('Empty transaction id');
     const byUser = parseToDeviceMessages(jsonBody(req));
-    const asks: Promise<ToDeviceReply>[] = [];
+    const asks: Promise<unknown>[] = [];
+    const remote = new Map<string, JsonObject>();
     for (const [userId, messages] of byUser) {
-      if (serverOf(userId) !== ctx.config.serverName) {
-        ctx.log.info({ user_id: userId, sender: me.userId, type, devices: Object.keys(messages).length }, 'to-device message for a remote user dropped: no federation yet');
+      const server = serverOf(userId);
+      if (server !== ctx.config.serverName) {
+        if (!ctx.federation || !server) {
+          ctx.log.info({ user_id: userId, sender: me.userId, type, devices: Object.keys(messages).length }, 'to-device message for a remote user dropped: federation is off');
+          continue;
+        }
+        let byDevice = remote.get(server);
+        if (!byDevice) remote.set(server, (byDevice = {}));
+        byDevice[userId] = Object.fromEntries(Object.entries(messages).map(([d, c]) => [d, JSON.parse(c) as JsonObject]));
         continue;
       }
       asks.push(deliver(ctx, toDeviceMid(me.userId, me.deviceId, txnId, userId), userId, { op: 'send', sender: me.userId, type, messages }));
+    }
+    for (const [server, messages] of remote) {
+      const mid = toDeviceMid(me.userId, me.deviceId, txnId, `server:${server}`);
+      const edu: Edu = { edu_type: 'm.direct_to_device', content: { sender: me.userId, type, message_id: mid.slice('todev:'.length), messages } };
+      const body: DestinationMessage = { t: 'edus', edus: [edu] };
+      asks.push(
+        ctx.actors.ask('user', DESTINATION_KIND, server, body, { mid: `fed${mid}` }).catch((e: unknown) => {
+          if (e instanceof ActorTimeoutError) throw new MatrixError(504, 'M_UNKNOWN', 'The federation sender did not answer in time; retry with the same transaction id');
+          throw e;
+        }),
+      );
     }
     await Promise.all(asks);
     return { body: {} };

@@ -24,6 +24,7 @@ import { registerKnockRoutes } from './knock';
 import { registerQueryDirectoryRoute } from './query-directory';
 import { registerInviteRoutes } from './invite';
 import { registerFederationMediaRoutes } from './media';
+import { registerUserKeysRoutes } from './user-keys';
 
 export function registerFederationApi(front: Front, ctx: FederationContext): void {
   registerKeyRoutes(front, ctx.own);
@@ -45,6 +46,7 @@ export function registerFederationApi(front: Front, ctx: FederationContext): voi
   registerQueryDirectoryRoute(front, ctx);
   registerInviteRoutes(front, ctx);
   registerFederationMediaRoutes(front, ctx);
+  registerUserKeysRoutes(front, ctx);
 }
 
 // GET /.well-known/matrix/server

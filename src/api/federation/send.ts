@@ -4,13 +4,14 @@
  * more than 50 PDUs / 100 EDUs), then the transaction is claimed once per (origin, txn id) in Redis:
  * a replay — or a concurrent duplicate, once the first is done — gets the stored answer and
  * nothing is processed twice. The PDUs go to their rooms (src/federation/inbound/transaction.ts),
- * bounded by the request's deadline; EDUs are checked for shape and dropped for now (Federation II
- * routes them). The answer is `{ "pdus": { "<event id>": {} | { "error": "…" } } }`.
+ * bounded by the request's deadline; then the EDUs go to their actors (src/federation/inbound/edus.ts:
+ * typing, receipts, presence, to-device, device lists), once per transaction like the PDUs. The answer is `{ "pdus": { "<event id>": {} | { "error": "…" } } }`.
  */
 import { MatrixError } from '../../http/errors';
 import type { Front } from '../../http/server';
 import { checkInboundTransaction, type TransactionResponse } from '../../protocol/transactions';
 import { processTransactionPdus } from '../../federation/inbound/transaction';
+import { processTransactionEdus } from '../../federation/inbound/edus';
 import { TxnDedupe } from '../../federation/inbound/txn-dedupe';
 import { federationRoute } from './auth';
 import type { FederationContext } from './context';
@@ -39,15 +40,17 @@ export function registerSendRoute(front: Front, ctx: FederationContext): void {
     }
     if (claim.kind === 'busy') throw new MatrixError(429, 'M_LIMIT_EXCEEDED', 'This transaction is still being processed; retry it later', { retry_after_ms: 1000 });
     let response: TransactionResponse;
+    let edus = { handled: 0, dropped: 0 };
     try {
       response = await processTransactionPdus(deps, txn, deadline);
+      if (txn.edus.length) edus = await processTransactionEdus(deps, caller.origin, txn.edus, deadline);
     } catch (e) {
       await claim.release().catch(() => undefined);
       throw e;
     }
     await claim.finish(response);
     ctx.log.info(
-      { origin: caller.origin, txn_id: txnId, pdus: txn.pdus.length, edus: txn.edus.length, dropped_edus: txn.droppedEdus.length, errors: Object.values(response.pdus).filter((r) => r.error).length, ms: Date.now() - started },
+      { origin: caller.origin, txn_id: txnId, pdus: txn.pdus.length, edus: txn.edus.length, dropped_edus: txn.droppedEdus.length + edus.dropped, errors: Object.values(response.pdus).filter((r) => r.error).length, ms: Date.now() - started },
       'transaction processed',
     );
     return { body: response };

@@ -25,7 +25,10 @@
 import type { Logger } from 'pino';
 import { DESTINATION_KIND, type DestinationMessage } from '../../../actors/destination';
 import { serverOf } from '../../protocol/identifiers';
-import { isJsonObject, type JsonValue } from '../../protocol/json';
+import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
+import type { Edu } from '../../protocol/transactions';
+import type { TypingOutput } from '../../../actors/typing';
+import type { ReceiptOutput } from '../../../actors/receipts';
 import { serverAclAllows } from '../../protocol/server-acl';
 import { OutboxGroupReader } from '../../readers/outbox-group-reader';
 import type { RoomOutput } from '../../rooms/model';
@@ -56,6 +59,34 @@ export function eventDestinations(event: { type?: unknown; state_key?: unknown }
   return [...servers].filter((s) => serverAclAllows(room.acl, s)).sort();
 }
 
+/**
+ * The EDUs a typing or receipt actor's output means for other servers (pure): `m.typing` for
+ * each of OUR users who started or stopped typing, `m.receipt` for a public (`m.read`) receipt
+ * of one of our users. Private receipts (`m.read.private`) never leave the server, and what
+ * remote users did is their server's to tell.
+ */
+export function roomEdus(kind: string, out: unknown, ourServer: string): { roomId: string; edus: Edu[] } | null {
+  if (!isJsonObject(out as JsonValue) || typeof (out as { room_id?: unknown }).room_id !== 'string') return null;
+  const roomId = (out as { room_id: string }).room_id;
+  if (kind === 'typing') {
+    const o = out as Partial<TypingOutput>;
+    const edus: Edu[] = [];
+    for (const c of Array.isArray(o.changes) ? o.changes : []) {
+      if (!Array.isArray(c) || typeof c[0] !== 'string' || serverOf(c[0]) !== ourServer) continue;
+      edus.push({ edu_type: 'm.typing', content: { room_id: roomId, user_id: c[0], typing: c[1] === true } });
+    }
+    return edus.length ? { roomId, edus } : null;
+  }
+  if (kind === 'receipt') {
+    const o = out as Partial<ReceiptOutput>;
+    if (o.receipt_type !== 'm.read' || typeof o.user_id !== 'string' || serverOf(o.user_id) !== ourServer || typeof o.event_id !== 'string') return null;
+    const data: JsonObject = { ts: typeof o.ts === 'number' ? o.ts : 0 };
+    if (typeof o.thread_id === 'string') data.thread_id = o.thread_id;
+    return { roomId, edus: [{ edu_type: 'm.receipt', content: { [roomId]: { 'm.read': { [o.user_id]: { event_ids: [o.event_id], data } } } } }] };
+  }
+  return null;
+}
+
 export class FederationSenderReader extends OutboxGroupReader {
   private readonly actors: ActorClient;
   private readonly rooms: RoomReader;
@@ -77,7 +108,29 @@ export class FederationSenderReader extends OutboxGroupReader {
   protected async apply(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
     const rooms = new Map<string, Promise<RoomServers>>();
     const sends: Promise<void>[] = [];
-    for (const { entry } of entries) {
+    const serversOf = (roomId: string) => {
+      let room = rooms.get(roomId);
+      if (!room) {
+        room = this.roomServers(shard, roomId);
+        rooms.set(roomId, room);
+      }
+      return room;
+    };
+    for (const { id, entry } of entries) {
+      if (entry && (entry.kind === 'typing' || entry.kind === 'receipt')) {
+        let out: unknown;
+        try {
+          out = decode(entry.body);
+        } catch {
+          continue;
+        }
+        const edus = roomEdus(entry.kind, out, this.serverName);
+        if (!edus) continue;
+        const destinations = eventDestinations({}, await serversOf(edus.roomId), this.serverName);
+        const body: DestinationMessage = { t: 'edus', edus: edus.edus };
+        for (const d of destinations) sends.push(this.actors.tell('user', DESTINATION_KIND, d, body, `fede:${d}:${entry.kind}:${id}`));
+        continue;
+      }
       if (!entry || entry.kind !== 'room') continue;
       let out: RoomOutput;
       try {
@@ -88,12 +141,7 @@ export class FederationSenderReader extends OutboxGroupReader {
       if (!out?.eventId || !isJsonObject(out.event) || typeof out.event.sender !== 'string') continue;
       const onBehalfOf = typeof out.onBehalfOf === 'string' && out.onBehalfOf !== this.serverName ? out.onBehalfOf : undefined;
       if (serverOf(out.event.sender) !== this.serverName && !onBehalfOf) continue;
-      let room = rooms.get(out.roomId);
-      if (!room) {
-        room = this.roomServers(shard, out.roomId);
-        rooms.set(out.roomId, room);
-      }
-      const destinations = eventDestinations(out.event, await room, this.serverName, onBehalfOf);
+      const destinations = eventDestinations(out.event, await serversOf(out.roomId), this.serverName, onBehalfOf);
       const body: DestinationMessage = { t: 'pdus', items: [{ r: out.roomId, e: out.eventId }] };
       // Issued in outbox order on one connection: each destination's inbox gets the room's events in order.
       for (const d of destinations) sends.push(this.actors.tell('user', DESTINATION_KIND, d, body, `fedq:${d}:${out.eventId}`));

@@ -1,0 +1,293 @@
+/**
+ * EDUs between Axon and a real Synapse, both ways (issue 16.1): typing notices and read receipts
+ * seen on the other server's /sync, presence of a user of the other server, to-device messages
+ * delivered to a device on the other server. The Axon user creates a public room, the Synapse
+ * user joins it by alias; everything then travels in the servers' /send transactions.
+ *
+ * Latencies (action on one server → visible on the other's /sync) are printed, not asserted.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
+import type { TestServer } from '../e2e/server-harness';
+import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
+import { randomBytes } from 'node:crypto';
+import { signingKeyFromSeed, type SigningKey } from '../../src/protocol/crypto';
+import type { JsonObject } from '../../src/protocol/json';
+import { signJson } from '../../src/protocol/signing';
+import { decode } from '../../src/store/codec';
+import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
+
+const install = synapseInstallation();
+const skip = !install.ok && !process.env.CI;
+if (skip && !install.ok) console.warn(`synapse-edus.e2e: skipped. ${install.reason}`);
+
+const A_IP = '127.0.0.151';
+const S_IP = '127.0.0.152';
+const WAIT = 45_000;
+
+const ephemeral = (sync: Json, roomId: string, type: string): Json[] => ((sync.body.rooms?.join?.[roomId]?.ephemeral?.events ?? []) as Json[]).filter((e) => e.type === type);
+
+const b64 = () => randomBytes(32).toString('base64').replace(/=+$/, '');
+
+/** Device keys signed by the device, and one-time keys signed by it, as a client uploads them. */
+function deviceUpload(who: { userId: string; deviceId: string }, otks: number): { body: JsonObject; key: SigningKey } {
+  const key = signingKeyFromSeed(`ed25519:${who.deviceId}`, randomBytes(32));
+  const device_keys = signJson(
+    { user_id: who.userId, device_id: who.deviceId, algorithms: ['m.olm.v1.curve25519-aes-sha2', 'm.megolm.v1.aes-sha2'], keys: { [`ed25519:${who.deviceId}`]: key.publicKeyBase64, [`curve25519:${who.deviceId}`]: b64() } },
+    who.userId,
+    key,
+  );
+  const one_time_keys: JsonObject = {};
+  for (let i = 0; i < otks; i++) one_time_keys[`signed_curve25519:k${i}`] = signJson({ key: b64() }, who.userId, key);
+  return { body: { device_keys, one_time_keys }, key };
+}
+
+/**
+ * Synapse answers a repeated /sync (same user, device, since, filter…) from its response cache
+ * for two minutes, so polling it must move on: each poll continues from the previous one's
+ * `next_batch`, and the first token comes from a sync with a filter no earlier request used.
+ */
+let filterSeq = 0;
+async function synapseToken(s: SynapsePeer, who: PeerSession): Promise<string> {
+  const filter = enc(JSON.stringify({ room: { timeline: { limit: 1 + (filterSeq++ % 40) }, state: { lazy_load_members: filterSeq % 2 === 0 } } }));
+  const r = await s.call(who, 'GET', `/sync?timeout=0&filter=${filter}`);
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.next_batch as string;
+}
+async function untilSynapse(s: SynapsePeer, who: PeerSession, since: string, ok: (r: Json) => boolean, ms: number): Promise<Json> {
+  const end = Date.now() + ms;
+  let token = since;
+  for (;;) {
+    const r = await s.call(who, 'GET', `/sync?timeout=2000&since=${enc(token)}`);
+    if (r.status === 200 && ok(r)) return r;
+    if (Date.now() > end) throw new Error(`Synapse /sync never showed it: ${JSON.stringify(r.body).slice(0, 2000)}`);
+    if (r.status === 200) token = r.body.next_batch;
+  }
+}
+
+describe.skipIf(skip)(`EDUs between Axon and Synapse ${SYNAPSE_VERSION}`, () => {
+  let pair: AxonAndSynapse;
+  let a: TestServer;
+  let s: SynapsePeer;
+  let clients: Clients;
+  let alice: Session;
+  let bob: PeerSession;
+  let roomId: string;
+
+  beforeAll(async () => {
+    pair = await startAxonAndSynapse(A_IP, S_IP);
+    ({ axon: a, synapse: s, clients } = pair);
+    alice = await clients.mint('alice');
+    bob = await s.registerUser('bob', 'bob password');
+    const created = await clients.call(alice, 'POST', '/createRoom', { preset: 'public_chat', visibility: 'public', room_alias_name: 'edus', room_version: '10' });
+    expect(created.status, JSON.stringify(created.body)).toBe(200);
+    roomId = created.body.room_id;
+    const joined = await s.call(bob, 'POST', `/join/${enc(`#edus:${a.serverName}`)}`, {});
+    expect(joined.status, JSON.stringify(joined.body)).toBe(200);
+    await eventually(
+      () => clients.call(alice, 'GET', `/rooms/${enc(roomId)}/joined_members`),
+      (r) => r.status === 200 && bob.userId in (r.body.joined ?? {}),
+      WAIT,
+    );
+  }, 240_000);
+
+  afterAll(async () => {
+    await pair?.stop();
+  });
+
+  afterEach(async ({ task }) => {
+    if (task.result?.state !== 'fail' || !s) return;
+    console.error(`${s.serverName} logs:\n${s.logTail(5000).split('\n').filter((l) => /federation|device|WARN|ERROR|edu|presence|receipt/i.test(l) && !l.includes('v3/sync') && !l.includes('background_updates')).slice(-80).join('\n')}`);
+    // What Axon's destination actor for Synapse holds.
+    for (const k of await a.redis.keys(`*${s.serverName}*`)) {
+      const type = await a.redis.type(k);
+      if (type === 'stream') console.error(k, JSON.stringify(await a.redis.xrange(k, '-', '+')).slice(0, 3000));
+      else if (type === 'string' && k.includes(':state:')) console.error(k, JSON.stringify(decode(Buffer.from((await a.redis.getBuffer(k))!)), null, 0));
+    }
+  });
+
+  it('typing: the Axon user typing shows on Synapse, and the Synapse user typing shows on Axon', async () => {
+    const since = await synapseToken(s, bob);
+    let started = performance.now();
+    const t1 = await clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: true, timeout: 30_000 });
+    expect(t1.status, JSON.stringify(t1.body)).toBe(200);
+    await untilSynapse(s, bob, since, (r) => ephemeral(r, roomId, 'm.typing').some((e) => (e.content.user_ids ?? []).includes(alice.userId)), WAIT);
+    console.log(`synapse-edus.e2e: Axon → Synapse typing visible in ${Math.round(performance.now() - started)} ms`);
+
+    started = performance.now();
+    const t2 = await s.call(bob, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { typing: true, timeout: 30_000 });
+    expect(t2.status, JSON.stringify(t2.body)).toBe(200);
+    await eventually(
+      () => clients.call(alice, 'GET', '/sync?timeout=0'),
+      (r) => ephemeral(r, roomId, 'm.typing').some((e) => (e.content.user_ids ?? []).includes(bob.userId)),
+      WAIT,
+    );
+    console.log(`synapse-edus.e2e: Synapse → Axon typing visible in ${Math.round(performance.now() - started)} ms`);
+
+    // Stopping is an EDU too: Bob's stop reaches Axon.
+    await s.call(bob, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { typing: false });
+    await eventually(
+      () => clients.call(alice, 'GET', '/sync?timeout=0'),
+      (r) => {
+        const t = ephemeral(r, roomId, 'm.typing');
+        return t.length > 0 && !t.some((e) => (e.content.user_ids ?? []).includes(bob.userId));
+      },
+      WAIT,
+    );
+  });
+
+  it("read receipts: each user reads the other's message, and the receipt shows on the other server", async () => {
+    const mine = await clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'read me, bob' });
+    expect(mine.status).toBe(200);
+    await eventually(() => s.call(bob, 'GET', `/rooms/${enc(roomId)}/event/${enc(mine.body.event_id)}`), (r) => r.status === 200, WAIT);
+    let started = performance.now();
+    const r1 = await s.call(bob, 'POST', `/rooms/${enc(roomId)}/receipt/m.read/${enc(mine.body.event_id)}`, {});
+    expect(r1.status, JSON.stringify(r1.body)).toBe(200);
+    const seen = await eventually(
+      () => clients.call(alice, 'GET', '/sync?timeout=0'),
+      (r) => ephemeral(r, roomId, 'm.receipt').some((e) => !!e.content[mine.body.event_id]?.['m.read']?.[bob.userId]),
+      WAIT,
+    );
+    console.log(`synapse-edus.e2e: Synapse → Axon receipt visible in ${Math.round(performance.now() - started)} ms`);
+    expect(ephemeral(seen, roomId, 'm.receipt').find((e) => e.content[mine.body.event_id])!.content[mine.body.event_id]['m.read'][bob.userId].ts).toEqual(expect.any(Number));
+
+    const theirs = await s.call(bob, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'and read me, alice' });
+    expect(theirs.status).toBe(200);
+    await eventually(() => clients.call(alice, 'GET', `/rooms/${enc(roomId)}/event/${enc(theirs.body.event_id)}`), (r) => r.status === 200, WAIT);
+    // A private receipt never leaves Axon; the public one after it does.
+    const priv = await clients.call(alice, 'POST', `/rooms/${enc(roomId)}/receipt/m.read.private/${enc(theirs.body.event_id)}`, {});
+    expect(priv.status).toBe(200);
+    const since = await synapseToken(s, bob);
+    started = performance.now();
+    const r2 = await clients.call(alice, 'POST', `/rooms/${enc(roomId)}/receipt/m.read/${enc(theirs.body.event_id)}`, {});
+    expect(r2.status, JSON.stringify(r2.body)).toBe(200);
+    const onSynapse = await untilSynapse(s, bob, since, (r) => ephemeral(r, roomId, 'm.receipt').some((e) => !!e.content[theirs.body.event_id]?.['m.read']?.[alice.userId]), WAIT);
+    console.log(`synapse-edus.e2e: Axon → Synapse receipt visible in ${Math.round(performance.now() - started)} ms`);
+    const receipt = ephemeral(onSynapse, roomId, 'm.receipt').find((e) => e.content[theirs.body.event_id])!.content[theirs.body.event_id];
+    expect(receipt['m.read.private']).toBeUndefined();
+  });
+
+  it('presence: each server sees the other user online with their status message', async () => {
+    let started = performance.now();
+    const p1 = await s.call(bob, 'PUT', `/presence/${enc(bob.userId)}/status`, { presence: 'online', status_msg: 'on synapse' });
+    expect(p1.status, JSON.stringify(p1.body)).toBe(200);
+    const got = await eventually(
+      () => clients.call(alice, 'GET', `/presence/${enc(bob.userId)}/status`),
+      (r) => r.status === 200 && r.body.presence === 'online' && r.body.status_msg === 'on synapse',
+      WAIT,
+    );
+    console.log(`synapse-edus.e2e: Synapse → Axon presence visible in ${Math.round(performance.now() - started)} ms`);
+    expect(got.body.presence).toBe('online');
+    // And in Alice's /sync presence.
+    await eventually(
+      () => clients.call(alice, 'GET', '/sync?timeout=0'),
+      (r) => ((r.body.presence?.events ?? []) as Json[]).some((e) => e.sender === bob.userId && e.content.presence === 'online'),
+      WAIT,
+    );
+
+    started = performance.now();
+    const p2 = await clients.call(alice, 'PUT', `/presence/${enc(alice.userId)}/status`, { presence: 'unavailable', status_msg: 'on axon' });
+    expect(p2.status, JSON.stringify(p2.body)).toBe(200);
+    await eventually(
+      () => s.call(bob, 'GET', `/presence/${enc(alice.userId)}/status`),
+      (r) => r.status === 200 && r.body.presence === 'unavailable' && r.body.status_msg === 'on axon',
+      WAIT,
+    );
+    console.log(`synapse-edus.e2e: Axon → Synapse presence visible in ${Math.round(performance.now() - started)} ms`);
+  });
+
+  it("to-device: a message to a device on the other server arrives in that device's /sync, both ways", async () => {
+    const since = await synapseToken(s, bob);
+    let started = performance.now();
+    const m1 = await clients.call(alice, 'PUT', `/sendToDevice/org.example.ping/${txn()}`, { messages: { [bob.userId]: { [bob.deviceId]: { n: 1, from: 'axon' } } } });
+    expect(m1.status, JSON.stringify(m1.body)).toBe(200);
+    const onSynapse = await untilSynapse(s, bob, since, (r) => ((r.body.to_device?.events ?? []) as Json[]).some((e) => e.type === 'org.example.ping'), WAIT);
+    console.log(`synapse-edus.e2e: Axon → Synapse to-device delivered in ${Math.round(performance.now() - started)} ms`);
+    expect((onSynapse.body.to_device.events as Json[]).find((e) => e.type === 'org.example.ping')).toEqual({ type: 'org.example.ping', sender: alice.userId, content: { n: 1, from: 'axon' } });
+
+    started = performance.now();
+    const m2 = await s.call(bob, 'PUT', `/sendToDevice/org.example.pong/${txn()}`, { messages: { [alice.userId]: { '*': { n: 2, from: 'synapse' } } } });
+    expect(m2.status, JSON.stringify(m2.body)).toBe(200);
+    const onAxon = await eventually(
+      () => clients.call(alice, 'GET', '/sync?timeout=0'),
+      (r) => ((r.body.to_device?.events ?? []) as Json[]).some((e) => e.type === 'org.example.pong'),
+      WAIT,
+    );
+    console.log(`synapse-edus.e2e: Synapse → Axon to-device delivered in ${Math.round(performance.now() - started)} ms`);
+    const got = (onAxon.body.to_device.events as Json[]).filter((e) => e.type === 'org.example.pong');
+    expect(got).toEqual([{ type: 'org.example.pong', sender: bob.userId, content: { n: 2, from: 'synapse' } }]);
+  });
+
+  it("keys: each server's /keys/query shows the other server's user's devices, and /keys/claim hands out their one-time keys", async () => {
+    const bobKeys = deviceUpload(bob, 2);
+    const up1 = await s.call(bob, 'POST', '/keys/upload', bobKeys.body);
+    expect(up1.status, JSON.stringify(up1.body)).toBe(200);
+    const aliceKeys = deviceUpload(alice, 2);
+    const up2 = await clients.call(alice, 'POST', '/keys/upload', aliceKeys.body);
+    expect(up2.status, JSON.stringify(up2.body)).toBe(200);
+
+    let started = performance.now();
+    const q1 = await clients.call(alice, 'POST', '/keys/query', { device_keys: { [bob.userId]: [] } });
+    console.log(`synapse-edus.e2e: Axon /keys/query of a Synapse user in ${Math.round(performance.now() - started)} ms`);
+    expect(q1.status, JSON.stringify(q1.body)).toBe(200);
+    expect(q1.body.failures).toEqual({});
+    expect(q1.body.device_keys[bob.userId][bob.deviceId]).toMatchObject({ user_id: bob.userId, device_id: bob.deviceId, keys: (bobKeys.body.device_keys as JsonObject).keys });
+
+    started = performance.now();
+    const q2 = await s.call(bob, 'POST', '/keys/query', { device_keys: { [alice.userId]: [] } });
+    console.log(`synapse-edus.e2e: Synapse /keys/query of an Axon user in ${Math.round(performance.now() - started)} ms`);
+    expect(q2.status, JSON.stringify(q2.body)).toBe(200);
+    expect(q2.body.failures ?? {}).toEqual({});
+    expect(q2.body.device_keys[alice.userId][alice.deviceId]).toMatchObject({ user_id: alice.userId, device_id: alice.deviceId, keys: (aliceKeys.body.device_keys as JsonObject).keys });
+
+    const c1 = await clients.call(alice, 'POST', '/keys/claim', { one_time_keys: { [bob.userId]: { [bob.deviceId]: 'signed_curve25519' } } });
+    expect(c1.status, JSON.stringify(c1.body)).toBe(200);
+    const got1 = c1.body.one_time_keys[bob.userId][bob.deviceId] as Json;
+    expect(Object.keys(got1)).toHaveLength(1);
+    expect(Object.keys(bobKeys.body.one_time_keys as JsonObject)).toContain(Object.keys(got1)[0]);
+    const c2 = await s.call(bob, 'POST', '/keys/claim', { one_time_keys: { [alice.userId]: { [alice.deviceId]: 'signed_curve25519' } } });
+    expect(c2.status, JSON.stringify(c2.body)).toBe(200);
+    const got2 = c2.body.one_time_keys[alice.userId][alice.deviceId] as Json;
+    expect(Object.keys(aliceKeys.body.one_time_keys as JsonObject)).toContain(Object.keys(got2)[0]);
+    // Each claim took one key: the next claim gets the other one.
+    const c3 = await s.call(bob, 'POST', '/keys/claim', { one_time_keys: { [alice.userId]: { [alice.deviceId]: 'signed_curve25519' } } });
+    expect(Object.keys(c3.body.one_time_keys[alice.userId][alice.deviceId])).not.toEqual(Object.keys(got2));
+  });
+
+  it("device lists: a new device on one server shows in the other server's /sync device_lists.changed and /keys/query", async () => {
+    // Axon → Synapse: Alice signs in on a second device and uploads its keys.
+    const since = await synapseToken(s, bob);
+    let started = performance.now();
+    const alice2 = await clients.mint('alice', 'DEV2');
+    const up = await clients.call(alice2, 'POST', '/keys/upload', deviceUpload(alice2, 0).body);
+    expect(up.status, JSON.stringify(up.body)).toBe(200);
+    await untilSynapse(s, bob, since, (r) => ((r.body.device_lists?.changed ?? []) as string[]).includes(alice.userId), WAIT);
+    console.log(`synapse-edus.e2e: Axon device change in Synapse's /sync device_lists.changed after ${Math.round(performance.now() - started)} ms`);
+    const q = await eventually(
+      () => s.call(bob, 'POST', '/keys/query', { device_keys: { [alice.userId]: [] } }),
+      (r) => r.status === 200 && !!r.body.device_keys?.[alice.userId]?.DEV2,
+      WAIT,
+    );
+    expect(q.body.device_keys[alice.userId].DEV2).toMatchObject({ device_id: 'DEV2', user_id: alice.userId });
+
+    // Synapse → Axon: Bob signs in on a second device and uploads its keys.
+    const first = await clients.call(alice, 'GET', '/sync?timeout=0');
+    expect(first.status).toBe(200);
+    started = performance.now();
+    const bob2 = await s.login('bob', 'bob password');
+    const up2 = await s.call(bob2, 'POST', '/keys/upload', deviceUpload(bob2, 0).body);
+    expect(up2.status, JSON.stringify(up2.body)).toBe(200);
+    await eventually(
+      () => clients.call(alice, 'GET', `/sync?timeout=2000&since=${enc(first.body.next_batch)}`),
+      (r) => ((r.body.device_lists?.changed ?? []) as string[]).includes(bob.userId),
+      WAIT,
+    );
+    console.log(`synapse-edus.e2e: Synapse device change in Axon's /sync device_lists.changed after ${Math.round(performance.now() - started)} ms`);
+    const q2 = await eventually(
+      () => clients.call(alice, 'POST', '/keys/query', { device_keys: { [bob.userId]: [] } }),
+      (r) => r.status === 200 && !!r.body.device_keys?.[bob.userId]?.[bob2.deviceId],
+      WAIT,
+    );
+    expect(Object.keys(q2.body.device_keys[bob.userId]).sort()).toEqual([bob.deviceId, bob2.deviceId].sort());
+  });
+});
