@@ -23,6 +23,9 @@ import { registerLeaveRoutes } from './leave';
 import { registerKnockRoutes } from './knock';
 import { registerQueryDirectoryRoute } from './query-directory';
 import { registerInviteRoutes } from './invite';
+import { registerOpenIdUserInfoRoute } from './openid';
+import { registerPublicRoomsRoutes } from './public-rooms';
+import { registerHierarchyRoute } from './hierarchy';
 
 export function registerFederationApi(front: Front, ctx: FederationContext): void {
   registerKeyRoutes(front, ctx.own);
@@ -43,6 +46,9 @@ export function registerFederationApi(front: Front, ctx: FederationContext): voi
   registerKnockRoutes(front, ctx);
   registerQueryDirectoryRoute(front, ctx);
   registerInviteRoutes(front, ctx);
+  registerOpenIdUserInfoRoute(front, ctx);
+  registerPublicRoomsRoutes(front, ctx);
+  registerHierarchyRoute(front, ctx);
 }
 
 // GET /.well-known/matrix/server
