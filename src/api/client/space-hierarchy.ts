@@ -19,7 +19,7 @@ import { MatrixError, errors } from '../../http/errors';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { effectiveHistoryVisibility } from '../../protocol/history-visibility';
 import { isUserOfServer } from '../../rooms/visibility';
-import { servableToClients, type RoomEvent } from '../../store/room-reader';
+import { servableAsState, type RoomEvent } from '../../store/room-reader';
 import { requireUser } from './auth';
 import type { ApiContext, RemoteHierarchy } from '../context';
 import { requireRoomId } from '../../http/params';
@@ -130,7 +130,7 @@ export async function localEntry(ctx: ApiContext, roomId: string, suggestedOnly:
   const out = summary(roomId, state, await ctx.rooms.members(roomId, 'join'));
   const allowed = allowedRoomIds(state);
   if (allowed.length) out.allowed_room_ids = allowed;
-  if (withChildren) out.children_state = out.room_type === 'm.space' ? orderedChildren(state.filter(servableToClients), suggestedOnly).slice(0, MAX_CHILDREN_PER_SPACE).map(strippedChild) : [];
+  if (withChildren) out.children_state = out.room_type === 'm.space' ? orderedChildren(state.filter(servableAsState), suggestedOnly).slice(0, MAX_CHILDREN_PER_SPACE).map(strippedChild) : [];
   return out;
 }
 
@@ -248,7 +248,7 @@ function strippedChild(e: RoomEvent): JsonObject {
 /** The room's summary fields (the spec's SpaceHierarchyRoomsChunk, less children_state). */
 export function summary(roomId: string, state: RoomEvent[], joined: Map<string, string>): JsonObject {
   const byKey = new Map<string, RoomEvent>();
-  for (const e of state) if (servableToClients(e)) byKey.set(`${String(e.event.type)}\u0000${String(e.event.state_key ?? '')}`, e);
+  for (const e of state) if (servableAsState(e)) byKey.set(`${String(e.event.type)}\u0000${String(e.event.state_key ?? '')}`, e);
   const get = (type: string, key: string) => contentString(byKey.get(`${type}\u0000`), key);
   const out: JsonObject = {
     room_id: roomId,
