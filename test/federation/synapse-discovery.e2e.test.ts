@@ -11,7 +11,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { enc, eventually, type Clients, type Json, type Session } from '../e2e/clients';
 import type { TestServer } from '../e2e/server-harness';
 import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
-import { fedRequest, startAxonAndSynapse, type AxonAndSynapse } from './harness';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { clientsFor } from '../e2e/clients';
+import { fedRequest, startAxonAndSynapse, startFederatedAxon, type AxonAndSynapse } from './harness';
 import { issueOpenIdToken } from '../../src/api/client/openid';
 
 const install = synapseInstallation();
@@ -20,6 +23,8 @@ if (skip && !install.ok) console.warn(`synapse-discovery.e2e: skipped. ${install
 
 const A_IP = '127.0.0.201';
 const S_IP = '127.0.0.202';
+/** A second Axon whose keys Synapse fetches through the first as its notary. */
+const B_IP = '127.0.0.206';
 
 const ms = (started: number) => Math.round(performance.now() - started);
 
@@ -257,4 +262,35 @@ describe.skipIf(skip)(`discovery between Axon and Synapse ${SYNAPSE_VERSION}`, {
     expect(h.body.rooms.map((r: Json) => r.room_id)).toEqual([space]);
     expect(h.body.rooms[0].children_state.map((c: Json) => c.state_key)).toEqual([ghost]);
   });
+
+  it("Synapse uses Axon as its trusted key server: a second Axon's keys reach Synapse through our notary endpoint", async () => {
+    // The old form of the GET (a key id in the path, before Matrix 1.6) is answered as the new one.
+    const old = await fedRequest(pair.ca.caPath, `${a.federationUrl}/_matrix/key/v2/query/${enc(s.serverName)}/ed25519%3Aa_xyz`, 'GET', {});
+    expect(old.status, old.text).toBe(200);
+    expect(old.body.server_keys.map((d: Json) => d.server_name)).toEqual([s.serverName]);
+
+    const own = await fedRequest(pair.ca.caPath, `${a.federationUrl}/_matrix/key/v2/server`, 'GET', {});
+    const verifyKeys = Object.fromEntries(Object.entries(own.body.verify_keys as Record<string, Json>).map(([id, k]) => [id, k.key]));
+    await s.down();
+    const configPath = join(s.dir, 'homeserver.yaml');
+    const config = JSON.parse(readFileSync(configPath, 'utf8')) as Json;
+    config.trusted_key_servers = [{ server_name: a.serverName, verify_keys: verifyKeys }];
+    writeFileSync(configPath, JSON.stringify(config, null, 2));
+    await s.up();
+
+    const b = await startFederatedAxon(B_IP, pair.ca);
+    const onB = await clientsFor(b);
+    try {
+      const bert = await onB.mint('bert');
+      // B signs a request to Synapse; Synapse needs B's key and asks its notary, Axon A.
+      const profile = await onB.call(bert, 'GET', `/profile/${enc(bob.userId)}`);
+      expect(profile.status, `${JSON.stringify(profile.body)}\n${s.logTail(30)}`).toBe(200);
+      const log = readFileSync(s.logPath, 'utf8');
+      const viaNotary = log.split('\n').filter((l) => l.includes(`[${a.serverName}]`) && l.includes('/_matrix/key/v2/query') && l.includes('Completed request: 200'));
+      expect(viaNotary.length, s.logTail(40)).toBeGreaterThan(0);
+    } finally {
+      await onB.close();
+      await b.stop();
+    }
+  }, 240_000);
 });
