@@ -69,6 +69,7 @@ export function registerSpaceHierarchyRoutes(front: Front, ctx: ApiContext): voi
     const processed = new Set<string>();
     // The next room to walk is the last one (depth first, children pushed in reverse order).
     const stack: QueuedRoom[] = [{ roomId, via: [], depth: 0 }];
+    const pending: QueuedRoom[] = [];
     let index = 0;
     let more = false;
     while (stack.length) {
@@ -93,14 +94,33 @@ export function registerSpaceHierarchyRoutes(front: Front, ctx: ApiContext): voi
           if (processed.has(child)) continue;
           const via = ((c.content as JsonObject).via as JsonValue[]).filter((v): v is string => typeof v === 'string');
           const remoteEntry = entry.children.get(child);
-          stack.push({ roomId: child, via, depth: queued.depth + 1, ...(remoteEntry ? { remoteEntry } : {}) });
+          const next: QueuedRoom = { roomId: child, via, depth: queued.depth + 1, ...(remoteEntry ? { remoteEntry } : {}) };
+          stack.push(next);
+          pending.push(next);
         }
+        prefetch(ctx, pending.splice(0), suggestedOnly, maxDepth);
       }
     }
     const body: JsonObject = { rooms };
     if (more) body.next_batch = encodeHierarchyToken({ o: offset + rooms.length, d: maxDepth, s: suggestedOnly, r: roomId });
     return { body };
   });
+}
+
+/**
+ * Starts the federation `/hierarchy` requests a space's children will need, all at once, so the
+ * walk (which visits them one by one) finds them answered or under way in the cache instead of
+ * waiting on each server in turn. Failures are the walk's to see; nothing is awaited here.
+ */
+function prefetch(ctx: ApiContext, children: QueuedRoom[], suggestedOnly: boolean, maxDepth: number): void {
+  const hierarchy = ctx.federation?.hierarchy;
+  if (!hierarchy) return;
+  for (const c of children) {
+    if (!c.via.length || (c.remoteEntry && (c.remoteEntry.room_type !== 'm.space' || c.depth >= maxDepth))) continue;
+    void serverInRoom(ctx, c.roomId, ctx.config.serverName)
+      .then((local) => (local ? null : hierarchy(c.roomId, c.via, suggestedOnly)))
+      .catch(() => null);
+  }
 }
 
 /** A room of the walk as the user may see it (with what a remote answer said of its children), or null. */
