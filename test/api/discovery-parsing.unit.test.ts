@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { parsePublicRoomsBody, parsePublicRoomsQuery, requireKnownNetwork } from '../../src/api/client/directory';
 import { checkedHierarchy } from '../../src/api/federation/remote-hierarchy';
 import { MatrixError } from '../../src/http/errors';
+import type { JsonValue } from '../../src/protocol/json';
 
 const errcode = (f: () => unknown): string | undefined => {
   try {
@@ -44,7 +45,7 @@ describe('publicRooms requests', () => {
 });
 
 describe('checkedHierarchy', () => {
-  const child = (roomId: string, via: unknown = ['b.example']) => ({ type: 'm.space.child', state_key: roomId, content: { via }, sender: '@u:b.example', origin_server_ts: 1 });
+  const child = (roomId: string, via: JsonValue = ['b.example']) => ({ type: 'm.space.child', state_key: roomId, content: { via }, sender: '@u:b.example', origin_server_ts: 1 });
 
   it('keeps the room, its valid child events, its children by id and the inaccessible ones', () => {
     const h = checkedHierarchy('!s:b.example', {
