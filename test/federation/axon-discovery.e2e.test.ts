@@ -130,6 +130,9 @@ describe("A's users read B's room directory over federation", () => {
     expect(rest.body.next_batch).toBeUndefined();
     expect((await onA.call(alice, 'POST', path, { filter: { room_types: 'm.space' } })).body.errcode).toBe('M_INVALID_PARAM');
     expect((await onA.call(alice, 'GET', `${path}&limit=x`)).body.errcode).toBe('M_INVALID_PARAM');
+    // Anyone may read A's own directory, but only A's users make A ask B.
+    expect((await onA.call(null, 'GET', '/publicRooms')).status).toBe(200);
+    expect(await onA.call(null, 'GET', path)).toMatchObject({ status: 401, body: { errcode: 'M_MISSING_TOKEN' } });
   });
 });
 
@@ -184,6 +187,13 @@ describe("A's /hierarchy walks into B's space", () => {
     expect(byId.get(bOpen)!.children_state).toEqual([]);
     const shallow = await hierarchy('?max_depth=1');
     expect(ids({ body: { chunk: shallow.body.rooms } })).toEqual([aSpace, bSpace]);
+    // B's space itself, unknown on A: walked from the servers the client names (MSC4235), else 404.
+    const direct = (roomId: string, query = '') => onA.call(alice, 'GET', `/_matrix/client/v1/rooms/${enc(roomId)}/hierarchy${query}`);
+    const viaB = await direct(bSpace, `?org.matrix.msc4235.via=${enc(b.serverName)}`);
+    expect(viaB.status, JSON.stringify(viaB.body)).toBe(200);
+    expect(ids({ body: { chunk: viaB.body.rooms } })).toEqual([bSpace, bOpen, bSub, bDeep]);
+    expect((await direct(bSpace)).status).toBe(404);
+    expect((await direct(bPrivate, `?org.matrix.msc4235.via=${enc(b.serverName)}`)).status).toBe(403);
   });
 
   it("after A's user joins B's space, A reads it itself and the restricted child the user may now join appears", async () => {

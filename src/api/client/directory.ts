@@ -269,8 +269,9 @@ export function registerDirectoryRoutes(front: Front, ctx: ApiContext): void {
   };
 
   clientRoute(front, 'GET', '/publicRooms', async (req) => {
-    // The spec lets anyone read the directory; a token that is sent must still be valid.
-    if (bearerToken(req) !== null) await requireUser(ctx, req);
+    // The spec lets anyone read the directory; a token that is sent must still be valid. Asking
+    // another server needs one (as Synapse): anonymous clients do not make us call peers.
+    if (bearerToken(req) !== null || remoteServer(req) !== null) await requireUser(ctx, req);
     return { body: await answer(req, parsePublicRoomsQuery(req.query)) };
   });
 

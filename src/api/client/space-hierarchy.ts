@@ -10,6 +10,9 @@
  * to a room the user is in. Children the user may not see are left out of `rooms` but still named
  * in their parent's `children_state`, as the spec allows.
  *
+ * A room this server does not know is walked from the servers in the client's
+ * `org.matrix.msc4235.via` parameters (Synapse's MSC4235); without them it is 404.
+ *
  * Pagination: the walk is deterministic for a given state of the rooms (remote answers are
  * cached), so the `from` token is an offset into it together with the parameters it was made for
  * (reusing it with other parameters is M_INVALID_PARAM).
@@ -62,13 +65,21 @@ export function registerSpaceHierarchyRoutes(front: Front, ctx: ApiContext): voi
       if (t.r !== roomId || t.d !== maxDepth || t.s !== suggestedOnly) throw errors.invalidParam('The from token was made for other parameters');
       offset = t.o;
     }
-    if (!(await ctx.rooms.meta(roomId))) throw errors.notFound('Unknown room');
-    if (!(await mayView(ctx, roomId, user.userId))) throw new MatrixError(403, 'M_FORBIDDEN', 'You may not see this room');
+    // A room this server does not have can still be walked when the client names servers that
+    // have it (MSC4235's `via`, as Synapse takes it); without them it is unknown here.
+    const rootVia = (req.queryAll['org.matrix.msc4235.via'] ?? []).filter((v) => v !== '');
+    const rootLocal = (await ctx.rooms.meta(roomId)) !== null;
+    if (rootLocal) {
+      if (!(await mayView(ctx, roomId, user.userId))) throw new MatrixError(403, 'M_FORBIDDEN', 'You may not see this room');
+    } else {
+      if (!rootVia.length) throw errors.notFound('Unknown room');
+      if (!(await describe(ctx, { roomId, via: rootVia, depth: 0 }, user.userId, suggestedOnly, maxDepth, false))) throw new MatrixError(403, 'M_FORBIDDEN', 'You may not see this room');
+    }
 
     const rooms: JsonObject[] = [];
     const processed = new Set<string>();
     // The next room to walk is the last one (depth first, children pushed in reverse order).
-    const stack: QueuedRoom[] = [{ roomId, via: [], depth: 0 }];
+    const stack: QueuedRoom[] = [{ roomId, via: rootVia, depth: 0 }];
     const pending: QueuedRoom[] = [];
     let index = 0;
     let more = false;
@@ -77,7 +88,7 @@ export function registerSpaceHierarchyRoutes(front: Front, ctx: ApiContext): voi
       if (processed.has(queued.roomId)) continue;
       if (processed.size >= MAX_ROOMS) break;
       processed.add(queued.roomId);
-      const entry = await describe(ctx, queued, user.userId, suggestedOnly, maxDepth, queued.roomId === roomId);
+      const entry = await describe(ctx, queued, user.userId, suggestedOnly, maxDepth, rootLocal && queued.roomId === roomId);
       if (!entry) continue;
       if (index >= offset) {
         if (rooms.length === limit) {
