@@ -24,6 +24,8 @@ import { registerKeyRoutes } from './api/federation/keys';
 import { registerFederationApi, registerWellKnownServer } from './api/federation/index';
 import type { FederationContext } from './api/federation/context';
 import { RemoteProfiles } from './api/federation/remote-profile';
+import { RemotePublicRooms } from './api/federation/remote-public-rooms';
+import { RemoteHierarchies } from './api/federation/remote-hierarchy';
 import { FederationClient } from './federation/client';
 import { ServerKeyStore } from './federation/keys/key-store';
 import { OwnKeyDocument } from './federation/keys/own-keys';
@@ -146,7 +148,15 @@ function startFederation(config: AxonConfig, ctx: ApiContext, own: OwnKeyDocumen
   });
   const keyStore = new ServerKeyStore({ redis: ctx.redis, keys: ctx.keys, client, own, trustedKeyServers: f.trustedKeyServers, log });
   const profiles = new RemoteProfiles(client);
-  ctx.federation = { remoteProfile: (userId) => profiles.remoteProfile(userId), client, keyStore };
+  const directories = new RemotePublicRooms(client);
+  const hierarchies = new RemoteHierarchies(client, log.child({ component: 'remote-hierarchy' }));
+  ctx.federation = {
+    remoteProfile: (userId) => profiles.remoteProfile(userId),
+    publicRooms: (server, request) => directories.publicRooms(server, request),
+    hierarchy: (roomId, via, suggestedOnly) => hierarchies.hierarchy(roomId, via, suggestedOnly),
+    client,
+    keyStore,
+  };
   if (ctx.media) ctx.media.remote = new RemoteMediaFetcher(ctx.media.repository, client, log.child({ component: 'media-remote' }));
   const fctx: FederationContext = { config, own, keyStore, client, log, api: ctx };
   const front = new Front({

@@ -8,7 +8,7 @@ import type { RedisClient } from '../store/redis';
 import type { RoomReader } from '../store/room-reader';
 import type { Family } from '../store/shards';
 import type { RateLimiter } from '../http/rate-limit';
-import type { JsonValue } from '../protocol/json';
+import type { JsonObject, JsonValue } from '../protocol/json';
 import type { FederationClient } from '../federation/client';
 import type { ServerKeyStore } from '../federation/keys/key-store';
 import type { MediaServices } from '../media/services';
@@ -42,8 +42,39 @@ export interface ApiContext {
   federation?: {
     /** A remote user's profile from their server; throws a MatrixError when it cannot be had. */
     remoteProfile(userId: string): Promise<Record<string, JsonValue>>;
+    /**
+     * Another server's room directory (client `/publicRooms?server=`): its answer as is, or a
+     * MatrixError (src/api/federation/remote-public-rooms.ts).
+     */
+    publicRooms?(server: string, request: RemotePublicRoomsRequest): Promise<JsonObject>;
+    /**
+     * A room's hierarchy from servers that have it (federation `/hierarchy`, tried in order),
+     * or null when none of them answered (src/api/federation/remote-hierarchy.ts).
+     */
+    hierarchy?(roomId: string, via: readonly string[], suggestedOnly: boolean): Promise<RemoteHierarchy | null>;
     /** The outbound client and the key store (our users joining rooms on other servers: src/rooms/join-remote.ts). */
     client?: FederationClient;
     keyStore?: ServerKeyStore;
   };
+}
+
+/** What the client API's `/publicRooms?server=` passes on to the other server. */
+export interface RemotePublicRoomsRequest {
+  limit?: number;
+  since?: string;
+  /** The client's `filter` (MSC2197): sent with a POST; otherwise a GET. */
+  filter?: JsonObject;
+  includeAllNetworks: boolean;
+  thirdPartyInstanceId?: string;
+}
+
+/** A federation `/hierarchy` answer, checked: the room, its `m.space.child` events, its children. */
+export interface RemoteHierarchy {
+  /** The room's summary, without `children_state`. */
+  room: JsonObject;
+  childrenState: JsonObject[];
+  /** Summaries of children the answering server has (and lets us see), by room id. */
+  children: Map<string, JsonObject>;
+  /** Children the answering server says we cannot see: not to be asked about again. */
+  inaccessible: Set<string>;
 }

@@ -69,6 +69,15 @@ export class KeySpace {
   }
 
   /**
+   * An OpenID token (`/user/{userId}/openid/request_token`), by sha256 of the token: the user id,
+   * with the token's expiry as the key's. Kept by the fronts: a token is a short-lived credential
+   * that any front issues and the federation listener reads (`/openid/userinfo`).
+   */
+  openIdToken(tokenHash: string): string {
+    return `${this.prefix}{openid:${tokenHash}}`;
+  }
+
+  /**
    * Set: rooms published in the room directory (`visibility: public`). A derived index: each
    * room actor owns its own flag (`roomData.published`), and the membership index reader keeps
    * this set in step with it from the room outboxes.

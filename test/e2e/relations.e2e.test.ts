@@ -318,7 +318,7 @@ describe('POST /rooms/{roomId}/upgrade', () => {
 });
 
 describe('GET /v1/rooms/{roomId}/hierarchy', () => {
-  it('walks m.space.child breadth first with depth, suggested_only, pagination and visibility', async () => {
+  it('walks m.space.child depth first with depth, suggested_only, pagination and visibility', async () => {
     const alice = await register('sp_alice');
     const bob = await register('sp_bob');
     const space = await createRoom(alice, { preset: 'public_chat', name: 'Space', creation_content: { type: 'm.space' } });

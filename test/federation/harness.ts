@@ -6,7 +6,7 @@
 import { startTestServer, type TestServer } from '../e2e/server-harness';
 import { freePort } from '../setup/free-port';
 import { createTestCa, type TestCa } from '../../scripts/lib/test-ca';
-import { clientsFor, type Clients } from '../e2e/clients';
+import { clientsFor, type Clients, type Json } from '../e2e/clients';
 import { loopbackServerName, startSynapse, type SynapsePeer } from '../peers/synapse';
 
 export async function startFederatedAxon(ip: string, ca: TestCa, configure?: Parameters<typeof startTestServer>[0] extends infer O ? (O extends { configure?: infer C } ? C : never) : never): Promise<TestServer> {
@@ -34,9 +34,9 @@ export interface AxonAndSynapse {
   stop(): Promise<void>;
 }
 
-export async function startAxonAndSynapse(axonIp: string, synapseIp: string): Promise<AxonAndSynapse> {
+export async function startAxonAndSynapse(axonIp: string, synapseIp: string, opts: { configureSynapse?: (config: Json) => void } = {}): Promise<AxonAndSynapse> {
   const ca = createTestCa();
-  const [ra, rs] = await Promise.allSettled([startFederatedAxon(axonIp, ca), loopbackServerName(synapseIp).then((serverName) => startSynapse({ serverName, ca }))]);
+  const [ra, rs] = await Promise.allSettled([startFederatedAxon(axonIp, ca), loopbackServerName(synapseIp).then((serverName) => startSynapse({ serverName, ca, ...(opts.configureSynapse ? { configure: opts.configureSynapse } : {}) }))]);
   if (ra.status === 'rejected' || rs.status === 'rejected') {
     await Promise.all([ra.status === 'fulfilled' ? ra.value.stop() : undefined, rs.status === 'fulfilled' ? rs.value.stop() : undefined]);
     ca.cleanup();

@@ -5,8 +5,9 @@
  * `visibility: public` and by room upgrades); the membership index reader keeps the server-wide
  * set of published rooms (`keys.publicRooms()`) from the rooms' outboxes, and reads use that
  * set. What the directory says about each room is computed from its current state when asked,
- * so it is never stale. Directories of other servers and third-party networks (appservices) are not served
- * yet: asking for them is answered with 404 and 400.
+ * so it is never stale. `?server=<other server>` asks that server over federation
+ * (`ctx.federation.publicRooms`, src/api/federation/remote-public-rooms.ts); third-party networks
+ * (appservices) are not served yet: naming one is 400.
  */
 import type { Front, Request } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
@@ -19,6 +20,7 @@ import { canSendState } from '../../rooms/power';
 import { bodyObject, clientRoute } from './room-common';
 import { requireRoomId } from '../../http/params';
 import { setDirectoryVisibility } from '../../rooms/directory';
+import { isValidFederationServerName } from '../../protocol/server-names';
 
 /** What the directory shows of a room (PublishedRoomsChunk), from its current state. */
 export interface RoomSummary {
@@ -171,67 +173,111 @@ function parseLimit(v: unknown): number | undefined {
   return v;
 }
 
-export function registerDirectoryRoutes(front: Front, ctx: ApiContext): void {
-  /** Only this server's directory is served; others need federation. */
-  const localOnly = (req: Request) => {
-    const server = req.query.server;
-    if (server !== undefined && server !== '' && server !== ctx.config.serverName) {
-      throw errors.notFound(`The room directory of ${server} is not available: querying other servers needs federation, which this server does not do yet`);
+/** A `/publicRooms` request as asked (client GET/POST, federation GET/POST), validated. */
+export interface PublicRoomsRequest {
+  query: DirectoryQuery;
+  includeAllNetworks: boolean;
+  thirdPartyInstanceId?: string;
+  /** The `filter` object as sent, checked (passed on as is to another server). */
+  filter?: JsonObject;
+}
+
+/** The query string of a GET: `limit`, `since`, `include_all_networks`, `third_party_instance_id`. */
+export function parsePublicRoomsQuery(q: Record<string, string | undefined>): PublicRoomsRequest {
+  const out: PublicRoomsRequest = { query: {}, includeAllNetworks: false };
+  const limitRaw = q.limit;
+  if (limitRaw !== undefined && limitRaw !== '') {
+    if (!/^\d{1,9}$/.test(limitRaw)) throw errors.invalidParam('limit must be a non-negative integer');
+    out.query.limit = Number(limitRaw);
+  }
+  if (q.since) out.query.since = q.since;
+  const all = q.include_all_networks;
+  if (all !== undefined && all !== 'true' && all !== 'false') throw errors.invalidParam('include_all_networks must be true or false');
+  out.includeAllNetworks = all === 'true';
+  if (q.third_party_instance_id) out.thirdPartyInstanceId = q.third_party_instance_id;
+  if (out.includeAllNetworks && out.thirdPartyInstanceId !== undefined) throw errors.invalidParam('third_party_instance_id cannot be combined with include_all_networks');
+  return out;
+}
+
+/** The body of a POST (client API and federation, MSC2197): limit, since, filter, networks. */
+export function parsePublicRoomsBody(body: JsonObject): PublicRoomsRequest {
+  const out: PublicRoomsRequest = { query: {}, includeAllNetworks: false };
+  const limit = parseLimit(body.limit);
+  if (limit !== undefined) out.query.limit = limit;
+  if (body.since !== undefined && body.since !== null) {
+    if (typeof body.since !== 'string') throw errors.invalidParam('since must be a string');
+    if (body.since !== '') out.query.since = body.since;
+  }
+  if (body.include_all_networks !== undefined && typeof body.include_all_networks !== 'boolean') throw errors.invalidParam('include_all_networks must be a boolean');
+  out.includeAllNetworks = body.include_all_networks === true;
+  if (body.third_party_instance_id !== undefined && body.third_party_instance_id !== null) {
+    if (typeof body.third_party_instance_id !== 'string') throw errors.invalidParam('third_party_instance_id must be a string');
+    if (out.includeAllNetworks) throw errors.invalidParam('third_party_instance_id cannot be combined with include_all_networks');
+    out.thirdPartyInstanceId = body.third_party_instance_id;
+  }
+  if (body.filter !== undefined && body.filter !== null) {
+    if (!isJsonObject(body.filter)) throw errors.invalidParam('filter must be an object');
+    out.filter = body.filter;
+    const term = body.filter.generic_search_term;
+    if (term !== undefined && term !== null) {
+      if (typeof term !== 'string') throw errors.invalidParam('filter.generic_search_term must be a string');
+      if (term.trim() !== '') out.query.searchTerm = term.trim();
     }
+    const types = body.filter.room_types;
+    if (types !== undefined && types !== null) {
+      if (!Array.isArray(types) || !types.every((t) => t === null || typeof t === 'string')) throw errors.invalidParam('filter.room_types must be a list of strings and nulls');
+      out.query.roomTypes = types as (string | null)[];
+    }
+  }
+  return out;
+}
+
+/** No application services bridge third-party networks here, so every named instance is unknown. */
+export function requireKnownNetwork(r: PublicRoomsRequest): void {
+  if (r.thirdPartyInstanceId !== undefined) throw errors.invalidParam(`Unknown third-party network ${JSON.stringify(r.thirdPartyInstanceId)}`);
+}
+
+/** The directory entries of every published room this server knows. */
+export async function publishedRoomSummaries(ctx: ApiContext): Promise<RoomSummary[]> {
+  const ids = await ctx.redis.smembers(ctx.keys.publicRooms());
+  return (await Promise.all(ids.map((id) => roomSummary(ctx, id)))).filter((s): s is RoomSummary => s !== null);
+}
+
+export function registerDirectoryRoutes(front: Front, ctx: ApiContext): void {
+  /** The server whose directory is asked for: null for this one. */
+  const remoteServer = (req: Request): string | null => {
+    const server = req.query.server;
+    if (server === undefined || server === '' || server === ctx.config.serverName) return null;
+    if (!isValidFederationServerName(server)) throw errors.invalidParam('server is not a valid server name');
+    return server;
   };
 
-  const listing = async (q: DirectoryQuery) => {
-    const ids = await ctx.redis.smembers(ctx.keys.publicRooms());
-    const summaries = (await Promise.all(ids.map((id) => roomSummary(ctx, id)))).filter((s): s is RoomSummary => s !== null);
-    return pageDirectory(summaries, q);
+  const answer = async (req: Request, r: PublicRoomsRequest): Promise<JsonObject> => {
+    const server = remoteServer(req);
+    if (server !== null) {
+      if (!ctx.federation?.publicRooms) throw errors.notFound(`The room directory of ${server} is not available: federation is off on this server`);
+      return ctx.federation.publicRooms(server, {
+        includeAllNetworks: r.includeAllNetworks,
+        ...(r.query.limit !== undefined ? { limit: r.query.limit } : {}),
+        ...(r.query.since !== undefined ? { since: r.query.since } : {}),
+        ...(r.filter !== undefined ? { filter: r.filter } : {}),
+        ...(r.thirdPartyInstanceId !== undefined ? { thirdPartyInstanceId: r.thirdPartyInstanceId } : {}),
+      });
+    }
+    requireKnownNetwork(r);
+    return pageDirectory(await publishedRoomSummaries(ctx), r.query);
   };
 
   clientRoute(front, 'GET', '/publicRooms', async (req) => {
-    // The spec lets anyone read the directory; a token that is sent must still be valid.
-    if (bearerToken(req) !== null) await requireUser(ctx, req);
-    localOnly(req);
-    const limitRaw = req.query.limit;
-    let limit: number | undefined;
-    if (limitRaw !== undefined && limitRaw !== '') {
-      if (!/^\d{1,9}$/.test(limitRaw)) throw errors.invalidParam('limit must be a non-negative integer');
-      limit = Number(limitRaw);
-    }
-    const since = req.query.since || undefined;
-    return { body: await listing({ ...(limit !== undefined ? { limit } : {}), ...(since ? { since } : {}) }) };
+    // The spec lets anyone read the directory; a token that is sent must still be valid. Asking
+    // another server needs one (as Synapse): anonymous clients do not make us call peers.
+    if (bearerToken(req) !== null || remoteServer(req) !== null) await requireUser(ctx, req);
+    return { body: await answer(req, parsePublicRoomsQuery(req.query)) };
   });
 
   clientRoute(front, 'POST', '/publicRooms', async (req) => {
     await requireUser(ctx, req);
-    localOnly(req);
-    const body = req.body.length ? bodyObject(req) : {};
-    const q: DirectoryQuery = {};
-    const limit = parseLimit(body.limit);
-    if (limit !== undefined) q.limit = limit;
-    if (body.since !== undefined && body.since !== null) {
-      if (typeof body.since !== 'string') throw errors.invalidParam('since must be a string');
-      if (body.since !== '') q.since = body.since;
-    }
-    if (body.include_all_networks !== undefined && typeof body.include_all_networks !== 'boolean') throw errors.invalidParam('include_all_networks must be a boolean');
-    if (body.third_party_instance_id !== undefined) {
-      if (typeof body.third_party_instance_id !== 'string') throw errors.invalidParam('third_party_instance_id must be a string');
-      if (body.include_all_networks === true) throw errors.invalidParam('third_party_instance_id cannot be combined with include_all_networks');
-      // No application services bridge third-party networks here, so every instance is unknown.
-      throw errors.invalidParam(`Unknown third-party network ${JSON.stringify(body.third_party_instance_id)}`);
-    }
-    if (body.filter !== undefined && body.filter !== null) {
-      if (!isJsonObject(body.filter)) throw errors.invalidParam('filter must be an object');
-      const term = body.filter.generic_search_term;
-      if (term !== undefined && term !== null) {
-        if (typeof term !== 'string') throw errors.invalidParam('filter.generic_search_term must be a string');
-        if (term.trim() !== '') q.searchTerm = term.trim();
-      }
-      const types = body.filter.room_types;
-      if (types !== undefined && types !== null) {
-        if (!Array.isArray(types) || !types.every((t) => t === null || typeof t === 'string')) throw errors.invalidParam('filter.room_types must be a list of strings and nulls');
-        q.roomTypes = types as (string | null)[];
-      }
-    }
-    return { body: await listing(q) };
+    return { body: await answer(req, parsePublicRoomsBody(req.body.length ? bodyObject(req) : {})) };
   });
 
   clientRoute(front, 'GET', '/directory/list/room/:roomId', async (req) => {

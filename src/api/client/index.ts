@@ -4,6 +4,7 @@ import type { ApiContext } from '../context';
 import { registerVersionRoutes } from './versions';
 import { registerRoomRoutes } from './rooms';
 import { registerAccountsApi } from './accounts';
+import { registerOpenIdRoutes } from './openid';
 import { registerDirectoryRoutes } from './directory';
 import { registerUserDirectoryRoutes } from './user-directory';
 import { registerTagRoutes } from './tags';
@@ -33,6 +34,7 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerRoomRoutes(front, ctx);
   registerAccountsApi(front, ctx);
   registerDirectoryRoutes(front, ctx);
+  registerOpenIdRoutes(front, ctx);
   registerUserDirectoryRoutes(front, ctx);
   registerTagRoutes(front, ctx);
   registerPushRuleRoutes(front, ctx);

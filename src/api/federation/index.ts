@@ -25,6 +25,9 @@ import { registerQueryDirectoryRoute } from './query-directory';
 import { registerInviteRoutes } from './invite';
 import { registerFederationMediaRoutes } from './media';
 import { registerUserKeysRoutes } from './user-keys';
+import { registerOpenIdUserInfoRoute } from './openid';
+import { registerPublicRoomsRoutes } from './public-rooms';
+import { registerHierarchyRoute } from './hierarchy';
 
 export function registerFederationApi(front: Front, ctx: FederationContext): void {
   registerKeyRoutes(front, ctx.own);
@@ -47,6 +50,9 @@ export function registerFederationApi(front: Front, ctx: FederationContext): voi
   registerInviteRoutes(front, ctx);
   registerFederationMediaRoutes(front, ctx);
   registerUserKeysRoutes(front, ctx);
+  registerOpenIdUserInfoRoute(front, ctx);
+  registerPublicRoomsRoutes(front, ctx);
+  registerHierarchyRoute(front, ctx);
 }
 
 // GET /.well-known/matrix/server

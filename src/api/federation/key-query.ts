@@ -1,4 +1,5 @@
 // GET  /_matrix/key/v2/query/{serverName}
+// GET  /_matrix/key/v2/query/{serverName}/{keyId} (before Matrix 1.6)
 // POST /_matrix/key/v2/query
 /**
  * The notary endpoints: other servers' key documents as we fetched them (directly, from the
@@ -7,7 +8,7 @@
  * notary could find). No authentication, as for every key endpoint.
  */
 import { errors, MatrixError } from '../../http/errors';
-import type { Front } from '../../http/server';
+import type { Front, Request } from '../../http/server';
 import { canonicalJson, type JsonObject } from '../../protocol/json';
 import { buildNotaryResponse, parseNotaryQuery } from '../../protocol/server-keys';
 import { isValidFederationServerName } from '../../protocol/server-names';
@@ -33,11 +34,15 @@ export function registerKeyQueryRoutes(front: Front, ctx: FederationContext): vo
     return { rawJson: canonicalJson(buildNotaryResponse(docs, ctx.config.serverName, ctx.own.keys)) };
   };
 
-  front.route('GET', '/_matrix/key/v2/query/:serverName', async (req) => {
+  const getOne = async (req: Request) => {
     const raw = req.query.minimum_valid_until_ts;
     if (raw !== undefined && !/^[0-9]{1,16}$/.test(raw)) throw errors.invalidParam('minimum_valid_until_ts must be an integer');
     return answer(new Map([[req.params.serverName!, raw === undefined ? undefined : Number(raw)]]));
-  });
+  };
+  front.route('GET', '/_matrix/key/v2/query/:serverName', getOne);
+  // The key id in the path was dropped in Matrix 1.6; servers older than that still send it, and
+  // Synapse still answers them (with the whole document): so do we.
+  front.route('GET', '/_matrix/key/v2/query/:serverName/:keyId', getOne);
 
   front.route('POST', '/_matrix/key/v2/query', async (req) => {
     const parsed = parseNotaryQuery(req.json());
