@@ -39,6 +39,16 @@ const MAX_CANDIDATES = 10;
 /** A send_join answer may be big (the state of a large room). */
 const SEND_JOIN_MAX_BYTES = 64 * 1024 * 1024;
 
+/**
+ * How long to wait for the room actor to take a send_join answer of `events` events: the usual
+ * 10 s, plus 5 ms per event (a loaded worker checks a few thousand a second). A timeout is not a
+ * failure of the join — the message stays in the actor's inbox and is applied — but the client
+ * would be told 504 for a join that then succeeds.
+ */
+export function ingestTimeoutMs(events: number): number {
+  return 10_000 + 5 * events;
+}
+
 /** Resolve an alias on another server: the room id and the servers its server says are in it. */
 export async function queryRemoteAlias(deps: RemoteJoinDeps, alias: string, server: string): Promise<{ roomId: string; servers: string[] }> {
   let answer: JsonObject;
@@ -133,7 +143,10 @@ export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, inde
 
     // 3. The room actor checks and stores it all: state and auth chain as outliers, the join live.
     const keys = await keysForPdus(deps.keyStore, [checked.join, ...checked.supplied.events], version, Date.now() + 30_000);
-    const reply = await askRoomFamily<IngestReply>(ctx, 'room', roomId, { op: 'ingest', pdus: [checked.join], keys, state: checked.supplied });
+    // The actor checks every event of the answer (10,000 members: ~10,000 signatures, an outlier
+    // write each): the wait is sized to that work rather than to a single event's.
+    const timeoutMs = ingestTimeoutMs(checked.supplied.events.length);
+    const reply = await askRoomFamily<IngestReply>(ctx, 'room', roomId, { op: 'ingest', pdus: [checked.join], keys, state: checked.supplied }, { timeoutMs });
     const result = reply.results.find((r) => r.event_id === eventId);
     if (!result || (result.status !== 'accepted' && result.status !== 'duplicate')) {
       const bad = reply.results.filter((r) => r.status !== 'accepted' && r.status !== 'duplicate' && r.status !== 'outlier').slice(0, 3);
@@ -202,6 +215,7 @@ export function checkSendJoinAnswer(answer: JsonObject, version: RoomVersion, ou
   }
   const ids: string[] = [];
   const events = new Map<string, JsonObject>();
+  const idOf = new Map<JsonObject, string>();
   for (const e of [...chain, ...stateEvents] as JsonObject[]) {
     let id: string;
     try {
@@ -210,9 +224,10 @@ export function checkSendJoinAnswer(answer: JsonObject, version: RoomVersion, ou
       return { ok: false, error: 'an event of the answer is malformed' };
     }
     events.set(id, e);
+    idOf.set(e, id);
   }
   for (const e of stateEvents) {
-    const id = computeEventId(e, version);
+    const id = idOf.get(e)!;
     if (id === eventId) continue;
     ids.push(id);
   }

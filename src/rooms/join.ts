@@ -48,7 +48,7 @@ export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: Memb
   }
   const meta = await ctx.rooms.meta(roomId);
   // A room we have but are no longer in (all our users left) is joined through its servers too.
-  const weAreIn = meta ? [...(await ctx.rooms.members(roomId, 'join')).keys()].some((u) => serverOf(u) === ctx.config.serverName) : false;
+  const weAreIn = meta ? await ctx.rooms.hasJoinedMemberOf(roomId, ctx.config.serverName) : false;
   if (!meta || !weAreIn) {
     if (!fed) {
       if (!meta) throw errors.notFound('No known room with this id on this server, and federation is off');
