@@ -38,7 +38,7 @@ import { decode, encode } from '../src/store/codec';
 import { authorizeReceivedPdu, checkReceivedPdu, precheckPdus, type IngestView, type KnownEvent, type RemoteKeys } from '../src/rooms/ingest';
 import { resolveState } from '../src/protocol/state-resolution';
 import { readSnapshot } from '../src/store/room-reader';
-import { roomData } from '../src/store/keys';
+import { eventRoomIndex, roomData } from '../src/store/keys';
 import { UPGRADE_CLAIM_MS, relationOf, type RoomConfig, type RoomMeta, type RoomState, type EventTemplate, type RoomMessage, type DirectoryVisibility, type SuppliedState, type RoomReply, type IngestReply, type RoomOutput, type RoomDirectoryOutput, type RoomPrepared, type StoredEvent, type StoredSnapshot, type RootDelta } from '../src/rooms/model';
 
 /** How many forward extremities a new event references at most (Synapse uses 10). */
@@ -683,6 +683,21 @@ function mayRedact(redaction: Pdu, target: Pdu, state: RoomState, version: RoomV
   return serverNameOf(redaction.sender) === serverNameOf(target.sender);
 }
 
+/**
+ * Every event record the decision stores (timeline, outlier, rejected, backfilled, redacted
+ * again) also goes into the event id → room id index (src/store/keys.ts `eventRoomIndex`).
+ */
+export function withEventRoomIndex(decision: Decision<RoomState, RoomReply>, roomId: string): Decision<RoomState, RoomReply> {
+  const index: StoreWrite[] = [];
+  const prefix = roomData.event('');
+  for (const w of decision.writes ?? []) {
+    if (w.cmd !== 'SET' || !w.key.startsWith(prefix)) continue;
+    const eventId = w.key.slice(prefix.length);
+    index.push({ cmd: 'HSET', key: eventRoomIndex(eventId), args: [eventId, roomId] });
+  }
+  return index.length ? { ...decision, derivedWrites: [...(decision.derivedWrites ?? []), ...index] } : decision;
+}
+
 /** The stored record of an event, or undefined. */
 export async function loadStoredEvent(ctx: ShellContext, eventId: string): Promise<StoredEvent | undefined> {
   const blob = await ctx.redis.getBuffer(ctx.keys.data(roomData.event(eventId)));
@@ -839,7 +854,7 @@ export function roomActor(cfg: RoomConfig): ActorKind<RoomState, RoomMessage, Ro
       }
       return prepared;
     },
-    decide: (state, msg, prepared) => decideRoom(cfg, state, msg, prepared),
+    decide: (state, msg, prepared) => withEventRoomIndex(decideRoom(cfg, state, msg, prepared), state.roomId),
   };
 }
 
