@@ -36,6 +36,8 @@ export interface RemoteJoinDeps {
 
 /** At most this many candidate servers are asked for a template. */
 const MAX_CANDIDATES = 10;
+/** How long the resident may take to answer send_join (a 10,000-member room's state and auth chain). */
+const SEND_JOIN_TIMEOUT_MS = 120_000;
 /** A send_join answer may be big (the state of a large room). */
 const SEND_JOIN_MAX_BYTES = 64 * 1024 * 1024;
 
@@ -83,7 +85,7 @@ export async function inviterServer(ctx: ApiContext, userId: string, roomId: str
  * Join `userId` to the remote room `roomId` through one of `candidates`; `content` is the join's
  * content as local joins build it (membership, reason, profile). Answers the join's event id.
  */
-export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, index: MembershipIndex, userId: string, roomId: string, candidates: readonly string[], content: JsonObject): Promise<string> {
+export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, index: MembershipIndex, userId: string, roomId: string, candidates: readonly string[], content: JsonObject, allowWait?: (ms: number) => void): Promise<string> {
   const ours = ctx.config.serverName;
   if (!candidates.length) throw errors.notFound('No known room with this id here, and no server to ask for it');
   const ver = [...ROOM_VERSIONS.keys()].map((v) => `ver=${encodeURIComponent(v)}`).join('&');
@@ -123,8 +125,12 @@ export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, inde
 
     // 2. send_join: the state before the join and its auth chain.
     let answer: JsonObject;
+    // The request's deadline (the client API's, 60 s by default) must cover the send_join and the
+    // ingest of its answer, which for a big room take longer than any one event's request.
+    allowWait?.(SEND_JOIN_TIMEOUT_MS);
+    const t0 = performance.now();
     try {
-      answer = await deps.client.put(server, `/_matrix/federation/v2/send_join/${encodeURIComponent(roomId)}/${encodeURIComponent(eventId)}`, signed, { timeoutMs: 60_000, maxResponseBytes: SEND_JOIN_MAX_BYTES });
+      answer = await deps.client.put(server, `/_matrix/federation/v2/send_join/${encodeURIComponent(roomId)}/${encodeURIComponent(eventId)}`, signed, { timeoutMs: SEND_JOIN_TIMEOUT_MS, maxResponseBytes: SEND_JOIN_MAX_BYTES });
     } catch (e) {
       if (e instanceof FederationRemoteError && e.status >= 400 && e.status < 500 && e.status !== 404 && e.errcode) {
         refusal ??= new MatrixError(e.status === 401 ? 403 : e.status, e.errcode, e.remoteMessage ?? `${server} refused the join`);
@@ -135,6 +141,7 @@ export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, inde
       }
       throw e;
     }
+    const t1 = performance.now();
     const checked = checkSendJoinAnswer(answer, version, signed, eventId);
     if (!checked.ok) {
       failures.push(`${server}: ${checked.error}`);
@@ -146,7 +153,10 @@ export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, inde
     // The actor checks every event of the answer (10,000 members: ~10,000 signatures, an outlier
     // write each): the wait is sized to that work rather than to a single event's.
     const timeoutMs = ingestTimeoutMs(checked.supplied.events.length);
+    allowWait?.(timeoutMs);
+    const t2 = performance.now();
     const reply = await askRoomFamily<IngestReply>(ctx, 'room', roomId, { op: 'ingest', pdus: [checked.join], keys, state: checked.supplied }, { timeoutMs });
+    ctx.log.info({ room_id: roomId, server, events: checked.supplied.events.length, send_join_ms: Math.round(t1 - t0), check_ms: Math.round(t2 - t1), ingest_ms: Math.round(performance.now() - t2) }, 'remote join: send_join answer taken');
     const result = reply.results.find((r) => r.event_id === eventId);
     if (!result || (result.status !== 'accepted' && result.status !== 'duplicate')) {
       const bad = reply.results.filter((r) => r.status !== 'accepted' && r.status !== 'duplicate' && r.status !== 'outlier').slice(0, 3);

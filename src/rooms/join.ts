@@ -29,7 +29,7 @@ export async function sendLocalMembership(ctx: ApiContext, index: MembershipInde
  * request body's `reason`; restricted rooms get this server's `join_authorised_via_users_server`
  * when it can vouch for the user. Answers the room id.
  */
-export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: MembershipIndex, userId: string, idOrAlias: string | undefined, body: JsonObject, via: readonly string[] = []): Promise<string> {
+export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: MembershipIndex, userId: string, idOrAlias: string | undefined, body: JsonObject, via: readonly string[] = [], allowWait?: (ms: number) => void): Promise<string> {
   if (body.third_party_signed !== undefined) throw new MatrixError(400, 'M_UNRECOGNIZED', 'Third-party invites are not supported');
   const content: JsonObject = { membership: 'join' };
   const reason = optString(body, 'reason');
@@ -55,7 +55,7 @@ export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: Memb
     } else {
       const candidates = candidateServers(ctx.config.serverName, [via, aliasServers, [await inviterServer(ctx, userId, roomId)], [serverOf(roomId)]]);
       if (!meta || candidates.length) {
-        await joinRemoteRoom(ctx, fed, index, userId, roomId, candidates, await withLocalProfile(ctx, userId, content));
+        await joinRemoteRoom(ctx, fed, index, userId, roomId, candidates, await withLocalProfile(ctx, userId, content), allowWait);
         return roomId;
       }
     }
