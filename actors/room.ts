@@ -35,10 +35,10 @@ import { namedLevel, requiredEventLevel, userPowerLevel } from '../src/protocol/
 import { redactEvent } from '../src/protocol/redaction';
 import { requireRoomVersion, type RoomVersion } from '../src/protocol/room-versions';
 import { decode, encode } from '../src/store/codec';
-import { authorizeReceivedPdu, checkReceivedPdu, type IngestView, type KnownEvent, type RemoteKeys } from '../src/rooms/ingest';
+import { authorizeReceivedPdu, checkReceivedPdu, precheckPdus, type IngestView, type KnownEvent, type RemoteKeys } from '../src/rooms/ingest';
 import { resolveState } from '../src/protocol/state-resolution';
 import { readSnapshot } from '../src/store/room-reader';
-import { roomData } from '../src/store/keys';
+import { eventRoomIndex, roomData } from '../src/store/keys';
 import { UPGRADE_CLAIM_MS, relationOf, type RoomConfig, type RoomMeta, type RoomState, type EventTemplate, type RoomMessage, type DirectoryVisibility, type SuppliedState, type RoomReply, type IngestReply, type RoomOutput, type RoomDirectoryOutput, type RoomPrepared, type StoredEvent, type StoredSnapshot, type RootDelta } from '../src/rooms/model';
 
 /** How many forward extremities a new event references at most (Synapse uses 10). */
@@ -364,18 +364,20 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
   };
 
   const take = (raw: JsonObject, asOutlier: boolean): void => {
-    const checked = checkReceivedPdu(raw, view, keys);
+    const pre = prepared.prechecks?.get(raw);
+    const checked = checkReceivedPdu(raw, view, keys, pre);
     if (!checked.ok) {
-      let id: string | null = null;
+      let id: string | null = pre?.eventId ?? null;
       try {
-        id = computeEventId(raw, version);
+        id ??= computeEventId(raw, version);
       } catch {
         /* not even an event id: reported without one */
       }
       results.push({ event_id: id, status: 'dropped', reason: checked.reason });
       return;
     }
-    const pdu = toPdu(checked.raw, version);
+    // A redacted form has the same id (the id hashes the redacted event).
+    const pdu = toPdu(checked.raw, version, pre?.eventId);
     const already = known.get(pdu.eventId);
     if (already && !(already.outlier && !asOutlier)) {
       results.push({ event_id: pdu.eventId, status: 'duplicate' });
@@ -515,9 +517,10 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
   };
 
   // The supplied state and auth chain first, as outliers, each after its auth events.
-  for (const raw of dependencyOrder(supplied?.events ?? [], version)) take(raw, true);
+  const idOf = (raw: JsonObject) => prepared.prechecks?.get(raw)?.eventId ?? computeEventId(raw, version);
+  for (const raw of dependencyOrder(supplied?.events ?? [], idOf)) take(raw, true);
   if (fresh && !next.createId) throw new ActorRejection('M_FORBIDDEN', 'The room is unknown here and its create event did not pass the checks', 403);
-  for (const raw of dependencyOrder(pdus, version)) take(raw, mode === 'outlier');
+  for (const raw of dependencyOrder(pdus, idOf)) take(raw, mode === 'outlier');
 
   if (backfilled.length) {
     // Below everything the room has used: the batch's oldest event lowest, by depth then by the
@@ -586,11 +589,11 @@ function suppliedStateBefore(ids: string[], view: IngestView): { state: StateMap
  * earliest given: an already ordered list keeps its order; a /backfill response (newest first)
  * is turned around. Malformed entries keep their place; the checks drop them.
  */
-function dependencyOrder(raws: JsonObject[], version: RoomVersion): JsonObject[] {
+function dependencyOrder(raws: JsonObject[], idOf: (raw: JsonObject) => string): JsonObject[] {
   if (raws.length < 2) return raws;
   const ids = raws.map((raw) => {
     try {
-      return computeEventId(raw, version);
+      return idOf(raw);
     } catch {
       return undefined;
     }
@@ -612,18 +615,46 @@ function dependencyOrder(raws: JsonObject[], version: RoomVersion): JsonObject[]
   });
   const depth = (i: number) => (typeof raws[i]!.depth === 'number' ? (raws[i]!.depth as number) : 0);
   const before = (a: number, b: number) => depth(a) - depth(b) || a - b;
+  // A binary heap: a 10,000-event send_join answer may have thousands ready at once (every
+  // member event waits only on the create, power levels and join rules events).
   const ready: number[] = [];
+  const push = (i: number) => {
+    let k = ready.push(i) - 1;
+    while (k > 0) {
+      const up = (k - 1) >> 1;
+      if (before(ready[up]!, ready[k]!) <= 0) break;
+      [ready[up], ready[k]] = [ready[k]!, ready[up]!];
+      k = up;
+    }
+  };
+  const pop = (): number => {
+    const top = ready[0]!;
+    const last = ready.pop()!;
+    if (ready.length) {
+      ready[0] = last;
+      for (let k = 0; ; ) {
+        const l = 2 * k + 1;
+        const r = l + 1;
+        let m = k;
+        if (l < ready.length && before(ready[l]!, ready[m]!) < 0) m = l;
+        if (r < ready.length && before(ready[r]!, ready[m]!) < 0) m = r;
+        if (m === k) break;
+        [ready[m], ready[k]] = [ready[k]!, ready[m]!];
+        k = m;
+      }
+    }
+    return top;
+  };
   raws.forEach((_, i) => {
-    if (waiting[i] === 0) ready.push(i);
+    if (waiting[i] === 0) push(i);
   });
   const out: JsonObject[] = [];
   const placed = new Array<boolean>(raws.length).fill(false);
   while (ready.length) {
-    ready.sort(before);
-    const i = ready.shift()!;
+    const i = pop();
     placed[i] = true;
     out.push(raws[i]!);
-    for (const d of dependents[i]!) if (--waiting[d]! === 0) ready.push(d);
+    for (const d of dependents[i]!) if (--waiting[d]! === 0) push(d);
   }
   // A cycle (only malformed input makes one): the rest in the given order; the checks sort it out.
   raws.forEach((raw, i) => {
@@ -658,6 +689,21 @@ function mayRedact(redaction: Pdu, target: Pdu, state: RoomState, version: RoomV
   return serverNameOf(redaction.sender) === serverNameOf(target.sender);
 }
 
+/**
+ * Every event record the decision stores (timeline, outlier, rejected, backfilled, redacted
+ * again) also goes into the event id → room id index (src/store/keys.ts `eventRoomIndex`).
+ */
+export function withEventRoomIndex(decision: Decision<RoomState, RoomReply>, roomId: string): Decision<RoomState, RoomReply> {
+  const index: StoreWrite[] = [];
+  const prefix = roomData.event('');
+  for (const w of decision.writes ?? []) {
+    if (w.cmd !== 'SET' || !w.key.startsWith(prefix)) continue;
+    const eventId = w.key.slice(prefix.length);
+    index.push({ cmd: 'HSET', key: eventRoomIndex(eventId), args: [eventId, roomId] });
+  }
+  return index.length ? { ...decision, derivedWrites: [...(decision.derivedWrites ?? []), ...index] } : decision;
+}
+
 /** The stored record of an event, or undefined. */
 export async function loadStoredEvent(ctx: ShellContext, eventId: string): Promise<StoredEvent | undefined> {
   const blob = await ctx.redis.getBuffer(ctx.keys.data(roomData.event(eventId)));
@@ -669,7 +715,7 @@ export async function loadStoredEvent(ctx: ShellContext, eventId: string): Promi
  * each referenced event, and — for state resolution — the events of every conflicted state
  * entry with their whole auth chains.
  */
-async function prepareIngest(ctx: ShellContext, state: RoomState, mode: RemoteMode, batch: JsonObject[], supplied: SuppliedState | undefined): Promise<RoomPrepared> {
+async function prepareIngest(ctx: ShellContext, state: RoomState, mode: RemoteMode, batch: JsonObject[], keys: RemoteKeys, supplied: SuppliedState | undefined): Promise<RoomPrepared> {
   let version: RoomVersion;
   try {
     // A room not known yet is entered with supplied state: decide checks the create event.
@@ -681,13 +727,12 @@ async function prepareIngest(ctx: ShellContext, state: RoomState, mode: RemoteMo
   const pdus = [...(supplied?.events ?? []), ...batch];
   const suppliedIds = Object.values(supplied?.before ?? {}).flat();
   const known = new Map<string, { pdu: Pdu; stored: StoredEvent }>();
+  // Signatures, content hashes and ids first, on the thread pool and in chunks (see precheckPdus).
+  const prechecks = await precheckPdus(pdus, version, keys);
   const inBatch = new Set<string>();
   for (const raw of pdus) {
-    try {
-      inBatch.add(toPdu(raw, version).eventId);
-    } catch {
-      /* malformed: checks in decide drop it */
-    }
+    const id = prechecks.get(raw)?.eventId;
+    if (id) inBatch.add(id); // malformed: checks in decide drop it
   }
   const load = async (ids: Iterable<string>) => {
     const want = [...new Set(ids)].filter((id) => !known.has(id) && !inBatch.has(id));
@@ -761,7 +806,7 @@ async function prepareIngest(ctx: ShellContext, state: RoomState, mode: RemoteMo
     }
     frontier = nextFrontier;
   }
-  return { known, snapshots, snapshotChains, roots };
+  return { known, snapshots, snapshotChains, roots, prechecks };
 }
 
 function toRefs(refs: unknown): string[] {
@@ -799,8 +844,8 @@ export function roomActor(cfg: RoomConfig): ActorKind<RoomState, RoomMessage, Ro
     hydrate: hydrateRoom,
     async prepare(ctx, state, msg) {
       const prepared: RoomPrepared = {};
-      if (msg.body?.op === 'ingest') return prepareIngest(ctx, state, msg.body.outlier ? 'outlier' : 'live', msg.body.pdus, msg.body.state);
-      if (msg.body?.op === 'backfill') return prepareIngest(ctx, state, 'backfill', msg.body.pdus, msg.body.state);
+      if (msg.body?.op === 'ingest') return prepareIngest(ctx, state, msg.body.outlier ? 'outlier' : 'live', msg.body.pdus, msg.body.keys ?? {}, msg.body.state);
+      if (msg.body?.op === 'backfill') return prepareIngest(ctx, state, 'backfill', msg.body.pdus, msg.body.keys ?? {}, msg.body.state);
       if (msg.body?.op !== 'send') return prepared;
       const { event, txn } = msg.body;
       if (txn) {
@@ -815,7 +860,7 @@ export function roomActor(cfg: RoomConfig): ActorKind<RoomState, RoomMessage, Ro
       }
       return prepared;
     },
-    decide: (state, msg, prepared) => decideRoom(cfg, state, msg, prepared),
+    decide: (state, msg, prepared) => withEventRoomIndex(decideRoom(cfg, state, msg, prepared), state.roomId),
   };
 }
 

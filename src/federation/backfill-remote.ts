@@ -7,7 +7,11 @@
  * whose own prev_events remain unknown get the state before them from the same server
  * (`/state_ids`, the events lacking fetched with `/event`: missing-events.ts).
  *
- * Best effort: a server that fails is skipped; nothing here makes /messages fail.
+ * Best effort: a server that fails is skipped; nothing here makes /messages fail. A server that
+ * failed (unreachable, timed out, refused) is not asked again for that room for a while — a minute
+ * after the first failure, doubling with each further one up to an hour, forgotten on a success —
+ * as Synapse backs off a destination, so a dead peer does not add its timeout to every /messages.
+ * The record is per front process (bounded), and per room: a server may be out of one room only.
  */
 import type { Logger } from 'pino';
 import type { ApiContext } from '../api/context';
@@ -29,6 +33,34 @@ const MAX_SERVERS = 3;
 const MAX_STATE_FILLS = 2;
 const TIME_BUDGET_MS = 20_000;
 const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
+
+/** After a server's first failure for a room, it is not asked for this long; doubling, up to the cap. */
+export const BACKFILL_BACKOFF_MIN_MS = 60_000;
+export const BACKFILL_BACKOFF_MAX_MS = 60 * 60_000;
+const BACKOFF_ENTRIES_MAX = 10_000;
+
+/** A server's failures to backfill a room: how many in a row, and until when it is skipped. */
+export interface BackfillFailure {
+  failures: number;
+  until: number;
+}
+
+const backoff = new Map<string, BackfillFailure>();
+const backoffKey = (roomId: string, server: string) => `${roomId}\u0000${server}`;
+
+/** The failure record of `server` for `roomId`, if it failed last time it was asked. */
+export function backfillFailure(roomId: string, server: string): BackfillFailure | undefined {
+  return backoff.get(backoffKey(roomId, server));
+}
+
+function recordFailure(roomId: string, server: string, now = Date.now()): void {
+  const key = backoffKey(roomId, server);
+  const failures = (backoff.get(key)?.failures ?? 0) + 1;
+  const wait = Math.min(BACKFILL_BACKOFF_MAX_MS, BACKFILL_BACKOFF_MIN_MS * 2 ** Math.min(failures - 1, 20));
+  backoff.delete(key);
+  if (backoff.size >= BACKOFF_ENTRIES_MAX) backoff.delete(backoff.keys().next().value!);
+  backoff.set(key, { failures, until: now + wait });
+}
 
 export interface BackfillDeps {
   client: FederationClient;
@@ -54,13 +86,22 @@ export async function backfillFromRemote(ctx: ApiContext, deps: BackfillDeps, ro
   }
   // The server that sent our oldest event is likely to have what came before it.
   const origin = serverNameOf(String(oldest.event.sender));
-  const ordered = [...(origin && servers.has(origin) ? [origin] : []), ...[...servers].filter((s) => s !== origin)].slice(0, MAX_SERVERS);
+  const now = Date.now();
+  const ready = (s: string) => (backfillFailure(roomId, s)?.until ?? 0) <= now;
+  const ordered = [...(origin && servers.has(origin) ? [origin] : []), ...[...servers].filter((s) => s !== origin)].filter(ready).slice(0, MAX_SERVERS);
   const deadline = Date.now() + TIME_BUDGET_MS;
   const log: Logger = ctx.log;
   for (const server of ordered) {
     try {
       const query = [...prevs.map((id) => `v=${encodeURIComponent(id)}`), `limit=${Math.max(1, Math.min(limit, BACKFILL_LIMIT))}`].join('&');
-      const answer = await deps.client.get<JsonValue>(server, `/_matrix/federation/v1/backfill/${encodeURIComponent(roomId)}?${query}`, { timeoutMs: 15_000, maxResponseBytes: MAX_ANSWER_BYTES });
+      let answer: JsonValue;
+      try {
+        answer = await deps.client.get<JsonValue>(server, `/_matrix/federation/v1/backfill/${encodeURIComponent(roomId)}?${query}`, { timeoutMs: 15_000, maxResponseBytes: MAX_ANSWER_BYTES });
+      } catch (e) {
+        recordFailure(roomId, server);
+        throw e;
+      }
+      backoff.delete(backoffKey(roomId, server));
       if (!isJsonObject(answer) || !Array.isArray(answer.pdus)) continue;
       const pdus = answer.pdus.filter((e): e is JsonObject => isJsonObject(e) && e.room_id === roomId);
       if (!pdus.length) continue;

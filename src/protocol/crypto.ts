@@ -98,6 +98,21 @@ export function verifyBytes(publicKey: Uint8Array, message: Uint8Array, signatur
   }
 }
 
+/**
+ * The same check run on libuv's thread pool (node's callback form of `verify`): a batch of
+ * thousands (a big room's send_join answer) is verified in parallel and off the event loop.
+ */
+export function verifyBytesAsync(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): Promise<boolean> {
+  if (publicKey.length !== 32 || signature.length !== 64) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    try {
+      nodeVerify(null, message, publicKeyObject(publicKey), signature, (err, ok) => resolve(!err && ok));
+    } catch {
+      resolve(false);
+    }
+  });
+}
+
 /** tweetnacl: the independent implementation, for cross-checks and benchmarks. */
 export const tweetnaclEd25519 = {
   publicKeyFromSeed(seed: Uint8Array): Uint8Array {

@@ -40,6 +40,29 @@ export function computeReferenceHash(event: JsonObject, version: RoomVersion): U
 }
 
 /**
+ * The bytes both an event's signatures and its reference hash are over: the canonical JSON of the
+ * redacted event without `signatures` and `unsigned`. Computed once, they give the event id
+ * (`eventIdFromSignable`) and check every signature.
+ */
+export function eventSignableBytes(event: JsonObject, version: RoomVersion): Uint8Array {
+  const { signatures: _s, unsigned: _u, ...rest } = redactEvent(event, version);
+  return canonicalJsonBytes(rest);
+}
+
+/** `computeEventId` from `eventSignableBytes` already computed. */
+export function eventIdFromSignable(event: JsonObject, signable: Uint8Array, version: RoomVersion): string {
+  switch (version.eventIdFormat) {
+    case 'v1':
+      if (typeof event.event_id !== 'string') throw new Error('Room version 1/2 events carry their event_id');
+      return event.event_id;
+    case 'v3':
+      return '$' + encodeBase64(sha256(signable));
+    case 'v4':
+      return '$' + encodeBase64Url(sha256(signable));
+  }
+}
+
+/**
  * The event id of an event. v1/v2 ids are chosen by the sending server and carried in the event
  * (`$opaque:server`); from v3 on they are derived from the reference hash, so any server gets
  * the same id from the same event.

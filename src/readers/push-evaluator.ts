@@ -39,7 +39,7 @@ import { serverNameOf } from '../protocol/event-hashing';
 import { isJsonObject, type JsonObject } from '../protocol/json';
 import { stateKeyOf, toPdu, type Pdu, type StateLookup } from '../protocol/pdu';
 import { notificationLevel, userPowerLevel } from '../protocol/power-levels';
-import { compilePushRules, evaluatePushRules, relatedEventOf, threadRootOf, type CompiledPushRules, type PushEvaluation } from '../protocol/push-evaluator';
+import { compilePushRules, evaluatePushRules, relatedEventOf, threadRootOf, type CompiledPushRules, type PushEvaluation, type PushEvaluationContext } from '../protocol/push-evaluator';
 import { mergePushRules, type StoredPushRules } from '../protocol/push-rules';
 import { requireRoomVersion, type RoomVersion } from '../protocol/room-versions';
 import type { OutboxEntry } from '../runtime/envelope';
@@ -229,13 +229,18 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       return senderLevel >= level;
     };
     const notified: { userId: string; result: PushEvaluation }[] = [];
+    // One context for the event, its user changed per member: the rules that do not depend on
+    // the user are tested once for all of them (PushEvaluationContext.shared).
+    const ctx: PushEvaluationContext = {
+      userId: '',
+      roomMemberCount: room.joined,
+      displayName: () => room.names.get(ctx.userId) ?? null,
+      senderHasNotificationPermission: permitted,
+      shared: new Map(),
+    };
     for (const userId of users) {
-      const result = evaluatePushRules(rulesets.get(userId)!, event, {
-        userId,
-        roomMemberCount: room.joined,
-        displayName: () => room.names.get(userId) ?? null,
-        senderHasNotificationPermission: permitted,
-      });
+      ctx.userId = userId;
+      const result = evaluatePushRules(rulesets.get(userId)!, event, ctx);
       if (result?.notify) notified.push({ userId, result });
     }
     if (notified.length === 0) return;

@@ -23,9 +23,9 @@ export function askRoom(ctx: ApiContext, roomId: string, body: unknown): Promise
  * Ask an actor of the room family (a room, or an alias: actors/alias.ts); rejections come back
  * as Matrix errors, a timeout as 504 (the command stays in the inbox and is still applied).
  */
-export async function askRoomFamily<R>(ctx: ApiContext, kind: 'room' | 'alias' | 'typing' | 'receipt', actorId: string, body: unknown): Promise<R> {
+export async function askRoomFamily<R>(ctx: ApiContext, kind: 'room' | 'alias' | 'typing' | 'receipt', actorId: string, body: unknown, opts: { timeoutMs?: number } = {}): Promise<R> {
   try {
-    return await ctx.actors.ask<R>('room', kind, actorId, body);
+    return await ctx.actors.ask<R>('room', kind, actorId, body, opts);
   } catch (e) {
     if (e instanceof ActorReplyError) throw new MatrixError(e.status, e.errcode, e.message);
     if (e instanceof ActorTimeoutError) throw new MatrixError(504, 'M_UNKNOWN', 'The room did not answer in time; retry the request');

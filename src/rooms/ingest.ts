@@ -16,7 +16,8 @@
  */
 import { checkAuthEventsList, checkEventAuth } from '../protocol/auth-rules';
 import { decodeBase64 } from '../protocol/base64';
-import { checkContentHash, requiredSignatureServers, verifyEventSignature } from '../protocol/event-hashing';
+import { verifyBytesAsync } from '../protocol/crypto';
+import { checkContentHash, eventIdFromSignable, eventSignableBytes, requiredSignatureServers, verifyEventSignature } from '../protocol/event-hashing';
 import { isJsonObject, type JsonObject } from '../protocol/json';
 import { checkPduFormat, checkPduSize } from '../protocol/pdu-limits';
 import { lookupFromEvents, stateKeyOf, toPdu, type Pdu, type StateLookup, type StateMap } from '../protocol/pdu';
@@ -52,8 +53,115 @@ export type IngestOutcome =
   | { status: 'soft_failed'; pdu: Pdu; stateBefore: StateMap; reason: string }
   | { status: 'accepted'; pdu: Pdu; stateBefore: StateMap };
 
-/** 1–3: format, signatures, hashes. Returns the event to continue with (maybe redacted) or why it was dropped. */
-export function checkReceivedPdu(raw: JsonObject, view: IngestView, keys: RemoteKeys): { ok: true; raw: JsonObject; redacted: boolean } | { ok: false; reason: string } {
+/**
+ * Steps 2 and 3 worked out ahead of `checkReceivedPdu` (by the room actor's shell, before the
+ * pure decide): the event id, whether the signatures check out, whether the content hash matches.
+ */
+export interface PduPrecheck {
+  /** Undefined when the event is too malformed to have one. */
+  eventId?: string;
+  /** Why step 2 fails, or null when every required server's signature verified. */
+  signatureProblem: string | null;
+  contentHashOk: boolean;
+}
+
+/** For each server that must sign, the keys to try (known, valid at the event's time), or why it cannot pass. */
+function signatureTries(raw: JsonObject, version: RoomVersion, keys: RemoteKeys): { server: string; keyId: string; publicKey: Uint8Array }[][] | string {
+  const out: { server: string; keyId: string; publicKey: Uint8Array }[][] = [];
+  for (const server of requiredSignatureServers(raw, version)) {
+    const sigs = isJsonObject(raw.signatures) ? raw.signatures[server] : undefined;
+    if (!isJsonObject(sigs)) return `no signature from ${server}`;
+    const tries: { server: string; keyId: string; publicKey: Uint8Array }[] = [];
+    for (const keyId of Object.keys(sigs)) {
+      const known = keys[server]?.[keyId];
+      if (!known) continue; // unknown keys are skipped
+      if (version.enforceKeyValidity && known.validUntilTs < (raw.origin_server_ts as number)) continue;
+      try {
+        tries.push({ server, keyId, publicKey: decodeBase64(known.key) });
+      } catch {
+        /* a malformed key verifies nothing */
+      }
+    }
+    if (!tries.length) return `no valid signature from ${server} with a known key`;
+    out.push(tries);
+  }
+  return out;
+}
+
+function signatureBytes(raw: JsonObject, server: string, keyId: string): Uint8Array | null {
+  const sigs = isJsonObject(raw.signatures) ? raw.signatures[server] : undefined;
+  const sig = isJsonObject(sigs) ? sigs[keyId] : undefined;
+  if (typeof sig !== 'string') return null;
+  try {
+    const bytes = decodeBase64(sig);
+    return bytes.length === 64 ? bytes : null;
+  } catch {
+    return null;
+  }
+}
+
+/** How many events `precheckPdus` works through between turns of the event loop. */
+const PRECHECK_CHUNK = 200;
+
+/**
+ * Steps 2–3 and the event ids of a batch, for the room actor's shell: the signable bytes are
+ * computed once per event (they are also what the event id hashes), and the signatures are
+ * verified on the thread pool, in parallel, a chunk at a time so the worker's event loop keeps
+ * turning (lease renewals, other actors) through a 10,000-event send_join answer.
+ */
+export async function precheckPdus(raws: readonly JsonObject[], version: RoomVersion, keys: RemoteKeys): Promise<Map<JsonObject, PduPrecheck>> {
+  const out = new Map<JsonObject, PduPrecheck>();
+  for (let i = 0; i < raws.length; i += PRECHECK_CHUNK) {
+    const chunk = raws.slice(i, i + PRECHECK_CHUNK);
+    await Promise.all(
+      chunk.map(async (raw) => {
+        let signable: Uint8Array;
+        let eventId: string | undefined;
+        try {
+          signable = eventSignableBytes(raw, version);
+          eventId = eventIdFromSignable(raw, signable, version);
+        } catch {
+          out.set(raw, { signatureProblem: 'invalid event', contentHashOk: false });
+          return;
+        }
+        let contentHashOk = false;
+        try {
+          contentHashOk = checkContentHash(raw);
+        } catch {
+          /* malformed: the format check drops it */
+        }
+        let signatureProblem: string | null = null;
+        try {
+          const tries = signatureTries(raw, version, keys);
+          if (typeof tries === 'string') signatureProblem = tries;
+          else {
+            for (const perServer of tries) {
+              const verdicts = await Promise.all(perServer.map((t) => {
+                const sig = signatureBytes(raw, t.server, t.keyId);
+                return sig ? verifyBytesAsync(t.publicKey, signable, sig) : Promise.resolve(false);
+              }));
+              if (!verdicts.includes(true)) {
+                signatureProblem = `no valid signature from ${perServer[0]!.server} with a known key`;
+                break;
+              }
+            }
+          }
+        } catch {
+          signatureProblem = 'invalid event';
+        }
+        out.set(raw, { eventId, signatureProblem, contentHashOk });
+      }),
+    );
+    await new Promise<void>((r) => setImmediate(r));
+  }
+  return out;
+}
+
+/**
+ * 1–3: format, signatures, hashes. Returns the event to continue with (maybe redacted) or why it
+ * was dropped. `pre`: steps 2–3 already worked out (`precheckPdus`).
+ */
+export function checkReceivedPdu(raw: JsonObject, view: IngestView, keys: RemoteKeys, pre?: PduPrecheck): { ok: true; raw: JsonObject; redacted: boolean } | { ok: false; reason: string } {
   const { version } = view;
   // 1. A valid event for this room version and this room.
   const problems = checkPduFormat(raw, version);
@@ -63,29 +171,17 @@ export function checkReceivedPdu(raw: JsonObject, view: IngestView, keys: Remote
   const isCreate = raw.type === 'm.room.create' && raw.state_key === '';
   if (!(version.roomIdFromCreateEvent && isCreate) && raw.room_id !== view.roomId) return { ok: false, reason: 'event is for another room' };
   // 2. Signatures from every server that must sign, with a key valid at the event's time (v5+).
-  for (const server of requiredSignatureServers(raw, version)) {
-    const sigs = isJsonObject(raw.signatures) ? raw.signatures[server] : undefined;
-    if (!isJsonObject(sigs)) return { ok: false, reason: `no signature from ${server}` };
-    let verified = false;
-    for (const keyId of Object.keys(sigs)) {
-      const known = keys[server]?.[keyId];
-      if (!known) continue; // unknown keys are skipped
-      if (version.enforceKeyValidity && known.validUntilTs < (raw.origin_server_ts as number)) continue;
-      let publicKey: Uint8Array;
-      try {
-        publicKey = decodeBase64(known.key);
-      } catch {
-        continue;
-      }
-      if (verifyEventSignature(raw, version, server, keyId, publicKey).ok) {
-        verified = true;
-        break;
-      }
+  if (pre) {
+    if (pre.signatureProblem) return { ok: false, reason: pre.signatureProblem };
+  } else {
+    const tries = signatureTries(raw, version, keys);
+    if (typeof tries === 'string') return { ok: false, reason: tries };
+    for (const perServer of tries) {
+      if (!perServer.some((t) => verifyEventSignature(raw, version, t.server, t.keyId, t.publicKey).ok)) return { ok: false, reason: `no valid signature from ${perServer[0]!.server} with a known key` };
     }
-    if (!verified) return { ok: false, reason: `no valid signature from ${server} with a known key` };
   }
   // 3. The content hash; a mismatch means we were given (or must use) the redacted event.
-  if (!checkContentHash(raw)) return { ok: true, raw: redactEvent(raw, version), redacted: true };
+  if (!(pre ? pre.contentHashOk : checkContentHash(raw))) return { ok: true, raw: redactEvent(raw, version), redacted: true };
   return { ok: true, raw, redacted: false };
 }
 

@@ -42,6 +42,18 @@ export interface RemoteJoinDeps {
 const MAX_CANDIDATES = 10;
 /** A send_join answer may be big (the state of a large room). */
 const SEND_JOIN_MAX_BYTES = 64 * 1024 * 1024;
+/** How long the resident may take to answer send_join (a 10,000-member room's state and auth chain). */
+const SEND_JOIN_TIMEOUT_MS = 120_000;
+
+/**
+ * How long to wait for the room actor to take a send_join answer of `events` events: the usual
+ * 10 s, plus 5 ms per event (a loaded worker checks a few thousand a second). A timeout is not a
+ * failure of the join — the message stays in the actor's inbox and is applied — but the client
+ * would be told 504 for a join that then succeeds.
+ */
+export function ingestTimeoutMs(events: number): number {
+  return 10_000 + 5 * events;
+}
 
 /** Resolve an alias on another server: the room id and the servers its server says are in it. */
 export async function queryRemoteAlias(deps: RemoteJoinDeps, alias: string, server: string): Promise<{ roomId: string; servers: string[] }> {
@@ -172,20 +184,30 @@ async function remoteMembershipHandshake<T>(ctx: ApiContext, deps: RemoteJoinDep
  * Join `userId` to the remote room `roomId` through one of `candidates`; `content` is the join's
  * content as local joins build it (membership, reason, profile). Answers the join's event id.
  */
-export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, index: MembershipIndex, userId: string, roomId: string, candidates: readonly string[], content: JsonObject): Promise<string> {
+export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, index: MembershipIndex, userId: string, roomId: string, candidates: readonly string[], content: JsonObject, allowWait?: (ms: number) => void): Promise<string> {
+  // The request's deadline (the client API's, 60 s by default) must cover the send_join and the
+  // ingest of its answer, which for a big room take longer than any one event's request.
+  allowWait?.(SEND_JOIN_TIMEOUT_MS);
   return remoteMembershipHandshake(ctx, deps, {
     membership: 'join',
     userId,
     roomId,
     candidates,
     content,
-    sendOptions: { timeoutMs: 60_000, maxResponseBytes: SEND_JOIN_MAX_BYTES },
+    sendOptions: { timeoutMs: SEND_JOIN_TIMEOUT_MS, maxResponseBytes: SEND_JOIN_MAX_BYTES },
     accept: async ({ server, version, signed, eventId, answer }) => {
       const checked = checkSendJoinAnswer(answer, version, signed, eventId);
       if (!checked.ok) return checked;
       // 3. The room actor checks and stores it all: state and auth chain as outliers, the join live.
+      const t1 = performance.now();
       const keys = await keysForPdus(deps.keyStore, [checked.join, ...checked.supplied.events], version, Date.now() + 30_000);
-      const reply = await askRoomFamily<IngestReply>(ctx, 'room', roomId, { op: 'ingest', pdus: [checked.join], keys, state: checked.supplied, ownJoin: eventId });
+      // The actor checks every event of the answer (10,000 members: ~10,000 signatures, an outlier
+      // write each): the wait is sized to that work rather than to a single event's.
+      const timeoutMs = ingestTimeoutMs(checked.supplied.events.length);
+      allowWait?.(timeoutMs);
+      const t2 = performance.now();
+      const reply = await askRoomFamily<IngestReply>(ctx, 'room', roomId, { op: 'ingest', pdus: [checked.join], keys, state: checked.supplied, ownJoin: eventId }, { timeoutMs });
+      ctx.log.info({ room_id: roomId, server, events: checked.supplied.events.length, keys_ms: Math.round(t2 - t1), ingest_ms: Math.round(performance.now() - t2) }, 'remote join: send_join answer taken');
       const result = reply.results.find((r) => r.event_id === eventId);
       if (!result || (result.status !== 'accepted' && result.status !== 'duplicate')) {
         const bad = reply.results.filter((r) => r.status !== 'accepted' && r.status !== 'duplicate' && r.status !== 'outlier').slice(0, 3);
@@ -277,6 +299,7 @@ export function checkSendJoinAnswer(answer: JsonObject, version: RoomVersion, ou
   }
   const ids: string[] = [];
   const events = new Map<string, JsonObject>();
+  const idOf = new Map<JsonObject, string>();
   for (const e of [...chain, ...stateEvents] as JsonObject[]) {
     let id: string;
     try {
@@ -285,9 +308,10 @@ export function checkSendJoinAnswer(answer: JsonObject, version: RoomVersion, ou
       return { ok: false, error: 'an event of the answer is malformed' };
     }
     events.set(id, e);
+    idOf.set(e, id);
   }
   for (const e of stateEvents) {
-    const id = computeEventId(e, version);
+    const id = idOf.get(e)!;
     if (id === eventId) continue;
     ids.push(id);
   }

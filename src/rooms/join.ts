@@ -29,7 +29,7 @@ export async function sendLocalMembership(ctx: ApiContext, index: MembershipInde
  * request body's `reason`; restricted rooms get this server's `join_authorised_via_users_server`
  * when it can vouch for the user. Answers the room id.
  */
-export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: MembershipIndex, userId: string, idOrAlias: string | undefined, body: JsonObject, via: readonly string[] = []): Promise<string> {
+export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: MembershipIndex, userId: string, idOrAlias: string | undefined, body: JsonObject, via: readonly string[] = [], allowWait?: (ms: number) => void): Promise<string> {
   if (body.third_party_signed !== undefined) throw new MatrixError(400, 'M_UNRECOGNIZED', 'Third-party invites are not supported');
   const content: JsonObject = { membership: 'join' };
   const reason = optString(body, 'reason');
@@ -40,7 +40,7 @@ export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: Memb
   // A room we have but are no longer in (all our users left) is joined through its servers too.
   const candidates = await remoteCandidates(ctx, fed, roomId, [via, aliasServers, [await inviterServer(ctx, userId, roomId)], [serverOf(roomId)]]);
   if (fed && candidates) {
-    await joinRemoteRoom(ctx, fed, index, userId, roomId, candidates, await withLocalProfile(ctx, userId, content));
+    await joinRemoteRoom(ctx, fed, index, userId, roomId, candidates, await withLocalProfile(ctx, userId, content), allowWait);
     return roomId;
   }
   // Restricted rooms: this server vouches for members of an allowed room (restricted-joins.ts).
@@ -54,7 +54,7 @@ export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: Memb
     const residents = [...(await ctx.rooms.members(roomId, 'join')).keys()].map((u) => serverOf(u));
     const candidates = candidateServers(ctx.config.serverName, [via, aliasServers, residents]);
     if (!candidates.length) throw e;
-    await joinRemoteRoom(ctx, fed, index, userId, roomId, candidates, await withLocalProfile(ctx, userId, content));
+    await joinRemoteRoom(ctx, fed, index, userId, roomId, candidates, await withLocalProfile(ctx, userId, content), allowWait);
     return roomId;
   }
   if (authoriser) content.join_authorised_via_users_server = authoriser;
@@ -107,12 +107,14 @@ async function resolveForMembership(ctx: ApiContext, aliases: AliasStore, fed: R
  */
 async function remoteCandidates(ctx: ApiContext, fed: RemoteJoinDeps | null, roomId: string, lists: readonly (readonly (string | null | undefined)[])[]): Promise<string[] | null> {
   const meta = await ctx.rooms.meta(roomId);
-  const joinedUsers = meta ? [...(await ctx.rooms.members(roomId, 'join')).keys()] : [];
-  if (joinedUsers.some((u) => serverOf(u) === ctx.config.serverName)) return null;
+  // The common case (one of our users is in the room) answers from an early-exit scan, not from
+  // the whole member list (a 10,000-member room's).
+  if (meta && (await ctx.rooms.hasJoinedMemberOf(roomId, ctx.config.serverName))) return null;
   if (!fed) {
     if (!meta) throw errors.notFound('No known room with this id on this server, and federation is off');
     return null;
   }
+  const joinedUsers = meta ? [...(await ctx.rooms.members(roomId, 'join')).keys()] : [];
   const candidates = candidateServers(ctx.config.serverName, [...lists, joinedUsers.map((u) => serverOf(u))]);
   return !meta || candidates.length ? candidates : null;
 }

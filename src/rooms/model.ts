@@ -8,7 +8,7 @@ import type { SigningKey } from '../protocol/crypto';
 import { isJsonObject, type JsonObject } from '../protocol/json';
 import type { LayeredMap } from '../protocol/layered-map';
 import type { Pdu, StateMap } from '../protocol/pdu';
-import type { IngestOutcome, RemoteKeys } from './ingest';
+import type { IngestOutcome, PduPrecheck, RemoteKeys } from './ingest';
 
 export interface RoomConfig {
   serverName: string;
@@ -168,6 +168,8 @@ export interface RoomPrepared {
   snapshotChains?: Map<number, number>;
   /** Snapshots whose chain is about to reach its bound, as deltas on their roots (see chooseSnapshot). */
   roots?: Map<number, RootDelta>;
+  /** For ingest: steps 2–3 and the event id of every event of the message (supplied and batch), by object. */
+  prechecks?: Map<JsonObject, PduPrecheck>;
 }
 
 export interface StoredEvent {

@@ -40,6 +40,14 @@ export interface Decision<S, R> {
    * `atMs: null` cancels it. Stored with the commit, so they survive crashes and shard moves.
    */
   timers?: { key: string; atMs: number | null; body?: unknown }[];
+  /**
+   * Writes to keys outside the actor's shard (names relative to the key prefix), of derived data whose readers
+   * fall back to the authoritative data when an entry is missing — a global index (e.g. event id
+   * → room). On one Redis they are part of the commit, atomic with it; on a Cluster they live in
+   * other slots, so they go out right after the commit (a crash in between loses them, which the
+   * readers' fallback covers).
+   */
+  derivedWrites?: StoreWrite[];
 }
 
 /**

@@ -283,6 +283,7 @@ export class ShardRunner {
     let decided: unknown[] = [];
     let writes: { cmd: string; key: string; args: (string | number | Buffer)[]; absolute?: true }[] = [];
     let timerDue = Infinity;
+    let derived: { cmd: string; key: string; args: (string | number | Buffer)[] }[] = [];
     try {
       const prepared = kind.prepare ? await kind.prepare(this.ctx, slot.state, msg) : undefined;
       const decision = kind.decide(slot.state, msg, prepared);
@@ -291,6 +292,11 @@ export class ShardRunner {
       decided = decision.outputs ?? [];
       outputs = decided.map((o) => encode(o));
       writes = decision.writes ?? [];
+      if (decision.derivedWrites?.length) {
+        const global = decision.derivedWrites.map((w) => ({ ...w, key: this.keys.global(w.key), absolute: true as const }));
+        if (isCluster(redis)) derived = global;
+        else writes = [...writes, ...global];
+      }
       if (decision.timers?.length) {
         writes = [...writes, ...timerWrites(this.keys, kind.kind, entry.actorId, decision.timers)];
         for (const t of decision.timers) if (t.atMs !== null) timerDue = Math.min(timerDue, t.atMs);
@@ -323,10 +329,20 @@ export class ShardRunner {
       this.applied++;
       if (outputs.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: entry.actorId, outputs: decided });
       this.timers.arm(timerDue);
+      if (derived.length) await this.applyDerived(redis, derived);
     }
     await this.env.faultPoint?.('after-commit', entry);
     if (entry.replyTo) await this.replyAndAck(entry, sentBlob);
     return true;
+  }
+
+  /** A decision's derived writes on a Cluster (see Decision.derivedWrites): after the commit, best effort. */
+  private async applyDerived(redis: RedisClient, derived: { cmd: string; key: string; args: (string | number | Buffer)[] }[]): Promise<void> {
+    try {
+      await Promise.all(derived.map((w) => redis.call(w.cmd, w.key, ...w.args)));
+    } catch (e) {
+      this.env.log.warn({ shard: this.name, err: e as Error }, 'derived writes after a commit failed (their readers fall back)');
+    }
   }
 
   /**

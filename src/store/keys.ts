@@ -2,14 +2,19 @@
  * Every Redis key and stream name Axon uses, built here and nowhere else (DESIGN rule 2).
  * A shard's keys all carry its hash tag, so one Lua script can touch them on Redis Cluster.
  */
-import { shardTag, type Family } from './shards';
+import { shardOf, shardTag, type Family } from './shards';
 
 export class KeySpace {
   constructor(readonly prefix: string) {}
 
+  /** The event id → room id index (see `eventRoomIndex`). */
+  eventRoom(eventId: string): string {
+    return `${this.prefix}${eventRoomIndex(eventId)}`;
+  }
+
   /** Keys of one shard. */
   shard(family: Family, shard: number): ShardKeys {
-    return new ShardKeys(`${this.prefix}${shardTag(family, shard)}:`);
+    return new ShardKeys(`${this.prefix}${shardTag(family, shard)}:`, this.prefix);
   }
 
   /** Sorted set: worker id → last heartbeat (ms). */
@@ -157,7 +162,14 @@ export class KeySpace {
 }
 
 export class ShardKeys {
-  constructor(private readonly base: string) {}
+  constructor(
+    private readonly base: string,
+    private readonly prefix = '',
+  ) {}
+  /** A key outside any shard (a decision's derived writes): `name` is relative to the key prefix. */
+  global(name: string): string {
+    return `${this.prefix}${name}`;
+  }
   /** Hash: owner, token (fencing counter, never reset), expires, target (handoff reservation). */
   get lease(): string {
     return `${this.base}lease`;
@@ -197,6 +209,21 @@ export class ShardKeys {
   data(name: string): string {
     return `${this.base}d:${name}`;
   }
+}
+
+/** Buckets of the event id → room id index. */
+export const EVENT_ROOM_BUCKETS = 4096;
+
+/**
+ * The event id → room id index, a key relative to the key prefix: a hash per bucket of event
+ * ids (field: event id, value: room id), the bucket its own hash tag so the index spreads over a
+ * Cluster's slots. Events live in their room's shard and a v3+ event id says nothing of its
+ * room: `/_matrix/federation/v1/event/{eventId}` reads this instead of asking every room shard.
+ * The room actor writes it with every event record it stores (a derived write: atomic with the
+ * commit on one Redis, right after it on a Cluster); readers fall back to the shard probe on a miss.
+ */
+export function eventRoomIndex(eventId: string): string {
+  return `{evroom:${shardOf(eventId, EVENT_ROOM_BUCKETS)}}`;
 }
 
 /** The consumer group workers read shard inboxes with. */

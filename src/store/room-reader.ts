@@ -8,6 +8,7 @@ import type { StoredEvent, StoredSnapshot, RoomMeta } from '../rooms/model';
 import { stateKeyOf, splitStateKey, type StateMap } from '../protocol/pdu';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { effectiveHistoryVisibility, type HistoryVisibility } from '../protocol/history-visibility';
+import { serverOf } from '../protocol/identifiers';
 import { shardOf } from './shards';
 import { decode } from './codec';
 import { roomData, type KeySpace, type ShardKeys } from './keys';
@@ -132,6 +133,22 @@ export class RoomReader {
   async members(roomId: string, membership?: string): Promise<Map<string, string>> {
     const all = Object.entries(await this.redis.hgetall(this.key(roomId, roomData.members(roomId))));
     return new Map(membership ? all.filter(([, m]) => m === membership) : all);
+  }
+
+  /**
+   * Whether some user of `server` is joined. Scans the members hash a page at a time and stops at
+   * the first one: a join into a 10,000-member room with local members reads one page, not the
+   * whole hash (only a room where the server has no joined user is read to the end).
+   */
+  async hasJoinedMemberOf(roomId: string, server: string): Promise<boolean> {
+    const key = this.key(roomId, roomData.members(roomId));
+    let cursor = '0';
+    do {
+      const [next, flat] = await this.redis.hscan(key, cursor, 'COUNT', 500);
+      for (let i = 0; i + 1 < flat.length; i += 2) if (flat[i + 1] === 'join' && serverOf(flat[i]!) === server) return true;
+      cursor = next;
+    } while (cursor !== '0');
+    return false;
   }
 
   async membership(roomId: string, userId: string): Promise<string | null> {

@@ -339,3 +339,35 @@ describe('threads and relations', () => {
     expect(relatedEventOf(plainReply)).toBeNull();
   });
 });
+
+describe('rules shared by every member of one event', () => {
+  it('gives each user the outcome of evaluating alone, user-specific rules included', () => {
+    const users = ['@alice:example.org', '@carol:example.org', '@dave:example.org'];
+    const names: Record<string, string> = { '@alice:example.org': 'Alice', '@carol:example.org': 'Carol', '@dave:example.org': 'Dave' };
+    const carolRules = putPushRule(emptyStoredPushRules(), 'override', parseNewRule('override', 'quiet', { actions: [], conditions: [{ kind: 'event_match', key: 'content.body', pattern: 'hello*' }] }));
+    const rules = new Map(users.map((u) => [u, compilePushRules(mergePushRules(u, u === '@carol:example.org' ? (carolRules as StoredPushRules) : null))]));
+    const events: JsonObject[] = [
+      { type: 'm.room.member', sender: BOB, state_key: '@alice:example.org', content: { membership: 'invite' }, room_id: ROOM },
+      { type: 'm.room.member', sender: BOB, state_key: BOB, content: { membership: 'join' }, room_id: ROOM },
+      { type: 'm.room.message', sender: BOB, content: { msgtype: 'm.text', body: 'hello Dave', 'm.mentions': { user_ids: ['@dave:example.org'] } }, room_id: ROOM },
+      { type: 'm.room.message', sender: BOB, content: { msgtype: 'm.text', body: 'plain' }, room_id: ROOM },
+    ];
+    for (const event of events) {
+      const shared = new Map<string, boolean>();
+      for (const u of users) {
+        const alone = evaluatePushRules(rules.get(u)!, event, ctx({ userId: u, name: names[u]! }));
+        const together = evaluatePushRules(rules.get(u)!, event, ctx({ userId: u, name: names[u]!, shared }));
+        expect(together).toEqual(alone);
+      }
+      expect(shared.size).toBeGreaterThan(0);
+    }
+    // The invite notifies its invitee only; the mention highlights only Dave; Carol's own rule silences her.
+    const invite = events[0]!;
+    expect(evaluatePushRules(rules.get('@alice:example.org')!, invite, ctx({ userId: '@alice:example.org', shared: new Map() }))?.ruleId).toBe('.m.rule.invite_for_me');
+    expect(evaluatePushRules(rules.get('@carol:example.org')!, invite, ctx({ userId: '@carol:example.org', shared: new Map() }))?.ruleId).toBe('.m.rule.member_event');
+    const shared = new Map<string, boolean>();
+    expect(evaluatePushRules(rules.get('@alice:example.org')!, events[2]!, ctx({ userId: '@alice:example.org', name: 'Alice', shared }))?.highlight).toBe(false);
+    expect(evaluatePushRules(rules.get('@dave:example.org')!, events[2]!, ctx({ userId: '@dave:example.org', name: 'Dave', shared }))?.highlight).toBe(true);
+    expect(evaluatePushRules(rules.get('@carol:example.org')!, events[2]!, ctx({ userId: '@carol:example.org', name: 'Carol', shared }))?.ruleId).toBe('quiet');
+  });
+});

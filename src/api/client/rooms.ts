@@ -59,7 +59,8 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const user = await requireUser(ctx, req);
     const body = req.body.length ? bodyObject(req) : {};
     const via = [...(req.queryAll.server_name ?? []), ...(req.queryAll.via ?? [])];
-    const roomId = await joinRoom(ctx, aliases, index, user.userId, idOrAlias, body, via);
+    // A join over federation of a big room outlives the usual request deadline (see joinRemoteRoom).
+    const roomId = await joinRoom(ctx, aliases, index, user.userId, idOrAlias, body, via, (ms) => req.allowWait(ms));
     return { body: { room_id: roomId } };
   };
   clientRoute(front, 'POST', '/join/:roomIdOrAlias', (req) => join(req, req.params.roomIdOrAlias));

@@ -2,6 +2,8 @@
  * Filling the gap before a PDU whose prev_events the room does not have (server-server API,
  * "Checks performed on receipt of a PDU" and "Retrieving events"), in the order Synapse tries:
  *
+ *   0. auth events the PDU cites that we lack: fetched from the origin with `/event` (and the ones
+ *      they cite), taken as outliers with the PDU;
  *   a. `POST /get_missing_events/{roomId}` to the origin — the events between our forward
  *      extremities (`earliest_events`) and the PDU (`latest_events`), bounded by `limit` and
  *      `min_depth` — and ingest them with the PDU (the room actor orders them by their edges);
@@ -58,6 +60,23 @@ export async function fillGapsAndIngest(deps: GapDeps, room: RoomForServer, orig
     return !r || r.status === 'missing';
   });
 
+  // 0. Auth events we lack (a PDU may cite events outside its prev_events' history, e.g. a
+  //    membership update the origin did not send us): fetched from the origin with /event, with
+  //    the auth events they cite in turn, and taken as outliers before the PDUs are checked again
+  //    (spec: "Checks performed on receipt of a PDU", step 4, "fetch missing auth events").
+  if (Date.now() < deadline - 1000) {
+    try {
+      const auth = await missingAuthEvents(deps, room, origin, pdus, deadline);
+      if (auth.length) {
+        const reply = await ingest(deps, room, pdus, { events: auth, before: {} }, deadline);
+        for (const r of reply.results) if (r.event_id) results.set(r.event_id, r);
+        if (!stillMissing().length) return results;
+      }
+    } catch (e) {
+      deps.log.info({ room_id: room.roomId, destination: origin, err: (e as Error).message }, 'fetching missing auth events failed');
+    }
+  }
+
   // a. /get_missing_events from the origin, ingested together with the PDUs.
   if (Date.now() < deadline - 1000) {
     try {
@@ -94,6 +113,35 @@ export async function fillGapsAndIngest(deps: GapDeps, room: RoomForServer, orig
     for (const r of reply.results) if (r.event_id) results.set(r.event_id, r);
   }
   return results;
+}
+
+/**
+ * The auth events `pdus` cite that the room does not have (nor the batch), and the ones those
+ * cite, fetched from `origin` (bounded by MAX_EVENTS_FETCHED); an answer whose id is not the one
+ * asked for is dropped. The room actor checks them like any outlier.
+ */
+async function missingAuthEvents(deps: GapDeps, room: RoomForServer, origin: string, pdus: JsonObject[], deadline: number): Promise<JsonObject[]> {
+  const fetched = new Map<string, JsonObject>();
+  const inBatch = new Set(pdus.map((p) => safeEventId(p, room)).filter((x): x is string => !!x));
+  const tried = new Set<string>();
+  let frontier = pdus.flatMap((p) => refIds(p.auth_events));
+  while (frontier.length && fetched.size < MAX_EVENTS_FETCHED && Date.now() < deadline - 1000) {
+    const candidates = [...new Set(frontier)].filter((id) => !tried.has(id) && !inBatch.has(id));
+    candidates.forEach((id) => tried.add(id));
+    if (!candidates.length) break;
+    const have = new Set((await deps.api.rooms.events(room.roomId, candidates)).map((e) => e.eventId));
+    const lacking = candidates.filter((id) => !have.has(id)).slice(0, MAX_EVENTS_FETCHED - fetched.size);
+    if (!lacking.length) break;
+    const got = await mapBounded(lacking, FETCH_CONCURRENCY, (id) => fetchEvent(deps, origin, id, deadline));
+    frontier = [];
+    got.forEach((e, i) => {
+      const id = lacking[i]!;
+      if (!e || e.room_id !== room.roomId || safeEventId(e, room) !== id) return;
+      fetched.set(id, e);
+      frontier.push(...refIds(e.auth_events));
+    });
+  }
+  return [...fetched.values()];
 }
 
 async function ingest(deps: GapDeps, room: RoomForServer, pdus: JsonObject[], state: SuppliedState | undefined, deadline: number): Promise<IngestReply> {

@@ -19,13 +19,26 @@ const ROOM_OF_EVENT_CACHE_MAX = 10_000;
 const roomOfEventCache = new Map<string, string>();
 
 /**
- * The room an event is stored in, or null. Events are kept under their room's shard, and an
- * event id (v3+) says nothing of its room, so every room shard is asked whether it holds the
- * event (one EXISTS each, sent together); the answer is cached (an event never moves).
+ * The room an event is stored in, or null: one read of the event id → room index the room actors
+ * write with every event (src/store/keys.ts `eventRoomIndex`). Events stored before the index
+ * existed, or whose index write a Cluster crash lost, are not in it: then every room shard is
+ * asked whether it holds the event (one EXISTS each, sent together) and the index is repaired.
+ * Answers are cached (an event never moves).
  */
-export async function roomOfEvent(api: ApiContext, eventId: string): Promise<string | null> {
+export async function roomOfEvent(api: Pick<ApiContext, 'redis' | 'keys' | 'shardCounts'>, eventId: string): Promise<string | null> {
   const hit = roomOfEventCache.get(eventId);
   if (hit) return hit;
+  const indexed = await api.redis.hget(api.keys.eventRoom(eventId), eventId);
+  const roomId = indexed ?? (await probeRoomOfEvent(api, eventId));
+  if (!roomId) return null;
+  if (!indexed) await api.redis.hset(api.keys.eventRoom(eventId), eventId, roomId);
+  if (roomOfEventCache.size >= ROOM_OF_EVENT_CACHE_MAX) roomOfEventCache.delete(roomOfEventCache.keys().next().value!);
+  roomOfEventCache.set(eventId, roomId);
+  return roomId;
+}
+
+/** The fallback: find the room shard holding the event's record. */
+async function probeRoomOfEvent(api: Pick<ApiContext, 'redis' | 'keys' | 'shardCounts'>, eventId: string): Promise<string | null> {
   const shards = api.shardCounts.room;
   const found = await Promise.all(Array.from({ length: shards }, (_, s) => api.redis.exists(api.keys.shard('room', s).data(roomData.event(eventId)))));
   const shard = found.findIndex((n) => n > 0);
@@ -35,11 +48,7 @@ export async function roomOfEvent(api: ApiContext, eventId: string): Promise<str
   const stored = decode<{ j: string }>(blob);
   const raw = JSON.parse(stored.j) as JsonObject;
   // The v12 create event has no room_id: its room id is derived from its own id.
-  const roomId = typeof raw.room_id === 'string' ? raw.room_id : raw.type === 'm.room.create' ? `!${eventId.slice(1)}` : null;
-  if (!roomId) return null;
-  if (roomOfEventCache.size >= ROOM_OF_EVENT_CACHE_MAX) roomOfEventCache.delete(roomOfEventCache.keys().next().value!);
-  roomOfEventCache.set(eventId, roomId);
-  return roomId;
+  return typeof raw.room_id === 'string' ? raw.room_id : raw.type === 'm.room.create' ? `!${eventId.slice(1)}` : null;
 }
 
 /** Events as `serverName` may be given them: visible ones as stored, the others redacted (`redact`) or left out. */
