@@ -50,6 +50,8 @@ const synapseInstall = VS_SYNAPSE ? synapseInstallation() : null;
 if (synapseInstall && !synapseInstall.ok) console.warn(`--vs synapse: skipped. ${synapseInstall.reason}`);
 const TXNS = Number(process.env.BENCH_TXNS ?? (QUICK ? 10 : 100));
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? (QUICK ? 50 : 500));
+/** Local joins in flight while the big room is built (BENCH_BUILD_CONCURRENCY; 20 by default). */
+const BUILD_CONCURRENCY = Number(process.env.BENCH_BUILD_CONCURRENCY ?? 20);
 const MEMBERS = process.env.BENCH_MEMBERS ? [Number(process.env.BENCH_MEMBERS)] : QUICK ? [100] : BIG ? [1000, 10_000] : [1000];
 const DESTINATIONS = QUICK ? [1, 4] : [1, 4, 10];
 const V10 = requireRoomVersion('10');
@@ -254,10 +256,22 @@ async function phaseJoin(ca: TestCa, results: Record<string, unknown>): Promise<
       let built = 1;
       await pool(
         Array.from({ length: members - 1 }, (_x, k) => k),
-        20,
+        BUILD_CONCURRENCY,
         async (k) => {
           const u: User = await host.m.register(`m${k}`);
-          await host.m.join(u, roomId, 120_000);
+          // A local join the room actor did not answer within its ask timeout (504 on a loaded
+          // machine) is still applied; joining again is harmless, so the build retries rather than
+          // losing a 20-minute room to one slow answer.
+          for (let attempt = 1; ; attempt++) {
+            try {
+              await host.m.join(u, roomId, 120_000);
+              break;
+            } catch (err) {
+              if (attempt >= 5) throw err;
+              log(`big room: join of m${k} failed (${(err as Error).message.slice(0, 80)}), retrying`);
+              await sleep(2000 * attempt);
+            }
+          }
           built++;
           if (built % 1000 === 0) log(`big room: ${built}/${members} members`);
         },
