@@ -350,6 +350,8 @@ describe('URL previews over HTTP (enabled, loopback 127.0.0.1 allowed; thumbnail
       configure: (c) => {
         c.media.urlPreviews = { ...c.media.urlPreviews, enabled: true, ipRangeAllowlist: ['127.0.0.1/32'] };
         c.media.thumbnails.enabled = false;
+        // The per-user preview limit on (a burst each user of this file stays under, but one can exceed).
+        c.rateLimit = { ...c.rateLimit, enabled: true, register: { burst: 100, perMinute: 100 }, urlPreview: { burst: 15, perMinute: 1 } };
       },
     });
     carol = await register(server, 'carol');
@@ -406,6 +408,21 @@ describe('URL previews over HTTP (enabled, loopback 127.0.0.1 allowed; thumbnail
     const missing = await fetch(`${server.baseUrl}/_matrix/client/v1/media/preview_url`, { headers: { Authorization: `Bearer ${carol.token}` } });
     expect(await missing.json()).toMatchObject({ errcode: 'M_MISSING_PARAM' });
     expect((await preview(`${siteUrl}/page1`, null)).status).toBe(401);
+  });
+
+  it('a user over rateLimit.urlPreview gets 429 M_LIMIT_EXCEEDED, another user does not', { timeout: T }, async () => {
+    const erin = await register(server, 'erin');
+    const statuses: number[] = [];
+    for (let i = 0; i < 16; i++) {
+      const r = await preview(`${siteUrl}/page1`, erin.token);
+      statuses.push(r.status);
+      if (r.status === 429) expect(await r.json()).toMatchObject({ errcode: 'M_LIMIT_EXCEEDED' });
+      else await r.arrayBuffer();
+    }
+    expect(statuses.slice(0, 15).every((s) => s === 200)).toBe(true);
+    expect(statuses[15]).toBe(429);
+    const frank = await register(server, 'frank');
+    expect((await preview(`${siteUrl}/page1`, frank.token)).status).toBe(200);
   });
 
   it('with media.thumbnails.enabled off, the thumbnail endpoint answers 501 M_UNRECOGNIZED', { timeout: T }, async () => {
