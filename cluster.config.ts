@@ -151,6 +151,10 @@ export interface MediaConfig {
   maxPendingUploads: number;
   /** How long a reserved media id waits for its upload before it expires (ms). */
   pendingUploadExpiryMs: number;
+  /** Largest media fetched from another server (bytes); 0: `maxUploadBytes`. Larger ones answer 502 M_TOO_LARGE. */
+  maxRemoteBytes: number;
+  /** Longest a fetch of another server's media may take in all (ms): past it the download answers 504. */
+  remoteFetchTimeoutMs: number;
   s3: {
     /** Empty: AWS's endpoint for `region`. */
     endpoint: string;
@@ -298,6 +302,8 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       // Synapse's defaults (max_pending_media_uploads, unused_expiration_time).
       maxPendingUploads: 5,
       pendingUploadExpiryMs: 24 * 3600_000,
+      maxRemoteBytes: 0,
+      remoteFetchTimeoutMs: 120_000,
       s3: { endpoint: '', bucket: '', region: 'us-east-1', accessKeyId: '', secretAccessKey: '', forcePathStyle: false, prefix: '' },
       // Synapse's defaults: max_image_pixels 32M, thumbnail_sizes (empty here means those).
       thumbnails: { enabled: true, maxPixels: 32 * 1024 * 1024, maxConcurrent: 2, sizes: [] },
@@ -381,6 +387,8 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_MEDIA_LEGACY_FREEZE_AT: 'media.legacyFreezeAt',
   AXON_MEDIA_MAX_PENDING_UPLOADS: 'media.maxPendingUploads',
   AXON_MEDIA_PENDING_UPLOAD_EXPIRY_MS: 'media.pendingUploadExpiryMs',
+  AXON_MEDIA_MAX_REMOTE_BYTES: 'media.maxRemoteBytes',
+  AXON_MEDIA_REMOTE_FETCH_TIMEOUT_MS: 'media.remoteFetchTimeoutMs',
   AXON_MEDIA_S3_ENDPOINT: 'media.s3.endpoint',
   AXON_MEDIA_S3_BUCKET: 'media.s3.bucket',
   AXON_MEDIA_S3_REGION: 'media.s3.region',
@@ -574,6 +582,8 @@ function validateMedia(m: MediaConfig, int: (v: unknown, name: string, min: numb
   int(m.legacyFreezeAt, 'media.legacyFreezeAt', 0, Number.MAX_SAFE_INTEGER);
   int(m.maxPendingUploads, 'media.maxPendingUploads', 1, 10_000);
   int(m.pendingUploadExpiryMs, 'media.pendingUploadExpiryMs', 1000, 30 * 24 * 3600_000);
+  int(m.maxRemoteBytes, 'media.maxRemoteBytes', 0, 64 * 1024 ** 3);
+  int(m.remoteFetchTimeoutMs, 'media.remoteFetchTimeoutMs', 1000, 3600_000);
   const s3 = m.s3;
   if (typeof s3 !== 'object' || s3 === null) p.push('media.s3: must be an object');
   else {

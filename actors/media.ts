@@ -16,6 +16,11 @@
  *   (`ref`: the reference it holds on the blob). With
  *   `reserved` (`PUT /upload/{server}/{id}`) the id must be held by `owner` (403 otherwise) and not
  *   expired (404); an id that has content already is refused with 409 M_CANNOT_OVERWRITE_MEDIA;
+ * - `cache` {origin, contentType, filename?, size, sha256, ref}: another server's item fetched over
+ *   federation (actor id `<origin>/<mediaId>`, which no local id can be: they have no `/`), recorded
+ *   with `m: 1` so the retention job can tell the cache from local uploads. When the item is cached
+ *   already (another front fetched it too) the existing record stays and is the reply: the caller
+ *   drops its own reference when the reply's `ref` is not its own;
  * - `touch` {at}: last access (fronts send it at most about once an hour per item);
  * - `quarantine` {on}: a quarantined item answers 404 to downloads (kept for the admins);
  * - `thumbnail` {thumb}: a thumbnail of the item is stored (its bytes are a blob of their own, with
@@ -46,6 +51,8 @@ export interface MediaRecord {
   a?: number;
   /** Quarantined: not served. */
   q?: 1;
+  /** Another server's item cached here (then `o` is that server's name and `u` the fetch time). */
+  m?: 1;
   /**
    * The reference this item holds on its blob (in the blob's media-content refs set): the media
    * id and the upload attempt, so that a refused second upload to the same id drops only its own.
@@ -91,6 +98,7 @@ export interface MediaState {
 export type MediaMessage =
   | { op: 'reserve'; owner: string; expiresAt: number }
   | { op: 'record'; owner: string; contentType: string; filename?: string; size: number; sha256: string; ref: string; reserved?: boolean }
+  | { op: 'cache'; origin: string; contentType: string; filename?: string; size: number; sha256: string; ref: string }
   | { op: 'touch'; at: number }
   | { op: 'quarantine'; on: boolean }
   | { op: 'thumbnail'; thumb: StoredThumbnail }
@@ -98,7 +106,7 @@ export type MediaMessage =
 
 export type MediaReply =
   | { media_id: string; expires_at?: number }
-  | { sha256: string; size: number; owner: string; ref: string; thumbs?: { sha256: string; ref: string }[] }
+  | { sha256: string; size: number; owner: string; ref: string; remote?: boolean; thumbs?: { sha256: string; ref: string }[] }
   | { added: boolean; existing?: StoredThumbnail };
 
 export function emptyMedia(mediaId: string): MediaState {
@@ -146,6 +154,20 @@ export function decideMedia(state: MediaState, msg: ActorMessage<MediaMessage>):
       if (state.reservation) writes.push({ cmd: 'DEL', key: reservationKey, args: [] });
       return { state: { ...state, record, reservation: null }, reply: { sha256: record.h, size: record.s, owner: record.o, ref: record.r }, writes };
     }
+    case 'cache': {
+      if (typeof body.origin !== 'string' || !body.origin || !state.mediaId.startsWith(`${body.origin}/`)) throw new ActorRejection('M_INVALID_PARAM', 'origin must be the server the media id names', 400);
+      if (typeof body.sha256 !== 'string' || !SHA256.test(body.sha256)) throw new ActorRejection('M_INVALID_PARAM', 'sha256 must be 64 hex digits', 400);
+      if (!Number.isSafeInteger(body.size) || body.size < 0) throw new ActorRejection('M_INVALID_PARAM', 'size must be a byte count', 400);
+      if (typeof body.ref !== 'string' || !body.ref) throw new ActorRejection('M_INVALID_PARAM', 'ref must name the blob reference', 400);
+      if (typeof body.contentType !== 'string' || body.contentType.length > 255) throw new ActorRejection('M_INVALID_PARAM', 'contentType must be a string', 400);
+      if (body.filename !== undefined && (typeof body.filename !== 'string' || body.filename.length > 255)) throw new ActorRejection('M_INVALID_PARAM', 'filename must be a string of at most 255 characters', 400);
+      if (state.record) {
+        const r = state.record;
+        return { state, reply: { sha256: r.h, size: r.s, owner: r.o, ref: r.r } };
+      }
+      const record: MediaRecord = { o: body.origin, t: body.contentType, s: body.size, h: body.sha256, u: now, r: body.ref, m: 1, ...(body.filename ? { n: body.filename } : {}) };
+      return { state: { ...state, record }, reply: { sha256: record.h, size: record.s, owner: record.o, ref: record.r }, writes: [{ cmd: 'SET', key: recordKey, args: [encode(record)] }] };
+    }
     case 'touch': {
       if (!state.record || !Number.isSafeInteger(body.at) || (state.record.a ?? 0) >= body.at) return { state, reply: { media_id: state.mediaId } };
       const record = { ...state.record, a: body.at };
@@ -172,7 +194,7 @@ export function decideMedia(state: MediaState, msg: ActorMessage<MediaMessage>):
       if (!state.record) throw new ActorRejection('M_NOT_FOUND', 'No such media', 404);
       const r = state.record;
       const thumbs = (r.th ?? []).map((t) => ({ sha256: t.c, ref: t.r }));
-      return { state: { ...state, record: null }, reply: { sha256: r.h, size: r.s, owner: r.o, ref: r.r, thumbs }, writes: [{ cmd: 'DEL', key: recordKey, args: [] }] };
+      return { state: { ...state, record: null }, reply: { sha256: r.h, size: r.s, owner: r.o, ref: r.r, ...(r.m ? { remote: true } : {}), thumbs }, writes: [{ cmd: 'DEL', key: recordKey, args: [] }] };
     }
     default:
       throw new TypeError(`media: unknown op ${JSON.stringify((body as { op?: unknown } | undefined)?.op)}`);

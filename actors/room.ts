@@ -107,7 +107,7 @@ export function decideRoom(cfg: RoomConfig, state: RoomState, msg: ActorMessage<
   const body = msg.body;
   if (body?.op === 'create') return decideCreate(cfg, state, body.event);
   if (body?.op === 'send') return decideSend(cfg, state, msg, body.event, body.txn, prepared);
-  if (body?.op === 'ingest') return decideRemote(state, body.outlier ? 'outlier' : 'live', body.pdus, body.keys, body.state, prepared, body.onBehalfOf);
+  if (body?.op === 'ingest') return decideRemote(state, body.outlier ? 'outlier' : 'live', body.pdus, body.keys, body.state, prepared, body.onBehalfOf, body.ownJoin);
   if (body?.op === 'backfill') return decideRemote(state, 'backfill', body.pdus, body.keys, body.state, prepared);
   if (body?.op === 'set_directory_visibility') return decideDirectoryVisibility(state, body.visibility);
   if (body?.op === 'alias_index') return decideAliasIndex(state, body.alias, body.present);
@@ -327,7 +327,7 @@ function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared:
  * endpoint; their output entries carry it, so the federation sender passes them on to the room's
  * other servers (src/federation/sender/reader.ts).
  */
-function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], keys: RemoteKeys, supplied: SuppliedState | undefined, prepared: RoomPrepared, onBehalfOf?: string): Decision<RoomState, RoomReply> {
+function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], keys: RemoteKeys, supplied: SuppliedState | undefined, prepared: RoomPrepared, onBehalfOf?: string, ownJoin?: string): Decision<RoomState, RoomReply> {
   const fresh = state.version === null;
   const version = fresh ? freshRoomVersion(state, mode, supplied) : requireRoomVersion(state.version!);
   const known = new Map<string, KnownEvent & { stored: StoredEvent }>();
@@ -397,8 +397,10 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
       given = g.state;
     }
     // Soft failing needs a current state: a room entered through supplied state has none until
-    // its first event is accepted.
-    const hasCurrent = next.extremities.length > 0;
+    // its first event is accepted. Our own join from a send_join answer is not soft-failed: the
+    // resident let it in on the room's state as it is now, and ours is what we saw before we left
+    // (it is resolved with the join's state below, as two forks are).
+    const hasCurrent = next.extremities.length > 0 && pdu.eventId !== ownJoin;
     const current: StateLookup | null = mode === 'live' && !asOutlier && hasCurrent ? { get: (type, key) => next.events.get(stateKeyOf(type, key)) } : null;
     const outcome = authorizeReceivedPdu(pdu, view, current, asOutlier, given);
     const base = { j: canonicalJson(checked.raw), d: pdu.depth };

@@ -35,6 +35,7 @@ import { isRedisUnavailableError, type RedisClient } from './store/redis';
 import { RedisHealth } from './store/redis-health';
 import { createMediaStore } from './media/create-store';
 import { MediaRepository } from './media/repository';
+import { RemoteMediaFetcher } from './media/remote';
 import { LocalMediaStore } from './media/local-store';
 import { MediaJobQueue } from './media/jobs';
 import { MediaPreviews } from './media/preview-service';
@@ -159,6 +160,7 @@ function startFederation(config: AxonConfig, ctx: ApiContext, own: OwnKeyDocumen
   const keyStore = new ServerKeyStore({ redis: ctx.redis, keys: ctx.keys, client, own, trustedKeyServers: f.trustedKeyServers, log });
   const profiles = new RemoteProfiles(client);
   ctx.federation = { remoteProfile: (userId) => profiles.remoteProfile(userId), client, keyStore };
+  if (ctx.media) ctx.media.remote = new RemoteMediaFetcher(ctx.media.repository, client, log.child({ component: 'media-remote' }));
   const fctx: FederationContext = { config, own, keyStore, client, log, api: ctx };
   const front = new Front({
     host: config.bindHost,

@@ -14,7 +14,7 @@
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import { readFileSync } from 'node:fs';
 import { Agent, request as httpsRequest } from 'node:https';
-import type { IncomingHttpHeaders } from 'node:http';
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { checkServerIdentity, rootCertificates, type PeerCertificate } from 'node:tls';
 import type { Logger } from 'pino';
 import type { SigningKey } from '../protocol/crypto';
@@ -66,6 +66,28 @@ export interface FederationRequestOptions {
   timeoutMs?: number;
   maxResponseBytes?: number;
 }
+
+/** A 2xx answer whose body is read as it arrives (media): read `body` to the end, or `cancel()`. */
+export interface StreamedAnswer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** The body's chunks; throws a FederationError (timeout, connection lost) mid-way. */
+  body: AsyncIterable<Buffer>;
+  /** Stop reading and close the connection. */
+  cancel(): void;
+}
+
+export interface StreamRequestOptions {
+  /** The answer's status and headers must arrive within this (ms). */
+  headersTimeoutMs: number;
+  /** The whole answer, body included, must arrive within this (ms). */
+  totalTimeoutMs: number;
+  /** Sign with X-Matrix (default true; false for a `Location` URL, which is not a federation endpoint). */
+  sign?: boolean;
+}
+
+/** Error answers of a streamed request are read for their errcode up to this size. */
+const STREAM_ERROR_BODY_BYTES = 64 * 1024;
 
 interface RawAnswer {
   status: number;
@@ -157,6 +179,185 @@ export class FederationClient {
       if (limiter.idle) this.limits.delete(destination);
       this.opts.log.info({ destination, method, path: pathForLog, status: status ?? 0, ms: Math.round((performance.now() - started) * 100) / 100 }, 'federation request');
     }
+  }
+
+  /**
+   * `GET path` on `destination`, signed, its body streamed (federation media). Resolves with a 2xx
+   * answer once its headers arrive; a non-2xx answer throws FederationRemoteError (its errcode read
+   * from a small body), a redirect FederationBadResponseError. The destination's in-flight slot is
+   * held until the body has been read or cancelled.
+   */
+  async stream(destination: string, path: string, opts: StreamRequestOptions): Promise<StreamedAnswer> {
+    const started = performance.now();
+    const pathForLog = path.split('?')[0]!;
+    const limiter = this.limiter(destination);
+    const release = await limiter.acquire();
+    const done = (status: number) => {
+      release();
+      if (limiter.idle) this.limits.delete(destination);
+      this.opts.log.info({ destination, method: 'GET', path: pathForLog, status, ms: Math.round((performance.now() - started) * 100) / 100 }, 'federation request (streamed)');
+    };
+    try {
+      const { targets } = await this.discovery.resolve(destination);
+      const headers: Record<string, string> = { Accept: '*/*' };
+      if (opts.sign !== false) headers.Authorization = signRequest({ method: 'GET', uri: path, origin: this.opts.serverName, destination }, this.opts.signingKey)[0]!;
+      let last: FederationError | undefined;
+      for (const target of targets) {
+        if (target.kind !== 'dns' && !isAddressAllowed(target.host, this.opts.blocklist)) {
+          last = new FederationBlockedError(destination, `${target.host} is in the IP blocklist`);
+          continue;
+        }
+        try {
+          const answer = await this.openStream(destination, {
+            https: true,
+            host: target.host,
+            port: target.port,
+            path,
+            headers: { ...headers, Host: target.hostHeader },
+            agent: this.agentFor(destination, target),
+            servername: target.sni ?? '',
+            certificateName: target.certificateName,
+            connectLabel: formatHostPort(target.host, target.kind, target.port),
+          }, opts);
+          return this.settleStream(destination, answer, done);
+        } catch (e) {
+          if (!(e instanceof FederationNetworkError) && !(e instanceof FederationBlockedError) && !(e instanceof FederationTimeoutError)) throw e;
+          last = e;
+        }
+      }
+      throw last ?? new FederationNetworkError(destination, 'no address to connect to');
+    } catch (e) {
+      done(e instanceof FederationRemoteError ? e.status : 0);
+      throw e;
+    }
+  }
+
+  /**
+   * `GET url` (http or https), unsigned, its body streamed: the `Location` a peer's federation media
+   * answer points at. The IP blocklist applies as for peers; redirects are not followed.
+   */
+  async streamUrl(origin: string, url: string, opts: Omit<StreamRequestOptions, 'sign'>): Promise<StreamedAnswer> {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      throw new FederationBadResponseError(origin, `the media location is not a URL: ${JSON.stringify(url.slice(0, 200))}`);
+    }
+    if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new FederationBadResponseError(origin, `the media location is ${u.protocol}, not http(s)`);
+    const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
+    const literal = host.includes(':') || /^\d+\.\d+\.\d+\.\d+$/.test(host);
+    if (literal && !isAddressAllowed(host, this.opts.blocklist)) throw new FederationBlockedError(origin, `${host} is in the IP blocklist`);
+    const started = performance.now();
+    const answer = await this.openStream(origin, {
+      https: u.protocol === 'https:',
+      host,
+      port: u.port ? Number(u.port) : u.protocol === 'https:' ? 443 : 80,
+      path: `${u.pathname}${u.search}`,
+      headers: { Accept: '*/*', Host: u.host },
+      agent: false,
+      servername: literal ? '' : host,
+      certificateName: host,
+      connectLabel: u.host,
+    }, opts);
+    return this.settleStream(origin, answer, (status) => this.opts.log.info({ destination: origin, method: 'GET', url: `${u.origin}${u.pathname}`, status, ms: Math.round((performance.now() - started) * 100) / 100 }, 'media location request'));
+  }
+
+  /** A 2xx streamed answer handed on (calling `done` once it is read); anything else read and thrown. */
+  private async settleStream(destination: string, answer: { res: IncomingMessage; body: AsyncIterable<Buffer>; cancel(): void }, done: (status: number) => void): Promise<StreamedAnswer> {
+    const status = answer.res.statusCode ?? 0;
+    if (status >= 200 && status < 300) {
+      let finished = false;
+      const finish = () => {
+        if (!finished) {
+          finished = true;
+          done(status);
+        }
+      };
+      async function* body(): AsyncGenerator<Buffer> {
+        try {
+          yield* answer.body;
+        } finally {
+          answer.cancel();
+          finish();
+        }
+      }
+      return { status, headers: answer.res.headers, body: body(), cancel: () => {
+        answer.cancel();
+        finish();
+      } };
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of answer.body) {
+        size += chunk.length;
+        if (size > STREAM_ERROR_BODY_BYTES) break;
+        chunks.push(chunk);
+      }
+    } catch {
+      // The status says enough.
+    } finally {
+      answer.cancel();
+    }
+    done(status);
+    if (status >= 300 && status < 400) throw new FederationBadResponseError(destination, `redirect (HTTP ${status}) not followed for a federation request`);
+    return this.readJson<never>(destination, { status, headers: answer.res.headers, body: Buffer.concat(chunks) });
+  }
+
+  /** One streamed GET: resolves at the answer's headers; the body then streams under the total timeout. */
+  private openStream(
+    destination: string,
+    t: { https: boolean; host: string; port: number; path: string; headers: Record<string, string>; agent: Agent | false; servername: string; certificateName: string; connectLabel: string },
+    opts: Omit<StreamRequestOptions, 'sign'>,
+  ): Promise<{ res: IncomingMessage; body: AsyncIterable<Buffer>; cancel(): void }> {
+    const connectTimeoutMs = Math.min(this.opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, opts.headersTimeoutMs);
+    return new Promise((resolve, reject) => {
+      let failure: FederationError | undefined;
+      let gotHeaders = false;
+      const common = { host: t.host, port: t.port, method: 'GET', path: t.path, headers: t.headers, lookup: this.blockedLookup(destination) as never };
+      const req = t.https
+        ? httpsRequest({ ...common, agent: t.agent, ca: this.ca, rejectUnauthorized: this.opts.verifyTls, servername: t.servername, checkServerIdentity: (_h: string, cert: PeerCertificate) => checkServerIdentity(t.certificateName, cert) })
+        : httpRequest({ ...common, agent: false });
+      const fail = (e: FederationError) => {
+        failure ??= e;
+        req.destroy(e);
+      };
+      const headersTimer = setTimeout(() => fail(new FederationTimeoutError(destination, `no answer within ${opts.headersTimeoutMs} ms`)), opts.headersTimeoutMs);
+      const totalTimer = setTimeout(() => fail(new FederationTimeoutError(destination, `the answer did not arrive whole within ${opts.totalTimeoutMs} ms`)), opts.totalTimeoutMs);
+      const clear = () => {
+        clearTimeout(headersTimer);
+        clearTimeout(totalTimer);
+      };
+      req.on('socket', (socket) => {
+        if (!socket.connecting) return;
+        const connectTimer = setTimeout(() => fail(new FederationTimeoutError(destination, `could not connect to ${t.connectLabel} within ${connectTimeoutMs} ms`)), connectTimeoutMs);
+        socket.once(t.https ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer));
+        socket.once('close', () => clearTimeout(connectTimer));
+      });
+      req.on('response', (res) => {
+        gotHeaders = true;
+        clearTimeout(headersTimer);
+        async function* body(): AsyncGenerator<Buffer> {
+          try {
+            for await (const chunk of res) yield chunk as Buffer;
+            if (!res.complete) throw failure ?? new FederationNetworkError(destination, 'connection closed mid-answer');
+          } catch (e) {
+            throw failure ?? toFederationError(destination, e);
+          } finally {
+            clear();
+          }
+        }
+        resolve({ res, body: body(), cancel: () => {
+          clear();
+          if (!res.complete) req.destroy();
+        } });
+      });
+      req.on('error', (e) => {
+        clear();
+        if (!gotHeaders) reject(failure ?? toFederationError(destination, e));
+      });
+      req.end();
+    });
   }
 
   /** Closes idle keep-alive connections (at shutdown). */

@@ -87,6 +87,8 @@ export interface StreamBody {
   size: number;
   /** The bytes from `range` (inclusive), or all of them. Called once at most. */
   open(range?: ByteRange): Promise<AsyncIterable<Uint8Array>>;
+  /** False: `Range` is ignored (a body built around the content, like a multipart answer). */
+  ranges?: false;
 }
 
 export type Handler = (req: Request) => Response | Promise<Response>;
@@ -409,7 +411,7 @@ export class Front {
       });
       return logDone();
     }
-    if (status === 200 && reqHeaders.range) {
+    if (status === 200 && reqHeaders.range && body.ranges !== false) {
       const parsed = parseRange(reqHeaders.range, body.size);
       if (parsed === 'unsatisfiable') {
         status = 416;

@@ -7,8 +7,8 @@
  *   job id is the media id, so an upload is queued once). An image the thumbnailer refuses
  *   (a decompression bomb, not an image) is done, not retried.
  * - `retention`, repeated every `media.retention.intervalMs` (a bullmq job scheduler: one run per
- *   interval across all workers): delete local media not accessed for `media.retention.localMaxAgeDays`,
- *   through the media actors' delete, so a blob shared by several items goes with its last reference.
+ *   interval across all workers): delete local media not accessed for `media.retention.localMaxAgeDays`
+ *   and cached remote media not accessed for `remoteMaxAgeDays`, through the media actors' delete, so a blob shared by several items goes with its last reference.
  *
  * Keys: `<redis.keyPrefix>{media-jobs}:media:…` — one hash tag, so the queue lives in one slot on
  * a Redis Cluster as bullmq requires.
@@ -118,27 +118,29 @@ export async function pregenerateThumbnails(repo: MediaRepository, images: Thumb
 }
 
 /**
- * One retention pass: local media last accessed (else uploaded) before `now - localMaxAgeDays` is
- * deleted through the repository (media actor, then the blob's reference: a blob shared with a
- * newer item stays). Returns how many items went.
+ * One retention pass: local media last accessed (else uploaded) before `now - localMaxAgeDays`,
+ * and other servers' media cached here last accessed (else fetched) before `now -
+ * remoteMaxAgeDays`, is deleted through the repository (media actor, then the blob's references:
+ * a blob shared with a newer item stays). Returns how many items went.
  */
-export async function runRetention(repo: MediaRepository, retention: MediaConfig['retention'], now: number, log: Logger): Promise<{ local: number }> {
-  let local = 0;
-  if (retention.localMaxAgeDays > 0) {
-    const cutoff = now - retention.localMaxAgeDays * DAY_MS;
-    for await (const { mediaId, record } of repo.scanRecords()) {
-      if ((record.a ?? record.u) >= cutoff) continue;
-      try {
-        await repo.delete(mediaId);
-        local++;
-      } catch (err) {
-        // Gone already (another pass, an admin): nothing to do. Anything else waits for the next pass.
-        if (!(err instanceof MatrixError && err.status === 404)) log.warn({ err, media_id: mediaId }, 'media retention: item not deleted');
-      }
+export async function runRetention(repo: MediaRepository, retention: MediaConfig['retention'], now: number, log: Logger): Promise<{ local: number; remote: number }> {
+  const deleted = { local: 0, remote: 0 };
+  if (retention.localMaxAgeDays <= 0 && retention.remoteMaxAgeDays <= 0) return deleted;
+  const localCutoff = retention.localMaxAgeDays > 0 ? now - retention.localMaxAgeDays * DAY_MS : null;
+  const remoteCutoff = retention.remoteMaxAgeDays > 0 ? now - retention.remoteMaxAgeDays * DAY_MS : null;
+  for await (const { mediaId, record } of repo.scanRecords()) {
+    const cutoff = record.m ? remoteCutoff : localCutoff;
+    if (cutoff === null || (record.a ?? record.u) >= cutoff) continue;
+    try {
+      await repo.delete(mediaId);
+      deleted[record.m ? 'remote' : 'local']++;
+    } catch (err) {
+      // Gone already (another pass, an admin): nothing to do. Anything else waits for the next pass.
+      if (!(err instanceof MatrixError && err.status === 404)) log.warn({ err, media_id: mediaId }, 'media retention: item not deleted');
     }
   }
-  if (local > 0) log.info({ local }, 'media retention: deleted expired media');
-  return { local };
+  if (deleted.local + deleted.remote > 0) log.info(deleted, 'media retention: deleted expired media');
+  return deleted;
 }
 
 export interface RunningMediaJobs {

@@ -73,7 +73,8 @@ export class MediaRepository {
     return `mxc://${this.opts.serverName}/${mediaId}`;
   }
 
-  private shardKey(id: string, name: string): string {
+  /** The key `name` in the user-family shard of actor id `id` (the media actor's shard). */
+  shardKey(id: string, name: string): string {
     return this.opts.keys.shard('user', shardOf(id, this.opts.shardCounts.user)).data(name);
   }
 
@@ -97,6 +98,45 @@ export class MediaRepository {
     if (!MEDIA_ID.test(mediaId)) return null;
     const blob = await this.opts.redis.getBuffer(this.shardKey(mediaId, mediaData.record(mediaId)));
     return blob ? decode<MediaRecord>(blob) : null;
+  }
+
+  /** The media actor id of another server's item: no local id has a `/`, so the two never meet. */
+  remoteId(origin: string, mediaId: string): string {
+    return `${origin}/${mediaId}`;
+  }
+
+  /** The cached record of another server's item, or null when it is not cached. */
+  async readRemoteRecord(origin: string, mediaId: string): Promise<MediaRecord | null> {
+    if (!MEDIA_ID.test(mediaId)) return null;
+    const id = this.remoteId(origin, mediaId);
+    const blob = await this.opts.redis.getBuffer(this.shardKey(id, mediaData.record(id)));
+    return blob ? decode<MediaRecord>(blob) : null;
+  }
+
+  /**
+   * Store another server's item fetched over federation (the body streamed into the store as it
+   * arrives) and record it with its media actor as remote; the same order as an upload. When another
+   * front cached it first, its record wins and this copy's reference is dropped.
+   */
+  async cacheRemote(req: { origin: string; mediaId: string; contentType: string; filename?: string; body: AsyncIterable<Uint8Array> }): Promise<MediaRecord> {
+    const id = this.remoteId(req.origin, req.mediaId);
+    const ref = `${id}:${randomBytes(6).toString('base64url')}`;
+    const staged = await this.opts.store.stage(req.body);
+    let referenced = false;
+    try {
+      await this.askContent(staged.sha256, { op: 'ref', ref });
+      referenced = true;
+      await staged.commit();
+    } catch (e) {
+      await staged.discard();
+      if (referenced) await this.dropReference(staged.sha256, ref).catch((err) => this.opts.log.warn({ err, media_id: id }, 'media: reference not dropped after a failed remote fetch'));
+      throw e;
+    }
+    const reply = await this.askMedia<{ ref: string }>(id, { op: 'cache', origin: req.origin, contentType: req.contentType, ...(req.filename ? { filename: req.filename } : {}), size: staged.size, sha256: staged.sha256, ref });
+    if (reply.ref !== ref) await this.dropReference(staged.sha256, ref).catch((err) => this.opts.log.warn({ err, media_id: id }, 'media: reference of a second copy not dropped'));
+    const record = await this.readRemoteRecord(req.origin, req.mediaId);
+    if (!record) throw new MatrixError(502, 'M_UNKNOWN', 'The remote media was stored but its record is gone (deleted meanwhile); try again');
+    return record;
   }
 
   async readReservation(mediaId: string): Promise<MediaReservation | null> {
@@ -250,7 +290,8 @@ export class MediaRepository {
   }
 
   /**
-   * Every local media id with its record, shard by shard (SCAN: no index to keep; the retention
+   * Every media id with its record (local ones, and other servers' items cached here: `m` set,
+   * the id `<origin>/<id>`), shard by shard (SCAN: no index to keep; the retention
    * job is the only caller and runs rarely).
    */
   async *scanRecords(): AsyncIterable<{ mediaId: string; record: MediaRecord }> {
@@ -264,8 +305,10 @@ export class MediaRepository {
           const [next, keys] = await client.scan(cursor, 'MATCH', `${base.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 500);
           cursor = next;
           for (const key of keys) {
+            // A local id, or `<origin>/<id>` for another server's item cached here (remoteId).
             const mediaId = key.slice(base.length);
-            if (!MEDIA_ID.test(mediaId)) continue;
+            const slash = mediaId.lastIndexOf('/');
+            if (!MEDIA_ID.test(slash < 0 ? mediaId : mediaId.slice(slash + 1))) continue;
             const blob = await this.opts.redis.getBuffer(key);
             if (blob) yield { mediaId, record: decode<MediaRecord>(blob) };
           }
@@ -289,10 +332,11 @@ export class MediaRepository {
 
   /** Delete an item; its bytes go when no other item shares them. For the admin API and retention. */
   async delete(mediaId: string): Promise<void> {
-    const reply = await this.askMedia<{ sha256: string; size: number; owner: string; ref: string; thumbs?: { sha256: string; ref: string }[] }>(mediaId, { op: 'delete' });
+    const reply = await this.askMedia<{ sha256: string; size: number; owner: string; ref: string; remote?: boolean; thumbs?: { sha256: string; ref: string }[] }>(mediaId, { op: 'delete' });
     await this.dropReference(reply.sha256, reply.ref);
     for (const t of reply.thumbs ?? []) await this.dropReference(t.sha256, t.ref);
-    if (reply.size > 0) await this.opts.redis.decrby(this.opts.keys.mediaUsageOf(reply.owner), reply.size).catch(() => undefined);
+    // A remote item's "owner" is its server: no user's quota to give back.
+    if (reply.size > 0 && !reply.remote) await this.opts.redis.decrby(this.opts.keys.mediaUsageOf(reply.owner), reply.size).catch(() => undefined);
   }
 }
 

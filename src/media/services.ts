@@ -7,6 +7,7 @@
 import type { StoredThumbnail } from '../../actors/media';
 import type { ByteRange } from '../http/range';
 import type { MediaRepository } from './repository';
+import type { RemoteMediaFetcher } from './remote';
 
 /** What the media endpoints need on the API context. */
 export interface MediaServices {
@@ -17,6 +18,8 @@ export interface MediaServices {
   previewer?: UrlPreviewer;
   /** Called once an upload is recorded (and about to be answered): queues its pre-generated thumbnails. Never throws. */
   afterUpload?(mediaId: string, contentType: string): void;
+  /** Other servers' media over federation (src/media/remote.ts); absent when federation is off: 404 then. */
+  remote?: RemoteMediaFetcher;
 }
 
 /** A stored media item as a thumbnailer sees it. */

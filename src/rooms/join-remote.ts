@@ -185,7 +185,7 @@ export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, inde
       if (!checked.ok) return checked;
       // 3. The room actor checks and stores it all: state and auth chain as outliers, the join live.
       const keys = await keysForPdus(deps.keyStore, [checked.join, ...checked.supplied.events], version, Date.now() + 30_000);
-      const reply = await askRoomFamily<IngestReply>(ctx, 'room', roomId, { op: 'ingest', pdus: [checked.join], keys, state: checked.supplied });
+      const reply = await askRoomFamily<IngestReply>(ctx, 'room', roomId, { op: 'ingest', pdus: [checked.join], keys, state: checked.supplied, ownJoin: eventId });
       const result = reply.results.find((r) => r.event_id === eventId);
       if (!result || (result.status !== 'accepted' && result.status !== 'duplicate')) {
         const bad = reply.results.filter((r) => r.status !== 'accepted' && r.status !== 'duplicate' && r.status !== 'outlier').slice(0, 3);

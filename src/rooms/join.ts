@@ -44,7 +44,19 @@ export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: Memb
     return roomId;
   }
   // Restricted rooms: this server vouches for members of an allowed room (restricted-joins.ts).
-  const authoriser = await restrictedJoinAuthoriser(ctx, roomId, userId);
+  let authoriser: string | null;
+  try {
+    authoriser = await restrictedJoinAuthoriser(ctx, roomId, userId);
+  } catch (e) {
+    // None of our members may invite there, but a member of another server in the room may: the
+    // join goes through them (make_join/send_join), as the spec's restricted rooms suggest.
+    if (!(e instanceof MatrixError && e.errcode === 'M_UNABLE_TO_GRANT_JOIN' && fed)) throw e;
+    const residents = [...(await ctx.rooms.members(roomId, 'join')).keys()].map((u) => serverOf(u));
+    const candidates = candidateServers(ctx.config.serverName, [via, aliasServers, residents]);
+    if (!candidates.length) throw e;
+    await joinRemoteRoom(ctx, fed, index, userId, roomId, candidates, await withLocalProfile(ctx, userId, content));
+    return roomId;
+  }
   if (authoriser) content.join_authorised_via_users_server = authoriser;
   await sendLocalMembership(ctx, index, roomId, userId, userId, content);
   return roomId;
@@ -88,17 +100,20 @@ async function resolveForMembership(ctx: ApiContext, aliases: AliasStore, fed: R
 /**
  * Where our user's join or knock goes: null when the room actor here takes it (the room is here
  * and one of our users is in it, or we have it and know no server to ask); otherwise the servers
- * to ask, in order (a room we do not have with none to ask is 404 from the handshake).
+ * to ask, in order (a room we do not have with none to ask is 404 from the handshake). For a room
+ * all our users had left, the servers we last saw in it come after `lists`: our copy stopped at
+ * our leave (the room may have become invite-only, or banned us, since), so the resident decides
+ * — and a room id names no server from v12 on.
  */
 async function remoteCandidates(ctx: ApiContext, fed: RemoteJoinDeps | null, roomId: string, lists: readonly (readonly (string | null | undefined)[])[]): Promise<string[] | null> {
   const meta = await ctx.rooms.meta(roomId);
-  const weAreIn = meta ? [...(await ctx.rooms.members(roomId, 'join')).keys()].some((u) => serverOf(u) === ctx.config.serverName) : false;
-  if (weAreIn) return null;
+  const joinedUsers = meta ? [...(await ctx.rooms.members(roomId, 'join')).keys()] : [];
+  if (joinedUsers.some((u) => serverOf(u) === ctx.config.serverName)) return null;
   if (!fed) {
     if (!meta) throw errors.notFound('No known room with this id on this server, and federation is off');
     return null;
   }
-  const candidates = candidateServers(ctx.config.serverName, lists);
+  const candidates = candidateServers(ctx.config.serverName, [...lists, joinedUsers.map((u) => serverOf(u))]);
   return !meta || candidates.length ? candidates : null;
 }
 

@@ -79,6 +79,13 @@ export type RoomMessage =
        * Absent for /send: the origin of a transaction sends its events to everyone itself.
        */
       onBehalfOf?: string;
+      /**
+       * The id of our own user's join that a resident server answered send_join for (a join over
+       * federation): it is not soft-failed against this room's current state, which is stale when
+       * we had left the room (a ban lifted since, say, never reached us: the resident no longer
+       * sent us the room's events).
+       */
+      ownJoin?: string;
     }
   /**
    * History older than what the room knows, as a federation /backfill response brings it (any

@@ -7,8 +7,9 @@
  * server's check, made here). Like Synapse, the local joined member with the highest power level
  * is chosen, and only if that level reaches `invite`.
  *
- * Allowed rooms on other servers can only count once federation brings their state here; today
- * a membership in a room this server does not have is not seen.
+ * Memberships in an allowed room are known here only while one of our users is in it (federation
+ * brings its state then); asked by another server (make_join) about a room it is not in, this
+ * server answers M_UNABLE_TO_AUTHORISE_JOIN so the joining server tries another resident.
  */
 import { MatrixError } from '../http/errors';
 import { namedLevel, userPowerLevel } from '../protocol/power-levels';
@@ -21,8 +22,9 @@ import type { ApiContext } from '../api/context';
 /**
  * The user to name in `join_authorised_via_users_server` for `userId` joining `roomId`, or null
  * when the join needs none (not a restricted room, or the user is already invited or joined).
- * 403 M_FORBIDDEN when the user is in none of the allowed rooms; 400 M_UNABLE_TO_GRANT_JOIN when
- * no local member could invite them.
+ * 403 M_FORBIDDEN when the user is in none of the allowed rooms; 400 M_UNABLE_TO_AUTHORISE_JOIN
+ * when the user is remote and this server is not in every allowed room; 400 M_UNABLE_TO_GRANT_JOIN
+ * when no local member could invite them.
  */
 export async function restrictedJoinAuthoriser(ctx: ApiContext, roomId: string, userId: string): Promise<string | null> {
   const meta = await ctx.rooms.meta(roomId);
@@ -48,6 +50,15 @@ export async function restrictedJoinAuthoriser(ctx: ApiContext, roomId: string, 
     }
   }
   if (!member) {
+    // A user of another server (make_join) may be in an allowed room this server is not in, so
+    // its memberships there are unknown here: the spec's 400 M_UNABLE_TO_AUTHORISE_JOIN tells the
+    // joining server to ask another resident (which may be in it), where a 403 would end the join.
+    if (serverOf(userId) !== ctx.config.serverName) {
+      for (const r of allowed) {
+        const ours = [...(await ctx.rooms.members(r, 'join')).keys()].some((u) => serverOf(u) === ctx.config.serverName);
+        if (!ours) throw new MatrixError(400, 'M_UNABLE_TO_AUTHORISE_JOIN', `This server is not in ${r}, so it cannot tell whether you are`);
+      }
+    }
     const hint = rule === 'knock_restricted' ? ' You may knock instead.' : '';
     throw new MatrixError(403, 'M_FORBIDDEN', `You do not belong to any of the required rooms/spaces to join this room.${hint}`);
   }

@@ -433,6 +433,11 @@ export const mediaData = {
   reservation: (mediaId: string) => `media-reserved:${mediaId}`,
   /** Set: the references to this blob (`<mediaId>:<upload attempt>`; written by the blob's media-content actor). */
   contentRefs: (sha256: string) => `media-refs:${sha256}`,
+  /**
+   * Held (SET NX PX) by the front fetching a remote item (id `<server>/<mediaId>`) over federation,
+   * so that fronts asking for it at the same time fetch it once: the others wait for its record.
+   */
+  remoteFetchLock: (id: string) => `media-fetching:${id}`,
 };
 
 /** The consumer group the federation sender (src/federation/sender/reader.ts) reads room outboxes with. */

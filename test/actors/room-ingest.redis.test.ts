@@ -7,10 +7,10 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildCreateEvent } from '../../actors/room';
-import type { IngestReply, RoomConfig, RoomReply } from '../../src/rooms/model';
+import type { IngestReply, RoomConfig, RoomReply, SuppliedState } from '../../src/rooms/model';
 import type { ActorClient } from '../../src/runtime/actor-client';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
-import { hashAndSignEvent } from '../../src/protocol/event-hashing';
+import { computeEventId, hashAndSignEvent } from '../../src/protocol/event-hashing';
 import { authEventSelection } from '../../src/protocol/auth-rules';
 import { stateKeyOf } from '../../src/protocol/pdu';
 import { requireRoomVersion } from '../../src/protocol/room-versions';
@@ -67,8 +67,8 @@ for (const mode of MODES) {
       await r?.close();
     });
 
-    async function publicRoom(c: ActorClient, roomVersion = VERSION): Promise<string> {
-      const { roomId, event } = buildCreateEvent(local, { roomVersion, creator: alice, roomLocalpart: 'fed', ts: Date.now() });
+    async function publicRoom(c: ActorClient, roomVersion = VERSION, roomLocalpart = 'fed'): Promise<string> {
+      const { roomId, event } = buildCreateEvent(local, { roomVersion, creator: alice, roomLocalpart, ts: Date.now() });
       await c.ask('room', 'room', roomId, { op: 'create', event });
       await send(c, roomId, alice, 'm.room.member', { membership: 'join' }, alice);
       await send(c, roomId, alice, 'm.room.power_levels', { users: { [alice]: 100 }, users_default: 0 }, '');
@@ -245,6 +245,49 @@ for (const mode of MODES) {
       // And a remote event on the merge, whose state is checked against that resolution, is fine.
       const after = await remoteEvent(reader, roomId, { ...v1, type: 'm.room.message', sender: carol, content: { body: 'hi' } });
       expect((await ingest(c, roomId, [after])).results[0]!.status).toBe('accepted');
+    });
+
+    it("takes our own join from a send_join answer (ownJoin) though our stale current state still bans the user", async () => {
+      // Our copy of the room: Dave (ours) banned by Bob. Bob's server then lifts the ban, which we
+      // never get (no user of ours is in the room), and answers Dave's send_join with the state
+      // after the unban. Without ownJoin the join is soft-failed against our current state; with
+      // it, it is accepted and the state is resolved to Dave joined.
+      const dave = '@dave:test.local';
+      const withLocal: RemoteKeys = { ...keys, 'test.local': { 'ed25519:l': { key: local.signingKey.publicKeyBase64, validUntilTs: Date.now() + 3600_000 } } };
+      r = await rig(mode, { room: local });
+      await r.startWorker('w1');
+      const c = await r.client();
+      const reader = new RoomReader(r.redis, r.keys, r.shardCounts.room);
+      const version = requireRoomVersion(VERSION);
+      const setUp = async (localpart: string): Promise<{ roomId: string; joinPdu: JsonObject; joinId: string; state: SuppliedState }> => {
+        const roomId = await publicRoom(c, VERSION, localpart);
+        await ingest(c, roomId, [await remoteEvent(reader, roomId, { type: 'm.room.member', sender: bob, content: { membership: 'join' }, stateKey: bob })]);
+        await send(c, roomId, alice, 'm.room.power_levels', { users: { [alice]: 100, [bob]: 100 }, users_default: 0 }, '');
+        await ingest(c, roomId, [await remoteEvent(reader, roomId, { type: 'm.room.member', sender: bob, content: { membership: 'ban' }, stateKey: dave })]);
+        await send(c, roomId, alice, 'm.room.member', { membership: 'leave' }, alice);
+        const unban = await remoteEvent(reader, roomId, { type: 'm.room.member', sender: bob, content: { membership: 'leave' }, stateKey: dave });
+        const unbanId = computeEventId(unban, version);
+        const afterUnban = new Map(await reader.currentStateIds(roomId));
+        afterUnban.set(stateKeyOf('m.room.member', dave), unbanId);
+        const auth = authEventSelection({ type: 'm.room.member', stateKey: dave, sender: dave, content: { membership: 'join' } }, version).map(([t, k]) => afterUnban.get(stateKeyOf(t, k))).filter((x): x is string => !!x);
+        const joinPdu = hashAndSignEvent(
+          { room_id: roomId, sender: dave, type: 'm.room.member', state_key: dave, content: { membership: 'join' }, origin_server_ts: Date.now(), depth: (unban.depth as number) + 1, prev_events: [unbanId], auth_events: auth },
+          version, 'test.local', local.signingKey,
+        );
+        const joinId = computeEventId(joinPdu, version);
+        return { roomId, joinPdu, joinId, state: { events: [unban], before: { [joinId]: [...afterUnban.values()] } } };
+      };
+
+      const stale = await setUp('stale');
+      const without = await c.ask<IngestReply>('room', 'room', stale.roomId, { op: 'ingest', pdus: [stale.joinPdu], keys: withLocal, state: stale.state });
+      expect(without.results.find((x) => x.event_id === stale.joinId)).toMatchObject({ status: 'soft_failed' });
+      expect(await reader.membership(stale.roomId, dave)).toBe('ban');
+
+      const own = await setUp('own');
+      const taken = await c.ask<IngestReply>('room', 'room', own.roomId, { op: 'ingest', pdus: [own.joinPdu], keys: withLocal, state: own.state, ownJoin: own.joinId });
+      expect(taken.results.find((x) => x.event_id === own.joinId)).toMatchObject({ status: 'accepted' });
+      expect(await reader.membership(own.roomId, dave)).toBe('join');
+      expect((await reader.meta(own.roomId))!.extremities).toContain(own.joinId);
     });
   });
 }

@@ -5,7 +5,9 @@
  * under `rooms.knock` with A's stripped state; A's admin sees the knock and invites (A → PUT
  * /invite on B), the knock turns into an invite on B, the user joins (make_join/send_join on A)
  * and the two talk; another user of B knocks and retracts (make_leave/send_leave on A): A sees the
- * leave, B's /sync reports the room under `rooms.leave`.
+ * leave, B's /sync reports the room under `rooms.leave`. With all of B's users gone, an invite
+ * written as state on A (`PUT /state/m.room.member/@erin:B`) is co-signed by B like any invite,
+ * reaches erin's /sync, and she joins.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clientsFor, enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
@@ -123,5 +125,22 @@ describe('knocking between two Axon servers', () => {
     const sync = await eventually(() => syncOn(onB, dave, knocking.body.next_batch), (r) => !!r.body.rooms?.leave?.[roomId], 20_000);
     const timeline = sync.body.rooms.leave[roomId].timeline.events as Json[];
     expect(timeline[timeline.length - 1]).toMatchObject({ type: 'm.room.member', state_key: dave.userId, content: { membership: 'leave', reason: 'later' } });
+  });
+
+  it("an invite of a user of B written as state (PUT /state/m.room.member) is co-signed by B and reaches the invitee's /sync", async () => {
+    const erin = await onB.mint('erin');
+    const before = await syncOn(onB, erin);
+    const put = await onA.call(alice, 'PUT', `/rooms/${enc(roomId)}/state/m.room.member/${enc(erin.userId)}`, { membership: 'invite', reason: 'as state' });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+    const invite = await onA.call(alice, 'GET', `/rooms/${enc(roomId)}/event/${enc(put.body.event_id)}`);
+    expect(invite.status, JSON.stringify(invite.body)).toBe(200);
+    expect(invite.body).toMatchObject({ type: 'm.room.member', state_key: erin.userId, content: { membership: 'invite', reason: 'as state' } });
+    const sync = await eventually(() => syncOn(onB, erin, before.body.next_batch), (r) => !!r.body.rooms?.invite?.[roomId], 20_000);
+    expect(sync.body.rooms.invite[roomId].invite_state.events.find((e: Json) => e.type === 'm.room.member' && e.state_key === erin.userId)).toMatchObject({ sender: alice.userId, content: { membership: 'invite' } });
+    // B has the room from before (its users all left, so its copy is stale): the join goes to A.
+    const joined = await onB.call(erin, 'POST', `/rooms/${enc(roomId)}/join`, {});
+    expect(joined.status, JSON.stringify(joined.body)).toBe(200);
+    await eventually(() => membershipOnA(erin.userId), (m) => m === 'join', 20_000);
+    expect(await membershipOnA(erin.userId)).toBe('join');
   });
 });

@@ -281,6 +281,15 @@ describe('thumbnails over HTTP (default config: thumbnails on, previews off)', (
       expect(await readRecord(server, mediaIdOf(newMxc))).toBeNull();
       expect(await store.exists(newRecord.h)).toBe(false);
       for (const t of newRecord.th!) expect(await store.exists(t.c)).toBe(false);
+
+      // Another server's item cached here: kept by localMaxAgeDays alone, deleted by remoteMaxAgeDays.
+      const remoteBytes = Buffer.from(`cached from elsewhere ${Math.random()}`);
+      const cached = await repo.cacheRemote({ origin: 'other.example', mediaId: 'remoteItem1', contentType: 'text/plain', body: (async function* () { yield remoteBytes; })() });
+      expect(await repo.readRemoteRecord('other.example', 'remoteItem1')).not.toBeNull();
+      expect(await runRetention(repo, retention, Date.now() + 2 * DAY_MS, pino({ level: 'silent' }))).toEqual({ local: 0, remote: 0 });
+      expect(await runRetention(repo, { ...retention, remoteMaxAgeDays: 1 }, Date.now() + 2 * DAY_MS, pino({ level: 'silent' }))).toEqual({ local: 0, remote: 1 });
+      expect(await repo.readRemoteRecord('other.example', 'remoteItem1')).toBeNull();
+      expect(await store.exists(cached.h)).toBe(false);
     } finally {
       await actors.close();
     }

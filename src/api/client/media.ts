@@ -12,10 +12,11 @@
  * where the bytes go); downloads are streamed from it with backpressure, `Range` and `ETag`.
  * Every media answer carries the safety headers (src/media/headers.ts), errors included.
  *
- * Not here yet: media of other servers (fetched over federation: a later task; answered 404
- * M_NOT_FOUND for now). Thumbnails and URL previews are made by `ctx.media.thumbnailer` /
- * `previewer` (src/media/thumbnail-service.ts, preview-service.ts); when configured off, thumbnail
- * answers 501 M_UNRECOGNIZED and preview_url 404 M_UNRECOGNIZED (as Synapse does with previews off).
+ * Media of other servers is fetched over federation and cached (src/media/remote.ts) when the
+ * request does not say `allow_remote=false`. Thumbnails and URL previews are made by
+ * `ctx.media.thumbnailer` / `previewer` (src/media/thumbnail-service.ts, preview-service.ts); when
+ * configured off, thumbnail answers 501 M_UNRECOGNIZED and preview_url 404 M_UNRECOGNIZED (as
+ * Synapse does with previews off).
  */
 import { MatrixError, errors } from '../../http/errors';
 import type { Front, Handler, Request, Response } from '../../http/server';
@@ -89,13 +90,34 @@ function parseTimeout(req: Request): number {
 }
 
 /**
- * The local item a download names, waiting for a reserved id's upload when asked to; throws the
- * spec's errors (404 M_NOT_FOUND, 504 M_NOT_YET_UPLOADED).
+ * Another server's item: from the cache, or fetched over federation (unless `allow_remote=false`
+ * or `fetch` is false), within the request's `timeout_ms`. Throws 404, 502 or 504 Matrix errors.
  */
-async function findLocal(ctx: ApiContext, req: Request, repo: MediaRepository): Promise<{ mediaId: string; record: MediaRecord }> {
+async function findRemote(ctx: ApiContext, req: Request, serverName: string, mediaId: string, fetch: boolean): Promise<{ mediaId: string; record: MediaRecord }> {
+  const services = media(ctx);
+  const id = services.repository.remoteId(serverName, mediaId);
+  let record = await services.repository.readRemoteRecord(serverName, mediaId);
+  if (!record) {
+    const allowRemote = req.query.allow_remote;
+    if (allowRemote !== undefined && allowRemote !== 'true' && allowRemote !== 'false') throw errors.invalidParam('allow_remote must be true or false');
+    if (!fetch || allowRemote === 'false' || !services.remote) throw errors.notFound('Media not found');
+    const timeoutMs = parseTimeout(req);
+    // The answer must start within timeout_ms; the bytes may then take up to remoteFetchTimeoutMs.
+    req.allowWait(timeoutMs + ctx.config.media.remoteFetchTimeoutMs);
+    record = await services.remote.get(serverName, mediaId, { timeoutMs });
+  }
+  if (record.q) throw errors.notFound('Media not found');
+  return { mediaId: id, record };
+}
+
+/**
+ * The item a download names: local (waiting for a reserved id's upload when asked to), or another
+ * server's (see findRemote); throws the spec's errors (404 M_NOT_FOUND, 504 M_NOT_YET_UPLOADED, 502).
+ */
+async function findLocal(ctx: ApiContext, req: Request, repo: MediaRepository, fetchRemote = true): Promise<{ mediaId: string; record: MediaRecord }> {
   const { serverName, mediaId } = req.params as { serverName: string; mediaId: string };
-  // Other servers' media comes over federation (a later task): not found here for now.
-  if (serverName !== ctx.config.serverName || !MEDIA_ID.test(mediaId)) throw errors.notFound('Media not found');
+  if (!MEDIA_ID.test(mediaId)) throw errors.notFound('Media not found');
+  if (serverName !== ctx.config.serverName) return findRemote(ctx, req, serverName, mediaId, fetchRemote);
   let record = await repo.readRecord(mediaId);
   if (!record) {
     const timeoutMs = parseTimeout(req);
@@ -133,7 +155,7 @@ async function serve(repo: MediaRepository, mediaId: string, record: MediaRecord
   };
 }
 
-function thumbnailParams(req: Request): { width: number; height: number; method: 'crop' | 'scale'; animated: boolean } {
+export function thumbnailParams(req: Request): { width: number; height: number; method: 'crop' | 'scale'; animated: boolean } {
   const int = (name: string) => {
     const v = req.query[name];
     if (v === undefined) throw errors.missingParam(`${name} is required`);
@@ -237,7 +259,9 @@ export function registerMediaRoutes(front: Front, ctx: ApiContext): void {
   // "frozen"; Synapse's enable_authenticated_media): anything newer is not found there.
   const legacyFind = async (req: Request) => {
     const repo = media(ctx).repository;
-    const { mediaId, record } = await findLocal(ctx, req, repo);
+    // Remote media is fetched for the legacy paths only before the freeze: anything fetched now
+    // would be newer than it (Synapse: unauthenticated requests do not fetch remote media).
+    const { mediaId, record } = await findLocal(ctx, req, repo, Date.now() < ctx.config.media.legacyFreezeAt);
     if (record.u >= ctx.config.media.legacyFreezeAt) throw errors.notFound('Media not found (use the authenticated /_matrix/client/v1/media endpoints)');
     return { repo, mediaId, record };
   };

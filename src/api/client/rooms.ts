@@ -157,6 +157,13 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     if (type === 'm.room.create') throw errors.invalidParam('Cannot resend m.room.create event');
     await requireKnownRoom(roomId);
     if (type === 'm.room.canonical_alias') await checkCanonicalAlias(ctx, aliases, roomId, content);
+    // An invite of a user of another server written as state: their server must co-sign it
+    // (PUT /invite), exactly as through /invite; the room actor alone cannot make it valid there.
+    if (type === 'm.room.member' && content.membership === 'invite' && serverOf(stateKey) && serverOf(stateKey) !== ctx.config.serverName) {
+      const fed = remoteDeps(ctx);
+      if (!fed) throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which is off on this server');
+      return { body: { event_id: await inviteRemoteUser(ctx, fed, roomId, user.userId, stateKey, content) } };
+    }
     const template: EventTemplate = { type, state_key: stateKey, sender: user.userId, content };
     const reply = await sendEvent(ctx, roomId, template);
     if (type === 'm.room.member' && typeof content.membership === 'string' && serverOf(stateKey) === ctx.config.serverName) {

@@ -23,6 +23,7 @@ import { registerLeaveRoutes } from './leave';
 import { registerKnockRoutes } from './knock';
 import { registerQueryDirectoryRoute } from './query-directory';
 import { registerInviteRoutes } from './invite';
+import { registerFederationMediaRoutes } from './media';
 
 export function registerFederationApi(front: Front, ctx: FederationContext): void {
   registerKeyRoutes(front, ctx.own);
@@ -43,6 +44,7 @@ export function registerFederationApi(front: Front, ctx: FederationContext): voi
   registerKnockRoutes(front, ctx);
   registerQueryDirectoryRoute(front, ctx);
   registerInviteRoutes(front, ctx);
+  registerFederationMediaRoutes(front, ctx);
 }
 
 // GET /.well-known/matrix/server

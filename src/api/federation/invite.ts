@@ -10,13 +10,14 @@
  * For a room this server does not have, the invite is kept for the user with the stripped state
  * the inviter sent (`invite_room_state`, v2; v1 carries it in `unsigned.invite_room_state`) and
  * the invite event itself, and reaches them in /sync's `rooms.invite` (src/sync/remote-invites.ts).
- * For a room this server is in, the invite also comes in the inviter's transactions, through the
- * room actor like any event; nothing is kept here.
+ * The same for a room this server has but none of our users is joined to (its copy stopped being
+ * updated when they left). For a room one of our users is in, the invite also comes in the
+ * inviter's transactions, through the room actor like any event; nothing is kept here.
  */
 import { MatrixError } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
 import { keysForPdus } from '../../federation/inbound/pdu-keys';
-import { roomForServer } from '../../federation/inbound/room-access';
+import { roomForServer, serverInRoom } from '../../federation/inbound/room-access';
 import { decodeBase64 } from '../../protocol/base64';
 import { checkContentHash, computeEventId, serverNameOf, signEventOnly, verifyEventSignature } from '../../protocol/event-hashing';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
@@ -56,7 +57,11 @@ export function registerInviteRoutes(front: Front, ctx: FederationContext): void
     if (!signed) throw new MatrixError(403, 'M_FORBIDDEN', 'The invite is not signed by the requesting server');
 
     const event = signEventOnly(raw, version, ctx.config.serverName, ctx.api.signingKey);
-    if (!(await roomForServer(ctx.api.rooms, roomId))) {
+    // Kept out of band unless one of our users is joined: a room we have but all our users left
+    // gets no transactions from its servers any more (our copy is stale), so the invite would not
+    // reach the invitee through the room actor either.
+    const ours = ctx.config.serverName;
+    if (!(await roomForServer(ctx.api.rooms, roomId)) || !(await serverInRoom(ctx.api.rooms, roomId, ours))) {
       const given = v === 2 ? body.invite_room_state : isJsonObject(raw.unsigned) ? raw.unsigned.invite_room_state : undefined;
       const stripped = strippedEvents(given as JsonValue | undefined);
       stripped.push(strippedEvent(raw)!);

@@ -6,7 +6,8 @@
  * PDU: a bad PDU fails alone and the rest go through.
  *
  * Before a room's PDUs reach its actor:
- *   - the room must be known here (otherwise every PDU of it gets an error entry);
+ *   - the room must be known here (otherwise every PDU of it gets an error entry, except one
+ *     rescinding an invite of one of our users: rescinded-invites.ts);
  *   - its server ACL (`m.room.server_acl`, current state) must allow the origin — otherwise every
  *     PDU of that room is refused — and each PDU's sender's server, or that PDU is refused;
  *   - the keys of every server that must sign them are fetched (pdu-keys.ts).
@@ -25,6 +26,7 @@ import { askRoomFamily } from '../../rooms/ask';
 import type { IngestReply } from '../../rooms/model';
 import { fillGapsAndIngest, safeEventId, type GapDeps, type IngestResult } from './missing-events';
 import { keysForPdus } from './pdu-keys';
+import { takeRescindedInvites } from './rescinded-invites';
 import { roomForServer, type RoomForServer } from './room-access';
 
 export type InboundDeps = GapDeps;
@@ -69,7 +71,15 @@ async function processRoomPdus(deps: InboundDeps, origin: string, roomId: string
     deps.log.warn({ err: e, room_id: roomId }, 'transaction: could not read the room');
     return allFail(pdus, null, 'could not read the room; try again');
   }
-  if (!room) return allFail(pdus, null, `unknown room ${roomId}`);
+  if (!room) {
+    // A room we are not in: only the rescinding of an invite of ours is taken (rescinded-invites.ts).
+    const taken = await takeRescindedInvites(deps, origin, roomId, pdus, deadline).catch((e: unknown) => {
+      deps.log.warn({ err: e, room_id: roomId }, 'transaction: could not take a rescinded invite');
+      return [] as PduResult[];
+    });
+    const answered = new Set(taken.map((r) => r.eventId));
+    return [...taken, ...allFail(pdus, null, `unknown room ${roomId}`).filter((r) => !answered.has(r.eventId))];
+  }
   // The whole room's PDUs when the origin is denied.
   if (!room.aclAllows(origin)) return allFail(pdus, room, `${origin} is denied by the room's server ACL`);
 
