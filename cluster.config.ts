@@ -78,6 +78,8 @@ export interface RateLimitConfig {
   client: RateLimitBucket;
   /** Media uploads and `/media/v1/create`, per user (Synapse's rc_media_create). */
   mediaUpload: RateLimitBucket;
+  /** `GET /_matrix/client/v1/media/preview_url`, per user (fetches the outside world for them). */
+  urlPreview: RateLimitBucket;
 }
 
 /** A notary we ask for other servers' keys (`POST /_matrix/key/v2/query`), and the keys we know it by. */
@@ -164,6 +166,36 @@ export interface MediaConfig {
     /** Prepended to every object key. */
     prefix: string;
   };
+  /** Thumbnails (src/media/thumbnail-service.ts). */
+  thumbnails: {
+    /** Off: the thumbnail endpoints answer 501 and nothing is pre-generated. */
+    enabled: boolean;
+    /** Images with more pixels than this (all frames of an animation) are not decoded (Synapse's max_image_pixels). */
+    maxPixels: number;
+    /** Thumbnails computed at once per process (each takes a libuv thread). */
+    maxConcurrent: number;
+    /** Sizes pre-generated at upload (Synapse's thumbnail_sizes); empty: Synapse's defaults. */
+    sizes: { width: number; height: number; method: 'crop' | 'scale' }[];
+  };
+  /** URL previews (src/media/preview-service.ts); off by default, as Synapse. */
+  urlPreviews: {
+    enabled: boolean;
+    /** Addresses fetched even though `federation.ipRangeBlocklist` names them (Synapse's url_preview_ip_range_whitelist). */
+    ipRangeAllowlist: string[];
+    /** Largest page or image fetched (bytes). */
+    maxBytes: number;
+    /** Deadline of one fetch, redirects included (ms). */
+    timeoutMs: number;
+  };
+  /** The retention job (src/media/jobs.ts). */
+  retention: {
+    /** Local media not downloaded (else uploaded) for this many days is deleted; 0: kept forever. */
+    localMaxAgeDays: number;
+    /** Other servers' media cached here and not accessed for this many days is deleted; 0: kept. */
+    remoteMaxAgeDays: number;
+    /** How often the job runs (ms). */
+    intervalMs: number;
+  };
 }
 
 export interface AxonConfig {
@@ -244,6 +276,8 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       client: { burst: 300, perMinute: 6000 },
       // Synapse's rc_media_create default: burst 50, 10 a second.
       mediaUpload: { burst: 50, perMinute: 600 },
+      // Synapse has no preview limit of its own but rc_message-like defaults; previews fetch for the user.
+      urlPreview: { burst: 10, perMinute: 60 },
     },
     presence: { enabled: true },
     requestDeadlineMs: 15_000,
@@ -271,6 +305,12 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       maxRemoteBytes: 0,
       remoteFetchTimeoutMs: 120_000,
       s3: { endpoint: '', bucket: '', region: 'us-east-1', accessKeyId: '', secretAccessKey: '', forcePathStyle: false, prefix: '' },
+      // Synapse's defaults: max_image_pixels 32M, thumbnail_sizes (empty here means those).
+      thumbnails: { enabled: true, maxPixels: 32 * 1024 * 1024, maxConcurrent: 2, sizes: [] },
+      // Synapse's max_spider_size (10M); off by default as Synapse's url_preview_enabled.
+      urlPreviews: { enabled: false, ipRangeAllowlist: [], maxBytes: 10 * 1024 * 1024, timeoutMs: 10_000 },
+      // Synapse keeps remote media forever by default (media_retention); so does Axon.
+      retention: { localMaxAgeDays: 0, remoteMaxAgeDays: 0, intervalMs: 3600_000 },
     },
   };
 }
@@ -356,6 +396,16 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_MEDIA_S3_SECRET_ACCESS_KEY: 'media.s3.secretAccessKey',
   AXON_MEDIA_S3_FORCE_PATH_STYLE: 'media.s3.forcePathStyle',
   AXON_MEDIA_S3_PREFIX: 'media.s3.prefix',
+  AXON_MEDIA_THUMBNAILS_ENABLED: 'media.thumbnails.enabled',
+  AXON_MEDIA_THUMBNAILS_MAX_PIXELS: 'media.thumbnails.maxPixels',
+  AXON_MEDIA_THUMBNAILS_MAX_CONCURRENT: 'media.thumbnails.maxConcurrent',
+  AXON_MEDIA_URL_PREVIEWS_ENABLED: 'media.urlPreviews.enabled',
+  AXON_MEDIA_URL_PREVIEWS_IP_RANGE_ALLOWLIST: 'media.urlPreviews.ipRangeAllowlist',
+  AXON_MEDIA_URL_PREVIEWS_MAX_BYTES: 'media.urlPreviews.maxBytes',
+  AXON_MEDIA_URL_PREVIEWS_TIMEOUT_MS: 'media.urlPreviews.timeoutMs',
+  AXON_MEDIA_RETENTION_LOCAL_MAX_AGE_DAYS: 'media.retention.localMaxAgeDays',
+  AXON_MEDIA_RETENTION_REMOTE_MAX_AGE_DAYS: 'media.retention.remoteMaxAgeDays',
+  AXON_MEDIA_RETENTION_INTERVAL_MS: 'media.retention.intervalMs',
 };
 
 /** Variables whose empty value means something (an empty list), rather than "not set". */
@@ -513,7 +563,7 @@ export function validateConfig(c: AxonConfig): string[] {
   int(c.accessTokenLifetimeMs, 'accessTokenLifetimeMs', 10_000, 30 * 24 * 3600 * 1000);
   if (typeof c.presence?.enabled !== 'boolean') p.push(`presence.enabled: must be true or false (got ${JSON.stringify(c.presence?.enabled)})`);
   if (typeof c.rateLimit.enabled !== 'boolean') p.push(`rateLimit.enabled: must be true or false (got ${JSON.stringify(c.rateLimit.enabled)})`);
-  for (const name of ['login', 'failedLogin', 'register', 'client', 'mediaUpload'] as const) {
+  for (const name of ['login', 'failedLogin', 'register', 'client', 'mediaUpload', 'urlPreview'] as const) {
     int(c.rateLimit[name]?.burst, `rateLimit.${name}.burst`, 1, 1_000_000);
     int(c.rateLimit[name]?.perMinute, `rateLimit.${name}.perMinute`, 1, 60_000_000);
   }
@@ -542,6 +592,43 @@ function validateMedia(m: MediaConfig, int: (v: unknown, name: string, min: numb
     if (m.store === 's3' && !s3.bucket) p.push('media.s3.bucket: must name a bucket when media.store is s3');
     if (s3.endpoint && !/^https?:\/\/[^/]+/.test(s3.endpoint)) p.push(`media.s3.endpoint: must be an http(s) URL (got ${JSON.stringify(s3.endpoint)})`);
     if (!s3.accessKeyId !== !s3.secretAccessKey) p.push('media.s3.accessKeyId / secretAccessKey: set both or neither (neither: the AWS SDK finds credentials itself)');
+  }
+  const th = m.thumbnails;
+  if (typeof th !== 'object' || th === null) p.push('media.thumbnails: must be an object');
+  else {
+    if (typeof th.enabled !== 'boolean') p.push('media.thumbnails.enabled: must be true or false');
+    int(th.maxPixels, 'media.thumbnails.maxPixels', 1, 1_000_000_000);
+    int(th.maxConcurrent, 'media.thumbnails.maxConcurrent', 1, 64);
+    if (!Array.isArray(th.sizes)) p.push('media.thumbnails.sizes: must be a list of {width, height, method}');
+    else
+      for (const [i, size] of th.sizes.entries()) {
+        int(size?.width, `media.thumbnails.sizes[${i}].width`, 1, 10_000);
+        int(size?.height, `media.thumbnails.sizes[${i}].height`, 1, 10_000);
+        if (size?.method !== 'crop' && size?.method !== 'scale') p.push(`media.thumbnails.sizes[${i}].method: must be crop or scale`);
+      }
+  }
+  const up = m.urlPreviews;
+  if (typeof up !== 'object' || up === null) p.push('media.urlPreviews: must be an object');
+  else {
+    if (typeof up.enabled !== 'boolean') p.push('media.urlPreviews.enabled: must be true or false');
+    if (!Array.isArray(up.ipRangeAllowlist) || !up.ipRangeAllowlist.every((x) => typeof x === 'string')) p.push('media.urlPreviews.ipRangeAllowlist: must be a list of CIDR ranges');
+    else
+      for (const cidr of up.ipRangeAllowlist) {
+        try {
+          parseCidr(cidr);
+        } catch {
+          p.push(`media.urlPreviews.ipRangeAllowlist: not a CIDR range: ${JSON.stringify(cidr)}`);
+        }
+      }
+    int(up.maxBytes, 'media.urlPreviews.maxBytes', 1024, 1024 ** 3);
+    int(up.timeoutMs, 'media.urlPreviews.timeoutMs', 100, 600_000);
+  }
+  const rt = m.retention;
+  if (typeof rt !== 'object' || rt === null) p.push('media.retention: must be an object');
+  else {
+    // Days may be fractional in the JSON file (tests use seconds); the environment takes whole days.
+    for (const k of ['localMaxAgeDays', 'remoteMaxAgeDays'] as const) if (typeof rt[k] !== 'number' || !Number.isFinite(rt[k]) || rt[k] < 0) p.push(`media.retention.${k}: must be a number of days, 0 or more (0: kept forever)`);
+    int(rt.intervalMs, 'media.retention.intervalMs', 100, 30 * 24 * 3600_000);
   }
   return p;
 }

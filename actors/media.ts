@@ -23,7 +23,11 @@
  *   drops its own reference when the reply's `ref` is not its own;
  * - `touch` {at}: last access (fronts send it at most about once an hour per item);
  * - `quarantine` {on}: a quarantined item answers 404 to downloads (kept for the admins);
- * - `delete`: the record goes; the reply names the blob so the caller drops its reference.
+ * - `thumbnail` {thumb}: a thumbnail of the item is stored (its bytes are a blob of their own, with
+ *   its own reference); refused (`added: false`) when one of the same box, method and animation is
+ *   recorded already or the item has MAX_THUMBNAILS, so the caller drops the reference it took;
+ * - `delete`: the record goes; the reply names the blob and the thumbnails' blobs so the caller
+ *   drops their references.
  */
 import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type ShellContext } from '../src/runtime/actor';
 import { decode, encode } from '../src/store/codec';
@@ -54,7 +58,29 @@ export interface MediaRecord {
    * id and the upload attempt, so that a refused second upload to the same id drops only its own.
    */
   r: string;
+  /** Thumbnails made of it (pre-generated at upload, or on demand). */
+  th?: StoredThumbnail[];
 }
+
+/** A thumbnail stored as content in the MediaStore. */
+export interface StoredThumbnail {
+  /** The box asked for (request width, height), the method, and whether an animation was asked for. */
+  bw: number;
+  bh: number;
+  m: 'crop' | 'scale';
+  an?: 1;
+  /** Its real dimensions. */
+  w: number;
+  h: number;
+  /** Content type, size, sha256 (its blob) and the reference it holds on the blob. */
+  t: string;
+  s: number;
+  c: string;
+  r: string;
+}
+
+/** Thumbnails kept per item: each on-demand size adds one, and the record is read on every download. */
+export const MAX_THUMBNAILS = 32;
 
 export interface MediaReservation {
   /** Who may upload. */
@@ -75,9 +101,13 @@ export type MediaMessage =
   | { op: 'cache'; origin: string; contentType: string; filename?: string; size: number; sha256: string; ref: string }
   | { op: 'touch'; at: number }
   | { op: 'quarantine'; on: boolean }
+  | { op: 'thumbnail'; thumb: StoredThumbnail }
   | { op: 'delete' };
 
-export type MediaReply = { media_id: string; expires_at?: number } | { sha256: string; size: number; owner: string; ref: string; remote?: boolean };
+export type MediaReply =
+  | { media_id: string; expires_at?: number }
+  | { sha256: string; size: number; owner: string; ref: string; remote?: boolean; thumbs?: { sha256: string; ref: string }[] }
+  | { added: boolean; existing?: StoredThumbnail };
 
 export function emptyMedia(mediaId: string): MediaState {
   return { mediaId, record: null, reservation: null };
@@ -149,14 +179,32 @@ export function decideMedia(state: MediaState, msg: ActorMessage<MediaMessage>):
       const record: MediaRecord = body.on === true ? { ...rest, q: 1 } : rest;
       return { state: { ...state, record }, reply: { sha256: record.h, size: record.s, owner: record.o, ref: record.r }, writes: [{ cmd: 'SET', key: recordKey, args: [encode(record)] }] };
     }
+    case 'thumbnail': {
+      if (!state.record) throw new ActorRejection('M_NOT_FOUND', 'No such media', 404);
+      const t = body.thumb;
+      if (!validThumb(t)) throw new ActorRejection('M_INVALID_PARAM', 'thumb must describe a stored thumbnail', 400);
+      const existing = state.record.th ?? [];
+      const same = existing.find((x) => x.bw === t.bw && x.bh === t.bh && x.m === t.m && (x.an ?? 0) === (t.an ?? 0));
+      if (same || existing.length >= MAX_THUMBNAILS) return { state, reply: { added: false, ...(same ? { existing: same } : {}) } };
+      const thumb: StoredThumbnail = { bw: t.bw, bh: t.bh, m: t.m, ...(t.an ? { an: 1 as const } : {}), w: t.w, h: t.h, t: t.t, s: t.s, c: t.c, r: t.r };
+      const record: MediaRecord = { ...state.record, th: [...existing, thumb] };
+      return { state: { ...state, record }, reply: { added: true }, writes: [{ cmd: 'SET', key: recordKey, args: [encode(record)] }] };
+    }
     case 'delete': {
       if (!state.record) throw new ActorRejection('M_NOT_FOUND', 'No such media', 404);
       const r = state.record;
-      return { state: { ...state, record: null }, reply: { sha256: r.h, size: r.s, owner: r.o, ref: r.r, ...(r.m ? { remote: true } : {}) }, writes: [{ cmd: 'DEL', key: recordKey, args: [] }] };
+      const thumbs = (r.th ?? []).map((t) => ({ sha256: t.c, ref: t.r }));
+      return { state: { ...state, record: null }, reply: { sha256: r.h, size: r.s, owner: r.o, ref: r.r, ...(r.m ? { remote: true } : {}), thumbs }, writes: [{ cmd: 'DEL', key: recordKey, args: [] }] };
     }
     default:
       throw new TypeError(`media: unknown op ${JSON.stringify((body as { op?: unknown } | undefined)?.op)}`);
   }
+}
+
+function validThumb(t: StoredThumbnail | undefined): t is StoredThumbnail {
+  if (typeof t !== 'object' || t === null) return false;
+  const dims = [t.bw, t.bh, t.w, t.h].every((v) => Number.isSafeInteger(v) && v >= 1 && v <= 100_000);
+  return dims && (t.m === 'crop' || t.m === 'scale') && typeof t.t === 'string' && t.t.length <= 255 && Number.isSafeInteger(t.s) && t.s >= 0 && typeof t.c === 'string' && SHA256.test(t.c) && typeof t.r === 'string' && t.r.length > 0;
 }
 
 /** The record key is what fronts read, so the state is always loaded from it (and the reservation key). */

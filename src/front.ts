@@ -39,6 +39,10 @@ import { createMediaStore } from './media/create-store';
 import { MediaRepository } from './media/repository';
 import { RemoteMediaFetcher } from './media/remote';
 import { LocalMediaStore } from './media/local-store';
+import { MediaJobQueue } from './media/jobs';
+import { MediaPreviews } from './media/preview-service';
+import { MediaThumbnails } from './media/thumbnail-service';
+import { Thumbnailer } from './media/thumbnails';
 
 export interface RunningFront {
   port: number;
@@ -87,11 +91,19 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
     storeReady: () => health.ready,
     mapError: infrastructureError,
   });
-  const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log, limiter: new RateLimiter({ login: config.rateLimit.login, failedLogin: config.rateLimit.failedLogin, register: config.rateLimit.register, client: config.rateLimit.client, mediaUpload: config.rateLimit.mediaUpload }, config.rateLimit.enabled, { redis, keys: keySpace, log }), closers: [], storeReady: () => health.ready };
+  const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log, limiter: new RateLimiter({ login: config.rateLimit.login, failedLogin: config.rateLimit.failedLogin, register: config.rateLimit.register, client: config.rateLimit.client, mediaUpload: config.rateLimit.mediaUpload, urlPreview: config.rateLimit.urlPreview }, config.rateLimit.enabled, { redis, keys: keySpace, log }), closers: [], storeReady: () => health.ready };
   const mediaStore = createMediaStore(config);
   // Temp files of uploads cut off by a process that died (older than an hour: not in progress).
   if (mediaStore instanceof LocalMediaStore) void mediaStore.sweepTemp().then((n) => n && log.info({ removed: n }, 'media: removed temp files of interrupted uploads'), (err) => log.warn({ err }, 'media: temp sweep failed'));
-  ctx.media = { repository: new MediaRepository({ store: mediaStore, actors, redis, keys: keySpace, shardCounts, serverName: config.serverName, config: config.media, log: log.child({ component: 'media' }) }) };
+  const mediaLog = log.child({ component: 'media' });
+  const mediaRepo = new MediaRepository({ store: mediaStore, actors, redis, keys: keySpace, shardCounts, serverName: config.serverName, config: config.media, log: mediaLog });
+  const mediaJobs = new MediaJobQueue(config, mediaLog);
+  ctx.media = {
+    repository: mediaRepo,
+    ...(config.media.thumbnails.enabled ? { thumbnailer: new MediaThumbnails(mediaRepo, new Thumbnailer({ maxPixels: config.media.thumbnails.maxPixels, maxConcurrent: config.media.thumbnails.maxConcurrent }), mediaLog) } : {}),
+    ...(config.media.urlPreviews.enabled ? { previewer: new MediaPreviews({ config, repo: mediaRepo, redis, keys: keySpace, log: mediaLog, rateLimit: (userId) => ctx.limiter?.check('urlPreview', userId) ?? Promise.resolve() }) } : {}),
+    afterUpload: (mediaId, contentType) => mediaJobs.afterUpload(mediaId, contentType),
+  };
   // GET /health (as Synapse serves it, text/plain): 200 `OK` when this front reaches Redis and
   // serves; 503 otherwise, so a load balancer takes it out of rotation.
   front.route('GET', '/health', () => {
@@ -121,6 +133,7 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
       federation?.client.close();
       for (const c of ctx.closers ?? []) c();
       mediaStore.close?.();
+      await mediaJobs.close();
       await actors.close();
       await heartbeat.stop();
       health.stop();

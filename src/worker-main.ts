@@ -15,6 +15,7 @@ import { faultPointFromEnv } from './runtime/fault-injection';
 import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
 import { federationSenderSetup } from './federation/sender/setup';
+import { startMediaJobs } from './media/jobs';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -42,8 +43,11 @@ async function main(): Promise<void> {
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
     readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName, federation: sender !== null }),
   });
+  // The media queue (pre-generated thumbnails, retention): bullmq gives each job to one worker.
+  const mediaJobs = await startMediaJobs(config, log, workerId);
   const shutdown = onShutdown(async () => {
     log.info({ worker: workerId }, 'stopping');
+    await mediaJobs.close();
     await worker.stop();
     sender?.close();
     redis.disconnect();

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { MediaConfig } from '../../cluster.config';
 import type { MediaContentMessage, MediaContentReply } from '../../actors/media-content';
-import type { MediaMessage, MediaRecord, MediaReply, MediaReservation } from '../../actors/media';
+import type { MediaMessage, MediaRecord, MediaReply, MediaReservation, StoredThumbnail } from '../../actors/media';
 import { MatrixError, errors } from '../http/errors';
 import type { ByteRange } from '../http/range';
 import { ActorReplyError, ActorTimeoutError, type ActorClient } from '../runtime/actor-client';
@@ -221,16 +221,7 @@ export class MediaRepository {
     try {
       if (quota > 0 && (await this.usage(req.owner)) + staged.size > quota) throw quotaExceeded();
       // 1. Count the reference (retrying while a deletion of the same bytes finishes).
-      const until = Date.now() + REF_RETRY_MS;
-      for (;;) {
-        try {
-          await this.askContent(staged.sha256, { op: 'ref', ref });
-          break;
-        } catch (e) {
-          if (!(e instanceof MatrixError && e.status === 503) || Date.now() > until) throw e;
-          await new Promise((r) => setTimeout(r, 200));
-        }
-      }
+      await this.addReference(staged.sha256, ref);
       referenced = true;
       // 2. The bytes under their content address.
       await staged.commit();
@@ -251,6 +242,81 @@ export class MediaRepository {
     return { mediaId, sha256: staged.sha256, size: staged.size };
   }
 
+  /** Count a reference to a blob, retrying while a deletion of the same bytes finishes. */
+  private async addReference(sha256: string, ref: string): Promise<void> {
+    const until = Date.now() + REF_RETRY_MS;
+    for (;;) {
+      try {
+        await this.askContent(sha256, { op: 'ref', ref });
+        return;
+      } catch (e) {
+        if (!(e instanceof MatrixError && e.status === 503) || Date.now() > until) throw e;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
+  /**
+   * Store a thumbnail of `mediaId` as content (same order as an upload: stage, reference, commit,
+   * record) and record it on the media actor. Returns what is recorded: this thumbnail, or the
+   * one of the same box another process recorded first (this one's reference is dropped then);
+   * null when the item is gone or holds as many thumbnails as it may (served, not kept).
+   */
+  async storeThumbnail(mediaId: string, thumb: Omit<StoredThumbnail, 'c' | 'r' | 's'>, bytes: Buffer): Promise<StoredThumbnail | null> {
+    const ref = `${mediaId}:t:${thumb.bw}x${thumb.bh}${thumb.m[0]}${thumb.an ? 'a' : ''}:${randomBytes(6).toString('base64url')}`;
+    const staged = await this.opts.store.stage(bytesOf(bytes));
+    let referenced = false;
+    try {
+      await this.addReference(staged.sha256, ref);
+      referenced = true;
+      await staged.commit();
+    } catch (e) {
+      await staged.discard();
+      if (referenced) await this.dropReference(staged.sha256, ref).catch((err) => this.opts.log.warn({ err, media_id: mediaId }, 'media: thumbnail reference not dropped after a failed store'));
+      throw e;
+    }
+    const stored: StoredThumbnail = { ...thumb, s: staged.size, c: staged.sha256, r: ref };
+    let reply: { added: boolean; existing?: StoredThumbnail };
+    try {
+      reply = await this.askMedia<{ added: boolean; existing?: StoredThumbnail }>(mediaId, { op: 'thumbnail', thumb: stored });
+    } catch (e) {
+      await this.dropReference(staged.sha256, ref).catch(() => undefined);
+      if (e instanceof MatrixError && e.status === 404) return null;
+      throw e;
+    }
+    if (reply.added) return stored;
+    await this.dropReference(staged.sha256, ref).catch((err) => this.opts.log.warn({ err, media_id: mediaId }, 'media: surplus thumbnail reference not dropped'));
+    return reply.existing ?? null;
+  }
+
+  /**
+   * Every media id with its record (local ones, and other servers' items cached here: `m` set,
+   * the id `<origin>/<id>`), shard by shard (SCAN: no index to keep; the retention
+   * job is the only caller and runs rarely).
+   */
+  async *scanRecords(): AsyncIterable<{ mediaId: string; record: MediaRecord }> {
+    const prefix = mediaData.record('');
+    for (let shard = 0; shard < this.opts.shardCounts.user; shard++) {
+      const base = this.opts.keys.shard('user', shard).data(prefix);
+      const node = 'nodes' in this.opts.redis ? this.opts.redis.nodes('master') : [this.opts.redis];
+      for (const client of node) {
+        let cursor = '0';
+        do {
+          const [next, keys] = await client.scan(cursor, 'MATCH', `${base.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 500);
+          cursor = next;
+          for (const key of keys) {
+            // A local id, or `<origin>/<id>` for another server's item cached here (remoteId).
+            const mediaId = key.slice(base.length);
+            const slash = mediaId.lastIndexOf('/');
+            if (!MEDIA_ID.test(slash < 0 ? mediaId : mediaId.slice(slash + 1))) continue;
+            const blob = await this.opts.redis.getBuffer(key);
+            if (blob) yield { mediaId, record: decode<MediaRecord>(blob) };
+          }
+        } while (cursor !== '0');
+      }
+    }
+  }
+
   /** Drop a reference to a blob, deleting the blob when it was the last (the actor's handshake). */
   private async dropReference(sha256: string, ref: string): Promise<void> {
     const reply = await this.askContent(sha256, { op: 'unref', ref });
@@ -266,11 +332,17 @@ export class MediaRepository {
 
   /** Delete an item; its bytes go when no other item shares them. For the admin API and retention. */
   async delete(mediaId: string): Promise<void> {
-    const reply = await this.askMedia<{ sha256: string; size: number; owner: string; ref: string; remote?: boolean }>(mediaId, { op: 'delete' });
+    const reply = await this.askMedia<{ sha256: string; size: number; owner: string; ref: string; remote?: boolean; thumbs?: { sha256: string; ref: string }[] }>(mediaId, { op: 'delete' });
     await this.dropReference(reply.sha256, reply.ref);
+    for (const t of reply.thumbs ?? []) await this.dropReference(t.sha256, t.ref);
     // A remote item's "owner" is its server: no user's quota to give back.
     if (reply.size > 0 && !reply.remote) await this.opts.redis.decrby(this.opts.keys.mediaUsageOf(reply.owner), reply.size).catch(() => undefined);
   }
+}
+
+/** Bytes at hand as the stream a store reads. */
+export async function* bytesOf(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+  yield bytes;
 }
 
 export function errNotFound(): MatrixError {

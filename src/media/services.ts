@@ -1,8 +1,10 @@
 /**
- * Integration points of the media endpoints that other modules fill: thumbnails (sharp) and URL
- * previews are built apart (src/media/thumbnails.ts, src/media/preview/) and wired here once they
- * exist. Until then the endpoints say honestly that the server does not make them.
+ * Integration points of the media endpoints that other modules fill: thumbnails
+ * (src/media/thumbnail-service.ts over src/media/thumbnails.ts) and URL previews
+ * (src/media/preview-service.ts over src/media/preview/). Without them (configured off) the
+ * endpoints say honestly that the server does not make them.
  */
+import type { StoredThumbnail } from '../../actors/media';
 import type { ByteRange } from '../http/range';
 import type { MediaRepository } from './repository';
 import type { RemoteMediaFetcher } from './remote';
@@ -14,6 +16,8 @@ export interface MediaServices {
   thumbnailer?: Thumbnailer;
   /** Absent while URL previews are off: preview_url answers 404 M_UNRECOGNIZED. */
   previewer?: UrlPreviewer;
+  /** Called once an upload is recorded (and about to be answered): queues its pre-generated thumbnails. Never throws. */
+  afterUpload?(mediaId: string, contentType: string): void;
   /** Other servers' media over federation (src/media/remote.ts); absent when federation is off: 404 then. */
   remote?: RemoteMediaFetcher;
 }
@@ -24,6 +28,8 @@ export interface MediaSource {
   contentType: string;
   size: number;
   sha256: string;
+  /** Thumbnails recorded for it already. */
+  thumbnails: readonly StoredThumbnail[];
   /** The item's bytes (streamed). */
   open(range?: ByteRange): Promise<AsyncIterable<Uint8Array>>;
 }
@@ -43,7 +49,7 @@ export interface Thumbnail {
 }
 
 export interface Thumbnailer {
-  /** A thumbnail of `source`, or null when it cannot have one (not an image): the endpoint answers 400 then. */
+  /** A thumbnail of `source`, or null when it cannot have one (not an image): the endpoint answers 400 then. Throws MatrixErrors (too large, busy). */
   thumbnail(source: MediaSource, request: ThumbnailRequest): Promise<Thumbnail | null>;
 }
 

@@ -150,6 +150,11 @@ export class KeySpace {
     return `${this.prefix}{mpend:${userId}}`;
   }
 
+  /** String (JSON, expiring with the page's cache lifetime): the URL preview of a URL, by its sha256 (src/media/preview-service.ts). */
+  mediaPreview(urlHash: string): string {
+    return `${this.prefix}{mprev}:${urlHash}`;
+  }
+
   /** String: bytes a user has uploaded (kept by the fronts for `media.userQuotaBytes`). */
   mediaUsageOf(userId: string): string {
     return `${this.prefix}{mused:${userId}}`;

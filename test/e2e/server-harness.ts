@@ -11,6 +11,7 @@ import pino from 'pino';
 import { inject } from 'vitest';
 import { defaultConfig, validateConfig, type AxonConfig } from '../../cluster.config';
 import { startFront, type RunningFront } from '../../src/front';
+import { startMediaJobs, type RunningMediaJobs } from '../../src/media/jobs';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { allActorKinds } from '../../src/runtime/kinds';
 import { allReaders } from '../../src/readers/index';
@@ -45,6 +46,8 @@ export async function startTestServer(opts: {
   configure?: (c: AxonConfig) => void;
   /** A Redis of the test's own (e.g. one it pauses) instead of the run's shared one. */
   redisUrl?: string;
+  /** Run the media job queue (pre-generated thumbnails, retention) beside each worker, as worker processes do. */
+  mediaJobs?: boolean;
 } = {}): Promise<TestServer> {
   const port = await freePort();
   const config = defaultConfig(mkdtempSync(join(tmpdir(), 'axon-e2e-')));
@@ -72,6 +75,7 @@ export async function startTestServer(opts: {
   const workers: Worker[] = [];
   const pushEvaluators: ShardReader[] = [];
   const senders: { close(): void }[] = [];
+  const mediaJobs: RunningMediaJobs[] = [];
   for (let i = 0; i < (opts.workers ?? 2); i++) {
     const workerRedis = connectRedis(target);
     // The federation sender, when a test turns federation on (issue 14.6).
@@ -87,6 +91,7 @@ export async function startTestServer(opts: {
     });
     await w.start();
     workers.push(w);
+    if (opts.mediaJobs) mediaJobs.push(await startMediaJobs(config, log, `w${i + 1}`));
   }
   // The fronts' command connection, with its command timeout as in production (src/front-main.ts).
   const redis = connectRedis(target, frontRedisOptions(config));
@@ -108,6 +113,7 @@ export async function startTestServer(opts: {
     pushEvaluators,
     async stop() {
       for (const f of fronts) await f.close();
+      for (const j of mediaJobs) await j.close();
       await Promise.all(workers.map((w) => w.stop()));
       for (const s of senders) s.close();
       redis.disconnect();

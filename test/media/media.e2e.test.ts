@@ -302,11 +302,11 @@ describe('media repository over HTTP', () => {
     expect((await download('mxc://other.example/someMedia', bob.token)).status).toBe(404);
   });
 
-  it('thumbnails and previews answer honestly until their modules are wired', async () => {
+  it('a thumbnail of bytes that are not an image is refused, and previews are off by default', async () => {
     const mxc = await upload(alice.token, randomBytes(100), 'image/png');
     const thumb = await fetch(`${server.baseUrl}/_matrix/client/v1/media/thumbnail/${mediaPath(mxc)}?width=32&height=32&method=crop`, { headers: { Authorization: `Bearer ${bob.token}` } });
-    expect(thumb.status).toBe(501);
-    expect(((await thumb.json()) as { errcode: string }).errcode).toBe('M_UNRECOGNIZED');
+    expect(thumb.status).toBe(400);
+    expect(((await thumb.json()) as { errcode: string }).errcode).toBe('M_UNKNOWN');
     const bad = await fetch(`${server.baseUrl}/_matrix/client/v1/media/thumbnail/${mediaPath(mxc)}?width=x&height=32`, { headers: { Authorization: `Bearer ${bob.token}` } });
     expect(bad.status).toBe(400);
     const preview = await fetch(`${server.baseUrl}/_matrix/client/v1/media/preview_url?url=https://example.org`, { headers: { Authorization: `Bearer ${bob.token}` } });

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseRange } from '../../src/http/range';
 import { contentDisposition, isInlineType } from '../../src/media/headers';
-import { decideMedia, emptyMedia, type MediaMessage, type MediaState } from '../../actors/media';
+import { decideMedia, emptyMedia, MAX_THUMBNAILS, type MediaMessage, type MediaState, type StoredThumbnail } from '../../actors/media';
 import { decideMediaContent, emptyContent, DELETING_TIMEOUT_MS, type MediaContentMessage } from '../../actors/media-content';
 import { ActorRejection } from '../../src/runtime/actor';
 
@@ -64,9 +64,34 @@ describe('media actor', () => {
     expect(q.record?.q).toBe(1);
     expect(decideMedia(q, msg({ op: 'quarantine', on: false } as MediaMessage)).state.record?.q).toBeUndefined();
     const del = decideMedia(q, msg({ op: 'delete' } as MediaMessage));
-    expect(del.reply).toEqual({ sha256: H, size: 3, owner: '@a:hs', ref: 'id:1' });
+    expect(del.reply).toEqual({ sha256: H, size: 3, owner: '@a:hs', ref: 'id:1', thumbs: [] });
     expect(del.state.record).toBeNull();
     expect(() => decideMedia(del.state, msg({ op: 'delete' } as MediaMessage))).toThrow(ActorRejection);
+  });
+  it('thumbnails: recorded once per box, method and animation, bounded, and named by delete so their references go too', () => {
+    const T2 = 'b'.repeat(64);
+    const thumb = (bw: number, extra: Partial<StoredThumbnail> = {}): MediaMessage => ({ op: 'thumbnail', thumb: { bw, bh: bw, m: 'crop', w: bw, h: bw, t: 'image/png', s: 10, c: T2, r: `id4:t:${bw}:${extra.an ?? 0}`, ...extra } });
+    expect(() => decideMedia(emptyMedia('id4'), msg(thumb(32)))).toThrow(expect.objectContaining({ status: 404 }));
+    let s: MediaState = decideMedia(emptyMedia('id4'), msg(record)).state;
+    const first = decideMedia(s, msg(thumb(32)));
+    expect(first.reply).toEqual({ added: true });
+    s = first.state;
+    // The same box again (another front's race): not added, and the recorded one is named.
+    const again = decideMedia(s, msg(thumb(32, { r: 'other' })));
+    expect(again.reply).toMatchObject({ added: false, existing: { r: 'id4:t:32:0' } });
+    expect(again.writes ?? []).toEqual([]);
+    // Animated is another entry.
+    s = decideMedia(s, msg(thumb(32, { an: 1 }))).state;
+    expect(s.record!.th).toHaveLength(2);
+    expect(() => decideMedia(s, msg({ op: 'thumbnail', thumb: { ...(thumb(40) as { thumb: StoredThumbnail }).thumb, c: 'nothex' } } as MediaMessage))).toThrow(expect.objectContaining({ status: 400 }));
+    for (let i = 0; i < MAX_THUMBNAILS + 5; i++) s = decideMedia(s, msg(thumb(100 + i))).state;
+    expect(s.record!.th).toHaveLength(MAX_THUMBNAILS);
+    // touch keeps them.
+    s = decideMedia(s, msg({ op: 'touch', at: 1_000_500 } as MediaMessage)).state;
+    expect(s.record!.th).toHaveLength(MAX_THUMBNAILS);
+    const del = decideMedia(s, msg({ op: 'delete' } as MediaMessage)).reply as { thumbs: { sha256: string; ref: string }[] };
+    expect(del.thumbs).toHaveLength(MAX_THUMBNAILS);
+    expect(del.thumbs[0]).toEqual({ sha256: T2, ref: 'id4:t:32:0' });
   });
 });
 

@@ -13,9 +13,10 @@
  * Every media answer carries the safety headers (src/media/headers.ts), errors included.
  *
  * Media of other servers is fetched over federation and cached (src/media/remote.ts) when the
- * request does not say `allow_remote=false`. Not here yet: thumbnails and URL previews until their modules are wired
- * (`ctx.media.thumbnailer` / `previewer`): without them thumbnail answers 501 M_UNRECOGNIZED and
- * preview_url 404 M_UNRECOGNIZED (as Synapse does with previews off).
+ * request does not say `allow_remote=false`. Thumbnails and URL previews are made by
+ * `ctx.media.thumbnailer` / `previewer` (src/media/thumbnail-service.ts, preview-service.ts); when
+ * configured off, thumbnail answers 501 M_UNRECOGNIZED and preview_url 404 M_UNRECOGNIZED (as
+ * Synapse does with previews off).
  */
 import { MatrixError, errors } from '../../http/errors';
 import type { Front, Handler, Request, Response } from '../../http/server';
@@ -175,8 +176,9 @@ async function serveThumbnail(ctx: ApiContext, req: Request, mediaId: string, re
   const services = media(ctx);
   if (!services.thumbnailer) throw new MatrixError(501, 'M_UNRECOGNIZED', 'This server does not make thumbnails yet; download the media itself');
   const repo = services.repository;
-  const thumb = await services.thumbnailer.thumbnail({ mediaId, contentType: record.t, size: record.s, sha256: record.h, open: (range) => repo.open(record, range) }, params);
-  if (!thumb) throw errors.invalidParam('This media has no thumbnail (not an image this server can read)');
+  const thumb = await services.thumbnailer.thumbnail({ mediaId, contentType: record.t, size: record.s, sha256: record.h, thumbnails: record.th ?? [], open: (range) => repo.open(record, range) }, params);
+  // Spec: 400 when "the server cannot thumbnail the content"; M_UNKNOWN as Synapse's "Failed to generate thumbnail".
+  if (!thumb) throw new MatrixError(400, 'M_UNKNOWN', 'This media has no thumbnail (not an image this server can read)');
   repo.touch(mediaId, record);
   return { status: 200, contentType: thumb.contentType, headers: { 'Content-Disposition': contentDisposition(thumb.contentType), 'Cache-Control': cacheControl }, stream: { size: thumb.size, open: (range) => thumb.open(range) } };
 }
@@ -188,7 +190,9 @@ export function registerMediaRoutes(front: Front, ctx: ApiContext): void {
   const upload: Handler = async (req) => {
     const repo = media(ctx).repository;
     const owner = await uploader(ctx, req);
-    const { mediaId } = await repo.upload({ owner, contentType: uploadContentType(req), filename: uploadFilename(req), body: req.bodyStream!, declaredBytes: declaredLength(req) });
+    const contentType = uploadContentType(req);
+    const { mediaId } = await repo.upload({ owner, contentType, filename: uploadFilename(req), body: req.bodyStream!, declaredBytes: declaredLength(req) });
+    media(ctx).afterUpload?.(mediaId, contentType);
     return { body: { content_uri: repo.mxc(mediaId) } };
   };
   front.route('POST', '/_matrix/media/v3/upload', withSafety(upload), { streamBody });
@@ -212,7 +216,9 @@ export function registerMediaRoutes(front: Front, ctx: ApiContext): void {
     const held = await repo.readReservation(mediaId);
     if (!held) throw errors.notFound('No pending upload with this id (never created, or expired)');
     if (held.o !== owner) throw new MatrixError(403, 'M_FORBIDDEN', 'This media id was created by another user');
-    await repo.upload({ owner, contentType: uploadContentType(req), filename: uploadFilename(req), body: req.bodyStream!, declaredBytes: declaredLength(req), reservedId: mediaId });
+    const contentType = uploadContentType(req);
+    await repo.upload({ owner, contentType, filename: uploadFilename(req), body: req.bodyStream!, declaredBytes: declaredLength(req), reservedId: mediaId });
+    media(ctx).afterUpload?.(mediaId, contentType);
     return { body: {} };
   }), { streamBody });
 

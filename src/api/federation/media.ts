@@ -85,11 +85,11 @@ export function registerFederationMediaRoutes(front: Front, ctx: FederationConte
     const params = thumbnailParams(req);
     const { mediaId, record } = await localRecord(ctx, req);
     const services = ctx.api.media!;
-    // Integration point: the thumbnail module (another task) sets services.thumbnailer.
+    // services.thumbnailer is absent when media.thumbnails.enabled is off.
     if (!services.thumbnailer) throw new MatrixError(501, 'M_UNRECOGNIZED', 'This server does not make thumbnails yet; download the media itself');
     const repo = services.repository;
-    const thumb = await services.thumbnailer.thumbnail({ mediaId, contentType: record.t, size: record.s, sha256: record.h, open: (range) => repo.open(record, range) }, params);
-    if (!thumb) throw errors.invalidParam('This media has no thumbnail (not an image this server can read)');
+    const thumb = await services.thumbnailer.thumbnail({ mediaId, contentType: record.t, size: record.s, sha256: record.h, thumbnails: record.th ?? [], open: (range) => repo.open(record, range) }, params);
+    if (!thumb) throw new MatrixError(400, 'M_UNKNOWN', 'This media has no thumbnail (not an image this server can read)');
     repo.touch(mediaId, record);
     return multipartAnswer({ headers: { 'Content-Type': thumb.contentType, 'Content-Disposition': contentDisposition(thumb.contentType) }, size: thumb.size, open: () => thumb.open() });
   });
