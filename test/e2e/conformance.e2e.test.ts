@@ -1,0 +1,121 @@
+/**
+ * Client-Server conformance fixes (issue 17, item 3), end to end over real HTTP: a real front and
+ * workers on the test Redis, spoken to as a client would. Each case is a behaviour where Axon
+ * differed from the spec or from Synapse 1.163.2 (where the spec is loose).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from './server-harness';
+import { clientsFor, enc, eventually, txn, type Clients, type Json, type Session } from './clients';
+
+let server: TestServer;
+let clients: Clients;
+
+beforeAll(async () => {
+  server = await startTestServer();
+  clients = await clientsFor(server);
+}, 60_000);
+
+afterAll(async () => {
+  await clients?.close();
+  await server?.stop();
+});
+
+const call = (s: Session | null, method: string, path: string, body?: unknown) => clients.call(s, method, path, body);
+
+async function createRoom(s: Session, body: Json = {}): Promise<string> {
+  const r = await call(s, 'POST', '/createRoom', body);
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.room_id as string;
+}
+
+async function send(s: Session, roomId: string, content: Json, type = 'm.room.message'): Promise<string> {
+  const r = await call(s, 'PUT', `/rooms/${enc(roomId)}/send/${enc(type)}/${txn()}`, content);
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.event_id as string;
+}
+
+const text = (body: string, extra: Json = {}) => ({ msgtype: 'm.text', body, ...extra });
+
+async function join(s: Session, roomId: string, body: Json = {}): Promise<{ status: number; body: Json }> {
+  return call(s, 'POST', `/rooms/${enc(roomId)}/join`, body);
+}
+
+/** A sync whose answer has the room's newest event (readers apply commits after the answer). */
+async function syncSeeing(s: Session, roomId: string, eventId: string): Promise<Json> {
+  const filter = enc(JSON.stringify({ room: { timeline: { limit: 50 } } }));
+  const r = await eventually(
+    () => call(s, 'GET', `/sync?filter=${filter}`),
+    (r) => r.status === 200 && ((r.body.rooms?.join?.[roomId]?.timeline?.events ?? []) as Json[]).some((e) => e.event_id === eventId),
+    20_000,
+  );
+  expect(r.status).toBe(200);
+  return r.body;
+}
+
+describe('tokens from /sync are accepted wherever a stream position is taken', () => {
+  it('/messages, /relations and /members?at= take next_batch and prev_batch', async () => {
+    const alice = await clients.mint('tok_alice');
+    const bob = await clients.mint('tok_bob');
+    const roomId = await createRoom(alice, { preset: 'public_chat' });
+    const root = await send(alice, roomId, text('root'));
+    const r1 = await send(alice, roomId, { 'm.relates_to': { rel_type: 'm.annotation', event_id: root, key: '👍' } }, 'm.reaction');
+    const before = await send(alice, roomId, text('before'));
+    const sync = await syncSeeing(alice, roomId, before);
+    const nextBatch = sync.next_batch as string;
+    const prevBatch = sync.rooms.join[roomId].timeline.prev_batch as string;
+    expect(nextBatch.startsWith('s')).toBe(true);
+    // After the token: bob joins, a message and a reaction.
+    expect((await join(bob, roomId)).status).toBe(200);
+    const after = await send(alice, roomId, text('after'));
+    const r2 = await send(bob, roomId, { 'm.relates_to': { rel_type: 'm.annotation', event_id: root, key: '🎉' } }, 'm.reaction');
+
+    // Backwards from next_batch: what came before it, newest first, nothing after it.
+    const back = await call(alice, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=3&from=${enc(nextBatch)}`);
+    expect(back.status, JSON.stringify(back.body)).toBe(200);
+    expect((back.body.chunk as Json[]).map((e) => e.event_id)).toEqual([before, r1, root]);
+    // Forwards from next_batch: exactly what came after it.
+    const fwd = await call(alice, 'GET', `/rooms/${enc(roomId)}/messages?dir=f&limit=10&from=${enc(nextBatch)}`);
+    expect(fwd.status, JSON.stringify(fwd.body)).toBe(200);
+    const fwdIds = (fwd.body.chunk as Json[]).map((e) => e.event_id);
+    expect(fwdIds).toContain(after);
+    expect(fwdIds).not.toContain(before);
+    expect((fwd.body.chunk as Json[])[0]?.type).toBe('m.room.member');
+    // `to` may be a sync token too.
+    const bounded = await call(alice, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&from=p1000000&to=${enc(nextBatch)}`);
+    expect(bounded.status, JSON.stringify(bounded.body)).toBe(200);
+    expect((bounded.body.chunk as Json[]).map((e) => e.event_id)).toEqual([r2, after, fwdIds[0]]);
+    // Lazy loading from a sync token: the senders' member events come along.
+    const lazy = enc(JSON.stringify({ lazy_load_members: true }));
+    const lazyPage = await call(bob, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=2&from=${enc(nextBatch)}&filter=${lazy}`);
+    expect(lazyPage.status, JSON.stringify(lazyPage.body)).toBe(200);
+    expect((lazyPage.body.state as Json[]).map((e) => e.state_key)).toEqual([alice.userId]);
+    // prev_batch works as before.
+    const fromPrev = await call(alice, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&from=${enc(prevBatch)}`);
+    expect(fromPrev.status, JSON.stringify(fromPrev.body)).toBe(200);
+
+    // Relations: backwards from next_batch sees only the reaction before it.
+    const rel = await call(alice, 'GET', `/_matrix/client/v1/rooms/${enc(roomId)}/relations/${enc(root)}?from=${enc(nextBatch)}`);
+    expect(rel.status, JSON.stringify(rel.body)).toBe(200);
+    expect((rel.body.chunk as Json[]).map((e) => e.event_id)).toEqual([r1]);
+    const relAll = await call(alice, 'GET', `/_matrix/client/v1/rooms/${enc(roomId)}/relations/${enc(root)}?dir=f&from=${enc(prevBatch)}`);
+    expect(relAll.status, JSON.stringify(relAll.body)).toBe(200);
+
+    // Members at next_batch: alice only (bob joined after it); now: both.
+    const at = await call(alice, 'GET', `/rooms/${enc(roomId)}/members?at=${enc(nextBatch)}`);
+    expect(at.status, JSON.stringify(at.body)).toBe(200);
+    expect((at.body.chunk as Json[]).map((e) => e.state_key)).toEqual([alice.userId]);
+    // Members at the prev_batch of a limited timeline (one event: bob's reaction): both.
+    const limited = await call(alice, 'GET', `/sync?filter=${enc(JSON.stringify({ room: { timeline: { limit: 1 } } }))}`);
+    expect(limited.body.rooms.join[roomId].timeline.events[0].event_id).toBe(r2);
+    const atPrev = await call(alice, 'GET', `/rooms/${enc(roomId)}/members?at=${enc(limited.body.rooms.join[roomId].timeline.prev_batch)}`);
+    expect(atPrev.status, JSON.stringify(atPrev.body)).toBe(200);
+    expect((atPrev.body.chunk as Json[]).map((e) => e.state_key).sort()).toEqual([alice.userId, bob.userId].sort());
+    const now = await call(alice, 'GET', `/rooms/${enc(roomId)}/members`);
+    expect((now.body.chunk as Json[]).map((e) => e.state_key).sort()).toEqual([alice.userId, bob.userId].sort());
+
+    // Garbage is still refused.
+    const bad = await call(alice, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&from=sxyz`);
+    expect(bad.status).toBe(400);
+    expect(bad.body.errcode).toBe('M_INVALID_PARAM');
+  }, 60_000);
+});
