@@ -119,3 +119,24 @@ describe('tokens from /sync are accepted wherever a stream position is taken', (
     expect(bad.body.errcode).toBe('M_INVALID_PARAM');
   }, 60_000);
 });
+
+describe('/messages filters', () => {
+  it('honours org.matrix.msc3874.rel_types and not_rel_types', async () => {
+    const alice = await clients.mint('rel_filter_alice');
+    const roomId = await createRoom(alice);
+    const root = await send(alice, roomId, text('root'));
+    const reply = await send(alice, roomId, text('in thread', { 'm.relates_to': { rel_type: 'm.thread', event_id: root } }));
+    const reaction = await send(alice, roomId, { 'm.relates_to': { rel_type: 'm.annotation', event_id: root, key: 'x' } }, 'm.reaction');
+    const plain = await send(alice, roomId, text('plain'));
+    const page = async (filter: Json) => {
+      const r = await call(alice, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=4&filter=${enc(JSON.stringify(filter))}`);
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      return (r.body.chunk as Json[]).map((e) => e.event_id);
+    };
+    expect(await page({ 'org.matrix.msc3874.not_rel_types': ['m.thread'] })).toEqual([plain, reaction, root, expect.any(String)]);
+    expect(await page({ 'org.matrix.msc3874.rel_types': ['m.thread'] })).toEqual([reply]);
+    expect(await page({ 'org.matrix.msc3874.rel_types': ['m.thread', 'm.annotation'], 'org.matrix.msc3874.not_rel_types': ['m.annotation'] })).toEqual([reply]);
+    const bad = await call(alice, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&filter=${enc(JSON.stringify({ 'org.matrix.msc3874.rel_types': 'm.thread' }))}`);
+    expect(bad.status).toBe(400);
+  }, 60_000);
+});
