@@ -140,3 +140,38 @@ describe('/messages filters', () => {
     expect(bad.status).toBe(400);
   }, 60_000);
 });
+
+describe('membership and input errors', () => {
+  it('refuses to kick a user who is not in the room (403)', async () => {
+    const alice = await clients.mint('kick_alice');
+    const bob = await clients.mint('kick_bob');
+    const carol = await clients.mint('kick_carol');
+    const roomId = await createRoom(alice, { preset: 'public_chat' });
+    // Never joined.
+    const never = await call(alice, 'POST', `/rooms/${enc(roomId)}/kick`, { user_id: carol.userId });
+    expect(never.status, JSON.stringify(never.body)).toBe(403);
+    expect(never.body.errcode).toBe('M_FORBIDDEN');
+    // Joined, then left.
+    expect((await join(bob, roomId)).status).toBe(200);
+    const kicked = await call(alice, 'POST', `/rooms/${enc(roomId)}/kick`, { user_id: bob.userId, reason: 'bye' });
+    expect(kicked.status, JSON.stringify(kicked.body)).toBe(200);
+    const again = await call(alice, 'POST', `/rooms/${enc(roomId)}/kick`, { user_id: bob.userId });
+    expect(again.status, JSON.stringify(again.body)).toBe(403);
+    expect(again.body.errcode).toBe('M_FORBIDDEN');
+    // No second leave event was written.
+    const members = await call(alice, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=5`);
+    expect((members.body.chunk as Json[]).filter((e) => e.type === 'm.room.member' && e.state_key === bob.userId && e.content.membership === 'leave')).toHaveLength(1);
+  }, 60_000);
+
+  it('answers malformed input with 400, not 403', async () => {
+    const alice = await clients.mint('bad_input_alice');
+    const notList = await call(alice, 'POST', '/createRoom', { room_version: '12', creation_content: { additional_creators: '@x:localhost' } });
+    expect(notList.status, JSON.stringify(notList.body)).toBe(400);
+    expect(notList.body.errcode).toBe('M_BAD_JSON');
+    const notIds = await call(alice, 'POST', '/createRoom', { room_version: '12', creation_content: { additional_creators: ['not-a-user'] } });
+    expect(notIds.status, JSON.stringify(notIds.body)).toBe(400);
+    const roomId = await createRoom(alice);
+    const create = await call(alice, 'PUT', `/rooms/${enc(roomId)}/state/m.room.create/`, { room_version: '12' });
+    expect(create.status, JSON.stringify(create.body)).toBe(400);
+  }, 60_000);
+});
