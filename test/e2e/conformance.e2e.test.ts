@@ -175,3 +175,38 @@ describe('membership and input errors', () => {
     expect(create.status, JSON.stringify(create.body)).toBe(400);
   }, 60_000);
 });
+
+describe('idempotent state and joins, as Synapse', () => {
+  it('returns the existing event for identical state and for a repeated join, and keeps custom join content', async () => {
+    const alice = await clients.mint('idem_alice');
+    const bob = await clients.mint('idem_bob');
+    const roomId = await createRoom(alice, { preset: 'public_chat' });
+    const put = (content: Json) => call(alice, 'PUT', `/rooms/${enc(roomId)}/state/m.room.topic/`, content);
+    const first = await put({ topic: 'same' });
+    expect(first.status).toBe(200);
+    const second = await put({ topic: 'same' });
+    expect(second.status).toBe(200);
+    expect(second.body.event_id).toBe(first.body.event_id);
+    const changed = await put({ topic: 'other' });
+    expect(changed.body.event_id).not.toBe(first.body.event_id);
+
+    // A join with a reason and custom keys: kept in the event.
+    const joined = await join(bob, roomId, { reason: 'hello', 'org.example.custom': { a: 1 } });
+    expect(joined.status, JSON.stringify(joined.body)).toBe(200);
+    const member = await call(bob, 'GET', `/rooms/${enc(roomId)}/state/m.room.member/${enc(bob.userId)}?format=event`);
+    expect(member.body.content).toMatchObject({ membership: 'join', reason: 'hello', 'org.example.custom': { a: 1 } });
+    const joinId = member.body.event_id as string;
+    // The same join again: no new event.
+    expect((await join(bob, roomId, { reason: 'hello', 'org.example.custom': { a: 1 } })).status).toBe(200);
+    const again = await call(bob, 'GET', `/rooms/${enc(roomId)}/state/m.room.member/${enc(bob.userId)}?format=event`);
+    expect(again.body.event_id).toBe(joinId);
+    const page = await call(bob, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=3`);
+    expect((page.body.chunk as Json[]).filter((e) => e.type === 'm.room.member' && e.state_key === bob.userId)).toHaveLength(1);
+    // A client may not name who authorised its join; a non-string reason is bad input.
+    const claimed = await join(bob, roomId, { reason: 'x', join_authorised_via_users_server: alice.userId });
+    expect(claimed.status).toBe(200);
+    const latest = await call(bob, 'GET', `/rooms/${enc(roomId)}/state/m.room.member/${enc(bob.userId)}`);
+    expect(latest.body.join_authorised_via_users_server).toBeUndefined();
+    expect((await join(bob, roomId, { reason: 5 })).status).toBe(400);
+  }, 60_000);
+});
