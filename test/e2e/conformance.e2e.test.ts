@@ -210,3 +210,24 @@ describe('idempotent state and joins, as Synapse', () => {
     expect((await join(bob, roomId, { reason: 5 })).status).toBe(400);
   }, 60_000);
 });
+
+describe('/keys/upload leniency', () => {
+  it('stores device keys whose signatures are empty, as Synapse', async () => {
+    const alice = await clients.mint('keys_alice', 'KDEV');
+    const bob = await clients.mint('keys_bob');
+    const deviceKeys = {
+      user_id: alice.userId,
+      device_id: 'KDEV',
+      algorithms: ['m.olm.v1.curve25519-aes-sha2', 'm.megolm.v1.aes-sha2'],
+      keys: { 'ed25519:KDEV': Buffer.alloc(32, 7).toString('base64').replace(/=+$/, ''), 'curve25519:KDEV': Buffer.alloc(32, 9).toString('base64').replace(/=+$/, '') },
+      signatures: {},
+    };
+    const up = await call(alice, 'POST', '/keys/upload', { device_keys: deviceKeys });
+    expect(up.status, JSON.stringify(up.body)).toBe(200);
+    const q = await call(bob, 'POST', '/keys/query', { device_keys: { [alice.userId]: [] } });
+    expect(q.body.device_keys[alice.userId].KDEV).toMatchObject({ keys: deviceKeys.keys, signatures: {} });
+    // Malformed signatures are still bad input.
+    const bad = await call(alice, 'POST', '/keys/upload', { device_keys: { ...deviceKeys, signatures: { [alice.userId]: 'nope' } } });
+    expect(bad.status).toBe(400);
+  }, 60_000);
+});
