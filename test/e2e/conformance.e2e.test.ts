@@ -231,3 +231,17 @@ describe('/keys/upload leniency', () => {
     expect(bad.status).toBe(400);
   }, 60_000);
 });
+
+describe('registration', () => {
+  it('lower-cases usernames with capitals, as Synapse', async () => {
+    const avail = await call(null, 'GET', '/register/available?username=CapsUser');
+    expect(avail.status, JSON.stringify(avail.body)).toBe(200);
+    const first = await call(null, 'POST', '/register', { username: 'CapsUser', password: 'pw-caps-user' });
+    expect(first.status).toBe(401);
+    const done = await call(null, 'POST', '/register', { username: 'CapsUser', password: 'pw-caps-user', auth: { type: 'm.login.dummy', session: first.body.session } });
+    expect(done.status, JSON.stringify(done.body)).toBe(200);
+    expect(done.body.user_id).toBe(`@capsuser:${server.serverName}`);
+    const taken = await call(null, 'GET', '/register/available?username=CAPSUSER');
+    expect(taken.body.errcode).toBe('M_USER_IN_USE');
+  }, 60_000);
+});
