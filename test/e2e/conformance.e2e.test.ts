@@ -245,3 +245,24 @@ describe('registration', () => {
     expect(taken.body.errcode).toBe('M_USER_IN_USE');
   }, 60_000);
 });
+
+describe('createRoom topic and joined_members', () => {
+  it('writes the rich m.topic and lists avatar_url in joined_members', async () => {
+    const alice = await clients.mint('topic_alice');
+    const bob = await clients.mint('topic_bob');
+    const roomId = await createRoom(alice, { preset: 'public_chat', topic: 'Plain topic' });
+    const topic = await call(alice, 'GET', `/rooms/${enc(roomId)}/state/m.room.topic/`);
+    expect(topic.body).toEqual({ topic: 'Plain topic', 'm.topic': { 'm.text': [{ body: 'Plain topic', mimetype: 'text/plain' }] } });
+
+    expect((await call(alice, 'PUT', `/profile/${enc(alice.userId)}/avatar_url`, { avatar_url: 'mxc://localhost/alice' })).status).toBe(200);
+    expect((await join(bob, roomId)).status).toBe(200);
+    const members = await eventually(
+      () => call(bob, 'GET', `/rooms/${enc(roomId)}/joined_members`),
+      (r) => r.body.joined?.[alice.userId]?.avatar_url === 'mxc://localhost/alice',
+      20_000,
+    );
+    expect(members.body.joined[alice.userId]).toEqual({ display_name: 'topic_alice', avatar_url: 'mxc://localhost/alice' });
+    // No avatar: the key is there, null (as Synapse).
+    expect(members.body.joined[bob.userId]).toEqual({ display_name: 'topic_bob', avatar_url: null });
+  }, 60_000);
+});

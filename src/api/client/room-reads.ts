@@ -91,9 +91,11 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     const out: Record<string, JsonObject> = {};
     for (const e of await ctx.rooms.events(roomId, ids)) {
       const content = (e.event.content ?? {}) as JsonObject;
-      const info: JsonObject = {};
-      if (typeof content.displayname === 'string') info.display_name = content.displayname;
-      if (typeof content.avatar_url === 'string') info.avatar_url = content.avatar_url;
+      // Both keys always, null when unset, as Synapse answers (clients read `avatar_url` directly).
+      const info: JsonObject = {
+        display_name: typeof content.displayname === 'string' ? content.displayname : null,
+        avatar_url: typeof content.avatar_url === 'string' ? content.avatar_url : null,
+      };
       out[String(e.event.state_key)] = info;
     }
     return { body: { joined: out } };
