@@ -266,3 +266,15 @@ describe('createRoom topic and joined_members', () => {
     expect(members.body.joined[bob.userId]).toEqual({ display_name: 'topic_bob', avatar_url: null });
   }, 60_000);
 });
+
+describe('/versions', () => {
+  it('advertises the spec versions and the unstable features implemented', async () => {
+    const r = await call(null, 'GET', '/_matrix/client/versions');
+    expect(r.status).toBe(200);
+    expect(r.body.versions).toEqual(expect.arrayContaining(['v1.12', 'v1.13', 'v1.14', 'v1.15', 'v1.16']));
+    expect(r.body.unstable_features).toMatchObject({ 'org.matrix.msc3874': true, 'org.matrix.msc3266': true });
+    // Not implemented here: not advertised.
+    expect(r.body.unstable_features['org.matrix.msc4222']).toBeUndefined();
+    expect(r.body.unstable_features['org.matrix.msc4115']).toBeUndefined();
+  });
+});
