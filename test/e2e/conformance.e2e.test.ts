@@ -278,3 +278,22 @@ describe('/versions', () => {
     expect(r.body.unstable_features['org.matrix.msc4115']).toBeUndefined();
   });
 });
+
+describe('ignored users', () => {
+  it('leaves invites from ignored users out of /sync', async () => {
+    const alice = await clients.mint('ign_alice');
+    const mallory = await clients.mint('ign_mallory');
+    const bob = await clients.mint('ign_bob');
+    const ignore = await call(alice, 'PUT', `/user/${enc(alice.userId)}/account_data/m.ignored_user_list`, { ignored_users: { [mallory.userId]: {} } });
+    expect(ignore.status).toBe(200);
+    const spam = await createRoom(mallory, { invite: [alice.userId] });
+    const fine = await createRoom(bob, { invite: [alice.userId] });
+    const sync = await eventually(
+      () => call(alice, 'GET', '/sync'),
+      (r) => r.status === 200 && r.body.rooms?.invite?.[fine] !== undefined,
+      20_000,
+    );
+    expect(sync.body.rooms.invite[fine]).toBeDefined();
+    expect(sync.body.rooms.invite[spam]).toBeUndefined();
+  }, 60_000);
+});
