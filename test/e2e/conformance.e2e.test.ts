@@ -173,6 +173,12 @@ describe('membership and input errors', () => {
     const roomId = await createRoom(alice);
     const create = await call(alice, 'PUT', `/rooms/${enc(roomId)}/state/m.room.create/`, { room_version: '12' });
     expect(create.status, JSON.stringify(create.body)).toBe(400);
+    // Malformed power levels are bad input, not an authorization failure.
+    for (const content of [{ users: { [alice.userId]: 'lots' } }, { users: { 'not-a-user': 50 } }, { ban: 1.5 }, { events: { 'm.room.name': '50' } }]) {
+      const pl = await call(alice, 'PUT', `/rooms/${enc(roomId)}/state/m.room.power_levels/`, content);
+      expect(pl.status, JSON.stringify(content)).toBe(400);
+      expect(pl.body.errcode).toBe('M_BAD_JSON');
+    }
   }, 60_000);
 });
 

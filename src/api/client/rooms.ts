@@ -16,6 +16,7 @@ import { MatrixError, errors } from '../../http/errors';
 import type { EventTemplate } from '../../rooms/model';
 import type { JsonObject } from '../../protocol/json';
 import { serverOf } from '../../protocol/identifiers';
+import { getRoomVersion } from '../../protocol/room-versions';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
@@ -29,7 +30,7 @@ import { bodyObject, clientRoute } from './room-common';
 import { txnKey } from '../../rooms/client-format';
 import { optString, requireRoomId, requireUserIdParam } from '../../http/params';
 import { sendEvent, type SendReply } from '../../rooms/ask';
-import { checkThreepidInvite } from '../../rooms/create-room-request';
+import { checkPowerLevelsContent, checkThreepidInvite } from '../../rooms/create-room-request';
 import { createRoom, threepidLookupDenied } from '../../rooms/create';
 import { joinRoom, knockRoom, remoteDeps, sendLocalMembership } from '../../rooms/join';
 import { leaveRemoteRoom } from '../../rooms/join-remote';
@@ -163,6 +164,10 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     if (type === 'm.room.create') throw errors.invalidParam('Cannot resend m.room.create event');
     await requireKnownRoom(roomId);
     if (type === 'm.room.canonical_alias') await checkCanonicalAlias(ctx, aliases, roomId, content);
+    if (type === 'm.room.power_levels' && stateKey === '') {
+      const version = getRoomVersion(String((await ctx.rooms.meta(roomId))?.version ?? ''));
+      if (version) checkPowerLevelsContent(content, version, 'content');
+    }
     const template: EventTemplate = { type, state_key: stateKey, sender: user.userId, content };
     const reply = await sendEvent(ctx, roomId, template);
     if (type === 'm.room.member' && typeof content.membership === 'string' && serverOf(stateKey) === ctx.config.serverName) {
