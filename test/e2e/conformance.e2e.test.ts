@@ -158,6 +158,10 @@ describe('membership and input errors', () => {
     const again = await call(alice, 'POST', `/rooms/${enc(roomId)}/kick`, { user_id: bob.userId });
     expect(again.status, JSON.stringify(again.body)).toBe(403);
     expect(again.body.errcode).toBe('M_FORBIDDEN');
+    // Banned: a kick would lift the ban.
+    expect((await call(alice, 'POST', `/rooms/${enc(roomId)}/ban`, { user_id: carol.userId })).status).toBe(200);
+    const banned = await call(alice, 'POST', `/rooms/${enc(roomId)}/kick`, { user_id: carol.userId });
+    expect(banned.status, JSON.stringify(banned.body)).toBe(403);
     // No second leave event was written.
     const members = await call(alice, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=5`);
     expect((members.body.chunk as Json[]).filter((e) => e.type === 'm.room.member' && e.state_key === bob.userId && e.content.membership === 'leave')).toHaveLength(1);

@@ -124,11 +124,11 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
       return { body: {} };
     }
     if (op === 'unban' && (await ctx.rooms.membership(roomId, target)) !== 'ban') throw new MatrixError(403, 'M_FORBIDDEN', `${target} is not banned`);
-    // Kicking someone who is not in the room (never was, or has left) is refused, as Synapse does:
-    // the authorization rules alone would let a second `leave` through.
+    // Kicking someone who is not in the room (never was, has left, or is banned: a kick would lift
+    // the ban) is refused, as Synapse does; the authorization rules alone would let it through.
     if (op === 'kick') {
       const current = await ctx.rooms.membership(roomId, target);
-      if (current === null || current === 'leave') throw new MatrixError(403, 'M_FORBIDDEN', `${target} is not in the room`);
+      if (current === null || current === 'leave' || current === 'ban') throw new MatrixError(403, 'M_FORBIDDEN', `${target} is not in the room`);
     }
     const membership = op === 'kick' || op === 'unban' ? 'leave' : op;
     const content: JsonObject = { membership };
