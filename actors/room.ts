@@ -204,6 +204,15 @@ function decideSend(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMes
   }
   const version = requireRoomVersion(state.version);
   if (serverNameOf(template.sender) !== cfg.serverName) throw new ActorRejection('M_FORBIDDEN', 'Only local users send through this server', 403);
+  // The same state again (same sender, same content — a repeated PUT /state, a join of a room one
+  // is already joined to): the event already in the state is the answer and nothing new is
+  // written, as Synapse does. Redacted state differs from what a client sends, so it is replaced.
+  if (template.state_key !== undefined) {
+    const existing = state.events.get(stateKeyOf(template.type, template.state_key));
+    if (existing && existing.sender === template.sender && canonicalJson(existing.content) === canonicalJson(template.content)) {
+      return { state, reply: { event_id: existing.eventId, room_id: state.roomId, pos: state.seq } };
+    }
+  }
   const raw = buildEvent(cfg, state, version, template, msg);
   const size = checkPduSize(raw);
   if (!size.ok) throw new ActorRejection(size.errcode, size.error, size.errcode === 'M_TOO_LARGE' ? 413 : 400);

@@ -117,6 +117,7 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
   registerKeyRoutes(front, own);
   registerWellKnownServer(front, config.federation.wellKnownServer);
   const federation = config.federation.enabled ? startFederation(config, ctx, own, log, health) : null;
+  if (federation) mirrorFederationPaths(front, federation.front);
   const port = await front.listen();
   const federationPort = federation ? await federation.front.listen() : undefined;
   if (federation) log.info({ port: federationPort, server_name: config.serverName }, 'federation listening (TLS)');
@@ -139,6 +140,22 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
       health.stop();
     },
   };
+}
+
+/**
+ * The federation API's paths on the client port, answering 404 M_UNRECOGNIZED there (they are
+ * served on the federation listener), so that a known path called with the wrong method is
+ * 405 M_UNRECOGNIZED on the client port too, as for client paths and as Synapse answers.
+ */
+function mirrorFederationPaths(client: Front, federation: Front): void {
+  const known = new Set(client.routePatterns().map((r) => `${r.method} ${r.pattern}`));
+  const elsewhere = () => {
+    throw errors.unrecognized('This federation path is served on the federation port');
+  };
+  for (const { method, pattern } of federation.routePatterns()) {
+    if (pattern === '/health' || known.has(`${method} ${pattern}`)) continue;
+    client.route(method, pattern, elsewhere, { needsStore: false });
+  }
 }
 
 /** The body limit of the federation listener: a `/send` of 50 PDUs of 64 KiB plus 100 EDUs. */

@@ -48,6 +48,11 @@ export class Router<H> {
     return this;
   }
 
+  /** Every registered method and pattern, in registration order. */
+  patterns(): { method: Method; pattern: string }[] {
+    return this.routes.map((r) => ({ method: r.method, pattern: r.pattern }));
+  }
+
   /** The handler registered for exactly this method and pattern, if any. */
   handlerOf(method: Method, pattern: string): H | undefined {
     return this.routes.find((r) => r.method === method && r.pattern === pattern)?.handler;

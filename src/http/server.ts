@@ -179,6 +179,11 @@ export class Front {
     return this;
   }
 
+  /** Every route's method and pattern (to mirror another front's paths). */
+  routePatterns(): { method: Method; pattern: string }[] {
+    return this.router.patterns();
+  }
+
   /** Requests whose handler has started and not yet answered. */
   get inFlight(): number {
     return this.running;

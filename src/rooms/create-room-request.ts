@@ -144,22 +144,34 @@ function checkCreationContent(c: JsonObject, version: RoomVersion): void {
  * set up: refused up front as Synapse does (400, its message and errcode).
  */
 function checkPowerLevelOverride(pl: JsonObject, version: RoomVersion, creator: string): void {
+  checkPowerLevelsContent(pl, version, 'power_level_content_override');
+  if (pl.users !== undefined) {
+    const users = pl.users as JsonObject;
+    if (!version.privilegedCreators && !Object.prototype.hasOwnProperty.call(users, creator)) {
+      throw new MatrixError(400, 'M_UNKNOWN', `Not a valid power_level_content_override: 'users' did not contain ${creator}`);
+    }
+  }
+}
+
+/**
+ * An `m.room.power_levels` content a client sends (createRoom's override, `PUT /state`): every
+ * level one the room version reads as a power level, `users` keyed by user ids. Malformed
+ * levels are bad input (400 M_BAD_JSON, as Synapse answers), not an authorization failure.
+ */
+export function checkPowerLevelsContent(pl: JsonObject, version: RoomVersion, path: string): void {
   const isLevel = (v: JsonValue | undefined) => parsePowerLevel(v, version) !== undefined;
   for (const key of NAMED_LEVELS) {
-    if (pl[key] !== undefined && !isLevel(pl[key])) throw errors.badJson(`power_level_content_override.${key} must be an integer`);
+    if (pl[key] !== undefined && !isLevel(pl[key])) throw errors.badJson(`${path}.${key} must be an integer`);
   }
   for (const key of ['events', 'notifications'] as const) {
     const map = pl[key];
     if (map === undefined) continue;
-    if (!isJsonObject(map) || !Object.values(map).every(isLevel)) throw errors.badJson(`power_level_content_override.${key} must map to integers`);
+    if (!isJsonObject(map) || !Object.values(map).every(isLevel)) throw errors.badJson(`${path}.${key} must map to integers`);
   }
   if (pl.users !== undefined) {
     const users = pl.users;
     if (!isJsonObject(users) || !Object.entries(users).every(([u, v]) => isValidUserId(u) && isLevel(v))) {
-      throw errors.badJson('power_level_content_override.users must map user ids to integers');
-    }
-    if (!version.privilegedCreators && !Object.prototype.hasOwnProperty.call(users, creator)) {
-      throw new MatrixError(400, 'M_UNKNOWN', `Not a valid power_level_content_override: 'users' did not contain ${creator}`);
+      throw errors.badJson(`${path}.users must map user ids to integers`);
     }
   }
 }

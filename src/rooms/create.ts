@@ -172,7 +172,9 @@ async function populateRoom(ctx: ApiContext, user: { userId: string }, request: 
   if (!overridden.has('m.room.guest_access')) await state('m.room.guest_access', { guest_access: preset.guest_access });
   for (const s of initialState) await state(s.type, s.content, s.state_key);
   if (name !== undefined) await state('m.room.name', { name });
-  if (topic !== undefined) await state('m.room.topic', { topic });
+  // The topic in both forms (spec v1.15): the plain `topic`, and the `m.topic` text blocks that
+  // newer clients read first.
+  if (topic !== undefined) await state('m.room.topic', { topic, 'm.topic': { 'm.text': [{ body: topic, mimetype: 'text/plain' }] } });
   for (const u of invites) {
     const content: JsonObject = isDirect ? { membership: 'invite', is_direct: true } : { membership: 'invite' };
     const fed = serverOf(u) !== ctx.config.serverName ? remoteDeps(ctx) : null;

@@ -15,6 +15,13 @@ export interface RoomEventFilter {
   rooms?: string[];
   not_rooms?: string[];
   contains_url?: boolean;
+  /**
+   * MSC3874 (`org.matrix.msc3874.rel_types` / `not_rel_types`): events whose `m.relates_to`
+   * has one of these `rel_type`s pass (an event without a relation does not) / are left out.
+   * Clients use it to hide thread replies or edits from the main timeline.
+   */
+  rel_types?: string[];
+  not_rel_types?: string[];
   lazy_load_members?: boolean;
   limit?: number;
 }
@@ -81,6 +88,11 @@ export function filterMatches(f: RoomEventFilter, event: JsonObject): boolean {
   if ((f.types || f.not_types) && !typeTestOf(f)(type)) return false;
   if (f.not_senders?.includes(sender)) return false;
   if (f.senders && !f.senders.includes(sender)) return false;
+  if (f.rel_types || f.not_rel_types) {
+    const relType = relTypeOf(event);
+    if (relType !== null && f.not_rel_types?.includes(relType)) return false;
+    if (f.rel_types && (relType === null || !f.rel_types.includes(relType))) return false;
+  }
   if (f.contains_url !== undefined) {
     const content = event.content;
     const hasUrl = isJsonObject(content as JsonValue) && typeof (content as JsonObject).url === 'string';
@@ -92,4 +104,14 @@ export function filterMatches(f: RoomEventFilter, event: JsonObject): boolean {
 /** Whether the filter's `types` / `not_types` let an event of this type through (the rest of the filter aside). */
 export function filterAllowsType(f: RoomEventFilter, type: string): boolean {
   return !(f.types || f.not_types) || typeTestOf(f)(type);
+}
+
+/** The `rel_type` of an event's `m.relates_to`, if it has one (as Synapse reads it for filters). */
+function relTypeOf(event: JsonObject): string | null {
+  const content = event.content;
+  if (!isJsonObject(content as JsonValue)) return null;
+  const rel = (content as JsonObject)['m.relates_to'];
+  if (!isJsonObject(rel as JsonValue)) return null;
+  const t = (rel as JsonObject).rel_type;
+  return typeof t === 'string' ? t : null;
 }

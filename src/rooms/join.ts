@@ -31,9 +31,12 @@ export async function sendLocalMembership(ctx: ApiContext, index: MembershipInde
  */
 export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: MembershipIndex, userId: string, idOrAlias: string | undefined, body: JsonObject, via: readonly string[] = [], allowWait?: (ms: number) => void): Promise<string> {
   if (body.third_party_signed !== undefined) throw new MatrixError(400, 'M_UNRECOGNIZED', 'Third-party invites are not supported');
-  const content: JsonObject = { membership: 'join' };
-  const reason = optString(body, 'reason');
-  if (reason !== undefined) content.reason = reason;
+  // The request body is the join's content, extra keys and all (a per-room `displayname`, a
+  // `reason`, custom keys), as Synapse keeps them; `membership` is ours, and only this server
+  // may name who authorised a restricted join (it signs the event, so a client's claim would pass).
+  optString(body, 'reason');
+  const content: JsonObject = { ...body, membership: 'join' };
+  delete content.join_authorised_via_users_server;
   // An alias on another server, or a room this server does not have: a join over federation.
   const fed = remoteDeps(ctx);
   const { roomId, aliasServers } = await resolveForMembership(ctx, aliases, fed, idOrAlias);

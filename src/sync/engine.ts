@@ -318,6 +318,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     else if ((r.membership === 'leave' || r.membership === 'ban') && (since === null ? filter.includeLeave : r.writtenAt >= since || fullState)) leaves.push(r.roomId);
   }
 
+  const ignoredPromise = invites.length ? ignoredUsers(ctx, user.userId) : Promise.resolve(new Set<string>());
   // The user's own streams do not depend on the rooms: start them all now, so their reads go out
   // together (one pipelined round trip) instead of one after another.
   const feedPromise = readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
@@ -418,6 +419,9 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     }),
     ...invites.map(async (roomId) => {
       const state = (await strippedState(ctx, roomId, user.userId, 'invite')) ?? (await remoteStrippedState(ctx, user.userId, roomId, 'invite'));
+      // Invites from users the user ignores are not shown (as Synapse).
+      const inviter = state?.find((e) => e.type === 'm.room.member' && e.state_key === user.userId)?.sender;
+      if (typeof inviter === 'string' && (await ignoredPromise).has(inviter)) return;
       if (state) invite[roomId] = { invite_state: { events: state } };
     }),
     ...knocks.map(async (roomId) => {
@@ -770,6 +774,19 @@ async function strippedState(ctx: ApiContext, roomId: string, userId: string, me
     sender: e.event.sender ?? '',
     content: isJsonObject(e.event.content as JsonValue) ? e.event.content! : {},
   }));
+}
+
+/** The users in the user's `m.ignored_user_list` (account data). */
+async function ignoredUsers(ctx: ApiContext, userId: string): Promise<Set<string>> {
+  const json = await ctx.redis.hget(ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user)).data(userData.accountData(userId)), 'm.ignored_user_list');
+  if (!json) return new Set();
+  try {
+    const content = JSON.parse(json) as JsonValue;
+    const list = isJsonObject(content) ? content.ignored_users : undefined;
+    return new Set(isJsonObject(list as JsonValue) ? Object.keys(list as JsonObject) : []);
+  } catch {
+    return new Set();
+  }
 }
 
 async function roomAccountData(ctx: ApiContext, userId: string, roomId: string, only: Set<string> | null, filter: SyncFilter): Promise<JsonObject[]> {

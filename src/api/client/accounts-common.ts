@@ -76,8 +76,12 @@ export function localUserId(ctx: ApiContext, input: string): string | null {
   return `@${localpart}:${server}`;
 }
 
-/** The user id a registration with `username` gets, or 400 M_INVALID_USERNAME. */
-export function newUserId(ctx: ApiContext, username: string): string {
+/**
+ * The user id a registration with `username` gets, or 400 M_INVALID_USERNAME. Capitals are
+ * lower-cased rather than refused, as Synapse does (`/register` and `/register/available`).
+ */
+export function newUserId(ctx: ApiContext, given: string): string {
+  const username = given.toLowerCase();
   if (!username) throw new MatrixError(400, 'M_INVALID_USERNAME', 'The username must not be empty');
   if (!isStrictLocalpart(username)) throw new MatrixError(400, 'M_INVALID_USERNAME', 'A username may only contain a-z, 0-9 and . _ = - / +');
   const userId = `@${username}:${ctx.config.serverName}`;

@@ -17,7 +17,7 @@ import { roomData } from '../../store/keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
-import { decodeToken, encodeToken } from '../../rooms/pagination';
+import { decodeToken, encodeToken, roomGapOf } from '../../rooms/pagination';
 import { eventRoomId, formatEvents } from '../../rooms/client-format';
 import { roomShard } from '../../store/shard-keys';
 import { requireRoomId } from '../../http/params';
@@ -38,8 +38,9 @@ export function registerRelationRoutes(front: Front, ctx: ApiContext): void {
     const roomId = requireRoomId(req.params.roomId);
     const dir = req.query.dir ?? 'b';
     if (dir !== 'b' && dir !== 'f') throw errors.invalidParam('dir must be "b" or "f"');
-    const from = optToken(req.query.from, 'from');
-    const to = optToken(req.query.to, 'to');
+    // Relations take any token Axon hands out: their own, /messages' and /sync's.
+    const from = req.query.from ? await roomGapOf(ctx, roomId, req.query.from, 'from') : null;
+    const to = req.query.to ? await roomGapOf(ctx, roomId, req.query.to, 'to') : null;
     const limit = parseLimit(req.query.limit, 50);
     const recurseRaw = req.query.recurse;
     if (recurseRaw !== undefined && recurseRaw !== 'true' && recurseRaw !== 'false') throw errors.invalidParam('recurse must be true or false');

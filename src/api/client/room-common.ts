@@ -58,6 +58,12 @@ export function eventFilterFromJson(v: JsonValue): RoomEventFilter {
     }
     f[key] = list as string[];
   }
+  for (const key of ['rel_types', 'not_rel_types'] as const) {
+    const list = v[`org.matrix.msc3874.${key}`];
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list) || !list.every((x) => typeof x === 'string')) throw errors.invalidParam(`filter.org.matrix.msc3874.${key} must be a list of strings`);
+    f[key] = list as string[];
+  }
   for (const key of ['contains_url', 'lazy_load_members'] as const) {
     const b = v[key];
     if (b === undefined || b === null) continue;

@@ -17,7 +17,7 @@ import { requireUser } from './auth';
 import { bundleAggregations } from './relations';
 import type { ApiContext } from '../context';
 import { clientRoute, lazyMemberState, loadRoomEventFilter } from './room-common';
-import { decodeToken, encodeToken, paginate } from '../../rooms/pagination';
+import { encodeToken, paginate, roomGapOf } from '../../rooms/pagination';
 import { eventRoomId, formatEvents } from '../../rooms/client-format';
 import { roomShard } from '../../store/shard-keys';
 import { requireRoomId } from '../../http/params';
@@ -59,7 +59,7 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     let ids = await visibleStateIds(ctx, roomId, access);
     if (req.query.at !== undefined) {
       // The members as of a point in the timeline (not past what the requester may see).
-      let at = decodeToken(req.query.at, 'at');
+      let at = await roomGapOf(ctx, roomId, req.query.at, 'at');
       if (access.kind === 'departed') {
         const leave = [...(await ctx.rooms.currentStateIds(roomId, { type: 'm.room.member', stateKey: user.userId })).values()][0];
         const e = leave ? await ctx.rooms.event(roomId, leave) : null;
@@ -91,9 +91,11 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     const out: Record<string, JsonObject> = {};
     for (const e of await ctx.rooms.events(roomId, ids)) {
       const content = (e.event.content ?? {}) as JsonObject;
-      const info: JsonObject = {};
-      if (typeof content.displayname === 'string') info.display_name = content.displayname;
-      if (typeof content.avatar_url === 'string') info.avatar_url = content.avatar_url;
+      // Both keys always, null when unset, as Synapse answers (clients read `avatar_url` directly).
+      const info: JsonObject = {
+        display_name: typeof content.displayname === 'string' ? content.displayname : null,
+        avatar_url: typeof content.avatar_url === 'string' ? content.avatar_url : null,
+      };
       out[String(e.event.state_key)] = info;
     }
     return { body: { joined: out } };
@@ -110,8 +112,8 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     const roomId = requireRoomId(req.params.roomId);
     const dir = req.query.dir;
     if (dir !== 'b' && dir !== 'f') throw errors.invalidParam('dir must be "b" or "f"');
-    const from = req.query.from !== undefined && req.query.from !== '' ? decodeToken(req.query.from, 'from') : null;
-    const to = req.query.to !== undefined && req.query.to !== '' ? decodeToken(req.query.to, 'to') : null;
+    const from = req.query.from !== undefined && req.query.from !== '' ? await roomGapOf(ctx, roomId, req.query.from, 'from') : null;
+    const to = req.query.to !== undefined && req.query.to !== '' ? await roomGapOf(ctx, roomId, req.query.to, 'to') : null;
     const limit = parseLimit(req.query.limit, 10);
     const filter = await loadRoomEventFilter(ctx, user.userId, req.query.filter);
     await roomAccess(ctx, index, user.userId, roomId);

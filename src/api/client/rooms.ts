@@ -16,6 +16,7 @@ import { MatrixError, errors } from '../../http/errors';
 import type { EventTemplate } from '../../rooms/model';
 import type { JsonObject } from '../../protocol/json';
 import { serverOf } from '../../protocol/identifiers';
+import { getRoomVersion } from '../../protocol/room-versions';
 import { MembershipIndex } from '../../readers/membership-index';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
@@ -29,7 +30,7 @@ import { bodyObject, clientRoute } from './room-common';
 import { txnKey } from '../../rooms/client-format';
 import { optString, requireRoomId, requireUserIdParam } from '../../http/params';
 import { sendEvent, type SendReply } from '../../rooms/ask';
-import { checkThreepidInvite } from '../../rooms/create-room-request';
+import { checkPowerLevelsContent, checkThreepidInvite } from '../../rooms/create-room-request';
 import { createRoom, threepidLookupDenied } from '../../rooms/create';
 import { joinRoom, knockRoom, remoteDeps, sendLocalMembership } from '../../rooms/join';
 import { leaveRemoteRoom } from '../../rooms/join-remote';
@@ -124,6 +125,12 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
       return { body: {} };
     }
     if (op === 'unban' && (await ctx.rooms.membership(roomId, target)) !== 'ban') throw new MatrixError(403, 'M_FORBIDDEN', `${target} is not banned`);
+    // Kicking someone who is not in the room (never was, has left, or is banned: a kick would lift
+    // the ban) is refused, as Synapse does; the authorization rules alone would let it through.
+    if (op === 'kick') {
+      const current = await ctx.rooms.membership(roomId, target);
+      if (current === null || current === 'leave' || current === 'ban') throw new MatrixError(403, 'M_FORBIDDEN', `${target} is not in the room`);
+    }
     const membership = op === 'kick' || op === 'unban' ? 'leave' : op;
     const content: JsonObject = { membership };
     if (reason !== undefined) content.reason = reason;
@@ -164,6 +171,10 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
       const fed = remoteDeps(ctx);
       if (!fed) throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which is off on this server');
       return { body: { event_id: await inviteRemoteUser(ctx, fed, roomId, user.userId, stateKey, content) } };
+    }
+    if (type === 'm.room.power_levels' && stateKey === '') {
+      const version = getRoomVersion(String((await ctx.rooms.meta(roomId))?.version ?? ''));
+      if (version) checkPowerLevelsContent(content, version, 'content');
     }
     const template: EventTemplate = { type, state_key: stateKey, sender: user.userId, content };
     const reply = await sendEvent(ctx, roomId, template);
