@@ -163,20 +163,25 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
   let time: [string, string];
   let raw: Record<string, string>;
   let times: Record<string, string>;
+  let forgotten: string[];
   let skewMs = 0;
   if (!isCluster(ctx.redis)) {
-    const res = (await ctx.redis.multi().time().hgetall(uk.data(membershipIndexData.rooms(userId))).hgetall(uk.data(membershipIndexData.writtenAt(userId))).exec()) ?? [];
+    const res = (await ctx.redis.multi().time().hgetall(uk.data(membershipIndexData.rooms(userId))).hgetall(uk.data(membershipIndexData.writtenAt(userId))).smembers(uk.data(membershipIndexData.forgotten(userId))).exec()) ?? [];
     for (const [err] of res) if (err) throw err;
     time = res[0]![1] as [string, string];
     raw = res[1]![1] as Record<string, string>;
     times = res[2]![1] as Record<string, string>;
+    forgotten = res[3]![1] as string[];
   } else {
     ({ time, skewMs } = await clusterCut(ctx.redis as Cluster));
-    [raw, times] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId)))]);
+    [raw, times, forgotten] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId))), ctx.redis.smembers(uk.data(membershipIndexData.forgotten(userId)))]);
   }
   const cut = Number(time[0]) * 1_000_000 + Number(time[1]);
   const cutMs = Math.floor(cut / 1000);
-  const rooms = parseIndexed(raw, times);
+  // A forgotten room is gone for the user: never in `rooms.leave` again, include_leave or not
+  // (the set is cleared when they join, are invited or knock again).
+  const gone = new Set(forgotten);
+  const rooms = parseIndexed(raw, times).filter((r) => !gone.has(r.roomId) || r.membership === 'join' || r.membership === 'invite' || r.membership === 'knock');
   const full = rooms.filter((r) => r.membership === 'join' && (since === null || fullState || r.writtenAt >= since)).map((r) => r.roomId);
   const tops = new Map<string, number>();
   if (full.length === 0) return { cut, cutMs, skewMs, rooms, tops };

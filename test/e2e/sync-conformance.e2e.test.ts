@@ -87,6 +87,30 @@ afterAll(async () => {
 });
 
 describe('/sync conformance (issue 17)', () => {
+  it('an incremental sync that skipped events is limited, and prev_batch fetches the gap with /messages', async () => {
+    const alice = await mint('lim_a');
+    const bob = await mint('lim_b');
+    const roomId = await createRoom(alice, { preset: 'public_chat' });
+    await ok(bob, 'POST', `/join/${enc(roomId)}`);
+    const limit3 = JSON.stringify({ room: { timeline: { limit: 3 } } });
+    const first = await syncUntil(bob, (await sync(bob, { filter: limit3 })).next_batch, () => true, { filter: limit3 });
+    for (let i = 0; i < 8; i++) await say(alice, roomId, `m${i}`);
+    const res = await syncUntil(bob, first.body.next_batch, (b) => b.rooms.join?.[roomId]?.timeline.events.some((e: Json) => e.content.body === 'm7') && b.rooms.join[roomId], { filter: limit3 });
+    const tl = res.found.timeline;
+    expect(bodies(tl.events)).toEqual(['m5', 'm6', 'm7']);
+    expect(tl.limited).toBe(true);
+    const gap = await ok(bob, 'GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=5&from=${enc(tl.prev_batch)}`);
+    expect(bodies(gap.chunk)).toEqual(['m4', 'm3', 'm2', 'm1', 'm0']);
+
+    // A room joined since the last sync, with more events than the limit: limited too.
+    const carol = await mint('lim_c');
+    const carolSince = (await sync(carol, { filter: limit3 })).next_batch;
+    await ok(carol, 'POST', `/join/${enc(roomId)}`);
+    const joined = await syncUntil(carol, carolSince, (b) => b.rooms.join?.[roomId], { filter: limit3 });
+    expect(joined.found.timeline.limited).toBe(true);
+    expect(joined.found.timeline.events.at(-1)).toMatchObject({ type: 'm.room.member', state_key: carol.userId });
+  });
+
   it('a room with history_visibility joined shows the join and the events after it', async () => {
     const alice = await mint('hv_a');
     const bob = await mint('hv_b');
@@ -110,6 +134,32 @@ describe('/sync conformance (issue 17)', () => {
     expect(bodies(next.found.timeline.events)).toContain('after bob 3');
   });
 
+  it('forgotten rooms never appear under rooms.leave; left rooms end at the leave', async () => {
+    const alice = await mint('fg_a');
+    const bob = await mint('fg_b');
+    const roomId = await createRoom(alice, { preset: 'public_chat' });
+    await ok(bob, 'POST', `/join/${enc(roomId)}`);
+    const bobSince = (await sync(bob)).next_batch;
+    const since = (await sync(bob, { since: bobSince, timeout: '0' })).next_batch;
+    for (let i = 0; i < 4; i++) await say(alice, roomId, `before leave ${i}`);
+    await ok(bob, 'POST', `/rooms/${enc(roomId)}/leave`);
+    await say(alice, roomId, 'after leave');
+    const includeLeave = JSON.stringify({ room: { include_leave: true } });
+    const left = await syncUntil(bob, since, (b) => b.rooms.leave?.[roomId]);
+    const events = left.found.timeline.events as Json[];
+    expect(bodies(events)).toEqual(['before leave 0', 'before leave 1', 'before leave 2', 'before leave 3']);
+    expect(events.at(-1)).toMatchObject({ type: 'm.room.member', state_key: bob.userId, content: { membership: 'leave' } });
+    // An initial sync with include_leave has it (before forgetting), ending at the leave.
+    const archived = (await sync(bob, { filter: includeLeave })).rooms.leave?.[roomId];
+    expect(archived).toBeDefined();
+    expect(bodies(archived.timeline.events)).not.toContain('after leave');
+
+    await ok(bob, 'POST', `/rooms/${enc(roomId)}/forget`);
+    expect((await sync(bob, { filter: includeLeave })).rooms.leave?.[roomId]).toBeUndefined();
+    expect((await sync(bob, { filter: includeLeave, since, timeout: '0' })).rooms.leave?.[roomId]).toBeUndefined();
+    expect((await sync(bob, { since, timeout: '0' })).rooms.leave?.[roomId]).toBeUndefined();
+  });
+
   it('unsigned.membership is the requesting user’s membership after each event (MSC4115)', async () => {
     const alice = await mint('ms_a');
     const bob = await mint('ms_b');
@@ -130,5 +180,21 @@ describe('/sync conformance (issue 17)', () => {
     await ok(bob, 'POST', `/rooms/${enc(roomId)}/leave`);
     const left = await syncUntil(bob, s.next_batch, (b) => b.rooms.leave?.[roomId]);
     expect((left.found.timeline.events as Json[]).at(-1)!.unsigned.membership).toBe('leave');
+  });
+
+  it('a push rule change wakes a waiting /sync with m.push_rules', async () => {
+    const alice = await mint('pu_a');
+    let since = (await sync(alice)).next_batch;
+    // Let registration's own changes (device lists) pass.
+    for (let i = 0; i < 5; i++) since = (await sync(alice, { since, timeout: '200' })).next_batch;
+    const started = Date.now();
+    const polling = sync(alice, { since, timeout: '20000' });
+    await new Promise((r) => setTimeout(r, 300));
+    await ok(alice, 'PUT', '/pushrules/global/content/wake_test', { pattern: 'wakeword', actions: ['notify'] });
+    const woke = await polling;
+    expect(Date.now() - started).toBeLessThan(15_000);
+    const rules = (woke.account_data.events as Json[]).find((e) => e.type === 'm.push_rules');
+    expect(rules).toBeDefined();
+    expect((rules!.content.global.content as Json[]).some((r) => r.rule_id === 'wake_test')).toBe(true);
   });
 });
