@@ -513,7 +513,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     }
   }
   const deviceLists = since === null ? null : await deviceListSection(ctx, index, user.userId, snap, since, feed, memberChanges, fullJoins, leaves);
-  const presence = ctx.config.presence.enabled && presenceWanted(filter) ? (await presenceEvents(ctx, feed.presence, since === null)).filter((e) => filterMatches(filter.presence, e)) : [];
+  const presence = ctx.config.presence.enabled && presenceWanted(filter) ? (await presenceSection(ctx, user.userId, snap, since, feed, memberChanges, fullJoins)).filter((e) => filterMatches(filter.presence, e)) : [];
 
   const rooms: JsonObject = {};
   if (Object.keys(join).length) rooms.join = join;
@@ -528,6 +528,30 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   const empty = !rooms.join && !rooms.invite && !rooms.leave && !rooms.knock && accountData.length === 0 && toDevice.events.length === 0 && presence.length === 0 && !deviceLists;
   const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite' || r.membership === 'knock').map((r) => r.roomId);
   return { body, empty, listen, skewMs: snap.skewMs, staleCounts };
+}
+
+/**
+ * `presence`: on an initial sync, everyone sharing a joined room with the user who is not offline
+ * (the feed only holds changes fanned out while they already shared one, so a member who set their
+ * status before joining would be missing); incrementally, the feed's changes plus the users who
+ * newly share a room with the user — who joined one of their rooms, or whose room they joined —
+ * as Synapse sends them.
+ */
+async function presenceSection(ctx: ApiContext, userId: string, snap: Snapshot, since: number | null, feed: FeedWindow, memberChanges: { userId: string; membership: string }[], fullJoins: string[]): Promise<JsonObject[]> {
+  if (since === null) {
+    const users = new Set(feed.presence);
+    const joined = snap.rooms.filter((r) => r.membership === 'join').map((r) => r.roomId);
+    for (let i = 0; i < joined.length; i += 100) {
+      for (const members of await Promise.all(joined.slice(i, i + 100).map((r) => joinedMembers(ctx, r)))) for (const u of members) users.add(u);
+    }
+    return presenceEvents(ctx, users, true);
+  }
+  const newcomers = new Set<string>();
+  for (const c of memberChanges) if (c.membership === 'join' && c.userId !== userId && !feed.presence.has(c.userId)) newcomers.add(c.userId);
+  const newly = new Set(snap.rooms.filter((r) => r.membership === 'join' && r.writtenAt >= since).map((r) => r.roomId));
+  for (const roomId of fullJoins) if (newly.has(roomId)) for (const u of await joinedMembers(ctx, roomId)) if (u !== userId && !feed.presence.has(u)) newcomers.add(u);
+  const [changes, joiners] = await Promise.all([presenceEvents(ctx, feed.presence, false), presenceEvents(ctx, newcomers, true)]);
+  return [...changes, ...joiners];
 }
 
 /** Whether the filter lets any `m.presence` event through (`{"types": []}` is how clients say no). */

@@ -160,6 +160,28 @@ describe('/sync conformance (issue 17)', () => {
     expect((await sync(bob, { since, timeout: '0' })).rooms.leave?.[roomId]).toBeUndefined();
   });
 
+  it('an initial sync carries the presence of users sharing a room, new members included', async () => {
+    const alice = await mint('pr_a');
+    const bob = await mint('pr_b');
+    const roomId = await createRoom(alice, { preset: 'public_chat' });
+    await ok(bob, 'PUT', `/presence/${enc(bob.userId)}/status`, { presence: 'online', status_msg: 'here' });
+    await ok(bob, 'POST', `/join/${enc(roomId)}`);
+    const deadline = Date.now() + 15_000;
+    let found: Json | undefined;
+    while (!found && Date.now() < deadline) {
+      found = ((await sync(alice)).presence?.events as Json[] | undefined)?.find((e) => e.sender === bob.userId);
+      if (!found) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(found).toMatchObject({ type: 'm.presence', sender: bob.userId, content: { presence: 'online', status_msg: 'here' } });
+    // Incrementally: someone who joins one of alice's rooms comes with their presence.
+    const carol = await mint('pr_c');
+    await ok(carol, 'PUT', `/presence/${enc(carol.userId)}/status`, { presence: 'online', status_msg: 'new here' });
+    const since = (await sync(alice)).next_batch;
+    await ok(carol, 'POST', `/join/${enc(roomId)}`);
+    const seen = await syncUntil(alice, since, (b) => (b.presence?.events as Json[] | undefined)?.find((e) => e.sender === carol.userId));
+    expect(seen.found).toMatchObject({ type: 'm.presence', content: { presence: 'online', status_msg: 'new here' } });
+  });
+
   it('unsigned.membership is the requesting user’s membership after each event (MSC4115)', async () => {
     const alice = await mint('ms_a');
     const bob = await mint('ms_b');
