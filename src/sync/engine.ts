@@ -98,6 +98,12 @@ export interface SyncUser {
 
 const PUSH_RULES_TYPE = 'm.push_rules';
 
+/**
+ * MSC4222's room field for the state at the end of the timeline, under its unstable name as
+ * Synapse 1.163 sends it (matrix-js-sdk reads that name).
+ */
+export const STATE_AFTER_FIELD = 'org.matrix.msc4222.state_after';
+
 /** Outbox entries read per shard per sync; more than this in the window is answered as a gap. */
 export const MAX_WINDOW_ENTRIES = 5000;
 
@@ -300,6 +306,11 @@ export interface Params {
   sinceParts: Record<string, string>;
   fullState: boolean;
   filter: SyncFilter;
+  /**
+   * MSC4222 (`use_state_after`): rooms carry `state_after` — the state at the end of their
+   * timeline, or incrementally every state change since `since` — instead of `state`.
+   */
+  stateAfter: boolean;
 }
 
 export async function computeSync(ctx: ApiContext, index: MembershipIndex, user: SyncUser, p: Params): Promise<Computed> {
@@ -395,7 +406,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
       // outbox, or an index entry the first index read did not have yet) end at the newest
       // event now, not exactly at the cut: the next sync may repeat a few of their events.
       const top = snap.tops.get(roomId) ?? (await topNow(ctx, roomId));
-      const entry = await fullRoom(ctx, user, roomId, top, filter, null);
+      const entry = await fullRoom(ctx, user, roomId, top, filter, null, p.stateAfter);
       const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
       if (ad.length) entry.account_data = { events: ad };
       entry.summary = await summary(ctx, roomId, user.userId, snap.tops.get(roomId) ?? null);
@@ -405,7 +416,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     }),
     ...incremental.map(async (roomId) => {
       if (fullJoins.includes(roomId)) return;
-      let entry = await windowRoom(ctx, user, roomId, windowEvents.get(roomId) ?? [], filter);
+      let entry = await windowRoom(ctx, user, roomId, windowEvents.get(roomId) ?? [], filter, p.stateAfter);
       const changed = changedRoomData.get(roomId);
       if (changed) {
         const ad = await roomAccountData(ctx, user.userId, roomId, changed, filter);
@@ -431,7 +442,11 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     }),
     ...leaves.map(async (roomId) => {
       // A rejected invite or retracted knock on a room this server has no event of: the leave alone.
-      const entry = (await leftRoom(ctx, user, roomId, filter)) ?? (await remoteLeaveEntry(ctx, user.userId, roomId));
+      const entry = (await leftRoom(ctx, user, roomId, filter, p.stateAfter)) ?? (await remoteLeaveEntry(ctx, user.userId, roomId));
+      if (entry && p.stateAfter && entry.state !== undefined && entry[STATE_AFTER_FIELD] === undefined) {
+        entry[STATE_AFTER_FIELD] = entry.state;
+        delete entry.state;
+      }
       if (entry) leave[roomId] = entry;
     }),
   ]);
@@ -697,7 +712,7 @@ async function currentEphemeral(ctx: ApiContext, roomId: string, userId: string)
 }
 
 /** A room given in full: the latest `limit` events up to `top` and the state at their start. */
-async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, upTo: RoomEvent | null): Promise<JsonObject> {
+async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, upTo: RoomEvent | null, stateAfter: boolean): Promise<JsonObject> {
   const endPos = upTo ? upTo.pos : top;
   const page = filter.limit > 0 ? await paginate(ctx, roomId, user.userId, 'b', endPos, null, filter.limit, filter.timeline) : { events: [] as RoomEvent[], end: endPos };
   const events = page.events.reverse();
@@ -708,12 +723,16 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
   }
   const oldest = events[0];
   let stateIds: Map<string, string>;
-  if (oldest) stateIds = await ctx.rooms.snapshot(roomId, oldest.stateBefore);
+  if (stateAfter) {
+    // MSC4222: the state at the end of the timeline, the timeline's own state events included.
+    const last = upTo ?? (await eventAtOrBefore(ctx, roomId, endPos));
+    stateIds = last ? await ctx.rooms.snapshot(roomId, last.stateAfter) : new Map();
+  } else if (oldest) stateIds = await ctx.rooms.snapshot(roomId, oldest.stateBefore);
   else {
     const last = upTo ?? (await eventAtOrBefore(ctx, roomId, endPos));
     stateIds = last ? await ctx.rooms.snapshot(roomId, last.stateAfter) : new Map();
   }
-  const inTimeline = new Set(events.map((e) => e.eventId));
+  const inTimeline = new Set(stateAfter ? [] : events.map((e) => e.eventId));
   // Lazy-loading: pick the member entries before loading anything, so the cost follows the
   // timeline's senders, not the room's size.
   const wantedMembers = filter.lazyLoadMembers ? new Set([user.userId, ...events.map((e) => String(e.event.sender))]) : null;
@@ -727,13 +746,13 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
   // Not clamped at 0: backfilled history has negative positions.
   const prev = limited ? page.end! : (oldest?.pos ?? endPos + 1) - 1;
   return {
-    state: { events: await formatEvents(ctx, roomId, state, user) },
+    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: await formatEvents(ctx, roomId, state, user, { membership: false }) },
     timeline: { events: await formatEvents(ctx, roomId, events, user), limited, prev_batch: encodeToken(prev) },
   };
 }
 
 /** A joined room followed incrementally: its events in the window (null when nothing to say). */
-async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, eventIds: string[], filter: SyncFilter): Promise<JsonObject | null> {
+async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, eventIds: string[], filter: SyncFilter, stateAfter: boolean): Promise<JsonObject | null> {
   if (eventIds.length === 0) return null;
   // Shared by the long-polls woken by the same events (loaded and decoded once per front).
   const loaded = (await ctx.rooms.recentEvents(roomId, eventIds)).sort((a, b) => a.pos - b.pos);
@@ -743,9 +762,16 @@ async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, event
   const limited = matching.length > filter.limit;
   const timeline = limited ? matching.slice(matching.length - filter.limit) : matching;
   const first = timeline[0] ?? matching[matching.length - 1]!;
-  // State changes in the part of the window left out of the timeline (the latest per key).
+  // State changes in the part of the window left out of the timeline (the latest per key); with
+  // MSC4222's state_after, every state change of the window (timeline included): the client
+  // applies it on top of what it had and does not apply the timeline's state itself.
   const gapState = new Map<string, RoomEvent>();
-  if (limited) {
+  if (stateAfter) {
+    for (const e of loaded) {
+      if (typeof e.event.state_key !== 'string' || !servableAsState(e)) continue;
+      if (filterMatches(filter.state, e.event)) gapState.set(stateKeyOf(String(e.event.type), e.event.state_key), e);
+    }
+  } else if (limited) {
     for (const e of visible) {
       if (e.pos >= first.pos || typeof e.event.state_key !== 'string') continue;
       if (filterMatches(filter.state, e.event)) gapState.set(stateKeyOf(String(e.event.type), e.event.state_key), e);
@@ -755,28 +781,29 @@ async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, event
     // The member events of the timeline's senders, as of the timeline's start, unless the
     // timeline itself carries them.
     const senders = new Set(timeline.map((e) => String(e.event.sender)));
-    const inTimeline = new Set(timeline.filter((e) => e.event.type === 'm.room.member').map((e) => String(e.event.state_key)));
-    const before = await ctx.rooms.snapshot(roomId, first.stateBefore);
-    const ids = [...senders].filter((u) => !inTimeline.has(u)).map((u) => before.get(stateKeyOf('m.room.member', u))).filter((id): id is string => !!id);
+    const inTimeline = new Set(stateAfter ? [] : timeline.filter((e) => e.event.type === 'm.room.member').map((e) => String(e.event.state_key)));
+    // state_after: as of the window's end (a change in the window is already taken above).
+    const at = stateAfter ? await ctx.rooms.snapshot(roomId, loaded[loaded.length - 1]!.stateAfter) : await ctx.rooms.snapshot(roomId, first.stateBefore);
+    const ids = [...senders].filter((u) => !inTimeline.has(u) && !(stateAfter && gapState.has(stateKeyOf('m.room.member', u)))).map((u) => at.get(stateKeyOf('m.room.member', u))).filter((id): id is string => !!id);
     for (const m of await ctx.rooms.events(roomId, ids)) {
       if (servableAsState(m)) gapState.set(stateKeyOf('m.room.member', String(m.event.state_key)), m);
     }
   }
   const entry: JsonObject = {
     timeline: { events: await formatEvents(ctx, roomId, timeline, user), limited, prev_batch: encodeToken(Math.max(0, first.pos - 1)) },
-    state: { events: await formatEvents(ctx, roomId, [...gapState.values()], user) },
+    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: await formatEvents(ctx, roomId, [...gapState.values()], user, { membership: false }) },
   };
   if (visible.some((e) => e.event.type === 'm.room.member')) entry.summary = await summary(ctx, roomId, user.userId, visible[visible.length - 1]!.pos);
   return entry;
 }
 
 /** A room the user left (or was kicked or banned from): the timeline up to that event. */
-async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter: SyncFilter): Promise<JsonObject | null> {
+async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter: SyncFilter, stateAfter: boolean): Promise<JsonObject | null> {
   const id = (await ctx.rooms.currentStateIds(roomId, { type: 'm.room.member', stateKey: user.userId })).values().next().value;
   const e = id ? await ctx.rooms.event(roomId, id) : null;
   const m = (e?.event.content as JsonObject | undefined)?.membership;
   if (!e || (m !== 'leave' && m !== 'ban')) return null; // the index is behind the room: the next sync has it
-  const entry = await fullRoom(ctx, user, roomId, e.pos, filter, e);
+  const entry = await fullRoom(ctx, user, roomId, e.pos, filter, e, stateAfter);
   const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
   if (ad.length) entry.account_data = { events: ad };
   return entry;

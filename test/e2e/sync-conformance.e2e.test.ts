@@ -204,6 +204,42 @@ describe('/sync conformance (issue 17)', () => {
     expect((left.found.timeline.events as Json[]).at(-1)!.unsigned.membership).toBe('leave');
   });
 
+  it('use_state_after returns org.matrix.msc4222.state_after: state at the end of the timeline, then the delta', async () => {
+    const alice = await mint('sa_a');
+    const roomId = await createRoom(alice, { preset: 'public_chat', name: 'first name' });
+    let name = 'first name';
+    for (const param of ['org.matrix.msc4222.use_state_after', 'use_state_after']) {
+      const limit2 = JSON.stringify({ room: { timeline: { limit: 2 } } });
+      const initial = await sync(alice, { [param]: 'true', filter: limit2 });
+      const room = initial.rooms.join[roomId];
+      expect(room.state).toBeUndefined();
+      const after = room['org.matrix.msc4222.state_after'].events as Json[];
+      // Everything, timeline state included (the client does not apply the timeline's state on top).
+      expect(after.map((e) => e.type)).toEqual(expect.arrayContaining(['m.room.create', 'm.room.member', 'm.room.power_levels', 'm.room.name', 'm.room.join_rules']));
+      expect(after.find((e) => e.type === 'm.room.name')!.content.name).toBe(name);
+      name = `renamed ${param}`;
+
+      await ok(alice, 'PUT', `/rooms/${enc(roomId)}/state/m.room.name/`, { name });
+      for (let i = 0; i < 3; i++) await say(alice, roomId, `after rename ${i}`);
+      const inc = await syncUntil(alice, initial.next_batch, (b) => b.rooms.join?.[roomId], { [param]: 'true', filter: limit2 });
+      const r = inc.found;
+      expect(r.timeline.limited).toBe(true);
+      expect(r.state).toBeUndefined();
+      const delta = r['org.matrix.msc4222.state_after'].events as Json[];
+      expect(delta.map((e) => e.type)).toEqual(['m.room.name']);
+      expect(delta[0]!.content.name).toBe(name);
+      // A state event in the timeline is in state_after too.
+      await ok(alice, 'PUT', `/rooms/${enc(roomId)}/state/m.room.topic/`, { topic: `topic ${param}` });
+      const inc2 = await syncUntil(alice, inc.body.next_batch, (b) => b.rooms.join?.[roomId], { [param]: 'true' });
+      expect(inc2.found.timeline.events.map((e: Json) => e.type)).toEqual(['m.room.topic']);
+      expect(inc2.found['org.matrix.msc4222.state_after'].events.map((e: Json) => e.type)).toEqual(['m.room.topic']);
+    }
+    // Without the parameter (or with false): `state` as before.
+    const plain = await sync(alice, { 'org.matrix.msc4222.use_state_after': 'false' });
+    expect(plain.rooms.join[roomId].state).toBeDefined();
+    expect(plain.rooms.join[roomId]['org.matrix.msc4222.state_after']).toBeUndefined();
+  });
+
   it('a push rule change wakes a waiting /sync with m.push_rules', async () => {
     const alice = await mint('pu_a');
     let since = (await sync(alice)).next_batch;
