@@ -407,6 +407,9 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
       // event now, not exactly at the cut: the next sync may repeat a few of their events.
       const top = snap.tops.get(roomId) ?? (await topNow(ctx, roomId));
       const entry = await fullRoom(ctx, user, roomId, top, filter, null, p.stateAfter);
+      // Incrementally, a room given in full (newly joined, or after a gap) skipped what came
+      // before: limited, so the client paginates from prev_batch if it wants it (as Synapse).
+      if (since !== null && !fullState) (entry.timeline as JsonObject).limited = true;
       const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
       if (ad.length) entry.account_data = { events: ad };
       entry.summary = await summary(ctx, roomId, user.userId, snap.tops.get(roomId) ?? null);
@@ -442,7 +445,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     }),
     ...leaves.map(async (roomId) => {
       // A rejected invite or retracted knock on a room this server has no event of: the leave alone.
-      const entry = (await leftRoom(ctx, user, roomId, filter, p.stateAfter)) ?? (await remoteLeaveEntry(ctx, user.userId, roomId));
+      const entry = (await leftRoom(ctx, user, roomId, filter, p.stateAfter, since !== null && !fullState ? { windows: p.windows, sinceMs, cutMs } : null)) ?? (await remoteLeaveEntry(ctx, user.userId, roomId));
       if (entry && p.stateAfter && entry.state !== undefined && entry[STATE_AFTER_FIELD] === undefined) {
         entry[STATE_AFTER_FIELD] = entry.state;
         delete entry.state;
@@ -752,10 +755,11 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
 }
 
 /** A joined room followed incrementally: its events in the window (null when nothing to say). */
-async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, eventIds: string[], filter: SyncFilter, stateAfter: boolean): Promise<JsonObject | null> {
+async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, eventIds: string[], filter: SyncFilter, stateAfter: boolean, upToPos: number | null = null): Promise<JsonObject | null> {
   if (eventIds.length === 0) return null;
   // Shared by the long-polls woken by the same events (loaded and decoded once per front).
-  const loaded = (await ctx.rooms.recentEvents(roomId, eventIds)).sort((a, b) => a.pos - b.pos);
+  const loaded = (await ctx.rooms.recentEvents(roomId, eventIds)).filter((e) => upToPos === null || e.pos <= upToPos).sort((a, b) => a.pos - b.pos);
+  if (loaded.length === 0) return null;
   const visible = await visibleEvents(ctx, roomId, user.userId, loaded);
   const matching = visible.filter((e) => filterMatches(filter.timeline, e.event));
   if (matching.length === 0) return null;
@@ -798,12 +802,31 @@ async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, event
 }
 
 /** A room the user left (or was kicked or banned from): the timeline up to that event. */
-async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter: SyncFilter, stateAfter: boolean): Promise<JsonObject | null> {
+async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter: SyncFilter, stateAfter: boolean, window: { windows: OutboxWindowCache; sinceMs: number; cutMs: number } | null): Promise<JsonObject | null> {
   const id = (await ctx.rooms.currentStateIds(roomId, { type: 'm.room.member', stateKey: user.userId })).values().next().value;
   const e = id ? await ctx.rooms.event(roomId, id) : null;
   const m = (e?.event.content as JsonObject | undefined)?.membership;
   if (!e || (m !== 'leave' && m !== 'ban')) return null; // the index is behind the room: the next sync has it
-  const entry = await fullRoom(ctx, user, roomId, e.pos, filter, e, stateAfter);
+  // Incrementally: the room's events since the last sync up to the leave, as for a joined room
+  // (the client has what came before; resending it unlimited would duplicate it). A gap in the
+  // shard's outbox: the latest events up to the leave, limited.
+  let entry: JsonObject | null = null;
+  if (window) {
+    const entries = await window.windows.window(ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).outbox, window.sinceMs, window.cutMs);
+    if (entries !== null) {
+      const ids: string[] = [];
+      for (const en of entries) {
+        if (en.kind !== 'room') continue;
+        const out = decodedBody<RoomOutput>(en);
+        if (out && out.roomId === roomId && typeof out.eventId === 'string') ids.push(out.eventId);
+      }
+      if (ids.includes(e.eventId)) entry = await windowRoom(ctx, user, roomId, ids, filter, stateAfter, e.pos);
+    }
+  }
+  if (!entry) {
+    entry = await fullRoom(ctx, user, roomId, e.pos, filter, e, stateAfter);
+    if (window) (entry.timeline as JsonObject).limited = true;
+  }
   const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
   if (ad.length) entry.account_data = { events: ad };
   return entry;
