@@ -739,6 +739,9 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
   // Lazy-loading: pick the member entries before loading anything, so the cost follows the
   // timeline's senders, not the room's size.
   const wantedMembers = filter.lazyLoadMembers ? new Set([user.userId, ...events.map((e) => String(e.event.sender))]) : null;
+  // And the summary's heroes, so a client can name an unnamed room from their display names
+  // (Synapse adds them too). A left room has no summary.
+  if (wantedMembers && !upTo) for (const hero of (await summary(ctx, roomId, user.userId, top))['m.heroes'] as string[]) wantedMembers.add(hero);
   // The filter's types too are known from the keys: a client that asks for no state (or only some
   // types) does not have a big room's every member event loaded and decoded for nothing.
   const stateEventIds = [...stateIds.entries()]

@@ -253,6 +253,27 @@ describe('/sync conformance (issue 17)', () => {
     expect(plain.rooms.join[roomId]['org.matrix.msc4222.state_after']).toBeUndefined();
   });
 
+  it('lazy-loading members also sends the heroes’ member events, as Synapse does', async () => {
+    const owner = await mint('ll_o');
+    const roomId = await createRoom(owner, { preset: 'public_chat' });
+    const members = await Promise.all(Array.from({ length: 7 }, () => mint('ll_m')));
+    for (const m of members) await ok(m, 'POST', `/join/${enc(roomId)}`);
+    await say(owner, roomId, 'only the owner speaks');
+    const lazy = JSON.stringify({ room: { timeline: { limit: 1 }, state: { lazy_load_members: true } } });
+    const viewer = members[0]!;
+    let room: Json | undefined;
+    for (let i = 0; i < 40 && !room; i++) {
+      room = (await sync(viewer, { filter: lazy })).rooms.join?.[roomId];
+      if (!room) await new Promise((r) => setTimeout(r, 200));
+    }
+    const heroes = room!.summary['m.heroes'] as string[];
+    expect(heroes).toHaveLength(5);
+    const memberKeys = new Set((room!.state.events as Json[]).filter((e) => e.type === 'm.room.member').map((e) => e.state_key as string));
+    for (const u of [viewer.userId, owner.userId, ...heroes]) expect(memberKeys.has(u), u).toBe(true);
+    // Not every member: the other two are left out.
+    expect(memberKeys.size).toBeLessThan(8);
+  });
+
   it('a push rule change wakes a waiting /sync with m.push_rules', async () => {
     const alice = await mint('pu_a');
     let since = (await sync(alice)).next_batch;
