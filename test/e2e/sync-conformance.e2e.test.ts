@@ -120,6 +120,28 @@ describe('/sync conformance (issue 17)', () => {
     expect(smallJoined.found.timeline.limited).toBe(true);
   });
 
+  it('a display name change is followed incrementally, not resent in full', async () => {
+    const alice = await mint('dn_a');
+    const bob = await mint('dn_b');
+    const roomId = await createRoom(alice, { preset: 'public_chat' });
+    await ok(bob, 'POST', `/join/${enc(roomId)}`);
+    for (let i = 0; i < 3; i++) await say(alice, roomId, `old ${i}`);
+    let since = '';
+    for (let i = 0; i < 40 && !since; i++) {
+      const b = await sync(bob);
+      if (b.rooms.join?.[roomId]) since = b.next_batch;
+      else await new Promise((r) => setTimeout(r, 200));
+    }
+    since = (await sync(bob, { since, timeout: '0' })).next_batch;
+    await ok(bob, 'PUT', `/rooms/${enc(roomId)}/state/m.room.member/${enc(bob.userId)}`, { membership: 'join', displayname: 'Bobby' });
+    await say(alice, roomId, 'new');
+    const res = await syncUntil(bob, since, (b) => b.rooms.join?.[roomId]?.timeline.events.some((e: Json) => e.content?.body === 'new') && b.rooms.join[roomId]);
+    const events = res.found.timeline.events as Json[];
+    expect(bodies(events)).toEqual(['new']);
+    expect(events.some((e) => e.type === 'm.room.member' && e.content.displayname === 'Bobby')).toBe(true);
+    expect(res.found.timeline.limited).toBe(false);
+  });
+
   it('a room with history_visibility joined shows the join and the events after it', async () => {
     const alice = await mint('hv_a');
     const bob = await mint('hv_b');
