@@ -7,7 +7,7 @@
  * reader that workers run for the room shards they own — so local and federated membership
  * changes both land. Fronts also record a membership change they sent as soon as the room actor
  * confirms it (read-your-writes for the client that made it). Both go through
- * membership-index-1.lua, which keeps the entry with the highest room stream position, so
+ * membership-index-2.lua, which keeps the entry with the highest room stream position, so
  * re-delivery and either order of arrival give the same index.
  *
  * The same reader keeps two server-wide sets derived from room state: the rooms whose members

@@ -35,7 +35,7 @@ export function eventRoomId(e: RoomEvent): string | null {
  * `transaction_id`, and `redacted_because` for redacted events. Redactions of v11+ rooms get a
  * top-level `redacts` as well, for clients that predate it moving into content.
  */
-export async function formatEvents(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null): Promise<JsonObject[]> {
+export async function formatEvents(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null, opts: { membership?: boolean } = {}): Promise<JsonObject[]> {
   if (events.length === 0) return [];
   const own = events.filter((e) => viewer && e.event.sender === viewer.userId);
   const txns = new Map<string, string>();
@@ -57,10 +57,16 @@ export async function formatEvents(ctx: ApiContext, roomId: string, events: Room
     if (prev && prev !== e.eventId) replaced.set(e.eventId, prev);
   }
   const previous = new Map((await ctx.rooms.events(roomId, [...new Set(replaced.values())])).map((r) => [r.eventId, r]));
+  // MSC4115 (stable in spec v1.11): the viewer's membership after each event, so a client can
+  // tell which events of an encrypted room it cannot expect keys for. Timelines carry it; state
+  // sections need not (Synapse leaves it out there), which spares a big room's initial sync a
+  // snapshot read per member event.
+  const memberships = viewer && opts.membership !== false ? await Promise.all(events.map((e) => ctx.rooms.membershipAfter(roomId, e, viewer.userId))) : null;
   const now = Date.now();
-  return events.map((e) => {
+  return events.map((e, i) => {
     const because = e.redactedBy ? redactions.get(e.redactedBy) : undefined;
     const out = clientEvent(roomId, e, now, txns.get(e.eventId), because ? clientEvent(roomId, because, now, undefined, undefined) : undefined);
+    if (memberships) (out.unsigned as JsonObject).membership = memberships[i]!;
     const prev = previous.get(replaced.get(e.eventId) ?? '');
     if (prev) {
       const unsigned = out.unsigned as JsonObject;

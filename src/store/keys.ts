@@ -410,7 +410,7 @@ export const aliasData = {
 /**
  * The joined-rooms index, relative to the USER's shard: written by the membership index reader
  * (src/readers/membership-index.ts) from the room outboxes, and by fronts right after a
- * membership change they sent is confirmed (both through membership-index-1.lua, so the order
+ * membership change they sent is confirmed (both through membership-index-2.lua, so the order
  * of arrival does not matter). The forgotten set is set by the user actor (`forget`) and
  * cleared by that script when the user joins, is invited or knocks again.
  */

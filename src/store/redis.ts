@@ -24,7 +24,7 @@ const SCRIPTS = {
   commit: 'commit-1.lua',
   deadLetter: 'dead-letter-1.lua',
   trimStream: 'trim-stream-1.lua',
-  membershipIndex: 'membership-index-1.lua',
+  membershipIndex: 'membership-index-2.lua',
   timersFire: 'timers-fire-1.lua',
   pushRecord: 'push-record-2.lua',
   pushProgress: 'push-progress-1.lua',

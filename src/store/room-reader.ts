@@ -199,7 +199,17 @@ export class RoomReader {
   async canSee(roomId: string, userId: string, eventOrId: string | RoomEvent): Promise<boolean> {
     const event = typeof eventOrId === 'string' ? await this.event(roomId, eventOrId) : eventOrId;
     if (!event) return false;
-    const { visibility, membershipAt } = await this.visibilityAt(roomId, event.stateBefore, userId);
+    const facts = await this.visibilityAt(roomId, event.stateBefore, userId);
+    const { visibility } = facts;
+    let { membershipAt } = facts;
+    // The user's own membership event counts with the "more joined" of its membership and the one
+    // before it (as Synapse does): their join is shown in a `joined` room, their invite in an
+    // `invited` one, and their leave always (the client must see the room go).
+    if (event.event.type === 'm.room.member' && event.event.state_key === userId) {
+      const own = str(event.event.content, 'membership');
+      if (own === 'leave' && (membershipAt === 'join' || membershipAt === 'invite')) return true;
+      if (own !== undefined && membershipRank(own) < membershipRank(membershipAt)) membershipAt = own;
+    }
     if (visibility === 'world_readable') return true;
     if (membershipAt === 'join') return true;
     if (visibility === 'invited' && membershipAt === 'invite') return true;
@@ -216,6 +226,16 @@ export class RoomReader {
       return !!priorEvent && priorEvent.pos > event.pos && str(priorEvent.event.content, 'membership') === 'join';
     }
     return false;
+  }
+
+  /**
+   * The user's membership just after an event (MSC4115's `unsigned.membership`, as Synapse gives
+   * it: from the state after the event; 'leave' when they have none there, or for an outlier).
+   */
+  async membershipAfter(roomId: string, event: RoomEvent, userId: string): Promise<string> {
+    if (event.event.type === 'm.room.member' && event.event.state_key === userId) return str(event.event.content, 'membership') ?? 'leave';
+    if (event.outlier || !event.stateAfter) return 'leave';
+    return (await this.visibilityAt(roomId, event.stateAfter, userId)).membershipAt ?? 'leave';
   }
 
   /**
@@ -344,4 +364,12 @@ export function servableToClients(e: RoomEvent): boolean {
  */
 export function servableAsState(e: RoomEvent): boolean {
   return !e.rejected && !e.softFailed;
+}
+
+/** Memberships from the most to the least joined (an unknown or missing one ranks as leave). */
+const MEMBERSHIP_ORDER = ['join', 'invite', 'knock', 'leave', 'ban'];
+
+function membershipRank(m: string | undefined): number {
+  const i = m === undefined ? -1 : MEMBERSHIP_ORDER.indexOf(m);
+  return i < 0 ? MEMBERSHIP_ORDER.indexOf('leave') : i;
 }

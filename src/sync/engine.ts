@@ -98,6 +98,12 @@ export interface SyncUser {
 
 const PUSH_RULES_TYPE = 'm.push_rules';
 
+/**
+ * MSC4222's room field for the state at the end of the timeline, under its unstable name as
+ * Synapse 1.163 sends it (matrix-js-sdk reads that name).
+ */
+export const STATE_AFTER_FIELD = 'org.matrix.msc4222.state_after';
+
 /** Outbox entries read per shard per sync; more than this in the window is answered as a gap. */
 export const MAX_WINDOW_ENTRIES = 5000;
 
@@ -163,20 +169,25 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
   let time: [string, string];
   let raw: Record<string, string>;
   let times: Record<string, string>;
+  let forgotten: string[];
   let skewMs = 0;
   if (!isCluster(ctx.redis)) {
-    const res = (await ctx.redis.multi().time().hgetall(uk.data(membershipIndexData.rooms(userId))).hgetall(uk.data(membershipIndexData.writtenAt(userId))).exec()) ?? [];
+    const res = (await ctx.redis.multi().time().hgetall(uk.data(membershipIndexData.rooms(userId))).hgetall(uk.data(membershipIndexData.writtenAt(userId))).smembers(uk.data(membershipIndexData.forgotten(userId))).exec()) ?? [];
     for (const [err] of res) if (err) throw err;
     time = res[0]![1] as [string, string];
     raw = res[1]![1] as Record<string, string>;
     times = res[2]![1] as Record<string, string>;
+    forgotten = res[3]![1] as string[];
   } else {
     ({ time, skewMs } = await clusterCut(ctx.redis as Cluster));
-    [raw, times] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId)))]);
+    [raw, times, forgotten] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId))), ctx.redis.smembers(uk.data(membershipIndexData.forgotten(userId)))]);
   }
   const cut = Number(time[0]) * 1_000_000 + Number(time[1]);
   const cutMs = Math.floor(cut / 1000);
-  const rooms = parseIndexed(raw, times);
+  // A forgotten room is gone for the user: never in `rooms.leave` again, include_leave or not
+  // (the set is cleared when they join, are invited or knock again).
+  const gone = new Set(forgotten);
+  const rooms = parseIndexed(raw, times).filter((r) => !gone.has(r.roomId) || r.membership === 'join' || r.membership === 'invite' || r.membership === 'knock');
   const full = rooms.filter((r) => r.membership === 'join' && (since === null || fullState || r.writtenAt >= since)).map((r) => r.roomId);
   const tops = new Map<string, number>();
   if (full.length === 0) return { cut, cutMs, skewMs, rooms, tops };
@@ -295,6 +306,11 @@ export interface Params {
   sinceParts: Record<string, string>;
   fullState: boolean;
   filter: SyncFilter;
+  /**
+   * MSC4222 (`use_state_after`): rooms carry `state_after` — the state at the end of their
+   * timeline, or incrementally every state change since `since` — instead of `state`.
+   */
+  stateAfter: boolean;
 }
 
 export async function computeSync(ctx: ApiContext, index: MembershipIndex, user: SyncUser, p: Params): Promise<Computed> {
@@ -391,7 +407,10 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
       // outbox, or an index entry the first index read did not have yet) end at the newest
       // event now, not exactly at the cut: the next sync may repeat a few of their events.
       const top = snap.tops.get(roomId) ?? (await topNow(ctx, roomId));
-      const entry = await fullRoom(ctx, user, roomId, top, filter, null);
+      const entry = await fullRoom(ctx, user, roomId, top, filter, null, p.stateAfter);
+      // Incrementally, a room given in full (newly joined, or after a gap) skipped what came
+      // before: limited, so the client paginates from prev_batch if it wants it (as Synapse).
+      if (since !== null && !fullState) (entry.timeline as JsonObject).limited = true;
       const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
       if (ad.length) entry.account_data = { events: ad };
       entry.summary = await summary(ctx, roomId, user.userId, snap.tops.get(roomId) ?? null);
@@ -401,7 +420,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     }),
     ...incremental.map(async (roomId) => {
       if (fullJoins.includes(roomId)) return;
-      let entry = await windowRoom(ctx, user, roomId, windowEvents.get(roomId) ?? [], filter);
+      let entry = await windowRoom(ctx, user, roomId, windowEvents.get(roomId) ?? [], filter, p.stateAfter);
       const changed = changedRoomData.get(roomId);
       if (changed) {
         const ad = await roomAccountData(ctx, user.userId, roomId, changed, filter);
@@ -430,7 +449,11 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     }),
     ...leaves.map(async (roomId) => {
       // A rejected invite or retracted knock on a room this server has no event of: the leave alone.
-      const entry = (await leftRoom(ctx, user, roomId, filter)) ?? (await remoteLeaveEntry(ctx, user.userId, roomId));
+      const entry = (await leftRoom(ctx, user, roomId, filter, p.stateAfter, since !== null && !fullState ? { windows: p.windows, sinceMs, cutMs } : null)) ?? (await remoteLeaveEntry(ctx, user.userId, roomId));
+      if (entry && p.stateAfter && entry.state !== undefined && entry[STATE_AFTER_FIELD] === undefined) {
+        entry[STATE_AFTER_FIELD] = entry.state;
+        delete entry.state;
+      }
       if (entry) leave[roomId] = entry;
     }),
   ]);
@@ -512,7 +535,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     }
   }
   const deviceLists = since === null ? null : await deviceListSection(ctx, index, user.userId, snap, since, feed, memberChanges, fullJoins, leaves);
-  const presence = ctx.config.presence.enabled && presenceWanted(filter) ? (await presenceEvents(ctx, feed.presence, since === null)).filter((e) => filterMatches(filter.presence, e)) : [];
+  const presence = ctx.config.presence.enabled && presenceWanted(filter) ? (await presenceSection(ctx, user.userId, snap, since, feed, memberChanges, fullJoins)).filter((e) => filterMatches(filter.presence, e)) : [];
 
   const rooms: JsonObject = {};
   if (Object.keys(join).length) rooms.join = join;
@@ -527,6 +550,30 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   const empty = !rooms.join && !rooms.invite && !rooms.leave && !rooms.knock && accountData.length === 0 && toDevice.events.length === 0 && presence.length === 0 && !deviceLists;
   const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite' || r.membership === 'knock').map((r) => r.roomId);
   return { body, empty, listen, skewMs: snap.skewMs, staleCounts };
+}
+
+/**
+ * `presence`: on an initial sync, everyone sharing a joined room with the user who is not offline
+ * (the feed only holds changes fanned out while they already shared one, so a member who set their
+ * status before joining would be missing); incrementally, the feed's changes plus the users who
+ * newly share a room with the user — who joined one of their rooms, or whose room they joined —
+ * as Synapse sends them.
+ */
+async function presenceSection(ctx: ApiContext, userId: string, snap: Snapshot, since: number | null, feed: FeedWindow, memberChanges: { userId: string; membership: string }[], fullJoins: string[]): Promise<JsonObject[]> {
+  if (since === null) {
+    const users = new Set(feed.presence);
+    const joined = snap.rooms.filter((r) => r.membership === 'join').map((r) => r.roomId);
+    for (let i = 0; i < joined.length; i += 100) {
+      for (const members of await Promise.all(joined.slice(i, i + 100).map((r) => joinedMembers(ctx, r)))) for (const u of members) users.add(u);
+    }
+    return presenceEvents(ctx, users, true);
+  }
+  const newcomers = new Set<string>();
+  for (const c of memberChanges) if (c.membership === 'join' && c.userId !== userId && !feed.presence.has(c.userId)) newcomers.add(c.userId);
+  const newly = new Set(snap.rooms.filter((r) => r.membership === 'join' && r.writtenAt >= since).map((r) => r.roomId));
+  for (const roomId of fullJoins) if (newly.has(roomId)) for (const u of await joinedMembers(ctx, roomId)) if (u !== userId && !feed.presence.has(u)) newcomers.add(u);
+  const [changes, joiners] = await Promise.all([presenceEvents(ctx, feed.presence, false), presenceEvents(ctx, newcomers, true)]);
+  return [...changes, ...joiners];
 }
 
 /** Whether the filter lets any `m.presence` event through (`{"types": []}` is how clients say no). */
@@ -672,7 +719,7 @@ async function currentEphemeral(ctx: ApiContext, roomId: string, userId: string)
 }
 
 /** A room given in full: the latest `limit` events up to `top` and the state at their start. */
-async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, upTo: RoomEvent | null): Promise<JsonObject> {
+async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, upTo: RoomEvent | null, stateAfter: boolean): Promise<JsonObject> {
   const endPos = upTo ? upTo.pos : top;
   const page = filter.limit > 0 ? await paginate(ctx, roomId, user.userId, 'b', endPos, null, filter.limit, filter.timeline) : { events: [] as RoomEvent[], end: endPos };
   const events = page.events.reverse();
@@ -683,15 +730,22 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
   }
   const oldest = events[0];
   let stateIds: Map<string, string>;
-  if (oldest) stateIds = await ctx.rooms.snapshot(roomId, oldest.stateBefore);
+  if (stateAfter) {
+    // MSC4222: the state at the end of the timeline, the timeline's own state events included.
+    const last = upTo ?? (await eventAtOrBefore(ctx, roomId, endPos));
+    stateIds = last ? await ctx.rooms.snapshot(roomId, last.stateAfter) : new Map();
+  } else if (oldest) stateIds = await ctx.rooms.snapshot(roomId, oldest.stateBefore);
   else {
     const last = upTo ?? (await eventAtOrBefore(ctx, roomId, endPos));
     stateIds = last ? await ctx.rooms.snapshot(roomId, last.stateAfter) : new Map();
   }
-  const inTimeline = new Set(events.map((e) => e.eventId));
+  const inTimeline = new Set(stateAfter ? [] : events.map((e) => e.eventId));
   // Lazy-loading: pick the member entries before loading anything, so the cost follows the
   // timeline's senders, not the room's size.
   const wantedMembers = filter.lazyLoadMembers ? new Set([user.userId, ...events.map((e) => String(e.event.sender))]) : null;
+  // And the summary's heroes, so a client can name an unnamed room from their display names
+  // (Synapse adds them too). A left room has no summary.
+  if (wantedMembers && !upTo) for (const hero of (await summary(ctx, roomId, user.userId, top))['m.heroes'] as string[]) wantedMembers.add(hero);
   // The filter's types too are known from the keys: a client that asks for no state (or only some
   // types) does not have a big room's every member event loaded and decoded for nothing.
   const stateEventIds = [...stateIds.entries()]
@@ -702,25 +756,33 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
   // Not clamped at 0: backfilled history has negative positions.
   const prev = limited ? page.end! : (oldest?.pos ?? endPos + 1) - 1;
   return {
-    state: { events: await formatEvents(ctx, roomId, state, user) },
+    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: await formatEvents(ctx, roomId, state, user, { membership: false }) },
     timeline: { events: await formatEvents(ctx, roomId, events, user), limited, prev_batch: encodeToken(prev) },
   };
 }
 
 /** A joined room followed incrementally: its events in the window (null when nothing to say). */
-async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, eventIds: string[], filter: SyncFilter): Promise<JsonObject | null> {
+async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, eventIds: string[], filter: SyncFilter, stateAfter: boolean, upToPos: number | null = null): Promise<JsonObject | null> {
   if (eventIds.length === 0) return null;
   // Shared by the long-polls woken by the same events (loaded and decoded once per front).
-  const loaded = (await ctx.rooms.recentEvents(roomId, eventIds)).sort((a, b) => a.pos - b.pos);
+  const loaded = (await ctx.rooms.recentEvents(roomId, eventIds)).filter((e) => upToPos === null || e.pos <= upToPos).sort((a, b) => a.pos - b.pos);
+  if (loaded.length === 0) return null;
   const visible = await visibleEvents(ctx, roomId, user.userId, loaded);
   const matching = visible.filter((e) => filterMatches(filter.timeline, e.event));
   if (matching.length === 0) return null;
   const limited = matching.length > filter.limit;
   const timeline = limited ? matching.slice(matching.length - filter.limit) : matching;
   const first = timeline[0] ?? matching[matching.length - 1]!;
-  // State changes in the part of the window left out of the timeline (the latest per key).
+  // State changes in the part of the window left out of the timeline (the latest per key); with
+  // MSC4222's state_after, every state change of the window (timeline included): the client
+  // applies it on top of what it had and does not apply the timeline's state itself.
   const gapState = new Map<string, RoomEvent>();
-  if (limited) {
+  if (stateAfter) {
+    for (const e of loaded) {
+      if (typeof e.event.state_key !== 'string' || !servableAsState(e)) continue;
+      if (filterMatches(filter.state, e.event)) gapState.set(stateKeyOf(String(e.event.type), e.event.state_key), e);
+    }
+  } else if (limited) {
     for (const e of visible) {
       if (e.pos >= first.pos || typeof e.event.state_key !== 'string') continue;
       if (filterMatches(filter.state, e.event)) gapState.set(stateKeyOf(String(e.event.type), e.event.state_key), e);
@@ -730,28 +792,48 @@ async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, event
     // The member events of the timeline's senders, as of the timeline's start, unless the
     // timeline itself carries them.
     const senders = new Set(timeline.map((e) => String(e.event.sender)));
-    const inTimeline = new Set(timeline.filter((e) => e.event.type === 'm.room.member').map((e) => String(e.event.state_key)));
-    const before = await ctx.rooms.snapshot(roomId, first.stateBefore);
-    const ids = [...senders].filter((u) => !inTimeline.has(u)).map((u) => before.get(stateKeyOf('m.room.member', u))).filter((id): id is string => !!id);
+    const inTimeline = new Set(stateAfter ? [] : timeline.filter((e) => e.event.type === 'm.room.member').map((e) => String(e.event.state_key)));
+    // state_after: as of the window's end (a change in the window is already taken above).
+    const at = stateAfter ? await ctx.rooms.snapshot(roomId, loaded[loaded.length - 1]!.stateAfter) : await ctx.rooms.snapshot(roomId, first.stateBefore);
+    const ids = [...senders].filter((u) => !inTimeline.has(u) && !(stateAfter && gapState.has(stateKeyOf('m.room.member', u)))).map((u) => at.get(stateKeyOf('m.room.member', u))).filter((id): id is string => !!id);
     for (const m of await ctx.rooms.events(roomId, ids)) {
       if (servableAsState(m)) gapState.set(stateKeyOf('m.room.member', String(m.event.state_key)), m);
     }
   }
   const entry: JsonObject = {
     timeline: { events: await formatEvents(ctx, roomId, timeline, user), limited, prev_batch: encodeToken(Math.max(0, first.pos - 1)) },
-    state: { events: await formatEvents(ctx, roomId, [...gapState.values()], user) },
+    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: await formatEvents(ctx, roomId, [...gapState.values()], user, { membership: false }) },
   };
   if (visible.some((e) => e.event.type === 'm.room.member')) entry.summary = await summary(ctx, roomId, user.userId, visible[visible.length - 1]!.pos);
   return entry;
 }
 
 /** A room the user left (or was kicked or banned from): the timeline up to that event. */
-async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter: SyncFilter): Promise<JsonObject | null> {
+async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter: SyncFilter, stateAfter: boolean, window: { windows: OutboxWindowCache; sinceMs: number; cutMs: number } | null): Promise<JsonObject | null> {
   const id = (await ctx.rooms.currentStateIds(roomId, { type: 'm.room.member', stateKey: user.userId })).values().next().value;
   const e = id ? await ctx.rooms.event(roomId, id) : null;
   const m = (e?.event.content as JsonObject | undefined)?.membership;
   if (!e || (m !== 'leave' && m !== 'ban')) return null; // the index is behind the room: the next sync has it
-  const entry = await fullRoom(ctx, user, roomId, e.pos, filter, e);
+  // Incrementally: the room's events since the last sync up to the leave, as for a joined room
+  // (the client has what came before; resending it unlimited would duplicate it). A gap in the
+  // shard's outbox: the latest events up to the leave, limited.
+  let entry: JsonObject | null = null;
+  if (window) {
+    const entries = await window.windows.window(ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).outbox, window.sinceMs, window.cutMs);
+    if (entries !== null) {
+      const ids: string[] = [];
+      for (const en of entries) {
+        if (en.kind !== 'room') continue;
+        const out = decodedBody<RoomOutput>(en);
+        if (out && out.roomId === roomId && typeof out.eventId === 'string') ids.push(out.eventId);
+      }
+      if (ids.includes(e.eventId)) entry = await windowRoom(ctx, user, roomId, ids, filter, stateAfter, e.pos);
+    }
+  }
+  if (!entry) {
+    entry = await fullRoom(ctx, user, roomId, e.pos, filter, e, stateAfter);
+    if (window) (entry.timeline as JsonObject).limited = true;
+  }
   const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
   if (ad.length) entry.account_data = { events: ad };
   return entry;

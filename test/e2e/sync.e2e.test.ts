@@ -289,7 +289,9 @@ describe('GET /sync over raw HTTP', () => {
     const lazySync = await sync(owner, { filter: lazy });
     const lazyRoom = lazySync.rooms.join[roomId];
     const memberKeys = (lazyRoom.state.events as Json[]).filter((e) => e.type === 'm.room.member').map((e) => e.state_key).sort();
-    expect(memberKeys).toEqual([owner.userId, speaker.userId].sort());
+    // The timeline's senders, the user, and the summary's heroes (as Synapse sends them).
+    expect(memberKeys).toEqual([...new Set([owner.userId, speaker.userId, ...(lazyRoom.summary['m.heroes'] as string[])])].sort());
+    expect(memberKeys.length).toBeLessThan(13);
     // Without lazy-loading every member comes.
     const full = await sync(owner, { filter: JSON.stringify({ room: { timeline: { limit: 1 } } }) });
     expect((full.rooms.join[roomId].state.events as Json[]).filter((e) => e.type === 'm.room.member')).toHaveLength(13);

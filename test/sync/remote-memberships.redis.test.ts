@@ -1,7 +1,7 @@
 /**
  * Out-of-band memberships (src/sync/remote-invites.ts) on a real Redis: a remote knock, then the
  * invite that answers it, then a leave replace each other in the user's membership index (all at
- * position 0, membership-index-1.lua), /sync's readers find the right one (stripped state for the
+ * position 0, membership-index-2.lua), /sync's readers find the right one (stripped state for the
  * invite or knock, the leave event for `rooms.leave`), and an event of the room itself (a join
  * here, position > 0) supersedes them; an out-of-band entry never overwrites a real one.
  */

@@ -187,6 +187,9 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
     const sinceToken = req.query.since !== undefined && req.query.since !== '' ? parseSyncToken(req.query.since) : null;
     const since = sinceToken ? sinceToken.cut : null;
     const fullState = parseBool(req.query.full_state, 'full_state');
+    // MSC4222: the unstable name is what matrix-js-sdk sends (and all Synapse 1.163 reads); the
+    // stable one as the MSC names it.
+    const stateAfter = parseBool(req.query['org.matrix.msc4222.use_state_after'], 'org.matrix.msc4222.use_state_after') || parseBool(req.query.use_state_after, 'use_state_after');
     const timeout = parseTimeout(req.query.timeout);
     // A long-poll answers within its timeout plus the usual request deadline (src/http/server.ts).
     req.allowWait(timeout);
@@ -195,7 +198,7 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
     const filter = await loadFilter(ctx, user.userId, req.query.filter);
     presenceOnSync(ctx, user.userId, setPresence as PresenceState | undefined, timeout);
     await notifier.start(); // the push evaluator's progress comes through it, also for syncs that do not wait
-    const params: Omit<Params, 'outside'> = { windows, pushProgress: notifier.pushProgress, e2e, since, sinceParts: sinceToken?.parts ?? {}, fullState, filter };
+    const params: Omit<Params, 'outside'> = { windows, pushProgress: notifier.pushProgress, e2e, since, sinceParts: sinceToken?.parts ?? {}, fullState, filter, stateAfter };
     // An initial or full-state sync answers at once; otherwise an empty answer waits.
     const waits = since !== null && !fullState && timeout > 0;
     let waiter: SyncWaiter | null = null;

@@ -14,15 +14,21 @@
 -- other (a knock becomes an invite, an invite a leave), and any event of the room replaces them.
 -- Returns 1 when written, 0 when the index already had this or a newer membership.
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local was = nil
 if cur then
   local pos = tonumber(string.match(cur, '^(%d+):'))
   if pos and pos >= tonumber(ARGV[2]) and not (pos == 0 and tonumber(ARGV[2]) == 0) then
     return 0
   end
+  was = string.match(cur, '^%d+:(.*)$')
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
-local t = redis.call('TIME')
-redis.call('HSET', KEYS[3], ARGV[1], string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2])))
+-- A join after a join (a display name or avatar change) is no new membership: the write time
+-- stays, so /sync goes on following the room incrementally instead of giving it in full again.
+if not (was == 'join' and ARGV[3] == 'join') then
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[3], ARGV[1], string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2])))
+end
 local m = ARGV[3]
 if m == 'join' or m == 'invite' or m == 'knock' then
   redis.call('SREM', KEYS[2], ARGV[1])
