@@ -18,6 +18,10 @@ export const UNSTABLE_FEATURES: Readonly<Record<string, boolean>> = {
   'org.matrix.msc3874': true,
   // Room summaries: `/v1/room_summary` and the `im.nheko.summary` paths (room-summary.ts).
   'org.matrix.msc3266': true,
+  // `unsigned.membership` on timeline events (src/rooms/client-format.ts).
+  'org.matrix.msc4115': true,
+  // /sync `use_state_after` → `org.matrix.msc4222.state_after` (src/sync/engine.ts).
+  'org.matrix.msc4222': true,
 };
 
 export function registerVersionRoutes(front: Front, publicBaseUrl: string): void {
