@@ -3,7 +3,9 @@
  * upload and download streamed through it while its resident memory is sampled from /proc (the
  * body must never sit whole in memory: its RSS stays far below the body's size), and the front
  * killed with -9 in the middle of an upload (nothing half-written becomes visible: no record, no
- * blob under a content address; the next front serves what was there before).
+ * blob under a content address; the next front serves what was there before), and the worker
+ * killed with -9 while uploads are being recorded (every media id then serves its whole content or
+ * nothing: never a part, never another upload's bytes).
  *
  * Memory figures are printed (`media front RSS …`); the test asserts only that the growth stays
  * well under the body size, never timing.
@@ -78,10 +80,10 @@ describe('the media front as a process', () => {
   }
 
   /** Stream `total` bytes of `seed` as an upload; resolves with the answer. `onSent` sees progress (the request is passed so a test can stop). */
-  function streamUpload(total: number, seed: number, onSent?: (sent: number) => void): Promise<{ status: number; body: string; sha256: string }> {
+  function streamUpload(total: number, seed: number, onSent?: (sent: number) => void, target = { method: 'POST', path: '/_matrix/media/v3/upload?filename=big.bin' }): Promise<{ status: number; body: string; sha256: string }> {
     const hash = createHash('sha256');
     return new Promise((resolve, reject) => {
-      const req = httpRequest(`${base}/_matrix/media/v3/upload?filename=big.bin`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/octet-stream', 'Content-Length': String(total) } }, (res) => {
+      const req = httpRequest(`${base}${target.path}`, { method: target.method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/octet-stream', 'Content-Length': String(total) } }, (res) => {
         let body = '';
         res.on('data', (d) => {
           body += d;
@@ -242,4 +244,56 @@ describe('the media front as a process', () => {
       redis.disconnect();
     }
   }, 300_000);
+
+  it('a worker killed with -9 while uploads are recorded: every media id serves its whole content or nothing', async () => {
+    const workerPid = () => Number(readFileSync(join(dataDir, 'run', 'w1.pid'), 'utf8').trim());
+    const size = MiB;
+    const made: { mediaId: string; seed: number; sha256: string; status: number }[] = [];
+    let answered = 0;
+    let killed = false;
+    let restarted: Promise<{ ok: boolean }> | null = null;
+    const loop = async (lane: number) => {
+      for (let k = 0; k < 8; k++) {
+        const seed = 1000 + lane * 100 + k;
+        // create first, so the test knows every media id, also of uploads whose PUT fails.
+        const created = await fetch(`${base}/_matrix/media/v1/create`, { method: 'POST', headers: { Authorization: `Bearer ${token}` } }).catch(() => null);
+        if (!created || created.status !== 200) {
+          await new Promise((r) => setTimeout(r, 500));
+          continue;
+        }
+        const { content_uri } = (await created.json()) as { content_uri: string };
+        const mediaId = content_uri.slice('mxc://'.length);
+        const put = await streamUpload(size, seed, undefined, { method: 'PUT', path: `/_matrix/media/v3/upload/${mediaId}?filename=part.bin` }).catch(() => ({ status: 0, body: '', sha256: '' }));
+        let sha256 = put.sha256;
+        if (!sha256) {
+          const h = createHash('sha256');
+          for (const c of bodyChunks(size, seed)) h.update(c);
+          sha256 = h.digest('hex');
+        }
+        made.push({ mediaId, seed, sha256, status: put.status });
+        if (put.status === 200 && ++answered >= 6 && !killed) {
+          killed = true;
+          process.kill(workerPid(), 'SIGKILL');
+          // The operator's script brings a worker back; uploads meanwhile wait or fail, never half-land.
+          restarted = cluster('up', '--workers', '1', '--fronts', '1');
+        }
+      }
+    };
+    await Promise.all([0, 1, 2, 3].map(loop));
+    expect(killed).toBe(true);
+    expect((await restarted!)?.ok).toBe(true);
+    const statuses: Record<string, number> = {};
+    for (const m of made) statuses[m.status] = (statuses[m.status] ?? 0) + 1;
+    console.log(`media worker kill: ${made.length} uploads, PUT answers ${JSON.stringify(statuses)}`);
+    for (const m of made) {
+      const got = await streamDownload(`/_matrix/client/v1/media/download/${m.mediaId}?timeout_ms=0`);
+      if (m.status === 200) expect(got.status, m.mediaId).toBe(200);
+      if (got.status === 200) {
+        expect(got.size, m.mediaId).toBe(size);
+        expect(got.sha256, m.mediaId).toBe(m.sha256);
+      } else {
+        expect([404, 504], m.mediaId).toContain(got.status);
+      }
+    }
+  }, 600_000);
 });
