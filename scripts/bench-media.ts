@@ -9,8 +9,8 @@
  *             50 MB files (BENCH_LARGE_COUNT, 3 in flight): MB/s over the phase;
  *   download  `GET /_matrix/client/v1/media/download/…` (authenticated) of those same files, same
  *             concurrency, every byte read: MB/s;
- *   thumbnails `GET /_matrix/client/v1/media/thumbnail/…` of an uploaded 12 Mpx JPEG at sizes not
- *             asked before (so each is made, not served from a cache; Synapse with
+ *   thumbnails `GET /_matrix/client/v1/media/thumbnail/…` of an uploaded 12 Mpx JPEG, 2:1 crops at
+ *             sizes not asked before (so each is made, not served from a pre-generated or cached one; Synapse with
  *             dynamic_thumbnails on), 4 in flight: thumbnails/s. When Axon's endpoint answers 501
  *             (the thumbnail module not wired into the front yet), Axon's figure is the module
  *             itself in this process (src/media/thumbnails.ts, as scripts/bench-thumbnails.ts does)
@@ -136,7 +136,9 @@ async function transfer(t: Target, size: number, count: number, inFlight: number
 
 async function thumbnails(t: Target, photo: Buffer): Promise<Record<string, unknown>> {
   const mxc = await upload(t, photo, 'image/jpeg', 'photo.jpg');
-  const path = (w: number, h: number) => `/_matrix/client/v1/media/thumbnail/${mediaPath(mxc)}?width=${w}&height=${h}&method=scale`;
+  // Crops of a 2:1 shape at sizes never asked before: no pre-generated thumbnail (squares and 4:3
+  // scales) may answer them, so each is decoded and made on demand, on both servers.
+  const path = (w: number, h: number) => `/_matrix/client/v1/media/thumbnail/${mediaPath(mxc)}?width=${w}&height=${h}&method=crop`;
   const probe = await getBytes(t, path(100, 75));
   if (probe.status === 501 && t.name === 'Axon') {
     // The endpoint is not wired to the thumbnail module yet: measure the module itself.
@@ -150,12 +152,12 @@ async function thumbnails(t: Target, photo: Buffer): Promise<Record<string, unkn
   const t0 = performance.now();
   const r = await withRss(t.pid(), () =>
     pool(Array.from({ length: THUMBS }, (_, i) => i), 4, async (i) => {
-      const a = await getBytes(t, path(101 + i, 76 + i));
+      const a = await getBytes(t, path(200 + 2 * i, 100 + i));
       if (a.status !== 200 || a.bytes === 0) throw new Error(`${t.name} thumbnail: ${a.status}`);
     }),
   );
   const perSec = THUMBS / ((performance.now() - t0) / 1000);
-  return { server: t.name, phase: `thumbnails of a 12 Mpx JPEG × ${THUMBS} (endpoint, new sizes, 4 in flight)`, rate: `${round(perSec, 1)} /s`, rssBefore: r.beforeMb, rssPeak: r.peakMb };
+  return { server: t.name, phase: `thumbnails of a 12 Mpx JPEG × ${THUMBS} (endpoint, new 2:1 crops made on demand, 4 in flight)`, rate: `${round(perSec, 1)} /s`, rssBefore: r.beforeMb, rssPeak: r.peakMb };
 }
 
 async function measure(t: Target, photo: Buffer): Promise<Record<string, unknown>[]> {
