@@ -20,7 +20,13 @@ export interface LedgerState {
 
 export type LedgerMessage =
   | { op: 'append'; producer: string; seq: number; value: number }
-  | { op: 'read' };
+  | { op: 'read' }
+  /**
+   * Writes `items` fields into one hash and `items` members into one set in a single commit: the
+   * runtime's check that one decision may write as much as a 10,000-member room's state (the
+   * commit's argument list then runs past what a spread call or Lua's unpack takes).
+   */
+  | { op: 'bulk'; items: number };
 
 export type LedgerReply = { count: number; sum: number; outOfOrder: number; lastSeq?: Record<string, number> };
 
@@ -52,6 +58,24 @@ export function decideLedger(state: LedgerState, msg: ActorMessage<LedgerMessage
       };
       const output: LedgerOutput = { actor: msg.actorId, producer: body.producer, seq: body.seq, count: next.count };
       return { state: next, reply: { count: next.count, sum: next.sum, outOfOrder: next.outOfOrder }, outputs: [output] };
+    }
+    case 'bulk': {
+      if (!Number.isInteger(body.items) || body.items < 1 || body.items > 200_000) throw new TypeError('ledger bulk needs 1..200000 items');
+      const fields: string[] = [];
+      const members: string[] = [];
+      for (let i = 0; i < body.items; i++) {
+        fields.push(`f${i}`, String(i));
+        members.push(`m${i}`);
+      }
+      const next: LedgerState = { ...state, count: state.count + 1 };
+      return {
+        state: next,
+        reply: { count: next.count, sum: next.sum, outOfOrder: next.outOfOrder },
+        writes: [
+          { cmd: 'HSET', key: `ledger:${msg.actorId}:bulk-hash`, args: fields },
+          { cmd: 'SADD', key: `ledger:${msg.actorId}:bulk-set`, args: members },
+        ],
+      };
     }
     case 'read':
       return { state, reply: { count: state.count, sum: state.sum, outOfOrder: state.outOfOrder, lastSeq: state.lastSeq } };

@@ -311,7 +311,12 @@ export class ShardRunner {
     // With a reply to deliver, the entry is acknowledged only after the reply is out (see commit-1.lua).
     const ackInScript = entry.replyTo ? '0' : '1';
     const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, ackInScript, changed ? 's' : 'k', changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
-    writes.forEach((w, i) => args.push(w.cmd, 6 + i, w.args.length, ...w.args));
+    // A loop, not push(...w.args): a write may carry more values than a call's arguments can
+    // (a 10,000-member room's state joined over federation).
+    writes.forEach((w, i) => {
+      args.push(w.cmd, 6 + i, w.args.length);
+      for (const a of w.args) args.push(a);
+    });
 
     await this.env.faultPoint?.('before-commit', entry);
     const res = (await runScriptBuffer(redis, 'commit', keys, args)) as Buffer[];
@@ -339,7 +344,7 @@ export class ShardRunner {
   /** A decision's derived writes on a Cluster (see Decision.derivedWrites): after the commit, best effort. */
   private async applyDerived(redis: RedisClient, derived: { cmd: string; key: string; args: (string | number | Buffer)[] }[]): Promise<void> {
     try {
-      await Promise.all(derived.map((w) => redis.call(w.cmd, w.key, ...w.args)));
+      await Promise.all(derived.map((w) => redis.call(w.cmd, [w.key, ...w.args])));
     } catch (e) {
       this.env.log.warn({ shard: this.name, err: e as Error }, 'derived writes after a commit failed (their readers fall back)');
     }

@@ -136,16 +136,20 @@ export function subscriberClient(client: RedisClient): Redis {
   return sub;
 }
 
-/** Call one of our scripts: `keys` then `args`. Values may be strings or Buffers. */
+/**
+ * Call one of our scripts: `keys` then `args`. Values may be strings or Buffers. The arrays are
+ * handed to ioredis as they are (it flattens one level): spreading them into the call overflows
+ * the stack past ~120,000 values (a commit of a 10,000-member room's state does that).
+ */
 export function runScript(client: RedisClient, name: ScriptName, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
   const fn = (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name]!;
-  return fn.call(client, keys.length, ...keys, ...args);
+  return fn.call(client, keys.length, keys, args);
 }
 
 /** Same, returning Buffers instead of strings (for binary replies). */
 export function runScriptBuffer(client: RedisClient, name: ScriptName, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
   const fn = (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[`${name}Buffer`]!;
-  return fn.call(client, keys.length, ...keys, ...args);
+  return fn.call(client, keys.length, keys, args);
 }
 
 export function isCluster(client: RedisClient): client is Cluster {

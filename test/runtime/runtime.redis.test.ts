@@ -37,6 +37,20 @@ for (const mode of MODES) {
       expect(outputs).toBe(200);
     });
 
+    it('commits a decision whose writes run past a spread call and Lua unpack (70,000 hash fields + 70,000 set members)', async () => {
+      // Regression: a remote join of a 10,000-member room failed with "RangeError: Maximum call
+      // stack size exceeded" (the commit's arguments spread into the script call).
+      r = await rig(mode);
+      await r.startWorker('w1');
+      const c = await r.client();
+      const actor = '@bulk:test';
+      expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'bulk', items: 70_000 }, { timeoutMs: 60_000 })).toMatchObject({ count: 1 });
+      const shard = r.keys.shard('user', shardOf(actor, r.shardCounts.user));
+      expect(await r.redis.hlen(shard.data(`ledger:${actor}:bulk-hash`))).toBe(70_000);
+      expect(await r.redis.hget(shard.data(`ledger:${actor}:bulk-hash`), 'f69999')).toBe('69999');
+      expect(await r.redis.scard(shard.data(`ledger:${actor}:bulk-set`))).toBe(70_000);
+    });
+
     it('applies a message id once: a re-sent command gets the first reply and changes nothing', async () => {
       r = await rig(mode);
       await r.startWorker('w1');

@@ -46,6 +46,10 @@ for i = 1, n do
   ids[#ids + 1] = redis.call('XADD', KEYS[4], '*', 'a', actor, 'k', kind, 'b', ARGV[10 + i])
 end
 local allowed = {SET=1, DEL=1, HSET=1, HDEL=1, HINCRBY=1, ZADD=1, ZREM=1, SADD=1, SREM=1, RPUSH=1, LTRIM=1, XADD=1, XTRIM=1, PEXPIRE=1, INCRBY=1}
+-- Commands whose arguments are independent items (pairs for HSET and ZADD): applied in slices of
+-- CHUNK arguments (even, so pairs stay whole) when there are more.
+local chunked = {HSET=2, ZADD=2, SADD=1, SREM=1, HDEL=1, ZREM=1, DEL=1, RPUSH=1}
+local CHUNK = 4000
 local p = 13 + n
 local w = tonumber(ARGV[p])
 p = p + 1
@@ -56,7 +60,20 @@ for _ = 1, w do
   if not allowed[cmd] then
     return redis.error_reply('commit: command not allowed: ' .. cmd)
   end
-  redis.call(cmd, key, unpack(ARGV, p + 3, p + 2 + argc))
+  local step = chunked[cmd]
+  if step and argc > CHUNK then
+    -- Lua's unpack takes at most ~8,000 values: a big write (a 10,000-member room's state joined
+    -- over federation) goes in slices, which for these commands is the same write.
+    local first = p + 3
+    local last = p + 2 + argc
+    while first <= last do
+      local upto = math.min(first + CHUNK - 1, last)
+      redis.call(cmd, key, unpack(ARGV, first, upto))
+      first = upto + 1
+    end
+  else
+    redis.call(cmd, key, unpack(ARGV, p + 3, p + 2 + argc))
+  end
   p = p + 3 + argc
 end
 redis.call('SET', KEYS[2], ARGV[5], 'EX', tonumber(ARGV[6]))
