@@ -115,11 +115,15 @@ describe('npm start: a homeserver with a managed Redis', () => {
   });
 
   it('answers unknown paths with 404 M_UNRECOGNIZED JSON and wrong methods with 405', async () => {
-    for (const path of ['/', '/_matrix/client/v3/no_such_endpoint', '/_matrix/federation/v1/version', '/nope?x=1']) {
+    for (const path of ['/', '/_matrix/client/v3/no_such_endpoint', '/nope?x=1']) {
       const r = await fetch(`${base()}${path}`);
       expect(r.status).toBe(404);
       expect(await r.json()).toEqual({ errcode: 'M_UNRECOGNIZED', error: 'Unrecognized request' });
     }
+    // A federation path on the client port says where it is served (known paths: 405 for a wrong method).
+    const fed = await fetch(`${base()}/_matrix/federation/v1/version`);
+    expect(fed.status).toBe(404);
+    expect(await fed.json()).toEqual({ errcode: 'M_UNRECOGNIZED', error: 'This federation path is served on the federation port' });
     const r = await fetch(`${base()}/_matrix/client/versions`, { method: 'POST', body: '{}' });
     expect(r.status).toBe(405);
     expect(((await r.json()) as { errcode: string }).errcode).toBe('M_UNRECOGNIZED');
