@@ -165,6 +165,33 @@ describe('thumbnails over HTTP (default config: thumbnails on, previews off)', (
     expect(await decodeThumb(dflt)).toMatchObject({ width: 640, height: 384 });
   });
 
+  it("the issue's journey: a matrix-js-sdk user sets an avatar and sends an image; another user downloads both thumbnails through authenticated media", { timeout: T }, async () => {
+    const bob = await register(server, 'bob-viewer');
+    const avatar = await picture(512, 512, 'png');
+    const { content_uri: avatarMxc } = await alice.client.uploadContent(avatar, { name: 'me.png', type: 'image/png' });
+    await alice.client.setAvatarUrl(avatarMxc);
+    const { room_id: roomId } = await alice.client.createRoom({ preset: 'public_chat' as never, name: 'pictures' });
+    await bob.client.joinRoom(roomId);
+    const photo = await picture(1600, 1200, 'jpeg');
+    const { content_uri: photoMxc } = await alice.client.uploadContent(photo, { name: 'holiday.jpg', type: 'image/jpeg' });
+    await alice.client.sendMessage(roomId, { msgtype: 'm.image', body: 'holiday.jpg', url: photoMxc, info: { mimetype: 'image/jpeg', w: 1600, h: 1200, size: photo.length } } as never);
+    // Bob finds the image event and the avatar as any client would, then asks for thumbnails.
+    const page = await bob.client.createMessagesRequest(roomId, null, 20, 'b' as never);
+    const image = page.chunk.find((e) => e.type === 'm.room.message' && (e.content as { msgtype?: string }).msgtype === 'm.image');
+    expect(image?.sender).toBe(alice.userId);
+    const url = (image!.content as { url: string }).url;
+    expect(url).toBe(photoMxc);
+    const thumb = await thumbnail(server, url, bob.token, 'width=320&height=240&method=scale');
+    expect(thumb.status).toBe(200);
+    expect(await decodeThumb(thumb)).toMatchObject({ type: 'image/jpeg', width: 320, height: 240 });
+    const profile = await bob.client.getProfileInfo(alice.userId);
+    expect(profile.avatar_url).toBe(avatarMxc);
+    const face = await thumbnail(server, profile.avatar_url!, bob.token, 'width=96&height=96&method=crop');
+    expect(await decodeThumb(face)).toMatchObject({ type: 'image/png', width: 96, height: 96 });
+    // Without a token, authenticated media is refused.
+    expect((await thumbnail(server, url, null, 'width=96&height=96&method=crop')).status).toBe(401);
+  });
+
   it('a JPEG: a size not pre-generated is made on demand once (concurrent requests included), stored, and served again from the store', { timeout: T }, async () => {
     const jpeg = await picture(1200, 900, 'jpeg');
     const { content_uri: mxc } = await alice.client.uploadContent(jpeg, { name: 'photo.jpg', type: 'image/jpeg' });
