@@ -75,19 +75,19 @@ describe.skipIf(skip)(`remote media with Synapse ${SYNAPSE_VERSION}`, () => {
 
   it('thumbnails across servers: an Axon user gets one of a Synapse image (made here from the fetched original), a Synapse user one of an Axon image (Synapse fetches it from our federation media endpoints)', async () => {
     const png = await sharp({ create: { width: 900, height: 600, channels: 3, background: { r: 200, g: 60, b: 20 } } }).png().toBuffer();
-    const carol = await env.synapse.registerUser('carol', 'a long passphrase');
-    const up = await fetch(`${env.synapse.baseUrl}/_matrix/media/v3/upload?filename=red.png`, { method: 'POST', headers: { Authorization: `Bearer ${carol.token}`, 'Content-Type': 'image/png' }, body: png });
+    const erin = await env.synapse.registerUser('erin', 'a long passphrase');
+    const up = await fetch(`${env.synapse.baseUrl}/_matrix/media/v3/upload?filename=red.png`, { method: 'POST', headers: { Authorization: `Bearer ${erin.token}`, 'Content-Type': 'image/png' }, body: png });
     expect(up.status, await up.clone().text()).toBe(200);
     const [, server, mediaId] = /^mxc:\/\/([^/]+)\/(.+)$/.exec(((await up.json()) as { content_uri: string }).content_uri)!;
-    const dave = await env.clients.mint('dave');
-    const thumb = await fetch(`${env.axon.baseUrl}/_matrix/client/v1/media/thumbnail/${encodeURIComponent(server!)}/${encodeURIComponent(mediaId!)}?width=96&height=96&method=crop`, { headers: { Authorization: `Bearer ${dave.token}` } });
+    const frank = await env.clients.mint('frank');
+    const thumb = await fetch(`${env.axon.baseUrl}/_matrix/client/v1/media/thumbnail/${encodeURIComponent(server!)}/${encodeURIComponent(mediaId!)}?width=96&height=96&method=crop`, { headers: { Authorization: `Bearer ${frank.token}` } });
     const thumbBytes = Buffer.from(await thumb.arrayBuffer());
     expect(thumb.status, thumbBytes.toString().slice(0, 200)).toBe(200);
     expect(await sharp(thumbBytes).metadata()).toMatchObject({ width: 96, height: 96 });
 
-    const ours = await fetch(`${env.axon.baseUrl}/_matrix/media/v3/upload?filename=blue.png`, { method: 'POST', headers: { Authorization: `Bearer ${dave.token}`, 'Content-Type': 'image/png' }, body: await sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 20, g: 60, b: 200 } } }).png().toBuffer() });
+    const ours = await fetch(`${env.axon.baseUrl}/_matrix/media/v3/upload?filename=blue.png`, { method: 'POST', headers: { Authorization: `Bearer ${frank.token}`, 'Content-Type': 'image/png' }, body: await sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 20, g: 60, b: 200 } } }).png().toBuffer() });
     const ourId = ((await ours.json()) as { content_uri: string }).content_uri.split('/').pop()!;
-    const viaSynapse = await fetch(`${env.synapse.baseUrl}/_matrix/client/v1/media/thumbnail/${encodeURIComponent(env.axon.serverName)}/${ourId}?width=320&height=240&method=scale`, { headers: { Authorization: `Bearer ${carol.token}` } });
+    const viaSynapse = await fetch(`${env.synapse.baseUrl}/_matrix/client/v1/media/thumbnail/${encodeURIComponent(env.axon.serverName)}/${ourId}?width=320&height=240&method=scale`, { headers: { Authorization: `Bearer ${erin.token}` } });
     const viaBytes = Buffer.from(await viaSynapse.arrayBuffer());
     expect(viaSynapse.status, viaBytes.toString().slice(0, 200)).toBe(200);
     expect(await sharp(viaBytes).metadata()).toMatchObject({ width: 320, height: 240 });
