@@ -17,49 +17,33 @@
  * Synapse comes from scripts/lib/ensure.sh's `ensure_synapse`; outside CI the test skips itself
  * when it is not installed.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
-import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
-import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
+import { SYNAPSE_VERSION, type PeerSession, type SynapsePeer } from '../peers/synapse';
+import { skipWithoutSynapse, useAxonAndSynapse, type AxonAndSynapse } from './harness';
 
-const install = synapseInstallation();
-const skip = !install.ok && !process.env.CI;
-if (skip && !install.ok) console.warn(`synapse-knock.e2e: skipped. ${install.reason}`);
+const skip = skipWithoutSynapse('synapse-knock.e2e');
 
 const A_IP = '127.0.0.81';
 const S_IP = '127.0.0.82';
 const KNOCK_RULE = { type: 'm.room.join_rules', state_key: '', content: { join_rule: 'knock' } };
 
 describe.skipIf(skip)(`knocking between Axon and Synapse ${SYNAPSE_VERSION}`, () => {
+  const journey = useAxonAndSynapse('synapse-knock.e2e', A_IP, S_IP);
   let pair: AxonAndSynapse;
   let s: SynapsePeer;
   let clients: Clients;
   let alice: Session;
   let bob: PeerSession;
-  const figures: string[] = [];
 
   beforeAll(async () => {
-    pair = await startAxonAndSynapse(A_IP, S_IP);
+    pair = journey.pair;
     ({ synapse: s, clients } = pair);
     alice = await clients.mint('alice');
     bob = await s.registerUser('bob', 'bob password');
   }, 180_000);
 
-  afterAll(async () => {
-    if (figures.length) console.log(`synapse-knock.e2e figures:\n  ${figures.join('\n  ')}`);
-    await pair?.stop();
-  });
-
-  afterEach(({ task }) => {
-    if (task.result?.state === 'fail' && s) console.error(`${s.serverName} logs:\n${s.logTail(60)}`);
-  });
-
-  const timed = async <T>(label: string, f: () => Promise<T>): Promise<T> => {
-    const started = performance.now();
-    const v = await f();
-    figures.push(`${label}: ${Math.round(performance.now() - started)} ms`);
-    return v;
-  };
+  const { timed } = journey;
   const axonSync = (since?: string) => clients.call(alice, 'GET', `/sync?timeout=0${since ? `&since=${enc(since)}` : ''}`);
   /**
    * Synapse's /sync, followed incrementally until `ok` (Synapse caches a sync answer per token for
