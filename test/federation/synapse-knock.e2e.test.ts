@@ -257,4 +257,26 @@ describe.skipIf(skip)(`knocking between Axon and Synapse ${SYNAPSE_VERSION}`, ()
     const withLeave = await clients.call(alice, 'GET', `/sync?timeout=0&filter=${enc(JSON.stringify({ room: { include_leave: true } }))}`);
     expect(withLeave.body.rooms?.leave?.[roomId]).toBeTruthy();
   });
+
+  it('deactivating an Axon user rejects their pending Synapse invite and retracts their knock (as Synapse does on deactivation)', async () => {
+    const reg = await clients.call(null, 'POST', '/register', { username: 'dora', password: 'dora password', auth: { type: 'm.login.dummy' } });
+    expect(reg.status, JSON.stringify(reg.body)).toBe(200);
+    const dora: Session = { userId: reg.body.user_id, token: reg.body.access_token, deviceId: reg.body.device_id };
+    const invitedTo = await s.call(bob, 'POST', '/createRoom', { preset: 'private_chat', room_version: '10', name: 'Invite for Dora' });
+    const knockedOn = await s.call(bob, 'POST', '/createRoom', { preset: 'private_chat', room_version: '10', name: 'Dora knocks', initial_state: [KNOCK_RULE] });
+    expect([invitedTo.status, knockedOn.status]).toEqual([200, 200]);
+    expect((await s.call(bob, 'POST', `/rooms/${enc(invitedTo.body.room_id)}/invite`, { user_id: dora.userId })).status).toBe(200);
+    expect((await clients.call(dora, 'POST', `/knock/${enc(knockedOn.body.room_id)}?via=${enc(s.serverName)}`, {})).status).toBe(200);
+    await eventually(() => clients.call(dora, 'GET', '/sync?timeout=0'), (r) => !!r.body.rooms?.invite?.[invitedTo.body.room_id] && !!r.body.rooms?.knock?.[knockedOn.body.room_id], 30_000);
+    await eventually(() => synapseMembership(knockedOn.body.room_id, dora.userId), (m) => m === 'knock', 30_000);
+
+    const first = await clients.call(dora, 'POST', '/account/deactivate', {});
+    expect(first.status).toBe(401);
+    const done = await timed('Axon deactivation with a pending Synapse invite and knock (both left over federation before the answer)', () =>
+      clients.call(dora, 'POST', '/account/deactivate', { auth: { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'dora' }, password: 'dora password', session: first.body.session } }));
+    expect(done.status, JSON.stringify(done.body)).toBe(200);
+    // Both rooms get Dora's leave through send_leave (Synapse took it before the answer above).
+    await eventually(() => synapseMembership(invitedTo.body.room_id, dora.userId), (m) => m === 'leave', 30_000);
+    await eventually(() => synapseMembership(knockedOn.body.room_id, dora.userId), (m) => m === 'leave', 30_000);
+  });
 });
