@@ -302,6 +302,14 @@ export const userData = {
   profile: (userId: string) => `user:${userId}:profile`,
   /** JSON StoredPushRules (src/protocol/push-rules.ts): the user's own push rules and changes to default ones. */
   pushRules: (userId: string) => `user:${userId}:pushrules`,
+  /** Hash: `pusherKey(app_id, pushkey)` → JSON StoredPusher (actors/user.ts), written by the user actor. */
+  pushers: (userId: string) => `user:${userId}:pushers`,
+  /**
+   * Set: the users with a pusher of one app id and pushkey, by sha256 of `pusherKey` (in the user
+   * shard that hash falls in). Kept by fronts so `/pushers/set` without `append` can remove the
+   * same pushkey from other users (a phone that moved to another account).
+   */
+  pushkeyUsers: (pushkeyHash: string) => `pushkey:${pushkeyHash}`,
   /**
    * Stream: a device's to-device inbox, written by the to-device actor (actors/to-device.ts).
    * Entry ids come from Redis's clock (XADD `*`), so /sync's time cuts apply to it; field `e` is
