@@ -169,7 +169,9 @@ export type UserOutput =
    * The account was deactivated: the deactivation reader (src/readers/deactivation.ts) takes the
    * user out of every room they are joined to, invited to or knocking on.
    */
-  | { type: 'deactivated'; user_id: string; erase: boolean };
+  | { type: 'deactivated'; user_id: string; erase: boolean }
+  /** The user's pushers changed: wakes the push evaluator's cache of them (through the commit's wake-up). */
+  | { type: 'pushers'; user_id: string };
 
 export function newUser(userId: string): UserState {
   return { userId, registered: false, deactivated: false, passwordHash: null, createdAt: 0, devices: {}, nextFilterId: 0 };
@@ -286,7 +288,7 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
       const key = pusherKey(body.appId, body.pushkey);
       if (!state.pushers?.[key]) return { state, reply: { ok: true } };
       const { [key]: _gone, ...rest } = state.pushers;
-      return { state: { ...state, pushers: rest }, reply: { ok: true }, writes: [{ cmd: 'HDEL', key: userData.pushers(state.userId), args: [key] }] };
+      return { state: { ...state, pushers: rest }, reply: { ok: true }, writes: [{ cmd: 'HDEL', key: userData.pushers(state.userId), args: [key] }], outputs: [{ type: 'pushers', user_id: state.userId } satisfies UserOutput] };
     }
     case 'forget': {
       if (typeof body.roomId !== 'string' || !body.roomId.startsWith('!')) throw new ActorRejection('M_INVALID_PARAM', 'roomId must be a room id', 400);
@@ -445,6 +447,7 @@ function setPusher(state: UserState, given: Omit<StoredPusher, 'ts'>, now: numbe
     state: { ...state, pushers: { ...(state.pushers ?? {}), [key]: pusher } },
     reply: { ok: true },
     writes: [{ cmd: 'HSET', key: userData.pushers(state.userId), args: [key, JSON.stringify(pusher)] }],
+    outputs: [{ type: 'pushers', user_id: state.userId } satisfies UserOutput],
   };
 }
 

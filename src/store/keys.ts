@@ -311,6 +311,17 @@ export const userData = {
    */
   pushkeyUsers: (pushkeyHash: string) => `pushkey:${pushkeyHash}`,
   /**
+   * Sorted set: what is still to be sent through one pusher (`pusherId` = `pusherIdOf`), in outbox
+   * order (score): notifications as JSON members `{r, e, a}` (room, event, actions) and at most
+   * one `badge`. The push evaluator adds (ZADD: a redelivered entry adds nothing), the push sender
+   * removes what the gateway took (src/push/sender.ts).
+   */
+  pushQueue: (userId: string, pusherId: string) => `user:${userId}:pq:${pusherId}`,
+  /** Hash: the push sender's state of one pusher: `failing_since`, `retry_at`, `backoff` (ms). */
+  pushState: (userId: string, pusherId: string) => `user:${userId}:ps:${pusherId}`,
+  /** String: the token of the push sender job sending through one pusher now (one at a time, in order). */
+  pushLock: (userId: string, pusherId: string) => `user:${userId}:pl:${pusherId}`,
+  /**
    * Stream: a device's to-device inbox, written by the to-device actor (actors/to-device.ts).
    * Entry ids come from Redis's clock (XADD `*`), so /sync's time cuts apply to it; field `e` is
    * the event's JSON text `{type, sender, content}`. /sync reads it and acknowledges what the
