@@ -270,3 +270,38 @@ describe.skipIf(skip)(`push delivery: Axon beside Synapse ${SYNAPSE_VERSION}, on
     await eventually(() => s.call(s.bob, 'GET', '/pushers'), (r) => r.body.pushers?.length === 0, 30_000);
   });
 });
+
+describe('push delivery: a gateway on a blocked address is never reached', () => {
+  const recorder = new Recorder();
+  let axon: TestServer;
+
+  beforeAll(async () => {
+    await recorder.start();
+    // No push.ipRangeAllowlist: loopback is in the federation IP blocklist.
+    axon = await startTestServer({ push: true });
+  }, 120_000);
+
+  afterAll(async () => {
+    await axon?.stop();
+    await recorder.stop();
+  });
+
+  it('the push fails and backs off; the gateway sees no request', async () => {
+    const call: Call = (who, method, path, body) => callServer(axon, who, method, path, body);
+    const alice = await register(call, 'balice', 'Alice');
+    const bob = await register(call, 'bbob', 'Bob');
+    const dm = await room(call, alice, bob, { preset: 'trusted_private_chat', is_direct: true });
+    expect((await call(bob, 'POST', '/pushers/set', { kind: 'http', app_id: 'com.example.app', pushkey: 'blocked', app_display_name: 'App', device_display_name: 'Phone', lang: 'en', data: { url: recorder.url } })).status).toBe(200);
+    expect((await call(alice, 'PUT', `/rooms/${enc(dm)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'to a blocked gateway' })).status).toBe(200);
+    // The sender marks the pusher failing (its backoff state) without ever connecting.
+    const prefix = axon.config.redis.keyPrefix;
+    const state = await eventually(async () => (await axon.redis.keys(`${prefix}*${bob.userId}:ps:*`))[0], (k) => !!k, 30_000);
+    const fields = await axon.redis.hgetall(state!);
+    expect(Number(fields.failing_since)).toBeGreaterThan(0);
+    expect(Number(fields.backoff)).toBeGreaterThanOrEqual(1000);
+    expect(recorder.received).toEqual([]);
+    // Still queued: it goes out if an operator allows the address (not lost).
+    const queued = (await axon.redis.keys(`${prefix}*${bob.userId}:pq:*`))[0]!;
+    expect(await axon.redis.zcard(queued)).toBe(1);
+  });
+});
