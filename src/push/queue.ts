@@ -94,6 +94,15 @@ export class PushQueue {
     await this.q.add('drain', job, { jobId: `r_${job.pusherId}_${retryAt}`, delay: Math.max(0, retryAt - Date.now()), removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 }, attempts: 5, backoff: { type: 'exponential', delay: 1000 } });
   }
 
+  /**
+   * A look at the pusher's queue when another sender's lock expires (in case that sender died):
+   * at most one booked per pusher and second.
+   */
+  async lookAgain(job: DrainJob, at: number): Promise<void> {
+    const second = Math.ceil(at / 1000);
+    await this.q.add('drain', job, { jobId: `l_${job.pusherId}_${second}`, delay: Math.max(0, second * 1000 - Date.now()), removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 }, attempts: 5, backoff: { type: 'exponential', delay: 1000 } });
+  }
+
   async close(): Promise<void> {
     await this.queue?.close().catch(() => undefined);
     this.connection?.disconnect();

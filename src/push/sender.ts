@@ -43,7 +43,8 @@ import { shardOf, type Family } from '../store/shards';
 import { unreadCounts } from '../sync/unread-counts';
 import { BADGE_MEMBER, PUSH_QUEUE, PushQueue, pushQueuePrefix, type DrainJob, type QueuedNotification } from './queue';
 
-const LOCK_MS = 60_000;
+/** A sender's hold on a pusher; renewed after each send (a send takes at most `push.timeoutMs`). */
+const LOCK_MS = 30_000;
 /** Synapse's HttpPusher backoff: 1 s doubling to 1 h; after a day of failures a notification is given up. */
 export const INITIAL_BACKOFF_MS = 1000;
 export const MAX_BACKOFF_MS = 3600_000;
@@ -94,7 +95,13 @@ export class PushSender {
     let retry = isRetry;
     for (;;) {
       const token = randomBytes(9).toString('base64url');
-      if ((await this.d.redis.set(lock, token, 'PX', LOCK_MS, 'NX')) !== 'OK') return; // the holder rechecks after letting go
+      if ((await this.d.redis.set(lock, token, 'PX', LOCK_MS, 'NX')) !== 'OK') {
+        // A live holder looks at the queue again after letting go; a holder that died (kill -9)
+        // never will, so a look is also booked for when its lock expires.
+        const ttl = await this.d.redis.pttl(lock);
+        if (ttl > 0) await this.d.queue.lookAgain(job, Date.now() + ttl + 100);
+        return;
+      }
       let waiting = false;
       try {
         waiting = await this.sendQueued(job, queue, state, lock, retry);
@@ -273,6 +280,7 @@ export async function startPushSender(config: AxonConfig, log: Logger, workerId:
     PUSH_QUEUE,
     async (job: Job<DrainJob>) => {
       if (job.name !== 'drain') return null;
+      // Retries (r_) go ahead even though the pusher is marked as waiting for them.
       await sender.drain(job.data, String(job.id).startsWith('r_'));
       return null;
     },
