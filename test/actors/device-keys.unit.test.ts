@@ -247,7 +247,7 @@ describe('keys actor: signatures', () => {
     const d = decideKeys(state, msg(body), sigPrep({}));
     expect((d.reply as SignaturesReply).failures).toEqual({ [BOB]: { OTHER: { status: 404, errcode: 'M_NOT_FOUND', error: 'Unknown device' } } });
     expect(hset(d.writes, e2eKeyData.signatures(ME, BOB))).toEqual([[signatureField(bobMaster.key.publicKeyBase64, usk.id), (signed.signatures as Record<string, Record<string, string>>)[ME]![usk.id]]]);
-    expect(d.outputs).toEqual([{ type: 'device_list', user_id: ME, self_only: true }]);
+    expect(d.outputs).toEqual([{ type: 'device_list', user_id: ME, self_only: true, signed_users: [BOB] }]);
     const noUsk = decideKeys({ ...state, cross: { master: state.cross.master! } }, msg(body), sigPrep({}));
     expect((noUsk.reply as SignaturesReply).failures[BOB]![bobMaster.key.publicKeyBase64]).toMatchObject({ status: 404 });
     const noMaster = decideKeys(state, msg({ ...body, otherMasters: { [BOB]: null } } as KeysMessage), sigPrep({}));
