@@ -591,11 +591,14 @@ function remoteUpdate(state: KeysState, body: Extract<KeysMessage, { op: 'remote
   const out: KeysOutput[] = [{ type: 'device_list', user_id: u }];
   const r = state.remote;
   if (r && body.streamId <= r.stream) return { state, reply: { resync: false } };
-  const gap = !r?.synced || body.prevIds.some((p) => p > r.stream) || (!body.deleted && !body.keys);
+  const gap = !r?.synced || body.prevIds.some((p) => p > r.stream);
   if (gap) return { state: { ...state, remote: { stream: r?.stream ?? 0, synced: false } }, reply: { resync: true }, outputs: out, writes: [{ cmd: 'DEL', key: e2eKeyData.remoteSynced(u), args: [] }] };
-  const writes: StoreWrite[] = body.deleted
-    ? [{ cmd: 'HDEL', key: e2eKeyData.deviceKeys(u), args: [body.deviceId] }]
-    : [{ cmd: 'HSET', key: e2eKeyData.deviceKeys(u), args: [body.deviceId, canonicalJson(withDisplayName(body.keys!, body.displayName))] }];
+  // An update without keys is of a device that has none yet (a new login, before its client
+  // uploaded them): nothing to serve from /keys/query until the update that brings them.
+  const writes: StoreWrite[] =
+    body.deleted || !body.keys
+      ? [{ cmd: 'HDEL', key: e2eKeyData.deviceKeys(u), args: [body.deviceId] }]
+      : [{ cmd: 'HSET', key: e2eKeyData.deviceKeys(u), args: [body.deviceId, canonicalJson(withDisplayName(body.keys, body.displayName))] }];
   return { state: { ...state, remote: { stream: body.streamId, synced: true } }, reply: { resync: false }, writes, outputs: out };
 }
 
@@ -604,9 +607,15 @@ function withDisplayName(keys: JsonObject, name: string | undefined): JsonObject
   return name !== undefined ? { ...rest, unsigned: { device_display_name: name } } : rest;
 }
 
-/** The full list from `/user/devices` (or a resync): replaces the cache. */
+/**
+ * The full list from `/user/devices` (or a resync): replaces the cache. Resyncs run
+ * concurrently (each update that finds a gap starts one) and their answers may arrive in any
+ * order: a list older than what the cache already holds (a lower stream id) is stale and dropped,
+ * or an answer fetched before a device uploaded its keys could overwrite the one fetched after.
+ */
 function remoteResync(state: KeysState, body: Extract<KeysMessage, { op: 'remote_resync' }>): D {
   const u = state.userId;
+  if (state.remote && body.streamId < state.remote.stream) return { state, reply: { resync: false } };
   const pairs = Object.entries(body.devices).flatMap(([d, v]) => [d, canonicalJson(withDisplayName(v.keys, v.displayName))]);
   const writes: StoreWrite[] = [{ cmd: 'DEL', key: e2eKeyData.deviceKeys(u), args: [] }];
   if (pairs.length) writes.push({ cmd: 'HSET', key: e2eKeyData.deviceKeys(u), args: pairs });
