@@ -22,7 +22,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ClientEvent, type MatrixClient, type MatrixEvent } from 'matrix-js-sdk';
-import { CrossSigningKey, CryptoEvent, EventShieldColour, VerificationPhase, VerifierEvent, type ShowSasCallbacks, type VerificationRequest } from 'matrix-js-sdk/lib/crypto-api/index.js';
+import { CrossSigningKey, CryptoEvent, EventShieldColour, VerificationPhase, VerificationRequestEvent, VerifierEvent, type ShowSasCallbacks, type VerificationRequest } from 'matrix-js-sdk/lib/crypto-api/index.js';
 import { createClient } from '../e2e/sdk';
 import { callServer, enc, type Json } from '../e2e/clients';
 
@@ -78,6 +78,7 @@ async function until<T>(what: string, f: () => T | undefined | null | false | Pr
 /** The journey as a describe block; `label` prefixes the printed figures, `names` are the servers' in test names. */
 export function describeE2eeJourney(title: string, label: string, names: { alice: string; bob: string }, skip: boolean, start: () => Promise<E2eePair>): void {
   const figures: string[] = [];
+  const trace: string[] = [];
   const figure = (what: string, ms: number) => {
     const line = `${label}: ${what}: ${Math.round(ms)} ms`;
     figures.push(line);
@@ -165,6 +166,7 @@ export function describeE2eeJourney(title: string, label: string, names: { alice
 
     afterEach(async ({ task }) => {
       if (task.result?.state !== 'fail' || !pair) return;
+      if (trace.length) console.error(`verification trace:\n  ${trace.join('\n  ')}`);
       for (const srv of [a, s]) if (srv.logs) console.error(`${srv.name} logs:\n${srv.logs()}`);
     });
 
@@ -196,6 +198,13 @@ export function describeE2eeJourney(title: string, label: string, names: { alice
       const incoming = new Promise<VerificationRequest>((resolve) => bob.on(CryptoEvent.VerificationRequestReceived, resolve));
       const aliceRequest = await alice.getCrypto()!.requestDeviceVerification(bobAcct.userId, bobAcct.deviceId);
       const bobRequest = await incoming;
+      // Each side's phases with their times, printed if the test fails: which to-device message
+      // across the federation did not arrive.
+      for (const [who, req] of [['alice', aliceRequest], ['bob', bobRequest]] as const) {
+        const note = () => trace.push(`${Math.round(performance.now() - started)} ms ${who}: ${VerificationPhase[req.phase]}${req.cancellationCode ? ` (${req.cancellationCode})` : ''}`);
+        note();
+        req.on(VerificationRequestEvent.Change, note);
+      }
       expect(bobRequest.otherUserId).toBe(aliceAcct.userId);
       expect(bobRequest.otherDeviceId).toBe(aliceAcct.deviceId);
       await bobRequest.accept();
@@ -204,16 +213,17 @@ export function describeE2eeJourney(title: string, label: string, names: { alice
       const aliceVerifier = await aliceRequest.startVerification('m.sas.v1');
       const bobVerifier = await until('bob’s verifier', () => bobRequest.phase === VerificationPhase.Started && bobRequest.verifier);
       const sasOf = (v: typeof aliceVerifier) => new Promise<ShowSasCallbacks>((resolve) => v.once(VerifierEvent.ShowSas, resolve));
-      const aliceSasP = sasOf(aliceVerifier);
-      const bobSasP = sasOf(bobVerifier);
-      const aliceDone = aliceVerifier.verify();
-      const bobDone = bobVerifier.verify();
+      const aliceSasP = sasOf(aliceVerifier).then((x) => (trace.push(`${Math.round(performance.now() - started)} ms alice: shows SAS`), x));
+      const bobSasP = sasOf(bobVerifier).then((x) => (trace.push(`${Math.round(performance.now() - started)} ms bob: shows SAS`), x));
+      const at = () => Math.round(performance.now() - started);
+      const aliceDone = aliceVerifier.verify().then(() => void trace.push(`${at()} ms alice: verifier done`));
+      const bobDone = bobVerifier.verify().then(() => void trace.push(`${at()} ms bob: verifier done`));
       const [aliceSas, bobSas] = await Promise.all([aliceSasP, bobSasP]);
       // What the two users compare on their screens.
       expect(aliceSas.sas.emoji).toHaveLength(7);
       expect(aliceSas.sas.emoji).toEqual(bobSas.sas.emoji);
       expect(aliceSas.sas.decimal).toEqual(bobSas.sas.decimal);
-      await Promise.all([aliceSas.confirm(), bobSas.confirm()]);
+      await Promise.all([aliceSas.confirm().then(() => void trace.push(`${at()} ms alice: confirmed`)), bobSas.confirm().then(() => void trace.push(`${at()} ms bob: confirmed`))]);
       await Promise.all([aliceDone, bobDone]);
       await until('both requests done', () => aliceRequest.phase === VerificationPhase.Done && bobRequest.phase === VerificationPhase.Done);
       figure('SAS verification across servers, request → done', performance.now() - started);
