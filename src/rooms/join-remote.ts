@@ -31,6 +31,8 @@ import type { ApiContext } from '../api/context';
 import { dropRemoteMembership, remoteMembership, storeRemoteMembership, strippedEvent, strippedEvents } from '../sync/remote-invites';
 import { askRoomFamily } from './ask';
 import type { IngestReply, SuppliedState } from './model';
+import { roomData } from '../store/keys';
+import { roomShard } from '../store/shard-keys';
 
 /** What the joining side needs of the federation layer (src/front.ts wires it). */
 export interface RemoteJoinDeps {
@@ -180,6 +182,13 @@ async function remoteMembershipHandshake<T>(ctx: ApiContext, deps: RemoteJoinDep
   throw errors.notFound(`No server could ${membership === 'leave' ? 'take the leave for' : membership} this room: ${failures.slice(0, 3).join('; ')}`);
 }
 
+/** The joined members of a room from other servers, recorded in the membership index at `pos`. */
+async function indexRemoteMembers(ctx: ApiContext, index: MembershipIndex, roomId: string, pos: number): Promise<void> {
+  const members = await ctx.redis.hgetall(roomShard(ctx, roomId).data(roomData.members(roomId)));
+  const remote = Object.entries(members).filter(([u, m]) => m === 'join' && serverOf(u) !== ctx.config.serverName);
+  await index.recordMany(roomId, remote, pos);
+}
+
 /**
  * Join `userId` to the remote room `roomId` through one of `candidates`; `content` is the join's
  * content as local joins build it (membership, reason, profile). Answers the join's event id.
@@ -216,6 +225,11 @@ export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, inde
       }
       const stored = await ctx.rooms.event(roomId, eventId);
       await index.record(userId, roomId, stored?.pos ?? 0, 'join');
+      // The other servers' members came in the join's state, not as events of their own: index
+      // them as of the join's position (any later change of theirs has a higher one), or this
+      // server would not know they share a room with our user (their device list updates would
+      // be dropped as untracked, our user's device_lists.changed would never name them).
+      if (stored) await indexRemoteMembers(ctx, index, roomId, stored.pos);
       // The room is here now: an invite or knock kept for it has served its purpose.
       await dropRemoteMembership(ctx, userId, roomId);
       return { ok: true, value: eventId };
