@@ -325,6 +325,9 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   const sinceMs = since === null ? 0 : Math.floor(since / 1000);
   const roomAllowed = (roomId: string) => (!filter.rooms || filter.rooms.includes(roomId)) && !filter.notRooms.includes(roomId);
   const isNew = (r: IndexedMembership) => since === null || fullState || r.writtenAt >= since;
+  // full_state with a `since`: rooms joined before it keep an incremental timeline (the window's
+  // events) and get the whole state; rooms joined since are sent in full as usual.
+  const isNewJoin = (r: IndexedMembership) => since === null || r.writtenAt >= since;
 
   const fullJoins: string[] = [];
   const incremental: string[] = [];
@@ -333,7 +336,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   const leaves: string[] = [];
   for (const r of snap.rooms) {
     if (!roomAllowed(r.roomId)) continue;
-    if (r.membership === 'join') (isNew(r) ? fullJoins : incremental).push(r.roomId);
+    if (r.membership === 'join') (isNewJoin(r) ? fullJoins : incremental).push(r.roomId);
     else if (r.membership === 'invite' && isNew(r)) invites.push(r.roomId);
     else if (r.membership === 'knock' && isNew(r)) knocks.push(r.roomId);
     else if ((r.membership === 'leave' || r.membership === 'ban') && (since === null ? filter.includeLeave : r.writtenAt >= since || fullState)) leaves.push(r.roomId);
@@ -357,7 +360,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   /** Membership events in the windows (for device_lists). */
   const memberChanges: { roomId: string; userId: string; membership: string }[] = [];
   const userOutputs: UserOutput[] = [];
-  if (since !== null && !fullState) {
+  if (since !== null) {
     const byShard = new Map<number, string[]>();
     for (const roomId of incremental) {
       const s = shardOf(roomId, ctx.shardCounts.room);
@@ -427,16 +430,19 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     }),
     ...incremental.map(async (roomId) => {
       if (fullJoins.includes(roomId)) return;
-      let entry = await windowRoom(ctx, user, roomId, windowEvents.get(roomId) ?? [], filter, p.stateAfter);
+      const fullStateTop = fullState ? (snap.tops.get(roomId) ?? (await topNow(ctx, roomId))) : null;
+      let entry = await windowRoom(ctx, user, roomId, windowEvents.get(roomId) ?? [], filter, p.stateAfter, null, fullStateTop);
       const changed = changedRoomData.get(roomId);
-      if (changed) {
-        const ad = await roomAccountData(ctx, user.userId, roomId, changed, filter);
+      if (changed || fullState) {
+        // full_state: all of the room's account data, as for a room sent in full.
+        const ad = await roomAccountData(ctx, user.userId, roomId, fullState ? null : changed!, filter);
         if (ad.length) {
           entry ??= {};
           entry.account_data = { events: ad };
         }
       }
-      const eph = filterEphemeral(windowEphemeralEvents(windowEphemeral.get(roomId) ?? [], user.userId), filter);
+      if (entry && fullState) entry.summary = await summary(ctx, roomId, user.userId, fullStateTop);
+      const eph = filterEphemeral(fullState ? await currentEphemeral(ctx, roomId, user.userId) : windowEphemeralEvents(windowEphemeral.get(roomId) ?? [], user.userId), filter);
       if (eph.length) {
         entry ??= {};
         entry.ephemeral = { events: eph };
@@ -743,6 +749,23 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
     events.push(upTo);
     if (events.length > Math.max(1, filter.limit)) events.shift();
   }
+  const state = await roomStateSection(ctx, user, roomId, filter, events, upTo, endPos, top, stateAfter, initial);
+  const limited = moreBefore || (page.end !== null && filter.limit === 0);
+  // Not clamped at 0: backfilled history has negative positions.
+  const prev = (events[0]?.pos ?? endPos + 1) - 1;
+  return {
+    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: syncFormat(await formatEvents(ctx, roomId, state, user, { membership: false })) },
+    timeline: { events: syncFormat(await formatEvents(ctx, roomId, events, user)), limited, prev_batch: encodeToken(prev) },
+  };
+}
+
+/**
+ * The whole state a room entry carries with the timeline `events` (ending at `endPos`; `upTo`: the
+ * user's leave): with `stateAfter`, the state at the end; otherwise the state at the timeline's
+ * start, updated with what changed by the end of the sync without being in the timeline.
+ * Lazy-loading keeps the member events of the senders, the user and the heroes.
+ */
+async function roomStateSection(ctx: ApiContext, user: SyncUser, roomId: string, filter: SyncFilter, events: RoomEvent[], upTo: RoomEvent | null, endPos: number, top: number, stateAfter: boolean, initial: boolean): Promise<RoomEvent[]> {
   const oldest = events[0];
   let stateIds: Map<string, string>;
   if (stateAfter) {
@@ -776,28 +799,33 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
   const stateEventIds = [...stateIds.entries()]
     .filter(([key, id]) => !inTimeline.has(id) && filterAllowsType(filter.state, key.slice(0, key.indexOf('\u0000'))) && (!wantedMembers || !key.startsWith('m.room.member\u0000') || wantedMembers.has(key.slice('m.room.member\u0000'.length))))
     .map(([, id]) => id);
-  let state = (await ctx.rooms.events(roomId, stateEventIds)).filter((e) => servableAsState(e) && filterMatches(filter.state, e.event));
-  if (wantedMembers) state = lazyMembers(user, roomId, filter, state, events, initial);
-  const limited = moreBefore || (page.end !== null && filter.limit === 0);
-  // Not clamped at 0: backfilled history has negative positions.
-  const prev = (oldest?.pos ?? endPos + 1) - 1;
-  return {
-    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: syncFormat(await formatEvents(ctx, roomId, state, user, { membership: false })) },
-    timeline: { events: syncFormat(await formatEvents(ctx, roomId, events, user)), limited, prev_batch: encodeToken(prev) },
-  };
+  const state = (await ctx.rooms.events(roomId, stateEventIds)).filter((e) => servableAsState(e) && filterMatches(filter.state, e.event));
+  return wantedMembers ? lazyMembers(user, roomId, filter, state, events, initial) : state;
 }
 
-/** A joined room followed incrementally: its events in the window (null when nothing to say). */
-async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, eventIds: string[], filter: SyncFilter, stateAfter: boolean, upToPos: number | null = null): Promise<JsonObject | null> {
-  if (eventIds.length === 0) return null;
+/**
+ * A joined room followed incrementally: its events in the window (null when nothing to say).
+ * `fullStateTop` (a `full_state=true` sync, the room's newest position): the entry is always given,
+ * its timeline still the window's events, its state the whole state (as Synapse, and the spec:
+ * "the timeline will still be limited by the since parameter").
+ */
+async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, eventIds: string[], filter: SyncFilter, stateAfter: boolean, upToPos: number | null = null, fullStateTop: number | null = null): Promise<JsonObject | null> {
+  if (eventIds.length === 0 && fullStateTop === null) return null;
   // Shared by the long-polls woken by the same events (loaded and decoded once per front).
-  const loaded = (await ctx.rooms.recentEvents(roomId, eventIds)).filter((e) => upToPos === null || e.pos <= upToPos).sort((a, b) => a.pos - b.pos);
-  if (loaded.length === 0) return null;
+  const loaded = eventIds.length ? (await ctx.rooms.recentEvents(roomId, eventIds)).filter((e) => upToPos === null || e.pos <= upToPos).sort((a, b) => a.pos - b.pos) : [];
+  if (loaded.length === 0 && fullStateTop === null) return null;
   const visible = await visibleEvents(ctx, roomId, user.userId, loaded);
   const matching = visible.filter((e) => filterMatches(filter.timeline, e.event));
-  if (matching.length === 0) return null;
+  if (matching.length === 0 && fullStateTop === null) return null;
   const limited = matching.length > filter.limit;
   const timeline = limited ? matching.slice(matching.length - filter.limit) : matching;
+  if (fullStateTop !== null) {
+    const state = await roomStateSection(ctx, user, roomId, filter, timeline, null, fullStateTop, fullStateTop, stateAfter, false);
+    return {
+      timeline: { events: syncFormat(await formatEvents(ctx, roomId, timeline, user)), limited, prev_batch: encodeToken(timeline[0] ? Math.max(0, timeline[0].pos - 1) : fullStateTop) },
+      [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: syncFormat(await formatEvents(ctx, roomId, state, user, { membership: false })) },
+    };
+  }
   const first = timeline[0] ?? matching[matching.length - 1]!;
   // State changes in the part of the window left out of the timeline (the latest per key); with
   // MSC4222's state_after, every state change of the window (timeline included): the client

@@ -52,11 +52,6 @@ export const allowlist: AllowedDifference[] = [
   { path: '* presence', kind: 'only-axon', reason: 'Presence from activity: Axon counts any authenticated request as activity (alice is online after her requests), Synapse only /sync and PUT /presence; the spec leaves it to the server' },
   { path: 'sync account data rooms.join.{{pub}}.account_data.events', kind: 'list', reason: 'Synapse sends none of the room\'s account data (com.example.room, set before) in this initial sync with a `rooms` filter; not investigated further — the spec says a room\'s account data is in its join section, as Axon sends it' },
   { path: 'sync filter not_rooms rooms.join.{{pub}}', kind: 'only-synapse', reason: 'A Synapse bug: the room the filter\'s `not_rooms` names is still sent; Axon leaves it out' },
-  // AXON, not fixed yet: with `full_state=true` and a `since`, Axon gives each room the latest
-  // events (limited) as an initial sync does; the spec (and Synapse) keep the timeline incremental —
-  // only the events since `since` — with the full state at its start.
-  { path: 'sync full_state rooms.join.*.timeline', reason: 'AXON, not fixed yet: full_state timelines are not incremental (see above)' },
-  { path: 'sync full_state rooms.join.{{dm}}.state.events', kind: 'list', reason: 'AXON, not fixed yet: follows from the full_state timeline above (bob\'s join is in Axon\'s timeline, so not in its state)' },
   { path: 'sync full_state presence.events', reason: 'Synapse resends everyone\'s presence with full_state; presence is ephemeral and Axon sends only changes since `since`' },
 
   // ------------------------------------------------------------ state in /sync, where Synapse departs from the spec
