@@ -190,7 +190,8 @@ async function populateRoom(ctx: ApiContext, user: { userId: string }, request: 
       }
       continue;
     }
-    const reply = await state('m.room.member', content, u);
+    // With the invitee's profile, as any other invite of a local user (and as Synapse).
+    const reply = await state('m.room.member', await withLocalProfile(ctx, u, content), u);
     await index.record(u, roomId, reply.pos, 'invite');
   }
   if (visibility === 'public') await setDirectoryVisibility(ctx, [[roomId, 'public']]);
