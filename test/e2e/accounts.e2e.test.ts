@@ -211,6 +211,8 @@ describe('accounts over raw HTTP', () => {
     expect(managed.body.errcode).toBe('M_BAD_JSON');
     const notObject = await call(server.baseUrl, 'PUT', '/_matrix/client/v3/user/@ivan:localhost/account_data/x', undefined, ivan.access_token, '[1]');
     expect(notObject.status).toBe(400);
+    // Valid JSON of the wrong shape: M_BAD_JSON (M_NOT_JSON is for text that does not parse), as Synapse.
+    expect(notObject.body.errcode).toBe('M_BAD_JSON');
     const badFilter = await api('POST', '/user/@ivan:localhost/filter', { room: { timeline: { limit: 'ten' } } }, ivan.access_token);
     expect(badFilter.status).toBe(400);
     expect(badFilter.body.errcode).toBe('M_BAD_JSON');
