@@ -450,6 +450,9 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
       if (entry) {
         entry.account_data ??= { events: [] };
         entry.ephemeral ??= { events: [] };
+        // A room here only for its receipts, typing or account data still has a (empty) timeline,
+        // as Synapse sends it: clients read `timeline.prev_batch` of every joined room.
+        entry.timeline ??= { events: [], limited: false, prev_batch: encodeToken(snap.tops.get(roomId) ?? (await topNow(ctx, roomId))) };
         join[roomId] = entry;
       }
     }),
