@@ -343,6 +343,30 @@ export const session: Step[] = [
   { name: 'carol sees the invite', as: 'carol', method: 'GET', path: '/sync', query: { timeout: 0, set_presence: 'offline', filter: { room: { timeline: { limit: 1 }, rooms: ['{{room1}}'] } } }, until: (b, _s, ctx) => Boolean(b.rooms?.invite?.[ctx.get('room1')!]) },
   { name: 'carol rejects the invite', as: 'carol', method: 'POST', path: '/rooms/{{room1}}/leave', body: {} },
 
+  // ---------------------------------------------------------------- receipts, typing, read markers (ephemeral in /sync)
+  { name: 'sync before receipts', as: 'bob', method: 'GET', path: '/sync', query: { timeout: 0, set_presence: 'offline', filter: { room: { rooms: ['{{pub}}'], timeline: { limit: 1 } } } }, capture: { syncEph: 'next_batch' } },
+  { name: 'receipt', as: 'alice', method: 'POST', path: '/rooms/{{pub}}/receipt/m.read/{{e10}}', body: {} },
+  { name: 'receipt private', as: 'alice', method: 'POST', path: '/rooms/{{pub}}/receipt/m.read.private/{{e10}}', body: {} },
+  { name: 'receipt threaded', as: 'bob', method: 'POST', path: '/rooms/{{pub}}/receipt/m.read/{{t1}}', body: { thread_id: '{{e1}}' } },
+  { name: 'receipt unknown type', as: 'alice', method: 'POST', path: '/rooms/{{pub}}/receipt/m.nope/{{e10}}', body: {} },
+  { name: 'read markers', as: 'alice', method: 'POST', path: '/rooms/{{pub}}/read_markers', body: { 'm.fully_read': '{{e10}}', 'm.read': '{{e10}}' } },
+  { name: 'typing', as: 'alice', method: 'PUT', path: '/rooms/{{pub}}/typing/{{alice}}', body: { typing: true, timeout: 30000 } },
+  { name: 'typing bad body', as: 'alice', method: 'PUT', path: '/rooms/{{pub}}/typing/{{alice}}', body: { typing: 'yes' } },
+  { name: 'typing for another user', as: 'alice', method: 'PUT', path: '/rooms/{{pub}}/typing/{{bob}}', body: { typing: true, timeout: 30000 } },
+  {
+    name: 'sync ephemeral',
+    as: 'bob',
+    method: 'GET',
+    path: '/sync',
+    query: { timeout: 0, set_presence: 'offline', since: '{{syncEph}}', filter: { room: { rooms: ['{{pub}}'], timeline: { limit: 1 } } } },
+    until: (b, _s, ctx) => {
+      const eph: Json[] = joined(b, ctx.get('pub'))?.ephemeral?.events ?? [];
+      return eph.some((e) => e.type === 'm.typing' && e.content?.user_ids?.length) && eph.some((e) => e.type === 'm.receipt');
+    },
+  },
+  { name: 'members filtered by membership', as: 'alice', method: 'GET', path: '/rooms/{{room1}}/members', query: { membership: 'leave' } },
+  { name: 'members not_membership', as: 'alice', method: 'GET', path: '/rooms/{{room1}}/members', query: { not_membership: 'join' } },
+
   // ---------------------------------------------------------------- account data
   { name: 'account data put', as: 'alice', method: 'PUT', path: '/user/{{alice}}/account_data/com.example.prefs', body: { theme: 'dark' } },
   { name: 'account data get', as: 'alice', method: 'GET', path: '/user/{{alice}}/account_data/com.example.prefs' },
