@@ -982,6 +982,8 @@ interface MemberCounts {
   invited: number;
   /** The first six joined or invited members in sort order: the heroes of anyone, themselves left out. */
   first: string[];
+  /** The first six who left or were banned: the heroes when no one else is joined or invited (the spec's fallback). */
+  firstGone: string[];
   /** The room has a name or a canonical alias: clients show that, and the summary has no heroes (as Synapse). */
   named: boolean;
 }
@@ -1011,12 +1013,14 @@ function memberCounts(ctx: ApiContext, roomId: string, seenPos: number | null): 
     let joined = 0;
     let invited = 0;
     const candidates: string[] = [];
+    const gone: string[] = [];
     for (const [u, m] of members) {
       if (m === 'join') joined++;
       else if (m === 'invite') invited++;
       if (m === 'join' || m === 'invite') candidates.push(u);
+      else if (m === 'leave' || m === 'ban') gone.push(u);
     }
-    return { joined, invited, first: candidates.sort().slice(0, 6), named };
+    return { joined, invited, first: candidates.sort().slice(0, 6), firstGone: gone.sort().slice(0, 6), named };
   });
   if (seenPos === null) return counts;
   counts.catch(() => memberCountsCache.delete(roomId));
@@ -1033,6 +1037,10 @@ function memberCounts(ctx: ApiContext, roomId: string, seenPos: number | null): 
 async function summary(ctx: ApiContext, roomId: string, userId: string, seenPos: number | null = null): Promise<JsonObject> {
   const c = await memberCounts(ctx, roomId, seenPos);
   const out: JsonObject = { 'm.joined_member_count': c.joined, 'm.invited_member_count': c.invited };
-  if (!c.named) out['m.heroes'] = c.first.filter((u) => u !== userId).slice(0, 5);
+  if (!c.named) {
+    const heroes = c.first.filter((u) => u !== userId).slice(0, 5);
+    // "When no joined or invited members are available, this should consist of the banned and left users."
+    out['m.heroes'] = heroes.length ? heroes : c.firstGone.filter((u) => u !== userId).slice(0, 5);
+  }
   return out;
 }
