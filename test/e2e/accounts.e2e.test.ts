@@ -57,6 +57,8 @@ describe('accounts through matrix-js-sdk', () => {
     const challenge = await sdkError(anon.registerRequest({ username: 'alice', password: 'correct horse' }));
     expect(challenge.httpStatus).toBe(401);
     expect(challenge.data.flows).toEqual([{ stages: ['m.login.dummy'] }]);
+    // No errcode on the first challenge: it says that an attempt failed, and none was made yet.
+    expect(Object.keys(challenge.data).sort()).toEqual(['flows', 'params', 'session']);
     const registered = await anon.registerRequest({ username: 'alice', password: 'correct horse', initial_device_display_name: 'Phone', auth: { type: 'm.login.dummy', session: challenge.data.session } });
     expect(registered.user_id).toBe('@alice:localhost');
     expect(registered.access_token).toMatch(/^axo_\d+_/);
