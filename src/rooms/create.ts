@@ -169,7 +169,8 @@ async function populateRoom(ctx: ApiContext, user: { userId: string }, request: 
   const overridden = new Set(initialState.filter((s) => s.state_key === '').map((s) => s.type));
   if (!overridden.has('m.room.join_rules')) await state('m.room.join_rules', { join_rule: preset.join_rule });
   if (!overridden.has('m.room.history_visibility')) await state('m.room.history_visibility', { history_visibility: preset.history_visibility });
-  if (!overridden.has('m.room.guest_access')) await state('m.room.guest_access', { guest_access: preset.guest_access });
+  // `forbidden` is what a room without the event has (public_chat): no event for it, as Synapse.
+  if (!overridden.has('m.room.guest_access') && preset.guest_access !== 'forbidden') await state('m.room.guest_access', { guest_access: preset.guest_access });
   for (const s of initialState) await state(s.type, s.content, s.state_key);
   if (name !== undefined) await state('m.room.name', { name });
   // The topic in both forms (spec v1.15): the plain `topic`, and the `m.topic` text blocks that
@@ -189,7 +190,8 @@ async function populateRoom(ctx: ApiContext, user: { userId: string }, request: 
       }
       continue;
     }
-    const reply = await state('m.room.member', content, u);
+    // With the invitee's profile, as any other invite of a local user (and as Synapse).
+    const reply = await state('m.room.member', await withLocalProfile(ctx, u, content), u);
     await index.record(u, roomId, reply.pos, 'invite');
   }
   if (visibility === 'public') await setDirectoryVisibility(ctx, [[roomId, 'public']]);

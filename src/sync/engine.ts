@@ -84,6 +84,7 @@ import { parseReceiptField, type StoredReceipt } from '../store/read-receipts';
 import type { ApiContext } from '../api/context';
 import { encodeToken } from '../rooms/pagination';
 import { formatEvents } from '../rooms/client-format';
+import { LazyMembersSent } from './lazy-members';
 import { filterAllowsType, filterMatches, type RoomEventFilter } from '../rooms/event-filter';
 import { visibleEvents } from '../rooms/visibility';
 import { STRIPPED_STATE_TYPES } from '../rooms/remote-join';
@@ -129,10 +130,14 @@ export interface SyncFilter {
   ephemeral: RoomEventFilter;
   /**
    * `room.state.lazy_load_members`: member events only for the senders of the timeline (and the
-   * user), so a first sync of a big room does not carry every member. Redundant members are sent
-   * again when a sender reappears (`include_redundant_members` behaviour), which the spec allows.
+   * user), so a first sync of a big room does not carry every member.
    */
   lazyLoadMembers: boolean;
+  /**
+   * `room.state.include_redundant_members`: send a sender's member event again although this device
+   * already has it (off by default: see LazyMembersSent).
+   */
+  includeRedundantMembers: boolean;
   /** `room.timeline.unread_thread_notifications`: counts per thread, main timeline apart. */
   unreadThreadNotifications: boolean;
 }
@@ -320,6 +325,9 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   const sinceMs = since === null ? 0 : Math.floor(since / 1000);
   const roomAllowed = (roomId: string) => (!filter.rooms || filter.rooms.includes(roomId)) && !filter.notRooms.includes(roomId);
   const isNew = (r: IndexedMembership) => since === null || fullState || r.writtenAt >= since;
+  // full_state with a `since`: rooms joined before it keep an incremental timeline (the window's
+  // events) and get the whole state; rooms joined since are sent in full as usual.
+  const isNewJoin = (r: IndexedMembership) => since === null || r.writtenAt >= since;
 
   const fullJoins: string[] = [];
   const incremental: string[] = [];
@@ -328,7 +336,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   const leaves: string[] = [];
   for (const r of snap.rooms) {
     if (!roomAllowed(r.roomId)) continue;
-    if (r.membership === 'join') (isNew(r) ? fullJoins : incremental).push(r.roomId);
+    if (r.membership === 'join') (isNewJoin(r) ? fullJoins : incremental).push(r.roomId);
     else if (r.membership === 'invite' && isNew(r)) invites.push(r.roomId);
     else if (r.membership === 'knock' && isNew(r)) knocks.push(r.roomId);
     else if ((r.membership === 'leave' || r.membership === 'ban') && (since === null ? filter.includeLeave : r.writtenAt >= since || fullState)) leaves.push(r.roomId);
@@ -352,7 +360,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   /** Membership events in the windows (for device_lists). */
   const memberChanges: { roomId: string; userId: string; membership: string }[] = [];
   const userOutputs: UserOutput[] = [];
-  if (since !== null && !fullState) {
+  if (since !== null) {
     const byShard = new Map<number, string[]>();
     for (const roomId of incremental) {
       const s = shardOf(roomId, ctx.shardCounts.room);
@@ -407,7 +415,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
       // outbox, or an index entry the first index read did not have yet) end at the newest
       // event now, not exactly at the cut: the next sync may repeat a few of their events.
       const top = snap.tops.get(roomId) ?? (await topNow(ctx, roomId));
-      const entry = await fullRoom(ctx, user, roomId, top, filter, null, p.stateAfter);
+      const entry = await fullRoom(ctx, user, roomId, top, filter, null, p.stateAfter, since === null);
       // Incrementally, a room given in full (newly joined, or after a gap) skipped what came
       // before: limited, so the client paginates from prev_batch if it wants it (as Synapse).
       if (since !== null && !fullState) (entry.timeline as JsonObject).limited = true;
@@ -415,26 +423,38 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
       if (ad.length) entry.account_data = { events: ad };
       entry.summary = await summary(ctx, roomId, user.userId, snap.tops.get(roomId) ?? null);
       const eph = filterEphemeral(await currentEphemeral(ctx, roomId, user.userId), filter);
-      if (eph.length) entry.ephemeral = { events: eph };
+      // Empty sections too, as Synapse sends them (some clients read them without a check).
+      entry.ephemeral = { events: eph };
+      entry.account_data ??= { events: [] };
       join[roomId] = entry;
     }),
     ...incremental.map(async (roomId) => {
       if (fullJoins.includes(roomId)) return;
-      let entry = await windowRoom(ctx, user, roomId, windowEvents.get(roomId) ?? [], filter, p.stateAfter);
+      const fullStateTop = fullState ? (snap.tops.get(roomId) ?? (await topNow(ctx, roomId))) : null;
+      let entry = await windowRoom(ctx, user, roomId, windowEvents.get(roomId) ?? [], filter, p.stateAfter, null, fullStateTop);
       const changed = changedRoomData.get(roomId);
-      if (changed) {
-        const ad = await roomAccountData(ctx, user.userId, roomId, changed, filter);
+      if (changed || fullState) {
+        // full_state: all of the room's account data, as for a room sent in full.
+        const ad = await roomAccountData(ctx, user.userId, roomId, fullState ? null : changed!, filter);
         if (ad.length) {
           entry ??= {};
           entry.account_data = { events: ad };
         }
       }
-      const eph = filterEphemeral(windowEphemeralEvents(windowEphemeral.get(roomId) ?? [], user.userId), filter);
+      if (entry && fullState) entry.summary = await summary(ctx, roomId, user.userId, fullStateTop);
+      const eph = filterEphemeral(fullState ? await currentEphemeral(ctx, roomId, user.userId) : windowEphemeralEvents(windowEphemeral.get(roomId) ?? [], user.userId), filter);
       if (eph.length) {
         entry ??= {};
         entry.ephemeral = { events: eph };
       }
-      if (entry) join[roomId] = entry;
+      if (entry) {
+        entry.account_data ??= { events: [] };
+        entry.ephemeral ??= { events: [] };
+        // A room here only for its receipts, typing or account data still has a (empty) timeline,
+        // as Synapse sends it: clients read `timeline.prev_batch` of every joined room.
+        entry.timeline ??= { events: [], limited: false, prev_batch: encodeToken(snap.tops.get(roomId) ?? (await topNow(ctx, roomId))) };
+        join[roomId] = entry;
+      }
     }),
     ...invites.map(async (roomId) => {
       const state = (await strippedState(ctx, roomId, user.userId, 'invite')) ?? (await remoteStrippedState(ctx, user.userId, roomId, 'invite'));
@@ -719,23 +739,53 @@ async function currentEphemeral(ctx: ApiContext, roomId: string, userId: string)
 }
 
 /** A room given in full: the latest `limit` events up to `top` and the state at their start. */
-async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, upTo: RoomEvent | null, stateAfter: boolean): Promise<JsonObject> {
+async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, upTo: RoomEvent | null, stateAfter: boolean, initial: boolean): Promise<JsonObject> {
   const endPos = upTo ? upTo.pos : top;
-  const page = filter.limit > 0 ? await paginate(ctx, roomId, user.userId, 'b', endPos, null, filter.limit, filter.timeline) : { events: [] as RoomEvent[], end: endPos };
+  // One event more than the limit: `limited` says whether more events *the filter lets through*
+  // came before (as Synapse), not merely whether the room has older events.
+  const page = filter.limit > 0 ? await paginate(ctx, roomId, user.userId, 'b', endPos, null, filter.limit + 1, filter.timeline) : { events: [] as RoomEvent[], end: endPos };
+  const moreBefore = page.events.length > filter.limit;
+  if (moreBefore) page.events.length = filter.limit;
   const events = page.events.reverse();
   if (upTo && !events.some((e) => e.eventId === upTo.eventId)) {
     // A leave is always shown, even when history visibility hides what led up to it.
     events.push(upTo);
     if (events.length > Math.max(1, filter.limit)) events.shift();
   }
+  const state = await roomStateSection(ctx, user, roomId, filter, events, upTo, endPos, top, stateAfter, initial);
+  const limited = moreBefore || (page.end !== null && filter.limit === 0);
+  // Not clamped at 0: backfilled history has negative positions.
+  const prev = (events[0]?.pos ?? endPos + 1) - 1;
+  return {
+    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: syncFormat(await formatEvents(ctx, roomId, state, user, { membership: false })) },
+    timeline: { events: syncFormat(await formatEvents(ctx, roomId, events, user)), limited, prev_batch: encodeToken(prev) },
+  };
+}
+
+/**
+ * The whole state a room entry carries with the timeline `events` (ending at `endPos`; `upTo`: the
+ * user's leave): with `stateAfter`, the state at the end; otherwise the state at the timeline's
+ * start, updated with what changed by the end of the sync without being in the timeline.
+ * Lazy-loading keeps the member events of the senders, the user and the heroes.
+ */
+async function roomStateSection(ctx: ApiContext, user: SyncUser, roomId: string, filter: SyncFilter, events: RoomEvent[], upTo: RoomEvent | null, endPos: number, top: number, stateAfter: boolean, initial: boolean): Promise<RoomEvent[]> {
   const oldest = events[0];
   let stateIds: Map<string, string>;
   if (stateAfter) {
     // MSC4222: the state at the end of the timeline, the timeline's own state events included.
     const last = upTo ?? (await eventAtOrBefore(ctx, roomId, endPos));
     stateIds = last ? await ctx.rooms.snapshot(roomId, last.stateAfter) : new Map();
-  } else if (oldest) stateIds = await ctx.rooms.snapshot(roomId, oldest.stateBefore);
-  else {
+  } else if (oldest) {
+    // The state at the timeline's start, updated with what changed by the end of the sync without
+    // being in the timeline: a filtered timeline (`types: ["m.room.member"]`) skips state changes
+    // the client would otherwise never learn — the room renamed after the last member joined (as
+    // Synapse). A key the timeline itself changes keeps its value at the timeline's start.
+    const inTimelineIds = new Set(events.map((e) => e.eventId));
+    const merged = new Map(await ctx.rooms.snapshot(roomId, oldest.stateBefore));
+    const last = upTo ?? (await eventAtOrBefore(ctx, roomId, endPos));
+    if (last) for (const [key, id] of await ctx.rooms.snapshot(roomId, last.stateAfter)) if (!inTimelineIds.has(id)) merged.set(key, id);
+    stateIds = merged;
+  } else {
     const last = upTo ?? (await eventAtOrBefore(ctx, roomId, endPos));
     stateIds = last ? await ctx.rooms.snapshot(roomId, last.stateAfter) : new Map();
   }
@@ -745,33 +795,40 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
   const wantedMembers = filter.lazyLoadMembers ? new Set([user.userId, ...events.map((e) => String(e.event.sender))]) : null;
   // And the summary's heroes, so a client can name an unnamed room from their display names
   // (Synapse adds them too). A left room has no summary.
-  if (wantedMembers && !upTo) for (const hero of (await summary(ctx, roomId, user.userId, top))['m.heroes'] as string[]) wantedMembers.add(hero);
+  if (wantedMembers && !upTo) for (const hero of ((await summary(ctx, roomId, user.userId, top))['m.heroes'] as string[] | undefined) ?? []) wantedMembers.add(hero);
+  if (wantedMembers && initial) lazyMembersSent.reset(user.userId, user.deviceId, roomId);
   // The filter's types too are known from the keys: a client that asks for no state (or only some
   // types) does not have a big room's every member event loaded and decoded for nothing.
   const stateEventIds = [...stateIds.entries()]
     .filter(([key, id]) => !inTimeline.has(id) && filterAllowsType(filter.state, key.slice(0, key.indexOf('\u0000'))) && (!wantedMembers || !key.startsWith('m.room.member\u0000') || wantedMembers.has(key.slice('m.room.member\u0000'.length))))
     .map(([, id]) => id);
   const state = (await ctx.rooms.events(roomId, stateEventIds)).filter((e) => servableAsState(e) && filterMatches(filter.state, e.event));
-  const limited = page.end !== null;
-  // Not clamped at 0: backfilled history has negative positions.
-  const prev = limited ? page.end! : (oldest?.pos ?? endPos + 1) - 1;
-  return {
-    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: await formatEvents(ctx, roomId, state, user, { membership: false }) },
-    timeline: { events: await formatEvents(ctx, roomId, events, user), limited, prev_batch: encodeToken(prev) },
-  };
+  return wantedMembers ? lazyMembers(user, roomId, filter, state, events, initial) : state;
 }
 
-/** A joined room followed incrementally: its events in the window (null when nothing to say). */
-async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, eventIds: string[], filter: SyncFilter, stateAfter: boolean, upToPos: number | null = null): Promise<JsonObject | null> {
-  if (eventIds.length === 0) return null;
+/**
+ * A joined room followed incrementally: its events in the window (null when nothing to say).
+ * `fullStateTop` (a `full_state=true` sync, the room's newest position): the entry is always given,
+ * its timeline still the window's events, its state the whole state (as Synapse, and the spec:
+ * "the timeline will still be limited by the since parameter").
+ */
+async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, eventIds: string[], filter: SyncFilter, stateAfter: boolean, upToPos: number | null = null, fullStateTop: number | null = null): Promise<JsonObject | null> {
+  if (eventIds.length === 0 && fullStateTop === null) return null;
   // Shared by the long-polls woken by the same events (loaded and decoded once per front).
-  const loaded = (await ctx.rooms.recentEvents(roomId, eventIds)).filter((e) => upToPos === null || e.pos <= upToPos).sort((a, b) => a.pos - b.pos);
-  if (loaded.length === 0) return null;
+  const loaded = eventIds.length ? (await ctx.rooms.recentEvents(roomId, eventIds)).filter((e) => upToPos === null || e.pos <= upToPos).sort((a, b) => a.pos - b.pos) : [];
+  if (loaded.length === 0 && fullStateTop === null) return null;
   const visible = await visibleEvents(ctx, roomId, user.userId, loaded);
   const matching = visible.filter((e) => filterMatches(filter.timeline, e.event));
-  if (matching.length === 0) return null;
+  if (matching.length === 0 && fullStateTop === null) return null;
   const limited = matching.length > filter.limit;
   const timeline = limited ? matching.slice(matching.length - filter.limit) : matching;
+  if (fullStateTop !== null) {
+    const state = await roomStateSection(ctx, user, roomId, filter, timeline, null, fullStateTop, fullStateTop, stateAfter, false);
+    return {
+      timeline: { events: syncFormat(await formatEvents(ctx, roomId, timeline, user)), limited, prev_batch: encodeToken(timeline[0] ? Math.max(0, timeline[0].pos - 1) : fullStateTop) },
+      [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: syncFormat(await formatEvents(ctx, roomId, state, user, { membership: false })) },
+    };
+  }
   const first = timeline[0] ?? matching[matching.length - 1]!;
   // State changes in the part of the window left out of the timeline (the latest per key); with
   // MSC4222's state_after, every state change of the window (timeline included): the client
@@ -796,13 +853,12 @@ async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, event
     // state_after: as of the window's end (a change in the window is already taken above).
     const at = stateAfter ? await ctx.rooms.snapshot(roomId, loaded[loaded.length - 1]!.stateAfter) : await ctx.rooms.snapshot(roomId, first.stateBefore);
     const ids = [...senders].filter((u) => !inTimeline.has(u) && !(stateAfter && gapState.has(stateKeyOf('m.room.member', u)))).map((u) => at.get(stateKeyOf('m.room.member', u))).filter((id): id is string => !!id);
-    for (const m of await ctx.rooms.events(roomId, ids)) {
-      if (servableAsState(m)) gapState.set(stateKeyOf('m.room.member', String(m.event.state_key)), m);
-    }
+    const members = lazyMembers(user, roomId, filter, (await ctx.rooms.events(roomId, ids)).filter(servableAsState), timeline, false);
+    for (const m of members) gapState.set(stateKeyOf('m.room.member', String(m.event.state_key)), m);
   }
   const entry: JsonObject = {
-    timeline: { events: await formatEvents(ctx, roomId, timeline, user), limited, prev_batch: encodeToken(Math.max(0, first.pos - 1)) },
-    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: await formatEvents(ctx, roomId, [...gapState.values()], user, { membership: false }) },
+    timeline: { events: syncFormat(await formatEvents(ctx, roomId, timeline, user)), limited, prev_batch: encodeToken(Math.max(0, first.pos - 1)) },
+    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: syncFormat(await formatEvents(ctx, roomId, [...gapState.values()], user, { membership: false })) },
   };
   if (visible.some((e) => e.event.type === 'm.room.member')) entry.summary = await summary(ctx, roomId, user.userId, visible[visible.length - 1]!.pos);
   return entry;
@@ -831,12 +887,48 @@ async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter:
     }
   }
   if (!entry) {
-    entry = await fullRoom(ctx, user, roomId, e.pos, filter, e, stateAfter);
+    entry = await fullRoom(ctx, user, roomId, e.pos, filter, e, stateAfter, window === null);
     if (window) (entry.timeline as JsonObject).limited = true;
   }
+  // A room one is no longer in has no summary to show (as Synapse).
+  delete entry.summary;
   const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
   if (ad.length) entry.account_data = { events: ad };
   return entry;
+}
+
+/**
+ * Sync's event format: the room id is the key the events are under, not a field of each (the
+ * spec's ClientEventWithoutRoomID; Synapse leaves it out too).
+ */
+function syncFormat(events: JsonObject[]): JsonObject[] {
+  for (const e of events) delete e.room_id;
+  return events;
+}
+
+/** What the fronts' devices were sent under lazy loading (see LazyMembersSent). */
+const lazyMembersSent = new LazyMembersSent();
+
+/**
+ * Lazy loading's member events for a room entry: without those the device already has (unless the
+ * filter asks for redundant ones), noting what it is sent now and the member events of the timeline.
+ */
+function lazyMembers(user: SyncUser, roomId: string, filter: SyncFilter, members: RoomEvent[], timeline: RoomEvent[], initial: boolean): RoomEvent[] {
+  const out: RoomEvent[] = [];
+  const sent: { member: string; eventId: string }[] = [];
+  for (const m of members) {
+    if (m.event.type !== 'm.room.member') {
+      out.push(m);
+      continue;
+    }
+    const member = String(m.event.state_key);
+    if (!initial && !filter.includeRedundantMembers && lazyMembersSent.has(user.userId, user.deviceId, roomId, member, m.eventId)) continue;
+    out.push(m);
+    sent.push({ member, eventId: m.eventId });
+  }
+  for (const e of timeline) if (e.event.type === 'm.room.member' && typeof e.event.state_key === 'string') sent.push({ member: e.event.state_key, eventId: e.eventId });
+  lazyMembersSent.record(user.userId, user.deviceId, roomId, sent);
+  return out;
 }
 
 /**
@@ -850,6 +942,9 @@ async function strippedState(ctx: ApiContext, roomId: string, userId: string, me
   const events = await ctx.rooms.events(roomId, memberId ? [...wanted, memberId] : wanted);
   const member = events.find((e) => e.eventId === memberId);
   if (!member || (member.event.content as JsonObject | undefined)?.membership !== membership) return null;
+  // The inviter's own member event too, so a client can show who invited (as Synapse).
+  const inviterId = membership === 'invite' && member.event.sender !== userId ? ids.get(stateKeyOf('m.room.member', String(member.event.sender))) : undefined;
+  if (inviterId) events.splice(events.length - 1, 0, ...(await ctx.rooms.events(roomId, [inviterId])));
   return events.filter(servableToClients).map((e) => ({
     type: e.event.type ?? '',
     state_key: e.event.state_key ?? '',
@@ -887,6 +982,10 @@ interface MemberCounts {
   invited: number;
   /** The first six joined or invited members in sort order: the heroes of anyone, themselves left out. */
   first: string[];
+  /** The first six who left or were banned: the heroes when no one else is joined or invited (the spec's fallback). */
+  firstGone: string[];
+  /** The room has a name or a canonical alias: clients show that, and the summary has no heroes (as Synapse). */
+  named: boolean;
 }
 
 /**
@@ -902,16 +1001,26 @@ const MEMBER_COUNTS_MAX = 4096;
 function memberCounts(ctx: ApiContext, roomId: string, seenPos: number | null): Promise<MemberCounts> {
   const hit = memberCountsCache.get(roomId);
   if (hit && seenPos !== null && hit.at >= seenPos) return hit.counts;
-  const counts = ctx.rooms.members(roomId).then((members) => {
+  const named = ctx.rooms.currentStateIds(roomId).then(async (ids) => {
+    const named = [ids.get(stateKeyOf('m.room.name', '')), ids.get(stateKeyOf('m.room.canonical_alias', ''))].filter((id): id is string => !!id);
+    for (const e of await ctx.rooms.events(roomId, named)) {
+      const c = e.event.content as JsonObject | undefined;
+      if ((typeof c?.name === 'string' && c.name !== '') || (typeof c?.alias === 'string' && c.alias !== '')) return true;
+    }
+    return false;
+  });
+  const counts = Promise.all([ctx.rooms.members(roomId), named]).then(([members, named]) => {
     let joined = 0;
     let invited = 0;
     const candidates: string[] = [];
+    const gone: string[] = [];
     for (const [u, m] of members) {
       if (m === 'join') joined++;
       else if (m === 'invite') invited++;
       if (m === 'join' || m === 'invite') candidates.push(u);
+      else if (m === 'leave' || m === 'ban') gone.push(u);
     }
-    return { joined, invited, first: candidates.sort().slice(0, 6) };
+    return { joined, invited, first: candidates.sort().slice(0, 6), firstGone: gone.sort().slice(0, 6), named };
   });
   if (seenPos === null) return counts;
   counts.catch(() => memberCountsCache.delete(roomId));
@@ -927,5 +1036,11 @@ function memberCounts(ctx: ApiContext, roomId: string, seenPos: number | null): 
  */
 async function summary(ctx: ApiContext, roomId: string, userId: string, seenPos: number | null = null): Promise<JsonObject> {
   const c = await memberCounts(ctx, roomId, seenPos);
-  return { 'm.joined_member_count': c.joined, 'm.invited_member_count': c.invited, 'm.heroes': c.first.filter((u) => u !== userId).slice(0, 5) };
+  const out: JsonObject = { 'm.joined_member_count': c.joined, 'm.invited_member_count': c.invited };
+  if (!c.named) {
+    const heroes = c.first.filter((u) => u !== userId).slice(0, 5);
+    // "When no joined or invited members are available, this should consist of the banned and left users."
+    out['m.heroes'] = heroes.length ? heroes : c.firstGone.filter((u) => u !== userId).slice(0, 5);
+  }
+  return out;
 }

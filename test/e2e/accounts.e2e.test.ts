@@ -57,6 +57,8 @@ describe('accounts through matrix-js-sdk', () => {
     const challenge = await sdkError(anon.registerRequest({ username: 'alice', password: 'correct horse' }));
     expect(challenge.httpStatus).toBe(401);
     expect(challenge.data.flows).toEqual([{ stages: ['m.login.dummy'] }]);
+    // No errcode on the first challenge: it says that an attempt failed, and none was made yet.
+    expect(Object.keys(challenge.data).sort()).toEqual(['flows', 'params', 'session']);
     const registered = await anon.registerRequest({ username: 'alice', password: 'correct horse', initial_device_display_name: 'Phone', auth: { type: 'm.login.dummy', session: challenge.data.session } });
     expect(registered.user_id).toBe('@alice:localhost');
     expect(registered.access_token).toMatch(/^axo_\d+_/);
@@ -211,6 +213,8 @@ describe('accounts over raw HTTP', () => {
     expect(managed.body.errcode).toBe('M_BAD_JSON');
     const notObject = await call(server.baseUrl, 'PUT', '/_matrix/client/v3/user/@ivan:localhost/account_data/x', undefined, ivan.access_token, '[1]');
     expect(notObject.status).toBe(400);
+    // Valid JSON of the wrong shape: M_BAD_JSON (M_NOT_JSON is for text that does not parse), as Synapse.
+    expect(notObject.body.errcode).toBe('M_BAD_JSON');
     const badFilter = await api('POST', '/user/@ivan:localhost/filter', { room: { timeline: { limit: 'ten' } } }, ivan.access_token);
     expect(badFilter.status).toBe(400);
     expect(badFilter.body.errcode).toBe('M_BAD_JSON');

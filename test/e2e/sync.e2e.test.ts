@@ -113,7 +113,8 @@ describe('GET /sync over raw HTTP', () => {
     // Her own messages never count as unread for her.
     expect(room.unread_notifications).toEqual({ notification_count: 0, highlight_count: 0 });
     expect(room.timeline.events[0].unsigned.age).toBeGreaterThanOrEqual(0);
-    expect(room.timeline.events[0].room_id).toBe(roomId);
+    // Sync's events have no room_id: the room is their key (the spec's ClientEventWithoutRoomID).
+    expect(room.timeline.events[0]).not.toHaveProperty('room_id');
 
     // Nothing new: empty answer at once with timeout=0.
     const idle = await sync(alice, { since: first.next_batch, timeout: '0' });
@@ -213,8 +214,10 @@ describe('GET /sync over raw HTTP', () => {
     expect(inv).toBeDefined();
     const stripped = inv.invite_state.events as Json[];
     expect(stripped.map((e) => e.type)).toEqual(expect.arrayContaining(['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.member']));
-    const member = stripped.find((e) => e.type === 'm.room.member')!;
+    const member = stripped.find((e) => e.type === 'm.room.member' && e.state_key === bob.userId)!;
     expect(member).toEqual({ type: 'm.room.member', state_key: bob.userId, sender: alice.userId, content: expect.objectContaining({ membership: 'invite' }) });
+    // The inviter's member event too, so the client can say who invited (as Synapse).
+    expect(stripped.find((e) => e.type === 'm.room.member' && e.state_key === alice.userId)?.content).toEqual(expect.objectContaining({ membership: 'join' }));
     expect(stripped.every((e) => Object.keys(e).sort().join() === 'content,sender,state_key,type')).toBe(true);
 
     // Joining moves the room to rooms.join, with its full state.

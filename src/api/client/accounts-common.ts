@@ -42,7 +42,9 @@ export async function readAccount(ctx: ApiContext, userId: string): Promise<Acco
 export function jsonBody(req: Request, emptyOk = false): JsonObject {
   if (emptyOk && req.body.length === 0) return {};
   const v = req.json();
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw errors.notJson('Request body must be a JSON object');
+  // Valid JSON of the wrong shape (a list, a string) is M_BAD_JSON; M_NOT_JSON is for text that
+  // does not parse (req.json() throws that), as the spec and Synapse use them.
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw errors.badJson('Request body must be a JSON object');
   return v as JsonObject;
 }
 

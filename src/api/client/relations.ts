@@ -251,7 +251,7 @@ export async function bundleAggregations(ctx: ApiContext, roomId: string, events
     const relations: JsonObject = {};
     if (visibleThread.length) {
       const latest = visibleThread.reduce((a, b) => (b.pos > a.pos ? b : a));
-      const [latestEvent] = await formatEvents(ctx, roomId, [latest], viewer);
+      const [latestEvent] = await formatEvents(ctx, roomId, [latest], viewer, { membership: false });
       relations['m.thread'] = {
         latest_event: latestEvent!,
         count: visibleThread.length,
@@ -262,7 +262,7 @@ export async function bundleAggregations(ctx: ApiContext, roomId: string, events
       // "The most recent": greatest origin_server_ts, ties broken by the greatest event id.
       const ts = (e: RoomEvent) => (typeof e.event.origin_server_ts === 'number' ? e.event.origin_server_ts : 0);
       const latest = visibleEdits.reduce((a, b) => (ts(b) > ts(a) || (ts(b) === ts(a) && b.eventId > a.eventId) ? b : a));
-      const [edit] = await formatEvents(ctx, roomId, [latest], viewer);
+      const [edit] = await formatEvents(ctx, roomId, [latest], viewer, { membership: false });
       relations['m.replace'] = edit!;
     }
     if (Object.keys(relations).length === 0) continue;

@@ -53,7 +53,7 @@ export function registerRoomInitialSyncRoutes(front: Front, ctx: ApiContext): vo
         start: encodeToken(page.end ?? 0),
         end: encodeToken(end),
       },
-      state: await formatEvents(ctx, roomId, state, user),
+      state: await formatEvents(ctx, roomId, state, user, { membership: false }),
       visibility: (await ctx.redis.sismember(ctx.keys.publicRooms(), roomId)) ? 'public' : 'private',
     };
     const membership = await ctx.rooms.membership(roomId, user.userId);

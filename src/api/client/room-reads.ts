@@ -19,6 +19,7 @@ import type { ApiContext } from '../context';
 import { clientRoute, lazyMemberState, loadRoomEventFilter } from './room-common';
 import { encodeToken, paginate, roomGapOf } from '../../rooms/pagination';
 import { eventRoomId, formatEvents } from '../../rooms/client-format';
+import { filterMatches } from '../../rooms/event-filter';
 import { roomShard } from '../../store/shard-keys';
 import { requireRoomId } from '../../http/params';
 import { roomAccess, visibleStateIds } from '../../rooms/visibility';
@@ -49,7 +50,7 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     const access = await roomAccess(ctx, index, user.userId, roomId);
     const ids = await visibleStateIds(ctx, roomId, access);
     const events = (await ctx.rooms.events(roomId, [...ids.values()])).filter(servableAsState);
-    return { body: await formatEvents(ctx, roomId, events, user) };
+    return { body: await formatEvents(ctx, roomId, events, user, { membership: false }) };
   });
 
   clientRoute(front, 'GET', '/rooms/:roomId/members', async (req) => {
@@ -79,7 +80,7 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
       if (notMembership !== undefined && m === notMembership) return false;
       return true;
     });
-    return { body: { chunk: await formatEvents(ctx, roomId, events, user) } };
+    return { body: { chunk: await formatEvents(ctx, roomId, events, user, { membership: false }) } };
   });
 
   clientRoute(front, 'GET', '/rooms/:roomId/joined_members', async (req) => {
@@ -131,7 +132,7 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     await bundleAggregations(ctx, roomId, page.events, chunk, user);
     const body: JsonObject = { start: encodeToken(start), chunk };
     if (page.end !== null) body.end = encodeToken(page.end);
-    if (filter.lazy_load_members) body.state = await formatEvents(ctx, roomId, await lazyMemberState(ctx, roomId, page.events), user);
+    if (filter.lazy_load_members) body.state = await formatEvents(ctx, roomId, await lazyMemberState(ctx, roomId, page.events), user, { membership: false });
     return { body };
   });
 
@@ -150,12 +151,15 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     ]);
     const last = after.events[after.events.length - 1] ?? target;
     const stateIds = await ctx.rooms.snapshot(roomId, last.stateAfter);
-    let state: RoomEvent[];
-    if (filter.lazy_load_members) {
-      state = await lazyMemberState(ctx, roomId, [...before.events, target, ...after.events]);
-    } else {
-      state = (await ctx.rooms.events(roomId, [...stateIds.values()])).filter(servableAsState);
-    }
+    // The state at the last event, through the same filter as the events (as Synapse: a filter of
+    // `types: ["m.room.message"]` leaves no state); lazy loading keeps every other state event and
+    // the member events of the senders shown.
+    const senders = new Set([...before.events, target, ...after.events].map((e) => String(e.event.sender)));
+    const memberPrefix = 'm.room.member\u0000';
+    const ids = [...stateIds.entries()]
+      .filter(([key]) => !filter.lazy_load_members || !key.startsWith(memberPrefix) || senders.has(key.slice(memberPrefix.length)))
+      .map(([, id]) => id);
+    const state: RoomEvent[] = (await ctx.rooms.events(roomId, ids)).filter((e) => servableAsState(e) && filterMatches(filter, e.event));
     const [event] = await formatEvents(ctx, roomId, [target], user);
     const eventsBefore = await formatEvents(ctx, roomId, before.events, user);
     const eventsAfter = await formatEvents(ctx, roomId, after.events, user);
@@ -167,7 +171,7 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
         events_after: eventsAfter,
         start: encodeToken(before.end ?? (before.events.length ? before.events[before.events.length - 1]!.pos - 1 : target.pos - 1)),
         end: encodeToken(after.end ?? (after.events.length ? after.events[after.events.length - 1]!.pos : target.pos)),
-        state: await formatEvents(ctx, roomId, state, user),
+        state: await formatEvents(ctx, roomId, state, user, { membership: false }),
       },
     };
   });

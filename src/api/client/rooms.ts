@@ -113,7 +113,14 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
       await requireKnownRoom(roomId);
       throw threepidLookupDenied();
     }
-    const target = requireUserIdParam(body.user_id);
+    // A missing or malformed user id is a bad parameter (Synapse's codes), not malformed JSON.
+    if (body.user_id === undefined) throw errors.missingParam('Missing user_id');
+    let target: string;
+    try {
+      target = requireUserIdParam(body.user_id);
+    } catch {
+      throw errors.invalidParam('user_id must be a user id');
+    }
     const reason = optString(body, 'reason');
     await requireKnownRoom(roomId);
     if (op === 'invite' && serverOf(target) !== ctx.config.serverName) {

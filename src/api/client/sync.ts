@@ -166,6 +166,7 @@ async function parseFilter(ctx: ApiContext, userId: string, raw: string | undefi
     ephemeral: eventFilterOf(room.ephemeral),
     presence: eventFilterOf(f.presence),
     lazyLoadMembers: isJsonObject(room.state as JsonValue) && (room.state as JsonObject).lazy_load_members === true,
+    includeRedundantMembers: isJsonObject(room.state as JsonValue) && (room.state as JsonObject).include_redundant_members === true,
     unreadThreadNotifications: timelineRaw.unread_thread_notifications === true,
   };
 }

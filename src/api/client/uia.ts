@@ -37,6 +37,20 @@ export interface UiaRequest {
 }
 
 /** The part of a 401 that tells the client how to authenticate. */
+/**
+ * The first 401 of user-interactive auth: the flows, params and session alone. `errcode` and
+ * `error` say that an attempt failed (the spec), so they come only with later challenges (as Synapse).
+ */
+class FirstChallenge extends MatrixError {
+  constructor(private readonly body: Record<string, unknown>) {
+    super(401, 'M_UNAUTHORIZED', 'Additional authentication is required', body);
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...this.body };
+  }
+}
+
 function challenge(flows: string[][], session: string, completed: string[]): Record<string, unknown> {
   return { flows: flows.map((stages) => ({ stages })), params: {}, session, completed };
 }
@@ -64,7 +78,7 @@ export async function requireUia(ctx: ApiContext, body: JsonObject, r: UiaReques
   };
   if (auth === undefined || auth === null) {
     const [id] = await newSession();
-    throw new MatrixError(401, 'M_UNAUTHORIZED', 'Additional authentication is required', challenge(r.flows, id, []));
+    throw new FirstChallenge({ flows: r.flows.map((stages) => ({ stages })), params: {}, session: id });
   }
   if (typeof auth !== 'object' || Array.isArray(auth)) throw new MatrixError(400, 'M_BAD_JSON', 'auth must be an object');
   let id: string;
