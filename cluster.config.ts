@@ -76,6 +76,11 @@ export interface RateLimitConfig {
   register: RateLimitBucket;
   /** Every authenticated request, per user. */
   client: RateLimitBucket;
+  /**
+   * Managing delayed events (MSC4140: cancel, restart, send, list), per user or, for the
+   * unauthenticated management calls, per client IP (Synapse's rc_delayed_event_mgmt).
+   */
+  delayedEventMgmt: RateLimitBucket;
   /** Media uploads and `/media/v1/create`, per user (Synapse's rc_media_create). */
   mediaUpload: RateLimitBucket;
   /** `GET /_matrix/client/v1/media/preview_url`, per user (fetches the outside world for them). */
@@ -242,6 +247,19 @@ export interface AxonConfig {
   requestDeadlineMs: number;
   federation: FederationConfig;
   media: MediaConfig;
+  /** Delayed events (MSC4140, used by Element Call). */
+  delayedEvents: DelayedEventsConfig;
+}
+
+export interface DelayedEventsConfig {
+  /**
+   * Longest delay a client may ask for (ms); longer answers 400 `M_MAX_DELAY_EXCEEDED`. 0 turns
+   * delayed events off (Synapse's unset `max_event_delay_duration`): scheduling answers 403 and
+   * `/versions` does not advertise `org.matrix.msc4140`.
+   */
+  maxDelayMs: number;
+  /** Delayed events one user may have scheduled at a time (Synapse's `msc4140_max_delayed_events_per_user`, 100). */
+  maxPerUser: number;
 }
 
 const DEFAULT_PORT = 8008;
@@ -274,12 +292,16 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       failedLogin: { burst: 3, perMinute: 10 },
       register: { burst: 10, perMinute: 20 },
       client: { burst: 300, perMinute: 6000 },
+      // Synapse's rc_delayed_event_mgmt default: burst 5, 1 a second.
+      delayedEventMgmt: { burst: 5, perMinute: 60 },
       // Synapse's rc_media_create default: burst 50, 10 a second.
       mediaUpload: { burst: 50, perMinute: 600 },
       // Synapse has no preview limit of its own but rc_message-like defaults; previews fetch for the user.
       urlPreview: { burst: 10, perMinute: 60 },
     },
     presence: { enabled: true },
+    // Element Call's recommended setting for Synapse (`max_event_delay_duration: 24h`); Synapse itself is off by default.
+    delayedEvents: { maxDelayMs: 24 * 3600 * 1000, maxPerUser: 100 },
     requestDeadlineMs: 15_000,
     federation: {
       enabled: true,
@@ -367,6 +389,8 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_RATE_LIMIT_FAILED_LOGIN_BURST: 'rateLimit.failedLogin.burst',
   AXON_RATE_LIMIT_FAILED_LOGIN_PER_MINUTE: 'rateLimit.failedLogin.perMinute',
   AXON_PRESENCE_ENABLED: 'presence.enabled',
+  AXON_DELAYED_EVENTS_MAX_DELAY_MS: 'delayedEvents.maxDelayMs',
+  AXON_DELAYED_EVENTS_MAX_PER_USER: 'delayedEvents.maxPerUser',
   AXON_REQUEST_DEADLINE_MS: 'requestDeadlineMs',
   AXON_FEDERATION_ENABLED: 'federation.enabled',
   AXON_FEDERATION_PORT: 'federation.port',
@@ -563,7 +587,9 @@ export function validateConfig(c: AxonConfig): string[] {
   int(c.accessTokenLifetimeMs, 'accessTokenLifetimeMs', 10_000, 30 * 24 * 3600 * 1000);
   if (typeof c.presence?.enabled !== 'boolean') p.push(`presence.enabled: must be true or false (got ${JSON.stringify(c.presence?.enabled)})`);
   if (typeof c.rateLimit.enabled !== 'boolean') p.push(`rateLimit.enabled: must be true or false (got ${JSON.stringify(c.rateLimit.enabled)})`);
-  for (const name of ['login', 'failedLogin', 'register', 'client', 'mediaUpload', 'urlPreview'] as const) {
+  int(c.delayedEvents?.maxDelayMs, 'delayedEvents.maxDelayMs', 0, 365 * 24 * 3600 * 1000);
+  int(c.delayedEvents?.maxPerUser, 'delayedEvents.maxPerUser', 1, 100_000);
+  for (const name of ['login', 'failedLogin', 'register', 'client', 'mediaUpload', 'urlPreview', 'delayedEventMgmt'] as const) {
     int(c.rateLimit[name]?.burst, `rateLimit.${name}.burst`, 1, 1_000_000);
     int(c.rateLimit[name]?.perMinute, `rateLimit.${name}.perMinute`, 1, 60_000_000);
   }

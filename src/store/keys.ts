@@ -439,6 +439,20 @@ export const reportData = {
   reports: () => 'reports',
 };
 
+/**
+ * Delayed events (MSC4140, actors/delayed-events.ts), relative to the owner's USER shard; written
+ * only by the owner's delayed-events actor, read by fronts.
+ */
+export const delayedEventData = {
+  /** Hash: delay id → JSON DelayedEventRecord (what `GET /delayed_events` lists). */
+  events: (userId: string) => `user:${userId}:delayed`,
+  /** Hash: delay id → owner's user id, for the shard's delayed events (the unauthenticated management calls name only the delay id). */
+  owners: () => 'delayed:owners',
+};
+
+/** The consumer group that sends due delayed events (src/readers/delayed-events.ts) reads user outboxes with. */
+export const DELAYED_EVENTS_GROUP = 'delayed-events';
+
 /** The consumer group that takes deactivated users out of their rooms (src/readers/deactivation.ts) reads user outboxes with. */
 export const DEACTIVATION_GROUP = 'deactivation';
 

@@ -2,6 +2,7 @@
 import type { Front } from '../../http/server';
 import type { ApiContext } from '../context';
 import { registerVersionRoutes } from './versions';
+import { registerDelayedEventRoutes } from './delayed-events';
 import { registerRoomRoutes } from './rooms';
 import { registerAccountsApi } from './accounts';
 import { registerOpenIdRoutes } from './openid';
@@ -30,7 +31,8 @@ import { MembershipIndex } from '../../readers/membership-index';
 import { registerMediaRoutes } from './media';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
-  registerVersionRoutes(front, ctx.config.publicBaseUrl);
+  registerVersionRoutes(front, ctx.config.publicBaseUrl, { delayedEvents: ctx.config.delayedEvents.maxDelayMs > 0 });
+  registerDelayedEventRoutes(front, ctx);
   registerRoomRoutes(front, ctx);
   registerAccountsApi(front, ctx);
   registerDirectoryRoutes(front, ctx);
