@@ -45,7 +45,7 @@ import { requireRoomVersion, type RoomVersion } from '../protocol/room-versions'
 import type { OutboxEntry } from '../runtime/envelope';
 import { shardOf, type Family } from '../store/shards';
 import { decode } from '../store/codec';
-import { PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData, type KeySpace } from '../store/keys';
+import { PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, threadSubscriptionData, userData, type KeySpace } from '../store/keys';
 import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';
 import { decodeNotification, encodeNotification } from '../sync/notify';
 import { OutboxGroupReader } from './outbox-group-reader';
@@ -228,6 +228,16 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       if (level === undefined) levels.set(key, (level = notificationLevel(key, lookup, room.version)));
       return senderLevel >= level;
     };
+    // MSC4306: for an event in a thread, who of the members whose rules ask is subscribed to it.
+    const root = threadRootOf(event);
+    const subscribed = new Set<string>();
+    const asking = root === null ? [] : users.filter((u) => rulesets.get(u)!.usesThreadSubscriptions);
+    if (root !== null && asking.length) {
+      const found = await Promise.all(asking.map((u) => this.redis.hget(this.userKey(u, threadSubscriptionData.records(u)), `${out.roomId}\u0000${root}`)));
+      found.forEach((json, i) => {
+        if (json !== null && (JSON.parse(json) as { subscribed?: boolean }).subscribed === true) subscribed.add(asking[i]!);
+      });
+    }
     const notified: { userId: string; result: PushEvaluation }[] = [];
     // One context for the event, its user changed per member: the rules that do not depend on
     // the user are tested once for all of them (PushEvaluationContext.shared).
@@ -236,6 +246,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       roomMemberCount: room.joined,
       displayName: () => room.names.get(ctx.userId) ?? null,
       senderHasNotificationPermission: permitted,
+      threadSubscribed: () => subscribed.has(ctx.userId),
       shared: new Map(),
     };
     for (const userId of users) {

@@ -16,6 +16,7 @@ import { destinationActor, type DestinationActorOptions } from '../../actors/des
 import { mediaActor } from '../../actors/media';
 import { mediaContentActor } from '../../actors/media-content';
 import { delayedEventsActor } from '../../actors/delayed-events';
+import { threadSubscriptionsActor } from '../../actors/thread-subscriptions';
 
 /**
  * `room` is needed for room actors (they sign events); without it only the other kinds run. Alias
@@ -37,6 +38,8 @@ export function allActorKinds(room?: RoomConfig, federation?: DestinationActorOp
     mediaContentActor(),
     // MSC4140: each user's delayed events, with their durable timers.
     delayedEventsActor(),
+    // MSC4306: each user's thread subscriptions.
+    threadSubscriptionsActor(),
   ];
   if (room) kinds.push(roomActor(room), aliasActor());
   // The federation sender's per-peer actors (issue 14.6): only where federation is on.

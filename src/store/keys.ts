@@ -450,6 +450,17 @@ export const delayedEventData = {
   owners: () => 'delayed:owners',
 };
 
+/**
+ * Thread subscriptions (MSC4306, actors/thread-subscriptions.ts), relative to the user's USER shard;
+ * written only by the user's thread-subscriptions actor, read by fronts and the push evaluator.
+ */
+export const threadSubscriptionData = {
+  /** Hash: `<room id>\0<thread root id>` → JSON ThreadSubscriptionRecord. */
+  records: (userId: string) => `user:${userId}:threadsubs`,
+  /** Sorted set: the same members by the stream id of their latest change (paging, newest first). */
+  byStream: (userId: string) => `user:${userId}:threadsubs:stream`,
+};
+
 /** The consumer group that sends due delayed events (src/readers/delayed-events.ts) reads user outboxes with. */
 export const DELAYED_EVENTS_GROUP = 'delayed-events';
 

@@ -186,3 +186,73 @@ describe('poll push rules (MSC3930)', () => {
     expect(rules.postcontent.map((r: Json) => r.rule_id)).toEqual(['.io.element.msc4306.rule.unsubscribed_thread', '.io.element.msc4306.rule.subscribed_thread']);
   }, 60_000);
 });
+
+describe('thread subscriptions (MSC4306, MSC4308)', () => {
+  const SUB = (roomId: string, root: string) => `/_matrix/client/unstable/io.element.msc4306/rooms/${enc(roomId)}/thread/${enc(root)}/subscription`;
+  const LIST = '/_matrix/client/unstable/io.element.msc4308/thread_subscriptions';
+
+  it('subscribes manually and automatically with the conflict rules, lists changes, and notifies only subscribed threads', async () => {
+    const ivy = await c.mint('ts_ivy');
+    const jack = await c.mint('ts_jack');
+    const roomId = await roomWith(ivy, jack);
+    const send = async (s: Session, content: Json) => (await call(s, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, content)).body.event_id as string;
+    const root1 = await send(ivy, { msgtype: 'm.text', body: 'root one' });
+    const root2 = await send(ivy, { msgtype: 'm.text', body: 'root two' });
+    const reply = (root: string, body: string) => send(ivy, { msgtype: 'm.text', body, 'm.relates_to': { rel_type: 'm.thread', event_id: root } });
+    const early = await reply(root1, 'early reply');
+
+    expect((await call(jack, 'GET', SUB(roomId, root1))).status).toBe(404);
+    expect(await call(jack, 'PUT', SUB(roomId, root1), {})).toMatchObject({ status: 200, body: {} });
+    expect((await call(jack, 'GET', SUB(roomId, root1))).body).toEqual({ automatic: false });
+    // An automatic subscription does not replace a manual one.
+    expect((await call(jack, 'PUT', SUB(roomId, root1), { automatic: early })).status).toBe(200);
+    expect((await call(jack, 'GET', SUB(roomId, root1))).body).toEqual({ automatic: false });
+    // Unsubscribe; an automatic subscription caused by an event seen before that is refused…
+    expect((await call(jack, 'DELETE', SUB(roomId, root1))).status).toBe(200);
+    expect((await call(jack, 'GET', SUB(roomId, root1))).status).toBe(404);
+    const conflict = await call(jack, 'PUT', SUB(roomId, root1), { automatic: early });
+    expect([conflict.status, conflict.body.errcode]).toEqual([409, 'IO.ELEMENT.MSC4306.M_CONFLICTING_UNSUBSCRIPTION']);
+    // …one caused by a newer event is taken.
+    const later = await reply(root1, 'later reply');
+    expect((await call(jack, 'PUT', SUB(roomId, root1), { automatic: later })).status).toBe(200);
+    expect((await call(jack, 'GET', SUB(roomId, root1))).body).toEqual({ automatic: true });
+    // The cause must be in the thread; unknown roots and bad ids are refused.
+    const notInThread = await call(jack, 'PUT', SUB(roomId, root2), { automatic: later });
+    expect([notInThread.status, notInThread.body.errcode]).toEqual([400, 'IO.ELEMENT.MSC4306.M_NOT_IN_THREAD']);
+    expect((await call(jack, 'PUT', SUB(roomId, '$nope'), {})).status).toBe(404);
+    expect((await call(jack, 'PUT', SUB(roomId, 'nope'), {})).body.errcode).toBe('M_INVALID_PARAM');
+    const outsider = await c.mint('ts_kim');
+    expect((await call(outsider, 'PUT', SUB(roomId, root1), {})).status).toBe(404);
+
+    // root2: subscribed then unsubscribed.
+    expect((await call(jack, 'PUT', SUB(roomId, root2), {})).status).toBe(200);
+    expect((await call(jack, 'DELETE', SUB(roomId, root2))).status).toBe(200);
+    const all = await call(jack, 'GET', `${LIST}?dir=b`);
+    expect(all.status).toBe(200);
+    expect(all.body.subscribed[roomId][root1].automatic).toBe(true);
+    expect(Object.keys(all.body.unsubscribed[roomId])).toEqual([root2]);
+    expect(all.body.end).toBeUndefined();
+    const stamps = [all.body.subscribed[roomId][root1].bump_stamp, all.body.unsubscribed[roomId][root2].bump_stamp];
+    expect(stamps[1]).toBeGreaterThan(stamps[0]);
+    const page1 = await call(jack, 'GET', `${LIST}?dir=b&limit=1`);
+    expect(page1.body.unsubscribed[roomId][root2]).toBeDefined();
+    expect(page1.body.subscribed).toBeUndefined();
+    const page2 = await call(jack, 'GET', `${LIST}?dir=b&limit=1&from=${page1.body.end}`);
+    expect(page2.body.subscribed[roomId][root1]).toBeDefined();
+    expect((await call(jack, 'GET', `${LIST}?dir=b&to=ts${stamps[0]}`)).body.subscribed).toBeUndefined();
+    expect((await call(jack, 'GET', LIST)).body.errcode).toBe('M_MISSING_PARAM');
+    expect((await call(jack, 'GET', `${LIST}?dir=f`)).body.errcode).toBe('M_INVALID_PARAM');
+    expect((await call(jack, 'GET', `${LIST}?dir=b&limit=0`)).body.errcode).toBe('M_INVALID_PARAM');
+    expect((await call(jack, 'GET', `${LIST}?dir=b&from=zz`)).body.errcode).toBe('M_INVALID_PARAM');
+
+    // Push: a reply in the subscribed thread notifies jack; one in the unsubscribed thread does not.
+    const inSubscribed = await reply(root1, 'ping subscribed');
+    const inUnsubscribed = await reply(root2, 'ping unsubscribed');
+    const marker = await send(ivy, { msgtype: 'm.text', body: 'main timeline' });
+    const notes = await eventually(async () => (await call(jack, 'GET', '/notifications')).body.notifications as Json[], (n) => n.some((x) => x.event.event_id === marker), 20_000);
+    const ids = notes.map((n) => n.event.event_id);
+    expect(ids).toContain(inSubscribed);
+    expect(ids).not.toContain(inUnsubscribed);
+    expect(notes.find((n) => n.event.event_id === inSubscribed)!.actions).toEqual(['notify', { set_tweak: 'sound', value: 'default' }]);
+  }, 60_000);
+});

@@ -3,6 +3,7 @@ import type { Front } from '../../http/server';
 import type { ApiContext } from '../context';
 import { registerVersionRoutes } from './versions';
 import { registerDelayedEventRoutes } from './delayed-events';
+import { registerThreadSubscriptionRoutes } from './thread-subscriptions';
 import { registerRoomRoutes } from './rooms';
 import { registerAccountsApi } from './accounts';
 import { registerOpenIdRoutes } from './openid';
@@ -33,6 +34,7 @@ import { registerMediaRoutes } from './media';
 export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerVersionRoutes(front, ctx.config.publicBaseUrl, { delayedEvents: ctx.config.delayedEvents.maxDelayMs > 0 });
   registerDelayedEventRoutes(front, ctx);
+  registerThreadSubscriptionRoutes(front, ctx);
   registerRoomRoutes(front, ctx);
   registerAccountsApi(front, ctx);
   registerDirectoryRoutes(front, ctx);

@@ -24,6 +24,8 @@ export const UNSTABLE_FEATURES: Readonly<Record<string, boolean>> = {
   'org.matrix.msc4222': true,
   // Deleting account data (src/api/client/account-data.ts).
   'org.matrix.msc3391': true,
+  // Thread subscriptions and their push rules (src/api/client/thread-subscriptions.ts), as Synapse names them.
+  'org.matrix.msc4306': true,
 };
 
 /** The unstable features of this server's configuration: delayed events (MSC4140) only when on. */
