@@ -27,7 +27,7 @@
  */
 import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type ShellContext, type StoreWrite } from '../src/runtime/actor';
 import type { JsonObject } from '../src/protocol/json';
-import { delayedEventData } from '../src/store/keys';
+import { delayedEventData, delayedStateIndex } from '../src/store/keys';
 
 export const DELAYED_EVENTS_KIND = 'delayed-events';
 
@@ -41,6 +41,8 @@ export interface DelayedEventRecord {
   delay: number;
   /** When it was scheduled or last restarted (ms). */
   running_since: number;
+  /** When it was scheduled (ms; a restart leaves it): what others' state changes are compared with. */
+  scheduled_at?: number;
   content: JsonObject;
   /** The device that scheduled it. */
   device_id?: string;
@@ -88,10 +90,20 @@ function recordWrite(userId: string, e: DelayedEventRecord): StoreWrite {
   return { cmd: 'HSET', key: delayedEventData.events(userId), args: [e.delay_id, JSON.stringify(e)] };
 }
 
+/** The state a delayed state event sets (room, type, state key), as one string. */
+const stateSlot = (e: DelayedEventRecord): string | null => (e.state_key === undefined ? null : JSON.stringify([e.room_id, e.type, e.state_key]));
+
 /** Remove delayed events (cancelled or due): their records, owner entries and timers. */
 function removeAll(state: DelayedEventsState, ids: string[], due: boolean): D {
   if (ids.length === 0) return { state, reply: { cancelled: 0 } };
   const events = { ...state.events };
+  // The state index loses the user for a slot when no delayed event of theirs is left for it.
+  const slots = new Map<string, DelayedEventRecord>();
+  for (const id of ids) {
+    const e = events[id]!;
+    const slot = stateSlot(e);
+    if (slot) slots.set(slot, e);
+  }
   const outputs: DelayedEventDueOutput[] = [];
   for (const id of ids) {
     const e = events[id]!;
@@ -103,9 +115,12 @@ function removeAll(state: DelayedEventsState, ids: string[], due: boolean): D {
       });
     }
   }
+  const left = new Set(Object.values(events).map(stateSlot));
+  const derivedWrites: StoreWrite[] = [...slots].filter(([slot]) => !left.has(slot)).map(([, e]) => ({ cmd: 'SREM', key: delayedStateIndex(e.room_id, e.type, e.state_key!), args: [state.userId] }));
   return {
     state: { ...state, events },
     reply: { cancelled: ids.length },
+    ...(derivedWrites.length ? { derivedWrites } : {}),
     writes: [
       { cmd: 'HDEL', key: delayedEventData.events(state.userId), args: ids },
       { cmd: 'HDEL', key: delayedEventData.owners(), args: ids },
@@ -124,7 +139,7 @@ export function decideDelayedEvents(state: DelayedEventsState, msg: ActorMessage
       if (Object.keys(state.events).length >= body.maxPerUser) throw new ActorRejection('M_LIMIT_EXCEEDED', 'The maximum number of delayed events has been reached.', 429);
       if (state.events[body.delayId]) throw new ActorRejection('M_INVALID_PARAM', 'Delay id in use', 400);
       const e: DelayedEventRecord = {
-        delay_id: body.delayId, room_id: body.roomId, type: body.type, delay: body.delayMs, running_since: now, content: body.content,
+        delay_id: body.delayId, room_id: body.roomId, type: body.type, delay: body.delayMs, running_since: now, scheduled_at: now, content: body.content,
         ...(body.stateKey !== undefined ? { state_key: body.stateKey } : {}), ...(body.deviceId !== undefined ? { device_id: body.deviceId } : {}),
       };
       return {
@@ -132,6 +147,7 @@ export function decideDelayedEvents(state: DelayedEventsState, msg: ActorMessage
         reply: { delay_id: e.delay_id },
         writes: [recordWrite(state.userId, e), { cmd: 'HSET', key: delayedEventData.owners(), args: [e.delay_id, state.userId] }],
         timers: [{ key: e.delay_id, atMs: sendTimeOf(e), body: { op: 'fire', delayId: e.delay_id } satisfies DelayedEventsMessage }],
+        ...(e.state_key !== undefined ? { derivedWrites: [{ cmd: 'SADD', key: delayedStateIndex(e.room_id, e.type, e.state_key), args: [state.userId] }] } : {}),
       };
     }
     case 'cancel': {
@@ -161,7 +177,7 @@ export function decideDelayedEvents(state: DelayedEventsState, msg: ActorMessage
     }
     case 'cancel_state': {
       const ids = Object.values(state.events)
-        .filter((e) => e.room_id === body.roomId && e.type === body.type && e.state_key === body.stateKey && e.running_since < body.before)
+        .filter((e) => e.room_id === body.roomId && e.type === body.type && e.state_key === body.stateKey && (e.scheduled_at ?? e.running_since) < body.before)
         .map((e) => e.delay_id);
       return removeAll(state, ids, false);
     }

@@ -10,15 +10,22 @@
  * transaction key are both derived from the delay id, so the second attempt gets the first one's
  * stored answer and no second event. Membership events are recorded in the sender's joined-rooms
  * index as the client routes do (the membership index reader would record them too).
+ *
+ * `DelayedStateReader` applies MSC4140's rule for state: when someone else sets a piece of state
+ * (a current-state change on a room outbox), the delayed state events other users scheduled for
+ * it before then are cancelled (Synapse's `cancel_delayed_state_events`: the sender's own are
+ * kept). Who has some comes from the derived index `delayedStateIndex`; each owner's actor is
+ * told with a message id derived from the event, so a re-read entry cancels nothing twice.
  */
 import type { Logger } from 'pino';
-import { DELAYED_EVENTS_KIND, type DelayedEventDueOutput } from '../../actors/delayed-events';
+import { DELAYED_EVENTS_KIND, type DelayedEventDueOutput, type DelayedEventsMessage } from '../../actors/delayed-events';
 import type { EventTemplate } from '../rooms/model';
 import { ActorClient, ActorReplyError } from '../runtime/actor-client';
 import type { OutboxEntry } from '../runtime/envelope';
 import type { Family } from '../store/shards';
 import { decode } from '../store/codec';
-import { DELAYED_EVENTS_GROUP, type KeySpace } from '../store/keys';
+import { DELAYED_EVENTS_GROUP, DELAYED_STATE_GROUP, delayedStateIndex, type KeySpace } from '../store/keys';
+import type { RoomOutput } from '../rooms/model';
 import type { RedisClient } from '../store/redis';
 import { MembershipIndex } from './membership-index';
 import { OutboxGroupReader } from './outbox-group-reader';
@@ -73,6 +80,51 @@ export class DelayedEventsReader extends OutboxGroupReader {
   override async stop(): Promise<void> {
     await super.stop();
     // biome-ignore lint/nursery/noMisusedPromises: `started` is null until the first send; a null check, not a condition on the promise's result
+    if (this.started) await this.actors.close(1000).catch(() => undefined);
+  }
+}
+
+export class DelayedStateReader extends OutboxGroupReader {
+  private readonly actors: ActorClient;
+  private started: Promise<void> | null = null;
+
+  constructor(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, consumer: string, log: Logger) {
+    super('room', DELAYED_STATE_GROUP, redis, keys, consumer, log);
+    this.actors = new ActorClient(redis, keys, shardCounts, `delayed-state-${consumer}`);
+  }
+
+  protected async apply(_shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
+    for (const { id, entry } of entries) {
+      if (!entry || entry.kind !== 'room') continue;
+      let out: RoomOutput;
+      try {
+        out = decode<RoomOutput>(entry.body);
+      } catch {
+        continue;
+      }
+      // Only changes of the room's current state (an outlier or a backfilled event sets nothing).
+      if (!out?.state || typeof out.event?.type !== 'string' || typeof out.event.state_key !== 'string') continue;
+      const owners = await this.redis.smembers(`${this.keys.prefix}${delayedStateIndex(out.roomId, out.event.type, out.event.state_key)}`);
+      const sender = out.event.sender;
+      for (const owner of owners) {
+        if (owner === sender) continue;
+        const body: DelayedEventsMessage = { op: 'cancel_state', roomId: out.roomId, type: out.event.type, stateKey: out.event.state_key, before: Number(id.split('-')[0]) };
+        this.started ??= this.actors.start();
+        await this.started;
+        try {
+          const reply = await this.actors.ask<{ cancelled: number }>('user', DELAYED_EVENTS_KIND, owner, body, { mid: `delayed-state:${out.eventId}:${owner}` });
+          if (reply.cancelled > 0) this.log.info({ user_id: owner, room_id: out.roomId, event_id: out.eventId, cancelled: reply.cancelled }, 'delayed state events cancelled: someone else set that state');
+        } catch (e) {
+          if (e instanceof ActorReplyError) continue;
+          throw e; // a timeout: the entry stays pending and is read again (same ids)
+        }
+      }
+    }
+  }
+
+  override async stop(): Promise<void> {
+    await super.stop();
+    // biome-ignore lint/nursery/noMisusedPromises: `started` is null until the first cancellation; a null check, not a condition on the promise's result
     if (this.started) await this.actors.close(1000).catch(() => undefined);
   }
 }

@@ -8,7 +8,7 @@ import { MembershipIndexReader } from './membership-index';
 import { DeactivationReader } from './deactivation';
 import { UserFanoutReader } from './user-fanout';
 import { PushEvaluatorReader } from './push-evaluator';
-import { DelayedEventsReader } from './delayed-events';
+import { DelayedEventsReader, DelayedStateReader } from './delayed-events';
 import { FederationSenderReader } from '../federation/sender/reader';
 import { FederationUserEduReader } from '../federation/sender/user-edus';
 
@@ -19,6 +19,7 @@ export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Reco
     new UserFanoutReader(redis, keys, shardCounts, workerId, log),
     new PushEvaluatorReader(redis, keys, shardCounts, server.serverName, workerId, log),
     new DelayedEventsReader(redis, keys, shardCounts, workerId, log),
+    new DelayedStateReader(redis, keys, shardCounts, workerId, log),
   ];
   // Queues our users' events at the destination actors of the other servers in their rooms.
   if (server.federation) readers.push(new FederationSenderReader(redis, keys, shardCounts, server.serverName, workerId, log));

@@ -451,6 +451,19 @@ export const delayedEventData = {
 };
 
 /**
+ * Global (prefix-relative, derived) index of pending delayed STATE events: per room, type and
+ * state key, a set of the owners' user ids. Written by the delayed-events actors as derived writes;
+ * read by the reader that cancels them when someone else sets that state (a missing entry only
+ * means that one is not cancelled early).
+ */
+export function delayedStateIndex(roomId: string, type: string, stateKey: string): string {
+  return `delayed-state:${roomId}\u0000${type}\u0000${stateKey}`;
+}
+
+/** The consumer group that cancels delayed state events overtaken by others' state (src/readers/delayed-events.ts) reads room outboxes with. */
+export const DELAYED_STATE_GROUP = 'delayed-state';
+
+/**
  * Thread subscriptions (MSC4306, actors/thread-subscriptions.ts), relative to the user's USER shard;
  * written only by the user's thread-subscriptions actor, read by fronts and the push evaluator.
  */

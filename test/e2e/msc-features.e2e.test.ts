@@ -110,6 +110,25 @@ describe('delayed events (MSC4140)', () => {
     expect((await call(null, 'POST', `${DE}/${b.body.delay_id}/cancel`, {})).status).toBe(200);
   }, 60_000);
 
+  it('cancels a delayed state event when someone else sets that state, not when the owner does', async () => {
+    const owner = await c.mint('de_olga');
+    const other = await c.mint('de_pete');
+    const roomId = await roomWith(owner, other);
+    // Let the other user set state.
+    const pl = (await call(owner, 'GET', `/rooms/${enc(roomId)}/state/m.room.power_levels/`)).body;
+    expect((await call(owner, 'PUT', `/rooms/${enc(roomId)}/state/m.room.power_levels/`, { ...pl, users: { ...pl.users, [other.userId]: 100 } })).status).toBe(200);
+    const put = (s: Session, key: string, body: Json, delay?: number) => call(s, 'PUT', `/rooms/${enc(roomId)}/state/org.example.slot/${key}${delay === undefined ? '' : `?org.matrix.msc4140.delay=${delay}`}`, body);
+    const mine = await put(owner, 'k1', { v: 'delayed' }, 60_000);
+    const kept = await put(owner, 'k2', { v: 'delayed' }, 60_000);
+    expect([mine.status, kept.status]).toEqual([200, 200]);
+    // The owner's own change of k2 keeps their delayed event; someone else's change of k1 cancels it.
+    expect((await put(owner, 'k2', { v: 'now' })).status).toBe(200);
+    expect((await put(other, 'k1', { v: 'theirs' })).status).toBe(200);
+    const left = await eventually(async () => ((await call(owner, 'GET', DE)).body.delayed_events as Json[]).map((e) => e.delay_id), (ids) => ids.length === 1, 20_000);
+    expect(left).toEqual([kept.body.delay_id]);
+    expect((await call(null, 'POST', `${DE}/${mine.body.delay_id}/send`, {})).status).toBe(404);
+  }, 60_000);
+
   it('answers errors as Synapse does', async () => {
     const dave = await c.mint('de_dave');
     const roomId = await roomWith(dave);
