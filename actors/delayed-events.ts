@@ -79,6 +79,9 @@ export interface DelayedEventDueOutput {
   device_id?: string;
 }
 
+/** The room's transaction key of a delayed event (one event per delay id, whoever sends it). */
+export const delayedEventTxn = (delayId: string): string => `delayed\u0000${delayId}`;
+
 /** When a delayed event is due (ms). */
 export const sendTimeOf = (e: DelayedEventRecord): number => e.running_since + e.delay;
 

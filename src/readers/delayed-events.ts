@@ -18,7 +18,7 @@
  * told with a message id derived from the event, so a re-read entry cancels nothing twice.
  */
 import type { Logger } from 'pino';
-import { DELAYED_EVENTS_KIND, type DelayedEventDueOutput, type DelayedEventsMessage } from '../../actors/delayed-events';
+import { DELAYED_EVENTS_KIND, delayedEventTxn, type DelayedEventDueOutput, type DelayedEventsMessage } from '../../actors/delayed-events';
 import type { EventTemplate } from '../rooms/model';
 import { ActorClient, ActorReplyError } from '../runtime/actor-client';
 import type { OutboxEntry } from '../runtime/envelope';
@@ -30,8 +30,6 @@ import type { RedisClient } from '../store/redis';
 import { MembershipIndex } from './membership-index';
 import { OutboxGroupReader } from './outbox-group-reader';
 
-/** The room's transaction key of a delayed event (one event per delay id, whoever sends it). */
-export const delayedEventTxn = (delayId: string): string => `delayed\u0000${delayId}`;
 
 export class DelayedEventsReader extends OutboxGroupReader {
   private readonly index: MembershipIndex;

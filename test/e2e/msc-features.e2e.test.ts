@@ -142,7 +142,18 @@ describe('delayed events (MSC4140)', () => {
     expect((await call(null, 'POST', `${DE}/ax1_nothing`, {})).body.errcode).toBe('M_MISSING_PARAM');
     expect((await call(null, 'POST', `${DE}/ax1_nothing`, { action: 'explode' })).body.errcode).toBe('M_INVALID_PARAM');
     expect((await call(null, 'GET', DE)).status).toBe(401);
-  });
+    // `send` answers the room's verdict: after leaving, the owner may not send into the room.
+    const other = await c.mint('de_eve');
+    const room2 = await roomWith(other, dave);
+    const late = await call(dave, 'PUT', `/rooms/${enc(room2)}/send/m.room.message/${txn()}?org.matrix.msc4140.delay=60000`, { body: 'after leaving' });
+    expect(late.status).toBe(200);
+    expect((await call(dave, 'POST', `/rooms/${enc(room2)}/leave`, {})).status).toBe(200);
+    const refused = await call(null, 'POST', `${DE}/${late.body.delay_id}/send`, {});
+    expect([refused.status, refused.body.errcode]).toEqual([403, 'M_FORBIDDEN']);
+    // It is finalised either way (as Synapse deletes it).
+    expect((await call(dave, 'GET', DE)).body).toEqual({ delayed_events: [] });
+    expect((await messages(other, room2)).some((e) => e.content?.body === 'after leaving')).toBe(false);
+  }, 60_000);
 });
 
 describe('account data deletion (MSC3391)', () => {

@@ -17,13 +17,14 @@
  *   fields (`delay_ms`, `delayed_since_ts`) and the earlier revision's (`delay`, `running_since`).
  */
 import { randomBytes } from 'node:crypto';
-import { DELAYED_EVENTS_KIND, sendTimeOf, type DelayedEventRecord, type DelayedEventsMessage } from '../../../actors/delayed-events';
+import { DELAYED_EVENTS_KIND, delayedEventTxn, sendTimeOf, type DelayedEventRecord, type DelayedEventsMessage } from '../../../actors/delayed-events';
 import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
 import type { JsonObject } from '../../protocol/json';
 import { ActorReplyError, ActorTimeoutError } from '../../runtime/actor-client';
 import { delayedEventData } from '../../store/keys';
 import { shardOf } from '../../store/shards';
+import type { EventTemplate } from '../../rooms/model';
 import type { ApiContext } from '../context';
 import { bearerToken, requireUser, type Requester } from './auth';
 import { clientRoute, jsonBody } from './accounts-common';
@@ -90,6 +91,18 @@ function describe(e: DelayedEventRecord, legacy: boolean): JsonObject {
 const ACTIONS = ['cancel', 'restart', 'send'] as const;
 type Action = (typeof ACTIONS)[number];
 
+/** Send a delayed event now, as the reader would (same ids: one event whoever is first). */
+async function sendNow(ctx: ApiContext, owner: string, e: DelayedEventRecord): Promise<void> {
+  const event: EventTemplate = { type: e.type, sender: owner, content: e.content, ...(e.state_key !== undefined ? { state_key: e.state_key } : {}) };
+  try {
+    await ctx.actors.ask('room', 'room', e.room_id, { op: 'send', event, txn: delayedEventTxn(e.delay_id) }, { mid: `delayed:${e.delay_id}` });
+  } catch (err) {
+    if (err instanceof ActorReplyError) throw new MatrixError(err.status, err.errcode, err.message);
+    if (err instanceof ActorTimeoutError) throw new MatrixError(504, 'M_UNKNOWN', 'The room did not answer in time; the event is still sent');
+    throw err;
+  }
+}
+
 export function registerDelayedEventRoutes(front: Front, ctx: ApiContext): void {
   /** Rate limit a management call: per user with a token, per address without. */
   const mgmtLimit = async (req: Request): Promise<void> => {
@@ -100,7 +113,13 @@ export function registerDelayedEventRoutes(front: Front, ctx: ApiContext): void 
     await mgmtLimit(req);
     const delayId = req.params.delayId!;
     const owner = await ownerOf(ctx, delayId);
+    const recordJson = action === 'send' ? await ctx.redis.hget(ctx.keys.shard('user', shardOf(owner, ctx.shardCounts.user)).data(delayedEventData.events(owner)), delayId) : null;
     await askDelayed(ctx, owner, { op: action, delayId });
+    // `send`: the actor has taken it off the schedule and put it on the outbox (the reader sends
+    // it even if this process dies now); sending it from here as well, with the same message id
+    // and transaction key, answers the room's verdict as Synapse does (e.g. 403 when the owner may
+    // no longer send it) — whichever of the two comes second gets the first one's stored answer.
+    if (recordJson !== null) await sendNow(ctx, owner, JSON.parse(recordJson) as DelayedEventRecord);
     return { body: {} };
   };
 
