@@ -249,6 +249,13 @@ export interface AxonConfig {
   media: MediaConfig;
   /** Delayed events (MSC4140, used by Element Call). */
   delayedEvents: DelayedEventsConfig;
+  /**
+   * Thread subscriptions (MSC4306/MSC4308; Synapse's `experimental_features.msc4306_enabled`,
+   * off by default there too): the subscription endpoints, `org.matrix.msc4306` in `/versions`
+   * and the `postcontent` push rules that notify for subscribed threads only — with it on, replies
+   * in threads a user is not subscribed to stop notifying, which clients without MSC4306 do not expect.
+   */
+  threadSubscriptions: { enabled: boolean };
 }
 
 export interface DelayedEventsConfig {
@@ -302,6 +309,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
     presence: { enabled: true },
     // Element Call's recommended setting for Synapse (`max_event_delay_duration: 24h`); Synapse itself is off by default.
     delayedEvents: { maxDelayMs: 24 * 3600 * 1000, maxPerUser: 100 },
+    threadSubscriptions: { enabled: false },
     requestDeadlineMs: 15_000,
     federation: {
       enabled: true,
@@ -391,6 +399,7 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_PRESENCE_ENABLED: 'presence.enabled',
   AXON_DELAYED_EVENTS_MAX_DELAY_MS: 'delayedEvents.maxDelayMs',
   AXON_DELAYED_EVENTS_MAX_PER_USER: 'delayedEvents.maxPerUser',
+  AXON_THREAD_SUBSCRIPTIONS_ENABLED: 'threadSubscriptions.enabled',
   AXON_REQUEST_DEADLINE_MS: 'requestDeadlineMs',
   AXON_FEDERATION_ENABLED: 'federation.enabled',
   AXON_FEDERATION_PORT: 'federation.port',
@@ -587,6 +596,7 @@ export function validateConfig(c: AxonConfig): string[] {
   int(c.accessTokenLifetimeMs, 'accessTokenLifetimeMs', 10_000, 30 * 24 * 3600 * 1000);
   if (typeof c.presence?.enabled !== 'boolean') p.push(`presence.enabled: must be true or false (got ${JSON.stringify(c.presence?.enabled)})`);
   if (typeof c.rateLimit.enabled !== 'boolean') p.push(`rateLimit.enabled: must be true or false (got ${JSON.stringify(c.rateLimit.enabled)})`);
+  if (typeof c.threadSubscriptions?.enabled !== 'boolean') p.push(`threadSubscriptions.enabled: must be true or false (got ${JSON.stringify(c.threadSubscriptions?.enabled)})`);
   int(c.delayedEvents?.maxDelayMs, 'delayedEvents.maxDelayMs', 0, 365 * 24 * 3600 * 1000);
   int(c.delayedEvents?.maxPerUser, 'delayedEvents.maxPerUser', 1, 100_000);
   for (const name of ['login', 'failedLogin', 'register', 'client', 'mediaUpload', 'urlPreview', 'delayedEventMgmt'] as const) {

@@ -58,7 +58,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     log,
     notify: workerSyncNotify(workerRedis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName, federation: sender !== null }),
+    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName, federation: sender !== null, threadSubscriptions: config.threadSubscriptions.enabled }),
   });
   await worker.start();
   const front = await startFront(config, redis, keys, log, 'main');

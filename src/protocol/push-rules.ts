@@ -12,7 +12,7 @@
  *   the stable event types (`m.poll.*`) with `event_property_is`; then the unstable
  *   `.org.matrix.msc3930.rule.*` variants Synapse serves, matching the `org.matrix.msc3381.poll.*`
  *   types clients (Element) send today with `event_match` (Synapse's conditions).
- * - MSC4306 (thread subscriptions): the `postcontent` kind, checked after `content` and before
+ * - MSC4306 (thread subscriptions, when on: `threadSubscriptions.enabled`): the `postcontent` kind, checked after `content` and before
  *   `room`, with `.io.element.msc4306.rule.unsubscribed_thread` (no notification for a thread
  *   the user is not subscribed to) and `.io.element.msc4306.rule.subscribed_thread` (notify,
  *   with sound); their condition `io.element.msc4306.thread_subscription` only holds for events
@@ -104,8 +104,17 @@ const oneToOne: PushCondition = { kind: 'room_member_count', is: '2' };
 /** The condition kind of MSC4306's default rules. */
 export const THREAD_SUBSCRIPTION_CONDITION = 'io.element.msc4306.thread_subscription';
 
-/** The server-default rules for a user, per kind, in the spec's order. */
-export function defaultPushRules(userId: string): PushRuleset {
+/** Server features that add default rules. */
+export interface PushRuleFeatures {
+  /** MSC4306 thread subscriptions (Synapse's `msc4306_enabled`): the `postcontent` thread rules. */
+  threadSubscriptions?: boolean;
+}
+
+/**
+ * The server-default rules for a user, per kind, in the spec's order. The `postcontent` kind is
+ * always there (as Synapse lists it), empty unless thread subscriptions are on.
+ */
+export function defaultPushRules(userId: string, features: PushRuleFeatures = {}): PushRuleset {
   const d = (rule_id: string, conditions: PushCondition[], actions: PushAction[], enabled = true): PushRule => ({ rule_id, default: true, enabled, conditions, actions });
   return {
     override: [
@@ -134,10 +143,12 @@ export function defaultPushRules(userId: string): PushRuleset {
       d('.org.matrix.msc3930.rule.poll_response', [match('type', 'org.matrix.msc3381.poll.response')], []),
     ],
     content: [],
-    postcontent: [
-      d('.io.element.msc4306.rule.unsubscribed_thread', [{ kind: THREAD_SUBSCRIPTION_CONDITION, subscribed: false }], []),
-      d('.io.element.msc4306.rule.subscribed_thread', [{ kind: THREAD_SUBSCRIPTION_CONDITION, subscribed: true }], ['notify', tweak('sound', 'default')]),
-    ],
+    postcontent: features.threadSubscriptions
+      ? [
+          d('.io.element.msc4306.rule.unsubscribed_thread', [{ kind: THREAD_SUBSCRIPTION_CONDITION, subscribed: false }], []),
+          d('.io.element.msc4306.rule.subscribed_thread', [{ kind: THREAD_SUBSCRIPTION_CONDITION, subscribed: true }], ['notify', tweak('sound', 'default')]),
+        ]
+      : [],
     room: [],
     sender: [],
     underride: [
@@ -174,8 +185,8 @@ function clientRule(kind: PushRuleKind, r: StoredPushRule): PushRule {
  * `.m.rule.master`, which comes before everything; default rules carry the user's enabled flags
  * and actions.
  */
-export function mergePushRules(userId: string, stored: StoredPushRules | null | undefined): PushRuleset {
-  const defaults = defaultPushRules(userId);
+export function mergePushRules(userId: string, stored: StoredPushRules | null | undefined, features: PushRuleFeatures = {}): PushRuleset {
+  const defaults = defaultPushRules(userId, features);
   const out = {} as PushRuleset;
   for (const kind of PUSH_RULE_KINDS) {
     const own = (stored?.rules[kind] ?? []).map((r) => clientRule(kind, r));
@@ -321,7 +332,8 @@ export function parseNewRule(kind: PushRuleKind, ruleId: string, body: unknown):
 // ---- changes (applied by the user actor) ----
 
 function isDefaultRule(userId: string, kind: PushRuleKind, ruleId: string): boolean {
-  return ruleId.startsWith('.') && defaultPushRules(userId)[kind].some((r) => r.rule_id === ruleId);
+  // Changes to the thread rules are kept whether or not the feature is on now.
+  return ruleId.startsWith('.') && defaultPushRules(userId, { threadSubscriptions: true })[kind].some((r) => r.rule_id === ruleId);
 }
 
 /**

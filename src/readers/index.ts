@@ -12,12 +12,12 @@ import { DelayedEventsReader, DelayedStateReader } from './delayed-events';
 import { FederationSenderReader } from '../federation/sender/reader';
 import { FederationUserEduReader } from '../federation/sender/user-edus';
 
-export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger, server: { serverName: string; federation?: boolean }): ShardReader[] {
+export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger, server: { serverName: string; federation?: boolean; threadSubscriptions?: boolean }): ShardReader[] {
   const readers: ShardReader[] = [
     new MembershipIndexReader(redis, keys, shardCounts.user, workerId, log),
     new DeactivationReader(redis, keys, shardCounts, workerId, log),
     new UserFanoutReader(redis, keys, shardCounts, workerId, log),
-    new PushEvaluatorReader(redis, keys, shardCounts, server.serverName, workerId, log),
+    new PushEvaluatorReader(redis, keys, shardCounts, server.serverName, workerId, log, { threadSubscriptions: server.threadSubscriptions === true }),
     new DelayedEventsReader(redis, keys, shardCounts, workerId, log),
     new DelayedStateReader(redis, keys, shardCounts, workerId, log),
   ];

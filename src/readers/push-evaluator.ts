@@ -40,7 +40,7 @@ import { isJsonObject, type JsonObject } from '../protocol/json';
 import { stateKeyOf, toPdu, type Pdu, type StateLookup } from '../protocol/pdu';
 import { notificationLevel, userPowerLevel } from '../protocol/power-levels';
 import { compilePushRules, evaluatePushRules, relatedEventOf, threadRootOf, type CompiledPushRules, type PushEvaluation, type PushEvaluationContext } from '../protocol/push-evaluator';
-import { mergePushRules, type StoredPushRules } from '../protocol/push-rules';
+import { mergePushRules, type PushRuleFeatures, type StoredPushRules } from '../protocol/push-rules';
 import { requireRoomVersion, type RoomVersion } from '../protocol/room-versions';
 import type { OutboxEntry } from '../runtime/envelope';
 import { shardOf, type Family } from '../store/shards';
@@ -103,6 +103,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     private readonly serverName: string,
     consumer: string,
     log: Logger,
+    /** Server features that add default rules (MSC4306's thread rules). */
+    private readonly features: PushRuleFeatures = {},
   ) {
     super('room', PUSH_EVALUATOR_GROUP, redis, keys, consumer, log);
   }
@@ -413,7 +415,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
         } catch {
           stored = null;
         }
-        const rules = compilePushRules(mergePushRules(u, stored));
+        const rules = compilePushRules(mergePushRules(u, stored, this.features));
         if (this.rules.size >= RULES_CACHE_MAX) this.rules.delete(this.rules.keys().next().value!);
         this.rules.set(u, { rules, at: now });
         out.set(u, rules);

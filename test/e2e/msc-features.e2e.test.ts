@@ -12,7 +12,11 @@ import { clientsFor, enc, eventually, txn, type Clients, type Json, type Session
 let server: TestServer;
 let c: Clients;
 beforeAll(async () => {
-  server = await startTestServer({ workers: 2, configure: (cfg) => void (cfg.delayedEvents = { maxDelayMs: 60_000, maxPerUser: 3 }) });
+  server = await startTestServer({ workers: 2, configure: (cfg) => {
+      cfg.delayedEvents = { maxDelayMs: 60_000, maxPerUser: 3 };
+      cfg.threadSubscriptions = { enabled: true };
+    },
+  });
   c = await clientsFor(server);
 }, 60_000);
 afterAll(async () => {
@@ -41,6 +45,7 @@ describe('versions and capabilities', () => {
     const v = await call(null, 'GET', '/_matrix/client/versions');
     expect(v.body.unstable_features['org.matrix.msc4140']).toBe(true);
     expect(v.body.unstable_features['org.matrix.msc3391']).toBe(true);
+    expect(v.body.unstable_features['org.matrix.msc4306']).toBe(true);
     const me = await c.mint('caps');
     const caps = await call(me, 'GET', '/capabilities');
     expect(caps.body.capabilities['org.matrix.msc4140.delayed_events']).toEqual({ max_delay_ms: 60_000, max_scheduled: 3 });

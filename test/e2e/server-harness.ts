@@ -81,7 +81,7 @@ export async function startTestServer(opts: {
     // The federation sender, when a test turns federation on (issue 14.6).
     const sender = federationSenderSetup(config, signingKey, log);
     if (sender) senders.push(sender);
-    const readers = allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName, federation: sender !== null });
+    const readers = allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName, federation: sender !== null, threadSubscriptions: config.threadSubscriptions.enabled });
     pushEvaluators.push(...readers.filter((r) => r instanceof PushEvaluatorReader));
     const w = new Worker({
       redis: workerRedis, keys, workerId: `w${i + 1}`, shardCounts: shardCountsFor(config),

@@ -399,6 +399,12 @@ describe('poll rules (MSC3930)', () => {
 
 describe('thread subscriptions (MSC4306)', () => {
   const inThread = (root: string): JsonObject => message('in a thread', { 'm.relates_to': { rel_type: 'm.thread', event_id: root } });
+  const withThreads = compilePushRules(mergePushRules(ME, null, { threadSubscriptions: true }));
+  const evalDefault = (event: JsonObject, c: PushEvaluationContext) => evaluatePushRules(withThreads, event, c);
+  it('is off by default: thread replies notify as messages', () => {
+    expect(rulesOf().usesThreadSubscriptions).toBe(false);
+    expect(evaluatePushRules(rulesOf(), inThread('$r'), ctx({ threadSubscribed: () => false }))?.ruleId).toBe('.m.rule.message');
+  });
   it('notifies for subscribed threads, stays silent for others, and ignores the main timeline', () => {
     const subscribed = new Set(['$root1']);
     const c = ctx({ threadSubscribed: (root) => subscribed.has(root) });
@@ -413,7 +419,7 @@ describe('thread subscriptions (MSC4306)', () => {
     expect(evalDefault({ ...inThread('$root2'), content: { body: 'x', 'm.mentions': { user_ids: [ME] }, 'm.relates_to': { rel_type: 'm.thread', event_id: '$root2' } } }, c)?.highlight).toBe(true);
   });
   it('is per user even when results are shared between users', () => {
-    const rules = rulesOf();
+    const rules = withThreads;
     expect(rules.usesThreadSubscriptions).toBe(true);
     const shared = new Map<string, boolean>();
     const a = evaluatePushRules(rules, inThread('$r'), ctx({ shared, threadSubscribed: () => true }));

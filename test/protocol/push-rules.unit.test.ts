@@ -55,7 +55,9 @@ describe('server-default push rules', () => {
     expect(d.room).toEqual([]);
     expect(d.sender).toEqual([]);
     expect(ids(d.underride)).toEqual(['.m.rule.call', '.m.rule.encrypted_room_one_to_one', '.m.rule.room_one_to_one', '.m.rule.message', '.m.rule.encrypted', '.m.rule.poll_start_one_to_one', '.m.rule.poll_start', '.m.rule.poll_end_one_to_one', '.m.rule.poll_end', '.org.matrix.msc3930.rule.poll_start_one_to_one', '.org.matrix.msc3930.rule.poll_start', '.org.matrix.msc3930.rule.poll_end_one_to_one', '.org.matrix.msc3930.rule.poll_end']);
-    expect(ids(d.postcontent)).toEqual(['.io.element.msc4306.rule.unsubscribed_thread', '.io.element.msc4306.rule.subscribed_thread']);
+    // MSC4306's rules only with thread subscriptions on (as Synapse's msc4306_enabled).
+    expect(d.postcontent).toEqual([]);
+    expect(ids(defaultPushRules(ME, { threadSubscriptions: true }).postcontent)).toEqual(['.io.element.msc4306.rule.unsubscribed_thread', '.io.element.msc4306.rule.subscribed_thread']);
     for (const kind of PUSH_RULE_KINDS) for (const r of d[kind]) expect(r.default).toBe(true);
   });
 
@@ -95,7 +97,7 @@ describe('server-default push rules', () => {
     expect(d.underride[5]).toEqual({ rule_id: '.m.rule.poll_start_one_to_one', default: true, enabled: true, conditions: [{ kind: 'room_member_count', is: '2' }, { kind: 'event_property_is', key: 'type', value: 'm.poll.start' }], actions: ['notify', { set_tweak: 'sound', value: 'default' }] });
     expect(d.underride[10]!.conditions).toEqual([{ kind: 'event_match', key: 'type', pattern: 'org.matrix.msc3381.poll.start' }]);
     expect(d.override[9]).toEqual({ rule_id: '.m.rule.poll_response', default: true, enabled: true, conditions: [{ kind: 'event_property_is', key: 'type', value: 'm.poll.response' }], actions: [] });
-    expect(d.postcontent[1]).toEqual({ rule_id: '.io.element.msc4306.rule.subscribed_thread', default: true, enabled: true, conditions: [{ kind: 'io.element.msc4306.thread_subscription', subscribed: true }], actions: ['notify', { set_tweak: 'sound', value: 'default' }] });
+    expect(defaultPushRules(ME, { threadSubscriptions: true }).postcontent[1]).toEqual({ rule_id: '.io.element.msc4306.rule.subscribed_thread', default: true, enabled: true, conditions: [{ kind: 'io.element.msc4306.thread_subscription', subscribed: true }], actions: ['notify', { set_tweak: 'sound', value: 'default' }] });
     expect(defaultPushRules('@bob:x').override[2]!.conditions![2]).toEqual({ kind: 'event_match', key: 'state_key', pattern: '@bob:x' });
   });
 

@@ -32,9 +32,10 @@ import { MembershipIndex } from '../../readers/membership-index';
 import { registerMediaRoutes } from './media';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
-  registerVersionRoutes(front, ctx.config.publicBaseUrl, { delayedEvents: ctx.config.delayedEvents.maxDelayMs > 0 });
+  registerVersionRoutes(front, ctx.config.publicBaseUrl, { delayedEvents: ctx.config.delayedEvents.maxDelayMs > 0, threadSubscriptions: ctx.config.threadSubscriptions.enabled });
   registerDelayedEventRoutes(front, ctx);
-  registerThreadSubscriptionRoutes(front, ctx);
+  // As Synapse: the endpoints exist only with the feature on.
+  if (ctx.config.threadSubscriptions.enabled) registerThreadSubscriptionRoutes(front, ctx);
   registerRoomRoutes(front, ctx);
   registerAccountsApi(front, ctx);
   registerDirectoryRoutes(front, ctx);

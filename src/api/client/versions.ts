@@ -24,16 +24,17 @@ export const UNSTABLE_FEATURES: Readonly<Record<string, boolean>> = {
   'org.matrix.msc4222': true,
   // Deleting account data (src/api/client/account-data.ts).
   'org.matrix.msc3391': true,
-  // Thread subscriptions and their push rules (src/api/client/thread-subscriptions.ts), as Synapse names them.
-  'org.matrix.msc4306': true,
 };
 
-/** The unstable features of this server's configuration: delayed events (MSC4140) only when on. */
-export function unstableFeatures(opts: { delayedEvents: boolean }): Record<string, boolean> {
-  return { ...UNSTABLE_FEATURES, ...(opts.delayedEvents ? { 'org.matrix.msc4140': true } : {}) };
+/**
+ * The unstable features of this server's configuration: delayed events (MSC4140) and thread
+ * subscriptions (MSC4306, src/api/client/thread-subscriptions.ts; Synapse's name) only when on.
+ */
+export function unstableFeatures(opts: { delayedEvents: boolean; threadSubscriptions?: boolean }): Record<string, boolean> {
+  return { ...UNSTABLE_FEATURES, ...(opts.delayedEvents ? { 'org.matrix.msc4140': true } : {}), ...(opts.threadSubscriptions ? { 'org.matrix.msc4306': true } : {}) };
 }
 
-export function registerVersionRoutes(front: Front, publicBaseUrl: string, opts: { delayedEvents: boolean } = { delayedEvents: false }): void {
+export function registerVersionRoutes(front: Front, publicBaseUrl: string, opts: { delayedEvents: boolean; threadSubscriptions?: boolean } = { delayedEvents: false }): void {
   const features = unstableFeatures(opts);
   // Static answers: served while Redis is unreachable too (clients' connectivity checks call
   // /versions; whether the server can serve is for /health and the 503s of the other endpoints).
