@@ -1,13 +1,18 @@
 /**
  * MSCs current clients use (issue 17), over real HTTP against one front and two workers on real
  * Redis: delayed events (MSC4140: scheduling with `/send` and `/state`, listing, cancel, restart,
- * send, the errors, the event sent once when due), account data deletion (MSC3391: DELETE, PUT
- * `{}`, 404 afterwards, the deletion in an incremental /sync, absent from an initial one) and poll
- * push rules (MSC3930: a poll start notifies — `/notifications`, unread counts).
+ * send, the errors, the event sent once when due, others' state cancelling delayed state, and
+ * matrix-js-sdk's delayed event calls as Element Call makes them), account data deletion
+ * (MSC3391: DELETE, PUT `{}`, 404 afterwards, the deletion in an incremental /sync, absent from an
+ * initial one), poll push rules (MSC3930: a poll start notifies — `/notifications`, unread counts)
+ * and thread subscriptions (MSC4306/MSC4308, turned on here: the conflict rules, the paged list,
+ * notifications for subscribed threads only). The restart across kill -9 is in
+ * delayed-events-restart.e2e.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './server-harness';
 import { clientsFor, enc, eventually, txn, type Clients, type Json, type Session } from './clients';
+import { createClient } from './sdk';
 
 let server: TestServer;
 let c: Clients;
@@ -132,6 +137,32 @@ describe('delayed events (MSC4140)', () => {
     const left = await eventually(async () => ((await call(owner, 'GET', DE)).body.delayed_events as Json[]).map((e) => e.delay_id), (ids) => ids.length === 1, 20_000);
     expect(left).toEqual([kept.body.delay_id]);
     expect((await call(null, 'POST', `${DE}/${mine.body.delay_id}/send`, {})).status).toBe(404);
+  }, 60_000);
+
+  it('works for matrix-js-sdk as Element Call uses it (call membership with a delayed hang-up)', async () => {
+    const quinn = await c.mint('de_quinn', 'ECDEV');
+    const roomId = await roomWith(quinn);
+    const client = createClient({ baseUrl: server.baseUrl, accessToken: quinn.token, userId: quinn.userId, deviceId: quinn.deviceId });
+    expect(await client.doesServerSupportUnstableFeature('org.matrix.msc4140')).toBe(true);
+    const key = `_${quinn.userId}_ECDEV`;
+    // Join the call, with the hang-up scheduled in case the client vanishes.
+    const hangup = await client._unstable_sendDelayedStateEvent(roomId, { delay: 60_000 }, 'org.matrix.msc3401.call.member' as any, {} as any, key);
+    expect(typeof hangup.delay_id).toBe('string');
+    await client.sendStateEvent(roomId, 'org.matrix.msc3401.call.member' as any, { application: 'm.call', call_id: '', device_id: 'ECDEV', focus_active: { type: 'livekit' } } as any, key);
+    // The owner's own membership event does not cancel it; the heartbeat restarts it.
+    await client._unstable_restartScheduledDelayedEvent(hangup.delay_id);
+    const listed = (await client._unstable_getDelayedEvents()) as unknown as { delayed_events: Json[] };
+    expect(listed.delayed_events.map((e) => e.delay_id)).toEqual([hangup.delay_id]);
+    // Leaving: the client sends the hang-up now.
+    await client._unstable_sendScheduledDelayedEvent(hangup.delay_id);
+    const state = await call(quinn, 'GET', `/rooms/${enc(roomId)}/state/org.matrix.msc3401.call.member/${enc(key)}`);
+    expect([state.status, state.body]).toEqual([200, {}]);
+    // A message scheduled and cancelled through the SDK.
+    const msg = await client._unstable_sendDelayedEvent(roomId, { delay: 60_000 }, null, 'm.room.message' as any, { msgtype: 'm.text', body: 'never' } as any);
+    await client._unstable_cancelScheduledDelayedEvent(msg.delay_id);
+    await expect(client._unstable_cancelScheduledDelayedEvent(msg.delay_id)).rejects.toMatchObject({ errcode: 'M_NOT_FOUND' });
+    expect(((await client._unstable_getDelayedEvents()) as unknown as { delayed_events: Json[] }).delayed_events).toEqual([]);
+    client.stopClient();
   }, 60_000);
 
   it('answers errors as Synapse does', async () => {
