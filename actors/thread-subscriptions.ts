@@ -44,7 +44,9 @@ export type ThreadSubscriptionsMessage =
   /** `automaticPos`: the room stream position of the cause event of an automatic subscription. */
   | { op: 'subscribe'; roomId: string; root: string; automaticPos?: number }
   /** `roomPos`: the room's newest stream position now. */
-  | { op: 'unsubscribe'; roomId: string; root: string; roomPos: number };
+  | { op: 'unsubscribe'; roomId: string; root: string; roomPos: number }
+  /** The account was deactivated: every record goes (as Synapse purges them; nothing is streamed). */
+  | { op: 'purge' };
 
 export type ThreadSubscriptionsReply = { stream: number | null };
 
@@ -91,6 +93,16 @@ export function decideThreadSubscriptions(state: ThreadSubscriptionsState, msg: 
     }
     return write(state, { room_id: body.roomId, thread_root_id: body.root, subscribed: true, automatic, stream });
   }
+  if (body?.op === 'purge') {
+    return {
+      state,
+      reply: { stream: null },
+      writes: [
+        { cmd: 'DEL', key: threadSubscriptionData.records(state.userId), args: [] },
+        { cmd: 'DEL', key: threadSubscriptionData.byStream(state.userId), args: [] },
+      ],
+    };
+  }
   if (body?.op === 'unsubscribe') {
     if (!cur?.subscribed) return { state, reply: { stream: null } };
     return write(state, { room_id: body.roomId, thread_root_id: body.root, subscribed: false, automatic: false, stream, unsubscribed_at: body.roomPos });
@@ -104,6 +116,7 @@ export function threadSubscriptionsActor(): ActorKind<ThreadSubscriptionsState, 
     family: 'user',
     initialState: (userId) => ({ userId, seq: 0 }),
     async prepare(ctx: ShellContext, state, msg) {
+      if (msg.body?.op === 'purge') return { current: null };
       const json = await ctx.redis.hget(ctx.keys.data(threadSubscriptionData.records(state.userId)), threadMember(msg.body.roomId, msg.body.root));
       return { current: json === null ? null : (JSON.parse(json) as ThreadSubscriptionRecord) };
     },

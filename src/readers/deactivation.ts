@@ -95,6 +95,8 @@ export class DeactivationReader extends OutboxGroupReader {
     await this.ask('user', 'keybackup', userId, { op: 'delete_all' }, `deactivate:${userId}:${entryId}:keybackup`);
     // And their delayed events (MSC4140): none is sent on behalf of a deactivated account (as Synapse).
     await this.ask('user', 'delayed-events', userId, { op: 'cancel_all' }, `deactivate:${userId}:${entryId}:delayed`);
+    // And their thread subscriptions (MSC4306), as Synapse purges them.
+    await this.ask('user', 'thread-subscriptions', userId, { op: 'purge' }, `deactivate:${userId}:${entryId}:threadsubs`);
   }
 
   override async stop(): Promise<void> {
