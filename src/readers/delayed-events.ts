@@ -92,6 +92,8 @@ export class DelayedStateReader extends OutboxGroupReader {
   }
 
   protected async apply(_shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
+    // The batch's current-state changes, in order.
+    const changes: { at: number; out: RoomOutput & { event: { type: string; state_key: string } } }[] = [];
     for (const { id, entry } of entries) {
       if (!entry || entry.kind !== 'room') continue;
       let out: RoomOutput;
@@ -102,11 +104,16 @@ export class DelayedStateReader extends OutboxGroupReader {
       }
       // Only changes of the room's current state (an outlier or a backfilled event sets nothing).
       if (!out?.state || typeof out.event?.type !== 'string' || typeof out.event.state_key !== 'string') continue;
-      const owners = await this.redis.smembers(`${this.keys.prefix}${delayedStateIndex(out.roomId, out.event.type, out.event.state_key)}`);
-      const sender = out.event.sender;
-      for (const owner of owners) {
-        if (owner === sender) continue;
-        const body: DelayedEventsMessage = { op: 'cancel_state', roomId: out.roomId, type: out.event.type, stateKey: out.event.state_key, before: Number(id.split('-')[0]) };
+      changes.push({ at: Number(id.split('-')[0]), out: out as RoomOutput & { event: { type: string; state_key: string } } });
+    }
+    if (changes.length === 0) return;
+    // One look-up per change, all in flight at once (pipelined): most find nobody.
+    const owners = await Promise.all(changes.map(({ out }) => this.redis.smembers(`${this.keys.prefix}${delayedStateIndex(out.roomId, out.event.type, out.event.state_key)}`)));
+    for (let i = 0; i < changes.length; i++) {
+      const { at, out } = changes[i]!;
+      for (const owner of owners[i]!) {
+        if (owner === out.event.sender) continue;
+        const body: DelayedEventsMessage = { op: 'cancel_state', roomId: out.roomId, type: out.event.type, stateKey: out.event.state_key, before: at };
         this.started ??= this.actors.start();
         await this.started;
         try {
