@@ -82,6 +82,7 @@ describe('delayed events survive a worker killed with -9', () => {
     const pid = Number(readFileSync(join(dataDir, 'run', 'w1.pid'), 'utf8'));
     process.kill(pid, 'SIGKILL');
     await new Promise((res) => setTimeout(res, Math.max(0, scheduledAt + DELAY + 1500 - Date.now())));
+    const restartedAt = Date.now();
     const up = await cluster('up', '--workers', '1', '--fronts', '1');
     expect(up.ok).toBe(true);
     expect(up.processes.find((p: { name: string }) => p.name === 'w1').pid).not.toBe(pid);
@@ -105,6 +106,8 @@ describe('delayed events survive a worker killed with -9', () => {
     expect(chunk.some((e) => e.content?.body === 'cancelled')).toBe(false);
     const sent = chunk.find((e) => e.content?.body === 'sent by the server')!;
     expect(sent.origin_server_ts).toBeGreaterThanOrEqual(scheduledAt + DELAY);
+    // A figure, not an assertion: how long after the restart began the overdue event was persisted.
+    console.log(`delayed-events-restart.e2e: overdue delayed message persisted ${sent.origin_server_ts - restartedAt} ms after \`cluster up\` was started`);
     expect((await call(alice.token, 'GET', '/_matrix/client/unstable/org.matrix.msc4140/delayed_events')).body).toEqual({ delayed_events: [] });
   }, 300_000);
 });

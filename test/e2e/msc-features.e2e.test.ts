@@ -85,6 +85,8 @@ describe('delayed events (MSC4140)', () => {
     const copies = sent.filter((e) => e.content?.body === 'later');
     expect(copies).toHaveLength(1);
     expect(copies[0]!.sender).toBe(alice.userId);
+    // A figure, not an assertion: how late after its send time the event was persisted.
+    console.log(`msc-features.e2e: delayed message persisted ${copies[0]!.origin_server_ts - (d.delayed_since_ts + 1500)} ms after its send time`);
     expect((await call(alice, 'GET', DE)).body).toEqual({ delayed_events: [] });
     // Sent: managing it now is 404.
     expect((await call(null, 'POST', `${DE}/${r.body.delay_id}/cancel`, {})).status).toBe(404);
