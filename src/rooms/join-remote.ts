@@ -353,6 +353,31 @@ export async function leaveRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, use
   return true;
 }
 
+/**
+ * A user being deactivated rejects every invite and retracts every knock they hold on rooms this
+ * server does not have (Synapse does this before answering the deactivation): the inviting
+ * server would otherwise keep them invited for good, since the deactivation reader can only part
+ * them from rooms held here. Best effort per room — a server that does not answer gets a leave of
+ * our own making (see leaveRemoteRoom) — four rooms at a time. Answers how many were left.
+ */
+export async function leaveRemoteRoomsOf(ctx: ApiContext, deps: RemoteJoinDeps, index: MembershipIndex, userId: string): Promise<number> {
+  // Out-of-band memberships are indexed at position 0 (no event of the room here).
+  const pending = (await index.rooms(userId)).filter((m) => m.pos === 0 && (m.membership === 'invite' || m.membership === 'knock'));
+  let left = 0;
+  const queue = [...pending];
+  const worker = async () => {
+    for (let m = queue.shift(); m; m = queue.shift()) {
+      try {
+        if (await leaveRemoteRoom(ctx, deps, userId, m.roomId, { membership: 'leave' })) left++;
+      } catch (e) {
+        ctx.log.warn({ room_id: m.roomId, user_id: userId, err: e }, 'deactivation: could not leave a remote invite or knock');
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(4, queue.length) }, worker));
+  return left;
+}
+
 /** A leave event as /sync's timeline shows it. */
 function clientLeaveEvent(e: JsonObject, eventId: string): JsonObject {
   return { type: 'm.room.member', state_key: e.state_key ?? '', sender: e.sender ?? '', content: e.content ?? {}, origin_server_ts: e.origin_server_ts ?? Date.now(), event_id: eventId, unsigned: {} };
