@@ -261,7 +261,7 @@ export interface AxonConfig {
 
 export interface DelayedEventsConfig {
   /**
-   * Longest delay a client may ask for (ms); longer answers 400 `M_MAX_DELAY_EXCEEDED`. 0 turns
+   * Longest delay a client may ask for (ms); longer answers 400 `ORG.MATRIX.MSC4140_DELAY_TOO_LARGE` (Synapse's code). 0 turns
    * delayed events off (Synapse's unset `max_event_delay_duration`): scheduling answers 403 and
    * `/versions` does not advertise `org.matrix.msc4140`.
    */
