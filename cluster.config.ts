@@ -76,6 +76,11 @@ export interface RateLimitConfig {
   register: RateLimitBucket;
   /** Every authenticated request, per user. */
   client: RateLimitBucket;
+  /**
+   * Managing delayed events (MSC4140: cancel, restart, send, list), per user or, for the
+   * unauthenticated management calls, per client IP (Synapse's rc_delayed_event_mgmt).
+   */
+  delayedEventMgmt: RateLimitBucket;
   /** Media uploads and `/media/v1/create`, per user (Synapse's rc_media_create). */
   mediaUpload: RateLimitBucket;
   /** `GET /_matrix/client/v1/media/preview_url`, per user (fetches the outside world for them). */
@@ -242,7 +247,27 @@ export interface AxonConfig {
   requestDeadlineMs: number;
   federation: FederationConfig;
   media: MediaConfig;
+  /** Delayed events (MSC4140, used by Element Call). */
+  delayedEvents: DelayedEventsConfig;
+  /**
+   * Thread subscriptions (MSC4306/MSC4308; Synapse's `experimental_features.msc4306_enabled`,
+   * off by default there too): the subscription endpoints, `org.matrix.msc4306` in `/versions`
+   * and the `postcontent` push rules that notify for subscribed threads only — with it on, replies
+   * in threads a user is not subscribed to stop notifying, which clients without MSC4306 do not expect.
+   */
+  threadSubscriptions: { enabled: boolean };
   push: PushConfig;
+}
+
+export interface DelayedEventsConfig {
+  /**
+   * Longest delay a client may ask for (ms); longer answers 400 `ORG.MATRIX.MSC4140_DELAY_TOO_LARGE` (Synapse's code). 0 turns
+   * delayed events off (Synapse's unset `max_event_delay_duration`): scheduling answers 403 and
+   * `/versions` does not advertise `org.matrix.msc4140`.
+   */
+  maxDelayMs: number;
+  /** Delayed events one user may have scheduled at a time (Synapse's `msc4140_max_delayed_events_per_user`, 100). */
+  maxPerUser: number;
 }
 
 /** Push notifications to phones through push gateways (pushers; src/push/). */
@@ -289,12 +314,17 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       failedLogin: { burst: 3, perMinute: 10 },
       register: { burst: 10, perMinute: 20 },
       client: { burst: 300, perMinute: 6000 },
+      // Synapse's rc_delayed_event_mgmt default: burst 5, 1 a second.
+      delayedEventMgmt: { burst: 5, perMinute: 60 },
       // Synapse's rc_media_create default: burst 50, 10 a second.
       mediaUpload: { burst: 50, perMinute: 600 },
       // Synapse has no preview limit of its own but rc_message-like defaults; previews fetch for the user.
       urlPreview: { burst: 10, perMinute: 60 },
     },
     presence: { enabled: true },
+    // Element Call's recommended setting for Synapse (`max_event_delay_duration: 24h`); Synapse itself is off by default.
+    delayedEvents: { maxDelayMs: 24 * 3600 * 1000, maxPerUser: 100 },
+    threadSubscriptions: { enabled: false },
     requestDeadlineMs: 15_000,
     federation: {
       enabled: true,
@@ -383,6 +413,9 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_RATE_LIMIT_FAILED_LOGIN_BURST: 'rateLimit.failedLogin.burst',
   AXON_RATE_LIMIT_FAILED_LOGIN_PER_MINUTE: 'rateLimit.failedLogin.perMinute',
   AXON_PRESENCE_ENABLED: 'presence.enabled',
+  AXON_DELAYED_EVENTS_MAX_DELAY_MS: 'delayedEvents.maxDelayMs',
+  AXON_DELAYED_EVENTS_MAX_PER_USER: 'delayedEvents.maxPerUser',
+  AXON_THREAD_SUBSCRIPTIONS_ENABLED: 'threadSubscriptions.enabled',
   AXON_REQUEST_DEADLINE_MS: 'requestDeadlineMs',
   AXON_FEDERATION_ENABLED: 'federation.enabled',
   AXON_FEDERATION_PORT: 'federation.port',
@@ -582,7 +615,10 @@ export function validateConfig(c: AxonConfig): string[] {
   int(c.accessTokenLifetimeMs, 'accessTokenLifetimeMs', 10_000, 30 * 24 * 3600 * 1000);
   if (typeof c.presence?.enabled !== 'boolean') p.push(`presence.enabled: must be true or false (got ${JSON.stringify(c.presence?.enabled)})`);
   if (typeof c.rateLimit.enabled !== 'boolean') p.push(`rateLimit.enabled: must be true or false (got ${JSON.stringify(c.rateLimit.enabled)})`);
-  for (const name of ['login', 'failedLogin', 'register', 'client', 'mediaUpload', 'urlPreview'] as const) {
+  if (typeof c.threadSubscriptions?.enabled !== 'boolean') p.push(`threadSubscriptions.enabled: must be true or false (got ${JSON.stringify(c.threadSubscriptions?.enabled)})`);
+  int(c.delayedEvents?.maxDelayMs, 'delayedEvents.maxDelayMs', 0, 365 * 24 * 3600 * 1000);
+  int(c.delayedEvents?.maxPerUser, 'delayedEvents.maxPerUser', 1, 100_000);
+  for (const name of ['login', 'failedLogin', 'register', 'client', 'mediaUpload', 'urlPreview', 'delayedEventMgmt'] as const) {
     int(c.rateLimit[name]?.burst, `rateLimit.${name}.burst`, 1, 1_000_000);
     int(c.rateLimit[name]?.perMinute, `rateLimit.${name}.perMinute`, 1, 60_000_000);
   }

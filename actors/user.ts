@@ -127,6 +127,12 @@ export type UserMessage =
   | { op: 'delete_devices'; deviceIds: string[] }
   /** `json`: the content as JSON text (stored and served as is). */
   | { op: 'set_account_data'; roomId?: string; type: string; json: string }
+  /**
+   * MSC3391: delete account data. What is stored becomes `{}` (a tombstone): an incremental /sync
+   * reports the deletion as the type with empty content, as Synapse does; GET and initial syncs
+   * treat `{}` as absent. Deleting what is absent (or already deleted) changes nothing.
+   */
+  | { op: 'delete_account_data'; roomId?: string; type: string }
   | { op: 'create_filter'; json: string }
   /** Add or replace one room tag; `json`: its metadata object as JSON text. */
   | { op: 'set_room_tag'; roomId: string; tag: string; json: string }
@@ -239,6 +245,19 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
       const output: UserOutput = { type: 'account_data', user_id: state.userId, data_type: body.type, ...(body.roomId === undefined ? {} : { room_id: body.roomId }) };
       return { state, reply: { ok: true }, writes: [{ cmd: 'HSET', key, args: [body.type, body.json] }], outputs: [output] };
     }
+    case 'delete_account_data': {
+      const current = prepared?.accountData;
+      if (current === undefined || current === null || current === '{}') return { state, reply: { ok: true } };
+      const key = body.roomId === undefined ? userData.accountData(state.userId) : userData.roomAccountData(state.userId, body.roomId);
+      const output: UserOutput = { type: 'account_data', user_id: state.userId, data_type: body.type, ...(body.roomId === undefined ? {} : { room_id: body.roomId }) };
+      let next = state;
+      if (body.type === TAG_TYPE && body.roomId !== undefined && state.tags?.[body.roomId]) {
+        const tags = { ...state.tags };
+        delete tags[body.roomId];
+        next = { ...state, tags };
+      }
+      return { state: next, reply: { ok: true }, writes: [{ cmd: 'HSET', key, args: [body.type, '{}'] }], outputs: [output] };
+    }
     case 'create_filter': {
       const id = String(state.nextFilterId);
       return {
@@ -310,6 +329,8 @@ export const MAX_PROFILE_BYTES = 64 * 1024;
 /** What the shell reads before decide: the stored profile, for the size check of custom fields. */
 export interface UserPrepared {
   profile?: Record<string, string>;
+  /** For `delete_account_data`: the stored content (JSON text), null when there is none. */
+  accountData?: string | null;
 }
 
 /** The tags of an `m.tag` content given as JSON text (anything malformed counts as no tags). */
@@ -502,6 +523,10 @@ export function userActor(family: Family = 'user'): ActorKind<UserState, UserMes
     family,
     initialState: newUser,
     async prepare(ctx, state, msg) {
+      if (msg.body?.op === 'delete_account_data') {
+        const key = msg.body.roomId === undefined ? userData.accountData(state.userId) : userData.roomAccountData(state.userId, msg.body.roomId);
+        return { accountData: await ctx.redis.hget(ctx.keys.data(key), msg.body.type) };
+      }
       if (msg.body?.op !== 'set_profile_field') return {};
       return { profile: await ctx.redis.hgetall(ctx.keys.data(userData.profile(state.userId))) };
     },

@@ -91,7 +91,7 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
     storeReady: () => health.ready,
     mapError: infrastructureError,
   });
-  const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log, limiter: new RateLimiter({ login: config.rateLimit.login, failedLogin: config.rateLimit.failedLogin, register: config.rateLimit.register, client: config.rateLimit.client, mediaUpload: config.rateLimit.mediaUpload, urlPreview: config.rateLimit.urlPreview }, config.rateLimit.enabled, { redis, keys: keySpace, log }), closers: [], storeReady: () => health.ready };
+  const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log, limiter: new RateLimiter({ login: config.rateLimit.login, failedLogin: config.rateLimit.failedLogin, register: config.rateLimit.register, client: config.rateLimit.client, mediaUpload: config.rateLimit.mediaUpload, urlPreview: config.rateLimit.urlPreview, delayedEventMgmt: config.rateLimit.delayedEventMgmt }, config.rateLimit.enabled, { redis, keys: keySpace, log }), closers: [], storeReady: () => health.ready };
   const mediaStore = createMediaStore(config);
   // Temp files of uploads cut off by a process that died (older than an hour: not in progress).
   if (mediaStore instanceof LocalMediaStore) void mediaStore.sweepTemp().then((n) => n && log.info({ removed: n }, 'media: removed temp files of interrupted uploads'), (err) => log.warn({ err }, 'media: temp sweep failed'));

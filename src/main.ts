@@ -62,7 +62,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     log,
     notify: workerSyncNotify(workerRedis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName, federation: sender !== null, push: pushQueue }),
+    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName, federation: sender !== null, push: pushQueue, threadSubscriptions: config.threadSubscriptions.enabled }),
   });
   await worker.start();
   const pushSender = await startPushSender(config, log, 'main');

@@ -45,7 +45,7 @@ async function main(): Promise<void> {
     onStopRequested: () => void shutdown(),
     notify: workerSyncNotify(redis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName, federation: sender !== null, push: pushQueue }),
+    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName, federation: sender !== null, push: pushQueue, threadSubscriptions: config.threadSubscriptions.enabled }),
   });
   // The media queue (pre-generated thumbnails, retention): bullmq gives each job to one worker.
   const mediaJobs = await startMediaJobs(config, log, workerId);

@@ -31,6 +31,9 @@
  * - `room_member_count`: the room's joined members against `is` (`==` when no operator).
  * - `sender_notification_permission`: the sender's power level reaches
  *   `notifications[key]` of the power levels (50 when missing).
+ * - `io.element.msc4306.thread_subscription` (MSC4306): the event is in a thread (its own
+ *   `m.thread` relation) and whether the user is subscribed to that thread equals `subscribed`;
+ *   never for events outside threads (as Synapse).
  * - Unknown condition kinds never match (so the rule never matches).
  * - Actions: `notify`; `set_tweak` (`highlight` is true when its value is missing or true; the
  *   last one wins); the historical `dont_notify` means nothing, `coalesce` is treated as `notify`.
@@ -38,7 +41,7 @@
  */
 import { compileGlob, matchGlob, type GlobOptions } from './glob';
 import { isJsonObject, utf8Length, type JsonObject, type JsonValue } from './json';
-import { MAX_PUSH_PATTERN_BYTES, PUSH_RULE_KINDS, impliedConditions, type PushAction, type PushCondition, type PushRuleKind, type PushRuleset } from './push-rules';
+import { MAX_PUSH_PATTERN_BYTES, PUSH_RULE_KINDS, THREAD_SUBSCRIPTION_CONDITION, impliedConditions, type PushAction, type PushCondition, type PushRuleKind, type PushRuleset } from './push-rules';
 
 /** What the conditions need besides the event, for one user in one room. */
 export interface PushEvaluationContext {
@@ -50,6 +53,11 @@ export interface PushEvaluationContext {
   displayName: () => string | null;
   /** Whether the sender's power level reaches the power levels' `notifications[key]`. */
   senderHasNotificationPermission: (key: string) => boolean;
+  /**
+   * Whether the user is subscribed to the thread with this root (MSC4306); only asked for events
+   * in a thread. Absent: subscribed to nothing.
+   */
+  threadSubscribed?: (threadRootId: string) => boolean;
   /**
    * Results of rules that do not depend on whose rules they are, shared by every user's
    * evaluation of one event (see CompiledPushRule.shared). One map per event.
@@ -89,6 +97,8 @@ export interface CompiledPushRules {
   rules: CompiledPushRule[];
   /** Some enabled rule has a `contains_display_name` condition (the caller then knows the name). */
   usesDisplayName: boolean;
+  /** Some enabled rule has an MSC4306 thread subscription condition (the caller then looks subscriptions up). */
+  usesThreadSubscriptions: boolean;
 }
 
 // ---- property paths ----
@@ -210,6 +220,15 @@ export function compileCondition(c: PushCondition): Test {
       const key = cond.key;
       return (_e, ctx) => ctx.senderHasNotificationPermission(key);
     }
+    case THREAD_SUBSCRIPTION_CONDITION: {
+      if (typeof cond.subscribed !== 'boolean') return never;
+      const want = cond.subscribed;
+      return (event, ctx) => {
+        const root = threadRootOf(event);
+        if (root === null) return false;
+        return (ctx.threadSubscribed?.(root) ?? false) === want;
+      };
+    }
     default:
       return never;
   }
@@ -219,6 +238,7 @@ export function compileCondition(c: PushCondition): Test {
 export function compilePushRules(ruleset: PushRuleset): CompiledPushRules {
   const rules: CompiledPushRule[] = [];
   let usesDisplayName = false;
+  let usesThreadSubscriptions = false;
   for (const kind of PUSH_RULE_KINDS) {
     for (const rule of ruleset[kind] ?? []) {
       if (!rule.enabled) continue;
@@ -227,14 +247,16 @@ export function compilePushRules(ruleset: PushRuleset): CompiledPushRules {
       const conditions = impliedConditions(kind, rule);
       if (!Array.isArray(conditions)) continue;
       if (conditions.some((c) => c?.kind === 'contains_display_name')) usesDisplayName = true;
+      if (conditions.some((c) => c?.kind === THREAD_SUBSCRIPTION_CONDITION)) usesThreadSubscriptions = true;
       const tests = conditions.map(compileCondition);
       const test: Test =
         tests.length === 0 ? () => true : tests.length === 1 ? tests[0]! : (event, ctx) => tests.every((t) => t(event, ctx));
-      const shared = conditions.some((c) => c?.kind === 'contains_display_name') ? undefined : `${kind}\u0001${JSON.stringify(conditions)}`;
+      // Conditions that read the user's own data (display name, thread subscriptions) are not shared.
+      const shared = conditions.some((c) => c?.kind === 'contains_display_name' || c?.kind === THREAD_SUBSCRIPTION_CONDITION) ? undefined : `${kind}\u0001${JSON.stringify(conditions)}`;
       rules.push({ kind, ruleId: rule.rule_id, actions: Array.isArray(rule.actions) ? rule.actions : [], test, ...(shared ? { shared } : {}) });
     }
   }
-  return { rules, usesDisplayName };
+  return { rules, usesDisplayName, usesThreadSubscriptions };
 }
 
 /** What a list of actions asks for: notify, highlight, a sound. */

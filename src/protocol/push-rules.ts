@@ -5,7 +5,18 @@
  *
  * The server-default rules are those of the current spec (v1.17, which removed the legacy rules
  * that looked for mentions in the event's `body`: `.m.rule.contains_display_name`,
- * `.m.rule.roomnotif` and `.m.rule.contains_user_name`), in its order.
+ * `.m.rule.roomnotif` and `.m.rule.contains_user_name`), in its order, plus those of two MSCs
+ * clients rely on, placed where Synapse 1.163.2 places them:
+ * - MSC3930 (polls): `.m.rule.poll_response` after `.m.rule.room.server_acl` and the four
+ *   `.m.rule.poll_start*` / `.m.rule.poll_end*` underride rules after `.m.rule.encrypted`, matching
+ *   the stable event types (`m.poll.*`) with `event_property_is`; then the unstable
+ *   `.org.matrix.msc3930.rule.*` variants Synapse serves, matching the `org.matrix.msc3381.poll.*`
+ *   types clients (Element) send today with `event_match` (Synapse's conditions).
+ * - MSC4306 (thread subscriptions, when on: `threadSubscriptions.enabled`): the `postcontent` kind, checked after `content` and before
+ *   `room`, with `.io.element.msc4306.rule.unsubscribed_thread` (no notification for a thread
+ *   the user is not subscribed to) and `.io.element.msc4306.rule.subscribed_thread` (notify,
+ *   with sound); their condition `io.element.msc4306.thread_subscription` only holds for events
+ *   in a thread (push-evaluator.ts). Clients cannot add `postcontent` rules (as Synapse).
  *
  * An evaluator walks `rulesInEvaluationOrder(ruleset)`: kinds in `PUSH_RULE_KINDS` order, rules
  * in array order, skipping disabled rules; the first match's actions apply. Room and sender rules
@@ -14,7 +25,7 @@
 import { isJsonObject, utf8Length, type JsonObject, type JsonValue } from './json';
 
 /** The kinds, in the order they are checked. */
-export const PUSH_RULE_KINDS = ['override', 'content', 'room', 'sender', 'underride'] as const;
+export const PUSH_RULE_KINDS = ['override', 'content', 'postcontent', 'room', 'sender', 'underride'] as const;
 export type PushRuleKind = (typeof PUSH_RULE_KINDS)[number];
 
 export function isPushRuleKind(s: string): s is PushRuleKind {
@@ -29,6 +40,8 @@ export type PushCondition =
   | { kind: 'contains_display_name' }
   | { kind: 'room_member_count'; is: string }
   | { kind: 'sender_notification_permission'; key: string }
+  /** MSC4306: the event is in a thread and the user's subscription to it is `subscribed`. */
+  | { kind: 'io.element.msc4306.thread_subscription'; subscribed: boolean }
   /** A condition kind this server does not know (namespaced): it never matches. */
   | { kind: string; [field: string]: JsonValue };
 
@@ -85,9 +98,23 @@ export class PushRuleError extends Error {
 
 const tweak = (set_tweak: string, value?: JsonValue): PushAction => (value === undefined ? { set_tweak } : { set_tweak, value });
 const match = (key: string, pattern: string): PushCondition => ({ kind: 'event_match', key, pattern });
+const typeIs = (value: string): PushCondition => ({ kind: 'event_property_is', key: 'type', value });
+const oneToOne: PushCondition = { kind: 'room_member_count', is: '2' };
 
-/** The server-default rules for a user, per kind, in the spec's order. */
-export function defaultPushRules(userId: string): PushRuleset {
+/** The condition kind of MSC4306's default rules. */
+export const THREAD_SUBSCRIPTION_CONDITION = 'io.element.msc4306.thread_subscription';
+
+/** Server features that add default rules. */
+export interface PushRuleFeatures {
+  /** MSC4306 thread subscriptions (Synapse's `msc4306_enabled`): the `postcontent` thread rules. */
+  threadSubscriptions?: boolean;
+}
+
+/**
+ * The server-default rules for a user, per kind, in the spec's order. The `postcontent` kind is
+ * always there (as Synapse lists it), empty unless thread subscriptions are on.
+ */
+export function defaultPushRules(userId: string, features: PushRuleFeatures = {}): PushRuleset {
   const d = (rule_id: string, conditions: PushCondition[], actions: PushAction[], enabled = true): PushRule => ({ rule_id, default: true, enabled, conditions, actions });
   return {
     override: [
@@ -111,9 +138,17 @@ export function defaultPushRules(userId: string): PushRuleset {
       d('.m.rule.tombstone', [match('type', 'm.room.tombstone'), match('state_key', '')], ['notify', tweak('highlight')]),
       d('.m.rule.reaction', [match('type', 'm.reaction')], []),
       d('.m.rule.room.server_acl', [match('type', 'm.room.server_acl'), match('state_key', '')], []),
+      d('.m.rule.poll_response', [typeIs('m.poll.response')], []),
       d('.m.rule.suppress_edits', [{ kind: 'event_property_is', key: 'content.m\\.relates_to.rel_type', value: 'm.replace' }], []),
+      d('.org.matrix.msc3930.rule.poll_response', [match('type', 'org.matrix.msc3381.poll.response')], []),
     ],
     content: [],
+    postcontent: features.threadSubscriptions
+      ? [
+          d('.io.element.msc4306.rule.unsubscribed_thread', [{ kind: THREAD_SUBSCRIPTION_CONDITION, subscribed: false }], []),
+          d('.io.element.msc4306.rule.subscribed_thread', [{ kind: THREAD_SUBSCRIPTION_CONDITION, subscribed: true }], ['notify', tweak('sound', 'default')]),
+        ]
+      : [],
     room: [],
     sender: [],
     underride: [
@@ -122,6 +157,14 @@ export function defaultPushRules(userId: string): PushRuleset {
       d('.m.rule.room_one_to_one', [{ kind: 'room_member_count', is: '2' }, match('type', 'm.room.message')], ['notify', tweak('sound', 'default')]),
       d('.m.rule.message', [match('type', 'm.room.message')], ['notify']),
       d('.m.rule.encrypted', [match('type', 'm.room.encrypted')], ['notify']),
+      d('.m.rule.poll_start_one_to_one', [oneToOne, typeIs('m.poll.start')], ['notify', tweak('sound', 'default')]),
+      d('.m.rule.poll_start', [typeIs('m.poll.start')], ['notify']),
+      d('.m.rule.poll_end_one_to_one', [oneToOne, typeIs('m.poll.end')], ['notify', tweak('sound', 'default')]),
+      d('.m.rule.poll_end', [typeIs('m.poll.end')], ['notify']),
+      d('.org.matrix.msc3930.rule.poll_start_one_to_one', [oneToOne, match('type', 'org.matrix.msc3381.poll.start')], ['notify', tweak('sound', 'default')]),
+      d('.org.matrix.msc3930.rule.poll_start', [match('type', 'org.matrix.msc3381.poll.start')], ['notify']),
+      d('.org.matrix.msc3930.rule.poll_end_one_to_one', [oneToOne, match('type', 'org.matrix.msc3381.poll.end')], ['notify', tweak('sound', 'default')]),
+      d('.org.matrix.msc3930.rule.poll_end', [match('type', 'org.matrix.msc3381.poll.end')], ['notify']),
     ],
   };
 }
@@ -132,7 +175,7 @@ const defaultKey = (kind: PushRuleKind, ruleId: string) => `${kind}/${ruleId}`;
 
 function clientRule(kind: PushRuleKind, r: StoredPushRule): PushRule {
   const out: PushRule = { rule_id: r.rule_id, default: false, enabled: r.enabled, actions: r.actions };
-  if ((kind === 'override' || kind === 'underride') && r.conditions) out.conditions = r.conditions;
+  if ((kind === 'override' || kind === 'underride' || kind === 'postcontent') && r.conditions) out.conditions = r.conditions;
   if (kind === 'content' && r.pattern !== undefined) out.pattern = r.pattern;
   return out;
 }
@@ -142,8 +185,8 @@ function clientRule(kind: PushRuleKind, r: StoredPushRule): PushRule {
  * `.m.rule.master`, which comes before everything; default rules carry the user's enabled flags
  * and actions.
  */
-export function mergePushRules(userId: string, stored: StoredPushRules | null | undefined): PushRuleset {
-  const defaults = defaultPushRules(userId);
+export function mergePushRules(userId: string, stored: StoredPushRules | null | undefined, features: PushRuleFeatures = {}): PushRuleset {
+  const defaults = defaultPushRules(userId, features);
   const out = {} as PushRuleset;
   for (const kind of PUSH_RULE_KINDS) {
     const own = (stored?.rules[kind] ?? []).map((r) => clientRule(kind, r));
@@ -265,6 +308,8 @@ export function validateCondition(c: unknown): PushCondition {
 
 /** A new or updated user rule from a `PUT` body (the rule id was checked by validateUserRuleId). */
 export function parseNewRule(kind: PushRuleKind, ruleId: string, body: unknown): Omit<StoredPushRule, 'enabled'> {
+  // MSC4306: clients may change the default postcontent rules, not add their own (as Synapse).
+  if (kind === 'postcontent') throw invalid('user-defined rules using `postcontent` are not accepted');
   if (!isJsonObject(body)) throw invalid('The push rule must be a JSON object');
   if (body.actions === undefined) throw new PushRuleError(400, 'M_MISSING_PARAM', 'actions is required');
   const rule: Omit<StoredPushRule, 'enabled'> = { rule_id: ruleId, actions: validateActions(body.actions) };
@@ -287,7 +332,8 @@ export function parseNewRule(kind: PushRuleKind, ruleId: string, body: unknown):
 // ---- changes (applied by the user actor) ----
 
 function isDefaultRule(userId: string, kind: PushRuleKind, ruleId: string): boolean {
-  return ruleId.startsWith('.') && defaultPushRules(userId)[kind].some((r) => r.rule_id === ruleId);
+  // Changes to the thread rules are kept whether or not the feature is on now.
+  return ruleId.startsWith('.') && defaultPushRules(userId, { threadSubscriptions: true })[kind].some((r) => r.rule_id === ruleId);
 }
 
 /**

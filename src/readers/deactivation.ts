@@ -93,6 +93,10 @@ export class DeactivationReader extends OutboxGroupReader {
     if (memberships.length) this.log.info({ user_id: userId, rooms: memberships.length }, 'deactivated user parted from rooms');
     // Their server-side key backups go too (as in Synapse); nobody can restore from them any more.
     await this.ask('user', 'keybackup', userId, { op: 'delete_all' }, `deactivate:${userId}:${entryId}:keybackup`);
+    // And their delayed events (MSC4140): none is sent on behalf of a deactivated account (as Synapse).
+    await this.ask('user', 'delayed-events', userId, { op: 'cancel_all' }, `deactivate:${userId}:${entryId}:delayed`);
+    // And their thread subscriptions (MSC4306), as Synapse purges them.
+    await this.ask('user', 'thread-subscriptions', userId, { op: 'purge' }, `deactivate:${userId}:${entryId}:threadsubs`);
   }
 
   override async stop(): Promise<void> {

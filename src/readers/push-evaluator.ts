@@ -41,12 +41,12 @@ import { isJsonObject, type JsonObject } from '../protocol/json';
 import { stateKeyOf, toPdu, type Pdu, type StateLookup } from '../protocol/pdu';
 import { notificationLevel, userPowerLevel } from '../protocol/power-levels';
 import { compilePushRules, evaluatePushRules, relatedEventOf, threadRootOf, type CompiledPushRules, type PushEvaluation, type PushEvaluationContext } from '../protocol/push-evaluator';
-import { mergePushRules, type StoredPushRules } from '../protocol/push-rules';
+import { mergePushRules, type PushRuleFeatures, type StoredPushRules } from '../protocol/push-rules';
 import { requireRoomVersion, type RoomVersion } from '../protocol/room-versions';
 import type { OutboxEntry } from '../runtime/envelope';
 import { shardOf, type Family } from '../store/shards';
 import { decode } from '../store/codec';
-import { PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData, type KeySpace } from '../store/keys';
+import { PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, threadSubscriptionData, userData, type KeySpace } from '../store/keys';
 import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';
 import { decodeNotification, encodeNotification } from '../sync/notify';
 import { OutboxGroupReader } from './outbox-group-reader';
@@ -108,6 +108,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     log: Logger,
     /** Where notifications for users with pushers go (src/push/queue.ts); none: nothing is pushed. */
     private readonly push?: PushQueue,
+    /** Server features that add default rules (MSC4306's thread rules). */
+    private readonly features: PushRuleFeatures = {},
   ) {
     super('room', PUSH_EVALUATOR_GROUP, redis, keys, consumer, log);
   }
@@ -242,6 +244,16 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       if (level === undefined) levels.set(key, (level = notificationLevel(key, lookup, room.version)));
       return senderLevel >= level;
     };
+    // MSC4306: for an event in a thread, who of the members whose rules ask is subscribed to it.
+    const root = threadRootOf(event);
+    const subscribed = new Set<string>();
+    const asking = root === null ? [] : users.filter((u) => rulesets.get(u)!.usesThreadSubscriptions);
+    if (root !== null && asking.length) {
+      const found = await Promise.all(asking.map((u) => this.redis.hget(this.userKey(u, threadSubscriptionData.records(u)), `${out.roomId}\u0000${root}`)));
+      found.forEach((json, i) => {
+        if (json !== null && (JSON.parse(json) as { subscribed?: boolean }).subscribed === true) subscribed.add(asking[i]!);
+      });
+    }
     const notified: { userId: string; result: PushEvaluation }[] = [];
     // One context for the event, its user changed per member: the rules that do not depend on
     // the user are tested once for all of them (PushEvaluationContext.shared).
@@ -250,6 +262,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       roomMemberCount: room.joined,
       displayName: () => room.names.get(ctx.userId) ?? null,
       senderHasNotificationPermission: permitted,
+      threadSubscribed: () => subscribed.has(ctx.userId),
       shared: new Map(),
     };
     for (const userId of users) {
@@ -456,7 +469,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
         } catch {
           stored = null;
         }
-        const rules = compilePushRules(mergePushRules(u, stored));
+        const rules = compilePushRules(mergePushRules(u, stored, this.features));
         if (this.rules.size >= RULES_CACHE_MAX) this.rules.delete(this.rules.keys().next().value!);
         this.rules.set(u, { rules, at: now });
         out.set(u, rules);

@@ -15,6 +15,8 @@ import { reportsActor } from '../../actors/reports';
 import { destinationActor, type DestinationActorOptions } from '../../actors/destination';
 import { mediaActor } from '../../actors/media';
 import { mediaContentActor } from '../../actors/media-content';
+import { delayedEventsActor } from '../../actors/delayed-events';
+import { threadSubscriptionsActor } from '../../actors/thread-subscriptions';
 
 /**
  * `room` is needed for room actors (they sign events); without it only the other kinds run. Alias
@@ -34,6 +36,10 @@ export function allActorKinds(room?: RoomConfig, federation?: DestinationActorOp
     // The media repository's metadata (issue 15): items by media id, blob references by sha256.
     mediaActor(),
     mediaContentActor(),
+    // MSC4140: each user's delayed events, with their durable timers.
+    delayedEventsActor(),
+    // MSC4306: each user's thread subscriptions.
+    threadSubscriptionsActor(),
   ];
   if (room) kinds.push(roomActor(room), aliasActor());
   // The federation sender's per-peer actors (issue 14.6): only where federation is on.

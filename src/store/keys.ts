@@ -458,6 +458,44 @@ export const reportData = {
   reports: () => 'reports',
 };
 
+/**
+ * Delayed events (MSC4140, actors/delayed-events.ts), relative to the owner's USER shard; written
+ * only by the owner's delayed-events actor, read by fronts.
+ */
+export const delayedEventData = {
+  /** Hash: delay id → JSON DelayedEventRecord (what `GET /delayed_events` lists). */
+  events: (userId: string) => `user:${userId}:delayed`,
+  /** Hash: delay id → owner's user id, for the shard's delayed events (the unauthenticated management calls name only the delay id). */
+  owners: () => 'delayed:owners',
+};
+
+/**
+ * Global (prefix-relative, derived) index of pending delayed STATE events: per room, type and
+ * state key, a set of the owners' user ids. Written by the delayed-events actors as derived writes;
+ * read by the reader that cancels them when someone else sets that state (a missing entry only
+ * means that one is not cancelled early).
+ */
+export function delayedStateIndex(roomId: string, type: string, stateKey: string): string {
+  return `delayed-state:${roomId}\u0000${type}\u0000${stateKey}`;
+}
+
+/** The consumer group that cancels delayed state events overtaken by others' state (src/readers/delayed-events.ts) reads room outboxes with. */
+export const DELAYED_STATE_GROUP = 'delayed-state';
+
+/**
+ * Thread subscriptions (MSC4306, actors/thread-subscriptions.ts), relative to the user's USER shard;
+ * written only by the user's thread-subscriptions actor, read by fronts and the push evaluator.
+ */
+export const threadSubscriptionData = {
+  /** Hash: `<room id>\0<thread root id>` → JSON ThreadSubscriptionRecord. */
+  records: (userId: string) => `user:${userId}:threadsubs`,
+  /** Sorted set: the same members by the stream id of their latest change (paging, newest first). */
+  byStream: (userId: string) => `user:${userId}:threadsubs:stream`,
+};
+
+/** The consumer group that sends due delayed events (src/readers/delayed-events.ts) reads user outboxes with. */
+export const DELAYED_EVENTS_GROUP = 'delayed-events';
+
 /** The consumer group that takes deactivated users out of their rooms (src/readers/deactivation.ts) reads user outboxes with. */
 export const DEACTIVATION_GROUP = 'deactivation';
 

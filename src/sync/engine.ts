@@ -486,7 +486,8 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   let pushRulesChanged = false;
   if (since === null || fullState) {
     accountData = Object.entries(await ctx.redis.hgetall(adKey))
-      .filter(([type]) => type !== PUSH_RULES_TYPE)
+      // `{}` is a deletion (MSC3391): left out of a full answer, reported as such incrementally.
+      .filter(([type, json]) => type !== PUSH_RULES_TYPE && json !== '{}')
       .map(([type, json]) => ({ type, content: JSON.parse(json) as JsonValue }));
     pushRulesChanged = true;
   } else {
@@ -973,7 +974,7 @@ async function roomAccountData(ctx: ApiContext, userId: string, roomId: string, 
     const types = [...only];
     const values = await ctx.redis.hmget(key, ...types);
     pairs = types.map((t, i) => [t, values[i] ?? null]);
-  } else pairs = Object.entries(await ctx.redis.hgetall(key));
+  } else pairs = Object.entries(await ctx.redis.hgetall(key)).filter(([, v]) => v !== '{}'); // deleted (MSC3391)
   return pairs.filter(([t, v]) => v !== null && typeAllowed(filter.roomAccountData, t)).map(([type, json]) => ({ type, content: JSON.parse(json!) as JsonValue }));
 }
 

@@ -12,7 +12,7 @@ import type { ApiContext } from '../api/context';
 /** A user's whole ruleset (their rules merged with the server-default ones). */
 export async function readPushRules(ctx: ApiContext, userId: string): Promise<PushRuleset> {
   const json = await ctx.redis.get(userKey(ctx, userId, userData.pushRules(userId)));
-  return mergePushRules(userId, json === null ? null : (JSON.parse(json) as StoredPushRules));
+  return mergePushRules(userId, json === null ? null : (JSON.parse(json) as StoredPushRules), { threadSubscriptions: ctx.config.threadSubscriptions.enabled });
 }
 
 /** The content of the `m.push_rules` account data (as Synapse serves it). */

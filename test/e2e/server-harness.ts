@@ -88,7 +88,7 @@ export async function startTestServer(opts: {
     if (sender) senders.push(sender);
     const pushQueue = opts.push ? new PushQueue(workerRedis, keys, shardCountsFor(config), config, log) : undefined;
     if (pushQueue) pushParts.push(pushQueue);
-    const readers = allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName, federation: sender !== null, ...(pushQueue ? { push: pushQueue } : {}) });
+    const readers = allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName, federation: sender !== null, threadSubscriptions: config.threadSubscriptions.enabled, ...(pushQueue ? { push: pushQueue } : {}) });
     pushEvaluators.push(...readers.filter((r) => r instanceof PushEvaluatorReader));
     const w = new Worker({
       redis: workerRedis, keys, workerId: `w${i + 1}`, shardCounts: shardCountsFor(config),

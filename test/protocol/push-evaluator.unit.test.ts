@@ -371,3 +371,63 @@ describe('rules shared by every member of one event', () => {
     expect(evaluatePushRules(rules.get('@carol:example.org')!, events[2]!, ctx({ userId: '@carol:example.org', name: 'Carol', shared }))?.ruleId).toBe('quiet');
   });
 });
+
+describe('poll rules (MSC3930)', () => {
+  const ev = (type: string, content: JsonObject = {}): JsonObject => ({ type, room_id: ROOM, sender: BOB, event_id: '$p', origin_server_ts: 1, content });
+  it('a poll start or end notifies, with sound in a one-to-one room; responses do not', () => {
+    for (const type of ['m.poll.start', 'org.matrix.msc3381.poll.start', 'm.poll.end', 'org.matrix.msc3381.poll.end']) {
+      const dm = evalDefault(ev(type), ctx({ roomMemberCount: 2 }));
+      expect(dm?.notify, type).toBe(true);
+      expect(dm?.sound, type).toBe('default');
+      expect(dm?.ruleId.endsWith('_one_to_one'), type).toBe(true);
+      const group = evalDefault(ev(type), ctx({ roomMemberCount: 5 }));
+      expect([group?.notify, group?.sound, group?.highlight], type).toEqual([true, undefined, false]);
+    }
+    expect(evalDefault(ev('m.poll.start'), ctx({ roomMemberCount: 5 }))?.ruleId).toBe('.m.rule.poll_start');
+    expect(evalDefault(ev('org.matrix.msc3381.poll.end'), ctx({ roomMemberCount: 5 }))?.ruleId).toBe('.org.matrix.msc3930.rule.poll_end');
+    for (const type of ['m.poll.response', 'org.matrix.msc3381.poll.response']) {
+      const r = evalDefault(ev(type), ctx({ roomMemberCount: 2 }));
+      expect(r?.notify ?? false, type).toBe(false);
+    }
+    // event_property_is is exact: a type that only looks like it does not match.
+    expect(evalDefault(ev('m.poll.startx'))).toBeNull();
+  });
+  it('a mention in a poll still highlights (overrides come first)', () => {
+    expect(evalDefault(ev('m.poll.start', { 'm.mentions': { user_ids: [ME] } }))?.highlight).toBe(true);
+  });
+});
+
+describe('thread subscriptions (MSC4306)', () => {
+  const inThread = (root: string): JsonObject => message('in a thread', { 'm.relates_to': { rel_type: 'm.thread', event_id: root } });
+  const withThreads = compilePushRules(mergePushRules(ME, null, { threadSubscriptions: true }));
+  const evalDefault = (event: JsonObject, c: PushEvaluationContext) => evaluatePushRules(withThreads, event, c);
+  it('is off by default: thread replies notify as messages', () => {
+    expect(rulesOf().usesThreadSubscriptions).toBe(false);
+    expect(evaluatePushRules(rulesOf(), inThread('$r'), ctx({ threadSubscribed: () => false }))?.ruleId).toBe('.m.rule.message');
+  });
+  it('notifies for subscribed threads, stays silent for others, and ignores the main timeline', () => {
+    const subscribed = new Set(['$root1']);
+    const c = ctx({ threadSubscribed: (root) => subscribed.has(root) });
+    const yes = evalDefault(inThread('$root1'), c);
+    expect([yes?.ruleId, yes?.notify, yes?.sound]).toEqual(['.io.element.msc4306.rule.subscribed_thread', true, 'default']);
+    const no = evalDefault(inThread('$root2'), c);
+    expect([no?.ruleId, no?.notify]).toEqual(['.io.element.msc4306.rule.unsubscribed_thread', false]);
+    // Outside threads the condition never holds: the message rule applies.
+    expect(evalDefault(message('hello'), c)?.ruleId).toBe('.m.rule.message');
+    // Mentions (overrides) win over the thread rules.
+    expect(evalDefault(inThread('$root2'), c)?.highlight).toBe(false);
+    expect(evalDefault({ ...inThread('$root2'), content: { body: 'x', 'm.mentions': { user_ids: [ME] }, 'm.relates_to': { rel_type: 'm.thread', event_id: '$root2' } } }, c)?.highlight).toBe(true);
+  });
+  it('is per user even when results are shared between users', () => {
+    const rules = withThreads;
+    expect(rules.usesThreadSubscriptions).toBe(true);
+    const shared = new Map<string, boolean>();
+    const a = evaluatePushRules(rules, inThread('$r'), ctx({ shared, threadSubscribed: () => true }));
+    const b = evaluatePushRules(rules, inThread('$r'), ctx({ shared, threadSubscribed: () => false }));
+    expect([a?.notify, b?.notify]).toEqual([true, false]);
+  });
+  it('clients may not add postcontent rules', () => {
+    expect(() => parseNewRule('postcontent', 'mine', { actions: [] })).toThrow(/postcontent/);
+    expect(compileCondition({ kind: 'io.element.msc4306.thread_subscription', subscribed: 'yes' } as unknown as PushCondition)(inThread('$r'), ctx({ threadSubscribed: () => true }))).toBe(false);
+  });
+});

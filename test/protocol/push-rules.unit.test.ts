@@ -47,12 +47,17 @@ describe('server-default push rules', () => {
       '.m.rule.tombstone',
       '.m.rule.reaction',
       '.m.rule.room.server_acl',
+      '.m.rule.poll_response',
       '.m.rule.suppress_edits',
+      '.org.matrix.msc3930.rule.poll_response',
     ]);
     expect(d.content).toEqual([]);
     expect(d.room).toEqual([]);
     expect(d.sender).toEqual([]);
-    expect(ids(d.underride)).toEqual(['.m.rule.call', '.m.rule.encrypted_room_one_to_one', '.m.rule.room_one_to_one', '.m.rule.message', '.m.rule.encrypted']);
+    expect(ids(d.underride)).toEqual(['.m.rule.call', '.m.rule.encrypted_room_one_to_one', '.m.rule.room_one_to_one', '.m.rule.message', '.m.rule.encrypted', '.m.rule.poll_start_one_to_one', '.m.rule.poll_start', '.m.rule.poll_end_one_to_one', '.m.rule.poll_end', '.org.matrix.msc3930.rule.poll_start_one_to_one', '.org.matrix.msc3930.rule.poll_start', '.org.matrix.msc3930.rule.poll_end_one_to_one', '.org.matrix.msc3930.rule.poll_end']);
+    // MSC4306's rules only with thread subscriptions on (as Synapse's msc4306_enabled).
+    expect(d.postcontent).toEqual([]);
+    expect(ids(defaultPushRules(ME, { threadSubscriptions: true }).postcontent)).toEqual(['.io.element.msc4306.rule.unsubscribed_thread', '.io.element.msc4306.rule.subscribed_thread']);
     for (const kind of PUSH_RULE_KINDS) for (const r of d[kind]) expect(r.default).toBe(true);
   });
 
@@ -81,13 +86,18 @@ describe('server-default push rules', () => {
       { kind: 'event_property_is', key: 'content.m\\.mentions.room', value: true },
       { kind: 'sender_notification_permission', key: 'room' },
     ]);
-    expect(d.override[9]!.conditions).toEqual([{ kind: 'event_property_is', key: 'content.m\\.relates_to.rel_type', value: 'm.replace' }]);
+    expect(d.override[10]!.conditions).toEqual([{ kind: 'event_property_is', key: 'content.m\\.relates_to.rel_type', value: 'm.replace' }]);
     expect(d.underride[0]!.actions).toEqual(['notify', { set_tweak: 'sound', value: 'ring' }]);
     expect(d.underride[1]!.conditions).toEqual([
       { kind: 'room_member_count', is: '2' },
       { kind: 'event_match', key: 'type', pattern: 'm.room.encrypted' },
     ]);
     expect(d.underride[3]).toEqual({ rule_id: '.m.rule.message', default: true, enabled: true, conditions: [{ kind: 'event_match', key: 'type', pattern: 'm.room.message' }], actions: ['notify'] });
+    // MSC3930 (as in the MSC, stable types matched with event_property_is) and its unstable variants (as Synapse).
+    expect(d.underride[5]).toEqual({ rule_id: '.m.rule.poll_start_one_to_one', default: true, enabled: true, conditions: [{ kind: 'room_member_count', is: '2' }, { kind: 'event_property_is', key: 'type', value: 'm.poll.start' }], actions: ['notify', { set_tweak: 'sound', value: 'default' }] });
+    expect(d.underride[10]!.conditions).toEqual([{ kind: 'event_match', key: 'type', pattern: 'org.matrix.msc3381.poll.start' }]);
+    expect(d.override[9]).toEqual({ rule_id: '.m.rule.poll_response', default: true, enabled: true, conditions: [{ kind: 'event_property_is', key: 'type', value: 'm.poll.response' }], actions: [] });
+    expect(defaultPushRules(ME, { threadSubscriptions: true }).postcontent[1]).toEqual({ rule_id: '.io.element.msc4306.rule.subscribed_thread', default: true, enabled: true, conditions: [{ kind: 'io.element.msc4306.thread_subscription', subscribed: true }], actions: ['notify', { set_tweak: 'sound', value: 'default' }] });
     expect(defaultPushRules('@bob:x').override[2]!.conditions![2]).toEqual({ kind: 'event_match', key: 'state_key', pattern: '@bob:x' });
   });
 
@@ -114,7 +124,7 @@ describe('merging the user’s rules', () => {
     const m = mergePushRules(ME, s);
     expect(ids(m.override).slice(0, 3)).toEqual(['.m.rule.master', 'mine', '.m.rule.suppress_notices']);
     expect(m.override[1]).toEqual({ rule_id: 'mine', default: false, enabled: true, actions: ['notify'], conditions: [] });
-    expect(ids(m.underride)).toEqual(['low', '.m.rule.call', '.m.rule.encrypted_room_one_to_one', '.m.rule.room_one_to_one', '.m.rule.message', '.m.rule.encrypted']);
+    expect(ids(m.underride)).toEqual(['low', '.m.rule.call', '.m.rule.encrypted_room_one_to_one', '.m.rule.room_one_to_one', '.m.rule.message', '.m.rule.encrypted', '.m.rule.poll_start_one_to_one', '.m.rule.poll_start', '.m.rule.poll_end_one_to_one', '.m.rule.poll_end', '.org.matrix.msc3930.rule.poll_start_one_to_one', '.org.matrix.msc3930.rule.poll_start', '.org.matrix.msc3930.rule.poll_end_one_to_one', '.org.matrix.msc3930.rule.poll_end']);
     expect(m.room).toEqual([{ rule_id: '!r:example.org', default: false, enabled: true, actions: [] }]);
     expect(m.content).toEqual([{ rule_id: 'cake', default: false, enabled: true, actions: ['notify'], pattern: 'cake*' }]);
     const order = rulesInEvaluationOrder(m).map((x) => `${x.kind}:${x.rule.rule_id}`);

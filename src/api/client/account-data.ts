@@ -1,7 +1,15 @@
-/** Account data (global and per room) and filters: the user's own only. */
+/**
+ * Account data (global and per room) and filters: the user's own only.
+ *
+ * MSC3391 (deleting account data), as Synapse 1.163.2 serves it with the MSC enabled:
+ * `DELETE /_matrix/client/unstable/org.matrix.msc3391/user/{userId}/account_data/{type}` and the
+ * room variant; a PUT of `{}` is the same deletion; GET answers 404 for deleted data; an
+ * incremental /sync reports the deletion as the type with `content: {}` (user actor
+ * `delete_account_data`).
+ */
 import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
-import { canonicalJson, utf8Length } from '../../protocol/json';
+import { canonicalJson, isJsonObject, utf8Length } from '../../protocol/json';
 import { userData } from '../../store/keys';
 import { requireUser } from './auth';
 import { askUser, clientRoute, jsonBody, requireSelf } from './accounts-common';
@@ -24,7 +32,21 @@ export function registerAccountDataRoutes(front: Front, ctx: ApiContext): void {
     if (SERVER_MANAGED.has(type)) throw new MatrixError(405, 'M_BAD_JSON', `Cannot set ${type} through this API`);
     if (utf8Length(type) > 255) throw errors.invalidParam('The type must be at most 255 bytes');
     const content = jsonBody(req);
+    if (isJsonObject(content) && Object.keys(content).length === 0) {
+      await askUser(ctx, me.userId, { op: 'delete_account_data', type, ...(roomId ? { roomId } : {}) });
+      return { body: {} };
+    }
     await askUser(ctx, me.userId, { op: 'set_account_data', type, json: canonicalJson(content), ...(roomId ? { roomId } : {}) });
+    return { body: {} };
+  };
+  const remove = (room: boolean) => async (req: Request) => {
+    const me = await requireUser(ctx, req);
+    requireSelf(me, req.params.userId, 'account data');
+    const type = req.params.type!;
+    const roomId = room ? checkRoomId(req.params.roomId!) : undefined;
+    if (SERVER_MANAGED.has(type)) throw new MatrixError(405, 'M_BAD_JSON', `Cannot delete ${type} through this API`);
+    if (utf8Length(type) > 255) throw errors.invalidParam('The type must be at most 255 bytes');
+    await askUser(ctx, me.userId, { op: 'delete_account_data', type, ...(roomId ? { roomId } : {}) });
     return { body: {} };
   };
   const get = (room: boolean) => async (req: Request) => {
@@ -34,13 +56,16 @@ export function registerAccountDataRoutes(front: Front, ctx: ApiContext): void {
     if (!room && req.params.type === PUSH_RULES_TYPE) return { body: await pushRulesContent(ctx, me.userId) };
     const key = room ? userData.roomAccountData(me.userId, checkRoomId(req.params.roomId!)) : userData.accountData(me.userId);
     const json = await ctx.redis.hget(userKey(ctx, me.userId, key), req.params.type!);
-    if (json === null) throw errors.notFound('No account data of this type');
+    // `{}` is what a deletion leaves (MSC3391): absent to clients.
+    if (json === null || json === '{}') throw errors.notFound('No account data of this type');
     return { body: JSON.parse(json) as unknown };
   };
   clientRoute(front, 'PUT', '/user/:userId/account_data/:type', put(false));
   clientRoute(front, 'GET', '/user/:userId/account_data/:type', get(false));
   clientRoute(front, 'PUT', '/user/:userId/rooms/:roomId/account_data/:type', put(true));
   clientRoute(front, 'GET', '/user/:userId/rooms/:roomId/account_data/:type', get(true));
+  clientRoute(front, 'DELETE', '/user/:userId/account_data/:type', remove(false), ['unstable/org.matrix.msc3391']);
+  clientRoute(front, 'DELETE', '/user/:userId/rooms/:roomId/account_data/:type', remove(true), ['unstable/org.matrix.msc3391']);
 
   clientRoute(front, 'POST', '/user/:userId/filter', async (req) => {
     const me = await requireUser(ctx, req);

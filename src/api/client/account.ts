@@ -64,6 +64,8 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
           'm.profile_fields': { enabled: true },
           'm.3pid_changes': { enabled: false },
           'm.get_login_token': { enabled: false },
+          // MSC4140 (as Synapse 1.163.2 advertises it).
+          ...(ctx.config.delayedEvents.maxDelayMs > 0 ? { 'org.matrix.msc4140.delayed_events': { max_delay_ms: ctx.config.delayedEvents.maxDelayMs, max_scheduled: ctx.config.delayedEvents.maxPerUser } } : {}),
         },
       },
     };

@@ -2,6 +2,8 @@
 import type { Front } from '../../http/server';
 import type { ApiContext } from '../context';
 import { registerVersionRoutes } from './versions';
+import { registerDelayedEventRoutes } from './delayed-events';
+import { registerThreadSubscriptionRoutes } from './thread-subscriptions';
 import { registerRoomRoutes } from './rooms';
 import { registerAccountsApi } from './accounts';
 import { registerOpenIdRoutes } from './openid';
@@ -31,7 +33,10 @@ import { MembershipIndex } from '../../readers/membership-index';
 import { registerMediaRoutes } from './media';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
-  registerVersionRoutes(front, ctx.config.publicBaseUrl);
+  registerVersionRoutes(front, ctx.config.publicBaseUrl, { delayedEvents: ctx.config.delayedEvents.maxDelayMs > 0, threadSubscriptions: ctx.config.threadSubscriptions.enabled });
+  registerDelayedEventRoutes(front, ctx);
+  // As Synapse: the endpoints exist only with the feature on.
+  if (ctx.config.threadSubscriptions.enabled) registerThreadSubscriptionRoutes(front, ctx);
   registerRoomRoutes(front, ctx);
   registerAccountsApi(front, ctx);
   registerDirectoryRoutes(front, ctx);

@@ -35,6 +35,7 @@ import { createRoom, threepidLookupDenied } from '../../rooms/create';
 import { joinRoom, knockRoom, remoteDeps, sendLocalMembership } from '../../rooms/join';
 import { leaveRemoteRoom } from '../../rooms/join-remote';
 import { inviteRemoteUser } from '../../rooms/invite-remote';
+import { requestedDelay, scheduleDelayedEvent } from './delayed-events';
 
 export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   const index = new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user);
@@ -155,7 +156,10 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const user = await requireUser(ctx, req);
     const roomId = requireRoomId(req.params.roomId);
     const content = bodyObject(req);
+    const delay = requestedDelay(req);
     await requireKnownRoom(roomId);
+    // MSC4140: scheduled for later (src/api/client/delayed-events.ts).
+    if (delay !== null) return { body: await scheduleDelayedEvent(ctx, user, roomId, req.params.eventType!, undefined, content, delay, txnKey('send', user.userId, user.deviceId, req.params.txnId!)) };
     const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txnKey('send', user.userId, user.deviceId, req.params.txnId!));
     presenceOnActivity(ctx, user.userId);
     return { body: { event_id: reply.event_id } };
@@ -170,7 +174,10 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     // key) is refused as bad input before the room is asked, as Synapse does. (Sent with
     // `/send`, without a state key, the authorization rules refuse it: rule 1, 403.)
     if (type === 'm.room.create') throw errors.invalidParam('Cannot resend m.room.create event');
+    const delay = requestedDelay(req);
     await requireKnownRoom(roomId);
+    // MSC4140: scheduled for later (src/api/client/delayed-events.ts); checked when it is sent.
+    if (delay !== null) return { body: await scheduleDelayedEvent(ctx, user, roomId, type, stateKey, content, delay) };
     if (type === 'm.room.canonical_alias') await checkCanonicalAlias(ctx, aliases, roomId, content);
     // An invite of a user of another server written as state: their server must co-sign it
     // (PUT /invite), exactly as through /invite; the room actor alone cannot make it valid there.

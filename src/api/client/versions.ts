@@ -22,11 +22,22 @@ export const UNSTABLE_FEATURES: Readonly<Record<string, boolean>> = {
   'org.matrix.msc4115': true,
   // /sync `use_state_after` → `org.matrix.msc4222.state_after` (src/sync/engine.ts).
   'org.matrix.msc4222': true,
+  // Deleting account data (src/api/client/account-data.ts).
+  'org.matrix.msc3391': true,
 };
 
-export function registerVersionRoutes(front: Front, publicBaseUrl: string): void {
+/**
+ * The unstable features of this server's configuration: delayed events (MSC4140) and thread
+ * subscriptions (MSC4306, src/api/client/thread-subscriptions.ts; Synapse's name) only when on.
+ */
+export function unstableFeatures(opts: { delayedEvents: boolean; threadSubscriptions?: boolean }): Record<string, boolean> {
+  return { ...UNSTABLE_FEATURES, ...(opts.delayedEvents ? { 'org.matrix.msc4140': true } : {}), ...(opts.threadSubscriptions ? { 'org.matrix.msc4306': true } : {}) };
+}
+
+export function registerVersionRoutes(front: Front, publicBaseUrl: string, opts: { delayedEvents: boolean; threadSubscriptions?: boolean } = { delayedEvents: false }): void {
+  const features = unstableFeatures(opts);
   // Static answers: served while Redis is unreachable too (clients' connectivity checks call
   // /versions; whether the server can serve is for /health and the 503s of the other endpoints).
-  front.route('GET', '/_matrix/client/versions', () => ({ body: { versions: SPEC_VERSIONS, unstable_features: UNSTABLE_FEATURES } }), { needsStore: false });
+  front.route('GET', '/_matrix/client/versions', () => ({ body: { versions: SPEC_VERSIONS, unstable_features: features } }), { needsStore: false });
   front.route('GET', '/.well-known/matrix/client', () => ({ body: { 'm.homeserver': { base_url: publicBaseUrl } } }), { needsStore: false });
 }
