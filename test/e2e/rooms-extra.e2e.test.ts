@@ -433,7 +433,7 @@ describe('admin whois, mutual rooms, 3pid bind/unbind/delete', () => {
     expect((await c.call(bob, 'POST', `/rooms/${enc(left)}/leave`, {})).status).toBe(200);
     const r = await c.call(alice, 'GET', `/_matrix/client/v1/mutual_rooms?user_id=${enc(bob.userId)}`);
     expect(r.status).toBe(200);
-    expect(r.body).toEqual({ joined: [both] });
+    expect(r.body).toEqual({ joined: [both], count: 1 });
     expect(aliceOnly).toBeDefined();
     expect((await c.call(alice, 'GET', '/_matrix/client/v1/mutual_rooms')).body.errcode).toBe('M_MISSING_PARAM');
     expect((await c.call(alice, 'GET', `/_matrix/client/v1/mutual_rooms?user_id=${enc(alice.userId)}`)).status).toBe(400);
