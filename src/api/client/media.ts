@@ -116,11 +116,12 @@ async function findRemote(ctx: ApiContext, req: Request, serverName: string, med
  */
 async function findLocal(ctx: ApiContext, req: Request, repo: MediaRepository, fetchRemote = true): Promise<{ mediaId: string; record: MediaRecord }> {
   const { serverName, mediaId } = req.params as { serverName: string; mediaId: string };
+  // A malformed timeout_ms is 400 M_INVALID_PARAM whether or not there is anything to wait for (as Synapse).
+  const timeoutMs = parseTimeout(req);
   if (!MEDIA_ID.test(mediaId)) throw errors.notFound('Media not found');
   if (serverName !== ctx.config.serverName) return findRemote(ctx, req, serverName, mediaId, fetchRemote);
   let record = await repo.readRecord(mediaId);
   if (!record) {
-    const timeoutMs = parseTimeout(req);
     req.allowWait(timeoutMs);
     const found = await repo.awaitRecord(mediaId, timeoutMs, req.signal);
     if (found === 'pending') throw new MatrixError(504, 'M_NOT_YET_UPLOADED', 'The media has not been uploaded yet');
