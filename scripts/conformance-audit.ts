@@ -431,6 +431,12 @@ export interface ProbeRow {
   /** The same request naming a room (or event) that does not exist: what was answered. */
   unknownRoom?: string;
   unknownEvent?: string;
+  /** Each integer or boolean query parameter given a value of another type: what was answered. */
+  badQuery: Record<string, string>;
+  /** The success body against the whole schema (SpecOperation.responseProblems). */
+  schemaProblems: string[];
+  /** Each required body field left out of the simple request: what was answered. */
+  withoutField: Record<string, string>;
   note?: string;
 }
 
@@ -470,6 +476,7 @@ async function probe(t: Target, f: Fixtures, op: SpecOperation): Promise<ProbeRo
   const routed = !((answer.status === 404 || answer.status === 405) && answer.errcode === 'M_UNRECOGNIZED');
   const missing: string[] = [];
   const wrongType: string[] = [];
+  const schemaProblems = answer.status === op.successStatus && answer.body && typeof answer.body === 'object' ? op.responseProblems(answer.body) : [];
   if (answer.status === op.successStatus && answer.body && typeof answer.body === 'object') {
     for (const field of op.requiredFields) if (!(field in answer.body)) missing.push(field);
     for (const [field, types] of Object.entries(op.fieldTypes)) {
@@ -495,7 +502,32 @@ async function probe(t: Target, f: Fixtures, op: SpecOperation): Promise<ProbeRo
   };
   const unknownRoom = (await unknown('roomId', `!auditnowhere:${t.serverName}`)) ?? (await unknown('roomIdOrAlias', `!auditnowhere:${t.serverName}`));
   const unknownEvent = await unknown('eventId', '$auditnowhere');
-  return { method: op.method, path: shortPath(op.path), auth: op.auth, routed, authCheck, status: answer.status, errcode: answer.errcode, missing, wrongType, badJson, unknownRoom, unknownEvent, note: req.note };
+  // Each required body field left out, on a request made afresh (fresh users and rooms from the recipe).
+  const withoutField: Record<string, string> = {};
+  if (routed && op.requestRequired.length) {
+    for (const field of op.requestRequired) {
+      const again: Request = recipe ? await recipe(f, t) : {};
+      const full = again.body !== undefined ? again.body : op.exampleBody;
+      if (!full || typeof full !== 'object' || Array.isArray(full) || !(field in full)) continue;
+      const { [field]: _dropped, ...rest } = full as Json;
+      await again.before?.(t, f);
+      const q = new URLSearchParams(again.query ?? Object.fromEntries(op.requiredQuery.map((x) => [x, defaultQuery(x, f)]))).toString();
+      const path = op.path.replace(/\{([^}]+)\}/g, (_m, name: string) => enc(again.params?.[name] ?? defaultParam(name, f, t)));
+      const s = again.session === undefined ? f.alice : again.session;
+      const r = await call(t, op.auth === 'none' ? null : s, op.method, `${path}${q ? `?${q}` : ''}`, rest);
+      withoutField[field] = `${r.status}${r.errcode ? ` ${r.errcode}` : ''}`;
+    }
+  }
+  // Integer and boolean query parameters given a word (reads only: a GET changes nothing).
+  const badQuery: Record<string, string> = {};
+  if (routed && op.method === 'GET') {
+    for (const p of op.queryParams.filter((q) => q.type === 'integer' || q.type === 'boolean')) {
+      const q = new URLSearchParams({ ...(req.query ?? Object.fromEntries(op.requiredQuery.map((x) => [x, defaultQuery(x, f)]))), [p.name]: 'notvalid' }).toString();
+      const r = await call(t, op.auth === 'none' ? null : session, 'GET', `${fill(op.path)}?${q}`);
+      badQuery[p.name] = `${r.status}${r.errcode ? ` ${r.errcode}` : ''}`;
+    }
+  }
+  return { method: op.method, path: shortPath(op.path), auth: op.auth, routed, authCheck, status: answer.status, errcode: answer.errcode, missing, wrongType, badJson, unknownRoom, unknownEvent, withoutField, badQuery, schemaProblems, note: req.note };
 }
 
 /** Creating, changing and reading before deleting: per path, PUT and POST, then GET, then DELETE. */
@@ -541,7 +573,7 @@ async function main(): Promise<void> {
         try {
           rows.push(await probe(t, f, op));
         } catch (e) {
-          rows.push({ method: op.method, path: shortPath(op.path), auth: op.auth, routed: true, authCheck: '?', status: 0, missing: [], wrongType: [], note: `probe failed: ${(e as Error).message.slice(0, 200)}` });
+          rows.push({ method: op.method, path: shortPath(op.path), auth: op.auth, routed: true, authCheck: '?', status: 0, missing: [], wrongType: [], withoutField: {}, badQuery: {}, schemaProblems: [], note: `probe failed: ${(e as Error).message.slice(0, 200)}` });
         }
       }
       results.set(t.name, rows);
@@ -581,6 +613,34 @@ async function main(): Promise<void> {
       for (const op of ops) {
         const cells = targets.map((t) => pick(results.get(t.name)!.find((x) => x.method === op.method && x.path === shortPath(op.path))!));
         if (cells.some((c) => c !== undefined)) console.log(`  ${`${op.method} ${shortPath(op.path)}`.padEnd(64)}  ${targets.map((t, i) => `${t.name}: ${(cells[i] ?? '—').padEnd(22)}`).join('  ')}${cells.length > 1 && new Set(cells).size > 1 ? '  ≠' : ''}`);
+      }
+    }
+    console.log('');
+    console.log('Success bodies against the whole schema (nested fields, types, enums):');
+    for (const op of ops) {
+      for (const t of targets) {
+        const r = results.get(t.name)!.find((x) => x.method === op.method && x.path === shortPath(op.path))!;
+        if (r.schemaProblems.length) console.log(`  ${t.name.padEnd(8)} ${op.method} ${shortPath(op.path)}: ${r.schemaProblems.slice(0, 6).join('; ')}${r.schemaProblems.length > 6 ? ` (+${r.schemaProblems.length - 6})` : ''}`);
+      }
+    }
+    console.log('');
+    console.log('A required body field left out (spec: 400; ≠ where the servers differ):');
+    for (const op of ops) {
+      const per = targets.map((t) => results.get(t.name)!.find((x) => x.method === op.method && x.path === shortPath(op.path))!.withoutField);
+      for (const field of op.requestRequired) {
+        const cells = per.map((w) => w[field]);
+        if (cells.every((c) => c === undefined)) continue;
+        console.log(`  ${`${op.method} ${shortPath(op.path)} −${field}`.padEnd(64)}  ${targets.map((t, i) => `${t.name}: ${(cells[i] ?? '—').padEnd(22)}`).join('  ')}${cells.length > 1 && new Set(cells).size > 1 ? '  ≠' : ''}`);
+      }
+    }
+    console.log('');
+    console.log('An integer or boolean query parameter given a word (spec: 400 M_INVALID_PARAM):');
+    for (const op of ops) {
+      const per = targets.map((t) => results.get(t.name)!.find((x) => x.method === op.method && x.path === shortPath(op.path))!.badQuery);
+      for (const p of op.queryParams) {
+        const cells = per.map((w) => w[p.name]);
+        if (cells.every((c) => c === undefined)) continue;
+        console.log(`  ${`${op.method} ${shortPath(op.path)} ${p.name}=notvalid`.padEnd(64)}  ${targets.map((t, i) => `${t.name}: ${(cells[i] ?? '—').padEnd(22)}`).join('  ')}${cells.length > 1 && new Set(cells).size > 1 ? '  ≠' : ''}`);
       }
     }
     console.log('');

@@ -30,12 +30,21 @@ export interface SpecOperation {
   fieldTypes: Record<string, string[]>;
   /** Whether the success body is JSON at all (media downloads are not). */
   jsonResponse: boolean;
-  /** Whether the request takes a JSON body. */
+  /**
+   * The success body checked against the whole schema, nested objects, arrays and maps included
+   * (required fields, JSON types, string enums; `oneOf`/`anyOf` pass when one alternative does):
+   * one line per problem, e.g. `rooms.join.!a:b.timeline: missing limited`.
+   */
+  responseProblems(body: unknown): string[];
+  /** Whether the request takes a JSON body, and the top-level fields its schema requires. */
   jsonBody: boolean;
+  requestRequired: string[];
   /** The first example of the JSON request body, if the spec gives one. */
   exampleBody?: unknown;
   /** Query parameters the spec marks required. */
   requiredQuery: string[];
+  /** Every query parameter with its JSON type (`integer`, `boolean`, `string`…; '' when unstated). */
+  queryParams: { name: string; type: string }[];
 }
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
@@ -94,6 +103,49 @@ class RefResolver {
     return out;
   }
 
+  /** Problems of `value` against `schema` (see SpecOperation.responseProblems); `depth` bounds recursion. */
+  problems(schema: any, file: string, value: unknown, at: string, depth = 0): string[] {
+    if (depth > 24) return [];
+    const { node, file: f } = this.deref(schema, file);
+    if (!node || typeof node !== 'object') return [];
+    const out: string[] = [];
+    for (const part of node.allOf ?? []) out.push(...this.problems(part, f, value, at, depth + 1));
+    const alts = node.oneOf ?? node.anyOf;
+    if (alts) {
+      let best: string[] | null = null;
+      for (const alt of alts) {
+        const p = this.problems(alt, f, value, at, depth + 1);
+        if (!p.length) {
+          best = [];
+          break;
+        }
+        if (!best || p.length < best.length) best = p;
+      }
+      out.push(...(best ?? []));
+    }
+    const types: string[] | undefined = node.type ? (Array.isArray(node.type) ? node.type : [node.type]) : undefined;
+    const actual = value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value === 'number' ? (Number.isInteger(value) ? 'integer' : 'number') : typeof value;
+    if (types && !types.includes(actual) && !(actual === 'integer' && types.includes('number'))) {
+      out.push(`${at || '(body)'}: ${actual}, not ${types.join('|')}`);
+      return out;
+    }
+    if (Array.isArray(node.enum) && typeof value === 'string' && !node.enum.includes(value)) out.push(`${at}: ${JSON.stringify(value)} not in ${JSON.stringify(node.enum)}`);
+    if (actual === 'object' && value !== null) {
+      const obj = value as Record<string, unknown>;
+      for (const r of node.required ?? []) if (!(r in obj)) out.push(`${at || '(body)'}: missing ${r}`);
+      const props: Record<string, any> = node.properties ?? {};
+      for (const [k, v] of Object.entries(obj)) {
+        const child = at ? `${at}.${k}` : k;
+        if (k in props) out.push(...this.problems(props[k], f, v, child, depth + 1));
+        else if (node.patternProperties) {
+          for (const [pat, sch] of Object.entries<any>(node.patternProperties)) if (new RegExp(pat).test(k)) out.push(...this.problems(sch, f, v, child, depth + 1));
+        } else if (node.additionalProperties && typeof node.additionalProperties === 'object') out.push(...this.problems(node.additionalProperties, f, v, child, depth + 1));
+      }
+    }
+    if (actual === 'array' && node.items) (value as unknown[]).slice(0, 20).forEach((v, i) => out.push(...this.problems(node.items, f, v, `${at}[${i}]`, depth + 1)));
+    return out;
+  }
+
   /** The JSON types a property may have (empty: not stated). */
   typesOf(prop: { node: any; file: string }): string[] {
     const { node, file } = this.deref(prop.node, prop.file);
@@ -148,11 +200,14 @@ export function loadClientServerOperations(dataDir = specDataDir()): SpecOperati
           if (t.length) fieldTypes[k] = t;
         }
         const body = refs.deref(op.requestBody, file).node?.content?.['application/json'];
+        const requestRequired = body?.schema ? [...new Set(refs.topLevel(body.schema, refs.deref(op.requestBody, file).file).required)] : [];
         const exampleBody = body?.example ?? (body?.examples ? (Object.values<Json>(body.examples)[0]?.value) : undefined);
         const params = [...(item.parameters ?? []), ...(op.parameters ?? [])].map((p: any) => refs.deref(p, file).node);
         const requiredQuery = params.filter((p: any) => p?.in === 'query' && p.required).map((p: any) => p.name as string);
+        const queryParams = params.filter((p: any) => p?.in === 'query').map((p: any) => ({ name: p.name as string, type: String(refs.deref(p.schema, file).node?.type ?? '') }));
         const entry: SpecOperation = {
-          method, path, file: name, operationId: op.operationId ?? '', deprecated: !!op.deprecated, auth, successStatus, jsonBody: !!body,
+          method, path, file: name, operationId: op.operationId ?? '', deprecated: !!op.deprecated, auth, successStatus, jsonBody: !!body, requestRequired, queryParams,
+          responseProblems: (b: unknown) => (jsonSchema ? [...new Set(refs.problems(jsonSchema, success.file, b, ''))] : []),
           requiredFields: [...new Set(top.required)], fieldTypes, jsonResponse: !!jsonSchema || successStatus !== 200, exampleBody, requiredQuery,
         };
         const prev = ops.get(key);
