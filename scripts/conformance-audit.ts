@@ -161,6 +161,8 @@ interface Fixtures {
   mediaId: string;
   filterId: string;
   backupVersion: string;
+  /** A `/sync` position taken before the activity that fills an incremental sync's sections. */
+  sinceToken: string;
   fresh(tag: string): Promise<Session>;
   /** A room of alice's that bob has joined (for operations that change membership). */
   freshRoom(opts?: Json): Promise<string>;
@@ -188,7 +190,23 @@ async function makeFixtures(t: Target): Promise<Fixtures> {
     await ok(t, bob, 'POST', `/rooms/${enc(r)}/join`, {});
     return r;
   };
-  return { alice, bob, roomId, alias: `#${aliasLocalpart}:${t.serverName}`, aliasLocalpart, eventId, mediaId, filterId, backupVersion, fresh, freshRoom };
+  // Activity after a sync position, so that an incremental /sync has every section to check:
+  // an invite, a room left, to-device, account data, receipts, typing, presence, device lists.
+  const sinceToken = (await ok(t, alice, 'GET', '/sync?timeout=0')).next_batch as string;
+  const invitedTo = (await ok(t, bob, 'POST', '/createRoom', { preset: 'private_chat', name: 'invite for alice' })).room_id as string;
+  await ok(t, bob, 'POST', `/rooms/${enc(invitedTo)}/invite`, { user_id: alice.userId });
+  const leftRoom = (await ok(t, bob, 'POST', '/createRoom', { preset: 'public_chat' })).room_id as string;
+  await ok(t, alice, 'POST', `/join/${enc(leftRoom)}`, {});
+  await ok(t, alice, 'POST', `/rooms/${enc(leftRoom)}/leave`, {});
+  await ok(t, bob, 'PUT', `/sendToDevice/org.example.audit/${txn()}`, { messages: { [alice.userId]: { [alice.deviceId]: { hello: 'audit' } } } });
+  await ok(t, alice, 'PUT', `/user/${enc(alice.userId)}/account_data/org.example.sync`, { a: 1 });
+  await ok(t, alice, 'PUT', `/user/${enc(alice.userId)}/rooms/${enc(roomId)}/account_data/org.example.sync`, { a: 1 });
+  await ok(t, bob, 'POST', `/rooms/${enc(roomId)}/receipt/m.read/${enc(eventId)}`, {});
+  await ok(t, bob, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { typing: true, timeout: 30000 });
+  await ok(t, bob, 'PUT', `/presence/${enc(bob.userId)}/status`, { presence: 'online', status_msg: 'auditing' });
+  await ok(t, bob, 'POST', '/keys/upload', { device_keys: { user_id: bob.userId, device_id: bob.deviceId, algorithms: ['m.olm.v1.curve25519-aes-sha2'], keys: { [`curve25519:${bob.deviceId}`]: randomBytes(32).toString('base64').replace(/=+$/, ''), [`ed25519:${bob.deviceId}`]: randomBytes(32).toString('base64').replace(/=+$/, '') }, signatures: {} } });
+  await ok(t, alice, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'after the sync position' });
+  return { alice, bob, roomId, alias: `#${aliasLocalpart}:${t.serverName}`, aliasLocalpart, eventId, mediaId, filterId, backupVersion, sinceToken, fresh, freshRoom };
 }
 
 // ---- requests ----------------------------------------------------------------------------------
@@ -258,14 +276,17 @@ const recipes: Record<string, Recipe> = {
   'POST /rooms/{roomId}/receipt/{receiptType}/{eventId}': () => ({ params: { receiptType: 'm.read' }, body: {} }),
   'POST /rooms/{roomId}/read_markers': (f) => ({ body: { 'm.fully_read': f.eventId, 'm.read': f.eventId } }),
   'PUT /rooms/{roomId}/typing/{userId}': () => ({ body: { typing: true, timeout: 3000 } }),
-  'GET /rooms/{roomId}/messages': () => ({ query: { dir: 'b', limit: '5' } }),
   'GET /v1/rooms/{roomId}/timestamp_to_event': () => ({ query: { ts: String(Date.now()), dir: 'b' } }),
   'GET /v1/rooms/{roomId}/relations/{eventId}/{relType}': () => ({ params: { relType: 'm.annotation' } }),
   'GET /v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}': () => ({ params: { relType: 'm.annotation', eventType: 'm.reaction' } }),
   'POST /rooms/{roomId}/report': () => ({ body: { reason: 'audit' } }),
   'POST /rooms/{roomId}/report/{eventId}': () => ({ body: { reason: 'audit', score: -100 } }),
   'POST /users/{userId}/report': (f) => ({ params: { userId: f.bob.userId }, body: { reason: 'audit' } }),
-  'GET /sync': () => ({ query: { timeout: '0' } }),
+  // Incremental, from before the fixtures' last activity (every section present); lazy members.
+  'GET /sync': (f) => ({ query: { timeout: '0', since: f.sinceToken, filter: JSON.stringify({ room: { state: { lazy_load_members: true }, timeline: { limit: 3 } } }) } }),
+  'GET /rooms/{roomId}/messages': () => ({ query: { dir: 'b', limit: '5', filter: JSON.stringify({ lazy_load_members: true }) } }),
+  'GET /rooms/{roomId}/context/{eventId}': () => ({ query: { limit: '4' } }),
+  'GET /rooms/{roomId}/members': (f) => ({ query: { at: f.sinceToken } }),
   'GET /events': () => ({ query: { timeout: '0' } }),
   'GET /initialSync': () => ({ query: { limit: '1' } }),
   'GET /events/{eventId}': () => ({}),
