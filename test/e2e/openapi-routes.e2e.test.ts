@@ -19,8 +19,13 @@ const STATUSES = ['complete', 'partial', 'absent'];
 let server: TestServer;
 
 beforeAll(async () => {
-  // URL previews are off by default (404 M_UNRECOGNIZED, as Synapse); the table describes them on.
-  server = await startTestServer({ configure: (c) => void (c.media.urlPreviews.enabled = true) });
+  // URL previews and TURN are off by default (404 M_UNRECOGNIZED); the table describes them on.
+  server = await startTestServer({
+    configure: (c) => {
+      c.media.urlPreviews.enabled = true;
+      c.voip = { ...c.voip, turnUris: ['turn:turn.example.org'], turnSharedSecret: 'audit' };
+    },
+  });
 }, 60_000);
 
 afterAll(async () => {
