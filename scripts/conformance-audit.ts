@@ -569,6 +569,94 @@ function verdict(r: ProbeRow, successStatus: number): string {
   return problems.length ? problems.join('; ') : 'ok';
 }
 
+// ---- error cases -------------------------------------------------------------------------------
+
+/**
+ * Requests the spec gives a particular error for (status and, where it names one, errcode): each is
+ * made on every target and compared with the spec's answer. `why` cites the OpenAPI file.
+ */
+interface ErrorCase {
+  name: string;
+  expect: { status: number; errcode?: string };
+  why: string;
+  make(t: Target, f: Fixtures): Promise<{ session: Session | null; method: string; path: string; body?: unknown }>;
+}
+
+const errorCases: ErrorCase[] = [
+  { name: 'register: username taken', expect: { status: 400, errcode: 'M_USER_IN_USE' }, why: 'registration.yaml', make: async (_t, f) => ({ session: null, method: 'POST', path: '/register', body: { username: f.alice.userId.slice(1).split(':')[0], password: 'pw-x-audit-1', auth: { type: 'm.login.dummy' } } }) },
+  { name: 'register: invalid username', expect: { status: 400, errcode: 'M_INVALID_USERNAME' }, why: 'registration.yaml', make: async () => ({ session: null, method: 'POST', path: '/register', body: { username: 'no spaces allowed', password: 'pw-x-audit-1', auth: { type: 'm.login.dummy' } } }) },
+  { name: 'register/available: taken', expect: { status: 400, errcode: 'M_USER_IN_USE' }, why: 'registration.yaml', make: async (_t, f) => ({ session: null, method: 'GET', path: `/register/available?username=${enc(f.alice.userId.slice(1).split(':')[0]!)}` }) },
+  { name: 'register/available: invalid', expect: { status: 400, errcode: 'M_INVALID_USERNAME' }, why: 'registration.yaml', make: async () => ({ session: null, method: 'GET', path: '/register/available?username=%20bad%20' }) },
+  { name: 'login: wrong password', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'login.yaml', make: async (_t, f) => ({ session: null, method: 'POST', path: '/login', body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: f.alice.userId }, password: 'wrong-password' } }) },
+  { name: 'login: unknown type', expect: { status: 400, errcode: 'M_UNKNOWN' }, why: 'login.yaml', make: async () => ({ session: null, method: 'POST', path: '/login', body: { type: 'org.example.nope' } }) },
+  { name: 'whoami: unknown token', expect: { status: 401, errcode: 'M_UNKNOWN_TOKEN' }, why: 'whoami.yaml', make: async () => ({ session: { userId: '', deviceId: '', token: 'not-a-token' }, method: 'GET', path: '/account/whoami' }) },
+  { name: 'createRoom: alias in use', expect: { status: 400, errcode: 'M_ROOM_IN_USE' }, why: 'create_room.yaml', make: async (_t, f) => ({ session: f.alice, method: 'POST', path: '/createRoom', body: { room_alias_name: f.aliasLocalpart } }) },
+  { name: 'createRoom: unknown room version', expect: { status: 400, errcode: 'M_UNSUPPORTED_ROOM_VERSION' }, why: 'create_room.yaml', make: async (_t, f) => ({ session: f.alice, method: 'POST', path: '/createRoom', body: { room_version: '999' } }) },
+  { name: 'upgrade: unknown room version', expect: { status: 400, errcode: 'M_UNSUPPORTED_ROOM_VERSION' }, why: 'room_upgrades.yaml', make: async (_t, f) => ({ session: f.alice, method: 'POST', path: `/rooms/${enc(f.roomId)}/upgrade`, body: { new_version: '999' } }) },
+  { name: 'upgrade: not allowed (bob, member)', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'room_upgrades.yaml', make: async (_t, f) => ({ session: f.bob, method: 'POST', path: `/rooms/${enc(f.roomId)}/upgrade`, body: { new_version: '11' } }) },
+  { name: 'join: banned', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'joining.yaml', make: async (t, f) => {
+    const r = await f.freshRoom();
+    await ok(t, f.alice, 'POST', `/rooms/${enc(r)}/ban`, { user_id: f.bob.userId });
+    return { session: f.bob, method: 'POST', path: `/rooms/${enc(r)}/join`, body: {} };
+  } },
+  { name: 'join: invite-only, not invited', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'joining.yaml', make: async (t, f) => ({ session: f.bob, method: 'POST', path: `/join/${enc((await ok(t, f.alice, 'POST', '/createRoom', { preset: 'private_chat' })).room_id)}`, body: {} }) },
+  { name: 'invite: not in the room', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'inviting.yaml', make: async (t, f) => ({ session: await f.fresh('outsider'), method: 'POST', path: `/rooms/${enc(f.roomId)}/invite`, body: { user_id: f.bob.userId } }) },
+  { name: 'ban: without the power', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'banning.yaml', make: async (_t, f) => ({ session: f.bob, method: 'POST', path: `/rooms/${enc(f.roomId)}/ban`, body: { user_id: f.alice.userId } }) },
+  { name: 'state: without the power', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'room_state.yaml', make: async (_t, f) => ({ session: f.bob, method: 'PUT', path: `/rooms/${enc(f.roomId)}/state/m.room.name/`, body: { name: 'taken over' } }) },
+  { name: 'send: not in the room', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'room_send.yaml (auth rules)', make: async (_t, f) => ({ session: await f.fresh('outsider2'), method: 'PUT', path: `/rooms/${enc(f.roomId)}/send/m.room.message/${txn()}`, body: { msgtype: 'm.text', body: 'x' } }) },
+  { name: 'state: an unknown state key', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'room_state.yaml', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: `/rooms/${enc(f.roomId)}/state/org.example.none/nokey` }) },
+  { name: 'messages: not a member, shared history not visible', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'message_pagination.yaml', make: async (t, f) => ({ session: await f.fresh('outsider3'), method: 'GET', path: `/rooms/${enc((await ok(t, f.alice, 'POST', '/createRoom', { preset: 'private_chat' })).room_id)}/messages?dir=b` }) },
+  { name: 'messages: dir missing', expect: { status: 400 }, why: 'message_pagination.yaml (dir required)', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: `/rooms/${enc(f.roomId)}/messages` }) },
+  { name: 'event: unknown', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'rooms.yaml', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: `/rooms/${enc(f.roomId)}/event/${enc('$auditnowhere')}` }) },
+  { name: 'alias: unknown', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'directory.yaml', make: async (t) => ({ session: null, method: 'GET', path: `/directory/room/${enc(`#auditnowhere:${t.serverName}`)}` }) },
+  { name: 'alias: already exists', expect: { status: 409 }, why: 'directory.yaml', make: async (_t, f) => ({ session: f.alice, method: 'PUT', path: `/directory/room/${enc(f.alias)}`, body: { room_id: f.roomId } }) },
+  { name: 'alias: invalid', expect: { status: 400, errcode: 'M_INVALID_PARAM' }, why: 'directory.yaml', make: async (_t, f) => ({ session: f.alice, method: 'PUT', path: `/directory/room/${enc('#no-server')}`, body: { room_id: f.roomId } }) },
+  { name: 'profile: unknown user', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'profile.yaml', make: async (t) => ({ session: null, method: 'GET', path: `/profile/${enc(`@auditnobody:${t.serverName}`)}` }) },
+  { name: 'profile: another user\'s', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'profile.yaml', make: async (_t, f) => ({ session: f.bob, method: 'PUT', path: `/profile/${enc(f.alice.userId)}/displayname`, body: { displayname: 'not yours' } }) },
+  { name: 'account data: unknown type', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'account-data.yaml', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: `/user/${enc(f.alice.userId)}/account_data/org.example.none` }) },
+  { name: 'account data: another user\'s', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'account-data.yaml', make: async (_t, f) => ({ session: f.bob, method: 'PUT', path: `/user/${enc(f.alice.userId)}/account_data/org.example.x`, body: {} }) },
+  { name: 'account data: m.fully_read', expect: { status: 405, errcode: 'M_BAD_JSON' }, why: 'account-data.yaml', make: async (_t, f) => ({ session: f.alice, method: 'PUT', path: `/user/${enc(f.alice.userId)}/account_data/m.fully_read`, body: { event_id: f.eventId } }) },
+  { name: 'account data: room id malformed', expect: { status: 400, errcode: 'M_INVALID_PARAM' }, why: 'account-data.yaml', make: async (_t, f) => ({ session: f.alice, method: 'PUT', path: `/user/${enc(f.alice.userId)}/rooms/notaroom/account_data/org.example.x`, body: {} }) },
+  { name: 'filter: unknown id', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'filter.yaml', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: `/user/${enc(f.alice.userId)}/filter/987654` }) },
+  { name: 'push rule: unknown', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'pushrules.yaml', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: '/pushrules/global/override/org.example.none' }) },
+  { name: 'push rule: before an unknown rule', expect: { status: 400 }, why: 'pushrules.yaml: "a problem configuring this push rule" (404 is for updating one)', make: async (_t, f) => ({ session: f.alice, method: 'PUT', path: '/pushrules/global/content/audit_before?before=org.example.none', body: { pattern: 'x', actions: [] } }) },
+  { name: 'device: unknown', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'device_management.yaml', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: '/devices/NOSUCHDEVICE' }) },
+  { name: 'key backup: none yet', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'key_backup.yaml', make: async (_t, f) => ({ session: await f.fresh('nobackup'), method: 'GET', path: '/room_keys/version' }) },
+  { name: 'key backup: stale version', expect: { status: 403, errcode: 'M_WRONG_ROOM_KEYS_VERSION' }, why: 'key_backup.yaml', make: async (t, f) => {
+    const s = await f.fresh('stalebackup');
+    const v1 = (await ok(t, s, 'POST', '/room_keys/version', { algorithm: 'm.megolm_backup.v1.curve25519-aes-sha2', auth_data: { public_key: 'a', signatures: {} } })).version;
+    await ok(t, s, 'POST', '/room_keys/version', { algorithm: 'm.megolm_backup.v1.curve25519-aes-sha2', auth_data: { public_key: 'b', signatures: {} } });
+    return { session: s, method: 'PUT', path: `/room_keys/keys/${enc(f.roomId)}/sess1?version=${enc(v1)}`, body: megolmKey };
+  } },
+  { name: 'typing: for another user', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'typing.yaml', make: async (_t, f) => ({ session: f.bob, method: 'PUT', path: `/rooms/${enc(f.roomId)}/typing/${enc(f.alice.userId)}`, body: { typing: true, timeout: 1000 } }) },
+  { name: 'presence: another user\'s', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'presence.yaml', make: async (_t, f) => ({ session: f.bob, method: 'PUT', path: `/presence/${enc(f.alice.userId)}/status`, body: { presence: 'online' } }) },
+  { name: 'presence: invalid state', expect: { status: 400 }, why: 'presence.yaml (enum)', make: async (_t, f) => ({ session: f.alice, method: 'PUT', path: `/presence/${enc(f.alice.userId)}/status`, body: { presence: 'dancing' } }) },
+  { name: 'media: unknown', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'authed-content-repo.yaml', make: async (t, f) => ({ session: f.alice, method: 'GET', path: `/_matrix/client/v1/media/download/${t.serverName}/auditnowhere` }) },
+  { name: 'media: another user\'s reserved id', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'content-repo.yaml', make: async (t, f) => ({ session: f.bob, method: 'PUT', path: `/_matrix/media/v3/upload/${t.serverName}/${String((await ok(t, f.alice, 'POST', '/_matrix/media/v1/create', {})).content_uri).split('/').pop()}`, body: {} }) },
+  { name: 'timestamp_to_event: nothing before', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'room_event_by_timestamp.yaml', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: `/_matrix/client/v1/rooms/${enc(f.roomId)}/timestamp_to_event?ts=1000&dir=b` }) },
+  { name: 'whois: another user, not admin', expect: { status: 403, errcode: 'M_FORBIDDEN' }, why: 'admin.yaml', make: async (_t, f) => ({ session: f.bob, method: 'GET', path: `/admin/whois/${enc(f.alice.userId)}` }) },
+  { name: 'forget: still joined', expect: { status: 400, errcode: 'M_UNKNOWN' }, why: 'leaving.yaml', make: async (_t, f) => ({ session: f.bob, method: 'POST', path: `/rooms/${enc(f.roomId)}/forget`, body: {} }) },
+  { name: 'report: unknown event', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'report_content.yaml', make: async (_t, f) => ({ session: f.alice, method: 'POST', path: `/rooms/${enc(f.roomId)}/report/${enc('$auditnowhere')}`, body: { reason: 'x' } }) },
+  { name: 'report: unknown user', expect: { status: 404, errcode: 'M_NOT_FOUND' }, why: 'report_content.yaml', make: async (t, f) => ({ session: f.alice, method: 'POST', path: `/users/${enc(`@auditnobody:${t.serverName}`)}/report`, body: { reason: 'x' } }) },
+  { name: 'room summary: unknown room', expect: { status: 404 }, why: 'room_summary.yaml', make: async (t, f) => ({ session: f.alice, method: 'GET', path: `/_matrix/client/v1/room_summary/${enc(`!auditnowhere:${t.serverName}`)}` }) },
+  { name: 'mutual_rooms: with oneself', expect: { status: 400 }, why: 'mutual_rooms.yaml', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: `/_matrix/client/v1/mutual_rooms?user_id=${enc(f.alice.userId)}` }) },
+  { name: 'refresh: unknown token', expect: { status: 401, errcode: 'M_UNKNOWN_TOKEN' }, why: 'refresh.yaml', make: async () => ({ session: null, method: 'POST', path: '/refresh', body: { refresh_token: 'nope' } }) },
+];
+
+async function runErrorCases(t: Target, f: Fixtures): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const c of errorCases) {
+    try {
+      const r = await c.make(t, f);
+      const a = await call(t, r.session, r.method, r.path, r.body);
+      out.set(c.name, `${a.status}${a.errcode ? ` ${a.errcode}` : ''}`);
+    } catch (e) {
+      out.set(c.name, `setup failed: ${(e as Error).message.slice(0, 80)}`);
+    }
+  }
+  return out;
+}
+
 // ---- main --------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -587,8 +675,10 @@ async function main(): Promise<void> {
       if (vsSynapse) targets.push(await startSynapseTarget());
     }
     const results = new Map<string, ProbeRow[]>();
+    const errorAnswers = new Map<string, Map<string, string>>();
     for (const t of targets) {
       const f = await makeFixtures(t);
+      if (!only) errorAnswers.set(t.name, await runErrorCases(t, f));
       const rows: ProbeRow[] = [];
       for (const op of probeOrder(ops)) {
         try {
@@ -662,6 +752,19 @@ async function main(): Promise<void> {
         const cells = per.map((w) => w[p.name]);
         if (cells.every((c) => c === undefined)) continue;
         console.log(`  ${`${op.method} ${shortPath(op.path)} ${p.name}=notvalid`.padEnd(64)}  ${targets.map((t, i) => `${t.name}: ${(cells[i] ?? '—').padEnd(22)}`).join('  ')}${cells.length > 1 && new Set(cells).size > 1 ? '  ≠' : ''}`);
+      }
+    }
+    if (errorAnswers.size) {
+      console.log('');
+      console.log('Error cases (the spec\'s answer; ✗ where a server differs from it):');
+      for (const c of errorCases) {
+        const want = `${c.expect.status}${c.expect.errcode ? ` ${c.expect.errcode}` : ''}`;
+        const cells = targets.map((t) => {
+          const got = errorAnswers.get(t.name)!.get(c.name) ?? '—';
+          const fits = got.startsWith(String(c.expect.status)) && (!c.expect.errcode || got.endsWith(c.expect.errcode));
+          return `${t.name}: ${`${got}${fits ? '' : ' ✗'}`.padEnd(34)}`;
+        });
+        console.log(`  ${c.name.padEnd(44)} ${want.padEnd(36)} ${cells.join('  ')}  (${c.why})`);
       }
     }
     console.log('');
