@@ -641,6 +641,23 @@ const errorCases: ErrorCase[] = [
   { name: 'room summary: unknown room', expect: { status: 404 }, why: 'room_summary.yaml', make: async (t, f) => ({ session: f.alice, method: 'GET', path: `/_matrix/client/v1/room_summary/${enc(`!auditnowhere:${t.serverName}`)}` }) },
   { name: 'mutual_rooms: with oneself', expect: { status: 400 }, why: 'mutual_rooms.yaml', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: `/_matrix/client/v1/mutual_rooms?user_id=${enc(f.alice.userId)}` }) },
   { name: 'refresh: unknown token', expect: { status: 401, errcode: 'M_UNKNOWN_TOKEN' }, why: 'refresh.yaml', make: async () => ({ session: null, method: 'POST', path: '/refresh', body: { refresh_token: 'nope' } }) },
+  // Where the spec is loose: malformed tokens, ids and content are 400 (errcodes vary between servers).
+  { name: 'sync: malformed since', expect: { status: 400 }, why: 'sync.yaml (loose)', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: '/sync?timeout=0&since=not-a-token' }) },
+  { name: 'sync: unknown filter id', expect: { status: 400 }, why: 'sync.yaml (loose)', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: '/sync?timeout=0&filter=987654' }) },
+  { name: 'messages: malformed from', expect: { status: 400 }, why: 'message_pagination.yaml (loose)', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: `/rooms/${enc(f.roomId)}/messages?dir=b&from=not-a-token` }) },
+  { name: 'messages: malformed filter', expect: { status: 400 }, why: 'message_pagination.yaml (loose)', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: `/rooms/${enc(f.roomId)}/messages?dir=b&filter=%7Bnot` }) },
+  { name: 'relations: malformed from', expect: { status: 400 }, why: 'relations.yaml (loose)', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: `/_matrix/client/v1/rooms/${enc(f.roomId)}/relations/${enc(f.eventId)}?from=not-a-token` }) },
+  { name: 'notifications: malformed from', expect: { status: 400 }, why: 'notifications.yaml (loose)', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: '/notifications?from=not-a-token' }) },
+  { name: 'publicRooms: malformed since', expect: { status: 400 }, why: 'list_public_rooms.yaml (loose)', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: '/publicRooms?since=not-a-token' }) },
+  { name: 'keys/changes: malformed from', expect: { status: 400 }, why: 'keys.yaml (loose)', make: async (_t, f) => ({ session: f.alice, method: 'GET', path: '/keys/changes?from=not-a-token&to=also-not' }) },
+  { name: 'send: content not an object', expect: { status: 400, errcode: 'M_BAD_JSON' }, why: 'room_send.yaml (content is an object)', make: async (_t, f) => ({ session: f.alice, method: 'PUT', path: `/rooms/${enc(f.roomId)}/send/m.room.message/${txn()}`, body: ['not', 'an', 'object'] }) },
+  { name: 'state: content not an object', expect: { status: 400, errcode: 'M_BAD_JSON' }, why: 'room_state.yaml (content is an object)', make: async (_t, f) => ({ session: f.alice, method: 'PUT', path: `/rooms/${enc(f.roomId)}/state/org.example.x/`, body: 'a string' }) },
+  { name: 'createRoom: unknown preset', expect: { status: 400 }, why: 'create_room.yaml (enum)', make: async (_t, f) => ({ session: f.alice, method: 'POST', path: '/createRoom', body: { preset: 'party' } }) },
+  { name: 'createRoom: unknown visibility', expect: { status: 400 }, why: 'create_room.yaml (enum)', make: async (_t, f) => ({ session: f.alice, method: 'POST', path: '/createRoom', body: { visibility: 'everyone' } }) },
+  { name: 'devices: rename an unknown device', expect: { status: 404 }, why: 'device_management.yaml', make: async (_t, f) => ({ session: f.alice, method: 'PUT', path: '/devices/NOSUCHDEVICE', body: { display_name: 'x' } }) },
+  { name: 'receipt: unknown receipt type', expect: { status: 400 }, why: 'receipts.yaml (enum)', make: async (_t, f) => ({ session: f.alice, method: 'POST', path: `/rooms/${enc(f.roomId)}/receipt/org.example.receipt/${enc(f.eventId)}`, body: {} }) },
+  { name: 'join: malformed room id', expect: { status: 400 }, why: 'joining.yaml (loose)', make: async (_t, f) => ({ session: f.alice, method: 'POST', path: '/rooms/notaroom/join', body: {} }) },
+  { name: 'invite: malformed user id', expect: { status: 400 }, why: 'inviting.yaml (loose)', make: async (_t, f) => ({ session: f.alice, method: 'POST', path: `/rooms/${enc(f.roomId)}/invite`, body: { user_id: 'not-a-user' } }) },
 ];
 
 async function runErrorCases(t: Target, f: Fixtures): Promise<Map<string, string>> {
