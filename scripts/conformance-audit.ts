@@ -138,7 +138,8 @@ async function waitUp(baseUrl: string): Promise<void> {
 }
 
 async function startAxonTarget(): Promise<Target> {
-  const axon: AxonBench = await startAxonBench({ workers: 1, fronts: 1, shards: 4, logLevel: 'error', stderr: 'ignore' });
+  // TURN configured (a made-up server: only the credentials are checked), so /voip/turnServer answers.
+  const axon: AxonBench = await startAxonBench({ workers: 1, fronts: 1, shards: 4, logLevel: 'error', stderr: 'ignore', env: { AXON_VOIP_TURN_URIS: 'turn:turn.example.org:3478', AXON_VOIP_TURN_SHARED_SECRET: 'audit' } });
   await waitUp(axon.url);
   return { name: 'axon', baseUrl: axon.url, serverName: 'localhost', register: (l) => registerOpen(axon.url, l), stop: () => axon.stop() };
 }
@@ -175,7 +176,8 @@ async function makeFixtures(t: Target): Promise<Fixtures> {
   const alice = await t.register(`alice_${suffix}`);
   const bob = await t.register(`bob_${suffix}`);
   const aliasLocalpart = `audit_${suffix}`;
-  const created = await ok(t, alice, 'POST', '/createRoom', { preset: 'public_chat', room_alias_name: aliasLocalpart, name: 'Audit room', topic: 'audit' });
+  // Published, so that /publicRooms has an entry to check against the schema.
+  const created = await ok(t, alice, 'POST', '/createRoom', { preset: 'public_chat', visibility: 'public', room_alias_name: aliasLocalpart, name: 'Audit room', topic: 'audit' });
   const roomId = created.room_id as string;
   await ok(t, bob, 'POST', `/join/${enc(roomId)}`, {});
   const eventId = (await ok(t, alice, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'hello audit' })).event_id as string;
@@ -206,6 +208,11 @@ async function makeFixtures(t: Target): Promise<Fixtures> {
   await ok(t, bob, 'PUT', `/presence/${enc(bob.userId)}/status`, { presence: 'online', status_msg: 'auditing' });
   await ok(t, bob, 'POST', '/keys/upload', { device_keys: { user_id: bob.userId, device_id: bob.deviceId, algorithms: ['m.olm.v1.curve25519-aes-sha2'], keys: { [`curve25519:${bob.deviceId}`]: randomBytes(32).toString('base64').replace(/=+$/, ''), [`ed25519:${bob.deviceId}`]: randomBytes(32).toString('base64').replace(/=+$/, '') }, signatures: {} } });
   await ok(t, alice, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'after the sync position' });
+  // A mention of alice (a highlight in /notifications) and alice's cross-signing keys (in /keys/query).
+  await ok(t, bob, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: `${alice.userId} look`, 'm.mentions': { user_ids: [alice.userId] } });
+  const pub = () => randomBytes(32).toString('base64').replace(/=+$/, '');
+  const master = pub();
+  await ok(t, alice, 'POST', '/keys/device_signing/upload', { master_key: { user_id: alice.userId, usage: ['master'], keys: { [`ed25519:${master}`]: master } }, auth: { type: 'm.login.password', identifier: { type: 'm.id.user', user: alice.userId }, password: `pw-${alice.userId.slice(1).split(':')[0]}-audit` } });
   return { alice, bob, roomId, alias: `#${aliasLocalpart}:${t.serverName}`, aliasLocalpart, eventId, mediaId, filterId, backupVersion, sinceToken, fresh, freshRoom };
 }
 
@@ -324,7 +331,7 @@ const recipes: Record<string, Recipe> = {
   },
   'PUT /sendToDevice/{eventType}/{txnId}': (f) => ({ params: { eventType: 'org.example.audit' }, body: { messages: { [f.bob.userId]: { '*': { a: 1 } } } } }),
   'POST /keys/upload': () => ({ body: { one_time_keys: { [`signed_curve25519:AAAA${randomBytes(2).toString('hex')}`]: { key: 'abc', signatures: {} } } } }),
-  'POST /keys/query': (f) => ({ body: { device_keys: { [f.bob.userId]: [] } } }),
+  'POST /keys/query': (f) => ({ body: { device_keys: { [f.bob.userId]: [], [f.alice.userId]: [] } } }),
   'POST /keys/claim': (f) => ({ body: { one_time_keys: { [f.bob.userId]: { [f.bob.deviceId]: 'signed_curve25519' } } } }),
   'GET /keys/changes': () => ({ query: { from: 's0', to: 's0' }, note: 'tokens from /sync' }),
   'POST /keys/signatures/upload': () => ({ body: {} }),
@@ -510,7 +517,8 @@ async function probe(t: Target, f: Fixtures, op: SpecOperation): Promise<ProbeRo
   // A body that is not JSON at all: 400 M_NOT_JSON (errors.yaml). Sessions that a request could end get a user of their own.
   let badJson: string | undefined;
   if (op.jsonBody && routed) {
-    const s = /\/(logout|deactivate)/.test(op.path) ? await f.fresh('badjson') : op.auth === 'none' ? null : session;
+    // A recipe's own session may be spent by the request just made (logout, deactivate, deleted devices).
+    const s = op.auth === 'none' ? null : req.session ? await f.fresh('badjson') : session;
     const r = await call(t, s, op.method, `${fill(op.path)}${query ? `?${query}` : ''}`, undefined, { bytes: Buffer.from('{"unterminated'), type: 'application/json' });
     badJson = r.status === 400 && r.errcode === 'M_NOT_JSON' ? 'ok' : `${r.status}${r.errcode ? ` ${r.errcode}` : ''}`;
   }
