@@ -250,6 +250,21 @@ export interface AxonConfig {
   requestDeadlineMs: number;
   federation: FederationConfig;
   media: MediaConfig;
+  push: PushConfig;
+}
+
+/** Push notifications to phones through push gateways (pushers; src/push/). */
+export interface PushConfig {
+  /**
+   * Gateways at these addresses are reached even though the federation IP blocklist covers them
+   * (`AXON_PUSH_IP_ALLOWLIST`, comma-separated CIDRs; Synapse's `ip_range_whitelist`): a gateway
+   * on a private network or loopback. Empty by default.
+   */
+  ipRangeAllowlist: string[];
+  /** Send event content to gateways (Synapse's `push.include_content`; off: ids and counts only). */
+  includeContent: boolean;
+  /** A gateway answer later than this (ms) is a failure, retried with backoff. */
+  timeoutMs: number;
 }
 
 const DEFAULT_PORT = 8008;
@@ -321,6 +336,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       // Synapse keeps remote media forever by default (media_retention); so does Axon.
       retention: { localMaxAgeDays: 0, remoteMaxAgeDays: 0, intervalMs: 3600_000 },
     },
+    push: { ipRangeAllowlist: [], includeContent: true, timeoutMs: 10_000 },
   };
 }
 
@@ -420,6 +436,9 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_MEDIA_RETENTION_LOCAL_MAX_AGE_DAYS: 'media.retention.localMaxAgeDays',
   AXON_MEDIA_RETENTION_REMOTE_MAX_AGE_DAYS: 'media.retention.remoteMaxAgeDays',
   AXON_MEDIA_RETENTION_INTERVAL_MS: 'media.retention.intervalMs',
+  AXON_PUSH_IP_ALLOWLIST: 'push.ipRangeAllowlist',
+  AXON_PUSH_INCLUDE_CONTENT: 'push.includeContent',
+  AXON_PUSH_TIMEOUT_MS: 'push.timeoutMs',
 };
 
 /** Variables whose empty value means something (an empty list), rather than "not set". */
@@ -586,6 +605,21 @@ export function validateConfig(c: AxonConfig): string[] {
   }
   p.push(...validateFederation(c.federation, int));
   p.push(...validateMedia(c.media, int));
+  const push = c.push;
+  if (typeof push !== 'object' || push === null) p.push('push: must be an object');
+  else {
+    if (typeof push.includeContent !== 'boolean') p.push('push.includeContent: must be true or false');
+    int(push.timeoutMs, 'push.timeoutMs', 100, 600_000);
+    if (!Array.isArray(push.ipRangeAllowlist) || !push.ipRangeAllowlist.every((x) => typeof x === 'string')) p.push('push.ipRangeAllowlist: must be a list of CIDR ranges');
+    else
+      for (const cidr of push.ipRangeAllowlist) {
+        try {
+          parseCidr(cidr);
+        } catch {
+          p.push(`push.ipRangeAllowlist: not a CIDR range: ${JSON.stringify(cidr)}`);
+        }
+      }
+  }
   return p;
 }
 

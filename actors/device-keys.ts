@@ -20,7 +20,8 @@
  *   changed device keys, a device's keys deleted, a new master or self-signing key, a signature
  *   of one of the user's own keys;
  * - `{type:'device_list', user_id, self_only:true}` when only the user's own devices care: a new
- *   user-signing key, signatures of other users' master keys (Synapse's "signature stream");
+ *   user-signing key; with `signed_users`, signatures of those users' master keys (Synapse's
+ *   "signature stream": the user's devices see the signed users as changed and query them again);
  * - `{type:'one_time_keys', user_id, device_ids}` when someone else changed a device's one-time
  *   key count or used its fallback key (a claim), so that device's long-poll wakes and it can
  *   upload more.
@@ -118,7 +119,7 @@ export type KeysReply = UploadReply | ClaimReply | SignaturesReply | { ok: true 
 
 export type KeysOutput =
   /** `device_ids`: the devices whose keys changed, when known (the federation sender sends those as `m.device_list_update`; without it, every device and the cross-signing keys). */
-  | { type: 'device_list'; user_id: string; self_only?: true; device_ids?: string[] }
+  | { type: 'device_list'; user_id: string; self_only?: true; device_ids?: string[]; signed_users?: string[] }
   | { type: 'one_time_keys'; user_id: string; device_ids: string[] };
 
 export function newKeysState(userId: string): KeysState {
@@ -422,6 +423,22 @@ export function signatureField(target: string, signingKeyId: string): string {
   return `${target}\0${signingKeyId}`;
 }
 
+/**
+ * A key (device keys, or a cross-signing key) with the signatures `signer` uploaded of it
+ * (`fields` of `e2eKeyData.signatures(signer, owner)`, those whose target is `target`: a device id,
+ * or a cross-signing public key) merged into its `signatures`. What other servers are sent in
+ * device list updates and resyncs must carry them: a device signed by its owner's self-signing
+ * key is what makes it cross-signing verified for everyone else.
+ */
+export function withSignaturesOf(key: JsonObject, target: string, signer: string, fields: Record<string, string>): JsonObject {
+  const prefix = `${target}\0`;
+  const extra: Record<string, string> = {};
+  for (const [field, sig] of Object.entries(fields)) if (field.startsWith(prefix)) extra[field.slice(prefix.length)] = sig;
+  if (!Object.keys(extra).length) return key;
+  const signatures = (isJsonObject(key.signatures) ? key.signatures : {}) as Record<string, Record<string, JsonValue>>;
+  return { ...key, signatures: { ...signatures, [signer]: { ...(signatures[signer] ?? {}), ...extra } } };
+}
+
 function uploadSignatures(state: KeysState, body: Extract<KeysMessage, { op: 'upload_signatures' }>, p: Extract<KeysPrepared, { op: 'upload_signatures' }>): D {
   const u = state.userId;
   const failures: Record<string, Record<string, SignatureFailure>> = {};
@@ -481,7 +498,7 @@ function uploadSignatures(state: KeysState, body: Extract<KeysMessage, { op: 'up
   }
 
   // 2. Other users' master keys, signed by this user's user-signing key.
-  let othersStored = 0;
+  const signedUsers: string[] = [];
   const others = Object.entries(body.others);
   if (others.length) {
     const usk = state.cross.user_signing ? crossSigningPublicKey(JSON.parse(state.cross.user_signing) as JsonObject) : null;
@@ -507,7 +524,7 @@ function uploadSignatures(state: KeysState, body: Extract<KeysMessage, { op: 'up
         if (typeof sig !== 'string') throw invalidSignature();
         checkSignedCopy(u, signed, masterJson, usk.keyId, usk.bytes);
         writes.push({ cmd: 'HSET', key: e2eKeyData.signatures(u, target), args: [signatureField(master.publicKey, usk.keyId), sig] });
-        othersStored++;
+        signedUsers.push(target);
       } catch (e) {
         fail(target, master.publicKey, e);
       }
@@ -515,7 +532,7 @@ function uploadSignatures(state: KeysState, body: Extract<KeysMessage, { op: 'up
   }
 
   if (ownStored) outputs.push({ type: 'device_list', user_id: u });
-  else if (othersStored) outputs.push({ type: 'device_list', user_id: u, self_only: true });
+  if (signedUsers.length) outputs.push({ type: 'device_list', user_id: u, self_only: true, signed_users: signedUsers });
   return { state, reply: { failures }, writes, outputs };
 }
 
@@ -574,11 +591,14 @@ function remoteUpdate(state: KeysState, body: Extract<KeysMessage, { op: 'remote
   const out: KeysOutput[] = [{ type: 'device_list', user_id: u }];
   const r = state.remote;
   if (r && body.streamId <= r.stream) return { state, reply: { resync: false } };
-  const gap = !r?.synced || body.prevIds.some((p) => p > r.stream) || (!body.deleted && !body.keys);
+  const gap = !r?.synced || body.prevIds.some((p) => p > r.stream);
   if (gap) return { state: { ...state, remote: { stream: r?.stream ?? 0, synced: false } }, reply: { resync: true }, outputs: out, writes: [{ cmd: 'DEL', key: e2eKeyData.remoteSynced(u), args: [] }] };
-  const writes: StoreWrite[] = body.deleted
-    ? [{ cmd: 'HDEL', key: e2eKeyData.deviceKeys(u), args: [body.deviceId] }]
-    : [{ cmd: 'HSET', key: e2eKeyData.deviceKeys(u), args: [body.deviceId, canonicalJson(withDisplayName(body.keys!, body.displayName))] }];
+  // An update without keys is of a device that has none yet (a new login, before its client
+  // uploaded them): nothing to serve from /keys/query until the update that brings them.
+  const writes: StoreWrite[] =
+    body.deleted || !body.keys
+      ? [{ cmd: 'HDEL', key: e2eKeyData.deviceKeys(u), args: [body.deviceId] }]
+      : [{ cmd: 'HSET', key: e2eKeyData.deviceKeys(u), args: [body.deviceId, canonicalJson(withDisplayName(body.keys, body.displayName))] }];
   return { state: { ...state, remote: { stream: body.streamId, synced: true } }, reply: { resync: false }, writes, outputs: out };
 }
 
@@ -587,9 +607,15 @@ function withDisplayName(keys: JsonObject, name: string | undefined): JsonObject
   return name !== undefined ? { ...rest, unsigned: { device_display_name: name } } : rest;
 }
 
-/** The full list from `/user/devices` (or a resync): replaces the cache. */
+/**
+ * The full list from `/user/devices` (or a resync): replaces the cache. Resyncs run
+ * concurrently (each update that finds a gap starts one) and their answers may arrive in any
+ * order: a list older than what the cache already holds (a lower stream id) is stale and dropped,
+ * or an answer fetched before a device uploaded its keys could overwrite the one fetched after.
+ */
 function remoteResync(state: KeysState, body: Extract<KeysMessage, { op: 'remote_resync' }>): D {
   const u = state.userId;
+  if (state.remote && body.streamId < state.remote.stream) return { state, reply: { resync: false } };
   const pairs = Object.entries(body.devices).flatMap(([d, v]) => [d, canonicalJson(withDisplayName(v.keys, v.displayName))]);
   const writes: StoreWrite[] = [{ cmd: 'DEL', key: e2eKeyData.deviceKeys(u), args: [] }];
   if (pairs.length) writes.push({ cmd: 'HSET', key: e2eKeyData.deviceKeys(u), args: pairs });

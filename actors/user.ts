@@ -67,6 +67,38 @@ export interface UserState {
    * Absent: none.
    */
   pushRules?: StoredPushRules;
+  /**
+   * The user's pushers (pusher.yaml), keyed by `pusherKey(app_id, pushkey)`; what fronts and the
+   * push sender read is the `userData.pushers` hash written from this. Absent: none.
+   */
+  pushers?: Record<string, StoredPusher>;
+}
+
+/**
+ * One pusher as `/pushers` lists it, plus what delivery needs: the device that set it (the pusher
+ * goes when the device does, as in Synapse) and when its pushkey was last set (`pushkey_ts`).
+ */
+export interface StoredPusher {
+  app_id: string;
+  pushkey: string;
+  kind: string;
+  app_display_name: string;
+  device_display_name: string;
+  profile_tag: string;
+  lang: string;
+  /** As the client gave it (for `http`, with `url`; delivery forwards everything but `url`). */
+  data: Record<string, unknown>;
+  device_id: string | null;
+  /** ms; the push payload's `pushkey_ts` is this in seconds. */
+  ts: number;
+}
+
+/** At most this many pushers per user (a bound on what one account can make the server push to). */
+export const MAX_PUSHERS = 100;
+
+/** The key of a pusher among a user's: its app id and pushkey, which together name it. */
+export function pusherKey(appId: string, pushkey: string): string {
+  return `${appId}\u0000${pushkey}`;
 }
 
 /** A new device session (or new tokens for an existing device). */
@@ -111,7 +143,15 @@ export type UserMessage =
   | { op: 'set_push_rule_enabled'; kind: PushRuleKind; ruleId: string; enabled: boolean }
   | { op: 'set_push_rule_actions'; kind: PushRuleKind; ruleId: string; actions: PushAction[] }
   /** Forget a room the user has left (the front checks that they have). */
-  | { op: 'forget'; roomId: string };
+  | { op: 'forget'; roomId: string }
+  /**
+   * Create or update the pusher named by the pusher's app id and pushkey (the front validated it).
+   * An update keeps the device the pusher was first set from, as Synapse does (one device may
+   * change another's pusher).
+   */
+  | { op: 'set_pusher'; pusher: Omit<StoredPusher, 'ts'> }
+  /** Delete a pusher; deleting one that does not exist is not an error (Synapse). */
+  | { op: 'delete_pusher'; appId: string; pushkey: string };
 
 export type UserReply =
   | { user_id: string; device_id?: string; expires_in_ms?: number }
@@ -129,7 +169,9 @@ export type UserOutput =
    * The account was deactivated: the deactivation reader (src/readers/deactivation.ts) takes the
    * user out of every room they are joined to, invited to or knocking on.
    */
-  | { type: 'deactivated'; user_id: string; erase: boolean };
+  | { type: 'deactivated'; user_id: string; erase: boolean }
+  /** The user's pushers changed: wakes the push evaluator's cache of them (through the commit's wake-up). */
+  | { type: 'pushers'; user_id: string };
 
 export function newUser(userId: string): UserState {
   return { userId, registered: false, deactivated: false, passwordHash: null, createdAt: 0, devices: {}, nextFilterId: 0 };
@@ -167,10 +209,10 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
     case 'deactivate': {
       // Deactivating again changes nothing and starts no second round of leaving rooms.
       if (state.deactivated) return { state, reply: { ok: true } };
-      const { pushRules: _dropped, ...rest } = state;
+      const { pushRules: _dropped, pushers: _pushers, ...rest } = state;
       const erase = body.erase === true;
       const d = deleteDevices({ ...rest, deactivated: true, passwordHash: null, ...(erase ? { erased: true } : {}) }, Object.keys(state.devices));
-      const writes = [accountWrite(d.state), ...(d.writes ?? []), del(userData.profile(state.userId)), del(userData.accountData(state.userId)), del(userData.pushRules(state.userId))];
+      const writes = [accountWrite(d.state), ...(d.writes ?? []), del(userData.profile(state.userId)), del(userData.accountData(state.userId)), del(userData.pushRules(state.userId)), del(userData.pushers(state.userId))];
       const outputs = [...(d.outputs ?? []), { type: 'deactivated', user_id: state.userId, erase } satisfies UserOutput];
       return { ...d, reply: { ok: true }, writes, outputs };
     }
@@ -240,6 +282,14 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
       return writePushRules(state, (r) => setPushRuleEnabled(state.userId, r, body.kind, body.ruleId, body.enabled));
     case 'set_push_rule_actions':
       return writePushRules(state, (r) => setPushRuleActions(state.userId, r, body.kind, body.ruleId, body.actions));
+    case 'set_pusher':
+      return setPusher(state, body.pusher, now);
+    case 'delete_pusher': {
+      const key = pusherKey(body.appId, body.pushkey);
+      if (!state.pushers?.[key]) return { state, reply: { ok: true } };
+      const { [key]: _gone, ...rest } = state.pushers;
+      return { state: { ...state, pushers: rest }, reply: { ok: true }, writes: [{ cmd: 'HDEL', key: userData.pushers(state.userId), args: [key] }], outputs: [{ type: 'pushers', user_id: state.userId } satisfies UserOutput] };
+    }
     case 'forget': {
       if (typeof body.roomId !== 'string' || !body.roomId.startsWith('!')) throw new ActorRejection('M_INVALID_PARAM', 'roomId must be a room id', 400);
       return { state, reply: { ok: true }, writes: [{ cmd: 'SADD', key: membershipIndexData.forgotten(state.userId), args: [body.roomId] }] };
@@ -376,7 +426,29 @@ function deleteDevices(state: UserState, deviceIds: string[]): D {
     outputs.push({ type: 'device', user_id: state.userId, device_id: id, deleted: true });
     delete devices[id];
   }
-  return { state: { ...state, devices }, writes, outputs };
+  // A device's pushers go with it (logout, device deletion, password change): no phone keeps
+  // getting notifications for a session that has ended (as Synapse).
+  const gone = new Set(deviceIds);
+  const dropped = Object.entries(state.pushers ?? {}).filter(([, p]) => p.device_id !== null && gone.has(p.device_id));
+  if (dropped.length === 0) return { state: { ...state, devices }, writes, outputs };
+  const pushers = { ...state.pushers };
+  for (const [key] of dropped) delete pushers[key];
+  writes.push({ cmd: 'HDEL', key: userData.pushers(state.userId), args: dropped.map(([key]) => key) });
+  return { state: { ...state, devices, pushers }, writes, outputs };
+}
+
+function setPusher(state: UserState, given: Omit<StoredPusher, 'ts'>, now: number): D {
+  if (state.deactivated) throw new ActorRejection('M_USER_DEACTIVATED', 'This account has been deactivated', 403);
+  const key = pusherKey(given.app_id, given.pushkey);
+  const existing = state.pushers?.[key];
+  if (!existing && Object.keys(state.pushers ?? {}).length >= MAX_PUSHERS) throw new ActorRejection('M_INVALID_PARAM', `Too many pushers: a user may have at most ${MAX_PUSHERS}`, 400);
+  const pusher: StoredPusher = { ...given, device_id: existing ? existing.device_id : given.device_id, ts: now };
+  return {
+    state: { ...state, pushers: { ...(state.pushers ?? {}), [key]: pusher } },
+    reply: { ok: true },
+    writes: [{ cmd: 'HSET', key: userData.pushers(state.userId), args: [key, JSON.stringify(pusher)] }],
+    outputs: [{ type: 'pushers', user_id: state.userId } satisfies UserOutput],
+  };
 }
 
 function revokeWrites(device: DeviceState): StoreWrite[] {

@@ -18,6 +18,8 @@ import { KeySpace } from './store/keys';
 import { connectRedis } from './store/redis';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
 import { federationSenderSetup } from './federation/sender/setup';
+import { PushQueue } from './push/queue';
+import { startPushSender } from './push/sender';
 
 export interface RunningServer {
   config: AxonConfig;
@@ -47,6 +49,8 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
   // The readers get a connection of their own: the push evaluator's writes for a big room are many
   // commands, and on a shared connection every actor commit would queue behind them.
   const readerRedis = connectRedis(target);
+  // Pushes to phones: the evaluator queues, the sender delivers (src/push/).
+  const pushQueue = new PushQueue(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), config, log);
   const worker = new Worker({
     redis: workerRedis,
     keys: new KeySpace(config.redis.keyPrefix),
@@ -58,9 +62,10 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     log,
     notify: workerSyncNotify(workerRedis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName, federation: sender !== null }),
+    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName, federation: sender !== null, push: pushQueue }),
   });
   await worker.start();
+  const pushSender = await startPushSender(config, log, 'main');
   const front = await startFront(config, redis, keys, log, 'main');
   log.info({ server_name: config.serverName, url: `http://${config.bindHost}:${front.port}`, federation: front.federationPort ? `https://${config.bindHost}:${front.federationPort}` : 'off', shards: worker.owned().length }, 'axon listening');
 
@@ -71,6 +76,8 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     async stop() {
       await front.close();
       await worker.stop();
+      await pushSender.close();
+      await pushQueue.close();
       sender?.close();
       redis.disconnect();
       workerRedis.disconnect();

@@ -16,6 +16,8 @@ import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
 import { federationSenderSetup } from './federation/sender/setup';
 import { startMediaJobs } from './media/jobs';
+import { PushQueue } from './push/queue';
+import { startPushSender } from './push/sender';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -28,6 +30,8 @@ async function main(): Promise<void> {
   const signingKey = loadOrCreateSigningKeys(config.signingKeyPath)[0]!;
   // The federation sender's destination actors and reader, when federation is on (issue 14.6).
   const sender = federationSenderSetup(config, signingKey, log);
+  // Pushes to phones: the evaluator queues, the sender (below) delivers (src/push/).
+  const pushQueue = new PushQueue(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), config, log);
   const worker: Worker = new Worker({
     redis,
     keys: new KeySpace(config.redis.keyPrefix),
@@ -41,14 +45,17 @@ async function main(): Promise<void> {
     onStopRequested: () => void shutdown(),
     notify: workerSyncNotify(redis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName, federation: sender !== null }),
+    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName, federation: sender !== null, push: pushQueue }),
   });
   // The media queue (pre-generated thumbnails, retention): bullmq gives each job to one worker.
   const mediaJobs = await startMediaJobs(config, log, workerId);
+  const pushSender = await startPushSender(config, log, workerId);
   const shutdown = onShutdown(async () => {
     log.info({ worker: workerId }, 'stopping');
     await mediaJobs.close();
     await worker.stop();
+    await pushSender.close();
+    await pushQueue.close();
     sender?.close();
     redis.disconnect();
     readerRedis.disconnect();

@@ -14,12 +14,13 @@
  * a Redis Cluster as bullmq requires.
  */
 import { Queue, Worker as BullWorker, type Job } from 'bullmq';
-import { Cluster, Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AxonConfig, MediaConfig } from '../../cluster.config';
 import { MatrixError } from '../http/errors';
 import { ActorClient } from '../runtime/actor-client';
 import { redisTargetFor, shardCountsFor } from '../runtime/cluster-settings';
+import { bullConnection } from '../runtime/bull-connection';
 import { KeySpace } from '../store/keys';
 import { connectRedis } from '../store/redis';
 import { createMediaStore } from './create-store';
@@ -31,17 +32,6 @@ import { DEFAULT_THUMBNAIL_SIZES, isThumbnailableType, Thumbnailer, thumbnailsTo
 export const MEDIA_QUEUE = 'media';
 const RETENTION_SCHEDULER = 'media-retention';
 const DAY_MS = 24 * 3600_000;
-
-/**
- * A connection of bullmq's own (it needs `maxRetriesPerRequest: null` and blocking commands).
- * bullmq does not close a connection it was given: the caller disconnects it after closing.
- */
-function bullConnection(config: AxonConfig): Redis | Cluster {
-  const target = redisTargetFor(config);
-  const c = target.clusterNodes?.length ? new Cluster(target.clusterNodes, { redisOptions: { maxRetriesPerRequest: null }, scaleReads: 'master' }) : new Redis(target.url!, { maxRetriesPerRequest: null });
-  c.on('error', () => undefined);
-  return c;
-}
 
 function queuePrefix(config: AxonConfig): string {
   return `${config.redis.keyPrefix}{media-jobs}`;

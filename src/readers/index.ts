@@ -8,15 +8,16 @@ import { MembershipIndexReader } from './membership-index';
 import { DeactivationReader } from './deactivation';
 import { UserFanoutReader } from './user-fanout';
 import { PushEvaluatorReader } from './push-evaluator';
+import type { PushQueue } from '../push/queue';
 import { FederationSenderReader } from '../federation/sender/reader';
 import { FederationUserEduReader } from '../federation/sender/user-edus';
 
-export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger, server: { serverName: string; federation?: boolean }): ShardReader[] {
+export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger, server: { serverName: string; federation?: boolean; push?: PushQueue }): ShardReader[] {
   const readers: ShardReader[] = [
     new MembershipIndexReader(redis, keys, shardCounts.user, workerId, log),
     new DeactivationReader(redis, keys, shardCounts, workerId, log),
     new UserFanoutReader(redis, keys, shardCounts, workerId, log),
-    new PushEvaluatorReader(redis, keys, shardCounts, server.serverName, workerId, log),
+    new PushEvaluatorReader(redis, keys, shardCounts, server.serverName, workerId, log, server.push),
   ];
   // Queues our users' events at the destination actors of the other servers in their rooms.
   if (server.federation) readers.push(new FederationSenderReader(redis, keys, shardCounts, server.serverName, workerId, log));

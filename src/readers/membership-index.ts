@@ -59,6 +59,26 @@ export class MembershipIndex {
     return written;
   }
 
+  /**
+   * Record the memberships of many users in one room at one position, without waking anyone's
+   * /sync: for the members of a remote room this server just joined, whose membership events
+   * arrived as the join's state (no outputs of their own), so that the users who share a room
+   * with them (device list updates, presence, typing for those users) are known here. Several
+   * scripts in flight at a time (one connection pipelines them); each is the same idempotent write
+   * as `record`.
+   */
+  async recordMany(roomId: string, members: [userId: string, membership: string][], pos: number): Promise<void> {
+    const CONCURRENCY = 256;
+    for (let i = 0; i < members.length; i += CONCURRENCY) {
+      await Promise.all(
+        members.slice(i, i + CONCURRENCY).map(([userId, membership]) => {
+          const k = this.userKeys(userId);
+          return runScript(this.redis, 'membershipIndex', [k.data(membershipIndexData.rooms(userId)), k.data(membershipIndexData.forgotten(userId)), k.data(membershipIndexData.writtenAt(userId))], [roomId, pos, membership]);
+        }),
+      );
+    }
+  }
+
   /** Every room the user has a membership in, optionally only one membership. */
   async rooms(userId: string, membership?: string): Promise<IndexedMembership[]> {
     const k = this.userKeys(userId);

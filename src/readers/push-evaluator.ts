@@ -32,6 +32,7 @@
  * same outboxes trim what a new receipt covers.
  */
 import type { Logger } from 'pino';
+import { BADGE_MEMBER, type PushQueue, type QueuedNotification } from '../push/queue';
 import type { Redis } from 'ioredis';
 import type { RoomOutput, StoredEvent } from '../rooms/model';
 import type { ReceiptOutput } from '../../actors/receipts';
@@ -91,6 +92,8 @@ interface RoomCache {
 export class PushEvaluatorReader extends OutboxGroupReader {
   private readonly rooms = new Map<string, RoomCache>();
   private readonly rules = new Map<string, { rules: CompiledPushRules; at: number }>();
+  /** The users' http pushers (app id, pushkey), cached and dropped with their rulesets. */
+  private readonly pushers = new Map<string, { pushers: { appId: string; pushkey: string }[]; at: number }>();
   private sub: Redis | null = null;
   private halted = false;
   /** Shards attached now (entries read for a shard let go are not applied). */
@@ -103,6 +106,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     private readonly serverName: string,
     consumer: string,
     log: Logger,
+    /** Where notifications for users with pushers go (src/push/queue.ts); none: nothing is pushed. */
+    private readonly push?: PushQueue,
   ) {
     super('room', PUSH_EVALUATOR_GROUP, redis, keys, consumer, log);
   }
@@ -137,7 +142,10 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     sub.on('message', (ch: string, msg: string) => {
       if (ch !== channel) return;
       const n = decodeNotification(msg);
-      for (const u of n?.users ?? []) this.rules.delete(u);
+      for (const u of n?.users ?? []) {
+        this.rules.delete(u);
+        this.pushers.delete(u);
+      }
     });
     sub.subscribe(channel).catch((e: Error) => this.log.warn({ err: e }, 'push evaluator: subscribe failed; rulesets expire after a minute instead'));
   }
@@ -146,6 +154,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   clearCaches(): void {
     this.rooms.clear();
     this.rules.clear();
+    this.pushers.clear();
   }
 
   private userKey(userId: string, name: string): string {
@@ -188,7 +197,12 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     const receipt = parseReceiptOutput(entry);
     if (receipt) {
       batch.receipts.delete(receipt.room_id);
-      if (this.isLocal(receipt.user_id)) await this.trimRead(shard, receipt.room_id, receipt.user_id, receipt.thread_id);
+      if (this.isLocal(receipt.user_id)) {
+        await this.trimRead(shard, receipt.room_id, receipt.user_id, receipt.thread_id);
+        // Reading changes the user's badge: their phones get the new count (as Synapse sends it).
+        const [ms, seq] = id.split('-');
+        await this.enqueuePush(receipt.user_id, BADGE_MEMBER, listScore(Number(ms), Number(seq)), batch);
+      }
       return;
     }
     const out = parseRoomOutput(entry);
@@ -268,6 +282,46 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     for (const users of places.values()) {
       for (let i = 0; i < users.length; i += MAX_USERS_PER_CALL) this.record(recorded, users.slice(i, i + MAX_USERS_PER_CALL), receipts, batch);
     }
+    if (this.push) {
+      for (const { userId, result } of notified) {
+        const member = JSON.stringify({ r: out.roomId, e: out.eventId, a: result.actions } satisfies QueuedNotification);
+        await this.enqueuePush(userId, member, score, batch);
+      }
+    }
+  }
+
+  /**
+   * Queue a notification or a badge update for each of the user's http pushers (none: nothing).
+   * Part of the batch: done before the batch is acknowledged, so a batch applied again queues the
+   * same members again, which adds nothing (src/push/queue.ts).
+   */
+  private async enqueuePush(userId: string, member: string, score: number, batch: Batch): Promise<void> {
+    if (!this.push) return;
+    const pushers = await this.pushersOf(userId);
+    for (const p of pushers) {
+      const done = this.push.enqueue(userId, p.appId, p.pushkey, member, score);
+      done.catch(() => undefined);
+      batch.writes.push({ done, users: 1 });
+      batch.usersInFlight += 1;
+    }
+  }
+
+  private async pushersOf(userId: string): Promise<{ appId: string; pushkey: string }[]> {
+    const cached = this.pushers.get(userId);
+    if (cached && Date.now() - cached.at < RULES_TTL_MS) return cached.pushers;
+    const raw = await this.redis.hvals(this.userKey(userId, userData.pushers(userId)));
+    const pushers: { appId: string; pushkey: string }[] = [];
+    for (const text of raw) {
+      try {
+        const p = JSON.parse(text) as { app_id: string; pushkey: string; kind: string };
+        if (p.kind === 'http') pushers.push({ appId: p.app_id, pushkey: p.pushkey });
+      } catch {
+        // A record that does not parse sends nothing.
+      }
+    }
+    if (this.pushers.size >= RULES_CACHE_MAX) this.pushers.delete(this.pushers.keys().next().value!);
+    this.pushers.set(userId, { pushers, at: Date.now() });
+    return pushers;
   }
 
   /** Record an event for some users whose keys may go in one script call (push-record-2.lua). */

@@ -32,13 +32,21 @@ const NOTIFY_CHUNK = 500;
 
 export type FeedKind = 'd' | 'p';
 
-/** What a user-shard output means for others, if anything. */
-export function fanoutOf(kind: string, out: unknown): { kind: FeedKind; userId: string; selfOnly: boolean } | null {
+/**
+ * What a user-shard output means for others, if anything. `changed`: the users the change is
+ * about when they are not (only) `userId`: a user's signatures of other users' master keys make
+ * those users' keys look different to that user alone (Synapse lists them in the signer's
+ * `device_lists.changed`, so the signer's devices query them again and see the signature).
+ */
+export function fanoutOf(kind: string, out: unknown): { kind: FeedKind; userId: string; selfOnly: boolean; changed?: string[] } | null {
   if (!out || typeof out !== 'object') return null;
-  const o = out as { type?: unknown; user_id?: unknown; self_only?: unknown };
+  const o = out as { type?: unknown; user_id?: unknown; self_only?: unknown; signed_users?: unknown };
   if (typeof o.user_id !== 'string') return null;
   if (kind === 'user' && o.type === 'device') return { kind: 'd', userId: o.user_id, selfOnly: false };
-  if (kind === 'keys' && o.type === 'device_list') return { kind: 'd', userId: o.user_id, selfOnly: o.self_only === true };
+  if (kind === 'keys' && o.type === 'device_list') {
+    const signed = Array.isArray(o.signed_users) ? o.signed_users.filter((u): u is string => typeof u === 'string') : [];
+    return signed.length ? { kind: 'd', userId: o.user_id, selfOnly: true, changed: [o.user_id, ...signed] } : { kind: 'd', userId: o.user_id, selfOnly: o.self_only === true };
+  }
   if (kind === 'presence' && o.type === 'presence') return { kind: 'p', userId: o.user_id, selfOnly: false };
   return null;
 }
@@ -105,14 +113,14 @@ export class UserFanoutReader extends OutboxGroupReader {
       const f = fanoutOf(entry.kind, out);
       if (!f) continue;
       // The same change twice in a batch (a user's presence flapping) is said once.
-      const dedupe = `${f.kind}\u0000${f.userId}\u0000${f.selfOnly ? 1 : 0}`;
+      const dedupe = `${f.kind}\u0000${f.userId}\u0000${f.selfOnly ? 1 : 0}\u0000${f.changed?.join('\u0000') ?? ''}`;
       if (seen.has(dedupe)) continue;
       seen.add(dedupe);
       const watchers = f.selfOnly ? new Set([f.userId]) : await sharedRoomUsers(this.redis, this.keys, this.shardCounts, this.index, f.userId, membersCache);
       for (const w of watchers) {
         let list = byWatcher.get(w);
         if (!list) byWatcher.set(w, (list = []));
-        list.push([f.kind, f.userId]);
+        for (const changed of f.changed ?? [f.userId]) list.push([f.kind, changed]);
       }
     }
     if (byWatcher.size) await this.append(byWatcher);

@@ -31,6 +31,8 @@ import type { ApiContext } from '../api/context';
 import { dropRemoteMembership, remoteMembership, storeRemoteMembership, strippedEvent, strippedEvents } from '../sync/remote-invites';
 import { askRoomFamily } from './ask';
 import type { IngestReply, SuppliedState } from './model';
+import { roomData } from '../store/keys';
+import { roomShard } from '../store/shard-keys';
 
 /** What the joining side needs of the federation layer (src/front.ts wires it). */
 export interface RemoteJoinDeps {
@@ -180,6 +182,13 @@ async function remoteMembershipHandshake<T>(ctx: ApiContext, deps: RemoteJoinDep
   throw errors.notFound(`No server could ${membership === 'leave' ? 'take the leave for' : membership} this room: ${failures.slice(0, 3).join('; ')}`);
 }
 
+/** The joined members of a room from other servers, recorded in the membership index at `pos`. */
+async function indexRemoteMembers(ctx: ApiContext, index: MembershipIndex, roomId: string, pos: number): Promise<void> {
+  const members = await ctx.redis.hgetall(roomShard(ctx, roomId).data(roomData.members(roomId)));
+  const remote = Object.entries(members).filter(([u, m]) => m === 'join' && serverOf(u) !== ctx.config.serverName);
+  await index.recordMany(roomId, remote, pos);
+}
+
 /**
  * Join `userId` to the remote room `roomId` through one of `candidates`; `content` is the join's
  * content as local joins build it (membership, reason, profile). Answers the join's event id.
@@ -216,6 +225,11 @@ export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, inde
       }
       const stored = await ctx.rooms.event(roomId, eventId);
       await index.record(userId, roomId, stored?.pos ?? 0, 'join');
+      // The other servers' members came in the join's state, not as events of their own: index
+      // them as of the join's position (any later change of theirs has a higher one), or this
+      // server would not know they share a room with our user (their device list updates would
+      // be dropped as untracked, our user's device_lists.changed would never name them).
+      if (stored) await indexRemoteMembers(ctx, index, roomId, stored.pos);
       // The room is here now: an invite or knock kept for it has served its purpose.
       await dropRemoteMembership(ctx, userId, roomId);
       return { ok: true, value: eventId };
@@ -351,6 +365,31 @@ export async function leaveRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, use
   }
   await storeRemoteMembership(ctx, userId, roomId, { membership: 'leave', state: kept.state, servers: kept.servers, event: leave });
   return true;
+}
+
+/**
+ * A user being deactivated rejects every invite and retracts every knock they hold on rooms this
+ * server does not have (Synapse does this before answering the deactivation): the inviting
+ * server would otherwise keep them invited for good, since the deactivation reader can only part
+ * them from rooms held here. Best effort per room — a server that does not answer gets a leave of
+ * our own making (see leaveRemoteRoom) — four rooms at a time. Answers how many were left.
+ */
+export async function leaveRemoteRoomsOf(ctx: ApiContext, deps: RemoteJoinDeps, index: MembershipIndex, userId: string): Promise<number> {
+  // Out-of-band memberships are indexed at position 0 (no event of the room here).
+  const pending = (await index.rooms(userId)).filter((m) => m.pos === 0 && (m.membership === 'invite' || m.membership === 'knock'));
+  let left = 0;
+  const queue = [...pending];
+  const worker = async () => {
+    for (let m = queue.shift(); m; m = queue.shift()) {
+      try {
+        if (await leaveRemoteRoom(ctx, deps, userId, m.roomId, { membership: 'leave' })) left++;
+      } catch (e) {
+        ctx.log.warn({ room_id: m.roomId, user_id: userId, err: e }, 'deactivation: could not leave a remote invite or knock');
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(4, queue.length) }, worker));
+  return left;
 }
 
 /** A leave event as /sync's timeline shows it. */

@@ -8,7 +8,7 @@ import { requireRoomVersion } from '../protocol/room-versions';
 import type { ApiContext } from '../api/context';
 
 /** Power levels as of the room's current state: a user's level, and what an action or state event needs. */
-export async function currentPower(ctx: ApiContext, roomId: string): Promise<{ userLevel(userId: string): number; redact: number; stateLevel(type: string): number } | null> {
+export async function currentPower(ctx: ApiContext, roomId: string): Promise<{ userLevel(userId: string): number; redact: number; invite: number; stateLevel(type: string): number } | null> {
   const meta = await ctx.rooms.meta(roomId);
   if (!meta?.version) return null;
   const version = requireRoomVersion(meta.version);
@@ -19,6 +19,7 @@ export async function currentPower(ctx: ApiContext, roomId: string): Promise<{ u
   return {
     userLevel: (userId) => userPowerLevel(userId, st, version),
     redact: namedLevel('redact', st, version),
+    invite: namedLevel('invite', st, version),
     stateLevel: (type) => requiredEventLevel(type, true, st, version),
   };
 }

@@ -12,12 +12,11 @@
  * server answers M_UNABLE_TO_AUTHORISE_JOIN so the joining server tries another resident.
  */
 import { MatrixError } from '../http/errors';
-import { namedLevel, userPowerLevel } from '../protocol/power-levels';
-import { lookupFromStateMap, toPdu } from '../protocol/pdu';
 import { serverOf } from '../protocol/identifiers';
 import { requireRoomVersion } from '../protocol/room-versions';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import type { ApiContext } from '../api/context';
+import { currentPower } from './power';
 
 /**
  * The user to name in `join_authorised_via_users_server` for `userId` joining `roomId`, or null
@@ -64,17 +63,15 @@ export async function restrictedJoinAuthoriser(ctx: ApiContext, roomId: string, 
   }
 
   // 2. A local joined member who can invite vouches for the join.
-  const ids = await ctx.rooms.currentStateIds(roomId);
-  const wanted = ['m.room.create\u0000', 'm.room.power_levels\u0000'].map((k) => ids.get(k)).filter((id): id is string => !!id);
-  const events = new Map((await ctx.rooms.events(roomId, wanted)).map((e) => [e.eventId, toPdu(e.event, version, e.eventId)]));
-  const st = lookupFromStateMap(ids, (id) => events.get(id));
+  const power = await currentPower(ctx, roomId);
+  if (!power) throw new MatrixError(404, 'M_NOT_FOUND', 'Unknown room');
   const local = [...(await ctx.rooms.members(roomId, 'join')).keys()].filter((u) => serverOf(u) === ctx.config.serverName).sort();
   let best: { user: string; level: number } | null = null;
   for (const u of local) {
-    const level = userPowerLevel(u, st, version);
+    const level = power.userLevel(u);
     if (!best || level > best.level) best = { user: u, level };
   }
-  if (!best || best.level < namedLevel('invite', st, version)) {
+  if (!best || best.level < power.invite) {
     throw new MatrixError(400, 'M_UNABLE_TO_GRANT_JOIN', 'Unable to find a user which could issue an invite');
   }
   return best.user;

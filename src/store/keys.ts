@@ -302,6 +302,25 @@ export const userData = {
   profile: (userId: string) => `user:${userId}:profile`,
   /** JSON StoredPushRules (src/protocol/push-rules.ts): the user's own push rules and changes to default ones. */
   pushRules: (userId: string) => `user:${userId}:pushrules`,
+  /** Hash: `pusherKey(app_id, pushkey)` → JSON StoredPusher (actors/user.ts), written by the user actor. */
+  pushers: (userId: string) => `user:${userId}:pushers`,
+  /**
+   * Set: the users with a pusher of one app id and pushkey, by sha256 of `pusherKey` (in the user
+   * shard that hash falls in). Kept by fronts so `/pushers/set` without `append` can remove the
+   * same pushkey from other users (a phone that moved to another account).
+   */
+  pushkeyUsers: (pushkeyHash: string) => `pushkey:${pushkeyHash}`,
+  /**
+   * Sorted set: what is still to be sent through one pusher (`pusherId` = `pusherIdOf`), in outbox
+   * order (score): notifications as JSON members `{r, e, a}` (room, event, actions) and at most
+   * one `badge`. The push evaluator adds (ZADD: a redelivered entry adds nothing), the push sender
+   * removes what the gateway took (src/push/sender.ts).
+   */
+  pushQueue: (userId: string, pusherId: string) => `user:${userId}:pq:${pusherId}`,
+  /** Hash: the push sender's state of one pusher: `failing_since`, `retry_at`, `backoff` (ms). */
+  pushState: (userId: string, pusherId: string) => `user:${userId}:ps:${pusherId}`,
+  /** String: the token of the push sender job sending through one pusher now (one at a time, in order). */
+  pushLock: (userId: string, pusherId: string) => `user:${userId}:pl:${pusherId}`,
   /**
    * Stream: a device's to-device inbox, written by the to-device actor (actors/to-device.ts).
    * Entry ids come from Redis's clock (XADD `*`), so /sync's time cuts apply to it; field `e` is

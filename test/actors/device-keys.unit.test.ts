@@ -11,6 +11,7 @@ import {
   type KeysPrepared,
   type KeysState,
   type SignaturesReply,
+  withSignaturesOf,
 } from '../../actors/device-keys';
 import { ActorRejection, type StoreWrite } from '../../src/runtime/actor';
 import { signingKeyFromSeed, type SigningKey } from '../../src/protocol/crypto';
@@ -247,11 +248,21 @@ describe('keys actor: signatures', () => {
     const d = decideKeys(state, msg(body), sigPrep({}));
     expect((d.reply as SignaturesReply).failures).toEqual({ [BOB]: { OTHER: { status: 404, errcode: 'M_NOT_FOUND', error: 'Unknown device' } } });
     expect(hset(d.writes, e2eKeyData.signatures(ME, BOB))).toEqual([[signatureField(bobMaster.key.publicKeyBase64, usk.id), (signed.signatures as Record<string, Record<string, string>>)[ME]![usk.id]]]);
-    expect(d.outputs).toEqual([{ type: 'device_list', user_id: ME, self_only: true }]);
+    expect(d.outputs).toEqual([{ type: 'device_list', user_id: ME, self_only: true, signed_users: [BOB] }]);
     const noUsk = decideKeys({ ...state, cross: { master: state.cross.master! } }, msg(body), sigPrep({}));
     expect((noUsk.reply as SignaturesReply).failures[BOB]![bobMaster.key.publicKeyBase64]).toMatchObject({ status: 404 });
     const noMaster = decideKeys(state, msg({ ...body, otherMasters: { [BOB]: null } } as KeysMessage), sigPrep({}));
     expect((noMaster.reply as SignaturesReply).failures[BOB]![bobMaster.key.publicKeyBase64]).toMatchObject({ errcode: 'M_NOT_FOUND' });
+  });
+});
+
+describe('keys with the signatures stored apart (what other servers are sent)', () => {
+  it('merges the signer’s signatures of that key, and only of that key', () => {
+    const device = { user_id: ME, device_id: 'DEV1', keys: { 'ed25519:DEV1': 'pub' }, signatures: { [ME]: { 'ed25519:DEV1': 'self' } } };
+    const fields = { [signatureField('DEV1', 'ed25519:SSK')]: 'by-ssk', [signatureField('DEV2', 'ed25519:SSK')]: 'other-device', [signatureField('MASTERPUB', 'ed25519:DEV1')]: 'of-master' };
+    expect(withSignaturesOf(device, 'DEV1', ME, fields)).toEqual({ ...device, signatures: { [ME]: { 'ed25519:DEV1': 'self', 'ed25519:SSK': 'by-ssk' } } });
+    // Nothing stored for it: the very same object.
+    expect(withSignaturesOf(device, 'DEV3', ME, fields)).toBe(device);
   });
 });
 

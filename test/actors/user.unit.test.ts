@@ -1,6 +1,6 @@
 /** The user actor as a pure state machine: no Redis. */
 import { describe, expect, it } from 'vitest';
-import { decideUser, newUser, type UserMessage, type UserState } from '../../actors/user';
+import { MAX_PUSHERS, decideUser, newUser, pusherKey, type UserMessage, type UserState } from '../../actors/user';
 import { ActorRejection, type StoreWrite } from '../../src/runtime/actor';
 import { decode } from '../../src/store/codec';
 import { membershipIndexData, userData } from '../../src/store/keys';
@@ -125,7 +125,7 @@ describe('UserActor.decide', () => {
   it('deactivates: no password, no devices, no profile; login is refused after', () => {
     const d = decideUser(registered(), msg({ op: 'deactivate' }));
     expect(d.state).toMatchObject({ deactivated: true, passwordHash: null, devices: {} });
-    expect(written(d.writes, 'DEL').sort()).toEqual([userData.accountData(ME), userData.profile(ME), userData.pushRules(ME), userData.token('at1')].sort());
+    expect(written(d.writes, 'DEL').sort()).toEqual([userData.accountData(ME), userData.profile(ME), userData.pushRules(ME), userData.pushers(ME), userData.token('at1')].sort());
     expect(decode(d.writes!.find((w) => w.key === userData.account(ME))!.args[0] as Buffer)).toEqual({ h: null, x: 1, c: 1000 });
     expect(rejection(() => decideUser(d.state, msg({ op: 'login', verifiedHash: 'H1', session: session('D', 3) })))).toMatchObject({ errcode: 'M_USER_DEACTIVATED', status: 403 });
   });
@@ -223,5 +223,54 @@ describe('UserActor.decide: forgetting rooms', () => {
     expect(d.outputs ?? []).toEqual([]);
     expect(rejection(() => decideUser(newUser(ME), msg({ op: 'forget', roomId: ROOM })))).toMatchObject({ errcode: 'M_NOT_FOUND' });
     expect(rejection(() => decideUser(registered(), msg({ op: 'forget', roomId: 'left' })))).toMatchObject({ errcode: 'M_INVALID_PARAM' });
+  });
+});
+
+describe('UserActor pushers', () => {
+  const P = { app_id: 'com.example.app', pushkey: 'key1', kind: 'http', app_display_name: 'App', device_display_name: 'Phone', profile_tag: '', lang: 'en', data: { url: 'https://gw.test/_matrix/push/v1/notify' }, device_id: 'D1' };
+  const withPusher = () => {
+    const s = registered();
+    const two = decideUser(s, msg({ op: 'login', verifiedHash: 'H1', session: session('D2', 2) })).state;
+    return decideUser(two, msg({ op: 'set_pusher', pusher: P }, 2000)).state;
+  };
+
+  it('stores a pusher by app id and pushkey, with when it was set; an update keeps the device that set it', () => {
+    const s = withPusher();
+    expect(s.pushers![pusherKey('com.example.app', 'key1')]).toEqual({ ...P, ts: 2000 });
+    const d = decideUser(s, msg({ op: 'set_pusher', pusher: { ...P, lang: 'de', device_id: 'D2' } }, 3000));
+    expect(d.state.pushers![pusherKey('com.example.app', 'key1')]).toMatchObject({ lang: 'de', device_id: 'D1', ts: 3000 });
+    const w = d.writes!.find((x) => x.key === userData.pushers(ME))!;
+    expect(w.cmd).toBe('HSET');
+    expect(JSON.parse(w.args[1] as string)).toMatchObject({ lang: 'de', device_id: 'D1' });
+  });
+
+  it('deletes a pusher; deleting one that does not exist changes nothing', () => {
+    const d = decideUser(withPusher(), msg({ op: 'delete_pusher', appId: 'com.example.app', pushkey: 'key1' }));
+    expect(d.state.pushers).toEqual({});
+    expect(d.writes).toEqual([{ cmd: 'HDEL', key: userData.pushers(ME), args: [pusherKey('com.example.app', 'key1')] }]);
+    expect(decideUser(d.state, msg({ op: 'delete_pusher', appId: 'x', pushkey: 'y' })).writes).toBeUndefined();
+  });
+
+  it("a device's pushers go with it (logout, device deletion); other devices' stay", () => {
+    const s = decideUser(withPusher(), msg({ op: 'set_pusher', pusher: { ...P, pushkey: 'key2', device_id: 'D2' } })).state;
+    const d = decideUser(s, msg({ op: 'delete_devices', deviceIds: ['D1'] }));
+    expect(Object.values(d.state.pushers!).map((p) => p.pushkey)).toEqual(['key2']);
+    expect(d.writes).toContainEqual({ cmd: 'HDEL', key: userData.pushers(ME), args: [pusherKey('com.example.app', 'key1')] });
+    const out = decideUser(d.state, msg({ op: 'logout', accessHash: 'at2' }));
+    expect(out.state.pushers).toEqual({});
+  });
+
+  it('deactivation drops every pusher; a deactivated account cannot set one', () => {
+    const d = decideUser(withPusher(), msg({ op: 'deactivate' }));
+    expect(d.state.pushers).toBeUndefined();
+    expect(written(d.writes, 'DEL')).toContain(userData.pushers(ME));
+    expect(rejection(() => decideUser(d.state, msg({ op: 'set_pusher', pusher: P }))).errcode).toBe('M_USER_DEACTIVATED');
+  });
+
+  it(`allows at most ${MAX_PUSHERS} pushers, and still updates one of them at the bound`, () => {
+    let s = registered();
+    for (let i = 0; i < MAX_PUSHERS; i++) s = decideUser(s, msg({ op: 'set_pusher', pusher: { ...P, pushkey: `k${i}` } })).state;
+    expect(rejection(() => decideUser(s, msg({ op: 'set_pusher', pusher: { ...P, pushkey: 'one too many' } }))).status).toBe(400);
+    expect(decideUser(s, msg({ op: 'set_pusher', pusher: { ...P, pushkey: 'k0', lang: 'fr' } })).state.pushers![pusherKey(P.app_id, 'k0')]!.lang).toBe('fr');
   });
 });

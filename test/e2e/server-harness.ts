@@ -12,6 +12,8 @@ import { inject } from 'vitest';
 import { defaultConfig, validateConfig, type AxonConfig } from '../../cluster.config';
 import { startFront, type RunningFront } from '../../src/front';
 import { startMediaJobs, type RunningMediaJobs } from '../../src/media/jobs';
+import { PushQueue } from '../../src/push/queue';
+import { startPushSender } from '../../src/push/sender';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { allActorKinds } from '../../src/runtime/kinds';
 import { allReaders } from '../../src/readers/index';
@@ -48,6 +50,8 @@ export async function startTestServer(opts: {
   redisUrl?: string;
   /** Run the media job queue (pre-generated thumbnails, retention) beside each worker, as worker processes do. */
   mediaJobs?: boolean;
+  /** Run push delivery (the evaluator queues for pushers, a push sender per worker delivers). */
+  push?: boolean;
 } = {}): Promise<TestServer> {
   const port = await freePort();
   const config = defaultConfig(mkdtempSync(join(tmpdir(), 'axon-e2e-')));
@@ -76,12 +80,15 @@ export async function startTestServer(opts: {
   const pushEvaluators: ShardReader[] = [];
   const senders: { close(): void }[] = [];
   const mediaJobs: RunningMediaJobs[] = [];
+  const pushParts: { close(): Promise<void> }[] = [];
   for (let i = 0; i < (opts.workers ?? 2); i++) {
     const workerRedis = connectRedis(target);
     // The federation sender, when a test turns federation on (issue 14.6).
     const sender = federationSenderSetup(config, signingKey, log);
     if (sender) senders.push(sender);
-    const readers = allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName, federation: sender !== null });
+    const pushQueue = opts.push ? new PushQueue(workerRedis, keys, shardCountsFor(config), config, log) : undefined;
+    if (pushQueue) pushParts.push(pushQueue);
+    const readers = allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName, federation: sender !== null, ...(pushQueue ? { push: pushQueue } : {}) });
     pushEvaluators.push(...readers.filter((r) => r instanceof PushEvaluatorReader));
     const w = new Worker({
       redis: workerRedis, keys, workerId: `w${i + 1}`, shardCounts: shardCountsFor(config),
@@ -92,6 +99,7 @@ export async function startTestServer(opts: {
     await w.start();
     workers.push(w);
     if (opts.mediaJobs) mediaJobs.push(await startMediaJobs(config, log, `w${i + 1}`));
+    if (opts.push) pushParts.unshift(await startPushSender(config, log, `w${i + 1}`));
   }
   // The fronts' command connection, with its command timeout as in production (src/front-main.ts).
   const redis = connectRedis(target, frontRedisOptions(config));
@@ -115,6 +123,7 @@ export async function startTestServer(opts: {
       for (const f of fronts) await f.close();
       for (const j of mediaJobs) await j.close();
       await Promise.all(workers.map((w) => w.stop()));
+      for (const p of pushParts) await p.close();
       for (const s of senders) s.close();
       redis.disconnect();
     },

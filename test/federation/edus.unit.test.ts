@@ -102,4 +102,24 @@ describe('keys actor: a remote user’s device cache', () => {
     expect(d4.reply).toEqual({ resync: true });
     expect(d4.writes).toEqual([{ cmd: 'DEL', key: e2eKeyData.remoteSynced(U), args: [] }]);
   });
+
+  it('resync answers arriving out of order: an older list never overwrites a newer one', () => {
+    let s: KeysState = { ...newKeysState(U), remote: { stream: 3, synced: false } };
+    const newer: KeysMessage = { op: 'remote_resync', streamId: 6, devices: { D1: { keys: keys('D1') }, D2: { keys: keys('D2') } }, cross: {} };
+    const older: KeysMessage = { op: 'remote_resync', streamId: 5, devices: { D1: { keys: keys('D1') } }, cross: {} };
+    s = decideKeys(s, kmsg(newer), op(newer)).state;
+    expect(s.remote).toEqual({ stream: 6, synced: true });
+    const late = decideKeys(s, kmsg(older), op(older));
+    expect(late.state).toBe(s);
+    expect(late.writes ?? []).toEqual([]);
+  });
+
+  it('an update of a device without keys (a new login) is no gap: the device has nothing to serve yet', () => {
+    const s: KeysState = { ...newKeysState(U), remote: { stream: 3, synced: true } };
+    const bare: KeysMessage = { op: 'remote_update', deviceId: 'D3', streamId: 4, prevIds: [3], deleted: false };
+    const d = decideKeys(s, kmsg(bare), op(bare));
+    expect(d.reply).toEqual({ resync: false });
+    expect(d.writes).toEqual([{ cmd: 'HDEL', key: e2eKeyData.deviceKeys(U), args: ['D3'] }]);
+    expect(d.state.remote).toEqual({ stream: 4, synced: true });
+  });
 });

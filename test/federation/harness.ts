@@ -7,7 +7,8 @@ import { startTestServer, type TestServer } from '../e2e/server-harness';
 import { freePort } from '../setup/free-port';
 import { createTestCa, type TestCa } from '../../scripts/lib/test-ca';
 import { clientsFor, type Clients, type Json } from '../e2e/clients';
-import { loopbackServerName, startSynapse, type SynapsePeer } from '../peers/synapse';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { loopbackServerName, startSynapse, synapseInstallation, type SynapsePeer } from '../peers/synapse';
 
 export async function startFederatedAxon(ip: string, ca: TestCa, configure?: Parameters<typeof startTestServer>[0] extends infer O ? (O extends { configure?: infer C } ? C : never) : never): Promise<TestServer> {
   const fedPort = await freePort(ip);
@@ -51,6 +52,64 @@ export async function startAxonAndSynapse(axonIp: string, synapseIp: string, opt
       await clients.close();
       await Promise.all([synapse.stop(), axon.stop()]);
       ca.cleanup();
+    },
+  };
+}
+
+/**
+ * Whether a Synapse journey file skips itself: only outside CI and only when Synapse is not
+ * installed (in CI `.ci/run` installs it, so a missing Synapse fails the run instead).
+ */
+export function skipWithoutSynapse(file: string): boolean {
+  const install = synapseInstallation();
+  const skip = !install.ok && !process.env.CI;
+  if (skip) console.warn(`${file}: skipped. ${install.reason}`);
+  return skip;
+}
+
+/** What a Synapse journey's `describe` gets from `useAxonAndSynapse`. */
+export interface SynapseJourney {
+  /** The pair; set once the `beforeAll` registered by `useAxonAndSynapse` has run. */
+  readonly pair: AxonAndSynapse;
+  /** Lines printed together after the file, e.g. "Synapse user joined in 190 ms". */
+  readonly figures: string[];
+  /** Runs `f` and records how long it took under `label` in `figures`. */
+  timed<T>(label: string, f: () => Promise<T>): Promise<T>;
+}
+
+/**
+ * The set-up every Synapse journey file shares, registered in the calling `describe`: an Axon and
+ * a Synapse started before its tests (hooks run in the order registered, so the caller's own
+ * `beforeAll` after this call sees the pair), their figures printed and both stopped after them,
+ * and the tail of Synapse's log printed when a test fails (what Synapse said is usually the reason).
+ */
+export function useAxonAndSynapse(file: string, axonIp: string, synapseIp: string, opts: { configureSynapse?: (config: Json) => void; logLines?: number; logFilter?: (line: string) => boolean } = {}): SynapseJourney {
+  let pair: AxonAndSynapse | undefined;
+  const figures: string[] = [];
+  beforeAll(async () => {
+    pair = await startAxonAndSynapse(axonIp, synapseIp, opts.configureSynapse ? { configureSynapse: opts.configureSynapse } : {});
+  }, 180_000);
+  afterAll(async () => {
+    if (figures.length) console.log(`${file} figures:\n  ${figures.join('\n  ')}`);
+    await pair?.stop();
+  });
+  afterEach(({ task }) => {
+    if (task.result?.state !== 'fail' || !pair) return;
+    const lines = opts.logLines ?? 60;
+    const tail = opts.logFilter ? pair.synapse.logTail(5000).split('\n').filter(opts.logFilter).slice(-lines).join('\n') : pair.synapse.logTail(lines);
+    console.error(`${pair.synapse.serverName} logs:\n${tail}`);
+  });
+  return {
+    get pair() {
+      if (!pair) throw new Error(`${file}: the Axon and Synapse pair is not started (used outside a test or hook?)`);
+      return pair;
+    },
+    figures,
+    async timed(label, f) {
+      const started = performance.now();
+      const v = await f();
+      figures.push(`${label}: ${Math.round(performance.now() - started)} ms`);
+      return v;
     },
   };
 }

@@ -7,19 +7,17 @@
  * `/hierarchy`), OpenID tokens from Axon checked at its federation `/openid/userinfo`, and the
  * errors a client gets when the other server cannot be reached. Prints the latencies.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { enc, eventually, type Clients, type Json, type Session } from '../e2e/clients';
 import type { TestServer } from '../e2e/server-harness';
-import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
+import { SYNAPSE_VERSION, type PeerSession, type SynapsePeer } from '../peers/synapse';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { clientsFor } from '../e2e/clients';
-import { fedRequest, startAxonAndSynapse, startFederatedAxon, type AxonAndSynapse } from './harness';
+import { fedRequest, skipWithoutSynapse, startFederatedAxon, useAxonAndSynapse, type AxonAndSynapse } from './harness';
 import { issueOpenIdToken } from '../../src/api/client/openid';
 
-const install = synapseInstallation();
-const skip = !install.ok && !process.env.CI;
-if (skip && !install.ok) console.warn(`synapse-discovery.e2e: skipped. ${install.reason}`);
+const skip = skipWithoutSynapse('synapse-discovery.e2e');
 
 const A_IP = '127.0.0.201';
 const S_IP = '127.0.0.202';
@@ -29,6 +27,15 @@ const B_IP = '127.0.0.206';
 const ms = (started: number) => Math.round(performance.now() - started);
 
 describe.skipIf(skip)(`discovery between Axon and Synapse ${SYNAPSE_VERSION}`, { timeout: 150_000 }, () => {
+  const journey = useAxonAndSynapse('synapse-discovery.e2e', A_IP, S_IP, {
+    logLines: 40,
+    configureSynapse: (c) => {
+      c.allow_public_rooms_over_federation = true;
+      // Synapse lets only admins publish rooms unless told otherwise.
+      c.room_list_publication_rules = [{ action: 'allow' }];
+      c.experimental_features = { msc4235_enabled: true };
+    },
+  });
   let pair: AxonAndSynapse;
   let a: TestServer;
   let s: SynapsePeer;
@@ -37,26 +44,12 @@ describe.skipIf(skip)(`discovery between Axon and Synapse ${SYNAPSE_VERSION}`, {
   let bob: PeerSession;
 
   beforeAll(async () => {
-    pair = await startAxonAndSynapse(A_IP, S_IP, {
-      configureSynapse: (c) => {
-        c.allow_public_rooms_over_federation = true;
-        // Synapse lets only admins publish rooms unless told otherwise.
-        c.room_list_publication_rules = [{ action: 'allow' }];
-        c.experimental_features = { msc4235_enabled: true };
-      },
-    });
+    pair = journey.pair;
     ({ axon: a, synapse: s, clients } = pair);
     alice = await clients.mint('alice');
     bob = await s.registerUser('bob', 'bob password');
   }, 180_000);
 
-  afterAll(async () => {
-    await pair?.stop();
-  });
-
-  afterEach(({ task }) => {
-    if (task.result?.state === 'fail' && s) console.error(`${s.serverName} logs:\n${s.logTail(40)}`);
-  });
 
   const synapseRoom = async (body: Json): Promise<string> => {
     const r = await s.call(bob, 'POST', '/createRoom', body);

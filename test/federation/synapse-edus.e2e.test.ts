@@ -16,6 +16,7 @@ import type { JsonObject } from '../../src/protocol/json';
 import { signJson } from '../../src/protocol/signing';
 import { decode } from '../../src/store/codec';
 import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
+import { freePort } from '../setup/free-port';
 
 const install = synapseInstallation();
 const skip = !install.ok && !process.env.CI;
@@ -289,5 +290,53 @@ describe.skipIf(skip)(`EDUs between Axon and Synapse ${SYNAPSE_VERSION}`, () => 
       WAIT,
     );
     expect(Object.keys(q2.body.device_keys[bob.userId]).sort()).toEqual([bob.deviceId, bob2.deviceId].sort());
+  });
+
+  it('keys: once the one-time keys are gone, a claim from the other server hands out the fallback key (both ways); an unreachable server is named in /keys/query and /keys/claim failures', async () => {
+    // A device of each with one one-time key and a fallback key, as clients upload them.
+    const withFallback = async (session: { userId: string; deviceId: string }, upload: (body: JsonObject) => Promise<{ status: number; body: Json }>) => {
+      const { body, key } = deviceUpload(session, 1);
+      const fallback_keys = { 'signed_curve25519:fb1': { ...signJson({ key: b64(), fallback: true }, session.userId, key) } };
+      const r = await upload({ ...body, fallback_keys });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      return { otk: Object.keys(body.one_time_keys as JsonObject)[0]!, fallback: fallback_keys['signed_curve25519:fb1'] };
+    };
+    const bob3 = await s.login('bob', 'bob password');
+    const alice3 = await clients.mint('alice', 'DEV3');
+    const bobDev = await withFallback(bob3, (b) => s.call(bob3, 'POST', '/keys/upload', b));
+    const aliceDev = await withFallback(alice3, (b) => clients.call(alice3, 'POST', '/keys/upload', b));
+
+    const claimAtAxon = () => clients.call(alice, 'POST', '/keys/claim', { one_time_keys: { [bob.userId]: { [bob3.deviceId]: 'signed_curve25519' } } });
+    const claimAtSynapse = () => s.call(bob, 'POST', '/keys/claim', { one_time_keys: { [alice.userId]: { [alice3.deviceId]: 'signed_curve25519' } } });
+    // Axon → Synapse: the one-time key, then the fallback key, and the fallback key again.
+    const first = await claimAtAxon();
+    expect(Object.keys(first.body.one_time_keys[bob.userId][bob3.deviceId])).toEqual([bobDev.otk]);
+    for (let i = 0; i < 2; i++) {
+      const again = await claimAtAxon();
+      expect(again.status, JSON.stringify(again.body)).toBe(200);
+      expect(again.body.one_time_keys[bob.userId][bob3.deviceId]).toEqual({ 'signed_curve25519:fb1': bobDev.fallback });
+    }
+    // Synapse → Axon: the same.
+    const first2 = await claimAtSynapse();
+    expect(Object.keys(first2.body.one_time_keys[alice.userId][alice3.deviceId])).toEqual([aliceDev.otk]);
+    for (let i = 0; i < 2; i++) {
+      const again = await claimAtSynapse();
+      expect(again.status, JSON.stringify(again.body)).toBe(200);
+      expect(again.body.one_time_keys[alice.userId][alice3.deviceId]).toEqual({ 'signed_curve25519:fb1': aliceDev.fallback });
+    }
+    // Synapse marks Axon's fallback key used: the device's /sync says so.
+    const sync = await eventually(() => clients.call(alice3, 'GET', '/sync?timeout=0'), (r) => Array.isArray(r.body.device_unused_fallback_key_types), WAIT);
+    expect(sync.body.device_unused_fallback_key_types).toEqual([]);
+
+    // A server that answers nothing: named in failures, the reachable server's answer stands.
+    const nowhere = `127.0.0.1:${await freePort('127.0.0.1')}`;
+    const q = await clients.call(alice, 'POST', '/keys/query', { device_keys: { [`@ghost:${nowhere}`]: [], [bob.userId]: [] } });
+    expect(q.status, JSON.stringify(q.body)).toBe(200);
+    expect(Object.keys(q.body.failures)).toEqual([nowhere]);
+    expect(q.body.device_keys[bob.userId][bob.deviceId]).toBeDefined();
+    const c = await clients.call(alice, 'POST', '/keys/claim', { one_time_keys: { [`@ghost:${nowhere}`]: { GHOST: 'signed_curve25519' }, [bob.userId]: { [bob3.deviceId]: 'signed_curve25519' } } });
+    expect(c.status, JSON.stringify(c.body)).toBe(200);
+    expect(Object.keys(c.body.failures)).toEqual([nowhere]);
+    expect(c.body.one_time_keys[bob.userId][bob3.deviceId]).toEqual({ 'signed_curve25519:fb1': bobDev.fallback });
   });
 });

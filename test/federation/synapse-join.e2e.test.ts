@@ -9,20 +9,19 @@
  * Synapse comes from scripts/lib/ensure.sh's `ensure_synapse`; outside CI the test skips itself
  * when it is not installed.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
 import type { TestServer } from '../e2e/server-harness';
-import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
-import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
+import { SYNAPSE_VERSION, type PeerSession, type SynapsePeer } from '../peers/synapse';
+import { skipWithoutSynapse, useAxonAndSynapse, type AxonAndSynapse } from './harness';
 
-const install = synapseInstallation();
-const skip = !install.ok && !process.env.CI;
-if (skip && !install.ok) console.warn(`synapse-join.e2e: skipped. ${install.reason}`);
+const skip = skipWithoutSynapse('synapse-join.e2e');
 
 const A_IP = '127.0.0.71';
 const S_IP = '127.0.0.72';
 
 describe.skipIf(skip)(`a Synapse ${SYNAPSE_VERSION} user joins an Axon room`, () => {
+  const journey = useAxonAndSynapse('synapse-join.e2e', A_IP, S_IP, { logLines: 40 });
   let pair: AxonAndSynapse;
   let a: TestServer;
   let s: SynapsePeer;
@@ -33,7 +32,7 @@ describe.skipIf(skip)(`a Synapse ${SYNAPSE_VERSION} user joins an Axon room`, ()
   let alias: string;
 
   beforeAll(async () => {
-    pair = await startAxonAndSynapse(A_IP, S_IP);
+    pair = journey.pair;
     ({ axon: a, synapse: s, clients } = pair);
     alice = await clients.mint('alice');
     bob = await s.registerUser('bob', 'bob password');
@@ -42,14 +41,6 @@ describe.skipIf(skip)(`a Synapse ${SYNAPSE_VERSION} user joins an Axon room`, ()
     roomId = created.body.room_id;
     alias = `#lobby:${a.serverName}`;
   }, 180_000);
-
-  afterAll(async () => {
-    await pair?.stop();
-  });
-
-  afterEach(({ task }) => {
-    if (task.result?.state === 'fail' && s) console.error(`${s.serverName} logs:\n${s.logTail(40)}`);
-  });
 
   it('the Synapse user joins by alias (query/directory, make_join, send_join), and the Axon user sees them joined', async () => {
     const started = performance.now();

@@ -17,49 +17,33 @@
  * Synapse comes from scripts/lib/ensure.sh's `ensure_synapse`; outside CI the test skips itself
  * when it is not installed.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
-import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
-import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
+import { SYNAPSE_VERSION, type PeerSession, type SynapsePeer } from '../peers/synapse';
+import { skipWithoutSynapse, useAxonAndSynapse, type AxonAndSynapse } from './harness';
 
-const install = synapseInstallation();
-const skip = !install.ok && !process.env.CI;
-if (skip && !install.ok) console.warn(`synapse-knock.e2e: skipped. ${install.reason}`);
+const skip = skipWithoutSynapse('synapse-knock.e2e');
 
 const A_IP = '127.0.0.81';
 const S_IP = '127.0.0.82';
 const KNOCK_RULE = { type: 'm.room.join_rules', state_key: '', content: { join_rule: 'knock' } };
 
 describe.skipIf(skip)(`knocking between Axon and Synapse ${SYNAPSE_VERSION}`, () => {
+  const journey = useAxonAndSynapse('synapse-knock.e2e', A_IP, S_IP);
   let pair: AxonAndSynapse;
   let s: SynapsePeer;
   let clients: Clients;
   let alice: Session;
   let bob: PeerSession;
-  const figures: string[] = [];
 
   beforeAll(async () => {
-    pair = await startAxonAndSynapse(A_IP, S_IP);
+    pair = journey.pair;
     ({ synapse: s, clients } = pair);
     alice = await clients.mint('alice');
     bob = await s.registerUser('bob', 'bob password');
   }, 180_000);
 
-  afterAll(async () => {
-    if (figures.length) console.log(`synapse-knock.e2e figures:\n  ${figures.join('\n  ')}`);
-    await pair?.stop();
-  });
-
-  afterEach(({ task }) => {
-    if (task.result?.state === 'fail' && s) console.error(`${s.serverName} logs:\n${s.logTail(60)}`);
-  });
-
-  const timed = async <T>(label: string, f: () => Promise<T>): Promise<T> => {
-    const started = performance.now();
-    const v = await f();
-    figures.push(`${label}: ${Math.round(performance.now() - started)} ms`);
-    return v;
-  };
+  const { timed } = journey;
   const axonSync = (since?: string) => clients.call(alice, 'GET', `/sync?timeout=0${since ? `&since=${enc(since)}` : ''}`);
   /**
    * Synapse's /sync, followed incrementally until `ok` (Synapse caches a sync answer per token for
@@ -272,5 +256,27 @@ describe.skipIf(skip)(`knocking between Axon and Synapse ${SYNAPSE_VERSION}`, ()
     expect(initial.body.rooms?.invite?.[roomId]).toBeUndefined();
     const withLeave = await clients.call(alice, 'GET', `/sync?timeout=0&filter=${enc(JSON.stringify({ room: { include_leave: true } }))}`);
     expect(withLeave.body.rooms?.leave?.[roomId]).toBeTruthy();
+  });
+
+  it('deactivating an Axon user rejects their pending Synapse invite and retracts their knock (as Synapse does on deactivation)', async () => {
+    const reg = await clients.call(null, 'POST', '/register', { username: 'dora', password: 'dora password', auth: { type: 'm.login.dummy' } });
+    expect(reg.status, JSON.stringify(reg.body)).toBe(200);
+    const dora: Session = { userId: reg.body.user_id, token: reg.body.access_token, deviceId: reg.body.device_id };
+    const invitedTo = await s.call(bob, 'POST', '/createRoom', { preset: 'private_chat', room_version: '10', name: 'Invite for Dora' });
+    const knockedOn = await s.call(bob, 'POST', '/createRoom', { preset: 'private_chat', room_version: '10', name: 'Dora knocks', initial_state: [KNOCK_RULE] });
+    expect([invitedTo.status, knockedOn.status]).toEqual([200, 200]);
+    expect((await s.call(bob, 'POST', `/rooms/${enc(invitedTo.body.room_id)}/invite`, { user_id: dora.userId })).status).toBe(200);
+    expect((await clients.call(dora, 'POST', `/knock/${enc(knockedOn.body.room_id)}?via=${enc(s.serverName)}`, {})).status).toBe(200);
+    await eventually(() => clients.call(dora, 'GET', '/sync?timeout=0'), (r) => !!r.body.rooms?.invite?.[invitedTo.body.room_id] && !!r.body.rooms?.knock?.[knockedOn.body.room_id], 30_000);
+    await eventually(() => synapseMembership(knockedOn.body.room_id, dora.userId), (m) => m === 'knock', 30_000);
+
+    const first = await clients.call(dora, 'POST', '/account/deactivate', {});
+    expect(first.status).toBe(401);
+    const done = await timed('Axon deactivation with a pending Synapse invite and knock (both left over federation before the answer)', () =>
+      clients.call(dora, 'POST', '/account/deactivate', { auth: { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'dora' }, password: 'dora password', session: first.body.session } }));
+    expect(done.status, JSON.stringify(done.body)).toBe(200);
+    // Both rooms get Dora's leave through send_leave (Synapse took it before the answer above).
+    await eventually(() => synapseMembership(invitedTo.body.room_id, dora.userId), (m) => m === 'leave', 30_000);
+    await eventually(() => synapseMembership(knockedOn.body.room_id, dora.userId), (m) => m === 'leave', 30_000);
   });
 });

@@ -11,14 +11,12 @@
  * Synapse comes from scripts/lib/ensure.sh's `ensure_synapse`; outside CI the test skips itself
  * when it is not installed.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
-import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
-import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
+import { SYNAPSE_VERSION, type PeerSession, type SynapsePeer } from '../peers/synapse';
+import { skipWithoutSynapse, useAxonAndSynapse, type AxonAndSynapse } from './harness';
 
-const install = synapseInstallation();
-const skip = !install.ok && !process.env.CI;
-if (skip && !install.ok) console.warn(`synapse-moderation.e2e: skipped. ${install.reason}`);
+const skip = skipWithoutSynapse('synapse-moderation.e2e');
 
 const A_IP = '127.0.0.75';
 const S_IP = '127.0.0.76';
@@ -31,30 +29,22 @@ const INCLUDE_LEAVE = enc(JSON.stringify({ room: { include_leave: true, timeline
 const roomFilter = (roomId: string) => enc(JSON.stringify({ room: { rooms: [roomId], include_leave: true, timeline: { limit: 20 } } }));
 
 describe.skipIf(skip)(`kicks and bans between Axon and Synapse ${SYNAPSE_VERSION}`, () => {
+  const journey = useAxonAndSynapse('synapse-moderation.e2e', A_IP, S_IP);
   let pair: AxonAndSynapse;
   let s: SynapsePeer;
   let clients: Clients;
   let alice: Session;
   let bob: PeerSession;
   let carol: PeerSession;
-  const figures: string[] = [];
+  const { figures } = journey;
 
   beforeAll(async () => {
-    pair = await startAxonAndSynapse(A_IP, S_IP);
+    pair = journey.pair;
     ({ synapse: s, clients } = pair);
     alice = await clients.mint('alice');
     bob = await s.registerUser('bob', 'bob password');
     carol = await s.registerUser('carol', 'carol password');
   }, 180_000);
-
-  afterAll(async () => {
-    if (figures.length) console.log(`synapse-moderation.e2e figures:\n  ${figures.join('\n  ')}`);
-    await pair?.stop();
-  });
-
-  afterEach(({ task }) => {
-    if (task.result?.state === 'fail' && s) console.error(`${s.serverName} logs:\n${s.logTail(60)}`);
-  });
 
   /** What a Synapse member sees of `userId` in the room's member list. */
   const synapseMembership = async (who: PeerSession, roomId: string, userId: string) => {

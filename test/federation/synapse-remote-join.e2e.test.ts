@@ -9,19 +9,18 @@
  * Synapse comes from scripts/lib/ensure.sh's `ensure_synapse`; outside CI the test skips itself
  * when it is not installed.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
-import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
-import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
+import { SYNAPSE_VERSION, type PeerSession, type SynapsePeer } from '../peers/synapse';
+import { skipWithoutSynapse, useAxonAndSynapse, type AxonAndSynapse } from './harness';
 
-const install = synapseInstallation();
-const skip = !install.ok && !process.env.CI;
-if (skip && !install.ok) console.warn(`synapse-remote-join.e2e: skipped. ${install.reason}`);
+const skip = skipWithoutSynapse('synapse-remote-join.e2e');
 
 const A_IP = '127.0.0.73';
 const S_IP = '127.0.0.74';
 
 describe.skipIf(skip)(`an Axon user joins a room on Synapse ${SYNAPSE_VERSION}`, () => {
+  const journey = useAxonAndSynapse('synapse-remote-join.e2e', A_IP, S_IP, { logLines: 40 });
   let pair: AxonAndSynapse;
   let s: SynapsePeer;
   let clients: Clients;
@@ -32,7 +31,7 @@ describe.skipIf(skip)(`an Axon user joins a room on Synapse ${SYNAPSE_VERSION}`,
   const early: string[] = [];
 
   beforeAll(async () => {
-    pair = await startAxonAndSynapse(A_IP, S_IP);
+    pair = journey.pair;
     ({ synapse: s, clients } = pair);
     alice = await clients.mint('alice');
     await clients.call(alice, 'PUT', `/profile/${enc(alice.userId)}/displayname`, { displayname: 'Alice A' });
@@ -47,14 +46,6 @@ describe.skipIf(skip)(`an Axon user joins a room on Synapse ${SYNAPSE_VERSION}`,
       early.push(sent.body.event_id);
     }
   }, 180_000);
-
-  afterAll(async () => {
-    await pair?.stop();
-  });
-
-  afterEach(({ task }) => {
-    if (task.result?.state === 'fail' && s) console.error(`${s.serverName} logs:\n${s.logTail(40)}`);
-  });
 
   it('an unknown alias on the remote server is 404 M_NOT_FOUND', async () => {
     const r = await clients.call(alice, 'POST', `/join/${enc(`#nowhere:${s.serverName}`)}`, {});

@@ -13,17 +13,15 @@
  * Synapse comes from scripts/lib/ensure.sh's `ensure_synapse`; outside CI the test skips itself
  * when it is not installed.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
 import { KeySpace } from '../../src/store/keys';
 import { RoomReader } from '../../src/store/room-reader';
-import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
-import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
+import { SYNAPSE_VERSION, type PeerSession, type SynapsePeer } from '../peers/synapse';
+import { skipWithoutSynapse, useAxonAndSynapse, type AxonAndSynapse } from './harness';
 import { SigningPeer } from './signing-peer';
 
-const install = synapseInstallation();
-const skip = !install.ok && !process.env.CI;
-if (skip && !install.ok) console.warn(`synapse-restricted.e2e: skipped. ${install.reason}`);
+const skip = skipWithoutSynapse('synapse-restricted.e2e');
 
 const A_IP = '127.0.0.79';
 const S_IP = '127.0.0.80';
@@ -31,6 +29,7 @@ const S_IP = '127.0.0.80';
 const restrictedTo = (space: string) => ({ type: 'm.room.join_rules', state_key: '', content: { join_rule: 'restricted', allow: [{ type: 'm.room_membership', room_id: space }] } });
 
 describe.skipIf(skip)(`restricted rooms between Axon and Synapse ${SYNAPSE_VERSION}`, () => {
+  const journey = useAxonAndSynapse('synapse-restricted.e2e', A_IP, S_IP);
   let pair: AxonAndSynapse;
   let s: SynapsePeer;
   let clients: Clients;
@@ -39,10 +38,10 @@ describe.skipIf(skip)(`restricted rooms between Axon and Synapse ${SYNAPSE_VERSI
   let dave: Session;
   let bob: PeerSession;
   let carol: PeerSession;
-  const figures: string[] = [];
+  const { figures } = journey;
 
   beforeAll(async () => {
-    pair = await startAxonAndSynapse(A_IP, S_IP);
+    pair = journey.pair;
     ({ synapse: s, clients } = pair);
     rooms = new RoomReader(pair.axon.redis, new KeySpace(pair.axon.config.redis.keyPrefix), pair.axon.config.shards.rooms);
     alice = await clients.mint('alice');
@@ -50,15 +49,6 @@ describe.skipIf(skip)(`restricted rooms between Axon and Synapse ${SYNAPSE_VERSI
     bob = await s.registerUser('bob', 'bob password');
     carol = await s.registerUser('carol', 'carol password');
   }, 180_000);
-
-  afterAll(async () => {
-    if (figures.length) console.log(`synapse-restricted.e2e figures:\n  ${figures.join('\n  ')}`);
-    await pair?.stop();
-  });
-
-  afterEach(({ task }) => {
-    if (task.result?.state === 'fail' && s) console.error(`${s.serverName} logs:\n${s.logTail(60)}`);
-  });
 
   for (const version of ['10', '12']) {
     describe(`room version ${version}`, () => {

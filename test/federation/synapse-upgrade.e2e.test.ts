@@ -11,43 +11,33 @@
  * Synapse comes from scripts/lib/ensure.sh's `ensure_synapse`; outside CI the test skips itself
  * when it is not installed.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
-import { SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
-import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
+import { SYNAPSE_VERSION, type PeerSession, type SynapsePeer } from '../peers/synapse';
+import { skipWithoutSynapse, useAxonAndSynapse, type AxonAndSynapse } from './harness';
 
-const install = synapseInstallation();
-const skip = !install.ok && !process.env.CI;
-if (skip && !install.ok) console.warn(`synapse-upgrade.e2e: skipped. ${install.reason}`);
+const skip = skipWithoutSynapse('synapse-upgrade.e2e');
 
 const A_IP = '127.0.0.77';
 const S_IP = '127.0.0.78';
 
 describe.skipIf(skip)(`room upgrades between Axon and Synapse ${SYNAPSE_VERSION}`, () => {
+  const journey = useAxonAndSynapse('synapse-upgrade.e2e', A_IP, S_IP);
   let pair: AxonAndSynapse;
   let s: SynapsePeer;
   let clients: Clients;
   let alice: Session;
   let bob: PeerSession;
   let carol: PeerSession;
-  const figures: string[] = [];
+  const { figures } = journey;
 
   beforeAll(async () => {
-    pair = await startAxonAndSynapse(A_IP, S_IP);
+    pair = journey.pair;
     ({ synapse: s, clients } = pair);
     alice = await clients.mint('alice');
     bob = await s.registerUser('bob', 'bob password');
     carol = await s.registerUser('carol', 'carol password');
   }, 180_000);
-
-  afterAll(async () => {
-    if (figures.length) console.log(`synapse-upgrade.e2e figures:\n  ${figures.join('\n  ')}`);
-    await pair?.stop();
-  });
-
-  afterEach(({ task }) => {
-    if (task.result?.state === 'fail' && s) console.error(`${s.serverName} logs:\n${s.logTail(60)}`);
-  });
 
   /** Send a message on one side and wait until the other side reads it with /messages. */
   const crossMessage = async (roomId: string, from: 'axon' | 'synapse') => {

@@ -51,4 +51,18 @@ describe('UserFanoutReader', () => {
     expect([...own.devices]).toEqual([outsider]);
     expect(own.presence.size).toBe(0);
   });
+  it("a user's signature of other users' master keys lists those users as changed for that user alone", async () => {
+    const keys = new KeySpace(`fan${randomBytes(4).toString('hex')}:`);
+    const signer = '@signer:x';
+    const signed = ['@remote:elsewhere.example', '@local:x'];
+    const reader = new UserFanoutReader(redis, keys, shardCounts, 'test', pino({ level: 'silent' }));
+    const since = Date.now() - 1;
+    const entries = [{ id: '1-1', entry: { kind: 'keys', actorId: signer, body: encode({ type: 'device_list', user_id: signer, self_only: true, signed_users: signed }) } }];
+    await (reader as unknown as { apply(s: number, e: typeof entries): Promise<void> }).apply(0, entries);
+    const ctx = { redis, keys, shardCounts } as unknown as ApiContext;
+    const feed = await readFeed(ctx, signer, since, Date.now() + 1000);
+    expect([...feed.devices].sort()).toEqual([signer, ...signed].sort());
+    // The signed users' own feeds hear nothing: the signature is the signer's business.
+    expect(await redis.xlen(keys.shard('user', shardOf('@local:x', 8)).data(userData.feed('@local:x')))).toBe(0);
+  });
 });

@@ -17,6 +17,9 @@ import { dummyHash, hashPassword, verifyPassword } from './passwords';
 import { checkPasswordStage, identifiedUser, requireUia } from './uia';
 import { pruneDeviceInboxes } from './to-device';
 import { forgetDeviceKeys } from './keys';
+import { leaveRemoteRoomsOf } from '../../rooms/join-remote';
+import { remoteDeps } from '../../rooms/join';
+import { MembershipIndex } from '../../readers/membership-index';
 
 const MAX_PASSWORD_LENGTH = 512;
 const PASSWORD_FLOWS = [['m.login.password']];
@@ -249,6 +252,13 @@ async function deactivate(ctx: ApiContext, req: Request) {
   // announces the deactivation; the deactivation reader then takes the user out of every room
   // (src/readers/deactivation.ts), as Synapse does after answering.
   await askUser(ctx, me.userId, { op: 'deactivate', erase });
+  // Invites and knocks on rooms this server does not have are left over federation now, while
+  // the request waits (as Synapse); rooms held here are parted by the deactivation reader.
+  const fed = remoteDeps(ctx);
+  if (fed) {
+    req.allowWait(60_000);
+    await leaveRemoteRoomsOf(ctx, fed, new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user), me.userId);
+  }
   pruneDeviceInboxes(ctx, me.userId);
   await forgetDeviceKeys(ctx, me.userId);
   // No third-party identifier is ever bound here, so there is nothing to unbind.

@@ -9,6 +9,7 @@ import { registerDirectoryRoutes } from './directory';
 import { registerUserDirectoryRoutes } from './user-directory';
 import { registerTagRoutes } from './tags';
 import { registerPushRuleRoutes } from './push-rules';
+import { registerPusherRoutes } from './pushers';
 import { registerRelationRoutes } from './relations';
 import { registerRoomUpgradeRoutes } from './room-upgrade';
 import { registerSpaceHierarchyRoutes } from './space-hierarchy';
@@ -39,6 +40,7 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerUserDirectoryRoutes(front, ctx);
   registerTagRoutes(front, ctx);
   registerPushRuleRoutes(front, ctx);
+  registerPusherRoutes(front, ctx);
   registerRelationRoutes(front, ctx);
   registerRoomUpgradeRoutes(front, ctx);
   registerSpaceHierarchyRoutes(front, ctx);

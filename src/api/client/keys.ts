@@ -134,6 +134,13 @@ async function queryKeys(ctx: ApiContext, req: Request) {
     Object.assign(deviceKeys, remote.device_keys);
     Object.assign(masterKeys, remote.master_keys);
     Object.assign(selfSigningKeys, remote.self_signing_keys);
+    // The requester's own signatures of remote users' master keys (their user-signing key's) are
+    // kept here, not on the users' servers: add them as for local users.
+    await Promise.all(
+      Object.entries(remote.master_keys).map(async ([userId, master]) => {
+        masterKeys[userId] = await withRequesterSignatures(ctx, me.userId, userId, master);
+      }),
+    );
   }
   local.forEach(([userId], i) => {
     const r = results[i]!;
@@ -200,6 +207,19 @@ export async function readUserKeys(ctx: ApiContext, requester: Requester, userId
     out[usage] = pub ? withSigs(obj, pub.publicKey) : obj;
   }
   return out;
+}
+
+/** A remote user's master key with the signatures `requester` made of it (stored on the requester's shard). */
+async function withRequesterSignatures(ctx: ApiContext, requester: string, userId: string, master: JsonObject): Promise<JsonObject> {
+  const pub = crossSigningPublicKey(master);
+  if (!pub) return master;
+  const fields = await ctx.redis.hgetall(userKey(ctx, requester, e2eKeyData.signatures(requester, userId)));
+  const mine: Record<string, string> = {};
+  const prefix = `${pub.publicKey}\0`;
+  for (const [field, sig] of Object.entries(fields)) if (field.startsWith(prefix)) mine[field.slice(prefix.length)] = sig;
+  if (!Object.keys(mine).length) return master;
+  const signatures = (isJsonObject(master.signatures) ? master.signatures : {}) as Record<string, Record<string, unknown>>;
+  return { ...master, signatures: { ...signatures, [requester]: { ...(signatures[requester] ?? {}), ...mine } } as JsonObject };
 }
 
 // ---- POST /keys/claim ----
@@ -287,10 +307,19 @@ async function uploadSignatures(ctx: ApiContext, req: Request) {
     else others[userId] = keys as Record<string, JsonObject>;
   }
   // Other users' master keys live on their shards: read them here and hand them to the actor.
+  // A remote user's comes from the cache of their keys or, when it is not the whole truth, from
+  // their server. The signature stays here: a user-signing key's signatures are only ever shown
+  // to the user who made them (Synapse does the same), so nothing is sent over federation.
   const otherMasters: Record<string, string | null> = {};
   await Promise.all(
     Object.keys(others).map(async (userId) => {
-      otherMasters[userId] = isValidUserId(userId) && !remoteServer(ctx, userId) ? await ctx.redis.hget(userKey(ctx, userId, e2eKeyData.crossSigningKeys(userId)), 'master') : null;
+      if (!isValidUserId(userId)) otherMasters[userId] = null;
+      else if (!remoteServer(ctx, userId)) otherMasters[userId] = await ctx.redis.hget(userKey(ctx, userId, e2eKeyData.crossSigningKeys(userId)), 'master');
+      else {
+        const remote = await queryRemoteKeys(ctx, new Map([[userId, []]]));
+        const master = remote.master_keys[userId];
+        otherMasters[userId] = master ? canonicalJson(master) : null;
+      }
     }),
   );
   if (!Object.keys(own).length && !Object.keys(others).length) return { body: { failures: {} } };

@@ -16,7 +16,7 @@ import type { Front } from '../../http/server';
 import { isValidUserId, serverOf } from '../../protocol/identifiers';
 import { isJsonObject, type JsonObject } from '../../protocol/json';
 import { shardOf } from '../../store/shards';
-import { e2eKeyData, userData, userFederationData } from '../../store/keys';
+import { userData, userFederationData } from '../../store/keys';
 import type { ClaimReply } from '../../../actors/device-keys';
 import { askKeys, readUserKeys } from '../client/keys';
 import { federationRoute } from './auth';
@@ -75,20 +75,19 @@ export function registerUserKeysRoutes(front: Front, ctx: FederationContext): vo
     if (!isValidUserId(userId)) throw errors.invalidParam('userId is not a user id');
     if (!ours(userId)) throw new MatrixError(400, 'M_INVALID_PARAM', 'userId is not a user of this server');
     const key = (name: string) => ctx.api.keys.shard('user', shardOf(userId, ctx.api.shardCounts.user)).data(name);
-    const [devices, dk, xs, stream] = await Promise.all([
-      ctx.api.redis.hkeys(key(userData.devices(userId))),
-      ctx.api.redis.hgetall(key(e2eKeyData.deviceKeys(userId))),
-      ctx.api.redis.hgetall(key(e2eKeyData.crossSigningKeys(userId))),
-      ctx.api.redis.get(key(userFederationData.deviceStream(userId))),
-    ]);
+    // The stream id is read first: a change after it is sent as an update with a later id.
+    const stream = await ctx.api.redis.get(key(userFederationData.deviceStream(userId)));
+    // Keys as /user/keys/query gives them: with the owner's signatures (a device signed by the
+    // self-signing key, the master key signed by a device), which are stored apart.
+    const [devices, keys] = await Promise.all([ctx.api.redis.hkeys(key(userData.devices(userId))), readUserKeys(ctx.api, { userId, deviceId: '', accessToken: '' }, userId, [])]);
     const body: JsonObject = {
       user_id: userId,
       stream_id: stream ? Number(stream) : 0,
       // Devices without keys are listed too (with empty keys): the list is of devices.
-      devices: devices.sort().map((d) => ({ device_id: d, keys: dk[d] ? (JSON.parse(dk[d]!) as JsonObject) : {} })),
+      devices: devices.sort().map((d) => ({ device_id: d, keys: keys.devices[d] ? withoutName(keys.devices[d]!) : {} })),
     };
-    if (xs.master) body.master_key = JSON.parse(xs.master) as JsonObject;
-    if (xs.self_signing) body.self_signing_key = JSON.parse(xs.self_signing) as JsonObject;
+    if (keys.master) body.master_key = keys.master;
+    if (keys.self_signing) body.self_signing_key = keys.self_signing;
     return { body };
   });
 }

@@ -194,7 +194,9 @@ export async function resyncDevices(api: ApiContext, client: FederationClient, u
   if (res.user_id !== userId || !Array.isArray(res.devices)) throw new Error('malformed /user/devices answer');
   const devices: Extract<KeysMessage, { op: 'remote_resync' }>['devices'] = {};
   for (const d of res.devices) {
-    if (!isJsonObject(d) || typeof d.device_id !== 'string' || !isJsonObject(d.keys)) continue;
+    // A device without keys yet is listed with none (Synapse: null or absent; Axon: {}): it has
+    // nothing /keys/query could serve, and an entry without keys would be an invalid device.
+    if (!isJsonObject(d) || typeof d.device_id !== 'string' || !isJsonObject(d.keys) || !Object.keys(d.keys).length) continue;
     devices[d.device_id] = typeof d.device_display_name === 'string' ? { keys: d.keys, displayName: d.device_display_name } : { keys: d.keys };
   }
   const cross: Extract<KeysMessage, { op: 'remote_resync' }>['cross'] = {};

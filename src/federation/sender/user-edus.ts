@@ -20,6 +20,7 @@
  */
 import type { Logger } from 'pino';
 import { DESTINATION_KIND, type DestinationMessage } from '../../../actors/destination';
+import { crossSigningPublicKey, withSignaturesOf } from '../../../actors/device-keys';
 import { presenceContent, type PresenceRecord } from '../../../actors/presence';
 import { serverOf } from '../../protocol/identifiers';
 import type { JsonObject } from '../../protocol/json';
@@ -127,11 +128,14 @@ export class FederationUserEduReader extends OutboxGroupReader {
    */
   private async deviceEdus(userId: string, entryId: string, deviceIds: string[] | undefined, deleted: boolean): Promise<Edu[]> {
     const streamKey = this.data(userId, userFederationData.deviceStream(userId));
-    const [prevRaw, devices, dk, cross] = await Promise.all([
+    const [prevRaw, devices, dk, cross, ownSigs] = await Promise.all([
       this.redis.get(streamKey),
       this.redis.hgetall(this.data(userId, userData.devices(userId))),
       this.redis.hgetall(this.data(userId, e2eKeyData.deviceKeys(userId))),
       deviceIds ? Promise.resolve({} as Record<string, string>) : this.redis.hgetall(this.data(userId, e2eKeyData.crossSigningKeys(userId))),
+      // The user's signatures of their own keys are stored apart from the keys (a device signed
+      // by the self-signing key, the master key signed by a device): the peer needs them.
+      this.redis.hgetall(this.data(userId, e2eKeyData.signatures(userId, userId))),
     ]);
     let prev = prevRaw ? Number(prevRaw) : 0;
     // Strictly increasing even when one entry names several devices (the next entry's id may be
@@ -146,14 +150,18 @@ export class FederationUserEduReader extends OutboxGroupReader {
       else {
         const name = (JSON.parse(record) as { display_name?: string }).display_name;
         if (name !== undefined) content.device_display_name = name;
-        if (dk[deviceId]) content.keys = JSON.parse(dk[deviceId]!) as JsonObject;
+        if (dk[deviceId]) content.keys = withSignaturesOf(JSON.parse(dk[deviceId]!) as JsonObject, deviceId, userId, ownSigs);
       }
       edus.push({ edu_type: 'm.device_list_update', content });
       prev = streamId++;
     });
     if (!deviceIds && (cross.master || cross.self_signing)) {
       const content: JsonObject = { user_id: userId };
-      if (cross.master) content.master_key = JSON.parse(cross.master) as JsonObject;
+      if (cross.master) {
+        const master = JSON.parse(cross.master) as JsonObject;
+        const pub = crossSigningPublicKey(master);
+        content.master_key = pub ? withSignaturesOf(master, pub.publicKey, userId, ownSigs) : master;
+      }
       if (cross.self_signing) content.self_signing_key = JSON.parse(cross.self_signing) as JsonObject;
       edus.push({ edu_type: 'm.signing_key_update', content });
     }

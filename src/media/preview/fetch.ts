@@ -48,6 +48,8 @@ export interface SafeFetchOptions {
   acceptLanguage?: string;
   /** PEM certificates trusted on top of the system roots (a private CA; the tests' CA). */
   caCertificates?: readonly string[];
+  /** POST `body` (JSON) instead of a GET: the push sender's `/notify` calls (src/push/gateway.ts). */
+  post?: { body: string };
   /** Name resolution, all addresses of a host (default: the system resolver, as getaddrinfo sees /etc/hosts). For tests. */
   resolve?: (hostname: string) => Promise<string[]>;
 }
@@ -192,9 +194,13 @@ export async function safeFetch(url: string, opts: SafeFetchOptions): Promise<Fe
 function sendRequest(url: URL, checked: CheckedHost, opts: SafeFetchOptions, deadline: number): Promise<IncomingMessage> {
   const headers: Record<string, string> = {
     'User-Agent': opts.userAgent ?? DEFAULT_PREVIEW_USER_AGENT,
-    Accept: 'text/html,application/xhtml+xml,image/*;q=0.9,*/*;q=0.8',
+    Accept: opts.post ? 'application/json' : 'text/html,application/xhtml+xml,image/*;q=0.9,*/*;q=0.8',
     'Accept-Encoding': 'gzip, deflate, br',
   };
+  if (opts.post) {
+    headers['Content-Type'] = 'application/json';
+    headers['Content-Length'] = String(Buffer.byteLength(opts.post.body));
+  }
   if (opts.acceptLanguage) headers['Accept-Language'] = opts.acceptLanguage;
   const requestFn = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise<IncomingMessage>((resolve, reject) => {
@@ -211,7 +217,7 @@ function sendRequest(url: URL, checked: CheckedHost, opts: SafeFetchOptions, dea
         hostname: checked.host,
         port: url.port === '' ? undefined : Number(url.port),
         path: `${url.pathname}${url.search}`,
-        method: 'GET',
+        method: opts.post ? 'POST' : 'GET',
         headers,
         // A fresh connection per request: a pooled socket could be one opened to an address of
         // another, earlier check.
@@ -235,7 +241,7 @@ function sendRequest(url: URL, checked: CheckedHost, opts: SafeFetchOptions, dea
       clearTimeout(timer);
       reject(e instanceof UrlPreviewError ? e : new UrlPreviewError('connect', `Could not fetch the URL (${(e as NodeJS.ErrnoException).code ?? 'network error'})`));
     });
-    req.end();
+    req.end(opts.post?.body);
   });
 }
 
