@@ -9,14 +9,20 @@
  *   - auth: without a token, 401 `M_MISSING_TOKEN` where `security` requires one, and not 401
  *     where the spec takes no token;
  *   - answer: a simple valid request (a recipe below, or the spec's request example) answered with
- *     the spec's success status, and every required top-level field of the success schema present
- *     with the schema's JSON type (`missing:` / `type:`).
- * The fixtures (users, a public room with an alias, an event, a media upload, a filter, a key
- * backup) are made through the API first; operations that end sessions or rooms get their own.
+ *     the spec's success status, its body checked against the whole success schema (nested
+ *     fields, JSON types, enums: `missing:` / `type:` for the top level, a list for the rest);
+ *   - a malformed JSON body (400 `M_NOT_JSON`), each required body field left out (400), each
+ *     integer or boolean query parameter given a word (400 `M_INVALID_PARAM`), and the same
+ *     request naming an unknown room or event (compared across servers).
+ * Then the error cases (`errorCases`): requests the spec gives a particular error for.
+ * The fixtures (users, a published room with an alias, events and relations, media, a filter, a
+ * key backup, cross-signing keys, and activity after a /sync position) are made through the API
+ * first; operations that end sessions or rooms get users and rooms of their own.
  *
  *   node --import tsx scripts/conformance-audit.ts                 # a throwaway Axon (managed Redis)
  *   node --import tsx scripts/conformance-audit.ts --vs synapse    # and Synapse 1.163.2, side by side
- *   node --import tsx scripts/conformance-audit.ts --target http://127.0.0.1:8008 --register open
+ *   node --import tsx scripts/conformance-audit.ts --target http://127.0.0.1:8008   # a running server (open registration)
+ *   ... --server-name example.org   # the running server's name, when not the URL's host
  *   ... --only rooms           # operations whose path contains "rooms"
  *   ... --json out.json        # the rows as JSON too
  *   ... --table                # also check docs/conformance.md: every operation has a row
