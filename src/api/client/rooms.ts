@@ -113,6 +113,8 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
       await requireKnownRoom(roomId);
       throw threepidLookupDenied();
     }
+    // No user_id at all is M_MISSING_PARAM (as Synapse); one that is not a user id, M_BAD_JSON.
+    if (body.user_id === undefined) throw errors.missingParam('user_id is required');
     const target = requireUserIdParam(body.user_id);
     const reason = optString(body, 'reason');
     await requireKnownRoom(roomId);
