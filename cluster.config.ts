@@ -240,6 +240,14 @@ export interface AxonConfig {
    */
   presence: { enabled: boolean };
   /**
+   * TURN servers handed to clients by `GET /voip/turnServer` (Synapse's `turn_uris`,
+   * `turn_shared_secret`, `turn_username`/`turn_password`, `turn_user_lifetime`). With a shared
+   * secret each user gets time-limited credentials (the TURN REST API scheme coturn's
+   * `use-auth-secret` checks); otherwise the fixed username and password. No URIs: the endpoint
+   * answers 404 `M_UNRECOGNIZED` (no TURN here).
+   */
+  voip: { turnUris: string[]; turnSharedSecret: string; turnUsername: string; turnPassword: string; turnUserLifetimeMs: number };
+  /**
    * Every request is answered within this time (ms): one not done by then answers 503 `M_UNKNOWN`
    * with `Retry-After`, and its late answer is dropped. A long-poll (`/sync?timeout=`) gets its
    * timeout on top.
@@ -325,6 +333,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
     // Element Call's recommended setting for Synapse (`max_event_delay_duration: 24h`); Synapse itself is off by default.
     delayedEvents: { maxDelayMs: 24 * 3600 * 1000, maxPerUser: 100 },
     threadSubscriptions: { enabled: false },
+    voip: { turnUris: [], turnSharedSecret: '', turnUsername: '', turnPassword: '', turnUserLifetimeMs: 60 * 60 * 1000 },
     requestDeadlineMs: 15_000,
     federation: {
       enabled: true,
@@ -416,6 +425,11 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_DELAYED_EVENTS_MAX_DELAY_MS: 'delayedEvents.maxDelayMs',
   AXON_DELAYED_EVENTS_MAX_PER_USER: 'delayedEvents.maxPerUser',
   AXON_THREAD_SUBSCRIPTIONS_ENABLED: 'threadSubscriptions.enabled',
+  AXON_VOIP_TURN_URIS: 'voip.turnUris',
+  AXON_VOIP_TURN_SHARED_SECRET: 'voip.turnSharedSecret',
+  AXON_VOIP_TURN_USERNAME: 'voip.turnUsername',
+  AXON_VOIP_TURN_PASSWORD: 'voip.turnPassword',
+  AXON_VOIP_TURN_USER_LIFETIME_MS: 'voip.turnUserLifetimeMs',
   AXON_REQUEST_DEADLINE_MS: 'requestDeadlineMs',
   AXON_FEDERATION_ENABLED: 'federation.enabled',
   AXON_FEDERATION_PORT: 'federation.port',
@@ -614,6 +628,9 @@ export function validateConfig(c: AxonConfig): string[] {
   else if (r.sharedSecret !== '' && r.sharedSecret.length < 16) p.push('registration.sharedSecret: must be at least 16 characters (or empty to turn shared-secret registration off)');
   int(c.accessTokenLifetimeMs, 'accessTokenLifetimeMs', 10_000, 30 * 24 * 3600 * 1000);
   if (typeof c.presence?.enabled !== 'boolean') p.push(`presence.enabled: must be true or false (got ${JSON.stringify(c.presence?.enabled)})`);
+  if (!Array.isArray(c.voip?.turnUris) || !c.voip.turnUris.every((u) => typeof u === 'string' && /^turns?:/.test(u))) p.push(`voip.turnUris: must be a list of turn: or turns: URIs (got ${JSON.stringify(c.voip?.turnUris)})`);
+  else if (c.voip.turnUris.length && !c.voip.turnSharedSecret && !(c.voip.turnUsername && c.voip.turnPassword)) p.push('voip: turnUris needs turnSharedSecret, or turnUsername and turnPassword');
+  int(c.voip?.turnUserLifetimeMs, 'voip.turnUserLifetimeMs', 60_000, 7 * 24 * 3600_000);
   if (typeof c.rateLimit.enabled !== 'boolean') p.push(`rateLimit.enabled: must be true or false (got ${JSON.stringify(c.rateLimit.enabled)})`);
   if (typeof c.threadSubscriptions?.enabled !== 'boolean') p.push(`threadSubscriptions.enabled: must be true or false (got ${JSON.stringify(c.threadSubscriptions?.enabled)})`);
   int(c.delayedEvents?.maxDelayMs, 'delayedEvents.maxDelayMs', 0, 365 * 24 * 3600 * 1000);

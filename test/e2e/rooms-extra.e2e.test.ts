@@ -422,6 +422,17 @@ describe('admin whois, mutual rooms, 3pid bind/unbind/delete', () => {
     expect((await c.call(admin, 'GET', `/admin/whois/${enc('@x:elsewhere.example')}`)).status).toBe(400);
   });
 
+  it('invite, kick, ban, unban without user_id: 400 M_MISSING_PARAM; a user_id that is not one: 400 M_BAD_JSON', async () => {
+    const alice = await c.mint('mp_alice');
+    const roomId = await createRoom(alice, { preset: 'public_chat' });
+    for (const op of ['invite', 'kick', 'ban', 'unban']) {
+      const missing = await c.call(alice, 'POST', `/rooms/${enc(roomId)}/${op}`, { reason: 'no target' });
+      expect([missing.status, missing.body.errcode], op).toEqual([400, 'M_MISSING_PARAM']);
+      const bad = await c.call(alice, 'POST', `/rooms/${enc(roomId)}/${op}`, { user_id: 'not-a-user' });
+      expect([bad.status, bad.body.errcode], op).toEqual([400, 'M_BAD_JSON']);
+    }
+  });
+
   it('mutual rooms: rooms both users are joined to', async () => {
     const alice = await c.mint('ma');
     const bob = await c.mint('mb');
@@ -433,7 +444,7 @@ describe('admin whois, mutual rooms, 3pid bind/unbind/delete', () => {
     expect((await c.call(bob, 'POST', `/rooms/${enc(left)}/leave`, {})).status).toBe(200);
     const r = await c.call(alice, 'GET', `/_matrix/client/v1/mutual_rooms?user_id=${enc(bob.userId)}`);
     expect(r.status).toBe(200);
-    expect(r.body).toEqual({ joined: [both] });
+    expect(r.body).toEqual({ joined: [both], count: 1 });
     expect(aliceOnly).toBeDefined();
     expect((await c.call(alice, 'GET', '/_matrix/client/v1/mutual_rooms')).body.errcode).toBe('M_MISSING_PARAM');
     expect((await c.call(alice, 'GET', `/_matrix/client/v1/mutual_rooms?user_id=${enc(alice.userId)}`)).status).toBe(400);

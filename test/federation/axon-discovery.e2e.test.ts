@@ -187,12 +187,12 @@ describe("A's /hierarchy walks into B's space", () => {
     expect(byId.get(bOpen)!.children_state).toEqual([]);
     const shallow = await hierarchy('?max_depth=1');
     expect(ids({ body: { chunk: shallow.body.rooms } })).toEqual([aSpace, bSpace]);
-    // B's space itself, unknown on A: walked from the servers the client names (MSC4235), else 404.
+    // B's space itself, unknown on A: walked from the servers the client names (MSC4235), else 403 (the spec's answer for a room that does not exist).
     const direct = (roomId: string, query = '') => onA.call(alice, 'GET', `/_matrix/client/v1/rooms/${enc(roomId)}/hierarchy${query}`);
     const viaB = await direct(bSpace, `?org.matrix.msc4235.via=${enc(b.serverName)}`);
     expect(viaB.status, JSON.stringify(viaB.body)).toBe(200);
     expect(ids({ body: { chunk: viaB.body.rooms } })).toEqual([bSpace, bOpen, bSub, bDeep]);
-    expect((await direct(bSpace)).status).toBe(404);
+    expect((await direct(bSpace)).status).toBe(403);
     expect((await direct(bPrivate, `?org.matrix.msc4235.via=${enc(b.serverName)}`)).status).toBe(403);
   });
 

@@ -163,6 +163,10 @@ describe('media repository over HTTP', () => {
     const waited = await waiting;
     expect(waited.status).toBe(200);
     expect(await waited.text()).toBe('hello, later');
+    // A malformed timeout_ms is refused even when the media is there (nothing to wait for), as Synapse.
+    const badTimeout = await download(mxc, bob.token, {}, '?timeout_ms=soon');
+    expect(badTimeout.status).toBe(400);
+    expect(((await badTimeout.json()) as { errcode: string }).errcode).toBe('M_INVALID_PARAM');
     const again = await api('PUT', `/_matrix/media/v3/upload/${mediaPath(mxc)}`, alice.token, new TextEncoder().encode('again'));
     expect(again.status).toBe(409);
     expect(((await again.json()) as { errcode: string }).errcode).toBe('M_CANNOT_OVERWRITE_MEDIA');

@@ -430,6 +430,15 @@ describe('URL previews over HTTP (enabled, loopback 127.0.0.1 allowed; thumbnail
     expect(hits.get('/page2')).toBe(1);
   });
 
+  it('the deprecated /_matrix/media/v3/preview_url answers the same (it takes a token, so the freeze does not apply)', { timeout: T }, async () => {
+    const legacy = await fetch(`${server.baseUrl}/_matrix/media/v3/preview_url?url=${encodeURIComponent(`${siteUrl}/page1`)}`, { headers: { Authorization: `Bearer ${carol.token}` } });
+    expect(legacy.status).toBe(200);
+    expect(await legacy.json()).toEqual(await (await preview(`${siteUrl}/page1`)).json());
+    const anonymous = await fetch(`${server.baseUrl}/_matrix/media/v3/preview_url?url=${encodeURIComponent(`${siteUrl}/page1`)}`);
+    expect(anonymous.status).toBe(401);
+    expect(await anonymous.json()).toMatchObject({ errcode: 'M_MISSING_TOKEN' });
+  });
+
   it('refuses blocklisted addresses (loopback outside the allowlist, private, link-local) with a Matrix error', { timeout: T }, async () => {
     const port = (site.address() as AddressInfo).port;
     for (const url of [`http://127.0.0.2:${port}/page3`, 'http://10.1.2.3/', 'http://169.254.169.254/latest/meta-data/', `http://[::1]:${port}/page3`]) {

@@ -43,6 +43,8 @@ export function registerDeviceRoutes(front: Front, ctx: ApiContext): void {
   });
   clientRoute(front, 'DELETE', '/devices/:deviceId', (req) => deleteDevices(ctx, req, [req.params.deviceId!], jsonBody(req, true)));
   clientRoute(front, 'POST', '/delete_devices', async (req) => {
+    // The token first: a request without one is 401 whatever its body (as every other endpoint).
+    await requireUser(ctx, req);
     const body = jsonBody(req);
     const ids = body.devices;
     if (!Array.isArray(ids) || !ids.every((d) => typeof d === 'string')) throw errors.badJson('devices must be a list of device ids');

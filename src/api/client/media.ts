@@ -4,7 +4,7 @@
 // GET  /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]
 // GET  /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}
 // GET  /_matrix/client/v1/media/config
-// GET  /_matrix/client/v1/media/preview_url
+// GET  /_matrix/client/v1/media/preview_url (and the deprecated /_matrix/media/v3/preview_url)
 // GET  /_matrix/media/v3/download|thumbnail/… and /_matrix/media/v3/config (legacy, frozen)
 /**
  * The media repository's client endpoints (authenticated media, spec v1.11). Uploads are read
@@ -116,11 +116,12 @@ async function findRemote(ctx: ApiContext, req: Request, serverName: string, med
  */
 async function findLocal(ctx: ApiContext, req: Request, repo: MediaRepository, fetchRemote = true): Promise<{ mediaId: string; record: MediaRecord }> {
   const { serverName, mediaId } = req.params as { serverName: string; mediaId: string };
+  // A malformed timeout_ms is 400 M_INVALID_PARAM whether or not there is anything to wait for (as Synapse).
+  const timeoutMs = parseTimeout(req);
   if (!MEDIA_ID.test(mediaId)) throw errors.notFound('Media not found');
   if (serverName !== ctx.config.serverName) return findRemote(ctx, req, serverName, mediaId, fetchRemote);
   let record = await repo.readRecord(mediaId);
   if (!record) {
-    const timeoutMs = parseTimeout(req);
     req.allowWait(timeoutMs);
     const found = await repo.awaitRecord(mediaId, timeoutMs, req.signal);
     if (found === 'pending') throw new MatrixError(504, 'M_NOT_YET_UPLOADED', 'The media has not been uploaded yet');
@@ -245,7 +246,7 @@ export function registerMediaRoutes(front: Front, ctx: ApiContext): void {
   front.route('GET', '/_matrix/client/v1/media/config', withSafety(config));
   front.route('GET', '/_matrix/media/v3/config', withSafety(config));
 
-  front.route('GET', '/_matrix/client/v1/media/preview_url', withSafety(async (req) => {
+  const previewUrl: Handler = async (req) => {
     const user = await requireUser(ctx, req);
     const previewer = media(ctx).previewer;
     if (!previewer) throw errors.unrecognized('URL previews are off on this server');
@@ -253,7 +254,10 @@ export function registerMediaRoutes(front: Front, ctx: ApiContext): void {
     if (!url) throw errors.missingParam('url is required');
     const ts = req.query.ts !== undefined && /^\d+$/.test(req.query.ts) ? Number(req.query.ts) : undefined;
     return { body: await previewer.preview(url, ts, user.userId) };
-  }));
+  };
+  front.route('GET', '/_matrix/client/v1/media/preview_url', withSafety(previewUrl));
+  // The deprecated path (content-repo.yaml) takes a token too, so the v1.11 freeze does not touch it.
+  front.route('GET', '/_matrix/media/v3/preview_url', withSafety(previewUrl));
 
   // The legacy unauthenticated paths serve only media uploaded before the freeze (spec v1.11:
   // "frozen"; Synapse's enable_authenticated_media): anything newer is not found there.

@@ -27,6 +27,7 @@ export function registerMutualRoomsRoutes(front: Front, ctx: ApiContext): void {
       const [a, b] = await Promise.all([ctx.rooms.membership(roomId, me.userId), ctx.rooms.membership(roomId, other)]);
       if (a === 'join' && b === 'join') shared.push(roomId);
     }
-    return { body: { joined: shared.sort() } };
+    // `count` is required (mutual_rooms.yaml): the total, which here is the whole answer.
+    return { body: { joined: shared.sort(), count: shared.length } };
   });
 }

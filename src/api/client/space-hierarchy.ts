@@ -11,7 +11,8 @@
  * in their parent's `children_state`, as the spec allows.
  *
  * A room this server does not know is walked from the servers in the client's
- * `org.matrix.msc4235.via` parameters (Synapse's MSC4235); without them it is 404.
+ * `org.matrix.msc4235.via` parameters (Synapse's MSC4235); without them it is 403 `M_FORBIDDEN`
+ * (space_hierarchy.yaml lists "the room does not exist" among the 403 reasons; Synapse answers so).
  *
  * Pagination: the walk is deterministic for a given state of the rooms (remote answers are
  * cached), so the `from` token is an offset into it together with the parameters it was made for
@@ -72,7 +73,7 @@ export function registerSpaceHierarchyRoutes(front: Front, ctx: ApiContext): voi
     if (rootLocal) {
       if (!(await mayView(ctx, roomId, user.userId))) throw new MatrixError(403, 'M_FORBIDDEN', 'You may not see this room');
     } else {
-      if (!rootVia.length) throw errors.notFound('Unknown room');
+      if (!rootVia.length) throw new MatrixError(403, 'M_FORBIDDEN', 'Unknown room');
       if (!(await describe(ctx, { roomId, via: rootVia, depth: 0 }, user.userId, suggestedOnly, maxDepth, false))) throw new MatrixError(403, 'M_FORBIDDEN', 'You may not see this room');
     }
 
