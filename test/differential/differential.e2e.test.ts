@@ -82,7 +82,8 @@ describe.skipIf(skip)('differential: one client session against Axon and Synapse
           c.default_room_version = '12';
           // Unstable features Axon implements, off by default in Synapse: filters by relation type
           // (MSC3874) and `state_after` in /sync (MSC4222).
-          c.experimental_features = { msc3874_enabled: true, msc4222_enabled: true };
+          c.experimental_features = { msc3874_enabled: true, msc4222_enabled: true, msc3381_polls_enabled: true, msc3391_enabled: true, msc4140_enabled: true };
+          // Axon serves the poll push rules (MSC3930) always; Synapse with msc3381_polls_enabled. Delayed events as Element Call deployments configure them.
         },
       }),
       startTestServer(),
