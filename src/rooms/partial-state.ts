@@ -10,7 +10,8 @@
  * events are ingested as outliers (signatures, hashes and auth checked on the worker's thread
  * pool, as for a full join), then `complete_partial_state` completes the room (actors/room.ts).
  * One resync per room at a time across the fronts (a lock key renewed while it runs); every front
- * resumes the listed rooms when it starts, so a crash mid-resync only delays it.
+ * resumes the listed rooms when it starts and looks for listed rooms nobody is resyncing every
+ * `SWEEP_MS` (a front that died mid-resync leaves its lock to expire), so a crash only delays it.
  *
  * Once complete, the local members' entries in the membership index are written again, so a /sync
  * that held the room back (non-lazy-loading syncs, as Synapse does) now gives it in full.
@@ -67,6 +68,8 @@ function parseEntry(raw: string | null | undefined): PartialStateInfo | null {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
 
+/** How often a front looks for partial-state rooms whose resync is not running anywhere. */
+const SWEEP_MS = 10_000;
 /** How long the lock of one room's resync holds without renewal. */
 const LOCK_MS = 180_000;
 /** The full state of a 10,000-member room and its auth chain. */
@@ -86,6 +89,7 @@ export interface PartialStateResyncDeps {
 export class PartialStateResyncer {
   private readonly running = new Map<string, Promise<void>>();
   private stopped = false;
+  private sweep: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly ctx: ApiContext,
@@ -101,14 +105,21 @@ export class PartialStateResyncer {
     this.running.set(roomId, run);
   }
 
-  /** Start the resync of every listed room (a front starting up). */
+  /** Start the resync of every listed room now (a front starting up), and again every SWEEP_MS. */
   async resumeAll(): Promise<void> {
+    if (!this.sweep && !this.stopped) {
+      this.sweep = setInterval(() => {
+        this.resumeAll().catch((e: unknown) => this.deps.log.warn({ err: e }, 'partial state: sweep failed'));
+      }, SWEEP_MS);
+      this.sweep.unref?.();
+    }
     const all = await this.ctx.redis.hkeys(this.ctx.keys.partialStateRooms());
     for (const roomId of all) this.start(roomId);
   }
 
   stop(): void {
     this.stopped = true;
+    if (this.sweep) clearInterval(this.sweep);
   }
 
   private lockKey(roomId: string): string {
