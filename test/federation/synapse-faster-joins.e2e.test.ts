@@ -130,7 +130,7 @@ describe.skipIf(skip)(`faster joins with Synapse ${SYNAPSE_VERSION}`, () => {
     const all = [...(room.state?.events ?? []), ...(room.timeline?.events ?? [])] as Json[];
     const memberIds = new Set(all.filter((e) => e.type === 'm.room.member' && e.content?.membership === 'join').map((e) => e.state_key));
     expect(memberIds.size, JSON.stringify(room).slice(0, 1500)).toBe(MEMBERS + 2);
-    expect((room.timeline?.events as Json[]).some((e) => e.event_id === said.body.event_id)).toBe(true);
+    expect(((room.timeline?.events ?? []) as Json[]).some((e) => e.event_id === said.body.event_id)).toBe(true);
 
     // And the room lives on: a message from Synapse after the resync arrives too.
     const later = await s.call(synapseMembers[3]!, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'after the resync' });
