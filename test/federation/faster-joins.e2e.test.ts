@@ -7,9 +7,10 @@
  *   `servers_in_room` names A; without the flag (and on v1) the full state comes back.
  * - A user of B joins a room of A with many members: partial-state on B (the test holds B's
  *   resync back with the room's lock): B's user sends at once and A's members see it; an A
- *   member's message reaches B; B's make_join and /state_ids refuse while partial (404), though
- *   B counts the servers A named in servers_in_room as in the room; once let go, B fetches the
- *   state from A, /members on B lists every member, and B answers /state_ids with the full state.
+ *   member's message reaches B; a message forged by a user who left before B joined passes on the
+ *   partial state (its auth events vouch for it); B's make_join refuses while partial (404); once
+ *   let go, B fetches the state from A, /members on B lists every member, and the forged message,
+ *   checked again on the full state, is rejected and gone from B's timeline.
  * - A user of A joins a room of B (B resident): partial, then full without help.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -40,6 +41,8 @@ let alice: Session;
 let bert: Session;
 const aMembers: Session[] = [];
 let bigRoom: string;
+/** The peer's user's join of the big room, with the ids of the room's create and power levels events. */
+let patJoin: { id: string; createId: string; powerId: string };
 
 beforeAll(async () => {
   ca = createTestCa();
@@ -94,11 +97,21 @@ describe('faster joins between Axons', () => {
     // Asked again without the flag, the same join gets the full state.
     const full = await peer.request(a, 'PUT', `/_matrix/federation/v2/send_join/${enc(bigRoom)}/${enc(id)}`, pdu);
     expect(full.status, full.text).toBe(200);
+    const stateId = (type: string) => computeEventId((full.body.state as JsonObject[]).find((e) => e.type === type && e.state_key === '')!, VERSION);
+    patJoin = { id, createId: stateId('m.room.create'), powerId: stateId('m.room.power_levels') };
     expect(full.body.members_omitted).toBe(false);
     expect((full.body.state as Json[]).filter((e) => e.type === 'm.room.member').length).toBe(MEMBERS + 1);
   });
 
-  it(`a user of B joins A's room of ${MEMBERS + 1} members with partial state; B fills it from A`, async () => {
+  it(`a user of B joins A's room of ${MEMBERS + 1} members with partial state; B fills it from A and rejects what the full state refuses`, async () => {
+    // The peer's user leaves A's room before B joins: B's partial state will not say so.
+    const pat = `@pat:${peer.serverName}`;
+    const madeLeave = await peer.request(a, 'GET', `/_matrix/federation/v1/make_leave/${enc(bigRoom)}/${enc(pat)}`);
+    expect(madeLeave.status, madeLeave.text).toBe(200);
+    const leave = peer.sign(madeLeave.body.event as JsonObject, VERSION);
+    const left = await peer.request(a, 'PUT', `/_matrix/federation/v2/send_leave/${enc(bigRoom)}/${enc(leave.id)}`, leave.pdu);
+    expect(left.status, left.text).toBe(200);
+
     const bKeys = new KeySpace(b.config.redis.keyPrefix);
     const lock = `${bKeys.partialStateRooms()}:lock:${bigRoom}`;
     await b.redis.set(lock, 'held by the test', 'PX', 120_000);
@@ -117,11 +130,15 @@ describe('faster joins between Axons', () => {
     expect(said.status).toBe(200);
     await eventually(() => cb.call(bert, 'GET', `/rooms/${enc(bigRoom)}/event/${enc(said.body.event_id)}`), (r) => r.status === 200, 60_000);
 
-    // While partial, B does not have the peer's member event (A left it out) but counts the peer's
-    // server as in the room (A named it in servers_in_room); still, B has only part of the state
-    // to give, so /state_ids is 404, and make_join too.
-    const stateAnswer = await peer.request(b, 'GET', `/_matrix/federation/v1/state_ids/${enc(bigRoom)}?event_id=${enc(said.body.event_id)}`);
-    expect(stateAnswer.status).toBe(404);
+    // The peer, its user gone from the room, forges a message citing that user's old join: B's
+    // partial state has neither the join nor the leave, the event's auth events vouch for it, and
+    // nothing is soft-failed while partial — B takes it (Synapse would too).
+    const forged = peer.sign({ room_id: bigRoom, sender: pat, type: 'm.room.message', content: { msgtype: 'm.text', body: 'forged after leaving' }, origin_server_ts: Date.now(), depth: 10_000, prev_events: [said.body.event_id], auth_events: [patJoin.createId, patJoin.powerId, patJoin.id] }, VERSION);
+    const txnAnswer = await peer.sendTransaction(b, `forged-${Date.now()}`, [forged.pdu]);
+    expect(txnAnswer.status, txnAnswer.text).toBe(200);
+    await eventually(() => cb.call(bert, 'GET', `/rooms/${enc(bigRoom)}/event/${enc(forged.id)}`), (r) => r.status === 200, 60_000);
+
+    // While partial, B makes no joins (another resident must).
     const makeJoin = await peer.request(b, 'GET', `/_matrix/federation/v1/make_join/${enc(bigRoom)}/${enc(`@quinn:${peer.serverName}`)}?ver=10`);
     expect(makeJoin.status).toBe(404);
 
@@ -129,14 +146,14 @@ describe('faster joins between Axons', () => {
     const members = await cb.call(bert, 'GET', `/rooms/${enc(bigRoom)}/members`);
     expect(members.status, JSON.stringify(members.body)).toBe(200);
     const joinedIds = new Set((members.body.chunk as Json[]).filter((e) => e.content?.membership === 'join').map((e) => e.state_key));
-    // Alice, her members, bert, and the peer's user who joined in the first test.
-    expect(joinedIds).toEqual(new Set([alice.userId, bert.userId, `@pat:${peer.serverName}`, ...aMembers.map((m) => m.userId)]));
+    // Alice, her members and bert (the peer's user has left).
+    expect(joinedIds).toEqual(new Set([alice.userId, bert.userId, ...aMembers.map((m) => m.userId)]));
+    expect((members.body.chunk as Json[]).find((e) => e.state_key === pat)?.content?.membership).toBe('leave');
     expect(await b.redis.hget(bKeys.partialStateRooms(), bigRoom)).toBeNull();
-    // Now B has the full state, and answers with it.
-    const stateNow = await peer.request(b, 'GET', `/_matrix/federation/v1/state_ids/${enc(bigRoom)}?event_id=${enc(said.body.event_id)}`);
-    expect(stateNow.status, stateNow.text).toBe(200);
-    // The state before A's message, as B now has it, names every member.
-    expect((stateNow.body.pdu_ids as string[]).length).toBeGreaterThanOrEqual(MEMBERS + 4);
+    // The full state says the forger had left: the message is rejected and leaves B's timeline.
+    expect((await cb.call(bert, 'GET', `/rooms/${enc(bigRoom)}/event/${enc(forged.id)}`)).status).toBe(404);
+    const history = await cb.call(bert, 'GET', `/rooms/${enc(bigRoom)}/messages?dir=b&limit=50`);
+    expect((history.body.chunk as Json[]).map(idOf)).not.toContain(forged.id);
 
     // The sender now knows every member's server from the full state: more messages flow both ways.
     const again = await cb.call(bert, 'PUT', `/rooms/${enc(bigRoom)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'from B, full' });
