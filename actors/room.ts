@@ -614,16 +614,15 @@ function decideCompletePartialState(state: RoomState, join: string, stateIds: st
   const rejected: { event_id: string; reason: string }[] = [];
   recheck.events.forEach((r, i) => {
     const old = sinceJoin[i]!;
-    const sb = onBase(r.before);
-    const sa = r.after.size === r.before.size && old.pdu.stateKey === undefined ? sb : onBase(r.after);
-    const stored: StoredEvent = { ...old.stored, sb, sa };
+    let stored: StoredEvent;
     if (r.rejected) {
-      stored.p = 0;
-      stored.sb = 0;
-      stored.sa = 0;
-      stored.rej = r.rejected;
+      // Rejected events have no place in the history (as ingest stores them): out of the timeline.
+      stored = { ...old.stored, p: 0, sb: 0, sa: 0, rej: r.rejected };
       writes.push({ cmd: 'ZREM', key: roomData.timeline(roomId), args: [r.eventId] });
       rejected.push({ event_id: r.eventId, reason: r.rejected });
+    } else {
+      const sb = onBase(r.before);
+      stored = { ...old.stored, sb, sa: old.pdu.stateKey === undefined ? sb : onBase(r.after) };
     }
     writes.push({ cmd: 'SET', key: roomData.event(r.eventId), args: [encode(stored)] });
   });
@@ -640,9 +639,18 @@ function decideCompletePartialState(state: RoomState, join: string, stateIds: st
   }
   const current = state.current.with(changes);
   const currentSnap = onBase(current.toMap());
+  // A rejected event is built upon no more: as a forward extremity it gives way to its prev events.
+  const gone = new Set(rejected.map((r) => r.event_id));
+  let extremities = state.extremities;
+  if (extremities.some((id) => gone.has(id))) {
+    const kept = extremities.filter((id) => !gone.has(id));
+    for (const e of sinceJoin) if (gone.has(e.eventId) && state.extremities.includes(e.eventId)) for (const p of e.pdu.prevEvents) if (!gone.has(p) && !kept.includes(p)) kept.push(p);
+    extremities = kept;
+  }
   const { partial: _done, ...rest } = state;
   const next: RoomState = {
     ...rest,
+    extremities,
     current,
     events: state.events.with([...changes].map(([k, v]) => [k, v === undefined ? undefined : getEvent(v)])),
     snap: currentSnap,
