@@ -120,6 +120,12 @@ export interface FederationConfig {
   trustedKeyServers: TrustedKeyServer[];
   /** `m.server` served at `/.well-known/matrix/server` (delegation); empty: not served (404). */
   wellKnownServer: string;
+  /**
+   * Join rooms of other servers with partial state (MSC3706 faster joins): send_join asks the
+   * resident to omit the member events, our user can send at once, and the full state is fetched
+   * in the background (src/rooms/partial-state.ts). False: every join waits for the full state.
+   */
+  fasterJoins: boolean;
   /** The outbound sender's destination actors (actors/destination.ts). */
   sender: FederationSenderConfig;
 }
@@ -345,6 +351,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       ipRangeBlocklist: [...DEFAULT_FEDERATION_IP_BLOCKLIST],
       trustedKeyServers: [],
       wellKnownServer: '',
+      fasterJoins: true,
       sender: { catchUpLimit: 1_000, backoffStartMs: 2_000, backoffMaxMs: 60 * 60 * 1000 },
     },
     media: {
@@ -437,6 +444,7 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_FEDERATION_TLS_KEY: 'federation.tlsKeyPath',
   AXON_FEDERATION_CA: 'federation.caPaths',
   AXON_FEDERATION_VERIFY_TLS: 'federation.verifyTls',
+  AXON_FEDERATION_FASTER_JOINS: 'federation.fasterJoins',
   AXON_FEDERATION_IP_BLOCKLIST: 'federation.ipRangeBlocklist',
   AXON_TRUSTED_KEY_SERVERS: 'federation.trustedKeyServers',
   AXON_FEDERATION_WELL_KNOWN_SERVER: 'federation.wellKnownServer',
@@ -728,6 +736,7 @@ function validateFederation(f: FederationConfig, int: (v: unknown, name: string,
   if (typeof f.enabled !== 'boolean') p.push(`federation.enabled: must be true or false (got ${JSON.stringify(f.enabled)})`);
   int(f.port, 'federation.port', 1, 65535);
   if (typeof f.verifyTls !== 'boolean') p.push(`federation.verifyTls: must be true or false (got ${JSON.stringify(f.verifyTls)})`);
+  if (typeof f.fasterJoins !== 'boolean') p.push(`federation.fasterJoins: must be true or false (got ${JSON.stringify(f.fasterJoins)})`);
   if (typeof f.tlsCertPath !== 'string' || typeof f.tlsKeyPath !== 'string') p.push('federation.tlsCertPath / tlsKeyPath: must be file paths (or both empty for a self-signed pair)');
   else {
     if (!f.tlsCertPath !== !f.tlsKeyPath) p.push('federation.tlsCertPath / tlsKeyPath: set both or neither (neither: a self-signed pair is made under dataDir)');

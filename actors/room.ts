@@ -38,8 +38,9 @@ import { decode, encode } from '../src/store/codec';
 import { authorizeReceivedPdu, checkReceivedPdu, precheckPdus, type IngestView, type KnownEvent, type RemoteKeys } from '../src/rooms/ingest';
 import { resolveState } from '../src/protocol/state-resolution';
 import { readSnapshot } from '../src/store/room-reader';
-import { eventRoomIndex, roomData } from '../src/store/keys';
-import { UPGRADE_CLAIM_MS, relationOf, type RoomConfig, type RoomMeta, type RoomState, type EventTemplate, type RoomMessage, type DirectoryVisibility, type SuppliedState, type RoomReply, type IngestReply, type RoomOutput, type RoomDirectoryOutput, type RoomPrepared, type StoredEvent, type StoredSnapshot, type RootDelta } from '../src/rooms/model';
+import { PARTIAL_STATE_ROOMS, eventRoomIndex, roomData } from '../src/store/keys';
+import { completeCurrentState, recheckSinceJoin } from '../src/protocol/partial-state';
+import { UPGRADE_CLAIM_MS, relationOf, type RoomConfig, type RoomMeta, type RoomState, type EventTemplate, type RoomMessage, type DirectoryVisibility, type SuppliedState, type RoomReply, type IngestReply, type RoomOutput, type RoomDirectoryOutput, type RoomPrepared, type PartialStateInfo, type StoredEvent, type StoredSnapshot, type RootDelta } from '../src/rooms/model';
 
 /** How many forward extremities a new event references at most (Synapse uses 10). */
 const MAX_PREV_EVENTS = 10;
@@ -107,7 +108,8 @@ export function decideRoom(cfg: RoomConfig, state: RoomState, msg: ActorMessage<
   const body = msg.body;
   if (body?.op === 'create') return decideCreate(cfg, state, body.event);
   if (body?.op === 'send') return decideSend(cfg, state, msg, body.event, body.txn, prepared);
-  if (body?.op === 'ingest') return decideRemote(state, body.outlier ? 'outlier' : 'live', body.pdus, body.keys, body.state, prepared, body.onBehalfOf, body.ownJoin);
+  if (body?.op === 'ingest') return decideRemote(state, body.outlier ? 'outlier' : 'live', body.pdus, body.keys, body.state, prepared, body.onBehalfOf, body.ownJoin, body.partialState);
+  if (body?.op === 'complete_partial_state') return decideCompletePartialState(state, body.join, body.stateIds, prepared);
   if (body?.op === 'backfill') return decideRemote(state, 'backfill', body.pdus, body.keys, body.state, prepared);
   if (body?.op === 'set_directory_visibility') return decideDirectoryVisibility(state, body.visibility);
   if (body?.op === 'alias_index') return decideAliasIndex(state, body.alias, body.present);
@@ -336,7 +338,7 @@ function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared:
  * endpoint; their output entries carry it, so the federation sender passes them on to the room's
  * other servers (src/federation/sender/reader.ts).
  */
-function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], keys: RemoteKeys, supplied: SuppliedState | undefined, prepared: RoomPrepared, onBehalfOf?: string, ownJoin?: string): Decision<RoomState, RoomReply> {
+function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], keys: RemoteKeys, supplied: SuppliedState | undefined, prepared: RoomPrepared, onBehalfOf?: string, ownJoin?: string, partialState?: { servers: string[] }): Decision<RoomState, RoomReply> {
   const fresh = state.version === null;
   const version = fresh ? freshRoomVersion(state, mode, supplied) : requireRoomVersion(state.version!);
   const known = new Map<string, KnownEvent & { stored: StoredEvent }>();
@@ -357,6 +359,7 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
   };
   let next: RoomState = fresh ? { ...state, version: version.id } : state;
   const writes: StoreWrite[] = [];
+  const derivedWrites: StoreWrite[] = [];
   const outputs: RoomOutput[] = [];
   const results: IngestReply['results'] = [];
   const backfilled: { pdu: Pdu; raw: JsonObject; stored: StoredEvent }[] = [];
@@ -412,8 +415,12 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
     // resident let it in on the room's state as it is now, and ours is what we saw before we left
     // (it is resolved with the join's state below, as two forks are).
     const hasCurrent = next.extremities.length > 0 && pdu.eventId !== ownJoin;
-    const current: StateLookup | null = mode === 'live' && !asOutlier && hasCurrent ? { get: (type, key) => next.events.get(stateKeyOf(type, key)) } : null;
-    const outcome = authorizeReceivedPdu(pdu, view, current, asOutlier, given);
+    // A partial-state room (our join's answer left the members out) judges events by what it has
+    // and the events' own auth events, and soft-fails none: its current state lacks members (as
+    // Synapse skips the soft-fail check there). The full state re-checks them (decideCompletePartialState).
+    const partial = !asOutlier && mode === 'live' && (!!next.partial || (!!partialState && pdu.eventId === ownJoin));
+    const current: StateLookup | null = mode === 'live' && !asOutlier && hasCurrent && !partial ? { get: (type, key) => next.events.get(stateKeyOf(type, key)) } : null;
+    const outcome = authorizeReceivedPdu(pdu, view, current, asOutlier, given, partial);
     const base = { j: canonicalJson(checked.raw), d: pdu.depth };
     switch (outcome.status) {
       case 'dropped':
@@ -523,6 +530,11 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
     }
     outputs.push(out);
     results.push({ event_id: pdu.eventId, status: 'accepted' });
+    if (partialState && pdu.eventId === ownJoin && !next.partial) {
+      const partial: PartialStateInfo = { join: pdu.eventId, servers: [...new Set(partialState.servers)].sort() };
+      next = { ...next, partial };
+      derivedWrites.push({ cmd: 'HSET', key: PARTIAL_STATE_ROOMS, args: [state.roomId, JSON.stringify(partial)] });
+    }
   };
 
   // The supplied state and auth chain first, as outliers, each after its auth events.
@@ -545,7 +557,149 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
     });
     next = { ...next, low: low - order.length };
   }
-  return { state: next, reply: { results }, outputs, writes };
+  return { state: next, reply: { results }, outputs, writes, ...(derivedWrites.length ? { derivedWrites } : {}) };
+}
+
+/**
+ * The full state before our partial-state join is in (its events stored as outliers by the
+ * resync's `ingest` just before): the room stops being partial-state. The state before and after
+ * every event since the join is completed with what the partial state lacked and stored as new
+ * snapshots (the full state once, the rest as deltas on it); each event is checked again against
+ * its completed state, and one that fails is rejected and leaves the timeline; the current state
+ * gains the missing members (src/protocol/partial-state.ts). Asked again once complete, it
+ * answers that nothing was left to do.
+ */
+function decideCompletePartialState(state: RoomState, join: string, stateIds: string[], prepared: RoomPrepared): Decision<RoomState, RoomReply> {
+  if (state.version === null) throw new ActorRejection('M_NOT_FOUND', 'Unknown room', 404);
+  if (!state.partial) return { state, reply: { completed: true, added: 0, rejected: [] } };
+  if (state.partial.join !== join) throw new ActorRejection('M_INVALID_PARAM', 'Not the join the room was entered with', 400);
+  const version = requireRoomVersion(state.version);
+  const known = prepared.known ?? new Map<string, { pdu: Pdu; stored: StoredEvent }>();
+  const sinceJoin = prepared.sinceJoin ?? [];
+  if (sinceJoin[0]?.eventId !== join) throw new ActorRejection('M_UNKNOWN', 'The join is not in the room\'s timeline', 500);
+  const full: StateMap = new Map();
+  for (const id of stateIds) {
+    const k = known.get(id);
+    if (!k) throw new ActorRejection('M_NOT_FOUND', `The state event ${id} is not stored here`, 400);
+    if (k.stored.rej) throw new ActorRejection('M_INVALID_PARAM', `The state event ${id} was rejected`, 400);
+    if (k.pdu.stateKey === undefined) throw new ActorRejection('M_INVALID_PARAM', `${id} is not a state event`, 400);
+    const key = stateKeyOf(k.pdu.type, k.pdu.stateKey);
+    if (full.has(key) && full.get(key) !== id) throw new ActorRejection('M_INVALID_PARAM', `The state names two events for ${JSON.stringify(k.pdu.type)} ${JSON.stringify(k.pdu.stateKey)}`, 400);
+    full.set(key, id);
+  }
+  const byId = new Map<string, Pdu>();
+  for (const [, pdu] of state.events.entries()) byId.set(pdu.eventId, pdu);
+  const getEvent = (id: string) => known.get(id)?.pdu ?? byId.get(id);
+  const snapshots = prepared.snapshots ?? new Map<number, StateMap>();
+  const events = sinceJoin.map((e) => ({ eventId: e.eventId, pdu: e.pdu, before: snapshots.get(e.stored.sb) ?? new Map<string, string>() }));
+  const recheck = recheckSinceJoin(full, events, (pdu, st) => checkEventAuth(pdu, { get: (type, key) => { const id = st.get(stateKeyOf(type, key)); return id === undefined ? undefined : getEvent(id); } }, version));
+
+  const roomId = state.roomId;
+  const writes: StoreWrite[] = [];
+  let snapSeq = state.snapSeq;
+  const base = recheck.events[0]!.before;
+  const baseId = ++snapSeq;
+  writes.push({ cmd: 'SET', key: roomData.snapshot(roomId, baseId), args: [encode({ p: null, d: [...base], n: 0 } satisfies StoredSnapshot)] });
+  /** A snapshot of `st` as a delta on the full state before the join (one hop from its root). */
+  const onBase = (st: StateMap): number => {
+    if (st === base) return baseId;
+    const d: [string, string | null][] = [];
+    for (const [k, v] of st) if (base.get(k) !== v) d.push([k, v]);
+    for (const k of base.keys()) if (!st.has(k)) d.push([k, null]);
+    if (!d.length) return baseId;
+    const id = ++snapSeq;
+    writes.push({ cmd: 'SET', key: roomData.snapshot(roomId, id), args: [encode({ p: baseId, d, n: 1 } satisfies StoredSnapshot)] });
+    return id;
+  };
+  const rejected: { event_id: string; reason: string }[] = [];
+  recheck.events.forEach((r, i) => {
+    const old = sinceJoin[i]!;
+    let stored: StoredEvent;
+    if (r.rejected) {
+      // Rejected events have no place in the history (as ingest stores them): out of the timeline.
+      stored = { ...old.stored, p: 0, sb: 0, sa: 0, rej: r.rejected };
+      writes.push({ cmd: 'ZREM', key: roomData.timeline(roomId), args: [r.eventId] });
+      rejected.push({ event_id: r.eventId, reason: r.rejected });
+    } else {
+      const sb = onBase(r.before);
+      stored = { ...old.stored, sb, sa: old.pdu.stateKey === undefined ? sb : onBase(r.after) };
+    }
+    writes.push({ cmd: 'SET', key: roomData.event(r.eventId), args: [encode(stored)] });
+  });
+  const changes = completeCurrentState(state.current.toMap(), full, recheck);
+  for (const [k, v] of changes) {
+    if (v === undefined) writes.push({ cmd: 'HDEL', key: roomData.state(roomId), args: [k] });
+    else writes.push({ cmd: 'HSET', key: roomData.state(roomId), args: [k, v] });
+    if (k.startsWith('m.room.member\u0000')) {
+      const user = k.slice('m.room.member\u0000'.length);
+      const m = v === undefined ? undefined : getEvent(v)?.content.membership;
+      if (typeof m === 'string') writes.push({ cmd: 'HSET', key: roomData.members(roomId), args: [user, m] });
+      else writes.push({ cmd: 'HDEL', key: roomData.members(roomId), args: [user] });
+    }
+  }
+  const current = state.current.with(changes);
+  const currentSnap = onBase(current.toMap());
+  // A rejected event is built upon no more: as a forward extremity it gives way to its prev events.
+  const gone = new Set(rejected.map((r) => r.event_id));
+  let extremities = state.extremities;
+  if (extremities.some((id) => gone.has(id))) {
+    const kept = extremities.filter((id) => !gone.has(id));
+    for (const e of sinceJoin) if (gone.has(e.eventId) && state.extremities.includes(e.eventId)) for (const p of e.pdu.prevEvents) if (!gone.has(p) && !kept.includes(p)) kept.push(p);
+    extremities = kept;
+  }
+  const { partial: _done, ...rest } = state;
+  const next: RoomState = {
+    ...rest,
+    extremities,
+    current,
+    events: state.events.with([...changes].map(([k, v]) => [k, v === undefined ? undefined : getEvent(v)])),
+    snap: currentSnap,
+    snapChain: currentSnap === baseId ? 0 : 1,
+    snapSeq,
+  };
+  return { state: next, reply: { completed: true, added: changes.size, rejected }, writes, derivedWrites: [{ cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [roomId] }] };
+}
+
+/**
+ * What completing a partial-state room needs: the full state's events, the timeline from the join
+ * on with the snapshots of the states before its events, and the partial state's own events.
+ */
+async function prepareCompletePartialState(ctx: ShellContext, state: RoomState, join: string, stateIds: string[]): Promise<RoomPrepared> {
+  if (state.version === null || state.partial?.join !== join) return {};
+  const version = requireRoomVersion(state.version);
+  const known = new Map<string, { pdu: Pdu; stored: StoredEvent }>();
+  const load = async (ids: Iterable<string>) => {
+    const want = [...new Set(ids)].filter((id) => !known.has(id));
+    for (let i = 0; i < want.length; i += 500) {
+      const batch = want.slice(i, i + 500);
+      const blobs = await ctx.redis.mgetBuffer(...batch.map((id) => ctx.keys.data(roomData.event(id))));
+      batch.forEach((id, j) => {
+        const blob = blobs[j];
+        if (!blob) return;
+        const stored = decode<StoredEvent>(blob);
+        known.set(id, { pdu: toPdu(JSON.parse(stored.j) as JsonObject, version, id), stored });
+      });
+    }
+  };
+  const joinStored = await loadStoredEvent(ctx, join);
+  if (!joinStored || joinStored.p <= 0) return {};
+  const ids = await ctx.redis.zrangebyscore(ctx.keys.data(roomData.timeline(state.roomId)), joinStored.p, '+inf');
+  await load([...stateIds, ...ids]);
+  const fetch = (name: string) => ctx.redis.getBuffer(ctx.keys.data(name));
+  const cache = new Map<string, StateMap>();
+  const snapshots = new Map<number, StateMap>();
+  const sinceJoin: NonNullable<RoomPrepared['sinceJoin']> = [];
+  for (const id of ids) {
+    const k = known.get(id);
+    if (!k || k.stored.p <= 0) continue;
+    sinceJoin.push({ eventId: id, pdu: k.pdu, stored: k.stored });
+    if (!snapshots.has(k.stored.sb)) snapshots.set(k.stored.sb, await readSnapshot(fetch, state.roomId, k.stored.sb, cache));
+  }
+  // A rejected state event falls back to what was there before it: those events too.
+  const partialIds = new Set<string>();
+  for (const snap of snapshots.values()) for (const v of snap.values()) partialIds.add(v);
+  await load(partialIds);
+  return { known, snapshots, sinceJoin };
 }
 
 /** The version of a room first heard of through supplied state: its create event says. */
@@ -855,6 +1009,7 @@ export function roomActor(cfg: RoomConfig): ActorKind<RoomState, RoomMessage, Ro
       const prepared: RoomPrepared = {};
       if (msg.body?.op === 'ingest') return prepareIngest(ctx, state, msg.body.outlier ? 'outlier' : 'live', msg.body.pdus, msg.body.keys ?? {}, msg.body.state);
       if (msg.body?.op === 'backfill') return prepareIngest(ctx, state, 'backfill', msg.body.pdus, msg.body.keys ?? {}, msg.body.state);
+      if (msg.body?.op === 'complete_partial_state') return prepareCompletePartialState(ctx, state, msg.body.join, msg.body.stateIds);
       if (msg.body?.op !== 'send') return prepared;
       const { event, txn } = msg.body;
       if (txn) {

@@ -13,9 +13,14 @@
  *       (N = 1, 4, 10 signing peers in this script, each joined by send_join, each accepting and
  *       counting transactions). Time from the first send until every destination has every event.
  *   (3) remote join: a room of K members is built on a second Axon (its local users register and
- *       join), then a user of the first Axon joins it over federation (make_join/send_join, the
- *       answer's state and auth chain checked and stored). Time of the /join call, and PSS (from
- *       /proc/<pid>/smaps_rollup) of the joining Axon's processes and its redis-server before and after.
+ *       join), then a user of the first Axon joins it over federation (make_join/send_join; with
+ *       faster joins, MSC3706, the answer leaves the members out and the rest comes in the
+ *       background). Time of the /join call, time until the user's first message is accepted
+ *       (can send), time until the joining server has the full state (its /joined_members counts
+ *       every member), and PSS (from /proc/<pid>/smaps_rollup) of the joining Axon's processes and
+ *       its redis-server before and after. The same join by a user of a third Axon with
+ *       `federation.fasterJoins` off (BENCH_FULL_JOIN=0 leaves it out), and, with --vs synapse,
+ *       by a Synapse user (Synapse joins with partial state by default).
  *
  * Options: --quick (small sizes), --big (phase 3 also with 10,000 members), --only 1,2,3,
  * --workers N (per Axon, default 1). Env: BENCH_TXNS (phase 1 transactions, default 100),
@@ -67,7 +72,7 @@ interface FedAxon {
 }
 
 /** An Axon cluster on `ip` with its federation listener (TLS from `ca`), loopback allowed, ready. */
-async function startFedAxon(ip: string, ca: TestCa): Promise<FedAxon> {
+async function startFedAxon(ip: string, ca: TestCa, extraEnv: Record<string, string> = {}): Promise<FedAxon> {
   const fedPort = await freePort(ip);
   const leaf = ca.leaf(ip);
   const serverName = `${ip}:${fedPort}`;
@@ -78,7 +83,7 @@ async function startFedAxon(ip: string, ca: TestCa): Promise<FedAxon> {
     host: ip,
     serverName,
     stderr: 'inherit',
-    env: { AXON_FEDERATION_ENABLED: 'true', AXON_FEDERATION_PORT: String(fedPort), AXON_FEDERATION_TLS_CERT: leaf.certPath, AXON_FEDERATION_TLS_KEY: leaf.keyPath, AXON_FEDERATION_CA: ca.caPath, AXON_FEDERATION_IP_BLOCKLIST: '' },
+    env: { AXON_FEDERATION_ENABLED: 'true', AXON_FEDERATION_PORT: String(fedPort), AXON_FEDERATION_TLS_CERT: leaf.certPath, AXON_FEDERATION_TLS_KEY: leaf.keyPath, AXON_FEDERATION_CA: ca.caPath, AXON_FEDERATION_IP_BLOCKLIST: '', ...extraEnv },
   });
   const federationUrl = `https://${ip}:${fedPort}`;
   const m = new MatrixLoad(bench.url);
@@ -248,6 +253,7 @@ async function phaseJoin(ca: TestCa, results: Record<string, unknown>): Promise<
     synapseStarting?.catch(() => undefined);
     const host = await startFedAxon('127.0.0.145', ca);
     const joiner = await startFedAxon('127.0.0.146', ca);
+    let slowJoiner: FedAxon | undefined;
     let synapse: SynapsePeer | undefined;
     try {
       const owner = await host.m.register('owner');
@@ -277,22 +283,44 @@ async function phaseJoin(ca: TestCa, results: Record<string, unknown>): Promise<
         },
       );
       const buildSec = round((performance.now() - buildStart) / 1000, 1);
-      const bob = await joiner.m.register('bob');
-      await sleep(1000);
-      const pssBefore = pssOf(joiner.bench.pids());
-      const t0 = performance.now();
-      let joinError = '';
-      await joiner.m.ok('POST', `${C}/join/${enc(roomId)}?server_name=${enc(host.serverName)}`, { token: bob.token, body: {}, timeoutMs: 600_000 }).catch((err: Error) => {
-        joinError = err.message.slice(0, 200); // e.g. 504 at 10,000 members: printed, and the run goes on
-      });
-      const joinMs = performance.now() - t0;
-      await sleep(1000);
-      const pssAfter = pssOf(joiner.bench.pids());
-      const joined = joinError ? { joined: {} } : await joiner.m.ok('GET', `${C}/rooms/${enc(roomId)}/joined_members`, { token: bob.token });
-      const row = { server: 'Axon', members, buildSec, joinSec: round(joinMs / 1000, 2), membersSeen: Object.keys(joined.joined ?? {}).length, pssBeforeMb: round(pssBefore / 1024), pssAfterMb: round(pssAfter / 1024), pssDeltaMb: round((pssAfter - pssBefore) / 1024), ...(joinError ? { error: joinError } : {}) };
-      if (joinError) console.log(`(3) Axon's /join of the ${members}-member room failed after ${round(joinMs / 1000, 1)} s: ${joinError}`);
-      rows.push(row);
-      log(`remote join: ${JSON.stringify(row)}`);
+      /** One Axon user's join, timed: /join, first message accepted, full state on the joining server. */
+      const axonJoin = async (axon: FedAxon, label: string, localpart: string, expectMembers: number) => {
+        const user = await axon.m.register(localpart);
+        await sleep(1000);
+        const pssBefore = pssOf(axon.bench.pids());
+        const t0 = performance.now();
+        let joinError = '';
+        await axon.m.ok('POST', `${C}/join/${enc(roomId)}?server_name=${enc(host.serverName)}`, { token: user.token, body: {}, timeoutMs: 600_000 }).catch((err: Error) => {
+          joinError = err.message.slice(0, 200); // e.g. 504 at 10,000 members: printed, and the run goes on
+        });
+        const joinMs = performance.now() - t0;
+        let sendMs = Number.NaN;
+        let fullMs = Number.NaN;
+        let seen = 0;
+        if (!joinError) {
+          await axon.m.ok('PUT', `${C}/rooms/${enc(roomId)}/send/m.room.message/${localpart}-first`, { token: user.token, body: { msgtype: 'm.text', body: 'first message' } });
+          sendMs = performance.now() - t0;
+          const deadline = Date.now() + 600_000;
+          for (;;) {
+            const joined = await axon.m.ok('GET', `${C}/rooms/${enc(roomId)}/joined_members`, { token: user.token });
+            seen = Object.keys(joined.joined ?? {}).length;
+            if (seen >= expectMembers || Date.now() > deadline) break;
+            await sleep(100);
+          }
+          fullMs = performance.now() - t0;
+        }
+        await sleep(1000);
+        const pssAfter = pssOf(axon.bench.pids());
+        const row = { server: label, members, buildSec, joinSec: round(joinMs / 1000, 2), sendSec: round(sendMs / 1000, 2), fullSec: round(fullMs / 1000, 2), membersSeen: seen, pssBeforeMb: round(pssBefore / 1024), pssAfterMb: round(pssAfter / 1024), pssDeltaMb: round((pssAfter - pssBefore) / 1024), ...(joinError ? { error: joinError } : {}) };
+        if (joinError) console.log(`(3) ${label}'s /join of the ${members}-member room failed after ${round(joinMs / 1000, 1)} s: ${joinError}`);
+        rows.push(row);
+        log(`remote join: ${JSON.stringify(row)}`);
+      };
+      await axonJoin(joiner, 'Axon (faster joins)', 'bob', members + 1);
+      if (process.env.BENCH_FULL_JOIN !== '0') {
+        slowJoiner = await startFedAxon('127.0.0.148', ca, { AXON_FEDERATION_FASTER_JOINS: 'false' });
+        await axonJoin(slowJoiner, 'Axon (fasterJoins off)', 'dave', members + 2);
+      }
       if (synapseStarting !== null) {
         synapse = await synapseStarting;
         const carol = await synapse.registerUser('carol', 'carol password');
@@ -302,19 +330,31 @@ async function phaseJoin(ca: TestCa, results: Record<string, unknown>): Promise<
         const r = await synapse.call(carol, 'POST', `/join/${enc(roomId)}?server_name=${enc(host.serverName)}`, {});
         const ms = performance.now() - t1;
         if (r.status !== 200) throw new Error(`Synapse join: ${r.status} ${JSON.stringify(r.body)}\n${synapse.logTail(30)}`);
+        const first = await synapse.call(carol, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/carol-first`, { msgtype: 'm.text', body: 'first message' });
+        if (first.status !== 200) throw new Error(`Synapse send: ${first.status} ${JSON.stringify(first.body)}`);
+        const sendMs = performance.now() - t1;
+        const expectMembers = members + (slowJoiner ? 3 : 2);
+        let seenCount = 0;
+        const deadline = Date.now() + 600_000;
+        for (;;) {
+          const seen = await synapse.call(carol, 'GET', `/rooms/${enc(roomId)}/joined_members`);
+          seenCount = Object.keys(seen.body.joined ?? {}).length;
+          if (seenCount >= expectMembers || Date.now() > deadline) break;
+          await sleep(100);
+        }
+        const fullMs = performance.now() - t1;
         await sleep(1000);
         const after = pssKb(synapse.pid);
-        const seen = await synapse.call(carol, 'GET', `/rooms/${enc(roomId)}/joined_members`);
-        const srow = { server: `Synapse ${SYNAPSE_VERSION}`, members, buildSec, joinSec: round(ms / 1000, 2), membersSeen: Object.keys(seen.body.joined ?? {}).length, pssBeforeMb: round(before / 1024), pssAfterMb: round(after / 1024), pssDeltaMb: round((after - before) / 1024) };
+        const srow = { server: `Synapse ${SYNAPSE_VERSION}`, members, buildSec, joinSec: round(ms / 1000, 2), sendSec: round(sendMs / 1000, 2), fullSec: round(fullMs / 1000, 2), membersSeen: seenCount, pssBeforeMb: round(before / 1024), pssAfterMb: round(after / 1024), pssDeltaMb: round((after - before) / 1024) };
         rows.push(srow);
         log(`remote join: ${JSON.stringify(srow)}`);
       }
     } finally {
-      await Promise.all([host.bench.stop(), joiner.bench.stop(), synapse?.stop() ?? synapseStarting?.then((x) => x.stop(), () => undefined)]);
+      await Promise.all([host.bench.stop(), joiner.bench.stop(), slowJoiner?.bench.stop(), synapse?.stop() ?? synapseStarting?.then((x) => x.stop(), () => undefined)]);
     }
   }
   console.log(`\n(3) A user joins a remote room over federation (room built on a second Axon by local joins; PSS of the joining server's processes + its redis-server, or of the Synapse process (SQLite); ${WORKERS} worker, 1 front each)`);
-  console.log(table(rows, ['server', 'members', 'buildSec', 'joinSec', 'membersSeen', 'pssBeforeMb', 'pssAfterMb', 'pssDeltaMb'], ['joining server', 'members', 'room built s', '/join s', 'joined_members', 'PSS before MB', 'PSS after MB', 'PSS Δ MB']));
+  console.log(table(rows, ['server', 'members', 'buildSec', 'joinSec', 'sendSec', 'fullSec', 'membersSeen', 'pssBeforeMb', 'pssAfterMb', 'pssDeltaMb'], ['joining server', 'members', 'room built s', '/join s', 'can send s', 'full state s', 'joined_members', 'PSS before MB', 'PSS after MB', 'PSS Δ MB']));
   results.join = rows;
 }
 

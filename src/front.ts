@@ -30,6 +30,8 @@ import { FederationClient } from './federation/client';
 import { ServerKeyStore } from './federation/keys/key-store';
 import { OwnKeyDocument } from './federation/keys/own-keys';
 import { ensureSelfSignedCertificate } from './federation/tls';
+import { PartialStateResyncer } from './rooms/partial-state';
+import { MembershipIndex } from './readers/membership-index';
 import { federationIpBlocklist } from './protocol/ip-ranges';
 import type { SigningKey } from './protocol/crypto';
 import { KeySpace } from './store/keys';
@@ -187,6 +189,12 @@ function startFederation(config: AxonConfig, ctx: ApiContext, own: OwnKeyDocumen
     client,
     keyStore,
   };
+  // Faster joins: rooms joined with partial state get their full state in the background; those
+  // left partial by a front that stopped are taken up again here.
+  const resyncer = new PartialStateResyncer(ctx, { client, keyStore, index: new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user), log: log.child({ component: 'partial-state' }) });
+  ctx.federation.partialStates = resyncer;
+  (ctx.closers ??= []).push(() => resyncer.stop());
+  resyncer.resumeAll().catch((e: unknown) => log.warn({ err: e }, 'partial state: could not resume resyncs'));
   if (ctx.media) ctx.media.remote = new RemoteMediaFetcher(ctx.media.repository, client, log.child({ component: 'media-remote' }));
   const fctx: FederationContext = { config, own, keyStore, client, log, api: ctx };
   const front = new Front({

@@ -55,6 +55,8 @@ export interface ApiContext {
     /** The outbound client and the key store (our users joining rooms on other servers: src/rooms/join-remote.ts). */
     client?: FederationClient;
     keyStore?: ServerKeyStore;
+    /** Start the background fetch of a partial-state room's full state (src/rooms/partial-state.ts). */
+    partialStates?: { start(roomId: string): void };
   };
 }
 

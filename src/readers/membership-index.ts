@@ -79,6 +79,18 @@ export class MembershipIndex {
     }
   }
 
+  /**
+   * Write the entry's time again (the membership stays): /sync then gives the room in full, as
+   * newly joined — a room whose full state has just arrived after a partial-state join, which
+   * non-lazy-loading syncs held back until now (src/rooms/partial-state.ts).
+   */
+  async markFresh(userId: string, roomId: string): Promise<void> {
+    const k = this.userKeys(userId);
+    const [s, us] = await this.redis.time();
+    await this.redis.hset(k.data(membershipIndexData.writtenAt(userId)), roomId, String(Number(s) * 1_000_000 + Number(us)));
+    await this.redis.publish(this.keys.syncNotify(), encodeNotification({ users: [userId] })).catch(() => undefined);
+  }
+
   /** Every room the user has a membership in, optionally only one membership. */
   async rooms(userId: string, membership?: string): Promise<IndexedMembership[]> {
     const k = this.userKeys(userId);

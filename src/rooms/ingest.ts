@@ -192,8 +192,14 @@ export function checkReceivedPdu(raw: JsonObject, view: IngestView, keys: Remote
  * join). `givenStateBefore` is the state before the event when its prev_events are not known
  * here (what a remote's /state_ids answered for it: backfill's oldest events, the first event of
  * a room joined over federation); it is used only when some prev event has no known state.
+ * `partialState`: the room was joined with partial state (MSC3706) and its full state is not in
+ * yet, so the state before the event may lack member events the event needs (its sender's, say):
+ * step 5 reads the state before it, completed by the event's own auth events where the state has
+ * no entry (what is there — a ban, a leave — still counts). Synapse resolves the two instead; both
+ * let through what the partial state cannot judge, and the event is checked again once the full
+ * state is in (src/protocol/partial-state.ts `recheckSinceJoin`).
  */
-export function authorizeReceivedPdu(pdu: Pdu, view: IngestView, current: StateLookup | null, asOutlier: boolean, givenStateBefore?: StateMap): IngestOutcome {
+export function authorizeReceivedPdu(pdu: Pdu, view: IngestView, current: StateLookup | null, asOutlier: boolean, givenStateBefore?: StateMap, partialState = false): IngestOutcome {
   const { version } = view;
   // 4. Against its auth events: all known, none rejected, the right ones, and the rules pass.
   const missingAuth = pdu.authEvents.filter((id) => !view.known(id));
@@ -213,7 +219,8 @@ export function authorizeReceivedPdu(pdu: Pdu, view: IngestView, current: StateL
   if (missingPrev.length && !givenStateBefore) return { status: 'missing', reason: 'unknown prev_events (or known only as outliers)', missing: missingPrev };
   const stateSets = prevs.map((p) => p.known?.stateAfter).filter((s): s is StateMap => s !== undefined);
   const stateBefore = missingPrev.length ? givenStateBefore! : stateSets.length === 1 ? stateSets[0]! : resolveState({ version, stateSets, getEvent: view.getEvent, isRejected: (id) => view.known(id)?.rejected ?? false });
-  const beforeLookup = withCreate(lookupOver(stateBefore, view), view);
+  const overState = lookupOver(stateBefore, view);
+  const beforeLookup = withCreate(partialState ? { get: (type, key) => overState.get(type, key) ?? authLookup.get(type, key) } : overState, view);
   const byStateBefore = checkEventAuth(pdu, beforeLookup, version);
   if (!byStateBefore.allowed) return { status: 'rejected', pdu, reason: byStateBefore.reason };
 

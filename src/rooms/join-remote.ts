@@ -38,6 +38,12 @@ import { roomShard } from '../store/shard-keys';
 export interface RemoteJoinDeps {
   client: FederationClient;
   keyStore: ServerKeyStore;
+  /**
+   * Faster joins (MSC3706): when set, send_join asks the resident to omit the member events, and
+   * a join answered that way is entered with partial state, its full state fetched in the
+   * background by this (src/rooms/partial-state.ts).
+   */
+  partialStates?: { start(roomId: string): void };
 }
 
 /** At most this many candidate servers are asked for a template. */
@@ -111,6 +117,8 @@ interface HandshakeSpec<T> {
   /** The event's content as our user wants it (membership, reason, profile). */
   content: JsonObject;
   sendOptions: { timeoutMs: number; maxResponseBytes?: number };
+  /** Query string for the send_ request (`?omit_members=true`), if any. */
+  sendQuery?: string;
   /** What to make of a server's send_ answer; an error string moves on to the next server. */
   accept: (h: Handshake) => Promise<{ ok: true; value: T } | { ok: false; error: string }>;
 }
@@ -168,7 +176,7 @@ async function remoteMembershipHandshake<T>(ctx: ApiContext, deps: RemoteJoinDep
     // 2. send_<membership>.
     let answer: JsonObject;
     try {
-      answer = await deps.client.put(server, `/_matrix/federation/${SEND_VERSION[membership]}/send_${membership}/${encodeURIComponent(roomId)}/${encodeURIComponent(eventId)}`, signed, spec.sendOptions);
+      answer = await deps.client.put(server, `/_matrix/federation/${SEND_VERSION[membership]}/send_${membership}/${encodeURIComponent(roomId)}/${encodeURIComponent(eventId)}${spec.sendQuery ?? ''}`, signed, spec.sendOptions);
     } catch (e) {
       noteFailure(server, e);
       continue;
@@ -204,9 +212,13 @@ export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, inde
     candidates,
     content,
     sendOptions: { timeoutMs: SEND_JOIN_TIMEOUT_MS, maxResponseBytes: SEND_JOIN_MAX_BYTES },
+    ...(deps.partialStates ? { sendQuery: '?omit_members=true' } : {}),
     accept: async ({ server, version, signed, eventId, answer }) => {
       const checked = checkSendJoinAnswer(answer, version, signed, eventId);
       if (!checked.ok) return checked;
+      // MSC3706: the resident left the member events out (only if we asked): the room is entered
+      // with partial state, and the servers it names get our events until the members are known.
+      const partial = deps.partialStates && answer.members_omitted === true ? { servers: [server, ...partialServers(answer.servers_in_room).filter((s) => s !== server)] } : undefined;
       // 3. The room actor checks and stores it all: state and auth chain as outliers, the join live.
       const t1 = performance.now();
       const keys = await keysForPdus(deps.keyStore, [checked.join, ...checked.supplied.events], version, Date.now() + 30_000);
@@ -215,8 +227,8 @@ export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, inde
       const timeoutMs = ingestTimeoutMs(checked.supplied.events.length);
       allowWait?.(timeoutMs);
       const t2 = performance.now();
-      const reply = await askRoomFamily<IngestReply>(ctx, 'room', roomId, { op: 'ingest', pdus: [checked.join], keys, state: checked.supplied, ownJoin: eventId }, { timeoutMs });
-      ctx.log.info({ room_id: roomId, server, events: checked.supplied.events.length, keys_ms: Math.round(t2 - t1), ingest_ms: Math.round(performance.now() - t2) }, 'remote join: send_join answer taken');
+      const reply = await askRoomFamily<IngestReply>(ctx, 'room', roomId, { op: 'ingest', pdus: [checked.join], keys, state: checked.supplied, ownJoin: eventId, ...(partial ? { partialState: partial } : {}) }, { timeoutMs });
+      ctx.log.info({ room_id: roomId, server, events: checked.supplied.events.length, partial_state: !!partial, keys_ms: Math.round(t2 - t1), ingest_ms: Math.round(performance.now() - t2) }, 'remote join: send_join answer taken');
       const result = reply.results.find((r) => r.event_id === eventId);
       if (!result || (result.status !== 'accepted' && result.status !== 'duplicate')) {
         const bad = reply.results.filter((r) => r.status !== 'accepted' && r.status !== 'duplicate' && r.status !== 'outlier').slice(0, 3);
@@ -232,6 +244,7 @@ export async function joinRemoteRoom(ctx: ApiContext, deps: RemoteJoinDeps, inde
       if (stored) await indexRemoteMembers(ctx, index, roomId, stored.pos);
       // The room is here now: an invite or knock kept for it has served its purpose.
       await dropRemoteMembership(ctx, userId, roomId);
+      if (partial) deps.partialStates!.start(roomId);
       return { ok: true, value: eventId };
     },
   });
@@ -280,6 +293,11 @@ export function buildMembershipEvent(template: JsonObject, version: RoomVersion,
   event.origin_server_ts = Date.now();
   if (version.eventIdFormat === 'v1') event.event_id = `$${randomBytes(12).toString('base64url')}:${ours}`;
   return event;
+}
+
+/** The `servers_in_room` of a partial-state send_join answer (server names; anything else left out). */
+function partialServers(raw: unknown): string[] {
+  return Array.isArray(raw) ? raw.filter((s): s is string => typeof s === 'string' && s.length > 0 && s.length <= 255) : [];
 }
 
 type SendJoinCheck = { ok: true; join: JsonObject; supplied: SuppliedState } | { ok: false; error: string };

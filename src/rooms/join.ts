@@ -67,7 +67,10 @@ export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: Memb
 
 /** The outbound federation client and key store, when federation is on. */
 export function remoteDeps(ctx: ApiContext): RemoteJoinDeps | null {
-  return ctx.federation?.client && ctx.federation.keyStore ? { client: ctx.federation.client, keyStore: ctx.federation.keyStore } : null;
+  if (!ctx.federation?.client || !ctx.federation.keyStore) return null;
+  const deps: RemoteJoinDeps = { client: ctx.federation.client, keyStore: ctx.federation.keyStore };
+  if (ctx.config.federation.fasterJoins && ctx.federation.partialStates) deps.partialStates = ctx.federation.partialStates;
+  return deps;
 }
 
 /**

@@ -39,6 +39,19 @@ export interface RoomMeta {
   upgrade?: { to: string; by: string; at: number };
   /** Lowest stream position given to a backfilled event (absent or 0: none; backfilled ones are negative). */
   low?: number;
+  /**
+   * Joined over federation with partial state (MSC3706): the resident left out the member events
+   * of the state before our join. Until `complete_partial_state` brings the full state, events
+   * received are checked against the partial state completed by their own auth events, and none
+   * is soft-failed (as Synapse does); see decideCompletePartialState.
+   */
+  partial?: PartialStateInfo;
+}
+
+/** A partial-state room's join and the servers the resident said were in the room. */
+export interface PartialStateInfo {
+  join: string;
+  servers: string[];
 }
 
 export interface RoomState extends RoomMeta {
@@ -86,7 +99,20 @@ export type RoomMessage =
        * sent us the room's events).
        */
       ownJoin?: string;
+      /**
+       * The send_join answer for `ownJoin` omitted the member events (`members_omitted`): the
+       * room is partial-state from that join on, and these are the servers in it (`servers_in_room`).
+       */
+      partialState?: { servers: string[] };
     }
+  /**
+   * The full state before our partial-state join (`join`), fetched from a resident in the
+   * background (`stateIds`: every event already stored, as outliers, by an `ingest` before): the
+   * room's state, and the state of every event since the join, are completed with the member
+   * events the join's answer left out; events since the join are checked again against it, and
+   * the room stops being partial-state.
+   */
+  | { op: 'complete_partial_state'; join: string; stateIds: string[] }
   /**
    * History older than what the room knows, as a federation /backfill response brings it (any
    * order; newest first is fine), with the state for its oldest events (see `decideRemote`).
@@ -115,7 +141,14 @@ export interface SuppliedState {
   before: Record<string, string[]>;
 }
 
-export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply | { ok: true } | UpgradeClaim;
+export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply | { ok: true } | UpgradeClaim | PartialStateCompleted;
+
+/** `complete_partial_state`'s answer: how many member events were added, which events failed the new checks. */
+export interface PartialStateCompleted {
+  completed: true;
+  added: number;
+  rejected: { event_id: string; reason: string }[];
+}
 
 /** `claim_upgrade`'s answer: the replacement room, and whether this request is the one to build it. */
 export interface UpgradeClaim {
@@ -170,6 +203,8 @@ export interface RoomPrepared {
   roots?: Map<number, RootDelta>;
   /** For ingest: steps 2–3 and the event id of every event of the message (supplied and batch), by object. */
   prechecks?: Map<JsonObject, PduPrecheck>;
+  /** For complete_partial_state: the timeline events from the join on, in order, with their records. */
+  sinceJoin?: { eventId: string; pdu: Pdu; stored: StoredEvent }[];
 }
 
 export interface StoredEvent {

@@ -20,6 +20,7 @@ import { computeEventId, serverNameOf } from '../protocol/event-hashing';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { lookupFromStateMap, stateKeyOf, toPdu, type Pdu } from '../protocol/pdu';
 import type { RoomVersion } from '../protocol/room-versions';
+import { partialJoinStateIds } from '../protocol/partial-state';
 import type { RoomReader } from '../store/room-reader';
 
 /** How many forward extremities a template references at most (as the room actor: 10). */
@@ -90,14 +91,22 @@ export function checkSentMembership(raw: unknown, version: RoomVersion, roomId: 
   return { ok: true, eventId, userId: sender };
 }
 
-/** The state before `eventId` and its auth chain, as federation PDUs (rejected events left out). */
-export async function stateAndAuthChainBefore(rooms: RoomReader, roomId: string, eventId: string): Promise<{ state: JsonObject[]; authChain: JsonObject[] } | null> {
+/**
+ * The state before `eventId` and its auth chain, as federation PDUs (rejected events left out).
+ * `omitMembersOf`: the joining user of a partial-state send_join (MSC3706): the state keeps what
+ * `partialJoinStateIds` keeps, and the auth chain — of the kept state and of the join's own auth
+ * events (a restricted join names an authorising member whose event is otherwise left out) —
+ * leaves out the events the state already carries.
+ */
+export async function stateAndAuthChainBefore(rooms: RoomReader, roomId: string, eventId: string, omitMembersOf?: string): Promise<{ state: JsonObject[]; authChain: JsonObject[] } | null> {
   const event = await rooms.event(roomId, eventId);
   if (!event || event.outlier || event.rejected) return null;
-  const stateIds = [...(await rooms.snapshot(roomId, event.stateBefore)).values()];
+  const before = await rooms.snapshot(roomId, event.stateBefore);
+  const stateIds = omitMembersOf === undefined ? [...before.values()] : partialJoinStateIds(before, omitMembersOf, await rooms.members(roomId));
   const state = (await rooms.events(roomId, stateIds)).filter((e) => !e.rejected);
-  // The join's own auth events are in the state before it; the chain covers both.
-  const chain = (await rooms.authChain(roomId, [...stateIds, eventId])).filter((e) => !e.rejected && e.eventId !== eventId);
+  const kept = new Set(stateIds);
+  // The join's own auth events are in the state before it (all but an omitted authoriser's); the chain covers both.
+  const chain = (await rooms.authChain(roomId, [...stateIds, eventId])).filter((e) => !e.rejected && e.eventId !== eventId && !(omitMembersOf !== undefined && kept.has(e.eventId)));
   return { state: state.map((e) => e.event), authChain: chain.map((e) => e.event) };
 }
 

@@ -17,6 +17,10 @@ import { requireRoomVersion } from '../protocol/room-versions';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import type { ApiContext } from '../api/context';
 import { currentPower } from './power';
+import { partialStateOf, waitForFullState } from './partial-state';
+
+/** How long a restricted join waits for an allowed room joined with partial state to be complete. */
+const ALLOWED_ROOM_FULL_STATE_WAIT_MS = 30_000;
 
 /**
  * The user to name in `join_authorised_via_users_server` for `userId` joining `roomId`, or null
@@ -42,12 +46,22 @@ export async function restrictedJoinAuthoriser(ctx: ApiContext, roomId: string, 
     .filter((a): a is JsonObject => isJsonObject(a) && a.type === 'm.room_membership' && typeof a.room_id === 'string')
     .map((a) => a.room_id as string);
   let member = false;
+  let unknown: string | null = null;
   for (const r of allowed) {
-    if ((await ctx.rooms.membership(r, userId)) === 'join') {
+    let m = await ctx.rooms.membership(r, userId);
+    // An allowed room joined with partial state (faster joins) may lack the user's member event:
+    // wait a while for its full state (Synapse's membership reads wait for it too); still partial,
+    // this server cannot tell, and another resident may.
+    if (m !== 'join' && (await partialStateOf(ctx, r))) {
+      if (await waitForFullState(ctx, r, ALLOWED_ROOM_FULL_STATE_WAIT_MS)) m = await ctx.rooms.membership(r, userId);
+      else unknown ??= r;
+    }
+    if (m === 'join') {
       member = true;
       break;
     }
   }
+  if (!member && unknown) throw new MatrixError(400, 'M_UNABLE_TO_AUTHORISE_JOIN', `This server does not know the members of ${unknown} yet, so it cannot tell whether you are one`);
   if (!member) {
     // A user of another server (make_join) may be in an allowed room this server is not in, so
     // its memberships there are unknown here: the spec's 400 M_UNABLE_TO_AUTHORISE_JOIN tells the

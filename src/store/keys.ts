@@ -108,6 +108,11 @@ export class KeySpace {
     return `${this.prefix}sync:notify`;
   }
 
+  /** Hash of the rooms this server joined with partial state (see PARTIAL_STATE_ROOMS). */
+  partialStateRooms(): string {
+    return `${this.prefix}${PARTIAL_STATE_ROOMS}`;
+  }
+
   /**
    * A rate limit's state for one user or client address (src/http/rate-limit.ts): the GCRA
    * "theoretical arrival time" in ms, expiring when the bucket is full again. Shared by every
@@ -215,6 +220,16 @@ export class ShardKeys {
     return `${this.base}d:${name}`;
   }
 }
+
+/**
+ * Hash, relative to the key prefix: the rooms this server joined over federation with partial
+ * state (MSC3706 "faster joins": the resident omitted the member events), room id → JSON
+ * `{ join, servers }` (our join's event id; the servers the resident said are in the room). Written
+ * by the room actor as a derived write when the join is taken and removed when the full state is
+ * in; read by /members and /sync (which wait for or hold back such rooms), the federation sender
+ * (which sends to `servers` until the membership is known) and the resync (src/rooms/partial-state.ts).
+ */
+export const PARTIAL_STATE_ROOMS = '{pstate}';
 
 /** Buckets of the event id → room id index. */
 export const EVENT_ROOM_BUCKETS = 4096;

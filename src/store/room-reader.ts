@@ -53,6 +53,21 @@ export class RoomReader {
     private readonly roomShards: number,
   ) {}
 
+  /**
+   * The servers a resident named in `servers_in_room` when we joined the room with partial state
+   * (faster joins; PARTIAL_STATE_ROOMS), or null when the room has its full state.
+   */
+  async partialStateServers(roomId: string): Promise<string[] | null> {
+    const raw = await this.redis.hget(this.keys.partialStateRooms(), roomId);
+    if (!raw) return null;
+    try {
+      const servers = (JSON.parse(raw) as { servers?: unknown }).servers;
+      return Array.isArray(servers) ? servers.filter((s): s is string => typeof s === 'string') : [];
+    } catch {
+      return [];
+    }
+  }
+
   private shard(roomId: string): ShardKeys {
     return this.keys.shard('room', shardOf(roomId, this.roomShards));
   }

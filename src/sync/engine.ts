@@ -90,6 +90,7 @@ import { visibleEvents } from '../rooms/visibility';
 import { STRIPPED_STATE_TYPES } from '../rooms/remote-join';
 import { paginate } from '../rooms/pagination';
 import { pushRulesContent } from './push-rules';
+import { partialStateAmong } from '../rooms/partial-state';
 
 /** Who is syncing: the user and the device asking (the route's authenticated requester). */
 export interface SyncUser {
@@ -334,8 +335,13 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   const invites: string[] = [];
   const knocks: string[] = [];
   const leaves: string[] = [];
+  // Rooms joined with partial state (faster joins) are held back from syncs that do not
+  // lazy-load members until their full state is in, as Synapse does: such a sync promises every
+  // member. The room then comes as newly joined (src/rooms/partial-state.ts marks it fresh).
+  const heldBack = filter.lazyLoadMembers ? new Set<string>() : await partialStateAmong(ctx, snap.rooms.filter((r) => r.membership === 'join').map((r) => r.roomId));
   for (const r of snap.rooms) {
     if (!roomAllowed(r.roomId)) continue;
+    if (r.membership === 'join' && heldBack.has(r.roomId)) continue;
     if (r.membership === 'join') (isNewJoin(r) ? fullJoins : incremental).push(r.roomId);
     else if (r.membership === 'invite' && isNew(r)) invites.push(r.roomId);
     else if (r.membership === 'knock' && isNew(r)) knocks.push(r.roomId);
@@ -804,7 +810,32 @@ async function roomStateSection(ctx: ApiContext, user: SyncUser, roomId: string,
     .filter(([key, id]) => !inTimeline.has(id) && filterAllowsType(filter.state, key.slice(0, key.indexOf('\u0000'))) && (!wantedMembers || !key.startsWith('m.room.member\u0000') || wantedMembers.has(key.slice('m.room.member\u0000'.length))))
     .map(([, id]) => id);
   const state = (await ctx.rooms.events(roomId, stateEventIds)).filter((e) => servableAsState(e) && filterMatches(filter.state, e.event));
+  if (wantedMembers) state.push(...(await membersFromAuthEvents(ctx, roomId, events, new Set([...wantedMembers].filter((u) => !stateIds.has(stateKeyOf('m.room.member', u)))))));
   return wantedMembers ? lazyMembers(user, roomId, filter, state, events, initial) : state;
+}
+
+/**
+ * Lazy-loaded members the state does not have — a room joined with partial state (faster joins)
+ * lacks the member events the resident left out — taken from the auth events of the senders'
+ * events, which name the sender's membership (as Synapse finds them while the state is partial).
+ */
+async function membersFromAuthEvents(ctx: ApiContext, roomId: string, events: readonly RoomEvent[], missing: Set<string>): Promise<RoomEvent[]> {
+  if (!missing.size) return [];
+  const authIds = new Set<string>();
+  for (const e of events) {
+    if (!missing.has(String(e.event.sender))) continue;
+    const refs = Array.isArray(e.event.auth_events) ? e.event.auth_events : [];
+    for (const r of refs) {
+      const id = Array.isArray(r) ? r[0] : r;
+      if (typeof id === 'string') authIds.add(id);
+    }
+  }
+  const found = new Map<string, RoomEvent>();
+  for (const a of await ctx.rooms.events(roomId, [...authIds])) {
+    const key = a.event.state_key;
+    if (a.event.type === 'm.room.member' && typeof key === 'string' && missing.has(key) && !a.rejected && !found.has(key)) found.set(key, a);
+  }
+  return [...found.values()];
 }
 
 /**
@@ -856,6 +887,8 @@ async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, event
     const ids = [...senders].filter((u) => !inTimeline.has(u) && !(stateAfter && gapState.has(stateKeyOf('m.room.member', u)))).map((u) => at.get(stateKeyOf('m.room.member', u))).filter((id): id is string => !!id);
     const members = lazyMembers(user, roomId, filter, (await ctx.rooms.events(roomId, ids)).filter(servableAsState), timeline, false);
     for (const m of members) gapState.set(stateKeyOf('m.room.member', String(m.event.state_key)), m);
+    const missing = new Set([...senders].filter((u) => !inTimeline.has(u) && !gapState.has(stateKeyOf('m.room.member', u)) && !at.has(stateKeyOf('m.room.member', u))));
+    for (const m of await membersFromAuthEvents(ctx, roomId, timeline, missing)) gapState.set(stateKeyOf('m.room.member', String(m.event.state_key)), m);
   }
   const entry: JsonObject = {
     timeline: { events: syncFormat(await formatEvents(ctx, roomId, timeline, user)), limited, prev_batch: encodeToken(Math.max(0, first.pos - 1)) },

@@ -23,6 +23,10 @@ import { filterMatches } from '../../rooms/event-filter';
 import { roomShard } from '../../store/shard-keys';
 import { requireRoomId } from '../../http/params';
 import { roomAccess, visibleStateIds } from '../../rooms/visibility';
+import { partialStateOf, waitForFullState } from '../../rooms/partial-state';
+
+/** How long /members waits for a partial-state room's full state. */
+const MEMBERS_FULL_STATE_WAIT_MS = 120_000;
 
 const MAX_LIMIT = 1000;
 
@@ -57,6 +61,12 @@ export function registerRoomReadRoutes(front: Front, ctx: ApiContext, index: Mem
     const user = await requireUser(ctx, req);
     const roomId = requireRoomId(req.params.roomId);
     const access = await roomAccess(ctx, index, user.userId, roomId);
+    // A room joined with partial state (faster joins) does not know its members yet: wait for the
+    // full state, as Synapse's /members does; past the wait, answer what is known.
+    if (await partialStateOf(ctx, roomId)) {
+      req.allowWait(MEMBERS_FULL_STATE_WAIT_MS + 5_000);
+      await waitForFullState(ctx, roomId, MEMBERS_FULL_STATE_WAIT_MS);
+    }
     let ids = await visibleStateIds(ctx, roomId, access);
     if (req.query.at !== undefined) {
       // The members as of a point in the timeline (not past what the requester may see).

@@ -16,6 +16,7 @@ import { requireMembershipRoom } from '../../federation/inbound/membership';
 import { membershipTemplate } from '../../rooms/remote-join';
 import type { JsonObject } from '../../protocol/json';
 import { restrictedJoinAuthoriser } from '../../rooms/restricted-joins';
+import { partialStateOf } from '../../rooms/partial-state';
 import { federationRoute, type FederationCaller } from './auth';
 import type { FederationContext } from './context';
 
@@ -32,6 +33,9 @@ export async function makeMembership(ctx: FederationContext, req: Request, calle
   const roomId = req.params.roomId ?? '';
   const userId = req.params.userId ?? '';
   const room = await requireMembershipRoom(ctx.api.rooms, roomId, userId, caller.origin);
+  // A room we joined with partial state (faster joins) cannot judge a join yet: another server must
+  // take it (Synapse answers the same 404).
+  if (await partialStateOf(ctx.api, roomId)) throw new MatrixError(404, 'M_NOT_FOUND', 'This server is not fully joined to the room yet; ask another server');
   // make_knock came after `ver` existed: there it is required (400 M_MISSING_PARAM, as Synapse).
   if (membership === 'knock' && !req.queryAll.ver?.length) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing query parameter: ver');
   const supported = req.queryAll.ver ?? ['1'];

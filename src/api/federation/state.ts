@@ -12,6 +12,7 @@ import { errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
 import { requireServerAccess } from '../../federation/inbound/room-access';
 import { federationRoute } from './auth';
+import { partialStateOf } from '../../rooms/partial-state';
 import type { FederationContext } from './context';
 
 export function registerStateRoutes(front: Front, ctx: FederationContext): void {
@@ -20,6 +21,8 @@ export function registerStateRoutes(front: Front, ctx: FederationContext): void 
     const eventId = req.query.event_id;
     if (eventId === undefined) throw errors.missingParam('event_id is required');
     await requireServerAccess(ctx.api.rooms, roomId, origin);
+    // Joined with partial state (faster joins): the state we have lacks members; not ours to give.
+    if (await partialStateOf(ctx.api, roomId)) throw errors.notFound('This server does not have the full state of the room yet');
     const event = await ctx.api.rooms.event(roomId, eventId);
     if (!event || event.rejected || event.outlier || event.event.room_id !== roomId && event.event.type !== 'm.room.create') throw errors.notFound('Unknown event, or no state known at it');
     const state = await ctx.api.rooms.snapshot(roomId, event.stateBefore);

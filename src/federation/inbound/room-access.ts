@@ -36,11 +36,15 @@ export async function roomForServer(rooms: RoomReader, roomId: string): Promise<
   return { roomId, version, aclAllows: (serverName) => acl === null || serverAclAllowsCompiled(acl, serverName) };
 }
 
-/** Whether one of `serverName`'s users is joined to the room (current state). */
+/**
+ * Whether one of `serverName`'s users is joined to the room (current state). In a room we joined
+ * with partial state (faster joins), whose member events are not all here yet, the servers the
+ * resident named in `servers_in_room` count as in the room too.
+ */
 export async function serverInRoom(rooms: RoomReader, roomId: string, serverName: string): Promise<boolean> {
   const joined = await rooms.members(roomId, 'join');
   for (const userId of joined.keys()) if (isUserOfServer(userId, serverName)) return true;
-  return false;
+  return (await rooms.partialStateServers(roomId))?.includes(serverName) ?? false;
 }
 
 /**

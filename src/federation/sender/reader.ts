@@ -21,6 +21,10 @@
  * endpoints): those go to every destination but that server. Events that came in a transaction
  * (/send) are never sent again, and what does not reach the outbox — outliers, backfilled,
  * rejected events — is never sent.
+ *
+ * A room we joined with partial state (MSC3706: src/rooms/partial-state.ts) does not know its
+ * members yet: until it does, the servers the resident named in `servers_in_room` are destinations
+ * too (as Synapse sends to the servers in the room at the join).
  */
 import type { Logger } from 'pino';
 import { DESTINATION_KIND, type DestinationMessage } from '../../../actors/destination';
@@ -87,6 +91,16 @@ export function roomEdus(kind: string, out: unknown, ourServer: string): { roomI
   return null;
 }
 
+/** The servers of a partial-state room's entry (see PARTIAL_STATE_ROOMS); none if unreadable. */
+function partialStateServers(raw: string): string[] {
+  try {
+    const servers = (JSON.parse(raw) as { servers?: unknown }).servers;
+    return Array.isArray(servers) ? servers.filter((s): s is string => typeof s === 'string') : [];
+  } catch {
+    return [];
+  }
+}
+
 export class FederationSenderReader extends OutboxGroupReader {
   private readonly actors: ActorClient;
   private readonly rooms: RoomReader;
@@ -150,11 +164,12 @@ export class FederationSenderReader extends OutboxGroupReader {
   }
 
   private async roomServers(shard: number, roomId: string): Promise<RoomServers> {
-    const [members, acl] = await Promise.all([
+    const [members, acl, partial] = await Promise.all([
       this.redis.hgetall(this.keys.shard('room', shard).data(roomData.members(roomId))),
       this.rooms.currentState(roomId, { type: 'm.room.server_acl', stateKey: '' }),
+      this.redis.hget(this.keys.partialStateRooms(), roomId),
     ]);
-    const joined = new Set<string>();
+    const joined = new Set<string>(partial ? partialStateServers(partial) : []);
     for (const [user, membership] of Object.entries(members)) {
       if (membership !== 'join') continue;
       const s = serverOf(user);
