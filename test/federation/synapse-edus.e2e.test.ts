@@ -136,6 +136,68 @@ describe.skipIf(skip)(`EDUs between Axon and Synapse ${SYNAPSE_VERSION}`, () => 
     );
   });
 
+  it('typing for longer than a minute (renewed every 20 s) stays visible on the other server all along, both ways, and goes when it stops', async () => {
+    // Each server holds a federated typing notice for a fixed minute (Synapse: FEDERATION_TIMEOUT;
+    // Axon: REMOTE_TYPING_MS), and a client's renewal changes nothing anyone sees, so it is not
+    // an EDU: the typist's server must tell the others again on its own (both keep alive every 40 s).
+    const TOTAL_MS = 85_000;
+    // Every m.typing list each side's /sync gave, with when.
+    const onSynapse: { at: number; ids: string[] }[] = [];
+    const onAxon: { at: number; ids: string[] }[] = [];
+    let polling = true;
+    const t0 = performance.now();
+    const pollSynapse = (async () => {
+      let token = await synapseToken(s, bob);
+      while (polling) {
+        const r = await s.call(bob, 'GET', `/sync?timeout=2000&since=${enc(token)}`);
+        if (r.status !== 200) continue;
+        for (const e of ephemeral(r, roomId, 'm.typing')) onSynapse.push({ at: performance.now() - t0, ids: e.content.user_ids ?? [] });
+        token = r.body.next_batch;
+      }
+    })();
+    const pollAxon = (async () => {
+      let token = (await clients.call(alice, 'GET', '/sync?timeout=0')).body.next_batch as string;
+      while (polling) {
+        const r = await clients.call(alice, 'GET', `/sync?timeout=2000&since=${enc(token)}`);
+        if (r.status !== 200) continue;
+        for (const e of ephemeral(r, roomId, 'm.typing')) onAxon.push({ at: performance.now() - t0, ids: e.content.user_ids ?? [] });
+        token = r.body.next_batch;
+      }
+    })();
+    // Both type, renewing every 20 s with a 30 s timeout (as Element does), for 85 s.
+    for (let at = 0; performance.now() - t0 < TOTAL_MS; at += 20_000) {
+      const wait = at - (performance.now() - t0);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const [r1, r2] = await Promise.all([
+        clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: true, timeout: 30_000 }),
+        s.call(bob, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { typing: true, timeout: 30_000 }),
+      ]);
+      expect(r1.status, JSON.stringify(r1.body)).toBe(200);
+      expect(r2.status, JSON.stringify(r2.body)).toBe(200);
+    }
+    const typedMs = performance.now() - t0;
+    // Then both stop.
+    await Promise.all([
+      clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: false }),
+      s.call(bob, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { typing: false }),
+    ]);
+    const stopped = (seen: { at: number; ids: string[] }[], who: string) => seen.some((x) => x.at >= typedMs && !x.ids.includes(who));
+    const end = Date.now() + WAIT;
+    while (!(stopped(onSynapse, alice.userId) && stopped(onAxon, bob.userId)) && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
+    polling = false;
+    await Promise.all([pollSynapse, pollAxon]);
+    const summary = (seen: { at: number; ids: string[] }[]) => seen.map((x) => `${Math.round(x.at / 1000)}s:[${x.ids.join(',')}]`).join(' ');
+    console.log(`synapse-edus.e2e: 85 s of typing — Synapse saw ${summary(onSynapse)}; Axon saw ${summary(onAxon)}`);
+    // Visible on the other server from the start, never dropped while typing, gone after the stop.
+    for (const [seen, who] of [[onSynapse, alice.userId], [onAxon, bob.userId]] as const) {
+      const first = seen.findIndex((x) => x.ids.includes(who));
+      expect(first, `${who} never seen typing: ${summary(seen)}`).toBeGreaterThanOrEqual(0);
+      const dropped = seen.slice(first).filter((x) => x.at < typedMs && !x.ids.includes(who));
+      expect(dropped, `${who} dropped while typing: ${summary(seen)}`).toEqual([]);
+      expect(stopped(seen, who), `${who}'s stop never seen: ${summary(seen)}`).toBe(true);
+    }
+  }, 240_000);
+
   it("read receipts: each user reads the other's message, and the receipt shows on the other server", async () => {
     const mine = await clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'read me, bob' });
     expect(mine.status).toBe(200);
