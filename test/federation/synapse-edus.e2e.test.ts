@@ -1,8 +1,11 @@
 /**
  * EDUs between Axon and a real Synapse, both ways (issue 16.1): typing notices and read receipts
  * seen on the other server's /sync, presence of a user of the other server, to-device messages
- * delivered to a device on the other server. The Axon user creates a public room, the Synapse
- * user joins it by alias; everything then travels in the servers' /send transactions.
+ * delivered to a device on the other server; typing kept alive past Synapse's one-minute hold; a
+ * forged EDU (sent to Synapse by a third server about an Axon user) ignored; Synapse down: to-device
+ * messages sent meanwhile delivered exactly once, and a device-list update lost meanwhile made up
+ * by Synapse's resync on the next update's prev_id gap. The Axon user creates a public room, the
+ * Synapse user joins it by alias; everything then travels in the servers' /send transactions.
  *
  * Latencies (action on one server → visible on the other's /sync) are printed, not asserted.
  */
@@ -16,6 +19,10 @@ import type { JsonObject } from '../../src/protocol/json';
 import { signJson } from '../../src/protocol/signing';
 import { decode } from '../../src/store/codec';
 import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
+import { SigningPeer } from './signing-peer';
+import { requireRoomVersion } from '../../src/protocol/room-versions';
+import { destinationData, KeySpace } from '../../src/store/keys';
+import { shardOf } from '../../src/store/shards';
 
 const install = synapseInstallation();
 const skip = !install.ok && !process.env.CI;
@@ -23,6 +30,7 @@ if (skip && !install.ok) console.warn(`synapse-edus.e2e: skipped. ${install.reas
 
 const A_IP = '127.0.0.151';
 const S_IP = '127.0.0.152';
+const P_IP = '127.0.0.163';
 const WAIT = 45_000;
 
 const ephemeral = (sync: Json, roomId: string, type: string): Json[] => ((sync.body.rooms?.join?.[roomId]?.ephemeral?.events ?? []) as Json[]).filter((e) => e.type === type);
@@ -352,4 +360,101 @@ describe.skipIf(skip)(`EDUs between Axon and Synapse ${SYNAPSE_VERSION}`, () => 
     );
     expect(Object.keys(q2.body.device_keys[bob.userId]).sort()).toEqual([bob.deviceId, bob2.deviceId].sort());
   });
+  it('a forged EDU (about a user of another server than the origin) sent to Synapse is ignored; the same about the origin’s own member is taken', async () => {
+    // A third server (a signing test peer trusted by the same CA) whose user joins the room through Axon.
+    const peer = await SigningPeer.start(P_IP, pair.ca);
+    try {
+      peer.onTransaction = () => undefined;
+      const pat = `@pat:${peer.serverName}`;
+      const made = await peer.request(a, 'GET', `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(pat)}?ver=10`);
+      expect(made.status, JSON.stringify(made.body)).toBe(200);
+      const { pdu, id } = peer.sign({ ...(made.body.event as JsonObject), origin_server_ts: Date.now() }, requireRoomVersion('10'));
+      const joined = await peer.request(a, 'PUT', `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(id)}`, pdu);
+      expect(joined.status, JSON.stringify(joined.body)).toBe(200);
+      await eventually(() => s.call(bob, 'GET', `/rooms/${enc(roomId)}/joined_members`), (r) => r.status === 200 && pat in (r.body.joined ?? {}), WAIT);
+      await clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: false });
+      const since = await synapseToken(s, bob);
+      const synapseDest = { serverName: s.serverName, federationUrl: s.federationUrl };
+      const forged = await peer.sendTransaction(synapseDest, `forged-${txn()}`, [], [
+        { edu_type: 'm.typing', content: { room_id: roomId, user_id: alice.userId, typing: true } },
+        { edu_type: 'm.presence', content: { push: [{ user_id: alice.userId, presence: 'online', status_msg: 'forged', last_active_ago: 0 }] } },
+        { edu_type: 'm.direct_to_device', content: { sender: alice.userId, type: 'org.example.forged', message_id: `forged-${txn()}`, messages: { [bob.userId]: { [bob.deviceId]: { forged: true } } } } },
+      ]);
+      expect(forged.status, forged.text).toBe(200);
+      // The positive control, after them (Synapse takes one origin's transactions in order).
+      const real = await peer.sendTransaction(synapseDest, `real-${txn()}`, [], [{ edu_type: 'm.typing', content: { room_id: roomId, user_id: pat, typing: true } }]);
+      expect(real.status, real.text).toBe(200);
+      const typingLists: string[][] = [];
+      const toDevice: Json[] = [];
+      await untilSynapse(s, bob, since, (r) => {
+        for (const e of ephemeral(r, roomId, 'm.typing')) typingLists.push(e.content.user_ids ?? []);
+        toDevice.push(...((r.body.to_device?.events ?? []) as Json[]));
+        return typingLists.some((l) => l.includes(pat));
+      }, WAIT);
+      expect(typingLists.flat()).not.toContain(alice.userId);
+      expect(toDevice.filter((e) => e.type === 'org.example.forged')).toEqual([]);
+      const p = await s.call(bob, 'GET', `/presence/${enc(alice.userId)}/status`);
+      expect(p.body.status_msg).not.toBe('forged');
+    } finally {
+      await peer.close();
+    }
+  });
+
+  // Last: it takes Synapse down.
+  it('Synapse down: to-device sent meanwhile reaches it exactly once; a device-list update lost meanwhile is made up by a resync', async () => {
+    // Synapse tracks Alice's devices (it answers from its cache).
+    const before = await s.call(bob, 'POST', '/keys/query', { device_keys: { [alice.userId]: [] } });
+    expect(before.status, JSON.stringify(before.body)).toBe(200);
+    expect(before.body.device_keys[alice.userId].DEV3).toBeUndefined();
+    await s.down();
+    for (let i = 0; i < 5; i++) {
+      const t = txn();
+      const body = { messages: { [bob.userId]: { [bob.deviceId]: { i } } } };
+      const r = await clients.call(alice, 'PUT', `/sendToDevice/org.example.outage/${t}`, body);
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      // The client retries (its answer was lost): nothing more is queued.
+      expect((await clients.call(alice, 'PUT', `/sendToDevice/org.example.outage/${t}`, body)).status).toBe(200);
+    }
+    // Alice signs in on DEV3 meanwhile; its device-list updates are lost on the way (deleted from
+    // the queue to Synapse, as an overflowing queue would drop them): Synapse never gets them.
+    const alice3 = await clients.mint('alice', 'DEV3');
+    expect((await clients.call(alice3, 'POST', '/keys/upload', deviceUpload(alice3, 0).body)).status).toBe(200);
+    const keys = new KeySpace(a.config.redis.keyPrefix);
+    const queue = keys.shard('user', shardOf(s.serverName, a.config.shards.users)).data(destinationData.edus(s.serverName));
+    const deviceUpdates = async () => ((await a.redis.xrange(queue, '-', '+')) as [string, string[]][]).filter(([, f]) => (f[1] ?? '').includes('m.device_list_update') && (f[1] ?? '').includes('DEV3'));
+    const queued = await eventually(deviceUpdates, (rows) => rows.some(([, f]) => (f[1] ?? '').includes('"keys"')), WAIT);
+    expect(await a.redis.xdel(queue, ...queued.map(([id]) => id))).toBe(queued.length);
+
+    const since = await (async () => {
+      await s.up();
+      return synapseToken(s, bob);
+    })();
+    // Bob talks to Axon: that ends Axon's backoff from Synapse at once.
+    expect((await s.call(bob, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'back' })).status).toBe(200);
+    const got: Json[] = [];
+    await untilSynapse(s, bob, since, (r) => {
+      got.push(...((r.body.to_device?.events ?? []) as Json[]).filter((e) => e.type === 'org.example.outage'));
+      return got.length >= 5;
+    }, 120_000);
+    // A duplicate would come in the next syncs: give it time.
+    const last = await synapseToken(s, bob);
+    await untilSynapse(s, bob, last, (r) => {
+      got.push(...((r.body.to_device?.events ?? []) as Json[]).filter((e) => e.type === 'org.example.outage'));
+      return false;
+    }, 5000).catch(() => undefined);
+    expect(got.map((e) => e.content.i).sort()).toEqual([0, 1, 2, 3, 4]);
+
+    // The next update (DEV4) names the lost one as its prev_id: Synapse sees the gap and resyncs
+    // with /user/devices, so DEV3 — of which it never had an update — appears too.
+    const alice4 = await clients.mint('alice', 'DEV4');
+    expect((await clients.call(alice4, 'POST', '/keys/upload', deviceUpload(alice4, 0).body)).status).toBe(200);
+    const q = await eventually(
+      () => s.call(bob, 'POST', '/keys/query', { device_keys: { [alice.userId]: [] } }),
+      (r) => r.status === 200 && !!r.body.device_keys?.[alice.userId]?.DEV4,
+      WAIT,
+    );
+    expect(Object.keys(q.body.device_keys[alice.userId])).toEqual(expect.arrayContaining(['DEV3', 'DEV4']));
+    // Synapse says why (its INFO log): the update's prev_id was unknown to it.
+    expect(s.logTail(5000)).toMatch(/Received device list update for @alice:\S+, requiring resync: True\. Devices: DEV4/);
+  }, 300_000);
 });
