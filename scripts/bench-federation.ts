@@ -22,7 +22,17 @@
  *       `federation.fasterJoins` off (BENCH_FULL_JOIN=0 leaves it out), and, with --vs synapse,
  *       by a Synapse user (Synapse joins with partial state by default).
  *
- * Options: --quick (small sizes), --big (phase 3 also with 10,000 members), --only 1,2,3,
+ *   (4) EDUs through one destination: to-device messages (one per request, 32 in flight) from a
+ *       local user to a signing peer's user, and typing + read receipts of 20 local users at once
+ *       (each starts and stops typing 10 times, then reads 15 events in order); EDUs/s from the
+ *       first request until the receiver had them all. With `--vs synapse`: Axon → Synapse
+ *       to-device (counted in the Synapse user's /sync), and the same loads sent by Synapse users
+ *       to the same signing peer.
+ *   (5) presence fan-out: a user sharing a room with users on 100 servers (signing peers in this
+ *       process, each joined by send_join) changes presence 5 times; per change, the time until
+ *       all 100 have it and the CPU the server spent. With `--vs synapse`, the same from Synapse.
+ *
+ * Options: --quick (small sizes), --big (phase 3 also with 10,000 members), --only 1,2,3,4,5,
  * --workers N (per Axon, default 1). Env: BENCH_TXNS (phase 1 transactions, default 100),
  * BENCH_MESSAGES (phase 2, default 500), BENCH_MEMBERS (phase 3, default 1000).
  * `--vs synapse`: a Synapse (scripts/lib/synapse-peer.ts; installed by scripts/lib/ensure.sh's
@@ -35,9 +45,9 @@ import { requireRoomVersion } from '../src/protocol/room-versions';
 import { type AxonBench, startAxonBench } from './lib/axon-bench-cluster';
 import { freePort, percentile, pool, round, sleep, table, writeBenchResults } from './lib/bench-util';
 import { C, enc, MatrixLoad, type User } from './lib/matrix-load';
-import { pssKb } from './lib/proc-stats';
-import { fedRequest, SigningPeer } from './lib/signing-peer';
-import { loopbackServerName, SYNAPSE_VERSION, type SynapsePeer, startSynapse, synapseInstallation } from './lib/synapse-peer';
+import { cpuSeconds, pssKb } from './lib/proc-stats';
+import { fedRequest, type Json, SigningPeer } from './lib/signing-peer';
+import { loopbackServerName, type PeerSession, SYNAPSE_VERSION, type SynapsePeer, startSynapse, synapseInstallation } from './lib/synapse-peer';
 import { createTestCa, type TestCa } from './lib/test-ca';
 
 const args = process.argv.slice(2);
@@ -48,7 +58,7 @@ const opt = (f: string) => {
 };
 const QUICK = flag('--quick');
 const BIG = flag('--big');
-const ONLY = new Set((opt('--only') ?? '1,2,3').split(','));
+const ONLY = new Set((opt('--only') ?? '1,2,3,4,5').split(','));
 const WORKERS = Number(opt('--workers') ?? 1);
 const VS_SYNAPSE = opt('--vs') === 'synapse';
 const synapseInstall = VS_SYNAPSE ? synapseInstallation() : null;
@@ -99,7 +109,7 @@ async function startFedAxon(ip: string, ca: TestCa, extraEnv: Record<string, str
 }
 
 /** A signing peer's user joins `roomId` on `axon` (make_join, sign, send_join v2); what it needs to build events after. */
-async function peerJoin(peer: SigningPeer, axon: FedAxon, roomId: string, localpart: string): Promise<{ userId: string; joinId: string; depth: number; auth: string[] }> {
+async function peerJoin(peer: SigningPeer, axon: { serverName: string; federationUrl: string }, roomId: string, localpart: string): Promise<{ userId: string; joinId: string; depth: number; auth: string[] }> {
   const userId = `@${localpart}:${peer.serverName}`;
   const made = await peer.request(axon, 'GET', `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(userId)}?ver=10`);
   if (made.status !== 200) throw new Error(`make_join: ${made.status} ${made.text}`);
@@ -358,6 +368,309 @@ async function phaseJoin(ca: TestCa, results: Record<string, unknown>): Promise<
   results.join = rows;
 }
 
+// ---------------------------------------------------------------- (4) EDUs through one destination
+/** A client call on either server kind; throws unless 2xx. */
+type Caller<U> = (u: U, method: string, path: string, body?: unknown) => Promise<Json>;
+
+const axonCaller =
+  (axon: FedAxon): Caller<User> =>
+  (u, method, path, body) =>
+    axon.m.ok(method, `${C}${path}`, { token: u.token, body: body ?? {}, timeoutMs: 120_000 });
+
+const synapseCaller =
+  (s: SynapsePeer): Caller<PeerSession> =>
+  async (u, method, path, body) => {
+    const r = await s.call(u, method, path, body ?? {});
+    if (r.status < 200 || r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
+    return r.body;
+  };
+
+/** What one signing peer received: EDUs counted per key (a tag the scenario chose), with the arrival time of the last one. */
+class EduCounter {
+  private readonly seen = new Map<string, Set<string>>();
+  last = 0;
+  constructor(private readonly keyOf: (edu: Json) => { key: string; id: string } | null) {}
+  take(edus: Json[]): void {
+    for (const e of edus) {
+      const k = this.keyOf(e);
+      if (!k) continue;
+      if (!this.seen.has(k.key)) this.seen.set(k.key, new Set());
+      const s = this.seen.get(k.key)!;
+      if (!s.has(k.id)) {
+        s.add(k.id);
+        this.last = performance.now();
+      }
+    }
+  }
+  count(key: string): number {
+    return this.seen.get(key)?.size ?? 0;
+  }
+}
+
+/** To-device messages of a scenario (their type starts with `bench.`), by sender and type; the message id is the identity. */
+function eduKey(e: Json): { key: string; id: string } | null {
+  const c = e.content ?? {};
+  if (e.edu_type === 'm.direct_to_device' && typeof c.type === 'string' && c.type.startsWith('bench.')) return { key: `${c.sender}|${c.type}`, id: c.message_id };
+  return null;
+}
+
+/** Typing notices and read receipts (user, event) in a transaction's EDUs (Synapse puts several receipts in one EDU). */
+function ephemeralItems(edus: Json[]): number {
+  let n = 0;
+  for (const e of edus) {
+    if (e.edu_type === 'm.typing') n++;
+    else if (e.edu_type === 'm.receipt') for (const byType of Object.values((e.content ?? {}) as Record<string, Json>)) n += Object.keys(byType['m.read'] ?? {}).length;
+  }
+  return n;
+}
+
+interface EduRun {
+  sender: string;
+  receiver: string;
+  kind: string;
+  edus: number;
+  sec: number;
+}
+
+/** N to-device messages (32 in flight), one per request, to `to`'s device; timed until `arrived()` reaches N. */
+async function toDeviceBurst<U>(call: Caller<U>, from: U, to: string, device: string, n: number, tag: string, arrived: () => number): Promise<number> {
+  const t0 = performance.now();
+  await pool(
+    Array.from({ length: n }, (_x, i) => i),
+    32,
+    async (i) => {
+      await call(from, 'PUT', `/sendToDevice/${tag}/${tag}-${i}`, { messages: { [to]: { [device]: { i } } } });
+    },
+  );
+  const deadline = performance.now() + 300_000;
+  while (arrived() < n && performance.now() < deadline) await sleep(20);
+  if (arrived() < n) log(`to-device ${tag}: only ${arrived()}/${n} arrived`);
+  return (performance.now() - t0) / 1000;
+}
+
+/** Each of `users` types and stops `rounds` times (2 EDUs a round), and reads `events` in order (one receipt each): all users at once. */
+async function typingAndReceipts<U extends { userId: string }>(call: Caller<U>, users: U[], roomId: string, rounds: number, events: string[]): Promise<void> {
+  await Promise.all(
+    users.map(async (u) => {
+      for (let r = 0; r < rounds; r++) {
+        await call(u, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(u.userId)}`, { typing: true, timeout: 30_000 });
+        await call(u, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(u.userId)}`, { typing: false });
+      }
+      for (const e of events) await call(u, 'POST', `/rooms/${enc(roomId)}/receipt/m.read/${enc(e)}`, {});
+    }),
+  );
+}
+
+async function phaseEdus(ca: TestCa, results: Record<string, unknown>): Promise<void> {
+  const N = QUICK ? 200 : 2000;
+  const USERS = QUICK ? 5 : 20;
+  const ROUNDS = QUICK ? 5 : 10;
+  const READS = QUICK ? 5 : 15;
+  const synapseStarting: Promise<SynapsePeer> | null = synapseInstall?.ok ? loopbackServerName('127.0.0.150').then((serverName) => startSynapse({ serverName, ca, logLevel: 'WARNING' })) : null;
+  synapseStarting?.catch(() => undefined);
+  const axon = await startFedAxon('127.0.0.148', ca);
+  const peer = await SigningPeer.start('127.0.0.149', ca);
+  peer.recordRequests = false;
+  /** Typing notices and receipts received, and when the last came. */
+  let ephemeral = 0;
+  let ephemeralAt = 0;
+  const counter = new EduCounter(eduKey);
+  peer.onTransaction = (t) => {
+    counter.take(t.edus);
+    const n = ephemeralItems(t.edus);
+    if (n) {
+      ephemeral += n;
+      ephemeralAt = performance.now();
+    }
+  };
+  /** USERS users type and read at once; timed until the peer has every notice and receipt. */
+  const ephemeralRun = async <U extends { userId: string }>(call: Caller<U>, users: U[], roomId: string, events: string[]): Promise<{ edus: number; sec: number }> => {
+    const [t0, e0] = [performance.now(), ephemeral];
+    const expected = users.length * (2 * ROUNDS + events.length);
+    await typingAndReceipts(call, users, roomId, ROUNDS, events);
+    const deadline = performance.now() + 120_000;
+    while (ephemeral - e0 < expected && performance.now() < deadline) await sleep(20);
+    if (ephemeral - e0 < expected) log(`typing + receipts: only ${ephemeral - e0}/${expected} arrived`);
+    return { edus: ephemeral - e0, sec: (ephemeralAt - t0) / 1000 };
+  };
+  let synapse: SynapsePeer | undefined;
+  const rows: EduRun[] = [];
+  const row = (r: EduRun) => {
+    rows.push(r);
+    log(`EDUs: ${JSON.stringify({ ...r, edusPerSec: round(r.edus / r.sec, 0) })}`);
+  };
+  try {
+    const callA = axonCaller(axon);
+    const alice = await axon.m.register('alice');
+    const roomId = await axon.m.createRoom(alice, { room_version: '10', preset: 'public_chat' });
+    const pat = await peerJoin(peer, axon, roomId, 'pat');
+    const axonUsers: User[] = [];
+    for (let i = 0; i < USERS; i++) {
+      const u = await axon.m.register(`typist${i}`);
+      await axon.m.join(u, roomId, 120_000);
+      axonUsers.push(u);
+    }
+    // Synapse's users join first, so that the events to read (Alice's) reach Synapse too.
+    const synUsers: PeerSession[] = [];
+    let bob: PeerSession | undefined;
+    if (synapseStarting !== null) {
+      synapse = await synapseStarting;
+      bob = await synapse.registerUser('bob', 'bob password');
+      for (const u of [bob, ...(await Promise.all(Array.from({ length: USERS }, (_x, i) => synapse!.registerUser(`styp${i}`, 'pw'))))]) {
+        const r = await synapse.call(u, 'POST', `/join/${enc(roomId)}?server_name=${enc(axon.serverName)}`, {});
+        if (r.status !== 200) throw new Error(`Synapse join: ${r.status} ${JSON.stringify(r.body)}`);
+        if (u !== bob) synUsers.push(u);
+      }
+    }
+    const events: string[] = [];
+    for (let k = 0; k < READS; k++) events.push(await axon.m.send(alice, roomId, `read me ${k}`, 60_000));
+    if (synapse && bob) {
+      for (const e of events) {
+        for (let k = 0; (await synapse.call(bob, 'GET', `/rooms/${enc(roomId)}/event/${enc(e)}`)).status !== 200; k++) {
+          if (k > 600) throw new Error('Synapse never got the events to read');
+          await sleep(100);
+        }
+      }
+    }
+    await sleep(2000);
+
+    // Axon → signing peer.
+    row({ sender: 'Axon', receiver: 'signing peer', kind: 'to-device', edus: N, sec: await toDeviceBurst(callA, alice, pat.userId, 'PATDEV', N, 'bench.axon', () => counter.count(`${alice.userId}|bench.axon`)) });
+    row({ sender: 'Axon', receiver: 'signing peer', kind: `typing + receipts (${USERS} users at once)`, ...(await ephemeralRun(callA, axonUsers, roomId, events)) });
+
+    if (synapse && bob) {
+      const callS = synapseCaller(synapse);
+      const syn = synapse;
+      const bobS = bob;
+      // Axon → Synapse: to-device, counted in Bob's /sync.
+      let bobGot = 0;
+      let polling = true;
+      const poll = (async () => {
+        let since = (await syn.call(bobS, 'GET', '/sync?timeout=0')).body.next_batch as string;
+        while (polling) {
+          const r = await syn.call(bobS, 'GET', `/sync?timeout=1000&since=${enc(since)}`);
+          if (r.status !== 200) continue;
+          bobGot += ((r.body.to_device?.events ?? []) as Json[]).filter((e) => e.type === 'bench.tosyn').length;
+          since = r.body.next_batch;
+        }
+      })();
+      row({ sender: 'Axon', receiver: `Synapse ${SYNAPSE_VERSION}`, kind: 'to-device (counted in /sync)', edus: N, sec: await toDeviceBurst(callA, alice, bobS.userId, bobS.deviceId, N, 'bench.tosyn', () => bobGot) });
+      polling = false;
+      await poll;
+
+      // Synapse → signing peer, the same load.
+      row({ sender: `Synapse ${SYNAPSE_VERSION}`, receiver: 'signing peer', kind: 'to-device', edus: N, sec: await toDeviceBurst(callS, bobS, pat.userId, 'PATDEV', N, 'bench.synapse', () => counter.count(`${bobS.userId}|bench.synapse`)) });
+      row({ sender: `Synapse ${SYNAPSE_VERSION}`, receiver: 'signing peer', kind: `typing + receipts (${USERS} users at once)`, ...(await ephemeralRun(callS, synUsers, roomId, events)) });
+    }
+  } finally {
+    await Promise.all([peer.close(), axon.bench.stop(), synapse?.stop() ?? synapseStarting?.then((x) => x.stop(), () => undefined)]);
+  }
+  console.log(`\n(4) EDUs through one destination: requests 32 in flight (to-device: one message per request; typing: each of the users starts and stops ${ROUNDS} times, then reads ${READS} events in order, all users at once). Time from the first request until the receiver had every EDU (${WORKERS} worker, 1 front)`);
+  console.log(table(rows.map((r) => ({ ...r, edusPerSec: round(r.edus / r.sec, 0), sec: round(r.sec, 2) })), ['sender', 'receiver', 'kind', 'edus', 'sec', 'edusPerSec'], ['sender', 'receiver', 'what', 'EDUs', 's', 'EDUs/s']));
+  results.edus = rows;
+}
+
+// ---------------------------------------------------------------- (5) presence fan-out
+/**
+ * A user sharing a room with one user on each of 100 servers (signing peers, all in this process)
+ * changes presence `CHANGES` times, one after the other; per change: the time until all 100 have
+ * the new status, and the CPU the sending server spent meanwhile (utime + stime of its processes).
+ */
+async function presenceFanOut(label: string, peers: SigningPeer[], set: (k: number) => Promise<void>, userId: string, cpu: () => number, changes: number): Promise<Record<string, unknown>> {
+  const got = peers.map(() => new Map<string, number>()); // status_msg → arrival
+  peers.forEach((p, i) => {
+    p.onTransaction = (t) => {
+      for (const e of t.edus) {
+        if (e.edu_type !== 'm.presence') continue;
+        for (const u of ((e.content as Json).push ?? []) as Json[]) if (u.user_id === userId && typeof u.status_msg === 'string') got[i]!.set(u.status_msg, performance.now());
+      }
+    };
+  });
+  const times: number[] = [];
+  const cpus: number[] = [];
+  let missing = 0;
+  for (let k = 0; k < changes; k++) {
+    const msg = `fan-out ${k}`;
+    const c0 = cpu();
+    const t0 = performance.now();
+    await set(k);
+    const deadline = performance.now() + 120_000;
+    while (got.some((g) => !g.has(msg)) && performance.now() < deadline) await sleep(10);
+    missing += got.filter((g) => !g.has(msg)).length;
+    times.push(Math.max(...got.map((g) => g.get(msg) ?? performance.now())) - t0);
+    cpus.push((cpu() - c0) * 1000);
+    await sleep(1500); // the next change is a new one, not coalesced into this one's transactions
+  }
+  times.sort((a, b) => a - b);
+  cpus.sort((a, b) => a - b);
+  const out = { server: label, servers: peers.length, changes, allReceivedP50ms: round(percentile(times, 50)), allReceivedMaxMs: round(times[times.length - 1]!), cpuMsP50: round(percentile(cpus, 50)), missing };
+  log(`presence fan-out: ${JSON.stringify(out)}`);
+  return out;
+}
+
+async function phasePresence(ca: TestCa, results: Record<string, unknown>): Promise<void> {
+  const SERVERS = QUICK ? 10 : 100;
+  const CHANGES = QUICK ? 3 : 5;
+  const rows: Record<string, unknown>[] = [];
+  const peers: SigningPeer[] = [];
+  for (let i = 0; i < SERVERS; i++) {
+    const p = await SigningPeer.start('127.0.0.156', ca);
+    p.recordRequests = false;
+    p.onTransaction = () => undefined;
+    peers.push(p);
+  }
+  try {
+    {
+      const axon = await startFedAxon('127.0.0.155', ca);
+      try {
+        const alice = await axon.m.register('alice');
+        const roomId = await axon.m.createRoom(alice, { room_version: '10', preset: 'public_chat' });
+        for (let i = 0; i < SERVERS; i++) await peerJoin(peers[i]!, axon, roomId, `member${i}`);
+        await sleep(3000); // the joins' own transactions go out first
+        const cpu = () => axon.bench.pids().reduce((s, pid) => s + (cpuSeconds(pid) ?? 0), 0);
+        rows.push(
+          await presenceFanOut('Axon', peers, (k) => axon.m.ok('PUT', `${C}/presence/${enc(alice.userId)}/status`, { token: alice.token, body: { presence: k % 2 ? 'unavailable' : 'online', status_msg: `fan-out ${k}` } }), alice.userId, cpu, CHANGES),
+        );
+      } finally {
+        await axon.bench.stop();
+      }
+    }
+    if (synapseInstall?.ok) {
+      const synapse = await startSynapse({ serverName: await loopbackServerName('127.0.0.157'), ca, logLevel: 'WARNING' });
+      try {
+        const carol = await synapse.registerUser('carol', 'carol password');
+        const created = await synapse.call(carol, 'POST', '/createRoom', { room_version: '10', preset: 'public_chat' });
+        if (created.status !== 200) throw new Error(`Synapse createRoom: ${created.status}`);
+        const roomId = created.body.room_id as string;
+        const dest = { serverName: synapse.serverName, federationUrl: synapse.federationUrl };
+        for (let i = 0; i < SERVERS; i++) await peerJoin(peers[i]!, dest, roomId, `smember${i}`);
+        await sleep(5000);
+        const cpu = () => cpuSeconds(synapse.pid) ?? 0;
+        rows.push(
+          await presenceFanOut(
+            `Synapse ${SYNAPSE_VERSION}`,
+            peers,
+            async (k) => {
+              const r = await synapse.call(carol, 'PUT', `/presence/${enc(carol.userId)}/status`, { presence: k % 2 ? 'unavailable' : 'online', status_msg: `fan-out ${k}` });
+              if (r.status !== 200) throw new Error(`Synapse presence: ${r.status}`);
+            },
+            carol.userId,
+            cpu,
+            CHANGES,
+          ),
+        );
+      } finally {
+        await synapse.stop();
+      }
+    }
+  } finally {
+    await Promise.all(peers.map((p) => p.close()));
+  }
+  console.log(`\n(5) Presence fan-out: a user sharing a room with one user on each of ${SERVERS} servers (signing peers) changes presence ${CHANGES} times; per change, the time until all ${SERVERS} have it and the CPU the sending server spent (all its processes; Axon: ${WORKERS} worker, 1 front, redis-server)`);
+  console.log(table(rows, ['server', 'servers', 'changes', 'allReceivedP50ms', 'allReceivedMaxMs', 'cpuMsP50', 'missing'], ['sender', 'servers', 'changes', 'all have it p50 ms', 'max ms', 'CPU ms p50', 'missing']));
+  results.presence = rows;
+}
+
 async function main(): Promise<void> {
   const meta = { date: new Date().toISOString(), loadAvgStart: loadavg().map((x) => round(x, 2)), quick: QUICK, workersPerAxon: WORKERS, txns: TXNS, pdusPerTxn: PDUS_PER_TXN, messages: MESSAGES, destinations: DESTINATIONS, members: MEMBERS, node: process.version };
   console.log(`bench-federation ${meta.date}  load average at start ${meta.loadAvgStart.join(' ')}  ${QUICK ? '(--quick)' : ''}`);
@@ -368,6 +681,8 @@ async function main(): Promise<void> {
     if (ONLY.has('1')) await phaseIngest(ca, results);
     if (ONLY.has('2')) await phaseSend(ca, results);
     if (ONLY.has('3')) await phaseJoin(ca, results);
+    if (ONLY.has('4')) await phaseEdus(ca, results);
+    if (ONLY.has('5')) await phasePresence(ca, results);
   } finally {
     ca.cleanup();
   }

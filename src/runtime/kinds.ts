@@ -30,7 +30,8 @@ export function allActorKinds(room?: RoomConfig, federation?: DestinationActorOp
     keyBackupActor(),
     reportsActor(),
     presenceActor(),
-    typingActor(),
+    // With federation on, our users' typing is kept alive on other servers (actors/typing.ts).
+    typingActor(federation?.transport.origin),
     receiptActor(),
     deviceKeysActor(),
     // The media repository's metadata (issue 15): items by media id, blob references by sha256.

@@ -71,6 +71,8 @@ export class ShardRunner {
   readonly ctx: ShellContext;
   /** Messages committed since start (for status and benchmarks). */
   applied = 0;
+  /** Commit scripts that applied messages (fewer than `applied` when kinds group-commit). */
+  commits = 0;
   deadLettered = 0;
   private readonly timers: ShardTimers;
 
@@ -210,6 +212,25 @@ export class ShardRunner {
     slot.running = true;
     try {
       while (slot.queue.length > 0 && this.state !== 'stopped') {
+        const batch = this.batchOf(slot);
+        if (batch.length > 1) {
+          let n: number | false;
+          try {
+            n = await this.applyBatch(slot, batch);
+          } catch (e) {
+            // Whether it was applied is unknown: reload, and let the one-at-a-time path (its
+            // dedupe, retries and dead-lettering) take the head message.
+            slot.loaded = false;
+            slot.state = undefined;
+            this.env.log.warn({ err: e, shard: this.name, actor: slot.actorId }, 'group commit failed; applying the messages one by one');
+            n = 0;
+          }
+          if (n === false) return; // lease lost
+          if (n > 0) {
+            this.finished(slot, n);
+            continue;
+          }
+        }
         const item = slot.queue[0]!;
         let done: boolean;
         try {
@@ -221,16 +242,124 @@ export class ShardRunner {
           continue;
         }
         if (!done) return; // lease lost: the entries stay pending for the next holder
-        slot.queue.shift();
-        this.tracked.delete(item.entry.id);
-        this.buffered--;
-        if (this.buffered === this.env.maxBuffered - 1) this.wake(); // room again after back-pressure
+        this.finished(slot, 1);
       }
     } finally {
       slot.running = false;
       if (slot.queue.length === 0) this.evictIfNeeded(slot);
       if (this.buffered === 0) this.notifyIdle();
     }
+  }
+
+  /** The first `n` messages of the slot's queue are finished with. */
+  private finished(slot: ActorSlot, n: number): void {
+    const wasFull = this.buffered >= this.env.maxBuffered;
+    for (const item of slot.queue.splice(0, n)) this.tracked.delete(item.entry.id);
+    this.buffered -= n;
+    if (wasFull && this.buffered < this.env.maxBuffered) this.wake(); // room again after back-pressure
+  }
+
+  /** The head of the queue a `batch` kind may commit together (fewer than 2: none). */
+  private batchOf(slot: ActorSlot): { entry: InboxEntry; body: unknown }[] {
+    const spec = slot.kind.batch;
+    if (!spec || slot.queue.length < 2) return [];
+    const out: { entry: InboxEntry; body: unknown }[] = [];
+    for (const item of slot.queue) {
+      if (out.length >= spec.max || item.deliveries > 1) break;
+      let body: unknown;
+      try {
+        body = decode(item.entry.body);
+      } catch {
+        break;
+      }
+      if (!spec.accepts(body)) break;
+      out.push({ entry: item.entry, body });
+    }
+    return out;
+  }
+
+  /**
+   * Decide `batch` (the head of the slot's queue) one message after the other and commit them in
+   * one script. Returns how many were finished, 0 when they must go one by one instead (one of
+   * them failed or was already applied), false when the lease was lost.
+   */
+  private async applyBatch(slot: ActorSlot, batch: { entry: InboxEntry; body: unknown }[]): Promise<number | false> {
+    const { redis, workerId, dedupeTtlSec } = this.env;
+    const kind = slot.kind;
+    const stateKey = this.keys.state(kind.kind, slot.actorId);
+    await this.load(slot);
+    let state = slot.state;
+    const replies: Buffer[] = [];
+    const decided: unknown[] = [];
+    let writes: { cmd: string; key: string; args: (string | number | Buffer)[]; absolute?: true }[] = [];
+    let derived: { cmd: string; key: string; args: (string | number | Buffer)[] }[] = [];
+    let timerDue = Infinity;
+    for (const { entry, body } of batch) {
+      const msg: ActorMessage<unknown> = { mid: entry.mid, actorId: entry.actorId, body, enqueuedAt: entry.enqueuedAt };
+      let reply: ReplyEnvelope;
+      try {
+        const prepared = kind.prepare ? await kind.prepare(this.ctx, state, msg) : undefined;
+        const decision = kind.decide(state, msg, prepared);
+        state = decision.state;
+        reply = { ok: true, value: decision.reply ?? null };
+        decided.push(...(decision.outputs ?? []));
+        writes.push(...(decision.writes ?? []));
+        if (decision.derivedWrites?.length) {
+          const global = decision.derivedWrites.map((w) => ({ ...w, key: this.keys.global(w.key), absolute: true as const }));
+          if (isCluster(redis)) derived = [...derived, ...global];
+          else writes = [...writes, ...global];
+        }
+        if (decision.timers?.length) {
+          writes.push(...timerWrites(this.keys, kind.kind, entry.actorId, decision.timers));
+          for (const t of decision.timers) if (t.atMs !== null) timerDue = Math.min(timerDue, t.atMs);
+        }
+      } catch (e) {
+        if (!(e instanceof ActorRejection)) return 0;
+        reply = { ok: false, errcode: e.errcode, error: e.message, status: e.status };
+      }
+      replies.push(encode(reply));
+    }
+    const changed = state !== slot.state;
+    const outputs = decided.map((o) => encode(o));
+    const doneKeys = batch.map((b) => this.keys.done(b.entry.mid));
+    const keys = [this.keys.lease, this.keys.inbox, this.keys.outbox, stateKey, ...doneKeys, ...writes.map((w) => (w.absolute ? w.key : this.keys.data(w.key)))];
+    const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, dedupeTtlSec, batch.length];
+    batch.forEach((b, i) => args.push(b.entry.id, replies[i]!, b.entry.replyTo ? '0' : '1'));
+    args.push(changed ? 's' : 'k', changed ? encode(kind.serialize ? kind.serialize(state) : state) : '', outputs.length);
+    for (const o of outputs) args.push(o);
+    args.push(slot.actorId, kind.kind, writes.length);
+    const firstWriteKey = 5 + batch.length;
+    writes.forEach((w, i) => {
+      args.push(w.cmd, firstWriteKey + i, w.args.length);
+      for (const a of w.args) args.push(a);
+    });
+    for (const b of batch) await this.env.faultPoint?.('before-commit', b.entry);
+    const res = (await runScriptBuffer(redis, 'commitBatch', keys, args)) as Buffer[];
+    const status = res[0]!.toString();
+    if (status === 'stale') {
+      this.env.log.warn({ shard: this.name, owner: res[1]?.toString() }, 'lease lost: a newer holder fenced this worker out');
+      this.lose();
+      return false;
+    }
+    if (status === 'dup') return 0;
+    if (changed) slot.state = state;
+    this.applied += batch.length;
+    this.commits++;
+    if (decided.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: slot.actorId, outputs: decided });
+    this.timers.arm(timerDue);
+    if (derived.length) await this.applyDerived(redis, derived);
+    for (const b of batch) await this.env.faultPoint?.('after-commit', b.entry);
+    await Promise.all(batch.map((b, i) => (b.entry.replyTo ? this.replyAndAck(b.entry, replies[i]!) : undefined)));
+    return batch.length;
+  }
+
+  /** Load the actor's state into the slot unless it is cached. */
+  private async load(slot: ActorSlot): Promise<void> {
+    if (slot.loaded) return;
+    const blob = await this.env.redis.getBuffer(this.keys.state(slot.kind.kind, slot.actorId));
+    const stored = blob ? decode(blob) : undefined;
+    slot.state = slot.kind.hydrate ? await slot.kind.hydrate(this.ctx, stored, slot.actorId) : (stored ?? slot.kind.initialState(slot.actorId));
+    slot.loaded = true;
   }
 
   private evictIfNeeded(slot: ActorSlot): void {
@@ -270,12 +399,7 @@ export class ShardRunner {
     const { redis, workerId, dedupeTtlSec } = this.env;
     const kind = slot.kind;
     const stateKey = this.keys.state(kind.kind, slot.actorId);
-    if (!slot.loaded) {
-      const blob = await redis.getBuffer(stateKey);
-      const stored = blob ? decode(blob) : undefined;
-      slot.state = kind.hydrate ? await kind.hydrate(this.ctx, stored, slot.actorId) : (stored ?? kind.initialState(slot.actorId));
-      slot.loaded = true;
-    }
+    await this.load(slot);
     const msg: ActorMessage<unknown> = { mid: entry.mid, actorId: entry.actorId, body: decode(entry.body), enqueuedAt: entry.enqueuedAt };
     let nextState = slot.state;
     let reply: ReplyEnvelope;
@@ -332,6 +456,7 @@ export class ShardRunner {
     } else {
       if (changed) slot.state = nextState;
       this.applied++;
+      this.commits++;
       if (outputs.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: entry.actorId, outputs: decided });
       this.timers.arm(timerDue);
       if (derived.length) await this.applyDerived(redis, derived);

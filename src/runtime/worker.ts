@@ -75,7 +75,7 @@ export interface ShardReader {
 export interface WorkerStatus {
   workerId: string;
   accepting: boolean;
-  shards: { name: string; token: string; state: string; buffered: number; applied: number; deadLettered: number }[];
+  shards: { name: string; token: string; state: string; buffered: number; applied: number; commits: number; deadLettered: number }[];
 }
 
 const RESERVATION_MS = 30_000;
@@ -162,7 +162,7 @@ export class Worker {
     return {
       workerId: this.id,
       accepting: this.accepting,
-      shards: [...this.runners.values()].map((r) => ({ name: r.name, token: r.token, state: r.state, buffered: r.bufferedCount, applied: r.applied, deadLettered: r.deadLettered })),
+      shards: [...this.runners.values()].map((r) => ({ name: r.name, token: r.token, state: r.state, buffered: r.bufferedCount, applied: r.applied, commits: r.commits, deadLettered: r.deadLettered })),
     };
   }
 

@@ -1,6 +1,6 @@
 /** The typing and receipt actors' pure decisions. */
 import { describe, expect, it } from 'vitest';
-import { decideTyping, MAX_TYPING_MS, type TypingMessage, type TypingState } from '../../actors/typing';
+import { decideTyping, KEEPALIVE_MS, MAX_TYPING_MS, type TypingMessage, type TypingState } from '../../actors/typing';
 import { decideReceipt, type ReceiptMessage } from '../../actors/receipts';
 import { parseReceiptField, receiptField } from '../../src/store/read-receipts';
 import type { ActorMessage } from '../../src/runtime/actor';
@@ -36,6 +36,55 @@ describe('typing decisions', () => {
     const s: TypingState = { roomId: '!r:x', until: { '@a:x': 5000 } };
     expect(decideTyping(s, msg<TypingMessage>({ op: 'set', userId: '@a:x', typing: false }, 1000)).outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: [], changes: [['@a:x', false]] }]);
     expect(decideTyping(s, msg<TypingMessage>({ op: 'set', userId: '@z:x', typing: false }, 1000)).state).toBe(s);
+  });
+});
+
+describe('typing kept alive on other servers (federation on)', () => {
+  const step = (s: TypingState, body: TypingMessage, at: number) => decideTyping(s, msg(body, at), 'x');
+  const keepaliveTimer = (d: ReturnType<typeof decideTyping>) => d.timers?.find((t) => t.key === 'keepalive');
+
+  it('our user renewing for minutes is told again every KEEPALIVE_MS; a remote user never is; the stop ends it', () => {
+    let d = step(empty, { op: 'set', userId: '@a:x', typing: true, timeoutMs: 30_000 }, 0);
+    expect(d.outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: ['@a:x'], changes: [['@a:x', true]] }]);
+    expect(keepaliveTimer(d)).toEqual({ key: 'keepalive', atMs: KEEPALIVE_MS, body: { op: 'keepalive' } });
+    // A remote typist joins: no keepalive of theirs (their server keeps them alive).
+    d = step(d.state, { op: 'set', userId: '@r:remote', typing: true, timeoutMs: 60_000 }, 1000);
+    expect(d.state.told).toEqual({ '@a:x': 0 });
+    // The client renews every 20 s: nothing is published by a renewal itself.
+    d = step(d.state, { op: 'set', userId: '@a:x', typing: true, timeoutMs: 30_000 }, 20_000);
+    expect(d.outputs).toEqual([]);
+    // The timer fires: @a:x is still typing, told again.
+    d = step(d.state, { op: 'keepalive' }, KEEPALIVE_MS);
+    expect(d.outputs).toEqual([{ type: 'typing_keepalive', room_id: '!r:x', user_ids: ['@a:x'] }]);
+    expect(keepaliveTimer(d)!.atMs).toBe(2 * KEEPALIVE_MS);
+    // An early or repeated timer tells nobody.
+    expect(step(d.state, { op: 'keepalive' }, KEEPALIVE_MS + 5).outputs ?? []).toEqual([]);
+    d = step(d.state, { op: 'set', userId: '@a:x', typing: true, timeoutMs: 30_000 }, 60_000);
+    d = step(d.state, { op: 'keepalive' }, 2 * KEEPALIVE_MS);
+    // (The remote typist's minute is over by now: dropped in the same decision.)
+    expect(d.outputs).toEqual([
+      { type: 'typing', room_id: '!r:x', user_ids: ['@a:x'], changes: [['@r:remote', false]] },
+      { type: 'typing_keepalive', room_id: '!r:x', user_ids: ['@a:x'] },
+    ]);
+    // The stop: published as a change, and the keepalive timer is cancelled.
+    d = step(d.state, { op: 'set', userId: '@a:x', typing: false }, 85_000);
+    expect(d.outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: [], changes: [['@a:x', false]] }]);
+    expect(d.state.told).toEqual({});
+    expect(keepaliveTimer(d)).toEqual({ key: 'keepalive', atMs: null, body: { op: 'keepalive' } });
+  });
+
+  it('a typist who stops renewing times out: the expiry is the stop, no keepalive after it', () => {
+    let d = step(empty, { op: 'set', userId: '@a:x', typing: true, timeoutMs: 30_000 }, 0);
+    // The keepalive timer fires after the notice expired (its expiry timer had not run yet).
+    d = step(d.state, { op: 'keepalive' }, KEEPALIVE_MS);
+    expect(d.outputs).toEqual([{ type: 'typing', room_id: '!r:x', user_ids: [], changes: [['@a:x', false]] }]);
+    expect(keepaliveTimer(d)!.atMs).toBeNull();
+  });
+
+  it('without federation nothing is kept (no told, no keepalive timer)', () => {
+    const d = decideTyping(empty, msg<TypingMessage>({ op: 'set', userId: '@a:x', typing: true, timeoutMs: 30_000 }, 0));
+    expect(d.state.told).toBeUndefined();
+    expect(keepaliveTimer(d)).toBeUndefined();
   });
 });
 

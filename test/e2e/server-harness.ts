@@ -14,7 +14,8 @@ import { startFront, type RunningFront } from '../../src/front';
 import { startMediaJobs, type RunningMediaJobs } from '../../src/media/jobs';
 import { PushQueue } from '../../src/push/queue';
 import { startPushSender } from '../../src/push/sender';
-import { signingKeyFromSeed } from '../../src/protocol/crypto';
+
+import { signingKeyFromSeed, type SigningKey } from '../../src/protocol/crypto';
 import { allActorKinds } from '../../src/runtime/kinds';
 import { allReaders } from '../../src/readers/index';
 import { federationSenderSetup } from '../../src/federation/sender/setup';
@@ -38,6 +39,7 @@ export interface TestServer {
   redis: RedisClient;
   /** Every worker's push evaluator (tests stall it on a shard with `detach`, resume with `attach`). */
   pushEvaluators: ShardReader[];
+  signingKey: SigningKey;
   stop(): Promise<void>;
 }
 
@@ -52,6 +54,8 @@ export async function startTestServer(opts: {
   mediaJobs?: boolean;
   /** Run push delivery (the evaluator queues for pushers, a push sender per worker delivers). */
   push?: boolean;
+  /** The signing key (default: a new one): a server restarted under its old name and prefix keeps its key. */
+  signingKey?: SigningKey;
 } = {}): Promise<TestServer> {
   const port = await freePort();
   const config = defaultConfig(mkdtempSync(join(tmpdir(), 'axon-e2e-')));
@@ -74,7 +78,7 @@ export async function startTestServer(opts: {
   const problems = validateConfig(config);
   if (problems.length) throw new Error(problems.join('\n'));
   const log = pino({ level: config.logLevel });
-  const signingKey = signingKeyFromSeed('ed25519:e2e', randomBytes(32));
+  const signingKey = opts.signingKey ?? signingKeyFromSeed('ed25519:e2e', randomBytes(32));
   const keys = new KeySpace(config.redis.keyPrefix);
   const workers: Worker[] = [];
   const pushEvaluators: ShardReader[] = [];
@@ -119,6 +123,7 @@ export async function startTestServer(opts: {
     config,
     redis,
     pushEvaluators,
+    signingKey,
     async stop() {
       for (const f of fronts) await f.close();
       for (const j of mediaJobs) await j.close();

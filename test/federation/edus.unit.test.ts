@@ -29,6 +29,12 @@ describe('room EDUs from typing and receipt outputs', () => {
     expect(roomEdus('typing', { ...out, changes: [['@r:peer.example', false]] }, HERE)).toBeNull();
   });
 
+  it('a keepalive tells again that our users are still typing (never a remote user)', () => {
+    const out = { type: 'typing_keepalive', room_id: '!r:x', user_ids: ['@a:here.example', '@r:peer.example'] };
+    expect(roomEdus('typing', out, HERE)).toEqual({ roomId: '!r:x', edus: [{ edu_type: 'm.typing', content: { room_id: '!r:x', user_id: '@a:here.example', typing: true } }] });
+    expect(roomEdus('typing', { ...out, user_ids: ['@r:peer.example'] }, HERE)).toBeNull();
+  });
+
   it('m.receipt for a public receipt of our user; private receipts and remote users’ never', () => {
     const r = { type: 'receipt', room_id: '!r:x', event_id: '$e', receipt_type: 'm.read', user_id: '@a:here.example', ts: 5, thread_id: 'main' };
     expect(roomEdus('receipt', r, HERE)).toEqual({ roomId: '!r:x', edus: [{ edu_type: 'm.receipt', content: { '!r:x': { 'm.read': { '@a:here.example': { event_ids: ['$e'], data: { ts: 5, thread_id: 'main' } } } } } }] });

@@ -4,17 +4,19 @@
  * requests to a federation listener (trusting the test CA).
  */
 import { startTestServer, type TestServer } from '../e2e/server-harness';
+import type { SigningKey } from '../../src/protocol/crypto';
 import { freePort } from '../setup/free-port';
 import { createTestCa, type TestCa } from '../../scripts/lib/test-ca';
 import { clientsFor, type Clients, type Json } from '../e2e/clients';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { loopbackServerName, startSynapse, synapseInstallation, type SynapsePeer } from '../peers/synapse';
 
-export async function startFederatedAxon(ip: string, ca: TestCa, configure?: Parameters<typeof startTestServer>[0] extends infer O ? (O extends { configure?: infer C } ? C : never) : never): Promise<TestServer> {
+export async function startFederatedAxon(ip: string, ca: TestCa, configure?: Parameters<typeof startTestServer>[0] extends infer O ? (O extends { configure?: infer C } ? C : never) : never, opts: { signingKey?: SigningKey } = {}): Promise<TestServer> {
   const fedPort = await freePort(ip);
   const clientPort = await freePort(ip);
   const leaf = ca.leaf(ip);
   return startTestServer({
+    ...opts,
     configure: (c) => {
       c.serverName = `${ip}:${fedPort}`;
       c.bindHost = ip;
@@ -24,6 +26,26 @@ export async function startFederatedAxon(ip: string, ca: TestCa, configure?: Par
       configure?.(c);
     },
   });
+}
+
+/**
+ * Start `old` (stopped) again: the same server name, ports, Redis prefix and signing key, so to
+ * its peers it is the same server back from an outage, with everything it had committed.
+ */
+export function restartFederatedAxon(old: TestServer, ip: string, ca: TestCa): Promise<TestServer> {
+  const was = old.config;
+  return startFederatedAxon(
+    ip,
+    ca,
+    (c) => {
+      c.serverName = was.serverName;
+      c.clientPort = was.clientPort;
+      c.publicBaseUrl = was.publicBaseUrl;
+      c.federation = { ...c.federation, port: was.federation.port };
+      c.redis = { ...c.redis, keyPrefix: was.redis.keyPrefix };
+    },
+    { signingKey: old.signingKey },
+  );
 }
 
 /** An Axon and a real Synapse on their own loopback IPs, leaves of one new test CA, started together. */

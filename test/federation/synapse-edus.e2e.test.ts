@@ -1,8 +1,11 @@
 /**
  * EDUs between Axon and a real Synapse, both ways (issue 16.1): typing notices and read receipts
  * seen on the other server's /sync, presence of a user of the other server, to-device messages
- * delivered to a device on the other server. The Axon user creates a public room, the Synapse
- * user joins it by alias; everything then travels in the servers' /send transactions.
+ * delivered to a device on the other server; typing kept alive past Synapse's one-minute hold; a
+ * forged EDU (sent to Synapse by a third server about an Axon user) ignored; Synapse down: to-device
+ * messages sent meanwhile delivered exactly once, and a device-list update lost meanwhile made up
+ * by Synapse's resync on the next update's prev_id gap. The Axon user creates a public room, the
+ * Synapse user joins it by alias; everything then travels in the servers' /send transactions.
  *
  * Latencies (action on one server → visible on the other's /sync) are printed, not asserted.
  */
@@ -17,6 +20,10 @@ import { signJson } from '../../src/protocol/signing';
 import { decode } from '../../src/store/codec';
 import { startAxonAndSynapse, type AxonAndSynapse } from './harness';
 import { freePort } from '../setup/free-port';
+import { SigningPeer } from './signing-peer';
+import { requireRoomVersion } from '../../src/protocol/room-versions';
+import { destinationData, KeySpace } from '../../src/store/keys';
+import { shardOf } from '../../src/store/shards';
 
 const install = synapseInstallation();
 const skip = !install.ok && !process.env.CI;
@@ -24,6 +31,7 @@ if (skip && !install.ok) console.warn(`synapse-edus.e2e: skipped. ${install.reas
 
 const A_IP = '127.0.0.151';
 const S_IP = '127.0.0.152';
+const P_IP = '127.0.0.163';
 const WAIT = 45_000;
 
 const ephemeral = (sync: Json, roomId: string, type: string): Json[] => ((sync.body.rooms?.join?.[roomId]?.ephemeral?.events ?? []) as Json[]).filter((e) => e.type === type);
@@ -136,6 +144,68 @@ describe.skipIf(skip)(`EDUs between Axon and Synapse ${SYNAPSE_VERSION}`, () => 
       WAIT,
     );
   });
+
+  it('typing for longer than a minute (renewed every 20 s) stays visible on the other server all along, both ways, and goes when it stops', async () => {
+    // Each server holds a federated typing notice for a fixed minute (Synapse: FEDERATION_TIMEOUT;
+    // Axon: REMOTE_TYPING_MS), and a client's renewal changes nothing anyone sees, so it is not
+    // an EDU: the typist's server must tell the others again on its own (both keep alive every 40 s).
+    const TOTAL_MS = 85_000;
+    // Every m.typing list each side's /sync gave, with when.
+    const onSynapse: { at: number; ids: string[] }[] = [];
+    const onAxon: { at: number; ids: string[] }[] = [];
+    let polling = true;
+    const t0 = performance.now();
+    const pollSynapse = (async () => {
+      let token = await synapseToken(s, bob);
+      while (polling) {
+        const r = await s.call(bob, 'GET', `/sync?timeout=2000&since=${enc(token)}`);
+        if (r.status !== 200) continue;
+        for (const e of ephemeral(r, roomId, 'm.typing')) onSynapse.push({ at: performance.now() - t0, ids: e.content.user_ids ?? [] });
+        token = r.body.next_batch;
+      }
+    })();
+    const pollAxon = (async () => {
+      let token = (await clients.call(alice, 'GET', '/sync?timeout=0')).body.next_batch as string;
+      while (polling) {
+        const r = await clients.call(alice, 'GET', `/sync?timeout=2000&since=${enc(token)}`);
+        if (r.status !== 200) continue;
+        for (const e of ephemeral(r, roomId, 'm.typing')) onAxon.push({ at: performance.now() - t0, ids: e.content.user_ids ?? [] });
+        token = r.body.next_batch;
+      }
+    })();
+    // Both type, renewing every 20 s with a 30 s timeout (as Element does), for 85 s.
+    for (let at = 0; performance.now() - t0 < TOTAL_MS; at += 20_000) {
+      const wait = at - (performance.now() - t0);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const [r1, r2] = await Promise.all([
+        clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: true, timeout: 30_000 }),
+        s.call(bob, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { typing: true, timeout: 30_000 }),
+      ]);
+      expect(r1.status, JSON.stringify(r1.body)).toBe(200);
+      expect(r2.status, JSON.stringify(r2.body)).toBe(200);
+    }
+    const typedMs = performance.now() - t0;
+    // Then both stop.
+    await Promise.all([
+      clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: false }),
+      s.call(bob, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { typing: false }),
+    ]);
+    const stopped = (seen: { at: number; ids: string[] }[], who: string) => seen.some((x) => x.at >= typedMs && !x.ids.includes(who));
+    const end = Date.now() + WAIT;
+    while (!(stopped(onSynapse, alice.userId) && stopped(onAxon, bob.userId)) && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
+    polling = false;
+    await Promise.all([pollSynapse, pollAxon]);
+    const summary = (seen: { at: number; ids: string[] }[]) => seen.map((x) => `${Math.round(x.at / 1000)}s:[${x.ids.join(',')}]`).join(' ');
+    console.log(`synapse-edus.e2e: 85 s of typing — Synapse saw ${summary(onSynapse)}; Axon saw ${summary(onAxon)}`);
+    // Visible on the other server from the start, never dropped while typing, gone after the stop.
+    for (const [seen, who] of [[onSynapse, alice.userId], [onAxon, bob.userId]] as const) {
+      const first = seen.findIndex((x) => x.ids.includes(who));
+      expect(first, `${who} never seen typing: ${summary(seen)}`).toBeGreaterThanOrEqual(0);
+      const dropped = seen.slice(first).filter((x) => x.at < typedMs && !x.ids.includes(who));
+      expect(dropped, `${who} dropped while typing: ${summary(seen)}`).toEqual([]);
+      expect(stopped(seen, who), `${who}'s stop never seen: ${summary(seen)}`).toBe(true);
+    }
+  }, 240_000);
 
   it("read receipts: each user reads the other's message, and the receipt shows on the other server", async () => {
     const mine = await clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'read me, bob' });
@@ -339,4 +409,102 @@ describe.skipIf(skip)(`EDUs between Axon and Synapse ${SYNAPSE_VERSION}`, () => 
     expect(Object.keys(c.body.failures)).toEqual([nowhere]);
     expect(c.body.one_time_keys[bob.userId][bob3.deviceId]).toEqual({ 'signed_curve25519:fb1': bobDev.fallback });
   });
+
+  it('a forged EDU (about a user of another server than the origin) sent to Synapse is ignored; the same about the origin’s own member is taken', async () => {
+    // A third server (a signing test peer trusted by the same CA) whose user joins the room through Axon.
+    const peer = await SigningPeer.start(P_IP, pair.ca);
+    try {
+      peer.onTransaction = () => undefined;
+      const pat = `@pat:${peer.serverName}`;
+      const made = await peer.request(a, 'GET', `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(pat)}?ver=10`);
+      expect(made.status, JSON.stringify(made.body)).toBe(200);
+      const { pdu, id } = peer.sign({ ...(made.body.event as JsonObject), origin_server_ts: Date.now() }, requireRoomVersion('10'));
+      const joined = await peer.request(a, 'PUT', `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(id)}`, pdu);
+      expect(joined.status, JSON.stringify(joined.body)).toBe(200);
+      await eventually(() => s.call(bob, 'GET', `/rooms/${enc(roomId)}/joined_members`), (r) => r.status === 200 && pat in (r.body.joined ?? {}), WAIT);
+      await clients.call(alice, 'PUT', `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: false });
+      const since = await synapseToken(s, bob);
+      const synapseDest = { serverName: s.serverName, federationUrl: s.federationUrl };
+      const forged = await peer.sendTransaction(synapseDest, `forged-${txn()}`, [], [
+        { edu_type: 'm.typing', content: { room_id: roomId, user_id: alice.userId, typing: true } },
+        { edu_type: 'm.presence', content: { push: [{ user_id: alice.userId, presence: 'online', status_msg: 'forged', last_active_ago: 0 }] } },
+        { edu_type: 'm.direct_to_device', content: { sender: alice.userId, type: 'org.example.forged', message_id: `forged-${txn()}`, messages: { [bob.userId]: { [bob.deviceId]: { forged: true } } } } },
+      ]);
+      expect(forged.status, forged.text).toBe(200);
+      // The positive control, after them (Synapse takes one origin's transactions in order).
+      const real = await peer.sendTransaction(synapseDest, `real-${txn()}`, [], [{ edu_type: 'm.typing', content: { room_id: roomId, user_id: pat, typing: true } }]);
+      expect(real.status, real.text).toBe(200);
+      const typingLists: string[][] = [];
+      const toDevice: Json[] = [];
+      await untilSynapse(s, bob, since, (r) => {
+        for (const e of ephemeral(r, roomId, 'm.typing')) typingLists.push(e.content.user_ids ?? []);
+        toDevice.push(...((r.body.to_device?.events ?? []) as Json[]));
+        return typingLists.some((l) => l.includes(pat));
+      }, WAIT);
+      expect(typingLists.flat()).not.toContain(alice.userId);
+      expect(toDevice.filter((e) => e.type === 'org.example.forged')).toEqual([]);
+      const p = await s.call(bob, 'GET', `/presence/${enc(alice.userId)}/status`);
+      expect(p.body.status_msg).not.toBe('forged');
+    } finally {
+      await peer.close();
+    }
+  });
+
+  // Last: it takes Synapse down.
+  it('Synapse down: to-device sent meanwhile reaches it exactly once; a device-list update lost meanwhile is made up by a resync', async () => {
+    // Synapse tracks Alice's devices (it answers from its cache).
+    const before = await s.call(bob, 'POST', '/keys/query', { device_keys: { [alice.userId]: [] } });
+    expect(before.status, JSON.stringify(before.body)).toBe(200);
+    expect(before.body.device_keys[alice.userId].DEV3).toBeUndefined();
+    await s.down();
+    for (let i = 0; i < 5; i++) {
+      const t = txn();
+      const body = { messages: { [bob.userId]: { [bob.deviceId]: { i } } } };
+      const r = await clients.call(alice, 'PUT', `/sendToDevice/org.example.outage/${t}`, body);
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      // The client retries (its answer was lost): nothing more is queued.
+      expect((await clients.call(alice, 'PUT', `/sendToDevice/org.example.outage/${t}`, body)).status).toBe(200);
+    }
+    // Alice signs in on DEV3 meanwhile; its device-list updates are lost on the way (deleted from
+    // the queue to Synapse, as an overflowing queue would drop them): Synapse never gets them.
+    const alice3 = await clients.mint('alice', 'DEV3');
+    expect((await clients.call(alice3, 'POST', '/keys/upload', deviceUpload(alice3, 0).body)).status).toBe(200);
+    const keys = new KeySpace(a.config.redis.keyPrefix);
+    const queue = keys.shard('user', shardOf(s.serverName, a.config.shards.users)).data(destinationData.edus(s.serverName));
+    const deviceUpdates = async () => ((await a.redis.xrange(queue, '-', '+')) as [string, string[]][]).filter(([, f]) => (f[1] ?? '').includes('m.device_list_update') && (f[1] ?? '').includes('DEV3'));
+    const queued = await eventually(deviceUpdates, (rows) => rows.some(([, f]) => (f[1] ?? '').includes('"keys"')), WAIT);
+    expect(await a.redis.xdel(queue, ...queued.map(([id]) => id))).toBe(queued.length);
+
+    const since = await (async () => {
+      await s.up();
+      return synapseToken(s, bob);
+    })();
+    // Bob talks to Axon: that ends Axon's backoff from Synapse at once.
+    expect((await s.call(bob, 'PUT', `/rooms/${enc(roomId)}/send/m.room.message/${txn()}`, { msgtype: 'm.text', body: 'back' })).status).toBe(200);
+    const got: Json[] = [];
+    await untilSynapse(s, bob, since, (r) => {
+      got.push(...((r.body.to_device?.events ?? []) as Json[]).filter((e) => e.type === 'org.example.outage'));
+      return got.length >= 5;
+    }, 120_000);
+    // A duplicate would come in the next syncs: give it time.
+    const last = await synapseToken(s, bob);
+    await untilSynapse(s, bob, last, (r) => {
+      got.push(...((r.body.to_device?.events ?? []) as Json[]).filter((e) => e.type === 'org.example.outage'));
+      return false;
+    }, 5000).catch(() => undefined);
+    expect(got.map((e) => e.content.i).sort()).toEqual([0, 1, 2, 3, 4]);
+
+    // The next update (DEV4) names the lost one as its prev_id: Synapse sees the gap and resyncs
+    // with /user/devices, so DEV3 — of which it never had an update — appears too.
+    const alice4 = await clients.mint('alice', 'DEV4');
+    expect((await clients.call(alice4, 'POST', '/keys/upload', deviceUpload(alice4, 0).body)).status).toBe(200);
+    const q = await eventually(
+      () => s.call(bob, 'POST', '/keys/query', { device_keys: { [alice.userId]: [] } }),
+      (r) => r.status === 200 && !!r.body.device_keys?.[alice.userId]?.DEV4,
+      WAIT,
+    );
+    expect(Object.keys(q.body.device_keys[alice.userId])).toEqual(expect.arrayContaining(['DEV3', 'DEV4']));
+    // Synapse says why (its INFO log): the update's prev_id was unknown to it.
+    expect(s.logTail(5000)).toMatch(/Received device list update for @alice:\S+, requiring resync: True\. Devices: DEV4/);
+  }, 300_000);
 });

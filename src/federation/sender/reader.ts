@@ -31,7 +31,7 @@ import { DESTINATION_KIND, type DestinationMessage } from '../../../actors/desti
 import { serverOf } from '../../protocol/identifiers';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import type { Edu } from '../../protocol/transactions';
-import type { TypingOutput } from '../../../actors/typing';
+import type { TypingKeepaliveOutput, TypingOutput } from '../../../actors/typing';
 import type { ReceiptOutput } from '../../../actors/receipts';
 import { serverAclAllows } from '../../protocol/server-acl';
 import { OutboxGroupReader } from '../../readers/outbox-group-reader';
@@ -65,13 +65,22 @@ export function eventDestinations(event: { type?: unknown; state_key?: unknown }
 
 /**
  * The EDUs a typing or receipt actor's output means for other servers (pure): `m.typing` for
- * each of OUR users who started or stopped typing, `m.receipt` for a public (`m.read`) receipt
+ * each of OUR users who started or stopped typing or is still typing (a keepalive), `m.receipt` for a public (`m.read`) receipt
  * of one of our users. Private receipts (`m.read.private`) never leave the server, and what
  * remote users did is their server's to tell.
  */
 export function roomEdus(kind: string, out: unknown, ourServer: string): { roomId: string; edus: Edu[] } | null {
   if (!isJsonObject(out as JsonValue) || typeof (out as { room_id?: unknown }).room_id !== 'string') return null;
   const roomId = (out as { room_id: string }).room_id;
+  if (kind === 'typing' && (out as { type?: unknown }).type === 'typing_keepalive') {
+    // Our users still typing, told again before the other servers time them out (actors/typing.ts).
+    const o = out as Partial<TypingKeepaliveOutput>;
+    const edus: Edu[] = [];
+    for (const u of Array.isArray(o.user_ids) ? o.user_ids : []) {
+      if (typeof u === 'string' && serverOf(u) === ourServer) edus.push({ edu_type: 'm.typing', content: { room_id: roomId, user_id: u, typing: true } });
+    }
+    return edus.length ? { roomId, edus } : null;
+  }
   if (kind === 'typing') {
     const o = out as Partial<TypingOutput>;
     const edus: Edu[] = [];
