@@ -14,7 +14,6 @@ import { startFront, type RunningFront } from '../../src/front';
 import { startMediaJobs, type RunningMediaJobs } from '../../src/media/jobs';
 import { PushQueue } from '../../src/push/queue';
 import { startPushSender } from '../../src/push/sender';
-
 import { signingKeyFromSeed, type SigningKey } from '../../src/protocol/crypto';
 import { allActorKinds } from '../../src/runtime/kinds';
 import { allReaders } from '../../src/readers/index';
