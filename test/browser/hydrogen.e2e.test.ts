@@ -4,6 +4,8 @@
  * Bob (raw HTTP) makes a room with Alice and writes to it; Alice, in the browser, logs in through
  * Hydrogen's login view, sees the room in her list with an unread badge, opens it, reads Bob's
  * messages in the timeline, and types and sends a reply, which Bob's own /sync then receives.
+ * Then the room's member list (Hydrogen's /members?at=), and a page reload: the session restored
+ * from the browser's storage syncs on from its stored token.
  *
  * The page and Axon are different origins, so everything Hydrogen does crosses CORS; Hydrogen also
  * probes device dehydration (MSC2697), which Axon answers 404 (allowed: Hydrogen carries on).
@@ -54,7 +56,7 @@ let page: Page;
 /** What the page did that may explain a failure: console errors, failed and non-2xx requests. */
 const pageLog: string[] = [];
 /** Every answer Axon gave the page. */
-const axonResponses: { status: number; method: string; path: string }[] = [];
+const axonResponses: { status: number; method: string; path: string; query: string }[] = [];
 
 const call = (s: Session | null, method: string, path: string, body?: unknown) => callJson(server, s, method, path, body);
 
@@ -91,9 +93,16 @@ async function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
       // The page itself may be gone; the log below still says why.
     }
     const error = await page.evaluate(() => document.body.getAttribute('data-error')).catch(() => null);
-    console.error(`hydrogen.e2e: step '${name}' failed; page error: ${error ?? 'none'}\n${pageLog.join('\n')}`);
+    const answers = axonResponses.map((r) => `${r.status} ${r.method} ${r.path}${r.query}`).join('\n');
+    console.error(`hydrogen.e2e: step '${name}' failed; page error: ${error ?? 'none'}\n${pageLog.join('\n')}\nAxon's answers:\n${answers}`);
     throw err;
   }
+}
+
+/** Clicks the element matching `selector` whose text is `text`. */
+async function clickByText(selector: string, text: string): Promise<void> {
+  await page.waitForFunction((sel: string, t: string) => [...document.querySelectorAll(sel)].some((e) => e.textContent === t), { timeout: STEP_MS }, selector, text);
+  await page.evaluate((sel: string, t: string) => [...document.querySelectorAll(sel)].find((e) => e.textContent === t).click(), selector, text);
 }
 
 let alice: Session;
@@ -124,7 +133,7 @@ beforeAll(async () => {
   page.on('requestfailed', (r) => pageLog.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText ?? ''}`));
   page.on('response', (r) => {
     const url = new URL(r.url());
-    if (url.origin === server.baseUrl) axonResponses.push({ status: r.status(), method: r.request().method(), path: url.pathname });
+    if (url.origin === server.baseUrl) axonResponses.push({ status: r.status(), method: r.request().method(), path: url.pathname, query: url.search });
     if (r.status() >= 400) pageLog.push(`response ${r.status()}: ${r.request().method()} ${r.url()}`);
   });
 
@@ -145,7 +154,7 @@ afterAll(async () => {
 }, 120_000);
 
 describe.skipIf(skip)('Hydrogen in headless Chromium against Axon', () => {
-  it('logs in, sees the unread room, reads its timeline and sends a message Bob receives', async () => {
+  it('logs in, sees the unread room, reads its timeline, sends a message Bob receives, lists members, survives a reload', async () => {
     // The server's notification counts come from the push evaluator, a reader that runs after the
     // send is acknowledged: wait until Alice's own /sync shows all three unread, as Hydrogen will.
     await expect.poll(async () => {
@@ -255,13 +264,40 @@ describe.skipIf(skip)('Hydrogen in headless Chromium against Axon', () => {
     const shownIds = await page.evaluate(() => [...document.querySelectorAll('.Timeline_message.own')].map((li) => li.getAttribute('data-event-id')));
     expect(shownIds).toContain(received!.event_id);
 
+    // The room's member list (Hydrogen's right panel): loaded from /members with the `at` token of
+    // the room's timeline, as lazy-loading clients do.
+    const members = await step('members', async () => {
+      // As a user does: the room's options menu, "Room details", then the "People" row.
+      await page.click('.RoomHeader .room-options');
+      await clickByText('.menu .menu-item', 'Room details');
+      await page.waitForSelector('.RoomDetailsView_row .MemberCount');
+      await page.click('.RoomDetailsView_row:has(.MemberCount)');
+      await page.waitForFunction(() => document.querySelectorAll('.MemberListView .MemberTileView_name').length >= 2, { timeout: STEP_MS });
+      return page.evaluate(() => [...document.querySelectorAll('.MemberListView .MemberTileView_name')].map((n) => n.textContent).sort());
+    });
+    await screenshot('4-members');
+    expect(members).toEqual(['alice', 'bob']);
+
+    // A reload restores the session from the browser's storage and syncs on from the stored token:
+    // what Bob wrote meanwhile appears, after what was already there.
+    const whileAway = 'Written while your page was reloading.';
+    await step('reload', async () => {
+      await page.reload({ waitUntil: 'load' });
+      await ok(call(bob, 'PUT', `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/away`, { msgtype: 'm.text', body: whileAway }));
+      await page.waitForFunction((expected: string[]) => {
+        const bodies = [...document.querySelectorAll('.Timeline_message .Timeline_messageBody')].map((b) => b.textContent ?? '');
+        return expected.every((e) => bodies.some((b) => b.includes(e)));
+      }, { timeout: STEP_MS }, [...bobsMessages, alicesReply, whileAway]);
+    });
+    await screenshot('5-after-reload');
+
     // Nothing Hydrogen asked of Axon failed, but the dehydrated-device probe (MSC2697, not
     // implemented: 404 M_UNRECOGNIZED, which Hydrogen takes as "no dehydrated device").
     const failures = axonResponses.filter((r) => r.status >= 400 && !/\/unstable\/org\.matrix\.msc2697\.v2\/dehydrated_device$/.test(r.path));
     expect(failures, pageLog.join('\n')).toEqual([]);
-    // And it really did talk to Axon across origins: preflights, login, the filter, /sync, /messages, send, receipt.
+    // And it really did talk to Axon across origins: login, the filter, /sync, /messages, send, receipt, /members.
     const paths = axonResponses.map((r) => `${r.method} ${r.path}`);
-    for (const expected of [/^POST .*\/login$/, /^POST .*\/user\/[^/]+\/filter$/, /^GET .*\/sync$/, /^GET .*\/rooms\/[^/]+\/messages$/, /^PUT .*\/send\/m\.room\.message\/[^/]+$/, /^POST .*\/receipt\/m\.read\/[^/]+$/]) {
+    for (const expected of [/^POST .*\/login$/, /^POST .*\/user\/[^/]+\/filter$/, /^GET .*\/sync$/, /^GET .*\/rooms\/[^/]+\/messages$/, /^PUT .*\/send\/m\.room\.message\/[^/]+$/, /^POST .*\/receipt\/m\.read\/[^/]+$/, /^GET .*\/rooms\/[^/]+\/members$/]) {
       expect(paths.some((p) => expected.test(p)), `${expected} in ${paths.join(', ')}`).toBe(true);
     }
   }, 300_000);
