@@ -301,4 +301,45 @@ describe.skipIf(skip)('Hydrogen in headless Chromium against Axon', () => {
       expect(paths.some((p) => expected.test(p)), `${expected} in ${paths.join(', ')}`).toBe(true);
     }
   }, 300_000);
+
+  it('sends into an encrypted room: Hydrogen queries keys, encrypts with Megolm, Bob receives ciphertext', async () => {
+    // Runs on the session the test above logged in (same page).
+    const encryptedName = 'Encrypted with Axon';
+    const secret = `A secret from Hydrogen (${Date.now().toString(36)})`;
+    const encryptedRoom = (await ok(call(bob, 'POST', '/createRoom', {
+      name: encryptedName, preset: 'private_chat', invite: [alice.userId],
+      initial_state: [{ type: 'm.room.encryption', state_key: '', content: { algorithm: 'm.megolm.v1.aes-sha2' } }],
+    }))).room_id as string;
+    await ok(call(alice, 'POST', `/join/${encodeURIComponent(encryptedRoom)}`, {}));
+    const since = (await ok(call(bob, 'GET', '/sync'))).next_batch as string;
+
+    await step('encrypted-send', async () => {
+      await clickByText('.RoomList li .description .name', encryptedName);
+      const composer = '.MessageComposer_input textarea';
+      await page.waitForFunction(() => document.querySelector('.MessageComposer_input textarea')?.getAttribute('placeholder')?.startsWith('Send an encrypted'), { timeout: STEP_MS });
+      await page.click(composer);
+      await page.type(composer, secret);
+      await page.keyboard.press('Enter');
+      await page.waitForFunction((text: string) => [...document.querySelectorAll('.Timeline_message.own')].some((li) => !li.classList.contains('unsent') && (li.textContent ?? '').includes(text) && li.getAttribute('data-event-id')?.startsWith('$')), { timeout: STEP_MS }, secret);
+    });
+    await screenshot('6-encrypted-room');
+
+    let received: Json | undefined;
+    let next = since;
+    const deadline = Date.now() + STEP_MS;
+    while (!received && Date.now() < deadline) {
+      const sync = await ok(call(bob, 'GET', `/sync?since=${encodeURIComponent(next)}&timeout=10000`));
+      next = sync.next_batch;
+      received = (sync.rooms?.join?.[encryptedRoom]?.timeline?.events ?? []).find((e: Json) => e.sender === alice.userId && e.type !== 'm.room.member');
+    }
+    expect(received, `Bob did not receive Alice's encrypted message; page log:\n${pageLog.join('\n')}`).toBeDefined();
+    expect(received!.type).toBe('m.room.encrypted');
+    expect(received!.content).toMatchObject({ algorithm: 'm.megolm.v1.aes-sha2', ciphertext: expect.any(String), session_id: expect.any(String) });
+    expect(JSON.stringify(received!.content)).not.toContain(secret);
+    const paths = axonResponses.map((r) => `${r.method} ${r.path}`);
+    expect(paths.some((p) => /^POST .*\/keys\/query$/.test(p)), paths.join(', ')).toBe(true);
+    expect(paths.some((p) => /^PUT .*\/send\/m\.room\.encrypted\/[^/]+$/.test(p)), paths.join(', ')).toBe(true);
+    const failures = axonResponses.filter((r) => r.status >= 400 && !/\/unstable\/org\.matrix\.msc2697\.v2\/dehydrated_device$/.test(r.path));
+    expect(failures, pageLog.join('\n')).toEqual([]);
+  }, 300_000);
 });
