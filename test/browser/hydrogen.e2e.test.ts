@@ -5,7 +5,9 @@
  * Hydrogen's login view, sees the room in her list with an unread badge, opens it, reads Bob's
  * messages in the timeline, and types and sends a reply, which Bob's own /sync then receives.
  * Then the room's member list (Hydrogen's /members?at=), and a page reload: the session restored
- * from the browser's storage syncs on from its stored token.
+ * from the browser's storage syncs on from its stored token. Then an encrypted room (Hydrogen's
+ * keys/query, to-device room key, Megolm send), an invite accepted in Hydrogen's invite view, and
+ * a logout from its settings that removes the device on the server.
  *
  * The page and Axon are different origins, so everything Hydrogen does crosses CORS; Hydrogen also
  * probes device dehydration (MSC2697), which Axon answers 404 (allowed: Hydrogen carries on).
@@ -341,5 +343,40 @@ describe.skipIf(skip)('Hydrogen in headless Chromium against Axon', () => {
     expect(paths.some((p) => /^PUT .*\/send\/m\.room\.encrypted\/[^/]+$/.test(p)), paths.join(', ')).toBe(true);
     const failures = axonResponses.filter((r) => r.status >= 400 && !/\/unstable\/org\.matrix\.msc2697\.v2\/dehydrated_device$/.test(r.path));
     expect(failures, pageLog.join('\n')).toEqual([]);
+  }, 300_000);
+
+  it('accepts an invite in Hydrogen, then logs out: the device Hydrogen logged in is gone', async () => {
+    const invitedName = 'An invitation from Bob';
+    const invitedRoom = (await ok(call(bob, 'POST', '/createRoom', { name: invitedName, preset: 'private_chat', invite: [alice.userId] }))).room_id as string;
+
+    await step('accept-invite', async () => {
+      await clickByText('.RoomList li .description .name', invitedName);
+      await page.waitForSelector('.InviteView');
+      await clickByText('.InviteView button', 'Accept');
+      await page.waitForSelector('.RoomView .MessageComposer_input textarea');
+    });
+    await screenshot('7-invite-accepted');
+    await expect.poll(async () => Object.keys((await ok(call(bob, 'GET', `/rooms/${encodeURIComponent(invitedRoom)}/joined_members`))).joined ?? {}).sort(), { timeout: STEP_MS, interval: 250 }).toEqual([alice.userId, bob.userId].sort());
+
+    // Settings shows the session Hydrogen logged in as: a device Axon lists for Alice.
+    const deviceId = await step('settings', async () => {
+      await page.click('.button-utility.settings');
+      await page.waitForFunction(() => [...document.querySelectorAll('.Settings .row')].some((r) => r.querySelector('.label')?.textContent === 'Session ID' && r.querySelector('.content')?.textContent), { timeout: STEP_MS });
+      return page.evaluate(() => [...document.querySelectorAll('.Settings .row')].find((r) => r.querySelector('.label')?.textContent === 'Session ID').querySelector('.content').textContent as string);
+    });
+    const devices = async () => ((await ok(call(alice, 'GET', '/devices'))).devices as Json[]).map((d) => d.device_id);
+    expect(await devices()).toContain(deviceId);
+
+    const logoutStatus = await step('logout', async () => {
+      await clickByText('.Settings button', 'Log out');
+      const answer = page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname.endsWith('/logout'), { timeout: STEP_MS });
+      await clickByText('button.destructive', 'Log out');
+      const status = (await answer).status();
+      await page.waitForFunction(() => !document.querySelector('.RoomList'), { timeout: STEP_MS });
+      return status;
+    });
+    await screenshot('8-logged-out');
+    expect(logoutStatus).toBe(200);
+    expect(await devices()).not.toContain(deviceId);
   }, 300_000);
 });
