@@ -189,7 +189,8 @@ async function populateRoom(ctx: ApiContext, user: { userId: string }, request: 
       }
       continue;
     }
-    const reply = await state('m.room.member', content, u);
+    // The invitee's profile in the invite, as /invite writes it (and Synapse): clients name them from it.
+    const reply = await state('m.room.member', await withLocalProfile(ctx, u, content), u);
     await index.record(u, roomId, reply.pos, 'invite');
   }
   if (visibility === 'public') await setDirectoryVisibility(ctx, [[roomId, 'public']]);

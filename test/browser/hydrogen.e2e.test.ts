@@ -214,11 +214,14 @@ describe.skipIf(skip)('Hydrogen in headless Chromium against Axon', () => {
         return expected.every((e) => bodies.some((b) => b.includes(e)));
       }, { timeout: STEP_MS }, bobsMessages);
       return page.evaluate(() => ({
+        text: document.querySelector('.RoomView_body')?.textContent ?? '',
         header: document.querySelector('.RoomHeader h2')?.textContent ?? null,
         bodies: [...document.querySelectorAll('.Timeline_message .Timeline_messageBody')].map((b) => b.textContent ?? ''),
       }));
     });
     expect(shown.header).toBe(roomName);
+    // The invite names Alice by her display name: createRoom's invites carry the invitee's profile.
+    expect(shown.text).toContain('alice was invited to the room by bob');
     // Bob's messages, in the order he sent them.
     const positions = bobsMessages.map((m) => shown.bodies.findIndex((b) => b.includes(m)));
     expect(positions).toEqual([...positions].sort((a, b) => a - b));
