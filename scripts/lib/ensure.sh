@@ -144,3 +144,27 @@ ensure_moto() {
     fi
   ) 9>"$(dirname "$venv")/.moto-install.lock"
 }
+
+# Debian's chromium-headless-shell, the real browser the Hydrogen web-client test drives through
+# puppeteer-core (test/browser/hydrogen.e2e.test.ts; puppeteer-core never downloads a browser).
+# test/browser/chromium.ts looks for the same names on PATH (or AXON_CHROMIUM).
+# Returns non-zero rather than exiting: outside CI the browser test skips itself when it is missing.
+chromium_installed() {
+  if [ -n "${AXON_CHROMIUM:-}" ]; then [ -x "$AXON_CHROMIUM" ]; return; fi
+  command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1
+}
+
+ensure_chromium() {
+  if chromium_installed; then return 0; fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "axon: installing chromium-headless-shell from Debian's packages..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq chromium-headless-shell >&2 || return 1
+    chromium_installed
+  else
+    echo "axon: no headless Chromium is installed; the Hydrogen browser test will be skipped." >&2
+    echo "      Install it with: sudo apt-get install -y chromium-headless-shell" >&2
+    return 1
+  fi
+}
