@@ -654,7 +654,7 @@ async function toDeviceSection(ctx: ApiContext, user: SyncUser, since: number | 
 
 // ---- ephemeral: typing and receipts ---------------------------------------------------------
 
-type EphemeralOutput = TypingOutput | ReceiptOutput;
+export type EphemeralOutput = TypingOutput | ReceiptOutput;
 
 function filterEphemeral(events: JsonObject[], filter: SyncFilter): JsonObject[] {
   return events.filter((e) => filterMatches(filter.ephemeral, { type: e.type as string, sender: '' }));
@@ -671,7 +671,7 @@ function addReceipt(content: JsonObject, eventId: string, type: string, userId: 
  * The window's typing and receipt outputs as EDUs: the newest typing list (an empty one is the
  * "stopped typing" the client needs), and every receipt, private ones only for their owner.
  */
-function windowEphemeralEvents(outputs: EphemeralOutput[], userId: string): JsonObject[] {
+export function windowEphemeralEvents(outputs: EphemeralOutput[], userId: string): JsonObject[] {
   let typing: TypingOutput | null = null;
   const receipts: JsonObject = {};
   let anyReceipt = false;
@@ -690,7 +690,7 @@ function windowEphemeralEvents(outputs: EphemeralOutput[], userId: string): Json
 }
 
 /** For a room given in full: who is typing now and the room's latest receipts. */
-async function currentEphemeral(ctx: ApiContext, roomId: string, userId: string): Promise<JsonObject[]> {
+export async function currentEphemeral(ctx: ApiContext, roomId: string, userId: string): Promise<JsonObject[]> {
   const shard = ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room));
   const [typingRaw, receiptsRaw] = await Promise.all([ctx.redis.hgetall(shard.data(roomData.typing(roomId))), ctx.redis.hgetall(shard.data(roomData.receipts(roomId)))]);
   const events: JsonObject[] = [];
@@ -843,7 +843,7 @@ async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter:
  * Stripped state of an invite or a knock: a few state events and the user's own member event, or
  * null when the user's membership is no longer that (the index is behind the room).
  */
-async function strippedState(ctx: ApiContext, roomId: string, userId: string, membership: 'invite' | 'knock'): Promise<JsonObject[] | null> {
+export async function strippedState(ctx: ApiContext, roomId: string, userId: string, membership: 'invite' | 'knock'): Promise<JsonObject[] | null> {
   const ids = await ctx.rooms.currentStateIds(roomId);
   const memberId = ids.get(stateKeyOf('m.room.member', userId));
   const wanted = STRIPPED_STATE_TYPES.map((t) => ids.get(stateKeyOf(t, ''))).filter((id): id is string => !!id);
@@ -925,7 +925,7 @@ function memberCounts(ctx: ApiContext, roomId: string, seenPos: number | null): 
  * `m.joined_member_count`, `m.invited_member_count` and up to five heroes (other members, sorted),
  * as of at least the room's event at `seenPos` (its newest the caller is sending; null: now).
  */
-async function summary(ctx: ApiContext, roomId: string, userId: string, seenPos: number | null = null): Promise<JsonObject> {
+export async function summary(ctx: ApiContext, roomId: string, userId: string, seenPos: number | null = null): Promise<JsonObject> {
   const c = await memberCounts(ctx, roomId, seenPos);
   return { 'm.joined_member_count': c.joined, 'm.invited_member_count': c.invited, 'm.heroes': c.first.filter((u) => u !== userId).slice(0, 5) };
 }

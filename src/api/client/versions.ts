@@ -22,6 +22,8 @@ export const UNSTABLE_FEATURES: Readonly<Record<string, boolean>> = {
   'org.matrix.msc4115': true,
   // /sync `use_state_after` → `org.matrix.msc4222.state_after` (src/sync/engine.ts).
   'org.matrix.msc4222': true,
+  // Simplified sliding sync on its unstable path (src/api/client/sliding-sync.ts).
+  'org.matrix.simplified_msc3575': true,
 };
 
 export function registerVersionRoutes(front: Front, publicBaseUrl: string): void {
