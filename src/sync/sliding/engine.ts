@@ -390,8 +390,8 @@ async function roomEntry(ctx: ApiContext, user: SyncUser, roomId: string, m: Ind
       }
     }
   }
-  if (required.length) body.required_state = await formatEvents(ctx, roomId, required, user, { membership: false });
-  if (events.length) body.timeline = await formatEvents(ctx, roomId, events, user);
+  if (required.length) body.required_state = withoutRoomId(await formatEvents(ctx, roomId, required, user, { membership: false }));
+  if (events.length) body.timeline = withoutRoomId(await formatEvents(ctx, roomId, events, user));
   if (fresh || events.length || endPos > (sent?.t ?? -Infinity)) {
     body.limited = limited;
     if (prevBatch !== null) body.prev_batch = encodeToken(prevBatch);
@@ -401,6 +401,12 @@ async function roomEntry(ctx: ApiContext, user: SyncUser, roomId: string, m: Ind
   // A room left is sent once with the leave; then it is out of the lists.
   if (left) delete state.rooms[roomId];
   return { body, initial: fresh };
+}
+
+/** Events under their room's key go without `room_id` (the sync v2 format Synapse uses here). */
+function withoutRoomId(events: JsonObject[]): JsonObject[] {
+  for (const e of events) delete e.room_id;
+  return events;
 }
 
 /** Heroes with their display names and avatars (from their member events). */
