@@ -286,3 +286,86 @@ describe('simplified sliding sync (unstable path)', () => {
     expect(again.extensions.to_device.events).toEqual([]);
   }, 120_000);
 });
+
+describe('simplified sliding sync, v4 shape (POST /_matrix/client/v4/sync)', () => {
+  const V4 = '/_matrix/client/v4/sync';
+  async function v4(s: Session, body: Json): Promise<Json> {
+    const r = await c.call(s, 'POST', V4, body);
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    return r.body;
+  }
+
+  it('takes pos and timeout in the body, counts lists, names rooms\' lists and membership, leaves out counts', async () => {
+    const gina = await c.mint('v4-gina');
+    const hal = await c.mint('v4-hal');
+    const room = await createRoom(gina, { name: 'Four', preset: 'public_chat' });
+    const invite = await createRoom(hal, { name: 'Come in', invite: [gina.userId] });
+    await say(gina, room, 'a');
+    await say(gina, room, 'b');
+    await say(gina, room, 'c');
+    const lists = {
+      all: { timeline_limit: 1, required_state: { include: [{ type: 'm.room.name', state_key: '' }, { type: 'm.room.create' }], lazy_members: true } },
+      invites: { range: [0, 0], timeline_limit: 0, required_state: {}, filters: { is_invited: true } },
+    };
+    let b: Json = {};
+    for (let i = 0; i < 100; i++) {
+      b = await v4(gina, { conn_id: 'v4', lists });
+      if (b.lists.all.count === 2 && b.lists.invites.count === 1) break;
+      await sleep(100);
+    }
+    expect(b.lists).toEqual({ all: { count: 2 }, invites: { count: 1 } });
+    const r = b.rooms[room];
+    expect(r.membership).toBe('join');
+    expect(r.lists).toEqual(['all']);
+    expect(r.name).toBe('Four');
+    expect(r.notification_count).toBeUndefined();
+    expect(r.timeline.map((e: Json) => e.content.body)).toEqual(['c']);
+    expect(r.limited).toBe(true);
+    expect((r.required_state as Json[]).map((e) => `${e.type}|${e.state_key}`).sort()).toEqual(['m.room.create|', `m.room.member|${gina.userId}`, 'm.room.name|']);
+    const inv = b.rooms[invite];
+    expect(inv.membership).toBe('invite');
+    expect(inv.lists.sort()).toEqual(['all', 'invites']);
+    expect((inv.stripped_state as Json[]).some((e) => e.type === 'm.room.name' && e.content.name === 'Come in')).toBe(true);
+    expect(inv.invite_state).toBeUndefined();
+
+    // A larger timeline_limit: the latest events again, older ones included, at once.
+    const bigger = { ...lists, all: { ...lists.all, timeline_limit: 3 } };
+    const expanded = await v4(gina, { conn_id: 'v4', pos: b.pos, timeout: 0, lists: bigger });
+    expect(expanded.rooms[room].expanded_timeline).toBe(true);
+    expect(expanded.rooms[room].timeline.map((e: Json) => e.content.body)).toEqual(['a', 'b', 'c']);
+    expect(expanded.rooms[room].initial).toBeUndefined();
+
+    // Long-poll with the timeout in the body; the name removed is `null`.
+    const poll = v4(gina, { conn_id: 'v4', pos: expanded.pos, timeout: 20_000, lists: bigger });
+    await sleep(300);
+    expect((await c.call(gina, 'PUT', `/rooms/${enc(room)}/state/m.room.name/`, {})).status).toBe(200);
+    let named = await poll;
+    // Anything else that ends the poll first (nothing should) is skipped over.
+    for (let i = 0; i < 20 && !named.rooms?.[room]; i++) named = await v4(gina, { conn_id: 'v4', pos: named.pos, timeout: 5000, lists: bigger });
+    expect(named.rooms[room].name).toBeNull();
+    expect(named.rooms[room].membership).toBeUndefined();
+    expect(named.rooms[room].timeline.map((e: Json) => e.type)).toEqual(['m.room.name']);
+
+    // Bad input: set_presence out of range, old shapes.
+    const badPresence = await c.call(gina, 'POST', V4, { set_presence: 'busy' });
+    expect(badPresence.status).toBe(400);
+    expect(badPresence.body.errcode).toBe('M_INVALID_PARAM');
+    const oldShape = await c.call(gina, 'POST', V4, { lists: { a: { ranges: [[0, 1]], timeline_limit: 1, required_state: [['m.room.name', '']] } } });
+    expect(oldShape.status).toBe(400);
+    const unknown = await c.call(gina, 'POST', V4, { conn_id: 'v4', pos: 'deadbeef_1' });
+    expect(unknown.body.errcode).toBe('M_UNKNOWN_POS');
+  }, 120_000);
+
+  it('excludes what `exclude` names and includes by state_key across types', async () => {
+    const ivy = await c.mint('v4-ivy');
+    const room = await createRoom(ivy, { name: 'Excl', topic: 'about' });
+    const b = await v4(ivy, { room_subscriptions: { [room]: { timeline_limit: 0, required_state: { include: [{}], exclude: [{ type: 'm.room.member' }, { type: 'm.room.topic', state_key: '' }] } } } });
+    const types = new Set((b.rooms[room].required_state as Json[]).map((e) => e.type));
+    expect(types.has('m.room.create')).toBe(true);
+    expect(types.has('m.room.name')).toBe(true);
+    expect(types.has('m.room.member')).toBe(false);
+    expect(types.has('m.room.topic')).toBe(false);
+    const byKey = await v4(ivy, { conn_id: 'k', room_subscriptions: { [room]: { timeline_limit: 0, required_state: { include: [{ state_key: ivy.userId }] } } } });
+    expect((byKey.rooms[room].required_state as Json[]).map((e) => `${e.type}|${e.state_key}`)).toEqual([`m.room.member|${ivy.userId}`]);
+  }, 60_000);
+});

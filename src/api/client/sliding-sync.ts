@@ -1,7 +1,9 @@
 // POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync
+// POST /_matrix/client/v4/sync
 /**
- * Simplified sliding sync (MSC4186) as Synapse 1.163 serves it on the unstable path: `pos` and
- * `timeout` as query parameters, the request in the body. The HTTP side — parsing, the
+ * Simplified sliding sync (MSC4186): as Synapse 1.163 serves it on the unstable path (`pos` and
+ * `timeout` as query parameters), and in the merged MSC's shape at v4 (everything in the body;
+ * src/sync/sliding/request.ts lists the differences). One engine answers both. The HTTP side — parsing, the
  * connection's state, the long-poll — is here; what an answer holds is the engine's
  * (src/sync/sliding/engine.ts).
  *
@@ -20,12 +22,16 @@ import { MAX_WINDOW_ENTRIES } from '../../sync/engine';
 import { BumpStampCache } from '../../sync/sliding/bump-stamps';
 import { loadConnection, saveConnection, UnknownPos, type ConnectionState, type Loaded } from '../../sync/sliding/connection-store';
 import { computeSlidingSync, type SlidingAnswer } from '../../sync/sliding/engine';
-import { parseSlidingRequest, RequestProblem, type SlidingRequest } from '../../sync/sliding/request';
+import { InvalidParam, parseSlidingRequest, RequestProblem, type Shape, type SlidingRequest } from '../../sync/sliding/request';
+import { presenceOnSync } from './presence';
+import type { PresenceState } from '../../../actors/presence';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { requireUser } from './auth';
 import type { ApiContext } from '../context';
 
 export const SLIDING_SYNC_UNSTABLE_PATH = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync';
+/** The merged MSC's path: parameters in the body, `range`, `stripped_state`, … (see request.ts). */
+export const SLIDING_SYNC_V4_PATH = '/_matrix/client/v4/sync';
 const MAX_TIMEOUT_MS = 5 * 60_000;
 const MAX_CONCURRENT_COMPUTES = 32;
 
@@ -55,17 +61,20 @@ export function registerSlidingSyncRoutes(front: Front, ctx: ApiContext): void {
   (ctx.keysChanged ??= []).push((userId) => e2e.forget(userId));
   ctx.closers?.push(() => notifier.close());
 
-  front.route('POST', SLIDING_SYNC_UNSTABLE_PATH, async (req: Request) => {
+  const handle = async (req: Request, shape: Shape) => {
     const user = await requireUser(ctx, req);
-    const timeout = parseTimeout(req.query.timeout);
     let request: SlidingRequest;
     try {
-      request = parseSlidingRequest(req.json());
+      request = parseSlidingRequest(req.json(), shape);
     } catch (e) {
+      if (e instanceof InvalidParam) throw errors.invalidParam(e.message);
       if (e instanceof RequestProblem) throw errors.badJson(e.message);
       throw e;
     }
-    const pos = req.query.pos !== undefined && req.query.pos !== '' ? req.query.pos : undefined;
+    // The unstable shape takes `pos` and `timeout` from the query; v4 from the body.
+    const timeout = shape === 'v4' ? Math.min(request.timeout ?? 0, MAX_TIMEOUT_MS) : parseTimeout(req.query.timeout);
+    const rawPos = shape === 'v4' ? request.pos : req.query.pos;
+    const pos = rawPos !== undefined && rawPos !== '' ? rawPos : undefined;
     let loaded: Loaded;
     try {
       loaded = await loadConnection(ctx, user.userId, user.deviceId, request.connId, pos);
@@ -73,6 +82,8 @@ export function registerSlidingSyncRoutes(front: Front, ctx: ApiContext): void {
       if (e instanceof UnknownPos) throw unknownPos();
       throw e;
     }
+    // v4's set_presence: polling marks the user online unless it says otherwise (as /v3/sync).
+    if (shape === 'v4') presenceOnSync(ctx, user.userId, request.setPresence as PresenceState | undefined, timeout);
     req.allowWait(timeout);
     await notifier.start();
     const waits = pos !== undefined && timeout > 0;
@@ -110,5 +121,7 @@ export function registerSlidingSyncRoutes(front: Front, ctx: ApiContext): void {
     } finally {
       waiter?.close();
     }
-  });
+  };
+  front.route('POST', SLIDING_SYNC_UNSTABLE_PATH, (req: Request) => handle(req, 'unstable'));
+  front.route('POST', SLIDING_SYNC_V4_PATH, (req: Request) => handle(req, 'v4'));
 }

@@ -49,8 +49,8 @@ export interface ConnectionState {
   /** The time cut of the answer (Redis TIME, µs): windows of the next one start here. */
   cut: number;
   rooms: Record<string, RoomSent>;
-  /** Room subscriptions, kept until unsubscribed: room id → [required_state pairs, timeline_limit]. */
-  subs: Record<string, [[string, string][], number]>;
+  /** Room subscriptions, kept until unsubscribed: room id → [required_state pairs, timeline_limit, v4 exclude?]. */
+  subs: Record<string, [[string, string][], number] | [[string, string][], number, [string, string][]]>;
   /** The last answer's lists as sent (text), so an unchanged list alone does not end a long-poll. */
   lists?: string;
 }

@@ -38,7 +38,7 @@ import { remoteStrippedState } from '../remote-invites';
 import { currentEphemeral, strippedState, summary, windowEphemeralEvents, type EphemeralOutput, type SyncUser } from '../engine';
 import { computeList, factsNeeded, type ListResult, type RoomFacts } from './lists';
 import { changedState, compileRequiredState, mergeRequiredState, requiredStateFingerprint, selectState, type RequiredState } from './required-state';
-import type { ExtensionScope, RoomConfig, SlidingRequest } from './request';
+import type { ExtensionScope, RoomConfig, Shape, SlidingRequest } from './request';
 import type { BumpStampCache } from './bump-stamps';
 import type { ConnectionState, RoomSent } from './connection-store';
 
@@ -72,7 +72,7 @@ interface RoomPlan {
 }
 
 function planOf(config: RoomConfig, userId: string): RoomPlan {
-  return { rs: compileRequiredState(config.requiredState, userId), timelineLimit: config.timelineLimit };
+  return { rs: compileRequiredState(config.requiredState, userId, config.exclude), timelineLimit: config.timelineLimit };
 }
 
 function mergePlan(a: RoomPlan | undefined, b: RoomPlan): RoomPlan {
@@ -131,15 +131,16 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
   for (const [name, config] of req.lists) {
     const children = config.filters.spaces ? await spaceChildren(ctx, config.filters.spaces, memberships, spaceChildrenCache) : null;
     const result: ListResult = computeList(facts, config, children);
-    lists[name] = { count: result.count, ops: result.ops as unknown as JsonValue };
+    // The unstable shape says which rooms fill each range (`ops`, as Synapse); v4 only counts.
+    lists[name] = req.shape === 'v4' ? { count: result.count } : { count: result.count, ops: result.ops as unknown as JsonValue };
     listRooms.set(name, result.roomIds);
     const plan = planOf(config, user.userId);
     for (const roomId of result.roomIds) plans.set(roomId, mergePlan(plans.get(roomId), plan));
   }
   for (const roomId of req.unsubscribeRooms) delete state.subs[roomId];
-  for (const [roomId, config] of req.roomSubscriptions) state.subs[roomId] = [config.requiredState, config.timelineLimit];
+  for (const [roomId, config] of req.roomSubscriptions) state.subs[roomId] = [config.requiredState, config.timelineLimit, ...(config.exclude?.length ? [config.exclude] : [])] as ConnectionState['subs'][string];
   const subscribed: string[] = [];
-  for (const [roomId, [requiredState, timelineLimit]] of Object.entries(state.subs)) {
+  for (const [roomId, [requiredState, timelineLimit, exclude]] of Object.entries(state.subs)) {
     // Only rooms the user is or was in (the index knows them); others are ignored, as Synapse does.
     const m = snap.rooms.find((r) => r.roomId === roomId);
     if (!m) continue;
@@ -148,7 +149,7 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
       if (!tops.has(roomId)) tops.set(roomId, await p.bumps.get(ctx, roomId));
     }
     subscribed.push(roomId);
-    plans.set(roomId, mergePlan(plans.get(roomId), planOf({ requiredState, timelineLimit }, user.userId)));
+    plans.set(roomId, mergePlan(plans.get(roomId), planOf({ requiredState, timelineLimit, ...(exclude ? { exclude } : {}) }, user.userId)));
   }
 
   // The rooms, each with what is new for it.
@@ -158,14 +159,20 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
   await Promise.all(
     [...plans].map(async ([roomId, plan]) => {
       const m = memberships.get(roomId)!;
-      const entry = await roomEntry(ctx, user, roomId, m, plan, prev.rooms[roomId], tops.get(roomId)!, incremental ? sinceMs : null, state, countWaits);
+      const entry = await roomEntry(ctx, user, roomId, m, plan, prev.rooms[roomId], tops.get(roomId)!, incremental ? sinceMs : null, state, countWaits, req.shape);
       if (!entry) return;
+      if (req.shape === 'v4') {
+        // v4: the lists whose windows hold the room (absent: a subscription alone).
+        const names = [...listRooms].filter(([, ids]) => ids.includes(roomId)).map(([name]) => name);
+        if (names.length) entry.body.lists = names;
+      }
       rooms[roomId] = entry.body;
       if (entry.initial) initialRooms.add(roomId);
     }),
   );
-  // Unread counts of joined rooms sent, or of joined rooms in view whose counts moved.
-  await addCounts(ctx, user, p, plans, memberships, prev, state, rooms, countWaits, cutMs);
+  // Unread counts of joined rooms sent, or of joined rooms in view whose counts moved (the
+  // unstable shape only: the merged MSC leaves them out of room results).
+  if (req.shape === 'unstable') await addCounts(ctx, user, p, plans, memberships, prev, state, rooms, countWaits, cutMs);
 
   const extensions = await computeExtensions(ctx, user, req, p, { incremental, sinceMs, cutMs, prevCut: prev.cut, cut: snap.cut, listRooms, subscribed, initialRooms, memberships });
 
@@ -283,20 +290,23 @@ interface RoomTopInfo {
  * One room's entry (null: nothing new for it). Updates `state.rooms[roomId]`. `countWaits` collects
  * the shards whose push evaluation the room's counts must wait for (new events from others).
  */
-async function roomEntry(ctx: ApiContext, user: SyncUser, roomId: string, m: IndexedMembership, plan: RoomPlan, sent: RoomSent | undefined, topInfo: RoomTopInfo, sinceMs: number | null, state: ConnectionState, countWaits: Map<number, boolean>): Promise<{ body: JsonObject; initial: boolean } | null> {
+async function roomEntry(ctx: ApiContext, user: SyncUser, roomId: string, m: IndexedMembership, plan: RoomPlan, sent: RoomSent | undefined, topInfo: RoomTopInfo, sinceMs: number | null, state: ConnectionState, countWaits: Map<number, boolean>, shape: Shape): Promise<{ body: JsonObject; initial: boolean } | null> {
   const now = Date.now();
+  const v4 = shape === 'v4';
   const fp = requiredStateFingerprint(plan.rs);
   if (m.membership === 'invite' || m.membership === 'knock') {
     if (sent && sent.m === m.membership) return null;
     const stripped = (await strippedState(ctx, roomId, user.userId, m.membership)) ?? (await remoteStrippedState(ctx, user.userId, roomId, m.membership));
     if (!stripped) return null;
     state.rooms[roomId] = { m: m.membership, t: -1, s: 0, c: fp, tl: plan.timelineLimit, at: now, b: topInfo.bumpStamp };
-    const body: JsonObject = { bump_stamp: topInfo.bumpStamp, initial: true, notification_count: 0, highlight_count: 0 };
+    // The unstable shape names invites' and knocks' stripped state `invite_state` and carries zero
+    // counts (as Synapse); v4 names it `stripped_state`, says the membership, and has no counts.
+    const body: JsonObject = v4 ? { bump_stamp: topInfo.bumpStamp, initial: true, membership: m.membership } : { bump_stamp: topInfo.bumpStamp, initial: true, notification_count: 0, highlight_count: 0 };
     const name = (stripped.find((e) => e.type === 'm.room.name')?.content as JsonObject | undefined)?.name;
     if (typeof name === 'string' && name) body.name = name;
     const avatar = (stripped.find((e) => e.type === 'm.room.avatar')?.content as JsonObject | undefined)?.url;
     if (typeof avatar === 'string' && avatar) body.avatar = avatar;
-    body.invite_state = stripped;
+    body[v4 ? 'stripped_state' : 'invite_state'] = stripped;
     return { body, initial: true };
   }
   // Joined, or left since the client last heard (the timeline runs up to the leave).
@@ -315,11 +325,14 @@ async function roomEntry(ctx: ApiContext, user: SyncUser, roomId: string, m: Ind
   if (endPos === null || !endEvent) return null;
   const fresh = !sent || sent.m !== 'join';
   const limit = plan.timelineLimit;
+  // A larger timeline_limit than the room was last sent with: the latest `limit` events again,
+  // older ones included (MSC4186 "changes to timeline_limit"), flagged as an expanded timeline.
+  const expanding = !fresh && limit > sent.tl;
   let events: RoomEvent[] = [];
   let limited = false;
   let prevBatch: number | null = null;
-  if (fresh || endPos > sent.t) {
-    const page = limit > 0 ? await paginate(ctx, roomId, user.userId, 'b', endPos, fresh ? null : sent.t, limit, {}) : { events: [] as RoomEvent[], end: fresh ? endPos : endPos };
+  if (fresh || expanding || endPos > sent.t) {
+    const page = limit > 0 ? await paginate(ctx, roomId, user.userId, 'b', endPos, fresh || expanding ? null : sent.t, limit, {}) : { events: [] as RoomEvent[], end: endPos };
     events = page.events.reverse();
     if (left && !events.some((e) => e.eventId === endEvent.eventId)) {
       // The leave itself is always shown, even when history visibility hides what led up to it.
@@ -330,11 +343,15 @@ async function roomEntry(ctx: ApiContext, user: SyncUser, roomId: string, m: Ind
     const oldest = events[0];
     prevBatch = limited && page.end !== null ? page.end : (oldest?.pos ?? endPos + 1) - 1;
   }
+  const expanded = expanding && events.some((e) => e.pos <= sent.t);
   const stateNow = await ctx.rooms.snapshot(roomId, endEvent.stateAfter);
-  const senders = new Set(events.map((e) => String(e.event.sender)));
+  // $LAZY: the timeline's senders, and the targets of its membership events.
+  const lazyWanted = new Set(events.map((e) => String(e.event.sender)));
+  for (const e of events) if (e.event.type === 'm.room.member' && typeof e.event.state_key === 'string') lazyWanted.add(e.event.state_key);
   const lazySent = new Set(fresh ? [] : (sent.l ?? []));
-  const newLazy = plan.rs.lazyMembers ? [...senders].filter((u) => !lazySent.has(u)) : [];
+  const newLazy = plan.rs.lazyMembers ? [...lazyWanted].filter((u) => !lazySent.has(u)) : [];
   let stateIds: string[];
+  let removed: string[] = [];
   let memberChanged = false;
   let nameChanged = false;
   let avatarChanged = false;
@@ -347,12 +364,14 @@ async function roomEntry(ctx: ApiContext, user: SyncUser, roomId: string, m: Ind
       const before = await ctx.rooms.snapshot(roomId, sent.s);
       const diff = changedState(plan.rs, before, stateNow, lazySent);
       for (const id of diff.changed) ids.add(id);
-      for (const [key, id] of stateNow) {
-        if (before.get(key) === id) continue;
+      removed = diff.removed;
+      const touched = (key: string) => {
         if (key.startsWith('m.room.member\u0000')) memberChanged = true;
         else if (key === 'm.room.name\u0000') nameChanged = true;
         else if (key === 'm.room.avatar\u0000') avatarChanged = true;
-      }
+      };
+      for (const [key, id] of stateNow) if (before.get(key) !== id) touched(key);
+      for (const key of before.keys()) if (!stateNow.has(key)) touched(key);
     }
     for (const u of newLazy) {
       const id = stateNow.get(stateKeyOf('m.room.member', u));
@@ -363,40 +382,54 @@ async function roomEntry(ctx: ApiContext, user: SyncUser, roomId: string, m: Ind
   const lazyAll = [...lazySent, ...newLazy];
   const record: RoomSent = { m: m.membership, t: endPos, s: endEvent.stateAfter, c: fp, tl: limit, at: Date.now(), b: topInfo.bumpStamp, ...(plan.rs.lazyMembers ? { l: lazyAll.slice(-500) } : {}), ...(sent?.n && !fresh ? { n: sent.n } : {}) };
   const bumpChanged = fresh || sent.b !== topInfo.bumpStamp;
+  const stubs = v4 ? removed : [];
   // Nothing new: the room keeps what it was last sent with (a config change alone is no news
-  // until the room has something to say).
-  if (!fresh && events.length === 0 && stateIds.length === 0 && !bumpChanged && endPos <= sent.t) return null;
+  // until the room has something to say; a timeline expansion is news at once).
+  if (!fresh && events.length === 0 && stateIds.length === 0 && stubs.length === 0 && !bumpChanged && endPos <= sent.t) return null;
   const required = (await ctx.rooms.events(roomId, stateIds)).filter(servableAsState);
-  if (!fresh && events.length === 0 && required.length === 0 && !bumpChanged) return null;
+  if (!fresh && events.length === 0 && required.length === 0 && stubs.length === 0 && !bumpChanged) return null;
   state.rooms[roomId] = record;
   if (events.some((e) => e.event.sender !== user.userId)) countWaits.set(shardOf(roomId, ctx.shardCounts.room), true);
 
   const body: JsonObject = {};
   if (bumpChanged || limited) body.bump_stamp = topInfo.bumpStamp;
   if (fresh) body.initial = true;
+  if (v4 && (fresh || left)) body.membership = m.membership;
+  if (expanded) body[v4 ? 'expanded_timeline' : 'unstable_expanded_timeline'] = true;
   if (fresh || nameChanged || avatarChanged || memberChanged) {
     const [nameEv, avatarEv] = await ctx.rooms.events(roomId, [stateNow.get('m.room.name\u0000'), stateNow.get('m.room.avatar\u0000')].filter((id): id is string => !!id)).then((evs) => [evs.find((e) => e.event.type === 'm.room.name'), evs.find((e) => e.event.type === 'm.room.avatar')]);
     const name = (nameEv?.event.content as JsonObject | undefined)?.name;
-    if ((fresh || nameChanged) && typeof name === 'string' && name) body.name = name;
+    const hasName = typeof name === 'string' && name !== '';
+    if ((fresh || nameChanged) && hasName) body.name = name;
+    // v4: a name or avatar removed since the last answer is null.
+    else if (v4 && nameChanged && !fresh) body.name = null;
     const avatar = (avatarEv?.event.content as JsonObject | undefined)?.url;
     if ((fresh || avatarChanged) && typeof avatar === 'string' && avatar) body.avatar = avatar;
+    else if (v4 && avatarChanged && !fresh) body.avatar = null;
     if (!left && (fresh || memberChanged)) {
       const s = await summary(ctx, roomId, user.userId, endPos);
       body.joined_count = s['m.joined_member_count'] as number;
       body.invited_count = s['m.invited_member_count'] as number;
-      if (!(typeof name === 'string' && name)) {
+      if (!hasName) {
         const heroes = await heroesOf(ctx, roomId, s['m.heroes'] as string[], stateNow);
         if (heroes.length) body.heroes = heroes;
       }
     }
   }
-  if (required.length) body.required_state = withoutRoomId(await formatEvents(ctx, roomId, required, user, { membership: false }));
+  const requiredOut = required.length ? withoutRoomId(await formatEvents(ctx, roomId, required, user, { membership: false })) : [];
+  // v4: state deleted since the last answer (a state reset) as stubs.
+  for (const key of stubs) {
+    const i = key.indexOf('\u0000');
+    requiredOut.push({ type: key.slice(0, i), state_key: key.slice(i + 1) });
+  }
+  if (requiredOut.length) body.required_state = requiredOut;
   if (events.length) body.timeline = withoutRoomId(await formatEvents(ctx, roomId, events, user));
   if (fresh || events.length || endPos > (sent?.t ?? -Infinity)) {
-    body.limited = limited;
+    // v4: an absent `limited` means false.
+    if (!v4 || limited) body.limited = limited;
     if (prevBatch !== null) body.prev_batch = encodeToken(prevBatch);
     // Live: what arrived after the previous answer (an initial connection has none).
-    body.num_live = sinceMs === null ? 0 : fresh ? events.filter((e) => typeof e.event.origin_server_ts === 'number' && (e.event.origin_server_ts as number) >= sinceMs).length : events.length;
+    body.num_live = sinceMs === null ? 0 : fresh ? events.filter((e) => typeof e.event.origin_server_ts === 'number' && (e.event.origin_server_ts as number) >= sinceMs).length : expanding ? events.filter((e) => e.pos > sent.t).length : events.length;
   }
   // A room left is sent once with the leave; then it is out of the lists.
   if (left) delete state.rooms[roomId];

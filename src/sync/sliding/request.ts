@@ -14,6 +14,8 @@ export type RequiredStatePairs = [string, string][];
 
 export interface RoomConfig {
   requiredState: RequiredStatePairs;
+  /** v4's `required_state.exclude` as pairs ('*' = any). */
+  exclude?: RequiredStatePairs;
   timelineLimit: number;
 }
 
@@ -53,13 +55,24 @@ export interface ExtensionScope {
   rooms?: string[];
 }
 
+/** The two shapes one engine answers: Synapse's unstable one and the merged MSC's v4. */
+export type Shape = 'unstable' | 'v4';
+
 export interface SlidingRequest {
+  shape: Shape;
   connId: string;
   lists: Map<string, ListConfig>;
   roomSubscriptions: Map<string, RoomConfig>;
   unsubscribeRooms: string[];
   extensions: Extensions;
+  /** v4: in the body (the unstable shape takes them from the query). */
+  pos?: string;
+  timeout?: number;
+  setPresence?: 'online' | 'offline' | 'unavailable';
 }
+
+/** A v4 list's missing `range`: the whole filtered list. */
+const WHOLE_LIST: [number, number] = [0, Number.MAX_SAFE_INTEGER];
 
 /** Most rooms a request may subscribe to (the issue's bound; Synapse has none). */
 export const MAX_ROOM_SUBSCRIPTIONS = 100;
@@ -72,6 +85,8 @@ const TO_DEVICE_MAX_LIMIT = 1000;
 const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
 
 export class RequestProblem extends Error {}
+/** A parameter with a value outside what it allows (400 `M_INVALID_PARAM`, as the MSC says for set_presence). */
+export class InvalidParam extends RequestProblem {}
 
 function fail(message: string): never {
   throw new RequestProblem(message);
@@ -102,20 +117,42 @@ function requiredStateOf(v: JsonValue | undefined, name: string): RequiredStateP
   });
 }
 
-function roomConfigOf(v: JsonValue, name: string): RoomConfig {
+/** v4's `required_state`: `{include: [{type?, state_key?}], exclude: [...], lazy_members}`. */
+function requiredStateV4(v: JsonValue | undefined, name: string): { requiredState: RequiredStatePairs; exclude: RequiredStatePairs } {
+  if (!isJsonObject(v)) fail(`${name}.required_state must be an object with include, exclude, lazy_members`);
+  const elements = (x: JsonValue | undefined, part: string): RequiredStatePairs => {
+    if (x === undefined || x === null) return [];
+    if (!Array.isArray(x)) fail(`${name}.required_state.${part} must be a list`);
+    if (x.length > MAX_REQUIRED_STATE_PAIRS) fail(`${name}.required_state.${part} has more than ${MAX_REQUIRED_STATE_PAIRS} elements`);
+    return x.map((e) => {
+      if (!isJsonObject(e) || (e.type !== undefined && typeof e.type !== 'string') || (e.state_key !== undefined && typeof e.state_key !== 'string')) fail(`${name}.required_state.${part} elements are {type?, state_key?} objects`);
+      return [(e.type as string | undefined) ?? '*', (e.state_key as string | undefined) ?? '*'] as [string, string];
+    });
+  };
+  const requiredState = elements(v.include, 'include');
+  const lazy = optionalBool(v.lazy_members, `${name}.required_state.lazy_members`);
+  if (lazy) requiredState.push(['m.room.member', '$LAZY']);
+  return { requiredState, exclude: elements(v.exclude, 'exclude') };
+}
+
+function roomConfigOf(v: JsonValue, name: string, shape: Shape = 'unstable'): RoomConfig {
   if (!isJsonObject(v)) fail(`${name} must be an object`);
   const limit = v.timeline_limit;
   if (!isNonNegInt(limit)) fail(`${name}.timeline_limit must be a non-negative integer`);
-  return { requiredState: requiredStateOf(v.required_state, name), timelineLimit: Math.min(limit, MAX_TIMELINE_LIMIT) };
+  const timelineLimit = Math.min(limit, MAX_TIMELINE_LIMIT);
+  if (shape === 'v4') return { ...requiredStateV4(v.required_state, name), timelineLimit };
+  return { requiredState: requiredStateOf(v.required_state, name), timelineLimit };
 }
 
-function filtersOf(v: JsonValue | undefined, name: string): ListFilters {
+function filtersOf(v: JsonValue | undefined, name: string, shape: Shape): ListFilters {
   if (v === undefined || v === null) return {};
   if (!isJsonObject(v)) fail(`${name}.filters must be an object`);
   const f: ListFilters = {};
   const isDm = optionalBool(v.is_dm, `${name}.filters.is_dm`);
   const isEncrypted = optionalBool(v.is_encrypted, `${name}.filters.is_encrypted`);
-  const isInvite = optionalBool(v.is_invite, `${name}.filters.is_invite`);
+  // Renamed `is_invited` in the merged MSC.
+  const inviteField = shape === 'v4' ? 'is_invited' : 'is_invite';
+  const isInvite = optionalBool(v[inviteField], `${name}.filters.${inviteField}`);
   if (isDm !== undefined) f.isDm = isDm;
   if (isEncrypted !== undefined) f.isEncrypted = isEncrypted;
   if (isInvite !== undefined) f.isInvite = isInvite;
@@ -183,8 +220,14 @@ function extensionsOf(v: JsonValue | undefined): Extensions {
   return out;
 }
 
+function rangeV4(v: JsonValue | undefined, name: string): [number, number][] {
+  if (v === undefined || v === null) return [WHOLE_LIST];
+  if (!Array.isArray(v) || v.length !== 2 || !isNonNegInt(v[0]) || !isNonNegInt(v[1]) || v[0] > v[1]) fail(`${name}.range must be [start, end] with 0 <= start <= end`);
+  return [[v[0], v[1]]];
+}
+
 /** The request body as a SlidingRequest; throws RequestProblem for what the route answers 400. */
-export function parseSlidingRequest(body: JsonValue): SlidingRequest {
+export function parseSlidingRequest(body: JsonValue, shape: Shape = 'unstable'): SlidingRequest {
   if (!isJsonObject(body)) fail('The request body must be a JSON object');
   let connId = '';
   if (body.conn_id !== undefined && body.conn_id !== null) {
@@ -198,9 +241,9 @@ export function parseSlidingRequest(body: JsonValue): SlidingRequest {
     if (entries.length > MAX_LISTS) fail(`at most ${MAX_LISTS} lists`);
     for (const [name, raw] of entries) {
       const label = `lists.${name}`;
-      const base = roomConfigOf(raw, label);
+      const base = roomConfigOf(raw, label, shape);
       const o = raw as JsonObject;
-      lists.set(name, { ...base, ranges: rangesOf(o.ranges, label), filters: filtersOf(o.filters, label) });
+      lists.set(name, { ...base, ranges: shape === 'v4' ? rangeV4(o.range, label) : rangesOf(o.ranges, label), filters: filtersOf(o.filters, label, shape) });
     }
   }
   const roomSubscriptions = new Map<string, RoomConfig>();
@@ -210,9 +253,24 @@ export function parseSlidingRequest(body: JsonValue): SlidingRequest {
     if (entries.length > MAX_ROOM_SUBSCRIPTIONS) fail(`at most ${MAX_ROOM_SUBSCRIPTIONS} room_subscriptions`);
     for (const [roomId, raw] of entries) {
       if (!roomId.startsWith('!')) fail(`room_subscriptions: ${roomId} is not a room id`);
-      roomSubscriptions.set(roomId, roomConfigOf(raw, `room_subscriptions.${roomId}`));
+      roomSubscriptions.set(roomId, roomConfigOf(raw, `room_subscriptions.${roomId}`, shape));
     }
   }
   const unsubscribeRooms = (stringList(body.unsubscribe_rooms, 'unsubscribe_rooms') ?? []) as string[];
-  return { connId, lists, roomSubscriptions, unsubscribeRooms, extensions: extensionsOf(body.extensions) };
+  const out: SlidingRequest = { shape, connId, lists, roomSubscriptions, unsubscribeRooms, extensions: extensionsOf(body.extensions) };
+  if (shape === 'v4') {
+    if (body.pos !== undefined && body.pos !== null) {
+      if (typeof body.pos !== 'string') fail('pos must be a string');
+      out.pos = body.pos;
+    }
+    if (body.timeout !== undefined && body.timeout !== null) {
+      if (!isNonNegInt(body.timeout)) fail('timeout must be a non-negative integer (ms)');
+      out.timeout = body.timeout;
+    }
+    if (body.set_presence !== undefined && body.set_presence !== null) {
+      if (body.set_presence !== 'online' && body.set_presence !== 'offline' && body.set_presence !== 'unavailable') throw new InvalidParam('set_presence must be online, offline or unavailable');
+      out.setPresence = body.set_presence;
+    }
+  }
+  return out;
 }

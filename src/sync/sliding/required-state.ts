@@ -14,30 +14,45 @@ export const ME = '$ME';
 const WILDCARD = '*';
 const MEMBER = 'm.room.member';
 
-export interface RequiredState {
+/** One list's or subscription's config, compiled. */
+interface Part {
   all: boolean;
   /** Keys wanted per type ('*': every key of that type). */
   byType: Map<string, Set<string> | '*'>;
   /** State keys wanted whatever the type. */
   anyType: Set<string>;
+  /** v4's `exclude`: [type, key] patterns ('*' = any) left out of this part (not lazy members). */
+  exclude: [string, string][];
+}
+
+/**
+ * A room's combined config: the union of its parts (kept apart rather than merged, so that each
+ * part's `exclude` applies to that part only, as MSC4186's "combining required_state" allows).
+ */
+export interface RequiredState {
+  parts: Part[];
   lazyMembers: boolean;
 }
 
 export function emptyRequiredState(): RequiredState {
-  return { all: false, byType: new Map(), anyType: new Set(), lazyMembers: false };
+  return { parts: [], lazyMembers: false };
 }
 
-/** The pairs of one list or subscription, `$ME` resolved. */
-export function compileRequiredState(pairs: RequiredStatePairs, userId: string): RequiredState {
-  const rs = emptyRequiredState();
-  for (const [type, rawKey] of pairs) addPair(rs, type, rawKey === ME ? userId : rawKey);
-  return rs;
+/** The pairs of one list or subscription, `$ME` resolved; `exclude` from the v4 shape. */
+export function compileRequiredState(pairs: RequiredStatePairs, userId: string, exclude: RequiredStatePairs = []): RequiredState {
+  const part: Part = { all: false, byType: new Map(), anyType: new Set(), exclude: exclude.map(([t, k]) => [t, k === ME ? userId : k]) };
+  let lazyMembers = false;
+  for (const [type, rawKey] of pairs) {
+    const key = rawKey === ME ? userId : rawKey;
+    if (type === MEMBER && key === LAZY) lazyMembers = true;
+    else addPair(part, type, key);
+  }
+  return { parts: [part], lazyMembers };
 }
 
-function addPair(rs: RequiredState, type: string, key: string): void {
+function addPair(rs: Part, type: string, key: string): void {
   if (type === WILDCARD && key === WILDCARD) rs.all = true;
   else if (type === WILDCARD) rs.anyType.add(key);
-  else if (type === MEMBER && key === LAZY) rs.lazyMembers = true;
   else if (key === WILDCARD) rs.byType.set(type, '*');
   else {
     const keys = rs.byType.get(type);
@@ -49,22 +64,23 @@ function addPair(rs: RequiredState, type: string, key: string): void {
 
 /** A room in several lists and subscriptions gets the union of their required state. */
 export function mergeRequiredState(a: RequiredState, b: RequiredState): RequiredState {
-  const out: RequiredState = { all: a.all || b.all, byType: new Map(), anyType: new Set([...a.anyType, ...b.anyType]), lazyMembers: a.lazyMembers || b.lazyMembers };
-  for (const src of [a, b]) {
-    for (const [type, keys] of src.byType) {
-      const have = out.byType.get(type);
-      if (have === '*' || keys === '*') out.byType.set(type, '*');
-      else out.byType.set(type, new Set([...(have ?? []), ...keys]));
-    }
-  }
-  return out;
+  return { parts: [...a.parts, ...b.parts], lazyMembers: a.lazyMembers || b.lazyMembers };
 }
 
-/** Whether the entry `type\0stateKey` is wanted (lazy members apart: `lazySent` names them). */
+function excluded(p: Part, type: string, stateKey: string): boolean {
+  return p.exclude.some(([t, k]) => (t === WILDCARD || t === type) && (k === WILDCARD || k === stateKey));
+}
+
+function partWants(p: Part, type: string, stateKey: string): boolean {
+  if (excluded(p, type, stateKey)) return false;
+  if (p.all || p.anyType.has(stateKey)) return true;
+  const keys = p.byType.get(type);
+  return keys === '*' || !!keys?.has(stateKey);
+}
+
+/** Whether the entry `type\0stateKey` is wanted (lazy members apart: `lazy` names them). */
 export function wants(rs: RequiredState, type: string, stateKey: string, lazy: ReadonlySet<string> | null = null): boolean {
-  if (rs.all || rs.anyType.has(stateKey)) return true;
-  const keys = rs.byType.get(type);
-  if (keys === '*' || keys?.has(stateKey)) return true;
+  if (rs.parts.some((p) => partWants(p, type, stateKey))) return true;
   return type === MEMBER && rs.lazyMembers && lazy !== null && lazy.has(stateKey);
 }
 
@@ -74,11 +90,11 @@ function splitKey(key: string): [string, string] {
 }
 
 /**
- * The entries of `state` wanted (event ids, in the map's order), looking up exact keys directly so
- * that a big room's every member is not visited when only a few types are asked for.
+ * The entries of `state` wanted (event ids), looking up exact keys directly so that a big room's
+ * every member is not visited when only a few types are asked for.
  */
 export function selectState(rs: RequiredState, state: ReadonlyMap<string, string>, lazy: ReadonlySet<string> | null = null): string[] {
-  const wildcardish = rs.all || rs.anyType.size > 0 || [...rs.byType.values()].some((k) => k === '*');
+  const wildcardish = rs.parts.some((p) => p.all || p.anyType.size > 0 || [...p.byType.values()].some((k) => k === '*'));
   if (wildcardish) {
     const out: string[] = [];
     for (const [key, id] of state) {
@@ -88,10 +104,12 @@ export function selectState(rs: RequiredState, state: ReadonlyMap<string, string
     return out;
   }
   const out = new Set<string>();
-  for (const [type, keys] of rs.byType) {
-    for (const k of keys as Set<string>) {
-      const id = state.get(`${type}\u0000${k}`);
-      if (id) out.add(id);
+  for (const p of rs.parts) {
+    for (const [type, keys] of p.byType) {
+      for (const k of keys as Set<string>) {
+        const id = state.get(`${type}\u0000${k}`);
+        if (id && !excluded(p, type, k)) out.add(id);
+      }
     }
   }
   if (rs.lazyMembers && lazy) {
@@ -105,8 +123,8 @@ export function selectState(rs: RequiredState, state: ReadonlyMap<string, string
 
 /**
  * What changed between the state last sent from (`before`) and now (`after`), among the wanted
- * entries: the event ids to send (changed or new entries). Entries that disappeared (a state reset)
- * have no event to send; the unstable shape has no way to say so (v4 sends stubs).
+ * entries: the event ids to send (changed or new entries), and the keys of wanted entries that are
+ * gone (a state reset; the v4 shape sends them as stubs, the unstable one cannot say it).
  */
 export function changedState(rs: RequiredState, before: ReadonlyMap<string, string>, after: ReadonlyMap<string, string>, lazy: ReadonlySet<string> | null = null): { changed: string[]; removed: string[] } {
   const changed: string[] = [];
@@ -126,6 +144,7 @@ export function changedState(rs: RequiredState, before: ReadonlyMap<string, stri
 
 /** A stable text for a config, stored per room so a changed config is noticed. */
 export function requiredStateFingerprint(rs: RequiredState): string {
-  const types = [...rs.byType.entries()].map(([t, k]) => [t, k === '*' ? '*' : [...k].sort()] as const).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  return JSON.stringify([rs.all, rs.lazyMembers, [...rs.anyType].sort(), types]);
+  const sorted = (xs: Iterable<string>) => [...xs].sort();
+  const parts = rs.parts.map((p) => JSON.stringify([p.all, sorted(p.anyType), [...p.byType.entries()].map(([t, k]) => [t, k === '*' ? '*' : sorted(k)]).sort((a, b) => (String(a[0]) < String(b[0]) ? -1 : 1)), p.exclude.map((e) => e.join('\u0000')).sort()])).sort();
+  return JSON.stringify([rs.lazyMembers, [...new Set(parts)]]);
 }

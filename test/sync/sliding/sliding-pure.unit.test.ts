@@ -118,3 +118,45 @@ describe('lists', () => {
     expect(passesFilters({ roomId: '!n:x', membership: 'join', bumpStamp: 0, name: 'Team Chat' }, { roomNameLike: 'team' }, null)).toBe(true);
   });
 });
+
+describe('the v4 shape', () => {
+  it('reads range, include/exclude/lazy_members, is_invited and the body parameters', () => {
+    const r = parseSlidingRequest(
+      {
+        pos: 'abcd0123_4',
+        timeout: 3000,
+        set_presence: 'offline',
+        lists: {
+          a: { range: [0, 19], timeline_limit: 1, required_state: { include: [{ type: 'm.room.name', state_key: '' }, {}], exclude: [{ type: 'm.room.member' }], lazy_members: true }, filters: { is_invited: false } },
+          b: { timeline_limit: 0, required_state: {} },
+        },
+      },
+      'v4',
+    );
+    expect(r.shape).toBe('v4');
+    expect(r.pos).toBe('abcd0123_4');
+    expect(r.timeout).toBe(3000);
+    expect(r.setPresence).toBe('offline');
+    const a = r.lists.get('a')!;
+    expect(a.ranges).toEqual([[0, 19]]);
+    expect(a.requiredState).toEqual([['m.room.name', ''], ['*', '*'], ['m.room.member', '$LAZY']]);
+    expect(a.exclude).toEqual([['m.room.member', '*']]);
+    expect(a.filters).toEqual({ isInvite: false });
+    expect(r.lists.get('b')!.ranges).toEqual([[0, Number.MAX_SAFE_INTEGER]]);
+    expect(() => parseSlidingRequest({ set_presence: 'busy' }, 'v4')).toThrow(RequestProblem);
+    expect(() => parseSlidingRequest({ lists: { a: { timeline_limit: 1, required_state: [['m.room.name', '']] } } }, 'v4')).toThrow(RequestProblem);
+  });
+
+  it('excludes per part: another list asking for what one list excludes still gets it', () => {
+    const state = new Map([
+      [k('m.room.member', '@a:x'), '$a'],
+      [k('m.room.name', ''), '$name'],
+    ]);
+    const excluding = compileRequiredState([['*', '*']], ME, [['m.room.member', '*']]);
+    expect(selectState(excluding, state)).toEqual(['$name']);
+    // Lazy members are not filtered by exclude.
+    expect(selectState(compileRequiredState([['*', '*'], ['m.room.member', '$LAZY']], ME, [['m.room.member', '*']]), state, new Set(['@a:x'])).sort()).toEqual(['$a', '$name']);
+    const merged = mergeRequiredState(excluding, compileRequiredState([['m.room.member', '@a:x']], ME));
+    expect(selectState(merged, state).sort()).toEqual(['$a', '$name']);
+  });
+});
