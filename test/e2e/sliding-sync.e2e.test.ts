@@ -240,6 +240,31 @@ describe('simplified sliding sync (unstable path)', () => {
     expect((all.rooms[space].required_state as Json[]).some((e) => e.type === 'm.room.create')).toBe(true);
   }, 120_000);
 
+  it('sends a room left once, with the leave, then drops it from the list', async () => {
+    const kim = await c.mint('ss-kim');
+    const room = await createRoom(kim, { name: 'Leaving' });
+    const stay = await createRoom(kim, { name: 'Staying' });
+    const req = { lists: { l: { ranges: [[0, 9]], timeline_limit: 2, required_state: [] } }, room_subscriptions: { [room]: { timeline_limit: 2, required_state: [] } } };
+    let b: Json = {};
+    for (let i = 0; i < 100; i++) {
+      b = await ok(kim, req);
+      if (b.lists.l.count === 2) break;
+      await sleep(100);
+    }
+    expect(b.rooms[room].initial).toBe(true);
+    expect((await c.call(kim, 'POST', `/rooms/${enc(room)}/leave`, {})).status).toBe(200);
+    const left = await until(kim, req, b.pos, (x) => !!x.rooms?.[room]);
+    const last = left.rooms[room].timeline.at(-1);
+    expect(last.type).toBe('m.room.member');
+    expect(last.content.membership).toBe('leave');
+    // Then: out of the list, and not sent again (the subscription to it included).
+    const after = await until(kim, req, left.pos, (x) => x.lists.l.count === 1);
+    expect(after.lists.l.count).toBe(1);
+    expect(after.lists.l.ops[0].room_ids).toEqual([stay]);
+    const quiet = await ok(kim, req, { pos: after.pos, timeout: '500' });
+    expect(quiet.rooms[room]).toBeUndefined();
+  }, 60_000);
+
   it('carries to-device, e2ee, account data, typing and receipts in its extensions', async () => {
     const erin = await c.mint('ss-erin');
     const frank = await c.mint('ss-frank');

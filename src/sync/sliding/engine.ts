@@ -321,6 +321,7 @@ async function roomEntry(ctx: ApiContext, user: SyncUser, roomId: string, m: Ind
       return null;
     }
     endPos = endEvent.pos;
+    if (sent && sent.m === m.membership && sent.t >= endPos) return null;
   } else if (topInfo.topId) endEvent = await ctx.rooms.event(roomId, topInfo.topId);
   if (endPos === null || !endEvent) return null;
   const fresh = !sent || sent.m !== 'join';
@@ -431,8 +432,8 @@ async function roomEntry(ctx: ApiContext, user: SyncUser, roomId: string, m: Ind
     // Live: what arrived after the previous answer (an initial connection has none).
     body.num_live = sinceMs === null ? 0 : fresh ? events.filter((e) => typeof e.event.origin_server_ts === 'number' && (e.event.origin_server_ts as number) >= sinceMs).length : expanding ? events.filter((e) => e.pos > sent.t).length : events.length;
   }
-  // A room left is sent once with the leave; then it is out of the lists.
-  if (left) delete state.rooms[roomId];
+  // A room left stays remembered with its leave, so it is sent once (a subscription to it does
+  // not resend it every time) and is out of the lists from then on.
   return { body, initial: fresh };
 }
 
