@@ -133,4 +133,42 @@ describe.skipIf(skip)('simplified sliding sync: Axon beside Synapse 1.163.2', ()
     console.log('incremental answer, Axon:', JSON.stringify(ia), '\nSynapse:', JSON.stringify(is));
     expect(ia).toEqual(is);
   }, 240_000);
+
+  it('gives the same extension sections, with the same fields, for the same data', async () => {
+    const ext = { to_device: { enabled: true }, e2ee: { enabled: true }, account_data: { enabled: true }, typing: { enabled: true }, receipts: { enabled: true } };
+    const body = { lists: { all: { ranges: [[0, 9]], timeline_limit: 1, required_state: [] } }, extensions: ext };
+    const shapeOf = (x: Json): Json => ({
+      sections: Object.keys(x.extensions).sort(),
+      to_device: Object.keys(x.extensions.to_device ?? {}).sort(),
+      to_device_events: (x.extensions.to_device?.events ?? []).map((e: Json) => [e.type, Object.keys(e).sort(), e.content]),
+      e2ee: Object.keys(x.extensions.e2ee ?? {}).sort(),
+      account_data: Object.keys(x.extensions.account_data ?? {}).sort(),
+      global_types: (x.extensions.account_data?.global ?? []).map((e: Json) => e.type).filter((t: string) => t.startsWith('org.example')),
+      typing_rooms: Object.values(x.extensions.typing?.rooms ?? {}).map((e) => [(e as Json).type, (e as Json).content.user_ids.length]),
+      receipt_rooms: Object.values(x.extensions.receipts?.rooms ?? {}).map((e) => (e as Json).type),
+    });
+    const run = async (side: Side) => {
+      const rooms = await side.call('alice', 'GET', '/joined_rooms');
+      const room = (rooms.body.joined_rooms as string[])[0]!;
+      const first = await side.call('alice', 'POST', PATH, body);
+      expect(first.status).toBe(200);
+      // Bob types and sends alice a to-device message; alice writes account data and a receipt.
+      expect((await side.call('bob', 'POST', `/join/${enc(room)}`, {})).status).toBe(200);
+      expect((await side.call('bob', 'PUT', `/rooms/${enc(room)}/typing/${enc(side.userId('bob'))}`, { typing: true, timeout: 30000 })).status).toBe(200);
+      const dev = (await side.call('alice', 'GET', '/account/whoami')).body.device_id as string;
+      expect((await side.call('bob', 'PUT', `/sendToDevice/org.example.ping/${txn()}`, { messages: { [side.userId('alice')]: { [dev]: { n: 1 } } } })).status).toBe(200);
+      expect((await side.call('alice', 'PUT', `/user/${enc(side.userId('alice'))}/account_data/org.example.cmp`, { v: 1 })).status).toBe(200);
+      const msgs = await side.call('alice', 'GET', `/rooms/${enc(room)}/messages?dir=b&limit=1`);
+      const ev = (msgs.body.chunk as Json[])[0]!.event_id as string;
+      expect((await side.call('bob', 'POST', `/rooms/${enc(room)}/receipt/m.read/${enc(ev)}`, {})).status).toBe(200);
+      await new Promise((res) => setTimeout(res, 1000));
+      const next = await side.call('alice', 'POST', `${PATH}?pos=${encodeURIComponent(first.body.pos)}&timeout=0`, body);
+      expect(next.status).toBe(200);
+      return { first: shapeOf(first.body), next: shapeOf(next.body) };
+    };
+    const [a, s] = await Promise.all([run(axonSide), run(synapseSide)]);
+    console.log('extensions, Axon:', JSON.stringify(a), '\nSynapse:', JSON.stringify(s));
+    expect(a.first).toEqual(s.first);
+    expect(a.next).toEqual(s.next);
+  }, 240_000);
 });

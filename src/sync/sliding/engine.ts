@@ -541,7 +541,8 @@ async function computeExtensions(ctx: ApiContext, user: SyncUser, req: SlidingRe
     tasks.push(
       (async () => {
         const [{ otk, fallback }, lists] = await Promise.all([p.e2e.get(ctx, user.userId, user.deviceId), x.incremental ? deviceListChanges(ctx, user.userId, x.prevCut, x.cut) : Promise.resolve({ changed: [], left: [] })]);
-        body.e2ee = { device_one_time_keys_count: otk, device_unused_fallback_key_types: fallback, device_lists: { changed: lists.changed, left: lists.left } };
+        // device_lists only on a connection's later answers (a first one has nothing to compare to), as Synapse.
+        body.e2ee = { device_one_time_keys_count: otk, device_unused_fallback_key_types: fallback, ...(x.incremental ? { device_lists: { changed: lists.changed, left: lists.left } } : {}) };
         if (lists.changed.length || lists.left.length) news = true;
       })(),
     );
