@@ -322,7 +322,12 @@ async function roomEntry(ctx: ApiContext, user: SyncUser, roomId: string, m: Ind
     }
     endPos = endEvent.pos;
     if (sent && sent.m === m.membership && sent.t >= endPos) return null;
-  } else if (topInfo.topId) endEvent = await ctx.rooms.event(roomId, topInfo.topId);
+  } else {
+    // The common case of an incremental answer: a room in view with nothing new, the same config.
+    // Answered before any event or state is loaded.
+    if (sent && sent.m === 'join' && topInfo.top !== null && topInfo.top <= sent.t && plan.timelineLimit <= sent.tl && sent.c === fp && sent.b === topInfo.bumpStamp) return null;
+    if (topInfo.topId) endEvent = await ctx.rooms.event(roomId, topInfo.topId);
+  }
   if (endPos === null || !endEvent) return null;
   const fresh = !sent || sent.m !== 'join';
   const limit = plan.timelineLimit;
