@@ -265,6 +265,31 @@ describe('simplified sliding sync (unstable path)', () => {
     expect(quiet.rooms[room]).toBeUndefined();
   }, 60_000);
 
+  it('lists a room the user was kicked from, even on a connection that never had it', async () => {
+    const lee = await c.mint('ss-lee');
+    const kim = await c.mint('ss-kicked');
+    const room = await createRoom(lee, { name: 'Kick', preset: 'public_chat' });
+    const mine = await createRoom(kim, { name: 'Mine' });
+    expect((await c.call(kim, 'POST', `/join/${enc(room)}`, {})).status).toBe(200);
+    expect((await c.call(lee, 'POST', `/rooms/${enc(room)}/kick`, { user_id: kim.userId, reason: 'bye' })).status).toBe(200);
+    const req = { lists: { l: { ranges: [[0, 9]], timeline_limit: 1, required_state: [] } } };
+    let b: Json = {};
+    for (let i = 0; i < 100; i++) {
+      b = await ok(kim, req);
+      if (b.rooms[room]?.timeline?.[0]?.content?.membership === 'leave') break;
+      await sleep(100);
+    }
+    expect(b.lists.l.count).toBe(2);
+    expect(new Set(b.lists.l.ops[0].room_ids)).toEqual(new Set([room, mine]));
+    const kick = b.rooms[room].timeline[0];
+    expect(kick.sender).toBe(lee.userId);
+    expect(kick.content.reason).toBe('bye');
+    // Sent once: not again on the same connection.
+    const next = await ok(kim, req, { pos: b.pos, timeout: '300' });
+    expect(next.rooms[room]).toBeUndefined();
+    expect(next.lists.l.count).toBe(2);
+  }, 60_000);
+
   it('carries to-device, e2ee, account data, typing and receipts in its extensions', async () => {
     const erin = await c.mint('ss-erin');
     const frank = await c.mint('ss-frank');

@@ -107,15 +107,24 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
 
   // Rooms in the lists: current memberships, and rooms the client was last sent as a member of and
   // has left since (sent once more with the leave, then dropped).
+  // Rooms the user was kicked or banned from are in the lists always (MSC4186: they may not have
+  // seen it otherwise); rooms they left themselves only as long as the connection had them.
   const memberships = new Map<string, IndexedMembership>();
+  const removals: IndexedMembership[] = [];
   for (const r of snap.rooms) {
     const sent = prev.rooms[r.roomId];
     if (ACTIVE.has(r.membership) || (sent && ACTIVE.has(sent.m))) memberships.set(r.roomId, r);
+    else if (r.membership === 'leave' || r.membership === 'ban') removals.push(r);
   }
+  const removed = await Promise.all(removals.map((r) => removedByOthers(ctx, user.userId, r)));
+  removals.forEach((r, i) => {
+    if (removed[i]) memberships.set(r.roomId, r);
+  });
   const tops = new Map(
     await Promise.all(
       [...memberships.values()].map(async (r) => {
-        if (r.membership === 'join' || r.membership === 'leave' || r.membership === 'ban') return [r.roomId, await p.bumps.get(ctx, r.roomId)] as const;
+        if (r.membership === 'join') return [r.roomId, await p.bumps.get(ctx, r.roomId)] as const;
+        // Not joined: the room's place is when the membership happened (when the index saw it).
         return [r.roomId, { top: null, topId: null, bumpStamp: Math.floor(r.writtenAt / 1000) }] as const;
       }),
     ),
@@ -182,6 +191,26 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
   const body: JsonObject = { pos: '', lists, rooms, extensions: extensions.body };
   const listen = snap.rooms.filter((r) => ACTIVE.has(r.membership)).map((r) => r.roomId);
   return { body, state, news: !incremental || listsChanged || Object.keys(rooms).length > 0 || extensions.news, listen };
+}
+
+/**
+ * Whether a leave or ban of the user was someone else's doing (a kick or a ban), by the membership
+ * event's sender; per front, by room and membership position (the answer never changes).
+ */
+const removedCache = new Map<string, boolean>();
+const REMOVED_CACHE_MAX = 100_000;
+
+async function removedByOthers(ctx: ApiContext, userId: string, r: IndexedMembership): Promise<boolean> {
+  const key = `${userId}\u0000${r.roomId}\u0000${r.pos}`;
+  const hit = removedCache.get(key);
+  if (hit !== undefined) return hit;
+  const id = (await ctx.rooms.currentStateIds(r.roomId, { type: 'm.room.member', stateKey: userId })).values().next().value;
+  const e = id ? await ctx.rooms.event(r.roomId, id) : null;
+  const content = e?.event.content as JsonObject | undefined;
+  const answer = !!e && e.pos === r.pos && (content?.membership === 'leave' || content?.membership === 'ban') && e.event.sender !== userId;
+  if (removedCache.size >= REMOVED_CACHE_MAX) removedCache.delete(removedCache.keys().next().value!);
+  removedCache.set(key, answer);
+  return answer;
 }
 
 // ---- facts for filters ------------------------------------------------------------------------
