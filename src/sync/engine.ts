@@ -859,7 +859,7 @@ export async function strippedState(ctx: ApiContext, roomId: string, userId: str
 }
 
 /** The users in the user's `m.ignored_user_list` (account data). */
-async function ignoredUsers(ctx: ApiContext, userId: string): Promise<Set<string>> {
+export async function ignoredUsers(ctx: ApiContext, userId: string): Promise<Set<string>> {
   const json = await ctx.redis.hget(ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user)).data(userData.accountData(userId)), 'm.ignored_user_list');
   if (!json) return new Set();
   try {

@@ -218,6 +218,20 @@ describe('simplified sliding sync (unstable path)', () => {
     expect(inv.initial).toBe(true);
     expect((inv.invite_state as Json[]).some((e) => e.type === 'm.room.member' && e.state_key === dave.userId && e.content.membership === 'invite')).toBe(true);
     expect(inv.timeline).toBeUndefined();
+    // An invite from someone dave then ignores is neither listed nor sent.
+    const eve = await c.mint('ss-eve');
+    const fromEve = await createRoom(eve, { name: 'Ignored', invite: [dave.userId] });
+    let both: Json = {};
+    for (let i = 0; i < 100; i++) {
+      both = await ok(dave, { lists: dlists });
+      if (both.lists.invites.count === 2) break;
+      await sleep(100);
+    }
+    expect(both.rooms[fromEve].invite_state).toBeDefined();
+    expect((await c.call(dave, 'PUT', `/user/${enc(dave.userId)}/account_data/m.ignored_user_list`, { ignored_users: { [eve.userId]: {} } })).status).toBe(200);
+    const withIgnored = await ok(dave, { lists: dlists });
+    expect(withIgnored.lists.invites.count).toBe(1);
+    expect(withIgnored.rooms[fromEve]).toBeUndefined();
 
     // A subscription to a room outside any list; $ME and wildcards.
     const sub = await ok(carol, { room_subscriptions: { [plain]: { timeline_limit: 1, required_state: [['m.room.member', '$ME'], ['m.room.power_levels', '*']] } } });

@@ -35,7 +35,7 @@ import { deviceListChanges } from '../device-lists';
 import { ackToDevice, readToDevice } from '../to-device';
 import { pushRulesContent } from '../push-rules';
 import { remoteStrippedState } from '../remote-invites';
-import { currentEphemeral, strippedState, summary, windowEphemeralEvents, type EphemeralOutput, type SyncUser } from '../engine';
+import { currentEphemeral, ignoredUsers, strippedState, summary, windowEphemeralEvents, type EphemeralOutput, type SyncUser } from '../engine';
 import { computeList, factsNeeded, type ListResult, type RoomFacts } from './lists';
 import { changedState, compileRequiredState, mergeRequiredState, requiredStateFingerprint, selectState, type RequiredState } from './required-state';
 import type { ExtensionScope, RoomConfig, Shape, SlidingRequest } from './request';
@@ -120,6 +120,18 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
   removals.forEach((r, i) => {
     if (removed[i]) memberships.set(r.roomId, r);
   });
+  // Invites from users the user ignores are neither listed nor sent (as /sync hides them).
+  const invites = [...memberships.values()].filter((r) => r.membership === 'invite');
+  const ignored = invites.length ? await ignoredUsers(ctx, user.userId) : new Set<string>();
+  if (ignored.size) {
+    await Promise.all(
+      invites.map(async (r) => {
+        const stripped = (await strippedState(ctx, r.roomId, user.userId, 'invite')) ?? (await remoteStrippedState(ctx, user.userId, r.roomId, 'invite')) ?? [];
+        const inviter = stripped.find((e) => e.type === 'm.room.member' && e.state_key === user.userId)?.sender;
+        if (typeof inviter === 'string' && ignored.has(inviter)) memberships.delete(r.roomId);
+      }),
+    );
+  }
   const tops = new Map(
     await Promise.all(
       [...memberships.values()].map(async (r) => {
