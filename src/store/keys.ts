@@ -469,6 +469,19 @@ export const membershipIndexData = {
  * Content reports (actors/reports.ts), relative to the user shard the reports actor's id hashes
  * to: a hash of report id → JSON report. Admin tooling reads it.
  */
+/**
+ * Simplified sliding sync (MSC4186) connections, relative to the USER's shard: per (user, device,
+ * conn_id) a hash holding the connection's generation (`g`), its answer counter (`n`) and, per
+ * answer still valid as a `pos` (`p:<n>`), what each room was last sent (src/sync/sliding/
+ * connection-store.ts). Written by fronts (the state is theirs: a cache of what a client holds,
+ * rebuilt from nothing when lost), with an expiry; the set bounds connections per device.
+ */
+export const slidingSyncData = {
+  connection: (userId: string, deviceId: string, connId: string) => `user:${userId}:ssc:${deviceId}\u0000${connId}`,
+  /** Sorted set: the device's connection ids by last use (ms), oldest evicted beyond a bound. */
+  connections: (userId: string, deviceId: string) => `user:${userId}:ssd:${deviceId}`,
+};
+
 export const reportData = {
   reports: () => 'reports',
 };

@@ -681,7 +681,7 @@ async function toDeviceSection(ctx: ApiContext, user: SyncUser, since: number | 
 
 // ---- ephemeral: typing and receipts ---------------------------------------------------------
 
-type EphemeralOutput = TypingOutput | ReceiptOutput;
+export type EphemeralOutput = TypingOutput | ReceiptOutput;
 
 function filterEphemeral(events: JsonObject[], filter: SyncFilter): JsonObject[] {
   return events.filter((e) => filterMatches(filter.ephemeral, { type: e.type as string, sender: '' }));
@@ -698,7 +698,7 @@ function addReceipt(content: JsonObject, eventId: string, type: string, userId: 
  * The window's typing and receipt outputs as EDUs: the newest typing list (an empty one is the
  * "stopped typing" the client needs), and every receipt, private ones only for their owner.
  */
-function windowEphemeralEvents(outputs: EphemeralOutput[], userId: string): JsonObject[] {
+export function windowEphemeralEvents(outputs: EphemeralOutput[], userId: string): JsonObject[] {
   let typing: TypingOutput | null = null;
   const receipts: JsonObject = {};
   let anyReceipt = false;
@@ -717,7 +717,7 @@ function windowEphemeralEvents(outputs: EphemeralOutput[], userId: string): Json
 }
 
 /** For a room given in full: who is typing now and the room's latest receipts. */
-async function currentEphemeral(ctx: ApiContext, roomId: string, userId: string): Promise<JsonObject[]> {
+export async function currentEphemeral(ctx: ApiContext, roomId: string, userId: string): Promise<JsonObject[]> {
   const shard = ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room));
   const [typingRaw, receiptsRaw] = await Promise.all([ctx.redis.hgetall(shard.data(roomData.typing(roomId))), ctx.redis.hgetall(shard.data(roomData.receipts(roomId)))]);
   const events: JsonObject[] = [];
@@ -969,7 +969,7 @@ function lazyMembers(user: SyncUser, roomId: string, filter: SyncFilter, members
  * Stripped state of an invite or a knock: a few state events and the user's own member event, or
  * null when the user's membership is no longer that (the index is behind the room).
  */
-async function strippedState(ctx: ApiContext, roomId: string, userId: string, membership: 'invite' | 'knock'): Promise<JsonObject[] | null> {
+export async function strippedState(ctx: ApiContext, roomId: string, userId: string, membership: 'invite' | 'knock'): Promise<JsonObject[] | null> {
   const ids = await ctx.rooms.currentStateIds(roomId);
   const memberId = ids.get(stateKeyOf('m.room.member', userId));
   const wanted = STRIPPED_STATE_TYPES.map((t) => ids.get(stateKeyOf(t, ''))).filter((id): id is string => !!id);
@@ -988,7 +988,7 @@ async function strippedState(ctx: ApiContext, roomId: string, userId: string, me
 }
 
 /** The users in the user's `m.ignored_user_list` (account data). */
-async function ignoredUsers(ctx: ApiContext, userId: string): Promise<Set<string>> {
+export async function ignoredUsers(ctx: ApiContext, userId: string): Promise<Set<string>> {
   const json = await ctx.redis.hget(ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user)).data(userData.accountData(userId)), 'm.ignored_user_list');
   if (!json) return new Set();
   try {
@@ -1068,7 +1068,7 @@ function memberCounts(ctx: ApiContext, roomId: string, seenPos: number | null): 
  * `m.joined_member_count`, `m.invited_member_count` and up to five heroes (other members, sorted),
  * as of at least the room's event at `seenPos` (its newest the caller is sending; null: now).
  */
-async function summary(ctx: ApiContext, roomId: string, userId: string, seenPos: number | null = null): Promise<JsonObject> {
+export async function summary(ctx: ApiContext, roomId: string, userId: string, seenPos: number | null = null): Promise<JsonObject> {
   const c = await memberCounts(ctx, roomId, seenPos);
   const out: JsonObject = { 'm.joined_member_count': c.joined, 'm.invited_member_count': c.invited };
   if (!c.named) {

@@ -23,6 +23,7 @@ import { registerMutualRoomsRoutes } from './mutual-rooms';
 import { registerRoomInitialSyncRoutes } from './room-initial-sync';
 import { registerAdminRegistrationRoutes } from '../admin/register';
 import { registerSyncRoutes } from './sync';
+import { registerSlidingSyncRoutes } from './sliding-sync';
 import { registerToDeviceRoutes } from './to-device';
 import { registerEphemeralRoutes } from './ephemeral';
 import { registerRoomKeysRoutes } from './room-keys';
@@ -58,6 +59,7 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerNotificationRoutes(front, ctx);
   registerKeyRoutes(front, ctx);
   registerSyncRoutes(front, ctx, new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user));
+  registerSlidingSyncRoutes(front, ctx);
   registerReportRoutes(front, ctx);
   registerWhoisRoutes(front, ctx);
   registerMutualRoomsRoutes(front, ctx);

@@ -24,6 +24,8 @@ export const UNSTABLE_FEATURES: Readonly<Record<string, boolean>> = {
   'org.matrix.msc4222': true,
   // Deleting account data (src/api/client/account-data.ts).
   'org.matrix.msc3391': true,
+  // Simplified sliding sync on its unstable path (src/api/client/sliding-sync.ts).
+  'org.matrix.simplified_msc3575': true,
 };
 
 /**
