@@ -53,6 +53,8 @@ export interface UserState {
   admin?: boolean;
   /** Deactivated with `erase: true` (GDPR erasure asked for). */
   erased?: boolean;
+  /** Locked by an admin (Synapse's admin API `locked`): the account stays, its logins are refused. */
+  locked?: boolean;
   devices: Record<string, DeviceState>;
   nextFilterId: number;
   /**
@@ -144,6 +146,8 @@ export type UserMessage =
   | { op: 'set_push_rule_actions'; kind: PushRuleKind; ruleId: string; actions: PushAction[] }
   /** Forget a room the user has left (the front checks that they have). */
   | { op: 'forget'; roomId: string }
+  /** Server admin changes (the admin API): the admin flag and the lock; absent fields stay as they are. */
+  | { op: 'admin_update'; admin?: boolean; locked?: boolean }
   /**
    * Create or update the pusher named by the pusher's app id and pushkey (the front validated it).
    * An update keeps the device the pusher was first set from, as Synapse does (one device may
@@ -290,6 +294,14 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
       const { [key]: _gone, ...rest } = state.pushers;
       return { state: { ...state, pushers: rest }, reply: { ok: true }, writes: [{ cmd: 'HDEL', key: userData.pushers(state.userId), args: [key] }], outputs: [{ type: 'pushers', user_id: state.userId } satisfies UserOutput] };
     }
+    case 'admin_update': {
+      const next: UserState = { ...state };
+      if (body.admin !== undefined) next.admin = body.admin;
+      if (body.locked !== undefined) next.locked = body.locked;
+      if (!next.admin) delete next.admin;
+      if (!next.locked) delete next.locked;
+      return { state: next, reply: { ok: true }, writes: [accountWrite(next)] };
+    }
     case 'forget': {
       if (typeof body.roomId !== 'string' || !body.roomId.startsWith('!')) throw new ActorRejection('M_INVALID_PARAM', 'roomId must be a room id', 400);
       return { state, reply: { ok: true }, writes: [{ cmd: 'SADD', key: membershipIndexData.forgotten(state.userId), args: [body.roomId] }] };
@@ -366,7 +378,8 @@ function writePushRules(state: UserState, change: (rules: StoredPushRules) => St
 function register(state: UserState, body: Extract<UserMessage, { op: 'register' }>, now: number): D {
   if (state.registered) throw new ActorRejection('M_USER_IN_USE', 'User ID already taken', 400);
   const registered: UserState = { ...state, registered: true, passwordHash: body.passwordHash, createdAt: now, ...(body.admin ? { admin: true } : {}) };
-  const writes: StoreWrite[] = [accountWrite(registered)];
+  // The shard's list of its users (the admin API's user list merges every shard's).
+  const writes: StoreWrite[] = [accountWrite(registered), { cmd: 'ZADD', key: userData.registeredUsers(), args: ['0', state.userId] }];
   if (body.displayname) writes.push({ cmd: 'HSET', key: userData.profile(state.userId), args: ['displayname', body.displayname] });
   if (!body.session) return { state: registered, reply: { user_id: state.userId }, writes };
   const issued = issue(registered, body.session, now);
@@ -375,6 +388,7 @@ function register(state: UserState, body: Extract<UserMessage, { op: 'register' 
 
 function login(state: UserState, body: Extract<UserMessage, { op: 'login' }>, now: number): D {
   if (state.deactivated) throw new ActorRejection('M_USER_DEACTIVATED', 'This account has been deactivated', 403);
+  if (state.locked) throw new ActorRejection('M_USER_LOCKED', 'This account has been locked', 401);
   // The password was checked against this hash; if it changed meanwhile, the check is void.
   if (state.passwordHash === null || state.passwordHash !== body.verifiedHash) throw new ActorRejection('M_FORBIDDEN', 'Invalid username or password', 403);
   const issued = issue(state, body.session, now);
@@ -474,10 +488,12 @@ export interface AccountRecord {
   a?: 1;
   /** 1 when the user asked for erasure at deactivation. */
   e?: 1;
+  /** 1 while locked by an admin. */
+  l?: 1;
 }
 
 function accountWrite(state: UserState): StoreWrite {
-  const rec: AccountRecord = { h: state.passwordHash, x: state.deactivated ? 1 : 0, c: state.createdAt, ...(state.admin ? { a: 1 as const } : {}), ...(state.erased ? { e: 1 as const } : {}) };
+  const rec: AccountRecord = { h: state.passwordHash, x: state.deactivated ? 1 : 0, c: state.createdAt, ...(state.admin ? { a: 1 as const } : {}), ...(state.erased ? { e: 1 as const } : {}), ...(state.locked ? { l: 1 as const } : {}) };
   return { cmd: 'SET', key: userData.account(state.userId), args: [encode(rec)] };
 }
 
