@@ -53,14 +53,14 @@ export async function allUserIds(ctx: ApiContext): Promise<string[]> {
 function int(req: Request, name: string, fallback: number): number {
   const raw = req.query[name];
   if (raw === undefined) return fallback;
-  if (!/^\d+$/.test(raw)) throw errors.invalidParam(`Query parameter ${JSON.stringify(name)} must be a non-negative integer`);
+  if (!/^\d+$/.test(raw)) throw errors.invalidParam(`Query parameter '${name}' must be a non-negative integer`);
   return Number(raw);
 }
 
 function bool(req: Request, name: string): boolean | undefined {
   const raw = req.query[name];
   if (raw === undefined) return undefined;
-  if (raw !== 'true' && raw !== 'false') throw errors.invalidParam(`Boolean query parameter ${JSON.stringify(name)} must be one of ['true', 'false']`);
+  if (raw !== 'true' && raw !== 'false') throw errors.invalidParam(`Boolean query parameter '${name}' must be one of ['true', 'false']`);
   return raw === 'true';
 }
 
@@ -77,9 +77,9 @@ async function listUsers(ctx: ApiContext, req: Request, v3: boolean) {
   const locked = bool(req, 'locked') ?? false;
   const admins = bool(req, 'admins');
   const orderBy = (req.query.order_by ?? 'name') as Order;
-  if (!ORDERS.includes(orderBy)) throw errors.invalidParam(`Query parameter "order_by" must be one of [${ORDERS.map((o) => `'${o}'`).join(', ')}]`);
+  if (!ORDERS.includes(orderBy)) throw errors.invalidParam(`Query parameter 'order_by' must be one of [${ORDERS.map((o) => `'${o}'`).join(', ')}]`);
   const dir = req.query.dir ?? 'f';
-  if (dir !== 'f' && dir !== 'b') throw errors.invalidParam('Query parameter "dir" must be one of [\'b\', \'f\']');
+  if (dir !== 'f' && dir !== 'b') throw errors.invalidParam("Query parameter 'dir' must be one of ['b', 'f']");
 
   const ids = await allUserIds(ctx);
   const p = ctx.redis.pipeline();

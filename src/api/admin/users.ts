@@ -113,7 +113,7 @@ export function registerAdminUserRoutes(front: Front, ctx: ApiContext): void {
     await requireAdmin(ctx, req);
     const userId = localTarget(ctx, req.params.userId, 'Can only reset passwords of local users');
     const body = jsonBody(req);
-    if (body.new_password === undefined) throw errors.missingParam('Missing params: new_password');
+    if (body.new_password === undefined) throw errors.missingParam("Missing params: ['new_password']");
     const password = passwordField(body, 'new_password');
     if (password === undefined) throw errors.invalidParam('Invalid password');
     const logoutDevices = boolField(body, 'logout_devices', true);
@@ -139,7 +139,7 @@ export function registerAdminUserRoutes(front: Front, ctx: ApiContext): void {
     const me = await requireAdmin(ctx, req);
     const userId = localTarget(ctx, req.params.userId, 'Only local users can be admins of this homeserver');
     const body = jsonBody(req);
-    if (body.admin === undefined) throw errors.missingParam('Missing params: admin');
+    if (body.admin === undefined) throw errors.missingParam("Missing params: ['admin']");
     if (typeof body.admin !== 'boolean') throw errors.invalidParam("'admin' must be a boolean");
     if (userId === me.userId && !body.admin) throw new MatrixError(400, 'M_UNKNOWN', 'You may not demote yourself.');
     await requireAccount(ctx, userId);
