@@ -264,6 +264,30 @@ describe('admin API users: Axon only', () => {
     expect((await login(side, 'frank', 'frank-password-1')).status).toBe(200);
   }, 120_000);
 
+  it("serves the spec's lock endpoints (v1.18): admins only, local users, the same lock", async () => {
+    const side = { label: 'axon' as const, baseUrl: axon.baseUrl, serverName: axon.serverName, admin };
+    expect((await call(admin.token, 'PUT', `/_synapse/admin/v2/users/${uid('hank')}`, { password: 'hank-password-1' })).status).toBe(201);
+    const hank = (await login(side, 'hank', 'hank-password-1')).body.access_token as string;
+    const lock = `/_matrix/client/v1/admin/lock/${uid('hank')}`;
+    // A non-admin is refused before any look-up (the same answer for a user that does not exist).
+    expect((await call(hank, 'GET', lock)).status).toBe(403);
+    expect((await call(hank, 'GET', `/_matrix/client/v1/admin/lock/${uid('nobody')}`)).status).toBe(403);
+    expect((await call(hank, 'GET', '/capabilities')).body.capabilities['m.account_moderation']).toBeUndefined();
+    expect((await call(admin.token, 'GET', '/capabilities')).body.capabilities['m.account_moderation']).toEqual({ lock: true, suspend: false });
+    expect((await call(admin.token, 'GET', lock)).body).toEqual({ locked: false });
+    expect((await call(admin.token, 'PUT', lock, { locked: 'yes' })).status).toBe(400);
+    expect((await call(admin.token, 'PUT', lock, { locked: true })).body).toEqual({ locked: true });
+    expect((await call(admin.token, 'GET', lock)).body).toEqual({ locked: true });
+    expect((await call(admin.token, 'GET', `/_synapse/admin/v2/users/${uid('hank')}`)).body.locked).toBe(true);
+    expect((await login(side, 'hank', 'hank-password-1')).body.errcode).toBe('M_USER_LOCKED');
+    expect((await call(admin.token, 'PUT', lock, { locked: false })).body).toEqual({ locked: false });
+    expect((await login(side, 'hank', 'hank-password-1')).status).toBe(200);
+    const remote = await call(admin.token, 'GET', `/_matrix/client/v1/admin/lock/${encodeURIComponent('@x:elsewhere.example')}`);
+    expect([remote.status, remote.body.errcode]).toEqual([400, 'M_INVALID_PARAM']);
+    const unknown = await call(admin.token, 'GET', `/_matrix/client/v1/admin/lock/${uid('nobody')}`);
+    expect([unknown.status, unknown.body.errcode]).toEqual([404, 'M_NOT_FOUND']);
+  }, 120_000);
+
   it('deactivation through the admin API takes the user out of their rooms', async () => {
     const side = { label: 'axon' as const, baseUrl: axon.baseUrl, serverName: axon.serverName, admin };
     expect((await call(admin.token, 'PUT', `/_synapse/admin/v2/users/${uid('gina')}`, { password: 'gina-password-1' })).status).toBe(201);

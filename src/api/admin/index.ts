@@ -1,7 +1,8 @@
-/** Synapse's admin API (`/_synapse/admin/...`), for admins only: what admin tools call. */
+/** Synapse's admin API (`/_synapse/admin/...`) and the spec's admin endpoints, for admins only: what admin tools call. */
 import type { Front } from '../../http/server';
 import { AXON_VERSION } from '../../version';
 import type { ApiContext } from '../context';
+import { registerAccountModerationRoutes } from './account-moderation';
 import { registerAdminRegistrationRoutes } from './register';
 import { registerAdminUserListRoutes } from './user-list';
 import { registerAdminUserRoutes } from './users';
@@ -12,4 +13,5 @@ export function registerAdminApi(front: Front, ctx: ApiContext): void {
   front.route('GET', '/_synapse/admin/v1/server_version', () => ({ body: { server_version: `axon ${AXON_VERSION}` } }), { needsStore: false });
   registerAdminUserRoutes(front, ctx);
   registerAdminUserListRoutes(front, ctx);
+  registerAccountModerationRoutes(front, ctx);
 }
