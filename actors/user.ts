@@ -40,6 +40,8 @@ export interface DeviceState {
   name?: string;
   /** Last login / refresh (ms) and from where. */
   seen: number;
+  /** When the access token expires (ms), for a refreshable one (kept to rewrite its record on lock). */
+  exp?: number;
   ip?: string;
 }
 
@@ -300,7 +302,11 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
       if (body.locked !== undefined) next.locked = body.locked;
       if (!next.admin) delete next.admin;
       if (!next.locked) delete next.locked;
-      return { state: next, reply: { ok: true }, writes: [accountWrite(next)] };
+      const writes = [accountWrite(next)];
+      // Every access token carries the lock, so fronts refuse a locked user's requests without
+      // reading the account (src/api/client/auth.ts).
+      if (!!next.locked !== !!state.locked) for (const [id, device] of Object.entries(next.devices)) if (device.at) writes.push(accessTokenWrite(next, id, device));
+      return { state: next, reply: { ok: true }, writes };
     }
     case 'forget': {
       if (typeof body.roomId !== 'string' || !body.roomId.startsWith('!')) throw new ActorRejection('M_INVALID_PARAM', 'roomId must be a room id', 400);
@@ -398,6 +404,7 @@ function login(state: UserState, body: Extract<UserMessage, { op: 'login' }>, no
 function refresh(state: UserState, body: Extract<UserMessage, { op: 'refresh' }>, now: number): D {
   const deviceId = Object.keys(state.devices).find((id) => state.devices[id]!.rt === body.refreshHash);
   if (deviceId === undefined) throw new ActorRejection('M_UNKNOWN_TOKEN', 'Unknown refresh token', 401);
+  if (state.locked) throw new ActorRejection('M_USER_LOCKED', 'User account has been locked', 401);
   const device = state.devices[deviceId]!;
   const issued = issue(state, { deviceId, accessHash: body.accessHash, refreshHash: body.newRefreshHash, expiresInMs: body.expiresInMs, ...(device.ip ? { ip: device.ip } : {}) }, now);
   return { state: issued.state, reply: issued.reply, writes: issued.writes, outputs: issued.outputs };
@@ -412,13 +419,11 @@ function issue(state: UserState, s: NewSession, now: number): { state: UserState
   const name = old ? old.name : s.displayName;
   if (name !== undefined) device.name = name;
   if (s.ip !== undefined) device.ip = s.ip;
-  const record: { u: string; d: string; exp?: number; rt?: string } = { u: state.userId, d: s.deviceId };
   if (refreshable) {
-    record.exp = now + s.expiresInMs!;
-    record.rt = s.refreshHash!;
+    device.exp = now + s.expiresInMs!;
     writes.push({ cmd: 'SET', key: userData.token(s.refreshHash!), args: [encode({ u: state.userId, d: s.deviceId })] });
   }
-  writes.push({ cmd: 'SET', key: userData.token(s.accessHash), args: [encode(record)] });
+  writes.push(accessTokenWrite(state, s.deviceId, device));
   writes.push(deviceWrite(state.userId, s.deviceId, device));
   return {
     state: { ...state, devices: { ...state.devices, [s.deviceId]: device } },
@@ -463,6 +468,22 @@ function setPusher(state: UserState, given: Omit<StoredPusher, 'ts'>, now: numbe
     writes: [{ cmd: 'HSET', key: userData.pushers(state.userId), args: [key, JSON.stringify(pusher)] }],
     outputs: [{ type: 'pushers', user_id: state.userId } satisfies UserOutput],
   };
+}
+
+/**
+ * The record of a device's access token (TokenRecord, src/api/client/auth.ts): whose, which device,
+ * its expiry and refresh token when refreshable, and `l` while the user is locked. A refreshable
+ * token issued before `exp` was kept in the state is given an expiry of now when rewritten, so
+ * its client refreshes (and is refused while locked) rather than holding a token that never expires.
+ */
+function accessTokenWrite(state: UserState, deviceId: string, device: DeviceState): StoreWrite {
+  const record: { u: string; d: string; exp?: number; rt?: string; l?: 1 } = { u: state.userId, d: deviceId };
+  if (device.rt) {
+    record.exp = device.exp ?? device.seen;
+    record.rt = device.rt;
+  }
+  if (state.locked) record.l = 1;
+  return { cmd: 'SET', key: userData.token(device.at!), args: [encode(record)] };
 }
 
 function revokeWrites(device: DeviceState): StoreWrite[] {

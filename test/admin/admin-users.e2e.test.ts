@@ -256,8 +256,13 @@ describe('admin API users: Axon only', () => {
 
   it('locks: a locked user cannot log in until unlocked', async () => {
     expect((await call(admin.token, 'PUT', `/_synapse/admin/v2/users/${uid('frank')}`, { password: 'frank-password-1' })).status).toBe(201);
-    expect((await call(admin.token, 'PUT', `/_synapse/admin/v2/users/${uid('frank')}`, { locked: true })).body.locked).toBe(true);
     const side = { label: 'axon' as const, baseUrl: axon.baseUrl, serverName: axon.serverName, admin };
+    const before = (await login(side, 'frank', 'frank-password-1')).body.access_token as string;
+    expect((await call(admin.token, 'PUT', `/_synapse/admin/v2/users/${uid('frank')}`, { locked: true })).body.locked).toBe(true);
+    // A locked user may still log out (as Synapse allows), and nothing else.
+    expect((await call(before, 'GET', '/joined_rooms')).body.errcode).toBe('M_USER_LOCKED');
+    expect((await call(before, 'POST', '/logout', {})).status).toBe(200);
+    expect((await call(before, 'GET', '/joined_rooms')).body.errcode).toBe('M_UNKNOWN_TOKEN');
     const refused = await login(side, 'frank', 'frank-password-1');
     expect([refused.status, refused.body.errcode]).toEqual([401, 'M_USER_LOCKED']);
     expect((await call(admin.token, 'PUT', `/_synapse/admin/v2/users/${uid('frank')}`, { locked: false })).body.locked).toBe(false);
@@ -280,7 +285,11 @@ describe('admin API users: Axon only', () => {
     expect((await call(admin.token, 'GET', lock)).body).toEqual({ locked: true });
     expect((await call(admin.token, 'GET', `/_synapse/admin/v2/users/${uid('hank')}`)).body.locked).toBe(true);
     expect((await login(side, 'hank', 'hank-password-1')).body.errcode).toBe('M_USER_LOCKED');
+    // The session hank already has is refused too (soft logout: it comes back when unlocked).
+    const refused = await call(hank, 'GET', '/account/whoami');
+    expect([refused.status, refused.body.errcode, refused.body.soft_logout]).toEqual([401, 'M_USER_LOCKED', true]);
     expect((await call(admin.token, 'PUT', lock, { locked: false })).body).toEqual({ locked: false });
+    expect((await call(hank, 'GET', '/account/whoami')).status).toBe(200);
     expect((await login(side, 'hank', 'hank-password-1')).status).toBe(200);
     const remote = await call(admin.token, 'GET', `/_matrix/client/v1/admin/lock/${encodeURIComponent('@x:elsewhere.example')}`);
     expect([remote.status, remote.body.errcode]).toEqual([400, 'M_INVALID_PARAM']);

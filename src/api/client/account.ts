@@ -32,7 +32,7 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
   clientRoute(front, 'GET', '/register/available', (req) => available(ctx, req));
   front.route('GET', '/_matrix/client/v1/register/m.login.registration_token/validity', (req) => tokenValidity(ctx, req));
   clientRoute(front, 'POST', '/logout', async (req) => {
-    const me = await requireUser(ctx, req);
+    const me = await requireUser(ctx, req, { allowLocked: true });
     const { device_id } = await askUser<{ device_id: string }>(ctx, me.userId, { op: 'logout', accessHash: tokenHash(me.accessToken) });
     // Logging out deletes the device, and with it its end-to-end keys.
     await forgetDeviceKeys(ctx, me.userId, [device_id]);
@@ -40,7 +40,7 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
     return { body: {} };
   });
   clientRoute(front, 'POST', '/logout/all', async (req) => {
-    const me = await requireUser(ctx, req);
+    const me = await requireUser(ctx, req, { allowLocked: true });
     await askUser(ctx, me.userId, { op: 'logout_all' });
     pruneDeviceInboxes(ctx, me.userId);
     await forgetDeviceKeys(ctx, me.userId);
