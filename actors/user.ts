@@ -40,6 +40,8 @@ export interface DeviceState {
   name?: string;
   /** Last login / refresh (ms) and from where. */
   seen: number;
+  /** When the access token expires (ms), for a refreshable one (kept to rewrite its record on lock). */
+  exp?: number;
   ip?: string;
 }
 
@@ -53,6 +55,8 @@ export interface UserState {
   admin?: boolean;
   /** Deactivated with `erase: true` (GDPR erasure asked for). */
   erased?: boolean;
+  /** Locked by an admin (Synapse's admin API `locked`): the account stays, its logins are refused. */
+  locked?: boolean;
   devices: Record<string, DeviceState>;
   nextFilterId: number;
   /**
@@ -150,6 +154,8 @@ export type UserMessage =
   | { op: 'set_push_rule_actions'; kind: PushRuleKind; ruleId: string; actions: PushAction[] }
   /** Forget a room the user has left (the front checks that they have). */
   | { op: 'forget'; roomId: string }
+  /** Server admin changes (the admin API): the admin flag and the lock; absent fields stay as they are. */
+  | { op: 'admin_update'; admin?: boolean; locked?: boolean }
   /**
    * Create or update the pusher named by the pusher's app id and pushkey (the front validated it).
    * An update keeps the device the pusher was first set from, as Synapse does (one device may
@@ -309,6 +315,18 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
       const { [key]: _gone, ...rest } = state.pushers;
       return { state: { ...state, pushers: rest }, reply: { ok: true }, writes: [{ cmd: 'HDEL', key: userData.pushers(state.userId), args: [key] }], outputs: [{ type: 'pushers', user_id: state.userId } satisfies UserOutput] };
     }
+    case 'admin_update': {
+      const next: UserState = { ...state };
+      if (body.admin !== undefined) next.admin = body.admin;
+      if (body.locked !== undefined) next.locked = body.locked;
+      if (!next.admin) delete next.admin;
+      if (!next.locked) delete next.locked;
+      const writes = [accountWrite(next)];
+      // Every access token carries the lock, so fronts refuse a locked user's requests without
+      // reading the account (src/api/client/auth.ts).
+      if (!!next.locked !== !!state.locked) for (const [id, device] of Object.entries(next.devices)) if (device.at) writes.push(accessTokenWrite(next, id, device));
+      return { state: next, reply: { ok: true }, writes };
+    }
     case 'forget': {
       if (typeof body.roomId !== 'string' || !body.roomId.startsWith('!')) throw new ActorRejection('M_INVALID_PARAM', 'roomId must be a room id', 400);
       return { state, reply: { ok: true }, writes: [{ cmd: 'SADD', key: membershipIndexData.forgotten(state.userId), args: [body.roomId] }] };
@@ -387,7 +405,8 @@ function writePushRules(state: UserState, change: (rules: StoredPushRules) => St
 function register(state: UserState, body: Extract<UserMessage, { op: 'register' }>, now: number): D {
   if (state.registered) throw new ActorRejection('M_USER_IN_USE', 'User ID already taken', 400);
   const registered: UserState = { ...state, registered: true, passwordHash: body.passwordHash, createdAt: now, ...(body.admin ? { admin: true } : {}) };
-  const writes: StoreWrite[] = [accountWrite(registered)];
+  // The shard's list of its users (the admin API's user list merges every shard's).
+  const writes: StoreWrite[] = [accountWrite(registered), { cmd: 'ZADD', key: userData.registeredUsers(), args: ['0', state.userId] }];
   if (body.displayname) writes.push({ cmd: 'HSET', key: userData.profile(state.userId), args: ['displayname', body.displayname] });
   if (!body.session) return { state: registered, reply: { user_id: state.userId }, writes };
   const issued = issue(registered, body.session, now);
@@ -396,6 +415,7 @@ function register(state: UserState, body: Extract<UserMessage, { op: 'register' 
 
 function login(state: UserState, body: Extract<UserMessage, { op: 'login' }>, now: number): D {
   if (state.deactivated) throw new ActorRejection('M_USER_DEACTIVATED', 'This account has been deactivated', 403);
+  if (state.locked) throw new ActorRejection('M_USER_LOCKED', 'This account has been locked', 401);
   // The password was checked against this hash; if it changed meanwhile, the check is void.
   if (state.passwordHash === null || state.passwordHash !== body.verifiedHash) throw new ActorRejection('M_FORBIDDEN', 'Invalid username or password', 403);
   const issued = issue(state, body.session, now);
@@ -405,6 +425,7 @@ function login(state: UserState, body: Extract<UserMessage, { op: 'login' }>, no
 function refresh(state: UserState, body: Extract<UserMessage, { op: 'refresh' }>, now: number): D {
   const deviceId = Object.keys(state.devices).find((id) => state.devices[id]!.rt === body.refreshHash);
   if (deviceId === undefined) throw new ActorRejection('M_UNKNOWN_TOKEN', 'Unknown refresh token', 401);
+  if (state.locked) throw new ActorRejection('M_USER_LOCKED', 'User account has been locked', 401);
   const device = state.devices[deviceId]!;
   const issued = issue(state, { deviceId, accessHash: body.accessHash, refreshHash: body.newRefreshHash, expiresInMs: body.expiresInMs, ...(device.ip ? { ip: device.ip } : {}) }, now);
   return { state: issued.state, reply: issued.reply, writes: issued.writes, outputs: issued.outputs };
@@ -419,13 +440,11 @@ function issue(state: UserState, s: NewSession, now: number): { state: UserState
   const name = old ? old.name : s.displayName;
   if (name !== undefined) device.name = name;
   if (s.ip !== undefined) device.ip = s.ip;
-  const record: { u: string; d: string; exp?: number; rt?: string } = { u: state.userId, d: s.deviceId };
   if (refreshable) {
-    record.exp = now + s.expiresInMs!;
-    record.rt = s.refreshHash!;
+    device.exp = now + s.expiresInMs!;
     writes.push({ cmd: 'SET', key: userData.token(s.refreshHash!), args: [encode({ u: state.userId, d: s.deviceId })] });
   }
-  writes.push({ cmd: 'SET', key: userData.token(s.accessHash), args: [encode(record)] });
+  writes.push(accessTokenWrite(state, s.deviceId, device));
   writes.push(deviceWrite(state.userId, s.deviceId, device));
   return {
     state: { ...state, devices: { ...state.devices, [s.deviceId]: device } },
@@ -472,6 +491,22 @@ function setPusher(state: UserState, given: Omit<StoredPusher, 'ts'>, now: numbe
   };
 }
 
+/**
+ * The record of a device's access token (TokenRecord, src/api/client/auth.ts): whose, which device,
+ * its expiry and refresh token when refreshable, and `l` while the user is locked. A refreshable
+ * token issued before `exp` was kept in the state is given an expiry of now when rewritten, so
+ * its client refreshes (and is refused while locked) rather than holding a token that never expires.
+ */
+function accessTokenWrite(state: UserState, deviceId: string, device: DeviceState): StoreWrite {
+  const record: { u: string; d: string; exp?: number; rt?: string; l?: 1 } = { u: state.userId, d: deviceId };
+  if (device.rt) {
+    record.exp = device.exp ?? device.seen;
+    record.rt = device.rt;
+  }
+  if (state.locked) record.l = 1;
+  return { cmd: 'SET', key: userData.token(device.at!), args: [encode(record)] };
+}
+
 function revokeWrites(device: DeviceState): StoreWrite[] {
   const w: StoreWrite[] = [];
   if (device.at) w.push(del(userData.token(device.at)));
@@ -495,10 +530,12 @@ export interface AccountRecord {
   a?: 1;
   /** 1 when the user asked for erasure at deactivation. */
   e?: 1;
+  /** 1 while locked by an admin. */
+  l?: 1;
 }
 
 function accountWrite(state: UserState): StoreWrite {
-  const rec: AccountRecord = { h: state.passwordHash, x: state.deactivated ? 1 : 0, c: state.createdAt, ...(state.admin ? { a: 1 as const } : {}), ...(state.erased ? { e: 1 as const } : {}) };
+  const rec: AccountRecord = { h: state.passwordHash, x: state.deactivated ? 1 : 0, c: state.createdAt, ...(state.admin ? { a: 1 as const } : {}), ...(state.erased ? { e: 1 as const } : {}), ...(state.locked ? { l: 1 as const } : {}) };
   return { cmd: 'SET', key: userData.account(state.userId), args: [encode(rec)] };
 }
 

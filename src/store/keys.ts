@@ -305,6 +305,12 @@ export const userData = {
   token: (tokenHash: string) => `tok:${tokenHash}`,
   /** The account: msgpack { h: password hash | null, x: deactivated (0/1), c: created (ms) }. */
   account: (userId: string) => `user:${userId}:acct`,
+  /**
+   * Sorted set (all scores 0, so ordered by id): the local users whose accounts live in this user
+   * shard, added by the user actor at registration. The admin API's user list merges every
+   * shard's (src/api/admin/user-list.ts); `npm run backfill-user-list` adds accounts made before it existed.
+   */
+  registeredUsers: () => 'users',
   /** Hash: device id → JSON { device_id, display_name?, last_seen_ts?, last_seen_ip? }. */
   devices: (userId: string) => `user:${userId}:devices`,
   /** Hash: account data type → JSON content (global account data). */

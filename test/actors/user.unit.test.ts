@@ -36,6 +36,25 @@ describe('UserActor.decide', () => {
     expect(d.outputs).toEqual([{ type: 'device', user_id: ME, device_id: 'D1' }]);
   });
 
+  it("lists the user in its shard's user list at registration (the admin API's user list)", () => {
+    const d = decideUser(newUser(ME), msg({ op: 'register', passwordHash: null }));
+    expect(d.writes!.find((w) => w.key === userData.registeredUsers())).toEqual({ cmd: 'ZADD', key: userData.registeredUsers(), args: ['0', ME] });
+  });
+
+  it('admin_update sets and clears the admin flag and the lock; a locked user cannot log in', () => {
+    const locked = decideUser(registered(), msg({ op: 'admin_update', admin: true, locked: true }));
+    expect(decode(locked.writes!.find((w) => w.key === userData.account(ME))!.args[0] as Buffer)).toMatchObject({ a: 1, l: 1 });
+    // The device's access token carries the lock (fronts refuse it without reading the account).
+    expect(decode(locked.writes!.find((w) => w.key === userData.token('at1'))!.args[0] as Buffer)).toEqual({ u: ME, d: 'D1', l: 1 });
+    const e = rejection(() => decideUser(locked.state, msg({ op: 'login', verifiedHash: 'H1', session: session('D2', 2) })));
+    expect([e.errcode, e.status]).toEqual(['M_USER_LOCKED', 401]);
+    const cleared = decideUser(locked.state, msg({ op: 'admin_update', admin: false, locked: false }));
+    const rec = decode<Record<string, unknown>>(cleared.writes!.find((w) => w.key === userData.account(ME))!.args[0] as Buffer);
+    expect(decode(cleared.writes!.find((w) => w.key === userData.token('at1'))!.args[0] as Buffer)).toEqual({ u: ME, d: 'D1' });
+    expect([rec.a, rec.l]).toEqual([undefined, undefined]);
+    expect(decideUser(cleared.state, msg({ op: 'login', verifiedHash: 'H1', session: session('D2', 2) })).reply).toMatchObject({ device_id: 'D2' });
+  });
+
   it('registers without a session when login is inhibited, and refuses a second registration', () => {
     const d = decideUser(newUser(ME), msg({ op: 'register', passwordHash: null }));
     expect(d.reply).toEqual({ user_id: ME });

@@ -32,7 +32,7 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
   clientRoute(front, 'GET', '/register/available', (req) => available(ctx, req));
   front.route('GET', '/_matrix/client/v1/register/m.login.registration_token/validity', (req) => tokenValidity(ctx, req));
   clientRoute(front, 'POST', '/logout', async (req) => {
-    const me = await requireUser(ctx, req);
+    const me = await requireUser(ctx, req, { allowLocked: true });
     const { device_id } = await askUser<{ device_id: string }>(ctx, me.userId, { op: 'logout', accessHash: tokenHash(me.accessToken) });
     // Logging out deletes the device, and with it its end-to-end keys.
     await forgetDeviceKeys(ctx, me.userId, [device_id]);
@@ -40,7 +40,7 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
     return { body: {} };
   });
   clientRoute(front, 'POST', '/logout/all', async (req) => {
-    const me = await requireUser(ctx, req);
+    const me = await requireUser(ctx, req, { allowLocked: true });
     await askUser(ctx, me.userId, { op: 'logout_all' });
     pruneDeviceInboxes(ctx, me.userId);
     await forgetDeviceKeys(ctx, me.userId);
@@ -53,10 +53,13 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
   clientRoute(front, 'POST', '/account/password', (req) => changePassword(ctx, req));
   clientRoute(front, 'POST', '/account/deactivate', (req) => deactivate(ctx, req));
   clientRoute(front, 'GET', '/capabilities', async (req) => {
-    await requireUser(ctx, req);
+    const me = await requireUser(ctx, req);
+    // Admins may lock accounts (v1.18 admin.yaml); omitted for everyone else, as the spec asks.
+    const moderation = (await readAccount(ctx, me.userId))?.a === 1 ? { 'm.account_moderation': { lock: true, suspend: false } } : {};
     return {
       body: {
         capabilities: {
+          ...moderation,
           'm.change_password': { enabled: true },
           'm.room_versions': roomVersionCapability(ctx.config.defaultRoomVersion),
           'm.set_displayname': { enabled: true },
@@ -238,10 +241,15 @@ async function changePassword(ctx: ApiContext, req: Request) {
   const logoutDevices = optional(body, 'logout_devices', 'boolean') ?? true;
   await requireUia(ctx, body, { purpose: 'password', userId: me.userId, flows: PASSWORD_FLOWS, checkStage: (_s, auth) => checkPasswordStage(ctx, me.userId, auth) });
   const passwordHash = await hashPassword(newPassword);
-  await askUser(ctx, me.userId, { op: 'set_password', passwordHash, logoutDevices, keepDevice: me.deviceId });
-  if (logoutDevices) pruneDeviceInboxes(ctx, me.userId);
-  if (logoutDevices) await forgetDeviceKeys(ctx, me.userId);
+  await setPassword(ctx, me.userId, passwordHash, logoutDevices, me.deviceId);
   return { body: {} };
+}
+
+/** Set a user's password hash; with `logoutDevices`, every device but `keepDevice` goes (and its keys and inboxes). Also the admin API's. */
+export async function setPassword(ctx: ApiContext, userId: string, passwordHash: string, logoutDevices: boolean, keepDevice?: string): Promise<void> {
+  await askUser(ctx, userId, { op: 'set_password', passwordHash, logoutDevices, ...(keepDevice !== undefined ? { keepDevice } : {}) });
+  if (logoutDevices) pruneDeviceInboxes(ctx, userId);
+  if (logoutDevices) await forgetDeviceKeys(ctx, userId);
 }
 
 async function deactivate(ctx: ApiContext, req: Request) {
@@ -250,21 +258,26 @@ async function deactivate(ctx: ApiContext, req: Request) {
   const erase = optional(body, 'erase', 'boolean') === true;
   optional(body, 'id_server', 'string');
   await requireUia(ctx, body, { purpose: 'deactivate', userId: me.userId, flows: PASSWORD_FLOWS, checkStage: (_s, auth) => checkPasswordStage(ctx, me.userId, auth) });
+  await deactivateAccount(ctx, me.userId, erase, req);
+  // No third-party identifier is ever bound here, so there is nothing to unbind.
+  return { body: { id_server_unbind_result: 'no-support' } };
+}
+
+/** Deactivate an account (the user's own request, or the admin API's): also leaves every room. */
+export async function deactivateAccount(ctx: ApiContext, userId: string, erase: boolean, req: Request): Promise<void> {
   // The actor revokes every token, drops the password, profile, account data and push rules, and
   // announces the deactivation; the deactivation reader then takes the user out of every room
   // (src/readers/deactivation.ts), as Synapse does after answering.
-  await askUser(ctx, me.userId, { op: 'deactivate', erase });
+  await askUser(ctx, userId, { op: 'deactivate', erase });
   // Invites and knocks on rooms this server does not have are left over federation now, while
   // the request waits (as Synapse); rooms held here are parted by the deactivation reader.
   const fed = remoteDeps(ctx);
   if (fed) {
     req.allowWait(60_000);
-    await leaveRemoteRoomsOf(ctx, fed, new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user), me.userId);
+    await leaveRemoteRoomsOf(ctx, fed, new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user), userId);
   }
-  pruneDeviceInboxes(ctx, me.userId);
-  await forgetDeviceKeys(ctx, me.userId);
-  // No third-party identifier is ever bound here, so there is nothing to unbind.
-  return { body: { id_server_unbind_result: 'no-support' } };
+  pruneDeviceInboxes(ctx, userId);
+  await forgetDeviceKeys(ctx, userId);
 }
 
 // ---- third-party identifiers: this server binds none and verifies none ----

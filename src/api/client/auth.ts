@@ -21,6 +21,8 @@ export interface TokenRecord {
   exp?: number;
   /** The refresh token this access token was issued with (revoked together). */
   rt?: string;
+  /** 1 while the user is locked by an admin: requests answer 401 `M_USER_LOCKED`. */
+  l?: 1;
 }
 
 export interface Requester {
@@ -65,7 +67,7 @@ export function bearerToken(req: Request): string | null {
 }
 
 /** Resolve the requester from the access token, or answer 401 as the spec says. */
-export async function requireUser(ctx: ApiContext, req: Request): Promise<Requester> {
+export async function requireUser(ctx: ApiContext, req: Request, opts: { allowLocked?: boolean } = {}): Promise<Requester> {
   const token = bearerToken(req);
   if (!token) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
   const shard = tokenShard(token, ctx.shardCounts.user);
@@ -75,6 +77,8 @@ export async function requireUser(ctx: ApiContext, req: Request): Promise<Reques
   const rec = decode<TokenRecord>(blob);
   // An expired access token: the client should refresh, so its session is only soft-logged-out.
   if (rec.exp !== undefined && rec.exp <= Date.now()) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
+  // A locked user may only log out (as Synapse); the session is kept for when they are unlocked.
+  if (rec.l === 1 && !opts.allowLocked) throw new MatrixError(401, 'M_USER_LOCKED', 'User account has been locked', { soft_logout: true });
   await ctx.limiter?.check('client', rec.u);
   return { userId: rec.u, deviceId: rec.d, accessToken: token };
 }

@@ -21,7 +21,7 @@ import { registerReportRoutes } from './report';
 import { registerWhoisRoutes } from './whois';
 import { registerMutualRoomsRoutes } from './mutual-rooms';
 import { registerRoomInitialSyncRoutes } from './room-initial-sync';
-import { registerAdminRegistrationRoutes } from '../admin/register';
+import { registerAdminApi } from '../admin/index';
 import { registerSyncRoutes } from './sync';
 import { registerSlidingSyncRoutes } from './sliding-sync';
 import { registerToDeviceRoutes } from './to-device';
@@ -51,7 +51,7 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerRoomUpgradeRoutes(front, ctx);
   registerSpaceHierarchyRoutes(front, ctx);
   registerRoomSummaryRoutes(front, ctx);
-  registerAdminRegistrationRoutes(front, ctx);
+  registerAdminApi(front, ctx);
   registerToDeviceRoutes(front, ctx);
   registerEphemeralRoutes(front, ctx);
   registerRoomKeysRoutes(front, ctx);

@@ -1,0 +1,22 @@
+/** What the admin API's endpoints share: the admin check and the parsing of a local user id from the path. */
+import { MatrixError, errors } from '../../http/errors';
+import type { Request } from '../../http/server';
+import { isValidUserId, serverOf } from '../../protocol/identifiers';
+import { requireUser, type Requester } from '../client/auth';
+import { readAccount } from '../client/accounts-common';
+import type { ApiContext } from '../context';
+
+/** The requester, when a server admin: 401 without a valid token, 403 `M_FORBIDDEN` otherwise (Synapse's wording). */
+export async function requireAdmin(ctx: ApiContext, req: Request): Promise<Requester> {
+  const me = await requireUser(ctx, req);
+  if (!(await readAccount(ctx, me.userId))?.a) throw new MatrixError(403, 'M_FORBIDDEN', 'You are not a server admin');
+  return me;
+}
+
+/** The path's user id, which must be a valid id of this server (400 otherwise, as Synapse). */
+export function localTarget(ctx: ApiContext, raw: string | undefined, what = 'Can only look up local users'): string {
+  const userId = raw ?? '';
+  if (!isValidUserId(userId)) throw errors.invalidParam('Not a valid user id');
+  if (serverOf(userId) !== ctx.config.serverName) throw new MatrixError(400, 'M_UNKNOWN', what);
+  return userId;
+}
