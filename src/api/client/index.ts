@@ -31,6 +31,7 @@ import { registerNotificationRoutes } from './notifications';
 import { registerKeyRoutes } from './keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { registerMediaRoutes } from './media';
+import { registerSearchRoutes } from './search';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerVersionRoutes(front, ctx.config.publicBaseUrl, { delayedEvents: ctx.config.delayedEvents.maxDelayMs > 0, threadSubscriptions: ctx.config.threadSubscriptions.enabled });
@@ -62,5 +63,6 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerMutualRoomsRoutes(front, ctx);
   registerRoomInitialSyncRoutes(front, ctx);
   registerMediaRoutes(front, ctx);
+  registerSearchRoutes(front, ctx);
   registerLegacyPaths(front);
 }
