@@ -14,7 +14,7 @@
 import type { Logger } from 'pino';
 import type { RoomOutput } from '../rooms/model';
 import type { OutboxEntry } from '../runtime/envelope';
-import { replacementOf, searchableText, SearchIndexStore } from '../search/index-store';
+import { indexRoomOutput, SearchIndexStore } from '../search/index-store';
 import { decode } from '../store/codec';
 import { SEARCH_INDEX_GROUP, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
@@ -45,28 +45,4 @@ export class SearchIndexReader extends OutboxGroupReader {
       await indexRoomOutput(this.store, this.rooms, out);
     }
   }
-}
-
-/** What one room output changes in the index (the reader's step, and the rebuild's). */
-export async function indexRoomOutput(store: SearchIndexStore, rooms: RoomReader, out: Pick<RoomOutput, 'roomId' | 'eventId' | 'pos' | 'event' | 'redacted'>): Promise<void> {
-  if (out.redacted) {
-    await store.remove(out.roomId, out.redacted);
-    return;
-  }
-  const event = out.event;
-  const ts = typeof event.origin_server_ts === 'number' ? event.origin_server_ts : 0;
-  const edit = event.type === 'm.room.message' ? replacementOf(event) : null;
-  if (edit) {
-    // Only an edit of a plain message by its own sender counts (as clients apply edits).
-    const original = await rooms.event(out.roomId, edit.target);
-    if (!original || original.redactedBy || original.event.type !== 'm.room.message' || original.event.sender !== event.sender || replacementOf(original.event)) return;
-    const found = searchableText({ type: 'm.room.message', content: edit.newContent });
-    if (!found) return;
-    const originalTs = typeof original.event.origin_server_ts === 'number' ? original.event.origin_server_ts : 0;
-    await store.index({ roomId: out.roomId, eventId: edit.target, sourcePos: out.pos, pos: original.pos, ts: originalTs, key: found.key, text: found.text });
-    return;
-  }
-  const found = searchableText(event);
-  if (!found) return;
-  await store.index({ roomId: out.roomId, eventId: out.eventId, sourcePos: out.pos, pos: out.pos, ts, key: found.key, text: found.text });
 }

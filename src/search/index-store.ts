@@ -7,6 +7,8 @@ import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json'
 import { termFrequencies } from '../protocol/search-text';
 import { searchData, type KeySpace } from '../store/keys';
 import { runScript, type RedisClient } from '../store/redis';
+import type { RoomReader } from '../store/room-reader';
+import type { RoomOutput } from '../rooms/model';
 import { shardOf } from '../store/shards';
 
 /** The searchable keys (`keys` of the request) and the event type each belongs to. */
@@ -113,4 +115,28 @@ export interface Posting {
   pos: number;
   ts: number;
   key: KeyCode;
+}
+
+/** What one room output changes in the index (the reader's step, and the rebuild's). */
+export async function indexRoomOutput(store: SearchIndexStore, rooms: RoomReader, out: Pick<RoomOutput, 'roomId' | 'eventId' | 'pos' | 'event' | 'redacted'>): Promise<void> {
+  if (out.redacted) {
+    await store.remove(out.roomId, out.redacted);
+    return;
+  }
+  const event = out.event;
+  const ts = typeof event.origin_server_ts === 'number' ? event.origin_server_ts : 0;
+  const edit = event.type === 'm.room.message' ? replacementOf(event) : null;
+  if (edit) {
+    // Only an edit of a plain message by its own sender counts (as clients apply edits).
+    const original = await rooms.event(out.roomId, edit.target);
+    if (!original || original.redactedBy || original.event.type !== 'm.room.message' || original.event.sender !== event.sender || replacementOf(original.event)) return;
+    const found = searchableText({ type: 'm.room.message', content: edit.newContent });
+    if (!found) return;
+    const originalTs = typeof original.event.origin_server_ts === 'number' ? original.event.origin_server_ts : 0;
+    await store.index({ roomId: out.roomId, eventId: edit.target, sourcePos: out.pos, pos: original.pos, ts: originalTs, key: found.key, text: found.text });
+    return;
+  }
+  const found = searchableText(event);
+  if (!found) return;
+  await store.index({ roomId: out.roomId, eventId: out.eventId, sourcePos: out.pos, pos: out.pos, ts, key: found.key, text: found.text });
 }

@@ -11,6 +11,9 @@ import { clientsFor, enc, eventually, txn, type Clients, type Json, type Session
 import { SEARCH_INDEX_GROUP, searchData } from '../../src/store/keys';
 import { shardOf } from '../../src/store/shards';
 import { createClient } from './sdk';
+import { allRoomIds, rebuildRoom } from '../../src/search/rebuild';
+import { SearchIndexStore } from '../../src/search/index-store';
+import { shardCountsFor } from '../../src/runtime/cluster-settings';
 
 let server: TestServer;
 let clients: Clients;
@@ -271,5 +274,29 @@ describe('POST /search', () => {
     expect(Number((await stats()).l)).toBe(Number(s0.l) + 2);
     expect(await postings()).toEqual(p0);
     expect((await search(alice, roomEvents('ibex'))).count).toBe(2);
+  });
+
+  it('rebuilds a room from its stored events (reindex), edits and redactions included', async () => {
+    const room = await createRoom(alice, []);
+    const kept = await send(alice, room, 'gecko kept');
+    const gone = await send(alice, room, 'gecko redacted');
+    const edited = await send(alice, room, 'gecko draft');
+    await send(alice, room, '* gecko final tapir', { 'm.new_content': { msgtype: 'm.text', body: 'gecko final tapir' }, 'm.relates_to': { rel_type: 'm.replace', event_id: edited } });
+    expect((await call(alice, 'PUT', `/rooms/${enc(room)}/redact/${enc(gone)}/${txn()}`, {})).status).toBe(200);
+    const before = await searchUntil(alice, roomEvents('gecko', { order_by: 'recent', filter: { rooms: [room] } }), (r) => r.count === 2 && ids(r).includes(edited));
+    const shardCounts = shardCountsFor(server.config);
+    const store = new SearchIndexStore(server.redis, clients.keys, shardCounts.room);
+    await store.clearRoom(room);
+    expect((await search(alice, roomEvents('gecko', { filter: { rooms: [room] } }))).count).toBe(0);
+    expect(await allRoomIds(server.redis, clients.keys)).toContain(room);
+    const progress: number[] = [];
+    const docs = await rebuildRoom(server.redis, clients.keys, shardCounts, room, (p) => progress.push(p.events));
+    expect(docs).toBeGreaterThanOrEqual(2);
+    expect(progress.length).toBeGreaterThan(0);
+    const after = await search(alice, roomEvents('gecko', { order_by: 'recent', filter: { rooms: [room] } }));
+    expect(ids(after)).toEqual(ids(before));
+    expect(new Set(ids(after))).toEqual(new Set([kept, edited]));
+    expect(ids(await search(alice, roomEvents('tapir')))).toEqual([edited]);
+    expect((await search(alice, roomEvents('draft'))).count).toBe(0);
   });
 });
