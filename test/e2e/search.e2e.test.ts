@@ -174,6 +174,8 @@ describe('POST /search', () => {
     await send(alice, room, '* narwhal fixed', { 'm.new_content': { msgtype: 'm.text', body: 'narwhal fixed' }, 'm.relates_to': { rel_type: 'm.replace', event_id: original } });
     const edited = await searchUntil(alice, roomEvents('narwhal'), (r) => r.count === 1);
     expect(ids(edited)).toEqual([original]);
+    // The result carries its edit bundled, so a client shows the new text.
+    expect(edited.results[0].result.unsigned['m.relations']['m.replace'].content['m.new_content'].body).toBe('narwhal fixed');
     expect((await search(alice, roomEvents('quokka'))).count).toBe(0);
   });
 

@@ -28,6 +28,7 @@ import { servableAsState, servableToClients, type RoomEvent } from '../../store/
 import type { ApiContext } from '../context';
 import { requireUser, type Requester } from './auth';
 import { bodyObject, clientRoute, eventFilterFromJson } from './room-common';
+import { bundleAggregations } from './relations';
 
 /** Visible matches kept per search (beyond them, `count` says how many there were). */
 const MAX_RESULTS = 10_000;
@@ -227,6 +228,8 @@ export function registerSearchRoutes(front: Front, ctx: ApiContext): void {
       [...byRoom].map(async ([roomId, ids]) => {
         const loaded = await ctx.rooms.events(roomId, ids);
         const out = await formatEvents(ctx, roomId, loaded, user);
+        // Edits, reactions and threads bundled as /messages does: a client shows an edited result's new text.
+        await bundleAggregations(ctx, roomId, loaded, out, user);
         loaded.forEach((e, i) => {
           events.set(e.eventId, e);
           formatted.set(e.eventId, out[i]!);
