@@ -8,6 +8,7 @@ import { MembershipIndexReader } from './membership-index';
 import { DeactivationReader } from './deactivation';
 import { UserFanoutReader } from './user-fanout';
 import { PushEvaluatorReader } from './push-evaluator';
+import { SearchIndexReader } from './search-indexer';
 import type { PushQueue } from '../push/queue';
 import { DelayedEventsReader, DelayedStateReader } from './delayed-events';
 import { FederationSenderReader } from '../federation/sender/reader';
@@ -21,6 +22,7 @@ export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Reco
     new PushEvaluatorReader(redis, keys, shardCounts, server.serverName, workerId, log, server.push, { threadSubscriptions: server.threadSubscriptions === true }),
     new DelayedEventsReader(redis, keys, shardCounts, workerId, log),
     new DelayedStateReader(redis, keys, shardCounts, workerId, log),
+    new SearchIndexReader(redis, keys, shardCounts, workerId, log),
   ];
   // Queues our users' events at the destination actors of the other servers in their rooms.
   if (server.federation) readers.push(new FederationSenderReader(redis, keys, shardCounts, server.serverName, workerId, log));

@@ -83,6 +83,14 @@ export class KeySpace {
   }
 
   /**
+   * String (JSON, expires): one search's results, kept for its `next_batch` pages so they do not
+   * shift while new events arrive (src/api/client/search.ts). Own hash tag per search.
+   */
+  searchResults(id: string): string {
+    return `${this.prefix}{search:${id}}`;
+  }
+
+  /**
    * Set: rooms published in the room directory (`visibility: public`). A derived index: each
    * room actor owns its own flag (`roomData.published`), and the membership index reader keeps
    * this set in step with it from the room outboxes.
@@ -568,6 +576,28 @@ export const mediaData = {
    */
   remoteFetchLock: (id: string) => `media-fetching:${id}`,
 };
+
+/**
+ * The search index (src/search/indexer.ts), relative to the ROOM's shard: written only by the
+ * search reader (search-index-1.lua), read by `POST /search`. Per room, an inverted index.
+ */
+export const searchData = {
+  /**
+   * Hash: event id → JSON { s: timeline position of the event whose content is indexed (the
+   * event's own, or its latest edit's), p/o: the event's position and origin_server_ts, k: key
+   * (b body, n name, t topic), l: length in words, t: { term: frequency } }; `{"x":1}` once redacted.
+   */
+  docs: (roomId: string) => `search:${roomId}:docs`,
+  /** Sorted set (all scores 0): the room's terms, for prefix matches (ZRANGEBYLEX). */
+  terms: (roomId: string) => `search:${roomId}:terms`,
+  /** Hash: `n` documents, `l` total length in words (BM25's average document length). */
+  stats: (roomId: string) => `search:${roomId}:stats`,
+  /** Prefix of the postings hashes: `<prefix><term>` is a hash event id → `<tf>:<length>:<pos>:<ts>:<key>`. */
+  postingsPrefix: (roomId: string) => `search:${roomId}:p:`,
+};
+
+/** The consumer group the search reader (src/search/indexer.ts) reads room outboxes with. */
+export const SEARCH_INDEX_GROUP = 'search-index';
 
 /** The consumer group the federation sender (src/federation/sender/reader.ts) reads room outboxes with. */
 export const FEDERATION_SENDER_GROUP = 'federation-sender';

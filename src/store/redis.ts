@@ -31,6 +31,7 @@ const SCRIPTS = {
   pushProgress: 'push-progress-1.lua',
   rateLimit: 'rate-limit-2.lua',
   reply: 'reply-1.lua',
+  searchIndex: 'search-index-1.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 

@@ -33,6 +33,7 @@ import { registerKeyRoutes } from './keys';
 import { MembershipIndex } from '../../readers/membership-index';
 import { registerMediaRoutes } from './media';
 import { registerVoipRoutes } from './voip';
+import { registerSearchRoutes } from './search';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerVersionRoutes(front, ctx.config.publicBaseUrl, { delayedEvents: ctx.config.delayedEvents.maxDelayMs > 0, threadSubscriptions: ctx.config.threadSubscriptions.enabled });
@@ -66,5 +67,6 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerRoomInitialSyncRoutes(front, ctx);
   registerMediaRoutes(front, ctx);
   registerVoipRoutes(front, ctx);
+  registerSearchRoutes(front, ctx);
   registerLegacyPaths(front);
 }

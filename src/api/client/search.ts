@@ -1,0 +1,304 @@
+/**
+ * `POST /search` (search.yaml), category `room_events`: the events of the user's rooms — joined,
+ * or left and not forgotten — whose text matches a search term, from the index the search reader
+ * keeps (src/readers/search-indexer.ts, src/search/). Ordered by BM25 rank or by recency.
+ *
+ * Nothing the user could not read is ever returned: every match is checked against history
+ * visibility at that event (RoomReader.canSee, as /messages does), so events from before a join
+ * in a `joined` room, or after the user left, stay hidden; rejected and soft-failed events too.
+ *
+ * Pagination: the first request finds every visible match (up to MAX_RESULTS) and keeps the
+ * ordered list in Redis for half an hour (`KeySpace.searchResults`); `next_batch` names that list
+ * and an offset into it, so later pages neither repeat nor skip results while new events arrive.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Front } from '../../http/server';
+import { MatrixError, errors } from '../../http/errors';
+import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
+import { stateKeyOf } from '../../protocol/pdu';
+import { termMatches, tokens } from '../../protocol/search-text';
+import { MembershipIndex } from '../../readers/membership-index';
+import { formatEvents } from '../../rooms/client-format';
+import { filterAllowsRoom, filterMatches, type RoomEventFilter } from '../../rooms/event-filter';
+import { encodeToken, paginate } from '../../rooms/pagination';
+import { roomAccess, visibleStateIds } from '../../rooms/visibility';
+import { SEARCH_KEYS, SearchIndexStore, searchableText, replacementOf, type KeyCode, type SearchKey } from '../../search/index-store';
+import { orderMatches, searchRooms } from '../../search/query';
+import { servableAsState, servableToClients, type RoomEvent } from '../../store/room-reader';
+import type { ApiContext } from '../context';
+import { requireUser, type Requester } from './auth';
+import { bodyObject, clientRoute, eventFilterFromJson } from './room-common';
+import { bundleAggregations } from './relations';
+
+/** Visible matches kept per search (beyond them, `count` says how many there were). */
+const MAX_RESULTS = 10_000;
+const DEFAULT_LIMIT = 10;
+const MAX_LIMIT = 1000;
+const DEFAULT_CONTEXT = 5;
+const MAX_CONTEXT = 100;
+const RESULTS_TTL_S = 30 * 60;
+const MAX_HIGHLIGHTS = 50;
+/** Events whose visibility is checked at once. */
+const VISIBILITY_BATCH = 200;
+
+interface SearchRequest {
+  searchTerm: string;
+  keys: Set<KeyCode>;
+  filter: RoomEventFilter;
+  limit: number;
+  orderBy: 'rank' | 'recent';
+  context: { before: number; after: number; profile: boolean } | null;
+  includeState: boolean;
+  groupBy: ('room_id' | 'sender')[];
+}
+
+/** What a search keeps for its later pages. */
+interface StoredResults {
+  user: string;
+  /** The request's hash: a `next_batch` is only good for the same search. */
+  request: string;
+  results: [roomId: string, eventId: string, rank: number][];
+  count: number;
+  highlights: string[];
+}
+
+function intIn(v: JsonValue | undefined, name: string, fallback: number, max: number): number {
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw errors.invalidParam(`${name} must be a non-negative integer`);
+  return Math.min(v, max);
+}
+
+export function parseSearchRequest(body: JsonObject): SearchRequest {
+  const categories = body.search_categories;
+  if (!isJsonObject(categories as JsonValue)) throw errors.badJson('search_categories must be an object');
+  const cat = (categories as JsonObject).room_events;
+  if (cat === undefined) throw errors.badJson('Only the room_events search category is supported; it is missing');
+  if (!isJsonObject(cat as JsonValue)) throw errors.badJson('room_events must be an object');
+  const c = cat as JsonObject;
+  if (typeof c.search_term !== 'string') throw errors.badJson('room_events.search_term must be a string');
+  let keys = new Set<KeyCode>(Object.values(SEARCH_KEYS));
+  if (c.keys !== undefined) {
+    if (!Array.isArray(c.keys) || !c.keys.every((k) => typeof k === 'string' && k in SEARCH_KEYS)) throw errors.invalidParam(`room_events.keys must list some of ${Object.keys(SEARCH_KEYS).join(', ')}`);
+    keys = new Set((c.keys as SearchKey[]).map((k) => SEARCH_KEYS[k]));
+  }
+  const rawFilter = c.filter === undefined || c.filter === null ? {} : (c.filter as JsonValue);
+  const filter = eventFilterFromJson(rawFilter);
+  const limit = intIn((rawFilter as JsonObject).limit, 'filter.limit', DEFAULT_LIMIT, MAX_LIMIT);
+  const orderBy = c.order_by ?? 'rank';
+  if (orderBy !== 'rank' && orderBy !== 'recent') throw errors.invalidParam('order_by must be "rank" or "recent"');
+  let context: SearchRequest['context'] = null;
+  if (c.event_context !== undefined && c.event_context !== null) {
+    if (!isJsonObject(c.event_context as JsonValue)) throw errors.invalidParam('event_context must be an object');
+    const ec = c.event_context as JsonObject;
+    if (ec.include_profile !== undefined && typeof ec.include_profile !== 'boolean') throw errors.invalidParam('event_context.include_profile must be a boolean');
+    context = { before: intIn(ec.before_limit, 'event_context.before_limit', DEFAULT_CONTEXT, MAX_CONTEXT), after: intIn(ec.after_limit, 'event_context.after_limit', DEFAULT_CONTEXT, MAX_CONTEXT), profile: ec.include_profile === true };
+  }
+  if (c.include_state !== undefined && typeof c.include_state !== 'boolean') throw errors.invalidParam('include_state must be a boolean');
+  const groupBy: SearchRequest['groupBy'] = [];
+  if (c.groupings !== undefined && c.groupings !== null) {
+    const g = c.groupings as JsonObject;
+    if (!isJsonObject(g) || (g.group_by !== undefined && !Array.isArray(g.group_by))) throw errors.invalidParam('groupings.group_by must be a list');
+    for (const item of (g.group_by as JsonValue[] | undefined) ?? []) {
+      const key = isJsonObject(item) ? item.key : undefined;
+      if (key !== 'room_id' && key !== 'sender') throw errors.invalidParam('groupings.group_by keys must be "room_id" or "sender"');
+      if (!groupBy.includes(key)) groupBy.push(key);
+    }
+  }
+  return { searchTerm: c.search_term, keys, filter, limit, orderBy, context, includeState: c.include_state === true, groupBy };
+}
+
+/** The rooms a user's search covers: joined, or left or banned from and not forgotten. */
+async function searchableRooms(index: MembershipIndex, userId: string, filter: RoomEventFilter): Promise<string[]> {
+  const all = await index.rooms(userId);
+  const out: string[] = [];
+  for (const { roomId, membership } of all) {
+    if (membership !== 'join' && membership !== 'leave' && membership !== 'ban') continue;
+    if (!filterAllowsRoom(filter, roomId)) continue;
+    if (membership !== 'join' && (await index.isForgotten(userId, roomId))) continue;
+    out.push(roomId);
+  }
+  return out;
+}
+
+/** The words of the found events that matched the query, as written (clients highlight them). */
+function highlightsOf(events: RoomEvent[], terms: string[], lastIsPrefix: boolean): string[] {
+  const found = new Set<string>();
+  for (const e of events) {
+    const edit = replacementOf(e.event);
+    const text = searchableText(edit ? { type: 'm.room.message', content: edit.newContent } : e.event)?.text;
+    if (!text) continue;
+    for (const { term, surface } of tokens(text)) {
+      if (terms.some((t, i) => termMatches(term, t, lastIsPrefix && i === terms.length - 1))) {
+        found.add(surface);
+        if (found.size >= MAX_HIGHLIGHTS) return [...found];
+      }
+    }
+  }
+  return [...found];
+}
+
+async function runSearch(ctx: ApiContext, index: MembershipIndex, store: SearchIndexStore, user: Requester, req: SearchRequest, requestHash: string): Promise<StoredResults> {
+  const rooms = await searchableRooms(index, user.userId, req.filter);
+  const { query, matches } = await searchRooms(store, rooms, req.searchTerm, req.keys);
+  const ordered = orderMatches(matches, req.orderBy);
+  const results: StoredResults['results'] = [];
+  const shown: RoomEvent[] = [];
+  let i = 0;
+  while (i < ordered.length && results.length < MAX_RESULTS) {
+    const batch = ordered.slice(i, i + VISIBILITY_BATCH);
+    i += batch.length;
+    const byRoom = new Map<string, string[]>();
+    for (const m of batch) byRoom.set(m.roomId, [...(byRoom.get(m.roomId) ?? []), m.eventId]);
+    const loaded = new Map<string, RoomEvent>();
+    await Promise.all(
+      [...byRoom].map(async ([roomId, ids]) => {
+        for (const e of await ctx.rooms.events(roomId, ids)) loaded.set(`${roomId}\0${e.eventId}`, e);
+      }),
+    );
+    const ok = await Promise.all(
+      batch.map(async (m) => {
+        const e = loaded.get(`${m.roomId}\0${m.eventId}`);
+        if (!e || !servableToClients(e) || e.redactedBy || e.event.room_id !== m.roomId) return null;
+        if (!filterMatches(req.filter, e.event)) return null;
+        return (await ctx.rooms.canSee(m.roomId, user.userId, e)) ? e : null;
+      }),
+    );
+    batch.forEach((m, j) => {
+      const e = ok[j];
+      if (e && results.length < MAX_RESULTS) {
+        results.push([m.roomId, m.eventId, m.score]);
+        if (shown.length < 500) shown.push(e);
+      }
+    });
+  }
+  return { user: user.userId, request: requestHash, results, count: results.length, highlights: highlightsOf(shown, query.terms, query.lastIsPrefix) };
+}
+
+/** The display names and avatars of some users, from a room's state. */
+async function profilesAt(ctx: ApiContext, roomId: string, stateId: number, users: Set<string>): Promise<JsonObject> {
+  const state = await ctx.rooms.snapshot(roomId, stateId);
+  const ids = [...users].map((u) => state.get(stateKeyOf('m.room.member', u))).filter((id): id is string => id !== undefined);
+  const out: JsonObject = {};
+  for (const e of await ctx.rooms.events(roomId, ids)) {
+    const content = isJsonObject(e.event.content as JsonValue) ? (e.event.content as JsonObject) : {};
+    const profile: JsonObject = {};
+    if (typeof content.displayname === 'string') profile.displayname = content.displayname;
+    if (typeof content.avatar_url === 'string') profile.avatar_url = content.avatar_url;
+    out[String(e.event.state_key)] = profile;
+  }
+  return out;
+}
+
+export function registerSearchRoutes(front: Front, ctx: ApiContext): void {
+  const index = new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user);
+  const store = new SearchIndexStore(ctx.redis, ctx.keys, ctx.shardCounts.room);
+
+  clientRoute(front, 'POST', '/search', async (req) => {
+    const user = await requireUser(ctx, req);
+    const body = bodyObject(req);
+    const request = parseSearchRequest(body);
+    const rc = (body.search_categories as JsonObject).room_events as JsonObject;
+    // What decides the result list (the page size and presentation may change between pages).
+    const requestHash = JSON.stringify([request.searchTerm, [...request.keys].sort(), { ...(isJsonObject(rc.filter as JsonValue) ? (rc.filter as JsonObject) : {}), limit: null }, request.orderBy]);
+
+    let stored: StoredResults;
+    let id: string;
+    let offset = 0;
+    const batch = req.query.next_batch;
+    if (batch !== undefined) {
+      const m = /^([A-Za-z0-9_-]{16,64})\.(\d{1,9})$/.exec(batch);
+      const raw = m ? await ctx.redis.get(ctx.keys.searchResults(m[1]!)) : null;
+      const parsed = raw ? (JSON.parse(raw) as StoredResults) : null;
+      if (!m || !parsed || parsed.user !== user.userId || parsed.request !== requestHash) throw errors.invalidParam('Unknown or expired next_batch');
+      stored = parsed;
+      id = m[1]!;
+      offset = Number(m[2]);
+    } else {
+      stored = await runSearch(ctx, index, store, user, request, requestHash);
+      id = randomBytes(18).toString('base64url');
+      if (stored.results.length > request.limit) await ctx.redis.set(ctx.keys.searchResults(id), JSON.stringify(stored), 'EX', RESULTS_TTL_S);
+    }
+
+    const page = stored.results.slice(offset, offset + request.limit);
+    const byRoom = new Map<string, string[]>();
+    for (const [roomId, eventId] of page) byRoom.set(roomId, [...(byRoom.get(roomId) ?? []), eventId]);
+    const events = new Map<string, RoomEvent>();
+    const formatted = new Map<string, JsonObject>();
+    await Promise.all(
+      [...byRoom].map(async ([roomId, ids]) => {
+        const loaded = await ctx.rooms.events(roomId, ids);
+        const out = await formatEvents(ctx, roomId, loaded, user);
+        // Edits, reactions and threads bundled as /messages does: a client shows an edited result's new text.
+        await bundleAggregations(ctx, roomId, loaded, out, user);
+        loaded.forEach((e, i) => {
+          events.set(e.eventId, e);
+          formatted.set(e.eventId, out[i]!);
+        });
+      }),
+    );
+
+    const results: JsonObject[] = [];
+    for (const [roomId, eventId, rank] of page) {
+      const e = events.get(eventId);
+      const f = formatted.get(eventId);
+      // Redacted since the search ran: left out of this page.
+      if (!e || !f || e.redactedBy) continue;
+      const result: JsonObject = { rank, result: f };
+      if (request.context) result.context = await contextOf(ctx, roomId, user, e, request.context, request.filter);
+      results.push(result);
+    }
+
+    const answer: JsonObject = { results, count: stored.count, highlights: stored.highlights };
+    if (offset + request.limit < stored.results.length) answer.next_batch = `${id}.${offset + request.limit}`;
+    if (request.includeState) {
+      const state: JsonObject = {};
+      for (const roomId of byRoom.keys()) {
+        try {
+          const access = await roomAccess(ctx, index, user.userId, roomId);
+          const ids = await visibleStateIds(ctx, roomId, access);
+          const stateEvents = (await ctx.rooms.events(roomId, [...ids.values()])).filter(servableAsState);
+          state[roomId] = await formatEvents(ctx, roomId, stateEvents, user, { membership: false });
+        } catch (e) {
+          if (!(e instanceof MatrixError)) throw e;
+        }
+      }
+      answer.state = state;
+    }
+    if (request.groupBy.length) {
+      const groups: JsonObject = {};
+      for (const key of request.groupBy) {
+        const group: Record<string, { results: string[]; order: number }> = {};
+        page.forEach(([roomId, eventId]) => {
+          const e = events.get(eventId);
+          if (!e) return;
+          const k = key === 'room_id' ? roomId : String(e.event.sender);
+          group[k] ??= { results: [], order: Object.keys(group).length + 1 };
+          group[k].results.push(eventId);
+        });
+        groups[key] = group as unknown as JsonObject;
+      }
+      answer.groups = groups;
+    }
+    return { body: { search_categories: { room_events: answer } } };
+  });
+}
+
+async function contextOf(ctx: ApiContext, roomId: string, user: Requester, target: RoomEvent, want: { before: number; after: number; profile: boolean }, filter: RoomEventFilter): Promise<JsonObject> {
+  const { rooms: _r, not_rooms: _n, limit: _l, ...eventFilter } = filter;
+  const [before, after] = await Promise.all([
+    want.before > 0 ? paginate(ctx, roomId, user.userId, 'b', target.pos - 1, null, want.before, eventFilter) : Promise.resolve({ events: [] as RoomEvent[], end: null }),
+    want.after > 0 ? paginate(ctx, roomId, user.userId, 'f', target.pos, null, want.after, eventFilter) : Promise.resolve({ events: [] as RoomEvent[], end: null }),
+  ]);
+  const out: JsonObject = {
+    events_before: await formatEvents(ctx, roomId, before.events, user),
+    events_after: await formatEvents(ctx, roomId, after.events, user),
+    start: encodeToken(before.end ?? (before.events.length ? before.events[before.events.length - 1]!.pos - 1 : target.pos - 1)),
+    end: encodeToken(after.end ?? (after.events.length ? after.events[after.events.length - 1]!.pos : target.pos)),
+  };
+  if (want.profile) {
+    const last = after.events[after.events.length - 1] ?? target;
+    const senders = new Set([...before.events, target, ...after.events].map((e) => String(e.event.sender)));
+    out.profile_info = await profilesAt(ctx, roomId, last.stateAfter, senders);
+  }
+  return out;
+}
