@@ -195,6 +195,14 @@ export function describeE2eeJourney(title: string, label: string, names: { alice
       expect(await alice.getCrypto()!.getUserVerificationStatus(bobAcct.userId).then((v) => v.isCrossSigningVerified())).toBe(false);
 
       const started = performance.now();
+      // When each client got each to-device message out of its /sync: with the phases below and
+      // the servers' logs, a stall shows whether a message reached the other server late, sat in
+      // its inbox while the recipient's long-poll slept, or was received and not acted on.
+      for (const [who, client] of [['alice', alice], ['bob', bob]] as const) {
+        client.on(ClientEvent.ToDeviceEvent, (e: MatrixEvent) => {
+          if (e.getType().startsWith('m.key.verification.')) trace.push(`${Math.round(performance.now() - started)} ms ${who}: received ${e.getType()}`);
+        });
+      }
       const incoming = new Promise<VerificationRequest>((resolve) => bob.on(CryptoEvent.VerificationRequestReceived, resolve));
       const aliceRequest = await alice.getCrypto()!.requestDeviceVerification(bobAcct.userId, bobAcct.deviceId);
       const bobRequest = await incoming;
