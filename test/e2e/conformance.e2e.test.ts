@@ -282,7 +282,7 @@ describe('/versions', () => {
     const r = await call(null, 'GET', '/_matrix/client/versions');
     expect(r.status).toBe(200);
     expect(r.body.versions).toEqual(expect.arrayContaining(['v1.12', 'v1.13', 'v1.14', 'v1.15', 'v1.16']));
-    expect(r.body.unstable_features).toEqual({ 'org.matrix.msc3874': true, 'org.matrix.msc3266': true, 'org.matrix.msc4115': true, 'org.matrix.msc4222': true, 'org.matrix.msc3391': true, 'org.matrix.msc4140': true });
+    expect(r.body.unstable_features).toEqual({ 'org.matrix.msc3874': true, 'org.matrix.msc3266': true, 'org.matrix.msc4115': true, 'org.matrix.msc4222': true, 'org.matrix.msc3391': true, 'org.matrix.simplified_msc3575': true, 'org.matrix.msc4140': true });
     // Off by default, as in Synapse (threadSubscriptions.enabled).
     expect(r.body.unstable_features['org.matrix.msc4306']).toBeUndefined();
   });
