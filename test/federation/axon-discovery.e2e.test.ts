@@ -199,6 +199,9 @@ describe("A's /hierarchy walks into B's space", () => {
   it("after A's user joins B's space, A reads it itself and the restricted child the user may now join appears", async () => {
     const joined = await onA.call(alice, 'POST', `/join/${enc(bSpace)}?server_name=${enc(b.serverName)}`, {});
     expect(joined.status, JSON.stringify(joined.body)).toBe(200);
+    // The join is a faster join (partial state): A counts B's members once the full state is in,
+    // which /members waits for.
+    expect((await onA.call(alice, 'GET', `/rooms/${enc(bSpace)}/members`)).status).toBe(200);
     const h = await eventually(() => hierarchy(), (r) => r.status === 200 && r.body.rooms.some((x: Json) => x.room_id === bRestricted), 30_000);
     expect(ids({ body: { chunk: h.body.rooms } })).toEqual([aSpace, bSpace, bOpen, bRestricted, bSub, bDeep]);
     const restricted = (h.body.rooms as Json[]).find((r) => r.room_id === bRestricted)!;

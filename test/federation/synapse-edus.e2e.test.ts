@@ -308,7 +308,7 @@ describe.skipIf(skip)(`EDUs between Axon and Synapse ${SYNAPSE_VERSION}`, () => 
     const q2 = await s.call(bob, 'POST', '/keys/query', { device_keys: { [alice.userId]: [] } });
     console.log(`synapse-edus.e2e: Synapse /keys/query of an Axon user in ${Math.round(performance.now() - started)} ms`);
     expect(q2.status, JSON.stringify(q2.body)).toBe(200);
-    expect(q2.body.failures ?? {}).toEqual({});
+    expect(q2.body.failures ?? {}, `${JSON.stringify(q2.body.failures)}\n${s.logTail(40)}`).toEqual({});
     expect(q2.body.device_keys[alice.userId][alice.deviceId]).toMatchObject({ user_id: alice.userId, device_id: alice.deviceId, keys: (aliceKeys.body.device_keys as JsonObject).keys });
 
     const c1 = await clients.call(alice, 'POST', '/keys/claim', { one_time_keys: { [bob.userId]: { [bob.deviceId]: 'signed_curve25519' } } });
@@ -372,7 +372,7 @@ describe.skipIf(skip)(`EDUs between Axon and Synapse ${SYNAPSE_VERSION}`, () => 
       return { otk: Object.keys(body.one_time_keys as JsonObject)[0]!, fallback: fallback_keys['signed_curve25519:fb1'] };
     };
     const bob3 = await s.login('bob', 'bob password');
-    const alice3 = await clients.mint('alice', 'DEV3');
+    const alice3 = await clients.mint('alice', 'FBDEV');
     const bobDev = await withFallback(bob3, (b) => s.call(bob3, 'POST', '/keys/upload', b));
     const aliceDev = await withFallback(alice3, (b) => clients.call(alice3, 'POST', '/keys/upload', b));
 
