@@ -55,6 +55,8 @@ const HELP = `npm run bench -- [options]
   --only LIST             workloads to run, from a,b,c,d,scale (default all)
   --users N               (A) users (200; quick 60)
   --rates LIST            (A) send rates in msg/s (20,50,100,200,400; quick 20,50,100)
+  --search-steps N        (A) phases after the listed rates searching for the highest sustained
+                          rate: down by halves, up by doubling, then bisecting (3; quick 2)
   --phase S               (A, B) seconds per rate (10; quick 5)
   --members N             (B) members of the one room (1000; quick 100)
   --rooms N               (C) rooms of the one user (1500; quick 60)
@@ -97,6 +99,7 @@ const O = {
   users: Math.max(20, num('--users', 200, 60)),
   rates: (opt('--rates') ?? (QUICK ? '20,50,100' : '20,50,100,200,400')).split(',').map(Number),
   phase: num('--phase', 10, 5),
+  searchSteps: num('--search-steps', 3, 2),
   members: Math.max(2, num('--members', 1000, 100)),
   rooms: Math.max(1, num('--rooms', 1500, 60)),
   events: num('--events', 10_000, 600),
@@ -221,7 +224,7 @@ async function synapseTarget(): Promise<Target> {
   const py = spawnSync(env.SYNAPSE_PYTHON, ['--version'], { encoding: 'utf8' }).stdout.trim();
   return {
     name: 'synapse',
-    label: `Synapse ${env.SYNAPSE_VERSION} (${py || 'Python'}, ${pg ? env.PG_VERSION.replace(/\s*\(.*$/, '') : 'SQLite'})`,
+    label: `Synapse ${env.SYNAPSE_VERSION} (${py || 'Python'}, ${pg ? `PostgreSQL ${/\d+(\.\d+)*/.exec(env.PG_VERSION)?.[0] ?? ''}`.trim() : 'SQLite'})`,
     url: env.SYNAPSE_URL,
     password: (u) => `pw-${u}-bench`,
     procs: processTree(() => [synapsePid, pgPid()], true),
@@ -305,7 +308,12 @@ interface AResult {
   syncErrors: number;
   phases: APhase[];
   maxRateUnder1s: number;
+  /** The lowest tried rate the server did not sustain (none: every tried rate held). */
+  firstRateNotSustained?: number;
 }
+
+/** A phase the server sustained: delivery p99 under 1 s and no failed /send. */
+const sustained = (p: RatePhase): boolean => p.deliveryP99ms <= P99_LIMIT_MS && p.sendErrors === 0;
 
 async function workloadA(t: Target, users = O.users): Promise<AResult> {
   const m = new MatrixLoad(t.url, t.password);
@@ -335,18 +343,44 @@ async function workloadA(t: Target, users = O.users): Promise<AResult> {
       return { user: room.members[Math.floor(rng() * room.members.length)]!, roomId: room.id, members: room.members.length };
     };
     const phases: APhase[] = [];
-    for (const rate of O.rates) {
+    const runRate = async (rate: number): Promise<boolean> => {
       const w = measure(t);
       const p = await ratePhase(m, deliveries, rate, O.phase, pick);
       const win = w.stop();
       phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
       log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s`);
-      if (!(p.deliveryP99ms <= P99_LIMIT_MS)) break;
+      return sustained(p);
+    };
+    // The listed rates upward until one is not sustained, then a search for the highest rate
+    // that is: down (halving) when even the first rate failed, up (doubling) when every listed
+    // rate held, then bisection between the two bounds — so each server's figure is bounded on
+    // both sides and the Axon/Synapse ratio means something (a server that fails the lowest
+    // listed rate used to report 0).
+    let ok: number | undefined;
+    let bad: number | undefined;
+    for (const rate of O.rates) {
+      if (await runRate(rate)) ok = rate;
+      else {
+        bad = rate;
+        break;
+      }
+    }
+    for (let step = 0; step < O.searchSteps; step++) {
+      let next: number;
+      if (bad === undefined) next = (ok ?? 1) * 2;
+      else if (ok === undefined) next = Math.floor(bad / 2);
+      else next = Math.round((ok + bad) / 2);
+      // Stop when the bounds are within 15 % (or 1 msg/s) of each other, or nothing is left below.
+      if (next < 1 || (ok !== undefined && bad !== undefined && bad - ok <= Math.max(1, bad * 0.15))) break;
+      if (next === ok || next === bad) break;
+      if (phases.length && !sustained(phases[phases.length - 1]!)) await deliveries.drain();
+      if (await runRate(next)) ok = next;
+      else bad = next;
     }
     const syncErrors = poller.errors();
     await poller.stop();
-    const okPhases = phases.filter((p) => p.deliveryP99ms <= P99_LIMIT_MS && p.sendErrors === 0);
-    return { users, rooms: rooms.length, memberships, bigRoomShare: round(bigMemberships / memberships, 3), setupSeconds: round(setupSeconds, 1), syncErrors, phases, maxRateUnder1s: okPhases.length ? Math.max(...okPhases.map((p) => p.sendRate)) : 0 };
+    const okPhases = phases.filter(sustained);
+    return { users, rooms: rooms.length, memberships, bigRoomShare: round(bigMemberships / memberships, 3), setupSeconds: round(setupSeconds, 1), syncErrors, phases, maxRateUnder1s: okPhases.length ? Math.max(...okPhases.map((p) => p.sendRate)) : 0, ...(bad !== undefined ? { firstRateNotSustained: bad } : {}) };
   } finally {
     m.close();
   }
@@ -785,7 +819,7 @@ function report(): string {
       if (c && (c.rooms < c.requestedRooms || c.gapEvents < O.events)) out.push(`(C) ${n}: ${c.rooms} of ${c.requestedRooms} rooms, ${c.gapEvents} of ${O.events} gap events (setup time box ${O.setupTimeout} s, or the size the server before it reached)`);
       if (results[n]?.b?.notRun) out.push(`(B) ${n}: ${results[n]!.b!.notRun}`);
       const a = results[n]?.a;
-      if (a && a.phases.length < O.rates.length) out.push(`(A) ${n}: rates above ${a.phases[a.phases.length - 1]?.targetRate} msg/s not run (delivery p99 over 1 s)`);
+      if (a?.firstRateNotSustained !== undefined) out.push(`(A) ${n}: highest sustained rate ${a.maxRateUnder1s} msg/s; not sustained at ${a.firstRateNotSustained} msg/s (delivery p99 ≥ 1 s or failed sends); rates tried in order: ${a.phases.map((p) => p.targetRate).join(', ')}`);
       const busy = [a?.phases, results[n]?.b?.phases].flat().filter((p): p is APhase => !!p);
       if (busy.length) out.push(`(A, B) ${n}: other processes on the machine kept ${Math.min(...busy.map((p) => p.otherCores))}–${Math.max(...busy.map((p) => p.otherCores))} of the ${cpus().length} cores busy during the measured phases`);
     }
@@ -812,7 +846,10 @@ function writeResults(): void {
   meta.totalSeconds = round((performance.now() - startedAt) / 1000, 1);
   meta.loadAvgEnd = loadavg().map((x) => round(x, 2));
   process.stdout.write('\n' + report());
-  const label = VS ? 'axon-vs-synapse' : (targets[0]?.name ?? TARGET);
+  // From meta: the targets are stopped (and removed from `targets`) before the results are
+  // written, and TARGET may be a URL, whose slashes cannot go into a file name.
+  const first = (meta.targets as { name: string }[] | undefined)?.[0]?.name;
+  const label = VS ? 'axon-vs-synapse' : (first ?? TARGET).replace(/[^a-z0-9.-]+/gi, '_');
   const file = writeBenchResults((stamp) => `${stamp}-${label}.json`, { meta, results, scaling }, (_k, v) => (v === Infinity ? 'Infinity' : v));
   process.stdout.write(`\nJSON: ${file}\n`);
 }

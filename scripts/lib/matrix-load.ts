@@ -171,10 +171,23 @@ export const LOOP_FILTER = enc(JSON.stringify({ room: { timeline: { limit: 100 }
 /** event_id → arrival times (performance.now()) at each member's sync. */
 export class Deliveries {
   readonly arrivals = new Map<string, number[]>();
+  /** When the last arrival was recorded (performance.now()), to tell when a backlog has drained. */
+  lastAt = 0;
   record(eventId: string, at: number): void {
     let list = this.arrivals.get(eventId);
     if (!list) this.arrivals.set(eventId, (list = []));
     list.push(at);
+    this.lastAt = at;
+  }
+  /**
+   * Waits until no message has arrived for `quietMs` (at most `maxMs`): after a phase past the
+   * server's capacity, the next (lower) rate must not be measured on top of the last one's backlog.
+   * Arrivals of those late messages are dropped: their phase is over.
+   */
+  async drain(quietMs = 2000, maxMs = 60_000): Promise<void> {
+    const end = performance.now() + maxMs;
+    while (performance.now() < end && performance.now() - this.lastAt < quietMs) await sleep(250);
+    this.arrivals.clear();
   }
 }
 
