@@ -242,7 +242,8 @@ function renderHeatmaps(s) {
   for (const sw of legend.querySelectorAll('.swatch')) sw.style.background = ownerColour(Number(sw.dataset.owner));
   const maxLag = Math.max(1, ...Object.values(s.heat).flat().map((c) => c[1] + c[2]));
   const maps = Object.entries(s.heat).map(([family, cells]) => {
-    const grid = el('div', { class: 'grid' });
+    // Bigger cells when there are few shards (a test or small cluster); 64 a row for a thousand.
+    const grid = el('div', { class: cells.length <= 256 ? 'grid large' : 'grid' });
     cells.forEach((c, shard) => {
       const [owner, lag, pending, dead, target] = c;
       const cell = el('div', {
