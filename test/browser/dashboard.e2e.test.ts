@@ -231,8 +231,8 @@ describe.skipIf(skip)('operator dashboard in headless Chromium against a two-wor
     ]);
     // What w1 holds now: each of these must be seen moving to w2.
     const w1Index = before.owners.indexOf('w1');
-    const w1Shards = Object.entries(before.heat as Record<string, number[][]>).flatMap(([family, cells]) => cells.flatMap((c, shard) => (c[0] === w1Index ? [`${family}:${shard}`] : [])));
-    expect(w1Shards).toHaveLength(SHARDS);
+    const roomShardOfW1 = (before.heat.room as number[][]).findIndex((c) => c[0] === w1Index);
+    expect(roomShardOfW1).toBeGreaterThanOrEqual(0);
 
     // The page, with a non-admin's token: refused, and it says why.
     await step('non-admin', async () => {
@@ -273,17 +273,47 @@ describe.skipIf(skip)('operator dashboard in headless Chromium against a two-wor
     await step('rates', () => page.waitForFunction(() => Number(document.querySelector('#messages-rate')?.textContent?.replace(/,/g, '')) > 0));
     await screenshot('2-two-workers-under-load');
 
-    // Drain w1 from the page: the confirmation dialog, accepted.
+    // Every button asks first; the test accepts.
     const dialogs: string[] = [];
     page.on('dialog', (d) => {
       dialogs.push(d.message());
       void d.accept();
     });
+    const operationDone = (kind: string) => page.waitForFunction((k: string) => {
+      const op = document.querySelector('#operation');
+      return op?.dataset.kind === k && op.dataset.state !== 'running';
+    }, {}, kind);
+    /** Each cell's owner on the page, as `family:shard` → worker. */
+    const cellOwners = () => page.$$eval('#heatmaps .cell', (cells: any[]) => Object.fromEntries(cells.map((c) => [`${c.dataset.family}:${c.dataset.shard}`, c.dataset.owner])));
+
+    // Move one of w1's room shards to w2 with the form, then rebalance with the button.
+    await step('move-shard', async () => {
+      await page.select('#move-family', 'room');
+      await page.type('#move-shard', String(roomShardOfW1));
+      await page.select('#move-to', 'w2');
+      await page.click('#move-form button[type=submit]');
+      await operationDone('move-shard');
+      await page.waitForFunction((key: string) => document.querySelector(`#moves li[data-family="room"][data-shard="${key}"][data-to="w2"]`) !== null, {}, String(roomShardOfW1));
+    });
+    expect(await page.$eval('#operation', (e: any) => e.textContent)).toMatch(new RegExp(`^Done: move-shard \\{"family":"room","shard":${roomShardOfW1},"to":"w2"\\}, 1 shard\\(s\\) moved in [0-9.]+ s\\.$`));
+    expect((await cellOwners())[`room:${roomShardOfW1}`]).toBe('w2');
+    expect(await page.$eval('#workers tr[data-worker="w2"] .room-shards', (e: any) => e.textContent)).toBe(String(SHARDS / 2 + 1));
+    await step('rebalance', async () => {
+      await page.click('#rebalance');
+      await operationDone('rebalance');
+      await page.waitForFunction((n: string) => [...document.querySelectorAll('#workers .room-shards')].every((td) => td.textContent === n), {}, String(SHARDS / 2));
+    });
+    expect(await page.$eval('#operation', (e: any) => e.textContent)).toMatch(/^Done: rebalance, 1 shard\(s\) moved in [0-9.]+ s\.$/);
+
+    // Drain w1 from the page. What w1 holds now must each be seen moving to w2.
+    const w1Shards = Object.entries(await cellOwners()).filter(([, owner]) => owner === 'w1').map(([key]) => key);
+    expect(w1Shards).toHaveLength(SHARDS);
     const sentBeforeDrain = load.sent.size;
     let sentDuringDrain = 0;
+    const drainClickedAt = Date.now();
     await step('drain', async () => {
       await page.click('#workers button[data-drain="w1"]');
-      await page.waitForFunction(() => document.querySelector('#operation')?.dataset.state === 'done');
+      await operationDone('drain');
       sentDuringDrain = load.sent.size - sentBeforeDrain;
       await page.waitForFunction(
         (n: number) => {
@@ -295,10 +325,14 @@ describe.skipIf(skip)('operator dashboard in headless Chromium against a two-wor
         2 * SHARDS,
       );
     });
-    expect(dialogs).toEqual([`Drain w1? Its ${SHARDS} shard(s) move to the other workers, then the worker stops.`]);
+    expect(dialogs).toEqual([
+      `Move room:${roomShardOfW1} to w2?`,
+      'Rebalance? Shards move until every live worker holds an even share.',
+      `Drain w1? Its ${SHARDS} shard(s) move to the other workers, then the worker stops.`,
+    ]);
     expect(await page.$eval('#operation', (e: any) => e.textContent)).toMatch(new RegExp(`^Done: drain \\{"worker":"w1"\\}, ${SHARDS} shard\\(s\\) moved in [0-9.]+ s\\.$`));
     // Every shard w1 held was seen moving to w2 (possibly through "no owner" for a moment).
-    const moved = await page.$$eval('#moves li[data-to="w2"]', (lis: any[]) => lis.map((li) => `${li.dataset.family}:${li.dataset.shard}`));
+    const moved = await page.$$eval('#moves li[data-to="w2"]', (lis: any[], since: number) => lis.filter((li) => Number(li.dataset.at) >= since).map((li) => `${li.dataset.family}:${li.dataset.shard}`), drainClickedAt);
     expect(new Set(moved)).toEqual(new Set(w1Shards));
     // Every heat map cell now shows w2 as the owner.
     expect(await page.$$eval('#heatmaps .cell', (cells: any[]) => cells.map((c) => c.dataset.owner))).toEqual(Array(2 * SHARDS).fill('w2'));
@@ -320,6 +354,16 @@ describe.skipIf(skip)('operator dashboard in headless Chromium against a two-wor
     expect(status.workers.filter((w: Json) => w.alive).map((w: Json) => [w.worker, w.shards])).toEqual([['w2', { room: SHARDS, user: SHARDS }]]);
     // With one worker left there is nothing to drain to: a 400, and w2 keeps its shards.
     expect(await dashboardApi(admin.access_token, 'POST', 'drain', { worker: 'w2' })).toMatchObject({ status: 400, body: { errcode: 'M_INVALID_PARAM' } });
+    // The script's drain (the same src/runtime/cluster-admin.ts drain) refuses too, before telling
+    // the worker anything: w2 stays running with its shards.
+    const refused = await run('bash', ['scripts/cluster', 'drain', 'w2', '--json'], { cwd: root, env, timeout: 120_000 }).then(
+      () => null,
+      (e: { code?: number; stdout?: string }) => e,
+    );
+    expect(refused?.code).toBe(1);
+    expect(JSON.parse(refused!.stdout!)).toEqual({ ok: false, error: "no other live worker to take w2's shards" });
+    const stillRunning = await cluster('status');
+    expect(stillRunning.workers.filter((w: Json) => w.alive).map((w: Json) => [w.worker, w.state, w.shards])).toEqual([['w2', 'running', { room: SHARDS, user: SHARDS }]]);
 
     // Signing out forgets the token.
     await page.click('#logout');

@@ -267,7 +267,7 @@ function renderMoves(s) {
   const items = s.moves.slice(0, 100).map((m) =>
     el(
       'li',
-      { class: freshMoves.has(`${m.at}:${m.family}:${m.shard}`) ? 'fresh' : '', dataset: { family: m.family, shard: String(m.shard), from: m.from, to: m.to } },
+      { class: freshMoves.has(`${m.at}:${m.family}:${m.shard}`) ? 'fresh' : '', dataset: { at: String(m.at), family: m.family, shard: String(m.shard), from: m.from, to: m.to } },
       `${new Date(m.at).toLocaleTimeString()}  ${m.family}:${m.shard}  ${m.from || '(none)'} → ${m.to || '(none)'}`,
     ),
   );
