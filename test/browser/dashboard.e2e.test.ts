@@ -220,6 +220,14 @@ describe.skipIf(skip)('operator dashboard in headless Chromium against a two-wor
     expect(await dashboardApi(admin.access_token, 'POST', 'move-shard', { family: 'room' })).toMatchObject({ status: 400, body: { errcode: 'M_BAD_JSON' } });
     expect(await dashboardApi(admin.access_token, 'POST', 'drain', { worker: 'w9' })).toMatchObject({ status: 400, body: { errcode: 'M_INVALID_PARAM' } });
     expect(await dashboardApi(admin.access_token, 'GET', 'nothing-here')).toMatchObject({ status: 404, body: { errcode: 'M_UNRECOGNIZED' } });
+    expect(await dashboardApi(admin.access_token, 'GET', 'drain')).toMatchObject({ status: 405, body: { errcode: 'M_UNRECOGNIZED' } });
+    const raw = async (body: string) => {
+      const res = await fetch(`${dashboardUrl}/api/rebalance`, { method: 'POST', headers: { Authorization: `Bearer ${admin.access_token}`, 'Content-Type': 'application/json' }, body });
+      return { status: res.status, body: (await res.json()) as Json };
+    };
+    expect(await raw('{"not json')).toMatchObject({ status: 400, body: { errcode: 'M_NOT_JSON' } });
+    expect(await raw('[1]')).toMatchObject({ status: 400, body: { errcode: 'M_BAD_JSON' } });
+    expect(await raw(`{"pad": "${'x'.repeat(10_000)}"}`)).toMatchObject({ status: 413, body: { errcode: 'M_TOO_LARGE' } });
     const state = await dashboardApi(admin.access_token, 'GET', 'state');
     expect(state.status).toBe(200);
     expect(state.body.user_id).toBe(admin.user_id);

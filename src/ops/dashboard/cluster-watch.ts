@@ -141,6 +141,9 @@ export class ClusterWatch {
     const outputs = shards.filter((s) => s.family === 'room').reduce((n, s) => n + s.outputsAdded, 0);
     let rates: ClusterSnapshot['rates'] = null;
     const seen: ObservedMove[] = [];
+    // A poll long ago (a one-off read while nobody watched) is no base: what changed since then
+    // did not just happen.
+    if (this.previous && at - this.previous.at > 3 * this.pollMs) this.previous = null;
     if (this.previous) {
       const dt = (at - this.previous.at) / 1000;
       // A counter that went down was reset (a stream deleted and made anew): no rate this time.
