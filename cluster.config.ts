@@ -271,6 +271,11 @@ export interface AxonConfig {
    */
   threadSubscriptions: { enabled: boolean };
   push: PushConfig;
+  /**
+   * The operator's port (`AXON_METRICS_PORT`; 0, the default: off): `/dashboard` (src/ops/dashboard/)
+   * on `bindHost`, served by the front process (`npm start`'s one process).
+   */
+  metrics: { port: number };
 }
 
 export interface DelayedEventsConfig {
@@ -374,6 +379,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       retention: { localMaxAgeDays: 0, remoteMaxAgeDays: 0, intervalMs: 3600_000 },
     },
     push: { ipRangeAllowlist: [], includeContent: true, timeoutMs: 10_000 },
+    metrics: { port: 0 },
   };
 }
 
@@ -401,6 +407,7 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_SERVER_NAME: 'serverName',
   AXON_BIND_HOST: 'bindHost',
   AXON_PORT: 'clientPort',
+  AXON_METRICS_PORT: 'metrics.port',
   AXON_PUBLIC_BASE_URL: 'publicBaseUrl',
   AXON_DATA_DIR: 'dataDir',
   AXON_SIGNING_KEY_PATH: 'signingKeyPath',
@@ -596,6 +603,7 @@ export function validateConfig(c: AxonConfig): string[] {
   if (typeof c.serverName !== 'string' || !SERVER_NAME.test(c.serverName)) p.push(`serverName: ${JSON.stringify(c.serverName)} is not a valid server name (host[:port])`);
   if (typeof c.bindHost !== 'string' || !c.bindHost) p.push('bindHost: must be an address');
   int(c.clientPort, 'clientPort', 1, 65535);
+  int(c.metrics?.port, 'metrics.port', 0, 65535);
   if (typeof c.publicBaseUrl !== 'string' || !/^https?:\/\/[^/]+/.test(c.publicBaseUrl)) p.push(`publicBaseUrl: must be an http(s) URL (got ${JSON.stringify(c.publicBaseUrl)})`);
   if (typeof c.dataDir !== 'string' || !c.dataDir) p.push('dataDir: must be a directory path');
   int(c.keyValidityMs, 'keyValidityMs', 60_000, 7 * 24 * 3600 * 1000);

@@ -22,7 +22,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, type AxonConfig } from '../cluster.config';
-import { acceptingWorkers, drain, executeMoves, readShards, readWorkers, rebalance, type ShardInfo } from '../src/runtime/cluster-admin';
+import { acceptingWorkers, drain, moveShard as moveShardTo, readShards, readWorkers, rebalance, workerRows } from '../src/runtime/cluster-admin';
 import { redisTargetFor, shardCountsFor } from '../src/runtime/cluster-settings';
 import { readFronts } from '../src/runtime/front-heartbeat';
 import { portOpen, startManagedRedis } from '../src/runtime/managed-redis';
@@ -200,16 +200,6 @@ async function up(c: AxonConfig): Promise<void> {
   );
 }
 
-function summarise(shards: ShardInfo[]) {
-  const byOwner = new Map<string, ShardInfo[]>();
-  for (const s of shards) {
-    const k = s.owner || '(unowned)';
-    if (!byOwner.has(k)) byOwner.set(k, []);
-    byOwner.get(k)!.push(s);
-  }
-  return byOwner;
-}
-
 async function status(c: AxonConfig): Promise<void> {
   const reached = await reach(c);
   if (!reached.ok) {
@@ -225,26 +215,7 @@ async function status(c: AxonConfig): Promise<void> {
   const keys = new KeySpace(c.redis.keyPrefix);
   const [workers, fronts, shards] = await Promise.all([readWorkers(redis, keys, c.lease.ttlMs), readFronts(redis, keys), readShards(redis, keys, shardCountsFor(c), { details: true })]);
   redis.disconnect();
-  const byOwner = summarise(shards);
-  const rows = [...new Set([...workers.map((w) => w.id), ...byOwner.keys()])].map((id) => {
-    const w = workers.find((x) => x.id === id);
-    const mine = byOwner.get(id) ?? [];
-    const ages = mine.map((s) => s.leaseAgeMs ?? 0);
-    return {
-      worker: id,
-      alive: w?.alive ?? false,
-      ready: w?.ready ?? false,
-      leaseRoundMs: w?.leaseRoundMs ?? null,
-      state: w?.state ?? (id === '(unowned)' ? '-' : 'unknown'),
-      pid: w?.pid ?? null,
-      heartbeatAgoMs: w?.heartbeatAgoMs ?? null,
-      shards: Object.fromEntries(FAMILIES.map((f) => [f, mine.filter((s) => s.family === f).length])),
-      leaseAgeMs: mine.length ? { min: Math.min(...ages), max: Math.max(...ages) } : null,
-      inboxLag: mine.reduce((n, s) => n + s.lag, 0),
-      pending: mine.reduce((n, s) => n + s.pending, 0),
-      deadLetters: mine.reduce((n, s) => n + s.dead, 0),
-    };
-  });
+  const rows = workerRows(workers, shards);
   const processes = localProcesses(c);
   const human = [
     `redis: ready (PING ${reached.pingMs} ms)`,
@@ -275,16 +246,11 @@ async function status(c: AxonConfig): Promise<void> {
 async function moveShard(c: AxonConfig): Promise<void> {
   const [, family, shardText, target] = positional;
   if (!family || !isFamily(family)) fail(`usage: move-shard <${FAMILIES.join('|')}> <shard> <worker>`);
-  const shard = Number(shardText);
-  if (!Number.isInteger(shard) || shard < 0 || shard >= shardCountsFor(c)[family]) fail(`shard must be 0..${shardCountsFor(c)[family] - 1}`);
-  if (!target) fail('name the worker to move it to');
   const redis = await connect(c);
-  const keys = new KeySpace(c.redis.keyPrefix);
-  if (!(await acceptingWorkers(redis, keys, c.lease.ttlMs)).includes(target)) fail(`worker ${target} is not alive and accepting shards`);
-  const [owner] = await redis.hmget(keys.shard(family, shard).lease, 'owner');
-  const res = await executeMoves(redis, keys, [{ family, shard, from: owner ?? '', to: target }]);
+  const res = await moveShardTo(redis, new KeySpace(c.redis.keyPrefix), shardCountsFor(c), c.lease.ttlMs, family, Number(shardText), target ?? '');
   redis.disconnect();
-  out(`moved ${family}:${shard} from ${owner || '(none)'} to ${target} in ${res[0]!.ms} ms`, { ok: true, family, shard, from: owner ?? '', to: target, ms: res[0]!.ms });
+  const { from, to } = res.move;
+  out(`moved ${family}:${res.move.shard} from ${from || '(none)'} to ${to} in ${res.ms} ms`, { ok: true, family, shard: res.move.shard, from, to, ms: res.ms });
 }
 
 async function doRebalance(c: AxonConfig): Promise<void> {

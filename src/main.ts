@@ -14,6 +14,7 @@ import { allActorKinds } from './runtime/kinds';
 import { allReaders } from './readers/index';
 import { Worker } from './runtime/worker';
 import { startFront } from './front';
+import { startOperatorServer } from './ops/operator-server';
 import { KeySpace } from './store/keys';
 import { connectRedis } from './store/redis';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
@@ -67,6 +68,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
   await worker.start();
   const pushSender = await startPushSender(config, log, 'main');
   const front = await startFront(config, redis, keys, log, 'main');
+  const operator = await startOperatorServer(config, log);
   log.info({ server_name: config.serverName, url: `http://${config.bindHost}:${front.port}`, federation: front.federationPort ? `https://${config.bindHost}:${front.federationPort}` : 'off', shards: worker.owned().length }, 'axon listening');
 
   return {
@@ -74,6 +76,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     port: front.port,
     redisUrl: target.url ?? '',
     async stop() {
+      await operator?.close();
       await front.close();
       await worker.stop();
       await pushSender.close();

@@ -3,7 +3,7 @@
  * pending and dead-letter counts) and move shards live — one at a time, via a reservation the
  * current holder honours after finishing its in-flight messages (see Worker.handOff).
  */
-import { FAMILIES, type Family } from '../store/shards';
+import { FAMILIES, isFamily, type Family } from '../store/shards';
 import { reserveShard } from './worker';
 import { INBOX_GROUP, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
@@ -36,6 +36,10 @@ export interface ShardInfo {
   lag: number;
   pending: number;
   dead: number;
+  /** Inbox entries the worker group has read since the stream began (Redis 7 `entries-read`): a counter, for rates. */
+  entriesRead: number;
+  /** Entries ever appended to the outbox (its readers' `entries-read` + `lag`), with `outputs` only: a counter, for rates. */
+  outputsAdded: number;
 }
 
 export interface Move {
@@ -75,7 +79,21 @@ export async function acceptingWorkers(redis: RedisClient, keys: KeySpace, lease
   return (await readWorkers(redis, keys, leaseTtlMs)).filter((w) => w.alive && w.state === 'running').map((w) => w.id);
 }
 
-export async function readShards(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, opts: { details?: boolean } = {}): Promise<ShardInfo[]> {
+/** XINFO GROUPS of a stream, each group's fields as a map (none when the stream does not exist). */
+async function xinfoGroups(redis: RedisClient, stream: string): Promise<Map<string, unknown>[]> {
+  const groups = await (redis.xinfo('GROUPS', stream) as Promise<unknown[][]>).catch(() => [] as unknown[][]);
+  return groups.map((g) => {
+    const m = new Map<string, unknown>();
+    for (let i = 0; i + 1 < g.length; i += 2) m.set(String(g[i]), g[i + 1]);
+    return m;
+  });
+}
+
+/**
+ * Every shard's lease; with `details` also its inbox length, lag, pending and dead-letter counts
+ * and read counter; with `outputs` too, its outbox's append counter (one more call per shard).
+ */
+export async function readShards(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, opts: { details?: boolean; outputs?: boolean } = {}): Promise<ShardInfo[]> {
   const now = Date.now();
   const jobs: Promise<ShardInfo>[] = [];
   for (const family of FAMILIES) {
@@ -92,22 +110,29 @@ export async function readShards(redis: RedisClient, keys: KeySpace, shardCounts
             leaseAgeMs: held && acquired ? now - Number(acquired) : null,
             expiresInMs: held ? Number(expires) - now : 0,
             target: target && Number(targetExpires) > now ? target : '',
-            inboxLength: 0, lag: 0, pending: 0, dead: 0,
+            inboxLength: 0, lag: 0, pending: 0, dead: 0, entriesRead: 0, outputsAdded: 0,
           };
           if (opts.details) {
-            const [len, dead, groups] = await Promise.all([
+            const [len, dead, groups, outboxGroups] = await Promise.all([
               redis.xlen(k.inbox),
               redis.xlen(k.dead),
-              (redis.xinfo('GROUPS', k.inbox) as Promise<unknown[][]>).catch(() => [] as unknown[][]),
+              xinfoGroups(redis, k.inbox),
+              opts.outputs ? xinfoGroups(redis, k.outbox) : Promise.resolve([]),
             ]);
             info.inboxLength = len;
             info.dead = dead;
-            for (const g of groups) {
-              const m = new Map<string, unknown>();
-              for (let i = 0; i + 1 < g.length; i += 2) m.set(String(g[i]), g[i + 1]);
+            for (const m of groups) {
               if (m.get('name') !== INBOX_GROUP) continue;
               info.pending = Number(m.get('pending') ?? 0);
               info.lag = m.get('lag') === null || m.get('lag') === undefined ? 0 : Number(m.get('lag'));
+              info.entriesRead = Number(m.get('entries-read') ?? 0);
+            }
+            // Every reader group has read up to `entries-read` and has `lag` left: their sum is
+            // what was ever added (Redis leaves lag null when it cannot tell; that group is skipped).
+            for (const m of outboxGroups) {
+              const lag = m.get('lag');
+              if (lag === null || lag === undefined) continue;
+              info.outputsAdded = Math.max(info.outputsAdded, Number(m.get('entries-read') ?? 0) + Number(lag));
             }
           }
           return info;
@@ -116,6 +141,71 @@ export async function readShards(redis: RedisClient, keys: KeySpace, shardCounts
     }
   }
   return Promise.all(jobs);
+}
+
+/** One worker as `npm run cluster -- status` and the dashboard show it: its record and its shards summed. */
+export interface WorkerRow {
+  worker: string;
+  alive: boolean;
+  ready: boolean;
+  leaseRoundMs: number | null;
+  state: string;
+  pid: number | null;
+  host: string;
+  heartbeatAgoMs: number | null;
+  shards: Record<Family, number>;
+  /** Youngest and oldest lease among its shards (ms since acquired), or null when it holds none. */
+  leaseAgeMs: { min: number; max: number } | null;
+  inboxLag: number;
+  pending: number;
+  deadLetters: number;
+}
+
+/** A row per worker known from heartbeats or leases (shards nobody holds: the `(unowned)` row). */
+export function workerRows(workers: WorkerInfo[], shards: ShardInfo[]): WorkerRow[] {
+  const byOwner = new Map<string, ShardInfo[]>();
+  for (const s of shards) {
+    const k = s.owner || '(unowned)';
+    if (!byOwner.has(k)) byOwner.set(k, []);
+    byOwner.get(k)!.push(s);
+  }
+  return [...new Set([...workers.map((w) => w.id), ...byOwner.keys()])].map((id) => {
+    const w = workers.find((x) => x.id === id);
+    const mine = byOwner.get(id) ?? [];
+    const ages = mine.map((s) => s.leaseAgeMs ?? 0);
+    return {
+      worker: id,
+      alive: w?.alive ?? false,
+      ready: w?.ready ?? false,
+      leaseRoundMs: w?.leaseRoundMs ?? null,
+      state: w?.state ?? (id === '(unowned)' ? '-' : 'unknown'),
+      pid: w?.pid ?? null,
+      host: w?.host ?? '',
+      heartbeatAgoMs: w?.heartbeatAgoMs ?? null,
+      shards: Object.fromEntries(FAMILIES.map((f) => [f, mine.filter((s) => s.family === f).length])) as Record<Family, number>,
+      leaseAgeMs: mine.length ? { min: Math.min(...ages), max: Math.max(...ages) } : null,
+      inboxLag: mine.reduce((n, s) => n + s.lag, 0),
+      pending: mine.reduce((n, s) => n + s.pending, 0),
+      deadLetters: mine.reduce((n, s) => n + s.dead, 0),
+    };
+  });
+}
+
+/** An operator's request that cannot be carried out as asked (bad shard, unknown target): say why. */
+export class ClusterAdminError extends Error {}
+
+/**
+ * Move one shard to a live worker that accepts shards (`npm run cluster -- move-shard`, the
+ * dashboard's move button). Throws ClusterAdminError for a request that cannot be done.
+ */
+export async function moveShard(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, family: string, shard: number, target: string, opts: { timeoutMs?: number } = {}): Promise<{ move: Move; ms: number }> {
+  if (!isFamily(family)) throw new ClusterAdminError(`family must be one of ${FAMILIES.join(', ')}`);
+  if (!Number.isInteger(shard) || shard < 0 || shard >= shardCounts[family]) throw new ClusterAdminError(`shard must be 0..${shardCounts[family] - 1}`);
+  if (!target) throw new ClusterAdminError('name the worker to move it to');
+  if (!(await acceptingWorkers(redis, keys, leaseTtlMs)).includes(target)) throw new ClusterAdminError(`worker ${target} is not alive and accepting shards`);
+  const [owner] = await redis.hmget(keys.shard(family, shard).lease, 'owner');
+  const [result] = await executeMoves(redis, keys, [{ family, shard, from: owner ?? '', to: target }], opts);
+  return result!;
 }
 
 /**
@@ -213,6 +303,10 @@ export async function rebalance(redis: RedisClient, keys: KeySpace, shardCounts:
 
 /** Move every shard off `workerId`, then ask it to stop. */
 export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, workerId: string, opts: { timeoutMs?: number; stop?: boolean } = {}) {
+  // Checked before the worker is told: a drain it cannot finish would leave it refusing shards.
+  const workers = await readWorkers(redis, keys, leaseTtlMs);
+  if (!workers.some((w) => w.id === workerId && w.alive)) throw new ClusterAdminError(`worker ${workerId} is not alive`);
+  if (!workers.some((w) => w.id !== workerId && w.alive && w.state === 'running')) throw new ClusterAdminError(`no other live worker to take ${workerId}'s shards`);
   await redis.set(keys.workerControl(workerId), 'drain');
   // Wait until the worker has seen the drain (it reports it in its heartbeat).
   const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
@@ -221,7 +315,7 @@ export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Rec
     await new Promise((r) => setTimeout(r, 50));
   }
   const others = (await acceptingWorkers(redis, keys, leaseTtlMs)).filter((w) => w !== workerId);
-  if (others.length === 0) throw new Error(`no other live worker to take ${workerId}'s shards`);
+  if (others.length === 0) throw new ClusterAdminError(`no other live worker to take ${workerId}'s shards`);
   const moves = planDrain(await readShards(redis, keys, shardCounts), workerId, others);
   const results = await executeMoves(redis, keys, moves, opts);
   if (opts.stop ?? true) await redis.set(keys.workerControl(workerId), 'stop');

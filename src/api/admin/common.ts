@@ -2,13 +2,21 @@
 import { MatrixError, errors } from '../../http/errors';
 import type { Request } from '../../http/server';
 import { isValidUserId, serverOf } from '../../protocol/identifiers';
-import { requireUser, type Requester } from '../client/auth';
+import { bearerToken, userFromToken, type Requester, type TokenContext } from '../client/auth';
 import { readAccount } from '../client/accounts-common';
 import type { ApiContext } from '../context';
 
 /** The requester, when a server admin: 401 without a valid token, 403 `M_FORBIDDEN` otherwise (Synapse's wording). */
 export async function requireAdmin(ctx: ApiContext, req: Request): Promise<Requester> {
-  const me = await requireUser(ctx, req);
+  return adminFromToken(ctx, bearerToken(req));
+}
+
+/**
+ * The admin check on a bare access token, for callers outside the client API's front (the operator
+ * dashboard on the metrics port): the same answers as requireAdmin.
+ */
+export async function adminFromToken(ctx: TokenContext, token: string | null): Promise<Requester> {
+  const me = await userFromToken(ctx, token);
   if (!(await readAccount(ctx, me.userId))?.a) throw new MatrixError(403, 'M_FORBIDDEN', 'You are not a server admin');
   return me;
 }

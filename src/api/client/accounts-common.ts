@@ -33,7 +33,7 @@ export async function askUser<R>(ctx: ApiContext, userId: string, body: UserMess
 }
 
 /** A local account's record, or null when no such account was ever registered. */
-export async function readAccount(ctx: ApiContext, userId: string): Promise<AccountRecord | null> {
+export async function readAccount(ctx: Pick<ApiContext, 'redis' | 'keys' | 'shardCounts'>, userId: string): Promise<AccountRecord | null> {
   const blob = await ctx.redis.getBuffer(userKey(ctx, userId, userData.account(userId)));
   return blob ? decode<AccountRecord>(blob) : null;
 }

@@ -66,9 +66,19 @@ export function bearerToken(req: Request): string | null {
   return req.query['access_token'] ?? null;
 }
 
+/** What resolving an access token reads: the user shards (and the per-user rate limit, when there is one). */
+export type TokenContext = Pick<ApiContext, 'redis' | 'keys' | 'shardCounts' | 'limiter'>;
+
 /** Resolve the requester from the access token, or answer 401 as the spec says. */
 export async function requireUser(ctx: ApiContext, req: Request, opts: { allowLocked?: boolean } = {}): Promise<Requester> {
-  const token = bearerToken(req);
+  return userFromToken(ctx, bearerToken(req), opts);
+}
+
+/**
+ * The requester an access token names, or 401 as the spec says: requireUser for a uWS request,
+ * and for callers outside the client API's front (the operator dashboard on the metrics port).
+ */
+export async function userFromToken(ctx: TokenContext, token: string | null, opts: { allowLocked?: boolean } = {}): Promise<Requester> {
   if (!token) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
   const shard = tokenShard(token, ctx.shardCounts.user);
   if (shard === null || !token.startsWith('axo_')) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unknown access token', { soft_logout: false });
