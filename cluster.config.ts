@@ -236,6 +236,12 @@ export interface AxonConfig {
   /** The room version for new rooms when the client names none. */
   defaultRoomVersion: string;
   logLevel: LogLevel;
+  /**
+   * Prometheus metrics (`GET /metrics`, src/ops/metrics-server.ts) on a port of their own, apart
+   * from the client and federation listeners so it is never exposed with them. 0: off. The cluster
+   * scripts give each process its own port from this one upward.
+   */
+  metrics: { port: number; host: string };
   registration: RegistrationConfig;
   /** Lifetime of access tokens issued with a refresh token (`refresh_token: true`). */
   accessTokenLifetimeMs: number;
@@ -319,6 +325,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
     // The spec's recommendation for new rooms (content/rooms/_index.md: "SHOULD use room version 12").
     defaultRoomVersion: SPEC_DEFAULT_ROOM_VERSION,
     logLevel: 'info',
+    metrics: { port: 0, host: '127.0.0.1' },
     registration: { enabled: 'auto', requiresToken: false, tokens: [], sharedSecret: '' },
     accessTokenLifetimeMs: 5 * 60 * 1000,
     rateLimit: {
@@ -420,6 +427,8 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_LEASE_RENEW_MS: 'lease.renewMs',
   AXON_DEFAULT_ROOM_VERSION: 'defaultRoomVersion',
   AXON_LOG_LEVEL: 'logLevel',
+  AXON_METRICS_PORT: 'metrics.port',
+  AXON_METRICS_HOST: 'metrics.host',
   AXON_REGISTRATION_ENABLED: 'registration.enabled',
   AXON_REGISTRATION_REQUIRES_TOKEN: 'registration.requiresToken',
   AXON_REGISTRATION_TOKENS: 'registration.tokens',
@@ -626,6 +635,8 @@ export function validateConfig(c: AxonConfig): string[] {
   if (typeof c.lease.renewMs === 'number' && typeof c.lease.ttlMs === 'number' && c.lease.renewMs * 2 > c.lease.ttlMs) p.push('lease.renewMs: must be at most half of lease.ttlMs, or leases lapse between renewals');
   if (!SUPPORTED_ROOM_VERSIONS.includes(c.defaultRoomVersion)) p.push(`defaultRoomVersion: ${JSON.stringify(c.defaultRoomVersion)} is not one of ${SUPPORTED_ROOM_VERSIONS.join(', ')}`);
   if (!LOG_LEVELS.includes(c.logLevel)) p.push(`logLevel: must be one of ${LOG_LEVELS.join(', ')}`);
+  int(c.metrics?.port, 'metrics.port', 0, 65535);
+  if (typeof c.metrics?.host !== 'string' || !c.metrics.host) p.push('metrics.host: must be an address');
   const r = c.registration;
   if (r.enabled !== 'auto' && typeof r.enabled !== 'boolean') p.push(`registration.enabled: must be true, false or "auto" (got ${JSON.stringify(r.enabled)})`);
   if (typeof r.requiresToken !== 'boolean') p.push(`registration.requiresToken: must be true or false (got ${JSON.stringify(r.requiresToken)})`);

@@ -10,6 +10,7 @@ import { frontRedisOptions, redisTargetFor } from './runtime/cluster-settings';
 import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
 import { startFront } from './front';
 import { connectRedis } from './store/redis';
+import { startProcessMetrics } from './ops/process-metrics';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -18,11 +19,13 @@ async function main(): Promise<void> {
   const redis = connectRedis(redisTargetFor(config), frontRedisOptions(config));
   const front = await startFront(config, redis, loadOrCreateSigningKeys(config.signingKeyPath), log, frontId);
   log.info({ front: frontId, port: front.port }, 'front listening');
+  const metrics = await startProcessMetrics({ config, role: 'front', id: frontId, log });
   // The cluster scripts' rolling restart starts a new front beside the old one (they share the
   // port) and stops the old one only once this file names the new process.
   const readyFile = argValue('--ready-file');
   if (readyFile) writeFileSync(readyFile, String(process.pid));
   onShutdown(async () => {
+    await metrics.close();
     await front.close();
     redis.disconnect();
   });

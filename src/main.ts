@@ -20,10 +20,13 @@ import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
 import { federationSenderSetup } from './federation/sender/setup';
 import { PushQueue } from './push/queue';
 import { startPushSender } from './push/sender';
+import { startProcessMetrics } from './ops/process-metrics';
 
 export interface RunningServer {
   config: AxonConfig;
   port: number;
+  /** The metrics port (`GET /metrics`), or null when `metrics.port` is 0. */
+  metricsPort: number | null;
   redisUrl: string;
   stop(): Promise<void>;
 }
@@ -67,13 +70,16 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
   await worker.start();
   const pushSender = await startPushSender(config, log, 'main');
   const front = await startFront(config, redis, keys, log, 'main');
+  const metrics = await startProcessMetrics({ config, role: 'main', id: 'main', log, worker });
   log.info({ server_name: config.serverName, url: `http://${config.bindHost}:${front.port}`, federation: front.federationPort ? `https://${config.bindHost}:${front.federationPort}` : 'off', shards: worker.owned().length }, 'axon listening');
 
   return {
     config,
     port: front.port,
+    metricsPort: metrics.server?.port ?? null,
     redisUrl: target.url ?? '',
     async stop() {
+      await metrics.close();
       await front.close();
       await worker.stop();
       await pushSender.close();
