@@ -10,6 +10,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
 import { enableProcessMetrics, registry } from './metrics';
 
 /** Serves one request on the metrics port when it is its own (returns true), else leaves it (false). */
@@ -80,10 +81,49 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, handle
 }
 
 /**
- * Start the metrics server when `metrics.port` is set (0: off, null returned). A process that
- * cannot bind its metrics port stops with the error rather than run unobserved.
+ * Start the metrics server when `metrics.port` is set (0: off, null returned). A port in use is
+ * waited for, not fatal: in a rolling restart the new front starts beside the old one, which
+ * still holds their port until it exits (node 20's http has no SO_REUSEPORT); meanwhile this one
+ * serves no metrics and retries every half second. Any other error stops the process.
  */
-export async function startConfiguredMetricsServer(metrics: { port: number; host: string }, handlers?: MetricsRouteHandler[]): Promise<RunningMetricsServer | null> {
+export async function startConfiguredMetricsServer(metrics: { port: number; host: string }, handlers?: MetricsRouteHandler[], log?: Pick<Logger, 'warn' | 'info'>): Promise<RunningMetricsServer | null> {
   if (!metrics.port) return null;
-  return startMetricsServer({ port: metrics.port, host: metrics.host, handlers });
+  const options = { port: metrics.port, host: metrics.host, handlers };
+  try {
+    const server = await startMetricsServer(options);
+    log?.info({ url: `http://${server.host}:${server.port}/metrics` }, 'metrics listening');
+    return server;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+  }
+  log?.warn({ port: metrics.port }, 'metrics port in use (the process this one replaces?); serving metrics once it is free');
+  let running: RunningMetricsServer | null = null;
+  let trying = false;
+  let closed = false;
+  const retry = setInterval(() => {
+    if (trying || running || closed) return;
+    trying = true;
+    startMetricsServer(options).then(
+      (server) => {
+        trying = false;
+        if (closed) return void server.close();
+        running = server;
+        clearInterval(retry);
+        log?.info({ url: `http://${server.host}:${server.port}/metrics` }, 'metrics listening');
+      },
+      () => {
+        trying = false;
+      },
+    );
+  }, 500);
+  retry.unref();
+  return {
+    port: metrics.port,
+    host: metrics.host,
+    async close() {
+      closed = true;
+      clearInterval(retry);
+      await running?.close();
+    },
+  };
 }

@@ -9,7 +9,7 @@ import { DESTINATION_KIND } from '../../actors/destination';
 import { destinationStats } from '../federation/sender/metrics';
 import type { Worker } from '../runtime/worker';
 import { AXON_VERSION } from '../version';
-import { destinationSources, processInfo } from './metrics';
+import { destinationSources, federationTransactions, processInfo } from './metrics';
 import { startConfiguredMetricsServer, type MetricsRouteHandler, type RunningMetricsServer } from './metrics-server';
 
 export interface ProcessMetricsOptions {
@@ -32,9 +32,9 @@ export interface ProcessMetrics {
 export async function startProcessMetrics(o: ProcessMetricsOptions): Promise<ProcessMetrics> {
   processInfo.set({ role: o.role, id: o.id, version: AXON_VERSION }, 1);
   const worker = o.worker;
+  if (worker) for (const outcome of ['ok', 'retry', 'refused']) federationTransactions.labels(outcome);
   const removeSource = worker ? destinationSources.add(() => destinationStats(worker.cachedActorStates(DESTINATION_KIND))) : null;
-  const server = await startConfiguredMetricsServer(o.config.metrics, o.handlers);
-  if (server) o.log.info({ url: `http://${server.host}:${server.port}/metrics` }, 'metrics listening');
+  const server = await startConfiguredMetricsServer(o.config.metrics, o.handlers, o.log);
   return {
     server,
     async close() {
