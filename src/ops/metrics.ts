@@ -331,10 +331,11 @@ export const pushesGivenUp = new Counter({
  * `rate()` sees the first increment (a series that appears at 1 loses it).
  */
 export function initialiseWorkerSeries(): void {
+  // (A bound child made with labels() has no series until its first increment: add 0 instead.)
   for (const family of METRIC_FAMILIES) {
-    familyCounters(family);
-    for (const reason of ['free', 'takeover', 'move']) leaseAcquisitions.labels(family, reason);
-    for (const direction of ['in', 'out']) shardMoves.labels(family, direction);
+    for (const counter of [actorMessagesApplied, actorCommits, actorDeadLetters, leaseLosses]) counter.inc({ family }, 0);
+    for (const reason of ['free', 'takeover', 'move']) leaseAcquisitions.inc({ family, reason }, 0);
+    for (const direction of ['in', 'out']) shardMoves.inc({ family, direction }, 0);
   }
 }
 

@@ -32,7 +32,7 @@ export interface ProcessMetrics {
 export async function startProcessMetrics(o: ProcessMetricsOptions): Promise<ProcessMetrics> {
   processInfo.set({ role: o.role, id: o.id, version: AXON_VERSION }, 1);
   const worker = o.worker;
-  if (worker) for (const outcome of ['ok', 'retry', 'refused']) federationTransactions.labels(outcome);
+  if (worker) for (const outcome of ['ok', 'retry', 'refused']) federationTransactions.inc({ outcome }, 0);
   const removeSource = worker ? destinationSources.add(() => destinationStats(worker.cachedActorStates(DESTINATION_KIND))) : null;
   const server = await startConfiguredMetricsServer(o.config.metrics, o.handlers, o.log);
   return {
