@@ -9,7 +9,7 @@ import http from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { PREFLIGHT_ENDPOINT, RequestMetrics, endpointGroup, methodLabel } from '../../src/http/request-metrics';
 import { destinationStats } from '../../src/federation/sender/metrics';
-import { SourceSet, destinationSources, enableProcessMetrics, httpInFlightSources, initialiseWorkerSeries, registry, syncWaitingSources, workerLocalSources } from '../../src/ops/metrics';
+import { destinationSources, enableProcessMetrics, httpInFlightSources, initialiseWorkerSeries, registry, syncWaitingSources, workerLocalSources } from '../../src/ops/metrics';
 import { startMetricsServer, type MetricsRouteHandler } from '../../src/ops/metrics-server';
 import { prometheusInstalled, promtoolCheckMetrics } from '../peers/prometheus';
 import type { DestinationState } from '../../actors/destination';
