@@ -384,18 +384,21 @@ export class Worker {
       const leases = await Promise.all(candidates.map((s) => redis.hmget(keys.shard(family, s).lease, 'owner', 'expires', 'target', 'target_expires')));
       // A lease still naming another worker has expired without being released: its holder died
       // or stalled, and taking it is a takeover (a released lease names no owner).
-      const previousOwner = new Map<number, string>();
+      // A shard reserved for this worker and released meanwhile is the end of a move (its holder
+      // handed it off between this round's look at the incoming set and now).
+      const reasons = new Map<number, AcquireReason>();
       const free = candidates.filter((s, i) => {
         const [owner, expires, target, targetExpires] = leases[i]!;
         const held = !!owner && Number(expires) > now;
-        const reservedElsewhere = !!target && target !== this.id && Number(targetExpires) > now;
-        if (owner) previousOwner.set(s, owner);
-        return !held && !reservedElsewhere;
+        const reserved = !!target && Number(targetExpires) > now;
+        if (reserved && target === this.id) reasons.set(s, 'move');
+        else if (owner && owner !== this.id) reasons.set(s, 'takeover');
+        return !held && !(reserved && target !== this.id);
       });
       // Random order: workers racing for the same free shards spread out instead of colliding.
       shuffle(free);
       const want = share - mine;
-      await Promise.all(free.slice(0, want).map(async (s) => note(family)(await this.tryAcquire(family, s, previousOwner.has(s) && previousOwner.get(s) !== this.id ? 'takeover' : 'free'))));
+      await Promise.all(free.slice(0, want).map(async (s) => note(family)(await this.tryAcquire(family, s, reasons.get(s) ?? 'free'))));
     }
     // One line per round, not per shard (a fresh worker takes thousands): the detail is at debug.
     const n = taken.room + taken.user;
