@@ -175,7 +175,7 @@ ensure_chromium() {
 # and unpacked into $AXON_PEERS_DIR/prometheus (no root, no service started), once (marker file).
 # test/peers/prometheus.ts finds the binaries there (or AXON_PROMETHEUS_DIR).
 # Returns non-zero rather than exiting: outside CI the metrics tests that need it skip themselves.
-prometheus_dir() { echo "${AXON_PEERS_DIR:-$PWD/.peers}/prometheus"; }
+prometheus_dir() { echo "${AXON_PROMETHEUS_DIR:-${AXON_PEERS_DIR:-$PWD/.peers}/prometheus}"; }
 
 prometheus_installed() {
   local dir; dir="$(prometheus_dir)"
