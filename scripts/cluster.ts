@@ -3,7 +3,7 @@
  *
  *   npm run cluster -- up [--workers N] [--fronts M]   start Redis (if managed), workers, fronts
  *   npm run cluster -- status [--json]                  Redis, workers and fronts (alive, ready), shards,
- *                                                       lease age, lag, pending, dead
+ *                                                       lease age, lag, pending, dead, metrics port
  *   npm run cluster -- move-shard <family> <shard> <worker>
  *   npm run cluster -- rebalance                        even out shard counts between workers
  *   npm run cluster -- drain <worker>                   move its shards away, then stop it
