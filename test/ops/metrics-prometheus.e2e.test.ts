@@ -6,7 +6,7 @@
  * API returns samples of the series the README and docs/grafana/axon.json name, after real
  * traffic: registration, a room, messages, a /sync woken by one, a live shard move.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -57,6 +57,52 @@ async function until<T>(what: string, f: () => Promise<T | null | undefined | fa
     await new Promise((r) => setTimeout(r, 250));
   }
 }
+
+describe.skipIf(skip)('metrics of `npm start` (one process: front, worker and all)', () => {
+  it('serves every metric of its one process, clean for promtool', { timeout: 200_000 }, async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'axon-metrics-main-'));
+    const [httpPort, metricsPort] = [await freePort(), await freePort()];
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: {
+        ...process.env,
+        AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_FEDERATION_PORT: String(await freePort()), AXON_REDIS_MANAGED_PORT: String(await freePort()),
+        AXON_METRICS_PORT: String(metricsPort), AXON_ROOM_SHARDS: '16', AXON_USER_SHARDS: '16', AXON_RATE_LIMIT_ENABLED: 'false',
+      },
+    });
+    let output = '';
+    child.stdout!.on('data', (d) => (output += d));
+    child.stderr!.on('data', (d) => (output += d));
+    try {
+      const metrics = () => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text());
+      await until(`npm start serving metrics (output so far: ${output.slice(-2000)})`, async () => child.exitCode === null && /axon_lease_shards_owned\{family="user"\} 16/.test(await metrics()));
+      // Piped, not a terminal: JSON lines, and one summary line for the shards taken.
+      const lines = output.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string; level: number });
+      expect(lines.filter((l) => l.msg === 'shard acquired')).toEqual([]);
+      expect(lines.filter((l) => /^acquired 32 shards in \d+\.\d s$/.test(l.msg))).toHaveLength(1);
+      const api = (path: string, body: unknown, token?: string) =>
+        fetch(`http://127.0.0.1:${httpPort}/_matrix/client/v3${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+      const first = await api('/register', { username: 'solo', password: 'solo-password' });
+      const reg = await api('/register', { username: 'solo', password: 'solo-password', auth: { type: 'm.login.dummy', session: first.body.session } });
+      expect(reg.status).toBe(200);
+      expect((await api('/createRoom', { name: 'solo' }, reg.body.access_token)).status).toBe(200);
+      const text = await until('events persisted', async () => {
+        const t = await metrics();
+        return /^axon_events_persisted_events_total [1-9]/m.test(t) && t;
+      });
+      expect(text).toMatch(/axon_process_info\{role="main",id="main",version="[^"]+"\} 1/);
+      expect(text).toMatch(/axon_http_server_responses_total\{listener="client",method="POST",endpoint="client\/createRoom",code="200"\} 1/);
+      expect(text).toMatch(/^axon_actor_inbox_lag_messages\{family="room"\} \d+/m);
+      expect(text).toMatch(/^nodejs_eventloop_lag_seconds \d/m);
+      expect(await promtoolCheckMetrics(text)).toEqual({ code: 0, output: '' });
+    } finally {
+      child.kill('SIGTERM');
+      if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe.skipIf(skip)('metrics: promtool and a real Prometheus against a running cluster', () => {
   let env: Record<string, string>;
