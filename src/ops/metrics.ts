@@ -16,7 +16,7 @@
  *
  * The hot path only increments counters (bound label children, no lookups). Gauges of state are
  * read when scraped, from sources the running parts register (`addSource`): in-memory reads,
- * except the inbox lag, pending and dead-letter counts, which take one Lua call per 256 owned
+ * except the inbox lag, pending and dead-letter counts, which take one Lua call per 64 owned
  * shards (Worker.inboxStats), at most once a second whatever the number of scrapers.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
