@@ -3,8 +3,7 @@
  * response times, labelled by listener, method and endpoint group. The group comes from the route
  * pattern that matched, never from the raw path, so the number of series is bounded by the routes.
  */
-import { httpRequestsReceived, httpResponses, httpResponseTime } from '../ops/metrics';
-import type { Counter, Histogram } from 'prom-client';
+import { HTTP_RESPONSE_TIME_BUCKETS, httpSources, type HttpSlot } from '../ops/metrics';
 
 /** Requests that matched no route (404) or no method of one (405). */
 export const UNRECOGNIZED_ENDPOINT = 'unrecognized';
@@ -47,18 +46,19 @@ export function endpointGroup(pattern: string): string {
   return fixed.length === 1 ? `${api}/${first}` : `${api}/${first}/${last}`;
 }
 
-interface Children {
-  received: Counter.Internal;
-  time: Histogram.Internal<'listener' | 'method' | 'endpoint'>;
-  responses: Map<string, Counter.Internal>;
-}
-
-/** Bound label children per (method, endpoint group), so a request costs map lookups, not label hashing. */
+/**
+ * A front's HTTP figures per (method, endpoint group) as plain numbers (src/ops/metrics.ts reads
+ * them when scraped): a request costs two map lookups and a few additions.
+ */
 export class RequestMetrics {
-  private readonly children = new Map<string, Children>();
+  private readonly byMethod = new Map<string, Map<string, HttpSlot>>();
   private readonly groups = new Map<string, string>();
 
-  constructor(private readonly listener: string) {}
+  constructor(private readonly listener: string) {
+    // Never removed: a closed front's totals stay in the counters (they must not go down).
+    const slots = this.slots.bind(this);
+    httpSources.add(slots);
+  }
 
   /** The group of a pattern (memoised: patterns are few). */
   group(pattern: string): string {
@@ -70,30 +70,39 @@ export class RequestMetrics {
     return g;
   }
 
-  private of(method: string, endpoint: string): Children {
-    const key = `${method} ${endpoint}`;
-    let c = this.children.get(key);
-    if (!c) {
-      const labels = { listener: this.listener, method, endpoint };
-      c = { received: httpRequestsReceived.labels(labels), time: httpResponseTime.labels(labels), responses: new Map() };
-      this.children.set(key, c);
+  private *slots(): Iterable<HttpSlot> {
+    for (const byEndpoint of this.byMethod.values()) yield* byEndpoint.values();
+  }
+
+  private slot(method: string, endpoint: string): HttpSlot {
+    let byEndpoint = this.byMethod.get(method);
+    if (!byEndpoint) {
+      byEndpoint = new Map();
+      this.byMethod.set(method, byEndpoint);
     }
-    return c;
+    let s = byEndpoint.get(endpoint);
+    if (!s) {
+      s = { labels: { listener: this.listener, method, endpoint }, received: 0, codes: new Map(), buckets: HTTP_RESPONSE_TIME_BUCKETS.map(() => 0), sum: 0, count: 0 };
+      byEndpoint.set(endpoint, s);
+    }
+    return s;
   }
 
   received(method: string, endpoint: string): void {
-    this.of(method, endpoint).received.inc();
+    this.slot(method, endpoint).received++;
   }
 
   /** The answer went out (or the client left: code `aborted`) `seconds` after the request arrived. */
   answered(method: string, endpoint: string, code: string, seconds: number): void {
-    const c = this.of(method, endpoint);
-    let r = c.responses.get(code);
-    if (!r) {
-      r = httpResponses.labels({ listener: this.listener, method, endpoint, code });
-      c.responses.set(code, r);
+    const s = this.slot(method, endpoint);
+    s.codes.set(code, (s.codes.get(code) ?? 0) + 1);
+    s.sum += seconds;
+    s.count++;
+    for (let i = 0; i < HTTP_RESPONSE_TIME_BUCKETS.length; i++) {
+      if (seconds <= HTTP_RESPONSE_TIME_BUCKETS[i]!) {
+        s.buckets[i]!++;
+        break;
+      }
     }
-    r.inc();
-    c.time.observe(seconds);
   }
 }

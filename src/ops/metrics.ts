@@ -99,11 +99,35 @@ export const processInfo = new Gauge({
 // ---------------------------------------------------------------------------------------------
 // HTTP (the uWS fronts: client and federation listeners)
 
+/** Buckets of `axon_http_server_response_time_seconds` (upper bounds, seconds). */
+export const HTTP_RESPONSE_TIME_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/**
+ * One (listener, method, endpoint group)'s HTTP figures, kept as plain numbers by the front that
+ * serves it (src/http/request-metrics.ts): a request costs a few additions, not prom-client's
+ * label hashing (a few microseconds each under load). The metrics below read them when scraped.
+ */
+export interface HttpSlot {
+  labels: { listener: string; method: string; endpoint: string };
+  received: number;
+  /** Answers per status code (`aborted`: the client left first). */
+  codes: Map<string, number>;
+  /** Answers per bucket of HTTP_RESPONSE_TIME_BUCKETS (not cumulative; beyond the last: only in count). */
+  buckets: number[];
+  sum: number;
+  count: number;
+}
+export const httpSources = new SourceSet<Iterable<HttpSlot>>();
+
 export const httpRequestsReceived = new Counter({
   name: 'axon_http_server_requests_received_total',
   help: 'HTTP requests received, by listener (client, federation), method and endpoint group',
   labelNames: ['listener', 'method', 'endpoint'] as const,
   registers: [registry],
+  collect() {
+    this.reset();
+    for (const slots of httpSources.values()) for (const s of slots) this.inc(s.labels, s.received);
+  },
 });
 
 export const httpResponses = new Counter({
@@ -111,14 +135,41 @@ export const httpResponses = new Counter({
   help: 'HTTP responses sent, by listener, method, endpoint group and status code',
   labelNames: ['listener', 'method', 'endpoint', 'code'] as const,
   registers: [registry],
+  collect() {
+    this.reset();
+    for (const slots of httpSources.values()) for (const s of slots) for (const [code, n] of s.codes) this.inc({ ...s.labels, code }, n);
+  },
 });
 
 export const httpResponseTime = new Histogram({
   name: 'axon_http_server_response_time_seconds',
   help: 'Time from a request arriving to its answer going out (long-polls included: /sync waits count)',
   labelNames: ['listener', 'method', 'endpoint'] as const,
-  buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+  buckets: [...HTTP_RESPONSE_TIME_BUCKETS],
   registers: [registry],
+  collect() {
+    // prom-client has no API to set a histogram's buckets; its per-label-set record is
+    // { labels, bucketValues: { <bound>: count }, sum, count } in `hashMap` (lib/histogram.js), and
+    // the unit test checks the exposition this gives bucket by bucket.
+    const table: Record<string, { labels: HttpSlot['labels']; bucketValues: Record<number, number>; sum: number; count: number }> = {};
+    for (const slots of httpSources.values()) {
+      for (const s of slots) {
+        if (s.count === 0) continue;
+        const key = `${s.labels.listener}\u0000${s.labels.method}\u0000${s.labels.endpoint}`;
+        let row = table[key];
+        if (!row) {
+          row = { labels: s.labels, bucketValues: Object.fromEntries(HTTP_RESPONSE_TIME_BUCKETS.map((b) => [b, 0])), sum: 0, count: 0 };
+          table[key] = row;
+        }
+        HTTP_RESPONSE_TIME_BUCKETS.forEach((b, i) => {
+          row!.bucketValues[b]! += s.buckets[i]!;
+        });
+        row.sum += s.sum;
+        row.count += s.count;
+      }
+    }
+    (this as unknown as { hashMap: typeof table }).hashMap = table;
+  },
 });
 
 /** Requests whose handler runs now, per listener (sources: each Front). */
