@@ -60,6 +60,20 @@ module.exports = {
       to: { path: '^actors/' },
     },
     {
+      name: 'metrics-is-a-leaf',
+      severity: 'error',
+      comment: 'src/ops/metrics.ts (the Prometheus registry) is recorded into from every layer, so it imports nothing of ours.',
+      from: { path: '^src/ops/metrics\\.ts$' },
+      to: { path: '^(src|actors|scripts|test)/|^cluster\\.config' },
+    },
+    {
+      name: 'ops-above-components',
+      severity: 'error',
+      comment: 'The rest of src/ops (the metrics server, process wiring, the dashboard) sits at the top with the process entries: only src/ops/metrics.ts is imported from below.',
+      from: { path: '^(actors|src/(runtime|store|readers|http|rooms|sync|federation|push|media|search|api|protocol))/' },
+      to: { path: '^src/ops/', pathNot: '^src/ops/metrics\\.ts$' },
+    },
+    {
       name: 'no-test-imports',
       severity: 'error',
       comment: 'Production code never imports test code.',

@@ -236,6 +236,13 @@ export interface AxonConfig {
   /** The room version for new rooms when the client names none. */
   defaultRoomVersion: string;
   logLevel: LogLevel;
+  /**
+   * Prometheus metrics (`GET /metrics`, src/ops/metrics-server.ts) on a port of their own, apart
+   * from the client and federation listeners so it is never exposed with them. 0: off. The cluster
+   * scripts give each process its own port from this one upward. The fronts (and `npm start`'s one
+   * process) also serve the operator dashboard there (`/dashboard`, src/ops/dashboard/).
+   */
+  metrics: { port: number; host: string };
   registration: RegistrationConfig;
   /** Lifetime of access tokens issued with a refresh token (`refresh_token: true`). */
   accessTokenLifetimeMs: number;
@@ -271,11 +278,6 @@ export interface AxonConfig {
    */
   threadSubscriptions: { enabled: boolean };
   push: PushConfig;
-  /**
-   * The operator's port (`AXON_METRICS_PORT`; 0, the default: off): `/dashboard` (src/ops/dashboard/)
-   * on `bindHost`, served by the front process (`npm start`'s one process).
-   */
-  metrics: { port: number };
 }
 
 export interface DelayedEventsConfig {
@@ -324,6 +326,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
     // The spec's recommendation for new rooms (content/rooms/_index.md: "SHOULD use room version 12").
     defaultRoomVersion: SPEC_DEFAULT_ROOM_VERSION,
     logLevel: 'info',
+    metrics: { port: 0, host: '127.0.0.1' },
     registration: { enabled: 'auto', requiresToken: false, tokens: [], sharedSecret: '' },
     accessTokenLifetimeMs: 5 * 60 * 1000,
     rateLimit: {
@@ -379,7 +382,6 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       retention: { localMaxAgeDays: 0, remoteMaxAgeDays: 0, intervalMs: 3600_000 },
     },
     push: { ipRangeAllowlist: [], includeContent: true, timeoutMs: 10_000 },
-    metrics: { port: 0 },
   };
 }
 
@@ -407,7 +409,6 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_SERVER_NAME: 'serverName',
   AXON_BIND_HOST: 'bindHost',
   AXON_PORT: 'clientPort',
-  AXON_METRICS_PORT: 'metrics.port',
   AXON_PUBLIC_BASE_URL: 'publicBaseUrl',
   AXON_DATA_DIR: 'dataDir',
   AXON_SIGNING_KEY_PATH: 'signingKeyPath',
@@ -427,6 +428,8 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_LEASE_RENEW_MS: 'lease.renewMs',
   AXON_DEFAULT_ROOM_VERSION: 'defaultRoomVersion',
   AXON_LOG_LEVEL: 'logLevel',
+  AXON_METRICS_PORT: 'metrics.port',
+  AXON_METRICS_HOST: 'metrics.host',
   AXON_REGISTRATION_ENABLED: 'registration.enabled',
   AXON_REGISTRATION_REQUIRES_TOKEN: 'registration.requiresToken',
   AXON_REGISTRATION_TOKENS: 'registration.tokens',
@@ -603,7 +606,6 @@ export function validateConfig(c: AxonConfig): string[] {
   if (typeof c.serverName !== 'string' || !SERVER_NAME.test(c.serverName)) p.push(`serverName: ${JSON.stringify(c.serverName)} is not a valid server name (host[:port])`);
   if (typeof c.bindHost !== 'string' || !c.bindHost) p.push('bindHost: must be an address');
   int(c.clientPort, 'clientPort', 1, 65535);
-  int(c.metrics?.port, 'metrics.port', 0, 65535);
   if (typeof c.publicBaseUrl !== 'string' || !/^https?:\/\/[^/]+/.test(c.publicBaseUrl)) p.push(`publicBaseUrl: must be an http(s) URL (got ${JSON.stringify(c.publicBaseUrl)})`);
   if (typeof c.dataDir !== 'string' || !c.dataDir) p.push('dataDir: must be a directory path');
   int(c.keyValidityMs, 'keyValidityMs', 60_000, 7 * 24 * 3600 * 1000);
@@ -634,6 +636,8 @@ export function validateConfig(c: AxonConfig): string[] {
   if (typeof c.lease.renewMs === 'number' && typeof c.lease.ttlMs === 'number' && c.lease.renewMs * 2 > c.lease.ttlMs) p.push('lease.renewMs: must be at most half of lease.ttlMs, or leases lapse between renewals');
   if (!SUPPORTED_ROOM_VERSIONS.includes(c.defaultRoomVersion)) p.push(`defaultRoomVersion: ${JSON.stringify(c.defaultRoomVersion)} is not one of ${SUPPORTED_ROOM_VERSIONS.join(', ')}`);
   if (!LOG_LEVELS.includes(c.logLevel)) p.push(`logLevel: must be one of ${LOG_LEVELS.join(', ')}`);
+  int(c.metrics?.port, 'metrics.port', 0, 65535);
+  if (typeof c.metrics?.host !== 'string' || !c.metrics.host) p.push('metrics.host: must be an address');
   const r = c.registration;
   if (r.enabled !== 'auto' && typeof r.enabled !== 'boolean') p.push(`registration.enabled: must be true, false or "auto" (got ${JSON.stringify(r.enabled)})`);
   if (typeof r.requiresToken !== 'boolean') p.push(`registration.requiresToken: must be true or false (got ${JSON.stringify(r.requiresToken)})`);

@@ -3,7 +3,7 @@
  *
  *   npm run cluster -- up [--workers N] [--fronts M]   start Redis (if managed), workers, fronts
  *   npm run cluster -- status [--json]                  Redis, workers and fronts (alive, ready), shards,
- *                                                       lease age, lag, pending, dead
+ *                                                       lease age, lag, pending, dead, metrics port
  *   npm run cluster -- move-shard <family> <shard> <worker>
  *   npm run cluster -- rebalance                        even out shard counts between workers
  *   npm run cluster -- drain <worker>                   move its shards away, then stop it
@@ -100,13 +100,43 @@ function startProcess(c: AxonConfig, name: string, entry: string): number {
   return pid;
 }
 
+/** The metrics port recorded for a process (`<runDir>/<name>.metrics-port`), or null. */
+function readMetricsPort(c: AxonConfig, name: string): number | null {
+  const file = join(runDir(c), `${name}.metrics-port`);
+  if (!c.metrics.port || !existsSync(file)) return null;
+  const port = Number(readFileSync(file, 'utf8').trim());
+  return Number.isInteger(port) && port > 0 ? port : null;
+}
+
+/**
+ * Each process's own metrics port, from `metrics.port` upward in the order processes are first
+ * started (`up`: w1, w2, …, then f1, …), kept in a file so a restarted process (and the new front
+ * of a rolling restart) serves on the same one. Null when metrics are off.
+ */
+function metricsPortFor(c: AxonConfig, name: string): number | null {
+  if (!c.metrics.port) return null;
+  const known = readMetricsPort(c, name);
+  if (known) return known;
+  const used = new Set(
+    readdirSync(runDir(c))
+      .filter((f) => f.endsWith('.metrics-port'))
+      .map((f) => readMetricsPort(c, f.slice(0, -'.metrics-port'.length))),
+  );
+  let port = c.metrics.port;
+  while (used.has(port)) port++;
+  writeFileSync(join(runDir(c), `${name}.metrics-port`), String(port));
+  return port;
+}
+
 /** Start a process in the background (logs appended to `<dataDir>/logs/<name>.log`); its pid. */
 function spawnProcess(c: AxonConfig, name: string, entry: string, extraArgs: string[] = []): number {
   mkdirSync(runDir(c), { recursive: true });
   mkdirSync(logDir(c), { recursive: true });
   const log = openSync(join(logDir(c), `${name}.log`), 'a');
+  const metricsPort = metricsPortFor(c, name);
+  const env = metricsPort ? { ...process.env, AXON_METRICS_PORT: String(metricsPort) } : process.env;
   // `node --import tsx` directly (not the tsx CLI, which forks): the pid file names the real process.
-  const child = spawn(process.execPath, ['--import', 'tsx', entry, '--id', name, ...extraArgs], { cwd: root, detached: true, stdio: ['ignore', log, log], env: process.env });
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, '--id', name, ...extraArgs], { cwd: root, detached: true, stdio: ['ignore', log, log], env });
   child.unref();
   return child.pid!;
 }
@@ -128,6 +158,7 @@ async function stopProcess(c: AxonConfig, name: string, timeoutMs = 20_000): Pro
     if (alive(pid)) process.kill(pid!, 'SIGKILL');
   }
   rmSync(pidFile, { force: true });
+  rmSync(join(runDir(c), `${name}.metrics-port`), { force: true });
   return true;
 }
 
@@ -195,9 +226,14 @@ async function up(c: AxonConfig): Promise<void> {
   const moves = workers > 1 ? await rebalance(redis, keys, shardCountsFor(c), c.lease.ttlMs) : [];
   redis.disconnect();
   out(
-    [`redis: ${redisInfo}`, ...started.map((s) => `${s.name}: pid ${s.pid}`), `shards moved to balance: ${moves.length}`, `client API: http://${c.bindHost}:${c.clientPort}`, `logs: ${logDir(c)}`].join('\n'),
-    { ok: true, redis: redisInfo, processes: started, rebalanced: moves.length, url: `http://${c.bindHost}:${c.clientPort}` },
+    [`redis: ${redisInfo}`, ...started.map((s) => `${s.name}: pid ${s.pid}${metricsUrl(c, s.name) ? `, metrics ${metricsUrl(c, s.name)}` : ''}`), `shards moved to balance: ${moves.length}`, `client API: http://${c.bindHost}:${c.clientPort}`, `logs: ${logDir(c)}`].join('\n'),
+    { ok: true, redis: redisInfo, processes: started.map((s) => ({ ...s, metricsPort: readMetricsPort(c, s.name) })), rebalanced: moves.length, url: `http://${c.bindHost}:${c.clientPort}` },
   );
+}
+
+function metricsUrl(c: AxonConfig, name: string): string | null {
+  const port = readMetricsPort(c, name);
+  return port ? `http://${c.metrics.host}:${port}/metrics` : null;
 }
 
 async function status(c: AxonConfig): Promise<void> {
@@ -215,32 +251,34 @@ async function status(c: AxonConfig): Promise<void> {
   const keys = new KeySpace(c.redis.keyPrefix);
   const [workers, fronts, shards] = await Promise.all([readWorkers(redis, keys, c.lease.ttlMs), readFronts(redis, keys), readShards(redis, keys, shardCountsFor(c), { details: true })]);
   redis.disconnect();
-  const rows = workerRows(workers, shards);
+  const rows = workerRows(workers, shards).map((r) => ({ ...r, metricsPort: readMetricsPort(c, r.worker) }));
+  const frontRows = fronts.map((f) => ({ ...f, metricsPort: readMetricsPort(c, f.id) }));
   const processes = localProcesses(c);
   const human = [
     `redis: ready (PING ${reached.pingMs} ms)`,
     '',
-    'worker      alive  ready  state     pid      room  user  lease age (s)   lag  pending  dead',
+    'worker      alive  ready  state     pid      room  user  lease age (s)   lag  pending  dead  metrics',
     ...rows.map((r) =>
       [
         r.worker.padEnd(10), String(r.alive).padEnd(6), String(r.ready).padEnd(6), r.state.padEnd(9), String(r.pid ?? '-').padEnd(8), String(r.shards.room).padStart(4), String(r.shards.user).padStart(5),
-        (r.leaseAgeMs ? `${(r.leaseAgeMs.min / 1000).toFixed(0)}-${(r.leaseAgeMs.max / 1000).toFixed(0)}` : '-').padStart(14), String(r.inboxLag).padStart(5), String(r.pending).padStart(8), String(r.deadLetters).padStart(5),
+        (r.leaseAgeMs ? `${(r.leaseAgeMs.min / 1000).toFixed(0)}-${(r.leaseAgeMs.max / 1000).toFixed(0)}` : '-').padStart(14), String(r.inboxLag).padStart(5), String(r.pending).padStart(8), String(r.deadLetters).padStart(5), ` ${r.metricsPort ?? '-'}`,
       ].join(' '),
     ),
     '',
-    'front       alive  ready  state     pid      port   ping (ms)  in flight  heartbeat (s ago)',
-    ...(fronts.length
-      ? fronts.map((f) =>
+    'front       alive  ready  state     pid      port   ping (ms)  in flight  heartbeat (s ago)  metrics',
+    ...(frontRows.length
+      ? frontRows.map((f) =>
           [
             f.id.padEnd(10), String(f.alive).padEnd(6), String(f.ready).padEnd(6), f.state.padEnd(9), String(f.pid ?? '-').padEnd(8), String(f.port ?? '-').padEnd(6),
-            (f.pingMs === null ? '-' : String(f.pingMs)).padStart(9), String(f.inFlight).padStart(10), (f.heartbeatAgoMs / 1000).toFixed(1).padStart(18),
+            (f.pingMs === null ? '-' : String(f.pingMs)).padStart(9), String(f.inFlight).padStart(10), (f.heartbeatAgoMs / 1000).toFixed(1).padStart(18), ` ${f.metricsPort ?? '-'}`,
           ].join(' '),
         )
       : ['(none)']),
     '',
     `local processes: ${processes.map((p) => `${p.name}(${p.pid ?? '-'}${p.alive ? '' : ', dead'})`).join(' ') || 'none'}`,
+    ...(c.metrics.port ? [`metrics: http://${c.metrics.host}:<port>/metrics (per process, column "metrics")`] : []),
   ].join('\n');
-  out(human, { ok: true, redis: { ready: true, pingMs: reached.pingMs }, workers: rows, fronts, processes, shardCounts: shardCountsFor(c) });
+  out(human, { ok: true, redis: { ready: true, pingMs: reached.pingMs }, workers: rows, fronts: frontRows, processes, shardCounts: shardCountsFor(c), metricsHost: c.metrics.port ? c.metrics.host : null });
 }
 
 async function moveShard(c: AxonConfig): Promise<void> {

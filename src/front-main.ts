@@ -9,8 +9,9 @@ import { createLogger } from './log';
 import { frontRedisOptions, redisTargetFor } from './runtime/cluster-settings';
 import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
 import { startFront } from './front';
-import { startOperatorServer } from './ops/operator-server';
+import { operatorDashboard } from './ops/operator-server';
 import { connectRedis } from './store/redis';
+import { startProcessMetrics } from './ops/process-metrics';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -19,18 +20,17 @@ async function main(): Promise<void> {
   const redis = connectRedis(redisTargetFor(config), frontRedisOptions(config));
   const front = await startFront(config, redis, loadOrCreateSigningKeys(config.signingKeyPath), log, frontId);
   log.info({ front: frontId, port: front.port }, 'front listening');
-  // The operator dashboard (metrics.port): a front serves it; with several fronts on one machine
-  // only the first to bind the port does, and the others carry on without it.
-  const operator = await startOperatorServer(config, log).catch((err) => {
-    log.error({ err, port: config.metrics.port }, 'operator dashboard not started');
-    return null;
-  });
+  // The operator dashboard on the metrics port, beside /metrics. With several fronts on one
+  // machine each has its own metrics port (the cluster scripts count up from metrics.port).
+  const dashboard = operatorDashboard(config, log);
+  const metrics = await startProcessMetrics({ config, role: 'front', id: frontId, log, handlers: dashboard ? [dashboard.handler] : [] });
   // The cluster scripts' rolling restart starts a new front beside the old one (they share the
   // port) and stops the old one only once this file names the new process.
   const readyFile = argValue('--ready-file');
   if (readyFile) writeFileSync(readyFile, String(process.pid));
   onShutdown(async () => {
-    await operator?.close();
+    await metrics.close();
+    dashboard?.close();
     await front.close();
     redis.disconnect();
   });

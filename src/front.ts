@@ -203,6 +203,7 @@ function startFederation(config: AxonConfig, ctx: ApiContext, own: OwnKeyDocumen
     logger: log,
     tls,
     maxBodyBytes: FEDERATION_MAX_BODY_BYTES,
+    metricsListener: 'federation',
     requestDeadlineMs: config.requestDeadlineMs,
     storeReady: () => health.ready,
     mapError: infrastructureError,

@@ -1,7 +1,16 @@
-/** The one place loggers are made: pino JSON with fixed field names (room_id, event_id, user_id, shard). */
+/**
+ * The one place loggers are made: pino with fixed field names (room_id, event_id, user_id, shard).
+ * JSON lines, except when the output is a terminal (`npm start` by hand): then pino-pretty renders
+ * each line for a person ("[12:00:01.234] INFO (axon): axon listening", fields below), in this
+ * thread and synchronously so nothing is lost at exit. Pipes, files and the cluster scripts' logs
+ * stay JSON for machines.
+ */
 import pino, { type Logger } from 'pino';
+import pretty from 'pino-pretty';
 import type { LogLevel } from '../cluster.config';
 
-export function createLogger(level: LogLevel, name: string): Logger {
-  return pino({ level, name, base: { pid: process.pid, name } });
+export function createLogger(level: LogLevel, name: string, out: NodeJS.WritableStream & { isTTY?: boolean } = process.stdout): Logger {
+  const options = { level, name, base: { pid: process.pid, name } };
+  if (!out.isTTY) return out === process.stdout ? pino(options) : pino(options, out);
+  return pino(options, pretty({ colorize: out === process.stdout, sync: true, destination: out, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }));
 }

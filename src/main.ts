@@ -14,17 +14,20 @@ import { allActorKinds } from './runtime/kinds';
 import { allReaders } from './readers/index';
 import { Worker } from './runtime/worker';
 import { startFront } from './front';
-import { startOperatorServer } from './ops/operator-server';
+import { operatorDashboard } from './ops/operator-server';
 import { KeySpace } from './store/keys';
 import { connectRedis } from './store/redis';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
 import { federationSenderSetup } from './federation/sender/setup';
 import { PushQueue } from './push/queue';
 import { startPushSender } from './push/sender';
+import { startProcessMetrics } from './ops/process-metrics';
 
 export interface RunningServer {
   config: AxonConfig;
   port: number;
+  /** The metrics port (`GET /metrics`), or null when `metrics.port` is 0. */
+  metricsPort: number | null;
   redisUrl: string;
   stop(): Promise<void>;
 }
@@ -68,15 +71,18 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
   await worker.start();
   const pushSender = await startPushSender(config, log, 'main');
   const front = await startFront(config, redis, keys, log, 'main');
-  const operator = await startOperatorServer(config, log);
+  const dashboard = operatorDashboard(config, log);
+  const metrics = await startProcessMetrics({ config, role: 'main', id: 'main', log, worker, handlers: dashboard ? [dashboard.handler] : [] });
   log.info({ server_name: config.serverName, url: `http://${config.bindHost}:${front.port}`, federation: front.federationPort ? `https://${config.bindHost}:${front.federationPort}` : 'off', shards: worker.owned().length }, 'axon listening');
 
   return {
     config,
     port: front.port,
+    metricsPort: metrics.server?.port ?? null,
     redisUrl: target.url ?? '',
     async stop() {
-      await operator?.close();
+      await metrics.close();
+      dashboard?.close();
       await front.close();
       await worker.stop();
       await pushSender.close();

@@ -18,6 +18,7 @@ import { federationSenderSetup } from './federation/sender/setup';
 import { startMediaJobs } from './media/jobs';
 import { PushQueue } from './push/queue';
 import { startPushSender } from './push/sender';
+import { startProcessMetrics, type ProcessMetrics } from './ops/process-metrics';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -50,8 +51,10 @@ async function main(): Promise<void> {
   // The media queue (pre-generated thumbnails, retention): bullmq gives each job to one worker.
   const mediaJobs = await startMediaJobs(config, log, workerId);
   const pushSender = await startPushSender(config, log, workerId);
+  let metrics: ProcessMetrics | null = null;
   const shutdown = onShutdown(async () => {
     log.info({ worker: workerId }, 'stopping');
+    await metrics?.close();
     await mediaJobs.close();
     await worker.stop();
     await pushSender.close();
@@ -61,6 +64,7 @@ async function main(): Promise<void> {
     readerRedis.disconnect();
   });
   await worker.start();
+  metrics = await startProcessMetrics({ config, role: 'worker', id: workerId, log, worker });
   log.info({ worker: workerId, shards: worker.owned().length }, 'worker started');
 }
 

@@ -168,3 +168,46 @@ ensure_chromium() {
     return 1
   fi
 }
+
+# Prometheus and promtool (Debian's `prometheus` package), for the metrics tests: `promtool check
+# metrics` on every process's /metrics and a real Prometheus scraping a cluster
+# (test/ops/metrics-prometheus.e2e.test.ts). Not installed on the system: the .deb is downloaded
+# and unpacked into $AXON_PEERS_DIR/prometheus (no root, no service started), once (marker file).
+# test/peers/prometheus.ts finds the binaries there (or AXON_PROMETHEUS_DIR).
+# Returns non-zero rather than exiting: outside CI the metrics tests that need it skip themselves.
+prometheus_dir() { echo "${AXON_PROMETHEUS_DIR:-${AXON_PEERS_DIR:-$PWD/.peers}/prometheus}"; }
+
+prometheus_installed() {
+  local dir; dir="$(prometheus_dir)"
+  [ -x "$dir/usr/bin/prometheus" ] && [ -x "$dir/usr/bin/promtool" ] && [ -f "$dir/.axon-prometheus-installed" ]
+}
+
+ensure_prometheus() {
+  if prometheus_installed; then return 0; fi
+  local dir; dir="$(prometheus_dir)"
+  mkdir -p "$(dirname "$dir")"
+  ( flock 9 || true
+    if prometheus_installed; then exit 0; fi
+    if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1; then
+      echo "axon: apt-get/dpkg-deb not found; the Prometheus metrics tests will be skipped." >&2
+      exit 1
+    fi
+    echo "axon: unpacking Debian's prometheus package into $dir (once per machine)..." >&2
+    local tmp; tmp="$(mktemp -d)"; chmod 755 "$tmp"  # readable by apt's _apt user
+    # `apt-get download` needs no root, but the package lists must exist; refresh them when it fails.
+    if ! ( cd "$tmp" && apt-get download prometheus >&2 ); then
+      if [ "$(id -u)" = "0" ]; then apt-get update -qq >&2; fi
+      ( cd "$tmp" && apt-get download prometheus >&2 ) || { rm -rf "$tmp"; echo "axon: could not download Debian's prometheus package; the metrics tests that need it will be skipped." >&2; exit 1; }
+    fi
+    rm -rf "$dir"
+    if dpkg-deb -x "$tmp"/prometheus_*.deb "$dir" && [ -x "$dir/usr/bin/prometheus" ] && [ -x "$dir/usr/bin/promtool" ]; then
+      "$dir/usr/bin/prometheus" --version 2>&1 | head -1 > "$dir/.axon-prometheus-installed"
+      echo "axon: $(cat "$dir/.axon-prometheus-installed")" >&2
+    else
+      rm -rf "$dir"
+      echo "axon: unpacking prometheus failed; the metrics tests that need it will be skipped." >&2
+      rm -rf "$tmp"; exit 1
+    fi
+    rm -rf "$tmp"
+  ) 9>"$(dirname "$dir")/.prometheus-install.lock"
+}

@@ -9,6 +9,8 @@ export type Method = 'GET' | 'PUT' | 'POST' | 'DELETE' | 'HEAD' | 'OPTIONS' | 'P
 export interface RouteMatch<H> {
   handler: H;
   params: Record<string, string>;
+  /** The pattern that matched (the route's name in metrics). */
+  pattern: string;
 }
 
 interface Route<H> {
@@ -76,7 +78,7 @@ export class Router<H> {
           params[r.names[i]!] = raw; // malformed escapes: handlers validate ids anyway
         }
       }
-      return { kind: 'match', match: { handler: r.handler, params } };
+      return { kind: 'match', match: { handler: r.handler, params, pattern: r.pattern } };
     }
     return allowed.length ? { kind: 'wrong-method', allowed } : { kind: 'none' };
   }

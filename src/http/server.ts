@@ -17,6 +17,8 @@ import { parseRange, type ByteRange } from './range';
 import { JsonError, parseStrictJson, type JsonValue, type StrictJsonOptions } from '../protocol/json';
 import { MatrixError, errors } from './errors';
 import { Router, type Method } from './router';
+import { PREFLIGHT_ENDPOINT, RequestMetrics, UNRECOGNIZED_ENDPOINT, methodLabel } from './request-metrics';
+import { httpInFlightSources } from '../ops/metrics';
 
 export interface Request {
   method: Method;
@@ -110,6 +112,8 @@ export interface FrontOptions {
   mapError?: (e: unknown) => MatrixError | null;
   /** Serve HTTPS with this PEM certificate chain and key (uWS SSLApp) instead of plain HTTP. */
   tls?: { certPath: string; keyPath: string };
+  /** The `listener` label of this front's HTTP metrics (default `client`). */
+  metricsListener?: string;
 }
 
 export interface RouteOptions {
@@ -164,12 +168,15 @@ export class Front {
   /** Set by `drain`: answers close their connection, long-polls answer now. */
   private draining = false;
   private readonly shutdown = new AbortController();
+  private readonly metrics: RequestMetrics;
+  private removeInFlightSource: (() => void) | null = null;
 
   constructor(private readonly opts: FrontOptions) {
     this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
     this.deadlineMs = opts.requestDeadlineMs ?? DEFAULT_DEADLINE_MS;
     this.app = opts.tls ? uWS.SSLApp({ cert_file_name: opts.tls.certPath, key_file_name: opts.tls.keyPath }) : uWS.App();
     this.app.any('/*', (res, req) => this.onRequest(res, req));
+    this.metrics = new RequestMetrics(opts.metricsListener ?? 'client');
   }
 
   route(method: Method, pattern: string, handler: Handler, options: RouteOptions = {}): this {
@@ -204,6 +211,8 @@ export class Front {
       this.app.listen(this.opts.host, this.opts.port, (socket) => {
         if (!socket) return reject(new Error(`Could not listen on ${this.opts.host}:${this.opts.port} (in use?)`));
         this.listenSocket = socket;
+        const listener = this.opts.metricsListener ?? 'client';
+        this.removeInFlightSource ??= httpInFlightSources.add(() => [{ labels: { listener }, value: this.running }]);
         resolve(uWS.us_socket_local_port(socket));
       });
     });
@@ -212,6 +221,8 @@ export class Front {
   close(): void {
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket);
     this.listenSocket = null;
+    this.removeInFlightSource?.();
+    this.removeInFlightSource = null;
   }
 
   /**
@@ -227,12 +238,18 @@ export class Front {
     const deadline = Date.now() + graceMs;
     while (this.running > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     (this.app as { close?: () => void }).close?.();
+    this.removeInFlightSource?.();
+    this.removeInFlightSource = null;
   }
 
   private onRequest(res: uWS.HttpResponse, uReq: uWS.HttpRequest): void {
     const started = performance.now();
     const method = uReq.getCaseSensitiveMethod().toUpperCase() as Method;
     const path = uReq.getUrl();
+    const metricMethod = methodLabel(method);
+    // The endpoint group, known once routed (src/http/request-metrics.ts).
+    let endpoint = UNRECOGNIZED_ENDPOINT;
+    const recordAnswer = (code: string) => this.metrics.answered(metricMethod, endpoint, code, (performance.now() - started) / 1000);
     const rawQuery = uReq.getQuery() ?? '';
     const headers: Record<string, string> = {};
     const headerValues: Record<string, string[]> = {};
@@ -255,6 +272,7 @@ export class Front {
       }
     };
     res.onAborted(() => {
+      if (!done) recordAnswer('aborted');
       finish();
       abort.abort();
     });
@@ -270,6 +288,7 @@ export class Front {
       if (done) return;
       finish();
       const status = r.status ?? 200;
+      recordAnswer(String(status));
       if (r.stream) return this.sendStream(res, method, headers, r, r.stream, abort.signal, () => log.info({ method, path, status: r.status ?? 200, ms: Math.round((performance.now() - started) * 100) / 100, ip: remoteAddress }, 'request'));
       const text = r.text !== undefined;
       const body = r.bytes ?? (text ? r.text! : r.rawJson !== undefined ? r.rawJson : r.body === undefined ? '{}' : JSON.stringify(r.body));
@@ -315,8 +334,14 @@ export class Front {
       }, ms);
     };
 
-    if (method === 'OPTIONS') return send({ status: 200, body: {} });
+    if (method === 'OPTIONS') {
+      endpoint = PREFLIGHT_ENDPOINT;
+      this.metrics.received(metricMethod, endpoint);
+      return send({ status: 200, body: {} });
+    }
     const routed = this.router.match(method, path);
+    if (routed.kind === 'match') endpoint = this.metrics.group(routed.match.pattern);
+    this.metrics.received(metricMethod, endpoint);
     if (routed.kind === 'none') return fail(errors.unrecognized());
     if (routed.kind === 'wrong-method') return fail(errors.methodNotAllowed());
 

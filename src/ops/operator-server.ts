@@ -1,8 +1,8 @@
 /**
- * The operator's port of a process (`metrics.port` / `AXON_METRICS_PORT`; off when 0): the
- * dashboard (src/ops/dashboard/) on the metrics server. It reads the cluster state on a Redis
- * connection of its own, so its polls (a few commands per shard each second while someone
- * watches) never queue in front of client requests.
+ * The operator dashboard of a process that serves one (the fronts and `npm start`'s one process):
+ * `/dashboard` (src/ops/dashboard/) as a handler on the metrics port (`metrics.port`, beside
+ * `/metrics`). It reads the cluster state on a Redis connection of its own, so its polls (a few
+ * commands per shard each second while someone watches) never queue in front of client requests.
  */
 import type { Logger } from 'pino';
 import type { AxonConfig } from '../../cluster.config';
@@ -10,32 +10,23 @@ import { frontRedisOptions, redisTargetFor, shardCountsFor } from '../runtime/cl
 import { KeySpace } from '../store/keys';
 import { connectRedis } from '../store/redis';
 import { createDashboard } from './dashboard/index';
-import { startMetricsServer } from './metrics-server';
+import type { MetricsRouteHandler } from './metrics-server';
 
-export interface RunningOperatorServer {
-  port: number;
-  close(): Promise<void>;
+export interface OperatorDashboard {
+  handler: MetricsRouteHandler;
+  close(): void;
 }
 
-/** Start it when the config names a port; null otherwise. */
-export async function startOperatorServer(config: AxonConfig, log: Logger): Promise<RunningOperatorServer | null> {
+/** The dashboard's handler when the config names a metrics port; null otherwise (nothing to serve it on). */
+export function operatorDashboard(config: AxonConfig, log: Logger): OperatorDashboard | null {
   if (!config.metrics.port) return null;
   const redis = connectRedis(redisTargetFor(config), frontRedisOptions(config));
   const dashboard = createDashboard({ redis, keys: new KeySpace(config.redis.keyPrefix), shardCounts: shardCountsFor(config), leaseTtlMs: config.lease.ttlMs, log: log.child({ component: 'dashboard' }) });
-  try {
-    const server = await startMetricsServer({ port: config.metrics.port, host: config.bindHost, handlers: [dashboard.handler] });
-    log.info({ url: `http://${config.bindHost}:${server.port}/dashboard` }, 'operator dashboard listening');
-    return {
-      port: server.port,
-      async close() {
-        dashboard.close();
-        await server.close();
-        redis.disconnect();
-      },
-    };
-  } catch (err) {
-    dashboard.close();
-    redis.disconnect();
-    throw err;
-  }
+  return {
+    handler: dashboard.handler,
+    close() {
+      dashboard.close();
+      redis.disconnect();
+    },
+  };
 }

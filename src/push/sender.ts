@@ -42,6 +42,7 @@ import { RoomReader } from '../store/room-reader';
 import { shardOf, type Family } from '../store/shards';
 import { unreadCounts } from '../sync/unread-counts';
 import { BADGE_MEMBER, PUSH_QUEUE, PushQueue, pushQueuePrefix, type DrainJob, type QueuedNotification } from './queue';
+import { pushesFailed, pushesGivenUp, pushesProcessed, pushkeysRejected } from '../ops/metrics';
 
 /** A sender's hold on a pusher; renewed after each send (a send takes at most `push.timeoutMs`). */
 const LOCK_MS = 30_000;
@@ -133,6 +134,9 @@ export class PushSender {
         return false;
       }
       const outcome = await this.sendOne(job.userId, pusher, member);
+      if (outcome.kind === 'sent') pushesProcessed.inc();
+      else if (outcome.kind === 'failed') pushesFailed.inc();
+      else if (outcome.kind === 'rejected') pushkeysRejected.inc();
       if (outcome.kind === 'rejected') {
         this.d.log.info({ user_id: job.userId, app_id: pusher.app_id }, 'push: the gateway rejected the pushkey; removing the pusher');
         await this.d.actors.ask('user', 'user', job.userId, { op: 'delete_pusher', appId: pusher.app_id, pushkey: pusher.pushkey } satisfies UserMessage).catch(() => undefined);
@@ -144,6 +148,7 @@ export class PushSender {
         const failingSince = Number(state.failing_since ?? 0) || now;
         if (now - failingSince > GIVE_UP_AFTER_MS) {
           this.d.log.warn({ user_id: job.userId, app_id: pusher.app_id, reason: outcome.reason }, 'push: giving up on a notification after a day of failures');
+          pushesGivenUp.inc();
           await r.zrem(queue, member);
           await r.del(stateKey);
           delete state.failing_since;

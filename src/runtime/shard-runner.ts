@@ -19,6 +19,7 @@ import { decode, encode } from '../store/codec';
 import { INBOX_GROUP, type ShardKeys } from '../store/keys';
 import { bufferCommand, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
 import { ShardTimers, timerWrites } from './timers';
+import { familyCounters } from '../ops/metrics';
 
 export interface RunnerEnv {
   redis: RedisClient;
@@ -75,6 +76,8 @@ export class ShardRunner {
   commits = 0;
   deadLettered = 0;
   private readonly timers: ShardTimers;
+  /** This family's Prometheus counters (bound children: an increment is a field update). */
+  private readonly counters: ReturnType<typeof familyCounters>;
 
   constructor(
     private readonly env: RunnerEnv,
@@ -84,6 +87,7 @@ export class ShardRunner {
     public token: string,
   ) {
     this.ctx = { redis: env.redis, keys, family, shard, log: env.log };
+    this.counters = familyCounters(family);
     this.timers = new ShardTimers({
       redis: env.redis,
       keys,
@@ -345,6 +349,8 @@ export class ShardRunner {
     if (changed) slot.state = state;
     this.applied += batch.length;
     this.commits++;
+    this.counters.applied.inc(batch.length);
+    this.counters.commits.inc();
     if (decided.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: slot.actorId, outputs: decided });
     this.timers.arm(timerDue);
     if (derived.length) await this.applyDerived(redis, derived);
@@ -457,6 +463,8 @@ export class ShardRunner {
       if (changed) slot.state = nextState;
       this.applied++;
       this.commits++;
+      this.counters.applied.inc();
+      this.counters.commits.inc();
       if (outputs.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: entry.actorId, outputs: decided });
       this.timers.arm(timerDue);
       if (derived.length) await this.applyDerived(redis, derived);
@@ -520,6 +528,7 @@ export class ShardRunner {
     }
     if (status === 'dup') return { status: 'dup', reply: res[1] };
     this.deadLettered++;
+    this.counters.deadLetters.inc();
     return { status: 'ok' };
   }
 
@@ -539,6 +548,7 @@ export class ShardRunner {
   /** The lease is gone: stop at once. Unfinished entries stay pending for the next holder. */
   lose(): void {
     if (this.state === 'stopped') return;
+    this.counters.lost.inc();
     this.state = 'stopped';
     this.timers.stop();
     this.slots.clear();
@@ -546,6 +556,11 @@ export class ShardRunner {
     this.buffered = 0;
     this.notifyIdle();
     this.env.onLost(this);
+  }
+
+  /** The actors of `kind` whose state this runner holds in memory now (for gauges read at scrape time). */
+  *cachedStates(kind: string): Iterable<[string, unknown]> {
+    for (const slot of this.slots.values()) if (slot.loaded && slot.kind.kind === kind) yield [slot.actorId, slot.state];
   }
 
   /** Finished (after a drain and release). */

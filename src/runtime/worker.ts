@@ -19,6 +19,8 @@ import { FAMILIES, parseShardName, shardName, type Family } from '../store/shard
 import type { KeySpace } from '../store/keys';
 import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';
 import type { Redis } from 'ioredis';
+import { INBOX_GROUP } from '../store/keys';
+import { inboxStatsSources, initialiseWorkerSeries, leaseAcquisitions, leaseRoundDuration, shardMoves, workerLocalSources, type InboxStats } from '../ops/metrics';
 
 export interface WorkerOptions {
   redis: RedisClient;
@@ -81,6 +83,15 @@ export interface WorkerStatus {
 const RESERVATION_MS = 30_000;
 /** Leases renewed per script call on a single Redis (one call holds Redis for about a millisecond). */
 const RENEW_BATCH = 256;
+/**
+ * Shards whose inbox figures one metrics script call reads on a single Redis: XINFO GROUPS is
+ * heavier than a lease renewal (about 20 ms per 256 shards measured on a loaded machine), so the
+ * calls stay small and other commands run between them.
+ */
+const STATS_BATCH = 64;
+
+/** How a shard's lease was taken (the `reason` label of `axon_lease_acquisitions_total`). */
+type AcquireReason = 'free' | 'takeover' | 'move';
 
 export class Worker {
   private readonly runners = new Map<string, ShardRunner>();
@@ -99,6 +110,8 @@ export class Worker {
   private readonly started = Date.now();
   /** How the last lease round went: reported as readiness in the heartbeat. */
   private lastRound: { ok: boolean; ms: number } | null = null;
+  /** Removes this worker's metric sources (at stop). */
+  private readonly metricSources: (() => void)[] = [];
 
   constructor(private readonly o: WorkerOptions) {
     this.families = o.families ?? [...FAMILIES];
@@ -138,6 +151,20 @@ export class Worker {
       else this.channels.get(channel)?.wake();
     });
     await this.sub.subscribe(nudgeChannel);
+    initialiseWorkerSeries();
+    this.metricSources.push(
+      workerLocalSources.add(() => {
+        const owned = { room: 0, user: 0 };
+        const buffered = { room: 0, user: 0 };
+        for (const r of this.runners.values()) {
+          if (r.state === 'stopped') continue;
+          owned[r.family]++;
+          buffered[r.family] += r.bufferedCount;
+        }
+        return { owned, buffered };
+      }),
+      inboxStatsSources.add(() => this.inboxStats()),
+    );
     await this.tick();
     this.tickTimer = setInterval(() => void this.tick(), this.o.renewMs);
     this.pollTimer = setInterval(() => {
@@ -152,6 +179,36 @@ export class Worker {
   /** Shards this worker holds now. */
   owned(): string[] {
     return [...this.runners.keys()];
+  }
+
+  /**
+   * Inbox lag, pending and dead-letter counts summed per family over the owned shards (for the
+   * metrics): one script call per STATS_BATCH shards on a single Redis, one per shard on a Cluster.
+   */
+  async inboxStats(): Promise<InboxStats> {
+    const out: InboxStats = { lag: { room: 0, user: 0 }, pending: { room: 0, user: 0 }, dead: { room: 0, user: 0 } };
+    const live = [...this.runners.values()].filter((r) => r.state !== 'stopped');
+    const add = (r: ShardRunner, res: unknown[], at: number) => {
+      out.lag[r.family] += Number(res[at] ?? 0);
+      out.pending[r.family] += Number(res[at + 1] ?? 0);
+      out.dead[r.family] += Number(res[at + 2] ?? 0);
+    };
+    const { redis } = this.o;
+    if (isCluster(redis)) {
+      await Promise.all(live.map(async (r) => add(r, (await runScript(redis, 'inboxStats', [r.keys.inbox, r.keys.dead], [INBOX_GROUP])) as unknown[], 0)));
+      return out;
+    }
+    for (let i = 0; i < live.length; i += STATS_BATCH) {
+      const batch = live.slice(i, i + STATS_BATCH);
+      const res = (await runScript(redis, 'inboxStats', batch.flatMap((r) => [r.keys.inbox, r.keys.dead]), [INBOX_GROUP])) as unknown[];
+      batch.forEach((r, j) => add(r, res, 3 * j));
+    }
+    return out;
+  }
+
+  /** The states of actors of `kind` held in memory by the owned shards (read by gauges when scraped). */
+  *cachedActorStates(kind: string): Iterable<[string, unknown]> {
+    for (const r of this.runners.values()) if (r.state !== 'stopped') yield* r.cachedStates(kind);
   }
 
   runner(name: string): ShardRunner | undefined {
@@ -195,6 +252,7 @@ export class Worker {
       // may have lapsed. Renewal found out which are still ours; the rest were dropped (lose()).
       if (ms > this.o.leaseTtlMs) this.o.log.warn({ ms }, 'lease renewal took longer than the lease ttl (Redis stalled?)');
       this.lastRound = { ok, ms };
+      leaseRoundDuration.observe(ms / 1000);
       this.ticking = false;
       if (this.retick) {
         this.retick = false;
@@ -263,6 +321,7 @@ export class Worker {
       this.o.log.info({ shard: r.name, target }, 'handing shard off');
       await r.drain();
       await this.release(r);
+      shardMoves.inc({ family: r.family, direction: 'out' });
       await this.o.redis.publish(this.o.keys.workerNudge(target), r.name);
     } finally {
       this.pending.delete(r.name);
@@ -302,6 +361,11 @@ export class Worker {
   private async acquireShare(): Promise<void> {
     const { redis, keys, leaseTtlMs } = this.o;
     const now = Date.now();
+    const began = performance.now();
+    const taken: Record<Family, number> = { room: 0, user: 0 };
+    const note = (family: Family) => (ok: boolean) => {
+      if (ok) taken[family]++;
+    };
     const live = await redis.zrangebyscore(keys.workers(), now - leaseTtlMs, '+inf');
     const liveCount = Math.max(1, live.length);
     const incoming = new Set(await redis.smembers(keys.workerIncoming(this.id)));
@@ -312,7 +376,7 @@ export class Worker {
         await redis.srem(keys.workerIncoming(this.id), name);
         continue;
       }
-      await this.tryAcquire(ref.family, ref.shard);
+      note(ref.family)(await this.tryAcquire(ref.family, ref.shard, 'move'));
     }
     for (const family of this.families) {
       const total = this.o.shardCounts[family];
@@ -322,20 +386,30 @@ export class Worker {
       const candidates: number[] = [];
       for (let s = 0; s < total; s++) if (!this.runners.has(shardName({ family, shard: s }))) candidates.push(s);
       const leases = await Promise.all(candidates.map((s) => redis.hmget(keys.shard(family, s).lease, 'owner', 'expires', 'target', 'target_expires')));
-      const free = candidates.filter((_, i) => {
+      // A lease still naming another worker has expired without being released: its holder died
+      // or stalled, and taking it is a takeover (a released lease names no owner).
+      // A shard reserved for this worker and released meanwhile is the end of a move (its holder
+      // handed it off between this round's look at the incoming set and now).
+      const reasons = new Map<number, AcquireReason>();
+      const free = candidates.filter((s, i) => {
         const [owner, expires, target, targetExpires] = leases[i]!;
         const held = !!owner && Number(expires) > now;
-        const reservedElsewhere = !!target && target !== this.id && Number(targetExpires) > now;
-        return !held && !reservedElsewhere;
+        const reserved = !!target && Number(targetExpires) > now;
+        if (reserved && target === this.id) reasons.set(s, 'move');
+        else if (owner && owner !== this.id) reasons.set(s, 'takeover');
+        return !held && !(reserved && target !== this.id);
       });
       // Random order: workers racing for the same free shards spread out instead of colliding.
       shuffle(free);
       const want = share - mine;
-      await Promise.all(free.slice(0, want).map((s) => this.tryAcquire(family, s)));
+      await Promise.all(free.slice(0, want).map(async (s) => note(family)(await this.tryAcquire(family, s, reasons.get(s) ?? 'free'))));
     }
+    // One line per round, not per shard (a fresh worker takes thousands): the detail is at debug.
+    const n = taken.room + taken.user;
+    if (n > 0) this.o.log.info({ worker: this.id, room: taken.room, user: taken.user, owned: this.runners.size, ms: Math.round(performance.now() - began) }, `acquired ${n} shard${n === 1 ? '' : 's'} in ${((performance.now() - began) / 1000).toFixed(1)} s`);
   }
 
-  private async tryAcquire(family: Family, shard: number): Promise<boolean> {
+  private async tryAcquire(family: Family, shard: number, reason: AcquireReason): Promise<boolean> {
     const name = shardName({ family, shard });
     if (this.runners.has(name) || this.pending.has(name) || this.stopped) return false;
     const { redis, keys, leaseTtlMs } = this.o;
@@ -352,7 +426,9 @@ export class Worker {
       await this.sub!.subscribe(channel);
       await runner.start();
       for (const reader of this.o.readers ?? []) if (reader.family === family) reader.attach(shard);
-      this.o.log.info({ shard: name, token: runner.token }, 'shard acquired');
+      this.o.log.debug({ shard: name, token: runner.token, reason }, 'shard acquired');
+      leaseAcquisitions.inc({ family, reason });
+      if (reason === 'move') shardMoves.inc({ family, direction: 'in' });
       return true;
     } catch (e) {
       this.o.log.warn({ err: e, shard: name }, 'shard acquisition failed');
@@ -394,6 +470,7 @@ export class Worker {
     // Let a tick in progress finish its acquisitions, so none is left half-done.
     while (this.ticking || this.pending.size) await new Promise((r) => setTimeout(r, 10));
     this.stopped = true;
+    for (const remove of this.metricSources.splice(0)) remove();
     await Promise.all([...this.runners.values()].map((r) => r.drain()));
     await Promise.all([...this.runners.values()].map((r) => this.release(r).catch(() => undefined)));
     await Promise.all((this.o.readers ?? []).map((reader) => reader.stop().catch(() => undefined)));
@@ -408,6 +485,7 @@ export class Worker {
   /** Simulate a crash (tests): stop everything without releasing anything. */
   crash(): void {
     this.stopped = true;
+    for (const remove of this.metricSources.splice(0)) remove();
     for (const t of [this.tickTimer, this.pollTimer, this.reclaimTimer]) if (t) clearInterval(t);
     for (const r of this.runners.values()) r.stop();
     this.runners.clear();

@@ -19,6 +19,7 @@ import type { Family } from '../store/shards';
 import type { KeySpace } from '../store/keys';
 import { subscriberClient, type RedisClient } from '../store/redis';
 import { PushProgress } from './push-progress';
+import { eventsPersisted, syncNotifications, syncWaitingSources, syncWakeups } from '../ops/metrics';
 
 /**
  * How long room and user outboxes keep entries for /sync (Worker `outboxRetentionMs`): an
@@ -53,7 +54,8 @@ export function decodeNotification(s: string): SyncNotification | null {
 
 /**
  * The `notify` callback a worker process gives its Worker (src/main.ts, src/worker-main.ts): turns
- * what a commit appended into a notification. Fire and forget: a lost one only delays a sync.
+ * what a commit appended into a notification (and counts the room events persisted, for the
+ * metrics). Fire and forget: a lost one only delays a sync.
  */
 export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: CommittedOutputs & { family: Family; shard: number }) => void {
   const channel = keys.syncNotify();
@@ -61,9 +63,14 @@ export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: Commit
     let n: SyncNotification | null = null;
     if (c.kind === 'room') {
       const users = new Set<string>();
+      let events = 0;
       for (const o of c.outputs as { event?: { type?: unknown; state_key?: unknown } }[]) {
+        if (o?.event) events++;
         if (o?.event?.type === 'm.room.member' && typeof o.event.state_key === 'string') users.add(o.event.state_key);
       }
+      // Every room event is committed here once (a redelivered message is a duplicate, not a
+      // commit), which is what Synapse's synapse_storage_events_persisted_events_total counts.
+      if (events) eventsPersisted.inc(events);
       n = users.size ? { rooms: [c.actorId], users: [...users] } : { rooms: [c.actorId] };
     } else if (c.family === 'room') {
       // Other room-shard actors keyed by room id (typing, receipts): the room's members wait on it.
@@ -132,7 +139,10 @@ export class SyncWaiter {
     this.lastPokeAt = performance.now();
     const w = this.wakeUp;
     this.wakeUp = null;
-    w?.();
+    if (w) {
+      syncWakeups.inc();
+      w();
+    }
   }
 
   /** Resolve when poked (at once if already dirty), after `ms`, or when `signal` aborts. */
@@ -167,6 +177,7 @@ export class SyncNotifier {
   private readonly unscoped = new Set<SyncWaiter>();
   private sub: Redis | null = null;
   private starting: Promise<void> | null = null;
+  private removeMetricSource: (() => void) | null = null;
   /** The push evaluator's progress per room shard, fed by the same channel. */
   readonly pushProgress: PushProgress;
   /**
@@ -192,6 +203,7 @@ export class SyncNotifier {
     this.starting ??= (async () => {
       const sub = subscriberClient(this.redis);
       this.sub = sub;
+      this.removeMetricSource = syncWaitingSources.add(() => [{ labels: {}, value: this.waiting }]);
       const channel = this.keys.syncNotify();
       sub.on('message', (ch: string, message: string) => {
         if (ch === channel) this.deliver(message);
@@ -299,6 +311,7 @@ export class SyncNotifier {
   }
 
   private deliver(message: string): void {
+    syncNotifications.inc();
     const n = decodeNotification(message);
     if (!n) return;
     if (Array.isArray(n.evaluated)) for (const e of n.evaluated) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.pushProgress.advance(e.shard, e.upto);
@@ -318,6 +331,8 @@ export class SyncNotifier {
     for (const set of this.byUser.values()) for (const w of [...set]) w.close();
     this.sub?.disconnect();
     this.sub = null;
+    this.removeMetricSource?.();
+    this.removeMetricSource = null;
   }
 }
 

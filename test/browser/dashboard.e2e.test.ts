@@ -169,9 +169,13 @@ beforeAll(async () => {
     AXON_LOG_LEVEL: 'info',
   };
   baseUrl = `http://127.0.0.1:${httpPort}`;
-  dashboardUrl = `http://127.0.0.1:${metricsPort}/dashboard`;
   const up = await cluster('up', '--workers', '2', '--fronts', '1');
   expect(up.ok).toBe(true);
+  // The cluster scripts give each process its own metrics port from AXON_METRICS_PORT upward
+  // (workers first); the front's, where the dashboard is, is in `up`'s answer.
+  const front = (up.processes as { name: string; metricsPort: number | null }[]).find((p) => p.name.startsWith('f'));
+  expect(front?.metricsPort).toBeGreaterThanOrEqual(metricsPort);
+  dashboardUrl = `http://127.0.0.1:${front!.metricsPort}/dashboard`;
   // The front starts its dashboard right after it listens on the client port.
   const deadline = Date.now() + STEP_MS;
   while ((await fetch(dashboardUrl).then((r) => r.status, () => 0)) !== 200) {

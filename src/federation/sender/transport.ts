@@ -14,6 +14,7 @@ import { isJsonObject, type JsonObject } from '../../protocol/json';
 import type { TransactionBody } from '../../protocol/transactions';
 import type { FederationClient } from '../client';
 import { FederationRemoteError } from '../errors';
+import { federationTransactions } from '../../ops/metrics';
 
 /** A transaction of 50 PDUs to a slow server may take a while; Synapse waits up to 60 s too. */
 export const SEND_TIMEOUT_MS = 60_000;
@@ -29,12 +30,15 @@ export class FederationTransport implements TransactionTransport {
   }
 
   async send(destination: string, txnId: string, body: TransactionBody): Promise<SendOutcome> {
+    let outcome: SendOutcome;
     try {
       const answer = await this.client.put(destination, `/_matrix/federation/v1/send/${encodeURIComponent(txnId)}`, body as unknown as JsonObject, { timeoutMs: this.timeoutMs });
-      return { kind: 'ok', pduErrors: countPduErrors(answer) };
+      outcome = { kind: 'ok', pduErrors: countPduErrors(answer) };
     } catch (e) {
-      return classifySendError(e);
+      outcome = classifySendError(e);
     }
+    federationTransactions.inc({ outcome: outcome.kind });
+    return outcome;
   }
 }
 
