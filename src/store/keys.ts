@@ -609,3 +609,20 @@ export const userFederationData = {
   /** String: the stream id of the user's latest `m.device_list_update` sent (the next one's `prev_id`; `/user/devices` answers it). */
   deviceStream: (userId: string) => `user:${userId}:fed:devstream`,
 };
+
+/**
+ * An application service's queues (actors/appservice.ts), relative to the USER-family shard the
+ * appservice's registration id hashes to. Written only by that actor, in its commits: entry ids
+ * are its own sequence numbers (`<seq>-0`); sent entries are trimmed by MINID.
+ */
+export const appserviceData = {
+  /** Stream: room events to push, one entry per event: `r` room id, `e` event id (read from the room's store when sent). */
+  events: (id: string) => `as:${id}:events`,
+  /** Stream: ephemeral entries: `k` `eph` (typing, receipt, presence) or `td` (a to-device message), `j` the JSON text. */
+  ephemeral: (id: string) => `as:${id}:ephemeral`,
+};
+
+/** The consumer group the appservice reader (src/appservice/reader.ts) reads room outboxes with. */
+export const APPSERVICE_ROOM_GROUP = 'appservice-rooms';
+/** The consumer group the appservice reader reads user outboxes with (presence, to-device). */
+export const APPSERVICE_USER_GROUP = 'appservice-users';
