@@ -288,6 +288,11 @@ export interface AppservicesConfig {
    * `/ping`): a late one counts as no answer.
    */
   queryTimeoutMs: number;
+  /**
+   * Retries of transactions pushed to an appservice (actors/appservice.ts): the first wait after a
+   * failure, doubling up to the cap (Synapse: 2 s, capped at 2^9 s).
+   */
+  sender: { backoffStartMs: number; backoffMaxMs: number };
 }
 
 export interface DelayedEventsConfig {
@@ -391,7 +396,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       retention: { localMaxAgeDays: 0, remoteMaxAgeDays: 0, intervalMs: 3600_000 },
     },
     push: { ipRangeAllowlist: [], includeContent: true, timeoutMs: 10_000 },
-    appservices: { configFiles: [], queryTimeoutMs: 10_000 },
+    appservices: { configFiles: [], queryTimeoutMs: 10_000, sender: { backoffStartMs: 2_000, backoffMaxMs: 512_000 } },
   };
 }
 
@@ -500,6 +505,8 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_PUSH_TIMEOUT_MS: 'push.timeoutMs',
   AXON_APPSERVICE_CONFIG_FILES: 'appservices.configFiles',
   AXON_APPSERVICE_QUERY_TIMEOUT_MS: 'appservices.queryTimeoutMs',
+  AXON_APPSERVICE_BACKOFF_START_MS: 'appservices.sender.backoffStartMs',
+  AXON_APPSERVICE_BACKOFF_MAX_MS: 'appservices.sender.backoffMaxMs',
 };
 
 /** Variables whose empty value means something (an empty list), rather than "not set". */
@@ -677,6 +684,13 @@ export function validateConfig(c: AxonConfig): string[] {
   else {
     if (!Array.isArray(c.appservices.configFiles) || !c.appservices.configFiles.every((x) => typeof x === 'string' && x !== '')) p.push('appservices.configFiles: must be a list of registration file paths');
     int(c.appservices.queryTimeoutMs, 'appservices.queryTimeoutMs', 100, 600_000);
+    const sender = c.appservices.sender;
+    if (typeof sender !== 'object' || sender === null) p.push('appservices.sender: must be an object');
+    else {
+      int(sender.backoffStartMs, 'appservices.sender.backoffStartMs', 10, 24 * 3600 * 1000);
+      int(sender.backoffMaxMs, 'appservices.sender.backoffMaxMs', 10, 7 * 24 * 3600 * 1000);
+      if (typeof sender.backoffStartMs === 'number' && typeof sender.backoffMaxMs === 'number' && sender.backoffMaxMs < sender.backoffStartMs) p.push('appservices.sender.backoffMaxMs: must be at least backoffStartMs');
+    }
   }
   const push = c.push;
   if (typeof push !== 'object' || push === null) p.push('push: must be an object');
