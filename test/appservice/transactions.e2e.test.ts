@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clientsFor, enc, eventually, txn, type Clients, type Session } from '../e2e/clients';
 import { startTestServer, type TestServer } from '../e2e/server-harness';
-import { AppserviceReceiver, registrationYaml } from './receiver';
+import { AppserviceReceiver, registrationYaml } from '../../scripts/lib/appservice-receiver';
 
 describe('appservice transactions', () => {
   let server: TestServer;

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../setup/free-port';
-import { AppserviceReceiver, registrationYaml } from './receiver';
+import { AppserviceReceiver, registrationYaml } from '../../scripts/lib/appservice-receiver';
 
 const run = promisify(execFile);
 const root = join(import.meta.dirname, '../..');
