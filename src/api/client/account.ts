@@ -280,7 +280,8 @@ function refuseExclusiveUser(ctx: ApiContext, userId: string, allowed?: Appservi
  */
 async function appserviceRegister(ctx: ApiContext, req: Request, body: JsonObject) {
   const token = bearerToken(req);
-  if (token === null) throw new MatrixError(400, 'M_MISSING_TOKEN', 'Appservice token must be provided when using a type of m.login.application_service');
+  // The spec's answer to a missing token (Synapse: 400 M_UNKNOWN).
+  if (token === null) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Appservice token must be provided when using a type of m.login.application_service');
   const as = ctx.appservices?.registry.findByAsToken(token);
   if (!as) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unknown application service token', { soft_logout: false });
   const username = body.username;
