@@ -100,6 +100,17 @@ export class KeySpace {
   }
 
   /**
+   * Rooms application services published in their networks' directories
+   * (`PUT /directory/list/appservice/{networkId}/{roomId}`): a set of JSON `[appservice id,
+   * network id, room id]` entries. Written by the front (idempotent SADD/SREM; the appservice is
+   * the only writer of its entries), read by `/publicRooms` with `third_party_instance_id` or
+   * `include_all_networks`.
+   */
+  appserviceRoomList(): string {
+    return `${this.prefix}directory:appservice`;
+  }
+
+  /**
    * Set: rooms whose joined members the user directory shows to every local user — rooms with a
    * `public` join rule or `world_readable` history (users.yaml). Kept by the membership index
    * reader from the rooms' current state whenever their join rules or history visibility change.
