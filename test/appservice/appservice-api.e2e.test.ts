@@ -48,7 +48,7 @@ beforeAll(async () => {
   const files = writeRegistrations(mkdtempSync(join(tmpdir(), 'axon-as-e2e-')), bridge.port, closedPort, false);
   server = await startTestServer({
     configure: (c) => {
-      c.appservices = { configFiles: files, queryTimeoutMs: 1500 };
+      c.appservices = { ...c.appservices, configFiles: files, queryTimeoutMs: 1500 };
     },
   });
   base = server.baseUrl;
@@ -341,7 +341,7 @@ describe('rate limits', () => {
     const files = writeRegistrations(dir, as2.port, closed, false);
     const limited = await startTestServer({
       configure: (c) => {
-        c.appservices = { configFiles: files, queryTimeoutMs: 1500 };
+        c.appservices = { ...c.appservices, configFiles: files, queryTimeoutMs: 1500 };
         c.rateLimit = { ...c.rateLimit, enabled: true, client: { burst: 5, perMinute: 1 } };
       },
     });

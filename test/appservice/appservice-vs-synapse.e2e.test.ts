@@ -67,7 +67,7 @@ describe.skipIf(skip)('appservice Client-Server API: Axon against Synapse', () =
           c.enable_registration_without_verification = true;
         },
       }),
-      startTestServer({ configure: (c) => { c.appservices = { configFiles: axonFiles, queryTimeoutMs: 5000 }; } }),
+      startTestServer({ configure: (c) => { c.appservices = { ...c.appservices, configFiles: axonFiles, queryTimeoutMs: 5000 }; } }),
     ]);
     axonAs.homeserver = axon.baseUrl;
     axonAs.serverName = axon.serverName;
