@@ -10,6 +10,7 @@ import { ROOM_VERSIONS, SPEC_DEFAULT_ROOM_VERSION } from './src/protocol/room-ve
 import { DEFAULT_FEDERATION_IP_BLOCKLIST, parseCidr } from './src/protocol/ip-ranges';
 import { isValidFederationServerName } from './src/protocol/server-names';
 import { isValidKeyId } from './src/protocol/crypto';
+import { checkAppserviceFiles } from './src/appservice/registration';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -278,6 +279,27 @@ export interface AxonConfig {
    */
   threadSubscriptions: { enabled: boolean };
   push: PushConfig;
+  appservices: AppservicesConfig;
+}
+
+/** Application services (bridges, bots): src/appservice/. */
+export interface AppservicesConfig {
+  /**
+   * Registration files in Synapse's YAML format (`AXON_APPSERVICE_CONFIG_FILES`, comma-separated;
+   * Synapse's `app_service_config_files`), read and checked at start: a bad file stops the server
+   * with one line per problem.
+   */
+  configFiles: string[];
+  /**
+   * Longest wait (ms) for an appservice's answer to a query (`/users`, `/rooms`, `/thirdparty/*`,
+   * `/ping`): a late one counts as no answer.
+   */
+  queryTimeoutMs: number;
+  /**
+   * Retries of transactions pushed to an appservice (actors/appservice.ts): the first wait after a
+   * failure, doubling up to the cap (Synapse: 2 s, capped at 2^9 s).
+   */
+  sender: { backoffStartMs: number; backoffMaxMs: number };
 }
 
 export interface DelayedEventsConfig {
@@ -382,6 +404,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       retention: { localMaxAgeDays: 0, remoteMaxAgeDays: 0, intervalMs: 3600_000 },
     },
     push: { ipRangeAllowlist: [], includeContent: true, timeoutMs: 10_000 },
+    appservices: { configFiles: [], queryTimeoutMs: 10_000, sender: { backoffStartMs: 2_000, backoffMaxMs: 512_000 } },
   };
 }
 
@@ -490,6 +513,10 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_PUSH_IP_ALLOWLIST: 'push.ipRangeAllowlist',
   AXON_PUSH_INCLUDE_CONTENT: 'push.includeContent',
   AXON_PUSH_TIMEOUT_MS: 'push.timeoutMs',
+  AXON_APPSERVICE_CONFIG_FILES: 'appservices.configFiles',
+  AXON_APPSERVICE_QUERY_TIMEOUT_MS: 'appservices.queryTimeoutMs',
+  AXON_APPSERVICE_BACKOFF_START_MS: 'appservices.sender.backoffStartMs',
+  AXON_APPSERVICE_BACKOFF_MAX_MS: 'appservices.sender.backoffMaxMs',
 };
 
 /** Variables whose empty value means something (an empty list), rather than "not set". */
@@ -549,7 +576,11 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): AxonCon
   if (f && typeof f.tlsCertPath === 'string' && f.tlsCertPath) f.tlsCertPath = resolve(cwd, f.tlsCertPath);
   if (f && typeof f.tlsKeyPath === 'string' && f.tlsKeyPath) f.tlsKeyPath = resolve(cwd, f.tlsKeyPath);
   if (f && Array.isArray(f.caPaths)) f.caPaths = f.caPaths.map((p) => (typeof p === 'string' ? resolve(cwd, p) : p));
+  const as = config.appservices;
+  if (as && Array.isArray(as.configFiles)) as.configFiles = as.configFiles.map((p) => (typeof p === 'string' ? resolve(cwd, p) : p));
   problems.push(...validateConfig(config));
+  // The registration files themselves, once their list is well formed.
+  if (problems.length === 0) problems.push(...checkAppserviceFiles(config.appservices.configFiles, config.serverName).map((line) => `appservices.configFiles: ${line}`));
   if (problems.length) throw new ConfigError(problems);
   return config;
 }
@@ -661,6 +692,18 @@ export function validateConfig(c: AxonConfig): string[] {
   }
   p.push(...validateFederation(c.federation, int));
   p.push(...validateMedia(c.media, int));
+  if (typeof c.appservices !== 'object' || c.appservices === null) p.push('appservices: must be an object');
+  else {
+    if (!Array.isArray(c.appservices.configFiles) || !c.appservices.configFiles.every((x) => typeof x === 'string' && x !== '')) p.push('appservices.configFiles: must be a list of registration file paths');
+    int(c.appservices.queryTimeoutMs, 'appservices.queryTimeoutMs', 100, 600_000);
+    const sender = c.appservices.sender;
+    if (typeof sender !== 'object' || sender === null) p.push('appservices.sender: must be an object');
+    else {
+      int(sender.backoffStartMs, 'appservices.sender.backoffStartMs', 10, 24 * 3600 * 1000);
+      int(sender.backoffMaxMs, 'appservices.sender.backoffMaxMs', 10, 7 * 24 * 3600 * 1000);
+      if (typeof sender.backoffStartMs === 'number' && typeof sender.backoffMaxMs === 'number' && sender.backoffMaxMs < sender.backoffStartMs) p.push('appservices.sender.backoffMaxMs: must be at least backoffStartMs');
+    }
+  }
   const push = c.push;
   if (typeof push !== 'object' || push === null) p.push('push: must be an object');
   else {

@@ -47,6 +47,12 @@ export interface ToDeviceOutput {
   type: 'to_device';
   user_id: string;
   device_id: string;
+  /**
+   * The message as stored in the inbox (`{content, sender, type}` JSON text): the appservice
+   * reader (src/appservice/reader.ts) pushes it to an appservice whose user it is for, which
+   * never syncs that device.
+   */
+  e?: string;
 }
 
 /** What the shell read: the user's current device ids (send, prune). */
@@ -90,7 +96,7 @@ export function decideToDevice(state: ToDeviceState, msg: ActorMessage<ToDeviceM
       const outputs: ToDeviceOutput[] = [];
       for (const [deviceId, content] of targets) {
         writes.push({ cmd: 'XADD', key: userData.toDeviceInbox(state.userId, deviceId), args: ['MAXLEN', MAX_INBOX_LENGTH, '*', 'e', toDeviceEventJson(body.type, body.sender, content)] });
-        outputs.push({ type: 'to_device', user_id: state.userId, device_id: deviceId });
+        outputs.push({ type: 'to_device', user_id: state.userId, device_id: deviceId, e: toDeviceEventJson(body.type, body.sender, content) });
       }
       const known = new Set(state.inboxes);
       const added = [...targets.keys()].filter((d) => !known.has(d));

@@ -120,7 +120,9 @@ export interface NewSession {
 export type UserMessage =
   | { op: 'register'; passwordHash: string | null; displayname?: string; session?: NewSession; admin?: boolean }
   /** `verifiedHash`: the stored hash the front checked the password against. */
+  /** `appservice`: an application service logs its user in (its as_token was checked; no password). */
   | { op: 'login'; verifiedHash: string; session: NewSession }
+  | { op: 'login'; appservice: string; session: NewSession }
   | { op: 'refresh'; refreshHash: string; accessHash: string; newRefreshHash: string; expiresInMs: number }
   | { op: 'logout'; accessHash: string }
   | { op: 'logout_all' }
@@ -417,7 +419,8 @@ function login(state: UserState, body: Extract<UserMessage, { op: 'login' }>, no
   if (state.deactivated) throw new ActorRejection('M_USER_DEACTIVATED', 'This account has been deactivated', 403);
   if (state.locked) throw new ActorRejection('M_USER_LOCKED', 'This account has been locked', 401);
   // The password was checked against this hash; if it changed meanwhile, the check is void.
-  if (state.passwordHash === null || state.passwordHash !== body.verifiedHash) throw new ActorRejection('M_FORBIDDEN', 'Invalid username or password', 403);
+  if (!state.registered) throw new ActorRejection('M_FORBIDDEN', 'Invalid username or password', 403);
+  if (!('appservice' in body) && (state.passwordHash === null || state.passwordHash !== body.verifiedHash)) throw new ActorRejection('M_FORBIDDEN', 'Invalid username or password', 403);
   const issued = issue(state, body.session, now);
   return { state: issued.state, reply: { user_id: state.userId, ...issued.reply }, writes: issued.writes, outputs: issued.outputs };
 }

@@ -19,6 +19,7 @@ import { KeySpace } from './store/keys';
 import { connectRedis } from './store/redis';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
 import { federationSenderSetup } from './federation/sender/setup';
+import { appserviceSenderSetup } from './appservice/sender-setup';
 import { PushQueue } from './push/queue';
 import { startPushSender } from './push/sender';
 import { startProcessMetrics } from './ops/process-metrics';
@@ -50,6 +51,8 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
   const workerRedis = connectRedis(target);
   // The federation sender's destination actors and reader, when federation is on (issue 14.6).
   const sender = federationSenderSetup(config, keys[0]!, log);
+  // The appservice actors and readers, when registrations are configured (issue 22.3).
+  const appservices = appserviceSenderSetup(config, workerRedis, log);
   // The readers get a connection of their own: the push evaluator's writes for a big room are many
   // commands, and on a shared connection every actor commit would queue behind them.
   const readerRedis = connectRedis(target);
@@ -60,13 +63,13 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
     keys: new KeySpace(config.redis.keyPrefix),
     workerId: 'main',
     shardCounts: shardCountsFor(config),
-    kinds: allActorKinds({ serverName: config.serverName, signingKey: keys[0]! }, sender?.actor),
+    kinds: allActorKinds({ serverName: config.serverName, signingKey: keys[0]! }, sender?.actor, appservices?.actor),
     leaseTtlMs: config.lease.ttlMs,
     renewMs: config.lease.renewMs,
     log,
     notify: workerSyncNotify(workerRedis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName, federation: sender !== null, push: pushQueue, threadSubscriptions: config.threadSubscriptions.enabled }),
+    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), 'main', log, { serverName: config.serverName, federation: sender !== null, push: pushQueue, threadSubscriptions: config.threadSubscriptions.enabled, ...(appservices ? { appservices: appservices.registry } : {}) }),
   });
   await worker.start();
   const pushSender = await startPushSender(config, log, 'main');

@@ -15,6 +15,7 @@ import { faultPointFromEnv } from './runtime/fault-injection';
 import { loadOrCreateSigningKeys } from './runtime/signing-key-store';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
 import { federationSenderSetup } from './federation/sender/setup';
+import { appserviceSenderSetup } from './appservice/sender-setup';
 import { startMediaJobs } from './media/jobs';
 import { PushQueue } from './push/queue';
 import { startPushSender } from './push/sender';
@@ -31,6 +32,8 @@ async function main(): Promise<void> {
   const signingKey = loadOrCreateSigningKeys(config.signingKeyPath)[0]!;
   // The federation sender's destination actors and reader, when federation is on (issue 14.6).
   const sender = federationSenderSetup(config, signingKey, log);
+  // The appservice actors and readers, when registrations are configured (issue 22.3).
+  const appservices = appserviceSenderSetup(config, redis, log);
   // Pushes to phones: the evaluator queues, the sender (below) delivers (src/push/).
   const pushQueue = new PushQueue(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), config, log);
   const worker: Worker = new Worker({
@@ -38,7 +41,7 @@ async function main(): Promise<void> {
     keys: new KeySpace(config.redis.keyPrefix),
     workerId,
     shardCounts: shardCountsFor(config),
-    kinds: allActorKinds({ serverName: config.serverName, signingKey }, sender?.actor),
+    kinds: allActorKinds({ serverName: config.serverName, signingKey }, sender?.actor, appservices?.actor),
     leaseTtlMs: config.lease.ttlMs,
     renewMs: config.lease.renewMs,
     log,
@@ -46,7 +49,7 @@ async function main(): Promise<void> {
     onStopRequested: () => void shutdown(),
     notify: workerSyncNotify(redis, new KeySpace(config.redis.keyPrefix)),
     outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
-    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName, federation: sender !== null, push: pushQueue, threadSubscriptions: config.threadSubscriptions.enabled }),
+    readers: allReaders(readerRedis, new KeySpace(config.redis.keyPrefix), shardCountsFor(config), workerId, log, { serverName: config.serverName, federation: sender !== null, push: pushQueue, threadSubscriptions: config.threadSubscriptions.enabled, ...(appservices ? { appservices: appservices.registry } : {}) }),
   });
   // The media queue (pre-generated thumbnails, retention): bullmq gives each job to one worker.
   const mediaJobs = await startMediaJobs(config, log, workerId);

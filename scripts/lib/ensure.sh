@@ -211,3 +211,70 @@ ensure_prometheus() {
     rm -rf "$tmp"
   ) 9>"$(dirname "$dir")/.prometheus-install.lock"
 }
+
+# Heisenbridge (PyPI), the real IRC bridge the appservice journey runs against Axon (issue 22.4),
+# installed like Synapse into its own virtualenv, $AXON_PEERS_DIR/heisenbridge-venv, once (marker file).
+# Returns non-zero rather than exiting: outside CI the bridge test skips itself when it is missing.
+AXON_HEISENBRIDGE_VERSION=1.15.4
+
+heisenbridge_venv() { echo "${AXON_PEERS_DIR:-$PWD/.peers}/heisenbridge-venv"; }
+
+heisenbridge_installed() {
+  local venv; venv="$(heisenbridge_venv)"
+  [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.axon-heisenbridge-version" 2>/dev/null)" = "$AXON_HEISENBRIDGE_VERSION" ]
+}
+
+ensure_heisenbridge() {
+  if heisenbridge_installed; then return 0; fi
+  local venv; venv="$(heisenbridge_venv)"
+  mkdir -p "$(dirname "$venv")"
+  ( flock 9 || true
+    if heisenbridge_installed; then exit 0; fi
+    local started=$SECONDS
+    echo "axon: installing heisenbridge==$AXON_HEISENBRIDGE_VERSION from PyPI into $venv (once per machine)..." >&2
+    rm -rf "$venv"
+    if python3 -m venv "$venv" >&2 \
+      && "$venv/bin/pip" install -q --disable-pip-version-check "heisenbridge==$AXON_HEISENBRIDGE_VERSION" >&2 \
+      && "$venv/bin/python" -c 'import heisenbridge' >&2; then
+      echo "$AXON_HEISENBRIDGE_VERSION" > "$venv/.axon-heisenbridge-version"
+      echo "axon: Heisenbridge $AXON_HEISENBRIDGE_VERSION installed in $((SECONDS - started))s" >&2
+    else
+      rm -rf "$venv"
+      echo "axon: installing Heisenbridge failed; the IRC bridge test will be skipped." >&2
+      echo "      Retry with: . scripts/lib/ensure.sh && ensure_heisenbridge" >&2
+      exit 1
+    fi
+  ) 9>"$(dirname "$venv")/.heisenbridge-install.lock"
+}
+
+# ngIRCd (Debian's package), the IRC server Heisenbridge bridges to in that test: the package and
+# libident are downloaded with `apt-get download` and unpacked with `dpkg-deb -x` into
+# $AXON_PEERS_DIR/ngircd (no system install, no service started); run it with
+# LD_LIBRARY_PATH=$AXON_PEERS_DIR/ngircd/usr/lib/x86_64-linux-gnu (libident.so.0).
+ngircd_dir() { echo "${AXON_PEERS_DIR:-$PWD/.peers}/ngircd"; }
+
+ngircd_installed() { [ -x "$(ngircd_dir)/usr/sbin/ngircd" ]; }
+
+ensure_ngircd() {
+  if ngircd_installed; then return 0; fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "axon: ngIRCd needs Debian's apt-get to download; the IRC bridge test will be skipped." >&2
+    return 1
+  fi
+  local dir; dir="$(ngircd_dir)"
+  mkdir -p "$dir"
+  ( flock 9 || true
+    if ngircd_installed; then exit 0; fi
+    local tmp; tmp="$(mktemp -d)"
+    echo "axon: downloading ngircd and libident from Debian's packages into $dir..." >&2
+    if [ "$(id -u)" = "0" ]; then apt-get update -qq >&2 || true; fi
+    if (cd "$tmp" && apt-get download -qq ngircd libident >&2) && for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$dir" || exit 1; done && [ -x "$dir/usr/sbin/ngircd" ]; then
+      rm -rf "$tmp"
+      echo "axon: ngIRCd unpacked in $dir" >&2
+    else
+      rm -rf "$tmp"
+      echo "axon: downloading ngIRCd failed; the IRC bridge test will be skipped." >&2
+      exit 1
+    fi
+  ) 9>"$dir/../.ngircd-install.lock"
+}

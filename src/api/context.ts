@@ -12,6 +12,8 @@ import type { JsonObject, JsonValue } from '../protocol/json';
 import type { FederationClient } from '../federation/client';
 import type { ServerKeyStore } from '../federation/keys/key-store';
 import type { MediaServices } from '../media/services';
+import type { AppserviceRegistry } from '../appservice/registration';
+import type { AppserviceQueries } from '../appservice/queries';
 
 export interface ApiContext {
   config: AxonConfig;
@@ -38,6 +40,11 @@ export interface ApiContext {
   keysChanged?: ((userId: string) => void)[];
   /** The media repository (src/api/client/media.ts, src/media/); absent in processes that serve no media. */
   media?: MediaServices;
+  /**
+   * The registered application services and the questions the server asks them (src/appservice/).
+   * Absent in contexts built without them (unit tests): no appservices then.
+   */
+  appservices?: { registry: AppserviceRegistry; queries: AppserviceQueries };
   /** Reads from other servers (absent when federation is off). */
   federation?: {
     /** A remote user's profile from their server; throws a MatrixError when it cannot be had. */

@@ -112,13 +112,15 @@ export class RateLimiter {
     private readonly limits: Record<string, RateLimitBucket>,
     private readonly enabled = true,
     private readonly shared?: SharedLimits,
+    /** Keys a limit does not apply to (users of an appservice registered with `rate_limited: false`). */
+    private readonly exempt?: (limit: string, key: string) => boolean,
   ) {
     this.local = new LocalRateLimiter(limits, enabled);
   }
 
   /** Take one request from `limit`'s bucket for `key`: 0 when allowed, else ms to wait. */
   async take(limit: string, key: string): Promise<number> {
-    if (!this.enabled) return 0;
+    if (!this.enabled || this.exempt?.(limit, key)) return 0;
     const cfg = this.config(limit);
     if (!this.shared) return this.local.take(limit, key);
     try {

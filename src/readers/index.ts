@@ -13,8 +13,10 @@ import type { PushQueue } from '../push/queue';
 import { DelayedEventsReader, DelayedStateReader } from './delayed-events';
 import { FederationSenderReader } from '../federation/sender/reader';
 import { FederationUserEduReader } from '../federation/sender/user-edus';
+import { AppserviceRoomReader, AppserviceUserReader } from '../appservice/reader';
+import type { AppserviceRegistry } from '../appservice/registration';
 
-export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger, server: { serverName: string; federation?: boolean; push?: PushQueue; threadSubscriptions?: boolean }): ShardReader[] {
+export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger, server: { serverName: string; federation?: boolean; push?: PushQueue; threadSubscriptions?: boolean; appservices?: AppserviceRegistry }): ShardReader[] {
   const readers: ShardReader[] = [
     new MembershipIndexReader(redis, keys, shardCounts.user, workerId, log),
     new DeactivationReader(redis, keys, shardCounts, workerId, log),
@@ -28,5 +30,10 @@ export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Reco
   if (server.federation) readers.push(new FederationSenderReader(redis, keys, shardCounts, server.serverName, workerId, log));
   // Our users' presence and device list changes, as EDUs to the servers sharing a room with them.
   if (server.federation) readers.push(new FederationUserEduReader(redis, keys, shardCounts, server.serverName, workerId, log));
+  // What the application services must hear of, queued at their actors (issue 22.3).
+  if (server.appservices && server.appservices.size > 0) {
+    readers.push(new AppserviceRoomReader(redis, keys, shardCounts, server.appservices, workerId, log));
+    readers.push(new AppserviceUserReader(redis, keys, shardCounts, server.appservices, workerId, log));
+  }
   return readers;
 }

@@ -13,6 +13,25 @@ import type { AliasMessage, AliasRecord, AliasReply, AliasReserveReply } from '.
 import type { RoomMessage } from './model';
 import type { ApiContext } from '../api/context';
 import { askRoomFamily } from './ask';
+import type { Appservice } from '../appservice/registration';
+
+/**
+ * May this requester create or delete `alias`? As Synapse: an appservice (by its as_token) only
+ * within its alias namespace; anyone else not inside an appservice's exclusive alias namespace,
+ * unless they are that appservice's sender. 400 M_EXCLUSIVE otherwise.
+ */
+export function requireAliasNotReserved(ctx: ApiContext, alias: string, requester: { userId: string; appservice?: Appservice }): void {
+  const registry = ctx.appservices?.registry;
+  if (!registry) return;
+  if (requester.appservice) {
+    if (!requester.appservice.isInterestedInAlias(alias)) throw new MatrixError(400, 'M_EXCLUSIVE', 'This application service has not reserved this kind of alias.');
+    return;
+  }
+  for (const as of registry.interestedInAlias(alias)) {
+    if (requester.userId === as.senderUserId) return;
+    if (as.isExclusiveAlias(alias)) throw new MatrixError(400, 'M_EXCLUSIVE', 'This alias is reserved by an application service.');
+  }
+}
 
 /** The front's view of aliases: reads of the records, and changes through the alias actors. */
 export class AliasStore {
@@ -25,6 +44,18 @@ export class AliasStore {
   async get(alias: string): Promise<AliasRecord | null> {
     const blob = await this.ctx.redis.getBuffer(this.key(alias));
     return blob ? decode<AliasRecord>(blob) : null;
+  }
+
+  /**
+   * `get`, and for a local alias nobody has, ask the appservices whose alias namespace holds it
+   * (`GET /_matrix/app/v1/rooms/{alias}`): one that answers 200 has just made it (a bridge
+   * creating the room for a channel on demand), so it is read again.
+   */
+  async resolve(alias: string): Promise<AliasRecord | null> {
+    const rec = await this.get(alias);
+    if (rec || !this.ctx.appservices) return rec;
+    if (!(await this.ctx.appservices.queries.queryAlias(alias))) return null;
+    return this.get(alias);
   }
 
   /**
@@ -90,7 +121,7 @@ export async function resolveRoomIdOrAlias(ctx: ApiContext, aliases: AliasStore,
   if (idOrAlias?.startsWith('#')) {
     const { alias, server } = parseAlias(idOrAlias);
     if (server !== ctx.config.serverName) throw errors.notFound(`Room alias ${alias} is on another server; resolving it needs federation, which this server does not do yet`);
-    const rec = await aliases.get(alias);
+    const rec = await aliases.resolve(alias);
     if (!rec) throw errors.notFound(`Room alias ${alias} not found`);
     return rec.r;
   }

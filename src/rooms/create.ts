@@ -11,7 +11,9 @@ import type { JsonObject, JsonValue } from '../protocol/json';
 import { serverOf } from '../protocol/identifiers';
 import type { MembershipIndex } from '../readers/membership-index';
 import type { ApiContext } from '../api/context';
-import type { AliasStore } from './aliases';
+import { requireAliasNotReserved, type AliasStore } from './aliases';
+import { askAppservicesForUser } from './appservice-users';
+import type { Appservice } from '../appservice/registration';
 import { setDirectoryVisibility } from './directory';
 import { askRoom, sendEvent } from './ask';
 import { parseCreateRoomRequest, type CreateRoomRequest } from './create-room-request';
@@ -53,7 +55,7 @@ interface HeldAlias {
  * order — create, the creator's join, power levels, canonical alias, the preset's join rules /
  * history visibility / guest access, initial_state, name, topic, invites.
  */
-export async function createRoom(ctx: ApiContext, user: { userId: string }, body: JsonObject, aliases: AliasStore, index: MembershipIndex): Promise<string> {
+export async function createRoom(ctx: ApiContext, user: { userId: string; appservice?: Appservice }, body: JsonObject, aliases: AliasStore, index: MembershipIndex): Promise<string> {
   // 1. Validate the request (create-room-request.ts), then the things that need the server.
   const request = parseCreateRoomRequest(body, { serverName: ctx.config.serverName, defaultRoomVersion: ctx.config.defaultRoomVersion, creator: user.userId });
   // Refused before anything is created (Synapse creates the room, then fails on the first one).
@@ -62,7 +64,10 @@ export async function createRoom(ctx: ApiContext, user: { userId: string }, body
   for (const u of request.invites) {
     if (serverOf(u) !== ctx.config.serverName && !fed) throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which is off on this server');
   }
+  // Invitees of this server that an appservice may still have to make (its puppets).
+  await Promise.all(request.invites.map((u) => askAppservicesForUser(ctx, u)));
   if (!request.alias) return populateRoom(ctx, user, request, aliases, index, null);
+  requireAliasNotReserved(ctx, request.alias, user);
 
   // The alias is held for this request before anything is created: of concurrent createRooms
   // for one name only the holder goes on, the others are refused here and leave nothing behind.

@@ -13,6 +13,7 @@ import { receiptActor } from '../../actors/receipts';
 import { keyBackupActor } from '../../actors/key-backup';
 import { reportsActor } from '../../actors/reports';
 import { destinationActor, type DestinationActorOptions } from '../../actors/destination';
+import { appserviceActor, type AppserviceActorOptions } from '../../actors/appservice';
 import { mediaActor } from '../../actors/media';
 import { mediaContentActor } from '../../actors/media-content';
 import { delayedEventsActor } from '../../actors/delayed-events';
@@ -22,7 +23,7 @@ import { threadSubscriptionsActor } from '../../actors/thread-subscriptions';
  * `room` is needed for room actors (they sign events); without it only the other kinds run. Alias
  * actors live in the room shards too (an alias hashes to one) and run with the room actors.
  */
-export function allActorKinds(room?: RoomConfig, federation?: DestinationActorOptions): AnyActorKind[] {
+export function allActorKinds(room?: RoomConfig, federation?: DestinationActorOptions, appservice?: AppserviceActorOptions): AnyActorKind[] {
   const kinds: AnyActorKind[] = [
     ledgerActor('user'),
     userActor(),
@@ -45,5 +46,7 @@ export function allActorKinds(room?: RoomConfig, federation?: DestinationActorOp
   if (room) kinds.push(roomActor(room), aliasActor());
   // The federation sender's per-peer actors (issue 14.6): only where federation is on.
   if (federation) kinds.push(destinationActor(federation));
+  // One actor per application service (issue 22.3): only where registrations are configured.
+  if (appservice) kinds.push(appserviceActor(appservice));
   return kinds;
 }

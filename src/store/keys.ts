@@ -100,6 +100,17 @@ export class KeySpace {
   }
 
   /**
+   * Rooms application services published in their networks' directories
+   * (`PUT /directory/list/appservice/{networkId}/{roomId}`): a set of JSON `[appservice id,
+   * network id, room id]` entries. Written by the front (idempotent SADD/SREM; the appservice is
+   * the only writer of its entries), read by `/publicRooms` with `third_party_instance_id` or
+   * `include_all_networks`.
+   */
+  appserviceRoomList(): string {
+    return `${this.prefix}directory:appservice`;
+  }
+
+  /**
    * Set: rooms whose joined members the user directory shows to every local user — rooms with a
    * `public` join rule or `world_readable` history (users.yaml). Kept by the membership index
    * reader from the rooms' current state whenever their join rules or history visibility change.
@@ -609,3 +620,20 @@ export const userFederationData = {
   /** String: the stream id of the user's latest `m.device_list_update` sent (the next one's `prev_id`; `/user/devices` answers it). */
   deviceStream: (userId: string) => `user:${userId}:fed:devstream`,
 };
+
+/**
+ * An application service's queues (actors/appservice.ts), relative to the USER-family shard the
+ * appservice's registration id hashes to. Written only by that actor, in its commits: entry ids
+ * are its own sequence numbers (`<seq>-0`); sent entries are trimmed by MINID.
+ */
+export const appserviceData = {
+  /** Stream: room events to push, one entry per event: `r` room id, `e` event id (read from the room's store when sent). */
+  events: (id: string) => `as:${id}:events`,
+  /** Stream: ephemeral entries: `k` `eph` (typing, receipt, presence) or `td` (a to-device message), `j` the JSON text. */
+  ephemeral: (id: string) => `as:${id}:ephemeral`,
+};
+
+/** The consumer group the appservice reader (src/appservice/reader.ts) reads room outboxes with. */
+export const APPSERVICE_ROOM_GROUP = 'appservice-rooms';
+/** The consumer group the appservice reader reads user outboxes with (presence, to-device). */
+export const APPSERVICE_USER_GROUP = 'appservice-users';

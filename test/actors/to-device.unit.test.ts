@@ -35,8 +35,8 @@ describe('ToDeviceActor', () => {
       { cmd: 'XADD', key: userData.toDeviceInbox(BOB, 'D1'), args: ['MAXLEN', MAX_INBOX_LENGTH, '*', 'e', toDeviceEventJson('m.test', ALICE, '{"n":1}')] },
     ]);
     expect(d.outputs).toEqual([
-      { type: 'to_device', user_id: BOB, device_id: 'D2' },
-      { type: 'to_device', user_id: BOB, device_id: 'D1' },
+      { type: 'to_device', user_id: BOB, device_id: 'D2', e: toDeviceEventJson('m.test', ALICE, '{"n":2}') },
+      { type: 'to_device', user_id: BOB, device_id: 'D1', e: toDeviceEventJson('m.test', ALICE, '{"n":1}') },
     ]);
     // A second send to known inboxes leaves the state object as it was (nothing to persist).
     const again = decideToDevice(d.state, msg({ op: 'send', sender: ALICE, type: 'm.test', messages: { D1: '{}' } }), { devices: ['D1', 'D2'] });

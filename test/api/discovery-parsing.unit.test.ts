@@ -4,7 +4,7 @@
  * accept it (what is malformed is dropped, a wrong room is refused).
  */
 import { describe, expect, it } from 'vitest';
-import { parsePublicRoomsBody, parsePublicRoomsQuery, requireKnownNetwork } from '../../src/api/client/directory';
+import { networkOf, parsePublicRoomsBody, parsePublicRoomsQuery } from '../../src/api/client/directory';
 import { checkedHierarchy } from '../../src/api/federation/remote-hierarchy';
 import { MatrixError } from '../../src/http/errors';
 import type { JsonValue } from '../../src/protocol/json';
@@ -38,9 +38,12 @@ describe('publicRooms requests', () => {
     expect(errcode(() => parsePublicRoomsBody({ filter: { room_types: 'm.space' } }))).toBe('M_INVALID_PARAM');
     expect(errcode(() => parsePublicRoomsBody({ filter: { generic_search_term: 7 } }))).toBe('M_INVALID_PARAM');
     expect(errcode(() => parsePublicRoomsBody({ include_all_networks: true, third_party_instance_id: 'irc' }))).toBe('M_INVALID_PARAM');
-    // No bridges here: a named network is unknown; none named is fine.
-    expect(errcode(() => requireKnownNetwork(parsePublicRoomsBody({ third_party_instance_id: 'irc' })))).toBe('M_INVALID_PARAM');
-    expect(errcode(() => requireKnownNetwork(parsePublicRoomsBody({ include_all_networks: true })))).toBeUndefined();
+    // An instance id is `<appservice id>|<network id>`; anything else is 400 (as Synapse).
+    expect(errcode(() => networkOf(parsePublicRoomsBody({ third_party_instance_id: 'irc' })))).toBe('M_INVALID_PARAM');
+    expect(errcode(() => networkOf(parsePublicRoomsBody({ third_party_instance_id: 'a|b|c' })))).toBe('M_INVALID_PARAM');
+    expect(networkOf(parsePublicRoomsBody({ third_party_instance_id: 'heisenbridge|libera' }))).toEqual({ kind: 'network', appserviceId: 'heisenbridge', networkId: 'libera' });
+    expect(networkOf(parsePublicRoomsBody({ include_all_networks: true }))).toEqual({ kind: 'all' });
+    expect(networkOf(parsePublicRoomsQuery({}))).toEqual({ kind: 'local' });
   });
 });
 

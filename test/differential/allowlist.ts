@@ -69,7 +69,6 @@ export const allowlist: AllowedDifference[] = [
   { path: '*.content.notifications', kind: 'only-axon', value: '{"room":50}', reason: 'Axon writes the spec\'s default `notifications.room: 50` explicitly in createRoom power levels; Synapse leaves the default implied' },
   { path: '*.content.m.topic.m.text[0].mimetype', kind: 'only-axon', reason: '`m.topic` text blocks: Axon states the spec\'s default `text/plain`, Synapse leaves it implied' },
   { path: '* m.topic.m.text[0].mimetype', kind: 'only-axon', reason: '`m.topic` text blocks: Axon states the spec\'s default `text/plain`, Synapse leaves it implied' },
-  { path: 'login flows flows', kind: 'list', reason: 'Synapse offers m.login.application_service; Axon has no application services' },
   { path: '*global.postcontent', kind: 'only-synapse', reason: 'the unstable `postcontent` kind (MSC4306): Synapse always lists the kind (an empty list without `msc4306_enabled`, as in this run); Axon lists it only with `threadSubscriptions.enabled`, off by default and in this run' },
   { path: '*global.underride', kind: 'list', reason: 'Synapse adds `.im.vector.jitsi` (Element-specific, not in the spec)' },
   { path: '*global.override', kind: 'list', reason: 'Synapse keeps `.m.rule.contains_display_name` and `.m.rule.roomnotif`, deprecated in spec v1.7 for the intentional-mentions rules (`.m.rule.is_user_mention`, `.m.rule.is_room_mention`) that Axon ships; Axon leaves the deprecated body-matching rules out' },

@@ -131,7 +131,7 @@ describe('accounts over raw HTTP', () => {
     expect(unknown.body).toMatchObject({ errcode: 'M_UNKNOWN_TOKEN', soft_logout: false });
     const garbage = await api('GET', '/account/whoami', undefined, 'not-a-token');
     expect(garbage.body.errcode).toBe('M_UNKNOWN_TOKEN');
-    expect((await api('GET', '/login')).body).toEqual({ flows: [{ type: 'm.login.password' }] });
+    expect((await api('GET', '/login')).body).toEqual({ flows: [{ type: 'm.login.password' }, { type: 'm.login.application_service' }] });
     const unsupported = await api('POST', '/login', { type: 'm.login.token', token: 'x' });
     expect(unsupported.body.errcode).toBe('M_UNKNOWN');
   });

@@ -18,6 +18,7 @@ import { signingKeyFromSeed, type SigningKey } from '../../src/protocol/crypto';
 import { allActorKinds } from '../../src/runtime/kinds';
 import { allReaders } from '../../src/readers/index';
 import { federationSenderSetup } from '../../src/federation/sender/setup';
+import { appserviceSenderSetup } from '../../src/appservice/sender-setup';
 import { PushEvaluatorReader } from '../../src/readers/push-evaluator';
 import { frontRedisOptions, shardCountsFor } from '../../src/runtime/cluster-settings';
 import { Worker } from '../../src/runtime/worker';
@@ -89,13 +90,15 @@ export async function startTestServer(opts: {
     // The federation sender, when a test turns federation on (issue 14.6).
     const sender = federationSenderSetup(config, signingKey, log);
     if (sender) senders.push(sender);
+    // The appservice actors and readers, when a test configures registrations (issue 22.3).
+    const appservices = appserviceSenderSetup(config, workerRedis, log);
     const pushQueue = opts.push ? new PushQueue(workerRedis, keys, shardCountsFor(config), config, log) : undefined;
     if (pushQueue) pushParts.push(pushQueue);
-    const readers = allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName, federation: sender !== null, threadSubscriptions: config.threadSubscriptions.enabled, ...(pushQueue ? { push: pushQueue } : {}) });
+    const readers = allReaders(workerRedis, keys, shardCountsFor(config), `w${i + 1}`, log, { serverName: config.serverName, federation: sender !== null, threadSubscriptions: config.threadSubscriptions.enabled, ...(pushQueue ? { push: pushQueue } : {}), ...(appservices ? { appservices: appservices.registry } : {}) });
     pushEvaluators.push(...readers.filter((r) => r instanceof PushEvaluatorReader));
     const w = new Worker({
       redis: workerRedis, keys, workerId: `w${i + 1}`, shardCounts: shardCountsFor(config),
-      kinds: allActorKinds({ serverName: config.serverName, signingKey }, sender?.actor), leaseTtlMs: config.lease.ttlMs, renewMs: config.lease.renewMs, log, pollMs: 500,
+      kinds: allActorKinds({ serverName: config.serverName, signingKey }, sender?.actor, appservices?.actor), leaseTtlMs: config.lease.ttlMs, renewMs: config.lease.renewMs, log, pollMs: 500,
       readers,
       notify: workerSyncNotify(workerRedis, keys), outboxRetentionMs: SYNC_OUTBOX_RETENTION_MS,
     });

@@ -10,7 +10,10 @@ import { roomVersionCapability } from '../../protocol/room-versions';
 import { decode } from '../../store/codec';
 import type { JsonObject } from '../../protocol/json';
 import type { UserReply } from '../../../actors/user';
-import { newToken, requireUser, tokenHash, tokenKeyName, tokenShard, type TokenRecord } from './auth';
+import { bearerToken, newToken, requireUser, tokenHash, tokenKeyName, tokenShard, type TokenRecord } from './auth';
+import type { Appservice } from '../../appservice/registration';
+import { isValidUserId } from '../../protocol/identifiers';
+import { utf8Length } from '../../protocol/json';
 import { askUser, clientRoute, jsonBody, localUserId, newDeviceId, newLocalpart, newUserId, optional, readAccount } from './accounts-common';
 import type { ApiContext } from '../context';
 import { dummyHash, hashPassword, verifyPassword } from './passwords';
@@ -23,9 +26,12 @@ import { MembershipIndex } from '../../readers/membership-index';
 
 const MAX_PASSWORD_LENGTH = 512;
 const PASSWORD_FLOWS = [['m.login.password']];
+/** The login and registration type of application services (Application Service API). */
+const APPSERVICE_LOGIN = 'm.login.application_service';
 
 export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
-  clientRoute(front, 'GET', '/login', () => ({ body: { flows: [{ type: 'm.login.password' }] } }));
+  // As Synapse: application-service login is always offered (it needs an as_token anyway).
+  clientRoute(front, 'GET', '/login', () => ({ body: { flows: [{ type: 'm.login.password' }, { type: APPSERVICE_LOGIN }] } }));
   clientRoute(front, 'POST', '/login', (req) => login(ctx, req));
   clientRoute(front, 'POST', '/refresh', (req) => refresh(ctx, req), ['v3']);
   clientRoute(front, 'POST', '/register', (req) => register(ctx, req));
@@ -48,7 +54,8 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
   });
   clientRoute(front, 'GET', '/account/whoami', async (req) => {
     const me = await requireUser(ctx, req);
-    return { body: { user_id: me.userId, device_id: me.deviceId, is_guest: false } };
+    // An appservice acting without a device has none to name (as Synapse: no device_id).
+    return { body: { user_id: me.userId, ...(me.deviceId ? { device_id: me.deviceId } : {}), is_guest: false } };
   });
   clientRoute(front, 'POST', '/account/password', (req) => changePassword(ctx, req));
   clientRoute(front, 'POST', '/account/deactivate', (req) => deactivate(ctx, req));
@@ -79,6 +86,8 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
 // ---- login ----
 
 async function login(ctx: ApiContext, req: Request) {
+  const asBody = appserviceTyped(req);
+  if (asBody) return appserviceLogin(ctx, req, asBody);
   await ctx.limiter?.check('login', req.remoteAddress);
   const body = jsonBody(req);
   if (body.type !== 'm.login.password') throw new MatrixError(400, 'M_UNKNOWN', `Unsupported login type ${JSON.stringify(body.type)}`);
@@ -116,6 +125,47 @@ async function login(ctx: ApiContext, req: Request) {
   const reply = await askUser<{ user_id: string; device_id: string; expires_in_ms?: number }>(ctx, userId, {
     op: 'login',
     verifiedHash: account.h,
+    session: { deviceId: deviceId ?? newDeviceId(), ...(displayName !== undefined ? { displayName } : {}), ...tokens.session, ip: req.remoteAddress },
+  });
+  return { body: sessionBody(ctx, userId, reply, tokens) };
+}
+
+/** The body, when it is a JSON object of type `m.login.application_service` (anything else: null, the usual path answers). */
+function appserviceTyped(req: Request): JsonObject | null {
+  if (!req.body.length) return null;
+  try {
+    const body = jsonBody(req);
+    return body.type === APPSERVICE_LOGIN ? body : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `m.login.application_service`: an appservice logs one of its users in (a new device and
+ * token) with its as_token; the user must be in its namespace (or be its sender) and exist.
+ */
+async function appserviceLogin(ctx: ApiContext, req: Request, body: JsonObject) {
+  const requester = await requireUser(ctx, req);
+  const as = requester.appservice;
+  if (!as) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'This login method is only valid for application services', { soft_logout: false });
+  if (as.rateLimited) await ctx.limiter?.check('login', req.remoteAddress);
+  const identifier = body.identifier;
+  if (typeof identifier !== 'object' || identifier === null || Array.isArray(identifier)) throw errors.invalidParam('Invalid identifier in login submission');
+  if (identifier.type !== 'm.id.user') throw errors.invalidParam('Unknown login identifier type');
+  if (typeof identifier.user !== 'string') throw errors.invalidParam('Invalid user in identifier');
+  const userId = identifier.user.startsWith('@') ? identifier.user : `@${identifier.user}:${ctx.config.serverName}`;
+  if (!as.isInterestedInUser(userId)) throw new MatrixError(403, 'M_FORBIDDEN', 'Invalid access_token');
+  const deviceId = optional(body, 'device_id', 'string');
+  const displayName = optional(body, 'initial_device_display_name', 'string');
+  const wantsRefresh = optional(body, 'refresh_token', 'boolean') === true;
+  if (deviceId !== undefined && !/^[\x21-\x7e]{1,255}$/.test(deviceId)) throw errors.invalidParam('device_id must be 1 to 255 printable ASCII characters');
+  // The sender is made on first use; anyone else must have been registered by the appservice.
+  if (userId !== as.senderUserId && !(await readAccount(ctx, userId))) throw new MatrixError(403, 'M_FORBIDDEN', `Application service has not registered this user (${userId})`);
+  const tokens = newTokens(ctx, userId, wantsRefresh);
+  const reply = await askUser<{ user_id: string; device_id: string; expires_in_ms?: number }>(ctx, userId, {
+    op: 'login',
+    appservice: as.id,
     session: { deviceId: deviceId ?? newDeviceId(), ...(displayName !== undefined ? { displayName } : {}), ...tokens.session, ip: req.remoteAddress },
   });
   return { body: sessionBody(ctx, userId, reply, tokens) };
@@ -169,6 +219,9 @@ function registrationFlows(ctx: ApiContext): string[][] {
 }
 
 async function register(ctx: ApiContext, req: Request) {
+  const asBody = appserviceTyped(req);
+  // Appservices register their users whatever the registration settings, without UIA.
+  if (asBody && (req.query['kind'] ?? 'user') === 'user') return appserviceRegister(ctx, req, asBody);
   await ctx.limiter?.check('register', req.remoteAddress);
   const kind = req.query['kind'] ?? 'user';
   if (kind === 'guest') throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'Guest access is not enabled on this server');
@@ -186,6 +239,7 @@ async function register(ctx: ApiContext, req: Request) {
   // The username is checked before authentication, so a client learns it is taken right away.
   const userId = username !== undefined ? newUserId(ctx, username) : newUserId(ctx, newLocalpart());
   if (username !== undefined && (await readAccount(ctx, userId))) throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken');
+  refuseExclusiveUser(ctx, userId);
 
   await requireUia(ctx, body, {
     purpose: 'register',
@@ -213,12 +267,55 @@ async function register(ctx: ApiContext, req: Request) {
   return { body: out };
 }
 
+/** 400 M_EXCLUSIVE when an appservice (other than `allowed`) holds the user id in an exclusive namespace. */
+function refuseExclusiveUser(ctx: ApiContext, userId: string, allowed?: Appservice): void {
+  if (ctx.appservices?.registry.exclusiveUserOwner(userId, allowed)) throw new MatrixError(400, 'M_EXCLUSIVE', 'This user ID is reserved by an application service.');
+}
+
+/**
+ * `POST /register` with `type: m.login.application_service` (Application Service API, "Server
+ * admin style permissions"): an appservice registers a user of its namespace with its as_token,
+ * no UIA, and whatever the server's registration settings. The username is taken as given (as
+ * Synapse, which lets bridges keep their historical user ids), within the user id grammar.
+ */
+async function appserviceRegister(ctx: ApiContext, req: Request, body: JsonObject) {
+  const token = bearerToken(req);
+  // The spec's answer to a missing token (Synapse: 400 M_UNKNOWN).
+  if (token === null) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Appservice token must be provided when using a type of m.login.application_service');
+  const as = ctx.appservices?.registry.findByAsToken(token);
+  if (!as) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unknown application service token', { soft_logout: false });
+  const username = body.username;
+  if (typeof username !== 'string' || username === '' || username.length > 512) throw errors.invalidParam('Desired Username is missing or not a string');
+  const userId = `@${username}:${ctx.config.serverName}`;
+  if (!isValidUserId(userId) || utf8Length(userId) > 255) throw new MatrixError(400, 'M_INVALID_USERNAME', 'The username does not make a valid user id');
+  if (!as.isInterestedInUser(userId)) throw new MatrixError(400, 'M_EXCLUSIVE', 'Invalid user localpart for this application service.');
+  refuseExclusiveUser(ctx, userId, as);
+  const deviceId = optional(body, 'device_id', 'string');
+  const displayName = optional(body, 'initial_device_display_name', 'string');
+  const inhibitLogin = optional(body, 'inhibit_login', 'boolean') === true;
+  const wantsRefresh = optional(body, 'refresh_token', 'boolean') === true;
+  if (deviceId !== undefined && !/^[\x21-\x7e]{1,255}$/.test(deviceId)) throw errors.invalidParam('device_id must be 1 to 255 printable ASCII characters');
+  if (inhibitLogin) {
+    await askUser<UserReply>(ctx, userId, { op: 'register', passwordHash: null, displayname: username });
+    return { body: { user_id: userId, home_server: ctx.config.serverName } };
+  }
+  const tokens = newTokens(ctx, userId, wantsRefresh);
+  const reply = await askUser<{ user_id: string; device_id: string; expires_in_ms?: number }>(ctx, userId, {
+    op: 'register', passwordHash: null, displayname: username,
+    session: { deviceId: deviceId ?? newDeviceId(), ...(displayName !== undefined ? { displayName } : {}), ...tokens.session, ip: req.remoteAddress },
+  });
+  const out = sessionBody(ctx, userId, reply, tokens);
+  delete out.well_known;
+  return { body: out };
+}
+
 async function available(ctx: ApiContext, req: Request) {
   await ctx.limiter?.check('register', req.remoteAddress);
   const username = req.query['username'];
   if (username === undefined) throw errors.missingParam('username is required');
   const userId = newUserId(ctx, username);
   if (await readAccount(ctx, userId)) throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken');
+  refuseExclusiveUser(ctx, userId);
   return { body: { available: true } };
 }
 

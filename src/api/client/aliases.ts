@@ -15,7 +15,7 @@ import { requireUser } from './auth';
 import type { ApiContext } from '../context';
 import { bodyObject, clientRoute } from './room-common';
 import { parseAlias, requireRoomId } from '../../http/params';
-import type { AliasStore } from '../../rooms/aliases';
+import { requireAliasNotReserved, type AliasStore } from '../../rooms/aliases';
 import { historyVisibility } from '../../rooms/visibility';
 import { canSendState } from '../../rooms/power';
 
@@ -24,6 +24,7 @@ export function registerAliasRoutes(front: Front, ctx: ApiContext, aliases: Alia
     const user = await requireUser(ctx, req);
     const { alias, server } = parseAlias(req.params.alias);
     if (server !== ctx.config.serverName) throw errors.invalidParam('Room aliases can only be created on their own server');
+    requireAliasNotReserved(ctx, alias, user);
     const body = bodyObject(req);
     const roomId = typeof body.room_id === 'string' ? requireRoomId(body.room_id) : (() => { throw errors.badJson('room_id must be a room id'); })();
     if (!(await ctx.rooms.meta(roomId))) throw errors.notFound('Unknown room');
@@ -37,7 +38,7 @@ export function registerAliasRoutes(front: Front, ctx: ApiContext, aliases: Alia
   clientRoute(front, 'GET', '/directory/room/:alias', async (req) => {
     const { alias, server } = parseAlias(req.params.alias);
     if (server !== ctx.config.serverName) throw errors.notFound(`Room alias ${alias} is on another server; resolving it needs federation, which this server does not do yet`);
-    const rec = await aliases.get(alias);
+    const rec = await aliases.resolve(alias);
     if (!rec) throw errors.notFound(`Room alias ${alias} not found`);
     return { body: { room_id: rec.r, servers: [ctx.config.serverName] } satisfies JsonObject };
   });
@@ -47,6 +48,7 @@ export function registerAliasRoutes(front: Front, ctx: ApiContext, aliases: Alia
     const { alias } = parseAlias(req.params.alias);
     const rec = await aliases.get(alias);
     if (!rec) throw errors.notFound(`Room alias ${alias} not found`);
+    requireAliasNotReserved(ctx, alias, user);
     // The alias's creator, or whoever may change the room's canonical alias (decided here: it
     // needs the room's power levels; the alias actor checks the creator itself).
     const force = rec.c !== user.userId;

@@ -10,6 +10,10 @@ import type { Request } from '../../http/server';
 import { decode } from '../../store/codec';
 import { shardOf } from '../../store/shards';
 import { userData } from '../../store/keys';
+import { userKey } from '../../store/shard-keys';
+import { isValidUserId } from '../../protocol/identifiers';
+import { ActorReplyError } from '../../runtime/actor-client';
+import type { Appservice } from '../../appservice/registration';
 import type { ApiContext } from '../context';
 
 export interface TokenRecord {
@@ -27,8 +31,14 @@ export interface TokenRecord {
 
 export interface Requester {
   userId: string;
+  /**
+   * The device. For an application service acting without `device_id` there is none (Synapse's
+   * `device_id` None): the empty string, which names no device.
+   */
   deviceId: string;
   accessToken: string;
+  /** Set when the request was made with an application service's `as_token`. */
+  appservice?: Appservice;
 }
 
 const TOKEN = /^axo_(\d+)_[A-Za-z0-9_-]{20,}$/;
@@ -71,7 +81,10 @@ export type TokenContext = Pick<ApiContext, 'redis' | 'keys' | 'shardCounts' | '
 
 /** Resolve the requester from the access token, or answer 401 as the spec says. */
 export async function requireUser(ctx: ApiContext, req: Request, opts: { allowLocked?: boolean } = {}): Promise<Requester> {
-  return userFromToken(ctx, bearerToken(req), opts);
+  const token = bearerToken(req);
+  const appservice = token ? ctx.appservices?.registry.findByAsToken(token) : undefined;
+  if (appservice && token) return appserviceRequester(ctx, req, appservice, token);
+  return userFromToken(ctx, token, opts);
 }
 
 /**
@@ -80,6 +93,8 @@ export async function requireUser(ctx: ApiContext, req: Request, opts: { allowLo
  */
 export async function userFromToken(ctx: TokenContext, token: string | null, opts: { allowLocked?: boolean } = {}): Promise<Requester> {
   if (!token) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
+  // An appservice's as_token is not an access token here: it acts through requireUser (identity
+  // assertion needs the request), and the operator dashboard takes users' tokens only.
   const shard = tokenShard(token, ctx.shardCounts.user);
   if (shard === null || !token.startsWith('axo_')) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unknown access token', { soft_logout: false });
   const blob = await ctx.redis.getBuffer(ctx.keys.shard('user', shard).data(tokenKeyName(token)));
@@ -91,4 +106,65 @@ export async function userFromToken(ctx: TokenContext, token: string | null, opt
   if (rec.l === 1 && !opts.allowLocked) throw new MatrixError(401, 'M_USER_LOCKED', 'User account has been locked', { soft_logout: true });
   await ctx.limiter?.check('client', rec.u);
   return { userId: rec.u, deviceId: rec.d, accessToken: token };
+}
+
+/**
+ * Senders known to exist, per process: an appservice's sender needs no registration (as on
+ * Synapse), so its account is made the first time it acts, and looked up only once here.
+ */
+const sendersMade = new WeakMap<Appservice, Promise<void>>();
+
+/**
+ * A request made with an appservice's `as_token` (Application Service API, "Identity assertion"):
+ * it acts as its sender, or as `?user_id=` — a registered user in its user namespace (403
+ * M_FORBIDDEN otherwise) — and with `?device_id=` (spec v1.17, MSC4326) as one of that user's
+ * existing devices (400 M_UNKNOWN_DEVICE otherwise). Rate limited per user unless the
+ * registration says `rate_limited: false`.
+ */
+async function appserviceRequester(ctx: ApiContext, req: Request, as: Appservice, token: string): Promise<Requester> {
+  const asserted = req.query['user_id'];
+  let userId = as.senderUserId;
+  if (asserted !== undefined && asserted !== as.senderUserId) {
+    if (!isValidUserId(asserted)) throw new MatrixError(400, 'M_INVALID_PARAM', 'user_id is not a valid user id');
+    if (!as.isInterestedInUser(asserted)) throw new MatrixError(403, 'M_FORBIDDEN', `Application service cannot masquerade as this user (${asserted}).`);
+    const account = await readAccountRecord(ctx, asserted);
+    if (!account) throw new MatrixError(403, 'M_FORBIDDEN', `Application service has not registered this user (${asserted})`);
+    userId = asserted;
+  } else {
+    await ensureSender(ctx, as);
+  }
+  const deviceParam = req.query['device_id'] ?? req.query['org.matrix.msc3202.device_id'];
+  let deviceId = '';
+  if (deviceParam !== undefined) {
+    const exists = await ctx.redis.hexists(userKey(ctx, userId, userData.devices(userId)), deviceParam);
+    if (!exists) throw new MatrixError(400, 'M_UNKNOWN_DEVICE', `Application service trying to use a device that doesn't exist ('${deviceParam}' for ${userId})`);
+    deviceId = deviceParam;
+  }
+  if (as.rateLimited) await ctx.limiter?.check('client', userId);
+  return { userId, deviceId, accessToken: token, appservice: as };
+}
+
+async function readAccountRecord(ctx: ApiContext, userId: string): Promise<object | null> {
+  const blob = await ctx.redis.getBuffer(userKey(ctx, userId, userData.account(userId)));
+  return blob ? decode<object>(blob) : null;
+}
+
+/** Make the sender's account if it has none yet (no password: it only ever acts by as_token). */
+function ensureSender(ctx: ApiContext, as: Appservice): Promise<void> {
+  let made = sendersMade.get(as);
+  if (!made) {
+    made = (async () => {
+      if (await readAccountRecord(ctx, as.senderUserId)) return;
+      try {
+        await ctx.actors.ask('user', 'user', as.senderUserId, { op: 'register', passwordHash: null, displayname: as.registration.senderLocalpart });
+      } catch (e) {
+        // Another front made it meanwhile.
+        if (!(e instanceof ActorReplyError && e.errcode === 'M_USER_IN_USE')) throw e;
+      }
+    })();
+    sendersMade.set(as, made);
+    // A failure is not remembered: the next request tries again.
+    made.catch(() => sendersMade.delete(as));
+  }
+  return made;
 }

@@ -6,8 +6,9 @@
  * set of published rooms (`keys.publicRooms()`) from the rooms' outboxes, and reads use that
  * set. What the directory says about each room is computed from its current state when asked,
  * so it is never stale. `?server=<other server>` asks that server over federation
- * (`ctx.federation.publicRooms`, src/api/federation/remote-public-rooms.ts); third-party networks
- * (appservices) are not served yet: naming one is 400.
+ * (`ctx.federation.publicRooms`, src/api/federation/remote-public-rooms.ts). Rooms application
+ * services publish in their networks' directories (src/api/client/appservice.ts) are listed with
+ * `third_party_instance_id` or `include_all_networks` only.
  */
 import type { Front, Request } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
@@ -232,14 +233,46 @@ export function parsePublicRoomsBody(body: JsonObject): PublicRoomsRequest {
   return out;
 }
 
-/** No application services bridge third-party networks here, so every named instance is unknown. */
-export function requireKnownNetwork(r: PublicRoomsRequest): void {
-  if (r.thirdPartyInstanceId !== undefined) throw errors.invalidParam(`Unknown third-party network ${JSON.stringify(r.thirdPartyInstanceId)}`);
+/**
+ * Which directory a request reads: the server's own (`local`), every network as well (`all`:
+ * `include_all_networks`), or one third-party network an appservice published rooms in
+ * (`third_party_instance_id` = `<appservice id>|<network id>`, as `/thirdparty/protocols` lists
+ * instances). An instance id without exactly one `|` is 400, as Synapse answers it; a well-formed
+ * one no appservice uses is an empty directory.
+ */
+export type DirectoryNetwork = { kind: 'local' } | { kind: 'all' } | { kind: 'network'; appserviceId: string; networkId: string };
+
+export function networkOf(r: PublicRoomsRequest): DirectoryNetwork {
+  if (r.includeAllNetworks) return { kind: 'all' };
+  if (r.thirdPartyInstanceId === undefined) return { kind: 'local' };
+  const parts = r.thirdPartyInstanceId.split('|');
+  if (parts.length !== 2) throw errors.invalidParam(`Invalid third-party instance id ${JSON.stringify(r.thirdPartyInstanceId)}`);
+  return { kind: 'network', appserviceId: parts[0]!, networkId: parts[1]! };
 }
 
-/** The directory entries of every published room this server knows. */
-export async function publishedRoomSummaries(ctx: ApiContext): Promise<RoomSummary[]> {
-  const ids = await ctx.redis.smembers(ctx.keys.publicRooms());
+/** The rooms appservices published in their networks' directories: [appservice id, network id, room id]. */
+export async function appserviceRoomList(ctx: ApiContext): Promise<[string, string, string][]> {
+  const out: [string, string, string][] = [];
+  for (const m of await ctx.redis.smembers(ctx.keys.appserviceRoomList())) {
+    try {
+      const v = JSON.parse(m) as unknown;
+      if (Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'string')) out.push(v as [string, string, string]);
+    } catch {
+      /* not ours: skipped */
+    }
+  }
+  return out;
+}
+
+/** The directory entries of the published rooms of a network (default: the server's own directory). */
+export async function publishedRoomSummaries(ctx: ApiContext, network: DirectoryNetwork = { kind: 'local' }): Promise<RoomSummary[]> {
+  let ids: string[];
+  if (network.kind === 'local') ids = await ctx.redis.smembers(ctx.keys.publicRooms());
+  else {
+    const listed = await appserviceRoomList(ctx);
+    if (network.kind === 'all') ids = [...new Set([...(await ctx.redis.smembers(ctx.keys.publicRooms())), ...listed.map((e) => e[2])])];
+    else ids = [...new Set(listed.filter((e) => e[0] === network.appserviceId && e[1] === network.networkId).map((e) => e[2]))];
+  }
   return (await Promise.all(ids.map((id) => roomSummary(ctx, id)))).filter((s): s is RoomSummary => s !== null);
 }
 
@@ -264,8 +297,7 @@ export function registerDirectoryRoutes(front: Front, ctx: ApiContext): void {
         ...(r.thirdPartyInstanceId !== undefined ? { thirdPartyInstanceId: r.thirdPartyInstanceId } : {}),
       });
     }
-    requireKnownNetwork(r);
-    return pageDirectory(await publishedRoomSummaries(ctx), r.query);
+    return pageDirectory(await publishedRoomSummaries(ctx, networkOf(r)), r.query);
   };
 
   clientRoute(front, 'GET', '/publicRooms', async (req) => {

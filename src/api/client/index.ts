@@ -34,6 +34,7 @@ import { MembershipIndex } from '../../readers/membership-index';
 import { registerMediaRoutes } from './media';
 import { registerVoipRoutes } from './voip';
 import { registerSearchRoutes } from './search';
+import { registerAppserviceRoutes } from './appservice';
 
 export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerVersionRoutes(front, ctx.config.publicBaseUrl, { delayedEvents: ctx.config.delayedEvents.maxDelayMs > 0, threadSubscriptions: ctx.config.threadSubscriptions.enabled });
@@ -68,5 +69,6 @@ export function registerClientApi(front: Front, ctx: ApiContext): void {
   registerMediaRoutes(front, ctx);
   registerVoipRoutes(front, ctx);
   registerSearchRoutes(front, ctx);
+  registerAppserviceRoutes(front, ctx);
   registerLegacyPaths(front);
 }

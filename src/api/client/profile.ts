@@ -11,6 +11,7 @@ import type { Front, Request } from '../../http/server';
 import { isValidUserId, serverOf } from '../../protocol/identifiers';
 import { userData } from '../../store/keys';
 import { requireUser } from './auth';
+import { askAppservicesForUser } from '../../rooms/appservice-users';
 import { askUser, clientRoute, jsonBody, readAccount, requireSelf } from './accounts-common';
 import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
@@ -93,7 +94,9 @@ async function readProfile(ctx: ApiContext, req: Request): Promise<Record<string
     if (!ctx.federation) throw new MatrixError(404, 'M_NOT_FOUND', 'Profiles of users on other servers are not available (federation is off)');
     return ctx.federation.remoteProfile(userId);
   }
-  const profile = await localProfile(ctx, userId);
+  let profile = await localProfile(ctx, userId);
+  // A puppet an appservice makes on demand: asked, then read again.
+  if (!profile && (await askAppservicesForUser(ctx, userId))) profile = await localProfile(ctx, userId);
   if (!profile) throw errors.notFound('No such user');
   return profile;
 }

@@ -34,6 +34,7 @@ import { checkPowerLevelsContent, checkThreepidInvite } from '../../rooms/create
 import { createRoom, threepidLookupDenied } from '../../rooms/create';
 import { joinRoom, knockRoom, remoteDeps, sendLocalMembership } from '../../rooms/join';
 import { leaveRemoteRoom } from '../../rooms/join-remote';
+import { askAppservicesForUser } from '../../rooms/appservice-users';
 import { inviteRemoteUser } from '../../rooms/invite-remote';
 import { requestedDelay, scheduleDelayedEvent } from './delayed-events';
 
@@ -132,6 +133,8 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
       await inviteRemoteUser(ctx, fed, roomId, user.userId, target, content);
       return { body: {} };
     }
+    // An appservice's puppet not made yet: the appservice is asked first, as on Synapse.
+    if (op === 'invite') await askAppservicesForUser(ctx, target);
     if (op === 'unban' && (await ctx.rooms.membership(roomId, target)) !== 'ban') throw new MatrixError(403, 'M_FORBIDDEN', `${target} is not banned`);
     // Kicking someone who is not in the room (never was, has left, or is banned: a kick would lift
     // the ban) is refused, as Synapse does; the authorization rules alone would let it through.

@@ -11,7 +11,7 @@ import type { Front } from '../../http/server';
 import { errors } from '../../http/errors';
 import { isJsonObject, type JsonObject } from '../../protocol/json';
 import { roomForServer } from '../../federation/inbound/room-access';
-import { pageDirectory, parsePublicRoomsBody, parsePublicRoomsQuery, publishedRoomSummaries, requireKnownNetwork, type PublicRoomsRequest, type RoomSummary } from '../client/directory';
+import { pageDirectory, parsePublicRoomsBody, parsePublicRoomsQuery, networkOf, publishedRoomSummaries, type PublicRoomsRequest, type RoomSummary } from '../client/directory';
 import { federationRoute } from './auth';
 import type { FederationContext } from './context';
 
@@ -26,9 +26,9 @@ export function registerPublicRoomsRoutes(front: Front, ctx: FederationContext):
   };
 
   const answer = async (r: PublicRoomsRequest, origin: string): Promise<{ body: JsonObject }> => {
-    requireKnownNetwork(r);
+    const network = networkOf(r);
     if (r.query.limit === 0) delete r.query.limit;
-    const all = await publishedRoomSummaries(ctx.api);
+    const all = await publishedRoomSummaries(ctx.api, network);
     const allowed = await Promise.all(all.map((s) => listedFor(s, origin)));
     return { body: pageDirectory(all.filter((_, i) => allowed[i]), r.query) };
   };

@@ -19,7 +19,7 @@ export function registerQueryDirectoryRoute(front: Front, ctx: FederationContext
     const m = /^#[^:]+:(.+)$/.exec(alias);
     if (!m) throw errors.invalidParam('Not a room alias');
     if (m[1] !== ctx.config.serverName) throw new MatrixError(404, 'M_NOT_FOUND', 'Room alias not found');
-    const record = await aliases.get(alias);
+    const record = await aliases.resolve(alias);
     if (!record) throw new MatrixError(404, 'M_NOT_FOUND', 'Room alias not found');
     const others = (await serversInRoom(ctx.api.rooms, record.r)).filter((s) => s !== ctx.config.serverName);
     return { body: { room_id: record.r, servers: [ctx.config.serverName, ...others] } };
