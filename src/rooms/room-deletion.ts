@@ -90,6 +90,21 @@ export async function deleteRoom(ctx: ApiContext, deps: RoomDeletionDeps, roomId
     if (params.purge && !params.block) throw errors.notFound(`Unknown room: ${roomId}`);
     return result;
   }
+  // A purge already begun (a retried job, or one an earlier deletion started): the room takes
+  // nothing but purge batches now, so the rest is all there is left to do.
+  if (!meta.purging) await shutDown(ctx, deps, roomId, params, result, progress);
+  if (params.purge) {
+    if (!params.forcePurge) {
+      const stillJoined = [...(await ctx.rooms.members(roomId, 'join')).keys()].filter((u) => serverOf(u) === ctx.config.serverName);
+      if (stillJoined.length) throw new MatrixError(400, 'M_UNKNOWN', 'Users are still joined to this room');
+    }
+    for (const alias of await deps.aliases.ofRoom(roomId)) await deleteAliasIfThere(deps, alias, params.requester, roomId);
+    await purgeRoom(ctx, roomId);
+  }
+  return result;
+}
+
+async function shutDown(ctx: ApiContext, deps: RoomDeletionDeps, roomId: string, params: RoomDeletionParams, result: ShutdownResult, progress: (r: ShutdownResult, phase: 'shutting_down' | 'purging') => Promise<void>): Promise<void> {
   if (params.newRoomUserId !== null && result.new_room_id === null) {
     if (serverOf(params.newRoomUserId) !== ctx.config.serverName) throw new MatrixError(400, 'M_UNKNOWN', `User must be our own: ${params.newRoomUserId}`);
     result.new_room_id = await createRoom(ctx, { userId: params.newRoomUserId }, { preset: 'public_chat', name: params.roomName || DEFAULT_NOTICE_ROOM_NAME, power_level_content_override: { users_default: -10 } }, deps.aliases, deps.index);
@@ -120,15 +135,6 @@ export async function deleteRoom(ctx: ApiContext, deps: RoomDeletionDeps, roomId
   }
   await setDirectoryVisibility(ctx, [[roomId, 'private']]);
   await progress(result, params.purge ? 'purging' : 'shutting_down');
-  if (params.purge) {
-    if (!params.forcePurge) {
-      const stillJoined = [...(await ctx.rooms.members(roomId, 'join')).keys()].filter((u) => serverOf(u) === ctx.config.serverName);
-      if (stillJoined.length) throw new MatrixError(400, 'M_UNKNOWN', 'Users are still joined to this room');
-    }
-    for (const alias of await deps.aliases.ofRoom(roomId)) await deleteAliasIfThere(deps, alias, params.requester, roomId);
-    await purgeRoom(ctx, roomId);
-  }
-  return result;
 }
 
 async function deleteAliasIfThere(deps: RoomDeletionDeps, alias: string, requester: string, roomId: string): Promise<void> {
