@@ -1,6 +1,6 @@
 /**
  * One-off, for deployments with rooms made before the admin API's room list existed: adds every
- * room a room shard has (its room actor's state, with a room version) to that shard's list
+ * room a room shard has (its room actor's state, with a room version, not being purged) to that shard's list
  * (`roomData.localRooms`), which the room actor keeps for rooms made since. Safe to run on a live
  * server and to run again (ZADD of a listed id changes nothing; scores are all 0).
  *
@@ -33,7 +33,9 @@ export async function backfillRoomList(redis: RedisClient, keys: KeySpace, roomS
         const blobs = await redis.mgetBuffer(...found);
         const ids = found.filter((_, i) => {
           const blob = blobs[i];
-          return blob ? decode<RoomMeta>(blob).version !== null : false;
+          const meta = blob ? decode<RoomMeta>(blob) : null;
+          // A room being purged is on its way out of the list.
+          return meta !== null && meta.version !== null && !meta.purging;
         }).map((k) => k.slice(statePrefix.length));
         if (ids.length) await redis.zadd(listKey, ...ids.flatMap((id) => ['0', id]));
         listed += ids.length;

@@ -17,8 +17,8 @@ export async function roomBlockedBy(ctx: ApiContext, roomId: string): Promise<st
   return ctx.redis.hget(ctx.keys.blockedRooms(), roomId);
 }
 
-/** Refuse a local user's join or invite into a blocked room (403, Synapse's wording). */
+/** Refuse a local user's join or invite into a blocked room (403 M_UNKNOWN, Synapse's code and wording). */
 export async function assertRoomNotBlocked(ctx: ApiContext, roomId: string): Promise<void> {
-  if ((await roomBlockedBy(ctx, roomId)) !== null) throw new MatrixError(403, 'M_FORBIDDEN', 'This room has been blocked on this server');
+  if ((await roomBlockedBy(ctx, roomId)) !== null) throw new MatrixError(403, 'M_UNKNOWN', 'This room has been blocked on this server');
 }
 

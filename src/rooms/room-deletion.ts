@@ -84,17 +84,13 @@ export interface RoomDeletionDeps {
 export async function deleteRoom(ctx: ApiContext, deps: RoomDeletionDeps, roomId: string, params: RoomDeletionParams, result: ShutdownResult = emptyShutdownResult(), progress: (r: ShutdownResult, phase: 'shutting_down' | 'purging') => Promise<void> = async () => undefined): Promise<ShutdownResult> {
   if (params.block) await setRoomBlocked(ctx, roomId, params.requester);
   const meta = await ctx.rooms.meta(roomId);
-  if (!meta) {
-    // A room this server does not have (or no longer has): blocking it is all there is to do;
-    // asking to purge it is an error only when nothing was blocked (as Synapse).
-    if (params.purge && !params.block) throw errors.notFound(`Unknown room: ${roomId}`);
-    return result;
-  }
+  // A room this server does not have (or no longer has): blocking it is all there is to do.
+  if (!meta) return result;
   // A purge already begun (a retried job, or one an earlier deletion started): the room takes
   // nothing but purge batches now, so the rest is all there is left to do.
   if (!meta.purging) await shutDown(ctx, deps, roomId, params, result, progress);
   if (params.purge) {
-    if (!params.forcePurge) {
+    if (!params.forcePurge && !meta.purging) {
       const stillJoined = [...(await ctx.rooms.members(roomId, 'join')).keys()].filter((u) => serverOf(u) === ctx.config.serverName);
       if (stillJoined.length) throw new MatrixError(400, 'M_UNKNOWN', 'Users are still joined to this room');
     }

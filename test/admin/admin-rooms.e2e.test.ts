@@ -16,6 +16,8 @@ import { KeySpace, roomData } from '../../src/store/keys';
 import { shardCountsFor } from '../../src/runtime/cluster-settings';
 import { shardOf } from '../../src/store/shards';
 import { ActorClient } from '../../src/runtime/actor-client';
+import { decode } from '../../src/store/codec';
+import type { RoomMeta } from '../../src/rooms/model';
 import { backfillRoomList } from '../../scripts/backfill-room-list';
 
 const install = synapseInstallation();
@@ -26,10 +28,14 @@ const SYNAPSE_IP = '127.0.0.74';
 const SECRET = 'admin-rooms-e2e-shared-secret';
 
 /** Intended differences, `step path` → why. */
-const ALLOWED: Record<string, string> = {};
+const ALLOWED: Record<string, string> = {
+  'power levels after notifications': "createRoom's default power levels, not the admin API's: Axon states the spec's default `notifications.room`",
+  'power levels after historical': "createRoom's default power levels, not the admin API's: Synapse adds MSC2716's `historical`",
+};
 /** Intended differences anywhere, by the path's last field. */
 const ALLOWED_FIELDS: Record<string, string> = {
   last_successful_stream_ordering: 'Axon has no global stream ordering of events (null)',
+  creation_ts: 'the second each server made the user in',
   error: 'error wording is each server\'s own; the errcode and status are compared',
 };
 
@@ -39,7 +45,8 @@ function normalise(v: Json, serverName: string, key = ''): Json {
     // Lists of users and aliases come in each server's own order.
     return ['members', 'kicked_users', 'local_aliases', 'failed_to_kick_users'].includes(key) ? items.sort() : items;
   }
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, normalise(x, serverName, k)]));
+  // Keys too: power levels name users as keys.
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k.split(serverName).join('<hs>'), normalise(x, serverName, k)]));
   if (key === 'delete_id' && typeof v === 'string') return '<delete id>';
   if (['offset', 'next_batch', 'prev_batch', 'total_rooms', 'total'].includes(key)) return v;
   if (typeof v === 'string') return v.split(serverName).join('<hs>').replace(/^![A-Za-z0-9_\-]+(:<hs>)?$/, '<room>').replace(/^\$[A-Za-z0-9_\-+/=]+(:<hs>)?$/, '<event>');
@@ -64,7 +71,7 @@ describe.skipIf(skip)('admin API rooms: Axon against Synapse', () => {
     ca = createTestCa();
     const serverName = await loopbackServerName(SYNAPSE_IP);
     [synapse, axon] = await Promise.all([
-      startSynapse({ serverName, ca, logLevel: 'WARNING', configure: (c) => { c.rc_login = { address: { per_second: 100, burst_count: 100 }, account: { per_second: 100, burst_count: 100 } }; c.rc_message = { per_second: 100, burst_count: 100 }; c.rc_joins = { local: { per_second: 100, burst_count: 100 }, remote: { per_second: 100, burst_count: 100 } }; } }),
+      startSynapse({ serverName, ca, logLevel: 'WARNING', configure: (c) => { c.rc_login = { address: { per_second: 100, burst_count: 100 }, account: { per_second: 100, burst_count: 100 } }; c.rc_message = { per_second: 100, burst_count: 100 }; c.room_list_publication_rules = [{ action: 'allow' }]; c.rc_joins = { local: { per_second: 100, burst_count: 100 }, remote: { per_second: 100, burst_count: 100 } }; } }),
       startTestServer({ configure: (c) => { c.registration.sharedSecret = SECRET; } }),
     ]);
     const sAdmin = await synapse.registerUser('boss', 'boss-password-1', true);
@@ -135,11 +142,16 @@ describe.skipIf(skip)('admin API rooms: Axon against Synapse', () => {
     const listed = await both('list', 'GET', () => '/_synapse/admin/v1/rooms');
     expect(listed.axon.body.total_rooms).toBe(4);
     for (const order of ['name', 'canonical_alias', 'joined_members', 'joined_local_members', 'version', 'creator', 'encryption', 'federatable', 'public', 'join_rules', 'guest_access', 'history_visibility', 'state_events']) {
-      // Names and ids break ties differently on each server only when rooms are equal in the order:
-      // compare the order of the distinguishing values, not the room ids.
+      // Rooms equal in the order come by room id, which differ between the servers: compare the
+      // sequence of the ordered values (the rooms themselves are compared in the lists above and below).
       for (const dir of ['f', 'b']) {
-        const res = await both(`order ${order} ${dir}`, 'GET', () => `/_synapse/admin/v1/rooms?order_by=${order}&dir=${dir}`);
-        expect(res.axon.body.rooms.map((x: Json) => x[order])).toEqual(res.synapse.body.rooms.map((x: Json) => x[order]));
+        const seqs: string[] = [];
+        for (const side of sides) {
+          const res = await callServer(side, { token: side.admin.token }, 'GET', `/_synapse/admin/v1/rooms?order_by=${order}&dir=${dir}`);
+          expect(res.status).toBe(200);
+          seqs.push(JSON.stringify(res.body.rooms.map((room: Json) => normalise(room[order], side.serverName))));
+        }
+        if (seqs[0] !== seqs[1]) found.push(`order ${order} ${dir}: axon ${seqs[0]} synapse ${seqs[1]}`);
       }
     }
     const paged = await both('page 2', 'GET', () => '/_synapse/admin/v1/rooms?order_by=name&limit=1&from=1');
@@ -174,7 +186,10 @@ describe.skipIf(skip)('admin API rooms: Axon against Synapse', () => {
       typed[side.label] = (await callServer(side, { token: side.admin.token }, 'GET', `/_synapse/admin/v1/rooms/${r(side, 'alpha')}/state?type=m.room.member`)).body.state.map((e: Json) => normalise(e.state_key, side.serverName)).sort();
     }
     expect(Object.keys(states.axon)).toEqual(Object.keys(states.synapse));
-    for (const k of ['m.room.name|', 'm.room.topic|', 'm.room.canonical_alias|', 'm.room.join_rules|', 'm.room.history_visibility|', 'm.room.member|@bob:<hs>']) expect({ k, v: states.axon[k] }).toEqual({ k, v: states.synapse[k] });
+    // (m.room.topic's content is createRoom's, not the admin API's: Axon adds the m.topic mimetype.)
+    for (const k of ['m.room.name|', 'm.room.canonical_alias|', 'm.room.join_rules|', 'm.room.history_visibility|', 'm.room.member|@bob:<hs>']) {
+      if (JSON.stringify(states.axon[k]) !== JSON.stringify(states.synapse[k])) found.push(`state ${k}: axon ${JSON.stringify(states.axon[k])} synapse ${JSON.stringify(states.synapse[k])}`);
+    }
     expect(typed.axon).toEqual(['@alice:<hs>', '@bob:<hs>']);
     expect(typed.axon).toEqual(typed.synapse);
     // Messages: everything in order, as an admin who is not in the room.
@@ -192,7 +207,9 @@ describe.skipIf(skip)('admin API rooms: Axon against Synapse', () => {
       };
     }
     expect(messages.axon.filtered).toEqual(['hello 0', 'hello 1', 'hello 2']);
-    expect(messages.axon).toEqual(messages.synapse);
+    for (const k of ['forwards', 'backwards', 'filtered']) {
+      if (JSON.stringify(messages.axon[k]) !== JSON.stringify(messages.synapse[k])) found.push(`messages ${k}: axon ${JSON.stringify(messages.axon[k])} synapse ${JSON.stringify(messages.synapse[k])}`);
+    }
 
     // Blocking.
     await both('block get', 'GET', (s) => `/_synapse/admin/v1/rooms/${r(s, 'delta')}/block`);
@@ -291,7 +308,7 @@ describe('admin API rooms: Axon only', () => {
       }
     } while (cursor !== '0');
     const meta = await axon.redis.getBuffer(shard.state('room', roomId));
-    if (meta?.includes(Buffer.from('"version"')) === false) out.push('(meta)');
+    if (meta && decode<RoomMeta>(meta).version !== null) out.push('(room actor state)');
     return out;
   }
 
@@ -308,18 +325,19 @@ describe('admin API rooms: Axon only', () => {
     await actors.close();
     // A shard this small may hold all its keys in one SCAN page: then the room is gone already.
     const purgedAtOnce = first.done;
+    console.log(`admin-rooms.e2e: the first purge batch deleted ${first.deleted} keys; done at once: ${purgedAtOnce}`);
     const send = await call(admin.token, 'PUT', `/rooms/${encodeURIComponent(room)}/send/m.room.message/late`, { msgtype: 'm.text', body: 'too late' });
     expect(purgedAtOnce ? [403, 404].includes(send.status) : send.status === 404).toBe(true);
     const started = await call(admin.token, 'DELETE', `/_synapse/admin/v2/rooms/${encodeURIComponent(room)}`, purgedAtOnce ? { block: true } : {});
     expect(started.status).toBe(200);
     const deadline = Date.now() + 120_000;
-    let status: { status?: string; shutdown_room?: unknown } = {};
+    let status: { status?: string; shutdown_room?: unknown; error?: string } = {};
     while (Date.now() < deadline) {
       status = (await call(admin.token, 'GET', `/_synapse/admin/v2/rooms/delete_status/${started.body.delete_id}`)).body;
       if (status.status === 'complete' || status.status === 'failed') break;
       await new Promise((res) => setTimeout(res, 300));
     }
-    expect(status.status).toBe('complete');
+    expect([status.status, status.error]).toEqual(['complete', undefined]);
     expect(status.shutdown_room).toEqual({ kicked_users: [], failed_to_kick_users: [], local_aliases: [], new_room_id: null });
     expect(await keysOfRoom(room)).toEqual([]);
     expect(((await call(admin.token, 'GET', '/publicRooms')).body.chunk as { room_id: string }[]).map((x) => x.room_id)).not.toContain(room);

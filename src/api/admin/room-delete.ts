@@ -99,9 +99,15 @@ class RoomDeletionJobs {
   }
 }
 
-/** Synapse's task status of a job: scheduled, active, complete or failed. */
-async function statusOf(job: Job<DeletionJob>): Promise<JsonObject> {
-  const state = await job.getState();
+/**
+ * Synapse's task status of a job: scheduled, active, complete or failed. The state is read before
+ * the job, so a job that finishes in between is reported as it was (active), never as complete
+ * without its result.
+ */
+async function statusOf(queue: Queue<DeletionJob>, id: string): Promise<JsonObject | null> {
+  const state = await queue.getJobState(id);
+  const job = await queue.getJob(id);
+  if (!job || job.name !== 'delete_room') return null;
   const status = state === 'completed' ? 'complete' : state === 'failed' ? 'failed' : state === 'active' ? 'active' : 'scheduled';
   const progress = job.progress as DeletionProgress | number | undefined;
   const result = state === 'completed' ? (job.returnvalue as ShutdownResult) : typeof progress === 'object' && progress ? progress.result : null;
@@ -146,8 +152,8 @@ export function registerAdminRoomDeleteRoutes(front: Front, ctx: ApiContext): vo
     const roomId = legalRoomId(req.params.roomId);
     const results: JsonObject[] = [];
     for (const id of await ctx.redis.zrange(ctx.keys.roomDeletions(roomId), 0, -1)) {
-      const job = await jobs.q.getJob(id);
-      if (job) results.push(await statusOf(job));
+      const status = await statusOf(jobs.q, id);
+      if (status) results.push(status);
     }
     if (!results.length) throw errors.notFound(`No delete task for room_id '${roomId}' found`);
     return { body: { results } };
@@ -156,8 +162,8 @@ export function registerAdminRoomDeleteRoutes(front: Front, ctx: ApiContext): vo
   front.route('GET', '/_synapse/admin/v2/rooms/delete_status/:deleteId', async (req) => {
     await requireAdmin(ctx, req);
     const deleteId = req.params.deleteId ?? '';
-    const job = /^[A-Za-z0-9]{1,64}$/.test(deleteId) ? await jobs.q.getJob(deleteId) : undefined;
-    if (!job || job.name !== 'delete_room') throw errors.notFound(`delete id '${deleteId}' not found`);
-    return { body: await statusOf(job) };
+    const status = /^[A-Za-z0-9]{1,64}$/.test(deleteId) ? await statusOf(jobs.q, deleteId) : null;
+    if (!status) throw errors.notFound(`delete id '${deleteId}' not found`);
+    return { body: status };
   });
 }
