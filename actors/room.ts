@@ -38,7 +38,9 @@ import { decode, encode } from '../src/store/codec';
 import { authorizeReceivedPdu, checkReceivedPdu, precheckPdus, type IngestView, type KnownEvent, type RemoteKeys } from '../src/rooms/ingest';
 import { resolveState } from '../src/protocol/state-resolution';
 import { readSnapshot } from '../src/store/room-reader';
-import { PARTIAL_STATE_ROOMS, eventRoomIndex, roomData } from '../src/store/keys';
+import { Cluster } from 'ioredis';
+import { KeySpace, PARTIAL_STATE_ROOMS, eventRoomIndex, roomData, searchData } from '../src/store/keys';
+import type { RedisClient } from '../src/store/redis';
 import { completeCurrentState, recheckSinceJoin } from '../src/protocol/partial-state';
 import { UPGRADE_CLAIM_MS, relationOf, type RoomConfig, type RoomMeta, type RoomState, type EventTemplate, type RoomMessage, type DirectoryVisibility, type SuppliedState, type RoomReply, type IngestReply, type RoomOutput, type RoomDirectoryOutput, type RoomPrepared, type PartialStateInfo, type StoredEvent, type StoredSnapshot, type RootDelta } from '../src/rooms/model';
 
@@ -106,6 +108,10 @@ function lookup(state: RoomState): StateLookup {
 /** Pure: everything the room actor does with a message. */
 export function decideRoom(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMessage>, prepared: RoomPrepared): Decision<RoomState, RoomReply> {
   const body = msg.body;
+  if (body?.op === 'purge_begin') return decidePurgeBegin(state);
+  if (body?.op === 'purge') return decidePurgeBatch(state, prepared);
+  // A room being purged is half gone: nothing may write to it or build on it.
+  if (state.purging) throw new ActorRejection('M_NOT_FOUND', 'This room is being purged', 404);
   if (body?.op === 'create') return decideCreate(cfg, state, body.event);
   if (body?.op === 'send') return decideSend(cfg, state, msg, body.event, body.txn, prepared);
   if (body?.op === 'ingest') return decideRemote(state, body.outlier ? 'outlier' : 'live', body.pdus, body.keys, body.state, prepared, body.onBehalfOf, body.ownJoin, body.partialState);
@@ -135,6 +141,98 @@ function decideDirectoryVisibility(state: RoomState, visibility: DirectoryVisibi
   const key = roomData.published(state.roomId);
   const output: RoomDirectoryOutput = { roomId: state.roomId, directory: visibility };
   return { state: next, reply: { ok: true }, writes: [published ? { cmd: 'SET', key, args: ['1'] } : { cmd: 'DEL', key, args: [] }], outputs: [output] };
+}
+
+/**
+ * The purge of a room starts (src/rooms/room-deletion.ts): from this commit on the room refuses
+ * everything but purge batches, so no event lands in a room whose keys are going. Idempotent.
+ */
+function decidePurgeBegin(state: RoomState): Decision<RoomState, RoomReply> {
+  if (state.purging) return { state, reply: { ok: true } };
+  return { state: { ...state, purging: true }, reply: { ok: true } };
+}
+
+/**
+ * One batch of a purge: delete the keys the shell found (each commit is whole, so a worker dying
+ * between batches leaves the room purging with fewer keys, and the next batch — or the job's
+ * retry from the start — goes on). The last batch (scan complete) resets the room to nothing
+ * and takes it out of the shard's room list and the server-wide indexes that name it.
+ */
+function decidePurgeBatch(state: RoomState, prepared: RoomPrepared): Decision<RoomState, RoomReply> {
+  if (!state.purging) throw new ActorRejection('M_UNKNOWN', 'The purge of this room has not begun', 400);
+  const found = prepared.purge ?? { keys: [], eventIds: [], cursor: '0' };
+  const writes: StoreWrite[] = found.keys.map((key) => ({ cmd: 'DEL', key, args: [] }));
+  const derivedWrites: StoreWrite[] = found.eventIds.map((id) => ({ cmd: 'HDEL', key: eventRoomIndex(id), args: [id] }));
+  const done = found.cursor === '0';
+  if (!done) return { state: { ...state }, reply: { cursor: found.cursor, deleted: found.keys.length, done }, writes, derivedWrites };
+  writes.push({ cmd: 'ZREM', key: roomData.localRooms(), args: [state.roomId] });
+  const global = new KeySpace('');
+  derivedWrites.push(
+    { cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [state.roomId] },
+    { cmd: 'SREM', key: global.publicRooms(), args: [state.roomId] },
+    { cmd: 'SREM', key: global.directoryVisibleRooms(), args: [state.roomId] },
+  );
+  return { state: emptyRoom(state.roomId), reply: { cursor: '0', deleted: found.keys.length, done }, writes, derivedWrites };
+}
+
+const ROOM_KEY_NAMES = new Set(['state', 'members', 'timeline', 'snap', 'txn', 'evtxn', 'aliases', 'published', 'rel', 'threads', 'ts', 'receipts', 'typing']);
+const SEARCH_KEY_NAMES = new Set(['docs', 'terms', 'stats', 'p']);
+
+/** How many keys a purge batch examines at most (one SCAN page of the shard); its deletes are one commit. */
+const PURGE_SCAN_COUNT = 500;
+
+/**
+ * The shell of a purge batch: one SCAN page of the room's shard (keys of every room there), kept
+ * to this room's: its per-room keys (`room:<id>:…`, `search:<id>:…`) and the records of its
+ * events (`ev:<id>`, whose JSON names the room; a v12 create event names none, its id is the
+ * room's `createId`). On a Cluster the shard's keys live on one node; the cursor says which node
+ * the scan is at (`<node>:<cursor>`).
+ */
+async function preparePurge(ctx: ShellContext, state: RoomState, cursor: string): Promise<RoomPrepared> {
+  const base = ctx.keys.data('');
+  const nodes: RedisClient[] = ctx.redis instanceof Cluster ? (ctx.redis.nodes('master') as RedisClient[]) : [ctx.redis];
+  const m = /^(?:(\d+):)?(\d+)$/.exec(cursor);
+  let node = m?.[1] ? Number(m[1]) : 0;
+  if (node >= nodes.length) return { purge: { keys: [], eventIds: [], cursor: '0' } };
+  const [next, found] = await nodes[node]!.scan(m?.[2] ?? '0', 'MATCH', `${base.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', PURGE_SCAN_COUNT);
+  // `room:<id>:<name>…` and `search:<id>:<name>…`, where <name> is one of the names those keys
+  // take: a room `!a:example.org` must not take the keys of `!a:example.org:8448`.
+  const own: [string, Set<string>][] = [
+    [roomData.state(state.roomId).slice(0, -'state'.length), ROOM_KEY_NAMES],
+    [searchData.docs(state.roomId).slice(0, -'docs'.length), SEARCH_KEY_NAMES],
+  ];
+  const keys: string[] = [];
+  const eventIds: string[] = [];
+  const evPrefix = roomData.event('');
+  const candidates: string[] = [];
+  for (const full of found) {
+    const rel = full.slice(base.length);
+    if (own.some(([p, names]) => rel.startsWith(p) && names.has(rel.slice(p.length).split(':')[0]!))) keys.push(rel);
+    else if (rel.startsWith(evPrefix)) candidates.push(rel);
+  }
+  if (candidates.length) {
+    const blobs = await ctx.redis.mgetBuffer(...candidates.map((rel) => ctx.keys.data(rel)));
+    candidates.forEach((rel, i) => {
+      const blob = blobs[i];
+      if (!blob) return;
+      const id = rel.slice(evPrefix.length);
+      let roomId: unknown;
+      try {
+        roomId = (JSON.parse(decode<StoredEvent>(blob).j) as JsonObject).room_id;
+      } catch {
+        return;
+      }
+      if (roomId === state.roomId || (roomId === undefined && id === state.createId)) {
+        keys.push(rel);
+        eventIds.push(id);
+      }
+    });
+  }
+  let nextCursor: string;
+  if (next !== '0') nextCursor = `${node}:${next}`;
+  else if (++node < nodes.length) nextCursor = `${node}:0`;
+  else nextCursor = '0';
+  return { purge: { keys, eventIds, cursor: nextCursor } };
 }
 
 /** Keep the room's set of local aliases (the alias actor owns the aliases themselves). */
@@ -867,6 +965,12 @@ export function withEventRoomIndex(decision: Decision<RoomState, RoomReply>, roo
   return index.length ? { ...decision, derivedWrites: [...(decision.derivedWrites ?? []), ...index] } : decision;
 }
 
+/** A room that comes into being here (created, or its first events taken) joins its shard's room list. */
+function withRoomListed(before: RoomState, decision: Decision<RoomState, RoomReply>): Decision<RoomState, RoomReply> {
+  if (before.version !== null || decision.state.version === null) return decision;
+  return { ...decision, writes: [...(decision.writes ?? []), { cmd: 'ZADD', key: roomData.localRooms(), args: [0, before.roomId] }] };
+}
+
 /** The stored record of an event, or undefined. */
 export async function loadStoredEvent(ctx: ShellContext, eventId: string): Promise<StoredEvent | undefined> {
   const blob = await ctx.redis.getBuffer(ctx.keys.data(roomData.event(eventId)));
@@ -1010,6 +1114,7 @@ export function roomActor(cfg: RoomConfig): ActorKind<RoomState, RoomMessage, Ro
       if (msg.body?.op === 'ingest') return prepareIngest(ctx, state, msg.body.outlier ? 'outlier' : 'live', msg.body.pdus, msg.body.keys ?? {}, msg.body.state);
       if (msg.body?.op === 'backfill') return prepareIngest(ctx, state, 'backfill', msg.body.pdus, msg.body.keys ?? {}, msg.body.state);
       if (msg.body?.op === 'complete_partial_state') return prepareCompletePartialState(ctx, state, msg.body.join, msg.body.stateIds);
+      if (msg.body?.op === 'purge') return state.purging ? preparePurge(ctx, state, String(msg.body.cursor ?? '0')) : prepared;
       if (msg.body?.op !== 'send') return prepared;
       const { event, txn } = msg.body;
       if (txn) {
@@ -1024,7 +1129,7 @@ export function roomActor(cfg: RoomConfig): ActorKind<RoomState, RoomMessage, Ro
       }
       return prepared;
     },
-    decide: (state, msg, prepared) => withEventRoomIndex(decideRoom(cfg, state, msg, prepared), state.roomId),
+    decide: (state, msg, prepared) => withRoomListed(state, withEventRoomIndex(decideRoom(cfg, state, msg, prepared), state.roomId)),
   };
 }
 

@@ -14,6 +14,7 @@ import { restrictedJoinAuthoriser } from './restricted-joins';
 import { storedProfile, withProfile } from './member-profile';
 import { optString, parseAlias } from '../http/params';
 import { sendEvent, type SendReply } from './ask';
+import { assertRoomNotBlocked } from './blocked';
 import { candidateServers, inviterServer, joinRemoteRoom, knockRemoteRoom, queryRemoteAlias, type RemoteJoinDeps } from './join-remote';
 
 /** Send a membership event and record it in the target's joined-rooms index (local targets). */
@@ -40,6 +41,7 @@ export async function joinRoom(ctx: ApiContext, aliases: AliasStore, index: Memb
   // An alias on another server, or a room this server does not have: a join over federation.
   const fed = remoteDeps(ctx);
   const { roomId, aliasServers } = await resolveForMembership(ctx, aliases, fed, idOrAlias);
+  await assertRoomNotBlocked(ctx, roomId);
   // A room we have but are no longer in (all our users left) is joined through its servers too.
   const candidates = await remoteCandidates(ctx, fed, roomId, [via, aliasServers, [await inviterServer(ctx, userId, roomId)], [serverOf(roomId)]]);
   if (fed && candidates) {

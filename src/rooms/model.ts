@@ -46,6 +46,11 @@ export interface RoomMeta {
    * is soft-failed (as Synapse does); see decideCompletePartialState.
    */
   partial?: PartialStateInfo;
+  /**
+   * An admin's purge of the room has begun (`purge_begin`, src/rooms/room-deletion.ts): the room
+   * takes nothing but `purge` batches until they have deleted all it stored, then it is empty.
+   */
+  purging?: true;
 }
 
 /** A partial-state room's join and the servers the resident said were in the room. */
@@ -127,7 +132,16 @@ export type RoomMessage =
    */
   | { op: 'claim_upgrade'; replacement: string; sender: string }
   /** Give a claim back (the upgrade failed before the replacement room existed). */
-  | { op: 'release_upgrade'; replacement: string };
+  | { op: 'release_upgrade'; replacement: string }
+  /** An admin purges the room: from now on it takes only `purge` (idempotent). */
+  | { op: 'purge_begin' }
+  /**
+   * One batch of the purge: the shell finds up to a batch of the room's keys from `cursor` (a
+   * SCAN position of the shard, `0` to start) and decide deletes them in one commit. The reply's
+   * `cursor` is where the next batch starts; `done` when the scan is complete, the room's
+   * in-memory state is then reset to nothing (as a room the server never had).
+   */
+  | { op: 'purge'; cursor: string };
 
 export type DirectoryVisibility = 'public' | 'private';
 
@@ -141,7 +155,14 @@ export interface SuppliedState {
   before: Record<string, string[]>;
 }
 
-export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply | { ok: true } | UpgradeClaim | PartialStateCompleted;
+export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply | { ok: true } | UpgradeClaim | PartialStateCompleted | PurgeProgress;
+
+/** A `purge` batch's answer. */
+export interface PurgeProgress {
+  cursor: string;
+  deleted: number;
+  done: boolean;
+}
 
 /** `complete_partial_state`'s answer: how many member events were added, which events failed the new checks. */
 export interface PartialStateCompleted {
@@ -205,6 +226,8 @@ export interface RoomPrepared {
   prechecks?: Map<JsonObject, PduPrecheck>;
   /** For complete_partial_state: the timeline events from the join on, in order, with their records. */
   sinceJoin?: { eventId: string; pdu: Pdu; stored: StoredEvent }[];
+  /** For purge: the room's keys found in this batch (relative to the shard's data prefix), its events' ids, and where the scan goes on. */
+  purge?: { keys: string[]; eventIds: string[]; cursor: string };
 }
 
 export interface StoredEvent {

@@ -184,6 +184,24 @@ export class KeySpace {
     return `${this.prefix}{mused:${userId}}`;
   }
 
+  /**
+   * Hash: rooms an admin blocked (`/_synapse/admin/v1/rooms/{roomId}/block`, room deletion):
+   * room id → the admin's user id. Written by fronts (an operator's decision, not room data: a
+   * room this server never had can be blocked too); joins and invites of local users are refused.
+   */
+  blockedRooms(): string {
+    return `${this.prefix}{admin}:blocked-rooms`;
+  }
+
+  /**
+   * Sorted set: the ids of a room's deletions (`DELETE /_synapse/admin/v2/rooms/{roomId}`, bullmq
+   * jobs by those ids) by when they were asked for (ms), for `…/{roomId}/delete_status`. Written
+   * by fronts with the job; expires a week after the last deletion asked.
+   */
+  roomDeletions(roomId: string): string {
+    return `${this.prefix}{admin}:room-deletes:${roomId}`;
+  }
+
   /** Pub/sub channel that wakes the owner of a shard when its inbox gets a message. */
   wakeChannel(family: Family, shard: number): string {
     return `${this.prefix}wake:${family}:${shard}`;
@@ -275,6 +293,13 @@ export const INBOX_GROUP = 'workers';
 export const roomData = {
   /** An event: msgpack { j: JSON text, p: stream position, d: depth, sb/sa: state snapshot before/after, rej?, rb? }. */
   event: (eventId: string) => `ev:${eventId}`,
+  /**
+   * Sorted set (all scores 0, so ordered by id): the rooms this room shard has, added by the room
+   * actor when a room comes into being here (created, or first events ingested) and removed when
+   * it is purged. The admin API's room list merges every shard's (src/api/admin/room-list.ts);
+   * `npm run backfill-room-list` adds rooms that predate it. Shard-relative, not per room.
+   */
+  localRooms: () => 'rooms',
   /** Hash: current state, `type\0state_key` → event id. */
   state: (roomId: string) => `room:${roomId}:state`,
   /** Hash: user id → current membership. */

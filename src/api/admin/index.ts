@@ -4,6 +4,7 @@ import { AXON_VERSION } from '../../version';
 import type { ApiContext } from '../context';
 import { registerAccountModerationRoutes } from './account-moderation';
 import { registerAdminRegistrationRoutes } from './register';
+import { registerAdminRoomsApi } from './rooms-api';
 import { registerAdminUserListRoutes } from './user-list';
 import { registerAdminUserRoutes } from './users';
 
@@ -14,4 +15,5 @@ export function registerAdminApi(front: Front, ctx: ApiContext): void {
   registerAdminUserRoutes(front, ctx);
   registerAdminUserListRoutes(front, ctx);
   registerAccountModerationRoutes(front, ctx);
+  registerAdminRoomsApi(front, ctx);
 }

@@ -11,6 +11,7 @@
  * room where the user only has a remote invite or knock (src/rooms/join-remote.ts) and inviting a
  * user of another server (src/rooms/invite-remote.ts).
  */
+import { assertRoomNotBlocked } from '../../rooms/blocked';
 import type { Front, Request } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
 import type { EventTemplate } from '../../rooms/model';
@@ -125,6 +126,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     }
     const reason = optString(body, 'reason');
     await requireKnownRoom(roomId);
+    if (op === 'invite') await assertRoomNotBlocked(ctx, roomId);
     if (op === 'invite' && serverOf(target) !== ctx.config.serverName) {
       const fed = remoteDeps(ctx);
       if (!fed) throw new MatrixError(403, 'M_FORBIDDEN', 'Inviting users of other servers needs federation, which is off on this server');

@@ -1,0 +1,156 @@
+/**
+ * Deleting a room for an admin (`DELETE /_synapse/admin/v1|v2/rooms/{roomId}`), the workflow
+ * the admin API runs inline (v1) or as a bullmq job (v2), in Synapse's steps:
+ *
+ *  1. block the room (optional): local users may no longer join it or be invited;
+ *  2. with `new_room_user_id`, create a room for the users (public, `users_default: -10`, named);
+ *  3. every local user joined, invited or knocking leaves (as themselves, as Synapse does) and
+ *     forgets the room; those who were joined join the new room;
+ *  4. with a new room, a notice is sent there and the room's local aliases move to it;
+ *  5. the room leaves the public room directory;
+ *  6. purge (optional): the remaining local aliases go, then the room's actor deletes everything
+ *     the room stored, a batch per commit (actors/room.ts `purge_begin`, `purge`).
+ *
+ * Every step is idempotent and the result so far is reported through `progress` after each one,
+ * so a job that dies half way (its worker killed) and runs again picks up where it was: users
+ * who already left are no longer members, a new room already made is reused, and a purge already
+ * begun continues (the room takes nothing but purge batches once it has begun, so nothing is
+ * half-written: each batch is one atomic commit in the actor that owns the room's shard).
+ */
+import { MatrixError, errors } from '../http/errors';
+import { serverOf } from '../protocol/identifiers';
+import type { JsonObject } from '../protocol/json';
+import type { MembershipIndex } from '../readers/membership-index';
+import type { ApiContext } from '../api/context';
+import type { AliasStore } from './aliases';
+import { askRoomFamily, sendEvent } from './ask';
+import { createRoom } from './create';
+import { setDirectoryVisibility } from './directory';
+import { joinRoom, sendLocalMembership } from './join';
+import type { PurgeProgress, RoomMessage } from './model';
+import { setRoomBlocked } from './blocked';
+
+export const DEFAULT_NOTICE = 'Sharing illegal content on this server is not permitted and rooms in violation will be blocked.';
+export const DEFAULT_NOTICE_ROOM_NAME = 'Content Violation Notification';
+
+export interface RoomDeletionParams {
+  requester: string;
+  block: boolean;
+  purge: boolean;
+  forcePurge: boolean;
+  newRoomUserId: string | null;
+  roomName: string | null;
+  message: string | null;
+}
+
+/** Synapse's `shutdown_room` result. */
+export interface ShutdownResult {
+  kicked_users: string[];
+  failed_to_kick_users: string[];
+  local_aliases: string[];
+  new_room_id: string | null;
+}
+
+export function emptyShutdownResult(): ShutdownResult {
+  return { kicked_users: [], failed_to_kick_users: [], local_aliases: [], new_room_id: null };
+}
+
+/** Check a request's body the way Synapse does (400 M_BAD_JSON naming the parameter). */
+export function parseRoomDeletionBody(body: JsonObject, requester: string): RoomDeletionParams {
+  const flag = (name: string, fallback: boolean): boolean => {
+    const v = body[name];
+    if (v === undefined) return fallback;
+    if (typeof v !== 'boolean') throw errors.badJson(`Param '${name}' must be a boolean, if given`);
+    return v;
+  };
+  const text = (name: string): string | null => {
+    const v = body[name];
+    if (v === undefined || v === null) return null;
+    if (typeof v !== 'string') throw errors.badJson(`Param '${name}' must be a string, if given`);
+    return v;
+  };
+  return { requester, block: flag('block', false), purge: flag('purge', true), forcePurge: flag('force_purge', false), newRoomUserId: text('new_room_user_id'), roomName: text('room_name'), message: text('message') };
+}
+
+export interface RoomDeletionDeps {
+  aliases: AliasStore;
+  index: MembershipIndex;
+}
+
+/**
+ * Run the deletion. `result` is what an earlier run of the same deletion got to (a retried job);
+ * `progress` is told the result after each step. Answers the final result.
+ */
+export async function deleteRoom(ctx: ApiContext, deps: RoomDeletionDeps, roomId: string, params: RoomDeletionParams, result: ShutdownResult = emptyShutdownResult(), progress: (r: ShutdownResult, phase: 'shutting_down' | 'purging') => Promise<void> = async () => undefined): Promise<ShutdownResult> {
+  if (params.block) await setRoomBlocked(ctx, roomId, params.requester);
+  const meta = await ctx.rooms.meta(roomId);
+  // A room this server does not have (or no longer has): blocking it is all there is to do.
+  if (!meta) return result;
+  // A purge already begun (a retried job, or one an earlier deletion started): the room takes
+  // nothing but purge batches now, so the rest is all there is left to do.
+  if (!meta.purging) await shutDown(ctx, deps, roomId, params, result, progress);
+  if (params.purge) {
+    if (!params.forcePurge && !meta.purging) {
+      const stillJoined = [...(await ctx.rooms.members(roomId, 'join')).keys()].filter((u) => serverOf(u) === ctx.config.serverName);
+      if (stillJoined.length) throw new MatrixError(400, 'M_UNKNOWN', 'Users are still joined to this room');
+    }
+    for (const alias of await deps.aliases.ofRoom(roomId)) await deleteAliasIfThere(deps, alias, params.requester, roomId);
+    await purgeRoom(ctx, roomId);
+  }
+  return result;
+}
+
+async function shutDown(ctx: ApiContext, deps: RoomDeletionDeps, roomId: string, params: RoomDeletionParams, result: ShutdownResult, progress: (r: ShutdownResult, phase: 'shutting_down' | 'purging') => Promise<void>): Promise<void> {
+  if (params.newRoomUserId !== null && result.new_room_id === null) {
+    if (serverOf(params.newRoomUserId) !== ctx.config.serverName) throw new MatrixError(400, 'M_UNKNOWN', `User must be our own: ${params.newRoomUserId}`);
+    result.new_room_id = await createRoom(ctx, { userId: params.newRoomUserId }, { preset: 'public_chat', name: params.roomName || DEFAULT_NOTICE_ROOM_NAME, power_level_content_override: { users_default: -10 } }, deps.aliases, deps.index);
+    await progress(result, 'shutting_down');
+  }
+  const members = await ctx.rooms.members(roomId);
+  for (const [userId, membership] of members) {
+    if (serverOf(userId) !== ctx.config.serverName || !['join', 'invite', 'knock'].includes(membership)) continue;
+    try {
+      await sendLocalMembership(ctx, deps.index, roomId, userId, userId, { membership: 'leave' });
+      await ctx.actors.ask('user', 'user', userId, { op: 'forget', roomId });
+      if (result.new_room_id !== null && membership === 'join') await joinRoom(ctx, deps.aliases, deps.index, userId, result.new_room_id, {});
+      if (!result.kicked_users.includes(userId)) result.kicked_users.push(userId);
+    } catch (err) {
+      ctx.log.warn({ room_id: roomId, user_id: userId, err: (err as Error).message }, 'room deletion: could not take the user out of the room');
+      if (!result.failed_to_kick_users.includes(userId)) result.failed_to_kick_users.push(userId);
+    }
+    await progress(result, 'shutting_down');
+  }
+  const aliases = await deps.aliases.ofRoom(roomId);
+  if (result.new_room_id !== null) {
+    await sendEvent(ctx, result.new_room_id, { type: 'm.room.message', sender: params.newRoomUserId!, content: { body: params.message || DEFAULT_NOTICE, msgtype: 'm.text' } });
+    for (const alias of aliases) {
+      await deleteAliasIfThere(deps, alias, params.requester, roomId);
+      await deps.aliases.create(alias, result.new_room_id, params.requester).catch((err: Error) => ctx.log.warn({ alias, err: err.message }, 'room deletion: alias not moved'));
+      if (!result.local_aliases.includes(alias)) result.local_aliases.push(alias);
+    }
+  }
+  await setDirectoryVisibility(ctx, [[roomId, 'private']]);
+  await progress(result, params.purge ? 'purging' : 'shutting_down');
+}
+
+async function deleteAliasIfThere(deps: RoomDeletionDeps, alias: string, requester: string, roomId: string): Promise<void> {
+  try {
+    await deps.aliases.delete(alias, requester, { force: true, roomId });
+  } catch (e) {
+    // Gone already (a retried run), or moved to another room meanwhile: not this room's to delete.
+    if (!(e instanceof MatrixError && e.status === 404)) throw e;
+  }
+}
+
+/** Delete everything the room stored, through its actor, a batch per commit; answers how many keys went. */
+export async function purgeRoom(ctx: ApiContext, roomId: string): Promise<number> {
+  await askRoomFamily(ctx, 'room', roomId, { op: 'purge_begin' } satisfies RoomMessage);
+  let cursor = '0';
+  let deleted = 0;
+  for (;;) {
+    const batch = await askRoomFamily<PurgeProgress>(ctx, 'room', roomId, { op: 'purge', cursor } satisfies RoomMessage, { timeoutMs: 60_000 });
+    deleted += batch.deleted;
+    if (batch.done) return deleted;
+    cursor = batch.cursor;
+  }
+}
