@@ -298,6 +298,20 @@ describe('third-party look-ups', () => {
     expect(locations.body).toEqual([{ alias: '#irc_portalmatrix:localhost', protocol: 'irc', fields: { network: 'libera', channel: '#matrix' } }]);
   });
 
+  it('answers within the deadline without an appservice that is late', async () => {
+    bridge.secondDelayMs = 4000;
+    try {
+      const r = await call(token, 'GET', '/thirdparty/protocols');
+      expect(r.status).toBe(200);
+      expect(r.body.irc.instances.map((i: Json) => i.instance_id).filter(Boolean)).toEqual(['bridge|libera']);
+      const users = await call(token, 'GET', '/thirdparty/user/irc?nickname=bob');
+      expect(users.body.map((u: Json) => u.userid)).toEqual(['@irc_bob_libera:localhost']);
+      // The late appservice's answers (4 s, past the 1.5 s deadline) are not in them.
+    } finally {
+      bridge.secondDelayMs = 0;
+    }
+  });
+
   it('answers reverse look-ups from the appservice whose namespace holds the id', async () => {
     const u = await call(token, 'GET', `/thirdparty/user?userid=${enc('@irc_alice:localhost')}`);
     expect(u.body).toEqual([{ userid: '@irc_alice:localhost', protocol: 'irc', fields: { network: 'libera', nickname: 'someone' } }]);
