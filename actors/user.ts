@@ -419,7 +419,7 @@ function login(state: UserState, body: Extract<UserMessage, { op: 'login' }>, no
   if (state.deactivated) throw new ActorRejection('M_USER_DEACTIVATED', 'This account has been deactivated', 403);
   if (state.locked) throw new ActorRejection('M_USER_LOCKED', 'This account has been locked', 401);
   // The password was checked against this hash; if it changed meanwhile, the check is void.
-  if (!state.registered) throw new ActorRejection('M_FORBIDDEN', 'Invalid username or password', 403);
+  // An appservice's login was authorised by the front (its as_token, the user in its namespace).
   if (!('appservice' in body) && (state.passwordHash === null || state.passwordHash !== body.verifiedHash)) throw new ActorRejection('M_FORBIDDEN', 'Invalid username or password', 403);
   const issued = issue(state, body.session, now);
   return { state: issued.state, reply: { user_id: state.userId, ...issued.reply }, writes: issued.writes, outputs: issued.outputs };

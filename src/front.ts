@@ -97,11 +97,11 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
   });
   // Checked by loadConfig already; a config built in code (tests) is checked here.
   const appservices = AppserviceRegistry.load(config.appservices.configFiles, config.serverName);
-  // Users of an appservice registered with `rate_limited: false` — its sender and its exclusive
-  // namespace — skip the per-user buckets (as Synapse exempts requests of such an appservice),
-  // except the failed-password one: that guards accounts, not load.
+  // Appservice senders, and the exclusive users of an appservice registered with
+  // `rate_limited: false`, skip the per-user buckets (as Synapse exempts senders and the requests
+  // of such an appservice), except the failed-password one: that guards accounts, not load.
   const unlimited = appservices.all().filter((as) => !as.rateLimited);
-  const rateExempt = unlimited.length ? (limit: string, key: string) => limit !== 'failedLogin' && key.startsWith('@') && unlimited.some((as) => as.senderUserId === key || as.isExclusiveUser(key)) : undefined;
+  const rateExempt = appservices.size ? (limit: string, key: string) => limit !== 'failedLogin' && key.startsWith('@') && (appservices.findBySender(key) !== undefined || unlimited.some((as) => as.isExclusiveUser(key))) : undefined;
   const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room), signingKey: keys[0]!, log, limiter: new RateLimiter({ login: config.rateLimit.login, failedLogin: config.rateLimit.failedLogin, register: config.rateLimit.register, client: config.rateLimit.client, mediaUpload: config.rateLimit.mediaUpload, urlPreview: config.rateLimit.urlPreview, delayedEventMgmt: config.rateLimit.delayedEventMgmt }, config.rateLimit.enabled, { redis, keys: keySpace, log }, rateExempt), closers: [], storeReady: () => health.ready };
   ctx.appservices = { registry: appservices, queries: new AppserviceQueries(appservices, { timeoutMs: config.appservices.queryTimeoutMs, log: log.child({ component: 'appservice' }) }) };
   if (appservices.size) log.info({ appservices: appservices.all().map((as) => as.id) }, 'application services registered');

@@ -76,6 +76,15 @@ describe('UserActor.decide', () => {
     expect(written(d.writes, 'DEL')).toEqual([]);
   });
 
+  it('logs an appservice user in without a password; a password login of that user fails', () => {
+    const puppet = decideUser(newUser(ME), msg({ op: 'register', passwordHash: null })).state;
+    expect(rejection(() => decideUser(puppet, msg({ op: 'login', verifiedHash: 'H1', session: session('D2', 2) })))).toMatchObject({ errcode: 'M_FORBIDDEN', status: 403 });
+    const d = decideUser(puppet, msg({ op: 'login', appservice: 'bridge', session: session('D2', 2) }));
+    expect(d.reply).toEqual({ user_id: ME, device_id: 'D2' });
+    expect(Object.keys(d.state.devices)).toEqual(['D2']);
+    expect(rejection(() => decideUser(newUser(ME), msg({ op: 'login', appservice: 'bridge', session: session('D', 1) })))).toMatchObject({ errcode: 'M_NOT_FOUND' });
+  });
+
   it('reusing a device id revokes its previous tokens and keeps its name', () => {
     const s = registered();
     const d = decideUser(s, msg({ op: 'login', verifiedHash: 'H1', session: session('D1', 9, { displayName: 'ignored' }) }));

@@ -127,6 +127,12 @@ describe('identity assertion', () => {
     const who = await call(AS_TOKEN, 'GET', `/account/whoami?user_id=${enc('@irc_devi:localhost')}&device_id=BRIDGEDEV`);
     expect(who.body).toEqual({ user_id: '@irc_devi:localhost', device_id: 'BRIDGEDEV', is_guest: false });
     expect(err(await call(AS_TOKEN, 'GET', `/account/whoami?user_id=${enc('@irc_devi:localhost')}&device_id=NOPE`))).toEqual([400, 'M_UNKNOWN_DEVICE']);
+    // Logging out with the as_token ends that device only; the as_token itself stays valid.
+    expect((await call(AS_TOKEN, 'POST', `/logout?user_id=${enc('@irc_devi:localhost')}&device_id=BRIDGEDEV`, {})).status).toBe(200);
+    expect(err(await call(AS_TOKEN, 'GET', `/account/whoami?user_id=${enc('@irc_devi:localhost')}&device_id=BRIDGEDEV`))).toEqual([400, 'M_UNKNOWN_DEVICE']);
+    expect(err(await call(reg.body.access_token, 'GET', '/account/whoami'))).toEqual([401, 'M_UNKNOWN_TOKEN']);
+    expect((await call(AS_TOKEN, 'POST', '/logout', {})).status).toBe(200);
+    expect((await call(AS_TOKEN, 'GET', '/account/whoami')).status).toBe(200);
   });
 
   it('sends events as its puppets', async () => {
@@ -292,6 +298,20 @@ describe('third-party look-ups', () => {
     expect(locations.body).toEqual([{ alias: '#irc_portalmatrix:localhost', protocol: 'irc', fields: { network: 'libera', channel: '#matrix' } }]);
   });
 
+  it('answers within the deadline without an appservice that is late', async () => {
+    bridge.secondDelayMs = 4000;
+    try {
+      const r = await call(token, 'GET', '/thirdparty/protocols');
+      expect(r.status).toBe(200);
+      expect(r.body.irc.instances.map((i: Json) => i.instance_id).filter(Boolean)).toEqual(['bridge|libera']);
+      const users = await call(token, 'GET', '/thirdparty/user/irc?nickname=bob');
+      expect(users.body.map((u: Json) => u.userid)).toEqual(['@irc_bob_libera:localhost']);
+      // The late appservice's answers (4 s, past the 1.5 s deadline) are not in them.
+    } finally {
+      bridge.secondDelayMs = 0;
+    }
+  });
+
   it('answers reverse look-ups from the appservice whose namespace holds the id', async () => {
     const u = await call(token, 'GET', `/thirdparty/user?userid=${enc('@irc_alice:localhost')}`);
     expect(u.body).toEqual([{ userid: '@irc_alice:localhost', protocol: 'irc', fields: { network: 'libera', nickname: 'someone' } }]);
@@ -346,17 +366,27 @@ describe('rate limits', () => {
       },
     });
     try {
-      const hit = async (token: string, n: number) => {
+      const hit = async (token: string, n: number, asUser?: string) => {
         const statuses: number[] = [];
-        for (let i = 0; i < n; i++) statuses.push((await fetch(`${limited.baseUrl}/_matrix/client/v3/account/whoami`, { headers: { Authorization: `Bearer ${token}` } })).status);
+        const query = asUser ? `?user_id=${enc(asUser)}` : '';
+        for (let i = 0; i < n; i++) statuses.push((await fetch(`${limited.baseUrl}/_matrix/client/v3/account/whoami${query}`, { headers: { Authorization: `Bearer ${token}` } })).status);
         return statuses;
       };
-      // `bridge` has rate_limited: false: never 429.
+      const registerOn = async (token: string, username: string) => {
+        const r = await fetch(`${limited.baseUrl}/_matrix/client/v3/register`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'm.login.application_service', username, inhibit_login: true }) });
+        expect(r.status).toBe(200);
+      };
+      await registerOn(AS_TOKEN, 'irc_fast');
+      await registerOn(SECOND_AS_TOKEN, 'second_slow');
+      // `bridge` has rate_limited: false: never 429, as its sender or as its users.
       expect(new Set(await hit(AS_TOKEN, 12))).toEqual(new Set([200]));
-      // `second` is rate limited (the default): its sender runs out after the burst.
-      const second = await hit(SECOND_AS_TOKEN, 12);
+      expect(new Set(await hit(AS_TOKEN, 12, '@irc_fast:localhost'))).toEqual(new Set([200]));
+      // `second` is rate limited (the default): its users run out after the burst; its sender
+      // never does (as on Synapse).
+      const second = await hit(SECOND_AS_TOKEN, 12, '@second_slow:localhost');
       expect(second.slice(0, 5)).toEqual([200, 200, 200, 200, 200]);
       expect(second).toContain(429);
+      expect(new Set(await hit(SECOND_AS_TOKEN, 12))).toEqual(new Set([200]));
     } finally {
       await limited.stop();
       await as2.stop();

@@ -33,6 +33,8 @@ export class AppserviceServer {
   port = 0;
   /** What `/bridge`'s ping answers. */
   pingMode: 'ok' | 'error' | 'slow' = 'ok';
+  /** `/second` answers third-party questions this late (ms): longer than the server's deadline tests it. */
+  secondDelayMs = 0;
   homeserver = '';
   /** The homeserver's server name (user ids in third-party answers). */
   serverName = 'localhost';
@@ -101,6 +103,7 @@ export class AppserviceServer {
       if (r.status !== 200) throw new Error(`createRoom failed: ${JSON.stringify(r.body)}`);
       return send(200, {});
     }
+    if (service === 'second' && path.startsWith('/_matrix/app/v1/thirdparty/') && this.secondDelayMs) await new Promise((r) => setTimeout(r, this.secondDelayMs));
     const protocol = /^\/_matrix\/app\/v1\/thirdparty\/protocol\/(.+)$/.exec(path);
     if (protocol) {
       if (decodeURIComponent(protocol[1]!) !== 'irc') return send(404, { errcode: 'M_NOT_FOUND', error: 'unknown protocol' });

@@ -39,6 +39,16 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
   front.route('GET', '/_matrix/client/v1/register/m.login.registration_token/validity', (req) => tokenValidity(ctx, req));
   clientRoute(front, 'POST', '/logout', async (req) => {
     const me = await requireUser(ctx, req, { allowLocked: true });
+    if (me.appservice) {
+      // The as_token is not a session: nothing to end, unless the appservice acts as one of the
+      // user's devices (`device_id`), which goes as a logged-out device does (as Synapse).
+      if (me.deviceId) {
+        await askUser(ctx, me.userId, { op: 'delete_devices', deviceIds: [me.deviceId] });
+        await forgetDeviceKeys(ctx, me.userId, [me.deviceId]);
+        pruneDeviceInboxes(ctx, me.userId);
+      }
+      return { body: {} };
+    }
     const { device_id } = await askUser<{ device_id: string }>(ctx, me.userId, { op: 'logout', accessHash: tokenHash(me.accessToken) });
     // Logging out deletes the device, and with it its end-to-end keys.
     await forgetDeviceKeys(ctx, me.userId, [device_id]);

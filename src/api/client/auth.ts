@@ -119,7 +119,7 @@ const sendersMade = new WeakMap<Appservice, Promise<void>>();
  * it acts as its sender, or as `?user_id=` — a registered user in its user namespace (403
  * M_FORBIDDEN otherwise) — and with `?device_id=` (spec v1.17, MSC4326) as one of that user's
  * existing devices (400 M_UNKNOWN_DEVICE otherwise). Rate limited per user unless the
- * registration says `rate_limited: false`.
+ * registration says `rate_limited: false`; the sender never is.
  */
 async function appserviceRequester(ctx: ApiContext, req: Request, as: Appservice, token: string): Promise<Requester> {
   const asserted = req.query['user_id'];
@@ -140,7 +140,8 @@ async function appserviceRequester(ctx: ApiContext, req: Request, as: Appservice
     if (!exists) throw new MatrixError(400, 'M_UNKNOWN_DEVICE', `Application service trying to use a device that doesn't exist ('${deviceParam}' for ${userId})`);
     deviceId = deviceParam;
   }
-  if (as.rateLimited) await ctx.limiter?.check('client', userId);
+  // The sender is never limited (as Synapse); the others unless the registration says so.
+  if (as.rateLimited && userId !== as.senderUserId) await ctx.limiter?.check('client', userId);
   return { userId, deviceId, accessToken: token, appservice: as };
 }
 
