@@ -36,6 +36,11 @@ export interface SyncNotification {
    * unread counts that include those events go on (src/sync/push-progress.ts).
    */
   evaluated?: { shard: number; upto: string }[];
+  /**
+   * Users whose sliding-sync recency index moved a room (src/readers/recency-index.ts): wakes
+   * their sliding syncs only (a notifier built with `wakeOnBumped`); /sync v2 does not read it.
+   */
+  bumped?: string[];
 }
 
 export function encodeNotification(n: SyncNotification): string {
@@ -183,6 +188,7 @@ export class SyncNotifier {
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: KeySpace,
+    private readonly o: { wakeOnBumped?: boolean } = {},
   ) {
     this.pushProgress = new PushProgress(redis, keys);
   }
@@ -302,12 +308,13 @@ export class SyncNotifier {
     const n = decodeNotification(message);
     if (!n) return;
     if (Array.isArray(n.evaluated)) for (const e of n.evaluated) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.pushProgress.advance(e.shard, e.upto);
-    if (n.users?.length || n.rooms?.length) {
+    const users = this.o.wakeOnBumped && Array.isArray(n.bumped) ? [...(n.users ?? []), ...n.bumped] : n.users;
+    if (users?.length || n.rooms?.length) {
       const change = { seq: ++this.seq, at: performance.now() };
-      for (const u of n.users ?? []) this.noteChange(this.lastByUser, u, change);
+      for (const u of users ?? []) this.noteChange(this.lastByUser, u, change);
       for (const r of n.rooms ?? []) this.noteChange(this.lastByRoom, r, change);
     }
-    for (const u of n.users ?? []) for (const w of [...(this.byUser.get(u) ?? [])]) w.poke();
+    for (const u of users ?? []) for (const w of [...(this.byUser.get(u) ?? [])]) w.poke();
     for (const r of n.rooms ?? []) {
       for (const w of [...(this.byRoom.get(r) ?? [])]) w.poke();
       if (this.unscoped.size) for (const w of [...this.unscoped]) w.poke();
