@@ -20,9 +20,12 @@
  * a remote room joined with no bumping event seen here) is found and added by the front that lists
  * it (the lazy backfill in src/sync/sliding/recency.ts).
  *
- * The index lags the room actor by a batch; when a room's place among a user's rooms may have
- * moved, the reader wakes that user's sliding syncs (`bumped` on the sync channel, which /sync v2
- * ignores), so a waiting connection whose list order changed answers.
+ * The index lags the room actor by a batch. After each batch the reader stores and announces how
+ * far it got on the shard (`recencyIndexData.upTo`, `recency` on the sync channel), and a sliding
+ * sync waits for that to reach the outbox's end before it reads an index (as /sync waits for the
+ * push evaluator's counts), so an answer's order has every event committed before it. When a
+ * room's place among a user's rooms may have moved, the reader also wakes that user's sliding
+ * syncs (`bumped`, which /sync v2 ignores): the net under a wait that gave up (capped).
  */
 import type { Logger } from 'pino';
 import type { OutboxEntry } from '../runtime/envelope';
@@ -79,7 +82,6 @@ export class RecencyIndexReader extends OutboxGroupReader {
       const m = membershipOf(out);
       if (m && this.isLocal(m.userId)) (moved.get(out.roomId) ?? moved.set(out.roomId, new Set()).get(out.roomId)!).add(m.userId);
     }
-    if (bumps.size === 0 && moved.size === 0) return;
     const sk = this.keys.shard('room', shard);
     const stampsKey = sk.data(recencyIndexData.roomStamps());
     const wake = new Set<string>();
@@ -117,5 +119,18 @@ export class RecencyIndexReader extends OutboxGroupReader {
     for (let i = 0; i < users.length; i += NOTIFY_CHUNK) {
       await this.redis.publish(this.keys.syncNotify(), encodeNotification({ bumped: users.slice(i, i + NOTIFY_CHUNK) })).catch(() => undefined);
     }
+    const last = entries[entries.length - 1];
+    if (last) await this.recordProgress(shard, last.id);
+  }
+
+  /**
+   * The batch ending at entry `upto` is written: store and announce how far the shard's index is
+   * (a failure fails the batch, applied again). Sliding syncs wait for this before reading an
+   * index, so an answer's order includes every event committed before it (read-your-writes).
+   */
+  private async recordProgress(shard: number, upto: string): Promise<void> {
+    const stored = await runScript(this.redis, 'pushProgress', [this.keys.shard('room', shard).data(recencyIndexData.upTo())], [upto]);
+    if (stored !== upto) return; // another holder got further and announced it
+    await this.redis.publish(this.keys.syncNotify(), encodeNotification({ recency: [{ shard, upto }] })).catch(() => undefined);
   }
 }

@@ -558,6 +558,12 @@ export const recencyIndexData = {
    * newest `origin_server_ts` of a bumping event the reader saw (what a joining user's entry gets).
    */
   roomStamps: () => 'recency:rooms',
+  /**
+   * String, relative to a ROOM shard: the id of the last outbox entry the reader has applied (a
+   * stream id, only moving forward); a sliding sync waits for it to reach the outbox's end before
+   * reading a user's index (src/sync/push-progress.ts, as for the push evaluator's).
+   */
+  upTo: () => 'recency:upto',
 };
 
 /** The consumer group the recency index reads room outboxes with. */

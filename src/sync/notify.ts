@@ -16,7 +16,7 @@
 import type { Redis } from 'ioredis';
 import type { CommittedOutputs } from '../runtime/shard-runner';
 import type { Family } from '../store/shards';
-import type { KeySpace } from '../store/keys';
+import { recencyIndexData, type KeySpace } from '../store/keys';
 import { subscriberClient, type RedisClient } from '../store/redis';
 import { PushProgress } from './push-progress';
 
@@ -41,6 +41,8 @@ export interface SyncNotification {
    * their sliding syncs only (a notifier built with `wakeOnBumped`); /sync v2 does not read it.
    */
   bumped?: string[];
+  /** The recency index reader applied room shard `shard`'s outbox up to `upto` (`recencyProgress`). */
+  recency?: { shard: number; upto: string }[];
 }
 
 export function encodeNotification(n: SyncNotification): string {
@@ -174,6 +176,8 @@ export class SyncNotifier {
   private starting: Promise<void> | null = null;
   /** The push evaluator's progress per room shard, fed by the same channel. */
   readonly pushProgress: PushProgress;
+  /** The recency index reader's progress per room shard (src/readers/recency-index.ts). */
+  readonly recencyProgress: PushProgress;
   /**
    * Change tracking (see `unchangedSince`): every notification delivered gets the next number;
    * per user and room the number of the last one naming it. Numbers below `floor` are unknown
@@ -191,6 +195,7 @@ export class SyncNotifier {
     private readonly o: { wakeOnBumped?: boolean } = {},
   ) {
     this.pushProgress = new PushProgress(redis, keys);
+    this.recencyProgress = new PushProgress(redis, keys, undefined, (shard) => keys.shard('room', shard).data(recencyIndexData.upTo()));
   }
 
   /** Subscribe (once; later calls wait for the same subscription). */
@@ -308,6 +313,7 @@ export class SyncNotifier {
     const n = decodeNotification(message);
     if (!n) return;
     if (Array.isArray(n.evaluated)) for (const e of n.evaluated) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.pushProgress.advance(e.shard, e.upto);
+    if (Array.isArray(n.recency)) for (const e of n.recency) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.recencyProgress.advance(e.shard, e.upto);
     const users = this.o.wakeOnBumped && Array.isArray(n.bumped) ? [...(n.users ?? []), ...n.bumped] : n.users;
     if (users?.length || n.rooms?.length) {
       const change = { seq: ++this.seq, at: performance.now() };

@@ -104,7 +104,7 @@ export function registerSlidingSyncRoutes(front: Front, ctx: ApiContext): void {
         const r = await gate.run((outside) => {
           if (waiter) waiter.dirty = false;
           ({ seq: markSeq, at: markAt } = notifier.changeMark);
-          return computeSlidingSync(ctx, user, request, loaded.state, { windows, pushProgress: notifier.pushProgress, e2e, bumps, outside });
+          return computeSlidingSync(ctx, user, request, loaded.state, { windows, pushProgress: notifier.pushProgress, recencyProgress: notifier.recencyProgress, e2e, bumps, outside });
         });
         if (!waiter || r.news || req.signal.aborted || Date.now() >= deadline) return await finish(r);
         waiter.setRooms(r.listen);

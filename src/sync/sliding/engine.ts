@@ -37,7 +37,7 @@ import { pushRulesContent } from '../push-rules';
 import { remoteStrippedState } from '../remote-invites';
 import { currentEphemeral, ignoredUsers, strippedState, summary, windowEphemeralEvents, type EphemeralOutput, type SyncUser } from '../engine';
 import { byRecency, factsNeeded, listFromTop, passesFilters, type ListResult, type RoomFacts } from './lists';
-import { backfillIndex, dropStale, indexPages, RecencyWalk, topRooms, unindexedRooms } from './recency';
+import { backfillIndex, dropStale, indexPages, RecencyWalk, topRooms, unindexedRooms, waitForIndex } from './recency';
 import { changedState, compileRequiredState, mergeRequiredState, requiredStateFingerprint, selectState, type RequiredState } from './required-state';
 import type { ExtensionScope, RoomConfig, Shape, SlidingRequest } from './request';
 import type { BumpStampCache } from './bump-stamps';
@@ -48,6 +48,8 @@ export interface SlidingParams {
   pushProgress: PushProgress;
   e2e: E2eCountsCache;
   bumps: BumpStampCache;
+  /** How far the recency index reader got per room shard (waited for before the index is read). */
+  recencyProgress?: PushProgress;
   /** Waits that should not hold a computation slot (src/sync/compute-gate.ts). */
   outside: <U>(wait: Promise<U>) => Promise<U>;
 }
@@ -145,6 +147,7 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
     // Not joined: the room's place is when the membership happened (when the index saw it).
     else extras.push({ roomId: r.roomId, membership: r.membership, bumpStamp: Math.floor(r.writtenAt / 1000) });
   }
+  if (p.recencyProgress) await p.outside(waitForIndex(ctx, p.recencyProgress, joinedIds));
   const unindexed = await unindexedRooms(ctx, user.userId, joinedIds);
   if (unindexed.length) {
     const computed = await Promise.all(unindexed.map(async (roomId) => ({ roomId, top: await p.bumps.get(ctx, roomId) })));

@@ -18,6 +18,7 @@ import type { ApiContext } from '../../api/context';
 import { recencyIndexData } from '../../store/keys';
 import { shardOf } from '../../store/shards';
 import { byRecency, type RoomFacts } from './lists';
+import type { PushProgress } from '../push-progress';
 
 export interface RecencyEntry {
   roomId: string;
@@ -115,6 +116,22 @@ export async function unindexedRooms(ctx: ApiContext, userId: string, joined: re
     });
   }
   return missing;
+}
+
+/**
+ * Wait (bounded: src/sync/push-progress.ts) until the reader has applied every entry the outboxes
+ * of these rooms' shards hold now, so the index has every event committed before this answer:
+ * one pipelined XREVRANGE per shard, and usually no wait at all.
+ */
+export async function waitForIndex(ctx: ApiContext, progress: PushProgress, roomIds: readonly string[]): Promise<void> {
+  const shards = [...new Set(roomIds.map((r) => shardOf(r, ctx.shardCounts.room)))];
+  const heads = await Promise.all(shards.map((s) => ctx.redis.xrevrange(ctx.keys.shard('room', s).outbox, '+', '-', 'COUNT', 1)));
+  const waits: Promise<boolean>[] = [];
+  shards.forEach((shard, i) => {
+    const id = heads[i]?.[0]?.[0];
+    if (id) waits.push(progress.waitFor(shard, id));
+  });
+  await Promise.all(waits);
 }
 
 /** Write computed stamps into the index (only raising them, as the reader does). */
