@@ -63,7 +63,7 @@ export class PushProgress {
 
   constructor(
     private readonly redis: RedisClient,
-    private readonly keys: KeySpace,
+    keys: KeySpace,
     private readonly o: { capMs: number; recheckMs: number } = { capMs: 2_000, recheckMs: 250 },
     /** Where a shard's progress is stored (default: the push evaluator's; the recency index reader keeps its own the same way). */
     private readonly progressKey: (shard: number) => string = (shard) => keys.shard('room', shard).data(pushData.evaluatedUpTo()),
