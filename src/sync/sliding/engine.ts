@@ -149,13 +149,16 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
   }
   if (p.recencyProgress) await p.outside(waitForIndex(ctx, p.recencyProgress, joinedIds));
   const unindexed = await unindexedRooms(ctx, user.userId, joinedIds);
+  const unindexedSet = new Set(unindexed);
+  let backfill: { roomId: string; stamp: number }[] = [];
   if (unindexed.length) {
     const computed = await Promise.all(unindexed.map(async (roomId) => ({ roomId, top: await p.bumps.get(ctx, roomId) })));
     for (const { roomId, top } of computed) {
       tops.set(roomId, top);
       extras.push({ roomId, membership: 'join', bumpStamp: top.bumpStamp });
     }
-    await backfillIndex(ctx, user.userId, computed.filter((c) => c.top.top !== null).map((c) => ({ roomId: c.roomId, stamp: c.top.bumpStamp })));
+    // Written once the lists are read (they have these rooms as extras, not from the index).
+    backfill = computed.filter((c) => c.top.top !== null).map((c) => ({ roomId: c.roomId, stamp: c.top.bumpStamp }));
   }
   const facts: RoomFacts[] = [...memberships.values()].map((r) => ({ roomId: r.roomId, membership: r.membership, bumpStamp: 0 }));
   await addFilterFacts(ctx, user.userId, req, facts);
@@ -187,6 +190,8 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
       walk,
       need,
       (roomId) => {
+        // A room counted as unindexed is among the extras (the reader may have indexed it since).
+        if (unindexedSet.has(roomId)) return false;
         const f = factsById.get(roomId);
         return f?.membership === 'join' && passes(f);
       },
@@ -218,6 +223,7 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
   }
   // Index entries of rooms the user is not in (missed while the reader lagged): cleaned as seen.
   if (stale.size) void dropStale(ctx, user.userId, [...stale]).catch(() => undefined);
+  if (backfill.length) await backfillIndex(ctx, user.userId, backfill);
   for (const roomId of req.unsubscribeRooms) delete state.subs[roomId];
   for (const [roomId, config] of req.roomSubscriptions) state.subs[roomId] = [config.requiredState, config.timelineLimit, ...(config.exclude?.length ? [config.exclude] : [])] as ConnectionState['subs'][string];
   const subscribed: string[] = [];
