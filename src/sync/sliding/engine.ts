@@ -19,7 +19,7 @@
  */
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { stateKeyOf } from '../../protocol/pdu';
-import { membershipIndexData, userData } from '../../store/keys';
+import { membershipIndexData, threadSubscriptionData, userData } from '../../store/keys';
 import { shardOf } from '../../store/shards';
 import { servableAsState, type RoomEvent } from '../../store/room-reader';
 import { parseIndexed, type IndexedMembership } from '../../readers/membership-index';
@@ -39,7 +39,9 @@ import { currentEphemeral, ignoredUsers, strippedState, summary, windowEphemeral
 import { byRecency, factsNeeded, listFromTop, passesFilters, type ListResult, type RoomFacts } from './lists';
 import { backfillIndex, dropStale, indexPages, RecencyWalk, topRooms, unindexedRooms, waitForIndex } from './recency';
 import { changedState, compileRequiredState, mergeRequiredState, requiredStateFingerprint, selectState, type RequiredState } from './required-state';
-import type { ExtensionScope, RoomConfig, Shape, SlidingRequest } from './request';
+import { THREAD_SUBSCRIPTIONS_EXTENSION, type ExtensionScope, type RoomConfig, type Shape, type SlidingRequest } from './request';
+import { threadSubscriptionsSince } from '../thread-subscriptions';
+import { userKey } from '../../store/shard-keys';
 import type { BumpStampCache } from './bump-stamps';
 import type { ConnectionState, RoomSent } from './connection-store';
 
@@ -275,7 +277,7 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
   // unstable shape only: the merged MSC leaves them out of room results).
   if (req.shape === 'unstable') await addCounts(ctx, user, p, plans, memberships, prev, state, rooms, countWaits, cutMs);
 
-  const extensions = await computeExtensions(ctx, user, req, p, { incremental, sinceMs, cutMs, prevCut: prev.cut, cut: snap.cut, listRooms, subscribed, initialRooms, memberships });
+  const extensions = await computeExtensions(ctx, user, req, p, { incremental, sinceMs, cutMs, prevCut: prev.cut, cut: snap.cut, listRooms, subscribed, initialRooms, memberships, ...(prev.tsub !== undefined ? { tsub: prev.tsub } : {}), state });
 
   const listsText = JSON.stringify(lists);
   const listsChanged = listsText !== prev.lists;
@@ -632,6 +634,10 @@ interface ExtensionInput {
   subscribed: string[];
   initialRooms: Set<string>;
   memberships: Map<string, IndexedMembership>;
+  /** The thread subscription stream id the connection was last told up to (MSC4308). */
+  tsub?: number;
+  /** The state being built (the extension records how far it told). */
+  state: ConnectionState;
 }
 
 /** The rooms an extension covers (MSC3959/60/61 `lists`/`rooms`; absent or `*`: all). */
@@ -708,6 +714,24 @@ async function computeExtensions(ctx: ApiContext, user: SyncUser, req: SlidingRe
           body.receipts = { rooms };
           if (Object.keys(rooms).length) news = true;
         }
+      })(),
+    );
+  }
+  if (ext.threadSubscriptions && ctx.config.threadSubscriptions.enabled) {
+    const limit = ext.threadSubscriptions.limit;
+    tasks.push(
+      (async () => {
+        // The changes after what this connection was last told, up to the newest now; older ones
+        // beyond `limit` are for the client to page with `prev_batch` (GET /thread_subscriptions).
+        const newest = await ctx.redis.zrevrange(userKey(ctx, user.userId, threadSubscriptionData.byStream(user.userId)), 0, 0, 'WITHSCORES');
+        const upTo = newest.length >= 2 ? Number(newest[1]) : 0;
+        const after = x.tsub ?? 0;
+        x.state.tsub = Math.max(after, upTo);
+        if (upTo <= after) return;
+        const page = await threadSubscriptionsSince(ctx, user.userId, after, upTo, limit);
+        if (!page.subscribed && !page.unsubscribed) return;
+        body[THREAD_SUBSCRIPTIONS_EXTENSION] = { ...(page.subscribed ? { subscribed: page.subscribed } : {}), ...(page.unsubscribed ? { unsubscribed: page.unsubscribed } : {}), ...(page.end ? { prev_batch: page.end } : {}) } as unknown as JsonObject;
+        news = true;
       })(),
     );
   }
