@@ -9,6 +9,7 @@ import { DeactivationReader } from './deactivation';
 import { UserFanoutReader } from './user-fanout';
 import { PushEvaluatorReader } from './push-evaluator';
 import { SearchIndexReader } from './search-indexer';
+import { RecencyIndexReader } from './recency-index';
 import type { PushQueue } from '../push/queue';
 import { DelayedEventsReader, DelayedStateReader } from './delayed-events';
 import { FederationSenderReader } from '../federation/sender/reader';
@@ -25,6 +26,8 @@ export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Reco
     new DelayedEventsReader(redis, keys, shardCounts, workerId, log),
     new DelayedStateReader(redis, keys, shardCounts, workerId, log),
     new SearchIndexReader(redis, keys, shardCounts, workerId, log),
+    // Sliding sync's per-user rooms by recency (src/sync/sliding/recency.ts reads it).
+    new RecencyIndexReader(redis, keys, shardCounts, server.serverName, workerId, log),
   ];
   // Queues our users' events at the destination actors of the other servers in their rooms.
   if (server.federation) readers.push(new FederationSenderReader(redis, keys, shardCounts, server.serverName, workerId, log));

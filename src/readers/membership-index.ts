@@ -185,7 +185,8 @@ function affectsDirectoryVisibility(out: RoomOutput): boolean {
   return e.state_key === '' && (e.type === 'm.room.join_rules' || e.type === 'm.room.history_visibility');
 }
 
-function parseOutput(entry: OutboxEntry | null): RoomOutput | RoomDirectoryOutput | null {
+/** A room output (or directory entry) from an outbox entry; null for anything else or malformed. */
+export function parseOutput(entry: OutboxEntry | null): RoomOutput | RoomDirectoryOutput | null {
   if (!entry || entry.kind !== 'room') return null;
   const body = entry.body;
   try {

@@ -581,6 +581,31 @@ export const DEACTIVATION_GROUP = 'deactivation';
 export const MEMBERSHIP_INDEX_GROUP = 'membership-index';
 
 /**
+ * The recency index of simplified sliding sync (src/readers/recency-index.ts): per user, the
+ * rooms they are joined to scored by `bump_stamp`, so a list's first rooms are a ZREVRANGE of one
+ * key instead of a look-up per room and a sort. Written by the `recency-index` reader of the room
+ * outboxes (and repaired by fronts for rooms it does not hold yet: src/sync/sliding/recency.ts).
+ */
+export const recencyIndexData = {
+  /** Sorted set, relative to the USER's shard: joined room id → bump stamp (ms). */
+  rooms: (userId: string) => `user:${userId}:recency`,
+  /**
+   * Sorted set, relative to a ROOM shard: each of the shard's rooms → its bump stamp (ms), the
+   * newest `origin_server_ts` of a bumping event the reader saw (what a joining user's entry gets).
+   */
+  roomStamps: () => 'recency:rooms',
+  /**
+   * String, relative to a ROOM shard: the id of the last outbox entry the reader has applied (a
+   * stream id, only moving forward); a sliding sync waits for it to reach the outbox's end before
+   * reading a user's index (src/sync/push-progress.ts, as for the push evaluator's).
+   */
+  upTo: () => 'recency:upto',
+};
+
+/** The consumer group the recency index reads room outboxes with. */
+export const RECENCY_INDEX_GROUP = 'recency-index';
+
+/**
  * A federation destination's queues (actors/destination.ts), relative to the USER-family shard
  * the destination's server name hashes to (the destination actor lives there). Written only by
  * that actor, in its commits: entry ids are its own sequence numbers (`<seq>-0`), so a range of

@@ -16,7 +16,7 @@
 import type { Redis } from 'ioredis';
 import type { CommittedOutputs } from '../runtime/shard-runner';
 import type { Family } from '../store/shards';
-import type { KeySpace } from '../store/keys';
+import { recencyIndexData, type KeySpace } from '../store/keys';
 import { subscriberClient, type RedisClient } from '../store/redis';
 import { PushProgress } from './push-progress';
 import { eventsPersisted, syncNotifications, syncWaitingSources, syncWakeups } from '../ops/metrics';
@@ -37,6 +37,13 @@ export interface SyncNotification {
    * unread counts that include those events go on (src/sync/push-progress.ts).
    */
   evaluated?: { shard: number; upto: string }[];
+  /**
+   * Users whose sliding-sync recency index moved a room (src/readers/recency-index.ts): wakes
+   * their sliding syncs only (a notifier built with `wakeOnBumped`); /sync v2 does not read it.
+   */
+  bumped?: string[];
+  /** The recency index reader applied room shard `shard`'s outbox up to `upto` (`recencyProgress`). */
+  recency?: { shard: number; upto: string }[];
 }
 
 export function encodeNotification(n: SyncNotification): string {
@@ -180,6 +187,8 @@ export class SyncNotifier {
   private removeMetricSource: (() => void) | null = null;
   /** The push evaluator's progress per room shard, fed by the same channel. */
   readonly pushProgress: PushProgress;
+  /** The recency index reader's progress per room shard (src/readers/recency-index.ts). */
+  readonly recencyProgress: PushProgress;
   /**
    * Change tracking (see `unchangedSince`): every notification delivered gets the next number;
    * per user and room the number of the last one naming it. Numbers below `floor` are unknown
@@ -194,8 +203,10 @@ export class SyncNotifier {
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: KeySpace,
+    private readonly o: { wakeOnBumped?: boolean } = {},
   ) {
     this.pushProgress = new PushProgress(redis, keys);
+    this.recencyProgress = new PushProgress(redis, keys, undefined, (shard) => keys.shard('room', shard).data(recencyIndexData.upTo()));
   }
 
   /** Subscribe (once; later calls wait for the same subscription). */
@@ -315,12 +326,14 @@ export class SyncNotifier {
     const n = decodeNotification(message);
     if (!n) return;
     if (Array.isArray(n.evaluated)) for (const e of n.evaluated) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.pushProgress.advance(e.shard, e.upto);
-    if (n.users?.length || n.rooms?.length) {
+    if (Array.isArray(n.recency)) for (const e of n.recency) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.recencyProgress.advance(e.shard, e.upto);
+    const users = this.o.wakeOnBumped && Array.isArray(n.bumped) ? [...(n.users ?? []), ...n.bumped] : n.users;
+    if (users?.length || n.rooms?.length) {
       const change = { seq: ++this.seq, at: performance.now() };
-      for (const u of n.users ?? []) this.noteChange(this.lastByUser, u, change);
+      for (const u of users ?? []) this.noteChange(this.lastByUser, u, change);
       for (const r of n.rooms ?? []) this.noteChange(this.lastByRoom, r, change);
     }
-    for (const u of n.users ?? []) for (const w of [...(this.byUser.get(u) ?? [])]) w.poke();
+    for (const u of users ?? []) for (const w of [...(this.byUser.get(u) ?? [])]) w.poke();
     for (const r of n.rooms ?? []) {
       for (const w of [...(this.byRoom.get(r) ?? [])]) w.poke();
       if (this.unscoped.size) for (const w of [...this.unscoped]) w.poke();

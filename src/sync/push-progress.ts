@@ -63,8 +63,10 @@ export class PushProgress {
 
   constructor(
     private readonly redis: RedisClient,
-    private readonly keys: KeySpace,
+    keys: KeySpace,
     private readonly o: { capMs: number; recheckMs: number } = { capMs: 2_000, recheckMs: 250 },
+    /** Where a shard's progress is stored (default: the push evaluator's; the recency index reader keeps its own the same way). */
+    private readonly progressKey: (shard: number) => string = (shard) => keys.shard('room', shard).data(pushData.evaluatedUpTo()),
   ) {}
 
   /** From the sync channel: the evaluator finished shard `shard` up to entry `id`. */
@@ -162,7 +164,7 @@ export class PushProgress {
     let p = this.loading.get(shard);
     if (!p) {
       p = this.redis
-        .get(this.keys.shard('room', shard).data(pushData.evaluatedUpTo()))
+        .get(this.progressKey(shard))
         .then((raw) => {
           const id = raw ? parseId(raw) : null;
           if (id) this.advance(shard, raw!);

@@ -53,7 +53,7 @@ function sameState(a: ConnectionState, b: ConnectionState): boolean {
 export function registerSlidingSyncRoutes(front: Front, ctx: ApiContext): void {
   // A front's own subscription and caches (as /sync has its own): wake-ups, outbox windows,
   // one-time-key counts, bump stamps.
-  const notifier = new SyncNotifier(ctx.redis, ctx.keys);
+  const notifier = new SyncNotifier(ctx.redis, ctx.keys, { wakeOnBumped: true });
   const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES });
   const gate = new ComputeGate(MAX_CONCURRENT_COMPUTES);
   const e2e = new E2eCountsCache(notifier);
@@ -104,7 +104,7 @@ export function registerSlidingSyncRoutes(front: Front, ctx: ApiContext): void {
         const r = await gate.run((outside) => {
           if (waiter) waiter.dirty = false;
           ({ seq: markSeq, at: markAt } = notifier.changeMark);
-          return computeSlidingSync(ctx, user, request, loaded.state, { windows, pushProgress: notifier.pushProgress, e2e, bumps, outside });
+          return computeSlidingSync(ctx, user, request, loaded.state, { windows, pushProgress: notifier.pushProgress, recencyProgress: notifier.recencyProgress, e2e, bumps, outside });
         });
         if (!waiter || r.news || req.signal.aborted || Date.now() >= deadline) return await finish(r);
         waiter.setRooms(r.listen);

@@ -11,8 +11,8 @@
  *   100), tokens `ts<stream id>`: `from` the inclusive upper bound, `to` the exclusive lower one;
  *   `end` when there may be more.
  *
- * `threadSubscriptionsSince` is the function a sliding-sync extension (MSC4308) calls: the
- * changes after a stream id, newest first, in the answer's shape.
+ * The list's reading (`threadSubscriptionsSince`) is shared with the sliding-sync extension
+ * (MSC4308): src/sync/thread-subscriptions.ts.
  */
 import { THREAD_SUBSCRIPTIONS_KIND, threadMember, type ThreadSubscriptionRecord, type ThreadSubscriptionsMessage } from '../../../actors/thread-subscriptions';
 import { MatrixError, errors } from '../../http/errors';
@@ -24,6 +24,7 @@ import { servableToClients } from '../../store/room-reader';
 import { threadSubscriptionData } from '../../store/keys';
 import { userKey } from '../../store/shard-keys';
 import type { ApiContext } from '../context';
+import { threadSubscriptionsSince } from '../../sync/thread-subscriptions';
 import { requireUser } from './auth';
 import { clientRoute, jsonBody } from './accounts-common';
 import { requireRoomId } from '../../http/params';
@@ -50,36 +51,6 @@ async function visibleEvent(ctx: ApiContext, roomId: string, userId: string, eve
 function eventIdParam(s: string | undefined): string {
   if (!s || !s.startsWith('$')) throw errors.invalidParam('Invalid event ID');
   return s;
-}
-
-export interface ThreadSubscriptionsPage {
-  subscribed?: Record<string, Record<string, { automatic: boolean; bump_stamp: number }>>;
-  unsubscribed?: Record<string, Record<string, { bump_stamp: number }>>;
-  /** The `from` of the next (older) page, when there may be one. */
-  end?: string;
-}
-
-/**
- * A user's thread subscription changes with stream ids in (`after`, `upTo`], newest first, at most
- * `limit` (MSC4308's answer shape; the sliding-sync extension passes its last position as `after`).
- */
-export async function threadSubscriptionsSince(ctx: ApiContext, userId: string, after: number, upTo: number | null, limit: number): Promise<ThreadSubscriptionsPage> {
-  const rows = (await ctx.redis.zrevrangebyscore(userKey(ctx, userId, threadSubscriptionData.byStream(userId)), upTo === null ? '+inf' : upTo, `(${after}`, 'WITHSCORES', 'LIMIT', 0, limit)) as string[];
-  const members: string[] = [];
-  for (let i = 0; i < rows.length; i += 2) members.push(rows[i]!);
-  const page: ThreadSubscriptionsPage = {};
-  if (members.length === 0) return page;
-  const records = await ctx.redis.hmget(userKey(ctx, userId, threadSubscriptionData.records(userId)), ...members);
-  let lowest = Infinity;
-  for (const json of records) {
-    if (json === null) continue;
-    const r = JSON.parse(json) as ThreadSubscriptionRecord;
-    lowest = Math.min(lowest, r.stream);
-    if (r.subscribed) ((page.subscribed ??= {})[r.room_id] ??= {})[r.thread_root_id] = { automatic: r.automatic, bump_stamp: r.stream };
-    else ((page.unsubscribed ??= {})[r.room_id] ??= {})[r.thread_root_id] = { bump_stamp: r.stream };
-  }
-  if (members.length === limit && Number.isFinite(lowest)) page.end = `ts${lowest - 1}`;
-  return page;
 }
 
 export function registerThreadSubscriptionRoutes(front: Front, ctx: ApiContext): void {

@@ -53,6 +53,8 @@ export interface ConnectionState {
   subs: Record<string, [[string, string][], number] | [[string, string][], number, [string, string][]]>;
   /** The last answer's lists as sent (text), so an unchanged list alone does not end a long-poll. */
   lists?: string;
+  /** MSC4308: the thread subscription stream id the extension last reported up to (absent: none yet). */
+  tsub?: number;
 }
 
 export function emptyConnectionState(): ConnectionState {

@@ -19,7 +19,7 @@
  */
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { stateKeyOf } from '../../protocol/pdu';
-import { membershipIndexData, userData } from '../../store/keys';
+import { membershipIndexData, threadSubscriptionData, userData } from '../../store/keys';
 import { shardOf } from '../../store/shards';
 import { servableAsState, type RoomEvent } from '../../store/room-reader';
 import { parseIndexed, type IndexedMembership } from '../../readers/membership-index';
@@ -36,9 +36,12 @@ import { ackToDevice, readToDevice } from '../to-device';
 import { pushRulesContent } from '../push-rules';
 import { remoteStrippedState } from '../remote-invites';
 import { currentEphemeral, ignoredUsers, strippedState, summary, windowEphemeralEvents, type EphemeralOutput, type SyncUser } from '../engine';
-import { computeList, factsNeeded, type ListResult, type RoomFacts } from './lists';
+import { byRecency, factsNeeded, listFromTop, passesFilters, type ListResult, type RoomFacts } from './lists';
+import { backfillIndex, dropStale, indexPages, RecencyWalk, topRooms, unindexedRooms, waitForIndex } from './recency';
 import { changedState, compileRequiredState, mergeRequiredState, requiredStateFingerprint, selectState, type RequiredState } from './required-state';
-import type { ExtensionScope, RoomConfig, Shape, SlidingRequest } from './request';
+import { THREAD_SUBSCRIPTIONS_EXTENSION, type ExtensionScope, type RoomConfig, type Shape, type SlidingRequest } from './request';
+import { threadSubscriptionsSince } from '../thread-subscriptions';
+import { userKey } from '../../store/shard-keys';
 import type { BumpStampCache } from './bump-stamps';
 import type { ConnectionState, RoomSent } from './connection-store';
 
@@ -47,6 +50,8 @@ export interface SlidingParams {
   pushProgress: PushProgress;
   e2e: E2eCountsCache;
   bumps: BumpStampCache;
+  /** How far the recency index reader got per room shard (waited for before the index is read). */
+  recencyProgress?: PushProgress;
   /** Waits that should not hold a computation slot (src/sync/compute-gate.ts). */
   outside: <U>(wait: Promise<U>) => Promise<U>;
 }
@@ -132,17 +137,45 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
       }),
     );
   }
-  const tops = new Map(
-    await Promise.all(
-      [...memberships.values()].map(async (r) => {
-        if (r.membership === 'join') return [r.roomId, await p.bumps.get(ctx, r.roomId)] as const;
-        // Not joined: the room's place is when the membership happened (when the index saw it).
-        return [r.roomId, { top: null, topId: null, bumpStamp: Math.floor(r.writtenAt / 1000) }] as const;
-      }),
-    ),
-  );
-  const facts: RoomFacts[] = [...memberships.values()].map((r) => ({ roomId: r.roomId, membership: r.membership, bumpStamp: tops.get(r.roomId)?.bumpStamp ?? 0 }));
+  // Recency: joined rooms from the user's recency index, read from its top only as far as the
+  // lists' ranges need (src/sync/sliding/recency.ts); the other rooms (invites, knocks, rooms
+  // left) by when their membership happened, and joined rooms the index lacks by their stamps
+  // computed per room and written back (the lazy backfill).
+  const tops = new Map<string, RoomTopInfo>();
+  const joinedIds: string[] = [];
+  const extras: RoomFacts[] = [];
+  for (const r of memberships.values()) {
+    if (r.membership === 'join') joinedIds.push(r.roomId);
+    // Not joined: the room's place is when the membership happened (when the index saw it).
+    else extras.push({ roomId: r.roomId, membership: r.membership, bumpStamp: Math.floor(r.writtenAt / 1000) });
+  }
+  if (p.recencyProgress) await p.outside(waitForIndex(ctx, p.recencyProgress, joinedIds));
+  const unindexed = await unindexedRooms(ctx, user.userId, joinedIds);
+  const unindexedSet = new Set(unindexed);
+  let backfill: { roomId: string; stamp: number }[] = [];
+  if (unindexed.length) {
+    const computed = await Promise.all(unindexed.map(async (roomId) => ({ roomId, top: await p.bumps.get(ctx, roomId) })));
+    for (const { roomId, top } of computed) {
+      tops.set(roomId, top);
+      extras.push({ roomId, membership: 'join', bumpStamp: top.bumpStamp });
+    }
+    // Written once the lists are read (they have these rooms as extras, not from the index).
+    backfill = computed.filter((c) => c.top.top !== null).map((c) => ({ roomId: c.roomId, stamp: c.top.bumpStamp }));
+  }
+  const facts: RoomFacts[] = [...memberships.values()].map((r) => ({ roomId: r.roomId, membership: r.membership, bumpStamp: 0 }));
   await addFilterFacts(ctx, user.userId, req, facts);
+  const factsById = new Map(facts.map((f) => [f.roomId, f]));
+  for (const e of extras) Object.assign(e, { ...factsById.get(e.roomId), bumpStamp: e.bumpStamp });
+  const walk = new RecencyWalk(indexPages(ctx, user.userId));
+  const liveTops = new Map<string, Promise<RoomTopInfo>>();
+  const liveTop = (roomId: string): Promise<RoomTopInfo> => {
+    let t = liveTops.get(roomId);
+    if (!t) liveTops.set(roomId, (t = p.bumps.get(ctx, roomId)));
+    return t;
+  };
+  const snapMembership = new Map(snap.rooms.map((r) => [r.roomId, r.membership]));
+  const indexStamps = new Map<string, number>();
+  const stale = new Set<string>();
 
   // Lists, then subscriptions: which rooms, with which config.
   const plans = new Map<string, RoomPlan>();
@@ -151,13 +184,48 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
   const spaceChildrenCache = new Map<string, Promise<Set<string>>>();
   for (const [name, config] of req.lists) {
     const children = config.filters.spaces ? await spaceChildren(ctx, config.filters.spaces, memberships, spaceChildrenCache) : null;
-    const result: ListResult = computeList(facts, config, children);
+    const passes = (f: RoomFacts | undefined) => !!f && passesFilters(f, config.filters, children);
+    // Exact count over every membership (no sort); the order from the index's top.
+    const count = facts.reduce((n, f) => n + (passes(f) ? 1 : 0), 0);
+    const need = Math.min(count, config.ranges.reduce((m, [, end]) => Math.max(m, end + 1), 0));
+    const top = await topRooms(
+      walk,
+      need,
+      (roomId) => {
+        // A room counted as unindexed is among the extras (the reader may have indexed it since).
+        if (unindexedSet.has(roomId)) return false;
+        const f = factsById.get(roomId);
+        return f?.membership === 'join' && passes(f);
+      },
+      extras.filter((e) => passes(e)),
+      (e) => {
+        const m = snapMembership.get(e.roomId);
+        if (m === 'join') indexStamps.set(e.roomId, e.stamp);
+        // Not joined by the index either (a room not there at all may be joined a moment ago).
+        else if (m !== undefined) stale.add(e.roomId);
+      },
+    );
+    // The index trails the rooms by a batch of its reader: rooms at the top are placed by their
+    // live stamps where newer (they only move up, so rooms below stay below), and the reader's
+    // wake-up brings in a room from further down.
+    await Promise.all(
+      top.map(async (f) => {
+        if (f.membership !== 'join') return;
+        const live = await liveTop(f.roomId);
+        f.bumpStamp = Math.max(f.bumpStamp, live.bumpStamp);
+      }),
+    );
+    top.sort(byRecency);
+    const result: ListResult = listFromTop(count, top, config);
     // The unstable shape says which rooms fill each range (`ops`, as Synapse); v4 only counts.
     lists[name] = req.shape === 'v4' ? { count: result.count } : { count: result.count, ops: result.ops as unknown as JsonValue };
     listRooms.set(name, result.roomIds);
     const plan = planOf(config, user.userId);
     for (const roomId of result.roomIds) plans.set(roomId, mergePlan(plans.get(roomId), plan));
   }
+  // Index entries of rooms the user is not in (missed while the reader lagged): cleaned as seen.
+  if (stale.size) void dropStale(ctx, user.userId, [...stale]).catch(() => undefined);
+  if (backfill.length) await backfillIndex(ctx, user.userId, backfill);
   for (const roomId of req.unsubscribeRooms) delete state.subs[roomId];
   for (const [roomId, config] of req.roomSubscriptions) state.subs[roomId] = [config.requiredState, config.timelineLimit, ...(config.exclude?.length ? [config.exclude] : [])] as ConnectionState['subs'][string];
   const subscribed: string[] = [];
@@ -173,6 +241,20 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
     plans.set(roomId, mergePlan(plans.get(roomId), planOf({ requiredState, timelineLimit, ...(exclude ? { exclude } : {}) }, user.userId)));
   }
 
+  // The rooms sent: their newest positions (and, joined, their live stamps, which the index may
+  // trail by a batch: the later of the two is said).
+  await Promise.all(
+    [...plans.keys()].map(async (roomId) => {
+      if (tops.has(roomId)) return;
+      const m = memberships.get(roomId)!;
+      if (m.membership !== 'join') {
+        tops.set(roomId, { top: null, topId: null, bumpStamp: Math.floor(m.writtenAt / 1000) });
+        return;
+      }
+      const live = await liveTop(roomId);
+      tops.set(roomId, { ...live, bumpStamp: Math.max(live.bumpStamp, indexStamps.get(roomId) ?? 0) });
+    }),
+  );
   // The rooms, each with what is new for it.
   const rooms: Record<string, JsonObject> = {};
   const initialRooms = new Set<string>();
@@ -195,7 +277,7 @@ export async function computeSlidingSync(ctx: ApiContext, user: SyncUser, req: S
   // unstable shape only: the merged MSC leaves them out of room results).
   if (req.shape === 'unstable') await addCounts(ctx, user, p, plans, memberships, prev, state, rooms, countWaits, cutMs);
 
-  const extensions = await computeExtensions(ctx, user, req, p, { incremental, sinceMs, cutMs, prevCut: prev.cut, cut: snap.cut, listRooms, subscribed, initialRooms, memberships });
+  const extensions = await computeExtensions(ctx, user, req, p, { incremental, sinceMs, cutMs, prevCut: prev.cut, cut: snap.cut, listRooms, subscribed, initialRooms, memberships, ...(prev.tsub !== undefined ? { tsub: prev.tsub } : {}), state });
 
   const listsText = JSON.stringify(lists);
   const listsChanged = listsText !== prev.lists;
@@ -552,6 +634,10 @@ interface ExtensionInput {
   subscribed: string[];
   initialRooms: Set<string>;
   memberships: Map<string, IndexedMembership>;
+  /** The thread subscription stream id the connection was last told up to (MSC4308). */
+  tsub?: number;
+  /** The state being built (the extension records how far it told). */
+  state: ConnectionState;
 }
 
 /** The rooms an extension covers (MSC3959/60/61 `lists`/`rooms`; absent or `*`: all). */
@@ -628,6 +714,24 @@ async function computeExtensions(ctx: ApiContext, user: SyncUser, req: SlidingRe
           body.receipts = { rooms };
           if (Object.keys(rooms).length) news = true;
         }
+      })(),
+    );
+  }
+  if (ext.threadSubscriptions && ctx.config.threadSubscriptions.enabled) {
+    const limit = ext.threadSubscriptions.limit;
+    tasks.push(
+      (async () => {
+        // The changes after what this connection was last told, up to the newest now; older ones
+        // beyond `limit` are for the client to page with `prev_batch` (GET /thread_subscriptions).
+        const newest = await ctx.redis.zrevrange(userKey(ctx, user.userId, threadSubscriptionData.byStream(user.userId)), 0, 0, 'WITHSCORES');
+        const upTo = newest.length >= 2 ? Number(newest[1]) : 0;
+        const after = x.tsub ?? 0;
+        x.state.tsub = Math.max(after, upTo);
+        if (upTo <= after) return;
+        const page = await threadSubscriptionsSince(ctx, user.userId, after, upTo, limit);
+        if (!page.subscribed && !page.unsubscribed) return;
+        body[THREAD_SUBSCRIPTIONS_EXTENSION] = { ...(page.subscribed ? { subscribed: page.subscribed } : {}), ...(page.unsubscribed ? { unsubscribed: page.unsubscribed } : {}), ...(page.end ? { prev_batch: page.end } : {}) } as unknown as JsonObject;
+        news = true;
       })(),
     );
   }

@@ -62,10 +62,22 @@ export interface ListResult {
   roomIds: string[];
 }
 
-/** A list: the rooms passing its filters, sorted, cut to its ranges. */
+/**
+ * A list from every room: the rooms passing its filters, sorted, cut to its ranges. The engine
+ * reads lists from the recency index instead (`listFromTop`, src/sync/sliding/recency.ts); this is
+ * the definition the index path is checked against (test/sync/sliding).
+ */
 export function computeList(rooms: readonly RoomFacts[], config: ListConfig, spaceChildren: ReadonlySet<string> | null): ListResult {
   const passing = rooms.filter((r) => passesFilters(r, config.filters, spaceChildren));
   passing.sort(byRecency);
+  return listFromTop(passing.length, passing, config);
+}
+
+/**
+ * A list from its first rooms in order (at least as many as its ranges reach, or all) and the
+ * number of rooms passing its filters.
+ */
+export function listFromTop(count: number, passing: readonly RoomFacts[], config: ListConfig): ListResult {
   const ops: ListResult['ops'] = [];
   const seen = new Set<string>();
   const roomIds: string[] = [];
@@ -78,7 +90,7 @@ export function computeList(rooms: readonly RoomFacts[], config: ListConfig, spa
       roomIds.push(id);
     }
   }
-  return { count: passing.length, ops, roomIds };
+  return { count, ops, roomIds };
 }
 
 /**

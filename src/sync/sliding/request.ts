@@ -44,6 +44,8 @@ export interface Extensions {
   accountData?: ExtensionScope;
   receipts?: ExtensionScope;
   typing?: ExtensionScope;
+  /** MSC4308 (`io.element.msc4308.thread_subscriptions`): changes to the user's thread subscriptions, at most `limit`. */
+  threadSubscriptions?: { limit: number };
 }
 
 /**
@@ -217,8 +219,20 @@ function extensionsOf(v: JsonValue | undefined): Extensions {
   if (rc) out.receipts = scopeOf(rc, 'receipts');
   const ty = enabled(v.typing, 'typing');
   if (ty) out.typing = scopeOf(ty, 'typing');
+  const ts = enabled(v[THREAD_SUBSCRIPTIONS_EXTENSION], THREAD_SUBSCRIPTIONS_EXTENSION);
+  if (ts) {
+    const limit = ts.limit;
+    if (limit !== undefined && limit !== null && (!isNonNegInt(limit) || limit < 1)) fail(`extensions.${THREAD_SUBSCRIPTIONS_EXTENSION}.limit must be a positive integer`);
+    out.threadSubscriptions = { limit: Math.min(typeof limit === 'number' ? limit : THREAD_SUBSCRIPTIONS_DEFAULT_LIMIT, THREAD_SUBSCRIPTIONS_MAX_LIMIT) };
+  }
   return out;
 }
+
+/** MSC4308's extension name (the unstable prefix Synapse 1.163 and the Rust SDK use). */
+export const THREAD_SUBSCRIPTIONS_EXTENSION = 'io.element.msc4308.thread_subscriptions';
+/** Synapse's default `limit`; the cap is the companion endpoint's (GET /thread_subscriptions). */
+const THREAD_SUBSCRIPTIONS_DEFAULT_LIMIT = 100;
+const THREAD_SUBSCRIPTIONS_MAX_LIMIT = 512;
 
 function rangeV4(v: JsonValue | undefined, name: string): [number, number][] {
   if (v === undefined || v === null) return [WHOLE_LIST];
