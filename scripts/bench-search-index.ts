@@ -54,6 +54,24 @@ async function main(): Promise<void> {
     const seconds = (Date.now() - started) / 1000;
     const after = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? 0);
     console.log(`indexed ${MESSAGES} messages in ${round(seconds)} s: ${round(MESSAGES / seconds, 0)} messages/s; Redis memory ${round((after - before) / MESSAGES, 0)} bytes per message`);
+    // Where the bytes go, by kind of key (MEMORY USAGE, each key's whole cost in Redis).
+    const byKind = new Map<string, { keys: number; bytes: number }>();
+    let cursor = '0';
+    do {
+      const [next, found] = await redis.scan(cursor, 'MATCH', '*search:*', 'COUNT', 2000);
+      cursor = next;
+      const p = redis.pipeline();
+      for (const k of found) p.memory('USAGE', k, 'SAMPLES', '0');
+      const sizes = (await p.exec()) ?? [];
+      found.forEach((k, i) => {
+        const kind = /:p:/.test(k) ? 'postings' : (/:(docs|terms|stats)$/.exec(k)?.[1] ?? 'other');
+        const had = byKind.get(kind) ?? { keys: 0, bytes: 0 };
+        had.keys++;
+        had.bytes += Number(sizes[i]?.[1] ?? 0);
+        byKind.set(kind, had);
+      });
+    } while (cursor !== '0');
+    console.log(`by kind of key: ${[...byKind].map(([k, v]) => `${k} ${v.keys} keys, ${round(v.bytes / MESSAGES, 0)} B/message`).join('; ')}`);
 
     const keysAll = new Set<KeyCode>(['b', 'n', 't']);
     const kinds: [string, () => string][] = [

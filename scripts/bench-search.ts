@@ -155,7 +155,7 @@ interface QueryFigures {
   hits: number;
 }
 
-async function runQueries(l: Loaded, kinds: QueryKind[]): Promise<QueryFigures[]> {
+async function runQueries(l: Loaded, kinds: QueryKind[], label: string): Promise<QueryFigures[]> {
   const out: QueryFigures[] = [];
   for (const k of kinds) {
     const times: number[] = [];
@@ -168,6 +168,8 @@ async function runQueries(l: Loaded, kinds: QueryKind[]): Promise<QueryFigures[]
     }
     times.sort((a, b) => a - b);
     out.push({ kind: k.name, p50: round(percentile(times, 50)), p99: round(percentile(times, 99)), mean: round(times.reduce((a, b) => a + b, 0) / times.length), hits: round(hits / k.terms.length, 0) });
+    const q = out[out.length - 1]!;
+    log(`  ${label}: ${q.kind}: p50 ${q.p50} ms, p99 ${q.p99} ms, count ${q.hits} on average`);
   }
   return out;
 }
@@ -231,7 +233,7 @@ async function benchAxon(messages: string[], sizes: number[], kinds: QueryKind[]
       const caughtUp = (performance.now() - t0) / 1000;
       const mem = await redisFigures(redis);
       log(`Axon at ${size}: /send ${round(sendRate, 0)}/s; all indexed ${round(caughtUp)} s after the first send; index ${round(mem.index / size, 0)} B/message over ${mem.indexKeys} keys; Redis total +${round((mem.used - base.used) / size, 0)} B/message`);
-      const queries = await runQueries(l, kinds);
+      const queries = await runQueries(l, kinds, `Axon @ ${size}`);
       out.push({
         server: 'Axon',
         messages: size,
@@ -331,7 +333,7 @@ async function benchSynapse(messages: string[], size: number, kinds: QueryKind[]
     const searchBytes = Number(pg.psql("SELECT pg_total_relation_size('event_search')"));
     const dbBytes = Number(pg.psql("SELECT pg_database_size('synapse')"));
     log(`Synapse at ${size}: /send ${round(sendRate, 0)}/s (${round(size / sendRate / 60, 1)} min); event_search ${rows} rows, ${round(searchBytes / size, 0)} B/message; database ${round(dbBytes / size, 0)} B/message`);
-    const queries = await runQueries(l, kinds);
+    const queries = await runQueries(l, kinds, `Synapse @ ${size}`);
     return { server: `Synapse ${SYNAPSE_VERSION} (PostgreSQL ${pgVersion})`, messages: size, sendRate: round(sendRate, 0), extra: { eventSearchBytesPerMessage: round(searchBytes / size, 0), databaseBytesPerMessage: round(dbBytes / size, 0), eventSearchRows: rows }, queries };
   } finally {
     await synapse?.stop();
