@@ -3,20 +3,24 @@
  * or left and not forgotten — whose text matches a search term, from the index the search reader
  * keeps (src/readers/search-indexer.ts, src/search/). Ordered by BM25 rank or by recency.
  *
- * Nothing the user could not read is ever returned: every match is checked against history
+ * Nothing the user could not read is ever returned: every result is checked against history
  * visibility at that event (RoomReader.canSee, as /messages does), so events from before a join
  * in a `joined` room, or after the user left, stay hidden; rejected and soft-failed events too.
+ * The check is lazy, per page: only as many matches are checked as it takes to fill the page,
+ * so a user in rooms with long histories does not pay for every match of a common word.
  *
- * Pagination: the first request finds every visible match (up to MAX_RESULTS) and keeps the
- * ordered list in Redis for half an hour (`KeySpace.searchResults`); `next_batch` names that list
- * and an offset into it, so later pages neither repeat nor skip results while new events arrive.
+ * Pagination: the first request keeps the ordered list of matches (up to MAX_CANDIDATES, not yet
+ * checked) in Redis for half an hour (`KeySpace.searchResults`); `next_batch` names that list and
+ * the first match not yet looked at, so later pages neither repeat nor skip results while new
+ * events arrive. `count` is the number of matches before the visibility check (an upper bound,
+ * as Synapse's is); `highlights` are the matching words of the page's events.
  */
 import { randomBytes } from 'node:crypto';
 import type { Front } from '../../http/server';
 import { MatrixError, errors } from '../../http/errors';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { stateKeyOf } from '../../protocol/pdu';
-import { termMatches, tokens } from '../../protocol/search-text';
+import { parseQuery, termMatches, tokens } from '../../protocol/search-text';
 import { MembershipIndex } from '../../readers/membership-index';
 import { formatEvents } from '../../rooms/client-format';
 import { filterAllowsRoom, filterMatches, type RoomEventFilter } from '../../rooms/event-filter';
@@ -30,15 +34,15 @@ import { requireUser, type Requester } from './auth';
 import { bodyObject, clientRoute, eventFilterFromJson } from './room-common';
 import { bundleAggregations } from './relations';
 
-/** Visible matches kept per search (beyond them, `count` says how many there were). */
-const MAX_RESULTS = 10_000;
+/** Candidates (matches before the visibility check) kept per search; `count` says how many there were. */
+const MAX_CANDIDATES = 50_000;
 const DEFAULT_LIMIT = 10;
 const MAX_LIMIT = 1000;
 const DEFAULT_CONTEXT = 5;
 const MAX_CONTEXT = 100;
 const RESULTS_TTL_S = 30 * 60;
 const MAX_HIGHLIGHTS = 50;
-/** Events whose visibility is checked at once. */
+/** At most this many candidates are checked for visibility at once (fewer for a small page). */
 const VISIBILITY_BATCH = 200;
 
 interface SearchRequest {
@@ -57,9 +61,10 @@ interface StoredResults {
   user: string;
   /** The request's hash: a `next_batch` is only good for the same search. */
   request: string;
-  results: [roomId: string, eventId: string, rank: number][];
+  rooms: string[];
+  /** Every match in order, not yet checked for visibility: index into `rooms`, event id, rank. */
+  candidates: [room: number, eventId: string, rank: number][];
   count: number;
-  highlights: string[];
 }
 
 function intIn(v: JsonValue | undefined, name: string, fallback: number, max: number): number {
@@ -137,18 +142,29 @@ function highlightsOf(events: RoomEvent[], terms: string[], lastIsPrefix: boolea
   return [...found];
 }
 
-async function runSearch(ctx: ApiContext, index: MembershipIndex, store: SearchIndexStore, user: Requester, req: SearchRequest, requestHash: string): Promise<StoredResults> {
+/** The ordered matches of a search, before any visibility check (that is done per page). */
+async function runSearch(index: MembershipIndex, store: SearchIndexStore, user: Requester, req: SearchRequest, requestHash: string): Promise<{ stored: StoredResults; terms: string[]; lastIsPrefix: boolean }> {
   const rooms = await searchableRooms(index, user.userId, req.filter);
   const { query, matches } = await searchRooms(store, rooms, req.searchTerm, req.keys);
   const ordered = orderMatches(matches, req.orderBy);
-  const results: StoredResults['results'] = [];
-  const shown: RoomEvent[] = [];
-  let i = 0;
-  while (i < ordered.length && results.length < MAX_RESULTS) {
-    const batch = ordered.slice(i, i + VISIBILITY_BATCH);
-    i += batch.length;
+  const roomIndex = new Map(rooms.map((r, i) => [r, i]));
+  const candidates: StoredResults['candidates'] = ordered.slice(0, MAX_CANDIDATES).map((m) => [roomIndex.get(m.roomId)!, m.eventId, m.score]);
+  return { stored: { user: user.userId, request: requestHash, rooms, candidates, count: ordered.length }, terms: query.terms, lastIsPrefix: query.lastIsPrefix };
+}
+
+/**
+ * One page of results: candidates from `offset` on, checked for visibility a batch at a time
+ * until `limit` pass (so a user in rooms with long histories pays for the page, not for every
+ * match); `next` is the first candidate not yet looked at.
+ */
+async function visiblePage(ctx: ApiContext, user: Requester, req: SearchRequest, stored: StoredResults, offset: number): Promise<{ page: { roomId: string; rank: number; event: RoomEvent }[]; next: number }> {
+  const page: { roomId: string; rank: number; event: RoomEvent }[] = [];
+  let i = offset;
+  const batchSize = Math.min(VISIBILITY_BATCH, Math.max(2 * req.limit, 20));
+  while (page.length < req.limit && i < stored.candidates.length) {
+    const batch = stored.candidates.slice(i, i + batchSize);
     const byRoom = new Map<string, string[]>();
-    for (const m of batch) byRoom.set(m.roomId, [...(byRoom.get(m.roomId) ?? []), m.eventId]);
+    for (const [r, eventId] of batch) byRoom.set(stored.rooms[r]!, [...(byRoom.get(stored.rooms[r]!) ?? []), eventId]);
     const loaded = new Map<string, RoomEvent>();
     await Promise.all(
       [...byRoom].map(async ([roomId, ids]) => {
@@ -156,22 +172,22 @@ async function runSearch(ctx: ApiContext, index: MembershipIndex, store: SearchI
       }),
     );
     const ok = await Promise.all(
-      batch.map(async (m) => {
-        const e = loaded.get(`${m.roomId}\0${m.eventId}`);
-        if (!e || !servableToClients(e) || e.redactedBy || e.event.room_id !== m.roomId) return null;
+      batch.map(async ([r, eventId]) => {
+        const roomId = stored.rooms[r]!;
+        const e = loaded.get(`${roomId}\0${eventId}`);
+        if (!e || !servableToClients(e) || e.redactedBy || e.event.room_id !== roomId) return null;
         if (!filterMatches(req.filter, e.event)) return null;
-        return (await ctx.rooms.canSee(m.roomId, user.userId, e)) ? e : null;
+        return (await ctx.rooms.canSee(roomId, user.userId, e)) ? e : null;
       }),
     );
-    batch.forEach((m, j) => {
+    for (let j = 0; j < batch.length; j++) {
+      if (page.length === req.limit) break;
+      i++;
       const e = ok[j];
-      if (e && results.length < MAX_RESULTS) {
-        results.push([m.roomId, m.eventId, m.score]);
-        if (shown.length < 500) shown.push(e);
-      }
-    });
+      if (e) page.push({ roomId: stored.rooms[batch[j]![0]]!, rank: batch[j]![2], event: e });
+    }
   }
-  return { user: user.userId, request: requestHash, results, count: results.length, highlights: highlightsOf(shown, query.terms, query.lastIsPrefix) };
+  return { page, next: i };
 }
 
 /** The display names and avatars of some users, from a room's state. */
@@ -204,29 +220,32 @@ export function registerSearchRoutes(front: Front, ctx: ApiContext): void {
     let stored: StoredResults;
     let id: string;
     let offset = 0;
+    let fresh = false;
     const batch = req.query.next_batch;
     if (batch !== undefined) {
       const m = /^([A-Za-z0-9_-]{16,64})\.(\d{1,9})$/.exec(batch);
       const raw = m ? await ctx.redis.get(ctx.keys.searchResults(m[1]!)) : null;
       const parsed = raw ? (JSON.parse(raw) as StoredResults) : null;
-      if (!m || !parsed || parsed.user !== user.userId || parsed.request !== requestHash) throw errors.invalidParam('Unknown or expired next_batch');
+      if (!m || !parsed || parsed.user !== user.userId || parsed.request !== requestHash || !Array.isArray(parsed.candidates) || Number(m[2]) > parsed.candidates.length) throw errors.invalidParam('Unknown or expired next_batch');
       stored = parsed;
       id = m[1]!;
       offset = Number(m[2]);
     } else {
-      stored = await runSearch(ctx, index, store, user, request, requestHash);
+      stored = (await runSearch(index, store, user, request, requestHash)).stored;
       id = randomBytes(18).toString('base64url');
-      if (stored.results.length > request.limit) await ctx.redis.set(ctx.keys.searchResults(id), JSON.stringify(stored), 'EX', RESULTS_TTL_S);
+      fresh = true;
     }
+    const { page: visible, next } = await visiblePage(ctx, user, request, stored, offset);
+    // Kept only when there is a next page; the list itself never changes, so pages stay stable while new events arrive.
+    if (fresh && next < stored.candidates.length) await ctx.redis.set(ctx.keys.searchResults(id), JSON.stringify(stored), 'EX', RESULTS_TTL_S);
 
-    const page = stored.results.slice(offset, offset + request.limit);
-    const byRoom = new Map<string, string[]>();
-    for (const [roomId, eventId] of page) byRoom.set(roomId, [...(byRoom.get(roomId) ?? []), eventId]);
+    const page = visible.map((v) => [v.roomId, v.event.eventId, v.rank] as const);
+    const byRoom = new Map<string, RoomEvent[]>();
+    for (const v of visible) byRoom.set(v.roomId, [...(byRoom.get(v.roomId) ?? []), v.event]);
     const events = new Map<string, RoomEvent>();
     const formatted = new Map<string, JsonObject>();
     await Promise.all(
-      [...byRoom].map(async ([roomId, ids]) => {
-        const loaded = await ctx.rooms.events(roomId, ids);
+      [...byRoom].map(async ([roomId, loaded]) => {
         const out = await formatEvents(ctx, roomId, loaded, user);
         // Edits, reactions and threads bundled as /messages does: a client shows an edited result's new text.
         await bundleAggregations(ctx, roomId, loaded, out, user);
@@ -248,8 +267,11 @@ export function registerSearchRoutes(front: Front, ctx: ApiContext): void {
       results.push(result);
     }
 
-    const answer: JsonObject = { results, count: stored.count, highlights: stored.highlights };
-    if (offset + request.limit < stored.results.length) answer.next_batch = `${id}.${offset + request.limit}`;
+    const query = parseQuery(request.searchTerm);
+    // `count` is the number of matches in the searched rooms before the visibility check (as
+    // Synapse's is): an upper bound, which spares checking every match up front.
+    const answer: JsonObject = { results, count: stored.count, highlights: highlightsOf(visible.map((v) => v.event), query.terms, query.lastIsPrefix) };
+    if (next < stored.candidates.length) answer.next_batch = `${id}.${next}`;
     if (request.includeState) {
       const state: JsonObject = {};
       for (const roomId of byRoom.keys()) {

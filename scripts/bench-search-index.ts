@@ -1,0 +1,105 @@
+/**
+ * Search index cost (prints figures; not a test): the index layer alone — the search reader's
+ * write path (src/search/index-store.ts, search-index-1.lua) and the query path `POST /search`
+ * runs before its visibility checks (src/search/query.ts) — on a real redis-server (managed, AOF
+ * `appendfsync always`, as in production). Messages are generated from a Zipf-like vocabulary of
+ * 20,000 words (8–20 words each) spread over ROOMS rooms, indexed 64 at a time; then one-word,
+ * two-word and prefix queries are run over all the rooms (a user's 100 rooms).
+ *
+ * The whole HTTP path beside Synapse's PostgreSQL full-text search is scripts/bench-search.ts.
+ *
+ *   node --import tsx scripts/bench-search-index.ts [--messages 100000] [--rooms 100] [--queries 200]
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startManagedRedis } from '../src/runtime/managed-redis';
+import { SearchIndexStore, type KeyCode } from '../src/search/index-store';
+import { searchRooms } from '../src/search/query';
+import { KeySpace } from '../src/store/keys';
+import { connectRedis } from '../src/store/redis';
+import { freePort, percentile, pool, round, seededRandom } from './lib/bench-util';
+
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const MESSAGES = arg('messages', 100_000);
+const ROOMS = arg('rooms', 100);
+const QUERIES = arg('queries', 200);
+const VOCABULARY = 20_000;
+
+async function main(): Promise<void> {
+  const rand = seededRandom(21);
+  const words = Array.from({ length: VOCABULARY }, (_, i) => `w${i.toString(36)}x${(i * 7919).toString(36).slice(-2)}`);
+  // Zipf-like: word rank r drawn with probability ~ 1/r.
+  const zipf = () => words[Math.min(VOCABULARY - 1, Math.floor(Math.exp(rand() * Math.log(VOCABULARY)) - 1))]!;
+  const rooms = Array.from({ length: ROOMS }, (_, i) => `!bench${i}:bench.local`);
+  const dir = mkdtempSync(join(tmpdir(), 'axon-bench-search-'));
+  const managed = await startManagedRedis({ dir: join(dir, 'redis'), port: await freePort() });
+  const redis = connectRedis({ url: managed.url });
+  const keys = new KeySpace('bs:');
+  const store = new SearchIndexStore(redis, keys, 64);
+  try {
+    const before = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? 0);
+    const started = Date.now();
+    let done = 0;
+    const ids = Array.from({ length: MESSAGES }, (_, i) => i);
+    await pool(ids, 64, async (i) => {
+      const length = 8 + Math.floor(rand() * 13);
+      const text = Array.from({ length }, zipf).join(' ');
+      await store.index({ roomId: rooms[i % ROOMS]!, eventId: `$e${i}`, sourcePos: i + 1, pos: i + 1, ts: 1_700_000_000_000 + i, key: 'b', text });
+      if (++done % 20_000 === 0) process.stdout.write(`  indexed ${done}/${MESSAGES}\r`);
+    });
+    const seconds = (Date.now() - started) / 1000;
+    const after = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? 0);
+    console.log(`indexed ${MESSAGES} messages in ${round(seconds)} s: ${round(MESSAGES / seconds, 0)} messages/s; Redis memory ${round((after - before) / MESSAGES, 0)} bytes per message`);
+    // Where the bytes go, by kind of key (MEMORY USAGE, each key's whole cost in Redis).
+    const byKind = new Map<string, { keys: number; bytes: number }>();
+    let cursor = '0';
+    do {
+      const [next, found] = await redis.scan(cursor, 'MATCH', '*search:*', 'COUNT', 2000);
+      cursor = next;
+      const p = redis.pipeline();
+      for (const k of found) p.memory('USAGE', k, 'SAMPLES', '0');
+      const sizes = (await p.exec()) ?? [];
+      found.forEach((k, i) => {
+        const kind = /:p:/.test(k) ? 'postings' : (/:(docs|terms|stats)$/.exec(k)?.[1] ?? 'other');
+        const had = byKind.get(kind) ?? { keys: 0, bytes: 0 };
+        had.keys++;
+        had.bytes += Number(sizes[i]?.[1] ?? 0);
+        byKind.set(kind, had);
+      });
+    } while (cursor !== '0');
+    console.log(`by kind of key: ${[...byKind].map(([k, v]) => `${k} ${v.keys} keys, ${round(v.bytes / MESSAGES, 0)} B/message`).join('; ')}`);
+
+    const keysAll = new Set<KeyCode>(['b', 'n', 't']);
+    const kinds: [string, () => string][] = [
+      ['one word (common)', () => words[Math.floor(rand() * 50)]!],
+      ['one word (rare)', () => words[1000 + Math.floor(rand() * 10_000)]!],
+      ['two words', () => `${words[Math.floor(rand() * 200)]!} ${words[Math.floor(rand() * 200)]!}`],
+      ['prefix', () => words[Math.floor(rand() * 2000)]!.slice(0, 3)],
+    ];
+    for (const [name, term] of kinds) {
+      const times: number[] = [];
+      let hits = 0;
+      for (let q = 0; q < QUERIES; q++) {
+        const t0 = process.hrtime.bigint();
+        const { matches } = await searchRooms(store, rooms, term(), keysAll);
+        times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        hits += matches.length;
+      }
+      times.sort((a, b) => a - b);
+      console.log(`${name.padEnd(18)} over ${ROOMS} rooms: p50 ${round(percentile(times, 50))} ms, p99 ${round(percentile(times, 99))} ms, ${round(hits / QUERIES, 0)} matches on average`);
+    }
+  } finally {
+    redis.disconnect();
+    await managed.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: Error) => {
+  console.error(e);
+  process.exit(1);
+});
