@@ -52,7 +52,10 @@ export interface RegistrationConfig {
    * loopback address (a dev server), closed otherwise — an internet-facing server must opt in.
    */
   enabled: boolean | 'auto';
-  /** Require the `m.login.registration_token` stage with one of `tokens`. */
+  /**
+   * Require the `m.login.registration_token` stage: with one of `tokens`, or one an admin made
+   * (`/_synapse/admin/v1/registration_tokens`, with uses and expiry).
+   */
   requiresToken: boolean;
   tokens: string[];
   /**
@@ -631,7 +634,7 @@ export function validateConfig(c: AxonConfig): string[] {
   if (typeof r.requiresToken !== 'boolean') p.push(`registration.requiresToken: must be true or false (got ${JSON.stringify(r.requiresToken)})`);
   if (!Array.isArray(r.tokens) || !r.tokens.every((t) => typeof t === 'string' && /^[A-Za-z0-9._~-]{1,64}$/.test(t))) {
     p.push('registration.tokens: must be a list of tokens of 1 to 64 characters from A-Z a-z 0-9 . _ ~ -');
-  } else if (r.requiresToken && r.tokens.length === 0) p.push('registration.tokens: must list at least one token when registration.requiresToken is true');
+  }
   if (typeof r.sharedSecret !== 'string') p.push('registration.sharedSecret: must be a string (empty: shared-secret registration off)');
   else if (r.sharedSecret !== '' && r.sharedSecret.length < 16) p.push('registration.sharedSecret: must be at least 16 characters (or empty to turn shared-secret registration off)');
   int(c.accessTokenLifetimeMs, 'accessTokenLifetimeMs', 10_000, 30 * 24 * 3600 * 1000);

@@ -5,28 +5,18 @@
  * differences Axon means to have are listed in ALLOWED with why. Then Axon-only checks.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { callServer, loopbackServerName, startSynapse, synapseInstallation, type SynapsePeer } from '../peers/synapse';
-import { createTestCa, type TestCa } from '../peers/test-ca';
+import { callServer, synapseInstallation } from '../peers/synapse';
 import { startTestServer, type TestServer } from '../e2e/server-harness';
-import { registrationMac } from '../../src/api/admin/register';
 import { KeySpace, userData } from '../../src/store/keys';
 import { shardCountsFor } from '../../src/runtime/cluster-settings';
 import { backfillUserList } from '../../scripts/backfill-user-list';
+import { login, registerAxonAdmin, SECRET, startComparison, type Comparison, type Side } from './compare';
 
 const install = synapseInstallation();
 const skip = !install.ok && !process.env.CI;
 if (skip && !install.ok) console.warn(`admin-users.e2e: skipped. ${install.reason}`);
 
 const SYNAPSE_IP = '127.0.0.73';
-const SECRET = 'admin-users-e2e-shared-secret';
-
-type Json = any;
-interface Side {
-  label: 'axon' | 'synapse';
-  baseUrl: string;
-  serverName: string;
-  admin: { token: string; userId: string };
-}
 
 /**
  * Intended differences, `step path` → why. Paths are the normalised answer's (`users.0.name`).
@@ -42,81 +32,21 @@ const ALLOWED_FIELDS: Record<string, string> = {
     'Synapse fills it from client IPs it writes in batches every few seconds (null until then); Axon from the device\'s last login, at once',
 };
 
-function normalise(v: Json, serverName: string, key = ''): Json {
-  if (Array.isArray(v)) return v.map((x) => normalise(x, serverName, key));
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, normalise(x, serverName, k)]));
-  if (['creation_ts', 'last_seen_ts', 'consent_ts'].includes(key) && typeof v === 'number') return v > 1e12 ? '<ms>' : v > 1e9 ? '<s>' : v;
-  if (key === 'device_id' && typeof v === 'string') return '<device>';
-  if (key === 'last_seen_ip' && typeof v === 'string') return '<ip>';
-  if (typeof v === 'string') return v.split(serverName).join('<hs>').replace(/^![A-Za-z0-9_\-]+(:<hs>)?$/, '<room>');
-  return v;
-}
-
-/** Paths where two JSON values differ (keys present on one side only count too). */
-function differences(a: Json, b: Json, path = ''): string[] {
-  if (a && b && typeof a === 'object' && typeof b === 'object' && Array.isArray(a) === Array.isArray(b)) {
-    const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
-    return [...keys].flatMap((k) => differences(a[k], b[k], path ? `${path}.${k}` : k));
-  }
-  return JSON.stringify(a) === JSON.stringify(b) ? [] : [`${path || '(root)'}: axon ${JSON.stringify(a)} synapse ${JSON.stringify(b)}`];
-}
-
-async function registerAxonAdmin(baseUrl: string, localpart: string, password: string) {
-  const { nonce } = (await (await fetch(`${baseUrl}/_synapse/admin/v1/register`)).json()) as { nonce: string };
-  const mac = registrationMac(SECRET, { nonce, username: localpart, password, admin: true });
-  const r = await fetch(`${baseUrl}/_synapse/admin/v1/register`, { method: 'POST', body: JSON.stringify({ nonce, username: localpart, password, admin: true, mac }) });
-  const body = (await r.json()) as Json;
-  if (r.status !== 200) throw new Error(`axon admin registration: ${r.status} ${JSON.stringify(body)}`);
-  return { token: body.access_token as string, userId: body.user_id as string };
-}
-
-async function login(side: Side, localpart: string, password: string, device?: string) {
-  const r = await callServer(side, null, 'POST', '/login', { type: 'm.login.password', identifier: { type: 'm.id.user', user: localpart }, password, ...(device ? { device_id: device, initial_device_display_name: 'phone' } : {}) });
-  return r;
-}
-
 describe.skipIf(skip)('admin API users: Axon against Synapse', () => {
-  let ca: TestCa;
-  let synapse: SynapsePeer;
-  let axon: TestServer;
+  let cmp: Comparison;
   let sides: Side[];
-  const found: string[] = [];
-
-  /** Run one operation on both servers; compare statuses and normalised bodies. */
-  async function both(step: string, method: string, path: (s: Side) => string, body?: Json, token: (s: Side) => string | null = (s) => s.admin.token) {
-    const [a, s] = await Promise.all(sides.map(async (side) => {
-      const r = await callServer(side, token(side) === null ? null : { token: token(side)! }, method, path(side), body);
-      return { status: r.status, body: normalise(r.body, side.serverName) };
-    }));
-    const diffs = [...(a!.status !== s!.status ? [`status: axon ${a!.status} synapse ${s!.status}`] : []), ...differences(a!.body, s!.body)];
-    for (const d of diffs) {
-      const path = d.slice(0, d.indexOf(':'));
-      if (!ALLOWED[`${step} ${path}`] && !ALLOWED_FIELDS[path.split('.').pop()!]) found.push(`${step} ${d}`);
-    }
-    return { axon: a!, synapse: s! };
-  }
+  let found: string[];
+  const both: Comparison['both'] = (...a) => cmp.both(...a);
+  const u = (s: Side, localpart: string) => cmp.u(s, localpart);
 
   beforeAll(async () => {
-    ca = createTestCa();
-    const serverName = await loopbackServerName(SYNAPSE_IP);
-    [synapse, axon] = await Promise.all([
-      startSynapse({ serverName, ca, logLevel: 'WARNING', configure: (c) => { c.rc_login = { address: { per_second: 100, burst_count: 100 }, account: { per_second: 100, burst_count: 100 } }; } }),
-      startTestServer({ configure: (c) => { c.registration.sharedSecret = SECRET; } }),
-    ]);
-    const sAdmin = await synapse.registerUser('boss', 'boss-password-1', true);
-    const aAdmin = await registerAxonAdmin(axon.baseUrl, 'boss', 'boss-password-1');
-    sides = [
-      { label: 'axon', baseUrl: axon.baseUrl, serverName: axon.serverName, admin: aAdmin },
-      { label: 'synapse', baseUrl: synapse.baseUrl, serverName: synapse.serverName, admin: { token: sAdmin.token, userId: sAdmin.userId } },
-    ];
+    cmp = await startComparison({ synapseIp: SYNAPSE_IP, allowed: ALLOWED, allowedFields: ALLOWED_FIELDS });
+    ({ sides, found } = cmp);
   }, 240_000);
 
   afterAll(async () => {
-    await Promise.all([synapse?.stop(), axon?.stop()]);
-    ca?.cleanup();
+    await cmp?.stop();
   });
-
-  const u = (s: Side, localpart: string) => encodeURIComponent(`@${localpart}:${s.serverName}`);
 
   it('answers the user endpoints as Synapse does', async () => {
     const version = await both('server_version', 'GET', () => '/_synapse/admin/v1/server_version', undefined, () => null);

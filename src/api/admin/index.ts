@@ -6,6 +6,7 @@ import { registerAccountModerationRoutes } from './account-moderation';
 import { registerAdminRegistrationRoutes } from './register';
 import { registerAdminUserListRoutes } from './user-list';
 import { registerAdminUserRoutes } from './users';
+import { registerAdminMiscRoutes } from './misc';
 
 export function registerAdminApi(front: Front, ctx: ApiContext): void {
   registerAdminRegistrationRoutes(front, ctx);
@@ -14,4 +15,5 @@ export function registerAdminApi(front: Front, ctx: ApiContext): void {
   registerAdminUserRoutes(front, ctx);
   registerAdminUserListRoutes(front, ctx);
   registerAccountModerationRoutes(front, ctx);
+  registerAdminMiscRoutes(front, ctx);
 }

@@ -1,0 +1,8 @@
+/** The admin API's smaller parts (one file each), registered together to keep index.ts small. */
+import type { Front } from '../../http/server';
+import type { ApiContext } from '../context';
+import { registerRegistrationTokenRoutes } from './registration-tokens';
+
+export function registerAdminMiscRoutes(front: Front, ctx: ApiContext): void {
+  registerRegistrationTokenRoutes(front, ctx);
+}

@@ -1,0 +1,171 @@
+/**
+ * The admin API's registration tokens, event reports, server notices, media and suspension
+ * (issue 20.1) over real HTTP, against Axon and a real Synapse 1.163.2 in the same test (the
+ * harness: compare.ts), then what only Axon is checked for (races, restarts of the counting).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { callServer, synapseInstallation } from '../peers/synapse';
+import { startTestServer, type TestServer } from '../e2e/server-harness';
+import { registerAxonAdmin, SECRET, startComparison, type Comparison, type Json, type Side } from './compare';
+
+const install = synapseInstallation();
+const skip = !install.ok && !process.env.CI;
+if (skip && !install.ok) console.warn(`admin-misc.e2e: skipped. ${install.reason}`);
+
+const SYNAPSE_IP = '127.0.0.74';
+
+/** Intended differences, `step path` → why. */
+const ALLOWED: Record<string, string> = {
+  'new random token': 'random tokens differ (their length is checked)',
+  'new uses float errcode': "Axon's JSON parser refuses non-integer numbers (canonical JSON has none) before the field is looked at",
+  'new uses float error': "Axon's JSON parser refuses non-integer numbers (canonical JSON has none) before the field is looked at",
+};
+
+/** Intended differences anywhere, by the path's last field. */
+const ALLOWED_FIELDS: Record<string, string> = {
+  access_token: 'each server its own token format',
+};
+
+/** A registration with a token, in Synapse's two stages: the token (then pending), dummy (then completed). */
+async function tokenStage(side: Side, username: string, token: string, session?: string) {
+  let s = session;
+  if (!s) s = (await callServer(side, null, 'POST', '/register', { username, password: `${username}-password-1` })).body.session as string;
+  const r = await callServer(side, null, 'POST', '/register', { username, password: `${username}-password-1`, auth: { type: 'm.login.registration_token', token, session: s } });
+  return { session: s, status: r.status, body: r.body as Json };
+}
+
+describe.skipIf(skip)('admin API misc: Axon against Synapse', () => {
+  let cmp: Comparison;
+  let sides: Side[];
+  const both: Comparison['both'] = (...a) => cmp.both(...a);
+
+  beforeAll(async () => {
+    cmp = await startComparison({
+      synapseIp: SYNAPSE_IP,
+      allowed: ALLOWED,
+      allowedFields: ALLOWED_FIELDS,
+      configureAxon: (c) => { c.registration = { ...c.registration, enabled: true, requiresToken: true }; },
+      configureSynapse: (c) => {
+        c.enable_registration = true;
+        c.registration_requires_token = true;
+        c.rc_registration = { per_second: 100, burst_count: 100 };
+        c.rc_registration_token_validity = { per_second: 100, burst_count: 100 };
+      },
+    });
+    sides = cmp.sides;
+  }, 240_000);
+
+  afterAll(async () => {
+    console.log(`admin-misc.e2e: differences not allowed:\n${cmp?.found.join('\n')}`);
+    await cmp?.stop();
+  });
+
+  it('registration tokens: CRUD, validity, and the uses registration spends', async () => {
+    const T = '/_synapse/admin/v1/registration_tokens';
+    const future = Date.now() + 3_600_000;
+    const made = await both('new', 'POST', () => `${T}/new`, { token: 'abcd', uses_allowed: 1 });
+    expect(made.axon).toEqual({ status: 200, body: { token: 'abcd', uses_allowed: 1, pending: 0, completed: 0, expiry_time: null } });
+    const random = await both('new random', 'POST', () => `${T}/new`, { length: 10 });
+    expect(random.axon.body.token).toMatch(/^[A-Za-z0-9._~-]{10}$/);
+    await both('delete random', 'DELETE', (s) => `${T}/${s.label === 'axon' ? random.axon.body.token : random.synapse.body.token}`);
+    await both('new expiring', 'POST', () => `${T}/new`, { token: 'later', expiry_time: future, uses_allowed: null });
+    for (const [step, body] of [
+      ['new exists', { token: 'abcd' }],
+      ['new token not string', { token: 5 }],
+      ['new token empty', { token: '' }],
+      ['new token long', { token: 'x'.repeat(65) }],
+      ['new token chars', { token: 'a b' }],
+      ['new length zero', { length: 0 }],
+      ['new length string', { length: '5' }],
+      ['new uses negative', { uses_allowed: -1 }],
+      ['new uses float', { uses_allowed: 1.5 }],
+      ['new expiry past', { expiry_time: 1000 }],
+      ['new expiry string', { expiry_time: 'soon' }],
+    ] as const) {
+      const r = await both(step, 'POST', () => `${T}/new`, body);
+      expect({ step, status: r.axon.status }).toEqual({ step, status: 400 });
+    }
+    await both('get', 'GET', () => `${T}/abcd`);
+    await both('get unknown', 'GET', () => `${T}/nope`);
+    await both('put unchanged', 'PUT', () => `${T}/later`, {});
+    await both('put expiry bad', 'PUT', () => `${T}/later`, { expiry_time: 'x' });
+    await both('put unknown', 'PUT', () => `${T}/nope`, { uses_allowed: 3 });
+    await both('validity', 'GET', () => '/_matrix/client/v1/register/m.login.registration_token/validity?token=abcd', undefined, () => null);
+    await both('validity unknown', 'GET', () => '/_matrix/client/v1/register/m.login.registration_token/validity?token=nope', undefined, () => null);
+    await both('validity missing', 'GET', () => '/_matrix/client/v1/register/m.login.registration_token/validity', undefined, () => null);
+
+    // The token stage holds the one use: pending, and invalid for anyone else meanwhile.
+    const held: Record<string, string> = {};
+    for (const side of sides) {
+      const r = await tokenStage(side, 'tina', 'abcd');
+      expect([side.label, r.status, r.body.completed]).toEqual([side.label, 401, ['m.login.registration_token']]);
+      held[side.label] = r.session;
+    }
+    const pending = await both('get pending', 'GET', () => `${T}/abcd`);
+    expect(pending.axon.body).toMatchObject({ pending: 1, completed: 0 });
+    await both('validity pending', 'GET', () => '/_matrix/client/v1/register/m.login.registration_token/validity?token=abcd', undefined, () => null);
+    for (const side of sides) {
+      const other = await tokenStage(side, 'uma', 'abcd');
+      expect([side.label, other.status, other.body.errcode]).toEqual([side.label, 401, 'M_UNAUTHORIZED']);
+    }
+    await both('list', 'GET', () => T);
+    await both('list valid', 'GET', () => `${T}?valid=true`);
+    await both('list invalid', 'GET', () => `${T}?valid=false`);
+    await both('list bad valid', 'GET', () => `${T}?valid=maybe`);
+    // The registration completes: the pending use becomes a completed one.
+    const done = await both('register', 'POST', () => '/register', (s: Side) => ({ username: 'tina', password: 'tina-password-1', auth: { type: 'm.login.dummy', session: held[s.label] } }), () => null);
+    expect(done.axon.status).toBe(200);
+    const completed = await both('get completed', 'GET', () => `${T}/abcd`);
+    expect(completed.axon.body).toMatchObject({ pending: 0, completed: 1 });
+    const raised = await both('put uses', 'PUT', () => `${T}/abcd`, { uses_allowed: 2, expiry_time: future });
+    expect(raised.axon.body).toMatchObject({ uses_allowed: 2, completed: 1 });
+    await both('list valid after', 'GET', () => `${T}?valid=true`);
+    await both('delete', 'DELETE', () => `${T}/abcd`);
+    await both('delete again', 'DELETE', () => `${T}/abcd`);
+    await both('get deleted', 'GET', () => `${T}/abcd`);
+
+    // Not for non-admins.
+    const tina: Record<string, string> = { axon: '', synapse: '' };
+    for (const side of sides) tina[side.label] = (await callServer(side, null, 'POST', '/login', { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'tina' }, password: 'tina-password-1' })).body.access_token;
+    const refused = await both('non-admin', 'GET', () => T, undefined, (s) => tina[s.label]!);
+    expect(refused.axon.status).toBe(403);
+  }, 120_000);
+
+  it('has no differences that are not allowed', () => {
+    expect(cmp.found).toEqual([]);
+  });
+});
+
+describe('admin API misc: Axon only', () => {
+  let axon: TestServer;
+  let admin: { token: string; userId: string };
+  const call = (token: string | null, method: string, path: string, body?: unknown) => callServer(axon, token === null ? null : { token }, method, path, body);
+
+  beforeAll(async () => {
+    axon = await startTestServer({ configure: (c) => { c.registration = { ...c.registration, sharedSecret: SECRET, enabled: true, requiresToken: true }; } });
+    admin = await registerAxonAdmin(axon.baseUrl, 'root', 'root-password-1');
+  }, 120_000);
+  afterAll(async () => {
+    await axon?.stop();
+  });
+
+  it('registrations racing for the last use of a token: one wins', async () => {
+    const T = '/_synapse/admin/v1/registration_tokens';
+    expect((await call(admin.token, 'POST', `${T}/new`, { token: 'last-one', uses_allowed: 1 })).status).toBe(200);
+    const side = { baseUrl: axon.baseUrl } as Side;
+    const racers = await Promise.all(Array.from({ length: 8 }, (_, i) => tokenStage(side, `racer${i}`, 'last-one')));
+    const winners = racers.filter((r) => r.status === 401 && r.body.completed?.includes('m.login.registration_token'));
+    expect(winners).toHaveLength(1);
+    expect(racers.filter((r) => r.status === 401 && r.body.error === 'Invalid registration token')).toHaveLength(7);
+    expect((await call(admin.token, 'GET', `${T}/last-one`)).body).toMatchObject({ pending: 1, completed: 0 });
+    const winner = racers.indexOf(winners[0]!);
+    const done = await call(null, 'POST', '/register', { username: `racer${winner}`, password: `racer${winner}-password-1`, auth: { type: 'm.login.dummy', session: winners[0]!.session } });
+    expect(done.status).toBe(200);
+    expect((await call(admin.token, 'GET', `${T}/last-one`)).body).toEqual({ token: 'last-one', uses_allowed: 1, pending: 0, completed: 1, expiry_time: null });
+    expect((await call(null, 'GET', '/_matrix/client/v1/register/m.login.registration_token/validity?token=last-one')).body).toEqual({ valid: false });
+    // Finishing a session twice counts once (its pending use is gone; the account exists).
+    const again = await call(null, 'POST', '/register', { username: `racer${winner}`, password: 'x', auth: { type: 'm.login.dummy', session: winners[0]!.session } });
+    expect(again.status).toBe(400);
+    expect((await call(admin.token, 'GET', `${T}/last-one`)).body.completed).toBe(1);
+  }, 120_000);
+});
