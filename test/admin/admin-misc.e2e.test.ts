@@ -17,6 +17,11 @@ const SYNAPSE_IP = '127.0.0.74';
 /** Intended differences, `step path` → why. */
 const ALLOWED: Record<string, string> = {
   'new random token': 'random tokens differ (their length is checked)',
+  'report event_json.auth_events*': 'ids of events each server made itself',
+  'report event_json.prev_events*': 'ids of events each server made itself',
+  'report event_json.hashes*': 'hashes of events each server made itself',
+  'report event_json.signatures*': "each server's signature",
+  'report event_json.unsigned': 'Synapse keeps its internal age_ts in the stored event; Axon stores none',
   'new uses float errcode': "Axon's JSON parser refuses non-integer numbers (canonical JSON has none) before the field is looked at",
   'new uses float error': "Axon's JSON parser refuses non-integer numbers (canonical JSON has none) before the field is looked at",
 };
@@ -24,6 +29,7 @@ const ALLOWED: Record<string, string> = {
 /** Intended differences anywhere, by the path's last field. */
 const ALLOWED_FIELDS: Record<string, string> = {
   access_token: 'each server its own token format',
+  id: "report ids are each server's numbering (Synapse's start at 2)",
 };
 
 /** A registration with a token, in Synapse's two stages: the token (then pending), dummy (then completed). */
@@ -128,6 +134,67 @@ describe.skipIf(skip)('admin API misc: Axon against Synapse', () => {
     const tina: Record<string, string> = { axon: '', synapse: '' };
     for (const side of sides) tina[side.label] = (await callServer(side, null, 'POST', '/login', { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'tina' }, password: 'tina-password-1' })).body.access_token;
     const refused = await both('non-admin', 'GET', () => T, undefined, (s) => tina[s.label]!);
+    expect(refused.axon.status).toBe(403);
+  }, 120_000);
+
+  /** Users made through the admin API (registration needs a token here), logged in: tokens by side. */
+  async function makeUser(localpart: string): Promise<Record<string, string>> {
+    const out: Record<string, string> = {};
+    for (const side of sides) {
+      const made = await callServer(side, { token: side.admin.token }, 'PUT', `/_synapse/admin/v2/users/${cmp.u(side, localpart)}`, { password: `${localpart}-password-1` });
+      expect([side.label, made.status]).toEqual([side.label, 201]);
+      out[side.label] = (await callServer(side, null, 'POST', '/login', { type: 'm.login.password', identifier: { type: 'm.id.user', user: localpart }, password: `${localpart}-password-1` })).body.access_token;
+    }
+    return out;
+  }
+
+  it('event reports: list, filters, paging, one report, dismissal', async () => {
+    const ed = await makeUser('ed');
+    const rita = await makeUser('rita');
+    const room: Record<string, string> = {};
+    const events: Record<string, string[]> = { axon: [], synapse: [] };
+    for (const side of sides) {
+      const r = await callServer(side, { token: ed[side.label]! }, 'POST', '/createRoom', { preset: 'public_chat', name: 'Reported room', room_alias_name: 'reported' });
+      expect(r.status).toBe(200);
+      room[side.label] = r.body.room_id;
+      const rid = encodeURIComponent(r.body.room_id);
+      expect((await callServer(side, { token: rita[side.label]! }, 'POST', `/join/${rid}`, {})).status).toBe(200);
+      for (const [who, text] of [[ed, 'first'], [ed, 'second'], [rita, 'third']] as const) {
+        const sent = await callServer(side, { token: who[side.label]! }, 'PUT', `/rooms/${rid}/send/m.room.message/t-${text}`, { msgtype: 'm.text', body: text });
+        events[side.label]!.push(sent.body.event_id);
+      }
+      // Reports one after the other, so their order is the same on both servers.
+      for (const [who, i, reason] of [[rita, 0, 'spam'], [rita, 1, 'rude'], [ed, 2, undefined]] as const) {
+        const rep = await callServer(side, { token: who[side.label]! }, 'POST', `/rooms/${rid}/report/${encodeURIComponent(events[side.label]![i]!)}`, reason ? { reason } : {});
+        expect([side.label, rep.status]).toEqual([side.label, 200]);
+        await new Promise((res) => setTimeout(res, 20));
+      }
+    }
+    const E = '/_synapse/admin/v1/event_reports';
+    const list = await both('reports list', 'GET', () => E);
+    expect(list.axon.body.total).toBe(3);
+    expect(list.axon.body.event_reports.map((r: Json) => r.reason)).toEqual([null, 'rude', 'spam']);
+    const ids: Record<string, number[]> = {};
+    for (const side of sides) ids[side.label] = ((await callServer(side, { token: side.admin.token }, 'GET', `${E}?dir=f`)).body.event_reports as Json[]).map((r) => r.id);
+    await both('reports forwards', 'GET', () => `${E}?dir=f`);
+    await both('reports page 1', 'GET', () => `${E}?limit=2`);
+    await both('reports page 2', 'GET', () => `${E}?limit=2&from=2`);
+    await both('reports by reporter', 'GET', () => `${E}?user_id=rita`);
+    await both('reports by room', 'GET', (s) => `${E}?room_id=${encodeURIComponent(room[s.label]!)}`);
+    await both('reports by sender', 'GET', (s) => `${E}?event_sender_user_id=${cmp.u(s, 'ed')}`);
+    await both('reports bad dir', 'GET', () => `${E}?dir=sideways`);
+    await both('reports bad from', 'GET', () => `${E}?from=-1`);
+    await both('reports bad limit', 'GET', () => `${E}?limit=x`);
+    const one = await both('report', 'GET', (s) => `${E}/${ids[s.label]![0]}`);
+    expect(one.axon.body).toMatchObject({ reason: 'spam', name: 'Reported room', canonical_alias: '#reported:<hs>', sender: '@ed:<hs>', user_id: '@rita:<hs>' });
+    expect(one.axon.body.event_json.content).toEqual({ msgtype: 'm.text', body: 'first' });
+    await both('report unknown', 'GET', () => `${E}/987654`);
+    await both('report bad id', 'GET', () => `${E}/abc`);
+    await both('report delete', 'DELETE', (s) => `${E}/${ids[s.label]![0]}`);
+    await both('report delete again', 'DELETE', (s) => `${E}/${ids[s.label]![0]}`);
+    const after = await both('reports after delete', 'GET', () => E);
+    expect(after.axon.body.total).toBe(2);
+    const refused = await both('reports non-admin', 'GET', () => E, undefined, (s) => rita[s.label]!);
     expect(refused.axon.status).toBe(403);
   }, 120_000);
 
