@@ -22,6 +22,8 @@ const ALLOWED: Record<string, string> = {
   'report event_json.hashes*': 'hashes of events each server made itself',
   'report event_json.signatures*': "each server's signature",
   'report event_json.unsigned': 'Synapse keeps its internal age_ts in the stored event; Axon stores none',
+  'suspend bad body error': "Synapse answers its validation library's report",
+  'suspend missing error': "Synapse answers its validation library's report",
   'new uses float errcode': "Axon's JSON parser refuses non-integer numbers (canonical JSON has none) before the field is looked at",
   'new uses float error': "Axon's JSON parser refuses non-integer numbers (canonical JSON has none) before the field is looked at",
 };
@@ -30,6 +32,7 @@ const ALLOWED: Record<string, string> = {
 const ALLOWED_FIELDS: Record<string, string> = {
   access_token: 'each server its own token format',
   id: "report ids are each server's numbering (Synapse's start at 2)",
+  last_seen_ts: 'Synapse writes client IPs in batches every few seconds (null until then); Axon at login',
 };
 
 /** A registration with a token, in Synapse's two stages: the token (then pending), dummy (then completed). */
@@ -198,6 +201,53 @@ describe.skipIf(skip)('admin API misc: Axon against Synapse', () => {
     expect(refused.axon.status).toBe(403);
   }, 120_000);
 
+  it('suspension: Synapse\'s admin endpoint, and what a suspended user may still do', async () => {
+    const sam = await makeUser('sam');
+    const owner = await makeUser('olga');
+    const room: Record<string, string> = {};
+    const other: Record<string, string> = {};
+    const mine: Record<string, string> = {};
+    const room2: Record<string, string> = {};
+    for (const side of sides) {
+      const r = await callServer(side, { token: owner[side.label]! }, 'POST', '/createRoom', { preset: 'public_chat' });
+      room[side.label] = encodeURIComponent(r.body.room_id);
+      room2[side.label] = encodeURIComponent((await callServer(side, { token: owner[side.label]! }, 'POST', '/createRoom', { preset: 'public_chat' })).body.room_id);
+      expect((await callServer(side, { token: sam[side.label]! }, 'POST', `/join/${room[side.label]}`, {})).status).toBe(200);
+      other[side.label] = (await callServer(side, { token: owner[side.label]! }, 'PUT', `/rooms/${room[side.label]}/send/m.room.message/o1`, { msgtype: 'm.text', body: 'hi' })).body.event_id;
+      mine[side.label] = (await callServer(side, { token: sam[side.label]! }, 'PUT', `/rooms/${room[side.label]}/send/m.room.message/s1`, { msgtype: 'm.text', body: 'oops' })).body.event_id;
+    }
+    const S = (s: Side, who = 'sam') => `/_synapse/admin/v1/suspend/${cmp.u(s, who)}`;
+    const on = await both('suspend', 'PUT', (s) => S(s), { suspend: true });
+    expect(on.axon.body).toEqual({ 'user_@sam:<hs>_suspended': true });
+    await both('suspend bad body', 'PUT', (s) => S(s), { suspend: 'yes' });
+    await both('suspend missing', 'PUT', (s) => S(s), {});
+    await both('suspend unknown', 'PUT', (s) => S(s, 'nobody'), { suspend: true });
+    await both('suspend remote', 'PUT', () => `/_synapse/admin/v1/suspend/${encodeURIComponent('@x:elsewhere.example')}`, { suspend: true });
+    const details = await both('suspended details', 'GET', (s) => `/_synapse/admin/v2/users/${cmp.u(s, 'sam')}`);
+    expect(details.axon.body.suspended).toBe(true);
+    const as = (s: Side) => sam[s.label]!;
+    const refusals = [
+      await both('suspended send', 'PUT', (s) => `/rooms/${room[s.label]}/send/m.room.message/s2`, { msgtype: 'm.text', body: 'more' }, as),
+      await both('suspended state', 'PUT', (s) => `/rooms/${room[s.label]}/state/m.room.topic`, { topic: 'x' }, as),
+      await both('suspended join', 'POST', (s) => `/join/${room2[s.label]}`, {}, as),
+      await both('suspended invite', 'POST', (s) => `/rooms/${room[s.label]}/invite`, (s: Side) => ({ user_id: `@boss:${s.serverName}` }), as),
+      await both('suspended displayname', 'PUT', (s) => `/profile/${cmp.u(s, 'sam')}/displayname`, { displayname: 'Sam!' }, as),
+      await both('suspended redact other', 'PUT', (s) => `/rooms/${room[s.label]}/redact/${encodeURIComponent(other[s.label]!)}/r1`, {}, as),
+      await both('suspended create room', 'POST', () => '/createRoom', {}, as),
+    ];
+    for (const r of refusals) expect([r.axon.status, r.axon.body.errcode]).toEqual([403, 'M_USER_SUSPENDED']);
+    // Reading, redacting their own events and leaving still work.
+    for (const side of sides) expect([side.label, (await callServer(side, { token: sam[side.label]! }, 'GET', `/rooms/${room[side.label]}/messages?dir=b&limit=1`)).status]).toEqual([side.label, 200]);
+    expect((await both('suspended whoami', 'GET', () => '/account/whoami', undefined, as)).axon.status).toBe(200);
+    expect((await both('suspended redact own', 'PUT', (s) => `/rooms/${room[s.label]}/redact/${encodeURIComponent(mine[s.label]!)}/r2`, {}, as)).axon.status).toBe(200);
+    expect((await both('suspended leave', 'POST', (s) => `/rooms/${room[s.label]}/leave`, {}, as)).axon.status).toBe(200);
+    const off = await both('unsuspend', 'PUT', (s) => S(s), { suspend: false });
+    expect(off.axon.body).toEqual({ 'user_@sam:<hs>_suspended': false });
+    expect((await both('unsuspended join', 'POST', (s) => `/join/${room2[s.label]}`, {}, as)).axon.status).toBe(200);
+    const refused = await both('suspend non-admin', 'PUT', (s) => S(s, 'olga'), { suspend: true }, as);
+    expect(refused.axon.status).toBe(403);
+  }, 120_000);
+
   it('has no differences that are not allowed', () => {
     expect(cmp.found).toEqual([]);
   });
@@ -234,5 +284,35 @@ describe('admin API misc: Axon only', () => {
     const again = await call(null, 'POST', '/register', { username: `racer${winner}`, password: 'x', auth: { type: 'm.login.dummy', session: winners[0]!.session } });
     expect(again.status).toBe(400);
     expect((await call(admin.token, 'GET', `${T}/last-one`)).body.completed).toBe(1);
+  }, 120_000);
+
+  it("serves the spec's suspend endpoints (v1.18): admins only, local users, existing and new sessions", async () => {
+    const uid = (l: string) => encodeURIComponent(`@${l}:${axon.serverName}`);
+    expect((await call(admin.token, 'PUT', `/_synapse/admin/v2/users/${uid('vic')}`, { password: 'vic-password-1' })).status).toBe(201);
+    const loginVic = async () => (await callServer(axon, null, 'POST', '/login', { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'vic' }, password: 'vic-password-1' })).body.access_token as string;
+    const vic = await loginVic();
+    const path = `/_matrix/client/v1/admin/suspend/${uid('vic')}`;
+    expect((await call(vic, 'GET', path)).status).toBe(403);
+    expect((await call(vic, 'PUT', `/_matrix/client/v1/admin/suspend/${uid('nobody')}`, { suspended: true })).status).toBe(403);
+    expect((await call(admin.token, 'GET', path)).body).toEqual({ suspended: false });
+    const bad = await call(admin.token, 'PUT', path, { suspended: 'yes' });
+    expect([bad.status, bad.body.errcode]).toEqual([400, 'M_BAD_JSON']);
+    const self = await call(admin.token, 'PUT', `/_matrix/client/v1/admin/suspend/${uid('root')}`, { suspended: true });
+    expect(self.status).toBe(400);
+    const remote = await call(admin.token, 'GET', `/_matrix/client/v1/admin/suspend/${encodeURIComponent('@x:elsewhere.example')}`);
+    expect([remote.status, remote.body.errcode]).toEqual([400, 'M_INVALID_PARAM']);
+    expect((await call(admin.token, 'GET', `/_matrix/client/v1/admin/suspend/${uid('nobody')}`)).status).toBe(404);
+    const room = (await call(admin.token, 'POST', '/createRoom', { preset: 'public_chat' })).body.room_id as string;
+    expect((await call(admin.token, 'PUT', path, { suspended: true })).body).toEqual({ suspended: true });
+    expect((await call(admin.token, 'GET', path)).body).toEqual({ suspended: true });
+    // The session vic had, and a new one: both read-only.
+    for (const token of [vic, await loginVic()]) {
+      const r = await call(token, 'POST', `/join/${encodeURIComponent(room)}`, {});
+      expect([r.status, r.body.errcode]).toEqual([403, 'M_USER_SUSPENDED']);
+      expect((await call(token, 'GET', '/joined_rooms')).status).toBe(200);
+    }
+    expect((await call(admin.token, 'PUT', path, { suspended: false })).body).toEqual({ suspended: false });
+    expect((await call(vic, 'POST', `/join/${encodeURIComponent(room)}`, {})).status).toBe(200);
+    expect((await call(admin.token, 'GET', `/_synapse/admin/v2/users/${uid('vic')}`)).body.suspended).toBe(false);
   }, 120_000);
 });

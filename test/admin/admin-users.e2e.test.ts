@@ -208,7 +208,7 @@ describe('admin API users: Axon only', () => {
     expect((await call(hank, 'GET', lock)).status).toBe(403);
     expect((await call(hank, 'GET', `/_matrix/client/v1/admin/lock/${uid('nobody')}`)).status).toBe(403);
     expect((await call(hank, 'GET', '/capabilities')).body.capabilities['m.account_moderation']).toBeUndefined();
-    expect((await call(admin.token, 'GET', '/capabilities')).body.capabilities['m.account_moderation']).toEqual({ lock: true, suspend: false });
+    expect((await call(admin.token, 'GET', '/capabilities')).body.capabilities['m.account_moderation']).toEqual({ lock: true, suspend: true });
     expect((await call(admin.token, 'GET', lock)).body).toEqual({ locked: false });
     expect((await call(admin.token, 'PUT', lock, { locked: 'yes' })).status).toBe(400);
     expect((await call(admin.token, 'PUT', lock, { locked: true })).body).toEqual({ locked: true });

@@ -26,7 +26,7 @@ const TIMESTAMP_FIELDS = ['creation_ts', 'last_seen_ts', 'consent_ts', 'received
 
 export function normalise(v: Json, serverName: string, key = ''): Json {
   if (Array.isArray(v)) return v.map((x) => normalise(x, serverName, key));
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, normalise(x, serverName, k)]));
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k.split(serverName).join('<hs>'), normalise(x, serverName, k)]));
   if (TIMESTAMP_FIELDS.includes(key) && typeof v === 'number') return v > 1e12 ? '<ms>' : v > 1e9 ? '<s>' : v;
   if (key === 'device_id' && typeof v === 'string') return '<device>';
   if (key === 'last_seen_ip' && typeof v === 'string') return '<ip>';

@@ -55,8 +55,8 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
   clientRoute(front, 'POST', '/account/deactivate', (req) => deactivate(ctx, req));
   clientRoute(front, 'GET', '/capabilities', async (req) => {
     const me = await requireUser(ctx, req);
-    // Admins may lock accounts (v1.18 admin.yaml); omitted for everyone else, as the spec asks.
-    const moderation = (await readAccount(ctx, me.userId))?.a === 1 ? { 'm.account_moderation': { lock: true, suspend: false } } : {};
+    // Admins may lock and suspend accounts (v1.18 admin.yaml); omitted for everyone else, as the spec asks.
+    const moderation = (await readAccount(ctx, me.userId))?.a === 1 ? { 'm.account_moderation': { lock: true, suspend: true } } : {};
     return {
       body: {
         capabilities: {
