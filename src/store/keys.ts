@@ -74,6 +74,18 @@ export class KeySpace {
     return `${this.prefix}{regtokens}:defs`;
   }
 
+  /**
+   * Server notices (src/api/admin/server-notices.ts): hash user id → their notices room, and a
+   * short-lived claim while a front creates someone's room (so concurrent first notices make one).
+   */
+  serverNoticeRooms(): string {
+    return `${this.prefix}{servernotices}:rooms`;
+  }
+
+  serverNoticeRoomClaim(userId: string): string {
+    return `${this.prefix}{servernotices}:claim:${userId}`;
+  }
+
   registrationTokensCompleted(): string {
     return `${this.prefix}{regtokens}:completed`;
   }

@@ -24,6 +24,9 @@ const ALLOWED: Record<string, string> = {
   'report event_json.unsigned': 'Synapse keeps its internal age_ts in the stored event; Axon stores none',
   'suspend bad body error': "Synapse answers its validation library's report",
   'suspend missing error': "Synapse answers its validation library's report",
+  'notice power notifications': "createRoom's power-level defaults (Axon writes notifications.room, Synapse historical): createRoom's, not the notices'",
+  'notice power historical': "createRoom's power-level defaults (Axon writes notifications.room, Synapse historical): createRoom's, not the notices'",
+  'notice answer error': "the room's authorization refusal, in each server's words (both 403 M_FORBIDDEN)",
   'new uses float errcode': "Axon's JSON parser refuses non-integer numbers (canonical JSON has none) before the field is looked at",
   'new uses float error': "Axon's JSON parser refuses non-integer numbers (canonical JSON has none) before the field is looked at",
 };
@@ -53,8 +56,12 @@ describe.skipIf(skip)('admin API misc: Axon against Synapse', () => {
       synapseIp: SYNAPSE_IP,
       allowed: ALLOWED,
       allowedFields: ALLOWED_FIELDS,
-      configureAxon: (c) => { c.registration = { ...c.registration, enabled: true, requiresToken: true }; },
+      configureAxon: (c) => {
+        c.registration = { ...c.registration, enabled: true, requiresToken: true };
+        c.serverNotices = { systemUserLocalpart: 'notices', displayName: 'Notices Bot', avatarUrl: '', roomName: 'Server Notices' };
+      },
       configureSynapse: (c) => {
+        c.server_notices = { system_mxid_localpart: 'notices', system_mxid_display_name: 'Notices Bot', room_name: 'Server Notices' };
         c.enable_registration = true;
         c.registration_requires_token = true;
         c.rc_registration = { per_second: 100, burst_count: 100 };
@@ -248,6 +255,50 @@ describe.skipIf(skip)('admin API misc: Axon against Synapse', () => {
     expect(refused.axon.status).toBe(403);
   }, 120_000);
 
+  it('server notices: a notices room per user, tagged, that the user cannot answer in', async () => {
+    const nina = await makeUser('nina');
+    const N = '/_synapse/admin/v1/send_server_notice';
+    const first = await both('notice', 'POST', () => N, (s: Side) => ({ user_id: `@nina:${s.serverName}`, content: { msgtype: 'm.text', body: 'Welcome' } }));
+    expect(first.axon.status).toBe(200);
+    const room: Record<string, string> = {};
+    for (const side of sides) {
+      const sync = await callServer(side, { token: nina[side.label]! }, 'GET', '/sync?timeout=0');
+      const invites = Object.keys(sync.body.rooms?.invite ?? {});
+      expect([side.label, invites.length]).toEqual([side.label, 1]);
+      room[side.label] = encodeURIComponent(invites[0]!);
+    }
+    await both('notice tags', 'GET', (s) => `/user/${cmp.u(s, 'nina')}/rooms/${room[s.label]}/tags`, undefined, (s) => nina[s.label]!);
+    const joined = await both('notice join', 'POST', (s) => `/join/${room[s.label]}`, {}, (s) => nina[s.label]!);
+    expect(joined.axon.status).toBe(200);
+    await both('notice room name', 'GET', (s) => `/rooms/${room[s.label]}/state/m.room.name`, undefined, (s) => nina[s.label]!);
+    const power = await both('notice power', 'GET', (s) => `/rooms/${room[s.label]}/state/m.room.power_levels`, undefined, (s) => nina[s.label]!);
+    expect(power.axon.body.users_default).toBe(-10);
+    await both('notice members', 'GET', (s) => `/rooms/${room[s.label]}/joined_members`, undefined, (s) => nina[s.label]!);
+    const answer = await both('notice answer', 'PUT', (s) => `/rooms/${room[s.label]}/send/m.room.message/a1`, { msgtype: 'm.text', body: 'thanks' }, (s) => nina[s.label]!);
+    expect(answer.axon.status).toBe(403);
+    // A second notice goes to the same room; a transaction id makes a retry idempotent.
+    await both('notice 2', 'POST', () => N, (s: Side) => ({ user_id: `@nina:${s.serverName}`, content: { msgtype: 'm.text', body: 'Second' } }));
+    const ids: Record<string, string[]> = { axon: [], synapse: [] };
+    for (let i = 0; i < 2; i++) {
+      for (const side of sides) {
+        const r = await callServer(side, { token: side.admin.token }, 'PUT', `${N}/txn-1`, { user_id: `@nina:${side.serverName}`, content: { msgtype: 'm.text', body: 'Once' } });
+        expect([side.label, r.status]).toEqual([side.label, 200]);
+        ids[side.label]!.push(r.body.event_id);
+      }
+    }
+    expect(ids.axon![0]).toBe(ids.axon![1]);
+    expect(ids.synapse![0]).toBe(ids.synapse![1]);
+    for (const side of sides) {
+      const msgs = await callServer(side, { token: nina[side.label]! }, 'GET', `/rooms/${room[side.label]}/messages?dir=b&limit=10&filter=${encodeURIComponent(JSON.stringify({ types: ['m.room.message'] }))}`);
+      expect([side.label, msgs.body.chunk.map((e: Json) => e.content.body)]).toEqual([side.label, ['Once', 'Second', 'Welcome']]);
+    }
+    await both('notice missing content', 'POST', () => N, (s: Side) => ({ user_id: `@nina:${s.serverName}` }));
+    await both('notice remote', 'POST', () => N, { user_id: '@x:elsewhere.example', content: { body: 'x' } });
+    await both('notice unknown', 'POST', () => N, (s: Side) => ({ user_id: `@nobody:${s.serverName}`, content: { body: 'x' } }));
+    const refused = await both('notice non-admin', 'POST', () => N, (s: Side) => ({ user_id: `@nina:${s.serverName}`, content: { body: 'x' } }), (s) => nina[s.label]!);
+    expect(refused.axon.status).toBe(403);
+  }, 120_000);
+
   it('has no differences that are not allowed', () => {
     expect(cmp.found).toEqual([]);
   });
@@ -315,4 +366,10 @@ describe('admin API misc: Axon only', () => {
     expect((await call(vic, 'POST', `/join/${encodeURIComponent(room)}`, {})).status).toBe(200);
     expect((await call(admin.token, 'GET', `/_synapse/admin/v2/users/${uid('vic')}`)).body.suspended).toBe(false);
   }, 120_000);
+
+  it('server notices are off without a system user: 400, nothing made', async () => {
+    const r = await call(admin.token, 'POST', '/_synapse/admin/v1/send_server_notice', { user_id: admin.userId, content: { msgtype: 'm.text', body: 'x' } });
+    expect([r.status, r.body.errcode, r.body.error]).toEqual([400, 'M_UNKNOWN', 'Server notices are not enabled on this server']);
+    expect(await axon.redis.hlen(`${axon.config.redis.keyPrefix}{servernotices}:rooms`)).toBe(0);
+  }, 60_000);
 });

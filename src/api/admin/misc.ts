@@ -3,8 +3,10 @@ import type { Front } from '../../http/server';
 import type { ApiContext } from '../context';
 import { registerEventReportRoutes } from './event-reports';
 import { registerRegistrationTokenRoutes } from './registration-tokens';
+import { registerServerNoticeRoutes } from './server-notices';
 
 export function registerAdminMiscRoutes(front: Front, ctx: ApiContext): void {
   registerRegistrationTokenRoutes(front, ctx);
   registerEventReportRoutes(front, ctx);
+  registerServerNoticeRoutes(front, ctx);
 }
