@@ -27,6 +27,7 @@ const ALLOWED: Record<string, string> = {
   'notice power notifications': "createRoom's power-level defaults (Axon writes notifications.room, Synapse historical): createRoom's, not the notices'",
   'notice power historical': "createRoom's power-level defaults (Axon writes notifications.room, Synapse historical): createRoom's, not the notices'",
   'notice answer error': "the room's authorization refusal, in each server's words (both 403 M_FORBIDDEN)",
+  'media delete deleted_media.0': "each server's own media id",
   'new uses float errcode': "Axon's JSON parser refuses non-integer numbers (canonical JSON has none) before the field is looked at",
   'new uses float error': "Axon's JSON parser refuses non-integer numbers (canonical JSON has none) before the field is looked at",
 };
@@ -297,6 +298,30 @@ describe.skipIf(skip)('admin API misc: Axon against Synapse', () => {
     await both('notice unknown', 'POST', () => N, (s: Side) => ({ user_id: `@nobody:${s.serverName}`, content: { body: 'x' } }));
     const refused = await both('notice non-admin', 'POST', () => N, (s: Side) => ({ user_id: `@nina:${s.serverName}`, content: { body: 'x' } }), (s) => nina[s.label]!);
     expect(refused.axon.status).toBe(403);
+  }, 120_000);
+
+  it('media: quarantine, release and delete one item', async () => {
+    const mia = await makeUser('mia');
+    const media: Record<string, string> = {};
+    for (const side of sides) {
+      const r = await fetch(`${side.baseUrl}/_matrix/media/v3/upload?filename=a.txt`, { method: 'POST', headers: { Authorization: `Bearer ${mia[side.label]}`, 'Content-Type': 'text/plain' }, body: 'hello media' });
+      expect([side.label, r.status]).toEqual([side.label, 200]);
+      media[side.label] = ((await r.json()) as { content_uri: string }).content_uri.split('/').pop()!;
+    }
+    const download = async (side: Side) => (await fetch(`${side.baseUrl}/_matrix/client/v1/media/download/${side.serverName}/${media[side.label]}`, { headers: { Authorization: `Bearer ${mia[side.label]}` } })).status;
+    const M = '/_synapse/admin/v1/media';
+    await both('quarantine', 'POST', (s) => `${M}/quarantine/${s.serverName}/${media[s.label]}`, {});
+    for (const side of sides) expect([side.label, await download(side)]).toEqual([side.label, 404]);
+    await both('quarantine unknown', 'POST', (s) => `${M}/quarantine/${s.serverName}/nosuchmedia`, {});
+    await both('unquarantine', 'POST', (s) => `${M}/unquarantine/${s.serverName}/${media[s.label]}`, {});
+    for (const side of sides) expect([side.label, await download(side)]).toEqual([side.label, 200]);
+    const refused = await both('media non-admin', 'DELETE', (s) => `${M}/${s.serverName}/${media[s.label]}`, undefined, (s) => mia[s.label]!);
+    expect(refused.axon.status).toBe(403);
+    await both('media delete remote', 'DELETE', () => `${M}/elsewhere.example/abc`);
+    const deleted = await both('media delete', 'DELETE', (s) => `${M}/${s.serverName}/${media[s.label]}`);
+    expect(deleted.axon.body.total).toBe(1);
+    await both('media delete again', 'DELETE', (s) => `${M}/${s.serverName}/${media[s.label]}`);
+    for (const side of sides) expect([side.label, await download(side)]).toEqual([side.label, 404]);
   }, 120_000);
 
   it('has no differences that are not allowed', () => {

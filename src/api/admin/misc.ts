@@ -2,6 +2,7 @@
 import type { Front } from '../../http/server';
 import type { ApiContext } from '../context';
 import { registerEventReportRoutes } from './event-reports';
+import { registerMediaAdminRoutes } from './media';
 import { registerRegistrationTokenRoutes } from './registration-tokens';
 import { registerServerNoticeRoutes } from './server-notices';
 
@@ -9,4 +10,5 @@ export function registerAdminMiscRoutes(front: Front, ctx: ApiContext): void {
   registerRegistrationTokenRoutes(front, ctx);
   registerEventReportRoutes(front, ctx);
   registerServerNoticeRoutes(front, ctx);
+  registerMediaAdminRoutes(front, ctx);
 }
