@@ -53,7 +53,10 @@ export interface RegistrationConfig {
    * loopback address (a dev server), closed otherwise — an internet-facing server must opt in.
    */
   enabled: boolean | 'auto';
-  /** Require the `m.login.registration_token` stage with one of `tokens`. */
+  /**
+   * Require the `m.login.registration_token` stage: with one of `tokens`, or one an admin made
+   * (`/_synapse/admin/v1/registration_tokens`, with uses and expiry).
+   */
   requiresToken: boolean;
   tokens: string[];
   /**
@@ -245,6 +248,12 @@ export interface AxonConfig {
    */
   metrics: { port: number; host: string };
   registration: RegistrationConfig;
+  /**
+   * Server notices (Synapse's `server_notices`): admins send them with
+   * `/_synapse/admin/v1/send_server_notice` into a room per user that the system user
+   * `@<systemUserLocalpart>:<serverName>` makes on first use. Off while the localpart is empty.
+   */
+  serverNotices: { systemUserLocalpart: string; displayName: string; avatarUrl: string; roomName: string };
   /** Lifetime of access tokens issued with a refresh token (`refresh_token: true`). */
   accessTokenLifetimeMs: number;
   rateLimit: RateLimitConfig;
@@ -350,6 +359,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
     logLevel: 'info',
     metrics: { port: 0, host: '127.0.0.1' },
     registration: { enabled: 'auto', requiresToken: false, tokens: [], sharedSecret: '' },
+    serverNotices: { systemUserLocalpart: '', displayName: '', avatarUrl: '', roomName: 'Server Notices' },
     accessTokenLifetimeMs: 5 * 60 * 1000,
     rateLimit: {
       enabled: true,
@@ -457,6 +467,7 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_REGISTRATION_REQUIRES_TOKEN: 'registration.requiresToken',
   AXON_REGISTRATION_TOKENS: 'registration.tokens',
   AXON_REGISTRATION_SHARED_SECRET: 'registration.sharedSecret',
+  AXON_SERVER_NOTICES_LOCALPART: 'serverNotices.systemUserLocalpart',
   AXON_ACCESS_TOKEN_LIFETIME_MS: 'accessTokenLifetimeMs',
   AXON_RATE_LIMIT_ENABLED: 'rateLimit.enabled',
   AXON_RATE_LIMIT_FAILED_LOGIN_BURST: 'rateLimit.failedLogin.burst',
@@ -674,9 +685,16 @@ export function validateConfig(c: AxonConfig): string[] {
   if (typeof r.requiresToken !== 'boolean') p.push(`registration.requiresToken: must be true or false (got ${JSON.stringify(r.requiresToken)})`);
   if (!Array.isArray(r.tokens) || !r.tokens.every((t) => typeof t === 'string' && /^[A-Za-z0-9._~-]{1,64}$/.test(t))) {
     p.push('registration.tokens: must be a list of tokens of 1 to 64 characters from A-Z a-z 0-9 . _ ~ -');
-  } else if (r.requiresToken && r.tokens.length === 0) p.push('registration.tokens: must list at least one token when registration.requiresToken is true');
+  }
   if (typeof r.sharedSecret !== 'string') p.push('registration.sharedSecret: must be a string (empty: shared-secret registration off)');
   else if (r.sharedSecret !== '' && r.sharedSecret.length < 16) p.push('registration.sharedSecret: must be at least 16 characters (or empty to turn shared-secret registration off)');
+  const sn = c.serverNotices;
+  if (!sn || typeof sn !== 'object') p.push('serverNotices: must be an object');
+  else {
+    for (const k of ['systemUserLocalpart', 'displayName', 'avatarUrl', 'roomName'] as const) if (typeof sn[k] !== 'string') p.push(`serverNotices.${k}: must be a string`);
+    if (typeof sn.systemUserLocalpart === 'string' && sn.systemUserLocalpart !== '' && !/^[a-z0-9._=\-/+]+$/.test(sn.systemUserLocalpart)) p.push('serverNotices.systemUserLocalpart: must be a user localpart (a-z 0-9 . _ = - / +), or empty to turn server notices off');
+    if (typeof sn.avatarUrl === 'string' && sn.avatarUrl !== '' && !sn.avatarUrl.startsWith('mxc://')) p.push('serverNotices.avatarUrl: must be an mxc:// URI or empty');
+  }
   int(c.accessTokenLifetimeMs, 'accessTokenLifetimeMs', 10_000, 30 * 24 * 3600 * 1000);
   if (typeof c.presence?.enabled !== 'boolean') p.push(`presence.enabled: must be true or false (got ${JSON.stringify(c.presence?.enabled)})`);
   if (!Array.isArray(c.voip?.turnUris) || !c.voip.turnUris.every((u) => typeof u === 'string' && /^turns?:/.test(u))) p.push(`voip.turnUris: must be a list of turn: or turns: URIs (got ${JSON.stringify(c.voip?.turnUris)})`);

@@ -32,7 +32,8 @@ export interface ReportsState {
   next: number;
 }
 
-export type ReportsMessage = { op: 'report'; report: Report };
+/** `delete`: an admin dismissed a report (Synapse's `DELETE /_synapse/admin/v1/event_reports/{id}`). */
+export type ReportsMessage = { op: 'report'; report: Report } | { op: 'delete'; id: number };
 
 export type ReportsReply = { id: number };
 
@@ -41,6 +42,10 @@ const MAX_REASON = 10_000;
 /** Pure: number and store a report. */
 export function decideReports(state: ReportsState, msg: ActorMessage<ReportsMessage>): Decision<ReportsState, ReportsReply> {
   const body = msg.body;
+  if (body?.op === 'delete') {
+    if (!Number.isSafeInteger(body.id) || body.id < 0) throw new ActorRejection('M_INVALID_PARAM', 'id must be a non-negative integer', 400);
+    return { state, reply: { id: body.id }, writes: [{ cmd: 'HDEL', key: reportData.reports(), args: [String(body.id)] }] };
+  }
   if (body?.op !== 'report') throw new TypeError(`reports: unknown op ${JSON.stringify((body as { op?: unknown } | undefined)?.op)}`);
   const r = body.report;
   if (!r || !['room', 'event', 'user'].includes(r.kind)) throw new ActorRejection('M_INVALID_PARAM', 'Unknown report kind', 400);

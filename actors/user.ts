@@ -57,6 +57,11 @@ export interface UserState {
   erased?: boolean;
   /** Locked by an admin (Synapse's admin API `locked`): the account stays, its logins are refused. */
   locked?: boolean;
+  /**
+   * Suspended by an admin (spec v1.18 `/admin/suspend`, Synapse's `/suspend`): the user may read,
+   * leave and redact their own events, not send, join, invite or change their profile.
+   */
+  suspended?: boolean;
   devices: Record<string, DeviceState>;
   nextFilterId: number;
   /**
@@ -157,7 +162,7 @@ export type UserMessage =
   /** Forget a room the user has left (the front checks that they have). */
   | { op: 'forget'; roomId: string }
   /** Server admin changes (the admin API): the admin flag and the lock; absent fields stay as they are. */
-  | { op: 'admin_update'; admin?: boolean; locked?: boolean }
+  | { op: 'admin_update'; admin?: boolean; locked?: boolean; suspended?: boolean }
   /**
    * Create or update the pusher named by the pusher's app id and pushkey (the front validated it).
    * An update keeps the device the pusher was first set from, as Synapse does (one device may
@@ -321,12 +326,14 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
       const next: UserState = { ...state };
       if (body.admin !== undefined) next.admin = body.admin;
       if (body.locked !== undefined) next.locked = body.locked;
+      if (body.suspended !== undefined) next.suspended = body.suspended;
       if (!next.admin) delete next.admin;
       if (!next.locked) delete next.locked;
+      if (!next.suspended) delete next.suspended;
       const writes = [accountWrite(next)];
-      // Every access token carries the lock, so fronts refuse a locked user's requests without
-      // reading the account (src/api/client/auth.ts).
-      if (!!next.locked !== !!state.locked) for (const [id, device] of Object.entries(next.devices)) if (device.at) writes.push(accessTokenWrite(next, id, device));
+      // Every access token carries the lock and the suspension, so fronts refuse a locked user's
+      // requests (and a suspended user's writes) without reading the account (src/api/client/auth.ts).
+      if (!!next.locked !== !!state.locked || !!next.suspended !== !!state.suspended) for (const [id, device] of Object.entries(next.devices)) if (device.at) writes.push(accessTokenWrite(next, id, device));
       return { state: next, reply: { ok: true }, writes };
     }
     case 'forget': {
@@ -496,17 +503,18 @@ function setPusher(state: UserState, given: Omit<StoredPusher, 'ts'>, now: numbe
 
 /**
  * The record of a device's access token (TokenRecord, src/api/client/auth.ts): whose, which device,
- * its expiry and refresh token when refreshable, and `l` while the user is locked. A refreshable
+ * its expiry and refresh token when refreshable, `l` while the user is locked, `s` while suspended. A refreshable
  * token issued before `exp` was kept in the state is given an expiry of now when rewritten, so
  * its client refreshes (and is refused while locked) rather than holding a token that never expires.
  */
 function accessTokenWrite(state: UserState, deviceId: string, device: DeviceState): StoreWrite {
-  const record: { u: string; d: string; exp?: number; rt?: string; l?: 1 } = { u: state.userId, d: deviceId };
+  const record: { u: string; d: string; exp?: number; rt?: string; l?: 1; s?: 1 } = { u: state.userId, d: deviceId };
   if (device.rt) {
     record.exp = device.exp ?? device.seen;
     record.rt = device.rt;
   }
   if (state.locked) record.l = 1;
+  if (state.suspended) record.s = 1;
   return { cmd: 'SET', key: userData.token(device.at!), args: [encode(record)] };
 }
 
@@ -535,10 +543,12 @@ export interface AccountRecord {
   e?: 1;
   /** 1 while locked by an admin. */
   l?: 1;
+  /** 1 while suspended by an admin. */
+  s?: 1;
 }
 
 function accountWrite(state: UserState): StoreWrite {
-  const rec: AccountRecord = { h: state.passwordHash, x: state.deactivated ? 1 : 0, c: state.createdAt, ...(state.admin ? { a: 1 as const } : {}), ...(state.erased ? { e: 1 as const } : {}), ...(state.locked ? { l: 1 as const } : {}) };
+  const rec: AccountRecord = { h: state.passwordHash, x: state.deactivated ? 1 : 0, c: state.createdAt, ...(state.admin ? { a: 1 as const } : {}), ...(state.erased ? { e: 1 as const } : {}), ...(state.locked ? { l: 1 as const } : {}), ...(state.suspended ? { s: 1 as const } : {}) };
   return { cmd: 'SET', key: userData.account(state.userId), args: [encode(rec)] };
 }
 

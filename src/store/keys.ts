@@ -66,6 +66,35 @@ export class KeySpace {
   }
 
   /**
+   * Registration tokens made through the admin API (src/api/client/registration-tokens.ts), kept
+   * by the fronts under one hash tag: the definitions, the completed counts, and per token the UIA
+   * sessions holding a pending use.
+   */
+  registrationTokens(): string {
+    return `${this.prefix}{regtokens}:defs`;
+  }
+
+  /**
+   * Server notices (src/api/admin/server-notices.ts): hash user id → their notices room, and a
+   * short-lived claim while a front creates someone's room (so concurrent first notices make one).
+   */
+  serverNoticeRooms(): string {
+    return `${this.prefix}{servernotices}:rooms`;
+  }
+
+  serverNoticeRoomClaim(userId: string): string {
+    return `${this.prefix}{servernotices}:claim:${userId}`;
+  }
+
+  registrationTokensCompleted(): string {
+    return `${this.prefix}{regtokens}:completed`;
+  }
+
+  registrationTokenPending(token: string): string {
+    return `${this.prefix}{regtokens}:pending:${token}`;
+  }
+
+  /**
    * A nonce of shared-secret admin registration (`/_synapse/admin/v1/register`): exists (with a
    * short expiry) until a registration uses it. Kept by the fronts: any front may see the POST.
    */

@@ -34,6 +34,7 @@ const SCRIPTS = {
   searchIndex: 'search-index-1.lua',
   inboxStats: 'inbox-stats-1.lua',
   recencyBump: 'recency-bump-1.lua',
+  registrationToken: 'registration-token-3.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 

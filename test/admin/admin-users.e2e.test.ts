@@ -5,20 +5,18 @@
  * differences Axon means to have are listed in ALLOWED with why. Then Axon-only checks.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { callServer, loopbackServerName, startSynapse, synapseInstallation, type SynapsePeer } from '../peers/synapse';
-import { createTestCa, type TestCa } from '../peers/test-ca';
+import { callServer, synapseInstallation } from '../peers/synapse';
 import { startTestServer, type TestServer } from '../e2e/server-harness';
-import { comparison, login, registerAxonAdmin, type Json, type Side } from './synapse-compare';
 import { KeySpace, userData } from '../../src/store/keys';
 import { shardCountsFor } from '../../src/runtime/cluster-settings';
 import { backfillUserList } from '../../scripts/backfill-user-list';
+import { login, registerAxonAdmin, SECRET, startComparison, type Comparison, type Side } from './compare';
 
 const install = synapseInstallation();
 const skip = !install.ok && !process.env.CI;
 if (skip && !install.ok) console.warn(`admin-users.e2e: skipped. ${install.reason}`);
 
 const SYNAPSE_IP = '127.0.0.73';
-const SECRET = 'admin-users-e2e-shared-secret';
 
 /**
  * Intended differences, `step path` → why. Paths are the normalised answer's (`users.0.name`).
@@ -34,44 +32,21 @@ const ALLOWED_FIELDS: Record<string, string> = {
     'Synapse fills it from client IPs it writes in batches every few seconds (null until then); Axon from the device\'s last login, at once',
 };
 
-function normalise(v: Json, serverName: string, key = ''): Json {
-  if (Array.isArray(v)) return v.map((x) => normalise(x, serverName, key));
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, normalise(x, serverName, k)]));
-  if (['creation_ts', 'last_seen_ts', 'consent_ts'].includes(key) && typeof v === 'number') return v > 1e12 ? '<ms>' : v > 1e9 ? '<s>' : v;
-  if (key === 'device_id' && typeof v === 'string') return '<device>';
-  if (key === 'last_seen_ip' && typeof v === 'string') return '<ip>';
-  if (typeof v === 'string') return v.split(serverName).join('<hs>').replace(/^![A-Za-z0-9_\-]+(:<hs>)?$/, '<room>');
-  return v;
-}
-
 describe.skipIf(skip)('admin API users: Axon against Synapse', () => {
-  let ca: TestCa;
-  let synapse: SynapsePeer;
-  let axon: TestServer;
+  let cmp: Comparison;
   let sides: Side[];
-  const { both, found } = comparison(() => sides, { allowed: ALLOWED, allowedFields: ALLOWED_FIELDS, normalise });
+  let found: string[];
+  const both: Comparison['both'] = (...a) => cmp.both(...a);
+  const u = (s: Side, localpart: string) => cmp.u(s, localpart);
 
   beforeAll(async () => {
-    ca = createTestCa();
-    const serverName = await loopbackServerName(SYNAPSE_IP);
-    [synapse, axon] = await Promise.all([
-      startSynapse({ serverName, ca, logLevel: 'WARNING', configure: (c) => { c.rc_login = { address: { per_second: 100, burst_count: 100 }, account: { per_second: 100, burst_count: 100 } }; } }),
-      startTestServer({ configure: (c) => { c.registration.sharedSecret = SECRET; } }),
-    ]);
-    const sAdmin = await synapse.registerUser('boss', 'boss-password-1', true);
-    const aAdmin = await registerAxonAdmin(axon.baseUrl, SECRET, 'boss', 'boss-password-1');
-    sides = [
-      { label: 'axon', baseUrl: axon.baseUrl, serverName: axon.serverName, admin: aAdmin },
-      { label: 'synapse', baseUrl: synapse.baseUrl, serverName: synapse.serverName, admin: { token: sAdmin.token, userId: sAdmin.userId } },
-    ];
+    cmp = await startComparison({ synapseIp: SYNAPSE_IP, allowed: ALLOWED, allowedFields: ALLOWED_FIELDS });
+    ({ sides, found } = cmp);
   }, 240_000);
 
   afterAll(async () => {
-    await Promise.all([synapse?.stop(), axon?.stop()]);
-    ca?.cleanup();
+    await cmp?.stop();
   });
-
-  const u = (s: Side, localpart: string) => encodeURIComponent(`@${localpart}:${s.serverName}`);
 
   it('answers the user endpoints as Synapse does', async () => {
     const version = await both('server_version', 'GET', () => '/_synapse/admin/v1/server_version', undefined, () => null);
@@ -170,7 +145,7 @@ describe('admin API users: Axon only', () => {
 
   beforeAll(async () => {
     axon = await startTestServer({ configure: (c) => { c.registration.sharedSecret = SECRET; } });
-    admin = await registerAxonAdmin(axon.baseUrl, SECRET, 'root', 'root-password-1');
+    admin = await registerAxonAdmin(axon.baseUrl, 'root', 'root-password-1');
   }, 120_000);
   afterAll(async () => {
     await axon?.stop();
@@ -233,7 +208,7 @@ describe('admin API users: Axon only', () => {
     expect((await call(hank, 'GET', lock)).status).toBe(403);
     expect((await call(hank, 'GET', `/_matrix/client/v1/admin/lock/${uid('nobody')}`)).status).toBe(403);
     expect((await call(hank, 'GET', '/capabilities')).body.capabilities['m.account_moderation']).toBeUndefined();
-    expect((await call(admin.token, 'GET', '/capabilities')).body.capabilities['m.account_moderation']).toEqual({ lock: true, suspend: false });
+    expect((await call(admin.token, 'GET', '/capabilities')).body.capabilities['m.account_moderation']).toEqual({ lock: true, suspend: true });
     expect((await call(admin.token, 'GET', lock)).body).toEqual({ locked: false });
     expect((await call(admin.token, 'PUT', lock, { locked: 'yes' })).status).toBe(400);
     expect((await call(admin.token, 'PUT', lock, { locked: true })).body).toEqual({ locked: true });

@@ -28,3 +28,19 @@ export function localTarget(ctx: ApiContext, raw: string | undefined, what = 'Ca
   if (serverOf(userId) !== ctx.config.serverName) throw new MatrixError(400, 'M_UNKNOWN', what);
   return userId;
 }
+
+/** An optional boolean query parameter (`true`/`false`), 400 as Synapse otherwise. */
+export function queryBool(req: Request, name: string): boolean | undefined {
+  const raw = req.query[name];
+  if (raw === undefined) return undefined;
+  if (raw !== 'true' && raw !== 'false') throw errors.invalidParam(`Boolean query parameter '${name}' must be one of ['true', 'false']`);
+  return raw === 'true';
+}
+
+/** An optional non-negative integer query parameter, 400 as Synapse otherwise. */
+export function queryInt(req: Request, name: string, fallback: number): number {
+  const raw = req.query[name];
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw errors.invalidParam(`Query parameter '${name}' must be a non-negative integer`);
+  return Number(raw);
+}

@@ -7,6 +7,7 @@ import { registerAdminRegistrationRoutes } from './register';
 import { registerAdminRoomsApi } from './rooms-api';
 import { registerAdminUserListRoutes } from './user-list';
 import { registerAdminUserRoutes } from './users';
+import { registerAdminMiscRoutes } from './misc';
 
 export function registerAdminApi(front: Front, ctx: ApiContext): void {
   registerAdminRegistrationRoutes(front, ctx);
@@ -16,4 +17,5 @@ export function registerAdminApi(front: Front, ctx: ApiContext): void {
   registerAdminUserListRoutes(front, ctx);
   registerAccountModerationRoutes(front, ctx);
   registerAdminRoomsApi(front, ctx);
+  registerAdminMiscRoutes(front, ctx);
 }

@@ -5,7 +5,7 @@
  * (common.ts). Every change goes through the user's actor, as the client API's do.
  *
  * Fields Axon has no concept of yet answer as a server without them would: no third-party ids,
- * external ids, guests, app services, consent tracking, shadow bans or suspension.
+ * external ids, guests, app services, consent tracking or shadow bans.
  */
 import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
@@ -49,7 +49,7 @@ export async function userDetails(ctx: ApiContext, userId: string, account: Acco
     consent_ts: null,
     user_type: null,
     is_guest: false,
-    suspended: false,
+    suspended: account.s === 1,
     displayname: profile.displayname ?? null,
     avatar_url: profile.avatar_url ?? null,
     threepids: [],

@@ -17,7 +17,8 @@ import { utf8Length } from '../../protocol/json';
 import { askUser, clientRoute, jsonBody, localUserId, newDeviceId, newLocalpart, newUserId, optional, readAccount } from './accounts-common';
 import type { ApiContext } from '../context';
 import { dummyHash, hashPassword, verifyPassword } from './passwords';
-import { checkPasswordStage, identifiedUser, requireUia } from './uia';
+import { checkPasswordStage, identifiedUser, requireUia, UIA_SESSION_TTL_MS } from './uia';
+import { completeToken, reserveToken, tokenValidNow } from './registration-tokens';
 import { pruneDeviceInboxes } from './to-device';
 import { forgetDeviceKeys } from './keys';
 import { leaveRemoteRoomsOf } from '../../rooms/join-remote';
@@ -71,8 +72,8 @@ export function registerAccountRoutes(front: Front, ctx: ApiContext): void {
   clientRoute(front, 'POST', '/account/deactivate', (req) => deactivate(ctx, req));
   clientRoute(front, 'GET', '/capabilities', async (req) => {
     const me = await requireUser(ctx, req);
-    // Admins may lock accounts (v1.18 admin.yaml); omitted for everyone else, as the spec asks.
-    const moderation = (await readAccount(ctx, me.userId))?.a === 1 ? { 'm.account_moderation': { lock: true, suspend: false } } : {};
+    // Admins may lock and suspend accounts (v1.18 admin.yaml); omitted for everyone else, as the spec asks.
+    const moderation = (await readAccount(ctx, me.userId))?.a === 1 ? { 'm.account_moderation': { lock: true, suspend: true } } : {};
     return {
       body: {
         capabilities: {
@@ -225,7 +226,9 @@ async function refresh(ctx: ApiContext, req: Request) {
 // ---- registration ----
 
 function registrationFlows(ctx: ApiContext): string[][] {
-  return ctx.config.registration.requiresToken ? [['m.login.registration_token']] : [['m.login.dummy']];
+  // The token stage comes first and dummy after it, as Synapse's flows: a use is pending between
+  // the two (the session holds it), completed when the registration goes through.
+  return ctx.config.registration.requiresToken ? [['m.login.registration_token', 'm.login.dummy']] : [['m.login.dummy']];
 }
 
 async function register(ctx: ApiContext, req: Request) {
@@ -251,20 +254,25 @@ async function register(ctx: ApiContext, req: Request) {
   if (username !== undefined && (await readAccount(ctx, userId))) throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken');
   refuseExclusiveUser(ctx, userId);
 
-  await requireUia(ctx, body, {
+  const uia = await requireUia(ctx, body, {
     purpose: 'register',
     flows: registrationFlows(ctx),
-    checkStage: async (stage, auth) => {
-      if (stage === 'm.login.registration_token') {
-        if (typeof auth.token !== 'string' || !ctx.config.registration.tokens.includes(auth.token)) throw new MatrixError(403, 'M_FORBIDDEN', 'Invalid registration token');
-      }
+    checkStage: async (stage, auth, session) => {
+      if (stage !== 'm.login.registration_token') return;
+      if (auth.token === undefined) throw errors.missingParam('Missing registration token');
+      if (typeof auth.token !== 'string') throw errors.invalidParam('Registration token must be a string');
+      // Holds one use for this session, atomically with the check (registration-tokens.ts).
+      if (!(await reserveToken(ctx, auth.token, session, UIA_SESSION_TTL_MS))) throw new MatrixError(401, 'M_UNAUTHORIZED', 'Invalid registration token');
+      return { registrationToken: auth.token };
     },
   });
+  const spent = uia.data.registrationToken;
 
   const passwordHash = password !== undefined && password !== '' ? await hashPassword(password) : null;
   const localpart = userId.slice(1, userId.indexOf(':'));
   if (inhibitLogin) {
     await askUser<UserReply>(ctx, userId, { op: 'register', passwordHash, displayname: localpart });
+    if (spent !== undefined) await completeToken(ctx, spent, uia.session);
     return { body: { user_id: userId, home_server: ctx.config.serverName } };
   }
   const tokens = newTokens(ctx, userId, wantsRefresh);
@@ -272,6 +280,7 @@ async function register(ctx: ApiContext, req: Request) {
     op: 'register', passwordHash, displayname: localpart,
     session: { deviceId: deviceId ?? newDeviceId(), ...(displayName !== undefined ? { displayName } : {}), ...tokens.session, ip: req.remoteAddress },
   });
+  if (spent !== undefined) await completeToken(ctx, spent, uia.session);
   const out = sessionBody(ctx, userId, reply, tokens);
   delete out.well_known;
   return { body: out };
@@ -333,8 +342,8 @@ async function tokenValidity(ctx: ApiContext, req: Request) {
   await ctx.limiter?.check('register', req.remoteAddress);
   if (!registrationOpen(ctx.config)) throw new MatrixError(403, 'M_FORBIDDEN', 'Registration is disabled on this server');
   const token = req.query['token'];
-  if (token === undefined) throw errors.missingParam('token is required');
-  return { body: { valid: ctx.config.registration.tokens.includes(token) } };
+  if (token === undefined) throw errors.missingParam("Missing string query parameter 'token'");
+  return { body: { valid: await tokenValidNow(ctx, token) } };
 }
 
 // ---- password and deactivation ----

@@ -27,6 +27,8 @@ export interface TokenRecord {
   rt?: string;
   /** 1 while the user is locked by an admin: requests answer 401 `M_USER_LOCKED`. */
   l?: 1;
+  /** 1 while the user is suspended by an admin: writes answer 403 `M_USER_SUSPENDED` (refuseIfSuspended). */
+  s?: 1;
 }
 
 export interface Requester {
@@ -39,6 +41,17 @@ export interface Requester {
   accessToken: string;
   /** Set when the request was made with an application service's `as_token`. */
   appservice?: Appservice;
+  /** Suspended by an admin: may read, leave and redact their own events, nothing else that writes. */
+  suspended?: boolean;
+}
+
+/**
+ * 403 `M_USER_SUSPENDED` for a suspended requester (spec v1.18 account suspension; the actions and
+ * wording Synapse 1.163 refuses: sending, joining, knocking, inviting, membership other than
+ * leaving, redacting others' events, profile changes).
+ */
+export function refuseIfSuspended(user: Requester, message: string): void {
+  if (user.suspended) throw new MatrixError(403, 'M_USER_SUSPENDED', message);
 }
 
 const TOKEN = /^axo_(\d+)_[A-Za-z0-9_-]{20,}$/;
@@ -105,7 +118,7 @@ export async function userFromToken(ctx: TokenContext, token: string | null, opt
   // A locked user may only log out (as Synapse); the session is kept for when they are unlocked.
   if (rec.l === 1 && !opts.allowLocked) throw new MatrixError(401, 'M_USER_LOCKED', 'User account has been locked', { soft_logout: true });
   await ctx.limiter?.check('client', rec.u);
-  return { userId: rec.u, deviceId: rec.d, accessToken: token };
+  return { userId: rec.u, deviceId: rec.d, accessToken: token, ...(rec.s === 1 ? { suspended: true } : {}) };
 }
 
 /**

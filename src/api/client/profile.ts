@@ -10,7 +10,7 @@ import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
 import { isValidUserId, serverOf } from '../../protocol/identifiers';
 import { userData } from '../../store/keys';
-import { requireUser } from './auth';
+import { refuseIfSuspended, requireUser } from './auth';
 import { askAppservicesForUser } from '../../rooms/appservice-users';
 import { askUser, clientRoute, jsonBody, readAccount, requireSelf } from './accounts-common';
 import { userKey } from '../../store/shard-keys';
@@ -37,6 +37,7 @@ export function registerProfileRoutes(front: Front, ctx: ApiContext): void {
     clientRoute(front, 'PUT', `/profile/:userId/${field}`, async (req) => {
       const me = await requireUser(ctx, req);
       requireSelf(me, req.params.userId, 'the profile');
+      refuseIfSuspended(me, PROFILE_SUSPENDED);
       const body = jsonBody(req);
       const value = body[field];
       if (value !== null && typeof value !== 'string') throw errors.badJson(`${field} must be a string`);
@@ -64,6 +65,7 @@ export function registerProfileRoutes(front: Front, ctx: ApiContext): void {
   clientRoute(front, 'PUT', '/profile/:userId/:keyName', async (req) => {
     const me = await requireUser(ctx, req);
     requireSelf(me, req.params.userId, 'the profile');
+    refuseIfSuspended(me, PROFILE_SUSPENDED);
     const key = customKey(req);
     const body = jsonBody(req);
     if (!(key in body)) throw errors.missingParam(`The body must hold ${key}`);
@@ -74,6 +76,7 @@ export function registerProfileRoutes(front: Front, ctx: ApiContext): void {
   });
   clientRoute(front, 'DELETE', '/profile/:userId/:keyName', async (req) => {
     const me = await requireUser(ctx, req);
+    refuseIfSuspended(me, PROFILE_SUSPENDED);
     requireSelf(me, req.params.userId, 'the profile');
     const key = customKey(req);
     if (key === 'displayname' || key === 'avatar_url') {
@@ -172,3 +175,5 @@ export class ProfilePropagation {
 function sortKeys(o: JsonObject): JsonObject {
   return Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]!]));
 }
+
+const PROFILE_SUSPENDED = 'Updating profile while account is suspended is not allowed.';

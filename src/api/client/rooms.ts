@@ -19,7 +19,7 @@ import type { JsonObject } from '../../protocol/json';
 import { serverOf } from '../../protocol/identifiers';
 import { getRoomVersion } from '../../protocol/room-versions';
 import { MembershipIndex } from '../../readers/membership-index';
-import { requireUser } from './auth';
+import { refuseIfSuspended, requireUser, type Requester } from './auth';
 import type { ApiContext } from '../context';
 import { presenceOnActivity } from './presence';
 import { registerAliasRoutes } from './aliases';
@@ -53,6 +53,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
 
   clientRoute(front, 'POST', '/createRoom', async (req) => {
     const user = await requireUser(ctx, req);
+    refuseIfSuspended(user, SENDING);
     const roomId = await createRoom(ctx, user, bodyObject(req), aliases, index);
     return { body: { room_id: roomId } };
   });
@@ -61,6 +62,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
 
   const join = async (req: Request, idOrAlias: string | undefined) => {
     const user = await requireUser(ctx, req);
+    refuseIfSuspended(user, 'Joining rooms while account is suspended is not allowed.');
     const body = req.body.length ? bodyObject(req) : {};
     const via = [...(req.queryAll.server_name ?? []), ...(req.queryAll.via ?? [])];
     // A join over federation of a big room outlives the usual request deadline (see joinRemoteRoom).
@@ -72,6 +74,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
 
   clientRoute(front, 'POST', '/knock/:roomIdOrAlias', async (req) => {
     const user = await requireUser(ctx, req);
+    refuseIfSuspended(user, 'Knocking on rooms while account is suspended is not allowed.');
     const body = req.body.length ? bodyObject(req) : {};
     const via = [...(req.queryAll.server_name ?? []), ...(req.queryAll.via ?? [])];
     const roomId = await knockRoom(ctx, aliases, index, user.userId, req.params.roomIdOrAlias, optString(body, 'reason'), via);
@@ -109,6 +112,9 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   /** invite, kick, ban, unban: a membership event for another user. */
   const targeted = (op: 'invite' | 'kick' | 'ban' | 'unban') => async (req: Request) => {
     const user = await requireUser(ctx, req);
+    // Kicks and unbans are leaves, which a suspended user may still send (as Synapse).
+    if (op === 'invite') refuseIfSuspended(user, 'Sending invites while account is suspended is not allowed.');
+    if (op === 'ban') refuseIfSuspended(user, MEMBERSHIP);
     const roomId = requireRoomId(req.params.roomId);
     const body = bodyObject(req);
     if (op === 'invite' && body.user_id === undefined && (body.medium !== undefined || body.address !== undefined)) {
@@ -161,6 +167,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const user = await requireUser(ctx, req);
     const roomId = requireRoomId(req.params.roomId);
     const content = bodyObject(req);
+    if (user.suspended) await refuseSuspendedEvent(user, roomId, req.params.eventType!, content);
     const delay = requestedDelay(req);
     await requireKnownRoom(roomId);
     // MSC4140: scheduled for later (src/api/client/delayed-events.ts).
@@ -175,6 +182,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const roomId = requireRoomId(req.params.roomId);
     const type = req.params.eventType!;
     const content = bodyObject(req);
+    if (user.suspended) await refuseSuspendedEvent(user, roomId, type, content);
     // A room has one create event, made by createRoom: a client sending one as state (any state
     // key) is refused as bad input before the room is asked, as Synapse does. (Sent with
     // `/send`, without a state key, the authorization rules refuse it: rule 1, 403.)
@@ -213,6 +221,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const reason = optString(body, 'reason');
     const target = req.params.eventId!;
     if (!target.startsWith('$')) throw errors.invalidParam('Not an event id');
+    if (user.suspended) await refuseSuspendedEvent(user, roomId, 'm.room.redaction', { redacts: target });
     await requireKnownRoom(roomId);
     // The room accepts any redaction event and applies it only when allowed; clients are told
     // up front when they may not redact someone else's event (redact level).
@@ -226,9 +235,30 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     return { body: { event_id: reply.event_id } };
   });
 
+  /**
+   * What a suspended user may still send (as Synapse): leaving (their own or, as kicks, others'
+   * membership set to leave) and redactions of their own events.
+   */
+  const refuseSuspendedEvent = async (user: Requester, roomId: string, type: string, content: JsonObject) => {
+    if (type === 'm.room.member') {
+      if (content.membership !== 'leave') refuseIfSuspended(user, MEMBERSHIP);
+      return;
+    }
+    if (type === 'm.room.redaction') {
+      const redacts = typeof content.redacts === 'string' ? content.redacts : null;
+      const target = redacts ? await ctx.rooms.event(roomId, redacts) : null;
+      if (target && target.event.sender !== user.userId) refuseIfSuspended(user, 'You can only redact your own events while account is suspended.');
+      return;
+    }
+    refuseIfSuspended(user, SENDING);
+  };
+
   registerRoomReadRoutes(front, ctx, index);
   registerAliasRoutes(front, ctx, aliases);
 }
+
+const SENDING = 'Sending messages while account is suspended is not allowed.';
+const MEMBERSHIP = 'Changing membership while account is suspended is not allowed.';
 
 /** m.room.canonical_alias: local aliases in it must exist and point at this room (M_BAD_ALIAS). */
 async function checkCanonicalAlias(ctx: ApiContext, aliases: AliasStore, roomId: string, content: JsonObject): Promise<void> {

@@ -25,6 +25,14 @@ export interface UiaSession {
   p: string;
   /** The user it is for (absent for registration). */
   u?: string;
+  /** What stages noted for the request (the registration token a registration spends). */
+  d?: Record<string, string>;
+}
+
+/** A completed session: its id and what its stages noted. */
+export interface UiaOutcome {
+  session: string;
+  data: Record<string, string>;
 }
 
 export interface UiaRequest {
@@ -32,8 +40,11 @@ export interface UiaRequest {
   /** The authenticated user the request is for (absent for registration). */
   userId?: string;
   flows: string[][];
-  /** Checks one stage's auth dict; throws a MatrixError (e.g. M_FORBIDDEN) when it fails. */
-  checkStage(stage: string, auth: JsonObject): Promise<void>;
+  /**
+   * Checks one stage's auth dict; throws a MatrixError (e.g. M_FORBIDDEN) when it fails. May
+   * return data to keep in the session for the request (UiaOutcome.data).
+   */
+  checkStage(stage: string, auth: JsonObject, session: string): Promise<void | Record<string, string>>;
 }
 
 /** The part of a 401 that tells the client how to authenticate. */
@@ -66,7 +77,7 @@ export function stageAllowed(flows: string[][], completed: string[], stage: stri
 }
 
 /** Run user-interactive auth for a request body; returns when it is complete, else throws the 401. */
-export async function requireUia(ctx: ApiContext, body: JsonObject, r: UiaRequest): Promise<void> {
+export async function requireUia(ctx: ApiContext, body: JsonObject, r: UiaRequest): Promise<UiaOutcome> {
   const auth = body.auth;
   const key = (id: string) => ctx.keys.uiaSession(id);
   const save = (id: string, s: UiaSession) => ctx.redis.set(key(id), encode(s), 'PX', SESSION_TTL_MS);
@@ -95,7 +106,7 @@ export async function requireUia(ctx: ApiContext, body: JsonObject, r: UiaReques
   }
   if (typeof auth.type !== 'string') {
     // Only a session id: the client asks where it stands.
-    if (flowComplete(r.flows, session.c)) return done(ctx, id);
+    if (flowComplete(r.flows, session.c)) return done(ctx, id, session);
     throw new MatrixError(401, 'M_UNAUTHORIZED', 'Additional authentication is required', challenge(r.flows, id, session.c));
   }
   const stage = auth.type;
@@ -103,23 +114,27 @@ export async function requireUia(ctx: ApiContext, body: JsonObject, r: UiaReques
     if (!stageAllowed(r.flows, session.c, stage)) {
       throw new MatrixError(401, 'M_UNAUTHORIZED', `Authentication stage ${stage} is not expected now`, challenge(r.flows, id, session.c));
     }
+    let noted: void | Record<string, string>;
     try {
-      await r.checkStage(stage, auth);
+      noted = await r.checkStage(stage, auth, id);
     } catch (e) {
       if (e instanceof MatrixError) throw new MatrixError(401, e.errcode, e.message, { ...e.extra, ...challenge(r.flows, id, session.c) });
       throw e;
     }
-    session = { ...session, c: [...session.c, stage] };
+    session = { ...session, c: [...session.c, stage], ...(noted ? { d: { ...session.d, ...noted } } : {}) };
   }
-  if (flowComplete(r.flows, session.c)) return done(ctx, id);
+  if (flowComplete(r.flows, session.c)) return done(ctx, id, session);
   await save(id, session);
   throw new MatrixError(401, 'M_UNAUTHORIZED', 'Additional authentication is required', challenge(r.flows, id, session.c));
 }
 
-async function done(ctx: ApiContext, id: string): Promise<void> {
+async function done(ctx: ApiContext, id: string, session: UiaSession): Promise<UiaOutcome> {
   // A completed session authorises one request.
   await ctx.redis.del(ctx.keys.uiaSession(id));
+  return { session: id, data: session.d ?? {} };
 }
+
+export const UIA_SESSION_TTL_MS = SESSION_TTL_MS;
 
 /** The `m.login.password` stage for an authenticated user: the identifier must name them, the password must match. */
 export async function checkPasswordStage(ctx: ApiContext, userId: string, auth: JsonObject): Promise<void> {
