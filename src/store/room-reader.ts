@@ -38,12 +38,16 @@ export interface TimelinePage {
 
 /** Visibility facts kept per (room, state snapshot, user); FIFO beyond this. */
 const VISIBILITY_CACHE_MAX = 50_000;
+/** State entries the snapshot cache holds in all (see SnapshotCache). */
+const SNAPSHOT_CACHE_MAX_ENTRIES = 400_000;
 /** How long `recentEvents` shares a loaded event, and how many it keeps. */
 const RECENT_EVENTS_TTL_MS = 1_000;
 const RECENT_EVENTS_MAX = 20_000;
 
 export class RoomReader {
-  private readonly snapshotCache = new Map<string, StateMap>();
+  private readonly snapshotCache = new SnapshotCache(SNAPSHOT_CACHE_MAX_ENTRIES);
+  /** Snapshots being read: concurrent syncs asking for the same one share the read. */
+  private readonly snapshotsInFlight = new Map<string, Promise<StateMap>>();
   private readonly visibilityCache = new Map<string, { visibility: HistoryVisibility; membershipAt: string | undefined }>();
   private readonly recent = new Map<string, { at: number; value: Promise<RoomEvent | null> }>();
 
@@ -116,7 +120,21 @@ export class RoomReader {
 
   /** The state as of a snapshot id (walking its delta chain; cached, snapshots never change). */
   async snapshot(roomId: string, id: number): Promise<StateMap> {
-    return readSnapshot((name) => this.redis.getBuffer(this.key(roomId, name)), roomId, id, this.snapshotCache);
+    if (id === 0) return new Map();
+    const cacheKey = `${roomId}\u0000${id}`;
+    const hit = this.snapshotCache.get(cacheKey);
+    if (hit) return hit;
+    const pending = this.snapshotsInFlight.get(cacheKey);
+    if (pending !== undefined) return pending;
+    const read = readSnapshot(
+      (name) => this.redis.getBuffer(this.key(roomId, name)),
+      roomId,
+      id,
+      this.snapshotCache,
+      (names) => this.redis.mgetBuffer(...names.map((name) => this.key(roomId, name))),
+    ).finally(() => this.snapshotsInFlight.delete(cacheKey));
+    this.snapshotsInFlight.set(cacheKey, read);
+    return read;
   }
 
   /** State before (default) or after an event. */
@@ -313,27 +331,117 @@ export class RoomReader {
 
 }
 
+/** What `readSnapshot` keeps materialised snapshots in: a plain Map, or a `SnapshotCache`. */
+export interface SnapshotStore {
+  get(key: string): StateMap | undefined;
+  set(key: string, state: StateMap): unknown;
+}
+
+/**
+ * Materialised state snapshots, least recently used first out, bounded by the number of state
+ * entries they hold in all rather than by how many snapshots: an initial sync of a user in 1,500
+ * rooms needs a few snapshots per room (a few thousand in all, most of a few dozen entries), which
+ * a count bound sized for big rooms would thrash — every sync re-walking every delta chain — while
+ * one 10,000-member room's snapshot costs what it weighs. Each entry is a Map slot (~40–80 bytes
+ * on V8; the key and event id strings are shared between snapshots derived from one another), so
+ * the default bound is some tens of MB at most.
+ */
+export class SnapshotCache implements SnapshotStore {
+  private readonly map = new Map<string, StateMap>();
+  private held = 0;
+
+  constructor(private readonly maxEntries: number) {}
+
+  get(key: string): StateMap | undefined {
+    const hit = this.map.get(key);
+    if (hit) {
+      // Most recently used last: eviction takes from the front.
+      this.map.delete(key);
+      this.map.set(key, hit);
+    }
+    return hit;
+  }
+
+  set(key: string, state: StateMap): void {
+    const old = this.map.get(key);
+    if (old) {
+      this.held -= old.size;
+      this.map.delete(key);
+    }
+    // A snapshot bigger than a quarter of the bound is not kept: it would evict everything else.
+    if (state.size > this.maxEntries >> 2) return;
+    this.map.set(key, state);
+    this.held += state.size;
+    while (this.held > this.maxEntries) {
+      const [k, v] = this.map.entries().next().value as [string, StateMap];
+      this.map.delete(k);
+      this.held -= v.size;
+    }
+  }
+
+  /** State entries held in all (what the bound counts). */
+  get entries(): number {
+    return this.held;
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+}
+
 /**
  * Materialise a state snapshot by walking its delta chain to a full snapshot (or to one already
  * in `cache`). Snapshots never change once written, so caching them is always safe.
+ *
+ * With `fetchMany`, the chain is read in a few round trips instead of one per step: a snapshot
+ * records how many deltas lie between it and its full root (`n`), and a room's snapshots are
+ * numbered in the order they were written, so the rest of the chain is most often the `n`
+ * snapshots numbered just below its parent. Those are read in one MGET; the walk then follows the
+ * real parent links through what came back and reads again only where the guess was wrong (a
+ * chain re-based on its root, or branches of the DAG writing snapshots in between).
  */
-export async function readSnapshot(fetch: (name: string) => Promise<Buffer | null>, roomId: string, id: number, cache: Map<string, StateMap>): Promise<StateMap> {
+export async function readSnapshot(
+  fetch: (name: string) => Promise<Buffer | null>,
+  roomId: string,
+  id: number,
+  cache: SnapshotStore,
+  fetchMany?: (names: string[]) => Promise<(Buffer | null)[]>,
+): Promise<StateMap> {
   if (id === 0) return new Map();
   const cacheKey = `${roomId}\u0000${id}`;
   const cached = cache.get(cacheKey);
   if (cached) return cached;
   const chain: StoredSnapshot[] = [];
+  const prefetched = new Map<number, StoredSnapshot>();
   let cur: number | null = id;
   let base: StateMap = new Map();
   while (cur !== null) {
-    const hit = cache.get(`${roomId}\u0000${cur}`);
+    const hit = cur === id ? undefined : cache.get(`${roomId}\u0000${cur}`);
     if (hit) {
       base = hit;
       break;
     }
-    const blob = await fetch(roomData.snapshot(roomId, cur));
-    if (!blob) throw new Error(`room ${roomId}: state snapshot ${cur} is missing`);
-    const snap = decode<StoredSnapshot>(blob);
+    let snap = prefetched.get(cur);
+    if (!snap) {
+      const blob = await fetch(roomData.snapshot(roomId, cur));
+      if (!blob) throw new Error(`room ${roomId}: state snapshot ${cur} is missing`);
+      snap = decode<StoredSnapshot>(blob);
+      if (fetchMany && snap.p !== null && snap.n > 1 && !prefetched.has(snap.p)) {
+        // Guess the rest of the chain: the n snapshots numbered from the parent down, stopping at
+        // one already cached (the walk ends there).
+        const guess: number[] = [];
+        for (let g = snap.p; g > 0 && guess.length < snap.n; g--) {
+          if (cache.get(`${roomId}\u0000${g}`)) break;
+          guess.push(g);
+        }
+        if (guess.length > 1) {
+          const blobs = await fetchMany(guess.map((g) => roomData.snapshot(roomId, g)));
+          blobs.forEach((b, i) => {
+            if (b) prefetched.set(guess[i]!, decode<StoredSnapshot>(b));
+          });
+        }
+      }
+    }
     chain.push(snap);
     cur = snap.p;
   }
@@ -344,7 +452,7 @@ export async function readSnapshot(fetch: (name: string) => Promise<Buffer | nul
       else state.set(k, v);
     }
   }
-  if (cache.size > 256) cache.delete(cache.keys().next().value!);
+  if (cache instanceof Map && cache.size > 256) cache.delete(cache.keys().next().value!);
   cache.set(cacheKey, state);
   return state;
 }
