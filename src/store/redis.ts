@@ -32,6 +32,7 @@ const SCRIPTS = {
   rateLimit: 'rate-limit-2.lua',
   reply: 'reply-1.lua',
   searchIndex: 'search-index-1.lua',
+  readMany: 'read-many-1.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 
