@@ -46,6 +46,8 @@ const RECENT_EVENTS_MAX = 20_000;
 
 export class RoomReader {
   private readonly snapshotCache = new SnapshotCache(SNAPSHOT_CACHE_MAX_ENTRIES);
+  /** Snapshots' own deltas (a full root's whole state), for single-entry lookups (`stateEntryAt`). */
+  private readonly deltaCache = new SnapshotCache<StoredDelta>(SNAPSHOT_CACHE_MAX_ENTRIES >> 1);
   /** Snapshots being read: concurrent syncs asking for the same one share the read. */
   private readonly snapshotsInFlight = new Map<string, Promise<StateMap>>();
   private readonly visibilityCache = new Map<string, { visibility: HistoryVisibility; membershipAt: string | undefined }>();
@@ -135,6 +137,45 @@ export class RoomReader {
     ).finally(() => this.snapshotsInFlight.delete(cacheKey));
     this.snapshotsInFlight.set(cacheKey, read);
     return read;
+  }
+
+  /**
+   * One entry of the state at a snapshot — what a state event replaced — without materialising the
+   * snapshot: the chain's deltas are looked through newest first, down to its full root (or to a
+   * materialised snapshot in the cache). The state section of an initial sync asks this for every
+   * state event it sends, each at its own snapshot: materialising each would copy the room's whole
+   * state once per state event.
+   */
+  async stateEntryAt(roomId: string, id: number, key: string): Promise<string | undefined> {
+    let cur: number | null = id;
+    while (cur !== null && cur !== 0) {
+      const whole = this.snapshotCache.get(`${roomId}\u0000${cur}`);
+      if (whole) return whole.get(key);
+      const delta = await this.delta(roomId, cur);
+      if (delta.d.has(key)) return delta.d.get(key) ?? undefined; // null: removed
+      cur = delta.p;
+    }
+    return undefined;
+  }
+
+  /** A snapshot's own delta, cached; a miss reads the chain below it in one guessed MGET. */
+  private async delta(roomId: string, id: number): Promise<StoredDelta> {
+    const key = `${roomId}\u0000${id}`;
+    const hit = this.deltaCache.get(key);
+    if (hit) return hit;
+    const blob = await this.redis.getBuffer(this.key(roomId, roomData.snapshot(roomId, id)));
+    if (!blob) throw new Error(`room ${roomId}: state snapshot ${id} is missing`);
+    const own = toDelta(decode<StoredSnapshot>(blob));
+    this.deltaCache.set(key, own);
+    if (own.p !== null && own.n > 1 && !this.deltaCache.get(`${roomId}\u0000${own.p}`)) {
+      const guess: number[] = [];
+      for (let g = own.p; g > 0 && guess.length < own.n; g--) guess.push(g);
+      const blobs = await this.redis.mgetBuffer(...guess.map((g) => this.key(roomId, roomData.snapshot(roomId, g))));
+      blobs.forEach((b, i) => {
+        if (b) this.deltaCache.set(`${roomId}\u0000${guess[i]}`, toDelta(decode<StoredSnapshot>(b)));
+      });
+    }
+    return own;
   }
 
   /** State before (default) or after an event. */
@@ -346,13 +387,13 @@ export interface SnapshotStore {
  * on V8; the key and event id strings are shared between snapshots derived from one another), so
  * the default bound is some tens of MB at most.
  */
-export class SnapshotCache implements SnapshotStore {
-  private readonly map = new Map<string, StateMap>();
+export class SnapshotCache<V extends { readonly size: number } = StateMap> {
+  private readonly map = new Map<string, V>();
   private held = 0;
 
   constructor(private readonly maxEntries: number) {}
 
-  get(key: string): StateMap | undefined {
+  get(key: string): V | undefined {
     const hit = this.map.get(key);
     if (hit) {
       // Most recently used last: eviction takes from the front.
@@ -362,7 +403,7 @@ export class SnapshotCache implements SnapshotStore {
     return hit;
   }
 
-  set(key: string, state: StateMap): void {
+  set(key: string, state: V): void {
     const old = this.map.get(key);
     if (old) {
       this.held -= old.size;
@@ -373,7 +414,7 @@ export class SnapshotCache implements SnapshotStore {
     this.map.set(key, state);
     this.held += state.size;
     while (this.held > this.maxEntries) {
-      const [k, v] = this.map.entries().next().value as [string, StateMap];
+      const [k, v] = this.map.entries().next().value as [string, V];
       this.map.delete(k);
       this.held -= v.size;
     }
@@ -455,6 +496,19 @@ export async function readSnapshot(
   if (cache instanceof Map && cache.size > 256) cache.delete(cache.keys().next().value!);
   cache.set(cacheKey, state);
   return state;
+}
+
+/** A stored snapshot with its delta as a map (`size`: what the delta cache's bound counts). */
+interface StoredDelta {
+  p: number | null;
+  n: number;
+  d: Map<string, string | null>;
+  readonly size: number;
+}
+
+function toDelta(s: StoredSnapshot): StoredDelta {
+  const d = new Map(s.d);
+  return { p: s.p, n: s.n, d, size: Math.max(1, d.size) };
 }
 
 function refIds(refs: unknown): string[] {
