@@ -48,6 +48,7 @@ export class RoomReader {
   private readonly snapshotCache = new SnapshotCache(SNAPSHOT_CACHE_MAX_ENTRIES);
   /** Snapshots' own deltas (a full root's whole state), for single-entry lookups (`stateEntryAt`). */
   private readonly deltaCache = new SnapshotCache<StoredDelta>(SNAPSHOT_CACHE_MAX_ENTRIES >> 1);
+  private readonly deltasInFlight = new Map<string, Promise<StoredDelta>>();
   /** Snapshots being read: concurrent syncs asking for the same one share the read. */
   private readonly snapshotsInFlight = new Map<string, Promise<StateMap>>();
   private readonly visibilityCache = new Map<string, { visibility: HistoryVisibility; membershipAt: string | undefined }>();
@@ -158,24 +159,56 @@ export class RoomReader {
     return undefined;
   }
 
-  /** A snapshot's own delta, cached; a miss reads the chain below it in one guessed MGET. */
-  private async delta(roomId: string, id: number): Promise<StoredDelta> {
+  /**
+   * A snapshot's own delta, cached; a miss reads the chain below it in one guessed MGET. Reads in
+   * flight are shared per snapshot: the state events of one response walk overlapping chains at once.
+   */
+  private delta(roomId: string, id: number): Promise<StoredDelta> {
     const key = `${roomId}\u0000${id}`;
     const hit = this.deltaCache.get(key);
-    if (hit) return hit;
-    const blob = await this.redis.getBuffer(this.key(roomId, roomData.snapshot(roomId, id)));
-    if (!blob) throw new Error(`room ${roomId}: state snapshot ${id} is missing`);
-    const own = toDelta(decode<StoredSnapshot>(blob));
-    this.deltaCache.set(key, own);
-    if (own.p !== null && own.n > 1 && !this.deltaCache.get(`${roomId}\u0000${own.p}`)) {
-      const guess: number[] = [];
-      for (let g = own.p; g > 0 && guess.length < own.n; g--) guess.push(g);
-      const blobs = await this.redis.mgetBuffer(...guess.map((g) => this.key(roomId, roomData.snapshot(roomId, g))));
-      blobs.forEach((b, i) => {
-        if (b) this.deltaCache.set(`${roomId}\u0000${guess[i]}`, toDelta(decode<StoredSnapshot>(b)));
-      });
-    }
-    return own;
+    if (hit) return Promise.resolve(hit);
+    const pending = this.deltasInFlight.get(key);
+    if (pending !== undefined) return pending;
+    const read = this.redis.getBuffer(this.key(roomId, roomData.snapshot(roomId, id))).then((blob) => {
+      if (!blob) throw new Error(`room ${roomId}: state snapshot ${id} is missing`);
+      const own = toDelta(decode<StoredSnapshot>(blob));
+      this.deltaCache.set(key, own);
+      if (own.p !== null && own.n > 1) {
+        const guess: number[] = [];
+        for (let g = own.p; g > 0 && guess.length < own.n; g--) {
+          const k = `${roomId}\u0000${g}`;
+          if (!this.deltaCache.get(k) && !this.deltasInFlight.has(k)) guess.push(g);
+        }
+        if (guess.length) {
+          const blobs = this.redis.mgetBuffer(...guess.map((g) => this.key(roomId, roomData.snapshot(roomId, g))));
+          guess.forEach((g, i) => {
+            const k = `${roomId}\u0000${g}`;
+            const one: Promise<StoredDelta> = blobs
+              .then((b) => {
+                if (!b[i]) {
+                  // Not there after all (a guess past the chain): read it alone, as any other.
+                  if (this.deltasInFlight.get(k) === one) this.deltasInFlight.delete(k);
+                  return this.delta(roomId, g);
+                }
+                const d = toDelta(decode<StoredSnapshot>(b[i]!));
+                this.deltaCache.set(k, d);
+                return d;
+              })
+              .finally(() => {
+                if (this.deltasInFlight.get(k) === one) this.deltasInFlight.delete(k);
+              });
+            one.catch(() => undefined);
+            this.deltasInFlight.set(k, one);
+          });
+        }
+      }
+      return own;
+    });
+    const shared: Promise<StoredDelta> = read.finally(() => {
+      if (this.deltasInFlight.get(key) === shared) this.deltasInFlight.delete(key);
+    });
+    this.deltasInFlight.set(key, shared);
+    return shared;
   }
 
   /** State before (default) or after an event. */
