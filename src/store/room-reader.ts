@@ -148,10 +148,13 @@ export class RoomReader {
    * state once per state event.
    */
   async stateEntryAt(roomId: string, id: number, key: string): Promise<string | undefined> {
+    if (id === 0) return undefined;
+    // The snapshot itself may be materialised already; the steps below it are looked up as deltas
+    // only (one cache lookup per step, not two).
+    const whole = this.snapshotCache.get(`${roomId}\u0000${id}`);
+    if (whole) return whole.get(key);
     let cur: number | null = id;
     while (cur !== null && cur !== 0) {
-      const whole = this.snapshotCache.get(`${roomId}\u0000${cur}`);
-      if (whole) return whole.get(key);
       const delta = await this.delta(roomId, cur);
       if (delta.d.has(key)) return delta.d.get(key) ?? undefined; // null: removed
       cur = delta.p;
@@ -412,7 +415,7 @@ export interface SnapshotStore {
 }
 
 /**
- * Materialised state snapshots, least recently used first out, bounded by the number of state
+ * Materialised state snapshots, about least recently used first out (CLOCK), bounded by the number of state
  * entries they hold in all rather than by how many snapshots: an initial sync of a user in 1,500
  * rooms needs a few snapshots per room (a few thousand in all, most of a few dozen entries), which
  * a count bound sized for big rooms would thrash — every sync re-walking every delta chain — while
@@ -421,35 +424,41 @@ export interface SnapshotStore {
  * the default bound is some tens of MB at most.
  */
 export class SnapshotCache<V extends { readonly size: number } = StateMap> {
-  private readonly map = new Map<string, V>();
+  /** Insertion order; `used` marks a hit since the entry was last (re)inserted. */
+  private readonly map = new Map<string, { value: V; used: boolean }>();
   private held = 0;
 
   constructor(private readonly maxEntries: number) {}
 
+  /** One lookup: a hit is only marked (the eviction gives it a second chance), not moved. */
   get(key: string): V | undefined {
     const hit = this.map.get(key);
-    if (hit) {
-      // Most recently used last: eviction takes from the front.
-      this.map.delete(key);
-      this.map.set(key, hit);
-    }
-    return hit;
+    if (!hit) return undefined;
+    hit.used = true;
+    return hit.value;
   }
 
   set(key: string, state: V): void {
     const old = this.map.get(key);
     if (old) {
-      this.held -= old.size;
+      this.held -= old.value.size;
       this.map.delete(key);
     }
     // A snapshot bigger than a quarter of the bound is not kept: it would evict everything else.
     if (state.size > this.maxEntries >> 2) return;
-    this.map.set(key, state);
+    this.map.set(key, { value: state, used: false });
     this.held += state.size;
+    // Oldest first, except that one used since it came in goes to the back once (CLOCK): close to
+    // least-recently-used without moving an entry on every hit.
     while (this.held > this.maxEntries) {
-      const [k, v] = this.map.entries().next().value as [string, V];
+      const [k, e] = this.map.entries().next().value as [string, { value: V; used: boolean }];
       this.map.delete(k);
-      this.held -= v.size;
+      if (e.used && k !== key) {
+        e.used = false;
+        this.map.set(k, e);
+        continue;
+      }
+      this.held -= e.value.size;
     }
   }
 
