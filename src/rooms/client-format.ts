@@ -51,11 +51,15 @@ export async function formatEvents(ctx: ApiContext, roomId: string, events: Room
   // State events say what they replaced (unsigned.replaces_state, prev_content, prev_sender), so
   // clients can show "changed their name from …": the entry for the same key in the state before.
   const replaced = new Map<string, string>();
-  for (const e of events) {
-    if (typeof e.event.state_key !== 'string' || typeof e.event.type !== 'string' || !e.stateBefore) continue;
-    const prev = (await ctx.rooms.snapshot(roomId, e.stateBefore)).get(stateKeyOf(e.event.type, e.event.state_key));
-    if (prev && prev !== e.eventId) replaced.set(e.eventId, prev);
-  }
+  // One entry of each state event's own snapshot, looked up through the delta chains (not whole
+  // snapshots materialised), all events at once.
+  await Promise.all(
+    events.map(async (e) => {
+      if (typeof e.event.state_key !== 'string' || typeof e.event.type !== 'string' || !e.stateBefore) return;
+      const prev = await ctx.rooms.stateEntryAt(roomId, e.stateBefore, stateKeyOf(e.event.type, e.event.state_key));
+      if (prev && prev !== e.eventId) replaced.set(e.eventId, prev);
+    }),
+  );
   const previous = new Map((await ctx.rooms.events(roomId, [...new Set(replaced.values())])).map((r) => [r.eventId, r]));
   // MSC4115 (stable in spec v1.11): the viewer's membership after each event, so a client can
   // tell which events of an encrypted room it cannot expect keys for. Timelines carry it; state

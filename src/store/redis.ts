@@ -35,6 +35,7 @@ const SCRIPTS = {
   inboxStats: 'inbox-stats-1.lua',
   recencyBump: 'recency-bump-1.lua',
   registrationToken: 'registration-token-3.lua',
+  readMany: 'read-many-1.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 

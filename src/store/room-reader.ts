@@ -38,12 +38,19 @@ export interface TimelinePage {
 
 /** Visibility facts kept per (room, state snapshot, user); FIFO beyond this. */
 const VISIBILITY_CACHE_MAX = 50_000;
+/** State entries the snapshot cache holds in all (see SnapshotCache). */
+const SNAPSHOT_CACHE_MAX_ENTRIES = 400_000;
 /** How long `recentEvents` shares a loaded event, and how many it keeps. */
 const RECENT_EVENTS_TTL_MS = 1_000;
 const RECENT_EVENTS_MAX = 20_000;
 
 export class RoomReader {
-  private readonly snapshotCache = new Map<string, StateMap>();
+  private readonly snapshotCache = new SnapshotCache(SNAPSHOT_CACHE_MAX_ENTRIES);
+  /** Snapshots' own deltas (a full root's whole state), for single-entry lookups (`stateEntryAt`). */
+  private readonly deltaCache = new SnapshotCache<StoredDelta>(SNAPSHOT_CACHE_MAX_ENTRIES >> 1);
+  private readonly deltasInFlight = new Map<string, Promise<StoredDelta>>();
+  /** Snapshots being read: concurrent syncs asking for the same one share the read. */
+  private readonly snapshotsInFlight = new Map<string, Promise<StateMap>>();
   private readonly visibilityCache = new Map<string, { visibility: HistoryVisibility; membershipAt: string | undefined }>();
   private readonly recent = new Map<string, { at: number; value: Promise<RoomEvent | null> }>();
 
@@ -116,7 +123,95 @@ export class RoomReader {
 
   /** The state as of a snapshot id (walking its delta chain; cached, snapshots never change). */
   async snapshot(roomId: string, id: number): Promise<StateMap> {
-    return readSnapshot((name) => this.redis.getBuffer(this.key(roomId, name)), roomId, id, this.snapshotCache);
+    if (id === 0) return new Map();
+    const cacheKey = `${roomId}\u0000${id}`;
+    const hit = this.snapshotCache.get(cacheKey);
+    if (hit) return hit;
+    const pending = this.snapshotsInFlight.get(cacheKey);
+    if (pending !== undefined) return pending;
+    const read = readSnapshot(
+      (name) => this.redis.getBuffer(this.key(roomId, name)),
+      roomId,
+      id,
+      this.snapshotCache,
+      (names) => this.redis.mgetBuffer(...names.map((name) => this.key(roomId, name))),
+    ).finally(() => this.snapshotsInFlight.delete(cacheKey));
+    this.snapshotsInFlight.set(cacheKey, read);
+    return read;
+  }
+
+  /**
+   * One entry of the state at a snapshot — what a state event replaced — without materialising the
+   * snapshot: the chain's deltas are looked through newest first, down to its full root (or to a
+   * materialised snapshot in the cache). The state section of an initial sync asks this for every
+   * state event it sends, each at its own snapshot: materialising each would copy the room's whole
+   * state once per state event.
+   */
+  async stateEntryAt(roomId: string, id: number, key: string): Promise<string | undefined> {
+    if (id === 0) return undefined;
+    // The snapshot itself may be materialised already; the steps below it are looked up as deltas
+    // only (one cache lookup per step, not two).
+    const whole = this.snapshotCache.get(`${roomId}\u0000${id}`);
+    if (whole) return whole.get(key);
+    let cur: number | null = id;
+    while (cur !== null && cur !== 0) {
+      const delta = await this.delta(roomId, cur);
+      if (delta.d.has(key)) return delta.d.get(key) ?? undefined; // null: removed
+      cur = delta.p;
+    }
+    return undefined;
+  }
+
+  /**
+   * A snapshot's own delta, cached; a miss reads the chain below it in one guessed MGET. Reads in
+   * flight are shared per snapshot: the state events of one response walk overlapping chains at once.
+   */
+  private delta(roomId: string, id: number): Promise<StoredDelta> {
+    const key = `${roomId}\u0000${id}`;
+    const hit = this.deltaCache.get(key);
+    if (hit) return Promise.resolve(hit);
+    const pending = this.deltasInFlight.get(key);
+    if (pending !== undefined) return pending;
+    const read = this.redis.getBuffer(this.key(roomId, roomData.snapshot(roomId, id))).then((blob) => {
+      if (!blob) throw new Error(`room ${roomId}: state snapshot ${id} is missing`);
+      const own = toDelta(decode<StoredSnapshot>(blob));
+      this.deltaCache.set(key, own);
+      if (own.p !== null && own.n > 1) {
+        const guess: number[] = [];
+        for (let g = own.p; g > 0 && guess.length < own.n; g--) {
+          const k = `${roomId}\u0000${g}`;
+          if (!this.deltaCache.get(k) && !this.deltasInFlight.has(k)) guess.push(g);
+        }
+        if (guess.length) {
+          const blobs = this.redis.mgetBuffer(...guess.map((g) => this.key(roomId, roomData.snapshot(roomId, g))));
+          guess.forEach((g, i) => {
+            const k = `${roomId}\u0000${g}`;
+            const one: Promise<StoredDelta> = blobs
+              .then((b) => {
+                if (!b[i]) {
+                  // Not there after all (a guess past the chain): read it alone, as any other.
+                  if (this.deltasInFlight.get(k) === one) this.deltasInFlight.delete(k);
+                  return this.delta(roomId, g);
+                }
+                const d = toDelta(decode<StoredSnapshot>(b[i]!));
+                this.deltaCache.set(k, d);
+                return d;
+              })
+              .finally(() => {
+                if (this.deltasInFlight.get(k) === one) this.deltasInFlight.delete(k);
+              });
+            one.catch(() => undefined);
+            this.deltasInFlight.set(k, one);
+          });
+        }
+      }
+      return own;
+    });
+    const shared: Promise<StoredDelta> = read.finally(() => {
+      if (this.deltasInFlight.get(key) === shared) this.deltasInFlight.delete(key);
+    });
+    this.deltasInFlight.set(key, shared);
+    return shared;
   }
 
   /** State before (default) or after an event. */
@@ -313,27 +408,123 @@ export class RoomReader {
 
 }
 
+/** What `readSnapshot` keeps materialised snapshots in: a plain Map, or a `SnapshotCache`. */
+export interface SnapshotStore {
+  get(key: string): StateMap | undefined;
+  set(key: string, state: StateMap): unknown;
+}
+
+/**
+ * Materialised state snapshots, about least recently used first out (CLOCK), bounded by the number of state
+ * entries they hold in all rather than by how many snapshots: an initial sync of a user in 1,500
+ * rooms needs a few snapshots per room (a few thousand in all, most of a few dozen entries), which
+ * a count bound sized for big rooms would thrash — every sync re-walking every delta chain — while
+ * one 10,000-member room's snapshot costs what it weighs. Each entry is a Map slot (~40–80 bytes
+ * on V8; the key and event id strings are shared between snapshots derived from one another), so
+ * the default bound is some tens of MB at most.
+ */
+export class SnapshotCache<V extends { readonly size: number } = StateMap> {
+  /** Insertion order; `used` marks a hit since the entry was last (re)inserted. */
+  private readonly map = new Map<string, { value: V; used: boolean }>();
+  private held = 0;
+
+  constructor(private readonly maxEntries: number) {}
+
+  /** One lookup: a hit is only marked (the eviction gives it a second chance), not moved. */
+  get(key: string): V | undefined {
+    const hit = this.map.get(key);
+    if (!hit) return undefined;
+    hit.used = true;
+    return hit.value;
+  }
+
+  set(key: string, state: V): void {
+    const old = this.map.get(key);
+    if (old) {
+      this.held -= old.value.size;
+      this.map.delete(key);
+    }
+    // A snapshot bigger than a quarter of the bound is not kept: it would evict everything else.
+    if (state.size > this.maxEntries >> 2) return;
+    this.map.set(key, { value: state, used: false });
+    this.held += state.size;
+    // Oldest first, except that one used since it came in goes to the back once (CLOCK): close to
+    // least-recently-used without moving an entry on every hit.
+    while (this.held > this.maxEntries) {
+      const [k, e] = this.map.entries().next().value as [string, { value: V; used: boolean }];
+      this.map.delete(k);
+      if (e.used && k !== key) {
+        e.used = false;
+        this.map.set(k, e);
+        continue;
+      }
+      this.held -= e.value.size;
+    }
+  }
+
+  /** State entries held in all (what the bound counts). */
+  get entries(): number {
+    return this.held;
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+}
+
 /**
  * Materialise a state snapshot by walking its delta chain to a full snapshot (or to one already
  * in `cache`). Snapshots never change once written, so caching them is always safe.
+ *
+ * With `fetchMany`, the chain is read in a few round trips instead of one per step: a snapshot
+ * records how many deltas lie between it and its full root (`n`), and a room's snapshots are
+ * numbered in the order they were written, so the rest of the chain is most often the `n`
+ * snapshots numbered just below its parent. Those are read in one MGET; the walk then follows the
+ * real parent links through what came back and reads again only where the guess was wrong (a
+ * chain re-based on its root, or branches of the DAG writing snapshots in between).
  */
-export async function readSnapshot(fetch: (name: string) => Promise<Buffer | null>, roomId: string, id: number, cache: Map<string, StateMap>): Promise<StateMap> {
+export async function readSnapshot(
+  fetch: (name: string) => Promise<Buffer | null>,
+  roomId: string,
+  id: number,
+  cache: SnapshotStore,
+  fetchMany?: (names: string[]) => Promise<(Buffer | null)[]>,
+): Promise<StateMap> {
   if (id === 0) return new Map();
   const cacheKey = `${roomId}\u0000${id}`;
   const cached = cache.get(cacheKey);
   if (cached) return cached;
   const chain: StoredSnapshot[] = [];
+  const prefetched = new Map<number, StoredSnapshot>();
   let cur: number | null = id;
   let base: StateMap = new Map();
   while (cur !== null) {
-    const hit = cache.get(`${roomId}\u0000${cur}`);
+    const hit = cur === id ? undefined : cache.get(`${roomId}\u0000${cur}`);
     if (hit) {
       base = hit;
       break;
     }
-    const blob = await fetch(roomData.snapshot(roomId, cur));
-    if (!blob) throw new Error(`room ${roomId}: state snapshot ${cur} is missing`);
-    const snap = decode<StoredSnapshot>(blob);
+    let snap = prefetched.get(cur);
+    if (!snap) {
+      const blob = await fetch(roomData.snapshot(roomId, cur));
+      if (!blob) throw new Error(`room ${roomId}: state snapshot ${cur} is missing`);
+      snap = decode<StoredSnapshot>(blob);
+      if (fetchMany && snap.p !== null && snap.n > 1 && !prefetched.has(snap.p)) {
+        // Guess the rest of the chain: the n snapshots numbered from the parent down, stopping at
+        // one already cached (the walk ends there).
+        const guess: number[] = [];
+        for (let g = snap.p; g > 0 && guess.length < snap.n; g--) {
+          if (cache.get(`${roomId}\u0000${g}`)) break;
+          guess.push(g);
+        }
+        if (guess.length > 1) {
+          const blobs = await fetchMany(guess.map((g) => roomData.snapshot(roomId, g)));
+          blobs.forEach((b, i) => {
+            if (b) prefetched.set(guess[i]!, decode<StoredSnapshot>(b));
+          });
+        }
+      }
+    }
     chain.push(snap);
     cur = snap.p;
   }
@@ -344,9 +535,22 @@ export async function readSnapshot(fetch: (name: string) => Promise<Buffer | nul
       else state.set(k, v);
     }
   }
-  if (cache.size > 256) cache.delete(cache.keys().next().value!);
+  if (cache instanceof Map && cache.size > 256) cache.delete(cache.keys().next().value!);
   cache.set(cacheKey, state);
   return state;
+}
+
+/** A stored snapshot with its delta as a map (`size`: what the delta cache's bound counts). */
+interface StoredDelta {
+  p: number | null;
+  n: number;
+  d: Map<string, string | null>;
+  readonly size: number;
+}
+
+function toDelta(s: StoredSnapshot): StoredDelta {
+  const d = new Map(s.d);
+  return { p: s.p, n: s.n, d, size: Math.max(1, d.size) };
 }
 
 function refIds(refs: unknown): string[] {

@@ -67,6 +67,7 @@ import { isCluster } from '../store/redis';
 import type { Cluster } from 'ioredis';
 import { servableAsState, servableToClients, type RoomEvent } from '../store/room-reader';
 import { shardOf } from '../store/shards';
+import { readMany, type Read } from '../store/read-many';
 import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../readers/membership-index';
 import { OutboxWindowCache, decodedBody } from './outbox-cache';
 import { laterId, type PushProgress } from './push-progress';
@@ -197,9 +198,16 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
   const full = rooms.filter((r) => r.membership === 'join' && (since === null || fullState || r.writtenAt >= since)).map((r) => r.roomId);
   const tops = new Map<string, number>();
   if (full.length === 0) return { cut, cutMs, skewMs, rooms, tops };
-  const topRows = await Promise.all(full.map((r) => ctx.redis.zrevrange(ctx.keys.shard('room', shardOf(r, ctx.shardCounts.room)).data(roomData.timeline(r)), 0, 0, 'WITHSCORES')));
+  // One script call per shard holding some of the rooms, not one command per room.
+  const topRows = await readMany(
+    ctx.redis,
+    full.map((r) => {
+      const shard = shardOf(r, ctx.shardCounts.room);
+      return { group: `room ${shard}`, key: ctx.keys.shard('room', shard).data(roomData.timeline(r)), op: 'ztop' as const };
+    }),
+  );
   full.forEach((r, i) => {
-    const row = topRows[i] ?? [];
+    const row = (topRows[i] as string[] | undefined) ?? [];
     if (row.length >= 2) tops.set(r, Number(row[1]));
   });
   const byShard = new Map<number, Set<string>>();
@@ -250,7 +258,7 @@ async function topNow(ctx: ApiContext, roomId: string): Promise<number> {
 }
 
 /** The timeline event at or before a position (null for none). */
-async function eventAtOrBefore(ctx: ApiContext, roomId: string, pos: number): Promise<RoomEvent | null> {
+async function eventAtOrBeforeRead(ctx: ApiContext, roomId: string, pos: number): Promise<RoomEvent | null> {
   const key = ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(roomData.timeline(roomId));
   const [id] = (await ctx.redis.zrevrangebyscore(key, pos, '-inf', 'LIMIT', 0, 1)) as string[];
   return id ? ctx.rooms.event(roomId, id) : null;
@@ -415,20 +423,25 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   const changedRoomData = new Map<string, Set<string>>();
   for (const o of userOutputs) if (o.type === 'account_data' && o.room_id) (changedRoomData.get(o.room_id) ?? changedRoomData.set(o.room_id, new Set()).get(o.room_id)!).add(o.data_type);
 
+  // What every room given in full needs — members, current state ids, typing, receipts, the user's
+  // account data of the room — read for all of them at once, a script call per shard.
+  const pre = await prefetchFullRooms(ctx, user.userId, fullJoins);
+
   await Promise.all([
     ...fullJoins.map(async (roomId) => {
       // Rooms that needed the full treatment only after the snapshot (a gap in their shard's
       // outbox, or an index entry the first index read did not have yet) end at the newest
       // event now, not exactly at the cut: the next sync may repeat a few of their events.
       const top = snap.tops.get(roomId) ?? (await topNow(ctx, roomId));
-      const entry = await fullRoom(ctx, user, roomId, top, filter, null, p.stateAfter, since === null);
+      const room = pre.get(roomId);
+      const entry = await fullRoom(ctx, user, roomId, top, filter, null, p.stateAfter, since === null, room);
       // Incrementally, a room given in full (newly joined, or after a gap) skipped what came
       // before: limited, so the client paginates from prev_batch if it wants it (as Synapse).
       if (since !== null && !fullState) (entry.timeline as JsonObject).limited = true;
-      const ad = await roomAccountData(ctx, user.userId, roomId, null, filter);
+      const ad = await roomAccountData(ctx, user.userId, roomId, null, filter, room?.accountData);
       if (ad.length) entry.account_data = { events: ad };
-      entry.summary = await summary(ctx, roomId, user.userId, snap.tops.get(roomId) ?? null);
-      const eph = filterEphemeral(await currentEphemeral(ctx, roomId, user.userId), filter);
+      entry.summary = await summary(ctx, roomId, user.userId, snap.tops.get(roomId) ?? null, room);
+      const eph = filterEphemeral(await currentEphemeral(ctx, roomId, user.userId, room), filter);
       // Empty sections too, as Synapse sends them (some clients read them without a check).
       entry.ephemeral = { events: eph };
       entry.account_data ??= { events: [] };
@@ -717,9 +730,9 @@ export function windowEphemeralEvents(outputs: EphemeralOutput[], userId: string
 }
 
 /** For a room given in full: who is typing now and the room's latest receipts. */
-export async function currentEphemeral(ctx: ApiContext, roomId: string, userId: string): Promise<JsonObject[]> {
+export async function currentEphemeral(ctx: ApiContext, roomId: string, userId: string, pre?: PrefetchedRoom): Promise<JsonObject[]> {
   const shard = ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room));
-  const [typingRaw, receiptsRaw] = await Promise.all([ctx.redis.hgetall(shard.data(roomData.typing(roomId))), ctx.redis.hgetall(shard.data(roomData.receipts(roomId)))]);
+  const [typingRaw, receiptsRaw] = pre ? [pre.typing, pre.receipts] : await Promise.all([ctx.redis.hgetall(shard.data(roomData.typing(roomId))), ctx.redis.hgetall(shard.data(roomData.receipts(roomId)))]);
   const events: JsonObject[] = [];
   const now = Date.now();
   const typing = Object.entries(typingRaw)
@@ -746,7 +759,7 @@ export async function currentEphemeral(ctx: ApiContext, roomId: string, userId: 
 }
 
 /** A room given in full: the latest `limit` events up to `top` and the state at their start. */
-async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, upTo: RoomEvent | null, stateAfter: boolean, initial: boolean): Promise<JsonObject> {
+async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, upTo: RoomEvent | null, stateAfter: boolean, initial: boolean, pre?: PrefetchedRoom): Promise<JsonObject> {
   const endPos = upTo ? upTo.pos : top;
   // One event more than the limit: `limited` says whether more events *the filter lets through*
   // came before (as Synapse), not merely whether the room has older events.
@@ -759,7 +772,7 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
     events.push(upTo);
     if (events.length > Math.max(1, filter.limit)) events.shift();
   }
-  const state = await roomStateSection(ctx, user, roomId, filter, events, upTo, endPos, top, stateAfter, initial);
+  const state = await roomStateSection(ctx, user, roomId, filter, events, upTo, endPos, top, stateAfter, initial, pre);
   const limited = moreBefore || (page.end !== null && filter.limit === 0);
   // Not clamped at 0: backfilled history has negative positions.
   const prev = (events[0]?.pos ?? endPos + 1) - 1;
@@ -775,8 +788,11 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
  * start, updated with what changed by the end of the sync without being in the timeline.
  * Lazy-loading keeps the member events of the senders, the user and the heroes.
  */
-async function roomStateSection(ctx: ApiContext, user: SyncUser, roomId: string, filter: SyncFilter, events: RoomEvent[], upTo: RoomEvent | null, endPos: number, top: number, stateAfter: boolean, initial: boolean): Promise<RoomEvent[]> {
+async function roomStateSection(ctx: ApiContext, user: SyncUser, roomId: string, filter: SyncFilter, events: RoomEvent[], upTo: RoomEvent | null, endPos: number, top: number, stateAfter: boolean, initial: boolean, pre?: PrefetchedRoom): Promise<RoomEvent[]> {
   const oldest = events[0];
+  // The event at the end: the timeline's newest when it ends there (no second read of it).
+  const newest = events[events.length - 1];
+  const eventAtOrBefore = (c: ApiContext, r: string, pos: number) => (newest && newest.pos === pos ? Promise.resolve(newest) : eventAtOrBeforeRead(c, r, pos));
   let stateIds: Map<string, string>;
   if (stateAfter) {
     // MSC4222: the state at the end of the timeline, the timeline's own state events included.
@@ -802,7 +818,7 @@ async function roomStateSection(ctx: ApiContext, user: SyncUser, roomId: string,
   const wantedMembers = filter.lazyLoadMembers ? new Set([user.userId, ...events.map((e) => String(e.event.sender))]) : null;
   // And the summary's heroes, so a client can name an unnamed room from their display names
   // (Synapse adds them too). A left room has no summary.
-  if (wantedMembers && !upTo) for (const hero of ((await summary(ctx, roomId, user.userId, top))['m.heroes'] as string[] | undefined) ?? []) wantedMembers.add(hero);
+  if (wantedMembers && !upTo) for (const hero of ((await summary(ctx, roomId, user.userId, top, pre))['m.heroes'] as string[] | undefined) ?? []) wantedMembers.add(hero);
   if (wantedMembers && initial) lazyMembersSent.reset(user.userId, user.deviceId, roomId);
   // The filter's types too are known from the keys: a client that asks for no state (or only some
   // types) does not have a big room's every member event loaded and decoded for nothing.
@@ -1000,10 +1016,11 @@ export async function ignoredUsers(ctx: ApiContext, userId: string): Promise<Set
   }
 }
 
-async function roomAccountData(ctx: ApiContext, userId: string, roomId: string, only: Set<string> | null, filter: SyncFilter): Promise<JsonObject[]> {
+async function roomAccountData(ctx: ApiContext, userId: string, roomId: string, only: Set<string> | null, filter: SyncFilter, prefetched?: Record<string, string>): Promise<JsonObject[]> {
   const key = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user)).data(userData.roomAccountData(userId, roomId));
   let pairs: [string, string | null][];
-  if (only) {
+  if (!only && prefetched) pairs = Object.entries(prefetched).filter(([, v]) => v !== '{}');
+  else if (only) {
     const types = [...only];
     const values = await ctx.redis.hmget(key, ...types);
     pairs = types.map((t, i) => [t, values[i] ?? null]);
@@ -1032,10 +1049,10 @@ interface MemberCounts {
 const memberCountsCache = new Map<string, { at: number; counts: Promise<MemberCounts> }>();
 const MEMBER_COUNTS_MAX = 4096;
 
-function memberCounts(ctx: ApiContext, roomId: string, seenPos: number | null): Promise<MemberCounts> {
+function memberCounts(ctx: ApiContext, roomId: string, seenPos: number | null, pre?: PrefetchedRoom): Promise<MemberCounts> {
   const hit = memberCountsCache.get(roomId);
   if (hit && seenPos !== null && hit.at >= seenPos) return hit.counts;
-  const named = ctx.rooms.currentStateIds(roomId).then(async (ids) => {
+  const named = (pre ? Promise.resolve(pre.stateIds) : ctx.rooms.currentStateIds(roomId)).then(async (ids) => {
     const named = [ids.get(stateKeyOf('m.room.name', '')), ids.get(stateKeyOf('m.room.canonical_alias', ''))].filter((id): id is string => !!id);
     for (const e of await ctx.rooms.events(roomId, named)) {
       const c = e.event.content as JsonObject | undefined;
@@ -1043,7 +1060,7 @@ function memberCounts(ctx: ApiContext, roomId: string, seenPos: number | null): 
     }
     return false;
   });
-  const counts = Promise.all([ctx.rooms.members(roomId), named]).then(([members, named]) => {
+  const counts = Promise.all([pre ? pre.members : ctx.rooms.members(roomId), named]).then(([members, named]) => {
     let joined = 0;
     let invited = 0;
     const candidates: string[] = [];
@@ -1068,13 +1085,56 @@ function memberCounts(ctx: ApiContext, roomId: string, seenPos: number | null): 
  * `m.joined_member_count`, `m.invited_member_count` and up to five heroes (other members, sorted),
  * as of at least the room's event at `seenPos` (its newest the caller is sending; null: now).
  */
-export async function summary(ctx: ApiContext, roomId: string, userId: string, seenPos: number | null = null): Promise<JsonObject> {
-  const c = await memberCounts(ctx, roomId, seenPos);
+export async function summary(ctx: ApiContext, roomId: string, userId: string, seenPos: number | null = null, pre?: PrefetchedRoom): Promise<JsonObject> {
+  const c = await memberCounts(ctx, roomId, seenPos, pre);
   const out: JsonObject = { 'm.joined_member_count': c.joined, 'm.invited_member_count': c.invited };
   if (!c.named) {
     const heroes = c.first.filter((u) => u !== userId).slice(0, 5);
     // "When no joined or invited members are available, this should consist of the banned and left users."
     out['m.heroes'] = heroes.length ? heroes : c.firstGone.filter((u) => u !== userId).slice(0, 5);
   }
+  return out;
+}
+
+// ---- batched reads for rooms given in full ----------------------------------------------------
+
+/** A room's hashes read up front for a sync giving it in full (see `prefetchFullRooms`). */
+export interface PrefetchedRoom {
+  members: Map<string, string>;
+  stateIds: Map<string, string>;
+  typing: Record<string, string>;
+  receipts: Record<string, string>;
+  /** The syncing user's account data of the room. */
+  accountData: Record<string, string>;
+}
+
+/**
+ * The hashes every room given in full is answered from, for all of them together: one script call
+ * per room shard (and one on the user's shard for their room account data) instead of five
+ * commands per room. Everything else a room needs depends on what these say (or on its timeline).
+ */
+async function prefetchFullRooms(ctx: ApiContext, userId: string, roomIds: readonly string[]): Promise<Map<string, PrefetchedRoom>> {
+  const out = new Map<string, PrefetchedRoom>();
+  if (roomIds.length === 0) return out;
+  const userShard = shardOf(userId, ctx.shardCounts.user);
+  const uk = ctx.keys.shard('user', userShard);
+  const reads: Read[] = [];
+  for (const roomId of roomIds) {
+    const shard = shardOf(roomId, ctx.shardCounts.room);
+    const rk = ctx.keys.shard('room', shard);
+    const group = `room ${shard}`;
+    reads.push(
+      { group, key: rk.data(roomData.members(roomId)), op: 'hgetall' },
+      { group, key: rk.data(roomData.state(roomId)), op: 'hgetall' },
+      { group, key: rk.data(roomData.typing(roomId)), op: 'hgetall' },
+      { group, key: rk.data(roomData.receipts(roomId)), op: 'hgetall' },
+      { group: 'user', key: uk.data(userData.roomAccountData(userId, roomId)), op: 'hgetall' },
+    );
+  }
+  const replies = (await readMany(ctx.redis, reads)) as Record<string, string>[];
+  roomIds.forEach((roomId, i) => {
+    const [members, state, typing, receipts, accountData] = replies.slice(i * 5, i * 5 + 5) as [Record<string, string>, Record<string, string>, Record<string, string>, Record<string, string>, Record<string, string>];
+    out.set(roomId, { members: new Map(Object.entries(members)), stateIds: new Map(Object.entries(state)), typing, receipts, accountData });
+  });
   return out;
 }

@@ -12,6 +12,7 @@ import { MembershipIndex } from '../../readers/membership-index';
 import { SAME_MS_MARGIN, SYNC_OUTBOX_RETENTION_MS, SyncNotifier, type ChangeMark, type SyncWaiter } from '../../sync/notify';
 import { OutboxWindowCache } from '../../sync/outbox-cache';
 import { ComputeGate } from '../../sync/compute-gate';
+import { UnclaimedResults } from '../../sync/unclaimed-results';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseSyncToken } from '../../sync/token';
 import { E2eCountsCache } from '../../sync/e2e-counts';
@@ -29,6 +30,12 @@ const MAX_TIMELINE_LIMIT = 100;
 const MAX_TIMEOUT_MS = 5 * 60_000;
 /** /sync computations run at once per front (src/sync/compute-gate.ts); more wait their turn. */
 const MAX_CONCURRENT_COMPUTES = 48;
+/**
+ * How long an initial sync's result that outlived its request (past the deadline) waits for the
+ * client's retry, and how many such results a front holds (src/sync/unclaimed-results.ts).
+ */
+const UNCLAIMED_KEEP_MS = 60_000;
+const UNCLAIMED_MAX = 64;
 /** Devices whose last answer a front remembers (to skip computing the next poll's first, empty answer). */
 const LAST_ANSWERS_MAX = 100_000;
 /** Room ids those remembered answers may hold in all (each listens to the user's rooms). */
@@ -177,6 +184,7 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
   const notifier = new SyncNotifier(ctx.redis, ctx.keys);
   const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES });
   const gate = new ComputeGate(MAX_CONCURRENT_COMPUTES);
+  const unclaimed = new UnclaimedResults<{ r: Computed; mark: ChangeMark }>(UNCLAIMED_KEEP_MS, UNCLAIMED_MAX);
   const e2e = new E2eCountsCache(notifier);
   (ctx.keysChanged ??= []).push((userId) => e2e.forget(userId));
   /** Per device: the token of the last answer this front gave, the change mark taken before computing it, and the rooms it listened to. */
@@ -234,13 +242,19 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
         // polls again with the same token, so nothing is skipped.
         if (ctx.storeReady && !ctx.storeReady()) throw errors.unavailable('The server cannot reach its database right now; try again shortly');
         let mark: ChangeMark = { seq: 0, at: 0 };
-        const r = await gate.run((outside) => {
-          // Cleared when the computation starts, not when it queues: a poke while queued is
-          // covered by this computation (it reads after the poke's data committed).
-          if (waiter) waiter.dirty = false;
-          mark = notifier.changeMark;
-          return computeSync(ctx, index, user, { ...params, outside });
-        });
+        const compute = () =>
+          gate.run(async (outside) => {
+            // Cleared when the computation starts, not when it queues: a poke while queued is
+            // covered by this computation (it reads after the poke's data committed).
+            if (waiter) waiter.dirty = false;
+            const at = notifier.changeMark;
+            return { r: await computeSync(ctx, index, user, { ...params, outside }), mark: at };
+          });
+        // An answer that does not wait (initial or full-state sync) may outlast the request's
+        // deadline: it keeps computing and the client's retry with the same query gets it.
+        const done = waits ? await compute() : await unclaimed.run(`${deviceKey}\u0000${req.rawQuery}`, compute, () => !req.signal.aborted);
+        const r = done.r;
+        mark = done.mark;
         if (!waiter || !r.empty || req.signal.aborted || Date.now() >= deadline) return answered(r, mark);
         waiter.setRooms(r.listen);
         const margin = SAME_MS_MARGIN + r.skewMs;

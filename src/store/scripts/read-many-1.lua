@@ -1,0 +1,18 @@
+-- Many reads of one shard's keys (one hash slot) in one call: the per-room reads of a sync batched
+-- across the rooms of a shard instead of one command per room and key.
+-- KEYS   the keys, all of one hash slot
+-- ARGV[i] what to read at KEYS[i]: 'hgetall' (HGETALL), or 'ztop' (the member with the highest
+--        score, and its score: ZREVRANGE 0 0 WITHSCORES)
+-- Returns one reply per key, in order.
+local out = {}
+for i, key in ipairs(KEYS) do
+  local op = ARGV[i]
+  if op == 'hgetall' then
+    out[i] = redis.call('HGETALL', key)
+  elseif op == 'ztop' then
+    out[i] = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
+  else
+    return redis.error_reply('read-many: unknown read ' .. tostring(op))
+  end
+end
+return out
