@@ -4,14 +4,35 @@
  * to downloads and is kept for the admins; local items and cached remote ones), and deletion of a
  * local item (`DELETE /media/{server}/{mediaId}` → `deleted_media`, `total`). The repository does
  * the work through the item's media actor (src/media/repository.ts).
- * Not yet: quarantine by room or user, protection, bulk deletion and the media lists.
+ * A user's uploads (`GET|DELETE /users/{userId}/media`, Synapse's paging, `order_by` and `dir`)
+ * are found by a SCAN of the media records filtered by owner: there is no per-user index yet, so
+ * this costs a pass over every record (fine for an admin call on a small server; an index written
+ * on upload, on the uploader's shard, is the next step and would still need this scan for older media).
+ * Not yet: quarantine by room or user, protection, bulk deletion, the room media list.
  */
 import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
 import type { ApiContext } from '../context';
-import { requireAdmin } from './common';
+import type { MediaRecord } from '../../../actors/media';
+import { localTarget, queryInt, requireAdmin } from './common';
 
 const V1 = '/_synapse/admin/v1';
+
+/** One item as Synapse's user media list shows it. */
+function listed(mediaId: string, r: MediaRecord) {
+  return {
+    media_id: mediaId,
+    media_type: r.t,
+    media_length: r.s,
+    upload_name: r.n ?? null,
+    created_ts: r.u,
+    last_access_ts: r.a ?? r.u,
+    quarantined_by: r.q ? 'admin' : null,
+    safe_from_quarantine: false,
+  };
+}
+type Listed = ReturnType<typeof listed>;
+const ORDER_BY = ['media_id', 'upload_name', 'created_ts', 'last_access_ts', 'media_length', 'media_type', 'quarantined_by', 'safe_from_quarantine'] as const;
 
 export function registerMediaAdminRoutes(front: Front, ctx: ApiContext): void {
   const repo = () => {
@@ -42,5 +63,59 @@ export function registerMediaAdminRoutes(front: Front, ctx: ApiContext): void {
     if (!(await r.readRecord(mediaId))) throw errors.notFound('Unknown media');
     await r.delete(mediaId);
     return { body: { deleted_media: [mediaId], total: 1 } };
+  });
+
+  /** The user's local uploads (cached remote items are the servers', not a user's). */
+  const userMedia = async (owner: string) => {
+    const found: { mediaId: string; record: MediaRecord }[] = [];
+    for await (const item of repo().scanRecords()) if (!item.record.m && item.record.o === owner) found.push(item);
+    return found;
+  };
+  const page = (req: Request) => {
+    const from = queryInt(req, 'from', 0);
+    const limit = queryInt(req, 'limit', 100);
+    const dir = req.query.dir ?? 'f';
+    if (dir !== 'f' && dir !== 'b') throw errors.invalidParam("Query parameter 'dir' must be one of ['b', 'f']");
+    const orderBy = (req.query.order_by ?? 'created_ts') as (typeof ORDER_BY)[number];
+    if (!ORDER_BY.includes(orderBy)) throw errors.invalidParam(`Query parameter 'order_by' must be one of ${JSON.stringify(ORDER_BY)}`);
+    return { from, limit, dir, orderBy };
+  };
+  const sorted = (items: Listed[], orderBy: (typeof ORDER_BY)[number], dir: string) => {
+    const key = (x: Listed) => x[orderBy];
+    const cmp = (a: Listed, b: Listed) => {
+      const ka = key(a);
+      const kb = key(b);
+      // Nulls first ascending (as Postgres orders them descending); ties by media id, as Synapse.
+      const c = ka === kb ? 0 : ka === null ? -1 : kb === null ? 1 : ka < kb ? -1 : 1;
+      return c || (a.media_id < b.media_id ? -1 : a.media_id > b.media_id ? 1 : 0);
+    };
+    return items.sort((a, b) => (dir === 'b' ? -cmp(a, b) : cmp(a, b)));
+  };
+
+  front.route('GET', `${V1}/users/:userId/media`, async (req) => {
+    await requireAdmin(ctx, req);
+    const owner = localTarget(ctx, req.params.userId);
+    const { from, limit, dir, orderBy } = page(req);
+    const all = sorted((await userMedia(owner)).map((m) => listed(m.mediaId, m.record)), orderBy, dir);
+    const media = all.slice(from, from + limit);
+    return { body: { media, total: all.length, ...(from + limit < all.length ? { next_token: from + media.length } : {}) } };
+  });
+
+  front.route('DELETE', `${V1}/users/:userId/media`, async (req) => {
+    await requireAdmin(ctx, req);
+    const owner = localTarget(ctx, req.params.userId);
+    const { from, limit, dir, orderBy } = page(req);
+    const chosen = sorted((await userMedia(owner)).map((m) => listed(m.mediaId, m.record)), orderBy, dir).slice(from, from + limit);
+    const deleted: string[] = [];
+    for (const m of chosen) {
+      try {
+        await repo().delete(m.media_id);
+        deleted.push(m.media_id);
+      } catch (e) {
+        // Gone meanwhile (another deletion): not this call's to count.
+        if (!(e instanceof MatrixError && e.status === 404)) throw e;
+      }
+    }
+    return { body: { deleted_media: deleted, total: deleted.length } };
   });
 }
