@@ -80,6 +80,31 @@ describe('admin API: user media', () => {
     expect((await call(admin.token, 'GET', U)).body).toEqual({ media: [], total: 0 });
   }, 180_000);
 
+  it('protection: a protected item is skipped by quarantine of the user\'s media', async () => {
+    const zoe = await registerAxonAdmin(axon.baseUrl, 'zoe', 'zoe-password-1');
+    const kept = await upload(zoe.token, 'kept.txt', 'text/plain', 'kept');
+    const gone = await upload(zoe.token, 'gone.txt', 'text/plain', 'gone');
+    const M = '/_synapse/admin/v1/media';
+    const U = `/_synapse/admin/v1/users/${encodeURIComponent(zoe.userId)}/media`;
+    expect((await call(admin.token, 'POST', `${M}/protect/${kept}`, {})).body).toEqual({});
+    expect((await call(admin.token, 'POST', `${M}/protect/nosuchmedia`, {})).status).toBe(404);
+    const listedSafe = ((await call(admin.token, 'GET', U)).body.media as Item[]).find((m) => m.media_id === kept);
+    expect(listedSafe?.safe_from_quarantine).toBe(true);
+
+    const q = await call(admin.token, 'POST', `/_synapse/admin/v1/user/${encodeURIComponent(zoe.userId)}/media/quarantine`, {});
+    expect(q.status).toBe(200);
+    expect(q.body).toEqual({ num_quarantined: 1 });
+    expect(await download(zoe.token, kept)).toBe(200);
+    expect(await download(zoe.token, gone)).toBe(404);
+
+    // Unprotected, the next quarantine of the user takes it too.
+    expect((await call(admin.token, 'POST', `${M}/unprotect/${kept}`, {})).status).toBe(200);
+    expect(((await call(admin.token, 'GET', U)).body.media as Item[]).every((m) => !m.safe_from_quarantine)).toBe(true);
+    expect((await call(admin.token, 'POST', `/_synapse/admin/v1/user/${encodeURIComponent(zoe.userId)}/media/quarantine`, {})).body).toEqual({ num_quarantined: 2 });
+    expect(await download(zoe.token, kept)).toBe(404);
+    expect((await call(admin.token, 'POST', '/_synapse/admin/v1/user/@x:elsewhere.example/media/quarantine', {})).status).toBe(400);
+  }, 180_000);
+
   async function registerPlain() {
     const r = await call(null, 'POST', '/register', { username: 'plain', password: 'plain-password-1', auth: { type: 'm.login.dummy' } });
     return { token: r.body.access_token as string };

@@ -8,12 +8,15 @@
  * are found by a SCAN of the media records filtered by owner: there is no per-user index yet, so
  * this costs a pass over every record (fine for an admin call on a small server; an index written
  * on upload, on the uploader's shard, is the next step and would still need this scan for older media).
- * Not yet: quarantine by room or user, protection, bulk deletion, the room media list.
+ * `POST /media/protect|unprotect/{mediaId}` (local items) marks an item safe from quarantine by
+ * room or user. `POST /user/{userId}/media/quarantine` quarantines every unprotected upload of the user.
+ * Not yet: quarantine by room, bulk deletion, the room media list.
  */
 import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
 import type { ApiContext } from '../context';
 import type { MediaRecord } from '../../../actors/media';
+import { MEDIA_ID } from '../../media/repository';
 import { localTarget, queryInt, requireAdmin } from './common';
 
 const V1 = '/_synapse/admin/v1';
@@ -28,7 +31,7 @@ function listed(mediaId: string, r: MediaRecord) {
     created_ts: r.u,
     last_access_ts: r.a ?? r.u,
     quarantined_by: r.q ? 'admin' : null,
-    safe_from_quarantine: false,
+    safe_from_quarantine: r.p === 1,
   };
 }
 type Listed = ReturnType<typeof listed>;
@@ -54,6 +57,17 @@ export function registerMediaAdminRoutes(front: Front, ctx: ApiContext): void {
   };
   front.route('POST', `${V1}/media/quarantine/:serverName/:mediaId`, quarantine(true));
   front.route('POST', `${V1}/media/unquarantine/:serverName/:mediaId`, quarantine(false));
+
+  const protect = (on: boolean) => async (req: Request) => {
+    await requireAdmin(ctx, req);
+    const mediaId = req.params.mediaId ?? '';
+    const r = repo();
+    if (!MEDIA_ID.test(mediaId) || !(await r.readRecord(mediaId))) throw errors.notFound('Unknown media');
+    await r.protect(mediaId, on);
+    return { body: {} };
+  };
+  front.route('POST', `${V1}/media/protect/:mediaId`, protect(true));
+  front.route('POST', `${V1}/media/unprotect/:mediaId`, protect(false));
 
   front.route('DELETE', `${V1}/media/:serverName/:mediaId`, async (req) => {
     await requireAdmin(ctx, req);
@@ -99,6 +113,19 @@ export function registerMediaAdminRoutes(front: Front, ctx: ApiContext): void {
     const all = sorted((await userMedia(owner)).map((m) => listed(m.mediaId, m.record)), orderBy, dir);
     const media = all.slice(from, from + limit);
     return { body: { media, total: all.length, ...(from + limit < all.length ? { next_token: from + media.length } : {}) } };
+  });
+
+  // Every local upload of the user that is not protected (counted even when quarantined already, as Synapse).
+  front.route('POST', `${V1}/user/:userId/media/quarantine`, async (req) => {
+    await requireAdmin(ctx, req);
+    const owner = localTarget(ctx, req.params.userId);
+    let quarantined = 0;
+    for (const { mediaId, record } of await userMedia(owner)) {
+      if (record.p) continue;
+      await repo().quarantine(mediaId, true);
+      quarantined++;
+    }
+    return { body: { num_quarantined: quarantined } };
   });
 
   front.route('DELETE', `${V1}/users/:userId/media`, async (req) => {
