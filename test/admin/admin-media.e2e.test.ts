@@ -105,6 +105,39 @@ describe('admin API: user media', () => {
     expect((await call(admin.token, 'POST', '/_synapse/admin/v1/user/@x:elsewhere.example/media/quarantine', {})).status).toBe(400);
   }, 180_000);
 
+  it("a room's media: listed from content.url, info.thumbnail_url and file.url; quarantined but for protected items", async () => {
+    const ann = await registerAxonAdmin(axon.baseUrl, 'ann', 'ann-password-1');
+    const image = await upload(ann.token, 'i.png', 'image/png', 'image');
+    const thumb = await upload(ann.token, 't.png', 'image/png', 'thumb');
+    const file = await upload(ann.token, 'f.bin', 'application/octet-stream', 'file');
+    const safe = await upload(ann.token, 's.png', 'image/png', 'safe');
+    const elsewhere = await upload(ann.token, 'e.txt', 'text/plain', 'not in the room');
+    const mxc = (id: string) => `mxc://${axon.serverName}/${id}`;
+    const room = await call(ann.token, 'POST', '/createRoom', {});
+    expect(room.status).toBe(200);
+    const roomId = room.body.room_id as string;
+    const send = async (txn: string, content: unknown) => expect((await call(ann.token, 'PUT', `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/${txn}`, content)).status).toBe(200);
+    await send('1', { msgtype: 'm.image', body: 'i', url: mxc(image), info: { thumbnail_url: mxc(thumb) } });
+    await send('2', { msgtype: 'm.file', body: 'f', file: { url: mxc(file), v: 'v2' } });
+    await send('3', { msgtype: 'm.image', body: 's', url: mxc(safe) });
+    await send('4', { msgtype: 'm.image', body: 'r', url: 'mxc://remote.example/abcdef' });
+    await send('5', { msgtype: 'm.text', body: 'not media', url: 'https://example.org/x' });
+    const R = `/_synapse/admin/v1/room/${encodeURIComponent(roomId)}`;
+
+    const listed = await call(admin.token, 'GET', `${R}/media`);
+    expect(listed.status).toBe(200);
+    expect(new Set(listed.body.local as string[])).toEqual(new Set([mxc(image), mxc(thumb), mxc(file), mxc(safe)]));
+    expect(listed.body.remote).toEqual(['mxc://remote.example/abcdef']);
+    expect((await call(admin.token, 'GET', '/_synapse/admin/v1/room/!nosuch:localhost/media')).status).toBe(404);
+
+    expect((await call(admin.token, 'POST', `/_synapse/admin/v1/media/protect/${safe}`, {})).status).toBe(200);
+    const q = await call(admin.token, 'POST', `${R}/media/quarantine`, {});
+    expect(q.body).toEqual({ num_quarantined: 3 }); // the remote item is not cached here: nothing to quarantine
+    for (const id of [image, thumb, file]) expect(await download(ann.token, id)).toBe(404);
+    expect(await download(ann.token, safe)).toBe(200);
+    expect(await download(ann.token, elsewhere)).toBe(200);
+  }, 180_000);
+
   async function registerPlain() {
     const r = await call(null, 'POST', '/register', { username: 'plain', password: 'plain-password-1', auth: { type: 'm.login.dummy' } });
     return { token: r.body.access_token as string };

@@ -10,10 +10,13 @@
  * on upload, on the uploader's shard, is the next step and would still need this scan for older media).
  * `POST /media/protect|unprotect/{mediaId}` (local items) marks an item safe from quarantine by
  * room or user. `POST /user/{userId}/media/quarantine` quarantines every unprotected upload of the user.
- * Not yet: quarantine by room, bulk deletion, the room media list.
+ * `GET /room/{roomId}/media` lists the mxc URLs of a room's events (content.url,
+ * info.thumbnail_url, file.url; a walk of the timeline) and `POST /room/{roomId}/media/quarantine`
+ * quarantines them (protected local items skipped). Not yet: bulk deletion.
  */
 import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
+import type { JsonObject } from '../../protocol/json';
 import type { ApiContext } from '../context';
 import type { MediaRecord } from '../../../actors/media';
 import { MEDIA_ID } from '../../media/repository';
@@ -35,6 +38,17 @@ function listed(mediaId: string, r: MediaRecord) {
   };
 }
 type Listed = ReturnType<typeof listed>;
+const MXC = /^mxc:\/\/([^/]+)\/([A-Za-z0-9_-]+)$/;
+
+/** The mxc URLs one event refers to where Synapse looks: content.url, info.thumbnail_url, file.url. */
+function mxcsOf(event: JsonObject): string[] {
+  const content = event.content as JsonObject | undefined;
+  if (!content || typeof content !== 'object') return [];
+  const info = content.info as JsonObject | undefined;
+  const file = content.file as JsonObject | undefined;
+  return [content.url, info && typeof info === 'object' ? info.thumbnail_url : undefined, file && typeof file === 'object' ? file.url : undefined].filter((u): u is string => typeof u === 'string' && MXC.test(u));
+}
+
 const ORDER_BY = ['media_id', 'upload_name', 'created_ts', 'last_access_ts', 'media_length', 'media_type', 'quarantined_by', 'safe_from_quarantine'] as const;
 
 export function registerMediaAdminRoutes(front: Front, ctx: ApiContext): void {
@@ -123,6 +137,50 @@ export function registerMediaAdminRoutes(front: Front, ctx: ApiContext): void {
     for (const { mediaId, record } of await userMedia(owner)) {
       if (record.p) continue;
       await repo().quarantine(mediaId, true);
+      quarantined++;
+    }
+    return { body: { num_quarantined: quarantined } };
+  });
+
+  /** The media a room's events refer to, local and other servers' (404 for a room not known here). */
+  const roomMedia = async (roomId: string) => {
+    if (!(await ctx.rooms.meta(roomId))) throw errors.notFound('Room not found');
+    const local = new Set<string>();
+    const remote = new Set<string>();
+    let from: number | null = null;
+    do {
+      const page = await ctx.rooms.timeline(roomId, 'f', from, 1000);
+      for (const e of page.events) {
+        if (e.rejected) continue;
+        for (const url of mxcsOf(e.event)) (MXC.exec(url)![1] === ctx.config.serverName ? local : remote).add(url);
+      }
+      from = page.next;
+    } while (from !== null);
+    return { local: [...local], remote: [...remote] };
+  };
+
+  front.route('GET', `${V1}/room/:roomId/media`, async (req) => {
+    await requireAdmin(ctx, req);
+    return { body: await roomMedia(req.params.roomId ?? '') };
+  });
+
+  // Local items not protected, and the cached copies of other servers' items (as Synapse counts).
+  front.route('POST', `${V1}/room/:roomId/media/quarantine`, async (req) => {
+    await requireAdmin(ctx, req);
+    const { local, remote } = await roomMedia(req.params.roomId ?? '');
+    const r = repo();
+    let quarantined = 0;
+    for (const url of local) {
+      const mediaId = MXC.exec(url)![2]!;
+      const record = await r.readRecord(mediaId);
+      if (!record || record.p) continue;
+      await r.quarantine(mediaId, true);
+      quarantined++;
+    }
+    for (const url of remote) {
+      const [, origin, mediaId] = MXC.exec(url)!;
+      if (!(await r.readRemoteRecord(origin!, mediaId!))) continue;
+      await r.quarantine(`${origin}/${mediaId}`, true);
       quarantined++;
     }
     return { body: { num_quarantined: quarantined } };
