@@ -12,7 +12,8 @@
  * room or user. `POST /user/{userId}/media/quarantine` quarantines every unprotected upload of the user.
  * `GET /room/{roomId}/media` lists the mxc URLs of a room's events (content.url,
  * info.thumbnail_url, file.url; a walk of the timeline) and `POST /room/{roomId}/media/quarantine`
- * quarantines them (protected local items skipped). Not yet: bulk deletion.
+ * quarantines them (protected local items skipped). `POST /media/delete?before_ts&size_gt&keep_profiles`
+ * deletes old local media (a SCAN of the records).
  */
 import { MatrixError, errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
@@ -20,7 +21,8 @@ import type { JsonObject } from '../../protocol/json';
 import type { ApiContext } from '../context';
 import type { MediaRecord } from '../../../actors/media';
 import { MEDIA_ID } from '../../media/repository';
-import { localTarget, queryInt, requireAdmin } from './common';
+import { storedProfile } from '../../rooms/member-profile';
+import { localTarget, queryBool, queryInt, requireAdmin } from './common';
 
 const V1 = '/_synapse/admin/v1';
 
@@ -82,6 +84,39 @@ export function registerMediaAdminRoutes(front: Front, ctx: ApiContext): void {
   };
   front.route('POST', `${V1}/media/protect/:mediaId`, protect(true));
   front.route('POST', `${V1}/media/unprotect/:mediaId`, protect(false));
+
+  // Bulk deletion of local media last used before `before_ts` (Synapse's rule: last access, not
+  // upload) and larger than `size_gt`, skipping protected and quarantined items and, with
+  // keep_profiles (default), the avatar in its uploader's profile. Other users' or per-room avatars
+  // are not looked for (Synapse checks every profile and membership): a gap noted in the README.
+  const bulkDelete = async (req: Request) => {
+    await requireAdmin(ctx, req);
+    if (req.params.serverName !== undefined && req.params.serverName !== ctx.config.serverName) throw new MatrixError(400, 'M_UNKNOWN', 'Can only delete local media');
+    if (req.query.before_ts === undefined) throw errors.missingParam("Missing integer query parameter 'before_ts'");
+    const beforeTs = queryInt(req, 'before_ts', 0);
+    const sizeGt = queryInt(req, 'size_gt', 0);
+    const keepProfiles = queryBool(req, 'keep_profiles') ?? true;
+    if (beforeTs < 30_000_000_000) throw errors.invalidParam('Query parameter before_ts you provided is from the year 1970. Double check that you are providing a timestamp in milliseconds.');
+    const r = repo();
+    const deleted: string[] = [];
+    const avatars = new Map<string, string | undefined>();
+    for await (const { mediaId, record } of r.scanRecords()) {
+      if (record.m || record.p || record.q || (record.a ?? record.u) >= beforeTs || record.s <= sizeGt) continue;
+      if (keepProfiles) {
+        if (!avatars.has(record.o)) avatars.set(record.o, (await storedProfile(ctx, record.o)).avatar_url);
+        if (avatars.get(record.o) === `mxc://${ctx.config.serverName}/${mediaId}`) continue;
+      }
+      try {
+        await r.delete(mediaId);
+        deleted.push(mediaId);
+      } catch (e) {
+        if (!(e instanceof MatrixError && e.status === 404)) throw e;
+      }
+    }
+    return { body: { deleted_media: deleted, total: deleted.length } };
+  };
+  front.route('POST', `${V1}/media/delete`, bulkDelete);
+  front.route('POST', `${V1}/media/:serverName/delete`, bulkDelete);
 
   front.route('DELETE', `${V1}/media/:serverName/:mediaId`, async (req) => {
     await requireAdmin(ctx, req);
