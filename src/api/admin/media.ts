@@ -37,6 +37,11 @@ function listed(mediaId: string, r: MediaRecord) {
     last_access_ts: r.a ?? r.u,
     quarantined_by: r.q ? 'admin' : null,
     safe_from_quarantine: r.p === 1,
+    user_id: r.o,
+    sha256: r.h,
+    url_cache: null,
+    // Every upload here needs an access token (Synapse's "authenticated media").
+    authenticated: true,
   };
 }
 type Listed = ReturnType<typeof listed>;
