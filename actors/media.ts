@@ -23,6 +23,7 @@
  *   drops its own reference when the reply's `ref` is not its own;
  * - `touch` {at}: last access (fronts send it at most about once an hour per item);
  * - `quarantine` {on}: a quarantined item answers 404 to downloads (kept for the admins);
+ * - `protect` {on}: a protected item is skipped by quarantine of a whole room or user (admin API);
  * - `thumbnail` {thumb}: a thumbnail of the item is stored (its bytes are a blob of their own, with
  *   its own reference); refused (`added: false`) when one of the same box, method and animation is
  *   recorded already or the item has MAX_THUMBNAILS, so the caller drops the reference it took;
@@ -51,6 +52,8 @@ export interface MediaRecord {
   a?: number;
   /** Quarantined: not served. */
   q?: 1;
+  /** Protected: skipped by quarantine of a room's or a user's media. */
+  p?: 1;
   /** Another server's item cached here (then `o` is that server's name and `u` the fetch time). */
   m?: 1;
   /**
@@ -101,6 +104,7 @@ export type MediaMessage =
   | { op: 'cache'; origin: string; contentType: string; filename?: string; size: number; sha256: string; ref: string }
   | { op: 'touch'; at: number }
   | { op: 'quarantine'; on: boolean }
+  | { op: 'protect'; on: boolean }
   | { op: 'thumbnail'; thumb: StoredThumbnail }
   | { op: 'delete' };
 
@@ -178,6 +182,12 @@ export function decideMedia(state: MediaState, msg: ActorMessage<MediaMessage>):
       const { q: _q, ...rest } = state.record;
       const record: MediaRecord = body.on === true ? { ...rest, q: 1 } : rest;
       return { state: { ...state, record }, reply: { sha256: record.h, size: record.s, owner: record.o, ref: record.r }, writes: [{ cmd: 'SET', key: recordKey, args: [encode(record)] }] };
+    }
+    case 'protect': {
+      if (!state.record) throw new ActorRejection('M_NOT_FOUND', 'No such media', 404);
+      const { p: _p, ...rest } = state.record;
+      const record: MediaRecord = body.on === true ? { ...rest, p: 1 } : rest;
+      return { state: { ...state, record }, reply: { media_id: state.mediaId }, writes: [{ cmd: 'SET', key: recordKey, args: [encode(record)] }] };
     }
     case 'thumbnail': {
       if (!state.record) throw new ActorRejection('M_NOT_FOUND', 'No such media', 404);

@@ -330,6 +330,11 @@ export class MediaRepository {
     await this.askMedia<MediaReply>(mediaId, { op: 'quarantine', on });
   }
 
+  /** Protect (or release) an item from quarantine of a whole room or user. For the admin API. */
+  async protect(mediaId: string, on: boolean): Promise<void> {
+    await this.askMedia<MediaReply>(mediaId, { op: 'protect', on });
+  }
+
   /** Delete an item; its bytes go when no other item shares them. For the admin API and retention. */
   async delete(mediaId: string): Promise<void> {
     const reply = await this.askMedia<{ sha256: string; size: number; owner: string; ref: string; remote?: boolean; thumbs?: { sha256: string; ref: string }[] }>(mediaId, { op: 'delete' });
