@@ -293,9 +293,15 @@ describe.skipIf(skip)(`EDUs between Axon and Synapse ${SYNAPSE_VERSION}`, () => 
     const bobKeys = deviceUpload(bob, 2);
     const up1 = await s.call(bob, 'POST', '/keys/upload', bobKeys.body);
     expect(up1.status, JSON.stringify(up1.body)).toBe(200);
+    const bobSince = await synapseToken(s, bob);
     const aliceKeys = deviceUpload(alice, 2);
     const up2 = await clients.call(alice, 'POST', '/keys/upload', aliceKeys.body);
     expect(up2.status, JSON.stringify(up2.body)).toBe(200);
+    // Alice's upload sends Synapse an m.device_list_update, and Synapse resyncs her devices. A
+    // /keys/query that races that resync fails inside Synapse 1.163.2 (multi_user_device_resync
+    // hands back its cached device map where its caller reads result["devices"]: failure
+    // "'devices'"), so wait until Synapse has finished it — it tells Bob's /sync when it has.
+    await untilSynapse(s, bob, bobSince, (r) => ((r.body.device_lists?.changed ?? []) as string[]).includes(alice.userId), WAIT);
 
     let started = performance.now();
     const q1 = await clients.call(alice, 'POST', '/keys/query', { device_keys: { [bob.userId]: [] } });
