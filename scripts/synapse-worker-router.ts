@@ -148,6 +148,8 @@ function main(): void {
     const headers = { ...req.headers, 'x-forwarded-for': req.socket.remoteAddress ?? '127.0.0.1', 'x-forwarded-proto': 'http' };
     const upstream = request({ host: up.host, port: up.port, method: req.method, path: req.url, headers, agent }, (ures) => {
       res.writeHead(ures.statusCode ?? 502, ures.headers);
+      // An upstream that dies mid-answer: the client sees its connection cut, the router lives on.
+      ures.on('error', () => res.destroy());
       ures.pipe(res);
     });
     upstream.on('error', (err) => fail(res, 502, `upstream ${up.host}:${up.port}: ${err.message}`));
@@ -155,6 +157,7 @@ function main(): void {
     res.on('close', () => {
       if (!res.writableFinished) upstream.destroy();
     });
+    req.on('error', () => upstream.destroy());
     req.pipe(upstream);
   });
   // Long-polls (/sync with timeout) hold a request open for as long as the client asks.
