@@ -24,6 +24,12 @@
  * processes — for Axon its workers, fronts and redis-server; for Synapse its Python process plus
  * PostgreSQL's processes when it uses PostgreSQL.
  *
+ * `--synapse-workers N` runs Synapse the way large deployments do instead: the main process, N
+ * generic workers serving the client endpoints (/sync, /send, joins, registration), an event
+ * persister, replication over Redis and a router in front (scripts/synapse-worker-router.ts), on
+ * PostgreSQL; its cost is all of those processes. `--synapse-workers 0,N` runs both variants in
+ * the same run (columns synapse and synapse-wN).
+ *
  * Users: registered through `POST /register` with the m.login.dummy stage. Synapse requires a
  * password there (its bench config uses bcrypt's minimum cost); Axon gets none, so registration
  * is not scrypt-bound. Registration is setup, not a reported figure.
@@ -51,6 +57,9 @@ const HELP = `npm run bench -- [options]
   --vs synapse            run every workload against Axon and Synapse, interleaved, with ratios
   --target T              axon (default) | synapse | http://host:port (a running server)
   --synapse-db D          postgres (default when available) | sqlite
+  --synapse-workers LIST  Synapse variants: 0 = one process (default); N = main process + N generic
+                          workers + an event persister, Redis replication, a router in front,
+                          PostgreSQL; "0,2" runs both (at most one N > 0)
   --quick                 small sizes and short phases (a few minutes)
   --only LIST             workloads to run, from a,b,c,d,scale (default all)
   --users N               (A) users (200; quick 60)
@@ -113,7 +122,16 @@ const O = {
   maxMinutes: num('--max-minutes', 45, 20),
   only: new Set((opt('--only') ?? 'a,b,c,d,scale').split(',')),
   synapseDb: opt('--synapse-db'),
+  synapseWorkers: [...new Set((opt('--synapse-workers') ?? '0').split(',').map(Number))],
 };
+if (O.synapseWorkers.some((n) => !Number.isInteger(n) || n < 0) || O.synapseWorkers.filter((n) => n > 0).length > 1) {
+  process.stderr.write('bench: --synapse-workers takes 0 (one process) and/or one worker count N > 0, e.g. 2 or 0,2\n');
+  process.exit(1);
+}
+if (O.synapseDb === 'sqlite' && O.synapseWorkers.some((n) => n > 0)) {
+  process.stderr.write("bench: Synapse's workers need PostgreSQL (--synapse-db postgres)\n");
+  process.exit(1);
+}
 const P99_LIMIT_MS = 1000;
 const GAP_ROOMS = 100;
 /** (D) a join or leave not answered within this counts as an error (bounds the phase). */
@@ -203,13 +221,17 @@ interface SynapseEnv {
   PG_BIN: string;
   PG_VERSION: string;
   SYNAPSE_PYTHON: string;
+  SYNAPSE_WORKERS: string;
+  SYNAPSE_PIDS_FILE: string;
+  REDIS_VERSION?: string;
 }
 
 const SETUP = join(root, 'scripts', 'bench-synapse-setup');
 
-async function synapseTarget(): Promise<Target> {
-  const dbArgs = O.synapseDb ? ['--db', O.synapseDb] : [];
-  log(`starting Synapse with an empty database (scripts/bench-synapse-setup start --fresh ${dbArgs.join(' ')})`);
+/** Synapse in one process (`workers` 0), or with `workers` generic workers (see the setup script). */
+async function synapseTarget(workers: number): Promise<Target> {
+  const dbArgs = [...(O.synapseDb ? ['--db', O.synapseDb] : []), '--workers', String(workers)];
+  log(`starting Synapse${workers ? ` with ${workers} workers` : ''} with an empty database (scripts/bench-synapse-setup start --fresh ${dbArgs.join(' ')})`);
   const r = spawnSync('bash', [SETUP, 'start', '--fresh', ...dbArgs], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) throw new Error('scripts/bench-synapse-setup start failed (see above)');
   const env = Object.fromEntries(
@@ -219,15 +241,24 @@ async function synapseTarget(): Promise<Target> {
       .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
   ) as unknown as SynapseEnv;
   const synapsePid = Number(readFileSync(env.SYNAPSE_PID_FILE, 'utf8').trim());
+  // With workers: each worker, the event persister, the router and the replication Redis.
+  const others = existsSync(env.SYNAPSE_PIDS_FILE)
+    ? readFileSync(env.SYNAPSE_PIDS_FILE, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => Number(l.split(' ')[1]))
+    : [];
   const pg = env.SYNAPSE_DB === 'postgres';
   const pgPid = () => (pg && existsSync(join(env.PG_DIR, 'postmaster.pid')) ? Number(readFileSync(join(env.PG_DIR, 'postmaster.pid'), 'utf8').split('\n')[0]) : 0);
   const py = spawnSync(env.SYNAPSE_PYTHON, ['--version'], { encoding: 'utf8' }).stdout.trim();
+  const db = pg ? `PostgreSQL ${/\d+(\.\d+)*/.exec(env.PG_VERSION)?.[0] ?? ''}`.trim() : 'SQLite';
+  const shape = workers ? `; main process + ${workers} generic workers + 1 event persister, Redis ${env.REDIS_VERSION ?? '?'} replication, Node router` : '';
   return {
-    name: 'synapse',
-    label: `Synapse ${env.SYNAPSE_VERSION} (${py || 'Python'}, ${pg ? `PostgreSQL ${/\d+(\.\d+)*/.exec(env.PG_VERSION)?.[0] ?? ''}`.trim() : 'SQLite'})`,
+    name: workers ? `synapse-w${workers}` : 'synapse',
+    label: `Synapse ${env.SYNAPSE_VERSION} (${py || 'Python'}, ${db}${shape})`,
     url: env.SYNAPSE_URL,
     password: (u) => `pw-${u}-bench`,
-    procs: processTree(() => [synapsePid, pgPid()], true),
+    procs: processTree(() => [synapsePid, pgPid(), ...others], true),
     async storage(): Promise<Record<string, number>> {
       if (pg) {
         const out = execFileSync(join(env.PG_BIN, 'psql'), ['-h', '127.0.0.1', '-p', env.PG_PORT, '-U', 'synapse', '-d', 'synapse', '-tAc', "SELECT pg_database_size('synapse')"], { encoding: 'utf8' });
@@ -237,7 +268,7 @@ async function synapseTarget(): Promise<Target> {
       return { disk: size(env.SYNAPSE_SQLITE) + size(`${env.SYNAPSE_SQLITE}-wal`) };
     },
     async stop() {
-      spawnSync('bash', [SETUP, 'stop'], { stdio: ['ignore', 'inherit', 'inherit'] });
+      spawnSync('bash', [SETUP, 'stop', '--workers', String(workers)], { stdio: ['ignore', 'inherit', 'inherit'] });
     },
   };
 }
@@ -736,7 +767,10 @@ function fmt(v: number | null | undefined): string {
   return Math.abs(v) >= 100 ? String(Math.round(v)) : String(round(v, 2));
 }
 
-/** The side-by-side table: one row per figure, a column per target, and Axon/Synapse. */
+/**
+ * The side-by-side table: one row per figure, a column per target, the ratio of the first target
+ * (Axon) to each other one, and which target is ahead.
+ */
 function comparisonTable(results: Results, names: string[]): string {
   const rows = new Map<string, Figure>();
   for (const n of names) {
@@ -747,28 +781,31 @@ function comparisonTable(results: Results, names: string[]): string {
     }
   }
   const out: Record<string, unknown>[] = [];
+  const others = names.slice(1);
+  const known = (v: unknown): v is number => typeof v === 'number' && !Number.isNaN(v);
   for (const f of rows.values()) {
     const row: Record<string, unknown> = { figure: `${f.workload}  ${f.figure}` };
     for (const n of names) row[n] = fmt(f.values[n]);
-    if (names.length === 2) {
-      const [a, s] = [f.values[names[0]!], f.values[names[1]!]];
-      const known = (v: unknown): v is number => typeof v === 'number' && !Number.isNaN(v);
-      row.ratio = '–';
+    if (names.length >= 2) {
+      const a = f.values[names[0]!];
+      others.forEach((n, i) => {
+        const s = f.values[n];
+        row[`ratio${i}`] = known(a) && known(s) && Number.isFinite(a) && Number.isFinite(s) && s !== 0 ? Number((a / s).toPrecision(2)) : '–';
+      });
+      // Ahead: the best value; Infinity (deliveries missing past the grace period) loses to any
+      // finite value; '=' when every target has the same value.
+      const vals = names.map((n) => ({ n, v: f.values[n] })).filter((x): x is { n: string; v: number } => known(x.v));
       row.ahead = '';
-      if (known(a) && known(s) && Number.isFinite(a) && Number.isFinite(s)) {
-        if (s !== 0) row.ratio = Number((a / s).toPrecision(2));
-        const axonBetter = f.better === 'lower' ? a < s : a > s;
-        row.ahead = a === s ? '=' : axonBetter ? names[0] : names[1];
-      } else if (known(a) && known(s)) {
-        // Infinity: deliveries missing past the grace period — the finite one is ahead.
-        row.ahead = a === s ? '' : a === Infinity ? names[1] : names[0];
+      if (vals.length === names.length) {
+        const best = vals.reduce((b, x) => (f.better === 'lower' ? (x.v < b.v ? x : b) : x.v !== Infinity && (b.v === Infinity || x.v > b.v) ? x : b));
+        row.ahead = vals.every((x) => x.v === best.v) ? (best.v === Infinity ? '' : '=') : best.n;
       }
     }
     out.push(row);
   }
-  const cols = ['figure', ...names, ...(names.length === 2 ? ['ratio', 'ahead'] : [])];
-  const headers = ['figure', ...names, ...(names.length === 2 ? [`${names[0]}/${names[1]}`, 'ahead'] : [])];
-  return table(out, cols, headers);
+  const ratioCols = names.length >= 2 ? [...others.map((_n, i) => `ratio${i}`), 'ahead'] : [];
+  const ratioHeaders = names.length >= 2 ? [...others.map((n) => `${names[0]}/${n}`), 'ahead'] : [];
+  return table(out, ['figure', ...names, ...ratioCols], ['figure', ...names, ...ratioHeaders]);
 }
 
 type Results = Record<string, { a?: AResult; b?: BResult; c?: CResult; d?: DResult; errors?: Record<string, string> }>;
@@ -810,7 +847,7 @@ function report(): string {
     for (const [w, e] of Object.entries(r.errors ?? {})) out.push(`\n(${w}) ${n}: FAILED — ${e}`);
   }
   if (names.length) {
-    out.push(`\nSummary (${names.join(' vs ')}${names.length === 2 ? `; ratio = ${names[0]}/${names[1]}; "ahead" = the better of the two for that figure` : ''}):`);
+    out.push(`\nSummary (${names.join(' vs ')}${names.length >= 2 ? `; ratio = ${names[0]}/${names.slice(1).join(`, ${names[0]}/`)}; "ahead" = the best for that figure` : ''}):`);
     out.push(comparisonTable(results, names));
     for (const n of names) {
       const b = results[n]?.b;
@@ -899,15 +936,14 @@ async function main(): Promise<void> {
   // Synapse first in each workload: its time-boxed setups (B, C) set the size Axon then gets.
   const wantsMain = ['a', 'b', 'c', 'd'].some((k) => O.only.has(k));
   if (wantsMain) {
-    if (VS) targets.push(await synapseTarget());
+    if (VS || TARGET === 'synapse') for (const w of O.synapseWorkers) targets.push(await synapseTarget(w));
     if (TARGET === 'axon') targets.push(await axonTarget(O.workers, O.fronts));
-    else if (TARGET === 'synapse') targets.push(await synapseTarget());
-    else targets.push(urlTarget(TARGET));
+    else if (TARGET !== 'synapse') targets.push(urlTarget(TARGET));
   }
   meta.targets = targets.map((t) => ({ name: t.name, label: t.label, url: t.url }));
   if (VS) {
     // Columns read Axon first.
-    const ordered = ['axon', 'synapse'];
+    const ordered = ['axon', ...O.synapseWorkers.map((w) => (w ? `synapse-w${w}` : 'synapse'))];
     for (const n of ordered) results[n] = {};
   }
   for (const key of ['a', 'b', 'c', 'd'] as const) if (O.only.has(key)) await runWorkload(key, targets);

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callServer, loopbackServerName, startSynapse, synapseInstallation, type SynapsePeer } from '../peers/synapse';
 import { createTestCa, type TestCa } from '../peers/test-ca';
 import { startTestServer, type TestServer } from '../e2e/server-harness';
-import { comparison, login, registerAxonAdmin, type Json, type Side } from './synapse-compare';
+import { comparison, login, registerAxonAdmin, type Json, type Side } from './compare';
 import { KeySpace, roomData } from '../../src/store/keys';
 import { shardCountsFor } from '../../src/runtime/cluster-settings';
 import { shardOf } from '../../src/store/shards';
@@ -76,7 +76,7 @@ describe.skipIf(skip)('admin API rooms: Axon against Synapse', () => {
       startTestServer({ configure: (c) => { c.registration.sharedSecret = SECRET; } }),
     ]);
     const sAdmin = await synapse.registerUser('boss', 'boss-password-1', true);
-    const aAdmin = await registerAxonAdmin(axon.baseUrl, SECRET, 'boss', 'boss-password-1');
+    const aAdmin = await registerAxonAdmin(axon.baseUrl, 'boss', 'boss-password-1', SECRET);
     sides = [
       { label: 'axon', baseUrl: axon.baseUrl, serverName: axon.serverName, admin: aAdmin },
       { label: 'synapse', baseUrl: synapse.baseUrl, serverName: synapse.serverName, admin: { token: sAdmin.token, userId: sAdmin.userId } },
@@ -285,7 +285,7 @@ describe('admin API rooms: Axon only', () => {
 
   beforeAll(async () => {
     axon = await startTestServer({ configure: (c) => { c.registration.sharedSecret = SECRET; } });
-    admin = await registerAxonAdmin(axon.baseUrl, SECRET, 'root', 'root-password-1');
+    admin = await registerAxonAdmin(axon.baseUrl, 'root', 'root-password-1', SECRET);
   }, 120_000);
   afterAll(async () => {
     await axon?.stop();

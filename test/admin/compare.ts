@@ -1,10 +1,11 @@
 /**
- * What the admin API's differential tests share: an Axon and a real Synapse 1.163.2 started side
- * by side with an admin on each, one operation run on both, and the answers compared field by
- * field after normalising what is server-specific (server names, ids, timestamps, addresses).
- * Each test file lists the differences it means to have (`allowed`: `step path` → why, a key
- * ending in `*` covering every path it starts;
- * `allowedFields`: a path's last field → why).
+ * What the admin API's differential tests share (admin-users, admin-rooms, admin-misc,
+ * admin-media): an Axon and a real Synapse 1.163.2 started side by side with an admin on each
+ * (`startComparison`), or two servers a test started itself (`comparison`); one operation run on
+ * both, and the answers compared field by field after normalising what is server-specific
+ * (server names, ids, timestamps, addresses). Each test file lists the differences it means to
+ * have (`allowed`: `step path` → why, a key ending in `*` covering every path it starts;
+ * `allowedFields`: a path's last field → why, anywhere).
  */
 import type { AxonConfig } from '../../cluster.config';
 import { registrationMac } from '../../src/api/admin/register';
@@ -44,9 +45,10 @@ export function differences(a: Json, b: Json, path = ''): string[] {
   return JSON.stringify(a) === JSON.stringify(b) ? [] : [`${path || '(root)'}: axon ${JSON.stringify(a)} synapse ${JSON.stringify(b)}`];
 }
 
-export async function registerAxonAdmin(baseUrl: string, localpart: string, password: string) {
+/** An admin on Axon through the shared-secret registration API (`secret`: the server's `registration.sharedSecret`). */
+export async function registerAxonAdmin(baseUrl: string, localpart: string, password: string, secret = SECRET) {
   const { nonce } = (await (await fetch(`${baseUrl}/_synapse/admin/v1/register`)).json()) as { nonce: string };
-  const mac = registrationMac(SECRET, { nonce, username: localpart, password, admin: true });
+  const mac = registrationMac(secret, { nonce, username: localpart, password, admin: true });
   const r = await fetch(`${baseUrl}/_synapse/admin/v1/register`, { method: 'POST', body: JSON.stringify({ nonce, username: localpart, password, admin: true, mac }) });
   const body = (await r.json()) as Json;
   if (r.status !== 200) throw new Error(`axon admin registration: ${r.status} ${JSON.stringify(body)}`);
@@ -57,23 +59,57 @@ export async function login(side: Pick<Side, 'baseUrl'> & Partial<Side>, localpa
   return callServer(side, null, 'POST', '/login', { type: 'm.login.password', identifier: { type: 'm.id.user', user: localpart }, password, ...(device ? { device_id: device, initial_device_display_name: 'phone' } : {}) });
 }
 
-export interface Comparison {
+export interface Differ {
+  /** Differences found that are not allowed (`step path: axon … synapse …`). */
+  found: string[];
+  /** Run one operation on both servers (`body` the same, or per server); compare statuses and normalised bodies. */
+  both(step: string, method: string, path: (s: Side) => string, body?: Json | ((s: Side) => Json), token?: (s: Side) => string | null): Promise<{ axon: { status: number; body: Json }; synapse: { status: number; body: Json } }>;
+}
+
+export interface Allowances {
+  allowed?: Record<string, string>;
+  allowedFields?: Record<string, string>;
+  /** Makes server-specific values comparable (default: `normalise` above). */
+  normalise?: (v: Json, serverName: string) => Json;
+}
+
+/** `both` over two sides (Axon's first), read when a step runs: the test may make them later. */
+export function comparison(sides: () => Side[], o: Allowances = {}): Differ {
+  const found: string[] = [];
+  const allowed = o.allowed ?? {};
+  const allowedFields = o.allowedFields ?? {};
+  const norm = o.normalise ?? ((v: Json, serverName: string) => normalise(v, serverName));
+  return {
+    found,
+    async both(step, method, path, body, token = (s) => s.admin.token) {
+      const [a, s] = await Promise.all(sides().map(async (side) => {
+        const t = token(side);
+        const r = await callServer(side, t === null ? null : { token: t }, method, path(side), typeof body === 'function' ? body(side) : body);
+        return { status: r.status, body: norm(r.body, side.serverName) };
+      }));
+      const diffs = [...(a!.status !== s!.status ? [`status: axon ${a!.status} synapse ${s!.status}`] : []), ...differences(a!.body, s!.body)];
+      for (const d of diffs) {
+        const p = d.slice(0, d.indexOf(':'));
+        const at = `${step} ${p}`;
+        const byPrefix = Object.keys(allowed).some((k) => k.endsWith('*') && at.startsWith(k.slice(0, -1)));
+        if (!allowed[at] && !byPrefix && !allowedFields[p.split('.').pop()!]) found.push(`${step} ${d}`);
+      }
+      return { axon: a!, synapse: s! };
+    },
+  };
+}
+
+export interface Comparison extends Differ {
   sides: Side[];
   axon: TestServer;
   synapse: SynapsePeer;
-  /** Differences found that are not allowed (`step path: axon … synapse …`). */
-  found: string[];
-  /** Run one operation on both servers; compare statuses and normalised bodies. */
-  both(step: string, method: string, path: (s: Side) => string, body?: Json | ((s: Side) => Json), token?: (s: Side) => string | null): Promise<{ axon: { status: number; body: Json }; synapse: { status: number; body: Json } }>;
   /** `@localpart:server` of a side, path-encoded. */
   u(s: Side, localpart: string): string;
   stop(): Promise<void>;
 }
 
-export interface ComparisonOptions {
+export interface ComparisonOptions extends Allowances {
   synapseIp: string;
-  allowed?: Record<string, string>;
-  allowedFields?: Record<string, string>;
   configureAxon?: (c: AxonConfig) => void;
   configureSynapse?: (c: Json) => void;
 }
@@ -91,29 +127,11 @@ export async function startComparison(o: ComparisonOptions): Promise<Comparison>
     { label: 'axon', baseUrl: axon.baseUrl, serverName: axon.serverName, admin: aAdmin },
     { label: 'synapse', baseUrl: synapse.baseUrl, serverName: synapse.serverName, admin: { token: sAdmin.token, userId: sAdmin.userId } },
   ];
-  const found: string[] = [];
-  const allowed = o.allowed ?? {};
-  const allowedFields = o.allowedFields ?? {};
   return {
+    ...comparison(() => sides, o),
     sides,
     axon,
     synapse,
-    found,
-    async both(step, method, path, body, token = (s) => s.admin.token) {
-      const [a, s] = await Promise.all(sides.map(async (side) => {
-        const t = token(side);
-        const r = await callServer(side, t === null ? null : { token: t }, method, path(side), typeof body === 'function' ? body(side) : body);
-        return { status: r.status, body: normalise(r.body, side.serverName) };
-      }));
-      const diffs = [...(a!.status !== s!.status ? [`status: axon ${a!.status} synapse ${s!.status}`] : []), ...differences(a!.body, s!.body)];
-      for (const d of diffs) {
-        const p = d.slice(0, d.indexOf(':'));
-        const at = `${step} ${p}`;
-        const byPrefix = Object.keys(allowed).some((k) => k.endsWith('*') && at.startsWith(k.slice(0, -1)));
-        if (!allowed[at] && !byPrefix && !allowedFields[p.split('.').pop()!]) found.push(`${step} ${d}`);
-      }
-      return { axon: a!, synapse: s! };
-    },
     u: (s, localpart) => encodeURIComponent(`@${localpart}:${s.serverName}`),
     async stop() {
       await Promise.all([synapse.stop(), axon.stop()]);
