@@ -2,7 +2,7 @@
  * What an actor kind is (DESIGN: "one actor kind per file in actors/"): a pure
  * `decide(state, message, prepared) → decision` plus a thin shell (`prepare`) that reads what the
  * decision needs from the store. The runtime owns everything with effects: it loads and caches
- * state, calls the shell and decide, and applies the decision atomically (commit-1.lua).
+ * state, calls the shell and decide, and applies the decision atomically (commit-2.lua).
  */
 import type { Logger } from 'pino';
 import type { RedisClient } from '../store/redis';

@@ -450,14 +450,18 @@ export class ShardRunner {
     }
     const replyBlob = encode(reply);
     const changed = nextState !== slot.state;
-    const keys = [this.keys.lease, this.keys.done(entry.mid), this.keys.inbox, this.keys.outbox, stateKey, ...writes.map((w) => (w.absolute ? w.key : this.keys.data(w.key)))];
-    // With a reply to deliver, the entry is acknowledged only after the reply is out (see commit-1.lua).
-    const ackInScript = entry.replyTo ? '0' : '1';
-    const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, ackInScript, changed ? 's' : 'k', changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
+    // With a reply to deliver, the entry is acknowledged only after the reply is out (see
+    // commit-2.lua): on one Redis the script delivers it itself, in the same atomic step ('r': one
+    // call per message instead of a commit, a reply and an ack); on a Cluster the reply stream
+    // lives in another slot, so the caller replies and then acks ('0').
+    const replyHere = !!entry.replyTo && !isCluster(redis);
+    const ackMode = !entry.replyTo ? '1' : replyHere ? 'r' : '0';
+    const keys = [this.keys.lease, this.keys.done(entry.mid), this.keys.inbox, this.keys.outbox, stateKey, replyHere ? entry.replyTo! : this.keys.inbox, ...writes.map((w) => (w.absolute ? w.key : this.keys.data(w.key)))];
+    const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, ackMode, entry.mid, REPLY_STREAM_MAXLEN, changed ? 's' : 'k', changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
     // A loop, not push(...w.args): a write may carry more values than a call's arguments can
     // (a 10,000-member room's state joined over federation).
     writes.forEach((w, i) => {
-      args.push(w.cmd, 6 + i, w.args.length);
+      args.push(w.cmd, 7 + i, w.args.length);
       for (const a of w.args) args.push(a);
     });
 
@@ -483,7 +487,7 @@ export class ShardRunner {
       if (derived.length) await this.applyDerived(redis, derived);
     }
     await this.env.faultPoint?.('after-commit', entry);
-    if (entry.replyTo) await this.replyAndAck(entry, sentBlob);
+    if (entry.replyTo && !replyHere) await this.replyAndAck(entry, sentBlob);
     return true;
   }
 

@@ -21,7 +21,7 @@ const SCRIPTS = {
   leaseRenewMany: 'lease-renew-many-1.lua',
   leaseRelease: 'lease-release-1.lua',
   leaseReserve: 'lease-reserve-1.lua',
-  commit: 'commit-1.lua',
+  commit: 'commit-2.lua',
   commitBatch: 'commit-batch-1.lua',
   deadLetter: 'dead-letter-1.lua',
   trimStream: 'trim-stream-1.lua',
