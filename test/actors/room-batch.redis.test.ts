@@ -97,6 +97,8 @@ async function runScript(r: Rig, batched: boolean): Promise<Run> {
   release();
   await first;
   const replies = await Promise.all(asks);
+  // On one Redis the commit itself delivers the reply: the runner counts it a moment after.
+  await waitFor('the runner to finish every message', () => runner.bufferedCount === 0);
   const commits = runner.commits - commitsBefore;
   const applied = runner.applied - appliedBefore;
 
