@@ -1110,27 +1110,112 @@ export function roomActor(cfg: RoomConfig): ActorKind<RoomState, RoomMessage, Ro
     serialize: ({ current: _c, events: _e, ...meta }) => meta,
     hydrate: hydrateRoom,
     async prepare(ctx, state, msg) {
-      const prepared: RoomPrepared = {};
       if (msg.body?.op === 'ingest') return prepareIngest(ctx, state, msg.body.outlier ? 'outlier' : 'live', msg.body.pdus, msg.body.keys ?? {}, msg.body.state);
       if (msg.body?.op === 'backfill') return prepareIngest(ctx, state, 'backfill', msg.body.pdus, msg.body.keys ?? {}, msg.body.state);
       if (msg.body?.op === 'complete_partial_state') return prepareCompletePartialState(ctx, state, msg.body.join, msg.body.stateIds);
-      if (msg.body?.op === 'purge') return state.purging ? preparePurge(ctx, state, String(msg.body.cursor ?? '0')) : prepared;
-      if (msg.body?.op !== 'send') return prepared;
-      const { event, txn } = msg.body;
-      if (txn) {
-        const id = await ctx.redis.hget(ctx.keys.data(roomData.txns(state.roomId)), txn);
-        if (id) prepared.txnEventId = id;
-      }
-      if (event.type === 'm.room.redaction' && event.redacts) prepared.redactionTarget = await loadStoredEvent(ctx, event.redacts);
-      if (event.state_key !== undefined && state.snap !== 0 && state.snapChain + 1 > MAX_SNAPSHOT_CHAIN) {
-        // This state event ends the current snapshot's chain: re-base it on the chain's root.
-        const root = await loadRootDelta((name) => ctx.redis.getBuffer(ctx.keys.data(name)), state.roomId, state.snap);
-        if (root) prepared.roots = new Map([[state.snap, root]]);
-      }
-      return prepared;
+      if (msg.body?.op === 'purge') return state.purging ? preparePurge(ctx, state, String(msg.body.cursor ?? '0')) : {};
+      if (msg.body?.op !== 'send') return {};
+      return prepareSend(roomStoreView(ctx), state, msg.body);
     },
     decide: (state, msg, prepared) => withRoomListed(state, withEventRoomIndex(decideRoom(cfg, state, msg, prepared), state.roomId)),
+    batch: { max: ROOM_BATCH_MAX, accepts: roomBatchAccepts },
   };
+}
+
+/**
+ * How many waiting messages of one room are committed together at most (ActorKind.batch): a
+ * local message's commit is ~8 writes and ~1 KB, so a full batch is a script of some hundreds of
+ * writes — short enough not to hold Redis up for the other shards.
+ */
+export const ROOM_BATCH_MAX = 64;
+
+/**
+ * The room messages that may share a group commit: local sends (messages and state events, the
+ * bulk of a busy room) and the small bookkeeping ops whose decisions need no shell. Not the
+ * create (it makes the room), federation ingest and backfill (their shells load what the batch
+ * references and their decisions are heavy already, one per transaction), partial-state
+ * completion, or purges (each purge batch scans the store as it is).
+ */
+export function roomBatchAccepts(body: RoomMessage): boolean {
+  const op = body?.op;
+  return op === 'send' || op === 'set_directory_visibility' || op === 'alias_index' || op === 'claim_upgrade' || op === 'release_upgrade';
+}
+
+/** What a local send's shell reads of the room's shard (names relative to it). */
+export interface RoomStoreView {
+  get(name: string): Promise<Buffer | null>;
+  hget(name: string, field: string): Promise<string | null>;
+}
+
+/**
+ * The shard as the shell of a message sees it: the store, under the writes of the batch's
+ * earlier messages when it runs inside a group commit (ShellContext.pending), which are not in
+ * the store yet — a transaction id sent twice in one batch, a redaction of an event of the
+ * batch, a snapshot chain the batch extended.
+ */
+export function roomStoreView(ctx: ShellContext): RoomStoreView {
+  return overlayPending(ctx.pending, {
+    get: (name) => ctx.redis.getBuffer(ctx.keys.data(name)),
+    hget: (name, field) => ctx.redis.hget(ctx.keys.data(name), field),
+  });
+}
+
+/** `store` as it reads once `pending` (writes in order, not yet applied) are applied. */
+export function overlayPending(pending: readonly StoreWrite[] | undefined, store: RoomStoreView): RoomStoreView {
+  if (!pending) return store;
+  return {
+    get: async (name) => {
+      const v = pendingValue(pending, name);
+      return v === undefined ? store.get(name) : v === null ? null : Buffer.from(v);
+    },
+    hget: async (name, field) => {
+      const v = pendingValue(pending, name, field);
+      return v === undefined ? store.hget(name, field) : v === null ? null : v.toString();
+    },
+  };
+}
+
+/** The shell of a local send: the event a repeated transaction made, the redaction's target, the root of a long snapshot chain. */
+export async function prepareSend(view: RoomStoreView, state: RoomState, body: Extract<RoomMessage, { op: 'send' }>): Promise<RoomPrepared> {
+  const prepared: RoomPrepared = {};
+  const { event, txn } = body;
+  if (txn) {
+    const id = await view.hget(roomData.txns(state.roomId), txn);
+    if (id) prepared.txnEventId = id;
+  }
+  if (event.type === 'm.room.redaction' && event.redacts) {
+    const blob = await view.get(roomData.event(event.redacts));
+    if (blob) prepared.redactionTarget = decode<StoredEvent>(blob);
+  }
+  if (event.state_key !== undefined && state.snap !== 0 && state.snapChain + 1 > MAX_SNAPSHOT_CHAIN) {
+    // This state event ends the current snapshot's chain: re-base it on the chain's root.
+    const root = await loadRootDelta((name) => view.get(name), state.roomId, state.snap);
+    if (root) prepared.roots = new Map([[state.snap, root]]);
+  }
+  return prepared;
+}
+
+/**
+ * What the pending writes of a group commit (ShellContext.pending) say about key `name` (and
+ * hash `field`): the value last written, null when last deleted, undefined when they do not
+ * touch it (then the store has the answer). Only the commands the room writes for what its
+ * shell reads: SET/DEL of string keys, HSET/HDEL of hash fields.
+ */
+export function pendingValue(pending: readonly StoreWrite[] | undefined, name: string, field?: string): string | Buffer | null | undefined {
+  if (!pending) return undefined;
+  for (let i = pending.length - 1; i >= 0; i--) {
+    const w = pending[i]!;
+    if (w.key !== name) continue;
+    if (w.cmd === 'DEL') return null;
+    if (field === undefined) {
+      if (w.cmd === 'SET') return w.args[0] as string | Buffer;
+      continue;
+    }
+    if (w.cmd === 'HSET') {
+      for (let j = w.args.length - 2; j >= 0; j -= 2) if (String(w.args[j]) === field) return w.args[j + 1] as string | Buffer;
+    } else if (w.cmd === 'HDEL' && w.args.some((a) => String(a) === field)) return null;
+  }
+  return undefined;
 }
 
 /** Build the signed create event for a new room (fronts do this: v12 room ids come from it). */

@@ -21,7 +21,7 @@
  * default 100), BENCH_ROOMS (default 100), BENCH_MEMBERS (default 10000), BENCH_CHURN (membership
  * changes after the joins, default 5000), BENCH_MESSAGES (messages interleaved with the churn,
  * default 5000), BENCH_ROOM_VERSION (default 10), BENCH_SHARDS (per family, default 256),
- * BENCH_ONLY (e.g. "c").
+ * BENCH_ONLY (e.g. "c"), BENCH_CPU_PROF (a directory: the workers write V8 CPU profiles there).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -101,7 +101,9 @@ async function startCluster(url: string, dataDir: string, workers: number, prefi
   };
   const keys = new KeySpace(prefix);
   const admin = connectRedis({ url });
-  const procs = Array.from({ length: workers }, (_, i) => spawn(process.execPath, ['--import', 'tsx', 'scripts/bench-room.ts', '--worker', `bench-w${i + 1}`], { cwd: root, env, stdio: 'ignore' }));
+  // BENCH_CPU_PROF=<dir>: each worker writes a V8 CPU profile there when it exits (where its time goes).
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  const procs = Array.from({ length: workers }, (_, i) => spawn(process.execPath, [...prof, '--import', 'tsx', 'scripts/bench-room.ts', '--worker', `bench-w${i + 1}`], { cwd: root, env, stdio: 'ignore' }));
   for (;;) {
     const live = (await readWorkers(admin, keys, 5000)).filter((w) => w.alive).length;
     const held = (await readShards(admin, keys, { room: SHARDS, user: SHARDS })).filter((s) => s.owner).length;

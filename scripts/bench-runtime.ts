@@ -6,7 +6,8 @@
  *
  * Options (env): BENCH_SECONDS (per phase, default 5), BENCH_CONCURRENCY (requests in flight,
  * default 200), BENCH_ACTORS (default 1000), BENCH_SHARDS (per family, default 256), BENCH_FSYNC
- * (redis appendfsync: always, as Axon runs it, or everysec to see what fsync costs).
+ * (redis appendfsync: always, as Axon runs it, or everysec to see what fsync costs), BENCH_CPU_PROF
+ * (a directory: the workers write V8 CPU profiles there).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -116,7 +117,9 @@ async function rawBaseline(url: string): Promise<Result> {
 }
 
 function spawnWorker(env: Record<string, string>, id: string): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', 'src/worker-main.ts', '--id', id], { cwd: root, env: { ...process.env, ...env }, stdio: 'ignore' });
+  // BENCH_CPU_PROF=<dir>: each worker writes a V8 CPU profile there when it exits (where its time goes).
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  return spawn(process.execPath, [...prof, '--import', 'tsx', 'src/worker-main.ts', '--id', id], { cwd: root, env: { ...process.env, ...env }, stdio: 'ignore' });
 }
 
 async function stopWorker(p: ChildProcess): Promise<void> {

@@ -2,7 +2,7 @@
  * What an actor kind is (DESIGN: "one actor kind per file in actors/"): a pure
  * `decide(state, message, prepared) → decision` plus a thin shell (`prepare`) that reads what the
  * decision needs from the store. The runtime owns everything with effects: it loads and caches
- * state, calls the shell and decide, and applies the decision atomically (commit-1.lua).
+ * state, calls the shell and decide, and applies the decision atomically (commit-2.lua).
  */
 import type { Logger } from 'pino';
 import type { RedisClient } from '../store/redis';
@@ -73,6 +73,13 @@ export interface ShellContext {
   shard: number;
   /** The worker's logger, for what a shell notices (e.g. messages it had to drop). */
   log?: Logger;
+  /**
+   * Inside a group commit (ActorKind.batch): the writes the batch's earlier messages decided,
+   * in order, not yet in the store. A shell reads the store as it was before the batch, so
+   * whatever it reads that those messages may have written (a room's transaction ids, an event
+   * a redaction targets) it must look up here first, newest last. Undefined outside a batch.
+   */
+  pending?: readonly StoreWrite[];
 }
 
 export interface ActorKind<S = unknown, M = unknown, R = unknown, P = undefined> {
@@ -99,8 +106,10 @@ export interface ActorKind<S = unknown, M = unknown, R = unknown, P = undefined>
    * ONE script (commit-batch-1.lua) — the same effects as committing each in turn (each keeps
    * its message id, dedupe record and reply), at the cost of one commit instead of many. For
    * actors that receive many small messages whose commits, not their decisions, are the cost
-   * (a federation destination queueing EDUs). A message that fails or is a duplicate falls back
-   * to the one-at-a-time path.
+   * (a federation destination queueing EDUs, a busy room's client sends). A message that fails
+   * or is a duplicate falls back to the one-at-a-time path. `prepare` runs for each message
+   * against the state its predecessors in the batch left, with their writes in `ctx.pending`:
+   * a kind whose shell reads what its own decisions write must consult them (actors/room.ts).
    */
   batch?: { max: number; accepts(body: M): boolean };
 }

@@ -12,7 +12,7 @@
  * group's pending list and is re-delivered to whoever owns the shard next.
  */
 import type { Logger } from 'pino';
-import { ActorRejection, type AnyActorKind, type ActorMessage, type ReplyEnvelope, type ShellContext } from './actor';
+import { ActorRejection, type AnyActorKind, type ActorMessage, type ReplyEnvelope, type ShellContext, type StoreWrite } from './actor';
 import { parseInboxEntry, type InboxEntry } from './envelope';
 import type { Family } from '../store/shards';
 import { decode, encode } from '../store/codec';
@@ -268,8 +268,14 @@ export class ShardRunner {
     const spec = slot.kind.batch;
     if (!spec || slot.queue.length < 2) return [];
     const out: { entry: InboxEntry; body: unknown }[] = [];
+    const mids = new Set<string>();
     for (const item of slot.queue) {
       if (out.length >= spec.max || item.deliveries > 1) break;
+      // The same message id twice (a producer's retry enqueued while the first still waits):
+      // the script's dedupe checks the done records as they were before the batch, so the
+      // repeat ends the batch and is answered from its record by the next commit.
+      if (mids.has(item.entry.mid)) break;
+      mids.add(item.entry.mid);
       let body: unknown;
       try {
         body = decode(item.entry.body);
@@ -298,16 +304,23 @@ export class ShardRunner {
     let writes: { cmd: string; key: string; args: (string | number | Buffer)[]; absolute?: true }[] = [];
     let derived: { cmd: string; key: string; args: (string | number | Buffer)[] }[] = [];
     let timerDue = Infinity;
+    // The shard writes decided so far, as the kind wrote them (relative names), for the shells of
+    // the messages after them (ShellContext.pending).
+    const pending: StoreWrite[] = [];
+    const ctx: ShellContext = { ...this.ctx, pending };
     for (const { entry, body } of batch) {
       const msg: ActorMessage<unknown> = { mid: entry.mid, actorId: entry.actorId, body, enqueuedAt: entry.enqueuedAt };
       let reply: ReplyEnvelope;
       try {
-        const prepared = kind.prepare ? await kind.prepare(this.ctx, state, msg) : undefined;
+        const prepared = kind.prepare ? await kind.prepare(ctx, state, msg) : undefined;
         const decision = kind.decide(state, msg, prepared);
         state = decision.state;
         reply = { ok: true, value: decision.reply ?? null };
         decided.push(...(decision.outputs ?? []));
-        writes.push(...(decision.writes ?? []));
+        for (const w of decision.writes ?? []) {
+          writes.push(w);
+          pending.push(w);
+        }
         if (decision.derivedWrites?.length) {
           const global = decision.derivedWrites.map((w) => ({ ...w, key: this.keys.global(w.key), absolute: true as const }));
           if (isCluster(redis)) derived = [...derived, ...global];
@@ -355,7 +368,7 @@ export class ShardRunner {
     this.timers.arm(timerDue);
     if (derived.length) await this.applyDerived(redis, derived);
     for (const b of batch) await this.env.faultPoint?.('after-commit', b.entry);
-    await Promise.all(batch.map((b, i) => (b.entry.replyTo ? this.replyAndAck(b.entry, replies[i]!) : undefined)));
+    await this.replyAndAckMany(batch.map((b, i) => ({ entry: b.entry, blob: replies[i]! })));
     return batch.length;
   }
 
@@ -437,14 +450,18 @@ export class ShardRunner {
     }
     const replyBlob = encode(reply);
     const changed = nextState !== slot.state;
-    const keys = [this.keys.lease, this.keys.done(entry.mid), this.keys.inbox, this.keys.outbox, stateKey, ...writes.map((w) => (w.absolute ? w.key : this.keys.data(w.key)))];
-    // With a reply to deliver, the entry is acknowledged only after the reply is out (see commit-1.lua).
-    const ackInScript = entry.replyTo ? '0' : '1';
-    const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, ackInScript, changed ? 's' : 'k', changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
+    // With a reply to deliver, the entry is acknowledged only after the reply is out (see
+    // commit-2.lua): on one Redis the script delivers it itself, in the same atomic step ('r': one
+    // call per message instead of a commit, a reply and an ack); on a Cluster the reply stream
+    // lives in another slot, so the caller replies and then acks ('0').
+    const replyHere = !!entry.replyTo && !isCluster(redis);
+    const ackMode = !entry.replyTo ? '1' : replyHere ? 'r' : '0';
+    const keys = [this.keys.lease, this.keys.done(entry.mid), this.keys.inbox, this.keys.outbox, stateKey, replyHere ? entry.replyTo! : this.keys.inbox, ...writes.map((w) => (w.absolute ? w.key : this.keys.data(w.key)))];
+    const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, ackMode, entry.mid, REPLY_STREAM_MAXLEN, changed ? 's' : 'k', changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
     // A loop, not push(...w.args): a write may carry more values than a call's arguments can
     // (a 10,000-member room's state joined over federation).
     writes.forEach((w, i) => {
-      args.push(w.cmd, 6 + i, w.args.length);
+      args.push(w.cmd, 7 + i, w.args.length);
       for (const a of w.args) args.push(a);
     });
 
@@ -470,7 +487,7 @@ export class ShardRunner {
       if (derived.length) await this.applyDerived(redis, derived);
     }
     await this.env.faultPoint?.('after-commit', entry);
-    if (entry.replyTo) await this.replyAndAck(entry, sentBlob);
+    if (entry.replyTo && !replyHere) await this.replyAndAck(entry, sentBlob);
     return true;
   }
 
@@ -497,6 +514,33 @@ export class ShardRunner {
       await ack();
     } else {
       await Promise.all([reply(), ack()]);
+    }
+  }
+
+  /**
+   * replyAndAck for a group commit's messages: one reply script per asking process (its replies
+   * appended in order) and one XACK for every entry that waited for its reply, in place of a
+   * reply and an acknowledgement per message. The ack still goes out only after the replies.
+   */
+  private async replyAndAckMany(items: { entry: InboxEntry; blob: Buffer }[]): Promise<void> {
+    const { redis } = this.env;
+    const byStream = new Map<string, (string | Buffer)[]>();
+    const ids: string[] = [];
+    for (const { entry, blob } of items) {
+      if (!entry.replyTo) continue;
+      let args = byStream.get(entry.replyTo);
+      if (!args) byStream.set(entry.replyTo, (args = []));
+      args.push(entry.mid, blob);
+      ids.push(entry.id);
+    }
+    if (ids.length === 0) return;
+    const replies = () => Promise.all([...byStream].map(([stream, pairs]) => runScriptBuffer(redis, 'replyMany', [stream], [REPLY_STREAM_MAXLEN, ...pairs])));
+    const ack = () => redis.xack(this.keys.inbox, INBOX_GROUP, ...ids);
+    if (isCluster(redis)) {
+      await replies();
+      await ack();
+    } else {
+      await Promise.all([replies(), ack()]);
     }
   }
 

@@ -132,8 +132,8 @@ for (const mode of MODES) {
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
       const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
       const commit = (worker: string, token: number) =>
-        runScriptBuffer(r.redis, 'commit', [keys.lease, keys.done('m1'), keys.inbox, keys.outbox, keys.state('ledger', 'x'), keys.data('extra')], [
-          worker, String(token), INBOX_GROUP, id!, 'reply', 60, '1', 's', 'STATE', 1, 'OUT', 'x', 'ledger', 1, 'SET', 6, 1, 'v',
+        runScriptBuffer(r.redis, 'commit', [keys.lease, keys.done('m1'), keys.inbox, keys.outbox, keys.state('ledger', 'x'), keys.inbox, keys.data('extra')], [
+          worker, String(token), INBOX_GROUP, id!, 'reply', 60, '1', 'm1', 100, 's', 'STATE', 1, 'OUT', 'x', 'ledger', 1, 'SET', 7, 1, 'v',
         ]) as Promise<Buffer[]>;
       const stale = await commit('old', t1[0]);
       expect(stale[0]!.toString()).toBe('stale');

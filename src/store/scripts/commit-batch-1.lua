@@ -1,9 +1,9 @@
 -- Apply several inbox messages of ONE actor exactly once, in one script (src/runtime/shard-runner.ts,
 -- kinds with `batch`): the caller decided them one after the other in memory; this writes their
 -- combined effects — the final state, every output and write in order, a done mark per message and
--- the XACKs — so a crash leaves all of them or none, as commit-1.lua does for one message.
+-- the XACKs — so a crash leaves all of them or none, as commit-2.lua does for one message.
 -- If any of the messages is already done (a previous holder committed it after the caller looked),
--- nothing is written and the caller applies them one by one instead (commit-1.lua's dedupe).
+-- nothing is written and the caller applies them one by one instead (commit-2.lua's dedupe).
 -- KEYS[1] lease hash
 -- KEYS[2] inbox stream
 -- KEYS[3] outbox stream
