@@ -68,6 +68,10 @@ const HELP = `npm run bench -- [options]
   --shards N              Axon virtual shards per family (256)
   --setup-timeout S       time box for each workload's setup on each server (300; quick 120)
   --max-minutes M         stop the whole run after M minutes (45; quick 20)
+  --profile DIR           (A, B; Axon started by this script) per rate phase, DIR/<workload>-<rate>/:
+                          a V8 CPU profile of every worker and front (.cpuprofile), Redis INFO
+                          commandstats and cpu before/after and SLOWLOG (redis.json); summarise
+                          with \`node --import tsx scripts/profile-summary.ts DIR/<phase>\`
 `;
 
 const argv = process.argv.slice(2);
@@ -113,6 +117,7 @@ const O = {
   maxMinutes: num('--max-minutes', 45, 20),
   only: new Set((opt('--only') ?? 'a,b,c,d,scale').split(',')),
   synapseDb: opt('--synapse-db'),
+  profileDir: opt('--profile'),
 };
 const P99_LIMIT_MS = 1000;
 const GAP_ROOMS = 100;
@@ -137,11 +142,14 @@ interface Target {
   /** What the server stores on disk / in memory, in bytes, by kind. */
   storage(): Promise<Record<string, number>>;
   stop(): Promise<void>;
+  /** `--profile`: start profiling a phase; the returned function stops it and writes the files. */
+  profile?(phase: string): Promise<() => Promise<void>>;
 }
 
 async function axonTarget(workers: number, fronts: number): Promise<Target> {
   const t0 = performance.now();
-  const axon: AxonBench = await startAxonBench({ workers, fronts, shards: O.shards });
+  const profileRaw = O.profileDir ? join(O.profileDir, `.raw-${Date.now()}`) : undefined;
+  const axon: AxonBench = await startAxonBench({ workers, fronts, shards: O.shards, ...(profileRaw ? { cpuProfileDir: profileRaw } : {}) });
   const m = new MatrixLoad(axon.url);
   try {
     await m.waitUp(60_000);
@@ -183,6 +191,43 @@ async function axonTarget(workers: number, fronts: number): Promise<Target> {
       redis.disconnect();
       await axon.stop();
     },
+    ...(profileRaw ? { profile: (phase: string) => profileAxonPhase(axon, redis, profileRaw, join(O.profileDir!, phase), workers + fronts) } : {}),
+  };
+}
+
+/**
+ * `--profile`: Redis's command statistics and slow log are reset and the CPU profilers of every
+ * worker and front started; the returned function stops them, waits for each process's
+ * .cpuprofile, moves them to `outDir` and writes redis.json (INFO commandstats and cpu before and
+ * after, SLOWLOG entries slower than 1 ms).
+ */
+async function profileAxonPhase(axon: AxonBench, redis: Redis, rawDir: string, outDir: string, processes: number): Promise<() => Promise<void>> {
+  const { mkdirSync, readdirSync, renameSync, writeFileSync } = await import('node:fs');
+  if (redis.status === 'wait') await redis.connect();
+  const before = { commandstats: await redis.info('commandstats'), cpu: await redis.info('cpu') };
+  await redis.config('SET', 'slowlog-log-slower-than', '1000');
+  await redis.call('SLOWLOG', 'RESET');
+  await redis.config('RESETSTAT');
+  const t0 = performance.now();
+  axon.toggleCpuProfiles();
+  return async () => {
+    axon.toggleCpuProfiles();
+    const seconds = (performance.now() - t0) / 1000;
+    const after = { commandstats: await redis.info('commandstats'), cpu: await redis.info('cpu') };
+    const slowlog = await redis.call('SLOWLOG', 'GET', '128');
+    mkdirSync(outDir, { recursive: true });
+    writeFileSync(join(outDir, 'redis.json'), JSON.stringify({ seconds, before, after, slowlog }, null, 1));
+    const deadline = performance.now() + 20_000;
+    let files: string[] = [];
+    while (performance.now() < deadline) {
+      files = existsSync(rawDir) ? readdirSync(rawDir).filter((f) => f.endsWith('.cpuprofile')) : [];
+      if (files.length >= processes) break;
+      await sleep(200);
+    }
+    await sleep(300); // the last one may still be being written
+    files = existsSync(rawDir) ? readdirSync(rawDir).filter((f) => f.endsWith('.cpuprofile')) : [];
+    for (const f of files) renameSync(join(rawDir, f), join(outDir, f));
+    log(`profile: ${files.length} CPU profile(s) and redis.json in ${outDir}`);
   };
 }
 
@@ -344,9 +389,11 @@ async function workloadA(t: Target, users = O.users): Promise<AResult> {
     };
     const phases: APhase[] = [];
     const runRate = async (rate: number): Promise<boolean> => {
+      const profiling = await t.profile?.(`${t.name}-a-${rate}-${phases.length + 1}`);
       const w = measure(t);
       const p = await ratePhase(m, deliveries, rate, O.phase, pick);
       const win = w.stop();
+      await profiling?.();
       phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
       log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s`);
       return sustained(p);
@@ -430,9 +477,11 @@ async function workloadB(t: Target, cap: number | undefined): Promise<BResult> {
         log(`(B) ${t.name}: ${notRun}`);
         break;
       }
+      const profiling = await t.profile?.(`${t.name}-b-${rate}`);
       const w = measure(t);
       const p = await ratePhase(m, deliveries, rate, O.phase, () => ({ user: members[Math.floor(rng() * members.length)]!, roomId, members: members.length }), 10_000);
       const win = w.stop();
+      await profiling?.();
       phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
       log(`(B) ${t.name} ${rate} msg/s to ${members.length}: delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}`);
     }
