@@ -139,6 +139,8 @@ interface Target {
   /** Registration password (Synapse requires one), or null. */
   password: ((username: string) => string) | null;
   procs: ServerProcesses | null;
+  /** The kind of one of its processes (worker, front, redis), for CPU by kind; none: not split. */
+  kindOf?(pid: number): string;
   /** What the server stores on disk / in memory, in bytes, by kind. */
   storage(): Promise<Record<string, number>>;
   stop(): Promise<void>;
@@ -182,6 +184,7 @@ async function axonTarget(workers: number, fronts: number): Promise<Target> {
     url: axon.url,
     password: null,
     procs: processTree(() => axon.pids(), false),
+    kindOf: (pid) => (axon.workerPids.includes(pid) ? 'workers' : axon.frontPids.includes(pid) ? 'fronts' : pid === axon.redisPid ? 'redis' : 'other'),
     async storage() {
       if (redis.status === 'wait') await redis.connect();
       // On disk: the append-only file (every write, fsynced). In memory: Redis's data set.
@@ -333,10 +336,23 @@ async function registerMany(m: MatrixLoad, prefix: string, n: number, deadline: 
   return users.filter(Boolean);
 }
 
+/** A window's server CPU seconds added up by process kind (when the target names its kinds). */
+function byKind(t: Target, win: Window): Record<string, number> | undefined {
+  if (!t.kindOf || !win.cost) return undefined;
+  const out: Record<string, number> = {};
+  for (const [pid, s] of Object.entries(win.cost.cpuByPid)) {
+    const k = t.kindOf(Number(pid));
+    out[k] = round((out[k] ?? 0) + s, 2);
+  }
+  return out;
+}
+
 // ---- (A) steady send→sync ------------------------------------------------------------------------
 
 interface APhase extends RatePhase {
   cpuSeconds: number | null;
+  /** CPU seconds by process kind (Axon: workers, fronts, redis). */
+  cpuByKind?: Record<string, number>;
   cpuMsPerMessage: number | null;
   peakRssMb: number | null;
   peakPssMb: number | null;
@@ -394,8 +410,9 @@ async function workloadA(t: Target, users = O.users): Promise<AResult> {
       const p = await ratePhase(m, deliveries, rate, O.phase, pick);
       const win = w.stop();
       await profiling?.();
-      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
-      log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s`);
+      const cpuByKind = byKind(t, win);
+      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
+      log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; client CPU ${win.clientCpuSeconds} s; other processes ${win.otherCores} cores`);
       return sustained(p);
     };
     // The listed rates upward until one is not sustained, then a search for the highest rate
