@@ -499,8 +499,9 @@ async function workloadB(t: Target, cap: number | undefined): Promise<BResult> {
       const p = await ratePhase(m, deliveries, rate, O.phase, () => ({ user: members[Math.floor(rng() * members.length)]!, roomId, members: members.length }), 10_000);
       const win = w.stop();
       await profiling?.();
-      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
-      log(`(B) ${t.name} ${rate} msg/s to ${members.length}: delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}`);
+      const cpuByKind = byKind(t, win);
+      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
+      log(`(B) ${t.name} ${rate} msg/s to ${members.length}: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; other processes ${win.otherCores} cores`);
     }
     const syncErrors = poller.errors();
     await poller.stop();
