@@ -77,6 +77,10 @@ const HELP = `npm run bench -- [options]
   --shards N              Axon virtual shards per family (256)
   --setup-timeout S       time box for each workload's setup on each server (300; quick 120)
   --max-minutes M         stop the whole run after M minutes (45; quick 20)
+  --profile DIR           (A, B; Axon started by this script) per rate phase, DIR/<workload>-<rate>/:
+                          a V8 CPU profile of every worker and front (.cpuprofile), Redis INFO
+                          commandstats and cpu before/after and SLOWLOG (redis.json); summarise
+                          with \`node --import tsx scripts/profile-summary.ts DIR/<phase>\`
 `;
 
 const argv = process.argv.slice(2);
@@ -123,6 +127,7 @@ const O = {
   only: new Set((opt('--only') ?? 'a,b,c,d,scale').split(',')),
   synapseDb: opt('--synapse-db'),
   synapseWorkers: [...new Set((opt('--synapse-workers') ?? '0').split(',').map(Number))],
+  profileDir: opt('--profile'),
 };
 if (O.synapseWorkers.some((n) => !Number.isInteger(n) || n < 0) || O.synapseWorkers.filter((n) => n > 0).length > 1) {
   process.stderr.write('bench: --synapse-workers takes 0 (one process) and/or one worker count N > 0, e.g. 2 or 0,2\n');
@@ -152,14 +157,19 @@ interface Target {
   /** Registration password (Synapse requires one), or null. */
   password: ((username: string) => string) | null;
   procs: ServerProcesses | null;
+  /** The kind of one of its processes (worker, front, redis), for CPU by kind; none: not split. */
+  kindOf?(pid: number): string;
   /** What the server stores on disk / in memory, in bytes, by kind. */
   storage(): Promise<Record<string, number>>;
   stop(): Promise<void>;
+  /** `--profile`: start profiling a phase; the returned function stops it and writes the files. */
+  profile?(phase: string): Promise<() => Promise<void>>;
 }
 
 async function axonTarget(workers: number, fronts: number): Promise<Target> {
   const t0 = performance.now();
-  const axon: AxonBench = await startAxonBench({ workers, fronts, shards: O.shards });
+  const profileRaw = O.profileDir ? join(O.profileDir, `.raw-${Date.now()}`) : undefined;
+  const axon: AxonBench = await startAxonBench({ workers, fronts, shards: O.shards, ...(profileRaw ? { cpuProfileDir: profileRaw } : {}) });
   const m = new MatrixLoad(axon.url);
   try {
     await m.waitUp(60_000);
@@ -192,6 +202,7 @@ async function axonTarget(workers: number, fronts: number): Promise<Target> {
     url: axon.url,
     password: null,
     procs: processTree(() => axon.pids(), false),
+    kindOf: (pid) => (axon.workerPids.includes(pid) ? 'workers' : axon.frontPids.includes(pid) ? 'fronts' : pid === axon.redisPid ? 'redis' : 'other'),
     async storage() {
       if (redis.status === 'wait') await redis.connect();
       // On disk: the append-only file (every write, fsynced). In memory: Redis's data set.
@@ -201,6 +212,43 @@ async function axonTarget(workers: number, fronts: number): Promise<Target> {
       redis.disconnect();
       await axon.stop();
     },
+    ...(profileRaw ? { profile: (phase: string) => profileAxonPhase(axon, redis, profileRaw, join(O.profileDir!, phase), workers + fronts) } : {}),
+  };
+}
+
+/**
+ * `--profile`: Redis's command statistics and slow log are reset and the CPU profilers of every
+ * worker and front started; the returned function stops them, waits for each process's
+ * .cpuprofile, moves them to `outDir` and writes redis.json (INFO commandstats and cpu before and
+ * after, SLOWLOG entries slower than 1 ms).
+ */
+async function profileAxonPhase(axon: AxonBench, redis: Redis, rawDir: string, outDir: string, processes: number): Promise<() => Promise<void>> {
+  const { mkdirSync, readdirSync, renameSync, writeFileSync } = await import('node:fs');
+  if (redis.status === 'wait') await redis.connect();
+  const before = { commandstats: await redis.info('commandstats'), cpu: await redis.info('cpu') };
+  await redis.config('SET', 'slowlog-log-slower-than', '1000');
+  await redis.call('SLOWLOG', 'RESET');
+  await redis.config('RESETSTAT');
+  const t0 = performance.now();
+  axon.toggleCpuProfiles();
+  return async () => {
+    axon.toggleCpuProfiles();
+    const seconds = (performance.now() - t0) / 1000;
+    const after = { commandstats: await redis.info('commandstats'), cpu: await redis.info('cpu') };
+    const slowlog = await redis.call('SLOWLOG', 'GET', '128');
+    mkdirSync(outDir, { recursive: true });
+    writeFileSync(join(outDir, 'redis.json'), JSON.stringify({ seconds, before, after, slowlog }, null, 1));
+    const deadline = performance.now() + 20_000;
+    let files: string[] = [];
+    while (performance.now() < deadline) {
+      files = existsSync(rawDir) ? readdirSync(rawDir).filter((f) => f.endsWith('.cpuprofile')) : [];
+      if (files.length >= processes) break;
+      await sleep(200);
+    }
+    await sleep(300); // the last one may still be being written
+    files = existsSync(rawDir) ? readdirSync(rawDir).filter((f) => f.endsWith('.cpuprofile')) : [];
+    for (const f of files) renameSync(join(rawDir, f), join(outDir, f));
+    log(`profile: ${files.length} CPU profile(s) and redis.json in ${outDir}`);
   };
 }
 
@@ -319,10 +367,23 @@ async function registerMany(m: MatrixLoad, prefix: string, n: number, deadline: 
   return users.filter(Boolean);
 }
 
+/** A window's server CPU seconds added up by process kind (when the target names its kinds). */
+function byKind(t: Target, win: Window): Record<string, number> | undefined {
+  if (!t.kindOf || !win.cost) return undefined;
+  const out: Record<string, number> = {};
+  for (const [pid, s] of Object.entries(win.cost.cpuByPid)) {
+    const k = t.kindOf(Number(pid));
+    out[k] = round((out[k] ?? 0) + s, 2);
+  }
+  return out;
+}
+
 // ---- (A) steady send→sync ------------------------------------------------------------------------
 
 interface APhase extends RatePhase {
   cpuSeconds: number | null;
+  /** CPU seconds by process kind (Axon: workers, fronts, redis). */
+  cpuByKind?: Record<string, number>;
   cpuMsPerMessage: number | null;
   peakRssMb: number | null;
   peakPssMb: number | null;
@@ -375,11 +436,14 @@ async function workloadA(t: Target, users = O.users): Promise<AResult> {
     };
     const phases: APhase[] = [];
     const runRate = async (rate: number): Promise<boolean> => {
+      const profiling = await t.profile?.(`${t.name}-a-${rate}-${phases.length + 1}`);
       const w = measure(t);
       const p = await ratePhase(m, deliveries, rate, O.phase, pick);
       const win = w.stop();
-      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
-      log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s`);
+      await profiling?.();
+      const cpuByKind = byKind(t, win);
+      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
+      log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; client CPU ${win.clientCpuSeconds} s; other processes ${win.otherCores} cores`);
       return sustained(p);
     };
     // The listed rates upward until one is not sustained, then a search for the highest rate
@@ -461,11 +525,14 @@ async function workloadB(t: Target, cap: number | undefined): Promise<BResult> {
         log(`(B) ${t.name}: ${notRun}`);
         break;
       }
+      const profiling = await t.profile?.(`${t.name}-b-${rate}`);
       const w = measure(t);
       const p = await ratePhase(m, deliveries, rate, O.phase, () => ({ user: members[Math.floor(rng() * members.length)]!, roomId, members: members.length }), 10_000);
       const win = w.stop();
-      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
-      log(`(B) ${t.name} ${rate} msg/s to ${members.length}: delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}`);
+      await profiling?.();
+      const cpuByKind = byKind(t, win);
+      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
+      log(`(B) ${t.name} ${rate} msg/s to ${members.length}: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; other processes ${win.otherCores} cores`);
     }
     const syncErrors = poller.errors();
     await poller.stop();

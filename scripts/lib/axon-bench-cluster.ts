@@ -28,6 +28,11 @@ export interface AxonBenchOptions {
   serverName?: string;
   /** More AXON_* settings (e.g. the federation listener's). */
   env?: Record<string, string>;
+  /**
+   * Load scripts/lib/cpu-profile-preload.ts into every worker and front: `toggleCpuProfiles()`
+   * then starts and stops V8's CPU profiler in all of them, writing .cpuprofile files here.
+   */
+  cpuProfileDir?: string;
 }
 
 export interface AxonBench {
@@ -39,6 +44,8 @@ export interface AxonBench {
   frontPids: number[];
   /** Every process of this Axon: workers, fronts and its redis-server. */
   pids(): number[];
+  /** Start (first call) or stop and write (next call) the CPU profiles (needs `cpuProfileDir`). */
+  toggleCpuProfiles(): void;
   stop(): Promise<void>;
 }
 
@@ -69,8 +76,10 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
     };
     // BENCH_FRONT_NODE_ARGS / BENCH_WORKER_NODE_ARGS: extra node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = (entry: string) => (entry.includes('front') ? process.env.BENCH_FRONT_NODE_ARGS : process.env.BENCH_WORKER_NODE_ARGS)?.split(' ').filter(Boolean) ?? [];
+    const profileArgs = opts.cpuProfileDir ? ['--import', join(root, 'scripts', 'lib', 'cpu-profile-preload.ts')] : [];
     const spawnAxon = (entry: string, id: string) => {
-      const child = spawn(process.execPath, [...nodeArgs(entry), '--import', 'tsx', entry, '--id', id], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', opts.stderr ?? 'inherit'] });
+      const profileEnv = opts.cpuProfileDir ? { AXON_CPU_PROFILE_DIR: opts.cpuProfileDir, AXON_CPU_PROFILE_LABEL: `${entry.includes('front') ? 'front' : 'worker'}-${id}` } : {};
+      const child = spawn(process.execPath, [...nodeArgs(entry), '--import', 'tsx', ...profileArgs, entry, '--id', id], { cwd: root, env: { ...process.env, ...env, ...profileEnv }, stdio: ['ignore', 'ignore', opts.stderr ?? 'inherit'] });
       children.push(child);
       return child;
     };
@@ -85,6 +94,10 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
       workerPids: workers.map((c) => c.pid!),
       frontPids: fronts.map((c) => c.pid!),
       pids: () => [...children.filter((c) => c.exitCode === null && c.signalCode === null).map((c) => c.pid!), redisPid],
+      toggleCpuProfiles: () => {
+        if (!opts.cpuProfileDir) throw new Error('startAxonBench: no cpuProfileDir');
+        for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGUSR2');
+      },
       stop,
     };
   } catch (err) {

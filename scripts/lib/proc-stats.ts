@@ -100,6 +100,8 @@ export interface CostReport {
   peakRssMb: number;
   peakPssMb: number;
   processes: number;
+  /** CPU seconds per process id in the window. */
+  cpuByPid: Record<number, number>;
 }
 
 /** Samples a server's processes from start() to stop(). */
@@ -144,7 +146,12 @@ export class CostMeter {
     if (this.timer) clearInterval(this.timer);
     this.sample(false);
     let cpu = 0;
-    for (const [pid, end] of this.last) cpu += end - (this.first.get(pid) ?? 0);
+    const cpuByPid: Record<number, number> = {};
+    for (const [pid, end] of this.last) {
+      const used = end - (this.first.get(pid) ?? 0);
+      cpu += used;
+      cpuByPid[pid] = Math.round(used * 100) / 100;
+    }
     const seconds = (performance.now() - this.t0) / 1000;
     return {
       seconds: Math.round(seconds * 10) / 10,
@@ -153,6 +160,7 @@ export class CostMeter {
       peakRssMb: Math.round(this.peakRss / 102.4) / 10,
       peakPssMb: Math.round(this.peakPss / 102.4) / 10,
       processes: this.last.size,
+      cpuByPid,
     };
   }
 }

@@ -16,6 +16,12 @@ interface ShardCursor {
   running: boolean;
   again: boolean;
   claim: boolean;
+  /**
+   * This consumer may have entries of its own pending (read, not acknowledged): only after a
+   * batch failed. A pump reads them back (id `0`) only then; otherwise every wake-up paid an
+   * empty XREADGROUP for them — one per reader per commit, and per shard on each idle poll.
+   */
+  pending: boolean;
   ready: Promise<void>;
 }
 
@@ -46,7 +52,7 @@ export abstract class OutboxGroupReader implements ShardReader {
         if (!String(e.message).includes('BUSYGROUP')) throw e;
       },
     );
-    this.shards.set(shard, { running: false, again: false, claim: true, ready });
+    this.shards.set(shard, { running: false, again: false, claim: true, pending: true, ready });
     this.wake(shard);
   }
 
@@ -80,18 +86,22 @@ export abstract class OutboxGroupReader implements ShardReader {
           await this.claimAll(shard, outbox);
           cur.claim = false;
         }
-        for (const from of ['0', '>']) {
+        for (const from of cur.pending ? ['0', '>'] : ['>']) {
           for (;;) {
             if (this.shards.get(shard) !== cur) return;
             const res = (await bufferCommand(this.redis, 'xreadgroupBuffer')('GROUP', this.group, this.consumer, 'COUNT', BATCH, 'STREAMS', outbox, from)) as [Buffer, [Buffer, Buffer[] | null][]][] | null;
             const entries = res?.[0]?.[1] ?? [];
-            if (entries.length === 0) break;
-            await this.applyAndAck(shard, outbox, entries);
-            if (from === '0' && entries.length < BATCH) break;
+            if (entries.length) await this.applyAndAck(shard, outbox, entries);
+            // A short read is the end for now: an entry appended since comes with a wake-up,
+            // which sets `again` while this pump runs (no empty read to find the end).
+            if (entries.length < BATCH) break;
           }
+          if (from === '0') cur.pending = false;
         }
       } while (cur.again && this.shards.get(shard) === cur);
     } catch (e) {
+      // What was read and not acknowledged is pending for this consumer: the next pump reads it first.
+      cur.pending = true;
       this.log.warn({ err: e, shard: `${this.family}:${shard}`, group: this.group }, 'outbox reader: read failed; the next wake retries');
     } finally {
       cur.running = false;

@@ -144,7 +144,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     sub.on('message', (ch: string, msg: string) => {
       if (ch !== channel) return;
       const n = decodeNotification(msg);
-      for (const u of n?.users ?? []) {
+      for (const u of n?.userData ?? n?.users ?? []) {
         this.rules.delete(u);
         this.pushers.delete(u);
       }

@@ -32,7 +32,7 @@ import type { OutboxEntry } from '../runtime/envelope';
 import { serverNameOf } from '../protocol/event-hashing';
 import { shardOf, type Family } from '../store/shards';
 import { RECENCY_INDEX_GROUP, recencyIndexData, roomData, type KeySpace } from '../store/keys';
-import { runScript, type RedisClient } from '../store/redis';
+import { isCluster, runScript, type RedisClient } from '../store/redis';
 import { encodeNotification } from '../sync/notify';
 import { BUMP_EVENT_TYPES } from '../sync/sliding/lists';
 import { membershipOf, parseOutput } from './membership-index';
@@ -42,6 +42,8 @@ import { OutboxGroupReader } from './outbox-group-reader';
 const NOTIFY_CHUNK = 500;
 /** Index writes in flight at a time (one connection pipelines them). */
 const CONCURRENCY = 256;
+/** Users per script call (a call runs alone in Redis: a huge room is split). */
+const USERS_PER_CALL = 500;
 
 /** The stamp an event gives its room, or null when it does not bump (its type, or no usable time). */
 export function bumpStampOf(event: { type?: unknown; origin_server_ts?: unknown }): number | null {
@@ -85,33 +87,54 @@ export class RecencyIndexReader extends OutboxGroupReader {
     const sk = this.keys.shard('room', shard);
     const stampsKey = sk.data(recencyIndexData.roomStamps());
     const wake = new Set<string>();
-    const writes: (() => Promise<void>)[] = [];
+    /** Per room and stamp, the users whose index gets it (one script call per slot group). */
+    const bumpsFor: { roomId: string; stamp: number; users: string[] }[] = [];
+    const removals: [string, string][] = [];
 
     for (const [roomId, stamp] of bumps) {
       await this.redis.zadd(stampsKey, 'GT', stamp, roomId);
       const members = await this.redis.hgetall(sk.data(roomData.members(roomId)));
-      for (const [userId, membership] of Object.entries(members)) {
-        if (membership !== 'join' || !this.isLocal(userId)) continue;
-        writes.push(async () => {
-          if (Number(await runScript(this.redis, 'recencyBump', [this.indexKey(userId)], [stamp, roomId])) === 1) wake.add(userId);
-        });
-      }
+      const users = Object.entries(members)
+        .filter(([userId, membership]) => membership === 'join' && this.isLocal(userId))
+        .map(([userId]) => userId);
+      bumpsFor.push({ roomId, stamp, users });
     }
     for (const [roomId, users] of moved) {
       const list = [...users];
       const [now, stamp] = await Promise.all([this.redis.hmget(sk.data(roomData.members(roomId)), ...list), this.redis.zscore(stampsKey, roomId)]);
+      const joined: string[] = [];
       list.forEach((userId, i) => {
-        if (now[i] === 'join') {
-          // No stamp known for the room yet: the front that lists it adds it (lazy backfill).
-          if (stamp === null) return;
+        if (now[i] !== 'join') removals.push([userId, roomId]);
+        // No stamp known for the room yet: the front that lists it adds it (lazy backfill).
+        else if (stamp !== null) joined.push(userId);
+      });
+      if (joined.length) bumpsFor.push({ roomId, stamp: Number(stamp), users: joined });
+    }
+    // One call per room for the users whose keys may share it: all of them on a single Redis; on
+    // a Cluster, those of one user shard (a call's keys must share a hash slot).
+    const writes: (() => Promise<void>)[] = [];
+    const byPlace = isCluster(this.redis);
+    for (const { roomId, stamp, users } of bumpsFor) {
+      const places = new Map<number, string[]>();
+      for (const userId of users) {
+        const place = byPlace ? shardOf(userId, this.shardCounts.user) : 0;
+        (places.get(place) ?? places.set(place, []).get(place)!).push(userId);
+      }
+      for (const group of places.values()) {
+        for (let i = 0; i < group.length; i += USERS_PER_CALL) {
+          const chunk = group.slice(i, i + USERS_PER_CALL);
           writes.push(async () => {
-            if (Number(await runScript(this.redis, 'recencyBump', [this.indexKey(userId)], [stamp, roomId])) === 1) wake.add(userId);
-          });
-        } else {
-          writes.push(async () => {
-            if ((await this.redis.zrem(this.indexKey(userId), roomId)) > 0) wake.add(userId);
+            const moved = (await runScript(this.redis, 'recencyBump', chunk.map((u) => this.indexKey(u)), [stamp, roomId])) as number[];
+            chunk.forEach((u, k) => {
+              if (Number(moved[k]) === 1) wake.add(u);
+            });
           });
         }
+      }
+    }
+    for (const [userId, roomId] of removals) {
+      writes.push(async () => {
+        if ((await this.redis.zrem(this.indexKey(userId), roomId)) > 0) wake.add(userId);
       });
     }
     for (let i = 0; i < writes.length; i += CONCURRENCY) await Promise.all(writes.slice(i, i + CONCURRENCY).map((w) => w()));

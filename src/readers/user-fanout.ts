@@ -142,7 +142,7 @@ export class UserFanoutReader extends OutboxGroupReader {
       }
     }
     for (let i = 0; i < watchers.length; i += NOTIFY_CHUNK) {
-      await this.redis.publish(this.keys.syncNotify(), encodeNotification({ users: watchers.slice(i, i + NOTIFY_CHUNK) })).catch(() => undefined);
+      await this.redis.publish(this.keys.syncNotify(), encodeNotification({ users: watchers.slice(i, i + NOTIFY_CHUNK), userData: [] })).catch(() => undefined);
     }
   }
 }

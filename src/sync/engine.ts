@@ -63,7 +63,7 @@ import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json'
 import { stateKeyOf } from '../protocol/pdu';
 import { decode } from '../store/codec';
 import { membershipIndexData, roomData, userData } from '../store/keys';
-import { isCluster } from '../store/redis';
+import { isCluster, runScript } from '../store/redis';
 import type { Cluster } from 'ioredis';
 import { servableAsState, servableToClients, type RoomEvent } from '../store/room-reader';
 import { shardOf } from '../store/shards';
@@ -179,12 +179,12 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
   let forgotten: string[];
   let skewMs = 0;
   if (!isCluster(ctx.redis)) {
-    const res = (await ctx.redis.multi().time().hgetall(uk.data(membershipIndexData.rooms(userId))).hgetall(uk.data(membershipIndexData.writtenAt(userId))).smembers(uk.data(membershipIndexData.forgotten(userId))).exec()) ?? [];
-    for (const [err] of res) if (err) throw err;
-    time = res[0]![1] as [string, string];
-    raw = res[1]![1] as Record<string, string>;
-    times = res[2]![1] as Record<string, string>;
-    forgotten = res[3]![1] as string[];
+    // One script call (sync-snapshot-1.lua): atomic like the MULTI it replaces, one command.
+    const res = (await runScript(ctx.redis, 'syncSnapshot', [uk.data(membershipIndexData.rooms(userId)), uk.data(membershipIndexData.writtenAt(userId)), uk.data(membershipIndexData.forgotten(userId))], [])) as [[string, string], string[], string[], string[]];
+    time = [String(res[0][0]), String(res[0][1])];
+    raw = pairsToRecord(res[1]);
+    times = pairsToRecord(res[2]);
+    forgotten = res[3];
   } else {
     ({ time, skewMs } = await clusterCut(ctx.redis as Cluster));
     [raw, times, forgotten] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId))), ctx.redis.smembers(uk.data(membershipIndexData.forgotten(userId)))]);
@@ -227,6 +227,13 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
     }),
   );
   return { cut, cutMs, skewMs, rooms, tops };
+}
+
+/** A flat HGETALL reply from a script (`[field, value, …]`) as an object. */
+function pairsToRecord(flat: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[flat[i]!] = flat[i + 1]!;
+  return out;
 }
 
 /**

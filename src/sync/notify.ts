@@ -32,6 +32,15 @@ export interface SyncNotification {
   rooms?: string[];
   users?: string[];
   /**
+   * Of a user-shard commit: the users whose own user actor committed (push rules, pushers, account
+   * data) — empty for the user shard's other actors (presence, to-device, keys, …). The push
+   * evaluator drops its cached rulesets for these only; a notification without the field (one of
+   * the readers', or from a worker before it) drops them for every user in `users`, as before.
+   * With every named user dropping, each presence change or to-device message made the evaluator
+   * reload and recompile that user's rules on the next event.
+   */
+  userData?: string[];
+  /**
    * The push evaluator finished room shard `shard`'s outbox up to entry id `upto` (published after
    * each batch's writes, with `pushData.evaluatedUpTo` set to the same id): syncs waiting to send
    * unread counts that include those events go on (src/sync/push-progress.ts).
@@ -89,7 +98,7 @@ export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: Commit
       for (const o of c.outputs as { notify_users?: unknown }[]) {
         if (Array.isArray(o?.notify_users)) for (const u of o.notify_users) if (typeof u === 'string') users.add(u);
       }
-      n = { users: [...users] };
+      n = { users: [...users], userData: c.kind === 'user' ? [c.actorId] : [] };
     }
     if (n) void redis.publish(channel, encodeNotification(n)).catch(() => undefined);
   };

@@ -65,9 +65,23 @@ export function tokenHash(token: string): string {
   return createHash('sha256').update(token).digest('base64url');
 }
 
+/**
+ * Token → record key name, per process: every request hashes its token (SHA-256) to find the
+ * record, and a client sends the same token with each of its many /sync and /send requests. Only
+ * the name is cached, never the record: a revoked token is refused at once.
+ */
+const keyNames = new Map<string, string>();
+const KEY_NAMES_MAX = 20_000;
+
 /** Relative (to the user shard) key of a token record. */
 export function tokenKeyName(token: string): string {
-  return userData.token(tokenHash(token));
+  let name = keyNames.get(token);
+  if (name === undefined) {
+    name = userData.token(tokenHash(token));
+    if (keyNames.size >= KEY_NAMES_MAX) keyNames.clear();
+    keyNames.set(token, name);
+  }
+  return name;
 }
 
 /** The shard a token says it lives on, or null for a malformed token. */

@@ -19,17 +19,23 @@ import { requireUser } from './auth';
 import type { ApiContext } from '../context';
 import { clientRoute } from './room-common';
 
-/** Per front: when each user was last pinged, and with what. */
+/**
+ * Per front, user and kind of ping (sync / active): when it was last sent, and with what. Kept
+ * apart per kind: with one slot per user, a client that sends between its syncs (every client in
+ * a conversation) alternated "sync" and "active", and every request pinged the actor — a
+ * presence commit (an fsync and a timer) per /send and per /sync.
+ */
 const lastPing = new Map<string, { at: number; what: string }>();
-const MAX_TRACKED = 100_000;
+const MAX_TRACKED = 200_000;
 
 function ping(ctx: ApiContext, userId: string, msg: PresenceMessage, what: string): void {
   if (!ctx.config.presence.enabled) return;
   const now = Date.now();
-  const last = lastPing.get(userId);
+  const slot = `${msg.op}\u0000${userId}`;
+  const last = lastPing.get(slot);
   if (last && last.what === what && now - last.at < PING_EVERY_MS) return;
   if (lastPing.size >= MAX_TRACKED) lastPing.clear();
-  lastPing.set(userId, { at: now, what });
+  lastPing.set(slot, { at: now, what });
   // Fire and forget: presence must never slow down or fail the request that caused it.
   void ctx.actors.tell('user', 'presence', userId, msg).catch(() => undefined);
 }

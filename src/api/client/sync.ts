@@ -13,6 +13,7 @@ import { SAME_MS_MARGIN, SYNC_OUTBOX_RETENTION_MS, SyncNotifier, type ChangeMark
 import { OutboxWindowCache } from '../../sync/outbox-cache';
 import { ComputeGate } from '../../sync/compute-gate';
 import { UnclaimedResults } from '../../sync/unclaimed-results';
+import { AnswerSpacing } from '../../sync/answer-spacing';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseSyncToken } from '../../sync/token';
 import { E2eCountsCache } from '../../sync/e2e-counts';
@@ -189,7 +190,10 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
   (ctx.keysChanged ??= []).push((userId) => e2e.forget(userId));
   /** Per device: the token of the last answer this front gave, the change mark taken before computing it, and the rooms it listened to. */
   const lastAnswers = new LastAnswers();
+  /** How long a device's next computation waits after its last answer (src/sync/answer-spacing.ts). */
+  const spacing = new AnswerSpacing().start();
   ctx.closers?.push(() => notifier.close());
+  ctx.closers?.push(() => spacing.stop());
 
   clientRoute(front, 'GET', '/sync', async (req: Request) => {
     const user = await requireUser(ctx, req);
@@ -235,6 +239,15 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
         waiter.setRooms(last.listen);
         await waiter.wait(deadline - Date.now(), req.signal);
         if (req.signal.aborted) return { body: { next_batch: req.query.since } };
+      }
+      // A loop's poll that follows this front's answer closely: on a busy front, wait a little so
+      // this answer carries everything of that interval, not the next single message.
+      if (waiter && sameToken) {
+        const delay = Math.min(spacing.delayAfter(last!.at), deadline - Date.now());
+        if (delay > 0) {
+          await sleep(delay, undefined, { signal: req.signal }).catch(() => undefined);
+          if (req.signal.aborted) return { body: { next_batch: req.query.since } };
+        }
       }
       for (;;) {
         // Redis known unreachable (a stall began while this poll waited): answer now, 503 with
