@@ -202,16 +202,7 @@ export function appserviceActor(opts: AppserviceActorOptions): ActorKind<Appserv
     kind: APPSERVICE_KIND,
     family: 'user',
     initialState: initialAppserviceState,
-    prepare: deliveryShell<AppserviceState, AppserviceInflight, AppserviceSent>({
-      kind: APPSERVICE_KIND,
-      keys: opts.keys,
-      idOf: (state) => state.id,
-      reportPrefix: 'assent',
-      logField: 'appservice',
-      unreportedLog: 'could not report an appservice transaction; the watch timer will send it again',
-      send: sendInflight,
-      failed: (inf, attempt, error) => ({ t: 'sent', txnId: inf.txnId, attempt, outcome: { kind: 'retry', error }, events: 0, ephemeral: 0 }),
-    }),
+    prepare: deliveryShell<AppserviceState, AppserviceInflight, AppserviceSent>({ kind: APPSERVICE_KIND, keys: opts.keys, idOf: (s) => s.id, reportPrefix: 'assent', send: sendInflight, nothingSent: { events: 0, ephemeral: 0 } }),
     decide: (state, msg, prepared) => decideAppservice(state, msg, prepared, limits),
     batch: { max: MAX_QUEUE_BATCH, accepts: (b) => b?.t === 'events' || b?.t === 'ephemeral' },
   };
@@ -228,7 +219,7 @@ export function appserviceActor(opts: AppserviceActorOptions): ActorKind<Appserv
       }
       (f.k === 'td' ? batch.toDevice : batch.ephemeral).push(j);
     }
-    const outcome = await callPeer(ctx, { field: 'appservice', id, txnId: inf.txnId, attempt, message: 'appservice transaction not delivered' }, () => opts.transport.send(id, inf.txnId, batch));
+    const outcome = await callPeer(ctx, { kind: APPSERVICE_KIND, id, txnId: inf.txnId, attempt }, () => opts.transport.send(id, inf.txnId, batch));
     return { t: 'sent', txnId: inf.txnId, attempt, outcome, events: batch.events.length, ephemeral: batch.ephemeral.length + batch.toDevice.length };
   }
 }

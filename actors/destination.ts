@@ -367,16 +367,7 @@ export function destinationActor(opts: DestinationActorOptions): ActorKind<Desti
     family: 'user',
     initialState: initialDestinationState,
     // The shell: a `send` whose backoff is over starts the PUT in the background, unless one runs.
-    prepare: deliveryShell<DestinationState, Inflight, DestinationSent>({
-      kind: DESTINATION_KIND,
-      keys: opts.keys,
-      idOf: (state) => state.destination,
-      reportPrefix: 'fedsent',
-      logField: 'destination',
-      unreportedLog: 'could not report a federation transaction; the watch timer will send it again',
-      send: sendInflight,
-      failed: (inf, attempt, error) => ({ t: 'sent', txnId: inf.txnId, attempt, outcome: { kind: 'retry', error }, pdus: 0, edus: 0 }),
-    }),
+    prepare: deliveryShell<DestinationState, Inflight, DestinationSent>({ kind: DESTINATION_KIND, keys: opts.keys, idOf: (s) => s.destination, reportPrefix: 'fedsent', send: sendInflight, nothingSent: { pdus: 0, edus: 0 } }),
     decide: (state, msg, prepared) => decideDestination(state, msg, prepared, limits),
     // Queueing is the hot path (every to-device message, receipt, typing notice and event asks
     // the actor once): messages that only queue — no shell, no side effect — are committed
@@ -394,6 +385,6 @@ export function destinationActor(opts: DestinationActorOptions): ActorKind<Desti
     if (pdus.length === 0 && edus.length === 0) return sent({ kind: 'ok', pduErrors: 0 });
     const txn: TransactionBody = { origin: opts.transport.origin, origin_server_ts: inf.ts, pdus };
     if (edus.length) txn.edus = edus;
-    return sent(await callPeer(ctx, { field: 'destination', id: dest, txnId: inf.txnId, attempt, message: 'federation transaction not delivered' }, () => opts.transport.send(dest, inf.txnId, txn)));
+    return sent(await callPeer(ctx, { kind: DESTINATION_KIND, id: dest, txnId: inf.txnId, attempt }, () => opts.transport.send(dest, inf.txnId, txn)));
   }
 }

@@ -256,7 +256,7 @@ export function decideDelivery<S extends DeliveryState<I>, I extends InflightTra
 
 /** How one actor kind's shell sends a transaction. */
 export interface DeliveryShellOptions<S extends DeliveryState<I>, I extends InflightTransaction, R extends SentReport> {
-  /** The actor kind (its inbox entries' `k`). */
+  /** The actor kind (its inbox entries' `k`; the log field naming the actor). */
   kind: string;
   /** Where the wake channel is (the actor tells itself `sent`). */
   keys: KeySpace;
@@ -264,14 +264,10 @@ export interface DeliveryShellOptions<S extends DeliveryState<I>, I extends Infl
   idOf(state: S): string;
   /** The report's message id prefix (`<prefix>:<actor id>:<txn id>:<attempt>:<process>`). */
   reportPrefix: string;
-  /** The log field naming the actor (`destination`, `appservice`). */
-  logField: string;
-  /** Logged when a report could not be written to the actor's inbox. */
-  unreportedLog: string;
   /** Read the transaction's entries, send it, report how it went (reading may throw: a failed attempt). */
   send(ctx: ShellContext, inflight: I, attempt: number, id: string): Promise<R>;
-  /** The report of an attempt that failed before anything was sent. */
-  failed(inflight: I, attempt: number, error: string): R;
+  /** The actor's counts in the report of an attempt that failed before anything was sent. */
+  nothingSent: Omit<R, keyof SentReport>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -280,14 +276,14 @@ const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e));
 /**
  * Call the peer: an outcome, a thrown error counting as a retryable failure; a failure is logged.
  */
-export async function callPeer<O extends { kind: string }>(ctx: ShellContext, log: { field: string; id: string; txnId: string; attempt: number; message: string }, call: () => Promise<O>): Promise<O | RetryOutcome> {
+export async function callPeer<O extends { kind: string }>(ctx: ShellContext, log: { kind: string; id: string; txnId: string; attempt: number }, call: () => Promise<O>): Promise<O | RetryOutcome> {
   let outcome: O | RetryOutcome;
   try {
     outcome = await call();
   } catch (e) {
     outcome = { kind: 'retry', error: messageOf(e) };
   }
-  if (outcome.kind !== 'ok') ctx.log?.warn({ [log.field]: log.id, txn_id: log.txnId, attempt: log.attempt, outcome }, log.message);
+  if (outcome.kind !== 'ok') ctx.log?.warn({ [log.kind]: log.id, txn_id: log.txnId, attempt: log.attempt, outcome }, `${log.kind} transaction not delivered`);
   return outcome;
 }
 
@@ -310,7 +306,7 @@ export function deliveryShell<S extends DeliveryState<I>, I extends InflightTran
       report = await opts.send(ctx, inf, attempt, id);
     } catch (e) {
       // A failed read is a failed attempt (backoff, retry).
-      report = opts.failed(inf, attempt, `reading the queue: ${messageOf(e)}`);
+      report = { t: 'sent', txnId: inf.txnId, attempt, outcome: { kind: 'retry', error: `reading the queue: ${messageOf(e)}` }, ...opts.nothingSent } as unknown as R;
     } finally {
       // The PUT is over: nothing of this actor's is in flight from this process any more.
       if (running.get(id) === inf.txnId) running.delete(id);
@@ -323,7 +319,7 @@ export function deliveryShell<S extends DeliveryState<I>, I extends InflightTran
         return;
       } catch (e) {
         if (i >= 10) {
-          ctx.log?.error({ err: e, [opts.logField]: id, txn_id: inf.txnId }, opts.unreportedLog);
+          ctx.log?.error({ err: e, [opts.kind]: id, txn_id: inf.txnId }, `could not report the ${opts.kind} transaction; the watch timer will send it again`);
           return;
         }
         await sleep(Math.min(2000, 100 * 2 ** i));

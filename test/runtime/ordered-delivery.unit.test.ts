@@ -50,25 +50,9 @@ describe('ordered delivery', () => {
     // Committed by the destination actor of the previous release: 2 PDUs out in a transaction
     // whose first attempt failed, a to-device EDU and a presence update queued behind it.
     const old = stored({
-      destination: 'peer.example',
-      nextPdu: 3,
-      takenPdu: 2,
-      nextEdu: 2,
-      takenEdu: 0,
-      txnSeq: 1,
+      destination: 'peer.example', nextPdu: 3, takenPdu: 2, nextEdu: 2, takenEdu: 0, txnSeq: 1, failures: 1, retryAt: 3500, lastTimerAt: 3500, prevTimerAt: 1000,
       inflight: { txnId: 'rs.1', pduFrom: 1, pduTo: 2, eduFrom: 1, eduTo: 0, ts: 1000, attempts: 1, sending: false },
-      failures: 1,
-      retryAt: 3500,
-      lastTimerAt: 3500,
-      prevTimerAt: 1000,
-      sentPdus: 0,
-      sentEdus: 0,
-      txns: 0,
-      refused: 0,
-      pduErrors: 0,
-      dropped: 0,
-      droppedEdus: 0,
-      lastError: 'connect ECONNREFUSED',
+      sentPdus: 0, sentEdus: 0, txns: 0, refused: 0, pduErrors: 0, dropped: 0, droppedEdus: 0, lastError: 'connect ECONNREFUSED',
       presence: { '@u:here': { user_id: '@u:here', presence: 'online' } },
     } satisfies DestinationState);
     const run = (s: DestinationState, body: DestinationMessage, now: number, prepared?: Parameters<typeof decideDestination>[2]) => decideDestination(s, at(body, now), prepared);
@@ -96,20 +80,9 @@ describe('ordered delivery', () => {
 
   it('an appservice state stored before the machine was shared (a transaction out) carries on', () => {
     const old = stored({
-      id: 'bridge',
-      nextEvent: 2,
-      takenEvent: 1,
-      nextEph: 2,
-      takenEph: 0,
-      txnSeq: 1,
+      id: 'bridge', nextEvent: 2, takenEvent: 1, nextEph: 2, takenEph: 0, txnSeq: 1, failures: 0, retryAt: 0, lastTimerAt: 6000, prevTimerAt: 1000,
       inflight: { txnId: 'rs.1', evFrom: 1, evTo: 1, ephFrom: 1, ephTo: 0, attempts: 1, sending: true },
-      failures: 0,
-      retryAt: 0,
-      lastTimerAt: 6000,
-      prevTimerAt: 1000,
-      sentEvents: 0,
-      sentEphemeral: 0,
-      txns: 0,
+      sentEvents: 0, sentEphemeral: 0, txns: 0,
     } satisfies AppserviceState);
     const run = (s: AppserviceState, body: AppserviceMessage, now: number, prepared?: Parameters<typeof decideAppservice>[2]) => decideAppservice(s, at(body, now), prepared);
 
