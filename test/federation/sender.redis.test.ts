@@ -98,7 +98,7 @@ class Receiver {
           this.hung.push(() => res.destroy());
           return;
         }
-        if (this.gate) void this.gate.then(answer);
+        if (this.gate !== null) void this.gate.then(answer);
         else if (this.delayMs) setTimeout(answer, this.delayMs);
         else answer();
       });
