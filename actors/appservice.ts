@@ -38,9 +38,8 @@
  * entries at a time, in order. Nothing is dropped while the appservice is down: the queue grows
  * (an appservice registered with a dead URL must be removed from the configuration).
  */
-import { createHash, randomBytes } from 'node:crypto';
 import type { ActorKind, ActorMessage, Decision, ShellContext, StoreWrite } from '../src/runtime/actor';
-import { encode } from '../src/store/codec';
+import { appendToQueue, backoffDelayMs, callPeer, decideDelivery, deliveryShell, rangeEnd, readQueueRange, startNext, trimQueue, type DeliveryLimits, type DeliveryPrepared, type DeliveryReply, type DeliveryRules, type DeliveryState, type InflightTransaction, type SentReport } from '../src/runtime/ordered-delivery';
 import { appserviceData, type KeySpace } from '../src/store/keys';
 import type { JsonObject } from '../src/protocol/json';
 
@@ -56,13 +55,12 @@ export const MAX_RETRY_MS = 512_000;
 export const WATCH_MS = 5_000;
 /** Queueing messages committed together at most (the runtime's group commit). */
 export const MAX_QUEUE_BATCH = 100;
+/** The retry interval's jitter from the 2nd failure on. */
+const JITTER = { min: 0.9, max: 1.1 };
 
-export interface AppserviceLimits {
-  minRetryMs: number;
-  maxRetryMs: number;
+export interface AppserviceLimits extends DeliveryLimits {
   maxEventsPerTxn: number;
   maxEphemeralPerTxn: number;
-  watchMs: number;
 }
 
 export const DEFAULT_APPSERVICE_LIMITS: AppserviceLimits = { minRetryMs: MIN_RETRY_MS, maxRetryMs: MAX_RETRY_MS, maxEventsPerTxn: MAX_EVENTS_PER_TXN, maxEphemeralPerTxn: MAX_EPHEMERAL_PER_TXN, watchMs: WATCH_MS };
@@ -74,45 +72,35 @@ export interface EphemeralItem {
 }
 
 /** The transaction being sent: queue ranges (inclusive; empty when `to < from`). */
-export interface AppserviceInflight {
-  txnId: string;
+export interface AppserviceInflight extends InflightTransaction {
   evFrom: number;
   evTo: number;
   ephFrom: number;
   ephTo: number;
-  attempts: number;
-  sending?: boolean;
 }
 
-export interface AppserviceState {
+export interface AppserviceState extends DeliveryState<AppserviceInflight> {
   id: string;
   nextEvent: number;
   takenEvent: number;
   nextEph: number;
   takenEph: number;
-  txnSeq: number;
-  inflight: AppserviceInflight | null;
-  failures: number;
-  retryAt: number;
-  lastTimerAt: number;
-  prevTimerAt: number;
   /** Totals, for operators. */
   sentEvents: number;
   sentEphemeral: number;
-  txns: number;
-  lastError?: string;
 }
-
-export type AppserviceMessage =
-  | { t: 'events'; items: { r: string; e: string }[] }
-  | { t: 'ephemeral'; items: EphemeralItem[] }
-  | { t: 'send' }
-  | { t: 'sent'; txnId: string; attempt: number; outcome: AppserviceOutcome; events: number; ephemeral: number }
-  | { t: 'wake' };
 
 export type AppserviceOutcome = { kind: 'ok' } | { kind: 'retry'; error: string };
 
-export type AppservicePrepared = { kind: 'started'; txnId: string; attempt: number } | { kind: 'running'; txnId: string };
+/** How a transaction went, with what it carried. */
+export interface AppserviceSent extends SentReport<AppserviceOutcome> {
+  events: number;
+  ephemeral: number;
+}
+
+export type AppserviceMessage = { t: 'events'; items: { r: string; e: string }[] } | { t: 'ephemeral'; items: EphemeralItem[] } | { t: 'send' } | AppserviceSent | { t: 'wake' };
+
+export type AppservicePrepared = DeliveryPrepared;
 
 /** What one transaction carries, as queued (the transport reads the events and builds the body). */
 export interface AppserviceBatch {
@@ -126,7 +114,7 @@ export interface AppserviceTransport {
   send(appserviceId: string, txnId: string, batch: AppserviceBatch): Promise<AppserviceOutcome>;
 }
 
-export type AppserviceReply = { ok: true };
+export type AppserviceReply = DeliveryReply;
 
 export function initialAppserviceState(id: string): AppserviceState {
   return { id, nextEvent: 1, takenEvent: 0, nextEph: 1, takenEph: 0, txnSeq: 0, inflight: null, failures: 0, retryAt: 0, lastTimerAt: 0, prevTimerAt: 0, sentEvents: 0, sentEphemeral: 0, txns: 0 };
@@ -134,37 +122,37 @@ export function initialAppserviceState(id: string): AppserviceState {
 
 /** The wait after the `failures`-th consecutive failure: min × 2^(n-1), capped, with a jitter in [0.9, 1.1) from a hash (decide stays pure). */
 export function appserviceBackoffMs(id: string, failures: number, limits: Pick<AppserviceLimits, 'minRetryMs' | 'maxRetryMs'> = DEFAULT_APPSERVICE_LIMITS): number {
-  if (failures <= 0) return 0;
-  const base = limits.minRetryMs * 2 ** Math.min(failures - 1, 40);
-  const h = createHash('sha256').update(`${id}\u0000${failures}`).digest().readUInt32BE(0);
-  const jitter = failures === 1 ? 1 : 0.9 + (h / 2 ** 32) * 0.2;
-  return Math.min(Math.round(base * jitter), limits.maxRetryMs);
+  return backoffDelayMs(id, failures, limits, JITTER);
 }
-
-export const seqId = (seq: number): string => `${seq}-0`;
 
 type D = Decision<AppserviceState, AppserviceReply>;
 
-/** Set the `send` timer at `atMs`, never at a due time a fired timer had (timer message ids derive from it). */
-function sendTimer(state: AppserviceState, atMs: number, now: number): { state: AppserviceState; timer: { key: string; atMs: number; body: AppserviceMessage } } {
-  const floor = state.lastTimerAt <= now ? state.lastTimerAt : state.prevTimerAt;
-  const at = Math.max(atMs, floor + 1);
-  return { state: { ...state, prevTimerAt: floor, lastTimerAt: at }, timer: { key: 'send', atMs: at, body: { t: 'send' } } };
-}
-
-/** With nothing in flight and something waiting: cut the next transaction from the queues and ask for it to be sent. */
-function startNext(state: AppserviceState, now: number, limits: AppserviceLimits, d: D): D {
-  if (state.inflight) return d;
-  const evTo = Math.min(state.nextEvent - 1, state.takenEvent + limits.maxEventsPerTxn);
-  const ephTo = Math.min(state.nextEph - 1, state.takenEph + limits.maxEphemeralPerTxn);
-  if (evTo <= state.takenEvent && ephTo <= state.takenEph) return d;
-  const txnSeq = state.txnSeq + 1;
-  // Unique across the appservice's life even if this actor's state were ever lost: the
-  // appservice dedupes on txn ids, and a reused one would be dropped unseen.
-  const inflight: AppserviceInflight = { txnId: `${now.toString(36)}.${txnSeq}`, evFrom: state.takenEvent + 1, evTo, ephFrom: state.takenEph + 1, ephTo, attempts: 0 };
-  const taken: AppserviceState = { ...state, txnSeq, inflight, takenEvent: evTo, takenEph: ephTo };
-  const { state: next, timer } = sendTimer(taken, Math.max(now, state.retryAt), now);
-  return { ...d, state: next, timers: [...(d.timers ?? []), timer] };
+/** How the appservice actor delivers (src/runtime/ordered-delivery.ts runs the cycle). */
+function deliveryRules(id: string, limits: AppserviceLimits): DeliveryRules<AppserviceState, AppserviceInflight, AppserviceSent> {
+  return {
+    id,
+    limits,
+    jitter: JITTER,
+    // Up to 100 events and 100 ephemeral entries, from where the last transaction ended.
+    cut(state) {
+      const evTo = rangeEnd(state.nextEvent, state.takenEvent, limits.maxEventsPerTxn);
+      const ephTo = rangeEnd(state.nextEph, state.takenEph, limits.maxEphemeralPerTxn);
+      if (evTo <= state.takenEvent && ephTo <= state.takenEph) return null;
+      return { state: { ...state, takenEvent: evTo, takenEph: ephTo }, ranges: { evFrom: state.takenEvent + 1, evTo, ephFrom: state.takenEph + 1, ephTo } };
+    },
+    // Only a 2xx ends a transaction (anything else is retried: see the header); trim what was sent.
+    finish(state, report) {
+      if (report.outcome?.kind !== 'ok') return null;
+      return {
+        state: {
+          ...state,
+          sentEvents: state.sentEvents + (Number.isInteger(report.events) ? report.events : 0),
+          sentEphemeral: state.sentEphemeral + (Number.isInteger(report.ephemeral) ? report.ephemeral : 0),
+        },
+        writes: [trimQueue(appserviceData.events(id), state.takenEvent + 1), trimQueue(appserviceData.ephemeral(id), state.takenEph + 1)],
+      };
+    },
+  };
 }
 
 function validRef(i: unknown): i is { r: string; e: string } {
@@ -180,71 +168,24 @@ export function decideAppservice(state: AppserviceState, msg: ActorMessage<Appse
   const now = msg.enqueuedAt;
   const body = msg.body;
   const id = state.id;
+  const rules = deliveryRules(id, limits);
   switch (body?.t) {
     case 'events': {
       const items = Array.isArray(body.items) ? body.items.filter(validRef) : [];
       if (items.length === 0) return { state, reply: { ok: true } };
       const writes: StoreWrite[] = [];
-      let seq = state.nextEvent;
-      for (const i of items) writes.push({ cmd: 'XADD', key: appserviceData.events(id), args: [seqId(seq++), 'r', i.r, 'e', i.e] });
-      const next = { ...state, nextEvent: seq };
-      return startNext(next, now, limits, { state: next, reply: { ok: true }, writes });
+      const next = { ...state, nextEvent: appendToQueue(appserviceData.events(id), state.nextEvent, items.map((i) => ['r', i.r, 'e', i.e]), writes) };
+      return startNext(next, now, rules, { state: next, reply: { ok: true }, writes });
     }
     case 'ephemeral': {
       const items = Array.isArray(body.items) ? body.items.filter(validEphemeral) : [];
       if (items.length === 0) return { state, reply: { ok: true } };
       const writes: StoreWrite[] = [];
-      let seq = state.nextEph;
-      for (const i of items) writes.push({ cmd: 'XADD', key: appserviceData.ephemeral(id), args: [seqId(seq++), 'k', i.k, 'j', JSON.stringify(i.j)] });
-      const next = { ...state, nextEph: seq };
-      return startNext(next, now, limits, { state: next, reply: { ok: true }, writes });
-    }
-    case 'wake': {
-      if (state.retryAt === 0) return { state, reply: { ok: true } };
-      if (!state.inflight || state.inflight.sending || state.retryAt <= now) return { state: { ...state, retryAt: 0, failures: 0 }, reply: { ok: true } };
-      const { state: next, timer } = sendTimer({ ...state, retryAt: 0, failures: 0 }, now, now);
-      return { state: next, reply: { ok: true }, timers: [timer] };
-    }
-    case 'send': {
-      const inf = state.inflight;
-      if (!inf) return startNext(state, now, limits, { state, reply: { ok: true } });
-      // A late or repeated timer during a backoff: the retry timer stands.
-      if (!prepared || prepared.txnId !== inf.txnId) return { state, reply: { ok: true } };
-      const started = prepared.kind === 'started' ? { ...state, inflight: { ...inf, attempts: prepared.attempt, sending: true } } : state;
-      const { state: next, timer } = sendTimer(started, now + limits.watchMs, now);
-      return { state: next, reply: { ok: true }, timers: [timer] };
-    }
-    case 'sent': {
-      const inf = state.inflight;
-      if (!inf || body.txnId !== inf.txnId) return { state, reply: { ok: true } };
-      const o = body.outcome;
-      if (o?.kind === 'retry') {
-        // A failure of an older attempt says nothing about the latest one, which is still out.
-        if (body.attempt !== inf.attempts) return { state, reply: { ok: true } };
-        const failures = state.failures + 1;
-        const retryAt = now + appserviceBackoffMs(id, failures, limits);
-        const { state: next, timer } = sendTimer({ ...state, failures, retryAt, inflight: { ...inf, sending: false }, lastError: String(o.error) }, retryAt, now);
-        return { state: next, reply: { ok: true }, timers: [timer] };
-      }
-      if (o?.kind !== 'ok') return { state, reply: { ok: true } };
-      // Delivered (whatever the attempt): the ranges are done; trim what was sent.
-      const writes: StoreWrite[] = [
-        { cmd: 'XTRIM', key: appserviceData.events(id), args: ['MINID', seqId(state.takenEvent + 1)] },
-        { cmd: 'XTRIM', key: appserviceData.ephemeral(id), args: ['MINID', seqId(state.takenEph + 1)] },
-      ];
-      const next: AppserviceState = {
-        ...state,
-        inflight: null,
-        failures: 0,
-        retryAt: 0,
-        txns: state.txns + 1,
-        sentEvents: state.sentEvents + (Number.isInteger(body.events) ? body.events : 0),
-        sentEphemeral: state.sentEphemeral + (Number.isInteger(body.ephemeral) ? body.ephemeral : 0),
-      };
-      return startNext(next, now, limits, { state: next, reply: { ok: true }, writes });
+      const next = { ...state, nextEph: appendToQueue(appserviceData.ephemeral(id), state.nextEph, items.map((i) => ['k', i.k, 'j', JSON.stringify(i.j)]), writes) };
+      return startNext(next, now, rules, { state: next, reply: { ok: true }, writes });
     }
     default:
-      return { state, reply: { ok: true } };
+      return decideDelivery(state, body, now, prepared, rules);
   }
 }
 
@@ -255,69 +196,21 @@ export interface AppserviceActorOptions {
   limits?: Partial<AppserviceLimits>;
 }
 
-function entries(rows: [string, string[]][]): Record<string, string>[] {
-  return rows.map(([, fields]) => {
-    const f: Record<string, string> = {};
-    for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
-    return f;
-  });
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 export function appserviceActor(opts: AppserviceActorOptions): ActorKind<AppserviceState, AppserviceMessage, AppserviceReply, AppservicePrepared | undefined> {
   const limits: AppserviceLimits = { ...DEFAULT_APPSERVICE_LIMITS, ...opts.limits };
-  /** The PUTs this process runs: appservice id → txn id (at most one each). */
-  const running = new Map<string, string>();
-  const incarnation = randomBytes(6).toString('hex');
   return {
     kind: APPSERVICE_KIND,
     family: 'user',
     initialState: initialAppserviceState,
-    async prepare(ctx, state, msg) {
-      const inf = state.inflight;
-      if (msg.body?.t !== 'send' || !inf || msg.enqueuedAt < state.retryAt) return undefined;
-      if (running.has(state.id)) return { kind: 'running', txnId: inf.txnId };
-      const attempt = inf.attempts + 1;
-      running.set(state.id, inf.txnId);
-      void attemptSend(ctx, { ...inf }, attempt, state.id);
-      return { kind: 'started', txnId: inf.txnId, attempt };
-    },
+    prepare: deliveryShell<AppserviceState, AppserviceInflight, AppserviceSent>({ kind: APPSERVICE_KIND, keys: opts.keys, idOf: (s) => s.id, reportPrefix: 'assent', send: sendInflight, nothingSent: { events: 0, ephemeral: 0 } }),
     decide: (state, msg, prepared) => decideAppservice(state, msg, prepared, limits),
     batch: { max: MAX_QUEUE_BATCH, accepts: (b) => b?.t === 'events' || b?.t === 'ephemeral' },
   };
 
-  async function attemptSend(ctx: ShellContext, inf: AppserviceInflight, attempt: number, id: string): Promise<void> {
-    let report: Extract<AppserviceMessage, { t: 'sent' }>;
-    try {
-      report = await sendInflight(ctx, inf, attempt, id);
-    } catch (e) {
-      report = { t: 'sent', txnId: inf.txnId, attempt, outcome: { kind: 'retry', error: `reading the queue: ${e instanceof Error ? e.message : String(e)}` }, events: 0, ephemeral: 0 };
-    } finally {
-      if (running.get(id) === inf.txnId) running.delete(id);
-    }
-    for (let i = 0; ; i++) {
-      try {
-        await ctx.redis.xadd(ctx.keys.inbox, '*', 'mid', `assent:${id}:${inf.txnId}:${attempt}:${incarnation}`, 'a', id, 'k', APPSERVICE_KIND, 'b', encode(report), 't', String(Date.now()));
-        await ctx.redis.publish(opts.keys.wakeChannel('user', ctx.shard), '1');
-        return;
-      } catch (e) {
-        if (i >= 10) {
-          ctx.log?.error({ err: e, appservice: id, txn_id: inf.txnId }, 'could not report an appservice transaction; the watch timer will send it again');
-          return;
-        }
-        await sleep(Math.min(2000, 100 * 2 ** i));
-      }
-    }
-  }
-
-  async function sendInflight(ctx: ShellContext, inf: AppserviceInflight, attempt: number, id: string): Promise<Extract<AppserviceMessage, { t: 'sent' }>> {
-    const [evRows, ephRows] = await Promise.all([
-      inf.evTo >= inf.evFrom ? (ctx.redis.xrange(ctx.keys.data(appserviceData.events(id)), seqId(inf.evFrom), seqId(inf.evTo)) as Promise<[string, string[]][]>) : Promise.resolve([]),
-      inf.ephTo >= inf.ephFrom ? (ctx.redis.xrange(ctx.keys.data(appserviceData.ephemeral(id)), seqId(inf.ephFrom), seqId(inf.ephTo)) as Promise<[string, string[]][]>) : Promise.resolve([]),
-    ]);
-    const batch: AppserviceBatch = { events: entries(evRows).map((f) => ({ r: f.r ?? '', e: f.e ?? '' })), ephemeral: [], toDevice: [] };
-    for (const f of entries(ephRows)) {
+  async function sendInflight(ctx: ShellContext, inf: AppserviceInflight, attempt: number, id: string): Promise<AppserviceSent> {
+    const [evRows, ephRows] = await Promise.all([readQueueRange(ctx, appserviceData.events(id), inf.evFrom, inf.evTo), readQueueRange(ctx, appserviceData.ephemeral(id), inf.ephFrom, inf.ephTo)]);
+    const batch: AppserviceBatch = { events: evRows.map((f) => ({ r: f.r ?? '', e: f.e ?? '' })), ephemeral: [], toDevice: [] };
+    for (const f of ephRows) {
       let j: JsonObject;
       try {
         j = JSON.parse(f.j ?? '{}') as JsonObject;
@@ -326,14 +219,7 @@ export function appserviceActor(opts: AppserviceActorOptions): ActorKind<Appserv
       }
       (f.k === 'td' ? batch.toDevice : batch.ephemeral).push(j);
     }
-    const sent = (outcome: AppserviceOutcome) => ({ t: 'sent' as const, txnId: inf.txnId, attempt, outcome, events: batch.events.length, ephemeral: batch.ephemeral.length + batch.toDevice.length });
-    let outcome: AppserviceOutcome;
-    try {
-      outcome = await opts.transport.send(id, inf.txnId, batch);
-    } catch (e) {
-      outcome = { kind: 'retry', error: e instanceof Error ? e.message : String(e) };
-    }
-    if (outcome.kind !== 'ok') ctx.log?.warn({ appservice: id, txn_id: inf.txnId, attempt, outcome }, 'appservice transaction not delivered');
-    return sent(outcome);
+    const outcome = await callPeer(ctx, { kind: APPSERVICE_KIND, id, txnId: inf.txnId, attempt }, () => opts.transport.send(id, inf.txnId, batch));
+    return { t: 'sent', txnId: inf.txnId, attempt, outcome, events: batch.events.length, ephemeral: batch.ephemeral.length + batch.toDevice.length };
   }
 }

@@ -62,11 +62,11 @@
  * prev_events unknown and fills the gap with its own get_missing_events / backfill. EDUs have
  * their own bound.
  */
-import { createHash, randomBytes } from 'node:crypto';
 import type { ActorKind, ActorMessage, Decision, ShellContext, StoreWrite } from '../src/runtime/actor';
+import { appendToQueue, backoffDelayMs, callPeer, decideDelivery, deliveryShell, rangeEnd, readQueueRange, startNext, trimQueue, type DeliveryLimits, type DeliveryPrepared, type DeliveryReply, type DeliveryRules, type DeliveryState, type InflightTransaction, type SentReport } from '../src/runtime/ordered-delivery';
 import type { StoredEvent } from '../src/rooms/model';
 import { shardOf } from '../src/store/shards';
-import { decode, encode } from '../src/store/codec';
+import { decode } from '../src/store/codec';
 import { destinationData, roomData, type KeySpace } from '../src/store/keys';
 import type { JsonObject } from '../src/protocol/json';
 import { MAX_EDUS_PER_TRANSACTION, MAX_PDUS_PER_TRANSACTION, type Edu, type TransactionBody } from '../src/protocol/transactions';
@@ -86,7 +86,8 @@ export const MAX_PENDING_EDUS = 10_000;
 export const MIN_RETRY_MS = 2_000;
 /** Longest interval between retries (Synapse: 7 days). */
 export const MAX_RETRY_MS = 60 * 60 * 1000;
-export const RETRY_MULTIPLIER = 2;
+/** The retry interval's jitter from the 2nd failure on (Synapse's retryutils draws it in [0.8, 1.4) too). */
+const JITTER = { min: 0.8, max: 1.4 };
 /**
  * How often the actor looks whether the PUT it started is still running (the watch timer). A
  * running one is left alone; one no process runs any more (its worker died) is started again,
@@ -98,14 +99,11 @@ export const WATCH_MS = 5_000;
 /** Queueing messages (`edus`, `pdus`) committed together at most (see `batch` below). */
 export const MAX_QUEUE_BATCH = 100;
 
-export interface DestinationLimits {
+export interface DestinationLimits extends DeliveryLimits {
   maxPendingPdus: number;
   maxPendingEdus: number;
-  minRetryMs: number;
-  maxRetryMs: number;
   maxPdusPerTxn: number;
   maxEdusPerTxn: number;
-  watchMs: number;
 }
 
 export const DEFAULT_LIMITS: DestinationLimits = {
@@ -119,23 +117,19 @@ export const DEFAULT_LIMITS: DestinationLimits = {
 };
 
 /** The transaction being sent: queue ranges (inclusive; empty when `to < from`), committed before the first attempt. */
-export interface Inflight {
-  txnId: string;
+export interface Inflight extends InflightTransaction {
   pduFrom: number;
   pduTo: number;
   eduFrom: number;
   eduTo: number;
   /** `origin_server_ts` of the body (the same on every attempt). */
   ts: number;
-  /** Attempts started so far (the number of the latest). */
-  attempts: number;
-  /** An attempt (the latest) is out and has not reported back. */
-  sending?: boolean;
   /** Presence updates riding in this transaction (one `m.presence` EDU), taken from `presence`. */
   presence?: JsonObject[];
 }
 
-export interface DestinationState {
+/** The stored state (txn and backoff bookkeeping: DeliveryState, src/runtime/ordered-delivery.ts). */
+export interface DestinationState extends DeliveryState<Inflight> {
   destination: string;
   /** Seq the next queued PDU gets (the first is 1). */
   nextPdu: number;
@@ -143,21 +137,9 @@ export interface DestinationState {
   takenPdu: number;
   nextEdu: number;
   takenEdu: number;
-  /** Transactions started so far (part of the txn id). */
-  txnSeq: number;
-  inflight: Inflight | null;
-  /** Consecutive failed attempts (0: the peer is fine). */
-  failures: number;
-  /** No attempt before this time (ms); 0 = none pending. */
-  retryAt: number;
-  /** The due time of the last `send` timer set (timer message ids derive from it: each must be new). */
-  lastTimerAt: number;
-  /** The latest due time of the `send` timers set before that one that may have fired. */
-  prevTimerAt: number;
   /** Totals, for operators. */
   sentPdus: number;
   sentEdus: number;
-  txns: number;
   refused: number;
   pduErrors: number;
   dropped: number;
@@ -169,7 +151,12 @@ export interface DestinationState {
    * never floods a peer, whatever the rate of changes, and never outgrows the number of users.
    */
   presence?: Record<string, JsonObject>;
-  lastError?: string;
+}
+
+/** How a transaction went, with what it carried. */
+export interface DestinationSent extends SentReport<SendOutcome> {
+  pdus: number;
+  edus: number;
 }
 
 export type DestinationMessage =
@@ -179,7 +166,7 @@ export type DestinationMessage =
   /** The actor's own timer: start the transaction in flight (if its backoff is over), or watch the one out. */
   | { t: 'send' }
   /** From the process that ran attempt `attempt` of `txnId`: how it went. */
-  | { t: 'sent'; txnId: string; attempt: number; outcome: SendOutcome; pdus: number; edus: number }
+  | DestinationSent
   /** The peer is reachable again (it just talked to us): end any backoff now. */
   | { t: 'wake' };
 
@@ -191,11 +178,7 @@ export type SendOutcome =
   | { kind: 'refused'; error: string };
 
 /** What the shell did for a `send`. */
-export type DestinationPrepared =
-  /** It started attempt `attempt` of the transaction in flight (in the background). */
-  | { kind: 'started'; txnId: string; attempt: number }
-  /** This process is still running a PUT to the destination: nothing new was started. */
-  | { kind: 'running'; txnId: string };
+export type DestinationPrepared = DeliveryPrepared;
 
 /** The only code that calls the peer (implemented over src/federation/client.ts). */
 export interface TransactionTransport {
@@ -204,7 +187,7 @@ export interface TransactionTransport {
   send(destination: string, txnId: string, body: TransactionBody): Promise<SendOutcome>;
 }
 
-export type DestinationReply = { ok: true };
+export type DestinationReply = DeliveryReply;
 
 export function initialDestinationState(destination: string): DestinationState {
   return { destination, nextPdu: 1, takenPdu: 0, nextEdu: 1, takenEdu: 0, txnSeq: 0, inflight: null, failures: 0, retryAt: 0, lastTimerAt: 0, prevTimerAt: 0, sentPdus: 0, sentEdus: 0, txns: 0, refused: 0, pduErrors: 0, dropped: 0, droppedEdus: 0 };
@@ -216,52 +199,58 @@ export function initialDestinationState(destination: string): DestinationState {
  * from a hash, so the schedule is a pure function and stays within [0.8, 1.4) × the doubling).
  */
 export function backoffMs(destination: string, failures: number, limits: Pick<DestinationLimits, 'minRetryMs' | 'maxRetryMs'> = DEFAULT_LIMITS): number {
-  if (failures <= 0) return 0;
-  const base = limits.minRetryMs * RETRY_MULTIPLIER ** Math.min(failures - 1, 40);
-  const h = createHash('sha256').update(`${destination}\u0000${failures}`).digest().readUInt32BE(0);
-  const jitter = failures === 1 ? 1 : 0.8 + (h / 2 ** 32) * 0.6;
-  return Math.min(Math.round(base * jitter), limits.maxRetryMs);
+  return backoffDelayMs(destination, failures, limits, JITTER);
 }
-
-/** The stream id of a queue seq (`<seq>-0`: ids must be above 0-0, seqs start at 1). */
-export const seqId = (seq: number): string => `${seq}-0`;
 
 type D = Decision<DestinationState, DestinationReply>;
-
-/**
- * Set the `send` timer at `atMs`, never at a time a fired timer had: the timer's message id is
- * derived from its due time, so a repeat would be dropped as a duplicate. The pending timer
- * (due at `lastTimerAt`) may have fired when that time is past (timers never fire early);
- * otherwise it is replaced unfired and the floor is the latest due time before it.
- */
-function sendTimer(state: DestinationState, atMs: number, now: number): { state: DestinationState; timer: { key: string; atMs: number; body: DestinationMessage } } {
-  const floor = state.lastTimerAt <= now ? state.lastTimerAt : state.prevTimerAt;
-  const at = Math.max(atMs, floor + 1);
-  return { state: { ...state, prevTimerAt: floor, lastTimerAt: at }, timer: { key: 'send', atMs: at, body: { t: 'send' } } };
-}
 
 /** The actor's shard key the inbound path checks (see the header): set while backing off. */
 function backoffWrites(dest: string, retryAt: number | null): StoreWrite[] {
   return retryAt === null ? [{ cmd: 'DEL', key: destinationData.backoff(dest), args: [] }] : [{ cmd: 'SET', key: destinationData.backoff(dest), args: [String(retryAt)] }];
 }
 
-/** With nothing in flight and something waiting: take the next range and ask for it to be sent now. */
-function startNext(state: DestinationState, now: number, limits: DestinationLimits, d: D): D {
-  if (state.inflight) return d;
-  const pduTo = Math.min(state.nextPdu - 1, state.takenPdu + limits.maxPdusPerTxn);
-  const eduTo = Math.min(state.nextEdu - 1, state.takenEdu + limits.maxEdusPerTxn);
-  const pendingPresence = state.presence ? Object.values(state.presence) : [];
-  if (pduTo <= state.takenPdu && eduTo <= state.takenEdu && pendingPresence.length === 0) return d;
-  const txnSeq = state.txnSeq + 1;
-  // The presence EDU takes one of the transaction's EDU slots.
-  const edusTo = pendingPresence.length && eduTo - state.takenEdu >= limits.maxEdusPerTxn ? eduTo - 1 : eduTo;
-  const inflight: Inflight = { txnId: `${now.toString(36)}.${txnSeq}`, pduFrom: state.takenPdu + 1, pduTo, eduFrom: state.takenEdu + 1, eduTo: edusTo, ts: now, attempts: 0 };
-  if (pendingPresence.length) inflight.presence = pendingPresence;
-  const taken: DestinationState = { ...state, txnSeq, inflight, takenPdu: pduTo, takenEdu: edusTo };
-  delete taken.presence;
-  // Not before the backoff is over (a transaction abandoned by the bound is replaced during one).
-  const { state: next, timer } = sendTimer(taken, Math.max(now, state.retryAt), now);
-  return { ...d, state: next, timers: [...(d.timers ?? []), timer] };
+/**
+ * How a destination delivers (src/runtime/ordered-delivery.ts runs the cycle). Transactions go
+ * up to 50 PDUs and 100 EDUs, the coalesced presence riding as one of those EDUs (not before the
+ * backoff is over: a transaction abandoned by the bound is replaced during one); a refusal ends
+ * a transaction like an answer does; while backing off `fed:<destination>:backoff` is set.
+ */
+function deliveryRules(dest: string, limits: DestinationLimits): DeliveryRules<DestinationState, Inflight, DestinationSent> {
+  return {
+    id: dest,
+    limits,
+    jitter: JITTER,
+    cut(state, now) {
+      const pduTo = rangeEnd(state.nextPdu, state.takenPdu, limits.maxPdusPerTxn);
+      const eduTo = rangeEnd(state.nextEdu, state.takenEdu, limits.maxEdusPerTxn);
+      const pendingPresence = state.presence ? Object.values(state.presence) : [];
+      if (pduTo <= state.takenPdu && eduTo <= state.takenEdu && pendingPresence.length === 0) return null;
+      // The presence EDU takes one of the transaction's EDU slots.
+      const edusTo = pendingPresence.length && eduTo - state.takenEdu >= limits.maxEdusPerTxn ? eduTo - 1 : eduTo;
+      const ranges: Omit<Inflight, 'txnId' | 'attempts' | 'sending'> = { pduFrom: state.takenPdu + 1, pduTo, eduFrom: state.takenEdu + 1, eduTo: edusTo, ts: now };
+      if (pendingPresence.length) ranges.presence = pendingPresence;
+      const taken: DestinationState = { ...state, takenPdu: pduTo, takenEdu: edusTo };
+      delete taken.presence;
+      return { state: taken, ranges };
+    },
+    // Answered (or refused for good): the range is done; trim what was sent.
+    finish(state, report) {
+      const o = report.outcome;
+      if (o?.kind !== 'ok' && o?.kind !== 'refused') return null;
+      return {
+        state: {
+          ...state,
+          sentPdus: state.sentPdus + (o.kind === 'ok' ? report.pdus : 0),
+          sentEdus: state.sentEdus + (o.kind === 'ok' ? report.edus : 0),
+          pduErrors: state.pduErrors + (o.kind === 'ok' ? o.pduErrors : 0),
+          refused: state.refused + (o.kind === 'refused' ? 1 : 0),
+          ...(o.kind === 'refused' ? { lastError: o.error } : {}),
+        },
+        writes: [trimQueue(destinationData.pdus(dest), state.takenPdu + 1), trimQueue(destinationData.edus(dest), state.takenEdu + 1)],
+      };
+    },
+    backoffWrites: (retryAt) => backoffWrites(dest, retryAt),
+  };
 }
 
 /**
@@ -287,12 +276,12 @@ function bound(state: DestinationState, limits: DestinationLimits, writes: Store
     const takenPdu = next.nextPdu - 1 - limits.maxPendingPdus;
     next = { ...next, takenPdu, dropped: next.dropped + (takenPdu - next.takenPdu) };
     // Never trim the entries of a transaction being sent (its shell reads them).
-    writes.push({ cmd: 'XTRIM', key: destinationData.pdus(state.destination), args: ['MINID', seqId((next.inflight?.pduFrom ?? takenPdu + 1))] });
+    writes.push(trimQueue(destinationData.pdus(state.destination), next.inflight?.pduFrom ?? takenPdu + 1));
   }
   if (overEdus) {
     const takenEdu = next.nextEdu - 1 - limits.maxPendingEdus;
     next = { ...next, takenEdu, droppedEdus: next.droppedEdus + (takenEdu - next.takenEdu) };
-    writes.push({ cmd: 'XTRIM', key: destinationData.edus(state.destination), args: ['MINID', seqId((next.inflight?.eduFrom ?? takenEdu + 1))] });
+    writes.push(trimQueue(destinationData.edus(state.destination), next.inflight?.eduFrom ?? takenEdu + 1));
   }
   return next;
 }
@@ -301,15 +290,15 @@ export function decideDestination(state: DestinationState, msg: ActorMessage<Des
   const now = msg.enqueuedAt;
   const body = msg.body;
   const dest = state.destination;
+  const rules = deliveryRules(dest, limits);
   switch (body?.t) {
     case 'pdus': {
       const items = Array.isArray(body.items) ? body.items.filter((i) => typeof i?.r === 'string' && typeof i?.e === 'string') : [];
       if (items.length === 0) return { state, reply: { ok: true } };
       const writes: StoreWrite[] = [];
-      let seq = state.nextPdu;
-      for (const i of items) writes.push({ cmd: 'XADD', key: destinationData.pdus(dest), args: [seqId(seq++), 'r', i.r, 'e', i.e] });
-      const next = bound({ ...state, nextPdu: seq }, limits, writes);
-      return startNext(next, now, limits, { state: next, reply: { ok: true }, writes });
+      const nextPdu = appendToQueue(destinationData.pdus(dest), state.nextPdu, items.map((i) => ['r', i.r, 'e', i.e]), writes);
+      const next = bound({ ...state, nextPdu }, limits, writes);
+      return startNext(next, now, rules, { state: next, reply: { ok: true }, writes });
     }
     case 'edus': {
       const all = Array.isArray(body.edus) ? body.edus.filter((e) => typeof e?.edu_type === 'string' && e.content !== null && typeof e.content === 'object') : [];
@@ -329,64 +318,12 @@ export function decideDestination(state: DestinationState, msg: ActorMessage<Des
       }
       if (edus.length === 0 && presence === state.presence) return { state, reply: { ok: true } };
       const writes: StoreWrite[] = [];
-      let seq = state.nextEdu;
-      for (const e of edus) writes.push({ cmd: 'XADD', key: destinationData.edus(dest), args: [seqId(seq++), 'j', JSON.stringify(e)] });
-      const next = bound({ ...state, nextEdu: seq, ...(presence ? { presence } : {}) }, limits, writes);
-      return startNext(next, now, limits, { state: next, reply: { ok: true }, writes });
-    }
-    case 'wake': {
-      if (state.retryAt === 0) return { state, reply: { ok: true } };
-      const writes = backoffWrites(dest, null);
-      if (!state.inflight || state.inflight.sending || state.retryAt <= now) return { state: { ...state, retryAt: 0, failures: 0 }, reply: { ok: true }, writes };
-      // The pending timer (due at retryAt > now) has not fired: it is replaced.
-      const { state: next, timer } = sendTimer({ ...state, retryAt: 0, failures: 0 }, now, now);
-      return { state: next, reply: { ok: true }, timers: [timer], writes };
-    }
-    case 'send': {
-      const inf = state.inflight;
-      if (!inf) return startNext(state, now, limits, { state, reply: { ok: true } });
-      // A late or repeated timer during a backoff: the retry timer stands.
-      if (!prepared || prepared.txnId !== inf.txnId) return { state, reply: { ok: true } };
-      const started = prepared.kind === 'started' ? { ...state, inflight: { ...inf, attempts: prepared.attempt, sending: true } } : state;
-      const { state: next, timer } = sendTimer(started, now + limits.watchMs, now);
-      return { state: next, reply: { ok: true }, timers: [timer] };
-    }
-    case 'sent': {
-      const inf = state.inflight;
-      // A late report: the transaction was answered (or abandoned) meanwhile.
-      if (!inf || body.txnId !== inf.txnId) return { state, reply: { ok: true } };
-      const o = body.outcome;
-      if (o?.kind === 'retry') {
-        // A failure of an older attempt says nothing about the latest one, which is still out.
-        if (body.attempt !== inf.attempts) return { state, reply: { ok: true } };
-        const failures = state.failures + 1;
-        const retryAt = now + Math.max(backoffMs(dest, failures, limits), typeof o.retryAfterMs === 'number' ? o.retryAfterMs : 0);
-        const { state: next, timer } = sendTimer({ ...state, failures, retryAt, inflight: { ...inf, sending: false }, lastError: String(o.error) }, retryAt, now);
-        return { state: next, reply: { ok: true }, timers: [timer], writes: backoffWrites(dest, retryAt) };
-      }
-      if (o?.kind !== 'ok' && o?.kind !== 'refused') return { state, reply: { ok: true } };
-      // Answered (or refused for good): the range is done; trim what was sent.
-      const writes: StoreWrite[] = [
-        { cmd: 'XTRIM', key: destinationData.pdus(dest), args: ['MINID', seqId(state.takenPdu + 1)] },
-        { cmd: 'XTRIM', key: destinationData.edus(dest), args: ['MINID', seqId(state.takenEdu + 1)] },
-      ];
-      if (state.retryAt !== 0 || state.failures !== 0) writes.push(...backoffWrites(dest, null));
-      const next: DestinationState = {
-        ...state,
-        inflight: null,
-        failures: 0,
-        retryAt: 0,
-        txns: state.txns + 1,
-        sentPdus: state.sentPdus + (o.kind === 'ok' ? body.pdus : 0),
-        sentEdus: state.sentEdus + (o.kind === 'ok' ? body.edus : 0),
-        pduErrors: state.pduErrors + (o.kind === 'ok' ? o.pduErrors : 0),
-        refused: state.refused + (o.kind === 'refused' ? 1 : 0),
-        ...(o.kind === 'refused' ? { lastError: o.error } : {}),
-      };
-      return startNext(next, now, limits, { state: next, reply: { ok: true }, writes });
+      const nextEdu = appendToQueue(destinationData.edus(dest), state.nextEdu, edus.map((e) => ['j', JSON.stringify(e)]), writes);
+      const next = bound({ ...state, nextEdu, ...(presence ? { presence } : {}) }, limits, writes);
+      return startNext(next, now, rules, { state: next, reply: { ok: true }, writes });
     }
     default:
-      return { state, reply: { ok: true } };
+      return decideDelivery(state, body, now, prepared, rules);
   }
 }
 
@@ -396,15 +333,6 @@ export interface DestinationActorOptions {
   keys: KeySpace;
   roomShards: number;
   limits?: Partial<DestinationLimits>;
-}
-
-/** Parse a queue range's entries into `[seq, fields]`. */
-function entries(rows: [string, string[]][]): { seq: number; f: Record<string, string> }[] {
-  return rows.map(([id, fields]) => {
-    const f: Record<string, string> = {};
-    for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
-    return { seq: Number(id.split('-')[0]), f };
-  });
 }
 
 /**
@@ -432,29 +360,14 @@ export async function loadPdus(ctx: Pick<ShellContext, 'redis'>, keys: KeySpace,
   return out;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 export function destinationActor(opts: DestinationActorOptions): ActorKind<DestinationState, DestinationMessage, DestinationReply, DestinationPrepared | undefined> {
   const limits: DestinationLimits = { ...DEFAULT_LIMITS, ...opts.limits };
-  /** The PUTs this process runs: destination → txn id (at most one per destination). */
-  const running = new Map<string, string>();
-  const incarnation = randomBytes(6).toString('hex');
   return {
     kind: DESTINATION_KIND,
     family: 'user',
     initialState: initialDestinationState,
     // The shell: a `send` whose backoff is over starts the PUT in the background, unless one runs.
-    async prepare(ctx, state, msg) {
-      const inf = state.inflight;
-      if (msg.body?.t !== 'send' || !inf || msg.enqueuedAt < state.retryAt) return undefined;
-      const dest = state.destination;
-      const mine = running.get(dest);
-      if (mine !== undefined) return { kind: 'running', txnId: inf.txnId };
-      const attempt = inf.attempts + 1;
-      running.set(dest, inf.txnId);
-      void attemptSend(ctx, { ...inf }, attempt, dest);
-      return { kind: 'started', txnId: inf.txnId, attempt };
-    },
+    prepare: deliveryShell<DestinationState, Inflight, DestinationSent>({ kind: DESTINATION_KIND, keys: opts.keys, idOf: (s) => s.destination, reportPrefix: 'fedsent', send: sendInflight, nothingSent: { pdus: 0, edus: 0 } }),
     decide: (state, msg, prepared) => decideDestination(state, msg, prepared, limits),
     // Queueing is the hot path (every to-device message, receipt, typing notice and event asks
     // the actor once): messages that only queue — no shell, no side effect — are committed
@@ -463,59 +376,15 @@ export function destinationActor(opts: DestinationActorOptions): ActorKind<Desti
     batch: { max: MAX_QUEUE_BATCH, accepts: (b) => b?.t === 'edus' || b?.t === 'pdus' },
   };
 
-  /** One attempt, then its report to the actor; never throws. */
-  async function attemptSend(ctx: ShellContext, inf: Inflight, attempt: number, dest: string): Promise<void> {
-    let report: Extract<DestinationMessage, { t: 'sent' }>;
-    try {
-      report = await sendInflight(ctx, inf, attempt, dest);
-    } catch (e) {
-      // A failed read is a failed attempt (backoff, retry).
-      report = { t: 'sent', txnId: inf.txnId, attempt, outcome: { kind: 'retry', error: `reading the queue: ${e instanceof Error ? e.message : String(e)}` }, pdus: 0, edus: 0 };
-    } finally {
-      // The PUT is over: nothing of this destination's is in flight from this process any more.
-      if (running.get(dest) === inf.txnId) running.delete(dest);
-    }
-    // Reported with retries while Redis is unavailable; given up after a while, the watch timer
-    // finds no PUT running and starts the same transaction again.
-    for (let i = 0; ; i++) {
-      try {
-        await tellSelf(ctx, dest, report, `fedsent:${dest}:${inf.txnId}:${attempt}:${incarnation}`);
-        return;
-      } catch (e) {
-        if (i >= 10) {
-          ctx.log?.error({ err: e, destination: dest, txn_id: inf.txnId }, 'could not report a federation transaction; the watch timer will send it again');
-          return;
-        }
-        await sleep(Math.min(2000, 100 * 2 ** i));
-      }
-    }
-  }
-
-  /** Append a message to the actor's own inbox (the runtime's inbox format) and wake the shard's holder. */
-  async function tellSelf(ctx: ShellContext, dest: string, body: DestinationMessage, mid: string): Promise<void> {
-    await ctx.redis.xadd(ctx.keys.inbox, '*', 'mid', mid, 'a', dest, 'k', DESTINATION_KIND, 'b', encode(body), 't', String(Date.now()));
-    await ctx.redis.publish(opts.keys.wakeChannel('user', ctx.shard), '1');
-  }
-
-  async function sendInflight(ctx: ShellContext, inf: Inflight, attempt: number, dest: string): Promise<Extract<DestinationMessage, { t: 'sent' }>> {
-    const [pduRows, eduRows] = await Promise.all([
-      inf.pduTo >= inf.pduFrom ? (ctx.redis.xrange(ctx.keys.data(destinationData.pdus(dest)), seqId(inf.pduFrom), seqId(inf.pduTo)) as Promise<[string, string[]][]>) : Promise.resolve([]),
-      inf.eduTo >= inf.eduFrom ? (ctx.redis.xrange(ctx.keys.data(destinationData.edus(dest)), seqId(inf.eduFrom), seqId(inf.eduTo)) as Promise<[string, string[]][]>) : Promise.resolve([]),
-    ]);
-    const pdus = await loadPdus(ctx, opts.keys, opts.roomShards, entries(pduRows).map((x) => ({ r: x.f.r ?? '', e: x.f.e ?? '' })));
-    const edus = entries(eduRows).map((x) => JSON.parse(x.f.j ?? '{}') as Edu);
+  async function sendInflight(ctx: ShellContext, inf: Inflight, attempt: number, dest: string): Promise<DestinationSent> {
+    const [pduRows, eduRows] = await Promise.all([readQueueRange(ctx, destinationData.pdus(dest), inf.pduFrom, inf.pduTo), readQueueRange(ctx, destinationData.edus(dest), inf.eduFrom, inf.eduTo)]);
+    const pdus = await loadPdus(ctx, opts.keys, opts.roomShards, pduRows.map((f) => ({ r: f.r ?? '', e: f.e ?? '' })));
+    const edus = eduRows.map((f) => JSON.parse(f.j ?? '{}') as Edu);
     if (inf.presence?.length) edus.push({ edu_type: 'm.presence', content: { push: inf.presence } });
-    const sent = (outcome: SendOutcome) => ({ t: 'sent' as const, txnId: inf.txnId, attempt, outcome, pdus: pdus.length, edus: edus.length });
+    const sent = (outcome: SendOutcome): DestinationSent => ({ t: 'sent', txnId: inf.txnId, attempt, outcome, pdus: pdus.length, edus: edus.length });
     if (pdus.length === 0 && edus.length === 0) return sent({ kind: 'ok', pduErrors: 0 });
     const txn: TransactionBody = { origin: opts.transport.origin, origin_server_ts: inf.ts, pdus };
     if (edus.length) txn.edus = edus;
-    let outcome: SendOutcome;
-    try {
-      outcome = await opts.transport.send(dest, inf.txnId, txn);
-    } catch (e) {
-      outcome = { kind: 'retry', error: e instanceof Error ? e.message : String(e) };
-    }
-    if (outcome.kind !== 'ok') ctx.log?.warn({ destination: dest, txn_id: inf.txnId, attempt, outcome }, 'federation transaction not delivered');
-    return sent(outcome);
+    return sent(await callPeer(ctx, { kind: DESTINATION_KIND, id: dest, txnId: inf.txnId, attempt }, () => opts.transport.send(dest, inf.txnId, txn)));
   }
 }

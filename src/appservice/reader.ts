@@ -37,12 +37,11 @@ import type { TypingOutput } from '../../actors/typing';
 import { presenceContent, type PresenceRecord } from '../../actors/presence';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { MembershipIndex } from '../readers/membership-index';
-import { OutboxGroupReader } from '../readers/outbox-group-reader';
+import { decodeOutput, OutboxGroupReader } from '../readers/outbox-group-reader';
 import { sharedRoomUsers } from '../readers/user-fanout';
 import type { RoomOutput } from '../rooms/model';
 import { ActorClient } from '../runtime/actor-client';
 import type { OutboxEntry } from '../runtime/envelope';
-import { decode } from '../store/codec';
 import { APPSERVICE_ROOM_GROUP, APPSERVICE_USER_GROUP, roomData, userData, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
 import { RoomReader } from '../store/room-reader';
@@ -129,13 +128,7 @@ export class AppserviceRoomReader extends OutboxGroupReader {
       if (entry.kind === 'typing' || entry.kind === 'receipt') {
         const ephemeral = services.filter((as) => as.receiveEphemeral);
         if (ephemeral.length === 0) continue;
-        let out: unknown;
-        try {
-          out = decode(entry.body);
-        } catch {
-          continue;
-        }
-        const eph = roomEphemeral(entry.kind, out);
+        const eph = roomEphemeral(entry.kind, decodeOutput(entry));
         if (!eph) continue;
         const room = await factsOf(eph.roomId);
         const body: AppserviceMessage = { t: 'ephemeral', items: [{ k: 'eph', j: eph.event }] };
@@ -146,12 +139,7 @@ export class AppserviceRoomReader extends OutboxGroupReader {
         continue;
       }
       if (entry.kind !== 'room') continue;
-      let out: RoomOutput;
-      try {
-        out = decode<RoomOutput>(entry.body);
-      } catch {
-        continue;
-      }
+      const out = decodeOutput<RoomOutput>(entry);
       if (!out?.eventId || !isJsonObject(out.event)) continue;
       const room = await factsOf(out.roomId);
       const body: AppserviceMessage = { t: 'events', items: [{ r: out.roomId, e: out.eventId }] };
@@ -205,13 +193,8 @@ export class AppserviceUserReader extends OutboxGroupReader {
     const tells: Promise<void>[] = [];
     for (const { id, entry } of entries) {
       if (!entry || (entry.kind !== 'presence' && entry.kind !== 'todevice')) continue;
-      let out: unknown;
-      try {
-        out = decode(entry.body);
-      } catch {
-        continue;
-      }
-      const o = out as { type?: unknown; user_id?: unknown };
+      const out = decodeOutput(entry);
+      const o = (out ?? {}) as { type?: unknown; user_id?: unknown };
       if (typeof o.user_id !== 'string') continue;
       if (o.type === 'to_device' && withToDevice.length) {
         const td = out as Partial<ToDeviceOutput>;

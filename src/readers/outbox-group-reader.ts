@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { ShardReader } from '../runtime/worker';
 import type { Family } from '../store/shards';
 import { parseOutboxEntry, type OutboxEntry } from '../runtime/envelope';
+import { decode } from '../store/codec';
 import type { KeySpace } from '../store/keys';
 import { bufferCommand, type RedisClient } from '../store/redis';
 
@@ -26,6 +27,18 @@ interface ShardCursor {
 }
 
 const BATCH = 200;
+
+/**
+ * An outbox entry's output, decoded; undefined when its body does not decode (the reader skips
+ * it: reading it again cannot mend it, and one bad entry must not hold the outbox up).
+ */
+export function decodeOutput<T = unknown>(entry: OutboxEntry): T | undefined {
+  try {
+    return decode<T>(entry.body);
+  } catch {
+    return undefined;
+  }
+}
 
 export abstract class OutboxGroupReader implements ShardReader {
   private readonly shards = new Map<number, ShardCursor>();

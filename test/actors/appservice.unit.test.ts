@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { appserviceBackoffMs, decideAppservice, initialAppserviceState, seqId, type AppserviceMessage, type AppserviceState, DEFAULT_APPSERVICE_LIMITS } from '../../actors/appservice';
+import { appserviceBackoffMs, decideAppservice, initialAppserviceState, type AppserviceMessage, type AppserviceState, DEFAULT_APPSERVICE_LIMITS } from '../../actors/appservice';
+import { seqId } from '../../src/runtime/ordered-delivery';
 import { appserviceData } from '../../src/store/keys';
 import { roomEphemeral, eventInterests } from '../../src/appservice/reader';
 import { transactionBody } from '../../src/appservice/transport';

@@ -44,6 +44,8 @@ class Receiver {
   port = 0;
   mode: Mode = 'ok';
   delayMs = 0;
+  /** While set, answers wait for it (a peer slow for as long as a test needs, whatever the machine's load). */
+  gate: Promise<void> | null = null;
   /** Every attempt, in arrival order. */
   attempts: { txnId: string; pdus: number; edus: number }[] = [];
   /** PDUs processed (first time a txn id came), in order. */
@@ -96,7 +98,8 @@ class Receiver {
           this.hung.push(() => res.destroy());
           return;
         }
-        if (this.delayMs) setTimeout(answer, this.delayMs);
+        if (this.gate !== null) void this.gate.then(answer);
+        else if (this.delayMs) setTimeout(answer, this.delayMs);
         else answer();
       });
     });
@@ -153,6 +156,7 @@ afterEach(async () => {
     x.releaseHung();
     x.mode = 'ok';
     x.delayMs = 0;
+    x.gate = null;
     x.attempts = [];
     x.processed = [];
     x.maxInFlight = 0;
@@ -287,22 +291,31 @@ describe('federation sender (redis)', () => {
 
   it('a slow destination gets big batches and delays no other destination', async () => {
     r = await rig('single', { shards: N, room });
-    await startWorker('w1');
+    // A long send timeout: A's answer is held until the test has seen everything queued.
+    await startWorker('w1', 60_000);
     const c = await r.client();
     const roomId = await setUpRoom(c, 'slow', [a, b]);
-    await waitFor('both have the join', () => a.processed.length >= 1 && b.processed.length >= 1);
-    a.delayMs = 1500;
-    const t0 = Date.now();
+    const joined = (x: Receiver) => x.processed.some((p) => p.type === 'm.room.member');
+    await waitFor('both have the join', () => joined(a) && joined(b));
+    const queuedBefore = (await destinationState(a.name))!.nextPdu - 1;
+    const attemptsBefore = a.attempts.length;
+    let answerA!: () => void;
+    a.gate = new Promise((res) => (answerA = res));
     await sendMessages(c, roomId, 0, 120);
-    await waitFor('B has 120', () => b.messages().length >= 120, 10_000);
-    const bDone = Date.now() - t0;
-    expect(a.messages().length).toBeLessThan(120); // A is still busy…
-    await waitFor('A has 120', () => a.messages().length >= 120, 20_000);
-    expect(bDone).toBeLessThan(Date.now() - t0 - 1000); // …B finished well before it
+    // B gets everything while A has answered nothing.
+    await waitFor('B has 120', () => b.messages().length >= 120, 30_000);
+    expect(a.messages()).toEqual([]);
+    await waitFor('all 120 queued at A', async () => (await destinationState(a.name))!.nextPdu - 1 >= queuedBefore + 120, 30_000);
+    answerA();
+    await waitFor('A has 120', () => a.messages().length >= 120, 30_000);
     expect(a.messages()).toEqual(range(0, 120));
     expect(a.maxInFlight).toBe(1);
-    // While A was answering slowly the rest waited and went in full transactions.
-    expect(a.attempts.filter((t) => t.pdus === 50).length).toBeGreaterThanOrEqual(2);
+    // The first transaction went out with what was queued when it started; the rest waited
+    // behind it and went in full transactions (50 PDUs), the last with what remained.
+    const sizes = [...new Map(a.attempts.slice(attemptsBefore).map((t) => [t.txnId, t.pdus])).values()];
+    expect(sizes.reduce((x, y) => x + y, 0)).toBe(120);
+    expect(sizes.slice(1, -1).every((n) => n === 50)).toBe(true);
+    expect(sizes.filter((n) => n === 50).length).toBeGreaterThanOrEqual(1);
   });
 
   it("an invite goes to the invitee's server; a server the room's ACL denies gets nothing more", async () => {

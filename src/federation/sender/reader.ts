@@ -34,12 +34,11 @@ import type { Edu } from '../../protocol/transactions';
 import type { TypingKeepaliveOutput, TypingOutput } from '../../../actors/typing';
 import type { ReceiptOutput } from '../../../actors/receipts';
 import { serverAclAllows } from '../../protocol/server-acl';
-import { OutboxGroupReader } from '../../readers/outbox-group-reader';
+import { decodeOutput, OutboxGroupReader } from '../../readers/outbox-group-reader';
 import type { RoomOutput } from '../../rooms/model';
 import { ActorClient } from '../../runtime/actor-client';
 import type { OutboxEntry } from '../../runtime/envelope';
 import type { Family } from '../../store/shards';
-import { decode } from '../../store/codec';
 import { FEDERATION_SENDER_GROUP, roomData, type KeySpace } from '../../store/keys';
 import type { RedisClient } from '../../store/redis';
 import { RoomReader } from '../../store/room-reader';
@@ -141,13 +140,7 @@ export class FederationSenderReader extends OutboxGroupReader {
     };
     for (const { id, entry } of entries) {
       if (entry && (entry.kind === 'typing' || entry.kind === 'receipt')) {
-        let out: unknown;
-        try {
-          out = decode(entry.body);
-        } catch {
-          continue;
-        }
-        const edus = roomEdus(entry.kind, out, this.serverName);
+        const edus = roomEdus(entry.kind, decodeOutput(entry), this.serverName);
         if (!edus) continue;
         const destinations = eventDestinations({}, await serversOf(edus.roomId), this.serverName);
         const body: DestinationMessage = { t: 'edus', edus: edus.edus };
@@ -155,12 +148,7 @@ export class FederationSenderReader extends OutboxGroupReader {
         continue;
       }
       if (!entry || entry.kind !== 'room') continue;
-      let out: RoomOutput;
-      try {
-        out = decode<RoomOutput>(entry.body);
-      } catch {
-        continue;
-      }
+      const out = decodeOutput<RoomOutput>(entry);
       if (!out?.eventId || !isJsonObject(out.event) || typeof out.event.sender !== 'string') continue;
       const onBehalfOf = typeof out.onBehalfOf === 'string' && out.onBehalfOf !== this.serverName ? out.onBehalfOf : undefined;
       if (serverOf(out.event.sender) !== this.serverName && !onBehalfOf) continue;

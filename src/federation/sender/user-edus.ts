@@ -26,12 +26,11 @@ import { serverOf } from '../../protocol/identifiers';
 import type { JsonObject } from '../../protocol/json';
 import type { Edu } from '../../protocol/transactions';
 import { MembershipIndex } from '../../readers/membership-index';
-import { OutboxGroupReader } from '../../readers/outbox-group-reader';
+import { decodeOutput, OutboxGroupReader } from '../../readers/outbox-group-reader';
 import { sharedRoomUsers } from '../../readers/user-fanout';
 import { ActorClient } from '../../runtime/actor-client';
 import type { OutboxEntry } from '../../runtime/envelope';
 import { shardOf, type Family } from '../../store/shards';
-import { decode } from '../../store/codec';
 import { FEDERATION_USER_EDU_GROUP, e2eKeyData, userData, userFederationData, type KeySpace } from '../../store/keys';
 import type { RedisClient } from '../../store/redis';
 
@@ -91,13 +90,7 @@ export class FederationUserEduReader extends OutboxGroupReader {
     const cache = new Map<string, Promise<Record<string, string>>>();
     for (const { id, entry } of entries) {
       if (!entry) continue;
-      let out: unknown;
-      try {
-        out = decode(entry.body);
-      } catch {
-        continue;
-      }
-      const change = userChangeOf(entry.kind, out, this.serverName);
+      const change = userChangeOf(entry.kind, decodeOutput(entry), this.serverName);
       if (!change) continue;
       const destinations = await this.servers(change.userId, cache);
       if (destinations.length === 0) continue;
