@@ -27,7 +27,7 @@ export abstract class OutboxGroupReader implements ShardReader {
 
   constructor(
     readonly family: Family,
-    private readonly group: string,
+    readonly group: string,
     protected readonly redis: RedisClient,
     protected readonly keys: KeySpace,
     private readonly consumer: string,

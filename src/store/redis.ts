@@ -33,6 +33,7 @@ const SCRIPTS = {
   reply: 'reply-1.lua',
   searchIndex: 'search-index-1.lua',
   inboxStats: 'inbox-stats-1.lua',
+  shardSweep: 'shard-sweep-1.lua',
   recencyBump: 'recency-bump-1.lua',
   registrationToken: 'registration-token-3.lua',
   readMany: 'read-many-1.lua',
