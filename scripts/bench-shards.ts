@@ -2,9 +2,11 @@
  * `npm run bench:shards`: what shards cost when nothing happens, and how fast they move.
  *
  * - idle: two worker processes (`src/worker-main.ts`, every reader on) with BENCH_SHARDS shards
- *   per family (default 1,024: 1,024 shards per worker), no clients; Redis `INFO commandstats`
- *   read before and after BENCH_IDLE_SECONDS (default 30) of quiet, printed as commands/s in all
- *   and per command (issue 23.4: at most 100/s).
+ *   per family (default 1,024: 1,024 shards per worker), no clients, for BENCH_IDLE_SECONDS
+ *   (default 30) of quiet. Two figures (issue 23.4: at most 100/s): the commands the workers send
+ *   (counted with MONITOR, which shows a script call once and the commands it runs apart, marked
+ *   `lua`), and everything Redis executes, the commands run inside scripts included (the delta of
+ *   `INFO commandstats`).
  * - drain: the same two workers plus a front; BENCH_USERS users in rooms of BENCH_ROOM_SIZE send
  *   at BENCH_RATE msg/s (`/send`) and long-poll `/sync` all along; after a few seconds of load
  *   worker 1 is drained (`npm run cluster -- drain`'s code): its 1,024 shards move to worker 2.
@@ -63,6 +65,22 @@ async function settle(redis: RedisClient, keys: KeySpace, workers: number): Prom
   await rebalance(redis, keys, shardCounts, ALIVE_MS, { timeoutMs: 300_000 });
 }
 
+/** Commands clients send during `ms` (MONITOR; the calls scripts make are left out), per command. */
+async function sentCommands(url: string, ms: number): Promise<Map<string, number>> {
+  const admin = connectRedis({ url });
+  const monitor = await (admin as unknown as { monitor(): Promise<import('node:events').EventEmitter & { disconnect(): void }> }).monitor();
+  const out = new Map<string, number>();
+  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+    if (source === 'lua') return;
+    const cmd = String(args[0] ?? '').toLowerCase();
+    out.set(cmd, (out.get(cmd) ?? 0) + 1);
+  });
+  await sleep(ms);
+  monitor.disconnect();
+  admin.disconnect();
+  return out;
+}
+
 async function owners(redis: RedisClient, keys: KeySpace): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   for (const s of await readShards(redis, keys, shardCounts)) out.set(s.owner || '(none)', (out.get(s.owner || '(none)') ?? 0) + 1);
@@ -72,6 +90,10 @@ async function owners(redis: RedisClient, keys: KeySpace): Promise<Map<string, n
 interface IdleResult {
   seconds: number;
   perWorker: Record<string, number>;
+  /** Commands the workers sent (a script call counts once). */
+  sentPerSecond: number;
+  sentTop: { command: string; perSecond: number }[];
+  /** Everything Redis executed, the commands inside scripts included. */
   commandsPerSecond: number;
   top: { command: string; perSecond: number }[];
 }
@@ -88,20 +110,23 @@ async function idlePhase(): Promise<IdleResult> {
     await sleep(10_000);
     const before = await commandCalls(redis);
     const t0 = performance.now();
-    await sleep(IDLE_SECONDS * 1000);
+    const sent = await sentCommands(ax.redisUrl, IDLE_SECONDS * 1000);
     const after = await commandCalls(redis);
     const seconds = (performance.now() - t0) / 1000;
+    const sentRows = [...sent].filter(([cmd]) => cmd !== 'info' && cmd !== 'monitor').map(([command, n]) => ({ command, perSecond: round(n / seconds, 2) }));
+    sentRows.sort((a, b) => b.perSecond - a.perSecond);
+    const sentTotal = sentRows.reduce((t, r) => t + r.perSecond, 0);
     const rows: { command: string; perSecond: number }[] = [];
     let total = 0;
     for (const [cmd, n] of after) {
       // The two INFO calls of this measurement are not the workers'.
-      const d = n - (before.get(cmd) ?? 0) - (cmd === 'info' ? 1 : 0);
+      const d = n - (before.get(cmd) ?? 0) - (cmd === 'info' ? 1 : 0) - (cmd === 'monitor' ? 1 : 0);
       if (d <= 0) continue;
       total += d;
       rows.push({ command: cmd, perSecond: round(d / seconds, 2) });
     }
     rows.sort((a, b) => b.perSecond - a.perSecond);
-    return { seconds: round(seconds, 1), perWorker, commandsPerSecond: round(total / seconds, 1), top: rows.slice(0, 15) };
+    return { seconds: round(seconds, 1), perWorker, sentPerSecond: round(sentTotal, 1), sentTop: sentRows.slice(0, 15), commandsPerSecond: round(total / seconds, 1), top: rows.slice(0, 15) };
   } finally {
     redis.disconnect();
     await ax.stop();
@@ -123,7 +148,7 @@ interface DrainResult {
 }
 
 async function drainPhase(): Promise<DrainResult> {
-  const ax: AxonBench = await startAxonBench({ workers: 2, fronts: 1, shards: SHARDS });
+  const ax: AxonBench = await startAxonBench({ workers: 2, fronts: 1, shards: SHARDS, logLevel: process.env.BENCH_LOG_LEVEL ?? 'warn' });
   const redis = connectRedis({ url: ax.redisUrl });
   const m = new MatrixLoad(ax.url);
   try {
@@ -189,8 +214,13 @@ async function main(): Promise<void> {
   const out: { idle?: IdleResult; drain?: DrainResult } = {};
   if (only.has('idle')) {
     out.idle = await idlePhase();
-    console.log(`idle: ${out.idle.commandsPerSecond} Redis commands/s in all over ${out.idle.seconds} s (shards per worker ${JSON.stringify(out.idle.perWorker)})`);
-    console.log(table(out.idle.top, ['command', 'perSecond'], ['command', 'calls/s']));
+    const i = out.idle;
+    console.log(`idle, ${i.seconds} s, shards per worker ${JSON.stringify(i.perWorker)}:`);
+    console.log(`  commands sent by the workers (MONITOR; a script call counts once): ${i.sentPerSecond}/s`);
+    console.log(`  commands Redis executed, those inside scripts included (INFO commandstats): ${i.commandsPerSecond}/s\n`);
+    const width = Math.max(i.sentTop.length, i.top.length);
+    const rows = Array.from({ length: width }, (_x, j) => ({ sent: i.sentTop[j]?.command ?? '', sentRate: i.sentTop[j]?.perSecond ?? '', all: i.top[j]?.command ?? '', allRate: i.top[j]?.perSecond ?? '' }));
+    console.log(table(rows, ['sent', 'sentRate', 'all', 'allRate'], ['sent', 'calls/s', 'executed', 'calls/s']));
     console.log('');
   }
   if (only.has('drain')) {
