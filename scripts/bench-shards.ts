@@ -179,7 +179,12 @@ async function drainPhase(): Promise<DrainResult> {
       await sleep(4000);
       log(`drain: draining ${from} under ${RATE} msg/s`);
       const t0 = performance.now();
-      const moves = await drain(redis, keys, shardCounts, ALIVE_MS, from, { timeoutMs: 300_000 });
+      // Progress each second: how many shards have reached their target.
+      let done = 0;
+      const progress: number[] = [];
+      const ticker = setInterval(() => progress.push(done), 1000);
+      const moves = await drain(redis, keys, shardCounts, ALIVE_MS, from, { timeoutMs: 300_000, onMoved: () => done++ }).finally(() => clearInterval(ticker));
+      log(`drain: shards moved by each second: ${progress.join(' ')}`);
       const s = (performance.now() - t0) / 1000;
       log(`drain: ${moves.length} shards moved in ${round(s, 2)} s`);
       return { moved: moves.length, seconds: s };

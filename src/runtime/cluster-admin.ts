@@ -1,6 +1,6 @@
 /**
  * What the operator scripts do to a running cluster: read its state (workers, leases, inbox lag,
- * pending and dead-letter counts) and move shards live — in batches of hundreds at once, via
+ * pending and dead-letter counts) and move shards live — in batches of up to 1,024 at once, via
  * reservations the current holders honour after finishing their in-flight messages (see
  * Worker.handOff), each shard's move independent of the others'.
  */
@@ -263,8 +263,11 @@ export function planDrain(shards: { family: Family; shard: number; owner: string
   return moves;
 }
 
-/** Shards reserved at once by a drain or rebalance (their holders hand them off in parallel). */
-const MOVE_BATCH = 256;
+/**
+ * Shards reserved at once by a drain or rebalance (their holders hand them off in parallel, the
+ * targets take them 256 at a time): a whole worker's share at the default shard counts.
+ */
+const MOVE_BATCH = 1024;
 
 /**
  * Carry out moves in batches of `batch` (default MOVE_BATCH): reserve every shard of a batch for
@@ -317,7 +320,7 @@ export async function rebalance(redis: RedisClient, keys: KeySpace, shardCounts:
 }
 
 /** Move every shard off `workerId`, then ask it to stop. */
-export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, workerId: string, opts: { timeoutMs?: number; stop?: boolean } = {}) {
+export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, workerId: string, opts: { timeoutMs?: number; stop?: boolean; batch?: number; onMoved?: (m: Move, ms: number) => void } = {}) {
   // Checked before the worker is told: a drain it cannot finish would leave it refusing shards.
   const workers = await readWorkers(redis, keys, leaseTtlMs);
   if (!workers.some((w) => w.id === workerId && w.alive)) throw new ClusterAdminError(`worker ${workerId} is not alive`);

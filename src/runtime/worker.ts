@@ -77,7 +77,8 @@ export interface WorkerOptions {
  */
 export interface ShardReader {
   family: Family;
-  attach(shard: number): void;
+  /** `quiet`: no Redis command now; the worker's sweep wakes it where the outbox needs it. */
+  attach(shard: number, opts?: { quiet?: boolean }): void;
   detach(shard: number): void;
   wake(shard: number): void;
   stop(): Promise<void>;
@@ -101,7 +102,7 @@ const RENEW_BATCH = 2048;
 /** Shards one sweep call looks at on a single Redis (an idle, trimmed shard costs two XLENs). */
 const SWEEP_BATCH = 1024;
 /** Shards reserved for this worker that it takes at once (a drain moves hundreds in one batch). */
-const ACQUIRE_PARALLEL = 64;
+const ACQUIRE_PARALLEL = 256;
 /**
  * Shards whose inbox figures one metrics script call reads on a single Redis: XINFO GROUPS is
  * heavier than a lease renewal (about 20 ms per 256 shards measured on a loaded machine), so the
@@ -121,6 +122,7 @@ export class Worker {
   private sweepTimer: NodeJS.Timeout | null = null;
   private housekeepTimer: NodeJS.Timeout | null = null;
   private sweeping = false;
+  private sweepAgain = false;
   /** Shards the last sweep found holding inbox or outbox entries: what housekeeping trims. */
   private readonly holdingEntries = new Set<string>();
   /** Workers to nudge at the end of this turn of the event loop (handoffs finishing together). */
@@ -227,8 +229,13 @@ export class Worker {
    * next housekeeping round).
    */
   async sweep(): Promise<void> {
-    if (this.sweeping || this.stopped) return;
+    if (this.stopped) return;
+    if (this.sweeping) {
+      this.sweepAgain = true;
+      return;
+    }
     this.sweeping = true;
+    this.sweepAgain = false;
     try {
       const { redis } = this.o;
       const bound = this.env.idleBoundMs;
@@ -251,6 +258,7 @@ export class Worker {
       this.o.log.warn({ err: e }, 'shard sweep failed; the next round retries');
     } finally {
       this.sweeping = false;
+      if (this.sweepAgain) setImmediate(() => void this.sweep());
     }
   }
 
@@ -334,8 +342,9 @@ export class Worker {
     let ok = false;
     let ms = 0;
     try {
-      await this.heartbeat();
+      // Control first: a drain asked for is reported by this round's heartbeat, not the next one's.
       await this.readControl();
+      await this.heartbeat();
       await this.renewAll();
       // Heartbeat to renewal: what decides whether leases could lapse (taking new shards may be slow).
       ms = Math.round(performance.now() - began);
@@ -517,6 +526,7 @@ export class Worker {
     }
     // One line per round, not per shard (a fresh worker takes thousands): the detail is at debug.
     const n = taken.room + taken.user;
+    if (n > 0) void this.sweep();
     if (n > 0) this.o.log.info({ worker: this.id, room: taken.room, user: taken.user, owned: this.runners.size, ms: Math.round(performance.now() - began) }, `acquired ${n} shard${n === 1 ? '' : 's'} in ${((performance.now() - began) / 1000).toFixed(1)} s`);
   }
 
@@ -536,7 +546,9 @@ export class Worker {
       this.channels.set(channel, runner);
       await this.sub!.subscribe(channel);
       await runner.start();
-      for (const reader of this.o.readers ?? []) if (reader.family === family) reader.attach(shard);
+      // Quietly: the sweep after this round wakes the readers of the shards whose outbox needs it
+      // (the previous holder's unfinished entries), instead of every reader reading every shard.
+      for (const reader of this.o.readers ?? []) if (reader.family === family) reader.attach(shard, { quiet: true });
       this.o.log.debug({ shard: name, token: runner.token, reason }, 'shard acquired');
       leaseAcquisitions.inc({ family, reason });
       if (reason === 'move') shardMoves.inc({ family, direction: 'in' });

@@ -9,7 +9,8 @@
 -- Returns one integer per shard, the sum of:
 --   1  the inbox holds entries not yet delivered to the group (read it)
 --   2  the inbox group has pending entries idle past the bound (reclaim them)
---   4  an outbox reader group has entries not delivered or pending (wake the readers)
+--   4  an outbox reader group has entries not delivered or pending, or does not exist yet (wake
+--      the readers)
 --   8  the inbox or the outbox holds entries at all (housekeeping may trim them)
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
@@ -58,12 +59,13 @@ for i = 1, #KEYS, 2 do
     end
   end
   if olen > 0 then
-    local gs = groups(outbox)
-    if gs then
+    local gs = groups(outbox) or {}
+    do
       local last = lastId(outbox)
       local behind = false
+      -- A reader group not created yet (its reader attached quietly) has everything to read.
       local function check(g)
-        if g and (g[2] > 0 or (last and less(g[1], last))) then behind = true end
+        if not g or g[2] > 0 or (last and less(g[1], last)) then behind = true end
       end
       if #readerGroups > 0 then
         for _, name in ipairs(readerGroups) do check(gs[name]) end
