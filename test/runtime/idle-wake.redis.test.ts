@@ -12,7 +12,18 @@ import { drain } from '../../src/runtime/cluster-admin';
 import { decode, encode } from '../../src/store/codec';
 import { shardOf } from '../../src/store/shards';
 import type { Worker } from '../../src/runtime/worker';
-import { MODES, rig, waitFor, type Rig } from './harness';
+import { OutboxGroupReader } from '../../src/readers/outbox-group-reader';
+import type { OutboxEntry } from '../../src/runtime/envelope';
+import { connectRedis } from '../../src/store/redis';
+import { MODES, rig, silent, waitFor, type Rig } from './harness';
+
+/** A reader that records the ids of the outbox entries it was given. */
+class RecordingReader extends OutboxGroupReader {
+  readonly seen: string[] = [];
+  protected async apply(_shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
+    for (const e of entries) this.seen.push(e.id);
+  }
+}
 
 /** A sweep period no test waits for: only a wake-up (or a reconnect) can get a message read. */
 const NO_SWEEP_MS = 3_600_000;
@@ -106,6 +117,22 @@ for (const mode of MODES) {
       for (const a of actors) expect(await c.ask<LedgerReply>('user', 'ledger', a, { op: 'read' }, { timeoutMs: 60_000 })).toMatchObject({ count: 1, outOfOrder: 0 });
       // Wake-ups work again on the new connection.
       expect(await c.ask<LedgerReply>('user', 'ledger', actors[0]!, { op: 'append', producer: 'p', seq: 2, value: 1 }, { timeoutMs: 60_000 })).toMatchObject({ count: 2 });
+    });
+
+    it('a reader attached quietly at takeover still gets the entries the previous holder left in the outbox', async () => {
+      r = await rig(mode, { shards: 16 });
+      // Outputs a previous holder committed and no reader of this group has read (the group does
+      // not even exist yet): only the sweep after the takeover can point the reader at them.
+      const left: string[] = [];
+      for (const shard of [2, 9, 15]) left.push(String(await r.redis.xadd(r.keys.shard('user', shard).outbox, '*', 'k', 'ledger', 'a', `@left${shard}:test`, 'o', encode({ n: shard }))));
+      const readerRedis = connectRedis(r.target);
+      const reader = new RecordingReader('user', 'test-recorder', readerRedis, r.keys, 'w1', silent);
+      const w = await r.startWorker('w1', { pollMs: NO_SWEEP_MS, readers: [reader] });
+      await waitFor('every shard to be held', () => w.owned().length === 32);
+      await waitFor('the reader to get every entry left behind', () => left.every((id) => reader.seen.includes(id)));
+      expect(reader.seen.filter((id) => left.includes(id))).toHaveLength(left.length);
+      await w.stop();
+      readerRedis.disconnect();
     });
 
     it('drains a worker of many shards in batches while messages flow: every message applied once, in order', async () => {
