@@ -293,9 +293,11 @@ async function moveShard(c: AxonConfig): Promise<void> {
 
 async function doRebalance(c: AxonConfig): Promise<void> {
   const redis = await connect(c);
+  const began = Date.now();
   const res = await rebalance(redis, new KeySpace(c.redis.keyPrefix), shardCountsFor(c), c.lease.ttlMs);
+  const ms = Date.now() - began;
   redis.disconnect();
-  out(`moved ${res.length} shards`, { ok: true, moved: res.map((r) => ({ ...r.move, ms: r.ms })) });
+  out(`moved ${res.length} shards in ${(ms / 1000).toFixed(1)} s`, { ok: true, ms, moved: res.map((r) => ({ ...r.move, ms: r.ms })) });
 }
 
 async function doDrain(c: AxonConfig): Promise<void> {
@@ -303,7 +305,9 @@ async function doDrain(c: AxonConfig): Promise<void> {
   if (!worker) fail('usage: drain <worker>');
   const redis = await connect(c);
   const keys = new KeySpace(c.redis.keyPrefix);
+  const began = Date.now();
   const res = await drain(redis, keys, shardCountsFor(c), c.lease.ttlMs, worker);
+  const ms = Date.now() - began;
   // A local worker exits once asked to stop; wait for it and tidy its pid file.
   const pidFile = join(runDir(c), `${worker}.pid`);
   const pid = readPid(pidFile);
@@ -311,7 +315,7 @@ async function doDrain(c: AxonConfig): Promise<void> {
   while (alive(pid) && Date.now() < deadline) await sleep(50);
   if (!alive(pid)) rmSync(pidFile, { force: true });
   redis.disconnect();
-  out(`drained ${worker}: moved ${res.length} shards${pid ? `, process ${alive(pid) ? 'still running' : 'stopped'}` : ''}`, { ok: true, worker, moved: res.length, stopped: pid ? !alive(pid) : null });
+  out(`drained ${worker}: moved ${res.length} shards in ${(ms / 1000).toFixed(1)} s${pid ? `, process ${alive(pid) ? 'still running' : 'stopped'}` : ''}`, { ok: true, worker, moved: res.length, ms, stopped: pid ? !alive(pid) : null });
 }
 
 /**

@@ -23,7 +23,8 @@ interface ShardCursor {
    * empty XREADGROUP for them — one per reader per commit, and per shard on each idle poll.
    */
   pending: boolean;
-  ready: Promise<void>;
+  /** The group's creation (null until the first pump of a quiet attach). */
+  ready: Promise<void> | null;
 }
 
 const BATCH = 200;
@@ -46,7 +47,7 @@ export abstract class OutboxGroupReader implements ShardReader {
 
   constructor(
     readonly family: Family,
-    private readonly group: string,
+    readonly group: string,
     protected readonly redis: RedisClient,
     protected readonly keys: KeySpace,
     private readonly consumer: string,
@@ -56,17 +57,24 @@ export abstract class OutboxGroupReader implements ShardReader {
   /** Apply one batch of entries (stream id, parsed entry or null when malformed) of a shard's outbox. */
   protected abstract apply(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void>;
 
-  attach(shard: number): void {
+  /**
+   * Follow a shard's outbox. `quiet`: no Redis command now (a drain hands a worker hundreds of
+   * shards at once); the group is created and the previous holder's entries claimed at the first
+   * wake-up, which the worker's sweep gives every shard whose outbox this group has not finished.
+   */
+  attach(shard: number, opts: { quiet?: boolean } = {}): void {
     if (this.shards.has(shard) || this.stopped) return;
-    const outbox = this.keys.shard(this.family, shard).outbox;
-    const ready = this.redis.xgroup('CREATE', outbox, this.group, '0', 'MKSTREAM').then(
+    this.shards.set(shard, { running: false, again: false, claim: true, pending: true, ready: null });
+    if (!opts.quiet) this.wake(shard);
+  }
+
+  private createGroup(outbox: string): Promise<void> {
+    return this.redis.xgroup('CREATE', outbox, this.group, '0', 'MKSTREAM').then(
       () => undefined,
       (e: Error) => {
         if (!String(e.message).includes('BUSYGROUP')) throw e;
       },
     );
-    this.shards.set(shard, { running: false, again: false, claim: true, pending: true, ready });
-    this.wake(shard);
   }
 
   detach(shard: number): void {
@@ -92,6 +100,7 @@ export abstract class OutboxGroupReader implements ShardReader {
     cur.running = true;
     const outbox = this.keys.shard(this.family, shard).outbox;
     try {
+      cur.ready ??= this.createGroup(outbox);
       await cur.ready;
       do {
         cur.again = false;
@@ -113,9 +122,11 @@ export abstract class OutboxGroupReader implements ShardReader {
         }
       } while (cur.again && this.shards.get(shard) === cur);
     } catch (e) {
-      // What was read and not acknowledged is pending for this consumer: the next pump reads it first.
+      // What was read and not acknowledged is pending for this consumer: the next pump reads it
+      // first. A failed creation is tried again by the next pump.
       cur.pending = true;
-      this.log.warn({ err: e, shard: `${this.family}:${shard}`, group: this.group }, 'outbox reader: read failed; the next wake retries');
+      if (this.shards.get(shard) === cur) cur.ready = null;
+      this.log.warn({ err: e, shard: `${this.family}:${shard}`, group: this.group }, 'outbox reader: read failed; the next wake (or the sweep of the worker) retries');
     } finally {
       cur.running = false;
     }

@@ -1,10 +1,11 @@
 /**
  * What the operator scripts do to a running cluster: read its state (workers, leases, inbox lag,
- * pending and dead-letter counts) and move shards live — one at a time, via a reservation the
- * current holder honours after finishing its in-flight messages (see Worker.handOff).
+ * pending and dead-letter counts) and move shards live — in batches of up to 1,024 at once, via
+ * reservations the current holders honour after finishing their in-flight messages (see
+ * Worker.handOff), each shard's move independent of the others'.
  */
 import { FAMILIES, isFamily, type Family } from '../store/shards';
-import { reserveShard } from './worker';
+import { reserveShards } from './worker';
 import { INBOX_GROUP, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
 
@@ -263,35 +264,52 @@ export function planDrain(shards: { family: Family; shard: number; owner: string
 }
 
 /**
- * Carry out moves: reserve each shard for its target, at most `parallel` at a time, and wait
- * until the target holds it. Resolves with how long each took; rejects on timeout.
+ * Shards reserved at once by a drain or rebalance (their holders hand them off in parallel, the
+ * targets take them 256 at a time): a whole worker's share at the default shard counts.
+ */
+const MOVE_BATCH = 1024;
+
+/**
+ * Carry out moves in batches of `batch` (default MOVE_BATCH): reserve every shard of a batch for
+ * its target at once (one nudge per worker involved), then wait until each target holds its
+ * shards, reading the batch's leases together every 50 ms. Resolves with how long each move took
+ * (from its batch's start); rejects when a batch has not finished within `timeoutMs`.
  */
 export async function executeMoves(
   redis: RedisClient,
   keys: KeySpace,
   moves: Move[],
-  opts: { timeoutMs?: number; parallel?: number; onMoved?: (m: Move, ms: number) => void } = {},
+  opts: { timeoutMs?: number; batch?: number; onMoved?: (m: Move, ms: number) => void } = {},
 ): Promise<{ move: Move; ms: number }[]> {
   const results: { move: Move; ms: number }[] = [];
-  const queue = [...moves];
   const timeoutMs = opts.timeoutMs ?? 30_000;
-  const runOne = async (m: Move) => {
+  const size = Math.max(1, opts.batch ?? MOVE_BATCH);
+  for (let i = 0; i < moves.length; i += size) {
+    const batch = moves.slice(i, i + size);
     const started = Date.now();
-    await reserveShard(redis, keys, m.family, m.shard, m.to);
+    await reserveShards(redis, keys, batch);
+    let waiting = batch;
     for (;;) {
-      const [owner, expires] = await redis.hmget(keys.shard(m.family, m.shard).lease, 'owner', 'expires');
-      if (owner === m.to && Number(expires) > Date.now()) break;
-      if (Date.now() - started > timeoutMs) throw new Error(`shard ${m.family}:${m.shard} did not reach ${m.to} within ${timeoutMs} ms (owner now ${owner || 'none'})`);
-      await new Promise((r) => setTimeout(r, 25));
+      const leases = await Promise.all(waiting.map((m) => redis.hmget(keys.shard(m.family, m.shard).lease, 'owner', 'expires')));
+      const now = Date.now();
+      const left: Move[] = [];
+      waiting.forEach((m, j) => {
+        const [owner, expires] = leases[j]!;
+        if (owner === m.to && Number(expires) > now) {
+          results.push({ move: m, ms: now - started });
+          opts.onMoved?.(m, now - started);
+        } else left.push(m);
+      });
+      waiting = left;
+      if (waiting.length === 0) break;
+      if (now - started > timeoutMs) {
+        const m = waiting[0]!;
+        const [owner] = await redis.hmget(keys.shard(m.family, m.shard).lease, 'owner');
+        throw new Error(`${waiting.length} shard${waiting.length === 1 ? '' : 's'} did not reach ${waiting.length === 1 ? 'its target' : 'their targets'} within ${timeoutMs} ms (${m.family}:${m.shard} to ${m.to}: owner now ${owner || 'none'})`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
     }
-    const ms = Date.now() - started;
-    results.push({ move: m, ms });
-    opts.onMoved?.(m, ms);
-  };
-  const lanes = Array.from({ length: Math.max(1, opts.parallel ?? 8) }, async () => {
-    while (queue.length) await runOne(queue.shift()!);
-  });
-  await Promise.all(lanes);
+  }
   return results;
 }
 
@@ -302,12 +320,14 @@ export async function rebalance(redis: RedisClient, keys: KeySpace, shardCounts:
 }
 
 /** Move every shard off `workerId`, then ask it to stop. */
-export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, workerId: string, opts: { timeoutMs?: number; stop?: boolean } = {}) {
+export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, workerId: string, opts: { timeoutMs?: number; stop?: boolean; batch?: number; onMoved?: (m: Move, ms: number) => void } = {}) {
   // Checked before the worker is told: a drain it cannot finish would leave it refusing shards.
   const workers = await readWorkers(redis, keys, leaseTtlMs);
   if (!workers.some((w) => w.id === workerId && w.alive)) throw new ClusterAdminError(`worker ${workerId} is not alive`);
   if (!workers.some((w) => w.id !== workerId && w.alive && w.state === 'running')) throw new ClusterAdminError(`no other live worker to take ${workerId}'s shards`);
   await redis.set(keys.workerControl(workerId), 'drain');
+  // Its next lease round reads the control key: run it now rather than up to a round later.
+  await redis.publish(keys.workerNudge(workerId), 'drain');
   // Wait until the worker has seen the drain (it reports it in its heartbeat).
   const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
   while ((await redis.hget(keys.workerInfo(workerId), 'state')) !== 'draining') {

@@ -7,8 +7,14 @@
  *   `ttlMs + renewMs`;
  * - a shard reserved for another worker (move-shard, rebalance, drain) is drained — no new reads,
  *   in-flight messages finished — and released; only the target may take it;
- * - wake-ups arrive on a pub/sub channel per owned shard; a slow poll of every owned shard backs
- *   them up, since pub/sub drops messages when a connection blips.
+ * - wake-ups arrive on a pub/sub channel per owned shard, and only a woken shard reads its inbox
+ *   (outbox readers are woken in-process after each commit with outputs): an idle shard costs no
+ *   Redis command at all, whatever the shard count. Pub/sub drops messages when a connection
+ *   blips, so every shard is woken again when the subscriber reconnects, and a slow safety sweep
+ *   (shard-sweep-1.lua: one script call per family and round on a single Redis) finds any shard
+ *   whose inbox or outbox still has work — a wake-up lost any other way costs at most `pollMs`;
+ * - housekeeping (trimming inboxes and outboxes, reclaiming pending entries left idle) touches
+ *   only the shards the sweep found holding entries.
  */
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
@@ -37,7 +43,10 @@ export interface WorkerOptions {
   dedupeTtlSec?: number;
   /** Deliveries after which a message is dead-lettered. */
   maxDeliveries?: number;
-  /** Backstop poll of every owned inbox (ms). */
+  /**
+   * The safety sweep's period (ms, default 5000): the longest a message waits when its wake-up
+   * was lost. One script call per family per round on a single Redis (one per shard on a Cluster).
+   */
   pollMs?: number;
   maxBufferedPerShard?: number;
   readBatch?: number;
@@ -68,10 +77,13 @@ export interface WorkerOptions {
  */
 export interface ShardReader {
   family: Family;
-  attach(shard: number): void;
+  /** `quiet`: no Redis command now; the worker's sweep wakes it where the outbox needs it. */
+  attach(shard: number, opts?: { quiet?: boolean }): void;
   detach(shard: number): void;
   wake(shard: number): void;
   stop(): Promise<void>;
+  /** The outbox consumer group it reads with (the sweep looks at these groups only). */
+  readonly group?: string;
 }
 
 export interface WorkerStatus {
@@ -81,8 +93,16 @@ export interface WorkerStatus {
 }
 
 const RESERVATION_MS = 30_000;
-/** Leases renewed per script call on a single Redis (one call holds Redis for about a millisecond). */
-const RENEW_BATCH = 256;
+/**
+ * Leases renewed per script call on a single Redis: a worker's whole round is one call (about a
+ * millisecond of Redis per 256 leases), however many shards it holds up to every shard of both
+ * families at the default counts.
+ */
+const RENEW_BATCH = 2048;
+/** Shards one sweep call looks at on a single Redis (an idle, trimmed shard costs two XLENs). */
+const SWEEP_BATCH = 1024;
+/** Shards reserved for this worker that it takes at once (a drain moves hundreds in one batch). */
+const ACQUIRE_PARALLEL = 256;
 /**
  * Shards whose inbox figures one metrics script call reads on a single Redis: XINFO GROUPS is
  * heavier than a lease renewal (about 20 ms per 256 shards measured on a loaded machine), so the
@@ -99,8 +119,14 @@ export class Worker {
   private readonly pending = new Set<string>(); // shards being acquired or released
   private sub: Redis | null = null;
   private tickTimer: NodeJS.Timeout | null = null;
-  private pollTimer: NodeJS.Timeout | null = null;
-  private reclaimTimer: NodeJS.Timeout | null = null;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private housekeepTimer: NodeJS.Timeout | null = null;
+  private sweeping = false;
+  private sweepAgain = false;
+  /** Shards the last sweep found holding inbox or outbox entries: what housekeeping trims. */
+  private readonly holdingEntries = new Set<string>();
+  /** Workers to nudge at the end of this turn of the event loop (handoffs finishing together). */
+  private readonly nudgeTargets = new Set<string>();
   private ticking = false;
   private retick = false;
   private accepting = true;
@@ -150,7 +176,24 @@ export class Worker {
       if (channel === nudgeChannel) this.nudge();
       else this.channels.get(channel)?.wake();
     });
+    // After the first connection, 'ready' means the subscriber reconnected: wake-ups published
+    // meanwhile are gone. ioredis sends the resubscriptions right after this event; a PING behind
+    // them answers once they are in place, and then every shard reads what it may have missed.
+    let connectedBefore = false;
+    this.sub.on('ready', () => {
+      if (!connectedBefore) {
+        connectedBefore = true;
+        return;
+      }
+      setImmediate(() => {
+        void this.sub
+          ?.ping()
+          .catch(() => undefined)
+          .then(() => this.rewakeAll());
+      });
+    });
     await this.sub.subscribe(nudgeChannel);
+    connectedBefore = true;
     initialiseWorkerSeries();
     this.metricSources.push(
       workerLocalSources.add(() => {
@@ -167,13 +210,75 @@ export class Worker {
     );
     await this.tick();
     this.tickTimer = setInterval(() => void this.tick(), this.o.renewMs);
-    this.pollTimer = setInterval(() => {
-      for (const r of this.runners.values()) {
-        r.wake();
-        this.wakeReaders(r);
+    this.sweepTimer = setInterval(() => void this.sweep(), this.o.pollMs ?? 5000);
+    this.housekeepTimer = setInterval(() => void this.housekeep(), Math.max(1000, (this.o.idleBoundMs ?? 60_000) / 2));
+  }
+
+  /** The subscriber reconnected: every shard reads its inbox, and a sweep finds the readers' work. */
+  private rewakeAll(): void {
+    if (this.stopped) return;
+    this.o.log.info({ worker: this.id, shards: this.runners.size }, 'wake-up subscriber reconnected: waking every shard');
+    for (const r of this.runners.values()) r.wake();
+    void this.sweep();
+  }
+
+  /**
+   * The safety sweep: one script call per family (per SWEEP_BATCH shards) reports the owned shards
+   * with undelivered inbox entries (woken), pending entries idle past the bound (reclaimed),
+   * outbox entries a reader has not finished (readers woken), or any entries (trimmed by the
+   * next housekeeping round).
+   */
+  async sweep(): Promise<void> {
+    if (this.stopped) return;
+    if (this.sweeping) {
+      this.sweepAgain = true;
+      return;
+    }
+    this.sweeping = true;
+    this.sweepAgain = false;
+    try {
+      const { redis } = this.o;
+      const bound = this.env.idleBoundMs;
+      for (const family of this.families) {
+        const live = [...this.runners.values()].filter((r) => r.family === family && r.state === 'running' && !this.pending.has(r.name));
+        if (live.length === 0) continue;
+        const groups = (this.o.readers ?? []).filter((x) => x.family === family && x.group).map((x) => x.group!);
+        const args = [INBOX_GROUP, bound, ...groups];
+        if (isCluster(redis)) {
+          await Promise.all(live.map(async (r) => this.swept(r, Number(((await runScript(redis, 'shardSweep', [r.keys.inbox, r.keys.outbox], args)) as number[])[0]))));
+          continue;
+        }
+        for (let i = 0; i < live.length; i += SWEEP_BATCH) {
+          const batch = live.slice(i, i + SWEEP_BATCH);
+          const res = (await runScript(redis, 'shardSweep', batch.flatMap((r) => [r.keys.inbox, r.keys.outbox]), args)) as number[];
+          batch.forEach((r, j) => this.swept(r, Number(res[j] ?? 0)));
+        }
       }
-    }, this.o.pollMs ?? 2000);
-    this.reclaimTimer = setInterval(() => void this.reclaimIdle(), Math.max(1000, (this.o.idleBoundMs ?? 60_000) / 2));
+    } catch (e) {
+      this.o.log.warn({ err: e }, 'shard sweep failed; the next round retries');
+    } finally {
+      this.sweeping = false;
+      if (this.sweepAgain) setImmediate(() => void this.sweep());
+    }
+  }
+
+  private swept(r: ShardRunner, flags: number): void {
+    if (r.state !== 'running') return;
+    if (flags & 1) r.wake();
+    if (flags & 2) void this.reclaim(r);
+    if (flags & 4) this.wakeReaders(r);
+    if (flags & 8) this.holdingEntries.add(r.name);
+    else this.holdingEntries.delete(r.name);
+  }
+
+  /** Own entries pending past the idle bound: a message whose processing was lost track of. */
+  private async reclaim(r: ShardRunner): Promise<void> {
+    try {
+      const n = await r.reclaim(this.env.idleBoundMs);
+      if (n) this.o.log.warn({ shard: r.name, count: n }, 'reclaimed idle pending entries');
+    } catch (e) {
+      this.o.log.warn({ err: e, shard: r.name }, 'reclaiming idle entries failed');
+    }
   }
 
   /** Shards this worker holds now. */
@@ -237,8 +342,9 @@ export class Worker {
     let ok = false;
     let ms = 0;
     try {
-      await this.heartbeat();
+      // Control first: a drain asked for is reported by this round's heartbeat, not the next one's.
       await this.readControl();
+      await this.heartbeat();
       await this.renewAll();
       // Heartbeat to renewal: what decides whether leases could lapse (taking new shards may be slow).
       ms = Math.round(performance.now() - began);
@@ -322,10 +428,22 @@ export class Worker {
       await r.drain();
       await this.release(r);
       shardMoves.inc({ family: r.family, direction: 'out' });
-      await this.o.redis.publish(this.o.keys.workerNudge(target), r.name);
+      this.nudgeSoon(target);
     } finally {
       this.pending.delete(r.name);
     }
+  }
+
+  /** Nudge `target` once for every handoff that finishes in this turn of the event loop. */
+  private nudgeSoon(target: string): void {
+    if (this.nudgeTargets.size === 0) {
+      setImmediate(() => {
+        const targets = [...this.nudgeTargets];
+        this.nudgeTargets.clear();
+        for (const t of targets) void this.o.redis.publish(this.o.keys.workerNudge(t), 'handoff').catch(() => undefined);
+      });
+    }
+    this.nudgeTargets.add(target);
   }
 
   private async release(r: ShardRunner): Promise<void> {
@@ -351,6 +469,7 @@ export class Worker {
     for (const reader of this.o.readers ?? []) if (reader.family === r.family) reader.detach(r.shard);
     const channel = this.o.keys.wakeChannel(r.family, r.shard);
     this.channels.delete(channel);
+    this.holdingEntries.delete(r.name);
     void this.sub?.unsubscribe(channel).catch(() => undefined);
   }
 
@@ -368,16 +487,17 @@ export class Worker {
     };
     const live = await redis.zrangebyscore(keys.workers(), now - leaseTtlMs, '+inf');
     const liveCount = Math.max(1, live.length);
-    const incoming = new Set(await redis.smembers(keys.workerIncoming(this.id)));
-    for (const name of incoming) {
+    // Shards reserved for this worker (a drain or rebalance reserves hundreds at once): taken
+    // ACQUIRE_PARALLEL at a time; one still held by its owner stays in the set for the next round
+    // (its owner nudges this worker when it lets go).
+    const incoming = [...new Set(await redis.smembers(keys.workerIncoming(this.id)))];
+    const held = incoming.filter((name) => this.runners.has(name));
+    if (held.length) await redis.srem(keys.workerIncoming(this.id), ...held);
+    await pool(incoming.filter((name) => !this.runners.has(name)), ACQUIRE_PARALLEL, async (name) => {
       const ref = parseShardName(name);
-      if (!ref || !this.families.includes(ref.family)) continue;
-      if (this.runners.has(name)) {
-        await redis.srem(keys.workerIncoming(this.id), name);
-        continue;
-      }
+      if (!ref || !this.families.includes(ref.family)) return;
       note(ref.family)(await this.tryAcquire(ref.family, ref.shard, 'move'));
-    }
+    });
     for (const family of this.families) {
       const total = this.o.shardCounts[family];
       const share = Math.ceil(total / liveCount);
@@ -406,6 +526,7 @@ export class Worker {
     }
     // One line per round, not per shard (a fresh worker takes thousands): the detail is at debug.
     const n = taken.room + taken.user;
+    if (n > 0) void this.sweep();
     if (n > 0) this.o.log.info({ worker: this.id, room: taken.room, user: taken.user, owned: this.runners.size, ms: Math.round(performance.now() - began) }, `acquired ${n} shard${n === 1 ? '' : 's'} in ${((performance.now() - began) / 1000).toFixed(1)} s`);
   }
 
@@ -425,7 +546,9 @@ export class Worker {
       this.channels.set(channel, runner);
       await this.sub!.subscribe(channel);
       await runner.start();
-      for (const reader of this.o.readers ?? []) if (reader.family === family) reader.attach(shard);
+      // Quietly: the sweep after this round wakes the readers of the shards whose outbox needs it
+      // (the previous holder's unfinished entries), instead of every reader reading every shard.
+      for (const reader of this.o.readers ?? []) if (reader.family === family) reader.attach(shard, { quiet: true });
       this.o.log.debug({ shard: name, token: runner.token, reason }, 'shard acquired');
       leaseAcquisitions.inc({ family, reason });
       if (reason === 'move') shardMoves.inc({ family, direction: 'in' });
@@ -441,16 +564,16 @@ export class Worker {
   }
 
   /**
-   * Housekeeping per owned shard: reclaim own entries idle past the bound (a message whose
-   * processing was lost track of), and trim the inbox and outbox below what every consumer group
-   * still needs (trim-stream-1.lua; a stream without groups is left alone).
+   * Housekeeping of the shards the last sweep found holding entries (an idle shard, once trimmed,
+   * is left alone): trim the inbox and outbox below what every consumer group still needs
+   * (trim-stream-1.lua; a stream without groups is left alone). Idle pending entries are
+   * reclaimed by the sweep itself.
    */
-  private async reclaimIdle(): Promise<void> {
-    for (const r of this.runners.values()) {
-      if (r.state !== 'running') continue;
+  private async housekeep(): Promise<void> {
+    for (const name of [...this.holdingEntries]) {
+      const r = this.runners.get(name);
+      if (!r || r.state !== 'running') continue;
       try {
-        const n = await r.reclaim(this.env.idleBoundMs);
-        if (n) this.o.log.warn({ shard: r.name, count: n }, 'reclaimed idle pending entries');
         await runScript(this.o.redis, 'trimStream', [r.keys.inbox], []);
         await runScript(this.o.redis, 'trimStream', [r.keys.outbox], this.o.outboxRetentionMs ? [this.o.outboxRetentionMs] : []);
       } catch (e) {
@@ -466,7 +589,7 @@ export class Worker {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.accepting = false;
-    for (const t of [this.tickTimer, this.pollTimer, this.reclaimTimer]) if (t) clearInterval(t);
+    for (const t of [this.tickTimer, this.sweepTimer, this.housekeepTimer]) if (t) clearInterval(t);
     // Let a tick in progress finish its acquisitions, so none is left half-done.
     while (this.ticking || this.pending.size) await new Promise((r) => setTimeout(r, 10));
     this.stopped = true;
@@ -486,7 +609,7 @@ export class Worker {
   crash(): void {
     this.stopped = true;
     for (const remove of this.metricSources.splice(0)) remove();
-    for (const t of [this.tickTimer, this.pollTimer, this.reclaimTimer]) if (t) clearInterval(t);
+    for (const t of [this.tickTimer, this.sweepTimer, this.housekeepTimer]) if (t) clearInterval(t);
     for (const r of this.runners.values()) r.stop();
     this.runners.clear();
     for (const reader of this.o.readers ?? []) void reader.stop();
@@ -494,20 +617,38 @@ export class Worker {
   }
 }
 
-/** Reserve a shard for a worker (used by the cluster scripts). Returns the current owner. */
-export async function reserveShard(redis: RedisClient, keys: KeySpace, family: Family, shard: number, target: string): Promise<string> {
-  const name = shardName({ family, shard });
-  await redis.sadd(keys.workerIncoming(target), name);
-  const owner = (await runScript(redis, 'leaseReserve', [keys.shard(family, shard).lease], [target, RESERVATION_MS])) as string;
-  // Both sides act at once instead of at their next lease round.
-  await Promise.all([owner ? redis.publish(keys.workerNudge(owner), name) : null, redis.publish(keys.workerNudge(target), name)]);
-  return owner;
+/**
+ * Reserve many shards at once (a batch of a drain or rebalance): the targets' incoming sets
+ * first, then the reservations (sent together), then one nudge per worker involved instead of two
+ * per shard. Returns each shard's current owner ('' for none), in the order of `moves`.
+ */
+export async function reserveShards(redis: RedisClient, keys: KeySpace, moves: { family: Family; shard: number; to: string }[]): Promise<string[]> {
+  const byTarget = new Map<string, string[]>();
+  for (const m of moves) {
+    const names = byTarget.get(m.to) ?? [];
+    names.push(shardName(m));
+    byTarget.set(m.to, names);
+  }
+  await Promise.all([...byTarget].map(([target, names]) => redis.sadd(keys.workerIncoming(target), ...names)));
+  const owners = await Promise.all(moves.map(async (m) => String((await runScript(redis, 'leaseReserve', [keys.shard(m.family, m.shard).lease], [m.to, RESERVATION_MS])) ?? '')));
+  const nudged = new Set([...owners.filter(Boolean), ...byTarget.keys()]);
+  await Promise.all([...nudged].map((w) => redis.publish(keys.workerNudge(w), 'reserved')));
+  return owners;
 }
 
 /** Resolve once a cluster client knows its nodes (needed before picking a subscriber node). */
 async function waitReady(c: RedisClient): Promise<void> {
   if (c.status === 'ready') return;
   await c.ping();
+}
+
+/** Run `fn` over `items`, at most `limit` at a time. */
+async function pool<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
 
 function shuffle<T>(a: T[]): void {

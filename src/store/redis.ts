@@ -34,6 +34,7 @@ const SCRIPTS = {
   replyMany: 'reply-many-1.lua',
   searchIndex: 'search-index-1.lua',
   inboxStats: 'inbox-stats-1.lua',
+  shardSweep: 'shard-sweep-1.lua',
   recencyBump: 'recency-bump-2.lua',
   registrationToken: 'registration-token-3.lua',
   readMany: 'read-many-1.lua',
