@@ -31,7 +31,7 @@ const SCRIPTS = {
   pushProgress: 'push-progress-1.lua',
   rateLimit: 'rate-limit-2.lua',
   reply: 'reply-1.lua',
-  searchIndex: 'search-index-1.lua',
+  searchIndex: 'search-index-2.lua',
   inboxStats: 'inbox-stats-1.lua',
   recencyBump: 'recency-bump-1.lua',
   registrationToken: 'registration-token-3.lua',
