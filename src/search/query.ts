@@ -76,8 +76,7 @@ interface RoomView {
 }
 
 async function viewRoom(store: SearchIndexStore, roomId: string, room: number, terms: string[], lastIsPrefix: boolean, top?: number): Promise<{ view: RoomView; documents: number; totalLength: number }> {
-  const [stats, dead, termWords] = await Promise.all([
-    store.stats(roomId),
+  const [dead, termWords] = await Promise.all([
     store.deadPositions(roomId),
     Promise.all(
       terms.map(async (term, i) => {
@@ -89,6 +88,9 @@ async function viewRoom(store: SearchIndexStore, roomId: string, room: number, t
       }),
     ),
   ]);
+  // Read after the postings: every posting counted above is then at or below the room's top
+  // (the script writes a document's postings and the totals together).
+  const stats = await store.stats(roomId);
   return { view: { room, roomId, top: top ?? stats.top, dead, terms: termWords }, documents: stats.documents, totalLength: stats.totalLength };
 }
 

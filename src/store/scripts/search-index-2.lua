@@ -117,10 +117,27 @@ local function addPosting(term, entry)
     redis.call('ZADD', vocab, 0, term)
     return
   elseif entryPos(key, n - 1) < pos then
-    -- The usual case: the newest event of the room, appended.
+    -- The usual case: the newest event of the room, appended; its block's bounds updated in place.
     redis.call('APPEND', key, entry)
-    i = n
     n = n + 1
+    if n <= BLOCK then
+      return
+    else
+      local bkey = bprefix .. term
+      local b = math.floor((n - 1) / BLOCK)
+      local have = redis.call('STRLEN', bkey)
+      local tf, len = math.floor(string.byte(entry, 5) / 4), string.byte(entry, 6)
+      if have == b * 2 + 2 then
+        local bound = redis.call('GETRANGE', bkey, b * 2, b * 2 + 1)
+        local maxTf, minLen = string.byte(bound, 1, 2)
+        redis.call('SETRANGE', bkey, b * 2, string.char(math.max(maxTf, tf), math.min(minLen, len)))
+        return
+      elseif have == b * 2 and (n - 1) % BLOCK == 0 then
+        redis.call('APPEND', bkey, string.char(tf, len))
+        return
+      end
+    end
+    i = n - 1
   else
     i = lowerBound(key, n)
     if i < n and entryPos(key, i) == pos then
