@@ -4,8 +4,10 @@
  * runs for a first page of 10 before its visibility checks (src/search/query.ts: freezing the
  * statistics, then the first 30 candidates, in `rank` and in `recent` order) — on a real redis-server (managed, AOF
  * `appendfsync always`, as in production). Messages are generated from a Zipf-like vocabulary of
- * 20,000 words (8–20 words each) spread over ROOMS rooms, indexed 64 at a time; then one-word,
- * two-word and prefix queries are run over all the rooms (a user's 100 rooms).
+ * 20,000 words (8–20 words each, scripts/lib/search-corpus.ts) spread over ROOMS rooms, indexed
+ * 64 at a time; then one-word, two-word and prefix queries are run over all the rooms (a user's
+ * 100 rooms). scripts/bench-search-postgres.ts puts the same messages and queries to Synapse's
+ * `event_search` on PostgreSQL.
  *
  * The whole HTTP path beside Synapse's PostgreSQL full-text search is scripts/bench-search.ts.
  *
@@ -20,7 +22,8 @@ import { SearchIndexStore, type KeyCode } from '../src/search/index-store';
 import { nextCandidates, planSearch } from '../src/search/query';
 import { KeySpace } from '../src/store/keys';
 import { connectRedis } from '../src/store/redis';
-import { freePort, percentile, pool, round, seededRandom } from './lib/bench-util';
+import { freePort, percentile, pool, round } from './lib/bench-util';
+import { benchRooms, searchCorpus } from './lib/search-corpus';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -29,14 +32,10 @@ const arg = (name: string, dflt: number) => {
 const MESSAGES = arg('messages', 100_000);
 const ROOMS = arg('rooms', 100);
 const QUERIES = arg('queries', 200);
-const VOCABULARY = 20_000;
 
 async function main(): Promise<void> {
-  const rand = seededRandom(21);
-  const words = Array.from({ length: VOCABULARY }, (_, i) => `w${i.toString(36)}x${(i * 7919).toString(36).slice(-2)}`);
-  // Zipf-like: word rank r drawn with probability ~ 1/r.
-  const zipf = () => words[Math.min(VOCABULARY - 1, Math.floor(Math.exp(rand() * Math.log(VOCABULARY)) - 1))]!;
-  const rooms = Array.from({ length: ROOMS }, (_, i) => `!bench${i}:bench.local`);
+  const corpus = searchCorpus();
+  const rooms = benchRooms(ROOMS);
   const dir = mkdtempSync(join(tmpdir(), 'axon-bench-search-'));
   const managed = await startManagedRedis({ dir: join(dir, 'redis'), port: await freePort() });
   const redis = connectRedis({ url: managed.url });
@@ -49,8 +48,7 @@ async function main(): Promise<void> {
     let done = 0;
     const ids = Array.from({ length: MESSAGES }, (_, i) => i);
     await pool(ids, 64, async (i) => {
-      const length = 8 + Math.floor(rand() * 13);
-      const text = Array.from({ length }, zipf).join(' ');
+      const text = corpus.next();
       // New documents: no content indexed before, so no old terms to look up.
       await store.index({ roomId: rooms[i % ROOMS]!, sourcePos: i + 1, pos: i + 1, ts: 1_700_000_000_000 + i, key: 'b', text }, async () => []);
       if (++done % 20_000 === 0) process.stdout.write(`  indexed ${done}/${MESSAGES}\r`);
@@ -79,20 +77,15 @@ async function main(): Promise<void> {
     console.log(`by kind of key: ${[...byKind].map(([k, v]) => `${k} ${v.keys} keys, ${round(v.bytes / MESSAGES, 0)} B/message`).join('; ')}`);
 
     const keysAll = new Set<KeyCode>(['b', 'n', 't']);
-    const kinds: [string, () => string][] = [
-      ['one word (common)', () => words[Math.floor(rand() * 50)]!],
-      ['one word (rare)', () => words[1000 + Math.floor(rand() * 10_000)]!],
-      ['two words', () => `${words[Math.floor(rand() * 200)]!} ${words[Math.floor(rand() * 200)]!}`],
-      ['prefix', () => words[Math.floor(rand() * 2000)]!.slice(0, 3)],
-    ];
+    const kinds = corpus.queries(QUERIES);
     for (const order of ['rank', 'recent'] as const) {
-      for (const [name, term] of kinds) {
+      for (const { name, terms } of kinds) {
         const times: number[] = [];
         let hits = 0;
-        for (let q = 0; q < QUERIES; q++) {
+        for (const term of terms) {
           const t0 = process.hrtime.bigint();
           // What POST /search does for a first page of 10: freeze the statistics, find the first candidates.
-          const plan = await planSearch(store, rooms, term(), keysAll, order);
+          const plan = await planSearch(store, rooms, term, keysAll, order);
           const { count } = await nextCandidates(store, plan, null, 30);
           times.push(Number(process.hrtime.bigint() - t0) / 1e6);
           hits += count;
