@@ -331,15 +331,19 @@ async function ranked(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared
   const pending = () => [...best.values()].filter((c) => !after || before(after, c));
   let i = 0;
   let stopped = false;
+  /** Documents read and dropped from `best` (they cannot make the page). */
+  let seen = 0;
   while (i < blocks.length) {
     if (Number.isFinite(blocks[i]!.bound)) {
-      const open = pending();
-      if (open.length >= want) {
-        open.sort(order);
-        if (blocks[i]!.bound < open[want - 1]!.score) {
-          stopped = true;
-          break;
-        }
+      // Past the blocks without bounds (read first, prefixes with several completions among them),
+      // every document read has its final score: keep the best `want`, stop if no block can beat them.
+      const open = pending().sort(order);
+      best.clear();
+      for (const c of open.slice(0, want)) best.set(`${c.room}:${c.pos}`, c);
+      seen += Math.max(0, open.length - want);
+      if (open.length >= want && blocks[i]!.bound < open[want - 1]!.score) {
+        stopped = true;
+        break;
       }
     }
     const batch = blocks.slice(i, i + RANK_BATCH);
@@ -375,7 +379,7 @@ async function ranked(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared
   const open = pending().sort(order);
   const kept = open.slice(0, want);
   const last = kept[kept.length - 1];
-  const exhausted = !stopped && open.length <= want;
-  const count = !stopped && !after ? best.size : estimate(rooms);
+  const exhausted = !stopped && open.length + seen <= want;
+  const count = !stopped && !after ? best.size + seen : estimate(rooms);
   return { candidates: kept, cursor: last ? { score: last.score, pos: last.pos, room: last.room } : after, exhausted, count };
 }

@@ -104,7 +104,6 @@ describe('POST /search', () => {
       pages++;
     }
     expect(pages).toBe(9);
-    if (process.env.DEBUG_SEARCH) console.log('missing', sent.filter((x) => !seen.includes(x)), 'dups', seen.filter((x, i) => seen.indexOf(x) !== i), 'sent order index', sent.findIndex((x) => !seen.includes(x)));
     expect(seen).toHaveLength(500);
     expect(new Set(seen).size).toBe(500);
     expect(new Set(seen)).toEqual(new Set(sent));

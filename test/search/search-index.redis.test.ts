@@ -86,7 +86,6 @@ async function pages(store: SearchIndexStore, searchTerm: string, orderBy: 'rank
 }
 
 function expectSame(got: Candidate[], want: Candidate[], label = ''): void {
-  if (process.env.DEBUG_SEARCH) console.log(label, JSON.stringify(got.slice(0, 4)), JSON.stringify(want.slice(0, 4)), texts[1]!.get(700), texts[2]!.get(509));
   expect(got.map((c) => `${c.room}:${c.pos}`), label).toEqual(want.map((c) => `${c.room}:${c.pos}`));
   got.forEach((c, i) => expect(c.score).toBeCloseTo(want[i]!.score, 9));
 }
