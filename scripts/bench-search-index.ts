@@ -1,10 +1,13 @@
 /**
  * Search index cost (prints figures; not a test): the index layer alone — the search reader's
- * write path (src/search/index-store.ts, search-index-1.lua) and the query path `POST /search`
- * runs before its visibility checks (src/search/query.ts) — on a real redis-server (managed, AOF
+ * write path (src/search/index-store.ts, search-index-2.lua) and the query path `POST /search`
+ * runs for a first page of 10 before its visibility checks (src/search/query.ts: freezing the
+ * statistics, then the first 30 candidates, in `rank` and in `recent` order) — on a real redis-server (managed, AOF
  * `appendfsync always`, as in production). Messages are generated from a Zipf-like vocabulary of
- * 20,000 words (8–20 words each) spread over ROOMS rooms, indexed 64 at a time; then one-word,
- * two-word and prefix queries are run over all the rooms (a user's 100 rooms).
+ * 20,000 words (8–20 words each, scripts/lib/search-corpus.ts) spread over ROOMS rooms, indexed
+ * 64 at a time; then one-word, two-word and prefix queries are run over all the rooms (a user's
+ * 100 rooms). scripts/bench-search-postgres.ts puts the same messages and queries to Synapse's
+ * `event_search` on PostgreSQL.
  *
  * The whole HTTP path beside Synapse's PostgreSQL full-text search is scripts/bench-search.ts.
  *
@@ -14,11 +17,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startManagedRedis } from '../src/runtime/managed-redis';
+import { loadavg } from 'node:os';
 import { SearchIndexStore, type KeyCode } from '../src/search/index-store';
-import { searchRooms } from '../src/search/query';
+import { nextCandidates, planSearch } from '../src/search/query';
 import { KeySpace } from '../src/store/keys';
 import { connectRedis } from '../src/store/redis';
-import { freePort, percentile, pool, round, seededRandom } from './lib/bench-util';
+import { freePort, percentile, pool, round } from './lib/bench-util';
+import { benchRooms, searchCorpus } from './lib/search-corpus';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -27,28 +32,25 @@ const arg = (name: string, dflt: number) => {
 const MESSAGES = arg('messages', 100_000);
 const ROOMS = arg('rooms', 100);
 const QUERIES = arg('queries', 200);
-const VOCABULARY = 20_000;
 
 async function main(): Promise<void> {
-  const rand = seededRandom(21);
-  const words = Array.from({ length: VOCABULARY }, (_, i) => `w${i.toString(36)}x${(i * 7919).toString(36).slice(-2)}`);
-  // Zipf-like: word rank r drawn with probability ~ 1/r.
-  const zipf = () => words[Math.min(VOCABULARY - 1, Math.floor(Math.exp(rand() * Math.log(VOCABULARY)) - 1))]!;
-  const rooms = Array.from({ length: ROOMS }, (_, i) => `!bench${i}:bench.local`);
+  const corpus = searchCorpus();
+  const rooms = benchRooms(ROOMS);
   const dir = mkdtempSync(join(tmpdir(), 'axon-bench-search-'));
   const managed = await startManagedRedis({ dir: join(dir, 'redis'), port: await freePort() });
   const redis = connectRedis({ url: managed.url });
   const keys = new KeySpace('bs:');
   const store = new SearchIndexStore(redis, keys, 64);
   try {
+    console.log(`load average at start: ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
     const before = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? 0);
     const started = Date.now();
     let done = 0;
     const ids = Array.from({ length: MESSAGES }, (_, i) => i);
     await pool(ids, 64, async (i) => {
-      const length = 8 + Math.floor(rand() * 13);
-      const text = Array.from({ length }, zipf).join(' ');
-      await store.index({ roomId: rooms[i % ROOMS]!, eventId: `$e${i}`, sourcePos: i + 1, pos: i + 1, ts: 1_700_000_000_000 + i, key: 'b', text });
+      const text = corpus.next();
+      // New documents: no content indexed before, so no old terms to look up.
+      await store.index({ roomId: rooms[i % ROOMS]!, sourcePos: i + 1, pos: i + 1, ts: 1_700_000_000_000 + i, key: 'b', text }, async () => []);
       if (++done % 20_000 === 0) process.stdout.write(`  indexed ${done}/${MESSAGES}\r`);
     });
     const seconds = (Date.now() - started) / 1000;
@@ -58,13 +60,14 @@ async function main(): Promise<void> {
     const byKind = new Map<string, { keys: number; bytes: number }>();
     let cursor = '0';
     do {
-      const [next, found] = await redis.scan(cursor, 'MATCH', '*search:*', 'COUNT', 2000);
+      const [next, found] = await redis.scan(cursor, 'MATCH', '*}:d:s[pmdvsx]:*', 'COUNT', 2000);
       cursor = next;
       const p = redis.pipeline();
       for (const k of found) p.memory('USAGE', k, 'SAMPLES', '0');
       const sizes = (await p.exec()) ?? [];
       found.forEach((k, i) => {
-        const kind = /:p:/.test(k) ? 'postings' : (/:(docs|terms|stats)$/.exec(k)?.[1] ?? 'other');
+        const code = /\}:d:(s[pmdvsx]):/.exec(k)?.[1];
+        const kind = { sp: 'postings', sm: 'block bounds', sd: 'docs', sv: 'terms', ss: 'stats', sx: 'dead' }[code ?? ''] ?? 'other';
         const had = byKind.get(kind) ?? { keys: 0, bytes: 0 };
         had.keys++;
         had.bytes += Number(sizes[i]?.[1] ?? 0);
@@ -74,24 +77,24 @@ async function main(): Promise<void> {
     console.log(`by kind of key: ${[...byKind].map(([k, v]) => `${k} ${v.keys} keys, ${round(v.bytes / MESSAGES, 0)} B/message`).join('; ')}`);
 
     const keysAll = new Set<KeyCode>(['b', 'n', 't']);
-    const kinds: [string, () => string][] = [
-      ['one word (common)', () => words[Math.floor(rand() * 50)]!],
-      ['one word (rare)', () => words[1000 + Math.floor(rand() * 10_000)]!],
-      ['two words', () => `${words[Math.floor(rand() * 200)]!} ${words[Math.floor(rand() * 200)]!}`],
-      ['prefix', () => words[Math.floor(rand() * 2000)]!.slice(0, 3)],
-    ];
-    for (const [name, term] of kinds) {
-      const times: number[] = [];
-      let hits = 0;
-      for (let q = 0; q < QUERIES; q++) {
-        const t0 = process.hrtime.bigint();
-        const { matches } = await searchRooms(store, rooms, term(), keysAll);
-        times.push(Number(process.hrtime.bigint() - t0) / 1e6);
-        hits += matches.length;
+    const kinds = corpus.queries(QUERIES);
+    for (const order of ['rank', 'recent'] as const) {
+      for (const { name, terms } of kinds) {
+        const times: number[] = [];
+        let hits = 0;
+        for (const term of terms) {
+          const t0 = process.hrtime.bigint();
+          // What POST /search does for a first page of 10: freeze the statistics, find the first candidates.
+          const plan = await planSearch(store, rooms, term, keysAll, order);
+          const { count } = await nextCandidates(store, plan, null, 30);
+          times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+          hits += count;
+        }
+        times.sort((a, b) => a - b);
+        console.log(`${order.padEnd(6)} ${name.padEnd(18)} over ${ROOMS} rooms: p50 ${round(percentile(times, 50))} ms, p99 ${round(percentile(times, 99))} ms, ${round(hits / QUERIES, 0)} matches on average (count)`);
       }
-      times.sort((a, b) => a - b);
-      console.log(`${name.padEnd(18)} over ${ROOMS} rooms: p50 ${round(percentile(times, 50))} ms, p99 ${round(percentile(times, 99))} ms, ${round(hits / QUERIES, 0)} matches on average`);
     }
+    console.log(`load average at end: ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   } finally {
     redis.disconnect();
     await managed.stop();

@@ -29,18 +29,18 @@
  * from PyPI into data/synapse-psycopg2 on first use (the pinned venv has no PostgreSQL driver).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, } from 'node:fs';
 import { join } from 'node:path';
 import { rebuildRoom } from '../src/search/rebuild';
 import { KeySpace } from '../src/store/keys';
 import { connectRedis, type RedisClient } from '../src/store/redis';
 import { SearchIndexStore } from '../src/search/index-store';
 import { startAxonBench } from './lib/axon-bench-cluster';
-import { freePort, percentile, pool, round, seededRandom, table, writeBenchResults } from './lib/bench-util';
+import { percentile, pool, round, seededRandom, table, writeBenchResults } from './lib/bench-util';
 import { C, enc, MatrixLoad, type User } from './lib/matrix-load';
 import { loopbackServerName, startSynapse, SYNAPSE_VERSION, synapseInstallation, type SynapsePeer } from './lib/synapse-peer';
 import { createTestCa } from './lib/test-ca';
+import { pgBin, startPostgres } from './lib/postgres';
 
 const argv = process.argv.slice(2);
 const num = (name: string, dflt: number) => {
@@ -257,43 +257,6 @@ async function benchAxon(messages: string[], sizes: number[], kinds: QueryKind[]
 }
 
 // ---- Synapse on PostgreSQL ----
-function pgBin(): string {
-  const dirs = existsSync('/usr/lib/postgresql') ? readdirSync('/usr/lib/postgresql').sort((a, b) => Number(b) - Number(a)) : [];
-  for (const d of dirs) if (existsSync(`/usr/lib/postgresql/${d}/bin/pg_ctl`)) return `/usr/lib/postgresql/${d}/bin`;
-  throw new Error('PostgreSQL binaries not found (Debian: apt-get install postgresql)');
-}
-
-/** A throwaway PostgreSQL cluster on a free loopback port (run as the postgres user when we are root). */
-async function startPostgres(): Promise<{ port: number; bin: string; psql: (sql: string) => string; stop: () => void }> {
-  const bin = pgBin();
-  const dir = mkdtempSync(join(tmpdir(), 'axon-bench-pg-'));
-  const asRoot = process.getuid?.() === 0;
-  const run = (cmd: string, args: string[]) => {
-    const r = asRoot ? spawnSync('runuser', ['-u', 'postgres', '--', join(bin, cmd), ...args], { encoding: 'utf8' }) : spawnSync(join(bin, cmd), args, { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr}`);
-    return r.stdout;
-  };
-  if (asRoot) chownSync(dir, Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim()), Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim()));
-  const data = join(dir, 'data');
-  run('initdb', ['-D', data, '-U', 'synapse', '--auth=trust', '-E', 'UTF8', '--locale=C']);
-  const port = await freePort();
-  run('pg_ctl', ['-D', data, '-l', join(dir, 'postgres.log'), '-w', '-o', `-p ${port} -c listen_addresses=127.0.0.1 -k ${dir}`, 'start']);
-  const psql = (sql: string) => execFileSync(join(bin, 'psql'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'synapse', '-d', 'synapse', '-tAc', sql], { encoding: 'utf8' }).trim();
-  execFileSync(join(bin, 'createdb'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'synapse', '-E', 'UTF8', '--locale=C', '-T', 'template0', 'synapse']);
-  return {
-    port,
-    bin,
-    psql,
-    stop: () => {
-      try {
-        run('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']);
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
-    },
-  };
-}
-
 /** The pinned venv has no PostgreSQL driver: psycopg2-binary from PyPI into data/, put on PYTHONPATH. */
 function ensurePsycopg2(python: string): string {
   const target = join(root, 'data', 'synapse-psycopg2');

@@ -1,20 +1,38 @@
 /**
  * The search index in Redis (keys: src/store/keys.ts `searchData`, on each room's shard): what
- * the search reader writes for an event, and what `POST /search` reads for a query. Writes go
- * through search-index-1.lua, which makes each of them idempotent (see the script).
+ * the search reader writes for an event, and what `POST /search` reads for a query.
+ *
+ * Format 2, compact: per room and term, one string of 6-byte postings sorted by timeline position
+ * (position, frequency and key, length), so a query reads a term's newest postings, or any block
+ * of them, with one GETRANGE; per room, the documents' 16-byte records packed 64 positions to a
+ * hash field. No per-document term lists are kept: to take a document's old terms out (an edit,
+ * a redaction), the stored event that carried its content is tokenised again. A redacted
+ * message's own text is gone by then, so its postings stay (skipped at query time through the
+ * room's small set of dead positions) until the room is rebuilt.
+ *
+ * Writes go through search-index-2.lua, which makes each of them idempotent (see the script).
  */
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { termFrequencies } from '../protocol/search-text';
-import { searchData, type KeySpace } from '../store/keys';
+import { legacySearchData, roomData, searchData, type KeySpace } from '../store/keys';
 import { runScript, type RedisClient } from '../store/redis';
 import type { RoomReader } from '../store/room-reader';
 import type { RoomOutput } from '../rooms/model';
 import { shardOf } from '../store/shards';
 
-/** The searchable keys (`keys` of the request) and the event type each belongs to. */
+/** The searchable keys (`keys` of the request) and the code each is indexed under. */
 export const SEARCH_KEYS = { 'content.body': 'b', 'content.name': 'n', 'content.topic': 't' } as const;
 export type SearchKey = keyof typeof SEARCH_KEYS;
 export type KeyCode = (typeof SEARCH_KEYS)[SearchKey];
+/** A key code as stored in a posting's low two bits. */
+export const KEY_BITS: Record<KeyCode, number> = { b: 0, n: 1, t: 2 };
+
+/** Bytes per posting: int32 position, uint8 `tf << 2 | key`, uint8 length. */
+export const POSTING_BYTES = 6;
+/** Postings per block (a block's bounds are kept once a term has more than one block). */
+export const BLOCK = 128;
+const RECORD_BYTES = 16;
+const RECORDS_PER_BUCKET = 64;
 
 /** The text an event is found by, and under which key: messages by body, name and topic events by those (as Synapse indexes them). */
 export function searchableText(event: JsonObject): { key: KeyCode; text: string } | null {
@@ -41,14 +59,43 @@ export function replacementOf(event: JsonObject): { target: string; newContent: 
 
 export interface IndexedDocument {
   roomId: string;
-  eventId: string;
   /** Timeline position of the event whose content this is (the event's own, or its edit's). */
   sourcePos: number;
+  /** The document: the event's timeline position. */
   pos: number;
   ts: number;
   key: KeyCode;
   text: string;
 }
+
+/** A document's record. */
+export interface DocRecord {
+  pos: number;
+  /** Position of the event whose content is indexed. */
+  source: number;
+  ts: number;
+  /** Length in words (at most 255). */
+  length: number;
+  redacted: boolean;
+  /** Whether its terms are in the postings (and it counts in the room's totals). */
+  counted: boolean;
+  flags: number;
+}
+
+function parseRecords(buf: Buffer | null): DocRecord[] {
+  const out: DocRecord[] = [];
+  if (!buf) return out;
+  for (let i = 0; i + RECORD_BYTES <= buf.length; i += RECORD_BYTES) {
+    const flags = buf.readUInt8(i + 15);
+    out.push({ pos: buf.readInt32BE(i), source: buf.readInt32BE(i + 4), ts: buf.readUIntBE(i + 8, 6), length: buf.readUInt8(i + 14), redacted: (flags & 1) !== 0, counted: (flags & 2) !== 0, flags });
+  }
+  return out;
+}
+
+const bucketOf = (pos: number) => String(Math.floor(pos / RECORDS_PER_BUCKET));
+
+/** How the terms indexed now for a document are found: by tokenising its content's event again (null: that text is gone). */
+export type TermsOf = (record: DocRecord) => Promise<string[] | null>;
 
 export class SearchIndexStore {
   constructor(
@@ -62,26 +109,65 @@ export class SearchIndexStore {
   }
 
   private scriptKeys(roomId: string): string[] {
-    return [this.name(roomId, searchData.docs(roomId)), this.name(roomId, searchData.terms(roomId)), this.name(roomId, searchData.stats(roomId))];
+    return [this.name(roomId, searchData.docs(roomId)), this.name(roomId, searchData.terms(roomId)), this.name(roomId, searchData.stats(roomId)), this.name(roomId, searchData.dead(roomId))];
+  }
+
+  private prefixes(roomId: string): string[] {
+    return [this.name(roomId, searchData.postingsPrefix(roomId)), this.name(roomId, searchData.blockBoundsPrefix(roomId))];
+  }
+
+  /** A document's record, or null when it was never indexed. */
+  async record(roomId: string, pos: number): Promise<DocRecord | null> {
+    const buf = await this.redis.hgetBuffer(this.name(roomId, searchData.docs(roomId)), bucketOf(pos));
+    return parseRecords(buf).find((r) => r.pos === pos) ?? null;
+  }
+
+  /** The records of some documents of a room (those that exist). */
+  async records(roomId: string, positions: readonly number[]): Promise<Map<number, DocRecord>> {
+    const buckets = [...new Set(positions.map(bucketOf))];
+    const out = new Map<number, DocRecord>();
+    if (buckets.length === 0) return out;
+    const want = new Set(positions);
+    const bufs = await this.redis.hmgetBuffer(this.name(roomId, searchData.docs(roomId)), ...buckets);
+    for (const buf of bufs) for (const r of parseRecords(buf)) if (want.has(r.pos)) out.set(r.pos, r);
+    return out;
+  }
+
+  /**
+   * Compare-and-set through the script: read the record, find the terms indexed now, write;
+   * again if the record changed in between (another writer of the same document).
+   */
+  private async write(roomId: string, pos: number, termsOf: TermsOf, tail: (record: DocRecord | null) => (string | number)[] | null, op: 'index' | 'remove'): Promise<boolean> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const record = await this.record(roomId, pos);
+      if (record?.redacted) return false;
+      const rest = tail(record);
+      if (rest === null) return false;
+      const old = record?.counted ? await termsOf(record) : [];
+      const args: (string | number)[] = [op, ...this.prefixes(roomId), pos, record ? `${record.source}:${record.flags}` : '', old === null ? -1 : old.length, ...(old ?? []), ...rest];
+      const result = Number(await runScript(this.redis, 'searchIndex', this.scriptKeys(roomId), args));
+      if (result !== -1) return result === 1;
+    }
+    throw new Error(`search index: document ${pos} of ${roomId} kept changing`);
   }
 
   /** Index a document's text (replacing older content of the same event; newer content already there wins). */
-  async index(doc: IndexedDocument): Promise<boolean> {
+  async index(doc: IndexedDocument, termsOf: TermsOf): Promise<boolean> {
     const { terms, length } = termFrequencies(doc.text);
-    const args: (string | number)[] = ['index', this.name(doc.roomId, searchData.postingsPrefix(doc.roomId)), doc.eventId, doc.sourcePos, doc.pos, doc.ts, doc.key, length];
-    for (const [term, tf] of terms) args.push(term, tf);
-    return (await runScript(this.redis, 'searchIndex', this.scriptKeys(doc.roomId), args)) === 1;
+    const rest: (string | number)[] = [doc.sourcePos, doc.ts, KEY_BITS[doc.key], length];
+    for (const [term, tf] of terms) rest.push(term, tf);
+    return this.write(doc.roomId, doc.pos, termsOf, (record) => (record && record.source >= doc.sourcePos ? null : rest), 'index');
   }
 
-  /** Take an event out of the index for good (it was redacted). */
-  async remove(roomId: string, eventId: string): Promise<boolean> {
-    return (await runScript(this.redis, 'searchIndex', this.scriptKeys(roomId), ['remove', this.name(roomId, searchData.postingsPrefix(roomId)), eventId])) === 1;
+  /** Take a document out of the index for good (its event was redacted). */
+  async remove(roomId: string, pos: number, termsOf: TermsOf): Promise<boolean> {
+    return this.write(roomId, pos, termsOf, () => [], 'remove');
   }
 
-  /** A room's document count and total length in words. */
-  async stats(roomId: string): Promise<{ documents: number; totalLength: number }> {
-    const [n, l] = await this.redis.hmget(this.name(roomId, searchData.stats(roomId)), 'n', 'l');
-    return { documents: Number(n ?? 0), totalLength: Number(l ?? 0) };
+  /** A room's document count, total length in words, and newest indexed position. */
+  async stats(roomId: string): Promise<{ documents: number; totalLength: number; top: number }> {
+    const [n, l, p] = await this.redis.hmget(this.name(roomId, searchData.stats(roomId)), 'n', 'l', 'p');
+    return { documents: Number(n ?? 0), totalLength: Number(l ?? 0), top: p === null ? -1 : Number(p) };
   }
 
   /** Terms of a room starting with `prefix` (at most `limit`, in byte order). */
@@ -89,38 +175,97 @@ export class SearchIndexStore {
     return this.redis.zrangebylex(this.name(roomId, searchData.terms(roomId)), `[${prefix}`, `[${prefix}\u{10FFFF}`, 'LIMIT', 0, limit);
   }
 
-  /** A term's postings in a room: event id → { tf, length, pos, ts, key }. */
-  async postings(roomId: string, term: string): Promise<Map<string, Posting>> {
-    const raw = await this.redis.hgetall(this.name(roomId, `${searchData.postingsPrefix(roomId)}${term}`));
-    const out = new Map<string, Posting>();
-    for (const [eventId, v] of Object.entries(raw)) {
-      const [tf, length, pos, ts, key] = v.split(':');
-      out.set(eventId, { tf: Number(tf), length: Number(length), pos: Number(pos), ts: Number(ts), key: key as KeyCode });
-    }
+  /** How many postings a term has in a room. */
+  async postingCount(roomId: string, term: string): Promise<number> {
+    return (await this.redis.strlen(this.name(roomId, `${searchData.postingsPrefix(roomId)}${term}`))) / POSTING_BYTES;
+  }
+
+  /** A term's postings in a room, entries `from` (inclusive) to `to` (exclusive); all of them by default. */
+  async postings(roomId: string, term: string, from = 0, to = -1): Promise<Buffer> {
+    const key = this.name(roomId, `${searchData.postingsPrefix(roomId)}${term}`);
+    if (from === 0 && to < 0) return (await this.redis.getBuffer(key)) ?? Buffer.alloc(0);
+    if (to <= from) return Buffer.alloc(0);
+    return this.redis.getrangeBuffer(key, from * POSTING_BYTES, to * POSTING_BYTES - 1);
+  }
+
+  /** A term's block bounds in a room (2 bytes a block: highest frequency, shortest length); empty for a single block. */
+  async blockBounds(roomId: string, term: string): Promise<Buffer> {
+    return (await this.redis.getBuffer(this.name(roomId, `${searchData.blockBoundsPrefix(roomId)}${term}`))) ?? Buffer.alloc(0);
+  }
+
+  /** Positions of a room's redacted documents whose postings are still there. */
+  async deadPositions(roomId: string): Promise<Set<number>> {
+    return new Set((await this.redis.smembers(this.name(roomId, searchData.dead(roomId)))).map(Number));
+  }
+
+  /** The event ids at some timeline positions of a room. */
+  async eventIdsAt(roomId: string, positions: readonly number[]): Promise<Map<number, string>> {
+    const key = this.name(roomId, roomData.timeline(roomId));
+    const found = await Promise.all(positions.map((p) => this.redis.zrangebyscore(key, p, p)));
+    const out = new Map<number, string>();
+    positions.forEach((p, i) => {
+      const id = found[i]?.[0];
+      if (id !== undefined) out.set(p, id);
+    });
     return out;
   }
 
-  /** Drop a room's whole index (before a rebuild). */
+  /** Drop a room's whole index (before a rebuild), in this format and in the first one. */
   async clearRoom(roomId: string): Promise<void> {
+    const [postings, bounds] = this.prefixes(roomId);
     const terms = await this.redis.zrange(this.name(roomId, searchData.terms(roomId)), 0, -1);
-    const prefix = this.name(roomId, searchData.postingsPrefix(roomId));
-    for (let i = 0; i < terms.length; i += 500) await this.redis.del(...terms.slice(i, i + 500).map((t) => `${prefix}${t}`));
+    for (let i = 0; i < terms.length; i += 500) await this.redis.del(...terms.slice(i, i + 500).flatMap((t) => [`${postings}${t}`, `${bounds}${t}`]));
     await this.redis.del(...this.scriptKeys(roomId));
+    const legacyTerms = await this.redis.zrange(this.name(roomId, legacySearchData.terms(roomId)), 0, -1);
+    const legacyPrefix = this.name(roomId, legacySearchData.postingsPrefix(roomId));
+    for (let i = 0; i < legacyTerms.length; i += 500) await this.redis.del(...legacyTerms.slice(i, i + 500).map((t) => `${legacyPrefix}${t}`));
+    await this.redis.del(this.name(roomId, legacySearchData.docs(roomId)), this.name(roomId, legacySearchData.terms(roomId)), this.name(roomId, legacySearchData.stats(roomId)));
   }
 }
 
+/** A posting, decoded. */
 export interface Posting {
-  tf: number;
-  length: number;
   pos: number;
-  ts: number;
-  key: KeyCode;
+  tf: number;
+  key: number;
+  length: number;
+}
+
+export function postingAt(buf: Buffer, i: number): Posting {
+  const o = i * POSTING_BYTES;
+  const tk = buf[o + 4]!;
+  return { pos: buf.readInt32BE(o), tf: tk >> 2, key: tk & 3, length: buf[o + 5]! };
+}
+
+/** The distinct terms of an event's searchable content (as the reader indexed it), or null when it has none left. */
+function termsOfEvent(event: JsonObject | undefined, asEdit: boolean): string[] | null {
+  if (!event) return null;
+  let found: { text: string } | null;
+  if (asEdit) {
+    const edit = replacementOf(event);
+    found = edit ? searchableText({ type: 'm.room.message', content: edit.newContent }) : null;
+  } else {
+    found = searchableText(event);
+  }
+  return found ? [...termFrequencies(found.text).terms.keys()] : null;
+}
+
+/** The TermsOf of a room: the record's source event, read from the room's timeline and tokenised again. */
+export function storedTerms(store: SearchIndexStore, rooms: RoomReader, roomId: string): TermsOf {
+  return async (record) => {
+    const id = (await store.eventIdsAt(roomId, [record.source])).get(record.source);
+    const e = id ? await rooms.event(roomId, id) : null;
+    if (!e || e.redactedBy) return null;
+    return termsOfEvent(e.event, record.source !== record.pos);
+  };
 }
 
 /** What one room output changes in the index (the reader's step, and the rebuild's). */
 export async function indexRoomOutput(store: SearchIndexStore, rooms: RoomReader, out: Pick<RoomOutput, 'roomId' | 'eventId' | 'pos' | 'event' | 'redacted'>): Promise<void> {
+  const termsOf = storedTerms(store, rooms, out.roomId);
   if (out.redacted) {
-    await store.remove(out.roomId, out.redacted);
+    const target = await rooms.event(out.roomId, out.redacted);
+    if (target) await store.remove(out.roomId, target.pos, termsOf);
     return;
   }
   const event = out.event;
@@ -133,10 +278,10 @@ export async function indexRoomOutput(store: SearchIndexStore, rooms: RoomReader
     const found = searchableText({ type: 'm.room.message', content: edit.newContent });
     if (!found) return;
     const originalTs = typeof original.event.origin_server_ts === 'number' ? original.event.origin_server_ts : 0;
-    await store.index({ roomId: out.roomId, eventId: edit.target, sourcePos: out.pos, pos: original.pos, ts: originalTs, key: found.key, text: found.text });
+    await store.index({ roomId: out.roomId, sourcePos: out.pos, pos: original.pos, ts: originalTs, key: found.key, text: found.text }, termsOf);
     return;
   }
   const found = searchableText(event);
   if (!found) return;
-  await store.index({ roomId: out.roomId, eventId: out.eventId, sourcePos: out.pos, pos: out.pos, ts, key: found.key, text: found.text });
+  await store.index({ roomId: out.roomId, sourcePos: out.pos, pos: out.pos, ts, key: found.key, text: found.text }, termsOf);
 }

@@ -1,113 +1,385 @@
 /**
  * Running a query over the search index of some rooms: every query term must occur in an event
- * (the last one as a prefix too), each match scored by BM25 with the document frequencies and
- * lengths of all the rooms searched together (so ranks compare across rooms).
+ * (the last one as a prefix too: the union of the room's words starting with it), each match
+ * scored by BM25 with the document frequencies and lengths of all the rooms searched together (so
+ * ranks compare across rooms).
+ *
+ * A page costs what it shows, not what the query matches: in each room the term with the fewest
+ * postings drives, and only as much of it is read as the page needs —
+ *  - `recent`: its postings are read newest first (they are sorted by timeline position), a block
+ *    at a time, until the room has enough matches; rooms are then merged by origin_server_ts;
+ *  - `rank`: its postings are read block by block in order of the block's best possible score
+ *    (from the block bounds the index keeps: highest frequency, shortest length), and reading
+ *    stops when no unread block can beat the page's last result (block-max pruning).
+ * The other terms are read whole and looked up by binary search; so is, in a ranked query, a
+ * driving prefix with several completions in a room (a document scores by its best completion).
+ *
+ * Later pages continue from a cursor under the same frozen statistics (document counts, lengths,
+ * frequencies, and each room's newest position at the first page), so they neither repeat nor
+ * skip results while new events arrive.
  */
-import { bm25, parseQuery, type ParsedQuery } from '../protocol/search-text';
-import type { KeyCode, Posting, SearchIndexStore } from './index-store';
+import { BM25_B, BM25_K1, idf, parseQuery } from '../protocol/search-text';
+import { BLOCK, KEY_BITS, POSTING_BYTES, type KeyCode, type SearchIndexStore } from './index-store';
 
 /** At most this many indexed words count as completions of a prefix term in one room. */
 const PREFIX_EXPANSIONS = 100;
-/** Rooms read at once. */
-const ROOM_CONCURRENCY = 16;
+/** Blocks read per round trip of a ranked query. */
+const RANK_BATCH = 64;
 
-export interface SearchMatch {
-  roomId: string;
-  eventId: string;
-  score: number;
-  pos: number;
-  ts: number;
-}
-
-interface RoomMatches {
-  roomId: string;
+/** What stays fixed between the pages of one search. */
+export interface SearchPlan {
+  terms: string[];
+  lastIsPrefix: boolean;
+  rooms: string[];
+  /** Per room, the newest indexed position when the search began (later documents are left out). */
+  tops: number[];
   documents: number;
-  totalLength: number;
-  /** Per query term, how many of the room's documents have it. */
+  averageLength: number;
+  /** Per query term, how many postings it has in all the rooms (a prefix: all its completions'). */
   df: number[];
-  /** Documents with every term: per term its frequency, and the document's length and place. */
-  hits: { eventId: string; tf: number[]; length: number; pos: number; ts: number }[];
+  /** Key bits allowed (KEY_BITS). */
+  keys: number[];
+  orderBy: 'rank' | 'recent';
 }
 
-async function matchRoom(store: SearchIndexStore, roomId: string, query: ParsedQuery, keys: ReadonlySet<KeyCode>): Promise<RoomMatches> {
-  const { documents, totalLength } = await store.stats(roomId);
-  const empty: RoomMatches = { roomId, documents, totalLength, df: query.terms.map(() => 0), hits: [] };
-  if (documents <= 0) return empty;
-  const lists: Map<string, Posting>[] = [];
-  for (let i = 0; i < query.terms.length; i++) {
-    const term = query.terms[i]!;
-    if (i === query.terms.length - 1 && query.lastIsPrefix) {
-      // A prefix term: the union of its completions' postings (a document's best frequency counts).
-      const words = await store.termsWithPrefix(roomId, term, PREFIX_EXPANSIONS);
-      const merged = new Map<string, Posting>();
-      for (const postings of await Promise.all(words.map((w) => store.postings(roomId, w)))) {
-        for (const [id, p] of postings) {
-          const had = merged.get(id);
-          if (!had || had.tf < p.tf) merged.set(id, p);
-        }
-      }
-      lists.push(merged);
-    } else {
-      lists.push(await store.postings(roomId, term));
-    }
-    if (lists[i]!.size === 0) return empty;
-  }
-  const df = lists.map((l) => l.size);
-  // Walk the shortest list, look the others up.
-  const order = lists.map((l, i) => i).sort((a, b) => lists[a]!.size - lists[b]!.size);
-  const hits: RoomMatches['hits'] = [];
-  for (const [eventId, first] of lists[order[0]!]!) {
-    if (!keys.has(first.key)) continue;
-    const tf: number[] = new Array(lists.length).fill(0);
-    let all = true;
-    for (const i of order) {
-      const p = lists[i]!.get(eventId);
-      if (!p) {
-        all = false;
-        break;
-      }
-      tf[i] = p.tf;
-    }
-    if (all) hits.push({ eventId, tf, length: first.length, pos: first.pos, ts: first.ts });
-  }
-  return { roomId, documents, totalLength, df, hits };
+export interface Candidate {
+  room: number;
+  pos: number;
+  score: number;
 }
 
-/** Every event of `roomIds` matching `searchTerm` under one of `keys`, scored; unordered. */
-export async function searchRooms(store: SearchIndexStore, roomIds: readonly string[], searchTerm: string, keys: ReadonlySet<KeyCode>): Promise<{ query: ParsedQuery; matches: SearchMatch[] }> {
+/** Where the next candidates start: after a ranked result, or below a position in each room. */
+export type Cursor = { score: number; pos: number; room: number } | { below: number[] } | null;
+
+export interface CandidateBatch {
+  candidates: Candidate[];
+  cursor: Cursor;
+  /** Nothing follows these. */
+  exhausted: boolean;
+  /** Matches of the whole search: exact when every posting was read, else an upper bound. */
+  count: number;
+}
+
+/** One query term in one room: its word (or a prefix's completions) and their posting counts. */
+interface TermWords {
+  words: string[];
+  counts: number[];
+  total: number;
+}
+
+interface RoomView {
+  room: number;
+  roomId: string;
+  top: number;
+  dead: Set<number>;
+  terms: TermWords[];
+}
+
+async function viewRoom(store: SearchIndexStore, roomId: string, room: number, terms: string[], lastIsPrefix: boolean, top?: number): Promise<{ view: RoomView; documents: number; totalLength: number }> {
+  const [dead, termWords] = await Promise.all([
+    store.deadPositions(roomId),
+    Promise.all(
+      terms.map(async (term, i) => {
+        const words = i === terms.length - 1 && lastIsPrefix ? await store.termsWithPrefix(roomId, term, PREFIX_EXPANSIONS) : [term];
+        const counts = await Promise.all(words.map((w) => store.postingCount(roomId, w)));
+        const kept = words.filter((_, j) => counts[j]! > 0);
+        const keptCounts = counts.filter((c) => c > 0);
+        return { words: kept, counts: keptCounts, total: keptCounts.reduce((a, b) => a + b, 0) };
+      }),
+    ),
+  ]);
+  // Read after the postings: every posting counted above is then at or below the room's top
+  // (the script writes a document's postings and the totals together).
+  const stats = await store.stats(roomId);
+  return { view: { room, roomId, top: top ?? stats.top, dead, terms: termWords }, documents: stats.documents, totalLength: stats.totalLength };
+}
+
+/** Freeze what a search's pages share: the rooms' newest positions and the corpus statistics. */
+export async function planSearch(store: SearchIndexStore, roomIds: readonly string[], searchTerm: string, keys: ReadonlySet<KeyCode>, orderBy: 'rank' | 'recent'): Promise<SearchPlan> {
   const query = parseQuery(searchTerm);
-  if (query.terms.length === 0) return { query, matches: [] };
-  const rooms: RoomMatches[] = [];
-  for (let i = 0; i < roomIds.length; i += ROOM_CONCURRENCY) {
-    rooms.push(...(await Promise.all(roomIds.slice(i, i + ROOM_CONCURRENCY).map((r) => matchRoom(store, r, query, keys)))));
-  }
+  const views = await Promise.all(roomIds.map((r, i) => viewRoom(store, r, i, query.terms, query.lastIsPrefix)));
   let documents = 0;
   let totalLength = 0;
   const df = query.terms.map(() => 0);
-  for (const r of rooms) {
-    documents += r.documents;
-    totalLength += r.totalLength;
-    r.df.forEach((n, i) => {
-      df[i]! += n;
+  for (const v of views) {
+    documents += v.documents;
+    totalLength += v.totalLength;
+    v.view.terms.forEach((t, i) => {
+      df[i]! += t.total;
     });
   }
-  const corpus = { documents, averageLength: documents > 0 ? totalLength / documents : 0 };
-  const matches: SearchMatch[] = [];
-  for (const r of rooms) {
-    for (const h of r.hits) {
-      const score = bm25(
-        h.tf.map((tf, i) => ({ tf, df: df[i]! })),
-        h.length,
-        corpus,
-      );
-      matches.push({ roomId: r.roomId, eventId: h.eventId, score, pos: h.pos, ts: h.ts });
-    }
-  }
-  return { query, matches };
+  // A prefix's completions can hold the same document: its frequency is bounded by the documents.
+  for (let i = 0; i < df.length; i++) df[i] = Math.min(df[i]!, documents);
+  return {
+    terms: query.terms,
+    lastIsPrefix: query.lastIsPrefix,
+    rooms: [...roomIds],
+    tops: views.map((v) => v.view.top),
+    documents,
+    averageLength: documents > 0 ? totalLength / documents : 0,
+    df,
+    keys: [...keys].map((k) => KEY_BITS[k]),
+    orderBy,
+  };
 }
 
-/** `rank`: best score first (newer first among equals); `recent`: newest first (origin_server_ts, then timeline position). */
-export function orderMatches(matches: SearchMatch[], orderBy: 'rank' | 'recent'): SearchMatch[] {
-  const recent = (a: SearchMatch, b: SearchMatch) => b.ts - a.ts || b.pos - a.pos || (a.eventId < b.eventId ? -1 : a.eventId > b.eventId ? 1 : 0);
-  return [...matches].sort(orderBy === 'rank' ? (a, b) => b.score - a.score || recent(a, b) : recent);
+/** A term's BM25 weight for one posting. */
+function weight(plan: SearchPlan, term: number, tf: number, length: number): number {
+  if (tf <= 0) return 0;
+  const avg = plan.averageLength > 0 ? plan.averageLength : 1;
+  const w = idf(plan.documents, plan.df[term]!);
+  return (w * (tf * (BM25_K1 + 1))) / (tf + BM25_K1 * (1 - BM25_B + (BM25_B * length) / avg));
+}
+
+/** The entry of `buf` at position `pos` (binary search), or -1. */
+function find(buf: Buffer, pos: number): number {
+  let lo = 0;
+  let hi = buf.length / POSTING_BYTES;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const p = buf.readInt32BE(mid * POSTING_BYTES);
+    if (p === pos) return mid;
+    if (p < pos) lo = mid + 1;
+    else hi = mid;
+  }
+  return -1;
+}
+
+/** The terms other than the driving one, read whole: per term, its words' postings. */
+type Lookups = { term: number; bufs: Buffer[] }[];
+
+/** A document's frequency of each looked-up term (null when one is missing). */
+function lookUp(lookups: Lookups, pos: number): number[] | null {
+  const tfs: number[] = [];
+  for (const { bufs } of lookups) {
+    let best = 0;
+    for (const b of bufs) {
+      const i = find(b, pos);
+      if (i >= 0) best = Math.max(best, b[i * POSTING_BYTES + 4]! >> 2);
+    }
+    if (best === 0) return null;
+    tfs.push(best);
+  }
+  return tfs;
+}
+
+interface Prepared {
+  view: RoomView;
+  driver: number;
+  lookups: Lookups;
+}
+
+/** Choose each room's driving term and read the others whole; rooms lacking a term drop out. */
+async function prepare(store: SearchIndexStore, plan: SearchPlan): Promise<{ rooms: Prepared[]; views: RoomView[] }> {
+  const views = (await Promise.all(plan.rooms.map((r, i) => viewRoom(store, r, i, plan.terms, plan.lastIsPrefix, plan.tops[i]!)))).map((v) => v.view);
+  const rooms = await Promise.all(
+    views.map(async (view): Promise<Prepared | null> => {
+      if (plan.terms.length === 0 || view.terms.some((t) => t.total === 0)) return null;
+      let driver = 0;
+      view.terms.forEach((t, i) => {
+        if (t.total < view.terms[driver]!.total) driver = i;
+      });
+      const lookups: Lookups = await Promise.all(
+        view.terms.flatMap((t, i) => (i === driver ? [] : [{ term: i, bufs: Promise.all(t.words.map((w) => store.postings(view.roomId, w))) }])).map(async (l) => ({ term: l.term, bufs: await l.bufs })),
+      );
+      return { view, driver, lookups };
+    }),
+  );
+  return { rooms: rooms.filter((r): r is Prepared => r !== null), views };
+}
+
+/** Upper bound of matches: per room, its rarest term's postings. */
+function estimate(rooms: Prepared[]): number {
+  return rooms.reduce((n, r) => n + r.view.terms[r.driver]!.total, 0);
+}
+
+/** The next candidates of a search after `cursor`, at least `want` of them unless the search runs out. */
+export async function nextCandidates(store: SearchIndexStore, plan: SearchPlan, cursor: Cursor, want: number): Promise<CandidateBatch> {
+  const { rooms } = await prepare(store, plan);
+  return plan.orderBy === 'recent' ? recent(store, plan, rooms, cursor && 'below' in cursor ? cursor.below : null, want) : ranked(store, plan, rooms, cursor && 'score' in cursor ? cursor : null, want);
+}
+
+/** A driving word's reading state, newest first: entries [lo, hi) read so far, of n. */
+interface WordTail {
+  word: string;
+  n: number;
+  lo: number;
+  /** Position of entry `lo`. */
+  lowest: number;
+}
+
+/** `recent`: each room's newest matches below its cursor position, merged across rooms by origin_server_ts. */
+async function recent(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared[], below: number[] | null, want: number): Promise<CandidateBatch> {
+  const limitOf = (r: Prepared) => Math.min(below ? below[r.view.room]! : Number.POSITIVE_INFINITY, r.view.top + 1);
+  let allRead = true;
+  const perRoom = await Promise.all(
+    rooms.map(async (r) => {
+      const limit = limitOf(r);
+      const term = r.view.terms[r.driver]!;
+      const tails: WordTail[] = term.words.map((word, i) => ({ word, n: term.counts[i]!, lo: term.counts[i]!, lowest: Number.POSITIVE_INFINITY }));
+      /** Matches so far: position → per-term frequencies (the driver's the best of its words). */
+      const found = new Map<number, { tf: number; length: number }>();
+      let chunk = BLOCK;
+      for (;;) {
+        const reading = tails.filter((t) => t.lo > 0);
+        const bufs = await Promise.all(reading.map((t) => store.postings(r.view.roomId, t.word, Math.max(0, t.lo - chunk), t.lo)));
+        reading.forEach((t, k) => {
+          const buf = bufs[k]!;
+          t.lo = Math.max(0, t.lo - chunk);
+          if (buf.length >= POSTING_BYTES) t.lowest = buf.readInt32BE(0);
+          for (let o = 0; o + POSTING_BYTES <= buf.length; o += POSTING_BYTES) {
+            const pos = buf.readInt32BE(o);
+            if (pos >= limit || r.view.dead.has(pos)) continue;
+            const tk = buf[o + 4]!;
+            if (!plan.keys.includes(tk & 3)) continue;
+            const had = found.get(pos);
+            if (!had || had.tf < tk >> 2) found.set(pos, { tf: tk >> 2, length: buf[o + 5]! });
+          }
+        });
+        // Complete down to the lowest position every unfinished word has been read to.
+        const unfinished = tails.filter((t) => t.lo > 0);
+        let safe = Number.NEGATIVE_INFINITY;
+        for (const t of unfinished) safe = Math.max(safe, t.lowest);
+        const matches = [...found.keys()].filter((p) => p >= safe && lookUp(r.lookups, p) !== null).sort((a, b) => b - a);
+        if (unfinished.length === 0 || matches.length >= want) {
+          if (unfinished.length > 0) allRead = false;
+          return { r, matches: matches.slice(0, want), exhausted: unfinished.length === 0 && matches.length <= want, total: matches.length };
+        }
+        chunk *= 2;
+      }
+    }),
+  );
+  const records = await Promise.all(perRoom.map((p) => store.records(p.r.view.roomId, p.matches)));
+  // Merge: the newest head (origin_server_ts, then position) goes first; each room's list is by position.
+  const heads = perRoom.map((p, i) => ({ p, i, at: 0, ts: (pos: number) => records[i]!.get(pos)?.ts ?? 0 }));
+  const out: Candidate[] = [];
+  const nextBelow = below ? [...below] : plan.tops.map((t) => t + 1);
+  while (out.length < want) {
+    let best: (typeof heads)[number] | null = null;
+    for (const h of heads) {
+      if (h.at >= h.p.matches.length) continue;
+      if (!best) {
+        best = h;
+        continue;
+      }
+      const a = h.p.matches[h.at]!;
+      const b = best.p.matches[best.at]!;
+      const ta = h.ts(a);
+      const tb = best.ts(b);
+      if (ta > tb || (ta === tb && (a > b || (a === b && h.p.r.view.room < best.p.r.view.room)))) best = h;
+    }
+    if (!best) break;
+    const pos = best.p.matches[best.at++]!;
+    out.push({ room: best.p.r.view.room, pos, score: 0 });
+    nextBelow[best.p.r.view.room] = pos;
+  }
+  const exhausted = heads.every((h) => h.p.exhausted && h.at >= h.p.matches.length);
+  const count = allRead && !below ? perRoom.reduce((n, p) => n + p.total, 0) : estimate(rooms);
+  return { candidates: out, cursor: { below: nextBelow }, exhausted, count };
+}
+
+/** Whether ranked result a comes before b: higher score, then newer, then the room listed first. */
+function before(a: Candidate, b: Candidate): boolean {
+  return a.score > b.score || (a.score === b.score && (a.pos > b.pos || (a.pos === b.pos && a.room < b.room)));
+}
+
+interface RankBlock {
+  r: Prepared;
+  word: string;
+  /** Entries [from, to) of the word's postings. */
+  from: number;
+  to: number;
+  bound: number;
+}
+
+/** `rank`: the best-scoring matches after `after`, reading blocks in order of their best possible score. */
+async function ranked(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared[], after: { score: number; pos: number; room: number } | null, want: number): Promise<CandidateBatch> {
+  // Per room: the most the looked-up terms can add to a score.
+  const extra = rooms.map((r) => {
+    let sum = 0;
+    for (const { term, bufs } of r.lookups) {
+      let best = 0;
+      for (const b of bufs) for (let o = 0; o < b.length; o += POSTING_BYTES) best = Math.max(best, weight(plan, term, b[o + 4]! >> 2, b[o + 5]!));
+      sum += best;
+    }
+    return sum;
+  });
+  const blocks: RankBlock[] = [];
+  await Promise.all(
+    rooms.map(async (r, ri) => {
+      const term = r.view.terms[r.driver]!;
+      await Promise.all(
+        term.words.map(async (word, wi) => {
+          const n = term.counts[wi]!;
+          // A prefix with several completions in the room is read whole there: a document's
+          // frequency for it is its best completion's, known only once all of them are read.
+          const bounds = n > BLOCK && term.words.length === 1 ? await store.blockBounds(r.view.roomId, word) : Buffer.alloc(0);
+          for (let b = 0; b * BLOCK < n; b++) {
+            // A block without bounds (a short list, or bounds being rewritten) is read first.
+            const bound = 2 * b + 1 < bounds.length ? weight(plan, r.driver, bounds[2 * b]!, bounds[2 * b + 1]!) + extra[ri]! : Number.POSITIVE_INFINITY;
+            blocks.push({ r, word, from: b * BLOCK, to: Math.min(n, (b + 1) * BLOCK), bound });
+          }
+        }),
+      );
+    }),
+  );
+  blocks.sort((a, b) => b.bound - a.bound);
+  // Every document read, at its best score (a prefix's completions may each hold it); the cursor
+  // applies to that best score, so a document is never listed twice under two scores.
+  const best = new Map<string, Candidate>();
+  const order = (a: Candidate, b: Candidate) => (before(a, b) ? -1 : before(b, a) ? 1 : 0);
+  const pending = () => [...best.values()].filter((c) => !after || before(after, c));
+  let i = 0;
+  let stopped = false;
+  /** Documents read and dropped from `best` (they cannot make the page). */
+  let seen = 0;
+  while (i < blocks.length) {
+    if (Number.isFinite(blocks[i]!.bound)) {
+      // Past the blocks without bounds (read first, prefixes with several completions among them),
+      // every document read has its final score: keep the best `want`, stop if no block can beat them.
+      const open = pending().sort(order);
+      best.clear();
+      for (const c of open.slice(0, want)) best.set(`${c.room}:${c.pos}`, c);
+      seen += Math.max(0, open.length - want);
+      if (open.length >= want && blocks[i]!.bound < open[want - 1]!.score) {
+        stopped = true;
+        break;
+      }
+    }
+    const batch = blocks.slice(i, i + RANK_BATCH);
+    i += batch.length;
+    const bufs = await Promise.all(batch.map((b) => store.postings(b.r.view.roomId, b.word, b.from, b.to)));
+    batch.forEach((b, k) => {
+      const buf = bufs[k]!;
+      const { view } = b.r;
+      for (let o = 0; o + POSTING_BYTES <= buf.length; o += POSTING_BYTES) {
+        const pos = buf.readInt32BE(o);
+        if (pos > view.top || view.dead.has(pos)) continue;
+        const tk = buf[o + 4]!;
+        if (!plan.keys.includes(tk & 3)) continue;
+        const tfs = lookUp(b.r.lookups, pos);
+        if (!tfs) continue;
+        const length = buf[o + 5]!;
+        // Summed in the query's term order, so a document scores the same whichever term drives.
+        const byTerm = new Array<number>(plan.terms.length).fill(0);
+        byTerm[b.r.driver] = tk >> 2;
+        b.r.lookups.forEach((l, j) => {
+          byTerm[l.term] = tfs[j]!;
+        });
+        let score = 0;
+        byTerm.forEach((tf, t) => {
+          score += weight(plan, t, tf, length);
+        });
+        const key = `${view.room}:${pos}`;
+        const had = best.get(key);
+        if (!had || had.score < score) best.set(key, { room: view.room, pos, score });
+      }
+    });
+  }
+  const open = pending().sort(order);
+  const kept = open.slice(0, want);
+  const last = kept[kept.length - 1];
+  const exhausted = !stopped && open.length + seen <= want;
+  const count = !stopped && !after ? best.size + seen : estimate(rooms);
+  return { candidates: kept, cursor: last ? { score: last.score, pos: last.pos, room: last.room } : after, exhausted, count };
 }

@@ -1,6 +1,8 @@
 /**
  * Rebuilding the search index from the stored rooms (`npm run search -- reindex`): after an
- * upgrade that changes the tokeniser, or to index rooms from before the search reader existed.
+ * upgrade that changes the tokeniser or the index format (format 2, binary postings, replaced the
+ * first format's hashes: the rebuild deletes a room's keys in both), or to index rooms from
+ * before the search reader existed.
  * A room's index is dropped, then its timeline is read in order and every event goes through the
  * same step as the search reader's (edits after their originals, as the timeline has them);
  * redacted events are recorded as such, so a late redelivery cannot bring them back.
@@ -12,7 +14,7 @@ import type { KeySpace } from '../store/keys';
 import { isCluster, type RedisClient } from '../store/redis';
 import { RoomReader, servableToClients } from '../store/room-reader';
 import type { Family } from '../store/shards';
-import { indexRoomOutput, SearchIndexStore } from './index-store';
+import { indexRoomOutput, SearchIndexStore, storedTerms } from './index-store';
 
 const PAGE = 500;
 
@@ -56,7 +58,7 @@ export async function rebuildRoom(redis: RedisClient, keys: KeySpace, shardCount
       events++;
       if (!servableToClients(e)) continue;
       if (e.redactedBy) {
-        await store.remove(roomId, e.eventId);
+        await store.remove(roomId, e.pos, storedTerms(store, rooms, roomId));
         continue;
       }
       await indexRoomOutput(store, rooms, { roomId, eventId: e.eventId, pos: e.pos, event: e.event });

@@ -668,21 +668,43 @@ export const mediaData = {
 };
 
 /**
- * The search index (src/search/indexer.ts), relative to the ROOM's shard: written only by the
- * search reader (search-index-1.lua), read by `POST /search`. Per room, an inverted index.
+ * The search index (src/search/index-store.ts), relative to the ROOM's shard: written only by the
+ * search reader and the rebuild (search-index-2.lua), read by `POST /search`. Per room, an
+ * inverted index in compact binary form (format 2; `npm run search -- reindex` rebuilds rooms
+ * indexed in format 1, whose keys were `search:<room>:…`, see `legacySearchData`).
  */
 export const searchData = {
   /**
-   * Hash: event id → JSON { s: timeline position of the event whose content is indexed (the
-   * event's own, or its latest edit's), p/o: the event's position and origin_server_ts, k: key
-   * (b body, n name, t topic), l: length in words, t: { term: frequency } }; `{"x":1}` once redacted.
+   * Hash: bucket (`floor(pos / 64)`) → the bucket's document records, 16 bytes each, sorted by
+   * position: int32 position, int32 position of the event whose content is indexed (the event's
+   * own, or its latest edit's), uint48 origin_server_ts, uint8 length in words (capped at 255),
+   * uint8 flags (1: redacted, 2: its terms are in the postings).
    */
-  docs: (roomId: string) => `search:${roomId}:docs`,
-  /** Sorted set (all scores 0): the room's terms, for prefix matches (ZRANGEBYLEX). */
-  terms: (roomId: string) => `search:${roomId}:terms`,
+  docs: (roomId: string) => `sd:${roomId}`,
+  /** Sorted set (all scores 0): the room's terms, for prefix matches (ZRANGEBYLEX) and clearing. */
+  terms: (roomId: string) => `sv:${roomId}`,
   /** Hash: `n` documents, `l` total length in words (BM25's average document length). */
+  stats: (roomId: string) => `ss:${roomId}`,
+  /** Set: positions of redacted documents whose terms were not known (their postings are skipped at query time). */
+  dead: (roomId: string) => `sx:${roomId}`,
+  /**
+   * Prefix of the postings strings: `<prefix><term>` is a string of 6-byte entries sorted by
+   * position: int32 position, uint8 `min(tf, 63) << 2 | key` (key 0 body, 1 name, 2 topic), uint8 length.
+   */
+  postingsPrefix: (roomId: string) => `sp:${roomId}:`,
+  /**
+   * Prefix of the block bounds of long postings (more than one block of 128 entries): 2 bytes per
+   * block, its highest term frequency and shortest length, so a ranked query can skip blocks
+   * whose best possible score cannot enter the page.
+   */
+  blockBoundsPrefix: (roomId: string) => `sm:${roomId}:`,
+};
+
+/** The keys of the first index format (kept only to delete them in a rebuild). */
+export const legacySearchData = {
+  docs: (roomId: string) => `search:${roomId}:docs`,
+  terms: (roomId: string) => `search:${roomId}:terms`,
   stats: (roomId: string) => `search:${roomId}:stats`,
-  /** Prefix of the postings hashes: `<prefix><term>` is a hash event id → `<tf>:<length>:<pos>:<ts>:<key>`. */
   postingsPrefix: (roomId: string) => `search:${roomId}:p:`,
 };
 

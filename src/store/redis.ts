@@ -32,7 +32,7 @@ const SCRIPTS = {
   rateLimit: 'rate-limit-2.lua',
   reply: 'reply-1.lua',
   replyMany: 'reply-many-1.lua',
-  searchIndex: 'search-index-1.lua',
+  searchIndex: 'search-index-2.lua',
   inboxStats: 'inbox-stats-1.lua',
   shardSweep: 'shard-sweep-1.lua',
   recencyBump: 'recency-bump-2.lua',

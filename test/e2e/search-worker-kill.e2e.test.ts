@@ -129,7 +129,7 @@ describe('search index across a worker kill -9', () => {
         const keys: string[] = [];
         let cursor = '0';
         do {
-          const [c, k] = await redis.scan(cursor, 'MATCH', `*search:${roomId}:stats`, 'COUNT', 1000);
+          const [c, k] = await redis.scan(cursor, 'MATCH', `*:d:ss:${roomId}`, 'COUNT', 1000);
           cursor = c;
           keys.push(...k);
         } while (cursor !== '0');

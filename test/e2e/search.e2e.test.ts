@@ -287,9 +287,11 @@ describe('POST /search', () => {
     await searchUntil(alice, roomEvents('ibex'), (r) => r.count === 2);
     const shard = clients.keys.shard('room', shardOf(room, server.config.shards.rooms));
     const stats = async () => server.redis.hgetall(shard.data(searchData.stats(room)));
-    const postings = async () => server.redis.hgetall(shard.data(`${searchData.postingsPrefix(room)}ibex`));
+    const postings = async () => (await server.redis.getBuffer(shard.data(`${searchData.postingsPrefix(room)}ibex`)))?.toString('hex');
     const [s0, p0] = [await stats(), await postings()];
     expect(Number(s0.n)).toBe(2);
+    // Two 6-byte postings.
+    expect(p0).toHaveLength(24);
     // Rewind the reader's group on this shard to the start: it reads and applies everything again.
     await server.redis.xgroup('SETID', shard.outbox, SEARCH_INDEX_GROUP, '0');
     await send(alice, room, 'wakeup marker');

@@ -9,11 +9,15 @@
  * The check is lazy, per page: only as many matches are checked as it takes to fill the page,
  * so a user in rooms with long histories does not pay for every match of a common word.
  *
- * Pagination: the first request keeps the ordered list of matches (up to MAX_CANDIDATES, not yet
- * checked) in Redis for half an hour (`KeySpace.searchResults`); `next_batch` names that list and
- * the first match not yet looked at, so later pages neither repeat nor skip results while new
- * events arrive. `count` is the number of matches before the visibility check (an upper bound,
- * as Synapse's is); `highlights` are the matching words of the page's events.
+ * Pagination: the index is read only as far as a page needs (src/search/query.ts); the first
+ * request freezes the search's statistics and each room's newest position (a `SearchPlan`) and
+ * keeps the ordered candidates found so far (not yet checked) with the cursor to continue from,
+ * in Redis for half an hour (`KeySpace.searchResults`); `next_batch` names that list and the
+ * first candidate not yet looked at, and the list is extended from the cursor when a page runs
+ * past it, so later pages neither repeat nor skip results while new events arrive. `count` is the
+ * number of matches before the visibility check: exact when the whole index for the query was
+ * read, else an upper bound (Synapse's is an upper bound too); `highlights` are the matching
+ * words of the page's events.
  */
 import { randomBytes } from 'node:crypto';
 import type { Front } from '../../http/server';
@@ -27,14 +31,16 @@ import { filterAllowsRoom, filterMatches, type RoomEventFilter } from '../../roo
 import { encodeToken, paginate } from '../../rooms/pagination';
 import { roomAccess, visibleStateIds } from '../../rooms/visibility';
 import { SEARCH_KEYS, SearchIndexStore, searchableText, replacementOf, type KeyCode, type SearchKey } from '../../search/index-store';
-import { orderMatches, searchRooms } from '../../search/query';
+import { nextCandidates, planSearch, type CandidateBatch, type Cursor, type SearchPlan } from '../../search/query';
 import { servableAsState, servableToClients, type RoomEvent } from '../../store/room-reader';
 import type { ApiContext } from '../context';
 import { requireUser, type Requester } from './auth';
 import { bodyObject, clientRoute, eventFilterFromJson } from './room-common';
 import { bundleAggregations } from './relations';
 
-/** Candidates (matches before the visibility check) kept per search; `count` says how many there were. */
+/** Candidates (matches before the visibility check) found at once: at least this many, and twice the page. */
+const MIN_CANDIDATES = 30;
+/** At most this many candidates are kept per search (its pages end there). */
 const MAX_CANDIDATES = 50_000;
 const DEFAULT_LIMIT = 10;
 const MAX_LIMIT = 1000;
@@ -61,9 +67,12 @@ interface StoredResults {
   user: string;
   /** The request's hash: a `next_batch` is only good for the same search. */
   request: string;
-  rooms: string[];
-  /** Every match in order, not yet checked for visibility: index into `rooms`, event id, rank. */
-  candidates: [room: number, eventId: string, rank: number][];
+  plan: SearchPlan;
+  /** The matches found so far, in order, not yet checked for visibility: index into `plan.rooms`, timeline position, rank. */
+  candidates: [room: number, pos: number, rank: number][];
+  /** Where the next candidates start; none follow when `exhausted`. */
+  cursor: Cursor;
+  exhausted: boolean;
   count: number;
 }
 
@@ -142,39 +151,57 @@ function highlightsOf(events: RoomEvent[], terms: string[], lastIsPrefix: boolea
   return [...found];
 }
 
-/** The ordered matches of a search, before any visibility check (that is done per page). */
-async function runSearch(index: MembershipIndex, store: SearchIndexStore, user: Requester, req: SearchRequest, requestHash: string): Promise<{ stored: StoredResults; terms: string[]; lastIsPrefix: boolean }> {
+/** A search's first candidates, before any visibility check (that is done per page). */
+async function runSearch(index: MembershipIndex, store: SearchIndexStore, user: Requester, req: SearchRequest, requestHash: string): Promise<StoredResults> {
   const rooms = await searchableRooms(index, user.userId, req.filter);
-  const { query, matches } = await searchRooms(store, rooms, req.searchTerm, req.keys);
-  const ordered = orderMatches(matches, req.orderBy);
-  const roomIndex = new Map(rooms.map((r, i) => [r, i]));
-  const candidates: StoredResults['candidates'] = ordered.slice(0, MAX_CANDIDATES).map((m) => [roomIndex.get(m.roomId)!, m.eventId, m.score]);
-  return { stored: { user: user.userId, request: requestHash, rooms, candidates, count: ordered.length }, terms: query.terms, lastIsPrefix: query.lastIsPrefix };
+  const plan = await planSearch(store, rooms, req.searchTerm, req.keys, req.orderBy);
+  const stored: StoredResults = { user: user.userId, request: requestHash, plan, candidates: [], cursor: null, exhausted: plan.terms.length === 0, count: 0 };
+  if (stored.exhausted) return stored;
+  const batch = await nextCandidates(store, plan, null, Math.max(MIN_CANDIDATES, 2 * req.limit));
+  addCandidates(stored, batch);
+  stored.count = batch.count;
+  return stored;
+}
+
+function addCandidates(stored: StoredResults, batch: CandidateBatch): void {
+  stored.candidates.push(...batch.candidates.map((c) => [c.room, c.pos, c.score] as [number, number, number]));
+  stored.cursor = batch.cursor;
+  stored.exhausted = batch.exhausted || batch.candidates.length === 0 || stored.candidates.length >= MAX_CANDIDATES;
 }
 
 /**
  * One page of results: candidates from `offset` on, checked for visibility a batch at a time
  * until `limit` pass (so a user in rooms with long histories pays for the page, not for every
- * match); `next` is the first candidate not yet looked at.
+ * match), more read from the index when the candidates run out; `next` is the first candidate
+ * not yet looked at, `extended` whether candidates were added.
  */
-async function visiblePage(ctx: ApiContext, user: Requester, req: SearchRequest, stored: StoredResults, offset: number): Promise<{ page: { roomId: string; rank: number; event: RoomEvent }[]; next: number }> {
+async function visiblePage(ctx: ApiContext, store: SearchIndexStore, user: Requester, req: SearchRequest, stored: StoredResults, offset: number): Promise<{ page: { roomId: string; rank: number; event: RoomEvent }[]; next: number; extended: boolean }> {
   const page: { roomId: string; rank: number; event: RoomEvent }[] = [];
   let i = offset;
+  let extended = false;
+  const rooms = stored.plan.rooms;
   const batchSize = Math.min(VISIBILITY_BATCH, Math.max(2 * req.limit, 20));
-  while (page.length < req.limit && i < stored.candidates.length) {
+  while (page.length < req.limit) {
+    if (i >= stored.candidates.length) {
+      if (stored.exhausted) break;
+      addCandidates(stored, await nextCandidates(store, stored.plan, stored.cursor, Math.max(MIN_CANDIDATES, 2 * req.limit, stored.candidates.length)));
+      extended = true;
+      continue;
+    }
     const batch = stored.candidates.slice(i, i + batchSize);
-    const byRoom = new Map<string, string[]>();
-    for (const [r, eventId] of batch) byRoom.set(stored.rooms[r]!, [...(byRoom.get(stored.rooms[r]!) ?? []), eventId]);
+    const byRoom = new Map<string, number[]>();
+    for (const [r, pos] of batch) byRoom.set(rooms[r]!, [...(byRoom.get(rooms[r]!) ?? []), pos]);
     const loaded = new Map<string, RoomEvent>();
     await Promise.all(
-      [...byRoom].map(async ([roomId, ids]) => {
-        for (const e of await ctx.rooms.events(roomId, ids)) loaded.set(`${roomId}\0${e.eventId}`, e);
+      [...byRoom].map(async ([roomId, positions]) => {
+        const ids = await store.eventIdsAt(roomId, positions);
+        for (const e of await ctx.rooms.events(roomId, [...ids.values()])) loaded.set(`${roomId}\0${e.pos}`, e);
       }),
     );
     const ok = await Promise.all(
-      batch.map(async ([r, eventId]) => {
-        const roomId = stored.rooms[r]!;
-        const e = loaded.get(`${roomId}\0${eventId}`);
+      batch.map(async ([r, pos]) => {
+        const roomId = rooms[r]!;
+        const e = loaded.get(`${roomId}\0${pos}`);
         if (!e || !servableToClients(e) || e.redactedBy || e.event.room_id !== roomId) return null;
         if (!filterMatches(req.filter, e.event)) return null;
         return (await ctx.rooms.canSee(roomId, user.userId, e)) ? e : null;
@@ -184,10 +211,10 @@ async function visiblePage(ctx: ApiContext, user: Requester, req: SearchRequest,
       if (page.length === req.limit) break;
       i++;
       const e = ok[j];
-      if (e) page.push({ roomId: stored.rooms[batch[j]![0]]!, rank: batch[j]![2], event: e });
+      if (e) page.push({ roomId: rooms[batch[j]![0]]!, rank: batch[j]![2], event: e });
     }
   }
-  return { page, next: i };
+  return { page, next: i, extended };
 }
 
 /** The display names and avatars of some users, from a room's state. */
@@ -226,18 +253,19 @@ export function registerSearchRoutes(front: Front, ctx: ApiContext): void {
       const m = /^([A-Za-z0-9_-]{16,64})\.(\d{1,9})$/.exec(batch);
       const raw = m ? await ctx.redis.get(ctx.keys.searchResults(m[1]!)) : null;
       const parsed = raw ? (JSON.parse(raw) as StoredResults) : null;
-      if (!m || !parsed || parsed.user !== user.userId || parsed.request !== requestHash || !Array.isArray(parsed.candidates) || Number(m[2]) > parsed.candidates.length) throw errors.invalidParam('Unknown or expired next_batch');
+      if (!m || !parsed || parsed.user !== user.userId || parsed.request !== requestHash || !parsed.plan || !Array.isArray(parsed.candidates) || Number(m[2]) > parsed.candidates.length) throw errors.invalidParam('Unknown or expired next_batch');
       stored = parsed;
       id = m[1]!;
       offset = Number(m[2]);
     } else {
-      stored = (await runSearch(index, store, user, request, requestHash)).stored;
+      stored = await runSearch(index, store, user, request, requestHash);
       id = randomBytes(18).toString('base64url');
       fresh = true;
     }
-    const { page: visible, next } = await visiblePage(ctx, user, request, stored, offset);
-    // Kept only when there is a next page; the list itself never changes, so pages stay stable while new events arrive.
-    if (fresh && next < stored.candidates.length) await ctx.redis.set(ctx.keys.searchResults(id), JSON.stringify(stored), 'EX', RESULTS_TTL_S);
+    const { page: visible, next, extended } = await visiblePage(ctx, store, user, request, stored, offset);
+    const more = next < stored.candidates.length || !stored.exhausted;
+    // Kept only when there is a next page; the list only grows at its end (from the frozen plan), so pages stay stable while new events arrive.
+    if ((fresh || extended) && more) await ctx.redis.set(ctx.keys.searchResults(id), JSON.stringify(stored), 'EX', RESULTS_TTL_S);
 
     const page = visible.map((v) => [v.roomId, v.event.eventId, v.rank] as const);
     const byRoom = new Map<string, RoomEvent[]>();
@@ -271,7 +299,7 @@ export function registerSearchRoutes(front: Front, ctx: ApiContext): void {
     // `count` is the number of matches in the searched rooms before the visibility check (as
     // Synapse's is): an upper bound, which spares checking every match up front.
     const answer: JsonObject = { results, count: stored.count, highlights: highlightsOf(visible.map((v) => v.event), query.terms, query.lastIsPrefix) };
-    if (next < stored.candidates.length) answer.next_batch = `${id}.${next}`;
+    if (more) answer.next_batch = `${id}.${next}`;
     if (request.includeState) {
       const state: JsonObject = {};
       for (const roomId of byRoom.keys()) {
