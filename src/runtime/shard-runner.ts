@@ -17,7 +17,7 @@ import { parseInboxEntry, type InboxEntry } from './envelope';
 import type { Family } from '../store/shards';
 import { decode, encode } from '../store/codec';
 import { INBOX_GROUP, type ShardKeys } from '../store/keys';
-import { bufferCommand, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
+import { bufferCommand, isCluster, runScriptBuffer, waitForReplicas, type RedisClient } from '../store/redis';
 import { ShardTimers, timerWrites } from './timers';
 import { familyCounters } from '../ops/metrics';
 
@@ -31,6 +31,12 @@ export interface RunnerEnv {
   maxBuffered: number;
   readBatch: number;
   idleBoundMs: number;
+  /**
+   * Replicas that must hold a commit before its reply goes out (`redis.waitReplicas`; 0: none).
+   * Fewer within `timeoutMs`: the message fails and is retried, so its client is never told "done"
+   * about a write only one copy holds.
+   */
+  replicaWait?: { replicas: number; timeoutMs: number };
   /** Test-only fault injection (see Worker): called at named points; may never resolve. */
   faultPoint?: (point: 'before-commit' | 'after-commit', entry: InboxEntry) => Promise<void> | void;
   onLost(runner: ShardRunner): void;
@@ -489,7 +495,11 @@ export class ShardRunner {
    * never lands without the reply. On a cluster they may reach different nodes: wait for the reply.
    */
   private async replyAndAck(entry: InboxEntry, blob: Buffer): Promise<void> {
-    const { redis } = this.env;
+    const { redis, replicaWait } = this.env;
+    if (replicaWait && replicaWait.replicas > 0) {
+      const got = await waitForReplicas(redis, this.keys.lease, replicaWait.replicas, replicaWait.timeoutMs);
+      if (got < replicaWait.replicas) throw new Error(`WAIT: ${got} of ${replicaWait.replicas} replicas had the commit within ${replicaWait.timeoutMs} ms; not replying yet`);
+    }
     const reply = () => runScriptBuffer(redis, 'reply', [entry.replyTo!], [REPLY_STREAM_MAXLEN, entry.mid, blob]);
     const ack = () => redis.xack(this.keys.inbox, INBOX_GROUP, entry.id);
     if (isCluster(redis)) {

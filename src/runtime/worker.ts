@@ -37,6 +37,8 @@ export interface WorkerOptions {
   dedupeTtlSec?: number;
   /** Deliveries after which a message is dead-lettered. */
   maxDeliveries?: number;
+  /** Replicas a commit must reach before its reply (`redis.waitReplicas`); none by default. */
+  replicaWait?: { replicas: number; timeoutMs: number };
   /** Backstop poll of every owned inbox (ms). */
   pollMs?: number;
   maxBufferedPerShard?: number;
@@ -122,6 +124,7 @@ export class Worker {
       log: o.log,
       dedupeTtlSec: o.dedupeTtlSec ?? 600,
       maxDeliveries: o.maxDeliveries ?? 5,
+      ...(o.replicaWait ? { replicaWait: o.replicaWait } : {}),
       maxBuffered: o.maxBufferedPerShard ?? 1000,
       readBatch: o.readBatch ?? 200,
       idleBoundMs: o.idleBoundMs ?? 60_000,

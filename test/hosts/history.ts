@@ -72,10 +72,13 @@ export interface HistoryCheck {
   timelineMessages: number;
   /** Readers that caught up and so were checked for completeness. */
   readersChecked: number;
+  /** Acknowledged messages that are in no timeline (each also a violation). */
+  lost: { eventId: string; body: string; ackedAt: number }[];
 }
 
 export function checkHistory(h: History): HistoryCheck {
   const violations: string[] = [];
+  const lost: HistoryCheck['lost'] = [];
   const key = (s: { user: string; txn: string }) => `${s.user} ${s.txn}`;
 
   // 1. One event id per acknowledged txn.
@@ -102,7 +105,10 @@ export function checkHistory(h: History): HistoryCheck {
   }
   for (const s of ackOf.values()) {
     const found = byId.get(s.eventId!) ?? [];
-    if (found.length === 0) violations.push(`lost: ${s.eventId} (acknowledged for ${s.body}, txn ${s.txn}, at ${s.t1} ms) is in no timeline`);
+    if (found.length === 0) {
+      violations.push(`lost: ${s.eventId} (acknowledged for ${s.body}, txn ${s.txn}, at ${s.t1} ms) is in no timeline`);
+      lost.push({ eventId: s.eventId!, body: s.body, ackedAt: s.t1 });
+    }
     else if (found.length > 1) violations.push(`duplicated: ${s.eventId} is in the timelines ${found.length} times`);
     for (const e of found) {
       if (e.room !== s.room || e.sender !== s.user || e.body !== s.body) {
@@ -146,7 +152,7 @@ export function checkHistory(h: History): HistoryCheck {
 
   let unacknowledged = 0;
   for (const k of tried.keys()) if (!ackOf.has(k)) unacknowledged++;
-  return { violations, acknowledged: ackOf.size, unacknowledged, timelineMessages, readersChecked };
+  return { violations, acknowledged: ackOf.size, unacknowledged, timelineMessages, readersChecked, lost };
 }
 
 export interface FaultFigures {
@@ -164,8 +170,8 @@ export interface FaultFigures {
   /** Longest time one message took from its first attempt to its acknowledgement (ms). */
   slowestMessageMs: number;
   /**
-   * From the heal (or the fault's start when there is no heal mark) to the moment every sender had
-   * a message acknowledged that it started after the heal (ms).
+   * From the heal (or the fault's start when there is no heal mark) to the moment every front had
+   * acknowledged a send it was given after the heal (ms): service back on every front.
    */
   recoverMs: number | null;
 }
@@ -176,7 +182,8 @@ export function faultFigures(h: History, fault: string): FaultFigures {
   if (start === undefined) throw new Error(`no mark "${fault} start"`);
   const heal = h.marks.find((m) => m.label === `${fault} heal`)?.t ?? start;
   const next = h.marks.filter((m) => m.t > start && m.label.endsWith(' start')).map((m) => m.t)[0] ?? Number.POSITIVE_INFINITY;
-  const inWindow = h.sends.filter((s) => s.t0 >= start && s.t0 < next);
+  // Attempts answered after the start (those in flight when the fault began count) and begun before the next fault.
+  const inWindow = h.sends.filter((s) => s.t1 >= start && s.t0 < next);
   const failed = inWindow.filter((s) => !s.eventId);
   const failedBy: Record<string, number> = {};
   for (const s of failed) {
@@ -197,10 +204,11 @@ export function faultFigures(h: History, fault: string): FaultFigures {
     if (!firstAttempt.has(k)) firstAttempt.set(k, s.t0);
     if (s.eventId && s.t1 >= start && s.t1 < next) slowest = Math.max(slowest, s.t1 - firstAttempt.get(k)!);
   }
-  const senders = new Set(h.sends.map((s) => s.sender));
+  // Per front: the first acknowledgement of an attempt it was sent after the heal.
+  const fronts = new Set(h.sends.map((s) => s.front));
   let recoverAt = heal;
-  for (const who of senders) {
-    const firstAfter = h.sends.filter((s) => s.sender === who && s.eventId && firstAttempt.get(`${s.user} ${s.txn}`)! >= heal).sort((a, b) => a.t1 - b.t1)[0];
+  for (const front of fronts) {
+    const firstAfter = h.sends.filter((s) => s.front === front && s.eventId && s.t0 >= heal && s.t0 < next).sort((a, b) => a.t1 - b.t1)[0];
     if (!firstAfter) {
       recoverAt = Number.NaN;
       break;
@@ -213,7 +221,7 @@ export function faultFigures(h: History, fault: string): FaultFigures {
     sendsTried: inWindow.length,
     failedBy,
     unavailableWithoutRetryAfter: failed.filter((s) => (s.status === 503 || s.status === 504) && !s.retryAfter).length,
-    syncPollsFailed: h.polls.filter((p) => p.t0 >= start && p.t0 < next && p.status !== 200).length,
+    syncPollsFailed: h.polls.filter((p) => p.t1 >= start && p.t0 < next && p.status !== 200).length,
     longestAckGapMs: gap,
     slowestMessageMs: slowest,
     recoverMs: Number.isNaN(recoverAt) ? null : recoverAt - heal,

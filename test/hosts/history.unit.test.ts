@@ -90,7 +90,7 @@ describe('multi-host history check', () => {
     expect(f.sendsFailed).toBe(2);
     expect(f.failedBy).toEqual({ '503': 1, '504': 1 });
     expect(f.unavailableWithoutRetryAfter).toBe(1);
-    // Every sender has an acknowledged message begun after the start: sender0's at 120, sender1's at 30.
+    // Every front acknowledged a send given to it after the start: front 0 at 30, front 1 at 120.
     expect(f.recoverMs).toBe(120);
   });
 });

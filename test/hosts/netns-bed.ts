@@ -24,6 +24,16 @@ export interface HostSpec {
   octet: number;
 }
 
+/** Whether the `nft` command is here (partial partitions and packet loss need it). */
+export function nftAvailable(): boolean {
+  try {
+    execFileSync('nft', ['--version'], { stdio: 'pipe' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Why this machine cannot build the bed (null: it can). */
 export function bedUnavailable(): string | null {
   if (process.platform !== 'linux') return 'network namespaces need Linux';
@@ -155,6 +165,33 @@ export class NetnsBed {
 
   heal(host: string): void {
     sh(['ip', '-n', this.switchNs, 'link', 'set', 'dev', host, 'up']);
+  }
+
+  /**
+   * Drop every packet between `host` and the listed hosts (nftables in `host`'s namespace), so it
+   * keeps talking to the rest: a partial partition. Needs the `nft` command.
+   */
+  isolateFrom(host: string, others: string[]): void {
+    const addrs = others.map((o) => this.address(o)).join(', ');
+    this.nft(host, `table inet axhbed { chain in { type filter hook input priority 0; ip saddr { ${addrs} } drop; } chain out { type filter hook output priority 0; ip daddr { ${addrs} } drop; } }`);
+  }
+
+  /**
+   * Drop `percent` % of the packets `host` sends to the listed hosts, each packet drawn at random
+   * (nftables `numgen random`): packet loss without netem. TCP retransmits what is lost.
+   */
+  lossTo(host: string, others: string[], percent: number): void {
+    const addrs = others.map((o) => this.address(o)).join(', ');
+    this.nft(host, `table inet axhbed { chain out { type filter hook output priority 0; ip daddr { ${addrs} } numgen random mod 100 < ${percent} drop; } }`);
+  }
+
+  /** Remove what isolateFrom or lossTo set on `host`. */
+  clearFilters(host: string): void {
+    this.exec(host, ['nft', 'delete', 'table', 'inet', 'axhbed'], { allowFail: true });
+  }
+
+  private nft(host: string, ruleset: string): void {
+    this.exec(host, ['nft', ruleset]);
   }
 
   /** A command run to completion inside a host's namespace. */

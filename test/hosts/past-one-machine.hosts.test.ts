@@ -8,7 +8,18 @@
  *   (a) a worker's host cut off for 30 s, then healed: its shards move to the other workers,
  *       whatever it still had in flight is fenced, service returns by itself;
  *   (b) the host of a Redis master cut off until its replica is promoted, then healed;
+ *   (b2) a split brain: a master's host cut off from the other hosts but not from the clients, so
+ *        the master keeps taking writes (for up to cluster-node-timeout) while its replica is
+ *        promoted on the other side — the case where Redis's asynchronous replication loses
+ *        acknowledged writes unless `redis.waitReplicas` makes commits wait for a replica;
+ *   (c) 5 % packet loss between the hosts for a minute (nftables `numgen random` drops; the kernel
+ *       here has no netem, so added latency is not emulated);
  *   (d) a front's host cut off while requests are in flight on it.
+ *
+ * `AXON_HOSTS_WAIT_REPLICAS` (default 1) sets `redis.waitReplicas` for the run. With 0, messages
+ * acknowledged during the split brain and then lost are reported (and tolerated: that is the
+ * documented cost of not waiting); any other violation fails the run either way.
+ * (b2) and (c) need the `nft` command (Debian: nftables); without it they are skipped.
  *
  * Needs root (`ip netns`); skips with the reason otherwise. Slow (minutes): `npm run test:hosts`.
  * Everything it starts lives in namespaces named `axh<pid>-…`, removed in afterAll and on exit.
@@ -20,7 +31,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadOrCreateSigningKeys } from '../../src/runtime/signing-key-store';
 import { checkHistory, faultFigures, type FaultFigures, type History } from './history';
-import { NetnsBed, bedUnavailable, removeStaleBeds, type BedProcess } from './netns-bed';
+import { NetnsBed, bedUnavailable, nftAvailable, removeStaleBeds, type BedProcess } from './netns-bed';
 import { handOver, masterHosts, roleOf, startBedRedisCluster, waitClusterHealthy, type BedRedisCluster, type BedRedisNode } from './redis-cluster-bed';
 
 const root = join(import.meta.dirname, '..', '..');
@@ -37,6 +48,10 @@ const SHARDS = 64;
 const WORKER_CUT_MS = 30_000;
 /** Load between faults, so each starts from a settled cluster under load. */
 const SETTLE_MS = 15_000;
+
+const WAIT_REPLICAS = Number(process.env.AXON_HOSTS_WAIT_REPLICAS ?? '1');
+const NFT = nftAvailable();
+if (!unavailable && !NFT) console.warn('[hosts] nft not installed: faults (b2) split brain and (c) packet loss are skipped (apt-get install nftables)');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -68,6 +83,7 @@ function axonEnv(host: string, name: string): Record<string, string> {
     AXON_PRESENCE_ENABLED: 'false',
     AXON_LOG_LEVEL: 'info',
     AXON_METRICS_PORT: '0',
+    AXON_REDIS_WAIT_REPLICAS: String(WAIT_REPLICAS),
   };
 }
 
@@ -172,6 +188,7 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
   it('(a) a worker host cut off 30 s: its shards move, it is fenced, service returns', async () => {
     // Keep this fault to a worker: move h3's Redis master role to its replica first.
     const h3Master = cluster.nodes.find((n) => n.host === 'h3' && roleOf(bed, n) === 'master');
+    await mark('handover-a start');
     if (h3Master) await handOver(bed, cluster.nodes, h3Master, 60_000);
     notes.aMasters = masterHosts(bed, cluster.nodes).map((n) => `${n.host}:${n.port}`);
     await sleep(5000);
@@ -209,8 +226,41 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     await sleep(SETTLE_MS);
   }, 300_000);
 
+  it.skipIf(!NFT)('(b2) split brain: a master cut off from the other hosts, not from the clients', async () => {
+    // Give h2 a master again (its slots' home), then cut h2 from h1 and h3 only.
+    const h2Home = cluster.nodes.find((n) => n.home === 'h2' && roleOf(bed, n) === 'master')!;
+    await mark('handover-b2 start');
+    const m2 = h2Home.host === 'h2' ? h2Home : await handOver(bed, cluster.nodes, h2Home, 60_000);
+    const replica = cluster.nodes.find((n) => n !== m2 && n.home === m2.home)!;
+    await sleep(5000);
+    await mark('b2 start');
+    const cutAt = Date.now();
+    bed.isolateFrom('h2', ['h1', 'h3']);
+    while (roleOf(bed, replica) !== 'master') {
+      if (Date.now() - cutAt > 120_000) throw new Error('replica not promoted within 120 s');
+      await sleep(200);
+    }
+    notes.b2PromotedMs = Date.now() - cutAt;
+    await sleep(10_000);
+    await mark('b2 heal');
+    bed.clearFilters('h2');
+    await waitClusterHealthy(bed, cluster.nodes, 120_000);
+    await sleep(SETTLE_MS);
+  }, 300_000);
+
+  it.skipIf(!NFT)('(c) 5 % packet loss between the hosts for a minute', async () => {
+    await mark('c start');
+    for (const h of HOSTS) bed.lossTo(h, HOSTS.filter((o) => o !== h), 5);
+    await sleep(60_000);
+    await mark('c heal');
+    for (const h of HOSTS) bed.clearFilters(h);
+    await waitClusterHealthy(bed, cluster.nodes, 120_000);
+    await sleep(SETTLE_MS);
+  }, 300_000);
+
   it('(d) a front host cut off mid-request', async () => {
     // Hand h1's master roles away first so that this cut is the front's (and its worker's) alone.
+    await mark('handover-d start');
     for (const n of cluster.nodes.filter((x) => x.host === 'h1' && roleOf(bed, x) === 'master')) await handOver(bed, cluster.nodes, n, 60_000);
     notes.dMasters = masterHosts(bed, cluster.nodes).map((n) => `${n.host}:${n.port}`);
     await sleep(5000);
@@ -228,14 +278,23 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     await nextLine((o) => o.done, 300_000);
     const history = JSON.parse(readFileSync(join(dataDir, 'history.json'), 'utf8')) as History;
     const check = checkHistory(history);
-    const figures: FaultFigures[] = ['baseline', 'a', 'b', 'd'].filter((f) => history.marks.some((m) => m.label === `${f} start`)).map((f) => faultFigures(history, f));
-    const baselineEnd = history.marks.find((m) => m.label === 'a start')?.t ?? history.marks.at(-1)!.t;
+    // Without waitReplicas, a message acknowledged by the cut-off master during the split brain may
+    // be lost when it rejoins as a replica: documented, counted, tolerated in that mode only.
+    const b2 = { start: history.marks.find((m) => m.label === 'b2 start')?.t, heal: history.marks.find((m) => m.label === 'b2 heal')?.t };
+    const lostToAsyncReplication =
+      WAIT_REPLICAS === 0 && b2.start !== undefined ? check.lost.filter((l) => l.ackedAt >= b2.start! && l.ackedAt <= (b2.heal ?? Number.POSITIVE_INFINITY)) : [];
+    const tolerated = new Set(lostToAsyncReplication.map((l) => l.eventId));
+    const violations = check.violations.filter((v) => ![...tolerated].some((id) => v.includes(id)));
+    const figures: FaultFigures[] = ['baseline', 'handover-a', 'a', 'b', 'handover-b2', 'b2', 'c', 'handover-d', 'd'].filter((f) => history.marks.some((m) => m.label === `${f} start`)).map((f) => faultFigures(history, f));
+    const baselineEnd = history.marks.find((m) => m.label === 'handover-a start')?.t ?? history.marks.at(-1)!.t;
     const baselineStart = history.marks.find((m) => m.label === 'baseline start')!.t;
     const baselineAcks = history.sends.filter((s) => s.eventId && s.t1 >= baselineStart && s.t1 < baselineEnd);
     const latencies = baselineAcks.map((s) => s.t1 - s.t0).sort((a, b) => a - b);
     const results = {
       ranAt: new Date().toISOString(),
-      check: { ...check, violations: check.violations.slice(0, 50) },
+      waitReplicas: WAIT_REPLICAS,
+      check: { ...check, violations: check.violations.slice(0, 50), lost: check.lost.slice(0, 50) },
+      lostToAsyncReplication: lostToAsyncReplication.length,
       baseline: {
         sendsPerSecond: Math.round((baselineAcks.length / ((baselineEnd - baselineStart) / 1000)) * 10) / 10,
         p50Ms: latencies[Math.floor(latencies.length * 0.5)] ?? null,
@@ -244,10 +303,10 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
       figures,
       notes,
     };
-    const out = process.env.AXON_HOSTS_RESULTS ?? join(root, 'test', 'hosts', 'last-run.json');
+    const out = process.env.AXON_HOSTS_RESULTS ?? join(root, 'test', 'hosts', `last-run-wait${WAIT_REPLICAS}.json`);
     writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
     console.log(JSON.stringify(results, null, 2));
     expect(check.acknowledged).toBeGreaterThan(0);
-    expect(check.violations).toEqual([]);
+    expect(violations).toEqual([]);
   }, 600_000);
 });
