@@ -53,9 +53,9 @@ export function bedUnavailable(): string | null {
   return null;
 }
 
-function sh(args: string[], opts: { allowFail?: boolean; env?: Record<string, string> } = {}): string {
+function sh(args: string[], opts: { allowFail?: boolean; env?: Record<string, string>; input?: string } = {}): string {
   try {
-    return execFileSync(args[0]!, args.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env }, cwd: opts.env ? process.cwd() : undefined });
+    return execFileSync(args[0]!, args.slice(1), { encoding: 'utf8', stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], input: opts.input, env: { ...process.env, ...opts.env } });
   } catch (e) {
     if (opts.allowFail) return '';
     const err = e as { stderr?: string; message: string };
@@ -173,7 +173,7 @@ export class NetnsBed {
    */
   isolateFrom(host: string, others: string[]): void {
     const addrs = others.map((o) => this.address(o)).join(', ');
-    this.nft(host, `table inet axhbed { chain in { type filter hook input priority 0; ip saddr { ${addrs} } drop; } chain out { type filter hook output priority 0; ip daddr { ${addrs} } drop; } }`);
+    this.nft(host, `table inet axhbed {\n chain in { type filter hook input priority 0; ip saddr { ${addrs} } drop; }\n chain out { type filter hook output priority 0; ip daddr { ${addrs} } drop; }\n}\n`);
   }
 
   /**
@@ -182,7 +182,7 @@ export class NetnsBed {
    */
   lossTo(host: string, others: string[], percent: number): void {
     const addrs = others.map((o) => this.address(o)).join(', ');
-    this.nft(host, `table inet axhbed { chain out { type filter hook output priority 0; ip daddr { ${addrs} } numgen random mod 100 < ${percent} drop; } }`);
+    this.nft(host, `table inet axhbed {\n chain out { type filter hook output priority 0; ip daddr { ${addrs} } numgen random mod 100 < ${percent} drop; }\n}\n`);
   }
 
   /** Remove what isolateFrom or lossTo set on `host`. */
@@ -190,8 +190,14 @@ export class NetnsBed {
     this.exec(host, ['nft', 'delete', 'table', 'inet', 'axhbed'], { allowFail: true });
   }
 
+  /** Load a ruleset (nft's file syntax) into a host's namespace. */
   private nft(host: string, ruleset: string): void {
-    this.exec(host, ['nft', ruleset]);
+    sh(['ip', 'netns', 'exec', this.ns(host), 'nft', '-f', '-'], { input: ruleset });
+  }
+
+  /** Same, with `input` on its stdin. */
+  execInput(host: string, args: string[], input: string): string {
+    return sh(['ip', 'netns', 'exec', this.ns(host), ...args], { input });
   }
 
   /** A command run to completion inside a host's namespace. */

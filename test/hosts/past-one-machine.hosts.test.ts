@@ -32,7 +32,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadOrCreateSigningKeys } from '../../src/runtime/signing-key-store';
 import { checkHistory, faultFigures, type FaultFigures, type History } from './history';
 import { NetnsBed, bedUnavailable, nftAvailable, removeStaleBeds, type BedProcess } from './netns-bed';
-import { handOver, masterHosts, roleOf, startBedRedisCluster, waitClusterHealthy, type BedRedisCluster, type BedRedisNode } from './redis-cluster-bed';
+import { handOver, masterHosts, probeSurvivors, roleOf, startBedRedisCluster, startReplicationProbe, waitClusterHealthy, type BedRedisCluster, type BedRedisNode } from './redis-cluster-bed';
 
 const root = join(import.meta.dirname, '..', '..');
 const unavailable = bedUnavailable();
@@ -202,7 +202,9 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     await waitClusterHealthy(bed, cluster.nodes, 120_000);
     await sleep(SETTLE_MS);
     const w3log = readFileSync(workers.get('h3')!.logFile, 'utf8');
+    // Its commits refused by the fencing token once it was back, and the leases it found taken.
     notes.aW3FencedWrites = (w3log.match(/lease lost: a newer holder fenced this worker out/g) ?? []).length;
+    notes.aW3LeasesFoundLost = (w3log.match(/"msg":"lease lost"/g) ?? []).length;
     expect(workers.get('h3')!.child.exitCode).toBeNull();
   }, 300_000);
 
@@ -233,6 +235,10 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     const m2 = h2Home.host === 'h2' ? h2Home : await handOver(bed, cluster.nodes, h2Home, 60_000);
     const replica = cluster.nodes.find((n) => n !== m2 && n.home === m2.home)!;
     await sleep(5000);
+    // Redis-level evidence beside Axon's history: writers on h2 acknowledged by the master alone,
+    // and acknowledged only after WAIT 1; which of them survive the master's return as a replica.
+    const probe = startReplicationProbe(bed, 'h2', m2, 1500, 200);
+    await sleep(2000);
     await mark('b2 start');
     const cutAt = Date.now();
     bed.isolateFrom('h2', ['h1', 'h3']);
@@ -245,6 +251,18 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     await mark('b2 heal');
     bed.clearFilters('h2');
     await waitClusterHealthy(bed, cluster.nodes, 120_000);
+    const acked = await probe.done;
+    const slotMaster = cluster.nodes.find((n) => n.home === m2.home && roleOf(bed, n) === 'master')!;
+    const plainKept = probeSurvivors(bed, 'h2', slotMaster, probe.tag, 'plain', acked.plain);
+    const waitedKept = probeSurvivors(bed, 'h2', slotMaster, probe.tag, 'wait', acked.waited);
+    notes.b2RedisProbe = {
+      plainAcknowledged: acked.plain.length,
+      plainLost: acked.plain.length - plainKept.length,
+      waitAcknowledged: acked.waited.length,
+      waitLost: acked.waited.length - waitedKept.length,
+    };
+    // A write acknowledged after WAIT 1 reached the replica that was promoted: none may be lost.
+    expect(waitedKept.length).toBe(acked.waited.length);
     await sleep(SETTLE_MS);
   }, 300_000);
 

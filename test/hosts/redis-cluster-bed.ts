@@ -7,6 +7,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { clusterSlot } from '../../src/store/cluster-slot';
 import type { NetnsBed } from './netns-bed';
 
 export const MASTER_PORT = 7001;
@@ -147,4 +148,61 @@ export async function handOver(bed: NetnsBed, nodes: BedRedisNode[], from: BedRe
     await sleep(200);
   }
   return to;
+}
+
+/** A hash tag whose keys live in `slot` (found by trying tags). */
+function tagForSlot(slot: number): string {
+  for (let i = 0; ; i++) if (clusterSlot(`p${i}`) === slot) return `p${i}`;
+}
+
+/** The first slot a master serves (from its own `CLUSTER NODES` line). */
+function firstSlotOf(bed: NetnsBed, master: BedRedisNode): number {
+  const mine = redisCli(bed, master.host, master.port, ['CLUSTER', 'NODES']).split('\n').find((l) => l.includes('myself'));
+  const range = mine?.split(' ').slice(8)[0];
+  if (!range) throw new Error(`${master.host}:${master.port} serves no slot`);
+  return Number(range.split('-')[0]);
+}
+
+export interface ReplicationProbe {
+  /** Resolves with the acknowledged key numbers once the writer is done. */
+  done: Promise<{ plain: number[]; waited: number[] }>;
+  tag: string;
+}
+
+/**
+ * Redis-level evidence of what asynchronous replication loses: two writers on `host` (the
+ * master's side of a partition) each `SET {tag}:plain:i` / `SET {tag}:wait:i` every 10 ms for
+ * `count` writes on one connection; the second follows each SET with `WAIT 1 <waitMs>` and counts
+ * a write acknowledged only when a replica had it. Which acknowledged keys survive is read later
+ * (probeSurvivors).
+ */
+export function startReplicationProbe(bed: NetnsBed, host: string, master: BedRedisNode, count: number, waitMs: number): ReplicationProbe {
+  const tag = tagForSlot(firstSlotOf(bed, master));
+  const writer = (name: string, wait: boolean) => {
+    const script = `for i in $(seq 1 ${count}); do echo "SET {${tag}}:${name}:$i $i"; ${wait ? `echo "WAIT 1 ${waitMs}";` : ''} sleep 0.01; done | redis-cli -h ${bed.address(master.host)} -p ${master.port}`;
+    const p = bed.spawn(host, `probe-${name}`, ['bash', '-c', script], {}, { pipeStdio: true });
+    let out = '';
+    p.child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    return p.exited.then(() => {
+      const lines = out.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+      const acked: number[] = [];
+      if (!wait) lines.forEach((l, i) => l === 'OK' && acked.push(i + 1));
+      else for (let i = 0; i + 1 < lines.length; i += 2) if (lines[i] === 'OK' && Number(lines[i + 1]) >= 1) acked.push(i / 2 + 1);
+      return acked;
+    });
+  };
+  const plain = writer('plain', false);
+  const waited = writer('wait', true);
+  return { tag, done: Promise.all([plain, waited]).then(([p, w]) => ({ plain: p, waited: w })) };
+}
+
+/** Which of the acknowledged probe keys the cluster holds now, read from `master` (the slot's master now). */
+export function probeSurvivors(bed: NetnsBed, host: string, master: BedRedisNode, tag: string, name: string, acked: number[]): number[] {
+  if (acked.length === 0) return [];
+  const input = acked.map((i) => `GET {${tag}}:${name}:${i}`).join('\n');
+  const out = bed.execInput(host, ['redis-cli', '-h', bed.address(master.host), '-p', String(master.port)], input);
+  const values = out.split('\n').map((l) => l.trim());
+  return acked.filter((i, n) => values[n] === String(i));
 }
