@@ -112,8 +112,12 @@ export class ActorClient {
           // No answer long after the BLOCK ran out: the connection is silent (a network partition).
           // After one heals, TCP's backed-off retransmissions can keep it silent for tens of
           // seconds more (seen on the multi-host bed, issue 24); a new connection answers at once.
+          // A fresh client rather than reconnecting this one: a Cluster client told to reconnect
+          // mid-partition was seen never to read again once the partition healed.
           read.catch(() => undefined);
-          this.reader?.disconnect(true);
+          const stale = this.reader;
+          this.reader = this.closed ? null : duplicateClient(this.redis);
+          stale?.disconnect();
           continue;
         }
         if (!res) continue;
