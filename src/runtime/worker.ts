@@ -508,9 +508,23 @@ export async function reserveShard(redis: RedisClient, keys: KeySpace, family: F
 }
 
 /** Resolve once a cluster client knows its nodes (needed before picking a subscriber node). */
+/**
+ * Wait for the Cluster client's first connection. ioredis fails the commands queued behind a first
+ * attempt that reached no seed node ("None of startup nodes is available") and then keeps trying
+ * in the background; on a loaded machine that first attempt can miss (seen on the multi-host bed),
+ * so retry for up to two minutes rather than exit.
+ */
 async function waitReady(c: RedisClient): Promise<void> {
-  if (c.status === 'ready') return;
-  await c.ping();
+  for (let attempt = 0; ; attempt++) {
+    if (c.status === 'ready') return;
+    try {
+      await c.ping();
+      return;
+    } catch (e) {
+      if (attempt >= 120) throw e;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
 }
 
 function shuffle<T>(a: T[]): void {
