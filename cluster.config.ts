@@ -39,6 +39,19 @@ export interface RedisConfig {
    * `/health` answers 503 and requests fail at once (503) until a ping is answered again.
    */
   pingTimeoutMs: number;
+  /**
+   * Replicas that must have a worker's commit before its reply goes out (Redis `WAIT` on the
+   * shard's master). 0 (the default): a commit is acknowledged once its master has it (on disk
+   * with the managed config) — on a Redis Cluster, a failover that promotes a replica the last
+   * writes had not reached yet loses them, and a master cut off with its clients keeps
+   * acknowledging writes for up to `cluster-node-timeout` that its promoted replica never gets.
+   * 1: such writes are answered 504 (the client retries with its txn id) instead of being
+   * acknowledged and then lost; each commit waits one replication round trip, and a shard whose
+   * master has no reachable replica stops acknowledging until one is back (README, "Past one machine").
+   */
+  waitReplicas: number;
+  /** How long a commit waits for `waitReplicas` replicas before its message is retried (ms). */
+  waitTimeoutMs: number;
 }
 
 /** One token bucket: `burst` requests at once, refilled at `perMinute`. */
@@ -348,7 +361,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
     dataDir,
     signingKeyPath: '',
     keyValidityMs: 24 * 3600 * 1000,
-    redis: { mode: 'managed', url: '', clusterNodes: [], managedPort: 6390, keyPrefix: 'axon:', commandTimeoutMs: 5000, pingTimeoutMs: 2000 },
+    redis: { mode: 'managed', url: '', clusterNodes: [], managedPort: 6390, keyPrefix: 'axon:', commandTimeoutMs: 5000, pingTimeoutMs: 2000, waitReplicas: 0, waitTimeoutMs: 1000 },
     shards: { rooms: 1024, users: 1024 },
     workers: 1,
     fronts: 1,
@@ -453,6 +466,8 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_REDIS_KEY_PREFIX: 'redis.keyPrefix',
   AXON_REDIS_COMMAND_TIMEOUT_MS: 'redis.commandTimeoutMs',
   AXON_REDIS_PING_TIMEOUT_MS: 'redis.pingTimeoutMs',
+  AXON_REDIS_WAIT_REPLICAS: 'redis.waitReplicas',
+  AXON_REDIS_WAIT_TIMEOUT_MS: 'redis.waitTimeoutMs',
   AXON_ROOM_SHARDS: 'shards.rooms',
   AXON_USER_SHARDS: 'shards.users',
   AXON_WORKERS: 'workers',
@@ -660,6 +675,8 @@ export function validateConfig(c: AxonConfig): string[] {
   if (typeof c.redis.keyPrefix !== 'string' || /[{}\s]/.test(c.redis.keyPrefix)) p.push('redis.keyPrefix: must be a string without braces or spaces (braces are hash tags)');
   int(c.redis.commandTimeoutMs, 'redis.commandTimeoutMs', 100, 600_000);
   int(c.redis.pingTimeoutMs, 'redis.pingTimeoutMs', 100, 60_000);
+  int(c.redis.waitReplicas, 'redis.waitReplicas', 0, 16);
+  int(c.redis.waitTimeoutMs, 'redis.waitTimeoutMs', 10, 60_000);
   int(c.requestDeadlineMs, 'requestDeadlineMs', 1000, 600_000);
   if (typeof c.redis.pingTimeoutMs === 'number' && typeof c.redis.commandTimeoutMs === 'number' && c.redis.pingTimeoutMs > c.redis.commandTimeoutMs) {
     p.push('redis.pingTimeoutMs: must be at most redis.commandTimeoutMs (a stall is noticed before commands time out)');

@@ -44,6 +44,7 @@ async function main(): Promise<void> {
     kinds: allActorKinds({ serverName: config.serverName, signingKey }, sender?.actor, appservices?.actor),
     leaseTtlMs: config.lease.ttlMs,
     renewMs: config.lease.renewMs,
+    replicaWait: { replicas: config.redis.waitReplicas, timeoutMs: config.redis.waitTimeoutMs },
     log,
     faultPoint: faultPointFromEnv(log),
     onStopRequested: () => void shutdown(),

@@ -12,6 +12,10 @@ export class MatrixError extends Error {
   ) {
     super(message);
     this.name = 'MatrixError';
+    // 503 and 504 mean "not now": tell the client when to try again, whichever handler made them.
+    if ((status === 503 || status === 504) && !Object.keys(headers).some((k) => k.toLowerCase() === 'retry-after')) {
+      this.headers = { ...headers, 'Retry-After': String(UNAVAILABLE_RETRY_AFTER_S) };
+    }
   }
 
   toJSON(): Record<string, unknown> {

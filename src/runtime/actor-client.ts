@@ -50,6 +50,11 @@ interface Waiter {
   timer: NodeJS.Timeout;
 }
 
+/** How long one read of the reply stream blocks in Redis (ms). */
+const REPLY_BLOCK_MS = 1000;
+/** A read not answered this long after its BLOCK ran out is on a dead connection: reconnect (ms). */
+const REPLY_READ_STALL_MS = 4000;
+
 export class ActorClient {
   private readonly frontId: string;
   /** Random per process lifetime (per ActorClient): what makes message ids and the reply stream unique. */
@@ -96,7 +101,25 @@ export class ActorClient {
   private async readReplies(): Promise<void> {
     while (!this.closed) {
       try {
-        const res = (await this.reader!.xreadBuffer('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', this.replyStream, this.lastId)) as [Buffer, [Buffer, Buffer[]][]][] | null;
+        const read = this.reader!.xreadBuffer('COUNT', 1000, 'BLOCK', REPLY_BLOCK_MS, 'STREAMS', this.replyStream, this.lastId) as Promise<[Buffer, [Buffer, Buffer[]][]][] | null>;
+        let timer: NodeJS.Timeout | undefined;
+        const stalled = new Promise<'stalled'>((r) => {
+          timer = setTimeout(() => r('stalled'), REPLY_BLOCK_MS + REPLY_READ_STALL_MS);
+        });
+        const res = await Promise.race([read, stalled]);
+        clearTimeout(timer);
+        if (res === 'stalled') {
+          // No answer long after the BLOCK ran out: the connection is silent (a network partition).
+          // After one heals, TCP's backed-off retransmissions can keep it silent for tens of
+          // seconds more (seen on the multi-host bed, issue 24); a new connection answers at once.
+          // A fresh client rather than reconnecting this one: a Cluster client told to reconnect
+          // mid-partition was seen never to read again once the partition healed.
+          read.catch(() => undefined);
+          const stale = this.reader;
+          this.reader = this.closed ? null : duplicateClient(this.redis);
+          stale?.disconnect();
+          continue;
+        }
         if (!res) continue;
         const ids: string[] = [];
         for (const [idBuf, fields] of res[0]![1]) {

@@ -17,7 +17,7 @@ import { parseInboxEntry, type InboxEntry } from './envelope';
 import type { Family } from '../store/shards';
 import { decode, encode } from '../store/codec';
 import { INBOX_GROUP, type ShardKeys } from '../store/keys';
-import { bufferCommand, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
+import { bufferCommand, isCluster, runScriptBuffer, waitForReplicas, type RedisClient } from '../store/redis';
 import { ShardTimers, timerWrites } from './timers';
 import { familyCounters } from '../ops/metrics';
 
@@ -31,6 +31,12 @@ export interface RunnerEnv {
   maxBuffered: number;
   readBatch: number;
   idleBoundMs: number;
+  /**
+   * Replicas that must hold a commit before its reply goes out (`redis.waitReplicas`; 0: none).
+   * Fewer within `timeoutMs`: the message fails and is retried, so its client is never told "done"
+   * about a write only one copy holds.
+   */
+  replicaWait?: { replicas: number; timeoutMs: number };
   /** Test-only fault injection (see Worker): called at named points; may never resolve. */
   faultPoint?: (point: 'before-commit' | 'after-commit', entry: InboxEntry) => Promise<void> | void;
   onLost(runner: ShardRunner): void;
@@ -454,7 +460,8 @@ export class ShardRunner {
     // commit-2.lua): on one Redis the script delivers it itself, in the same atomic step ('r': one
     // call per message instead of a commit, a reply and an ack); on a Cluster the reply stream
     // lives in another slot, so the caller replies and then acks ('0').
-    const replyHere = !!entry.replyTo && !isCluster(redis);
+    // Not with `redis.waitReplicas`: the reply must wait for the replicas (replyAndAck).
+    const replyHere = !!entry.replyTo && !isCluster(redis) && !(this.env.replicaWait && this.env.replicaWait.replicas > 0);
     const ackMode = !entry.replyTo ? '1' : replyHere ? 'r' : '0';
     const keys = [this.keys.lease, this.keys.done(entry.mid), this.keys.inbox, this.keys.outbox, stateKey, replyHere ? entry.replyTo! : this.keys.inbox, ...writes.map((w) => (w.absolute ? w.key : this.keys.data(w.key)))];
     const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, ackMode, entry.mid, REPLY_STREAM_MAXLEN, changed ? 's' : 'k', changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
@@ -507,6 +514,7 @@ export class ShardRunner {
    */
   private async replyAndAck(entry: InboxEntry, blob: Buffer): Promise<void> {
     const { redis } = this.env;
+    await this.awaitReplicas();
     const reply = () => runScriptBuffer(redis, 'reply', [entry.replyTo!], [REPLY_STREAM_MAXLEN, entry.mid, blob]);
     const ack = () => redis.xack(this.keys.inbox, INBOX_GROUP, entry.id);
     if (isCluster(redis)) {
@@ -515,6 +523,19 @@ export class ShardRunner {
     } else {
       await Promise.all([reply(), ack()]);
     }
+  }
+
+  /**
+   * With `redis.waitReplicas`, a commit is answered only once that many replicas of the shard's
+   * master have it (WAIT on the lease key's node); fewer in time throws, so the message is not
+   * acknowledged and is retried, and the client sees a timeout rather than a reply a failover
+   * could take back.
+   */
+  private async awaitReplicas(): Promise<void> {
+    const { redis, replicaWait } = this.env;
+    if (!replicaWait || replicaWait.replicas <= 0) return;
+    const got = await waitForReplicas(redis, this.keys.lease, replicaWait.replicas, replicaWait.timeoutMs);
+    if (got < replicaWait.replicas) throw new Error(`WAIT: ${got} of ${replicaWait.replicas} replicas had the commit within ${replicaWait.timeoutMs} ms; not replying yet`);
   }
 
   /**
@@ -534,6 +555,7 @@ export class ShardRunner {
       ids.push(entry.id);
     }
     if (ids.length === 0) return;
+    await this.awaitReplicas();
     const replies = () => Promise.all([...byStream].map(([stream, pairs]) => runScriptBuffer(redis, 'replyMany', [stream], [REPLY_STREAM_MAXLEN, ...pairs])));
     const ack = () => redis.xack(this.keys.inbox, INBOX_GROUP, ...ids);
     if (isCluster(redis)) {

@@ -43,6 +43,8 @@ export interface WorkerOptions {
   dedupeTtlSec?: number;
   /** Deliveries after which a message is dead-lettered. */
   maxDeliveries?: number;
+  /** Replicas a commit must reach before its reply (`redis.waitReplicas`); none by default. */
+  replicaWait?: { replicas: number; timeoutMs: number };
   /**
    * The safety sweep's period (ms, default 5000): the longest a message waits when its wake-up
    * was lost. One script call per family per round on a single Redis (one per shard on a Cluster).
@@ -148,6 +150,7 @@ export class Worker {
       log: o.log,
       dedupeTtlSec: o.dedupeTtlSec ?? 600,
       maxDeliveries: o.maxDeliveries ?? 5,
+      ...(o.replicaWait ? { replicaWait: o.replicaWait } : {}),
       maxBuffered: o.maxBufferedPerShard ?? 1000,
       readBatch: o.readBatch ?? 200,
       idleBoundMs: o.idleBoundMs ?? 60_000,
@@ -636,10 +639,24 @@ export async function reserveShards(redis: RedisClient, keys: KeySpace, moves: {
   return owners;
 }
 
-/** Resolve once a cluster client knows its nodes (needed before picking a subscriber node). */
+/**
+ * Resolve once a cluster client knows its nodes (needed before picking a subscriber node).
+ * ioredis fails the commands queued behind a first
+ * attempt that reached no seed node ("None of startup nodes is available") and then keeps trying
+ * in the background; on a loaded machine that first attempt can miss (seen on the multi-host bed),
+ * so retry for up to two minutes rather than exit.
+ */
 async function waitReady(c: RedisClient): Promise<void> {
-  if (c.status === 'ready') return;
-  await c.ping();
+  for (let attempt = 0; ; attempt++) {
+    if (c.status === 'ready') return;
+    try {
+      await c.ping();
+      return;
+    } catch (e) {
+      if (attempt >= 120) throw e;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
 }
 
 /** Run `fn` over `items`, at most `limit` at a time. */

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { clusterSlot } from './cluster-slot';
 
 export type RedisClient = Redis | Cluster;
 
@@ -120,6 +121,10 @@ export function isRedisUnavailableError(e: unknown): boolean {
     m === 'Connection is closed.' ||
     m.startsWith("Stream isn't writeable") ||
     /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY) /.test(m) ||
+    // A Cluster slot that moved (a failover, a handover): ioredis follows the redirect for a lone
+    // command, but an auto-pipelined batch that mixes slots gets the error back while its slot
+    // map is refreshed. The same request succeeds once it is.
+    /^(MOVED|ASK) \d+ /.test(m) ||
     /^(connect )?(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTCONN)\b/.test(m) ||
     m.startsWith('Failed to refresh slots cache') ||
     m.startsWith('None of startup nodes is available')
@@ -159,6 +164,22 @@ export function runScript(client: RedisClient, name: ScriptName, keys: string[],
 export function runScriptBuffer(client: RedisClient, name: ScriptName, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
   const fn = (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[`${name}Buffer`]!;
   return fn.call(client, keys.length, keys, args);
+}
+
+/**
+ * Redis `WAIT` for the writes this client sent to the master holding `key` (on a Cluster, the
+ * master of the key's slot, on the same connection as those writes): how many replicas have them
+ * within `timeoutMs`. WAIT blocks its connection, so every command this process sends to that
+ * master queues behind it for one replication round trip.
+ */
+export async function waitForReplicas(client: RedisClient, key: string, replicas: number, timeoutMs: number): Promise<number> {
+  let node: Redis | undefined;
+  if (client instanceof Cluster) {
+    const owner = client.slots[clusterSlot(key)]?.[0];
+    node = client.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === owner);
+    if (!node) throw new Error(`WAIT: no connection to the master of ${key}'s slot yet`);
+  } else node = client;
+  return Number(await node.call('WAIT', replicas, timeoutMs));
 }
 
 export function isCluster(client: RedisClient): client is Cluster {
