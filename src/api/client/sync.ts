@@ -17,6 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseSyncToken } from '../../sync/token';
 import { E2eCountsCache } from '../../sync/e2e-counts';
 import { requireUser } from './auth';
+import { stringifyWithRaw } from '../../protocol/raw-json';
 import type { ApiContext } from '../context';
 import { validateFilter } from './filter-validation';
 import { clientRoute, parseEventFilter } from './room-common';
@@ -217,7 +218,8 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
       // belongs after, so the next poll cannot trust "nothing since": no skip.
       const skippable = r.skewMs <= 1 && r.staleCounts.length === 0;
       lastAnswers.set(deviceKey, { token: String(r.body.next_batch), mark, listen: r.listen, at: Date.now(), skippable, staleCounts: r.staleCounts });
-      return { body: r.body };
+      // The events in it are JSON text already (src/rooms/client-format.ts `syncEventsJson`).
+      return { rawJson: stringifyWithRaw(r.body) };
     };
     try {
       if (waits) waiter = await notifier.waiter(user.userId);
