@@ -86,20 +86,20 @@ export async function syncEventsJson(ctx: ApiContext, roomId: string, events: Ro
 
 /**
  * The viewer-independent start of an event's /sync JSON (up to `unsigned`, its braces open), kept
- * with the loaded event: an event object is replaced, not changed, when a redaction rewrites it,
- * so what is kept on it never outlives what it was made from.
+ * with the event's parsed JSON (shared while it is unchanged, src/store/room-reader.ts `toEvent`):
+ * a redaction gives the event new parsed JSON, so what is kept never outlives what it was made from.
  */
-const heads = new WeakMap<RoomEvent, string>();
+const heads = new WeakMap<JsonObject, string>();
 
 function syncHead(e: RoomEvent): string {
-  const hit = heads.get(e);
+  const hit = heads.get(e.event);
   if (hit !== undefined) return hit;
   const raw = e.event;
   let json = `{"content":${JSON.stringify(isJsonObject(raw.content as JsonValue) ? raw.content! : {})},"event_id":${JSON.stringify(e.eventId)},"origin_server_ts":${typeof raw.origin_server_ts === 'number' ? raw.origin_server_ts : 0},"sender":${JSON.stringify(raw.sender ?? '')},"type":${JSON.stringify(raw.type ?? '')}`;
   if (typeof raw.state_key === 'string') json += `,"state_key":${JSON.stringify(raw.state_key)}`;
   const redacts = redactsOf(raw);
   if (redacts) json += `,"redacts":${JSON.stringify(redacts)}`;
-  heads.set(e, json);
+  heads.set(e.event, json);
   return json;
 }
 

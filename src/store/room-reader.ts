@@ -51,6 +51,8 @@ export interface RoomReaderLimits {
   stateCacheBytes: number;
   /** Events shared for `RECENT_EVENTS_TTL_MS` by the /sync polls one message wakes (`recentEvents`). */
   recentEventsBytes: number;
+  /** Parsed event JSON kept for reuse (`toEvent`); 0: none (workers' readers), a front's sync sets it. */
+  parsedEventsBytes?: number;
 }
 
 export const DEFAULT_ROOM_READER_LIMITS: RoomReaderLimits = { stateCacheBytes: 48 * 2 ** 20, recentEventsBytes: 16 * 2 ** 20 };
@@ -63,6 +65,8 @@ export class RoomReader {
   /** Snapshots being read: concurrent syncs asking for the same one share the read. */
   private readonly snapshotsInFlight = new Map<string, Promise<StateMap>>();
   private readonly visibilityCache = new Map<string, { visibility: HistoryVisibility; membershipAt: string | undefined }>();
+  /** Parsed event JSON by room and event id, when `parsedEventsBytes` allows (see `toEvent`). */
+  private readonly parsed: ClockCache<string, { rb: string | undefined; length: number; event: JsonObject }> | null;
   /** Events loaded in the last `RECENT_EVENTS_TTL_MS`, and loads in flight (see `recentEvents`). */
   private readonly recent: ClockCache<string, { at: number; event: RoomEvent | null }>;
   private readonly recentInFlight = new Map<string, Promise<RoomEvent | null>>();
@@ -76,6 +80,26 @@ export class RoomReader {
     this.snapshotCache = new SnapshotCache(Math.floor((limits.stateCacheBytes * 2) / 3));
     this.deltaCache = new ClockCache(Math.floor(limits.stateCacheBytes / 3), (d) => d.bytes);
     this.recent = new ClockCache(limits.recentEventsBytes, (r) => (r.event ? weighEvent(r.event) : 64));
+    this.parsed = limits.parsedEventsBytes ? new ClockCache(limits.parsedEventsBytes, (p) => 200 + 3 * p.length) : null;
+  }
+
+  /**
+   * A stored event as a RoomEvent, its JSON parsed once per process while the cache keeps it: the
+   * events of an initial sync are mostly the same from one sync to the next, and parsing them was
+   * the biggest part of its cost. The parsed JSON is reused only while the stored record still
+   * says what it said when it was parsed: a stored event's JSON changes only when it is redacted,
+   * which sets its `rb` (and shortens the text), so the record read now — always read, the
+   * positions and flags come from it — tells whether the parse still holds. Callers treat
+   * `event` as read-only (it is shared, as `recentEvents` always shared it).
+   */
+  private toEvent(roomId: string, eventId: string, s: StoredEvent): RoomEvent {
+    if (!this.parsed) return toRoomEvent(eventId, s);
+    const key = `${roomId}\u0000${eventId}`;
+    const hit = this.parsed.get(key);
+    if (hit && hit.rb === s.rb && hit.length === s.j.length) return toRoomEvent(eventId, s, hit.event);
+    const e = toRoomEvent(eventId, s);
+    this.parsed.set(key, { rb: s.rb, length: s.j.length, event: e.event });
+    return e;
   }
 
   /**
@@ -109,7 +133,7 @@ export class RoomReader {
 
   async event(roomId: string, eventId: string): Promise<RoomEvent | null> {
     const blob = await this.redis.getBuffer(this.key(roomId, roomData.event(eventId)));
-    return blob ? toRoomEvent(eventId, decode<StoredEvent>(blob)) : null;
+    return blob ? this.toEvent(roomId, eventId, decode<StoredEvent>(blob)) : null;
   }
 
   async events(roomId: string, eventIds: string[]): Promise<RoomEvent[]> {
@@ -117,7 +141,7 @@ export class RoomReader {
     const blobs = await this.redis.mgetBuffer(...eventIds.map((id) => this.key(roomId, roomData.event(id))));
     const out: RoomEvent[] = [];
     blobs.forEach((b, i) => {
-      if (b) out.push(toRoomEvent(eventIds[i]!, decode<StoredEvent>(b)));
+      if (b) out.push(this.toEvent(roomId, eventIds[i]!, decode<StoredEvent>(b)));
     });
     return out;
   }
@@ -416,7 +440,7 @@ export class RoomReader {
     if (missing.length) {
       const blobs = this.redis.mgetBuffer(...missing.map((id) => this.key(roomId, roomData.event(id))));
       missing.forEach((id, i) => {
-        const value = blobs.then((b) => (b[i] ? toRoomEvent(id, decode<StoredEvent>(b[i]!)) : null));
+        const value = blobs.then((b) => (b[i] ? this.toEvent(roomId, id, decode<StoredEvent>(b[i]!)) : null));
         // A failed load is not kept: the next caller tries again.
         const shared = value.then(
           (event) => {
@@ -568,9 +592,9 @@ function str(content: unknown, key: string): string | undefined {
 /** The length of the JSON text a RoomEvent was parsed from (its weight in byte-bounded caches), kept out of sight of callers. */
 const TEXT_LENGTH = Symbol('textLength');
 
-function toRoomEvent(eventId: string, s: StoredEvent): RoomEvent {
+function toRoomEvent(eventId: string, s: StoredEvent, parsed?: JsonObject): RoomEvent {
   const e: RoomEvent = {
-    eventId, event: JSON.parse(s.j) as JsonObject, pos: s.p, depth: s.d, stateBefore: s.sb, stateAfter: s.sa,
+    eventId, event: parsed ?? (JSON.parse(s.j) as JsonObject), pos: s.p, depth: s.d, stateBefore: s.sb, stateAfter: s.sa,
     ...(s.rb ? { redactedBy: s.rb } : {}), ...(s.rej ? { rejected: s.rej } : {}), ...(s.sf ? { softFailed: s.sf } : {}), ...(s.o ? { outlier: true } : {}),
   };
   Object.defineProperty(e, TEXT_LENGTH, { value: s.j.length });

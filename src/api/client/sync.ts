@@ -183,7 +183,7 @@ async function parseFilter(ctx: ApiContext, userId: string, raw: string | undefi
 
 export function registerSyncRoutes(front: Front, ctx: ApiContext, index: MembershipIndex): void {
   const notifier = new SyncNotifier(ctx.redis, ctx.keys);
-  const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES });
+  const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES, maxBytes: ctx.config.caches?.syncOutboxBytes });
   const gate = new ComputeGate(MAX_CONCURRENT_COMPUTES);
   const unclaimed = new UnclaimedResults<{ r: Computed; mark: ChangeMark }>(UNCLAIMED_KEEP_MS, UNCLAIMED_MAX);
   const e2e = new E2eCountsCache(notifier);
