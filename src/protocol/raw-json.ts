@@ -17,7 +17,8 @@ export class RawJson {
 /**
  * `JSON.stringify(value)` for plain JSON values (objects, arrays, strings, numbers, booleans,
  * null; `undefined` members left out as JSON.stringify does), with each `RawJson` inside written as
- * its text.
+ * its text. Objects and arrays are walked once, in JS (asking first whether a subtree holds a
+ * RawJson, to hand it whole to the native JSON.stringify, walked a big answer once per level).
  */
 export function stringifyWithRaw(value: unknown): string {
   const out: string[] = [];
@@ -45,10 +46,6 @@ function write(v: unknown, out: string[]): void {
     out.push(']');
     return;
   }
-  if (!hasRaw(v)) {
-    out.push(JSON.stringify(v));
-    return;
-  }
   out.push('{');
   let first = true;
   for (const key of Object.keys(v)) {
@@ -59,21 +56,4 @@ function write(v: unknown, out: string[]): void {
     write(item, out);
   }
   out.push('}');
-}
-
-/**
- * Whether an object holds a RawJson anywhere below it: one that does not is written by
- * `JSON.stringify` in one native call. Only objects and arrays are looked into.
- */
-function hasRaw(v: object): boolean {
-  if (v instanceof RawJson) return true;
-  if (Array.isArray(v)) {
-    for (const item of v) if (item !== null && typeof item === 'object' && hasRaw(item as object)) return true;
-    return false;
-  }
-  for (const key in v) {
-    const item = (v as Record<string, unknown>)[key];
-    if (item !== null && typeof item === 'object' && hasRaw(item as object)) return true;
-  }
-  return false;
 }
