@@ -382,7 +382,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       urlPreview: { burst: 10, perMinute: 60 },
     },
     presence: { enabled: true },
-    caches: { stateBytes: 48 * 2 ** 20, eventsBytes: 16 * 2 ** 20, recentEventsBytes: 16 * 2 ** 20, syncOutboxBytes: 32 * 2 ** 20 },
+    caches: { stateBytes: 48 * 2 ** 20, eventsBytes: 0, recentEventsBytes: 16 * 2 ** 20, syncOutboxBytes: 32 * 2 ** 20 },
     // Element Call's recommended setting for Synapse (`max_event_delay_duration: 24h`); Synapse itself is off by default.
     delayedEvents: { maxDelayMs: 24 * 3600 * 1000, maxPerUser: 100 },
     threadSubscriptions: { enabled: false },

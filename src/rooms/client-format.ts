@@ -59,8 +59,8 @@ export async function formatEvents(ctx: ApiContext, roomId: string, events: Room
  * Events in /sync's format (the client format without `room_id`, the spec's
  * ClientEventWithoutRoomID) as JSON text to splice into the answer (src/protocol/raw-json.ts):
  * what `formatEvents` gives with `room_id` deleted, written the same way, key for key. The part
- * that is the same for every viewer — everything but `unsigned` — is made once per loaded event
- * (`syncHead`); `unsigned` is written per request (age, the viewer's own `transaction_id`, their
+ * that is the same for every viewer — everything but `unsigned` — is written as text directly
+ * (`syncHead`), then `unsigned` for the request (age, the viewer's own `transaction_id`, their
  * membership, `redacted_because`, what a state event replaced).
  */
 export async function syncEventsJson(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null, opts: { membership?: boolean } = {}): Promise<RawJson[]> {
@@ -85,21 +85,16 @@ export async function syncEventsJson(ctx: ApiContext, roomId: string, events: Ro
 }
 
 /**
- * The viewer-independent start of an event's /sync JSON (up to `unsigned`, its braces open), kept
- * with the event's parsed JSON (shared while it is unchanged, src/store/room-reader.ts `toEvent`):
- * a redaction gives the event new parsed JSON, so what is kept never outlives what it was made from.
+ * The viewer-independent start of an event's /sync JSON (up to `unsigned`, its braces open). Not
+ * kept between requests: a WeakMap per parsed event cost more (its ephemeron table weighs on every
+ * garbage collection) than it saved when the parsed events themselves are not reused.
  */
-const heads = new WeakMap<JsonObject, string>();
-
 function syncHead(e: RoomEvent): string {
-  const hit = heads.get(e.event);
-  if (hit !== undefined) return hit;
   const raw = e.event;
   let json = `{"content":${JSON.stringify(isJsonObject(raw.content as JsonValue) ? raw.content! : {})},"event_id":${JSON.stringify(e.eventId)},"origin_server_ts":${typeof raw.origin_server_ts === 'number' ? raw.origin_server_ts : 0},"sender":${JSON.stringify(raw.sender ?? '')},"type":${JSON.stringify(raw.type ?? '')}`;
   if (typeof raw.state_key === 'string') json += `,"state_key":${JSON.stringify(raw.state_key)}`;
   const redacts = redactsOf(raw);
   if (redacts) json += `,"redacts":${JSON.stringify(redacts)}`;
-  heads.set(e.event, json);
   return json;
 }
 
