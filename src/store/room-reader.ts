@@ -68,7 +68,7 @@ export class RoomReader {
   /** Parsed event JSON by room and event id, when `parsedEventsBytes` allows (see `toEvent`). */
   private readonly parsed: ClockCache<string, { rb: string | undefined; length: number; event: JsonObject }> | null;
   /** Events loaded in the last `RECENT_EVENTS_TTL_MS`, and loads in flight (see `recentEvents`). */
-  private readonly recent: ClockCache<string, { at: number; event: RoomEvent | null }>;
+  private readonly recent: ClockCache<string, { at: number; event: RoomEvent | null; bytes: number }>;
   private readonly recentInFlight = new Map<string, Promise<RoomEvent | null>>();
 
   constructor(
@@ -79,7 +79,7 @@ export class RoomReader {
   ) {
     this.snapshotCache = new SnapshotCache(Math.floor((limits.stateCacheBytes * 2) / 3));
     this.deltaCache = new ClockCache(Math.floor(limits.stateCacheBytes / 3), (d) => d.bytes);
-    this.recent = new ClockCache(limits.recentEventsBytes, (r) => (r.event ? weighEvent(r.event) : 64));
+    this.recent = new ClockCache(limits.recentEventsBytes, (r) => r.bytes);
     this.parsed = limits.parsedEventsBytes ? new ClockCache(limits.parsedEventsBytes, (p) => 200 + 3 * p.length) : null;
   }
 
@@ -440,14 +440,13 @@ export class RoomReader {
     if (missing.length) {
       const blobs = this.redis.mgetBuffer(...missing.map((id) => this.key(roomId, roomData.event(id))));
       missing.forEach((id, i) => {
-        const value = blobs.then((b) => (b[i] ? this.toEvent(roomId, id, decode<StoredEvent>(b[i]!)) : null));
         // A failed load is not kept: the next caller tries again.
-        const shared = value.then(
-          (event) => {
-            this.recent.set(id, { at: now, event });
-            return event;
-          },
-        ).finally(() => {
+        const shared = blobs.then((b) => {
+          const stored = b[i] ? decode<StoredEvent>(b[i]!) : null;
+          const event = stored ? this.toEvent(roomId, id, stored) : null;
+          this.recent.set(id, { at: now, event, bytes: stored ? weighEventText(stored.j) : 64 });
+          return event;
+        }).finally(() => {
           if (this.recentInFlight.get(id) === shared) this.recentInFlight.delete(id);
         });
         shared.catch(() => undefined);
@@ -570,12 +569,9 @@ function toDelta(s: StoredSnapshot): StoredDelta {
   return { p: s.p, n: s.n, d, bytes: 48 + weighStateMap(d, true) };
 }
 
-/**
- * Bytes a loaded event is reckoned to hold: its parsed JSON (objects, strings) is some three
- * times its text (kept on the event when it is loaded; 1,000 characters when unknown).
- */
-function weighEvent(e: RoomEvent): number {
-  return 200 + 3 * ((e as RoomEvent & { [TEXT_LENGTH]?: number })[TEXT_LENGTH] ?? 1000);
+/** Bytes a loaded event is reckoned to hold: its parsed JSON (objects, strings) is some three times its text. */
+function weighEventText(j: string): number {
+  return 200 + 3 * j.length;
 }
 
 function refIds(refs: unknown): string[] {
@@ -589,16 +585,11 @@ function str(content: unknown, key: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-/** The length of the JSON text a RoomEvent was parsed from (its weight in byte-bounded caches), kept out of sight of callers. */
-const TEXT_LENGTH = Symbol('textLength');
-
 function toRoomEvent(eventId: string, s: StoredEvent, parsed?: JsonObject): RoomEvent {
-  const e: RoomEvent = {
+  return {
     eventId, event: parsed ?? (JSON.parse(s.j) as JsonObject), pos: s.p, depth: s.d, stateBefore: s.sb, stateAfter: s.sa,
     ...(s.rb ? { redactedBy: s.rb } : {}), ...(s.rej ? { rejected: s.rej } : {}), ...(s.sf ? { softFailed: s.sf } : {}), ...(s.o ? { outlier: true } : {}),
   };
-  Object.defineProperty(e, TEXT_LENGTH, { value: s.j.length });
-  return e;
 }
 
 /** Whether a client may be shown this event at all (visibility rules aside). */
