@@ -46,6 +46,11 @@ export interface AxonBench {
   pids(): number[];
   /** Start (first call) or stop and write (next call) the CPU profiles (needs `cpuProfileDir`). */
   toggleCpuProfiles(): void;
+  /**
+   * One more front process on its own port, run from the checkout at `codeRoot` (default: this
+   * one): A/B figures of two versions of the front against the same cluster and the same data.
+   */
+  extraFront(codeRoot?: string): Promise<{ url: string; pid: number; stop: () => Promise<void> }>;
   stop(): Promise<void>;
 }
 
@@ -77,11 +82,29 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
     // BENCH_FRONT_NODE_ARGS / BENCH_WORKER_NODE_ARGS: extra node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = (entry: string) => (entry.includes('front') ? process.env.BENCH_FRONT_NODE_ARGS : process.env.BENCH_WORKER_NODE_ARGS)?.split(' ').filter(Boolean) ?? [];
     const profileArgs = opts.cpuProfileDir ? ['--import', join(root, 'scripts', 'lib', 'cpu-profile-preload.ts')] : [];
-    const spawnAxon = (entry: string, id: string) => {
+    const spawnAxon = (entry: string, id: string, cwd = root, more: Record<string, string> = {}) => {
       const profileEnv = opts.cpuProfileDir ? { AXON_CPU_PROFILE_DIR: opts.cpuProfileDir, AXON_CPU_PROFILE_LABEL: `${entry.includes('front') ? 'front' : 'worker'}-${id}` } : {};
-      const child = spawn(process.execPath, [...nodeArgs(entry), '--import', 'tsx', ...profileArgs, entry, '--id', id], { cwd: root, env: { ...process.env, ...env, ...profileEnv }, stdio: ['ignore', 'ignore', opts.stderr ?? 'inherit'] });
+      const child = spawn(process.execPath, [...nodeArgs(entry), '--import', 'tsx', ...profileArgs, entry, '--id', id], { cwd, env: { ...process.env, ...env, ...profileEnv, ...more }, stdio: ['ignore', 'ignore', opts.stderr ?? 'inherit'] });
       children.push(child);
       return child;
+    };
+    let extra = 0;
+    const extraFront = async (codeRoot = root) => {
+      const p = await freePort(host);
+      const child = spawnAxon('src/front-main.ts', `bench-x${++extra}`, codeRoot, { AXON_PORT: String(p), AXON_PUBLIC_BASE_URL: `http://${host}:${p}` });
+      const url = `http://${host}:${p}`;
+      for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(200)) {
+        if (child.exitCode !== null) throw new Error(`front from ${codeRoot} exited with ${child.exitCode}`);
+        const up = await fetch(`${url}/_matrix/client/versions`).then((r) => r.ok, () => false);
+        if (up) break;
+      }
+      const stopFront = async () => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        child.kill('SIGTERM');
+        for (const deadline = Date.now() + 10_000; child.exitCode === null && child.signalCode === null && Date.now() < deadline; ) await sleep(50);
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      };
+      return { url, pid: child.pid!, stop: stopFront };
     };
     const workers = Array.from({ length: opts.workers }, (_x, i) => spawnAxon('src/worker-main.ts', `bench-w${i + 1}`));
     const fronts = Array.from({ length: opts.fronts }, (_x, i) => spawnAxon('src/front-main.ts', `bench-f${i + 1}`));
@@ -98,6 +121,7 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
         if (!opts.cpuProfileDir) throw new Error('startAxonBench: no cpuProfileDir');
         for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGUSR2');
       },
+      extraFront,
       stop,
     };
   } catch (err) {

@@ -6,6 +6,7 @@
  */
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { stateKeyOf } from '../protocol/pdu';
+import { RawJson } from '../protocol/raw-json';
 import type { RoomEvent } from '../store/room-reader';
 import { roomData } from '../store/keys';
 import { roomShard } from '../store/shard-keys';
@@ -37,6 +38,76 @@ export function eventRoomId(e: RoomEvent): string | null {
  */
 export async function formatEvents(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null, opts: { membership?: boolean } = {}): Promise<JsonObject[]> {
   if (events.length === 0) return [];
+  const facts = await clientFacts(ctx, roomId, events, viewer, opts);
+  const now = Date.now();
+  return events.map((e, i) => {
+    const because = e.redactedBy ? facts.redactions.get(e.redactedBy) : undefined;
+    const out = clientEvent(roomId, e, now, facts.txns.get(e.eventId), because ? clientEvent(roomId, because, now, undefined, undefined) : undefined);
+    if (facts.memberships) (out.unsigned as JsonObject).membership = facts.memberships[i]!;
+    const prev = facts.previous.get(facts.replaced.get(e.eventId) ?? '');
+    if (prev) {
+      const unsigned = out.unsigned as JsonObject;
+      unsigned.replaces_state = prev.eventId;
+      unsigned.prev_content = isJsonObject(prev.event.content as JsonValue) ? prev.event.content! : {};
+      if (typeof prev.event.sender === 'string') unsigned.prev_sender = prev.event.sender;
+    }
+    return out;
+  });
+}
+
+/**
+ * Events in /sync's format (the client format without `room_id`, the spec's
+ * ClientEventWithoutRoomID) as JSON text to splice into the answer (src/protocol/raw-json.ts):
+ * what `formatEvents` gives with `room_id` deleted, written the same way, key for key. The part
+ * that is the same for every viewer — everything but `unsigned` — is written as text directly
+ * (`syncHead`), then `unsigned` for the request (age, the viewer's own `transaction_id`, their
+ * membership, `redacted_because`, what a state event replaced).
+ */
+export async function syncEventsJson(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null, opts: { membership?: boolean } = {}): Promise<RawJson[]> {
+  if (events.length === 0) return [];
+  const facts = await clientFacts(ctx, roomId, events, viewer, opts);
+  const now = Date.now();
+  return events.map((e, i) => {
+    const ts = typeof e.event.origin_server_ts === 'number' ? e.event.origin_server_ts : 0;
+    let json = `${syncHead(e)},"unsigned":{"age":${Math.max(0, now - ts)}`;
+    const txn = facts.txns.get(e.eventId);
+    if (txn !== undefined) json += `,"transaction_id":${JSON.stringify(txn)}`;
+    const because = e.redactedBy ? facts.redactions.get(e.redactedBy) : undefined;
+    if (because) json += `,"redacted_because":${JSON.stringify(clientEvent(roomId, because, now, undefined, undefined))}`;
+    if (facts.memberships) json += `,"membership":${JSON.stringify(facts.memberships[i]!)}`;
+    const prev = facts.previous.get(facts.replaced.get(e.eventId) ?? '');
+    if (prev) {
+      json += `,"replaces_state":${JSON.stringify(prev.eventId)},"prev_content":${JSON.stringify(isJsonObject(prev.event.content as JsonValue) ? prev.event.content! : {})}`;
+      if (typeof prev.event.sender === 'string') json += `,"prev_sender":${JSON.stringify(prev.event.sender)}`;
+    }
+    return new RawJson(`${json}}}`);
+  });
+}
+
+/**
+ * The viewer-independent start of an event's /sync JSON (up to `unsigned`, its braces open). Not
+ * kept between requests: a WeakMap per parsed event cost more (its ephemeron table weighs on every
+ * garbage collection) than it saved when the parsed events themselves are not reused.
+ */
+function syncHead(e: RoomEvent): string {
+  const raw = e.event;
+  let json = `{"content":${JSON.stringify(isJsonObject(raw.content as JsonValue) ? raw.content! : {})},"event_id":${JSON.stringify(e.eventId)},"origin_server_ts":${typeof raw.origin_server_ts === 'number' ? raw.origin_server_ts : 0},"sender":${JSON.stringify(raw.sender ?? '')},"type":${JSON.stringify(raw.type ?? '')}`;
+  if (typeof raw.state_key === 'string') json += `,"state_key":${JSON.stringify(raw.state_key)}`;
+  const redacts = redactsOf(raw);
+  if (redacts) json += `,"redacts":${JSON.stringify(redacts)}`;
+  return json;
+}
+
+/** What a viewer-specific rendering of events needs looked up (see `formatEvents`). */
+interface ClientFacts {
+  txns: Map<string, string>;
+  redactions: Map<string, RoomEvent>;
+  replaced: Map<string, string>;
+  previous: Map<string, RoomEvent>;
+  memberships: string[] | null;
+}
+
+async function clientFacts(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null, opts: { membership?: boolean }): Promise<ClientFacts> {
   const own = events.filter((e) => viewer && e.event.sender === viewer.userId);
   const txns = new Map<string, string>();
   if (own.length && viewer) {
@@ -66,20 +137,13 @@ export async function formatEvents(ctx: ApiContext, roomId: string, events: Room
   // sections need not (Synapse leaves it out there), which spares a big room's initial sync a
   // snapshot read per member event.
   const memberships = viewer && opts.membership !== false ? await Promise.all(events.map((e) => ctx.rooms.membershipAfter(roomId, e, viewer.userId))) : null;
-  const now = Date.now();
-  return events.map((e, i) => {
-    const because = e.redactedBy ? redactions.get(e.redactedBy) : undefined;
-    const out = clientEvent(roomId, e, now, txns.get(e.eventId), because ? clientEvent(roomId, because, now, undefined, undefined) : undefined);
-    if (memberships) (out.unsigned as JsonObject).membership = memberships[i]!;
-    const prev = previous.get(replaced.get(e.eventId) ?? '');
-    if (prev) {
-      const unsigned = out.unsigned as JsonObject;
-      unsigned.replaces_state = prev.eventId;
-      unsigned.prev_content = isJsonObject(prev.event.content as JsonValue) ? prev.event.content! : {};
-      if (typeof prev.event.sender === 'string') unsigned.prev_sender = prev.event.sender;
-    }
-    return out;
-  });
+  return { txns, redactions, replaced, previous, memberships };
+}
+
+function redactsOf(raw: JsonObject): string | undefined {
+  if (raw.type !== 'm.room.redaction') return undefined;
+  const inContent = isJsonObject(raw.content as JsonValue) ? (raw.content as JsonObject).redacts : undefined;
+  return typeof raw.redacts === 'string' ? raw.redacts : typeof inContent === 'string' ? inContent : undefined;
 }
 
 export function clientEvent(roomId: string, e: RoomEvent, now: number, transactionId: string | undefined, redactedBecause: JsonObject | undefined): JsonObject {
@@ -93,11 +157,8 @@ export function clientEvent(roomId: string, e: RoomEvent, now: number, transacti
     type: raw.type ?? '',
   };
   if (typeof raw.state_key === 'string') out.state_key = raw.state_key;
-  if (raw.type === 'm.room.redaction') {
-    const inContent = isJsonObject(raw.content as JsonValue) ? (raw.content as JsonObject).redacts : undefined;
-    const redacts = typeof raw.redacts === 'string' ? raw.redacts : typeof inContent === 'string' ? inContent : undefined;
-    if (redacts) out.redacts = redacts;
-  }
+  const redacts = redactsOf(raw);
+  if (redacts) out.redacts = redacts;
   const unsigned: JsonObject = { age: Math.max(0, now - (out.origin_server_ts as number)) };
   if (transactionId !== undefined) unsigned.transaction_id = transactionId;
   if (redactedBecause) unsigned.redacted_because = redactedBecause;

@@ -13,6 +13,7 @@ import { shardOf } from './shards';
 import { decode } from './codec';
 import { roomData, type KeySpace, type ShardKeys } from './keys';
 import type { RedisClient } from './redis';
+import { ClockCache, weighStateMap } from './clock-cache';
 
 export interface RoomEvent {
   eventId: string;
@@ -38,27 +39,68 @@ export interface TimelinePage {
 
 /** Visibility facts kept per (room, state snapshot, user); FIFO beyond this. */
 const VISIBILITY_CACHE_MAX = 50_000;
-/** State entries the snapshot cache holds in all (see SnapshotCache). */
-const SNAPSHOT_CACHE_MAX_ENTRIES = 400_000;
-/** How long `recentEvents` shares a loaded event, and how many it keeps. */
+/** How long `recentEvents` shares a loaded event. */
 const RECENT_EVENTS_TTL_MS = 1_000;
-const RECENT_EVENTS_MAX = 20_000;
+
+/** What a RoomReader's caches may hold, in bytes (estimated; config `caches.*`, README). */
+export interface RoomReaderLimits {
+  /**
+   * Materialised state snapshots and the snapshots' own deltas (two thirds and one third of it):
+   * what an initial sync of many rooms and every visibility check read state through.
+   */
+  stateCacheBytes: number;
+  /** Events shared for `RECENT_EVENTS_TTL_MS` by the /sync polls one message wakes (`recentEvents`). */
+  recentEventsBytes: number;
+  /** Parsed event JSON kept for reuse (`toEvent`); 0: none (workers' readers), a front's sync sets it. */
+  parsedEventsBytes?: number;
+}
+
+export const DEFAULT_ROOM_READER_LIMITS: RoomReaderLimits = { stateCacheBytes: 48 * 2 ** 20, recentEventsBytes: 16 * 2 ** 20 };
 
 export class RoomReader {
-  private readonly snapshotCache = new SnapshotCache(SNAPSHOT_CACHE_MAX_ENTRIES);
+  private readonly snapshotCache: SnapshotCache;
   /** Snapshots' own deltas (a full root's whole state), for single-entry lookups (`stateEntryAt`). */
-  private readonly deltaCache = new SnapshotCache<StoredDelta>(SNAPSHOT_CACHE_MAX_ENTRIES >> 1);
+  private readonly deltaCache: ClockCache<string, StoredDelta>;
   private readonly deltasInFlight = new Map<string, Promise<StoredDelta>>();
   /** Snapshots being read: concurrent syncs asking for the same one share the read. */
   private readonly snapshotsInFlight = new Map<string, Promise<StateMap>>();
   private readonly visibilityCache = new Map<string, { visibility: HistoryVisibility; membershipAt: string | undefined }>();
-  private readonly recent = new Map<string, { at: number; value: Promise<RoomEvent | null> }>();
+  /** Parsed event JSON by room and event id, when `parsedEventsBytes` allows (see `toEvent`). */
+  private readonly parsed: ClockCache<string, { rb: string | undefined; length: number; event: JsonObject }> | null;
+  /** Events loaded in the last `RECENT_EVENTS_TTL_MS`, and loads in flight (see `recentEvents`). */
+  private readonly recent: ClockCache<string, { at: number; event: RoomEvent | null; bytes: number }>;
+  private readonly recentInFlight = new Map<string, Promise<RoomEvent | null>>();
 
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     private readonly roomShards: number,
-  ) {}
+    limits: RoomReaderLimits = DEFAULT_ROOM_READER_LIMITS,
+  ) {
+    this.snapshotCache = new SnapshotCache(Math.floor((limits.stateCacheBytes * 2) / 3));
+    this.deltaCache = new ClockCache(Math.floor(limits.stateCacheBytes / 3), (d) => d.bytes);
+    this.recent = new ClockCache(limits.recentEventsBytes, (r) => r.bytes);
+    this.parsed = limits.parsedEventsBytes ? new ClockCache(limits.parsedEventsBytes, (p) => 200 + 3 * p.length) : null;
+  }
+
+  /**
+   * A stored event as a RoomEvent, its JSON parsed once per process while the cache keeps it: the
+   * events of an initial sync are mostly the same from one sync to the next, and parsing them was
+   * the biggest part of its cost. The parsed JSON is reused only while the stored record still
+   * says what it said when it was parsed: a stored event's JSON changes only when it is redacted,
+   * which sets its `rb` (and shortens the text), so the record read now — always read, the
+   * positions and flags come from it — tells whether the parse still holds. Callers treat
+   * `event` as read-only (it is shared, as `recentEvents` always shared it).
+   */
+  private toEvent(roomId: string, eventId: string, s: StoredEvent): RoomEvent {
+    if (!this.parsed) return toRoomEvent(eventId, s);
+    const key = `${roomId}\u0000${eventId}`;
+    const hit = this.parsed.get(key);
+    if (hit && hit.rb === s.rb && hit.length === s.j.length) return toRoomEvent(eventId, s, hit.event);
+    const e = toRoomEvent(eventId, s);
+    this.parsed.set(key, { rb: s.rb, length: s.j.length, event: e.event });
+    return e;
+  }
 
   /**
    * The servers a resident named in `servers_in_room` when we joined the room with partial state
@@ -91,7 +133,7 @@ export class RoomReader {
 
   async event(roomId: string, eventId: string): Promise<RoomEvent | null> {
     const blob = await this.redis.getBuffer(this.key(roomId, roomData.event(eventId)));
-    return blob ? toRoomEvent(eventId, decode<StoredEvent>(blob)) : null;
+    return blob ? this.toEvent(roomId, eventId, decode<StoredEvent>(blob)) : null;
   }
 
   async events(roomId: string, eventIds: string[]): Promise<RoomEvent[]> {
@@ -99,7 +141,7 @@ export class RoomReader {
     const blobs = await this.redis.mgetBuffer(...eventIds.map((id) => this.key(roomId, roomData.event(id))));
     const out: RoomEvent[] = [];
     blobs.forEach((b, i) => {
-      if (b) out.push(toRoomEvent(eventIds[i]!, decode<StoredEvent>(b)));
+      if (b) out.push(this.toEvent(roomId, eventIds[i]!, decode<StoredEvent>(b)));
     });
     return out;
   }
@@ -380,26 +422,36 @@ export class RoomReader {
   async recentEvents(roomId: string, eventIds: string[]): Promise<RoomEvent[]> {
     if (eventIds.length === 0) return [];
     const now = Date.now();
-    const loads = new Map<string, Promise<RoomEvent | null>>();
+    // Expired entries go at once (insertion order is load order), not when the bound is reached:
+    // a busy room would otherwise keep the bound's worth of old events alive for nothing.
+    this.recent.dropOldestWhile((r) => now - r.at >= RECENT_EVENTS_TTL_MS);
+    const loads = new Map<string, Promise<RoomEvent | null> | RoomEvent | null>();
     const missing: string[] = [];
     for (const id of eventIds) {
       if (loads.has(id)) continue;
       const hit = this.recent.get(id);
-      if (hit && now - hit.at < RECENT_EVENTS_TTL_MS) loads.set(id, hit.value);
+      if (hit && now - hit.at < RECENT_EVENTS_TTL_MS) loads.set(id, hit.event);
       else {
-        missing.push(id);
-        loads.set(id, Promise.resolve(null)); // replaced below
+        const pending = this.recentInFlight.get(id);
+        if (pending === undefined) missing.push(id);
+        else loads.set(id, pending);
       }
     }
     if (missing.length) {
       const blobs = this.redis.mgetBuffer(...missing.map((id) => this.key(roomId, roomData.event(id))));
       missing.forEach((id, i) => {
-        const value = blobs.then((b) => (b[i] ? toRoomEvent(id, decode<StoredEvent>(b[i]!)) : null));
         // A failed load is not kept: the next caller tries again.
-        value.catch(() => this.recent.delete(id));
-        if (this.recent.size >= RECENT_EVENTS_MAX) this.recent.delete(this.recent.keys().next().value!);
-        this.recent.set(id, { at: now, value });
-        loads.set(id, value);
+        const shared = blobs.then((b) => {
+          const stored = b[i] ? decode<StoredEvent>(b[i]!) : null;
+          const event = stored ? this.toEvent(roomId, id, stored) : null;
+          this.recent.set(id, { at: now, event, bytes: stored ? weighEventText(stored.j) : 64 });
+          return event;
+        }).finally(() => {
+          if (this.recentInFlight.get(id) === shared) this.recentInFlight.delete(id);
+        });
+        shared.catch(() => undefined);
+        this.recentInFlight.set(id, shared);
+        loads.set(id, shared);
       });
     }
     const events = await Promise.all(eventIds.map((id) => loads.get(id)!));
@@ -415,62 +467,26 @@ export interface SnapshotStore {
 }
 
 /**
- * Materialised state snapshots, about least recently used first out (CLOCK), bounded by the number of state
- * entries they hold in all rather than by how many snapshots: an initial sync of a user in 1,500
- * rooms needs a few snapshots per room (a few thousand in all, most of a few dozen entries), which
- * a count bound sized for big rooms would thrash — every sync re-walking every delta chain — while
- * one 10,000-member room's snapshot costs what it weighs. Each entry is a Map slot (~40–80 bytes
- * on V8; the key and event id strings are shared between snapshots derived from one another), so
- * the default bound is some tens of MB at most.
+ * Materialised state snapshots, about least recently used first out, bounded by the bytes they
+ * hold (src/store/clock-cache.ts) rather than by how many snapshots: an initial sync of a user in
+ * 1,500 rooms needs a few snapshots per room (a few thousand in all, most of a few dozen
+ * entries), which a count bound sized for big rooms would thrash — every sync re-walking every
+ * delta chain — while one 10,000-member room's snapshot costs what it weighs. A snapshot built
+ * from another shares its key and event id strings, so an entry is weighed at its hash-table slot
+ * plus a share of its strings.
  */
-export class SnapshotCache<V extends { readonly size: number } = StateMap> {
-  /** Insertion order; `used` marks a hit since the entry was last (re)inserted. */
-  private readonly map = new Map<string, { value: V; used: boolean }>();
-  private held = 0;
-
-  constructor(private readonly maxEntries: number) {}
-
-  /** One lookup: a hit is only marked (the eviction gives it a second chance), not moved. */
-  get(key: string): V | undefined {
-    const hit = this.map.get(key);
-    if (!hit) return undefined;
-    hit.used = true;
-    return hit.value;
-  }
-
-  set(key: string, state: V): void {
-    const old = this.map.get(key);
-    if (old) {
-      this.held -= old.value.size;
-      this.map.delete(key);
-    }
-    // A snapshot bigger than a quarter of the bound is not kept: it would evict everything else.
-    if (state.size > this.maxEntries >> 2) return;
-    this.map.set(key, { value: state, used: false });
-    this.held += state.size;
-    // Oldest first, except that one used since it came in goes to the back once (CLOCK): close to
-    // least-recently-used without moving an entry on every hit.
-    while (this.held > this.maxEntries) {
-      const [k, e] = this.map.entries().next().value as [string, { value: V; used: boolean }];
-      this.map.delete(k);
-      if (e.used && k !== key) {
-        e.used = false;
-        this.map.set(k, e);
-        continue;
-      }
-      this.held -= e.value.size;
-    }
-  }
-
-  /** State entries held in all (what the bound counts). */
-  get entries(): number {
-    return this.held;
-  }
-
-  get size(): number {
-    return this.map.size;
+export class SnapshotCache extends ClockCache<string, StateMap> {
+  constructor(maxBytes: number) {
+    super(maxBytes, weighSnapshot);
   }
 }
+
+/** Bytes a materialised snapshot is reckoned to hold (see SnapshotCache). */
+export function weighSnapshot(state: StateMap): number {
+  return 64 + state.size * SNAPSHOT_ENTRY_BYTES;
+}
+
+const SNAPSHOT_ENTRY_BYTES = 56;
 
 /**
  * Materialise a state snapshot by walking its delta chain to a full snapshot (or to one already
@@ -540,17 +556,22 @@ export async function readSnapshot(
   return state;
 }
 
-/** A stored snapshot with its delta as a map (`size`: what the delta cache's bound counts). */
+/** A stored snapshot with its delta as a map (`bytes`: its weight in the delta cache; its strings are its own). */
 interface StoredDelta {
   p: number | null;
   n: number;
   d: Map<string, string | null>;
-  readonly size: number;
+  readonly bytes: number;
 }
 
 function toDelta(s: StoredSnapshot): StoredDelta {
   const d = new Map(s.d);
-  return { p: s.p, n: s.n, d, size: Math.max(1, d.size) };
+  return { p: s.p, n: s.n, d, bytes: 48 + weighStateMap(d, true) };
+}
+
+/** Bytes a loaded event is reckoned to hold: its parsed JSON (objects, strings) is some three times its text. */
+function weighEventText(j: string): number {
+  return 200 + 3 * j.length;
 }
 
 function refIds(refs: unknown): string[] {
@@ -564,9 +585,9 @@ function str(content: unknown, key: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-function toRoomEvent(eventId: string, s: StoredEvent): RoomEvent {
+function toRoomEvent(eventId: string, s: StoredEvent, parsed?: JsonObject): RoomEvent {
   return {
-    eventId, event: JSON.parse(s.j) as JsonObject, pos: s.p, depth: s.d, stateBefore: s.sb, stateAfter: s.sa,
+    eventId, event: parsed ?? (JSON.parse(s.j) as JsonObject), pos: s.p, depth: s.d, stateBefore: s.sb, stateAfter: s.sa,
     ...(s.rb ? { redactedBy: s.rb } : {}), ...(s.rej ? { rejected: s.rej } : {}), ...(s.sf ? { softFailed: s.sf } : {}), ...(s.o ? { outlier: true } : {}),
   };
 }

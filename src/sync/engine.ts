@@ -84,7 +84,7 @@ import type { ReceiptOutput } from '../../actors/receipts';
 import { parseReceiptField, type StoredReceipt } from '../store/read-receipts';
 import type { ApiContext } from '../api/context';
 import { encodeToken } from '../rooms/pagination';
-import { formatEvents } from '../rooms/client-format';
+import { syncEventsJson } from '../rooms/client-format';
 import { LazyMembersSent } from './lazy-members';
 import { filterAllowsType, filterMatches, type RoomEventFilter } from '../rooms/event-filter';
 import { visibleEvents } from '../rooms/visibility';
@@ -784,8 +784,8 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
   // Not clamped at 0: backfilled history has negative positions.
   const prev = (events[0]?.pos ?? endPos + 1) - 1;
   return {
-    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: syncFormat(await formatEvents(ctx, roomId, state, user, { membership: false })) },
-    timeline: { events: syncFormat(await formatEvents(ctx, roomId, events, user)), limited, prev_batch: encodeToken(prev) },
+    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: await syncEvents(ctx, roomId, state, user, { membership: false }) },
+    timeline: { events: await syncEvents(ctx, roomId, events, user), limited, prev_batch: encodeToken(prev) },
   };
 }
 
@@ -880,8 +880,8 @@ async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, event
   if (fullStateTop !== null) {
     const state = await roomStateSection(ctx, user, roomId, filter, timeline, null, fullStateTop, fullStateTop, stateAfter, false);
     return {
-      timeline: { events: syncFormat(await formatEvents(ctx, roomId, timeline, user)), limited, prev_batch: encodeToken(timeline[0] ? Math.max(0, timeline[0].pos - 1) : fullStateTop) },
-      [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: syncFormat(await formatEvents(ctx, roomId, state, user, { membership: false })) },
+      timeline: { events: await syncEvents(ctx, roomId, timeline, user), limited, prev_batch: encodeToken(timeline[0] ? Math.max(0, timeline[0].pos - 1) : fullStateTop) },
+      [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: await syncEvents(ctx, roomId, state, user, { membership: false }) },
     };
   }
   const first = timeline[0] ?? matching[matching.length - 1]!;
@@ -914,8 +914,8 @@ async function windowRoom(ctx: ApiContext, user: SyncUser, roomId: string, event
     for (const m of await membersFromAuthEvents(ctx, roomId, timeline, missing)) gapState.set(stateKeyOf('m.room.member', String(m.event.state_key)), m);
   }
   const entry: JsonObject = {
-    timeline: { events: syncFormat(await formatEvents(ctx, roomId, timeline, user)), limited, prev_batch: encodeToken(Math.max(0, first.pos - 1)) },
-    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: syncFormat(await formatEvents(ctx, roomId, [...gapState.values()], user, { membership: false })) },
+    timeline: { events: await syncEvents(ctx, roomId, timeline, user), limited, prev_batch: encodeToken(Math.max(0, first.pos - 1)) },
+    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: await syncEvents(ctx, roomId, [...gapState.values()], user, { membership: false }) },
   };
   if (visible.some((e) => e.event.type === 'm.room.member')) entry.summary = await summary(ctx, roomId, user.userId, visible[visible.length - 1]!.pos);
   return entry;
@@ -955,12 +955,13 @@ async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter:
 }
 
 /**
- * Sync's event format: the room id is the key the events are under, not a field of each (the
- * spec's ClientEventWithoutRoomID; Synapse leaves it out too).
+ * Sync's event format — the room id is the key the events are under, not a field of each (the
+ * spec's ClientEventWithoutRoomID; Synapse leaves it out too) — as JSON text spliced into the
+ * answer (`syncEventsJson`): the answer's body holds RawJson values, written by the route with
+ * `stringifyWithRaw`.
  */
-function syncFormat(events: JsonObject[]): JsonObject[] {
-  for (const e of events) delete e.room_id;
-  return events;
+async function syncEvents(ctx: ApiContext, roomId: string, events: RoomEvent[], user: SyncUser, opts: { membership?: boolean } = {}): Promise<JsonValue[]> {
+  return (await syncEventsJson(ctx, roomId, events, user, opts)) as unknown as JsonValue[];
 }
 
 /** What the fronts' devices were sent under lazy loading (see LazyMembersSent). */

@@ -35,6 +35,10 @@ interface StreamCache {
   knownMs: number;
   extending: { toMs: number; done: Promise<void> } | null;
   usedAt: number;
+  /** What its entries are reckoned to weigh (`weighEntry`), counted in the cache's `maxBytes`. */
+  bytes: number;
+  /** Whether it is the stream's entry in the cache (its bytes counted in `held`). */
+  held?: boolean;
 }
 
 export interface OutboxCacheOptions {
@@ -46,6 +50,22 @@ export interface OutboxCacheOptions {
   maxStreams: number;
   /** A window with this many entries or more is answered as a gap (null). */
   maxWindow: number;
+  /**
+   * Bytes all streams' entries may weigh (their bodies, and the decoded outputs kept with them):
+   * past it the least recently used streams go, then the oldest half of the one left.
+   */
+  maxBytes?: number;
+}
+
+/** An entry's weight: its body, the decoded output kept with it (some three times the body), its id. */
+function weighEntry(e: CachedEntry): number {
+  return 160 + 4 * e.body.length;
+}
+
+function weighEntries(entries: CachedEntry[], from = 0, to = entries.length): number {
+  let bytes = 0;
+  for (let i = from; i < to; i++) bytes += weighEntry(entries[i]!);
+  return bytes;
 }
 
 export function decodedBody<T>(e: CachedEntry | OutboxEntry): T | null {
@@ -85,6 +105,8 @@ function lowerBound(entries: CachedEntry[], ms: number): number {
 
 export class OutboxWindowCache {
   private readonly streams = new Map<string, StreamCache>();
+  /** Bytes the streams' entries weigh in all (see `maxBytes`). */
+  private held = 0;
   /** Figures for tests and status: windows answered from memory / read from Redis. */
   hits = 0;
   misses = 0;
@@ -102,12 +124,19 @@ export class OutboxWindowCache {
     if (sinceMs >= cutMs) return [];
     let c = this.streams.get(stream);
     if (c && sinceMs >= c.baseMs) {
-      while (c.knownMs < cutMs) await this.extend(c, stream, cutMs);
-      c.usedAt = Date.now();
-      this.streams.delete(stream); // keep the map in use order (for LRU eviction)
-      this.streams.set(stream, c);
-      this.hits++;
-      return this.slice(c, sinceMs, cutMs);
+      while (c.knownMs < cutMs && sinceMs >= c.baseMs) await this.extend(c, stream, cutMs);
+      // Still complete from `since` (the byte bound or the retention may have moved the range's
+      // start while it was being extended): answered from memory, else read from Redis below.
+      if (sinceMs >= c.baseMs) {
+        const answer = this.slice(c, sinceMs, cutMs);
+        c.usedAt = Date.now();
+        if (c.held && this.streams.get(stream) === c) {
+          this.streams.delete(stream); // keep the map in use order (for LRU eviction)
+          this.streams.set(stream, c);
+        } else if (!this.streams.has(stream)) this.store(stream, c); // evicted while it was being extended
+        this.hits++;
+        return answer;
+      }
     }
     this.misses++;
     const loaded = await this.readFromRedis(stream, sinceMs, cutMs);
@@ -117,10 +146,12 @@ export class OutboxWindowCache {
     // Start (or extend back) the cached range with what was just read, when the two touch.
     const now = Date.now();
     if (!c || c.knownMs <= cutMs) {
-      this.store(stream, { entries: loaded, baseMs: sinceMs, knownMs: cutMs, extending: null, usedAt: now });
+      // A copy: bounding the cache may drop entries from the front of what it holds, not from the answer.
+      this.store(stream, { entries: loaded.slice(), baseMs: sinceMs, knownMs: cutMs, extending: null, usedAt: now, bytes: weighEntries(loaded) });
     } else if (cutMs >= c.baseMs && !c.extending) {
       const rest = c.entries.slice(lowerBound(c.entries, cutMs));
-      this.store(stream, { entries: [...loaded, ...rest], baseMs: sinceMs, knownMs: c.knownMs, extending: null, usedAt: now });
+      const entries = [...loaded, ...rest];
+      this.store(stream, { entries, baseMs: sinceMs, knownMs: c.knownMs, extending: null, usedAt: now, bytes: weighEntries(entries) });
     }
     return loaded;
   }
@@ -143,7 +174,11 @@ export class OutboxWindowCache {
         if (c.knownMs === fromMs) {
           c.entries.push(...added);
           c.knownMs = cutMs;
+          const bytes = weighEntries(added);
+          c.bytes += bytes;
+          if (c.held) this.held += bytes;
           this.trim(c);
+          this.bound(stream);
         }
       } finally {
         c.extending = null;
@@ -158,20 +193,56 @@ export class OutboxWindowCache {
     let drop = 0;
     if (c.entries.length > this.o.maxEntries) drop = c.entries.length - Math.floor(this.o.maxEntries / 2);
     drop = Math.max(drop, lowerBound(c.entries, oldest));
-    if (drop > 0) {
-      c.baseMs = Math.max(c.baseMs, c.entries[drop - 1]!.ms + 1);
-      c.entries.splice(0, drop);
-    }
+    this.dropOldest(c, drop);
     if (oldest > c.baseMs) c.baseMs = Math.min(oldest, c.knownMs);
   }
 
+  /** Drops a stream's `n` oldest entries: its range then starts after them. */
+  private dropOldest(c: StreamCache, n: number): void {
+    if (n <= 0) return;
+    c.baseMs = Math.max(c.baseMs, c.entries[n - 1]!.ms + 1);
+    const bytes = weighEntries(c.entries, 0, n);
+    c.entries.splice(0, n);
+    c.bytes -= bytes;
+    if (c.held) this.held -= bytes;
+  }
+
   private store(stream: string, c: StreamCache): void {
-    this.streams.delete(stream);
+    this.remove(stream);
     this.streams.set(stream, c);
-    while (this.streams.size > this.o.maxStreams) {
-      const first = this.streams.keys().next().value as string;
-      this.streams.delete(first);
+    c.held = true;
+    this.held += c.bytes;
+    while (this.streams.size > this.o.maxStreams) this.remove(this.streams.keys().next().value as string);
+    this.bound(stream);
+  }
+
+  private remove(stream: string): void {
+    const old = this.streams.get(stream);
+    if (!old) return;
+    this.held -= old.bytes;
+    old.held = false;
+    this.streams.delete(stream);
+  }
+
+  /**
+   * Keeps the entries within `maxBytes`: the least recently used streams go first (a later sync
+   * of theirs reads its window from Redis again), and when `keep` — the stream just used — is over
+   * the bound alone, its older half.
+   */
+  private bound(keep: string): void {
+    const max = this.o.maxBytes;
+    if (max === undefined) return;
+    for (const stream of [...this.streams.keys()]) {
+      if (this.held <= max) return;
+      if (stream !== keep) this.remove(stream);
     }
+    const c = this.streams.get(keep);
+    while (c && this.held > max && c.entries.length > 0) this.dropOldest(c, Math.ceil(c.entries.length / 2));
+  }
+
+  /** Bytes held in all (estimated; what `maxBytes` bounds). */
+  get bytes(): number {
+    return this.held;
   }
 
   /** The direct read: trimming check, then XRANGE of the window. */

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { encode } from '../../src/store/codec';
 import { roomData } from '../../src/store/keys';
-import { readSnapshot, SnapshotCache } from '../../src/store/room-reader';
+import { readSnapshot, SnapshotCache, weighSnapshot } from '../../src/store/room-reader';
 import type { StoredSnapshot } from '../../src/rooms/model';
 import type { StateMap } from '../../src/protocol/pdu';
 
@@ -114,31 +114,34 @@ describe('readSnapshot', () => {
 
 describe('SnapshotCache', () => {
   const state = (n: number): StateMap => new Map(Array.from({ length: n }, (_x, i) => [`k\u0000${i}`, `$${i}`]));
+  const bytes = (n: number) => weighSnapshot(state(n));
 
-  it('is bounded by the state entries it holds, least recently used out first', () => {
-    const cache = new SnapshotCache(100);
+  it('is bounded by the bytes its snapshots weigh, least recently used out first', () => {
+    // Room for four of these five (a, c, d, e: 5,016 bytes), d within a quarter of the bound.
+    const cache = new SnapshotCache(6000);
     cache.set('a', state(20));
     cache.set('b', state(20));
     cache.set('c', state(20));
     expect(cache.get('a')).toBeDefined(); // a is now the most recently used
     cache.set('d', state(25));
     cache.set('e', state(20));
-    expect(cache.entries).toBeLessThanOrEqual(100);
+    expect(cache.get('d')?.size).toBe(25);
+    expect(cache.bytes).toBeLessThanOrEqual(6000);
     expect(cache.get('b')).toBeUndefined();
     expect(cache.get('a')?.size).toBe(20);
     expect(cache.get('e')?.size).toBe(20);
     // Many small snapshots fit where a count bound of 256 would not.
-    const many = new SnapshotCache(100_000);
+    const many = new SnapshotCache(3000 * bytes(25));
     for (let i = 0; i < 3000; i++) many.set(`r${i}`, state(25));
     expect(many.size).toBe(3000);
   });
 
   it('keeps no snapshot bigger than a quarter of the bound, and replaces a key without double counting', () => {
-    const cache = new SnapshotCache(100);
+    const cache = new SnapshotCache(4 * bytes(25));
     cache.set('big', state(30));
     expect(cache.get('big')).toBeUndefined();
     cache.set('x', state(10));
     cache.set('x', state(12));
-    expect(cache.entries).toBe(12);
+    expect(cache.bytes).toBe(bytes(12));
   });
 });

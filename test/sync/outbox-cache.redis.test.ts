@@ -56,4 +56,34 @@ describe('OutboxWindowCache', () => {
     expect(ns(await cache.window(stream, base + 10, base + 13))).toEqual([10, 11, 12]);
     expect(await cache.window(`nostream${randomBytes(3).toString('hex')}`, base, base + 1)).toEqual([]);
   });
+
+  it('keeps its entries within maxBytes: least recently used streams first, then the oldest half; windows stay exact', async () => {
+    const streams = Array.from({ length: 3 }, () => `ob${randomBytes(4).toString('hex')}`);
+    const base = Date.now() - 10_000;
+    for (const s of streams) for (let i = 0; i < 20; i++) await add(s, base + i * 10, i);
+    // Each entry weighs 160 + 4 × body bytes; room for about 25 entries in all.
+    const entryBytes = 160 + 4 * encode({ n: 1 }).length;
+    const cache = new OutboxWindowCache(redis, { ...opts, maxBytes: 25 * entryBytes });
+    const all = Array.from({ length: 20 }, (_x, i) => i);
+    expect(ns(await cache.window(streams[0]!, base, base + 1000))).toEqual(all);
+    expect(cache.bytes).toBeLessThanOrEqual(25 * entryBytes);
+    expect(ns(await cache.window(streams[1]!, base, base + 1000))).toEqual(all);
+    // The first stream went (least recently used); the second is held whole.
+    expect(cache.bytes).toBe(20 * entryBytes + 0);
+    const misses = cache.misses;
+    expect(ns(await cache.window(streams[1]!, base + 50, base + 1000))).toEqual(all.slice(5));
+    expect(cache.misses).toBe(misses);
+    // Asked again, the first is read from Redis and is exact.
+    expect(ns(await cache.window(streams[0]!, base + 100, base + 1000))).toEqual(all.slice(10));
+    expect(cache.misses).toBe(misses + 1);
+    expect(cache.bytes).toBeLessThanOrEqual(25 * entryBytes);
+    // One stream over the bound alone keeps its newer half; an older window then comes from Redis, whole.
+    const small = new OutboxWindowCache(redis, { ...opts, maxBytes: 12 * entryBytes });
+    expect(ns(await small.window(streams[2]!, base, base + 195))).toEqual(all);
+    expect(small.bytes).toBeLessThanOrEqual(12 * entryBytes);
+    expect(ns(await small.window(streams[2]!, base, base + 195))).toEqual(all);
+    for (let i = 20; i < 30; i++) await add(streams[2]!, base + i * 10, i);
+    expect(ns(await small.window(streams[2]!, base + 150, base + 1000))).toEqual(Array.from({ length: 15 }, (_x, i) => i + 15));
+    expect(small.bytes).toBeLessThanOrEqual(12 * entryBytes);
+  });
 });

@@ -54,7 +54,7 @@ export function registerSlidingSyncRoutes(front: Front, ctx: ApiContext): void {
   // A front's own subscription and caches (as /sync has its own): wake-ups, outbox windows,
   // one-time-key counts, bump stamps.
   const notifier = new SyncNotifier(ctx.redis, ctx.keys, { wakeOnBumped: true });
-  const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES });
+  const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES, maxBytes: ctx.config.caches?.syncOutboxBytes });
   const gate = new ComputeGate(MAX_CONCURRENT_COMPUTES);
   const e2e = new E2eCountsCache(notifier);
   const bumps = new BumpStampCache();

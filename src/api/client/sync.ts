@@ -18,6 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseSyncToken } from '../../sync/token';
 import { E2eCountsCache } from '../../sync/e2e-counts';
 import { requireUser } from './auth';
+import { stringifyWithRaw } from '../../protocol/raw-json';
 import type { ApiContext } from '../context';
 import { validateFilter } from './filter-validation';
 import { clientRoute, parseEventFilter } from './room-common';
@@ -183,7 +184,7 @@ async function parseFilter(ctx: ApiContext, userId: string, raw: string | undefi
 
 export function registerSyncRoutes(front: Front, ctx: ApiContext, index: MembershipIndex): void {
   const notifier = new SyncNotifier(ctx.redis, ctx.keys);
-  const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES });
+  const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES, maxBytes: ctx.config.caches?.syncOutboxBytes });
   const gate = new ComputeGate(MAX_CONCURRENT_COMPUTES);
   const unclaimed = new UnclaimedResults<{ r: Computed; mark: ChangeMark }>(UNCLAIMED_KEEP_MS, UNCLAIMED_MAX);
   const e2e = new E2eCountsCache(notifier);
@@ -221,7 +222,8 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
       // belongs after, so the next poll cannot trust "nothing since": no skip.
       const skippable = r.skewMs <= 1 && r.staleCounts.length === 0;
       lastAnswers.set(deviceKey, { token: String(r.body.next_batch), mark, listen: r.listen, at: Date.now(), skippable, staleCounts: r.staleCounts });
-      return { body: r.body };
+      // The events in it are JSON text already (src/rooms/client-format.ts `syncEventsJson`).
+      return { rawJson: stringifyWithRaw(r.body) };
     };
     try {
       if (waits) waiter = await notifier.waiter(user.userId);
