@@ -39,7 +39,7 @@ import { authorizeReceivedPdu, checkReceivedPdu, precheckPdus, type IngestView, 
 import { resolveState } from '../src/protocol/state-resolution';
 import { readSnapshot } from '../src/store/room-reader';
 import { Cluster } from 'ioredis';
-import { KeySpace, PARTIAL_STATE_ROOMS, eventRoomIndex, roomData, searchData } from '../src/store/keys';
+import { KeySpace, PARTIAL_STATE_ROOMS, eventRoomIndex, legacySearchData, roomData, searchData } from '../src/store/keys';
 import type { RedisClient } from '../src/store/redis';
 import { completeCurrentState, recheckSinceJoin } from '../src/protocol/partial-state';
 import { UPGRADE_CLAIM_MS, relationOf, type RoomConfig, type RoomMeta, type RoomState, type EventTemplate, type RoomMessage, type DirectoryVisibility, type SuppliedState, type RoomReply, type IngestReply, type RoomOutput, type RoomDirectoryOutput, type RoomPrepared, type PartialStateInfo, type StoredEvent, type StoredSnapshot, type RootDelta } from '../src/rooms/model';
@@ -176,6 +176,7 @@ function decidePurgeBatch(state: RoomState, prepared: RoomPrepared): Decision<Ro
 }
 
 const ROOM_KEY_NAMES = new Set(['state', 'members', 'timeline', 'snap', 'txn', 'evtxn', 'aliases', 'published', 'rel', 'threads', 'ts', 'receipts', 'typing']);
+/** The search index's format 1 keys, `search:<id>:<name>…` (a room indexed before format 2 and never reindexed). */
 const SEARCH_KEY_NAMES = new Set(['docs', 'terms', 'stats', 'p']);
 
 /** How many keys a purge batch examines at most (one SCAN page of the shard); its deletes are one commit. */
@@ -183,7 +184,7 @@ const PURGE_SCAN_COUNT = 500;
 
 /**
  * The shell of a purge batch: one SCAN page of the room's shard (keys of every room there), kept
- * to this room's: its per-room keys (`room:<id>:…`, `search:<id>:…`) and the records of its
+ * to this room's: its per-room keys (`room:<id>:…`, its search index's, and format 1's `search:<id>:…`) and the records of its
  * events (`ev:<id>`, whose JSON names the room; a v12 create event names none, its id is the
  * room's `createId`). On a Cluster the shard's keys live on one node; the cursor says which node
  * the scan is at (`<node>:<cursor>`).
@@ -199,15 +200,21 @@ async function preparePurge(ctx: ShellContext, state: RoomState, cursor: string)
   // take: a room `!a:example.org` must not take the keys of `!a:example.org:8448`.
   const own: [string, Set<string>][] = [
     [roomData.state(state.roomId).slice(0, -'state'.length), ROOM_KEY_NAMES],
-    [searchData.docs(state.roomId).slice(0, -'docs'.length), SEARCH_KEY_NAMES],
+    [legacySearchData.docs(state.roomId).slice(0, -'docs'.length), SEARCH_KEY_NAMES],
   ];
+  // The search index (format 2): the room's exact keys, and its postings and block bounds,
+  // `<prefix><term>`. A longer room id (`!a:example.org:8448`) shares the prefix, but the rest is
+  // then `<port>:…`, which no term starts with (a colon joins letters only, UAX #29).
+  const searchExact = new Set([searchData.docs(state.roomId), searchData.terms(state.roomId), searchData.stats(state.roomId), searchData.dead(state.roomId)]);
+  const searchPrefixes = [searchData.postingsPrefix(state.roomId), searchData.blockBoundsPrefix(state.roomId)];
+  const ownSearchKey = (rel: string) => searchExact.has(rel) || searchPrefixes.some((p) => rel.startsWith(p) && !/^\d+:/.test(rel.slice(p.length)));
   const keys: string[] = [];
   const eventIds: string[] = [];
   const evPrefix = roomData.event('');
   const candidates: string[] = [];
   for (const full of found) {
     const rel = full.slice(base.length);
-    if (own.some(([p, names]) => rel.startsWith(p) && names.has(rel.slice(p.length).split(':')[0]!))) keys.push(rel);
+    if (own.some(([p, names]) => rel.startsWith(p) && names.has(rel.slice(p.length).split(':')[0]!)) || ownSearchKey(rel)) keys.push(rel);
     else if (rel.startsWith(evPrefix)) candidates.push(rel);
   }
   if (candidates.length) {
