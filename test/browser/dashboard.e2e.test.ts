@@ -17,11 +17,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registerWithSharedSecret } from '../../scripts/register-user';
 import { freePort } from '../setup/free-port';
-import { findChromium, headlessModeFor } from './chromium';
+import { findChromium, openPage } from './chromium';
 
 type Json = Record<string, any>;
 /** The page's document, inside `page.evaluate` callbacks (the project's type-check has no DOM library). */
@@ -183,23 +183,7 @@ beforeAll(async () => {
     await new Promise((r) => setTimeout(r, 250));
   }
 
-  browser = await puppeteer.launch({
-    executablePath: chromium,
-    headless: headlessModeFor(chromium),
-    // Root in a container: Chromium's sandbox needs user namespaces it may not have.
-    args: ['--no-sandbox', '--disable-dev-shm-usage', '--window-size=1400,1000'],
-    defaultViewport: { width: 1400, height: 1000 },
-  });
-  page = await browser.newPage();
-  page.setDefaultTimeout(STEP_MS);
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warn') pageLog.push(`console.${m.type()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => pageLog.push(`pageerror: ${String(e)}`));
-  page.on('requestfailed', (r) => pageLog.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText ?? ''}`));
-  page.on('response', (r) => {
-    if (r.status() >= 400) pageLog.push(`response ${r.status()}: ${r.request().method()} ${r.url()}`);
-  });
+  ({ browser, page } = await openPage(chromium, { width: 1400, height: 1000, stepMs: STEP_MS, pageLog }));
 }, 300_000);
 
 afterAll(async () => {

@@ -19,11 +19,11 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callJson } from '../e2e/clients';
 import { startTestServer, type TestServer } from '../e2e/server-harness';
-import { findChromium, headlessModeFor } from './chromium';
+import { findChromium, openPage } from './chromium';
 import { buildHydrogenApp, removeApp, serveStatic, type ServedApp } from './hydrogen-app';
 
 type Json = Record<string, any>;
@@ -119,25 +119,16 @@ beforeAll(async () => {
   server = await startTestServer();
   appDir = await buildHydrogenApp();
   app = await serveStatic(appDir);
-  browser = await puppeteer.launch({
-    executablePath: chromium,
-    headless: headlessModeFor(chromium),
-    // Root in a container: Chromium's sandbox needs user namespaces it may not have.
-    args: ['--no-sandbox', '--disable-dev-shm-usage', '--window-size=1280,800'],
-    defaultViewport: { width: 1280, height: 800 },
-  });
-  page = await browser.newPage();
-  page.setDefaultTimeout(STEP_MS);
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warn') pageLog.push(`console.${m.type()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => pageLog.push(`pageerror: ${String(e)}`));
-  page.on('requestfailed', (r) => pageLog.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText ?? ''}`));
-  page.on('response', (r) => {
-    const url = new URL(r.url());
-    if (url.origin === server.baseUrl) axonResponses.push({ status: r.status(), method: r.request().method(), path: url.pathname, query: url.search });
-    if (r.status() >= 400) pageLog.push(`response ${r.status()}: ${r.request().method()} ${r.url()}`);
-  });
+  ({ browser, page } = await openPage(chromium, {
+    width: 1280,
+    height: 800,
+    stepMs: STEP_MS,
+    pageLog,
+    onResponse: (r) => {
+      const url = new URL(r.url());
+      if (url.origin === server.baseUrl) axonResponses.push({ status: r.status(), method: r.request().method(), path: url.pathname, query: url.search });
+    },
+  }));
 
   alice = await register('alice');
   bob = await register('bob');
