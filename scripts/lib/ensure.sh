@@ -55,44 +55,59 @@ AXON_SYNAPSE_VERSION=1.163.2
 
 synapse_venv() { echo "${AXON_PEERS_DIR:-$PWD/.peers}/synapse-venv"; }
 
-synapse_installed() {
-  local venv; venv="$(synapse_venv)"
-  [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.axon-synapse-version" 2>/dev/null)" = "$AXON_SYNAPSE_VERSION" ]
-}
+synapse_installed() { pypi_venv_installed "$(synapse_venv)" synapse "$AXON_SYNAPSE_VERSION" bin/python; }
 
 ensure_synapse() {
   if synapse_installed; then return 0; fi
-  local venv; venv="$(synapse_venv)"
-  mkdir -p "$(dirname "$venv")"
-  # One installer at a time per peers dir (two worktrees may share it through AXON_PEERS_DIR).
-  ( flock 9 || true
-    if synapse_installed; then exit 0; fi
-    if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-      if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-        echo "axon: installing python3 and python3-venv from Debian's packages..." >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq >&2 && apt-get install -y -qq python3 python3-venv >&2 || exit 1
-      else
-        echo "axon: Synapse needs python3 with venv; the federation tests against Synapse will be skipped." >&2
-        echo "      Install it with: sudo apt-get install -y python3 python3-venv" >&2
-        exit 1
-      fi
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+      echo "axon: installing python3 and python3-venv from Debian's packages..." >&2
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq >&2 && apt-get install -y -qq python3 python3-venv >&2 || return 1
+    else
+      echo "axon: Synapse needs python3 with venv; the federation tests against Synapse will be skipped." >&2
+      echo "      Install it with: sudo apt-get install -y python3 python3-venv" >&2
+      return 1
     fi
-    local started=$SECONDS
-    echo "axon: installing matrix-synapse==$AXON_SYNAPSE_VERSION from PyPI into $venv (once per machine)..." >&2
+  fi
+  ensure_pypi_venv "$(synapse_venv)" synapse Synapse "matrix-synapse" "$AXON_SYNAPSE_VERSION" bin/python \
+    "the federation tests against Synapse will be skipped" "$(synapse_venv)/bin/python" -c 'import synapse.app.homeserver'
+}
+
+# One PyPI package (and what it pulls in) in a virtualenv of its own under $AXON_PEERS_DIR, installed
+# once: a marker file with the version is written only after the install and its check succeeded,
+# so later calls cost a file read, and a failed or interrupted install is redone from scratch.
+# One installer at a time per venv (worktrees may share a peers dir through AXON_PEERS_DIR).
+#   pypi_venv_installed VENV MARKER VERSION EXECUTABLE
+#   ensure_pypi_venv VENV MARKER LABEL PIP_NAME VERSION EXECUTABLE SKIP_WHAT CHECK_CMD...
+# MARKER names the file (.axon-MARKER-version), EXECUTABLE is a path inside the venv that must exist,
+# CHECK_CMD a command proving the install works. Returns non-zero (never exits) when it fails.
+pypi_venv_installed() {
+  [ -x "$1/$4" ] && [ "$(cat "$1/.axon-$2-version" 2>/dev/null)" = "$3" ]
+}
+
+ensure_pypi_venv() {
+  local venv="$1" marker="$2" label="$3" pip_name="$4" version="$5" exe="$6" skip_what="$7"
+  shift 7
+  if pypi_venv_installed "$venv" "$marker" "$version" "$exe"; then return 0; fi
+  mkdir -p "$(dirname "$venv")"
+  ( flock 9 || true
+    if pypi_venv_installed "$venv" "$marker" "$version" "$exe"; then exit 0; fi
+    started=$SECONDS
+    echo "axon: installing $pip_name==$version from PyPI into $venv (once per machine)..." >&2
     rm -rf "$venv"
     if python3 -m venv "$venv" >&2 \
-      && "$venv/bin/pip" install -q --disable-pip-version-check "matrix-synapse==$AXON_SYNAPSE_VERSION" >&2 \
-      && "$venv/bin/python" -c 'import synapse.app.homeserver' >&2; then
-      echo "$AXON_SYNAPSE_VERSION" > "$venv/.axon-synapse-version"
-      echo "axon: Synapse $AXON_SYNAPSE_VERSION installed in $((SECONDS - started))s" >&2
+      && "$venv/bin/pip" install -q --disable-pip-version-check "$pip_name==$version" >&2 \
+      && [ -x "$venv/$exe" ] && "$@" >&2; then
+      echo "$version" > "$venv/.axon-$marker-version"
+      echo "axon: $label $version installed in $((SECONDS - started))s" >&2
     else
       rm -rf "$venv"
-      echo "axon: installing Synapse failed after $((SECONDS - started))s; the federation tests against Synapse will be skipped." >&2
-      echo "      Retry with: . scripts/lib/ensure.sh && ensure_synapse" >&2
+      echo "axon: installing $label failed after $((SECONDS - started))s; $skip_what." >&2
+      echo "      Retry with: . scripts/lib/ensure.sh && ensure_$marker" >&2
       exit 1
     fi
-  ) 9>"$(dirname "$venv")/.synapse-install.lock"
+  ) 9>"$(dirname "$venv")/.$marker-install.lock"
 }
 
 # openssl makes the dev server's self-signed federation certificate (src/federation/tls.ts) and the
@@ -117,32 +132,11 @@ AXON_MOTO_VERSION=5.2.5
 
 moto_venv() { echo "${AXON_PEERS_DIR:-$PWD/.peers}/moto-venv"; }
 
-moto_installed() {
-  local venv; venv="$(moto_venv)"
-  [ -x "$venv/bin/moto_server" ] && [ "$(cat "$venv/.axon-moto-version" 2>/dev/null)" = "$AXON_MOTO_VERSION" ]
-}
+moto_installed() { pypi_venv_installed "$(moto_venv)" moto "$AXON_MOTO_VERSION" bin/moto_server; }
 
 ensure_moto() {
-  if moto_installed; then return 0; fi
-  local venv; venv="$(moto_venv)"
-  mkdir -p "$(dirname "$venv")"
-  ( flock 9 || true
-    if moto_installed; then exit 0; fi
-    local started=$SECONDS
-    echo "axon: installing moto[server]==$AXON_MOTO_VERSION from PyPI into $venv (once per machine)..." >&2
-    rm -rf "$venv"
-    if python3 -m venv "$venv" >&2 \
-      && "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$AXON_MOTO_VERSION" >&2 \
-      && [ -x "$venv/bin/moto_server" ]; then
-      echo "$AXON_MOTO_VERSION" > "$venv/.axon-moto-version"
-      echo "axon: moto $AXON_MOTO_VERSION installed in $((SECONDS - started))s" >&2
-    else
-      rm -rf "$venv"
-      echo "axon: installing moto failed; the S3 store tests against moto will be skipped." >&2
-      echo "      Retry with: . scripts/lib/ensure.sh && ensure_moto" >&2
-      exit 1
-    fi
-  ) 9>"$(dirname "$venv")/.moto-install.lock"
+  ensure_pypi_venv "$(moto_venv)" moto moto "moto[server]" "$AXON_MOTO_VERSION" bin/moto_server \
+    "the S3 store tests against moto will be skipped" true
 }
 
 # Debian's chromium-headless-shell, the real browser the Hydrogen web-client test drives through
@@ -219,32 +213,11 @@ AXON_HEISENBRIDGE_VERSION=1.15.4
 
 heisenbridge_venv() { echo "${AXON_PEERS_DIR:-$PWD/.peers}/heisenbridge-venv"; }
 
-heisenbridge_installed() {
-  local venv; venv="$(heisenbridge_venv)"
-  [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.axon-heisenbridge-version" 2>/dev/null)" = "$AXON_HEISENBRIDGE_VERSION" ]
-}
+heisenbridge_installed() { pypi_venv_installed "$(heisenbridge_venv)" heisenbridge "$AXON_HEISENBRIDGE_VERSION" bin/python; }
 
 ensure_heisenbridge() {
-  if heisenbridge_installed; then return 0; fi
-  local venv; venv="$(heisenbridge_venv)"
-  mkdir -p "$(dirname "$venv")"
-  ( flock 9 || true
-    if heisenbridge_installed; then exit 0; fi
-    local started=$SECONDS
-    echo "axon: installing heisenbridge==$AXON_HEISENBRIDGE_VERSION from PyPI into $venv (once per machine)..." >&2
-    rm -rf "$venv"
-    if python3 -m venv "$venv" >&2 \
-      && "$venv/bin/pip" install -q --disable-pip-version-check "heisenbridge==$AXON_HEISENBRIDGE_VERSION" >&2 \
-      && "$venv/bin/python" -c 'import heisenbridge' >&2; then
-      echo "$AXON_HEISENBRIDGE_VERSION" > "$venv/.axon-heisenbridge-version"
-      echo "axon: Heisenbridge $AXON_HEISENBRIDGE_VERSION installed in $((SECONDS - started))s" >&2
-    else
-      rm -rf "$venv"
-      echo "axon: installing Heisenbridge failed; the IRC bridge test will be skipped." >&2
-      echo "      Retry with: . scripts/lib/ensure.sh && ensure_heisenbridge" >&2
-      exit 1
-    fi
-  ) 9>"$(dirname "$venv")/.heisenbridge-install.lock"
+  ensure_pypi_venv "$(heisenbridge_venv)" heisenbridge Heisenbridge heisenbridge "$AXON_HEISENBRIDGE_VERSION" bin/python \
+    "the IRC bridge test will be skipped" "$(heisenbridge_venv)/bin/python" -c 'import heisenbridge'
 }
 
 # ngIRCd (Debian's package), the IRC server Heisenbridge bridges to in that test: the package and
