@@ -5,19 +5,12 @@
  * them again. The appservice actor's next holder must send the same transaction again — same
  * txn id, same events — and then go on: every event arrives once, in order.
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../setup/free-port';
+import { type Json, ScriptCluster } from '../setup/script-cluster';
 import { AppserviceReceiver, registrationYaml } from '../../scripts/lib/appservice-receiver';
-
-const run = promisify(execFile);
-const root = join(import.meta.dirname, '../..');
-type Json = Record<string, any>;
 
 async function until<T>(fn: () => T | Promise<T>, ok: (v: T) => boolean, ms: number): Promise<T> {
   const deadline = Date.now() + ms;
@@ -29,60 +22,34 @@ async function until<T>(fn: () => T | Promise<T>, ok: (v: T) => boolean, ms: num
 }
 
 describe('appservice transaction across a worker kill -9', () => {
-  let env: Record<string, string>;
-  let dataDir: string;
-  let base: string;
+  let c: ScriptCluster;
   const hsToken = randomBytes(12).toString('hex');
   const bridge = new AppserviceReceiver(hsToken);
 
-  async function cluster(...args: string[]): Promise<Json> {
-    const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env, timeout: 240_000 });
-    return JSON.parse(stdout) as Json;
-  }
-
-  async function call(token: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-    const r = await fetch(`${base}/_matrix/client/v3${path}`, {
-      method,
-      headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(60_000),
-    });
-    return { status: r.status, body: (await r.json()) as Json };
-  }
-
   beforeAll(async () => {
     await bridge.start();
-    dataDir = mkdtempSync(join(tmpdir(), 'axon-as-kill-'));
-    const file = join(dataDir, 'bridge.yaml');
+    c = await ScriptCluster.create({
+      name: 'as-kill',
+      env: { AXON_SERVER_NAME: 'localhost', AXON_APPSERVICE_BACKOFF_START_MS: '500', AXON_APPSERVICE_BACKOFF_MAX_MS: '5000' },
+    });
+    const file = join(c.dataDir, 'bridge.yaml');
     writeFileSync(file, registrationYaml({ id: 'bridge', url: bridge.url, asToken: `as-${hsToken}`, hsToken, senderLocalpart: 'bridgebot', users: ['@puppet_.*:localhost'] }));
-    const httpPort = await freePort();
-    base = `http://127.0.0.1:${httpPort}`;
-    env = {
-      ...(process.env as Record<string, string>),
-      AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_REDIS_MANAGED_PORT: String(await freePort()),
-      AXON_SERVER_NAME: 'localhost',
-      AXON_ROOM_SHARDS: '16', AXON_USER_SHARDS: '16', AXON_LOG_LEVEL: 'info', AXON_RATE_LIMIT_ENABLED: 'false',
-      AXON_APPSERVICE_CONFIG_FILES: file, AXON_APPSERVICE_BACKOFF_START_MS: '500', AXON_APPSERVICE_BACKOFF_MAX_MS: '5000',
-    };
-    const up = await cluster('up', '--workers', '2', '--fronts', '1');
-    expect(up.ok).toBe(true);
+    c.env.AXON_APPSERVICE_CONFIG_FILES = file;
+    await c.up(2);
   }, 240_000);
 
   afterAll(async () => {
-    await cluster('down').catch(() => undefined);
+    await c?.destroy();
     await bridge.down();
-    rmSync(dataDir, { recursive: true, force: true });
   }, 120_000);
 
   it('sends the transaction that was out again under the same txn id, and every event once', async () => {
-    const r = await call(null, 'POST', '/register', { username: 'puppet_kill', password: 'pw-puppet', auth: { type: 'm.login.dummy' } });
-    expect(r.status, JSON.stringify(r.body)).toBe(200);
-    const token = r.body.access_token as string;
-    const created = await call(token, 'POST', '/createRoom', {});
+    const { token } = await c.register('puppet_kill');
+    const created = await c.call(token, 'POST', '/createRoom', {});
     expect(created.status).toBe(200);
     const roomId = created.body.room_id as string;
     const send = async (i: number) => {
-      const res = await call(token, 'PUT', `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/k${i}`, { msgtype: 'm.text', body: `kill ${i}` });
+      const res = await c.call(token, 'PUT', `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/k${i}`, { msgtype: 'm.text', body: `kill ${i}` });
       expect(res.status, JSON.stringify(res.body)).toBe(200);
       return res.body.event_id as string;
     };
@@ -93,10 +60,9 @@ describe('appservice transaction across a worker kill -9', () => {
     const held = [await send(1), await send(2), await send(3)];
     const attempt = await until(() => bridge.attempts.find((a) => (a.body.events as Json[]).some((e) => e.event_id === held[0])), Boolean, 60_000);
     expect(attempt, 'the transaction reached the appservice').toBeTruthy();
-    for (const w of ['w1', 'w2']) process.kill(Number(readFileSync(join(dataDir, 'run', `${w}.pid`), 'utf8')), 'SIGKILL');
+    for (const w of ['w1', 'w2']) process.kill(c.pid(w), 'SIGKILL');
     bridge.hold = false;
-    const up = await cluster('up', '--workers', '2', '--fronts', '1');
-    expect(up.ok).toBe(true);
+    await c.up(2);
     const after = [await send(4), await send(5)];
     const all = [first, ...held, ...after];
     const got = await until(() => bridge.events().filter((e) => e.type === 'm.room.message').map((e) => e.event_id as string), (ids) => ids.length >= all.length, 180_000);

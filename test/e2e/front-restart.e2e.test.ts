@@ -8,39 +8,13 @@
  * content sent), nothing acknowledged is missing from the room's history, nothing is stored twice,
  * and the sync loops see every acknowledged event exactly once.
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../setup/free-port';
+import { type Json, ScriptCluster } from '../setup/script-cluster';
 
-const run = promisify(execFile);
-const root = join(import.meta.dirname, '../..');
-
-type Json = Record<string, any>;
 interface Ack { roomId: string; body: string; eventId: string; attempts: number; refusals: number }
 
 describe('fronts and workers restarted under load', () => {
-  let env: Record<string, string>;
-  let dataDir: string;
-  let base: string;
-
-  async function cluster(...args: string[]): Promise<any> {
-    const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env, timeout: 240_000 });
-    return JSON.parse(stdout);
-  }
-
-  async function call(token: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-    const r = await fetch(`${base}/_matrix/client/v3${path}`, {
-      method,
-      headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(60_000),
-    });
-    return { status: r.status, body: (await r.json()) as Json };
-  }
+  let c: ScriptCluster;
 
   /** A call retried as a client retries: after connection errors and 5xx, with the same request. */
   async function callRetrying(token: string, method: string, path: string, body: unknown, attempts: { n: number; refusals: number }): Promise<{ status: number; body: Json }> {
@@ -48,7 +22,7 @@ describe('fronts and workers restarted under load', () => {
     for (;;) {
       attempts.n++;
       try {
-        const r = await call(token, method, path, body);
+        const r = await c.call(token, method, path, body);
         if (r.status < 500 && r.status !== 429) return r;
         attempts.refusals++;
       } catch {
@@ -59,29 +33,13 @@ describe('fronts and workers restarted under load', () => {
     }
   }
 
-  async function register(username: string): Promise<{ userId: string; token: string }> {
-    const first = await call(null, 'POST', '/register', { username, password: 'pw-' + username });
-    const done = await call(null, 'POST', '/register', { username, password: 'pw-' + username, auth: { type: 'm.login.dummy', session: first.body.session } });
-    expect(done.status, JSON.stringify(done.body)).toBe(200);
-    return { userId: done.body.user_id, token: done.body.access_token };
-  }
-
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'axon-restart-'));
-    const httpPort = await freePort();
-    base = `http://127.0.0.1:${httpPort}`;
-    env = {
-      ...(process.env as Record<string, string>),
-      AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_REDIS_MANAGED_PORT: String(await freePort()),
-      AXON_ROOM_SHARDS: '16', AXON_USER_SHARDS: '16', AXON_LOG_LEVEL: 'info', AXON_RATE_LIMIT_ENABLED: 'false',
-    };
-    const up = await cluster('up', '--workers', '2', '--fronts', '1');
-    expect(up.ok).toBe(true);
+    c = await ScriptCluster.create({ name: 'restart' });
+    await c.up(2);
   }, 240_000);
 
   afterAll(async () => {
-    await run('bash', ['scripts/cluster', 'down'], { cwd: root, env }).catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
+    await c?.destroy();
   }, 120_000);
 
   /**
@@ -90,13 +48,13 @@ describe('fronts and workers restarted under load', () => {
    * the operator's action in the middle of it.
    */
   async function underLoad(label: string, during: () => Promise<void>) {
-    const users = await Promise.all(['a', 'b', 'c'].map((n) => register(`${label}${n}`)));
+    const users = await Promise.all(['a', 'b', 'c'].map((n) => c.register(`${label}${n}`)));
     const rooms: string[] = [];
     for (let i = 0; i < 2; i++) {
-      const created = await call(users[0]!.token, 'POST', '/createRoom', { preset: 'public_chat', name: `${label} ${i}` });
+      const created = await c.call(users[0]!.token, 'POST', '/createRoom', { preset: 'public_chat', name: `${label} ${i}` });
       expect(created.status).toBe(200);
       rooms.push(created.body.room_id);
-      for (const u of users.slice(1)) expect((await call(u.token, 'POST', `/join/${encodeURIComponent(created.body.room_id)}`, {})).status).toBe(200);
+      for (const u of users.slice(1)) expect((await c.call(u.token, 'POST', `/join/${encodeURIComponent(created.body.room_id)}`, {})).status).toBe(200);
     }
 
     // Sync loops: every timeline event id seen, per user; a duplicate is a defect.
@@ -109,7 +67,7 @@ describe('fronts and workers restarted under load', () => {
       while (syncing) {
         try {
           const q = `/sync?timeout=2000&filter=${encodeURIComponent(filter)}${since ? `&since=${encodeURIComponent(since)}` : ''}`;
-          const r = await call(u.token, 'GET', q);
+          const r = await c.call(u.token, 'GET', q);
           if (r.status !== 200) {
             syncErrors[i]!++;
             await new Promise((res) => setTimeout(res, 200));
@@ -156,7 +114,7 @@ describe('fronts and workers restarted under load', () => {
     // 1. Every acknowledged id is the request's own event.
     const token = users[0]!.token;
     for (const ack of acks) {
-      const e = await call(token, 'GET', `/rooms/${encodeURIComponent(ack.roomId)}/event/${encodeURIComponent(ack.eventId)}`);
+      const e = await c.call(token, 'GET', `/rooms/${encodeURIComponent(ack.roomId)}/event/${encodeURIComponent(ack.eventId)}`);
       expect(e.status, `${ack.eventId} (${ack.body})`).toBe(200);
       expect(e.body.content?.body, `${ack.eventId} answered for "${ack.body}"`).toBe(ack.body);
     }
@@ -165,7 +123,7 @@ describe('fronts and workers restarted under load', () => {
       const bodies = new Map<string, number>();
       let from: string | undefined;
       for (;;) {
-        const page = await call(token, 'GET', `/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=500${from ? `&from=${encodeURIComponent(from)}` : ''}`);
+        const page = await c.call(token, 'GET', `/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=500${from ? `&from=${encodeURIComponent(from)}` : ''}`);
         expect(page.status).toBe(200);
         for (const e of page.body.chunk) if (e.type === 'm.room.message') bodies.set(e.content.body, (bodies.get(e.content.body) ?? 0) + 1);
         if (!page.body.end || page.body.chunk.length === 0) break;
@@ -184,7 +142,7 @@ describe('fronts and workers restarted under load', () => {
     await Promise.all(loops);
     for (const m of seen) {
       expect([...want].filter((id) => !m.has(id))).toEqual([]);
-      expect([...m.entries()].filter(([, c]) => c > 1)).toEqual([]);
+      expect([...m.entries()].filter(([, n]) => n > 1)).toEqual([]);
     }
     const retried = acks.filter((a) => a.attempts > 1).length;
     const refusals = acks.reduce((n, a) => n + a.refusals, 0);
@@ -194,18 +152,17 @@ describe('fronts and workers restarted under load', () => {
 
   it('a front killed with -9 and started again by `cluster up`: every acknowledged id is its own event, none lost', async () => {
     await underLoad('kill', async () => {
-      const pid = Number(readFileSync(join(dataDir, 'run', 'f1.pid'), 'utf8'));
+      const pid = c.pid('f1');
       process.kill(pid, 'SIGKILL');
       await new Promise((r) => setTimeout(r, 500));
-      const up = await cluster('up', '--workers', '2', '--fronts', '1');
-      expect(up.ok).toBe(true);
+      const up = await c.up(2);
       expect(up.processes.find((p: { name: string }) => p.name === 'f1').pid).not.toBe(pid);
     });
   }, 300_000);
 
   it('a planned rolling restart (fronts, then workers) under load refuses and loses nothing', async () => {
     const { acks, refusals } = await underLoad('roll', async () => {
-      const res = await cluster('restart');
+      const res = await c.script('restart');
       expect(res.ok).toBe(true);
       expect(res.restarted.map((r: { name: string }) => r.name)).toEqual(['f1', 'w1', 'w2']);
     });
@@ -213,7 +170,7 @@ describe('fronts and workers restarted under load', () => {
     // Planned: no request was refused (a connection closed under a request is retried like any
     // network error; the answers themselves were never 5xx).
     expect(refusals).toBe(0);
-    const status = await cluster('status');
+    const status = await c.script('status');
     expect(status.workers.filter((w: { alive: boolean }) => w.alive).map((w: { worker: string }) => w.worker).sort()).toEqual(['w1', 'w2']);
   }, 300_000);
 });

@@ -8,90 +8,43 @@
  * extra). An account whose index is gone (as one from before it) is listed right and its index
  * rebuilt on its first request (the lazy backfill).
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../setup/free-port';
+import { type Json, ScriptCluster } from '../setup/script-cluster';
 
-const run = promisify(execFile);
-const root = join(import.meta.dirname, '../..');
-type Json = Record<string, any>;
 const SS = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync';
 const ROOMS = 40;
 
 describe('sliding sync lists by recency from the per-user index', () => {
-  let env: Record<string, string>;
-  let dataDir: string;
-  let base: string;
-  let redisPort: number;
+  let c: ScriptCluster;
   let redis: Redis;
 
-  async function cluster(...args: string[]): Promise<Json> {
-    const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env, timeout: 240_000 });
-    return JSON.parse(stdout) as Json;
-  }
-
-  async function call(token: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-    const r = await fetch(path.startsWith('/_') ? `${base}${path}` : `${base}/_matrix/client/v3${path}`, {
-      method,
-      headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(120_000),
-    });
-    return { status: r.status, body: (await r.json()) as Json };
-  }
-
-  /** A call retried while the workers are down (same transaction id: the room answers it once). */
-  async function persist(token: string, method: string, path: string, body?: unknown): Promise<Json> {
-    const until = Date.now() + 200_000;
-    for (;;) {
-      const r = await call(token, method, path, body).catch(() => null);
-      if (r?.status === 200) return r.body;
-      if (Date.now() > until) throw new Error(`${method} ${path}: ${JSON.stringify(r?.body)}`);
-      await new Promise((res) => setTimeout(res, 300));
-    }
-  }
-
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'axon-ss-recency-'));
-    const httpPort = await freePort();
-    redisPort = await freePort();
-    base = `http://127.0.0.1:${httpPort}`;
-    env = {
-      ...(process.env as Record<string, string>),
-      AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_REDIS_MANAGED_PORT: String(redisPort),
-      AXON_ROOM_SHARDS: '16', AXON_USER_SHARDS: '16', AXON_LOG_LEVEL: 'info', AXON_RATE_LIMIT_ENABLED: 'false',
-    };
-    const up = await cluster('up', '--workers', '2', '--fronts', '1');
-    expect(up.ok).toBe(true);
-    redis = new Redis({ port: redisPort, host: '127.0.0.1' });
+    c = await ScriptCluster.create({ name: 'ss-recency', callTimeoutMs: 120_000 });
+    await c.up(2);
+    redis = new Redis({ port: c.redisPort, host: '127.0.0.1' });
   }, 240_000);
 
   afterAll(async () => {
     redis?.disconnect();
-    await cluster('down').catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
+    await c?.destroy();
   }, 120_000);
 
   it('orders by the newest message, follows new ones, survives kill -9 of the workers, backfills a lost index', async () => {
-    const reg = await call(null, 'POST', '/register', { username: 'recent', password: 'pw-recent', auth: { type: 'm.login.dummy' } });
+    const reg = await c.call(null, 'POST', '/register', { username: 'recent', password: 'pw-recent', auth: { type: 'm.login.dummy' } });
     expect(reg.status, JSON.stringify(reg.body)).toBe(200);
     const token = reg.body.access_token as string;
     const userId = reg.body.user_id as string;
     const rooms: string[] = [];
     for (let i = 0; i < ROOMS; i += 8) {
-      rooms.push(...(await Promise.all(Array.from({ length: Math.min(8, ROOMS - i) }, (_, j) => persist(token, 'POST', '/createRoom', { preset: 'private_chat', name: `room ${i + j}` }).then((b) => b.room_id as string)))));
+      rooms.push(...(await Promise.all(Array.from({ length: Math.min(8, ROOMS - i) }, (_, j) => c.persist(token, 'POST', '/createRoom', { preset: 'private_chat', name: `room ${i + j}` }).then((b) => b.room_id as string)))));
     }
     // The newest message's time per room (from the events themselves: that is what recency is).
     const latest = new Map<string, number>();
     let txn = 0;
     const say = async (roomId: string) => {
-      const sent = await persist(token, 'PUT', `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/t${txn++}`, { msgtype: 'm.text', body: `news ${txn}` });
-      const ev = await persist(token, 'GET', `/rooms/${encodeURIComponent(roomId)}/event/${encodeURIComponent(sent.event_id)}`);
+      const sent = await c.persist(token, 'PUT', `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/t${txn++}`, { msgtype: 'm.text', body: `news ${txn}` });
+      const ev = await c.persist(token, 'GET', `/rooms/${encodeURIComponent(roomId)}/event/${encodeURIComponent(sent.event_id)}`);
       latest.set(roomId, Math.max(latest.get(roomId) ?? 0, ev.origin_server_ts as number));
     };
     // Messages in a shuffled order, one after another.
@@ -100,7 +53,7 @@ describe('sliding sync lists by recency from the per-user index', () => {
     const expected = () => [...rooms].sort((a, b) => latest.get(b)! - latest.get(a)! || (a < b ? -1 : 1));
     const body = (connId: string) => ({ conn_id: connId, lists: { all: { ranges: [[0, 9]], timeline_limit: 1, required_state: [['m.room.name', '']] } } });
     const ask = async (connId: string, query = '') => {
-      const r = await call(token, 'POST', `${SS}${query}`, body(connId));
+      const r = await c.call(token, 'POST', `${SS}${query}`, body(connId));
       expect(r.status, JSON.stringify(r.body)).toBe(200);
       return r.body;
     };
@@ -132,9 +85,8 @@ describe('sliding sync lists by recency from the per-user index', () => {
       for (let i = 0; i < 30; i++) await say(rooms[(i * 13) % ROOMS]!);
     })();
     await new Promise((r) => setTimeout(r, 1500));
-    for (const w of ['w1', 'w2']) process.kill(Number(readFileSync(join(dataDir, 'run', `${w}.pid`), 'utf8')), 'SIGKILL');
-    const up = await cluster('up', '--workers', '2', '--fronts', '1');
-    expect(up.ok).toBe(true);
+    for (const w of ['w1', 'w2']) process.kill(c.pid(w), 'SIGKILL');
+    await c.up(2);
     await sending;
 
     // The index itself, once the readers have caught up: exactly the rooms, each with its newest message's time.

@@ -14,17 +14,8 @@
  * worker host cut with `redis.waitReplicas: 0`; this checks the runtime's part (leases,
  * fencing, the room actor's positions and group commit) without the Redis Cluster failover.
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../setup/free-port';
-
-const run = promisify(execFile);
-const root = join(import.meta.dirname, '../..');
-type Json = Record<string, any>;
+import { type Json, ScriptCluster } from '../setup/script-cluster';
 
 const ROOMS = 3;
 const SENDERS = 4;
@@ -33,44 +24,12 @@ const STOP_MS = 20_000;
 const AFTER_MS = 25_000;
 
 describe('acknowledged sends across a SIGSTOPped worker', () => {
-  let env: Record<string, string>;
-  let dataDir: string;
-  let base: string;
+  let c: ScriptCluster;
   let stoppedPid = 0;
 
-  async function cluster(...args: string[]): Promise<Json> {
-    const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env, timeout: 240_000 });
-    return JSON.parse(stdout) as Json;
-  }
-
-  async function call(token: string | null, method: string, path: string, body?: unknown, timeoutMs = 60_000): Promise<{ status: number; body: Json }> {
-    const r = await fetch(`${base}/_matrix/client/v3${path}`, {
-      method,
-      headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    return { status: r.status, body: (await r.json()) as Json };
-  }
-
-  async function must(token: string | null, method: string, path: string, body?: unknown): Promise<Json> {
-    const r = await call(token, method, path, body);
-    expect(r.status, `${method} ${path}: ${JSON.stringify(r.body)}`).toBe(200);
-    return r.body;
-  }
-
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'axon-worker-stop-'));
-    const httpPort = await freePort();
-    const redisPort = await freePort();
-    base = `http://127.0.0.1:${httpPort}`;
-    env = {
-      ...(process.env as Record<string, string>),
-      AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_REDIS_MANAGED_PORT: String(redisPort),
-      AXON_ROOM_SHARDS: '8', AXON_USER_SHARDS: '8', AXON_LOG_LEVEL: 'info', AXON_RATE_LIMIT_ENABLED: 'false',
-    };
-    const up = await cluster('up', '--workers', '2', '--fronts', '1');
-    expect(up.ok).toBe(true);
+    c = await ScriptCluster.create({ name: 'worker-stop', shards: 8 });
+    await c.up(2);
   }, 240_000);
 
   afterAll(async () => {
@@ -81,29 +40,28 @@ describe('acknowledged sends across a SIGSTOPped worker', () => {
         // already gone
       }
     }
-    await cluster('down').catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
+    await c?.destroy();
   }, 120_000);
 
   it('keeps every acknowledged event, once, as its own transaction\'s, in /messages and /sync', async () => {
     const users: { id: string; token: string }[] = [];
     for (let i = 0; i < SENDERS; i++) {
-      const r = await must(null, 'POST', '/register', { username: `stopper${i}`, password: `pw-stopper-${i}`, auth: { type: 'm.login.dummy' } });
+      const r = await c.must(null, 'POST', '/register', { username: `stopper${i}`, password: `pw-stopper-${i}`, auth: { type: 'm.login.dummy' } });
       users.push({ id: r.user_id, token: r.access_token });
     }
     const rooms: string[] = [];
-    for (let i = 0; i < ROOMS; i++) rooms.push((await must(users[0]!.token, 'POST', '/createRoom', { preset: 'public_chat' })).room_id);
-    for (const u of users.slice(1)) for (const room of rooms) await must(u.token, 'POST', `/join/${encodeURIComponent(room)}`, {});
+    for (let i = 0; i < ROOMS; i++) rooms.push((await c.must(users[0]!.token, 'POST', '/createRoom', { preset: 'public_chat' })).room_id);
+    for (const u of users.slice(1)) for (const room of rooms) await c.must(u.token, 'POST', `/join/${encodeURIComponent(room)}`, {});
 
     // A /sync reader (user 0) from now on, collecting every timeline event of the rooms.
     const filter = JSON.stringify({ room: { timeline: { limit: 1000 }, state: { lazy_load_members: true } }, presence: { types: [] }, account_data: { types: [] } });
-    let since = (await must(users[0]!.token, 'GET', `/sync?filter=${encodeURIComponent(filter)}`)).next_batch as string;
+    let since = (await c.must(users[0]!.token, 'GET', `/sync?filter=${encodeURIComponent(filter)}`)).next_batch as string;
     const synced: string[] = [];
     let limitedSeen = 0;
     let reading = true;
     const reader = (async () => {
       while (reading) {
-        const r = await call(users[0]!.token, 'GET', `/sync?timeout=1000&since=${encodeURIComponent(since)}&filter=${encodeURIComponent(filter)}`, undefined, 90_000).catch(() => null);
+        const r = await c.call(users[0]!.token, 'GET', `/sync?timeout=1000&since=${encodeURIComponent(since)}&filter=${encodeURIComponent(filter)}`, undefined, 90_000).catch(() => null);
         if (r?.status !== 200) {
           await new Promise((res) => setTimeout(res, 300));
           continue;
@@ -131,7 +89,7 @@ describe('acknowledged sends across a SIGSTOPped worker', () => {
         const body = `stopper ${s} message ${i}`;
         const until = Date.now() + 240_000;
         for (;;) {
-          const res = await call(u.token, 'PUT', `/rooms/${encodeURIComponent(room)}/send/m.room.message/${txn}`, { msgtype: 'm.text', body }, 30_000).catch(() => null);
+          const res = await c.call(u.token, 'PUT', `/rooms/${encodeURIComponent(room)}/send/m.room.message/${txn}`, { msgtype: 'm.text', body }, 30_000).catch(() => null);
           if (res?.status === 200) {
             const key = `${u.id}\u0000${txn}`;
             const rec = acked.get(key) ?? { room, body, sender: u.id, eventIds: new Set<string>() };
@@ -141,7 +99,7 @@ describe('acknowledged sends across a SIGSTOPped worker', () => {
             // Acknowledged once is enough for the history; sometimes ask again to check the
             // replay answers with the same event.
             if (i % 7 !== 0) break;
-            const again = await call(u.token, 'PUT', `/rooms/${encodeURIComponent(room)}/send/m.room.message/${txn}`, { msgtype: 'm.text', body }, 30_000).catch(() => null);
+            const again = await c.call(u.token, 'PUT', `/rooms/${encodeURIComponent(room)}/send/m.room.message/${txn}`, { msgtype: 'm.text', body }, 30_000).catch(() => null);
             if (again?.status === 200) rec.eventIds.add(again.body.event_id);
             break;
           }
@@ -156,7 +114,7 @@ describe('acknowledged sends across a SIGSTOPped worker', () => {
     const pause = (async () => {
       const deadline = Date.now() + 120_000;
       while (ackedCount < 120 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      stoppedPid = Number(readFileSync(join(dataDir, 'run', 'w1.pid'), 'utf8'));
+      stoppedPid = c.pid('w1');
       process.kill(stoppedPid, 'SIGSTOP');
       const atStop = ackedCount;
       await new Promise((r) => setTimeout(r, STOP_MS));
@@ -164,11 +122,11 @@ describe('acknowledged sends across a SIGSTOPped worker', () => {
       stoppedPid = 0;
       const atCont = ackedCount;
       await new Promise((r) => setTimeout(r, AFTER_MS));
-      const shardsOf = async () => ((await cluster('status').catch(() => ({}))) as Json).workers?.map((w: Json) => `${w.worker}: ${w.shards?.room} room shards`).join(', ');
+      const shardsOf = async () => ((await c.script('status').catch(() => ({}))) as Json).workers?.map((w: Json) => `${w.worker}: ${w.shards?.room} room shards`).join(', ');
       const afterFirst = await shardsOf();
       // The next fault moves the shards again: w2 stops answering, w1 (resumed earlier, fenced
       // out of everything it held) takes them all.
-      stoppedPid = Number(readFileSync(join(dataDir, 'run', 'w2.pid'), 'utf8'));
+      stoppedPid = c.pid('w2');
       process.kill(stoppedPid, 'SIGSTOP');
       await new Promise((r) => setTimeout(r, STOP_MS));
       process.kill(stoppedPid, 'SIGCONT');
@@ -192,7 +150,7 @@ describe('acknowledged sends across a SIGSTOPped worker', () => {
     for (const room of rooms) {
       let from = '';
       for (let page = 0; page < 1000; page++) {
-        const b = await must(users[1]!.token, 'GET', `/rooms/${encodeURIComponent(room)}/messages?dir=b&limit=50${from ? `&from=${encodeURIComponent(from)}` : ''}`);
+        const b = await c.must(users[1]!.token, 'GET', `/rooms/${encodeURIComponent(room)}/messages?dir=b&limit=50${from ? `&from=${encodeURIComponent(from)}` : ''}`);
         for (const e of b.chunk ?? []) {
           if (e.type !== 'm.room.message') continue;
           paged.push(e.event_id);
@@ -236,7 +194,7 @@ describe('acknowledged sends across a SIGSTOPped worker', () => {
     for (const [key, r] of [...acked.entries()].filter((_, i) => i % 25 === 0)) {
       const id = [...r.eventIds][0]!;
       const u = users.find((x) => x.id === r.sender)!;
-      const ev = await must(u.token, 'GET', `/rooms/${encodeURIComponent(r.room)}/event/${encodeURIComponent(id)}`);
+      const ev = await c.must(u.token, 'GET', `/rooms/${encodeURIComponent(r.room)}/event/${encodeURIComponent(id)}`);
       expect(ev.unsigned?.transaction_id, key).toBe(key.split('\u0000')[1]);
     }
     console.log(
