@@ -1,6 +1,7 @@
 /**
  * Rooms an admin blocked (`/_synapse/admin/v1/rooms/{roomId}/block`, or a room deletion with
- * `block`): local users may not join them nor be invited into them (Synapse's rule). The list is
+ * `block`): local users may not join them nor be invited into them, by local users or over
+ * federation (Synapse's rule). The list is
  * the server's, not the room's (a room the server never had can be blocked), kept in one hash.
  */
 import { MatrixError } from '../http/errors';
@@ -17,7 +18,7 @@ export async function roomBlockedBy(ctx: ApiContext, roomId: string): Promise<st
   return ctx.redis.hget(ctx.keys.blockedRooms(), roomId);
 }
 
-/** Refuse a local user's join or invite into a blocked room (403 M_UNKNOWN, Synapse's code and wording). */
+/** Refuse a join or an invite (local or over federation) into a blocked room (403 M_UNKNOWN, Synapse's code and wording). */
 export async function assertRoomNotBlocked(ctx: ApiContext, roomId: string): Promise<void> {
   if ((await roomBlockedBy(ctx, roomId)) !== null) throw new MatrixError(403, 'M_UNKNOWN', 'This room has been blocked on this server');
 }

@@ -232,6 +232,27 @@ describe('a remote server invites our user (PUT /invite v2)', () => {
     expect(r3.status).toBe(400);
     expect(r3.body.errcode).toBe('M_INCOMPATIBLE_ROOM_VERSION');
   });
+
+  it('an invite into a room an admin blocked is 403 and never reaches the user; unblocked, it does', async () => {
+    const blockedRoom = `!blocked:${peer.serverName}`;
+    const admin = await clients.mint('fedblockadmin', undefined, { admin: true });
+    const block = await clients.call(admin, 'PUT', `/_synapse/admin/v1/rooms/${enc(blockedRoom)}/block`, { block: true });
+    expect(block.status, JSON.stringify(block.body)).toBe(200);
+    const first = inviteEvent(blockedRoom, alice.userId);
+    const refused = await peer.request(a, 'PUT', `/_matrix/federation/v2/invite/${enc(blockedRoom)}/${enc(first.id)}`, { room_version: '10', event: first.pdu, invite_room_state: [] });
+    expect(refused.status, refused.text).toBe(403);
+    expect(refused.body).toEqual({ errcode: 'M_UNKNOWN', error: 'This room has been blocked on this server' });
+    expect((await clients.call(alice, 'GET', '/sync?timeout=0')).body.rooms?.invite?.[blockedRoom]).toBeUndefined();
+
+    expect((await clients.call(admin, 'PUT', `/_synapse/admin/v1/rooms/${enc(blockedRoom)}/block`, { block: false })).status).toBe(200);
+    const second = inviteEvent(blockedRoom, alice.userId);
+    const taken = await peer.request(a, 'PUT', `/_matrix/federation/v2/invite/${enc(blockedRoom)}/${enc(second.id)}`, { room_version: '10', event: second.pdu, invite_room_state: [] });
+    expect(taken.status, taken.text).toBe(200);
+    await eventually(
+      () => clients.call(alice, 'GET', '/sync?timeout=0'),
+      (x) => !!x.body.rooms?.invite?.[blockedRoom],
+    );
+  });
 });
 
 describe('a remote user knocks on our room (make_knock, send_knock)', () => {

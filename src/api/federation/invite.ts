@@ -10,6 +10,7 @@
  * For a room this server does not have, the invite is kept for the user with the stripped state
  * the inviter sent (`invite_room_state`, v2; v1 carries it in `unsigned.invite_room_state`) and
  * the invite event itself, and reaches them in /sync's `rooms.invite` (src/sync/remote-invites.ts).
+ * A room an admin blocked (src/rooms/blocked.ts) is refused with 403, as Synapse does.
  * The same for a room this server has but none of our users is joined to (its copy stopped being
  * updated when they left). For a room one of our users is in, the invite also comes in the
  * inviter's transactions, through the room actor like any event; nothing is kept here.
@@ -23,6 +24,7 @@ import { checkContentHash, computeEventId, serverNameOf, signEventOnly, verifyEv
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import { checkPduFormat } from '../../protocol/pdu-limits';
 import { getRoomVersion } from '../../protocol/room-versions';
+import { assertRoomNotBlocked } from '../../rooms/blocked';
 import { storeRemoteInvite, strippedEvent, strippedEvents } from '../../sync/remote-invites';
 import { federationRoute, type FederationCaller } from './auth';
 import type { FederationContext } from './context';
@@ -55,6 +57,8 @@ export function registerInviteRoutes(front: Front, ctx: FederationContext): void
       return !!k && verifyEventSignature(raw, version, caller.origin, keyId, decodeBase64(k.key)).ok;
     });
     if (!signed) throw new MatrixError(403, 'M_FORBIDDEN', 'The invite is not signed by the requesting server');
+    // A room an admin blocked takes no invites, from other servers either (as Synapse: 403).
+    await assertRoomNotBlocked(ctx.api, roomId);
 
     const event = signEventOnly(raw, version, ctx.config.serverName, ctx.api.signingKey);
     // Kept out of band unless one of our users is joined: a room we have but all our users left
