@@ -18,7 +18,7 @@
 import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type StoreWrite } from '../src/runtime/actor';
 import type { Family } from '../src/store/shards';
 import { encode } from '../src/store/codec';
-import { membershipIndexData, userData } from '../src/store/keys';
+import { membershipIndexData, pushData, userData } from '../src/store/keys';
 import {
   PushRuleError,
   deletePushRule,
@@ -161,6 +161,12 @@ export type UserMessage =
   | { op: 'set_push_rule_actions'; kind: PushRuleKind; ruleId: string; actions: PushAction[] }
   /** Forget a room the user has left (the front checks that they have). */
   | { op: 'forget'; roomId: string }
+  /**
+   * A room an admin purged (src/rooms/room-deletion.ts): what this user kept for it goes — its room
+   * account data (tags, fully read marker), unread counts and the notifications from it — as
+   * Synapse's purge deletes those rows.
+   */
+  | { op: 'purge_room'; roomId: string }
   /** Server admin changes (the admin API): the admin flag and the lock; absent fields stay as they are. */
   | { op: 'admin_update'; admin?: boolean; locked?: boolean; suspended?: boolean }
   /**
@@ -340,6 +346,21 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
       if (typeof body.roomId !== 'string' || !body.roomId.startsWith('!')) throw new ActorRejection('M_INVALID_PARAM', 'roomId must be a room id', 400);
       return { state, reply: { ok: true }, writes: [{ cmd: 'SADD', key: membershipIndexData.forgotten(state.userId), args: [body.roomId] }] };
     }
+    case 'purge_room': {
+      if (typeof body.roomId !== 'string' || !body.roomId.startsWith('!')) throw new ActorRejection('M_INVALID_PARAM', 'roomId must be a room id', 400);
+      const u = state.userId;
+      const r = body.roomId;
+      const writes: StoreWrite[] = [userData.roomAccountData(u, r), pushData.unread(u, r), pushData.unreadHighlight(u, r), pushData.unreadThreads(u, r)].map((key) => ({ cmd: 'DEL', key, args: [] }));
+      const members = prepared?.roomNotifications ?? [];
+      if (members.length) {
+        writes.push(
+          { cmd: 'ZREM', key: pushData.notifications(u), args: members },
+          { cmd: 'ZREM', key: pushData.highlights(u), args: members },
+          { cmd: 'HDEL', key: pushData.notificationData(u), args: members },
+        );
+      }
+      return { state, reply: { ok: true }, writes };
+    }
     default:
       // A message this actor cannot understand is a bug upstream: fail it (the runtime dead-letters it).
       throw new TypeError(`user: unknown op ${JSON.stringify((body as { op?: unknown } | undefined)?.op)}`);
@@ -358,6 +379,8 @@ export interface UserPrepared {
   profile?: Record<string, string>;
   /** For `delete_account_data`: the stored content (JSON text), null when there is none. */
   accountData?: string | null;
+  /** For `purge_room`: the members of the user's notification list that are from that room. */
+  roomNotifications?: string[];
 }
 
 /** The tags of an `m.tag` content given as JSON text (anything malformed counts as no tags). */
@@ -576,6 +599,12 @@ export function userActor(family: Family = 'user'): ActorKind<UserState, UserMes
       if (msg.body?.op === 'delete_account_data') {
         const key = msg.body.roomId === undefined ? userData.accountData(state.userId) : userData.roomAccountData(state.userId, msg.body.roomId);
         return { accountData: await ctx.redis.hget(ctx.keys.data(key), msg.body.type) };
+      }
+      if (msg.body?.op === 'purge_room') {
+        // The list holds the latest NOTIFICATIONS_KEPT (1,000) per user: read whole, kept to the room's.
+        const prefix = `${msg.body.roomId}\0`;
+        const all = await ctx.redis.zrange(ctx.keys.data(pushData.notifications(state.userId)), 0, -1);
+        return { roomNotifications: all.filter((m) => m.startsWith(prefix)) };
       }
       if (msg.body?.op !== 'set_profile_field') return {};
       return { profile: await ctx.redis.hgetall(ctx.keys.data(userData.profile(state.userId))) };

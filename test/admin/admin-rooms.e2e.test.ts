@@ -346,6 +346,49 @@ describe('admin API rooms: Axon only', () => {
     expect((await call(admin.token, 'GET', '/_synapse/admin/v1/federation/destinations')).body).toEqual({ destinations: [], total: 0 });
   }, 300_000);
 
+  it("a purge also drops what local users kept for the room: room account data, tags, unread counts, notifications", async () => {
+    const reg = await call(null, 'POST', '/register', { username: 'keeper', password: 'keeper-password-1', auth: { type: 'm.login.dummy' } });
+    expect(reg.status, JSON.stringify(reg.body)).toBe(200);
+    const bob = { token: reg.body.access_token as string, userId: reg.body.user_id as string };
+    const room = (await call(admin.token, 'POST', '/createRoom', { name: 'kept', preset: 'public_chat' })).body.room_id as string;
+    const other = (await call(admin.token, 'POST', '/createRoom', { name: 'stays', preset: 'public_chat' })).body.room_id as string;
+    const r = encodeURIComponent(room);
+    const u = encodeURIComponent(bob.userId);
+    for (const id of [room, other]) {
+      expect((await call(bob.token, 'POST', `/join/${encodeURIComponent(id)}`, {})).status).toBe(200);
+      expect((await call(bob.token, 'PUT', `/user/${u}/rooms/${encodeURIComponent(id)}/tags/m.favourite`, { order: 0.5 })).status).toBe(200);
+      expect((await call(bob.token, 'PUT', `/user/${u}/rooms/${encodeURIComponent(id)}/account_data/org.example.note`, { n: 1 })).status).toBe(200);
+      // A two-member room: every message notifies bob (the one-to-one default rule); his name highlights.
+      for (let i = 0; i < 3; i++) expect((await call(admin.token, 'PUT', `/rooms/${encodeURIComponent(id)}/send/m.room.message/k${i}`, { msgtype: 'm.text', body: `hello keeper ${i}` })).status).toBe(200);
+    }
+    const notified = async () => ((await call(bob.token, 'GET', '/notifications?limit=100')).body.notifications as Json[]).map((n) => n.room_id as string);
+    const deadline = Date.now() + 30_000;
+    while ((await notified()).filter((id) => id === room).length < 3 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
+    expect((await notified()).filter((id) => id === room)).toHaveLength(3);
+    /** Keys anywhere in Redis that name the user and the room (room account data, unread sets). */
+    const userKeysOfRoom = async (roomId: string) => (await axon.redis.keys(`*${bob.userId}*`)).filter((k) => k.includes(roomId));
+    expect((await userKeysOfRoom(room)).length).toBeGreaterThan(0);
+
+    expect((await call(bob.token, 'POST', `/rooms/${r}/leave`, {})).status).toBe(200);
+    const started = await call(admin.token, 'DELETE', `/_synapse/admin/v2/rooms/${r}`, { purge: true });
+    expect(started.status).toBe(200);
+    let status: { status?: string } = {};
+    const until = Date.now() + 120_000;
+    while (status.status !== 'complete' && status.status !== 'failed' && Date.now() < until) {
+      await new Promise((res) => setTimeout(res, 300));
+      status = (await call(admin.token, 'GET', `/_synapse/admin/v2/rooms/delete_status/${started.body.delete_id}`)).body;
+    }
+    expect(status.status).toBe('complete');
+    expect(await userKeysOfRoom(room)).toEqual([]);
+    expect((await notified()).filter((id) => id === room)).toEqual([]);
+    const hash = (await axon.redis.keys(`*${bob.userId}:notifd`))[0]!;
+    expect((await axon.redis.hkeys(hash)).filter((m) => m.startsWith(`${room}\0`))).toEqual([]);
+    // The other room is untouched.
+    expect((await notified()).filter((id) => id === other)).toHaveLength(3);
+    expect((await call(bob.token, 'GET', `/user/${u}/rooms/${encodeURIComponent(other)}/tags`)).body).toEqual({ tags: { 'm.favourite': { order: 0.5 } } });
+    expect((await call(bob.token, 'GET', `/user/${u}/rooms/${encodeURIComponent(other)}/account_data/org.example.note`)).body).toEqual({ n: 1 });
+  }, 300_000);
+
   it('backfill-room-list lists rooms made before the list existed', async () => {
     for (const name of ['one', 'two', 'three']) expect((await call(admin.token, 'POST', '/createRoom', { name })).status).toBe(200);
     const before = (await call(admin.token, 'GET', '/_synapse/admin/v1/rooms')).body;
