@@ -1,7 +1,7 @@
 /**
- * `npm run build`: the production processes as plain JavaScript in dist/ (esbuild, one bundle per
- * entry, npm packages left as imports, linked source maps). Plain JavaScript because running
- * TypeScript through tsx's loader costs every process ~35 MB of its own (README, "Memory").
+ * `npm run build`: the production processes as plain JavaScript in dist/ (esbuild: the entries bundled,
+ * their shared code in chunks, npm packages left as imports, linked source maps). Plain JavaScript:
+ * running TypeScript through tsx's loader costs every process ~35 MB of its own (README, "Memory").
  * Plain .mjs so that building needs nothing but esbuild.
  *
  *   dist/main.js           npm start (src/main.ts)
@@ -9,6 +9,7 @@
  *   dist/worker-main.js    a worker (src/worker-main.ts)
  *   dist/cluster.js        the operator commands (scripts/cluster.ts)
  *   dist/cpu-profile-preload.js  the benchmarks' signal-driven CPU profiler (scripts/lib/)
+ *   dist/*-<hash>.js       code the entries share, and what they import lazily (`await import()`)
  *   dist/scripts/*.lua     src/store/scripts/, found by src/store/redis.ts beside its module
  *   dist/assets/*          src/ops/dashboard/assets/, found by src/ops/dashboard/index.ts
  *   (src/version.ts reads ../package.json: from dist/ that is the checkout's package.json)
@@ -18,7 +19,7 @@
  * reads either the old file or the new one, never half of one. scripts/build holds a lock around
  * this (concurrent tests all start clusters) and decides whether it is needed.
  */
-import { copyFileSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { build } from 'esbuild';
 
@@ -51,6 +52,10 @@ const result = await build({
   packages: 'external',
   platform: 'node',
   format: 'esm',
+  // What a module imports with `await import()` (the S3 store and its AWS SDK) is a chunk of its own,
+  // loaded only when used. Chunks (and the code entries share) sit in dist/ itself, beside the
+  // entries, so `import.meta.dirname` is dist/ in every module (the .lua scripts, the assets).
+  splitting: true,
   target: 'node20',
   sourcemap: 'linked',
   legalComments: 'none',
@@ -58,6 +63,9 @@ const result = await build({
   logLevel: 'warning',
 });
 for (const f of result.outputFiles) writeAtomic(f.path, f.contents);
+// Chunks of earlier builds (their names carry a hash of their contents) go.
+const written = new Set(result.outputFiles.map((f) => f.path));
+for (const name of readdirSync(dist)) if (/\.js(\.map)?$/.test(name) && !written.has(join(dist, name))) rmSync(join(dist, name), { force: true });
 copyDir(join(root, 'src', 'store', 'scripts'), join(dist, 'scripts'));
 copyDir(join(root, 'src', 'ops', 'dashboard', 'assets'), join(dist, 'assets'));
 writeAtomic(join(dist, '.built'), `${new Date().toISOString()}\n`);
