@@ -23,7 +23,7 @@ import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, wri
 import { join } from 'node:path';
 import { ConfigError, loadConfig, type AxonConfig } from '../cluster.config';
 import { acceptingWorkers, drain, moveShard as moveShardTo, readShards, readWorkers, rebalance, workerRows } from '../src/runtime/cluster-admin';
-import { redisTargetFor, shardCountsFor, workerNodeFlags } from '../src/runtime/cluster-settings';
+import { redisTargetFor, shardCountsFor, nodeFlagsFor } from '../src/runtime/cluster-settings';
 import { readFronts } from '../src/runtime/front-heartbeat';
 import { portOpen, startManagedRedis } from '../src/runtime/managed-redis';
 import { FAMILIES, isFamily } from '../src/store/shards';
@@ -137,7 +137,7 @@ function spawnProcess(c: AxonConfig, name: string, entry: string, extraArgs: str
   const env = metricsPort ? { ...process.env, AXON_METRICS_PORT: String(metricsPort) } : process.env;
   // `node` directly on the built JavaScript (scripts/build; the wrapper scripts/cluster built it if
   // it was stale): no TypeScript loader in the process, and the pid file names the real process.
-  const flags = entry.includes('worker') ? workerNodeFlags() : [];
+  const flags = nodeFlagsFor(entry.includes('worker') ? 'worker' : 'front');
   const child = spawn(process.execPath, [...flags, entry, '--id', name, ...extraArgs], { cwd: root, detached: true, stdio: ['ignore', log, log], env });
   child.unref();
   return child.pid!;

@@ -9,7 +9,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { workerNodeFlags } from '../../src/runtime/cluster-settings';
+import { nodeFlagsFor } from '../../src/runtime/cluster-settings';
 import { startManagedRedis, type ManagedRedis } from '../../src/runtime/managed-redis';
 import { loadOrCreateSigningKeys } from '../../src/runtime/signing-key-store';
 import { freePort, sleep } from './bench-util';
@@ -93,8 +93,11 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
       ...opts.env,
     };
     // BENCH_FRONT_NODE_ARGS / BENCH_WORKER_NODE_ARGS: extra node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-    // Workers start with the cluster scripts' flags first (workerNodeFlags; a later flag wins).
-    const nodeArgs = (entry: string) => (entry.includes('front') ? (process.env.BENCH_FRONT_NODE_ARGS ?? '').split(' ').filter(Boolean) : [...workerNodeFlags(), ...(process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean)]);
+    // After the cluster scripts' flags (nodeFlagsFor; a later flag wins).
+    const nodeArgs = (entry: string) => {
+      const role = entry.includes('front') ? 'front' : 'worker';
+      return [...nodeFlagsFor(role), ...((role === 'front' ? process.env.BENCH_FRONT_NODE_ARGS : process.env.BENCH_WORKER_NODE_ARGS) ?? '').split(' ').filter(Boolean)];
+    };
     const built = new Map<string, ReturnType<typeof entryArgs>>();
     const spawnAxon = (entry: 'front-main' | 'worker-main', id: string, cwd = root, more: Record<string, string> = {}) => {
       if (!built.has(cwd)) built.set(cwd, entryArgs(cwd));

@@ -34,14 +34,16 @@ export function frontRedisOptions(config: AxonConfig): RedisOptions {
 }
 
 /**
- * Node flags a worker process is started with (the cluster scripts, the benchmarks' cluster):
- * `--max-semi-space-size=4` (MB; V8's default here is 16). A worker's allocations die young (a
- * batch read, decided, committed), and an idle worker's young generation otherwise grows to its
- * full size and stays there: 89–93 → 63 MB PSS idle, and ~40 MB less Σ PSS in workloads A and B
- * (README, "Memory"). Fronts keep the default: a front with a small young generation spends ~40 %
- * more CPU per warm initial sync. `AXON_WORKER_NODE_FLAGS` replaces the list (empty: none).
+ * Node flags a process of the cluster is started with (the cluster scripts, the benchmarks'
+ * cluster): a young generation smaller than V8's default 16 MB semi-spaces, which an idle process
+ * otherwise grows to and keeps. Workers `--max-semi-space-size=4` (MB): their allocations die
+ * young (a batch read, decided, committed); idle worker 89–93 → 63 MB PSS. Fronts 8: a front
+ * builds whole /sync answers in the young generation, and 2 cost a warm initial sync ~40 % more
+ * CPU; 8 measured within the noise of the default (README, "Memory"). In workloads A and B
+ * together ~40–80 MB less Σ PSS. `AXON_WORKER_NODE_FLAGS` / `AXON_FRONT_NODE_FLAGS` replace
+ * the list (empty: none).
  */
-export function workerNodeFlags(env: NodeJS.ProcessEnv = process.env): string[] {
-  const set = env.AXON_WORKER_NODE_FLAGS;
-  return (set ?? '--max-semi-space-size=4').split(' ').filter(Boolean);
+export function nodeFlagsFor(role: 'worker' | 'front', env: NodeJS.ProcessEnv = process.env): string[] {
+  const set = role === 'worker' ? env.AXON_WORKER_NODE_FLAGS : env.AXON_FRONT_NODE_FLAGS;
+  return (set ?? (role === 'worker' ? '--max-semi-space-size=4' : '--max-semi-space-size=8')).split(' ').filter(Boolean);
 }
