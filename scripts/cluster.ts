@@ -23,7 +23,7 @@ import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, wri
 import { join } from 'node:path';
 import { ConfigError, loadConfig, type AxonConfig } from '../cluster.config';
 import { acceptingWorkers, drain, moveShard as moveShardTo, readShards, readWorkers, rebalance, workerRows } from '../src/runtime/cluster-admin';
-import { redisTargetFor, shardCountsFor } from '../src/runtime/cluster-settings';
+import { redisTargetFor, shardCountsFor, nodeFlagsFor } from '../src/runtime/cluster-settings';
 import { readFronts } from '../src/runtime/front-heartbeat';
 import { portOpen, startManagedRedis } from '../src/runtime/managed-redis';
 import { FAMILIES, isFamily } from '../src/store/shards';
@@ -135,8 +135,10 @@ function spawnProcess(c: AxonConfig, name: string, entry: string, extraArgs: str
   const log = openSync(join(logDir(c), `${name}.log`), 'a');
   const metricsPort = metricsPortFor(c, name);
   const env = metricsPort ? { ...process.env, AXON_METRICS_PORT: String(metricsPort) } : process.env;
-  // `node --import tsx` directly (not the tsx CLI, which forks): the pid file names the real process.
-  const child = spawn(process.execPath, ['--import', 'tsx', entry, '--id', name, ...extraArgs], { cwd: root, detached: true, stdio: ['ignore', log, log], env });
+  // `node` directly on the built JavaScript (scripts/build; the wrapper scripts/cluster built it if
+  // it was stale): no TypeScript loader in the process, and the pid file names the real process.
+  const flags = nodeFlagsFor(entry.includes('worker') ? 'worker' : 'front');
+  const child = spawn(process.execPath, [...flags, entry, '--id', name, ...extraArgs], { cwd: root, detached: true, stdio: ['ignore', log, log], env });
   child.unref();
   return child.pid!;
 }
@@ -201,7 +203,7 @@ async function up(c: AxonConfig): Promise<void> {
   const redis = await connect(c);
   const keys = new KeySpace(c.redis.keyPrefix);
   const started: { name: string; pid: number }[] = [];
-  for (let i = 1; i <= workers; i++) started.push({ name: `w${i}`, pid: startProcess(c, `w${i}`, 'src/worker-main.ts') });
+  for (let i = 1; i <= workers; i++) started.push({ name: `w${i}`, pid: startProcess(c, `w${i}`, 'dist/worker-main.js') });
   // Wait until every worker heartbeats, and the first has its shards, before starting fronts.
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -210,7 +212,7 @@ async function up(c: AxonConfig): Promise<void> {
     if (Date.now() > deadline) fail(`workers did not start; see ${logDir(c)}`);
     await sleep(100);
   }
-  for (let i = 1; i <= fronts; i++) started.push({ name: `f${i}`, pid: startProcess(c, `f${i}`, 'src/front-main.ts') });
+  for (let i = 1; i <= fronts; i++) started.push({ name: `f${i}`, pid: startProcess(c, `f${i}`, 'dist/front-main.js') });
   if (fronts > 0) {
     while (!(await portOpen(c.clientPort, c.bindHost === '0.0.0.0' ? '127.0.0.1' : c.bindHost))) {
       if (Date.now() > deadline) fail(`fronts did not start listening on ${c.clientPort}; see ${logDir(c)}`);
@@ -337,7 +339,7 @@ async function restart(c: AxonConfig): Promise<void> {
       const t0 = Date.now();
       const readyFile = join(runDir(c), `${p.name}.ready`);
       rmSync(readyFile, { force: true });
-      const pid = spawnProcess(c, p.name, 'src/front-main.ts', ['--ready-file', readyFile]);
+      const pid = spawnProcess(c, p.name, 'dist/front-main.js', ['--ready-file', readyFile]);
       const deadline = Date.now() + 60_000;
       while (!(existsSync(readyFile) && readFileSync(readyFile, 'utf8').trim() === String(pid))) {
         if (!alive(pid)) fail(`the new ${p.name} exited before listening; see ${logDir(c)}`);
@@ -366,7 +368,7 @@ async function restart(c: AxonConfig): Promise<void> {
         await waitExit(p.pid!, 60_000);
       }
       rmSync(join(runDir(c), `${p.name}.pid`), { force: true });
-      const pid = startProcess(c, p.name, 'src/worker-main.ts');
+      const pid = startProcess(c, p.name, 'dist/worker-main.js');
       const deadline = Date.now() + 60_000;
       while (!(await acceptingWorkers(redis, keys, c.lease.ttlMs)).includes(p.name)) {
         if (!alive(pid)) fail(`${p.name} exited after its restart; see ${logDir(c)}`);

@@ -1,5 +1,6 @@
 /**
- * A front process: `node --import tsx src/front-main.ts --id f1 [--ready-file path]`. Serves HTTP
+ * A front process: `node dist/front-main.js --id f1 [--ready-file path]` (built by scripts/build;
+ * `node --import tsx src/front-main.ts` runs the source). Serves HTTP
  * on the configured port; on SIGTERM it drains (answers what is in flight, closes connections)
  * before it exits.
  */

@@ -105,7 +105,7 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
   const ctx: ApiContext = { config, redis, keys: keySpace, shardCounts, actors, rooms: new RoomReader(redis, keySpace, shardCounts.room, { stateCacheBytes: config.caches.stateBytes, recentEventsBytes: config.caches.recentEventsBytes, parsedEventsBytes: config.caches.eventsBytes }), signingKey: keys[0]!, log, limiter: new RateLimiter({ login: config.rateLimit.login, failedLogin: config.rateLimit.failedLogin, register: config.rateLimit.register, client: config.rateLimit.client, mediaUpload: config.rateLimit.mediaUpload, urlPreview: config.rateLimit.urlPreview, delayedEventMgmt: config.rateLimit.delayedEventMgmt }, config.rateLimit.enabled, { redis, keys: keySpace, log }, rateExempt), closers: [], storeReady: () => health.ready };
   ctx.appservices = { registry: appservices, queries: new AppserviceQueries(appservices, { timeoutMs: config.appservices.queryTimeoutMs, log: log.child({ component: 'appservice' }) }) };
   if (appservices.size) log.info({ appservices: appservices.all().map((as) => as.id) }, 'application services registered');
-  const mediaStore = createMediaStore(config);
+  const mediaStore = await createMediaStore(config);
   // Temp files of uploads cut off by a process that died (older than an hour: not in progress).
   if (mediaStore instanceof LocalMediaStore) void mediaStore.sweepTemp().then((n) => n && log.info({ removed: n }, 'media: removed temp files of interrupted uploads'), (err) => log.warn({ err }, 'media: temp sweep failed'));
   const mediaLog = log.child({ component: 'media' });

@@ -1,5 +1,5 @@
 /**
- * A worker process: `tsx src/worker-main.ts --id w1`. Holds shard leases and runs actors until
+ * A worker process: `node dist/worker-main.js --id w1` (or `tsx src/worker-main.ts`). Holds shard leases and runs actors until
  * SIGTERM (graceful: finishes in-flight messages and releases its leases) or until an operator's
  * `npm run cluster -- drain` has moved its shards away and asks it to stop.
  */

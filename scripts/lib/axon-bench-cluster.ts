@@ -1,18 +1,31 @@
 /**
  * A throwaway Axon for benchmarks: a managed redis-server in a temp dir (AOF on, `appendfsync
- * always`, as production), N worker processes and M front processes (`node --import tsx
- * src/{worker,front}-main.ts`; the fronts share the HTTP port), loopback only, rate limits off,
+ * always`, as production), N worker processes and M front processes (`node
+ * dist/{worker,front}-main.js`, the built JavaScript as in production: scripts/build runs first
+ * when dist/ is missing or stale; the fronts share the HTTP port), loopback only, rate limits off,
  * open registration. stop() ends every process it started and removes the temp dir.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { nodeFlagsFor } from '../../src/runtime/cluster-settings';
 import { startManagedRedis, type ManagedRedis } from '../../src/runtime/managed-redis';
 import { loadOrCreateSigningKeys } from '../../src/runtime/signing-key-store';
 import { freePort, sleep } from './bench-util';
 
 const root = join(import.meta.dirname, '..', '..');
+
+/**
+ * Build `codeRoot`'s dist/ if it is missing or stale (cheap when it is not) and say how to start
+ * its processes: `node dist/<entry>.js`, or, for a checkout from before the build step,
+ * `node --import tsx src/<entry>.ts`.
+ */
+function entryArgs(codeRoot: string): (entry: 'front-main' | 'worker-main') => string[] {
+  if (!existsSync(join(codeRoot, 'scripts', 'build'))) return (entry) => ['--import', 'tsx', `src/${entry}.ts`];
+  execFileSync('bash', [join(codeRoot, 'scripts', 'build'), '--if-stale'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  return (entry) => [`dist/${entry}.js`];
+}
 
 export interface AxonBenchOptions {
   workers: number;
@@ -80,18 +93,24 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
       ...opts.env,
     };
     // BENCH_FRONT_NODE_ARGS / BENCH_WORKER_NODE_ARGS: extra node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-    const nodeArgs = (entry: string) => (entry.includes('front') ? process.env.BENCH_FRONT_NODE_ARGS : process.env.BENCH_WORKER_NODE_ARGS)?.split(' ').filter(Boolean) ?? [];
-    const profileArgs = opts.cpuProfileDir ? ['--import', join(root, 'scripts', 'lib', 'cpu-profile-preload.ts')] : [];
-    const spawnAxon = (entry: string, id: string, cwd = root, more: Record<string, string> = {}) => {
+    // After the cluster scripts' flags (nodeFlagsFor; a later flag wins).
+    const nodeArgs = (entry: string) => {
+      const role = entry.includes('front') ? 'front' : 'worker';
+      return [...nodeFlagsFor(role), ...((role === 'front' ? process.env.BENCH_FRONT_NODE_ARGS : process.env.BENCH_WORKER_NODE_ARGS) ?? '').split(' ').filter(Boolean)];
+    };
+    const built = new Map<string, ReturnType<typeof entryArgs>>();
+    const spawnAxon = (entry: 'front-main' | 'worker-main', id: string, cwd = root, more: Record<string, string> = {}) => {
+      if (!built.has(cwd)) built.set(cwd, entryArgs(cwd));
+      const profileArgs = opts.cpuProfileDir ? ['--import', join(root, 'dist', 'cpu-profile-preload.js')] : [];
       const profileEnv = opts.cpuProfileDir ? { AXON_CPU_PROFILE_DIR: opts.cpuProfileDir, AXON_CPU_PROFILE_LABEL: `${entry.includes('front') ? 'front' : 'worker'}-${id}` } : {};
-      const child = spawn(process.execPath, [...nodeArgs(entry), '--import', 'tsx', ...profileArgs, entry, '--id', id], { cwd, env: { ...process.env, ...env, ...profileEnv, ...more }, stdio: ['ignore', 'ignore', opts.stderr ?? 'inherit'] });
+      const child = spawn(process.execPath, [...nodeArgs(entry), ...profileArgs, ...built.get(cwd)!(entry), '--id', id], { cwd, env: { ...process.env, ...env, ...profileEnv, ...more }, stdio: ['ignore', 'ignore', opts.stderr ?? 'inherit'] });
       children.push(child);
       return child;
     };
     let extra = 0;
     const extraFront = async (codeRoot = root) => {
       const p = await freePort(host);
-      const child = spawnAxon('src/front-main.ts', `bench-x${++extra}`, codeRoot, { AXON_PORT: String(p), AXON_PUBLIC_BASE_URL: `http://${host}:${p}` });
+      const child = spawnAxon('front-main', `bench-x${++extra}`, codeRoot, { AXON_PORT: String(p), AXON_PUBLIC_BASE_URL: `http://${host}:${p}` });
       const url = `http://${host}:${p}`;
       for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(200)) {
         if (child.exitCode !== null) throw new Error(`front from ${codeRoot} exited with ${child.exitCode}`);
@@ -106,8 +125,8 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
       };
       return { url, pid: child.pid!, stop: stopFront };
     };
-    const workers = Array.from({ length: opts.workers }, (_x, i) => spawnAxon('src/worker-main.ts', `bench-w${i + 1}`));
-    const fronts = Array.from({ length: opts.fronts }, (_x, i) => spawnAxon('src/front-main.ts', `bench-f${i + 1}`));
+    const workers = Array.from({ length: opts.workers }, (_x, i) => spawnAxon('worker-main', `bench-w${i + 1}`));
+    const fronts = Array.from({ length: opts.fronts }, (_x, i) => spawnAxon('front-main', `bench-f${i + 1}`));
     const redisPid = redis.pid;
     return {
       url: `http://${host}:${port}`,

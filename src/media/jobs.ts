@@ -147,7 +147,7 @@ export async function startMediaJobs(config: AxonConfig, log: Logger, workerId: 
   const redis = connectRedis(redisTargetFor(config));
   const actors = new ActorClient(redis, keys, shardCountsFor(config), `mj-${workerId}-${process.pid}`);
   await actors.start();
-  const store = createMediaStore(config);
+  const store = await createMediaStore(config);
   const jlog = log.child({ component: 'media-jobs' });
   const repo = new MediaRepository({ store, actors, redis, keys, shardCounts: shardCountsFor(config), serverName: config.serverName, config: m, log: jlog });
   const images = new Thumbnailer({ maxPixels: m.thumbnails.maxPixels, maxConcurrent: m.thumbnails.maxConcurrent });

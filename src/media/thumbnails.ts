@@ -32,7 +32,7 @@
  *   of a different image, a cache only holds memory.
  */
 import type { Readable } from 'node:stream';
-import sharp, { type Metadata, type OutputInfo, type Sharp } from 'sharp';
+import type { Metadata, OutputInfo, Sharp } from 'sharp';
 import {
   ImageProcessingFailedError,
   ImageTooLargeError,
@@ -146,18 +146,25 @@ export function isThumbnailableType(contentType: string): boolean {
   return Object.hasOwn(STATIC_OUTPUT_FOR_TYPE, baseContentType(contentType));
 }
 
-let sharpConfigured = false;
+type SharpFn = (typeof import('sharp'))['default'];
+let sharpLoading: Promise<SharpFn> | null = null;
+let vipsThreadsWanted = 1;
 /**
- * Process-wide libvips settings, applied once: only the four loaders we need, no operation cache.
- * (sharp's settings are global to the process; nothing else in Axon uses sharp.)
+ * sharp, imported on first use (libvips costs a process ~17 MB, and most fronts and workers
+ * never make a thumbnail) with the process-wide libvips settings applied once: only the four
+ * loaders we need, no operation cache, the first Thumbnailer's thread count. (sharp's settings are
+ * global to the process; nothing else in Axon uses sharp.)
  */
-function configureSharp(vipsThreads: number): void {
-  if (sharpConfigured) return;
-  sharpConfigured = true;
-  sharp.block({ operation: ['VipsForeignLoad'] });
-  sharp.unblock({ operation: ['VipsForeignLoadJpeg', 'VipsForeignLoadPng', 'VipsForeignLoadNsgif', 'VipsForeignLoadWebp'] });
-  sharp.cache(false);
-  sharp.concurrency(vipsThreads);
+function loadSharp(vipsThreads?: number): Promise<SharpFn> {
+  if (vipsThreads !== undefined && !sharpLoading) vipsThreadsWanted = vipsThreads;
+  sharpLoading ??= import('sharp').then(({ default: sharp }) => {
+    sharp.block({ operation: ['VipsForeignLoad'] });
+    sharp.unblock({ operation: ['VipsForeignLoadJpeg', 'VipsForeignLoadPng', 'VipsForeignLoadNsgif', 'VipsForeignLoadWebp'] });
+    sharp.cache(false);
+    sharp.concurrency(vipsThreadsWanted);
+    return sharp;
+  });
+  return sharpLoading;
 }
 
 /** Check the request's shape (the endpoint has already parsed integers from the query string). */
@@ -321,8 +328,8 @@ function isUnsupportedFormatError(e: unknown): boolean {
  * refuses SVG and every type but JPEG/PNG/GIF/WebP with UnsupportedImageError. Also used by URL
  * previews to describe an image they fetched.
  */
-export async function probeImage(input: Buffer | string, vipsThreads = 1): Promise<ImageProbe> {
-  configureSharp(vipsThreads);
+export async function probeImage(input: Buffer | string, vipsThreads?: number): Promise<ImageProbe> {
+  const sharp = await loadSharp(vipsThreads);
   let meta: Metadata;
   try {
     // limitInputPixels off here: the header is all we read, and we want the real size to report.
@@ -367,7 +374,7 @@ export class Thumbnailer {
     this.timeoutSeconds = options.timeoutSeconds ?? 30;
     this.jpegQuality = options.jpegQuality ?? 80;
     this.semaphore = new BoundedSemaphore(options.maxConcurrent ?? 2, options.maxQueued ?? 32);
-    configureSharp(this.vipsThreads);
+    if (!sharpLoading) vipsThreadsWanted = this.vipsThreads;
   }
 
   /** Running and waiting thumbnail jobs (for metrics). */
@@ -399,6 +406,7 @@ export class Thumbnailer {
     try {
       const input = await readSource(source, this.maxSourceBytes);
       const probe = await this.check(input, contentType);
+      const sharp = await loadSharp(); // loaded by the check
       const animate = request.animated === true && probe.frames > 1 && (probe.format === 'gif' || probe.format === 'webp') && probe.width * probe.height * probe.frames <= this.maxPixels;
       const { width, height } = thumbnailDimensions(probe.width, probe.height, request);
       const staticOutput = staticOutputFor(contentType, probe);
@@ -431,6 +439,7 @@ export class Thumbnailer {
     try {
       const input = await readSource(source, this.maxSourceBytes);
       const probe = await this.check(input, contentType);
+      const sharp = await loadSharp(); // loaded by the check
       const staticOutput = staticOutputFor(contentType, probe);
       // The scale factor the most demanding thumbnail needs before its crop (never above 1).
       let factor = 0;

@@ -288,7 +288,7 @@ describe('thumbnails over HTTP (default config: thumbnails on, previews off)', (
     const keys = new KeySpace(server.config.redis.keyPrefix);
     const actors = new ActorClient(server.redis, keys, shardCountsFor(server.config), 'retention-test');
     await actors.start();
-    const store = createMediaStore(server.config);
+    const store = await createMediaStore(server.config);
     try {
       const repo = new MediaRepository({ store, actors, redis: server.redis, keys, shardCounts: shardCountsFor(server.config), serverName: server.serverName, config: server.config.media, log: pino({ level: 'silent' }) });
       const retention = { localMaxAgeDays: 1, remoteMaxAgeDays: 0, intervalMs: 3600_000 };
@@ -344,7 +344,7 @@ describe('the retention job runs by itself', () => {
     const bytes = Buffer.from(`retained for two seconds ${Math.random()}`);
     const { content_uri: mxc } = await bob.client.uploadContent(bytes, { type: 'text/plain' });
     const record = (await readRecord(server, mediaIdOf(mxc)))!;
-    const store = createMediaStore(server.config);
+    const store = await createMediaStore(server.config);
     expect(await store.exists(record.h)).toBe(true);
     await waitFor('the retention job', async () => (await readRecord(server, mediaIdOf(mxc))) === null);
     await waitFor('the blob to go', async () => !(await store.exists(record.h)));
