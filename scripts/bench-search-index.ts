@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { startManagedRedis } from '../src/runtime/managed-redis';
 import { loadavg } from 'node:os';
 import { SearchIndexStore, type KeyCode } from '../src/search/index-store';
-import { nextCandidates, planSearch } from '../src/search/query';
+import { startSearch } from '../src/search/query';
 import { KeySpace } from '../src/store/keys';
 import { connectRedis } from '../src/store/redis';
 import { freePort, percentile, pool, round } from './lib/bench-util';
@@ -85,8 +85,7 @@ async function main(): Promise<void> {
         for (const term of terms) {
           const t0 = process.hrtime.bigint();
           // What POST /search does for a first page of 10: freeze the statistics, find the first candidates.
-          const plan = await planSearch(store, rooms, term, keysAll, order);
-          const { count } = await nextCandidates(store, plan, null, 30);
+          const { count } = (await startSearch(store, rooms, term, keysAll, order, 30)).batch;
           times.push(Number(process.hrtime.bigint() - t0) / 1e6);
           hits += count;
         }

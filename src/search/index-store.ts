@@ -15,7 +15,7 @@
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { termFrequencies } from '../protocol/search-text';
 import { legacySearchData, roomData, searchData, type KeySpace } from '../store/keys';
-import { runScript, type RedisClient } from '../store/redis';
+import { runScript, runScriptBuffer, type RedisClient } from '../store/redis';
 import type { RoomReader } from '../store/room-reader';
 import type { RoomOutput } from '../rooms/model';
 import { shardOf } from '../store/shards';
@@ -193,6 +193,43 @@ export class SearchIndexStore {
     return (await this.redis.getBuffer(this.name(roomId, `${searchData.blockBoundsPrefix(roomId)}${term}`))) ?? Buffer.alloc(0);
   }
 
+  /**
+   * What a search first needs of some rooms (search-view-1.lua, one call per shard): per room its
+   * totals, dead positions and, per term, its words (a last prefix term's completions, at most
+   * `expansions`) with their posting counts, and the postings of words with at most `inlineMax`.
+   */
+  async views(roomIds: readonly string[], terms: readonly string[], lastIsPrefix: boolean, expansions: number, inlineMax: number): Promise<RoomTerms[]> {
+    const byShard = new Map<number, number[]>();
+    roomIds.forEach((roomId, i) => {
+      const s = shardOf(roomId, this.roomShards);
+      const list = byShard.get(s);
+      if (list) list.push(i);
+      else byShard.set(s, [i]);
+    });
+    const out = new Array<RoomTerms>(roomIds.length);
+    await Promise.all(
+      [...byShard.values()].map(async (indexes) => {
+        const args: (string | number)[] = [terms.length, lastIsPrefix ? 1 : 0, expansions, inlineMax, ...terms];
+        for (const i of indexes) {
+          const roomId = roomIds[i]!;
+          args.push(this.name(roomId, searchData.stats(roomId)), this.name(roomId, searchData.dead(roomId)), this.name(roomId, searchData.terms(roomId)), this.name(roomId, searchData.postingsPrefix(roomId)));
+        }
+        const first = roomIds[indexes[0]!]!;
+        const reply = (await runScriptBuffer(this.redis, 'searchView', [this.name(first, searchData.stats(first))], args)) as [number, number, number, Buffer[], [Buffer[], number[], (Buffer | number)[]][]][];
+        reply.forEach(([documents, totalLength, top, dead, perTerm], k) => {
+          out[indexes[k]!] = {
+            documents,
+            totalLength,
+            top,
+            dead: new Set(dead.map((b) => Number(b.toString()))),
+            terms: perTerm.map(([words, counts, postings]) => ({ words: words.map((w) => w.toString('utf8')), counts, postings: postings.map((p) => (typeof p === 'number' ? null : p)) })),
+          };
+        });
+      }),
+    );
+    return out;
+  }
+
   /** Positions of a room's redacted documents whose postings are still there. */
   async deadPositions(roomId: string): Promise<Set<number>> {
     return new Set((await this.redis.smembers(this.name(roomId, searchData.dead(roomId)))).map(Number));
@@ -221,6 +258,17 @@ export class SearchIndexStore {
     for (let i = 0; i < legacyTerms.length; i += 500) await this.redis.del(...legacyTerms.slice(i, i + 500).map((t) => `${legacyPrefix}${t}`));
     await this.redis.del(this.name(roomId, legacySearchData.docs(roomId)), this.name(roomId, legacySearchData.terms(roomId)), this.name(roomId, legacySearchData.stats(roomId)));
   }
+}
+
+/** A room as a search first sees it (`SearchIndexStore.views`). */
+export interface RoomTerms {
+  documents: number;
+  totalLength: number;
+  /** Newest indexed position (-1: none). */
+  top: number;
+  dead: Set<number>;
+  /** Per query term: the room's words for it, their posting counts, and their postings when few (else null). */
+  terms: { words: string[]; counts: number[]; postings: (Buffer | null)[] }[];
 }
 
 /** A posting, decoded. */
