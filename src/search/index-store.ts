@@ -14,9 +14,9 @@
  */
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { termFrequencies } from '../protocol/search-text';
-import { legacySearchData, roomData, searchData, type KeySpace } from '../store/keys';
+import { legacySearchData, roomData, searchData, searchShardData, type KeySpace } from '../store/keys';
 import { runScript, runScriptBuffer, type RedisClient } from '../store/redis';
-import type { RoomReader } from '../store/room-reader';
+import { RoomReader, servableToClients } from '../store/room-reader';
 import type { RoomOutput } from '../rooms/model';
 import { shardOf } from '../store/shards';
 
@@ -208,26 +208,118 @@ export class SearchIndexStore {
     });
     const out = new Array<RoomTerms>(roomIds.length);
     await Promise.all(
-      [...byShard.values()].map(async (indexes) => {
-        const args: (string | number)[] = [terms.length, lastIsPrefix ? 1 : 0, expansions, inlineMax, ...terms];
+      [...byShard].map(async ([shard, indexes]) => {
+        const shardKeys = this.keys.shard('room', shard);
+        const args: (string | number)[] = [terms.length, lastIsPrefix ? 1 : 0, expansions, inlineMax, shardKeys.data(searchShardData.pending), ...terms];
         for (const i of indexes) {
           const roomId = roomIds[i]!;
-          args.push(this.name(roomId, searchData.stats(roomId)), this.name(roomId, searchData.dead(roomId)), this.name(roomId, searchData.terms(roomId)), this.name(roomId, searchData.postingsPrefix(roomId)));
+          args.push(this.name(roomId, searchData.stats(roomId)), this.name(roomId, searchData.dead(roomId)), this.name(roomId, searchData.terms(roomId)), this.name(roomId, searchData.postingsPrefix(roomId)), this.name(roomId, legacySearchData.stats(roomId)), roomId);
         }
-        const first = roomIds[indexes[0]!]!;
-        const reply = (await runScriptBuffer(this.redis, 'searchView', [this.name(first, searchData.stats(first))], args)) as [number, number, number, Buffer[], [Buffer[], number[], (Buffer | number)[]][]][];
-        reply.forEach(([documents, totalLength, top, dead, perTerm], k) => {
-          out[indexes[k]!] = {
-            documents,
-            totalLength,
-            top,
-            dead: new Set(dead.map((b) => Number(b.toString()))),
-            terms: perTerm.map(([words, counts, postings]) => ({ words: words.map((w) => w.toString('utf8')), counts, postings: postings.map((p) => (typeof p === 'number' ? null : p)) })),
-          };
-        });
+        const reply = (await runScriptBuffer(this.redis, 'searchView', [shardKeys.data(searchShardData.format)], args)) as [number, number, number, Buffer[], [Buffer[], number[], (Buffer | number)[]][], number][];
+        await Promise.all(
+          reply.map(async ([documents, totalLength, top, dead, perTerm, incomplete], k) => {
+            const i = indexes[k]!;
+            out[i] = incomplete
+              ? await this.scan(roomIds[i]!, terms, lastIsPrefix, expansions)
+              : {
+                  documents,
+                  totalLength,
+                  top,
+                  dead: new Set(dead.map((b) => Number(b.toString()))),
+                  terms: perTerm.map(([words, counts, postings]) => ({ words: words.map((w) => w.toString('utf8')), counts, postings: postings.map((p) => (typeof p === 'number' ? null : p)) })),
+                };
+          }),
+        );
       }),
     );
     return out;
+  }
+
+  /**
+   * A room whose index is not complete (format 1 still, or being rebuilt): what its index will
+   * hold, from its stored events — the documents a rebuild indexes (src/search/rebuild.ts: each
+   * message, name or topic by its own text or its sender's latest edit, redacted ones left out),
+   * with every word's postings in memory. It reads the room's whole timeline: only while the
+   * search reader migrates the room.
+   */
+  private async scan(roomId: string, terms: readonly string[], lastIsPrefix: boolean, expansions: number): Promise<RoomTerms> {
+    const rooms = new RoomReader(this.redis, this.keys, this.roomShards);
+    const docs = new Map<number, { key: KeyCode; text: string; ts: number }>();
+    /** The room's messages so far, for the edits that follow them. */
+    const messages = new Map<string, { pos: number; sender: unknown; isEdit: boolean; ts: number }>();
+    const redacted = new Set<number>();
+    let top = -1;
+    let from: number | null = null;
+    for (;;) {
+      const page = await rooms.timeline(roomId, 'f', from, 500);
+      for (const e of page.events) {
+        top = Math.max(top, e.pos);
+        if (!servableToClients(e)) continue;
+        if (e.redactedBy) {
+          redacted.add(e.pos);
+          docs.delete(e.pos);
+          continue;
+        }
+        const event = e.event;
+        const ts = typeof event.origin_server_ts === 'number' ? event.origin_server_ts : 0;
+        const edit = event.type === 'm.room.message' ? replacementOf(event) : null;
+        if (event.type === 'm.room.message') messages.set(e.eventId, { pos: e.pos, sender: event.sender, isEdit: edit !== null, ts });
+        if (edit) {
+          // As the reader: only an edit of a plain message by its own sender counts.
+          const original = messages.get(edit.target);
+          const found = searchableText({ type: 'm.room.message', content: edit.newContent });
+          if (!original || redacted.has(original.pos) || original.isEdit || original.sender !== event.sender || !found) continue;
+          docs.set(original.pos, { key: found.key, text: found.text, ts: original.ts });
+          continue;
+        }
+        const found = searchableText(event);
+        if (found) docs.set(e.pos, { key: found.key, text: found.text, ts });
+      }
+      if (page.next === null) break;
+      from = page.next;
+    }
+    let documents = 0;
+    let totalLength = 0;
+    const ts = new Map<number, number>();
+    const perTerm = terms.map(() => new Map<string, number[]>());
+    for (const [pos, d] of [...docs].sort((a, b) => a[0] - b[0])) {
+      const { terms: tfs, length } = termFrequencies(d.text);
+      if (tfs.size === 0) continue;
+      documents++;
+      totalLength += Math.min(length, 255);
+      ts.set(pos, d.ts);
+      terms.forEach((t, i) => {
+        const prefix = i === terms.length - 1 && lastIsPrefix;
+        for (const [word, tf] of tfs) {
+          if (word !== t && !(prefix && word.startsWith(t))) continue;
+          const list = perTerm[i]!.get(word) ?? [];
+          list.push(pos, Math.min(tf, 63) * 4 + KEY_BITS[d.key], Math.min(length, 255));
+          perTerm[i]!.set(word, list);
+        }
+      });
+    }
+    return {
+      documents,
+      totalLength,
+      top,
+      dead: new Set(),
+      ts,
+      terms: perTerm.map((byWord) => {
+        const words = [...byWord.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))).slice(0, expansions);
+        const postings = words.map((w) => {
+          const list = byWord.get(w)!;
+          const buf = Buffer.alloc((list.length / 3) * POSTING_BYTES);
+          for (let j = 0; j < list.length; j += 3) {
+            const o = (j / 3) * POSTING_BYTES;
+            buf.writeInt32BE(list[j]!, o);
+            buf[o + 4] = list[j + 1]!;
+            buf[o + 5] = list[j + 2]!;
+          }
+          return buf;
+        });
+        return { words, counts: postings.map((p) => p.length / POSTING_BYTES), postings };
+      }),
+    };
   }
 
   /** Positions of a room's redacted documents whose postings are still there. */
@@ -267,6 +359,8 @@ export interface RoomTerms {
   /** Newest indexed position (-1: none). */
   top: number;
   dead: Set<number>;
+  /** Each document's origin_server_ts, when the room was read from its stored events (its index is not complete). */
+  ts?: Map<number, number>;
   /** Per query term: the room's words for it, their posting counts, and their postings when few (else null). */
   terms: { words: string[]; counts: number[]; postings: (Buffer | null)[] }[];
 }

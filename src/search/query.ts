@@ -76,6 +76,8 @@ interface RoomView {
   roomId: string;
   top: number;
   dead: Set<number>;
+  /** Documents' origin_server_ts, when the room was read from its stored events (else from the document records). */
+  ts?: Map<number, number>;
   terms: TermWords[];
 }
 
@@ -93,6 +95,7 @@ async function viewRooms(store: SearchIndexStore, roomIds: readonly string[], te
       // The script reads the totals with the postings: every posting counted is at or below the room's top.
       top: tops ? tops[i]! : f.top,
       dead: f.dead,
+      ...(f.ts ? { ts: f.ts } : {}),
       terms: f.terms.map((t) => ({ words: t.words, counts: t.counts, total: t.counts.reduce((a, b) => a + b, 0), postings: t.postings })),
     };
   });
@@ -299,9 +302,9 @@ async function recent(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared
       }
     }),
   );
-  const records = await Promise.all(perRoom.map((p) => store.records(p.r.view.roomId, p.matches)));
+  const records = await Promise.all(perRoom.map(async (p) => p.r.view.ts ?? new Map([...(await store.records(p.r.view.roomId, p.matches))].map(([pos, r]) => [pos, r.ts]))));
   // Merge: the newest head (origin_server_ts, then position) goes first; each room's list is by position.
-  const heads = perRoom.map((p, i) => ({ p, i, at: 0, ts: (pos: number) => records[i]!.get(pos)?.ts ?? 0 }));
+  const heads = perRoom.map((p, i) => ({ p, i, at: 0, ts: (pos: number) => records[i]!.get(pos) ?? 0 }));
   const out: Candidate[] = [];
   const nextBelow = below ? [...below] : plan.tops.map((t) => t + 1);
   while (out.length < want) {

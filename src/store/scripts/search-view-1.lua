@@ -4,23 +4,28 @@
 -- counts; a word's postings themselves when there are few of them (a rare word's are then read
 -- here and never again). See src/search/query.ts `viewRooms`.
 --
--- KEYS[1] any key of the shard (routes the call; the rooms' keys below share its hash slot).
+-- A room whose index is not (yet) complete in format 2 is flagged instead (the caller reads its
+-- stored events): one in the shard's pending set (being rebuilt by the search reader's migration),
+-- or, until the shard's migration is done, one with format 1 keys or no format 2 index at all.
+--
+-- KEYS[1] the shard's search format hash (routes the call; the rooms' keys below share its slot).
 -- ARGV[1] T, the number of query terms; ARGV[2] 1 when the last term is a prefix; ARGV[3] the most
--- completions of a prefix; ARGV[4] the most postings of a word returned inline; ARGV[5..4+T] the
--- terms; then per room 4 names: its stats hash, dead set, terms sorted set, postings key prefix.
+-- completions of a prefix; ARGV[4] the most postings of a word returned inline; ARGV[5] the shard's
+-- pending set; ARGV[6..5+T] the terms; then per room 6 names: its stats hash, dead set, terms
+-- sorted set, postings key prefix, format 1 stats hash, and its id.
 -- Returns per room { documents, total length, newest position (-1: none), { dead positions },
--- per term { { words }, { counts }, { postings or 0 } } } (words without postings left out).
+-- per term { { words }, { counts }, { postings or 0 } } (words without postings left out),
+-- 1 when the index is not complete (then nothing else) else 0 }.
 local T = tonumber(ARGV[1])
 local lastIsPrefix = ARGV[2] == '1'
 local expansions = tonumber(ARGV[3])
 local inlineMax = tonumber(ARGV[4])
+local pending = ARGV[5]
 local terms = {}
 for i = 1, T do
-  terms[i] = ARGV[4 + i]
+  terms[i] = ARGV[5 + i]
 end
-local out = {}
-for r = 5 + T, #ARGV, 4 do
-  local stats, dead, vocab, pprefix = ARGV[r], ARGV[r + 1], ARGV[r + 2], ARGV[r + 3]
+local function view(stats, dead, vocab, pprefix)
   local perTerm = {}
   for i = 1, T do
     local words
@@ -43,6 +48,15 @@ for r = 5 + T, #ARGV, 4 do
     perTerm[i] = { kept, counts, postings }
   end
   local n, l, p = unpack(redis.call('HMGET', stats, 'n', 'l', 'p'))
-  out[#out + 1] = { tonumber(n or 0), tonumber(l or 0), p and tonumber(p) or -1, redis.call('SMEMBERS', dead), perTerm }
+  return { tonumber(n or 0), tonumber(l or 0), p and tonumber(p) or -1, redis.call('SMEMBERS', dead), perTerm, 0 }
+end
+
+local migrated = redis.call('HGET', KEYS[1], 'format') == '2'
+local out = {}
+for r = 6 + T, #ARGV, 6 do
+  local stats, dead, vocab, pprefix, legacy, roomId = ARGV[r], ARGV[r + 1], ARGV[r + 2], ARGV[r + 3], ARGV[r + 4], ARGV[r + 5]
+  local incomplete = redis.call('SISMEMBER', pending, roomId) == 1
+    or (not migrated and (redis.call('EXISTS', legacy) == 1 or redis.call('EXISTS', stats) == 0))
+  out[#out + 1] = incomplete and { 0, 0, -1, {}, {}, 1 } or view(stats, dead, vocab, pprefix)
 end
 return out
