@@ -15,7 +15,7 @@
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { termFrequencies } from '../protocol/search-text';
 import { legacySearchData, roomData, searchData, searchShardData, type KeySpace } from '../store/keys';
-import { runScript, runScriptBuffer, type RedisClient } from '../store/redis';
+import { isCluster, runScript, runScriptBuffer, type RedisClient } from '../store/redis';
 import { RoomReader, servableToClients } from '../store/room-reader';
 import type { RoomOutput } from '../rooms/model';
 import { shardOf } from '../store/shards';
@@ -194,28 +194,32 @@ export class SearchIndexStore {
   }
 
   /**
-   * What a search first needs of some rooms (search-view-1.lua, one call per shard): per room its
+   * What a search first needs of some rooms (search-view-1.lua: one call on a single Redis, one per room shard on a Cluster): per room its
    * totals, dead positions and, per term, its words (a last prefix term's completions, at most
    * `expansions`) with their posting counts, and the postings of words with at most `inlineMax`.
    */
   async views(roomIds: readonly string[], terms: readonly string[], lastIsPrefix: boolean, expansions: number, inlineMax: number): Promise<RoomTerms[]> {
-    const byShard = new Map<number, number[]>();
+    // On a Redis Cluster a script reads one slot: a call per room shard. A single Redis takes them all in one.
+    const cluster = isCluster(this.redis);
+    const groups = new Map<number, number[]>();
     roomIds.forEach((roomId, i) => {
-      const s = shardOf(roomId, this.roomShards);
-      const list = byShard.get(s);
+      const s = cluster ? shardOf(roomId, this.roomShards) : 0;
+      const list = groups.get(s);
       if (list) list.push(i);
-      else byShard.set(s, [i]);
+      else groups.set(s, [i]);
     });
     const out = new Array<RoomTerms>(roomIds.length);
     await Promise.all(
-      [...byShard].map(async ([shard, indexes]) => {
-        const shardKeys = this.keys.shard('room', shard);
-        const args: (string | number)[] = [terms.length, lastIsPrefix ? 1 : 0, expansions, inlineMax, shardKeys.data(searchShardData.pending), ...terms];
+      [...groups.values()].map(async (indexes) => {
+        const args: (string | number)[] = [terms.length, lastIsPrefix ? 1 : 0, expansions, inlineMax, ...terms];
         for (const i of indexes) {
           const roomId = roomIds[i]!;
-          args.push(this.name(roomId, searchData.stats(roomId)), this.name(roomId, searchData.dead(roomId)), this.name(roomId, searchData.terms(roomId)), this.name(roomId, searchData.postingsPrefix(roomId)), this.name(roomId, legacySearchData.stats(roomId)), roomId);
+          const shardKeys = this.keys.shard('room', shardOf(roomId, this.roomShards));
+          args.push(this.name(roomId, searchData.stats(roomId)), this.name(roomId, searchData.dead(roomId)), this.name(roomId, searchData.terms(roomId)), this.name(roomId, searchData.postingsPrefix(roomId)), this.name(roomId, legacySearchData.stats(roomId)), roomId, shardKeys.data(searchShardData.format), shardKeys.data(searchShardData.pending));
         }
-        const reply = (await runScriptBuffer(this.redis, 'searchView', [shardKeys.data(searchShardData.format)], args)) as [number, number, number, Buffer[], [Buffer[], number[], (Buffer | number)[]][], number][];
+        const first = roomIds[indexes[0]!]!;
+        const routing = this.keys.shard('room', shardOf(first, this.roomShards)).data(searchShardData.format);
+        const reply = (await runScriptBuffer(this.redis, 'searchView', [routing], args)) as [number, number, number, Buffer[], [Buffer[], number[], (Buffer | number)[]][], number][];
         await Promise.all(
           reply.map(async ([documents, totalLength, top, dead, perTerm, incomplete], k) => {
             const i = indexes[k]!;

@@ -8,11 +8,13 @@
 -- stored events): one in the shard's pending set (being rebuilt by the search reader's migration),
 -- or, until the shard's migration is done, one with format 1 keys or no format 2 index at all.
 --
--- KEYS[1] the shard's search format hash (routes the call; the rooms' keys below share its slot).
+-- KEYS[1] the first room's shard search format hash (routes the call: on a Redis Cluster every
+-- room of a call is on that shard, so its keys below share the slot; a single Redis takes all the
+-- rooms of a search at once).
 -- ARGV[1] T, the number of query terms; ARGV[2] 1 when the last term is a prefix; ARGV[3] the most
--- completions of a prefix; ARGV[4] the most postings of a word returned inline; ARGV[5] the shard's
--- pending set; ARGV[6..5+T] the terms; then per room 6 names: its stats hash, dead set, terms
--- sorted set, postings key prefix, format 1 stats hash, and its id.
+-- completions of a prefix; ARGV[4] the most postings of a word returned inline; ARGV[5..4+T] the
+-- terms; then per room 8 names: its stats hash, dead set, terms sorted set, postings key prefix,
+-- format 1 stats hash, its id, its shard's search format hash and pending set.
 -- Returns per room { documents, total length, newest position (-1: none), { dead positions },
 -- per term { { words }, { counts }, { postings or 0 } } (words without postings left out),
 -- 1 when the index is not complete (then nothing else) else 0 }.
@@ -20,10 +22,9 @@ local T = tonumber(ARGV[1])
 local lastIsPrefix = ARGV[2] == '1'
 local expansions = tonumber(ARGV[3])
 local inlineMax = tonumber(ARGV[4])
-local pending = ARGV[5]
 local terms = {}
 for i = 1, T do
-  terms[i] = ARGV[5 + i]
+  terms[i] = ARGV[4 + i]
 end
 local function view(stats, dead, vocab, pprefix)
   local perTerm = {}
@@ -51,12 +52,15 @@ local function view(stats, dead, vocab, pprefix)
   return { tonumber(n or 0), tonumber(l or 0), p and tonumber(p) or -1, redis.call('SMEMBERS', dead), perTerm, 0 }
 end
 
-local migrated = redis.call('HGET', KEYS[1], 'format') == '2'
+local migrated = {}
 local out = {}
-for r = 6 + T, #ARGV, 6 do
-  local stats, dead, vocab, pprefix, legacy, roomId = ARGV[r], ARGV[r + 1], ARGV[r + 2], ARGV[r + 3], ARGV[r + 4], ARGV[r + 5]
+for r = 5 + T, #ARGV, 8 do
+  local stats, dead, vocab, pprefix, legacy, roomId, format, pending = unpack(ARGV, r, r + 7)
+  if migrated[format] == nil then
+    migrated[format] = redis.call('HGET', format, 'format') == '2'
+  end
   local incomplete = redis.call('SISMEMBER', pending, roomId) == 1
-    or (not migrated and (redis.call('EXISTS', legacy) == 1 or redis.call('EXISTS', stats) == 0))
+    or (not migrated[format] and (redis.call('EXISTS', legacy) == 1 or redis.call('EXISTS', stats) == 0))
   out[#out + 1] = incomplete and { 0, 0, -1, {}, {}, 1 } or view(stats, dead, vocab, pprefix)
 end
 return out
