@@ -12,6 +12,11 @@
  * The whole HTTP path beside Synapse's PostgreSQL full-text search is scripts/bench-search.ts.
  *
  *   node --import tsx scripts/bench-search-index.ts [--messages 100000] [--rooms 100] [--queries 200]
+ *     [--redis redis://host:port [--queries-only]]
+ *
+ * `--redis`: index into that redis-server (kept afterwards) instead of a managed throwaway one;
+ * with `--queries-only`, only the queries are run, over the index an earlier `--redis` run of the
+ * same `--messages` left there (the messages are drawn again, unindexed, so the queries are the same).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +24,7 @@ import { join } from 'node:path';
 import { startManagedRedis } from '../src/runtime/managed-redis';
 import { loadavg } from 'node:os';
 import { SearchIndexStore, type KeyCode } from '../src/search/index-store';
-import { nextCandidates, planSearch } from '../src/search/query';
+import { startSearch } from '../src/search/query';
 import { KeySpace } from '../src/store/keys';
 import { connectRedis } from '../src/store/redis';
 import { freePort, percentile, pool, round } from './lib/bench-util';
@@ -32,17 +37,25 @@ const arg = (name: string, dflt: number) => {
 const MESSAGES = arg('messages', 100_000);
 const ROOMS = arg('rooms', 100);
 const QUERIES = arg('queries', 200);
+const sarg = (name: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+};
+const REDIS = sarg('redis');
+const QUERIES_ONLY = REDIS !== undefined && process.argv.includes('--queries-only');
 
 async function main(): Promise<void> {
   const corpus = searchCorpus();
   const rooms = benchRooms(ROOMS);
   const dir = mkdtempSync(join(tmpdir(), 'axon-bench-search-'));
-  const managed = await startManagedRedis({ dir: join(dir, 'redis'), port: await freePort() });
-  const redis = connectRedis({ url: managed.url });
+  const managed = REDIS ? null : await startManagedRedis({ dir: join(dir, 'redis'), port: await freePort() });
+  const redis = connectRedis({ url: REDIS ?? managed!.url });
   const keys = new KeySpace('bs:');
   const store = new SearchIndexStore(redis, keys, 64);
   try {
     console.log(`load average at start: ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+    if (QUERIES_ONLY) for (let i = 0; i < MESSAGES; i++) corpus.next();
+    else {
     const before = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? 0);
     const started = Date.now();
     let done = 0;
@@ -75,6 +88,7 @@ async function main(): Promise<void> {
       });
     } while (cursor !== '0');
     console.log(`by kind of key: ${[...byKind].map(([k, v]) => `${k} ${v.keys} keys, ${round(v.bytes / MESSAGES, 0)} B/message`).join('; ')}`);
+    }
 
     const keysAll = new Set<KeyCode>(['b', 'n', 't']);
     const kinds = corpus.queries(QUERIES);
@@ -85,8 +99,7 @@ async function main(): Promise<void> {
         for (const term of terms) {
           const t0 = process.hrtime.bigint();
           // What POST /search does for a first page of 10: freeze the statistics, find the first candidates.
-          const plan = await planSearch(store, rooms, term, keysAll, order);
-          const { count } = await nextCandidates(store, plan, null, 30);
+          const { count } = (await startSearch(store, rooms, term, keysAll, order, 30)).batch;
           times.push(Number(process.hrtime.bigint() - t0) / 1e6);
           hits += count;
         }
@@ -97,7 +110,7 @@ async function main(): Promise<void> {
     console.log(`load average at end: ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   } finally {
     redis.disconnect();
-    await managed.stop();
+    await managed?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -181,7 +181,8 @@ async function redisFigures(redis: RedisClient): Promise<{ used: number; index: 
   let indexKeys = 0;
   let cursor = '0';
   do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', '*search:!*', 'COUNT', 2000);
+    // Format 2's keys (src/store/keys.ts searchData: sd/sv/ss/sx/sp/sm, then the room id).
+    const [next, keys] = await redis.scan(cursor, 'MATCH', '*}:d:s[pmdvsx]:!*', 'COUNT', 2000);
     cursor = next;
     if (keys.length) {
       const p = redis.pipeline();

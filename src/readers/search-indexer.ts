@@ -8,13 +8,18 @@
  * out for good. Encrypted events (`m.room.encrypted`) have no text to index and are skipped.
  *
  * Idempotent: each write says which content it indexes (the timeline position of the event that
- * carried it) and search-index-1.lua ignores content no newer than what is there, so a batch read
+ * carried it) and search-index-2.lua ignores content no newer than what is there, so a batch read
  * again after a crash or a handoff counts nothing twice.
+ *
+ * Upgrades: on taking a room shard it checks, in the background, that the shard's rooms are
+ * indexed in the current format, and rebuilds those that are not (src/search/migrate.ts:
+ * resumable, progress logged; queries read those rooms' stored events meanwhile).
  */
 import type { Logger } from 'pino';
 import type { RoomOutput } from '../rooms/model';
 import type { OutboxEntry } from '../runtime/envelope';
 import { indexRoomOutput, SearchIndexStore } from '../search/index-store';
+import { migrateShard } from '../search/migrate';
 import { decode } from '../store/codec';
 import { SEARCH_INDEX_GROUP, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
@@ -26,10 +31,70 @@ export class SearchIndexReader extends OutboxGroupReader {
   private readonly store: SearchIndexStore;
   private readonly rooms: RoomReader;
 
-  constructor(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, consumer: string, log: Logger) {
+  /** Shards held now, each with its migration check (running or done) while held. */
+  private readonly held = new Map<number, { timer: NodeJS.Timeout | null; running: boolean }>();
+  private halted = false;
+
+  constructor(
+    redis: RedisClient,
+    keys: KeySpace,
+    private readonly shardCounts: Record<Family, number>,
+    consumer: string,
+    log: Logger,
+    /** Longest delay before a shard taken quietly (a drain hands over hundreds) is checked, spread at random. */
+    private readonly migrationSpreadMs = 5_000,
+  ) {
     super('room', SEARCH_INDEX_GROUP, redis, keys, consumer, log);
     this.store = new SearchIndexStore(redis, keys, shardCounts.room);
     this.rooms = new RoomReader(redis, keys, shardCounts.room);
+  }
+
+  override attach(shard: number, opts: { quiet?: boolean } = {}): void {
+    super.attach(shard, opts);
+    if (this.halted || this.held.has(shard)) return;
+    const state = { timer: null as NodeJS.Timeout | null, running: false };
+    this.held.set(shard, state);
+    const delay = opts.quiet ? Math.random() * this.migrationSpreadMs : 0;
+    state.timer = setTimeout(() => {
+      state.timer = null;
+      void this.migrate(shard, state);
+    }, delay);
+    state.timer.unref();
+  }
+
+  override detach(shard: number): void {
+    super.detach(shard);
+    const state = this.held.get(shard);
+    if (state?.timer) clearTimeout(state.timer);
+    this.held.delete(shard);
+  }
+
+  override async stop(): Promise<void> {
+    this.halted = true;
+    for (const state of this.held.values()) if (state.timer) clearTimeout(state.timer);
+    this.held.clear();
+    await super.stop();
+  }
+
+  /** Bring the shard's rooms to the current index format (again later if Redis failed meanwhile). */
+  private async migrate(shard: number, state: { timer: NodeJS.Timeout | null; running: boolean }): Promise<void> {
+    const active = () => !this.halted && this.held.get(shard) === state;
+    if (!active() || state.running) return;
+    state.running = true;
+    try {
+      await migrateShard(this.redis, this.keys, this.shardCounts, shard, this.log, { active });
+    } catch (e) {
+      this.log.warn({ shard, err: (e as Error).message }, 'search index: migration interrupted, retrying in 10 s');
+      if (active()) {
+        state.timer = setTimeout(() => {
+          state.timer = null;
+          void this.migrate(shard, state);
+        }, 10_000);
+        state.timer.unref();
+      }
+    } finally {
+      state.running = false;
+    }
   }
 
   protected async apply(_shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {

@@ -14,9 +14,9 @@
  */
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { termFrequencies } from '../protocol/search-text';
-import { legacySearchData, roomData, searchData, type KeySpace } from '../store/keys';
-import { runScript, type RedisClient } from '../store/redis';
-import type { RoomReader } from '../store/room-reader';
+import { legacySearchData, roomData, searchData, searchShardData, type KeySpace } from '../store/keys';
+import { isCluster, runScript, runScriptBuffer, type RedisClient } from '../store/redis';
+import { RoomReader, servableToClients } from '../store/room-reader';
 import type { RoomOutput } from '../rooms/model';
 import { shardOf } from '../store/shards';
 
@@ -193,6 +193,139 @@ export class SearchIndexStore {
     return (await this.redis.getBuffer(this.name(roomId, `${searchData.blockBoundsPrefix(roomId)}${term}`))) ?? Buffer.alloc(0);
   }
 
+  /**
+   * What a search first needs of some rooms (search-view-1.lua: one call on a single Redis, one per room shard on a Cluster): per room its
+   * totals, dead positions and, per term, its words (a last prefix term's completions, at most
+   * `expansions`) with their posting counts, and the postings of words with at most `inlineMax`.
+   */
+  async views(roomIds: readonly string[], terms: readonly string[], lastIsPrefix: boolean, expansions: number, inlineMax: number): Promise<RoomTerms[]> {
+    // On a Redis Cluster a script reads one slot: a call per room shard. A single Redis takes them all in one.
+    const cluster = isCluster(this.redis);
+    const groups = new Map<number, number[]>();
+    roomIds.forEach((roomId, i) => {
+      const s = cluster ? shardOf(roomId, this.roomShards) : 0;
+      const list = groups.get(s);
+      if (list) list.push(i);
+      else groups.set(s, [i]);
+    });
+    const out = new Array<RoomTerms>(roomIds.length);
+    await Promise.all(
+      [...groups.values()].map(async (indexes) => {
+        const args: (string | number)[] = [terms.length, lastIsPrefix ? 1 : 0, expansions, inlineMax, ...terms];
+        for (const i of indexes) {
+          const roomId = roomIds[i]!;
+          const shardKeys = this.keys.shard('room', shardOf(roomId, this.roomShards));
+          args.push(this.name(roomId, searchData.stats(roomId)), this.name(roomId, searchData.dead(roomId)), this.name(roomId, searchData.terms(roomId)), this.name(roomId, searchData.postingsPrefix(roomId)), this.name(roomId, legacySearchData.stats(roomId)), roomId, shardKeys.data(searchShardData.format), shardKeys.data(searchShardData.pending));
+        }
+        const first = roomIds[indexes[0]!]!;
+        const routing = this.keys.shard('room', shardOf(first, this.roomShards)).data(searchShardData.format);
+        const reply = (await runScriptBuffer(this.redis, 'searchView', [routing], args)) as [number, number, number, Buffer[], [Buffer[], number[], (Buffer | number)[]][], number][];
+        await Promise.all(
+          reply.map(async ([documents, totalLength, top, dead, perTerm, incomplete], k) => {
+            const i = indexes[k]!;
+            out[i] = incomplete
+              ? await this.scan(roomIds[i]!, terms, lastIsPrefix, expansions)
+              : {
+                  documents,
+                  totalLength,
+                  top,
+                  dead: new Set(dead.map((b) => Number(b.toString()))),
+                  terms: perTerm.map(([words, counts, postings]) => ({ words: words.map((w) => w.toString('utf8')), counts, postings: postings.map((p) => (typeof p === 'number' ? null : p)) })),
+                };
+          }),
+        );
+      }),
+    );
+    return out;
+  }
+
+  /**
+   * A room whose index is not complete (format 1 still, or being rebuilt): what its index will
+   * hold, from its stored events — the documents a rebuild indexes (src/search/rebuild.ts: each
+   * message, name or topic by its own text or its sender's latest edit, redacted ones left out),
+   * with every word's postings in memory. It reads the room's whole timeline: only while the
+   * search reader migrates the room.
+   */
+  private async scan(roomId: string, terms: readonly string[], lastIsPrefix: boolean, expansions: number): Promise<RoomTerms> {
+    const rooms = new RoomReader(this.redis, this.keys, this.roomShards);
+    const docs = new Map<number, { key: KeyCode; text: string; ts: number }>();
+    /** The room's messages so far, for the edits that follow them. */
+    const messages = new Map<string, { pos: number; sender: unknown; isEdit: boolean; ts: number }>();
+    const redacted = new Set<number>();
+    let top = -1;
+    let from: number | null = null;
+    for (;;) {
+      const page = await rooms.timeline(roomId, 'f', from, 500);
+      for (const e of page.events) {
+        top = Math.max(top, e.pos);
+        if (!servableToClients(e)) continue;
+        if (e.redactedBy) {
+          redacted.add(e.pos);
+          docs.delete(e.pos);
+          continue;
+        }
+        const event = e.event;
+        const ts = typeof event.origin_server_ts === 'number' ? event.origin_server_ts : 0;
+        const edit = event.type === 'm.room.message' ? replacementOf(event) : null;
+        if (event.type === 'm.room.message') messages.set(e.eventId, { pos: e.pos, sender: event.sender, isEdit: edit !== null, ts });
+        if (edit) {
+          // As the reader: only an edit of a plain message by its own sender counts.
+          const original = messages.get(edit.target);
+          const found = searchableText({ type: 'm.room.message', content: edit.newContent });
+          if (!original || redacted.has(original.pos) || original.isEdit || original.sender !== event.sender || !found) continue;
+          docs.set(original.pos, { key: found.key, text: found.text, ts: original.ts });
+          continue;
+        }
+        const found = searchableText(event);
+        if (found) docs.set(e.pos, { key: found.key, text: found.text, ts });
+      }
+      if (page.next === null) break;
+      from = page.next;
+    }
+    let documents = 0;
+    let totalLength = 0;
+    const ts = new Map<number, number>();
+    const perTerm = terms.map(() => new Map<string, number[]>());
+    for (const [pos, d] of [...docs].sort((a, b) => a[0] - b[0])) {
+      const { terms: tfs, length } = termFrequencies(d.text);
+      if (tfs.size === 0) continue;
+      documents++;
+      totalLength += Math.min(length, 255);
+      ts.set(pos, d.ts);
+      terms.forEach((t, i) => {
+        const prefix = i === terms.length - 1 && lastIsPrefix;
+        for (const [word, tf] of tfs) {
+          if (word !== t && !(prefix && word.startsWith(t))) continue;
+          const list = perTerm[i]!.get(word) ?? [];
+          list.push(pos, Math.min(tf, 63) * 4 + KEY_BITS[d.key], Math.min(length, 255));
+          perTerm[i]!.set(word, list);
+        }
+      });
+    }
+    return {
+      documents,
+      totalLength,
+      top,
+      dead: new Set(),
+      ts,
+      terms: perTerm.map((byWord) => {
+        const words = [...byWord.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))).slice(0, expansions);
+        const postings = words.map((w) => {
+          const list = byWord.get(w)!;
+          const buf = Buffer.alloc((list.length / 3) * POSTING_BYTES);
+          for (let j = 0; j < list.length; j += 3) {
+            const o = (j / 3) * POSTING_BYTES;
+            buf.writeInt32BE(list[j]!, o);
+            buf[o + 4] = list[j + 1]!;
+            buf[o + 5] = list[j + 2]!;
+          }
+          return buf;
+        });
+        return { words, counts: postings.map((p) => p.length / POSTING_BYTES), postings };
+      }),
+    };
+  }
+
   /** Positions of a room's redacted documents whose postings are still there. */
   async deadPositions(roomId: string): Promise<Set<number>> {
     return new Set((await this.redis.smembers(this.name(roomId, searchData.dead(roomId)))).map(Number));
@@ -221,6 +354,19 @@ export class SearchIndexStore {
     for (let i = 0; i < legacyTerms.length; i += 500) await this.redis.del(...legacyTerms.slice(i, i + 500).map((t) => `${legacyPrefix}${t}`));
     await this.redis.del(this.name(roomId, legacySearchData.docs(roomId)), this.name(roomId, legacySearchData.terms(roomId)), this.name(roomId, legacySearchData.stats(roomId)));
   }
+}
+
+/** A room as a search first sees it (`SearchIndexStore.views`). */
+export interface RoomTerms {
+  documents: number;
+  totalLength: number;
+  /** Newest indexed position (-1: none). */
+  top: number;
+  dead: Set<number>;
+  /** Each document's origin_server_ts, when the room was read from its stored events (its index is not complete). */
+  ts?: Map<number, number>;
+  /** Per query term: the room's words for it, their posting counts, and their postings when few (else null). */
+  terms: { words: string[]; counts: number[]; postings: (Buffer | null)[] }[];
 }
 
 /** A posting, decoded. */

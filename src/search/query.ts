@@ -25,6 +25,8 @@ import { BLOCK, KEY_BITS, POSTING_BYTES, type KeyCode, type SearchIndexStore } f
 const PREFIX_EXPANSIONS = 100;
 /** Blocks read per round trip of a ranked query. */
 const RANK_BATCH = 64;
+/** A word with at most this many postings in a room is read whole with the room's first look (6 KB). */
+const INLINE_POSTINGS = 1024;
 
 /** What stays fixed between the pages of one search. */
 export interface SearchPlan {
@@ -60,11 +62,13 @@ export interface CandidateBatch {
   count: number;
 }
 
-/** One query term in one room: its word (or a prefix's completions) and their posting counts. */
+/** One query term in one room: its word (or a prefix's completions), their posting counts, and their postings when few. */
 interface TermWords {
   words: string[];
   counts: number[];
   total: number;
+  /** Per word, its postings read with the room's first look (a word with at most INLINE_POSTINGS), else null. */
+  postings: (Buffer | null)[];
 }
 
 interface RoomView {
@@ -72,39 +76,64 @@ interface RoomView {
   roomId: string;
   top: number;
   dead: Set<number>;
+  /** Documents' origin_server_ts, when the room was read from its stored events (else from the document records). */
+  ts?: Map<number, number>;
   terms: TermWords[];
 }
 
-async function viewRoom(store: SearchIndexStore, roomId: string, room: number, terms: string[], lastIsPrefix: boolean, top?: number): Promise<{ view: RoomView; documents: number; totalLength: number }> {
-  const [dead, termWords] = await Promise.all([
-    store.deadPositions(roomId),
-    Promise.all(
-      terms.map(async (term, i) => {
-        const words = i === terms.length - 1 && lastIsPrefix ? await store.termsWithPrefix(roomId, term, PREFIX_EXPANSIONS) : [term];
-        const counts = await Promise.all(words.map((w) => store.postingCount(roomId, w)));
-        const kept = words.filter((_, j) => counts[j]! > 0);
-        const keptCounts = counts.filter((c) => c > 0);
-        return { words: kept, counts: keptCounts, total: keptCounts.reduce((a, b) => a + b, 0) };
-      }),
-    ),
-  ]);
-  // Read after the postings: every posting counted above is then at or below the room's top
-  // (the script writes a document's postings and the totals together).
-  const stats = await store.stats(roomId);
-  return { view: { room, roomId, top: top ?? stats.top, dead, terms: termWords }, documents: stats.documents, totalLength: stats.totalLength };
-}
-
-/** Freeze what a search's pages share: the rooms' newest positions and the corpus statistics. */
-export async function planSearch(store: SearchIndexStore, roomIds: readonly string[], searchTerm: string, keys: ReadonlySet<KeyCode>, orderBy: 'rank' | 'recent'): Promise<SearchPlan> {
-  const query = parseQuery(searchTerm);
-  const views = await Promise.all(roomIds.map((r, i) => viewRoom(store, r, i, query.terms, query.lastIsPrefix)));
+/** The first look at every room of a search: one script call per shard (`SearchIndexStore.views`). */
+async function viewRooms(store: SearchIndexStore, roomIds: readonly string[], terms: string[], lastIsPrefix: boolean, inline: number, tops?: readonly number[]): Promise<{ views: RoomView[]; documents: number; totalLength: number }> {
+  const found = await store.views(roomIds, terms, lastIsPrefix, PREFIX_EXPANSIONS, inline);
   let documents = 0;
   let totalLength = 0;
+  const views = found.map((f, i): RoomView => {
+    documents += f.documents;
+    totalLength += f.totalLength;
+    return {
+      room: i,
+      roomId: roomIds[i]!,
+      // The script reads the totals with the postings: every posting counted is at or below the room's top.
+      top: tops ? tops[i]! : f.top,
+      dead: f.dead,
+      ...(f.ts ? { ts: f.ts } : {}),
+      terms: f.terms.map((t) => ({ words: t.words, counts: t.counts, total: t.counts.reduce((a, b) => a + b, 0), postings: t.postings })),
+    };
+  });
+  return { views, documents, totalLength };
+}
+
+/** Entries [from, to) of a word's postings in a room: from its first look when they were read then, else from Redis. */
+function postingsOf(store: SearchIndexStore, view: RoomView, term: number, word: number, from = 0, to = -1): Promise<Buffer> | Buffer {
+  const t = view.terms[term]!;
+  const inline = t.postings[word];
+  if (!inline) return store.postings(view.roomId, t.words[word]!, from, to);
+  if (from === 0 && to < 0) return inline;
+  return inline.subarray(from * POSTING_BYTES, Math.max(from, to) * POSTING_BYTES);
+}
+
+/** A word's block bounds (highest frequency, shortest length per block), computed from its postings when they were read with the first look. */
+async function boundsOf(store: SearchIndexStore, view: RoomView, term: number, word: number): Promise<Buffer> {
+  const inline = view.terms[term]!.postings[word];
+  if (!inline) return store.blockBounds(view.roomId, view.terms[term]!.words[word]!);
+  const n = inline.length / POSTING_BYTES;
+  const out = Buffer.alloc(2 * Math.ceil(n / BLOCK));
+  for (let b = 0; b * BLOCK < n; b++) {
+    let maxTf = 0;
+    let minLen = 255;
+    for (let i = b * BLOCK; i < Math.min(n, (b + 1) * BLOCK); i++) {
+      maxTf = Math.max(maxTf, inline[i * POSTING_BYTES + 4]! >> 2);
+      minLen = Math.min(minLen, inline[i * POSTING_BYTES + 5]!);
+    }
+    out[2 * b] = maxTf;
+    out[2 * b + 1] = minLen;
+  }
+  return out;
+}
+
+function planOf(query: { terms: string[]; lastIsPrefix: boolean }, roomIds: readonly string[], views: RoomView[], documents: number, totalLength: number, keys: ReadonlySet<KeyCode>, orderBy: 'rank' | 'recent'): SearchPlan {
   const df = query.terms.map(() => 0);
   for (const v of views) {
-    documents += v.documents;
-    totalLength += v.totalLength;
-    v.view.terms.forEach((t, i) => {
+    v.terms.forEach((t, i) => {
       df[i]! += t.total;
     });
   }
@@ -114,13 +143,34 @@ export async function planSearch(store: SearchIndexStore, roomIds: readonly stri
     terms: query.terms,
     lastIsPrefix: query.lastIsPrefix,
     rooms: [...roomIds],
-    tops: views.map((v) => v.view.top),
+    tops: views.map((v) => v.top),
     documents,
     averageLength: documents > 0 ? totalLength / documents : 0,
     df,
     keys: [...keys].map((k) => KEY_BITS[k]),
     orderBy,
   };
+}
+
+/** Freeze what a search's pages share: the rooms' newest positions and the corpus statistics. */
+export async function planSearch(store: SearchIndexStore, roomIds: readonly string[], searchTerm: string, keys: ReadonlySet<KeyCode>, orderBy: 'rank' | 'recent'): Promise<SearchPlan> {
+  const query = parseQuery(searchTerm);
+  const { views, documents, totalLength } = await viewRooms(store, roomIds, query.terms, query.lastIsPrefix, 0);
+  return planOf(query, roomIds, views, documents, totalLength, keys, orderBy);
+}
+
+/**
+ * A search's plan and its first `want` candidates, from one first look at the rooms (what
+ * `planSearch` then `nextCandidates` find, with fewer reads). `inline`: words with at most this
+ * many postings in a room are read with the first look (tests set 0 to read every one by range).
+ */
+export async function startSearch(store: SearchIndexStore, roomIds: readonly string[], searchTerm: string, keys: ReadonlySet<KeyCode>, orderBy: 'rank' | 'recent', want: number, inline = INLINE_POSTINGS): Promise<{ plan: SearchPlan; batch: CandidateBatch }> {
+  const query = parseQuery(searchTerm);
+  const { views, documents, totalLength } = await viewRooms(store, roomIds, query.terms, query.lastIsPrefix, inline);
+  const plan = planOf(query, roomIds, views, documents, totalLength, keys, orderBy);
+  const empty: CandidateBatch = { candidates: [], cursor: null, exhausted: true, count: 0 };
+  if (plan.terms.length === 0) return { plan, batch: empty };
+  return { plan, batch: await candidatesFrom(store, plan, await prepare(store, plan, inline, views), null, want) };
 }
 
 /** A term's BM25 weight for one posting. */
@@ -170,8 +220,8 @@ interface Prepared {
 }
 
 /** Choose each room's driving term and read the others whole; rooms lacking a term drop out. */
-async function prepare(store: SearchIndexStore, plan: SearchPlan): Promise<{ rooms: Prepared[]; views: RoomView[] }> {
-  const views = (await Promise.all(plan.rooms.map((r, i) => viewRoom(store, r, i, plan.terms, plan.lastIsPrefix, plan.tops[i]!)))).map((v) => v.view);
+async function prepare(store: SearchIndexStore, plan: SearchPlan, inline: number, first?: RoomView[]): Promise<Prepared[]> {
+  const views = first ?? (await viewRooms(store, plan.rooms, plan.terms, plan.lastIsPrefix, inline, plan.tops)).views;
   const rooms = await Promise.all(
     views.map(async (view): Promise<Prepared | null> => {
       if (plan.terms.length === 0 || view.terms.some((t) => t.total === 0)) return null;
@@ -180,12 +230,12 @@ async function prepare(store: SearchIndexStore, plan: SearchPlan): Promise<{ roo
         if (t.total < view.terms[driver]!.total) driver = i;
       });
       const lookups: Lookups = await Promise.all(
-        view.terms.flatMap((t, i) => (i === driver ? [] : [{ term: i, bufs: Promise.all(t.words.map((w) => store.postings(view.roomId, w))) }])).map(async (l) => ({ term: l.term, bufs: await l.bufs })),
+        view.terms.flatMap((t, i) => (i === driver ? [] : [{ term: i, bufs: Promise.all(t.words.map((_, w) => postingsOf(store, view, i, w))) }])).map(async (l) => ({ term: l.term, bufs: await l.bufs })),
       );
       return { view, driver, lookups };
     }),
   );
-  return { rooms: rooms.filter((r): r is Prepared => r !== null), views };
+  return rooms.filter((r): r is Prepared => r !== null);
 }
 
 /** Upper bound of matches: per room, its rarest term's postings. */
@@ -194,14 +244,17 @@ function estimate(rooms: Prepared[]): number {
 }
 
 /** The next candidates of a search after `cursor`, at least `want` of them unless the search runs out. */
-export async function nextCandidates(store: SearchIndexStore, plan: SearchPlan, cursor: Cursor, want: number): Promise<CandidateBatch> {
-  const { rooms } = await prepare(store, plan);
+export async function nextCandidates(store: SearchIndexStore, plan: SearchPlan, cursor: Cursor, want: number, inline = INLINE_POSTINGS): Promise<CandidateBatch> {
+  return candidatesFrom(store, plan, await prepare(store, plan, inline), cursor, want);
+}
+
+function candidatesFrom(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared[], cursor: Cursor, want: number): Promise<CandidateBatch> {
   return plan.orderBy === 'recent' ? recent(store, plan, rooms, cursor && 'below' in cursor ? cursor.below : null, want) : ranked(store, plan, rooms, cursor && 'score' in cursor ? cursor : null, want);
 }
 
 /** A driving word's reading state, newest first: entries [lo, hi) read so far, of n. */
 interface WordTail {
-  word: string;
+  word: number;
   n: number;
   lo: number;
   /** Position of entry `lo`. */
@@ -216,13 +269,13 @@ async function recent(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared
     rooms.map(async (r) => {
       const limit = limitOf(r);
       const term = r.view.terms[r.driver]!;
-      const tails: WordTail[] = term.words.map((word, i) => ({ word, n: term.counts[i]!, lo: term.counts[i]!, lowest: Number.POSITIVE_INFINITY }));
+      const tails: WordTail[] = term.words.map((_, i) => ({ word: i, n: term.counts[i]!, lo: term.counts[i]!, lowest: Number.POSITIVE_INFINITY }));
       /** Matches so far: position → per-term frequencies (the driver's the best of its words). */
       const found = new Map<number, { tf: number; length: number }>();
       let chunk = BLOCK;
       for (;;) {
         const reading = tails.filter((t) => t.lo > 0);
-        const bufs = await Promise.all(reading.map((t) => store.postings(r.view.roomId, t.word, Math.max(0, t.lo - chunk), t.lo)));
+        const bufs = await Promise.all(reading.map((t) => postingsOf(store, r.view, r.driver, t.word, Math.max(0, t.lo - chunk), t.lo)));
         reading.forEach((t, k) => {
           const buf = bufs[k]!;
           t.lo = Math.max(0, t.lo - chunk);
@@ -249,9 +302,9 @@ async function recent(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared
       }
     }),
   );
-  const records = await Promise.all(perRoom.map((p) => store.records(p.r.view.roomId, p.matches)));
+  const records = await Promise.all(perRoom.map(async (p) => p.r.view.ts ?? new Map([...(await store.records(p.r.view.roomId, p.matches))].map(([pos, r]) => [pos, r.ts]))));
   // Merge: the newest head (origin_server_ts, then position) goes first; each room's list is by position.
-  const heads = perRoom.map((p, i) => ({ p, i, at: 0, ts: (pos: number) => records[i]!.get(pos)?.ts ?? 0 }));
+  const heads = perRoom.map((p, i) => ({ p, i, at: 0, ts: (pos: number) => records[i]!.get(pos) ?? 0 }));
   const out: Candidate[] = [];
   const nextBelow = below ? [...below] : plan.tops.map((t) => t + 1);
   while (out.length < want) {
@@ -285,7 +338,7 @@ function before(a: Candidate, b: Candidate): boolean {
 
 interface RankBlock {
   r: Prepared;
-  word: string;
+  word: number;
   /** Entries [from, to) of the word's postings. */
   from: number;
   to: number;
@@ -309,15 +362,15 @@ async function ranked(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared
     rooms.map(async (r, ri) => {
       const term = r.view.terms[r.driver]!;
       await Promise.all(
-        term.words.map(async (word, wi) => {
+        term.words.map(async (_, wi) => {
           const n = term.counts[wi]!;
           // A prefix with several completions in the room is read whole there: a document's
           // frequency for it is its best completion's, known only once all of them are read.
-          const bounds = n > BLOCK && term.words.length === 1 ? await store.blockBounds(r.view.roomId, word) : Buffer.alloc(0);
+          const bounds = n > BLOCK && term.words.length === 1 ? await boundsOf(store, r.view, r.driver, wi) : Buffer.alloc(0);
           for (let b = 0; b * BLOCK < n; b++) {
             // A block without bounds (a short list, or bounds being rewritten) is read first.
             const bound = 2 * b + 1 < bounds.length ? weight(plan, r.driver, bounds[2 * b]!, bounds[2 * b + 1]!) + extra[ri]! : Number.POSITIVE_INFINITY;
-            blocks.push({ r, word, from: b * BLOCK, to: Math.min(n, (b + 1) * BLOCK), bound });
+            blocks.push({ r, word: wi, from: b * BLOCK, to: Math.min(n, (b + 1) * BLOCK), bound });
           }
         }),
       );
@@ -348,7 +401,7 @@ async function ranked(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared
     }
     const batch = blocks.slice(i, i + RANK_BATCH);
     i += batch.length;
-    const bufs = await Promise.all(batch.map((b) => store.postings(b.r.view.roomId, b.word, b.from, b.to)));
+    const bufs = await Promise.all(batch.map((b) => postingsOf(store, b.r.view, b.r.driver, b.word, b.from, b.to)));
     batch.forEach((b, k) => {
       const buf = bufs[k]!;
       const { view } = b.r;

@@ -700,7 +700,18 @@ export const searchData = {
   blockBoundsPrefix: (roomId: string) => `sm:${roomId}:`,
 };
 
-/** The keys of the first index format (kept only to delete them in a rebuild). */
+/**
+ * The search index's upgrade state, per ROOM shard (names relative to the shard, `data(name)`):
+ * the search reader holding the shard moves its rooms to format 2 by itself (src/search/migrate.ts).
+ */
+export const searchShardData = {
+  /** Hash: `format` — `2` once every room of the shard has its index in format 2 (`listing` while the rooms to rebuild are being listed). */
+  format: 'search-format',
+  /** Set: ids of the shard's rooms whose index is still to be rebuilt in format 2 (queries read their stored events meanwhile). */
+  pending: 'search-pending',
+};
+
+/** The keys of the first index format (deleted by a rebuild; their presence marks a room to rebuild). */
 export const legacySearchData = {
   docs: (roomId: string) => `search:${roomId}:docs`,
   terms: (roomId: string) => `search:${roomId}:terms`,

@@ -34,6 +34,7 @@ const SCRIPTS = {
   reply: 'reply-1.lua',
   replyMany: 'reply-many-1.lua',
   searchIndex: 'search-index-2.lua',
+  searchView: 'search-view-1.lua',
   inboxStats: 'inbox-stats-1.lua',
   shardSweep: 'shard-sweep-1.lua',
   recencyBump: 'recency-bump-2.lua',

@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { bm25, parseQuery, termFrequencies } from '../../src/protocol/search-text';
 import { SearchIndexStore, type DocRecord, type KeyCode } from '../../src/search/index-store';
-import { nextCandidates, planSearch, type Candidate, type Cursor } from '../../src/search/query';
+import { nextCandidates, planSearch, startSearch, type Candidate, type CandidateBatch, type Cursor } from '../../src/search/query';
 import { KeySpace, searchData } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { shardOf } from '../../src/store/shards';
@@ -69,13 +69,19 @@ function reference(searchTerm: string, orderBy: 'rank' | 'recent', tops: number[
   return out.sort((a, b) => (orderBy === 'rank' ? b.score - a.score : tsOf(b.room, b.pos) - tsOf(a.room, a.pos)) || b.pos - a.pos || a.room - b.room);
 }
 
-async function pages(store: SearchIndexStore, searchTerm: string, orderBy: 'rank' | 'recent', want: number, between?: () => Promise<void>): Promise<{ all: Candidate[]; count: number; tops: number[] }> {
-  const plan = await planSearch(store, ROOMS, searchTerm, new Set<KeyCode>(['b']), orderBy);
+/**
+ * Every page of a search: the first from `startSearch` (the API's path: one first look at the
+ * rooms, few postings read with it) or, with `planned`, from `planSearch` then `nextCandidates`;
+ * `inline`: how many postings a word may have to be read with a room's first look (0: none).
+ */
+async function pages(store: SearchIndexStore, searchTerm: string, orderBy: 'rank' | 'recent', want: number, between?: () => Promise<void>, inline?: number, planned = false): Promise<{ all: Candidate[]; count: number; tops: number[] }> {
+  const started = planned ? null : await startSearch(store, ROOMS, searchTerm, new Set<KeyCode>(['b']), orderBy, want, inline);
+  const plan = started?.plan ?? (await planSearch(store, ROOMS, searchTerm, new Set<KeyCode>(['b']), orderBy));
   const all: Candidate[] = [];
   let cursor: Cursor = null;
   let count = -1;
   for (let n = 0; n < 200; n++) {
-    const batch = await nextCandidates(store, plan, cursor, want);
+    const batch: CandidateBatch = n === 0 && started ? started.batch : await nextCandidates(store, plan, cursor, want, inline);
     if (count < 0) count = batch.count;
     all.push(...batch.candidates);
     cursor = batch.cursor;
@@ -116,10 +122,13 @@ describe('search index format 2 and its query engine', () => {
     expect(await s.postingCount(ROOMS[0]!, 'alpha')).toBeGreaterThan(3 * 128);
     for (const [q, want] of [['alpha', 25], ['alp', 40], ['beta alpha', 30], ['gamma delta', 17], ['lambda', 10], ['nothing', 10]] as const) {
       for (const order of ['rank', 'recent'] as const) {
-        const { all, count, tops } = await pages(s, q, order, want);
-        const ref = reference(q, order, tops);
-        expectSame(all, ref, `${q} ${order}`);
-        expect(count).toBeGreaterThanOrEqual(ref.length);
+        // Postings read with the first look (all of them here) or by range, block by block.
+        for (const [inline, planned] of [[undefined, false], [0, false], [0, true]] as const) {
+          const { all, count, tops } = await pages(s, q, order, want, undefined, inline, planned);
+          const ref = reference(q, order, tops);
+          expectSame(all, ref, `${q} ${order} inline ${inline} planned ${planned}`);
+          expect(count).toBeGreaterThanOrEqual(ref.length);
+        }
       }
     }
   }, 300_000);

@@ -31,7 +31,7 @@ import { filterAllowsRoom, filterMatches, type RoomEventFilter } from '../../roo
 import { encodeToken, paginate } from '../../rooms/pagination';
 import { roomAccess, visibleStateIds } from '../../rooms/visibility';
 import { SEARCH_KEYS, SearchIndexStore, searchableText, replacementOf, type KeyCode, type SearchKey } from '../../search/index-store';
-import { nextCandidates, planSearch, type CandidateBatch, type Cursor, type SearchPlan } from '../../search/query';
+import { nextCandidates, startSearch, type CandidateBatch, type Cursor, type SearchPlan } from '../../search/query';
 import { servableAsState, servableToClients, type RoomEvent } from '../../store/room-reader';
 import type { ApiContext } from '../context';
 import { requireUser, type Requester } from './auth';
@@ -154,10 +154,9 @@ function highlightsOf(events: RoomEvent[], terms: string[], lastIsPrefix: boolea
 /** A search's first candidates, before any visibility check (that is done per page). */
 async function runSearch(index: MembershipIndex, store: SearchIndexStore, user: Requester, req: SearchRequest, requestHash: string): Promise<StoredResults> {
   const rooms = await searchableRooms(index, user.userId, req.filter);
-  const plan = await planSearch(store, rooms, req.searchTerm, req.keys, req.orderBy);
+  const { plan, batch } = await startSearch(store, rooms, req.searchTerm, req.keys, req.orderBy, Math.max(MIN_CANDIDATES, 2 * req.limit));
   const stored: StoredResults = { user: user.userId, request: requestHash, plan, candidates: [], cursor: null, exhausted: plan.terms.length === 0, count: 0 };
   if (stored.exhausted) return stored;
-  const batch = await nextCandidates(store, plan, null, Math.max(MIN_CANDIDATES, 2 * req.limit));
   addCandidates(stored, batch);
   stored.count = batch.count;
   return stored;
