@@ -5,66 +5,27 @@
  * search reader's pending entries again: every message must be found once, and the index totals
  * (documents per room, BM25's lengths) must count each message exactly once.
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../setup/free-port';
-
-const run = promisify(execFile);
-const root = join(import.meta.dirname, '../..');
-type Json = Record<string, any>;
+import { type Json, ScriptCluster } from '../setup/script-cluster';
 
 describe('search index across a worker kill -9', () => {
-  let env: Record<string, string>;
-  let dataDir: string;
-  let base: string;
-  let redisPort: number;
-
-  async function cluster(...args: string[]): Promise<Json> {
-    const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env, timeout: 240_000 });
-    return JSON.parse(stdout) as Json;
-  }
-
-  async function call(token: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-    const r = await fetch(`${base}/_matrix/client/v3${path}`, {
-      method,
-      headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(60_000),
-    });
-    return { status: r.status, body: (await r.json()) as Json };
-  }
+  let c: ScriptCluster;
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'axon-search-kill-'));
-    const httpPort = await freePort();
-    redisPort = await freePort();
-    base = `http://127.0.0.1:${httpPort}`;
-    env = {
-      ...(process.env as Record<string, string>),
-      AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_REDIS_MANAGED_PORT: String(redisPort),
-      AXON_ROOM_SHARDS: '16', AXON_USER_SHARDS: '16', AXON_LOG_LEVEL: 'info', AXON_RATE_LIMIT_ENABLED: 'false',
-    };
-    const up = await cluster('up', '--workers', '2', '--fronts', '1');
-    expect(up.ok).toBe(true);
+    c = await ScriptCluster.create({ name: 'search-kill' });
+    await c.up(2);
   }, 240_000);
 
   afterAll(async () => {
-    await cluster('down').catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
+    await c?.destroy();
   }, 120_000);
 
   it('finds every message once and counts each once after both workers are killed while indexing', async () => {
-    const r = await call(null, 'POST', '/register', { username: 'skalice', password: 'pw-skalice', auth: { type: 'm.login.dummy' } });
-    expect(r.status, JSON.stringify(r.body)).toBe(200);
-    const token = r.body.access_token as string;
+    const { token } = await c.register('skalice');
     const rooms: string[] = [];
     for (let i = 0; i < 4; i++) {
-      const created = await call(token, 'POST', '/createRoom', { preset: 'private_chat' });
+      const created = await c.call(token, 'POST', '/createRoom', { preset: 'private_chat' });
       expect(created.status).toBe(200);
       rooms.push(created.body.room_id);
     }
@@ -75,7 +36,7 @@ describe('search index across a worker kill -9', () => {
     const sendOne = async (i: number) => {
       const until = Date.now() + 200_000;
       for (;;) {
-        const res = await call(token, 'PUT', `/rooms/${encodeURIComponent(rooms[i % rooms.length]!)}/send/m.room.message/k${i}`, { msgtype: 'm.text', body: `heron sighting number ${i}` }).catch(() => null);
+        const res = await c.call(token, 'PUT', `/rooms/${encodeURIComponent(rooms[i % rooms.length]!)}/send/m.room.message/k${i}`, { msgtype: 'm.text', body: `heron sighting number ${i}` }).catch(() => null);
         if (res?.status === 200) {
           sent[i] = res.body.event_id;
           return;
@@ -89,15 +50,14 @@ describe('search index across a worker kill -9', () => {
     })();
     const body = { search_categories: { room_events: { search_term: 'heron', filter: { limit: 1 } } } };
     const count = async () => {
-      const res = await call(token, 'POST', '/search', body).catch(() => null);
+      const res = await c.call(token, 'POST', '/search', body).catch(() => null);
       return res?.status === 200 ? (res.body.search_categories.room_events.count as number) : -1;
     };
     let deadline = Date.now() + 60_000;
     let atKill = await count();
     while (atKill < 100 && Date.now() < deadline) atKill = await count();
-    for (const w of ['w1', 'w2']) process.kill(Number(readFileSync(join(dataDir, 'run', `${w}.pid`), 'utf8')), 'SIGKILL');
-    const up = await cluster('up', '--workers', '2', '--fronts', '1');
-    expect(up.ok).toBe(true);
+    for (const w of ['w1', 'w2']) process.kill(c.pid(w), 'SIGKILL');
+    await c.up(2);
     await sending;
 
     deadline = Date.now() + 180_000;
@@ -112,7 +72,7 @@ describe('search index across a worker kill -9', () => {
     let next: string | undefined;
     const paged = { search_categories: { room_events: { search_term: 'heron', order_by: 'recent', filter: { limit: 100 } } } };
     do {
-      const res = await call(token, 'POST', `/search${next ? `?next_batch=${encodeURIComponent(next)}` : ''}`, paged);
+      const res = await c.call(token, 'POST', `/search${next ? `?next_batch=${encodeURIComponent(next)}` : ''}`, paged);
       expect(res.status).toBe(200);
       found.push(...res.body.search_categories.room_events.results.map((x: Json) => x.result.event_id));
       next = res.body.search_categories.room_events.next_batch;
@@ -120,7 +80,7 @@ describe('search index across a worker kill -9', () => {
     expect(found).toHaveLength(N);
     expect(new Set(found)).toEqual(new Set(sent));
     // The totals count each message once: N documents of 4 words.
-    const redis = new Redis({ port: redisPort, host: '127.0.0.1', lazyConnect: true });
+    const redis = new Redis({ port: c.redisPort, host: '127.0.0.1', lazyConnect: true });
     await redis.connect();
     try {
       let docs = 0;
@@ -129,8 +89,8 @@ describe('search index across a worker kill -9', () => {
         const keys: string[] = [];
         let cursor = '0';
         do {
-          const [c, k] = await redis.scan(cursor, 'MATCH', `*:d:ss:${roomId}`, 'COUNT', 1000);
-          cursor = c;
+          const [next, k] = await redis.scan(cursor, 'MATCH', `*:d:ss:${roomId}`, 'COUNT', 1000);
+          cursor = next;
           keys.push(...k);
         } while (cursor !== '0');
         expect(keys).toHaveLength(1);
