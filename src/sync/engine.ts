@@ -93,6 +93,17 @@ import { paginate } from '../rooms/pagination';
 import { pushRulesContent } from './push-rules';
 import { partialStateAmong } from '../rooms/partial-state';
 
+const FULL_ROOMS_AT_ONCE = Number(process.env.AXON_X_FULL_AT_ONCE ?? 64);
+
+/** Runs `fn` on every item, at most `limit` at once. */
+async function eachBounded<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const run = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, run));
+}
+
 /** Who is syncing: the user and the device asking (the route's authenticated requester). */
 export interface SyncUser {
   userId: string;
@@ -435,7 +446,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   const pre = await prefetchFullRooms(ctx, user.userId, fullJoins);
 
   await Promise.all([
-    ...fullJoins.map(async (roomId) => {
+    eachBounded(fullJoins, FULL_ROOMS_AT_ONCE, async (roomId) => {
       // Rooms that needed the full treatment only after the snapshot (a gap in their shard's
       // outbox, or an index entry the first index read did not have yet) end at the newest
       // event now, not exactly at the cut: the next sync may repeat a few of their events.
@@ -573,7 +584,9 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
         if (late.has(shard) && (lastEntry.has(roomId) || fullSet.has(roomId))) staleCounts.push({ roomId, shard, id: late.get(shard)! });
       }
     }
-    const counts = await unreadCounts(ctx, user.userId, countRooms, { threads: filter.unreadThreadNotifications });
+    const receipts = new Map<string, Record<string, string>>();
+    for (const [roomId, room] of pre) receipts.set(roomId, room.receipts);
+    const counts = await unreadCounts(ctx, user.userId, countRooms, { threads: filter.unreadThreadNotifications, receipts });
     for (const roomId of countRooms) {
       const c = counts.get(roomId);
       if (!c) continue;
@@ -582,7 +595,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     }
   }
   const deviceLists = since === null ? null : await deviceListSection(ctx, index, user.userId, snap, since, feed, memberChanges, fullJoins, leaves);
-  const presence = ctx.config.presence.enabled && presenceWanted(filter) ? (await presenceSection(ctx, user.userId, snap, since, feed, memberChanges, fullJoins)).filter((e) => filterMatches(filter.presence, e)) : [];
+  const presence = ctx.config.presence.enabled && presenceWanted(filter) ? (await presenceSection(ctx, user.userId, snap, since, feed, memberChanges, fullJoins, pre)).filter((e) => filterMatches(filter.presence, e)) : [];
 
   const rooms: JsonObject = {};
   if (Object.keys(join).length) rooms.join = join;
@@ -606,10 +619,17 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
  * newly share a room with the user — who joined one of their rooms, or whose room they joined —
  * as Synapse sends them.
  */
-async function presenceSection(ctx: ApiContext, userId: string, snap: Snapshot, since: number | null, feed: FeedWindow, memberChanges: { userId: string; membership: string }[], fullJoins: string[]): Promise<JsonObject[]> {
+async function presenceSection(ctx: ApiContext, userId: string, snap: Snapshot, since: number | null, feed: FeedWindow, memberChanges: { userId: string; membership: string }[], fullJoins: string[], pre: Map<string, PrefetchedRoom>): Promise<JsonObject[]> {
   if (since === null) {
     const users = new Set(feed.presence);
-    const joined = snap.rooms.filter((r) => r.membership === 'join').map((r) => r.roomId);
+    // The members of rooms given in full were read with them (`prefetchFullRooms`): not again.
+    const joined: string[] = [];
+    for (const r of snap.rooms) {
+      if (r.membership !== 'join') continue;
+      const members = pre.get(r.roomId)?.members;
+      if (!members) joined.push(r.roomId);
+      else for (const [u, m] of members) if (m === 'join') users.add(u);
+    }
     for (let i = 0; i < joined.length; i += 100) {
       for (const members of await Promise.all(joined.slice(i, i + 100).map((r) => joinedMembers(ctx, r)))) for (const u of members) users.add(u);
     }
