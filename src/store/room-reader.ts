@@ -199,13 +199,14 @@ export class RoomReader {
    */
   async stateEntryAt(roomId: string, id: number, key: string): Promise<string | undefined> {
     if (id === 0) return undefined;
-    // The snapshot itself may be materialised already; the steps below it are looked up as deltas
-    // only (one cache lookup per step, not two).
-    const whole = this.snapshotCache.get(`${roomId}\u0000${id}`);
-    if (whole) return whole.get(key);
+    // An entry found before is kept (`entryCache`: an initial sync asks the same ones every time);
+    // else the snapshot itself may be materialised already; else the steps below it are looked up
+    // as deltas only (one cache lookup per step, not two).
     const entryKey = `${roomId}\u0000${id}\u0000${key}`;
     const known = this.entryCache.get(entryKey);
     if (known !== undefined) return known ?? undefined;
+    const whole = this.snapshotCache.get(`${roomId}\u0000${id}`);
+    if (whole) return whole.get(key);
     let found: string | null = null;
     let cur: number | null = id;
     while (cur !== null && cur !== 0) {

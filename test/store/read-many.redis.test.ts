@@ -87,6 +87,19 @@ describe('RoomReader snapshots', () => {
       fresh.stateEntryAt(roomId, 0, 'm.room.create\u0000'),
     ]);
     expect(entries).toEqual(['$e17', '$e3', '$old3', undefined, '$rebased', undefined, '$c', undefined]);
+    // Asked again (the entries are cached now, removals and absences included): the same answers,
+    // and with the snapshots' keys gone from Redis, from the cache alone.
+    for (const id of Object.keys(snaps)) await redis.del(data(roomData.snapshot(roomId, Number(id))));
+    const again = await Promise.all([
+      fresh.stateEntryAt(roomId, 30, 'k\u000017'),
+      fresh.stateEntryAt(roomId, 11, 'k\u00003'),
+      fresh.stateEntryAt(roomId, 2, 'k\u00003'),
+      fresh.stateEntryAt(roomId, 20, 'k\u00003'),
+      fresh.stateEntryAt(roomId, 31, 'k\u00005'),
+      fresh.stateEntryAt(roomId, 31, 'k\u00007'),
+      fresh.stateEntryAt(roomId, 25, 'm.room.create\u0000'),
+    ]);
+    expect(again).toEqual(['$e17', '$e3', '$old3', undefined, '$rebased', undefined, '$c']);
     await expect(new RoomReader(redis, keys, shards).snapshot(roomId, 40)).rejects.toThrow(/missing/);
   });
 });
