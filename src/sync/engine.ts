@@ -84,7 +84,7 @@ import type { ReceiptOutput } from '../../actors/receipts';
 import { parseReceiptField, type StoredReceipt } from '../store/read-receipts';
 import type { ApiContext } from '../api/context';
 import { encodeToken } from '../rooms/pagination';
-import { syncEventsJson } from '../rooms/client-format';
+import { ownTransactionIds, syncEventsJson } from '../rooms/client-format';
 import { LazyMembersSent } from './lazy-members';
 import { filterAllowsType, filterMatches, type RoomEventFilter } from '../rooms/event-filter';
 import { visibleEvents } from '../rooms/visibility';
@@ -811,9 +811,11 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
   const limited = moreBefore || (page.end !== null && filter.limit === 0);
   // Not clamped at 0: backfilled history has negative positions.
   const prev = (events[0]?.pos ?? endPos + 1) - 1;
+  // The device's transaction ids of both lists in one read, not one per list.
+  const txns = await ownTransactionIds(ctx, roomId, [...state, ...events], user);
   return {
-    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: await syncEvents(ctx, roomId, state, user, { membership: false }) },
-    timeline: { events: await syncEvents(ctx, roomId, events, user), limited, prev_batch: encodeToken(prev) },
+    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: await syncEvents(ctx, roomId, state, user, { membership: false, txns }) },
+    timeline: { events: await syncEvents(ctx, roomId, events, user, { txns }), limited, prev_batch: encodeToken(prev) },
   };
 }
 
@@ -988,7 +990,7 @@ async function leftRoom(ctx: ApiContext, user: SyncUser, roomId: string, filter:
  * answer (`syncEventsJson`): the answer's body holds RawJson values, written by the route with
  * `stringifyWithRaw`.
  */
-async function syncEvents(ctx: ApiContext, roomId: string, events: RoomEvent[], user: SyncUser, opts: { membership?: boolean } = {}): Promise<JsonValue[]> {
+async function syncEvents(ctx: ApiContext, roomId: string, events: RoomEvent[], user: SyncUser, opts: { membership?: boolean; txns?: ReadonlyMap<string, string> } = {}): Promise<JsonValue[]> {
   return (await syncEventsJson(ctx, roomId, events, user, opts)) as unknown as JsonValue[];
 }
 
