@@ -22,6 +22,7 @@ import { startAxonBench, type AxonBench } from './lib/axon-bench-cluster';
 import { pool, round, sleep, table, writeBenchResults } from './lib/bench-util';
 import { C, Deliveries, MatrixLoad, enc, newAgent, ratePhase as runRatePhase, startSyncLoops as runSyncLoops, type RatePhase, type SendPick, type User } from './lib/matrix-load';
 import { cpuSeconds, rssKb } from './lib/proc-stats';
+import { loadavg } from 'node:os';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const PHASE_SECONDS = Number(process.env.BENCH_PHASE_SECONDS ?? 10);
@@ -201,9 +202,11 @@ async function benchInitialSync(): Promise<void> {
   const u = await register('c');
   let built = 0;
   await pool(Array.from({ length: C_ROOMS }), Number(process.env.BENCH_C_CONCURRENCY ?? 24), async () => {
-    const roomId = await createRoom(u, { name: `bench room ${built}` });
+    // The bench state events come with the createRoom (`initial_state`: one request, not 14;
+    // createRooms of one user go one at a time), topped up to 20 if the preset made fewer.
+    const roomId = await createRoom(u, { name: `bench room ${built}`, initial_state: Array.from({ length: 14 }, (_x, k) => ({ type: 'org.axon.bench', state_key: String(k), content: { k } })) });
     const state = await ok('GET', `${C}/rooms/${enc(roomId)}/state`, { token: u.token });
-    const have = Array.isArray(state) ? state.length : 6;
+    const have = Array.isArray(state) ? state.length : 20;
     for (let k = have; k < 20; k++) await ok('PUT', `${C}/rooms/${enc(roomId)}/state/org.axon.bench/${k}`, { token: u.token, body: { k } });
     for (let m = 0; m < 50; m++) await sendMessage(u, roomId, `message ${m}`);
     built++;
@@ -215,22 +218,24 @@ async function benchInitialSync(): Promise<void> {
     ['default filter', null],
     ['lazy_load_members', { room: { state: { lazy_load_members: true }, timeline: { lazy_load_members: true } } }],
   ] as const) {
-    const runs: { ms: number; bytes: number; rooms: number; status: number; frontCpuMs: number; redisCpuMs: number }[] = [];
+    const runs: { ms: number; bytes: number; rooms: number; status: number; frontCpuMs: number; redisCpuMs: number; loadAverage: number }[] = [];
     // CPU of the front and of Redis per request: the wall time alone says little on a loaded machine.
     const cpuOf = (pids: number[]) => pids.reduce((a, pid) => a + (cpuSeconds(pid) ?? 0), 0);
     for (let i = 0; i < 3; i++) {
       const q = filter ? `?filter=${enc(JSON.stringify(filter))}` : '';
+      // The machine's 1-minute load average as the request starts: other work on it inflates the times.
+      const loadAverage = round(loadavg()[0]!, 1);
       const [f0, r0] = [cpuOf(axon!.frontPids), cpuOf([axon!.redisPid])];
       const t = performance.now();
       const r = await request('GET', `${C}/sync${q}`, { token: u.token, timeoutMs: 300_000 });
       const ms = performance.now() - t;
-      runs.push({ ms: round(ms), bytes: r.bytes, rooms: Object.keys(r.body?.rooms?.join ?? {}).length, status: r.status, frontCpuMs: round((cpuOf(axon!.frontPids) - f0) * 1000), redisCpuMs: round((cpuOf([axon!.redisPid]) - r0) * 1000) });
+      runs.push({ ms: round(ms), bytes: r.bytes, rooms: Object.keys(r.body?.rooms?.join ?? {}).length, status: r.status, frontCpuMs: round((cpuOf(axon!.frontPids) - f0) * 1000), redisCpuMs: round((cpuOf([axon!.redisPid]) - r0) * 1000), loadAverage });
       if (r.status !== 200) log(`(c) ${name}: status ${r.status}`);
     }
     const sorted = runs.map((r) => r.ms).sort((a, b) => a - b);
     // The first run of the first variant is the cold one (the front's caches empty).
     variants.push({ variant: name, firstMs: runs[0]!.ms, medianMs: sorted[1], minMs: sorted[0], maxMs: sorted[2], firstFrontCpuMs: runs[0]!.frontCpuMs, lastFrontCpuMs: runs[2]!.frontCpuMs, lastRedisCpuMs: runs[2]!.redisCpuMs, bytes: runs[0]!.bytes, roomsInResponse: runs[0]!.rooms, runs });
-    log(`(c) ${name}: ${runs.map((r) => `${r.ms} ms (front CPU ${r.frontCpuMs} ms, redis ${r.redisCpuMs} ms, status ${r.status})`).join(', ')}; ${runs[0]!.bytes} bytes, ${runs[0]!.rooms} rooms`);
+    log(`(c) ${name}: ${runs.map((r) => `${r.ms} ms (front CPU ${r.frontCpuMs} ms, redis ${r.redisCpuMs} ms, status ${r.status}, load ${r.loadAverage})`).join(', ')}; ${runs[0]!.bytes} bytes, ${runs[0]!.rooms} rooms`);
   }
   results.c_initial_sync = { requestedRooms: C_ROOMS, rooms: built, stateEventsPerRoom: 20, messagesPerRoom: 50, setupSeconds: round(setupSeconds, 1), variants };
 }

@@ -63,7 +63,7 @@ export async function formatEvents(ctx: ApiContext, roomId: string, events: Room
  * (`syncHead`), then `unsigned` for the request (age, the viewer's own `transaction_id`, their
  * membership, `redacted_because`, what a state event replaced).
  */
-export async function syncEventsJson(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null, opts: { membership?: boolean } = {}): Promise<RawJson[]> {
+export async function syncEventsJson(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null, opts: { membership?: boolean; txns?: ReadonlyMap<string, string> } = {}): Promise<RawJson[]> {
   if (events.length === 0) return [];
   const facts = await clientFacts(ctx, roomId, events, viewer, opts);
   const now = Date.now();
@@ -100,23 +100,32 @@ function syncHead(e: RoomEvent): string {
 
 /** What a viewer-specific rendering of events needs looked up (see `formatEvents`). */
 interface ClientFacts {
-  txns: Map<string, string>;
+  txns: ReadonlyMap<string, string>;
   redactions: Map<string, RoomEvent>;
   replaced: Map<string, string>;
   previous: Map<string, RoomEvent>;
   memberships: string[] | null;
 }
 
-async function clientFacts(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null, opts: { membership?: boolean }): Promise<ClientFacts> {
-  const own = events.filter((e) => viewer && e.event.sender === viewer.userId);
+/**
+ * The viewer's own device's transaction ids of those of `events` it sent, by event id: one `HMGET`
+ * (a caller rendering several lists of one room's events asks once for all of them).
+ */
+export async function ownTransactionIds(ctx: ApiContext, roomId: string, events: readonly RoomEvent[], viewer: { userId: string; deviceId: string } | null): Promise<Map<string, string>> {
   const txns = new Map<string, string>();
-  if (own.length && viewer) {
-    const keys = await ctx.redis.hmget(roomShard(ctx, roomId).data(roomData.eventTxns(roomId)), ...own.map((e) => e.eventId));
-    own.forEach((e, i) => {
-      const t = keys[i] ? parseTxnKey(keys[i]!) : null;
-      if (t && t.userId === viewer.userId && t.deviceId === viewer.deviceId) txns.set(e.eventId, t.txnId);
-    });
-  }
+  if (!viewer) return txns;
+  const own = events.filter((e) => e.event.sender === viewer.userId);
+  if (own.length === 0) return txns;
+  const keys = await ctx.redis.hmget(roomShard(ctx, roomId).data(roomData.eventTxns(roomId)), ...own.map((e) => e.eventId));
+  own.forEach((e, i) => {
+    const t = keys[i] ? parseTxnKey(keys[i]!) : null;
+    if (t && t.userId === viewer.userId && t.deviceId === viewer.deviceId) txns.set(e.eventId, t.txnId);
+  });
+  return txns;
+}
+
+async function clientFacts(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null, opts: { membership?: boolean; txns?: ReadonlyMap<string, string> }): Promise<ClientFacts> {
+  const txns = opts.txns ?? (await ownTransactionIds(ctx, roomId, events, viewer));
   const redactionIds = [...new Set(events.map((e) => e.redactedBy).filter((id): id is string => !!id))];
   const redactions = new Map((await ctx.rooms.events(roomId, redactionIds)).map((r) => [r.eventId, r]));
   // State events say what they replaced (unsigned.replaces_state, prev_content, prev_sender), so

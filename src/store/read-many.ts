@@ -7,7 +7,11 @@
  */
 import { runScript, type RedisClient } from './redis';
 
-export type ReadOp = 'hgetall' | 'ztop';
+/**
+ * 'hgetall': the hash; 'ztop': the sorted set's top member and its score; 'zall': all its members
+ * with their scores; `zafter <n>`: how many of its members score above n.
+ */
+export type ReadOp = 'hgetall' | 'ztop' | 'zall' | `zafter ${number}`;
 
 export interface Read {
   /** Keys of one group must share a hash slot: the group is the shard whose keys they are. */
@@ -21,21 +25,22 @@ const KEYS_PER_CALL = 200;
 
 /**
  * Every read's reply, in order: a hash as an object for 'hgetall', `[member, score]` or `[]` for
- * 'ztop'.
+ * 'ztop', `[member, score, …]` for 'zall', a number for 'zafter'.
  */
-export async function readMany(redis: RedisClient, reads: readonly Read[]): Promise<(Record<string, string> | string[])[]> {
+export async function readMany(redis: RedisClient, reads: readonly Read[]): Promise<(Record<string, string> | string[] | number)[]> {
   const groups = new Map<string, number[]>();
   reads.forEach((r, i) => (groups.get(r.group) ?? groups.set(r.group, []).get(r.group)!).push(i));
-  const out: (Record<string, string> | string[])[] = new Array(reads.length);
+  const out: (Record<string, string> | string[] | number)[] = new Array(reads.length);
   const calls: Promise<void>[] = [];
   for (const indexes of groups.values()) {
     for (let at = 0; at < indexes.length; at += KEYS_PER_CALL) {
       const part = indexes.slice(at, at + KEYS_PER_CALL);
       calls.push(
         runScript(redis, 'readMany', part.map((i) => reads[i]!.key), part.map((i) => reads[i]!.op)).then((replies) => {
-          (replies as string[][]).forEach((flat, j) => {
+          (replies as (string[] | number)[]).forEach((flat, j) => {
             const i = part[j]!;
-            if (reads[i]!.op === 'ztop') {
+            const op = reads[i]!.op;
+            if (typeof flat === 'number' || op === 'ztop' || op === 'zall') {
               out[i] = flat;
               return;
             }

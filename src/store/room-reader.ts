@@ -13,7 +13,7 @@ import { shardOf } from './shards';
 import { decode } from './codec';
 import { roomData, type KeySpace, type ShardKeys } from './keys';
 import type { RedisClient } from './redis';
-import { ClockCache, weighStateMap } from './clock-cache';
+import { ClockCache, weighStateMap, weighString } from './clock-cache';
 
 export interface RoomEvent {
   eventId: string;
@@ -45,8 +45,9 @@ const RECENT_EVENTS_TTL_MS = 1_000;
 /** What a RoomReader's caches may hold, in bytes (estimated; config `caches.*`, README). */
 export interface RoomReaderLimits {
   /**
-   * Materialised state snapshots and the snapshots' own deltas (two thirds and one third of it):
-   * what an initial sync of many rooms and every visibility check read state through.
+   * Materialised state snapshots, the snapshots' own deltas and single entries looked up through
+   * them (two thirds, a sixth and a sixth of it): what an initial sync of many rooms and every
+   * visibility check read state through.
    */
   stateCacheBytes: number;
   /** Events shared for `RECENT_EVENTS_TTL_MS` by the /sync polls one message wakes (`recentEvents`). */
@@ -61,6 +62,12 @@ export class RoomReader {
   private readonly snapshotCache: SnapshotCache;
   /** Snapshots' own deltas (a full root's whole state), for single-entry lookups (`stateEntryAt`). */
   private readonly deltaCache: ClockCache<string, StoredDelta>;
+  /**
+   * Single entries of snapshots that `stateEntryAt` looked up, by room, snapshot and state key
+   * (null: none): what each state event of an initial sync replaced, found once instead of by a
+   * walk down its delta chain per sync (snapshots never change, so neither do these).
+   */
+  private readonly entryCache: ClockCache<string, string | null>;
   private readonly deltasInFlight = new Map<string, Promise<StoredDelta>>();
   /** Snapshots being read: concurrent syncs asking for the same one share the read. */
   private readonly snapshotsInFlight = new Map<string, Promise<StateMap>>();
@@ -78,7 +85,8 @@ export class RoomReader {
     limits: RoomReaderLimits = DEFAULT_ROOM_READER_LIMITS,
   ) {
     this.snapshotCache = new SnapshotCache(Math.floor((limits.stateCacheBytes * 2) / 3));
-    this.deltaCache = new ClockCache(Math.floor(limits.stateCacheBytes / 3), (d) => d.bytes);
+    this.deltaCache = new ClockCache(Math.floor(limits.stateCacheBytes / 6), (d) => d.bytes);
+    this.entryCache = new ClockCache(Math.floor(limits.stateCacheBytes / 6), (v, k) => 48 + weighString(k) + (v === null ? 0 : weighString(v)));
     this.recent = new ClockCache(limits.recentEventsBytes, (r) => r.bytes);
     this.parsed = limits.parsedEventsBytes ? new ClockCache(limits.parsedEventsBytes, (p) => 200 + 3 * p.length) : null;
   }
@@ -191,17 +199,26 @@ export class RoomReader {
    */
   async stateEntryAt(roomId: string, id: number, key: string): Promise<string | undefined> {
     if (id === 0) return undefined;
-    // The snapshot itself may be materialised already; the steps below it are looked up as deltas
-    // only (one cache lookup per step, not two).
+    // An entry found before is kept (`entryCache`: an initial sync asks the same ones every time);
+    // else the snapshot itself may be materialised already; else the steps below it are looked up
+    // as deltas only (one cache lookup per step, not two).
+    const entryKey = `${roomId}\u0000${id}\u0000${key}`;
+    const known = this.entryCache.get(entryKey);
+    if (known !== undefined) return known ?? undefined;
     const whole = this.snapshotCache.get(`${roomId}\u0000${id}`);
     if (whole) return whole.get(key);
+    let found: string | null = null;
     let cur: number | null = id;
     while (cur !== null && cur !== 0) {
       const delta = await this.delta(roomId, cur);
-      if (delta.d.has(key)) return delta.d.get(key) ?? undefined; // null: removed
+      if (delta.d.has(key)) {
+        found = delta.d.get(key) ?? null; // null: removed
+        break;
+      }
       cur = delta.p;
     }
-    return undefined;
+    this.entryCache.set(entryKey, found);
+    return found ?? undefined;
   }
 
   /**

@@ -10,13 +10,15 @@
  * counting starts after the user's latest membership event in the room (their join): an invite
  * that notified them, and what came before they joined, are not unread.
  *
- * Two round trips whatever the number of rooms (commands are pipelined): the receipts of every
- * room and the user's unread thread notifications; then the main timeline counts (ZCOUNT above
- * the read position) and the receipts of the threads that have notifications.
+ * Two round trips whatever the number of rooms: the receipts of every room (or those the caller
+ * read already) and the user's unread thread notifications; then the main timeline counts (ZCOUNT
+ * above the read position) and the receipts of the threads that have notifications. The user's
+ * keys of all the rooms are read in a few script calls (`readMany`), not a command per room.
  */
 import { shardOf, type Family } from '../store/shards';
 import { membershipIndexData, pushData, roomData, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
+import { readMany } from '../store/read-many';
 import { READ_RECEIPT_TYPES, readFields, readPositions, receiptField, receiptPos } from '../store/read-receipts';
 
 export interface NotificationCounts {
@@ -41,30 +43,43 @@ export interface UnreadCountsContext {
  * thread counts). With `threads: true` (the filter's `unread_thread_notifications`) the counts
  * cover the main timeline only, and `threads` holds each thread's counts.
  */
-export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roomIds: string[], opts: { threads?: boolean } = {}): Promise<Map<string, UnreadCounts>> {
+export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roomIds: string[], opts: { threads?: boolean; receipts?: ReadonlyMap<string, Readonly<Record<string, string>>> } = {}): Promise<Map<string, UnreadCounts>> {
   const userShard = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user));
   const userKey = (name: string) => userShard.data(name);
   const receiptsKey = (roomId: string) => ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(roomData.receipts(roomId));
   const mainFields = readFields(userId, null);
 
+  // The user's keys of every room in one script call per 200 rooms (`readMany`: they share the
+  // user shard's slot), not a command per room; the rooms' receipts from the caller when it has
+  // read them already (a sync's rooms given in full).
   const memberships = roomIds.length ? ctx.redis.hmget(userKey(membershipIndexData.rooms(userId)), ...roomIds) : Promise.resolve([] as (string | null)[]);
-  const first = await Promise.all(
-    roomIds.map(async (roomId, i) => {
-      const [receipts, threadEntries, membership] = await Promise.all([
-        ctx.redis.hmget(receiptsKey(roomId), ...mainFields),
-        ctx.redis.zrange(userKey(pushData.unreadThreads(userId, roomId)), 0, -1, 'WITHSCORES'),
-        memberships.then((m) => m[i]),
-      ]);
-      const joined = membership ? Number.parseInt(membership, 10) || 0 : 0;
-      const read = readPositions(receipts, null);
-      return { roomId, read: { unthreaded: Math.max(read.unthreaded, joined), main: Math.max(read.main, joined) }, threadEntries };
+  const threadRows = readMany(ctx.redis, roomIds.map((roomId) => ({ group: 'user', key: userKey(pushData.unreadThreads(userId, roomId)), op: 'zall' as const })));
+  const receiptRows = Promise.all(
+    roomIds.map((roomId) => {
+      const known = opts.receipts?.get(roomId);
+      return known ? mainFields.map((f) => known[f] ?? null) : ctx.redis.hmget(receiptsKey(roomId), ...mainFields);
     }),
   );
+  const [threadAll, membershipAll, receiptsAll] = await Promise.all([threadRows, memberships, receiptRows]);
+  const first = roomIds.map((roomId, i) => {
+    const membership = membershipAll[i];
+    const joined = membership ? Number.parseInt(membership, 10) || 0 : 0;
+    const read = readPositions(receiptsAll[i]!, null);
+    return { roomId, read: { unthreaded: Math.max(read.unthreaded, joined), main: Math.max(read.main, joined) }, threadEntries: threadAll[i] as string[] };
+  });
+  // Notifications and highlights after each room's read position: one call per 100 rooms.
+  const countRows = readMany(
+    ctx.redis,
+    first.flatMap(({ roomId, read }) => [
+      { group: 'user', key: userKey(pushData.unread(userId, roomId)), op: `zafter ${read.main}` as const },
+      { group: 'user', key: userKey(pushData.unreadHighlight(userId, roomId)), op: `zafter ${read.main}` as const },
+    ]),
+  );
+  countRows.catch(() => undefined); // awaited below
 
   const out = new Map<string, UnreadCounts>();
   await Promise.all(
-    first.map(async ({ roomId, read, threadEntries }) => {
-      const after = `(${read.main}`;
+    first.map(async ({ roomId, read, threadEntries }, index) => {
       // Thread entries: '<n|h>\0<root>\0<event id>' with their positions.
       const byThread = new Map<string, { pos: number; highlight: boolean }[]>();
       for (let i = 0; i + 1 < threadEntries.length; i += 2) {
@@ -80,11 +95,9 @@ export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roo
       }
       const roots = [...byThread.keys()];
       const threadFields = roots.flatMap((root) => READ_RECEIPT_TYPES.map((type) => receiptField(type, root, userId)));
-      const [notifications, highlights, threadReceipts] = await Promise.all([
-        ctx.redis.zcount(userKey(pushData.unread(userId, roomId)), after, '+inf'),
-        ctx.redis.zcount(userKey(pushData.unreadHighlight(userId, roomId)), after, '+inf'),
-        threadFields.length ? ctx.redis.hmget(receiptsKey(roomId), ...threadFields) : Promise.resolve([] as (string | null)[]),
-      ]);
+      const [counted, threadReceipts] = await Promise.all([countRows, threadFields.length ? ctx.redis.hmget(receiptsKey(roomId), ...threadFields) : Promise.resolve([] as (string | null)[])]);
+      const notifications = counted[2 * index] as number;
+      const highlights = counted[2 * index + 1] as number;
       const counts: UnreadCounts = { notification_count: notifications, highlight_count: highlights };
       const threads: Record<string, NotificationCounts> = {};
       roots.forEach((root, i) => {

@@ -39,6 +39,25 @@ describe('readMany', () => {
   });
 });
 
+describe('readMany sorted-set reads', () => {
+  it('gives every member with its score (zall) and how many score above a bound (zafter), per key in order', async () => {
+    const keys = new KeySpace(`rz${randomBytes(4).toString('hex')}`);
+    const reads = [];
+    for (let i = 0; i < 230; i++) {
+      const z = keys.shard('user', 3).data(`z${i}`);
+      for (let m = 0; m < i % 5; m++) await redis.zadd(z, m * 10 - 5, `m${m}`);
+      reads.push({ group: 'user 3', key: z, op: 'zall' as const }, { group: 'user 3', key: z, op: `zafter ${i % 3 === 0 ? -10 : 12}` as const });
+    }
+    const replies = await readMany(redis, reads);
+    for (let i = 0; i < 230; i++) {
+      const n = i % 5;
+      expect(replies[2 * i]).toEqual(Array.from({ length: n }, (_x, m) => [`m${m}`, String(m * 10 - 5)]).flat());
+      // Scores -5, 5, 15, 25: above -10 all of them, above 12 those from 15 on.
+      expect(replies[2 * i + 1]).toBe(i % 3 === 0 ? n : Math.max(0, n - 2));
+    }
+  });
+});
+
 describe('RoomReader snapshots', () => {
   it('gives the same state and entries through delta chains as a step-by-step walk', async () => {
     const keys = new KeySpace(`rs${randomBytes(4).toString('hex')}`);
@@ -68,6 +87,19 @@ describe('RoomReader snapshots', () => {
       fresh.stateEntryAt(roomId, 0, 'm.room.create\u0000'),
     ]);
     expect(entries).toEqual(['$e17', '$e3', '$old3', undefined, '$rebased', undefined, '$c', undefined]);
+    // Asked again (the entries are cached now, removals and absences included): the same answers,
+    // and with the snapshots' keys gone from Redis, from the cache alone.
+    for (const id of Object.keys(snaps)) await redis.del(data(roomData.snapshot(roomId, Number(id))));
+    const again = await Promise.all([
+      fresh.stateEntryAt(roomId, 30, 'k\u000017'),
+      fresh.stateEntryAt(roomId, 11, 'k\u00003'),
+      fresh.stateEntryAt(roomId, 2, 'k\u00003'),
+      fresh.stateEntryAt(roomId, 20, 'k\u00003'),
+      fresh.stateEntryAt(roomId, 31, 'k\u00005'),
+      fresh.stateEntryAt(roomId, 31, 'k\u00007'),
+      fresh.stateEntryAt(roomId, 25, 'm.room.create\u0000'),
+    ]);
+    expect(again).toEqual(['$e17', '$e3', '$old3', undefined, '$rebased', undefined, '$c']);
     await expect(new RoomReader(redis, keys, shards).snapshot(roomId, 40)).rejects.toThrow(/missing/);
   });
 });
