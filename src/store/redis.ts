@@ -23,7 +23,7 @@ const SCRIPTS = {
   leaseRelease: 'lease-release-1.lua',
   leaseReserve: 'lease-reserve-1.lua',
   commit: 'commit-2.lua',
-  commitBatch: 'commit-batch-1.lua',
+  commitMany: 'commit-many-1.lua',
   deadLetter: 'dead-letter-1.lua',
   trimStream: 'trim-stream-1.lua',
   membershipIndex: 'membership-index-2.lua',
