@@ -19,7 +19,7 @@ import { decode, encode } from '../store/codec';
 import { INBOX_GROUP, type ShardKeys } from '../store/keys';
 import { bufferCommand, isCluster, runScriptBuffer, waitForReplicas, type RedisClient } from '../store/redis';
 import type { CommitMessage, CommitQueue, CommitUnit } from './commit-queue';
-import type { InboxReads } from './inbox-reads';
+import type { GroupReads } from './group-reads';
 import { ShardTimers, timerWrites } from './timers';
 import { familyCounters } from '../ops/metrics';
 
@@ -42,7 +42,7 @@ export interface RunnerEnv {
   /** The worker's group commit: the commits of its actors decided in the same turn go in one call. */
   commits: CommitQueue;
   /** The worker's inbox reads: the shards woken in the same turn read in one call. */
-  reads: InboxReads;
+  reads: GroupReads;
   /** Test-only fault injection (see Worker): called at named points; may never resolve. */
   faultPoint?: (point: 'before-commit' | 'after-commit', entry: InboxEntry) => Promise<void> | void;
   onLost(runner: ShardRunner): void;

@@ -22,7 +22,7 @@ import type { AnyActorKind } from './actor';
 import type { InboxEntry } from './envelope';
 import { REPLY_STREAM_MAXLEN, ShardRunner, type CommittedOutputs, type RunnerEnv } from './shard-runner';
 import { CommitQueue } from './commit-queue';
-import { InboxReads } from './inbox-reads';
+import { GroupReads } from './group-reads';
 import { FAMILIES, parseShardName, shardName, type Family } from '../store/shards';
 import type { KeySpace } from '../store/keys';
 import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';
@@ -156,7 +156,7 @@ export class Worker {
       log: o.log,
       dedupeTtlSec,
       commits: this.commits,
-      reads: new InboxReads(o.redis, INBOX_GROUP, o.workerId),
+      reads: new GroupReads(o.redis, INBOX_GROUP, o.workerId),
       maxDeliveries: o.maxDeliveries ?? 5,
       ...(o.replicaWait ? { replicaWait: o.replicaWait } : {}),
       maxBuffered: o.maxBufferedPerShard ?? 1000,

@@ -24,6 +24,7 @@ const SCRIPTS = {
   leaseReserve: 'lease-reserve-1.lua',
   commit: 'commit-2.lua',
   commitMany: 'commit-many-1.lua',
+  ackMany: 'ack-many-1.lua',
   deadLetter: 'dead-letter-1.lua',
   trimStream: 'trim-stream-1.lua',
   membershipIndex: 'membership-index-2.lua',
