@@ -21,10 +21,16 @@
  * default 100), BENCH_ROOMS (default 100), BENCH_MEMBERS (default 10000), BENCH_CHURN (membership
  * changes after the joins, default 5000), BENCH_MESSAGES (messages interleaved with the churn,
  * default 5000), BENCH_ROOM_VERSION (default 10), BENCH_SHARDS (per family, default 256),
- * BENCH_ONLY (e.g. "c"), BENCH_CPU_PROF (a directory: the workers write V8 CPU profiles there).
+ * BENCH_ONLY (e.g. "c"), BENCH_WORKERS (e.g. "1": the worker counts of (a) and (b), default "1,2"),
+ * BENCH_CPU_PROF (a directory: the workers write V8 CPU profiles there), BENCH_REDIS_STATS=1 (each
+ * throughput phase's Redis commands per event, from INFO commandstats).
+ *
+ * Each throughput phase also prints the CPU time spent per event by the workers, by this process
+ * (the asking side: the ActorClient) and by Redis: on a machine shared with other work the
+ * events/s vary with the load, the CPU per event much less, so before/after pairs compare by it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,6 +61,8 @@ const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 5_000);
 const ROOM_VERSION = process.env.BENCH_ROOM_VERSION ?? '10';
 const SHARDS = Number(process.env.BENCH_SHARDS ?? 256);
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c').split(','));
+const WORKER_COUNTS = (process.env.BENCH_WORKERS ?? '1,2').split(',').map(Number);
+const REDIS_STATS = process.env.BENCH_REDIS_STATS === '1';
 const SERVER = 'bench.local';
 const root = join(import.meta.dirname, '..');
 
@@ -159,6 +167,34 @@ interface Throughput {
   perSecond: number;
   p50ms: number;
   p99ms: number;
+  /** CPU time per event (µs): the workers, this process (the asking side), Redis. */
+  cpuUs: { workers: number; client: number; redis: number };
+  /** Redis calls per event by command (BENCH_REDIS_STATS=1). */
+  redisCalls?: Record<string, number>;
+}
+
+/** A process's CPU time so far (ms), from /proc (Linux). */
+function procCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, in USER_HZ (100)
+  } catch {
+    return 0;
+  }
+}
+
+async function redisCpuMs(c: Cluster): Promise<number> {
+  const info = await c.admin.info('cpu');
+  const get = (k: string) => Number(new RegExp(`^${k}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
+  return (get('used_cpu_sys') + get('used_cpu_user')) * 1000;
+}
+
+async function redisCalls(c: Cluster): Promise<Map<string, number>> {
+  const info = await c.admin.info('commandstats');
+  const out = new Map<string, number>();
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1]!, Number(m[2]));
+  return out;
 }
 
 /** Closed loop: CONCURRENCY sends in flight for SECONDS, spread over `rooms` round robin. */
@@ -167,6 +203,8 @@ async function throughput(name: string, c: Cluster, rooms: string[]): Promise<Th
   // Warm up: JIT, actor state loads.
   await pool(Math.max(rooms.length, 200), CONCURRENCY, (i) => send(c, rooms[i % rooms.length]!, creator, 'm.room.message', MESSAGE));
   const before = await Promise.all(rooms.map(async (r) => (await readMeta(c, r)).seq));
+  const callsBefore = REDIS_STATS ? await redisCalls(c) : null;
+  const cpuBefore = { workers: c.procs.reduce((a, p) => a + procCpuMs(p.pid!), 0), client: process.cpuUsage(), redis: await redisCpuMs(c) };
   const latencies: number[] = [];
   let i = 0;
   const started = performance.now();
@@ -181,12 +219,25 @@ async function throughput(name: string, c: Cluster, rooms: string[]): Promise<Th
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, lane));
   const seconds = (performance.now() - started) / 1000;
+  const clientCpu = process.cpuUsage(cpuBefore.client);
+  const workersMs = c.procs.reduce((a, p) => a + procCpuMs(p.pid!), 0) - cpuBefore.workers;
+  const redisMs = (await redisCpuMs(c)) - cpuBefore.redis;
+  const n = Math.max(1, latencies.length);
+  const cpuUs = { workers: Math.round((workersMs * 1000) / n), client: Math.round((clientCpu.user + clientCpu.system) / n), redis: Math.round((redisMs * 1000) / n) };
+  let calls: Record<string, number> | undefined;
+  if (callsBefore) {
+    calls = {};
+    for (const [cmd, k] of await redisCalls(c)) {
+      const d = k - (callsBefore.get(cmd) ?? 0);
+      if (d > 0) calls[cmd] = round(d / n, 2);
+    }
+  }
   // What was counted must be what the rooms persisted.
   const after = await Promise.all(rooms.map(async (r) => (await readMeta(c, r)).seq));
   const persisted = after.reduce((a, s, k) => a + s - before[k]!, 0);
   if (persisted !== latencies.length) throw new Error(`${name}: ${latencies.length} sends answered, ${persisted} events persisted`);
   latencies.sort((a, b) => a - b);
-  return { name, events: latencies.length, seconds: round(seconds, 2), perSecond: Math.round(latencies.length / seconds), p50ms: round(percentile(latencies, 50)), p99ms: round(percentile(latencies, 99)) };
+  return { name, events: latencies.length, seconds: round(seconds, 2), perSecond: Math.round(latencies.length / seconds), p50ms: round(percentile(latencies, 50)), p99ms: round(percentile(latencies, 99)), cpuUs, ...(calls ? { redisCalls: calls } : {}) };
 }
 
 async function readMeta(c: Cluster, roomId: string): Promise<RoomMeta> {
@@ -303,7 +354,7 @@ async function main(): Promise<void> {
   const results: Throughput[] = [];
   let store: Storage | null = null;
   try {
-    for (const workers of [1, 2]) {
+    for (const workers of WORKER_COUNTS) {
       if (!ONLY.has('a') && !ONLY.has('b')) break;
       const c = await startCluster(redis.url, dir, workers, `br${workers}:`);
       try {
@@ -340,8 +391,11 @@ async function main(): Promise<void> {
 
   if (results.length) {
     const w = Math.max(...results.map((r) => r.name.length), 8);
-    console.log(`${'workload'.padEnd(w)}  ${'events/s'.padStart(9)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'events'.padStart(8)}`);
-    for (const r of results) console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(9)}  ${r.p50ms.toFixed(1).padStart(8)}  ${r.p99ms.toFixed(1).padStart(8)}  ${String(r.events).padStart(8)}`);
+    console.log(`${'workload'.padEnd(w)}  ${'events/s'.padStart(9)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'events'.padStart(8)}  CPU µs/event: workers / client / redis`);
+    for (const r of results) {
+      console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(9)}  ${r.p50ms.toFixed(1).padStart(8)}  ${r.p99ms.toFixed(1).padStart(8)}  ${String(r.events).padStart(8)}  ${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis}`);
+      if (r.redisCalls) console.log(`  Redis calls per event: ${Object.entries(r.redisCalls).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    }
   }
   if (store) {
     const totalBytes = Object.values(store.bytes).reduce((a, b) => a + b, 0);

@@ -7,10 +7,15 @@
  * Options (env): BENCH_SECONDS (per phase, default 5), BENCH_CONCURRENCY (requests in flight,
  * default 200), BENCH_ACTORS (default 1000), BENCH_SHARDS (per family, default 256), BENCH_FSYNC
  * (redis appendfsync: always, as Axon runs it, or everysec to see what fsync costs), BENCH_CPU_PROF
- * (a directory: the workers write V8 CPU profiles there).
+ * (a directory: the workers write V8 CPU profiles there), BENCH_REDIS_STATS=1 (each phase's Redis
+ * commands per message, from INFO commandstats).
+ *
+ * Each phase also prints the CPU time per message of the workers (or the raw consumer's side: it
+ * runs in this process), of this process, and of Redis: on a machine shared with other work the
+ * msg/s move with the load, the CPU per message much less, so before/after pairs compare by it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ActorClient } from '../src/runtime/actor-client';
@@ -36,6 +41,55 @@ interface Result {
   perSecond: number;
   p50ms: number;
   p99ms: number;
+  /** CPU time per message (µs): the worker processes, this process, Redis. */
+  cpuUs?: { workers: number; client: number; redis: number };
+  /** Redis calls per message by command (BENCH_REDIS_STATS=1). */
+  redisCalls?: Record<string, number>;
+}
+
+/** A process's CPU time so far (ms), from /proc (Linux). */
+function procCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU and command counters around a phase: `measure(pids)` before, `.done(messages)` after. */
+async function measure(redis: ReturnType<typeof connectRedis>, pids: number[]): Promise<{ done(r: Result): Promise<Result> }> {
+  const redisCpu = async () => {
+    const info = await redis.info('cpu');
+    const get = (k: string) => Number(new RegExp(`^${k}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
+    return (get('used_cpu_sys') + get('used_cpu_user')) * 1000;
+  };
+  const calls = async () => {
+    const out = new Map<string, number>();
+    for (const m of (await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1]!, Number(m[2]));
+    return out;
+  };
+  const stats = process.env.BENCH_REDIS_STATS === '1';
+  const callsBefore = stats ? await calls() : null;
+  const before = { workers: pids.reduce((a, p) => a + procCpuMs(p), 0), client: process.cpuUsage(), redis: await redisCpu() };
+  return {
+    async done(r) {
+      const client = process.cpuUsage(before.client);
+      const workersMs = pids.reduce((a, p) => a + procCpuMs(p), 0) - before.workers;
+      const redisMs = (await redisCpu()) - before.redis;
+      const n = Math.max(1, r.messages);
+      r.cpuUs = { workers: Math.round((workersMs * 1000) / n), client: Math.round((client.user + client.system) / n), redis: Math.round((redisMs * 1000) / n) };
+      if (callsBefore) {
+        r.redisCalls = {};
+        for (const [cmd, k] of await calls()) {
+          const d = k - (callsBefore.get(cmd) ?? 0);
+          if (d > 0) r.redisCalls[cmd] = Math.round((d / n) * 100) / 100;
+        }
+      }
+      return r;
+    },
+  };
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -104,12 +158,14 @@ async function rawBaseline(url: string): Promise<Result> {
     }
   })();
   await new Promise((r) => setTimeout(r, 50));
+  const m = await measure(redis, []);
   const result = await closedLoop('raw XADD → XREADGROUP → XACK+XADD → XREAD', (i) => {
     const mid = `m${i}`;
     const done = new Promise<void>((resolve) => waiters.set(mid, resolve));
     void redis.xadd(inbox, '*', 'mid', mid, 'b', 'x'.repeat(60));
     return done;
   });
+  await m.done(result);
   running = false;
   await Promise.all([consume, read]);
   for (const c of [redis, consumer, replyReader]) c.disconnect();
@@ -150,10 +206,12 @@ async function runtimePhase(url: string, workers: number, prefix: string): Promi
   const seqs = new Array<number>(ACTORS).fill(0);
   // Warm up (JIT, actor state loads), then measure.
   await Promise.all(Array.from({ length: ACTORS }, (_, a) => client.ask('user', 'ledger', `@bench${a}:example.org`, { op: 'append', producer: 'b', seq: ++seqs[a]!, value: 1 })));
+  const m = await measure(admin, procs.map((p) => p.pid!));
   const result = await closedLoop(`actor runtime, ${workers} worker${workers > 1 ? 's' : ''}`, (i) => {
     const a = i % ACTORS;
     return client.ask('user', 'ledger', `@bench${a}:example.org`, { op: 'append', producer: 'b', seq: ++seqs[a]!, value: 1 }, { timeoutMs: 60_000 });
   });
+  await m.done(result);
   // Check the figures mean something: everything applied exactly once, in order.
   let total = 0;
   let outOfOrder = 0;
@@ -198,8 +256,11 @@ async function main(): Promise<void> {
   }
   const raw = results[0]!;
   const w = Math.max(...results.map((r) => r.name.length));
-  console.log(`${'path'.padEnd(w)}  ${'msg/s'.padStart(8)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'vs raw'.padStart(7)}`);
-  for (const r of results) console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(8)}  ${r.p50ms.toFixed(2).padStart(8)}  ${r.p99ms.toFixed(2).padStart(8)}  ${(r.perSecond / raw.perSecond).toFixed(2).padStart(7)}`);
+  console.log(`${'path'.padEnd(w)}  ${'msg/s'.padStart(8)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'vs raw'.padStart(7)}  CPU µs/msg: workers / this process / redis`);
+  for (const r of results) {
+    console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(8)}  ${r.p50ms.toFixed(2).padStart(8)}  ${r.p99ms.toFixed(2).padStart(8)}  ${(r.perSecond / raw.perSecond).toFixed(2).padStart(7)}  ${r.cpuUs ? `${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis}` : ''}`);
+    if (r.redisCalls) console.log(`  Redis calls per message: ${Object.entries(r.redisCalls).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  }
   const file = writeBenchResults((stamp) => `runtime-${stamp}.json`, { date: new Date().toISOString(), machine, seconds: SECONDS, concurrency: CONCURRENCY, actors: ACTORS, shards: SHARDS, results });
   console.log(`\nwritten ${file}`);
   process.exit(0);

@@ -3,7 +3,9 @@
  * does it for room shards): the group created once per shard, entries left pending by a previous
  * holder claimed at attach, own pending entries retried before new ones, wake-ups coalesced while
  * a pump runs, entries acknowledged only after `apply` returns. `apply` must be idempotent: an
- * entry may be applied twice (a crash between applying and acknowledging, a handoff).
+ * entry may be applied twice (a crash between applying and acknowledging, a handoff). The new
+ * entries of the shards woken in one turn are read in one call and acknowledged in one call
+ * (GroupReads, GroupAcks: one command each per turn on a single Redis, not one per shard).
  */
 import type { Logger } from 'pino';
 import type { ShardReader } from '../runtime/worker';
@@ -12,6 +14,8 @@ import { parseOutboxEntry, type OutboxEntry } from '../runtime/envelope';
 import { decode } from '../store/codec';
 import type { KeySpace } from '../store/keys';
 import { bufferCommand, type RedisClient } from '../store/redis';
+import { GroupReads } from '../runtime/group-reads';
+import { GroupAcks } from '../runtime/group-acks';
 
 interface ShardCursor {
   running: boolean;
@@ -44,6 +48,9 @@ export function decodeOutput<T = unknown>(entry: OutboxEntry): T | undefined {
 export abstract class OutboxGroupReader implements ShardReader {
   private readonly shards = new Map<number, ShardCursor>();
   private stopped = false;
+  /** New entries of the shards woken in one turn read in one call, their acks in one call (one Redis). */
+  private readonly reads: GroupReads;
+  private readonly acks: GroupAcks;
 
   constructor(
     readonly family: Family,
@@ -52,7 +59,10 @@ export abstract class OutboxGroupReader implements ShardReader {
     protected readonly keys: KeySpace,
     private readonly consumer: string,
     protected readonly log: Logger,
-  ) {}
+  ) {
+    this.reads = new GroupReads(redis, group, consumer);
+    this.acks = new GroupAcks(redis, group);
+  }
 
   /** Apply one batch of entries (stream id, parsed entry or null when malformed) of a shard's outbox. */
   protected abstract apply(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void>;
@@ -111,8 +121,12 @@ export abstract class OutboxGroupReader implements ShardReader {
         for (const from of cur.pending ? ['0', '>'] : ['>']) {
           for (;;) {
             if (this.shards.get(shard) !== cur) return;
-            const res = (await bufferCommand(this.redis, 'xreadgroupBuffer')('GROUP', this.group, this.consumer, 'COUNT', BATCH, 'STREAMS', outbox, from)) as [Buffer, [Buffer, Buffer[] | null][]][] | null;
-            const entries = res?.[0]?.[1] ?? [];
+            let entries: [Buffer, Buffer[] | null][];
+            if (from === '>') entries = await this.reads.read(outbox, BATCH);
+            else {
+              const res = (await bufferCommand(this.redis, 'xreadgroupBuffer')('GROUP', this.group, this.consumer, 'COUNT', BATCH, 'STREAMS', outbox, from)) as [Buffer, [Buffer, Buffer[] | null][]][] | null;
+              entries = res?.[0]?.[1] ?? [];
+            }
             if (entries.length) await this.applyAndAck(shard, outbox, entries);
             // A short read is the end for now: an entry appended since comes with a wake-up,
             // which sets `again` while this pump runs (no empty read to find the end).
@@ -146,6 +160,6 @@ export abstract class OutboxGroupReader implements ShardReader {
   private async applyAndAck(shard: number, outbox: string, raw: [Buffer, Buffer[] | null][]): Promise<void> {
     const entries = raw.map(([id, fields]) => ({ id: id.toString(), entry: parseOutboxEntry(fields) }));
     await this.apply(shard, entries);
-    if (entries.length) await this.redis.xack(outbox, this.group, ...entries.map((e) => e.id));
+    await this.acks.ack(outbox, entries.map((e) => e.id));
   }
 }

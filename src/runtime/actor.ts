@@ -102,8 +102,8 @@ export interface ActorKind<S = unknown, M = unknown, R = unknown, P = undefined>
   decide(state: S, msg: ActorMessage<M>, prepared: P): Decision<S, R>;
   /**
    * Opt-in group commit: when several messages the kind `accepts` wait in one actor's mailbox,
-   * the runtime decides up to `max` of them one after the other in memory and commits them in
-   * ONE script (commit-batch-1.lua) — the same effects as committing each in turn (each keeps
+   * the runtime decides up to `max` of them one after the other in memory and commits them as
+   * ONE unit (src/runtime/commit-queue.ts, commit-many-1.lua) — the same effects as committing each in turn (each keeps
    * its message id, dedupe record and reply), at the cost of one commit instead of many. For
    * actors that receive many small messages whose commits, not their decisions, are the cost
    * (a federation destination queueing EDUs, a busy room's client sends). A message that fails

@@ -18,6 +18,8 @@ import type { Family } from '../store/shards';
 import { decode, encode } from '../store/codec';
 import { INBOX_GROUP, type ShardKeys } from '../store/keys';
 import { bufferCommand, isCluster, runScriptBuffer, waitForReplicas, type RedisClient } from '../store/redis';
+import type { CommitMessage, CommitQueue, CommitUnit } from './commit-queue';
+import type { GroupReads } from './group-reads';
 import { ShardTimers, timerWrites } from './timers';
 import { familyCounters } from '../ops/metrics';
 
@@ -37,6 +39,10 @@ export interface RunnerEnv {
    * about a write only one copy holds.
    */
   replicaWait?: { replicas: number; timeoutMs: number };
+  /** The worker's group commit: the commits of its actors decided in the same turn go in one call. */
+  commits: CommitQueue;
+  /** The worker's inbox reads: the shards woken in the same turn read in one call. */
+  reads: GroupReads;
   /** Test-only fault injection (see Worker): called at named points; may never resolve. */
   faultPoint?: (point: 'before-commit' | 'after-commit', entry: InboxEntry) => Promise<void> | void;
   onLost(runner: ShardRunner): void;
@@ -64,7 +70,7 @@ interface ActorSlot {
 
 type RunnerState = 'starting' | 'running' | 'draining' | 'stopped';
 
-const REPLY_STREAM_MAXLEN = 10_000;
+export const REPLY_STREAM_MAXLEN = 10_000;
 const CACHE_LIMIT = 10_000;
 
 export class ShardRunner {
@@ -179,12 +185,12 @@ export class ShardRunner {
       do {
         this.wakePending = false;
         while (this.state === 'running' && this.buffered < this.env.maxBuffered) {
-          const res = (await bufferCommand(this.env.redis, 'xreadgroupBuffer')(
-            'GROUP', INBOX_GROUP, this.env.workerId, 'COUNT', Math.min(this.env.readBatch, this.env.maxBuffered - this.buffered), 'STREAMS', this.keys.inbox, '>',
-          )) as [Buffer, [Buffer, Buffer[] | null][]][] | null;
-          const entries = res?.[0]?.[1] ?? [];
-          if (entries.length === 0) break;
+          const count = Math.min(this.env.readBatch, this.env.maxBuffered - this.buffered);
+          const entries = await this.env.reads.read(this.keys.inbox, count);
           for (const [id, fields] of entries) this.dispatch(id.toString(), fields, 1);
+          // A short read is the end for now: an entry appended since comes with a wake-up, which
+          // sets `wakePending` while this loop runs (no empty read to find the end).
+          if (entries.length < count) break;
         }
       } while (this.wakePending && this.state === 'running');
     } catch (e) {
@@ -300,9 +306,8 @@ export class ShardRunner {
    * them failed or was already applied), false when the lease was lost.
    */
   private async applyBatch(slot: ActorSlot, batch: { entry: InboxEntry; body: unknown }[]): Promise<number | false> {
-    const { redis, workerId, dedupeTtlSec } = this.env;
+    const { redis } = this.env;
     const kind = slot.kind;
-    const stateKey = this.keys.state(kind.kind, slot.actorId);
     await this.load(slot);
     let state = slot.state;
     const replies: Buffer[] = [];
@@ -343,28 +348,16 @@ export class ShardRunner {
       replies.push(encode(reply));
     }
     const changed = state !== slot.state;
-    const outputs = decided.map((o) => encode(o));
-    const doneKeys = batch.map((b) => this.keys.done(b.entry.mid));
-    const keys = [this.keys.lease, this.keys.inbox, this.keys.outbox, stateKey, ...doneKeys, ...writes.map((w) => (w.absolute ? w.key : this.keys.data(w.key)))];
-    const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, dedupeTtlSec, batch.length];
-    batch.forEach((b, i) => args.push(b.entry.id, replies[i]!, b.entry.replyTo ? '0' : '1'));
-    args.push(changed ? 's' : 'k', changed ? encode(kind.serialize ? kind.serialize(state) : state) : '', outputs.length);
-    for (const o of outputs) args.push(o);
-    args.push(slot.actorId, kind.kind, writes.length);
-    const firstWriteKey = 5 + batch.length;
-    writes.forEach((w, i) => {
-      args.push(w.cmd, firstWriteKey + i, w.args.length);
-      for (const a of w.args) args.push(a);
-    });
+    const replyHere = this.repliesInCommit();
+    const messages: CommitMessage[] = batch.map((b, i) => this.commitMessage(b.entry, replies[i]!, replyHere));
     for (const b of batch) await this.env.faultPoint?.('before-commit', b.entry);
-    const res = (await runScriptBuffer(redis, 'commitBatch', keys, args)) as Buffer[];
-    const status = res[0]!.toString();
-    if (status === 'stale') {
-      this.env.log.warn({ shard: this.name, owner: res[1]?.toString() }, 'lease lost: a newer holder fenced this worker out');
+    const res = await this.env.commits.submit(this.unit(slot, messages, changed ? encode(kind.serialize ? kind.serialize(state) : state) : null, decided, writes));
+    if (res.status === 'stale') {
+      this.env.log.warn({ shard: this.name, owner: res.owner }, 'lease lost: a newer holder fenced this worker out');
       this.lose();
       return false;
     }
-    if (status === 'dup') return 0;
+    if (res.status === 'dup') return 0;
     if (changed) slot.state = state;
     this.applied += batch.length;
     this.commits++;
@@ -374,8 +367,41 @@ export class ShardRunner {
     this.timers.arm(timerDue);
     if (derived.length) await this.applyDerived(redis, derived);
     for (const b of batch) await this.env.faultPoint?.('after-commit', b.entry);
-    await this.replyAndAckMany(batch.map((b, i) => ({ entry: b.entry, blob: replies[i]! })));
+    // Replies the commit could not deliver itself (a Cluster, or waiting for replicas).
+    await this.replyAndAckMany(batch.flatMap((b, i) => (messages[i]!.mode === '0' ? [{ entry: b.entry, blob: replies[i]! }] : [])));
     return batch.length;
+  }
+
+  /**
+   * Whether the commit itself delivers replies and acks (mode 'r'): on one Redis the reply stream
+   * is on the same server, so the commit, its reply and its acknowledgement are one atomic step.
+   * Not on a Cluster (the reply stream lives in another slot: the caller replies, then acks), and
+   * not with `redis.waitReplicas` (the reply must wait for the replicas: replyAndAck).
+   */
+  private repliesInCommit(): boolean {
+    return this.env.commits.repliesInCommit && !(this.env.replicaWait && this.env.replicaWait.replicas > 0);
+  }
+
+  private commitMessage(entry: InboxEntry, reply: Buffer, replyHere: boolean): CommitMessage {
+    const mode = !entry.replyTo ? '1' : replyHere ? 'r' : '0';
+    return { id: entry.id, doneKey: this.keys.done(entry.mid), reply, mode, ...(mode === 'r' ? { replyTo: entry.replyTo! } : {}), mid: entry.mid };
+  }
+
+  private unit(slot: ActorSlot, messages: CommitMessage[], state: Buffer | null, outputs: unknown[], writes: { cmd: string; key: string; args: (string | number | Buffer)[]; absolute?: true }[]): CommitUnit {
+    return {
+      shard: this.name,
+      lease: this.keys.lease,
+      token: this.token,
+      inbox: this.keys.inbox,
+      outbox: this.keys.outbox,
+      stateKey: this.keys.state(slot.kind.kind, slot.actorId),
+      messages,
+      state,
+      outputs: outputs.map((o) => encode(o)),
+      actorId: slot.actorId,
+      kind: slot.kind.kind,
+      writes: writes.map((w) => ({ cmd: w.cmd, key: w.absolute ? w.key : this.keys.data(w.key), args: w.args })),
+    };
   }
 
   /** Load the actor's state into the slot unless it is cached. */
@@ -421,14 +447,12 @@ export class ShardRunner {
   }
 
   private async apply(slot: ActorSlot, entry: InboxEntry): Promise<boolean> {
-    const { redis, workerId, dedupeTtlSec } = this.env;
+    const { redis } = this.env;
     const kind = slot.kind;
-    const stateKey = this.keys.state(kind.kind, slot.actorId);
     await this.load(slot);
     const msg: ActorMessage<unknown> = { mid: entry.mid, actorId: entry.actorId, body: decode(entry.body), enqueuedAt: entry.enqueuedAt };
     let nextState = slot.state;
     let reply: ReplyEnvelope;
-    let outputs: Buffer[] = [];
     let decided: unknown[] = [];
     let writes: { cmd: string; key: string; args: (string | number | Buffer)[]; absolute?: true }[] = [];
     let timerDue = Infinity;
@@ -439,7 +463,6 @@ export class ShardRunner {
       nextState = decision.state;
       reply = { ok: true, value: decision.reply ?? null };
       decided = decision.outputs ?? [];
-      outputs = decided.map((o) => encode(o));
       writes = decision.writes ?? [];
       if (decision.derivedWrites?.length) {
         const global = decision.derivedWrites.map((w) => ({ ...w, key: this.keys.global(w.key), absolute: true as const }));
@@ -456,45 +479,33 @@ export class ShardRunner {
     }
     const replyBlob = encode(reply);
     const changed = nextState !== slot.state;
-    // With a reply to deliver, the entry is acknowledged only after the reply is out (see
-    // commit-2.lua): on one Redis the script delivers it itself, in the same atomic step ('r': one
-    // call per message instead of a commit, a reply and an ack); on a Cluster the reply stream
-    // lives in another slot, so the caller replies and then acks ('0').
-    // Not with `redis.waitReplicas`: the reply must wait for the replicas (replyAndAck).
-    const replyHere = !!entry.replyTo && !isCluster(redis) && !(this.env.replicaWait && this.env.replicaWait.replicas > 0);
-    const ackMode = !entry.replyTo ? '1' : replyHere ? 'r' : '0';
-    const keys = [this.keys.lease, this.keys.done(entry.mid), this.keys.inbox, this.keys.outbox, stateKey, replyHere ? entry.replyTo! : this.keys.inbox, ...writes.map((w) => (w.absolute ? w.key : this.keys.data(w.key)))];
-    const args: (string | number | Buffer)[] = [workerId, this.token, INBOX_GROUP, entry.id, replyBlob, dedupeTtlSec, ackMode, entry.mid, REPLY_STREAM_MAXLEN, changed ? 's' : 'k', changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : '', outputs.length, ...outputs, entry.actorId, kind.kind, writes.length];
-    // A loop, not push(...w.args): a write may carry more values than a call's arguments can
-    // (a 10,000-member room's state joined over federation).
-    writes.forEach((w, i) => {
-      args.push(w.cmd, 7 + i, w.args.length);
-      for (const a of w.args) args.push(a);
-    });
-
+    // With a reply to deliver, the entry is acknowledged only after the reply is out: by the
+    // commit itself where it can deliver it (repliesInCommit: mode 'r'), otherwise by replyAndAck
+    // after it (mode '0'), so that a crash in between leaves the entry pending and the next
+    // holder re-sends the stored reply (its commit finds the done record).
+    const message = this.commitMessage(entry, replyBlob, this.repliesInCommit());
     await this.env.faultPoint?.('before-commit', entry);
-    const res = (await runScriptBuffer(redis, 'commit', keys, args)) as Buffer[];
-    const status = res[0]!.toString();
-    if (status === 'stale') {
-      this.env.log.warn({ shard: this.name, owner: res[1]?.toString() }, 'lease lost: a newer holder fenced this worker out');
+    const res = await this.env.commits.submit(this.unit(slot, [message], changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : null, decided, writes));
+    if (res.status === 'stale') {
+      this.env.log.warn({ shard: this.name, owner: res.owner }, 'lease lost: a newer holder fenced this worker out');
       this.lose();
       return false;
     }
     let sentBlob = replyBlob;
-    if (status === 'dup') {
-      sentBlob = res[1]!; // answer with what the first application answered
+    if (res.status === 'dup') {
+      sentBlob = res.reply!; // answer with what the first application answered
     } else {
       if (changed) slot.state = nextState;
       this.applied++;
       this.commits++;
       this.counters.applied.inc();
       this.counters.commits.inc();
-      if (outputs.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: entry.actorId, outputs: decided });
+      if (decided.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: entry.actorId, outputs: decided });
       this.timers.arm(timerDue);
       if (derived.length) await this.applyDerived(redis, derived);
     }
     await this.env.faultPoint?.('after-commit', entry);
-    if (entry.replyTo && !replyHere) await this.replyAndAck(entry, sentBlob);
+    if (message.mode === '0') await this.replyAndAck(entry, sentBlob);
     return true;
   }
 

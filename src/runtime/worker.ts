@@ -20,7 +20,9 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { AnyActorKind } from './actor';
 import type { InboxEntry } from './envelope';
-import { ShardRunner, type CommittedOutputs, type RunnerEnv } from './shard-runner';
+import { REPLY_STREAM_MAXLEN, ShardRunner, type CommittedOutputs, type RunnerEnv } from './shard-runner';
+import { CommitQueue } from './commit-queue';
+import { GroupReads } from './group-reads';
 import { FAMILIES, parseShardName, shardName, type Family } from '../store/shards';
 import type { KeySpace } from '../store/keys';
 import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';
@@ -134,6 +136,8 @@ export class Worker {
   private accepting = true;
   private stopped = false;
   private readonly env: RunnerEnv;
+  /** The group commit shared by this worker's shards (for status and the benchmarks' figures). */
+  readonly commits: CommitQueue;
   private readonly families: Family[];
   private readonly started = Date.now();
   /** How the last lease round went: reported as readiness in the heartbeat. */
@@ -143,12 +147,16 @@ export class Worker {
 
   constructor(private readonly o: WorkerOptions) {
     this.families = o.families ?? [...FAMILIES];
+    const dedupeTtlSec = o.dedupeTtlSec ?? 600;
+    this.commits = new CommitQueue(o.redis, o.workerId, INBOX_GROUP, dedupeTtlSec, REPLY_STREAM_MAXLEN);
     this.env = {
       redis: o.redis,
       workerId: o.workerId,
       kinds: new Map(o.kinds.map((k) => [k.kind, k])),
       log: o.log,
-      dedupeTtlSec: o.dedupeTtlSec ?? 600,
+      dedupeTtlSec,
+      commits: this.commits,
+      reads: new GroupReads(o.redis, INBOX_GROUP, o.workerId),
       maxDeliveries: o.maxDeliveries ?? 5,
       ...(o.replicaWait ? { replicaWait: o.replicaWait } : {}),
       maxBuffered: o.maxBufferedPerShard ?? 1000,

@@ -71,36 +71,64 @@ export function decodeNotification(s: string): SyncNotification | null {
 /**
  * The `notify` callback a worker process gives its Worker (src/main.ts, src/worker-main.ts): turns
  * what a commit appended into a notification (and counts the room events persisted, for the
- * metrics). Fire and forget: a lost one only delays a sync.
+ * metrics). Fire and forget: a lost one only delays a sync. The commits of one turn of the event
+ * loop (a group commit over many actors and shards) are published as ONE notification naming all
+ * their rooms and users, not one PUBLISH per commit.
  */
 export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: CommittedOutputs & { family: Family; shard: number }) => void {
   const channel = keys.syncNotify();
+  let rooms = new Set<string>();
+  let users = new Set<string>();
+  let userData = new Set<string>();
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    const n: SyncNotification = {};
+    if (rooms.size) n.rooms = [...rooms];
+    if (users.size) {
+      n.users = [...users];
+      n.userData = [...userData];
+    }
+    rooms = new Set();
+    users = new Set();
+    userData = new Set();
+    if (n.rooms || n.users) void redis.publish(channel, encodeNotification(n)).catch(() => undefined);
+  };
+  const add = (n: SyncNotification) => {
+    for (const r of n.rooms ?? []) rooms.add(r);
+    for (const u of n.users ?? []) users.add(u);
+    // A notification without `userData` drops the named users' push rules (see SyncNotification):
+    // merged with others that carry the field, its users go into it.
+    for (const u of n.userData ?? n.users ?? []) userData.add(u);
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
   return (c) => {
-    let n: SyncNotification | null = null;
     if (c.kind === 'room') {
-      const users = new Set<string>();
+      const members = new Set<string>();
       let events = 0;
       for (const o of c.outputs as { event?: { type?: unknown; state_key?: unknown } }[]) {
         if (o?.event) events++;
-        if (o?.event?.type === 'm.room.member' && typeof o.event.state_key === 'string') users.add(o.event.state_key);
+        if (o?.event?.type === 'm.room.member' && typeof o.event.state_key === 'string') members.add(o.event.state_key);
       }
       // Every room event is committed here once (a redelivered message is a duplicate, not a
       // commit), which is what Synapse's synapse_storage_events_persisted_events_total counts.
       if (events) eventsPersisted.inc(events);
-      n = users.size ? { rooms: [c.actorId], users: [...users] } : { rooms: [c.actorId] };
+      add(members.size ? { rooms: [c.actorId], users: [...members] } : { rooms: [c.actorId] });
     } else if (c.family === 'room') {
       // Other room-shard actors keyed by room id (typing, receipts): the room's members wait on it.
-      n = { rooms: [c.actorId] };
+      add({ rooms: [c.actorId] });
     } else if (c.family === 'user') {
       // User-shard actors keyed by user id (user, keys, to-device, presence, …) wake that user;
       // an output may name more users to wake (`notify_users`: e.g. fan-out of a device change).
-      const users = new Set<string>([c.actorId]);
+      const named = new Set<string>([c.actorId]);
       for (const o of c.outputs as { notify_users?: unknown }[]) {
-        if (Array.isArray(o?.notify_users)) for (const u of o.notify_users) if (typeof u === 'string') users.add(u);
+        if (Array.isArray(o?.notify_users)) for (const u of o.notify_users) if (typeof u === 'string') named.add(u);
       }
-      n = { users: [...users], userData: c.kind === 'user' ? [c.actorId] : [] };
+      add({ users: [...named], userData: c.kind === 'user' ? [c.actorId] : [] });
     }
-    if (n) void redis.publish(channel, encodeNotification(n)).catch(() => undefined);
   };
 }
 

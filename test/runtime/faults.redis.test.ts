@@ -120,7 +120,8 @@ for (const mode of MODES) {
       procs.push(w2);
       expect(await answer).toEqual({ count: 1, sum: 5, outOfOrder: 0 });
       const takeoverMs = Date.now() - killedAt;
-      expect(await c.ask('user', 'ledger', actor, { op: 'read' })).toMatchObject({ count: 1, sum: 5 });
+      // The read waits for w2 to start and take the shard (node start-up on a loaded machine can pass 10 s).
+      expect(await c.ask('user', 'ledger', actor, { op: 'read' }, { timeoutMs: 30_000 })).toMatchObject({ count: 1, sum: 5 });
       await waitFor('w2 to own every shard', async () => (await leaseOwners(r)).every((o) => o === 'w2'));
       console.log(`[${mode}] takeover after kill -9 answered in ${takeoverMs} ms (lease ttl 1500 ms)`);
     });

@@ -1,0 +1,144 @@
+-- Apply the decisions of several actors exactly once, in one script call (src/runtime/commit-queue.ts):
+-- each unit is what commit-2.lua applies for one message, for one actor (one or more of its inbox messages
+-- decided in order), and the units may belong to different actors of one shard or, on a single
+-- Redis, to different shards of one worker. One call, one AOF write and fsync, for all of them.
+-- Each unit is all or nothing on its own: its shard's fencing token is checked (once per shard
+-- and call), its messages' done records are checked, and only then are its state, outputs,
+-- writes, done records, replies and acknowledgements written. A unit refused (stale lease, a
+-- message already done) writes nothing and does not stop the others, which are independent (other
+-- actors). Every command of every unit is checked against the allowed list before anything is
+-- written, so a refused command fails the whole call with nothing applied.
+-- KEYS: every key named below by index
+-- ARGV[1] worker id
+-- ARGV[2] inbox consumer group
+-- ARGV[3] dedupe window (seconds)
+-- ARGV[4] approximate max length of reply streams
+-- ARGV[5] number of units U, then per unit:
+--   lease key index, fencing token, inbox key index, outbox key index, state key index,
+--   M, then per message: inbox entry id, done key index, reply blob, ack mode, reply key index, mid
+--     ack mode: '1' XACK here (nobody waits for a reply); '0' the caller acks after delivering
+--     the reply (a Cluster: the reply stream is in another slot); 'r' deliver the reply to the
+--     reply key here (only while that stream exists, as reply-1.lua) and XACK, atomic with the commit
+--   state mode ('k' keep, 's' set), state blob,
+--   N outputs, N blobs, actor id, kind,
+--   W writes, then per write: command, key index, argument count, arguments
+-- Returns one entry per unit: {'ok'}, {'stale', owner}, {'dup', reply} (M = 1: the message was done
+-- already; its stored reply delivered and acked as its mode says) or {'dup'} (M > 1: nothing
+-- written; the caller applies the messages one by one).
+local worker = ARGV[1]
+local group = ARGV[2]
+local ttl = tonumber(ARGV[3])
+local maxlen = ARGV[4]
+local units = tonumber(ARGV[5])
+local allowed = {SET=1, DEL=1, HSET=1, HDEL=1, HINCRBY=1, ZADD=1, ZREM=1, SADD=1, SREM=1, RPUSH=1, LTRIM=1, XADD=1, XTRIM=1, PEXPIRE=1, INCRBY=1}
+local chunked = {HSET=2, ZADD=2, SADD=1, SREM=1, HDEL=1, ZREM=1, DEL=1, RPUSH=1}
+local CHUNK = 4000
+
+-- First pass: where each unit's parts start, and every command checked.
+local starts = {}
+local p = 6
+for u = 1, units do
+  starts[u] = p
+  local m = tonumber(ARGV[p + 5])
+  p = p + 6 + 6 * m + 2
+  local n = tonumber(ARGV[p])
+  p = p + n + 3
+  local w = tonumber(ARGV[p])
+  p = p + 1
+  for _ = 1, w do
+    if not allowed[ARGV[p]] then
+      return redis.error_reply('commit-many: command not allowed: ' .. ARGV[p])
+    end
+    p = p + 3 + tonumber(ARGV[p + 2])
+  end
+end
+
+local leases = {}
+local function fenced(leaseIdx, token)
+  local key = leaseIdx .. ':' .. token
+  local r = leases[key]
+  if r == nil then
+    local f = redis.call('HMGET', KEYS[tonumber(leaseIdx)], 'owner', 'token')
+    if f[1] == worker and f[2] == token then r = false else r = f[1] or '' end
+    leases[key] = r
+  end
+  return r
+end
+local streams = {}
+local function reply(idx, mid, blob)
+  local key = KEYS[tonumber(idx)]
+  local live = streams[key]
+  if live == nil then
+    live = redis.call('EXISTS', key) == 1
+    streams[key] = live
+  end
+  if live then redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'mid', mid, 'b', blob) end
+end
+
+local out = {}
+for u = 1, units do
+  p = starts[u]
+  local inbox = KEYS[tonumber(ARGV[p + 2])]
+  local outbox = KEYS[tonumber(ARGV[p + 3])]
+  local stateKey = KEYS[tonumber(ARGV[p + 4])]
+  local m = tonumber(ARGV[p + 5])
+  local msgs = p + 6
+  local owner = fenced(ARGV[p], ARGV[p + 1])
+  if owner then
+    out[u] = {'stale', owner}
+  else
+    local done = nil
+    for i = 0, m - 1 do
+      done = redis.call('GET', KEYS[tonumber(ARGV[msgs + 6 * i + 1])])
+      if done then break end
+    end
+    if done and m == 1 then
+      local mode = ARGV[msgs + 3]
+      if mode == 'r' then reply(ARGV[msgs + 4], ARGV[msgs + 5], done) end
+      if mode ~= '0' then redis.call('XACK', inbox, group, ARGV[msgs]) end
+      out[u] = {'dup', done}
+    elseif done then
+      out[u] = {'dup'}
+    else
+      local q = msgs + 6 * m
+      if ARGV[q] == 's' then redis.call('SET', stateKey, ARGV[q + 1]) end
+      q = q + 2
+      local n = tonumber(ARGV[q])
+      local actor = ARGV[q + n + 1]
+      local kind = ARGV[q + n + 2]
+      for i = 1, n do
+        redis.call('XADD', outbox, '*', 'a', actor, 'k', kind, 'b', ARGV[q + i])
+      end
+      q = q + n + 3
+      local w = tonumber(ARGV[q])
+      q = q + 1
+      for _ = 1, w do
+        local cmd = ARGV[q]
+        local key = KEYS[tonumber(ARGV[q + 1])]
+        local argc = tonumber(ARGV[q + 2])
+        if chunked[cmd] and argc > CHUNK then
+          -- Lua's unpack takes at most ~8,000 values: a big write goes in slices (the same write).
+          local first = q + 3
+          local last = q + 2 + argc
+          while first <= last do
+            local upto = math.min(first + CHUNK - 1, last)
+            redis.call(cmd, key, unpack(ARGV, first, upto))
+            first = upto + 1
+          end
+        else
+          redis.call(cmd, key, unpack(ARGV, q + 3, q + 2 + argc))
+        end
+        q = q + 3 + argc
+      end
+      for i = 0, m - 1 do
+        local e = msgs + 6 * i
+        redis.call('SET', KEYS[tonumber(ARGV[e + 1])], ARGV[e + 2], 'EX', ttl)
+        local mode = ARGV[e + 3]
+        if mode == 'r' then reply(ARGV[e + 4], ARGV[e + 5], ARGV[e + 2]) end
+        if mode ~= '0' then redis.call('XACK', inbox, group, ARGV[e]) end
+      end
+      out[u] = {'ok'}
+    end
+  end
+end
+return out
