@@ -120,7 +120,9 @@ export function isRedisUnavailableError(e: unknown): boolean {
     m === 'Command timed out' ||
     m === 'Connection is closed.' ||
     m.startsWith("Stream isn't writeable") ||
-    /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY) /.test(m) ||
+    // NOREPLICAS: a master with `min-replicas-to-write` set refuses writes while too few replicas
+    // are in reach (a partition, a failover); writes resume when one is back.
+    /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS) /.test(m) ||
     // A Cluster slot that moved (a failover, a handover): ioredis follows the redirect for a lone
     // command, but an auto-pipelined batch that mixes slots gets the error back while its slot
     // map is refreshed. The same request succeeds once it is.
