@@ -61,9 +61,10 @@ const WAIT_REPLICAS = Number(process.env.AXON_HOSTS_WAIT_REPLICAS ?? '1');
 const NFT = nftAvailable();
 /** Everything on h1: the one-host comparison (no faults). */
 const ONE_HOST = process.env.AXON_HOSTS_ONE_HOST === '1';
-const FAULTS = !ONE_HOST;
+/** `AXON_HOSTS_FAULTS=0`: the baseline and the throughput window only. */
+const FAULTS = !ONE_HOST && process.env.AXON_HOSTS_FAULTS !== '0';
 /** Connections between hosts through delay proxies (fault c's latency); needs nft's redirect. */
-const DELAY_PROXY = FAULTS && NFT && process.env.AXON_HOSTS_DELAY_PROXY !== '0';
+const DELAY_PROXY = !ONE_HOST && NFT && process.env.AXON_HOSTS_DELAY_PROXY !== '0';
 /** Fault (c): each byte between two hosts this late, each way. */
 const ADDED_LATENCY_MS = 200;
 const BURST_SENDERS = 24;
@@ -380,7 +381,7 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
       figures,
       notes,
     };
-    const variant = `${ONE_HOST ? 'onehost-' : ''}wait${WAIT_REPLICAS}${REPLICAS > 1 ? `-replicas${REPLICAS}` : ''}${MIN_REPLICAS ? `-minreplicas${MIN_REPLICAS.replicas}` : ''}`;
+    const variant = `${ONE_HOST ? 'onehost-' : FAULTS ? '' : `nofaults-${DELAY_PROXY ? 'proxied-' : 'direct-'}`}wait${WAIT_REPLICAS}${REPLICAS > 1 ? `-replicas${REPLICAS}` : ''}${MIN_REPLICAS ? `-minreplicas${MIN_REPLICAS.replicas}` : ''}`;
     const out = process.env.AXON_HOSTS_RESULTS ?? join(root, 'test', 'hosts', `last-run-${variant}.json`);
     writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
     console.log(JSON.stringify(results, null, 2));
