@@ -247,10 +247,13 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     await mark('a start');
     const cutAt = Date.now();
     bed.cut('h3');
-    notes.aShardsMovedMs = await waitShardsOwnedBy('h1', ['w1', 'w2'], WORKER_CUT_MS);
-    await sleep(Math.max(0, WORKER_CUT_MS - (Date.now() - cutAt)));
-    await mark('a heal');
-    bed.heal('h3');
+    try {
+      notes.aShardsMovedMs = await waitShardsOwnedBy('h1', ['w1', 'w2'], WORKER_CUT_MS);
+      await sleep(Math.max(0, WORKER_CUT_MS - (Date.now() - cutAt)));
+    } finally {
+      await mark('a heal');
+      bed.heal('h3');
+    }
     await waitClusterHealthy(bed, cluster.nodes, 120_000);
     await sleep(SETTLE_MS);
     const w3log = readFileSync(workers.get('h3')!.logFile, 'utf8');
@@ -267,14 +270,17 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     await mark('b start');
     const cutAt = Date.now();
     bed.cut('h2');
-    while (!promotedFor(bed, cluster.nodes, m2)) {
-      if (Date.now() - cutAt > 120_000) throw new Error('replica not promoted within 120 s');
-      await sleep(200);
+    try {
+      while (!promotedFor(bed, cluster.nodes, m2)) {
+        if (Date.now() - cutAt > 120_000) throw new Error('replica not promoted within 120 s');
+        await sleep(200);
+      }
+      notes.bPromotedMs = Date.now() - cutAt;
+      await sleep(10_000);
+    } finally {
+      await mark('b heal');
+      bed.heal('h2');
     }
-    notes.bPromotedMs = Date.now() - cutAt;
-    await sleep(10_000);
-    await mark('b heal');
-    bed.heal('h2');
     await waitClusterHealthy(bed, cluster.nodes, 120_000);
     await sleep(SETTLE_MS);
   }, 300_000);
@@ -283,7 +289,7 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     // Give h2 a master again (its slots' home), then cut h2 from h1 and h3 only.
     const h2Home = cluster.nodes.find((n) => n.home === 'h2' && roleOf(bed, n) === 'master')!;
     await mark('handover-b2 start');
-    const m2 = h2Home.host === 'h2' ? h2Home : await handOver(bed, cluster.nodes, h2Home, 60_000);
+    const m2 = h2Home.host === 'h2' ? h2Home : await handOver(bed, cluster.nodes, h2Home, 60_000, 'h2');
     await sleep(5000);
     // Redis-level evidence beside Axon's history: writers on h2 acknowledged by the master alone,
     // and acknowledged only after WAIT 1; which of them survive the master's return as a replica.
@@ -292,14 +298,18 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     await mark('b2 start');
     const cutAt = Date.now();
     bed.isolateFrom('h2', ['h1', 'h3']);
-    while (!promotedFor(bed, cluster.nodes, m2)) {
-      if (Date.now() - cutAt > 120_000) throw new Error('replica not promoted within 120 s');
-      await sleep(200);
+    try {
+      while (!promotedFor(bed, cluster.nodes, m2)) {
+        if (Date.now() - cutAt > 120_000) throw new Error('replica not promoted within 120 s');
+        await sleep(200);
+      }
+      notes.b2PromotedMs = Date.now() - cutAt;
+      await sleep(10_000);
+    } finally {
+      // Healed even when the fault failed, so that the faults after it start from a whole bed.
+      await mark('b2 heal');
+      bed.clearFilters('h2');
     }
-    notes.b2PromotedMs = Date.now() - cutAt;
-    await sleep(10_000);
-    await mark('b2 heal');
-    bed.clearFilters('h2');
     await waitClusterHealthy(bed, cluster.nodes, 120_000);
     const acked = await probe.done;
     const slotMaster = cluster.nodes.find((n) => n.home === m2.home && roleOf(bed, n) === 'master')!;

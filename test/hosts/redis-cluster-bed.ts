@@ -96,6 +96,10 @@ export async function startBedRedisCluster(
       '--cluster-enabled', 'yes',
       '--cluster-config-file', join(dir, 'nodes.conf'),
       '--cluster-node-timeout', String(opts.nodeTimeoutMs),
+      // Keep the placement: with two replicas per master Redis would otherwise move one to a master
+      // left without a reachable replica (a cut host), and the master it left may then have its
+      // only other replica on the next host cut off (seen in fault d: WAIT 1 failing for a range).
+      '--cluster-allow-replica-migration', 'no',
       '--repl-timeout', String(opts.replTimeoutSec),
       '--repl-ping-replica-period', '1',
       ...(opts.minReplicasToWrite ? ['--min-replicas-to-write', String(opts.minReplicasToWrite.replicas), '--min-replicas-max-lag', String(opts.minReplicasToWrite.maxLagSec)] : []),
@@ -181,8 +185,9 @@ export function masterHosts(bed: NetnsBed, nodes: BedRedisNode[]): BedRedisNode[
  * Move the master role of `home`'s slots to its replica with `CLUSTER FAILOVER` (a coordinated
  * handover: the replica catches up first, nothing is lost), and wait until it is master.
  */
-export async function handOver(bed: NetnsBed, nodes: BedRedisNode[], from: BedRedisNode, timeoutMs: number): Promise<BedRedisNode> {
-  const to = nodes.find((n) => n !== from && n.home === from.home)!;
+export async function handOver(bed: NetnsBed, nodes: BedRedisNode[], from: BedRedisNode, timeoutMs: number, toHost?: string): Promise<BedRedisNode> {
+  // With two replicas per master, `toHost` says which one (the first other node otherwise).
+  const to = nodes.find((n) => n !== from && n.home === from.home && (toHost === undefined || n.host === toHost))!;
   redisCli(bed, to.host, to.port, ['CLUSTER', 'FAILOVER']);
   const deadline = Date.now() + timeoutMs;
   while (roleOf(bed, to) !== 'master' || roleOf(bed, from) !== 'slave') {
