@@ -68,7 +68,12 @@ export function connectRedis(target: RedisTarget, options: RedisOptions = {}): R
   const common: RedisOptions = { maxRetriesPerRequest: null, enableAutoPipelining: true, autoPipeliningIgnoredCommands, ...options };
   let client: RedisClient;
   if (target.clusterNodes?.length) {
-    client = new Cluster(target.clusterNodes, { redisOptions: common, enableAutoPipelining: true, autoPipeliningIgnoredCommands, scaleReads: 'master' });
+    // slotsRefreshInterval: ioredis refreshes its slot map when a lone command is redirected, but
+    // an auto-pipelined batch that mixes slots hands its MOVED answers back without a refresh; a
+    // process whose traffic is all batches (a worker's heartbeat and lease round) then kept a stale
+    // map after a failover and failed with MOVED for up to a minute (seen on the multi-host bed).
+    // One CLUSTER SLOTS a second bounds that to a second.
+    client = new Cluster(target.clusterNodes, { redisOptions: common, enableAutoPipelining: true, autoPipeliningIgnoredCommands, scaleReads: 'master', slotsRefreshInterval: 1000 });
   } else {
     if (!target.url) throw new Error('connectRedis: a url or cluster nodes are needed');
     client = new Redis(target.url, common);
@@ -122,7 +127,9 @@ export function isRedisUnavailableError(e: unknown): boolean {
     m === 'Command timed out' ||
     m === 'Connection is closed.' ||
     m.startsWith("Stream isn't writeable") ||
-    /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY) /.test(m) ||
+    // NOREPLICAS: a master with `min-replicas-to-write` set refuses writes while too few replicas
+    // are in reach (a partition, a failover); writes resume when one is back.
+    /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS) /.test(m) ||
     // A Cluster slot that moved (a failover, a handover): ioredis follows the redirect for a lone
     // command, but an auto-pipelined batch that mixes slots gets the error back while its slot
     // map is refreshed. The same request succeeds once it is.
@@ -133,18 +140,61 @@ export function isRedisUnavailableError(e: unknown): boolean {
   );
 }
 
+/** How long a cluster subscriber may go without answering a PING before it moves to another node. */
+export const SUBSCRIBER_STALL_MS = 4000;
+
+/**
+ * A cluster subscriber hangs on one node. When that node's host is cut off, its connection goes
+ * silent (no reset), so SUBSCRIBE calls wait and wake-ups published meanwhile never arrive, for as
+ * long as the cut lasts — on the multi-host bed a worker's shard takeover waited on it for the
+ * whole cut. A PING every second; none answered within `stallMs` (or no connection for that long):
+ * connect to the next node the cluster knows (any node hears every PUBLISH). ioredis resubscribes
+ * and resends what was waiting, and the owner's 'ready' handler catches up on missed wake-ups.
+ */
+function watchSubscriber(cluster: Cluster, sub: Redis, stallMs: number): void {
+  let lastOk = Date.now();
+  let pinging = false;
+  const timer = setInterval(() => {
+    if (sub.status === 'ready' && !pinging) {
+      pinging = true;
+      sub.ping().then(
+        () => {
+          lastOk = Date.now();
+          pinging = false;
+        },
+        () => {
+          pinging = false;
+        },
+      );
+    }
+    if (Date.now() - lastOk < stallMs) return;
+    const nodes = cluster.nodes().map((n) => n.options);
+    const here = nodes.findIndex((o) => o.host === sub.options.host && o.port === sub.options.port);
+    const next = nodes[(here + 1) % nodes.length];
+    if (!next) return;
+    sub.options.host = next.host;
+    sub.options.port = next.port;
+    lastOk = Date.now();
+    pinging = false;
+    sub.disconnect(true);
+  }, Math.min(1000, stallMs / 2));
+  timer.unref();
+  sub.once('end', () => clearInterval(timer));
+}
+
 /**
  * A connection for SUBSCRIBE. On a cluster, classic PUBLISH reaches subscribers on every node, so
  * one plain connection to one node hears everything; ioredis's cluster subscriber breaks when many
  * channels are subscribed at once before it is ready.
  */
-export function subscriberClient(client: RedisClient): Redis {
+export function subscriberClient(client: RedisClient, stallMs = SUBSCRIBER_STALL_MS): Redis {
   if (client instanceof Cluster) {
     const node = client.nodes('master')[0] ?? client.nodes()[0];
     const opts = node ? node.options : undefined;
     if (!opts) throw new Error('subscriberClient: the cluster has no known node yet');
     const sub = new Redis({ host: opts.host, port: opts.port, maxRetriesPerRequest: null });
     quietErrors(sub);
+    watchSubscriber(client, sub, stallMs);
     return sub;
   }
   const sub = client.duplicate({ commandTimeout: undefined });

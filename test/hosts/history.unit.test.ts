@@ -81,6 +81,22 @@ describe('multi-host history check', () => {
     expect(v).toContain('reader 1 never saw acknowledged $b (s1#0)');
   });
 
+  it('counts apart a second copy after a failover took back a read made before the acknowledgement', () => {
+    // $a acknowledged at 120; reader 0 got it at 50 (before: a read of the unacknowledged commit),
+    // a fault began at 150, and it got the re-commit (same id) at 300.
+    const h = clean();
+    h.polls.unshift({ reader: 0, front: 0, t0: 0, t1: 50, status: 200, events: [ev('$a', 's0#0')], limited: [] });
+    h.polls[1]!.events = [ev('$b', 's1#0', U1)];
+    h.polls.push({ reader: 0, front: 2, t0: 250, t1: 300, status: 200, events: [ev('$a', 's0#0')], limited: [] });
+    h.marks.push({ t: 150, label: 'b start' });
+    const c = checkHistory(h);
+    expect(c.violations).toEqual([]);
+    expect(c.rereadAfterRollback).toEqual([{ reader: 0, eventId: '$a', firstSeenAt: 50, ackedAt: 120, againAt: 300 }]);
+    // Without a fault between the copies it is a duplicate delivery.
+    h.marks.pop();
+    expect(checkHistory(h).violations).toContain('reader 0 was sent $a 2 times');
+  });
+
   it('counts failed attempts, missing Retry-After and the time to recover', () => {
     const h = clean();
     h.sends.push(send({ sender: 1, user: U1, txn: 't1', body: 's1#1', status: 504, t0: 40, t1: 60 }));

@@ -5,7 +5,8 @@
  *
  * Senders each send one message at a time (`PUT /rooms/{room}/send/m.room.message/{txn}`) and
  * retry a failed or timed-out send with the same txn id until it is acknowledged — on the next
- * front, as a client behind a load balancer would. Readers long-poll `/sync` and record every
+ * front, as a client behind a load balancer would. `burstSenders` more senders do the same only
+ * between `burst on` and `burst off` on stdin (a throughput window). Readers long-poll `/sync` and record every
  * event they see. On stdin: `mark <label>` notes a moment in the history (a fault's start or
  * end); `stop` stops the senders once their message in hand is acknowledged, lets the readers
  * catch up, reads every room's whole timeline with `/messages`, writes the history file
@@ -19,6 +20,8 @@ import type { History, SendAttempt, SyncPoll, TimelineEvent } from './history';
 interface LoadConfig {
   fronts: string[];
   senders: number;
+  /** More senders, idle until `burst on` and again after `burst off` (a throughput window). */
+  burstSenders?: number;
   readers: number;
   rooms: number;
   historyFile: string;
@@ -87,9 +90,16 @@ async function register(name: string): Promise<Account> {
 }
 
 let stopping = false;
+let burst = false;
 
 async function sender(index: number, me: Account, rooms: string[]): Promise<void> {
   for (let n = 0; !stopping; n++) {
+    // A burst sender starts a new message only during a burst (one already begun is finished).
+    if (index >= config.senders && !burst) {
+      n--;
+      await sleep(50);
+      continue;
+    }
     const room = rooms[n % rooms.length]!;
     const txn = `t${n}-${randomBytes(2).toString('hex')}`;
     const body = `s${index}#${n}`;
@@ -168,7 +178,7 @@ async function main(): Promise<void> {
   const rooms: string[] = [];
   for (let i = 0; i < config.rooms; i++) rooms.push((await must(owner.token, 'POST', '/createRoom', { preset: 'public_chat', name: `bed ${i}` })).room_id);
   const senders: Account[] = [];
-  for (let i = 0; i < config.senders; i++) senders.push(await register(`sender${i}`));
+  for (let i = 0; i < config.senders + (config.burstSenders ?? 0); i++) senders.push(await register(`sender${i}`));
   const readers: Account[] = [];
   for (let i = 0; i < config.readers; i++) readers.push(await register(`reader${i}`));
   for (const a of [...senders, ...readers]) for (const r of rooms) await must(a.token, 'POST', `/join/${enc(r)}`, {});
@@ -185,6 +195,10 @@ async function main(): Promise<void> {
     if (cmd === 'mark') {
       history.marks.push({ t: now(), label: rest.join(' ') });
       process.stdout.write(`${JSON.stringify({ marked: rest.join(' '), sends: history.sends.length })}\n`);
+    } else if (cmd === 'burst') {
+      burst = rest[0] === 'on';
+      history.marks.push({ t: now(), label: `burst ${rest[0]}` });
+      process.stdout.write(`${JSON.stringify({ burst, sends: history.sends.length })}\n`);
     } else if (cmd === 'stop') break;
   }
   stopping = true;

@@ -14,6 +14,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 
 export const SUBNET = '10.77.0';
 
@@ -100,6 +101,12 @@ function killNamespace(ns: string): void {
   }
 }
 
+export interface DelayProxy {
+  proc: BedProcess;
+  /** Set the one-way delay of bytes between this host and the others (resolves once applied). */
+  setDelay(ms: number): Promise<void>;
+}
+
 export interface BedProcess {
   name: string;
   host: string;
@@ -139,6 +146,18 @@ export class NetnsBed {
     return `${SUBNET}.${h.octet}`;
   }
 
+  /** A host's second address: connections made from it are not redirected (the delay proxy's own). */
+  proxyAddress(host: string): string {
+    const h = this.hosts.find((x) => x.name === host);
+    if (!h) throw new Error(`no host ${host}`);
+    return `${SUBNET}.${100 + h.octet}`;
+  }
+
+  /** Both addresses of each host, for filters that must catch proxied traffic too. */
+  private addressSet(hosts: string[]): string {
+    return hosts.flatMap((o) => [this.address(o), this.proxyAddress(o)]).join(', ');
+  }
+
   build(): void {
     mkdirSync(this.logDir, { recursive: true });
     sh(['ip', 'netns', 'add', this.switchNs]);
@@ -154,6 +173,7 @@ export class NetnsBed {
       sh(['ip', '-n', this.switchNs, 'link', 'set', 'dev', h.name, 'up']);
       sh(['ip', '-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
       sh(['ip', '-n', ns, 'addr', 'add', `${SUBNET}.${h.octet}/24`, 'dev', 'eth0']);
+      sh(['ip', '-n', ns, 'addr', 'add', `${SUBNET}.${100 + h.octet}/24`, 'dev', 'eth0']);
       sh(['ip', '-n', ns, 'link', 'set', 'dev', 'eth0', 'up']);
     }
   }
@@ -172,7 +192,7 @@ export class NetnsBed {
    * keeps talking to the rest: a partial partition. Needs the `nft` command.
    */
   isolateFrom(host: string, others: string[]): void {
-    const addrs = others.map((o) => this.address(o)).join(', ');
+    const addrs = this.addressSet(others);
     this.nft(host, `table inet axhbed {\n chain in { type filter hook input priority 0; ip saddr { ${addrs} } drop; }\n chain out { type filter hook output priority 0; ip daddr { ${addrs} } drop; }\n}\n`);
   }
 
@@ -181,8 +201,44 @@ export class NetnsBed {
    * (nftables `numgen random`): packet loss without netem. TCP retransmits what is lost.
    */
   lossTo(host: string, others: string[], percent: number): void {
-    const addrs = others.map((o) => this.address(o)).join(', ');
+    const addrs = this.addressSet(others);
     this.nft(host, `table inet axhbed {\n chain out { type filter hook output priority 0; ip daddr { ${addrs} } numgen random mod 100 < ${percent} drop; }\n}\n`);
+  }
+
+  /**
+   * Route every TCP connection `host` opens from its own address to one of `ports` on another of
+   * `others` through a delay proxy in its namespace (test/hosts/delay-proxy-main.ts): nftables
+   * `redirect` in the nat output hook sends it to a local port, the proxy connects on from the
+   * host's second address. Only connections opened after this go through it. `setDelay` changes
+   * the one-way delay of every byte passed between the hosts (0 at first).
+   */
+  async routeThroughProxy(host: string, others: string[], ports: number[], connectTimeoutMs: number): Promise<DelayProxy> {
+    const routes: { listenPort: number; host: string; port: number }[] = [];
+    const rules: string[] = [];
+    for (const o of others) {
+      const oct = this.hosts.find((x) => x.name === o)!.octet;
+      ports.forEach((port, i) => {
+        const listenPort = 30_000 + oct * 100 + i;
+        routes.push({ listenPort, host: this.address(o), port });
+        rules.push(` ip saddr ${this.address(host)} ip daddr ${this.address(o)} tcp dport ${port} redirect to :${listenPort}`);
+      });
+    }
+    const proc = this.spawn(host, `delay-proxy-${host}`, [process.execPath, '--import', 'tsx', join(import.meta.dirname, 'delay-proxy-main.ts'), JSON.stringify({ routes, sourceAddress: this.proxyAddress(host), connectTimeoutMs })], {}, { pipeStdio: true });
+    const lines = createInterface({ input: proc.child.stdout! })[Symbol.asyncIterator]();
+    const next = async (): Promise<any> => {
+      const r = await Promise.race([lines.next(), proc.exited.then(() => ({ done: true, value: '' }))]);
+      if (r.done) throw new Error(`delay proxy on ${host} ended; log ${proc.logFile}`);
+      return JSON.parse(r.value);
+    };
+    await next();
+    this.nft(host, `table inet axhproxy {\n chain nat {\n type nat hook output priority -100;\n${rules.join('\n')}\n }\n}\n`);
+    return {
+      proc,
+      setDelay: async (ms: number) => {
+        proc.child.stdin!.write(`delay ${ms}\n`);
+        await next();
+      },
+    };
   }
 
   /** Remove what isolateFrom or lossTo set on `host`. */

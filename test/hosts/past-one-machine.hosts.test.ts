@@ -12,14 +12,22 @@
  *        the master keeps taking writes (for up to cluster-node-timeout) while its replica is
  *        promoted on the other side — the case where Redis's asynchronous replication loses
  *        acknowledged writes unless `redis.waitReplicas` makes commits wait for a replica;
- *   (c) 5 % packet loss between the hosts for a minute (nftables `numgen random` drops; the kernel
- *       here has no netem, so added latency is not emulated);
+ *   (c) 200 ms of added latency (each way) and 5 % packet loss between the hosts for a minute:
+ *       the kernel here has no netem, so every connection between two hosts goes through a delay
+ *       proxy in its host's namespace from the start (test/hosts/delay-proxy-main.ts, passing bytes
+ *       on at once until this fault), and nftables `numgen random` drops the packets;
  *   (d) a front's host cut off while requests are in flight on it.
  *
  * `AXON_HOSTS_WAIT_REPLICAS` (default 1) sets `redis.waitReplicas` for the run. With 0, messages
  * acknowledged during the split brain and then lost are reported (and tolerated: that is the
  * documented cost of not waiting); any other violation fails the run either way.
  * (b2) and (c) need the `nft` command (Debian: nftables); without it they are skipped.
+ * `AXON_HOSTS_DELAY_PROXY=0` leaves the proxies out ((c) is then loss only).
+ *
+ * Before the faults, a throughput window: 24 more senders for 30 s. `AXON_HOSTS_ONE_HOST=1` runs
+ * the same bed with every process on one host (the same Redis Cluster, workers and fronts, no
+ * link between hosts), the baseline and the throughput window only: the figure to set the
+ * three-host one beside.
  *
  * Needs root (`ip netns`); skips with the reason otherwise. Slow (minutes): `npm run test:hosts`.
  * Everything it starts lives in namespaces named `axh<pid>-…`, removed in afterAll and on exit.
@@ -31,8 +39,8 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadOrCreateSigningKeys } from '../../src/runtime/signing-key-store';
 import { checkHistory, faultFigures, type FaultFigures, type History } from './history';
-import { NetnsBed, bedUnavailable, nftAvailable, removeStaleBeds, type BedProcess } from './netns-bed';
-import { handOver, masterHosts, probeSurvivors, roleOf, startBedRedisCluster, startReplicationProbe, waitClusterHealthy, type BedRedisCluster, type BedRedisNode } from './redis-cluster-bed';
+import { NetnsBed, bedUnavailable, nftAvailable, removeStaleBeds, type BedProcess, type DelayProxy } from './netns-bed';
+import { handOver, masterHosts, probeSurvivors, promotedFor, roleOf, startBedRedisCluster, startReplicationProbe, waitClusterHealthy, type BedRedisCluster, type BedRedisNode } from './redis-cluster-bed';
 
 const root = join(import.meta.dirname, '..', '..');
 const unavailable = bedUnavailable();
@@ -51,6 +59,34 @@ const SETTLE_MS = 15_000;
 
 const WAIT_REPLICAS = Number(process.env.AXON_HOSTS_WAIT_REPLICAS ?? '1');
 const NFT = nftAvailable();
+/** Everything on h1: the one-host comparison (no faults). */
+const ONE_HOST = process.env.AXON_HOSTS_ONE_HOST === '1';
+/** `AXON_HOSTS_FAULTS=0`: the baseline and the throughput window only. */
+const FAULTS = !ONE_HOST && process.env.AXON_HOSTS_FAULTS !== '0';
+/** Connections between hosts through delay proxies (fault c's latency); needs nft's redirect. */
+const DELAY_PROXY = !ONE_HOST && NFT && process.env.AXON_HOSTS_DELAY_PROXY !== '0';
+/** Fault (c): each byte between two hosts this late, each way. */
+const ADDED_LATENCY_MS = 200;
+const BURST_SENDERS = 24;
+/** Replicas per master (`AXON_HOSTS_REPLICAS`, 1 or 2: with 2, every range keeps one when a host is cut). */
+const REPLICAS = Number(process.env.AXON_HOSTS_REPLICAS ?? '1');
+/**
+ * Redis's own guard on each master (`AXON_HOSTS_MIN_REPLICAS=<n>:<max lag s>`): refuse writes
+ * (NOREPLICAS) while fewer than n replicas acknowledged within the lag. Off by default.
+ */
+/**
+ * Redis `repl-timeout` on every node (`AXON_HOSTS_REPL_TIMEOUT`, s; Redis's default is 60): a
+ * replication link left silent by a partition (TCP's backed-off retransmissions) is dropped and
+ * made again this soon after the heal, rather than after a minute in which the replica falls behind.
+ */
+const REPL_TIMEOUT_SEC = Number(process.env.AXON_HOSTS_REPL_TIMEOUT ?? '5');
+const MIN_REPLICAS = process.env.AXON_HOSTS_MIN_REPLICAS ? (([n, lag]) => ({ replicas: Number(n), maxLagSec: Number(lag ?? '10') }))(process.env.AXON_HOSTS_MIN_REPLICAS.split(':')) : undefined;
+const BURST_MS = 30_000;
+/** Redis's ports and cluster bus ports on the three-host bed (7001 a master, 7002… replicas). */
+const REDIS_PORTS = Array.from({ length: 1 + REPLICAS }, (_, i) => 7001 + i).flatMap((p) => [p, p + 10_000]);
+const place = (h: string) => (ONE_HOST ? 'h1' : h);
+/** Each process its own port on its host (all on one host in the one-host run). */
+const portOf = (i: number, kind: 'front' | 'worker') => (kind === 'front' ? PORT : PORT + 100) + (ONE_HOST ? i : 0);
 if (!unavailable && !NFT) console.warn('[hosts] nft not installed: faults (b2) split brain and (c) packet loss are skipped (apt-get install nftables)');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -62,13 +98,14 @@ let load: { proc: BedProcess; lines: AsyncIterator<string> };
 const workers = new Map<string, BedProcess>();
 const fronts = new Map<string, BedProcess>();
 const notes: Record<string, unknown> = {};
+const proxies: DelayProxy[] = [];
 
-function axonEnv(host: string, name: string): Record<string, string> {
+function axonEnv(host: string, name: string, port = PORT): Record<string, string> {
   return {
     AXON_SERVER_NAME: 'bed.test',
     AXON_BIND_HOST: bed.address(host),
-    AXON_PORT: String(PORT),
-    AXON_PUBLIC_BASE_URL: `http://${bed.address(host)}:${PORT}`,
+    AXON_PORT: String(port),
+    AXON_PUBLIC_BASE_URL: `http://${bed.address(host)}:${port}`,
     AXON_DATA_DIR: join(dataDir, name),
     AXON_SIGNING_KEY_PATH: join(dataDir, 'signing.key'),
     AXON_REDIS_MODE: 'cluster',
@@ -149,21 +186,26 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
       join(dataDir, 'logs'),
     );
     bed.build();
-    cluster = await startBedRedisCluster(bed, HOSTS, dataDir, NODE_TIMEOUT_MS);
+    // Before anything connects: only connections opened after the redirect go through a proxy.
+    if (DELAY_PROXY) for (const h of HOSTS) proxies.push(await bed.routeThroughProxy(h, HOSTS.filter((o) => o !== h), REDIS_PORTS, 10_000));
+    notes.layout = ONE_HOST ? 'one host' : DELAY_PROXY ? 'three hosts, links through delay proxies' : 'three hosts, direct links';
+    cluster = await startBedRedisCluster(bed, HOSTS, dataDir, { nodeTimeoutMs: NODE_TIMEOUT_MS, replicas: REPLICAS, place, minReplicasToWrite: MIN_REPLICAS, replTimeoutSec: REPL_TIMEOUT_SEC });
+    notes.redis = { replicasPerMaster: REPLICAS, minReplicasToWrite: MIN_REPLICAS ?? null, replTimeoutSec: REPL_TIMEOUT_SEC };
     loadOrCreateSigningKeys(join(dataDir, 'signing.key'));
     HOSTS.forEach((h, i) => {
       const w = `w${i + 1}`;
-      workers.set(h, bed.spawn(h, w, [process.execPath, '--import', 'tsx', join(root, 'src', 'worker-main.ts'), '--id', w], axonEnv(h, w)));
+      workers.set(h, bed.spawn(place(h), w, [process.execPath, '--import', 'tsx', join(root, 'src', 'worker-main.ts'), '--id', w], axonEnv(place(h), w, portOf(i, 'worker'))));
     });
     for (const w of workers.values()) await waitLog(w, 'worker started', 180_000);
     HOSTS.forEach((h, i) => {
       const f = `f${i + 1}`;
-      fronts.set(h, bed.spawn(h, f, [process.execPath, '--import', 'tsx', join(root, 'src', 'front-main.ts'), '--id', f], axonEnv(h, f)));
+      fronts.set(h, bed.spawn(place(h), f, [process.execPath, '--import', 'tsx', join(root, 'src', 'front-main.ts'), '--id', f], axonEnv(place(h), f, portOf(i, 'front'))));
     });
     for (const f of fronts.values()) await waitLog(f, 'front listening', 180_000);
     const config = {
-      fronts: HOSTS.map((h) => `http://${bed.address(h)}:${PORT}`),
+      fronts: HOSTS.map((h, i) => `http://${bed.address(place(h))}:${portOf(i, 'front')}`),
       senders: 6,
+      burstSenders: BURST_SENDERS,
       readers: 2,
       rooms: 4,
       historyFile: join(dataDir, 'history.json'),
@@ -185,7 +227,17 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     await sleep(SETTLE_MS);
   }, 120_000);
 
-  it('(a) a worker host cut off 30 s: its shards move, it is fenced, service returns', async () => {
+  it(`takes ${BURST_SENDERS} more senders for ${BURST_MS / 1000} s (throughput window)`, async () => {
+    await mark('throughput start');
+    send('burst on');
+    await nextLine((o) => o.burst === true, 30_000);
+    await sleep(BURST_MS);
+    send('burst off');
+    await nextLine((o) => o.burst === false, 30_000);
+    await sleep(SETTLE_MS);
+  }, 180_000);
+
+  it.skipIf(!FAULTS)('(a) a worker host cut off 30 s: its shards move, it is fenced, service returns', async () => {
     // Keep this fault to a worker: move h3's Redis master role to its replica first.
     const h3Master = cluster.nodes.find((n) => n.host === 'h3' && roleOf(bed, n) === 'master');
     await mark('handover-a start');
@@ -195,10 +247,13 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     await mark('a start');
     const cutAt = Date.now();
     bed.cut('h3');
-    notes.aShardsMovedMs = await waitShardsOwnedBy('h1', ['w1', 'w2'], WORKER_CUT_MS);
-    await sleep(Math.max(0, WORKER_CUT_MS - (Date.now() - cutAt)));
-    await mark('a heal');
-    bed.heal('h3');
+    try {
+      notes.aShardsMovedMs = await waitShardsOwnedBy('h1', ['w1', 'w2'], WORKER_CUT_MS);
+      await sleep(Math.max(0, WORKER_CUT_MS - (Date.now() - cutAt)));
+    } finally {
+      await mark('a heal');
+      bed.heal('h3');
+    }
     await waitClusterHealthy(bed, cluster.nodes, 120_000);
     await sleep(SETTLE_MS);
     const w3log = readFileSync(workers.get('h3')!.logFile, 'utf8');
@@ -208,32 +263,33 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     expect(workers.get('h3')!.child.exitCode).toBeNull();
   }, 300_000);
 
-  it('(b) a Redis master host cut off until its replica is promoted', async () => {
+  it.skipIf(!FAULTS)('(b) a Redis master host cut off until its replica is promoted', async () => {
     // h2 holds a master whose replica is on h3.
     const m2 = cluster.nodes.find((n) => n.host === 'h2' && roleOf(bed, n) === 'master') as BedRedisNode;
     expect(m2, 'h2 holds a master').toBeTruthy();
-    const replica = cluster.nodes.find((n) => n !== m2 && n.home === m2.home)!;
     await mark('b start');
     const cutAt = Date.now();
     bed.cut('h2');
-    while (roleOf(bed, replica) !== 'master') {
-      if (Date.now() - cutAt > 120_000) throw new Error('replica not promoted within 120 s');
-      await sleep(200);
+    try {
+      while (!promotedFor(bed, cluster.nodes, m2)) {
+        if (Date.now() - cutAt > 120_000) throw new Error('replica not promoted within 120 s');
+        await sleep(200);
+      }
+      notes.bPromotedMs = Date.now() - cutAt;
+      await sleep(10_000);
+    } finally {
+      await mark('b heal');
+      bed.heal('h2');
     }
-    notes.bPromotedMs = Date.now() - cutAt;
-    await sleep(10_000);
-    await mark('b heal');
-    bed.heal('h2');
     await waitClusterHealthy(bed, cluster.nodes, 120_000);
     await sleep(SETTLE_MS);
   }, 300_000);
 
-  it.skipIf(!NFT)('(b2) split brain: a master cut off from the other hosts, not from the clients', async () => {
+  it.skipIf(!FAULTS || !NFT)('(b2) split brain: a master cut off from the other hosts, not from the clients', async () => {
     // Give h2 a master again (its slots' home), then cut h2 from h1 and h3 only.
     const h2Home = cluster.nodes.find((n) => n.home === 'h2' && roleOf(bed, n) === 'master')!;
     await mark('handover-b2 start');
-    const m2 = h2Home.host === 'h2' ? h2Home : await handOver(bed, cluster.nodes, h2Home, 60_000);
-    const replica = cluster.nodes.find((n) => n !== m2 && n.home === m2.home)!;
+    const m2 = h2Home.host === 'h2' ? h2Home : await handOver(bed, cluster.nodes, h2Home, 60_000, 'h2');
     await sleep(5000);
     // Redis-level evidence beside Axon's history: writers on h2 acknowledged by the master alone,
     // and acknowledged only after WAIT 1; which of them survive the master's return as a replica.
@@ -242,14 +298,18 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     await mark('b2 start');
     const cutAt = Date.now();
     bed.isolateFrom('h2', ['h1', 'h3']);
-    while (roleOf(bed, replica) !== 'master') {
-      if (Date.now() - cutAt > 120_000) throw new Error('replica not promoted within 120 s');
-      await sleep(200);
+    try {
+      while (!promotedFor(bed, cluster.nodes, m2)) {
+        if (Date.now() - cutAt > 120_000) throw new Error('replica not promoted within 120 s');
+        await sleep(200);
+      }
+      notes.b2PromotedMs = Date.now() - cutAt;
+      await sleep(10_000);
+    } finally {
+      // Healed even when the fault failed, so that the faults after it start from a whole bed.
+      await mark('b2 heal');
+      bed.clearFilters('h2');
     }
-    notes.b2PromotedMs = Date.now() - cutAt;
-    await sleep(10_000);
-    await mark('b2 heal');
-    bed.clearFilters('h2');
     await waitClusterHealthy(bed, cluster.nodes, 120_000);
     const acked = await probe.done;
     const slotMaster = cluster.nodes.find((n) => n.home === m2.home && roleOf(bed, n) === 'master')!;
@@ -266,17 +326,20 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
     await sleep(SETTLE_MS);
   }, 300_000);
 
-  it.skipIf(!NFT)('(c) 5 % packet loss between the hosts for a minute', async () => {
+  it.skipIf(!FAULTS || !NFT)(`(c) ${DELAY_PROXY ? `${ADDED_LATENCY_MS} ms added latency and ` : ''}5 % packet loss between the hosts for a minute`, async () => {
+    notes.cAddedLatencyMs = DELAY_PROXY ? ADDED_LATENCY_MS : 0;
     await mark('c start');
+    for (const p of proxies) await p.setDelay(ADDED_LATENCY_MS);
     for (const h of HOSTS) bed.lossTo(h, HOSTS.filter((o) => o !== h), 5);
     await sleep(60_000);
     await mark('c heal');
+    for (const p of proxies) await p.setDelay(0);
     for (const h of HOSTS) bed.clearFilters(h);
     await waitClusterHealthy(bed, cluster.nodes, 120_000);
     await sleep(SETTLE_MS);
   }, 300_000);
 
-  it('(d) a front host cut off mid-request', async () => {
+  it.skipIf(!FAULTS)('(d) a front host cut off mid-request', async () => {
     // Hand h1's master roles away first so that this cut is the front's (and its worker's) alone.
     await mark('handover-d start');
     for (const n of cluster.nodes.filter((x) => x.host === 'h1' && roleOf(bed, x) === 'master')) await handOver(bed, cluster.nodes, n, 60_000);
@@ -303,25 +366,33 @@ describe.skipIf(unavailable !== null)('past one machine: three hosts, a Redis Cl
       WAIT_REPLICAS === 0 && b2.start !== undefined ? check.lost.filter((l) => l.ackedAt >= b2.start! && l.ackedAt <= (b2.heal ?? Number.POSITIVE_INFINITY)) : [];
     const tolerated = new Set(lostToAsyncReplication.map((l) => l.eventId));
     const violations = check.violations.filter((v) => ![...tolerated].some((id) => v.includes(id)));
-    const figures: FaultFigures[] = ['baseline', 'handover-a', 'a', 'b', 'handover-b2', 'b2', 'c', 'handover-d', 'd'].filter((f) => history.marks.some((m) => m.label === `${f} start`)).map((f) => faultFigures(history, f));
-    const baselineEnd = history.marks.find((m) => m.label === 'handover-a start')?.t ?? history.marks.at(-1)!.t;
-    const baselineStart = history.marks.find((m) => m.label === 'baseline start')!.t;
-    const baselineAcks = history.sends.filter((s) => s.eventId && s.t1 >= baselineStart && s.t1 < baselineEnd);
-    const latencies = baselineAcks.map((s) => s.t1 - s.t0).sort((a, b) => a - b);
+    const figures: FaultFigures[] = ['baseline', 'throughput', 'handover-a', 'a', 'b', 'handover-b2', 'b2', 'c', 'handover-d', 'd'].filter((f) => history.marks.some((m) => m.label === `${f} start`)).map((f) => faultFigures(history, f));
+    const at = (label: string) => history.marks.find((m) => m.label === label)?.t;
+    /** Acknowledged sends per second and the acknowledged attempts' latency between two moments. */
+    const window = (from: number, to: number) => {
+      const acks = history.sends.filter((s) => s.eventId && s.t1 >= from && s.t1 < to);
+      const latencies = acks.map((s) => s.t1 - s.t0).sort((a, b) => a - b);
+      return {
+        sendsPerSecond: Math.round((acks.length / ((to - from) / 1000)) * 10) / 10,
+        p50Ms: latencies[Math.floor(latencies.length * 0.5)] ?? null,
+        p99Ms: latencies[Math.floor(latencies.length * 0.99)] ?? null,
+      };
+    };
     const results = {
       ranAt: new Date().toISOString(),
       waitReplicas: WAIT_REPLICAS,
       check: { ...check, violations: check.violations.slice(0, 50), lost: check.lost.slice(0, 50) },
       lostToAsyncReplication: lostToAsyncReplication.length,
-      baseline: {
-        sendsPerSecond: Math.round((baselineAcks.length / ((baselineEnd - baselineStart) / 1000)) * 10) / 10,
-        p50Ms: latencies[Math.floor(latencies.length * 0.5)] ?? null,
-        p99Ms: latencies[Math.floor(latencies.length * 0.99)] ?? null,
-      },
+      rereadAfterRollback: check.rereadAfterRollback.length,
+      layout: notes.layout,
+      baseline: window(at('baseline start')!, at('throughput start')!),
+      // The throughput window: 6 + 24 senders, one message in flight each.
+      throughput: { senders: 6 + BURST_SENDERS, ...window(at('burst on')!, at('burst off')!) },
       figures,
       notes,
     };
-    const out = process.env.AXON_HOSTS_RESULTS ?? join(root, 'test', 'hosts', `last-run-wait${WAIT_REPLICAS}.json`);
+    const variant = `${ONE_HOST ? 'onehost-' : FAULTS ? '' : `nofaults-${DELAY_PROXY ? 'proxied-' : 'direct-'}`}wait${WAIT_REPLICAS}${REPLICAS > 1 ? `-replicas${REPLICAS}` : ''}${MIN_REPLICAS ? `-minreplicas${MIN_REPLICAS.replicas}` : ''}`;
+    const out = process.env.AXON_HOSTS_RESULTS ?? join(root, 'test', 'hosts', `last-run-${variant}.json`);
     writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
     console.log(JSON.stringify(results, null, 2));
     expect(check.acknowledged).toBeGreaterThan(0);

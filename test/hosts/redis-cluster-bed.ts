@@ -1,7 +1,8 @@
 /**
  * A Redis Cluster across the bed's hosts: a master on each (port 7001) and, on the next host, its
- * replica (port 7002) — host i's replica follows host i-1's master, so no host holds both copies of
- * a slot. Same durability flags as Axon's managed Redis (AOF, fsync on every write). Nodes are
+ * replica (port 7002) — host i's replica follows host i-1's master, so no host holds two copies of
+ * a slot. With two replicas per master, host i also follows host i-2's master (port 7003). For the
+ * one-host comparison every node runs on one host (ports 7001 on). Same durability flags as Axon's managed Redis (AOF, fsync on every write). Nodes are
  * driven with `redis-cli` run inside their host's namespace (the test runner has no address on
  * the bed's network).
  */
@@ -11,12 +12,13 @@ import { clusterSlot } from '../../src/store/cluster-slot';
 import type { NetnsBed } from './netns-bed';
 
 export const MASTER_PORT = 7001;
-export const REPLICA_PORT = 7002;
 const SLOTS = 16_384;
 
 export interface BedRedisNode {
   host: string;
   port: number;
+  /** Created as the master of its slot range (true) or as its replica. */
+  createdMaster: boolean;
   /** The host whose master this node was created to hold or follow (the slot range's home). */
   home: string;
 }
@@ -46,11 +48,37 @@ export function nodeInfo(bed: NetnsBed, n: BedRedisNode, section: string): Recor
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function startBedRedisCluster(bed: NetnsBed, hosts: string[], dataDir: string, nodeTimeoutMs: number): Promise<BedRedisCluster> {
+/**
+ * `place` maps a logical host (a slot range's home) to the bed host its nodes run on: the identity
+ * for the three-host bed; everything on one host for the one-host comparison, where the nodes
+ * then take the next ports (7001…7006).
+ */
+export async function startBedRedisCluster(
+  bed: NetnsBed,
+  hosts: string[],
+  dataDir: string,
+  opts: {
+    nodeTimeoutMs: number;
+    replicas: number;
+    place?: (host: string) => string;
+    minReplicasToWrite?: { replicas: number; maxLagSec: number };
+    /** `repl-timeout` (s): how long a silent replication link is kept; the master pings its replicas every second. */
+    replTimeoutSec: number;
+  },
+): Promise<BedRedisCluster> {
+  const place = opts.place ?? ((h: string) => h);
   const nodes: BedRedisNode[] = [];
+  const nextPort = new Map<string, number>();
+  const add = (logical: string, home: string, createdMaster: boolean) => {
+    const host = place(logical);
+    const port = nextPort.get(host) ?? MASTER_PORT;
+    nextPort.set(host, port + 1);
+    nodes.push({ host, port, home, createdMaster });
+  };
   hosts.forEach((h, i) => {
-    nodes.push({ host: h, port: MASTER_PORT, home: h });
-    nodes.push({ host: h, port: REPLICA_PORT, home: hosts[(i + hosts.length - 1) % hosts.length]! });
+    add(h, h, true);
+    // Host i holds replicas of the masters of hosts i-1, i-2…: never two copies of one range.
+    for (let r = 1; r <= opts.replicas; r++) add(h, hosts[(i + hosts.length - r) % hosts.length]!, false);
   });
   for (const n of nodes) {
     const dir = join(dataDir, `redis-${n.host}-${n.port}`);
@@ -67,7 +95,17 @@ export async function startBedRedisCluster(bed: NetnsBed, hosts: string[], dataD
       '--protected-mode', 'no',
       '--cluster-enabled', 'yes',
       '--cluster-config-file', join(dir, 'nodes.conf'),
-      '--cluster-node-timeout', String(nodeTimeoutMs),
+      '--cluster-node-timeout', String(opts.nodeTimeoutMs),
+      // Keep the placement: with two replicas per master Redis would otherwise move one to a master
+      // left without a reachable replica (a cut host), and the master it left may then have its
+      // only other replica on the next host cut off (seen in fault d: WAIT 1 failing for a range).
+      '--cluster-allow-replica-migration', 'no',
+      '--repl-timeout', String(opts.replTimeoutSec),
+      '--repl-ping-replica-period', '1',
+      ...(opts.minReplicasToWrite ? ['--min-replicas-to-write', String(opts.minReplicasToWrite.replicas), '--min-replicas-max-lag', String(opts.minReplicasToWrite.maxLagSec)] : []),
+      // Say its own address: the bed's delay proxy connects from a host's second address, which
+      // Redis would otherwise take for the node's on the cluster bus.
+      '--cluster-announce-ip', bed.address(n.host),
     ]);
   }
   // Every node answering PING.
@@ -78,14 +116,15 @@ export async function startBedRedisCluster(bed: NetnsBed, hosts: string[], dataD
       await sleep(100);
     }
   }
-  const masters = nodes.filter((n) => n.port === MASTER_PORT);
-  bed.exec(hosts[0]!, ['redis-cli', '--cluster', 'create', ...masters.map((m) => `${bed.address(m.host)}:${m.port}`), '--cluster-replicas', '0', '--cluster-yes']);
+  const masters = nodes.filter((n) => n.createdMaster);
+  bed.exec(masters[0]!.host, ['redis-cli', '--cluster', 'create', ...masters.map((m) => `${bed.address(m.host)}:${m.port}`), '--cluster-replicas', '0', '--cluster-yes']);
   const ids = new Map(masters.map((m) => [m.home, redisCli(bed, m.host, m.port, ['CLUSTER', 'MYID']).trim()]));
-  for (const r of nodes.filter((n) => n.port === REPLICA_PORT)) {
-    redisCli(bed, r.host, r.port, ['CLUSTER', 'MEET', bed.address(hosts[0]!), String(MASTER_PORT)]);
+  const first = masters[0]!;
+  for (const r of nodes.filter((n) => !n.createdMaster)) {
+    redisCli(bed, r.host, r.port, ['CLUSTER', 'MEET', bed.address(first.host), String(first.port)]);
   }
   // A node must know its master (through gossip) before it can be told to replicate it.
-  for (const r of nodes.filter((n) => n.port === REPLICA_PORT)) {
+  for (const r of nodes.filter((n) => !n.createdMaster)) {
     const masterId = ids.get(r.home)!;
     while (!redisCli(bed, r.host, r.port, ['CLUSTER', 'NODES'], true).includes(masterId)) {
       if (Date.now() > deadline) throw new Error(`replica ${r.host}:${r.port} never learnt of its master`);
@@ -120,14 +159,21 @@ function clusterProblem(bed: NetnsBed, nodes: BedRedisNode[]): string {
     const r = nodeInfo(bed, n, 'replication');
     if (r.role === 'master') {
       masters++;
-      if (Number(r.connected_slaves) < 1) return `${n.host}:${n.port} master without a replica`;
+      const want = nodes.filter((x) => x.home === n.home).length - 1;
+      if (Number(r.connected_slaves) < want) return `${n.host}:${n.port} master with ${r.connected_slaves} of ${want} replicas`;
     } else if (r.master_link_status !== 'up' || r.master_sync_in_progress === '1') return `${n.host}:${n.port} replica link ${r.master_link_status}`;
   }
-  return masters === nodes.length / 2 ? '' : `${masters} masters, want ${nodes.length / 2}`;
+  const ranges = new Set(nodes.map((n) => n.home)).size;
+  return masters === ranges ? '' : `${masters} masters, want ${ranges}`;
 }
 
 export function roleOf(bed: NetnsBed, n: BedRedisNode): string {
   return nodeInfo(bed, n, 'replication').role ?? 'unreachable';
+}
+
+/** Another node of `m`'s slot range that is master now (its replica promoted), or null. */
+export function promotedFor(bed: NetnsBed, nodes: BedRedisNode[], m: BedRedisNode): BedRedisNode | null {
+  return nodes.find((n) => n !== m && n.home === m.home && roleOf(bed, n) === 'master') ?? null;
 }
 
 /** Hosts that hold a master now. */
@@ -139,8 +185,9 @@ export function masterHosts(bed: NetnsBed, nodes: BedRedisNode[]): BedRedisNode[
  * Move the master role of `home`'s slots to its replica with `CLUSTER FAILOVER` (a coordinated
  * handover: the replica catches up first, nothing is lost), and wait until it is master.
  */
-export async function handOver(bed: NetnsBed, nodes: BedRedisNode[], from: BedRedisNode, timeoutMs: number): Promise<BedRedisNode> {
-  const to = nodes.find((n) => n !== from && n.home === from.home)!;
+export async function handOver(bed: NetnsBed, nodes: BedRedisNode[], from: BedRedisNode, timeoutMs: number, toHost?: string): Promise<BedRedisNode> {
+  // With two replicas per master, `toHost` says which one (the first other node otherwise).
+  const to = nodes.find((n) => n !== from && n.home === from.home && (toHost === undefined || n.host === toHost))!;
   redisCli(bed, to.host, to.port, ['CLUSTER', 'FAILOVER']);
   const deadline = Date.now() + timeoutMs;
   while (roleOf(bed, to) !== 'master' || roleOf(bed, from) !== 'slave') {

@@ -15,6 +15,10 @@ describe('Redis unavailability and retry hints', () => {
     expect(isRedisUnavailableError(new ReplyError('ERR wrong number of arguments'))).toBe(false);
   });
 
+  it('counts a master refusing writes for want of replicas (min-replicas-to-write) as unavailable', () => {
+    expect(isRedisUnavailableError(new ReplyError('NOREPLICAS Not enough good replicas to write.'))).toBe(true);
+  });
+
   it('gives every 503 and 504 a Retry-After, keeping one a handler set', () => {
     expect(new MatrixError(504, 'M_UNKNOWN', 'The room did not answer in time').headers['Retry-After']).toMatch(/^\d+$/);
     expect(new MatrixError(503, 'M_UNKNOWN', 'x', {}, { 'Retry-After': '7' }).headers).toEqual({ 'Retry-After': '7' });
