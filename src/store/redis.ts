@@ -39,7 +39,7 @@ const SCRIPTS = {
   recencyBump: 'recency-bump-2.lua',
   registrationToken: 'registration-token-3.lua',
   readMany: 'read-many-1.lua',
-  syncSnapshot: 'sync-snapshot-1.lua',
+  syncSnapshot: 'sync-snapshot-2.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 

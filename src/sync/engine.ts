@@ -69,13 +69,13 @@ import { servableAsState, servableToClients, type RoomEvent } from '../store/roo
 import { shardOf } from '../store/shards';
 import { readMany, type Read } from '../store/read-many';
 import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../readers/membership-index';
-import { OutboxWindowCache, decodedBody } from './outbox-cache';
+import { OutboxWindowCache, decodedBody, lostFromInfo } from './outbox-cache';
 import { laterId, type PushProgress } from './push-progress';
 import { encodeSyncToken } from './token';
-import { ackToDevice, readToDevice } from './to-device';
+import { ackToDevice, inboxKey, readToDevice, tellAckToDevice, toDeviceBatchOf, type ToDeviceBatch } from './to-device';
 import { unreadCounts } from './unread-counts';
 import { E2eCountsCache } from './e2e-counts';
-import { joinedMembers, noLongerSharing, presenceEvents, readFeed, type FeedWindow } from './device-lists';
+import { feedKey, feedWindowOf, joinedMembers, noLongerSharing, presenceEvents, readFeed, type FeedWindow } from './device-lists';
 import { sharedRoomUsers } from '../readers/user-fanout';
 import type { RoomOutput } from '../rooms/model';
 import type { UserOutput } from '../../actors/user';
@@ -159,6 +159,21 @@ interface Snapshot {
   rooms: IndexedMembership[];
   /** Newest timeline position belonging to this cut, for rooms given in full. */
   tops: Map<string, number>;
+  /** The index's raw values by room (their leading number is the membership's position). */
+  raw: Record<string, string>;
+  /**
+   * The device's own streams, read with the cut in the same script (single Redis; on a Cluster
+   * they are read apart, after the cut): the feed window, the to-device entries from the range
+   * `toDeviceRange` gives, whether an entry lies below its acknowledgement bound, and how many
+   * rooms have partial state (0: no room needs looking up).
+   */
+  streams?: { feed: FeedWindow; toDevice: [string, string[]][]; ack: boolean; partialStateRooms: number };
+}
+
+/** Where a device's to-device read starts (`after`) and what its sync acknowledges (`keepFrom`). */
+interface ToDeviceRange {
+  after: string | null;
+  keepFrom: string | null;
 }
 
 /**
@@ -171,20 +186,29 @@ interface Snapshot {
  * is lowered below the first of its events found in its shard's outbox from there on. No event
  * comes twice: those belong to the next window [cutMs, …).
  */
-async function takeSnapshot(ctx: ApiContext, userId: string, since: number | null, fullState: boolean): Promise<Snapshot> {
+async function takeSnapshot(ctx: ApiContext, user: SyncUser, since: number | null, fullState: boolean, toDevice: ToDeviceRange): Promise<Snapshot> {
+  const userId = user.userId;
   const uk = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user));
   let time: [string, string];
   let raw: Record<string, string>;
   let times: Record<string, string>;
   let forgotten: string[];
   let skewMs = 0;
+  let streams: Snapshot['streams'];
   if (!isCluster(ctx.redis)) {
-    // One script call (sync-snapshot-1.lua): atomic like the MULTI it replaces, one command.
-    const res = (await runScript(ctx.redis, 'syncSnapshot', [uk.data(membershipIndexData.rooms(userId)), uk.data(membershipIndexData.writtenAt(userId)), uk.data(membershipIndexData.forgotten(userId))], [])) as [[string, string], string[], string[], string[]];
+    // One script call (sync-snapshot-2.lua): atomic like the MULTI it replaces, and it reads the
+    // device's feed and to-device inbox below the cut too — one command where there were seven.
+    const sinceMs = since === null ? null : Math.floor(since / 1000);
+    const keys = [uk.data(membershipIndexData.rooms(userId)), uk.data(membershipIndexData.writtenAt(userId)), uk.data(membershipIndexData.forgotten(userId)), ctx.keys.partialStateRooms(), feedKey(ctx, userId), inboxKey(ctx, userId, user.deviceId)];
+    const args = [sinceMs === null ? '' : String(sinceMs), toDevice.after ?? '', String(TO_DEVICE_LIMIT + 1), toDevice.keepFrom ?? ''];
+    const res = (await runScript(ctx.redis, 'syncSnapshot', keys, args)) as [[string, string], string[], string[], string[], number, unknown[] | number, [string, string[]][], [string, string[]][], number];
     time = [String(res[0][0]), String(res[0][1])];
     raw = pairsToRecord(res[1]);
     times = pairsToRecord(res[2]);
     forgotten = res[3];
+    const info = res[5];
+    const lost = info === 0 ? ('missing' as const) : Array.isArray(info) && sinceMs !== null ? lostFromInfo(info, sinceMs) : false;
+    streams = { feed: feedWindowOf(lost, res[6]), toDevice: res[7], ack: res[8] === 1, partialStateRooms: Number(res[4]) };
   } else {
     ({ time, skewMs } = await clusterCut(ctx.redis as Cluster));
     [raw, times, forgotten] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId))), ctx.redis.smembers(uk.data(membershipIndexData.forgotten(userId)))]);
@@ -197,7 +221,7 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
   const rooms = parseIndexed(raw, times).filter((r) => !gone.has(r.roomId) || r.membership === 'join' || r.membership === 'invite' || r.membership === 'knock');
   const full = rooms.filter((r) => r.membership === 'join' && (since === null || fullState || r.writtenAt >= since)).map((r) => r.roomId);
   const tops = new Map<string, number>();
-  if (full.length === 0) return { cut, cutMs, skewMs, rooms, tops };
+  if (full.length === 0) return { cut, cutMs, skewMs, rooms, tops, raw, ...(streams ? { streams } : {}) };
   // One script call per shard holding some of the rooms, not one command per room.
   const topRows = await readMany(
     ctx.redis,
@@ -226,7 +250,7 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
       }
     }),
   );
-  return { cut, cutMs, skewMs, rooms, tops };
+  return { cut, cutMs, skewMs, rooms, tops, raw, ...(streams ? { streams } : {}) };
 }
 
 /** A flat HGETALL reply from a script (`[field, value, …]`) as an object. */
@@ -336,7 +360,8 @@ export interface Params {
 
 export async function computeSync(ctx: ApiContext, index: MembershipIndex, user: SyncUser, p: Params): Promise<Computed> {
   const { since, fullState, filter } = p;
-  const snap = await takeSnapshot(ctx, user.userId, since, fullState);
+  const tdRange = toDeviceRange(since, p.sinceParts);
+  const snap = await takeSnapshot(ctx, user, since, fullState, tdRange);
   const { cut, cutMs } = snap;
   const sinceMs = since === null ? 0 : Math.floor(since / 1000);
   const roomAllowed = (roomId: string) => (!filter.rooms || filter.rooms.includes(roomId)) && !filter.notRooms.includes(roomId);
@@ -353,7 +378,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   // Rooms joined with partial state (faster joins) are held back from syncs that do not
   // lazy-load members until their full state is in, as Synapse does: such a sync promises every
   // member. The room then comes as newly joined (src/rooms/partial-state.ts marks it fresh).
-  const heldBack = filter.lazyLoadMembers ? new Set<string>() : await partialStateAmong(ctx, snap.rooms.filter((r) => r.membership === 'join').map((r) => r.roomId));
+  const heldBack = filter.lazyLoadMembers || snap.streams?.partialStateRooms === 0 ? new Set<string>() : await partialStateAmong(ctx, snap.rooms.filter((r) => r.membership === 'join').map((r) => r.roomId));
   for (const r of snap.rooms) {
     if (!roomAllowed(r.roomId)) continue;
     if (r.membership === 'join' && heldBack.has(r.roomId)) continue;
@@ -366,8 +391,8 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   const ignoredPromise = invites.length ? ignoredUsers(ctx, user.userId) : Promise.resolve(new Set<string>());
   // The user's own streams do not depend on the rooms: start them all now, so their reads go out
   // together (one pipelined round trip) instead of one after another.
-  const feedPromise = readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
-  const toDevicePromise = toDeviceSection(ctx, user, since, p.sinceParts, cutMs);
+  const feedPromise = snap.streams ? Promise.resolve(snap.streams.feed) : readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
+  const toDevicePromise = toDeviceSection(ctx, user, tdRange, cutMs, snap.streams);
   const e2ePromise = p.e2e.get(ctx, user.userId, user.deviceId);
   const incrementalSync = since !== null && !fullState;
   const userWindowPromise = incrementalSync ? p.windows.window(ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).outbox, sinceMs, cutMs) : Promise.resolve(null);
@@ -573,7 +598,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
         if (late.has(shard) && (lastEntry.has(roomId) || fullSet.has(roomId))) staleCounts.push({ roomId, shard, id: late.get(shard)! });
       }
     }
-    const counts = await unreadCounts(ctx, user.userId, countRooms, { threads: filter.unreadThreadNotifications });
+    const counts = await unreadCounts(ctx, user.userId, countRooms, { threads: filter.unreadThreadNotifications, memberships: snap.raw });
     for (const roomId of countRooms) {
       const c = counts.get(roomId);
       if (!c) continue;
@@ -679,21 +704,26 @@ const MAX_SEQ = 18446744073709551615n;
  * part) — up to and including its last entry. Those are acknowledged now (deleted by the owning
  * actor; not awaited) and the answer starts after them. An initial sync acknowledges nothing.
  */
-async function toDeviceSection(ctx: ApiContext, user: SyncUser, since: number | null, parts: Record<string, string>, cutMs: number): Promise<{ events: JsonObject[]; parts: Record<string, string> }> {
-  let after: string | null = null;
+function toDeviceRange(since: number | null, parts: Record<string, string>): ToDeviceRange {
   if (parts.t) {
-    after = parts.t;
-    const [ms, seq] = after.split('-') as [string, string];
-    const next = BigInt(seq) < MAX_SEQ ? `${ms}-${BigInt(seq) + 1n}` : `${BigInt(ms) + 1n}-0`;
-    void ackToDevice(ctx, user.userId, user.deviceId, next).catch(() => undefined);
-  } else if (since !== null) {
-    const sinceMs = Math.floor(since / 1000);
-    if (sinceMs > 0) {
-      after = `${sinceMs - 1}-${MAX_SEQ}`;
-      void ackToDevice(ctx, user.userId, user.deviceId, `${sinceMs}-0`).catch(() => undefined);
-    }
+    const [ms, seq] = parts.t.split('-') as [string, string];
+    return { after: parts.t, keepFrom: BigInt(seq) < MAX_SEQ ? `${ms}-${BigInt(seq) + 1n}` : `${BigInt(ms) + 1n}-0` };
   }
-  const batch = await readToDevice(ctx, user.userId, user.deviceId, after, cutMs, TO_DEVICE_LIMIT);
+  const sinceMs = since === null ? 0 : Math.floor(since / 1000);
+  return sinceMs > 0 ? { after: `${sinceMs - 1}-${MAX_SEQ}`, keepFrom: `${sinceMs}-0` } : { after: null, keepFrom: null };
+}
+
+async function toDeviceSection(ctx: ApiContext, user: SyncUser, range: ToDeviceRange, cutMs: number, pre?: Snapshot['streams']): Promise<{ events: JsonObject[]; parts: Record<string, string> }> {
+  const { after, keepFrom } = range;
+  let batch: ToDeviceBatch;
+  if (pre) {
+    // Read with the cut (sync-snapshot-2.lua), which also looked for entries below `keepFrom`.
+    if (keepFrom !== null && pre.ack) void tellAckToDevice(ctx, user.userId, user.deviceId, keepFrom).catch(() => undefined);
+    batch = toDeviceBatchOf(pre.toDevice, TO_DEVICE_LIMIT);
+  } else {
+    if (keepFrom !== null) void ackToDevice(ctx, user.userId, user.deviceId, keepFrom).catch(() => undefined);
+    batch = await readToDevice(ctx, user.userId, user.deviceId, after, cutMs, TO_DEVICE_LIMIT);
+  }
   // Not everything below the cut fitted: the token says where this response stopped.
   const outParts: Record<string, string> = batch.more && batch.lastId ? { t: batch.lastId } : {};
   return { events: batch.events, parts: outParts };

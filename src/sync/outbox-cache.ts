@@ -273,6 +273,11 @@ export async function lostSince(redis: RedisClient, stream: string, sinceMs: num
     if (e instanceof Error && /no such key/i.test(e.message)) return 'missing';
     throw e;
   }
+  return lostFromInfo(info, sinceMs);
+}
+
+/** `lostSince` from a stream's `XINFO STREAM` reply (read elsewhere, e.g. in a script). */
+export function lostFromInfo(info: unknown[], sinceMs: number): boolean {
   const f: Record<string, unknown> = {};
   for (let i = 0; i + 1 < info.length; i += 2) f[String(info[i])] = info[i + 1];
   const ms = (id: unknown) => Number(String(id ?? '0-0').split('-')[0]);

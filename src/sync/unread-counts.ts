@@ -41,13 +41,15 @@ export interface UnreadCountsContext {
  * thread counts). With `threads: true` (the filter's `unread_thread_notifications`) the counts
  * cover the main timeline only, and `threads` holds each thread's counts.
  */
-export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roomIds: string[], opts: { threads?: boolean } = {}): Promise<Map<string, UnreadCounts>> {
+export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roomIds: string[], opts: { threads?: boolean; memberships?: Record<string, string> } = {}): Promise<Map<string, UnreadCounts>> {
   const userShard = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user));
   const userKey = (name: string) => userShard.data(name);
   const receiptsKey = (roomId: string) => ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(roomData.receipts(roomId));
   const mainFields = readFields(userId, null);
 
-  const memberships = roomIds.length ? ctx.redis.hmget(userKey(membershipIndexData.rooms(userId)), ...roomIds) : Promise.resolve([] as (string | null)[]);
+  // The membership index's values, when the caller read them already (/sync's snapshot).
+  const known = opts.memberships;
+  const memberships = known ? Promise.resolve(roomIds.map((r) => known[r] ?? null)) : roomIds.length ? ctx.redis.hmget(userKey(membershipIndexData.rooms(userId)), ...roomIds) : Promise.resolve([] as (string | null)[]);
   const first = await Promise.all(
     roomIds.map(async (roomId, i) => {
       const [receipts, threadEntries, membership] = await Promise.all([
