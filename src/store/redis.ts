@@ -40,6 +40,7 @@ const SCRIPTS = {
   registrationToken: 'registration-token-3.lua',
   readMany: 'read-many-1.lua',
   syncSnapshot: 'sync-snapshot-2.lua',
+  unreadCounts: 'unread-counts-1.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 
