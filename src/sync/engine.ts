@@ -63,7 +63,7 @@ import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json'
 import { stateKeyOf } from '../protocol/pdu';
 import { decode } from '../store/codec';
 import { membershipIndexData, roomData, userData } from '../store/keys';
-import { isCluster, runScript } from '../store/redis';
+import { isCluster, runScript, runScriptBuffer } from '../store/redis';
 import type { Cluster } from 'ioredis';
 import { servableAsState, servableToClients, type RoomEvent } from '../store/room-reader';
 import { shardOf } from '../store/shards';
@@ -186,7 +186,7 @@ interface ToDeviceRange {
  * is lowered below the first of its events found in its shard's outbox from there on. No event
  * comes twice: those belong to the next window [cutMs, …).
  */
-async function takeSnapshot(ctx: ApiContext, user: SyncUser, since: number | null, fullState: boolean, toDevice: ToDeviceRange): Promise<Snapshot> {
+async function takeSnapshot(ctx: ApiContext, user: SyncUser, since: number | null, fullState: boolean, toDevice: ToDeviceRange, outboxes: { windows: OutboxWindowCache; streams: string[] } | null): Promise<Snapshot> {
   const userId = user.userId;
   const uk = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user));
   let time: [string, string];
@@ -201,14 +201,30 @@ async function takeSnapshot(ctx: ApiContext, user: SyncUser, since: number | nul
     const sinceMs = since === null ? null : Math.floor(since / 1000);
     const keys = [uk.data(membershipIndexData.rooms(userId)), uk.data(membershipIndexData.writtenAt(userId)), uk.data(membershipIndexData.forgotten(userId)), ctx.keys.partialStateRooms(), feedKey(ctx, userId), inboxKey(ctx, userId, user.deviceId)];
     const args = [sinceMs === null ? '' : String(sinceMs), toDevice.after ?? '', String(TO_DEVICE_LIMIT + 1), toDevice.keepFrom ?? ''];
-    const res = (await runScript(ctx.redis, 'syncSnapshot', keys, args)) as [[string, string], string[], string[], string[], number, unknown[] | number, [string, string[]][], [string, string[]][], number];
+    // The outbox streams this sync will read that the front's cache holds: their part since the
+    // cache's end is read here too (it would otherwise be one XRANGE each after this call).
+    const absorbing: { stream: string; fromMs: number }[] = [];
+    for (const stream of outboxes?.streams ?? []) {
+      const fromMs = outboxes!.windows.knownEnd(stream);
+      if (fromMs !== null) absorbing.push({ stream, fromMs });
+    }
+    for (const a of absorbing) {
+      keys.push(a.stream);
+      args.push(String(a.fromMs));
+    }
+    // Buffers: outbox entries are binary (msgpack); the rest is text.
+    type Rows = [Buffer, Buffer[]][];
+    const res = (await runScriptBuffer(ctx.redis, 'syncSnapshot', keys, args)) as [[Buffer, Buffer], Buffer[], Buffer[], Buffer[], number, unknown[] | number, Rows, Rows, number, Rows[]];
+    const text = (rows: Rows): [string, string[]][] => rows.map(([id, fields]) => [id.toString(), fields.map(String)]);
     time = [String(res[0][0]), String(res[0][1])];
-    raw = pairsToRecord(res[1]);
-    times = pairsToRecord(res[2]);
-    forgotten = res[3];
+    raw = pairsToRecord(res[1].map(String));
+    times = pairsToRecord(res[2].map(String));
+    forgotten = res[3].map(String);
     const info = res[5];
     const lost = info === 0 ? ('missing' as const) : Array.isArray(info) && sinceMs !== null ? lostFromInfo(info, sinceMs) : false;
-    streams = { feed: feedWindowOf(lost, res[6]), toDevice: res[7], ack: res[8] === 1, partialStateRooms: Number(res[4]) };
+    streams = { feed: feedWindowOf(lost, text(res[6])), toDevice: text(res[7]), ack: res[8] === 1, partialStateRooms: Number(res[4]) };
+    const cutMs = Math.floor((Number(time[0]) * 1_000_000 + Number(time[1])) / 1000);
+    absorbing.forEach((a, i) => outboxes!.windows.absorb(a.stream, a.fromMs, cutMs, res[9][i] ?? []));
   } else {
     ({ time, skewMs } = await clusterCut(ctx.redis as Cluster));
     [raw, times, forgotten] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId))), ctx.redis.smembers(uk.data(membershipIndexData.forgotten(userId)))]);
@@ -342,6 +358,8 @@ export interface Params {
   pushProgress: PushProgress;
   /** The front's cache of one-time-key counts and fallback key types per device. */
   e2e: E2eCountsCache;
+  /** The rooms the user is likely in (the last answer's): their outboxes are read with the cut. */
+  roomsHint?: readonly string[];
   /** Rooms whose counts the answer that gave `since` sent too early (see `StaleCounts`). */
   recheckCounts?: StaleCounts[];
   /** Waits that should not hold a computation slot (src/sync/compute-gate.ts). */
@@ -361,7 +379,13 @@ export interface Params {
 export async function computeSync(ctx: ApiContext, index: MembershipIndex, user: SyncUser, p: Params): Promise<Computed> {
   const { since, fullState, filter } = p;
   const tdRange = toDeviceRange(since, p.sinceParts);
-  const snap = await takeSnapshot(ctx, user, since, fullState, tdRange);
+  // An incremental sync reads the outboxes of the user's shard and of their rooms' shards: those
+  // of the rooms the last answer listened to (the route's hint) are read with the snapshot.
+  const outboxStreams =
+    since !== null && !fullState && p.roomsHint
+      ? [...new Set([ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).outbox, ...p.roomsHint.map((r) => ctx.keys.shard('room', shardOf(r, ctx.shardCounts.room)).outbox)])]
+      : null;
+  const snap = await takeSnapshot(ctx, user, since, fullState, tdRange, outboxStreams ? { windows: p.windows, streams: outboxStreams } : null);
   const { cut, cutMs } = snap;
   const sinceMs = since === null ? 0 : Math.floor(since / 1000);
   const roomAllowed = (roomId: string) => (!filter.rooms || filter.rooms.includes(roomId)) && !filter.notRooms.includes(roomId);
