@@ -50,8 +50,10 @@
  *
  * **Fan-out.** One message in a room of a thousand wakes a thousand polls on the fronts. What
  * they share is read once per front: outbox windows (src/sync/outbox-cache.ts), the events
- * (`RoomReader.recentEvents`), visibility facts per state snapshot, member counts; each poll's own
- * reads go out in one pipelined round trip; at most `MAX_CONCURRENT_COMPUTES` compute at once
+ * (`RoomReader.recentEvents`), visibility facts per state snapshot, member counts; on a single
+ * Redis each poll's own reads — cut, index, feed, to-device, the outbox parts past the cache's end —
+ * are one script call (sync-snapshot-2.lua) and its unread counts another (unread-counts-1.lua),
+ * so a wake-up costs the front about four commands; at most `MAX_CONCURRENT_COMPUTES` compute at once
  * (src/sync/compute-gate.ts). A loop's next poll, when nothing concerning the user was notified
  * since the answer that gave its token, waits before computing (`SyncNotifier.unchangedSince`).
  * Knocks the user made are in `rooms.knock` with stripped state, like invites (on rooms of other
@@ -63,7 +65,7 @@ import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json'
 import { stateKeyOf } from '../protocol/pdu';
 import { decode } from '../store/codec';
 import { membershipIndexData, roomData, userData } from '../store/keys';
-import { isCluster, runScript, runScriptBuffer } from '../store/redis';
+import { isCluster, runScriptBuffer } from '../store/redis';
 import type { Cluster } from 'ioredis';
 import { servableAsState, servableToClients, type RoomEvent } from '../store/room-reader';
 import { shardOf } from '../store/shards';
