@@ -381,6 +381,9 @@ function byKind(t: Target, win: Window): Record<string, number> | undefined {
 // ---- (A) steady send→sync ------------------------------------------------------------------------
 
 interface APhase extends RatePhase {
+  /** /sync answers the long-polls got in the phase, and the fronts' CPU per answer (ms). */
+  syncAnswers: number;
+  frontCpuMsPerAnswer: number | null;
   cpuSeconds: number | null;
   /** CPU seconds by process kind (Axon: workers, fronts, redis). */
   cpuByKind?: Record<string, number>;
@@ -438,12 +441,15 @@ async function workloadA(t: Target, users = O.users): Promise<AResult> {
     const runRate = async (rate: number): Promise<boolean> => {
       const profiling = await t.profile?.(`${t.name}-a-${rate}-${phases.length + 1}`);
       const w = measure(t);
+      const answers0 = deliveries.answers;
       const p = await ratePhase(m, deliveries, rate, O.phase, pick);
       const win = w.stop();
+      const syncAnswers = deliveries.answers - answers0;
       await profiling?.();
       const cpuByKind = byKind(t, win);
-      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
-      log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; client CPU ${win.clientCpuSeconds} s; other processes ${win.otherCores} cores`);
+      const frontCpuMsPerAnswer = cpuByKind?.fronts !== undefined && syncAnswers ? round((cpuByKind.fronts * 1000) / syncAnswers, 3) : null;
+      phases.push({ ...p, syncAnswers, frontCpuMsPerAnswer, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
+      log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}, ${win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 1) : '?'} ms per message; ${syncAnswers} /sync answers${frontCpuMsPerAnswer !== null ? `, fronts ${frontCpuMsPerAnswer} ms CPU each` : ''}; client CPU ${win.clientCpuSeconds} s; other processes ${win.otherCores} cores`);
       return sustained(p);
     };
     // The listed rates upward until one is not sustained, then a search for the highest rate
@@ -527,12 +533,15 @@ async function workloadB(t: Target, cap: number | undefined): Promise<BResult> {
       }
       const profiling = await t.profile?.(`${t.name}-b-${rate}`);
       const w = measure(t);
+      const answers0 = deliveries.answers;
       const p = await ratePhase(m, deliveries, rate, O.phase, () => ({ user: members[Math.floor(rng() * members.length)]!, roomId, members: members.length }), 10_000);
       const win = w.stop();
+      const syncAnswers = deliveries.answers - answers0;
       await profiling?.();
       const cpuByKind = byKind(t, win);
-      phases.push({ ...p, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
-      log(`(B) ${t.name} ${rate} msg/s to ${members.length}: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; other processes ${win.otherCores} cores`);
+      const frontCpuMsPerAnswer = cpuByKind?.fronts !== undefined && syncAnswers ? round((cpuByKind.fronts * 1000) / syncAnswers, 3) : null;
+      phases.push({ ...p, syncAnswers, frontCpuMsPerAnswer, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
+      log(`(B) ${t.name} ${rate} msg/s to ${members.length}: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; ${syncAnswers} /sync answers${frontCpuMsPerAnswer !== null ? `, fronts ${frontCpuMsPerAnswer} ms CPU each` : ''}; other processes ${win.otherCores} cores`);
     }
     const syncErrors = poller.errors();
     await poller.stop();

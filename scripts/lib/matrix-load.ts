@@ -173,6 +173,8 @@ export class Deliveries {
   readonly arrivals = new Map<string, number[]>();
   /** When the last arrival was recorded (performance.now()), to tell when a backlog has drained. */
   lastAt = 0;
+  /** /sync answers (200) the loops have had, with or without messages: the server's computations. */
+  answers = 0;
   record(eventId: string, at: number): void {
     let list = this.arrivals.get(eventId);
     if (!list) this.arrivals.set(eventId, (list = []));
@@ -212,6 +214,7 @@ export function startSyncLoops(m: MatrixLoad, users: User[], sinces: string[], d
           continue;
         }
         since = r.body.next_batch;
+        deliveries.answers++;
         const join = r.body.rooms?.join ?? {};
         for (const roomId of Object.keys(join)) {
           for (const ev of join[roomId].timeline?.events ?? []) {

@@ -16,6 +16,8 @@ export interface RouteMatch<H> {
 interface Route<H> {
   method: Method;
   pattern: string;
+  /** The pattern's text before its first parameter: a path without it cannot match. */
+  prefix: string;
   regex: RegExp;
   names: string[];
   handler: H;
@@ -46,7 +48,8 @@ export class Router<H> {
         return seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       })
       .join('/');
-    this.routes.push({ method, pattern, regex: new RegExp(`^${source}$`), names, handler });
+    const param = pattern.search(/[:*]/);
+    this.routes.push({ method, pattern, prefix: param < 0 ? pattern : pattern.slice(0, param), regex: new RegExp(`^${source}$`), names, handler });
     return this;
   }
 
@@ -63,6 +66,8 @@ export class Router<H> {
   match(method: string, path: string): RouteResult<H> {
     const allowed: Method[] = [];
     for (const r of this.routes) {
+      // A string compare before the regex: most of the hundreds of routes fail here.
+      if (!path.startsWith(r.prefix)) continue;
       const m = r.regex.exec(path);
       if (!m) continue;
       if (r.method !== method && !(method === 'HEAD' && r.method === 'GET')) {

@@ -168,6 +168,13 @@ export class Front {
   /** Set by `drain`: answers close their connection, long-polls answer now. */
   private draining = false;
   private readonly shutdown = new AbortController();
+  /**
+   * The abort controllers of requests not yet answered: `drain` aborts them. (One signal per
+   * request, not `AbortSignal.any` of it and the shutdown's: in Node 20 that costs ~40 µs and a
+   * weak reference per request — measured 4.6 s against 0.7 s for 100,000 — on every /sync poll
+   * and /send.) A handler still working after its answer is not aborted by a drain.
+   */
+  private readonly unanswered = new Set<AbortController>();
   private readonly metrics: RequestMetrics;
   private removeInFlightSource: (() => void) | null = null;
 
@@ -235,6 +242,8 @@ export class Front {
     this.draining = true;
     this.close();
     this.shutdown.abort();
+    for (const a of this.unanswered) a.abort();
+    this.unanswered.clear();
     const deadline = Date.now() + graceMs;
     while (this.running > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     (this.app as { close?: () => void }).close?.();
@@ -262,8 +271,11 @@ export class Front {
     let deadline: NodeJS.Timeout | null = null;
     let handlerRunning = false;
     const abort = new AbortController();
+    if (this.shutdown.signal.aborted) abort.abort();
+    else this.unanswered.add(abort);
     const finish = () => {
       done = true;
+      this.unanswered.delete(abort);
       if (deadline) clearTimeout(deadline);
       deadline = null;
       if (handlerRunning) {
@@ -354,7 +366,7 @@ export class Front {
       if (needsStore && this.opts.storeReady && !this.opts.storeReady()) return fail(errors.unavailable('The server cannot reach its database right now; try again shortly'));
       let deadlineAt = performance.now() + this.deadlineMs;
       const request: Request = {
-        method, path, query, queryAll, headers, headerValues, rawQuery, params, remoteAddress, body, bodyStream, signal: AbortSignal.any([abort.signal, this.shutdown.signal]),
+        method, path, query, queryAll, headers, headerValues, rawQuery, params, remoteAddress, body, bodyStream, signal: abort.signal,
         allowWait: (ms) => {
           const at = performance.now() + Math.max(0, ms) + this.deadlineMs;
           if (at <= deadlineAt) return;

@@ -41,7 +41,8 @@ const SCRIPTS = {
   recencyBump: 'recency-bump-2.lua',
   registrationToken: 'registration-token-3.lua',
   readMany: 'read-many-2.lua',
-  syncSnapshot: 'sync-snapshot-1.lua',
+  syncSnapshot: 'sync-snapshot-2.lua',
+  unreadCounts: 'unread-counts-1.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 

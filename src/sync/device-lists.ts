@@ -28,7 +28,7 @@ export interface FeedWindow {
   gap: boolean;
 }
 
-function feedKey(ctx: ApiContext, userId: string): string {
+export function feedKey(ctx: ApiContext, userId: string): string {
   return ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user)).data(userData.feed(userId));
 }
 
@@ -42,6 +42,15 @@ export async function readFeed(ctx: ApiContext, userId: string, sinceMs: number 
     sinceMs !== null ? lostSince(ctx.redis, key, sinceMs) : Promise.resolve(false as const),
     ctx.redis.xrange(key, sinceMs === null ? '-' : `${sinceMs}-0`, `(${cutMs}-0`) as Promise<[string, string[]][]>,
   ]);
+  return feedWindowOf(lost, rows);
+}
+
+/**
+ * The feed window from what was read: whether trimming lost part of it ('missing': no feed) and
+ * its entries (`readFeed`, or the /sync snapshot script that reads them with the cut).
+ */
+export function feedWindowOf(lost: boolean | 'missing', rows: [string, string[]][]): FeedWindow {
+  const out: FeedWindow = { devices: new Set(), presence: new Set(), gap: false };
   if (lost === 'missing') return out; // no feed yet: nothing changed
   out.gap = lost;
   // An entry holds one or more changes: `k <kind> u <user>` pairs (src/readers/user-fanout.ts).

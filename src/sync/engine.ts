@@ -50,8 +50,10 @@
  *
  * **Fan-out.** One message in a room of a thousand wakes a thousand polls on the fronts. What
  * they share is read once per front: outbox windows (src/sync/outbox-cache.ts), the events
- * (`RoomReader.recentEvents`), visibility facts per state snapshot, member counts; each poll's own
- * reads go out in one pipelined round trip; at most `MAX_CONCURRENT_COMPUTES` compute at once
+ * (`RoomReader.recentEvents`), visibility facts per state snapshot, member counts; on a single
+ * Redis each poll's own reads — cut, index, feed, to-device, the outbox parts past the cache's end —
+ * are one script call (sync-snapshot-2.lua) and its unread counts another (unread-counts-1.lua),
+ * so a wake-up costs the front about four commands; at most `MAX_CONCURRENT_COMPUTES` compute at once
  * (src/sync/compute-gate.ts). A loop's next poll, when nothing concerning the user was notified
  * since the answer that gave its token, waits before computing (`SyncNotifier.unchangedSince`).
  * Knocks the user made are in `rooms.knock` with stripped state, like invites (on rooms of other
@@ -63,19 +65,19 @@ import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json'
 import { stateKeyOf } from '../protocol/pdu';
 import { decode } from '../store/codec';
 import { membershipIndexData, roomData, userData } from '../store/keys';
-import { isCluster, runScript } from '../store/redis';
+import { isCluster, runScriptBuffer } from '../store/redis';
 import type { Cluster } from 'ioredis';
 import { servableAsState, servableToClients, type RoomEvent } from '../store/room-reader';
 import { shardOf } from '../store/shards';
 import { readMany, type Read } from '../store/read-many';
 import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../readers/membership-index';
-import { OutboxWindowCache, decodedBody } from './outbox-cache';
+import { OutboxWindowCache, decodedBody, lostFromInfo } from './outbox-cache';
 import { laterId, type PushProgress } from './push-progress';
 import { encodeSyncToken } from './token';
-import { ackToDevice, readToDevice } from './to-device';
+import { ackToDevice, inboxKey, readToDevice, tellAckToDevice, toDeviceBatchOf, type ToDeviceBatch } from './to-device';
 import { unreadCounts } from './unread-counts';
 import { E2eCountsCache } from './e2e-counts';
-import { joinedMembers, noLongerSharing, presenceEvents, readFeed, type FeedWindow } from './device-lists';
+import { feedKey, feedWindowOf, joinedMembers, noLongerSharing, presenceEvents, readFeed, type FeedWindow } from './device-lists';
 import { sharedRoomUsers } from '../readers/user-fanout';
 import type { RoomOutput } from '../rooms/model';
 import type { UserOutput } from '../../actors/user';
@@ -178,6 +180,21 @@ interface Snapshot {
   rooms: IndexedMembership[];
   /** Newest timeline position belonging to this cut, for rooms given in full. */
   tops: Map<string, number>;
+  /** The index's raw values by room (their leading number is the membership's position). */
+  raw: Record<string, string>;
+  /**
+   * The device's own streams, read with the cut in the same script (single Redis; on a Cluster
+   * they are read apart, after the cut): the feed window, the to-device entries from the range
+   * `toDeviceRange` gives, whether an entry lies below its acknowledgement bound, and how many
+   * rooms have partial state (0: no room needs looking up).
+   */
+  streams?: { feed: FeedWindow; toDevice: [string, string[]][]; ack: boolean; partialStateRooms: number };
+}
+
+/** Where a device's to-device read starts (`after`) and what its sync acknowledges (`keepFrom`). */
+interface ToDeviceRange {
+  after: string | null;
+  keepFrom: string | null;
 }
 
 /**
@@ -190,20 +207,45 @@ interface Snapshot {
  * is lowered below the first of its events found in its shard's outbox from there on. No event
  * comes twice: those belong to the next window [cutMs, …).
  */
-async function takeSnapshot(ctx: ApiContext, userId: string, since: number | null, fullState: boolean): Promise<Snapshot> {
+async function takeSnapshot(ctx: ApiContext, user: SyncUser, since: number | null, fullState: boolean, toDevice: ToDeviceRange, outboxes: { windows: OutboxWindowCache; streams: string[] } | null): Promise<Snapshot> {
+  const userId = user.userId;
   const uk = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user));
   let time: [string, string];
   let raw: Record<string, string>;
   let times: Record<string, string>;
   let forgotten: string[];
   let skewMs = 0;
+  let streams: Snapshot['streams'];
   if (!isCluster(ctx.redis)) {
-    // One script call (sync-snapshot-1.lua): atomic like the MULTI it replaces, one command.
-    const res = (await runScript(ctx.redis, 'syncSnapshot', [uk.data(membershipIndexData.rooms(userId)), uk.data(membershipIndexData.writtenAt(userId)), uk.data(membershipIndexData.forgotten(userId))], [])) as [[string, string], string[], string[], string[]];
+    // One script call (sync-snapshot-2.lua): atomic like the MULTI it replaces, and it reads the
+    // device's feed and to-device inbox below the cut too — one command where there were seven.
+    const sinceMs = since === null ? null : Math.floor(since / 1000);
+    const keys = [uk.data(membershipIndexData.rooms(userId)), uk.data(membershipIndexData.writtenAt(userId)), uk.data(membershipIndexData.forgotten(userId)), ctx.keys.partialStateRooms(), feedKey(ctx, userId), inboxKey(ctx, userId, user.deviceId)];
+    const args = [sinceMs === null ? '' : String(sinceMs), toDevice.after ?? '', String(TO_DEVICE_LIMIT + 1), toDevice.keepFrom ?? ''];
+    // The outbox streams this sync will read that the front's cache holds: their part since the
+    // cache's end is read here too (it would otherwise be one XRANGE each after this call).
+    const absorbing: { stream: string; fromMs: number }[] = [];
+    for (const stream of outboxes?.streams ?? []) {
+      const fromMs = outboxes!.windows.knownEnd(stream);
+      if (fromMs !== null) absorbing.push({ stream, fromMs });
+    }
+    for (const a of absorbing) {
+      keys.push(a.stream);
+      args.push(String(a.fromMs));
+    }
+    // Buffers: outbox entries are binary (msgpack); the rest is text.
+    type Rows = [Buffer, Buffer[]][];
+    const res = (await runScriptBuffer(ctx.redis, 'syncSnapshot', keys, args)) as [[Buffer, Buffer], Buffer[], Buffer[], Buffer[], number, unknown[] | number, Rows, Rows, number, Rows[]];
+    const text = (rows: Rows): [string, string[]][] => rows.map(([id, fields]) => [id.toString(), fields.map(String)]);
     time = [String(res[0][0]), String(res[0][1])];
-    raw = pairsToRecord(res[1]);
-    times = pairsToRecord(res[2]);
-    forgotten = res[3];
+    raw = pairsToRecord(res[1].map(String));
+    times = pairsToRecord(res[2].map(String));
+    forgotten = res[3].map(String);
+    const info = res[5];
+    const lost = info === 0 ? ('missing' as const) : Array.isArray(info) && sinceMs !== null ? lostFromInfo(info, sinceMs) : false;
+    streams = { feed: feedWindowOf(lost, text(res[6])), toDevice: text(res[7]), ack: res[8] === 1, partialStateRooms: Number(res[4]) };
+    const cutMs = Math.floor((Number(time[0]) * 1_000_000 + Number(time[1])) / 1000);
+    absorbing.forEach((a, i) => outboxes!.windows.absorb(a.stream, a.fromMs, cutMs, res[9][i] ?? []));
   } else {
     ({ time, skewMs } = await clusterCut(ctx.redis as Cluster));
     [raw, times, forgotten] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId))), ctx.redis.smembers(uk.data(membershipIndexData.forgotten(userId)))]);
@@ -216,7 +258,7 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
   const rooms = parseIndexed(raw, times).filter((r) => !gone.has(r.roomId) || r.membership === 'join' || r.membership === 'invite' || r.membership === 'knock');
   const full = rooms.filter((r) => r.membership === 'join' && (since === null || fullState || r.writtenAt >= since)).map((r) => r.roomId);
   const tops = new Map<string, number>();
-  if (full.length === 0) return { cut, cutMs, skewMs, rooms, tops };
+  if (full.length === 0) return { cut, cutMs, skewMs, rooms, tops, raw, ...(streams ? { streams } : {}) };
   // One script call per shard holding some of the rooms, not one command per room.
   const topRows = await readMany(
     ctx.redis,
@@ -245,7 +287,7 @@ async function takeSnapshot(ctx: ApiContext, userId: string, since: number | nul
       }
     }),
   );
-  return { cut, cutMs, skewMs, rooms, tops };
+  return { cut, cutMs, skewMs, rooms, tops, raw, ...(streams ? { streams } : {}) };
 }
 
 /** A flat HGETALL reply from a script (`[field, value, …]`) as an object. */
@@ -337,6 +379,8 @@ export interface Params {
   pushProgress: PushProgress;
   /** The front's cache of one-time-key counts and fallback key types per device. */
   e2e: E2eCountsCache;
+  /** The rooms the user is likely in (the last answer's): their outboxes are read with the cut. */
+  roomsHint?: readonly string[];
   /** Rooms whose counts the answer that gave `since` sent too early (see `StaleCounts`). */
   recheckCounts?: StaleCounts[];
   /** Waits that should not hold a computation slot (src/sync/compute-gate.ts). */
@@ -355,7 +399,14 @@ export interface Params {
 
 export async function computeSync(ctx: ApiContext, index: MembershipIndex, user: SyncUser, p: Params): Promise<Computed> {
   const { since, fullState, filter } = p;
-  const snap = await takeSnapshot(ctx, user.userId, since, fullState);
+  const tdRange = toDeviceRange(since, p.sinceParts);
+  // An incremental sync reads the outboxes of the user's shard and of their rooms' shards: those
+  // of the rooms the last answer listened to (the route's hint) are read with the snapshot.
+  const outboxStreams =
+    since !== null && !fullState && p.roomsHint
+      ? [...new Set([ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).outbox, ...p.roomsHint.map((r) => ctx.keys.shard('room', shardOf(r, ctx.shardCounts.room)).outbox)])]
+      : null;
+  const snap = await takeSnapshot(ctx, user, since, fullState, tdRange, outboxStreams ? { windows: p.windows, streams: outboxStreams } : null);
   const { cut, cutMs } = snap;
   const sinceMs = since === null ? 0 : Math.floor(since / 1000);
   const roomAllowed = (roomId: string) => (!filter.rooms || filter.rooms.includes(roomId)) && !filter.notRooms.includes(roomId);
@@ -372,7 +423,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   // Rooms joined with partial state (faster joins) are held back from syncs that do not
   // lazy-load members until their full state is in, as Synapse does: such a sync promises every
   // member. The room then comes as newly joined (src/rooms/partial-state.ts marks it fresh).
-  const heldBack = filter.lazyLoadMembers ? new Set<string>() : await partialStateAmong(ctx, snap.rooms.filter((r) => r.membership === 'join').map((r) => r.roomId));
+  const heldBack = filter.lazyLoadMembers || snap.streams?.partialStateRooms === 0 ? new Set<string>() : await partialStateAmong(ctx, snap.rooms.filter((r) => r.membership === 'join').map((r) => r.roomId));
   for (const r of snap.rooms) {
     if (!roomAllowed(r.roomId)) continue;
     if (r.membership === 'join' && heldBack.has(r.roomId)) continue;
@@ -385,8 +436,8 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   const ignoredPromise = invites.length ? ignoredUsers(ctx, user.userId) : Promise.resolve(new Set<string>());
   // The user's own streams do not depend on the rooms: start them all now, so their reads go out
   // together (one pipelined round trip) instead of one after another.
-  const feedPromise = readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
-  const toDevicePromise = toDeviceSection(ctx, user, since, p.sinceParts, cutMs);
+  const feedPromise = snap.streams ? Promise.resolve(snap.streams.feed) : readFeed(ctx, user.userId, since === null ? null : sinceMs, cutMs);
+  const toDevicePromise = toDeviceSection(ctx, user, tdRange, cutMs, snap.streams);
   const e2ePromise = p.e2e.get(ctx, user.userId, user.deviceId);
   const incrementalSync = since !== null && !fullState;
   const userWindowPromise = incrementalSync ? p.windows.window(ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).outbox, sinceMs, cutMs) : Promise.resolve(null);
@@ -592,9 +643,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
         if (late.has(shard) && (lastEntry.has(roomId) || fullSet.has(roomId))) staleCounts.push({ roomId, shard, id: late.get(shard)! });
       }
     }
-    const receipts = new Map<string, Record<string, string>>();
-    for (const [roomId, room] of pre) receipts.set(roomId, room.receipts);
-    const counts = await unreadCounts(ctx, user.userId, countRooms, { threads: filter.unreadThreadNotifications, receipts });
+    const counts = await unreadCounts(ctx, user.userId, countRooms, { threads: filter.unreadThreadNotifications, memberships: snap.raw });
     for (const roomId of countRooms) {
       const c = counts.get(roomId);
       if (!c) continue;
@@ -707,21 +756,26 @@ const MAX_SEQ = 18446744073709551615n;
  * part) — up to and including its last entry. Those are acknowledged now (deleted by the owning
  * actor; not awaited) and the answer starts after them. An initial sync acknowledges nothing.
  */
-async function toDeviceSection(ctx: ApiContext, user: SyncUser, since: number | null, parts: Record<string, string>, cutMs: number): Promise<{ events: JsonObject[]; parts: Record<string, string> }> {
-  let after: string | null = null;
+function toDeviceRange(since: number | null, parts: Record<string, string>): ToDeviceRange {
   if (parts.t) {
-    after = parts.t;
-    const [ms, seq] = after.split('-') as [string, string];
-    const next = BigInt(seq) < MAX_SEQ ? `${ms}-${BigInt(seq) + 1n}` : `${BigInt(ms) + 1n}-0`;
-    void ackToDevice(ctx, user.userId, user.deviceId, next).catch(() => undefined);
-  } else if (since !== null) {
-    const sinceMs = Math.floor(since / 1000);
-    if (sinceMs > 0) {
-      after = `${sinceMs - 1}-${MAX_SEQ}`;
-      void ackToDevice(ctx, user.userId, user.deviceId, `${sinceMs}-0`).catch(() => undefined);
-    }
+    const [ms, seq] = parts.t.split('-') as [string, string];
+    return { after: parts.t, keepFrom: BigInt(seq) < MAX_SEQ ? `${ms}-${BigInt(seq) + 1n}` : `${BigInt(ms) + 1n}-0` };
   }
-  const batch = await readToDevice(ctx, user.userId, user.deviceId, after, cutMs, TO_DEVICE_LIMIT);
+  const sinceMs = since === null ? 0 : Math.floor(since / 1000);
+  return sinceMs > 0 ? { after: `${sinceMs - 1}-${MAX_SEQ}`, keepFrom: `${sinceMs}-0` } : { after: null, keepFrom: null };
+}
+
+async function toDeviceSection(ctx: ApiContext, user: SyncUser, range: ToDeviceRange, cutMs: number, pre?: Snapshot['streams']): Promise<{ events: JsonObject[]; parts: Record<string, string> }> {
+  const { after, keepFrom } = range;
+  let batch: ToDeviceBatch;
+  if (pre) {
+    // Read with the cut (sync-snapshot-2.lua), which also looked for entries below `keepFrom`.
+    if (keepFrom !== null && pre.ack) void tellAckToDevice(ctx, user.userId, user.deviceId, keepFrom).catch(() => undefined);
+    batch = toDeviceBatchOf(pre.toDevice, TO_DEVICE_LIMIT);
+  } else {
+    if (keepFrom !== null) void ackToDevice(ctx, user.userId, user.deviceId, keepFrom).catch(() => undefined);
+    batch = await readToDevice(ctx, user.userId, user.deviceId, after, cutMs, TO_DEVICE_LIMIT);
+  }
   // Not everything below the cut fitted: the token says where this response stopped.
   const outParts: Record<string, string> = batch.more && batch.lastId ? { t: batch.lastId } : {};
   return { events: batch.events, parts: outParts };

@@ -156,6 +156,37 @@ export class OutboxWindowCache {
     return loaded;
   }
 
+  /**
+   * Where the cached part of `stream` ends (ms), when the cache holds it and is not extending it:
+   * its next part can then be read elsewhere, with other reads (`absorb`).
+   */
+  knownEnd(stream: string): number | null {
+    const c = this.streams.get(stream);
+    return c && !c.extending ? c.knownMs : null;
+  }
+
+  /**
+   * The entries of `stream` with ids in [fromMs, toMs), read elsewhere after a Redis TIME of
+   * `toMs` (the /sync snapshot script): the cached range grows by them when it still ends at
+   * `fromMs` (else they are dropped — an extension got there first — and nothing is lost: the
+   * range is only ever complete). Saves the extension's XRANGE.
+   */
+  absorb(stream: string, fromMs: number, toMs: number, rows: [Buffer, Buffer[]][]): void {
+    const c = this.streams.get(stream);
+    if (!c || c.knownMs !== fromMs || toMs <= fromMs) return;
+    this.grow(c, stream, parseRows(rows), toMs);
+  }
+
+  private grow(c: StreamCache, stream: string, added: CachedEntry[], toMs: number): void {
+    c.entries.push(...added);
+    c.knownMs = toMs;
+    const bytes = weighEntries(added);
+    c.bytes += bytes;
+    if (c.held) this.held += bytes;
+    this.trim(c);
+    this.bound(stream);
+  }
+
   private slice(c: StreamCache, sinceMs: number, cutMs: number): CachedEntry[] | null {
     const from = lowerBound(c.entries, sinceMs);
     const to = lowerBound(c.entries, cutMs);
@@ -170,16 +201,7 @@ export class OutboxWindowCache {
     const done = (async () => {
       try {
         const rows = (await this.redis.xrangeBuffer(stream, `${fromMs}-0`, `(${cutMs}-0`)) as [Buffer, Buffer[]][];
-        const added = parseRows(rows);
-        if (c.knownMs === fromMs) {
-          c.entries.push(...added);
-          c.knownMs = cutMs;
-          const bytes = weighEntries(added);
-          c.bytes += bytes;
-          if (c.held) this.held += bytes;
-          this.trim(c);
-          this.bound(stream);
-        }
+        if (c.knownMs === fromMs) this.grow(c, stream, parseRows(rows), cutMs);
       } finally {
         c.extending = null;
       }
@@ -273,6 +295,11 @@ export async function lostSince(redis: RedisClient, stream: string, sinceMs: num
     if (e instanceof Error && /no such key/i.test(e.message)) return 'missing';
     throw e;
   }
+  return lostFromInfo(info, sinceMs);
+}
+
+/** `lostSince` from a stream's `XINFO STREAM` reply (read elsewhere, e.g. in a script). */
+export function lostFromInfo(info: unknown[], sinceMs: number): boolean {
   const f: Record<string, unknown> = {};
   for (let i = 0; i + 1 < info.length; i += 2) f[String(info[i])] = info[i + 1];
   const ms = (id: unknown) => Number(String(id ?? '0-0').split('-')[0]);

@@ -30,7 +30,7 @@ export interface ToDeviceBatch {
 
 const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
 
-function inboxKey(ctx: ApiContext, userId: string, deviceId: string): string {
+export function inboxKey(ctx: ApiContext, userId: string, deviceId: string): string {
   return ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user)).data(userData.toDeviceInbox(userId, deviceId));
 }
 
@@ -45,6 +45,11 @@ export async function readToDevice(ctx: ApiContext, userId: string, deviceId: st
   const end = `(${Math.floor(beforeMs)}-0`;
   // One more than asked tells whether more remain below the cut.
   const rows = (await ctx.redis.xrange(inboxKey(ctx, userId, deviceId), start, end, 'COUNT', limit + 1)) as [string, string[]][];
+  return toDeviceBatchOf(rows, limit);
+}
+
+/** A batch from the inbox entries read (one more than `limit` asked: it tells whether more remain). */
+export function toDeviceBatchOf(rows: [string, string[]][], limit: number): ToDeviceBatch {
   const more = rows.length > limit;
   const given = more ? rows.slice(0, limit) : rows;
   const events: JsonObject[] = [];
@@ -67,6 +72,12 @@ export async function ackToDevice(ctx: ApiContext, userId: string, deviceId: str
   if (keepFromId === '0-0') return;
   const first = (await ctx.redis.xrange(inboxKey(ctx, userId, deviceId), '-', `(${keepFromId}`, 'COUNT', 1)) as [string, string[]][];
   if (first.length === 0) return;
+  await tellAckToDevice(ctx, userId, deviceId, keepFromId);
+}
+
+/** `ackToDevice` once an entry below `keepFromId` is known to exist (the /sync snapshot script looks). */
+export async function tellAckToDevice(ctx: ApiContext, userId: string, deviceId: string, keepFromId: string): Promise<void> {
+  if (!STREAM_ID.test(keepFromId)) throw new Error(`ackToDevice: bad keepFromId ${keepFromId}`);
   const body: ToDeviceMessage = { op: 'ack', deviceId, keepFromId };
   await ctx.actors.tell('user', 'todevice', userId, body, `todev-ack:${userId}:${deviceId}:${keepFromId}`);
 }

@@ -10,16 +10,20 @@
  * counting starts after the user's latest membership event in the room (their join): an invite
  * that notified them, and what came before they joined, are not unread.
  *
- * Two round trips whatever the number of rooms: the receipts of every room (or those the caller
- * read already) and the user's unread thread notifications; then the main timeline counts (ZCOUNT
- * above the read position) and the receipts of the threads that have notifications. The user's
- * keys of all the rooms are read in a few script calls (`readMany`), not a command per room.
+ * Two round trips whatever the number of rooms (commands are pipelined): the receipts of every
+ * room and the user's unread thread notifications; then the main timeline counts (ZCOUNT above
+ * the read position) and the receipts of the threads that have notifications. On a single Redis
+ * the first round trip and the counts are one script call (unread-counts-1.lua) instead of four
+ * commands per room — every woken /sync answer asks for them — and only threads with
+ * notifications need a second.
  */
 import { shardOf, type Family } from '../store/shards';
 import { membershipIndexData, pushData, roomData, type KeySpace } from '../store/keys';
-import type { RedisClient } from '../store/redis';
-import { readMany } from '../store/read-many';
+import { isCluster, runScript, type RedisClient } from '../store/redis';
 import { READ_RECEIPT_TYPES, readFields, readPositions, receiptField, receiptPos } from '../store/read-receipts';
+
+/** Rooms per call of the unread-counts script (on a single Redis). */
+const ROOMS_PER_CALL = 100;
 
 export interface NotificationCounts {
   notification_count: number;
@@ -43,43 +47,51 @@ export interface UnreadCountsContext {
  * thread counts). With `threads: true` (the filter's `unread_thread_notifications`) the counts
  * cover the main timeline only, and `threads` holds each thread's counts.
  */
-export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roomIds: string[], opts: { threads?: boolean; receipts?: ReadonlyMap<string, Readonly<Record<string, string>>> } = {}): Promise<Map<string, UnreadCounts>> {
+export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roomIds: string[], opts: { threads?: boolean; memberships?: Record<string, string> } = {}): Promise<Map<string, UnreadCounts>> {
   const userShard = ctx.keys.shard('user', shardOf(userId, ctx.shardCounts.user));
   const userKey = (name: string) => userShard.data(name);
   const receiptsKey = (roomId: string) => ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(roomData.receipts(roomId));
   const mainFields = readFields(userId, null);
 
-  // The user's keys of every room in one script call per 200 rooms (`readMany`: they share the
-  // user shard's slot), not a command per room; the rooms' receipts from the caller when it has
-  // read them already (a sync's rooms given in full).
-  const memberships = roomIds.length ? ctx.redis.hmget(userKey(membershipIndexData.rooms(userId)), ...roomIds) : Promise.resolve([] as (string | null)[]);
-  const threadRows = readMany(ctx.redis, roomIds.map((roomId) => ({ group: 'user', key: userKey(pushData.unreadThreads(userId, roomId)), op: 'zall' as const })));
-  const receiptRows = Promise.all(
-    roomIds.map((roomId) => {
-      const known = opts.receipts?.get(roomId);
-      return known ? mainFields.map((f) => known[f] ?? null) : ctx.redis.hmget(receiptsKey(roomId), ...mainFields);
+  // The membership index's values, when the caller read them already (/sync's snapshot).
+  const known = opts.memberships;
+  const memberships = known ? Promise.resolve(roomIds.map((r) => known[r] ?? null)) : roomIds.length ? ctx.redis.hmget(userKey(membershipIndexData.rooms(userId)), ...roomIds) : Promise.resolve([] as (string | null)[]);
+  const joinedAt = (membership: string | null | undefined) => (membership ? Number.parseInt(membership, 10) || 0 : 0);
+  type First = { roomId: string; read: { unthreaded: number; main: number }; threadEntries: string[]; counted?: [number, number] };
+  let first: First[];
+  if (!isCluster(ctx.redis) && roomIds.length) {
+    // One script call for every room (unread-counts-1.lua): the receipts, thread entries and both
+    // counts, where the commands below take four per room.
+    const ms = await memberships;
+    const calls: Promise<[string, string, number, number, string[]][]>[] = [];
+    // A call runs alone in Redis: an initial sync of many rooms is split.
+    for (let at = 0; at < roomIds.length; at += ROOMS_PER_CALL) {
+      const part = roomIds.slice(at, at + ROOMS_PER_CALL);
+      const keys = part.flatMap((roomId) => [receiptsKey(roomId), userKey(pushData.unreadThreads(userId, roomId)), userKey(pushData.unread(userId, roomId)), userKey(pushData.unreadHighlight(userId, roomId))]);
+      calls.push(runScript(ctx.redis, 'unreadCounts', keys, [mainFields.length, ...mainFields, ...part.map((_, i) => joinedAt(ms[at + i]))]) as Promise<[string, string, number, number, string[]][]>);
+    }
+    const rows = (await Promise.all(calls)).flat();
+    first = roomIds.map((roomId, i) => {
+      const [unthreaded, main, notifications, highlights, threadEntries] = rows[i]!;
+      return { roomId, read: { unthreaded: Number(unthreaded), main: Number(main) }, threadEntries, counted: [Number(notifications), Number(highlights)] };
+    });
+  } else first = await Promise.all(
+    roomIds.map(async (roomId, i) => {
+      const [receipts, threadEntries, membership] = await Promise.all([
+        ctx.redis.hmget(receiptsKey(roomId), ...mainFields),
+        ctx.redis.zrange(userKey(pushData.unreadThreads(userId, roomId)), 0, -1, 'WITHSCORES'),
+        memberships.then((m) => m[i]),
+      ]);
+      const joined = joinedAt(membership);
+      const read = readPositions(receipts, null);
+      return { roomId, read: { unthreaded: Math.max(read.unthreaded, joined), main: Math.max(read.main, joined) }, threadEntries };
     }),
   );
-  const [threadAll, membershipAll, receiptsAll] = await Promise.all([threadRows, memberships, receiptRows]);
-  const first = roomIds.map((roomId, i) => {
-    const membership = membershipAll[i];
-    const joined = membership ? Number.parseInt(membership, 10) || 0 : 0;
-    const read = readPositions(receiptsAll[i]!, null);
-    return { roomId, read: { unthreaded: Math.max(read.unthreaded, joined), main: Math.max(read.main, joined) }, threadEntries: threadAll[i] as string[] };
-  });
-  // Notifications and highlights after each room's read position: one call per 100 rooms.
-  const countRows = readMany(
-    ctx.redis,
-    first.flatMap(({ roomId, read }) => [
-      { group: 'user', key: userKey(pushData.unread(userId, roomId)), op: `zafter ${read.main}` as const },
-      { group: 'user', key: userKey(pushData.unreadHighlight(userId, roomId)), op: `zafter ${read.main}` as const },
-    ]),
-  );
-  countRows.catch(() => undefined); // awaited below
 
   const out = new Map<string, UnreadCounts>();
   await Promise.all(
-    first.map(async ({ roomId, read, threadEntries }, index) => {
+    first.map(async ({ roomId, read, threadEntries, counted }) => {
+      const after = `(${read.main}`;
       // Thread entries: '<n|h>\0<root>\0<event id>' with their positions.
       const byThread = new Map<string, { pos: number; highlight: boolean }[]>();
       for (let i = 0; i + 1 < threadEntries.length; i += 2) {
@@ -95,9 +107,11 @@ export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roo
       }
       const roots = [...byThread.keys()];
       const threadFields = roots.flatMap((root) => READ_RECEIPT_TYPES.map((type) => receiptField(type, root, userId)));
-      const [counted, threadReceipts] = await Promise.all([countRows, threadFields.length ? ctx.redis.hmget(receiptsKey(roomId), ...threadFields) : Promise.resolve([] as (string | null)[])]);
-      const notifications = counted[2 * index] as number;
-      const highlights = counted[2 * index + 1] as number;
+      const [notifications, highlights, threadReceipts] = await Promise.all([
+        counted ? counted[0] : ctx.redis.zcount(userKey(pushData.unread(userId, roomId)), after, '+inf'),
+        counted ? counted[1] : ctx.redis.zcount(userKey(pushData.unreadHighlight(userId, roomId)), after, '+inf'),
+        threadFields.length ? ctx.redis.hmget(receiptsKey(roomId), ...threadFields) : Promise.resolve([] as (string | null)[]),
+      ]);
       const counts: UnreadCounts = { notification_count: notifications, highlight_count: highlights };
       const threads: Record<string, NotificationCounts> = {};
       roots.forEach((root, i) => {

@@ -45,6 +45,27 @@ describe('OutboxWindowCache', () => {
     expect(cache.misses).toBe(2);
   });
 
+  it('takes a part read elsewhere (the sync snapshot script) only where its range ends, and then reads nothing for it', async () => {
+    const stream = `oc${randomBytes(4).toString('hex')}`;
+    const base = Date.now() - 10_000;
+    for (let i = 0; i < 5; i++) await add(stream, base + i * 10, i);
+    const cache = new OutboxWindowCache(redis, opts);
+    expect(cache.knownEnd(stream)).toBeNull();
+    expect(ns(await cache.window(stream, base, base + 50))).toEqual([0, 1, 2, 3, 4]);
+    expect(cache.knownEnd(stream)).toBe(base + 50);
+    for (let i = 5; i < 8; i++) await add(stream, base + i * 10, i);
+    const part = (await redis.xrangeBuffer(stream, `${base + 50}-0`, `(${base + 80}-0`)) as [Buffer, Buffer[]][];
+    // Not where the range ends: dropped (nothing held changes).
+    cache.absorb(stream, base + 40, base + 80, part);
+    expect(cache.knownEnd(stream)).toBe(base + 50);
+    cache.absorb(stream, base + 50, base + 80, part);
+    expect(cache.knownEnd(stream)).toBe(base + 80);
+    // Answered from memory with what was absorbed (the stream is gone from Redis now).
+    await redis.del(stream);
+    expect(ns(await cache.window(stream, base + 30, base + 80))).toEqual([3, 4, 5, 6, 7]);
+    expect(cache.misses).toBe(1);
+  });
+
   it('a window of a trimmed part of the stream is a gap (null); a too-large one too', async () => {
     const stream = `oc${randomBytes(4).toString('hex')}`;
     const base = Date.now() - 10_000;

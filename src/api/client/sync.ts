@@ -237,6 +237,7 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
       const complete = !!sinceToken && Object.keys(sinceToken.parts).length === 0;
       const sameToken = !!last && last.token === req.query.since;
       if (sameToken && last!.staleCounts.length) params.recheckCounts = last!.staleCounts;
+      if (last) params.roomsHint = last.listen;
       if (waiter && last && complete && sameToken && last.skippable && notifier.unchangedSince(user.userId, last.listen, last.mark)) {
         waiter.setRooms(last.listen);
         await waiter.wait(deadline - Date.now(), req.signal);
