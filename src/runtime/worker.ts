@@ -138,6 +138,8 @@ export class Worker {
   private retick = false;
   /** This worker's lease epoch (its worker lease record); null before the first round. */
   private epoch: string | null = null;
+  /** Holdings looked up during the current acquisition round (see holdingLeftNow). */
+  private roundLiveness = new Map<string, Promise<number>>();
   private accepting = true;
   private stopped = false;
   private readonly env: RunnerEnv;
@@ -460,17 +462,18 @@ export class Worker {
 
   /**
    * The lease round proper: one script call extends this worker's epoch (and with it every shard
-   * lease it holds) and returns the handoffs asked of it. An epoch found lapsed is gone for good:
-   * other workers may have taken any of its shards, so every runner stops (its commits would be
-   * refused anyway once a shard has a new holder) and a new epoch starts; the shards nobody took
-   * are taken back by this round's acquisitions, under new fencing tokens.
+   * lease it holds) and returns the handoffs asked of it. A late round (a stall past the TTL)
+   * still renews, unless another worker declared the expired epoch dead to take its shards: then
+   * it is gone for good, every runner stops (its commits would be refused anyway once a shard has
+   * a new holder) and a new epoch starts; the shards nobody took are taken back by this round's
+   * acquisitions, under new fencing tokens.
    */
   private async renewAll(): Promise<void> {
     const { redis, keys, leaseTtlMs } = this.o;
     if (!this.epoch) await this.startEpoch();
     const res = (await runScript(redis, 'workerLeaseRenew', [keys.workerLease(this.id), keys.workerHandoffs(this.id)], [this.epoch!, leaseTtlMs])) as (number | string)[];
     if (Number(res[0]) !== 1) {
-      this.o.log.warn({ worker: this.id, epoch: this.epoch, shards: this.runners.size }, 'lease epoch lapsed: dropping every shard and starting a new epoch');
+      this.o.log.warn({ worker: this.id, epoch: this.epoch, shards: this.runners.size }, 'lease epoch declared dead (it lapsed and another worker took over): dropping every shard and starting a new epoch');
       for (const r of [...this.runners.values()]) r.lose();
       await this.startEpoch();
       return;
@@ -555,6 +558,7 @@ export class Worker {
     const note = (family: Family) => (ok: boolean) => {
       if (ok) taken[family]++;
     };
+    this.roundLiveness.clear();
     const live = await redis.zrangebyscore(keys.workers(), now - leaseTtlMs, '+inf');
     const liveCount = Math.max(1, live.length);
     // Shards reserved for this worker (a drain or rebalance reserves hundreds at once): taken
@@ -576,8 +580,9 @@ export class Worker {
       const candidates: number[] = [];
       for (let s = 0; s < total; s++) if (!this.runners.has(shardName({ family, shard: s }))) candidates.push(s);
       const leases = await Promise.all(candidates.map((s) => redis.hmget(keys.shard(family, s).lease, 'owner', 'epoch', 'target', 'target_expires')));
-      // Whether each holding named is live: one look per worker and epoch, at its lease record.
-      const left = await holdingsLeft(redis, keys, leases.map(([owner, epoch]) => ({ owner: owner ?? '', epoch: epoch ?? '' })).filter((h) => h.owner && h.owner !== this.id));
+      // Whether each holding named is live: one look per worker and epoch, at its lease record; an
+      // expired one is declared dead there (this worker is below its share and takes such shards).
+      const left = await holdingsLeft(redis, keys, leases.map(([owner, epoch]) => ({ owner: owner ?? '', epoch: epoch ?? '' })).filter((h) => h.owner && h.owner !== this.id), { declareDead: true });
       // A lease still naming another worker whose epoch is over was not released: its holder died
       // or stalled, and taking it is a takeover (a released lease names no owner). A lease naming
       // this worker but not a runner of it is from an earlier epoch of its own (or a runner lost
@@ -607,6 +612,20 @@ export class Worker {
     if (n > 0) this.o.log.info({ worker: this.id, room: taken.room, user: taken.user, owned: this.runners.size, ms: Math.round(performance.now() - began) }, `acquired ${n} shard${n === 1 ? '' : 's'} in ${((performance.now() - began) / 1000).toFixed(1)} s`);
   }
 
+  /**
+   * Whether a holding is live, declaring it dead if expired; looked up once per acquisition round
+   * (a move's target tries hundreds of shards of one holder, still live until it lets them go).
+   */
+  private holdingLeftNow(h: { owner: string; epoch: string }): Promise<number> {
+    const key = holdingKey(h.owner, h.epoch);
+    let p = this.roundLiveness.get(key);
+    if (!p) {
+      p = holdingsLeft(this.o.redis, this.o.keys, [h], { declareDead: true }).then((m) => holdingLeft(m, h.owner, h.epoch));
+      this.roundLiveness.set(key, p);
+    }
+    return p;
+  }
+
   /** `dead`: the holding the lease names, found dead (a takeover); the script takes it only if the lease still names exactly that. */
   private async tryAcquire(family: Family, shard: number, reason: AcquireReason, dead?: { owner: string; epoch: string }): Promise<boolean> {
     const name = shardName({ family, shard });
@@ -615,7 +634,13 @@ export class Worker {
     const shardKeys = keys.shard(family, shard);
     this.pending.add(name);
     try {
-      const res = (await runScript(redis, 'leaseAcquire', [shardKeys.lease], [this.id, this.epoch, dead?.owner ?? '', dead?.epoch ?? ''])) as [number, string];
+      const acquire = async (d?: { owner: string; epoch: string }) => (await runScript(redis, 'leaseAcquire', [shardKeys.lease], [this.id, this.epoch!, d?.owner ?? '', d?.epoch ?? ''])) as [number, string, string?];
+      let res = await acquire(dead);
+      if (!res[0] && res[2] !== undefined && !dead) {
+        // Held: by a dead epoch (a move of a shard whose holder died or stalled past its TTL)?
+        const holding = { owner: String(res[1]), epoch: String(res[2]) };
+        if ((await this.holdingLeftNow(holding)) === 0) res = await acquire(holding);
+      }
       if (!res[0]) return false;
       await redis.srem(keys.workerIncoming(this.id), name);
       const runner = new ShardRunner(this.env, family, shard, shardKeys, String(res[0]));
@@ -733,16 +758,18 @@ function holdingKey(owner: string, epoch: string): string {
 
 /**
  * How long each holding (a worker and the lease epoch a shard lease names) stays live without a
- * renewal, in ms (0: dead, for good), keyed by `holdingKey`: one read-only script call per distinct
- * holding, at the worker's lease record (on its node's clock, the one renewals use).
+ * renewal, in ms (0: expired or dead), keyed by `holdingKey`: one script call per distinct holding,
+ * at the worker's lease record (on its node's clock, the one renewals use). `declareDead` (a taker
+ * about to take such shards): an expired epoch is declared dead there, for good, so no late
+ * renewal can revive it between this look and the takeover; without it the look is read only.
  */
-export async function holdingsLeft(redis: RedisClient, keys: KeySpace, holdings: { owner: string; epoch: string }[]): Promise<Map<string, number>> {
+export async function holdingsLeft(redis: RedisClient, keys: KeySpace, holdings: { owner: string; epoch: string }[], opts: { declareDead?: boolean } = {}): Promise<Map<string, number>> {
   const distinct = new Map<string, { owner: string; epoch: string }>();
   for (const h of holdings) if (h.owner) distinct.set(holdingKey(h.owner, h.epoch), h);
   const out = new Map<string, number>();
   await Promise.all(
     [...distinct].map(async ([k, h]) => {
-      out.set(k, h.epoch ? Number(await runScript(redis, 'workerLeaseLive', [keys.workerLease(h.owner)], [h.epoch])) : 0);
+      out.set(k, h.epoch ? Number(await runScript(redis, 'workerLeaseLive', [keys.workerLease(h.owner)], [h.epoch, opts.declareDead ? '1' : '0'])) : 0);
     }),
   );
   return out;

@@ -130,7 +130,7 @@ for (const mode of MODES) {
       // The old holder's lease lapses (a long pause: its worker lease record expires) and a new
       // holder takes the shard.
       await r.redis.hset(r.keys.workerLease('old'), 'expires', 0);
-      expect(await runScript(r.redis, 'workerLeaseLive', [r.keys.workerLease('old')], [oldEpoch])).toBe(0);
+      expect(await runScript(r.redis, 'workerLeaseLive', [r.keys.workerLease('old')], [oldEpoch, '1'])).toBe(0);
       const t2 = (await runScript(r.redis, 'leaseAcquire', [keys.lease], ['new', await epoch('new'), 'old', oldEpoch])) as [number, string];
       expect(t2[0]).toBe(t1[0] + 1);
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');

@@ -1,6 +1,6 @@
 -- Acquire (or keep) a shard lease, bumping the fencing token whenever ownership changes hands.
 -- The holder's liveness is not in this hash but in its worker lease record (another Cluster slot):
--- the caller looks at that first (lease-worker-live-1.lua) and passes the holding it found dead;
+-- the caller declares that dead first (lease-worker-live-1.lua) and passes the holding it found dead;
 -- this takes the shard only if the hash still names exactly that holding. A dead epoch never comes
 -- back, so the look and this write need not be atomic together. The fencing itself stays here,
 -- in the shard's slot: the token changes with every new holding, and every commit script checks
@@ -10,7 +10,8 @@
 -- ARGV[2] the caller's lease epoch (its worker lease record, live)
 -- ARGV[3] a holder found dead ('' for none), ARGV[4] the epoch it was found dead in
 -- Returns {token, owner}: token > 0 when the caller now holds the lease, 0 when it does not
--- (owner then names the holder, or "reserved:<worker>" during a handoff).
+-- (owner then names the holder, or "reserved:<worker>" during a handoff; a refusal because of a
+-- holder adds its epoch: {0, owner, epoch}).
 local key = KEYS[1]
 local worker, epoch = ARGV[1], ARGV[2]
 local f = redis.call('HMGET', key, 'owner', 'epoch', 'token', 'target', 'target_expires')
@@ -26,7 +27,7 @@ end
 -- held in the epoch the caller found dead.
 local free = owner == '' or owner == worker or (owner == ARGV[3] and oepoch == ARGV[4])
 if not free then
-  return {0, owner}
+  return {0, owner, oepoch}
 end
 if target and target ~= '' and tonumber(f[5] or '0') > now and target ~= worker then
   return {0, 'reserved:' .. target}

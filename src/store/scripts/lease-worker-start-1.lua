@@ -1,7 +1,8 @@
--- Begin a new lease epoch for a worker (at start, or after its previous epoch lapsed). Every
--- shard lease taken in an earlier epoch is dead from now on, whatever its expiry said: an epoch
--- never comes back (see lease-worker-renew-1.lua), which is what lets other workers take a dead
--- worker's shards with a separate look at this record (lease-acquire-2.lua).
+-- Begin a new lease epoch for a worker (at start, or after its previous epoch was declared dead).
+-- Every shard lease taken in an earlier epoch is dead from now on, whatever its expiry said: an
+-- epoch never comes back (see lease-worker-renew-1.lua), which is what lets other workers take a
+-- dead worker's shards with a separate look at this record (lease-worker-live-1.lua, then
+-- lease-acquire-2.lua).
 -- KEYS[1] worker lease hash: epoch, expires (ms)
 -- KEYS[2] the worker's handoffs hash (emptied: its old holdings are gone)
 -- ARGV[1] ttl (ms)
