@@ -138,6 +138,9 @@ export class Worker {
   private retick = false;
   /** This worker's lease epoch (its worker lease record); null before the first round. */
   private epoch: string | null = null;
+  private acquiring = false;
+  private acquireAgain = false;
+  private acquisition: Promise<void> = Promise.resolve();
   /** Holdings looked up during the current acquisition round (see holdingLeftNow). */
   private roundLiveness = new Map<string, Promise<number>>();
   private accepting = true;
@@ -230,6 +233,8 @@ export class Worker {
       inboxStatsSources.add(() => this.inboxStats()),
     );
     await this.tick();
+    // The first round's shards are taken before start resolves.
+    await this.acquisition;
     this.tickTimer = setInterval(() => void this.tick(), this.o.renewMs);
     this.sweepTimer = setInterval(() => void this.sweep(), this.o.pollMs ?? 5000);
     this.housekeepTimer = setInterval(() => void this.housekeep(), Math.max(1000, (this.o.idleBoundMs ?? 60_000) / 2));
@@ -409,7 +414,9 @@ export class Worker {
       await this.renewAll();
       // Heartbeat to renewal: what decides whether leases could lapse (taking new shards may be slow).
       ms = Math.round(performance.now() - began);
-      if (this.accepting) await this.acquireShare();
+      // Taking shards runs beside the rounds, not inside them: a worker taking hundreds of shards
+      // (each subscribed to and started) must not let its own epoch lapse meanwhile.
+      if (this.accepting) this.acquireInBackground();
       ok = true;
     } catch (e) {
       this.o.log.warn({ err: e }, 'lease tick failed');
@@ -452,6 +459,22 @@ export class Worker {
       this.o.log.info({ worker: this.id }, 'stop requested');
       this.o.onStopRequested?.();
     }
+  }
+
+  /** Run acquireShare unless one is running; one asked for meanwhile runs right after it. */
+  private acquireInBackground(): void {
+    if (this.acquiring) {
+      this.acquireAgain = true;
+      return;
+    }
+    this.acquiring = true;
+    this.acquireAgain = false;
+    this.acquisition = this.acquireShare()
+      .catch((e) => this.o.log.warn({ err: e }, 'taking shards failed; the next round retries'))
+      .finally(() => {
+        this.acquiring = false;
+        if (this.acquireAgain && this.accepting && !this.stopped) setImmediate(() => this.acquireInBackground());
+      });
   }
 
   /** A new lease epoch: every shard lease of an earlier epoch of this worker is dead from now on. */
@@ -695,7 +718,7 @@ export class Worker {
     this.accepting = false;
     for (const t of [this.tickTimer, this.sweepTimer, this.housekeepTimer]) if (t) clearInterval(t);
     // Let a tick in progress finish its acquisitions, so none is left half-done.
-    while (this.ticking || this.pending.size) await new Promise((r) => setTimeout(r, 10));
+    while (this.ticking || this.acquiring || this.pending.size) await new Promise((r) => setTimeout(r, 10));
     this.stopped = true;
     for (const remove of this.metricSources.splice(0)) remove();
     await Promise.all([...this.runners.values()].map((r) => r.drain()));
