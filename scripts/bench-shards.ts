@@ -11,7 +11,9 @@
  *   at BENCH_RATE msg/s (`/send`) and long-poll `/sync` all along; after a few seconds of load
  *   worker 1 is drained (`npm run cluster -- drain`'s code): its 1,024 shards move to worker 2.
  *   Printed: the drain's time, `/send` and `/sync` errors, events not delivered, and delivery
- *   latency over the whole phase (issue 23.5: ≤ 5 s, no client errors).
+ *   latency over the whole phase (issue 23.5: ≤ 5 s, no client errors). BENCH_WORKLOAD=a: workload
+ *   A's users and rooms instead (`npm run bench`'s A: 200 users, 4 big rooms holding ~80 % of the
+ *   memberships and getting 80 % of the messages, 16 small ones; BENCH_USERS still sets the count).
  *
  * `--only idle` or `--only drain` runs one part. A script, not a test: it prints figures.
  */
@@ -19,13 +21,15 @@ import { readShards, readWorkers, rebalance, drain } from '../src/runtime/cluste
 import { KeySpace } from '../src/store/keys';
 import { connectRedis, type RedisClient } from '../src/store/redis';
 import { startAxonBench, type AxonBench } from './lib/axon-bench-cluster';
-import { pool, round, sleep, table, writeBenchResults } from './lib/bench-util';
+import { pool, round, seededRandom, sleep, table, writeBenchResults } from './lib/bench-util';
 import { Deliveries, MatrixLoad, ratePhase, startSyncLoops, type User } from './lib/matrix-load';
 import { cpus } from 'node:os';
+import { roomLayout } from './lib/workload-plans';
 
 const SHARDS = Number(process.env.BENCH_SHARDS ?? 1024);
 const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 30);
-const USERS = Number(process.env.BENCH_USERS ?? 40);
+const WORKLOAD_A = (process.env.BENCH_WORKLOAD ?? '').toLowerCase() === 'a';
+const USERS = Number(process.env.BENCH_USERS ?? (WORKLOAD_A ? 200 : 40));
 const ROOM_SIZE = Number(process.env.BENCH_ROOM_SIZE ?? 4);
 const RATE = Number(process.env.BENCH_RATE ?? 50);
 const onlyArg = process.argv.indexOf('--only');
@@ -160,7 +164,9 @@ async function drainPhase(): Promise<DrainResult> {
     const run = Date.now().toString(36);
     const users: User[] = await pool(Array.from({ length: USERS }, (_x, i) => i), 16, (i) => m.register(`sh${run}u${i}`));
     const rooms: { id: string; members: User[] }[] = [];
-    for (let i = 0; i < users.length; i += ROOM_SIZE) rooms.push({ id: '', members: users.slice(i, i + ROOM_SIZE) });
+    const layout = roomLayout(users.length);
+    if (WORKLOAD_A) for (const members of [...layout.big, ...layout.small]) rooms.push({ id: '', members: members.map((i) => users[i]!) });
+    else for (let i = 0; i < users.length; i += ROOM_SIZE) rooms.push({ id: '', members: users.slice(i, i + ROOM_SIZE) });
     await pool(rooms, 8, async (r) => {
       r.id = await m.createRoom(r.members[0]!);
     });
@@ -170,10 +176,18 @@ async function drainPhase(): Promise<DrainResult> {
     const poller = startSyncLoops(m, users, sinces, deliveries);
     await sleep(1500);
     let k = 0;
-    const pick = () => {
-      const r = rooms[k++ % rooms.length]!;
-      return { user: r.members[k % r.members.length]!, roomId: r.id, members: r.members.length };
-    };
+    const rng = seededRandom(0xa11ce);
+    const bigCount = layout.big.length;
+    const pick = WORKLOAD_A
+      ? () => {
+          // As workload A: 80 % of the messages to the big rooms.
+          const r = rng() < 0.8 ? rooms[Math.floor(rng() * bigCount)]! : rooms[bigCount + Math.floor(rng() * (rooms.length - bigCount))]!;
+          return { user: r.members[Math.floor(rng() * r.members.length)]!, roomId: r.id, members: r.members.length };
+        }
+      : () => {
+          const r = rooms[k++ % rooms.length]!;
+          return { user: r.members[k % r.members.length]!, roomId: r.id, members: r.members.length };
+        };
     const from = 'bench-w1';
     const drained = (async () => {
       await sleep(4000);
@@ -231,7 +245,7 @@ async function main(): Promise<void> {
   if (only.has('drain')) {
     out.drain = await drainPhase();
     const d = out.drain;
-    console.log(`drain: ${d.shardsMoved} shards moved in ${d.drainSeconds} s under ${RATE} msg/s (${USERS} users, rooms of ${ROOM_SIZE}); owners after ${JSON.stringify(d.ownersAfter)}`);
+    console.log(`drain: ${d.shardsMoved} shards moved in ${d.drainSeconds} s under ${RATE} msg/s (${USERS} users, ${WORKLOAD_A ? "workload A's rooms" : `rooms of ${ROOM_SIZE}`}); owners after ${JSON.stringify(d.ownersAfter)}`);
     console.log(`       sent ${d.sent}, /send errors ${d.sendErrors}, /sync errors ${d.syncErrors}, deliveries missing ${d.missing}; /send p99 ${d.sendP99ms} ms; delivery p50 ${d.deliveryP50ms} p99 ${d.deliveryP99ms} max ${d.deliveryMaxMs} ms`);
   }
   const file = writeBenchResults((stamp) => `shards-${stamp}.json`, { date: new Date().toISOString(), machine, shards: SHARDS, ...out });

@@ -5,7 +5,7 @@
  * Worker.handOff), each shard's move independent of the others'.
  */
 import { FAMILIES, isFamily, type Family } from '../store/shards';
-import { reserveShards } from './worker';
+import { holdingLeft, holdingsLeft, reserveShards } from './worker';
 import { INBOX_GROUP, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
 
@@ -96,50 +96,53 @@ async function xinfoGroups(redis: RedisClient, stream: string): Promise<Map<stri
  */
 export async function readShards(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, opts: { details?: boolean; outputs?: boolean } = {}): Promise<ShardInfo[]> {
   const now = Date.now();
+  const refs = FAMILIES.flatMap((family) => Array.from({ length: shardCounts[family] }, (_x, shard) => ({ family, shard })));
+  const leases = await Promise.all(refs.map((r) => redis.hmget(keys.shard(r.family, r.shard).lease, 'owner', 'epoch', 'token', 'acquired', 'target', 'target_expires')));
+  // A lease is held while its holder's epoch is live (one look per worker and epoch).
+  const left = await holdingsLeft(redis, keys, leases.map(([owner, epoch]) => ({ owner: owner ?? '', epoch: epoch ?? '' })));
   const jobs: Promise<ShardInfo>[] = [];
-  for (const family of FAMILIES) {
-    for (let shard = 0; shard < shardCounts[family]; shard++) {
-      const k = keys.shard(family, shard);
-      jobs.push(
-        (async () => {
-          const [owner, token, expires, acquired, target, targetExpires] = await redis.hmget(k.lease, 'owner', 'token', 'expires', 'acquired', 'target', 'target_expires');
-          const held = !!owner && Number(expires) > now;
-          const info: ShardInfo = {
-            family, shard,
-            owner: held ? owner! : '',
-            token: Number(token ?? 0),
-            leaseAgeMs: held && acquired ? now - Number(acquired) : null,
-            expiresInMs: held ? Number(expires) - now : 0,
-            target: target && Number(targetExpires) > now ? target : '',
-            inboxLength: 0, lag: 0, pending: 0, dead: 0, entriesRead: 0, outputsAdded: 0,
-          };
-          if (opts.details) {
-            const [len, dead, groups, outboxGroups] = await Promise.all([
-              redis.xlen(k.inbox),
-              redis.xlen(k.dead),
-              xinfoGroups(redis, k.inbox),
-              opts.outputs ? xinfoGroups(redis, k.outbox) : Promise.resolve([]),
-            ]);
-            info.inboxLength = len;
-            info.dead = dead;
-            for (const m of groups) {
-              if (m.get('name') !== INBOX_GROUP) continue;
-              info.pending = Number(m.get('pending') ?? 0);
-              info.lag = m.get('lag') === null || m.get('lag') === undefined ? 0 : Number(m.get('lag'));
-              info.entriesRead = Number(m.get('entries-read') ?? 0);
-            }
-            // Every reader group has read up to `entries-read` and has `lag` left: their sum is
-            // what was ever added (Redis leaves lag null when it cannot tell; that group is skipped).
-            for (const m of outboxGroups) {
-              const lag = m.get('lag');
-              if (lag === null || lag === undefined) continue;
-              info.outputsAdded = Math.max(info.outputsAdded, Number(m.get('entries-read') ?? 0) + Number(lag));
-            }
+  for (const [i, { family, shard }] of refs.entries()) {
+    const k = keys.shard(family, shard);
+    jobs.push(
+      (async () => {
+        const [owner, epoch, token, acquired, target, targetExpires] = leases[i]!;
+        const expiresIn = holdingLeft(left, owner ?? '', epoch ?? '');
+        const held = expiresIn > 0;
+        const info: ShardInfo = {
+          family, shard,
+          owner: held ? owner! : '',
+          token: Number(token ?? 0),
+          leaseAgeMs: held && acquired ? now - Number(acquired) : null,
+          expiresInMs: held ? expiresIn : 0,
+          target: target && Number(targetExpires) > now ? target : '',
+          inboxLength: 0, lag: 0, pending: 0, dead: 0, entriesRead: 0, outputsAdded: 0,
+        };
+        if (opts.details) {
+          const [len, dead, groups, outboxGroups] = await Promise.all([
+            redis.xlen(k.inbox),
+            redis.xlen(k.dead),
+            xinfoGroups(redis, k.inbox),
+            opts.outputs ? xinfoGroups(redis, k.outbox) : Promise.resolve([]),
+          ]);
+          info.inboxLength = len;
+          info.dead = dead;
+          for (const m of groups) {
+            if (m.get('name') !== INBOX_GROUP) continue;
+            info.pending = Number(m.get('pending') ?? 0);
+            info.lag = m.get('lag') === null || m.get('lag') === undefined ? 0 : Number(m.get('lag'));
+            info.entriesRead = Number(m.get('entries-read') ?? 0);
           }
-          return info;
-        })(),
-      );
-    }
+          // Every reader group has read up to `entries-read` and has `lag` left: their sum is
+          // what was ever added (Redis leaves lag null when it cannot tell; that group is skipped).
+          for (const m of outboxGroups) {
+            const lag = m.get('lag');
+            if (lag === null || lag === undefined) continue;
+            info.outputsAdded = Math.max(info.outputsAdded, Number(m.get('entries-read') ?? 0) + Number(lag));
+          }
+        }
+        return info;
+      })(),
+    );
   }
   return Promise.all(jobs);
 }
@@ -290,12 +293,13 @@ export async function executeMoves(
     await reserveShards(redis, keys, batch);
     let waiting = batch;
     for (;;) {
-      const leases = await Promise.all(waiting.map((m) => redis.hmget(keys.shard(m.family, m.shard).lease, 'owner', 'expires')));
+      // The target took it (it takes shards only in a live epoch of its own).
+      const leases = await Promise.all(waiting.map((m) => redis.hget(keys.shard(m.family, m.shard).lease, 'owner')));
       const now = Date.now();
       const left: Move[] = [];
       waiting.forEach((m, j) => {
-        const [owner, expires] = leases[j]!;
-        if (owner === m.to && Number(expires) > now) {
+        const owner = leases[j];
+        if (owner === m.to) {
           results.push({ move: m, ms: now - started });
           opts.onMoved?.(m, now - started);
         } else left.push(m);

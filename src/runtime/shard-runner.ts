@@ -48,6 +48,8 @@ export interface RunnerEnv {
   onLost(runner: ShardRunner): void;
   /** Called after a commit that appended entries to the outbox (wakes the outbox readers; notifies). */
   onOutputs?(runner: ShardRunner, committed: CommittedOutputs): void;
+  /** Called when a read or reclaim got inbox entries (the worker's sweep then looks at the shard). */
+  onActive?(runner: ShardRunner): void;
 }
 
 /** What one commit appended to its shard's outbox: the actor and its outputs (as decided). */
@@ -87,6 +89,12 @@ export class ShardRunner {
   /** Commit scripts that applied messages (fewer than `applied` when kinds group-commit). */
   commits = 0;
   deadLettered = 0;
+  /**
+   * The last inbox entry id this runner was given by a read (a lower bound of its group's
+   * last-delivered id: '0-0' until the first read). An inbox entry above it has not been
+   * delivered: the worker's sweep asks Redis for those across many inboxes in one XREAD.
+   */
+  lastDelivered = '0-0';
   private readonly timers: ShardTimers;
   /** This family's Prometheus counters (bound children: an increment is a field update). */
   private readonly counters: ReturnType<typeof familyCounters>;
@@ -154,6 +162,7 @@ export class ShardRunner {
       if (deleted.length) await redis.xack(this.keys.inbox, INBOX_GROUP, ...deleted);
     } while (cursor !== '0-0');
     if (claimed.length === 0) return 0;
+    this.env.onActive?.(this);
     const deliveries = await this.deliveryCounts(claimed[0]![0], claimed[claimed.length - 1]![0], claimed.length);
     let n = 0;
     for (const [id, fields] of claimed) {
@@ -187,6 +196,10 @@ export class ShardRunner {
         while (this.state === 'running' && this.buffered < this.env.maxBuffered) {
           const count = Math.min(this.env.readBatch, this.env.maxBuffered - this.buffered);
           const entries = await this.env.reads.read(this.keys.inbox, count);
+          if (entries.length === 0) break;
+          // Entries come in id order: the last one is the group's last-delivered id now.
+          this.lastDelivered = entries[entries.length - 1]![0].toString();
+          this.env.onActive?.(this);
           for (const [id, fields] of entries) this.dispatch(id.toString(), fields, 1);
           // A short read is the end for now: an entry appended since comes with a wake-up, which
           // sets `wakePending` while this loop runs (no empty read to find the end).

@@ -2,11 +2,14 @@
  * A worker process's runtime: holds shard leases (with fencing tokens), runs a ShardRunner per
  * owned shard, and keeps the cluster's ownership healthy:
  *
- * - every `renewMs` it heartbeats, renews its leases, and takes free or expired shards up to its
- *   fair share (ceil(shards / live workers)), so a dead worker's shards are taken within about
+ * - every `renewMs` it heartbeats, renews its lease — one record per worker, whose epoch every
+ *   shard lease it holds names: one script call and one write per round, whatever its shard
+ *   count — and takes free shards, or shards of dead epochs, up to its fair share
+ *   (ceil(shards / live workers)), so a dead worker's shards are taken within about
  *   `ttlMs + renewMs`;
- * - a shard reserved for another worker (move-shard, rebalance, drain) is drained — no new reads,
- *   in-flight messages finished — and released; only the target may take it;
+ * - a shard reserved for another worker (move-shard, rebalance, drain; the renewal reads the
+ *   handoffs asked of this worker) is drained — no new reads, in-flight messages finished — and
+ *   released; only the target may take it;
  * - wake-ups arrive on a pub/sub channel per owned shard, and only a woken shard reads its inbox
  *   (outbox readers are woken in-process after each commit with outputs): an idle shard costs no
  *   Redis command at all, whatever the shard count. Pub/sub drops messages when a connection
@@ -97,12 +100,6 @@ export interface WorkerStatus {
 }
 
 const RESERVATION_MS = 30_000;
-/**
- * Leases renewed per script call on a single Redis: a worker's whole round is one call (about a
- * millisecond of Redis per 256 leases), however many shards it holds up to every shard of both
- * families at the default counts.
- */
-const RENEW_BATCH = 2048;
 /** Shards one sweep call looks at on a single Redis (an idle, trimmed shard costs two XLENs). */
 const SWEEP_BATCH = 1024;
 /** Shards reserved for this worker that it takes at once (a drain moves hundreds in one batch). */
@@ -129,10 +126,25 @@ export class Worker {
   private sweepAgain = false;
   /** Shards the last sweep found holding inbox or outbox entries: what housekeeping trims. */
   private readonly holdingEntries = new Set<string>();
+  /**
+   * Shards the sweep script looks at (shard name → a stamp bumped at each activity): taken, woken,
+   * read from, committed to, or found by the last sweep with entries or work. A shard leaves when
+   * a sweep finds it empty and nothing happened to it meanwhile; the others cost the sweep one
+   * XREAD per family and round, whatever their number.
+   */
+  private readonly active = new Map<string, number>();
+  private activity = 0;
   /** Workers to nudge at the end of this turn of the event loop (handoffs finishing together). */
   private readonly nudgeTargets = new Set<string>();
   private ticking = false;
   private retick = false;
+  /** This worker's lease epoch (its worker lease record); null before the first round. */
+  private epoch: string | null = null;
+  private acquiring = false;
+  private acquireAgain = false;
+  private acquisition: Promise<void> = Promise.resolve();
+  /** Holdings looked up during the current acquisition round (see holdingLeftNow). */
+  private roundLiveness = new Map<string, Promise<number>>();
   private accepting = true;
   private stopped = false;
   private readonly env: RunnerEnv;
@@ -164,7 +176,9 @@ export class Worker {
       idleBoundMs: o.idleBoundMs ?? 60_000,
       faultPoint: o.faultPoint,
       onLost: (r) => this.forget(r),
+      onActive: (r) => this.touch(r.name),
       onOutputs: (r, committed) => {
+        this.touch(r.name);
         this.wakeReaders(r);
         try {
           o.notify?.({ ...committed, family: r.family, shard: r.shard });
@@ -185,7 +199,13 @@ export class Worker {
     const nudgeChannel = this.o.keys.workerNudge(this.id);
     this.sub.on('message', (channel: string) => {
       if (channel === nudgeChannel) this.nudge();
-      else this.channels.get(channel)?.wake();
+      else {
+        const r = this.channels.get(channel);
+        if (r) {
+          this.touch(r.name);
+          r.wake();
+        }
+      }
     });
     // After the first connection, 'ready' means the subscriber reconnected: wake-ups published
     // meanwhile are gone. ioredis sends the resubscriptions right after this event; a PING behind
@@ -205,6 +225,7 @@ export class Worker {
     });
     await this.sub.subscribe(nudgeChannel);
     connectedBefore = true;
+    await this.startEpoch();
     initialiseWorkerSeries();
     this.metricSources.push(
       workerLocalSources.add(() => {
@@ -220,6 +241,8 @@ export class Worker {
       inboxStatsSources.add(() => this.inboxStats()),
     );
     await this.tick();
+    // The first round's shards are taken before start resolves.
+    await this.acquisition;
     this.tickTimer = setInterval(() => void this.tick(), this.o.renewMs);
     this.sweepTimer = setInterval(() => void this.sweep(), this.o.pollMs ?? 5000);
     this.housekeepTimer = setInterval(() => void this.housekeep(), Math.max(1000, (this.o.idleBoundMs ?? 60_000) / 2));
@@ -229,15 +252,31 @@ export class Worker {
   private rewakeAll(): void {
     if (this.stopped) return;
     this.o.log.info({ worker: this.id, shards: this.runners.size }, 'wake-up subscriber reconnected: waking every shard');
-    for (const r of this.runners.values()) r.wake();
+    for (const r of this.runners.values()) {
+      this.touch(r.name);
+      r.wake();
+    }
     void this.sweep();
   }
 
+  /** Something happened on the shard: the sweeps look at it until it is found empty. */
+  private touch(name: string): void {
+    this.active.set(name, ++this.activity);
+  }
+
   /**
-   * The safety sweep: one script call per family (per SWEEP_BATCH shards) reports the owned shards
-   * with undelivered inbox entries (woken), pending entries idle past the bound (reclaimed),
-   * outbox entries a reader has not finished (readers woken), or any entries (trimmed by the
-   * next housekeeping round).
+   * The safety sweep, in two parts per family:
+   * - the quiet shards (no activity since a sweep found them empty): one XREAD over all their
+   *   inboxes from the last entry each runner was given (per SWEEP_BATCH shards on a single Redis,
+   *   per shard on a Cluster, where keys of different slots cannot share a command) — an inbox
+   *   with anything newer had its wake-up lost: the shard is woken and looked at below next time;
+   * - the active shards (shard-sweep-1.lua, one call per SWEEP_BATCH of them on a single Redis):
+   *   undelivered inbox entries (woken), pending entries idle past the bound (reclaimed), outbox
+   *   entries a reader has not finished (readers woken), or any entries (trimmed by the next
+   *   housekeeping round). A shard found empty, with nothing happening since, turns quiet.
+   * Entries only appear in a quiet shard's streams through a send (the XREAD finds it) or through
+   * this worker (a read, commit, timer or takeover marks it active), so an idle shard costs no
+   * command of its own.
    */
   async sweep(): Promise<void> {
     if (this.stopped) return;
@@ -253,16 +292,24 @@ export class Worker {
       for (const family of this.families) {
         const live = [...this.runners.values()].filter((r) => r.family === family && r.state === 'running' && !this.pending.has(r.name));
         if (live.length === 0) continue;
+        const quiet = live.filter((r) => !this.active.has(r.name));
+        const busy = live.filter((r) => this.active.has(r.name));
+        for (const r of await this.undelivered(quiet)) {
+          this.touch(r.name);
+          r.wake();
+        }
+        if (busy.length === 0) continue;
+        const stamps = busy.map((r) => this.active.get(r.name));
         const groups = (this.o.readers ?? []).filter((x) => x.family === family && x.group).map((x) => x.group!);
         const args = [INBOX_GROUP, bound, ...groups];
         if (isCluster(redis)) {
-          await Promise.all(live.map(async (r) => this.swept(r, Number(((await runScript(redis, 'shardSweep', [r.keys.inbox, r.keys.outbox], args)) as number[])[0]))));
+          await Promise.all(busy.map(async (r, j) => this.swept(r, Number(((await runScript(redis, 'shardSweep', [r.keys.inbox, r.keys.outbox], args)) as number[])[0]), stamps[j])));
           continue;
         }
-        for (let i = 0; i < live.length; i += SWEEP_BATCH) {
-          const batch = live.slice(i, i + SWEEP_BATCH);
+        for (let i = 0; i < busy.length; i += SWEEP_BATCH) {
+          const batch = busy.slice(i, i + SWEEP_BATCH);
           const res = (await runScript(redis, 'shardSweep', batch.flatMap((r) => [r.keys.inbox, r.keys.outbox]), args)) as number[];
-          batch.forEach((r, j) => this.swept(r, Number(res[j] ?? 0)));
+          batch.forEach((r, j) => this.swept(r, Number(res[j] ?? 0), stamps[i + j]));
         }
       }
     } catch (e) {
@@ -273,8 +320,24 @@ export class Worker {
     }
   }
 
-  private swept(r: ShardRunner, flags: number): void {
+  /** The runners among `rs` whose inbox holds an entry above the last one they were given. */
+  private async undelivered(rs: ShardRunner[]): Promise<ShardRunner[]> {
+    const { redis } = this.o;
+    const read = async (batch: ShardRunner[]) => {
+      const res = (await redis.xread('COUNT', 1, 'STREAMS', ...batch.map((r) => r.keys.inbox), ...batch.map((r) => r.lastDelivered))) as [string, unknown[]][] | null;
+      const found = new Set((res ?? []).filter(([, entries]) => entries.length > 0).map(([stream]) => stream));
+      return batch.filter((r) => found.has(r.keys.inbox));
+    };
+    if (isCluster(redis)) return (await Promise.all(rs.map((r) => read([r])))).flat();
+    const out: ShardRunner[] = [];
+    for (let i = 0; i < rs.length; i += SWEEP_BATCH) out.push(...(await read(rs.slice(i, i + SWEEP_BATCH))));
+    return out;
+  }
+
+  private swept(r: ShardRunner, flags: number, stamp: number | undefined): void {
     if (r.state !== 'running') return;
+    // Empty and untouched since the sweep began: quiet from now on.
+    if (flags === 0 && this.active.get(r.name) === stamp) this.active.delete(r.name);
     if (flags & 1) r.wake();
     if (flags & 2) void this.reclaim(r);
     if (flags & 4) this.wakeReaders(r);
@@ -359,7 +422,9 @@ export class Worker {
       await this.renewAll();
       // Heartbeat to renewal: what decides whether leases could lapse (taking new shards may be slow).
       ms = Math.round(performance.now() - began);
-      if (this.accepting) await this.acquireShare();
+      // Taking shards runs beside the rounds, not inside them: a worker taking hundreds of shards
+      // (each subscribed to and started) must not let its own epoch lapse meanwhile.
+      if (this.accepting) this.acquireInBackground();
       ok = true;
     } catch (e) {
       this.o.log.warn({ err: e }, 'lease tick failed');
@@ -404,30 +469,56 @@ export class Worker {
     }
   }
 
-  private async renewAll(): Promise<void> {
-    const { redis, keys, leaseTtlMs } = this.o;
-    const live = [...this.runners.values()].filter((r) => r.state !== 'stopped' && !this.pending.has(r.name));
-    const settle = (r: ShardRunner, res: [number, string]) => {
-      if (res[0] !== 1) {
-        this.o.log.warn({ shard: r.name, owner: res[1] }, 'lease lost');
-        r.lose();
-        return;
-      }
-      const target = res[1];
-      if (target && target !== this.id) void this.handOff(r, target);
-    };
-    if (isCluster(redis)) {
-      // Each shard's lease is in its own slot: one call each.
-      await Promise.all(live.map(async (r) => settle(r, (await runScript(redis, 'leaseRenew', [keys.shard(r.family, r.shard).lease], [this.id, r.token, leaseTtlMs])) as [number, string])));
+  /** Run acquireShare unless one is running; one asked for meanwhile runs right after it. */
+  private acquireInBackground(): void {
+    if (this.acquiring) {
+      this.acquireAgain = true;
       return;
     }
-    // On one Redis the whole round is a few calls: one write and one AOF fsync for hundreds of
-    // leases instead of one each, every second, busy or idle.
-    for (let i = 0; i < live.length; i += RENEW_BATCH) {
-      const batch = live.slice(i, i + RENEW_BATCH);
-      const res = (await runScript(redis, 'leaseRenewMany', batch.map((r) => keys.shard(r.family, r.shard).lease), [this.id, leaseTtlMs, ...batch.map((r) => r.token)])) as (number | string)[];
-      batch.forEach((r, j) => settle(r, [Number(res[2 * j]), String(res[2 * j + 1] ?? '')]));
+    this.acquiring = true;
+    this.acquireAgain = false;
+    this.acquisition = this.acquireShare()
+      .catch((e) => this.o.log.warn({ err: e }, 'taking shards failed; the next round retries'))
+      .finally(() => {
+        this.acquiring = false;
+        if (this.acquireAgain && this.accepting && !this.stopped) setImmediate(() => this.acquireInBackground());
+      });
+  }
+
+  /** A new lease epoch: every shard lease of an earlier epoch of this worker is dead from now on. */
+  private async startEpoch(): Promise<void> {
+    const { redis, keys, leaseTtlMs } = this.o;
+    this.epoch = String(await runScript(redis, 'workerLeaseStart', [keys.workerLease(this.id), keys.workerHandoffs(this.id)], [leaseTtlMs]));
+  }
+
+  /**
+   * The lease round proper: one script call extends this worker's epoch (and with it every shard
+   * lease it holds) and returns the handoffs asked of it. A late round (a stall past the TTL)
+   * still renews, unless another worker declared the expired epoch dead to take its shards: then
+   * it is gone for good, every runner stops (its commits would be refused anyway once a shard has
+   * a new holder) and a new epoch starts; the shards nobody took are taken back by this round's
+   * acquisitions, under new fencing tokens.
+   */
+  private async renewAll(): Promise<void> {
+    const { redis, keys, leaseTtlMs } = this.o;
+    if (!this.epoch) await this.startEpoch();
+    const res = (await runScript(redis, 'workerLeaseRenew', [keys.workerLease(this.id), keys.workerHandoffs(this.id)], [this.epoch!, leaseTtlMs])) as (number | string)[];
+    if (Number(res[0]) !== 1) {
+      this.o.log.warn({ worker: this.id, epoch: this.epoch, shards: this.runners.size }, 'lease epoch declared dead (it lapsed and another worker took over): dropping every shard and starting a new epoch');
+      for (const r of [...this.runners.values()]) r.lose();
+      await this.startEpoch();
+      return;
     }
+    const settled: string[] = [];
+    for (let i = 1; i + 1 < res.length; i += 2) {
+      const name = String(res[i]);
+      const target = String(res[i + 1]);
+      const r = this.runners.get(name);
+      if (this.pending.has(name)) continue;
+      if (!r || r.state === 'stopped' || target === this.id) settled.push(name);
+      else void this.handOff(r, target);
+    }
+    if (settled.length) await redis.hdel(keys.workerHandoffs(this.id), ...settled);
   }
 
   /** Finish what the shard has in hand, then release it for `target`. */
@@ -440,6 +531,7 @@ export class Worker {
       await this.release(r);
       shardMoves.inc({ family: r.family, direction: 'out' });
       this.nudgeSoon(target);
+      await this.o.redis.hdel(this.o.keys.workerHandoffs(this.id), r.name);
     } finally {
       this.pending.delete(r.name);
     }
@@ -481,6 +573,7 @@ export class Worker {
     const channel = this.o.keys.wakeChannel(r.family, r.shard);
     this.channels.delete(channel);
     this.holdingEntries.delete(r.name);
+    this.active.delete(r.name);
     void this.sub?.unsubscribe(channel).catch(() => undefined);
   }
 
@@ -496,6 +589,7 @@ export class Worker {
     const note = (family: Family) => (ok: boolean) => {
       if (ok) taken[family]++;
     };
+    this.roundLiveness.clear();
     const live = await redis.zrangebyscore(keys.workers(), now - leaseTtlMs, '+inf');
     const liveCount = Math.max(1, live.length);
     // Shards reserved for this worker (a drain or rebalance reserves hundreds at once): taken
@@ -516,24 +610,32 @@ export class Worker {
       if (mine >= share) continue;
       const candidates: number[] = [];
       for (let s = 0; s < total; s++) if (!this.runners.has(shardName({ family, shard: s }))) candidates.push(s);
-      const leases = await Promise.all(candidates.map((s) => redis.hmget(keys.shard(family, s).lease, 'owner', 'expires', 'target', 'target_expires')));
-      // A lease still naming another worker has expired without being released: its holder died
-      // or stalled, and taking it is a takeover (a released lease names no owner).
+      const leases = await Promise.all(candidates.map((s) => redis.hmget(keys.shard(family, s).lease, 'owner', 'epoch', 'target', 'target_expires')));
+      // Whether each holding named is live: one look per worker and epoch, at its lease record; an
+      // expired one is declared dead there (this worker is below its share and takes such shards).
+      const left = await holdingsLeft(redis, keys, leases.map(([owner, epoch]) => ({ owner: owner ?? '', epoch: epoch ?? '' })).filter((h) => h.owner && h.owner !== this.id), { declareDead: true });
+      // A lease still naming another worker whose epoch is over was not released: its holder died
+      // or stalled, and taking it is a takeover (a released lease names no owner). A lease naming
+      // this worker but not a runner of it is from an earlier epoch of its own (or a runner lost
+      // since): free to take again.
       // A shard reserved for this worker and released meanwhile is the end of a move (its holder
       // handed it off between this round's look at the incoming set and now).
       const reasons = new Map<number, AcquireReason>();
+      const dead = new Map<number, { owner: string; epoch: string }>();
       const free = candidates.filter((s, i) => {
-        const [owner, expires, target, targetExpires] = leases[i]!;
-        const held = !!owner && Number(expires) > now;
+        const [owner, epoch, target, targetExpires] = leases[i]!;
+        const other = !!owner && owner !== this.id;
+        const held = other && (left.get(holdingKey(owner!, epoch ?? '')) ?? 0) > 0;
         const reserved = !!target && Number(targetExpires) > now;
         if (reserved && target === this.id) reasons.set(s, 'move');
-        else if (owner && owner !== this.id) reasons.set(s, 'takeover');
+        else if (other) reasons.set(s, 'takeover');
+        if (other && !held) dead.set(s, { owner: owner!, epoch: epoch ?? '' });
         return !held && !(reserved && target !== this.id);
       });
       // Random order: workers racing for the same free shards spread out instead of colliding.
       shuffle(free);
       const want = share - mine;
-      await Promise.all(free.slice(0, want).map(async (s) => note(family)(await this.tryAcquire(family, s, reasons.get(s) ?? 'free'))));
+      await Promise.all(free.slice(0, want).map(async (s) => note(family)(await this.tryAcquire(family, s, reasons.get(s) ?? 'free', dead.get(s)))));
     }
     // One line per round, not per shard (a fresh worker takes thousands): the detail is at debug.
     const n = taken.room + taken.user;
@@ -541,18 +643,40 @@ export class Worker {
     if (n > 0) this.o.log.info({ worker: this.id, room: taken.room, user: taken.user, owned: this.runners.size, ms: Math.round(performance.now() - began) }, `acquired ${n} shard${n === 1 ? '' : 's'} in ${((performance.now() - began) / 1000).toFixed(1)} s`);
   }
 
-  private async tryAcquire(family: Family, shard: number, reason: AcquireReason): Promise<boolean> {
+  /**
+   * Whether a holding is live, declaring it dead if expired; looked up once per acquisition round
+   * (a move's target tries hundreds of shards of one holder, still live until it lets them go).
+   */
+  private holdingLeftNow(h: { owner: string; epoch: string }): Promise<number> {
+    const key = holdingKey(h.owner, h.epoch);
+    let p = this.roundLiveness.get(key);
+    if (!p) {
+      p = holdingsLeft(this.o.redis, this.o.keys, [h], { declareDead: true }).then((m) => holdingLeft(m, h.owner, h.epoch));
+      this.roundLiveness.set(key, p);
+    }
+    return p;
+  }
+
+  /** `dead`: the holding the lease names, found dead (a takeover); the script takes it only if the lease still names exactly that. */
+  private async tryAcquire(family: Family, shard: number, reason: AcquireReason, dead?: { owner: string; epoch: string }): Promise<boolean> {
     const name = shardName({ family, shard });
-    if (this.runners.has(name) || this.pending.has(name) || this.stopped) return false;
-    const { redis, keys, leaseTtlMs } = this.o;
+    if (this.runners.has(name) || this.pending.has(name) || this.stopped || !this.epoch) return false;
+    const { redis, keys } = this.o;
     const shardKeys = keys.shard(family, shard);
     this.pending.add(name);
     try {
-      const res = (await runScript(redis, 'leaseAcquire', [shardKeys.lease], [this.id, leaseTtlMs])) as [number, string];
+      const acquire = async (d?: { owner: string; epoch: string }) => (await runScript(redis, 'leaseAcquire', [shardKeys.lease], [this.id, this.epoch!, d?.owner ?? '', d?.epoch ?? ''])) as [number, string, string?];
+      let res = await acquire(dead);
+      if (!res[0] && res[2] !== undefined && !dead) {
+        // Held: by a dead epoch (a move of a shard whose holder died or stalled past its TTL)?
+        const holding = { owner: String(res[1]), epoch: String(res[2]) };
+        if ((await this.holdingLeftNow(holding)) === 0) res = await acquire(holding);
+      }
       if (!res[0]) return false;
       await redis.srem(keys.workerIncoming(this.id), name);
       const runner = new ShardRunner(this.env, family, shard, shardKeys, String(res[0]));
       this.runners.set(name, runner);
+      this.touch(name);
       const channel = keys.wakeChannel(family, shard);
       this.channels.set(channel, runner);
       await this.sub!.subscribe(channel);
@@ -602,13 +726,15 @@ export class Worker {
     this.accepting = false;
     for (const t of [this.tickTimer, this.sweepTimer, this.housekeepTimer]) if (t) clearInterval(t);
     // Let a tick in progress finish its acquisitions, so none is left half-done.
-    while (this.ticking || this.pending.size) await new Promise((r) => setTimeout(r, 10));
+    while (this.ticking || this.acquiring || this.pending.size) await new Promise((r) => setTimeout(r, 10));
     this.stopped = true;
     for (const remove of this.metricSources.splice(0)) remove();
     await Promise.all([...this.runners.values()].map((r) => r.drain()));
     await Promise.all([...this.runners.values()].map((r) => this.release(r).catch(() => undefined)));
     await Promise.all((this.o.readers ?? []).map((reader) => reader.stop().catch(() => undefined)));
     const { redis, keys } = this.o;
+    // The epoch ends: a lease whose release failed is free for the others at once.
+    await redis.hset(keys.workerLease(this.id), 'expires', 0).catch(() => undefined);
     await redis.zrem(keys.workers(), this.id).catch(() => undefined);
     await redis.hset(keys.workerInfo(this.id), { state: 'stopped', shards: 0 }).catch(() => undefined);
     await redis.del(keys.workerControl(this.id)).catch(() => undefined);
@@ -642,9 +768,47 @@ export async function reserveShards(redis: RedisClient, keys: KeySpace, moves: {
   }
   await Promise.all([...byTarget].map(([target, names]) => redis.sadd(keys.workerIncoming(target), ...names)));
   const owners = await Promise.all(moves.map(async (m) => String((await runScript(redis, 'leaseReserve', [keys.shard(m.family, m.shard).lease], [m.to, RESERVATION_MS])) ?? '')));
+  // Each holder reads the handoffs asked of it at its next lease round (its own record's slot).
+  const asked = new Map<string, string[]>();
+  moves.forEach((m, i) => {
+    const owner = owners[i]!;
+    if (!owner || owner === m.to) return;
+    const fields = asked.get(owner) ?? [];
+    fields.push(shardName(m), m.to);
+    asked.set(owner, fields);
+  });
+  await Promise.all([...asked].map(([owner, fields]) => redis.hset(keys.workerHandoffs(owner), ...fields)));
   const nudged = new Set([...owners.filter(Boolean), ...byTarget.keys()]);
   await Promise.all([...nudged].map((w) => redis.publish(keys.workerNudge(w), 'reserved')));
   return owners;
+}
+
+function holdingKey(owner: string, epoch: string): string {
+  return `${owner}\u0000${epoch}`;
+}
+
+/**
+ * How long each holding (a worker and the lease epoch a shard lease names) stays live without a
+ * renewal, in ms (0: expired or dead), keyed by `holdingKey`: one script call per distinct holding,
+ * at the worker's lease record (on its node's clock, the one renewals use). `declareDead` (a taker
+ * about to take such shards): an expired epoch is declared dead there, for good, so no late
+ * renewal can revive it between this look and the takeover; without it the look is read only.
+ */
+export async function holdingsLeft(redis: RedisClient, keys: KeySpace, holdings: { owner: string; epoch: string }[], opts: { declareDead?: boolean } = {}): Promise<Map<string, number>> {
+  const distinct = new Map<string, { owner: string; epoch: string }>();
+  for (const h of holdings) if (h.owner) distinct.set(holdingKey(h.owner, h.epoch), h);
+  const out = new Map<string, number>();
+  await Promise.all(
+    [...distinct].map(async ([k, h]) => {
+      out.set(k, h.epoch ? Number(await runScript(redis, 'workerLeaseLive', [keys.workerLease(h.owner)], [h.epoch, opts.declareDead ? '1' : '0'])) : 0);
+    }),
+  );
+  return out;
+}
+
+/** How long the holding a shard lease names stays live (ms; 0 dead), from `holdingsLeft`'s answer. */
+export function holdingLeft(left: Map<string, number>, owner: string, epoch: string): number {
+  return owner ? (left.get(holdingKey(owner, epoch)) ?? 0) : 0;
 }
 
 /**

@@ -42,6 +42,25 @@ export class KeySpace {
     return `${this.prefix}worker:${workerId}:incoming`;
   }
 
+  /**
+   * Hash: a worker's lease record — `epoch` (a number that only grows) and `expires` (ms, the
+   * clock of the Redis node that holds it). Every shard lease names its holder and the holder's
+   * epoch; the holding is live while this record has that epoch and has not expired. Renewed once
+   * per round for all the worker's shards. Its own hash tag, shared with `workerHandoffs`, so the
+   * renewal script can read both on Redis Cluster.
+   */
+  workerLease(workerId: string): string {
+    return `${this.prefix}{w:${workerId}}:lease`;
+  }
+
+  /**
+   * Hash: shard name → target worker, the handoffs asked of this worker (move-shard, rebalance,
+   * drain). Read by the worker's renewal script each round (one HGETALL, empty when none).
+   */
+  workerHandoffs(workerId: string): string {
+    return `${this.prefix}{w:${workerId}}:handoffs`;
+  }
+
   /** Sorted set: front id → last heartbeat (ms), written while the front reaches Redis. */
   fronts(): string {
     return `${this.prefix}fronts`;
@@ -246,7 +265,11 @@ export class ShardKeys {
   global(name: string): string {
     return `${this.prefix}${name}`;
   }
-  /** Hash: owner, token (fencing counter, never reset), expires, target (handoff reservation). */
+  /**
+   * Hash: owner, epoch (the owner's lease epoch: the holding is live while `workerLease(owner)`
+   * has it and has not expired), token (fencing counter, never reset, bumped on every new holding),
+   * acquired, target and target_expires (handoff reservation).
+   */
   get lease(): string {
     return `${this.base}lease`;
   }

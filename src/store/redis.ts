@@ -17,11 +17,12 @@ export interface RedisTarget {
 }
 
 const SCRIPTS = {
-  leaseAcquire: 'lease-acquire-1.lua',
-  leaseRenew: 'lease-renew-1.lua',
-  leaseRenewMany: 'lease-renew-many-1.lua',
-  leaseRelease: 'lease-release-1.lua',
-  leaseReserve: 'lease-reserve-1.lua',
+  leaseAcquire: 'lease-acquire-2.lua',
+  leaseRelease: 'lease-release-2.lua',
+  leaseReserve: 'lease-reserve-2.lua',
+  workerLeaseStart: 'lease-worker-start-1.lua',
+  workerLeaseRenew: 'lease-worker-renew-1.lua',
+  workerLeaseLive: 'lease-worker-live-1.lua',
   commit: 'commit-2.lua',
   commitMany: 'commit-many-1.lua',
   ackMany: 'ack-many-1.lua',

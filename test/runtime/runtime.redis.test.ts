@@ -123,11 +123,15 @@ for (const mode of MODES) {
     it('refuses a commit carrying a stale fencing token, atomically', async () => {
       r = await rig(mode);
       const keys = r.keys.shard('user', 3);
-      const t1 = (await runScript(r.redis, 'leaseAcquire', [keys.lease], ['old', 60_000])) as [number, string];
+      const epoch = (w: string) => runScript(r.redis, 'workerLeaseStart', [r.keys.workerLease(w), r.keys.workerHandoffs(w)], [60_000]).then(String);
+      const oldEpoch = await epoch('old');
+      const t1 = (await runScript(r.redis, 'leaseAcquire', [keys.lease], ['old', oldEpoch, '', ''])) as [number, string];
       expect(t1[0]).toBeGreaterThan(0);
-      // The old holder's lease lapses (a long pause) and a new holder takes the shard.
-      await r.redis.hset(keys.lease, 'expires', 0);
-      const t2 = (await runScript(r.redis, 'leaseAcquire', [keys.lease], ['new', 60_000])) as [number, string];
+      // The old holder's lease lapses (a long pause: its worker lease record expires) and a new
+      // holder takes the shard.
+      await r.redis.hset(r.keys.workerLease('old'), 'expires', 0);
+      expect(await runScript(r.redis, 'workerLeaseLive', [r.keys.workerLease('old')], [oldEpoch, '1'])).toBe(0);
+      const t2 = (await runScript(r.redis, 'leaseAcquire', [keys.lease], ['new', await epoch('new'), 'old', oldEpoch])) as [number, string];
       expect(t2[0]).toBe(t1[0] + 1);
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
       const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
@@ -305,7 +309,7 @@ for (const mode of MODES) {
       await waitFor('worker A to hold the message', () => reached);
       // A stalls (as in a long GC pause): it stops renewing and its lease lapses; B takes over.
       a.crash();
-      await r.redis.hset(r.keys.shard('user', shard).lease, 'expires', 0);
+      await r.redis.hset(r.keys.workerLease('wa'), 'expires', 0);
       const b = await r.startWorker('wb');
       await waitFor('B to own the shard', () => b.owned().includes(`user:${shard}`));
       expect(await answer).toEqual({ count: 1, sum: 7, outOfOrder: 0 });

@@ -8,5 +8,6 @@ local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
 if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'owner', '', 'expires', 0)
+redis.call('HSET', KEYS[1], 'owner', '')
+redis.call('HDEL', KEYS[1], 'epoch', 'expires')
 return 1

@@ -1,0 +1,139 @@
+/**
+ * Per-worker lease epochs (lease-worker-*.lua, lease-acquire-2.lua): a worker renews one record per
+ * round, whatever its shard count; a shard lease names its holder's epoch; a lapsed epoch never
+ * comes back, so a takeover may look at the holder's record and write the shard's lease in two
+ * calls (different slots on a Cluster), and the fencing token in the shard's lease still refuses
+ * every write of the old holder in the commit script itself.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { INBOX_GROUP } from '../../src/store/keys';
+import { runScript, runScriptBuffer } from '../../src/store/redis';
+import { MODES, rig, waitFor, type Rig } from './harness';
+
+for (const mode of MODES) {
+  describe(`worker lease epochs (${mode} redis)`, () => {
+    let r: Rig;
+    afterEach(async () => {
+      await r?.close();
+    });
+
+    const start = (w: string, ttl = 60_000) => runScript(r.redis, 'workerLeaseStart', [r.keys.workerLease(w), r.keys.workerHandoffs(w)], [ttl]).then(String);
+    const renew = (w: string, epoch: string, ttl = 60_000) => runScript(r.redis, 'workerLeaseRenew', [r.keys.workerLease(w), r.keys.workerHandoffs(w)], [epoch, ttl]) as Promise<(number | string)[]>;
+    const live = (w: string, epoch: string, declareDead = false) => runScript(r.redis, 'workerLeaseLive', [r.keys.workerLease(w)], [epoch, declareDead ? '1' : '0']).then(Number);
+    const acquire = (shard: number, w: string, epoch: string, dead: [string, string] = ['', '']) =>
+      runScript(r.redis, 'leaseAcquire', [r.keys.shard('user', shard).lease], [w, epoch, ...dead]) as Promise<[number, string]>;
+
+    it('renews one record per worker, reports the handoffs asked of it, and never revives an epoch declared dead', async () => {
+      r = await rig(mode);
+      const e1 = await start('w1');
+      expect(Number(e1)).toBeGreaterThan(Date.now() - 60_000);
+      expect(await renew('w1', e1)).toEqual([1]);
+      expect(await live('w1', e1)).toBeGreaterThan(50_000);
+      await r.redis.hset(r.keys.workerHandoffs('w1'), 'user:3', 'w2');
+      expect(await renew('w1', e1)).toEqual([1, 'user:3', 'w2']);
+      // The worker deletes an entry once it has handed the shard off.
+      await r.redis.hdel(r.keys.workerHandoffs('w1'), 'user:3');
+      // A wrong epoch is not renewed.
+      expect(await renew('w1', `${e1}0`)).toEqual([0]);
+      // The epoch lapses (a long pause) and nobody takes over: a look says expired, and the late
+      // renewal still goes through (the worker is still its shards' only holder).
+      await r.redis.hset(r.keys.workerLease('w1'), 'expires', '1');
+      expect(await live('w1', e1)).toBe(0);
+      expect(await renew('w1', e1)).toEqual([1]);
+      expect(await live('w1', e1)).toBeGreaterThan(0);
+      // A taker's look at a live epoch declares nothing.
+      expect(await live('w1', e1, true)).toBeGreaterThan(0);
+      expect(await renew('w1', e1)).toEqual([1]);
+      // It lapses again, and this time a taker declares it dead: dead for good, renewals refused.
+      await r.redis.hset(r.keys.workerLease('w1'), 'expires', '1');
+      expect(await live('w1', e1, true)).toBe(0);
+      expect(await renew('w1', e1)).toEqual([0]);
+      expect(await live('w1', e1)).toBe(0);
+      // A new epoch is larger, live, and its start forgets the old handoffs.
+      const e2 = await start('w1');
+      expect(Number(e2)).toBeGreaterThan(Number(e1));
+      expect(await live('w1', e2)).toBeGreaterThan(0);
+      expect(await live('w1', e1)).toBe(0);
+      expect(await renew('w1', e2)).toEqual([1]);
+    });
+
+    it('takes a shard from a dead epoch only, with a new token, and the old holder cannot commit', async () => {
+      r = await rig(mode);
+      const keys = r.keys.shard('user', 5);
+      const a1 = await start('wa');
+      const b1 = await start('wb');
+      const t1 = await acquire(5, 'wa', a1);
+      expect(t1[0]).toBeGreaterThan(0);
+      // Same worker and epoch again: kept, same token.
+      expect(await acquire(5, 'wa', a1)).toEqual([t1[0], 'wa']);
+      // Held by a live epoch: refused, and refused too when the caller names another holding as dead.
+      expect(await acquire(5, 'wb', b1)).toEqual([0, 'wa', a1]);
+      expect(await acquire(5, 'wb', b1, ['wa', `${a1}1`])).toEqual([0, 'wa', a1]);
+      // wa's epoch lapses; wb declares it dead and takes the shard under a higher token.
+      await r.redis.hset(r.keys.workerLease('wa'), 'expires', '1');
+      expect(await live('wa', a1, true)).toBe(0);
+      const t2 = await acquire(5, 'wb', b1, ['wa', a1]);
+      expect(t2).toEqual([t1[0] + 1, 'wb']);
+      // wa, back from its pause, commits with its old token: refused in the commit script itself.
+      await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
+      const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
+      const commit = (worker: string, token: number) =>
+        runScriptBuffer(r.redis, 'commit', [keys.lease, keys.done('m1'), keys.inbox, keys.outbox, keys.state('ledger', 'x'), keys.inbox], [
+          worker, String(token), INBOX_GROUP, id!, 'reply', 60, '1', 'm1', 100, 's', 'STATE', 0, 'x', 'ledger', 0,
+        ]) as Promise<Buffer[]>;
+      expect((await commit('wa', t1[0]))[0]!.toString()).toBe('stale');
+      expect(await r.redis.exists(keys.state('ledger', 'x'))).toBe(0);
+      expect((await commit('wb', t2[0]))[0]!.toString()).toBe('ok');
+      // wa learns at its next renewal that its epoch is over, starts another and may take the shard
+      // back only once wb's epoch is dead or wb released it.
+      expect(await renew('wa', a1)).toEqual([0]);
+      const a2 = await start('wa');
+      expect(await acquire(5, 'wa', a2, ['wa', a1])).toEqual([0, 'wb', b1]);
+      expect(await runScript(r.redis, 'leaseRelease', [keys.lease], ['wb', String(t2[0])])).toBe(1);
+      expect(await acquire(5, 'wa', a2)).toEqual([t2[0] + 1, 'wa']);
+    });
+
+    it('a worker takes back, under a new token, a shard its own earlier epoch held', async () => {
+      r = await rig(mode);
+      const a1 = await start('wa');
+      const t1 = await acquire(2, 'wa', a1);
+      const a2 = await start('wa');
+      expect(await acquire(2, 'wa', a2)).toEqual([t1[0] + 1, 'wa']);
+    });
+
+    it('a worker whose round came late keeps its shards; one whose epoch was declared dead takes them back under new tokens', async () => {
+      r = await rig(mode, { shards: 4 });
+      const w = await r.startWorker('w1');
+      await waitFor('w1 to hold every shard', () => w.owned().length === 8);
+      const tokens = () => Object.fromEntries(w.status().shards.map((s) => [s.name, s.token]));
+      const before = tokens();
+      const epoch = await r.redis.hget(r.keys.workerLease('w1'), 'epoch');
+      // A stall past the TTL (its expiry passed) with nobody taking over: the next round renews.
+      await r.redis.hset(r.keys.workerLease('w1'), 'expires', '1');
+      await waitFor('the late round to renew', async () => Number(await r.redis.hget(r.keys.workerLease('w1'), 'expires')) > 1);
+      expect(await r.redis.hget(r.keys.workerLease('w1'), 'epoch')).toBe(epoch);
+      expect(tokens()).toEqual(before);
+      // This time a taker declares the expired epoch dead: the worker starts a new epoch and takes
+      // its shards back, each under a higher token (its old holding's writes are fenced).
+      await r.redis.hset(r.keys.workerLease('w1'), 'expires', '1');
+      expect(await live('w1', epoch!, true)).toBe(0);
+      await waitFor('a new epoch', async () => (await r.redis.hget(r.keys.workerLease('w1'), 'epoch')) !== epoch);
+      await waitFor('w1 to hold every shard again', () => w.owned().length === 8 && w.status().shards.every((s) => s.state === 'running'));
+      for (const [name, token] of Object.entries(tokens())) expect(Number(token), name).toBeGreaterThan(Number(before[name]));
+    });
+
+    it('a reservation lets only its target take a free shard', async () => {
+      r = await rig(mode);
+      const a = await start('wa');
+      const b = await start('wb');
+      const c = await start('wc');
+      const lease = r.keys.shard('user', 1).lease;
+      const t1 = await acquire(1, 'wa', a);
+      expect(await runScript(r.redis, 'leaseReserve', [lease], ['wc', 30_000])).toBe('wa');
+      expect(await runScript(r.redis, 'leaseRelease', [lease], ['wa', String(t1[0])])).toBe(1);
+      expect(await acquire(1, 'wb', b)).toEqual([0, 'reserved:wc']);
+      expect(await acquire(1, 'wc', c)).toEqual([t1[0] + 1, 'wc']);
+      expect(await r.redis.hget(lease, 'target')).toBeNull();
+    });
+  });
+}
