@@ -250,6 +250,21 @@ export class KeySpace {
     return `${this.prefix}{admin}:room-deletes:${roomId}`;
   }
 
+  /** bullmq's prefix for the admin jobs' queues (room deletion): one hash tag, one slot on a Redis Cluster as bullmq requires. */
+  adminJobsPrefix(): string {
+    return `${this.prefix}{admin-jobs}`;
+  }
+
+  /**
+   * bullmq's keys that hold a queue's unfinished jobs (bullmq 5's layout, its QueueKeys): lists
+   * `wait`, `active`, `paused`; sorted sets `delayed`, `prioritized`, `waiting-children`. Read
+   * (lengths only) by fronts to know whether to start a job worker; bullmq writes them.
+   */
+  bullUnfinishedJobs(bullPrefix: string, queue: string): { lists: string[]; sortedSets: string[] } {
+    const k = (type: string): string => `${bullPrefix}:${queue}:${type}`;
+    return { lists: [k('wait'), k('active'), k('paused')], sortedSets: [k('delayed'), k('prioritized'), k('waiting-children')] };
+  }
+
   /** Pub/sub channel that wakes the owner of a shard when its inbox gets a message. */
   wakeChannel(family: Family, shard: number): string {
     return `${this.prefix}wake:${family}:${shard}`;

@@ -20,6 +20,10 @@ import { decode } from '../../src/store/codec';
 import type { RoomMeta } from '../../src/rooms/model';
 import { backfillRoomList } from '../../scripts/backfill-room-list';
 import { startAxonAndSynapse, type AxonAndSynapse } from '../federation/harness';
+import { Queue } from 'bullmq';
+import { ADMIN_ROOMS_QUEUE } from '../../src/api/admin/room-delete';
+import { parseRoomDeletionBody } from '../../src/rooms/room-deletion';
+import { bullConnection } from '../../src/runtime/bull-connection';
 
 const install = synapseInstallation();
 const skip = !install.ok && !process.env.CI;
@@ -400,6 +404,41 @@ describe('admin API rooms: Axon only', () => {
     expect(await backfillRoomList(axon.redis, keys, counts.room)).toBe(before.total_rooms);
     expect((await call(admin.token, 'GET', '/_synapse/admin/v1/rooms')).body).toEqual(before);
   }, 120_000);
+});
+
+describe('admin API rooms: a deletion no front has taken', () => {
+  let axon: TestServer;
+
+  afterAll(async () => {
+    await axon?.stop();
+  });
+
+  // A front loads bullmq and starts its job worker only when it queues a deletion or finds one
+  // unfinished: here the job is queued straight into bullmq, as by a front that died right after,
+  // and the running front (which has queued nothing) must find it and run it.
+  it('is found and run by a front that queued nothing', async () => {
+    axon = await startTestServer({ configure: (c) => { c.registration.sharedSecret = SECRET; } });
+    const admin = await registerAxonAdmin(axon.baseUrl, 'root', 'root-password-1', SECRET);
+    const call = (method: string, path: string, body?: unknown) => callServer(axon, { token: admin.token }, method, path, body);
+    const room = (await call('POST', '/createRoom', { name: 'orphaned deletion', preset: 'public_chat' })).body.room_id as string;
+    const keys = new KeySpace(axon.config.redis.keyPrefix);
+    const connection = bullConnection(axon.config);
+    const queue = new Queue(ADMIN_ROOMS_QUEUE, { connection, prefix: keys.adminJobsPrefix() });
+    const deleteId = `orphan${Date.now()}`;
+    await axon.redis.zadd(keys.roomDeletions(room), Date.now(), deleteId);
+    await queue.add('delete_room', { roomId: room, params: parseRoomDeletionBody({ purge: true }, admin.userId) }, { jobId: deleteId, attempts: 5 });
+    await queue.close();
+    connection.disconnect();
+    let status: { status?: string; error?: string; shutdown_room?: unknown } = {};
+    const until = Date.now() + 120_000;
+    while (status.status !== 'complete' && status.status !== 'failed' && Date.now() < until) {
+      await new Promise((res) => setTimeout(res, 300));
+      status = (await call('GET', `/_synapse/admin/v2/rooms/delete_status/${deleteId}`)).body;
+    }
+    expect([status.status, status.error]).toEqual(['complete', undefined]);
+    expect(status.shutdown_room).toEqual({ kicked_users: ['@root:' + axon.config.serverName], failed_to_kick_users: [], local_aliases: [], new_room_id: null });
+    expect((await call('GET', '/_synapse/admin/v1/rooms')).body.rooms.map((x: { room_id: string }) => x.room_id)).not.toContain(room);
+  }, 180_000);
 });
 
 describe.skipIf(skip)('admin API federation destinations: Axon and Synapse federating', () => {
