@@ -132,7 +132,11 @@ describe('search index migration to format 2 by the search reader', () => {
       expect(before[7]!.out.length).toBeGreaterThan(0);
       const shardA = keys.shard('room', shardOf(a, SHARDS));
       const shardB = keys.shard('room', shardOf(b, SHARDS));
-      expect(await raw.hget(shardA.data(searchShardData.format), 'format')).toBe('2');
+      // The reader checks a shard it took quietly up to 5 s later (spread at random), and a loaded
+      // machine takes longer: wait for a fresh install's check to have marked the shard.
+      const formatOfA = async () => raw.hget(shardA.data(searchShardData.format), 'format');
+      for (const until = Date.now() + 60_000; (await formatOfA()) !== '2' && Date.now() < until; ) await new Promise((res) => setTimeout(res, 200));
+      expect(await formatOfA()).toBe('2');
       // Room A as format 1 left it; room B half-way through an interrupted migration.
       await store.clearRoom(a);
       await raw.hset(shardA.data(legacySearchData.stats(a)), 'n', '1');
