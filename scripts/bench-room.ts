@@ -32,7 +32,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildCreateEvent } from '../actors/room';
 import type { RoomConfig, RoomMeta } from '../src/rooms/model';
@@ -171,6 +171,8 @@ interface Throughput {
   cpuUs: { workers: number; client: number; redis: number };
   /** Redis calls per event by command (BENCH_REDIS_STATS=1). */
   redisCalls?: Record<string, number>;
+  /** Redis CPU µs per event by command, as INFO commandstats counts it (BENCH_REDIS_STATS=1; a script's commands count in both). */
+  redisUs?: Record<string, number>;
 }
 
 /** A process's CPU time so far (ms), from /proc (Linux). */
@@ -190,10 +192,10 @@ async function redisCpuMs(c: Cluster): Promise<number> {
   return (get('used_cpu_sys') + get('used_cpu_user')) * 1000;
 }
 
-async function redisCalls(c: Cluster): Promise<Map<string, number>> {
+async function redisCalls(c: Cluster): Promise<Map<string, { calls: number; usec: number }>> {
   const info = await c.admin.info('commandstats');
-  const out = new Map<string, number>();
-  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1]!, Number(m[2]));
+  const out = new Map<string, { calls: number; usec: number }>();
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) out.set(m[1]!, { calls: Number(m[2]), usec: Number(m[3]) });
   return out;
 }
 
@@ -225,11 +227,15 @@ async function throughput(name: string, c: Cluster, rooms: string[]): Promise<Th
   const n = Math.max(1, latencies.length);
   const cpuUs = { workers: Math.round((workersMs * 1000) / n), client: Math.round((clientCpu.user + clientCpu.system) / n), redis: Math.round((redisMs * 1000) / n) };
   let calls: Record<string, number> | undefined;
+  let us: Record<string, number> | undefined;
   if (callsBefore) {
     calls = {};
+    us = {};
     for (const [cmd, k] of await redisCalls(c)) {
-      const d = k - (callsBefore.get(cmd) ?? 0);
+      const d = k.calls - (callsBefore.get(cmd)?.calls ?? 0);
       if (d > 0) calls[cmd] = round(d / n, 2);
+      const u = k.usec - (callsBefore.get(cmd)?.usec ?? 0);
+      if (u > 0) us[cmd] = round(u / n, 1);
     }
   }
   // What was counted must be what the rooms persisted.
@@ -237,7 +243,7 @@ async function throughput(name: string, c: Cluster, rooms: string[]): Promise<Th
   const persisted = after.reduce((a, s, k) => a + s - before[k]!, 0);
   if (persisted !== latencies.length) throw new Error(`${name}: ${latencies.length} sends answered, ${persisted} events persisted`);
   latencies.sort((a, b) => a - b);
-  return { name, events: latencies.length, seconds: round(seconds, 2), perSecond: Math.round(latencies.length / seconds), p50ms: round(percentile(latencies, 50)), p99ms: round(percentile(latencies, 99)), cpuUs, ...(calls ? { redisCalls: calls } : {}) };
+  return { name, events: latencies.length, seconds: round(seconds, 2), perSecond: Math.round(latencies.length / seconds), p50ms: round(percentile(latencies, 50)), p99ms: round(percentile(latencies, 99)), cpuUs, ...(calls ? { redisCalls: calls } : {}), ...(us ? { redisUs: us } : {}) };
 }
 
 async function readMeta(c: Cluster, roomId: string): Promise<RoomMeta> {
@@ -349,7 +355,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'axon-bench-room-'));
   const redis = await startManagedRedis({ dir, port: await freePort(), extraArgs: ['--appendfsync', 'always'] });
   const machine = `${cpus()[0]?.model ?? 'CPU'} × ${cpus().length}, node ${process.version}`;
-  console.log(`Axon room actor benchmark — ${new Date().toISOString()} — ${machine}`);
+  console.log(`Axon room actor benchmark — ${new Date().toISOString()} — ${machine} — load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   console.log(`redis-server with AOF, appendfsync always; room version ${ROOM_VERSION}; ${SECONDS}s per throughput phase, ${CONCURRENCY} sends in flight, ${SHARDS} shards per family\n`);
   const results: Throughput[] = [];
   let store: Storage | null = null;
@@ -395,6 +401,7 @@ async function main(): Promise<void> {
     for (const r of results) {
       console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(9)}  ${r.p50ms.toFixed(1).padStart(8)}  ${r.p99ms.toFixed(1).padStart(8)}  ${String(r.events).padStart(8)}  ${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis}`);
       if (r.redisCalls) console.log(`  Redis calls per event: ${Object.entries(r.redisCalls).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+      if (r.redisUs) console.log(`  Redis µs per event by command: ${Object.entries(r.redisUs).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
     }
   }
   if (store) {
@@ -409,7 +416,7 @@ async function main(): Promise<void> {
     console.log(`${'total'.padEnd(w)}  ${''.padStart(8)}  ${totalBytes.toLocaleString('en').padStart(12)}  ${round(totalBytes / store.events).toLocaleString('en').padStart(10)}`);
   }
   const file = writeBenchResults((stamp) => `room-${stamp}.json`, { date: new Date().toISOString(), machine, roomVersion: ROOM_VERSION, seconds: SECONDS, concurrency: CONCURRENCY, throughput: results, storage: store });
-  console.log(`\nwritten ${file}`);
+  console.log(`\nload average at the end ${loadavg().map((l) => l.toFixed(2)).join(' ')}; written ${file}`);
   process.exit(0);
 }
 

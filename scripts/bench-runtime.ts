@@ -16,7 +16,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ActorClient } from '../src/runtime/actor-client';
 import { startManagedRedis } from '../src/runtime/managed-redis';
@@ -45,6 +45,8 @@ interface Result {
   cpuUs?: { workers: number; client: number; redis: number };
   /** Redis calls per message by command (BENCH_REDIS_STATS=1). */
   redisCalls?: Record<string, number>;
+  /** Redis CPU µs per message by command, as INFO commandstats counts it (BENCH_REDIS_STATS=1; a script's commands count in both). */
+  redisUs?: Record<string, number>;
 }
 
 /** A process's CPU time so far (ms), from /proc (Linux). */
@@ -66,8 +68,8 @@ async function measure(redis: ReturnType<typeof connectRedis>, pids: number[]): 
     return (get('used_cpu_sys') + get('used_cpu_user')) * 1000;
   };
   const calls = async () => {
-    const out = new Map<string, number>();
-    for (const m of (await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1]!, Number(m[2]));
+    const out = new Map<string, { calls: number; usec: number }>();
+    for (const m of (await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) out.set(m[1]!, { calls: Number(m[2]), usec: Number(m[3]) });
     return out;
   };
   const stats = process.env.BENCH_REDIS_STATS === '1';
@@ -82,9 +84,12 @@ async function measure(redis: ReturnType<typeof connectRedis>, pids: number[]): 
       r.cpuUs = { workers: Math.round((workersMs * 1000) / n), client: Math.round((client.user + client.system) / n), redis: Math.round((redisMs * 1000) / n) };
       if (callsBefore) {
         r.redisCalls = {};
+        r.redisUs = {};
         for (const [cmd, k] of await calls()) {
-          const d = k - (callsBefore.get(cmd) ?? 0);
+          const d = k.calls - (callsBefore.get(cmd)?.calls ?? 0);
           if (d > 0) r.redisCalls[cmd] = Math.round((d / n) * 100) / 100;
+          const u = k.usec - (callsBefore.get(cmd)?.usec ?? 0);
+          if (u > 0) r.redisUs[cmd] = Math.round((u / n) * 10) / 10;
         }
       }
       return r;
@@ -243,7 +248,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'axon-bench-'));
   const redis = await startManagedRedis({ dir, port: await freePort(), extraArgs: ['--appendfsync', FSYNC] });
   const machine = `${cpus()[0]?.model ?? 'CPU'} × ${cpus().length}, node ${process.version}`;
-  console.log(`Axon runtime benchmark — ${new Date().toISOString()} — ${machine}`);
+  console.log(`Axon runtime benchmark — ${new Date().toISOString()} — ${machine} — load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   console.log(`redis-server with AOF, appendfsync ${FSYNC}; ${SECONDS}s per phase, ${CONCURRENCY} in flight, ${ACTORS} actors, ${SHARDS} shards per family\n`);
   const results: Result[] = [];
   try {
@@ -260,9 +265,10 @@ async function main(): Promise<void> {
   for (const r of results) {
     console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(8)}  ${r.p50ms.toFixed(2).padStart(8)}  ${r.p99ms.toFixed(2).padStart(8)}  ${(r.perSecond / raw.perSecond).toFixed(2).padStart(7)}  ${r.cpuUs ? `${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis}` : ''}`);
     if (r.redisCalls) console.log(`  Redis calls per message: ${Object.entries(r.redisCalls).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    if (r.redisUs) console.log(`  Redis µs per message by command: ${Object.entries(r.redisUs).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   }
   const file = writeBenchResults((stamp) => `runtime-${stamp}.json`, { date: new Date().toISOString(), machine, seconds: SECONDS, concurrency: CONCURRENCY, actors: ACTORS, shards: SHARDS, results });
-  console.log(`\nwritten ${file}`);
+  console.log(`\nload average at the end ${loadavg().map((l) => l.toFixed(2)).join(' ')}; written ${file}`);
   process.exit(0);
 }
 

@@ -1,21 +1,22 @@
 /**
  * Group commit across actors (issue 23 item 1): the commits a worker's actors decide in the same
- * turn of the event loop go to Redis together, in one script call (commit-many-1.lua) — on a
+ * turn of the event loop go to Redis together, in one script call (commit-many-2.lua) — on a
  * single Redis for every shard of the worker, on a Cluster for the actors of one shard (its keys
  * share a hash tag, so one slot). With `appendfsync always`, one call is one AOF write and one
  * fsync for all of them, and one round trip instead of one per actor.
  *
- * A unit is one actor's commit (one message, or a group of its waiting messages decided in order):
- * what commit-2.lua applies for one message, for one or more. Each unit is fenced, deduped and applied all or
- * nothing on its own inside the call, so putting units together changes nothing of their
+ * A unit is one actor's commit (one message, or a group of its waiting messages decided in order).
+ * Each unit is fenced, deduped and applied all or nothing on its own inside the call, so putting units together changes nothing of their
  * guarantees; a unit refused (stale lease, duplicate) does not hold back the others.
  *
- * Units are queued while the event loop turns and sent from `setImmediate`: the actors woken by
- * one inbox read, or answered by one Redis reply, decide in the same turn and commit together.
- * Nothing waits for a timer: a lone commit goes out at the end of its turn.
+ * Units are queued while the event loop turns and sent from `setImmediate` (TurnBatcher): the
+ * actors woken by one inbox read, or answered by one Redis reply, decide in the same turn and
+ * commit together. Nothing waits for a timer: a lone commit goes out at the end of its turn.
  */
 import type { RedisClient } from '../store/redis';
 import { isCluster, runScriptBuffer } from '../store/redis';
+import { encodeScriptArgs } from '../store/codec';
+import { chunks, groupBy, Rejected, TurnBatcher } from './turn-batcher';
 
 export interface CommitMessage {
   /** Inbox entry id. */
@@ -48,12 +49,6 @@ export interface CommitUnit {
 
 export type CommitResult = { status: 'ok' } | { status: 'stale'; owner: string } | { status: 'dup'; reply?: Buffer };
 
-interface Queued {
-  unit: CommitUnit;
-  resolve: (r: CommitResult) => void;
-  reject: (e: unknown) => void;
-}
-
 /** Arguments one call carries at most (beyond that the queue splits): keeps a call's Redis time short. */
 const MAX_CALL_ARGS = 50_000;
 const MAX_CALL_UNITS = 256;
@@ -65,12 +60,7 @@ const MAX_CALL_UNITS = 256;
 const EAGER_MS = 2;
 
 export class CommitQueue {
-  private queued: Queued[] = [];
-  private scheduled = false;
-  private firstQueuedAt = 0;
-  /** Calls made and units committed through them (for the benchmarks' figures). */
-  calls = 0;
-  units = 0;
+  private readonly batcher: TurnBatcher<CommitUnit, CommitResult>;
 
   constructor(
     private readonly redis: RedisClient,
@@ -78,7 +68,24 @@ export class CommitQueue {
     private readonly group: string,
     private readonly dedupeTtlSec: number,
     private readonly replyMaxLen: number,
-  ) {}
+  ) {
+    this.batcher = new TurnBatcher<CommitUnit, CommitResult>({
+      eagerMs: EAGER_MS,
+      // On a Cluster a call holds the keys of one slot: one call per shard.
+      split: (queued) => (isCluster(this.redis) ? groupBy(queued, (q) => q.item.shard) : [queued]).flatMap((g) => chunks(g, (q) => unitArgs(q.item), MAX_CALL_ARGS, MAX_CALL_UNITS)),
+      send: (units) => this.send(units),
+    });
+  }
+
+  /** Calls made (for the benchmarks' figures). */
+  get calls(): number {
+    return this.batcher.calls;
+  }
+
+  /** Units committed through them. */
+  get units(): number {
+    return this.batcher.items;
+  }
 
   /** Whether a reply may be delivered inside the commit (the reply stream is on the same server). */
   get repliesInCommit(): boolean {
@@ -86,56 +93,10 @@ export class CommitQueue {
   }
 
   submit(unit: CommitUnit): Promise<CommitResult> {
-    return new Promise((resolve, reject) => {
-      if (this.queued.length === 0) this.firstQueuedAt = performance.now();
-      this.queued.push({ unit, resolve, reject });
-      if (performance.now() - this.firstQueuedAt >= EAGER_MS) {
-        // Deciding has taken a while already (a burst of expensive decisions in one turn): send
-        // what is decided now, so Redis and the askers work on it while the rest is decided.
-        this.flush();
-        return;
-      }
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
+    return this.batcher.add(unit);
   }
 
-  private flush(): void {
-    this.scheduled = false;
-    const queued = this.queued;
-    this.queued = [];
-    if (queued.length === 0) return;
-    // On a Cluster a call holds the keys of one slot: one call per shard.
-    let groups: Queued[][] = [queued];
-    if (isCluster(this.redis)) {
-      const byShard = new Map<string, Queued[]>();
-      for (const q of queued) {
-        const g = byShard.get(q.unit.shard);
-        if (g) g.push(q);
-        else byShard.set(q.unit.shard, [q]);
-      }
-      groups = [...byShard.values()];
-    }
-    for (const g of groups) {
-      let call: Queued[] = [];
-      let size = 0;
-      for (const q of g) {
-        const n = unitArgs(q.unit);
-        if (call.length > 0 && (size + n > MAX_CALL_ARGS || call.length >= MAX_CALL_UNITS)) {
-          void this.send(call);
-          call = [];
-          size = 0;
-        }
-        call.push(q);
-        size += n;
-      }
-      if (call.length) void this.send(call);
-    }
-  }
-
-  private async send(call: Queued[]): Promise<void> {
+  private async send(call: CommitUnit[]): Promise<(CommitResult | Rejected)[]> {
     const keys: string[] = [];
     const index = new Map<string, number>();
     const k = (name: string): number => {
@@ -148,7 +109,7 @@ export class CommitQueue {
       return i;
     };
     const args: (string | number | Buffer)[] = [this.workerId, this.group, this.dedupeTtlSec, this.replyMaxLen, call.length];
-    for (const { unit: u } of call) {
+    for (const u of call) {
       args.push(k(u.lease), u.token, k(u.inbox), k(u.outbox), k(u.stateKey), u.messages.length);
       for (const m of u.messages) args.push(m.id, k(m.doneKey), m.reply, m.mode, m.mode === 'r' ? k(m.replyTo!) : 0, m.mid);
       args.push(u.state ? 's' : 'k', u.state ?? '', u.outputs.length);
@@ -157,25 +118,20 @@ export class CommitQueue {
       for (const w of u.writes) {
         args.push(w.cmd, k(w.key), w.args.length);
         // A loop, not push(...w.args): a write may carry more values than a call's arguments can.
-        for (const a of w.args) args.push(a);
+        // Numbers as the strings Redis would get as separate arguments (encodeScriptArgs would keep small integers numbers).
+        for (const a of w.args) args.push(typeof a === 'number' ? String(a) : a);
       }
     }
-    let res: Buffer[][];
-    try {
-      res = (await runScriptBuffer(this.redis, 'commitMany', keys, args)) as Buffer[][];
-    } catch (e) {
-      for (const q of call) q.reject(e);
-      return;
-    }
-    this.calls++;
-    this.units += call.length;
-    call.forEach((q, i) => {
+    // The arguments travel as one msgpack array (commit-many-2.lua decodes it): one argument for
+    // the client to write and for Redis to turn into a Lua string, instead of thousands.
+    const res = (await runScriptBuffer(this.redis, 'commitMany', keys, [encodeScriptArgs(args)])) as Buffer[][];
+    return call.map((_, i): CommitResult | Rejected => {
       const r = res[i];
       const status = r?.[0]?.toString();
-      if (status === 'ok') q.resolve({ status: 'ok' });
-      else if (status === 'stale') q.resolve({ status: 'stale', owner: r![1]?.toString() ?? '' });
-      else if (status === 'dup') q.resolve(r![1] ? { status: 'dup', reply: r![1] } : { status: 'dup' });
-      else q.reject(new Error(`commit-many: unexpected result ${JSON.stringify(status)}`));
+      if (status === 'ok') return { status: 'ok' };
+      if (status === 'stale') return { status: 'stale', owner: r![1]?.toString() ?? '' };
+      if (status === 'dup') return r![1] ? { status: 'dup', reply: r![1] } : { status: 'dup' };
+      return new Rejected(new Error(`commit-many: unexpected result ${JSON.stringify(status)}`));
     });
   }
 }

@@ -8,6 +8,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { INBOX_GROUP } from '../../src/store/keys';
 import { runScript, runScriptBuffer } from '../../src/store/redis';
+import { encodeScriptArgs } from '../../src/store/codec';
 import { MODES, rig, waitFor, type Rig } from './harness';
 
 for (const mode of MODES) {
@@ -77,10 +78,12 @@ for (const mode of MODES) {
       // wa, back from its pause, commits with its old token: refused in the commit script itself.
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
       const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
-      const commit = (worker: string, token: number) =>
-        runScriptBuffer(r.redis, 'commit', [keys.lease, keys.done('m1'), keys.inbox, keys.outbox, keys.state('ledger', 'x'), keys.inbox], [
-          worker, String(token), INBOX_GROUP, id!, 'reply', 60, '1', 'm1', 100, 's', 'STATE', 0, 'x', 'ledger', 0,
-        ]) as Promise<Buffer[]>;
+      // One unit of the group commit (commit-many-2.lua): KEYS lease, inbox, outbox, state, done.
+      const commit = async (worker: string, token: number) =>
+        ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox, keys.state('ledger', 'x'), keys.done('m1')], [encodeScriptArgs([
+          worker, INBOX_GROUP, 60, 100, 1,
+          1, String(token), 2, 3, 4, 1, id!, 5, 'reply', '1', 0, 'm1', 's', 'STATE', 0, 'x', 'ledger', 0,
+        ])])) as Buffer[][])[0]!;
       expect((await commit('wa', t1[0]))[0]!.toString()).toBe('stale');
       expect(await r.redis.exists(keys.state('ledger', 'x'))).toBe(0);
       expect((await commit('wb', t2[0]))[0]!.toString()).toBe('ok');

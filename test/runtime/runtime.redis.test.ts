@@ -7,7 +7,7 @@ import { ActorReplyError } from '../../src/runtime/actor-client';
 import { shardOf } from '../../src/store/shards';
 import { runScript, runScriptBuffer } from '../../src/store/redis';
 import { INBOX_GROUP } from '../../src/store/keys';
-import { decode, encode } from '../../src/store/codec';
+import { decode, encode, encodeScriptArgs } from '../../src/store/codec';
 import type { LedgerReply, LedgerState } from '../../actors/ledger';
 import { MODES, rig, waitFor, type Rig } from './harness';
 import { allActorKinds } from '../../src/runtime/kinds';
@@ -135,10 +135,12 @@ for (const mode of MODES) {
       expect(t2[0]).toBe(t1[0] + 1);
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
       const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
-      const commit = (worker: string, token: number) =>
-        runScriptBuffer(r.redis, 'commit', [keys.lease, keys.done('m1'), keys.inbox, keys.outbox, keys.state('ledger', 'x'), keys.inbox, keys.data('extra')], [
-          worker, String(token), INBOX_GROUP, id!, 'reply', 60, '1', 'm1', 100, 's', 'STATE', 1, 'OUT', 'x', 'ledger', 1, 'SET', 7, 1, 'v',
-        ]) as Promise<Buffer[]>;
+      // One unit of the group commit (commit-many-2.lua): KEYS lease, inbox, outbox, state, done, a data key.
+      const commit = async (worker: string, token: number) =>
+        ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox, keys.state('ledger', 'x'), keys.done('m1'), keys.data('extra')], [encodeScriptArgs([
+          worker, INBOX_GROUP, 60, 100, 1,
+          1, String(token), 2, 3, 4, 1, id!, 5, 'reply', '1', 0, 'm1', 's', 'STATE', 1, 'OUT', 'x', 'ledger', 1, 'SET', 6, 1, 'v',
+        ])])) as Buffer[][])[0]!;
       const stale = await commit('old', t1[0]);
       expect(stale[0]!.toString()).toBe('stale');
       expect(await r.redis.exists(keys.state('ledger', 'x'), keys.data('extra'), keys.done('m1'))).toBe(0);
@@ -273,7 +275,7 @@ for (const mode of MODES) {
         k(b.lease), String(tb[0] + 1), k(b.inbox), k(b.outbox), k(b.state('ledger', 'y')), 1, id2, k(b.done('m2')), 'R2', '1', 0, 'm2', 's', 'SY', 1, 'OUT2', 'y', 'ledger', 0,
         k(a.lease), String(ta[0]), k(a.inbox), k(a.outbox), k(a.state('ledger', 'z')), 1, id3, k(a.done('m3')), 'R3', '1', 0, 'm3', 's', 'SZ', 1, 'OUT3', 'z', 'ledger', 0,
       ];
-      const res = (await runScriptBuffer(r.redis, 'commitMany', keys, args)) as Buffer[][];
+      const res = (await runScriptBuffer(r.redis, 'commitMany', keys, [encodeScriptArgs(args)])) as Buffer[][];
       expect(res.map((u) => u.map((x) => x.toString()))).toEqual([['ok'], ['stale', 'w'], ['dup', 'earlier']]);
       expect(await r.redis.get(a.state('ledger', 'x'))).toBe('SX');
       expect(await r.redis.get(a.data('kx'))).toBe('v');
@@ -285,7 +287,7 @@ for (const mode of MODES) {
       expect(Number(((await r.redis.xpending(a.inbox, INBOX_GROUP)) as [number])[0])).toBe(0);
       expect(Number(((await r.redis.xpending(b.inbox, INBOX_GROUP)) as [number])[0])).toBe(1);
       // A command outside the allowed list fails the whole call before anything is written.
-      await expect(runScriptBuffer(r.redis, 'commitMany', [a.lease, a.inbox, a.outbox, a.state('ledger', 'q'), a.done('m9'), a.data('kq')], ['w', INBOX_GROUP, 60, 100, 1, 1, String(ta[0]), 2, 3, 4, 1, id1, 5, 'R', '1', 0, 'm9', 's', 'SQ', 0, 'q', 'ledger', 1, 'FLUSHALL', 6, 0])).rejects.toThrow(/not allowed/);
+      await expect(runScriptBuffer(r.redis, 'commitMany', [a.lease, a.inbox, a.outbox, a.state('ledger', 'q'), a.done('m9'), a.data('kq')], [encodeScriptArgs(['w', INBOX_GROUP, 60, 100, 1, 1, String(ta[0]), 2, 3, 4, 1, id1, 5, 'R', '1', 0, 'm9', 's', 'SQ', 0, 'q', 'ledger', 1, 'FLUSHALL', 6, 0])])).rejects.toThrow(/not allowed/);
       expect(await r.redis.exists(a.state('ledger', 'q'), a.done('m9'))).toBe(0);
     });
 

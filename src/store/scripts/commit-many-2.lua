@@ -1,7 +1,7 @@
 -- Apply the decisions of several actors exactly once, in one script call (src/runtime/commit-queue.ts):
--- each unit is what commit-2.lua applies for one message, for one actor (one or more of its inbox messages
--- decided in order), and the units may belong to different actors of one shard or, on a single
--- Redis, to different shards of one worker. One call, one AOF write and fsync, for all of them.
+-- each unit is one actor's commit (one or more of its inbox messages decided in order), and the
+-- units may belong to different actors of one shard or, on a single Redis, to different shards of
+-- one worker. One call, one AOF write and fsync, for all of them.
 -- Each unit is all or nothing on its own: its shard's fencing token is checked (once per shard
 -- and call), its messages' done records are checked, and only then are its state, outputs,
 -- writes, done records, replies and acknowledgements written. A unit refused (stale lease, a
@@ -9,11 +9,14 @@
 -- actors). Every command of every unit is checked against the allowed list before anything is
 -- written, so a refused command fails the whole call with nothing applied.
 -- KEYS: every key named below by index
--- ARGV[1] worker id
--- ARGV[2] inbox consumer group
--- ARGV[3] dedupe window (seconds)
--- ARGV[4] approximate max length of reply streams
--- ARGV[5] number of units U, then per unit:
+-- ARGV[1]: the arguments below as ONE msgpack array, A (decoded here with cmsgpack): one argument
+-- instead of tens per unit, which Redis turns into Lua strings one by one and the client encodes
+-- one by one (a hundred room events' commit is thousands of arguments). Indices below are into A.
+-- A[1] worker id
+-- A[2] inbox consumer group
+-- A[3] dedupe window (seconds)
+-- A[4] approximate max length of reply streams
+-- A[5] number of units U, then per unit:
 --   lease key index, fencing token, inbox key index, outbox key index, state key index,
 --   M, then per message: inbox entry id, done key index, reply blob, ack mode, reply key index, mid
 --     ack mode: '1' XACK here (nobody waits for a reply); '0' the caller acks after delivering
@@ -25,10 +28,11 @@
 -- Returns one entry per unit: {'ok'}, {'stale', owner}, {'dup', reply} (M = 1: the message was done
 -- already; its stored reply delivered and acked as its mode says) or {'dup'} (M > 1: nothing
 -- written; the caller applies the messages one by one).
+local ARGV = cmsgpack.unpack(ARGV[1])
 local worker = ARGV[1]
 local group = ARGV[2]
 local ttl = tonumber(ARGV[3])
-local maxlen = ARGV[4]
+local maxlen = tostring(ARGV[4])
 local units = tonumber(ARGV[5])
 local allowed = {SET=1, DEL=1, HSET=1, HDEL=1, HINCRBY=1, ZADD=1, ZREM=1, SADD=1, SREM=1, RPUSH=1, LTRIM=1, XADD=1, XTRIM=1, PEXPIRE=1, INCRBY=1}
 local chunked = {HSET=2, ZADD=2, SADD=1, SREM=1, HDEL=1, ZREM=1, DEL=1, RPUSH=1}
@@ -75,6 +79,20 @@ local function reply(idx, mid, blob)
   if live then redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'mid', mid, 'b', blob) end
 end
 
+-- Acknowledgements are collected per inbox and sent as one XACK each at the end (one command, and
+-- one AOF entry, per inbox and call instead of per message; the call is atomic either way).
+local acks = {}
+local ackOrder = {}
+local function ack(inbox, id)
+  local l = acks[inbox]
+  if l == nil then
+    l = {}
+    acks[inbox] = l
+    ackOrder[#ackOrder + 1] = inbox
+  end
+  l[#l + 1] = id
+end
+
 local out = {}
 for u = 1, units do
   p = starts[u]
@@ -95,7 +113,7 @@ for u = 1, units do
     if done and m == 1 then
       local mode = ARGV[msgs + 3]
       if mode == 'r' then reply(ARGV[msgs + 4], ARGV[msgs + 5], done) end
-      if mode ~= '0' then redis.call('XACK', inbox, group, ARGV[msgs]) end
+      if mode ~= '0' then ack(inbox, ARGV[msgs]) end
       out[u] = {'dup', done}
     elseif done then
       out[u] = {'dup'}
@@ -135,10 +153,16 @@ for u = 1, units do
         redis.call('SET', KEYS[tonumber(ARGV[e + 1])], ARGV[e + 2], 'EX', ttl)
         local mode = ARGV[e + 3]
         if mode == 'r' then reply(ARGV[e + 4], ARGV[e + 5], ARGV[e + 2]) end
-        if mode ~= '0' then redis.call('XACK', inbox, group, ARGV[e]) end
+        if mode ~= '0' then ack(inbox, ARGV[e]) end
       end
       out[u] = {'ok'}
     end
+  end
+end
+for _, inbox in ipairs(ackOrder) do
+  local ids = acks[inbox]
+  for first = 1, #ids, CHUNK do
+    redis.call('XACK', inbox, group, unpack(ids, first, math.min(first + CHUNK - 1, #ids)))
   end
 end
 return out
