@@ -759,8 +759,9 @@ interface Notified {
 /** Bounds the memory a batch of events in a big room holds (users' records in flight). */
 const MAX_USERS_IN_FLIGHT = 5_000;
 /**
- * Bounds how long one script call holds Redis (everything else waits meanwhile): about 15 µs of
- * Redis time per user measured, so about 4 ms. A 1,000-member room's event is then four calls.
+ * Bounds how long one script call holds Redis (everything else waits meanwhile): 7–13 µs of Redis
+ * CPU per user measured with push-record-3.lua on a loaded machine (scripts/bench-push.ts), so
+ * about 2–3 ms. A 1,000-member room's event is then four calls.
  */
 const MAX_USERS_PER_CALL = 250;
 
