@@ -311,3 +311,72 @@ export function relatedEventOf(event: JsonObject): string | null {
   if (!isJsonObject(rel) || rel.rel_type === 'm.thread' || typeof rel.rel_type !== 'string' || typeof rel.event_id !== 'string') return null;
   return rel.event_id;
 }
+
+/** What is left to test per user for one event (`DefaultRulesTemplate.plan`). */
+export interface DefaultRulesPlan {
+  /** Indexes of the user-dependent rules before the first shared rule that matches, in order. */
+  steps: number[];
+  /** The outcome when none of them matches: the first matching shared rule's, or nothing. */
+  fallback: PushEvaluation | null;
+}
+
+/**
+ * One event evaluated once for every user who has the server-default rules as they are (most
+ * users never change one), where evaluatePushRules walks each user's whole ruleset. Those users'
+ * rulesets differ only in the rules that name the user (`.m.rule.invite_for_me`,
+ * `.m.rule.is_user_mention`) or read the user's own data (display name, thread subscriptions):
+ * the user-dependent rules, found by compiling the defaults for two users and comparing. `plan`
+ * walks the defaults once per event: it tests each shared rule (once), up to the first that
+ * matches, and keeps the user-dependent rules before it; `evaluate` then tests only those against
+ * a user's own ruleset, and users with the same outcome share one PushEvaluation object. A
+ * ruleset `fits` the template when it is the defaults, unchanged (the same rules in the same
+ * order, the same conditions and actions); for the others the caller uses evaluatePushRules.
+ * The outcome is evaluatePushRules's, rule for rule (test/protocol/push-default-plan.unit.test.ts).
+ */
+export class DefaultRulesTemplate {
+  private readonly rules: CompiledPushRule[];
+  private readonly userDependent: boolean[];
+  private readonly outcomes: PushEvaluation[];
+  private readonly actionsJson: string[];
+
+  /** `defaultsFor(userId)`: the compiled server-default rules of a user (mergePushRules with nothing stored). */
+  constructor(defaultsFor: (userId: string) => CompiledPushRules) {
+    const a = defaultsFor('@\u0001template-a:\u0001').rules;
+    const b = defaultsFor('@\u0001template-b:\u0001').rules;
+    if (a.length !== b.length) throw new Error('default push rules differ in length between users');
+    this.rules = a;
+    this.userDependent = a.map((r, i) => r.shared === undefined || r.shared !== b[i]!.shared || r.ruleId !== b[i]!.ruleId);
+    this.outcomes = a.map((r) => ({ ruleId: r.ruleId, kind: r.kind, actions: r.actions, ...readActions(r.actions) }));
+    this.actionsJson = a.map((r) => JSON.stringify(r.actions));
+  }
+
+  /** Whether a user's compiled ruleset is the defaults, unchanged (then `evaluate` may take it). */
+  fits(compiled: CompiledPushRules): boolean {
+    const rules = compiled.rules;
+    if (rules.length !== this.rules.length) return false;
+    for (let i = 0; i < rules.length; i++) {
+      const mine = rules[i]!;
+      const t = this.rules[i]!;
+      if (mine.ruleId !== t.ruleId || mine.kind !== t.kind || JSON.stringify(mine.actions) !== this.actionsJson[i]) return false;
+      if (!this.userDependent[i] && mine.shared !== t.shared) return false;
+    }
+    return true;
+  }
+
+  /** The event's plan: the shared rules tested once (ctx's user is not read by them). */
+  plan(event: JsonObject, ctx: PushEvaluationContext): DefaultRulesPlan {
+    const steps: number[] = [];
+    for (let i = 0; i < this.rules.length; i++) {
+      if (this.userDependent[i]) steps.push(i);
+      else if (this.rules[i]!.test(event, ctx)) return { steps, fallback: this.outcomes[i]! };
+    }
+    return { steps, fallback: null };
+  }
+
+  /** A user's outcome: their ruleset must `fit`; ctx is the user's (userId, display name, subscriptions). */
+  evaluate(plan: DefaultRulesPlan, compiled: CompiledPushRules, event: JsonObject, ctx: PushEvaluationContext): PushEvaluation | null {
+    if (event.sender === ctx.userId) return null;
+    for (const i of plan.steps) if (compiled.rules[i]!.test(event, ctx)) return this.outcomes[i]!;
+    return plan.fallback;
+  }
+}

@@ -10,9 +10,18 @@
  * the compiled ruleset, dropped when the user's data changes (the /sync wake-up channel names the
  * user after every commit of their user actor, push rule changes included) and after a minute at
  * most. An event then costs one in-memory walk over each member's rules; only the users it
- * notifies cost Redis work: one script call (push-record-2.lua) records the event for all of them
+ * notifies cost Redis work: one script call (push-record-3.lua) records the event for all of them
  * on a single Redis, one per user shard they fall in on a Cluster (a call's keys must share a hash
  * slot, and a user shard's keys do), in calls of at most MAX_USERS_PER_CALL users.
+ *
+ * What a notified user costs is kept to the least (it is most of the reader's work and, on a
+ * shared Redis, the biggest single cost of a message in a room of 50): per user and event three
+ * keys and three arguments in the call (the key names cached per room and user, the read
+ * positions parsed once per room and batch), and in Redis one ZADD to the unread set, one ZADD NX
+ * to the notification list and one HSET of the details. Read entries are trimmed when a receipt
+ * moves (`trimRead`), not at every event; the list is trimmed in chunks (every TRIM_EVERY records
+ * this process sends for the user; GET /notifications serves the latest NOTIFICATIONS_KEPT of it);
+ * the user's membership row is looked up only when the cached members may be later than the event.
  *
  * Progress: after each batch of a room shard's outbox entries, once all its writes are done, the
  * reader stores the id of the batch's last entry (`pushData.evaluatedUpTo` on that room shard,
@@ -27,7 +36,7 @@
  * never do). The room actor has no backfill yet: when it gets one, backfilled events must be
  * marked on their output entries and skipped here, as Synapse does not notify for them.
  *
- * Idempotent: recording is keyed by event (push-record-2.lua), the list's score is the outbox
+ * Idempotent: recording is keyed by event (push-record-3.lua), the list's score is the outbox
  * entry's own time, so a redelivered entry changes nothing. The receipt actor's entries on the
  * same outboxes trim what a new receipt covers.
  */
@@ -40,7 +49,7 @@ import { serverNameOf } from '../protocol/event-hashing';
 import { isJsonObject, type JsonObject } from '../protocol/json';
 import { stateKeyOf, toPdu, type Pdu, type StateLookup } from '../protocol/pdu';
 import { notificationLevel, userPowerLevel } from '../protocol/power-levels';
-import { compilePushRules, evaluatePushRules, relatedEventOf, threadRootOf, type CompiledPushRules, type PushEvaluation, type PushEvaluationContext } from '../protocol/push-evaluator';
+import { DefaultRulesTemplate, compilePushRules, evaluatePushRules, relatedEventOf, threadRootOf, type CompiledPushRules, type DefaultRulesPlan, type PushEvaluation, type PushEvaluationContext } from '../protocol/push-evaluator';
 import { mergePushRules, type PushRuleFeatures, type StoredPushRules } from '../protocol/push-rules';
 import { requireRoomVersion, type RoomVersion } from '../protocol/room-versions';
 import type { OutboxEntry } from '../runtime/envelope';
@@ -50,16 +59,35 @@ import { PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, threadSu
 import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';
 import { decodeNotification, encodeNotification } from '../sync/notify';
 import { OutboxGroupReader } from './outbox-group-reader';
-import { readFields, readPositions } from '../store/read-receipts';
+import { readFields, readPositions, readPositionsOf, readsOfRoom, type UserReads } from '../store/read-receipts';
 
 /** How many notifications `GET /notifications` keeps per user (the oldest go first). */
 export const NOTIFICATIONS_KEPT = 1000;
+/**
+ * A user's notification list is trimmed back to NOTIFICATIONS_KEPT every this many records this
+ * process sends for them (and at the first after a start): it holds up to about this many more per
+ * worker between trims, which GET /notifications does not serve.
+ */
+export const TRIM_EVERY = 32;
 /** A room's cached members and power levels are reloaded after this long (state resolution of federated events can change state without an event of that key in the outbox). */
 const ROOM_CACHE_TTL_MS = 5 * 60_000;
 const ROOM_CACHE_MAX = 5_000;
 /** Rulesets are dropped on the user's wake-ups; this bounds staleness if one is lost. */
 const RULES_TTL_MS = 60_000;
 const RULES_CACHE_MAX = 100_000;
+
+/** The actions of a plain notification (`.m.rule.message`, `.m.rule.encrypted`), as JSON. */
+const PLAIN_ACTIONS = '["notify"]';
+
+/**
+ * The details of a notification the evaluator did not store (push-record-3.lua): a plain one
+ * (actions `["notify"]`) of an event without a relation to another event, whose details all come
+ * from the event and the list: its position, its thread (its own `m.thread` relation), and the
+ * time, which is the list's score (`listScore`) in milliseconds.
+ */
+export function derivedDetails(event: { pos: number; event: JsonObject }, score: number): NotificationDetails {
+  return { pos: event.pos, thread: threadRootOf(event.event), actions: ['notify'], highlight: false, ts: Math.floor(score / 1000) };
+}
 
 /** The `/notifications` list member of an event. */
 export function notificationMember(roomId: string, eventId: string): string {
@@ -77,8 +105,12 @@ export interface NotificationDetails {
 
 interface RoomCache {
   version: RoomVersion;
-  /** Timeline position the loaded state was current at; outbox entries at or below it are already in it. */
-  loadedPos: number;
+  /**
+   * Timeline position the cached state is current at (loaded, then moved forward by the outbox's
+   * state events); outbox entries at or below it are already in it, and for them the members may
+   * include some who joined after the event (the record script then checks their membership row).
+   */
+  statePos: number;
   loadedAt: number;
   members: Map<string, string>;
   joined: number;
@@ -87,13 +119,43 @@ interface RoomCache {
   powerLevels?: Pdu;
   /** Display names of members, loaded when some member's rules need one. */
   names: Map<string, string | null>;
+  /** Key names of members' records in this room (built once per member, not per event). */
+  keys: Map<string, MemberKeys>;
+}
+
+/** A user's compiled ruleset, when it was loaded, and whether it is the defaults unchanged. */
+interface CachedRuleset {
+  rules: CompiledPushRules;
+  at: number;
+  fitsDefaults: boolean;
+}
+
+/** A member's unread sets in a room (pushData.unread, unreadHighlight, unreadThreads). */
+interface MemberKeys {
+  unread: string;
+  unreadHighlight: string;
+  unreadThreads: string;
+}
+
+/** A user's own keys the record script takes (pushData.notifications, highlights, notificationData; membershipIndexData.rooms). */
+interface UserKeys {
+  notifications: string;
+  highlights: string;
+  notificationData: string;
+  rooms: string;
 }
 
 export class PushEvaluatorReader extends OutboxGroupReader {
   private readonly rooms = new Map<string, RoomCache>();
-  private readonly rules = new Map<string, { rules: CompiledPushRules; at: number }>();
+  private readonly rules = new Map<string, CachedRuleset>();
+  /** The server-default rules, for evaluating an event once for every member who has them unchanged. */
+  private readonly defaults: DefaultRulesTemplate;
   /** The users' http pushers (app id, pushkey), cached and dropped with their rulesets. */
   private readonly pushers = new Map<string, { pushers: { appId: string; pushkey: string }[]; at: number }>();
+  /** Users' own key names, built once. */
+  private readonly userKeys = new Map<string, UserKeys>();
+  /** Records sent per user since this process last asked for their list to be trimmed. */
+  private readonly sinceTrim = new Map<string, number>();
   private sub: Redis | null = null;
   private halted = false;
   /** Shards attached now (entries read for a shard let go are not applied). */
@@ -112,6 +174,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     private readonly features: PushRuleFeatures = {},
   ) {
     super('room', PUSH_EVALUATOR_GROUP, redis, keys, consumer, log);
+    this.defaults = new DefaultRulesTemplate((u) => compilePushRules(mergePushRules(u, null, features)));
   }
 
   override attach(shard: number): void {
@@ -157,6 +220,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     this.rooms.clear();
     this.rules.clear();
     this.pushers.clear();
+    this.userKeys.clear();
+    this.sinceTrim.clear();
   }
 
   private userKey(userId: string, name: string): string {
@@ -216,24 +281,31 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   private async applyOutput(shard: number, out: RoomOutput, entryMs: number, score: number, batch: Batch): Promise<void> {
     const room = await this.room(shard, out.roomId);
     if (!room) return;
-    if (out.pos > room.loadedPos) this.moveState(room, out);
+    // The cached members are those of this event's position, unless the state was loaded (or
+    // moved, before a batch was redelivered) past it: then a member may have joined after it.
+    const membersLater = out.pos <= room.statePos;
+    if (!membersLater) {
+      this.moveState(room, out);
+      room.statePos = out.pos;
+    }
     if (out.redacted) await this.forgetRedacted(shard, room, out.roomId, out.redacted);
-    await this.evaluate(shard, room, out, entryMs, score, batch);
+    await this.evaluate(shard, room, out, entryMs, score, membersLater, batch);
   }
 
   /** Evaluate the event for every joined local member but the sender; record those it notifies. */
-  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch): Promise<void> {
+  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, membersLater: boolean, batch: Batch): Promise<void> {
     const event = out.event;
     const sender = typeof event.sender === 'string' ? event.sender : '';
     const users = [...room.localJoined].filter((u) => u !== sender);
-    // An invite notifies the invitee, who is not joined (.m.rule.invite_for_me).
+    // An invite notifies the invitee, who is not joined (.m.rule.invite_for_me). It never counts
+    // as unread: counts start after the user's latest membership, which is this invite or later.
+    let invitee: string | null = null;
     if (event.type === 'm.room.member' && typeof event.state_key === 'string' && isJsonObject(event.content) && event.content.membership === 'invite') {
-      const invitee = event.state_key;
-      if (invitee !== sender && this.isLocal(invitee) && !room.localJoined.has(invitee)) users.push(invitee);
+      if (event.state_key !== sender && this.isLocal(event.state_key) && !room.localJoined.has(event.state_key)) users.push((invitee = event.state_key));
     }
     if (users.length === 0) return;
     const rulesets = await this.rulesets(users);
-    const needNames = users.filter((u) => rulesets.get(u)!.usesDisplayName && !room.names.has(u));
+    const needNames = users.filter((u) => rulesets.get(u)!.rules.usesDisplayName && !room.names.has(u));
     if (needNames.length) await this.loadNames(shard, out.roomId, room, needNames);
 
     const lookup = roomLookup(room);
@@ -247,7 +319,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     // MSC4306: for an event in a thread, who of the members whose rules ask is subscribed to it.
     const root = threadRootOf(event);
     const subscribed = new Set<string>();
-    const asking = root === null ? [] : users.filter((u) => rulesets.get(u)!.usesThreadSubscriptions);
+    const asking = root === null ? [] : users.filter((u) => rulesets.get(u)!.rules.usesThreadSubscriptions);
     if (root !== null && asking.length) {
       const found = await Promise.all(asking.map((u) => this.redis.hget(this.userKey(u, threadSubscriptionData.records(u)), `${out.roomId}\u0000${root}`)));
       found.forEach((json, i) => {
@@ -255,8 +327,10 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       });
     }
     const notified: { userId: string; result: PushEvaluation }[] = [];
-    // One context for the event, its user changed per member: the rules that do not depend on
-    // the user are tested once for all of them (PushEvaluationContext.shared).
+    // One context for the event, its user changed per member. Members with the default rules as
+    // they are (most) share one plan of the event (DefaultRulesTemplate): the rules that do not
+    // depend on the user tested once, then per member only the few that do. For the others, the
+    // rules that do not depend on the user are tested once too (PushEvaluationContext.shared).
     const ctx: PushEvaluationContext = {
       userId: '',
       roomMemberCount: room.joined,
@@ -265,19 +339,25 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       threadSubscribed: () => subscribed.has(ctx.userId),
       shared: new Map(),
     };
+    let plan: DefaultRulesPlan | undefined;
     for (const userId of users) {
+      const ruleset = rulesets.get(userId)!;
+      if (ruleset.fitsDefaults && plan === undefined) {
+        ctx.userId = '';
+        plan = this.defaults.plan(event, ctx);
+      }
       ctx.userId = userId;
-      const result = evaluatePushRules(rulesets.get(userId)!, event, ctx);
+      const result = ruleset.fitsDefaults ? this.defaults.evaluate(plan!, ruleset.rules, event, ctx) : evaluatePushRules(ruleset.rules, event, ctx);
       if (result?.notify) notified.push({ userId, result });
     }
     if (notified.length === 0) return;
 
     const thread = await this.threadOf(shard, event);
-    // The room's receipts, read once per batch (a receipt entry in the batch drops them), so the
-    // batch's events do not each wait behind the writes of the ones before.
+    // The room's receipts, read (and parsed per user) once per batch (a receipt entry in the batch
+    // drops them), so the batch's events do not each wait behind the writes of the ones before.
     let receipts = batch.receipts.get(out.roomId);
     if (!receipts) {
-      receipts = new Map(Object.entries(await this.redis.hgetall(this.roomKey(shard, roomData.receipts(out.roomId)))));
+      receipts = readsOfRoom(await this.redis.hgetall(this.roomKey(shard, roomData.receipts(out.roomId))));
       batch.receipts.set(out.roomId, receipts);
     }
     // The users whose keys one script call may take: all of them on a single Redis; on a Cluster,
@@ -291,12 +371,14 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       if (!list) places.set(place, (list = []));
       list.push({ userId, userShard, result });
     }
-    const recorded = { roomId: out.roomId, eventId: out.eventId, pos: out.pos, thread, score, entryMs };
+    const recorded = { roomId: out.roomId, eventId: out.eventId, pos: out.pos, thread, related: relatedEventOf(event) !== null, score, entryMs, membersLater, invitee };
     for (const users of places.values()) {
-      for (let i = 0; i < users.length; i += MAX_USERS_PER_CALL) this.record(recorded, users.slice(i, i + MAX_USERS_PER_CALL), receipts, batch);
+      for (let i = 0; i < users.length; i += MAX_USERS_PER_CALL) this.record(room, recorded, users.slice(i, i + MAX_USERS_PER_CALL), receipts, batch);
     }
     if (this.push) {
       for (const { userId, result } of notified) {
+        const pushers = this.cachedPushers(userId) ?? (await this.pushersOf(userId));
+        if (pushers.length === 0) continue;
         const member = JSON.stringify({ r: out.roomId, e: out.eventId, a: result.actions } satisfies QueuedNotification);
         await this.enqueuePush(userId, member, score, batch);
       }
@@ -319,9 +401,15 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     }
   }
 
-  private async pushersOf(userId: string): Promise<{ appId: string; pushkey: string }[]> {
+  /** The user's cached http pushers, if cached and fresh (most users have none: no await then). */
+  private cachedPushers(userId: string): { appId: string; pushkey: string }[] | undefined {
     const cached = this.pushers.get(userId);
-    if (cached && Date.now() - cached.at < RULES_TTL_MS) return cached.pushers;
+    return cached && Date.now() - cached.at < RULES_TTL_MS ? cached.pushers : undefined;
+  }
+
+  private async pushersOf(userId: string): Promise<{ appId: string; pushkey: string }[]> {
+    const cached = this.cachedPushers(userId);
+    if (cached) return cached;
     const raw = await this.redis.hvals(this.userKey(userId, userData.pushers(userId)));
     const pushers: { appId: string; pushkey: string }[] = [];
     for (const text of raw) {
@@ -337,35 +425,100 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     return pushers;
   }
 
-  /** Record an event for some users whose keys may go in one script call (push-record-2.lua). */
+  /** A member's unread sets in the room, named once per room load. */
+  private memberKeys(room: RoomCache, roomId: string, userId: string, userShard: number): MemberKeys {
+    let k = room.keys.get(userId);
+    if (!k) {
+      const shardKeys = this.keys.shard('user', userShard);
+      k = {
+        unread: shardKeys.data(pushData.unread(userId, roomId)),
+        unreadHighlight: shardKeys.data(pushData.unreadHighlight(userId, roomId)),
+        unreadThreads: shardKeys.data(pushData.unreadThreads(userId, roomId)),
+      };
+      room.keys.set(userId, k);
+    }
+    return k;
+  }
+
+  private ownKeys(userId: string, userShard: number): UserKeys {
+    let k = this.userKeys.get(userId);
+    if (!k) {
+      const shardKeys = this.keys.shard('user', userShard);
+      k = {
+        notifications: shardKeys.data(pushData.notifications(userId)),
+        highlights: shardKeys.data(pushData.highlights(userId)),
+        notificationData: shardKeys.data(pushData.notificationData(userId)),
+        rooms: shardKeys.data(membershipIndexData.rooms(userId)),
+      };
+      if (this.userKeys.size >= RULES_CACHE_MAX) this.userKeys.delete(this.userKeys.keys().next().value!);
+      this.userKeys.set(userId, k);
+    }
+    return k;
+  }
+
+  /** Whether this record should also trim the user's list (every TRIM_EVERY, and the first after a start). */
+  private trimDue(userId: string): boolean {
+    const n = this.sinceTrim.get(userId);
+    if (n !== undefined && n + 1 < TRIM_EVERY) {
+      this.sinceTrim.set(userId, n + 1);
+      return false;
+    }
+    if (n === undefined && this.sinceTrim.size >= RULES_CACHE_MAX) this.sinceTrim.delete(this.sinceTrim.keys().next().value!);
+    this.sinceTrim.set(userId, 0);
+    return true;
+  }
+
+  /** Record an event for some users whose keys may go in one script call (push-record-3.lua). */
   private record(
-    event: { roomId: string; eventId: string; pos: number; thread: string | null; score: number; entryMs: number },
+    room: RoomCache,
+    event: { roomId: string; eventId: string; pos: number; thread: string | null; related: boolean; score: number; entryMs: number; membersLater: boolean; invitee: string | null },
     users: Notified[],
-    receipts: Map<string, string>,
+    receipts: Map<string, UserReads>,
     batch: Batch,
   ): void {
     const { roomId, thread } = event;
     const keys: string[] = [];
     const perUser: (string | number)[] = [];
-    // Users with the same actions share one copy of the details.
-    const details = new Map<string, number>();
+    // Users with the same actions share one copy of the details (by the actions' JSON, kept per
+    // rule's actions list: users' rulesets are compiled apart, so the lists are not shared). The
+    // most common, a plain notification of an event without a relation, is not stored at all:
+    // GET /notifications reads it from the event (`derivedDetails`).
+    const details: string[] = [];
+    const byActions = new Map<string, number>();
+    const related = event.related;
     for (const { userId, userShard, result } of users) {
-      const read = readPositions(readFields(userId, thread).map((f) => receipts.get(f) ?? null), thread);
-      const own: NotificationDetails = { pos: event.pos, thread, actions: result.actions, highlight: result.highlight, ts: event.entryMs };
-      const json = JSON.stringify(own);
-      let index = details.get(json);
-      if (index === undefined) details.set(json, (index = details.size + 1));
-      const shardKeys = this.keys.shard('user', userShard);
-      keys.push(
-        shardKeys.data(pushData.unread(userId, roomId)),
-        shardKeys.data(pushData.unreadHighlight(userId, roomId)),
-        shardKeys.data(pushData.unreadThreads(userId, roomId)),
-        shardKeys.data(pushData.notifications(userId)),
-        shardKeys.data(pushData.highlights(userId)),
-        shardKeys.data(pushData.notificationData(userId)),
-        shardKeys.data(membershipIndexData.rooms(userId)),
-      );
-      perUser.push(result.highlight ? '1' : '0', index, read.main, read.unthreaded, read.thread);
+      const actions = actionsJson(result.actions);
+      const store = related || actions !== PLAIN_ACTIONS;
+      let index = 0;
+      if (store) {
+        index = byActions.get(actions) ?? 0;
+        if (index === 0) {
+          const stored: NotificationDetails = { pos: event.pos, thread, actions: result.actions, highlight: result.highlight, ts: event.entryMs };
+          details.push(JSON.stringify(stored));
+          byActions.set(actions, (index = details.length));
+        }
+      }
+      const reads = receipts.get(userId);
+      const inRoom = this.memberKeys(room, roomId, userId, userShard);
+      const own = this.ownKeys(userId, userShard);
+      const trim = this.trimDue(userId);
+      const check = event.membersLater && userId !== event.invitee;
+      keys.push(thread ? inRoom.unreadThreads : inRoom.unread);
+      if (result.highlight && !thread) keys.push(inRoom.unreadHighlight);
+      keys.push(own.notifications);
+      if (result.highlight || trim) keys.push(own.highlights);
+      if (store || trim) keys.push(own.notificationData);
+      if (check) keys.push(own.rooms);
+      // The invitee's counts start after this invite (their latest membership): never unread.
+      let readTo = event.pos;
+      if (userId !== event.invitee) {
+        if (!reads) readTo = 0;
+        else {
+          const read = readPositionsOf(reads, thread);
+          readTo = thread ? read.thread : read.main;
+        }
+      }
+      perUser.push((result.highlight ? 1 : 0) | (check ? 2 : 0) | (trim ? 4 : 0) | (store ? 8 : 0), index, readTo);
     }
     const write = runScript(this.redis, 'pushRecord', keys, [
       event.pos,
@@ -375,8 +528,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       event.score,
       NOTIFICATIONS_KEPT,
       roomId,
-      details.size,
-      ...details.keys(),
+      details.length,
+      ...details,
       ...perUser,
     ]);
     // Awaited by settle(); the no-op handler only keeps a failure from counting as unhandled until then.
@@ -451,13 +604,13 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   // ---- caches ----
 
   /** The compiled rulesets of some users, loading the ones not cached in one batch. */
-  private async rulesets(users: string[]): Promise<Map<string, CompiledPushRules>> {
+  private async rulesets(users: string[]): Promise<Map<string, CachedRuleset>> {
     const now = Date.now();
-    const out = new Map<string, CompiledPushRules>();
+    const out = new Map<string, CachedRuleset>();
     const missing: string[] = [];
     for (const u of users) {
       const c = this.rules.get(u);
-      if (c && now - c.at < RULES_TTL_MS) out.set(u, c.rules);
+      if (c && now - c.at < RULES_TTL_MS) out.set(u, c);
       else missing.push(u);
     }
     if (missing.length) {
@@ -470,9 +623,10 @@ export class PushEvaluatorReader extends OutboxGroupReader {
           stored = null;
         }
         const rules = compilePushRules(mergePushRules(u, stored, this.features));
+        const cached: CachedRuleset = { rules, at: now, fitsDefaults: this.defaults.fits(rules) };
         if (this.rules.size >= RULES_CACHE_MAX) this.rules.delete(this.rules.keys().next().value!);
-        this.rules.set(u, { rules, at: now });
-        out.set(u, rules);
+        this.rules.set(u, cached);
+        out.set(u, cached);
       });
     }
     return out;
@@ -506,7 +660,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     }
     const room: RoomCache = {
       version,
-      loadedPos: latest.length >= 2 ? Number(latest[1]) : 0,
+      statePos: latest.length >= 2 ? Number(latest[1]) : 0,
       loadedAt: Date.now(),
       members: new Map(Object.entries(members)),
       joined: 0,
@@ -514,6 +668,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       create: toPdu(createRaw, version, createId),
       powerLevels: plBlob && plId ? toPdu(JSON.parse(decode<StoredEvent>(plBlob).j) as JsonObject, version, plId) : undefined,
       names: new Map(),
+      keys: new Map(),
     };
     for (const [u, m] of room.members) if (m === 'join') this.joinedAdd(room, u);
     if (this.rooms.size >= ROOM_CACHE_MAX) this.rooms.delete(this.rooms.keys().next().value!);
@@ -543,6 +698,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       else room.members.delete(user);
       if (membership === 'join') this.joinedAdd(room, user);
       room.names.delete(user);
+      room.keys.delete(user);
     } else if (e.type === 'm.room.power_levels' && e.state_key === '') {
       room.powerLevels = toPdu(e, room.version, out.eventId);
     }
@@ -575,14 +731,22 @@ function roomLookup(room: RoomCache): StateLookup {
   };
 }
 
+const actionsJsonCache = new WeakMap<PushEvaluation['actions'], string>();
+/** An actions list's JSON, kept per list (a compiled rule's list lives as long as the ruleset). */
+function actionsJson(actions: PushEvaluation['actions']): string {
+  let json = actionsJsonCache.get(actions);
+  if (json === undefined) actionsJsonCache.set(actions, (json = JSON.stringify(actions)));
+  return json;
+}
+
 /** Writes of one batch of outbox entries. */
 interface Batch {
   /** Script calls in flight, oldest first, and how many users' records each carries. */
   writes: { done: Promise<unknown>; users: number }[];
   /** How many users' records the writes in flight carry. */
   usersInFlight: number;
-  /** Receipts hashes of the batch's rooms, as read at their first event. */
-  receipts: Map<string, Map<string, string>>;
+  /** Receipt positions per user in the batch's rooms, as read at their first event. */
+  receipts: Map<string, Map<string, UserReads>>;
 }
 
 /** A user an event notifies. */
@@ -595,8 +759,9 @@ interface Notified {
 /** Bounds the memory a batch of events in a big room holds (users' records in flight). */
 const MAX_USERS_IN_FLIGHT = 5_000;
 /**
- * Bounds how long one script call holds Redis (everything else waits meanwhile): about 15 µs of
- * Redis time per user measured, so about 4 ms. A 1,000-member room's event is then four calls.
+ * Bounds how long one script call holds Redis (everything else waits meanwhile): 7–13 µs of Redis
+ * CPU per user measured with push-record-3.lua on a loaded machine (scripts/bench-push.ts), so
+ * about 2–3 ms. A 1,000-member room's event is then four calls.
  */
 const MAX_USERS_PER_CALL = 250;
 

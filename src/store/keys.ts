@@ -483,8 +483,9 @@ export const userData = {
 /**
  * What the push evaluator reader (src/readers/push-evaluator.ts) records for a user, relative to
  * the USER's shard, so a user's unread counts for all their rooms are read from one shard
- * (src/sync/unread-counts.ts). Written only by that reader (push-record-2.lua and plain removals
- * for redactions); entries at or below the user's read receipts are trimmed as new ones come.
+ * (src/sync/unread-counts.ts). Written only by that reader (push-record-3.lua and plain removals
+ * for redactions and receipts); entries at or below the user's read receipts are trimmed when a
+ * receipt moves (readers count above the receipts anyway).
  */
 export const pushData = {
   /** Sorted set: notifying main-timeline events of a room not yet read (event id, scored by timeline position). */
@@ -496,11 +497,20 @@ export const pushData = {
    * `<n|h>\0<thread root id>\0<event id>` (h: highlight), scored by timeline position.
    */
   unreadThreads: (userId: string, roomId: string) => `user:${userId}:pt:${roomId}`,
-  /** Sorted set: the user's latest notifications (`GET /notifications`), member `<room id>\0<event id>`, scored by when the event reached the room's outbox (push-evaluator.ts `listScore`). */
+  /**
+   * Sorted set: the user's latest notifications (`GET /notifications`), member `<room id>\0<event id>`,
+   * scored by when the event reached the room's outbox (push-evaluator.ts `listScore`). Trimmed in
+   * chunks: it may hold up to a chunk more than the NOTIFICATIONS_KEPT that are served.
+   */
   notifications: (userId: string) => `user:${userId}:notifs`,
   /** Sorted set: the highlighting subset of `notifications` (`only=highlight`). */
   highlights: (userId: string) => `user:${userId}:notifs:hl`,
-  /** Hash: `notifications` member → JSON { pos, thread (root id or null), actions, ts }. */
+  /**
+   * Hash: `notifications` member → JSON { pos, thread (root id or null), actions, highlight, ts }.
+   * Absent for a plain notification (actions `["notify"]`) of an event without a relation: those
+   * details are derived from the event and the list's score (push-evaluator.ts `derivedDetails`;
+   * entries written before push-record-3.lua all have theirs).
+   */
   notificationData: (userId: string) => `user:${userId}:notifd`,
   /**
    * String, relative to a **room** shard: the id of the last entry of that shard's outbox the push

@@ -57,3 +57,45 @@ export function readPositions(values: (string | null)[], thread: string | null):
   const main = Math.max(unthreaded, pos[2] ?? 0, pos[3] ?? 0);
   return { unthreaded, main, thread: thread ? Math.max(unthreaded, pos[4] ?? 0, pos[5] ?? 0) : main };
 }
+
+/** One user's receipt positions in a room, from the whole receipts hash (`readsOfRoom`). */
+export interface UserReads {
+  /** Latest unthreaded receipt (covers the main timeline and every thread). */
+  unthreaded: number;
+  /** Latest receipt with thread id `main`. */
+  main: number;
+  /** Latest receipt per thread root, when the user has threaded receipts. */
+  threads?: Map<string, number>;
+}
+
+/**
+ * Every user's receipt positions in a room from the room's whole receipts hash (HGETALL), parsed
+ * once: the push evaluator reads a room's receipts once per batch and needs the read positions of
+ * every member it notifies, where `readFields` + `readPositions` would build and parse six fields
+ * per member per event.
+ */
+export function readsOfRoom(hash: Record<string, string>): Map<string, UserReads> {
+  const out = new Map<string, UserReads>();
+  for (const field in hash) {
+    const f = parseReceiptField(field);
+    if (!f || !(READ_RECEIPT_TYPES as readonly string[]).includes(f.receiptType)) continue;
+    const pos = receiptPos(hash[field]);
+    if (pos <= 0) continue;
+    let r = out.get(f.userId);
+    if (!r) out.set(f.userId, (r = { unthreaded: 0, main: 0 }));
+    if (f.threadId === undefined) r.unthreaded = Math.max(r.unthreaded, pos);
+    else if (f.threadId === 'main') r.main = Math.max(r.main, pos);
+    else {
+      if (!r.threads) r.threads = new Map();
+      r.threads.set(f.threadId, Math.max(r.threads.get(f.threadId) ?? 0, pos));
+    }
+  }
+  return out;
+}
+
+/** `readPositions` from a user's `readsOfRoom` entry (none: nothing read). */
+export function readPositionsOf(reads: UserReads | undefined, thread: string | null): { unthreaded: number; main: number; thread: number } {
+  if (!reads) return { unthreaded: 0, main: 0, thread: 0 };
+  const main = Math.max(reads.unthreaded, reads.main);
+  return { unthreaded: reads.unthreaded, main, thread: thread ? Math.max(reads.unthreaded, reads.threads?.get(thread) ?? 0) : main };
+}

@@ -29,7 +29,7 @@ const SCRIPTS = {
   trimStream: 'trim-stream-1.lua',
   membershipIndex: 'membership-index-2.lua',
   timersFire: 'timers-fire-1.lua',
-  pushRecord: 'push-record-2.lua',
+  pushRecord: 'push-record-3.lua',
   pushProgress: 'push-progress-1.lua',
   rateLimit: 'rate-limit-2.lua',
   reply: 'reply-1.lua',

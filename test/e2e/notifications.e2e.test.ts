@@ -13,6 +13,7 @@ import { callJson } from './clients';
 import { KeySpace, PUSH_EVALUATOR_GROUP, pushData } from '../../src/store/keys';
 import { shardCountsFor } from '../../src/runtime/cluster-settings';
 import { shardOf } from '../../src/store/shards';
+import { NOTIFICATIONS_KEPT } from '../../src/readers/push-evaluator';
 import { unreadCounts, type UnreadCounts } from '../../src/sync/unread-counts';
 
 type Json = Record<string, any>;
@@ -255,5 +256,37 @@ describe('GET /notifications', () => {
     expect((await call(eve, 'GET', '/notifications?limit=-1')).body.errcode).toBe('M_INVALID_PARAM');
     expect((await call(eve, 'GET', '/notifications?from=abc')).body.errcode).toBe('M_INVALID_PARAM');
     expect((await call(fred, 'GET', '/notifications?limit=0')).body).toEqual({ notifications: [] });
+  });
+
+  it('serves the latest NOTIFICATIONS_KEPT only, when the list holds more between two trims', async () => {
+    const [gus, hal] = await Promise.all([register('n_gus'), register('n_hal')]);
+    const r = await room(gus, [hal]);
+    const real = [await send(gus, r, text('one')), await send(gus, r, text('two', { 'm.mentions': { user_ids: [hal.userId] } }))];
+    const list = async (q: string) => {
+      const res = await call(hal, 'GET', `/notifications${q}`);
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      return res.body;
+    };
+    await eventually(async () => (await list('')).notifications.length, 3); // with hal's invite
+    // Older entries below them, as many as make the list hold 5 more than it serves (the
+    // evaluator trims it in chunks). Their rooms do not exist, so they are never shown: the pages'
+    // tokens tell where the served list ends.
+    const notifs = userKey(hal.userId, pushData.notifications(hal.userId));
+    const hl = userKey(hal.userId, pushData.highlights(hal.userId));
+    const extra = NOTIFICATIONS_KEPT + 5 - 3;
+    const fake = Array.from({ length: extra }, (_, i) => `!gone${i}:x\0$e${i}`);
+    await server.redis.zadd(notifs, ...fake.flatMap((m, i) => [i + 1, m]));
+    await server.redis.zadd(hl, ...fake.flatMap((m, i) => [i + 1, m]));
+    // Served: the 3 real ones and the fake ones above the 5 oldest (scores 6 and up). A page of 6
+    // below 12 (11 .. 6) is the last; a page of 6 below 13 (12 .. 7) is not.
+    const below = (from: number, only = '') => list(`?limit=6&from=${from}${only}`);
+    for (const only of ['', '&only=highlight']) {
+      expect((await below(12, only)).next_token, only).toBeUndefined();
+      expect((await below(13, only)).next_token, only).toBe('7');
+      expect((await below(7, only)).next_token, only).toBeUndefined();
+      expect((await below(12, only)).notifications, only).toEqual([]);
+    }
+    // The real ones are served as before.
+    expect((await list('?limit=2')).notifications.map((n: Json) => n.event.event_id)).toEqual([real[1], real[0]]);
   });
 });

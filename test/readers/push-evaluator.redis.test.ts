@@ -12,7 +12,7 @@ import type { Redis } from 'ioredis';
 import pino from 'pino';
 import type { JsonObject } from '../../src/protocol/json';
 import { stateKeyOf } from '../../src/protocol/pdu';
-import { NOTIFICATIONS_KEPT, PushEvaluatorReader, notificationMember } from '../../src/readers/push-evaluator';
+import { NOTIFICATIONS_KEPT, PushEvaluatorReader, TRIM_EVERY, derivedDetails, listScore, notificationMember } from '../../src/readers/push-evaluator';
 import { shardOf } from '../../src/store/shards';
 import { encode } from '../../src/store/codec';
 import { KeySpace, PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData } from '../../src/store/keys';
@@ -162,19 +162,28 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
       else if (u === joinedLate) expected = c(0, 0, thread(1)); // joined at 4: after the first two
       else expected = c(2, 0, thread(1));
       expect(counts.get(u), u).toEqual(expected);
-      const listed = u === fullList ? NOTIFICATIONS_KEPT : u === sender ? 1 : u === users[1] ? 2 : 3;
+      // The full list is trimmed in chunks: at the first record for the user since the reader
+      // started (back to NOTIFICATIONS_KEPT), then every TRIM_EVERY; the two after it wait.
+      const listed = u === fullList ? NOTIFICATIONS_KEPT + 2 : u === sender ? 1 : u === users[1] ? 2 : 3;
       expect(lists.get(u), u).toBe(listed);
     }
-    // The full list lost its three oldest, details included.
-    expect(await redis.zrange(userKey(fullList, pushData.notifications(fullList)), -3, -1)).toEqual([first, mention, reply].map((e) => notificationMember(room, e.eventId)));
-    expect(await redis.zscore(userKey(fullList, pushData.notifications(fullList)), old[2]!)).toBeNull();
-    expect(await redis.hexists(userKey(fullList, pushData.notificationData(fullList)), old[2]!)).toBe(0);
-    expect(await redis.hlen(userKey(fullList, pushData.notificationData(fullList)))).toBe(NOTIFICATIONS_KEPT);
-    // Each member's details are their own: the mentioned member's highlight.
-    const details = (u: string, e: string) => redis.hget(userKey(u, pushData.notificationData(u)), notificationMember(room, e)).then((s) => JSON.parse(s!));
-    expect(await details(mentioned, mention.eventId)).toMatchObject({ pos: mention.pos, thread: null, highlight: true });
-    expect(await details(users[2]!, mention.eventId)).toMatchObject({ pos: mention.pos, thread: null, highlight: false, actions: ['notify'] });
-    expect(await details(users[2]!, reply.eventId)).toMatchObject({ pos: reply.pos, thread: first.eventId });
+    const fullKey = userKey(fullList, pushData.notifications(fullList));
+    expect(await redis.zrange(fullKey, -3, -1)).toEqual([first, mention, reply].map((e) => notificationMember(room, e.eventId)));
+    // The oldest went at the trim, details included; the old ones keep theirs, the new plain ones
+    // have none.
+    expect(await redis.zscore(fullKey, old[0]!)).toBeNull();
+    expect(await redis.hexists(userKey(fullList, pushData.notificationData(fullList)), old[0]!)).toBe(0);
+    expect((await redis.hkeys(userKey(fullList, pushData.notificationData(fullList)))).sort()).toEqual(old.slice(1).sort());
+    // Each member's details are their own: the mentioned member's highlight. A plain
+    // notification's are not stored: GET /notifications derives them from the event.
+    const details = (u: string, e: string) => redis.hget(userKey(u, pushData.notificationData(u)), notificationMember(room, e)).then((s) => (s === null ? null : JSON.parse(s)));
+    expect(await details(mentioned, mention.eventId)).toMatchObject({ pos: mention.pos, thread: null, highlight: true, actions: ['notify', { set_tweak: 'sound', value: 'default' }, { set_tweak: 'highlight' }] });
+    expect(await details(users[2]!, mention.eventId)).toBeNull();
+    expect(await details(users[2]!, reply.eventId)).toBeNull();
+    const [, replyScore] = reply.entry.split('-').map(Number) as [number, number];
+    const replyMs = Number(reply.entry.split('-')[0]);
+    expect(derivedDetails({ pos: reply.pos, event: { content: { 'm.relates_to': { rel_type: 'm.thread', event_id: first.eventId } } } }, listScore(replyMs, replyScore))).toEqual({ pos: reply.pos, thread: first.eventId, actions: ['notify'], highlight: false, ts: replyMs });
+    expect(Number(await redis.zscore(userKey(users[2]!, pushData.notifications(users[2]!)), notificationMember(room, reply.eventId)))).toBe(listScore(replyMs, replyScore));
     expect(await redis.zrange(userKey(mentioned, pushData.highlights(mentioned)), 0, -1)).toEqual([notificationMember(room, mention.eventId)]);
 
     // How far the evaluator got: the last entry, stored and announced.
@@ -209,6 +218,58 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     // Nothing announced: the replayed batch did not get as far as what is stored.
     await new Promise((r) => setTimeout(r, 100));
     expect(heard.filter((n) => n.evaluated)).toEqual([]);
+  });
+
+  it('trims a full list back to NOTIFICATIONS_KEPT every TRIM_EVERY records, highlights and details with it', async () => {
+    const fullKey = userKey(fullList, pushData.notifications(fullList));
+    const hlKey = userKey(fullList, pushData.highlights(fullList));
+    const dataKey = userKey(fullList, pushData.notificationData(fullList));
+    // An old highlight at the bottom of the list goes with it.
+    const oldest = (await redis.zrange(fullKey, 0, 0, 'WITHSCORES')) as [string, string];
+    await redis.zadd(hlKey, oldest[1], oldest[0]);
+    reader.clearCaches(); // as after a restart: the next record trims
+    await append(message(sender, { body: 'one more' }));
+    await idle();
+    expect(await redis.zcard(fullKey)).toBe(NOTIFICATIONS_KEPT);
+    expect(await redis.zscore(hlKey, oldest[0])).toBeNull();
+    expect(await redis.zrange(hlKey, 0, -1)).toEqual([]);
+    for (let i = 1; i < TRIM_EVERY; i++) await append(message(sender, { body: `more ${i}` }));
+    await idle();
+    expect(await redis.zcard(fullKey)).toBe(NOTIFICATIONS_KEPT + TRIM_EVERY - 1);
+    const last = await append(message(sender, { body: 'the chunk is full' }));
+    await idle();
+    expect(await redis.zcard(fullKey)).toBe(NOTIFICATIONS_KEPT);
+    // The details of what the trims took went with it (the old entries' ones: the new have none).
+    const listed = new Set(await redis.zrange(fullKey, 0, -1));
+    const kept = await redis.hkeys(dataKey);
+    expect(kept.length).toBeGreaterThan(0);
+    expect(kept.filter((m) => !listed.has(m))).toEqual([]);
+    expect(kept.length).toBe(NOTIFICATIONS_KEPT - (TRIM_EVERY + 1) - 3);
+    expect(await redis.zrange(fullKey, -1, -1)).toEqual([notificationMember(room, last.eventId)]);
+    // The mentioned member's highlight is still there (theirs is far from full).
+    expect(await redis.zrange(userKey(mentioned, pushData.highlights(mentioned)), 0, -1)).toEqual([notificationMember(room, mention.eventId)]);
+  });
+
+  it('follows joins in the outbox: a member counts from their join, and read entries are trimmed when the receipt moves', async () => {
+    const newcomer = `@new:${SERVER}`;
+    const before = await append(message(sender, { body: 'before the join' }));
+    const join = await append({ type: 'm.room.member', state_key: newcomer, sender: newcomer, content: { membership: 'join' } });
+    // What the membership index reader writes for the join.
+    await redis.hset(userKey(newcomer, membershipIndexData.rooms(newcomer)), room, `${join.pos}:join`);
+    const after = await append(message(sender, { body: 'after the join' }));
+    await idle();
+    expect((await unreadCounts(ctx(), newcomer, [room])).get(room)).toEqual(c(1, 0));
+    expect(await redis.zrange(userKey(newcomer, pushData.notifications(newcomer)), 0, -1)).toEqual([notificationMember(room, after.eventId)]);
+    // users[3] has read nothing: every message since the first is unread.
+    const u3 = users[3]!;
+    const unreadKey = userKey(u3, pushData.unread(u3, room));
+    expect(await redis.zscore(unreadKey, before.eventId)).not.toBeNull();
+    // Their receipt (the receipt actor stores it, then appends its entry to the outbox) trims what it covers.
+    await redis.hset(roomKeys.data(roomData.receipts(room)), receiptField('m.read', '', u3), JSON.stringify({ event_id: before.eventId, ts: 1, pos: before.pos }));
+    await redis.xadd(roomKeys.outbox, '*', 'a', room, 'k', 'receipt', 'b', encode({ type: 'receipt', room_id: room, user_id: u3, receipt_type: 'm.read', event_id: before.eventId, ts: 1 }));
+    await idle();
+    expect(await redis.zrange(unreadKey, 0, -1)).toEqual([after.eventId]);
+    expect((await unreadCounts(ctx(), u3, [room])).get(room)).toEqual(c(1, 0));
   });
 
   it('compares stream ids as numbers, ms then sequence', async () => {

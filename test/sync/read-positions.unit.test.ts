@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readFields, readPositions, receiptPos } from '../../src/store/read-receipts';
+import { RECEIPT_TYPES, readFields, readPositions, readPositionsOf, readsOfRoom, receiptField, receiptPos } from '../../src/store/read-receipts';
 import { listScore } from '../../src/readers/push-evaluator';
 
 const U = '@u:example.org';
@@ -23,6 +23,29 @@ describe('read positions from receipts', () => {
     expect(receiptPos('not json')).toBe(0);
     expect(receiptPos('{"pos":"3"}')).toBe(0);
     expect(receiptPos(null)).toBe(0);
+  });
+
+  it('parses a whole receipts hash per user as readFields + readPositions read one user', () => {
+    // Random hashes: several users, unthreaded, main and thread receipts of both types, junk.
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    const users = ['@a:x', '@b:x', '@c:x', '@d:x'];
+    const threads = ['', 'main', '$t1', '$t2'];
+    for (let round = 0; round < 200; round++) {
+      const hash: Record<string, string> = {};
+      for (let i = rand(12); i > 0; i--) {
+        const type = [...RECEIPT_TYPES, 'm.fully_read'][rand(3)]!;
+        hash[receiptField(type, threads[rand(4)] || undefined, users[rand(4)]!)] = rand(10) === 0 ? 'not json' : r(1 + rand(50));
+      }
+      hash['junk field'] = r(99);
+      const reads = readsOfRoom(hash);
+      for (const u of users) {
+        for (const thread of [null, '$t1', '$t2', '$t3']) {
+          const want = readPositions(readFields(u, thread).map((f) => hash[f] ?? null), thread);
+          expect(readPositionsOf(reads.get(u), thread), JSON.stringify({ hash, u, thread })).toEqual(want);
+        }
+      }
+    }
   });
 
   it('orders the notification list by outbox entry id, exactly', () => {

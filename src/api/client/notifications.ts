@@ -1,10 +1,12 @@
 /**
  * `GET /notifications` (notifications.yaml): the events the user was notified about, newest
  * first, from what the push evaluator recorded (src/readers/push-evaluator.ts): the event, its
- * room, when it arrived, the actions of the rule that matched, and whether the user's read
+ * room, when it arrived, the actions of the rule that matched (stored with the list entry, or for
+ * a plain `["notify"]` of an event without a relation, derived from the event), and whether the user's read
  * receipts have passed it (computed now, so it is current). `only=highlight` keeps the
- * highlighting ones. The list keeps the latest `NOTIFICATIONS_KEPT` per user; redacted events
- * leave it.
+ * highlighting ones. The list serves the latest `NOTIFICATIONS_KEPT` per user: the evaluator trims
+ * it in chunks, so it may hold a few more between trims, which are left out here (those at or
+ * below the score of the first one past the bound, for both lists); redacted events leave it.
  *
  * `from`/`next_token` is the arrival order (push-evaluator.ts `listScore`) below which the next
  * page starts; notifications that share the last one's place are all on that page, so pages never
@@ -17,7 +19,7 @@ import { servableToClients } from '../../store/room-reader';
 import { pushData } from '../../store/keys';
 import { readFields, readPositions } from '../../store/read-receipts';
 import { roomData } from '../../store/keys';
-import type { NotificationDetails } from '../../readers/push-evaluator';
+import { NOTIFICATIONS_KEPT, derivedDetails, type NotificationDetails } from '../../readers/push-evaluator';
 import { requireUser } from './auth';
 import { clientRoute } from './accounts-common';
 import { formatEvents } from '../../rooms/client-format';
@@ -44,11 +46,16 @@ export function registerNotificationRoutes(front: Front, ctx: ApiContext): void 
     const me = await requireUser(ctx, req);
     const limit = parseLimit(req.query['limit']);
     const from = parseFrom(req.query['from']);
-    const list = userKey(ctx, me.userId, req.query['only'] === 'highlight' ? pushData.highlights(me.userId) : pushData.notifications(me.userId));
+    const all = userKey(ctx, me.userId, pushData.notifications(me.userId));
+    const list = req.query['only'] === 'highlight' ? userKey(ctx, me.userId, pushData.highlights(me.userId)) : all;
     if (limit === 0) return { body: { notifications: [] } };
 
+    // The first notification past the latest NOTIFICATIONS_KEPT (the list is trimmed in chunks):
+    // it and anything older are not served.
+    const past = await ctx.redis.zrevrange(all, NOTIFICATIONS_KEPT, NOTIFICATIONS_KEPT, 'WITHSCORES');
+    const min = past.length >= 2 ? `(${past[1]}` : '-inf';
     const max = from === null ? '+inf' : `(${from}`;
-    const page = await ctx.redis.zrevrangebyscore(list, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit + 1);
+    const page = await ctx.redis.zrevrangebyscore(list, max, min, 'WITHSCORES', 'LIMIT', 0, limit + 1);
     const entries: { member: string; score: number }[] = [];
     for (let i = 0; i + 1 < page.length; i += 2) entries.push({ member: page[i]!, score: Number(page[i + 1]) });
     let more = false;
@@ -61,27 +68,29 @@ export function registerNotificationRoutes(front: Front, ctx: ApiContext): void 
         const tie = await ctx.redis.zrevrangebyscore(list, last.score, last.score);
         const have = new Set(entries.map((e) => e.member));
         for (const m of tie) if (!have.has(m)) entries.push({ member: m, score: last.score });
-        more = (await ctx.redis.zrevrangebyscore(list, `(${last.score}`, '-inf', 'LIMIT', 0, 1)).length > 0;
+        more = (await ctx.redis.zrevrangebyscore(list, `(${last.score}`, min, 'LIMIT', 0, 1)).length > 0;
       }
     }
     if (entries.length === 0) return { body: { notifications: [] } };
 
     const details = await ctx.redis.hmget(userKey(ctx, me.userId, pushData.notificationData(me.userId)), ...entries.map((e) => e.member));
     const notifications = await Promise.all(
-      entries.map(async ({ member }, i) => {
+      entries.map(async ({ member, score }, i) => {
         const sep = member.indexOf('\0');
+        if (sep < 0) return null;
         const roomId = member.slice(0, sep);
         const eventId = member.slice(sep + 1);
         const raw = details[i];
-        if (sep < 0 || !raw) return null;
-        const d = JSON.parse(raw) as NotificationDetails;
-        const [stored, receipts] = await Promise.all([
-          ctx.rooms.event(roomId, eventId),
-          ctx.redis.hmget(roomShard(ctx, roomId).data(roomData.receipts(roomId)), ...readFields(me.userId, d.thread)),
-        ]);
-        if (!stored || !servableToClients(stored)) return null;
-        const [event] = await formatEvents(ctx, roomId, [stored], me);
-        const { room_id: _roomId, ...withoutRoom } = event as JsonObject;
+        const receiptsOf = (thread: string | null) => ctx.redis.hmget(roomShard(ctx, roomId).data(roomData.receipts(roomId)), ...readFields(me.userId, thread));
+        // Stored details (and the receipts they need) read along with the event; a plain
+        // notification's are not stored, they come from the event (push-evaluator.ts `derivedDetails`).
+        const stored = raw ? (JSON.parse(raw) as NotificationDetails) : null;
+        const [event, storedReceipts] = await Promise.all([ctx.rooms.event(roomId, eventId), stored ? receiptsOf(stored.thread) : Promise.resolve(null)]);
+        if (!event || !servableToClients(event)) return null;
+        const d = stored ?? derivedDetails(event, score);
+        const receipts = storedReceipts ?? (await receiptsOf(d.thread));
+        const [formatted] = await formatEvents(ctx, roomId, [event], me);
+        const { room_id: _roomId, ...withoutRoom } = formatted as JsonObject;
         const read = readPositions(receipts, d.thread);
         return { actions: d.actions, event: withoutRoom, read: d.pos <= (d.thread ? read.thread : read.main), room_id: roomId, ts: d.ts } as JsonObject;
       }),
