@@ -46,7 +46,8 @@ const CLOSE_WAIT_MS = 5_000;
 export type RoomDeletionStatus = 'scheduled' | 'active' | 'complete' | 'failed';
 
 interface DeletionJob {
-  deleteId: string;
+  /** Absent in a job queued by a front before deletions had records (see fromFrontJob). */
+  deleteId?: string;
 }
 
 /**
@@ -121,7 +122,8 @@ export async function startRoomDeletionJobs(config: AxonConfig, log: Logger, wor
   };
 
   const run = async (job: Job<DeletionJob>): Promise<ShutdownResult | null> => {
-    const deleteId = job.data.deleteId;
+    const deleteId = job.data.deleteId ?? (await fromFrontJob(job));
+    if (!deleteId) return null;
     const rec = await redis.hgetall(keys.roomDeletion(deleteId));
     // Expired, or done already (a job added again after it finished).
     if (!rec.room_id || !rec.params || rec.status === 'complete' || rec.status === 'failed') return null;
@@ -142,18 +144,34 @@ export async function startRoomDeletionJobs(config: AxonConfig, log: Logger, wor
       throw e;
     }
   };
+  /**
+   * A job a front queued before deletions had records of their own (its data the room and the
+   * parameters, its progress the result so far, its id the delete id): its record is made from it,
+   * so a deletion asked before an upgrade still runs and reports.
+   */
+  const fromFrontJob = async (job: Job<DeletionJob>): Promise<string | null> => {
+    const old = job.data as unknown as { roomId?: string; params?: RoomDeletionParams };
+    if (!job.id || typeof old.roomId !== 'string' || !old.params) return null;
+    if (!(await redis.exists(keys.roomDeletion(job.id)))) {
+      const progress = job.progress as { result?: ShutdownResult } | number | undefined;
+      const result: Record<string, string> = typeof progress === 'object' && progress?.result ? { result: JSON.stringify(progress.result) } : {};
+      await update(job.id, { room_id: old.roomId, status: 'scheduled', params: JSON.stringify(old.params), ...result });
+    }
+    return job.id;
+  };
   const worker = new BullWorker<DeletionJob>(ADMIN_ROOMS_QUEUE, run, { connection: workerConnection, prefix, concurrency: 2 });
   worker.on('error', (err) => jlog.warn({ err }, 'room deletion jobs: worker error'));
   worker.on('failed', (job, err) => {
-    jlog.warn({ err, delete_id: job?.data.deleteId }, 'room deletion jobs: deletion failed');
+    jlog.warn({ err, delete_id: job?.data.deleteId ?? job?.id }, 'room deletion jobs: deletion failed');
     // A job bullmq gave up on without a last run of ours (stalled too often: its workers died
     // mid-run) is failed in the record too.
     if (job) void markGivenUp(job, err.message).catch(() => undefined);
   });
   const markGivenUp = async (job: Job<DeletionJob>, reason: string): Promise<void> => {
-    if ((await job.getState()) !== 'failed') return;
-    const status = await redis.hget(keys.roomDeletion(job.data.deleteId), 'status');
-    if (status === 'scheduled' || status === 'active') await update(job.data.deleteId, { status: 'failed', error: reason });
+    const deleteId = job.data.deleteId ?? job.id;
+    if (!deleteId || (await job.getState()) !== 'failed') return;
+    const status = await redis.hget(keys.roomDeletion(deleteId), 'status');
+    if (status === 'scheduled' || status === 'active') await update(deleteId, { status: 'failed', error: reason });
   };
 
   /** Every pending deletion into bullmq (the job id is the delete id: adding one twice is one job). */

@@ -21,7 +21,10 @@ import type { RoomMeta } from '../../src/rooms/model';
 import { backfillRoomList } from '../../scripts/backfill-room-list';
 import { startAxonAndSynapse, type AxonAndSynapse } from '../federation/harness';
 import pino from 'pino';
-import { startRoomDeletionJobs, type RunningRoomDeletionJobs } from '../../src/rooms/room-deletion-jobs';
+import { Queue } from 'bullmq';
+import { ADMIN_ROOMS_QUEUE, startRoomDeletionJobs, type RunningRoomDeletionJobs } from '../../src/rooms/room-deletion-jobs';
+import { parseRoomDeletionBody } from '../../src/rooms/room-deletion';
+import { bullConnection } from '../../src/runtime/bull-connection';
 
 const install = synapseInstallation();
 const skip = !install.ok && !process.env.CI;
@@ -404,7 +407,7 @@ describe('admin API rooms: Axon only', () => {
   }, 120_000);
 });
 
-describe('admin API rooms: a deletion asked while no worker runs the deletion jobs', () => {
+describe('admin API rooms: deletions waiting for a worker (none ran the jobs; one queued before the upgrade)', () => {
   let axon: TestServer;
   let late: RunningRoomDeletionJobs | undefined;
 
@@ -439,6 +442,31 @@ describe('admin API rooms: a deletion asked while no worker runs the deletion jo
     expect((await call('GET', '/_synapse/admin/v1/rooms')).body.rooms.map((x: { room_id: string }) => x.room_id)).not.toContain(room);
     // The refused second deletion left no record: the room's list names the one deletion.
     expect((await call('GET', `/_synapse/admin/v2/rooms/${encodeURIComponent(room)}/delete_status`)).body.results.map((r: { delete_id: string }) => r.delete_id)).toEqual([deleteId]);
+  }, 180_000);
+
+  // Before deletions had records, a front queued the job itself: its data the room and the
+  // parameters, its id the delete id. One left by a server before the upgrade still runs and reports.
+  it('runs a deletion a front queued in bullmq before deletions had records', async () => {
+    const admin = await registerAxonAdmin(axon.baseUrl, 'elder', 'elder-password-1', SECRET);
+    const call = (method: string, path: string, body?: unknown) => callServer(axon, { token: admin.token }, method, path, body);
+    const room = (await call('POST', '/createRoom', { name: 'queued before the upgrade', preset: 'public_chat' })).body.room_id as string;
+    const keys = new KeySpace(axon.config.redis.keyPrefix);
+    const connection = bullConnection(axon.config);
+    const queue = new Queue(ADMIN_ROOMS_QUEUE, { connection, prefix: keys.adminJobsPrefix() });
+    const deleteId = `before${Date.now()}`;
+    await axon.redis.zadd(keys.roomDeletions(room), Date.now(), deleteId);
+    await queue.add('delete_room', { roomId: room, params: parseRoomDeletionBody({ purge: true }, admin.userId) }, { jobId: deleteId, attempts: 5 });
+    await queue.close();
+    connection.disconnect();
+    let status: { status?: string; error?: string; shutdown_room?: unknown } = {};
+    const until = Date.now() + 120_000;
+    while (status.status !== 'complete' && status.status !== 'failed' && Date.now() < until) {
+      await new Promise((res) => setTimeout(res, 300));
+      status = (await call('GET', `/_synapse/admin/v2/rooms/delete_status/${deleteId}`)).body;
+    }
+    expect([status.status, status.error]).toEqual(['complete', undefined]);
+    expect(status.shutdown_room).toEqual({ kicked_users: [admin.userId], failed_to_kick_users: [], local_aliases: [], new_room_id: null });
+    expect((await call('GET', '/_synapse/admin/v1/rooms')).body.rooms.map((x: { room_id: string }) => x.room_id)).not.toContain(room);
   }, 180_000);
 });
 
