@@ -407,6 +407,16 @@ describe('admin API rooms: Axon only', () => {
   }, 120_000);
 });
 
+/** A v2 deletion's status, asked again until it is complete or failed (two minutes at most). */
+async function finished(status: () => Promise<{ body: Json }>): Promise<{ status?: string; error?: string; shutdown_room?: unknown }> {
+  let last: { status?: string; error?: string; shutdown_room?: unknown } = {};
+  for (const until = Date.now() + 120_000; last.status !== 'complete' && last.status !== 'failed' && Date.now() < until; ) {
+    await new Promise((res) => setTimeout(res, 300));
+    last = (await status()).body;
+  }
+  return last;
+}
+
 describe('admin API rooms: deletions waiting for a worker (none ran the jobs; one queued before the upgrade)', () => {
   let axon: TestServer;
   let late: RunningRoomDeletionJobs | undefined;
@@ -431,12 +441,7 @@ describe('admin API rooms: deletions waiting for a worker (none ran the jobs; on
     const again = await call('DELETE', `/_synapse/admin/v2/rooms/${encodeURIComponent(room)}`, {});
     expect([again.status, again.body.errcode]).toEqual([400, 'M_UNKNOWN']);
     late = await startRoomDeletionJobs(axon.config, pino({ level: 'silent' }), 'late', axon.signingKey);
-    let status: { status?: string; error?: string; shutdown_room?: unknown } = {};
-    const until = Date.now() + 120_000;
-    while (status.status !== 'complete' && status.status !== 'failed' && Date.now() < until) {
-      await new Promise((res) => setTimeout(res, 300));
-      status = (await call('GET', `/_synapse/admin/v2/rooms/delete_status/${deleteId}`)).body;
-    }
+    const status = await finished(() => call('GET', `/_synapse/admin/v2/rooms/delete_status/${deleteId}`));
     expect([status.status, status.error]).toEqual(['complete', undefined]);
     expect(status.shutdown_room).toEqual({ kicked_users: ['@root:' + axon.config.serverName], failed_to_kick_users: [], local_aliases: [], new_room_id: null });
     expect((await call('GET', '/_synapse/admin/v1/rooms')).body.rooms.map((x: { room_id: string }) => x.room_id)).not.toContain(room);
@@ -458,12 +463,7 @@ describe('admin API rooms: deletions waiting for a worker (none ran the jobs; on
     await queue.add('delete_room', { roomId: room, params: parseRoomDeletionBody({ purge: true }, admin.userId) }, { jobId: deleteId, attempts: 5 });
     await queue.close();
     connection.disconnect();
-    let status: { status?: string; error?: string; shutdown_room?: unknown } = {};
-    const until = Date.now() + 120_000;
-    while (status.status !== 'complete' && status.status !== 'failed' && Date.now() < until) {
-      await new Promise((res) => setTimeout(res, 300));
-      status = (await call('GET', `/_synapse/admin/v2/rooms/delete_status/${deleteId}`)).body;
-    }
+    const status = await finished(() => call('GET', `/_synapse/admin/v2/rooms/delete_status/${deleteId}`));
     expect([status.status, status.error]).toEqual(['complete', undefined]);
     expect(status.shutdown_room).toEqual({ kicked_users: [admin.userId], failed_to_kick_users: [], local_aliases: [], new_room_id: null });
     expect((await call('GET', '/_synapse/admin/v1/rooms')).body.rooms.map((x: { room_id: string }) => x.room_id)).not.toContain(room);
