@@ -22,6 +22,7 @@ import { federationSenderSetup } from './federation/sender/setup';
 import { appserviceSenderSetup } from './appservice/sender-setup';
 import { PushQueue } from './push/queue';
 import { startPushSender } from './push/sender';
+import { startRoomDeletionJobs } from './rooms/room-deletion-jobs';
 import { startProcessMetrics } from './ops/process-metrics';
 
 export interface RunningServer {
@@ -73,6 +74,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
   });
   await worker.start();
   const pushSender = await startPushSender(config, log, 'main');
+  const roomDeletions = await startRoomDeletionJobs(config, log, 'main', keys[0]!);
   const front = await startFront(config, redis, keys, log, 'main');
   const dashboard = operatorDashboard(config, log);
   const metrics = await startProcessMetrics({ config, role: 'main', id: 'main', log, worker, handlers: dashboard ? [dashboard.handler] : [] });
@@ -87,6 +89,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
       await metrics.close();
       dashboard?.close();
       await front.close();
+      await roomDeletions.close();
       await worker.stop();
       await pushSender.close();
       await pushQueue.close();

@@ -17,6 +17,7 @@ import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from './sync/notify';
 import { federationSenderSetup } from './federation/sender/setup';
 import { appserviceSenderSetup } from './appservice/sender-setup';
 import { startMediaJobs } from './media/jobs';
+import { startRoomDeletionJobs } from './rooms/room-deletion-jobs';
 import { PushQueue } from './push/queue';
 import { startPushSender } from './push/sender';
 import { startProcessMetrics, type ProcessMetrics } from './ops/process-metrics';
@@ -55,11 +56,14 @@ async function main(): Promise<void> {
   // The media queue (pre-generated thumbnails, retention): bullmq gives each job to one worker.
   const mediaJobs = await startMediaJobs(config, log, workerId);
   const pushSender = await startPushSender(config, log, workerId);
+  // Admins' room deletions (DELETE /_synapse/admin/v2/rooms/…): bullmq gives each to one worker.
+  const roomDeletions = await startRoomDeletionJobs(config, log, workerId, signingKey);
   let metrics: ProcessMetrics | null = null;
   const shutdown = onShutdown(async () => {
     log.info({ worker: workerId }, 'stopping');
     await metrics?.close();
     await mediaJobs.close();
+    await roomDeletions.close();
     await worker.stop();
     await pushSender.close();
     await pushQueue.close();

@@ -242,27 +242,37 @@ export class KeySpace {
   }
 
   /**
-   * Sorted set: the ids of a room's deletions (`DELETE /_synapse/admin/v2/rooms/{roomId}`, bullmq
-   * jobs by those ids) by when they were asked for (ms), for `…/{roomId}/delete_status`. Written
-   * by fronts with the job; expires a week after the last deletion asked.
+   * Sorted set: the ids of a room's deletions (`DELETE /_synapse/admin/v2/rooms/{roomId}`) by when
+   * they were asked for (ms), for `…/{roomId}/delete_status`. Written by fronts with the deletion's
+   * record; expires a week after the last deletion asked.
    */
   roomDeletions(roomId: string): string {
     return `${this.prefix}{admin}:room-deletes:${roomId}`;
   }
 
+  /**
+   * Hash: one room deletion (src/rooms/room-deletion-jobs.ts): `room_id`, `params` (JSON),
+   * `status` (scheduled, active, complete, failed), `result` (the result so far, JSON), `phase`,
+   * `error`. Written by the front that schedules it, then by the worker running it; expires a week
+   * after its last change.
+   */
+  roomDeletion(deleteId: string): string {
+    return `${this.prefix}{admin}:room-delete:${deleteId}`;
+  }
+
+  /** Sorted set: deletions scheduled and not yet handed to bullmq (delete id, by when asked, ms); a worker hands them over. */
+  roomDeletionsPending(): string {
+    return `${this.prefix}{admin}:room-deletes-pending`;
+  }
+
+  /** List: wake-ups for the workers' room deletion jobs (one pushed per deletion scheduled, BLPOPed by a worker), at most a few. */
+  roomDeletionsWake(): string {
+    return `${this.prefix}{admin}:room-deletes-wake`;
+  }
+
   /** bullmq's prefix for the admin jobs' queues (room deletion): one hash tag, one slot on a Redis Cluster as bullmq requires. */
   adminJobsPrefix(): string {
     return `${this.prefix}{admin-jobs}`;
-  }
-
-  /**
-   * bullmq's keys that hold a queue's unfinished jobs (bullmq 5's layout, its QueueKeys): lists
-   * `wait`, `active`, `paused`; sorted sets `delayed`, `prioritized`, `waiting-children`. Read
-   * (lengths only) by fronts to know whether to start a job worker; bullmq writes them.
-   */
-  bullUnfinishedJobs(bullPrefix: string, queue: string): { lists: string[]; sortedSets: string[] } {
-    const k = (type: string): string => `${bullPrefix}:${queue}:${type}`;
-    return { lists: [k('wait'), k('active'), k('paused')], sortedSets: [k('delayed'), k('prioritized'), k('waiting-children')] };
   }
 
   /** Pub/sub channel that wakes the owner of a shard when its inbox gets a message. */

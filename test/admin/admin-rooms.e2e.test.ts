@@ -20,8 +20,9 @@ import { decode } from '../../src/store/codec';
 import type { RoomMeta } from '../../src/rooms/model';
 import { backfillRoomList } from '../../scripts/backfill-room-list';
 import { startAxonAndSynapse, type AxonAndSynapse } from '../federation/harness';
+import pino from 'pino';
 import { Queue } from 'bullmq';
-import { ADMIN_ROOMS_QUEUE } from '../../src/api/admin/room-delete';
+import { ADMIN_ROOMS_QUEUE, startRoomDeletionJobs, type RunningRoomDeletionJobs } from '../../src/rooms/room-deletion-jobs';
 import { parseRoomDeletionBody } from '../../src/rooms/room-deletion';
 import { bullConnection } from '../../src/runtime/bull-connection';
 
@@ -77,7 +78,7 @@ describe.skipIf(skip)('admin API rooms: Axon against Synapse', () => {
     const serverName = await loopbackServerName(SYNAPSE_IP);
     [synapse, axon] = await Promise.all([
       startSynapse({ serverName, ca, logLevel: 'WARNING', configure: (c) => { c.rc_login = { address: { per_second: 100, burst_count: 100 }, account: { per_second: 100, burst_count: 100 } }; c.rc_message = { per_second: 100, burst_count: 100 }; c.room_list_publication_rules = [{ action: 'allow' }]; c.rc_joins = { local: { per_second: 100, burst_count: 100 }, remote: { per_second: 100, burst_count: 100 } }; } }),
-      startTestServer({ configure: (c) => { c.registration.sharedSecret = SECRET; } }),
+      startTestServer({ roomDeletions: true, configure: (c) => { c.registration.sharedSecret = SECRET; } }),
     ]);
     const sAdmin = await synapse.registerUser('boss', 'boss-password-1', true);
     const aAdmin = await registerAxonAdmin(axon.baseUrl, 'boss', 'boss-password-1', SECRET);
@@ -288,7 +289,7 @@ describe('admin API rooms: Axon only', () => {
   const call = (token: string | null, method: string, path: string, body?: unknown) => callServer(axon, token === null ? null : { token }, method, path, body);
 
   beforeAll(async () => {
-    axon = await startTestServer({ configure: (c) => { c.registration.sharedSecret = SECRET; } });
+    axon = await startTestServer({ roomDeletions: true, configure: (c) => { c.registration.sharedSecret = SECRET; } });
     admin = await registerAxonAdmin(axon.baseUrl, 'root', 'root-password-1', SECRET);
   }, 120_000);
   afterAll(async () => {
@@ -406,37 +407,65 @@ describe('admin API rooms: Axon only', () => {
   }, 120_000);
 });
 
-describe('admin API rooms: a deletion no front has taken', () => {
+/** A v2 deletion's status, asked again until it is complete or failed (two minutes at most). */
+async function finished(status: () => Promise<{ body: Json }>): Promise<{ status?: string; error?: string; shutdown_room?: unknown }> {
+  let last: { status?: string; error?: string; shutdown_room?: unknown } = {};
+  for (const until = Date.now() + 120_000; last.status !== 'complete' && last.status !== 'failed' && Date.now() < until; ) {
+    await new Promise((res) => setTimeout(res, 300));
+    last = (await status()).body;
+  }
+  return last;
+}
+
+describe('admin API rooms: deletions waiting for a worker (none ran the jobs; one queued before the upgrade)', () => {
   let axon: TestServer;
+  let late: RunningRoomDeletionJobs | undefined;
 
   afterAll(async () => {
+    await late?.close();
     await axon?.stop();
   });
 
-  // A front loads bullmq and starts its job worker only when it queues a deletion or finds one
-  // unfinished: here the job is queued straight into bullmq, as by a front that died right after,
-  // and the running front (which has queued nothing) must find it and run it.
-  it('is found and run by a front that queued nothing', async () => {
+  // The front only records a deletion and wakes a worker; with none running the jobs it stays
+  // scheduled (its wake-up unanswered), and the first worker to start them finds it and runs it.
+  it('stays scheduled, then is run by the first worker that starts', async () => {
     axon = await startTestServer({ configure: (c) => { c.registration.sharedSecret = SECRET; } });
     const admin = await registerAxonAdmin(axon.baseUrl, 'root', 'root-password-1', SECRET);
     const call = (method: string, path: string, body?: unknown) => callServer(axon, { token: admin.token }, method, path, body);
-    const room = (await call('POST', '/createRoom', { name: 'orphaned deletion', preset: 'public_chat' })).body.room_id as string;
+    const room = (await call('POST', '/createRoom', { name: 'waiting deletion', preset: 'public_chat' })).body.room_id as string;
+    const started = await call('DELETE', `/_synapse/admin/v2/rooms/${encodeURIComponent(room)}`, { purge: true });
+    expect(started.status).toBe(200);
+    const deleteId = started.body.delete_id as string;
+    expect((await call('GET', `/_synapse/admin/v2/rooms/delete_status/${deleteId}`)).body).toEqual({ delete_id: deleteId, room_id: room, status: 'scheduled', shutdown_room: null });
+    // A second deletion of the room meanwhile is refused, as Synapse does.
+    const again = await call('DELETE', `/_synapse/admin/v2/rooms/${encodeURIComponent(room)}`, {});
+    expect([again.status, again.body.errcode]).toEqual([400, 'M_UNKNOWN']);
+    late = await startRoomDeletionJobs(axon.config, pino({ level: 'silent' }), 'late', axon.signingKey);
+    const status = await finished(() => call('GET', `/_synapse/admin/v2/rooms/delete_status/${deleteId}`));
+    expect([status.status, status.error]).toEqual(['complete', undefined]);
+    expect(status.shutdown_room).toEqual({ kicked_users: ['@root:' + axon.config.serverName], failed_to_kick_users: [], local_aliases: [], new_room_id: null });
+    expect((await call('GET', '/_synapse/admin/v1/rooms')).body.rooms.map((x: { room_id: string }) => x.room_id)).not.toContain(room);
+    // The refused second deletion left no record: the room's list names the one deletion.
+    expect((await call('GET', `/_synapse/admin/v2/rooms/${encodeURIComponent(room)}/delete_status`)).body.results.map((r: { delete_id: string }) => r.delete_id)).toEqual([deleteId]);
+  }, 180_000);
+
+  // Before deletions had records, a front queued the job itself: its data the room and the
+  // parameters, its id the delete id. One left by a server before the upgrade still runs and reports.
+  it('runs a deletion a front queued in bullmq before deletions had records', async () => {
+    const admin = await registerAxonAdmin(axon.baseUrl, 'elder', 'elder-password-1', SECRET);
+    const call = (method: string, path: string, body?: unknown) => callServer(axon, { token: admin.token }, method, path, body);
+    const room = (await call('POST', '/createRoom', { name: 'queued before the upgrade', preset: 'public_chat' })).body.room_id as string;
     const keys = new KeySpace(axon.config.redis.keyPrefix);
     const connection = bullConnection(axon.config);
     const queue = new Queue(ADMIN_ROOMS_QUEUE, { connection, prefix: keys.adminJobsPrefix() });
-    const deleteId = `orphan${Date.now()}`;
+    const deleteId = `before${Date.now()}`;
     await axon.redis.zadd(keys.roomDeletions(room), Date.now(), deleteId);
     await queue.add('delete_room', { roomId: room, params: parseRoomDeletionBody({ purge: true }, admin.userId) }, { jobId: deleteId, attempts: 5 });
     await queue.close();
     connection.disconnect();
-    let status: { status?: string; error?: string; shutdown_room?: unknown } = {};
-    const until = Date.now() + 120_000;
-    while (status.status !== 'complete' && status.status !== 'failed' && Date.now() < until) {
-      await new Promise((res) => setTimeout(res, 300));
-      status = (await call('GET', `/_synapse/admin/v2/rooms/delete_status/${deleteId}`)).body;
-    }
+    const status = await finished(() => call('GET', `/_synapse/admin/v2/rooms/delete_status/${deleteId}`));
     expect([status.status, status.error]).toEqual(['complete', undefined]);
-    expect(status.shutdown_room).toEqual({ kicked_users: ['@root:' + axon.config.serverName], failed_to_kick_users: [], local_aliases: [], new_room_id: null });
+    expect(status.shutdown_room).toEqual({ kicked_users: [admin.userId], failed_to_kick_users: [], local_aliases: [], new_room_id: null });
     expect((await call('GET', '/_synapse/admin/v1/rooms')).body.rooms.map((x: { room_id: string }) => x.room_id)).not.toContain(room);
   }, 180_000);
 });

@@ -11,23 +11,19 @@
  * driven by puppeteer-core (issue 20 names playwright-core; one driver in the project is enough).
  * Screenshots go to test-artifacts/dashboard/ (gitignored; the paths are printed), also on failure.
  */
-import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { Browser, Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registerWithSharedSecret } from '../../scripts/register-user';
 import { freePort } from '../setup/free-port';
+import { ScriptCluster, type Json } from '../setup/script-cluster';
 import { findChromium, openPage } from './chromium';
 
-type Json = Record<string, any>;
 /** The page's document, inside `page.evaluate` callbacks (the project's type-check has no DOM library). */
 declare const document: any;
 
-const run = promisify(execFile);
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const artifactDir = join(root, 'test-artifacts/dashboard');
 const chromium = findChromium();
@@ -39,26 +35,15 @@ const STEP_MS = 120_000;
 const SHARDS = 16;
 const sharedSecret = 'dashboard test shared secret';
 
-let dataDir: string;
-let env: Record<string, string>;
+let cluster: ScriptCluster;
 let baseUrl: string;
 let dashboardUrl: string;
 let browser: Browser | undefined;
 let page: Page;
 const pageLog: string[] = [];
 
-async function cluster(...args: string[]): Promise<Json> {
-  const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env, timeout: 180_000 });
-  return JSON.parse(stdout);
-}
-
-async function call(token: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-  const res = await fetch(`${baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}) },
-    body: body !== undefined ? JSON.stringify(body) : undefined,
-  });
-  return { status: res.status, body: (await res.json()) as Json };
+function call(token: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
+  return cluster.call(token, method, path, body);
 }
 
 async function dashboardApi(token: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
@@ -152,25 +137,10 @@ beforeAll(async () => {
   if (skip) return;
   if (!chromium) throw new Error('dashboard.e2e: no Chromium installed, and CI requires this test (scripts/lib/ensure.sh: ensure_chromium, or set AXON_CHROMIUM)');
   rmSync(artifactDir, { recursive: true, force: true });
-  dataDir = mkdtempSync(join(tmpdir(), 'axon-dashboard-'));
-  const httpPort = await freePort();
   const metricsPort = await freePort();
-  env = {
-    ...(process.env as Record<string, string>),
-    AXON_DATA_DIR: dataDir,
-    AXON_PORT: String(httpPort),
-    AXON_FEDERATION_PORT: String(await freePort()),
-    AXON_REDIS_MANAGED_PORT: String(await freePort()),
-    AXON_METRICS_PORT: String(metricsPort),
-    AXON_ROOM_SHARDS: String(SHARDS),
-    AXON_USER_SHARDS: String(SHARDS),
-    AXON_REGISTRATION_SHARED_SECRET: sharedSecret,
-    AXON_RATE_LIMIT_ENABLED: 'false',
-    AXON_LOG_LEVEL: 'info',
-  };
-  baseUrl = `http://127.0.0.1:${httpPort}`;
-  const up = await cluster('up', '--workers', '2', '--fronts', '1');
-  expect(up.ok).toBe(true);
+  cluster = await ScriptCluster.create({ name: 'dashboard', shards: SHARDS, env: { AXON_METRICS_PORT: String(metricsPort), AXON_REGISTRATION_SHARED_SECRET: sharedSecret } });
+  baseUrl = cluster.base;
+  const up = await cluster.up(2, 1);
   // The cluster scripts give each process its own metrics port from AXON_METRICS_PORT upward
   // (workers first); the front's, where the dashboard is, is in `up`'s answer.
   const front = (up.processes as { name: string; metricsPort: number | null }[]).find((p) => p.name.startsWith('f'));
@@ -179,7 +149,7 @@ beforeAll(async () => {
   // The front starts its dashboard right after it listens on the client port.
   const deadline = Date.now() + STEP_MS;
   while ((await fetch(dashboardUrl).then((r) => r.status, () => 0)) !== 200) {
-    if (Date.now() > deadline) throw new Error(`the front did not serve ${dashboardUrl}; see ${dataDir}/logs`);
+    if (Date.now() > deadline) throw new Error(`the front did not serve ${dashboardUrl}; see ${cluster.dataDir}/logs`);
     await new Promise((r) => setTimeout(r, 250));
   }
 
@@ -188,8 +158,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  if (env) await run('bash', ['scripts/cluster', 'down'], { cwd: root, env, timeout: 120_000 }).catch(() => undefined);
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  await cluster?.destroy();
 }, 180_000);
 
 describe.skipIf(skip)('operator dashboard in headless Chromium against a two-worker cluster', () => {
@@ -346,19 +315,16 @@ describe.skipIf(skip)('operator dashboard in headless Chromium against a two-wor
     console.log(`dashboard.e2e: load sent ${load.sent.size} messages (${sentDuringDrain} acknowledged while the drain ran), all seen by /sync, 0 errors`);
 
     // The cluster script agrees with the page.
-    const status = await cluster('status');
+    const status = await cluster.script('status');
     expect(status.workers.filter((w: Json) => w.alive).map((w: Json) => [w.worker, w.shards])).toEqual([['w2', { room: SHARDS, user: SHARDS }]]);
     // With one worker left there is nothing to drain to: a 400, and w2 keeps its shards.
     expect(await dashboardApi(admin.access_token, 'POST', 'drain', { worker: 'w2' })).toMatchObject({ status: 400, body: { errcode: 'M_INVALID_PARAM' } });
     // The script's drain (the same src/runtime/cluster-admin.ts drain) refuses too, before telling
     // the worker anything: w2 stays running with its shards.
-    const refused = await run('bash', ['scripts/cluster', 'drain', 'w2', '--json'], { cwd: root, env, timeout: 120_000 }).then(
-      () => null,
-      (e: { code?: number; stdout?: string }) => e,
-    );
-    expect(refused?.code).toBe(1);
-    expect(JSON.parse(refused!.stdout!)).toEqual({ ok: false, error: "no other live worker to take w2's shards" });
-    const stillRunning = await cluster('status');
+    const refused = await cluster.scriptFails('drain', 'w2');
+    expect(refused.code).toBe(1);
+    expect(refused.answer).toEqual({ ok: false, error: "no other live worker to take w2's shards" });
+    const stillRunning = await cluster.script('status');
     expect(stillRunning.workers.filter((w: Json) => w.alive).map((w: Json) => [w.worker, w.state, w.shards])).toEqual([['w2', 'running', { room: SHARDS, user: SHARDS }]]);
 
     // Signing out forgets the token.

@@ -31,7 +31,11 @@ export interface Clients {
   close(): Promise<void>;
 }
 
-export async function clientsFor(server: TestServer): Promise<Clients> {
+/**
+ * `displayname: false`: accounts are registered with no display name (tests that compare member
+ * events or profiles whole); by default the localpart is the display name.
+ */
+export async function clientsFor(server: TestServer, opts: { displayname?: boolean } = {}): Promise<Clients> {
   const keys = new KeySpace(server.config.redis.keyPrefix);
   const actors = new ActorClient(server.redis, keys, { room: server.config.shards.rooms, user: server.config.shards.users });
   await actors.start();
@@ -39,11 +43,11 @@ export async function clientsFor(server: TestServer): Promise<Clients> {
   return {
     keys,
     actors,
-    async mint(localpart, deviceId = 'DEV1', opts = {}) {
+    async mint(localpart, deviceId = 'DEV1', admin = {}) {
       const userId = `@${localpart}:${server.serverName}`;
       const token = newToken(userId, server.config.shards.users);
       const session = { deviceId, accessHash: tokenHash(token) };
-      const body: UserMessage = minted.has(userId) ? { op: 'login', verifiedHash: 'minted', session } : { op: 'register', passwordHash: 'minted', displayname: localpart, session, ...(opts.admin ? { admin: true } : {}) };
+      const body: UserMessage = minted.has(userId) ? { op: 'login', verifiedHash: 'minted', session } : { op: 'register', passwordHash: 'minted', ...(opts.displayname === false ? {} : { displayname: localpart }), session, ...(admin.admin ? { admin: true } : {}) };
       await actors.ask('user', 'user', userId, body);
       minted.add(userId);
       return { userId, deviceId, token };

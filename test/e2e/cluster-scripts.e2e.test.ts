@@ -4,63 +4,40 @@
  * processes, a real managed redis-server, nothing lost or applied twice. On the way: readiness
  * in `status` and `/health`, also while the managed Redis is paused (SIGSTOP) for a few seconds.
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ActorClient } from '../../src/runtime/actor-client';
 import { KeySpace } from '../../src/store/keys';
 import { connectRedis } from '../../src/store/redis';
 import { redisPing } from '../../src/runtime/managed-redis';
 import type { LedgerReply } from '../../actors/ledger';
-import { freePort } from '../setup/free-port';
-
-const run = promisify(execFile);
-const root = join(import.meta.dirname, '../..');
+import { ScriptCluster } from '../setup/script-cluster';
 
 describe('cluster scripts', () => {
-  let env: Record<string, string>;
-  let dataDir: string;
-  let redisPort: number;
-  let httpPort: number;
-
-  async function cluster(...args: string[]): Promise<any> {
-    const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env, timeout: 120_000 });
-    return JSON.parse(stdout);
-  }
+  let c: ScriptCluster;
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'axon-cluster-'));
-    redisPort = await freePort();
-    httpPort = await freePort();
-    env = {
-      ...(process.env as Record<string, string>),
-      AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_FEDERATION_PORT: String(await freePort()), AXON_REDIS_MANAGED_PORT: String(redisPort),
-      AXON_ROOM_SHARDS: '16', AXON_USER_SHARDS: '16', AXON_LOG_LEVEL: 'info',
-    };
+    c = await ScriptCluster.create({ name: 'cluster', scriptTimeoutMs: 120_000 });
   });
 
   afterAll(async () => {
-    await run('bash', ['scripts/cluster', 'down'], { cwd: root, env }).catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
+    await c?.destroy();
   });
 
   it('brings up a cluster, moves and drains shards under traffic, and takes it down', async () => {
-    const up = await cluster('up', '--workers', '2', '--fronts', '1');
-    expect(up.ok).toBe(true);
+    const up = await c.up(2, 1);
     expect(up.processes.map((p: { name: string }) => p.name)).toEqual(['w1', 'w2', 'f1']);
-    const versions = await fetch(`http://127.0.0.1:${httpPort}/_matrix/client/versions`);
+    const versions = await fetch(`${c.base}/_matrix/client/versions`);
     expect(versions.status).toBe(200);
 
-    const status = await cluster('status');
+    const status = await c.script('status');
     const live = status.workers.filter((w: { alive: boolean }) => w.alive);
     expect(live.map((w: { worker: string }) => w.worker)).toEqual(['w1', 'w2']);
     for (const w of live) expect(w.shards).toEqual({ room: 8, user: 8 });
 
     // Traffic: 40 actors, 3,000 appends, up to 100 in flight, while the operator works.
-    const redis = connectRedis({ url: `redis://127.0.0.1:${redisPort}` });
+    const redis = connectRedis({ url: `redis://127.0.0.1:${c.redisPort}` });
     const client = new ActorClient(redis, new KeySpace('axon:'), { room: 16, user: 16 });
     await client.start();
     const actors = Array.from({ length: 40 }, (_, i) => `@load${i}:test`);
@@ -81,12 +58,12 @@ describe('cluster scripts', () => {
       await Promise.all(inFlight);
     })();
 
-    const move = await cluster('move-shard', 'user', '3', status.workers.find((w: { worker: string }) => w.worker === 'w1').shards.user > 0 ? 'w2' : 'w1');
+    const move = await c.script('move-shard', 'user', '3', status.workers.find((w: { worker: string }) => w.worker === 'w1').shards.user > 0 ? 'w2' : 'w1');
     expect(move.ok).toBe(true);
     expect(move.ms).toBeLessThan(30_000);
-    const rebalanced = await cluster('rebalance');
+    const rebalanced = await c.script('rebalance');
     expect(rebalanced.ok).toBe(true);
-    const drained = await cluster('drain', 'w1');
+    const drained = await c.script('drain', 'w1');
     expect(drained).toMatchObject({ ok: true, worker: 'w1', stopped: true });
     expect(drained.moved).toBe(16);
 
@@ -101,7 +78,7 @@ describe('cluster scripts', () => {
     }
     expect(total).toBe(3000);
 
-    const after = await cluster('status');
+    const after = await c.script('status');
     const w2 = after.workers.find((w: { worker: string }) => w.worker === 'w2');
     expect(w2.shards).toEqual({ room: 16, user: 16 });
     expect(after.workers.filter((w: { alive: boolean }) => w.alive).map((w: { worker: string }) => w.worker)).toEqual(['w2']);
@@ -109,14 +86,14 @@ describe('cluster scripts', () => {
     redis.disconnect();
 
     // The operator's own canary.
-    const load = await cluster('load', '--seconds', '2', '--concurrency', '20');
+    const load = await c.script('load', '--seconds', '2', '--concurrency', '20');
     expect(load.ok).toBe(true);
     expect(load.sent).toBeGreaterThan(0);
     expect(load.applied).toBe(load.sent);
 
     // Readiness: Redis, the live worker and the front are ready; /health says OK.
-    const health = `http://127.0.0.1:${httpPort}/health`;
-    const ready = await cluster('status');
+    const health = `${c.base}/health`;
+    const ready = await c.script('status');
     expect(ready.redis.ready).toBe(true);
     expect(ready.workers.filter((w: { alive: boolean }) => w.alive).map((w: { worker: string; ready: boolean }) => [w.worker, w.ready])).toEqual([['w2', true]]);
     expect(ready.fronts.map((f: { id: string; ready: boolean }) => [f.id, f.ready])).toEqual([['f1', true]]);
@@ -125,7 +102,7 @@ describe('cluster scripts', () => {
 
     // Redis paused: /health answers 503 at once and `status` says Redis is not ready (exit 1)
     // instead of hanging; both come back by themselves after SIGCONT.
-    const redisPid = Number(readFileSync(join(dataDir, 'redis', 'redis.pid'), 'utf8').trim());
+    const redisPid = Number(readFileSync(join(c.dataDir, 'redis', 'redis.pid'), 'utf8').trim());
     process.kill(redisPid, 'SIGSTOP');
     try {
       await new Promise((r) => setTimeout(r, 3500)); // the front's PING goes unanswered past its 2 s timeout
@@ -133,27 +110,24 @@ describe('cluster scripts', () => {
       const unhealthy = await fetch(health);
       expect(unhealthy.status).toBe(503);
       expect(Date.now() - t).toBeLessThan(2000);
-      const stalled = await run('bash', ['scripts/cluster', 'status', '--json'], { cwd: root, env, timeout: 60_000 }).then(
-        () => null,
-        (e: { code?: number; stdout?: string }) => e,
-      );
-      expect(stalled?.code).toBe(1);
-      expect(JSON.parse(stalled!.stdout!)).toMatchObject({ ok: false, redis: { ready: false }, workers: null, fronts: null });
+      const stalled = await c.scriptFails('status');
+      expect(stalled.code).toBe(1);
+      expect(stalled.answer).toMatchObject({ ok: false, redis: { ready: false }, workers: null, fronts: null });
     } finally {
       process.kill(redisPid, 'SIGCONT');
     }
     let back: any = null;
     for (let i = 0; i < 100 && !(back?.fronts?.[0]?.ready && (await fetch(health)).status === 200); i++) {
       await new Promise((r) => setTimeout(r, 200));
-      back = await cluster('status');
+      back = await c.script('status');
     }
     expect(back.fronts.map((f: { id: string; ready: boolean }) => [f.id, f.ready])).toEqual([['f1', true]]);
     expect((await fetch(health)).status).toBe(200);
 
-    const down = await cluster('down');
+    const down = await c.script('down');
     expect(down.ok).toBe(true);
     expect(down.stopped.sort()).toEqual(['f1', 'w2']);
     expect(down.redisStopped).toBe(true);
-    expect(await redisPing(redisPort)).toBe(false);
+    expect(await redisPing(c.redisPort)).toBe(false);
   }, 180_000); // a dozen script runs (each a tsx start) and a Redis pause: past the project's 60 s on a loaded machine
 });

@@ -8,48 +8,25 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, Direction } from 'matrix-js-sdk';
 import { startTestServer, type TestServer } from './server-harness';
-import { callJson } from './clients';
-import { newToken, tokenHash } from '../../src/api/client/auth';
+import { callJson, clientsFor, enc, txn, type Clients, type Json, type Session } from './clients';
 import type { UserMessage } from '../../actors/user';
 import { KeySpace, membershipIndexData } from '../../src/store/keys';
 import { shardOf } from '../../src/store/shards';
 import { ActorClient } from '../../src/runtime/actor-client';
 import { MembershipIndex } from '../../src/readers/membership-index';
 
-interface Session {
-  userId: string;
-  deviceId: string;
-  token: string;
-}
-
-type Json = Record<string, any>;
-
 let server: TestServer;
 let keys: KeySpace;
-let accounts: ActorClient;
+let clients: Clients;
 const USER_SHARDS = 16;
 
 /**
  * A local account's device and its access token, through the user actor: the first call for a
- * user registers the account, later ones log another device in (against a stand-in password
- * hash: the actor only compares hashes, the front is not involved).
+ * user registers the account (no display name), later ones log another device in.
  */
-const minted = new Set<string>();
-async function mint(localpart: string, deviceId = 'DEV1'): Promise<Session> {
-  const userId = `@${localpart}:${server.serverName}`;
-  const token = newToken(userId, USER_SHARDS);
-  const session = { deviceId, accessHash: tokenHash(token) };
-  const body: UserMessage = minted.has(userId) ? { op: 'login', verifiedHash: 'minted', session } : { op: 'register', passwordHash: 'minted', session };
-  await accounts.ask('user', 'user', userId, body);
-  minted.add(userId);
-  return { userId, deviceId, token };
-}
+const mint = (localpart: string, deviceId = 'DEV1'): Promise<Session> => clients.mint(localpart, deviceId);
 
 const call = (s: Session | null, method: string, path: string, body?: unknown) => callJson(server, s, method, path, body);
-
-const enc = encodeURIComponent;
-let txnCounter = 0;
-const txn = () => `t${++txnCounter}-${randomBytes(3).toString('hex')}`;
 
 async function createRoom(s: Session, body: Json = {}): Promise<string> {
   const r = await call(s, 'POST', '/createRoom', body);
@@ -82,12 +59,11 @@ beforeAll(async () => {
   server = await startTestServer();
   keys = new KeySpace(server.config.redis.keyPrefix);
   expect(server.config.shards.users).toBe(USER_SHARDS);
-  accounts = new ActorClient(server.redis, keys, { room: server.config.shards.rooms, user: USER_SHARDS });
-  await accounts.start();
+  clients = await clientsFor(server, { displayname: false });
 });
 
 afterAll(async () => {
-  await accounts?.close();
+  await clients?.close();
   await server?.stop();
 });
 
@@ -275,7 +251,7 @@ describe('membership', () => {
     expect(await index.record(carol.userId, roomId, pos, 'join')).toBe(false);
     expect(await server.redis.hget(hash, roomId)).toBe(before);
     // …and a forgotten room is un-forgotten by a newer join.
-    await accounts.ask('user', 'user', carol.userId, { op: 'forget', roomId } satisfies UserMessage);
+    await clients.actors.ask('user', 'user', carol.userId, { op: 'forget', roomId } satisfies UserMessage);
     expect(await index.isForgotten(carol.userId, roomId)).toBe(true);
     expect(await index.record(carol.userId, roomId, pos + 1, 'join')).toBe(true);
     expect(await index.isForgotten(carol.userId, roomId)).toBe(false);
@@ -482,7 +458,7 @@ describe('createRoom races for one alias', () => {
     const name = `held-${randomBytes(3).toString('hex')}`;
     const alias = `#${name}:${server.serverName}`;
     // What a front that died between reserving and binding leaves behind.
-    await accounts.ask('room', 'alias', alias, { op: 'reserve', creator: '@gone:localhost', token: 'dead-front', ttlMs: 1500 });
+    await clients.actors.ask('room', 'alias', alias, { op: 'reserve', creator: '@gone:localhost', token: 'dead-front', ttlMs: 1500 });
     const refused = await call(alice, 'POST', '/createRoom', { room_alias_name: name });
     expect([refused.status, refused.body.errcode]).toEqual([400, 'M_ROOM_IN_USE']);
     expect((await call(alice, 'GET', `/directory/room/${enc(alias)}`)).status).toBe(404);

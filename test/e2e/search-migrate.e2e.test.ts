@@ -9,11 +9,8 @@
  * reader rebuilds both rooms by itself (progress in its log), their shards say format 2, no
  * format 1 key is left, and every search still answers as before, now from the index.
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SearchIndexStore } from '../../src/search/index-store';
@@ -21,58 +18,25 @@ import { rebuildRoom } from '../../src/search/rebuild';
 import { KeySpace, legacySearchData, searchData, searchShardData } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { shardOf } from '../../src/store/shards';
-import { freePort } from '../setup/free-port';
+import { ScriptCluster, type Json } from '../setup/script-cluster';
 
-const run = promisify(execFile);
-const root = join(import.meta.dirname, '../..');
-type Json = Record<string, any>;
 const SHARDS = 16;
 
 describe('search index migration to format 2 by the search reader', () => {
-  let env: Record<string, string>;
-  let dataDir: string;
-  let base: string;
-  let redisPort: number;
-
-  async function cluster(...args: string[]): Promise<Json> {
-    const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env, timeout: 240_000 });
-    return JSON.parse(stdout) as Json;
-  }
-
-  async function call(token: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-    const r = await fetch(`${base}/_matrix/client/v3${path}`, {
-      method,
-      headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(60_000),
-    });
-    return { status: r.status, body: (await r.json()) as Json };
-  }
+  let cluster: ScriptCluster;
+  const call = (token: string | null, method: string, path: string, body?: unknown) => cluster.call(token, method, path, body);
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'axon-search-migrate-'));
-    const httpPort = await freePort();
-    redisPort = await freePort();
-    base = `http://127.0.0.1:${httpPort}`;
-    env = {
-      ...(process.env as Record<string, string>),
-      AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_REDIS_MANAGED_PORT: String(redisPort),
-      AXON_ROOM_SHARDS: String(SHARDS), AXON_USER_SHARDS: String(SHARDS), AXON_LOG_LEVEL: 'info', AXON_RATE_LIMIT_ENABLED: 'false',
-      AXON_REDIS_KEY_PREFIX: 'axon:',
-    };
-    const up = await cluster('up', '--workers', '1', '--fronts', '1');
-    expect(up.ok).toBe(true);
+    cluster = await ScriptCluster.create({ name: 'search-migrate', shards: SHARDS, env: { AXON_REDIS_KEY_PREFIX: 'axon:' } });
+    await cluster.up(1, 1);
   }, 240_000);
 
   afterAll(async () => {
-    await cluster('down').catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
+    await cluster?.destroy();
   }, 120_000);
 
   it('answers from stored events while rooms are not in format 2, and rebuilds them itself after a restart', async () => {
-    const r = await call(null, 'POST', '/register', { username: 'migrator', password: 'pw-migrator', auth: { type: 'm.login.dummy' } });
-    expect(r.status, JSON.stringify(r.body)).toBe(200);
-    const token = r.body.access_token as string;
+    const { token } = await cluster.register('migrator');
     const rooms: string[] = [];
     // Two rooms in two different shards: the test leaves one shard as format 1 left it and the
     // other half-way through its listing, and one shard cannot be both (1 in 16 pairs collided).
@@ -118,8 +82,8 @@ describe('search index migration to format 2 by the search reader', () => {
     let deadline = Date.now() + 60_000;
     while (((await answer('heron', 'recent')).out.length < N - 2 || (await answer('egret', 'rank')).out.length < 1) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
 
-    const redis: RedisClient = connectRedis({ url: `redis://127.0.0.1:${redisPort}` });
-    const raw = new Redis({ port: redisPort, host: '127.0.0.1' });
+    const redis: RedisClient = connectRedis({ url: `redis://127.0.0.1:${cluster.redisPort}` });
+    const raw = new Redis({ port: cluster.redisPort, host: '127.0.0.1' });
     try {
       const keys = new KeySpace('axon:');
       const store = new SearchIndexStore(redis, keys, SHARDS);
@@ -150,7 +114,7 @@ describe('search index migration to format 2 by the search reader', () => {
       // Meanwhile: the same answers, from the stored events.
       expect(await answers()).toEqual(before);
 
-      const restarted = await cluster('restart', 'workers');
+      const restarted = await cluster.script('restart', 'workers');
       expect(restarted.ok).toBe(true);
       deadline = Date.now() + 120_000;
       const migrated = async () =>
@@ -159,7 +123,7 @@ describe('search index migration to format 2 by the search reader', () => {
       expect(await migrated()).toBe(true);
       expect(await raw.exists(shardA.data(legacySearchData.stats(a)))).toBe(0);
       expect(Number(await raw.hget(shardA.data(searchData.stats(a)), 'n'))).toBeGreaterThan(0);
-      const log = readFileSync(join(dataDir, 'logs', 'w1.log'), 'utf8');
+      const log = readFileSync(join(cluster.dataDir, 'logs', 'w1.log'), 'utf8');
       expect(log).toContain('search index: room rebuilt in format 2');
       expect(log).toContain(a);
       expect(log).toContain(b);

@@ -14,6 +14,7 @@ import { startFront, type RunningFront } from '../../src/front';
 import { startMediaJobs, type RunningMediaJobs } from '../../src/media/jobs';
 import { PushQueue } from '../../src/push/queue';
 import { startPushSender } from '../../src/push/sender';
+import { startRoomDeletionJobs } from '../../src/rooms/room-deletion-jobs';
 import { signingKeyFromSeed, type SigningKey } from '../../src/protocol/crypto';
 import { allActorKinds } from '../../src/runtime/kinds';
 import { allReaders } from '../../src/readers/index';
@@ -54,6 +55,8 @@ export async function startTestServer(opts: {
   mediaJobs?: boolean;
   /** Run push delivery (the evaluator queues for pushers, a push sender per worker delivers). */
   push?: boolean;
+  /** Run the admins' room deletion jobs (`DELETE /_synapse/admin/v2/rooms/…`) beside each worker, as worker processes do. */
+  roomDeletions?: boolean;
   /** The signing key (default: a new one): a server restarted under its old name and prefix keeps its key. */
   signingKey?: SigningKey;
 } = {}): Promise<TestServer> {
@@ -84,6 +87,7 @@ export async function startTestServer(opts: {
   const pushEvaluators: ShardReader[] = [];
   const senders: { close(): void }[] = [];
   const mediaJobs: RunningMediaJobs[] = [];
+  const deletionJobs: { close(): Promise<void> }[] = [];
   const pushParts: { close(): Promise<void> }[] = [];
   for (let i = 0; i < (opts.workers ?? 2); i++) {
     const workerRedis = connectRedis(target);
@@ -106,6 +110,7 @@ export async function startTestServer(opts: {
     workers.push(w);
     if (opts.mediaJobs) mediaJobs.push(await startMediaJobs(config, log, `w${i + 1}`));
     if (opts.push) pushParts.unshift(await startPushSender(config, log, `w${i + 1}`));
+    if (opts.roomDeletions) deletionJobs.push(await startRoomDeletionJobs(config, log, `w${i + 1}`, signingKey));
   }
   // The fronts' command connection, with its command timeout as in production (src/front-main.ts).
   const redis = connectRedis(target, frontRedisOptions(config));
@@ -129,6 +134,7 @@ export async function startTestServer(opts: {
     async stop() {
       for (const f of fronts) await f.close();
       for (const j of mediaJobs) await j.close();
+      for (const j of deletionJobs) await j.close();
       await Promise.all(workers.map((w) => w.stop()));
       for (const p of pushParts) await p.close();
       for (const s of senders) s.close();

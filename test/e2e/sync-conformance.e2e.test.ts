@@ -8,34 +8,15 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './server-harness';
-import { callJson } from './clients';
-import { newToken, tokenHash } from '../../src/api/client/auth';
-import type { UserMessage } from '../../actors/user';
-import { KeySpace } from '../../src/store/keys';
-import { ActorClient } from '../../src/runtime/actor-client';
-
-interface Session {
-  userId: string;
-  deviceId: string;
-  token: string;
-}
-
-type Json = Record<string, any>;
+import { callJson, clientsFor, enc, txn, type Clients, type Json, type Session } from './clients';
 
 let server: TestServer;
-let accounts: ActorClient;
+let clients: Clients;
 
-async function mint(prefix: string): Promise<Session> {
-  const userId = `@${prefix}${randomBytes(3).toString('hex')}:${server.serverName}`;
-  const token = newToken(userId, server.config.shards.users);
-  const body: UserMessage = { op: 'register', passwordHash: 'minted', session: { deviceId: 'DEV1', accessHash: tokenHash(token) } };
-  await accounts.ask('user', 'user', userId, body);
-  return { userId, deviceId: 'DEV1', token };
-}
+/** A new local account (its localpart the prefix and a random suffix) and its device's token, through the user actor (no display name). */
+const mint = (prefix: string): Promise<Session> => clients.mint(`${prefix}${randomBytes(3).toString('hex')}`);
 
 const call = (s: Session | null, method: string, path: string, body?: unknown) => callJson(server, s, method, path, body);
-const enc = encodeURIComponent;
-const txn = () => `t${randomBytes(6).toString('hex')}`;
 
 async function createRoom(s: Session, body: Json = {}): Promise<string> {
   const r = await call(s, 'POST', '/createRoom', body);
@@ -77,12 +58,11 @@ const bodies = (events: Json[]) => events.filter((e) => e.type === 'm.room.messa
 
 beforeAll(async () => {
   server = await startTestServer();
-  accounts = new ActorClient(server.redis, new KeySpace(server.config.redis.keyPrefix), { room: server.config.shards.rooms, user: server.config.shards.users });
-  await accounts.start();
+  clients = await clientsFor(server, { displayname: false });
 }, 120_000);
 
 afterAll(async () => {
-  await accounts?.close();
+  await clients?.close();
   await server?.stop();
 });
 

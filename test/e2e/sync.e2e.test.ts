@@ -8,39 +8,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientEvent, RoomEvent, RoomMemberEvent, type MatrixClient, type MatrixEvent } from 'matrix-js-sdk';
 import { createClient } from './sdk';
 import { startTestServer, type TestServer } from './server-harness';
-import { callJson } from './clients';
-import { newToken, tokenHash } from '../../src/api/client/auth';
-import type { UserMessage } from '../../actors/user';
-import { KeySpace } from '../../src/store/keys';
-import { ActorClient } from '../../src/runtime/actor-client';
+import { callJson, clientsFor, enc, txn, type Clients, type Json, type Session } from './clients';
 import { startFront } from '../../src/front';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { freePort } from '../setup/free-port';
 import pino from 'pino';
 
-interface Session {
-  userId: string;
-  deviceId: string;
-  token: string;
-}
-
-type Json = Record<string, any>;
-
 let server: TestServer;
-let accounts: ActorClient;
+let clients: Clients;
 
-async function mint(localpart: string): Promise<Session> {
-  const userId = `@${localpart}:${server.serverName}`;
-  const token = newToken(userId, server.config.shards.users);
-  const body: UserMessage = { op: 'register', passwordHash: 'minted', session: { deviceId: 'DEV1', accessHash: tokenHash(token) } };
-  await accounts.ask('user', 'user', userId, body);
-  return { userId, deviceId: 'DEV1', token };
-}
+/** A local account and its device's token, through the user actor (no display name). */
+const mint = (localpart: string): Promise<Session> => clients.mint(localpart);
 
 const call = (s: Session | null, method: string, path: string, body?: unknown) => callJson(server, s, method, path, body);
-
-const enc = encodeURIComponent;
-const txn = () => `t${randomBytes(6).toString('hex')}`;
 
 async function createRoom(s: Session, body: Json = {}): Promise<string> {
   const r = await call(s, 'POST', '/createRoom', body);
@@ -84,12 +64,11 @@ const bodies = (events: Json[]) => events.filter((e) => e.type === 'm.room.messa
 
 beforeAll(async () => {
   server = await startTestServer();
-  accounts = new ActorClient(server.redis, new KeySpace(server.config.redis.keyPrefix), { room: server.config.shards.rooms, user: server.config.shards.users });
-  await accounts.start();
+  clients = await clientsFor(server, { displayname: false });
 });
 
 afterAll(async () => {
-  await accounts?.close();
+  await clients?.close();
   await server?.stop();
 });
 

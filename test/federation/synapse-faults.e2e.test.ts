@@ -15,11 +15,6 @@
  * Figures are printed (catch-up time, time to first delivery after the wake-up, throughput);
  * nothing here asserts timing.
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createTestCa } from '../../scripts/lib/test-ca';
 import { shardOf } from '../../src/store/shards';
@@ -27,17 +22,16 @@ import { destinationData, KeySpace } from '../../src/store/keys';
 import { connectRedis } from '../../src/store/redis';
 import { decode } from '../../src/store/codec';
 import type { DestinationState } from '../../actors/destination';
-import { clientsFor, enc, eventually, txn, type Json, type Session } from '../e2e/clients';
+import { clientsFor, enc, eventually, txn, type Json } from '../e2e/clients';
 import { loopbackServerName, startSynapse, SYNAPSE_VERSION, synapseInstallation, type PeerSession, type SynapsePeer } from '../peers/synapse';
 import { freePort } from '../setup/free-port';
+import { ScriptCluster } from '../setup/script-cluster';
 import { startFederatedAxon } from './harness';
 
 const install = synapseInstallation();
 const skip = !install.ok && !process.env.CI;
 if (skip && !install.ok) console.warn(`synapse-faults.e2e: skipped. ${install.reason}`);
 
-const run = promisify(execFile);
-const root = join(import.meta.dirname, '../..');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The Synapse user's view of the room: the timeline's `m.room.message` bodies that match, oldest first (paging back to the start). */
@@ -170,37 +164,24 @@ describe.skipIf(skip)(`the outbound sender's faults against Synapse ${SYNAPSE_VE
     synapseForLogs = s;
 
     // Axon as the operator runs it: managed Redis, two workers, one front, through scripts/cluster.
-    const dataDir = mkdtempSync(join(tmpdir(), 'axon-fedkill-'));
     const fedPort = await freePort(axonIp);
-    const clientPort = await freePort(axonIp);
-    const redisPort = await freePort();
     const leaf = ca.leaf(axonIp);
     const serverName = `${axonIp}:${fedPort}`;
     const prefix = 'fk:';
-    const env: Record<string, string> = {
-      ...(process.env as Record<string, string>),
-      AXON_DATA_DIR: dataDir, AXON_SERVER_NAME: serverName, AXON_BIND_HOST: axonIp, AXON_PORT: String(clientPort), AXON_PUBLIC_BASE_URL: `http://${axonIp}:${clientPort}`,
-      AXON_REDIS_MANAGED_PORT: String(redisPort), AXON_REDIS_KEY_PREFIX: prefix, AXON_ROOM_SHARDS: '8', AXON_USER_SHARDS: '8', AXON_LEASE_TTL_MS: '3000', AXON_LEASE_RENEW_MS: '500',
-      AXON_LOG_LEVEL: 'info', AXON_RATE_LIMIT_ENABLED: 'false',
-      AXON_FEDERATION_ENABLED: 'true', AXON_FEDERATION_PORT: String(fedPort), AXON_FEDERATION_TLS_CERT: leaf.certPath, AXON_FEDERATION_TLS_KEY: leaf.keyPath,
-      AXON_FEDERATION_CA: ca.caPath, AXON_FEDERATION_IP_BLOCKLIST: '', AXON_FEDERATION_SENDER_BACKOFF_START_MS: '500', AXON_FEDERATION_SENDER_BACKOFF_MAX_MS: '5000',
-    };
-    const cluster = async (...args: string[]) => JSON.parse((await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env, timeout: 240_000 })).stdout);
-    cleanups.push(async () => {
-      await run('bash', ['scripts/cluster', 'down'], { cwd: root, env, timeout: 120_000 }).catch(() => undefined);
-      rmSync(dataDir, { recursive: true, force: true });
+    const cluster = await ScriptCluster.create({
+      name: 'fedkill',
+      host: axonIp,
+      shards: 8,
+      env: {
+        AXON_SERVER_NAME: serverName, AXON_REDIS_KEY_PREFIX: prefix, AXON_LEASE_TTL_MS: '3000', AXON_LEASE_RENEW_MS: '500',
+        AXON_FEDERATION_ENABLED: 'true', AXON_FEDERATION_PORT: String(fedPort), AXON_FEDERATION_TLS_CERT: leaf.certPath, AXON_FEDERATION_TLS_KEY: leaf.keyPath,
+        AXON_FEDERATION_CA: ca.caPath, AXON_FEDERATION_IP_BLOCKLIST: '', AXON_FEDERATION_SENDER_BACKOFF_START_MS: '500', AXON_FEDERATION_SENDER_BACKOFF_MAX_MS: '5000',
+      },
     });
-    const up = await cluster('up', '--workers', '2', '--fronts', '1');
-    expect(up.ok, JSON.stringify(up)).toBe(true);
-    const axon = { baseUrl: `http://${axonIp}:${clientPort}` };
-    const call = (token: string | null, method: string, path: string, body?: unknown) =>
-      fetch(`${axon.baseUrl}/_matrix/client/v3${path}`, { method, headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(60_000) }).then(
-        async (r) => ({ status: r.status, body: (await r.json()) as Json }),
-      );
-    const first = await call(null, 'POST', '/register', { username: 'alice', password: 'alice password' });
-    const reg = await call(null, 'POST', '/register', { username: 'alice', password: 'alice password', auth: { type: 'm.login.dummy', session: first.body.session } });
-    expect(reg.status, JSON.stringify(reg.body)).toBe(200);
-    const alice: Session = { userId: reg.body.user_id, deviceId: reg.body.device_id, token: reg.body.access_token };
+    cleanups.push(() => cluster.destroy());
+    await cluster.up(2, 1);
+    const call = (token: string | null, method: string, path: string, body?: unknown) => cluster.call(token, method, path, body);
+    const alice = await cluster.register('alice');
     const bob = await s.registerUser('bob', 'bob password');
     const created = await call(alice.token, 'POST', '/createRoom', { preset: 'public_chat', name: 'Kill', room_version: '10' });
     expect(created.status, JSON.stringify(created.body)).toBe(200);
@@ -225,13 +206,13 @@ describe.skipIf(skip)(`the outbound sender's faults against Synapse ${SYNAPSE_VE
     await eventually(() => synapseBodies(s, bob, roomId, /^kill warm-up$/), (b) => b.length === 1, 60_000);
 
     // Who sends to Synapse: the holder of the destination's user shard.
-    const redis = connectRedis({ url: `redis://127.0.0.1:${redisPort}` });
+    const redis = connectRedis({ url: `redis://127.0.0.1:${cluster.redisPort}` });
     cleanups.push(async () => redis.disconnect());
     const keys = new KeySpace(prefix);
     const destShard = keys.shard('user', shardOf(synapseName, 8));
     const owner = await redis.hget(destShard.lease, 'owner');
     expect(owner === 'w1' || owner === 'w2', `lease owner ${owner}`).toBe(true);
-    const pid = Number(readFileSync(join(dataDir, 'run', `${owner}.pid`), 'utf8').trim());
+    const pid = cluster.pid(owner!);
 
     // The burst: 150 messages, one after the other (so the order sent is the room's order); the
     // owner is killed once a third are out, while a transaction to Synapse is being sent.

@@ -10,19 +10,13 @@
  * Memory figures are printed (`media front RSS …`); the test asserts only that the growth stays
  * well under the body size, never timing.
  */
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../setup/free-port';
-
-const run = promisify(execFile);
-const root = join(import.meta.dirname, '../..');
+import { ScriptCluster } from '../setup/script-cluster';
 const MiB = 1024 * 1024;
 const BIG = 100 * MiB;
 
@@ -66,18 +60,12 @@ function sampleRss(pid: number): { stop(): number } {
 }
 
 describe('the media front as a process', () => {
-  let env: Record<string, string>;
-  let dataDir: string;
+  let cluster: ScriptCluster;
   let base: string;
+  let dataDir: string;
   let token: string;
-  let redisPort: number;
 
-  const frontPid = () => Number(readFileSync(join(dataDir, 'run', 'f1.pid'), 'utf8').trim());
-
-  async function cluster(...args: string[]): Promise<{ ok: boolean }> {
-    const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env, timeout: 240_000 });
-    return JSON.parse(stdout);
-  }
+  const frontPid = () => cluster.pid('f1');
 
   /** Stream `total` bytes of `seed` as an upload; resolves with the answer. `onSent` sees progress (the request is passed so a test can stop). */
   function streamUpload(total: number, seed: number, onSent?: (sent: number) => void, target = { method: 'POST', path: '/_matrix/media/v3/upload?filename=big.bin' }): Promise<{ status: number; body: string; sha256: string }> {
@@ -126,28 +114,14 @@ describe('the media front as a process', () => {
   }
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'axon-media-proc-'));
-    const httpPort = await freePort();
-    redisPort = await freePort();
-    base = `http://127.0.0.1:${httpPort}`;
-    env = {
-      ...(process.env as Record<string, string>),
-      AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_REDIS_MANAGED_PORT: String(redisPort),
-      AXON_ROOM_SHARDS: '16', AXON_USER_SHARDS: '16', AXON_LOG_LEVEL: 'warn', AXON_RATE_LIMIT_ENABLED: 'false',
-      AXON_FEDERATION_ENABLED: 'false', AXON_MEDIA_MAX_UPLOAD_BYTES: String(BIG + MiB),
-    };
-    const up = await cluster('up', '--workers', '1', '--fronts', '1');
-    expect(up.ok).toBe(true);
-    const first = await fetch(`${base}/_matrix/client/v3/register`, { method: 'POST', body: JSON.stringify({ username: 'big', password: 'a long passphrase' }) });
-    const { session } = (await first.json()) as { session: string };
-    const done = await fetch(`${base}/_matrix/client/v3/register`, { method: 'POST', body: JSON.stringify({ username: 'big', password: 'a long passphrase', auth: { type: 'm.login.dummy', session } }) });
-    token = ((await done.json()) as { access_token: string }).access_token;
-    expect(token).toBeTruthy();
+    cluster = await ScriptCluster.create({ name: 'media-proc', env: { AXON_LOG_LEVEL: 'warn', AXON_FEDERATION_ENABLED: 'false', AXON_MEDIA_MAX_UPLOAD_BYTES: String(BIG + MiB) } });
+    ({ base, dataDir } = cluster);
+    await cluster.up(1, 1);
+    ({ token } = await cluster.register('big'));
   }, 300_000);
 
   afterAll(async () => {
-    await run('bash', ['scripts/cluster', 'down'], { cwd: root, env }).catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
+    await cluster?.destroy();
   }, 120_000);
 
   let uploaded: { mxc: string; sha256: string } | null = null;
@@ -213,7 +187,7 @@ describe('the media front as a process', () => {
   }, 120_000);
 
   it('a front killed with -9 mid-upload leaves no half-written media visible', async () => {
-    const redis = new Redis({ port: redisPort, host: '127.0.0.1', lazyConnect: true });
+    const redis = new Redis({ port: cluster.redisPort, host: '127.0.0.1', lazyConnect: true });
     await redis.connect();
     try {
       const records = async () => (await redis.keys('*media:*')).filter((k) => /:media:[A-Za-z0-9_-]+$/.test(k)).length;
@@ -230,8 +204,7 @@ describe('the media front as a process', () => {
       }).catch((e: Error) => e);
       expect(cut).toBeInstanceOf(Error);
       // The operator's script brings the front back.
-      const up = await cluster('up', '--workers', '1', '--fronts', '1');
-      expect(up.ok).toBe(true);
+      await cluster.up(1, 1);
       expect(await records()).toBe(before);
       expect(existsSync(contentDir) ? readdirSync(contentDir, { recursive: true }).length : 0).toBe(blobsBefore);
       // Only an unaddressed temp file can remain (swept an hour later), and what was there is still served.
@@ -246,12 +219,11 @@ describe('the media front as a process', () => {
   }, 300_000);
 
   it('a worker killed with -9 while uploads are recorded: every media id serves its whole content or nothing', async () => {
-    const workerPid = () => Number(readFileSync(join(dataDir, 'run', 'w1.pid'), 'utf8').trim());
     const size = MiB;
     const made: { mediaId: string; seed: number; sha256: string; status: number }[] = [];
     let answered = 0;
     let killed = false;
-    let restarted: Promise<{ ok: boolean }> | null = null;
+    let restarted: Promise<{ ok?: boolean }> | null = null;
     const loop = async (lane: number) => {
       for (let k = 0; k < 8; k++) {
         const seed = 1000 + lane * 100 + k;
@@ -273,9 +245,9 @@ describe('the media front as a process', () => {
         made.push({ mediaId, seed, sha256, status: put.status });
         if (put.status === 200 && ++answered >= 6 && !killed) {
           killed = true;
-          process.kill(workerPid(), 'SIGKILL');
+          process.kill(cluster.pid('w1'), 'SIGKILL');
           // The operator's script brings a worker back; uploads meanwhile wait or fail, never half-land.
-          restarted = cluster('up', '--workers', '1', '--fronts', '1');
+          restarted = cluster.script('up', '--workers', '1', '--fronts', '1');
         }
       }
     };

@@ -8,7 +8,6 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { deflateSync } from 'node:zlib';
 import type { MatrixClient } from 'matrix-js-sdk';
 import pino from 'pino';
 import sharp from 'sharp';
@@ -25,6 +24,7 @@ import { shardOf } from '../../src/store/shards';
 import { startTestServer, type TestServer } from '../e2e/server-harness';
 import { createClient } from '../e2e/sdk';
 import { MEDIA_CSP } from '../../src/media/headers';
+import { pngDeclaring } from './png-bomb';
 
 const T = 120_000;
 const DAY_MS = 24 * 3600_000;
@@ -96,34 +96,6 @@ async function picture(width: number, height: number, format: 'png' | 'jpeg'): P
 async function animatedGif(width: number, height: number): Promise<Buffer> {
   const frames = await Promise.all(['red', 'green', 'blue'].map((c) => sharp({ create: { width, height, channels: 4, background: c } }).png().toBuffer()));
   return sharp(frames, { join: { animated: true } }).gif({ delay: [100, 100, 100], loop: 0 }).toBuffer();
-}
-
-/** A PNG whose header declares width×height but carries one tiny compressed row: a decompression bomb. */
-function pngDeclaring(width: number, height: number): Buffer {
-  const table = Array.from({ length: 256 }, (_, n) => {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    return c >>> 0;
-  });
-  const crc = (buf: Buffer) => {
-    let c = 0xffffffff;
-    for (const b of buf) c = table[(c ^ b) & 0xff]! ^ (c >>> 8);
-    return (c ^ 0xffffffff) >>> 0;
-  };
-  const chunk = (type: string, data: Buffer) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
-    const sum = Buffer.alloc(4);
-    sum.writeUInt32BE(crc(body));
-    return Buffer.concat([len, body, sum]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr[8] = 8;
-  ihdr[9] = 0;
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(1024))), chunk('IEND', Buffer.alloc(0))]);
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

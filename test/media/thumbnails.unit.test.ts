@@ -2,7 +2,6 @@
  * Thumbnails of real images made here with sharp; every result is checked by decoding it again.
  */
 import { Readable } from 'node:stream';
-import { deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { ImageTooLargeError, InvalidThumbnailRequestError, SourceTooLargeError, ThumbnailerBusyError, UnsupportedImageError } from '../../src/media/processing-errors';
@@ -15,6 +14,7 @@ import {
   thumbnailsToPregenerate,
   type ThumbnailInfo,
 } from '../../src/media/thumbnails';
+import { pngDeclaring } from './png-bomb';
 
 const T = 60_000;
 
@@ -31,34 +31,6 @@ async function animatedGif(width: number, height: number, colours = ['red', 'gre
 
 async function decode(bytes: Buffer) {
   return sharp(bytes, { animated: true }).metadata();
-}
-
-/** A PNG whose header declares `width`×`height` but carries one tiny compressed row: a decompression bomb. */
-function pngDeclaring(width: number, height: number): Buffer {
-  const crcTable = Array.from({ length: 256 }, (_, n) => {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    return c >>> 0;
-  });
-  const crc = (buf: Buffer) => {
-    let c = 0xffffffff;
-    for (const b of buf) c = crcTable[(c ^ b) & 0xff]! ^ (c >>> 8);
-    return (c ^ 0xffffffff) >>> 0;
-  };
-  const chunk = (type: string, data: Buffer) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
-    const sum = Buffer.alloc(4);
-    sum.writeUInt32BE(crc(body));
-    return Buffer.concat([len, body, sum]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr[8] = 8; // bit depth
-  ihdr[9] = 0; // greyscale
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(1024))), chunk('IEND', Buffer.alloc(0))]);
 }
 
 describe('thumbnailDimensions (pure)', () => {

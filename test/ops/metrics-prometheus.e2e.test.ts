@@ -6,19 +6,18 @@
  * API returns samples of the series the README and docs/grafana/axon.json name, after real
  * traffic: registration, a room, messages, a /sync woken by one, a live shard move.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../setup/free-port';
+import { ScriptCluster } from '../setup/script-cluster';
 import { KeySpace } from '../../src/store/keys';
 import { connectRedis } from '../../src/store/redis';
 import { prometheusInstalled, promtoolCheckMetrics, startPrometheus, type PrometheusPeer } from '../peers/prometheus';
 
-const run = promisify(execFile);
 const root = join(import.meta.dirname, '../..');
 // In CI the package must be there (scripts/test runs ensure_prometheus); elsewhere the test skips.
 const skip = !prometheusInstalled() && !process.env.CI;
@@ -105,49 +104,26 @@ describe.skipIf(skip)('metrics of `npm start` (one process: front, worker and al
 });
 
 describe.skipIf(skip)('metrics: promtool and a real Prometheus against a running cluster', () => {
-  let env: Record<string, string>;
-  let dataDir: string;
-  let httpPort: number;
+  let cluster: ScriptCluster;
   let metricsBase: number;
   let prometheus: PrometheusPeer | null = null;
-
-  async function cluster(...args: string[]): Promise<any> {
-    const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env, timeout: 120_000 });
-    return JSON.parse(stdout);
-  }
-
-  async function call(method: string, path: string, token: string | null, body?: unknown): Promise<{ status: number; body: any }> {
-    const res = await fetch(`http://127.0.0.1:${httpPort}/_matrix/client/v3${path}`, {
-      method,
-      headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: res.status, body: await res.json() };
-  }
+  const call = (method: string, path: string, token: string | null, body?: unknown) => cluster.call(token, method, path, body);
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'axon-metrics-'));
-    httpPort = await freePort();
     metricsBase = await consecutiveFreePorts(3);
-    env = {
-      ...(process.env as Record<string, string>),
-      AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_FEDERATION_PORT: String(await freePort()), AXON_REDIS_MANAGED_PORT: String(await freePort()),
-      AXON_METRICS_PORT: String(metricsBase), AXON_ROOM_SHARDS: '16', AXON_USER_SHARDS: '16', AXON_LOG_LEVEL: 'info', AXON_RATE_LIMIT_ENABLED: 'false',
-    };
+    cluster = await ScriptCluster.create({ name: 'metrics', env: { AXON_METRICS_PORT: String(metricsBase) }, scriptTimeoutMs: 120_000 });
   });
 
   afterAll(async () => {
     await prometheus?.stop();
-    await run('bash', ['scripts/cluster', 'down'], { cwd: root, env, timeout: 120_000 }).catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
+    await cluster?.destroy();
   });
 
   it('serves every process its own /metrics port, clean for promtool, scraped by Prometheus', { timeout: 400_000 }, async () => {
-    const up = await cluster('up', '--workers', '2', '--fronts', '1');
-    expect(up.ok).toBe(true);
+    const up = await cluster.up(2, 1);
     // From the base upward, in start order: the workers, then the front.
     expect(up.processes.map((p: { name: string; metricsPort: number }) => [p.name, p.metricsPort])).toEqual([['w1', metricsBase], ['w2', metricsBase + 1], ['f1', metricsBase + 2]]);
-    const status = await cluster('status');
+    const status = await cluster.script('status');
     expect(status.workers.filter((w: { alive: boolean }) => w.alive).map((w: { worker: string; metricsPort: number }) => [w.worker, w.metricsPort])).toEqual([['w1', metricsBase], ['w2', metricsBase + 1]]);
     expect(status.fronts.map((f: { id: string; metricsPort: number }) => [f.id, f.metricsPort])).toEqual([['f1', metricsBase + 2]]);
 
@@ -171,10 +147,10 @@ describe.skipIf(skip)('metrics: promtool and a real Prometheus against a running
     await call('GET', '/no/such/endpoint', token);
 
     // A live shard move: the target worker counts a move in, the source one a move out.
-    const redis = connectRedis({ url: `redis://127.0.0.1:${env.AXON_REDIS_MANAGED_PORT}` });
+    const redis = connectRedis({ url: `redis://127.0.0.1:${cluster.redisPort}` });
     const [owner] = await redis.hmget(new KeySpace('axon:').shard('user', 3).lease, 'owner');
     redis.disconnect();
-    const moved = await cluster('move-shard', 'user', '3', owner === 'w1' ? 'w2' : 'w1');
+    const moved = await cluster.script('move-shard', 'user', '3', owner === 'w1' ? 'w2' : 'w1');
     expect(moved.ok).toBe(true);
 
     // promtool on every process's exposition: no problems at all.

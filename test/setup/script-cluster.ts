@@ -20,6 +20,8 @@ export type Json = Record<string, any>;
 export interface ScriptClusterOptions {
   /** Names the temp data dir (axon-<name>-…). */
   name: string;
+  /** The loopback address its front binds (AXON_BIND_HOST; default 127.0.0.1), for tests that give servers addresses of their own. */
+  host?: string;
   /** Room and user shards (default 16). */
   shards?: number;
   /** More AXON_* settings; they win over the defaults. */
@@ -41,30 +43,49 @@ export class ScriptCluster {
     env: Record<string, string>,
     private readonly scriptTimeoutMs: number,
     private readonly callTimeoutMs: number,
+    host: string,
   ) {
-    this.base = `http://127.0.0.1:${httpPort}`;
+    this.base = `http://${host}:${httpPort}`;
     this.env = env;
+  }
+
+  /** The federation listener's port (AXON_FEDERATION_PORT: one of its own unless the options' env names one). */
+  get federationPort(): number {
+    return Number(this.env.AXON_FEDERATION_PORT);
   }
 
   /** Data dir and ports, nothing started yet (see `up`). */
   static async create(opts: ScriptClusterOptions): Promise<ScriptCluster> {
     const dataDir = mkdtempSync(join(tmpdir(), `axon-${opts.name}-`));
-    const httpPort = await freePort();
+    const host = opts.host ?? '127.0.0.1';
+    const httpPort = await freePort(host);
     const redisPort = await freePort();
     const shards = String(opts.shards ?? 16);
     const env = {
       ...(process.env as Record<string, string>),
-      AXON_DATA_DIR: dataDir, AXON_PORT: String(httpPort), AXON_REDIS_MANAGED_PORT: String(redisPort),
+      AXON_DATA_DIR: dataDir, AXON_BIND_HOST: host, AXON_PORT: String(httpPort), AXON_PUBLIC_BASE_URL: `http://${host}:${httpPort}`,
+      // The federation listener too on a port of its own: two clusters at once must not both want 8448.
+      AXON_FEDERATION_PORT: String(opts.env?.AXON_FEDERATION_PORT ?? (await freePort(host))), AXON_REDIS_MANAGED_PORT: String(redisPort),
       AXON_ROOM_SHARDS: shards, AXON_USER_SHARDS: shards, AXON_LOG_LEVEL: 'info', AXON_RATE_LIMIT_ENABLED: 'false',
       ...opts.env,
     };
-    return new ScriptCluster(dataDir, httpPort, redisPort, env, opts.scriptTimeoutMs ?? 240_000, opts.callTimeoutMs ?? 60_000);
+    return new ScriptCluster(dataDir, httpPort, Number(env.AXON_REDIS_MANAGED_PORT), env, opts.scriptTimeoutMs ?? 240_000, opts.callTimeoutMs ?? 60_000, host);
   }
 
   /** `scripts/cluster <args> --json`, its answer parsed. */
   async script(...args: string[]): Promise<Json> {
     const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env: this.env, timeout: this.scriptTimeoutMs });
     return JSON.parse(stdout) as Json;
+  }
+
+  /** A script call that must fail: its exit code and its JSON answer. */
+  async scriptFails(...args: string[]): Promise<{ code: number | undefined; answer: Json }> {
+    const failed = await this.script(...args).then(
+      () => null,
+      (e: { code?: number; stdout?: string }) => e,
+    );
+    expect(failed, `cluster ${args.join(' ')} succeeded`).not.toBeNull();
+    return { code: failed!.code, answer: JSON.parse(failed!.stdout!) as Json };
   }
 
   /** `cluster up` with that many workers and fronts; fails the test unless it says ok. */

@@ -39,25 +39,6 @@ describe('readMany', () => {
   });
 });
 
-describe('readMany sorted-set reads', () => {
-  it('gives every member with its score (zall) and how many score above a bound (zafter), per key in order', async () => {
-    const keys = new KeySpace(`rz${randomBytes(4).toString('hex')}`);
-    const reads = [];
-    for (let i = 0; i < 230; i++) {
-      const z = keys.shard('user', 3).data(`z${i}`);
-      for (let m = 0; m < i % 5; m++) await redis.zadd(z, m * 10 - 5, `m${m}`);
-      reads.push({ group: 'user 3', key: z, op: 'zall' as const }, { group: 'user 3', key: z, op: `zafter ${i % 3 === 0 ? -10 : 12}` as const });
-    }
-    const replies = await readMany(redis, reads);
-    for (let i = 0; i < 230; i++) {
-      const n = i % 5;
-      expect(replies[2 * i]).toEqual(Array.from({ length: n }, (_x, m) => [`m${m}`, String(m * 10 - 5)]).flat());
-      // Scores -5, 5, 15, 25: above -10 all of them, above 12 those from 15 on.
-      expect(replies[2 * i + 1]).toBe(i % 3 === 0 ? n : Math.max(0, n - 2));
-    }
-  });
-});
-
 describe('RoomReader snapshots', () => {
   it('gives the same state and entries through delta chains as a step-by-step walk', async () => {
     const keys = new KeySpace(`rs${randomBytes(4).toString('hex')}`);

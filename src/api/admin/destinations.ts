@@ -17,7 +17,7 @@ import { shardOf } from '../../store/shards';
 import type { RedisClient } from '../../store/redis';
 import { backoffMs, DESTINATION_KIND, type DestinationState } from '../../../actors/destination';
 import type { ApiContext } from '../context';
-import { requireAdmin } from './common';
+import { queryInt, requireAdmin } from './common';
 import { allRoomIds } from './room-list';
 
 const ORDERS = ['destination', 'retry_last_ts', 'retry_interval', 'failure_ts', 'last_successful_stream_ordering'] as const;
@@ -66,13 +66,6 @@ async function allDestinations(ctx: ApiContext): Promise<DestinationState[]> {
   return out;
 }
 
-function int(req: Request, name: string, fallback: number): number {
-  const raw = req.query[name];
-  if (raw === undefined) return fallback;
-  if (!/^\d+$/.test(raw)) throw errors.invalidParam(`Query parameter '${name}' must be a non-negative integer`);
-  return Number(raw);
-}
-
 function direction(req: Request): 1 | -1 {
   const dir = req.query.dir ?? 'f';
   if (dir !== 'f' && dir !== 'b') throw errors.invalidParam("Query parameter 'dir' must be one of ['b', 'f']");
@@ -96,8 +89,8 @@ export function registerAdminDestinationRoutes(front: Front, ctx: ApiContext): v
   const base = '/_synapse/admin/v1/federation/destinations';
   front.route('GET', base, async (req) => {
     await requireAdmin(ctx, req);
-    const from = int(req, 'from', 0);
-    const limit = int(req, 'limit', 100);
+    const from = queryInt(req, 'from', 0);
+    const limit = queryInt(req, 'limit', 100);
     const orderBy = (req.query.order_by ?? 'destination') as Order;
     if (!ORDERS.includes(orderBy)) throw errors.invalidParam(`Query parameter 'order_by' must be one of [${ORDERS.map((o) => `'${o}'`).join(', ')}]`);
     const sign = direction(req);
@@ -116,8 +109,8 @@ export function registerAdminDestinationRoutes(front: Front, ctx: ApiContext): v
   front.route('GET', `${base}/:destination/rooms`, async (req) => {
     await requireAdmin(ctx, req);
     const d = await knownDestination(ctx, req.params.destination);
-    const from = int(req, 'from', 0);
-    const limit = int(req, 'limit', 100);
+    const from = queryInt(req, 'from', 0);
+    const limit = queryInt(req, 'limit', 100);
     const sign = direction(req);
     // The rooms the destination shares with us: some user of it is joined (what our sender sends it).
     const rooms: { room_id: string; stream_ordering: number }[] = [];

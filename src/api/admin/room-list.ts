@@ -20,7 +20,7 @@ import { roomData } from '../../store/keys';
 import { roomShard } from '../../store/shard-keys';
 import type { StoredEvent } from '../../rooms/model';
 import type { ApiContext } from '../context';
-import { requireAdmin } from './common';
+import { queryBool, queryInt, requireAdmin } from './common';
 
 /** Synapse's sort orders, and which of them sort biggest first going forwards (as its SQL). */
 const DESCENDING = new Set(['joined_members', 'joined_local_members', 'version', 'state_events', 'size']);
@@ -146,20 +146,6 @@ export async function roomSummaries(ctx: ApiContext, roomIds: string[]): Promise
   });
 }
 
-function int(req: Request, name: string, fallback: number): number {
-  const raw = req.query[name];
-  if (raw === undefined) return fallback;
-  if (!/^\d+$/.test(raw)) throw errors.invalidParam(`Query parameter '${name}' must be a non-negative integer`);
-  return Number(raw);
-}
-
-function bool(req: Request, name: string): boolean | undefined {
-  const raw = req.query[name];
-  if (raw === undefined) return undefined;
-  if (raw !== 'true' && raw !== 'false') throw errors.invalidParam(`Boolean query parameter '${name}' must be one of ['true', 'false']`);
-  return raw === 'true';
-}
-
 /** Ascending, nulls first (as Synapse's SQL orders them on SQLite). */
 function compare(a: unknown, b: unknown): number {
   if (a === b) return 0;
@@ -170,14 +156,14 @@ function compare(a: unknown, b: unknown): number {
 
 async function listRooms(ctx: ApiContext, req: Request) {
   await requireAdmin(ctx, req);
-  const from = int(req, 'from', 0);
-  const limit = int(req, 'limit', 100);
+  const from = queryInt(req, 'from', 0);
+  const limit = queryInt(req, 'limit', 100);
   const orderBy = (req.query.order_by ?? 'name') as Order;
   if (!ORDERS.includes(orderBy)) throw errors.invalidParam(`Query parameter 'order_by' must be one of [${ORDERS.map((o) => `'${o}'`).join(', ')}]`);
   const searchTerm = req.query.search_term;
   if (searchTerm === '') throw errors.invalidParam('search_term cannot be an empty string');
-  const publicRooms = bool(req, 'public_rooms');
-  const emptyRooms = bool(req, 'empty_rooms');
+  const publicRooms = queryBool(req, 'public_rooms');
+  const emptyRooms = queryBool(req, 'empty_rooms');
   const dir = req.query.dir ?? 'f';
   if (dir !== 'f' && dir !== 'b') throw errors.invalidParam("Query parameter 'dir' must be one of ['b', 'f']");
 

@@ -18,7 +18,7 @@ import { userData } from '../../store/keys';
 import { userKey } from '../../store/shard-keys';
 import type { AccountRecord, DeviceJson } from '../../../actors/user';
 import type { ApiContext } from '../context';
-import { requireAdmin } from './common';
+import { queryBool, queryInt, requireAdmin } from './common';
 
 const ORDERS = ['name', 'displayname', 'is_guest', 'admin', 'deactivated', 'user_type', 'avatar_url', 'shadow_banned', 'creation_ts', 'last_seen_ts', 'locked'] as const;
 type Order = (typeof ORDERS)[number];
@@ -50,32 +50,18 @@ export async function allUserIds(ctx: ApiContext): Promise<string[]> {
   return out;
 }
 
-function int(req: Request, name: string, fallback: number): number {
-  const raw = req.query[name];
-  if (raw === undefined) return fallback;
-  if (!/^\d+$/.test(raw)) throw errors.invalidParam(`Query parameter '${name}' must be a non-negative integer`);
-  return Number(raw);
-}
-
-function bool(req: Request, name: string): boolean | undefined {
-  const raw = req.query[name];
-  if (raw === undefined) return undefined;
-  if (raw !== 'true' && raw !== 'false') throw errors.invalidParam(`Boolean query parameter '${name}' must be one of ['true', 'false']`);
-  return raw === 'true';
-}
-
 async function listUsers(ctx: ApiContext, req: Request, v3: boolean) {
   await requireAdmin(ctx, req);
-  const from = int(req, 'from', 0);
-  const limit = int(req, 'limit', 100);
+  const from = queryInt(req, 'from', 0);
+  const limit = queryInt(req, 'limit', 100);
   const name = req.query.name?.toLowerCase();
   const userIdPart = req.query.user_id?.toLowerCase();
-  bool(req, 'guests'); // there are no guests: both answers list everyone
-  const deactivatedParam = bool(req, 'deactivated');
+  queryBool(req, 'guests'); // there are no guests: both answers list everyone
+  const deactivatedParam = queryBool(req, 'deactivated');
   // v2: deactivated users only with `deactivated=true`; v3: `true` only them, `false` none of them.
   const deactivated = v3 ? deactivatedParam : deactivatedParam ? undefined : false;
-  const locked = bool(req, 'locked') ?? false;
-  const admins = bool(req, 'admins');
+  const locked = queryBool(req, 'locked') ?? false;
+  const admins = queryBool(req, 'admins');
   const orderBy = (req.query.order_by ?? 'name') as Order;
   if (!ORDERS.includes(orderBy)) throw errors.invalidParam(`Query parameter 'order_by' must be one of [${ORDERS.map((o) => `'${o}'`).join(', ')}]`);
   const dir = req.query.dir ?? 'f';

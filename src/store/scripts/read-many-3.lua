@@ -4,8 +4,6 @@
 -- ARGV[i] what to read at KEYS[i]:
 --        'hgetall'    HGETALL
 --        'ztop'       the member with the highest score, and its score (ZREVRANGE 0 0 WITHSCORES)
---        'zall'       every member with its score (ZRANGE 0 -1 WITHSCORES)
---        'zafter <n>' how many members score above n (ZCOUNT (n +inf)
 -- Returns one reply per key, in order.
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -14,10 +12,6 @@ for i, key in ipairs(KEYS) do
     out[i] = redis.call('HGETALL', key)
   elseif op == 'ztop' then
     out[i] = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
-  elseif op == 'zall' then
-    out[i] = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-  elseif string.sub(op, 1, 7) == 'zafter ' then
-    out[i] = redis.call('ZCOUNT', key, '(' .. string.sub(op, 8), '+inf')
   else
     return redis.error_reply('read-many: unknown read ' .. tostring(op))
   end
