@@ -282,7 +282,7 @@ export async function executeMoves(
   redis: RedisClient,
   keys: KeySpace,
   moves: Move[],
-  opts: { timeoutMs?: number; batch?: number; onMoved?: (m: Move, ms: number) => void } = {},
+  opts: { timeoutMs?: number; batch?: number; onMoved?: (m: Move, ms: number) => void; onPhase?: (phase: DrainPhase) => void } = {},
 ): Promise<{ move: Move; ms: number }[]> {
   const results: { move: Move; ms: number }[] = [];
   const timeoutMs = opts.timeoutMs ?? 30_000;
@@ -291,6 +291,7 @@ export async function executeMoves(
     const batch = moves.slice(i, i + size);
     const started = Date.now();
     await reserveShards(redis, keys, batch);
+    opts.onPhase?.('reserved');
     let waiting = batch;
     for (;;) {
       // The target took it (it takes shards only in a live epoch of its own).
@@ -323,8 +324,15 @@ export async function rebalance(redis: RedisClient, keys: KeySpace, shardCounts:
   return executeMoves(redis, keys, moves, opts);
 }
 
+/**
+ * Steps of a drain, reported as they end (`npm run cluster -- drain --json` gives their times):
+ * the worker reported it takes no new shards, the moves were planned (every lease read), a batch
+ * was reserved (its holders nudged), every shard reached its target.
+ */
+export type DrainPhase = 'acknowledged' | 'planned' | 'reserved' | 'moved';
+
 /** Move every shard off `workerId`, then ask it to stop. */
-export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, workerId: string, opts: { timeoutMs?: number; stop?: boolean; batch?: number; onMoved?: (m: Move, ms: number) => void } = {}) {
+export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, workerId: string, opts: { timeoutMs?: number; stop?: boolean; batch?: number; onMoved?: (m: Move, ms: number) => void; onPhase?: (phase: DrainPhase) => void } = {}) {
   // Checked before the worker is told: a drain it cannot finish would leave it refusing shards.
   const workers = await readWorkers(redis, keys, leaseTtlMs);
   if (!workers.some((w) => w.id === workerId && w.alive)) throw new ClusterAdminError(`worker ${workerId} is not alive`);
@@ -338,10 +346,13 @@ export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Rec
     if (Date.now() > deadline) throw new Error(`worker ${workerId} did not acknowledge the drain`);
     await new Promise((r) => setTimeout(r, 50));
   }
+  opts.onPhase?.('acknowledged');
   const others = (await acceptingWorkers(redis, keys, leaseTtlMs)).filter((w) => w !== workerId);
   if (others.length === 0) throw new ClusterAdminError(`no other live worker to take ${workerId}'s shards`);
   const moves = planDrain(await readShards(redis, keys, shardCounts), workerId, others);
+  opts.onPhase?.('planned');
   const results = await executeMoves(redis, keys, moves, opts);
+  opts.onPhase?.('moved');
   if (opts.stop ?? true) await redis.set(keys.workerControl(workerId), 'stop');
   return results;
 }
