@@ -320,7 +320,9 @@ async function doDrain(c: AxonConfig): Promise<void> {
   if (!alive(pid)) rmSync(pidFile, { force: true });
   redis.disconnect();
   const steps = Object.entries(phases).map(([p, t]) => `${p} ${(t / 1000).toFixed(2)} s`).join(', ');
-  out(`drained ${worker}: moved ${res.length} shards in ${(ms / 1000).toFixed(1)} s (${steps})${pid ? `, process ${alive(pid) ? 'still running' : 'stopped'}` : ''}`, { ok: true, worker, moved: res.length, ms, began, phases, stopped: pid ? !alive(pid) : null });
+  // How long this command took to start (node, config, connecting) before the drain began.
+  const startupMs = Math.round(began - performance.timeOrigin);
+  out(`drained ${worker}: moved ${res.length} shards in ${(ms / 1000).toFixed(1)} s (${steps}; the command started in ${(startupMs / 1000).toFixed(1)} s)${pid ? `, process ${alive(pid) ? 'still running' : 'stopped'}` : ''}`, { ok: true, worker, moved: res.length, ms, startupMs, phases, stopped: pid ? !alive(pid) : null });
 }
 
 /**

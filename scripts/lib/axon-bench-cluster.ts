@@ -33,7 +33,7 @@ export interface AxonBenchOptions {
   /** Virtual shards per family. */
   shards: number;
   logLevel?: string;
-  /** The workers' log level, when it should differ from `logLevel` (e.g. their lease lines at info). */
+  /** The workers' log level, when it should differ from `logLevel` (e.g. their lease lines at info); their log then goes to this process's stdout. */
   workerLogLevel?: string;
   /** Where the processes' stderr goes (default: inherited). */
   stderr?: 'inherit' | 'ignore';
@@ -105,7 +105,7 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
       if (!built.has(cwd)) built.set(cwd, entryArgs(cwd));
       const profileArgs = opts.cpuProfileDir ? ['--import', join(root, 'dist', 'cpu-profile-preload.js')] : [];
       const profileEnv = opts.cpuProfileDir ? { AXON_CPU_PROFILE_DIR: opts.cpuProfileDir, AXON_CPU_PROFILE_LABEL: `${entry.includes('front') ? 'front' : 'worker'}-${id}` } : {};
-      const child = spawn(process.execPath, [...nodeArgs(entry), ...profileArgs, ...built.get(cwd)!(entry), '--id', id], { cwd, env: { ...process.env, ...env, ...profileEnv, ...more }, stdio: ['ignore', 'ignore', opts.stderr ?? 'inherit'] });
+      const child = spawn(process.execPath, [...nodeArgs(entry), ...profileArgs, ...built.get(cwd)!(entry), '--id', id], { cwd, env: { ...process.env, ...env, ...profileEnv, ...more }, stdio: ['ignore', more.AXON_LOG_LEVEL ? 'inherit' : 'ignore', opts.stderr ?? 'inherit'] });
       children.push(child);
       return child;
     };

@@ -102,8 +102,13 @@ export interface WorkerStatus {
 const RESERVATION_MS = 30_000;
 /** Shards one sweep call looks at on a single Redis (an idle, trimmed shard costs two XLENs). */
 const SWEEP_BATCH = 1024;
-/** Shards reserved for this worker that it takes at once (a drain moves hundreds in one batch). */
-const ACQUIRE_PARALLEL = 256;
+/**
+ * Shards reserved for this worker that it takes at once (a drain moves hundreds in one batch):
+ * a whole batch of a drain or rebalance. Each take is several round trips (lease, group, pending
+ * entries, timers); on a loaded machine a round trip took hundreds of ms, and 256 lanes made a
+ * 1,024-shard drain four takes long per lane (as the fair-share takes, all go at once).
+ */
+const ACQUIRE_PARALLEL = 1024;
 /** A shard reserved for this worker and found still held is tried again after this (ms), or when its holder says it let go. */
 const HELD_RETRY_MS = 1000;
 /**
