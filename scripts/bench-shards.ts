@@ -14,6 +14,11 @@
  *   latency over the whole phase (issue 23.5: ≤ 5 s, no client errors). BENCH_WORKLOAD=a: workload
  *   A's users and rooms instead (`npm run bench`'s A: 200 users, 4 big rooms holding ~80 % of the
  *   memberships and getting 80 % of the messages, 16 small ones; BENCH_USERS still sets the count).
+ *   The drain runs through the operator's command (`node dist/cluster.js drain bench-w1 --json`,
+ *   i.e. `npm run cluster -- drain`; BENCH_DRAIN_VIA=inprocess calls the same code from here) and
+ *   is also measured on its own: the steps' times, when the target took the shards, the load
+ *   average before and after, and the errors and latencies of the sends started while it ran.
+ *   BENCH_DRAIN_AFTER (s, default 4) and BENCH_PHASE_SECONDS (default 14) place it in the phase.
  *
  * `--only idle` or `--only drain` runs one part. A script, not a test: it prints figures.
  */
@@ -23,7 +28,10 @@ import { connectRedis, type RedisClient } from '../src/store/redis';
 import { startAxonBench, type AxonBench } from './lib/axon-bench-cluster';
 import { pool, round, seededRandom, sleep, table, writeBenchResults } from './lib/bench-util';
 import { Deliveries, MatrixLoad, ratePhase, startSyncLoops, type User } from './lib/matrix-load';
-import { cpus } from 'node:os';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { roomLayout } from './lib/workload-plans';
 
 const SHARDS = Number(process.env.BENCH_SHARDS ?? 1024);
@@ -32,6 +40,15 @@ const WORKLOAD_A = (process.env.BENCH_WORKLOAD ?? '').toLowerCase() === 'a';
 const USERS = Number(process.env.BENCH_USERS ?? (WORKLOAD_A ? 200 : 40));
 const ROOM_SIZE = Number(process.env.BENCH_ROOM_SIZE ?? 4);
 const RATE = Number(process.env.BENCH_RATE ?? 50);
+/**
+ * How the drain is run: `script` (default) with the operator's own command, `node dist/cluster.js
+ * drain bench-w1 --json` (`npm run cluster -- drain`), its lease TTL for liveness and its output
+ * of the steps' times; `inprocess` with the same code called from here (and shards moved per second).
+ */
+const DRAIN_VIA = (process.env.BENCH_DRAIN_VIA ?? 'script').toLowerCase();
+/** Seconds of load before the drain starts, and of the whole send phase. */
+const DRAIN_AFTER_S = Number(process.env.BENCH_DRAIN_AFTER ?? 4);
+const PHASE_S = Number(process.env.BENCH_PHASE_SECONDS ?? 14);
 const onlyArg = process.argv.indexOf('--only');
 const only = new Set((onlyArg > 0 ? process.argv[onlyArg + 1]! : 'idle,drain').split(','));
 const shardCounts = { room: SHARDS, user: SHARDS };
@@ -138,8 +155,18 @@ async function idlePhase(): Promise<IdleResult> {
 }
 
 interface DrainResult {
+  via: string;
+  rate: number;
   shardsMoved: number;
   drainSeconds: number;
+  /** When each step of the drain ended, in s from its start (the script's own timing). */
+  steps: Record<string, number>;
+  /** When the target took the moved shards (their leases' `acquired`), in s from the drain's start. */
+  acquiredS: { first: number; p50: number; p99: number; last: number } | null;
+  loadBefore: number;
+  loadAfter: number;
+  /** Sends started while the drain ran: errors and latencies. */
+  during: import('./lib/matrix-load').WindowFigures | null;
   ownersAfter: Record<string, number>;
   sent: number;
   sendErrors: number;
@@ -152,7 +179,8 @@ interface DrainResult {
 }
 
 async function drainPhase(): Promise<DrainResult> {
-  const ax: AxonBench = await startAxonBench({ workers: 2, fronts: 1, shards: SHARDS, logLevel: process.env.BENCH_LOG_LEVEL ?? 'warn' });
+  // BENCH_WORKER_LOG_LEVEL=info: the workers' one-line summaries of each handoff batch and acquisition round.
+  const ax: AxonBench = await startAxonBench({ workers: 2, fronts: 1, shards: SHARDS, logLevel: process.env.BENCH_LOG_LEVEL ?? 'warn', ...(process.env.BENCH_WORKER_LOG_LEVEL ? { workerLogLevel: process.env.BENCH_WORKER_LOG_LEVEL } : {}) });
   const redis = connectRedis({ url: ax.redisUrl });
   const m = new MatrixLoad(ax.url);
   try {
@@ -189,27 +217,56 @@ async function drainPhase(): Promise<DrainResult> {
           return { user: r.members[k % r.members.length]!, roomId: r.id, members: r.members.length };
         };
     const from = 'bench-w1';
+    let window: { from: number; to: number } | null = null;
     const drained = (async () => {
-      await sleep(4000);
-      log(`drain: draining ${from} under ${RATE} msg/s`);
+      await sleep(DRAIN_AFTER_S * 1000);
+      const loadBefore = loadavg()[0]!;
+      log(`drain: draining ${from} under ${RATE} msg/s (${DRAIN_VIA}), load average ${loadBefore.toFixed(1)}`);
       const t0 = performance.now();
-      // Progress each second: how many shards have reached their target.
-      let done = 0;
-      const progress: number[] = [];
-      const ticker = setInterval(() => progress.push(done), 1000);
-      const moves = await drain(redis, keys, shardCounts, ALIVE_MS, from, { timeoutMs: 300_000, onMoved: () => done++ }).finally(() => clearInterval(ticker));
-      log(`drain: shards moved by each second: ${progress.join(' ')}`);
-      const s = (performance.now() - t0) / 1000;
-      log(`drain: ${moves.length} shards moved in ${round(s, 2)} s`);
-      return { moved: moves.length, seconds: s };
+      const beganWall = Date.now();
+      let moved: number;
+      let steps: Record<string, number> = {};
+      if (DRAIN_VIA === 'script') {
+        const res = await drainWithScript(ax, from);
+        moved = res.moved;
+        steps = Object.fromEntries(Object.entries(res.phases).map(([k, v]) => [k, round(v / 1000, 2)]));
+      } else {
+        // Progress each second: how many shards have reached their target.
+        let done = 0;
+        const progress: number[] = [];
+        const ticker = setInterval(() => progress.push(done), 1000);
+        const moves = await drain(redis, keys, shardCounts, ALIVE_MS, from, { timeoutMs: 300_000, onMoved: () => done++, onPhase: (p) => (steps[p] ??= round((performance.now() - t0) / 1000, 2)) }).finally(() => clearInterval(ticker));
+        log(`drain: shards moved by each second: ${progress.join(' ')}`);
+        moved = moves.length;
+      }
+      const t1 = performance.now();
+      window = { from: t0, to: t1 };
+      const s = (t1 - t0) / 1000;
+      const loadAfter = loadavg()[0]!;
+      log(`drain: ${moved} shards moved in ${round(s, 2)} s (${Object.entries(steps).map(([k, v]) => `${k} ${v} s`).join(', ')}), load average ${loadAfter.toFixed(1)}`);
+      // When the target took each shard it holds now (lease `acquired`, Redis's clock: this machine's).
+      const taken = (await Promise.all(Array.from({ length: SHARDS }, (_x, i) => ['room', 'user'].map((f) => redis.hmget(keys.shard(f as 'room' | 'user', i).lease, 'owner', 'acquired'))).flat()))
+        .filter(([owner, at]) => owner === 'bench-w2' && Number(at) >= beganWall)
+        .map(([, at]) => (Number(at) - beganWall) / 1000)
+        .sort((a, b) => a - b);
+      const q = (p: number) => round(taken[Math.min(taken.length - 1, Math.floor((p / 100) * taken.length))]!, 2);
+      const acquiredS = taken.length ? { first: round(taken[0]!, 2), p50: q(50), p99: q(99), last: round(taken[taken.length - 1]!, 2) } : null;
+      return { moved, seconds: s, steps, acquiredS, loadBefore, loadAfter };
     })();
-    const phase = await ratePhase(m, deliveries, RATE, 14, pick, 10_000);
+    const phase = await ratePhase(m, deliveries, RATE, PHASE_S, pick, 10_000, { window: () => window });
     const d = await drained;
     const syncErrors = poller.errors();
     await poller.stop();
     return {
+      via: DRAIN_VIA,
+      rate: RATE,
       shardsMoved: d.moved,
       drainSeconds: round(d.seconds, 2),
+      steps: d.steps,
+      acquiredS: d.acquiredS,
+      loadBefore: round(d.loadBefore, 1),
+      loadAfter: round(d.loadAfter, 1),
+      during: phase.window ?? null,
       ownersAfter: Object.fromEntries(await owners(redis, keys)),
       sent: phase.sent,
       sendErrors: phase.sendErrors,
@@ -224,6 +281,31 @@ async function drainPhase(): Promise<DrainResult> {
     m.close();
     redis.disconnect();
     await ax.stop();
+  }
+}
+
+/**
+ * `npm run cluster -- drain <worker> --json` against the bench's cluster (the operator's command,
+ * built JavaScript, configured by the same AXON_* variables as the processes).
+ */
+async function drainWithScript(ax: AxonBench, worker: string): Promise<{ moved: number; ms: number; phases: Record<string, number> }> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'axon-bench-drain-'));
+  try {
+    const root = join(import.meta.dirname, '..');
+    const env = { ...process.env, AXON_REDIS_MODE: 'url', AXON_REDIS_URL: ax.redisUrl, AXON_REDIS_KEY_PREFIX: ax.keyPrefix, AXON_ROOM_SHARDS: String(SHARDS), AXON_USER_SHARDS: String(SHARDS), AXON_DATA_DIR: dataDir };
+    const child = spawn(process.execPath, [join(root, 'dist', 'cluster.js'), 'drain', worker, '--json'], { cwd: root, env, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise<number | null>((r) => child.on('close', r));
+    const res = JSON.parse(out || '{}') as { ok?: boolean; error?: string; moved?: number; ms?: number; startupMs?: number; phases?: Record<string, number> };
+    if (code !== 0 || !res.ok) throw new Error(`cluster drain failed (exit ${code}): ${res.error ?? out}`);
+    // The steps from the command's start (its process's), as the bench's clock counts the drain.
+    const at0 = res.startupMs ?? 0;
+    const phases: Record<string, number> = { 'command started': at0 };
+    for (const [k, v] of Object.entries(res.phases ?? {})) phases[k] = at0 + v;
+    return { moved: res.moved ?? 0, ms: res.ms ?? 0, phases };
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
   }
 }
 
@@ -245,8 +327,11 @@ async function main(): Promise<void> {
   if (only.has('drain')) {
     out.drain = await drainPhase();
     const d = out.drain;
-    console.log(`drain: ${d.shardsMoved} shards moved in ${d.drainSeconds} s under ${RATE} msg/s (${USERS} users, ${WORKLOAD_A ? "workload A's rooms" : `rooms of ${ROOM_SIZE}`}); owners after ${JSON.stringify(d.ownersAfter)}`);
-    console.log(`       sent ${d.sent}, /send errors ${d.sendErrors}, /sync errors ${d.syncErrors}, deliveries missing ${d.missing}; /send p99 ${d.sendP99ms} ms; delivery p50 ${d.deliveryP50ms} p99 ${d.deliveryP99ms} max ${d.deliveryMaxMs} ms`);
+    console.log(`drain (${d.via}): ${d.shardsMoved} shards moved in ${d.drainSeconds} s under ${RATE} msg/s (${USERS} users, ${WORKLOAD_A ? "workload A's rooms" : `rooms of ${ROOM_SIZE}`}); load average ${d.loadBefore} → ${d.loadAfter}; owners after ${JSON.stringify(d.ownersAfter)}`);
+    console.log(`       steps ended at (s): ${JSON.stringify(d.steps)}; shards taken by the target at (s) ${d.acquiredS ? `first ${d.acquiredS.first}, p50 ${d.acquiredS.p50}, p99 ${d.acquiredS.p99}, last ${d.acquiredS.last}` : '-'}`);
+    console.log(`       whole phase: sent ${d.sent}, /send errors ${d.sendErrors}, /sync errors ${d.syncErrors}, deliveries missing ${d.missing}; /send p99 ${d.sendP99ms} ms; delivery p50 ${d.deliveryP50ms} p99 ${d.deliveryP99ms} max ${d.deliveryMaxMs} ms`);
+    const w = d.during;
+    if (w) console.log(`       sends started during the drain (${w.seconds} s): sent ${w.sent}, /send errors ${w.sendErrors}, deliveries missing ${w.missing}; /send p99 ${w.sendP99ms} ms; delivery p50 ${w.deliveryP50ms} p99 ${w.deliveryP99ms} max ${w.deliveryMaxMs} ms`);
   }
   const file = writeBenchResults((stamp) => `shards-${stamp}.json`, { date: new Date().toISOString(), machine, shards: SHARDS, ...out });
   console.log(`\nwritten ${file}`);

@@ -308,7 +308,9 @@ async function doDrain(c: AxonConfig): Promise<void> {
   const redis = await connect(c);
   const keys = new KeySpace(c.redis.keyPrefix);
   const began = Date.now();
-  const res = await drain(redis, keys, shardCountsFor(c), c.lease.ttlMs, worker);
+  // When each step ended (ms since the start): where a slow drain spent its time.
+  const phases: Record<string, number> = {};
+  const res = await drain(redis, keys, shardCountsFor(c), c.lease.ttlMs, worker, { onPhase: (p) => (phases[p] ??= Date.now() - began) });
   const ms = Date.now() - began;
   // A local worker exits once asked to stop; wait for it and tidy its pid file.
   const pidFile = join(runDir(c), `${worker}.pid`);
@@ -317,7 +319,10 @@ async function doDrain(c: AxonConfig): Promise<void> {
   while (alive(pid) && Date.now() < deadline) await sleep(50);
   if (!alive(pid)) rmSync(pidFile, { force: true });
   redis.disconnect();
-  out(`drained ${worker}: moved ${res.length} shards in ${(ms / 1000).toFixed(1)} s${pid ? `, process ${alive(pid) ? 'still running' : 'stopped'}` : ''}`, { ok: true, worker, moved: res.length, ms, stopped: pid ? !alive(pid) : null });
+  const steps = Object.entries(phases).map(([p, t]) => `${p} ${(t / 1000).toFixed(2)} s`).join(', ');
+  // How long this command took to start (node, config, connecting) before the drain began.
+  const startupMs = Math.round(began - performance.timeOrigin);
+  out(`drained ${worker}: moved ${res.length} shards in ${(ms / 1000).toFixed(1)} s (${steps}; the command started in ${(startupMs / 1000).toFixed(1)} s)${pid ? `, process ${alive(pid) ? 'still running' : 'stopped'}` : ''}`, { ok: true, worker, moved: res.length, ms, startupMs, phases, stopped: pid ? !alive(pid) : null });
 }
 
 /**

@@ -37,6 +37,7 @@ import type { SigningKey } from './protocol/crypto';
 import { KeySpace } from './store/keys';
 import { isRedisUnavailableError, type RedisClient } from './store/redis';
 import { RedisHealth } from './store/redis-health';
+import { watchConnections } from './store/redis-watchdog';
 import { createMediaStore } from './media/create-store';
 import { MediaRepository } from './media/repository';
 import { RemoteMediaFetcher } from './media/remote';
@@ -71,6 +72,9 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
   const keySpace = new KeySpace(config.redis.keyPrefix);
   const shardCounts = shardCountsFor(config);
   const health = new RedisHealth(redis, { timeoutMs: config.redis.pingTimeoutMs, log });
+  // A command connection left silent by a healed partition (TCP backoff) is replaced after twice
+  // the PING timeout instead of answering 503 until TCP retries (src/store/redis-watchdog.ts).
+  const stopWatchdog = watchConnections(redis, { stallMs: 2 * config.redis.pingTimeoutMs, log });
   await health.start();
   if (!health.ready) {
     // As before there were command timeouts: a front started while Redis does not answer waits for it.
@@ -151,6 +155,7 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
       await actors.close();
       await heartbeat.stop();
       health.stop();
+      stopWatchdog();
     },
   };
 }

@@ -33,6 +33,8 @@ export interface AxonBenchOptions {
   /** Virtual shards per family. */
   shards: number;
   logLevel?: string;
+  /** The workers' log level, when it should differ from `logLevel` (e.g. their lease lines at info); their log then goes to this process's stdout. */
+  workerLogLevel?: string;
   /** Where the processes' stderr goes (default: inherited). */
   stderr?: 'inherit' | 'ignore';
   /** Loopback IP to bind (default 127.0.0.1; any of 127/8 on Linux). */
@@ -103,7 +105,7 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
       if (!built.has(cwd)) built.set(cwd, entryArgs(cwd));
       const profileArgs = opts.cpuProfileDir ? ['--import', join(root, 'dist', 'cpu-profile-preload.js')] : [];
       const profileEnv = opts.cpuProfileDir ? { AXON_CPU_PROFILE_DIR: opts.cpuProfileDir, AXON_CPU_PROFILE_LABEL: `${entry.includes('front') ? 'front' : 'worker'}-${id}` } : {};
-      const child = spawn(process.execPath, [...nodeArgs(entry), ...profileArgs, ...built.get(cwd)!(entry), '--id', id], { cwd, env: { ...process.env, ...env, ...profileEnv, ...more }, stdio: ['ignore', 'ignore', opts.stderr ?? 'inherit'] });
+      const child = spawn(process.execPath, [...nodeArgs(entry), ...profileArgs, ...built.get(cwd)!(entry), '--id', id], { cwd, env: { ...process.env, ...env, ...profileEnv, ...more }, stdio: ['ignore', more.AXON_LOG_LEVEL ? 'inherit' : 'ignore', opts.stderr ?? 'inherit'] });
       children.push(child);
       return child;
     };
@@ -125,7 +127,7 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
       };
       return { url, pid: child.pid!, stop: stopFront };
     };
-    const workers = Array.from({ length: opts.workers }, (_x, i) => spawnAxon('worker-main', `bench-w${i + 1}`));
+    const workers = Array.from({ length: opts.workers }, (_x, i) => spawnAxon('worker-main', `bench-w${i + 1}`, root, opts.workerLogLevel ? { AXON_LOG_LEVEL: opts.workerLogLevel } : {}));
     const fronts = Array.from({ length: opts.fronts }, (_x, i) => spawnAxon('front-main', `bench-f${i + 1}`));
     const redisPid = redis.pid;
     return {

@@ -254,6 +254,20 @@ export interface RatePhase {
   deliveryP50ms: number;
   deliveryP99ms: number;
   deliveryMaxMs: number;
+  /** The same figures for the sends started within `window` (when asked for). */
+  window?: WindowFigures;
+}
+
+/** Figures of the sends started within a window of a phase (e.g. while a drain ran). */
+export interface WindowFigures {
+  seconds: number;
+  sent: number;
+  sendErrors: number;
+  sendP99ms: number;
+  missing: number;
+  deliveryP50ms: number;
+  deliveryP99ms: number;
+  deliveryMaxMs: number;
 }
 
 export interface SendPick {
@@ -268,9 +282,10 @@ export interface SendPick {
  * bound), then a grace period until every member saw every event or `graceMs` passed. Latencies:
  * /send round trip, and send start → arrival in each member's /sync.
  */
-export async function ratePhase(m: MatrixLoad, deliveries: Deliveries, rate: number, seconds: number, pick: () => SendPick, graceMs = 5000): Promise<RatePhase> {
-  const sent: { eventId: string; start: number; members: number }[] = [];
+export async function ratePhase(m: MatrixLoad, deliveries: Deliveries, rate: number, seconds: number, pick: () => SendPick, graceMs = 5000, opts: { window?: () => { from: number; to: number } | null } = {}): Promise<RatePhase> {
+  const sent: { eventId: string; start: number; members: number; sendMs: number }[] = [];
   const sendLat: number[] = [];
+  const errorStarts: number[] = [];
   let sendErrors = 0;
   let inFlight = 0;
   const pending: Promise<void>[] = [];
@@ -291,10 +306,11 @@ export async function ratePhase(m: MatrixLoad, deliveries: Deliveries, rate: num
         .send(user, roomId, `bench ${rate}/s #${n}`, 30_000)
         .then((eventId) => {
           sendLat.push(performance.now() - t0);
-          sent.push({ eventId, start: t0, members });
+          sent.push({ eventId, start: t0, members, sendMs: performance.now() - t0 });
         })
         .catch(() => {
           sendErrors++;
+          errorStarts.push(t0);
         })
         .finally(() => {
           inFlight--;
@@ -309,13 +325,39 @@ export async function ratePhase(m: MatrixLoad, deliveries: Deliveries, rate: num
   while (delivered() < expected && performance.now() < graceEnd) await sleep(100);
   const lat: number[] = [];
   let lastArrival = started;
+  const win = opts.window?.() ?? null;
+  const inWin = (t: number) => !!win && t >= win.from && t <= win.to;
+  const winLat: number[] = [];
+  const winSend: number[] = [];
+  let winExpected = 0;
   for (const e of sent) {
+    const w = inWin(e.start);
+    if (w) {
+      winSend.push(e.sendMs);
+      winExpected += e.members;
+    }
     for (const t of deliveries.arrivals.get(e.eventId) ?? []) {
       lat.push(t - e.start);
+      if (w) winLat.push(t - e.start);
       if (t > lastArrival) lastArrival = t;
     }
     deliveries.arrivals.delete(e.eventId);
   }
+  winLat.sort((a, b) => a - b);
+  winSend.sort((a, b) => a - b);
+  const winMissing = Math.max(0, winExpected - winLat.length);
+  const window: WindowFigures | undefined = win
+    ? {
+        seconds: round((win.to - win.from) / 1000, 2),
+        sent: winSend.length,
+        sendErrors: errorStarts.filter(inWin).length,
+        sendP99ms: round(percentile(winSend, 99)),
+        missing: winMissing,
+        deliveryP50ms: round(percentile(winLat, 50)),
+        deliveryP99ms: winMissing > winExpected * 0.01 ? Infinity : round(percentile(winLat, 99)),
+        deliveryMaxMs: round(winLat[winLat.length - 1] ?? NaN),
+      }
+    : undefined;
   lat.sort((a, b) => a - b);
   sendLat.sort((a, b) => a - b);
   const missing = Math.max(0, expected - lat.length);
@@ -337,5 +379,6 @@ export async function ratePhase(m: MatrixLoad, deliveries: Deliveries, rate: num
     // server that drops or badly lags deliveries must not look fast on the ones it managed.
     deliveryP99ms: missing > expected * 0.01 ? Infinity : round(percentile(lat, 99)),
     deliveryMaxMs: round(lat[lat.length - 1] ?? NaN),
+    ...(window ? { window } : {}),
   };
 }

@@ -268,21 +268,22 @@ export function planDrain(shards: { family: Family; shard: number; owner: string
 
 /**
  * Shards reserved at once by a drain or rebalance (their holders hand them off in parallel, the
- * targets take them 256 at a time): a whole worker's share at the default shard counts.
+ * targets take them all at once): a whole worker's share at the default shard counts.
  */
 const MOVE_BATCH = 1024;
 
 /**
  * Carry out moves in batches of `batch` (default MOVE_BATCH): reserve every shard of a batch for
  * its target at once (one nudge per worker involved), then wait until each target holds its
- * shards, reading the batch's leases together every 50 ms. Resolves with how long each move took
+ * shards, reading the leases of the batch's shards still waiting every 50 ms (every 250 ms while
+ * more than 64 wait). Resolves with how long each move took
  * (from its batch's start); rejects when a batch has not finished within `timeoutMs`.
  */
 export async function executeMoves(
   redis: RedisClient,
   keys: KeySpace,
   moves: Move[],
-  opts: { timeoutMs?: number; batch?: number; onMoved?: (m: Move, ms: number) => void } = {},
+  opts: { timeoutMs?: number; batch?: number; onMoved?: (m: Move, ms: number) => void; onPhase?: (phase: DrainPhase) => void } = {},
 ): Promise<{ move: Move; ms: number }[]> {
   const results: { move: Move; ms: number }[] = [];
   const timeoutMs = opts.timeoutMs ?? 30_000;
@@ -291,6 +292,7 @@ export async function executeMoves(
     const batch = moves.slice(i, i + size);
     const started = Date.now();
     await reserveShards(redis, keys, batch);
+    opts.onPhase?.('reserved');
     let waiting = batch;
     for (;;) {
       // The target took it (it takes shards only in a live epoch of its own).
@@ -311,7 +313,9 @@ export async function executeMoves(
         const [owner] = await redis.hmget(keys.shard(m.family, m.shard).lease, 'owner');
         throw new Error(`${waiting.length} shard${waiting.length === 1 ? '' : 's'} did not reach ${waiting.length === 1 ? 'its target' : 'their targets'} within ${timeoutMs} ms (${m.family}:${m.shard} to ${m.to}: owner now ${owner || 'none'})`);
       }
-      await new Promise((r) => setTimeout(r, 50));
+      // Every 50 ms near the end; every 250 ms while hundreds are waiting (a poll of a whole
+      // batch is a command per shard: 20,000 a second at 50 ms, on the Redis the moves need).
+      await new Promise((r) => setTimeout(r, waiting.length > 64 ? 250 : 50));
     }
   }
   return results;
@@ -323,8 +327,15 @@ export async function rebalance(redis: RedisClient, keys: KeySpace, shardCounts:
   return executeMoves(redis, keys, moves, opts);
 }
 
+/**
+ * Steps of a drain, reported as they end (`npm run cluster -- drain --json` gives their times):
+ * the worker reported it takes no new shards, the moves were planned (every lease read), a batch
+ * was reserved (its holders nudged), every shard reached its target.
+ */
+export type DrainPhase = 'acknowledged' | 'planned' | 'reserved' | 'moved';
+
 /** Move every shard off `workerId`, then ask it to stop. */
-export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, workerId: string, opts: { timeoutMs?: number; stop?: boolean; batch?: number; onMoved?: (m: Move, ms: number) => void } = {}) {
+export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, workerId: string, opts: { timeoutMs?: number; stop?: boolean; batch?: number; onMoved?: (m: Move, ms: number) => void; onPhase?: (phase: DrainPhase) => void } = {}) {
   // Checked before the worker is told: a drain it cannot finish would leave it refusing shards.
   const workers = await readWorkers(redis, keys, leaseTtlMs);
   if (!workers.some((w) => w.id === workerId && w.alive)) throw new ClusterAdminError(`worker ${workerId} is not alive`);
@@ -338,10 +349,13 @@ export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Rec
     if (Date.now() > deadline) throw new Error(`worker ${workerId} did not acknowledge the drain`);
     await new Promise((r) => setTimeout(r, 50));
   }
+  opts.onPhase?.('acknowledged');
   const others = (await acceptingWorkers(redis, keys, leaseTtlMs)).filter((w) => w !== workerId);
   if (others.length === 0) throw new ClusterAdminError(`no other live worker to take ${workerId}'s shards`);
   const moves = planDrain(await readShards(redis, keys, shardCounts), workerId, others);
+  opts.onPhase?.('planned');
   const results = await executeMoves(redis, keys, moves, opts);
+  opts.onPhase?.('moved');
   if (opts.stop ?? true) await redis.set(keys.workerControl(workerId), 'stop');
   return results;
 }

@@ -102,8 +102,15 @@ export interface WorkerStatus {
 const RESERVATION_MS = 30_000;
 /** Shards one sweep call looks at on a single Redis (an idle, trimmed shard costs two XLENs). */
 const SWEEP_BATCH = 1024;
-/** Shards reserved for this worker that it takes at once (a drain moves hundreds in one batch). */
-const ACQUIRE_PARALLEL = 256;
+/**
+ * Shards reserved for this worker that it takes at once (a drain moves hundreds in one batch):
+ * a whole batch of a drain or rebalance. Each take is several round trips (lease, group, pending
+ * entries, timers); on a loaded machine a round trip took hundreds of ms, and 256 lanes made a
+ * 1,024-shard drain four takes long per lane (as the fair-share takes, all go at once).
+ */
+const ACQUIRE_PARALLEL = 1024;
+/** A shard reserved for this worker and found still held is tried again after this (ms), or when its holder says it let go. */
+const HELD_RETRY_MS = 1000;
 /**
  * Shards whose inbox figures one metrics script call reads on a single Redis: XINFO GROUPS is
  * heavier than a lease renewal (about 20 ms per 256 shards measured on a loaded machine), so the
@@ -135,7 +142,20 @@ export class Worker {
   private readonly active = new Map<string, number>();
   private activity = 0;
   /** Workers to nudge at the end of this turn of the event loop (handoffs finishing together). */
-  private readonly nudgeTargets = new Set<string>();
+  private readonly nudgeTargets = new Map<string, string[]>();
+  /**
+   * Shards reserved for this worker that a round found still held by their live owner, and when:
+   * rounds in the next HELD_RETRY_MS leave them alone (a drain's target is nudged by every batch
+   * of handoffs; each would otherwise try the hundreds still held, one script call each). The
+   * holder names the shards it lets go in its nudge, which takes them out of here at once.
+   */
+  private readonly heldAt = new Map<string, number>();
+  /** Shard names to take off the incoming set / handoffs hash at the end of this turn (batchSoon). */
+  private readonly settledNames = { incomingDone: new Set<string>(), handoffsDone: new Set<string>() };
+  /** Handoffs under way: how many, how many finished since the first began, and when it began. */
+  private readonly handoffs = { active: 0, done: 0, began: 0 };
+  /** Wake-up channels to subscribe to (true) or unsubscribe from (false) at the end of this turn. */
+  private readonly subscriptionWishes = new Map<string, boolean>();
   private ticking = false;
   private retick = false;
   /** This worker's lease epoch (its worker lease record); null before the first round. */
@@ -197,9 +217,16 @@ export class Worker {
     if (isCluster(this.o.redis)) await waitReady(this.o.redis);
     this.sub = subscriberClient(this.o.redis);
     const nudgeChannel = this.o.keys.workerNudge(this.id);
-    this.sub.on('message', (channel: string) => {
-      if (channel === nudgeChannel) this.nudge();
-      else {
+    this.sub.on('message', (channel: string, message: string) => {
+      if (channel === nudgeChannel) {
+        // A holder that let shards go for this worker names them: take them at once (no lease
+        // round first: taking runs beside the rounds anyway), even those a recent round found
+        // still held (see heldAt).
+        if (message.startsWith('handoff ') && this.accepting && this.epoch && !this.stopped) {
+          for (const name of message.slice(8).split(' ')) this.heldAt.delete(name);
+          this.acquireInBackground();
+        } else this.nudge();
+      } else {
         const r = this.channels.get(channel);
         if (r) {
           this.touch(r.name);
@@ -417,9 +444,16 @@ export class Worker {
     let ms = 0;
     try {
       // Control first: a drain asked for is reported by this round's heartbeat, not the next one's.
-      await this.readControl();
-      await this.heartbeat();
+      // Neither may keep the renewal from running: the heartbeat only says the worker is alive
+      // (for fair shares and the operator), the renewal is what keeps its shards, so a heartbeat
+      // write that fails (a slot moving, a refused write) must not let every lease lapse.
+      // Fencing does not depend on the heartbeat: a taker asks the lease record itself.
+      // (On a Cluster the workers' set and this worker's lease record are on different masters.)
+      const failure = (e: unknown) => e;
+      const controlFailed = await this.readControl().then(() => null, failure);
+      const failed = (await this.heartbeat().then(() => null, failure)) ?? controlFailed;
       await this.renewAll();
+      if (failed) this.o.log.warn({ err: failed }, 'control read or heartbeat failed; leases renewed all the same');
       // Heartbeat to renewal: what decides whether leases could lapse (taking new shards may be slow).
       ms = Math.round(performance.now() - began);
       // Taking shards runs beside the rounds, not inside them: a worker taking hundreds of shards
@@ -525,28 +559,62 @@ export class Worker {
   private async handOff(r: ShardRunner, target: string): Promise<void> {
     if (this.pending.has(r.name)) return;
     this.pending.add(r.name);
+    const batch = this.handoffs;
+    if (batch.active++ === 0) {
+      batch.began = performance.now();
+      batch.done = 0;
+    }
     try {
-      this.o.log.info({ shard: r.name, target }, 'handing shard off');
+      this.o.log.debug({ shard: r.name, target }, 'handing shard off');
       await r.drain();
       await this.release(r);
       shardMoves.inc({ family: r.family, direction: 'out' });
-      this.nudgeSoon(target);
-      await this.o.redis.hdel(this.o.keys.workerHandoffs(this.id), r.name);
+      this.nudgeSoon(target, r.name);
+      // Settled: off the handoffs hash with the others finished in this turn (one HDEL; an entry
+      // left a moment longer is settled again by the next renewal, the shard being gone).
+      this.batchSoon('handoffsDone', r.name);
     } finally {
       this.pending.delete(r.name);
+      batch.done++;
+      // One line per batch of handoffs (a drain hands off hundreds at once), not per shard.
+      if (--batch.active === 0) this.o.log.info({ worker: this.id, shards: batch.done, ms: Math.round(performance.now() - batch.began) }, `handed off ${batch.done} shard${batch.done === 1 ? '' : 's'} in ${((performance.now() - batch.began) / 1000).toFixed(2)} s`);
     }
   }
 
-  /** Nudge `target` once for every handoff that finishes in this turn of the event loop. */
-  private nudgeSoon(target: string): void {
+  /**
+   * Names to take off this worker's incoming set or handoffs hash, sent at the end of this turn of
+   * the event loop in one command (a drain settles hundreds of shards in a few turns).
+   */
+  private batchSoon(what: 'incomingDone' | 'handoffsDone', name: string): void {
+    const names = this.settledNames[what];
+    if (names.size === 0) {
+      setImmediate(() => {
+        const list = [...names];
+        names.clear();
+        if (!list.length) return;
+        const { redis, keys } = this.o;
+        const sent = what === 'incomingDone' ? redis.srem(keys.workerIncoming(this.id), ...list) : redis.hdel(keys.workerHandoffs(this.id), ...list);
+        sent.catch((e: unknown) => this.o.log.warn({ err: e, what, count: list.length }, 'clearing settled shard names failed; the next round settles them'));
+      });
+    }
+    names.add(name);
+  }
+
+  /**
+   * Nudge `target` once for every handoff to it that finishes in this turn of the event loop,
+   * naming the shards let go (it takes them at once rather than at its next round).
+   */
+  private nudgeSoon(target: string, name: string): void {
     if (this.nudgeTargets.size === 0) {
       setImmediate(() => {
         const targets = [...this.nudgeTargets];
         this.nudgeTargets.clear();
-        for (const t of targets) void this.o.redis.publish(this.o.keys.workerNudge(t), 'handoff').catch(() => undefined);
+        for (const [t, names] of targets) void this.o.redis.publish(this.o.keys.workerNudge(t), `handoff ${names.join(' ')}`).catch(() => undefined);
       });
     }
-    this.nudgeTargets.add(target);
+    const names = this.nudgeTargets.get(target);
+    if (names) names.push(name);
+    else this.nudgeTargets.set(target, [name]);
   }
 
   private async release(r: ShardRunner): Promise<void> {
@@ -574,7 +642,46 @@ export class Worker {
     this.channels.delete(channel);
     this.holdingEntries.delete(r.name);
     this.active.delete(r.name);
-    void this.sub?.unsubscribe(channel).catch(() => undefined);
+    this.subscribeSoon(channel, false);
+  }
+
+  /**
+   * Subscribe to (or, `on` false, unsubscribe from) a shard's wake-up channel at the end of this
+   * turn of the event loop, together with every other shard taken or let go in it: one SUBSCRIBE
+   * and one UNSUBSCRIBE for a batch of hundreds. Only the latest wish per channel is sent.
+   */
+  private subscribeSoon(channel: string, on = true): void {
+    if (this.subscriptionWishes.size === 0) setImmediate(() => this.flushSubscriptions());
+    this.subscriptionWishes.set(channel, on);
+  }
+
+  private flushSubscriptions(): void {
+    const wishes = [...this.subscriptionWishes];
+    this.subscriptionWishes.clear();
+    const sub = this.sub;
+    if (!sub || this.stopped) return;
+    const off = wishes.filter(([, on]) => !on).map(([c]) => c);
+    const on = wishes.filter(([, on]) => on).map(([c]) => c);
+    if (off.length) void sub.unsubscribe(...off).catch(() => undefined);
+    if (!on.length) return;
+    sub.subscribe(...on).then(
+      () => {
+        // Subscribed: what was sent to these shards before it took effect is read now.
+        for (const c of on) {
+          const r = this.channels.get(c);
+          if (!r) continue;
+          this.touch(r.name);
+          r.wake();
+        }
+      },
+      (e: unknown) => {
+        if (this.stopped || this.sub !== sub) return;
+        this.o.log.warn({ err: e, channels: on.length }, 'subscribing to shard wake-ups failed; retrying (the sweep covers the wait)');
+        setTimeout(() => {
+          for (const c of on) if (this.channels.has(c) && !this.subscriptionWishes.has(c)) this.subscribeSoon(c);
+        }, 1000).unref();
+      },
+    );
   }
 
   /**
@@ -598,7 +705,9 @@ export class Worker {
     const incoming = [...new Set(await redis.smembers(keys.workerIncoming(this.id)))];
     const held = incoming.filter((name) => this.runners.has(name));
     if (held.length) await redis.srem(keys.workerIncoming(this.id), ...held);
-    await pool(incoming.filter((name) => !this.runners.has(name)), ACQUIRE_PARALLEL, async (name) => {
+    const recently = performance.now() - HELD_RETRY_MS;
+    for (const [name, at] of this.heldAt) if (at < recently) this.heldAt.delete(name);
+    await pool(incoming.filter((name) => !this.runners.has(name) && !this.heldAt.has(name)), ACQUIRE_PARALLEL, async (name) => {
       const ref = parseShardName(name);
       if (!ref || !this.families.includes(ref.family)) return;
       note(ref.family)(await this.tryAcquire(ref.family, ref.shard, 'move'));
@@ -671,15 +780,23 @@ export class Worker {
         // Held: by a dead epoch (a move of a shard whose holder died or stalled past its TTL)?
         const holding = { owner: String(res[1]), epoch: String(res[2]) };
         if ((await this.holdingLeftNow(holding)) === 0) res = await acquire(holding);
+        else if (reason === 'move') this.heldAt.set(name, performance.now());
       }
       if (!res[0]) return false;
-      await redis.srem(keys.workerIncoming(this.id), name);
+      this.heldAt.delete(name);
+      // Off the incoming set with the others taken in this turn (one SREM; a name left there a
+      // moment longer only costs a look at the next round, which finds the shard already held).
+      this.batchSoon('incomingDone', name);
       const runner = new ShardRunner(this.env, family, shard, shardKeys, String(res[0]));
       this.runners.set(name, runner);
       this.touch(name);
       const channel = keys.wakeChannel(family, shard);
       this.channels.set(channel, runner);
-      await this.sub!.subscribe(channel);
+      // In the background, with the other shards taken in this turn (one SUBSCRIBE): a subscriber
+      // connection that is slow or cut off must not hold up the takeover. The runner reads its
+      // inbox at start, and again once the subscription is in place (a send in between lost its
+      // wake-up); the safety sweep covers a subscription that fails.
+      this.subscribeSoon(channel);
       await runner.start();
       // Quietly: the sweep after this round wakes the readers of the shards whose outbox needs it
       // (the previous holder's unfinished entries), instead of every reader reading every shard.
@@ -778,7 +895,13 @@ export async function reserveShards(redis: RedisClient, keys: KeySpace, moves: {
     asked.set(owner, fields);
   });
   await Promise.all([...asked].map(([owner, fields]) => redis.hset(keys.workerHandoffs(owner), ...fields)));
-  const nudged = new Set([...owners.filter(Boolean), ...byTarget.keys()]);
+  // The holders, and the targets of shards nobody holds (free to take now). A shard's holder
+  // nudges its target itself once it has let go: nudged now, the target would only find its
+  // shards still held (a round of futile tries while the holders are at work).
+  const nudged = new Set(owners.filter(Boolean));
+  moves.forEach((m, i) => {
+    if (!owners[i] || owners[i] === m.to) nudged.add(m.to);
+  });
   await Promise.all([...nudged].map((w) => redis.publish(keys.workerNudge(w), 'reserved')));
   return owners;
 }

@@ -116,6 +116,12 @@ function withoutCommandTimeout(client: RedisClient): RedisClient {
 }
 
 /**
+ * The error of the commands a connection had sent when the connection watchdog dropped it for
+ * silence (src/store/redis-watchdog.ts): Redis may or may not have run them.
+ */
+export const SILENT_CONNECTION_DROPPED = 'Connection dropped: no answer from Redis';
+
+/**
  * Whether an error means Redis could not be reached in time (a command timed out, the connection
  * is down or closed, the server is loading or busy) rather than that the command was wrong: the
  * request may succeed when retried, so it answers 503, not 500.
@@ -127,6 +133,7 @@ export function isRedisUnavailableError(e: unknown): boolean {
   return (
     m === 'Command timed out' ||
     m === 'Connection is closed.' ||
+    m === SILENT_CONNECTION_DROPPED ||
     m.startsWith("Stream isn't writeable") ||
     // NOREPLICAS: a master with `min-replicas-to-write` set refuses writes while too few replicas
     // are in reach (a partition, a failover); writes resume when one is back.
