@@ -8,20 +8,29 @@
 -- is indexed (the position of the event that carried it), a redelivered outbox entry, or an older
 -- content arriving after a newer one, changes nothing; a redacted document stays out for good.
 --
+-- Beside a long term's postings (more than TOP_MIN in the room) it keeps its best postings (see
+-- `searchData.topPrefix`): at most TOP_CAP of the postings with the highest BM25 impact (term
+-- frequency up, length down, for a reference average length), and a bound of all the others (the
+-- Pareto frontier of their (frequency, length) pairs, only ever widened, so always a true bound).
+-- A term past TOP_MIN without one (an index written before them) gets one the next time it is
+-- written to.
+--
 -- KEYS[1] docs (hash: bucket -> 16-byte records), KEYS[2] terms (zset), KEYS[3] stats (hash n, l, p),
--- KEYS[4] dead (set of positions). Postings and block bounds keys are named from ARGV[2], ARGV[3]
--- (the same room, so the same hash slot).
+-- KEYS[4] dead (set of positions). Postings, block bounds and best postings keys are named from
+-- ARGV[2], ARGV[3], ARGV[4] (the same room, so the same hash slot).
 -- ARGV[1] 'index' or 'remove'; ARGV[2] postings key prefix; ARGV[3] block bounds key prefix;
--- ARGV[4] the document's position; ARGV[5] the expected record: '' none, else '<source>:<flags>';
--- ARGV[6] N, the number of terms indexed for it now (-1: not known, for 'remove' of a document
--- whose text is gone), ARGV[7..6+N] those terms.
+-- ARGV[4] best postings key prefix; ARGV[5] the document's position; ARGV[6] the expected record:
+-- '' none, else '<source>:<flags>'; ARGV[7] N, the number of terms indexed for it now (-1: not
+-- known, for 'remove' of a document whose text is gone), ARGV[8..7+N] those terms.
 -- For 'index', then: position of the event carrying the content, origin_server_ts, key (0 body,
 -- 1 name, 2 topic), length in words, then term, frequency pairs.
 -- Returns 1 when the index changed, 0 when there was nothing to do, -1 when the record was not the expected one.
 local docs, vocab, stats, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local op, pprefix, bprefix = ARGV[1], ARGV[2], ARGV[3]
-local pos = tonumber(ARGV[4])
+local op, pprefix, bprefix, tprefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local pos = tonumber(ARGV[5])
 local BLOCK = 128
+local TOP_MIN, TOP_CAP = 128, 64
+local K1, B = 1.2, 0.75
 local REC = '>i4i4I6BB'
 
 local bucket = tostring(math.floor(pos / 64))
@@ -44,7 +53,7 @@ if at then
   old = { src = src, ts = ts, len = len, flags = flags }
   current = tostring(src) .. ':' .. tostring(flags)
 end
-if current ~= ARGV[5] then
+if current ~= ARGV[6] then
   return -1
 end
 if old and old.flags % 2 == 1 then
@@ -108,6 +117,201 @@ local function refreshBounds(term, key, n, from)
   end
 end
 
+-- Best postings (see the head of this file). The string: uint8 reference average length, uint8 F,
+-- uint8 frequency and uint8 length of the cut (a new posting goes in iff its impact is above the
+-- cut's), F (frequency, length) pairs bounding every posting not in the list, then the list's
+-- 6-byte postings (in no order).
+local function impact(tf, len, ref)
+  return tf / (tf + K1 * (1 - B + B * len / ref))
+end
+
+local function entryTfLen(e, i)
+  local tk, len = string.byte(e, i + 4, i + 5)
+  return math.floor(tk / 4), len
+end
+
+-- Add (tf, len) to a frontier unless a pair there dominates it (higher or equal frequency, shorter
+-- or equal length); pairs it dominates go. Returns whether the frontier changed.
+local function widen(front, tf, len)
+  for _, f in ipairs(front) do
+    if f[1] >= tf and f[2] <= len then
+      return false
+    end
+  end
+  local kept = {}
+  for _, f in ipairs(front) do
+    if not (f[1] <= tf and f[2] >= len) then
+      kept[#kept + 1] = f
+    end
+  end
+  kept[#kept + 1] = { tf, len }
+  for i = 1, #front do
+    front[i] = nil
+  end
+  for i, f in ipairs(kept) do
+    front[i] = f
+  end
+  return true
+end
+
+local function readTop(s)
+  local ref, nF, cutTf, cutLen = string.byte(s, 1, 4)
+  local front = {}
+  for j = 0, nF - 1 do
+    front[#front + 1] = { string.byte(s, 5 + 2 * j, 6 + 2 * j) }
+  end
+  return { ref = ref, cutTf = cutTf, cutLen = cutLen, front = front, at = 5 + 2 * nF }
+end
+
+local function topEntries(s, t)
+  local list = {}
+  for i = t.at, #s, 6 do
+    list[#list + 1] = string.sub(s, i, i + 5)
+  end
+  return list
+end
+
+local function writeTop(tkey, t, list)
+  local out = { string.char(t.ref, #t.front, t.cutTf, t.cutLen) }
+  for _, f in ipairs(t.front) do
+    out[#out + 1] = string.char(f[1], f[2])
+  end
+  out[#out + 1] = table.concat(list)
+  redis.call('SET', tkey, table.concat(out))
+end
+
+-- Build a term's best postings from its whole postings: the classes of (frequency, length) by
+-- impact, as many whole classes from the top as fit in TOP_CAP, the frontier of the rest.
+local function buildTop(term, key)
+  local data = redis.call('GET', key) or ''
+  local n, l = unpack(redis.call('HMGET', stats, 'n', 'l'))
+  n, l = tonumber(n or 0), tonumber(l or 0)
+  local ref = n > 0 and math.max(1, math.min(255, math.floor(l / n + 0.5))) or 12
+  local classes, counts = {}, {}
+  for i = 1, #data, 6 do
+    local tf, len = entryTfLen(data, i)
+    local c = tf * 256 + len
+    if not counts[c] then
+      counts[c] = 0
+      classes[#classes + 1] = c
+    end
+    counts[c] = counts[c] + 1
+  end
+  local function imp(c)
+    return impact(math.floor(c / 256), c % 256, ref)
+  end
+  table.sort(classes, function(a, b)
+    local ia, ib = imp(a), imp(b)
+    if ia ~= ib then
+      return ia > ib
+    end
+    return a < b
+  end)
+  local inList, taken, cut = {}, 0, nil
+  for _, c in ipairs(classes) do
+    if cut == nil and taken + counts[c] <= TOP_CAP then
+      inList[c] = true
+      taken = taken + counts[c]
+    else
+      cut = cut or c
+    end
+  end
+  local t = { ref = ref, cutTf = 0, cutLen = 255, front = {} }
+  if cut then
+    t.cutTf, t.cutLen = math.floor(cut / 256), cut % 256
+  end
+  for _, c in ipairs(classes) do
+    if not inList[c] then
+      widen(t.front, math.floor(c / 256), c % 256)
+    end
+  end
+  local list = {}
+  for i = 1, #data, 6 do
+    local tf, len = entryTfLen(data, i)
+    if inList[tf * 256 + len] then
+      list[#list + 1] = string.sub(data, i, i + 5)
+    end
+  end
+  writeTop(tprefix .. term, t, list)
+end
+
+-- A posting was added to a term that now has n postings.
+local function topAdd(term, key, n, entry)
+  if n <= TOP_MIN then
+    return
+  end
+  local tkey = tprefix .. term
+  local s = redis.call('GET', tkey)
+  if not s then
+    buildTop(term, key)
+    return
+  end
+  local t = readTop(s)
+  local tf, len = entryTfLen(entry, 1)
+  if impact(tf, len, t.ref) <= impact(t.cutTf, t.cutLen, t.ref) then
+    if widen(t.front, tf, len) then
+      writeTop(tkey, t, topEntries(s, t))
+    end
+    return
+  end
+  local list = topEntries(s, t)
+  list[#list + 1] = entry
+  -- Over the cap: the lowest class leaves the list for the frontier, and becomes the cut.
+  while #list > TOP_CAP do
+    local low, lowTf, lowLen = nil, 0, 0
+    for _, e in ipairs(list) do
+      local etf, elen = entryTfLen(e, 1)
+      local v = impact(etf, elen, t.ref)
+      if low == nil or v < low then
+        low, lowTf, lowLen = v, etf, elen
+      end
+    end
+    local kept = {}
+    for _, e in ipairs(list) do
+      local etf, elen = entryTfLen(e, 1)
+      if impact(etf, elen, t.ref) > low then
+        kept[#kept + 1] = e
+      else
+        widen(t.front, etf, elen)
+      end
+    end
+    list = kept
+    t.cutTf, t.cutLen = lowTf, lowLen
+  end
+  writeTop(tkey, t, list)
+end
+
+-- The posting at `pos` was taken from a term that now has n postings.
+local function topRemove(term, key, n)
+  local tkey = tprefix .. term
+  if n <= TOP_MIN then
+    redis.call('DEL', tkey)
+    return
+  end
+  local s = redis.call('GET', tkey)
+  if not s then
+    return
+  end
+  local t = readTop(s)
+  local list, found = {}, false
+  for i = t.at, #s, 6 do
+    if struct.unpack('>i4', s, i) == pos then
+      found = true
+    else
+      list[#list + 1] = string.sub(s, i, i + 5)
+    end
+  end
+  if not found then
+    return
+  end
+  if #list < TOP_CAP / 4 then
+    -- Few left: built again from the postings (the frontier narrows to what is there now).
+    buildTop(term, key)
+  else
+    writeTop(tkey, t, list)
+  end
+end
+
 local function addPosting(term, entry)
   local key = pprefix .. term
   local n = redis.call('STRLEN', key) / 6
@@ -120,6 +324,7 @@ local function addPosting(term, entry)
     -- The usual case: the newest event of the room, appended; its block's bounds updated in place.
     redis.call('APPEND', key, entry)
     n = n + 1
+    topAdd(term, key, n, entry)
     if n <= BLOCK then
       return
     else
@@ -142,10 +347,14 @@ local function addPosting(term, entry)
     i = lowerBound(key, n)
     if i < n and entryPos(key, i) == pos then
       redis.call('SETRANGE', key, i * 6, entry)
+      if n > TOP_MIN then
+        buildTop(term, key)
+      end
     else
       local all = redis.call('GET', key)
       redis.call('SET', key, string.sub(all, 1, i * 6) .. entry .. string.sub(all, i * 6 + 1))
       n = n + 1
+      topAdd(term, key, n, entry)
     end
   end
   refreshBounds(term, key, n, i)
@@ -162,13 +371,14 @@ local function removePosting(term)
     return
   end
   if n == 1 then
-    redis.call('DEL', key, bprefix .. term)
+    redis.call('DEL', key, bprefix .. term, tprefix .. term)
     redis.call('ZREM', vocab, term)
     return
   end
   local all = redis.call('GET', key)
   redis.call('SET', key, string.sub(all, 1, i * 6) .. string.sub(all, i * 6 + 7))
   refreshBounds(term, key, n - 1, i)
+  topRemove(term, key, n - 1)
 end
 
 local function writeRecord(rec)
@@ -180,8 +390,8 @@ local function writeRecord(rec)
   redis.call('HSET', docs, bucket, recs)
 end
 
-local nOld = tonumber(ARGV[6])
-local idx = 7
+local nOld = tonumber(ARGV[7])
+local idx = 8
 local oldTerms = {}
 for _ = 1, math.max(nOld, 0) do
   oldTerms[#oldTerms + 1] = ARGV[idx]
