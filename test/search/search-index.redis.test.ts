@@ -243,6 +243,16 @@ describe('search index format 2 and its query engine', () => {
     await s.index({ roomId, sourcePos: 6001, pos: 6001, ts: tsOf(0, 6001), key: 'b', text: 'alpha rebuilt' }, termsOf(0));
     expect((await checkTops(roomId)).has('alpha')).toBe(true);
     for (const r of ROOMS) await checkTops(r);
+    // A rare word with a common one: the common one comes back cut down to the rare one's positions.
+    for (const r of ROOMS) texts[ROOMS.indexOf(r)]!.set(6100, 'omega alpha zeta');
+    for (const [room, r] of ROOMS.entries()) await s.index({ roomId: r, sourcePos: 6100, pos: 6100, ts: tsOf(room, 6100), key: 'b', text: 'omega alpha zeta' }, termsOf(room));
+    for (const q of ['omega alpha', 'alpha omeg', 'zeta omega alpha']) {
+      for (const order of ['rank', 'recent'] as const) {
+        const { all, tops: t } = await pages(s, q, order, 2);
+        expectSame(all, reference(q, order, t), `${q} ${order}`);
+        expect(all.length).toBeGreaterThan(1);
+      }
+    }
     // Small pages (many cursors past the best postings), a prefix, two words, a key left out.
     for (const [q, want] of [['alpha', 7], ['alpha', 64], ['alp', 9], ['al', 5], ['beta alpha', 11], ['alpha beta gam', 6]] as const) {
       for (const [inline, planned] of [[undefined, false], [0, false], [0, true]] as const) {

@@ -5,7 +5,7 @@
 -- word's are then read here and never again). See src/search/query.ts `viewRooms`.
 --
 -- The term with the fewest postings in the room drives (the caller reads it); the other terms are
--- only looked up at the driver's documents, so when the driver has few postings the others come
+-- only looked up at the driver's documents, so a word with many times the driver's postings comes
 -- back cut down to the driver's positions (an intersection done here, not in the caller). In a
 -- ranked search the driver's long words come with their best postings and block bounds instead of
 -- their postings (see `searchData.topPrefix`): a first page is often found from those alone.
@@ -39,51 +39,34 @@ end
 local SCAN_COMPLETIONS = 1000
 -- A word has best postings past this many postings (search-index-3.lua's TOP_MIN).
 local TOP_MIN = 128
+-- A word of another term is cut down to the driver's positions when it has this many times more postings.
+local CUT_RATIO = 16
 
 local function posAt(s, i)
   return (struct.unpack('>i4', s, i * 6 + 1))
 end
 
--- The entries of postings string `s` at the (sorted, distinct) positions `want`.
+-- The entries of postings string `s` at the (sorted, distinct) positions `want` (far fewer than its
+-- entries): a binary search each, from where the last one was found.
 local function intersect(s, want)
   local n = #s / 6
   local out = {}
-  if n == 0 or #want == 0 then
-    return ''
-  end
-  if #want * 16 < n then
-    -- Few positions: a binary search each, from where the last one was found.
-    local lo = 0
-    for _, p in ipairs(want) do
-      local hi = n
-      while lo < hi do
-        local mid = math.floor((lo + hi) / 2)
-        if posAt(s, mid) < p then
-          lo = mid + 1
-        else
-          hi = mid
-        end
-      end
-      if lo >= n then
-        break
-      end
-      if posAt(s, lo) == p then
-        out[#out + 1] = string.sub(s, lo * 6 + 1, lo * 6 + 6)
+  local lo = 0
+  for _, p in ipairs(want) do
+    local hi = n
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      if posAt(s, mid) < p then
+        lo = mid + 1
+      else
+        hi = mid
       end
     end
-  else
-    local j = 1
-    for i = 0, n - 1 do
-      local p = posAt(s, i)
-      while j <= #want and want[j] < p do
-        j = j + 1
-      end
-      if j > #want then
-        break
-      end
-      if want[j] == p then
-        out[#out + 1] = string.sub(s, i * 6 + 1, i * 6 + 6)
-      end
+    if lo >= n then
+      break
+    end
+    if posAt(s, lo) == p then
+      out[#out + 1] = string.sub(s, lo * 6 + 1, lo * 6 + 6)
     end
   end
   return table.concat(out)
@@ -147,9 +130,22 @@ local function view(stats, dead, vocab, pprefix, tprefix, bprefix)
     end
     return s
   end
+  -- A word of another term is cut down to the driver's positions here when that is much less work
+  -- than sending it whole (a binary search per driver position; Lua is slow per entry).
+  local function cut(n)
+    return totals[driver] * CUT_RATIO < n
+  end
+  local anyCut = false
+  for i = 1, T do
+    if i ~= driver then
+      for _, n in ipairs(perTerm[i][2]) do
+        anyCut = anyCut or cut(n)
+      end
+    end
+  end
   -- The driver's positions, when it has few postings and other terms are to be looked up there.
   local want = nil
-  if mode > 0 and not missing and T > 1 and inlineMax > 0 and totals[driver] <= inlineMax then
+  if mode > 0 and not missing and anyCut and inlineMax > 0 and totals[driver] <= inlineMax then
     local seen = {}
     want = {}
     for _, w in ipairs(perTerm[driver][1]) do
@@ -170,15 +166,16 @@ local function view(stats, dead, vocab, pprefix, tprefix, bprefix)
       local n = counts[k]
       postings[k], tops[k] = 0, 0
       if mode > 0 and not missing then
-        if i ~= driver and want then
+        if i ~= driver and want and cut(n) then
           postings[k] = intersect(get(w), want)
         else
           local best = i == driver and mode == 2 and n > TOP_MIN and redis.call('GET', tprefix .. w) or false
           if best then
             tops[k] = { best, redis.call('GET', bprefix .. w) or '' }
           end
-          -- A driving word with best postings comes without its postings (unless read here anyway).
-          if n <= inlineMax and (not best or cache[w]) then
+          -- A single driving word with best postings comes without its postings (its first page
+          -- usually needs none of them); with other terms, few of its best postings hold them all.
+          if n <= inlineMax and (not best or T > 1) then
             postings[k] = get(w)
           end
         end
