@@ -241,14 +241,27 @@ local function topAdd(term, key, n, entry)
     return
   end
   local tkey = tprefix .. term
-  local s = redis.call('GET', tkey)
-  if not s then
+  -- The head: 4 bytes and at most 63 frontier pairs (one per frequency).
+  local s = redis.call('GETRANGE', tkey, 0, 131)
+  if s == '' then
     buildTop(term, key)
     return
   end
-  local t = readTop(s)
   local tf, len = entryTfLen(entry, 1)
-  if impact(tf, len, t.ref) <= impact(t.cutTf, t.cutLen, t.ref) then
+  local ref, nF, cutTf, cutLen = string.byte(s, 1, 4)
+  local below = impact(tf, len, ref) <= impact(cutTf, cutLen, ref)
+  if below then
+    -- The usual case (most postings of a long term are not among its best): bounded already?
+    for j = 0, nF - 1 do
+      local f, l = string.byte(s, 5 + 2 * j, 6 + 2 * j)
+      if f >= tf and l <= len then
+        return
+      end
+    end
+  end
+  s = redis.call('GET', tkey)
+  local t = readTop(s)
+  if below then
     if widen(t.front, tf, len) then
       writeTop(tkey, t, topEntries(s, t))
     end
