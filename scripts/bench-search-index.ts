@@ -1,6 +1,6 @@
 /**
  * Search index cost (prints figures; not a test): the index layer alone — the search reader's
- * write path (src/search/index-store.ts, search-index-2.lua) and the query path `POST /search`
+ * write path (src/search/index-store.ts, search-index-3.lua) and the query path `POST /search`
  * runs for a first page of 10 before its visibility checks (src/search/query.ts: freezing the
  * statistics, then the first 30 candidates, in `rank` and in `recent` order) — on a real redis-server (managed, AOF
  * `appendfsync always`, as in production). Messages are generated from a Zipf-like vocabulary of
@@ -73,14 +73,14 @@ async function main(): Promise<void> {
     const byKind = new Map<string, { keys: number; bytes: number }>();
     let cursor = '0';
     do {
-      const [next, found] = await redis.scan(cursor, 'MATCH', '*}:d:s[pmdvsx]:*', 'COUNT', 2000);
+      const [next, found] = await redis.scan(cursor, 'MATCH', '*}:d:s[pmdvsxt]:*', 'COUNT', 2000);
       cursor = next;
       const p = redis.pipeline();
       for (const k of found) p.memory('USAGE', k, 'SAMPLES', '0');
       const sizes = (await p.exec()) ?? [];
       found.forEach((k, i) => {
-        const code = /\}:d:(s[pmdvsx]):/.exec(k)?.[1];
-        const kind = { sp: 'postings', sm: 'block bounds', sd: 'docs', sv: 'terms', ss: 'stats', sx: 'dead' }[code ?? ''] ?? 'other';
+        const code = /\}:d:(s[pmdvsxt]):/.exec(k)?.[1];
+        const kind = { sp: 'postings', sm: 'block bounds', st: 'best postings', sd: 'docs', sv: 'terms', ss: 'stats', sx: 'dead' }[code ?? ''] ?? 'other';
         const had = byKind.get(kind) ?? { keys: 0, bytes: 0 };
         had.keys++;
         had.bytes += Number(sizes[i]?.[1] ?? 0);

@@ -8,7 +8,7 @@
  * out for good. Encrypted events (`m.room.encrypted`) have no text to index and are skipped.
  *
  * Idempotent: each write says which content it indexes (the timeline position of the event that
- * carried it) and search-index-2.lua ignores content no newer than what is there, so a batch read
+ * carried it) and search-index-3.lua ignores content no newer than what is there, so a batch read
  * again after a crash or a handoff counts nothing twice.
  *
  * Upgrades: on taking a room shard it checks, in the background, that the shard's rooms are

@@ -10,7 +10,7 @@
  * message's own text is gone by then, so its postings stay (skipped at query time through the
  * room's small set of dead positions) until the room is rebuilt.
  *
- * Writes go through search-index-2.lua, which makes each of them idempotent (see the script).
+ * Writes go through search-index-3.lua, which makes each of them idempotent (see the script).
  */
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { termFrequencies } from '../protocol/search-text';
@@ -113,7 +113,7 @@ export class SearchIndexStore {
   }
 
   private prefixes(roomId: string): string[] {
-    return [this.name(roomId, searchData.postingsPrefix(roomId)), this.name(roomId, searchData.blockBoundsPrefix(roomId))];
+    return [this.name(roomId, searchData.postingsPrefix(roomId)), this.name(roomId, searchData.blockBoundsPrefix(roomId)), this.name(roomId, searchData.topPrefix(roomId))];
   }
 
   /** A document's record, or null when it was never indexed. */
@@ -194,11 +194,14 @@ export class SearchIndexStore {
   }
 
   /**
-   * What a search first needs of some rooms (search-view-1.lua: one call on a single Redis, one per room shard on a Cluster): per room its
-   * totals, dead positions and, per term, its words (a last prefix term's completions, at most
-   * `expansions`) with their posting counts, and the postings of words with at most `inlineMax`.
+   * What a search first needs of some rooms (search-view-2.lua: one call on a single Redis, one per room shard on a Cluster): per room its
+   * totals, dead positions and, per term, its words (a last prefix term's most frequent
+   * completions, at most `expansions`) with their posting counts; with `mode` 'recent' or 'rank'
+   * also the postings of words with at most `inlineMax` (a term not driving cut down to the
+   * driver's positions when the driver has at most `inlineMax`), and for 'rank' the driver's long
+   * words' best postings and block bounds (their postings are then left out).
    */
-  async views(roomIds: readonly string[], terms: readonly string[], lastIsPrefix: boolean, expansions: number, inlineMax: number): Promise<RoomTerms[]> {
+  async views(roomIds: readonly string[], terms: readonly string[], lastIsPrefix: boolean, expansions: number, inlineMax: number, mode: 'counts' | 'recent' | 'rank' = 'recent'): Promise<RoomTerms[]> {
     // On a Redis Cluster a script reads one slot: a call per room shard. A single Redis takes them all in one.
     const cluster = isCluster(this.redis);
     const groups = new Map<number, number[]>();
@@ -211,17 +214,28 @@ export class SearchIndexStore {
     const out = new Array<RoomTerms>(roomIds.length);
     await Promise.all(
       [...groups.values()].map(async (indexes) => {
-        const args: (string | number)[] = [terms.length, lastIsPrefix ? 1 : 0, expansions, inlineMax, ...terms];
+        const args: (string | number)[] = [terms.length, lastIsPrefix ? 1 : 0, expansions, inlineMax, { counts: 0, recent: 1, rank: 2 }[mode], ...terms];
         for (const i of indexes) {
           const roomId = roomIds[i]!;
           const shardKeys = this.keys.shard('room', shardOf(roomId, this.roomShards));
-          args.push(this.name(roomId, searchData.stats(roomId)), this.name(roomId, searchData.dead(roomId)), this.name(roomId, searchData.terms(roomId)), this.name(roomId, searchData.postingsPrefix(roomId)), this.name(roomId, legacySearchData.stats(roomId)), roomId, shardKeys.data(searchShardData.format), shardKeys.data(searchShardData.pending));
+          args.push(
+            this.name(roomId, searchData.stats(roomId)),
+            this.name(roomId, searchData.dead(roomId)),
+            this.name(roomId, searchData.terms(roomId)),
+            this.name(roomId, searchData.postingsPrefix(roomId)),
+            this.name(roomId, searchData.topPrefix(roomId)),
+            this.name(roomId, searchData.blockBoundsPrefix(roomId)),
+            this.name(roomId, legacySearchData.stats(roomId)),
+            roomId,
+            shardKeys.data(searchShardData.format),
+            shardKeys.data(searchShardData.pending),
+          );
         }
         const first = roomIds[indexes[0]!]!;
         const routing = this.keys.shard('room', shardOf(first, this.roomShards)).data(searchShardData.format);
-        const reply = (await runScriptBuffer(this.redis, 'searchView', [routing], args)) as [number, number, number, Buffer[], [Buffer[], number[], (Buffer | number)[]][], number][];
+        const reply = (await runScriptBuffer(this.redis, 'searchView', [routing], args)) as [number, number, number, Buffer[], [Buffer[], number[], (Buffer | number)[], ([Buffer, Buffer] | number)[]][], number, number][];
         await Promise.all(
-          reply.map(async ([documents, totalLength, top, dead, perTerm, incomplete], k) => {
+          reply.map(async ([documents, totalLength, top, dead, perTerm, incomplete, driver], k) => {
             const i = indexes[k]!;
             out[i] = incomplete
               ? await this.scan(roomIds[i]!, terms, lastIsPrefix, expansions)
@@ -230,7 +244,13 @@ export class SearchIndexStore {
                   totalLength,
                   top,
                   dead: new Set(dead.map((b) => Number(b.toString()))),
-                  terms: perTerm.map(([words, counts, postings]) => ({ words: words.map((w) => w.toString('utf8')), counts, postings: postings.map((p) => (typeof p === 'number' ? null : p)) })),
+                  driver: driver - 1,
+                  terms: perTerm.map(([words, counts, postings, tops]) => ({
+                    words: words.map((w) => w.toString('utf8')),
+                    counts,
+                    postings: postings.map((p) => (typeof p === 'number' ? null : p)),
+                    tops: tops.map((t) => (typeof t === 'number' ? null : { best: parseTop(t[0]), bounds: t[1] })),
+                  })),
                 };
           }),
         );
@@ -309,7 +329,12 @@ export class SearchIndexStore {
       dead: new Set(),
       ts,
       terms: perTerm.map((byWord) => {
-        const words = [...byWord.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))).slice(0, expansions);
+        // As the view script: the most frequent completions, in byte order.
+        const byBytes = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
+        const words = [...byWord.keys()]
+          .sort((a, b) => byWord.get(b)!.length - byWord.get(a)!.length || byBytes(a, b))
+          .slice(0, expansions)
+          .sort(byBytes);
         const postings = words.map((w) => {
           const list = byWord.get(w)!;
           const buf = Buffer.alloc((list.length / 3) * POSTING_BYTES);
@@ -345,9 +370,9 @@ export class SearchIndexStore {
 
   /** Drop a room's whole index (before a rebuild), in this format and in the first one. */
   async clearRoom(roomId: string): Promise<void> {
-    const [postings, bounds] = this.prefixes(roomId);
+    const [postings, bounds, tops] = this.prefixes(roomId);
     const terms = await this.redis.zrange(this.name(roomId, searchData.terms(roomId)), 0, -1);
-    for (let i = 0; i < terms.length; i += 500) await this.redis.del(...terms.slice(i, i + 500).flatMap((t) => [`${postings}${t}`, `${bounds}${t}`]));
+    for (let i = 0; i < terms.length; i += 500) await this.redis.del(...terms.slice(i, i + 500).flatMap((t) => [`${postings}${t}`, `${bounds}${t}`, `${tops}${t}`]));
     await this.redis.del(...this.scriptKeys(roomId));
     const legacyTerms = await this.redis.zrange(this.name(roomId, legacySearchData.terms(roomId)), 0, -1);
     const legacyPrefix = this.name(roomId, legacySearchData.postingsPrefix(roomId));
@@ -365,8 +390,28 @@ export interface RoomTerms {
   dead: Set<number>;
   /** Each document's origin_server_ts, when the room was read from its stored events (its index is not complete). */
   ts?: Map<number, number>;
-  /** Per query term: the room's words for it, their posting counts, and their postings when few (else null). */
-  terms: { words: string[]; counts: number[]; postings: (Buffer | null)[] }[];
+  /** The term that drives in this room (the one with the fewest postings; the others are cut down to its positions when it has few), when the view script chose it. */
+  driver?: number;
+  /**
+   * Per query term: the room's words for it, their posting counts, their postings when few (else
+   * null), and (for the driver of a ranked search) their best postings and block bounds when long.
+   */
+  terms: { words: string[]; counts: number[]; postings: (Buffer | null)[]; tops?: ({ best: TopPostings; bounds: Buffer } | null)[] }[];
+}
+
+/** A long term's best postings in a room (`searchData.topPrefix`). */
+export interface TopPostings {
+  /** (frequency, length) pairs: every posting not in `entries` has a lower or equal frequency and a greater or equal length than one of them. */
+  front: [number, number][];
+  /** The best postings (6-byte entries, in no order). */
+  entries: Buffer;
+}
+
+export function parseTop(buf: Buffer): TopPostings {
+  const n = buf[1] ?? 0;
+  const front: [number, number][] = [];
+  for (let j = 0; j < n; j++) front.push([buf[4 + 2 * j]!, buf[5 + 2 * j]!]);
+  return { front, entries: buf.subarray(4 + 2 * n) };
 }
 
 /** A posting, decoded. */

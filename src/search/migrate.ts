@@ -13,7 +13,7 @@
  *
  * Resumable: the pending set and the format hash are in Redis, so a restart (or another worker
  * taking the shard) goes on with the rooms left; rebuilding a room again is harmless. Meanwhile
- * queries see nothing missing: the search view (search-view-1.lua) reads a pending room, and,
+ * queries see nothing missing: the search view (search-view-2.lua) reads a pending room, and,
  * until the shard is done, any room with format 1 keys or without a format 2 index, from its
  * stored events instead of its index (SearchIndexStore.scan).
  */

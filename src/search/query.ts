@@ -8,18 +8,21 @@
  * postings drives, and only as much of it is read as the page needs —
  *  - `recent`: its postings are read newest first (they are sorted by timeline position), a block
  *    at a time, until the room has enough matches; rooms are then merged by origin_server_ts;
- *  - `rank`: its postings are read block by block in order of the block's best possible score
- *    (from the block bounds the index keeps: highest frequency, shortest length), and reading
- *    stops when no unread block can beat the page's last result (block-max pruning).
- * The other terms are read whole and looked up by binary search; so is, in a ranked query, a
- * driving prefix with several completions in a room (a document scores by its best completion).
+ *  - `rank`: a long word's best postings (the highest-impact ones the index keeps, with a bound
+ *    of all its others) are scored first, then its blocks in order of their best possible score
+ *    (from the block bounds: highest frequency, shortest length; capped by the word's bound for
+ *    postings not among its best), and reading stops when no unread block can beat the page's
+ *    last result (max-score pruning, exact: the page is the one scoring every match gives).
+ * The other terms are looked up by binary search: the first look (search-view-2.lua) returns them
+ * cut down to the driver's positions when the driver has few postings, else they are read whole. A
+ * prefix with several completions in a room scores a document by its best completion.
  *
  * Later pages continue from a cursor under the same frozen statistics (document counts, lengths,
  * frequencies, and each room's newest position at the first page), so they neither repeat nor
  * skip results while new events arrive.
  */
 import { BM25_B, BM25_K1, idf, parseQuery } from '../protocol/search-text';
-import { BLOCK, KEY_BITS, POSTING_BYTES, type KeyCode, type SearchIndexStore } from './index-store';
+import { BLOCK, KEY_BITS, POSTING_BYTES, type KeyCode, type SearchIndexStore, type TopPostings } from './index-store';
 
 /** At most this many indexed words count as completions of a prefix term in one room. */
 const PREFIX_EXPANSIONS = 100;
@@ -67,8 +70,13 @@ interface TermWords {
   words: string[];
   counts: number[];
   total: number;
-  /** Per word, its postings read with the room's first look (a word with at most INLINE_POSTINGS), else null. */
+  /**
+   * Per word, its postings read with the room's first look (a word with at most INLINE_POSTINGS;
+   * for a term not driving, only its entries at the driver's positions), else null.
+   */
   postings: (Buffer | null)[];
+  /** Per word of a ranked search's driver, its best postings and block bounds when it is long. */
+  tops: ({ best: TopPostings; bounds: Buffer } | null)[];
 }
 
 interface RoomView {
@@ -78,12 +86,14 @@ interface RoomView {
   dead: Set<number>;
   /** Documents' origin_server_ts, when the room was read from its stored events (else from the document records). */
   ts?: Map<number, number>;
+  /** The driving term, when the first look chose it (it then cut the other terms down to its positions). */
+  driver?: number;
   terms: TermWords[];
 }
 
 /** The first look at every room of a search: one script call per shard (`SearchIndexStore.views`). */
-async function viewRooms(store: SearchIndexStore, roomIds: readonly string[], terms: string[], lastIsPrefix: boolean, inline: number, tops?: readonly number[]): Promise<{ views: RoomView[]; documents: number; totalLength: number }> {
-  const found = await store.views(roomIds, terms, lastIsPrefix, PREFIX_EXPANSIONS, inline);
+async function viewRooms(store: SearchIndexStore, roomIds: readonly string[], terms: string[], lastIsPrefix: boolean, inline: number, mode: 'counts' | 'recent' | 'rank', tops?: readonly number[]): Promise<{ views: RoomView[]; documents: number; totalLength: number }> {
+  const found = await store.views(roomIds, terms, lastIsPrefix, PREFIX_EXPANSIONS, inline, mode);
   let documents = 0;
   let totalLength = 0;
   const views = found.map((f, i): RoomView => {
@@ -96,7 +106,8 @@ async function viewRooms(store: SearchIndexStore, roomIds: readonly string[], te
       top: tops ? tops[i]! : f.top,
       dead: f.dead,
       ...(f.ts ? { ts: f.ts } : {}),
-      terms: f.terms.map((t) => ({ words: t.words, counts: t.counts, total: t.counts.reduce((a, b) => a + b, 0), postings: t.postings })),
+      ...(f.driver !== undefined && f.driver >= 0 ? { driver: f.driver } : {}),
+      terms: f.terms.map((t) => ({ words: t.words, counts: t.counts, total: t.counts.reduce((a, b) => a + b, 0), postings: t.postings, tops: t.tops ?? t.words.map(() => null) })),
     };
   });
   return { views, documents, totalLength };
@@ -155,7 +166,7 @@ function planOf(query: { terms: string[]; lastIsPrefix: boolean }, roomIds: read
 /** Freeze what a search's pages share: the rooms' newest positions and the corpus statistics. */
 export async function planSearch(store: SearchIndexStore, roomIds: readonly string[], searchTerm: string, keys: ReadonlySet<KeyCode>, orderBy: 'rank' | 'recent'): Promise<SearchPlan> {
   const query = parseQuery(searchTerm);
-  const { views, documents, totalLength } = await viewRooms(store, roomIds, query.terms, query.lastIsPrefix, 0);
+  const { views, documents, totalLength } = await viewRooms(store, roomIds, query.terms, query.lastIsPrefix, 0, 'counts');
   return planOf(query, roomIds, views, documents, totalLength, keys, orderBy);
 }
 
@@ -166,7 +177,7 @@ export async function planSearch(store: SearchIndexStore, roomIds: readonly stri
  */
 export async function startSearch(store: SearchIndexStore, roomIds: readonly string[], searchTerm: string, keys: ReadonlySet<KeyCode>, orderBy: 'rank' | 'recent', want: number, inline = INLINE_POSTINGS): Promise<{ plan: SearchPlan; batch: CandidateBatch }> {
   const query = parseQuery(searchTerm);
-  const { views, documents, totalLength } = await viewRooms(store, roomIds, query.terms, query.lastIsPrefix, inline);
+  const { views, documents, totalLength } = await viewRooms(store, roomIds, query.terms, query.lastIsPrefix, inline, orderBy);
   const plan = planOf(query, roomIds, views, documents, totalLength, keys, orderBy);
   const empty: CandidateBatch = { candidates: [], cursor: null, exhausted: true, count: 0 };
   if (plan.terms.length === 0) return { plan, batch: empty };
@@ -221,14 +232,17 @@ interface Prepared {
 
 /** Choose each room's driving term and read the others whole; rooms lacking a term drop out. */
 async function prepare(store: SearchIndexStore, plan: SearchPlan, inline: number, first?: RoomView[]): Promise<Prepared[]> {
-  const views = first ?? (await viewRooms(store, plan.rooms, plan.terms, plan.lastIsPrefix, inline, plan.tops)).views;
+  const views = first ?? (await viewRooms(store, plan.rooms, plan.terms, plan.lastIsPrefix, inline, plan.orderBy, plan.tops)).views;
   const rooms = await Promise.all(
     views.map(async (view): Promise<Prepared | null> => {
       if (plan.terms.length === 0 || view.terms.some((t) => t.total === 0)) return null;
-      let driver = 0;
-      view.terms.forEach((t, i) => {
-        if (t.total < view.terms[driver]!.total) driver = i;
-      });
+      // The first look's choice when it made one (it cut the other terms down to the driver's positions).
+      let driver = view.driver ?? 0;
+      if (view.driver === undefined) {
+        view.terms.forEach((t, i) => {
+          if (t.total < view.terms[driver]!.total) driver = i;
+        });
+      }
       const lookups: Lookups = await Promise.all(
         view.terms.flatMap((t, i) => (i === driver ? [] : [{ term: i, bufs: Promise.all(t.words.map((_, w) => postingsOf(store, view, i, w))) }])).map(async (l) => ({ term: l.term, bufs: await l.bufs })),
       );
@@ -345,8 +359,19 @@ interface RankBlock {
   bound: number;
 }
 
-/** `rank`: the best-scoring matches after `after`, reading blocks in order of their best possible score. */
+/** A document's key among a search's: its room's index and its position. */
+const docKey = (room: number, pos: number) => room * 2 ** 32 + pos;
+
+/**
+ * `rank`: the best-scoring matches after `after`. Long driving words come with their best postings
+ * (the postings of highest impact, and a bound of all their others): those are scored first; then
+ * blocks are read in order of their best possible score — a block's bounds (highest frequency,
+ * shortest length), capped by its word's bound of the postings not among its best — and reading
+ * stops when no unread block can beat the page's last result. A first page of a common word is
+ * then often found from the best postings alone.
+ */
 async function ranked(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared[], after: { score: number; pos: number; room: number } | null, want: number): Promise<CandidateBatch> {
+  const keyAllowed = [0, 1, 2, 3].map((k) => plan.keys.includes(k));
   // Per room: the most the looked-up terms can add to a score.
   const extra = rooms.map((r) => {
     let sum = 0;
@@ -357,43 +382,92 @@ async function ranked(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared
     }
     return sum;
   });
+  /** Every document scored, at its best score so far (a prefix's completions may each hold it). */
+  const best = new Map<number, Candidate>();
+  /** Documents scored (for an exact count when everything was read) and those dropped from `best` as out of the page. */
+  const scored = new Set<number>();
+  const dropped = new Set<number>();
+  const tfs = new Array<number>(plan.terms.length).fill(0);
+  /** Score one posting of a room's driver (entry `o` of `buf`); documents the search leaves out are skipped. */
+  const score = (r: Prepared, buf: Buffer, o: number) => {
+    const { view } = r;
+    const pos = buf.readInt32BE(o);
+    if (pos > view.top || view.dead.has(pos)) return;
+    const tk = buf[o + 4]!;
+    if (!keyAllowed[tk & 3]) return;
+    const found = lookUp(r.lookups, pos);
+    if (!found) return;
+    // Summed in the query's term order, so a document scores the same whichever term drives.
+    tfs[r.driver] = tk >> 2;
+    r.lookups.forEach((l, j) => {
+      tfs[l.term] = found[j]!;
+    });
+    const length = buf[o + 5]!;
+    let sum = 0;
+    for (let t = 0; t < tfs.length; t++) sum += weight(plan, t, tfs[t]!, length);
+    const key = docKey(view.room, pos);
+    scored.add(key);
+    const had = best.get(key);
+    if (!had) {
+      best.set(key, { room: view.room, pos, score: sum });
+      dropped.delete(key);
+    } else if (had.score < sum) had.score = sum;
+  };
   const blocks: RankBlock[] = [];
+  /** Whether some room's driver has several words (a prefix): its documents' scores are the best of its words' read so far. */
+  let several = false;
   await Promise.all(
     rooms.map(async (r, ri) => {
       const term = r.view.terms[r.driver]!;
+      if (term.words.length > 1) several = true;
       await Promise.all(
         term.words.map(async (_, wi) => {
           const n = term.counts[wi]!;
-          // A prefix with several completions in the room is read whole there: a document's
-          // frequency for it is its best completion's, known only once all of them are read.
-          const bounds = n > BLOCK && term.words.length === 1 ? await boundsOf(store, r.view, r.driver, wi) : Buffer.alloc(0);
+          const top = term.tops[wi] ?? null;
+          // The most a posting not among the word's best can score (no best postings: no bound).
+          let rest = Number.POSITIVE_INFINITY;
+          let bounds: Buffer;
+          if (top) {
+            rest = Number.NEGATIVE_INFINITY;
+            for (const [tf, length] of top.best.front) rest = Math.max(rest, weight(plan, r.driver, tf, length));
+            for (let o = 0; o + POSTING_BYTES <= top.best.entries.length; o += POSTING_BYTES) score(r, top.best.entries, o);
+            bounds = top.bounds;
+          } else if (n > BLOCK || term.postings[wi]) {
+            // Bounds kept for a long word, or worked out from postings read with the first look
+            // (so a prefix's many short completions are scored only when they can enter the page).
+            bounds = await boundsOf(store, r.view, r.driver, wi);
+          } else bounds = Buffer.alloc(0);
           for (let b = 0; b * BLOCK < n; b++) {
-            // A block without bounds (a short list, or bounds being rewritten) is read first.
-            const bound = 2 * b + 1 < bounds.length ? weight(plan, r.driver, bounds[2 * b]!, bounds[2 * b + 1]!) + extra[ri]! : Number.POSITIVE_INFINITY;
-            blocks.push({ r, word: wi, from: b * BLOCK, to: Math.min(n, (b + 1) * BLOCK), bound });
+            // A block without bounds (a short list, or bounds being rewritten) is read first, unless its word's best postings bound the rest.
+            const bound = Math.min(rest, 2 * b + 1 < bounds.length ? weight(plan, r.driver, bounds[2 * b]!, bounds[2 * b + 1]!) : Number.POSITIVE_INFINITY);
+            // Nothing but best postings (all scored already) there.
+            if (bound === Number.NEGATIVE_INFINITY) continue;
+            blocks.push({ r, word: wi, from: b * BLOCK, to: Math.min(n, (b + 1) * BLOCK), bound: bound + extra[ri]! });
           }
         }),
       );
     }),
   );
   blocks.sort((a, b) => b.bound - a.bound);
-  // Every document read, at its best score (a prefix's completions may each hold it); the cursor
-  // applies to that best score, so a document is never listed twice under two scores.
-  const best = new Map<string, Candidate>();
   const order = (a: Candidate, b: Candidate) => (before(a, b) ? -1 : before(b, a) ? 1 : 0);
   const pending = () => [...best.values()].filter((c) => !after || before(after, c));
+  // A document of a prefix with several words may have been scored by one word and not yet by a
+  // better one: after a cursor, that lower score could pass for one after it while its true one
+  // was on an earlier page, so nothing is dropped then (a first page may drop: scores only grow).
+  const mayDrop = !(several && after);
   let i = 0;
   let stopped = false;
-  /** Documents read and dropped from `best` (they cannot make the page). */
-  let seen = 0;
-  while (i < blocks.length) {
-    if (Number.isFinite(blocks[i]!.bound)) {
-      // Past the blocks without bounds (read first, prefixes with several completions among them),
-      // every document read has its final score: keep the best `want`, stop if no block can beat them.
+  for (;;) {
+    if (i >= blocks.length || Number.isFinite(blocks[i]!.bound)) {
+      // Past the blocks without bounds every document read has its final score (or, for a prefix,
+      // one that no unread block can raise above the page): keep the best `want`, stop if no block can beat them.
       const open = pending().sort(order);
-      best.clear();
-      for (const c of open.slice(0, want)) best.set(`${c.room}:${c.pos}`, c);
-      seen += Math.max(0, open.length - want);
+      if (mayDrop) {
+        best.clear();
+        for (const c of open.slice(0, want)) best.set(docKey(c.room, c.pos), c);
+        for (const c of open.slice(want)) dropped.add(docKey(c.room, c.pos));
+      }
+      if (i >= blocks.length) break;
       if (open.length >= want && blocks[i]!.bound < open[want - 1]!.score) {
         stopped = true;
         break;
@@ -404,35 +478,13 @@ async function ranked(store: SearchIndexStore, plan: SearchPlan, rooms: Prepared
     const bufs = await Promise.all(batch.map((b) => postingsOf(store, b.r.view, b.r.driver, b.word, b.from, b.to)));
     batch.forEach((b, k) => {
       const buf = bufs[k]!;
-      const { view } = b.r;
-      for (let o = 0; o + POSTING_BYTES <= buf.length; o += POSTING_BYTES) {
-        const pos = buf.readInt32BE(o);
-        if (pos > view.top || view.dead.has(pos)) continue;
-        const tk = buf[o + 4]!;
-        if (!plan.keys.includes(tk & 3)) continue;
-        const tfs = lookUp(b.r.lookups, pos);
-        if (!tfs) continue;
-        const length = buf[o + 5]!;
-        // Summed in the query's term order, so a document scores the same whichever term drives.
-        const byTerm = new Array<number>(plan.terms.length).fill(0);
-        byTerm[b.r.driver] = tk >> 2;
-        b.r.lookups.forEach((l, j) => {
-          byTerm[l.term] = tfs[j]!;
-        });
-        let score = 0;
-        byTerm.forEach((tf, t) => {
-          score += weight(plan, t, tf, length);
-        });
-        const key = `${view.room}:${pos}`;
-        const had = best.get(key);
-        if (!had || had.score < score) best.set(key, { room: view.room, pos, score });
-      }
+      for (let o = 0; o + POSTING_BYTES <= buf.length; o += POSTING_BYTES) score(b.r, buf, o);
     });
   }
   const open = pending().sort(order);
   const kept = open.slice(0, want);
   const last = kept[kept.length - 1];
-  const exhausted = !stopped && open.length + seen <= want;
-  const count = !stopped && !after ? best.size + seen : estimate(rooms);
+  const exhausted = !stopped && open.length + dropped.size <= want;
+  const count = !stopped && !after ? scored.size : estimate(rooms);
   return { candidates: kept, cursor: last ? { score: last.score, pos: last.pos, room: last.room } : after, exhausted, count };
 }

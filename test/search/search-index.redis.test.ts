@@ -6,10 +6,13 @@
  * enough to have many blocks; also after edits (old terms taken out by tokenising the old text
  * again), redactions whose text is gone (skipped through the dead set), and with documents
  * arriving after the search began (left out of its pages). Indexing twice changes nothing.
+ * Long terms' best postings (what ranked queries stop early with) keep their invariant — at most
+ * 64 of the term's own postings, every other one bounded by the frontier — through edits,
+ * redactions and a lazy first build, and ranked pages read with them equal the brute-force order.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { bm25, parseQuery, termFrequencies } from '../../src/protocol/search-text';
-import { SearchIndexStore, type DocRecord, type KeyCode } from '../../src/search/index-store';
+import { parseTop, SearchIndexStore, type DocRecord, type KeyCode } from '../../src/search/index-store';
 import { nextCandidates, planSearch, startSearch, type Candidate, type CandidateBatch, type Cursor } from '../../src/search/query';
 import { KeySpace, searchData } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
@@ -80,7 +83,7 @@ async function pages(store: SearchIndexStore, searchTerm: string, orderBy: 'rank
   const all: Candidate[] = [];
   let cursor: Cursor = null;
   let count = -1;
-  for (let n = 0; n < 200; n++) {
+  for (let n = 0; n < 1000; n++) {
     const batch: CandidateBatch = n === 0 && started ? started.batch : await nextCandidates(store, plan, cursor, want, inline);
     if (count < 0) count = batch.count;
     all.push(...batch.candidates);
@@ -89,6 +92,39 @@ async function pages(store: SearchIndexStore, searchTerm: string, orderBy: 'rank
     if (batch.exhausted || batch.candidates.length === 0) break;
   }
   return { all, count, tops: plan.tops };
+}
+
+/** A room's postings and best postings in Redis: checks the best postings' invariant for every long term; returns them. */
+async function checkTops(roomId: string): Promise<Map<string, Set<number>>> {
+  const shard = keys.shard('room', shardOf(roomId, SHARDS));
+  const out = new Map<string, Set<number>>();
+  for (const w of await redis.zrange(shard.data(searchData.terms(roomId)), 0, -1)) {
+    const postings = (await redis.getBuffer(shard.data(`${searchData.postingsPrefix(roomId)}${w}`)))!;
+    const raw = await redis.getBuffer(shard.data(`${searchData.topPrefix(roomId)}${w}`));
+    if (postings.length / 6 <= 128) {
+      expect(raw, w).toBeNull();
+      continue;
+    }
+    expect(raw, w).not.toBeNull();
+    const top = parseTop(raw!);
+    const entries = new Map<number, string>();
+    for (let o = 0; o < top.entries.length; o += 6) entries.set(top.entries.readInt32BE(o), top.entries.subarray(o, o + 6).toString('hex'));
+    expect(entries.size * 6, w).toBe(top.entries.length);
+    expect(entries.size, w).toBeLessThanOrEqual(64);
+    let inList = 0;
+    for (let o = 0; o < postings.length; o += 6) {
+      const pos = postings.readInt32BE(o);
+      const tf = postings[o + 4]! >> 2;
+      const length = postings[o + 5]!;
+      if (entries.has(pos)) {
+        expect(entries.get(pos), `${w} ${pos}`).toBe(postings.subarray(o, o + 6).toString('hex'));
+        inList++;
+      } else expect(top.front.some(([f, l]) => f >= tf && l <= length), `${w} ${pos} bounded`).toBe(true);
+    }
+    expect(inList, w).toBe(entries.size);
+    out.set(w, new Set(entries.keys()));
+  }
+  return out;
 }
 
 function expectSame(got: Candidate[], want: Candidate[], label = ''): void {
@@ -120,6 +156,7 @@ describe('search index format 2 and its query engine', () => {
     }
     await Promise.all(writes);
     expect(await s.postingCount(ROOMS[0]!, 'alpha')).toBeGreaterThan(3 * 128);
+    for (const roomId of ROOMS) expect((await checkTops(roomId)).has('alpha')).toBe(true);
     for (const [q, want] of [['alpha', 25], ['alp', 40], ['beta alpha', 30], ['gamma delta', 17], ['lambda', 10], ['nothing', 10]] as const) {
       for (const order of ['rank', 'recent'] as const) {
         // Postings read with the first look (all of them here) or by range, block by block.
@@ -174,5 +211,66 @@ describe('search index format 2 and its query engine', () => {
     });
     expect(all.every((c) => c.pos < 5000)).toBe(true);
     expectSame(all, reference('alpha', 'recent', tops));
+  }, 300_000);
+
+  it('best postings: edits and redactions keep them true, a missing one is built lazily, ranked pages from them equal the brute-force order', async () => {
+    const s = store();
+    const roomId = ROOMS[0]!;
+    const shard = keys.shard('room', shardOf(roomId, SHARDS));
+    // A redaction whose terms are known takes the document out of the best postings too.
+    const tops = await checkTops(roomId);
+    const victim = [...tops.get('alpha')!].find((p) => p > 50 && texts[0]!.get(p))!;
+    expect(victim).toBeDefined();
+    const text = texts[0]!.get(victim)!;
+    await s.remove(roomId, victim, async () => [...termFrequencies(text).terms.keys()]);
+    texts[0]!.set(victim, null);
+    expect((await checkTops(roomId)).get('alpha')!.has(victim)).toBe(false);
+    // Edits that move documents in and out of the best postings (a short text: high impact).
+    for (const [pos, next] of [[41, 'alpha alpha'], [42, 'alpha alpha alpha alpha'], [43, 'gamma']] as const) {
+      const old = texts[0]!.get(pos)!;
+      texts[0]!.set(pos, next);
+      await s.index({ roomId, sourcePos: 9100 + pos, pos, ts: tsOf(0, pos), key: 'b', text: next }, async () => [...termFrequencies(old).terms.keys()]);
+    }
+    const after = await checkTops(roomId);
+    expect(after.get('alpha')!.has(42)).toBe(true);
+    // An index from before best postings: the first write to the term builds them.
+    await redis.del(shard.data(`${searchData.topPrefix(roomId)}alpha`));
+    for (const order of ['rank', 'recent'] as const) {
+      const { all, tops: t } = await pages(s, 'alpha', order, 13);
+      expectSame(all, reference('alpha', order, t), `alpha ${order} without best postings`);
+    }
+    texts[0]!.set(6001, 'alpha rebuilt');
+    await s.index({ roomId, sourcePos: 6001, pos: 6001, ts: tsOf(0, 6001), key: 'b', text: 'alpha rebuilt' }, termsOf(0));
+    expect((await checkTops(roomId)).has('alpha')).toBe(true);
+    for (const r of ROOMS) await checkTops(r);
+    // A rare word with a common one: the common one comes back cut down to the rare one's positions.
+    for (const r of ROOMS) texts[ROOMS.indexOf(r)]!.set(6100, 'omega alpha zeta');
+    for (const [room, r] of ROOMS.entries()) await s.index({ roomId: r, sourcePos: 6100, pos: 6100, ts: tsOf(room, 6100), key: 'b', text: 'omega alpha zeta' }, termsOf(room));
+    for (const q of ['omega alpha', 'alpha omeg', 'zeta omega alpha']) {
+      for (const order of ['rank', 'recent'] as const) {
+        const { all, tops: t } = await pages(s, q, order, 2);
+        expectSame(all, reference(q, order, t), `${q} ${order}`);
+        expect(all.length).toBeGreaterThan(1);
+      }
+    }
+    // Small pages (many cursors past the best postings), a prefix, two words, a key left out.
+    for (const [q, want] of [['alpha', 7], ['alpha', 64], ['alp', 9], ['al', 5], ['beta alpha', 11], ['alpha beta gam', 6]] as const) {
+      for (const [inline, planned] of [[undefined, false], [0, false], [0, true]] as const) {
+        const { all, count, tops: t } = await pages(s, q, 'rank', want, undefined, inline, planned);
+        const ref = reference(q, 'rank', t);
+        expectSame(all, ref, `${q} rank ${want} inline ${inline} planned ${planned}`);
+        expect(count).toBeGreaterThanOrEqual(ref.length);
+      }
+    }
+    // New documents with the word (short: they would enter the best postings) while paging: left out.
+    let next = 7000;
+    const { all, tops: t } = await pages(s, 'alpha', 'rank', 10, async () => {
+      next++;
+      texts[0]!.set(next, 'alpha alpha');
+      await s.index({ roomId, sourcePos: next, pos: next, ts: tsOf(0, next), key: 'b', text: 'alpha alpha' }, termsOf(0));
+    });
+    expect(all.every((c) => c.pos < 7000)).toBe(true);
+    expectSame(all, reference('alpha', 'rank', t));
+    await checkTops(roomId);
   }, 300_000);
 });
