@@ -1,6 +1,6 @@
 /**
  * Reads of many keys in few commands: grouped by the slot their shard's hash tag puts them in, each
- * group one call of the `readMany` script (src/store/scripts/read-many-1.lua) — so it works on a
+ * group one call of the `readMany` script (src/store/scripts/read-many-3.lua) — so it works on a
  * Redis Cluster too. A /sync of a user in 1,500 rooms asks a handful of hashes per room; one
  * command each is ~10,000 commands to build, write and parse on the front, against a few hundred
  * here (one per shard holding the rooms).
@@ -9,9 +9,10 @@ import { runScript, type RedisClient } from './redis';
 
 /**
  * 'hgetall': the hash; 'ztop': the sorted set's top member and its score; 'zall': all its members
- * with their scores; `zafter <n>`: how many of its members score above n.
+ * with their scores; `zafter <n>`: how many of its members score above n; 'sha1': the SHA-1 (hex)
+ * of the string value ('' when there is none).
  */
-export type ReadOp = 'hgetall' | 'ztop' | 'zall' | `zafter ${number}`;
+export type ReadOp = 'hgetall' | 'ztop' | 'zall' | 'sha1' | `zafter ${number}`;
 
 export interface Read {
   /** Keys of one group must share a hash slot: the group is the shard whose keys they are. */
@@ -25,22 +26,22 @@ const KEYS_PER_CALL = 200;
 
 /**
  * Every read's reply, in order: a hash as an object for 'hgetall', `[member, score]` or `[]` for
- * 'ztop', `[member, score, …]` for 'zall', a number for 'zafter'.
+ * 'ztop', `[member, score, …]` for 'zall', a number for 'zafter', a string for 'sha1'.
  */
-export async function readMany(redis: RedisClient, reads: readonly Read[]): Promise<(Record<string, string> | string[] | number)[]> {
+export async function readMany(redis: RedisClient, reads: readonly Read[]): Promise<(Record<string, string> | string[] | number | string)[]> {
   const groups = new Map<string, number[]>();
   reads.forEach((r, i) => (groups.get(r.group) ?? groups.set(r.group, []).get(r.group)!).push(i));
-  const out: (Record<string, string> | string[] | number)[] = new Array(reads.length);
+  const out: (Record<string, string> | string[] | number | string)[] = new Array(reads.length);
   const calls: Promise<void>[] = [];
   for (const indexes of groups.values()) {
     for (let at = 0; at < indexes.length; at += KEYS_PER_CALL) {
       const part = indexes.slice(at, at + KEYS_PER_CALL);
       calls.push(
         runScript(redis, 'readMany', part.map((i) => reads[i]!.key), part.map((i) => reads[i]!.op)).then((replies) => {
-          (replies as (string[] | number)[]).forEach((flat, j) => {
+          (replies as (string[] | number | string)[]).forEach((flat, j) => {
             const i = part[j]!;
             const op = reads[i]!.op;
-            if (typeof flat === 'number' || op === 'ztop' || op === 'zall') {
+            if (typeof flat === 'number' || typeof flat === 'string' || op === 'ztop' || op === 'zall') {
               out[i] = flat;
               return;
             }

@@ -41,7 +41,7 @@ const SCRIPTS = {
   shardSweep: 'shard-sweep-1.lua',
   recencyBump: 'recency-bump-2.lua',
   registrationToken: 'registration-token-3.lua',
-  readMany: 'read-many-2.lua',
+  readMany: 'read-many-3.lua',
   syncSnapshot: 'sync-snapshot-2.lua',
   unreadCounts: 'unread-counts-1.lua',
 } as const;

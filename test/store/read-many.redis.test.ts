@@ -3,7 +3,7 @@
  * RoomReader's snapshot reads through delta chains (`snapshot`, `stateEntryAt`) against snapshots
  * stored as the room actor stores them.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { readMany } from '../../src/store/read-many';
@@ -55,6 +55,22 @@ describe('readMany sorted-set reads', () => {
       // Scores -5, 5, 15, 25: above -10 all of them, above 12 those from 15 on.
       expect(replies[2 * i + 1]).toBe(i % 3 === 0 ? n : Math.max(0, n - 2));
     }
+  });
+});
+
+describe('readMany sha1', () => {
+  it('gives the SHA-1 of a string value (binary too), the empty string for none, and a new one when the value changes', async () => {
+    const keys = new KeySpace(`rh${randomBytes(4).toString('hex')}`);
+    const k = keys.shard('room', 2).state('room', '!a:x');
+    const blob = encode({ seq: 7, snapSeq: 3, extremities: ['$x'] });
+    await redis.set(k, blob);
+    const group = 'room 2';
+    const [one, none] = await readMany(redis, [{ group, key: k, op: 'sha1' }, { group, key: keys.shard('room', 2).state('room', '!b:x'), op: 'sha1' }]);
+    expect(one).toBe(createHash('sha1').update(blob).digest('hex'));
+    expect(none).toBe('');
+    await redis.set(k, encode({ seq: 8, snapSeq: 3, extremities: ['$y'] }));
+    const [two] = await readMany(redis, [{ group, key: k, op: 'sha1' }]);
+    expect(two).not.toBe(one);
   });
 });
 

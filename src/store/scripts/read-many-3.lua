@@ -6,6 +6,10 @@
 --        'ztop'       the member with the highest score, and its score (ZREVRANGE 0 0 WITHSCORES)
 --        'zall'       every member with its score (ZRANGE 0 -1 WITHSCORES)
 --        'zafter <n>' how many members score above n (ZCOUNT (n +inf)
+--        'sha1'       the SHA-1 (hex) of the string value, '' when there is none: a version of a
+--                     record that changes whenever it does, without sending the record (a room
+--                     actor's state blob changes with every event, redaction, backfill and
+--                     re-snapshotting of the room: src/sync/initial-slices.ts)
 -- Returns one reply per key, in order.
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -16,6 +20,9 @@ for i, key in ipairs(KEYS) do
     out[i] = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
   elseif op == 'zall' then
     out[i] = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  elseif op == 'sha1' then
+    local v = redis.call('GET', key)
+    out[i] = v and redis.sha1hex(v) or ''
   elseif string.sub(op, 1, 7) == 'zafter ' then
     out[i] = redis.call('ZCOUNT', key, '(' .. string.sub(op, 8), '+inf')
   else
