@@ -10,9 +10,10 @@ import { runScript, type RedisClient } from './redis';
 /**
  * 'hgetall': the hash; 'ztop': the sorted set's top member and its score; 'zall': all its members
  * with their scores; `zafter <n>`: how many of its members score above n; 'sha1': the SHA-1 (hex)
- * of the string value ('' when there is none).
+ * of the string value ('' when there is none); 'hpairs': the hash as the flat `[field, value, …]`
+ * HGETALL gives (no object built: a caller that wants a Map makes it from this directly).
  */
-export type ReadOp = 'hgetall' | 'ztop' | 'zall' | 'sha1' | `zafter ${number}`;
+export type ReadOp = 'hgetall' | 'hpairs' | 'ztop' | 'zall' | 'sha1' | `zafter ${number}`;
 
 export interface Read {
   /** Keys of one group must share a hash slot: the group is the shard whose keys they are. */
@@ -26,7 +27,7 @@ const KEYS_PER_CALL = 200;
 
 /**
  * Every read's reply, in order: a hash as an object for 'hgetall', `[member, score]` or `[]` for
- * 'ztop', `[member, score, …]` for 'zall', a number for 'zafter', a string for 'sha1'.
+ * 'ztop', `[member, score, …]` for 'zall', `[field, value, …]` for 'hpairs', a number for 'zafter', a string for 'sha1'.
  */
 export async function readMany(redis: RedisClient, reads: readonly Read[]): Promise<(Record<string, string> | string[] | number | string)[]> {
   const groups = new Map<string, number[]>();
@@ -37,11 +38,11 @@ export async function readMany(redis: RedisClient, reads: readonly Read[]): Prom
     for (let at = 0; at < indexes.length; at += KEYS_PER_CALL) {
       const part = indexes.slice(at, at + KEYS_PER_CALL);
       calls.push(
-        runScript(redis, 'readMany', part.map((i) => reads[i]!.key), part.map((i) => reads[i]!.op)).then((replies) => {
+        runScript(redis, 'readMany', part.map((i) => reads[i]!.key), part.map((i) => (reads[i]!.op === 'hpairs' ? 'hgetall' : reads[i]!.op))).then((replies) => {
           (replies as (string[] | number | string)[]).forEach((flat, j) => {
             const i = part[j]!;
             const op = reads[i]!.op;
-            if (typeof flat === 'number' || typeof flat === 'string' || op === 'ztop' || op === 'zall') {
+            if (typeof flat === 'number' || typeof flat === 'string' || op === 'ztop' || op === 'zall' || op === 'hpairs') {
               out[i] = flat;
               return;
             }

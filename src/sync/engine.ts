@@ -912,8 +912,8 @@ async function fullRoomFromSlice(ctx: ApiContext, user: SyncUser, roomId: string
   const prev = (events[0]?.pos ?? top + 1) - 1;
   const stateSlice = await sliceEvents(ctx, slice, state.map((e) => e.eventId));
   return {
-    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: (await renderSliceEvents(ctx, roomId, stateSlice, user, { membership: false })) as unknown as JsonValue[] },
-    timeline: { events: (await renderSliceEvents(ctx, roomId, chosen, user)) as unknown as JsonValue[], limited, prev_batch: encodeToken(prev) },
+    [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: (await renderSliceEvents(ctx, roomId, stateSlice, user, { membership: false })) as unknown as JsonValue },
+    timeline: { events: (await renderSliceEvents(ctx, roomId, chosen, user)) as unknown as JsonValue, limited, prev_batch: encodeToken(prev) },
   };
 }
 
@@ -1268,18 +1268,34 @@ async function prefetchFullRooms(ctx: ApiContext, userId: string, roomIds: reado
     const rk = ctx.keys.shard('room', shard);
     const group = `room ${shard}`;
     reads.push(
-      { group, key: rk.data(roomData.members(roomId)), op: 'hgetall' },
-      { group, key: rk.data(roomData.state(roomId)), op: 'hgetall' },
+      { group, key: rk.data(roomData.members(roomId)), op: 'hpairs' },
+      { group, key: rk.data(roomData.state(roomId)), op: 'hpairs' },
       { group, key: rk.data(roomData.typing(roomId)), op: 'hgetall' },
       { group, key: rk.data(roomData.receipts(roomId)), op: 'hgetall' },
       { group: 'user', key: uk.data(userData.roomAccountData(userId, roomId)), op: 'hgetall' },
       { group, key: rk.state('room', roomId), op: 'sha1' },
     );
   }
-  const replies = (await readMany(ctx.redis, reads)) as Record<string, string>[];
-  roomIds.forEach((roomId, i) => {
-    const [members, state, typing, receipts, accountData, version] = replies.slice(i * 6, i * 6 + 6) as [Record<string, string>, Record<string, string>, Record<string, string>, Record<string, string>, Record<string, string>, unknown];
-    out.set(roomId, { version: typeof version === 'string' ? version : '', members: new Map(Object.entries(members)), stateIds: new Map(Object.entries(state)), typing, receipts, accountData });
-  });
+  const replies = await readMany(ctx.redis, reads);
+  for (let i = 0; i < roomIds.length; i++) {
+    const at = i * 6;
+    const version = replies[at + 5];
+    out.set(roomIds[i]!, {
+      version: typeof version === 'string' ? version : '',
+      // Maps straight from the flat replies (no object per hash in between: 3,000 per 1,500 rooms).
+      members: pairsToMap(replies[at] as string[]),
+      stateIds: pairsToMap(replies[at + 1] as string[]),
+      typing: replies[at + 2] as Record<string, string>,
+      receipts: replies[at + 3] as Record<string, string>,
+      accountData: replies[at + 4] as Record<string, string>,
+    });
+  }
   return out;
+}
+
+/** A flat `[field, value, …]` reply as a Map. */
+function pairsToMap(flat: readonly string[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (let i = 0; i + 1 < flat.length; i += 2) m.set(flat[i]!, flat[i + 1]!);
+  return m;
 }

@@ -260,15 +260,17 @@ function lightEvent(e: RoomEvent): RoomEvent {
 }
 
 /**
- * Slice events in /sync's format for a viewer: what `syncEventsJson` writes, byte for byte — the
- * head, then `unsigned`: age, the viewer's own device's transaction_id, redacted_because, the
- * viewer's membership after the event (timelines), what a state event replaced.
+ * Slice events in /sync's format for a viewer, as one JSON array: what `syncEventsJson` writes,
+ * byte for byte — the head, then `unsigned`: age, the viewer's own device's transaction_id,
+ * redacted_because, the viewer's membership after the event (timelines), what a state event
+ * replaced. One RawJson per list, not per event: the answer's writer walks 3,000 values for
+ * 1,500 rooms instead of 45,000.
  */
-export async function renderSliceEvents(ctx: ApiContext, roomId: string, events: readonly SliceEvent[], viewer: { userId: string; deviceId: string }, opts: { membership?: boolean } = {}): Promise<RawJson[]> {
-  if (events.length === 0) return [];
+export async function renderSliceEvents(ctx: ApiContext, roomId: string, events: readonly SliceEvent[], viewer: { userId: string; deviceId: string }, opts: { membership?: boolean } = {}): Promise<RawJson> {
+  if (events.length === 0) return new RawJson('[]');
   const memberships = opts.membership !== false ? await Promise.all(events.map((se) => ctx.rooms.membershipAfter(roomId, se.e, viewer.userId))) : null;
   const now = Date.now();
-  return events.map((se, i) => {
+  const texts = events.map((se, i) => {
     let json = `${se.head},"unsigned":{"age":${Math.max(0, now - se.ts)}`;
     if (se.txn !== null && se.e.event.sender === viewer.userId) {
       const t = parseTxnKey(se.txn);
@@ -276,6 +278,7 @@ export async function renderSliceEvents(ctx: ApiContext, roomId: string, events:
     }
     if (se.because) json += `,"redacted_because":${se.because.prefix},"unsigned":{"age":${Math.max(0, now - se.because.ts)}}}`;
     if (memberships) json += `,"membership":${JSON.stringify(memberships[i]!)}`;
-    return new RawJson(`${json}${se.tail}}}`);
+    return `${json}${se.tail}}}`;
   });
+  return new RawJson(`[${texts.join(',')}]`);
 }

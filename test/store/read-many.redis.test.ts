@@ -72,6 +72,16 @@ describe('readMany sha1', () => {
     const [two] = await readMany(redis, [{ group, key: k, op: 'sha1' }]);
     expect(two).not.toBe(one);
   });
+
+  it('gives a hash as flat pairs with hpairs', async () => {
+    const keys = new KeySpace(`rp${randomBytes(4).toString('hex')}`);
+    const h = keys.shard('room', 1).data('h');
+    await redis.hset(h, { a: '1', b: '2' });
+    const [pairs, none, obj] = await readMany(redis, [{ group: 'room 1', key: h, op: 'hpairs' }, { group: 'room 1', key: keys.shard('room', 1).data('none'), op: 'hpairs' }, { group: 'room 1', key: h, op: 'hgetall' }]);
+    expect(new Map(Array.from({ length: (pairs as string[]).length / 2 }, (_x, i) => [(pairs as string[])[2 * i], (pairs as string[])[2 * i + 1]]))).toEqual(new Map([['a', '1'], ['b', '2']]));
+    expect(none).toEqual([]);
+    expect(obj).toEqual({ a: '1', b: '2' });
+  });
 });
 
 describe('RoomReader snapshots', () => {

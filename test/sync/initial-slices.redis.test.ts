@@ -76,7 +76,7 @@ describe('initial-sync slices', () => {
     } finally {
       vi.useRealTimers();
     }
-    const text = JSON.parse(stringifyWithRaw(await renderSliceEvents(ctx, roomId, fromSlice, { userId: alice, deviceId: 'PHONE' }))) as { event_id: string; unsigned: Record<string, unknown> }[];
+    const text = JSON.parse((await renderSliceEvents(ctx, roomId, fromSlice, { userId: alice, deviceId: 'PHONE' })).json) as { event_id: string; unsigned: Record<string, unknown> }[];
     const byId = new Map(text.map((e) => [e.event_id, e]));
     expect(byId.get('$msg')!.unsigned.transaction_id).toBe('txn "1"');
     expect(byId.get('$name2')!.unsigned).toMatchObject({ replaces_state: '$name1', prev_content: { name: 'old' } });
