@@ -944,11 +944,18 @@ async function roomStateSection(ctx: ApiContext, user: SyncUser, roomId: string,
     // being in the timeline: a filtered timeline (`types: ["m.room.member"]`) skips state changes
     // the client would otherwise never learn — the room renamed after the last member joined (as
     // Synapse). A key the timeline itself changes keeps its value at the timeline's start.
-    const inTimelineIds = new Set(events.map((e) => e.eventId));
-    const merged = new Map(await ctx.rooms.snapshot(roomId, oldest.stateBefore));
+    const atStart = await ctx.rooms.snapshot(roomId, oldest.stateBefore);
     const last = upTo ?? (await eventAtOrBefore(ctx, roomId, endPos));
-    if (last) for (const [key, id] of await ctx.rooms.snapshot(roomId, last.stateAfter)) if (!inTimelineIds.has(id)) merged.set(key, id);
-    stateIds = merged;
+    if (!last || last.stateAfter === oldest.stateBefore) {
+      // Nothing changed in between (most timelines: messages only): the snapshot itself, read
+      // only, not a copy of it per room (a big room's is thousands of entries).
+      stateIds = atStart;
+    } else {
+      const inTimelineIds = new Set(events.map((e) => e.eventId));
+      const merged = new Map(atStart);
+      for (const [key, id] of await ctx.rooms.snapshot(roomId, last.stateAfter)) if (!inTimelineIds.has(id)) merged.set(key, id);
+      stateIds = merged;
+    }
   } else {
     const last = upTo ?? (await eventAtOrBefore(ctx, roomId, endPos));
     stateIds = last ? await ctx.rooms.snapshot(roomId, last.stateAfter) : new Map();
