@@ -278,9 +278,10 @@ export interface AxonConfig {
   /**
    * What a front's read caches may hold, in bytes (estimates of the V8 heap they keep alive; README
    * "Configuration"): state snapshots and their deltas, parsed events, the events one message's
-   * /sync fan-out shares, and the outbox windows of /sync.
+   * /sync fan-out shares, the outbox windows of /sync, and the rooms' initial-sync slices
+   * (src/sync/initial-slices.ts; 0: none).
    */
-  caches: { stateBytes: number; eventsBytes: number; recentEventsBytes: number; syncOutboxBytes: number };
+  caches: { stateBytes: number; eventsBytes: number; recentEventsBytes: number; syncOutboxBytes: number; syncSlicesBytes: number };
   /**
    * TURN servers handed to clients by `GET /voip/turnServer` (Synapse's `turn_uris`,
    * `turn_shared_secret`, `turn_username`/`turn_password`, `turn_user_lifetime`). With a shared
@@ -395,7 +396,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       urlPreview: { burst: 10, perMinute: 60 },
     },
     presence: { enabled: true },
-    caches: { stateBytes: 48 * 2 ** 20, eventsBytes: 0, recentEventsBytes: 16 * 2 ** 20, syncOutboxBytes: 32 * 2 ** 20 },
+    caches: { stateBytes: 48 * 2 ** 20, eventsBytes: 0, recentEventsBytes: 16 * 2 ** 20, syncOutboxBytes: 32 * 2 ** 20, syncSlicesBytes: 64 * 2 ** 20 },
     // Element Call's recommended setting for Synapse (`max_event_delay_duration: 24h`); Synapse itself is off by default.
     delayedEvents: { maxDelayMs: 24 * 3600 * 1000, maxPerUser: 100 },
     threadSubscriptions: { enabled: false },
@@ -499,6 +500,7 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_CACHE_EVENTS_BYTES: 'caches.eventsBytes',
   AXON_CACHE_RECENT_EVENTS_BYTES: 'caches.recentEventsBytes',
   AXON_CACHE_SYNC_OUTBOX_BYTES: 'caches.syncOutboxBytes',
+  AXON_CACHE_SYNC_SLICES_BYTES: 'caches.syncSlicesBytes',
   AXON_DELAYED_EVENTS_MAX_DELAY_MS: 'delayedEvents.maxDelayMs',
   AXON_DELAYED_EVENTS_MAX_PER_USER: 'delayedEvents.maxPerUser',
   AXON_THREAD_SUBSCRIPTIONS_ENABLED: 'threadSubscriptions.enabled',
@@ -732,7 +734,7 @@ export function validateConfig(c: AxonConfig): string[] {
   if (typeof c.threadSubscriptions?.enabled !== 'boolean') p.push(`threadSubscriptions.enabled: must be true or false (got ${JSON.stringify(c.threadSubscriptions?.enabled)})`);
   int(c.delayedEvents?.maxDelayMs, 'delayedEvents.maxDelayMs', 0, 365 * 24 * 3600 * 1000);
   int(c.delayedEvents?.maxPerUser, 'delayedEvents.maxPerUser', 1, 100_000);
-  for (const k of ['stateBytes', 'eventsBytes', 'recentEventsBytes', 'syncOutboxBytes'] as const) int(c.caches?.[k], `caches.${k}`, 0, 2 ** 40);
+  for (const k of ['stateBytes', 'eventsBytes', 'recentEventsBytes', 'syncOutboxBytes', 'syncSlicesBytes'] as const) int(c.caches?.[k], `caches.${k}`, 0, 2 ** 40);
   for (const name of ['login', 'failedLogin', 'register', 'client', 'mediaUpload', 'urlPreview', 'delayedEventMgmt'] as const) {
     int(c.rateLimit[name]?.burst, `rateLimit.${name}.burst`, 1, 1_000_000);
     int(c.rateLimit[name]?.perMinute, `rateLimit.${name}.perMinute`, 1, 60_000_000);

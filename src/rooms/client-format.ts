@@ -17,7 +17,7 @@ export function txnKey(endpoint: 'send' | 'redact', userId: string, deviceId: st
   return `${endpoint}\u0000${userId}\u0000${deviceId}\u0000${txnId}`;
 }
 
-function parseTxnKey(key: string): { userId: string; deviceId: string; txnId: string } | null {
+export function parseTxnKey(key: string): { userId: string; deviceId: string; txnId: string } | null {
   const parts = key.split('\u0000');
   if (parts.length < 4) return null;
   return { userId: parts[1]!, deviceId: parts[2]!, txnId: parts.slice(3).join('\u0000') };
@@ -89,7 +89,7 @@ export async function syncEventsJson(ctx: ApiContext, roomId: string, events: Ro
  * kept between requests: a WeakMap per parsed event cost more (its ephemeron table weighs on every
  * garbage collection) than it saved when the parsed events themselves are not reused.
  */
-function syncHead(e: RoomEvent): string {
+export function syncHead(e: RoomEvent): string {
   const raw = e.event;
   let json = `{"content":${JSON.stringify(isJsonObject(raw.content as JsonValue) ? raw.content! : {})},"event_id":${JSON.stringify(e.eventId)},"origin_server_ts":${typeof raw.origin_server_ts === 'number' ? raw.origin_server_ts : 0},"sender":${JSON.stringify(raw.sender ?? '')},"type":${JSON.stringify(raw.type ?? '')}`;
   if (typeof raw.state_key === 'string') json += `,"state_key":${JSON.stringify(raw.state_key)}`;

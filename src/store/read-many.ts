@@ -7,8 +7,12 @@
  */
 import { runScript, type RedisClient } from './redis';
 
-/** 'hgetall': the hash; 'ztop': the sorted set's top member and its score. */
-export type ReadOp = 'hgetall' | 'ztop';
+/**
+ * 'hgetall': the hash; 'ztop': the sorted set's top member and its score; 'sha1': the SHA-1 (hex)
+ * of the string value ('' when there is none); 'hpairs': the hash as the flat `[field, value, …]`
+ * HGETALL gives (no object built: a caller that wants a Map makes it from this directly).
+ */
+export type ReadOp = 'hgetall' | 'hpairs' | 'ztop' | 'sha1';
 
 export interface Read {
   /** Keys of one group must share a hash slot: the group is the shard whose keys they are. */
@@ -20,20 +24,24 @@ export interface Read {
 /** Keys per script call: a call runs alone in Redis, so a huge batch is split. */
 const KEYS_PER_CALL = 200;
 
-/** Every read's reply, in order: a hash as an object for 'hgetall', `[member, score]` or `[]` for 'ztop'. */
-export async function readMany(redis: RedisClient, reads: readonly Read[]): Promise<(Record<string, string> | string[])[]> {
+/**
+ * Every read's reply, in order: a hash as an object for 'hgetall', `[member, score]` or `[]` for
+ * 'ztop', `[field, value, …]` for 'hpairs', a string for 'sha1'.
+ */
+export async function readMany(redis: RedisClient, reads: readonly Read[]): Promise<(Record<string, string> | string[] | string)[]> {
   const groups = new Map<string, number[]>();
   reads.forEach((r, i) => (groups.get(r.group) ?? groups.set(r.group, []).get(r.group)!).push(i));
-  const out: (Record<string, string> | string[])[] = new Array(reads.length);
+  const out: (Record<string, string> | string[] | string)[] = new Array(reads.length);
   const calls: Promise<void>[] = [];
   for (const indexes of groups.values()) {
     for (let at = 0; at < indexes.length; at += KEYS_PER_CALL) {
       const part = indexes.slice(at, at + KEYS_PER_CALL);
       calls.push(
-        runScript(redis, 'readMany', part.map((i) => reads[i]!.key), part.map((i) => reads[i]!.op)).then((replies) => {
-          (replies as string[][]).forEach((flat, j) => {
+        runScript(redis, 'readMany', part.map((i) => reads[i]!.key), part.map((i) => (reads[i]!.op === 'hpairs' ? 'hgetall' : reads[i]!.op))).then((replies) => {
+          (replies as (string[] | string)[]).forEach((flat, j) => {
             const i = part[j]!;
-            if (reads[i]!.op === 'ztop') {
+            const op = reads[i]!.op;
+            if (typeof flat === 'string' || op === 'ztop' || op === 'hpairs') {
               out[i] = flat;
               return;
             }

@@ -185,6 +185,12 @@ export class RoomReader {
       id,
       this.snapshotCache,
       (names) => this.redis.mgetBuffer(...names.map((name) => this.key(roomId, name))),
+      // The chain's deltas as read: what `stateEntryAt` walks (the prev_content of each state event
+      // a first initial sync sends) without reading them again.
+      (sid, stored) => {
+        const k = `${roomId}\u0000${sid}`;
+        if (!this.deltaCache.has(k)) this.deltaCache.set(k, toDelta(stored));
+      },
     ).finally(() => this.snapshotsInFlight.delete(cacheKey));
     this.snapshotsInFlight.set(cacheKey, read);
     return read;
@@ -522,6 +528,8 @@ export async function readSnapshot(
   id: number,
   cache: SnapshotStore,
   fetchMany?: (names: string[]) => Promise<(Buffer | null)[]>,
+  /** Each snapshot of the chain read on the way (not those found in `cache`). */
+  onStored?: (id: number, stored: StoredSnapshot) => void,
 ): Promise<StateMap> {
   if (id === 0) return new Map();
   const cacheKey = `${roomId}\u0000${id}`;
@@ -559,6 +567,7 @@ export async function readSnapshot(
       }
     }
     chain.push(snap);
+    onStored?.(cur, snap);
     cur = snap.p;
   }
   const state = new Map(base);

@@ -3,7 +3,7 @@
  * RoomReader's snapshot reads through delta chains (`snapshot`, `stateEntryAt`) against snapshots
  * stored as the room actor stores them.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { readMany } from '../../src/store/read-many';
@@ -36,6 +36,32 @@ describe('readMany', () => {
       expect(replies[2 * i]).toEqual(i % 3 ? { a: String(i), b: 'x' } : {});
       expect(replies[2 * i + 1]).toEqual(i === 0 ? ['low', '1'] : [`top${i}`, String(i)]);
     }
+  });
+});
+
+describe('readMany sha1', () => {
+  it('gives the SHA-1 of a string value (binary too), the empty string for none, and a new one when the value changes', async () => {
+    const keys = new KeySpace(`rh${randomBytes(4).toString('hex')}`);
+    const k = keys.shard('room', 2).state('room', '!a:x');
+    const blob = encode({ seq: 7, snapSeq: 3, extremities: ['$x'] });
+    await redis.set(k, blob);
+    const group = 'room 2';
+    const [one, none] = await readMany(redis, [{ group, key: k, op: 'sha1' }, { group, key: keys.shard('room', 2).state('room', '!b:x'), op: 'sha1' }]);
+    expect(one).toBe(createHash('sha1').update(blob).digest('hex'));
+    expect(none).toBe('');
+    await redis.set(k, encode({ seq: 8, snapSeq: 3, extremities: ['$y'] }));
+    const [two] = await readMany(redis, [{ group, key: k, op: 'sha1' }]);
+    expect(two).not.toBe(one);
+  });
+
+  it('gives a hash as flat pairs with hpairs', async () => {
+    const keys = new KeySpace(`rp${randomBytes(4).toString('hex')}`);
+    const h = keys.shard('room', 1).data('h');
+    await redis.hset(h, { a: '1', b: '2' });
+    const [pairs, none, obj] = await readMany(redis, [{ group: 'room 1', key: h, op: 'hpairs' }, { group: 'room 1', key: keys.shard('room', 1).data('none'), op: 'hpairs' }, { group: 'room 1', key: h, op: 'hgetall' }]);
+    expect(new Map(Array.from({ length: (pairs as string[]).length / 2 }, (_x, i) => [(pairs as string[])[2 * i], (pairs as string[])[2 * i + 1]]))).toEqual(new Map([['a', '1'], ['b', '2']]));
+    expect(none).toEqual([]);
+    expect(obj).toEqual({ a: '1', b: '2' });
   });
 });
 

@@ -4,6 +4,10 @@
 -- ARGV[i] what to read at KEYS[i]:
 --        'hgetall'    HGETALL
 --        'ztop'       the member with the highest score, and its score (ZREVRANGE 0 0 WITHSCORES)
+--        'sha1'       the SHA-1 (hex) of the string value, '' when there is none: a version of a
+--                     record that changes whenever it does, without sending the record (a room
+--                     actor's state blob changes with every event, redaction, backfill and
+--                     re-snapshotting of the room: src/sync/initial-slices.ts)
 -- Returns one reply per key, in order.
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -12,6 +16,9 @@ for i, key in ipairs(KEYS) do
     out[i] = redis.call('HGETALL', key)
   elseif op == 'ztop' then
     out[i] = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
+  elseif op == 'sha1' then
+    local v = redis.call('GET', key)
+    out[i] = v and redis.sha1hex(v) or ''
   else
     return redis.error_reply('read-many: unknown read ' .. tostring(op))
   end
