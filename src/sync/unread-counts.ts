@@ -92,8 +92,16 @@ export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roo
   );
 
   const out = new Map<string, UnreadCounts>();
+  // Counted in the script and no thread notification: nothing left to read (most rooms of a woken
+  // /sync answer), so no promise per room.
+  const rest: First[] = [];
+  for (const f of first) {
+    if (f.counted && f.threadEntries.length === 0) out.set(f.roomId, { notification_count: f.counted[0], highlight_count: f.counted[1] });
+    else rest.push(f);
+  }
+  if (rest.length === 0) return out;
   await Promise.all(
-    first.map(async ({ roomId, read, threadEntries, counted }) => {
+    rest.map(async ({ roomId, read, threadEntries, counted }) => {
       const after = `(${read.main}`;
       // Thread entries: '<n|h>\0<root>\0<event id>' with their positions.
       const byThread = new Map<string, { pos: number; highlight: boolean }[]>();
