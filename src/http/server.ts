@@ -32,11 +32,12 @@ export interface Request {
    * (federation's `Authorization`, one per signing key) keeps each value here, where `headers`
    * keeps the last.
    */
-  headerValues: Record<string, string[]>;
+  readonly headerValues: Record<string, string[]>;
   /** The query string exactly as received (no `?`; not decoded): X-Matrix signs it as sent. */
   rawQuery: string;
   params: Record<string, string>;
-  remoteAddress: string;
+  /** The peer's address (read from the connection when first asked; '' once the request has ended). */
+  readonly remoteAddress: string;
   body: Uint8Array;
   /**
    * The body as it arrives, for routes registered with `streamBody` (then `body` is empty): chunks
@@ -50,7 +51,7 @@ export interface Request {
    * stop waiting at once; work still going on may stop too, its answer would be dropped), and when
    * the front drains for a planned stop (long-polls answer at once with what they have).
    */
-  signal: AbortSignal;
+  readonly signal: AbortSignal;
   /**
    * A long-poll that may wait `ms` before answering: its deadline moves to now + `ms` + the
    * front's request deadline (never earlier than it was).
@@ -134,6 +135,8 @@ const CORS_HEADERS: Record<string, string> = {
   'Access-Control-Allow-Headers': 'X-Requested-With, Content-Type, Authorization, Date',
 };
 
+const CORS_ENTRIES = Object.entries(CORS_HEADERS);
+
 const STATUS_TEXT: Record<number, string> = {
   200: '200 OK', 204: '204 No Content', 206: '206 Partial Content', 304: '304 Not Modified', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden',
   404: '404 Not Found', 405: '405 Method Not Allowed', 409: '409 Conflict', 413: '413 Payload Too Large',
@@ -144,6 +147,32 @@ const STATUS_TEXT: Record<number, string> = {
 const METHODS_WITH_BODY = new Set(['PUT', 'POST', 'PATCH', 'DELETE']);
 const DEFAULT_MAX_BODY = 1024 * 1024;
 const DEFAULT_DEADLINE_MS = 15_000;
+
+/**
+ * A request's abort signal, made when a handler first asks for it: an AbortController costs a few
+ * µs and some garbage, and most requests (a /send) never look at theirs. Aborted before anyone
+ * asked, the signal is made already aborted, with the same reason.
+ */
+class LazyAbort {
+  private controller: AbortController | null = null;
+  private reason: unknown;
+  aborted = false;
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  abort(reason?: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.controller?.abort(reason);
+  }
+}
 
 /** The reason a request's signal aborts with at its deadline. */
 export class DeadlineExceeded extends Error {
@@ -174,7 +203,7 @@ export class Front {
    * weak reference per request — measured 4.6 s against 0.7 s for 100,000 — on every /sync poll
    * and /send.) A handler still working after its answer is not aborted by a drain.
    */
-  private readonly unanswered = new Set<AbortController>();
+  private readonly unanswered = new Set<LazyAbort>();
   private readonly metrics: RequestMetrics;
   private removeInFlightSource: (() => void) | null = null;
 
@@ -261,18 +290,33 @@ export class Front {
     const recordAnswer = (code: string) => this.metrics.answered(metricMethod, endpoint, code, (performance.now() - started) / 1000);
     const rawQuery = uReq.getQuery() ?? '';
     const headers: Record<string, string> = {};
-    const headerValues: Record<string, string[]> = {};
+    // Headers sent more than once, every value in order (federation's `Authorization`); the rest
+    // have one value each, so `headerValues` is made from `headers` only if a handler asks.
+    let repeated: Record<string, string[]> | null = null;
     uReq.forEach((k, v) => {
+      const before = headers[k];
+      if (before !== undefined) ((repeated ??= {})[k] ??= [before]).push(v);
       headers[k] = v;
-      (headerValues[k] ??= []).push(v);
     });
+    let headerValues: Record<string, string[]> | null = null;
+    const headerValuesOf = (): Record<string, string[]> => {
+      if (headerValues) return headerValues;
+      headerValues = {};
+      for (const k of Object.keys(headers)) headerValues[k] = repeated?.[k] ?? [headers[k]!];
+      return headerValues;
+    };
     // `done`: answered, or the client went away. Anything a handler answers after that is dropped.
     let done = false;
     let deadline: NodeJS.Timeout | null = null;
     let handlerRunning = false;
-    const abort = new AbortController();
+    const abort = new LazyAbort();
     if (this.shutdown.signal.aborted) abort.abort();
     else this.unanswered.add(abort);
+    // The peer's address, read from uWS only when asked for (a handler that rate-limits or records
+    // it, or a request log at `info`): not on every /sync poll and /send. `res` may be used only
+    // until the answer or the client's abort, so later asks get ''.
+    let remote: string | null = null;
+    const remoteAddressOf = (): string => (remote ??= done ? '' : Buffer.from(res.getRemoteAddressAsText()).toString());
     const finish = () => {
       done = true;
       this.unanswered.delete(abort);
@@ -288,7 +332,6 @@ export class Front {
       finish();
       abort.abort();
     });
-    const remoteAddress = Buffer.from(res.getRemoteAddressAsText()).toString();
     const log = this.opts.logger;
 
     // A streamed request body still arriving when the answer goes out: the connection closes
@@ -298,6 +341,7 @@ export class Front {
     let closeAfter = false;
     const send = (r: Response) => {
       if (done) return;
+      const remoteAddress = log.isLevelEnabled('info') ? remoteAddressOf() : undefined;
       finish();
       const status = r.status ?? 200;
       recordAnswer(String(status));
@@ -310,8 +354,8 @@ export class Front {
       res.cork(() => {
         res.writeStatus(STATUS_TEXT[status] ?? String(status));
         res.writeHeader('Content-Type', contentType);
-        for (const [k, v] of Object.entries(CORS_HEADERS)) res.writeHeader(k, v);
-        for (const [k, v] of Object.entries(r.headers ?? {})) res.writeHeader(k, v);
+        for (const [k, v] of CORS_ENTRIES) res.writeHeader(k, v);
+        if (r.headers) for (const k of Object.keys(r.headers)) res.writeHeader(k, r.headers[k]!);
         // While draining, the answer closes its connection so the client's next request goes
         // to a process that stays.
         res.end(method === 'HEAD' ? '' : body, close);
@@ -366,7 +410,16 @@ export class Front {
       if (needsStore && this.opts.storeReady && !this.opts.storeReady()) return fail(errors.unavailable('The server cannot reach its database right now; try again shortly'));
       let deadlineAt = performance.now() + this.deadlineMs;
       const request: Request = {
-        method, path, query, queryAll, headers, headerValues, rawQuery, params, remoteAddress, body, bodyStream, signal: abort.signal,
+        method, path, query, queryAll, headers, rawQuery, params, body, bodyStream,
+        get headerValues() {
+          return headerValuesOf();
+        },
+        get signal() {
+          return abort.signal;
+        },
+        get remoteAddress() {
+          return remoteAddressOf();
+        },
         allowWait: (ms) => {
           const at = performance.now() + Math.max(0, ms) + this.deadlineMs;
           if (at <= deadlineAt) return;

@@ -69,7 +69,7 @@ export async function syncEventsJson(ctx: ApiContext, roomId: string, events: Ro
   const now = Date.now();
   return events.map((e, i) => {
     const ts = typeof e.event.origin_server_ts === 'number' ? e.event.origin_server_ts : 0;
-    let json = `${syncHead(e)},"unsigned":{"age":${Math.max(0, now - ts)}`;
+    let json = `${headOf(e)},"unsigned":{"age":${Math.max(0, now - ts)}`;
     const txn = facts.txns.get(e.eventId);
     if (txn !== undefined) json += `,"transaction_id":${JSON.stringify(txn)}`;
     const because = e.redactedBy ? facts.redactions.get(e.redactedBy) : undefined;
@@ -85,10 +85,19 @@ export async function syncEventsJson(ctx: ApiContext, roomId: string, events: Ro
 }
 
 /**
- * The viewer-independent start of an event's /sync JSON (up to `unsigned`, its braces open). Not
- * kept between requests: a WeakMap per parsed event cost more (its ephemeron table weighs on every
- * garbage collection) than it saved when the parsed events themselves are not reused.
+ * The viewer-independent start of an event's /sync JSON (up to `unsigned`, its braces open). Kept
+ * on the RoomEvent (`syncHead`), not in a WeakMap (its ephemeron table weighed on every garbage
+ * collection): the events `recentEvents` shares between the long-polls one message wakes are
+ * written once per front instead of once per member.
  */
+function headOf(e: RoomEvent): string {
+  const kept = e.syncHead;
+  if (kept && kept.event === e.event && kept.eventId === e.eventId) return kept.json;
+  const json = syncHead(e);
+  e.syncHead = { event: e.event, eventId: e.eventId, json };
+  return json;
+}
+
 export function syncHead(e: RoomEvent): string {
   const raw = e.event;
   let json = `{"content":${JSON.stringify(isJsonObject(raw.content as JsonValue) ? raw.content! : {})},"event_id":${JSON.stringify(e.eventId)},"origin_server_ts":${typeof raw.origin_server_ts === 'number' ? raw.origin_server_ts : 0},"sender":${JSON.stringify(raw.sender ?? '')},"type":${JSON.stringify(raw.type ?? '')}`;
@@ -101,9 +110,9 @@ export function syncHead(e: RoomEvent): string {
 /** What a viewer-specific rendering of events needs looked up (see `formatEvents`). */
 interface ClientFacts {
   txns: ReadonlyMap<string, string>;
-  redactions: Map<string, RoomEvent>;
-  replaced: Map<string, string>;
-  previous: Map<string, RoomEvent>;
+  redactions: ReadonlyMap<string, RoomEvent>;
+  replaced: ReadonlyMap<string, string>;
+  previous: ReadonlyMap<string, RoomEvent>;
   memberships: string[] | null;
 }
 
@@ -114,8 +123,9 @@ interface ClientFacts {
 export async function ownTransactionIds(ctx: ApiContext, roomId: string, events: readonly RoomEvent[], viewer: { userId: string; deviceId: string } | null): Promise<Map<string, string>> {
   const txns = new Map<string, string>();
   if (!viewer) return txns;
-  const own = events.filter((e) => e.event.sender === viewer.userId);
-  if (own.length === 0) return txns;
+  let own: RoomEvent[] | null = null;
+  for (const e of events) if (e.event.sender === viewer.userId) (own ??= []).push(e);
+  if (!own) return txns;
   const keys = await ctx.redis.hmget(roomShard(ctx, roomId).data(roomData.eventTxns(roomId)), ...own.map((e) => e.eventId));
   own.forEach((e, i) => {
     const t = keys[i] ? parseTxnKey(keys[i]!) : null;
@@ -124,28 +134,61 @@ export async function ownTransactionIds(ctx: ApiContext, roomId: string, events:
   return txns;
 }
 
+/** Facts with nothing in them (most of a woken member's answers: messages, no redactions). */
+const NO_REDACTIONS: Map<string, RoomEvent> = new Map();
+const NOTHING_REPLACED: Map<string, string> = new Map();
+const NO_PREVIOUS: Map<string, RoomEvent> = new Map();
+
 async function clientFacts(ctx: ApiContext, roomId: string, events: RoomEvent[], viewer: { userId: string; deviceId: string } | null, opts: { membership?: boolean; txns?: ReadonlyMap<string, string> }): Promise<ClientFacts> {
+  // Every woken member's answer comes through here with its events: nothing is read, and no
+  // promise made per event, for what they do not have (redactions, state events) or for what
+  // the visibility cache already knows (memberships).
   const txns = opts.txns ?? (await ownTransactionIds(ctx, roomId, events, viewer));
-  const redactionIds = [...new Set(events.map((e) => e.redactedBy).filter((id): id is string => !!id))];
-  const redactions = new Map((await ctx.rooms.events(roomId, redactionIds)).map((r) => [r.eventId, r]));
+  let redactionIds: Set<string> | null = null;
+  let stateEvents: RoomEvent[] | null = null;
+  for (const e of events) {
+    if (e.redactedBy) (redactionIds ??= new Set()).add(e.redactedBy);
+    if (typeof e.event.state_key === 'string' && typeof e.event.type === 'string' && e.stateBefore) (stateEvents ??= []).push(e);
+  }
+  const redactions = redactionIds ? new Map((await ctx.rooms.events(roomId, [...redactionIds])).map((r) => [r.eventId, r])) : NO_REDACTIONS;
   // State events say what they replaced (unsigned.replaces_state, prev_content, prev_sender), so
   // clients can show "changed their name from …": the entry for the same key in the state before.
-  const replaced = new Map<string, string>();
-  // One entry of each state event's own snapshot, looked up through the delta chains (not whole
-  // snapshots materialised), all events at once.
-  await Promise.all(
-    events.map(async (e) => {
-      if (typeof e.event.state_key !== 'string' || typeof e.event.type !== 'string' || !e.stateBefore) return;
-      const prev = await ctx.rooms.stateEntryAt(roomId, e.stateBefore, stateKeyOf(e.event.type, e.event.state_key));
-      if (prev && prev !== e.eventId) replaced.set(e.eventId, prev);
-    }),
-  );
-  const previous = new Map((await ctx.rooms.events(roomId, [...new Set(replaced.values())])).map((r) => [r.eventId, r]));
+  let replaced = NOTHING_REPLACED;
+  let previous = NO_PREVIOUS;
+  if (stateEvents) {
+    const found = new Map<string, string>();
+    // One entry of each state event's own snapshot, looked up through the delta chains (not whole
+    // snapshots materialised), all events at once.
+    await Promise.all(
+      stateEvents.map(async (e) => {
+        const prev = await ctx.rooms.stateEntryAt(roomId, e.stateBefore, stateKeyOf(e.event.type as string, e.event.state_key as string));
+        if (prev && prev !== e.eventId) found.set(e.eventId, prev);
+      }),
+    );
+    replaced = found;
+    if (found.size) previous = new Map((await ctx.rooms.events(roomId, [...new Set(found.values())])).map((r) => [r.eventId, r]));
+  }
   // MSC4115 (stable in spec v1.11): the viewer's membership after each event, so a client can
   // tell which events of an encrypted room it cannot expect keys for. Timelines carry it; state
   // sections need not (Synapse leaves it out there), which spares a big room's initial sync a
   // snapshot read per member event.
-  const memberships = viewer && opts.membership !== false ? await Promise.all(events.map((e) => ctx.rooms.membershipAfter(roomId, e, viewer.userId))) : null;
+  let memberships: string[] | null = null;
+  if (viewer && opts.membership !== false) {
+    memberships = new Array<string>(events.length);
+    let reads: Promise<void>[] | null = null;
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]!;
+      const known = ctx.rooms.membershipAfterCached(roomId, e, viewer.userId);
+      if (known !== undefined) memberships[i] = known;
+      else
+        (reads ??= []).push(
+          ctx.rooms.membershipAfter(roomId, e, viewer.userId).then((m) => {
+            memberships![i] = m;
+          }),
+        );
+    }
+    if (reads) await Promise.all(reads);
+  }
   return { txns, redactions, replaced, previous, memberships };
 }
 

@@ -64,8 +64,23 @@ export async function visibleStateIds(ctx: RoomReads, roomId: string, access: Ro
 
 /** Of `events`, those this user may be shown (servable, and allowed by history visibility). */
 export async function visibleEvents(ctx: RoomReads, roomId: string, userId: string, events: RoomEvent[]): Promise<RoomEvent[]> {
-  const ok = await Promise.all(events.map(async (e) => servableToClients(e) && (await ctx.rooms.canSee(roomId, userId, e))));
-  return events.filter((_, i) => ok[i]);
+  // From the visibility cache without a promise per event where it can answer (a woken member's
+  // answer asks this for every event of it); the rest read what they need, all at once.
+  let pending: Promise<boolean>[] | null = null;
+  const ok: (boolean | undefined)[] = new Array(events.length);
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i]!;
+    const seen = servableToClients(e) ? ctx.rooms.canSeeCached(roomId, userId, e) : false;
+    ok[i] = seen;
+    if (seen === undefined) (pending ??= new Array(events.length))[i] = ctx.rooms.canSee(roomId, userId, e);
+  }
+  if (pending) {
+    const read = await Promise.all(pending);
+    for (let i = 0; i < events.length; i++) if (ok[i] === undefined) ok[i] = read[i]!;
+  }
+  const out: RoomEvent[] = [];
+  for (let i = 0; i < events.length; i++) if (ok[i]) out.push(events[i]!);
+  return out;
 }
 
 // ---- what a remote server may see --------------------------------------------------------

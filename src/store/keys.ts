@@ -12,9 +12,14 @@ export class KeySpace {
     return `${this.prefix}${eventRoomIndex(eventId)}`;
   }
 
-  /** Keys of one shard. */
+  /** Made once per family and shard: every request asks for a few shards' keys, many times. */
+  private readonly shardKeys = new Map<Family, ShardKeys[]>();
+
+  /** Keys of one shard (the same object every time: ShardKeys is immutable). */
   shard(family: Family, shard: number): ShardKeys {
-    return new ShardKeys(`${this.prefix}${shardTag(family, shard)}:`, this.prefix);
+    let byShard = this.shardKeys.get(family);
+    if (!byShard) this.shardKeys.set(family, (byShard = []));
+    return (byShard[shard] ??= new ShardKeys(`${this.prefix}${shardTag(family, shard)}:`, this.prefix));
   }
 
   /** Sorted set: worker id → last heartbeat (ms). */
@@ -298,13 +303,15 @@ export class ShardKeys {
   get lease(): string {
     return `${this.base}lease`;
   }
+  private inboxName: string | undefined;
+  private outboxName: string | undefined;
   /** Stream of commands for the shard's actors. */
   get inbox(): string {
-    return `${this.base}inbox`;
+    return (this.inboxName ??= `${this.base}inbox`);
   }
   /** Stream of what the shard's actors produced, read by the readers' consumer groups. */
   get outbox(): string {
-    return `${this.base}outbox`;
+    return (this.outboxName ??= `${this.base}outbox`);
   }
   /** Stream of messages that failed too often, with their error. */
   get dead(): string {

@@ -41,8 +41,8 @@ const SCRIPTS = {
   recencyBump: 'recency-bump-2.lua',
   registrationToken: 'registration-token-3.lua',
   readMany: 'read-many-3.lua',
-  syncSnapshot: 'sync-snapshot-2.lua',
-  unreadCounts: 'unread-counts-1.lua',
+  syncSnapshot: 'sync-snapshot-3.lua',
+  unreadCounts: 'unread-counts-2.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 

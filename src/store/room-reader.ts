@@ -29,6 +29,14 @@ export interface RoomEvent {
   softFailed?: string;
   /** Stored without a place in the room's history (auth chains, state fetched for a join). */
   outlier?: boolean;
+  /**
+   * The event's viewer-independent /sync JSON start, made on first use by
+   * src/rooms/client-format.ts (`syncHead`) and kept on the object: the events `recentEvents`
+   * shares are rendered once per front, not once per woken member. Only `event` and `eventId`
+   * go into it; it says which it was made from, so a copy with another `event` (`{ ...e, event }`)
+   * does not reuse it.
+   */
+  syncHead?: { event: JsonObject; eventId: string; json: string };
 }
 
 export interface TimelinePage {
@@ -37,7 +45,13 @@ export interface TimelinePage {
   next: number | null;
 }
 
-/** Visibility facts kept per (room, state snapshot, user); FIFO beyond this. */
+/** The history visibility in a state snapshot and a user's membership there. */
+interface VisibilityFacts {
+  visibility: HistoryVisibility;
+  membershipAt: string | undefined;
+}
+
+/** Visibility facts kept per (room, state snapshot, user); rooms leave oldest first beyond this. */
 const VISIBILITY_CACHE_MAX = 50_000;
 /** How long `recentEvents` shares a loaded event. */
 const RECENT_EVENTS_TTL_MS = 1_000;
@@ -71,7 +85,13 @@ export class RoomReader {
   private readonly deltasInFlight = new Map<string, Promise<StoredDelta>>();
   /** Snapshots being read: concurrent syncs asking for the same one share the read. */
   private readonly snapshotsInFlight = new Map<string, Promise<StateMap>>();
-  private readonly visibilityCache = new Map<string, { visibility: HistoryVisibility; membershipAt: string | undefined }>();
+  /**
+   * Visibility facts by room, state snapshot and user (maps in maps: a lookup builds no key string,
+   * and a woken member asks for each event of its answer). Rooms leave whole, oldest first, once
+   * more than VISIBILITY_CACHE_MAX facts are held.
+   */
+  private readonly visibilityCache = new Map<string, Map<number, Map<string, VisibilityFacts>>>();
+  private visibilityFacts = 0;
   /** Parsed event JSON by room and event id, when `parsedEventsBytes` allows (see `toEvent`). */
   private readonly parsed: ClockCache<string, { rb: string | undefined; length: number; event: JsonObject }> | null;
   /** Events loaded in the last `RECENT_EVENTS_TTL_MS`, and loads in flight (see `recentEvents`). */
@@ -420,9 +440,8 @@ export class RoomReader {
    * long-polls woken by messages that share one state snapshot ask this once per user, not once
    * per event, and without fetching the member event again.
    */
-  private async visibilityAt(roomId: string, snapshotId: number, userId: string): Promise<{ visibility: HistoryVisibility; membershipAt: string | undefined }> {
-    const cacheKey = `${roomId}\u0000${snapshotId}\u0000${userId}`;
-    const hit = this.visibilityCache.get(cacheKey);
+  private async visibilityAt(roomId: string, snapshotId: number, userId: string): Promise<VisibilityFacts> {
+    const hit = this.cachedVisibility(roomId, snapshotId, userId);
     if (hit) return hit;
     const state = await this.snapshot(roomId, snapshotId);
     const hvId = state.get(stateKeyOf('m.room.history_visibility', ''));
@@ -430,9 +449,54 @@ export class RoomReader {
     const [hv, member] = await Promise.all([hvId ? this.event(roomId, hvId) : null, memberId ? this.event(roomId, memberId) : null]);
     // Missing, not a string, or not one of the four values: "shared" (effectiveHistoryVisibility).
     const facts = { visibility: effectiveHistoryVisibility(hv?.event.content as JsonValue | undefined), membershipAt: str(member?.event.content, 'membership') };
-    if (this.visibilityCache.size >= VISIBILITY_CACHE_MAX) this.visibilityCache.delete(this.visibilityCache.keys().next().value!);
-    this.visibilityCache.set(cacheKey, facts);
+    // Full: the oldest rooms go (the room asked about too, when it alone fills the bound).
+    while (this.visibilityFacts >= VISIBILITY_CACHE_MAX && this.visibilityCache.size) this.dropOldestVisibilityRoom();
+    let bySnapshot = this.visibilityCache.get(roomId);
+    if (!bySnapshot) this.visibilityCache.set(roomId, (bySnapshot = new Map()));
+    let byUser = bySnapshot.get(snapshotId);
+    if (!byUser) bySnapshot.set(snapshotId, (byUser = new Map()));
+    if (!byUser.has(userId)) this.visibilityFacts++;
+    byUser.set(userId, facts);
     return facts;
+  }
+
+  private cachedVisibility(roomId: string, snapshotId: number, userId: string): VisibilityFacts | undefined {
+    return this.visibilityCache.get(roomId)?.get(snapshotId)?.get(userId);
+  }
+
+  private dropOldestVisibilityRoom(): void {
+    const first = this.visibilityCache.keys().next();
+    if (first.done) return;
+    for (const byUser of this.visibilityCache.get(first.value)!.values()) this.visibilityFacts -= byUser.size;
+    this.visibilityCache.delete(first.value);
+  }
+
+  /**
+   * `canSee` answered from the visibility cache alone, without a promise (a woken member's answer
+   * asks it for every event): the answer, or undefined when it needs a read (facts not cached, or
+   * `shared` history for someone not joined at the event).
+   */
+  canSeeCached(roomId: string, userId: string, event: RoomEvent): boolean | undefined {
+    const facts = this.cachedVisibility(roomId, event.stateBefore, userId);
+    if (!facts) return undefined;
+    let { membershipAt } = facts;
+    if (event.event.type === 'm.room.member' && event.event.state_key === userId) {
+      const own = str(event.event.content, 'membership');
+      if (own === 'leave' && (membershipAt === 'join' || membershipAt === 'invite')) return true;
+      if (own !== undefined && membershipRank(own) < membershipRank(membershipAt)) membershipAt = own;
+    }
+    if (facts.visibility === 'world_readable' || membershipAt === 'join') return true;
+    if (facts.visibility === 'invited' && membershipAt === 'invite') return true;
+    if (facts.visibility === 'shared') return undefined;
+    return false;
+  }
+
+  /** `membershipAfter` answered without a promise when it needs no read (else undefined). */
+  membershipAfterCached(roomId: string, event: RoomEvent, userId: string): string | undefined {
+    if (event.event.type === 'm.room.member' && event.event.state_key === userId) return str(event.event.content, 'membership') ?? 'leave';
+    if (event.outlier || !event.stateAfter) return 'leave';
+    const facts = this.cachedVisibility(roomId, event.stateAfter, userId);
+    return facts ? (facts.membershipAt ?? 'leave') : undefined;
   }
 
   /**
@@ -477,7 +541,10 @@ export class RoomReader {
         loads.set(id, shared);
       });
     }
-    const events = await Promise.all(eventIds.map((id) => loads.get(id)!));
+    // All of them in memory (every woken member but the first): no promise per event.
+    let waiting = false;
+    for (const v of loads.values()) if (v instanceof Promise) waiting = true;
+    const events = waiting ? await Promise.all(eventIds.map((id) => loads.get(id)!)) : eventIds.map((id) => loads.get(id) as RoomEvent | null);
     return events.filter((e): e is RoomEvent => !!e);
   }
 
@@ -612,10 +679,13 @@ function str(content: unknown, key: string): string | undefined {
 }
 
 function toRoomEvent(eventId: string, s: StoredEvent, parsed?: JsonObject): RoomEvent {
-  return {
-    eventId, event: parsed ?? (JSON.parse(s.j) as JsonObject), pos: s.p, depth: s.d, stateBefore: s.sb, stateAfter: s.sa,
-    ...(s.rb ? { redactedBy: s.rb } : {}), ...(s.rej ? { rejected: s.rej } : {}), ...(s.sf ? { softFailed: s.sf } : {}), ...(s.o ? { outlier: true } : {}),
-  };
+  // Fields set one by one, not spread from temporary objects (four per event, on every load).
+  const e: RoomEvent = { eventId, event: parsed ?? (JSON.parse(s.j) as JsonObject), pos: s.p, depth: s.d, stateBefore: s.sb, stateAfter: s.sa };
+  if (s.rb) e.redactedBy = s.rb;
+  if (s.rej) e.rejected = s.rej;
+  if (s.sf) e.softFailed = s.sf;
+  if (s.o) e.outlier = true;
+  return e;
 }
 
 /** Whether a client may be shown this event at all (visibility rules aside). */

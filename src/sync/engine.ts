@@ -52,9 +52,10 @@
  * they share is read once per front: outbox windows (src/sync/outbox-cache.ts), the events
  * (`RoomReader.recentEvents`), visibility facts per state snapshot, member counts; on a single
  * Redis each poll's own reads — cut, index, feed, to-device, the outbox parts past the cache's end —
- * are one script call (sync-snapshot-2.lua) and its unread counts another (unread-counts-1.lua),
- * so a wake-up costs the front about four commands; at most `MAX_CONCURRENT_COMPUTES` compute at once
- * (src/sync/compute-gate.ts). A loop's next poll, when nothing concerning the user was notified
+ * are one segment of a script call shared by the polls that start computing together, with one cut
+ * for all of them (sync-snapshot-3.lua, src/sync/snapshot-batch.ts), and its unread counts another
+ * call (unread-counts-2.lua, batched alike), so a wake-up costs the front about three commands
+ * shared with the others; at most `MAX_CONCURRENT_COMPUTES` compute at once (src/sync/compute-gate.ts). A loop's next poll, when nothing concerning the user was notified
  * since the answer that gave its token, waits before computing (`SyncNotifier.unchangedSince`).
  * Knocks the user made are in `rooms.knock` with stripped state, like invites (on rooms of other
  * servers: the stripped state the remote gave, src/sync/remote-invites.ts).
@@ -65,13 +66,14 @@ import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json'
 import { stateKeyOf } from '../protocol/pdu';
 import { decode } from '../store/codec';
 import { membershipIndexData, roomData, userData } from '../store/keys';
-import { isCluster, runScriptBuffer } from '../store/redis';
+import { isCluster } from '../store/redis';
+import { snapshotBatcher, type Rows } from './snapshot-batch';
 import type { Cluster } from 'ioredis';
 import { servableAsState, servableToClients, type RoomEvent } from '../store/room-reader';
 import { shardOf } from '../store/shards';
 import { readMany, type Read } from '../store/read-many';
 import { MembershipIndex, membershipOf, parseIndexed, type IndexedMembership } from '../readers/membership-index';
-import { OutboxWindowCache, decodedBody, lostFromInfo } from './outbox-cache';
+import { OutboxWindowCache, decodedBody } from './outbox-cache';
 import { laterId, type PushProgress } from './push-progress';
 import { encodeSyncToken } from './token';
 import { ackToDevice, inboxKey, readToDevice, tellAckToDevice, toDeviceBatchOf, type ToDeviceBatch } from './to-device';
@@ -218,11 +220,10 @@ async function takeSnapshot(ctx: ApiContext, user: SyncUser, since: number | nul
   let skewMs = 0;
   let streams: Snapshot['streams'];
   if (!isCluster(ctx.redis)) {
-    // One script call (sync-snapshot-2.lua): atomic like the MULTI it replaces, and it reads the
-    // device's feed and to-device inbox below the cut too — one command where there were seven.
+    // One script call (sync-snapshot-3.lua), shared with the computations that start in the same
+    // turn of the event loop (src/sync/snapshot-batch.ts): atomic like the MULTI it replaced, and
+    // it reads the device's feed and to-device inbox below the cut too.
     const sinceMs = since === null ? null : Math.floor(since / 1000);
-    const keys = [uk.data(membershipIndexData.rooms(userId)), uk.data(membershipIndexData.writtenAt(userId)), uk.data(membershipIndexData.forgotten(userId)), ctx.keys.partialStateRooms(), feedKey(ctx, userId), inboxKey(ctx, userId, user.deviceId)];
-    const args = [sinceMs === null ? '' : String(sinceMs), toDevice.after ?? '', String(TO_DEVICE_LIMIT + 1), toDevice.keepFrom ?? ''];
     // The outbox streams this sync will read that the front's cache holds: their part since the
     // cache's end is read here too (it would otherwise be one XRANGE each after this call).
     const absorbing: { stream: string; fromMs: number }[] = [];
@@ -230,23 +231,24 @@ async function takeSnapshot(ctx: ApiContext, user: SyncUser, since: number | nul
       const fromMs = outboxes!.windows.knownEnd(stream);
       if (fromMs !== null) absorbing.push({ stream, fromMs });
     }
-    for (const a of absorbing) {
-      keys.push(a.stream);
-      args.push(String(a.fromMs));
-    }
     // Buffers: outbox entries are binary (msgpack); the rest is text.
-    type Rows = [Buffer, Buffer[]][];
-    const res = (await runScriptBuffer(ctx.redis, 'syncSnapshot', keys, args)) as [[Buffer, Buffer], Buffer[], Buffer[], Buffer[], number, unknown[] | number, Rows, Rows, number, Rows[]];
+    const res = await snapshotBatcher(ctx.redis).read({
+      keys: [uk.data(membershipIndexData.rooms(userId)), uk.data(membershipIndexData.writtenAt(userId)), uk.data(membershipIndexData.forgotten(userId)), ctx.keys.partialStateRooms(), feedKey(ctx, userId), inboxKey(ctx, userId, user.deviceId)],
+      args: [sinceMs === null ? '' : String(sinceMs), toDevice.after ?? '', String(TO_DEVICE_LIMIT + 1), toDevice.keepFrom ?? ''],
+      outboxes: absorbing,
+    });
     const text = (rows: Rows): [string, string[]][] => rows.map(([id, fields]) => [id.toString(), fields.map(String)]);
-    time = [String(res[0][0]), String(res[0][1])];
-    raw = pairsToRecord(res[1].map(String));
-    times = pairsToRecord(res[2].map(String));
-    forgotten = res[3].map(String);
-    const info = res[5];
-    const lost = info === 0 ? ('missing' as const) : Array.isArray(info) && sinceMs !== null ? lostFromInfo(info, sinceMs) : false;
-    streams = { feed: feedWindowOf(lost, text(res[6])), toDevice: text(res[7]), ack: res[8] === 1, partialStateRooms: Number(res[4]) };
+    const own = res.own;
+    time = [String(res.time[0]), String(res.time[1])];
+    raw = pairsToRecord(own[0].map(String));
+    times = pairsToRecord(own[1].map(String));
+    forgotten = own[2].map(String);
+    // The feed's trimming check, judged in the script (0: no feed, 3: entries of the window may be gone).
+    const info = own[4];
+    const lost = info === 0 ? ('missing' as const) : info === 3;
+    streams = { feed: feedWindowOf(lost, text(own[5])), toDevice: text(own[6]), ack: own[7] === 1, partialStateRooms: Number(own[3]) };
     const cutMs = Math.floor((Number(time[0]) * 1_000_000 + Number(time[1])) / 1000);
-    absorbing.forEach((a, i) => outboxes!.windows.absorb(a.stream, a.fromMs, cutMs, res[9][i] ?? []));
+    absorbing.forEach((a, i) => outboxes!.windows.absorb(a.stream, a.fromMs, cutMs, res.outboxes[i] ?? []));
   } else {
     ({ time, skewMs } = await clusterCut(ctx.redis as Cluster));
     [raw, times, forgotten] = await Promise.all([ctx.redis.hgetall(uk.data(membershipIndexData.rooms(userId))), ctx.redis.hgetall(uk.data(membershipIndexData.writtenAt(userId))), ctx.redis.smembers(uk.data(membershipIndexData.forgotten(userId)))]);
@@ -775,7 +777,7 @@ async function toDeviceSection(ctx: ApiContext, user: SyncUser, range: ToDeviceR
   const { after, keepFrom } = range;
   let batch: ToDeviceBatch;
   if (pre) {
-    // Read with the cut (sync-snapshot-2.lua), which also looked for entries below `keepFrom`.
+    // Read with the cut (sync-snapshot-3.lua), which also looked for entries below `keepFrom`.
     if (keepFrom !== null && pre.ack) void tellAckToDevice(ctx, user.userId, user.deviceId, keepFrom).catch(() => undefined);
     batch = toDeviceBatchOf(pre.toDevice, TO_DEVICE_LIMIT);
   } else {

@@ -86,7 +86,8 @@ function parseRows(rows: [Buffer, Buffer[]][]): CachedEntry[] {
     const e = parseOutboxEntry(fields);
     if (!e) continue;
     const id = rawId.toString();
-    out.push({ ...e, id, ms: Number(id.slice(0, id.indexOf('-'))) });
+    // One object per entry (not the parsed one spread into another), with `decoded` in its shape from the start.
+    out.push({ actorId: e.actorId, kind: e.kind, body: e.body, id, ms: Number(id.slice(0, id.indexOf('-'))), decoded: undefined });
   }
   return out;
 }

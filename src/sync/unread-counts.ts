@@ -13,13 +13,14 @@
  * Two round trips whatever the number of rooms (commands are pipelined): the receipts of every
  * room and the user's unread thread notifications; then the main timeline counts (ZCOUNT above
  * the read position) and the receipts of the threads that have notifications. On a single Redis
- * the first round trip and the counts are one script call (unread-counts-1.lua) instead of four
- * commands per room — every woken /sync answer asks for them — and only threads with
- * notifications need a second.
+ * the first round trip and the counts are one script call (unread-counts-2.lua) instead of four
+ * commands per room — every woken /sync answer asks for them, and the answers computed together
+ * share one call (src/store/script-batch.ts) — and only threads with notifications need a second.
  */
 import { shardOf, type Family } from '../store/shards';
 import { membershipIndexData, pushData, roomData, type KeySpace } from '../store/keys';
-import { isCluster, runScript, type RedisClient } from '../store/redis';
+import { isCluster, type RedisClient } from '../store/redis';
+import { scriptBatcher } from '../store/script-batch';
 import { READ_RECEIPT_TYPES, readFields, readPositions, receiptField, receiptPos } from '../store/read-receipts';
 
 /** Rooms per call of the unread-counts script (on a single Redis). */
@@ -60,15 +61,17 @@ export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roo
   type First = { roomId: string; read: { unthreaded: number; main: number }; threadEntries: string[]; counted?: [number, number] };
   let first: First[];
   if (!isCluster(ctx.redis) && roomIds.length) {
-    // One script call for every room (unread-counts-1.lua): the receipts, thread entries and both
-    // counts, where the commands below take four per room.
+    // One script segment for every room (unread-counts-2.lua): the receipts, thread entries and
+    // both counts, where the commands below take four per room; the segments of the answers
+    // computed together (one message wakes every member's long-poll) go out as one call.
     const ms = await memberships;
     const calls: Promise<[string, string, number, number, string[]][]>[] = [];
+    const batcher = scriptBatcher(ctx.redis, 'unreadCounts');
     // A call runs alone in Redis: an initial sync of many rooms is split.
     for (let at = 0; at < roomIds.length; at += ROOMS_PER_CALL) {
       const part = roomIds.slice(at, at + ROOMS_PER_CALL);
       const keys = part.flatMap((roomId) => [receiptsKey(roomId), userKey(pushData.unreadThreads(userId, roomId)), userKey(pushData.unread(userId, roomId)), userKey(pushData.unreadHighlight(userId, roomId))]);
-      calls.push(runScript(ctx.redis, 'unreadCounts', keys, [mainFields.length, ...mainFields, ...part.map((_, i) => joinedAt(ms[at + i]))]) as Promise<[string, string, number, number, string[]][]>);
+      calls.push(batcher.call(keys, [part.length, mainFields.length, ...mainFields, ...part.map((_, i) => joinedAt(ms[at + i]))]) as Promise<[string, string, number, number, string[]][]>);
     }
     const rows = (await Promise.all(calls)).flat();
     first = roomIds.map((roomId, i) => {
@@ -89,8 +92,16 @@ export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roo
   );
 
   const out = new Map<string, UnreadCounts>();
+  // Counted in the script and no thread notification: nothing left to read (most rooms of a woken
+  // /sync answer), so no promise per room.
+  const rest: First[] = [];
+  for (const f of first) {
+    if (f.counted && f.threadEntries.length === 0) out.set(f.roomId, { notification_count: f.counted[0], highlight_count: f.counted[1] });
+    else rest.push(f);
+  }
+  if (rest.length === 0) return out;
   await Promise.all(
-    first.map(async ({ roomId, read, threadEntries, counted }) => {
+    rest.map(async ({ roomId, read, threadEntries, counted }) => {
       const after = `(${read.main}`;
       // Thread entries: '<n|h>\0<root>\0<event id>' with their positions.
       const byThread = new Map<string, { pos: number; highlight: boolean }[]>();

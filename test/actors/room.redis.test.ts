@@ -203,6 +203,29 @@ for (const mode of MODES) {
       const world = await setUp(c, '10', 'hvworld', 'world_readable');
       const pub = await send(c, world, alice, 'm.room.message', { body: 'anyone' });
       expect(await reader.canSee(world, '@stranger:elsewhere', pub.event_id)).toBe(true);
+
+      // The promise-free answers from the visibility cache (what a woken /sync answer asks first)
+      // agree with canSee and membershipAfter wherever they answer, and answer once those did.
+      for (const [roomId, ids] of [
+        [joinedOnly, [early.event_id, late.event_id]],
+        [shared, [old.event_id]],
+        [world, [pub.event_id]],
+      ] as const) {
+        for (const id of ids) {
+          const e = (await reader.event(roomId, id))!;
+          for (const user of [carol, alice, '@stranger:elsewhere']) {
+            const seen = await reader.canSee(roomId, user, e);
+            const cached = reader.canSeeCached(roomId, user, e);
+            if (cached !== undefined) expect(cached).toBe(seen);
+            const membership = await reader.membershipAfter(roomId, e, user);
+            expect(reader.membershipAfterCached(roomId, e, user)).toBe(membership);
+          }
+        }
+      }
+      const lateEvent = (await reader.event(joinedOnly, late.event_id))!;
+      expect(reader.canSeeCached(joinedOnly, carol, lateEvent)).toBe(true);
+      expect(reader.canSeeCached(joinedOnly, carol, (await reader.event(joinedOnly, early.event_id))!)).toBe(false);
+      expect(reader.canSeeCached(joinedOnly, '@never-asked:x', lateEvent)).toBeUndefined();
     });
 
     it("replaying a room's recorded inputs in a fresh store gives the same room", async () => {
