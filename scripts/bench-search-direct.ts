@@ -52,6 +52,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ActorClient, ActorTimeoutError } from '../src/runtime/actor-client';
+import { readShards, readWorkers, rebalance } from '../src/runtime/cluster-admin';
 import { SearchIndexStore } from '../src/search/index-store';
 import { KeySpace, searchShardData } from '../src/store/keys';
 import { connectRedis, type RedisClient } from '../src/store/redis';
@@ -167,8 +168,11 @@ async function memoryByKind(redis: RedisClient, prefix: string): Promise<Map<str
     if (!rest.startsWith('d:')) return `${family} shards: ${rest.split(':')[0]}`;
     const name = rest.slice(2);
     if (name.startsWith('ev:')) return 'event bodies';
-    const room = /^room:![^:]+:[^:]+:([a-z]+)/.exec(name);
+    // Room ids with or without a server name (`!opaque:server`, v12's `!hash`): the kind is the last word.
+    const room = /^room:!.*:([a-z]+)(?::\d+)?$/s.exec(name);
     if (room) return `room ${room[1]}`;
+    const user = /^user:@[^:]+:[^:]+:([a-z]+)/.exec(name);
+    if (user) return `user ${user[1] === 'pn' ? 'pn (unread notifications per room)' : user[1]}`;
     const s = /^(s[a-z]):/.exec(name);
     if (s) return search[s[1]!] ?? `search ${s[1]}`;
     return `${family} ${name.split(':')[0]}`;
@@ -241,6 +245,17 @@ async function axonPhase(o: Options, manifest: Manifest, save: () => void, figur
   const keys = new KeySpace(axon.keyPrefix);
   const load = new MatrixLoad(axon.url);
   await load.waitUp(600_000);
+  if (o.workers > 1) {
+    // The first worker up takes every shard: even them out (as `cluster up` does), or one worker does all the work.
+    const counts = { room: SHARDS, user: SHARDS };
+    for (;;) {
+      const live = (await readWorkers(redis, keys, 5000)).filter((w) => w.alive).length;
+      const held = (await readShards(redis, keys, counts)).filter((s) => s.owner).length;
+      if (live === o.workers && held === 2 * SHARDS) break;
+      await sleep(200);
+    }
+    await rebalance(redis, keys, counts, 5000);
+  }
   log(`Axon up in ${round((performance.now() - t0) / 1000)} s (Redis's AOF loaded); load average ${load1()}`);
   let users: User[];
   let rooms: string[];

@@ -87,7 +87,8 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
     if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
   };
   try {
-    redis = await startManagedRedis({ dir: join(dataDir, 'redis'), port: await freePort() });
+    // A kept data dir may hold GBs of AOF to replay (minutes on a loaded machine).
+    redis = await startManagedRedis({ dir: join(dataDir, 'redis'), port: await freePort(), ...(opts.dataDir ? { startTimeoutMs: 15 * 60_000 } : {}) });
     const host = opts.host ?? '127.0.0.1';
     const port = await freePort(host);
     const signingKeyPath = join(dataDir, 'localhost.signing.key');
