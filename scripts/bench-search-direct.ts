@@ -47,7 +47,7 @@
  * reached; `--reuse` continues from there). Remove DIR by hand when done (several GB at 1,000,000).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -358,9 +358,10 @@ async function axonPhase(o: Options, manifest: Manifest, save: () => void, figur
     save();
     const lagAtEnd = sent - ((await indexed()) - docsBefore);
     log(`Axon: ${sent} messages in ${round(ingestSeconds)} s: ${round(sent / ingestSeconds, 0)} messages/s (${httpTimes.length} of them through HTTP /send); the search reader ${lagAtEnd} behind at the last send; load average ${load1()}`);
-    // The search reader catching up.
+    // The search reader catching up: every message of the rooms indexed (they hold no other text).
     let docs = 0;
-    while ((docs = (await indexed()) - docsBefore) < sent) await sleep(500);
+    while ((await indexed()) < ax.loaded) await sleep(500);
+    docs = (await indexed()) - docsBefore;
     const allIndexed = (performance.now() - started) / 1000;
     const catchUp = allIndexed - ingestSeconds;
     const maxLag = Math.max(lagAtEnd, ...samples.map((s) => s.sent - s.indexed));
@@ -518,7 +519,24 @@ export async function runDirect(argv: string[]): Promise<void> {
     pgBin();
   }
   if (o.reuse && !existsSync(join(o.keep!, 'manifest.json'))) throw new Error(`--reuse ${o.keep}: no manifest.json there (make one with --keep)`);
-  if (o.keep) mkdirSync(o.keep, { recursive: true });
+  if (o.keep) {
+    mkdirSync(o.keep, { recursive: true });
+    // One run at a time on a kept dir: two redis-servers on one AOF directory corrupt each other's data.
+    const lock = join(o.keep, 'lock');
+    if (existsSync(lock)) {
+      const pid = Number(readFileSync(lock, 'utf8'));
+      let alive = false;
+      try {
+        process.kill(pid, 0);
+        alive = pid !== process.pid;
+      } catch {
+        alive = false;
+      }
+      if (alive) throw new Error(`${o.keep} is in use by process ${pid}`);
+    }
+    writeFileSync(lock, String(process.pid));
+    process.once('exit', () => rmSync(lock, { force: true }));
+  }
   const manifestPath = o.keep ? join(o.keep, 'manifest.json') : null;
   const manifest: Manifest = manifestPath && existsSync(manifestPath) ? (JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest) : {};
   const save = () => {
