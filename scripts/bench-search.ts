@@ -24,6 +24,10 @@
  *
  *   node --import tsx scripts/bench-search.ts [--messages 20000] [--synapse-messages 20000]
  *     [--queries 100] [--no-synapse]
+ *
+ * With `--direct`: the 1,000,000-message mode (scripts/bench-search-direct.ts): messages into the
+ * room actors through their inboxes (a share over HTTP), Synapse's database loaded directly,
+ * queries over HTTP on both, `--keep DIR` / `--reuse DIR` to rerun on the loaded data.
  * Needs: redis-server; for the Synapse side the pinned Synapse (AXON_PEERS_DIR, scripts/lib/ensure.sh)
  * and PostgreSQL's binaries (Debian: apt-get install postgresql); psycopg2-binary is installed
  * from PyPI into data/synapse-psycopg2 on first use (the pinned venv has no PostgreSQL driver).
@@ -331,7 +335,8 @@ async function main(): Promise<void> {
   console.log(`\nresults: ${file}`);
 }
 
-main().then(
+// `--direct`: the 1,000,000-message mode (scripts/bench-search-direct.ts).
+(argv.includes('--direct') ? import('./bench-search-direct').then((m) => m.runDirect(argv)) : main()).then(
   () => process.exit(0),
   (e: Error) => {
     console.error(e);

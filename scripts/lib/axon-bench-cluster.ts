@@ -6,7 +6,7 @@
  * open registration. stop() ends every process it started and removes the temp dir.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nodeFlagsFor } from '../../src/runtime/cluster-settings';
@@ -48,6 +48,12 @@ export interface AxonBenchOptions {
    * then starts and stops V8's CPU profiler in all of them, writing .cpuprofile files here.
    */
   cpuProfileDir?: string;
+  /**
+   * Keep the data (Redis's AOF, the signing key) in this directory instead of a temp dir, and
+   * leave it there on stop(): a later start with the same directory comes back on the same data
+   * (scripts/bench-search.ts `--keep` / `--reuse`).
+   */
+  dataDir?: string;
 }
 
 export interface AxonBench {
@@ -71,7 +77,8 @@ export interface AxonBench {
 
 export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench> {
   const children: ChildProcess[] = [];
-  const dataDir = mkdtempSync(join(tmpdir(), 'axon-bench-'));
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'axon-bench-'));
+  if (opts.dataDir) mkdirSync(opts.dataDir, { recursive: true });
   let redis: ManagedRedis | null = null;
   const stop = async () => {
     for (const c of children) if (c.exitCode === null && c.pid) c.kill('SIGTERM');
@@ -79,14 +86,15 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
     while (children.some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline) await sleep(50);
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     if (redis?.started) await redis.stop();
-    rmSync(dataDir, { recursive: true, force: true });
+    if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
   };
   try {
-    redis = await startManagedRedis({ dir: join(dataDir, 'redis'), port: await freePort() });
+    // A kept data dir may hold GBs of AOF to replay (minutes on a loaded machine).
+    redis = await startManagedRedis({ dir: join(dataDir, 'redis'), port: await freePort(), ...(opts.dataDir ? { startTimeoutMs: 15 * 60_000 } : {}) });
     const host = opts.host ?? '127.0.0.1';
     const port = await freePort(host);
     const signingKeyPath = join(dataDir, 'localhost.signing.key');
-    loadOrCreateSigningKeys(signingKeyPath); // once, before the processes read it
+    loadOrCreateSigningKeys(signingKeyPath); // once, before the processes read it (kept when the data dir is)
     const keyPrefix = 'bench:';
     const env: Record<string, string> = {
       AXON_REDIS_MODE: 'url', AXON_REDIS_URL: redis.url, AXON_REDIS_KEY_PREFIX: keyPrefix, AXON_DATA_DIR: dataDir, AXON_SIGNING_KEY_PATH: signingKeyPath,

@@ -5,7 +5,7 @@
  * `synapse` database in C locale as Synapse requires.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './bench-util';
@@ -16,10 +16,15 @@ export function pgBin(): string {
   throw new Error('PostgreSQL binaries not found (Debian: apt-get install postgresql)');
 }
 
-/** A throwaway PostgreSQL cluster on a free loopback port (run as the postgres user when we are root). */
-export async function startPostgres(): Promise<{ port: number; bin: string; psql: (sql: string) => string; stop: () => void }> {
+/**
+ * A throwaway PostgreSQL cluster on a free loopback port (run as the postgres user when we are root).
+ * `dir`: keep the cluster there instead of a temp dir, left in place on stop(); when it already
+ * holds one (an earlier run's), that cluster is started again, its data as it was.
+ */
+export async function startPostgres(opts: { dir?: string } = {}): Promise<{ port: number; bin: string; dir: string; psql: (sql: string) => string; stop: () => void }> {
   const bin = pgBin();
-  const dir = mkdtempSync(join(tmpdir(), 'axon-bench-pg-'));
+  if (opts.dir) mkdirSync(opts.dir, { recursive: true });
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'axon-bench-pg-'));
   const asRoot = process.getuid?.() === 0;
   const run = (cmd: string, args: string[]) => {
     const r = asRoot ? spawnSync('runuser', ['-u', 'postgres', '--', join(bin, cmd), ...args], { encoding: 'utf8' }) : spawnSync(join(bin, cmd), args, { encoding: 'utf8' });
@@ -28,20 +33,22 @@ export async function startPostgres(): Promise<{ port: number; bin: string; psql
   };
   if (asRoot) chownSync(dir, Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim()), Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim()));
   const data = join(dir, 'data');
-  run('initdb', ['-D', data, '-U', 'synapse', '--auth=trust', '-E', 'UTF8', '--locale=C']);
+  const existing = existsSync(join(data, 'PG_VERSION'));
+  if (!existing) run('initdb', ['-D', data, '-U', 'synapse', '--auth=trust', '-E', 'UTF8', '--locale=C']);
   const port = await freePort();
   run('pg_ctl', ['-D', data, '-l', join(dir, 'postgres.log'), '-w', '-o', `-p ${port} -c listen_addresses=127.0.0.1 -k ${dir}`, 'start']);
   const psql = (sql: string) => execFileSync(join(bin, 'psql'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'synapse', '-d', 'synapse', '-tAc', sql], { encoding: 'utf8' }).trim();
-  execFileSync(join(bin, 'createdb'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'synapse', '-E', 'UTF8', '--locale=C', '-T', 'template0', 'synapse']);
+  if (!existing) execFileSync(join(bin, 'createdb'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'synapse', '-E', 'UTF8', '--locale=C', '-T', 'template0', 'synapse']);
   return {
     port,
     bin,
+    dir,
     psql,
     stop: () => {
       try {
         run('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']);
       } finally {
-        rmSync(dir, { recursive: true, force: true });
+        if (!opts.dir) rmSync(dir, { recursive: true, force: true });
       }
     },
   };

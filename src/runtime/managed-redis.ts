@@ -14,6 +14,8 @@ export interface ManagedRedisOptions {
   bind?: string;
   /** Extra `--flag value` pairs (tests use this for cluster mode). */
   extraArgs?: string[];
+  /** How long to wait for the first PING answer (default 20 s; replaying a large AOF takes longer). */
+  startTimeoutMs?: number;
 }
 
 export interface ManagedRedis {
@@ -120,7 +122,8 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
   child.once('exit', (code) => {
     exited = code ?? -1;
   });
-  const deadline = Date.now() + 20_000;
+  const startTimeoutMs = opts.startTimeoutMs ?? 20_000;
+  const deadline = Date.now() + startTimeoutMs;
   while (Date.now() < deadline) {
     if (exited !== null) {
       const log = join(opts.dir, 'redis.log');
@@ -132,7 +135,7 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
     await new Promise((r) => setTimeout(r, 50));
   }
   child.kill('SIGKILL');
-  throw new Error(`redis-server did not answer on port ${opts.port} within 20 s`);
+  throw new Error(`redis-server did not answer on port ${opts.port} within ${Math.round(startTimeoutMs / 1000)} s`);
 }
 
 function handle(port: number, host: string, pid: number, started: boolean): ManagedRedis {
