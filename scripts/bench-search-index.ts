@@ -1,6 +1,6 @@
 /**
  * Search index cost (prints figures; not a test): the index layer alone — the search reader's
- * write path (src/search/index-store.ts, search-index-3.lua) and the query path `POST /search`
+ * write path (src/search/index-store.ts, search-index-4.lua) and the query path `POST /search`
  * runs for a first page of 10 before its visibility checks (src/search/query.ts: freezing the
  * statistics, then the first 30 candidates, in `rank` and in `recent` order) — on a real redis-server (managed, AOF
  * `appendfsync always`, as in production). Messages are generated from a Zipf-like vocabulary of
