@@ -1,6 +1,6 @@
 /**
  * Search index cost (prints figures; not a test): the index layer alone — the search reader's
- * write path (src/search/index-store.ts, search-index-3.lua) and the query path `POST /search`
+ * write path (src/search/index-store.ts, search-index-4.lua) and the query path `POST /search`
  * runs for a first page of 10 before its visibility checks (src/search/query.ts: freezing the
  * statistics, then the first 30 candidates, in `rank` and in `recent` order) — on a real redis-server (managed, AOF
  * `appendfsync always`, as in production). Messages are generated from a Zipf-like vocabulary of
@@ -12,7 +12,11 @@
  * The whole HTTP path beside Synapse's PostgreSQL full-text search is scripts/bench-search.ts.
  *
  *   node --import tsx scripts/bench-search-index.ts [--messages 100000] [--rooms 100] [--queries 200]
- *     [--redis redis://host:port [--queries-only]]
+ *     [--redis redis://host:port [--queries-only]] [--reader one|batch [--shards 16]]
+ *
+ * `--reader`: index as the search reader does instead — per room shard, in order, 200 outbox
+ * entries at a time, the shards side by side: `one`, a record read and a script call per message
+ * (the reader before batching), `batch`, `indexNew` (one script call per room of a batch).
  *
  * `--redis`: index into that redis-server (kept afterwards) instead of a managed throwaway one;
  * with `--queries-only`, only the queries are run, over the index an earlier `--redis` run of the
@@ -23,7 +27,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startManagedRedis } from '../src/runtime/managed-redis';
 import { loadavg } from 'node:os';
-import { SearchIndexStore, type KeyCode } from '../src/search/index-store';
+import { SearchIndexStore, type IndexedDocument, type KeyCode } from '../src/search/index-store';
+import { shardOf } from '../src/store/shards';
 import { startSearch } from '../src/search/query';
 import { KeySpace } from '../src/store/keys';
 import { connectRedis } from '../src/store/redis';
@@ -43,6 +48,9 @@ const sarg = (name: string) => {
 };
 const REDIS = sarg('redis');
 const QUERIES_ONLY = REDIS !== undefined && process.argv.includes('--queries-only');
+const READER = sarg('reader');
+if (READER !== undefined && READER !== 'one' && READER !== 'batch') throw new Error('--reader one|batch');
+const SHARDS = arg('shards', READER ? 16 : 64);
 
 async function main(): Promise<void> {
   const corpus = searchCorpus();
@@ -51,7 +59,7 @@ async function main(): Promise<void> {
   const managed = REDIS ? null : await startManagedRedis({ dir: join(dir, 'redis'), port: await freePort() });
   const redis = connectRedis({ url: REDIS ?? managed!.url });
   const keys = new KeySpace('bs:');
-  const store = new SearchIndexStore(redis, keys, 64);
+  const store = new SearchIndexStore(redis, keys, SHARDS);
   try {
     console.log(`load average at start: ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
     if (QUERIES_ONLY) for (let i = 0; i < MESSAGES; i++) corpus.next();
@@ -60,15 +68,37 @@ async function main(): Promise<void> {
     const started = Date.now();
     let done = 0;
     const ids = Array.from({ length: MESSAGES }, (_, i) => i);
+    const doc = (i: number, text: string): IndexedDocument => ({ roomId: rooms[i % ROOMS]!, sourcePos: i + 1, pos: i + 1, ts: 1_700_000_000_000 + i, key: 'b', text });
+    if (READER) {
+      // As the search reader: each room shard's messages in order, 200 at a time, the shards side by side.
+      const byShard = new Map<number, IndexedDocument[]>();
+      for (const i of ids) {
+        const d = doc(i, corpus.next());
+        const s = shardOf(d.roomId, SHARDS);
+        const list = byShard.get(s);
+        if (list) list.push(d);
+        else byShard.set(s, [d]);
+      }
+      await Promise.all(
+        [...byShard.values()].map(async (list) => {
+          for (let j = 0; j < list.length; j += 200) {
+            const batch = list.slice(j, j + 200);
+            if (READER === 'batch') await store.indexNew(batch);
+            else for (const d of batch) await store.index(d, async () => []);
+            done += batch.length;
+          }
+        }),
+      );
+    } else
     await pool(ids, 64, async (i) => {
       const text = corpus.next();
       // New documents: no content indexed before, so no old terms to look up.
-      await store.index({ roomId: rooms[i % ROOMS]!, sourcePos: i + 1, pos: i + 1, ts: 1_700_000_000_000 + i, key: 'b', text }, async () => []);
+      await store.index(doc(i, text), async () => []);
       if (++done % 20_000 === 0) process.stdout.write(`  indexed ${done}/${MESSAGES}\r`);
     });
     const seconds = (Date.now() - started) / 1000;
     const after = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? 0);
-    console.log(`indexed ${MESSAGES} messages in ${round(seconds)} s: ${round(MESSAGES / seconds, 0)} messages/s; Redis memory ${round((after - before) / MESSAGES, 0)} bytes per message`);
+    console.log(`indexed ${MESSAGES} messages${READER ? ` as the search reader (${READER}, ${SHARDS} room shards)` : ''} in ${round(seconds)} s: ${round(MESSAGES / seconds, 0)} messages/s; Redis memory ${round((after - before) / MESSAGES, 0)} bytes per message`);
     // Where the bytes go, by kind of key (MEMORY USAGE, each key's whole cost in Redis).
     const byKind = new Map<string, { keys: number; bytes: number }>();
     let cursor = '0';

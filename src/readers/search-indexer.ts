@@ -7,9 +7,13 @@
  * keeps its place and is then found by its new words only; a redaction takes the redacted event
  * out for good. Encrypted events (`m.room.encrypted`) have no text to index and are skipped.
  *
+ * Batched: the new documents of a batch of entries (up to 200 of a shard) are indexed with one
+ * script call per room (`SearchIndexStore.indexNew`), not a record read and a script call each.
+ *
  * Idempotent: each write says which content it indexes (the timeline position of the event that
- * carried it) and search-index-3.lua ignores content no newer than what is there, so a batch read
- * again after a crash or a handoff counts nothing twice.
+ * carried it) and search-index-4.lua ignores content no newer than what is there (a new document
+ * the room has a record for already is left alone), so a batch read again after a crash or a
+ * handoff counts nothing twice.
  *
  * Upgrades: on taking a room shard it checks, in the background, that the shard's rooms are
  * indexed in the current format, and rebuilds those that are not (src/search/migrate.ts:
@@ -18,7 +22,7 @@
 import type { Logger } from 'pino';
 import type { RoomOutput } from '../rooms/model';
 import type { OutboxEntry } from '../runtime/envelope';
-import { indexRoomOutput, SearchIndexStore } from '../search/index-store';
+import { indexRoomOutput, newDocumentOf, SearchIndexStore, type IndexedDocument } from '../search/index-store';
 import { migrateShard } from '../search/migrate';
 import { decode } from '../store/codec';
 import { SEARCH_INDEX_GROUP, type KeySpace } from '../store/keys';
@@ -97,7 +101,18 @@ export class SearchIndexReader extends OutboxGroupReader {
     }
   }
 
+  /**
+   * A batch of a shard's entries, in order: the new documents (messages, names, topics: the usual
+   * case) gathered and indexed together (`indexNew`: one script call per room of the batch, all
+   * sent at once), an edit or a redaction one at a time as before — after the documents gathered
+   * before it, so everything applies in the outbox's order.
+   */
   protected async apply(_shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
+    let fresh: IndexedDocument[] = [];
+    const flush = async () => {
+      if (fresh.length) await this.store.indexNew(fresh);
+      fresh = [];
+    };
     for (const { entry } of entries) {
       if (!entry || entry.kind !== 'room') continue;
       let out: RoomOutput;
@@ -106,8 +121,15 @@ export class SearchIndexReader extends OutboxGroupReader {
       } catch {
         continue;
       }
-      if (typeof out?.eventId !== 'string' || !out.event || typeof out.roomId !== 'string') continue;
+      if (typeof out?.eventId !== 'string' || !out.event || typeof out.roomId !== 'string' || typeof out.pos !== 'number') continue;
+      const doc = newDocumentOf(out);
+      if (doc) {
+        fresh.push(doc);
+        continue;
+      }
+      await flush();
       await indexRoomOutput(this.store, this.rooms, out);
     }
+    await flush();
   }
 }

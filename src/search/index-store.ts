@@ -10,7 +10,8 @@
  * message's own text is gone by then, so its postings stay (skipped at query time through the
  * room's small set of dead positions) until the room is rebuilt.
  *
- * Writes go through search-index-3.lua, which makes each of them idempotent (see the script).
+ * Writes go through search-index-4.lua, which makes each of them idempotent (see the script); new
+ * documents (the search reader's usual case) go many to a call (`indexNew`).
  */
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { termFrequencies } from '../protocol/search-text';
@@ -32,6 +33,9 @@ export const POSTING_BYTES = 6;
 /** Postings per block (a block's bounds are kept once a term has more than one block). */
 export const BLOCK = 128;
 const RECORD_BYTES = 16;
+/** At most this many documents, and about this many script arguments, in one `indexNew` script call (each call blocks Redis while it runs). */
+const BATCH_DOCS = 64;
+const BATCH_ARGS = 4_000;
 const RECORDS_PER_BUCKET = 64;
 
 /** The text an event is found by, and under which key: messages by body, name and topic events by those (as Synapse indexes them). */
@@ -157,6 +161,43 @@ export class SearchIndexStore {
     const rest: (string | number)[] = [doc.sourcePos, doc.ts, KEY_BITS[doc.key], length];
     for (const [term, tf] of terms) rest.push(term, tf);
     return this.write(doc.roomId, doc.pos, termsOf, (record) => (record && record.source >= doc.sourcePos ? null : rest), 'index');
+  }
+
+  /**
+   * Index new documents, each by its own content (`sourcePos` = `pos`), as `index` would one by
+   * one: a document the room has a record for already (indexed before — a redelivered entry — or
+   * edited or redacted since) is left as it is. One script call per room for up to
+   * BATCH_DOCS documents or BATCH_ARGS arguments, all sent at once. Returns how many were indexed.
+   */
+  async indexNew(docs: readonly IndexedDocument[]): Promise<number> {
+    const byRoom = new Map<string, IndexedDocument[]>();
+    for (const d of docs) {
+      if (d.sourcePos !== d.pos) throw new Error('search index: indexNew takes documents by their own content');
+      const list = byRoom.get(d.roomId);
+      if (list) list.push(d);
+      else byRoom.set(d.roomId, [d]);
+    }
+    const calls: Promise<unknown>[] = [];
+    for (const [roomId, list] of byRoom) {
+      let args: (string | number)[] = [];
+      let n = 0;
+      const flush = () => {
+        if (n === 0) return;
+        calls.push(runScript(this.redis, 'searchIndex', this.scriptKeys(roomId), ['batch', ...this.prefixes(roomId), ...args]));
+        args = [];
+        n = 0;
+      };
+      for (const d of list) {
+        const { terms, length } = termFrequencies(d.text);
+        if (n >= BATCH_DOCS || args.length + 5 + 2 * terms.size > BATCH_ARGS) flush();
+        args.push(d.pos, d.ts, KEY_BITS[d.key], length, terms.size);
+        for (const [term, tf] of terms) args.push(term, tf);
+        n++;
+      }
+      flush();
+    }
+    const done = await Promise.all(calls);
+    return done.reduce<number>((sum, x) => sum + Number(x), 0);
   }
 
   /** Take a document out of the index for good (its event was redacted). */
@@ -449,6 +490,21 @@ export function storedTerms(store: SearchIndexStore, rooms: RoomReader, roomId: 
     if (!e || e.redactedBy) return null;
     return termsOfEvent(e.event, record.source !== record.pos);
   };
+}
+
+/**
+ * A room output that is a new document by its own content (a message, name or topic that is
+ * neither an edit nor a redaction), which `SearchIndexStore.indexNew` takes many at a time; null
+ * for every other output (those go through `indexRoomOutput`).
+ */
+export function newDocumentOf(out: Pick<RoomOutput, 'roomId' | 'pos' | 'event' | 'redacted'>): IndexedDocument | null {
+  if (out.redacted) return null;
+  const event = out.event;
+  if (event.type === 'm.room.message' && replacementOf(event)) return null;
+  const found = searchableText(event);
+  if (!found) return null;
+  const ts = typeof event.origin_server_ts === 'number' ? event.origin_server_ts : 0;
+  return { roomId: out.roomId, sourcePos: out.pos, pos: out.pos, ts, key: found.key, text: found.text };
 }
 
 /** What one room output changes in the index (the reader's step, and the rebuild's). */

@@ -34,7 +34,7 @@ const SCRIPTS = {
   rateLimit: 'rate-limit-2.lua',
   reply: 'reply-1.lua',
   replyMany: 'reply-many-1.lua',
-  searchIndex: 'search-index-3.lua',
+  searchIndex: 'search-index-4.lua',
   searchView: 'search-view-2.lua',
   inboxStats: 'inbox-stats-1.lua',
   shardSweep: 'shard-sweep-1.lua',

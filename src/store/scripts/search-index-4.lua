@@ -15,10 +15,12 @@
 -- A term past TOP_MIN without one (an index written before them) gets one the next time it is
 -- written to.
 --
+-- (search-index-3.lua and this: the same, with 'batch' added for the search reader's new documents.)
+--
 -- KEYS[1] docs (hash: bucket -> 16-byte records), KEYS[2] terms (zset), KEYS[3] stats (hash n, l, p),
 -- KEYS[4] dead (set of positions). Postings, block bounds and best postings keys are named from
 -- ARGV[2], ARGV[3], ARGV[4] (the same room, so the same hash slot).
--- ARGV[1] 'index' or 'remove'; ARGV[2] postings key prefix; ARGV[3] block bounds key prefix;
+-- ARGV[1] 'index', 'remove' or 'batch' (below: several new documents of the room in one call); ARGV[2] postings key prefix; ARGV[3] block bounds key prefix;
 -- ARGV[4] best postings key prefix; ARGV[5] the document's position; ARGV[6] the expected record:
 -- '' none, else '<source>:<flags>'; ARGV[7] N, the number of terms indexed for it now (-1: not
 -- known, for 'remove' of a document whose text is gone), ARGV[8..7+N] those terms.
@@ -27,39 +29,36 @@
 -- Returns 1 when the index changed, 0 when there was nothing to do, -1 when the record was not the expected one.
 local docs, vocab, stats, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, pprefix, bprefix, tprefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local pos = tonumber(ARGV[5])
 local BLOCK = 128
 local TOP_MIN, TOP_CAP = 128, 64
 local K1, B = 1.2, 0.75
 local REC = '>i4i4I6BB'
 
-local bucket = tostring(math.floor(pos / 64))
-local recs = redis.call('HGET', docs, bucket) or ''
-local at, insertAt = nil, #recs + 1
-for i = 1, #recs, 16 do
-  local p = struct.unpack('>i4', recs, i)
-  if p == pos then
-    at = i
-    break
+-- The document written now (one per call, or each in turn for 'batch') and its record.
+local pos, bucket, recs, at, insertAt, old, current
+
+local function loadRecord()
+  bucket = tostring(math.floor(pos / 64))
+  recs = redis.call('HGET', docs, bucket) or ''
+  at, insertAt = nil, #recs + 1
+  for i = 1, #recs, 16 do
+    local p = struct.unpack('>i4', recs, i)
+    if p == pos then
+      at = i
+      break
+    end
+    if p > pos then
+      insertAt = i
+      break
+    end
   end
-  if p > pos then
-    insertAt = i
-    break
+  old, current = nil, ''
+  if at then
+    local _, src, ts, len, flags = struct.unpack(REC, recs, at)
+    old = { src = src, ts = ts, len = len, flags = flags }
+    current = tostring(src) .. ':' .. tostring(flags)
   end
 end
-local old, current = nil, ''
-if at then
-  local _, src, ts, len, flags = struct.unpack(REC, recs, at)
-  old = { src = src, ts = ts, len = len, flags = flags }
-  current = tostring(src) .. ':' .. tostring(flags)
-end
-if current ~= ARGV[6] then
-  return -1
-end
-if old and old.flags % 2 == 1 then
-  return 0
-end
-local counted = old ~= nil and math.floor(old.flags / 2) % 2 == 1
 
 local function entryPos(key, i)
   return (struct.unpack('>i4', redis.call('GETRANGE', key, i * 6, i * 6 + 3)))
@@ -403,6 +402,58 @@ local function writeRecord(rec)
   redis.call('HSET', docs, bucket, recs)
 end
 
+-- Index the document at `pos` (its old terms, if any, already out): terms ARGV[first..last] in
+-- (term, frequency) pairs.
+local function addDocument(src, ts, key, len, first, last)
+  local count = 0
+  for i = first, last, 2 do
+    local tf = math.min(tonumber(ARGV[i + 1]), 63)
+    addPosting(ARGV[i], struct.pack('>i4BB', pos, tf * 4 + key, len))
+    count = count + 1
+  end
+  local flags = 0
+  if count > 0 then
+    flags = 2
+    redis.call('HINCRBY', stats, 'n', 1)
+    redis.call('HINCRBY', stats, 'l', len)
+    local top = redis.call('HGET', stats, 'p')
+    if not top or pos > tonumber(top) then
+      redis.call('HSET', stats, 'p', pos)
+    end
+  end
+  writeRecord(struct.pack(REC, pos, src, ts, len, flags))
+end
+
+if op == 'batch' then
+  -- New documents of the room, each with its own content (position, origin_server_ts, key,
+  -- length, N, then N term, frequency pairs): each indexed unless the room has a record for it
+  -- already (indexed before: a redelivered entry, or edited or redacted since), which is what
+  -- 'index' does for a document's own content. Returns how many were indexed.
+  local i, done = 5, 0
+  while i <= #ARGV do
+    pos = tonumber(ARGV[i])
+    local ts, key, len, n = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), math.min(tonumber(ARGV[i + 3]), 255), tonumber(ARGV[i + 4])
+    local first, last = i + 5, i + 4 + 2 * n
+    loadRecord()
+    if not at then
+      addDocument(pos, ts, key, len, first, last)
+      done = done + 1
+    end
+    i = last + 1
+  end
+  return done
+end
+
+pos = tonumber(ARGV[5])
+loadRecord()
+if current ~= ARGV[6] then
+  return -1
+end
+if old and old.flags % 2 == 1 then
+  return 0
+end
+local counted = old ~= nil and math.floor(old.flags / 2) % 2 == 1
+
 local nOld = tonumber(ARGV[7])
 local idx = 8
 local oldTerms = {}
@@ -440,21 +491,5 @@ if counted then
   redis.call('HINCRBY', stats, 'n', -1)
   redis.call('HINCRBY', stats, 'l', -old.len)
 end
-local count = 0
-for i = idx, #ARGV, 2 do
-  local tf = math.min(tonumber(ARGV[i + 1]), 63)
-  addPosting(ARGV[i], struct.pack('>i4BB', pos, tf * 4 + key, len))
-  count = count + 1
-end
-local flags = 0
-if count > 0 then
-  flags = 2
-  redis.call('HINCRBY', stats, 'n', 1)
-  redis.call('HINCRBY', stats, 'l', len)
-  local top = redis.call('HGET', stats, 'p')
-  if not top or pos > tonumber(top) then
-    redis.call('HSET', stats, 'p', pos)
-  end
-end
-writeRecord(struct.pack(REC, pos, src, ts, len, flags))
+addDocument(src, ts, key, len, idx, #ARGV)
 return 1
