@@ -249,8 +249,7 @@ export class ShardRunner {
           } catch (e) {
             // Whether it was applied is unknown: reload, and let the one-at-a-time path (its
             // dedupe, retries and dead-lettering) take the head message.
-            slot.loaded = false;
-            slot.state = undefined;
+            this.forget(slot);
             this.env.log.warn({ err: e, shard: this.name, actor: slot.actorId }, 'group commit failed; applying the messages one by one');
             n = 0;
           }
@@ -370,7 +369,13 @@ export class ShardRunner {
       this.lose();
       return false;
     }
-    if (res.status === 'dup') return 0;
+    if (res.status === 'dup') {
+      // A message of the batch was applied already, perhaps by a commit of ours whose answer never
+      // came back (the connection dropped and the command was sent again): the cached state may
+      // lack it. Reload before deciding anything else (see forget).
+      this.forget(slot);
+      return 0;
+    }
     if (changed) slot.state = state;
     this.applied += batch.length;
     this.commits++;
@@ -417,6 +422,19 @@ export class ShardRunner {
     };
   }
 
+  /**
+   * Drop the slot's cached state: the next message reloads it from Redis. After any commit whose
+   * outcome the cache may not reflect: one that failed (it may have been applied), and one answered
+   * 'dup' — its message was applied before, possibly by this very worker's commit whose answer was
+   * lost with its connection and which ioredis sent again on the next one (autoResendUnfulfilledCommands,
+   * e.g. across a Redis restart); deciding the next message from the cached state would then
+   * overwrite that applied, acknowledged write.
+   */
+  private forget(slot: ActorSlot): void {
+    slot.loaded = false;
+    slot.state = undefined;
+  }
+
   /** Load the actor's state into the slot unless it is cached. */
   private async load(slot: ActorSlot): Promise<void> {
     if (slot.loaded) return;
@@ -449,8 +467,7 @@ export class ShardRunner {
       } catch (e) {
         // Whether a failed commit was applied is unknown: drop the cached state so the retry
         // reloads it (the dedupe makes the retry itself safe).
-        slot.loaded = false;
-        slot.state = undefined;
+        this.forget(slot);
         const tries = deliveries + attempt - 1;
         if (tries >= maxDeliveries) return this.deadLetter(entry, tries, errorText(e));
         log.warn({ err: e, shard: this.name, actor: entry.actorId, mid: entry.mid, attempt: tries }, 'actor message failed; retrying');
@@ -507,6 +524,7 @@ export class ShardRunner {
     let sentBlob = replyBlob;
     if (res.status === 'dup') {
       sentBlob = res.reply!; // answer with what the first application answered
+      this.forget(slot);
     } else {
       if (changed) slot.state = nextState;
       this.applied++;

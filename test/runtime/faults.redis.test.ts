@@ -4,7 +4,9 @@
  * moved while 10,000 messages flow.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -13,6 +15,7 @@ import { startManagedRedis } from '../../src/runtime/managed-redis';
 import { executeMoves, rebalance } from '../../src/runtime/cluster-admin';
 import { INBOX_GROUP, KeySpace } from '../../src/store/keys';
 import { connectRedis } from '../../src/store/redis';
+import { decode } from '../../src/store/codec';
 import type { LedgerReply } from '../../actors/ledger';
 import { freePort } from '../setup/free-port';
 import { MODES, rig, silent, targetFor, waitFor, type Mode, type Rig } from './harness';
@@ -222,6 +225,122 @@ describe('redis-server killed with -9 and restarted (AOF, appendfsync always)', 
     } finally {
       await client.close();
       await worker.stop();
+      await redis.stop();
+    }
+  });
+});
+
+/**
+ * A TCP proxy in front of a real Redis that, once armed, forwards the next request carrying
+ * `needle` and then drops Redis's answer to it and closes the connection: the command ran in
+ * Redis, the client never heard back and (ioredis) sends it again on its next connection.
+ */
+function answerDroppingProxy(redisPort: number, needle: string): Promise<{ port: number; server: Server; arm(): void; tripped(): number }> {
+  let armed = false;
+  let tripped = 0;
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(redisPort, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    let tail = '';
+    let dropping = false;
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('data', (d: Buffer) => {
+      const text = tail + d.toString('latin1');
+      tail = text.slice(-needle.length);
+      if (armed && text.includes(needle)) {
+        armed = false;
+        dropping = true;
+      }
+      upstream.write(d);
+    });
+    upstream.on('data', (d: Buffer) => {
+      if (!dropping) {
+        client.write(d);
+        return;
+      }
+      tripped++;
+      close();
+    });
+    for (const s of [client, upstream]) {
+      s.on('error', close);
+      s.on('close', () => {
+        sockets.delete(s);
+        close();
+      });
+    }
+  });
+  return new Promise((resolve) => {
+    void freePort().then((port) =>
+      server.listen(port, '127.0.0.1', () =>
+        resolve({
+          port,
+          server,
+          arm: () => (armed = true),
+          tripped: () => tripped,
+        }),
+      ),
+    );
+  }).then((p) => {
+    const close = server.close.bind(server);
+    (server as { close: Server['close'] }).close = (cb?: (err?: Error) => void) => {
+      for (const s of sockets) s.destroy();
+      return close(cb);
+    };
+    return p as { port: number; server: Server; arm(): void; tripped(): number };
+  });
+}
+
+describe('a commit that ran in Redis but whose answer the worker never got (connection dropped, command sent again)', () => {
+  let dir = '';
+  afterEach(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the worker does not go on from the state it had before that commit: no applied write is overwritten', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'axon-resent-'));
+    const redis = await startManagedRedis({ dir, port: await freePort() });
+    const commitSha = createHash('sha1').update(readFileSync(join(root, 'src/store/scripts/commit-many-2.lua'), 'utf8')).digest('hex');
+    const proxy = await answerDroppingProxy(redis.port, commitSha);
+    const keys = new KeySpace('resent:');
+    const shardCounts = { room: 2, user: 2 };
+    const { Worker } = await import('../../src/runtime/worker');
+    const { allActorKinds } = await import('../../src/runtime/kinds');
+    const worker = new Worker({
+      redis: connectRedis({ url: `redis://127.0.0.1:${proxy.port}` }),
+      keys,
+      workerId: 'w1',
+      shardCounts,
+      kinds: allActorKinds(),
+      leaseTtlMs: 10_000,
+      renewMs: 1000,
+      log: silent,
+      pollMs: 300,
+      faultPoint: (point, entry) => {
+        if (point === 'before-commit' && entry.mid === 'resent-5') proxy.arm();
+      },
+    });
+    const direct = connectRedis({ url: redis.url });
+    const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts);
+    try {
+      await worker.start();
+      await client.start();
+      const actor = '@resent:test';
+      const append = (seq: number) => client.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq, value: seq }, { mid: `resent-${seq}`, timeoutMs: 30_000 });
+      for (let seq = 1; seq <= 10; seq++) expect(await append(seq)).toEqual({ count: seq, sum: (seq * (seq + 1)) / 2, outOfOrder: 0 });
+      // The fifth commit's answer was dropped once: the scenario did happen.
+      expect(proxy.tripped()).toBe(1);
+      expect(await client.ask('user', 'ledger', actor, { op: 'read' })).toMatchObject({ count: 10, sum: 55, outOfOrder: 0 });
+      const stored = await direct.getBuffer((await direct.keys('resent:*state:ledger:@resent:test'))[0]!);
+      expect(decode(stored!)).toMatchObject({ count: 10, sum: 55, outOfOrder: 0 });
+    } finally {
+      await client.close();
+      await worker.stop();
+      direct.disconnect();
+      await new Promise<void>((res) => proxy.server.close(() => res()));
       await redis.stop();
     }
   });
