@@ -16,7 +16,7 @@
 import type { RedisClient } from '../store/redis';
 import { isCluster, runScriptBuffer } from '../store/redis';
 import { encodeScriptArgs } from '../store/codec';
-import { chunks, groupBy, Rejected, TurnBatcher } from './turn-batcher';
+import { chunks, groupBy, Rejected, TurnBatcher } from '../store/turn-batcher';
 
 export interface CommitMessage {
   /** Inbox entry id. */

@@ -7,7 +7,7 @@
  * knows its entries are done when its promise resolves.
  */
 import { isCluster, runScript, type RedisClient } from '../store/redis';
-import { chunks, TurnBatcher } from './turn-batcher';
+import { chunks, TurnBatcher } from '../store/turn-batcher';
 
 interface Ack {
   stream: string;

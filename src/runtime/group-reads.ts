@@ -10,7 +10,7 @@
  * stream, so one shard's trouble does not hold back the others' reads.
  */
 import { bufferCommand, isCluster, type RedisClient } from '../store/redis';
-import { chunks, groupBy, Rejected, TurnBatcher } from './turn-batcher';
+import { chunks, groupBy, Rejected, TurnBatcher } from '../store/turn-batcher';
 
 export type StreamEntries = [Buffer, Buffer[] | null][];
 

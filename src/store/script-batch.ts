@@ -8,70 +8,43 @@
  * caller would have made alone; the call is atomic, as each of them was.
  */
 import { runScript, type RedisClient, type ScriptName } from './redis';
+import { chunks, TurnBatcher } from './turn-batcher';
 
-interface Pending {
+interface Segment {
   keys: string[];
   args: (string | number)[];
-  resolve: (v: unknown) => void;
-  reject: (e: unknown) => void;
 }
 
 export class ScriptBatcher {
-  private queue: Pending[] = [];
-  private scheduled = false;
+  private readonly batcher: TurnBatcher<Segment, unknown>;
 
   constructor(
     private readonly redis: RedisClient,
     private readonly script: ScriptName,
     /** Segments per call at most (a call runs alone in Redis). */
-    private readonly maxSegments = 64,
+    maxSegments = 64,
     /** Keys per call at most, unless one segment alone has more (its caller already bounds it). */
-    private readonly maxKeys = 512,
-  ) {}
-
-  /** One segment's reply, from the next call (made once this turn of the event loop is over). */
-  call(keys: string[], args: (string | number)[]): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ keys, args, resolve, reject });
-      if (this.scheduled) return;
-      this.scheduled = true;
-      setImmediate(() => this.flush());
+    maxKeys = 512,
+  ) {
+    this.batcher = new TurnBatcher<Segment, unknown>({
+      send: (segments) => this.send(segments),
+      split: (queued) => chunks(queued, (q) => q.item.keys.length, maxKeys, maxSegments),
     });
   }
 
-  private flush(): void {
-    this.scheduled = false;
-    const all = this.queue;
-    this.queue = [];
-    let batch: Pending[] = [];
-    let keys = 0;
-    for (const p of all) {
-      if (batch.length && (batch.length >= this.maxSegments || keys + p.keys.length > this.maxKeys)) {
-        void this.send(batch);
-        batch = [];
-        keys = 0;
-      }
-      batch.push(p);
-      keys += p.keys.length;
-    }
-    if (batch.length) void this.send(batch);
+  /** One segment's reply, from the next call (made once this turn of the event loop is over). */
+  call(keys: string[], args: (string | number)[]): Promise<unknown> {
+    return this.batcher.add({ keys, args });
   }
 
-  private async send(batch: Pending[]): Promise<void> {
+  private async send(segments: Segment[]): Promise<unknown[]> {
     const keys: string[] = [];
-    const args: (string | number)[] = [batch.length];
-    for (const p of batch) {
+    const args: (string | number)[] = [segments.length];
+    for (const p of segments) {
       for (const k of p.keys) keys.push(k);
       for (const a of p.args) args.push(a);
     }
-    let replies: unknown[];
-    try {
-      replies = (await runScript(this.redis, this.script, keys, args)) as unknown[];
-    } catch (e) {
-      for (const p of batch) p.reject(e);
-      return;
-    }
-    batch.forEach((p, i) => p.resolve(replies[i]));
+    return (await runScript(this.redis, this.script, keys, args)) as unknown[];
   }
 }
 

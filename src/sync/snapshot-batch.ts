@@ -16,6 +16,7 @@
  * have made alone, all in one atomic script, after its request was made.
  */
 import { runScriptBuffer, type RedisClient } from '../store/redis';
+import { chunks, TurnBatcher } from '../store/turn-batcher';
 
 /** Computations per script call at most (a call runs alone in Redis). */
 const MAX_BATCH = 64;
@@ -42,44 +43,28 @@ export interface SnapshotReply {
   outboxes: Rows[];
 }
 
-interface Pending {
-  req: SnapshotRequest;
-  resolve: (r: SnapshotReply) => void;
-  reject: (e: unknown) => void;
-}
-
 export class SnapshotBatcher {
-  private queue: Pending[] = [];
-  private scheduled = false;
+  // Sent at the end of the turn: after every computation this turn started has asked (a wake-up
+  // resumes its long-polls in microtasks of the same turn), not after the first.
+  private readonly batcher = new TurnBatcher<SnapshotRequest, SnapshotReply>({
+    send: (batch) => this.call(batch),
+    split: (queued) => chunks(queued, () => 1, MAX_BATCH),
+  });
 
   constructor(private readonly redis: RedisClient) {}
 
   /** The request's reads, in the next call (made once this turn of the event loop is over). */
   read(req: SnapshotRequest): Promise<SnapshotReply> {
-    return new Promise<SnapshotReply>((resolve, reject) => {
-      this.queue.push({ req, resolve, reject });
-      if (this.scheduled) return;
-      this.scheduled = true;
-      // After every computation this turn started has asked (a wake-up resumes its long-polls in
-      // microtasks of the same turn), not after the first.
-      setImmediate(() => this.flush());
-    });
+    return this.batcher.add(req);
   }
 
-  private flush(): void {
-    this.scheduled = false;
-    const all = this.queue;
-    this.queue = [];
-    for (let i = 0; i < all.length; i += MAX_BATCH) void this.call(all.slice(i, i + MAX_BATCH));
-  }
-
-  private async call(batch: Pending[]): Promise<void> {
+  private async call(batch: SnapshotRequest[]): Promise<SnapshotReply[]> {
     const keys: string[] = [];
     const args: string[] = [String(batch.length), ''];
     /** Each (stream, from) once: its index among the outbox reads. */
     const streamIndex = new Map<string, Map<number, number>>();
     const streams: { stream: string; fromMs: number }[] = [];
-    for (const { req } of batch) {
+    for (const req of batch) {
       keys.push(...req.keys);
       args.push(...req.args);
       for (const o of req.outboxes) {
@@ -96,16 +81,8 @@ export class SnapshotBatcher {
       keys.push(o.stream);
       args.push(String(o.fromMs));
     }
-    let res: [[Buffer, Buffer], SnapshotReply['own'][], Rows[]];
-    try {
-      res = (await runScriptBuffer(this.redis, 'syncSnapshot', keys, args)) as typeof res;
-    } catch (e) {
-      for (const p of batch) p.reject(e);
-      return;
-    }
-    batch.forEach(({ req, resolve }, i) => {
-      resolve({ time: res[0], own: res[1][i]!, outboxes: req.outboxes.map((o) => res[2][streamIndex.get(o.stream)!.get(o.fromMs)!] ?? []) });
-    });
+    const res = (await runScriptBuffer(this.redis, 'syncSnapshot', keys, args)) as [[Buffer, Buffer], SnapshotReply['own'][], Rows[]];
+    return batch.map((req, i) => ({ time: res[0], own: res[1][i]!, outboxes: req.outboxes.map((o) => res[2][streamIndex.get(o.stream)!.get(o.fromMs)!] ?? []) }));
   }
 }
 

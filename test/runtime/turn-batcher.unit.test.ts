@@ -1,6 +1,6 @@
 /** TurnBatcher: the requests of one event-loop turn go out together, split into calls, each answered alone. */
 import { describe, expect, it } from 'vitest';
-import { chunks, groupBy, Rejected, TurnBatcher } from '../../src/runtime/turn-batcher';
+import { chunks, groupBy, Rejected, TurnBatcher } from '../../src/store/turn-batcher';
 import { encodeScriptArgs } from '../../src/store/codec';
 import { Unpackr } from 'msgpackr';
 
