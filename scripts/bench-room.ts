@@ -30,7 +30,7 @@
  * events/s vary with the load, the CPU per event much less, so before/after pairs compare by it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,6 +51,7 @@ import { allActorKinds } from '../src/runtime/kinds';
 import { Worker } from '../src/runtime/worker';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from '../src/sync/notify';
 import { writeBenchResults } from './lib/bench-util';
+import { cpuSeconds } from './lib/proc-stats';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 100);
@@ -175,16 +176,8 @@ interface Throughput {
   redisUs?: Record<string, number>;
 }
 
-/** A process's CPU time so far (ms), from /proc (Linux). */
-function procCpuMs(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, in USER_HZ (100)
-  } catch {
-    return 0;
-  }
-}
+/** A process's CPU time so far (ms), from /proc (Linux; 0 once it is gone). */
+const procCpuMs = (pid: number): number => (cpuSeconds(pid) ?? 0) * 1000;
 
 async function redisCpuMs(c: Cluster): Promise<number> {
   const info = await c.admin.info('cpu');

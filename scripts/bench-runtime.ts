@@ -15,7 +15,7 @@
  * msg/s move with the load, the CPU per message much less, so before/after pairs compare by it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ActorClient } from '../src/runtime/actor-client';
@@ -25,6 +25,7 @@ import { KeySpace } from '../src/store/keys';
 import { connectRedis, duplicateClient } from '../src/store/redis';
 import { createServer } from 'node:net';
 import { writeBenchResults } from './lib/bench-util';
+import { cpuSeconds } from './lib/proc-stats';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 200);
@@ -49,16 +50,8 @@ interface Result {
   redisUs?: Record<string, number>;
 }
 
-/** A process's CPU time so far (ms), from /proc (Linux). */
-function procCpuMs(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
-  } catch {
-    return 0;
-  }
-}
+/** A process's CPU time so far (ms), from /proc (Linux; 0 once it is gone). */
+const procCpuMs = (pid: number): number => (cpuSeconds(pid) ?? 0) * 1000;
 
 /** CPU and command counters around a phase: `measure(pids)` before, `.done(messages)` after. */
 async function measure(redis: ReturnType<typeof connectRedis>, pids: number[]): Promise<{ done(r: Result): Promise<Result> }> {
