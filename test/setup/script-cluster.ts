@@ -4,7 +4,7 @@
  * (worker kill -9, SIGSTOP, front restarts). Client API calls go over real HTTP to its front.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -74,8 +74,24 @@ export class ScriptCluster {
 
   /** `scripts/cluster <args> --json`, its answer parsed. */
   async script(...args: string[]): Promise<Json> {
-    const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env: this.env, timeout: this.scriptTimeoutMs });
+    const { stdout } = await run('bash', ['scripts/cluster', ...args, '--json'], { cwd: root, env: this.env, timeout: this.scriptTimeoutMs }).catch((e: Error & { stdout?: string; stderr?: string }) => {
+      // The scripts answer a failure on stdout (--json) and the processes write their own logs:
+      // both go into the error, so a failure in a loaded CI run says why without a rerun.
+      e.message = `${e.message.split('\n')[0]}\nstdout: ${e.stdout?.trim() || '(empty)'}\nstderr: ${e.stderr?.trim() || '(empty)'}\n${this.logTails()}`;
+      throw e;
+    });
     return JSON.parse(stdout) as Json;
+  }
+
+  /** The last lines of each process's log and of the managed Redis's log. */
+  logTails(lines = 15): string {
+    const files = [join(this.dataDir, 'redis', 'redis.log')];
+    const logs = join(this.dataDir, 'logs');
+    if (existsSync(logs)) files.push(...readdirSync(logs).map((f) => join(logs, f)));
+    return files
+      .filter((f) => existsSync(f))
+      .map((f) => `--- ${f} (last ${lines} lines)\n${readFileSync(f, 'utf8').trimEnd().split('\n').slice(-lines).join('\n')}`)
+      .join('\n');
   }
 
   /** A script call that must fail: its exit code and its JSON answer. */
