@@ -197,7 +197,7 @@ async function up(c: AxonConfig): Promise<void> {
   if (!Number.isInteger(fronts) || fronts < 0) fail('--fronts must be a non-negative integer');
   let redisInfo: string = c.redis.mode;
   if (c.redis.mode === 'managed') {
-    const r = await startManagedRedis({ dir: join(c.dataDir, 'redis'), port: c.redis.managedPort });
+    const r = await startManagedRedis({ dir: join(c.dataDir, 'redis'), port: c.redis.managedPort, onLoading: (seconds) => process.stderr.write(`cluster: the managed Redis is still loading its data (${seconds} s)\n`) });
     redisInfo = `managed redis pid ${r.pid} on ${r.url}${r.started ? '' : ' (already running)'}`;
   }
   const redis = await connect(c);

@@ -38,7 +38,7 @@ export async function startServer(config: AxonConfig): Promise<RunningServer> {
   const log = createLogger(config.logLevel, 'axon');
   let managed: ManagedRedis | null = null;
   if (config.redis.mode === 'managed') {
-    managed = await startManagedRedis({ dir: join(config.dataDir, 'redis'), port: config.redis.managedPort });
+    managed = await startManagedRedis({ dir: join(config.dataDir, 'redis'), port: config.redis.managedPort, onLoading: (seconds) => log.info({ seconds }, 'managed redis is still loading its data (AOF replay)') });
     log.info({ url: managed.url, redis_pid: managed.pid, started: managed.started }, 'managed redis ready');
   }
   const target = redisTargetFor(config);

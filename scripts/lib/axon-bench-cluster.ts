@@ -89,8 +89,9 @@ export async function startAxonBench(opts: AxonBenchOptions): Promise<AxonBench>
     if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
   };
   try {
-    // A kept data dir may hold GBs of AOF to replay (minutes on a loaded machine).
-    redis = await startManagedRedis({ dir: join(dataDir, 'redis'), port: await freePort(), ...(opts.dataDir ? { startTimeoutMs: 15 * 60_000 } : {}) });
+    // A kept data dir may hold GBs of AOF to replay (minutes on a loaded machine): startManagedRedis
+    // waits as long as Redis says it is loading.
+    redis = await startManagedRedis({ dir: join(dataDir, 'redis'), port: await freePort() });
     const host = opts.host ?? '127.0.0.1';
     const port = await freePort(host);
     const signingKeyPath = join(dataDir, 'localhost.signing.key');

@@ -4,7 +4,7 @@
  * Redis itself (DESIGN rule 4: durable before acknowledged). Loopback only.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 
@@ -14,8 +14,15 @@ export interface ManagedRedisOptions {
   bind?: string;
   /** Extra `--flag value` pairs (tests use this for cluster mode). */
   extraArgs?: string[];
-  /** How long to wait for the first PING answer (default 20 s; replaying a large AOF takes longer). */
+  /**
+   * How long to wait for the first PING answer while Redis is not loading its data (default 20 s).
+   * While it loads (its log says it started and is not ready yet; it answers -LOADING or, between
+   * two slices of a large AOF, nothing at all) the wait goes on as long as the process lives: a
+   * large AOF takes as long as it takes, and killing it half-way would only start the replay over.
+   */
   startTimeoutMs?: number;
+  /** Told every ~10 s while Redis loads its data (seconds waited so far). */
+  onLoading?: (seconds: number) => void;
 }
 
 export interface ManagedRedis {
@@ -64,23 +71,57 @@ export function portOpen(port: number, host = '127.0.0.1', timeoutMs = 500): Pro
   });
 }
 
-/** Send PING over a raw socket; true on +PONG. */
-export function redisPing(port: number, host = '127.0.0.1', timeoutMs = 1000): Promise<boolean> {
+/**
+ * PING over a raw socket: `pong`; `loading` when Redis answers -LOADING (it replays its AOF);
+ * `silent` when the port takes the connection but nothing answers in time (a Redis deep in a large
+ * AOF serves clients only between slices of it, or one that is stalled); `closed` when nothing
+ * listens.
+ */
+export function redisProbe(port: number, host = '127.0.0.1', timeoutMs = 1000): Promise<'pong' | 'loading' | 'silent' | 'closed'> {
   return new Promise((resolve) => {
     const sock = createConnection({ port, host });
     let buf = '';
-    const done = (ok: boolean) => {
+    let connected = false;
+    const done = (r: 'pong' | 'loading' | 'silent' | 'closed') => {
       sock.destroy();
-      resolve(ok);
+      resolve(r);
     };
-    sock.setTimeout(timeoutMs, () => done(false));
-    sock.once('connect', () => sock.write('PING\r\n'));
+    sock.setTimeout(timeoutMs, () => done(connected ? 'silent' : 'closed'));
+    sock.once('connect', () => {
+      connected = true;
+      sock.write('PING\r\n');
+    });
     sock.on('data', (d) => {
       buf += d.toString();
-      if (buf.includes('\r\n')) done(buf.startsWith('+PONG'));
+      if (buf.includes('\r\n')) done(buf.startsWith('+PONG') ? 'pong' : buf.startsWith('-LOADING') ? 'loading' : 'silent');
     });
-    sock.once('error', () => done(false));
+    sock.once('error', () => done(connected ? 'silent' : 'closed'));
   });
+}
+
+/** Send PING over a raw socket; true on +PONG. */
+export async function redisPing(port: number, host = '127.0.0.1', timeoutMs = 1000): Promise<boolean> {
+  return (await redisProbe(port, host, timeoutMs)) === 'pong';
+}
+
+/**
+ * Whether the managed Redis's log says its last start is still loading data: a start line after
+ * which no "Ready to accept connections" follows. Only the log's tail is read.
+ */
+export function logSaysLoading(dir: string): boolean {
+  const log = join(dir, 'redis.log');
+  if (!existsSync(log)) return false;
+  const size = statSync(log).size;
+  const fd = openSync(log, 'r');
+  const buf = Buffer.alloc(Math.min(size, 64 * 1024));
+  try {
+    readSync(fd, buf, 0, buf.length, size - buf.length);
+  } finally {
+    closeSync(fd);
+  }
+  const text = buf.toString('utf8');
+  const started = Math.max(text.lastIndexOf('Server initialized'), text.lastIndexOf('Redis is starting'));
+  return started >= 0 && text.indexOf('Ready to accept connections', started) < 0;
 }
 
 function readPid(dir: string): number | null {
@@ -108,8 +149,16 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
   const host = opts.bind ?? '127.0.0.1';
   mkdirSync(opts.dir, { recursive: true });
   const existingPid = readPid(opts.dir);
-  if (existingPid && alive(existingPid) && (await redisPing(opts.port, host))) {
-    return handle(opts.port, host, existingPid, false);
+  if (existingPid && alive(existingPid)) {
+    // Ours (its pid file in our data dir) and running: adopt it, once it has loaded its data —
+    // a Redis replaying its AOF takes the connection and answers -LOADING or nothing, which is
+    // not another process on the port.
+    const probe = await redisProbe(opts.port, host);
+    if (probe === 'pong') return handle(opts.port, host, existingPid, false);
+    if (probe !== 'closed') {
+      await waitReady(opts, host, existingPid, () => null);
+      return handle(opts.port, host, existingPid, false);
+    }
   }
   if (await portOpen(opts.port, host)) {
     throw new Error(`Port ${opts.port} is taken by another process; set AXON_REDIS_MANAGED_PORT to a free port`);
@@ -122,20 +171,43 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
   child.once('exit', (code) => {
     exited = code ?? -1;
   });
+  try {
+    await waitReady(opts, host, child.pid!, () => exited);
+  } catch (e) {
+    if (exited === null) child.kill('SIGKILL');
+    throw e;
+  }
+  return handle(opts.port, host, child.pid!, true);
+}
+
+/**
+ * Until the Redis of that pid answers PING: at most `startTimeoutMs` while it is not loading, as
+ * long as it lives while it loads (see ManagedRedisOptions.startTimeoutMs).
+ */
+async function waitReady(opts: ManagedRedisOptions, host: string, pid: number, exitCode: () => number | null): Promise<void> {
   const startTimeoutMs = opts.startTimeoutMs ?? 20_000;
-  const deadline = Date.now() + startTimeoutMs;
-  while (Date.now() < deadline) {
-    if (exited !== null) {
+  const began = Date.now();
+  let deadline = began + startTimeoutMs;
+  let toldAt = began;
+  for (;;) {
+    const code = exitCode();
+    if (code !== null || !alive(pid)) {
       const log = join(opts.dir, 'redis.log');
       const tail = existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-5).join('\n') : '';
-      throw new Error(`redis-server exited with code ${exited} at start:\n${tail}`);
+      throw new Error(`redis-server exited${code !== null ? ` with code ${code}` : ''} at start:\n${tail}`);
     }
-    // AOF replay of a large file can take a while: redis answers -LOADING until done.
-    if (await redisPing(opts.port, host)) return handle(opts.port, host, child.pid!, true);
+    const probe = await redisProbe(opts.port, host);
+    if (probe === 'pong') return;
+    if (probe === 'loading' || (probe === 'silent' && logSaysLoading(opts.dir))) {
+      deadline = Date.now() + startTimeoutMs;
+      if (Date.now() - toldAt >= 10_000) {
+        toldAt = Date.now();
+        opts.onLoading?.(Math.round((toldAt - began) / 1000));
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`redis-server did not answer on port ${opts.port} within ${Math.round(startTimeoutMs / 1000)} s`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  child.kill('SIGKILL');
-  throw new Error(`redis-server did not answer on port ${opts.port} within ${Math.round(startTimeoutMs / 1000)} s`);
 }
 
 function handle(port: number, host: string, pid: number, started: boolean): ManagedRedis {
