@@ -6,6 +6,9 @@
  * entry may be applied twice (a crash between applying and acknowledging, a handoff). The new
  * entries of the shards woken in one turn are read in one call and acknowledged in one call
  * (GroupReads, GroupAcks: one command each per turn on a single Redis, not one per shard).
+ * A reader either runs this loop with its own group or is hosted by an OutboxReaderGroup
+ * (src/readers/reader-group.ts), which runs it once for all the readers of a family (`hostedBy`)
+ * and hands each reader the entries of the actor kinds it takes (`kinds`).
  */
 import type { Logger } from 'pino';
 import type { ShardReader } from '../runtime/worker';
