@@ -97,6 +97,7 @@ function pushed(registry: AppserviceRegistry): Appservice[] {
 }
 
 export class AppserviceRoomReader extends OutboxGroupReader {
+  override readonly kinds: readonly string[] = ['room', 'typing', 'receipt'];
   private readonly actors: ActorClient;
   private readonly rooms: RoomReader;
 
@@ -168,6 +169,7 @@ export class AppserviceRoomReader extends OutboxGroupReader {
 }
 
 export class AppserviceUserReader extends OutboxGroupReader {
+  override readonly kinds: readonly string[] = ['presence', 'todevice'];
   private readonly actors: ActorClient;
   private readonly index: MembershipIndex;
 

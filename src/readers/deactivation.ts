@@ -28,6 +28,7 @@ import { OutboxGroupReader } from './outbox-group-reader';
 const PARTED = new Set(['join', 'invite', 'knock']);
 
 export class DeactivationReader extends OutboxGroupReader {
+  override readonly kinds: readonly string[] = ['user'];
   private readonly index: MembershipIndex;
   private readonly rooms: RoomReader;
   private readonly actors: ActorClient;

@@ -32,6 +32,7 @@ import { OutboxGroupReader } from './outbox-group-reader';
 
 
 export class DelayedEventsReader extends OutboxGroupReader {
+  override readonly kinds: readonly string[] = [DELAYED_EVENTS_KIND];
   private readonly index: MembershipIndex;
   private readonly actors: ActorClient;
   private started: Promise<void> | null = null;
@@ -83,6 +84,7 @@ export class DelayedEventsReader extends OutboxGroupReader {
 }
 
 export class DelayedStateReader extends OutboxGroupReader {
+  override readonly kinds: readonly string[] = ['room'];
   private readonly actors: ActorClient;
   private started: Promise<void> | null = null;
 

@@ -1,7 +1,12 @@
-/** Every outbox reader a worker runs for the shards it owns. New readers (sync notifier, push, …) are registered here. */
+/**
+ * Every outbox reader a worker runs for the shards it owns. New readers are registered here. The
+ * readers of a family share one consumer group (OutboxReaderGroup: each outbox read and
+ * acknowledged once for all of them); the push evaluator keeps its own, so that a big room's
+ * evaluation does not set the pace of the others (see src/readers/reader-group.ts).
+ */
 import type { Logger } from 'pino';
 import type { ShardReader } from '../runtime/worker';
-import type { Family } from '../store/shards';
+import { FAMILIES, type Family } from '../store/shards';
 import type { KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
 import { MembershipIndexReader } from './membership-index';
@@ -9,6 +14,8 @@ import { DeactivationReader } from './deactivation';
 import { UserFanoutReader } from './user-fanout';
 import { PushEvaluatorReader } from './push-evaluator';
 import { SearchIndexReader } from './search-indexer';
+import { OutboxReaderGroup } from './reader-group';
+import type { OutboxGroupReader } from './outbox-group-reader';
 import { RecencyIndexReader } from './recency-index';
 import type { PushQueue } from '../push/queue';
 import { DelayedEventsReader, DelayedStateReader } from './delayed-events';
@@ -18,11 +25,10 @@ import { AppserviceRoomReader, AppserviceUserReader } from '../appservice/reader
 import type { AppserviceRegistry } from '../appservice/registration';
 
 export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, workerId: string, log: Logger, server: { serverName: string; federation?: boolean; push?: PushQueue; threadSubscriptions?: boolean; appservices?: AppserviceRegistry }): ShardReader[] {
-  const readers: ShardReader[] = [
+  const readers: OutboxGroupReader[] = [
     new MembershipIndexReader(redis, keys, shardCounts.user, workerId, log),
     new DeactivationReader(redis, keys, shardCounts, workerId, log),
     new UserFanoutReader(redis, keys, shardCounts, workerId, log),
-    new PushEvaluatorReader(redis, keys, shardCounts, server.serverName, workerId, log, server.push, { threadSubscriptions: server.threadSubscriptions === true }),
     new DelayedEventsReader(redis, keys, shardCounts, workerId, log),
     new DelayedStateReader(redis, keys, shardCounts, workerId, log),
     new SearchIndexReader(redis, keys, shardCounts, workerId, log),
@@ -38,5 +44,9 @@ export function allReaders(redis: RedisClient, keys: KeySpace, shardCounts: Reco
     readers.push(new AppserviceRoomReader(redis, keys, shardCounts, server.appservices, workerId, log));
     readers.push(new AppserviceUserReader(redis, keys, shardCounts, server.appservices, workerId, log));
   }
-  return readers;
+  const groups: ShardReader[] = FAMILIES.flatMap((family) => {
+    const members = readers.filter((r) => r.family === family);
+    return members.length ? [new OutboxReaderGroup(family, members, redis, keys, workerId, log)] : [];
+  });
+  return [...groups, new PushEvaluatorReader(redis, keys, shardCounts, server.serverName, workerId, log, server.push, { threadSubscriptions: server.threadSubscriptions === true })];
 }

@@ -129,6 +129,7 @@ export function membershipOf(out: RoomOutput): { userId: string; membership: str
  * twice (a crash between write and ack, two holders during a handoff) changes nothing.
  */
 export class MembershipIndexReader extends OutboxGroupReader {
+  override readonly kinds: readonly string[] = ['room'];
   private readonly index: MembershipIndex;
 
   constructor(redis: RedisClient, keys: KeySpace, userShards: number, consumer: string, log: Logger) {

@@ -6,6 +6,9 @@
  * entry may be applied twice (a crash between applying and acknowledging, a handoff). The new
  * entries of the shards woken in one turn are read in one call and acknowledged in one call
  * (GroupReads, GroupAcks: one command each per turn on a single Redis, not one per shard).
+ * A reader either runs this loop with its own group or is hosted by an OutboxReaderGroup
+ * (src/readers/reader-group.ts), which runs it once for all the readers of a family (`hostedBy`)
+ * and hands each reader the entries of the actor kinds it takes (`kinds`).
  */
 import type { Logger } from 'pino';
 import type { ShardReader } from '../runtime/worker';
@@ -48,6 +51,17 @@ export function decodeOutput<T = unknown>(entry: OutboxEntry): T | undefined {
 export abstract class OutboxGroupReader implements ShardReader {
   private readonly shards = new Map<number, ShardCursor>();
   private stopped = false;
+  /**
+   * The actor kinds (an outbox entry's `k`) whose outputs this reader applies; null: every kind.
+   * A reader hosted by a shared group (OutboxReaderGroup) is only handed these entries; the entries
+   * no reader of the group takes are acknowledged without their bodies being decoded.
+   */
+  readonly kinds: readonly string[] | null = null;
+  /**
+   * Set when the reader is one of an OutboxReaderGroup's: it then reads nothing itself (its
+   * attach/detach/stop hooks still run, called by the group, which hands it its entries).
+   */
+  private hosted = false;
   /** New entries of the shards woken in one turn read in one call, their acks in one call (one Redis). */
   private readonly reads: GroupReads;
   private readonly acks: GroupAcks;
@@ -73,12 +87,28 @@ export abstract class OutboxGroupReader implements ShardReader {
    * wake-up, which the worker's sweep gives every shard whose outbox this group has not finished.
    */
   attach(shard: number, opts: { quiet?: boolean } = {}): void {
-    if (this.shards.has(shard) || this.stopped) return;
+    if (this.hosted || this.shards.has(shard) || this.stopped) return;
     this.shards.set(shard, { running: false, again: false, claim: true, pending: true, ready: null });
     if (!opts.quiet) this.wake(shard);
   }
 
-  private createGroup(outbox: string): Promise<void> {
+  /** Make this reader one of a shared group's (OutboxReaderGroup): from now on it reads nothing itself. */
+  hostedBy(_group: ShardReader): void {
+    this.hosted = true;
+    this.shards.clear();
+  }
+
+  /** Whether this reader applies outputs of actor kind `kind`. */
+  takes(kind: string): boolean {
+    return this.kinds === null || this.kinds.includes(kind);
+  }
+
+  /** A batch handed over by the shared group hosting this reader (same contract as `apply`). */
+  applyHosted(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
+    return this.apply(shard, entries);
+  }
+
+  protected createGroup(outbox: string): Promise<void> {
     return this.redis.xgroup('CREATE', outbox, this.group, '0', 'MKSTREAM').then(
       () => undefined,
       (e: Error) => {

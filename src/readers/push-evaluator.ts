@@ -146,6 +146,7 @@ interface UserKeys {
 }
 
 export class PushEvaluatorReader extends OutboxGroupReader {
+  override readonly kinds: readonly string[] = ['room', 'receipt'];
   private readonly rooms = new Map<string, RoomCache>();
   private readonly rules = new Map<string, CachedRuleset>();
   /** The server-default rules, for evaluating an event once for every member who has them unchanged. */

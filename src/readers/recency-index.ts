@@ -53,6 +53,7 @@ export function bumpStampOf(event: { type?: unknown; origin_server_ts?: unknown 
 }
 
 export class RecencyIndexReader extends OutboxGroupReader {
+  override readonly kinds: readonly string[] = ['room'];
   constructor(
     redis: RedisClient,
     keys: KeySpace,

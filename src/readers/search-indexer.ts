@@ -32,6 +32,7 @@ import type { Family } from '../store/shards';
 import { OutboxGroupReader } from './outbox-group-reader';
 
 export class SearchIndexReader extends OutboxGroupReader {
+  override readonly kinds: readonly string[] = ['room'];
   private readonly store: SearchIndexStore;
   private readonly rooms: RoomReader;
 

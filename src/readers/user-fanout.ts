@@ -79,6 +79,7 @@ export async function sharedRoomUsers(
 }
 
 export class UserFanoutReader extends OutboxGroupReader {
+  override readonly kinds: readonly string[] = ['user', 'keys', 'presence'];
   private readonly index: MembershipIndex;
 
   constructor(

@@ -541,6 +541,14 @@ export const pushData = {
 export const PUSH_EVALUATOR_GROUP = 'push-evaluator';
 
 /**
+ * The one consumer group the outbox readers of a worker share on each outbox of a family
+ * (src/readers/reader-group.ts): every entry read and acknowledged once for all of them. The
+ * readers' own group names below are what each used before (turned into this one at a shard's
+ * first read, reader-group-1.lua); a reader with its own progress (the push evaluator) keeps its own.
+ */
+export const OUTBOX_READERS_GROUP = 'readers';
+
+/**
  * A user's end-to-end encryption keys, relative to the user's shard. Written by the keys actor
  * (actors/device-keys.ts); fronts read them for /keys/query, /sync counts and cross-signing checks.
  * Algorithms never contain ':' (key ids are `<algorithm>:<id>`), so names stay unambiguous.

@@ -25,6 +25,7 @@ const SCRIPTS = {
   workerLeaseLive: 'lease-worker-live-1.lua',
   commitMany: 'commit-many-2.lua',
   ackMany: 'ack-many-1.lua',
+  readerGroup: 'reader-group-1.lua',
   deadLetter: 'dead-letter-1.lua',
   trimStream: 'trim-stream-1.lua',
   membershipIndex: 'membership-index-2.lua',

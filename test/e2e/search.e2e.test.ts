@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './server-harness';
 import { clientsFor, enc, eventually, txn, type Clients, type Json, type Session } from './clients';
-import { SEARCH_INDEX_GROUP, searchData, searchShardData } from '../../src/store/keys';
+import { OUTBOX_READERS_GROUP, searchData, searchShardData } from '../../src/store/keys';
 import { shardOf } from '../../src/store/shards';
 import { createClient } from './sdk';
 import { allRoomIds, rebuildRoom } from '../../src/search/rebuild';
@@ -292,8 +292,8 @@ describe('POST /search', () => {
     expect(Number(s0.n)).toBe(2);
     // Two 6-byte postings.
     expect(p0).toHaveLength(24);
-    // Rewind the reader's group on this shard to the start: it reads and applies everything again.
-    await server.redis.xgroup('SETID', shard.outbox, SEARCH_INDEX_GROUP, '0');
+    // Rewind the readers' shared group on this shard to the start: they read and apply everything again.
+    await server.redis.xgroup('SETID', shard.outbox, OUTBOX_READERS_GROUP, '0');
     await send(alice, room, 'wakeup marker');
     await searchUntil(alice, roomEvents('wakeup'), (r) => r.count === 1);
     expect(Number((await stats()).n)).toBe(3);

@@ -13,6 +13,8 @@ import { decode, encode } from '../../src/store/codec';
 import { shardOf } from '../../src/store/shards';
 import type { Worker } from '../../src/runtime/worker';
 import { OutboxGroupReader } from '../../src/readers/outbox-group-reader';
+import { OutboxReaderGroup } from '../../src/readers/reader-group';
+import { OUTBOX_READERS_GROUP } from '../../src/store/keys';
 import type { OutboxEntry } from '../../src/runtime/envelope';
 import { connectRedis } from '../../src/store/redis';
 import { MODES, rig, silent, waitFor, type Rig } from './harness';
@@ -131,6 +133,34 @@ for (const mode of MODES) {
       await waitFor('every shard to be held', () => w.owned().length === 32);
       await waitFor('the reader to get every entry left behind', () => left.every((id) => reader.seen.includes(id)));
       expect(reader.seen.filter((id) => left.includes(id))).toHaveLength(left.length);
+      await w.stop();
+      readerRedis.disconnect();
+    });
+
+    it('a shared reader group attached quietly replaces the readers’ own groups where the slowest had got to', async () => {
+      r = await rig(mode, { shards: 16 });
+      // Outboxes a worker of the previous version left: reader a had read up to the second entry
+      // of each, reader b up to the first; nobody has created the shared group yet.
+      const expected: string[] = [];
+      for (const shard of [2, 9, 15]) {
+        const outbox = r.keys.shard('user', shard).outbox;
+        const ids: string[] = [];
+        for (let i = 0; i < 3; i++) ids.push(String(await r.redis.xadd(outbox, '*', 'k', 'ledger', 'a', `@old${shard}:test`, 'b', encode({ n: i }))));
+        await r.redis.xgroup('CREATE', outbox, 'rec-a', ids[1]!);
+        await r.redis.xgroup('CREATE', outbox, 'rec-b', ids[0]!);
+        expected.push(ids[1]!, ids[2]!);
+      }
+      const readerRedis = connectRedis(r.target);
+      const a = new RecordingReader('user', 'rec-a', readerRedis, r.keys, 'w1', silent);
+      const b = new RecordingReader('user', 'rec-b', readerRedis, r.keys, 'w1', silent);
+      const group = new OutboxReaderGroup('user', [a, b], readerRedis, r.keys, 'w1', silent);
+      const w = await r.startWorker('w1', { pollMs: NO_SWEEP_MS, readers: [group] });
+      await waitFor('every shard to be held', () => w.owned().length === 32);
+      await waitFor('both readers to get what reader b had not read', () => expected.every((id) => a.seen.includes(id) && b.seen.includes(id)));
+      for (const shard of [2, 9, 15]) {
+        const groups = (await r.redis.xinfo('GROUPS', r.keys.shard('user', shard).outbox)) as unknown[][];
+        expect(groups.map((g) => String(g[1]))).toEqual([OUTBOX_READERS_GROUP]);
+      }
       await w.stop();
       readerRedis.disconnect();
     });

@@ -110,6 +110,7 @@ function partialStateServers(raw: string): string[] {
 }
 
 export class FederationSenderReader extends OutboxGroupReader {
+  override readonly kinds: readonly string[] = ['room', 'typing', 'receipt'];
   private readonly actors: ActorClient;
   private readonly rooms: RoomReader;
 

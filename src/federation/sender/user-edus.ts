@@ -55,6 +55,7 @@ export function userChangeOf(kind: string, out: unknown, ourServer: string): { w
 }
 
 export class FederationUserEduReader extends OutboxGroupReader {
+  override readonly kinds: readonly string[] = ['presence', 'user', 'keys'];
   private readonly actors: ActorClient;
   private readonly index: MembershipIndex;
 
