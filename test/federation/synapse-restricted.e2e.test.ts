@@ -173,7 +173,10 @@ describe.skipIf(skip)(`restricted rooms between Axon and Synapse ${SYNAPSE_VERSI
       // Alice joins the Synapse space: Axon now has its members, Bob among them.
       expect((await clients.call(alice, 'POST', `/join/${enc(space)}?via=${enc(s.serverName)}`, {})).status).toBe(200);
       const joined = await s.call(bob, 'POST', `/join/${enc(room)}?server_name=${enc(pair.axon.serverName)}`, {});
-      expect(joined.status, JSON.stringify(joined.body)).toBe(200);
+      // Seen once in a loaded CI run: 403 from Axon's make_join 144 ms after Alice's join. What Axon
+      // knew of the space then goes into the failure message.
+      const axonView = joined.status === 200 ? '' : ` — Axon's view of the space after: ${JSON.stringify((await clients.call(alice, 'GET', `/rooms/${enc(space)}/joined_members`)).body)}`;
+      expect(joined.status, JSON.stringify(joined.body) + axonView).toBe(200);
       const member = await eventually(() => clients.call(alice, 'GET', `/rooms/${enc(room)}/state/m.room.member/${enc(bob.userId)}`), (x) => x.body.membership === 'join', 30_000);
       expect(member.body.join_authorised_via_users_server).toBe(alice.userId);
       // Carol is not in the space, and Axon now knows it: 403.
