@@ -530,6 +530,51 @@ export const pushData = {
    */
   notificationData: (userId: string) => `user:${userId}:notifd`,
   /**
+   * Sorted set, relative to the user's shard: the user's exceptions in a room's push log (see
+   * `roomLog`), member `<own><common>\0<thread root or ''>\0<event id>` scored by timeline
+   * position, where `own` is the user's outcome for the event and `common` the room's (each `x`:
+   * does not notify, `n`: notifies, `h`: notifies and highlights). Written only where they differ
+   * (the sender, a mention, the user's own rules); trimmed by the user's receipts and capped.
+   */
+  exceptions: (userId: string, roomId: string) => `user:${userId}:px:${roomId}`,
+  /**
+   * Sorted set, relative to the user's shard: the rooms' notifications (`roomList`) the user does
+   * not have as the room does (they sent it, or their rules said otherwise; when their rules notify
+   * them, their own entry is in `notifications`), member `<room id>\0<event id>` scored as in the
+   * room's list. Capped at EXCLUDED_KEPT.
+   */
+  excluded: (userId: string) => `user:${userId}:notifs:x`,
+  /**
+   * Sorted set, relative to the **room** shard: the room's push log, the main-timeline events that
+   * notify the room's local members as most of them are notified (the common outcome: most often
+   * `.m.rule.message` for everyone but the sender), member event id, scored by timeline position.
+   * A member's unread count is this log above their read position, corrected by their
+   * `exceptions` (src/sync/unread-counts.ts): one write per event, not one per member. Capped at
+   * ROOM_LOG_KEPT entries.
+   */
+  roomLog: (roomId: string) => `room:${roomId}:pl`,
+  /** Sorted set, relative to the room shard: the highlighting subset of `roomLog`. */
+  roomLogHighlight: (roomId: string) => `room:${roomId}:pl:h`,
+  /** Sorted set, relative to the room shard: `roomLog` for events in threads, member `<n|h>\0<thread root>\0<event id>`. */
+  roomLogThreads: (roomId: string) => `room:${roomId}:pl:t`,
+  /**
+   * Sorted set, relative to the room shard: the events of `roomLog` and `roomLogThreads` for
+   * `GET /notifications`, member event id, scored by when the event reached the room's outbox
+   * (push-evaluator.ts `listScore`). Capped at NOTIFICATIONS_KEPT (and a chunk).
+   */
+  roomList: (roomId: string) => `room:${roomId}:pl:list`,
+  /** Sorted set, relative to the room shard: the highlighting subset of `roomList`. */
+  roomListHighlight: (roomId: string) => `room:${roomId}:pl:list:h`,
+  /** Hash, relative to the room shard: `roomList` event id → details JSON as in `notificationData`, absent for a plain `["notify"]` without a relation. */
+  roomListData: (roomId: string) => `room:${roomId}:pl:d`,
+  /**
+   * Hash, relative to the room shard: local user → their joins and leaves as the push evaluator
+   * saw them, `<list score>:<j|l>` separated by `;`, oldest first: when they were a member for
+   * `roomList` (the events of the room list they were notified of). Absent: no change since the
+   * push log exists (a member then if joined now).
+   */
+  roomJoins: (roomId: string) => `room:${roomId}:pl:joins`,
+  /**
    * String, relative to a **room** shard: the id of the last entry of that shard's outbox the push
    * evaluator has finished (its writes done), so /sync can tell whether a room's unread counts
    * already include an event (src/sync/push-progress.ts). Absent: the evaluator never ran there.
