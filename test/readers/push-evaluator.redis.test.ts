@@ -17,6 +17,7 @@ import { NOTIFICATIONS_KEPT, PushEvaluatorReader, TRIM_EVERY, derivedDetails, li
 import { shardOf } from '../../src/store/shards';
 import { encode } from '../../src/store/codec';
 import { KeySpace, PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData } from '../../src/store/keys';
+import type { StoredPushRules } from '../../src/protocol/push-rules';
 import { receiptField } from '../../src/store/read-receipts';
 import { connectRedis, isCluster, runScript, subscriberClient, type RedisClient } from '../../src/store/redis';
 import { decodeNotification, type SyncNotification } from '../../src/sync/notify';
@@ -316,6 +317,91 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     await idle();
     expect(await redis.zrange(senderExceptions, 0, -1)).toEqual([exc('xn', after.eventId)]);
     expect((await unreadCounts(ctx(), sender, [room])).get(room)).toEqual(c(0, 0));
+  });
+
+  /** A read receipt as the receipt actor stores it and appends its entry to the outbox. */
+  async function read(u: string, e: { eventId: string; pos: number }, thread = ''): Promise<void> {
+    await redis.hset(roomKeys.data(roomData.receipts(room)), receiptField('m.read', thread, u), JSON.stringify({ event_id: e.eventId, ts: 1, pos: e.pos }));
+    await redis.xadd(roomKeys.outbox, '*', 'a', room, 'k', 'receipt', 'b', encode({ type: 'receipt', room_id: room, user_id: u, receipt_type: 'm.read', event_id: e.eventId, ts: 1, ...(thread ? { thread_id: thread } : {}) }));
+  }
+
+  it("keeps members' own rules as exceptions, and none for own rules with the room's outcome; receipts in the middle", async () => {
+    const [muted, keyword, noMessages, plain] = [users[20]!, users[21]!, users[22]!, users[23]!];
+    const rules = (u: string, stored: StoredPushRules) => redis.set(userKey(u, userData.pushRules(u)), JSON.stringify(stored));
+    await rules(muted, { rules: { room: [{ rule_id: room, enabled: true, actions: [] }] }, defaults: {} });
+    await rules(keyword, { rules: { content: [{ rule_id: 'pizza', enabled: true, pattern: 'pizza', actions: ['notify', { set_tweak: 'highlight' }] }] }, defaults: {} });
+    await rules(noMessages, { rules: {}, defaults: { 'underride/.m.rule.message': { enabled: false } } });
+    reader.clearCaches();
+    // Everything so far read by the four.
+    const start = await append(message(sender, { body: '* x', 'm.new_content': { msgtype: 'm.text', body: 'x' }, 'm.relates_to': { rel_type: 'm.replace', event_id: first.eventId } }));
+    for (const u of [muted, keyword, noMessages, plain]) await read(u, start);
+    const e1 = await append(message(sender, { body: 'hello' }));
+    const e2 = await append(message(sender, { body: 'pizza time' }));
+    const e3 = await append(message(users[1]!, { body: 'in e1 thread', 'm.relates_to': { rel_type: 'm.thread', event_id: e1.eventId, is_falling_back: true, 'm.in_reply_to': { event_id: e1.eventId } } }));
+    await idle();
+    const counts = async (u: string) => (await unreadCounts(ctx(), u, [room], { threads: true })).get(room);
+    const inThread = (n: number, h = 0) => ({ [e1.eventId]: c(n, h) });
+    expect(await counts(muted)).toEqual(c(0, 0));
+    expect(await counts(keyword)).toEqual(c(2, 1, inThread(1)));
+    expect(await counts(noMessages)).toEqual(c(0, 0));
+    expect(await counts(plain)).toEqual(c(2, 0, inThread(1)));
+    // Whole-room counts (no thread counts asked for) add the thread's.
+    expect((await unreadCounts(ctx(), keyword, [room])).get(room)).toEqual(c(3, 1));
+    const exceptionsOf = async (u: string) => (await redis.zrange(userKey(u, pushData.exceptions(u, room)), 0, -1)).sort();
+    // The keyword member's rules are not the defaults, yet only the event they changed is theirs.
+    expect(await exceptionsOf(keyword)).toEqual([exc('hn', e2.eventId)]);
+    expect(await exceptionsOf(muted)).toEqual([exc('xn', e1.eventId), exc('xn', e2.eventId), exc('xn', e3.eventId, e1.eventId)].sort());
+    expect(await exceptionsOf(plain)).toEqual([]);
+    // A receipt in the middle: the main timeline up to e1 (an unthreaded receipt covers the thread
+    // up to it too; the thread's reply is after it).
+    await read(keyword, e1);
+    await idle();
+    expect(await counts(keyword)).toEqual(c(1, 1, inThread(1)));
+    expect(await exceptionsOf(keyword)).toEqual([exc('hn', e2.eventId)]);
+    // The thread read by its own receipt; then the main timeline by a 'main' one.
+    await read(keyword, e3, e1.eventId);
+    await idle();
+    expect(await counts(keyword)).toEqual(c(1, 1));
+    await read(keyword, e2, 'main');
+    await idle();
+    expect(await counts(keyword)).toEqual(c(0, 0));
+    expect(await exceptionsOf(keyword)).toEqual([]);
+    // The muted member's receipts trim theirs: the main one and, by the thread's receipt, the thread's.
+    await read(muted, e2, 'main');
+    await idle();
+    expect(await exceptionsOf(muted)).toEqual([exc('xn', e3.eventId, e1.eventId)]);
+    await read(muted, e3, e1.eventId);
+    await idle();
+    expect(await exceptionsOf(muted)).toEqual([]);
+    // A member who is not joined now has no count from the room's log.
+    await redis.hset(userKey(plain, membershipIndexData.rooms(plain)), room, `${e3.pos + 1}:leave`);
+    expect(await counts(plain)).toEqual(c(0, 0));
+    await redis.hset(userKey(plain, membershipIndexData.rooms(plain)), room, '1:join');
+    for (const u of [muted, keyword, noMessages]) await redis.del(userKey(u, userData.pushRules(u)));
+    reader.clearCaches();
+  });
+
+  it('still counts the unread sets written before the room logs (a rolling upgrade), and receipts trim them', async () => {
+    const u = users[24]!;
+    const last = await append(message(sender, { body: '* y', 'm.new_content': { msgtype: 'm.text', body: 'y' }, 'm.relates_to': { rel_type: 'm.replace', event_id: first.eventId } }));
+    await read(u, last);
+    await idle();
+    expect((await unreadCounts(ctx(), u, [room], { threads: true })).get(room)).toEqual(c(0, 0));
+    // As push-record-3.lua left them: two main-timeline events after the receipt, one a highlight,
+    // and a thread's (at the positions of three events that notify no one now).
+    const quiet = () => append(message(sender, { body: '* z', 'm.new_content': { msgtype: 'm.text', body: 'z' }, 'm.relates_to': { rel_type: 'm.replace', event_id: first.eventId } }));
+    const [o1, o2, o3] = [await quiet(), await quiet(), await quiet()];
+    await redis.zadd(userKey(u, pushData.unread(u, room)), o1.pos, '$old1', o2.pos, '$old2');
+    await redis.zadd(userKey(u, pushData.unreadHighlight(u, room)), o2.pos, '$old2');
+    await redis.zadd(userKey(u, pushData.unreadThreads(u, room)), o3.pos, `n\0$root\0$old3`);
+    const next = await append(message(sender, { body: 'new' }));
+    await idle();
+    expect((await unreadCounts(ctx(), u, [room], { threads: true })).get(room)).toEqual(c(3, 1, { $root: c(1, 0) }));
+    await read(u, next);
+    await idle();
+    expect((await unreadCounts(ctx(), u, [room], { threads: true })).get(room)).toEqual(c(0, 0));
+    expect(await redis.zcard(userKey(u, pushData.unread(u, room)))).toBe(0);
+    expect(await redis.zcard(userKey(u, pushData.unreadThreads(u, room)))).toBe(0);
   });
 
   it('compares stream ids as numbers, ms then sequence', async () => {
