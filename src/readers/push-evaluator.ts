@@ -1,27 +1,31 @@
 /**
  * The push evaluator: a consumer group on the room outboxes that evaluates every new timeline
  * event against the push rules of the room's joined local members (the sender excepted) and
- * records, per user, the events that notify them (src/store/keys.ts `pushData`): the unread
- * counts `/sync` reports (src/sync/unread-counts.ts) and the list `GET /notifications` serves.
+ * records what notifies them (src/store/keys.ts `pushData`): the unread counts `/sync` reports
+ * (src/sync/unread-counts.ts) and the lists `GET /notifications` serves.
  *
- * Cost is proportional to the room's local members, as in Synapse's bulk push rule evaluator:
- * per room the reader keeps the members, the member count, the create and power levels events
- * (loaded once, then moved forward by the state events it reads in the outbox); per user it keeps
- * the compiled ruleset, dropped when the user's data changes (the /sync wake-up channel names the
- * user after every commit of their user actor, push rule changes included) and after a minute at
- * most. An event then costs one in-memory walk over each member's rules; only the users it
- * notifies cost Redis work: one script call (push-record-3.lua) records the event for all of them
- * on a single Redis, one per user shard they fall in on a Cluster (a call's keys must share a hash
- * slot, and a user shard's keys do), in calls of at most MAX_USERS_PER_CALL users.
+ * Evaluation is per member, in memory, as in Synapse's bulk push rule evaluator: per room the
+ * reader keeps the members, the member count, the create and power levels events (loaded once,
+ * then moved forward by the state events it reads in the outbox); per user it keeps the compiled
+ * ruleset, dropped when the user's data changes (the /sync wake-up channel names the user after
+ * every commit of their user actor, push rule changes included) and after a minute at most.
+ * Members with the default rules unchanged share one plan of the event (DefaultRulesTemplate).
  *
- * What a notified user costs is kept to the least (it is most of the reader's work and, on a
- * shared Redis, the biggest single cost of a message in a room of 50): per user and event three
- * keys and three arguments in the call (the key names cached per room and user, the read
- * positions parsed once per room and batch), and in Redis one ZADD to the unread set, one ZADD NX
- * to the notification list and one HSET of the details. Read entries are trimmed when a receipt
- * moves (`trimRead`), not at every event; the list is trimmed in chunks (every TRIM_EVERY records
- * this process sends for the user; GET /notifications serves the latest NOTIFICATIONS_KEPT of it);
- * the user's membership row is looked up only when the cached members may be later than the event.
+ * Recording is per room, not per member: the event goes once in the room's push log (room shard:
+ * `roomLog`/`roomLogHighlight`/`roomLogThreads` by timeline position for the counts, `roomList`
+ * by arrival for GET /notifications) with the common outcome — the one most joined members got
+ * (not notified, notified, highlighted, and the same actions) — and only the members whose outcome
+ * differs get records of their own (an exception: `exceptions` for the counts, their own list
+ * entry when notified, `excluded` from the room's list): the sender of a notifying event, a
+ * mentioned member, a member whose own rules say otherwise. A message to a room of 1,000 is then
+ * one script call (push-log-1.lua) of a few commands, not 2–3 per member (push-record-3.lua's
+ * ZADDs per notified member, which were most of Redis's work in a big room). Counting starts
+ * after a member's latest membership (the membership index), so the log is the members' of the
+ * time; the reader keeps each local user's joins and leaves per room (`roomJoins`, by list score)
+ * for GET /notifications. Read exceptions are trimmed when a receipt moves (`trimRead`); the
+ * room's log is capped by rank (ROOM_LOG_KEPT), its list trimmed in chunks to NOTIFICATIONS_KEPT,
+ * a user's own list too (every TRIM_EVERY records this process sends for them). Users with http
+ * pushers still get one push queue entry each (src/push/queue.ts): pushes are per user by nature.
  *
  * Progress: after each batch of a room shard's outbox entries, once all its writes are done, the
  * reader stores the id of the batch's last entry (`pushData.evaluatedUpTo` on that room shard,
@@ -36,9 +40,11 @@
  * never do). The room actor has no backfill yet: when it gets one, backfilled events must be
  * marked on their output entries and skipped here, as Synapse does not notify for them.
  *
- * Idempotent: recording is keyed by event (push-record-3.lua), the list's score is the outbox
- * entry's own time, so a redelivered entry changes nothing. The receipt actor's entries on the
- * same outboxes trim what a new receipt covers.
+ * Idempotent: recording is keyed by event (push-log-1.lua: a member's exception for an event
+ * replaces any other of the same event), the lists' score is the outbox entry's own time, so a
+ * redelivered entry changes nothing. The receipt actor's entries on the same outboxes trim what a
+ * new receipt covers. Before the room logs, push-record-3.lua wrote per member (`unread`,
+ * `unreadHighlight`, `unreadThreads`): those are still counted and trimmed, no longer written.
  */
 import type { Logger } from 'pino';
 import { BADGE_MEMBER, type PushQueue, type QueuedNotification } from '../push/queue';
@@ -80,7 +86,7 @@ const RULES_CACHE_MAX = 100_000;
 const PLAIN_ACTIONS = '["notify"]';
 
 /**
- * The details of a notification the evaluator did not store (push-record-3.lua): a plain one
+ * The details of a notification the evaluator did not store (push-log-1.lua): a plain one
  * (actions `["notify"]`) of an event without a relation to another event, whose details all come
  * from the event and the list: its position, its thread (its own `m.thread` relation), and the
  * time, which is the list's score (`listScore`) in milliseconds.
@@ -473,7 +479,10 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       if (common === 'h' || trim) roomKeys.push(this.roomKey(shard, pushData.roomListHighlight(roomId)));
       if (store || trim) roomKeys.push(this.roomKey(shard, pushData.roomListData(roomId)));
     }
-    const head = (part: 'room' | 'users', details: string[]) => [
+    // The room's members first, in the calls of its hash slot: nothing is written once it is purged.
+    const byShard = isCluster(this.redis);
+    roomKeys.unshift(this.roomKey(shard, roomData.members(roomId)));
+    const head = (part: 'room' | 'users', details: string[], guarded = part === 'room') => [
       event.pos,
       event.eventId,
       thread ?? '',
@@ -482,13 +491,12 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       ROOM_LOG_KEPT,
       roomId,
       part === 'room' ? common.replace('x', '') : '',
-      part === 'room' ? roomFlags : 0,
+      (part === 'room' ? roomFlags : 0) | (guarded ? 4 : 0),
       part === 'room' ? commonDetails : '',
       EXCLUDED_KEPT,
       details.length,
       ...details,
     ];
-    const byShard = isCluster(this.redis);
     const send = (keys: string[], args: (string | number)[], users: number) => {
       const write = runScript(this.redis, 'pushLog', keys, args);
       // Awaited by settle(); the no-op handler only keeps a failure from counting as unhandled until then.
@@ -496,7 +504,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       batch.writes.push({ done: write, users: Math.max(users, 1) });
       batch.usersInFlight += Math.max(users, 1);
     };
-    if (byShard && roomKeys.length) send(roomKeys, head('room', []), 0);
+    if (byShard && common !== 'x') send(roomKeys, head('room', []), 0);
     const places = new Map<number, Exception[]>();
     for (const e of exceptions) {
       const place = byShard ? e.userShard : 0;
@@ -504,12 +512,13 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       if (!list) places.set(place, (list = []));
       list.push(e);
     }
-    if (!byShard && places.size === 0 && roomKeys.length) send(roomKeys, head('room', []), 0);
+    if (!byShard && places.size === 0 && common !== 'x') send(roomKeys, head('room', []), 0);
     let first = !byShard;
     for (const users of places.values()) {
       for (let i = 0; i < users.length; i += MAX_USERS_PER_CALL) {
         const part = users.slice(i, i + MAX_USERS_PER_CALL);
-        const keys = first ? [...roomKeys] : [];
+        // On a single Redis every call takes the room's members (its purge guard); the first the room's part too.
+        const keys = first ? [...roomKeys] : byShard ? [] : [roomKeys[0]!];
         const details: string[] = [];
         const byActions = new Map<string, number>();
         const perUser: (string | number)[] = [];
@@ -545,7 +554,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
           }
           perUser.push(flags, `${e.own}${common}`, index);
         }
-        send(keys, [...head(first ? 'room' : 'users', details), ...perUser], part.length);
+        send(keys, [...head(first ? 'room' : 'users', details, !byShard), ...perUser], part.length);
         first = false;
       }
     }
@@ -642,22 +651,18 @@ export class PushEvaluatorReader extends OutboxGroupReader {
    * Keep the room's record of a local user's joins and leaves (pushData.roomJoins, by list
    * score) up to date with a membership event: GET /notifications lists the room's notifications
    * of the times they were a member. Only changes are appended (a profile change is not a join),
-   * and only past the last one recorded (a redelivered entry changes nothing).
+   * only past the last one recorded (a redelivered entry changes nothing), and none while the room
+   * has no list (push-joins-1.lua).
    */
   private async recordJoin(shard: number, room: RoomCache, out: RoomOutput, score: number, membersLater: boolean): Promise<void> {
     const e = out.event;
     if (e.type !== 'm.room.member' || typeof e.state_key !== 'string' || !this.isLocal(e.state_key)) return;
     const user = e.state_key;
     const joined = isJsonObject(e.content) && e.content.membership === 'join';
-    const key = this.roomKey(shard, pushData.roomJoins(out.roomId));
-    const record = await this.redis.hget(key, user);
-    const last = record ? lastJoinChange(record) : null;
-    if (last && last.score >= score) return;
     // Without a record: a member before the push log (joined now, per the cached members as of
     // before this event), or not.
-    const was = last ? last.joined : !membersLater && room.members.get(user) === 'join';
-    if (was === joined) return;
-    await this.redis.hset(key, user, `${record ? `${record};` : ''}${score}:${joined ? 'j' : 'l'}`);
+    const was = !membersLater && room.members.get(user) === 'join';
+    await runScript(this.redis, 'pushJoins', [this.roomKey(shard, pushData.roomJoins(out.roomId)), this.roomKey(shard, pushData.roomList(out.roomId))], [user, score, joined ? '1' : '0', was ? '1' : '0']);
   }
 
   private isLocal(userId: string): boolean {
@@ -846,11 +851,7 @@ export const EXCLUDED_KEPT = 5_000;
 
 /** Bounds the memory a batch of events in a big room holds (users' records in flight). */
 const MAX_USERS_IN_FLIGHT = 5_000;
-/**
- * Bounds how long one script call holds Redis (everything else waits meanwhile): 7–13 µs of Redis
- * CPU per user measured with push-record-3.lua on a loaded machine (scripts/bench-push.ts), so
- * about 2–3 ms. A 1,000-member room's event is then four calls.
- */
+/** Bounds how long one script call holds Redis (everything else waits meanwhile): exceptions per call. */
 const MAX_USERS_PER_CALL = 250;
 
 /** Wait for the oldest writes until at most `limit` users' records are in flight (0: all done). */
@@ -889,14 +890,6 @@ function parseRoomOutput(entry: OutboxEntry | null): RoomOutput | null {
   } catch {
     return null;
   }
-}
-
-/** The last change in a room's joins record (pushData.roomJoins). */
-function lastJoinChange(record: string): { score: number; joined: boolean } | null {
-  const last = record.slice(record.lastIndexOf(';') + 1);
-  const sep = last.indexOf(':');
-  const score = Number(last.slice(0, sep));
-  return sep > 0 && Number.isFinite(score) ? { score, joined: last.slice(sep + 1) === 'j' } : null;
 }
 
 /**

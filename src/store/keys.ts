@@ -505,7 +505,11 @@ export const userData = {
  * receipt moves (readers count above the receipts anyway).
  */
 export const pushData = {
-  /** Sorted set: notifying main-timeline events of a room not yet read (event id, scored by timeline position). */
+  /**
+   * Sorted set: notifying main-timeline events of a room not yet read (event id, scored by timeline
+   * position). Written per member before the room's push log (push-record-3.lua); still counted
+   * and trimmed by receipts, no longer written (`unreadHighlight`, `unreadThreads` likewise).
+   */
   unread: (userId: string, roomId: string) => `user:${userId}:pn:${roomId}`,
   /** Sorted set: the highlighting subset of `unread`. */
   unreadHighlight: (userId: string, roomId: string) => `user:${userId}:ph:${roomId}`,
@@ -515,7 +519,9 @@ export const pushData = {
    */
   unreadThreads: (userId: string, roomId: string) => `user:${userId}:pt:${roomId}`,
   /**
-   * Sorted set: the user's latest notifications (`GET /notifications`), member `<room id>\0<event id>`,
+   * Sorted set: the user's own latest notifications (`GET /notifications` merges them with the
+   * rooms' `roomList`): where their outcome differed from the room's, invites, and everything
+   * recorded before the room logs. Member `<room id>\0<event id>`,
    * scored by when the event reached the room's outbox (push-evaluator.ts `listScore`). Trimmed in
    * chunks: it may hold up to a chunk more than the NOTIFICATIONS_KEPT that are served.
    */
@@ -571,7 +577,7 @@ export const pushData = {
    * Hash, relative to the room shard: local user → their joins and leaves as the push evaluator
    * saw them, `<list score>:<j|l>` separated by `;`, oldest first: when they were a member for
    * `roomList` (the events of the room list they were notified of). Absent: no change since the
-   * push log exists (a member then if joined now).
+   * room's list exists (a member since before it if joined now). push-joins-1.lua writes it.
    */
   roomJoins: (roomId: string) => `room:${roomId}:pl:joins`,
   /**

@@ -30,6 +30,7 @@ const SCRIPTS = {
   membershipIndex: 'membership-index-2.lua',
   timersFire: 'timers-fire-1.lua',
   pushLog: 'push-log-1.lua',
+  pushJoins: 'push-joins-1.lua',
   pushProgress: 'push-progress-1.lua',
   rateLimit: 'rate-limit-2.lua',
   reply: 'reply-1.lua',

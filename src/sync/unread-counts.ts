@@ -10,12 +10,15 @@
  * counting starts after the user's latest membership event in the room (their join): an invite
  * that notified them, and what came before they joined, are not unread.
  *
- * Two round trips whatever the number of rooms (commands are pipelined): the receipts of every
- * room and the user's unread thread notifications; then the main timeline counts (ZCOUNT above
- * the read position) and the receipts of the threads that have notifications. On a single Redis
- * the first round trip and the counts are one script call (unread-counts-2.lua) instead of four
- * commands per room — every woken /sync answer asks for them, and the answers computed together
- * share one call (src/store/script-batch.ts) — and only threads with notifications need a second.
+ * What is counted (src/readers/push-evaluator.ts): the room's push log above the read position
+ * (what notified the room's members as most of them were notified), corrected by the user's
+ * exceptions (where their outcome differed: their own events, mentions, their own rules), for a
+ * room they are joined to now; plus the per-user unread sets written before the push log (a
+ * rolling upgrade). On a single Redis one script call (unread-counts-3.lua) counts every room —
+ * every woken /sync answer asks for them, and the answers computed together share one call
+ * (src/store/script-batch.ts) — and only threads with notifications need a second round trip for
+ * their receipts. On a Cluster the same in commands (`applyExceptions`; the keys are in two hash
+ * slots).
  */
 import { shardOf, type Family } from '../store/shards';
 import { membershipIndexData, pushData, roomData, type KeySpace } from '../store/keys';

@@ -1,16 +1,20 @@
 /**
  * `GET /notifications` (notifications.yaml): the events the user was notified about, newest
- * first, from what the push evaluator recorded (src/readers/push-evaluator.ts): the event, its
- * room, when it arrived, the actions of the rule that matched (stored with the list entry, or for
- * a plain `["notify"]` of an event without a relation, derived from the event), and whether the user's read
- * receipts have passed it (computed now, so it is current). `only=highlight` keeps the
- * highlighting ones. The list serves the latest `NOTIFICATIONS_KEPT` per user: the evaluator trims
- * it in chunks, so it may hold a few more between trims, which are left out here (those at or
- * below the score of the first one past the bound, for both lists); redacted events leave it.
+ * first, from what the push evaluator recorded (src/readers/push-evaluator.ts): the lists of the
+ * rooms they were a member of (the room's common outcome; over the times they were a member,
+ * `pushData.roomJoins`; less the events they are `excluded` from) merged with their own list (their
+ * own outcome where it differed, invites, and what was recorded before the room logs). Each with
+ * its room, when it arrived, the actions of the rule that matched (stored with the list entry, or
+ * for a plain `["notify"]` of an event without a relation, derived from the event), and whether
+ * the user's read receipts have passed it (computed now, so it is current). `only=highlight` keeps
+ * the highlighting ones. The latest `NOTIFICATIONS_KEPT` of the merged list are served: the lists
+ * are trimmed in chunks, so they may hold a few more, which are left out here (those at or below
+ * the score of the first one past the bound); redacted events leave it.
  *
  * `from`/`next_token` is the arrival order (push-evaluator.ts `listScore`) below which the next
  * page starts; notifications that share the last one's place are all on that page, so pages never
- * split them.
+ * split them. Cost: a few commands per room the user has a membership in (GET /notifications is
+ * rare; the writes it spares are per member and message).
  */
 import { errors } from '../../http/errors';
 import type { Front } from '../../http/server';

@@ -18,14 +18,15 @@
 -- notified (notifications, highlights, notificationData as before the log), and when the room's
 -- list has the event but not as theirs, an entry in their `excluded` set.
 --
--- KEYS: [room part] the log (main or threads), [h and main] the log's highlights, the list,
+-- KEYS: [flag 4] the room's members (hash: the room is not purged), [room part] the log (main or threads), [h and main] the log's highlights, the list,
 --   [h or trim] the list's highlights, [details or trim] the list's details; then per user, in this
 --   order, those their flags ask for: exceptions, notifications, highlights, notificationData,
 --   excluded.
 -- ARGV[1] the event's timeline position   ARGV[2] event id   ARGV[3] thread root ('' main)
 -- ARGV[4] its list score                  ARGV[5] list keep  ARGV[6] log and exceptions keep
 -- ARGV[7] room id                         ARGV[8] common outcome: '' none, 'n', 'h'
--- ARGV[9] room part flags: 1 store the common details (ARGV[10]), 2 trim the room's list
+-- ARGV[9] flags: 1 store the common details (ARGV[10]), 2 trim the room's list, 4 the first key is
+--   the room's members (every call on a single Redis, the room's call on a Cluster)
 -- ARGV[10] the common details JSON ('' when not stored)
 -- ARGV[11] excluded keep
 -- ARGV[12] D, distinct user details; ARGV[13 .. 12+D] the details
@@ -57,6 +58,9 @@ local function removeAll(cmd, name, members)
   end
 end
 
+-- Nothing once the room is purged (its members hash is gone; the evaluator may run behind the
+-- purge and must not leave a key of the room, or of its members for it, behind).
+if math.floor(roomFlags / 4) % 2 == 1 and redis.call('EXISTS', key()) == 0 then return 0 end
 if common ~= '' then
   local log = key()
   if thread == '' then
