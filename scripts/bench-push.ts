@@ -185,6 +185,26 @@ async function benchReader(): Promise<void> {
     await run('plain message (notifies all)', ev['plain message']!);
     await run('mention of 1 user', ev['message mentioning 1 user']!);
     await reader.stop();
+
+    // (c) What /sync pays for these records: every member's counts in the room, as the front asks
+    // for them when one message wakes every long-poll (the answers of a turn share one script call).
+    for (let i = 0; i < users.length; i += 500) {
+      const part = users.slice(i, i + 500);
+      await Promise.all(part.map((u) => redis.hset(keys.shard('user', shardOf(u, shardCounts.user)).data(membershipIndexData.rooms(u)), ROOM, '1:join')));
+    }
+    const ctx = { redis, keys, shardCounts };
+    const rounds = 5;
+    const countAll = () => Promise.all(users.map((u) => unreadCounts(ctx, u, [ROOM])));
+    await countAll();
+    const s = performance.now();
+    const cpu = process.cpuUsage();
+    const redisCpu0 = await redisCpu();
+    let sample = 0;
+    for (let r = 0; r < rounds; r++) sample = (await countAll())[2]!.get(ROOM)!.notification_count;
+    const ms = performance.now() - s;
+    const c = process.cpuUsage(cpu);
+    const n = rounds * MEMBERS;
+    console.log(`(c) unread counts of every member in the room, ${rounds} rounds: ${round(ms, 0)} ms; per member count: wall ${round((ms * 1000) / n, 1)} µs, this process ${round((c.user + c.system) / n, 1)} µs CPU, redis ${round((((await redisCpu()) - redisCpu0) * 1000) / n, 1)} µs CPU (u2's count ${sample})`);
   } finally {
     redis.disconnect();
     await managed.stop();
