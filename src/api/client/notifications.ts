@@ -74,13 +74,14 @@ export function registerNotificationRoutes(front: Front, ctx: ApiContext): void 
     const rooms = roomIds
       .map((roomId, i) => ({ roomId, intervals: memberIntervals(records[i] ?? null, memberships[roomId]!.endsWith(':join')) }))
       .filter((r) => r.intervals.length > 0);
+    const intervalsOf = new Map(rooms.map((r) => [r.roomId, r.intervals]));
     const listOf = (roomId: string, highlights: boolean) => roomShard(ctx, roomId).data(highlights ? pushData.roomListHighlight(roomId) : pushData.roomList(roomId));
 
     /** Up to `count` of one room's notifications for the user with scores in (lo, hi), newest first. */
     const fromRoom = async (roomId: string, highlights: boolean, lo: number, hi: number, count: number): Promise<Listed[]> => {
       const out: Listed[] = [];
       const key = listOf(roomId, highlights);
-      for (const [start, end] of rooms.find((r) => r.roomId === roomId)!.intervals.slice().reverse()) {
+      for (const [start, end] of intervalsOf.get(roomId)!.slice().reverse()) {
         let upper = Math.min(hi, end);
         const lower = Math.max(lo, start);
         while (out.length < count && upper > lower) {
