@@ -498,11 +498,14 @@ export const userData = {
 };
 
 /**
- * What the push evaluator reader (src/readers/push-evaluator.ts) records for a user, relative to
- * the USER's shard, so a user's unread counts for all their rooms are read from one shard
- * (src/sync/unread-counts.ts). Written only by that reader (push-record-3.lua and plain removals
- * for redactions and receipts); entries at or below the user's read receipts are trimmed when a
- * receipt moves (readers count above the receipts anyway).
+ * What the push evaluator reader (src/readers/push-evaluator.ts) records: per room, on the ROOM's
+ * shard, the room's push log (`roomLog*`, `roomList*`, `roomJoins`: an event once for the members
+ * it notifies as most of them are notified); per user, relative to the USER's shard, only where
+ * the user's outcome differs (`exceptions`, their own list, `excluded`) and what was written per
+ * member before the push log (`unread*`). Counts are read by src/sync/unread-counts.ts. Written
+ * only by that reader (push-log-1.lua, push-joins-1.lua and plain removals for redactions and
+ * receipts); a user's entries at or below their read receipts are trimmed when a receipt moves
+ * (readers count above the receipts anyway).
  */
 export const pushData = {
   /**
