@@ -76,7 +76,8 @@ export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roo
     for (let at = 0; at < roomIds.length; at += ROOMS_PER_CALL) {
       const part = roomIds.slice(at, at + ROOMS_PER_CALL);
       const keys = part.flatMap((roomId) => {
-        const roomKey = (name: string) => ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(name);
+        const shard = ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room));
+        const roomKey = (name: string) => shard.data(name);
         return [
           roomKey(roomData.receipts(roomId)),
           roomKey(pushData.roomLog(roomId)),
