@@ -350,7 +350,7 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
       if (typeof body.roomId !== 'string' || !body.roomId.startsWith('!')) throw new ActorRejection('M_INVALID_PARAM', 'roomId must be a room id', 400);
       const u = state.userId;
       const r = body.roomId;
-      const writes: StoreWrite[] = [userData.roomAccountData(u, r), pushData.unread(u, r), pushData.unreadHighlight(u, r), pushData.unreadThreads(u, r)].map((key) => ({ cmd: 'DEL', key, args: [] }));
+      const writes: StoreWrite[] = [userData.roomAccountData(u, r), pushData.unread(u, r), pushData.unreadHighlight(u, r), pushData.unreadThreads(u, r), pushData.exceptions(u, r)].map((key) => ({ cmd: 'DEL', key, args: [] }));
       const members = prepared?.roomNotifications ?? [];
       if (members.length) {
         writes.push(
@@ -359,6 +359,8 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
           { cmd: 'HDEL', key: pushData.notificationData(u), args: members },
         );
       }
+      const excluded = prepared?.roomExcluded ?? [];
+      if (excluded.length) writes.push({ cmd: 'ZREM', key: pushData.excluded(u), args: excluded });
       return { state, reply: { ok: true }, writes };
     }
     default:
@@ -381,6 +383,8 @@ export interface UserPrepared {
   accountData?: string | null;
   /** For `purge_room`: the members of the user's notification list that are from that room. */
   roomNotifications?: string[];
+  /** purge_room: the room's entries in the user's `excluded` set. */
+  roomExcluded?: string[];
 }
 
 /** The tags of an `m.tag` content given as JSON text (anything malformed counts as no tags). */
@@ -604,7 +608,8 @@ export function userActor(family: Family = 'user'): ActorKind<UserState, UserMes
         // The list holds the latest NOTIFICATIONS_KEPT (1,000) per user: read whole, kept to the room's.
         const prefix = `${msg.body.roomId}\0`;
         const all = await ctx.redis.zrange(ctx.keys.data(pushData.notifications(state.userId)), 0, -1);
-        return { roomNotifications: all.filter((m) => m.startsWith(prefix)) };
+        const excluded = await ctx.redis.zrange(ctx.keys.data(pushData.excluded(state.userId)), 0, -1);
+        return { roomNotifications: all.filter((m) => m.startsWith(prefix)), roomExcluded: excluded.filter((m) => m.startsWith(prefix)) };
       }
       if (msg.body?.op !== 'set_profile_field') return {};
       return { profile: await ctx.redis.hgetall(ctx.keys.data(userData.profile(state.userId))) };

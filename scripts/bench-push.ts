@@ -28,7 +28,8 @@ import { PushEvaluatorReader } from '../src/readers/push-evaluator';
 import { startManagedRedis } from '../src/runtime/managed-redis';
 import { shardOf } from '../src/store/shards';
 import { encode } from '../src/store/codec';
-import { KeySpace, PUSH_EVALUATOR_GROUP, pushData, roomData } from '../src/store/keys';
+import { KeySpace, PUSH_EVALUATOR_GROUP, membershipIndexData, roomData } from '../src/store/keys';
+import { unreadCounts } from '../src/sync/unread-counts';
 import { connectRedis } from '../src/store/redis';
 
 const arg = (name: string, dflt: number) => {
@@ -138,6 +139,8 @@ async function benchReader(): Promise<void> {
     await redis.hset(k.data(roomData.state(ROOM)), stateKeyOf('m.room.create', ''), '$create', stateKeyOf('m.room.power_levels', ''), '$pl');
     for (let i = 0; i < users.length; i += 500) await redis.hset(k.data(roomData.members(ROOM)), ...users.slice(i, i + 500).flatMap((u) => [u, 'join']));
     await redis.zadd(k.data(roomData.timeline(ROOM)), 2, '$pl');
+    // The membership index's rows (the counts are a member's), for the one member whose count is printed.
+    await redis.hset(keys.shard('user', shardOf(users[1]!, shardCounts.user)).data(membershipIndexData.rooms(users[1]!)), ROOM, '1:join');
 
     const redisCpu = async () => {
       const info = await redis.info('cpu');
@@ -172,7 +175,7 @@ async function benchReader(): Promise<void> {
       const c = process.cpuUsage(cpu);
       const nodeMs = (c.user + c.system) / 1000 / EVENTS;
       const redisMs = ((await redisCpu()) - redisCpu0) / EVENTS;
-      const counted = await redis.zcard(keys.shard('user', shardOf(users[1]!, shardCounts.user)).data(pushData.unread(users[1]!, ROOM)));
+      const counted = (await unreadCounts({ redis, keys, shardCounts }, users[1]!, [ROOM])).get(ROOM)!.notification_count;
       console.log(`    ${name.padEnd(28)} ${EVENTS} events in ${round(ms, 0)} ms: ${round((EVENTS * 1000) / ms, 0)} events/s, ${round(ms / EVENTS, 2)} ms per event wall; CPU per event: reader ${round(nodeMs, 2)} ms, redis ${round(redisMs, 2)} ms (u1's unread count now ${counted})`);
     };
     console.log(`(b) push evaluator reader, one room of ${MEMBERS} local members, redis-server with appendfsync always`);
@@ -182,6 +185,26 @@ async function benchReader(): Promise<void> {
     await run('plain message (notifies all)', ev['plain message']!);
     await run('mention of 1 user', ev['message mentioning 1 user']!);
     await reader.stop();
+
+    // (c) What /sync pays for these records: every member's counts in the room, as the front asks
+    // for them when one message wakes every long-poll (the answers of a turn share one script call).
+    for (let i = 0; i < users.length; i += 500) {
+      const part = users.slice(i, i + 500);
+      await Promise.all(part.map((u) => redis.hset(keys.shard('user', shardOf(u, shardCounts.user)).data(membershipIndexData.rooms(u)), ROOM, '1:join')));
+    }
+    const ctx = { redis, keys, shardCounts };
+    const rounds = 5;
+    const countAll = () => Promise.all(users.map((u) => unreadCounts(ctx, u, [ROOM])));
+    await countAll();
+    const s = performance.now();
+    const cpu = process.cpuUsage();
+    const redisCpu0 = await redisCpu();
+    let sample = 0;
+    for (let r = 0; r < rounds; r++) sample = (await countAll())[2]!.get(ROOM)!.notification_count;
+    const ms = performance.now() - s;
+    const c = process.cpuUsage(cpu);
+    const n = rounds * MEMBERS;
+    console.log(`(c) unread counts of every member in the room, ${rounds} rounds: ${round(ms, 0)} ms; per member count: wall ${round((ms * 1000) / n, 1)} µs, this process ${round((c.user + c.system) / n, 1)} µs CPU, redis ${round((((await redisCpu()) - redisCpu0) * 1000) / n, 1)} µs CPU (u2's count ${sample})`);
   } finally {
     redis.disconnect();
     await managed.stop();

@@ -1,27 +1,31 @@
 /**
  * The push evaluator: a consumer group on the room outboxes that evaluates every new timeline
  * event against the push rules of the room's joined local members (the sender excepted) and
- * records, per user, the events that notify them (src/store/keys.ts `pushData`): the unread
- * counts `/sync` reports (src/sync/unread-counts.ts) and the list `GET /notifications` serves.
+ * records what notifies them (src/store/keys.ts `pushData`): the unread counts `/sync` reports
+ * (src/sync/unread-counts.ts) and the lists `GET /notifications` serves.
  *
- * Cost is proportional to the room's local members, as in Synapse's bulk push rule evaluator:
- * per room the reader keeps the members, the member count, the create and power levels events
- * (loaded once, then moved forward by the state events it reads in the outbox); per user it keeps
- * the compiled ruleset, dropped when the user's data changes (the /sync wake-up channel names the
- * user after every commit of their user actor, push rule changes included) and after a minute at
- * most. An event then costs one in-memory walk over each member's rules; only the users it
- * notifies cost Redis work: one script call (push-record-3.lua) records the event for all of them
- * on a single Redis, one per user shard they fall in on a Cluster (a call's keys must share a hash
- * slot, and a user shard's keys do), in calls of at most MAX_USERS_PER_CALL users.
+ * Evaluation is per member, in memory, as in Synapse's bulk push rule evaluator: per room the
+ * reader keeps the members, the member count, the create and power levels events (loaded once,
+ * then moved forward by the state events it reads in the outbox); per user it keeps the compiled
+ * ruleset, dropped when the user's data changes (the /sync wake-up channel names the user after
+ * every commit of their user actor, push rule changes included) and after a minute at most.
+ * Members with the default rules unchanged share one plan of the event (DefaultRulesTemplate).
  *
- * What a notified user costs is kept to the least (it is most of the reader's work and, on a
- * shared Redis, the biggest single cost of a message in a room of 50): per user and event three
- * keys and three arguments in the call (the key names cached per room and user, the read
- * positions parsed once per room and batch), and in Redis one ZADD to the unread set, one ZADD NX
- * to the notification list and one HSET of the details. Read entries are trimmed when a receipt
- * moves (`trimRead`), not at every event; the list is trimmed in chunks (every TRIM_EVERY records
- * this process sends for the user; GET /notifications serves the latest NOTIFICATIONS_KEPT of it);
- * the user's membership row is looked up only when the cached members may be later than the event.
+ * Recording is per room, not per member: the event goes once in the room's push log (room shard:
+ * `roomLog`/`roomLogHighlight`/`roomLogThreads` by timeline position for the counts, `roomList`
+ * by arrival for GET /notifications) with the common outcome — the one most joined members got
+ * (not notified, notified, highlighted, and the same actions) — and only the members whose outcome
+ * differs get records of their own (an exception: `exceptions` for the counts, their own list
+ * entry when notified, `excluded` from the room's list): the sender of a notifying event, a
+ * mentioned member, a member whose own rules say otherwise. A message to a room of 1,000 is then
+ * one script call (push-log-1.lua) of a few commands, not 2–3 per member (push-record-3.lua's
+ * ZADDs per notified member, which were most of Redis's work in a big room). Counting starts
+ * after a member's latest membership (the membership index), so the log is the members' of the
+ * time; the reader keeps each local user's joins and leaves per room (`roomJoins`, by list score)
+ * for GET /notifications. Read exceptions are trimmed when a receipt moves (`trimRead`); the
+ * room's log is capped by rank (ROOM_LOG_KEPT), its list trimmed in chunks to NOTIFICATIONS_KEPT,
+ * a user's own list too (every TRIM_EVERY records this process sends for them). Users with http
+ * pushers still get one push queue entry each (src/push/queue.ts): pushes are per user by nature.
  *
  * Progress: after each batch of a room shard's outbox entries, once all its writes are done, the
  * reader stores the id of the batch's last entry (`pushData.evaluatedUpTo` on that room shard,
@@ -36,9 +40,11 @@
  * never do). The room actor has no backfill yet: when it gets one, backfilled events must be
  * marked on their output entries and skipped here, as Synapse does not notify for them.
  *
- * Idempotent: recording is keyed by event (push-record-3.lua), the list's score is the outbox
- * entry's own time, so a redelivered entry changes nothing. The receipt actor's entries on the
- * same outboxes trim what a new receipt covers.
+ * Idempotent: recording is keyed by event (push-log-1.lua: a member's exception for an event
+ * replaces any other of the same event), the lists' score is the outbox entry's own time, so a
+ * redelivered entry changes nothing. The receipt actor's entries on the same outboxes trim what a
+ * new receipt covers. Before the room logs, push-record-3.lua wrote per member (`unread`,
+ * `unreadHighlight`, `unreadThreads`): those are still counted and trimmed, no longer written.
  */
 import type { Logger } from 'pino';
 import { BADGE_MEMBER, type PushQueue, type QueuedNotification } from '../push/queue';
@@ -55,11 +61,11 @@ import { requireRoomVersion, type RoomVersion } from '../protocol/room-versions'
 import type { OutboxEntry } from '../runtime/envelope';
 import { shardOf, type Family } from '../store/shards';
 import { decode } from '../store/codec';
-import { PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, threadSubscriptionData, userData, type KeySpace } from '../store/keys';
+import { PUSH_EVALUATOR_GROUP, pushData, roomData, threadSubscriptionData, userData, type KeySpace } from '../store/keys';
 import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';
 import { decodeNotification, encodeNotification } from '../sync/notify';
 import { OutboxGroupReader } from './outbox-group-reader';
-import { readFields, readPositions, readPositionsOf, readsOfRoom, type UserReads } from '../store/read-receipts';
+import { readFields, readPositions } from '../store/read-receipts';
 
 /** How many notifications `GET /notifications` keeps per user (the oldest go first). */
 export const NOTIFICATIONS_KEPT = 1000;
@@ -80,7 +86,7 @@ const RULES_CACHE_MAX = 100_000;
 const PLAIN_ACTIONS = '["notify"]';
 
 /**
- * The details of a notification the evaluator did not store (push-record-3.lua): a plain one
+ * The details of a notification the evaluator did not store (push-log-1.lua): a plain one
  * (actions `["notify"]`) of an event without a relation to another event, whose details all come
  * from the event and the list: its position, its thread (its own `m.thread` relation), and the
  * time, which is the list's score (`listScore`) in milliseconds.
@@ -119,8 +125,6 @@ interface RoomCache {
   powerLevels?: Pdu;
   /** Display names of members, loaded when some member's rules need one. */
   names: Map<string, string | null>;
-  /** Key names of members' records in this room (built once per member, not per event). */
-  keys: Map<string, MemberKeys>;
 }
 
 /** A user's compiled ruleset, when it was loaded, and whether it is the defaults unchanged. */
@@ -130,19 +134,11 @@ interface CachedRuleset {
   fitsDefaults: boolean;
 }
 
-/** A member's unread sets in a room (pushData.unread, unreadHighlight, unreadThreads). */
-interface MemberKeys {
-  unread: string;
-  unreadHighlight: string;
-  unreadThreads: string;
-}
-
-/** A user's own keys the record script takes (pushData.notifications, highlights, notificationData; membershipIndexData.rooms). */
+/** A user's own keys the record script takes (pushData.notifications, highlights, notificationData). */
 interface UserKeys {
   notifications: string;
   highlights: string;
   notificationData: string;
-  rooms: string;
 }
 
 export class PushEvaluatorReader extends OutboxGroupReader {
@@ -237,7 +233,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     // Recording is not awaited event by event: a batch's writes go out together (one round trip and
     // one AOF fsync for many instead of one each), Redis applies them while the next events are
     // evaluated, and they are all done before the progress is recorded and the batch acknowledged.
-    const batch: Batch = { writes: [], usersInFlight: 0, receipts: new Map() };
+    const batch: Batch = { writes: [], usersInFlight: 0 };
     for (const { id, entry } of entries) {
       await this.applyEntry(shard, id, entry, batch);
       await settle(batch, MAX_USERS_IN_FLIGHT);
@@ -264,7 +260,6 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     if (!this.held.has(shard)) throw new Error(`push evaluator: room shard ${shard} was let go`);
     const receipt = parseReceiptOutput(entry);
     if (receipt) {
-      batch.receipts.delete(receipt.room_id);
       if (this.isLocal(receipt.user_id)) {
         await this.trimRead(shard, receipt.room_id, receipt.user_id, receipt.thread_id);
         // Reading changes the user's badge: their phones get the new count (as Synapse sends it).
@@ -285,16 +280,17 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     // The cached members are those of this event's position, unless the state was loaded (or
     // moved, before a batch was redelivered) past it: then a member may have joined after it.
     const membersLater = out.pos <= room.statePos;
+    await this.recordJoin(shard, room, out, score, membersLater);
     if (!membersLater) {
       this.moveState(room, out);
       room.statePos = out.pos;
     }
     if (out.redacted) await this.forgetRedacted(shard, room, out.roomId, out.redacted);
-    await this.evaluate(shard, room, out, entryMs, score, membersLater, batch);
+    await this.evaluate(shard, room, out, entryMs, score, batch);
   }
 
   /** Evaluate the event for every joined local member but the sender; record those it notifies. */
-  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, membersLater: boolean, batch: Batch): Promise<void> {
+  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch): Promise<void> {
     const event = out.event;
     const sender = typeof event.sender === 'string' ? event.sender : '';
     const users = [...room.localJoined].filter((u) => u !== sender);
@@ -354,28 +350,36 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     if (notified.length === 0) return;
 
     const thread = await this.threadOf(shard, event);
-    // The room's receipts, read (and parsed per user) once per batch (a receipt entry in the batch
-    // drops them), so the batch's events do not each wait behind the writes of the ones before.
-    let receipts = batch.receipts.get(out.roomId);
-    if (!receipts) {
-      receipts = readsOfRoom(await this.redis.hgetall(this.roomKey(shard, roomData.receipts(out.roomId))));
-      batch.receipts.set(out.roomId, receipts);
+    // The common outcome: the one most of the joined members got (not being notified counts as
+    // one); it goes in the room's push log once, and only those whose outcome differs get a
+    // record of their own (an exception), as does the sender when the event notifies.
+    const outcomes = new Map<string, number>();
+    const keyOf = new Map<string, string>();
+    const notifiedOf = new Map<string, PushEvaluation>();
+    for (const n of notified) notifiedOf.set(n.userId, n.result);
+    for (const userId of users) {
+      if (userId === invitee) continue;
+      const r = notifiedOf.get(userId);
+      const key = r ? `${r.highlight ? 'h' : 'n'}${actionsJson(r.actions)}` : 'x';
+      keyOf.set(userId, key);
+      outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
     }
-    // The users whose keys one script call may take: all of them on a single Redis; on a Cluster,
-    // those of one user shard (its keys share a hash slot).
-    const places = new Map<number, Notified[]>();
-    const byShard = isCluster(this.redis);
-    for (const { userId, result } of notified) {
-      const userShard = shardOf(userId, this.shardCounts.user);
-      const place = byShard ? userShard : 0;
-      let list = places.get(place);
-      if (!list) places.set(place, (list = []));
-      list.push({ userId, userShard, result });
+    let commonKey = 'x';
+    let most = 0;
+    for (const [key, n] of outcomes) if (n > most) [commonKey, most] = [key, n];
+    const common = commonKey[0] as Outcome;
+    const commonResult = common === 'x' ? undefined : notified.find((n) => keyOf.get(n.userId) === commonKey)!.result;
+    const exceptions: Exception[] = [];
+    for (const userId of users) {
+      const key = keyOf.get(userId);
+      if (key === commonKey) continue;
+      const result = notifiedOf.get(userId);
+      const own: Outcome = result ? (result.highlight ? 'h' : 'n') : 'x';
+      exceptions.push({ userId, userShard: shardOf(userId, this.shardCounts.user), own, result, member: userId !== invitee });
     }
-    const recorded = { roomId: out.roomId, eventId: out.eventId, pos: out.pos, thread, related: relatedEventOf(event) !== null, score, entryMs, membersLater, invitee };
-    for (const users of places.values()) {
-      for (let i = 0; i < users.length; i += MAX_USERS_PER_CALL) this.record(room, recorded, users.slice(i, i + MAX_USERS_PER_CALL), receipts, batch);
-    }
+    if (common !== 'x' && room.localJoined.has(sender)) exceptions.push({ userId: sender, userShard: shardOf(sender, this.shardCounts.user), own: 'x', member: true });
+    const recorded: LoggedEvent = { roomId: out.roomId, eventId: out.eventId, pos: out.pos, thread, related: relatedEventOf(event) !== null, score, entryMs, common, commonResult };
+    this.record(shard, recorded, exceptions, batch);
     if (this.push) {
       for (const { userId, result } of notified) {
         const pushers = this.cachedPushers(userId) ?? (await this.pushersOf(userId));
@@ -426,21 +430,6 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     return pushers;
   }
 
-  /** A member's unread sets in the room, named once per room load. */
-  private memberKeys(room: RoomCache, roomId: string, userId: string, userShard: number): MemberKeys {
-    let k = room.keys.get(userId);
-    if (!k) {
-      const shardKeys = this.keys.shard('user', userShard);
-      k = {
-        unread: shardKeys.data(pushData.unread(userId, roomId)),
-        unreadHighlight: shardKeys.data(pushData.unreadHighlight(userId, roomId)),
-        unreadThreads: shardKeys.data(pushData.unreadThreads(userId, roomId)),
-      };
-      room.keys.set(userId, k);
-    }
-    return k;
-  }
-
   private ownKeys(userId: string, userShard: number): UserKeys {
     let k = this.userKeys.get(userId);
     if (!k) {
@@ -449,7 +438,6 @@ export class PushEvaluatorReader extends OutboxGroupReader {
         notifications: shardKeys.data(pushData.notifications(userId)),
         highlights: shardKeys.data(pushData.highlights(userId)),
         notificationData: shardKeys.data(pushData.notificationData(userId)),
-        rooms: shardKeys.data(membershipIndexData.rooms(userId)),
       };
       if (this.userKeys.size >= RULES_CACHE_MAX) this.userKeys.delete(this.userKeys.keys().next().value!);
       this.userKeys.set(userId, k);
@@ -469,74 +457,113 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     return true;
   }
 
-  /** Record an event for some users whose keys may go in one script call (push-record-3.lua). */
-  private record(
-    room: RoomCache,
-    event: { roomId: string; eventId: string; pos: number; thread: string | null; related: boolean; score: number; entryMs: number; membersLater: boolean; invitee: string | null },
-    users: Notified[],
-    receipts: Map<string, UserReads>,
-    batch: Batch,
-  ): void {
-    const { roomId, thread } = event;
-    const keys: string[] = [];
-    const perUser: (string | number)[] = [];
-    // Users with the same actions share one copy of the details (by the actions' JSON, kept per
-    // rule's actions list: users' rulesets are compiled apart, so the lists are not shared). The
-    // most common, a plain notification of an event without a relation, is not stored at all:
-    // GET /notifications reads it from the event (`derivedDetails`).
-    const details: string[] = [];
-    const byActions = new Map<string, number>();
-    const related = event.related;
-    for (const { userId, userShard, result } of users) {
-      const actions = actionsJson(result.actions);
-      const store = related || actions !== PLAIN_ACTIONS;
-      let index = 0;
-      if (store) {
-        index = byActions.get(actions) ?? 0;
-        if (index === 0) {
-          const stored: NotificationDetails = { pos: event.pos, thread, actions: result.actions, highlight: result.highlight, ts: event.entryMs };
-          details.push(JSON.stringify(stored));
-          byActions.set(actions, (index = details.length));
-        }
-      }
-      const reads = receipts.get(userId);
-      const inRoom = this.memberKeys(room, roomId, userId, userShard);
-      const own = this.ownKeys(userId, userShard);
-      const trim = this.trimDue(userId);
-      const check = event.membersLater && userId !== event.invitee;
-      keys.push(thread ? inRoom.unreadThreads : inRoom.unread);
-      if (result.highlight && !thread) keys.push(inRoom.unreadHighlight);
-      keys.push(own.notifications);
-      if (result.highlight || trim) keys.push(own.highlights);
-      if (store || trim) keys.push(own.notificationData);
-      if (check) keys.push(own.rooms);
-      // The invitee's counts start after this invite (their latest membership): never unread.
-      let readTo = event.pos;
-      if (userId !== event.invitee) {
-        if (!reads) readTo = 0;
-        else {
-          const read = readPositionsOf(reads, thread);
-          readTo = thread ? read.thread : read.main;
-        }
-      }
-      perUser.push((result.highlight ? 1 : 0) | (check ? 2 : 0) | (trim ? 4 : 0) | (store ? 8 : 0), index, readTo);
+  /**
+   * Record an event (push-log-1.lua): the room's part (the common outcome in the room's log and
+   * list) and the exceptions; one call on a single Redis, on a Cluster one for the room and one per
+   * user shard of the exceptions (a call's keys share a hash slot), at most MAX_USERS_PER_CALL
+   * users each.
+   */
+  private record(shard: number, event: LoggedEvent, exceptions: Exception[], batch: Batch): void {
+    const { roomId, thread, common } = event;
+    const roomKeys: string[] = [];
+    let roomFlags = 0;
+    let commonDetails = '';
+    if (common !== 'x') {
+      const actions = actionsJson(event.commonResult!.actions);
+      const store = event.related || actions !== PLAIN_ACTIONS;
+      const trim = this.roomTrimDue(roomId);
+      roomFlags = (store ? 1 : 0) | (trim ? 2 : 0);
+      if (store) commonDetails = JSON.stringify({ pos: event.pos, thread, actions: event.commonResult!.actions, highlight: common === 'h', ts: event.entryMs } satisfies NotificationDetails);
+      roomKeys.push(this.roomKey(shard, thread ? pushData.roomLogThreads(roomId) : pushData.roomLog(roomId)));
+      if (common === 'h' && !thread) roomKeys.push(this.roomKey(shard, pushData.roomLogHighlight(roomId)));
+      roomKeys.push(this.roomKey(shard, pushData.roomList(roomId)));
+      if (common === 'h' || trim) roomKeys.push(this.roomKey(shard, pushData.roomListHighlight(roomId)));
+      if (store || trim) roomKeys.push(this.roomKey(shard, pushData.roomListData(roomId)));
     }
-    const write = runScript(this.redis, 'pushRecord', keys, [
+    // The room's members first, in the calls of its hash slot: nothing is written once it is purged.
+    const byShard = isCluster(this.redis);
+    roomKeys.unshift(this.roomKey(shard, roomData.members(roomId)));
+    const head = (part: 'room' | 'users', details: string[], guarded = part === 'room') => [
       event.pos,
       event.eventId,
       thread ?? '',
-      notificationMember(roomId, event.eventId),
       event.score,
       NOTIFICATIONS_KEPT,
+      ROOM_LOG_KEPT,
       roomId,
+      part === 'room' ? common.replace('x', '') : '',
+      (part === 'room' ? roomFlags : 0) | (guarded ? 4 : 0),
+      part === 'room' ? commonDetails : '',
+      EXCLUDED_KEPT,
       details.length,
       ...details,
-      ...perUser,
-    ]);
-    // Awaited by settle(); the no-op handler only keeps a failure from counting as unhandled until then.
-    write.catch(() => undefined);
-    batch.writes.push({ done: write, users: users.length });
-    batch.usersInFlight += users.length;
+    ];
+    const send = (keys: string[], args: (string | number)[], users: number) => {
+      const write = runScript(this.redis, 'pushLog', keys, args);
+      // Awaited by settle(); the no-op handler only keeps a failure from counting as unhandled until then.
+      write.catch(() => undefined);
+      batch.writes.push({ done: write, users: Math.max(users, 1) });
+      batch.usersInFlight += Math.max(users, 1);
+    };
+    if (byShard && common !== 'x') send(roomKeys, head('room', []), 0);
+    const places = new Map<number, Exception[]>();
+    for (const e of exceptions) {
+      const place = byShard ? e.userShard : 0;
+      let list = places.get(place);
+      if (!list) places.set(place, (list = []));
+      list.push(e);
+    }
+    if (!byShard && places.size === 0 && common !== 'x') send(roomKeys, head('room', []), 0);
+    let first = !byShard;
+    for (const users of places.values()) {
+      for (let i = 0; i < users.length; i += MAX_USERS_PER_CALL) {
+        const part = users.slice(i, i + MAX_USERS_PER_CALL);
+        // On a single Redis every call takes the room's members (its purge guard); the first the room's part too.
+        const keys = first ? [...roomKeys] : byShard ? [] : [roomKeys[0]!];
+        const details: string[] = [];
+        const byActions = new Map<string, number>();
+        const perUser: (string | number)[] = [];
+        for (const e of part) {
+          let flags = 0;
+          // Counts: the exception, for a member (an invitee's counts start after the invite).
+          if (e.member) {
+            flags |= 1;
+            keys.push(this.userKey(e.userId, pushData.exceptions(e.userId, roomId)));
+          }
+          let index = 0;
+          if (e.result) {
+            const actions = actionsJson(e.result.actions);
+            const store = event.related || actions !== PLAIN_ACTIONS;
+            if (store) {
+              index = byActions.get(actions) ?? 0;
+              if (index === 0) {
+                details.push(JSON.stringify({ pos: event.pos, thread, actions: e.result.actions, highlight: e.result.highlight, ts: event.entryMs } satisfies NotificationDetails));
+                byActions.set(actions, (index = details.length));
+              }
+            }
+            const own = this.ownKeys(e.userId, e.userShard);
+            const trim = this.trimDue(e.userId);
+            flags |= 2 | (e.result.highlight ? 4 : 0) | (store ? 8 : 0) | (trim ? 16 : 0);
+            keys.push(own.notifications);
+            if (e.result.highlight || trim) keys.push(own.highlights);
+            if (store || trim) keys.push(own.notificationData);
+          }
+          // The room's list has the event, but not as this member's.
+          if (e.member && common !== 'x') {
+            flags |= 32;
+            keys.push(this.userKey(e.userId, pushData.excluded(e.userId)));
+          }
+          perUser.push(flags, `${e.own}${common}`, index);
+        }
+        send(keys, [...head(first ? 'room' : 'users', details, !byShard), ...perUser], part.length);
+        first = false;
+      }
+    }
+  }
+
+  /** Whether this record should also trim the room's list (every TRIM_EVERY, and the first after a start). */
+  private roomTrimDue(roomId: string): boolean {
+    return this.trimDue(`\0${roomId}`);
   }
 
   /**
@@ -558,35 +585,58 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   }
 
   /**
-   * A read receipt moved: drop what it covers from the user's unread records (the counts already
-   * exclude it — they compare with the receipts — this keeps the records small).
+   * A read receipt moved: drop what it covers from the user's exceptions in the room (and from
+   * the unread sets written before the room's push log). The counts already exclude it — they
+   * compare with the receipts — this keeps the records small.
    */
   private async trimRead(shard: number, roomId: string, userId: string, threadId: string | undefined): Promise<void> {
     const thread = threadId && threadId !== 'main' ? threadId : null;
     const read = readPositions(await this.redis.hmget(this.roomKey(shard, roomData.receipts(roomId)), ...readFields(userId, thread)), thread);
     const threads = this.userKey(userId, pushData.unreadThreads(userId, roomId));
+    const exceptions = this.userKey(userId, pushData.exceptions(userId, roomId));
     const work: Promise<unknown>[] = [];
     if (read.main > 0) {
       work.push(this.redis.zremrangebyscore(this.userKey(userId, pushData.unread(userId, roomId)), '-inf', read.main));
       work.push(this.redis.zremrangebyscore(this.userKey(userId, pushData.unreadHighlight(userId, roomId)), '-inf', read.main));
     }
-    if (read.unthreaded > 0) work.push(this.redis.zremrangebyscore(threads, '-inf', read.unthreaded));
+    if (read.unthreaded > 0) {
+      work.push(this.redis.zremrangebyscore(threads, '-inf', read.unthreaded));
+      work.push(this.redis.zremrangebyscore(exceptions, '-inf', read.unthreaded));
+    }
     await Promise.all(work);
+    // Exceptions: '<own><common>\0<thread>\0<event id>'; the main timeline's have an empty thread.
+    const covered = async (key: string, upTo: number, prefix: string, at: number) => {
+      const found = (await this.redis.zrangebyscore(key, '-inf', upTo)).filter((m) => m.startsWith(prefix, at));
+      if (found.length) await this.redis.zrem(key, ...found);
+    };
+    if (read.main > read.unthreaded) await covered(exceptions, read.main, '\0\0', 2);
     if (thread && read.thread > read.unthreaded) {
-      const covered = (await this.redis.zrangebyscore(threads, '-inf', read.thread)).filter((m) => m.slice(1, thread.length + 3) === `\0${thread}\0`);
-      if (covered.length) await this.redis.zrem(threads, ...covered);
+      await covered(threads, read.thread, `\0${thread}\0`, 1);
+      await covered(exceptions, read.thread, `\0${thread}\0`, 2);
     }
   }
 
-  /** A redacted event no longer counts: remove it from every local member's records. */
+  /**
+   * A redacted event no longer counts: remove it from the room's log and list, and from every
+   * local member's records (exceptions, own lists: a redaction is rare, so this is per member).
+   */
   private async forgetRedacted(shard: number, room: RoomCache, roomId: string, eventId: string): Promise<void> {
     const blob = await this.redis.getBuffer(this.roomKey(shard, roomData.event(eventId)));
     const pos = blob ? decode<StoredEvent>(blob).p : 0;
     if (!pos) return;
     const member = notificationMember(roomId, eventId);
+    await Promise.all([
+      this.redis.zremrangebyscore(this.roomKey(shard, pushData.roomLog(roomId)), pos, pos),
+      this.redis.zremrangebyscore(this.roomKey(shard, pushData.roomLogHighlight(roomId)), pos, pos),
+      this.redis.zremrangebyscore(this.roomKey(shard, pushData.roomLogThreads(roomId)), pos, pos),
+      this.redis.zrem(this.roomKey(shard, pushData.roomList(roomId)), eventId),
+      this.redis.zrem(this.roomKey(shard, pushData.roomListHighlight(roomId)), eventId),
+      this.redis.hdel(this.roomKey(shard, pushData.roomListData(roomId)), eventId),
+    ]);
     await Promise.all(
       [...room.localJoined].map((u) =>
         Promise.all([
+          this.redis.zremrangebyscore(this.userKey(u, pushData.exceptions(u, roomId)), pos, pos),
           this.redis.zremrangebyscore(this.userKey(u, pushData.unread(u, roomId)), pos, pos),
           this.redis.zremrangebyscore(this.userKey(u, pushData.unreadHighlight(u, roomId)), pos, pos),
           this.redis.zremrangebyscore(this.userKey(u, pushData.unreadThreads(u, roomId)), pos, pos),
@@ -596,6 +646,24 @@ export class PushEvaluatorReader extends OutboxGroupReader {
         ]),
       ),
     );
+  }
+
+  /**
+   * Keep the room's record of a local user's joins and leaves (pushData.roomJoins, by list
+   * score) up to date with a membership event: GET /notifications lists the room's notifications
+   * of the times they were a member. Only changes are appended (a profile change is not a join),
+   * only past the last one recorded (a redelivered entry changes nothing), and none while the room
+   * has no list (push-joins-1.lua).
+   */
+  private async recordJoin(shard: number, room: RoomCache, out: RoomOutput, score: number, membersLater: boolean): Promise<void> {
+    const e = out.event;
+    if (e.type !== 'm.room.member' || typeof e.state_key !== 'string' || !this.isLocal(e.state_key)) return;
+    const user = e.state_key;
+    const joined = isJsonObject(e.content) && e.content.membership === 'join';
+    // Without a record: a member before the push log (joined now, per the cached members as of
+    // before this event), or not.
+    const was = !membersLater && room.members.get(user) === 'join';
+    await runScript(this.redis, 'pushJoins', [this.roomKey(shard, pushData.roomJoins(out.roomId)), this.roomKey(shard, pushData.roomList(out.roomId))], [user, score, joined ? '1' : '0', was ? '1' : '0']);
   }
 
   private isLocal(userId: string): boolean {
@@ -669,7 +737,6 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       create: toPdu(createRaw, version, createId),
       powerLevels: plBlob && plId ? toPdu(JSON.parse(decode<StoredEvent>(plBlob).j) as JsonObject, version, plId) : undefined,
       names: new Map(),
-      keys: new Map(),
     };
     for (const [u, m] of room.members) if (m === 'join') this.joinedAdd(room, u);
     if (this.rooms.size >= ROOM_CACHE_MAX) this.rooms.delete(this.rooms.keys().next().value!);
@@ -699,7 +766,6 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       else room.members.delete(user);
       if (membership === 'join') this.joinedAdd(room, user);
       room.names.delete(user);
-      room.keys.delete(user);
     } else if (e.type === 'm.room.power_levels' && e.state_key === '') {
       room.powerLevels = toPdu(e, room.version, out.eventId);
     }
@@ -746,24 +812,47 @@ interface Batch {
   writes: { done: Promise<unknown>; users: number }[];
   /** How many users' records the writes in flight carry. */
   usersInFlight: number;
-  /** Receipt positions per user in the batch's rooms, as read at their first event. */
-  receipts: Map<string, Map<string, UserReads>>;
 }
 
-/** A user an event notifies. */
-interface Notified {
+/** An outcome of an event for a member: not notified, notified, notified with a highlight. */
+type Outcome = 'x' | 'n' | 'h';
+
+/** A user whose outcome differs from the room's common one, or who is notified but not a member (an invitee). */
+interface Exception {
   userId: string;
   userShard: number;
-  result: PushEvaluation;
+  own: Outcome;
+  /** Their evaluation when it notifies them. */
+  result?: PushEvaluation;
+  /** A joined member (their counts take the exception); false: an invitee. */
+  member: boolean;
 }
+
+/** What push-log-1.lua records of an event. */
+interface LoggedEvent {
+  roomId: string;
+  eventId: string;
+  pos: number;
+  thread: string | null;
+  related: boolean;
+  score: number;
+  entryMs: number;
+  /** The room's common outcome ('x': none, nothing goes in the room's log) and its evaluation. */
+  common: Outcome;
+  commonResult?: PushEvaluation;
+}
+
+/**
+ * How many events a room's push log (and a member's exceptions) keeps: a count does not go past
+ * it (a member who has not read the room's last ROOM_LOG_KEPT notifying events sees that many).
+ */
+export const ROOM_LOG_KEPT = 10_000;
+/** How many entries a user's `excluded` set keeps (the latest; older ones refer to room list entries trimmed by then, unless the user sends more than this many in the rooms' kept lists). */
+export const EXCLUDED_KEPT = 5_000;
 
 /** Bounds the memory a batch of events in a big room holds (users' records in flight). */
 const MAX_USERS_IN_FLIGHT = 5_000;
-/**
- * Bounds how long one script call holds Redis (everything else waits meanwhile): 7–13 µs of Redis
- * CPU per user measured with push-record-3.lua on a loaded machine (scripts/bench-push.ts), so
- * about 2–3 ms. A 1,000-member room's event is then four calls.
- */
+/** Bounds how long one script call holds Redis (everything else waits meanwhile): exceptions per call. */
 const MAX_USERS_PER_CALL = 250;
 
 /** Wait for the oldest writes until at most `limit` users' records are in flight (0: all done). */
@@ -802,4 +891,29 @@ function parseRoomOutput(entry: OutboxEntry | null): RoomOutput | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * The list-score intervals [from, to) a local user was a member of a room, from its joins record
+ * (pushData.roomJoins) and, when there is none, whether they are joined now (then: since before
+ * the room's push log).
+ */
+export function memberIntervals(record: string | null, joinedNow: boolean): [number, number][] {
+  if (!record) return joinedNow ? [[0, Number.POSITIVE_INFINITY]] : [];
+  const changes = record.split(';').map((c) => {
+    const sep = c.indexOf(':');
+    return { score: Number(c.slice(0, sep)), joined: c.slice(sep + 1) === 'j' };
+  });
+  const out: [number, number][] = [];
+  // The first change tells what they were before it.
+  let from: number | null = changes[0]!.joined ? null : 0;
+  for (const c of changes) {
+    if (c.joined && from === null) from = c.score;
+    else if (!c.joined && from !== null) {
+      out.push([from, c.score]);
+      from = null;
+    }
+  }
+  if (from !== null) out.push([from, Number.POSITIVE_INFINITY]);
+  return out;
 }

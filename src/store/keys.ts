@@ -498,14 +498,21 @@ export const userData = {
 };
 
 /**
- * What the push evaluator reader (src/readers/push-evaluator.ts) records for a user, relative to
- * the USER's shard, so a user's unread counts for all their rooms are read from one shard
- * (src/sync/unread-counts.ts). Written only by that reader (push-record-3.lua and plain removals
- * for redactions and receipts); entries at or below the user's read receipts are trimmed when a
- * receipt moves (readers count above the receipts anyway).
+ * What the push evaluator reader (src/readers/push-evaluator.ts) records: per room, on the ROOM's
+ * shard, the room's push log (`roomLog*`, `roomList*`, `roomJoins`: an event once for the members
+ * it notifies as most of them are notified); per user, relative to the USER's shard, only where
+ * the user's outcome differs (`exceptions`, their own list, `excluded`) and what was written per
+ * member before the push log (`unread*`). Counts are read by src/sync/unread-counts.ts. Written
+ * only by that reader (push-log-1.lua, push-joins-1.lua and plain removals for redactions and
+ * receipts); a user's entries at or below their read receipts are trimmed when a receipt moves
+ * (readers count above the receipts anyway).
  */
 export const pushData = {
-  /** Sorted set: notifying main-timeline events of a room not yet read (event id, scored by timeline position). */
+  /**
+   * Sorted set: notifying main-timeline events of a room not yet read (event id, scored by timeline
+   * position). Written per member before the room's push log (push-record-3.lua); still counted
+   * and trimmed by receipts, no longer written (`unreadHighlight`, `unreadThreads` likewise).
+   */
   unread: (userId: string, roomId: string) => `user:${userId}:pn:${roomId}`,
   /** Sorted set: the highlighting subset of `unread`. */
   unreadHighlight: (userId: string, roomId: string) => `user:${userId}:ph:${roomId}`,
@@ -515,7 +522,9 @@ export const pushData = {
    */
   unreadThreads: (userId: string, roomId: string) => `user:${userId}:pt:${roomId}`,
   /**
-   * Sorted set: the user's latest notifications (`GET /notifications`), member `<room id>\0<event id>`,
+   * Sorted set: the user's own latest notifications (`GET /notifications` merges them with the
+   * rooms' `roomList`): where their outcome differed from the room's, invites, and everything
+   * recorded before the room logs. Member `<room id>\0<event id>`,
    * scored by when the event reached the room's outbox (push-evaluator.ts `listScore`). Trimmed in
    * chunks: it may hold up to a chunk more than the NOTIFICATIONS_KEPT that are served.
    */
@@ -529,6 +538,51 @@ export const pushData = {
    * entries written before push-record-3.lua all have theirs).
    */
   notificationData: (userId: string) => `user:${userId}:notifd`,
+  /**
+   * Sorted set, relative to the user's shard: the user's exceptions in a room's push log (see
+   * `roomLog`), member `<own><common>\0<thread root or ''>\0<event id>` scored by timeline
+   * position, where `own` is the user's outcome for the event and `common` the room's (each `x`:
+   * does not notify, `n`: notifies, `h`: notifies and highlights). Written only where they differ
+   * (the sender, a mention, the user's own rules); trimmed by the user's receipts and capped.
+   */
+  exceptions: (userId: string, roomId: string) => `user:${userId}:px:${roomId}`,
+  /**
+   * Sorted set, relative to the user's shard: the rooms' notifications (`roomList`) the user does
+   * not have as the room does (they sent it, or their rules said otherwise; when their rules notify
+   * them, their own entry is in `notifications`), member `<room id>\0<event id>` scored as in the
+   * room's list. Capped at EXCLUDED_KEPT.
+   */
+  excluded: (userId: string) => `user:${userId}:notifs:x`,
+  /**
+   * Sorted set, relative to the **room** shard: the room's push log, the main-timeline events that
+   * notify the room's local members as most of them are notified (the common outcome: most often
+   * `.m.rule.message` for everyone but the sender), member event id, scored by timeline position.
+   * A member's unread count is this log above their read position, corrected by their
+   * `exceptions` (src/sync/unread-counts.ts): one write per event, not one per member. Capped at
+   * ROOM_LOG_KEPT entries.
+   */
+  roomLog: (roomId: string) => `room:${roomId}:pl`,
+  /** Sorted set, relative to the room shard: the highlighting subset of `roomLog`. */
+  roomLogHighlight: (roomId: string) => `room:${roomId}:pl:h`,
+  /** Sorted set, relative to the room shard: `roomLog` for events in threads, member `<n|h>\0<thread root>\0<event id>`. */
+  roomLogThreads: (roomId: string) => `room:${roomId}:pl:t`,
+  /**
+   * Sorted set, relative to the room shard: the events of `roomLog` and `roomLogThreads` for
+   * `GET /notifications`, member event id, scored by when the event reached the room's outbox
+   * (push-evaluator.ts `listScore`). Capped at NOTIFICATIONS_KEPT (and a chunk).
+   */
+  roomList: (roomId: string) => `room:${roomId}:pl:list`,
+  /** Sorted set, relative to the room shard: the highlighting subset of `roomList`. */
+  roomListHighlight: (roomId: string) => `room:${roomId}:pl:list:h`,
+  /** Hash, relative to the room shard: `roomList` event id → details JSON as in `notificationData`, absent for a plain `["notify"]` without a relation. */
+  roomListData: (roomId: string) => `room:${roomId}:pl:d`,
+  /**
+   * Hash, relative to the room shard: local user → their joins and leaves as the push evaluator
+   * saw them, `<list score>:<j|l>` separated by `;`, oldest first: when they were a member for
+   * `roomList` (the events of the room list they were notified of). Absent: no change since the
+   * room's list exists (a member since before it if joined now). push-joins-1.lua writes it.
+   */
+  roomJoins: (roomId: string) => `room:${roomId}:pl:joins`,
   /**
    * String, relative to a **room** shard: the id of the last entry of that shard's outbox the push
    * evaluator has finished (its writes done), so /sync can tell whether a room's unread counts

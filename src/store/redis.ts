@@ -30,7 +30,8 @@ const SCRIPTS = {
   trimStream: 'trim-stream-1.lua',
   membershipIndex: 'membership-index-2.lua',
   timersFire: 'timers-fire-1.lua',
-  pushRecord: 'push-record-3.lua',
+  pushLog: 'push-log-1.lua',
+  pushJoins: 'push-joins-1.lua',
   pushProgress: 'push-progress-1.lua',
   rateLimit: 'rate-limit-2.lua',
   reply: 'reply-1.lua',
@@ -43,7 +44,7 @@ const SCRIPTS = {
   registrationToken: 'registration-token-3.lua',
   readMany: 'read-many-3.lua',
   syncSnapshot: 'sync-snapshot-3.lua',
-  unreadCounts: 'unread-counts-2.lua',
+  unreadCounts: 'unread-counts-3.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 

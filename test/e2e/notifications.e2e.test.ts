@@ -138,8 +138,9 @@ describe('unread notification counts', () => {
     await eventually(() => counts(bob, [group]), { [group]: c(5, 1) });
     await receipt(bob, group, last);
     expect(await counts(bob, [group])).toEqual({ [group]: c(0, 0) });
-    // The evaluator follows the receipt actor's entries and drops what the receipt covers.
-    await eventually(() => server.redis.zcard(userKey(bob.userId, pushData.unread(bob.userId, group))), 0);
+    // The evaluator follows the receipt actor's entries and drops what the receipt covers: bob's
+    // exceptions in the room's push log (his own two messages, which notified the others).
+    await eventually(() => server.redis.zcard(userKey(bob.userId, pushData.exceptions(bob.userId, group))), 0);
     await send(alice, group, text('one more'));
     await eventually(() => counts(bob, [group]), { [group]: c(1, 0) });
     // A private receipt later in the timeline counts too; an earlier public one does not undo it.
@@ -256,6 +257,47 @@ describe('GET /notifications', () => {
     expect((await call(eve, 'GET', '/notifications?limit=-1')).body.errcode).toBe('M_INVALID_PARAM');
     expect((await call(eve, 'GET', '/notifications?from=abc')).body.errcode).toBe('M_INVALID_PARAM');
     expect((await call(fred, 'GET', '/notifications?limit=0')).body).toEqual({ notifications: [] });
+  });
+
+  it("lists a room's notifications for the times the user was a member, with their own outcome where it differs from the room's", async () => {
+    const [ian, jo, kim] = await Promise.all([register('n_ian'), register('n_jo'), register('n_kim')]);
+    const r = await room(ian, [jo, kim]);
+    const ids = async (s: Session, q = '') => {
+      const res = await call(s, 'GET', `/notifications${q}`);
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      return res.body.notifications as Json[];
+    };
+    const a = await send(ian, r, text('a'));
+    const b = await send(ian, r, text('b for jo', { 'm.mentions': { user_ids: [jo.userId] } }));
+    await eventually(async () => (await ids(jo)).length, 3); // with jo's invite
+    expect((await call(jo, 'POST', `/rooms/${enc(r)}/leave`, {})).status).toBe(200);
+    const c2 = await send(ian, r, text('c, jo is away'));
+    expect((await call(ian, 'POST', `/rooms/${enc(r)}/invite`, { user_id: jo.userId })).status).toBe(200);
+    expect((await call(jo, 'POST', `/rooms/${enc(r)}/join`, {})).status).toBe(200);
+    const d = await send(kim, r, text('d, jo is back'));
+    await eventually(async () => (await ids(kim)).filter((n) => n.event.type === 'm.room.message').map((n) => n.event.event_id), [c2, b, a]);
+    await eventually(async () => (await ids(jo)).length, 5);
+    const joList = await ids(jo);
+    // Not c (jo had left); the second invite is jo's own.
+    expect(joList.map((n) => (n.event.type === 'm.room.member' ? 'invite' : n.event.event_id))).toEqual([d, 'invite', b, a, 'invite']);
+    // b: jo's own outcome (a highlight); a and d: the room's (a plain notification).
+    expect(joList.find((n) => n.event.event_id === b)!.actions).toEqual(['notify', { set_tweak: 'sound', value: 'default' }, { set_tweak: 'highlight' }]);
+    expect(joList.find((n) => n.event.event_id === a)!.actions).toEqual(['notify']);
+    expect((await ids(jo, '?only=highlight')).map((n) => n.event.event_id)).toEqual([b]);
+    // kim: every message but her own; ian: every message but his own.
+    expect((await ids(kim)).filter((n) => n.event.type === 'm.room.message').map((n) => n.event.event_id)).toEqual([c2, b, a]);
+    expect((await ids(kim)).find((n) => n.event.event_id === b)!.actions).toEqual(['notify']);
+    await eventually(async () => (await ids(ian)).map((n) => n.event.event_id), [d]);
+    // Pages of one through the merged lists: each once, in order.
+    const seen: string[] = [];
+    let from: string | undefined;
+    for (let i = 0; i < 8; i++) {
+      const page = await call(jo, 'GET', `/notifications?limit=1${from ? `&from=${from}` : ''}`);
+      seen.push(...page.body.notifications.map((n: Json) => n.event.event_id));
+      from = page.body.next_token;
+      if (!from) break;
+    }
+    expect(seen).toEqual(joList.map((n) => n.event.event_id));
   });
 
   it('serves the latest NOTIFICATIONS_KEPT only, when the list holds more between two trims', async () => {

@@ -2,20 +2,22 @@
  * The push evaluator reader on real Redis, single server and the test setup's 3-master Cluster:
  * one room of 600 local members laid out as the room actor stores it, outbox entries appended as
  * the room actor appends them, and what the reader records read back the way /sync reads it
- * (`unreadCounts`) — for every member, so batching the script calls (all users in one call on a
- * single Redis, one call per user shard on a Cluster, at most MAX_USERS_PER_CALL each) loses or
- * mixes up nobody. Also: the progress it records per room shard (`pushData.evaluatedUpTo`, and
- * the `evaluated` notification), which never moves back, and replays that change nothing.
+ * (`unreadCounts`) — for every member: the room's push log written once per event, and only the
+ * members whose outcome differs from the room's (the sender, a mention, their own rules) with
+ * records of their own (exceptions). Also: the progress it records per room shard
+ * (`pushData.evaluatedUpTo`, and the `evaluated` notification), which never moves back, and
+ * replays that change nothing.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import pino from 'pino';
 import type { JsonObject } from '../../src/protocol/json';
 import { stateKeyOf } from '../../src/protocol/pdu';
-import { NOTIFICATIONS_KEPT, PushEvaluatorReader, TRIM_EVERY, derivedDetails, listScore, notificationMember } from '../../src/readers/push-evaluator';
+import { NOTIFICATIONS_KEPT, PushEvaluatorReader, TRIM_EVERY, derivedDetails, listScore, memberIntervals, notificationMember } from '../../src/readers/push-evaluator';
 import { shardOf } from '../../src/store/shards';
 import { encode } from '../../src/store/codec';
 import { KeySpace, PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData } from '../../src/store/keys';
+import type { StoredPushRules } from '../../src/protocol/push-rules';
 import { receiptField } from '../../src/store/read-receipts';
 import { connectRedis, isCluster, runScript, subscriberClient, type RedisClient } from '../../src/store/redis';
 import { decodeNotification, type SyncNotification } from '../../src/sync/notify';
@@ -89,20 +91,24 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     }
   }
 
-  /** Every member's counts (threads apart), and the size of every member's notification list. */
-  async function everyone(): Promise<{ counts: Map<string, UnreadCounts>; lists: Map<string, number> }> {
+  /** Every member's counts (threads apart), and the size of every member's own notification list and exceptions. */
+  async function everyone(): Promise<{ counts: Map<string, UnreadCounts>; lists: Map<string, number>; exceptions: Map<string, string[]> }> {
     const counts = new Map<string, UnreadCounts>();
     const lists = new Map<string, number>();
+    const exceptions = new Map<string, string[]>();
     for (let i = 0; i < users.length; i += 50) {
       await Promise.all(
         users.slice(i, i + 50).map(async (u) => {
           counts.set(u, (await unreadCounts(ctx(), u, [room], { threads: true })).get(room)!);
           lists.set(u, await redis.zcard(userKey(u, pushData.notifications(u))));
+          exceptions.set(u, await redis.zrange(userKey(u, pushData.exceptions(u, room)), 0, -1));
         }),
       );
     }
-    return { counts, lists };
+    return { counts, lists, exceptions };
   }
+  /** An exception's member (pushData.exceptions). */
+  const exc = (code: string, eventId: string, thread = '') => `${code}\0${thread}\0${eventId}`;
 
   let first: { eventId: string; pos: number; entry: string };
   let mention: { eventId: string; pos: number; entry: string };
@@ -119,6 +125,8 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     await redis.hset(roomKeys.data(roomData.state(room)), stateKeyOf('m.room.create', ''), '$create', stateKeyOf('m.room.power_levels', ''), '$pl');
     await redis.hset(roomKeys.data(roomData.members(room)), ...users.flatMap((u) => [u, 'join']));
     await redis.zadd(roomKeys.data(roomData.timeline(room)), 1, '$create', 2, '$pl');
+    // What the membership index reader writes for each member (joined at the start).
+    await Promise.all(users.map((u) => redis.hset(userKey(u, membershipIndexData.rooms(u)), room, '1:join')));
 
     sub = subscriberClient(redis);
     sub.on('message', (_ch: string, msg: string) => {
@@ -151,7 +159,7 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
 
     reader.attach(shard);
     await idle();
-    const { counts, lists } = await everyone();
+    const { counts, lists, exceptions } = await everyone();
     const thread = (n: number) => ({ [first.eventId]: c(n, 0) });
     for (const u of users) {
       let expected: UnreadCounts;
@@ -162,28 +170,37 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
       else if (u === joinedLate) expected = c(0, 0, thread(1)); // joined at 4: after the first two
       else expected = c(2, 0, thread(1));
       expect(counts.get(u), u).toEqual(expected);
-      // The full list is trimmed in chunks: at the first record for the user since the reader
-      // started (back to NOTIFICATIONS_KEPT), then every TRIM_EVERY; the two after it wait.
-      const listed = u === fullList ? NOTIFICATIONS_KEPT + 2 : u === sender ? 1 : u === users[1] ? 2 : 3;
-      expect(lists.get(u), u).toBe(listed);
+      // Only those whose outcome differs from the room's have records of their own: the sender of
+      // the first two (not notified, where the room was), the reply's sender, the mentioned member
+      // (a highlight where the room had a plain notification, and their own list entry).
+      const own =
+        u === sender ? [exc('xn', first.eventId), exc('xn', mention.eventId)] : u === users[1] ? [exc('xn', reply.eventId, first.eventId)] : u === mentioned ? [exc('hn', mention.eventId)] : [];
+      expect(exceptions.get(u)!.sort(), u).toEqual(own.sort());
+      expect(lists.get(u), u).toBe(u === fullList ? NOTIFICATIONS_KEPT : u === mentioned ? 1 : 0);
     }
-    const fullKey = userKey(fullList, pushData.notifications(fullList));
-    expect(await redis.zrange(fullKey, -3, -1)).toEqual([first, mention, reply].map((e) => notificationMember(room, e.eventId)));
-    // The oldest went at the trim, details included; the old ones keep theirs, the new plain ones
-    // have none.
-    expect(await redis.zscore(fullKey, old[0]!)).toBeNull();
-    expect(await redis.hexists(userKey(fullList, pushData.notificationData(fullList)), old[0]!)).toBe(0);
-    expect((await redis.hkeys(userKey(fullList, pushData.notificationData(fullList)))).sort()).toEqual(old.slice(1).sort());
+    // The room's log: the main timeline's two (no highlight: the room's outcome is a plain
+    // notification), the thread's reply, and the list GET /notifications merges, in arrival order.
+    expect(await redis.zrange(roomKeys.data(pushData.roomLog(room)), 0, -1)).toEqual([first.eventId, mention.eventId]);
+    expect(await redis.zcard(roomKeys.data(pushData.roomLogHighlight(room)))).toBe(0);
+    expect(await redis.zrange(roomKeys.data(pushData.roomLogThreads(room)), 0, -1)).toEqual([`n\0${first.eventId}\0${reply.eventId}`]);
+    expect(await redis.zrange(roomKeys.data(pushData.roomList(room)), 0, -1)).toEqual([first.eventId, mention.eventId, reply.eventId]);
+    // The sender and the reply's sender are left out of the room's list; the mentioned member has
+    // their own entry instead of the room's.
+    const excluded = (u: string) => redis.zrange(userKey(u, pushData.excluded(u)), 0, -1);
+    expect((await excluded(sender)).sort()).toEqual([notificationMember(room, first.eventId), notificationMember(room, mention.eventId)].sort());
+    expect(await excluded(mentioned)).toEqual([notificationMember(room, mention.eventId)]);
+    expect(await excluded(users[2]!)).toEqual([]);
+    // The full list was not touched (no record for its owner).
+    expect(await redis.zcard(userKey(fullList, pushData.notifications(fullList)))).toBe(NOTIFICATIONS_KEPT);
     // Each member's details are their own: the mentioned member's highlight. A plain
     // notification's are not stored: GET /notifications derives them from the event.
     const details = (u: string, e: string) => redis.hget(userKey(u, pushData.notificationData(u)), notificationMember(room, e)).then((s) => (s === null ? null : JSON.parse(s)));
     expect(await details(mentioned, mention.eventId)).toMatchObject({ pos: mention.pos, thread: null, highlight: true, actions: ['notify', { set_tweak: 'sound', value: 'default' }, { set_tweak: 'highlight' }] });
-    expect(await details(users[2]!, mention.eventId)).toBeNull();
-    expect(await details(users[2]!, reply.eventId)).toBeNull();
+    expect(await redis.hlen(roomKeys.data(pushData.roomListData(room)))).toBe(0);
     const [, replyScore] = reply.entry.split('-').map(Number) as [number, number];
     const replyMs = Number(reply.entry.split('-')[0]);
     expect(derivedDetails({ pos: reply.pos, event: { content: { 'm.relates_to': { rel_type: 'm.thread', event_id: first.eventId } } } }, listScore(replyMs, replyScore))).toEqual({ pos: reply.pos, thread: first.eventId, actions: ['notify'], highlight: false, ts: replyMs });
-    expect(Number(await redis.zscore(userKey(users[2]!, pushData.notifications(users[2]!)), notificationMember(room, reply.eventId)))).toBe(listScore(replyMs, replyScore));
+    expect(Number(await redis.zscore(roomKeys.data(pushData.roomList(room)), reply.eventId))).toBe(listScore(replyMs, replyScore));
     expect(await redis.zrange(userKey(mentioned, pushData.highlights(mentioned)), 0, -1)).toEqual([notificationMember(room, mention.eventId)]);
 
     // How far the evaluator got: the last entry, stored and announced.
@@ -205,6 +222,8 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     const before = await everyone();
     const lastBefore = await progress();
     const dataBefore = await redis.hgetall(userKey(users[2]!, pushData.notificationData(users[2]!)));
+    const roomLogs = () => Promise.all([pushData.roomLog(room), pushData.roomLogThreads(room), pushData.roomList(room)].map((k) => redis.zrange(roomKeys.data(k), 0, -1, 'WITHSCORES')));
+    const logsBefore = await roomLogs();
     // A later holder's progress already stored.
     const [ms] = lastBefore!.split('-');
     const later = `${Number(ms) + 1}-0`;
@@ -213,6 +232,7 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     heard.length = 0;
     await idle();
     expect(await everyone()).toEqual(before);
+    expect(await roomLogs()).toEqual(logsBefore);
     expect(await redis.hgetall(userKey(users[2]!, pushData.notificationData(users[2]!)))).toEqual(dataBefore);
     expect(await progress()).toBe(later);
     // Nothing announced: the replayed batch did not get as far as what is stored.
@@ -220,7 +240,7 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     expect(heard.filter((n) => n.evaluated)).toEqual([]);
   });
 
-  it('trims a full list back to NOTIFICATIONS_KEPT every TRIM_EVERY records, highlights and details with it', async () => {
+  it("trims a user's full own list back to NOTIFICATIONS_KEPT every TRIM_EVERY records, highlights and details with it", async () => {
     const fullKey = userKey(fullList, pushData.notifications(fullList));
     const hlKey = userKey(fullList, pushData.highlights(fullList));
     const dataKey = userKey(fullList, pushData.notificationData(fullList));
@@ -228,29 +248,32 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     const oldest = (await redis.zrange(fullKey, 0, 0, 'WITHSCORES')) as [string, string];
     await redis.zadd(hlKey, oldest[1], oldest[0]);
     reader.clearCaches(); // as after a restart: the next record trims
-    await append(message(sender, { body: 'one more' }));
+    // Mentions: the member's own records (a highlight, where the room has a plain notification).
+    const mentionFull = (body: string) => message(sender, { body, 'm.mentions': { user_ids: [fullList] } });
+    const one = await append(mentionFull('one more'));
     await idle();
     expect(await redis.zcard(fullKey)).toBe(NOTIFICATIONS_KEPT);
     expect(await redis.zscore(hlKey, oldest[0])).toBeNull();
-    expect(await redis.zrange(hlKey, 0, -1)).toEqual([]);
-    for (let i = 1; i < TRIM_EVERY; i++) await append(message(sender, { body: `more ${i}` }));
+    expect(await redis.zrange(hlKey, 0, -1)).toEqual([notificationMember(room, one.eventId)]);
+    for (let i = 1; i < TRIM_EVERY; i++) await append(mentionFull(`more ${i}`));
     await idle();
     expect(await redis.zcard(fullKey)).toBe(NOTIFICATIONS_KEPT + TRIM_EVERY - 1);
-    const last = await append(message(sender, { body: 'the chunk is full' }));
+    const last = await append(mentionFull('the chunk is full'));
     await idle();
     expect(await redis.zcard(fullKey)).toBe(NOTIFICATIONS_KEPT);
-    // The details of what the trims took went with it (the old entries' ones: the new have none).
+    // The details of what the trims took went with it: every entry has details (the old ones
+    // theirs, the mentions their highlight), none is left without its entry.
     const listed = new Set(await redis.zrange(fullKey, 0, -1));
     const kept = await redis.hkeys(dataKey);
-    expect(kept.length).toBeGreaterThan(0);
     expect(kept.filter((m) => !listed.has(m))).toEqual([]);
-    expect(kept.length).toBe(NOTIFICATIONS_KEPT - (TRIM_EVERY + 1) - 3);
+    expect(kept.length).toBe(NOTIFICATIONS_KEPT);
     expect(await redis.zrange(fullKey, -1, -1)).toEqual([notificationMember(room, last.eventId)]);
+    expect(await redis.zcard(hlKey)).toBe(TRIM_EVERY + 1);
     // The mentioned member's highlight is still there (theirs is far from full).
     expect(await redis.zrange(userKey(mentioned, pushData.highlights(mentioned)), 0, -1)).toEqual([notificationMember(room, mention.eventId)]);
   });
 
-  it('follows joins in the outbox: a member counts from their join, and read entries are trimmed when the receipt moves', async () => {
+  it('follows joins in the outbox: a member counts from their join, is listed from it, and receipts trim their exceptions', async () => {
     const newcomer = `@new:${SERVER}`;
     const before = await append(message(sender, { body: 'before the join' }));
     const join = await append({ type: 'm.room.member', state_key: newcomer, sender: newcomer, content: { membership: 'join' } });
@@ -259,17 +282,126 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     const after = await append(message(sender, { body: 'after the join' }));
     await idle();
     expect((await unreadCounts(ctx(), newcomer, [room])).get(room)).toEqual(c(1, 0));
-    expect(await redis.zrange(userKey(newcomer, pushData.notifications(newcomer)), 0, -1)).toEqual([notificationMember(room, after.eventId)]);
+    // Listed from the join on: the room's list entries within their membership.
+    const record = await redis.hget(roomKeys.data(pushData.roomJoins(room)), newcomer);
+    const [ms, seq] = join.entry.split('-').map(Number) as [number, number];
+    expect(record).toBe(`${listScore(ms, seq)}:j`);
+    const [[from, to]] = memberIntervals(record, true) as [[number, number]];
+    const score = async (e: string) => Number(await redis.zscore(roomKeys.data(pushData.roomList(room)), e));
+    expect(await score(before.eventId)).toBeLessThan(from);
+    expect(await score(after.eventId)).toBeGreaterThan(from);
+    expect(to).toBe(Number.POSITIVE_INFINITY);
+    // A member without a record was one before the log; a profile change is not a join.
+    const profile = await append({ type: 'm.room.member', state_key: users[4]!, sender: users[4]!, content: { membership: 'join', displayname: 'four' } });
+    await idle();
+    expect(await redis.hget(roomKeys.data(pushData.roomJoins(room)), users[4]!)).toBeNull();
+    const leave = await append({ type: 'm.room.member', state_key: users[4]!, sender: users[4]!, content: { membership: 'leave' } });
+    await idle();
+    const [lms, lseq] = leave.entry.split('-').map(Number) as [number, number];
+    expect(memberIntervals(await redis.hget(roomKeys.data(pushData.roomJoins(room)), users[4]!), false)).toEqual([[0, listScore(lms, lseq)]]);
+    expect(profile.pos).toBeLessThan(leave.pos);
     // users[3] has read nothing: every message since the first is unread.
     const u3 = users[3]!;
-    const unreadKey = userKey(u3, pushData.unread(u3, room));
-    expect(await redis.zscore(unreadKey, before.eventId)).not.toBeNull();
-    // Their receipt (the receipt actor stores it, then appends its entry to the outbox) trims what it covers.
+    const count3 = (await unreadCounts(ctx(), u3, [room])).get(room)!.notification_count;
+    expect(count3).toBeGreaterThan(1);
+    // Their receipt in the middle (the receipt actor stores it, then appends its entry to the outbox).
     await redis.hset(roomKeys.data(roomData.receipts(room)), receiptField('m.read', '', u3), JSON.stringify({ event_id: before.eventId, ts: 1, pos: before.pos }));
     await redis.xadd(roomKeys.outbox, '*', 'a', room, 'k', 'receipt', 'b', encode({ type: 'receipt', room_id: room, user_id: u3, receipt_type: 'm.read', event_id: before.eventId, ts: 1 }));
     await idle();
-    expect(await redis.zrange(unreadKey, 0, -1)).toEqual([after.eventId]);
     expect((await unreadCounts(ctx(), u3, [room])).get(room)).toEqual(c(1, 0));
+    // The sender's exceptions (their own messages) up to their receipt are trimmed by it; the later stay.
+    const senderExceptions = userKey(sender, pushData.exceptions(sender, room));
+    expect(await redis.zscore(senderExceptions, exc('xn', before.eventId))).not.toBeNull();
+    await redis.hset(roomKeys.data(roomData.receipts(room)), receiptField('m.read', '', sender), JSON.stringify({ event_id: before.eventId, ts: 1, pos: before.pos }));
+    await redis.xadd(roomKeys.outbox, '*', 'a', room, 'k', 'receipt', 'b', encode({ type: 'receipt', room_id: room, user_id: sender, receipt_type: 'm.read', event_id: before.eventId, ts: 1 }));
+    await idle();
+    expect(await redis.zrange(senderExceptions, 0, -1)).toEqual([exc('xn', after.eventId)]);
+    expect((await unreadCounts(ctx(), sender, [room])).get(room)).toEqual(c(0, 0));
+  });
+
+  /** A read receipt as the receipt actor stores it and appends its entry to the outbox. */
+  async function read(u: string, e: { eventId: string; pos: number }, thread = ''): Promise<void> {
+    await redis.hset(roomKeys.data(roomData.receipts(room)), receiptField('m.read', thread, u), JSON.stringify({ event_id: e.eventId, ts: 1, pos: e.pos }));
+    await redis.xadd(roomKeys.outbox, '*', 'a', room, 'k', 'receipt', 'b', encode({ type: 'receipt', room_id: room, user_id: u, receipt_type: 'm.read', event_id: e.eventId, ts: 1, ...(thread ? { thread_id: thread } : {}) }));
+  }
+
+  it("keeps members' own rules as exceptions, and none for own rules with the room's outcome; receipts in the middle", async () => {
+    const [muted, keyword, noMessages, plain] = [users[20]!, users[21]!, users[22]!, users[23]!];
+    const rules = (u: string, stored: StoredPushRules) => redis.set(userKey(u, userData.pushRules(u)), JSON.stringify(stored));
+    await rules(muted, { rules: { room: [{ rule_id: room, enabled: true, actions: [] }] }, defaults: {} });
+    await rules(keyword, { rules: { content: [{ rule_id: 'pizza', enabled: true, pattern: 'pizza', actions: ['notify', { set_tweak: 'highlight' }] }] }, defaults: {} });
+    await rules(noMessages, { rules: {}, defaults: { 'underride/.m.rule.message': { enabled: false } } });
+    reader.clearCaches();
+    // Everything so far read by the four.
+    const start = await append(message(sender, { body: '* x', 'm.new_content': { msgtype: 'm.text', body: 'x' }, 'm.relates_to': { rel_type: 'm.replace', event_id: first.eventId } }));
+    for (const u of [muted, keyword, noMessages, plain]) await read(u, start);
+    const e1 = await append(message(sender, { body: 'hello' }));
+    const e2 = await append(message(sender, { body: 'pizza time' }));
+    const e3 = await append(message(users[1]!, { body: 'in e1 thread', 'm.relates_to': { rel_type: 'm.thread', event_id: e1.eventId, is_falling_back: true, 'm.in_reply_to': { event_id: e1.eventId } } }));
+    await idle();
+    const counts = async (u: string) => (await unreadCounts(ctx(), u, [room], { threads: true })).get(room);
+    const inThread = (n: number, h = 0) => ({ [e1.eventId]: c(n, h) });
+    expect(await counts(muted)).toEqual(c(0, 0));
+    expect(await counts(keyword)).toEqual(c(2, 1, inThread(1)));
+    expect(await counts(noMessages)).toEqual(c(0, 0));
+    expect(await counts(plain)).toEqual(c(2, 0, inThread(1)));
+    // Whole-room counts (no thread counts asked for) add the thread's.
+    expect((await unreadCounts(ctx(), keyword, [room])).get(room)).toEqual(c(3, 1));
+    const exceptionsOf = async (u: string) => (await redis.zrange(userKey(u, pushData.exceptions(u, room)), 0, -1)).sort();
+    // The keyword member's rules are not the defaults, yet only the event they changed is theirs.
+    expect(await exceptionsOf(keyword)).toEqual([exc('hn', e2.eventId)]);
+    expect(await exceptionsOf(muted)).toEqual([exc('xn', e1.eventId), exc('xn', e2.eventId), exc('xn', e3.eventId, e1.eventId)].sort());
+    expect(await exceptionsOf(plain)).toEqual([]);
+    // A receipt in the middle: the main timeline up to e1 (an unthreaded receipt covers the thread
+    // up to it too; the thread's reply is after it).
+    await read(keyword, e1);
+    await idle();
+    expect(await counts(keyword)).toEqual(c(1, 1, inThread(1)));
+    expect(await exceptionsOf(keyword)).toEqual([exc('hn', e2.eventId)]);
+    // The thread read by its own receipt; then the main timeline by a 'main' one.
+    await read(keyword, e3, e1.eventId);
+    await idle();
+    expect(await counts(keyword)).toEqual(c(1, 1));
+    await read(keyword, e2, 'main');
+    await idle();
+    expect(await counts(keyword)).toEqual(c(0, 0));
+    expect(await exceptionsOf(keyword)).toEqual([]);
+    // The muted member's receipts trim theirs: the main one and, by the thread's receipt, the thread's.
+    await read(muted, e2, 'main');
+    await idle();
+    expect(await exceptionsOf(muted)).toEqual([exc('xn', e3.eventId, e1.eventId)]);
+    await read(muted, e3, e1.eventId);
+    await idle();
+    expect(await exceptionsOf(muted)).toEqual([]);
+    // A member who is not joined now has no count from the room's log.
+    await redis.hset(userKey(plain, membershipIndexData.rooms(plain)), room, `${e3.pos + 1}:leave`);
+    expect(await counts(plain)).toEqual(c(0, 0));
+    await redis.hset(userKey(plain, membershipIndexData.rooms(plain)), room, '1:join');
+    for (const u of [muted, keyword, noMessages]) await redis.del(userKey(u, userData.pushRules(u)));
+    reader.clearCaches();
+  });
+
+  it('still counts the unread sets written before the room logs (a rolling upgrade), and receipts trim them', async () => {
+    const u = users[24]!;
+    const last = await append(message(sender, { body: '* y', 'm.new_content': { msgtype: 'm.text', body: 'y' }, 'm.relates_to': { rel_type: 'm.replace', event_id: first.eventId } }));
+    await read(u, last);
+    await idle();
+    expect((await unreadCounts(ctx(), u, [room], { threads: true })).get(room)).toEqual(c(0, 0));
+    // As push-record-3.lua left them: two main-timeline events after the receipt, one a highlight,
+    // and a thread's (at the positions of three events that notify no one now).
+    const quiet = () => append(message(sender, { body: '* z', 'm.new_content': { msgtype: 'm.text', body: 'z' }, 'm.relates_to': { rel_type: 'm.replace', event_id: first.eventId } }));
+    const [o1, o2, o3] = [await quiet(), await quiet(), await quiet()];
+    await redis.zadd(userKey(u, pushData.unread(u, room)), o1.pos, '$old1', o2.pos, '$old2');
+    await redis.zadd(userKey(u, pushData.unreadHighlight(u, room)), o2.pos, '$old2');
+    await redis.zadd(userKey(u, pushData.unreadThreads(u, room)), o3.pos, `n\0$root\0$old3`);
+    const next = await append(message(sender, { body: 'new' }));
+    await idle();
+    expect((await unreadCounts(ctx(), u, [room], { threads: true })).get(room)).toEqual(c(3, 1, { $root: c(1, 0) }));
+    await read(u, next);
+    await idle();
+    expect((await unreadCounts(ctx(), u, [room], { threads: true })).get(room)).toEqual(c(0, 0));
+    expect(await redis.zcard(userKey(u, pushData.unread(u, room)))).toBe(0);
+    expect(await redis.zcard(userKey(u, pushData.unreadThreads(u, room)))).toBe(0);
   });
 
   it('compares stream ids as numbers, ms then sequence', async () => {

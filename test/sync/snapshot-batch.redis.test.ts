@@ -114,12 +114,14 @@ describe('SnapshotBatcher', () => {
 describe('ScriptBatcher', () => {
   it('sends the segments asked in one turn as one call and gives each caller its own reply', async () => {
     const user = (n: number) => `@u${n}:x`;
-    const keysOf = (n: number) => [k(`receipts${n}`), k(`threads${n}`), k(`unread${n}`), k(`highlight${n}`)];
+    // unread-counts-3.lua's eight keys per room: the room's receipts and push logs, the user's
+    // exceptions and the unread sets of before the logs.
+    const keysOf = (n: number) => [k(`receipts${n}`), k(`log${n}`), k(`logh${n}`), k(`logt${n}`), k(`px${n}`), k(`threads${n}`), k(`unread${n}`), k(`highlight${n}`)];
     const sets = [keysOf(0), keysOf(1), keysOf(2)];
     // User n has n + 1 unread notifications after position 10, n of them highlights.
     for (let n = 0; n < 3; n++) {
-      for (let i = 0; i <= n; i++) await redis.zadd(sets[n]![2]!, 11 + i, `$e${i}`);
-      for (let i = 0; i < n; i++) await redis.zadd(sets[n]![3]!, 11 + i, `$e${i}`);
+      for (let i = 0; i <= n; i++) await redis.zadd(sets[n]![1]!, 11 + i, `$e${i}`);
+      for (let i = 0; i < n; i++) await redis.zadd(sets[n]![2]!, 11 + i, `$e${i}`);
     }
     const batcher = new ScriptBatcher(redis, 'unreadCounts');
     const { result: replies, calls } = await counting('unreadCounts', () => Promise.all(sets.map((keys, n) => batcher.call(keys, [1, 2, `m.read\u0000${user(n)}`, `m.read.private\u0000${user(n)}`, 10]))));
