@@ -96,7 +96,7 @@ import { STRIPPED_STATE_TYPES } from '../rooms/remote-join';
 import { paginate } from '../rooms/pagination';
 import { pushRulesContent } from './push-rules';
 import { partialStateAmong } from '../rooms/partial-state';
-import { initialSlicesOf, renderSliceEvents, sliceEventAtOrBefore, sliceEvents, slicePaginate, type RoomSlice } from './initial-slices';
+import { initialSlicesOf, renderSliceEvents, sliceEventAtOrBefore, sliceEvents, slicePaginate, type RoomSlice, type SliceWant } from './initial-slices';
 
 /**
  * Rooms given in full computed at once by one sync. Not all of them: with 1,500 rooms under way
@@ -509,6 +509,18 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   // What rooms unchanged since an earlier sync gave them in full are answered from
   // (src/sync/initial-slices.ts): their timeline page and state events, written already.
   const slices = initialSlicesOf(ctx);
+  const pageSize = Math.max(filter.limit + 1, 20);
+  // Slices this front lacks, from Redis where another front (or this one before a restart) wrote
+  // them: one MGET per shard for all the rooms, before any room is computed.
+  if (slices && since === null) {
+    const wants: SliceWant[] = [];
+    for (const roomId of fullJoins) {
+      const version = pre.get(roomId)?.version;
+      const top = snap.tops.get(roomId);
+      if (version && top !== undefined) wants.push({ roomId, version, top, pageSize });
+    }
+    await slices.loadShared(ctx, wants);
+  }
 
   await Promise.all([
     eachBounded(fullJoins, FULL_ROOMS_AT_ONCE, async (roomId) => {
@@ -517,9 +529,12 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
       // event now, not exactly at the cut: the next sync may repeat a few of their events.
       const top = snap.tops.get(roomId) ?? (await topNow(ctx, roomId));
       const room = pre.get(roomId);
-      const slice = slices && room?.version ? slices.slice(roomId, room.version, top, Math.max(filter.limit + 1, 20)) : null;
+      const slice = slices && room?.version ? slices.slice(roomId, room.version, top, pageSize) : null;
       const entry = await fullRoom(ctx, user, roomId, top, filter, null, p.stateAfter, since === null, room, slice);
-      if (slice) slices!.keep(slice);
+      if (slice) {
+        slices!.keep(slice);
+        slices!.share(ctx, slice);
+      }
       // Incrementally, a room given in full (newly joined, or after a gap) skipped what came
       // before: limited, so the client paginates from prev_batch if it wants it (as Synapse).
       if (since !== null && !fullState) (entry.timeline as JsonObject).limited = true;
@@ -915,7 +930,7 @@ async function fullRoomFromSlice(ctx: ApiContext, user: SyncUser, roomId: string
   const stateSlice = await sliceEvents(ctx, slice, state.map((e) => e.eventId));
   return {
     [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: (await renderSliceEvents(ctx, roomId, stateSlice, user, { membership: false })) as unknown as JsonValue },
-    timeline: { events: (await renderSliceEvents(ctx, roomId, chosen, user)) as unknown as JsonValue, limited, prev_batch: encodeToken(prev) },
+    timeline: { events: (await renderSliceEvents(ctx, roomId, chosen, user, { known: slice.known })) as unknown as JsonValue, limited, prev_batch: encodeToken(prev) },
   };
 }
 
