@@ -116,6 +116,10 @@ export interface SliceWant {
 
 /** Keys per `MGET` of shared slices (one shard's): a call runs alone in Redis. */
 const SHARED_READ_KEYS = 100;
+/** Shared slices encoded and written per event-loop turn. */
+const SHARE_PER_TURN = 32;
+/** A queued shared slice is written after this long if no sync said it was done. */
+const SHARE_FALLBACK_MS = 1_000;
 /** State entries of the snapshots a shared slice carries, at most (a bigger room's are read as before). */
 const SHARED_SNAPSHOT_ENTRIES = 2_000;
 
@@ -176,10 +180,35 @@ export class InitialSlices {
   share(ctx: ApiContext, slice: RoomSlice): void {
     if (!this.sharedSeconds || slice.incomplete || !slice.pageDone || slice.events.size <= slice.sharedEvents) return;
     slice.sharedEvents = slice.events.size;
-    const text = encodeSlice(ctx.rooms, slice);
-    initialSliceStats.sharedWritten++;
-    ctx.redis.set(roomShard(ctx, slice.roomId).data(roomData.syncSlice(slice.roomId)), text, 'EX', this.sharedSeconds).catch(() => undefined);
+    this.toShare.push({ ctx, slice });
+    // Written once the sync has answered (`flushSharedSoon`), or after a second anyway.
+    if (!this.shareTimer && !this.flushing) this.shareTimer = setTimeout(() => this.flushSharedSoon(), SHARE_FALLBACK_MS);
   }
+
+  /**
+   * Write the slices `share` queued, SHARE_PER_TURN a turn (encoding 1,500 rooms' slices at once
+   * would hold the event loop ~100 ms): a sync calls this when its answer is computed, so the
+   * writes are not on that answer's path.
+   */
+  flushSharedSoon(): void {
+    if (this.shareTimer) clearTimeout(this.shareTimer);
+    this.shareTimer = null;
+    if (this.flushing || this.toShare.length === 0) return;
+    this.flushing = true;
+    const turn = () => {
+      for (const { ctx, slice } of this.toShare.splice(0, SHARE_PER_TURN)) {
+        initialSliceStats.sharedWritten++;
+        ctx.redis.set(roomShard(ctx, slice.roomId).data(roomData.syncSlice(slice.roomId)), encodeSlice(ctx.rooms, slice), 'EX', this.sharedSeconds).catch(() => undefined);
+      }
+      if (this.toShare.length) setImmediate(turn);
+      else this.flushing = false;
+    };
+    setImmediate(turn);
+  }
+
+  private readonly toShare: { ctx: ApiContext; slice: RoomSlice }[] = [];
+  private shareTimer: ReturnType<typeof setTimeout> | null = null;
+  private flushing = false;
 
   /** The room's slice for this version, top and page size: the kept one when it is that, else a new one. */
   slice(roomId: string, version: string, top: number, pageSize: number): RoomSlice {
@@ -278,6 +307,16 @@ export async function sliceEvents(ctx: ApiContext, slice: RoomSlice, ids: readon
   return out;
 }
 
+/**
+ * Read into a slice being built the stored events of `ids` it does not hold, without marking it
+ * incomplete for one not stored (they are read ahead of being asked for: what is missing is
+ * whatever a sync later asks for and does not find).
+ */
+export async function slicePreload(ctx: ApiContext, slice: RoomSlice, ids: readonly string[]): Promise<void> {
+  const missing = [...new Set(ids.filter((id) => !slice.events.has(id)))];
+  if (missing.length) await addEvents(ctx, slice, await ctx.rooms.events(slice.roomId, missing));
+}
+
 /** The event at or before a position, from the page when it holds it. */
 export async function sliceEventAtOrBefore(ctx: ApiContext, slice: RoomSlice, pos: number, read: () => Promise<RoomEvent | null>): Promise<RoomEvent | null> {
   const page = await slicePage(ctx, slice);
@@ -297,13 +336,14 @@ async function addEvents(ctx: ApiContext, slice: RoomSlice, events: RoomEvent[])
   const redactionIds = [...new Set(events.map((e) => e.redactedBy).filter((id): id is string => !!id))];
   const redactionsP = ctx.rooms.events(roomId, redactionIds);
   const replaced = new Map<string, string>();
-  await Promise.all(
-    events.map(async (e) => {
-      if (typeof e.event.state_key !== 'string' || typeof e.event.type !== 'string' || !e.stateBefore) return;
-      const prev = await ctx.rooms.stateEntryAt(roomId, e.stateBefore, stateKeyOf(e.event.type, e.event.state_key));
+  const stateEvents = events.filter((e) => typeof e.event.state_key === 'string' && typeof e.event.type === 'string' && e.stateBefore);
+  if (stateEvents.length) {
+    const prevs = await ctx.rooms.stateEntriesAt(roomId, stateEvents.map((e) => ({ id: e.stateBefore, key: stateKeyOf(e.event.type as string, e.event.state_key as string) })));
+    stateEvents.forEach((e, i) => {
+      const prev = prevs[i];
       if (prev && prev !== e.eventId) replaced.set(e.eventId, prev);
-    }),
-  );
+    });
+  }
   const [txns, redactions, previous] = await Promise.all([txnsP, redactionsP, ctx.rooms.events(roomId, [...new Set(replaced.values())])]);
   const redactionById = new Map(redactions.map((r) => [r.eventId, r]));
   const previousById = new Map(previous.map((p) => [p.eventId, p]));
