@@ -410,11 +410,19 @@ export async function renderSliceEvents(ctx: ApiContext, roomId: string, events:
     memberships = cached.every((m) => m !== undefined) ? (cached as string[]) : await Promise.all(events.map((se, i) => cached[i] ?? ctx.rooms.membershipAfter(roomId, se.e, viewer.userId, opts.known)));
   }
   const now = Date.now();
+  // The viewer's own device's keys are `<endpoint>\0<user>\0<device>\0<txn>`: matched as text
+  // (parseTxnKey splits every key; ids holding a \0 themselves still go through it).
+  const own = viewer.userId.includes('\u0000') || viewer.deviceId.includes('\u0000') ? null : `\u0000${viewer.userId}\u0000${viewer.deviceId}\u0000`;
   const texts = events.map((se, i) => {
     let json = `${se.head},"unsigned":{"age":${Math.max(0, now - se.ts)}`;
     if (se.txn !== null && se.e.event.sender === viewer.userId) {
-      const t = parseTxnKey(se.txn);
-      if (t && t.userId === viewer.userId && t.deviceId === viewer.deviceId) json += `,"transaction_id":${JSON.stringify(t.txnId)}`;
+      if (own) {
+        const at = se.txn.indexOf('\u0000');
+        if (at >= 0 && se.txn.startsWith(own, at)) json += `,"transaction_id":${JSON.stringify(se.txn.slice(at + own.length))}`;
+      } else {
+        const t = parseTxnKey(se.txn);
+        if (t && t.userId === viewer.userId && t.deviceId === viewer.deviceId) json += `,"transaction_id":${JSON.stringify(t.txnId)}`;
+      }
     }
     if (se.because) json += `,"redacted_because":${se.because.prefix},"unsigned":{"age":${Math.max(0, now - se.because.ts)}}}`;
     if (memberships) json += `,"membership":${JSON.stringify(memberships[i]!)}`;
