@@ -116,6 +116,8 @@ export interface SliceWant {
 
 /** Keys per `MGET` of shared slices (one shard's): a call runs alone in Redis. */
 const SHARED_READ_KEYS = 100;
+/** Slices weighing more than this (`RoomSlice.weight`, ~2× their text) are not shared: ~1 MB of text in Redis at most. */
+const SHARED_MAX_WEIGHT = 2 * 2 ** 20;
 /** Shared slices encoded and written per event-loop turn. */
 const SHARE_PER_TURN = 32;
 /** A queued shared slice is written after this long if no sync said it was done. */
@@ -180,6 +182,8 @@ export class InitialSlices {
   share(ctx: ApiContext, slice: RoomSlice): void {
     if (!this.sharedSeconds || slice.incomplete || !slice.pageDone || slice.events.size <= slice.sharedEvents) return;
     slice.sharedEvents = slice.events.size;
+    // A big room's whole state (thousands of member events) is not copied into Redis per version.
+    if (slice.weight() > SHARED_MAX_WEIGHT) return;
     this.toShare.push({ ctx, slice });
     // Written once the sync has answered (`flushSharedSoon`), or after a second anyway.
     if (!this.shareTimer && !this.flushing) this.shareTimer = setTimeout(() => this.flushSharedSoon(), SHARE_FALLBACK_MS);

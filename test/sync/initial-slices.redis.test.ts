@@ -159,4 +159,42 @@ describe('initial-sync slices', () => {
     expect(decodeSlice(otherRooms, { roomId, version: 'v1', top: 9, pageSize: 20 }, text.slice(0, -1))).toBeNull();
     expect(decodeSlice(otherRooms, { roomId, version: 'v1', top: 9, pageSize: 20 }, `{${text}`)).toBeNull();
   });
+
+  it('are written and read on a Redis Cluster (one MGET per shard: keys of one hash slot)', async () => {
+    const cluster = connectRedis({ clusterNodes: inject('redisClusterNodes') });
+    try {
+      const keys = new KeySpace(`isc${randomBytes(4).toString('hex')}:`);
+      const shards = 64;
+      const roomIds = ['!one:test', '!two:test', '!three:test', '!four:test'];
+      expect(new Set(roomIds.map((r) => shardOf(r, shards))).size).toBeGreaterThan(1);
+      const ctxOf = (rooms: RoomReader) => ({ redis: cluster, keys, rooms, shardCounts: { room: shards, user: shards }, config: {} }) as unknown as ApiContext;
+      const first = ctxOf(new RoomReader(cluster, keys, shards));
+      const built = new InitialSlices(2 ** 20, 60);
+      const order = ['$create', '$join', '$name1', '$name2', '$bobjoin', '$msg', '$gone', '$redaction', '$odd'];
+      for (const roomId of roomIds) {
+        await writeStoredRoom(cluster, keys, roomId, shards);
+        const rk = keys.shard('room', shardOf(roomId, shards));
+        for (const [i, id] of order.entries()) await cluster.zadd(rk.data(roomData.timeline(roomId)), i + 1, id);
+        const slice = built.slice(roomId, 'v1', 9, 20);
+        await slicePaginate(first, slice, alice, 20, {});
+        built.keep(slice);
+        built.share(first, slice);
+      }
+      built.flushSharedSoon();
+      const keyOf = (roomId: string) => keys.shard('room', shardOf(roomId, shards)).data(roomData.syncSlice(roomId));
+      for (let i = 0; i < 200 && (await Promise.all(roomIds.map((r) => cluster.exists(keyOf(r))))).some((n) => !n); i++) await new Promise((r) => setTimeout(r, 10));
+      const other = ctxOf(new RoomReader(cluster, keys, shards));
+      const theirs = new InitialSlices(2 ** 20, 60);
+      const read = initialSliceStats.sharedRead;
+      await theirs.loadShared(other, roomIds.map((roomId) => ({ roomId, version: 'v1', top: 9, pageSize: 20 })));
+      expect(initialSliceStats.sharedRead - read).toBe(roomIds.length);
+      for (const roomId of roomIds) {
+        const mine = (await slicePaginate(first, built.kept(roomId)!, alice, 20, {}))!;
+        const yours = (await slicePaginate(other, theirs.kept(roomId)!, alice, 20, {}))!;
+        expect(yours.map((se) => se.e.eventId)).toEqual(mine.map((se) => se.e.eventId));
+      }
+    } finally {
+      cluster.disconnect();
+    }
+  });
 });
