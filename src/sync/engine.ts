@@ -1022,9 +1022,12 @@ async function roomStateSection(ctx: ApiContext, user: SyncUser, roomId: string,
  */
 async function membersFromAuthEvents(ctx: ApiContext, roomId: string, events: readonly RoomEvent[], missing: Set<string>, reads?: StateReads): Promise<RoomEvent[]> {
   if (!missing.size) return [];
+  let senders = events.filter((e) => missing.has(String(e.event.sender)));
+  // A slice's light events carry no auth_events (src/sync/initial-slices.ts): the stored events
+  // are read for them, in this rare case only.
+  if (senders.some((e) => e.event.auth_events === undefined)) senders = await ctx.rooms.events(roomId, senders.map((e) => e.eventId));
   const authIds = new Set<string>();
-  for (const e of events) {
-    if (!missing.has(String(e.event.sender))) continue;
+  for (const e of senders) {
     const refs = Array.isArray(e.event.auth_events) ? e.event.auth_events : [];
     for (const r of refs) {
       const id = Array.isArray(r) ? r[0] : r;

@@ -49,9 +49,11 @@ import { shardOf } from '../store/shards';
 /** One event of a slice: a light RoomEvent for the checks and its viewer-independent /sync JSON. */
 export interface SliceEvent {
   /**
-   * The event with only what the sync's checks read of its JSON: type, sender, state_key,
-   * auth_events, and of its content the membership, `url` (filters' contains_url) and the relation
-   * type (filters' rel_types).
+   * The event with only what the sync's checks read of its JSON: type, sender, state_key, and of
+   * its content the membership (and an m.room.history_visibility event's `history_visibility`),
+   * `url` (filters' contains_url) and the relation type (filters' rel_types). Not its
+   * auth_events: lazy-loading's members taken from auth events (a partial-state room) read the
+   * stored events for them.
    */
   e: RoomEvent;
   /** `syncHead`: the JSON up to `unsigned`, its braces open. */
@@ -379,7 +381,6 @@ function lightEvent(e: RoomEvent): RoomEvent {
   if (raw.type !== undefined) event.type = raw.type;
   if (raw.sender !== undefined) event.sender = raw.sender;
   if (raw.state_key !== undefined) event.state_key = raw.state_key;
-  if (raw.auth_events !== undefined) event.auth_events = raw.auth_events;
   const c = raw.content;
   if (isJsonObject(c as JsonValue)) {
     const content: JsonObject = {};
