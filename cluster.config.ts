@@ -281,7 +281,7 @@ export interface AxonConfig {
    * /sync fan-out shares, the outbox windows of /sync, and the rooms' initial-sync slices
    * (src/sync/initial-slices.ts; 0: none).
    */
-  caches: { stateBytes: number; eventsBytes: number; recentEventsBytes: number; syncOutboxBytes: number; syncSlicesBytes: number };
+  caches: { stateBytes: number; eventsBytes: number; recentEventsBytes: number; syncOutboxBytes: number; syncSlicesBytes: number; syncSlicesSharedSeconds: number };
   /**
    * TURN servers handed to clients by `GET /voip/turnServer` (Synapse's `turn_uris`,
    * `turn_shared_secret`, `turn_username`/`turn_password`, `turn_user_lifetime`). With a shared
@@ -396,7 +396,7 @@ export function defaultConfig(cwd = process.cwd()): AxonConfig {
       urlPreview: { burst: 10, perMinute: 60 },
     },
     presence: { enabled: true },
-    caches: { stateBytes: 48 * 2 ** 20, eventsBytes: 0, recentEventsBytes: 16 * 2 ** 20, syncOutboxBytes: 32 * 2 ** 20, syncSlicesBytes: 64 * 2 ** 20 },
+    caches: { stateBytes: 48 * 2 ** 20, eventsBytes: 0, recentEventsBytes: 16 * 2 ** 20, syncOutboxBytes: 32 * 2 ** 20, syncSlicesBytes: 64 * 2 ** 20, syncSlicesSharedSeconds: 900 },
     // Element Call's recommended setting for Synapse (`max_event_delay_duration: 24h`); Synapse itself is off by default.
     delayedEvents: { maxDelayMs: 24 * 3600 * 1000, maxPerUser: 100 },
     threadSubscriptions: { enabled: false },
@@ -501,6 +501,7 @@ const ENV_OVERRIDES: Record<string, string> = {
   AXON_CACHE_RECENT_EVENTS_BYTES: 'caches.recentEventsBytes',
   AXON_CACHE_SYNC_OUTBOX_BYTES: 'caches.syncOutboxBytes',
   AXON_CACHE_SYNC_SLICES_BYTES: 'caches.syncSlicesBytes',
+  AXON_CACHE_SYNC_SLICES_SHARED_SECONDS: 'caches.syncSlicesSharedSeconds',
   AXON_DELAYED_EVENTS_MAX_DELAY_MS: 'delayedEvents.maxDelayMs',
   AXON_DELAYED_EVENTS_MAX_PER_USER: 'delayedEvents.maxPerUser',
   AXON_THREAD_SUBSCRIPTIONS_ENABLED: 'threadSubscriptions.enabled',
@@ -735,6 +736,7 @@ export function validateConfig(c: AxonConfig): string[] {
   int(c.delayedEvents?.maxDelayMs, 'delayedEvents.maxDelayMs', 0, 365 * 24 * 3600 * 1000);
   int(c.delayedEvents?.maxPerUser, 'delayedEvents.maxPerUser', 1, 100_000);
   for (const k of ['stateBytes', 'eventsBytes', 'recentEventsBytes', 'syncOutboxBytes', 'syncSlicesBytes'] as const) int(c.caches?.[k], `caches.${k}`, 0, 2 ** 40);
+  int(c.caches?.syncSlicesSharedSeconds, 'caches.syncSlicesSharedSeconds', 0, 7 * 24 * 3600);
   for (const name of ['login', 'failedLogin', 'register', 'client', 'mediaUpload', 'urlPreview', 'delayedEventMgmt'] as const) {
     int(c.rateLimit[name]?.burst, `rateLimit.${name}.burst`, 1, 1_000_000);
     int(c.rateLimit[name]?.perMinute, `rateLimit.${name}.perMinute`, 1, 60_000_000);

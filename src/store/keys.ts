@@ -422,6 +422,13 @@ export const roomData = {
   receipts: (roomId: string) => `room:${roomId}:receipts`,
   /** Hash: who is typing in the room, user id → expiry (ms); written by the typing actor. */
   typing: (roomId: string) => `room:${roomId}:typing`,
+  /**
+   * The room's initial-sync slice as the front that built it wrote it (src/sync/initial-slices.ts,
+   * `encodeSlice`): one per room, for one version, top and page size (a newer one replaces it),
+   * with a TTL (`caches.syncSlicesSharedSeconds`). Any front reads it instead of building the slice
+   * again. Not the room actor's: fronts write it, and it says which room version it is for.
+   */
+  syncSlice: (roomId: string) => `room:${roomId}:sslice`,
 };
 
 /**

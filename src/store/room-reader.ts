@@ -39,6 +39,12 @@ export interface RoomEvent {
   syncHead?: { event: JsonObject; eventId: string; json: string };
 }
 
+/**
+ * Events a caller already holds, by id (undefined: not held, read it): what a visibility check
+ * needs of them is their type, state_key and content's `membership` / `history_visibility`.
+ */
+export type KnownEvents = (eventId: string) => RoomEvent | undefined;
+
 export interface TimelinePage {
   events: RoomEvent[];
   /** Position to continue from in the same direction, or null at the end. */
@@ -216,6 +222,22 @@ export class RoomReader {
     return read;
   }
 
+  /** A snapshot if it is materialised in the cache (no read). */
+  cachedSnapshot(roomId: string, id: number): StateMap | undefined {
+    return id === 0 ? undefined : this.snapshotCache.get(`${roomId}\u0000${id}`);
+  }
+
+  /**
+   * Put a snapshot read elsewhere into the cache (an initial-sync slice shared through Redis
+   * carries the few its page's events stand on: src/sync/initial-slices.ts). Snapshots never
+   * change once written, so a copy from anywhere is the snapshot.
+   */
+  primeSnapshot(roomId: string, id: number, state: StateMap): void {
+    if (id === 0) return;
+    const key = `${roomId}\u0000${id}`;
+    if (!this.snapshotCache.has(key)) this.snapshotCache.set(key, state);
+  }
+
   /**
    * One entry of the state at a snapshot — what a state event replaced — without materialising the
    * snapshot: the chain's deltas are looked through newest first, down to its full root (or to a
@@ -245,6 +267,49 @@ export class RoomReader {
     }
     this.entryCache.set(entryKey, found);
     return found ?? undefined;
+  }
+
+  /**
+   * `stateEntryAt` for many (snapshot, key) pairs of one room — what each state event of a slice
+   * replaced —, in order. The pairs mostly lie on one delta chain: the deltas met on the way are
+   * kept in a local map by number for the rest of the walks (one `delta()` per snapshot, and no
+   * cache key string built per step of every walk, which a per-pair `stateEntryAt` did: 20 state
+   * events down a chain of 20 are ~200 steps).
+   */
+  async stateEntriesAt(roomId: string, pairs: readonly { id: number; key: string }[]): Promise<(string | undefined)[]> {
+    const local = new Map<number, StoredDelta>();
+    const out: (string | undefined)[] = new Array(pairs.length);
+    // Deepest first (the newest snapshot): its walk meets the deltas the others walk through.
+    const order = pairs.map((_p, i) => i).sort((a, b) => pairs[b]!.id - pairs[a]!.id);
+    for (const i of order) {
+      const { id, key } = pairs[i]!;
+      if (id === 0) continue;
+      const entryKey = `${roomId}\u0000${id}\u0000${key}`;
+      const known = this.entryCache.get(entryKey);
+      if (known !== undefined) {
+        out[i] = known ?? undefined;
+        continue;
+      }
+      const whole = this.snapshotCache.get(`${roomId}\u0000${id}`);
+      if (whole) {
+        out[i] = whole.get(key);
+        continue;
+      }
+      let found: string | null = null;
+      let cur: number | null = id;
+      while (cur !== null && cur !== 0) {
+        let delta = local.get(cur);
+        if (!delta) local.set(cur, (delta = await this.delta(roomId, cur)));
+        if (delta.d.has(key)) {
+          found = delta.d.get(key) ?? null; // null: removed
+          break;
+        }
+        cur = delta.p;
+      }
+      this.entryCache.set(entryKey, found);
+      out[i] = found ?? undefined;
+    }
+    return out;
   }
 
   /**
@@ -391,10 +456,10 @@ export class RoomReader {
    * joined now, or left after having been joined after the event); `invited` and the user was
    * invited at the event.
    */
-  async canSee(roomId: string, userId: string, eventOrId: string | RoomEvent): Promise<boolean> {
+  async canSee(roomId: string, userId: string, eventOrId: string | RoomEvent, known?: KnownEvents): Promise<boolean> {
     const event = typeof eventOrId === 'string' ? await this.event(roomId, eventOrId) : eventOrId;
     if (!event) return false;
-    const facts = await this.visibilityAt(roomId, event.stateBefore, userId);
+    const facts = this.cachedVisibility(roomId, event.stateBefore, userId) ?? (await this.visibilityAt(roomId, event.stateBefore, userId, known));
     const { visibility } = facts;
     let { membershipAt } = facts;
     // The user's own membership event counts with the "more joined" of its membership and the one
@@ -427,10 +492,10 @@ export class RoomReader {
    * The user's membership just after an event (MSC4115's `unsigned.membership`, as Synapse gives
    * it: from the state after the event; 'leave' when they have none there, or for an outlier).
    */
-  async membershipAfter(roomId: string, event: RoomEvent, userId: string): Promise<string> {
+  async membershipAfter(roomId: string, event: RoomEvent, userId: string, known?: KnownEvents): Promise<string> {
     if (event.event.type === 'm.room.member' && event.event.state_key === userId) return str(event.event.content, 'membership') ?? 'leave';
     if (event.outlier || !event.stateAfter) return 'leave';
-    return (await this.visibilityAt(roomId, event.stateAfter, userId)).membershipAt ?? 'leave';
+    return (await this.visibilityAt(roomId, event.stateAfter, userId, known)).membershipAt ?? 'leave';
   }
 
   /**
@@ -440,13 +505,17 @@ export class RoomReader {
    * long-polls woken by messages that share one state snapshot ask this once per user, not once
    * per event, and without fetching the member event again.
    */
-  private async visibilityAt(roomId: string, snapshotId: number, userId: string): Promise<VisibilityFacts> {
+  private async visibilityAt(roomId: string, snapshotId: number, userId: string, known?: KnownEvents): Promise<VisibilityFacts> {
     const hit = this.cachedVisibility(roomId, snapshotId, userId);
     if (hit) return hit;
-    const state = await this.snapshot(roomId, snapshotId);
+    const state = this.snapshotCache.get(`${roomId}\u0000${snapshotId}`) ?? (await this.snapshot(roomId, snapshotId));
     const hvId = state.get(stateKeyOf('m.room.history_visibility', ''));
     const memberId = state.get(stateKeyOf('m.room.member', userId));
-    const [hv, member] = await Promise.all([hvId ? this.event(roomId, hvId) : null, memberId ? this.event(roomId, memberId) : null]);
+    // Events the caller holds already (a slice's: the same stored events, their membership and
+    // history_visibility kept) are not read again.
+    const hvKnown = hvId ? known?.(hvId) : undefined;
+    const memberKnown = memberId ? known?.(memberId) : undefined;
+    const [hv, member] = await Promise.all([hvKnown ?? (hvId ? this.event(roomId, hvId) : null), memberKnown ?? (memberId ? this.event(roomId, memberId) : null)]);
     // Missing, not a string, or not one of the four values: "shared" (effectiveHistoryVisibility).
     const facts = { visibility: effectiveHistoryVisibility(hv?.event.content as JsonValue | undefined), membershipAt: str(member?.event.content, 'membership') };
     // Full: the oldest rooms go (the room asked about too, when it alone fills the bound).

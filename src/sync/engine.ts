@@ -96,7 +96,7 @@ import { STRIPPED_STATE_TYPES } from '../rooms/remote-join';
 import { paginate } from '../rooms/pagination';
 import { pushRulesContent } from './push-rules';
 import { partialStateAmong } from '../rooms/partial-state';
-import { initialSlicesOf, renderSliceEvents, sliceEventAtOrBefore, sliceEvents, slicePaginate, type RoomSlice } from './initial-slices';
+import { initialSlicesOf, renderSliceEvents, sliceEventAtOrBefore, sliceEvents, slicePage, slicePaginate, slicePreload, type RoomSlice, type SliceWant } from './initial-slices';
 
 /**
  * Rooms given in full computed at once by one sync. Not all of them: with 1,500 rooms under way
@@ -509,6 +509,18 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   // What rooms unchanged since an earlier sync gave them in full are answered from
   // (src/sync/initial-slices.ts): their timeline page and state events, written already.
   const slices = initialSlicesOf(ctx);
+  const pageSize = Math.max(filter.limit + 1, 20);
+  // Slices this front lacks, from Redis where another front (or this one before a restart) wrote
+  // them: one MGET per shard for all the rooms, before any room is computed.
+  if (slices && since === null) {
+    const wants: SliceWant[] = [];
+    for (const roomId of fullJoins) {
+      const version = pre.get(roomId)?.version;
+      const top = snap.tops.get(roomId);
+      if (version && top !== undefined) wants.push({ roomId, version, top, pageSize });
+    }
+    await slices.loadShared(ctx, wants);
+  }
 
   await Promise.all([
     eachBounded(fullJoins, FULL_ROOMS_AT_ONCE, async (roomId) => {
@@ -517,9 +529,12 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
       // event now, not exactly at the cut: the next sync may repeat a few of their events.
       const top = snap.tops.get(roomId) ?? (await topNow(ctx, roomId));
       const room = pre.get(roomId);
-      const slice = slices && room?.version ? slices.slice(roomId, room.version, top, Math.max(filter.limit + 1, 20)) : null;
+      const slice = slices && room?.version ? slices.slice(roomId, room.version, top, pageSize) : null;
       const entry = await fullRoom(ctx, user, roomId, top, filter, null, p.stateAfter, since === null, room, slice);
-      if (slice) slices!.keep(slice);
+      if (slice) {
+        slices!.keep(slice);
+        slices!.share(ctx, slice);
+      }
       // Incrementally, a room given in full (newly joined, or after a gap) skipped what came
       // before: limited, so the client paginates from prev_batch if it wants it (as Synapse).
       if (since !== null && !fullState) (entry.timeline as JsonObject).limited = true;
@@ -674,6 +689,8 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   body.device_unused_fallback_key_types = fallbackTypes;
   const empty = !rooms.join && !rooms.invite && !rooms.leave && !rooms.knock && accountData.length === 0 && toDevice.events.length === 0 && presence.length === 0 && !deviceLists;
   const listen = snap.rooms.filter((r) => r.membership === 'join' || r.membership === 'invite' || r.membership === 'knock').map((r) => r.roomId);
+  // The slices this sync built go to Redis now, after its answer is made (a few per turn).
+  slices?.flushSharedSoon();
   return { body, empty, listen, skewMs: snap.skewMs, staleCounts };
 }
 
@@ -896,6 +913,21 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
  */
 async function fullRoomFromSlice(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, stateAfter: boolean, initial: boolean, slice: RoomSlice, pre?: PrefetchedRoom): Promise<JsonObject | null> {
   let chosen: Awaited<ReturnType<typeof slicePaginate>> = [];
+  if (slice.page === null && pre) {
+    // A slice being built: the room's current state events are read with its page, not after it
+    // (the state section mostly asks for those same events), and the visibility checks of the
+    // page then find the history_visibility and member events in the slice instead of reading
+    // them one GET each. A big room's members only for the user (the rest as the section asks).
+    const ids: string[] = [];
+    const all = pre.stateIds.size <= PRELOAD_STATE_MAX;
+    const own = stateKeyOf('m.room.member', user.userId);
+    for (const [key, id] of pre.stateIds) if (all || key === own || !key.startsWith('m.room.member\u0000')) ids.push(id);
+    // After the page's newest snapshot is read: that read fills the delta cache the state events'
+    // `prev_content` lookups walk (before it, each would read its chain a GET at a time).
+    const newest = (await slicePage(ctx, slice)).events[0];
+    if (newest?.e.stateAfter) await ctx.rooms.snapshot(roomId, newest.e.stateAfter);
+    await slicePreload(ctx, slice, ids);
+  }
   if (filter.limit > 0) {
     chosen = await slicePaginate(ctx, slice, user.userId, filter.limit + 1, filter.timeline);
     if (!chosen) return null;
@@ -915,9 +947,12 @@ async function fullRoomFromSlice(ctx: ApiContext, user: SyncUser, roomId: string
   const stateSlice = await sliceEvents(ctx, slice, state.map((e) => e.eventId));
   return {
     [stateAfter ? STATE_AFTER_FIELD : 'state']: { events: (await renderSliceEvents(ctx, roomId, stateSlice, user, { membership: false })) as unknown as JsonValue },
-    timeline: { events: (await renderSliceEvents(ctx, roomId, chosen, user)) as unknown as JsonValue, limited, prev_batch: encodeToken(prev) },
+    timeline: { events: (await renderSliceEvents(ctx, roomId, chosen, user, { known: slice.known })) as unknown as JsonValue, limited, prev_batch: encodeToken(prev) },
   };
 }
+
+/** A slice being built reads the room's whole current state with its page up to this many entries (else no members but the user's). */
+const PRELOAD_STATE_MAX = 200;
 
 /** Where `roomStateSection` reads events (a slice's, or the room's records). */
 interface StateReads {
@@ -987,9 +1022,12 @@ async function roomStateSection(ctx: ApiContext, user: SyncUser, roomId: string,
  */
 async function membersFromAuthEvents(ctx: ApiContext, roomId: string, events: readonly RoomEvent[], missing: Set<string>, reads?: StateReads): Promise<RoomEvent[]> {
   if (!missing.size) return [];
+  let senders = events.filter((e) => missing.has(String(e.event.sender)));
+  // A slice's light events carry no auth_events (src/sync/initial-slices.ts): the stored events
+  // are read for them, in this rare case only.
+  if (senders.some((e) => e.event.auth_events === undefined)) senders = await ctx.rooms.events(roomId, senders.map((e) => e.eventId));
   const authIds = new Set<string>();
-  for (const e of events) {
-    if (!missing.has(String(e.event.sender))) continue;
+  for (const e of senders) {
     const refs = Array.isArray(e.event.auth_events) ? e.event.auth_events : [];
     for (const r of refs) {
       const id = Array.isArray(r) ? r[0] : r;

@@ -4,7 +4,8 @@
  * 0), on the same rooms — for several viewers (the sender's own device and another of theirs,
  * a member who joined later under `joined` history visibility, one who left), with the default
  * filter, lazy-loading members, a small timeline limit and MSC4222's state_after; and that the
- * slices follow the rooms: a redaction, a state change and new messages are in the next answer.
+ * slices follow the rooms: a redaction, a state change and new messages are in the next answer;
+ * and that a front started afterwards answers from the slices the first one wrote to Redis.
  */
 import { randomBytes } from 'node:crypto';
 import pino from 'pino';
@@ -141,5 +142,27 @@ describe('initial sync from slices', () => {
     expect((later.state.events as Json[]).find((e) => e.type === 'm.room.name')?.unsigned.prev_content).toEqual({ name: 'open' });
     expect((later.timeline.events as Json[]).map((e) => e.content.body)).toEqual(Array.from({ length: 10 }, (_x, i) => `later ${i + 1}`));
     await compareAll();
+
+    // A front started now has no slice of its own: it reads those the first front wrote to Redis,
+    // and its very first answers are the same as the plain front's.
+    const port = await freePort();
+    const fresh = await startFront({ ...server.config, clientPort: port }, server.redis, [signingKeyFromSeed('ed25519:fresh', randomBytes(32))], pino({ level: 'silent' }), 'fresh-slices');
+    try {
+      const freshUrl = `http://127.0.0.1:${port}`;
+      const read = initialSliceStats.sharedRead;
+      for (const viewer of [alice, aliceLaptop, bob]) {
+        for (const [name, query] of Object.entries(FILTERS)) {
+          const made = initialSliceStats.made;
+          const answer = normalised(await initialSync(viewer, query, freshUrl));
+          expect(answer, `${viewer.userId}/${viewer.deviceId} ${name}: a new front from the shared slices`).toEqual(normalised(await initialSync(viewer, query, plainUrl)));
+          // Alice's two rooms: both slices came from Redis with her first sync (every filter
+          // here pages 20 events), none was built again.
+          if (viewer === alice) expect(initialSliceStats.made, `${name}: no slice built again`).toBe(made);
+          if (viewer === alice && name === 'default') expect(initialSliceStats.sharedRead - read, 'slices read from Redis').toBe(2);
+        }
+      }
+    } finally {
+      await fresh.close();
+    }
   }, 120_000);
 });
