@@ -26,7 +26,7 @@ import { createHash } from 'node:crypto';
 import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type ShellContext, type StoreWrite } from '../src/runtime/actor';
 import { checkEventAuth, authEventSelection } from '../src/protocol/auth-rules';
 import { encodeBase64Url } from '../src/protocol/base64';
-import { computeEventId, hashAndSignEvent, roomIdFromCreateEvent, serverNameOf, verifyEventSignature } from '../src/protocol/event-hashing';
+import { computeEventId, hashAndSignEvent, hashSignAndIdentify, roomIdFromCreateEvent, serverNameOf, verifyEventSignature, type SignedEvent } from '../src/protocol/event-hashing';
 import { canonicalJson, isJsonObject, type JsonObject } from '../src/protocol/json';
 import { LayeredMap } from '../src/protocol/layered-map';
 import { checkPduFormat, checkPduSize } from '../src/protocol/pdu-limits';
@@ -320,13 +320,14 @@ function decideSend(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMes
       return { state, reply: { event_id: existing.eventId, room_id: state.roomId, pos: state.seq } };
     }
   }
-  const raw = buildEvent(cfg, state, version, template, msg);
-  const size = checkPduSize(raw);
+  // Hashed, signed, identified and serialised in one pass (each part of the event serialised once).
+  const built = buildEvent(cfg, state, version, template, msg);
+  const size = checkPduSize(built.event, built.json);
   if (!size.ok) throw new ActorRejection(size.errcode, size.error, size.errcode === 'M_TOO_LARGE' ? 413 : 400);
-  const pdu = toPdu(raw, version);
+  const pdu = toPdu(built.event, version, built.eventId);
   const auth = checkEventAuth(pdu, lookup(state), version);
   if (!auth.allowed) throw new ActorRejection('M_FORBIDDEN', auth.reason, 403);
-  const decision = appendEvent(state, pdu, version, prepared);
+  const decision = appendEvent(state, pdu, version, prepared, built.json);
   if (txn) {
     decision.writes!.push({ cmd: 'HSET', key: roomData.txns(state.roomId), args: [txn, pdu.eventId] });
     // The reverse mapping lets reads give the sender's device its `unsigned.transaction_id`.
@@ -335,8 +336,8 @@ function decideSend(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMes
   return decision;
 }
 
-/** Build and sign a local event on top of the room's current state and extremities. */
-export function buildEvent(cfg: RoomConfig, state: RoomState, version: RoomVersion, t: EventTemplate, msg: ActorMessage<unknown>): JsonObject {
+/** Build and sign a local event on top of the room's current state and extremities; with its id and canonical JSON. */
+export function buildEvent(cfg: RoomConfig, state: RoomState, version: RoomVersion, t: EventTemplate, msg: ActorMessage<unknown>): SignedEvent {
   const prev = state.extremities.slice(-MAX_PREV_EVENTS);
   const authIds: string[] = [];
   for (const [type, key] of authEventSelection({ type: t.type, stateKey: t.state_key, sender: t.sender, content: t.content }, version)) {
@@ -362,14 +363,14 @@ export function buildEvent(cfg: RoomConfig, state: RoomState, version: RoomVersi
     // v1/v2 ids are ours to choose: derived from the message id, so a retried message makes the same event.
     raw.event_id = `$${encodeBase64Url(createHash('sha256').update(msg.mid).digest()).slice(0, 24)}:${cfg.serverName}`;
   }
-  return hashAndSignEvent(raw, version, cfg.serverName, cfg.signingKey);
+  return hashSignAndIdentify(raw, version, cfg.serverName, cfg.signingKey);
 }
 
 /**
  * Persist an accepted event: timeline position, stored record, state snapshot and current state
  * for state events, redaction of its target when it applies, extremities, output entry.
  */
-function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared: RoomPrepared | undefined): Decision<RoomState, RoomReply> {
+function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared: RoomPrepared | undefined, json?: string): Decision<RoomState, RoomReply> {
   const pos = state.seq + 1;
   const writes: StoreWrite[] = [];
   const roomId = state.roomId;
@@ -390,7 +391,7 @@ function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared:
     next = { ...next, snap: after, snapSeq: after, snapChain: snapshot.n, current: state.current.with([[key, pdu.eventId]]), events: state.events.with([[key, pdu]]) };
     output.state = { key, replaces };
   }
-  const record: StoredEvent = { j: canonicalJson(pdu.raw), p: pos, d: pdu.depth, sb: before, sa: after };
+  const record: StoredEvent = { j: json ?? canonicalJson(pdu.raw), p: pos, d: pdu.depth, sb: before, sa: after };
   writes.push({ cmd: 'SET', key: roomData.event(pdu.eventId), args: [encode(record)] });
   writes.push({ cmd: 'ZADD', key: roomData.timeline(roomId), args: [pos, pdu.eventId] });
   writes.push(...indexWrites(roomId, pdu.eventId, pdu.raw, pos));

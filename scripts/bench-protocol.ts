@@ -7,7 +7,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { canonicalJson, canonicalJsonBytes, parseStrictJson, type JsonObject } from '../src/protocol/json';
 import { signBytes, signingKeyFromSeed, tweetnaclEd25519, verifyBytes } from '../src/protocol/crypto';
-import { computeEventId, hashAndSignEvent, verifyEventSignature } from '../src/protocol/event-hashing';
+import { computeContentHash, computeEventId, hashAndSignEvent, hashSignAndIdentify, signEventOnly, verifyEventSignature } from '../src/protocol/event-hashing';
+import { encodeBase64 } from '../src/protocol/base64';
+import { checkPduSize } from '../src/protocol/pdu-limits';
 import { requireRoomVersion } from '../src/protocol/room-versions';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? '1');
@@ -61,6 +63,21 @@ const results = [
   bench('event hash+sign (node, full pipeline)', () => hashAndSignEvent(event, version, 'example.org', key)),
   bench('event signature verify (node, redact+canonical+verify)', () => verifyEventSignature(signedEvent, version, 'example.org', key.keyId, key.publicKey)),
   bench('event id (redact+canonical+sha256)', () => computeEventId(signedEvent, version)),
+  // What the room actor does with a local event it builds: hash and sign it, check its size, take
+  // its id, store its canonical JSON. Step by step (each step serialises the whole event: what
+  // actors/room.ts did until 2026-12-04) and in one pass (hashSignAndIdentify).
+  bench('local event step by step (hash, sign, size, id, stored JSON)', () => {
+    const { unsigned: _u, ...bare } = event;
+    const signed = signEventOnly({ ...bare, hashes: { sha256: encodeBase64(computeContentHash(bare)) } }, version, 'example.org', key);
+    checkPduSize(signed);
+    computeEventId(signed, version);
+    canonicalJson(signed);
+  }),
+  bench('local event in one pass (hashSignAndIdentify, size)', () => {
+    const { unsigned: _u, ...bare } = event;
+    const built = hashSignAndIdentify(bare, version, 'example.org', key);
+    checkPduSize(built.event, built.json);
+  }),
 ];
 
 const machine = `${cpus()[0]?.model ?? 'unknown CPU'} × ${cpus().length}, node ${process.version}`;

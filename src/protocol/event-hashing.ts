@@ -3,10 +3,10 @@
  * (server-server API, "Signing Events"; room versions' "Event IDs").
  */
 import { Base64Error, decodeBase64, encodeBase64, encodeBase64Url } from './base64';
-import { canonicalJsonBytes, isJsonObject, type JsonObject } from './json';
-import { sha256, type SigningKey } from './crypto';
+import { canonicalJson, canonicalJsonBytes, canonicalJsonFromMembers, canonicalMembers, isJsonObject, type JsonObject } from './json';
+import { sha256, signBytes, type SigningKey } from './crypto';
 import { redactEvent } from './redaction';
-import { signJson, verifyJsonSignature, type SignatureCheck } from './signing';
+import { signJson, verifyJsonSignature, type SignatureCheck, type Signatures } from './signing';
 import type { RoomVersion } from './room-versions';
 
 /** SHA-256 over the event without `unsigned`, `signatures` and `hashes`: covers the full, unredacted event. */
@@ -94,8 +94,55 @@ export function roomIdFromCreateEvent(createEvent: JsonObject, version: RoomVers
  * `make_join`) are kept.
  */
 export function hashAndSignEvent(event: JsonObject, version: RoomVersion, serverName: string, key: SigningKey): JsonObject {
-  const hashed: JsonObject = { ...event, hashes: { sha256: encodeBase64(computeContentHash(event)) } };
-  return signEventOnly(hashed, version, serverName, key);
+  return hashAndSign(event, version, serverName, key).event;
+}
+
+/** An event hashed and signed, with its event id and its canonical JSON (`hashSignAndIdentify`). */
+export interface SignedEvent {
+  /** The event with `hashes` and the signatures. */
+  readonly event: JsonObject;
+  /** `computeEventId(event, version)`. */
+  readonly eventId: string;
+  /** `canonicalJson(event)`. */
+  readonly json: string;
+}
+
+const utf8 = new TextEncoder();
+const NOT_HASHED: ReadonlySet<string> = new Set(['unsigned', 'signatures', 'hashes']);
+const NOT_SIGNED: ReadonlySet<string> = new Set(['unsigned', 'signatures']);
+
+/**
+ * `hashAndSignEvent`, and the event id and canonical JSON of the result, with each member of the
+ * event serialised once: the content hash, the signed bytes (which are also the reference hash's:
+ * both are the redacted event without `signatures` and `unsigned`) and the stored JSON are
+ * assembled from the members' canonical JSON instead of each walking the whole event again.
+ */
+export function hashSignAndIdentify(event: JsonObject, version: RoomVersion, serverName: string, key: SigningKey): SignedEvent {
+  const { event: signed, signable, members } = hashAndSign(event, version, serverName, key);
+  return { event: signed, eventId: eventIdFromSignable(signed, signable, version), json: canonicalJsonFromMembers(members) };
+}
+
+function hashAndSign(event: JsonObject, version: RoomVersion, serverName: string, key: SigningKey): { event: JsonObject; signable: Uint8Array; members: Map<string, string> } {
+  const members = canonicalMembers(event);
+  const hashes = { sha256: encodeBase64(sha256(canonicalJsonFromMembers(members, NOT_HASHED))) };
+  const hashed: JsonObject = { ...event, hashes };
+  members.set('hashes', canonicalJson(hashes));
+  // Redaction keeps the members it keeps as they are (the same values): their JSON is reused.
+  const redacted = redactEvent(hashed, version);
+  const signedMembers = new Map<string, string>();
+  for (const k of Object.keys(redacted)) {
+    if (NOT_SIGNED.has(k)) continue;
+    const v = redacted[k];
+    if (v === undefined) continue;
+    signedMembers.set(k, v === hashed[k] ? members.get(k)! : canonicalJson(v));
+  }
+  const signable = utf8.encode(canonicalJsonFromMembers(signedMembers));
+  const signature = encodeBase64(signBytes(key, signable));
+  const existing = isJsonObject(event.signatures) ? (event.signatures as Signatures) : {};
+  const signatures = { ...existing, [serverName]: { ...(existing[serverName] ?? {}), [key.keyId]: signature } };
+  const signed: JsonObject = { ...hashed, signatures };
+  members.set('signatures', canonicalJson(signatures));
+  return { event: signed, signable, members };
 }
 
 /** Add a signature without touching hashes (co-signing an event another server built). */

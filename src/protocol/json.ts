@@ -440,7 +440,49 @@ export function canonicalJson(value: unknown): string {
   }
 }
 
+/**
+ * The canonical JSON of each member of an object (key → its value's canonical JSON; `undefined`
+ * values left out), for objects that share most of their members: an event's content-hash form,
+ * its signed form and its stored form are assembled from them (`canonicalJsonFromMembers`)
+ * instead of each serialising the whole event again.
+ */
+export function canonicalMembers(obj: JsonObject): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const key of Object.keys(obj)) {
+    const v = obj[key];
+    if (v === undefined) continue;
+    if (!key.isWellFormed()) throw new CanonicalJsonError('Key contains a lone surrogate');
+    out.set(key, canonicalJson(v));
+  }
+  return out;
+}
+
+/**
+ * The canonical JSON of the object whose members' canonical JSON `members` holds (as
+ * `canonicalMembers` gives), leaving out the keys in `without`: equal to `canonicalJson` of that
+ * object.
+ */
+export function canonicalJsonFromMembers(members: ReadonlyMap<string, string>, without?: ReadonlySet<string>): string {
+  const keys: string[] = [];
+  for (const key of members.keys()) if (!without?.has(key)) keys.push(key);
+  keys.sort();
+  for (const k of keys) {
+    if (NEEDS_CODE_POINT_SORT.test(k)) {
+      keys.sort(compareCodePoints);
+      break;
+    }
+  }
+  let out = '{';
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
+    if (i > 0) out += ',';
+    out += JSON.stringify(key) + ':' + members.get(key)!;
+  }
+  return out + '}';
+}
+
 const utf8 = new TextEncoder();
+const NON_ASCII = /[^\x00-\x7f]/;
 
 /** Canonical JSON as UTF-8 bytes: what is hashed and signed. */
 export function canonicalJsonBytes(value: unknown): Uint8Array {
@@ -449,6 +491,7 @@ export function canonicalJsonBytes(value: unknown): Uint8Array {
 
 /** Byte length of a string in UTF-8, without allocating. */
 export function utf8Length(s: string): number {
+  if (!NON_ASCII.test(s)) return s.length;
   let n = 0;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);

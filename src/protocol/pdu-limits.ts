@@ -18,10 +18,11 @@ export const MAX_DEPTH = Number.MAX_SAFE_INTEGER;
 export type PduCheck = { ok: true; bytes: number } | { ok: false; errcode: 'M_TOO_LARGE' | 'M_BAD_JSON'; error: string };
 
 /**
- * Size checks. `bytes` is the canonical size (what a peer measures). For pre-v6 rooms whose
+ * Size checks. `bytes` is the canonical size (what a peer measures); `json`, when given, is
+ * `canonicalJson(event)` already made. For pre-v6 rooms whose
  * events may not be canonical JSON (floats), an encoding error is reported as M_BAD_JSON.
  */
-export function checkPduSize(event: JsonObject): PduCheck {
+export function checkPduSize(event: JsonObject, json?: string): PduCheck {
   for (const field of LIMITED_FIELDS) {
     const v = event[field];
     if (typeof v === 'string' && utf8Length(v) > MAX_ID_BYTES) {
@@ -30,7 +31,7 @@ export function checkPduSize(event: JsonObject): PduCheck {
   }
   let text: string;
   try {
-    text = canonicalJson(event);
+    text = json ?? canonicalJson(event);
   } catch (e) {
     if (e instanceof CanonicalJsonError) return { ok: false, errcode: 'M_BAD_JSON', error: e.message };
     throw e;

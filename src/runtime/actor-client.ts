@@ -126,20 +126,14 @@ export class ActorClient {
           const id = idBuf.toString();
           this.lastId = id;
           ids.push(id);
+          // One entry holds one reply or several (a group commit's replies to this process:
+          // commit-many-3.lua), each a `mid` field followed by its `b`.
           let mid = '';
-          let blob: Buffer | null = null;
           for (let i = 0; i + 1 < fields.length; i += 2) {
             const name = fields[i]!.toString();
             if (name === 'mid') mid = fields[i + 1]!.toString();
-            else if (name === 'b') blob = fields[i + 1]!;
+            else if (name === 'b') this.deliver(mid, fields[i + 1]!);
           }
-          const waiter = this.waiters.get(mid);
-          if (!waiter || !blob) continue;
-          this.waiters.delete(mid);
-          clearTimeout(waiter.timer);
-          const reply = decode<ReplyEnvelope>(blob);
-          if (reply.ok) waiter.resolve(reply.value);
-          else waiter.reject(new ActorReplyError(reply.errcode, reply.error, reply.status));
         }
         // Replies are read once; delete them so the stream stays small.
         if (ids.length) await this.redis.xdel(this.replyStream, ...ids);
@@ -148,6 +142,16 @@ export class ActorClient {
         await new Promise((r) => setTimeout(r, 200));
       }
     }
+  }
+
+  private deliver(mid: string, blob: Buffer): void {
+    const waiter = this.waiters.get(mid);
+    if (!waiter) return;
+    this.waiters.delete(mid);
+    clearTimeout(waiter.timer);
+    const reply = decode<ReplyEnvelope>(blob);
+    if (reply.ok) waiter.resolve(reply.value);
+    else waiter.reject(new ActorReplyError(reply.errcode, reply.error, reply.status));
   }
 
   /** `<front>.<incarnation>:<n>`: unique across every process lifetime (see the header). */

@@ -1,6 +1,6 @@
 /**
  * Group commit across actors (issue 23 item 1): the commits a worker's actors decide in the same
- * turn of the event loop go to Redis together, in one script call (commit-many-2.lua) — on a
+ * turn of the event loop go to Redis together, in one script call (commit-many-3.lua) — on a
  * single Redis for every shard of the worker, on a Cluster for the actors of one shard (its keys
  * share a hash tag, so one slot). With `appendfsync always`, one call is one AOF write and one
  * fsync for all of them, and one round trip instead of one per actor.
@@ -122,7 +122,7 @@ export class CommitQueue {
         for (const a of w.args) args.push(typeof a === 'number' ? String(a) : a);
       }
     }
-    // The arguments travel as one msgpack array (commit-many-2.lua decodes it): one argument for
+    // The arguments travel as one msgpack array (commit-many-3.lua decodes it): one argument for
     // the client to write and for Redis to turn into a Lua string, instead of thousands.
     const res = (await runScriptBuffer(this.redis, 'commitMany', keys, [encodeScriptArgs(args)])) as Buffer[][];
     return call.map((_, i): CommitResult | Rejected => {

@@ -23,7 +23,7 @@ const SCRIPTS = {
   workerLeaseStart: 'lease-worker-start-1.lua',
   workerLeaseRenew: 'lease-worker-renew-1.lua',
   workerLeaseLive: 'lease-worker-live-1.lua',
-  commitMany: 'commit-many-2.lua',
+  commitMany: 'commit-many-3.lua',
   ackMany: 'ack-many-1.lua',
   readerGroup: 'reader-group-1.lua',
   deadLetter: 'dead-letter-1.lua',

@@ -1,11 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { decodeBase64 } from '../../src/protocol/base64';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
-import { checkContentHash, computeContentHash, computeEventId, hashAndSignEvent, requiredSignatureServers, roomIdFromCreateEvent, verifyEventSignature } from '../../src/protocol/event-hashing';
+import { checkContentHash, computeContentHash, computeEventId, hashAndSignEvent, hashSignAndIdentify, requiredSignatureServers, roomIdFromCreateEvent, verifyEventSignature } from '../../src/protocol/event-hashing';
 import { encodeBase64 } from '../../src/protocol/base64';
 import { requireRoomVersion, ROOM_VERSIONS } from '../../src/protocol/room-versions';
 import { checkPduFormat, checkPduSize, MAX_PDU_BYTES } from '../../src/protocol/pdu-limits';
-import type { JsonObject } from '../../src/protocol/json';
+import { canonicalJson, canonicalJsonFromMembers, canonicalMembers, type JsonObject } from '../../src/protocol/json';
+import { redactEvent } from '../../src/protocol/redaction';
+import { verifyJsonSignature } from '../../src/protocol/signing';
 
 // content/appendices.md, "Cryptographic Test Vectors" → "Event Signing".
 const KEY = signingKeyFromSeed('ed25519:1', decodeBase64('YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1'));
@@ -78,6 +80,48 @@ describe('event signing (appendix vectors)', () => {
     const b = computeContentHash({ ...MESSAGE_EVENT, unsigned: { age: 5 }, signatures: { x: {} }, hashes: { sha256: 'x' } });
     expect(encodeBase64(a)).toBe(encodeBase64(b));
     expect(encodeBase64(a)).toBe('onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g');
+  });
+});
+
+describe('hashing, signing and identifying in one pass (hashSignAndIdentify)', () => {
+  // Events whose members redaction keeps, drops and rewrites, with and without earlier signatures
+  // and `unsigned`, non-ASCII text and keys needing code point order.
+  const EVENTS: JsonObject[] = [
+    MINIMAL_EVENT,
+    MESSAGE_EVENT,
+    { room_id: '!r:domain', sender: '@u:domain', type: 'm.room.message', origin_server_ts: 5, depth: 7, prev_events: ['$a', '$b'], auth_events: ['$c'], content: { body: 'h\u00e9llo \u{1F600}', '\uFB33': 1, '\u{1F600}': [1, { z: null, a: true }] } },
+    { room_id: '!r:domain', sender: '@u:domain', type: 'm.room.member', state_key: '@u:domain', origin_server_ts: 5, depth: 2, prev_events: [['$a', {}]], auth_events: [['$c', {}]], content: { membership: 'join', displayname: 'U', join_authorised_via_users_server: '@x:other' } },
+    { room_id: '!r:domain', sender: '@u:domain', type: 'm.room.power_levels', state_key: '', origin_server_ts: 5, depth: 2, prev_events: [], auth_events: [], content: { users: { '@u:domain': 100 }, invite: 50, ban: 50, extra: 'x' } },
+    { room_id: '!r:domain', sender: '@u:domain', type: 'm.room.create', state_key: '', origin_server_ts: 5, depth: 1, prev_events: [], auth_events: [], content: { room_version: '11', other: 1 } },
+    { room_id: '!r:domain', sender: '@u:other', type: 'm.room.member', state_key: '@u:other', origin_server_ts: 5, depth: 3, prev_events: [], auth_events: [], content: { membership: 'join' }, signatures: { other: { 'ed25519:o': 'c2ln' } }, unsigned: { age: 3 } },
+  ];
+  for (const v of Object.keys(ROOM_VERSIONS)) {
+    it(`equals hashAndSignEvent's steps one by one, room version ${v}`, () => {
+      const version = requireRoomVersion(v);
+      for (const event of EVENTS) {
+        const withId = version.eventIdFormat === 'v1' ? { event_id: '$e:domain', ...event } : event;
+        const one = hashSignAndIdentify(withId, version, 'domain', KEY);
+        // The step-by-step path: content hash, then the signature over the redacted form.
+        const hashed: JsonObject = { ...withId, hashes: { sha256: encodeBase64(computeContentHash(withId)) } };
+        const redacted = redactEvent(hashed, version);
+        const { signatures: _s, unsigned: _u, ...signable } = redacted;
+        const expected = { ...hashed, signatures: { ...((withId.signatures as JsonObject) ?? {}), domain: { 'ed25519:1': one.event.signatures && ((one.event.signatures as JsonObject).domain as JsonObject)['ed25519:1'] } } };
+        expect(one.event).toEqual(expected);
+        expect(verifyJsonSignature({ ...signable, signatures: one.event.signatures! }, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true });
+        expect(verifyEventSignature(one.event, version, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true });
+        expect(checkContentHash(one.event)).toBe(true);
+        expect(one.eventId).toBe(computeEventId(one.event, version));
+        expect(one.json).toBe(canonicalJson(one.event));
+      }
+    });
+  }
+
+  it('canonicalJsonFromMembers is canonicalJson of the object, with or without some members', () => {
+    const obj: JsonObject = { b: 1, a: { y: [1, 2], x: 'é' }, '\uFB33': 2, '\u{1F600}': 1, c: null };
+    const members = canonicalMembers(obj);
+    expect(canonicalJsonFromMembers(members)).toBe(canonicalJson(obj));
+    const { a: _a, c: _c, ...rest } = obj;
+    expect(canonicalJsonFromMembers(members, new Set(['a', 'c']))).toBe(canonicalJson(rest));
   });
 });
 

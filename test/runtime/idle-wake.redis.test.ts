@@ -48,16 +48,20 @@ async function enqueueWithoutWake(r: Rig, actorId: string, body: unknown, replyT
   return mid;
 }
 
-/** The reply to `mid` once it is in the reply stream (the worker writes it after the commit). */
+/** The reply to `mid` once it is in the reply stream (the worker writes it with the commit). */
 async function replyIn(r: Rig, stream: string, mid: string, timeoutMs = 60_000): Promise<unknown> {
   return waitFor(
     `the reply to ${mid}`,
     async () => {
       const rows = (await r.redis.xrangeBuffer(stream, '-', '+')) as [Buffer, Buffer[]][];
+      // An entry holds one reply or several (a group commit's: commit-many-3.lua), each a `mid` then its `b`.
       for (const [, fields] of rows) {
-        const f = new Map<string, Buffer>();
-        for (let i = 0; i + 1 < fields.length; i += 2) f.set(fields[i]!.toString(), fields[i + 1]!);
-        if (f.get('mid')?.toString() === mid) return { value: decode(f.get('b')!) };
+        let m = '';
+        for (let i = 0; i + 1 < fields.length; i += 2) {
+          const name = fields[i]!.toString();
+          if (name === 'mid') m = fields[i + 1]!.toString();
+          else if (name === 'b' && m === mid) return { value: decode(fields[i + 1]!) };
+        }
       }
       return null;
     },

@@ -78,7 +78,7 @@ for (const mode of MODES) {
       // wa, back from its pause, commits with its old token: refused in the commit script itself.
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
       const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
-      // One unit of the group commit (commit-many-2.lua): KEYS lease, inbox, outbox, state, done.
+      // One unit of the group commit (commit-many-3.lua): KEYS lease, inbox, outbox, state, done.
       const commit = async (worker: string, token: number) =>
         ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox, keys.state('ledger', 'x'), keys.done('m1')], [encodeScriptArgs([
           worker, INBOX_GROUP, 60, 100, 1,

@@ -135,7 +135,7 @@ for (const mode of MODES) {
       expect(t2[0]).toBe(t1[0] + 1);
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
       const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
-      // One unit of the group commit (commit-many-2.lua): KEYS lease, inbox, outbox, state, done, a data key.
+      // One unit of the group commit (commit-many-3.lua): KEYS lease, inbox, outbox, state, done, a data key.
       const commit = async (worker: string, token: number) =>
         ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox, keys.state('ledger', 'x'), keys.done('m1'), keys.data('extra')], [encodeScriptArgs([
           worker, INBOX_GROUP, 60, 100, 1,
@@ -289,6 +289,40 @@ for (const mode of MODES) {
       // A command outside the allowed list fails the whole call before anything is written.
       await expect(runScriptBuffer(r.redis, 'commitMany', [a.lease, a.inbox, a.outbox, a.state('ledger', 'q'), a.done('m9'), a.data('kq')], [encodeScriptArgs(['w', INBOX_GROUP, 60, 100, 1, 1, String(ta[0]), 2, 3, 4, 1, id1, 5, 'R', '1', 0, 'm9', 's', 'SQ', 0, 'q', 'ledger', 1, 'FLUSHALL', 6, 0])])).rejects.toThrow(/not allowed/);
       expect(await r.redis.exists(a.state('ledger', 'q'), a.done('m9'))).toBe(0);
+    });
+
+    it('commit-many: the replies of a call to one stream go as one entry; a unit with a message done already writes nothing, not even the done records of its other messages', async () => {
+      if (mode !== 'single') return; // units of two shards share a call on one Redis only
+      r = await rig(mode);
+      const a = r.keys.shard('user', 1);
+      const ta = (await runScript(r.redis, 'leaseAcquire', [a.lease], ['w', 60_000])) as [number, string];
+      await r.redis.xgroup('CREATE', a.inbox, INBOX_GROUP, '0', 'MKSTREAM');
+      const ids: string[] = [];
+      for (const mid of ['m4', 'm5', 'm6', 'm7']) ids.push((await r.redis.xadd(a.inbox, '*', 'mid', mid, 'a', 'x', 'k', 'ledger', 'b', 'x'))!);
+      await r.redis.xreadgroup('GROUP', INBOX_GROUP, 'w', 'STREAMS', a.inbox, '>');
+      await r.redis.set(a.done('m5'), 'earlier');
+      const stream = r.keys.replies('f.test');
+      const first = (await r.redis.xadd(stream, '*', 'mid', 'other', 'b', 'x'))!;
+      // Unit 1: actor x, m4 then m5 (done already). Units 2 and 3: actors v and w, replying to one stream.
+      const keys = [a.lease, a.inbox, a.outbox, a.state('ledger', 'x'), a.done('m4'), a.done('m5'), a.state('ledger', 'v'), a.done('m6'), a.state('ledger', 'w'), a.done('m7'), stream];
+      const k = (name: string) => keys.indexOf(name) + 1;
+      const args = ['w', INBOX_GROUP, 60, 100, 3,
+        k(a.lease), String(ta[0]), k(a.inbox), k(a.outbox), k(a.state('ledger', 'x')), 2, ids[0]!, k(a.done('m4')), 'R4', 'r', k(stream), 'm4', ids[1]!, k(a.done('m5')), 'R5', 'r', k(stream), 'm5', 's', 'SX', 1, 'OUTX', 'x', 'ledger', 0,
+        k(a.lease), String(ta[0]), k(a.inbox), k(a.outbox), k(a.state('ledger', 'v')), 1, ids[2]!, k(a.done('m6')), 'R6', 'r', k(stream), 'm6', 's', 'SV', 1, 'OUTV', 'v', 'ledger', 0,
+        k(a.lease), String(ta[0]), k(a.inbox), k(a.outbox), k(a.state('ledger', 'w')), 1, ids[3]!, k(a.done('m7')), 'R7', 'r', k(stream), 'm7', 's', 'SW', 1, 'OUTW', 'w', 'ledger', 0,
+      ];
+      const res = (await runScriptBuffer(r.redis, 'commitMany', keys, [encodeScriptArgs(args)])) as Buffer[][];
+      expect(res.map((u) => u.map((x) => x.toString()))).toEqual([['dup'], ['ok'], ['ok']]);
+      // Unit 1 wrote nothing: no state, no output, m4 not recorded done (the caller applies m4 and m5 one by one).
+      expect(await r.redis.exists(a.state('ledger', 'x'), a.done('m4'))).toBe(0);
+      expect(await r.redis.get(a.done('m5'))).toBe('earlier');
+      expect(await r.redis.get(a.done('m6'))).toBe('R6');
+      expect(await r.redis.get(a.done('m7'))).toBe('R7');
+      expect(await r.redis.xlen(a.outbox)).toBe(2);
+      const entries = (await r.redis.xrange(stream, '-', '+')).filter(([id]) => id !== first);
+      expect(entries.map(([, fields]) => fields)).toEqual([['mid', 'm6', 'b', 'R6', 'mid', 'm7', 'b', 'R7']]);
+      // m6 and m7 acked; m4 and m5 stay pending for the one-by-one path.
+      expect(Number(((await r.redis.xpending(a.inbox, INBOX_GROUP)) as [number])[0])).toBe(2);
     });
 
     it('a worker whose lease lapsed mid-message is fenced out; the new owner applies the message once', async () => {

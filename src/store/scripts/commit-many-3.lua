@@ -25,6 +25,11 @@
 --   state mode ('k' keep, 's' set), state blob,
 --   N outputs, N blobs, actor id, kind,
 --   W writes, then per write: command, key index, argument count, arguments
+-- Each message's done record is written first, with SET NX GET: one command both checks that the
+-- message was not done already and records it (a unit found done has the records it wrote removed
+-- again). The replies of a call to one reply stream go as ONE stream entry with a (mid, b) pair
+-- per reply (src/runtime/actor-client.ts reads every pair of an entry): one XADD per asking
+-- process and call instead of one per message.
 -- Returns one entry per unit: {'ok'}, {'stale', owner}, {'dup', reply} (M = 1: the message was done
 -- already; its stored reply delivered and acked as its mode says) or {'dup'} (M > 1: nothing
 -- written; the caller applies the messages one by one).
@@ -68,15 +73,22 @@ local function fenced(leaseIdx, token)
   end
   return r
 end
-local streams = {}
+-- Replies collected per reply stream, delivered at the end (only to a stream that exists, as
+-- reply-1.lua says why), several to an entry.
+local replies = {}
+local replyOrder = {}
 local function reply(idx, mid, blob)
   local key = KEYS[tonumber(idx)]
-  local live = streams[key]
-  if live == nil then
-    live = redis.call('EXISTS', key) == 1
-    streams[key] = live
+  local l = replies[key]
+  if l == nil then
+    l = {}
+    replies[key] = l
+    replyOrder[#replyOrder + 1] = key
   end
-  if live then redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'mid', mid, 'b', blob) end
+  l[#l + 1] = 'mid'
+  l[#l + 1] = mid
+  l[#l + 1] = 'b'
+  l[#l + 1] = blob
 end
 
 -- Acknowledgements are collected per inbox and sent as one XACK each at the end (one command, and
@@ -105,10 +117,16 @@ for u = 1, units do
   if owner then
     out[u] = {'stale', owner}
   else
+    -- Record each message done (its reply as the record) unless it is already: the check and
+    -- the write in one command. A message found done undoes the records this unit wrote.
     local done = nil
     for i = 0, m - 1 do
-      done = redis.call('GET', KEYS[tonumber(ARGV[msgs + 6 * i + 1])])
-      if done then break end
+      local e = msgs + 6 * i
+      done = redis.call('SET', KEYS[tonumber(ARGV[e + 1])], ARGV[e + 2], 'NX', 'GET', 'EX', ttl)
+      if done then
+        for j = 0, i - 1 do redis.call('DEL', KEYS[tonumber(ARGV[msgs + 6 * j + 1])]) end
+        break
+      end
     end
     if done and m == 1 then
       local mode = ARGV[msgs + 3]
@@ -150,12 +168,20 @@ for u = 1, units do
       end
       for i = 0, m - 1 do
         local e = msgs + 6 * i
-        redis.call('SET', KEYS[tonumber(ARGV[e + 1])], ARGV[e + 2], 'EX', ttl)
         local mode = ARGV[e + 3]
         if mode == 'r' then reply(ARGV[e + 4], ARGV[e + 5], ARGV[e + 2]) end
         if mode ~= '0' then ack(inbox, ARGV[e]) end
       end
       out[u] = {'ok'}
+    end
+  end
+end
+local PAIRS = 1000
+for _, key in ipairs(replyOrder) do
+  if redis.call('EXISTS', key) == 1 then
+    local l = replies[key]
+    for first = 1, #l, 4 * PAIRS do
+      redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(l, first, math.min(first + 4 * PAIRS - 1, #l)))
     end
   end
 end
