@@ -40,10 +40,20 @@ export function frontRedisOptions(config: AxonConfig): RedisOptions {
  * young (a batch read, decided, committed); idle worker 89–93 → 63 MB PSS. Fronts 8: a front
  * builds whole /sync answers in the young generation, and 2 cost a warm initial sync ~40 % more
  * CPU; 8 measured within the noise of the default (README, "Memory"). In workloads A and B
- * together ~40–80 MB less Σ PSS. `AXON_WORKER_NODE_FLAGS` / `AXON_FRONT_NODE_FLAGS` replace
- * the list (empty: none).
+ * together ~40–80 MB less Σ PSS.
+ *
+ * And a cap on how far the old generation grows past what survived the last full collection:
+ * workers `--heap-growing-percent=50` (1.5×), fronts `=100` (2×), instead of V8's own factor (up
+ * to 4× while the process allocates fast, which is exactly under load). Under load a worker or a
+ * front holds 25–60 MB of live objects but grew its heap to 150–250 MB of mostly dead ones (heap
+ * snapshots and `v8.getHeapStatistics()` sampled in workload B, README "Memory"); capped, B's
+ * peaks roughly halve for the same CPU per message in A. Not lower: at 1.2× the workers spent
+ * most of B's first phase collecting. Fronts get 2×, not 1.5×: a cold initial sync grows the
+ * live heap fast, and each doubling costs one full collection.
+ *
+ * `AXON_WORKER_NODE_FLAGS` / `AXON_FRONT_NODE_FLAGS` replace the list (empty: none).
  */
 export function nodeFlagsFor(role: 'worker' | 'front', env: NodeJS.ProcessEnv = process.env): string[] {
   const set = role === 'worker' ? env.AXON_WORKER_NODE_FLAGS : env.AXON_FRONT_NODE_FLAGS;
-  return (set ?? (role === 'worker' ? '--max-semi-space-size=4' : '--max-semi-space-size=8')).split(' ').filter(Boolean);
+  return (set ?? (role === 'worker' ? '--max-semi-space-size=4 --heap-growing-percent=50' : '--max-semi-space-size=8 --heap-growing-percent=100')).split(' ').filter(Boolean);
 }
