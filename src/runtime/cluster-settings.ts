@@ -42,18 +42,19 @@ export function frontRedisOptions(config: AxonConfig): RedisOptions {
  * CPU; 8 measured within the noise of the default (README, "Memory"). In workloads A and B
  * together ~40–80 MB less Σ PSS.
  *
- * And a cap on how far the old generation grows past what survived the last full collection:
- * workers `--heap-growing-percent=50` (1.5×), fronts `=100` (2×), instead of V8's own factor (up
- * to 4× while the process allocates fast, which is exactly under load). Under load a worker or a
- * front holds 25–60 MB of live objects but grew its heap to 150–250 MB of mostly dead ones (heap
- * snapshots and `v8.getHeapStatistics()` sampled in workload B, README "Memory"); capped, B's
- * peaks roughly halve for the same CPU per message in A. Not lower: at 1.2× the workers spent
- * most of B's first phase collecting. Fronts get 2×, not 1.5×: a cold initial sync grows the
- * live heap fast, and each doubling costs one full collection.
+ * And both `--heap-growing-percent=100`: after each full collection the old generation may grow
+ * to 2× what survived it, instead of V8's own factor (up to 4× while the process allocates fast,
+ * which is exactly under load). In workload B (1,000 members) a worker or a front holds 25–60 MB
+ * of live objects after a full collection but had grown its heap to 150–550 MB of mostly dead
+ * ones (heap snapshots, `v8.getHeapStatistics()` sampled; README "Memory"). With the cap, A's
+ * peaks are 20–85 MB lower at the same CPU per message, B's median peak ~650 instead of ~960 MB
+ * over alternated runs on a loaded machine. 1.2× made the workers spend most of B's first phase
+ * collecting; 1.5× for workers gave about the same peaks as 2× but more worker CPU in two of two
+ * B pairs (within that load's noise, but each step down doubles the collections).
  *
  * `AXON_WORKER_NODE_FLAGS` / `AXON_FRONT_NODE_FLAGS` replace the list (empty: none).
  */
 export function nodeFlagsFor(role: 'worker' | 'front', env: NodeJS.ProcessEnv = process.env): string[] {
   const set = role === 'worker' ? env.AXON_WORKER_NODE_FLAGS : env.AXON_FRONT_NODE_FLAGS;
-  return (set ?? (role === 'worker' ? '--max-semi-space-size=4 --heap-growing-percent=50' : '--max-semi-space-size=8 --heap-growing-percent=100')).split(' ').filter(Boolean);
+  return (set ?? (role === 'worker' ? '--max-semi-space-size=4 --heap-growing-percent=100' : '--max-semi-space-size=8 --heap-growing-percent=100')).split(' ').filter(Boolean);
 }
