@@ -49,8 +49,8 @@ export function frontRedisOptions(config: AxonConfig): RedisOptions {
  * ones (heap snapshots, `v8.getHeapStatistics()` sampled; README "Memory"). With the cap, A's
  * peaks are 20–85 MB lower at the same CPU per message, B's median peak ~650 instead of ~960 MB
  * over alternated runs on a loaded machine. 1.2× made the workers spend most of B's first phase
- * collecting; 1.5× for workers gave about the same peaks as 2× but more worker CPU in two of two
- * B pairs (within that load's noise, but each step down doubles the collections).
+ * collecting; 1.5× for workers gave about the same peaks as 2× in two B pairs, for as much or
+ * more worker CPU (within that load's noise, but each step down doubles the collections).
  *
  * `AXON_WORKER_NODE_FLAGS` / `AXON_FRONT_NODE_FLAGS` replace the list (empty: none).
  */
