@@ -40,10 +40,21 @@ export function frontRedisOptions(config: AxonConfig): RedisOptions {
  * young (a batch read, decided, committed); idle worker 89–93 → 63 MB PSS. Fronts 8: a front
  * builds whole /sync answers in the young generation, and 2 cost a warm initial sync ~40 % more
  * CPU; 8 measured within the noise of the default (README, "Memory"). In workloads A and B
- * together ~40–80 MB less Σ PSS. `AXON_WORKER_NODE_FLAGS` / `AXON_FRONT_NODE_FLAGS` replace
- * the list (empty: none).
+ * together ~40–80 MB less Σ PSS.
+ *
+ * And both `--heap-growing-percent=100`: after each full collection the old generation may grow
+ * to 2× what survived it, instead of V8's own factor (up to 4× while the process allocates fast,
+ * which is exactly under load). In workload B (1,000 members) a worker or a front holds 25–60 MB
+ * of live objects after a full collection but had grown its heap to 150–550 MB of mostly dead
+ * ones (heap snapshots, `v8.getHeapStatistics()` sampled; README "Memory"). With the cap, A's
+ * peaks are 20–85 MB lower at the same CPU per message, B's median peak ~650 instead of ~960 MB
+ * over alternated runs on a loaded machine. 1.2× made the workers spend most of B's first phase
+ * collecting; 1.5× for workers gave about the same peaks as 2× in two B pairs, for as much or
+ * more worker CPU (within that load's noise, but each step down doubles the collections).
+ *
+ * `AXON_WORKER_NODE_FLAGS` / `AXON_FRONT_NODE_FLAGS` replace the list (empty: none).
  */
 export function nodeFlagsFor(role: 'worker' | 'front', env: NodeJS.ProcessEnv = process.env): string[] {
   const set = role === 'worker' ? env.AXON_WORKER_NODE_FLAGS : env.AXON_FRONT_NODE_FLAGS;
-  return (set ?? (role === 'worker' ? '--max-semi-space-size=4' : '--max-semi-space-size=8')).split(' ').filter(Boolean);
+  return (set ?? (role === 'worker' ? '--max-semi-space-size=4 --heap-growing-percent=100' : '--max-semi-space-size=8 --heap-growing-percent=100')).split(' ').filter(Boolean);
 }
