@@ -2,7 +2,7 @@
  * Calls of one script asked in the same turn of the event loop, sent as one call with a segment
  * each (single Redis). For scripts written to take segments (`ARGV[1]` = their number, each
  * segment's own arguments after it, its keys after the previous segment's, and one reply per
- * segment), e.g. unread-counts-2.lua: the /sync answers one message wakes each ask the same kind
+ * segment), e.g. unread-counts-3.lua: the /sync answers one message wakes each ask the same kind
  * of read, and one call for all of them costs the front one command to build, write and parse,
  * and Redis one script run, instead of one per answer. Each segment's reads are the ones its
  * caller would have made alone; the call is atomic, as each of them was.

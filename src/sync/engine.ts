@@ -54,7 +54,7 @@
  * Redis each poll's own reads — cut, index, feed, to-device, the outbox parts past the cache's end —
  * are one segment of a script call shared by the polls that start computing together, with one cut
  * for all of them (sync-snapshot-3.lua, src/sync/snapshot-batch.ts), and its unread counts another
- * call (unread-counts-2.lua, batched alike), so a wake-up costs the front about three commands
+ * call (unread-counts-3.lua, batched alike), so a wake-up costs the front about three commands
  * shared with the others; at most `MAX_CONCURRENT_COMPUTES` compute at once (src/sync/compute-gate.ts). A loop's next poll, when nothing concerning the user was notified
  * since the answer that gave its token, waits before computing (`SyncNotifier.unchangedSince`).
  * Knocks the user made are in `rooms.knock` with stripped state, like invites (on rooms of other

@@ -1,7 +1,7 @@
 /**
  * The /sync snapshot reads of computations that start together (src/sync/snapshot-batch.ts,
  * sync-snapshot-3.lua) and script segments batched alike (src/store/script-batch.ts,
- * unread-counts-2.lua), against a real Redis: each computation gets what it would have read alone
+ * unread-counts-3.lua), against a real Redis: each computation gets what it would have read alone
  * — its own index, feed, to-device entries, the outbox parts it asked for — with one cut for the
  * batch, and the feed's trimming check judged in the script as `lostFromInfo` judges it.
  */
