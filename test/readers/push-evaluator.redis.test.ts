@@ -273,6 +273,31 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     expect(await redis.zrange(userKey(mentioned, pushData.highlights(mentioned)), 0, -1)).toEqual([notificationMember(room, mention.eventId)]);
   });
 
+  it("trims the room's full list back to NOTIFICATIONS_KEPT, its highlights and details with it", async () => {
+    const listKey = roomKeys.data(pushData.roomList(room));
+    const hlKey = roomKeys.data(pushData.roomListHighlight(room));
+    const dataKey = roomKeys.data(pushData.roomListData(room));
+    // Fill the list past the cap with old entries below everything else (scores 1..n), one an old
+    // highlight with details, as a room whose list has grown since its last trim.
+    const before = await redis.zcard(listKey);
+    const seeded = Array.from({ length: NOTIFICATIONS_KEPT - before + 5 }, (_, i) => `$old${i}`);
+    await redis.zadd(listKey, ...seeded.flatMap((e, i) => [i + 1, e]));
+    await redis.zadd(hlKey, 1, seeded[0]!);
+    await redis.hset(dataKey, seeded[0]!, '{"old":true}', seeded[1]!, '{"old":true}');
+    reader.clearCaches(); // as after a restart: the room's next record trims
+    const next = await append(message(sender, { body: 'the room list is full' }));
+    await idle();
+    expect(await redis.zcard(listKey)).toBe(NOTIFICATIONS_KEPT);
+    // The lowest entries went (the seeded ones, oldest first), with their highlight and details.
+    const gone = seeded.slice(0, 6);
+    expect(await redis.zmscore(listKey, ...gone)).toEqual(gone.map(() => null));
+    expect(await redis.zscore(listKey, seeded[6]!)).not.toBeNull();
+    expect(await redis.zscore(hlKey, seeded[0]!)).toBeNull();
+    expect(await redis.hmget(dataKey, seeded[0]!, seeded[1]!)).toEqual([null, null]);
+    expect(await redis.zrange(listKey, -1, -1)).toEqual([next.eventId]);
+    await redis.zrem(listKey, ...seeded.slice(6));
+  });
+
   it('follows joins in the outbox: a member counts from their join, is listed from it, and receipts trim their exceptions', async () => {
     const newcomer = `@new:${SERVER}`;
     const before = await append(message(sender, { body: 'before the join' }));

@@ -58,6 +58,17 @@ local function removeAll(cmd, name, members)
   end
 end
 
+-- A notification list trimmed back to listKeep, with its highlights and details of the entries dropped.
+local function trimList(list, highlights, data)
+  local n = redis.call('ZCARD', list)
+  if n > listKeep then
+    local old = redis.call('ZRANGE', list, 0, n - listKeep - 1)
+    redis.call('ZREMRANGEBYRANK', list, 0, n - listKeep - 1)
+    removeAll('ZREM', highlights, old)
+    removeAll('HDEL', data, old)
+  end
+end
+
 -- Nothing once the room is purged (its members hash is gone; the evaluator may run behind the
 -- purge and must not leave a key of the room, or of its members for it, behind).
 if math.floor(roomFlags / 4) % 2 == 1 and redis.call('EXISTS', key()) == 0 then return 0 end
@@ -84,15 +95,7 @@ if common ~= '' then
     if store then redis.call('HSET', data, eventId, commonDetails) end
     if common == 'h' then redis.call('ZADD', listHighlight, score, eventId) end
   end
-  if trim then
-    local n = redis.call('ZCARD', list)
-    if n > listKeep then
-      local old = redis.call('ZRANGE', list, 0, n - listKeep - 1)
-      redis.call('ZREMRANGEBYRANK', list, 0, n - listKeep - 1)
-      removeAll('ZREM', listHighlight, old)
-      removeAll('HDEL', data, old)
-    end
-  end
+  if trim then trimList(list, listHighlight, data) end
 end
 
 local added = 0
@@ -124,15 +127,7 @@ while a + 3 <= #ARGV do
     if store then redis.call('HSET', data, member, details) end
     if highlight then redis.call('ZADD', hl, score, member) end
   end
-  if trim then
-    local n = redis.call('ZCARD', list)
-    if n > listKeep then
-      local old = redis.call('ZRANGE', list, 0, n - listKeep - 1)
-      redis.call('ZREMRANGEBYRANK', list, 0, n - listKeep - 1)
-      removeAll('ZREM', hl, old)
-      removeAll('HDEL', data, old)
-    end
-  end
+  if trim then trimList(list, hl, data) end
   if math.floor(flags / 32) % 2 == 1 then
     local excluded = key()
     redis.call('ZADD', excluded, score, member)
