@@ -36,6 +36,30 @@ export type FeedKind = 'd' | 'p';
 
 type Fanout = NonNullable<ReturnType<typeof fanoutOf>>;
 
+/** Separates the users of a kind's field in a feed entry (no user id holds it: see `feedFields`). */
+export const FEED_SEPARATOR = '\u0000';
+
+/**
+ * A feed entry's fields for its changes: per kind one field named by the kind (`d`, `p`) whose
+ * value is the users, separated by FEED_SEPARATOR — two fields for a thousand changes, where the
+ * first format (`k <kind> u <user>` pairs, one per change: still read, src/sync/device-lists.ts)
+ * made every watcher's /sync read, parse and drop 4,000 strings when a thousand members of a room
+ * came online. An entry naming a user whose id holds the separator (a remote server's odd id) is
+ * written in the pair format.
+ */
+export function feedFields(changes: [FeedKind, string][]): string[] {
+  const byKind = new Map<FeedKind, Set<string>>();
+  for (const [k, u] of changes) {
+    if (u.includes(FEED_SEPARATOR)) return changes.flatMap(([kind, user]) => ['k', kind, 'u', user]);
+    let users = byKind.get(k);
+    if (!users) byKind.set(k, (users = new Set()));
+    users.add(u);
+  }
+  const out: string[] = [];
+  for (const [k, users] of byKind) out.push(k, [...users].join(FEED_SEPARATOR));
+  return out;
+}
+
 /**
  * What a user-shard output means for others, if anything. `changed`: the users the change is
  * about when they are not (only) `userId`: a user's signatures of other users' master keys make
@@ -184,10 +208,10 @@ export class UserFanoutReader extends OutboxGroupReader {
     if (byWatcher.size) await this.append(byWatcher);
   }
 
-  /** One feed entry per watcher: its fields are `k <kind> u <user>` pairs, one per change. */
+  /** One feed entry per watcher (fields: `feedFields`). */
   private async append(byWatcher: Map<string, [FeedKind, string][]>): Promise<void> {
     const feedKey = (u: string) => this.keys.shard('user', shardOf(u, this.shardCounts.user)).data(userData.feed(u));
-    const fields = (changes: [FeedKind, string][]) => changes.flatMap(([k, u]) => ['k', k, 'u', u]);
+    const fields = feedFields;
     const watchers = [...byWatcher.keys()];
     if (isCluster(this.redis)) {
       await Promise.all(watchers.map((u) => this.redis.xadd(feedKey(u), 'MAXLEN', '~', FEED_MAXLEN, '*', ...fields(byWatcher.get(u)!))));

@@ -10,8 +10,8 @@ import { shardOf } from '../../src/store/shards';
 import { encode } from '../../src/store/codec';
 import { KeySpace, membershipIndexData, roomData, userData } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
-import { UserFanoutReader } from '../../src/readers/user-fanout';
-import { readFeed } from '../../src/sync/device-lists';
+import { FEED_SEPARATOR, feedFields, UserFanoutReader } from '../../src/readers/user-fanout';
+import { feedWindowOf, readFeed } from '../../src/sync/device-lists';
 import type { ApiContext } from '../../src/api/context';
 
 let redis: RedisClient;
@@ -103,6 +103,38 @@ describe('UserFanoutReader', () => {
     await apply(0, [entry('1-1')]);
     const ctx = { redis, keys, shardCounts } as unknown as ApiContext;
     expect([...(await readFeed(ctx, u, Date.now() - 60_000, Date.now() + 1000)).presence]).toEqual([u]);
+  });
+  it('a feed entry lists each kind\'s users in one field; entries of the pair format, and odd ids, still read', async () => {
+    const keys = new KeySpace(`fan${randomBytes(4).toString('hex')}:`);
+    const room = '!fmt:x';
+    const members = Array.from({ length: 30 }, (_, i) => `@f${i}:x`);
+    await redis.hset(keys.shard('room', shardOf(room, 8)).data(roomData.members(room)), Object.fromEntries(members.map((u) => [u, 'join'])));
+    for (const u of members) await redis.hset(keys.shard('user', shardOf(u, 8)).data(membershipIndexData.rooms(u)), room, '1:join');
+    const reader = new UserFanoutReader(redis, keys, shardCounts, 'test', pino({ level: 'silent' }));
+    const since = Date.now() - 1;
+    const entries = [
+      ...members.map((u, i) => ({ id: `1-${i}`, entry: { kind: 'presence', actorId: u, body: encode({ type: 'presence', user_id: u, presence: 'online' }) } })),
+      { id: '1-50', entry: { kind: 'user', actorId: members[3]!, body: encode({ type: 'device', user_id: members[3]! }) } },
+    ];
+    await (reader as unknown as { apply(s: number, e: typeof entries): Promise<void> }).apply(0, entries);
+    const feed = keys.shard('user', shardOf(members[7]!, 8)).data(userData.feed(members[7]!));
+    const fields = ((await redis.xrange(feed, '-', '+')) as [string, string[]][])[0]![1];
+    // Two fields for 31 changes: the presence changes' users, then the device change's.
+    expect(fields.length).toBe(4);
+    expect(fields[0]).toBe('p');
+    expect(fields[1]!.split(FEED_SEPARATOR).sort()).toEqual([...members].sort());
+    expect(fields.slice(2)).toEqual(['d', members[3]]);
+    const ctx = { redis, keys, shardCounts } as unknown as ApiContext;
+    // An entry of the first format (a worker of before) in the same window.
+    await redis.xadd(feed, '*', 'k', 'd', 'u', '@old:y', 'k', 'p', 'u', '@older:y');
+    const read = await readFeed(ctx, members[7]!, since, Date.now() + 1000);
+    expect([...read.presence].sort()).toEqual([...members, '@older:y'].sort());
+    expect([...read.devices].sort()).toEqual([members[3]!, '@old:y'].sort());
+    // A user id holding the separator is written, and read back, whole.
+    const odd = `@odd${FEED_SEPARATOR}x:y`;
+    const oddFields = feedFields([['p', '@a:x'], ['p', odd]]);
+    expect(oddFields).toEqual(['k', 'p', 'u', '@a:x', 'k', 'p', 'u', odd]);
+    expect([...feedWindowOf(false, [['1-1', oddFields]]).presence].sort()).toEqual(['@a:x', odd].sort());
   });
   it("a user's signature of other users' master keys lists those users as changed for that user alone", async () => {
     const keys = new KeySpace(`fan${randomBytes(4).toString('hex')}:`);
