@@ -29,8 +29,36 @@ export const USER_FANOUT_GROUP = 'user-fanout';
 export const FEED_MAXLEN = 5000;
 /** Watchers woken per notification message. */
 const NOTIFY_CHUNK = 500;
+/** Changes whose watchers a flush reads at once. */
+const WATCHER_READS = 64;
 
 export type FeedKind = 'd' | 'p';
+
+type Fanout = NonNullable<ReturnType<typeof fanoutOf>>;
+
+/** Separates the users of a kind's field in a feed entry (no user id holds it: see `feedFields`). */
+export const FEED_SEPARATOR = '\u0000';
+
+/**
+ * A feed entry's fields for its changes: per kind one field named by the kind (`d`, `p`) whose
+ * value is the users, separated by FEED_SEPARATOR — two fields for a thousand changes, where the
+ * first format (`k <kind> u <user>` pairs, one per change: still read, src/sync/device-lists.ts)
+ * made every watcher's /sync read, parse and drop 4,000 strings when a thousand members of a room
+ * came online. An entry naming a user whose id holds the separator (a remote server's odd id) is
+ * written in the pair format.
+ */
+export function feedFields(changes: [FeedKind, string][]): string[] {
+  const byKind = new Map<FeedKind, Set<string>>();
+  for (const [k, u] of changes) {
+    if (u.includes(FEED_SEPARATOR)) return changes.flatMap(([kind, user]) => ['k', kind, 'u', user]);
+    let users = byKind.get(k);
+    if (!users) byKind.set(k, (users = new Set()));
+    users.add(u);
+  }
+  const out: string[] = [];
+  for (const [k, users] of byKind) out.push(k, [...users].join(FEED_SEPARATOR));
+  return out;
+}
 
 /**
  * What a user-shard output means for others, if anything. `changed`: the users the change is
@@ -98,11 +126,19 @@ export class UserFanoutReader extends OutboxGroupReader {
    * of the batch they should see, and one wake-up each. When a thousand members of a room come
    * online together, that is a thousand entries per batch instead of a thousand per member, and
    * each room's members are read once per batch.
+   *
+   * And across shards: a user's changes come in the outbox of their own user shard, so a thousand
+   * members coming online are a few changes in each of ~256 shards, each shard's pump applying
+   * its own batch — each batch a feed entry (`XADD`) for every member of the room and a wake-up of
+   * all of them (in workload B, 219,251 `XADD`s in a 21 s window and the members' /sync reading
+   * feeds of hundreds of entries). So the batches of all shards go through one group commit
+   * (`flush`): the batches that arrive while a flush writes are written together by the next one,
+   * one entry per watcher for all of them. A batch's `apply` resolves only once the flush holding
+   * its changes has written them (it is acknowledged after), and fails when that flush fails (the
+   * batch stays pending and is applied again, as before).
    */
   protected async apply(_shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
-    const byWatcher = new Map<string, [FeedKind, string][]>();
-    const membersCache = new Map<string, Promise<Record<string, string>>>();
-    const seen = new Set<string>();
+    const changes: Fanout[] = [];
     for (const { entry } of entries) {
       if (!entry) continue;
       let out: unknown;
@@ -112,25 +148,70 @@ export class UserFanoutReader extends OutboxGroupReader {
         continue;
       }
       const f = fanoutOf(entry.kind, out);
-      if (!f) continue;
-      // The same change twice in a batch (a user's presence flapping) is said once.
+      if (f) changes.push(f);
+    }
+    if (!changes.length) return;
+    return new Promise<void>((resolve, reject) => {
+      this.queued.push({ changes, resolve, reject });
+      if (!this.flushing) {
+        this.flushing = true;
+        // The batches of the other shards' pumps read in this same turn join this flush.
+        setImmediate(() => void this.flush());
+      }
+    });
+  }
+
+  private queued: { changes: Fanout[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private flushing = false;
+
+  /** Write what is queued, one round at a time, until nothing is (see `apply`). */
+  private async flush(): Promise<void> {
+    while (this.queued.length) {
+      const round = this.queued;
+      this.queued = [];
+      try {
+        await this.write(round.flatMap((q) => q.changes));
+        for (const q of round) q.resolve();
+      } catch (e) {
+        for (const q of round) q.reject(e);
+      }
+    }
+    this.flushing = false;
+  }
+
+  /** The changes of one flush: each said once, to each of its watchers in one entry. */
+  private async write(changes: Fanout[]): Promise<void> {
+    const byWatcher = new Map<string, [FeedKind, string][]>();
+    const membersCache = new Map<string, Promise<Record<string, string>>>();
+    const seen = new Set<string>();
+    const distinct: Fanout[] = [];
+    for (const f of changes) {
+      // The same change twice (a user's presence flapping) is said once.
       const dedupe = `${f.kind}\u0000${f.userId}\u0000${f.selfOnly ? 1 : 0}\u0000${f.changed?.join('\u0000') ?? ''}`;
       if (seen.has(dedupe)) continue;
       seen.add(dedupe);
-      const watchers = f.selfOnly ? new Set([f.userId]) : await sharedRoomUsers(this.redis, this.keys, this.shardCounts, this.index, f.userId, membersCache);
-      for (const w of watchers) {
+      distinct.push(f);
+    }
+    // The watchers of every change, read concurrently (each room's members once per flush).
+    const watchersOf: Set<string>[] = [];
+    for (let i = 0; i < distinct.length; i += WATCHER_READS) {
+      const part = distinct.slice(i, i + WATCHER_READS);
+      watchersOf.push(...(await Promise.all(part.map((f) => (f.selfOnly ? Promise.resolve(new Set([f.userId])) : sharedRoomUsers(this.redis, this.keys, this.shardCounts, this.index, f.userId, membersCache))))));
+    }
+    distinct.forEach((f, i) => {
+      for (const w of watchersOf[i]!) {
         let list = byWatcher.get(w);
         if (!list) byWatcher.set(w, (list = []));
         for (const changed of f.changed ?? [f.userId]) list.push([f.kind, changed]);
       }
-    }
+    });
     if (byWatcher.size) await this.append(byWatcher);
   }
 
-  /** One feed entry per watcher: its fields are `k <kind> u <user>` pairs, one per change. */
+  /** One feed entry per watcher (fields: `feedFields`). */
   private async append(byWatcher: Map<string, [FeedKind, string][]>): Promise<void> {
     const feedKey = (u: string) => this.keys.shard('user', shardOf(u, this.shardCounts.user)).data(userData.feed(u));
-    const fields = (changes: [FeedKind, string][]) => changes.flatMap(([k, u]) => ['k', k, 'u', u]);
+    const fields = feedFields;
     const watchers = [...byWatcher.keys()];
     if (isCluster(this.redis)) {
       await Promise.all(watchers.map((u) => this.redis.xadd(feedKey(u), 'MAXLEN', '~', FEED_MAXLEN, '*', ...fields(byWatcher.get(u)!))));

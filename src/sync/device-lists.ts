@@ -12,9 +12,10 @@
  */
 import type { JsonObject } from '../protocol/json';
 import { shardOf } from '../store/shards';
+import { isCluster, type RedisClient } from '../store/redis';
 import { roomData, userData } from '../store/keys';
 import { MembershipIndex } from '../readers/membership-index';
-import { sharedRoomUsers } from '../readers/user-fanout';
+import { FEED_SEPARATOR, sharedRoomUsers } from '../readers/user-fanout';
 import { offlineRecord, presenceContent, type PresenceRecord } from '../../actors/presence';
 import type { ApiContext } from '../api/context';
 import { lostSince } from './outbox-cache';
@@ -26,6 +27,8 @@ export interface FeedWindow {
   presence: Set<string>;
   /** The feed no longer holds all of the window (trimmed): device changes may be missing. */
   gap: boolean;
+  /** The millisecond of the window's newest entry (its id's; 0: none): every change it names was stored by then. */
+  newestMs: number;
 }
 
 export function feedKey(ctx: ApiContext, userId: string): string {
@@ -35,7 +38,7 @@ export function feedKey(ctx: ApiContext, userId: string): string {
 /** The feed's entries with ids in [sinceMs, cutMs) (since null: all it holds). */
 export async function readFeed(ctx: ApiContext, userId: string, sinceMs: number | null, cutMs: number): Promise<FeedWindow> {
   const key = feedKey(ctx, userId);
-  const out: FeedWindow = { devices: new Set(), presence: new Set(), gap: false };
+  const out: FeedWindow = { devices: new Set(), presence: new Set(), gap: false, newestMs: 0 };
   if (sinceMs !== null && sinceMs >= cutMs) return out;
   // Both at once (one round trip): the trimming check only decides what the rows mean.
   const [lost, rows] = await Promise.all([
@@ -50,15 +53,23 @@ export async function readFeed(ctx: ApiContext, userId: string, sinceMs: number 
  * its entries (`readFeed`, or the /sync snapshot script that reads them with the cut).
  */
 export function feedWindowOf(lost: boolean | 'missing', rows: [string, string[]][]): FeedWindow {
-  const out: FeedWindow = { devices: new Set(), presence: new Set(), gap: false };
+  const out: FeedWindow = { devices: new Set(), presence: new Set(), gap: false, newestMs: 0 };
   if (lost === 'missing') return out; // no feed yet: nothing changed
   out.gap = lost;
-  // An entry holds one or more changes: `k <kind> u <user>` pairs (src/readers/user-fanout.ts).
-  for (const [, f] of rows) {
+  // An entry holds one or more changes (src/readers/user-fanout.ts `feedFields`): per kind a
+  // field `d` / `p` listing the users, or (the first format, still written for odd ids) `k <kind>
+  // u <user>` pairs.
+  for (const [id, f] of rows) {
+    const ms = Number.parseInt(id, 10);
+    if (ms > out.newestMs) out.newestMs = ms;
     let k = '';
     for (let i = 0; i + 1 < f.length; i += 2) {
-      if (f[i] === 'k') k = f[i + 1]!;
-      else if (f[i] === 'u') {
+      const name = f[i];
+      if (name === 'd' || name === 'p') {
+        const into = name === 'd' ? out.devices : out.presence;
+        for (const u of f[i + 1]!.split(FEED_SEPARATOR)) if (u) into.add(u);
+      } else if (name === 'k') k = f[i + 1]!;
+      else if (name === 'u') {
         const u = f[i + 1]!;
         if (k === 'd') out.devices.add(u);
         else if (k === 'p') out.presence.add(u);
@@ -66,6 +77,59 @@ export function feedWindowOf(lost: boolean | 'missing', rows: [string, string[]]
     }
   }
   return out;
+}
+
+/**
+ * What a presence read may be shared with: the changes come from a feed window whose newest entry
+ * is at `afterMs` (Redis's clock), and the computation's cut is `cutMs` (its `TIME`, taken before
+ * any of its reads).
+ */
+export interface PresenceFreshness {
+  afterMs: number;
+  cutMs: number;
+}
+
+/** Users whose last presence read a front keeps for sharing (beyond, the oldest go). */
+const PRESENCE_READS_KEPT = 50_000;
+
+/**
+ * Presence records read by the /sync computations of a front, shared between them. When a
+ * thousand members of a room come online, each member's next answer names the thousand of them,
+ * and each answer read every record again: a million `GET`s for the same thousand keys. A read
+ * made by a computation whose cut is C was sent after Redis's clock showed C, so it holds every
+ * record written before C; a change in a feed entry with id ms F was written before the entry was
+ * (the fan-out reader appends after the presence actor's commit), so that read may serve a window
+ * whose newest feed entry is at F < C. Anything else (a read from before, a change made since) is
+ * read again. Single Redis only: on a Cluster a cut is one master's clock and the feed another's.
+ */
+class PresenceReads {
+  private readonly kept = new Map<string, { cutMs: number; raw: Promise<string | null> }>();
+
+  constructor(private readonly redis: RedisClient) {}
+
+  read(userId: string, key: string, fresh: PresenceFreshness): Promise<string | null> {
+    const hit = this.kept.get(userId);
+    if (hit && hit.cutMs > fresh.afterMs) return hit.raw;
+    const raw = this.redis.get(key);
+    if (!hit || hit.cutMs <= fresh.cutMs) {
+      this.kept.delete(userId);
+      this.kept.set(userId, { cutMs: fresh.cutMs, raw });
+      while (this.kept.size > PRESENCE_READS_KEPT) this.kept.delete(this.kept.keys().next().value!);
+      // A failed read is not shared: the next computation reads again.
+      raw.catch(() => {
+        if (this.kept.get(userId)?.raw === raw) this.kept.delete(userId);
+      });
+    }
+    return raw;
+  }
+}
+
+const presenceReadsByRedis = new WeakMap<RedisClient, PresenceReads>();
+
+function presenceReads(redis: RedisClient): PresenceReads {
+  let r = presenceReadsByRedis.get(redis);
+  if (!r) presenceReadsByRedis.set(redis, (r = new PresenceReads(redis)));
+  return r;
 }
 
 /** Of `candidates`, those who share no joined room with `userId` (its joined rooms given). */
@@ -113,10 +177,11 @@ export async function deviceListChanges(ctx: ApiContext, userId: string, fromUs:
 }
 
 /** `m.presence` events for users (their current records; offline ones left out when `skipOffline`). */
-export async function presenceEvents(ctx: ApiContext, users: Iterable<string>, skipOffline: boolean): Promise<JsonObject[]> {
+export async function presenceEvents(ctx: ApiContext, users: Iterable<string>, skipOffline: boolean, fresh?: PresenceFreshness): Promise<JsonObject[]> {
   const list = [...users];
   const keyOf = (u: string) => ctx.keys.shard('user', shardOf(u, ctx.shardCounts.user)).data(userData.presence(u));
-  const raws = await Promise.all(list.map((u) => ctx.redis.get(keyOf(u))));
+  const shared = fresh && !isCluster(ctx.redis) ? presenceReads(ctx.redis) : null;
+  const raws = await Promise.all(list.map((u) => (shared ? shared.read(u, keyOf(u), fresh!) : ctx.redis.get(keyOf(u)))));
   const now = Date.now();
   const events: JsonObject[] = [];
   list.forEach((u, i) => {

@@ -721,7 +721,7 @@ async function presenceSection(ctx: ApiContext, userId: string, snap: Snapshot, 
   for (const c of memberChanges) if (c.membership === 'join' && c.userId !== userId && !feed.presence.has(c.userId)) newcomers.add(c.userId);
   const newly = new Set(snap.rooms.filter((r) => r.membership === 'join' && r.writtenAt >= since).map((r) => r.roomId));
   for (const roomId of fullJoins) if (newly.has(roomId)) for (const u of await joinedMembers(ctx, roomId)) if (u !== userId && !feed.presence.has(u)) newcomers.add(u);
-  const [changes, joiners] = await Promise.all([presenceEvents(ctx, feed.presence, false), presenceEvents(ctx, newcomers, true)]);
+  const [changes, joiners] = await Promise.all([presenceEvents(ctx, feed.presence, false, { afterMs: feed.newestMs, cutMs: snap.cutMs }), presenceEvents(ctx, newcomers, true)]);
   return [...changes, ...joiners];
 }
 
