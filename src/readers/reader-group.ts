@@ -60,6 +60,14 @@ export class OutboxReaderGroup extends OutboxGroupReader {
     }
   }
 
+  /**
+   * The kinds some member applies: a commit of any other kind does not wake the group (the worker's
+   * sweep, or the next commit of a kind taken, reads and acknowledges those entries in bulk).
+   */
+  override takes(kind: string): boolean {
+    return this.members.some((m) => m.takes(kind));
+  }
+
   override attach(shard: number, opts: { quiet?: boolean } = {}): void {
     for (const m of this.members) m.attach(shard, opts);
     super.attach(shard, opts);

@@ -15,9 +15,9 @@
 import { randomBytes } from 'node:crypto';
 import type { ReplyEnvelope } from './actor';
 import { shardOf, type Family } from '../store/shards';
-import { decode, encode } from '../store/codec';
+import { decode, encode, encodeScriptArgs } from '../store/codec';
 import type { KeySpace } from '../store/keys';
-import { duplicateClient, isCluster, type RedisClient } from '../store/redis';
+import { duplicateClient, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
 
 /** How long a reply stream outlives its process; renewed (or re-created) every 30 s while it runs. */
 const REPLY_STREAM_TTL_MS = 60 * 60 * 1000;
@@ -42,6 +42,17 @@ export interface AskOptions {
   timeoutMs?: number;
   /** Message id for dedupe; give the same id when re-sending the same command. */
   mid?: string;
+}
+
+/** Messages one enqueue-many call carries at most (a bigger turn goes in several). */
+const ENQUEUE_BATCH = 500;
+
+interface PendingEnqueue {
+  inbox: string;
+  fields: (string | Buffer)[];
+  wake: string;
+  resolve: () => void;
+  reject: (e: Error) => void;
 }
 
 interface Waiter {
@@ -205,27 +216,56 @@ export class ActorClient {
       await this.redis.xadd(shardKeys.inbox, '*', ...fields);
       await this.redis.publish(wake, '1');
     } else {
-      // One connection keeps the order: the wake-up, sent after this tick's entries, always finds
-      // them. Wake-ups are coalesced per shard and tick, so a burst costs one PUBLISH per shard.
-      const added = this.redis.xadd(shardKeys.inbox, '*', ...fields);
-      this.scheduleWake(wake);
-      await added;
+      // The asks of one turn go in ONE call (enqueue-many-1.lua): every entry appended, then each
+      // woken shard's channel published once, so the wake-up always finds the entries.
+      await new Promise<void>((resolve, reject) => {
+        this.pendingEnqueues.push({ inbox: shardKeys.inbox, fields, wake, resolve, reject });
+        if (this.enqueueScheduled) return;
+        this.enqueueScheduled = true;
+        // After every promise continuation of this turn: the lanes woken by one read of the
+        // reply stream all ask before the call goes out.
+        process.nextTick(this.flushEnqueues);
+      });
     }
   }
 
-  private pendingWakes = new Set<string>();
-  private wakeScheduled = false;
+  private pendingEnqueues: PendingEnqueue[] = [];
+  private enqueueScheduled = false;
 
-  private scheduleWake(channel: string): void {
-    this.pendingWakes.add(channel);
-    if (this.wakeScheduled) return;
-    this.wakeScheduled = true;
-    queueMicrotask(() => {
-      this.wakeScheduled = false;
-      const channels = [...this.pendingWakes];
-      this.pendingWakes.clear();
-      for (const c of channels) void this.redis.publish(c, '1').catch(() => undefined);
-    });
+  private readonly flushEnqueues = (): void => {
+    this.enqueueScheduled = false;
+    const batch = this.pendingEnqueues;
+    this.pendingEnqueues = [];
+    for (let i = 0; i < batch.length; i += ENQUEUE_BATCH) void this.sendEnqueues(batch.slice(i, i + ENQUEUE_BATCH));
+  };
+
+  private async sendEnqueues(batch: PendingEnqueue[]): Promise<void> {
+    const keys: string[] = [];
+    const keyIndex = new Map<string, number>();
+    const channels = new Set<string>();
+    const args: (string | Buffer | number)[] = [batch.length];
+    for (const e of batch) {
+      let k = keyIndex.get(e.inbox);
+      if (k === undefined) {
+        keys.push(e.inbox);
+        keyIndex.set(e.inbox, (k = keys.length));
+      }
+      args.push(k, e.fields.length);
+      for (const f of e.fields) args.push(f);
+      channels.add(e.wake);
+    }
+    let res: unknown[];
+    try {
+      res = (await runScriptBuffer(this.redis, 'enqueueMany', keys, [encodeScriptArgs(args), ...channels])) as unknown[];
+    } catch (err) {
+      for (const e of batch) e.reject(err as Error);
+      return;
+    }
+    for (let i = 0; i < batch.length; i++) {
+      const r = res[i];
+      if (r === 1) batch[i]!.resolve();
+      else batch[i]!.reject(new Error(`enqueue: ${r === undefined ? 'no answer' : String(r)}`));
+    }
   }
 
   /**

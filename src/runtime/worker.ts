@@ -91,6 +91,13 @@ export interface ShardReader {
   stop(): Promise<void>;
   /** The outbox consumer group it reads with (the sweep looks at these groups only). */
   readonly group?: string;
+  /**
+   * Whether a commit's outputs of actor kind `kind` wake it at once (absent: every kind does). A
+   * reader that applies none of a kind's outputs only acknowledges them: it reads them at its next
+   * wake-up (another kind's commit on the shard) or when the worker's sweep finds its group behind
+   * on the outbox, many entries a read instead of one per commit.
+   */
+  takes?(kind: string): boolean;
 }
 
 export interface WorkerStatus {
@@ -199,7 +206,7 @@ export class Worker {
       onActive: (r) => this.touch(r.name),
       onOutputs: (r, committed) => {
         this.touch(r.name);
-        this.wakeReaders(r);
+        this.wakeReaders(r, committed.kind);
         try {
           o.notify?.({ ...committed, family: r.family, shard: r.shard });
         } catch (e) {
@@ -632,8 +639,9 @@ export class Worker {
     if (this.runners.get(r.name) === r) this.runners.delete(r.name);
   }
 
-  private wakeReaders(r: ShardRunner): void {
-    for (const reader of this.o.readers ?? []) if (reader.family === r.family) reader.wake(r.shard);
+  /** Wake the shard's outbox readers (`kind`: only those that take outputs of that actor kind). */
+  private wakeReaders(r: ShardRunner, kind?: string): void {
+    for (const reader of this.o.readers ?? []) if (reader.family === r.family && (kind === undefined || !reader.takes || reader.takes(kind))) reader.wake(r.shard);
   }
 
   private unsubscribe(r: ShardRunner): void {

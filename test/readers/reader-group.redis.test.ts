@@ -75,6 +75,8 @@ describe('OutboxReaderGroup', () => {
     const a = new RecordingReader('a', ['user'], keys);
     const b = new RecordingReader('b', ['user', 'presence'], keys);
     const group = new OutboxReaderGroup('user', [a, b], redis, keys, 'c1', log);
+    // A commit wakes the group for the kinds some member takes only (the worker's sweep reads the rest).
+    expect([group.takes('user'), group.takes('presence'), group.takes('ledger')]).toEqual([true, true, false]);
     const append = (kind: string) => redis.xadd(outbox, '*', 'k', kind, 'a', '@u:x', 'b', 'x') as Promise<string>;
     const user = await append('user');
     const presence = await append('presence');

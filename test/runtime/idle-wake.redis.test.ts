@@ -169,6 +169,45 @@ for (const mode of MODES) {
       readerRedis.disconnect();
     });
 
+    it('a commit wakes the outbox readers only for actor kinds some reader takes; the sweep reads and acknowledges the others', async () => {
+      r = await rig(mode, { shards: 4 });
+      const readerRedis = connectRedis(r.target);
+      const userOnly = new (class extends RecordingReader {
+        override readonly kinds: readonly string[] = ['user'];
+      })('user', 'rec-user', readerRedis, r.keys, 'w1', silent);
+      const group = new (class extends OutboxReaderGroup {
+        wakes = 0;
+        override wake(shard: number): void {
+          this.wakes++;
+          super.wake(shard);
+        }
+      })('user', [userOnly], readerRedis, r.keys, 'w1', silent);
+      const w = await r.startWorker('w1', { pollMs: NO_SWEEP_MS, readers: [group] });
+      await waitFor('every shard to be held', () => w.owned().length === 8);
+      const c = await r.client();
+      const wakesBefore = group.wakes;
+      const actors = Array.from({ length: 8 }, (_, i) => `@kinds${i}:test`);
+      await Promise.all(actors.map((a) => c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 })));
+      const outboxes = [...new Set(actors.map((a) => r.keys.shard('user', shardOf(a, r.shardCounts.user)).outbox))];
+      const behind = async () => {
+        let n = 0;
+        for (const outbox of outboxes) {
+          const last = String(((await r.redis.xrevrange(outbox, '+', '-', 'COUNT', 1)) as [string, string[]][])[0]![0]);
+          const g = ((await r.redis.xinfo('GROUPS', outbox)) as unknown[][]).map((x) => new Map(Array.from({ length: x.length / 2 }, (_, i) => [String(x[2 * i]), x[2 * i + 1]]))).find((m) => m.get('name') === OUTBOX_READERS_GROUP);
+          if (!g || String(g.get('last-delivered-id')) !== last || Number(g.get('pending')) !== 0) n++;
+        }
+        return n;
+      };
+      // No reader takes ledger outputs and no sweep runs: the commits did not wake the group.
+      expect(group.wakes).toBe(wakesBefore);
+      // The sweep finds the group behind on those outboxes and wakes it: read and acknowledged.
+      await w.sweep();
+      await waitFor('the group to read and acknowledge every ledger output', async () => (await behind()) === 0);
+      expect(userOnly.seen).toEqual([]);
+      await w.stop();
+      readerRedis.disconnect();
+    });
+
     it('drains a worker of many shards in batches while messages flow: every message applied once, in order', async () => {
       r = await rig(mode, { shards: 128 });
       const a = await r.startWorker('wa');

@@ -253,6 +253,29 @@ for (const mode of MODES) {
       }
     });
 
+    it('enqueue: the asks of one turn go in one call; an entry whose inbox cannot take it fails alone, the others are appended and answered', async () => {
+      r = await rig(mode, { shards: 8 });
+      await r.startWorker('we');
+      const c = await r.client();
+      const actors = Array.from({ length: 30 }, (_, i) => `@enq${i}:test`);
+      // One actor's shard inbox made a string: its XADD fails (WRONGTYPE) — on one Redis inside
+      // the shared enqueue-many call. The worker's group on it is gone with it, so nothing reads it.
+      const broken = actors[0]!;
+      const brokenInbox = r.keys.shard('user', shardOf(broken, r.shardCounts.user)).inbox;
+      const sameShard = actors.filter((a) => shardOf(a, r.shardCounts.user) === shardOf(broken, r.shardCounts.user));
+      await r.redis.del(brokenInbox);
+      await r.redis.set(brokenInbox, 'not a stream');
+      const results = await Promise.allSettled(actors.map((a) => c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 }, { timeoutMs: 5000 })));
+      results.forEach((res, i) => {
+        if (sameShard.includes(actors[i]!)) {
+          expect(res.status).toBe('rejected');
+          expect(String((res as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/);
+        } else expect(res).toEqual({ status: 'fulfilled', value: { count: 1, sum: 1, outOfOrder: 0 } });
+      });
+      expect(results.filter((x) => x.status === 'fulfilled').length).toBe(actors.length - sameShard.length);
+      await r.redis.del(brokenInbox);
+    });
+
     it('commit-many: a unit refused (stale lease, done message) writes nothing and does not stop the other units of the call', async () => {
       if (mode !== 'single') return; // units of two shards share a call on one Redis only
       r = await rig(mode);
