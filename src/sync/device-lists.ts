@@ -53,12 +53,17 @@ export function feedWindowOf(lost: boolean | 'missing', rows: [string, string[]]
   const out: FeedWindow = { devices: new Set(), presence: new Set(), gap: false };
   if (lost === 'missing') return out; // no feed yet: nothing changed
   out.gap = lost;
-  // An entry holds one or more changes: `k <kind> u <user>` pairs (src/readers/user-fanout.ts).
+  // An entry holds one or more changes (src/readers/user-fanout.ts): fields `d` and `p`, each the
+  // changed users separated by spaces; or, written before that, `k <kind> u <user>` pairs.
   for (const [, f] of rows) {
     let k = '';
     for (let i = 0; i + 1 < f.length; i += 2) {
-      if (f[i] === 'k') k = f[i + 1]!;
-      else if (f[i] === 'u') {
+      const name = f[i];
+      if (name === 'd' || name === 'p') {
+        const into = name === 'd' ? out.devices : out.presence;
+        for (const u of f[i + 1]!.split(' ')) if (u) into.add(u);
+      } else if (name === 'k') k = f[i + 1]!;
+      else if (name === 'u') {
         const u = f[i + 1]!;
         if (k === 'd') out.devices.add(u);
         else if (k === 'p') out.presence.add(u);
