@@ -77,8 +77,8 @@ describe('UserFanoutReader', () => {
     const before = await redis.xlen(key0);
     await Promise.all([append(new Map([[w0, [['p', '@a:x']]]])), append(new Map([[w0, [['p', '@a:x'], ['d', '@b:x']]]]))]);
     expect(await redis.xlen(key0)).toBe(before + 1);
-    const [[, fields]] = (await redis.xrevrange(key0, '+', '-', 'COUNT', 1)) as [string, string[]][];
-    expect(fields).toEqual(['d', '@b:x', 'p', '@a:x']);
+    const newest = (await redis.xrevrange(key0, '+', '-', 'COUNT', 1)) as [string, string[]][];
+    expect(newest[0]?.[1]).toEqual(['d', '@b:x', 'p', '@a:x']);
     // Entries written before the compact fields (`k <kind> u <user>` pairs) are still read.
     const legacy = keys.shard('user', shardOf(members[0]!, 8)).data(userData.feed(members[0]!));
     await redis.xadd(legacy, '*', 'k', 'd', 'u', '@old:x', 'k', 'p', 'u', '@older:x');
