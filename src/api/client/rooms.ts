@@ -28,7 +28,7 @@ import { currentPower } from '../../rooms/power';
 import { askUser } from './accounts-common';
 import { registerRoomReadRoutes } from './room-reads';
 import { bodyObject, clientRoute } from './room-common';
-import { txnKey } from '../../rooms/client-format';
+import { rememberSentTxn, txnKey } from '../../rooms/client-format';
 import { optString, requireRoomId, requireUserIdParam } from '../../http/params';
 import { sendEvent, type SendReply } from '../../rooms/ask';
 import { checkPowerLevelsContent, checkThreepidInvite } from '../../rooms/create-room-request';
@@ -186,7 +186,9 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     if (!knownRooms.has(roomId)) await requireKnownRoom(roomId);
     // MSC4140: scheduled for later (src/api/client/delayed-events.ts).
     if (delay !== null) return { body: await scheduleDelayedEvent(ctx, user, roomId, req.params.eventType!, undefined, content, delay, txnKey('send', user.userId, user.deviceId, req.params.txnId!)) };
-    const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txnKey('send', user.userId, user.deviceId, req.params.txnId!));
+    const txn = txnKey('send', user.userId, user.deviceId, req.params.txnId!);
+    const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txn);
+    rememberSentTxn(reply.event_id, txn);
     presenceOnActivity(ctx, user.userId);
     return { body: { event_id: reply.event_id } };
   });
@@ -245,7 +247,9 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
       if (power && power.userLevel(user.userId) < power.redact) throw new MatrixError(403, 'M_FORBIDDEN', "You may not redact other users' events in this room");
     }
     const content: JsonObject = reason !== undefined ? { reason } : {};
-    const reply = await sendEvent(ctx, roomId, { type: 'm.room.redaction', sender: user.userId, content, redacts: target }, txnKey('redact', user.userId, user.deviceId, req.params.txnId!));
+    const txn = txnKey('redact', user.userId, user.deviceId, req.params.txnId!);
+    const reply = await sendEvent(ctx, roomId, { type: 'm.room.redaction', sender: user.userId, content, redacts: target }, txn);
+    rememberSentTxn(reply.event_id, txn);
     return { body: { event_id: reply.event_id } };
   });
 
