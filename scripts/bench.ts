@@ -247,7 +247,9 @@ async function profileAxonPhase(axon: AxonBench, redis: Redis, rawDir: string, o
     }
     await sleep(300); // the last one may still be being written
     files = existsSync(rawDir) ? readdirSync(rawDir).filter((f) => f.endsWith('.cpuprofile')) : [];
-    for (const f of files) renameSync(join(rawDir, f), join(outDir, f));
+    // With each profile, the same window's event-loop delay (scripts/lib/cpu-profile-preload.ts).
+    const loops = existsSync(rawDir) ? readdirSync(rawDir).filter((f) => f.endsWith('.loop.json') || f.endsWith('.heapprofile')) : [];
+    for (const f of [...files, ...loops]) renameSync(join(rawDir, f), join(outDir, f));
     log(`profile: ${files.length} CPU profile(s) and redis.json in ${outDir}`);
   };
 }

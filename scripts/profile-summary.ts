@@ -145,6 +145,13 @@ for (const [kind, s] of kinds) {
   const busy = s.sampledMs - idle;
   const wall = s.wallMs / s.processes;
   out.push(`\n== ${kind} (${s.processes} process${s.processes > 1 ? 'es' : ''}): ${ms(busy)} ms busy of ${ms(wall)} ms wall each = ${(busy / wall).toFixed(2)} cores; GC ${pct(s.self.get('(garbage collector)') ?? 0, busy)}, (program) ${pct(s.self.get('(program)') ?? 0, busy)} of busy`);
+  // Event-loop delay in the same window (scripts/lib/cpu-profile-preload.ts), per process.
+  const loops = readdirSync(dir).filter((f) => f.startsWith(`${kind}-`) && f.endsWith('.loop.json'));
+  for (const f of loops) {
+    const l = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { p50: number; p99: number; max: number; mean: number; gc?: Record<string, { count: number; ms: number }> };
+    const gcs = Object.entries(l.gc ?? {}).map(([k, v]) => `${k} ${v.count} × ${v.ms} ms`).join(', ');
+    out.push(`event-loop delay ${f.replace(/\.loop\.json$/, '')}: p50 ${l.p50} ms, p99 ${l.p99} ms, max ${l.max} ms, mean ${l.mean} ms${gcs ? `; GC pauses: ${gcs}` : ''}`);
+  }
   out.push('-- by area (self time) --');
   for (const [k, v] of top(s.areas, 14, (k) => k === '(idle)')) out.push(`${ms(v).padStart(8)} ms ${pct(v, busy).padStart(7)}  ${k}`);
   out.push('-- top self time --');

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import type { ApiContext } from '../../src/api/context';
 import { stringifyWithRaw } from '../../src/protocol/raw-json';
-import { formatEvents, syncEventsJson } from '../../src/rooms/client-format';
+import { formatEvents, rememberSentTxn, syncEventsJson, txnKey } from '../../src/rooms/client-format';
 import { KeySpace } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { RoomReader } from '../../src/store/room-reader';
@@ -59,6 +59,30 @@ describe('syncEventsJson', () => {
       expect(other.find((e) => e.event_id === '$msg')!.unsigned.transaction_id).toBeUndefined();
     } finally {
       vi.useRealTimers();
+    }
+  });
+
+  it('gives the transaction ids of events this process sent from memory, reading the others', async () => {
+    const keys = new KeySpace(`sej${randomBytes(4).toString('hex')}:`);
+    const roomId = '!room:test';
+    await writeStoredRoom(redis, keys, roomId, SHARDS);
+    const rooms = new RoomReader(redis, keys, SHARDS);
+    const ctx = { redis, keys, rooms, shardCounts: { room: SHARDS, user: SHARDS } } as unknown as ApiContext;
+    const [msg, redaction] = await rooms.events(roomId, ['$msg', '$redaction']);
+    // As the /redact route does once the room actor answered (its mapping is not in Redis here).
+    rememberSentTxn('$redaction', txnKey('redact', alice, 'PHONE', 'r1'));
+    const txnOf = async (events: NonNullable<typeof msg>[], viewer: { userId: string; deviceId: string }) => new Map((JSON.parse(stringifyWithRaw(await syncEventsJson(ctx, roomId, events, viewer))) as { event_id: string; unsigned: { transaction_id?: string } }[]).map((e) => [e.event_id, e.unsigned.transaction_id]));
+    const hmget = vi.spyOn(redis, 'hmget');
+    try {
+      expect(await txnOf([redaction!], { userId: alice, deviceId: 'PHONE' })).toEqual(new Map([['$redaction', 'r1']]));
+      expect(await txnOf([redaction!], { userId: alice, deviceId: 'LAPTOP' })).toEqual(new Map([['$redaction', undefined]]));
+      expect(hmget).not.toHaveBeenCalled();
+      // One not remembered: read, alone.
+      expect(await txnOf([msg!, redaction!], { userId: alice, deviceId: 'PHONE' })).toEqual(new Map([['$msg', 'txn "1"'], ['$redaction', 'r1']]));
+      expect(hmget).toHaveBeenCalledTimes(1);
+      expect(hmget.mock.calls[0]!.slice(1)).toEqual(['$msg']);
+    } finally {
+      hmget.mockRestore();
     }
   });
 });

@@ -28,7 +28,7 @@ import { currentPower } from '../../rooms/power';
 import { askUser } from './accounts-common';
 import { registerRoomReadRoutes } from './room-reads';
 import { bodyObject, clientRoute } from './room-common';
-import { txnKey } from '../../rooms/client-format';
+import { rememberSentTxn, txnKey } from '../../rooms/client-format';
 import { optString, requireRoomId, requireUserIdParam } from '../../http/params';
 import { sendEvent, type SendReply } from '../../rooms/ask';
 import { checkPowerLevelsContent, checkThreepidInvite } from '../../rooms/create-room-request';
@@ -49,6 +49,20 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   /** Unknown rooms answer 403 (for writes) so that probing does not reveal which rooms exist. */
   const requireKnownRoom = async (roomId: string) => {
     if (!(await ctx.rooms.meta(roomId))) throw new MatrixError(403, 'M_FORBIDDEN', 'You are not in this room (or it does not exist)');
+    rememberKnown(roomId);
+  };
+  /**
+   * Rooms this front has seen exist, for `/send`, so that a message does not cost a read of the
+   * room's record first (a GET and its decoding on every send; workload A sends ~1,000 a second
+   * through one front). A room, once created, stays created until it is purged, and then its
+   * actor refuses what is sent to it (404, "being purged" or "Unknown room"): a room remembered
+   * here after its purge is answered by the actor, as a send racing the purge always was.
+   */
+  const knownRooms = new Set<string>();
+  const rememberKnown = (roomId: string) => {
+    if (knownRooms.has(roomId)) return;
+    if (knownRooms.size >= KNOWN_ROOMS_MAX) knownRooms.delete(knownRooms.values().next().value!);
+    knownRooms.add(roomId);
   };
 
   clientRoute(front, 'POST', '/createRoom', async (req) => {
@@ -169,10 +183,12 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     const content = bodyObject(req);
     if (user.suspended) await refuseSuspendedEvent(user, roomId, req.params.eventType!, content);
     const delay = requestedDelay(req);
-    await requireKnownRoom(roomId);
+    if (!knownRooms.has(roomId)) await requireKnownRoom(roomId);
     // MSC4140: scheduled for later (src/api/client/delayed-events.ts).
     if (delay !== null) return { body: await scheduleDelayedEvent(ctx, user, roomId, req.params.eventType!, undefined, content, delay, txnKey('send', user.userId, user.deviceId, req.params.txnId!)) };
-    const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txnKey('send', user.userId, user.deviceId, req.params.txnId!));
+    const txn = txnKey('send', user.userId, user.deviceId, req.params.txnId!);
+    const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txn);
+    rememberSentTxn(reply.event_id, txn);
     presenceOnActivity(ctx, user.userId);
     return { body: { event_id: reply.event_id } };
   });
@@ -231,7 +247,9 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
       if (power && power.userLevel(user.userId) < power.redact) throw new MatrixError(403, 'M_FORBIDDEN', "You may not redact other users' events in this room");
     }
     const content: JsonObject = reason !== undefined ? { reason } : {};
-    const reply = await sendEvent(ctx, roomId, { type: 'm.room.redaction', sender: user.userId, content, redacts: target }, txnKey('redact', user.userId, user.deviceId, req.params.txnId!));
+    const txn = txnKey('redact', user.userId, user.deviceId, req.params.txnId!);
+    const reply = await sendEvent(ctx, roomId, { type: 'm.room.redaction', sender: user.userId, content, redacts: target }, txn);
+    rememberSentTxn(reply.event_id, txn);
     return { body: { event_id: reply.event_id } };
   });
 
@@ -256,6 +274,9 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   registerRoomReadRoutes(front, ctx, index);
   registerAliasRoutes(front, ctx, aliases);
 }
+
+/** Room ids a front remembers as existing (`knownRooms`): ~100 bytes each. */
+const KNOWN_ROOMS_MAX = 100_000;
 
 const SENDING = 'Sending messages while account is suspended is not allowed.';
 const MEMBERSHIP = 'Changing membership while account is suspended is not allowed.';
