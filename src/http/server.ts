@@ -147,6 +147,18 @@ const STATUS_TEXT: Record<number, string> = {
 const METHODS_WITH_BODY = new Set(['PUT', 'POST', 'PATCH', 'DELETE']);
 const DEFAULT_MAX_BODY = 1024 * 1024;
 const DEFAULT_DEADLINE_MS = 15_000;
+/**
+ * An answer given while the request's body is still arriving (413 for a body over the limit, a
+ * 401 before an upload's end) must not be followed by closing a socket the client still writes
+ * to: the kernel then answers the unread bytes with a reset, which can destroy the answer before
+ * the client has read it (the client sees ECONNRESET instead of the 413). So the rest of the body
+ * is read and dropped, as nginx's lingering close does: with a Content-Length the answer goes out
+ * at once and uWS drops the rest by its framing (the connection stays usable); a chunked body is
+ * answered when it ends. Bounded: bodies announced larger than LINGER_MAX_BYTES, and chunked ones
+ * still arriving after that many bytes or LINGER_MS, are answered with the connection closed.
+ */
+const LINGER_MAX_BYTES = 64 * 1024 * 1024;
+const LINGER_MS = 10_000;
 
 /**
  * A request's abort signal, made when a handler first asks for it: an AbortController costs a few
@@ -327,18 +339,32 @@ export class Front {
         this.running--;
       }
     };
+    // The client went away: `res` must not be touched any more.
+    let gone = false;
     res.onAborted(() => {
+      gone = true;
       if (!done) recordAnswer('aborted');
       finish();
       abort.abort();
+      lingering = null;
     });
     const log = this.opts.logger;
 
-    // A streamed request body still arriving when the answer goes out: the connection closes
-    // after it (the rest of the body would otherwise be read as the next request).
+    // A streamed request body (uploads): dropped once the answer goes out.
     let bodyPending: IncomingBody | null = null;
-    // Refused from its headers (Content-Length too large): close rather than read the body.
-    let closeAfter = false;
+    // A request body is expected (onData registered) and its last chunk has not come yet: an
+    // answer now lingers (LINGER_MAX_BYTES).
+    let bodyExpected = false;
+    let lastSeen = false;
+    const declared = headers['content-length'] === undefined ? null : Number(headers['content-length']);
+    // While a chunked body's refusal waits for the body's end: takes what still arrives.
+    let lingering: ((bytes: number, isLast: boolean) => void) | null = null;
+    const onBodyChunk = (bytes: number, isLast: boolean): boolean => {
+      if (isLast) lastSeen = true;
+      if (!lingering) return false;
+      lingering(bytes, isLast);
+      return true;
+    };
     const send = (r: Response) => {
       if (done) return;
       const remoteAddress = log.isLevelEnabled('info') ? remoteAddressOf() : undefined;
@@ -349,18 +375,38 @@ export class Front {
       const text = r.text !== undefined;
       const body = r.bytes ?? (text ? r.text! : r.rawJson !== undefined ? r.rawJson : r.body === undefined ? '{}' : JSON.stringify(r.body));
       const contentType = r.bytes ? (r.contentType ?? 'application/octet-stream') : text ? 'text/plain; charset=utf-8' : 'application/json';
-      const close = this.draining || closeAfter || (bodyPending !== null && !bodyPending.ended);
       bodyPending?.discard();
-      res.cork(() => {
-        res.writeStatus(STATUS_TEXT[status] ?? String(status));
-        res.writeHeader('Content-Type', contentType);
-        for (const [k, v] of CORS_ENTRIES) res.writeHeader(k, v);
-        if (r.headers) for (const k of Object.keys(r.headers)) res.writeHeader(k, r.headers[k]!);
-        // While draining, the answer closes its connection so the client's next request goes
-        // to a process that stays.
-        res.end(method === 'HEAD' ? '' : body, close);
-      });
-      log.info({ method, path, status, ms: Math.round((performance.now() - started) * 100) / 100, ip: remoteAddress }, 'request');
+      const write = (close: boolean) => {
+        if (gone) return;
+        res.cork(() => {
+          res.writeStatus(STATUS_TEXT[status] ?? String(status));
+          res.writeHeader('Content-Type', contentType);
+          for (const [k, v] of CORS_ENTRIES) res.writeHeader(k, v);
+          if (r.headers) for (const k of Object.keys(r.headers)) res.writeHeader(k, r.headers[k]!);
+          // While draining, the answer closes its connection so the client's next request goes
+          // to a process that stays.
+          res.end(method === 'HEAD' ? '' : body, close);
+        });
+        log.info({ method, path, status, ms: Math.round((performance.now() - started) * 100) / 100, ip: remoteAddress }, 'request');
+      };
+      const arriving = bodyExpected && !lastSeen;
+      if (!arriving || this.draining) return write(this.draining);
+      // The body is still arriving (LINGER_MAX_BYTES): with a Content-Length, answer now and let
+      // uWS drop the rest; chunked, answer when it ends (or close past the bounds).
+      if (declared !== null) return write(declared > LINGER_MAX_BYTES);
+      let dropped = 0;
+      const timer = setTimeout(() => {
+        lingering = null;
+        write(true);
+      }, LINGER_MS);
+      timer.unref?.();
+      lingering = (bytes, isLast) => {
+        dropped += bytes;
+        if (!isLast && dropped <= LINGER_MAX_BYTES) return;
+        lingering = null;
+        clearTimeout(timer);
+        write(!isLast);
+      };
     };
     const fail = (e: unknown) => {
       if (done) {
@@ -451,16 +497,17 @@ export class Front {
 
     if (!METHODS_WITH_BODY.has(method)) return run(new Uint8Array(0));
     const maxBody = streamLimit?.maxBytes ?? this.maxBody;
-    const declared = Number(headers['content-length'] ?? '0');
-    if (declared > maxBody) {
-      closeAfter = true;
+    bodyExpected = true;
+    if ((declared ?? 0) > maxBody) {
+      // Refused from its headers: what of the body still comes is dropped (LINGER_MAX_BYTES).
+      res.onData((chunk, isLast) => void onBodyChunk(chunk.byteLength, isLast));
       return fail(errors.tooLarge(`Request body exceeds ${maxBody} bytes`));
     }
     if (streamLimit) {
       const incoming = new IncomingBody(res, maxBody, () => armDeadline(this.deadlineMs));
       bodyPending = incoming;
       res.onData((chunk, isLast) => {
-        if (done) return;
+        if (onBodyChunk(chunk.byteLength, isLast) || done) return;
         const err = incoming.push(chunk, isLast);
         if (err) fail(err);
       });
@@ -471,7 +518,7 @@ export class Front {
     let size = 0;
     let rejected = false;
     res.onData((chunk, isLast) => {
-      if (rejected) return;
+      if (onBodyChunk(chunk.byteLength, isLast) || rejected) return;
       size += chunk.byteLength;
       if (size > maxBody) {
         rejected = true;
