@@ -509,7 +509,9 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   // What rooms unchanged since an earlier sync gave them in full are answered from
   // (src/sync/initial-slices.ts): their timeline page and state events, written already.
   const slices = initialSlicesOf(ctx);
-  const pageSize = Math.max(filter.limit + 1, 20);
+  // The slices' page: the timeline's events and the one more that says `limited` (the state
+  // events come on their own). paginate reads at least 20; a slice reads no more than it sends.
+  const pageSize = Math.max(filter.limit + 1, 1);
   // Slices this front lacks, from Redis where another front (or this one before a restart) wrote
   // them: one MGET per shard for all the rooms, before any room is computed.
   if (slices && since === null) {
@@ -522,6 +524,8 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     await slices.loadShared(ctx, wants);
   }
 
+  // The slices other syncs built wait to be written to Redis while this one computes its rooms.
+  const computed = fullJoins.length ? slices?.computing() : undefined;
   await Promise.all([
     eachBounded(fullJoins, FULL_ROOMS_AT_ONCE, async (roomId) => {
       // Rooms that needed the full treatment only after the snapshot (a gap in their shard's
@@ -595,7 +599,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
       }
       if (entry) leave[roomId] = entry;
     }),
-  ]);
+  ]).finally(() => computed?.());
 
   // Global account data.
   const adKey = ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).data(userData.accountData(user.userId));

@@ -32,7 +32,7 @@
  * read, decoded, parsed or written, no snapshot chain walked, no member or history_visibility event
  * read for the visibility checks (the slice's light events carry `membership` and
  * `history_visibility`). A copy says which version, top and page size it is for and is used only
- * for exactly those, as a kept slice is.
+ * for that version and top and a page no bigger, as a kept slice is.
  */
 import type { ApiContext } from '../api/context';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
@@ -91,7 +91,7 @@ export class RoomSlice {
     readonly roomId: string,
     readonly version: string,
     readonly top: number,
-    /** The timeline page's size (`paginate`'s first page for the sync's limit). */
+    /** The timeline page's size (the sync's limit + 1: the events it sends and one that says `limited`). */
     readonly pageSize: number,
   ) {}
 
@@ -124,6 +124,8 @@ const SHARED_MAX_WEIGHT = 2 * 2 ** 20;
 const SHARE_PER_TURN = 32;
 /** A queued shared slice is written after this long if no sync said it was done. */
 const SHARE_FALLBACK_MS = 1_000;
+/** How long queued writes wait for the syncs computing at most (see `InitialSlices.computing`). */
+const SHARE_DEFER_MAX_MS = 30_000;
 /** State entries of the snapshots a shared slice carries, at most (a bigger room's are read as before). */
 const SHARED_SNAPSHOT_ENTRIES = 2_000;
 
@@ -143,14 +145,14 @@ export class InitialSlices {
    * Before a sync computes its rooms: the slices it will ask for that this front does not hold,
    * read from Redis (one `MGET` per shard) where another front (or this one before a restart) wrote
    * them, and kept as if this front had built them; their snapshots go into the RoomReader's cache.
-   * A copy for another version, top or page size, or one that does not decode, is left alone.
+   * A copy for another version or top, a smaller page, or one that does not decode, is left alone.
    */
   async loadShared(ctx: ApiContext, wants: readonly SliceWant[]): Promise<void> {
     if (!this.sharedSeconds) return;
     const groups = new Map<number, SliceWant[]>();
     for (const w of wants) {
       const hit = this.cache.get(w.roomId);
-      if (hit && hit.version === w.version && hit.top === w.top && hit.pageSize === w.pageSize) continue;
+      if (hit && hit.version === w.version && hit.top === w.top && hit.pageSize >= w.pageSize) continue;
       const shard = shardOf(w.roomId, ctx.shardCounts.room);
       (groups.get(shard) ?? groups.set(shard, []).get(shard)!).push(w);
     }
@@ -186,9 +188,36 @@ export class InitialSlices {
     slice.sharedEvents = slice.events.size;
     // A big room's whole state (thousands of member events) is not copied into Redis per version.
     if (slice.weight() > SHARED_MAX_WEIGHT) return;
+    if (this.toShare.length === 0) this.queuedAt = Date.now();
     this.toShare.push({ ctx, slice });
     // Written once the sync has answered (`flushSharedSoon`), or after a second anyway.
     if (!this.shareTimer && !this.flushing) this.shareTimer = setTimeout(() => this.flushSharedSoon(), SHARE_FALLBACK_MS);
+  }
+
+  /**
+   * A sync starts computing its rooms: until the returned function is called, the queued writes
+   * wait (up to SHARE_DEFER_MAX_MS), so that encoding and sending megabytes of slices does not
+   * share the event loop with the first initial sync that builds them (it did from its second
+   * second on: ~10 % of its front CPU).
+   */
+  computing(): () => void {
+    this.active++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.active--;
+    };
+  }
+
+  private active = 0;
+  private queuedAt = 0;
+
+  /** Writes wait for the syncs computing (see `computing`), unless they have waited too long. */
+  private holdWrites(): boolean {
+    if (this.active === 0 || Date.now() - this.queuedAt > SHARE_DEFER_MAX_MS) return false;
+    if (!this.shareTimer) this.shareTimer = setTimeout(() => this.flushSharedSoon(), SHARE_FALLBACK_MS);
+    return true;
   }
 
   /**
@@ -199,9 +228,13 @@ export class InitialSlices {
   flushSharedSoon(): void {
     if (this.shareTimer) clearTimeout(this.shareTimer);
     this.shareTimer = null;
-    if (this.flushing || this.toShare.length === 0) return;
+    if (this.flushing || this.toShare.length === 0 || this.holdWrites()) return;
     this.flushing = true;
     const turn = () => {
+      if (this.holdWrites()) {
+        this.flushing = false;
+        return;
+      }
       for (const { ctx, slice } of this.toShare.splice(0, SHARE_PER_TURN)) {
         initialSliceStats.sharedWritten++;
         ctx.redis.set(roomShard(ctx, slice.roomId).data(roomData.syncSlice(slice.roomId)), encodeSlice(ctx.rooms, slice), 'EX', this.sharedSeconds).catch(() => undefined);
@@ -216,10 +249,14 @@ export class InitialSlices {
   private shareTimer: ReturnType<typeof setTimeout> | null = null;
   private flushing = false;
 
-  /** The room's slice for this version, top and page size: the kept one when it is that, else a new one. */
+  /**
+   * The room's slice for this version and top with a page of at least `pageSize` events: the kept
+   * one when it is that (a bigger page serves a smaller limit: `slicePaginate` takes any page),
+   * else a new one.
+   */
   slice(roomId: string, version: string, top: number, pageSize: number): RoomSlice {
     const hit = this.cache.get(roomId);
-    if (hit && hit.version === version && hit.top === top && hit.pageSize === pageSize) {
+    if (hit && hit.version === version && hit.top === top && hit.pageSize >= pageSize) {
       initialSliceStats.reused++;
       return hit;
     }
@@ -284,7 +321,9 @@ export function slicePage(ctx: ApiContext, slice: RoomSlice): Promise<SlicePage>
  */
 export async function slicePaginate(ctx: ApiContext, slice: RoomSlice, userId: string, want: number, filter: RoomEventFilter): Promise<SliceEvent[] | null> {
   if (!filterAllowsRoom(filter, slice.roomId)) return [];
-  if (slice.pageSize !== Math.max(want, 20)) return null;
+  // Any page size will do: paginate's answer is the first `want` events back from the top that
+  // pass the filter and the checks, however it reads them; a page that holds fewer while older
+  // events exist says nothing (null).
   const page = await slicePage(ctx, slice);
   const out: SliceEvent[] = [];
   for (const se of page.events) {
@@ -478,9 +517,9 @@ export function decodeSlice(rooms: RoomReader, want: SliceWant, text: string): R
     const nl = text.indexOf('\n');
     if (nl < 0) return null;
     const h = JSON.parse(text.slice(0, nl)) as { f: number; v: string; t: number; s: number; p: string[]; n: number | null; e: SliceRow[]; sn: [number, [string, string][]][] };
-    if (h.f !== 1 || h.v !== want.version || h.t !== want.top || h.s !== want.pageSize) return null;
+    if (h.f !== 1 || h.v !== want.version || h.t !== want.top || !(h.s >= want.pageSize)) return null;
     const body = text.slice(nl + 1);
-    const slice = new RoomSlice(want.roomId, want.version, want.top, want.pageSize);
+    const slice = new RoomSlice(want.roomId, want.version, want.top, h.s);
     let at = 0;
     for (const [eventId, pos, depth, sb, sa, flags, event, hl, tl, ts, txn, bl, bts] of h.e) {
       const e: RoomEvent = { eventId, event, pos, depth, stateBefore: sb, stateAfter: sa };

@@ -155,8 +155,8 @@ describe('initial sync from slices', () => {
           const made = initialSliceStats.made;
           const answer = normalised(await initialSync(viewer, query, freshUrl));
           expect(answer, `${viewer.userId}/${viewer.deviceId} ${name}: a new front from the shared slices`).toEqual(normalised(await initialSync(viewer, query, plainUrl)));
-          // Alice's two rooms: both slices came from Redis with her first sync (every filter
-          // here pages 20 events), none was built again.
+          // Alice's two rooms: both slices came from Redis with her first sync (no filter here
+          // asks for more events than the default's page of 11), none was built again.
           if (viewer === alice) expect(initialSliceStats.made, `${name}: no slice built again`).toBe(made);
           if (viewer === alice && name === 'default') expect(initialSliceStats.sharedRead - read, 'slices read from Redis').toBe(2);
         }
