@@ -96,7 +96,7 @@ import { STRIPPED_STATE_TYPES } from '../rooms/remote-join';
 import { paginate } from '../rooms/pagination';
 import { pushRulesContent } from './push-rules';
 import { partialStateAmong } from '../rooms/partial-state';
-import { initialSlicesOf, renderSliceEvents, sliceEventAtOrBefore, sliceEvents, slicePage, slicePaginate, slicePreload, type RoomSlice, type SliceWant } from './initial-slices';
+import { initialSlicesOf, renderSliceEvents, sliceBuild, sliceEventAtOrBefore, sliceEvents, slicePaginate, type RoomSlice, type SliceWant } from './initial-slices';
 
 /**
  * Rooms given in full computed at once by one sync. Not all of them: with 1,500 rooms under way
@@ -917,21 +917,8 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
  */
 async function fullRoomFromSlice(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, stateAfter: boolean, initial: boolean, slice: RoomSlice, pre?: PrefetchedRoom): Promise<JsonObject | null> {
   let chosen: Awaited<ReturnType<typeof slicePaginate>> = [];
-  if (slice.page === null && pre) {
-    // A slice being built: the room's current state events are read with its page, not after it
-    // (the state section mostly asks for those same events), and the visibility checks of the
-    // page then find the history_visibility and member events in the slice instead of reading
-    // them one GET each. A big room's members only for the user (the rest as the section asks).
-    const ids: string[] = [];
-    const all = pre.stateIds.size <= PRELOAD_STATE_MAX;
-    const own = stateKeyOf('m.room.member', user.userId);
-    for (const [key, id] of pre.stateIds) if (all || key === own || !key.startsWith('m.room.member\u0000')) ids.push(id);
-    // After the page's newest snapshot is read: that read fills the delta cache the state events'
-    // `prev_content` lookups walk (before it, each would read its chain a GET at a time).
-    const newest = (await slicePage(ctx, slice)).events[0];
-    if (newest?.e.stateAfter) await ctx.rooms.snapshot(roomId, newest.e.stateAfter);
-    await slicePreload(ctx, slice, ids);
-  }
+  // A slice being built: its page, with the room's current state (src/sync/initial-slices.ts).
+  if (slice.page === null && pre) await sliceBuild(ctx, slice, pre.stateIds, user.userId);
   if (filter.limit > 0) {
     chosen = await slicePaginate(ctx, slice, user.userId, filter.limit + 1, filter.timeline);
     if (!chosen) return null;
@@ -955,8 +942,6 @@ async function fullRoomFromSlice(ctx: ApiContext, user: SyncUser, roomId: string
   };
 }
 
-/** A slice being built reads the room's whole current state with its page up to this many entries (else no members but the user's). */
-const PRELOAD_STATE_MAX = 200;
 
 /** Where `roomStateSection` reads events (a slice's, or the room's records). */
 interface StateReads {

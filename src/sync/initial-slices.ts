@@ -106,7 +106,7 @@ export class RoomSlice {
  * Slices made, reused, read from Redis and written there, by every front of the process (tests and
  * metrics read them).
  */
-export const initialSliceStats = { made: 0, reused: 0, sharedRead: 0, sharedWritten: 0 };
+export const initialSliceStats = { made: 0, reused: 0, sharedRead: 0, sharedWritten: 0, prebuilt: 0 };
 
 /** What a sync asks of a room's slice (see `InitialSlices.slice`). */
 export interface SliceWant {
@@ -264,6 +264,16 @@ export class InitialSlices {
     return new RoomSlice(roomId, version, top, pageSize);
   }
 
+  /**
+   * A new slice to build ahead of a sync (src/sync/slice-prebuild.ts), or null when the kept one
+   * is for this version and top already, with a page as big.
+   */
+  prebuilt(roomId: string, version: string, top: number, pageSize: number): RoomSlice | null {
+    const hit = this.cache.get(roomId);
+    if (hit && hit.version === version && hit.top === top && hit.pageSize >= pageSize) return null;
+    return new RoomSlice(roomId, version, top, pageSize);
+  }
+
   /** Keep (or re-weigh, once it holds more) a slice after a sync used it. */
   keep(slice: RoomSlice): void {
     if (slice.incomplete || slice.page === null) return;
@@ -360,6 +370,27 @@ export async function sliceEvents(ctx: ApiContext, slice: RoomSlice, ids: readon
 export async function slicePreload(ctx: ApiContext, slice: RoomSlice, ids: readonly string[]): Promise<void> {
   const missing = [...new Set(ids.filter((id) => !slice.events.has(id)))];
   if (missing.length) await addEvents(ctx, slice, await ctx.rooms.events(slice.roomId, missing));
+}
+
+/** A slice being built reads the room's whole current state with its page up to this many entries (else no members but the viewer's). */
+const PRELOAD_STATE_MAX = 200;
+
+/**
+ * Build a new slice: its page, then the room's current state events (`stateIds`), not after it
+ * (the state section mostly asks for those same events), so that the visibility checks of the
+ * page find the history_visibility and member events in the slice instead of reading them one
+ * GET each. A big room's members only for `viewer` (none without one; the rest as a sync asks).
+ */
+export async function sliceBuild(ctx: ApiContext, slice: RoomSlice, stateIds: ReadonlyMap<string, string>, viewer: string | null): Promise<void> {
+  const ids: string[] = [];
+  const all = stateIds.size <= PRELOAD_STATE_MAX;
+  const own = viewer === null ? null : stateKeyOf('m.room.member', viewer);
+  for (const [key, id] of stateIds) if (all || key === own || !key.startsWith('m.room.member\u0000')) ids.push(id);
+  // After the page's newest snapshot is read: that read fills the delta cache the state events'
+  // `prev_content` lookups walk (before it, each would read its chain a GET at a time).
+  const newest = (await slicePage(ctx, slice)).events[0];
+  if (newest?.e.stateAfter) await ctx.rooms.snapshot(slice.roomId, newest.e.stateAfter);
+  await slicePreload(ctx, slice, ids);
 }
 
 /** The event at or before a position, from the page when it holds it. */
