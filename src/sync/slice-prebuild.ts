@@ -116,6 +116,8 @@ export class SlicePrebuilder {
         const stateIds = new Map<string, string>();
         for (let k = 0; k + 1 < flat.length; k += 2) stateIds.set(flat[k]!, flat[k + 1]!);
         await sliceBuild(ctx, slice, stateIds, null);
+        // Changed again meanwhile (a purge begun, say): not kept or written; built again once quiet.
+        if (this.pending.has(roomId) || this.closed) return;
         initialSliceStats.prebuilt++;
         this.slices.keep(slice);
         this.slices.share(ctx, slice);
