@@ -96,7 +96,7 @@ import { STRIPPED_STATE_TYPES } from '../rooms/remote-join';
 import { paginate } from '../rooms/pagination';
 import { pushRulesContent } from './push-rules';
 import { partialStateAmong } from '../rooms/partial-state';
-import { initialSlicesOf, renderSliceEvents, sliceBuild, sliceEventAtOrBefore, sliceEvents, slicePaginate, type RoomSlice, type SliceWant } from './initial-slices';
+import { initialSlicesOf, primeSnapshots, renderSliceEvents, sliceBuild, sliceEventAtOrBefore, sliceEvents, slicePaginate, type RoomSlice, type SliceWant } from './initial-slices';
 
 /**
  * Rooms given in full computed at once by one sync. Not all of them: with 1,500 rooms under way
@@ -919,6 +919,7 @@ async function fullRoomFromSlice(ctx: ApiContext, user: SyncUser, roomId: string
   let chosen: Awaited<ReturnType<typeof slicePaginate>> = [];
   // A slice being built: its page, with the room's current state (src/sync/initial-slices.ts).
   if (slice.page === null && pre) await sliceBuild(ctx, slice, pre.stateIds, user.userId);
+  else primeSnapshots(ctx, slice);
   if (filter.limit > 0) {
     chosen = await slicePaginate(ctx, slice, user.userId, filter.limit + 1, filter.timeline);
     if (!chosen) return null;

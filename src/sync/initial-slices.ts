@@ -42,7 +42,8 @@ import { clientEvent, parseTxnKey, syncHead } from '../rooms/client-format';
 import { filterAllowsRoom, filterMatches, type RoomEventFilter } from '../rooms/event-filter';
 import { ClockCache, weighString } from '../store/clock-cache';
 import { roomData } from '../store/keys';
-import { servableToClients, type KnownEvents, type RoomEvent, type RoomReader } from '../store/room-reader';
+import { servableToClients, weighSnapshot, type KnownEvents, type RoomEvent, type RoomReader } from '../store/room-reader';
+import type { StateMap } from '../protocol/pdu';
 import { roomShard } from '../store/shard-keys';
 import { shardOf } from '../store/shards';
 
@@ -84,6 +85,14 @@ export class RoomSlice {
   incomplete = false;
   /** How many events the copy in Redis holds (read from there, or last written): written again only when it grew. */
   sharedEvents = 0;
+  /**
+   * The state snapshots its page's events stand on (before and after each; up to
+   * SHARED_SNAPSHOT_ENTRIES entries in all), kept with it: a sync answered from a slice built a
+   * while ago checks each event's visibility at them, and the RoomReader's cache may have dropped
+   * them since (a front that built 1,500 rooms' slices ahead had: 20 % of the first sync's CPU
+   * went to reading them again). Primed into the cache when the slice is used (`primeSnapshots`).
+   */
+  snapshots: [number, StateMap][] = [];
   /** Its events as `KnownEvents` (the visibility checks take the member and history_visibility events from it). */
   readonly known: KnownEvents = (id) => this.events.get(id)?.e;
 
@@ -98,6 +107,7 @@ export class RoomSlice {
   weight(): number {
     let bytes = 200 + weighString(this.roomId) + weighString(this.version);
     for (const se of this.events.values()) bytes += 400 + 2 * (se.head.length + se.tail.length + (se.because?.prefix.length ?? 0));
+    for (const [, state] of this.snapshots) bytes += weighSnapshot(state);
     return bytes;
   }
 }
@@ -212,6 +222,11 @@ export class InitialSlices {
 
   private active = 0;
   private queuedAt = 0;
+
+  /** Whether a sync is computing its rooms now (src/sync/slice-prebuild.ts waits). */
+  busy(): boolean {
+    return this.active > 0;
+  }
 
   /** Writes wait for the syncs computing (see `computing`), unless they have waited too long. */
   private holdWrites(): boolean {
@@ -388,9 +403,26 @@ export async function sliceBuild(ctx: ApiContext, slice: RoomSlice, stateIds: Re
   for (const [key, id] of stateIds) if (all || key === own || !key.startsWith('m.room.member\u0000')) ids.push(id);
   // After the page's newest snapshot is read: that read fills the delta cache the state events'
   // `prev_content` lookups walk (before it, each would read its chain a GET at a time).
-  const newest = (await slicePage(ctx, slice)).events[0];
+  const page = await slicePage(ctx, slice);
+  const newest = page.events[0];
   if (newest?.e.stateAfter) await ctx.rooms.snapshot(slice.roomId, newest.e.stateAfter);
   await slicePreload(ctx, slice, ids);
+  // The snapshots the page's events stand on (the visibility checks read them), kept with it.
+  const snapshotIds = [...new Set(page.events.flatMap((se) => [se.e.stateBefore, se.e.stateAfter]))].filter((id) => id > 0);
+  const states = await Promise.all(snapshotIds.map((id) => ctx.rooms.snapshot(slice.roomId, id)));
+  let entries = 0;
+  slice.snapshots = [];
+  snapshotIds.forEach((id, i) => {
+    const state = states[i]!;
+    if (entries + state.size > SHARED_SNAPSHOT_ENTRIES) return;
+    entries += state.size;
+    slice.snapshots.push([id, state]);
+  });
+}
+
+/** Put a slice's snapshots back into the RoomReader's cache (those it still holds stay). */
+export function primeSnapshots(ctx: ApiContext, slice: RoomSlice): void {
+  for (const [id, state] of slice.snapshots) ctx.rooms.primeSnapshot(slice.roomId, id, state);
 }
 
 /** The event at or before a position, from the page when it holds it. */
@@ -515,13 +547,15 @@ export async function renderSliceEvents(ctx: ApiContext, roomId: string, events:
  */
 export function encodeSlice(rooms: RoomReader, slice: RoomSlice): string {
   const page = slice.pageDone!;
-  const snapshots: [number, [string, string][]][] = [];
-  let entries = 0;
-  for (const id of new Set(page.events.flatMap((se) => [se.e.stateBefore, se.e.stateAfter]))) {
-    const state = rooms.cachedSnapshot(slice.roomId, id);
-    if (!state || entries + state.size > SHARED_SNAPSHOT_ENTRIES) continue;
-    entries += state.size;
-    snapshots.push([id, [...state]]);
+  const snapshots: [number, [string, string][]][] = slice.snapshots.map(([id, state]) => [id, [...state]]);
+  if (snapshots.length === 0) {
+    let entries = 0;
+    for (const id of new Set(page.events.flatMap((se) => [se.e.stateBefore, se.e.stateAfter]))) {
+      const state = rooms.cachedSnapshot(slice.roomId, id);
+      if (!state || entries + state.size > SHARED_SNAPSHOT_ENTRIES) continue;
+      entries += state.size;
+      snapshots.push([id, [...state]]);
+    }
   }
   const rows: unknown[] = [];
   const texts: string[] = [];
@@ -574,7 +608,11 @@ export function decodeSlice(rooms: RoomReader, want: SliceWant, text: string): R
     slice.page = Promise.resolve(page);
     slice.pageDone = page;
     slice.sharedEvents = slice.events.size;
-    for (const [id, entries] of h.sn) rooms.primeSnapshot(want.roomId, id, new Map(entries));
+    for (const [id, entries] of h.sn) {
+      const state = new Map(entries);
+      slice.snapshots.push([id, state]);
+      rooms.primeSnapshot(want.roomId, id, state);
+    }
     return slice;
   } catch {
     return null;

@@ -1,7 +1,7 @@
 /**
  * Initial-sync slices built ahead of the sync that needs them: a room this front changed (a room
  * actor accepted a command from it: `ApiContext.roomWritten`) gets its slice built once it has
- * been quiet for `QUIET_MS` — the page a default /sync (timeline limit 10) sends and the room's
+ * been quiet for `QUIET_MS` (1 s) — the page a default /sync (timeline limit 10) sends and the room's
  * current state, written as src/sync/initial-slices.ts writes them for a sync — kept on this front
  * and written to Redis (shared, with the TTL of the shared slices). The first initial sync of a
  * user in many rooms then finds them ready instead of reading, parsing and writing every room's
@@ -13,7 +13,7 @@
  * version is the SHA-1 of the room actor's state blob, rewritten by every one of those; a purged
  * room has none, and is skipped here). A room busy without a pause is not rebuilt per event: only
  * once quiet. Bounded: at most `MAX_PENDING` rooms wait (more are dropped: their first sync builds
- * them as before), built `PER_TURN` rooms a turn.
+ * them as before), built `PER_TURN` rooms at a time, and not while a sync is computing its rooms.
  */
 import type { ApiContext } from '../api/context';
 import { roomData } from '../store/keys';
@@ -22,11 +22,13 @@ import { shardOf } from '../store/shards';
 import { type InitialSlices, initialSliceStats, sliceBuild } from './initial-slices';
 
 /** How long a room must have been quiet (no command from this front) before its slice is built. */
-export const QUIET_MS = 2_000;
+export const QUIET_MS = 1_000;
 /** Rooms waiting for their slice, at most. */
 const MAX_PENDING = 10_000;
-/** Rooms whose slices are built together (their reads go out together) per turn of the event loop. */
-const PER_TURN = 16;
+/** Rooms whose slices are built together (their reads go out together: a front busy with requests answers each read late, so many at once keep up with rooms made fast). */
+const PER_TURN = 128;
+/** While a sync computes its rooms, building waits this long and looks again (not to compete with it). */
+const SYNC_PAUSE_MS = 100;
 /** The timeline limit a /sync without one uses (src/api/client/sync.ts): its slice page is one more. */
 const DEFAULT_PAGE = 10 + 1;
 
@@ -74,6 +76,10 @@ export class SlicePrebuilder {
     this.running = true;
     try {
       while (!this.closed) {
+        if (this.slices.busy()) {
+          await new Promise((r) => setTimeout(r, SYNC_PAUSE_MS));
+          continue;
+        }
         const due: string[] = [];
         const now = Date.now();
         for (const [roomId, at] of this.pending) {

@@ -187,7 +187,7 @@ describe('initial sync from slices', () => {
     }
     const doomed = await say(erin, rooms[0]!, 'to be redacted');
     // Nobody has synced: the slices come from the front the commands went through, once the rooms
-    // have been quiet (2 s), written to Redis.
+    // have been quiet (1 s), written to Redis.
     const quietSince = Date.now();
     for (const roomId of rooms) {
       while (!(await server.redis.exists(sliceKey(roomId)))) {
