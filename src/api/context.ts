@@ -38,6 +38,8 @@ export interface ApiContext {
   storeReady?: () => boolean;
   /** Called after every request to a user's keys actor (/sync drops the key counts it keeps for them). */
   keysChanged?: ((userId: string) => void)[];
+  /** Called after every command a room actor accepted from this front (src/rooms/ask.ts; /sync prebuilds the room's initial-sync slice once it is quiet). */
+  roomWritten?: ((roomId: string) => void)[];
   /** The media repository (src/api/client/media.ts, src/media/); absent in processes that serve no media. */
   media?: MediaServices;
   /**

@@ -25,7 +25,10 @@ export function askRoom(ctx: ApiContext, roomId: string, body: unknown): Promise
  */
 export async function askRoomFamily<R>(ctx: ApiContext, kind: 'room' | 'alias' | 'typing' | 'receipt', actorId: string, body: unknown, opts: { timeoutMs?: number } = {}): Promise<R> {
   try {
-    return await ctx.actors.ask<R>('room', kind, actorId, body, opts);
+    const reply = await ctx.actors.ask<R>('room', kind, actorId, body, opts);
+    // A room actor that accepted a command may have changed the room (ApiContext.roomWritten).
+    if (kind === 'room' && ctx.roomWritten) for (const hook of ctx.roomWritten) hook(actorId);
+    return reply;
   } catch (e) {
     if (e instanceof ActorReplyError) throw new MatrixError(e.status, e.errcode, e.message);
     if (e instanceof ActorTimeoutError) throw new MatrixError(504, 'M_UNKNOWN', 'The room did not answer in time; retry the request');

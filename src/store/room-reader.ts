@@ -78,6 +78,9 @@ export interface RoomReaderLimits {
 
 export const DEFAULT_ROOM_READER_LIMITS: RoomReaderLimits = { stateCacheBytes: 48 * 2 ** 20, recentEventsBytes: 16 * 2 ** 20 };
 
+/** Rooms whose shard keys a RoomReader remembers (`RoomReader.shard`). */
+const SHARD_MEMO_MAX = 20_000;
+
 export class RoomReader {
   private readonly snapshotCache: SnapshotCache;
   /** Snapshots' own deltas (a full root's whole state), for single-entry lookups (`stateEntryAt`). */
@@ -151,9 +154,21 @@ export class RoomReader {
     }
   }
 
+  /**
+   * The room's shard keys, remembered per room id (a first initial sync builds ~40 event keys per
+   * room: hashing the id for each was 2 % of it). Emptied when it holds SHARD_MEMO_MAX rooms.
+   */
   private shard(roomId: string): ShardKeys {
-    return this.keys.shard('room', shardOf(roomId, this.roomShards));
+    let sk = this.shardMemo.get(roomId);
+    if (sk === undefined) {
+      if (this.shardMemo.size >= SHARD_MEMO_MAX) this.shardMemo.clear();
+      sk = this.keys.shard('room', shardOf(roomId, this.roomShards));
+      this.shardMemo.set(roomId, sk);
+    }
+    return sk;
   }
+
+  private readonly shardMemo = new Map<string, ShardKeys>();
 
   private key(roomId: string, name: string): string {
     return this.shard(roomId).data(name);
@@ -284,12 +299,8 @@ export class RoomReader {
     for (const i of order) {
       const { id, key } = pairs[i]!;
       if (id === 0) continue;
-      const entryKey = `${roomId}\u0000${id}\u0000${key}`;
-      const known = this.entryCache.get(entryKey);
-      if (known !== undefined) {
-        out[i] = known ?? undefined;
-        continue;
-      }
+      // Not through `entryCache`: the caller (a slice being built) keeps the answers itself, and a
+      // first initial sync of 1,500 rooms built and stored 30,000 entry keys there for nothing.
       const whole = this.snapshotCache.get(`${roomId}\u0000${id}`);
       if (whole) {
         out[i] = whole.get(key);
@@ -299,14 +310,17 @@ export class RoomReader {
       let cur: number | null = id;
       while (cur !== null && cur !== 0) {
         let delta = local.get(cur);
-        if (!delta) local.set(cur, (delta = await this.delta(roomId, cur)));
+        if (!delta) {
+          // A cached delta without a promise (and its microtask) per step.
+          delta = this.deltaCache.get(`${roomId}\u0000${cur}`) ?? (await this.delta(roomId, cur));
+          local.set(cur, delta);
+        }
         if (delta.d.has(key)) {
           found = delta.d.get(key) ?? null; // null: removed
           break;
         }
         cur = delta.p;
       }
-      this.entryCache.set(entryKey, found);
       out[i] = found ?? undefined;
     }
     return out;

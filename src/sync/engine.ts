@@ -96,7 +96,7 @@ import { STRIPPED_STATE_TYPES } from '../rooms/remote-join';
 import { paginate } from '../rooms/pagination';
 import { pushRulesContent } from './push-rules';
 import { partialStateAmong } from '../rooms/partial-state';
-import { initialSlicesOf, renderSliceEvents, sliceEventAtOrBefore, sliceEvents, slicePage, slicePaginate, slicePreload, type RoomSlice, type SliceWant } from './initial-slices';
+import { initialSlicesOf, primeSnapshots, renderSliceEvents, sliceBuild, sliceEventAtOrBefore, sliceEvents, slicePaginate, type RoomSlice, type SliceWant } from './initial-slices';
 
 /**
  * Rooms given in full computed at once by one sync. Not all of them: with 1,500 rooms under way
@@ -509,7 +509,9 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
   // What rooms unchanged since an earlier sync gave them in full are answered from
   // (src/sync/initial-slices.ts): their timeline page and state events, written already.
   const slices = initialSlicesOf(ctx);
-  const pageSize = Math.max(filter.limit + 1, 20);
+  // The slices' page: the timeline's events and the one more that says `limited` (the state
+  // events come on their own). paginate reads at least 20; a slice reads no more than it sends.
+  const pageSize = Math.max(filter.limit + 1, 1);
   // Slices this front lacks, from Redis where another front (or this one before a restart) wrote
   // them: one MGET per shard for all the rooms, before any room is computed.
   if (slices && since === null) {
@@ -522,6 +524,8 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
     await slices.loadShared(ctx, wants);
   }
 
+  // The slices other syncs built wait to be written to Redis while this one computes its rooms.
+  const computed = fullJoins.length ? slices?.computing() : undefined;
   await Promise.all([
     eachBounded(fullJoins, FULL_ROOMS_AT_ONCE, async (roomId) => {
       // Rooms that needed the full treatment only after the snapshot (a gap in their shard's
@@ -595,7 +599,7 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
       }
       if (entry) leave[roomId] = entry;
     }),
-  ]);
+  ]).finally(() => computed?.());
 
   // Global account data.
   const adKey = ctx.keys.shard('user', shardOf(user.userId, ctx.shardCounts.user)).data(userData.accountData(user.userId));
@@ -913,21 +917,9 @@ async function fullRoom(ctx: ApiContext, user: SyncUser, roomId: string, top: nu
  */
 async function fullRoomFromSlice(ctx: ApiContext, user: SyncUser, roomId: string, top: number, filter: SyncFilter, stateAfter: boolean, initial: boolean, slice: RoomSlice, pre?: PrefetchedRoom): Promise<JsonObject | null> {
   let chosen: Awaited<ReturnType<typeof slicePaginate>> = [];
-  if (slice.page === null && pre) {
-    // A slice being built: the room's current state events are read with its page, not after it
-    // (the state section mostly asks for those same events), and the visibility checks of the
-    // page then find the history_visibility and member events in the slice instead of reading
-    // them one GET each. A big room's members only for the user (the rest as the section asks).
-    const ids: string[] = [];
-    const all = pre.stateIds.size <= PRELOAD_STATE_MAX;
-    const own = stateKeyOf('m.room.member', user.userId);
-    for (const [key, id] of pre.stateIds) if (all || key === own || !key.startsWith('m.room.member\u0000')) ids.push(id);
-    // After the page's newest snapshot is read: that read fills the delta cache the state events'
-    // `prev_content` lookups walk (before it, each would read its chain a GET at a time).
-    const newest = (await slicePage(ctx, slice)).events[0];
-    if (newest?.e.stateAfter) await ctx.rooms.snapshot(roomId, newest.e.stateAfter);
-    await slicePreload(ctx, slice, ids);
-  }
+  // A slice being built: its page, with the room's current state (src/sync/initial-slices.ts).
+  if (slice.page === null && pre) await sliceBuild(ctx, slice, pre.stateIds, user.userId);
+  else primeSnapshots(ctx, slice);
   if (filter.limit > 0) {
     chosen = await slicePaginate(ctx, slice, user.userId, filter.limit + 1, filter.timeline);
     if (!chosen) return null;
@@ -951,8 +943,6 @@ async function fullRoomFromSlice(ctx: ApiContext, user: SyncUser, roomId: string
   };
 }
 
-/** A slice being built reads the room's whole current state with its page up to this many entries (else no members but the user's). */
-const PRELOAD_STATE_MAX = 200;
 
 /** Where `roomStateSection` reads events (a slice's, or the room's records). */
 interface StateReads {

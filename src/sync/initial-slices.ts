@@ -32,7 +32,7 @@
  * read, decoded, parsed or written, no snapshot chain walked, no member or history_visibility event
  * read for the visibility checks (the slice's light events carry `membership` and
  * `history_visibility`). A copy says which version, top and page size it is for and is used only
- * for exactly those, as a kept slice is.
+ * for that version and top and a page no bigger, as a kept slice is.
  */
 import type { ApiContext } from '../api/context';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
@@ -42,7 +42,8 @@ import { clientEvent, parseTxnKey, syncHead } from '../rooms/client-format';
 import { filterAllowsRoom, filterMatches, type RoomEventFilter } from '../rooms/event-filter';
 import { ClockCache, weighString } from '../store/clock-cache';
 import { roomData } from '../store/keys';
-import { servableToClients, type KnownEvents, type RoomEvent, type RoomReader } from '../store/room-reader';
+import { servableToClients, weighSnapshot, type KnownEvents, type RoomEvent, type RoomReader } from '../store/room-reader';
+import type { StateMap } from '../protocol/pdu';
 import { roomShard } from '../store/shard-keys';
 import { shardOf } from '../store/shards';
 
@@ -84,6 +85,14 @@ export class RoomSlice {
   incomplete = false;
   /** How many events the copy in Redis holds (read from there, or last written): written again only when it grew. */
   sharedEvents = 0;
+  /**
+   * The state snapshots its page's events stand on (before and after each; up to
+   * SHARED_SNAPSHOT_ENTRIES entries in all), kept with it: a sync answered from a slice built a
+   * while ago checks each event's visibility at them, and the RoomReader's cache may have dropped
+   * them since (a front that built 1,500 rooms' slices ahead had: 20 % of the first sync's CPU
+   * went to reading them again). Primed into the cache when the slice is used (`primeSnapshots`).
+   */
+  snapshots: [number, StateMap][] = [];
   /** Its events as `KnownEvents` (the visibility checks take the member and history_visibility events from it). */
   readonly known: KnownEvents = (id) => this.events.get(id)?.e;
 
@@ -91,13 +100,14 @@ export class RoomSlice {
     readonly roomId: string,
     readonly version: string,
     readonly top: number,
-    /** The timeline page's size (`paginate`'s first page for the sync's limit). */
+    /** The timeline page's size (the sync's limit + 1: the events it sends and one that says `limited`). */
     readonly pageSize: number,
   ) {}
 
   weight(): number {
     let bytes = 200 + weighString(this.roomId) + weighString(this.version);
     for (const se of this.events.values()) bytes += 400 + 2 * (se.head.length + se.tail.length + (se.because?.prefix.length ?? 0));
+    for (const [, state] of this.snapshots) bytes += weighSnapshot(state);
     return bytes;
   }
 }
@@ -106,7 +116,7 @@ export class RoomSlice {
  * Slices made, reused, read from Redis and written there, by every front of the process (tests and
  * metrics read them).
  */
-export const initialSliceStats = { made: 0, reused: 0, sharedRead: 0, sharedWritten: 0 };
+export const initialSliceStats = { made: 0, reused: 0, sharedRead: 0, sharedWritten: 0, prebuilt: 0 };
 
 /** What a sync asks of a room's slice (see `InitialSlices.slice`). */
 export interface SliceWant {
@@ -124,6 +134,8 @@ const SHARED_MAX_WEIGHT = 2 * 2 ** 20;
 const SHARE_PER_TURN = 32;
 /** A queued shared slice is written after this long if no sync said it was done. */
 const SHARE_FALLBACK_MS = 1_000;
+/** How long queued writes wait for the syncs computing at most (see `InitialSlices.computing`). */
+const SHARE_DEFER_MAX_MS = 30_000;
 /** State entries of the snapshots a shared slice carries, at most (a bigger room's are read as before). */
 const SHARED_SNAPSHOT_ENTRIES = 2_000;
 
@@ -143,14 +155,14 @@ export class InitialSlices {
    * Before a sync computes its rooms: the slices it will ask for that this front does not hold,
    * read from Redis (one `MGET` per shard) where another front (or this one before a restart) wrote
    * them, and kept as if this front had built them; their snapshots go into the RoomReader's cache.
-   * A copy for another version, top or page size, or one that does not decode, is left alone.
+   * A copy for another version or top, a smaller page, or one that does not decode, is left alone.
    */
   async loadShared(ctx: ApiContext, wants: readonly SliceWant[]): Promise<void> {
     if (!this.sharedSeconds) return;
     const groups = new Map<number, SliceWant[]>();
     for (const w of wants) {
       const hit = this.cache.get(w.roomId);
-      if (hit && hit.version === w.version && hit.top === w.top && hit.pageSize === w.pageSize) continue;
+      if (hit && hit.version === w.version && hit.top === w.top && hit.pageSize >= w.pageSize) continue;
       const shard = shardOf(w.roomId, ctx.shardCounts.room);
       (groups.get(shard) ?? groups.set(shard, []).get(shard)!).push(w);
     }
@@ -186,9 +198,41 @@ export class InitialSlices {
     slice.sharedEvents = slice.events.size;
     // A big room's whole state (thousands of member events) is not copied into Redis per version.
     if (slice.weight() > SHARED_MAX_WEIGHT) return;
+    if (this.toShare.length === 0) this.queuedAt = Date.now();
     this.toShare.push({ ctx, slice });
     // Written once the sync has answered (`flushSharedSoon`), or after a second anyway.
     if (!this.shareTimer && !this.flushing) this.shareTimer = setTimeout(() => this.flushSharedSoon(), SHARE_FALLBACK_MS);
+  }
+
+  /**
+   * A sync starts computing its rooms: until the returned function is called, the queued writes
+   * wait (up to SHARE_DEFER_MAX_MS), so that encoding and sending megabytes of slices does not
+   * share the event loop with the first initial sync that builds them (it did from its second
+   * second on: ~10 % of its front CPU).
+   */
+  computing(): () => void {
+    this.active++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.active--;
+    };
+  }
+
+  private active = 0;
+  private queuedAt = 0;
+
+  /** Whether a sync is computing its rooms now (src/sync/slice-prebuild.ts waits). */
+  busy(): boolean {
+    return this.active > 0;
+  }
+
+  /** Writes wait for the syncs computing (see `computing`), unless they have waited too long. */
+  private holdWrites(): boolean {
+    if (this.active === 0 || Date.now() - this.queuedAt > SHARE_DEFER_MAX_MS) return false;
+    if (!this.shareTimer) this.shareTimer = setTimeout(() => this.flushSharedSoon(), SHARE_FALLBACK_MS);
+    return true;
   }
 
   /**
@@ -199,9 +243,13 @@ export class InitialSlices {
   flushSharedSoon(): void {
     if (this.shareTimer) clearTimeout(this.shareTimer);
     this.shareTimer = null;
-    if (this.flushing || this.toShare.length === 0) return;
+    if (this.flushing || this.toShare.length === 0 || this.holdWrites()) return;
     this.flushing = true;
     const turn = () => {
+      if (this.holdWrites()) {
+        this.flushing = false;
+        return;
+      }
       for (const { ctx, slice } of this.toShare.splice(0, SHARE_PER_TURN)) {
         initialSliceStats.sharedWritten++;
         ctx.redis.set(roomShard(ctx, slice.roomId).data(roomData.syncSlice(slice.roomId)), encodeSlice(ctx.rooms, slice), 'EX', this.sharedSeconds).catch(() => undefined);
@@ -216,14 +264,28 @@ export class InitialSlices {
   private shareTimer: ReturnType<typeof setTimeout> | null = null;
   private flushing = false;
 
-  /** The room's slice for this version, top and page size: the kept one when it is that, else a new one. */
+  /**
+   * The room's slice for this version and top with a page of at least `pageSize` events: the kept
+   * one when it is that (a bigger page serves a smaller limit: `slicePaginate` takes any page),
+   * else a new one.
+   */
   slice(roomId: string, version: string, top: number, pageSize: number): RoomSlice {
     const hit = this.cache.get(roomId);
-    if (hit && hit.version === version && hit.top === top && hit.pageSize === pageSize) {
+    if (hit && hit.version === version && hit.top === top && hit.pageSize >= pageSize) {
       initialSliceStats.reused++;
       return hit;
     }
     initialSliceStats.made++;
+    return new RoomSlice(roomId, version, top, pageSize);
+  }
+
+  /**
+   * A new slice to build ahead of a sync (src/sync/slice-prebuild.ts), or null when the kept one
+   * is for this version and top already, with a page as big.
+   */
+  prebuilt(roomId: string, version: string, top: number, pageSize: number): RoomSlice | null {
+    const hit = this.cache.get(roomId);
+    if (hit && hit.version === version && hit.top === top && hit.pageSize >= pageSize) return null;
     return new RoomSlice(roomId, version, top, pageSize);
   }
 
@@ -284,7 +346,9 @@ export function slicePage(ctx: ApiContext, slice: RoomSlice): Promise<SlicePage>
  */
 export async function slicePaginate(ctx: ApiContext, slice: RoomSlice, userId: string, want: number, filter: RoomEventFilter): Promise<SliceEvent[] | null> {
   if (!filterAllowsRoom(filter, slice.roomId)) return [];
-  if (slice.pageSize !== Math.max(want, 20)) return null;
+  // Any page size will do: paginate's answer is the first `want` events back from the top that
+  // pass the filter and the checks, however it reads them; a page that holds fewer while older
+  // events exist says nothing (null).
   const page = await slicePage(ctx, slice);
   const out: SliceEvent[] = [];
   for (const se of page.events) {
@@ -321,6 +385,44 @@ export async function sliceEvents(ctx: ApiContext, slice: RoomSlice, ids: readon
 export async function slicePreload(ctx: ApiContext, slice: RoomSlice, ids: readonly string[]): Promise<void> {
   const missing = [...new Set(ids.filter((id) => !slice.events.has(id)))];
   if (missing.length) await addEvents(ctx, slice, await ctx.rooms.events(slice.roomId, missing));
+}
+
+/** A slice being built reads the room's whole current state with its page up to this many entries (else no members but the viewer's). */
+const PRELOAD_STATE_MAX = 200;
+
+/**
+ * Build a new slice: its page, then the room's current state events (`stateIds`), not after it
+ * (the state section mostly asks for those same events), so that the visibility checks of the
+ * page find the history_visibility and member events in the slice instead of reading them one
+ * GET each. A big room's members only for `viewer` (none without one; the rest as a sync asks).
+ */
+export async function sliceBuild(ctx: ApiContext, slice: RoomSlice, stateIds: ReadonlyMap<string, string>, viewer: string | null): Promise<void> {
+  const ids: string[] = [];
+  const all = stateIds.size <= PRELOAD_STATE_MAX;
+  const own = viewer === null ? null : stateKeyOf('m.room.member', viewer);
+  for (const [key, id] of stateIds) if (all || key === own || !key.startsWith('m.room.member\u0000')) ids.push(id);
+  // After the page's newest snapshot is read: that read fills the delta cache the state events'
+  // `prev_content` lookups walk (before it, each would read its chain a GET at a time).
+  const page = await slicePage(ctx, slice);
+  const newest = page.events[0];
+  if (newest?.e.stateAfter) await ctx.rooms.snapshot(slice.roomId, newest.e.stateAfter);
+  await slicePreload(ctx, slice, ids);
+  // The snapshots the page's events stand on (the visibility checks read them), kept with it.
+  const snapshotIds = [...new Set(page.events.flatMap((se) => [se.e.stateBefore, se.e.stateAfter]))].filter((id) => id > 0);
+  const states = await Promise.all(snapshotIds.map((id) => ctx.rooms.snapshot(slice.roomId, id)));
+  let entries = 0;
+  slice.snapshots = [];
+  snapshotIds.forEach((id, i) => {
+    const state = states[i]!;
+    if (entries + state.size > SHARED_SNAPSHOT_ENTRIES) return;
+    entries += state.size;
+    slice.snapshots.push([id, state]);
+  });
+}
+
+/** Put a slice's snapshots back into the RoomReader's cache (those it still holds stay). */
+export function primeSnapshots(ctx: ApiContext, slice: RoomSlice): void {
+  for (const [id, state] of slice.snapshots) ctx.rooms.primeSnapshot(slice.roomId, id, state);
 }
 
 /** The event at or before a position, from the page when it holds it. */
@@ -445,13 +547,15 @@ export async function renderSliceEvents(ctx: ApiContext, roomId: string, events:
  */
 export function encodeSlice(rooms: RoomReader, slice: RoomSlice): string {
   const page = slice.pageDone!;
-  const snapshots: [number, [string, string][]][] = [];
-  let entries = 0;
-  for (const id of new Set(page.events.flatMap((se) => [se.e.stateBefore, se.e.stateAfter]))) {
-    const state = rooms.cachedSnapshot(slice.roomId, id);
-    if (!state || entries + state.size > SHARED_SNAPSHOT_ENTRIES) continue;
-    entries += state.size;
-    snapshots.push([id, [...state]]);
+  const snapshots: [number, [string, string][]][] = slice.snapshots.map(([id, state]) => [id, [...state]]);
+  if (snapshots.length === 0) {
+    let entries = 0;
+    for (const id of new Set(page.events.flatMap((se) => [se.e.stateBefore, se.e.stateAfter]))) {
+      const state = rooms.cachedSnapshot(slice.roomId, id);
+      if (!state || entries + state.size > SHARED_SNAPSHOT_ENTRIES) continue;
+      entries += state.size;
+      snapshots.push([id, [...state]]);
+    }
   }
   const rows: unknown[] = [];
   const texts: string[] = [];
@@ -478,9 +582,9 @@ export function decodeSlice(rooms: RoomReader, want: SliceWant, text: string): R
     const nl = text.indexOf('\n');
     if (nl < 0) return null;
     const h = JSON.parse(text.slice(0, nl)) as { f: number; v: string; t: number; s: number; p: string[]; n: number | null; e: SliceRow[]; sn: [number, [string, string][]][] };
-    if (h.f !== 1 || h.v !== want.version || h.t !== want.top || h.s !== want.pageSize) return null;
+    if (h.f !== 1 || h.v !== want.version || h.t !== want.top || !(h.s >= want.pageSize)) return null;
     const body = text.slice(nl + 1);
-    const slice = new RoomSlice(want.roomId, want.version, want.top, want.pageSize);
+    const slice = new RoomSlice(want.roomId, want.version, want.top, h.s);
     let at = 0;
     for (const [eventId, pos, depth, sb, sa, flags, event, hl, tl, ts, txn, bl, bts] of h.e) {
       const e: RoomEvent = { eventId, event, pos, depth, stateBefore: sb, stateAfter: sa };
@@ -504,7 +608,11 @@ export function decodeSlice(rooms: RoomReader, want: SliceWant, text: string): R
     slice.page = Promise.resolve(page);
     slice.pageDone = page;
     slice.sharedEvents = slice.events.size;
-    for (const [id, entries] of h.sn) rooms.primeSnapshot(want.roomId, id, new Map(entries));
+    for (const [id, entries] of h.sn) {
+      const state = new Map(entries);
+      slice.snapshots.push([id, state]);
+      rooms.primeSnapshot(want.roomId, id, state);
+    }
     return slice;
   } catch {
     return null;

@@ -6,12 +6,17 @@
  * filter, lazy-loading members, a small timeline limit and MSC4222's state_after; and that the
  * slices follow the rooms: a redaction, a state change and new messages are in the next answer;
  * and that a front started afterwards answers from the slices the first one wrote to Redis.
+ * Then the slices a front builds ahead of any sync for the rooms it changed, once they are quiet
+ * (src/sync/slice-prebuild.ts): a new front's first initial sync answers from them, exactly as the
+ * plain front, and not after a redaction made since (the slice is for the room's older version).
  */
 import { randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { startFront, type RunningFront } from '../../src/front';
+import { KeySpace, roomData } from '../../src/store/keys';
+import { shardOf } from '../../src/store/shards';
 import { initialSliceStats } from '../../src/sync/initial-slices';
 import { freePort } from '../setup/free-port';
 import { clientsFor, enc, txn, type Clients, type Json, type Session } from './clients';
@@ -155,8 +160,8 @@ describe('initial sync from slices', () => {
           const made = initialSliceStats.made;
           const answer = normalised(await initialSync(viewer, query, freshUrl));
           expect(answer, `${viewer.userId}/${viewer.deviceId} ${name}: a new front from the shared slices`).toEqual(normalised(await initialSync(viewer, query, plainUrl)));
-          // Alice's two rooms: both slices came from Redis with her first sync (every filter
-          // here pages 20 events), none was built again.
+          // Alice's two rooms: both slices came from Redis with her first sync (no filter here
+          // asks for more events than the default's page of 11), none was built again.
           if (viewer === alice) expect(initialSliceStats.made, `${name}: no slice built again`).toBe(made);
           if (viewer === alice && name === 'default') expect(initialSliceStats.sharedRead - read, 'slices read from Redis').toBe(2);
         }
@@ -165,4 +170,58 @@ describe('initial sync from slices', () => {
       await fresh.close();
     }
   }, 120_000);
+
+  it('builds the slices of the rooms a front changed once they are quiet, and a new front answers from them as without', async () => {
+    const tag = randomBytes(3).toString('hex');
+    const dave = await c.mint(`slice_d${tag}`, 'PHONE');
+    const erin = await c.mint(`slice_e${tag}`);
+    const keys = new KeySpace(server.config.redis.keyPrefix);
+    const sliceKey = (roomId: string) => keys.shard('room', shardOf(roomId, server.config.shards!.rooms)).data(roomData.syncSlice(roomId));
+    const rooms: string[] = [];
+    for (const name of ['one', 'two']) {
+      const roomId = (await ok(dave, 'POST', '/createRoom', { preset: 'public_chat', name, initial_state: [{ type: 'org.example.x', state_key: 'k', content: { n: 1 } }] })).room_id as string;
+      await ok(erin, 'POST', `/join/${enc(roomId)}`, {});
+      for (let i = 0; i < 14; i++) await say(i % 3 ? dave : erin, roomId, `${name} ${i}`);
+      await ok(dave, 'PUT', `/rooms/${enc(roomId)}/state/org.example.x/k`, { n: 2 });
+      rooms.push(roomId);
+    }
+    const doomed = await say(erin, rooms[0]!, 'to be redacted');
+    // Nobody has synced: the slices come from the front the commands went through, once the rooms
+    // have been quiet (1 s), written to Redis.
+    const quietSince = Date.now();
+    for (const roomId of rooms) {
+      while (!(await server.redis.exists(sliceKey(roomId)))) {
+        expect(Date.now() - quietSince, 'a slice written for a quiet room').toBeLessThan(60_000);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const readFromRedis = async () => {
+      const port = await freePort();
+      const fresh = await startFront({ ...server.config, clientPort: port }, server.redis, [signingKeyFromSeed('ed25519:fresh', randomBytes(32))], pino({ level: 'silent' }), `prebuilt-${randomBytes(2).toString('hex')}`);
+      try {
+        const out: { name: string; made: number; answer: unknown; plain: unknown }[] = [];
+        for (const viewer of [dave, erin]) {
+          for (const [name, query] of Object.entries(FILTERS)) {
+            const made = initialSliceStats.made;
+            const answer = normalised(await initialSync(viewer, query, `http://127.0.0.1:${port}`));
+            out.push({ name: `${viewer.userId} ${name}`, made: initialSliceStats.made - made, answer, plain: normalised(await initialSync(viewer, query, plainUrl)) });
+          }
+        }
+        return out;
+      } finally {
+        await fresh.close();
+      }
+    };
+    for (const r of await readFromRedis()) {
+      expect(r.answer, `${r.name}: a new front from the prebuilt slices`).toEqual(r.plain);
+      // Both rooms' slices were there before any sync: none built by a sync.
+      expect(r.made, `${r.name}: no slice built by the sync`).toBe(0);
+    }
+    // A redaction: the prebuilt slice of that room is for its older version — a new front's next
+    // answers (before the room is quiet again, or after) show the redaction, as the plain front's.
+    await ok(dave, 'PUT', `/rooms/${enc(rooms[0]!)}/redact/${enc(doomed)}/${txn()}`, { reason: 'gone' });
+    for (const r of await readFromRedis()) expect(r.answer, `${r.name}: after a redaction`).toEqual(r.plain);
+    const redacted = ((await initialSync(dave, FILTERS.default!)).rooms.join[rooms[0]!].timeline.events as Json[]).find((e) => e.event_id === doomed)!;
+    expect(redacted.content).toEqual({});
+  }, 180_000);
 });

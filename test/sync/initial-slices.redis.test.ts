@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import type { ApiContext } from '../../src/api/context';
 import { stringifyWithRaw } from '../../src/protocol/raw-json';
 import { syncEventsJson } from '../../src/rooms/client-format';
+import { paginate } from '../../src/rooms/pagination';
 import { KeySpace, roomData } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { RoomReader } from '../../src/store/room-reader';
@@ -71,7 +72,15 @@ describe('initial-sync slices', () => {
     // Paginating the slice: as paginate does for the first page (visibility: alice joined at $join).
     const two = await slicePaginate(ctx, slice, alice, 2, {});
     expect(two!.map((se) => se.e.eventId)).toEqual(['$odd', '$redaction']);
-    expect(await slicePaginate(ctx, slice, alice, 21, {})).toBeNull(); // another page size
+    // Any page size: a page holding the whole room gives what paginate gives for more events.
+    const ids21 = (await paginate(ctx, roomId, alice, 'b', 9, null, 21, {})).events.map((e) => e.eventId);
+    expect((await slicePaginate(ctx, slice, alice, 21, {}))!.map((se) => se.e.eventId)).toEqual(ids21);
+    // A page of exactly the events a sync sends (its limit + 1): the same first events as
+    // paginate's; asked for more than it holds while older events exist, no answer (the caller reads).
+    const small = new InitialSlices(2 ** 20).slice(roomId, 'v1', 9, 3);
+    expect((await slicePage(ctx, small)).events.map((se) => se.e.eventId)).toEqual(['$odd', '$redaction', '$gone']);
+    for (const want of [1, 2, 3]) expect((await slicePaginate(ctx, small, alice, want, {}))!.map((se) => se.e.eventId)).toEqual((await paginate(ctx, roomId, alice, 'b', 9, null, want, {})).events.map((e) => e.eventId));
+    expect(await slicePaginate(ctx, small, alice, 4, {})).toBeNull();
     expect((await slicePaginate(ctx, slice, alice, 3, { types: ['m.room.name'] }))!.map((se) => se.e.eventId)).toEqual(['$name2', '$name1']);
 
     // Kept per (version, top, page size); a new version or top is a new slice.
@@ -79,6 +88,9 @@ describe('initial-sync slices', () => {
     expect(slices.slice(roomId, 'v1', 9, 20)).toBe(slice);
     expect(slices.slice(roomId, 'v2', 9, 20)).not.toBe(slice);
     expect(slices.slice(roomId, 'v1', 10, 20)).not.toBe(slice);
+    // A kept page serves a smaller one (a sync with a smaller limit), not a bigger one.
+    expect(slices.slice(roomId, 'v1', 9, 4)).toBe(slice);
+    expect(slices.slice(roomId, 'v1', 9, 21)).not.toBe(slice);
     expect(slices.slice(roomId, 'v1', 9, 30)).not.toBe(slice);
     // A slice that asked for an event not stored is not kept.
     const holed = slices.slice(roomId, 'v3', 9, 20);
@@ -120,11 +132,11 @@ describe('initial-sync slices', () => {
     const other = ctxOf(otherRooms);
     const theirs = new InitialSlices(2 ** 20, 60);
     const read = initialSliceStats.sharedRead;
-    // A copy for another version, top or page size is not taken.
+    // A copy for another version or top, or with a smaller page than asked, is not taken.
     await theirs.loadShared(other, [{ roomId, version: 'v2', top: 9, pageSize: 20 }, { roomId, version: 'v1', top: 8, pageSize: 20 }, { roomId, version: 'v1', top: 9, pageSize: 30 }]);
     expect(initialSliceStats.sharedRead).toBe(read);
     expect(theirs.kept(roomId)).toBeUndefined();
-    await theirs.loadShared(other, [{ roomId, version: 'v1', top: 9, pageSize: 20 }]);
+    await theirs.loadShared(other, [{ roomId, version: 'v1', top: 9, pageSize: 11 }]);
     expect(initialSliceStats.sharedRead).toBe(read + 1);
     const loaded = theirs.slice(roomId, 'v1', 9, 20);
     expect(loaded).toBe(theirs.kept(roomId));

@@ -25,6 +25,8 @@ import { clientRoute, parseEventFilter } from './room-common';
 import type { RoomEventFilter } from '../../rooms/event-filter';
 import { presenceOnSync } from './presence';
 import type { PresenceState } from '../../../actors/presence';
+import { initialSlicesOf } from '../../sync/initial-slices';
+import { startSlicePrebuilder } from '../../sync/slice-prebuild';
 import { MAX_WINDOW_ENTRIES, computeSync, type Computed, type Params, type StaleCounts, type SyncFilter, type TypeFilter } from '../../sync/engine';
 
 const DEFAULT_TIMELINE_LIMIT = 10;
@@ -195,6 +197,8 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
   const spacing = new AnswerSpacing().start();
   ctx.closers?.push(() => notifier.close());
   ctx.closers?.push(() => spacing.stop());
+  // The initial-sync slices of rooms this front changes, built once they are quiet.
+  startSlicePrebuilder(ctx, initialSlicesOf(ctx));
 
   clientRoute(front, 'GET', '/sync', async (req: Request) => {
     const user = await requireUser(ctx, req);
