@@ -293,7 +293,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch): Promise<void> {
     const event = out.event;
     const sender = typeof event.sender === 'string' ? event.sender : '';
-    const users = [...room.localJoined].filter((u) => u !== sender);
+    const users = membersBut(room, sender);
     // An invite notifies the invitee, who is not joined (.m.rule.invite_for_me). It never counts
     // as unread: counts start after the user's latest membership, which is this invite or later.
     let invitee: string | null = null;
@@ -302,8 +302,14 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     }
     if (users.length === 0) return;
     const rulesets = await this.rulesets(users);
-    const needNames = users.filter((u) => rulesets.get(u)!.rules.usesDisplayName && !room.names.has(u));
-    if (needNames.length) await this.loadNames(shard, out.roomId, room, needNames);
+    let needNames: string[] | null = null;
+    let asking: string[] | null = null;
+    for (let i = 0; i < users.length; i++) {
+      const rules = rulesets[i]!.rules;
+      if (rules.usesDisplayName && !room.names.has(users[i]!)) (needNames ??= []).push(users[i]!);
+      if (rules.usesThreadSubscriptions) (asking ??= []).push(users[i]!);
+    }
+    if (needNames) await this.loadNames(shard, out.roomId, room, needNames);
 
     const lookup = roomLookup(room);
     const senderLevel = userPowerLevel(sender, lookup, room.version);
@@ -316,18 +322,18 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     // MSC4306: for an event in a thread, who of the members whose rules ask is subscribed to it.
     const root = threadRootOf(event);
     const subscribed = new Set<string>();
-    const asking = root === null ? [] : users.filter((u) => rulesets.get(u)!.rules.usesThreadSubscriptions);
-    if (root !== null && asking.length) {
-      const found = await Promise.all(asking.map((u) => this.redis.hget(this.userKey(u, threadSubscriptionData.records(u)), `${out.roomId}\u0000${root}`)));
+    if (root !== null && asking) {
+      const askers = asking;
+      const found = await Promise.all(askers.map((u) => this.redis.hget(this.userKey(u, threadSubscriptionData.records(u)), `${out.roomId}\u0000${root}`)));
       found.forEach((json, i) => {
-        if (json !== null && (JSON.parse(json) as { subscribed?: boolean }).subscribed === true) subscribed.add(asking[i]!);
+        if (json !== null && (JSON.parse(json) as { subscribed?: boolean }).subscribed === true) subscribed.add(askers[i]!);
       });
     }
-    const notified: { userId: string; result: PushEvaluation }[] = [];
     // One context for the event, its user changed per member. Members with the default rules as
     // they are (most) share one plan of the event (DefaultRulesTemplate): the rules that do not
-    // depend on the user tested once, then per member only the few that do. For the others, the
-    // rules that do not depend on the user are tested once too (PushEvaluationContext.shared).
+    // depend on the user tested once, then per member only the few that could match them (none
+    // for a message without mentions). For the others, the rules that do not depend on the user
+    // are tested once too (PushEvaluationContext.shared).
     const ctx: PushEvaluationContext = {
       userId: '',
       roomMemberCount: room.joined,
@@ -337,43 +343,50 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       shared: new Map(),
     };
     let plan: DefaultRulesPlan | undefined;
-    for (const userId of users) {
-      const ruleset = rulesets.get(userId)!;
+    // Per member, their evaluation (null: not notified); then the outcomes by evaluation object
+    // (members with the same outcome mostly share one object: no string per member).
+    const results: (PushEvaluation | null)[] = new Array(users.length);
+    let anyNotified = false;
+    for (let i = 0; i < users.length; i++) {
+      const userId = users[i]!;
+      const ruleset = rulesets[i]!;
       if (ruleset.fitsDefaults && plan === undefined) {
         ctx.userId = '';
         plan = this.defaults.plan(event, ctx);
       }
       ctx.userId = userId;
       const result = ruleset.fitsDefaults ? this.defaults.evaluate(plan!, ruleset.rules, event, ctx) : evaluatePushRules(ruleset.rules, event, ctx);
-      if (result?.notify) notified.push({ userId, result });
+      const notifies = result?.notify === true;
+      results[i] = notifies ? result : null;
+      if (notifies) anyNotified = true;
     }
-    if (notified.length === 0) return;
+    if (!anyNotified) return;
 
     const thread = await this.threadOf(shard, event);
     // The common outcome: the one most of the joined members got (not being notified counts as
     // one); it goes in the room's push log once, and only those whose outcome differs get a
     // record of their own (an exception), as does the sender when the event notifies.
-    const outcomes = new Map<string, number>();
-    const keyOf = new Map<string, string>();
-    const notifiedOf = new Map<string, PushEvaluation>();
-    for (const n of notified) notifiedOf.set(n.userId, n.result);
-    for (const userId of users) {
-      if (userId === invitee) continue;
-      const r = notifiedOf.get(userId);
-      const key = r ? `${r.highlight ? 'h' : 'n'}${actionsJson(r.actions)}` : 'x';
-      keyOf.set(userId, key);
-      outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+    const keyOfResult = new Map<PushEvaluation | null, string>([[null, 'x']]);
+    const outcomes = new Map<string, { n: number; result: PushEvaluation | null }>();
+    for (let i = 0; i < users.length; i++) {
+      if (users[i] === invitee) continue;
+      const r = results[i]!;
+      let key = keyOfResult.get(r);
+      if (key === undefined) keyOfResult.set(r, (key = `${r!.highlight ? 'h' : 'n'}${actionsJson(r!.actions)}`));
+      const o = outcomes.get(key);
+      if (o) o.n++;
+      else outcomes.set(key, { n: 1, result: r });
     }
     let commonKey = 'x';
     let most = 0;
-    for (const [key, n] of outcomes) if (n > most) [commonKey, most] = [key, n];
+    let commonResult: PushEvaluation | undefined;
+    for (const [key, o] of outcomes) if (o.n > most) [commonKey, most, commonResult] = [key, o.n, o.result ?? undefined];
     const common = commonKey[0] as Outcome;
-    const commonResult = common === 'x' ? undefined : notified.find((n) => keyOf.get(n.userId) === commonKey)!.result;
     const exceptions: Exception[] = [];
-    for (const userId of users) {
-      const key = keyOf.get(userId);
-      if (key === commonKey) continue;
-      const result = notifiedOf.get(userId);
+    for (let i = 0; i < users.length; i++) {
+      const userId = users[i]!;
+      const result = results[i] ?? undefined;
+      if (userId !== invitee && keyOfResult.get(results[i]!) === commonKey) continue;
       const own: Outcome = result ? (result.highlight ? 'h' : 'n') : 'x';
       exceptions.push({ userId, userShard: shardOf(userId, this.shardCounts.user), own, result, member: userId !== invitee });
     }
@@ -381,7 +394,10 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     const recorded: LoggedEvent = { roomId: out.roomId, eventId: out.eventId, pos: out.pos, thread, related: relatedEventOf(event) !== null, score, entryMs, common, commonResult };
     this.record(shard, recorded, exceptions, batch);
     if (this.push) {
-      for (const { userId, result } of notified) {
+      for (let i = 0; i < users.length; i++) {
+        const result = results[i];
+        if (!result) continue;
+        const userId = users[i]!;
         const pushers = this.cachedPushers(userId) ?? (await this.pushersOf(userId));
         if (pushers.length === 0) continue;
         const member = JSON.stringify({ r: out.roomId, e: out.eventId, a: result.actions } satisfies QueuedNotification);
@@ -672,19 +688,20 @@ export class PushEvaluatorReader extends OutboxGroupReader {
 
   // ---- caches ----
 
-  /** The compiled rulesets of some users, loading the ones not cached in one batch. */
-  private async rulesets(users: string[]): Promise<Map<string, CachedRuleset>> {
+  /** The compiled rulesets of some users (in their order), loading the ones not cached in one batch. */
+  private async rulesets(users: string[]): Promise<CachedRuleset[]> {
     const now = Date.now();
-    const out = new Map<string, CachedRuleset>();
-    const missing: string[] = [];
-    for (const u of users) {
-      const c = this.rules.get(u);
-      if (c && now - c.at < RULES_TTL_MS) out.set(u, c);
-      else missing.push(u);
+    const out: CachedRuleset[] = new Array(users.length);
+    let missing: number[] | null = null;
+    for (let i = 0; i < users.length; i++) {
+      const c = this.rules.get(users[i]!);
+      if (c && now - c.at < RULES_TTL_MS) out[i] = c;
+      else (missing ??= []).push(i);
     }
-    if (missing.length) {
-      const raw = await Promise.all(missing.map((u) => this.redis.get(this.userKey(u, userData.pushRules(u)))));
-      missing.forEach((u, i) => {
+    if (missing) {
+      const raw = await Promise.all(missing.map((i) => this.redis.get(this.userKey(users[i]!, userData.pushRules(users[i]!)))));
+      missing.forEach((index, i) => {
+        const u = users[index]!;
         let stored: StoredPushRules | null = null;
         try {
           stored = raw[i] ? (JSON.parse(raw[i]!) as StoredPushRules) : null;
@@ -692,10 +709,10 @@ export class PushEvaluatorReader extends OutboxGroupReader {
           stored = null;
         }
         const rules = compilePushRules(mergePushRules(u, stored, this.features));
-        const cached: CachedRuleset = { rules, at: now, fitsDefaults: this.defaults.fits(rules) };
+        const cached: CachedRuleset = { rules, at: now, fitsDefaults: this.defaults.fits(rules, u) };
         if (this.rules.size >= RULES_CACHE_MAX) this.rules.delete(this.rules.keys().next().value!);
         this.rules.set(u, cached);
-        out.set(u, cached);
+        out[index] = cached;
       });
     }
     return out;
@@ -785,6 +802,13 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       room.names.set(u, name);
     });
   }
+}
+
+/** The room's joined local members but the sender, in a new array. */
+function membersBut(room: RoomCache, sender: string): string[] {
+  const out: string[] = [];
+  for (const u of room.localJoined) if (u !== sender) out.push(u);
+  return out;
 }
 
 function roomLookup(room: RoomCache): StateLookup {
