@@ -121,6 +121,8 @@ interface RoomCache {
   members: Map<string, string>;
   joined: number;
   localJoined: Set<string>;
+  /** `localJoined` as an array, built when first asked after a change (the members evaluated per event). */
+  localList: string[] | null;
   create?: Pdu;
   powerLevels?: Pdu;
   /** Display names of members, loaded when some member's rules need one. */
@@ -293,18 +295,21 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch): Promise<void> {
     const event = out.event;
     const sender = typeof event.sender === 'string' ? event.sender : '';
-    const users = membersBut(room, sender);
+    // The joined local members (the room's cached list, not copied: the sender, when one of
+    // them, is skipped wherever members are visited).
+    let users = (room.localList ??= [...room.localJoined]);
     // An invite notifies the invitee, who is not joined (.m.rule.invite_for_me). It never counts
     // as unread: counts start after the user's latest membership, which is this invite or later.
     let invitee: string | null = null;
     if (event.type === 'm.room.member' && typeof event.state_key === 'string' && isJsonObject(event.content) && event.content.membership === 'invite') {
-      if (event.state_key !== sender && this.isLocal(event.state_key) && !room.localJoined.has(event.state_key)) users.push((invitee = event.state_key));
+      if (event.state_key !== sender && this.isLocal(event.state_key) && !room.localJoined.has(event.state_key)) users = [...users, (invitee = event.state_key)];
     }
-    if (users.length === 0) return;
+    if (users.length === (room.localJoined.has(sender) ? 1 : 0)) return;
     const rulesets = await this.rulesets(users);
     let needNames: string[] | null = null;
     let asking: string[] | null = null;
     for (let i = 0; i < users.length; i++) {
+      if (users[i] === sender) continue;
       const rules = rulesets[i]!.rules;
       if (rules.usesDisplayName && !room.names.has(users[i]!)) (needNames ??= []).push(users[i]!);
       if (rules.usesThreadSubscriptions) (asking ??= []).push(users[i]!);
@@ -349,6 +354,10 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     let anyNotified = false;
     for (let i = 0; i < users.length; i++) {
       const userId = users[i]!;
+      if (userId === sender) {
+        results[i] = null;
+        continue;
+      }
       const ruleset = rulesets[i]!;
       if (ruleset.fitsDefaults && plan === undefined) {
         ctx.userId = '';
@@ -369,7 +378,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     const keyOfResult = new Map<PushEvaluation | null, string>([[null, 'x']]);
     const outcomes = new Map<string, { n: number; result: PushEvaluation | null }>();
     for (let i = 0; i < users.length; i++) {
-      if (users[i] === invitee) continue;
+      if (users[i] === invitee || users[i] === sender) continue;
       const r = results[i]!;
       let key = keyOfResult.get(r);
       if (key === undefined) keyOfResult.set(r, (key = `${r!.highlight ? 'h' : 'n'}${actionsJson(r!.actions)}`));
@@ -385,6 +394,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     const exceptions: Exception[] = [];
     for (let i = 0; i < users.length; i++) {
       const userId = users[i]!;
+      if (userId === sender) continue;
       const result = results[i] ?? undefined;
       if (userId !== invitee && keyOfResult.get(results[i]!) === commonKey) continue;
       const own: Outcome = result ? (result.highlight ? 'h' : 'n') : 'x';
@@ -394,11 +404,12 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     const recorded: LoggedEvent = { roomId: out.roomId, eventId: out.eventId, pos: out.pos, thread, related: relatedEventOf(event) !== null, score, entryMs, common, commonResult };
     this.record(shard, recorded, exceptions, batch);
     if (this.push) {
+      const now = Date.now();
       for (let i = 0; i < users.length; i++) {
         const result = results[i];
         if (!result) continue;
         const userId = users[i]!;
-        const pushers = this.cachedPushers(userId) ?? (await this.pushersOf(userId));
+        const pushers = this.cachedPushers(userId, now) ?? (await this.pushersOf(userId));
         if (pushers.length === 0) continue;
         const member = JSON.stringify({ r: out.roomId, e: out.eventId, a: result.actions } satisfies QueuedNotification);
         await this.enqueuePush(userId, member, score, batch);
@@ -423,9 +434,9 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   }
 
   /** The user's cached http pushers, if cached and fresh (most users have none: no await then). */
-  private cachedPushers(userId: string): { appId: string; pushkey: string }[] | undefined {
+  private cachedPushers(userId: string, now = Date.now()): { appId: string; pushkey: string }[] | undefined {
     const cached = this.pushers.get(userId);
-    return cached && Date.now() - cached.at < RULES_TTL_MS ? cached.pushers : undefined;
+    return cached && now - cached.at < RULES_TTL_MS ? cached.pushers : undefined;
   }
 
   private async pushersOf(userId: string): Promise<{ appId: string; pushkey: string }[]> {
@@ -751,6 +762,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       members: new Map(Object.entries(members)),
       joined: 0,
       localJoined: new Set(),
+      localList: null,
       create: toPdu(createRaw, version, createId),
       powerLevels: plBlob && plId ? toPdu(JSON.parse(decode<StoredEvent>(plBlob).j) as JsonObject, version, plId) : undefined,
       names: new Map(),
@@ -764,7 +776,10 @@ export class PushEvaluatorReader extends OutboxGroupReader {
 
   private joinedAdd(room: RoomCache, userId: string): void {
     room.joined++;
-    if (this.isLocal(userId)) room.localJoined.add(userId);
+    if (this.isLocal(userId)) {
+      room.localJoined.add(userId);
+      room.localList = null;
+    }
   }
 
   /** Move the cached state forward by an event the loaded state did not include yet. */
@@ -778,6 +793,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       if (was === 'join') {
         room.joined--;
         room.localJoined.delete(user);
+        room.localList = null;
       }
       if (membership) room.members.set(user, membership);
       else room.members.delete(user);
@@ -802,13 +818,6 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       room.names.set(u, name);
     });
   }
-}
-
-/** The room's joined local members but the sender, in a new array. */
-function membersBut(room: RoomCache, sender: string): string[] {
-  const out: string[] = [];
-  for (const u of room.localJoined) if (u !== sender) out.push(u);
-  return out;
 }
 
 function roomLookup(room: RoomCache): StateLookup {
