@@ -7,8 +7,9 @@
  * Evaluation is per member, in memory, as in Synapse's bulk push rule evaluator: per room the
  * reader keeps the members, the member count, the create and power levels events (loaded once,
  * then moved forward by the state events it reads in the outbox); per user it keeps the compiled
- * ruleset, dropped when the user's data changes (the /sync wake-up channel names the user after
- * every commit of their user actor, push rule changes included) and after a minute at most.
+ * ruleset and the stored JSON it came from, read again when the user's data changes (the /sync
+ * wake-up channel names the user after every commit of their user actor, push rule changes
+ * included) and after a minute at most, and compiled again only when that JSON changed.
  * Members with the default rules unchanged share one plan of the event (DefaultRulesTemplate).
  *
  * Recording is per room, not per member: the event goes once in the room's push log (room shard:
@@ -78,7 +79,7 @@ export const TRIM_EVERY = 32;
 /** A room's cached members and power levels are reloaded after this long (state resolution of federated events can change state without an event of that key in the outbox). */
 const ROOM_CACHE_TTL_MS = 5 * 60_000;
 const ROOM_CACHE_MAX = 5_000;
-/** Rulesets are dropped on the user's wake-ups; this bounds staleness if one is lost. */
+/** Rulesets are read again on the user's wake-ups; this bounds staleness if one is lost. */
 const RULES_TTL_MS = 60_000;
 const RULES_CACHE_MAX = 100_000;
 
@@ -129,10 +130,14 @@ interface RoomCache {
   names: Map<string, string | null>;
 }
 
-/** A user's compiled ruleset, when it was loaded, and whether it is the defaults unchanged. */
+/**
+ * A user's compiled ruleset, when it was last checked against the stored rules, the stored JSON it
+ * was compiled from (null: none stored), and whether it is the defaults unchanged.
+ */
 interface CachedRuleset {
   rules: CompiledPushRules;
   at: number;
+  raw: string | null;
   fitsDefaults: boolean;
 }
 
@@ -206,12 +211,22 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     sub.on('message', (ch: string, msg: string) => {
       if (ch !== channel) return;
       const n = decodeNotification(msg);
-      for (const u of n?.userData ?? n?.users ?? []) {
-        this.rules.delete(u);
-        this.pushers.delete(u);
-      }
+      this.rulesChanged(n?.userData ?? n?.users ?? []);
     });
     sub.subscribe(channel).catch((e: Error) => this.log.warn({ err: e }, 'push evaluator: subscribe failed; rulesets expire after a minute instead'));
+  }
+
+  /**
+   * Some users' data changed (their user actor committed): their rulesets are read again before
+   * the next event (and compiled again only if the stored rules differ: most commits are not
+   * push rule changes), their pushers too.
+   */
+  rulesChanged(users: readonly string[]): void {
+    for (const u of users) {
+      const cached = this.rules.get(u);
+      if (cached) cached.at = 0;
+      this.pushers.delete(u);
+    }
   }
 
   /** Forget cached room data and rulesets (tests; an operator's reload). */
@@ -713,6 +728,13 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       const raw = await Promise.all(missing.map((i) => this.redis.get(this.userKey(users[i]!, userData.pushRules(users[i]!)))));
       missing.forEach((index, i) => {
         const u = users[index]!;
+        const was = this.rules.get(u);
+        // Read again, unchanged: the compiled ruleset stands (compiling one is ~1 ms).
+        if (was && was.raw === raw[i]) {
+          was.at = now;
+          out[index] = was;
+          return;
+        }
         let stored: StoredPushRules | null = null;
         try {
           stored = raw[i] ? (JSON.parse(raw[i]!) as StoredPushRules) : null;
@@ -720,8 +742,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
           stored = null;
         }
         const rules = compilePushRules(mergePushRules(u, stored, this.features));
-        const cached: CachedRuleset = { rules, at: now, fitsDefaults: this.defaults.fits(rules, u) };
-        if (this.rules.size >= RULES_CACHE_MAX) this.rules.delete(this.rules.keys().next().value!);
+        const cached: CachedRuleset = { rules, at: now, raw: raw[i] ?? null, fitsDefaults: this.defaults.fits(rules, u) };
+        if (!was && this.rules.size >= RULES_CACHE_MAX) this.rules.delete(this.rules.keys().next().value!);
         this.rules.set(u, cached);
         out[index] = cached;
       });
