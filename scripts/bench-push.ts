@@ -149,8 +149,9 @@ async function benchReader(): Promise<void> {
     };
     const reader = new PushEvaluatorReader(redis, keys, { ...shardCounts }, SERVER, 'bench', pino({ level: 'silent' }));
     let pos = 2;
-    const run = async (name: string, event: JsonObject): Promise<void> => {
-      for (let i = 0; i < EVENTS; i++) {
+    /** Consume `count` events (default EVENTS) appended to the outbox; `line` false: print nothing, return the CPU ms. */
+    const run = async (name: string, event: JsonObject, count = EVENTS, line = true): Promise<number> => {
+      for (let i = 0; i < count; i++) {
         pos++;
         const eventId = `$ev${pos}`;
         await redis.xadd(k.outbox, '*', 'a', ROOM, 'k', 'room', 'b', encode({ roomId: ROOM, eventId, pos, event: { ...event, event_id: eventId } }));
@@ -173,10 +174,12 @@ async function benchReader(): Promise<void> {
       // and it would otherwise consume the next run's entries as they are appended, before its clock starts.
       reader.detach(shard);
       const c = process.cpuUsage(cpu);
-      const nodeMs = (c.user + c.system) / 1000 / EVENTS;
+      const nodeMs = (c.user + c.system) / 1000 / count;
+      if (!line) return nodeMs;
       const redisMs = ((await redisCpu()) - redisCpu0) / EVENTS;
       const counted = (await unreadCounts({ redis, keys, shardCounts }, users[1]!, [ROOM])).get(ROOM)!.notification_count;
       console.log(`    ${name.padEnd(28)} ${EVENTS} events in ${round(ms, 0)} ms: ${round((EVENTS * 1000) / ms, 0)} events/s, ${round(ms / EVENTS, 2)} ms per event wall; CPU per event: reader ${round(nodeMs, 2)} ms, redis ${round(redisMs, 2)} ms (u1's unread count now ${counted})`);
+      return nodeMs;
     };
     console.log(`(b) push evaluator reader, one room of ${MEMBERS} local members, redis-server with appendfsync always`);
     const ev = events();
@@ -184,6 +187,20 @@ async function benchReader(): Promise<void> {
     await run('edit (notifies no one)', ev['edit']!);
     await run('plain message (notifies all)', ev['plain message']!);
     await run('mention of 1 user', ev['message mentioning 1 user']!);
+    // Every member's user actor committed before each event (a wake-up names them all): their
+    // rulesets are read again (compiled again only if the stored rules changed); then the same
+    // with every cache dropped (rulesets compiled again, as before the stored JSON was compared).
+    const each = async (before: () => void) => {
+      let total = 0;
+      for (let i = 0; i < 10; i++) {
+        before();
+        total += await run('', ev['plain message']!, 1, false);
+      }
+      return total / 10;
+    };
+    const reread = await each(() => reader.rulesChanged(users));
+    const dropped = await each(() => reader.clearCaches());
+    console.log(`    after every member's wake-up     reader CPU per event: ${round(reread, 2)} ms (rulesets read again), ${round(dropped, 2)} ms (caches dropped: compiled again)`);
     await reader.stop();
 
     // (c) What /sync pays for these records: every member's counts in the room, as the front asks

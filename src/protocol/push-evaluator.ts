@@ -83,6 +83,8 @@ export interface CompiledPushRule {
   ruleId: string;
   actions: PushAction[];
   test: Test;
+  /** The rule's conditions as compiled (implied ones for content, room and sender rules). */
+  conditions: readonly PushCondition[];
   /**
    * For a rule whose outcome depends only on the event and the room (no `contains_display_name`,
    * the only condition that reads the user's own data): its conditions as a string, the same for
@@ -253,7 +255,7 @@ export function compilePushRules(ruleset: PushRuleset): CompiledPushRules {
         tests.length === 0 ? () => true : tests.length === 1 ? tests[0]! : (event, ctx) => tests.every((t) => t(event, ctx));
       // Conditions that read the user's own data (display name, thread subscriptions) are not shared.
       const shared = conditions.some((c) => c?.kind === 'contains_display_name' || c?.kind === THREAD_SUBSCRIPTION_CONDITION) ? undefined : `${kind}\u0001${JSON.stringify(conditions)}`;
-      rules.push({ kind, ruleId: rule.rule_id, actions: Array.isArray(rule.actions) ? rule.actions : [], test, ...(shared ? { shared } : {}) });
+      rules.push({ kind, ruleId: rule.rule_id, actions: Array.isArray(rule.actions) ? rule.actions : [], test, conditions, ...(shared ? { shared } : {}) });
     }
   }
   return { rules, usesDisplayName, usesThreadSubscriptions };
@@ -312,13 +314,43 @@ export function relatedEventOf(event: JsonObject): string | null {
   return rel.event_id;
 }
 
+/** One user-dependent rule a user's evaluation still tests for an event (`DefaultRulesPlan.steps`). */
+export interface DefaultRulesStep {
+  /** The rule's index in the ruleset. */
+  index: number;
+  /**
+   * The only users the rule can match for this event (one of its conditions requires the event
+   * to carry the user's id: `.m.rule.is_user_mention`'s `m.mentions.user_ids`), or null: anyone.
+   */
+  only: ReadonlySet<string> | null;
+}
+
 /** What is left to test per user for one event (`DefaultRulesTemplate.plan`). */
 export interface DefaultRulesPlan {
-  /** Indexes of the user-dependent rules before the first shared rule that matches, in order. */
-  steps: number[];
+  /**
+   * The user-dependent rules before the first shared rule that matches, in order, less those
+   * that cannot match anyone for this event (a condition that does not depend on the user fails,
+   * or one that needs the user's id in the event finds no id there).
+   */
+  steps: DefaultRulesStep[];
   /** The outcome when none of them matches: the first matching shared rule's, or nothing. */
   fallback: PushEvaluation | null;
 }
+
+/** How a condition of a user-dependent default rule depends on the user. */
+type ConditionRole =
+  /** The same for every user: tested once per event. */
+  | { kind: 'shared'; test: Test }
+  /** Holds only for users whose id is a string element of the array at `path` (event_property_contains). */
+  | { kind: 'idIn'; path: string[] }
+  /** Holds only for the user whose id is the string at `path` (event_property_is). */
+  | { kind: 'idIs'; path: string[] }
+  /** Reads the user's display name: never when the event has no `content.body` string. */
+  | { kind: 'body' }
+  /** Reads the user's thread subscriptions: never outside a thread. */
+  | { kind: 'thread' }
+  /** Any other dependence on the user: tested per user. */
+  | { kind: 'user' };
 
 /**
  * One event evaluated once for every user who has the server-default rules as they are (most
@@ -327,48 +359,73 @@ export interface DefaultRulesPlan {
  * `.m.rule.is_user_mention`) or read the user's own data (display name, thread subscriptions):
  * the user-dependent rules, found by compiling the defaults for two users and comparing. `plan`
  * walks the defaults once per event: it tests each shared rule (once), up to the first that
- * matches, and keeps the user-dependent rules before it; `evaluate` then tests only those against
- * a user's own ruleset, and users with the same outcome share one PushEvaluation object. A
- * ruleset `fits` the template when it is the defaults, unchanged (the same rules in the same
- * order, the same conditions and actions); for the others the caller uses evaluatePushRules.
- * The outcome is evaluatePushRules's, rule for rule (test/protocol/push-default-plan.unit.test.ts).
+ * matches, and keeps the user-dependent rules before it that could match someone: their
+ * conditions that do not depend on the user are tested once (an invite rule is gone for a
+ * message), and one that needs the user's id in the event (`m.mentions.user_ids`) is read once
+ * into the set of users it can hold for (a message without mentions needs no test per user at
+ * all). `evaluate` then tests only those steps against a user's own ruleset, skipping a step
+ * whose set leaves the user out, and users with the same outcome share one PushEvaluation
+ * object. A ruleset `fits` the template when it is the defaults, unchanged (the same rules in the
+ * same order, the same conditions and actions); for the others the caller uses
+ * evaluatePushRules. The outcome is evaluatePushRules's, rule for rule
+ * (test/protocol/push-default-plan.unit.test.ts).
  */
 export class DefaultRulesTemplate {
   private readonly rules: CompiledPushRule[];
   private readonly userDependent: boolean[];
+  /** Per user-dependent rule, how each of its conditions depends on the user. */
+  private readonly roles: (ConditionRole[] | null)[];
   private readonly outcomes: PushEvaluation[];
   private readonly actionsJson: string[];
+  private readonly userA: string;
 
   /** `defaultsFor(userId)`: the compiled server-default rules of a user (mergePushRules with nothing stored). */
   constructor(defaultsFor: (userId: string) => CompiledPushRules) {
-    const a = defaultsFor('@\u0001template-a:\u0001').rules;
-    const b = defaultsFor('@\u0001template-b:\u0001').rules;
+    const userA = '@\u0001template-a:\u0001';
+    const userB = '@\u0001template-b:\u0001';
+    this.userA = userA;
+    const a = defaultsFor(userA).rules;
+    const b = defaultsFor(userB).rules;
     if (a.length !== b.length) throw new Error('default push rules differ in length between users');
     this.rules = a;
     this.userDependent = a.map((r, i) => r.shared === undefined || r.shared !== b[i]!.shared || r.ruleId !== b[i]!.ruleId);
+    this.roles = a.map((r, i) => {
+      if (!this.userDependent[i]) return null;
+      const other = b[i]!.conditions;
+      if (r.ruleId !== b[i]!.ruleId || other.length !== r.conditions.length) return r.conditions.map(() => ({ kind: 'user' }) as const);
+      return r.conditions.map((c, j) => conditionRole(c, other[j]!, userA, userB));
+    });
     this.outcomes = a.map((r) => ({ ruleId: r.ruleId, kind: r.kind, actions: r.actions, ...readActions(r.actions) }));
     this.actionsJson = a.map((r) => JSON.stringify(r.actions));
   }
 
-  /** Whether a user's compiled ruleset is the defaults, unchanged (then `evaluate` may take it). */
-  fits(compiled: CompiledPushRules): boolean {
+  /**
+   * Whether a user's compiled ruleset is the defaults, unchanged (then `evaluate` may take it);
+   * `userId`: whose it is, to check that its user-dependent rules are the defaults' for them.
+   */
+  fits(compiled: CompiledPushRules, userId?: string): boolean {
     const rules = compiled.rules;
     if (rules.length !== this.rules.length) return false;
     for (let i = 0; i < rules.length; i++) {
       const mine = rules[i]!;
       const t = this.rules[i]!;
       if (mine.ruleId !== t.ruleId || mine.kind !== t.kind || JSON.stringify(mine.actions) !== this.actionsJson[i]) return false;
-      if (!this.userDependent[i] && mine.shared !== t.shared) return false;
+      if (!this.userDependent[i]) {
+        if (mine.shared !== t.shared) return false;
+      } else if (userId !== undefined && !sameWithUser(mine.conditions, t.conditions, userId, this.userA)) return false;
     }
     return true;
   }
 
-  /** The event's plan: the shared rules tested once (ctx's user is not read by them). */
+  /** The event's plan: the shared rules and conditions tested once (ctx's user is not read by them). */
   plan(event: JsonObject, ctx: PushEvaluationContext): DefaultRulesPlan {
-    const steps: number[] = [];
+    const steps: DefaultRulesStep[] = [];
     for (let i = 0; i < this.rules.length; i++) {
-      if (this.userDependent[i]) steps.push(i);
-      else if (this.rules[i]!.test(event, ctx)) return { steps, fallback: this.outcomes[i]! };
+      const roles = this.roles[i];
+      if (roles) {
+        const step = planStep(i, roles, event, ctx);
+        if (step) steps.push(step);
+      } else if (this.rules[i]!.test(event, ctx)) return { steps, fallback: this.outcomes[i]! };
     }
     return { steps, fallback: null };
   }
@@ -376,7 +433,83 @@ export class DefaultRulesTemplate {
   /** A user's outcome: their ruleset must `fit`; ctx is the user's (userId, display name, subscriptions). */
   evaluate(plan: DefaultRulesPlan, compiled: CompiledPushRules, event: JsonObject, ctx: PushEvaluationContext): PushEvaluation | null {
     if (event.sender === ctx.userId) return null;
-    for (const i of plan.steps) if (compiled.rules[i]!.test(event, ctx)) return this.outcomes[i]!;
+    for (const step of plan.steps) {
+      if (step.only !== null && !step.only.has(ctx.userId)) continue;
+      if (compiled.rules[step.index]!.test(event, ctx)) return this.outcomes[step.index]!;
+    }
     return plan.fallback;
   }
+}
+
+/** How condition `a` (of user A's defaults) depends on the user, given the same condition `b` of user B's. */
+function conditionRole(a: PushCondition, b: PushCondition, userA: string, userB: string): ConditionRole {
+  if (a.kind === 'contains_display_name') return { kind: 'body' };
+  if (a.kind === THREAD_SUBSCRIPTION_CONDITION) return { kind: 'thread' };
+  if (JSON.stringify(a) === JSON.stringify(b)) return { kind: 'shared', test: compileCondition(a) };
+  const ca = a as Record<string, JsonValue>;
+  const cb = b as Record<string, JsonValue>;
+  if ((a.kind === 'event_property_contains' || a.kind === 'event_property_is') && a.kind === b.kind && typeof ca.key === 'string' && ca.key === cb.key && ca.value === userA && cb.value === userB) {
+    return { kind: a.kind === 'event_property_contains' ? 'idIn' : 'idIs', path: splitPropertyPath(ca.key) };
+  }
+  return { kind: 'user' };
+}
+
+/**
+ * Whether conditions `mine` are `template`'s with the template user's id `templateUser` read as
+ * `userId` (and its localpart as theirs: a content rule on the user's name).
+ */
+function sameWithUser(mine: readonly PushCondition[], template: readonly PushCondition[], userId: string, templateUser: string): boolean {
+  const localOf = (u: string) => u.slice(1, u.indexOf(':') < 0 ? u.length : u.indexOf(':'));
+  const [templateLocal, local] = [localOf(templateUser), localOf(userId)];
+  const same = (x: unknown, t: unknown): boolean => {
+    if (typeof t === 'string') return typeof x === 'string' && x === (t.includes(templateLocal) ? t.split(templateUser).map((p) => p.split(templateLocal).join(local)).join(userId) : t);
+    if (typeof t !== 'object' || t === null) return x === t;
+    if (typeof x !== 'object' || x === null || Array.isArray(x) !== Array.isArray(t)) return false;
+    const tk = Object.keys(t);
+    const xk = Object.keys(x);
+    if (tk.length !== xk.length) return false;
+    for (const k of tk) if (!Object.prototype.hasOwnProperty.call(x, k) || !same((x as Record<string, unknown>)[k], (t as Record<string, unknown>)[k])) return false;
+    return true;
+  };
+  return same(mine, template);
+}
+
+/** A user-dependent rule's step for an event, or null when it can match no one. */
+function planStep(index: number, roles: ConditionRole[], event: JsonObject, ctx: PushEvaluationContext): DefaultRulesStep | null {
+  let only: Set<string> | null = null;
+  const narrow = (ids: Set<string>) => {
+    if (only === null) only = ids;
+    else for (const id of only) if (!ids.has(id)) only.delete(id);
+  };
+  for (const role of roles) {
+    switch (role.kind) {
+      case 'shared':
+        if (!role.test(event, ctx)) return null;
+        break;
+      case 'idIn': {
+        const v = propertyAt(event, role.path);
+        if (!Array.isArray(v)) return null;
+        const ids = new Set<string>();
+        for (const x of v) if (typeof x === 'string') ids.add(x);
+        narrow(ids);
+        break;
+      }
+      case 'idIs': {
+        const v = propertyAt(event, role.path);
+        if (typeof v !== 'string') return null;
+        narrow(new Set([v]));
+        break;
+      }
+      case 'body':
+        if (typeof propertyAt(event, ['content', 'body']) !== 'string') return null;
+        break;
+      case 'thread':
+        if (threadRootOf(event) === null) return null;
+        break;
+      default:
+        break;
+    }
+  }
+  if (only !== null && (only as Set<string>).size === 0) return null;
+  return { index, only };
 }

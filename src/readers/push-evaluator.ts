@@ -7,8 +7,9 @@
  * Evaluation is per member, in memory, as in Synapse's bulk push rule evaluator: per room the
  * reader keeps the members, the member count, the create and power levels events (loaded once,
  * then moved forward by the state events it reads in the outbox); per user it keeps the compiled
- * ruleset, dropped when the user's data changes (the /sync wake-up channel names the user after
- * every commit of their user actor, push rule changes included) and after a minute at most.
+ * ruleset and the stored JSON it came from, read again when the user's data changes (the /sync
+ * wake-up channel names the user after every commit of their user actor, push rule changes
+ * included) and after a minute at most, and compiled again only when that JSON changed.
  * Members with the default rules unchanged share one plan of the event (DefaultRulesTemplate).
  *
  * Recording is per room, not per member: the event goes once in the room's push log (room shard:
@@ -78,7 +79,7 @@ export const TRIM_EVERY = 32;
 /** A room's cached members and power levels are reloaded after this long (state resolution of federated events can change state without an event of that key in the outbox). */
 const ROOM_CACHE_TTL_MS = 5 * 60_000;
 const ROOM_CACHE_MAX = 5_000;
-/** Rulesets are dropped on the user's wake-ups; this bounds staleness if one is lost. */
+/** Rulesets are read again on the user's wake-ups; this bounds staleness if one is lost. */
 const RULES_TTL_MS = 60_000;
 const RULES_CACHE_MAX = 100_000;
 
@@ -121,16 +122,22 @@ interface RoomCache {
   members: Map<string, string>;
   joined: number;
   localJoined: Set<string>;
+  /** `localJoined` as an array, built when first asked after a change (the members evaluated per event). */
+  localList: string[] | null;
   create?: Pdu;
   powerLevels?: Pdu;
   /** Display names of members, loaded when some member's rules need one. */
   names: Map<string, string | null>;
 }
 
-/** A user's compiled ruleset, when it was loaded, and whether it is the defaults unchanged. */
+/**
+ * A user's compiled ruleset, when it was last checked against the stored rules, the stored JSON it
+ * was compiled from (null: none stored), and whether it is the defaults unchanged.
+ */
 interface CachedRuleset {
   rules: CompiledPushRules;
   at: number;
+  raw: string | null;
   fitsDefaults: boolean;
 }
 
@@ -204,12 +211,22 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     sub.on('message', (ch: string, msg: string) => {
       if (ch !== channel) return;
       const n = decodeNotification(msg);
-      for (const u of n?.userData ?? n?.users ?? []) {
-        this.rules.delete(u);
-        this.pushers.delete(u);
-      }
+      this.rulesChanged(n?.userData ?? n?.users ?? []);
     });
     sub.subscribe(channel).catch((e: Error) => this.log.warn({ err: e }, 'push evaluator: subscribe failed; rulesets expire after a minute instead'));
+  }
+
+  /**
+   * Some users' data changed (their user actor committed): their rulesets are read again before
+   * the next event (and compiled again only if the stored rules differ: most commits are not
+   * push rule changes), their pushers too.
+   */
+  rulesChanged(users: readonly string[]): void {
+    for (const u of users) {
+      const cached = this.rules.get(u);
+      if (cached) cached.at = 0;
+      this.pushers.delete(u);
+    }
   }
 
   /** Forget cached room data and rulesets (tests; an operator's reload). */
@@ -293,17 +310,26 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch): Promise<void> {
     const event = out.event;
     const sender = typeof event.sender === 'string' ? event.sender : '';
-    const users = [...room.localJoined].filter((u) => u !== sender);
+    // The joined local members (the room's cached list, not copied: the sender, when one of
+    // them, is skipped wherever members are visited).
+    let users = (room.localList ??= [...room.localJoined]);
     // An invite notifies the invitee, who is not joined (.m.rule.invite_for_me). It never counts
     // as unread: counts start after the user's latest membership, which is this invite or later.
     let invitee: string | null = null;
     if (event.type === 'm.room.member' && typeof event.state_key === 'string' && isJsonObject(event.content) && event.content.membership === 'invite') {
-      if (event.state_key !== sender && this.isLocal(event.state_key) && !room.localJoined.has(event.state_key)) users.push((invitee = event.state_key));
+      if (event.state_key !== sender && this.isLocal(event.state_key) && !room.localJoined.has(event.state_key)) users = [...users, (invitee = event.state_key)];
     }
-    if (users.length === 0) return;
+    if (users.length === (room.localJoined.has(sender) ? 1 : 0)) return;
     const rulesets = await this.rulesets(users);
-    const needNames = users.filter((u) => rulesets.get(u)!.rules.usesDisplayName && !room.names.has(u));
-    if (needNames.length) await this.loadNames(shard, out.roomId, room, needNames);
+    let needNames: string[] | null = null;
+    let asking: string[] | null = null;
+    for (let i = 0; i < users.length; i++) {
+      if (users[i] === sender) continue;
+      const rules = rulesets[i]!.rules;
+      if (rules.usesDisplayName && !room.names.has(users[i]!)) (needNames ??= []).push(users[i]!);
+      if (rules.usesThreadSubscriptions) (asking ??= []).push(users[i]!);
+    }
+    if (needNames) await this.loadNames(shard, out.roomId, room, needNames);
 
     const lookup = roomLookup(room);
     const senderLevel = userPowerLevel(sender, lookup, room.version);
@@ -316,18 +342,18 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     // MSC4306: for an event in a thread, who of the members whose rules ask is subscribed to it.
     const root = threadRootOf(event);
     const subscribed = new Set<string>();
-    const asking = root === null ? [] : users.filter((u) => rulesets.get(u)!.rules.usesThreadSubscriptions);
-    if (root !== null && asking.length) {
-      const found = await Promise.all(asking.map((u) => this.redis.hget(this.userKey(u, threadSubscriptionData.records(u)), `${out.roomId}\u0000${root}`)));
+    if (root !== null && asking) {
+      const askers = asking;
+      const found = await Promise.all(askers.map((u) => this.redis.hget(this.userKey(u, threadSubscriptionData.records(u)), `${out.roomId}\u0000${root}`)));
       found.forEach((json, i) => {
-        if (json !== null && (JSON.parse(json) as { subscribed?: boolean }).subscribed === true) subscribed.add(asking[i]!);
+        if (json !== null && (JSON.parse(json) as { subscribed?: boolean }).subscribed === true) subscribed.add(askers[i]!);
       });
     }
-    const notified: { userId: string; result: PushEvaluation }[] = [];
     // One context for the event, its user changed per member. Members with the default rules as
     // they are (most) share one plan of the event (DefaultRulesTemplate): the rules that do not
-    // depend on the user tested once, then per member only the few that do. For the others, the
-    // rules that do not depend on the user are tested once too (PushEvaluationContext.shared).
+    // depend on the user tested once, then per member only the few that could match them (none
+    // for a message without mentions). For the others, the rules that do not depend on the user
+    // are tested once too (PushEvaluationContext.shared).
     const ctx: PushEvaluationContext = {
       userId: '',
       roomMemberCount: room.joined,
@@ -337,43 +363,55 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       shared: new Map(),
     };
     let plan: DefaultRulesPlan | undefined;
-    for (const userId of users) {
-      const ruleset = rulesets.get(userId)!;
+    // Per member, their evaluation (null: not notified); then the outcomes by evaluation object
+    // (members with the same outcome mostly share one object: no string per member).
+    const results: (PushEvaluation | null)[] = new Array(users.length);
+    let anyNotified = false;
+    for (let i = 0; i < users.length; i++) {
+      const userId = users[i]!;
+      if (userId === sender) {
+        results[i] = null;
+        continue;
+      }
+      const ruleset = rulesets[i]!;
       if (ruleset.fitsDefaults && plan === undefined) {
         ctx.userId = '';
         plan = this.defaults.plan(event, ctx);
       }
       ctx.userId = userId;
       const result = ruleset.fitsDefaults ? this.defaults.evaluate(plan!, ruleset.rules, event, ctx) : evaluatePushRules(ruleset.rules, event, ctx);
-      if (result?.notify) notified.push({ userId, result });
+      const notifies = result?.notify === true;
+      results[i] = notifies ? result : null;
+      if (notifies) anyNotified = true;
     }
-    if (notified.length === 0) return;
+    if (!anyNotified) return;
 
     const thread = await this.threadOf(shard, event);
     // The common outcome: the one most of the joined members got (not being notified counts as
     // one); it goes in the room's push log once, and only those whose outcome differs get a
     // record of their own (an exception), as does the sender when the event notifies.
-    const outcomes = new Map<string, number>();
-    const keyOf = new Map<string, string>();
-    const notifiedOf = new Map<string, PushEvaluation>();
-    for (const n of notified) notifiedOf.set(n.userId, n.result);
-    for (const userId of users) {
-      if (userId === invitee) continue;
-      const r = notifiedOf.get(userId);
-      const key = r ? `${r.highlight ? 'h' : 'n'}${actionsJson(r.actions)}` : 'x';
-      keyOf.set(userId, key);
-      outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+    const keyOfResult = new Map<PushEvaluation | null, string>([[null, 'x']]);
+    const outcomes = new Map<string, { n: number; result: PushEvaluation | null }>();
+    for (let i = 0; i < users.length; i++) {
+      if (users[i] === invitee || users[i] === sender) continue;
+      const r = results[i]!;
+      let key = keyOfResult.get(r);
+      if (key === undefined) keyOfResult.set(r, (key = `${r!.highlight ? 'h' : 'n'}${actionsJson(r!.actions)}`));
+      const o = outcomes.get(key);
+      if (o) o.n++;
+      else outcomes.set(key, { n: 1, result: r });
     }
     let commonKey = 'x';
     let most = 0;
-    for (const [key, n] of outcomes) if (n > most) [commonKey, most] = [key, n];
+    let commonResult: PushEvaluation | undefined;
+    for (const [key, o] of outcomes) if (o.n > most) [commonKey, most, commonResult] = [key, o.n, o.result ?? undefined];
     const common = commonKey[0] as Outcome;
-    const commonResult = common === 'x' ? undefined : notified.find((n) => keyOf.get(n.userId) === commonKey)!.result;
     const exceptions: Exception[] = [];
-    for (const userId of users) {
-      const key = keyOf.get(userId);
-      if (key === commonKey) continue;
-      const result = notifiedOf.get(userId);
+    for (let i = 0; i < users.length; i++) {
+      const userId = users[i]!;
+      if (userId === sender) continue;
+      const result = results[i] ?? undefined;
+      if (userId !== invitee && keyOfResult.get(results[i]!) === commonKey) continue;
       const own: Outcome = result ? (result.highlight ? 'h' : 'n') : 'x';
       exceptions.push({ userId, userShard: shardOf(userId, this.shardCounts.user), own, result, member: userId !== invitee });
     }
@@ -381,8 +419,12 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     const recorded: LoggedEvent = { roomId: out.roomId, eventId: out.eventId, pos: out.pos, thread, related: relatedEventOf(event) !== null, score, entryMs, common, commonResult };
     this.record(shard, recorded, exceptions, batch);
     if (this.push) {
-      for (const { userId, result } of notified) {
-        const pushers = this.cachedPushers(userId) ?? (await this.pushersOf(userId));
+      const now = Date.now();
+      for (let i = 0; i < users.length; i++) {
+        const result = results[i];
+        if (!result) continue;
+        const userId = users[i]!;
+        const pushers = this.cachedPushers(userId, now) ?? (await this.pushersOf(userId));
         if (pushers.length === 0) continue;
         const member = JSON.stringify({ r: out.roomId, e: out.eventId, a: result.actions } satisfies QueuedNotification);
         await this.enqueuePush(userId, member, score, batch);
@@ -407,9 +449,9 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   }
 
   /** The user's cached http pushers, if cached and fresh (most users have none: no await then). */
-  private cachedPushers(userId: string): { appId: string; pushkey: string }[] | undefined {
+  private cachedPushers(userId: string, now = Date.now()): { appId: string; pushkey: string }[] | undefined {
     const cached = this.pushers.get(userId);
-    return cached && Date.now() - cached.at < RULES_TTL_MS ? cached.pushers : undefined;
+    return cached && now - cached.at < RULES_TTL_MS ? cached.pushers : undefined;
   }
 
   private async pushersOf(userId: string): Promise<{ appId: string; pushkey: string }[]> {
@@ -672,19 +714,27 @@ export class PushEvaluatorReader extends OutboxGroupReader {
 
   // ---- caches ----
 
-  /** The compiled rulesets of some users, loading the ones not cached in one batch. */
-  private async rulesets(users: string[]): Promise<Map<string, CachedRuleset>> {
+  /** The compiled rulesets of some users (in their order), loading the ones not cached in one batch. */
+  private async rulesets(users: string[]): Promise<CachedRuleset[]> {
     const now = Date.now();
-    const out = new Map<string, CachedRuleset>();
-    const missing: string[] = [];
-    for (const u of users) {
-      const c = this.rules.get(u);
-      if (c && now - c.at < RULES_TTL_MS) out.set(u, c);
-      else missing.push(u);
+    const out: CachedRuleset[] = new Array(users.length);
+    let missing: number[] | null = null;
+    for (let i = 0; i < users.length; i++) {
+      const c = this.rules.get(users[i]!);
+      if (c && now - c.at < RULES_TTL_MS) out[i] = c;
+      else (missing ??= []).push(i);
     }
-    if (missing.length) {
-      const raw = await Promise.all(missing.map((u) => this.redis.get(this.userKey(u, userData.pushRules(u)))));
-      missing.forEach((u, i) => {
+    if (missing) {
+      const raw = await Promise.all(missing.map((i) => this.redis.get(this.userKey(users[i]!, userData.pushRules(users[i]!)))));
+      missing.forEach((index, i) => {
+        const u = users[index]!;
+        const was = this.rules.get(u);
+        // Read again, unchanged: the compiled ruleset stands (compiling one is ~1 ms).
+        if (was && was.raw === raw[i]) {
+          was.at = now;
+          out[index] = was;
+          return;
+        }
         let stored: StoredPushRules | null = null;
         try {
           stored = raw[i] ? (JSON.parse(raw[i]!) as StoredPushRules) : null;
@@ -692,10 +742,10 @@ export class PushEvaluatorReader extends OutboxGroupReader {
           stored = null;
         }
         const rules = compilePushRules(mergePushRules(u, stored, this.features));
-        const cached: CachedRuleset = { rules, at: now, fitsDefaults: this.defaults.fits(rules) };
-        if (this.rules.size >= RULES_CACHE_MAX) this.rules.delete(this.rules.keys().next().value!);
+        const cached: CachedRuleset = { rules, at: now, raw: raw[i] ?? null, fitsDefaults: this.defaults.fits(rules, u) };
+        if (!was && this.rules.size >= RULES_CACHE_MAX) this.rules.delete(this.rules.keys().next().value!);
         this.rules.set(u, cached);
-        out.set(u, cached);
+        out[index] = cached;
       });
     }
     return out;
@@ -734,6 +784,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       members: new Map(Object.entries(members)),
       joined: 0,
       localJoined: new Set(),
+      localList: null,
       create: toPdu(createRaw, version, createId),
       powerLevels: plBlob && plId ? toPdu(JSON.parse(decode<StoredEvent>(plBlob).j) as JsonObject, version, plId) : undefined,
       names: new Map(),
@@ -747,7 +798,10 @@ export class PushEvaluatorReader extends OutboxGroupReader {
 
   private joinedAdd(room: RoomCache, userId: string): void {
     room.joined++;
-    if (this.isLocal(userId)) room.localJoined.add(userId);
+    if (this.isLocal(userId)) {
+      room.localJoined.add(userId);
+      room.localList = null;
+    }
   }
 
   /** Move the cached state forward by an event the loaded state did not include yet. */
@@ -761,6 +815,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       if (was === 'join') {
         room.joined--;
         room.localJoined.delete(user);
+        room.localList = null;
       }
       if (membership) room.members.set(user, membership);
       else room.members.delete(user);

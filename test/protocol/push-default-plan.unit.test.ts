@@ -10,7 +10,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DefaultRulesTemplate, compilePushRules, evaluatePushRules, type PushEvaluationContext } from '../../src/protocol/push-evaluator';
-import { emptyStoredPushRules, mergePushRules, putPushRule, setPushRuleActions, setPushRuleEnabled, type PushRuleFeatures } from '../../src/protocol/push-rules';
+import { THREAD_SUBSCRIPTION_CONDITION, emptyStoredPushRules, mergePushRules, putPushRule, setPushRuleActions, setPushRuleEnabled, type PushAction, type PushCondition, type PushRule, type PushRuleFeatures, type PushRuleset } from '../../src/protocol/push-rules';
 import type { JsonObject } from '../../src/protocol/json';
 
 const ROOM = '!room:example.org';
@@ -111,5 +111,128 @@ describe.each([
     expect(template.fits(compiled(bob, setPushRuleActions(bob, stored, 'override', '.m.rule.is_user_mention', ['notify'])))).toBe(false);
     // Changed back to what the defaults say: fits again.
     expect(template.fits(compiled(bob, setPushRuleActions(bob, stored, 'underride', '.m.rule.message', ['notify'])))).toBe(true);
+  });
+});
+
+/**
+ * The plan narrows the user-dependent rules per event (a condition that does not depend on the
+ * user fails for all; `m.mentions.user_ids` read once into the users it can hold for). Checked
+ * against evaluatePushRules on a richer "defaults" than the server's: the legacy body rules
+ * (display name, the user's localpart as a content rule), a rule on the user's id as a state key
+ * (`event_property_is`), thread subscriptions and member counts, for members with varied display
+ * names (none, empty, substrings of other words, non-ASCII, glob characters) and events with
+ * varied, malformed and case-changed mentions, invites and thread replies.
+ */
+describe('the plan of a ruleset with more user-dependent rules', () => {
+  const members = ['@alice:example.org', '@bob:example.org', '@carol:example.org', '@car:example.org', '@omega:example.org', '@x.y:example.org'];
+  const names: Record<string, string | null> = {
+    '@alice:example.org': 'Alice',
+    '@bob:example.org': null,
+    '@carol:example.org': '',
+    '@car:example.org': 'car',
+    '@omega:example.org': 'ΩMEGA',
+    '@x.y:example.org': 'a*b?',
+  };
+  const localpart = (u: string) => u.slice(1, u.indexOf(':'));
+  const ruleset = (u: string): PushRuleset => {
+    const rule = (rule_id: string, conditions: PushCondition[], actions: PushAction[], extra: Partial<PushRule> = {}): PushRule => ({ rule_id, default: true, enabled: true, conditions, actions, ...extra });
+    const hl = { set_tweak: 'highlight' };
+    return {
+      override: [
+        rule('.m.rule.master', [], [], { enabled: false }),
+        rule('.m.rule.invite_for_me', [{ kind: 'event_match', key: 'type', pattern: 'm.room.member' }, { kind: 'event_match', key: 'content.membership', pattern: 'invite' }, { kind: 'event_match', key: 'state_key', pattern: u }], ['notify']),
+        rule('.x.state_key_is_me', [{ kind: 'event_property_is', key: 'type', value: 'org.example.poke' }, { kind: 'event_property_is', key: 'state_key', value: u }], ['notify', { set_tweak: 'sound', value: 'poke' }]),
+        rule('.x.mention_and_body', [{ kind: 'event_property_contains', key: 'content.m\\.mentions.user_ids', value: u }, { kind: 'contains_display_name' }], ['notify', hl, { set_tweak: 'sound', value: 'both' }]),
+        rule('.m.rule.is_user_mention', [{ kind: 'event_property_contains', key: 'content.m\\.mentions.user_ids', value: u }], ['notify', hl]),
+        rule('.m.rule.contains_display_name', [{ kind: 'contains_display_name' }], ['notify', hl]),
+        rule('.m.rule.suppress_edits', [{ kind: 'event_property_is', key: 'content.m\\.relates_to.rel_type', value: 'm.replace' }], []),
+      ],
+      content: [{ rule_id: '.m.rule.contains_user_name', default: true, enabled: true, pattern: localpart(u), actions: ['notify', { set_tweak: 'sound', value: 'name' }] }],
+      postcontent: [
+        rule('.x.unsubscribed_thread', [{ kind: THREAD_SUBSCRIPTION_CONDITION, subscribed: false }], []),
+        rule('.x.subscribed_thread', [{ kind: THREAD_SUBSCRIPTION_CONDITION, subscribed: true }], ['notify']),
+      ],
+      room: [],
+      sender: [],
+      underride: [
+        rule('.m.rule.room_one_to_one', [{ kind: 'room_member_count', is: '2' }, { kind: 'event_match', key: 'type', pattern: 'm.room.message' }], ['notify', { set_tweak: 'sound', value: 'default' }]),
+        rule('.m.rule.message', [{ kind: 'event_match', key: 'type', pattern: 'm.room.message' }], ['notify']),
+      ],
+    } as PushRuleset;
+  };
+  const template = new DefaultRulesTemplate((u) => compilePushRules(ruleset(u)));
+  const thread = { 'm.relates_to': { rel_type: 'm.thread', event_id: '$root' } };
+  const msg = (content: JsonObject, sender = '@alice:example.org'): JsonObject => ({ room_id: ROOM, sender, type: 'm.room.message', content: { msgtype: 'm.text', body: 'hello', ...content } });
+  const table: Record<string, JsonObject> = {
+    'plain': msg({}),
+    'no body': msg({ body: 7 }),
+    'names in the body': msg({ body: 'Alice and CAR went to ωmega, a*b? too' }),
+    'names inside words': msg({ body: 'carpets alice_ xomega bobby' }),
+    'localparts': msg({ body: 'bob, x.y and carol' }, '@bob:example.org'),
+    'mention of bob': msg({ 'm.mentions': { user_ids: ['@bob:example.org'] } }),
+    'mention of car, named': msg({ body: 'car!', 'm.mentions': { user_ids: ['@car:example.org', '@car:example.org'] } }),
+    'mentions malformed': msg({ 'm.mentions': { user_ids: [7, null, { id: '@bob:example.org' }, ['@carol:example.org']] } }),
+    'mentions not a list': msg({ 'm.mentions': { user_ids: '@bob:example.org' } }),
+    'mention in another case': msg({ 'm.mentions': { user_ids: ['@BOB:example.org'] } }),
+    'mention of the sender': msg({ 'm.mentions': { user_ids: ['@alice:example.org', '@omega:example.org'] } }),
+    'empty mentions': msg({ 'm.mentions': { user_ids: [] } }),
+    'edit mentioning carol': msg({ 'm.mentions': { user_ids: ['@carol:example.org'] }, 'm.relates_to': { rel_type: 'm.replace', event_id: '$x' } }),
+    'thread reply': msg(thread),
+    'thread reply naming Alice': msg({ ...thread, body: 'alice?' }, '@bob:example.org'),
+    'invite of bob': { room_id: ROOM, sender: '@alice:example.org', type: 'm.room.member', state_key: '@bob:example.org', content: { membership: 'invite' } },
+    'invite in another case': { room_id: ROOM, sender: '@alice:example.org', type: 'm.room.member', state_key: '@CAROL:example.org', content: { membership: 'invite' } },
+    'poke of car': { room_id: ROOM, sender: '@alice:example.org', type: 'org.example.poke', state_key: '@car:example.org', content: {} },
+    'poke of no one': { room_id: ROOM, sender: '@alice:example.org', type: 'org.example.poke', state_key: 7, content: {} },
+  };
+
+  it('gives every member what their own ruleset gives', () => {
+    const outcomes = new Set<string>();
+    let compared = 0;
+    for (const count of [2, 10]) {
+      for (const subscribers of [[] as string[], ['@bob:example.org', '@car:example.org']]) {
+        for (const [name, event] of Object.entries(table)) {
+          const ctx: PushEvaluationContext = {
+            userId: '',
+            roomMemberCount: count,
+            displayName: () => names[ctx.userId] ?? null,
+            senderHasNotificationPermission: () => true,
+            threadSubscribed: () => subscribers.includes(ctx.userId),
+            shared: new Map(),
+          };
+          const plan = template.plan(event, ctx);
+          for (const u of members) {
+            const rules = compilePushRules(ruleset(u));
+            expect(template.fits(rules, u)).toBe(true);
+            ctx.userId = u;
+            const planned = template.evaluate(plan, rules, event, ctx);
+            const own = evaluatePushRules(rules, event, { ...ctx, shared: new Map() });
+            expect(planned, `${name}, ${u}, ${count} members, subscribed ${subscribers.join()}`).toEqual(own);
+            outcomes.add(own?.ruleId ?? 'none');
+            compared++;
+          }
+        }
+      }
+    }
+    expect(compared).toBe(2 * 2 * Object.keys(table).length * members.length);
+    // Every rule decided some outcome.
+    expect([...outcomes].sort()).toEqual(
+      ['.m.rule.contains_display_name', '.m.rule.contains_user_name', '.m.rule.invite_for_me', '.m.rule.is_user_mention', '.m.rule.message', '.m.rule.room_one_to_one', '.m.rule.suppress_edits', '.x.mention_and_body', '.x.state_key_is_me', '.x.subscribed_thread', '.x.unsubscribed_thread', 'none'].sort(),
+    );
+  });
+
+  it('leaves out, per event, the user-dependent rules that can match no one', () => {
+    const ctx: PushEvaluationContext = { userId: '', roomMemberCount: 10, displayName: () => null, senderHasNotificationPermission: () => true };
+    const ids = (event: string) => template.plan(table[event]!, ctx).steps.map((s) => [compilePushRules(ruleset('@a:b')).rules[s.index]!.ruleId, s.only && [...s.only].sort()]);
+    // No invite, no poke, no mentions, no thread: only the body rules are left to test per member.
+    expect(ids('plain')).toEqual([['.m.rule.contains_display_name', null], ['.m.rule.contains_user_name', null]]);
+    expect(ids('no body')).toEqual([['.m.rule.contains_user_name', null]]);
+    expect(ids('mention of car, named').slice(0, 2)).toEqual([['.x.mention_and_body', ['@car:example.org']], ['.m.rule.is_user_mention', ['@car:example.org']]]);
+    expect(ids('mentions malformed')[0]).toEqual(['.m.rule.contains_display_name', null]);
+    expect(ids('poke of car')[0]).toEqual(['.x.state_key_is_me', ['@car:example.org']]);
+  });
+
+  it('does not take another user\'s defaults as the user\'s own', () => {
+    expect(template.fits(compilePushRules(ruleset('@bob:example.org')), '@bob:example.org')).toBe(true);
+    expect(template.fits(compilePushRules(ruleset('@bob:example.org')), '@carol:example.org')).toBe(false);
   });
 });

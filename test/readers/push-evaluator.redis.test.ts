@@ -406,6 +406,32 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     reader.clearCaches();
   });
 
+  it('reads a ruleset again after the user changed, and takes a change of the stored rules', async () => {
+    const [changes, stays] = [users[24]!, users[25]!];
+    const start = await append(message(sender, { body: '* y', 'm.new_content': { msgtype: 'm.text', body: 'y' }, 'm.relates_to': { rel_type: 'm.replace', event_id: first.eventId } }));
+    for (const u of [changes, stays]) await read(u, start);
+    const e1 = await append(message(sender, { body: 'before' }));
+    await idle();
+    const counts = async (u: string) => (await unreadCounts(ctx(), u, [room])).get(room);
+    expect(await counts(changes)).toEqual(c(1, 0));
+    expect(await counts(stays)).toEqual(c(1, 0));
+    // The first mutes the room; both are named as changed (the second's rules are as they were).
+    await redis.set(userKey(changes, userData.pushRules(changes)), JSON.stringify({ rules: { room: [{ rule_id: room, enabled: true, actions: [] }] }, defaults: {} } satisfies StoredPushRules));
+    reader.rulesChanged([changes, stays]);
+    await append(message(sender, { body: 'after' }));
+    await idle();
+    expect(await counts(changes)).toEqual(c(1, 0));
+    expect(await counts(stays)).toEqual(c(2, 0));
+    // Unmuted: counted again from the next event.
+    await redis.del(userKey(changes, userData.pushRules(changes)));
+    reader.rulesChanged([changes]);
+    await append(message(sender, { body: 'again' }));
+    await idle();
+    expect(await counts(changes)).toEqual(c(2, 0));
+    expect(await counts(stays)).toEqual(c(3, 0));
+    expect(e1.pos).toBeGreaterThan(start.pos);
+  });
+
   it('still counts the unread sets written before the room logs (a rolling upgrade), and receipts trim them', async () => {
     const u = users[24]!;
     const last = await append(message(sender, { body: '* y', 'm.new_content': { msgtype: 'm.text', body: 'y' }, 'm.relates_to': { rel_type: 'm.replace', event_id: first.eventId } }));
