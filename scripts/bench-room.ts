@@ -23,7 +23,9 @@
  * default 5000), BENCH_ROOM_VERSION (default 10), BENCH_SHARDS (per family, default 256),
  * BENCH_ONLY (e.g. "c"), BENCH_WORKERS (e.g. "1": the worker counts of (a) and (b), default "1,2"),
  * BENCH_CPU_PROF (a directory: the workers write V8 CPU profiles there), BENCH_REDIS_STATS=1 (each
- * throughput phase's Redis commands per event, from INFO commandstats).
+ * throughput phase's Redis commands per event, from INFO commandstats), BENCH_WORKER_NODE_ARGS (node
+ * flags for the workers, as scripts/lib/axon-bench-cluster.ts takes them; the cluster scripts start
+ * workers with `nodeFlagsFor('worker')`, this bench by default with none).
  *
  * Each throughput phase also prints the CPU time spent per event by the workers, by this process
  * (the asking side: the ActorClient) and by Redis: on a machine shared with other work the
@@ -112,7 +114,10 @@ async function startCluster(url: string, dataDir: string, workers: number, prefi
   const admin = connectRedis({ url });
   // BENCH_CPU_PROF=<dir>: each worker writes a V8 CPU profile there when it exits (where its time goes).
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  const procs = Array.from({ length: workers }, (_, i) => spawn(process.execPath, [...prof, '--import', 'tsx', 'scripts/bench-room.ts', '--worker', `bench-w${i + 1}`], { cwd: root, env, stdio: 'ignore' }));
+  // BENCH_WORKER_NODE_ARGS: node flags for the workers (e.g. the cluster's, `nodeFlagsFor('worker')`:
+  // `--max-semi-space-size=4 --heap-growing-percent=100`); none by default, as the figures so far.
+  const nodeArgs = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const procs = Array.from({ length: workers }, (_, i) => spawn(process.execPath, [...prof, ...nodeArgs, '--import', 'tsx', 'scripts/bench-room.ts', '--worker', `bench-w${i + 1}`], { cwd: root, env, stdio: 'ignore' }));
   for (;;) {
     const live = (await readWorkers(admin, keys, 5000)).filter((w) => w.alive).length;
     const held = (await readShards(admin, keys, { room: SHARDS, user: SHARDS })).filter((s) => s.owner).length;
