@@ -171,6 +171,8 @@ interface DrainResult {
   sent: number;
   sendErrors: number;
   syncErrors: number;
+  /** /sync timelines that came back `limited` in the phase (their skipped events count as missing). */
+  limitedTimelines: number;
   missing: number;
   sendP99ms: number;
   deliveryP50ms: number;
@@ -271,6 +273,7 @@ async function drainPhase(): Promise<DrainResult> {
       sent: phase.sent,
       sendErrors: phase.sendErrors,
       syncErrors,
+      limitedTimelines: deliveries.limited,
       missing: phase.missing,
       sendP99ms: phase.sendP99ms,
       deliveryP50ms: phase.deliveryP50ms,
@@ -329,7 +332,7 @@ async function main(): Promise<void> {
     const d = out.drain;
     console.log(`drain (${d.via}): ${d.shardsMoved} shards moved in ${d.drainSeconds} s under ${RATE} msg/s (${USERS} users, ${WORKLOAD_A ? "workload A's rooms" : `rooms of ${ROOM_SIZE}`}); load average ${d.loadBefore} → ${d.loadAfter}; owners after ${JSON.stringify(d.ownersAfter)}`);
     console.log(`       steps ended at (s): ${JSON.stringify(d.steps)}; shards taken by the target at (s) ${d.acquiredS ? `first ${d.acquiredS.first}, p50 ${d.acquiredS.p50}, p99 ${d.acquiredS.p99}, last ${d.acquiredS.last}` : '-'}`);
-    console.log(`       whole phase: sent ${d.sent}, /send errors ${d.sendErrors}, /sync errors ${d.syncErrors}, deliveries missing ${d.missing}; /send p99 ${d.sendP99ms} ms; delivery p50 ${d.deliveryP50ms} p99 ${d.deliveryP99ms} max ${d.deliveryMaxMs} ms`);
+    console.log(`       whole phase: sent ${d.sent}, /send errors ${d.sendErrors}, /sync errors ${d.syncErrors}, deliveries missing ${d.missing} (limited timelines ${d.limitedTimelines}); /send p99 ${d.sendP99ms} ms; delivery p50 ${d.deliveryP50ms} p99 ${d.deliveryP99ms} max ${d.deliveryMaxMs} ms`);
     const w = d.during;
     if (w) console.log(`       sends started during the drain (${w.seconds} s): sent ${w.sent}, /send errors ${w.sendErrors}, deliveries missing ${w.missing}; /send p99 ${w.sendP99ms} ms; delivery p50 ${w.deliveryP50ms} p99 ${w.deliveryP99ms} max ${w.deliveryMaxMs} ms`);
   }

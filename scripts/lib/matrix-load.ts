@@ -175,6 +175,8 @@ export class Deliveries {
   lastAt = 0;
   /** /sync answers (200) the loops have had, with or without messages: the server's computations. */
   answers = 0;
+  /** Timelines that came back `limited` (more new events than the loop's limit of 100: the rest skipped, as a client that does not page back). */
+  limited = 0;
   record(eventId: string, at: number): void {
     let list = this.arrivals.get(eventId);
     if (!list) this.arrivals.set(eventId, (list = []));
@@ -217,6 +219,7 @@ export function startSyncLoops(m: MatrixLoad, users: User[], sinces: string[], d
         deliveries.answers++;
         const join = r.body.rooms?.join ?? {};
         for (const roomId of Object.keys(join)) {
+          if (join[roomId].timeline?.limited) deliveries.limited++;
           for (const ev of join[roomId].timeline?.events ?? []) {
             if (ev.type === 'm.room.message') deliveries.record(ev.event_id, now);
           }
