@@ -211,14 +211,13 @@ export class UserFanoutReader extends OutboxGroupReader {
   /** One feed entry per watcher (fields: `feedFields`). */
   private async append(byWatcher: Map<string, [FeedKind, string][]>): Promise<void> {
     const feedKey = (u: string) => this.keys.shard('user', shardOf(u, this.shardCounts.user)).data(userData.feed(u));
-    const fields = feedFields;
     const watchers = [...byWatcher.keys()];
     if (isCluster(this.redis)) {
-      await Promise.all(watchers.map((u) => this.redis.xadd(feedKey(u), 'MAXLEN', '~', FEED_MAXLEN, '*', ...fields(byWatcher.get(u)!))));
+      await Promise.all(watchers.map((u) => this.redis.xadd(feedKey(u), 'MAXLEN', '~', FEED_MAXLEN, '*', ...feedFields(byWatcher.get(u)!))));
     } else {
       for (let i = 0; i < watchers.length; i += 1000) {
         const p = this.redis.pipeline();
-        for (const u of watchers.slice(i, i + 1000)) p.xadd(feedKey(u), 'MAXLEN', '~', FEED_MAXLEN, '*', ...fields(byWatcher.get(u)!));
+        for (const u of watchers.slice(i, i + 1000)) p.xadd(feedKey(u), 'MAXLEN', '~', FEED_MAXLEN, '*', ...feedFields(byWatcher.get(u)!));
         const res = (await p.exec()) ?? [];
         for (const [err] of res) if (err) throw err;
       }

@@ -118,6 +118,11 @@ export class RoomSlice {
  */
 export const initialSliceStats = { made: 0, reused: 0, sharedRead: 0, sharedWritten: 0, prebuilt: 0 };
 
+/** Whether a kept slice serves a sync of this room version and top with pages of `pageSize` (a bigger page serves a smaller limit). */
+function serves(hit: RoomSlice | undefined, version: string, top: number, pageSize: number): hit is RoomSlice {
+  return !!hit && hit.version === version && hit.top === top && hit.pageSize >= pageSize;
+}
+
 /** What a sync asks of a room's slice (see `InitialSlices.slice`). */
 export interface SliceWant {
   roomId: string;
@@ -162,7 +167,7 @@ export class InitialSlices {
     const groups = new Map<number, SliceWant[]>();
     for (const w of wants) {
       const hit = this.cache.get(w.roomId);
-      if (hit && hit.version === w.version && hit.top === w.top && hit.pageSize >= w.pageSize) continue;
+      if (serves(hit, w.version, w.top, w.pageSize)) continue;
       const shard = shardOf(w.roomId, ctx.shardCounts.room);
       (groups.get(shard) ?? groups.set(shard, []).get(shard)!).push(w);
     }
@@ -271,7 +276,7 @@ export class InitialSlices {
    */
   slice(roomId: string, version: string, top: number, pageSize: number): RoomSlice {
     const hit = this.cache.get(roomId);
-    if (hit && hit.version === version && hit.top === top && hit.pageSize >= pageSize) {
+    if (serves(hit, version, top, pageSize)) {
       initialSliceStats.reused++;
       return hit;
     }
@@ -284,9 +289,7 @@ export class InitialSlices {
    * is for this version and top already, with a page as big.
    */
   prebuilt(roomId: string, version: string, top: number, pageSize: number): RoomSlice | null {
-    const hit = this.cache.get(roomId);
-    if (hit && hit.version === version && hit.top === top && hit.pageSize >= pageSize) return null;
-    return new RoomSlice(roomId, version, top, pageSize);
+    return serves(this.cache.get(roomId), version, top, pageSize) ? null : new RoomSlice(roomId, version, top, pageSize);
   }
 
   /** Keep (or re-weigh, once it holds more) a slice after a sync used it. */
@@ -408,16 +411,27 @@ export async function sliceBuild(ctx: ApiContext, slice: RoomSlice, stateIds: Re
   if (newest?.e.stateAfter) await ctx.rooms.snapshot(slice.roomId, newest.e.stateAfter);
   await slicePreload(ctx, slice, ids);
   // The snapshots the page's events stand on (the visibility checks read them), kept with it.
-  const snapshotIds = [...new Set(page.events.flatMap((se) => [se.e.stateBefore, se.e.stateAfter]))].filter((id) => id > 0);
+  const snapshotIds = pageSnapshotIds(page);
   const states = await Promise.all(snapshotIds.map((id) => ctx.rooms.snapshot(slice.roomId, id)));
+  slice.snapshots = boundedSnapshots(snapshotIds, (_id, i) => states[i]);
+}
+
+/** The state snapshots a page's events stand on (before and after each). */
+function pageSnapshotIds(page: SlicePage): number[] {
+  return [...new Set(page.events.flatMap((se) => [se.e.stateBefore, se.e.stateAfter]))].filter((id) => id > 0);
+}
+
+/** Of `ids`, the snapshots `stateOf` has, in order, up to SHARED_SNAPSHOT_ENTRIES state entries in all. */
+function boundedSnapshots(ids: readonly number[], stateOf: (id: number, i: number) => StateMap | undefined): [number, StateMap][] {
+  const out: [number, StateMap][] = [];
   let entries = 0;
-  slice.snapshots = [];
-  snapshotIds.forEach((id, i) => {
-    const state = states[i]!;
-    if (entries + state.size > SHARED_SNAPSHOT_ENTRIES) return;
+  ids.forEach((id, i) => {
+    const state = stateOf(id, i);
+    if (!state || entries + state.size > SHARED_SNAPSHOT_ENTRIES) return;
     entries += state.size;
-    slice.snapshots.push([id, state]);
+    out.push([id, state]);
   });
+  return out;
 }
 
 /** Put a slice's snapshots back into the RoomReader's cache (those it still holds stay). */
@@ -547,16 +561,9 @@ export async function renderSliceEvents(ctx: ApiContext, roomId: string, events:
  */
 export function encodeSlice(rooms: RoomReader, slice: RoomSlice): string {
   const page = slice.pageDone!;
-  const snapshots: [number, [string, string][]][] = slice.snapshots.map(([id, state]) => [id, [...state]]);
-  if (snapshots.length === 0) {
-    let entries = 0;
-    for (const id of new Set(page.events.flatMap((se) => [se.e.stateBefore, se.e.stateAfter]))) {
-      const state = rooms.cachedSnapshot(slice.roomId, id);
-      if (!state || entries + state.size > SHARED_SNAPSHOT_ENTRIES) continue;
-      entries += state.size;
-      snapshots.push([id, [...state]]);
-    }
-  }
+  // The snapshots kept with it when it was built ahead, else those the RoomReader still holds.
+  const kept = slice.snapshots.length ? slice.snapshots : boundedSnapshots(pageSnapshotIds(page), (id) => rooms.cachedSnapshot(slice.roomId, id));
+  const snapshots: [number, [string, string][]][] = kept.map(([id, state]) => [id, [...state]]);
   const rows: unknown[] = [];
   const texts: string[] = [];
   for (const se of slice.events.values()) {
