@@ -48,7 +48,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
 
   /** Unknown rooms answer 403 (for writes) so that probing does not reveal which rooms exist. */
   const requireKnownRoom = async (roomId: string) => {
-    if (!(await ctx.rooms.meta(roomId))) throw new MatrixError(403, 'M_FORBIDDEN', 'You are not in this room (or it does not exist)');
+    if (!(await ctx.rooms.meta(roomId))) throw unknownRoomError();
     rememberKnown(roomId);
   };
   /**
@@ -56,7 +56,8 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
    * room's record first (a GET and its decoding on every send; workload A sends ~1,000 a second
    * through one front). A room, once created, stays created until it is purged, and then its
    * actor refuses what is sent to it (404, "being purged" or "Unknown room"): a room remembered
-   * here after its purge is answered by the actor, as a send racing the purge always was.
+   * here after its purge is answered by the actor, as a send racing the purge always was, and
+   * `/send` turns that into the 403 of an unknown room (and forgets the room).
    */
   const knownRooms = new Set<string>();
   const rememberKnown = (roomId: string) => {
@@ -187,7 +188,16 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     // MSC4140: scheduled for later (src/api/client/delayed-events.ts).
     if (delay !== null) return { body: await scheduleDelayedEvent(ctx, user, roomId, req.params.eventType!, undefined, content, delay, txnKey('send', user.userId, user.deviceId, req.params.txnId!)) };
     const txn = txnKey('send', user.userId, user.deviceId, req.params.txnId!);
-    const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txn);
+    const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txn).catch((e: unknown) => {
+      // A room remembered here and purged since (or being purged): its actor answers "Unknown
+      // room" / "being purged" (404). Answer as for any room this front does not know — 403, so
+      // that a send does not tell a purged room from one that never existed — and forget it.
+      if (e instanceof MatrixError && e.errcode === 'M_NOT_FOUND') {
+        knownRooms.delete(roomId);
+        throw unknownRoomError();
+      }
+      throw e;
+    });
     rememberSentTxn(reply.event_id, txn);
     presenceOnActivity(ctx, user.userId);
     return { body: { event_id: reply.event_id } };
@@ -274,6 +284,8 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   registerRoomReadRoutes(front, ctx, index);
   registerAliasRoutes(front, ctx, aliases);
 }
+
+const unknownRoomError = () => new MatrixError(403, 'M_FORBIDDEN', 'You are not in this room (or it does not exist)');
 
 /** Room ids a front remembers as existing (`knownRooms`): ~100 bytes each. */
 const KNOWN_ROOMS_MAX = 100_000;
