@@ -26,7 +26,13 @@ export type LedgerMessage =
    * runtime's check that one decision may write as much as a 10,000-member room's state (the
    * commit's argument list then runs past what a spread call or Lua's unpack takes).
    */
-  | { op: 'bulk'; items: number };
+  | { op: 'bulk'; items: number }
+  /**
+   * Counts as an entry and writes `name` → `value` into a global hash outside the shard
+   * (`ledger-index`) as a derived write: the runtime's check that a Cluster's derived writes, which
+   * cannot be part of the commit, still survive a worker dying right after it.
+   */
+  | { op: 'index'; name: string; value: string };
 
 export type LedgerReply = { count: number; sum: number; outOfOrder: number; lastSeq?: Record<string, number> };
 
@@ -36,6 +42,9 @@ export interface LedgerOutput {
   seq: number;
   count: number;
 }
+
+/** The global hash of the `index` op (a name relative to the key prefix). */
+export const LEDGER_INDEX = 'ledger-index';
 
 export function initialLedger(): LedgerState {
   return { count: 0, sum: 0, lastSeq: {}, outOfOrder: 0 };
@@ -75,6 +84,15 @@ export function decideLedger(state: LedgerState, msg: ActorMessage<LedgerMessage
           { cmd: 'HSET', key: `ledger:${msg.actorId}:bulk-hash`, args: fields },
           { cmd: 'SADD', key: `ledger:${msg.actorId}:bulk-set`, args: members },
         ],
+      };
+    }
+    case 'index': {
+      if (typeof body.name !== 'string' || typeof body.value !== 'string') throw new TypeError('ledger index needs name and value');
+      const next: LedgerState = { ...state, count: state.count + 1 };
+      return {
+        state: next,
+        reply: { count: next.count, sum: next.sum, outOfOrder: next.outOfOrder },
+        derivedWrites: [{ cmd: 'HSET', key: LEDGER_INDEX, args: [body.name, body.value] }],
       };
     }
     case 'read':

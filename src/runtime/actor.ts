@@ -44,8 +44,10 @@ export interface Decision<S, R> {
    * Writes to keys outside the actor's shard (names relative to the key prefix), of derived data whose readers
    * fall back to the authoritative data when an entry is missing — a global index (e.g. event id
    * → room). On one Redis they are part of the commit, atomic with it; on a Cluster they live in
-   * other slots, so they go out right after the commit (a crash in between loses them, which the
-   * readers' fallback covers).
+   * other slots, so they go out right after the commit, and the commit also records them in the
+   * shard (ShardKeys.derivedPending) until they are applied: a worker that dies in between leaves
+   * them to the shard's next holder, which applies them before anything else (so they are applied
+   * at least once; they must be idempotent — HSET, HDEL, SADD, SREM of fixed values).
    */
   derivedWrites?: StoreWrite[];
 }

@@ -72,6 +72,16 @@ interface ActorSlot {
 
 type RunnerState = 'starting' | 'running' | 'draining' | 'stopped';
 
+/** A derived write with its full key name (Decision.derivedWrites, prefixed). */
+type DerivedWrite = { cmd: string; key: string; args: (string | number | Buffer)[] };
+
+/** Order of two stream entry ids (`<ms>-<seq>`). */
+function compareStreamIds(a: string, b: string): number {
+  const [am, as] = a.split('-');
+  const [bm, bs] = b.split('-');
+  return Number(am) - Number(bm) || Number(as) - Number(bs);
+}
+
 export const REPLY_STREAM_MAXLEN = 10_000;
 const CACHE_LIMIT = 10_000;
 
@@ -135,6 +145,7 @@ export class ShardRunner {
     } catch (e) {
       if (!String((e as Error).message).includes('BUSYGROUP')) throw e;
     }
+    await this.applyPendingDerived();
     await this.reclaim(0);
     await this.timers.start();
     if (this.state === 'starting') {
@@ -325,7 +336,7 @@ export class ShardRunner {
     const replies: Buffer[] = [];
     const decided: unknown[] = [];
     let writes: { cmd: string; key: string; args: (string | number | Buffer)[]; absolute?: true }[] = [];
-    let derived: { cmd: string; key: string; args: (string | number | Buffer)[] }[] = [];
+    let derived: DerivedWrite[] = [];
     let timerDue = Infinity;
     // The shard writes decided so far, as the kind wrote them (relative names), for the shells of
     // the messages after them (ShellContext.pending).
@@ -360,6 +371,8 @@ export class ShardRunner {
       replies.push(encode(reply));
     }
     const changed = state !== slot.state;
+    const derivedId = batch[0]!.entry.id;
+    if (derived.length) writes.push(this.recordDerived(derivedId, derived));
     const replyHere = this.repliesInCommit();
     const messages: CommitMessage[] = batch.map((b, i) => this.commitMessage(b.entry, replies[i]!, replyHere));
     for (const b of batch) await this.env.faultPoint?.('before-commit', b.entry);
@@ -383,8 +396,8 @@ export class ShardRunner {
     this.counters.commits.inc();
     if (decided.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: slot.actorId, outputs: decided });
     this.timers.arm(timerDue);
-    if (derived.length) await this.applyDerived(redis, derived);
     for (const b of batch) await this.env.faultPoint?.('after-commit', b.entry);
+    if (derived.length) await this.applyDerived(redis, derivedId, derived);
     // Replies the commit could not deliver itself (a Cluster, or waiting for replicas).
     await this.replyAndAckMany(batch.flatMap((b, i) => (messages[i]!.mode === '0' ? [{ entry: b.entry, blob: replies[i]! }] : [])));
     return batch.length;
@@ -486,7 +499,7 @@ export class ShardRunner {
     let decided: unknown[] = [];
     let writes: { cmd: string; key: string; args: (string | number | Buffer)[]; absolute?: true }[] = [];
     let timerDue = Infinity;
-    let derived: { cmd: string; key: string; args: (string | number | Buffer)[] }[] = [];
+    let derived: DerivedWrite[] = [];
     try {
       const prepared = kind.prepare ? await kind.prepare(this.ctx, slot.state, msg) : undefined;
       const decision = kind.decide(slot.state, msg, prepared);
@@ -514,6 +527,7 @@ export class ShardRunner {
     // after it (mode '0'), so that a crash in between leaves the entry pending and the next
     // holder re-sends the stored reply (its commit finds the done record).
     const message = this.commitMessage(entry, replyBlob, this.repliesInCommit());
+    if (derived.length) writes = [...writes, this.recordDerived(entry.id, derived)];
     await this.env.faultPoint?.('before-commit', entry);
     const res = await this.env.commits.submit(this.unit(slot, [message], changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : null, decided, writes));
     if (res.status === 'stale') {
@@ -533,20 +547,51 @@ export class ShardRunner {
       this.counters.commits.inc();
       if (decided.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: entry.actorId, outputs: decided });
       this.timers.arm(timerDue);
-      if (derived.length) await this.applyDerived(redis, derived);
     }
     await this.env.faultPoint?.('after-commit', entry);
+    if (res.status !== 'dup' && derived.length) await this.applyDerived(redis, entry.id, derived);
     if (message.mode === '0') await this.replyAndAck(entry, sentBlob);
     return true;
   }
 
-  /** A decision's derived writes on a Cluster (see Decision.derivedWrites): after the commit, best effort. */
-  private async applyDerived(redis: RedisClient, derived: { cmd: string; key: string; args: (string | number | Buffer)[] }[]): Promise<void> {
+  /**
+   * The commit's record of its derived writes (a Cluster only; see Decision.derivedWrites), in
+   * the shard's slot, so the commit holds them durably even though it cannot apply them.
+   */
+  private recordDerived(id: string, derived: DerivedWrite[]): { cmd: string; key: string; args: Buffer[]; absolute: true } {
+    return { cmd: 'HSET', key: this.keys.derivedPending, args: [Buffer.from(id), encode(derived)], absolute: true };
+  }
+
+  /**
+   * A decision's derived writes on a Cluster, after its commit, then the commit's record of them
+   * dropped. When they fail the record stays and the shard's next holder applies them
+   * (applyPendingDerived).
+   */
+  private async applyDerived(redis: RedisClient, id: string, derived: DerivedWrite[]): Promise<void> {
     try {
       await Promise.all(derived.map((w) => redis.call(w.cmd, [w.key, ...w.args])));
+      await redis.hdel(this.keys.derivedPending, id);
     } catch (e) {
-      this.env.log.warn({ shard: this.name, err: e as Error }, 'derived writes after a commit failed (their readers fall back)');
+      this.env.log.warn({ shard: this.name, err: e as Error }, 'derived writes after a commit failed (the shard\'s next holder applies them)');
     }
+  }
+
+  /**
+   * At takeover, before any message: the derived writes of commits whose worker died before
+   * applying them, oldest commit first (one Redis has none: there they are part of the commit).
+   */
+  private async applyPendingDerived(): Promise<void> {
+    const { redis } = this.env;
+    if (!isCluster(redis)) return;
+    const pending = await redis.hgetallBuffer(this.keys.derivedPending);
+    const ids = Object.keys(pending).sort(compareStreamIds);
+    for (const id of ids) {
+      const derived = decode(pending[id]!) as DerivedWrite[];
+      // msgpack gives binary arguments back as Uint8Array; ioredis sends Buffers as they are.
+      for (const w of derived) await redis.call(w.cmd, [w.key, ...w.args.map((a) => (a instanceof Uint8Array && !Buffer.isBuffer(a) ? Buffer.from(a) : a))]);
+      await redis.hdel(this.keys.derivedPending, id);
+    }
+    if (ids.length) this.env.log.info({ shard: this.name, commits: ids.length }, 'applied the derived writes a previous holder left');
   }
 
   /**

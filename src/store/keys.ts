@@ -332,6 +332,14 @@ export class ShardKeys {
   get timers(): string {
     return `${this.base}timers`;
   }
+  /**
+   * Hash, on a Redis Cluster only: inbox entry id of a commit → its derived writes (msgpack),
+   * written by the commit and deleted once they are applied in their own slots; a new holder of
+   * the shard applies what is left (a worker that died in between). See Decision.derivedWrites.
+   */
+  get derivedPending(): string {
+    return `${this.base}derived`;
+  }
   /** Hash: timer member → the message body (msgpack) to deliver when it is due. */
   get timerBodies(): string {
     return `${this.base}timerbodies`;

@@ -16,7 +16,8 @@ import { executeMoves, rebalance } from '../../src/runtime/cluster-admin';
 import { INBOX_GROUP, KeySpace } from '../../src/store/keys';
 import { connectRedis } from '../../src/store/redis';
 import { decode } from '../../src/store/codec';
-import type { LedgerReply } from '../../actors/ledger';
+import { LEDGER_INDEX, type LedgerReply } from '../../actors/ledger';
+import { shardOf } from '../../src/store/shards';
 import { freePort } from '../setup/free-port';
 import { MODES, rig, silent, targetFor, waitFor, type Mode, type Rig } from './harness';
 
@@ -127,6 +128,33 @@ for (const mode of MODES) {
       expect(await c.ask('user', 'ledger', actor, { op: 'read' }, { timeoutMs: 30_000 })).toMatchObject({ count: 1, sum: 5 });
       await waitFor('w2 to own every shard', async () => (await leaseOwners(r)).every((o) => o === 'w2'));
       console.log(`[${mode}] takeover after kill -9 answered in ${takeoverMs} ms (lease ttl 1500 ms)`);
+    });
+
+    it("kill -9 right after a commit with derived writes (on a Cluster outside the commit's slot): the shard's next holder applies them", async () => {
+      r = await rig(mode, { shards: 4 });
+      const w1 = spawnWorker(mode, r, 'w1', { AXON_FAULT: 'after-commit', AXON_FAULT_MATCH: 'crash-here' });
+      procs.push(w1);
+      await waitFor('w1 to own every shard', async () => (await leaseOwners(r)).every((o) => o === 'w1'));
+      const c = await r.client();
+      const actor = '@indexer:test';
+      const index = `${r.prefix}${LEDGER_INDEX}`;
+      const answer = c.ask<LedgerReply>('user', 'ledger', actor, { op: 'index', name: 'k1', value: 'v1' }, { mid: 'crash-here-3', timeoutMs: 30_000 });
+      await waitFor('w1 to commit and stop', () => w1.output().includes('fault point reached'));
+      // On one Redis the derived write is part of the commit; on a Cluster it is not applied yet.
+      expect(await r.redis.hget(index, 'k1')).toBe(mode === 'single' ? 'v1' : null);
+      await w1.kill9();
+      const w2 = spawnWorker(mode, r, 'w2');
+      procs.push(w2);
+      expect(await answer).toMatchObject({ count: 1 });
+      await waitFor('w2 to own every shard', async () => (await leaseOwners(r)).every((o) => o === 'w2'));
+      expect(await r.redis.hget(index, 'k1')).toBe('v1');
+      // Applied once taken over, the commit's record of them is gone.
+      const shard = r.keys.shard('user', shardOf(actor, r.shardCounts.user));
+      expect(await r.redis.hlen(shard.derivedPending)).toBe(0);
+      // A derived write with no crash is applied and leaves no record either.
+      expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'index', name: 'k2', value: 'v2' })).toMatchObject({ count: 2 });
+      expect(await r.redis.hget(index, 'k2')).toBe('v2');
+      await waitFor('the record of the second commit to be dropped', async () => (await r.redis.hlen(shard.derivedPending)) === 0);
     });
 
     it('moves shards between live workers during a stream of 10,000 messages: all applied once, in order per actor', async () => {
