@@ -18,6 +18,7 @@ import { shardOf, type Family } from '../store/shards';
 import { decode, encode, encodeScriptArgs } from '../store/codec';
 import type { KeySpace } from '../store/keys';
 import { duplicateClient, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
+import { SendTrace, sendTrace } from './send-trace';
 
 /** How long a reply stream outlives its process; renewed (or re-created) every 30 s while it runs. */
 const REPLY_STREAM_TTL_MS = 60 * 60 * 1000;
@@ -132,6 +133,7 @@ export class ActorClient {
           continue;
         }
         if (!res) continue;
+        const readAt = sendTrace ? SendTrace.now() : 0;
         const ids: string[] = [];
         for (const [idBuf, fields] of res[0]![1]) {
           const id = idBuf.toString();
@@ -143,7 +145,10 @@ export class ActorClient {
           for (let i = 0; i + 1 < fields.length; i += 2) {
             const name = fields[i]!.toString();
             if (name === 'mid') mid = fields[i + 1]!.toString();
-            else if (name === 'b') this.deliver(mid, fields[i + 1]!);
+            else if (name === 'b') {
+              sendTrace?.mark(mid, 'rep', true, readAt);
+              this.deliver(mid, fields[i + 1]!);
+            }
           }
         }
         // Replies are read once; delete them so the stream stays small.
@@ -175,6 +180,7 @@ export class ActorClient {
     if (!this.reader) throw new Error('ActorClient.start() first');
     if (this.closing) throw new Error('ActorClient is shutting down');
     const mid = opts.mid ?? this.newMessageId();
+    sendTrace?.mark(mid, 'ask', true);
     const timeoutMs = opts.timeoutMs ?? 10_000;
     const result = new Promise<R>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -188,6 +194,7 @@ export class ActorClient {
     result.catch(() => undefined);
     try {
       await this.enqueue(family, kind, actorId, body, mid, this.replyStream);
+      sendTrace?.mark(mid, 'enq', true);
     } catch (e) {
       const w = this.waiters.get(mid);
       if (w) {
