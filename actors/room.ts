@@ -23,7 +23,7 @@
  * output stream annotated with the state change it caused, so readers never ask for it.
  */
 import { createHash } from 'node:crypto';
-import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type ShellContext, type StoreWrite } from '../src/runtime/actor';
+import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type PrefetchedFields, type ShellContext, type StoreWrite } from '../src/runtime/actor';
 import { checkEventAuth, authEventSelection } from '../src/protocol/auth-rules';
 import { encodeBase64Url } from '../src/protocol/base64';
 import { computeEventId, hashAndSignEvent, hashSignAndIdentify, roomIdFromCreateEvent, serverNameOf, verifyEventSignature, type SignedEvent } from '../src/protocol/event-hashing';
@@ -1126,7 +1126,7 @@ export function roomActor(cfg: RoomConfig): ActorKind<RoomState, RoomMessage, Ro
       return prepareSend(roomStoreView(ctx), state, msg.body);
     },
     decide: (state, msg, prepared) => withRoomListed(state, withEventRoomIndex(decideRoom(cfg, state, msg, prepared), state.roomId)),
-    batch: { max: ROOM_BATCH_MAX, accepts: roomBatchAccepts },
+    batch: { max: ROOM_BATCH_MAX, accepts: roomBatchAccepts, prefetch: prefetchSendTxns },
   };
 }
 
@@ -1149,6 +1149,20 @@ export function roomBatchAccepts(body: RoomMessage): boolean {
   return op === 'send' || op === 'set_directory_visibility' || op === 'alias_index' || op === 'claim_upgrade' || op === 'release_upgrade';
 }
 
+/**
+ * The transaction ids of a batch's sends, looked up in one HMGET before the first shell runs
+ * (ActorKind.batch.prefetch): prepareSend's HGET one message after the other made a batch of n
+ * sends wait n round trips — each answered only after the fsync of the commits then in flight —
+ * before its commit went out, and the sends queued behind it waited for all of them.
+ */
+export async function prefetchSendTxns(ctx: ShellContext, state: RoomState, msgs: ActorMessage<RoomMessage>[]): Promise<PrefetchedFields> {
+  const txns = [...new Set(msgs.flatMap((m) => (m.body?.op === 'send' && m.body.txn ? [m.body.txn] : [])))];
+  if (!txns.length) return new Map();
+  const name = roomData.txns(state.roomId);
+  const values = await ctx.redis.hmget(ctx.keys.data(name), ...txns);
+  return new Map([[name, new Map(txns.map((t, i) => [t, values[i] ?? null]))]]);
+}
+
 /** What a local send's shell reads of the room's shard (names relative to it). */
 export interface RoomStoreView {
   get(name: string): Promise<Buffer | null>;
@@ -1164,7 +1178,11 @@ export interface RoomStoreView {
 export function roomStoreView(ctx: ShellContext): RoomStoreView {
   return overlayPending(ctx.pending, {
     get: (name) => ctx.redis.getBuffer(ctx.keys.data(name)),
-    hget: (name, field) => ctx.redis.hget(ctx.keys.data(name), field),
+    hget: (name, field) => {
+      // Read ahead for the batch (prefetchSendTxns): the store's answer before the batch.
+      const ahead = ctx.prefetched?.get(name)?.get(field);
+      return ahead !== undefined ? Promise.resolve(ahead) : ctx.redis.hget(ctx.keys.data(name), field);
+    },
   });
 }
 

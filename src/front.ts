@@ -88,8 +88,10 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
     });
   }
   const id = frontId ?? `f-${randomBytes(6).toString('hex')}`;
-  const actors = new ActorClient(redis, keySpace, shardCounts, id);
+  // The enqueues (/send's write path) on a connection of their own, watched like the command one.
+  const actors = new ActorClient(redis, keySpace, shardCounts, id, { ownWriteConnection: true });
   await actors.start();
+  const stopWriteWatchdog = watchConnections(actors.writeConnection, { stallMs: 2 * config.redis.pingTimeoutMs, log });
   let closing = false;
   const front = new Front({
     host: config.bindHost,
@@ -156,6 +158,7 @@ export async function startFront(config: AxonConfig, redis: RedisClient, keys: S
       await heartbeat.stop();
       health.stop();
       stopWatchdog();
+      stopWriteWatchdog();
     },
   };
 }

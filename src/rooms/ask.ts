@@ -15,15 +15,15 @@ export interface SendReply {
 }
 
 /** Ask the room actor; its rejections (M_FORBIDDEN, …) come back as the Matrix error they are. */
-export function askRoom(ctx: ApiContext, roomId: string, body: unknown): Promise<SendReply> {
-  return askRoomFamily<SendReply>(ctx, 'room', roomId, body);
+export function askRoom(ctx: ApiContext, roomId: string, body: unknown, opts: { mid?: string } = {}): Promise<SendReply> {
+  return askRoomFamily<SendReply>(ctx, 'room', roomId, body, opts);
 }
 
 /**
  * Ask an actor of the room family (a room, or an alias: actors/alias.ts); rejections come back
  * as Matrix errors, a timeout as 504 (the command stays in the inbox and is still applied).
  */
-export async function askRoomFamily<R>(ctx: ApiContext, kind: 'room' | 'alias' | 'typing' | 'receipt', actorId: string, body: unknown, opts: { timeoutMs?: number } = {}): Promise<R> {
+export async function askRoomFamily<R>(ctx: ApiContext, kind: 'room' | 'alias' | 'typing' | 'receipt', actorId: string, body: unknown, opts: { timeoutMs?: number; mid?: string } = {}): Promise<R> {
   try {
     const reply = await ctx.actors.ask<R>('room', kind, actorId, body, opts);
     // A room actor that accepted a command may have changed the room (ApiContext.roomWritten).
@@ -37,6 +37,6 @@ export async function askRoomFamily<R>(ctx: ApiContext, kind: 'room' | 'alias' |
 }
 
 /** Send an event built from a template (the actor signs and authorises it). */
-export function sendEvent(ctx: ApiContext, roomId: string, event: EventTemplate, txn?: string): Promise<SendReply> {
-  return askRoom(ctx, roomId, txn ? { op: 'send', event, txn } : { op: 'send', event });
+export function sendEvent(ctx: ApiContext, roomId: string, event: EventTemplate, txn?: string, opts: { mid?: string } = {}): Promise<SendReply> {
+  return askRoom(ctx, roomId, txn ? { op: 'send', event, txn } : { op: 'send', event }, opts);
 }

@@ -17,7 +17,8 @@ import type { ReplyEnvelope } from './actor';
 import { shardOf, type Family } from '../store/shards';
 import { decode, encode, encodeScriptArgs } from '../store/codec';
 import type { KeySpace } from '../store/keys';
-import { duplicateClient, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
+import { commandClient, duplicateClient, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
+import { SendTrace, sendTrace } from './send-trace';
 
 /** How long a reply stream outlives its process; renewed (or re-created) every 30 s while it runs. */
 const REPLY_STREAM_TTL_MS = 60 * 60 * 1000;
@@ -73,6 +74,12 @@ export class ActorClient {
   private readonly replyStream: string;
   private replyTtlTimer: NodeJS.Timeout | null = null;
   private reader: RedisClient | null = null;
+  /**
+   * Where the enqueues go: `redis`, or (ownWriteConnection: a front) a connection of their own, so
+   * that a /send's enqueue does not queue on the socket behind the replies of the /sync reads
+   * sent before it on the shared command connection (feeds, snapshots: up to megabytes).
+   */
+  private writer: RedisClient;
   private readonly waiters = new Map<string, Waiter>();
   private counter = 0;
   private closed = false;
@@ -84,13 +91,21 @@ export class ActorClient {
     private readonly keys: KeySpace,
     private readonly shardCounts: Record<Family, number>,
     frontId?: string,
+    private readonly opts: { ownWriteConnection?: boolean } = {},
   ) {
     this.frontId = frontId ?? 'f';
     this.replyStream = keys.replies(`${this.frontId}.${this.incarnation}`);
+    this.writer = redis;
+  }
+
+  /** The connection the enqueues use (a front watches it like its command connection). */
+  get writeConnection(): RedisClient {
+    return this.writer;
   }
 
   async start(): Promise<void> {
     this.reader = duplicateClient(this.redis);
+    if (this.opts.ownWriteConnection) this.writer = commandClient(this.redis);
     // The stream must exist before the first ask: workers reply only to streams that exist
     // (reply-1.lua), so that replies to a front that died do not recreate its stream forever.
     // An empty stream stays; its TTL is renewed while this process lives.
@@ -132,6 +147,7 @@ export class ActorClient {
           continue;
         }
         if (!res) continue;
+        const readAt = sendTrace ? SendTrace.now() : 0;
         const ids: string[] = [];
         for (const [idBuf, fields] of res[0]![1]) {
           const id = idBuf.toString();
@@ -143,7 +159,10 @@ export class ActorClient {
           for (let i = 0; i + 1 < fields.length; i += 2) {
             const name = fields[i]!.toString();
             if (name === 'mid') mid = fields[i + 1]!.toString();
-            else if (name === 'b') this.deliver(mid, fields[i + 1]!);
+            else if (name === 'b') {
+              sendTrace?.mark(mid, 'rep', true, readAt);
+              this.deliver(mid, fields[i + 1]!);
+            }
           }
         }
         // Replies are read once; delete them so the stream stays small.
@@ -175,6 +194,7 @@ export class ActorClient {
     if (!this.reader) throw new Error('ActorClient.start() first');
     if (this.closing) throw new Error('ActorClient is shutting down');
     const mid = opts.mid ?? this.newMessageId();
+    sendTrace?.mark(mid, 'ask', true);
     const timeoutMs = opts.timeoutMs ?? 10_000;
     const result = new Promise<R>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -188,6 +208,7 @@ export class ActorClient {
     result.catch(() => undefined);
     try {
       await this.enqueue(family, kind, actorId, body, mid, this.replyStream);
+      sendTrace?.mark(mid, 'enq', true);
     } catch (e) {
       const w = this.waiters.get(mid);
       if (w) {
@@ -213,8 +234,8 @@ export class ActorClient {
     if (isCluster(this.redis)) {
       // The entry must exist before the wake-up is seen; on a cluster the two commands may go
       // to different nodes, so wait for the first.
-      await this.redis.xadd(shardKeys.inbox, '*', ...fields);
-      await this.redis.publish(wake, '1');
+      await this.writer.xadd(shardKeys.inbox, '*', ...fields);
+      await this.writer.publish(wake, '1');
     } else {
       // The asks of one turn go in ONE call (enqueue-many-1.lua): every entry appended, then each
       // woken shard's channel published once, so the wake-up always finds the entries.
@@ -256,7 +277,7 @@ export class ActorClient {
     }
     let res: unknown[];
     try {
-      res = (await runScriptBuffer(this.redis, 'enqueueMany', keys, [encodeScriptArgs(args), ...channels])) as unknown[];
+      res = (await runScriptBuffer(this.writer, 'enqueueMany', keys, [encodeScriptArgs(args), ...channels])) as unknown[];
     } catch (err) {
       for (const e of batch) e.reject(err as Error);
       return;
@@ -285,6 +306,7 @@ export class ActorClient {
     }
     this.reader?.disconnect();
     this.reader = null;
+    if (this.writer !== this.redis) this.writer.disconnect();
     await this.redis.del(this.replyStream).catch(() => undefined);
   }
 }

@@ -82,7 +82,16 @@ export interface ShellContext {
    * a redaction targets) it must look up here first, newest last. Undefined outside a batch.
    */
   pending?: readonly StoreWrite[];
+  /**
+   * Inside a group commit whose kind reads ahead (ActorKind.batch.prefetch): hash fields read for
+   * the whole batch in one round trip before its first `prepare`, as the store held them then —
+   * hash name (relative to the shard) → field → value (null: absent). `pending` still comes first.
+   */
+  prefetched?: PrefetchedFields;
 }
+
+/** Hash fields a batch read ahead: hash name (relative to the shard) → field → value (null: absent). */
+export type PrefetchedFields = ReadonlyMap<string, ReadonlyMap<string, string | null>>;
 
 export interface ActorKind<S = unknown, M = unknown, R = unknown, P = undefined> {
   /** Name carried in inbox entries (`k`), e.g. `room`, `user`, `ledger`. */
@@ -113,7 +122,16 @@ export interface ActorKind<S = unknown, M = unknown, R = unknown, P = undefined>
    * against the state its predecessors in the batch left, with their writes in `ctx.pending`:
    * a kind whose shell reads what its own decisions write must consult them (actors/room.ts).
    */
-  batch?: { max: number; accepts(body: M): boolean };
+  batch?: {
+    max: number;
+    accepts(body: M): boolean;
+    /**
+     * What every message's `prepare` in the batch would read one round trip at a time, read at
+     * once before the first (ShellContext.prefetched): a batch of sends waited for one Redis round
+     * trip per message — each behind the fsync of the commits in flight — before its own commit.
+     */
+    prefetch?(ctx: ShellContext, state: S, msgs: ActorMessage<M>[]): Promise<PrefetchedFields>;
+  };
 }
 
 /**

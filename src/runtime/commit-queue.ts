@@ -17,6 +17,7 @@ import type { RedisClient } from '../store/redis';
 import { isCluster, runScriptBuffer } from '../store/redis';
 import { encodeScriptArgs } from '../store/codec';
 import { chunks, groupBy, Rejected, TurnBatcher } from '../store/turn-batcher';
+import { sendTrace } from './send-trace';
 
 export interface CommitMessage {
   /** Inbox entry id. */
@@ -124,7 +125,9 @@ export class CommitQueue {
     }
     // The arguments travel as one msgpack array (commit-many-3.lua decodes it): one argument for
     // the client to write and for Redis to turn into a Lua string, instead of thousands.
+    if (sendTrace) for (const u of call) for (const m of u.messages) sendTrace.mark(m.mid, 'sent');
     const res = (await runScriptBuffer(this.redis, 'commitMany', keys, [encodeScriptArgs(args)])) as Buffer[][];
+    if (sendTrace) for (const u of call) for (const m of u.messages) sendTrace.end(m.mid, 'dur');
     return call.map((_, i): CommitResult | Rejected => {
       const r = res[i];
       const status = r?.[0]?.toString();

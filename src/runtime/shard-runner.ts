@@ -22,6 +22,7 @@ import type { CommitMessage, CommitQueue, CommitUnit } from './commit-queue';
 import type { GroupReads } from './group-reads';
 import { ShardTimers, timerWrites } from './timers';
 import { familyCounters } from '../ops/metrics';
+import { sendTrace } from './send-trace';
 
 export interface RunnerEnv {
   redis: RedisClient;
@@ -242,6 +243,7 @@ export class ShardRunner {
       slot = { key, kind, actorId: entry.actorId, queue: [], running: false, state: undefined, loaded: false };
       this.slots.set(key, slot);
     }
+    sendTrace?.mark(entry.mid, 'read');
     slot.queue.push({ entry, deliveries });
     this.buffered++;
     this.tracked.add(id);
@@ -331,6 +333,7 @@ export class ShardRunner {
   private async applyBatch(slot: ActorSlot, batch: { entry: InboxEntry; body: unknown }[]): Promise<number | false> {
     const { redis } = this.env;
     const kind = slot.kind;
+    if (sendTrace) for (const b of batch) sendTrace.mark(b.entry.mid, 'start');
     await this.load(slot);
     let state = slot.state;
     const replies: Buffer[] = [];
@@ -341,9 +344,12 @@ export class ShardRunner {
     // The shard writes decided so far, as the kind wrote them (relative names), for the shells of
     // the messages after them (ShellContext.pending).
     const pending: StoreWrite[] = [];
-    const ctx: ShellContext = { ...this.ctx, pending };
-    for (const { entry, body } of batch) {
-      const msg: ActorMessage<unknown> = { mid: entry.mid, actorId: entry.actorId, body, enqueuedAt: entry.enqueuedAt };
+    const msgs = batch.map(({ entry, body }): ActorMessage<unknown> => ({ mid: entry.mid, actorId: entry.actorId, body, enqueuedAt: entry.enqueuedAt }));
+    const prefetched = kind.batch?.prefetch ? await kind.batch.prefetch(this.ctx, state, msgs) : undefined;
+    const ctx: ShellContext = prefetched ? { ...this.ctx, pending, prefetched } : { ...this.ctx, pending };
+    for (let i = 0; i < batch.length; i++) {
+      const entry = batch[i]!.entry;
+      const msg = msgs[i]!;
       let reply: ReplyEnvelope;
       try {
         const prepared = kind.prepare ? await kind.prepare(ctx, state, msg) : undefined;
@@ -375,6 +381,7 @@ export class ShardRunner {
     if (derived.length) writes.push(this.recordDerived(derivedId, derived));
     const replyHere = this.repliesInCommit();
     const messages: CommitMessage[] = batch.map((b, i) => this.commitMessage(b.entry, replies[i]!, replyHere));
+    if (sendTrace) for (const b of batch) sendTrace.mark(b.entry.mid, 'dec');
     for (const b of batch) await this.env.faultPoint?.('before-commit', b.entry);
     const res = await this.env.commits.submit(this.unit(slot, messages, changed ? encode(kind.serialize ? kind.serialize(state) : state) : null, decided, writes));
     if (res.status === 'stale') {
@@ -492,6 +499,7 @@ export class ShardRunner {
   private async apply(slot: ActorSlot, entry: InboxEntry): Promise<boolean> {
     const { redis } = this.env;
     const kind = slot.kind;
+    sendTrace?.mark(entry.mid, 'start');
     await this.load(slot);
     const msg: ActorMessage<unknown> = { mid: entry.mid, actorId: entry.actorId, body: decode(entry.body), enqueuedAt: entry.enqueuedAt };
     let nextState = slot.state;
@@ -528,6 +536,7 @@ export class ShardRunner {
     // holder re-sends the stored reply (its commit finds the done record).
     const message = this.commitMessage(entry, replyBlob, this.repliesInCommit());
     if (derived.length) writes = [...writes, this.recordDerived(entry.id, derived)];
+    sendTrace?.mark(entry.mid, 'dec');
     await this.env.faultPoint?.('before-commit', entry);
     const res = await this.env.commits.submit(this.unit(slot, [message], changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : null, decided, writes));
     if (res.status === 'stale') {

@@ -113,6 +113,17 @@ export function duplicateClient(client: RedisClient): RedisClient {
   return dup;
 }
 
+/**
+ * A second command connection to the same target with the same options (its command timeout
+ * too): for traffic that must not queue behind the other's (a front's enqueues).
+ */
+export function commandClient(client: RedisClient): RedisClient {
+  const dup = client instanceof Cluster ? client.duplicate() : client.duplicate();
+  defineScripts(dup);
+  quietErrors(dup);
+  return dup;
+}
+
 function withoutCommandTimeout(client: RedisClient): RedisClient {
   if (client instanceof Cluster) return client.duplicate([], { redisOptions: { ...client.options.redisOptions, commandTimeout: undefined } });
   return client.duplicate({ commandTimeout: undefined });

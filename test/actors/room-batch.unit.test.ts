@@ -6,12 +6,14 @@
  * shells read is the map of what earlier commits wrote.
  */
 import { describe, expect, it } from 'vitest';
-import { buildCreateEvent, emptyRoom, overlayPending, pendingValue, prepareSend, roomActor, roomBatchAccepts, ROOM_BATCH_MAX, type RoomStoreView } from '../../actors/room';
+import RedisMock from 'ioredis-mock';
+import { buildCreateEvent, emptyRoom, overlayPending, pendingValue, prefetchSendTxns, prepareSend, roomActor, roomBatchAccepts, roomStoreView, ROOM_BATCH_MAX, type RoomStoreView } from '../../actors/room';
 import type { RoomConfig, RoomMessage, RoomOutput, RoomState, StoredEvent } from '../../src/rooms/model';
-import { ActorRejection, type ActorMessage, type StoreWrite } from '../../src/runtime/actor';
+import { ActorRejection, type ActorMessage, type ShellContext, type StoreWrite } from '../../src/runtime/actor';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { decode } from '../../src/store/codec';
-import { roomData } from '../../src/store/keys';
+import { KeySpace, roomData } from '../../src/store/keys';
+import type { RedisClient } from '../../src/store/redis';
 import type { JsonObject } from '../../src/protocol/json';
 
 const cfg: RoomConfig = { serverName: 'test.local', signingKey: signingKeyFromSeed('ed25519:t', new Uint8Array(32).fill(5)) };
@@ -227,5 +229,41 @@ describe('room group commit: what may share a batch, and reading pending writes'
     expect(pendingValue(pending, 'b')).toBeNull();
     expect(pendingValue(pending, 'c')).toBeUndefined();
     expect(pendingValue(undefined, 'a')).toBeUndefined();
+  });
+
+  it("a batch's transaction ids are read in one HMGET before its shells; the shells then ask Redis nothing, and the batch's own writes still come first", async () => {
+    const redis = new RedisMock() as unknown as RedisClient;
+    const keys = new KeySpace('t:').shard('room', 3);
+    const state = emptyRoom('!r:test.local');
+    const txns = roomData.txns(state.roomId);
+    await redis.hset(keys.data(txns), 'known', '$seen');
+    const msgs = ['known', 'fresh', 'fresh', 'later'].map((txn, i): ActorMessage<RoomMessage> => ({ mid: `m${i}`, actorId: state.roomId, body: send('m.room.message', alice, { body: txn }, { txn }), enqueuedAt: 0 }));
+    const calls: string[] = [];
+    const counted = new Proxy(redis, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver);
+        return typeof v === 'function' && ['hget', 'hmget', 'get', 'getBuffer'].includes(String(prop)) ? (...a: unknown[]) => (calls.push(String(prop)), v.apply(target, a)) : v;
+      },
+    });
+    const ctx: ShellContext = { redis: counted, keys, family: 'room', shard: 3 };
+    const prefetched = await prefetchSendTxns(ctx, state, msgs);
+    expect(calls).toEqual(['hmget']);
+    // The second 'fresh' sees the first's write (pending), not the store's null read ahead.
+    const pending: StoreWrite[] = [{ cmd: 'HSET', key: txns, args: ['fresh', '$first'] }];
+    const view = overlayPending(pending, roomStoreView({ ...ctx, pending, prefetched }));
+    expect(await view.hget(txns, 'known')).toBe('$seen');
+    expect(await view.hget(txns, 'fresh')).toBe('$first');
+    expect(await view.hget(txns, 'later')).toBeNull();
+    expect(calls).toEqual(['hmget']);
+    // Prepared through the view, a batch's send finds a repeated transaction id as one by one.
+    expect((await prepareSend(view, state, msgs[0]!.body as Extract<RoomMessage, { op: 'send' }>)).txnEventId).toBe('$seen');
+    expect((await prepareSend(view, state, msgs[3]!.body as Extract<RoomMessage, { op: 'send' }>)).txnEventId).toBeUndefined();
+    // A field not read ahead still goes to the store.
+    expect(await view.hget(txns, 'other')).toBeNull();
+    expect(calls).toEqual(['hmget', 'hget']);
+    // A batch without transaction ids reads nothing.
+    calls.length = 0;
+    expect((await prefetchSendTxns(ctx, state, [{ mid: 'x', actorId: state.roomId, body: { op: 'set_directory_visibility', visibility: 'public' } as RoomMessage, enqueuedAt: 0 }])).size).toBe(0);
+    expect(calls).toEqual([]);
   });
 });

@@ -86,6 +86,31 @@ for (const mode of MODES) {
       expect(await (await r.client()).ask('user', 'ledger', '@restart:test', { op: 'read' })).toMatchObject({ count: 40, outOfOrder: 0 });
     });
 
+    it("a front's asks do not queue behind its command connection's slow replies (ownWriteConnection)", async () => {
+      // A /send's enqueue once shared the front's one command connection with the /sync reads:
+      // it waited for every reply sent before it. Here the command connection is held by a
+      // blocking read that ends only when the ask has been answered.
+      r = await rig(mode);
+      await r.startWorker('w1');
+      const { ActorClient } = await import('../../src/runtime/actor-client');
+      const { connectRedis } = await import('../../src/store/redis');
+      const shared = connectRedis(r.target);
+      const c = new ActorClient(shared, r.keys, r.shardCounts, 'f-own', { ownWriteConnection: true });
+      await c.start();
+      const release = r.keys.shard('user', 0).data('test:release-blocked-read');
+      let blockedDone = false;
+      const blocked = shared.blpop(release, 30).then(() => {
+        blockedDone = true;
+      });
+      const reply = await c.ask<LedgerReply>('user', 'ledger', '@own-write:test', { op: 'append', producer: 'p', seq: 1, value: 7 });
+      expect(reply).toMatchObject({ count: 1, sum: 7 });
+      expect(blockedDone).toBe(false);
+      await r.redis.lpush(release, 'go');
+      await blocked;
+      await c.close();
+      shared.disconnect();
+    });
+
     it('a reply to a front that is gone does not recreate its reply stream', async () => {
       r = await rig(mode);
       await r.startWorker('w1');

@@ -38,6 +38,7 @@ import { leaveRemoteRoom } from '../../rooms/join-remote';
 import { askAppservicesForUser } from '../../rooms/appservice-users';
 import { inviteRemoteUser } from '../../rooms/invite-remote';
 import { requestedDelay, scheduleDelayedEvent } from './delayed-events';
+import { sendTrace } from '../../runtime/send-trace';
 
 export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   const index = new MembershipIndex(ctx.redis, ctx.keys, ctx.shardCounts.user);
@@ -179,6 +180,9 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
   // ---- events ----
 
   clientRoute(front, 'PUT', '/rooms/:roomId/send/:eventType/:txnId', async (req) => {
+    // AXON_SEND_TRACE (src/runtime/send-trace.ts): this send's stages, under the message id it asks with.
+    const mid = sendTrace ? ctx.actors.newMessageId() : undefined;
+    if (mid) sendTrace!.begin(mid, 'h0');
     const user = await requireUser(ctx, req);
     const roomId = requireRoomId(req.params.roomId);
     const content = bodyObject(req);
@@ -188,7 +192,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     // MSC4140: scheduled for later (src/api/client/delayed-events.ts).
     if (delay !== null) return { body: await scheduleDelayedEvent(ctx, user, roomId, req.params.eventType!, undefined, content, delay, txnKey('send', user.userId, user.deviceId, req.params.txnId!)) };
     const txn = txnKey('send', user.userId, user.deviceId, req.params.txnId!);
-    const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txn).catch((e: unknown) => {
+    const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txn, mid ? { mid } : {}).catch((e: unknown) => {
       // A room remembered here and purged since (or being purged): its actor answers "Unknown
       // room" / "being purged" (404). Answer as for any room this front does not know — 403, so
       // that a send does not tell a purged room from one that never existed — and forget it.
@@ -200,6 +204,7 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     });
     rememberSentTxn(reply.event_id, txn);
     presenceOnActivity(ctx, user.userId);
+    if (mid) sendTrace!.end(mid, 'ans');
     return { body: { event_id: reply.event_id } };
   });
 
