@@ -160,11 +160,12 @@ export class ActorClient {
           ids.push(id);
           // One entry holds one reply or several (a group commit's replies to this process:
           // commit-many-3.lua), each a `mid` field followed by its `b`.
+          // Field names told apart by their bytes: `mid` (3 bytes), `b` (1), no string made per name.
           let mid = '';
           for (let i = 0; i + 1 < fields.length; i += 2) {
-            const name = fields[i]!.toString();
-            if (name === 'mid') mid = fields[i + 1]!.toString();
-            else if (name === 'b') this.deliver(mid, fields[i + 1]!);
+            const name = fields[i]!;
+            if (name.length === 3 && name[0] === 0x6d && name[1] === 0x69 && name[2] === 0x64) mid = fields[i + 1]!.toString();
+            else if (name.length === 1 && name[0] === 0x62) this.deliver(mid, fields[i + 1]!);
           }
         }
         // Replies are read once; delete them so the stream stays small.
