@@ -79,6 +79,11 @@ interface TimeoutQueue {
   timer: NodeJS.Timeout | null;
   /** The deadline the timer is set for. */
   armedFor: number;
+  /**
+   * Length past which the settled waiters are filtered out of the list: an ask that stays
+   * unanswered at the head (a slow actor) must not keep every later, answered one in memory.
+   */
+  compactAt: number;
 }
 
 /** How long one read of the reply stream blocks in Redis (ms). */
@@ -198,8 +203,14 @@ export class ActorClient {
   /** Queue `w` for its timeout (`ms` after now; its queue is in deadline order). */
   private track(w: Waiter, ms: number): void {
     let q = this.timeouts.get(ms);
-    if (!q) this.timeouts.set(ms, (q = { ms, list: [], head: 0, timer: null, armedFor: Infinity }));
+    if (!q) this.timeouts.set(ms, (q = { ms, list: [], head: 0, timer: null, armedFor: Infinity, compactAt: 1024 }));
     q.list.push(w);
+    if (q.list.length - q.head >= q.compactAt) {
+      // Still in deadline order; at most twice the live waiters are kept (amortised O(1) an ask).
+      q.list = q.list.slice(q.head).filter((x) => !x.settled);
+      q.head = 0;
+      q.compactAt = Math.max(1024, 2 * q.list.length);
+    }
     this.expire(q, -Infinity);
   }
 

@@ -61,6 +61,23 @@ for (const mode of MODES) {
       expect(late.every((x) => x.count === 1)).toBe(true);
     });
 
+    it('an unanswered ask still times out at its deadline after thousands of settled asks behind it were dropped from its queue', async () => {
+      r = await rig(mode);
+      const c = await r.client();
+      // No worker: the first ask stays unanswered at the head of its timeout queue.
+      const started = performance.now();
+      const head = c.ask('user', 'ledger', '@head:test', { op: 'read' }, { timeoutMs: 400 }).catch((e: unknown) => ({ e, at: performance.now() - started }));
+      // 3,000 asks of the same timeout that fail at once (a body msgpack cannot hold): settled
+      // behind the head, past the length at which the queue drops its settled waiters.
+      const failed = await Promise.allSettled(Array.from({ length: 3000 }, (_, i) => c.ask('user', 'ledger', `@f${i}:test`, { v: 1n << 70n }, { timeoutMs: 400 })));
+      expect(failed.every((f) => f.status === 'rejected' && !(f.reason instanceof ActorTimeoutError))).toBe(true);
+      const tail = c.ask('user', 'ledger', '@tail:test', { op: 'read' }, { timeoutMs: 400 }).catch((e: unknown) => e);
+      const h = (await head) as { e: unknown; at: number };
+      expect(h.e).toBeInstanceOf(ActorTimeoutError);
+      expect(h.at).toBeGreaterThanOrEqual(399);
+      expect(await tail).toBeInstanceOf(ActorTimeoutError);
+    });
+
     it('commits a decision whose writes run past a spread call and Lua unpack (70,000 hash fields + 70,000 set members)', async () => {
       // Regression: a remote join of a 10,000-member room failed with "RangeError: Maximum call
       // stack size exceeded" (the commit's arguments spread into the script call).
