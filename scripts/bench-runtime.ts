@@ -8,7 +8,8 @@
  * default 200), BENCH_ACTORS (default 1000), BENCH_SHARDS (per family, default 256), BENCH_FSYNC
  * (redis appendfsync: always, as Axon runs it, or everysec to see what fsync costs), BENCH_CPU_PROF
  * (a directory: the workers write V8 CPU profiles there), BENCH_REDIS_STATS=1 (each phase's Redis
- * commands per message, from INFO commandstats).
+ * commands per message, from INFO commandstats, and the bytes per message in and out of Redis and
+ * appended to its AOF).
  *
  * Each phase also prints the CPU time per message of the workers (or the raw consumer's side: it
  * runs in this process), of this process, and of Redis: on a machine shared with other work the
@@ -48,6 +49,8 @@ interface Result {
   redisCalls?: Record<string, number>;
   /** Redis CPU µs per message by command, as INFO commandstats counts it (BENCH_REDIS_STATS=1; a script's commands count in both). */
   redisUs?: Record<string, number>;
+  /** Bytes per message into and out of Redis (all clients) and appended to its AOF (BENCH_REDIS_STATS=1). */
+  redisBytes?: { in: number; out: number; aof: number };
 }
 
 /** A process's CPU time so far (ms), from /proc (Linux; 0 once it is gone). */
@@ -65,8 +68,14 @@ async function measure(redis: ReturnType<typeof connectRedis>, pids: number[]): 
     for (const m of (await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) out.set(m[1]!, { calls: Number(m[2]), usec: Number(m[3]) });
     return out;
   };
+  const bytes = async () => {
+    const info = (await redis.info('stats')) + (await redis.info('persistence'));
+    const get = (k: string) => Number(new RegExp(`^${k}:(\\d+)`, 'm').exec(info)?.[1] ?? 0);
+    return { in: get('total_net_input_bytes'), out: get('total_net_output_bytes'), aof: get('aof_current_size') };
+  };
   const stats = process.env.BENCH_REDIS_STATS === '1';
   const callsBefore = stats ? await calls() : null;
+  const bytesBefore = stats ? await bytes() : null;
   const before = { workers: pids.reduce((a, p) => a + procCpuMs(p), 0), client: process.cpuUsage(), redis: await redisCpu() };
   return {
     async done(r) {
@@ -75,6 +84,10 @@ async function measure(redis: ReturnType<typeof connectRedis>, pids: number[]): 
       const redisMs = (await redisCpu()) - before.redis;
       const n = Math.max(1, r.messages);
       r.cpuUs = { workers: Math.round((workersMs * 1000) / n), client: Math.round((client.user + client.system) / n), redis: Math.round((redisMs * 1000) / n) };
+      if (bytesBefore) {
+        const b = await bytes();
+        r.redisBytes = { in: Math.round((b.in - bytesBefore.in) / n), out: Math.round((b.out - bytesBefore.out) / n), aof: Math.round((b.aof - bytesBefore.aof) / n) };
+      }
       if (callsBefore) {
         r.redisCalls = {};
         r.redisUs = {};
@@ -258,6 +271,7 @@ async function main(): Promise<void> {
   for (const r of results) {
     console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(8)}  ${r.p50ms.toFixed(2).padStart(8)}  ${r.p99ms.toFixed(2).padStart(8)}  ${(r.perSecond / raw.perSecond).toFixed(2).padStart(7)}  ${r.cpuUs ? `${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis}` : ''}`);
     if (r.redisCalls) console.log(`  Redis calls per message: ${Object.entries(r.redisCalls).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    if (r.redisBytes) console.log(`  Redis bytes per message: in ${r.redisBytes.in}, out ${r.redisBytes.out}, AOF ${r.redisBytes.aof}`);
     if (r.redisUs) console.log(`  Redis µs per message by command: ${Object.entries(r.redisUs).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   }
   const file = writeBenchResults((stamp) => `runtime-${stamp}.json`, { date: new Date().toISOString(), machine, seconds: SECONDS, concurrency: CONCURRENCY, actors: ACTORS, shards: SHARDS, results });

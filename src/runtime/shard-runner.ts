@@ -62,6 +62,8 @@ export interface CommittedOutputs {
 
 interface ActorSlot {
   key: string;
+  /** The actor's state key (full name), made once. */
+  stateKey: string;
   kind: AnyActorKind;
   actorId: string;
   queue: { entry: InboxEntry; deliveries: number }[];
@@ -84,6 +86,8 @@ function compareStreamIds(a: string, b: string): number {
 }
 
 export const REPLY_STREAM_MAXLEN = 10_000;
+/** An empty list shared by the units that have none (never written to). */
+const NONE: never[] = [];
 const CACHE_LIMIT = 10_000;
 
 export class ShardRunner {
@@ -117,6 +121,8 @@ export class ShardRunner {
     readonly keys: ShardKeys,
     public token: string,
   ) {
+    this.name = `${family}:${shard}`;
+    this.leaseKey = keys.lease;
     this.ctx = { redis: env.redis, keys, family, shard, log: env.log };
     this.counters = familyCounters(family);
     this.timers = new ShardTimers({
@@ -130,9 +136,10 @@ export class ShardRunner {
     });
   }
 
-  get name(): string {
-    return `${this.family}:${this.shard}`;
-  }
+  /** `family:shard`, made once. */
+  readonly name: string;
+  /** The lease key, made once (the commit names it per unit). */
+  private readonly leaseKey: string;
 
   get bufferedCount(): number {
     return this.buffered;
@@ -240,7 +247,7 @@ export class ShardRunner {
     const key = `${entry.kind}\u0000${entry.actorId}`;
     let slot = this.slots.get(key);
     if (!slot) {
-      slot = { key, kind, actorId: entry.actorId, queue: [], running: false, state: undefined, loaded: false };
+      slot = { key, stateKey: this.keys.state(entry.kind, entry.actorId), kind, actorId: entry.actorId, queue: [], running: false, state: undefined, loaded: false };
       this.slots.set(key, slot);
     }
     sendTrace?.mark(entry.mid, 'read');
@@ -334,7 +341,7 @@ export class ShardRunner {
     const { redis } = this.env;
     const kind = slot.kind;
     if (sendTrace) for (const b of batch) sendTrace.mark(b.entry.mid, 'start');
-    await this.load(slot);
+    if (!slot.loaded) await this.load(slot); // no await (a microtask per message) when cached
     let state = slot.state;
     const replies: Buffer[] = [];
     const decided: unknown[] = [];
@@ -382,7 +389,7 @@ export class ShardRunner {
     const replyHere = this.repliesInCommit();
     const messages: CommitMessage[] = batch.map((b, i) => this.commitMessage(b.entry, replies[i]!, replyHere));
     if (sendTrace) for (const b of batch) sendTrace.mark(b.entry.mid, 'dec');
-    for (const b of batch) await this.env.faultPoint?.('before-commit', b.entry);
+    if (this.env.faultPoint) for (const b of batch) await this.env.faultPoint('before-commit', b.entry);
     const res = await this.env.commits.submit(this.unit(slot, messages, changed ? encode(kind.serialize ? kind.serialize(state) : state) : null, decided, writes));
     if (res.status === 'stale') {
       this.env.log.warn({ shard: this.name, owner: res.owner }, 'lease lost: a newer holder fenced this worker out');
@@ -403,7 +410,7 @@ export class ShardRunner {
     this.counters.commits.inc();
     if (decided.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: slot.actorId, outputs: decided });
     this.timers.arm(timerDue);
-    for (const b of batch) await this.env.faultPoint?.('after-commit', b.entry);
+    if (this.env.faultPoint) for (const b of batch) await this.env.faultPoint('after-commit', b.entry);
     if (derived.length) await this.applyDerived(redis, derivedId, derived);
     // Replies the commit could not deliver itself (a Cluster, or waiting for replicas).
     await this.replyAndAckMany(batch.flatMap((b, i) => (messages[i]!.mode === '0' ? [{ entry: b.entry, blob: replies[i]! }] : [])));
@@ -422,23 +429,25 @@ export class ShardRunner {
 
   private commitMessage(entry: InboxEntry, reply: Buffer, replyHere: boolean): CommitMessage {
     const mode = !entry.replyTo ? '1' : replyHere ? 'r' : '0';
-    return { id: entry.id, doneKey: this.keys.done(entry.mid), reply, mode, ...(mode === 'r' ? { replyTo: entry.replyTo! } : {}), mid: entry.mid };
+    const m: CommitMessage = { id: entry.id, doneKey: this.keys.done(entry.mid), reply, mode, mid: entry.mid };
+    if (mode === 'r') m.replyTo = entry.replyTo!;
+    return m;
   }
 
   private unit(slot: ActorSlot, messages: CommitMessage[], state: Buffer | null, outputs: unknown[], writes: { cmd: string; key: string; args: (string | number | Buffer)[]; absolute?: true }[]): CommitUnit {
     return {
       shard: this.name,
-      lease: this.keys.lease,
+      lease: this.leaseKey,
       token: this.token,
       inbox: this.keys.inbox,
       outbox: this.keys.outbox,
-      stateKey: this.keys.state(slot.kind.kind, slot.actorId),
+      stateKey: slot.stateKey,
       messages,
       state,
-      outputs: outputs.map((o) => encode(o)),
+      outputs: outputs.length ? outputs.map((o) => encode(o)) : NONE,
       actorId: slot.actorId,
       kind: slot.kind.kind,
-      writes: writes.map((w) => ({ cmd: w.cmd, key: w.absolute ? w.key : this.keys.data(w.key), args: w.args })),
+      writes: writes.length ? writes.map((w) => ({ cmd: w.cmd, key: w.absolute ? w.key : this.keys.data(w.key), args: w.args })) : NONE,
     };
   }
 
@@ -458,7 +467,7 @@ export class ShardRunner {
   /** Load the actor's state into the slot unless it is cached. */
   private async load(slot: ActorSlot): Promise<void> {
     if (slot.loaded) return;
-    const blob = await this.env.redis.getBuffer(this.keys.state(slot.kind.kind, slot.actorId));
+    const blob = await this.env.redis.getBuffer(slot.stateKey);
     const stored = blob ? decode(blob) : undefined;
     slot.state = slot.kind.hydrate ? await slot.kind.hydrate(this.ctx, stored, slot.actorId) : (stored ?? slot.kind.initialState(slot.actorId));
     slot.loaded = true;
@@ -500,7 +509,7 @@ export class ShardRunner {
     const { redis } = this.env;
     const kind = slot.kind;
     sendTrace?.mark(entry.mid, 'start');
-    await this.load(slot);
+    if (!slot.loaded) await this.load(slot); // no await (a microtask per message) when cached
     const msg: ActorMessage<unknown> = { mid: entry.mid, actorId: entry.actorId, body: decode(entry.body), enqueuedAt: entry.enqueuedAt };
     let nextState = slot.state;
     let reply: ReplyEnvelope;
@@ -537,7 +546,7 @@ export class ShardRunner {
     const message = this.commitMessage(entry, replyBlob, this.repliesInCommit());
     if (derived.length) writes = [...writes, this.recordDerived(entry.id, derived)];
     sendTrace?.mark(entry.mid, 'dec');
-    await this.env.faultPoint?.('before-commit', entry);
+    if (this.env.faultPoint) await this.env.faultPoint('before-commit', entry);
     const res = await this.env.commits.submit(this.unit(slot, [message], changed ? encode(kind.serialize ? kind.serialize(nextState) : nextState) : null, decided, writes));
     if (res.status === 'stale') {
       this.env.log.warn({ shard: this.name, owner: res.owner }, 'lease lost: a newer holder fenced this worker out');
@@ -557,7 +566,7 @@ export class ShardRunner {
       if (decided.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: entry.actorId, outputs: decided });
       this.timers.arm(timerDue);
     }
-    await this.env.faultPoint?.('after-commit', entry);
+    if (this.env.faultPoint) await this.env.faultPoint('after-commit', entry);
     if (res.status !== 'dup' && derived.length) await this.applyDerived(redis, entry.id, derived);
     if (message.mode === '0') await this.replyAndAck(entry, sentBlob);
     return true;

@@ -3,7 +3,7 @@
  * actor → outbox, exactly-once per message id, per-actor order, dead letters, fencing.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { ActorReplyError } from '../../src/runtime/actor-client';
+import { ActorReplyError, ActorTimeoutError } from '../../src/runtime/actor-client';
 import { shardOf } from '../../src/store/shards';
 import { runScript, runScriptBuffer } from '../../src/store/redis';
 import { INBOX_GROUP } from '../../src/store/keys';
@@ -36,6 +36,46 @@ for (const mode of MODES) {
       let outputs = 0;
       for (let s = 0; s < r.shardCounts.user; s++) outputs += await r.redis.xlen(r.keys.shard('user', s).outbox);
       expect(outputs).toBe(200);
+    });
+
+    it('times asks out in deadline order (one timer per timeout length), each once, and answers the asks made after', async () => {
+      r = await rig(mode);
+      const c = await r.client();
+      // No worker yet: nothing answers. Asks of two timeout lengths, interleaved.
+      const started = performance.now();
+      const asks = Array.from({ length: 40 }, (_, i) => {
+        const ms = i % 2 ? 300 : 150;
+        return c.ask('user', 'ledger', `@t${i}:test`, { op: 'read' }, { timeoutMs: ms }).then(
+          () => ({ i, ms, at: performance.now() - started, err: null as unknown }),
+          (err: unknown) => ({ i, ms, at: performance.now() - started, err }),
+        );
+      });
+      for (const a of await Promise.all(asks)) {
+        expect(a.err).toBeInstanceOf(ActorTimeoutError);
+        expect(a.at).toBeGreaterThanOrEqual(a.ms - 1);
+      }
+      // A worker comes up: the old asks' messages are applied (their replies find no waiter), new asks are answered.
+      await r.startWorker('w1');
+      expect(await c.ask('user', 'ledger', '@t0:test', { op: 'read' }, { timeoutMs: 30_000 })).toMatchObject({ count: 0 });
+      const late = await Promise.all(Array.from({ length: 20 }, (_, i) => c.ask<LedgerReply>('user', 'ledger', `@t${i}:test`, { op: 'append', producer: 'p', seq: 1, value: 1 }, { timeoutMs: 30_000 })));
+      expect(late.every((x) => x.count === 1)).toBe(true);
+    });
+
+    it('an unanswered ask still times out at its deadline after thousands of settled asks behind it were dropped from its queue', async () => {
+      r = await rig(mode);
+      const c = await r.client();
+      // No worker: the first ask stays unanswered at the head of its timeout queue.
+      const started = performance.now();
+      const head = c.ask('user', 'ledger', '@head:test', { op: 'read' }, { timeoutMs: 400 }).catch((e: unknown) => ({ e, at: performance.now() - started }));
+      // 3,000 asks of the same timeout that fail at once (a body msgpack cannot hold): settled
+      // behind the head, past the length at which the queue drops its settled waiters.
+      const failed = await Promise.allSettled(Array.from({ length: 3000 }, (_, i) => c.ask('user', 'ledger', `@f${i}:test`, { v: 1n << 70n }, { timeoutMs: 400 })));
+      expect(failed.every((f) => f.status === 'rejected' && !(f.reason instanceof ActorTimeoutError))).toBe(true);
+      const tail = c.ask('user', 'ledger', '@tail:test', { op: 'read' }, { timeoutMs: 400 }).catch((e: unknown) => e);
+      const h = (await head) as { e: unknown; at: number };
+      expect(h.e).toBeInstanceOf(ActorTimeoutError);
+      expect(h.at).toBeGreaterThanOrEqual(399);
+      expect(await tail).toBeInstanceOf(ActorTimeoutError);
     });
 
     it('commits a decision whose writes run past a spread call and Lua unpack (70,000 hash fields + 70,000 set members)', async () => {
