@@ -1,12 +1,12 @@
 /**
  * `npm run bench:protocol`: throughput of the protocol library's hot paths on this machine, with
- * node's ed25519 and tweetnacl measured in the same run. Prints a table and writes
+ * node's ed25519, libsodium (signBytes) and tweetnacl measured in the same run. Prints a table and writes
  * bench-results/protocol-<date>.json. A script, not a test: nothing here asserts a speed.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { canonicalJson, canonicalJsonBytes, parseStrictJson, type JsonObject } from '../src/protocol/json';
-import { signBytes, signingKeyFromSeed, tweetnaclEd25519, verifyBytes } from '../src/protocol/crypto';
+import { ed25519Signer, nodeSignBytes, signBytes, signingKeyFromSeed, tweetnaclEd25519, verifyBytes } from '../src/protocol/crypto';
 import { computeContentHash, computeEventId, hashAndSignEvent, hashSignAndIdentify, signEventOnly, verifyEventSignature } from '../src/protocol/event-hashing';
 import { encodeBase64 } from '../src/protocol/base64';
 import { checkPduSize } from '../src/protocol/pdu-limits';
@@ -56,7 +56,8 @@ const results = [
   bench('parseStrictJson', () => parseStrictJson(canonical)),
   bench('canonicalJson encode', () => canonicalJson(signedEvent)),
   bench('JSON.stringify (non-canonical, for reference)', () => JSON.stringify(signedEvent)),
-  bench('ed25519 sign (node)', () => signBytes(key, bytes)),
+  bench(`ed25519 sign (signBytes: ${ed25519Signer})`, () => signBytes(key, bytes)),
+  bench('ed25519 sign (node)', () => nodeSignBytes(key, bytes)),
   bench('ed25519 sign (tweetnacl)', () => tweetnaclEd25519.sign(naclSecret, bytes)),
   bench('ed25519 verify (node)', () => verifyBytes(key.publicKey, bytes, nodeSig)),
   bench('ed25519 verify (tweetnacl)', () => tweetnaclEd25519.verify(key.publicKey, bytes, nodeSig)),

@@ -5,6 +5,12 @@
  * grows past that, so a run of n changes costs O(n · size / MAX_DEPTH) in all, not O(n · size).
  */
 const MAX_DEPTH = 32;
+/**
+ * A map this small is copied whole on a change instead of layered: copying it costs less than
+ * the lookups walking layers would (a young room's state is a handful of entries, and every
+ * event's auth checks look up several of them).
+ */
+const FLAT_SIZE = 32;
 const REMOVED = Symbol('removed');
 
 export class LayeredMap<V> {
@@ -48,6 +54,14 @@ export class LayeredMap<V> {
       }
     }
     if (delta.size === 0) return this;
+    if (size <= FLAT_SIZE) {
+      const flat = new Map<string, V | typeof REMOVED>(this.entries());
+      for (const [k, v] of delta) {
+        if (v === REMOVED) flat.delete(k);
+        else flat.set(k, v);
+      }
+      return new LayeredMap<V>(null, flat, 0, flat.size);
+    }
     const next = new LayeredMap<V>(this, delta, this.depth + 1, size);
     return next.depth > MAX_DEPTH ? LayeredMap.from(next.entries()) : next;
   }

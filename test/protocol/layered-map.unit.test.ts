@@ -29,3 +29,26 @@ describe('LayeredMap', () => {
     expect(m.size).toBe(2);
   });
 });
+
+describe('LayeredMap, small maps copied whole', () => {
+  it('keeps older versions unchanged across the size where layering starts', () => {
+    const reference = new Map<string, number>();
+    let m = LayeredMap.from<number>();
+    const versions: [LayeredMap<number>, Map<string, number>][] = [];
+    for (let i = 0; i < 200; i++) {
+      // Grows past the flat size, shrinks below it again, grows again.
+      const k = `k${i < 60 ? i : i < 120 ? i - 60 : i - 100}`;
+      if (i >= 60 && i < 120) {
+        reference.delete(k);
+        m = m.with([[k, undefined]]);
+      } else {
+        reference.set(k, i);
+        m = m.with([[k, i]]);
+      }
+      versions.push([m, new Map(reference)]);
+      expect(m.size).toBe(reference.size);
+      for (const [key, v] of reference) expect(m.get(key)).toBe(v);
+    }
+    for (const [v, ref] of versions) expect(v.toMap()).toEqual(ref);
+  });
+});

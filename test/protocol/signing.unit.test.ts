@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { decodeBase64, decodeBase64Url, encodeBase64, encodeBase64Url, Base64Error } from '../../src/protocol/base64';
-import { formatSigningKeyFile, isValidKeyId, parseSigningKeyFile, signBytes, signingKeyFromSeed, tweetnaclEd25519, verifyBytes } from '../../src/protocol/crypto';
+import { ed25519Signer, formatSigningKeyFile, isValidKeyId, nodeSignBytes, parseSigningKeyFile, signBytes, signingKeyFromSeed, tweetnaclEd25519, verifyBytes } from '../../src/protocol/crypto';
 import { signJson, verifyJsonSignature } from '../../src/protocol/signing';
 import { buildServerKeyDocument, checkServerKeyDocument } from '../../src/protocol/server-keys';
 import type { JsonObject } from '../../src/protocol/json';
@@ -52,6 +52,20 @@ describe('ed25519 keys and signatures', () => {
       tampered[0]! ^= 1;
       expect(verifyBytes(KEY.publicKey, bytes, tampered)).toBe(false);
       expect(tweetnaclEd25519.verify(KEY.publicKey, bytes, tampered)).toBe(false);
+    }
+  });
+
+  it('signs with libsodium where it is installed, and its signatures are node\'s and tweetnacl\'s bytes', () => {
+    // sodium-native is an optional dependency with prebuilt binaries for this platform: installed here.
+    expect(ed25519Signer).toBe('libsodium');
+    const secret = tweetnaclEd25519.secretKeyFromSeed(SEED);
+    const other = signingKeyFromSeed('ed25519:2', new Uint8Array(32).fill(7));
+    for (let n = 0; n < 300; n++) {
+      const bytes = new TextEncoder().encode(`{"n":${n},"pad":"${'y'.repeat(n * 7)}"}`);
+      const a = signBytes(KEY, bytes);
+      expect(encodeBase64(a)).toBe(encodeBase64(nodeSignBytes(KEY, bytes)));
+      expect(encodeBase64(a)).toBe(encodeBase64(tweetnaclEd25519.sign(secret, bytes)));
+      expect(encodeBase64(signBytes(other, bytes))).toBe(encodeBase64(nodeSignBytes(other, bytes)));
     }
   });
 
