@@ -59,7 +59,7 @@ export function frontRedisOptions(config: AxonConfig): RedisOptions {
  * alternated runs): the processes' malloc heaps (smaps: `[heap]` and the arenas) 54–61 → 38–42
  * MB in all, Σ anonymous PSS 209–211 → 196–205 MB; bench:room 100 rooms, 1 worker, worker CPU per
  * event 147 / 141 / 129 µs against 143 / 129 / 137 (06:01–06:02 UTC, load 4–5): unchanged. A at
- * 20 msg/s with and without only this flag (06:12–06:14 UTC, load 2–4.5, four pairs): peak Σ PSS
+ * 20 msg/s with and without only this flag (06:08–06:10 UTC, load 2–4.5, four pairs): peak Σ PSS
  * 228–231 → 210–224 MB, CPU per message 28–30 ms in both, /send p99 no worse.
  *
  * `AXON_WORKER_NODE_FLAGS` / `AXON_FRONT_NODE_FLAGS` replace the list (empty: none).
