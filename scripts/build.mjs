@@ -62,7 +62,13 @@ const result = await build({
   write: false,
   logLevel: 'warning',
 });
-for (const f of result.outputFiles) writeAtomic(f.path, f.contents);
+// esbuild escapes every non-ASCII character of the code (its default `charset: 'ascii'`) but keeps
+// the comments it preserves as written, and one "—" in them makes V8 hold the whole file's source
+// as a two-byte string: 2 bytes per character for the ~1.3 MB of Axon's chunks a process loads
+// (heap snapshots, 2026-12-05). Escaped in the comments too, the sources are one-byte strings:
+// ~1.3 MB less per process.
+const asciiComments = (text) => text.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+for (const f of result.outputFiles) writeAtomic(f.path, f.path.endsWith('.js') ? asciiComments(f.text) : f.contents);
 // Chunks of earlier builds (their names carry a hash of their contents) go.
 const written = new Set(result.outputFiles.map((f) => f.path));
 for (const name of readdirSync(dist)) if (/\.js(\.map)?$/.test(name) && !written.has(join(dist, name))) rmSync(join(dist, name), { force: true });

@@ -10,9 +10,13 @@
  * (a worker died) adds the same members (ZADD NX: nothing new) and the same job ids (bullmq keeps
  * one job per id). A job is only a wake-up; the set is the truth, so a lost or duplicate job
  * neither loses nor doubles a notification.
+ *
+ * bullmq is imported at the first job, not with this module: fronts import this module (through
+ * the push evaluator's, for /notifications) but never queue, and bullmq
+ * with its dependencies cost a front ~12–17 MB PSS (README, "Memory").
  */
 import { createHash } from 'node:crypto';
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AxonConfig } from '../../cluster.config';
@@ -52,7 +56,7 @@ export interface DrainJob {
 }
 
 export class PushQueue {
-  private queue: Queue | null = null;
+  private queue: Promise<Queue> | null = null;
   private connection: Redis | Cluster | null = null;
 
   constructor(
@@ -63,12 +67,16 @@ export class PushQueue {
     private readonly log: Logger,
   ) {}
 
-  private get q(): Queue {
-    if (!this.queue) {
+  private q(): Promise<Queue> {
+    this.queue ??= import('bullmq').then(({ Queue }) => {
       this.connection = bullConnection(this.config);
-      this.queue = new Queue(PUSH_QUEUE, { connection: this.connection, prefix: pushQueuePrefix(this.config) });
-      this.queue.on('error', (err) => this.log.warn({ err }, 'push queue: error'));
-    }
+      const queue = new Queue(PUSH_QUEUE, { connection: this.connection, prefix: pushQueuePrefix(this.config) });
+      queue.on('error', (err) => this.log.warn({ err }, 'push queue: error'));
+      return queue;
+    });
+    this.queue.catch(() => {
+      this.queue = null;
+    });
     return this.queue;
   }
 
@@ -86,12 +94,12 @@ export class PushQueue {
     if (member === BADGE_MEMBER) await this.redis.zadd(key, score, member);
     else await this.redis.zadd(key, 'NX', score, member);
     const job: DrainJob = { userId, pusherId, key: pusherKey(appId, pushkey) };
-    await this.q.add('drain', job, { jobId: `d_${pusherId}_${score}_${member === BADGE_MEMBER ? 'b' : 'n'}`, removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 }, attempts: 5, backoff: { type: 'exponential', delay: 1000 } });
+    await (await this.q()).add('drain', job, { jobId: `d_${pusherId}_${score}_${member === BADGE_MEMBER ? 'b' : 'n'}`, removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 }, attempts: 5, backoff: { type: 'exponential', delay: 1000 } });
   }
 
   /** A wake-up after `delayMs` (a gateway's backoff), one per pusher and retry time. */
   async retryLater(job: DrainJob, retryAt: number): Promise<void> {
-    await this.q.add('drain', job, { jobId: `r_${job.pusherId}_${retryAt}`, delay: Math.max(0, retryAt - Date.now()), removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 }, attempts: 5, backoff: { type: 'exponential', delay: 1000 } });
+    await (await this.q()).add('drain', job, { jobId: `r_${job.pusherId}_${retryAt}`, delay: Math.max(0, retryAt - Date.now()), removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 }, attempts: 5, backoff: { type: 'exponential', delay: 1000 } });
   }
 
   /**
@@ -100,13 +108,14 @@ export class PushQueue {
    */
   async lookAgain(job: DrainJob, at: number): Promise<void> {
     const second = Math.ceil(at / 1000);
-    await this.q.add('drain', job, { jobId: `l_${job.pusherId}_${second}`, delay: Math.max(0, second * 1000 - Date.now()), removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 }, attempts: 5, backoff: { type: 'exponential', delay: 1000 } });
+    await (await this.q()).add('drain', job, { jobId: `l_${job.pusherId}_${second}`, delay: Math.max(0, second * 1000 - Date.now()), removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 }, attempts: 5, backoff: { type: 'exponential', delay: 1000 } });
   }
 
   async close(): Promise<void> {
-    await this.queue?.close().catch(() => undefined);
-    this.connection?.disconnect();
+    const q = this.queue;
     this.queue = null;
+    if (q) await q.then((queue) => queue.close()).catch(() => undefined);
+    this.connection?.disconnect();
     this.connection = null;
   }
 }

@@ -23,7 +23,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { MediaProcessingError, UrlPreviewError } from '../processing-errors';
 import { baseContentType, probeImage } from '../thumbnails';
 import { parsePreviewUrl, safeFetch, type FetchedResource, type SafeFetchOptions } from './fetch';
-import { decodeHtml, parseOpenGraph, type OpenGraph } from './html';
+import type { OpenGraph } from './html';
 
 export type { OpenGraph } from './html';
 export { safeFetch, isPreviewAddressAllowed, parsePreviewUrl, type SafeFetchOptions, type FetchedResource } from './fetch';
@@ -78,6 +78,8 @@ export async function previewUrl(url: string, options: UrlPreviewOptions): Promi
   let image: PreviewImage | null = null;
 
   if (isHtml(type)) {
+    // The HTML parser (htmlparser2, ~3.6 MB PSS) is loaded at the first HTML page, not by every front.
+    const { decodeHtml, parseOpenGraph } = await import('./html');
     og = page.body.length === 0 ? {} : parseOpenGraph(decodeHtml(page.body, page.contentType));
     const imageRef = og['og:image'];
     delete og['og:image'];
