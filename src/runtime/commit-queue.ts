@@ -1,6 +1,6 @@
 /**
  * Group commit across actors (issue 23 item 1): the commits a worker's actors decide in the same
- * turn of the event loop go to Redis together, in one script call (commit-many-3.lua) — on a
+ * turn of the event loop go to Redis together, in one script call (commit-many-4.lua) — on a
  * single Redis for every shard of the worker, on a Cluster for the actors of one shard (its keys
  * share a hash tag, so one slot). With `appendfsync always`, one call is one AOF write and one
  * fsync for all of them, and one round trip instead of one per actor.
@@ -16,36 +16,33 @@
 import type { RedisClient } from '../store/redis';
 import { isCluster, runScriptBuffer } from '../store/redis';
 import { encodeScriptArgs } from '../store/codec';
+import type { ShardKeys } from '../store/keys';
 import { chunks, groupBy, Rejected, TurnBatcher } from '../store/turn-batcher';
 import { sendTrace } from './send-trace';
 
 export interface CommitMessage {
   /** Inbox entry id. */
   id: string;
-  /** The message's done key (full name). */
-  doneKey: string;
   reply: Buffer;
   /** '1': ack here; '0': the caller acks after replying; 'r': reply to `replyTo` and ack here. */
   mode: '0' | '1' | 'r';
   replyTo?: string;
+  /** The message id (its done record is the shard's `done(mid)`). */
   mid: string;
 }
 
 export interface CommitUnit {
-  /** Groups units that may share a call on a Cluster (the shard's name). */
-  shard: string;
-  lease: string;
+  /** The shard's keys: its lease, inbox, outbox, and the prefixes of its done records, states and data. */
+  shard: ShardKeys;
+  /** The fencing token of the shard's holding the unit was decided under. */
   token: string;
-  inbox: string;
-  outbox: string;
-  stateKey: string;
   messages: CommitMessage[];
   state: Buffer | null;
   outputs: Buffer[];
   actorId: string;
   kind: string;
-  /** Writes with full key names. */
-  writes: { cmd: string; key: string; args: (string | number | Buffer)[] }[];
+  /** Writes: `key` a data name of the shard (ShardKeys.data), or a full key name where `absolute`. */
+  writes: { cmd: string; key: string; absolute?: boolean; args: (string | number | Buffer)[] }[];
 }
 
 export type CommitResult = { status: 'ok' } | { status: 'stale'; owner: string } | { status: 'dup'; reply?: Buffer };
@@ -73,7 +70,7 @@ export class CommitQueue {
     this.batcher = new TurnBatcher<CommitUnit, CommitResult>({
       eagerMs: EAGER_MS,
       // On a Cluster a call holds the keys of one slot: one call per shard.
-      split: (queued) => (isCluster(this.redis) ? groupBy(queued, (q) => q.item.shard) : [queued]).flatMap((g) => chunks(g, (q) => unitArgs(q.item), MAX_CALL_ARGS, MAX_CALL_UNITS)),
+      split: (queued) => (isCluster(this.redis) ? groupBy(queued, (q) => q.item.shard.lease) : [queued]).flatMap((g) => chunks(g, (q) => unitArgs(q.item), MAX_CALL_ARGS, MAX_CALL_UNITS)),
       send: (units) => this.send(units),
     });
   }
@@ -109,21 +106,37 @@ export class CommitQueue {
       }
       return i;
     };
-    const args: (string | number | Buffer)[] = [this.workerId, this.group, this.dedupeTtlSec, this.replyMaxLen, call.length];
+    // The shards of the call (with the token each unit was decided under: a shard's holding may
+    // change between two units of a turn), numbered from 1 in the order first named.
+    const shardArgs: (string | number)[] = [];
+    const shardNo = new Map<ShardKeys, { token: string; no: number }[]>();
+    const unitShard = (u: CommitUnit): number => {
+      let l = shardNo.get(u.shard);
+      if (!l) shardNo.set(u.shard, (l = []));
+      for (const s of l) if (s.token === u.token) return s.no;
+      const no = shardArgs.length / 7 + 1;
+      l.push({ token: u.token, no });
+      shardArgs.push(k(u.shard.lease), u.token, k(u.shard.inbox), k(u.shard.outbox), u.shard.donePrefix, u.shard.statePrefix, u.shard.dataPrefix);
+      return no;
+    };
+    const unitPart: (string | number | Buffer)[] = [call.length];
     for (const u of call) {
-      args.push(k(u.lease), u.token, k(u.inbox), k(u.outbox), k(u.stateKey), u.messages.length);
-      for (const m of u.messages) args.push(m.id, k(m.doneKey), m.reply, m.mode, m.mode === 'r' ? k(m.replyTo!) : 0, m.mid);
-      args.push(u.state ? 's' : 'k', u.state ?? '', u.outputs.length);
-      for (const o of u.outputs) args.push(o);
-      args.push(u.actorId, u.kind, u.writes.length);
+      unitPart.push(unitShard(u), u.messages.length);
+      for (const m of u.messages) unitPart.push(m.id, m.reply, m.mode, m.mode === 'r' ? k(m.replyTo!) : 0, m.mid);
+      unitPart.push(u.state ? 's' : 'k', u.state ?? '', u.outputs.length);
+      for (const o of u.outputs) unitPart.push(o);
+      unitPart.push(u.actorId, u.kind, u.writes.length);
       for (const w of u.writes) {
-        args.push(w.cmd, k(w.key), w.args.length);
+        unitPart.push(w.cmd, w.key, w.absolute ? '1' : '0', w.args.length);
         // A loop, not push(...w.args): a write may carry more values than a call's arguments can.
         // Numbers as the strings Redis would get as separate arguments (encodeScriptArgs would keep small integers numbers).
-        for (const a of w.args) args.push(typeof a === 'number' ? String(a) : a);
+        for (const a of w.args) unitPart.push(typeof a === 'number' ? String(a) : a);
       }
     }
-    // The arguments travel as one msgpack array (commit-many-3.lua decodes it): one argument for
+    const args: (string | number | Buffer)[] = [this.workerId, this.group, this.dedupeTtlSec, this.replyMaxLen, shardArgs.length / 7];
+    for (const a of shardArgs) args.push(a);
+    for (const a of unitPart) args.push(a);
+    // The arguments travel as one msgpack array (commit-many-4.lua decodes it): one argument for
     // the client to write and for Redis to turn into a Lua string, instead of thousands.
     if (sendTrace) for (const u of call) for (const m of u.messages) sendTrace.mark(m.mid, 'sent');
     const res = (await runScriptBuffer(this.redis, 'commitMany', keys, [encodeScriptArgs(args)])) as Buffer[][];
@@ -139,8 +152,9 @@ export class CommitQueue {
   }
 }
 
+/** The arguments a unit adds to a call (its shard's seven at most). */
 function unitArgs(u: CommitUnit): number {
-  let n = 9 + 6 * u.messages.length + u.outputs.length;
-  for (const w of u.writes) n += 3 + w.args.length;
+  let n = 13 + 5 * u.messages.length + u.outputs.length;
+  for (const w of u.writes) n += 4 + w.args.length;
   return n;
 }

@@ -122,7 +122,6 @@ export class ShardRunner {
     public token: string,
   ) {
     this.name = `${family}:${shard}`;
-    this.leaseKey = keys.lease;
     this.ctx = { redis: env.redis, keys, family, shard, log: env.log };
     this.counters = familyCounters(family);
     this.timers = new ShardTimers({
@@ -139,7 +138,6 @@ export class ShardRunner {
   /** `family:shard`, made once. */
   readonly name: string;
   /** The lease key, made once (the commit names it per unit). */
-  private readonly leaseKey: string;
 
   get bufferedCount(): number {
     return this.buffered;
@@ -429,27 +427,25 @@ export class ShardRunner {
 
   private commitMessage(entry: InboxEntry, reply: Buffer, replyHere: boolean): CommitMessage {
     const mode = !entry.replyTo ? '1' : replyHere ? 'r' : '0';
-    const m: CommitMessage = { id: entry.id, doneKey: this.keys.done(entry.mid), reply, mode, mid: entry.mid };
+    const m: CommitMessage = { id: entry.id, reply, mode, mid: entry.mid };
     if (mode === 'r') m.replyTo = entry.replyTo!;
     return m;
   }
 
   private unit(slot: ActorSlot, messages: CommitMessage[], state: Buffer | null, outputs: unknown[], writes: { cmd: string; key: string; args: (string | number | Buffer)[]; absolute?: true }[]): CommitUnit {
     return {
-      shard: this.name,
-      lease: this.leaseKey,
+      shard: this.keys,
       token: this.token,
-      inbox: this.keys.inbox,
-      outbox: this.keys.outbox,
-      stateKey: slot.stateKey,
       messages,
       state,
       outputs: outputs.length ? outputs.map((o) => encode(o)) : NONE,
       actorId: slot.actorId,
       kind: slot.kind.kind,
-      writes: writes.length ? writes.map((w) => ({ cmd: w.cmd, key: w.absolute ? w.key : this.keys.data(w.key), args: w.args })) : NONE,
+      // As the kind wrote them: data names of the shard, or full names where `absolute` (the script makes the keys).
+      writes: writes.length ? writes : NONE,
     };
   }
+
 
   /**
    * Drop the slot's cached state: the next message reloads it from Redis. After any commit whose

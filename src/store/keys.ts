@@ -319,12 +319,23 @@ export class ShardKeys {
   }
   /** Marks a message id as applied, holding its reply (expires after the dedupe window). */
   done(messageId: string): string {
-    return `${this.base}done:${messageId}`;
+    return `${this.donePrefix}${messageId}`;
+  }
+  /** done(id) is this followed by the id (the commit script makes the names from it: commit-many-4.lua). */
+  get donePrefix(): string {
+    return (this.donePrefixName ??= `${this.base}done:`);
   }
   /** An actor's state blob. */
   state(kind: string, actorId: string): string {
-    return `${this.base}state:${kind}:${actorId}`;
+    return `${this.statePrefix}${kind}:${actorId}`;
   }
+  /** state(kind, actor id) is this followed by `<kind>:<actor id>` (as donePrefix). */
+  get statePrefix(): string {
+    return (this.statePrefixName ??= `${this.base}state:`);
+  }
+  private donePrefixName: string | undefined;
+  private statePrefixName: string | undefined;
+  private dataPrefixName: string | undefined;
   /**
    * Sorted set: the shard's pending actor timers (src/runtime/timers.ts), member
    * `<kind>\0<actor id>\0<timer key>`, score = when it is due (ms).
@@ -346,7 +357,11 @@ export class ShardKeys {
   }
   /** Any other key an actor writes: `name` is relative to the shard. */
   data(name: string): string {
-    return `${this.base}d:${name}`;
+    return `${this.dataPrefix}${name}`;
+  }
+  /** data(name) is this followed by the name (as donePrefix). */
+  get dataPrefix(): string {
+    return (this.dataPrefixName ??= `${this.base}d:`);
   }
 }
 

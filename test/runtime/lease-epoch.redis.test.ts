@@ -78,11 +78,11 @@ for (const mode of MODES) {
       // wa, back from its pause, commits with its old token: refused in the commit script itself.
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
       const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
-      // One unit of the group commit (commit-many-3.lua): KEYS lease, inbox, outbox, state, done.
+      // One unit of the group commit (commit-many-4.lua): KEYS lease, inbox, outbox; the shard's prefixes.
       const commit = async (worker: string, token: number) =>
-        ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox, keys.state('ledger', 'x'), keys.done('m1')], [encodeScriptArgs([
-          worker, INBOX_GROUP, 60, 100, 1,
-          1, String(token), 2, 3, 4, 1, id!, 5, 'reply', '1', 0, 'm1', 's', 'STATE', 0, 'x', 'ledger', 0,
+        ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox], [encodeScriptArgs([
+          worker, INBOX_GROUP, 60, 100, 1, 1, String(token), 2, 3, keys.donePrefix, keys.statePrefix, keys.dataPrefix,
+          1, 1, 1, id!, 'reply', '1', 0, 'm1', 's', 'STATE', 0, 'x', 'ledger', 0,
         ])])) as Buffer[][])[0]!;
       expect((await commit('wa', t1[0]))[0]!.toString()).toBe('stale');
       expect(await r.redis.exists(keys.state('ledger', 'x'))).toBe(0);

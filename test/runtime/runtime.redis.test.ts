@@ -200,11 +200,11 @@ for (const mode of MODES) {
       expect(t2[0]).toBe(t1[0] + 1);
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
       const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
-      // One unit of the group commit (commit-many-3.lua): KEYS lease, inbox, outbox, state, done, a data key.
+      // One unit of the group commit (commit-many-4.lua): KEYS lease, inbox, outbox; the shard's prefixes; a write of a data key.
       const commit = async (worker: string, token: number) =>
-        ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox, keys.state('ledger', 'x'), keys.done('m1'), keys.data('extra')], [encodeScriptArgs([
-          worker, INBOX_GROUP, 60, 100, 1,
-          1, String(token), 2, 3, 4, 1, id!, 5, 'reply', '1', 0, 'm1', 's', 'STATE', 1, 'OUT', 'x', 'ledger', 1, 'SET', 6, 1, 'v',
+        ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox], [encodeScriptArgs([
+          worker, INBOX_GROUP, 60, 100, 1, 1, String(token), 2, 3, keys.donePrefix, keys.statePrefix, keys.dataPrefix,
+          1, 1, 1, id!, 'reply', '1', 0, 'm1', 's', 'STATE', 1, 'OUT', 'x', 'ledger', 1, 'SET', 'extra', '0', 1, 'v',
         ])])) as Buffer[][])[0]!;
       const stale = await commit('old', t1[0]);
       expect(stale[0]!.toString()).toBe('stale');
@@ -356,17 +356,22 @@ for (const mode of MODES) {
       await r.redis.set(a.done('m3'), 'earlier');
       // Unit 1: shard a, actor x (applies). Unit 2: shard b with a stale token. Unit 3: shard a,
       // actor z, whose message is done already: answered from its record, acked, nothing written.
-      const keys = [a.lease, a.inbox, a.outbox, a.state('ledger', 'x'), a.done('m1'), a.data('kx'), b.lease, b.inbox, b.outbox, b.state('ledger', 'y'), b.done('m2'), a.state('ledger', 'z'), a.done('m3')];
-      const k = (name: string) => keys.indexOf(name) + 1;
-      const args = ['w', INBOX_GROUP, 60, 100, 3,
-        k(a.lease), String(ta[0]), k(a.inbox), k(a.outbox), k(a.state('ledger', 'x')), 1, id1, k(a.done('m1')), 'R1', '1', 0, 'm1', 's', 'SX', 1, 'OUT1', 'x', 'ledger', 1, 'SET', k(a.data('kx')), 1, 'v',
-        k(b.lease), String(tb[0] + 1), k(b.inbox), k(b.outbox), k(b.state('ledger', 'y')), 1, id2, k(b.done('m2')), 'R2', '1', 0, 'm2', 's', 'SY', 1, 'OUT2', 'y', 'ledger', 0,
-        k(a.lease), String(ta[0]), k(a.inbox), k(a.outbox), k(a.state('ledger', 'z')), 1, id3, k(a.done('m3')), 'R3', '1', 0, 'm3', 's', 'SZ', 1, 'OUT3', 'z', 'ledger', 0,
+      // KEYS: the shards' lease, inbox and outbox; the actors' keys are made from each shard's prefixes.
+      const keys = [a.lease, a.inbox, a.outbox, b.lease, b.inbox, b.outbox];
+      const args = ['w', INBOX_GROUP, 60, 100, 2,
+        1, String(ta[0]), 2, 3, a.donePrefix, a.statePrefix, a.dataPrefix,
+        4, String(tb[0] + 1), 5, 6, b.donePrefix, b.statePrefix, b.dataPrefix,
+        3,
+        // Unit 1 also writes a key given by its full name (a shard key outside the data names).
+        1, 1, id1, 'R1', '1', 0, 'm1', 's', 'SX', 1, 'OUT1', 'x', 'ledger', 2, 'SET', 'kx', '0', 1, 'v', 'ZADD', a.timers, '1', 2, '5', 'tx',
+        2, 1, id2, 'R2', '1', 0, 'm2', 's', 'SY', 1, 'OUT2', 'y', 'ledger', 0,
+        1, 1, id3, 'R3', '1', 0, 'm3', 's', 'SZ', 1, 'OUT3', 'z', 'ledger', 0,
       ];
       const res = (await runScriptBuffer(r.redis, 'commitMany', keys, [encodeScriptArgs(args)])) as Buffer[][];
       expect(res.map((u) => u.map((x) => x.toString()))).toEqual([['ok'], ['stale', 'w'], ['dup', 'earlier']]);
       expect(await r.redis.get(a.state('ledger', 'x'))).toBe('SX');
       expect(await r.redis.get(a.data('kx'))).toBe('v');
+      expect(await r.redis.zscore(a.timers, 'tx')).toBe('5');
       expect(await r.redis.get(a.done('m1'))).toBe('R1');
       expect(await r.redis.exists(b.state('ledger', 'y'), b.done('m2'), a.state('ledger', 'z'))).toBe(0);
       expect(await r.redis.xlen(a.outbox)).toBe(1);
@@ -375,7 +380,7 @@ for (const mode of MODES) {
       expect(Number(((await r.redis.xpending(a.inbox, INBOX_GROUP)) as [number])[0])).toBe(0);
       expect(Number(((await r.redis.xpending(b.inbox, INBOX_GROUP)) as [number])[0])).toBe(1);
       // A command outside the allowed list fails the whole call before anything is written.
-      await expect(runScriptBuffer(r.redis, 'commitMany', [a.lease, a.inbox, a.outbox, a.state('ledger', 'q'), a.done('m9'), a.data('kq')], [encodeScriptArgs(['w', INBOX_GROUP, 60, 100, 1, 1, String(ta[0]), 2, 3, 4, 1, id1, 5, 'R', '1', 0, 'm9', 's', 'SQ', 0, 'q', 'ledger', 1, 'FLUSHALL', 6, 0])])).rejects.toThrow(/not allowed/);
+      await expect(runScriptBuffer(r.redis, 'commitMany', [a.lease, a.inbox, a.outbox], [encodeScriptArgs(['w', INBOX_GROUP, 60, 100, 1, 1, String(ta[0]), 2, 3, a.donePrefix, a.statePrefix, a.dataPrefix, 1, 1, 1, id1, 'R', '1', 0, 'm9', 's', 'SQ', 0, 'q', 'ledger', 1, 'FLUSHALL', 'kq', '0', 0])])).rejects.toThrow(/not allowed/);
       expect(await r.redis.exists(a.state('ledger', 'q'), a.done('m9'))).toBe(0);
     });
 
@@ -392,12 +397,12 @@ for (const mode of MODES) {
       const stream = r.keys.replies('f.test');
       const first = (await r.redis.xadd(stream, '*', 'mid', 'other', 'b', 'x'))!;
       // Unit 1: actor x, m4 then m5 (done already). Units 2 and 3: actors v and w, replying to one stream.
-      const keys = [a.lease, a.inbox, a.outbox, a.state('ledger', 'x'), a.done('m4'), a.done('m5'), a.state('ledger', 'v'), a.done('m6'), a.state('ledger', 'w'), a.done('m7'), stream];
-      const k = (name: string) => keys.indexOf(name) + 1;
-      const args = ['w', INBOX_GROUP, 60, 100, 3,
-        k(a.lease), String(ta[0]), k(a.inbox), k(a.outbox), k(a.state('ledger', 'x')), 2, ids[0]!, k(a.done('m4')), 'R4', 'r', k(stream), 'm4', ids[1]!, k(a.done('m5')), 'R5', 'r', k(stream), 'm5', 's', 'SX', 1, 'OUTX', 'x', 'ledger', 0,
-        k(a.lease), String(ta[0]), k(a.inbox), k(a.outbox), k(a.state('ledger', 'v')), 1, ids[2]!, k(a.done('m6')), 'R6', 'r', k(stream), 'm6', 's', 'SV', 1, 'OUTV', 'v', 'ledger', 0,
-        k(a.lease), String(ta[0]), k(a.inbox), k(a.outbox), k(a.state('ledger', 'w')), 1, ids[3]!, k(a.done('m7')), 'R7', 'r', k(stream), 'm7', 's', 'SW', 1, 'OUTW', 'w', 'ledger', 0,
+      const keys = [a.lease, a.inbox, a.outbox, stream];
+      const args = ['w', INBOX_GROUP, 60, 100, 1, 1, String(ta[0]), 2, 3, a.donePrefix, a.statePrefix, a.dataPrefix,
+        3,
+        1, 2, ids[0]!, 'R4', 'r', 4, 'm4', ids[1]!, 'R5', 'r', 4, 'm5', 's', 'SX', 1, 'OUTX', 'x', 'ledger', 0,
+        1, 1, ids[2]!, 'R6', 'r', 4, 'm6', 's', 'SV', 1, 'OUTV', 'v', 'ledger', 0,
+        1, 1, ids[3]!, 'R7', 'r', 4, 'm7', 's', 'SW', 1, 'OUTW', 'w', 'ledger', 0,
       ];
       const res = (await runScriptBuffer(r.redis, 'commitMany', keys, [encodeScriptArgs(args)])) as Buffer[][];
       expect(res.map((u) => u.map((x) => x.toString()))).toEqual([['dup'], ['ok'], ['ok']]);
@@ -406,6 +411,8 @@ for (const mode of MODES) {
       expect(await r.redis.get(a.done('m5'))).toBe('earlier');
       expect(await r.redis.get(a.done('m6'))).toBe('R6');
       expect(await r.redis.get(a.done('m7'))).toBe('R7');
+      // The applied units' states (written together at the end of the call).
+      expect(await r.redis.mget(a.state('ledger', 'v'), a.state('ledger', 'w'))).toEqual(['SV', 'SW']);
       expect(await r.redis.xlen(a.outbox)).toBe(2);
       const entries = (await r.redis.xrange(stream, '-', '+')).filter(([id]) => id !== first);
       expect(entries.map(([, fields]) => fields)).toEqual([['mid', 'm6', 'b', 'R6', 'mid', 'm7', 'b', 'R7']]);

@@ -8,48 +8,69 @@
 -- message already done) writes nothing and does not stop the others, which are independent (other
 -- actors). Every command of every unit is checked against the allowed list before anything is
 -- written, so a refused command fails the whole call with nothing applied.
--- KEYS: every key named below by index
--- ARGV[1]: the arguments below as ONE msgpack array, A (decoded here with cmsgpack): one argument
--- instead of tens per unit, which Redis turns into Lua strings one by one and the client encodes
--- one by one (a hundred room events' commit is thousands of arguments). Indices below are into A.
+-- KEYS: the shards' lease, inbox and outbox streams and the reply streams, named below by index.
+-- The keys of the actors themselves (done records, states, data) are not in KEYS: they are the
+-- shard's key prefixes (src/store/keys.ts ShardKeys, passed once per shard and call) followed by
+-- the message id, the kind and actor id, or the write's name. A hundred room events name some 700
+-- such keys; as KEYS each is one more argument for the client to write and for Redis to parse and
+-- turn into a Lua string, and they went with every call (issue 23: per-unit cost). They share
+-- the shard's hash tag, so on a Cluster (one shard a call) they are in the slot of the declared
+-- keys, as Redis requires of a script's keys there.
+-- ARGV[1]: the arguments below as ONE msgpack array, A (decoded here with cmsgpack). Indices below
+-- are into A.
 -- A[1] worker id
 -- A[2] inbox consumer group
 -- A[3] dedupe window (seconds)
 -- A[4] approximate max length of reply streams
--- A[5] number of units U, then per unit:
---   lease key index, fencing token, inbox key index, outbox key index, state key index,
---   M, then per message: inbox entry id, done key index, reply blob, ack mode, reply key index, mid
+-- A[5] number of shards S, then per shard: lease key index, fencing token, inbox key index,
+--   outbox key index, done-record prefix, state prefix, data prefix
+-- then the number of units U, then per unit:
+--   shard number (1..S), M, then per message: inbox entry id, reply blob, ack mode, reply key index, mid
 --     ack mode: '1' XACK here (nobody waits for a reply); '0' the caller acks after delivering
 --     the reply (a Cluster: the reply stream is in another slot); 'r' deliver the reply to the
 --     reply key here (only while that stream exists, as reply-1.lua) and XACK, atomic with the commit
 --   state mode ('k' keep, 's' set), state blob,
 --   N outputs, N blobs, actor id, kind,
---   W writes, then per write: command, key index, argument count, arguments
+--   W writes, then per write: command, key (a data name, or a full key name when the next value
+--   is '1'), '0' or '1', argument count, arguments
 -- Each message's done record is written first, with SET NX GET: one command both checks that the
 -- message was not done already and records it (a unit found done has the records it wrote removed
 -- again). The replies of a call to one reply stream go as ONE stream entry with a (mid, b) pair
 -- per reply (src/runtime/actor-client.ts reads every pair of an entry): one XADD per asking
--- process and call instead of one per message.
+-- process and call instead of one per message. The states of a call's units are written by one
+-- MSET at the end (a unit's state key is its own: no write of the call reads it).
 -- Returns one entry per unit: {'ok'}, {'stale', owner}, {'dup', reply} (M = 1: the message was done
 -- already; its stored reply delivered and acked as its mode says) or {'dup'} (M > 1: nothing
 -- written; the caller applies the messages one by one).
 local ARGV = cmsgpack.unpack(ARGV[1])
 local worker = ARGV[1]
 local group = ARGV[2]
-local ttl = tonumber(ARGV[3])
+local ttl = tostring(ARGV[3])
 local maxlen = tostring(ARGV[4])
-local units = tonumber(ARGV[5])
+local nShards = tonumber(ARGV[5])
 local allowed = {SET=1, DEL=1, HSET=1, HDEL=1, HINCRBY=1, ZADD=1, ZREM=1, SADD=1, SREM=1, RPUSH=1, LTRIM=1, XADD=1, XTRIM=1, PEXPIRE=1, INCRBY=1}
 local chunked = {HSET=2, ZADD=2, SADD=1, SREM=1, HDEL=1, ZREM=1, DEL=1, RPUSH=1}
 local CHUNK = 4000
 
+-- The shards: each one's keys and prefixes, and its fencing (checked at its first unit).
+local shards = {}
+local p = 6
+for s = 1, nShards do
+  shards[s] = {
+    lease = KEYS[tonumber(ARGV[p])], token = ARGV[p + 1], inbox = KEYS[tonumber(ARGV[p + 2])],
+    outbox = KEYS[tonumber(ARGV[p + 3])], done = ARGV[p + 4], state = ARGV[p + 5], data = ARGV[p + 6],
+  }
+  p = p + 7
+end
+local units = tonumber(ARGV[p])
+p = p + 1
+
 -- First pass: where each unit's parts start, and every command checked.
 local starts = {}
-local p = 6
 for u = 1, units do
   starts[u] = p
-  local m = tonumber(ARGV[p + 5])
-  p = p + 6 + 6 * m + 2
+  local m = tonumber(ARGV[p + 1])
+  p = p + 2 + 5 * m + 2
   local n = tonumber(ARGV[p])
   p = p + n + 3
   local w = tonumber(ARGV[p])
@@ -58,18 +79,16 @@ for u = 1, units do
     if not allowed[ARGV[p]] then
       return redis.error_reply('commit-many: command not allowed: ' .. ARGV[p])
     end
-    p = p + 3 + tonumber(ARGV[p + 2])
+    p = p + 4 + tonumber(ARGV[p + 3])
   end
 end
 
-local leases = {}
-local function fenced(leaseIdx, token)
-  local key = leaseIdx .. ':' .. token
-  local r = leases[key]
+local function fenced(shard)
+  local r = shard.fenced
   if r == nil then
-    local f = redis.call('HMGET', KEYS[tonumber(leaseIdx)], 'owner', 'token')
-    if f[1] == worker and f[2] == token then r = false else r = f[1] or '' end
-    leases[key] = r
+    local f = redis.call('HMGET', shard.lease, 'owner', 'token')
+    if f[1] == worker and f[2] == shard.token then r = false else r = f[1] or '' end
+    shard.fenced = r
   end
   return r
 end
@@ -104,77 +123,89 @@ local function ack(inbox, id)
   end
   l[#l + 1] = id
 end
+-- States to write (key, blob, ...), by one MSET at the end.
+local states = {}
 
 local out = {}
 for u = 1, units do
   p = starts[u]
-  local inbox = KEYS[tonumber(ARGV[p + 2])]
-  local outbox = KEYS[tonumber(ARGV[p + 3])]
-  local stateKey = KEYS[tonumber(ARGV[p + 4])]
-  local m = tonumber(ARGV[p + 5])
-  local msgs = p + 6
-  local owner = fenced(ARGV[p], ARGV[p + 1])
+  local shard = shards[tonumber(ARGV[p])]
+  local m = tonumber(ARGV[p + 1])
+  local msgs = p + 2
+  local owner = fenced(shard)
   if owner then
     out[u] = {'stale', owner}
   else
     -- Record each message done (its reply as the record) unless it is already: the check and
     -- the write in one command. A message found done undoes the records this unit wrote.
     local done = nil
+    local donePrefix = shard.done
     for i = 0, m - 1 do
-      local e = msgs + 6 * i
-      done = redis.call('SET', KEYS[tonumber(ARGV[e + 1])], ARGV[e + 2], 'NX', 'GET', 'EX', ttl)
+      local e = msgs + 5 * i
+      done = redis.call('SET', donePrefix .. ARGV[e + 4], ARGV[e + 1], 'NX', 'GET', 'EX', ttl)
       if done then
-        for j = 0, i - 1 do redis.call('DEL', KEYS[tonumber(ARGV[msgs + 6 * j + 1])]) end
+        for j = 0, i - 1 do redis.call('DEL', donePrefix .. ARGV[msgs + 5 * j + 4]) end
         break
       end
     end
     if done and m == 1 then
-      local mode = ARGV[msgs + 3]
-      if mode == 'r' then reply(ARGV[msgs + 4], ARGV[msgs + 5], done) end
-      if mode ~= '0' then ack(inbox, ARGV[msgs]) end
+      local mode = ARGV[msgs + 2]
+      if mode == 'r' then reply(ARGV[msgs + 3], ARGV[msgs + 4], done) end
+      if mode ~= '0' then ack(shard.inbox, ARGV[msgs]) end
       out[u] = {'dup', done}
     elseif done then
       out[u] = {'dup'}
     else
-      local q = msgs + 6 * m
-      if ARGV[q] == 's' then redis.call('SET', stateKey, ARGV[q + 1]) end
+      local q = msgs + 5 * m
+      local stateMode = ARGV[q]
+      local stateBlob = ARGV[q + 1]
       q = q + 2
       local n = tonumber(ARGV[q])
       local actor = ARGV[q + n + 1]
       local kind = ARGV[q + n + 2]
+      if stateMode == 's' then
+        states[#states + 1] = shard.state .. kind .. ':' .. actor
+        states[#states + 1] = stateBlob
+      end
+      local outbox = shard.outbox
       for i = 1, n do
         redis.call('XADD', outbox, '*', 'a', actor, 'k', kind, 'b', ARGV[q + i])
       end
       q = q + n + 3
       local w = tonumber(ARGV[q])
       q = q + 1
+      local dataPrefix = shard.data
       for _ = 1, w do
         local cmd = ARGV[q]
-        local key = KEYS[tonumber(ARGV[q + 1])]
-        local argc = tonumber(ARGV[q + 2])
+        local key = ARGV[q + 1]
+        if ARGV[q + 2] ~= '1' then key = dataPrefix .. key end
+        local argc = tonumber(ARGV[q + 3])
         if chunked[cmd] and argc > CHUNK then
           -- Lua's unpack takes at most ~8,000 values: a big write goes in slices (the same write).
-          local first = q + 3
-          local last = q + 2 + argc
+          local first = q + 4
+          local last = q + 3 + argc
           while first <= last do
             local upto = math.min(first + CHUNK - 1, last)
             redis.call(cmd, key, unpack(ARGV, first, upto))
             first = upto + 1
           end
         else
-          redis.call(cmd, key, unpack(ARGV, q + 3, q + 2 + argc))
+          redis.call(cmd, key, unpack(ARGV, q + 4, q + 3 + argc))
         end
-        q = q + 3 + argc
+        q = q + 4 + argc
       end
       for i = 0, m - 1 do
-        local e = msgs + 6 * i
-        local mode = ARGV[e + 3]
-        if mode == 'r' then reply(ARGV[e + 4], ARGV[e + 5], ARGV[e + 2]) end
-        if mode ~= '0' then ack(inbox, ARGV[e]) end
+        local e = msgs + 5 * i
+        local mode = ARGV[e + 2]
+        if mode == 'r' then reply(ARGV[e + 3], ARGV[e + 4], ARGV[e + 1]) end
+        if mode ~= '0' then ack(shard.inbox, ARGV[e]) end
       end
       out[u] = {'ok'}
     end
   end
+end
+for first = 1, #states, 2 * CHUNK do
+  redis.call('MSET', unpack(states, first, math.min(first + 2 * CHUNK - 1, #states)))
 end
 local PAIRS = 1000
 for _, key in ipairs(replyOrder) do
