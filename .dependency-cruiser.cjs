@@ -25,6 +25,27 @@ module.exports = {
       to: { path: '^(src/(?!protocol/)|actors/|scripts/|test/|cluster\\.config)' },
     },
     {
+      name: 'protocol-no-io',
+      severity: 'error',
+      comment: 'src/protocol does no I/O (DESIGN rule 5): of node\'s modules it imports only crypto (computation) — not module (native code is loaded in src/crypto/), fs, child_process, net…; of the npm packages only tweetnacl — not ioredis, not sodium-native.',
+      from: { path: '^src/protocol/' },
+      to: { dependencyTypes: ['core'], pathNot: '^(node:)?crypto$' },
+    },
+    {
+      name: 'protocol-no-packages',
+      severity: 'error',
+      comment: 'See protocol-no-io: src/protocol imports no npm package but tweetnacl (ioredis, sodium-native and the rest are I/O or native code).',
+      from: { path: '^src/protocol/' },
+      to: { path: '(^|/)node_modules/', pathNot: '(^|/)node_modules/tweetnacl/' },
+    },
+    {
+      name: 'native-crypto-below-components',
+      severity: 'error',
+      comment: 'src/crypto loads native code for src/protocol (the libsodium signer) and is installed by the process entries: it imports only src/protocol.',
+      from: { path: '^src/crypto/' },
+      to: { path: '^(src/(?!protocol/|crypto/)|actors/|scripts/|test/|cluster\\.config)' },
+    },
+    {
       name: 'lower-layers-not-api',
       severity: 'error',
       comment: 'actors, the runtime, the store, readers and the HTTP front sit below the API: they never import it.',
@@ -82,8 +103,8 @@ module.exports = {
     },
   ],
   options: {
+    // npm packages are in the graph (as leaves, not followed) so that rules can name them (protocol-no-packages).
     doNotFollow: { path: 'node_modules' },
-    exclude: { path: '^node_modules' },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },
     enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default'], extensions: ['.ts', '.js', '.json'] },

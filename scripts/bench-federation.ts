@@ -39,6 +39,7 @@
  * ensure_synapse, found through AXON_PEERS_DIR) joins the same Axon-hosted room in the same run.
  */
 import { loadavg } from 'node:os';
+import { installNativeEd25519Signer } from '../src/crypto/ed25519-native';
 import { computeEventId } from '../src/protocol/event-hashing';
 import type { JsonObject } from '../src/protocol/json';
 import { requireRoomVersion } from '../src/protocol/room-versions';
@@ -49,6 +50,9 @@ import { cpuSeconds, pssKb } from './lib/proc-stats';
 import { fedRequest, type Json, SigningPeer } from './lib/signing-peer';
 import { loopbackServerName, type PeerSession, SYNAPSE_VERSION, type SynapsePeer, startSynapse, synapseInstallation } from './lib/synapse-peer';
 import { createTestCa, type TestCa } from './lib/test-ca';
+
+// libsodium as the ed25519 signer where it loads, as in every process entry (src/process-lifecycle.ts).
+installNativeEd25519Signer();
 
 const args = process.argv.slice(2);
 const flag = (f: string) => args.includes(f);

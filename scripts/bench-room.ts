@@ -46,6 +46,7 @@ import { loadOrCreateSigningKeys } from '../src/runtime/signing-key-store';
 import { decode } from '../src/store/codec';
 import { KeySpace } from '../src/store/keys';
 import { connectRedis, type RedisClient } from '../src/store/redis';
+import { installNativeEd25519Signer } from '../src/crypto/ed25519-native';
 import { createLogger } from '../src/log';
 import { argValue, loadConfigOrExit, onShutdown } from '../src/process-lifecycle';
 import { redisTargetFor, shardCountsFor } from '../src/runtime/cluster-settings';
@@ -54,6 +55,10 @@ import { Worker } from '../src/runtime/worker';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from '../src/sync/notify';
 import { writeBenchResults } from './lib/bench-util';
 import { cpuSeconds } from './lib/proc-stats';
+
+// libsodium as the ed25519 signer where it loads, in this process and its --worker children, as in
+// every process entry (src/process-lifecycle.ts).
+installNativeEd25519Signer();
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 100);

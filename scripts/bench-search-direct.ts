@@ -51,6 +51,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { installNativeEd25519Signer } from '../src/crypto/ed25519-native';
 import { ActorClient, ActorTimeoutError } from '../src/runtime/actor-client';
 import { readShards, readWorkers, rebalance } from '../src/runtime/cluster-admin';
 import { SearchIndexStore } from '../src/search/index-store';
@@ -64,6 +65,9 @@ import { searchCorpus } from './lib/search-corpus';
 import { bulkLoadSynapse } from './lib/synapse-bulk-load';
 import { loopbackServerName, startSynapse, SYNAPSE_VERSION, synapseInstallation, type SynapsePeer } from './lib/synapse-peer';
 import { createTestCa } from './lib/test-ca';
+
+// libsodium as the ed25519 signer where it loads, as in every process entry (src/process-lifecycle.ts).
+installNativeEd25519Signer();
 
 const ROOMS = 100;
 const SENDERS = 5;

@@ -1,5 +1,6 @@
 /** What every Axon process entry (npm start, worker, front) does the same way at start and stop. */
 import { ConfigError, loadConfig, type AxonConfig } from '../cluster.config';
+import { installNativeEd25519Signer } from './crypto/ed25519-native';
 
 /** Load and validate the configuration; on problems print them, one per line, and exit 2. */
 export function loadConfigOrExit(): AxonConfig {
@@ -37,8 +38,12 @@ export function argValue(name: string): string | undefined {
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
-/** Run a process entry's main, printing a failure and exiting 1. */
+/**
+ * Run a process entry's main, printing a failure and exiting 1. First installs libsodium as the
+ * ed25519 signer where it loads (src/crypto/ed25519-native.ts): every entry signs the same way.
+ */
 export function runMain(main: () => Promise<void>): void {
+  installNativeEd25519Signer();
   main().catch((e) => {
     console.error(e instanceof Error ? (e.stack ?? e.message) : e);
     process.exit(1);

@@ -2,53 +2,67 @@
  * The one crypto module: ed25519 keys, signing and verification, and SHA-256.
  *
  * The hot path uses node's built-in ed25519 (OpenSSL; tens of thousands of ops/s per core) —
- * except signing, which goes through libsodium (`sodium-native`, an optional dependency) when it
- * loads: node's one-shot `sign` sets up an OpenSSL 3.0 signing context on every call, which costs
- * more than the signature (CPU per signature of ~600 bytes, 20 alternated rounds at load 10:
- * node 23.0 µs, libsodium 14.4 µs; every local event is signed once). Ed25519 is deterministic:
- * both give the same bytes (tests check it). tweetnacl is kept beside them as an independent
- * implementation: tests cross-check the three, and `scripts/bench-protocol` measures them. No
- * I/O here: key material comes in as bytes.
+ * except signing, which goes through the signer a process installs with `setEd25519Signer`:
+ * libsodium (`sodium-native`, an optional dependency), loaded outside this library by
+ * src/crypto/ed25519-native.ts, because opening a native binary is I/O. node's one-shot `sign`
+ * sets up an OpenSSL 3.0 signing context on every call, which costs more than the signature (CPU
+ * per signature of ~600 bytes, 20 alternated rounds at load 10: node 23.0 µs, libsodium 14.4 µs;
+ * every local event is signed once). Ed25519 is deterministic: both give the same bytes (tests
+ * check it), and an installed signer must give the spec's signature of `{}` before it is used.
+ * tweetnacl is kept beside them as an independent implementation: tests cross-check the three,
+ * and `scripts/bench-protocol` measures them. No I/O here: key material comes in as bytes.
  */
 import { createHash, createPrivateKey, createPublicKey, hash as nodeHash, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
-import { createRequire } from 'node:module';
 import nacl from 'tweetnacl';
 import { decodeBase64, encodeBase64 } from './base64';
 
-/** The part of sodium-native's binding used here: a detached ed25519 signature over a 64-byte secret key (seed, then public key); 0 when done. */
-interface SodiumBinding {
-  crypto_sign_detached(signature: Uint8Array, message: Uint8Array, secretKey: Uint8Array): number;
+/**
+ * A detached ed25519 signature of `message` with `secretKey` (64 bytes: the seed, then the public
+ * key — the form libsodium and tweetnacl take), or null when the implementation could not sign
+ * (node's signing then).
+ */
+export type Ed25519SignFunction = (secretKey: Uint8Array, message: Uint8Array) => Uint8Array | null;
+
+/** A signer to use instead of node's, and its name for the benchmarks' notes. */
+export interface Ed25519Signer {
+  readonly name: 'libsodium';
+  readonly sign: Ed25519SignFunction;
+}
+
+/** The installed signer, or null: node's then. */
+let installedSigner: Ed25519Signer | null = null;
+
+/**
+ * Whether `sign` gives the known answer: the spec appendix's key ("Cryptographic Test Vectors")
+ * signing `{}`. Never throws.
+ */
+export function ed25519SignerGivesKnownAnswer(sign: Ed25519SignFunction): boolean {
+  try {
+    const secret = new Uint8Array(64);
+    secret.set(decodeBase64('YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1'));
+    secret.set(decodeBase64('XGX0JRS2Af3be3knz2fBiRbApjm2Dh61gXDJA8kcJNI'), 32);
+    const signature = sign(secret, new TextEncoder().encode('{}'));
+    return signature !== null && signature.length === 64 && encodeBase64(signature) === 'K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ';
+  } catch {
+    return false;
+  }
 }
 
 /**
- * libsodium, or null where the optional package or its prebuilt binary for this platform is
- * missing (node's signing then). The package's binary is opened directly: its JavaScript wrapper
- * and loader (require-addon and its modules) would add ~1.9 MB of PSS to every process for one
- * function whose arguments are checked here (2.4 against 0.5 MB, measured with smaps_rollup).
+ * Install the signer `signBytes` uses (null: node's). Process entries do it once at start
+ * (src/crypto/ed25519-native.ts). A signer that does not give the known answer is refused: node's
+ * stays. Returns whether `signer` is now the one in use.
  */
-const sodium: SodiumBinding | null = (() => {
-  try {
-    const pkg = createRequire(import.meta.url).resolve('sodium-native/package.json');
-    const binary = `${pkg.slice(0, -'package.json'.length)}prebuilds/${process.platform}-${process.arch}/sodium-native.node`;
-    const mod = { exports: {} as Partial<SodiumBinding> };
-    process.dlopen(mod, binary);
-    const binding = mod.exports;
-    if (typeof binding.crypto_sign_detached !== 'function') return null;
-    // A known answer before it is trusted: the spec appendix's key signing `{}`.
-    const seed = decodeBase64('YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1');
-    const secret = new Uint8Array(64);
-    secret.set(seed);
-    secret.set(decodeBase64('XGX0JRS2Af3be3knz2fBiRbApjm2Dh61gXDJA8kcJNI'), 32);
-    const signature = new Uint8Array(64);
-    if (binding.crypto_sign_detached(signature, new TextEncoder().encode('{}'), secret) !== 0) return null;
-    return encodeBase64(signature) === 'K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ' ? (binding as SodiumBinding) : null;
-  } catch {
-    return null;
-  }
-})();
+export function setEd25519Signer(signer: Ed25519Signer | null): boolean {
+  if (signer && !ed25519SignerGivesKnownAnswer(signer.sign)) return false;
+  installedSigner = signer;
+  return true;
+}
 
 /** Which implementation `signBytes` uses (for the benchmarks' notes). */
-export const ed25519Signer: 'libsodium' | 'node' = sodium ? 'libsodium' : 'node';
+export function ed25519Signer(): 'libsodium' | 'node' {
+  return installedSigner ? installedSigner.name : 'node';
+}
 
 /** DER prefixes that wrap a raw 32-byte ed25519 seed / public key for OpenSSL. */
 const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
@@ -66,8 +80,8 @@ export interface SigningKey {
   readonly publicKeyBase64: string;
   /** OpenSSL handle for the hot path. */
   readonly privateKeyObject: KeyObject;
-  /** libsodium's form of the key (seed, then public key), where libsodium signs. */
-  readonly sodiumSecretKey?: Uint8Array;
+  /** The 64-byte secret key (seed, then public key) that an installed signer takes. */
+  readonly secretKey: Uint8Array;
 }
 
 const KEY_VERSION = /^[a-zA-Z0-9_]+$/;
@@ -85,8 +99,10 @@ export function signingKeyFromSeed(keyId: string, seed: Uint8Array): SigningKey 
   const privateKeyObject = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: 'der', type: 'pkcs8' });
   const spki = createPublicKey(privateKeyObject).export({ format: 'der', type: 'spki' });
   const publicKey = new Uint8Array(spki.subarray(spki.length - 32));
-  const sodiumSecretKey = sodium ? Buffer.concat([seed, publicKey]) : undefined;
-  return { keyId, seed: new Uint8Array(seed), publicKey, publicKeyBase64: encodeBase64(publicKey), privateKeyObject, ...(sodiumSecretKey ? { sodiumSecretKey } : {}) };
+  const secretKey = new Uint8Array(64);
+  secretKey.set(seed);
+  secretKey.set(publicKey, 32);
+  return { keyId, seed: new Uint8Array(seed), publicKey, publicKeyBase64: encodeBase64(publicKey), privateKeyObject, secretKey };
 }
 
 /**
@@ -109,11 +125,11 @@ export function formatSigningKeyFile(key: SigningKey): string {
   return `${ED25519} ${key.keyId.slice(ED25519.length + 1)} ${encodeBase64(key.seed)}\n`;
 }
 
-/** Sign bytes (the hot path): libsodium where it loaded, node's ed25519 otherwise. */
+/** Sign bytes (the hot path): with the installed signer (libsodium where it loaded), node's ed25519 otherwise. */
 export function signBytes(key: SigningKey, message: Uint8Array): Uint8Array {
-  if (sodium && key.sodiumSecretKey) {
-    const signature = new Uint8Array(64);
-    if (sodium.crypto_sign_detached(signature, message, key.sodiumSecretKey) === 0) return signature;
+  if (installedSigner) {
+    const signature = installedSigner.sign(key.secretKey, message);
+    if (signature) return signature;
   }
   return nodeSignBytes(key, message);
 }

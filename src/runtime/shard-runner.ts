@@ -577,14 +577,12 @@ export class ShardRunner {
   }
 
   /**
-   * A decision's derived writes on a Cluster, after its commit, then the commit's record of them
-   * dropped. When they fail the record stays and the shard's next holder applies them
-   * (applyPendingDerived).
+   * A decision's derived writes on a Cluster, after its commit (sendDerived). When they fail the
+   * record stays and the shard's next holder applies them (applyPendingDerived).
    */
   private async applyDerived(redis: RedisClient, id: string, derived: DerivedWrite[]): Promise<void> {
     try {
-      await Promise.all(derived.map((w) => redis.call(w.cmd, [w.key, ...w.args])));
-      await redis.hdel(this.keys.derivedPending, id);
+      await this.sendDerived(redis, id, derived);
     } catch (e) {
       this.env.log.warn({ shard: this.name, err: e as Error }, 'derived writes after a commit failed (the shard\'s next holder applies them)');
     }
@@ -592,7 +590,8 @@ export class ShardRunner {
 
   /**
    * At takeover, before any message: the derived writes of commits whose worker died before
-   * applying them, oldest commit first (one Redis has none: there they are part of the commit).
+   * applying them, oldest commit first, each commit's after the one before it succeeded (one Redis
+   * has none: there they are part of the commit). A failure fails the takeover; the records stay.
    */
   private async applyPendingDerived(): Promise<void> {
     const { redis } = this.env;
@@ -600,12 +599,22 @@ export class ShardRunner {
     const pending = await redis.hgetallBuffer(this.keys.derivedPending);
     const ids = Object.keys(pending).sort(compareStreamIds);
     for (const id of ids) {
-      const derived = decode(pending[id]!) as DerivedWrite[];
       // msgpack gives binary arguments back as Uint8Array; ioredis sends Buffers as they are.
-      for (const w of derived) await redis.call(w.cmd, [w.key, ...w.args.map((a) => (a instanceof Uint8Array && !Buffer.isBuffer(a) ? Buffer.from(a) : a))]);
-      await redis.hdel(this.keys.derivedPending, id);
+      const derived = (decode(pending[id]!) as DerivedWrite[]).map((w) => ({ ...w, args: w.args.map((a) => (a instanceof Uint8Array && !Buffer.isBuffer(a) ? Buffer.from(a) : a)) }));
+      await this.sendDerived(redis, id, derived);
     }
     if (ids.length) this.env.log.info({ shard: this.name, commits: ids.length }, 'applied the derived writes a previous holder left');
+  }
+
+  /**
+   * One commit's derived writes (Decision.derivedWrites, a Cluster only), then the commit's record
+   * of them dropped — only once every write succeeded. The writes go out together (each is
+   * idempotent, and each node's connection keeps their order); throws when one fails, leaving the
+   * record for a later holder. Used after a commit (applyDerived) and at takeover (applyPendingDerived).
+   */
+  private async sendDerived(redis: RedisClient, id: string, derived: DerivedWrite[]): Promise<void> {
+    await Promise.all(derived.map((w) => redis.call(w.cmd, [w.key, ...w.args])));
+    await redis.hdel(this.keys.derivedPending, id);
   }
 
   /**

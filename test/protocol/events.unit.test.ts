@@ -8,6 +8,7 @@ import { checkPduFormat, checkPduSize, MAX_PDU_BYTES } from '../../src/protocol/
 import { canonicalJson, canonicalJsonFromMembers, canonicalMembers, type JsonObject } from '../../src/protocol/json';
 import { redactEvent } from '../../src/protocol/redaction';
 import { verifyJsonSignature } from '../../src/protocol/signing';
+import { SIGNERS, signWith } from './signers';
 
 // content/appendices.md, "Cryptographic Test Vectors" → "Event Signing".
 const KEY = signingKeyFromSeed('ed25519:1', decodeBase64('YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1'));
@@ -37,51 +38,57 @@ const MESSAGE_SIGNED: JsonObject = {
 // room versions whose redaction rules keep it: 1 to 10.
 const PRE_V11 = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10'];
 
-describe('event signing (appendix vectors)', () => {
-  for (const v of PRE_V11) {
-    it(`minimal event, room version ${v}`, () => {
-      expect(hashAndSignEvent(MINIMAL_EVENT, requireRoomVersion(v), 'domain', KEY)).toEqual(MINIMAL_SIGNED);
+for (const signer of SIGNERS) {
+  describe(`signing with ${signer}`, () => {
+    signWith(signer);
+
+    describe('event signing (appendix vectors)', () => {
+      for (const v of PRE_V11) {
+        it(`minimal event, room version ${v}`, () => {
+          expect(hashAndSignEvent(MINIMAL_EVENT, requireRoomVersion(v), 'domain', KEY)).toEqual(MINIMAL_SIGNED);
+        });
+        it(`event with redactable content, room version ${v}`, () => {
+          expect(hashAndSignEvent(MESSAGE_EVENT, requireRoomVersion(v), 'domain', KEY)).toEqual(MESSAGE_SIGNED);
+        });
+      }
+
+      it('room version 11 drops `origin` from what is signed, so the signature differs but verifies', () => {
+        const v11 = requireRoomVersion('11');
+        const signed = hashAndSignEvent(MINIMAL_EVENT, v11, 'domain', KEY);
+        expect((signed.hashes as JsonObject).sha256).toBe('5jM4wQpv6lnBo7CLIghJuHdW+s2CMBJPUOGOC89ncos'); // content hash is version-independent
+        expect((signed.signatures as JsonObject).domain).not.toEqual((MINIMAL_SIGNED.signatures as JsonObject).domain);
+        expect(verifyEventSignature(signed, v11, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true });
+        // …and changing `origin` does not break it (it is not covered in v11), while v10 notices.
+        expect(verifyEventSignature({ ...signed, origin: 'elsewhere' }, v11, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true });
+        expect(verifyEventSignature({ ...MINIMAL_SIGNED, origin: 'elsewhere' }, requireRoomVersion('10'), 'domain', 'ed25519:1', KEY.publicKey).ok).toBe(false);
+      });
+
+      it('signatures verify on the full and on the redacted event; content edits break only the content hash', () => {
+        const v = requireRoomVersion('10');
+        expect(verifyEventSignature(MESSAGE_SIGNED, v, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true });
+        expect(checkContentHash(MESSAGE_SIGNED)).toBe(true);
+        const edited = { ...MESSAGE_SIGNED, content: { body: 'edited' } };
+        expect(verifyEventSignature(edited, v, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true }); // content is redacted away
+        expect(checkContentHash(edited)).toBe(false);
+        const resent = { ...MESSAGE_SIGNED, sender: '@other:domain' };
+        expect(verifyEventSignature(resent, v, 'domain', 'ed25519:1', KEY.publicKey).ok).toBe(false);
+      });
+
+      it('checkContentHash rejects missing and malformed hashes', () => {
+        expect(checkContentHash({ ...MESSAGE_SIGNED, hashes: {} })).toBe(false);
+        expect(checkContentHash({ ...MESSAGE_SIGNED, hashes: { sha256: '!!!' } })).toBe(false);
+        expect(checkContentHash({ ...MESSAGE_SIGNED, hashes: { sha256: 'AAAA' } })).toBe(false);
+      });
+
+      it('the content hash ignores unsigned, signatures and hashes', () => {
+        const a = computeContentHash(MESSAGE_EVENT);
+        const b = computeContentHash({ ...MESSAGE_EVENT, unsigned: { age: 5 }, signatures: { x: {} }, hashes: { sha256: 'x' } });
+        expect(encodeBase64(a)).toBe(encodeBase64(b));
+        expect(encodeBase64(a)).toBe('onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g');
+      });
     });
-    it(`event with redactable content, room version ${v}`, () => {
-      expect(hashAndSignEvent(MESSAGE_EVENT, requireRoomVersion(v), 'domain', KEY)).toEqual(MESSAGE_SIGNED);
-    });
-  }
-
-  it('room version 11 drops `origin` from what is signed, so the signature differs but verifies', () => {
-    const v11 = requireRoomVersion('11');
-    const signed = hashAndSignEvent(MINIMAL_EVENT, v11, 'domain', KEY);
-    expect((signed.hashes as JsonObject).sha256).toBe('5jM4wQpv6lnBo7CLIghJuHdW+s2CMBJPUOGOC89ncos'); // content hash is version-independent
-    expect((signed.signatures as JsonObject).domain).not.toEqual((MINIMAL_SIGNED.signatures as JsonObject).domain);
-    expect(verifyEventSignature(signed, v11, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true });
-    // …and changing `origin` does not break it (it is not covered in v11), while v10 notices.
-    expect(verifyEventSignature({ ...signed, origin: 'elsewhere' }, v11, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true });
-    expect(verifyEventSignature({ ...MINIMAL_SIGNED, origin: 'elsewhere' }, requireRoomVersion('10'), 'domain', 'ed25519:1', KEY.publicKey).ok).toBe(false);
   });
-
-  it('signatures verify on the full and on the redacted event; content edits break only the content hash', () => {
-    const v = requireRoomVersion('10');
-    expect(verifyEventSignature(MESSAGE_SIGNED, v, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true });
-    expect(checkContentHash(MESSAGE_SIGNED)).toBe(true);
-    const edited = { ...MESSAGE_SIGNED, content: { body: 'edited' } };
-    expect(verifyEventSignature(edited, v, 'domain', 'ed25519:1', KEY.publicKey)).toEqual({ ok: true }); // content is redacted away
-    expect(checkContentHash(edited)).toBe(false);
-    const resent = { ...MESSAGE_SIGNED, sender: '@other:domain' };
-    expect(verifyEventSignature(resent, v, 'domain', 'ed25519:1', KEY.publicKey).ok).toBe(false);
-  });
-
-  it('checkContentHash rejects missing and malformed hashes', () => {
-    expect(checkContentHash({ ...MESSAGE_SIGNED, hashes: {} })).toBe(false);
-    expect(checkContentHash({ ...MESSAGE_SIGNED, hashes: { sha256: '!!!' } })).toBe(false);
-    expect(checkContentHash({ ...MESSAGE_SIGNED, hashes: { sha256: 'AAAA' } })).toBe(false);
-  });
-
-  it('the content hash ignores unsigned, signatures and hashes', () => {
-    const a = computeContentHash(MESSAGE_EVENT);
-    const b = computeContentHash({ ...MESSAGE_EVENT, unsigned: { age: 5 }, signatures: { x: {} }, hashes: { sha256: 'x' } });
-    expect(encodeBase64(a)).toBe(encodeBase64(b));
-    expect(encodeBase64(a)).toBe('onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g');
-  });
-});
+}
 
 describe('hashing, signing and identifying in one pass (hashSignAndIdentify)', () => {
   // Events whose members redaction keeps, drops and rewrites, with and without earlier signatures

@@ -13,6 +13,7 @@ import { computeEventId, hashAndSignEvent } from '../../src/protocol/event-hashi
 import { redactEvent } from '../../src/protocol/redaction';
 import { requireRoomVersion } from '../../src/protocol/room-versions';
 import { loadFixture } from '../fixtures/load';
+import { SIGNERS, signWith } from './signers';
 
 interface SigningVector { name: string; seed_base64: string; key_id: string; server_name: string; input: JsonObject; expected_signature: string }
 interface EventSigningVector extends SigningVector { room_version: string; expected_content_hash: string; expected_event_id: string | null }
@@ -22,28 +23,40 @@ interface CanonicalVector { name: string; input?: unknown; input_text?: string; 
 
 const vectors = loadFixture<{ signing: SigningVector[]; event_signing: EventSigningVector[]; event_ids: EventIdVector[]; redaction: RedactionVector[]; canonical_json: CanonicalVector[] }>('vectors.json');
 
-describe('JSON signing vectors', () => {
-  for (const v of vectors.signing) {
-    it(v.name, () => {
-      const key = signingKeyFromSeed(v.key_id, decodeBase64(v.seed_base64));
-      const signed = signJson(v.input, v.server_name, key);
-      expect((signed.signatures as Record<string, Record<string, string>>)[v.server_name]![v.key_id]).toBe(v.expected_signature);
-    });
-  }
-});
+for (const signer of SIGNERS) {
+  describe(`signing with ${signer}`, () => {
+    signWith(signer);
 
-describe('event signing vectors', () => {
-  for (const v of vectors.event_signing) {
-    it(`${v.name} (room v${v.room_version})`, () => {
-      const key = signingKeyFromSeed(v.key_id, decodeBase64(v.seed_base64));
-      const version = requireRoomVersion(v.room_version);
-      const signed = hashAndSignEvent(v.input, version, v.server_name, key);
-      expect((signed.hashes as JsonObject).sha256).toBe(v.expected_content_hash);
-      expect((signed.signatures as Record<string, Record<string, string>>)[v.server_name]![v.key_id]).toBe(v.expected_signature);
-      if (v.expected_event_id) expect(computeEventId(signed, version)).toBe(v.expected_event_id);
+    describe('JSON signing vectors', () => {
+      for (const v of vectors.signing) {
+        it(v.name, () => {
+          const key = signingKeyFromSeed(v.key_id, decodeBase64(v.seed_base64));
+          const signed = signJson(v.input, v.server_name, key);
+          expect((signed.signatures as Record<string, Record<string, string>>)[v.server_name]![v.key_id]).toBe(v.expected_signature);
+        });
+      }
     });
-  }
-});
+  });
+}
+
+for (const signer of SIGNERS) {
+  describe(`signing with ${signer}`, () => {
+    signWith(signer);
+
+    describe('event signing vectors', () => {
+      for (const v of vectors.event_signing) {
+        it(`${v.name} (room v${v.room_version})`, () => {
+          const key = signingKeyFromSeed(v.key_id, decodeBase64(v.seed_base64));
+          const version = requireRoomVersion(v.room_version);
+          const signed = hashAndSignEvent(v.input, version, v.server_name, key);
+          expect((signed.hashes as JsonObject).sha256).toBe(v.expected_content_hash);
+          expect((signed.signatures as Record<string, Record<string, string>>)[v.server_name]![v.key_id]).toBe(v.expected_signature);
+          if (v.expected_event_id) expect(computeEventId(signed, version)).toBe(v.expected_event_id);
+        });
+      }
+    });
+  });
+}
 
 describe('event id vectors', () => {
   for (const v of vectors.event_ids) {
