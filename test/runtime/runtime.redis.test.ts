@@ -2,7 +2,7 @@
  * The actor runtime on real Redis, single server and Cluster: request/reply through inbox →
  * actor → outbox, exactly-once per message id, per-actor order, dead letters, fencing.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ActorReplyError, ActorTimeoutError } from '../../src/runtime/actor-client';
 import { shardOf } from '../../src/store/shards';
 import { runScript, runScriptBuffer } from '../../src/store/redis';
@@ -162,6 +162,21 @@ for (const mode of MODES) {
       await r.redis.del(stream);
       await runScriptBuffer(r.redis, 'reply', [stream], [100, 'late-mid', Buffer.from('x')]);
       expect(await r.redis.exists(stream)).toBe(0);
+    });
+
+    it('replies once read are deleted from the reply stream (the delete is not awaited before the next read)', async () => {
+      r = await rig(mode);
+      await r.startWorker('w1');
+      const c = await r.client();
+      const stream = r.keys.replies(`f.${c.incarnation}`);
+      const replies = await Promise.all(Array.from({ length: 50 }, (_, i) => c.ask<LedgerReply>('user', 'ledger', `@reply-del-${i % 5}:test`, { op: 'append', producer: `p${i}`, seq: 1, value: 1 })));
+      expect(replies.map((x) => x.sum)).toHaveLength(50);
+      // Every reply entry goes once it is read; the stream itself stays (its TTL is renewed).
+      await vi.waitFor(async () => expect(await r.redis.xlen(stream)).toBe(0), { timeout: 10_000 });
+      expect(await r.redis.exists(stream)).toBe(1);
+      // And the reader keeps reading after those deletes.
+      expect(await c.ask<LedgerReply>('user', 'ledger', '@reply-del-0:test', { op: 'append', producer: 'later', seq: 1, value: 1 })).toMatchObject({ count: 11 });
+      await c.close();
     });
 
     it('dead-letters a message that keeps failing, answers it with an error, and the shard keeps going', async () => {
