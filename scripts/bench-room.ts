@@ -25,7 +25,9 @@
  * BENCH_CPU_PROF (a directory: the workers write V8 CPU profiles there), BENCH_REDIS_STATS=1 (each
  * throughput phase's Redis commands per event, from INFO commandstats), BENCH_WORKER_NODE_ARGS (node
  * flags for the workers, as scripts/lib/axon-bench-cluster.ts takes them; the cluster scripts start
- * workers with `nodeFlagsFor('worker')`, this bench by default with none).
+ * workers with `nodeFlagsFor('worker')`, this bench by default with none), BENCH_REPEAT (default 1:
+ * the throughput phases (a) and (b) run that many rounds, each on a fresh cluster, then their
+ * medians — on a machine whose speed drifts from one minute to the next, one round is not a figure).
  *
  * Each throughput phase also prints the CPU time spent per event by the workers, by this process
  * (the asking side: the ActorClient) and by Redis: on a machine shared with other work the
@@ -71,6 +73,7 @@ const SHARDS = Number(process.env.BENCH_SHARDS ?? 256);
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c').split(','));
 const WORKER_COUNTS = (process.env.BENCH_WORKERS ?? '1,2').split(',').map(Number);
 const REDIS_STATS = process.env.BENCH_REDIS_STATS === '1';
+const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 1));
 const SERVER = 'bench.local';
 const root = join(import.meta.dirname, '..');
 
@@ -363,22 +366,25 @@ async function main(): Promise<void> {
   const results: Throughput[] = [];
   let store: Storage | null = null;
   try {
-    for (const workers of WORKER_COUNTS) {
-      if (!ONLY.has('a') && !ONLY.has('b')) break;
-      const c = await startCluster(redis.url, dir, workers, `br${workers}:`);
-      try {
-        if (ONLY.has('a')) {
-          log(`(a) one room, ${workers} worker(s)…`);
-          results.push(await throughput(`one room, ${workers} worker${workers > 1 ? 's' : ''}`, c, [await createRoom(c)]));
+    for (let round = 1; round <= REPEAT; round++) {
+      const tag = REPEAT > 1 ? ` (round ${round})` : '';
+      for (const workers of WORKER_COUNTS) {
+        if (!ONLY.has('a') && !ONLY.has('b')) break;
+        const c = await startCluster(redis.url, dir, workers, REPEAT > 1 ? `br${workers}r${round}:` : `br${workers}:`);
+        try {
+          if (ONLY.has('a')) {
+            log(`(a) one room, ${workers} worker(s)${tag}…`);
+            results.push(await throughput(`one room, ${workers} worker${workers > 1 ? 's' : ''}${tag}`, c, [await createRoom(c)]));
+          }
+          if (ONLY.has('b')) {
+            log(`(b) ${ROOMS} rooms, ${workers} worker(s)${tag}…`);
+            const rooms: string[] = [];
+            await pool(ROOMS, 20, async () => rooms.push(await createRoom(c)));
+            results.push(await throughput(`${ROOMS} rooms, ${workers} worker${workers > 1 ? 's' : ''}${tag}`, c, rooms));
+          }
+        } finally {
+          await stopCluster(c);
         }
-        if (ONLY.has('b')) {
-          log(`(b) ${ROOMS} rooms, ${workers} worker(s)…`);
-          const rooms: string[] = [];
-          await pool(ROOMS, 20, async () => rooms.push(await createRoom(c)));
-          results.push(await throughput(`${ROOMS} rooms, ${workers} worker${workers > 1 ? 's' : ''}`, c, rooms));
-        }
-      } finally {
-        await stopCluster(c);
       }
     }
     if (ONLY.has('c')) {
@@ -405,6 +411,20 @@ async function main(): Promise<void> {
       console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(9)}  ${r.p50ms.toFixed(1).padStart(8)}  ${r.p99ms.toFixed(1).padStart(8)}  ${String(r.events).padStart(8)}  ${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis}`);
       if (r.redisCalls) console.log(`  Redis calls per event: ${Object.entries(r.redisCalls).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
       if (r.redisUs) console.log(`  Redis µs per event by command: ${Object.entries(r.redisUs).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    }
+    if (REPEAT > 1) {
+      console.log(`\nmedians of ${REPEAT} rounds (events/s):`);
+      const byName = new Map<string, number[]>();
+      for (const r of results) {
+        const name = r.name.replace(/ \(round \d+\)$/, '');
+        byName.set(name, [...(byName.get(name) ?? []), r.perSecond]);
+      }
+      for (const [name, xs] of byName) {
+        const sorted = [...xs].sort((a, b) => a - b);
+        const m = Math.floor(sorted.length / 2);
+        const med = sorted.length % 2 ? sorted[m]! : Math.round((sorted[m - 1]! + sorted[m]!) / 2);
+        console.log(`${name.padEnd(w)}  ${String(med).padStart(9)}  (rounds: ${xs.join(', ')})`);
+      }
     }
   }
   if (store) {

@@ -9,7 +9,10 @@
  * (redis appendfsync: always, as Axon runs it, or everysec to see what fsync costs), BENCH_CPU_PROF
  * (a directory: the workers write V8 CPU profiles there), BENCH_REDIS_STATS=1 (each phase's Redis
  * commands per message, from INFO commandstats, and the bytes per message in and out of Redis and
- * appended to its AOF).
+ * appended to its AOF), BENCH_REPEAT (default 1: the three phases run that many times in turn,
+ * each runtime phase's ratio taken against the raw phase of its own round, then the medians — on
+ * a machine whose speed drifts from one minute to the next, as this one's does, one round is not
+ * a figure).
  *
  * Each phase also prints the CPU time per message of the workers (or the raw consumer's side: it
  * runs in this process), of this process, and of Redis: on a machine shared with other work the
@@ -34,6 +37,7 @@ const ACTORS = Number(process.env.BENCH_ACTORS ?? 1000);
 const SHARDS = Number(process.env.BENCH_SHARDS ?? 256);
 /** `always` is what Axon's managed Redis runs with (durable before acknowledged). */
 const FSYNC = process.env.BENCH_FSYNC ?? 'always';
+const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 1));
 const root = join(import.meta.dirname, '..');
 
 interface Result {
@@ -240,6 +244,22 @@ async function runtimePhase(url: string, workers: number, prefix: string): Promi
   return result;
 }
 
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/** Per path (raw, 1 worker, 2 workers): the median msg/s over the rounds and the median of the rounds' ratios. */
+function medianRows(rounds: { raw: Result; runtime: Result[] }[], ratio: Map<Result, number>): { name: string; perSecond: number; ratio: number }[] {
+  const paths = [rounds.map((r) => r.raw), ...rounds[0]!.runtime.map((_, i) => rounds.map((r) => r.runtime[i]!))];
+  return paths.map((rs) => ({
+    name: rs[0]!.name.replace(/ \(round \d+\)$/, ''),
+    perSecond: Math.round(median(rs.map((r) => r.perSecond))),
+    ratio: median(rs.map((r) => ratio.get(r)!)),
+  }));
+}
+
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const s = createServer();
@@ -256,25 +276,42 @@ async function main(): Promise<void> {
   const machine = `${cpus()[0]?.model ?? 'CPU'} × ${cpus().length}, node ${process.version}`;
   console.log(`Axon runtime benchmark — ${new Date().toISOString()} — ${machine} — load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   console.log(`redis-server with AOF, appendfsync ${FSYNC}; ${SECONDS}s per phase, ${CONCURRENCY} in flight, ${ACTORS} actors, ${SHARDS} shards per family\n`);
-  const results: Result[] = [];
+  // One round: raw, then the runtime with 1 and 2 workers; each runtime phase is compared with the
+  // raw phase of its own round.
+  const rounds: { raw: Result; runtime: Result[] }[] = [];
   try {
-    results.push(await rawBaseline(redis.url));
-    results.push(await runtimePhase(redis.url, 1, 'bench1:'));
-    results.push(await runtimePhase(redis.url, 2, 'bench2:'));
+    for (let round = 1; round <= REPEAT; round++) {
+      const tag = REPEAT > 1 ? ` (round ${round})` : '';
+      const raw = await rawBaseline(redis.url);
+      raw.name += tag;
+      const runtime: Result[] = [];
+      for (const workers of [1, 2]) {
+        const r = await runtimePhase(redis.url, workers, REPEAT > 1 ? `bench${workers}r${round}:` : `bench${workers}:`);
+        r.name += tag;
+        runtime.push(r);
+      }
+      rounds.push({ raw, runtime });
+    }
   } finally {
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });
   }
-  const raw = results[0]!;
+  const results = rounds.flatMap((r) => [r.raw, ...r.runtime]);
+  const ratio = new Map<Result, number>(rounds.flatMap((r) => [[r.raw, 1] as const, ...r.runtime.map((x) => [x, x.perSecond / r.raw.perSecond] as const)]));
   const w = Math.max(...results.map((r) => r.name.length));
   console.log(`${'path'.padEnd(w)}  ${'msg/s'.padStart(8)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'vs raw'.padStart(7)}  CPU µs/msg: workers / this process / redis`);
   for (const r of results) {
-    console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(8)}  ${r.p50ms.toFixed(2).padStart(8)}  ${r.p99ms.toFixed(2).padStart(8)}  ${(r.perSecond / raw.perSecond).toFixed(2).padStart(7)}  ${r.cpuUs ? `${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis}` : ''}`);
+    console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(8)}  ${r.p50ms.toFixed(2).padStart(8)}  ${r.p99ms.toFixed(2).padStart(8)}  ${ratio.get(r)!.toFixed(2).padStart(7)}  ${r.cpuUs ? `${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis}` : ''}`);
     if (r.redisCalls) console.log(`  Redis calls per message: ${Object.entries(r.redisCalls).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
     if (r.redisBytes) console.log(`  Redis bytes per message: in ${r.redisBytes.in}, out ${r.redisBytes.out}, AOF ${r.redisBytes.aof}`);
     if (r.redisUs) console.log(`  Redis µs per message by command: ${Object.entries(r.redisUs).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   }
-  const file = writeBenchResults((stamp) => `runtime-${stamp}.json`, { date: new Date().toISOString(), machine, seconds: SECONDS, concurrency: CONCURRENCY, actors: ACTORS, shards: SHARDS, results });
+  const medians = REPEAT > 1 ? medianRows(rounds, ratio) : undefined;
+  if (medians) {
+    console.log(`\nmedians of ${REPEAT} rounds (msg/s; ratio: the median of each round's ratio to its own raw phase):`);
+    for (const m of medians) console.log(`${m.name.padEnd(w)}  ${String(m.perSecond).padStart(8)}  ${' '.repeat(18)}  ${m.ratio.toFixed(2).padStart(7)}`);
+  }
+  const file = writeBenchResults((stamp) => `runtime-${stamp}.json`, { date: new Date().toISOString(), machine, seconds: SECONDS, concurrency: CONCURRENCY, actors: ACTORS, shards: SHARDS, repeat: REPEAT, results, ...(medians ? { medians } : {}) });
   console.log(`\nload average at the end ${loadavg().map((l) => l.toFixed(2)).join(' ')}; written ${file}`);
   process.exit(0);
 }
