@@ -50,6 +50,8 @@ export type CommitResult = { status: 'ok' } | { status: 'stale'; owner: string }
 /** Arguments one call carries at most (beyond that the queue splits): keeps a call's Redis time short. */
 const MAX_CALL_ARGS = 50_000;
 const MAX_CALL_UNITS = 256;
+/** Values per shard in a call's shard table (commit-many-4.lua): lease, token, inbox, outbox, three prefixes. */
+const SHARD_ARGS = 7;
 /**
  * Units queued this long ago (ms) are sent at once rather than at the end of the turn: a turn that
  * decides a hundred room events spends ~20 ms in decide, and sending the first ones early lets
@@ -114,7 +116,7 @@ export class CommitQueue {
       let l = shardNo.get(u.shard);
       if (!l) shardNo.set(u.shard, (l = []));
       for (const s of l) if (s.token === u.token) return s.no;
-      const no = shardArgs.length / 7 + 1;
+      const no = shardArgs.length / SHARD_ARGS + 1;
       l.push({ token: u.token, no });
       shardArgs.push(k(u.shard.lease), u.token, k(u.shard.inbox), k(u.shard.outbox), u.shard.donePrefix, u.shard.statePrefix, u.shard.dataPrefix);
       return no;
@@ -133,7 +135,7 @@ export class CommitQueue {
         for (const a of w.args) unitPart.push(typeof a === 'number' ? String(a) : a);
       }
     }
-    const args: (string | number | Buffer)[] = [this.workerId, this.group, this.dedupeTtlSec, this.replyMaxLen, shardArgs.length / 7];
+    const args: (string | number | Buffer)[] = [this.workerId, this.group, this.dedupeTtlSec, this.replyMaxLen, shardArgs.length / SHARD_ARGS];
     for (const a of shardArgs) args.push(a);
     for (const a of unitPart) args.push(a);
     // The arguments travel as one msgpack array (commit-many-4.lua decodes it): one argument for

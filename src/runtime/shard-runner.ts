@@ -137,7 +137,6 @@ export class ShardRunner {
 
   /** `family:shard`, made once. */
   readonly name: string;
-  /** The lease key, made once (the commit names it per unit). */
 
   get bufferedCount(): number {
     return this.buffered;
@@ -445,7 +444,6 @@ export class ShardRunner {
       writes: writes.length ? writes : NONE,
     };
   }
-
 
   /**
    * Drop the slot's cached state: the next message reloads it from Redis. After any commit whose
