@@ -180,7 +180,7 @@ export class ActorClient {
           this.lastId = id;
           ids.push(id);
           // One entry holds one reply or several (a group commit's replies to this process:
-          // commit-many-4.lua), each a `mid` field followed by its `b`.
+          // commit-many-5.lua), each a `mid` field followed by its `b`.
           // Field names told apart by their bytes: `mid` (3 bytes), `b` (1), no string made per name.
           let mid = '';
           for (let i = 0; i + 1 < fields.length; i += 2) {

@@ -47,7 +47,7 @@ export function parseInboxEntry(id: string, fields: Buffer[] | null): InboxEntry
 const MID = 0x100;
 
 /**
- * An outbox entry as the commit script writes it (commit-many-4.lua): field `a` actor id, `k` actor
+ * An outbox entry as the commit script writes it (commit-many-5.lua): field `a` actor id, `k` actor
  * kind, `b` the output (msgpack). Null when the fields are missing.
  */
 export interface OutboxEntry {

@@ -11,6 +11,7 @@ import { decode, encode, encodeScriptArgs } from '../../src/store/codec';
 import type { LedgerReply, LedgerState } from '../../actors/ledger';
 import { MODES, rig, waitFor, type Rig } from './harness';
 import { allActorKinds } from '../../src/runtime/kinds';
+import { CommitQueue, type CommitUnit } from '../../src/runtime/commit-queue';
 
 for (const mode of MODES) {
   describe(`actor runtime (${mode} redis)`, () => {
@@ -200,6 +201,28 @@ for (const mode of MODES) {
       await waitFor('every entry to be acknowledged', async () => Number(((await r.redis.xpending(r.keys.shard('user', shard).inbox, INBOX_GROUP)) as [number])[0]) === 0);
     });
 
+    it('a message whose write fails in Redis (a key of the wrong type) is dead-lettered with an error, never answered as applied; the actor keeps its state', async () => {
+      r = await rig(mode);
+      await r.startWorker('w1', { maxDeliveries: 3 });
+      const c = await r.client();
+      const actor = '@wrongtype:test';
+      expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 1, value: 1 })).toMatchObject({ count: 1 });
+      const shard = r.keys.shard('user', shardOf(actor, r.shardCounts.user));
+      // The hash the bulk op writes holds a string: its HSET fails inside the commit (WRONGTYPE).
+      await r.redis.set(shard.data(`ledger:${actor}:bulk-hash`), 'not a hash');
+      const err = await c.ask('user', 'ledger', actor, { op: 'bulk', items: 3 }).catch((e) => e);
+      expect(err).toBeInstanceOf(ActorReplyError);
+      expect((err as ActorReplyError).errcode).toBe('M_UNKNOWN');
+      const dead = (await r.redis.xrange(shard.dead, '-', '+')) as [string, string[]][];
+      expect(dead).toHaveLength(1);
+      expect(dead[0]![1].join(' ')).toMatch(/WRONGTYPE/);
+      // Not applied: the state still counts one message, and the actor carries on from it.
+      expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'read' })).toMatchObject({ count: 1 });
+      await r.redis.del(shard.data(`ledger:${actor}:bulk-hash`));
+      expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'bulk', items: 3 })).toMatchObject({ count: 2 });
+      expect(await r.redis.hlen(shard.data(`ledger:${actor}:bulk-hash`))).toBe(3);
+    });
+
     it('refuses a commit carrying a stale fencing token, atomically', async () => {
       r = await rig(mode);
       const keys = r.keys.shard('user', 3);
@@ -215,7 +238,7 @@ for (const mode of MODES) {
       expect(t2[0]).toBe(t1[0] + 1);
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
       const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
-      // One unit of the group commit (commit-many-4.lua): KEYS lease, inbox, outbox; the shard's prefixes; a write of a data key.
+      // One unit of the group commit (commit-many-5.lua): KEYS lease, inbox, outbox; the shard's prefixes; a write of a data key.
       const commit = async (worker: string, token: number) =>
         ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox], [encodeScriptArgs([
           worker, INBOX_GROUP, 60, 100, 1, 1, String(token), 2, 3, keys.donePrefix, keys.statePrefix, keys.dataPrefix,
@@ -426,13 +449,87 @@ for (const mode of MODES) {
       expect(await r.redis.get(a.done('m5'))).toBe('earlier');
       expect(await r.redis.get(a.done('m6'))).toBe('R6');
       expect(await r.redis.get(a.done('m7'))).toBe('R7');
-      // The applied units' states (written together at the end of the call).
+      // The applied units' states.
       expect(await r.redis.mget(a.state('ledger', 'v'), a.state('ledger', 'w'))).toEqual(['SV', 'SW']);
       expect(await r.redis.xlen(a.outbox)).toBe(2);
       const entries = (await r.redis.xrange(stream, '-', '+')).filter(([id]) => id !== first);
       expect(entries.map(([, fields]) => fields)).toEqual([['mid', 'm6', 'b', 'R6', 'mid', 'm7', 'b', 'R7']]);
       // m6 and m7 acked; m4 and m5 stay pending for the one-by-one path.
       expect(Number(((await r.redis.xpending(a.inbox, INBOX_GROUP)) as [number])[0])).toBe(2);
+    });
+
+    it('commit-many: a command that fails when it runs fails its unit alone — not recorded done, no state, no output — and the units before and after it commit', async () => {
+      r = await rig(mode);
+      const a = r.keys.shard('user', 1);
+      const ta = (await runScript(r.redis, 'leaseAcquire', [a.lease], ['w', 60_000])) as [number, string];
+      await r.redis.xgroup('CREATE', a.inbox, INBOX_GROUP, '0', 'MKSTREAM');
+      const ids: string[] = [];
+      for (const mid of ['m1', 'm2', 'm3']) ids.push((await r.redis.xadd(a.inbox, '*', 'mid', mid, 'a', 'x', 'k', 'ledger', 'b', 'x'))!);
+      await r.redis.xreadgroup('GROUP', INBOX_GROUP, 'w', 'STREAMS', a.inbox, '>');
+      // Actor y's hash is a string (data that is not what the actor believes): its HSET fails (WRONGTYPE).
+      await r.redis.set(a.data('broken'), 'a string');
+      const args = ['w', INBOX_GROUP, 60, 100, 1, 1, String(ta[0]), 2, 3, a.donePrefix, a.statePrefix, a.dataPrefix,
+        3,
+        1, 1, ids[0]!, 'R1', '1', 0, 'm1', 's', 'SX', 1, 'OUTX', 'x', 'ledger', 1, 'SET', 'kx', '0', 1, 'vx',
+        // Unit 2: a write that succeeds, then the failing one; an output and a state it must not get.
+        1, 1, ids[1]!, 'R2', '1', 0, 'm2', 's', 'SY', 1, 'OUTY', 'y', 'ledger', 2, 'SET', 'ky', '0', 1, 'vy', 'HSET', 'broken', '0', 2, 'f', 'v',
+        1, 1, ids[2]!, 'R3', '1', 0, 'm3', 's', 'SZ', 1, 'OUTZ', 'z', 'ledger', 1, 'SET', 'kz', '0', 1, 'vz',
+      ];
+      const res = (await runScriptBuffer(r.redis, 'commitMany', [a.lease, a.inbox, a.outbox], [encodeScriptArgs(args)])) as Buffer[][];
+      const got = res.map((u) => u.map((x) => x.toString()));
+      expect(got[0]).toEqual(['ok']);
+      expect(got[1]![0]).toBe('err');
+      expect(got[1]![1]).toMatch(/WRONGTYPE/);
+      expect(got[2]).toEqual(['ok']);
+      // x and z: applied in full.
+      expect(await r.redis.mget(a.state('ledger', 'x'), a.state('ledger', 'z'), a.data('kx'), a.data('kz'), a.done('m1'), a.done('m3'))).toEqual(['SX', 'SZ', 'vx', 'vz', 'R1', 'R3']);
+      // y: not recorded done (decided again), no state, no output; only the write before the failing one stays.
+      expect(await r.redis.exists(a.state('ledger', 'y'), a.done('m2'))).toBe(0);
+      expect(await r.redis.get(a.data('ky'))).toBe('vy');
+      const outputs = (await r.redis.xrange(a.outbox, '-', '+')).map(([, f]) => f[f.indexOf('a') + 1]);
+      expect(outputs).toEqual(['x', 'z']);
+      // m1 and m3 acked; m2 stays pending, for its retry.
+      const pending = (await r.redis.xpending(a.inbox, INBOX_GROUP, '-', '+', 10)) as [string, string, number, number][];
+      expect(pending.map((p) => p[0])).toEqual([ids[1]]);
+    });
+
+    it('a commit whose write fails is retried, not answered as applied, and the actors committed with it in the same call keep their states', async () => {
+      r = await rig(mode);
+      const a = r.keys.shard('user', 1);
+      const token = String(((await runScript(r.redis, 'leaseAcquire', [a.lease], ['w', 60_000])) as [number, string])[0]);
+      await r.redis.xgroup('CREATE', a.inbox, INBOX_GROUP, '0', 'MKSTREAM');
+      const id1 = (await r.redis.xadd(a.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x'))!;
+      const id2 = (await r.redis.xadd(a.inbox, '*', 'mid', 'm2', 'a', 'y', 'k', 'ledger', 'b', 'x'))!;
+      await r.redis.xreadgroup('GROUP', INBOX_GROUP, 'w', 'STREAMS', a.inbox, '>');
+      await r.redis.set(a.data('broken'), 'a string');
+      const q = new CommitQueue(r.redis, 'w', INBOX_GROUP, 600, 100);
+      const unit = (id: string, mid: string, actor: string, state: string, writes: CommitUnit['writes']): CommitUnit => ({
+        shard: a, token, messages: [{ id, reply: Buffer.from(`R-${mid}`), mode: '1', mid }], state: Buffer.from(state), outputs: [], actorId: actor, kind: 'ledger', writes,
+      });
+      // One turn, one call: x's unit, then y's, whose HSET meets a string.
+      const [x, y] = await Promise.allSettled([q.submit(unit(id1, 'm1', 'x', 'SX', [{ cmd: 'SET', key: 'kx', args: ['vx'] }])), q.submit(unit(id2, 'm2', 'y', 'SY', [{ cmd: 'HSET', key: 'broken', args: ['f', 'v'] }]))]);
+      expect(x).toEqual({ status: 'fulfilled', value: { status: 'ok' } });
+      expect(y.status).toBe('rejected');
+      expect(String((y as PromiseRejectedResult).reason)).toMatch(/ledger y failed: WRONGTYPE/);
+      expect(await r.redis.mget(a.state('ledger', 'x'), a.data('kx'))).toEqual(['SX', 'vx']);
+      // Once the data is right again, y's retry commits (it was never recorded done).
+      await r.redis.del(a.data('broken'));
+      expect(await q.submit(unit(id2, 'm2', 'y', 'SY', [{ cmd: 'HSET', key: 'broken', args: ['f', 'v'] }]))).toEqual({ status: 'ok' });
+      expect(await r.redis.get(a.state('ledger', 'y'))).toBe('SY');
+    });
+
+    it('commit-many: a call with 4,000 units that write states (more values than one Lua unpack takes)', async () => {
+      if (mode !== 'single') return;
+      r = await rig(mode);
+      const a = r.keys.shard('user', 1);
+      const token = String(((await runScript(r.redis, 'leaseAcquire', [a.lease], ['w', 60_000])) as [number, string])[0]);
+      await r.redis.xgroup('CREATE', a.inbox, INBOX_GROUP, '0', 'MKSTREAM');
+      const n = 4000;
+      const args: (string | number)[] = ['w', INBOX_GROUP, 60, 100, 1, 1, token, 2, 3, a.donePrefix, a.statePrefix, a.dataPrefix, n];
+      for (let i = 0; i < n; i++) args.push(1, 1, `0-${i + 1}`, 'R', '0', 0, `mu${i}`, 's', `S${i}`, 0, `x${i}`, 'ledger', 0);
+      const res = (await runScriptBuffer(r.redis, 'commitMany', [a.lease, a.inbox, a.outbox], [encodeScriptArgs(args)])) as Buffer[][];
+      expect(res.filter((u) => u[0]!.toString() === 'ok')).toHaveLength(n);
+      expect(await r.redis.mget(a.state('ledger', 'x0'), a.state('ledger', `x${n - 1}`))).toEqual(['S0', `S${n - 1}`]);
     });
 
     it('a worker whose lease lapsed mid-message is fenced out; the new owner applies the message once', async () => {

@@ -2,12 +2,23 @@
 -- each unit is one actor's commit (one or more of its inbox messages decided in order), and the
 -- units may belong to different actors of one shard or, on a single Redis, to different shards of
 -- one worker. One call, one AOF write and fsync, for all of them.
--- Each unit is all or nothing on its own: its shard's fencing token is checked (once per shard
--- and call), its messages' done records are checked, and only then are its state, outputs,
--- writes, done records, replies and acknowledgements written. A unit refused (stale lease, a
--- message already done) writes nothing and does not stop the others, which are independent (other
--- actors). Every command of every unit is checked against the allowed list before anything is
--- written, so a refused command fails the whole call with nothing applied.
+-- Each unit stands on its own: its shard's fencing token is checked (once per shard and call),
+-- its messages' done records are checked, and only then are its writes, outputs, state, done
+-- records, replies and acknowledgements written. A unit refused (stale lease, a message already
+-- done) writes nothing and does not stop the others, which are independent (other actors). Every
+-- command of every unit is checked against the allowed list before anything is written, so a
+-- refused command fails the whole call with nothing applied.
+-- A command of a unit that fails when it runs (a key of the wrong type, an XADD id below the
+-- stream's top: data that is not what the actor believes) fails that unit alone: it is answered
+-- {'err', text}, its done records are removed again and its state is not written, so it is not
+-- taken for applied and its messages are decided again (and dead-lettered if it keeps failing);
+-- the other units of the call are committed as if it were not there. Redis cannot take back what
+-- the unit wrote before the failing command: its writes run first, in order, then its outputs,
+-- then its state, so what it leaves is a prefix of its writes (idempotent ones, as actors write
+-- them: SET, HSET, ZADD ... of the values the retry writes again), not outputs the readers would
+-- see twice. (commit-many-5 wrote every state in one MSET at the end of the call: a command error
+-- in a later unit left the earlier units recorded done without their states, answered 'dup' —
+-- applied — on the retry. Now each unit's state is written with its unit.)
 -- KEYS: the shards' lease, inbox and outbox streams and the reply streams, named below by index.
 -- The keys of the actors themselves (done records, states, data) are not in KEYS: they are the
 -- shard's key prefixes (src/store/keys.ts ShardKeys, passed once per shard and call) followed by
@@ -37,11 +48,11 @@
 -- message was not done already and records it (a unit found done has the records it wrote removed
 -- again). The replies of a call to one reply stream go as ONE stream entry with a (mid, b) pair
 -- per reply (src/runtime/actor-client.ts reads every pair of an entry): one XADD per asking
--- process and call instead of one per message. The states of a call's units are written by one
--- MSET at the end (a unit's state key is its own: no write of the call reads it).
+-- process and call instead of one per message.
 -- Returns one entry per unit: {'ok'}, {'stale', owner}, {'dup', reply} (M = 1: the message was done
--- already; its stored reply delivered and acked as its mode says) or {'dup'} (M > 1: nothing
--- written; the caller applies the messages one by one).
+-- already; its stored reply delivered and acked as its mode says), {'dup'} (M > 1: nothing
+-- written; the caller applies the messages one by one) or {'err', text} (a command of the unit
+-- failed, as above).
 local ARGV = cmsgpack.unpack(ARGV[1])
 local worker = ARGV[1]
 local group = ARGV[2]
@@ -123,8 +134,13 @@ local function ack(inbox, id)
   end
   l[#l + 1] = id
 end
--- States to write (key, blob, ...), by one MSET at the end.
-local states = {}
+-- The current unit's first failing command, if any: run() goes through pcall, so an error fails
+-- that unit, not the call.
+local failed = nil
+local function run(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then failed = r.err end
+end
 
 local out = {}
 for u = 1, units do
@@ -161,20 +177,14 @@ for u = 1, units do
       local stateBlob = ARGV[q + 1]
       q = q + 2
       local n = tonumber(ARGV[q])
+      local outputs = q
       local actor = ARGV[q + n + 1]
       local kind = ARGV[q + n + 2]
-      if stateMode == 's' then
-        states[#states + 1] = shard.state .. kind .. ':' .. actor
-        states[#states + 1] = stateBlob
-      end
-      local outbox = shard.outbox
-      for i = 1, n do
-        redis.call('XADD', outbox, '*', 'a', actor, 'k', kind, 'b', ARGV[q + i])
-      end
       q = q + n + 3
       local w = tonumber(ARGV[q])
       q = q + 1
       local dataPrefix = shard.data
+      failed = nil
       for _ = 1, w do
         local cmd = ARGV[q]
         local key = ARGV[q + 1]
@@ -184,28 +194,37 @@ for u = 1, units do
           -- Lua's unpack takes at most ~8,000 values: a big write goes in slices (the same write).
           local first = q + 4
           local last = q + 3 + argc
-          while first <= last do
+          while first <= last and not failed do
             local upto = math.min(first + CHUNK - 1, last)
-            redis.call(cmd, key, unpack(ARGV, first, upto))
+            run(cmd, key, unpack(ARGV, first, upto))
             first = upto + 1
           end
         else
-          redis.call(cmd, key, unpack(ARGV, q + 4, q + 3 + argc))
+          run(cmd, key, unpack(ARGV, q + 4, q + 3 + argc))
         end
+        if failed then break end
         q = q + 4 + argc
       end
-      for i = 0, m - 1 do
-        local e = msgs + 5 * i
-        local mode = ARGV[e + 2]
-        if mode == 'r' then reply(ARGV[e + 3], ARGV[e + 4], ARGV[e + 1]) end
-        if mode ~= '0' then ack(shard.inbox, ARGV[e]) end
+      local outbox = shard.outbox
+      for i = 1, n do
+        if failed then break end
+        run('XADD', outbox, '*', 'a', actor, 'k', kind, 'b', ARGV[outputs + i])
       end
-      out[u] = {'ok'}
+      if not failed and stateMode == 's' then run('SET', shard.state .. kind .. ':' .. actor, stateBlob) end
+      if failed then
+        for i = 0, m - 1 do redis.call('DEL', donePrefix .. ARGV[msgs + 5 * i + 4]) end
+        out[u] = {'err', failed}
+      else
+        for i = 0, m - 1 do
+          local e = msgs + 5 * i
+          local mode = ARGV[e + 2]
+          if mode == 'r' then reply(ARGV[e + 3], ARGV[e + 4], ARGV[e + 1]) end
+          if mode ~= '0' then ack(shard.inbox, ARGV[e]) end
+        end
+        out[u] = {'ok'}
+      end
     end
   end
-end
-for first = 1, #states, 2 * CHUNK do
-  redis.call('MSET', unpack(states, first, math.min(first + 2 * CHUNK - 1, #states)))
 end
 local PAIRS = 1000
 for _, key in ipairs(replyOrder) do
