@@ -245,8 +245,15 @@ export class ActorClient {
       if (!w.settled) this.fail(w, new ActorTimeoutError(w.mid, q.ms));
     }
     if (h === list.length) {
+      // Empty: drop the queue (one is made per distinct timeout length, and some lengths are
+      // computed, e.g. from a request's size) — the next ask of this length makes a new one.
+      if (q.timer) clearTimeout(q.timer);
+      q.timer = null;
       q.list = [];
       q.head = 0;
+      q.armedFor = Infinity;
+      if (this.timeouts.get(q.ms) === q) this.timeouts.delete(q.ms);
+      return;
     } else if (h > 1024 && h * 2 > list.length) {
       q.list = list.slice(h);
       q.head = 0;
@@ -386,9 +393,15 @@ export class ActorClient {
     while (this.waiters.size > 0 && Date.now() < deadline && this.reader) await new Promise((r) => setTimeout(r, 20));
     this.closed = true;
     if (this.replyTtlTimer) clearInterval(this.replyTtlTimer);
-    for (const q of this.timeouts.values()) if (q.timer) clearTimeout(q.timer);
+    // Every unsettled ask is in a timeout queue, including one displaced from `waiters` by a later
+    // ask with the same message id (a retried transaction): fail them all, not only the mapped ones.
+    const closedError = new Error('ActorClient closed');
+    for (const q of this.timeouts.values()) {
+      if (q.timer) clearTimeout(q.timer);
+      for (let i = q.head; i < q.list.length; i++) this.fail(q.list[i]!, closedError);
+    }
     this.timeouts.clear();
-    for (const w of [...this.waiters.values()]) this.fail(w, new Error('ActorClient closed'));
+    for (const w of [...this.waiters.values()]) this.fail(w, closedError);
     this.reader?.disconnect();
     this.reader = null;
     if (this.writer !== this.redis) this.writer.disconnect();

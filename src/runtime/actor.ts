@@ -44,10 +44,14 @@ export interface Decision<S, R> {
    * Writes to keys outside the actor's shard (names relative to the key prefix), of derived data whose readers
    * fall back to the authoritative data when an entry is missing — a global index (e.g. event id
    * → room). On one Redis they are part of the commit, atomic with it; on a Cluster they live in
-   * other slots, so they go out right after the commit, and the commit also records them in the
-   * shard (ShardKeys.derivedPending) until they are applied: a worker that dies in between leaves
+   * other slots, so they go out right after the commit, before the reply, and the commit also
+   * records them in the shard (ShardKeys.derivedPending) until they are applied. When they fail,
+   * or the commit's answer was lost, the message is retried: its commit answers 'dup' and the
+   * holder applies the record (not the retry's decision). A worker that dies in between leaves
    * them to the shard's next holder, which applies them before anything else (so they are applied
-   * at least once; they must be idempotent — HSET, HDEL, SADD, SREM of fixed values).
+   * at least once; they must be idempotent — HSET, HDEL, SADD, SREM of fixed values). A record
+   * Redis keeps refusing (e.g. WRONGTYPE) is dead-lettered (ShardKeys.derivedDead) once the
+   * message's retries run out or after a few tries at takeover: the derived data then lacks it.
    */
   derivedWrites?: StoreWrite[];
 }

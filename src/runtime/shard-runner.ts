@@ -264,8 +264,9 @@ export class ShardRunner {
           try {
             n = await this.applyBatch(slot, batch);
           } catch (e) {
-            // Whether it was applied is unknown: reload, and let the one-at-a-time path (its
-            // dedupe, retries and dead-lettering) take the head message.
+            // Whether it was applied is unknown (or it was, and its derived writes failed):
+            // reload, and let the one-at-a-time path (its dedupe, retries and dead-lettering)
+            // take the head message.
             this.forget(slot);
             this.env.log.warn({ err: e, shard: this.name, actor: slot.actorId }, 'group commit failed; applying the messages one by one');
             n = 0;
@@ -396,7 +397,9 @@ export class ShardRunner {
     if (res.status === 'dup') {
       // A message of the batch was applied already, perhaps by a commit of ours whose answer never
       // came back (the connection dropped and the command was sent again): the cached state may
-      // lack it. Reload before deciding anything else (see forget).
+      // lack it. Reload before deciding anything else (see forget). One by one, each message's
+      // commit answers 'dup' and finishes what the earlier commit left (afterDup: the head's finds
+      // the derived record, which a group commit keeps under its first entry id).
       this.forget(slot);
       return 0;
     }
@@ -408,7 +411,9 @@ export class ShardRunner {
     if (decided.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: slot.actorId, outputs: decided });
     this.timers.arm(timerDue);
     if (this.env.faultPoint) for (const b of batch) await this.env.faultPoint('after-commit', b.entry);
-    if (derived.length) await this.applyDerived(redis, derivedId, derived);
+    // A failure throws: runSlot then takes the messages one by one, the head's commit answers
+    // 'dup' and applies the record (afterDup) before any reply goes out.
+    if (derived.length) await this.sendDerived(redis, derivedId, derived);
     // Replies the commit could not deliver itself (a Cluster, or waiting for replicas).
     await this.replyAndAckMany(batch.flatMap((b, i) => (messages[i]!.mode === '0' ? [{ entry: b.entry, blob: replies[i]! }] : [])));
     return batch.length;
@@ -561,9 +566,35 @@ export class ShardRunner {
       this.timers.arm(timerDue);
     }
     if (this.env.faultPoint) await this.env.faultPoint('after-commit', entry);
-    if (res.status !== 'dup' && derived.length) await this.applyDerived(redis, entry.id, derived);
+    // Before the reply: a failure throws, and process retries the message, whose commit then
+    // answers 'dup' and applies the record (afterDup).
+    if (res.status === 'dup') await this.afterDup(entry.id, 'throw');
+    else if (derived.length) await this.sendDerived(redis, entry.id, derived);
     if (message.mode === '0') await this.replyAndAck(entry, sentBlob);
     return true;
+  }
+
+  /**
+   * A message answered 'dup' was applied by an earlier commit, possibly this worker's whose answer
+   * was lost (then what followed that commit never ran): apply the derived writes it recorded
+   * (a Cluster only; the record, not a fresh decision, is what was applied) and arm the timer it
+   * may have set, from what the shard's timer set holds. `onFailure` for the derived writes:
+   * 'throw' (the message is retried) or 'park' (it is being finished with: dead-letter the record).
+   */
+  private async afterDup(id: string, onFailure: 'throw' | 'park'): Promise<void> {
+    const { redis } = this.env;
+    if (isCluster(redis)) {
+      const blob = await redis.hgetBuffer(this.keys.derivedPending, id);
+      if (blob) {
+        try {
+          await this.sendDerived(redis, id, decodeDerived(blob));
+        } catch (e) {
+          if (onFailure === 'throw') throw e;
+          await this.parkDerived(id, blob, e);
+        }
+      }
+    }
+    await this.timers.reload();
   }
 
   /**
@@ -575,40 +606,60 @@ export class ShardRunner {
   }
 
   /**
-   * A decision's derived writes on a Cluster, after its commit (sendDerived). When they fail the
-   * record stays and the shard's next holder applies them (applyPendingDerived).
-   */
-  private async applyDerived(redis: RedisClient, id: string, derived: DerivedWrite[]): Promise<void> {
-    try {
-      await this.sendDerived(redis, id, derived);
-    } catch (e) {
-      this.env.log.warn({ shard: this.name, err: e as Error }, 'derived writes after a commit failed (the shard\'s next holder applies them)');
-    }
-  }
-
-  /**
    * At takeover, before any message: the derived writes of commits whose worker died before
    * applying them, oldest commit first, each commit's after the one before it succeeded (one Redis
-   * has none: there they are part of the commit). A failure fails the takeover; the records stay.
+   * has none: there they are part of the commit). A record Redis keeps refusing (an error reply
+   * that is not a transient cluster state, e.g. WRONGTYPE) is dead-lettered after
+   * PENDING_DERIVED_TRIES tries (parkDerived) so that it cannot fail every takeover of the shard;
+   * any other failure (a node unreachable) fails the takeover, the records staying.
    */
   private async applyPendingDerived(): Promise<void> {
     const { redis } = this.env;
     if (!isCluster(redis)) return;
     const pending = await redis.hgetallBuffer(this.keys.derivedPending);
     const ids = Object.keys(pending).sort(compareStreamIds);
+    let parked = 0;
     for (const id of ids) {
-      // msgpack gives binary arguments back as Uint8Array; ioredis sends Buffers as they are.
-      const derived = (decode(pending[id]!) as DerivedWrite[]).map((w) => ({ ...w, args: w.args.map((a) => (a instanceof Uint8Array && !Buffer.isBuffer(a) ? Buffer.from(a) : a)) }));
-      await this.sendDerived(redis, id, derived);
+      const derived = decodeDerived(pending[id]!);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.sendDerived(redis, id, derived);
+          break;
+        } catch (e) {
+          if (!isRefusal(e)) throw e;
+          if (attempt >= PENDING_DERIVED_TRIES) {
+            await this.parkDerived(id, pending[id]!, e);
+            parked++;
+            break;
+          }
+          await sleep(100 * 2 ** attempt);
+        }
+      }
     }
-    if (ids.length) this.env.log.info({ shard: this.name, commits: ids.length }, 'applied the derived writes a previous holder left');
+    if (ids.length) this.env.log.info({ shard: this.name, commits: ids.length - parked, deadLettered: parked }, 'applied the derived writes a previous holder left');
+  }
+
+  /**
+   * Dead-letter one commit's derived record: moved from derivedPending to derivedDead with the
+   * error, logged at error level. Derived data may be missing (its readers fall back to the
+   * authoritative data: Decision.derivedWrites), while a record left pending would fail every
+   * takeover or be applied by a later holder over the newer values of later commits.
+   */
+  private async parkDerived(id: string, blob: Buffer, e: unknown): Promise<void> {
+    const { redis } = this.env;
+    const error = errorText(e);
+    // HSET first: a crash in between leaves the record in both, and the next try moves it again.
+    await redis.hset(this.keys.derivedDead, id, encode({ writes: blob, error, failedAt: Date.now() }));
+    await redis.hdel(this.keys.derivedPending, id);
+    this.env.log.error({ shard: this.name, entry: id, error }, 'derived writes of a commit dead-lettered (they keep failing; the derived data stays without them)');
   }
 
   /**
    * One commit's derived writes (Decision.derivedWrites, a Cluster only), then the commit's record
    * of them dropped — only once every write succeeded. The writes go out together (each is
    * idempotent, and each node's connection keeps their order); throws when one fails, leaving the
-   * record for a later holder. Used after a commit (applyDerived) and at takeover (applyPendingDerived).
+   * record. Used after a commit (apply, applyBatch), after a 'dup' answer (afterDup) and at
+   * takeover (applyPendingDerived).
    */
   private async sendDerived(redis: RedisClient, id: string, derived: DerivedWrite[]): Promise<void> {
     await Promise.all(derived.map((w) => redis.call(w.cmd, [w.key, ...w.args])));
@@ -679,6 +730,10 @@ export class ShardRunner {
     const res = await this.writeDeadLetter(entry.id, entry.mid, reply, !entry.replyTo, ['mid', entry.mid, 'a', entry.actorId, 'k', entry.kind, 'b', entry.body, 'error', error, 'deliveries', String(deliveries), 'entry', entry.id, 'failed_at', String(Date.now())]);
     if (!res) return false;
     if (res.status === 'ok') this.env.log.error({ shard: this.name, actor: entry.actorId, mid: entry.mid, error, deliveries }, 'message dead-lettered');
+    // Applied already (e.g. its derived writes kept failing after its commit): it is not
+    // dead-lettered; it is answered with its stored reply, and what its commit left is finished —
+    // the derived record applied, or dead-lettered alone if it still fails.
+    else await this.afterDup(entry.id, 'park');
     if (entry.replyTo) await this.replyAndAck(entry, res.reply ?? reply);
     return true;
   }
@@ -745,6 +800,22 @@ export class ShardRunner {
     this.tracked.clear();
     this.notifyIdle();
   }
+}
+
+/** Tries of one left derived record at takeover before it is dead-lettered (parkDerived). */
+const PENDING_DERIVED_TRIES = 3;
+
+/** A derived record as stored (msgpack gives binary arguments back as Uint8Array; ioredis sends Buffers as they are). */
+function decodeDerived(blob: Buffer): DerivedWrite[] {
+  return (decode(blob) as DerivedWrite[]).map((w) => ({ ...w, args: w.args.map((a) => (a instanceof Uint8Array && !Buffer.isBuffer(a) ? Buffer.from(a) : a)) }));
+}
+
+/**
+ * Redis refused the command (an error reply such as WRONGTYPE), other than a transient cluster
+ * state: trying again later will not help.
+ */
+function isRefusal(e: unknown): boolean {
+  return e instanceof Error && e.name === 'ReplyError' && !/^(CLUSTERDOWN|TRYAGAIN|LOADING|MASTERDOWN|BUSY|READONLY|NOREPLICAS)\b/.test(e.message);
 }
 
 function errorText(e: unknown): string {

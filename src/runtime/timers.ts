@@ -5,7 +5,8 @@
  * the shard's lease holder — moves each due timer into the inbox (timers-fire-1.lua, fenced).
  *
  * Per shard the holder keeps a single JS timeout, for the earliest due timer: armed when it takes
- * the shard, after any commit that set a timer, and after each firing for the next one. A firing
+ * the shard, after any commit that set a timer, after a commit answered 'dup' (from the stored
+ * set: the earlier commit's answer may have been lost), and after each firing for the next one. A firing
  * may come a little late (event loop, takeover), never early; actors treat a timer message as
  * "look at the clock now", so a late or repeated one does no harm.
  */
@@ -66,6 +67,14 @@ export class ShardTimers {
 
   /** At takeover: arm for the earliest stored timer. */
   async start(): Promise<void> {
+    await this.reload();
+  }
+
+  /**
+   * Arm for the earliest stored timer: at takeover, and after a commit answered 'dup' (the
+   * message was applied by an earlier commit whose timers this process may never have armed).
+   */
+  async reload(): Promise<void> {
     const row = await this.env.redis.zrange(this.env.keys.timers, 0, 0, 'WITHSCORES');
     if (row.length >= 2) this.arm(Number(row[1]));
   }

@@ -345,11 +345,23 @@ export class ShardKeys {
   }
   /**
    * Hash, on a Redis Cluster only: inbox entry id of a commit → its derived writes (msgpack),
-   * written by the commit and deleted once they are applied in their own slots; a new holder of
-   * the shard applies what is left (a worker that died in between). See Decision.derivedWrites.
+   * written by the commit and deleted once they are applied in their own slots — by the worker
+   * after its commit, or after a retry of the message answered 'dup' (its first answer lost); a new
+   * holder of the shard applies what is left (a worker that died in between). A group commit
+   * records under its first message's entry id. See Decision.derivedWrites.
    */
   get derivedPending(): string {
     return `${this.base}derived`;
+  }
+  /**
+   * Hash, on a Redis Cluster only: inbox entry id of a commit → its derived writes that could not
+   * be applied (msgpack `{ writes, error, failedAt }`, `writes` as in derivedPending), moved here
+   * from derivedPending by the shard's holder after a few failed tries (e.g. WRONGTYPE on the
+   * global key) so one bad record neither blocks every takeover nor is replayed later over newer
+   * values. Derived data may be missing by contract (Decision.derivedWrites); kept for an operator.
+   */
+  get derivedDead(): string {
+    return `${this.base}derived-dead`;
   }
   /** Hash: timer member → the message body (msgpack) to deliver when it is due. */
   get timerBodies(): string {

@@ -15,8 +15,9 @@ import { startManagedRedis } from '../../src/runtime/managed-redis';
 import { executeMoves, rebalance } from '../../src/runtime/cluster-admin';
 import { INBOX_GROUP, KeySpace } from '../../src/store/keys';
 import { connectRedis } from '../../src/store/redis';
-import { decode } from '../../src/store/codec';
+import { decode, encode } from '../../src/store/codec';
 import { LEDGER_INDEX, type LedgerReply } from '../../actors/ledger';
+import type { TypingOutput } from '../../actors/typing';
 import { shardOf } from '../../src/store/shards';
 import { freePort } from '../setup/free-port';
 import { MODES, rig, silent, targetFor, waitFor, type Mode, type Rig } from './harness';
@@ -371,5 +372,181 @@ describe('a commit that ran in Redis but whose answer the worker never got (conn
       await new Promise<void>((res) => proxy.server.close(() => res()));
       await redis.stop();
     }
+  });
+
+  it("a timer set by that commit fires: the retry answered 'dup' arms the shard's timer from what Redis holds", async () => {
+    dir = mkdtempSync(join(tmpdir(), 'axon-resent-'));
+    const redis = await startManagedRedis({ dir, port: await freePort() });
+    const commitSha = createHash('sha1').update(readFileSync(join(root, 'src/store/scripts/commit-many-4.lua'), 'utf8')).digest('hex');
+    const proxy = await answerDroppingProxy(redis.port, commitSha);
+    const keys = new KeySpace('resent-timer:');
+    const shardCounts = { room: 2, user: 2 };
+    const { Worker } = await import('../../src/runtime/worker');
+    const { allActorKinds } = await import('../../src/runtime/kinds');
+    const worker = new Worker({
+      redis: connectRedis({ url: `redis://127.0.0.1:${proxy.port}` }),
+      keys,
+      workerId: 'w1',
+      shardCounts,
+      kinds: allActorKinds(),
+      leaseTtlMs: 10_000,
+      renewMs: 1000,
+      log: silent,
+      pollMs: 300,
+      faultPoint: (point, entry) => {
+        if (point === 'before-commit' && entry.mid === 'typing-lost-answer') proxy.arm();
+      },
+    });
+    const direct = connectRedis({ url: redis.url });
+    const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts);
+    try {
+      await worker.start();
+      await client.start();
+      const roomId = '!resent-timer:test';
+      const shard = keys.shard('room', shardOf(roomId, shardCounts.room));
+      // A first commit (on another shard) loads the commit script: later ones go by its sha.
+      await client.ask('user', 'ledger', '@warm:test', { op: 'append', producer: 'p', seq: 1, value: 1 });
+      // A typing notice for 300 ms: its commit stores the expiry timer, and its answer is lost.
+      await client.ask('room', 'typing', roomId, { op: 'set', userId: '@t:test', typing: true, timeoutMs: 300 }, { mid: 'typing-lost-answer', timeoutMs: 30_000 });
+      // The commit delivers the reply itself (one Redis): the answer it drops may come just after.
+      await waitFor('the commit answer to be dropped', () => proxy.tripped() === 1);
+      // No other commit on the shard arms it: the notice ends only if the 'dup' answer armed the timer.
+      const outs = await waitFor('the expiry output', async () => {
+        const rows = (await direct.xrangeBuffer(shard.outbox, '-', '+')) as [Buffer, Buffer[]][];
+        const found: TypingOutput[] = [];
+        for (const [, f] of rows) {
+          const fields = new Map<string, Buffer>();
+          for (let i = 0; i + 1 < f.length; i += 2) fields.set(f[i]!.toString(), f[i + 1]!);
+          if (fields.get('k')?.toString() === 'typing' && fields.get('a')?.toString() === roomId) found.push(decode<TypingOutput>(fields.get('b')!));
+        }
+        return found.length >= 2 ? found : null;
+      });
+      expect(outs.map((o) => o.user_ids)).toEqual([['@t:test'], []]);
+    } finally {
+      await client.close();
+      await worker.stop();
+      direct.disconnect();
+      await new Promise<void>((res) => proxy.server.close(() => res()));
+      await redis.stop();
+    }
+  });
+});
+
+describe('derived writes on a Cluster: applied by the holder that committed them, never replayed over later commits', () => {
+  let r: Rig | undefined;
+  afterEach(async () => {
+    await r?.close();
+    r = undefined;
+  });
+
+  it("a commit answered 'dup' (its first answer lost) gets its derived writes applied, and a left record is not re-applied over a later commit's write", async () => {
+    r = await rig('cluster', { shards: 2 });
+    let thrown = false;
+    // Stands for the commit's answer being lost after Redis applied it (a dropped connection:
+    // ioredis resends it and the second run answers 'dup'): the runner's next try finds it done.
+    const wa = await r.startWorker('wa', {
+      faultPoint: (point, entry) => {
+        if (point === 'after-commit' && entry.mid === 'lost-answer' && !thrown) {
+          thrown = true;
+          throw new Error('simulated: commit applied, answer lost');
+        }
+      },
+    });
+    await waitFor('wa to hold every shard', () => wa.owned().length === 4);
+    const c = await r.client();
+    const actor = '@indexer:test';
+    const index = `${r.prefix}${LEDGER_INDEX}`;
+    const shard = r.keys.shard('user', shardOf(actor, r.shardCounts.user));
+    expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'index', name: 'k1', value: 'v1' }, { mid: 'lost-answer', timeoutMs: 20_000 })).toMatchObject({ count: 1 });
+    expect(thrown).toBe(true);
+    // Answered once its derived write is applied by the worker holding the shard: no record left.
+    expect(await r.redis.hget(index, 'k1'), 'derived write of the dup-answered commit').toBe('v1');
+    expect(await r.redis.hlen(shard.derivedPending), 'records left while the worker holds the shard').toBe(0);
+    // A later message overwrites the same entry; applied at once.
+    expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'index', name: 'k1', value: 'v2' })).toMatchObject({ count: 2 });
+    expect(await r.redis.hget(index, 'k1')).toBe('v2');
+    // The worker stalls and its lease lapses; another takes over and applies what was left (nothing).
+    wa.crash();
+    await r.redis.hset(r.keys.workerLease('wa'), 'expires', 0);
+    const wb = await r.startWorker('wb');
+    await waitFor('wb to hold the shard', () => wb.owned().includes(`user:${shardOf(actor, r!.shardCounts.user)}`));
+    await c.ask('user', 'ledger', actor, { op: 'read' });
+    // The index still says v2 (the latest commit); before, the left record put v1 back.
+    expect(await r.redis.hget(index, 'k1')).toBe('v2');
+  });
+
+  it('derived writes that fail after the commit fail the message: it is retried until they are applied, by the worker holding the shard, before the reply', async () => {
+    r = await rig('cluster', { shards: 2 });
+    let afterCommits = 0;
+    const w = await r.startWorker('w', {
+      maxDeliveries: 1000,
+      faultPoint: (point, entry) => {
+        if (point === 'after-commit' && entry.mid === 'refused') afterCommits++;
+      },
+    });
+    await waitFor('w to hold every shard', () => w.owned().length === 4);
+    const c = await r.client();
+    const actor = '@indexer:test';
+    const index = `${r.prefix}${LEDGER_INDEX}`;
+    const shard = r.keys.shard('user', shardOf(actor, r.shardCounts.user));
+    // The global hash is a string for now: its HSET answers WRONGTYPE.
+    await r.redis.set(index, 'not a hash');
+    let answered = false;
+    const answer = c.ask<LedgerReply>('user', 'ledger', actor, { op: 'index', name: 'k1', value: 'v1' }, { mid: 'refused', timeoutMs: 60_000 }).finally(() => (answered = true));
+    // Committed once, then tried again (answered 'dup'), and not answered meanwhile.
+    await waitFor('the message to be retried', () => afterCommits >= 3);
+    expect(answered).toBe(false);
+    expect(await r.redis.hlen(shard.derivedPending)).toBe(1);
+    await r.redis.del(index);
+    expect(await answer).toMatchObject({ count: 1 });
+    expect(await r.redis.hget(index, 'k1')).toBe('v1');
+    expect(await r.redis.hlen(shard.derivedPending)).toBe(0);
+    // Applied once: the ledger counted it once.
+    expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'read' })).toMatchObject({ count: 1 });
+  });
+
+  it('derived writes that keep failing after the commit: the message is answered as applied (not dead-lettered) and its record alone is dead-lettered', async () => {
+    r = await rig('cluster', { shards: 2 });
+    const w = await r.startWorker('w', { maxDeliveries: 3 });
+    await waitFor('w to hold every shard', () => w.owned().length === 4);
+    const c = await r.client();
+    const actor = '@indexer:test';
+    const index = `${r.prefix}${LEDGER_INDEX}`;
+    const shard = r.keys.shard('user', shardOf(actor, r.shardCounts.user));
+    await r.redis.set(index, 'not a hash');
+    expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'index', name: 'k1', value: 'v1' }, { mid: 'always-refused', timeoutMs: 60_000 })).toMatchObject({ count: 1 });
+    expect(await r.redis.hlen(shard.derivedPending)).toBe(0);
+    const dead = await r.redis.hgetallBuffer(shard.derivedDead);
+    expect(Object.keys(dead)).toHaveLength(1);
+    const record = decode<{ writes: Uint8Array; error: string }>(Object.values(dead)[0]!);
+    expect(record.error).toContain('WRONGTYPE');
+    expect(decode(Buffer.from(record.writes))).toMatchObject([{ cmd: 'HSET', key: index, args: ['k1', 'v1'] }]);
+    // The message itself is not in the dead-letter stream; the shard goes on.
+    expect(await r.redis.xlen(shard.dead)).toBe(0);
+    expect(w.status().shards.reduce((n, s) => n + s.deadLettered, 0)).toBe(0);
+    await r.redis.del(index);
+    expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'index', name: 'k2', value: 'v2' })).toMatchObject({ count: 2 });
+    expect(await r.redis.hget(index, 'k2')).toBe('v2');
+  });
+
+  it('a left derived record that Redis keeps refusing at takeover is dead-lettered after a few tries; the takeover goes on', async () => {
+    r = await rig('cluster', { shards: 2 });
+    const actor = '@indexer:test';
+    const index = `${r.prefix}${LEDGER_INDEX}`;
+    const shard = r.keys.shard('user', shardOf(actor, r.shardCounts.user));
+    // As a worker that died after its commit leaves it; the global hash is a string (WRONGTYPE).
+    await r.redis.set(index, 'not a hash');
+    await r.redis.hset(shard.derivedPending, '1-0', encode([{ cmd: 'HSET', key: index, args: ['k0', 'v0'] }]));
+    const w = await r.startWorker('w');
+    // Taken over: its runner started (owned() lists a shard from the start of its takeover).
+    await waitFor('w to run every shard', () => w.status().shards.filter((s) => s.state === 'running').length === 4);
+    expect(await r.redis.hlen(shard.derivedPending)).toBe(0);
+    const dead = await r.redis.hgetallBuffer(shard.derivedDead);
+    expect(Object.keys(dead)).toEqual(['1-0']);
+    expect(decode<{ error: string }>(dead['1-0']!).error).toContain('WRONGTYPE');
+    const c = await r.client();
+    await r.redis.del(index);
+    expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'index', name: 'k1', value: 'v1' })).toMatchObject({ count: 1 });
+    expect(await r.redis.hget(index, 'k1')).toBe('v1');
   });
 });

@@ -79,6 +79,35 @@ for (const mode of MODES) {
       expect(await tail).toBeInstanceOf(ActorTimeoutError);
     });
 
+    it('close() settles every ask in flight, a first ask displaced by a later one with the same message id too', async () => {
+      r = await rig(mode);
+      const c = await r.client();
+      // No worker: nothing answers. Two asks share a message id (a retried transaction, say).
+      const outcome: Record<string, string> = {};
+      const settle = (name: string, p: Promise<unknown>) => p.then(() => (outcome[name] = 'answered'), (e: Error) => (outcome[name] = e.message));
+      void settle('first', c.ask('user', 'ledger', '@closing:test', { op: 'read' }, { mid: 'same-mid', timeoutMs: 600_000 }));
+      void settle('second', c.ask('user', 'ledger', '@closing:test', { op: 'read' }, { mid: 'same-mid', timeoutMs: 600_000 }));
+      await c.close(0);
+      // close() rejects them as it returns: their handlers have run after one more turn.
+      await new Promise((res) => setImmediate(res));
+      expect(outcome).toEqual({ first: 'ActorClient closed', second: 'ActorClient closed' });
+    });
+
+    it('a timeout queue (one per distinct timeout length) is dropped once empty', async () => {
+      r = await rig(mode);
+      const c = await r.client();
+      const queues = () => (c as unknown as { timeouts: Map<number, unknown> }).timeouts.size;
+      // No worker: asks of ten timeout lengths all time out, each queue emptied by its own timer.
+      const timedOut = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => c.ask('user', 'ledger', `@q${i}:test`, { op: 'read' }, { timeoutMs: 100 + i })));
+      expect(timedOut.every((t) => t.status === 'rejected' && t.reason instanceof ActorTimeoutError)).toBe(true);
+      expect(queues()).toBe(0);
+      // Answered asks of ten more lengths: each queue goes once its timer finds only settled asks.
+      await r.startWorker('w1');
+      for (let i = 0; i < 10; i++) expect(await c.ask('user', 'ledger', '@q0:test', { op: 'read' }, { timeoutMs: 5_000 + i })).toMatchObject({ count: 0 });
+      expect(queues()).toBeGreaterThan(0);
+      await vi.waitFor(() => expect(queues()).toBe(0), { timeout: 60_000, interval: 200 });
+    });
+
     it('commits a decision whose writes run past a spread call and Lua unpack (70,000 hash fields + 70,000 set members)', async () => {
       // Regression: a remote join of a 10,000-member room failed with "RangeError: Maximum call
       // stack size exceeded" (the commit's arguments spread into the script call).
