@@ -377,7 +377,7 @@ describe('a commit that ran in Redis but whose answer the worker never got (conn
   it("a timer set by that commit fires: the retry answered 'dup' arms the shard's timer from what Redis holds", async () => {
     dir = mkdtempSync(join(tmpdir(), 'axon-resent-'));
     const redis = await startManagedRedis({ dir, port: await freePort() });
-    const commitSha = createHash('sha1').update(readFileSync(join(root, 'src/store/scripts/commit-many-4.lua'), 'utf8')).digest('hex');
+    const commitSha = createHash('sha1').update(readFileSync(join(root, 'src/store/scripts/commit-many-5.lua'), 'utf8')).digest('hex');
     const proxy = await answerDroppingProxy(redis.port, commitSha);
     const keys = new KeySpace('resent-timer:');
     const shardCounts = { room: 2, user: 2 };
