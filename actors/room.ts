@@ -677,7 +677,11 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
  */
 function decideCompletePartialState(state: RoomState, join: string, stateIds: string[], prepared: RoomPrepared): Decision<RoomState, RoomReply> {
   if (state.version === null) throw new ActorRejection('M_NOT_FOUND', 'Unknown room', 404);
-  if (!state.partial) return { state, reply: { completed: true, added: 0, rejected: [] } };
+  // Complete already: answered as such, and the room's entry in the partial-state list dropped
+  // again. On a Redis Cluster that list is derived data written after commits, and a late write
+  // (a worker cut off past its lease, replayed later) can put an entry back after the completion
+  // dropped it: the resync that entry starts ends here, and the HDEL heals the list.
+  if (!state.partial) return { state, reply: { completed: true, added: 0, rejected: [] }, derivedWrites: [{ cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [state.roomId] }] };
   if (state.partial.join !== join) throw new ActorRejection('M_INVALID_PARAM', 'Not the join the room was entered with', 400);
   const version = requireRoomVersion(state.version);
   const known = prepared.known ?? new Map<string, { pdu: Pdu; stored: StoredEvent }>();

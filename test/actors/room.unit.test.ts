@@ -7,7 +7,7 @@ import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { computeEventId, verifyEventSignature, checkContentHash } from '../../src/protocol/event-hashing';
 import { requireRoomVersion } from '../../src/protocol/room-versions';
 import { decode } from '../../src/store/codec';
-import { roomData } from '../../src/store/keys';
+import { PARTIAL_STATE_ROOMS, roomData } from '../../src/store/keys';
 import type { JsonObject } from '../../src/protocol/json';
 
 const cfg: RoomConfig = { serverName: 'test.local', signingKey: signingKeyFromSeed('ed25519:t', new Uint8Array(32).fill(3)) };
@@ -88,6 +88,15 @@ describe.each(['1', '3', '10', '11', '12'])('RoomActor.decide, room version %s',
     // The join rules event names the create (not in v12), power levels and alice's join as auth events.
     const authCount = (last.auth_events as unknown[]).length;
     expect(authCount).toBe(v.createEventInAuthEvents ? 3 : 2);
+  });
+
+  it('a partial-state completion for a room that is complete already answers completed and drops the room from the partial-state list again', () => {
+    const room = newRoom(version);
+    const d = decideRoom(cfg, room.state, { mid: 'c1', actorId: room.roomId, body: { op: 'complete_partial_state', join: '$x', stateIds: [] }, enqueuedAt: 1 }, {});
+    expect(d.state).toBe(room.state);
+    expect(d.reply).toEqual({ completed: true, added: 0, rejected: [] });
+    expect(d.derivedWrites).toEqual([{ cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [room.roomId] }]);
+    expect(d.writes ?? []).toEqual([]);
   });
 
   it('lets an invited user join and speak, and refuses strangers', () => {
