@@ -21,7 +21,8 @@
 --   {'ok', entries, counts}  entries {id, fields} in id order: the consumer's own pending entries
 --                            above `after` (their delivery counts in counts, in order), then new ones
 --   {'stale', owner}         the lease is not this worker's with this token: nothing read
---   {'err', message}         a command failed for this shard (no group, wrong type)
+--   {'err', message}         a command failed for this shard (no group, a key of the wrong type):
+--                            the other shards' reads go on
 -- A pending entry that was trimmed away is acknowledged here, as XAUTOCLAIM reports them.
 local group, consumer, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local n = #KEYS / 2
@@ -31,8 +32,10 @@ local plain, byName = {}, {}
 for i = 1, n do
   local inbox, lease = KEYS[2 * i - 1], KEYS[2 * i]
   local token, after = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
-  local f = redis.call('HMGET', lease, 'owner', 'token')
-  if f[1] ~= consumer or f[2] ~= token then
+  local f = redis.pcall('HMGET', lease, 'owner', 'token')
+  if f.err then
+    out[i] = {'err', f.err}
+  elseif f[1] ~= consumer or f[2] ~= token then
     out[i] = {'stale', f[1] or ''}
   else
     local pend = redis.pcall('XPENDING', inbox, group, '(' .. after, '+', count, consumer)
