@@ -226,7 +226,7 @@ export class ShardRunner {
           }
           const { entries, counts } = res;
           if (entries.length === 0) break;
-          // Entries come in id order: the last one is the group's last-delivered id now.
+          // Entries come in id order (own pending ones, then new ones): the last is the highest.
           this.delivered(entries[entries.length - 1]![0].toString());
           this.env.onActive?.(this);
           for (let i = 0; i < entries.length; i++) {
