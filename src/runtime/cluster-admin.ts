@@ -334,28 +334,51 @@ export async function rebalance(redis: RedisClient, keys: KeySpace, shardCounts:
  */
 export type DrainPhase = 'acknowledged' | 'planned' | 'reserved' | 'moved';
 
-/** Move every shard off `workerId`, then ask it to stop. */
+/**
+ * How long a drain's word to its worker lasts unless the drain renews it (it does, every quarter of
+ * this, while it runs): an operator that dies mid-drain does not leave the worker refusing shards
+ * for good; it takes shards again once the word has expired.
+ */
+const DRAIN_CONTROL_TTL_MS = 60_000;
+
+/**
+ * Move every shard off `workerId`, then ask it to stop. A drain that fails (a target that never
+ * takes its shards, a worker that never acknowledges) is called off before the error is thrown:
+ * the worker takes shards again (the moves already made stay made).
+ */
 export async function drain(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, workerId: string, opts: { timeoutMs?: number; stop?: boolean; batch?: number; onMoved?: (m: Move, ms: number) => void; onPhase?: (phase: DrainPhase) => void } = {}) {
   // Checked before the worker is told: a drain it cannot finish would leave it refusing shards.
   const workers = await readWorkers(redis, keys, leaseTtlMs);
   if (!workers.some((w) => w.id === workerId && w.alive)) throw new ClusterAdminError(`worker ${workerId} is not alive`);
   if (!workers.some((w) => w.id !== workerId && w.alive && w.state === 'running')) throw new ClusterAdminError(`no other live worker to take ${workerId}'s shards`);
-  await redis.set(keys.workerControl(workerId), 'drain');
-  // Its next lease round reads the control key: run it now rather than up to a round later.
-  await redis.publish(keys.workerNudge(workerId), 'drain');
-  // Wait until the worker has seen the drain (it reports it in its heartbeat).
-  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
-  while ((await redis.hget(keys.workerInfo(workerId), 'state')) !== 'draining') {
-    if (Date.now() > deadline) throw new Error(`worker ${workerId} did not acknowledge the drain`);
-    await new Promise((r) => setTimeout(r, 50));
+  const control = keys.workerControl(workerId);
+  await redis.set(control, 'drain', 'PX', DRAIN_CONTROL_TTL_MS);
+  const renew = setInterval(() => void redis.pexpire(control, DRAIN_CONTROL_TTL_MS).catch(() => undefined), DRAIN_CONTROL_TTL_MS / 4);
+  let results: { move: Move; ms: number }[];
+  try {
+    // Its next lease round reads the control key: run it now rather than up to a round later.
+    await redis.publish(keys.workerNudge(workerId), 'drain');
+    // Wait until the worker has seen the drain (it reports it in its heartbeat).
+    const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+    while ((await redis.hget(keys.workerInfo(workerId), 'state')) !== 'draining') {
+      if (Date.now() > deadline) throw new Error(`worker ${workerId} did not acknowledge the drain`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    opts.onPhase?.('acknowledged');
+    const others = (await acceptingWorkers(redis, keys, leaseTtlMs)).filter((w) => w !== workerId);
+    if (others.length === 0) throw new ClusterAdminError(`no other live worker to take ${workerId}'s shards`);
+    const moves = planDrain(await readShards(redis, keys, shardCounts), workerId, others);
+    opts.onPhase?.('planned');
+    results = await executeMoves(redis, keys, moves, opts);
+    opts.onPhase?.('moved');
+  } catch (e) {
+    clearInterval(renew);
+    // Called off: the worker reads no word at its next round and takes shards again.
+    if ((await redis.get(control).catch(() => null)) === 'drain') await redis.del(control).catch(() => undefined);
+    throw e;
   }
-  opts.onPhase?.('acknowledged');
-  const others = (await acceptingWorkers(redis, keys, leaseTtlMs)).filter((w) => w !== workerId);
-  if (others.length === 0) throw new ClusterAdminError(`no other live worker to take ${workerId}'s shards`);
-  const moves = planDrain(await readShards(redis, keys, shardCounts), workerId, others);
-  opts.onPhase?.('planned');
-  const results = await executeMoves(redis, keys, moves, opts);
-  opts.onPhase?.('moved');
-  if (opts.stop ?? true) await redis.set(keys.workerControl(workerId), 'stop');
+  clearInterval(renew);
+  // Drained: the stop word lasts (a worker restarted under this id clears it when it starts).
+  await redis.set(control, opts.stop ?? true ? 'stop' : 'drain');
   return results;
 }

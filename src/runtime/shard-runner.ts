@@ -105,9 +105,11 @@ export class ShardRunner {
   commits = 0;
   deadLettered = 0;
   /**
-   * The last inbox entry id this runner was given by a read (a lower bound of its group's
-   * last-delivered id: '0-0' until the first read). An inbox entry above it has not been
-   * delivered: the worker's sweep asks Redis for those across many inboxes in one XREAD.
+   * The highest inbox entry id this runner was given by a read or a claim ('0-0': none yet), a
+   * lower bound of its group's last-delivered id. An inbox entry above it has not been delivered
+   * — the worker's sweep asks Redis for those across many inboxes in one XREAD — or was delivered
+   * to this worker by a read whose answer was lost: each read gives this consumer's own pending
+   * entries above it first (GroupReads.readInbox).
    */
   lastDelivered = '0-0';
   private readonly timers: ShardTimers;
@@ -178,6 +180,8 @@ export class ShardRunner {
       if (deleted.length) await redis.xack(this.keys.inbox, INBOX_GROUP, ...deleted);
     } while (cursor !== '0-0');
     if (claimed.length === 0) return 0;
+    // Given to this runner: the reads' look for own pending entries starts above them.
+    this.delivered(claimed[claimed.length - 1]![0]);
     this.env.onActive?.(this);
     const deliveries = await this.deliveryCounts(claimed[0]![0], claimed[claimed.length - 1]![0], claimed.length);
     let n = 0;
@@ -211,12 +215,26 @@ export class ShardRunner {
         this.wakePending = false;
         while (this.state === 'running' && this.buffered < this.env.maxBuffered) {
           const count = Math.min(this.env.readBatch, this.env.maxBuffered - this.buffered);
-          const entries = await this.env.reads.read(this.keys.inbox, count);
+          // Fenced by the lease, and this consumer's own pending entries above `lastDelivered`
+          // first: those of a read whose answer was lost (ioredis sent it again, and it found
+          // nothing new), so that they are applied before the actor's later messages.
+          const res = await this.env.reads.readInbox({ inbox: this.keys.inbox, lease: this.keys.lease, token: this.token, after: this.lastDelivered, count });
+          if (res.status === 'stale') {
+            this.env.log.warn({ shard: this.name, owner: res.owner }, 'lease lost: the inbox read found a newer holder');
+            this.lose();
+            break;
+          }
+          const { entries, counts } = res;
           if (entries.length === 0) break;
-          // Entries come in id order: the last one is the group's last-delivered id now.
-          this.lastDelivered = entries[entries.length - 1]![0].toString();
+          // Entries come in id order (own pending ones, then new ones): the last is the highest.
+          this.delivered(entries[entries.length - 1]![0].toString());
           this.env.onActive?.(this);
-          for (const [id, fields] of entries) this.dispatch(id.toString(), fields, 1);
+          for (let i = 0; i < entries.length; i++) {
+            const id = entries[i]![0].toString();
+            // An own pending entry a concurrent claim (reclaim) dispatched already.
+            if (i < counts.length && this.tracked.has(id)) continue;
+            this.dispatch(id, entries[i]![1], counts[i] ?? 1);
+          }
           // A short read is the end for now: an entry appended since comes with a wake-up, which
           // sets `wakePending` while this loop runs (no empty read to find the end).
           if (entries.length < count) break;
@@ -227,6 +245,11 @@ export class ShardRunner {
     } finally {
       this.reading = false;
     }
+  }
+
+  /** Entries up to `id` were given to this runner (reads and claims may end in either order). */
+  private delivered(id: string): void {
+    if (compareStreamIds(id, this.lastDelivered) > 0) this.lastDelivered = id;
   }
 
   private dispatch(id: string, fields: Buffer[] | null, deliveries: number): void {

@@ -5,8 +5,9 @@
  * - every `renewMs` it heartbeats, renews its lease — one record per worker, whose epoch every
  *   shard lease it holds names: one script call and one write per round, whatever its shard
  *   count — and takes free shards, or shards of dead epochs, up to its fair share
- *   (ceil(shards / live workers)), so a dead worker's shards are taken within about
- *   `ttlMs + renewMs`;
+ *   (ceil(shards / live workers that take shards)), so a dead worker's shards are taken within
+ *   about `ttlMs + renewMs`; a runner that fails to start gives its lease back at once;
+ * - stop() hands every shard back: the rounds go on renewing (nothing else) until all are released;
  * - a shard reserved for another worker (move-shard, rebalance, drain; the renewal reads the
  *   handoffs asked of this worker) is drained — no new reads, in-flight messages finished — and
  *   released; only the target may take it;
@@ -172,8 +173,22 @@ export class Worker {
   private acquisition: Promise<void> = Promise.resolve();
   /** Holdings looked up during the current acquisition round (see holdingLeftNow). */
   private roundLiveness = new Map<string, Promise<number>>();
-  private accepting = true;
+  /** Draining on an operator's request (control key `drain`): takes no new shards. */
+  private controlDrain = false;
+  /** stop() was called: takes no new shards. */
+  private stopping = false;
   private stopped = false;
+  /**
+   * stop() is finishing and releasing its runners: the lease rounds go on renewing the epoch and
+   * heartbeating (no control, handoffs or acquisitions), so a drain longer than the lease TTL
+   * stays a clean hand-back instead of becoming a takeover.
+   */
+  private holding = false;
+  /**
+   * Leases taken whose runner failed to start, and whose release failed too (shard name → family,
+   * shard, token): released again at each lease round, so the shard does not stay held by nobody.
+   */
+  private readonly unstarted = new Map<string, { family: Family; shard: number; token: string }>();
   private readonly env: RunnerEnv;
   /** The group commit shared by this worker's shards (for status and the benchmarks' figures). */
   readonly commits: CommitQueue;
@@ -220,6 +235,11 @@ export class Worker {
     return this.o.workerId;
   }
 
+  /** Takes new shards: neither draining nor stopping. */
+  private get accepting(): boolean {
+    return !this.controlDrain && !this.stopping;
+  }
+
   async start(): Promise<void> {
     if (isCluster(this.o.redis)) await waitReady(this.o.redis);
     this.sub = subscriberClient(this.o.redis);
@@ -259,6 +279,9 @@ export class Worker {
     });
     await this.sub.subscribe(nudgeChannel);
     connectedBefore = true;
+    // A fresh process: a control word left by an earlier process under this id (a drain whose
+    // operator or worker died, a stop it never read) is not meant for this one.
+    await this.o.redis.del(this.o.keys.workerControl(this.id));
     await this.startEpoch();
     initialiseWorkerSeries();
     this.metricSources.push(
@@ -444,7 +467,7 @@ export class Worker {
 
   /** One round of heartbeat, control, renewal and acquisition. Never overlaps itself. */
   async tick(): Promise<void> {
-    if (this.ticking || this.stopped) return;
+    if (this.ticking || (this.stopped && !this.holding)) return;
     this.ticking = true;
     const began = performance.now();
     let ok = false;
@@ -457,9 +480,11 @@ export class Worker {
       // Fencing does not depend on the heartbeat: a taker asks the lease record itself.
       // (On a Cluster the workers' set and this worker's lease record are on different masters.)
       const failure = (e: unknown) => e;
-      const controlFailed = await this.readControl().then(() => null, failure);
+      // While stop() finishes its runners only the heartbeat and the renewal run.
+      const controlFailed = this.stopped ? null : await this.readControl().then(() => null, failure);
       const failed = (await this.heartbeat().then(() => null, failure)) ?? controlFailed;
       await this.renewAll();
+      if (this.unstarted.size && !this.stopped) await this.releaseUnstarted();
       if (failed) this.o.log.warn({ err: failed }, 'control read or heartbeat failed; leases renewed all the same');
       // Heartbeat to renewal: what decides whether leases could lapse (taking new shards may be slow).
       ms = Math.round(performance.now() - began);
@@ -490,7 +515,7 @@ export class Worker {
     await Promise.all([
       redis.zadd(keys.workers(), now, this.id),
       redis.hset(keys.workerInfo(this.id), {
-        pid: process.pid, host: hostname(), started: this.started, heartbeat: now, state: this.accepting ? 'running' : 'draining', families: this.families.join(','), shards: this.runners.size,
+        pid: process.pid, host: hostname(), started: this.started, heartbeat: now, state: this.stopping ? 'stopping' : this.accepting ? 'running' : 'draining', families: this.families.join(','), shards: this.runners.size,
         // Ready: its previous lease round reached Redis and finished within the lease TTL (after a
         // stall the first heartbeat says 0: its leases may have lapsed meanwhile).
         ready: this.lastRound === null || (this.lastRound.ok && this.lastRound.ms <= this.o.leaseTtlMs) ? 1 : 0,
@@ -501,12 +526,16 @@ export class Worker {
 
   private async readControl(): Promise<void> {
     const control = await this.o.redis.get(this.o.keys.workerControl(this.id));
-    if (control === 'drain' && this.accepting) {
-      this.accepting = false;
+    if (control === 'drain' && !this.controlDrain) {
+      this.controlDrain = true;
       this.o.log.info({ worker: this.id }, 'draining: taking no new shards');
-    } else if (control === 'stop' && !this.stopped) {
+    } else if (control === 'stop' && !this.stopping) {
       this.o.log.info({ worker: this.id }, 'stop requested');
       this.o.onStopRequested?.();
+    } else if (control === null && this.controlDrain) {
+      // The drain was called off (it failed, or its operator went away and the word expired).
+      this.controlDrain = false;
+      this.o.log.info({ worker: this.id }, 'drain called off: taking shards again');
     }
   }
 
@@ -542,14 +571,25 @@ export class Worker {
    */
   private async renewAll(): Promise<void> {
     const { redis, keys, leaseTtlMs } = this.o;
-    if (!this.epoch) await this.startEpoch();
+    if (!this.epoch) {
+      if (this.stopped) return;
+      await this.startEpoch();
+    }
     const res = (await runScript(redis, 'workerLeaseRenew', [keys.workerLease(this.id), keys.workerHandoffs(this.id)], [this.epoch!, leaseTtlMs])) as (number | string)[];
     if (Number(res[0]) !== 1) {
       this.o.log.warn({ worker: this.id, epoch: this.epoch, shards: this.runners.size }, 'lease epoch declared dead (it lapsed and another worker took over): dropping every shard and starting a new epoch');
       for (const r of [...this.runners.values()]) r.lose();
+      // Those leases named the dead epoch: nothing left to release.
+      this.unstarted.clear();
+      if (this.stopped) {
+        this.epoch = null;
+        return;
+      }
       await this.startEpoch();
       return;
     }
+    // Stopping: every shard is released by stop() itself (a target finds it free).
+    if (this.stopped) return;
     const settled: string[] = [];
     for (let i = 1; i + 1 < res.length; i += 2) {
       const name = String(res[i]);
@@ -705,8 +745,14 @@ export class Worker {
       if (ok) taken[family]++;
     };
     this.roundLiveness.clear();
-    const live = await redis.zrangebyscore(keys.workers(), now - leaseTtlMs, '+inf');
-    const liveCount = Math.max(1, live.length);
+    // The fair share counts the live workers that take shards: one draining (or stopping) would
+    // otherwise hold a share it never takes, and a dead worker's shards beyond the survivors'
+    // shares would stay run by nobody. Each worker's heartbeat says whether it takes shards (a
+    // worker that has not said counts, as it did before heartbeats said so).
+    const others = (await redis.zrangebyscore(keys.workers(), now - leaseTtlMs, '+inf')).filter((w) => w !== this.id);
+    // (A record that cannot be read counts too: a worker's bad info hash must not stop the others taking shards.)
+    const states = await Promise.all(others.map((w) => redis.hget(keys.workerInfo(w), 'state').catch(() => null)));
+    const liveCount = Math.max(1, (this.accepting ? 1 : 0) + states.filter((s) => s === null || s === 'running').length);
     // Shards reserved for this worker (a drain or rebalance reserves hundreds at once): taken
     // ACQUIRE_PARALLEL at a time; one still held by its owner stays in the set for the next round
     // (its owner nudges this worker when it lets go).
@@ -781,6 +827,7 @@ export class Worker {
     const { redis, keys } = this.o;
     const shardKeys = keys.shard(family, shard);
     this.pending.add(name);
+    let token = '';
     try {
       const acquire = async (d?: { owner: string; epoch: string }) => (await runScript(redis, 'leaseAcquire', [shardKeys.lease], [this.id, this.epoch!, d?.owner ?? '', d?.epoch ?? ''])) as [number, string, string?];
       let res = await acquire(dead);
@@ -791,11 +838,9 @@ export class Worker {
         else if (reason === 'move') this.heldAt.set(name, performance.now());
       }
       if (!res[0]) return false;
+      token = String(res[0]);
       this.heldAt.delete(name);
-      // Off the incoming set with the others taken in this turn (one SREM; a name left there a
-      // moment longer only costs a look at the next round, which finds the shard already held).
-      this.batchSoon('incomingDone', name);
-      const runner = new ShardRunner(this.env, family, shard, shardKeys, String(res[0]));
+      const runner = new ShardRunner(this.env, family, shard, shardKeys, token);
       this.runners.set(name, runner);
       this.touch(name);
       const channel = keys.wakeChannel(family, shard);
@@ -809,6 +854,9 @@ export class Worker {
       // Quietly: the sweep after this round wakes the readers of the shards whose outbox needs it
       // (the previous holder's unfinished entries), instead of every reader reading every shard.
       for (const reader of this.o.readers ?? []) if (reader.family === family) reader.attach(shard, { quiet: true });
+      // Off the incoming set, once running, with the others taken in this turn (one SREM; a name
+      // left there a moment longer only costs a look at the next round, which finds it held).
+      this.batchSoon('incomingDone', name);
       this.o.log.debug({ shard: name, token: runner.token, reason }, 'shard acquired');
       leaseAcquisitions.inc({ family, reason });
       if (reason === 'move') shardMoves.inc({ family, direction: 'in' });
@@ -817,10 +865,53 @@ export class Worker {
       this.o.log.warn({ err: e, shard: name }, 'shard acquisition failed');
       const r = this.runners.get(name);
       if (r) r.lose();
+      // The lease was taken: give it back, or the shard stays held by this live epoch and run by
+      // nobody (no other worker may take it, and this one looks again only below its share).
+      if (token) await this.giveBack(family, shard, token, reason);
       return false;
     } finally {
       this.pending.delete(name);
     }
+  }
+
+  /**
+   * A lease taken whose runner failed to start: release it. A move's shard stays reserved for this
+   * worker and in its incoming set, so the move is tried again at the next round (and reported
+   * done only then); any other shard is free for every worker. A release that fails is retried at
+   * each lease round (releaseUnstarted).
+   */
+  private async giveBack(family: Family, shard: number, token: string, reason: AcquireReason): Promise<void> {
+    const { redis, keys } = this.o;
+    const name = shardName({ family, shard });
+    const lease = keys.shard(family, shard).lease;
+    try {
+      if (reason === 'move') {
+        await redis.sadd(keys.workerIncoming(this.id), name);
+        await runScript(redis, 'leaseReserve', [lease], [this.id, RESERVATION_MS]);
+      }
+      await runScript(redis, 'leaseRelease', [lease], [this.id, token]);
+      this.o.log.warn({ shard: name, token, reason }, `shard runner failed to start: lease released${reason === 'move' ? ', the move is tried again' : ''}`);
+    } catch (e) {
+      this.unstarted.set(name, { family, shard, token });
+      this.o.log.warn({ err: e, shard: name, token }, 'shard runner failed to start and releasing its lease failed; the next lease round retries');
+    }
+  }
+
+  /** Release again the leases giveBack could not release (only while still held with that token). */
+  private async releaseUnstarted(): Promise<void> {
+    const { redis, keys } = this.o;
+    await Promise.all(
+      [...this.unstarted].map(async ([name, { family, shard, token }]) => {
+        if (this.runners.has(name) || this.pending.has(name)) return this.unstarted.delete(name);
+        try {
+          await runScript(redis, 'leaseRelease', [keys.shard(family, shard).lease], [this.id, token]);
+          this.unstarted.delete(name);
+          this.o.log.info({ shard: name, token }, 'lease of a shard whose runner failed to start released');
+        } catch (e) {
+          this.o.log.warn({ err: e, shard: name }, 'releasing the lease of a shard whose runner failed to start failed; retrying');
+        }
+      }),
+    );
   }
 
   /**
@@ -844,18 +935,27 @@ export class Worker {
 
   /**
    * Stop: take no new shards, finish what is in hand, release every lease (so others take over
-   * at once instead of waiting for expiry) and leave the live set.
+   * at once instead of waiting for expiry) and leave the live set. The lease rounds go on renewing
+   * and heartbeating (nothing else) until every runner is released: however long the in-flight
+   * messages take, the shards are handed back, not taken over.
    */
   async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.accepting = false;
-    for (const t of [this.tickTimer, this.sweepTimer, this.housekeepTimer]) if (t) clearInterval(t);
-    // Let a tick in progress finish its acquisitions, so none is left half-done.
-    while (this.ticking || this.acquiring || this.pending.size) await new Promise((r) => setTimeout(r, 10));
+    if (this.stopped || this.stopping) return;
+    this.stopping = true;
+    for (const t of [this.sweepTimer, this.housekeepTimer]) if (t) clearInterval(t);
+    // Let the acquisitions and handoffs under way finish, so none is left half-done (no new
+    // acquisition starts: the worker no longer accepts shards).
+    while (this.acquiring || this.pending.size) await new Promise((r) => setTimeout(r, 10));
+    this.holding = true;
     this.stopped = true;
     for (const remove of this.metricSources.splice(0)) remove();
     await Promise.all([...this.runners.values()].map((r) => r.drain()));
     await Promise.all([...this.runners.values()].map((r) => this.release(r).catch(() => undefined)));
+    // Every runner is released: no more rounds (a round under way finishes first, so its
+    // heartbeat cannot put this worker back in the live set once it has left).
+    this.holding = false;
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    while (this.ticking) await new Promise((r) => setTimeout(r, 10));
     await Promise.all((this.o.readers ?? []).map((reader) => reader.stop().catch(() => undefined)));
     const { redis, keys } = this.o;
     // The epoch ends: a lease whose release failed is free for the others at once.
@@ -870,6 +970,7 @@ export class Worker {
   /** Simulate a crash (tests): stop everything without releasing anything. */
   crash(): void {
     this.stopped = true;
+    this.holding = false;
     for (const remove of this.metricSources.splice(0)) remove();
     for (const t of [this.tickTimer, this.sweepTimer, this.housekeepTimer]) if (t) clearInterval(t);
     for (const r of this.runners.values()) r.stop();

@@ -14,7 +14,7 @@ import { ActorClient } from '../../src/runtime/actor-client';
 import { startManagedRedis } from '../../src/runtime/managed-redis';
 import { executeMoves, rebalance } from '../../src/runtime/cluster-admin';
 import { INBOX_GROUP, KeySpace } from '../../src/store/keys';
-import { connectRedis } from '../../src/store/redis';
+import { connectRedis, runScript } from '../../src/store/redis';
 import { decode, encode } from '../../src/store/codec';
 import { LEDGER_INDEX, type LedgerReply } from '../../actors/ledger';
 import type { TypingOutput } from '../../actors/typing';
@@ -427,6 +427,104 @@ describe('a commit that ran in Redis but whose answer the worker never got (conn
       await worker.stop();
       direct.disconnect();
       await new Promise<void>((res) => proxy.server.close(() => res()));
+      await redis.stop();
+    }
+  });
+});
+
+describe("an actor's messages stay in order when an inbox read's entries could be left with nobody tracking them", () => {
+  let dir = '';
+  afterEach(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a read that ran in Redis but whose answer the worker never got (connection dropped, read sent again): its entries come first in the next read, not after the idle reclaim', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'axon-read-lost-'));
+    const redis = await startManagedRedis({ dir, port: await freePort() });
+    // XREADGROUP '>' in the read script moved message 5 into the worker's pending list; the
+    // answer is dropped and ioredis sends the read again, which finds nothing new.
+    const readSha = createHash('sha1').update(readFileSync(join(root, 'src/store/scripts/inbox-read-1.lua'), 'utf8')).digest('hex');
+    const proxy = await answerDroppingProxy(redis.port, readSha);
+    const keys = new KeySpace('read-lost:');
+    const shardCounts = { room: 2, user: 2 };
+    const { Worker } = await import('../../src/runtime/worker');
+    const { allActorKinds } = await import('../../src/runtime/kinds');
+    const worker = new Worker({
+      redis: connectRedis({ url: `redis://127.0.0.1:${proxy.port}` }),
+      keys,
+      workerId: 'w1',
+      shardCounts,
+      kinds: allActorKinds(),
+      leaseTtlMs: 10_000,
+      renewMs: 1000,
+      log: silent,
+      pollMs: 300,
+      // The sweep's idle reclaim (the backstop for entries lost track of) cannot be what saves it.
+      idleBoundMs: 600_000,
+    });
+    const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts);
+    try {
+      await worker.start();
+      await client.start();
+      const actor = '@read-lost:test';
+      const append = (seq: number) => client.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq, value: seq }, { mid: `read-lost-${seq}`, timeoutMs: 30_000 });
+      // The first reads load the script: later ones go by its sha.
+      for (let seq = 1; seq <= 4; seq++) expect(await append(seq)).toEqual({ count: seq, sum: (seq * (seq + 1)) / 2, outOfOrder: 0 });
+      proxy.arm();
+      const fifth = append(5);
+      fifth.catch(() => undefined); // awaited below; a failure before that must not go unhandled
+      await waitFor('the read of message 5 to lose its answer', () => proxy.tripped() > 0, 10_000, 5);
+      await new Promise((r) => setTimeout(r, 300));
+      // Message 6 is applied after message 5, not before it.
+      expect(await append(6)).toEqual({ count: 6, sum: 21, outOfOrder: 0 });
+      expect(await fifth).toEqual({ count: 5, sum: 15, outOfOrder: 0 });
+      expect(proxy.tripped()).toBe(1);
+      expect(await client.ask('user', 'ledger', actor, { op: 'read' })).toMatchObject({ count: 6, sum: 21, outOfOrder: 0 });
+    } finally {
+      await client.close();
+      await worker.stop();
+      await new Promise<void>((res) => proxy.server.close(() => res()));
+      await redis.stop();
+    }
+  });
+
+  it('a holder whose shard lease was taken reads nothing more: no new entry is left in its own pending list, where nobody tracks it', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'axon-read-stale-'));
+    const redis = await startManagedRedis({ dir, port: await freePort() });
+    const keys = new KeySpace('read-stale:');
+    const shardCounts = { room: 1, user: 1 };
+    const { Worker } = await import('../../src/runtime/worker');
+    const { allActorKinds } = await import('../../src/runtime/kinds');
+    // No lease round during the test (renewMs): w1 learns that the lease was taken only from its
+    // own reads and commits, as a holder that stalled past its lease does.
+    const worker = new Worker({ redis: connectRedis({ url: redis.url }), keys, workerId: 'w1', shardCounts, kinds: allActorKinds(), leaseTtlMs: 120_000, renewMs: 30_000, log: silent, pollMs: 300, idleBoundMs: 600_000 });
+    const direct = connectRedis({ url: redis.url });
+    const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts);
+    try {
+      await worker.start();
+      await client.start();
+      const actor = '@read-stale:test';
+      const append = (seq: number, timeoutMs = 30_000) => client.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq, value: seq }, { mid: `read-stale-${seq}`, timeoutMs });
+      expect(await append(1)).toEqual({ count: 1, sum: 1, outOfOrder: 0 });
+      const shard = keys.shard('user', 0);
+      // w2, live, takes the shard as a takeover does: w1's holding found dead, the token bumped.
+      await direct.hset(keys.workerLease('w2'), 'epoch', '1', 'expires', String(Date.now() + 600_000));
+      const epoch = (await direct.hget(shard.lease, 'epoch'))!;
+      const taken = (await runScript(direct, 'leaseAcquire', [shard.lease], ['w2', '1', 'w1', epoch])) as [number, string];
+      expect(taken).toEqual([expect.any(Number), 'w2']);
+      expect(taken[0]).toBeGreaterThan(0);
+      // A message for the shard wakes w1, which reads (nobody answers it: w2 is not running).
+      const second = append(2, 3_000).catch(() => 'no answer');
+      await waitFor('w1 to let the shard go', () => !worker.owned().includes('user:0'));
+      // Nothing in w1's pending list: the message is still to be delivered, for the new holder.
+      expect(await direct.xpending(shard.inbox, INBOX_GROUP, '-', '+', 10, 'w1')).toEqual([]);
+      const forNewHolder = (await direct.xreadgroup('GROUP', INBOX_GROUP, 'w2', 'COUNT', 10, 'STREAMS', shard.inbox, '>')) as [string, [string, string[]][]][];
+      expect(forNewHolder[0]![1].map(([, f]) => f[f.indexOf('mid') + 1])).toEqual(['read-stale-2']);
+      expect(await second).toBe('no answer');
+    } finally {
+      await client.close();
+      await worker.stop();
+      direct.disconnect();
       await redis.stop();
     }
   });
