@@ -323,40 +323,66 @@ function answerDroppingProxy(redisPort: number, needle: string): Promise<{ port:
   });
 }
 
-describe('a commit that ran in Redis but whose answer the worker never got (connection dropped, command sent again)', () => {
-  let dir = '';
-  afterEach(() => {
-    if (dir) rmSync(dir, { recursive: true, force: true });
+/**
+ * A worker that talks to a real Redis through answerDroppingProxy (armed on `script`'s sha), a
+ * client and a direct connection, for the tests of answers lost after Redis ran the command.
+ * `armOn`: the proxy is armed when the worker is about to commit that message id.
+ */
+async function droppedAnswerRig(o: { prefix: string; script: string; armOn?: string; idleBoundMs?: number }) {
+  const dir = mkdtempSync(join(tmpdir(), `axon-${o.prefix}-`));
+  const redis = await startManagedRedis({ dir, port: await freePort() });
+  const sha = createHash('sha1').update(readFileSync(join(root, 'src/store/scripts', o.script), 'utf8')).digest('hex');
+  const proxy = await answerDroppingProxy(redis.port, sha);
+  const keys = new KeySpace(`${o.prefix}:`);
+  const shardCounts = { room: 2, user: 2 };
+  const { Worker } = await import('../../src/runtime/worker');
+  const { allActorKinds } = await import('../../src/runtime/kinds');
+  const worker = new Worker({
+    redis: connectRedis({ url: `redis://127.0.0.1:${proxy.port}` }),
+    keys,
+    workerId: 'w1',
+    shardCounts,
+    kinds: allActorKinds(),
+    leaseTtlMs: 10_000,
+    renewMs: 1000,
+    log: silent,
+    pollMs: 300,
+    ...(o.idleBoundMs !== undefined ? { idleBoundMs: o.idleBoundMs } : {}),
+    ...(o.armOn !== undefined
+      ? {
+          faultPoint: (point: string, entry: { mid: string }) => {
+            if (point === 'before-commit' && entry.mid === o.armOn) proxy.arm();
+          },
+        }
+      : {}),
   });
+  const direct = connectRedis({ url: redis.url });
+  const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts);
+  await worker.start();
+  await client.start();
+  return {
+    keys,
+    shardCounts,
+    proxy,
+    worker,
+    client,
+    direct,
+    async close() {
+      await client.close();
+      await worker.stop();
+      direct.disconnect();
+      await new Promise<void>((res) => proxy.server.close(() => res()));
+      await redis.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
 
+describe('a commit that ran in Redis but whose answer the worker never got (connection dropped, command sent again)', () => {
   it('the worker does not go on from the state it had before that commit: no applied write is overwritten', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'axon-resent-'));
-    const redis = await startManagedRedis({ dir, port: await freePort() });
-    const commitSha = createHash('sha1').update(readFileSync(join(root, 'src/store/scripts/commit-many-5.lua'), 'utf8')).digest('hex');
-    const proxy = await answerDroppingProxy(redis.port, commitSha);
-    const keys = new KeySpace('resent:');
-    const shardCounts = { room: 2, user: 2 };
-    const { Worker } = await import('../../src/runtime/worker');
-    const { allActorKinds } = await import('../../src/runtime/kinds');
-    const worker = new Worker({
-      redis: connectRedis({ url: `redis://127.0.0.1:${proxy.port}` }),
-      keys,
-      workerId: 'w1',
-      shardCounts,
-      kinds: allActorKinds(),
-      leaseTtlMs: 10_000,
-      renewMs: 1000,
-      log: silent,
-      pollMs: 300,
-      faultPoint: (point, entry) => {
-        if (point === 'before-commit' && entry.mid === 'resent-5') proxy.arm();
-      },
-    });
-    const direct = connectRedis({ url: redis.url });
-    const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts);
+    const t = await droppedAnswerRig({ prefix: 'resent', script: 'commit-many-5.lua', armOn: 'resent-5' });
     try {
-      await worker.start();
-      await client.start();
+      const { client, direct, proxy } = t;
       const actor = '@resent:test';
       const append = (seq: number) => client.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq, value: seq }, { mid: `resent-${seq}`, timeoutMs: 30_000 });
       for (let seq = 1; seq <= 10; seq++) expect(await append(seq)).toEqual({ count: seq, sum: (seq * (seq + 1)) / 2, outOfOrder: 0 });
@@ -366,42 +392,14 @@ describe('a commit that ran in Redis but whose answer the worker never got (conn
       const stored = await direct.getBuffer((await direct.keys('resent:*state:ledger:@resent:test'))[0]!);
       expect(decode(stored!)).toMatchObject({ count: 10, sum: 55, outOfOrder: 0 });
     } finally {
-      await client.close();
-      await worker.stop();
-      direct.disconnect();
-      await new Promise<void>((res) => proxy.server.close(() => res()));
-      await redis.stop();
+      await t.close();
     }
   });
 
   it("a timer set by that commit fires: the retry answered 'dup' arms the shard's timer from what Redis holds", async () => {
-    dir = mkdtempSync(join(tmpdir(), 'axon-resent-'));
-    const redis = await startManagedRedis({ dir, port: await freePort() });
-    const commitSha = createHash('sha1').update(readFileSync(join(root, 'src/store/scripts/commit-many-5.lua'), 'utf8')).digest('hex');
-    const proxy = await answerDroppingProxy(redis.port, commitSha);
-    const keys = new KeySpace('resent-timer:');
-    const shardCounts = { room: 2, user: 2 };
-    const { Worker } = await import('../../src/runtime/worker');
-    const { allActorKinds } = await import('../../src/runtime/kinds');
-    const worker = new Worker({
-      redis: connectRedis({ url: `redis://127.0.0.1:${proxy.port}` }),
-      keys,
-      workerId: 'w1',
-      shardCounts,
-      kinds: allActorKinds(),
-      leaseTtlMs: 10_000,
-      renewMs: 1000,
-      log: silent,
-      pollMs: 300,
-      faultPoint: (point, entry) => {
-        if (point === 'before-commit' && entry.mid === 'typing-lost-answer') proxy.arm();
-      },
-    });
-    const direct = connectRedis({ url: redis.url });
-    const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts);
+    const t = await droppedAnswerRig({ prefix: 'resent-timer', script: 'commit-many-5.lua', armOn: 'typing-lost-answer' });
     try {
-      await worker.start();
-      await client.start();
+      const { client, direct, proxy, keys, shardCounts } = t;
       const roomId = '!resent-timer:test';
       const shard = keys.shard('room', shardOf(roomId, shardCounts.room));
       // A first commit (on another shard) loads the commit script: later ones go by its sha.
@@ -423,11 +421,7 @@ describe('a commit that ran in Redis but whose answer the worker never got (conn
       });
       expect(outs.map((o) => o.user_ids)).toEqual([['@t:test'], []]);
     } finally {
-      await client.close();
-      await worker.stop();
-      direct.disconnect();
-      await new Promise<void>((res) => proxy.server.close(() => res()));
-      await redis.stop();
+      await t.close();
     }
   });
 });
@@ -439,33 +433,12 @@ describe("an actor's messages stay in order when an inbox read's entries could b
   });
 
   it('a read that ran in Redis but whose answer the worker never got (connection dropped, read sent again): its entries come first in the next read, not after the idle reclaim', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'axon-read-lost-'));
-    const redis = await startManagedRedis({ dir, port: await freePort() });
     // XREADGROUP '>' in the read script moved message 5 into the worker's pending list; the
-    // answer is dropped and ioredis sends the read again, which finds nothing new.
-    const readSha = createHash('sha1').update(readFileSync(join(root, 'src/store/scripts/inbox-read-1.lua'), 'utf8')).digest('hex');
-    const proxy = await answerDroppingProxy(redis.port, readSha);
-    const keys = new KeySpace('read-lost:');
-    const shardCounts = { room: 2, user: 2 };
-    const { Worker } = await import('../../src/runtime/worker');
-    const { allActorKinds } = await import('../../src/runtime/kinds');
-    const worker = new Worker({
-      redis: connectRedis({ url: `redis://127.0.0.1:${proxy.port}` }),
-      keys,
-      workerId: 'w1',
-      shardCounts,
-      kinds: allActorKinds(),
-      leaseTtlMs: 10_000,
-      renewMs: 1000,
-      log: silent,
-      pollMs: 300,
-      // The sweep's idle reclaim (the backstop for entries lost track of) cannot be what saves it.
-      idleBoundMs: 600_000,
-    });
-    const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts);
+    // answer is dropped and ioredis sends the read again, which finds nothing new. The sweep's
+    // idle reclaim (the backstop for entries lost track of) cannot be what saves it.
+    const t = await droppedAnswerRig({ prefix: 'read-lost', script: 'inbox-read-1.lua', idleBoundMs: 600_000 });
     try {
-      await worker.start();
-      await client.start();
+      const { client, proxy } = t;
       const actor = '@read-lost:test';
       const append = (seq: number) => client.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq, value: seq }, { mid: `read-lost-${seq}`, timeoutMs: 30_000 });
       // The first reads load the script: later ones go by its sha.
@@ -481,10 +454,7 @@ describe("an actor's messages stay in order when an inbox read's entries could b
       expect(proxy.tripped()).toBe(1);
       expect(await client.ask('user', 'ledger', actor, { op: 'read' })).toMatchObject({ count: 6, sum: 21, outOfOrder: 0 });
     } finally {
-      await client.close();
-      await worker.stop();
-      await new Promise<void>((res) => proxy.server.close(() => res()));
-      await redis.stop();
+      await t.close();
     }
   });
 
