@@ -76,7 +76,24 @@ export abstract class OutboxGroupReader implements ShardReader {
   ) {
     this.reads = new GroupReads(redis, group, consumer);
     this.acks = new GroupAcks(redis, group);
+    redis.on('ready', this.onReconnect);
   }
+
+  /**
+   * The connection came back (or up): a read whose answer was lost with the old one may have run
+   * in Redis — ioredis sends it again, and the second run finds nothing new — leaving its entries
+   * pending for this consumer with nothing reading them. Every followed shard reads its own pending
+   * entries first at its next pump, which this starts (or asks of a running one). They may come
+   * after entries the resent read found; they are not left until the next attach.
+   */
+  private readonly onReconnect = (): void => {
+    if (this.hosted || this.stopped) return;
+    for (const [shard, cur] of this.shards) {
+      cur.pending = true;
+      if (cur.running) cur.again = true;
+      else this.wake(shard);
+    }
+  };
 
   /** Apply one batch of entries (stream id, parsed entry or null when malformed) of a shard's outbox. */
   protected abstract apply(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void>;
@@ -134,6 +151,7 @@ export abstract class OutboxGroupReader implements ShardReader {
   async stop(): Promise<void> {
     this.stopped = true;
     this.shards.clear();
+    this.redis.off('ready', this.onReconnect);
   }
 
   private async pump(shard: number, cur: ShardCursor): Promise<void> {

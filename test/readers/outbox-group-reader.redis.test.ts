@@ -11,6 +11,7 @@ import { KeySpace } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { OutboxGroupReader } from '../../src/readers/outbox-group-reader';
 import type { OutboxEntry } from '../../src/runtime/envelope';
+import { answerDroppingProxy } from '../setup/answer-dropping-proxy';
 
 let redis: RedisClient;
 beforeAll(() => {
@@ -64,5 +65,36 @@ describe('OutboxGroupReader', () => {
     expect(reader.applied).toEqual([...ids, third, fourth]);
     await until(async () => Number(((await redis.xpending(outbox, 'test-group')) as [number])[0]) === 0);
     await reader.stop();
+  });
+
+  it('a read whose answer was lost (connection dropped, read sent again) leaves nothing pending: its entry is applied at the reconnect, not at the next attach', async () => {
+    const keys = new KeySpace(`ogrl${randomBytes(4).toString('hex')}:`);
+    const outbox = keys.shard('room', 0).outbox;
+    const group = `lost-${randomBytes(4).toString('hex')}`;
+    const proxy = await answerDroppingProxy(Number(new URL(inject('redisUrl')).port), group);
+    const viaProxy = connectRedis({ url: `redis://127.0.0.1:${proxy.port}` });
+    const reader = new RecordingReader('room', group, viaProxy, keys, 'c1', pino({ level: 'silent' }));
+    try {
+      const append = (n: number) => redis.xadd(outbox, '*', 'k', 'room', 'a', `!r${n}:x`, 'b', 'x');
+      const first = await append(1);
+      reader.attach(0);
+      await until(() => reader.applied.length === 1);
+      // The next read of the group runs in Redis (entry 2 is now this consumer's), its answer is
+      // dropped with the connection, and ioredis sends it again: the second run finds nothing new.
+      proxy.arm();
+      const second = await append(2);
+      reader.wake(0);
+      await until(() => proxy.tripped() === 1);
+      await until(() => reader.applied.length === 2);
+      const third = await append(3);
+      reader.wake(0);
+      await until(() => reader.applied.length === 3);
+      expect(reader.applied).toEqual([first, second, third]);
+      await until(async () => Number(((await redis.xpending(outbox, group)) as [number])[0]) === 0);
+    } finally {
+      await reader.stop();
+      viaProxy.disconnect();
+      await new Promise<void>((res) => proxy.server.close(() => res()));
+    }
   });
 });
