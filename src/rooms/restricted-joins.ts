@@ -52,9 +52,16 @@ export async function restrictedJoinAuthoriser(ctx: ApiContext, roomId: string, 
     // An allowed room joined with partial state (faster joins) may lack the user's member event:
     // wait a while for its full state (Synapse's membership reads wait for it too); still partial,
     // this server cannot tell, and another resident may.
-    if (m !== 'join' && (await partialStateOf(ctx, r))) {
-      if (await waitForFullState(ctx, r, ALLOWED_ROOM_FULL_STATE_WAIT_MS)) m = await ctx.rooms.membership(r, userId);
-      else unknown ??= r;
+    if (m !== 'join') {
+      if (await partialStateOf(ctx, r)) {
+        if (await waitForFullState(ctx, r, ALLOWED_ROOM_FULL_STATE_WAIT_MS)) m = await ctx.rooms.membership(r, userId);
+        else unknown ??= r;
+      } else {
+        // Full now, but perhaps not at the read above: the room may have got its full state in
+        // between (the completion writes the members before it drops the partial-state entry),
+        // and the user's member event with it. Read again rather than refuse on the older read.
+        m = await ctx.rooms.membership(r, userId);
+      }
     }
     if (m === 'join') {
       member = true;
