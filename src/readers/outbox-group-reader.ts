@@ -76,8 +76,10 @@ export abstract class OutboxGroupReader implements ShardReader {
   ) {
     this.reads = new GroupReads(redis, group, consumer);
     this.acks = new GroupAcks(redis, group);
-    redis.on('ready', this.onReconnect);
   }
+
+  /** Whether onReconnect listens on the connection (from the first shard followed to stop()). */
+  private listening = false;
 
   /**
    * The connection came back (or up): a read whose answer was lost with the old one may have run
@@ -105,6 +107,12 @@ export abstract class OutboxGroupReader implements ShardReader {
    */
   attach(shard: number, opts: { quiet?: boolean } = {}): void {
     if (this.hosted || this.shards.has(shard) || this.stopped) return;
+    // Only readers that read themselves listen (a shared group's members do not): one listener
+    // per reading group on the worker's reader connection, not one per reader kind.
+    if (!this.listening) {
+      this.listening = true;
+      this.redis.on('ready', this.onReconnect);
+    }
     this.shards.set(shard, { running: false, again: false, claim: true, pending: true, ready: null });
     if (!opts.quiet) this.wake(shard);
   }
