@@ -108,8 +108,8 @@ export class ShardRunner {
    * The highest inbox entry id this runner was given by a read or a claim ('0-0': none yet), a
    * lower bound of its group's last-delivered id. An inbox entry above it has not been delivered
    * — the worker's sweep asks Redis for those across many inboxes in one XREAD — or was delivered
-   * to this worker by a read whose answer was lost: each read gives this consumer's own pending
-   * entries above it first (GroupReads.readInbox).
+   * by a read whose answer was lost, or to a holder that stalled past its lease: each read gives
+   * the pending entries above it first (GroupReads.readInbox).
    */
   lastDelivered = '0-0';
   private readonly timers: ShardTimers;
@@ -215,15 +215,10 @@ export class ShardRunner {
         this.wakePending = false;
         while (this.state === 'running' && this.buffered < this.env.maxBuffered) {
           const count = Math.min(this.env.readBatch, this.env.maxBuffered - this.buffered);
-          // Fenced by the lease, and this consumer's own pending entries above `lastDelivered`
-          // first: those of a read whose answer was lost (ioredis sent it again, and it found
-          // nothing new), so that they are applied before the actor's later messages.
-          const res = await this.env.reads.readInbox({ inbox: this.keys.inbox, lease: this.keys.lease, token: this.token, after: this.lastDelivered, count });
-          if (res.status === 'stale') {
-            this.env.log.warn({ shard: this.name, owner: res.owner }, 'lease lost: the inbox read found a newer holder');
-            this.lose();
-            break;
-          }
+          // Entries delivered above `lastDelivered` and still pending come first: those of a read
+          // whose answer was lost, or of a holder that stalled past its lease and read on (see
+          // GroupReads), so that they are applied before the actor's later messages.
+          const res = await this.env.reads.readInbox({ inbox: this.keys.inbox, after: this.lastDelivered, count });
           const { entries, counts } = res;
           if (entries.length === 0) break;
           // Entries come in id order (own pending ones, then new ones): the last is the highest.
@@ -231,7 +226,7 @@ export class ShardRunner {
           this.env.onActive?.(this);
           for (let i = 0; i < entries.length; i++) {
             const id = entries[i]![0].toString();
-            // An own pending entry a concurrent claim (reclaim) dispatched already.
+            // A pending entry a concurrent claim (reclaim) dispatched already.
             if (i < counts.length && this.tracked.has(id)) continue;
             this.dispatch(id, entries[i]![1], counts[i] ?? 1);
           }

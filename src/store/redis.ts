@@ -40,7 +40,7 @@ const SCRIPTS = {
   searchIndex: 'search-index-4.lua',
   searchView: 'search-view-2.lua',
   inboxStats: 'inbox-stats-1.lua',
-  inboxRead: 'inbox-read-1.lua',
+  inboxRead: 'inbox-read-2.lua',
   shardSweep: 'shard-sweep-1.lua',
   recencyBump: 'recency-bump-2.lua',
   registrationToken: 'registration-token-3.lua',
