@@ -91,6 +91,39 @@ for (const mode of MODES) {
       await r?.close();
     });
 
+    it("messages waiting in a worker's memory behind a slow one past the idle bound are not claimed again: their delivery counts stay at one", async () => {
+      r = await rig(mode, { shards: 1 });
+      let release: () => void = () => undefined;
+      const gate = new Promise<void>((res) => (release = res));
+      let held = false;
+      // The first message's commit waits on the gate: the actor's next messages queue behind it.
+      await r.startWorker('w1', {
+        idleBoundMs: 200,
+        pollMs: 100,
+        faultPoint: async (point, entry) => {
+          if (point === 'before-commit' && entry.mid === 'slow-1') {
+            held = true;
+            await gate;
+          }
+        },
+      });
+      const c = await r.client();
+      const actor = '@slow:test';
+      const append = (seq: number) => c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq, value: seq }, { mid: `slow-${seq}`, timeoutMs: 30_000 });
+      const answers = [1, 2, 3].map((seq) => append(seq));
+      const inbox = r.keys.shard('user', 0).inbox;
+      const pending = async () => (await r.redis.xpending(inbox, INBOX_GROUP, '-', '+', 10)) as [string, string, number, number][];
+      await waitFor('the first message to be held and the others read', async () => held && (await pending()).length === 3);
+      // Several sweeps (every 100 ms) find the entries idle past the bound (200 ms).
+      await new Promise((res) => setTimeout(res, 1_500));
+      const rows = await pending();
+      expect(rows.map((row) => Number(row[3]))).toEqual([1, 1, 1]);
+      expect(rows.every((row) => Number(row[2]) >= 1_000)).toBe(true);
+      release();
+      expect(await Promise.all(answers)).toEqual([1, 2, 3].map((n) => ({ count: n, sum: (n * (n + 1)) / 2, outOfOrder: 0 })));
+      await waitFor('every entry to be acknowledged', async () => (await pending()).length === 0);
+    });
+
     it('kill -9 after reading a message and before acking it: the restarted worker applies it exactly once', async () => {
       r = await rig(mode, { shards: 4 });
       const w1 = spawnWorker(mode, r, 'w1', { AXON_FAULT: 'before-commit', AXON_FAULT_MATCH: 'crash-here' });
