@@ -6,9 +6,14 @@
  * one inbox's trouble fails that shard alone.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GroupReads } from '../../src/runtime/group-reads';
+import { startManagedRedis } from '../../src/runtime/managed-redis';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
+import { freePort } from '../setup/free-port';
 import { MODES, targetFor } from './harness';
 
 const GROUP = 'g';
@@ -100,6 +105,31 @@ describe.each(MODES)('inbox reads (%s redis)', (mode) => {
     expect((await pendingOf(s)).map(([id]) => id)).toEqual([one, three]);
   });
 
+  it('a stalled holder took more entries than the new holder reads at a time: all of them come before newer ones, none is left behind', async () => {
+    redis = connectRedis(targetFor(mode));
+    const s = await makeInbox(redis);
+    const reads = new GroupReads(redis, GROUP, 'new');
+    await addTo(redis, s, 1);
+    let after = (await reads.readInbox({ inbox: s, after: '0-0', count: 10 })).entries[0]![0].toString();
+    for (let n = 2; n <= 4; n++) await addTo(redis, s, n);
+    // The old holder, cut off, read on: entries 2 to 4 are its own (its runner reads batch after
+    // batch, up to its maxBuffered, before its first commit comes back refused).
+    await redis.xreadgroup('GROUP', GROUP, 'old', 'COUNT', 10, 'STREAMS', s, '>');
+    await addTo(redis, s, 5);
+    // The new holder reads as ShardRunner.readLoop does with room for 2 (count = min(readBatch,
+    // maxBuffered - buffered)): each read from the last id it was given, here until a read gives
+    // nothing (the runner stops earlier, at a short read).
+    const order: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const got = await reads.readInbox({ inbox: s, after, count: 2 });
+      if (got.entries.length === 0) break;
+      order.push(...ids(got.entries));
+      after = got.entries[got.entries.length - 1]![0].toString();
+    }
+    expect(order).toEqual(['2', '3', '4', '5']);
+    expect((await pendingOf(s)).map(([, consumer]) => consumer)).toEqual(['new', 'new', 'new', 'new', 'new']);
+  });
+
   it('reads at most `count` new entries a shard', async () => {
     redis = connectRedis(targetFor(mode));
     const s = await makeInbox(redis);
@@ -137,5 +167,41 @@ describe('inbox reads grouped in one call (single redis)', () => {
     expect(all.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'rejected']);
     const got = all.map((r) => (r.status === 'fulfilled' ? ids(r.value.entries) : null));
     expect(got).toEqual([['1'], null, ['2', '3'], null]);
+  });
+});
+
+// SCRIPT FLUSH would break every other test file's script calls on the shared server: a server of its own.
+describe('inbox reads after SCRIPT FLUSH (a redis-server of its own)', () => {
+  it('a connection whose scripts were flushed reads its inbox again: the read that failed is retried and gives the entry', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'axon-read-flush-'));
+    const server = await startManagedRedis({ dir, port: await freePort() });
+    const redis = connectRedis({ url: server.url });
+    const admin = connectRedis({ url: server.url });
+    try {
+      const s = await makeInbox(redis);
+      const reads = new GroupReads(redis, GROUP, 'w1');
+      const one = await addTo(redis, s, 1);
+      expect(ids((await reads.readInbox({ inbox: s, after: '0-0', count: 10 })).entries)).toEqual(['1']);
+      // An operator's SCRIPT FLUSH (or a script evicted): every other script call of this
+      // connection recovers (ioredis sends EVAL after a NOSCRIPT answer).
+      await admin.script('FLUSH');
+      await addTo(redis, s, 2);
+      // The runner reads again at each wake: a failed read may be retried, not fail for ever.
+      const failures: string[] = [];
+      let got: string[] | undefined;
+      for (let i = 0; i < 3 && !got; i++) {
+        try {
+          got = ids((await reads.readInbox({ inbox: s, after: one, count: 10 })).entries);
+        } catch (e) {
+          failures.push(String(e));
+        }
+      }
+      expect(got, `reads failed: ${failures.join(' | ')}; pending: ${JSON.stringify(await admin.xpending(s, GROUP, '-', '+', 10))}`).toEqual(['2']);
+    } finally {
+      redis.disconnect();
+      admin.disconnect();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
