@@ -27,8 +27,8 @@ import { chunks, groupBy, Rejected, TurnBatcher } from '../store/turn-batcher';
 
 export type StreamEntries = [Buffer, Buffer[] | null][];
 
-/** inbox-read-2.lua's answer for one shard: 0, ['p', entries, counts] or ['e', message]. */
-type PendingReply = number | [Buffer, StreamEntries | Buffer, number[]?];
+/** inbox-read-2.lua's answer for one shard: 0, ['p', entries, counts, rows] or ['e', message]. */
+type PendingReply = number | [Buffer, StreamEntries | Buffer, number[]?, number?];
 
 interface Read {
   stream: string;
@@ -123,6 +123,11 @@ export class GroupReads {
       if (!Array.isArray(p)) return { entries: added, counts: [] };
       if (p[0].toString() === 'e') return new Rejected(new Error(`inbox read of ${r.inbox}: ${(p[1] as Buffer).toString()}`));
       const before = p[1] as StreamEntries;
+      // `count` pending rows: more may be pending above the last one (a stalled holder read on
+      // batch after batch, or a lost read's resend finds its own entries and those it claimed).
+      // The new entries would jump over them: leave them pending for this consumer, above the
+      // last entry given, where the next read finds them first.
+      if (Number(p[3]) >= r.count) return { entries: before, counts: (p[2] as number[]).map(Number) };
       return { entries: added.length ? [...before, ...added] : before, counts: (p[2] as number[]).map(Number) };
     });
   }

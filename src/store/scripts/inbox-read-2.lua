@@ -21,8 +21,9 @@
 -- ARGV[3 + i] the last entry id shard i's runner was given, prefixed with '(' ('(0-0': none)
 -- Returns one reply per shard:
 --   0                      nothing pending above it (steady state)
---   {'p', entries, counts} the pending entries above it, {id, fields} in id order, and their
---                          delivery counts in the same order
+--   {'p', entries, counts, rows} the pending entries above it, {id, fields} in id order, their
+--                          delivery counts in the same order, and how many pending rows were
+--                          seen (trimmed ones included; `count` of them: there may be more)
 --   {'e', message}         a command failed for this shard (no group, a key of the wrong type)
 local group, consumer, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {}
@@ -51,7 +52,9 @@ for i = 1, #KEYS do
         entries[#entries + 1] = e[1]
       end
     end
-    out[i] = {'p', entries, counts}
+    -- #pend: the rows seen; `count` of them means more may be pending above the last one, and
+    -- then the caller must not hand on this read's new entries (they would jump over those).
+    out[i] = {'p', entries, counts, #pend}
   end
 end
 return out
