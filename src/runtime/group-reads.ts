@@ -22,7 +22,7 @@
  * stream, so one shard's trouble does not hold back the others' reads; the inbox script fails
  * such a shard alone.
  */
-import { bufferCommand, isCluster, type RedisClient } from '../store/redis';
+import { bufferCommand, isCluster, loadScript, type RedisClient } from '../store/redis';
 import { chunks, groupBy, Rejected, TurnBatcher } from '../store/turn-batcher';
 
 export type StreamEntries = [Buffer, Buffer[] | null][];
@@ -87,7 +87,7 @@ export class GroupReads {
    * One MULTI for `reads` (same count; one slot on a Cluster): the pending entries above each
    * shard's `after` (inbox-read-2.lua), then the new ones (XREADGROUP). One result each.
    */
-  private async readInboxes(reads: InboxRead[]): Promise<(InboxEntries | Rejected)[]> {
+  private async readInboxes(reads: InboxRead[], loaded = false): Promise<(InboxEntries | Rejected)[]> {
     // One inbox asked twice in a turn (it cannot be: a shard has one read at a time) would be
     // named twice; keep the first and give the other nothing.
     const seen = new Map<string, number>();
@@ -105,7 +105,17 @@ export class GroupReads {
     const res = await multi.exec();
     if (!res) throw new Error('inbox read: the transaction was discarded');
     const [[pendingErr, pending], [readErr, read]] = res as [[Error | null, PendingReply[]], [Error | null, [Buffer, StreamEntries][] | null]];
-    if (pendingErr) throw pendingErr;
+    if (pendingErr) {
+      // The script is gone from the server (SCRIPT FLUSH): inside a MULTI ioredis does not fall
+      // back to EVAL by itself, and every read of this connection would fail. Load it and read
+      // again: what this transaction's XREADGROUP delivered is pending for this consumer above
+      // `after`, so the read again gives it first.
+      if (!loaded && pendingErr.message.startsWith('NOSCRIPT')) {
+        await loadScript(this.redis, 'inboxRead', inboxes[0]!);
+        return this.readInboxes(reads, true);
+      }
+      throw pendingErr;
+    }
     if (readErr) {
       // One stream's trouble (no group, a key of the wrong type) fails the grouped XREADGROUP:
       // read each shard alone, so that it fails that shard only. What the script claimed above is
