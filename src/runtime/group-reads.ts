@@ -5,12 +5,16 @@
  * command per shard (TurnBatcher). On a Cluster each shard's streams are in their own slot: one
  * read each, as before.
  *
- * The shards' inboxes (ShardRunner) read through `readInbox`: one `inbox-read-1.lua` call per turn
- * that checks each shard's lease (a holder that lost it reads nothing) and gives first this
- * consumer's own pending entries above the last entry id the runner was given, then new ones
- * (`>`). An `XREADGROUP '>'` whose answer was lost (the connection dropped after Redis ran it; ioredis
- * sends it again and the second run finds nothing new) leaves its entries pending for this
- * consumer: the next read, or the resent one, gives them, before the actor's later messages.
+ * The shards' inboxes (ShardRunner) read through `readInbox`: one MULTI per turn of
+ * `inbox-read-2.lua` and a plain `XREADGROUP ... >` over the same inboxes. The script gives, for
+ * each shard, the entries delivered above the last entry id the runner was given that are still
+ * pending (for this consumer or another): in steady state none, one seek each. Such entries come
+ * from a read whose answer was lost (the connection dropped after Redis ran it; ioredis aborts or
+ * resends it, and a second run finds nothing new), or from a holder that stalled past its lease
+ * and read on after the shard was taken (it cannot commit them: commits are fenced). They were
+ * delivered before what the XREADGROUP gives, so they come first and an actor's messages stay in
+ * order; MULTI keeps any other read out from between the two. The new entries go from Redis to
+ * the worker as XREADGROUP answers them, not through Lua.
  * Each outbox reader group (OutboxGroupReader) reads with `read`: one `XREADGROUP ... STREAMS
  * <stream…> > …`.
  *
@@ -18,10 +22,13 @@
  * stream, so one shard's trouble does not hold back the others' reads; the inbox script fails
  * such a shard alone.
  */
-import { bufferCommand, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
+import { bufferCommand, isCluster, loadScript, type RedisClient } from '../store/redis';
 import { chunks, groupBy, Rejected, TurnBatcher } from '../store/turn-batcher';
 
 export type StreamEntries = [Buffer, Buffer[] | null][];
+
+/** inbox-read-2.lua's answer for one shard: 0, ['p', entries, counts, rows] or ['e', message]. */
+type PendingReply = number | [Buffer, StreamEntries | Buffer, number[]?, number?];
 
 interface Read {
   stream: string;
@@ -31,20 +38,20 @@ interface Read {
 /** One shard's inbox read (`readInbox`). */
 export interface InboxRead {
   inbox: string;
-  /** The shard's lease hash: the read is fenced by its owner (this consumer) and token. */
-  lease: string;
-  token: string;
-  /** The last inbox entry id the runner was given ('0-0': none): own pending entries above it come first. */
+  /** The last inbox entry id the runner was given ('0-0': none): pending entries above it come first. */
   after: string;
   count: number;
 }
 
 /**
- * A shard's inbox read: the entries in id order — first this consumer's pending entries above
- * `after`, whose delivery counts are `counts` (in order), then new ones (delivered once) — or
- * 'stale' when the lease is not this worker's with that token (nothing was read).
+ * A shard's inbox read: the entries in id order — first the entries delivered above `after` that
+ * were still pending (this consumer's, or another's, now claimed by this one), whose delivery
+ * counts are `counts` (in order), then new ones (delivered once).
  */
-export type InboxEntries = { status: 'ok'; entries: StreamEntries; counts: number[] } | { status: 'stale'; owner: string };
+export interface InboxEntries {
+  entries: StreamEntries;
+  counts: number[];
+}
 
 /** Streams one grouped read names at most. */
 const MAX_STREAMS = 512;
@@ -76,10 +83,13 @@ export class GroupReads {
     return this.inboxes.add(read);
   }
 
-  /** One call of the inbox script for `reads` (same count; one slot on a Cluster): one result each. */
-  private async readInboxes(reads: InboxRead[]): Promise<(InboxEntries | Rejected)[]> {
-    // One inbox asked twice in a turn (it cannot be: a shard has one read at a time) would read
-    // its own pending entries twice; keep the first and give the other nothing.
+  /**
+   * One MULTI for `reads` (same count; one slot on a Cluster): the pending entries above each
+   * shard's `after` (inbox-read-2.lua), then the new ones (XREADGROUP). One result each.
+   */
+  private async readInboxes(reads: InboxRead[], loaded = false): Promise<(InboxEntries | Rejected)[]> {
+    // One inbox asked twice in a turn (it cannot be: a shard has one read at a time) would be
+    // named twice; keep the first and give the other nothing.
     const seen = new Map<string, number>();
     const unique: InboxRead[] = [];
     for (const r of reads) {
@@ -87,24 +97,48 @@ export class GroupReads {
       seen.set(r.inbox, unique.length);
       unique.push(r);
     }
-    const res = (await runScriptBuffer(
-      this.redis,
-      'inboxRead',
-      unique.flatMap((r) => [r.inbox, r.lease]),
-      [this.group, this.consumer, reads[0]!.count, ...unique.flatMap((r) => [r.token, r.after])],
-    )) as [Buffer, StreamEntries | Buffer, number[]?][];
+    const count = reads[0]!.count;
+    const inboxes = unique.map((r) => r.inbox);
+    const multi = this.redis.multi() as unknown as Record<string, (...a: unknown[]) => unknown> & { exec(): Promise<[Error | null, unknown][] | null> };
+    multi.inboxReadBuffer!(inboxes.length, inboxes, [this.group, this.consumer, count, ...unique.map((r) => `(${r.after}`)]);
+    multi.xreadgroupBuffer!('GROUP', this.group, this.consumer, 'COUNT', count, 'STREAMS', ...inboxes, ...inboxes.map(() => '>'));
+    const res = await multi.exec();
+    if (!res) throw new Error('inbox read: the transaction was discarded');
+    const [[pendingErr, pending], [readErr, read]] = res as [[Error | null, PendingReply[]], [Error | null, [Buffer, StreamEntries][] | null]];
+    if (pendingErr) {
+      // The script is gone from the server (SCRIPT FLUSH): inside a MULTI ioredis does not fall
+      // back to EVAL by itself, and every read of this connection would fail. Load it and read
+      // again: what this transaction's XREADGROUP delivered is pending for this consumer above
+      // `after`, so the read again gives it first.
+      if (!loaded && pendingErr.message.startsWith('NOSCRIPT')) {
+        await loadScript(this.redis, 'inboxRead', inboxes[0]!);
+        return this.readInboxes(reads, true);
+      }
+      throw pendingErr;
+    }
+    if (readErr) {
+      // One stream's trouble (no group, a key of the wrong type) fails the grouped XREADGROUP:
+      // read each shard alone, so that it fails that shard only. What the script claimed above is
+      // this consumer's and pending above `after`: the shard's own read gives it again.
+      if (unique.length === 1) return reads.map((r) => (unique[0] === r ? new Rejected(readErr) : { entries: [], counts: [] }));
+      return Promise.all(reads.map((r) => (unique[seen.get(r.inbox)!] === r ? this.readInboxes([r]).then(([one]) => one!) : { entries: [], counts: [] })));
+    }
+    const fresh = new Map<string, StreamEntries>();
+    for (const [name, entries] of read ?? []) fresh.set(name.toString(), entries);
     return reads.map((r) => {
       const at = seen.get(r.inbox)!;
-      if (unique[at] !== r) return { status: 'ok', entries: [], counts: [] };
-      const [status, body, counts] = res[at]!;
-      switch (status.toString()) {
-        case 'ok':
-          return { status: 'ok', entries: body as StreamEntries, counts: (counts ?? []).map(Number) };
-        case 'stale':
-          return { status: 'stale', owner: (body as Buffer).toString() };
-        default:
-          return new Rejected(new Error(`inbox read of ${r.inbox}: ${(body as Buffer).toString()}`));
-      }
+      if (unique[at] !== r) return { entries: [], counts: [] };
+      const p = pending[at]!;
+      const added = fresh.get(r.inbox) ?? [];
+      if (!Array.isArray(p)) return { entries: added, counts: [] };
+      if (p[0].toString() === 'e') return new Rejected(new Error(`inbox read of ${r.inbox}: ${(p[1] as Buffer).toString()}`));
+      const before = p[1] as StreamEntries;
+      // `count` pending rows: more may be pending above the last one (a stalled holder read on
+      // batch after batch, or a lost read's resend finds its own entries and those it claimed).
+      // The new entries would jump over them: leave them pending for this consumer, above the
+      // last entry given, where the next read finds them first.
+      if (Number(p[3]) >= r.count) return { entries: before, counts: (p[2] as number[]).map(Number) };
+      return { entries: added.length ? [...before, ...added] : before, counts: (p[2] as number[]).map(Number) };
     });
   }
 

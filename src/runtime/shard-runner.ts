@@ -108,8 +108,8 @@ export class ShardRunner {
    * The highest inbox entry id this runner was given by a read or a claim ('0-0': none yet), a
    * lower bound of its group's last-delivered id. An inbox entry above it has not been delivered
    * — the worker's sweep asks Redis for those across many inboxes in one XREAD — or was delivered
-   * to this worker by a read whose answer was lost: each read gives this consumer's own pending
-   * entries above it first (GroupReads.readInbox).
+   * by a read whose answer was lost, or to a holder that stalled past its lease: each read gives
+   * the pending entries above it first (GroupReads.readInbox).
    */
   lastDelivered = '0-0';
   private readonly timers: ShardTimers;
@@ -163,22 +163,16 @@ export class ShardRunner {
 
   /**
    * Claim pending entries idle for at least `minIdleMs` (0 at takeover: the previous holder is
-   * dead or fenced) and dispatch the ones not already in hand. XAUTOCLAIM bumps each entry's
+   * dead or fenced) and dispatch the ones not already in hand. Claiming bumps each entry's
    * delivery count, which is how a message that crashes its worker every time ends up
    * dead-lettered instead of killing every worker in turn.
+   * The idle reclaim (the sweep's, `minIdleMs` > 0) leaves alone the entries this runner holds in
+   * memory: behind a slow actor they may wait past the bound without having failed anywhere, and
+   * claiming them every sweep would count deliveries that never happened (after a crash, the next
+   * holder would dead-letter a healthy message).
    */
   async reclaim(minIdleMs: number): Promise<number> {
-    const { redis, workerId } = this.env;
-    let cursor = '0-0';
-    const claimed: [string, Buffer[] | null][] = [];
-    do {
-      const res = (await bufferCommand(redis, 'xautoclaimBuffer')(this.keys.inbox, INBOX_GROUP, workerId, minIdleMs, cursor, 'COUNT', 500)) as unknown as [Buffer, [Buffer, Buffer[]][], Buffer[]];
-      cursor = res[0].toString();
-      for (const [id, fields] of res[1]) claimed.push([id.toString(), fields]);
-      // Entries trimmed away while pending cannot be processed; acknowledge them.
-      const deleted = (res[2] ?? []).map((b) => b.toString());
-      if (deleted.length) await redis.xack(this.keys.inbox, INBOX_GROUP, ...deleted);
-    } while (cursor !== '0-0');
+    const claimed = minIdleMs === 0 ? await this.claimAll() : await this.claimIdle(minIdleMs);
     if (claimed.length === 0) return 0;
     // Given to this runner: the reads' look for own pending entries starts above them.
     this.delivered(claimed[claimed.length - 1]![0]);
@@ -191,6 +185,44 @@ export class ShardRunner {
       n++;
     }
     return n;
+  }
+
+  /** Every pending entry of the inbox, whoever holds it, claimed by this worker (takeover). */
+  private async claimAll(): Promise<[string, Buffer[] | null][]> {
+    const { redis, workerId } = this.env;
+    let cursor = '0-0';
+    const claimed: [string, Buffer[] | null][] = [];
+    do {
+      const res = (await bufferCommand(redis, 'xautoclaimBuffer')(this.keys.inbox, INBOX_GROUP, workerId, 0, cursor, 'COUNT', 500)) as unknown as [Buffer, [Buffer, Buffer[]][], Buffer[]];
+      cursor = res[0].toString();
+      for (const [id, fields] of res[1]) claimed.push([id.toString(), fields]);
+      // Entries trimmed away while pending cannot be processed; acknowledge them.
+      const deleted = (res[2] ?? []).map((b) => b.toString());
+      if (deleted.length) await redis.xack(this.keys.inbox, INBOX_GROUP, ...deleted);
+    } while (cursor !== '0-0');
+    return claimed;
+  }
+
+  /**
+   * The pending entries idle for at least `minIdleMs` that this runner does not hold, claimed by
+   * this worker (XCLAIM keeps the idle condition: an entry someone touched since is not taken;
+   * an entry trimmed away is dropped from the pending list and not returned).
+   */
+  private async claimIdle(minIdleMs: number): Promise<[string, Buffer[] | null][]> {
+    const { redis, workerId } = this.env;
+    const claimed: [string, Buffer[] | null][] = [];
+    let from = '-';
+    for (;;) {
+      const rows = (await redis.xpending(this.keys.inbox, INBOX_GROUP, 'IDLE', minIdleMs, from, '+', 500)) as [string, string, number, number][];
+      const ids = rows.map((r) => r[0]).filter((id) => !this.tracked.has(id));
+      if (ids.length) {
+        const res = (await (redis as unknown as { xclaimBuffer(...a: unknown[]): Promise<[Buffer, Buffer[] | null][]> }).xclaimBuffer(this.keys.inbox, INBOX_GROUP, workerId, minIdleMs, ...ids)) ?? [];
+        for (const [id, fields] of res) if (fields) claimed.push([id.toString(), fields]);
+      }
+      if (rows.length < 500) break;
+      from = `(${rows[rows.length - 1]![0]}`;
+    }
+    return claimed;
   }
 
   private async deliveryCounts(first: string, last: string, count: number): Promise<Map<string, number>> {
@@ -215,15 +247,10 @@ export class ShardRunner {
         this.wakePending = false;
         while (this.state === 'running' && this.buffered < this.env.maxBuffered) {
           const count = Math.min(this.env.readBatch, this.env.maxBuffered - this.buffered);
-          // Fenced by the lease, and this consumer's own pending entries above `lastDelivered`
-          // first: those of a read whose answer was lost (ioredis sent it again, and it found
-          // nothing new), so that they are applied before the actor's later messages.
-          const res = await this.env.reads.readInbox({ inbox: this.keys.inbox, lease: this.keys.lease, token: this.token, after: this.lastDelivered, count });
-          if (res.status === 'stale') {
-            this.env.log.warn({ shard: this.name, owner: res.owner }, 'lease lost: the inbox read found a newer holder');
-            this.lose();
-            break;
-          }
+          // Entries delivered above `lastDelivered` and still pending come first: those of a read
+          // whose answer was lost, or of a holder that stalled past its lease and read on (see
+          // GroupReads), so that they are applied before the actor's later messages.
+          const res = await this.env.reads.readInbox({ inbox: this.keys.inbox, after: this.lastDelivered, count });
           const { entries, counts } = res;
           if (entries.length === 0) break;
           // Entries come in id order (own pending ones, then new ones): the last is the highest.
@@ -231,7 +258,7 @@ export class ShardRunner {
           this.env.onActive?.(this);
           for (let i = 0; i < entries.length; i++) {
             const id = entries[i]![0].toString();
-            // An own pending entry a concurrent claim (reclaim) dispatched already.
+            // A pending entry a concurrent claim (reclaim) dispatched already.
             if (i < counts.length && this.tracked.has(id)) continue;
             this.dispatch(id, entries[i]![1], counts[i] ?? 1);
           }

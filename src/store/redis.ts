@@ -40,7 +40,7 @@ const SCRIPTS = {
   searchIndex: 'search-index-4.lua',
   searchView: 'search-view-2.lua',
   inboxStats: 'inbox-stats-1.lua',
-  inboxRead: 'inbox-read-1.lua',
+  inboxRead: 'inbox-read-2.lua',
   shardSweep: 'shard-sweep-1.lua',
   recencyBump: 'recency-bump-2.lua',
   registrationToken: 'registration-token-3.lua',
@@ -255,6 +255,22 @@ export async function waitForReplicas(client: RedisClient, key: string, replicas
     if (!node) throw new Error(`WAIT: no connection to the master of ${key}'s slot yet`);
   } else node = client;
   return Number(await node.call('WAIT', replicas, timeoutMs));
+}
+
+/**
+ * Load a script on the server that holds `key` (its master on a Cluster). ioredis loads a script
+ * itself when its EVALSHA is refused with NOSCRIPT (SCRIPT FLUSH on a live connection) — but not
+ * inside a MULTI, where the EVALSHA was QUEUED and the refusal comes in EXEC's answer: a caller
+ * that sends a script in a MULTI loads it with this after a NOSCRIPT, and tries again.
+ */
+export async function loadScript(client: RedisClient, name: ScriptName, key: string): Promise<void> {
+  let node: Redis | undefined;
+  if (client instanceof Cluster) {
+    const owner = client.slots[clusterSlot(key)]?.[0];
+    node = client.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === owner);
+    if (!node) throw new Error(`SCRIPT LOAD: no connection to the master of ${key}'s slot yet`);
+  } else node = client;
+  await node.script('LOAD', source(name));
 }
 
 export function isCluster(client: RedisClient): client is Cluster {

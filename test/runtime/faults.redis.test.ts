@@ -10,6 +10,7 @@ import { answerDroppingProxy } from '../setup/answer-dropping-proxy';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { GroupReads } from '../../src/runtime/group-reads';
 import { ActorClient } from '../../src/runtime/actor-client';
 import { startManagedRedis } from '../../src/runtime/managed-redis';
 import { executeMoves, rebalance } from '../../src/runtime/cluster-admin';
@@ -88,6 +89,39 @@ for (const mode of MODES) {
         }
       }
       await r?.close();
+    });
+
+    it("messages waiting in a worker's memory behind a slow one past the idle bound are not claimed again: their delivery counts stay at one", async () => {
+      r = await rig(mode, { shards: 1 });
+      let release: () => void = () => undefined;
+      const gate = new Promise<void>((res) => (release = res));
+      let held = false;
+      // The first message's commit waits on the gate: the actor's next messages queue behind it.
+      await r.startWorker('w1', {
+        idleBoundMs: 200,
+        pollMs: 100,
+        faultPoint: async (point, entry) => {
+          if (point === 'before-commit' && entry.mid === 'slow-1') {
+            held = true;
+            await gate;
+          }
+        },
+      });
+      const c = await r.client();
+      const actor = '@slow:test';
+      const append = (seq: number) => c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq, value: seq }, { mid: `slow-${seq}`, timeoutMs: 30_000 });
+      const answers = [1, 2, 3].map((seq) => append(seq));
+      const inbox = r.keys.shard('user', 0).inbox;
+      const pending = async () => (await r.redis.xpending(inbox, INBOX_GROUP, '-', '+', 10)) as [string, string, number, number][];
+      await waitFor('the first message to be held and the others read', async () => held && (await pending()).length === 3);
+      // Several sweeps (every 100 ms) find the entries idle past the bound (200 ms).
+      await new Promise((res) => setTimeout(res, 1_500));
+      const rows = await pending();
+      expect(rows.map((row) => Number(row[3]))).toEqual([1, 1, 1]);
+      expect(rows.every((row) => Number(row[2]) >= 1_000)).toBe(true);
+      release();
+      expect(await Promise.all(answers)).toEqual([1, 2, 3].map((n) => ({ count: n, sum: (n * (n + 1)) / 2, outOfOrder: 0 })));
+      await waitFor('every entry to be acknowledged', async () => (await pending()).length === 0);
     });
 
     it('kill -9 after reading a message and before acking it: the restarted worker applies it exactly once', async () => {
@@ -265,10 +299,33 @@ describe('redis-server killed with -9 and restarted (AOF, appendfsync always)', 
  * `armOn`: the proxy is armed when the worker is about to commit that message id.
  */
 async function droppedAnswerRig(o: { prefix: string; script: string; armOn?: string; idleBoundMs?: number }) {
+  // Read first: a missing script fails here, before anything was started.
+  const sha = createHash('sha1').update(readFileSync(join(root, 'src/store/scripts', o.script), 'utf8')).digest('hex');
   const dir = mkdtempSync(join(tmpdir(), `axon-${o.prefix}-`));
   const redis = await startManagedRedis({ dir, port: await freePort() });
-  const sha = createHash('sha1').update(readFileSync(join(root, 'src/store/scripts', o.script), 'utf8')).digest('hex');
+  // What was started so far, stopped again if the set-up fails half-way (a detached redis-server
+  // would otherwise outlive the test run).
+  const undo: (() => Promise<unknown> | void)[] = [() => redis.stop(), () => rmSync(dir, { recursive: true, force: true })];
+  const unwind = async () => {
+    for (const u of undo.splice(0).reverse()) await Promise.resolve(u()).catch(() => undefined);
+  };
+  try {
+    return await droppedAnswerParts(o, sha, redis, undo, unwind);
+  } catch (e) {
+    await unwind();
+    throw e;
+  }
+}
+
+async function droppedAnswerParts(
+  o: { prefix: string; armOn?: string; idleBoundMs?: number },
+  sha: string,
+  redis: Awaited<ReturnType<typeof startManagedRedis>>,
+  undo: (() => Promise<unknown> | void)[],
+  unwind: () => Promise<void>,
+) {
   const proxy = await answerDroppingProxy(redis.port, sha);
+  undo.push(() => new Promise<void>((res) => proxy.server.close(() => res())));
   const keys = new KeySpace(`${o.prefix}:`);
   const shardCounts = { room: 2, user: 2 };
   const { Worker } = await import('../../src/runtime/worker');
@@ -293,8 +350,11 @@ async function droppedAnswerRig(o: { prefix: string; script: string; armOn?: str
       : {}),
   });
   const direct = connectRedis({ url: redis.url });
+  undo.push(() => direct.disconnect());
   const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts);
+  undo.push(() => worker.stop());
   await worker.start();
+  undo.push(() => client.close());
   await client.start();
   return {
     keys,
@@ -303,14 +363,8 @@ async function droppedAnswerRig(o: { prefix: string; script: string; armOn?: str
     worker,
     client,
     direct,
-    async close() {
-      await client.close();
-      await worker.stop();
-      direct.disconnect();
-      await new Promise<void>((res) => proxy.server.close(() => res()));
-      await redis.stop();
-      rmSync(dir, { recursive: true, force: true });
-    },
+    /** Stops what the set-up started, last first: client, worker, connection, proxy, Redis, its directory. */
+    close: unwind,
   };
 }
 
@@ -372,7 +426,7 @@ describe("an actor's messages stay in order when an inbox read's entries could b
     // XREADGROUP '>' in the read script moved message 5 into the worker's pending list; the
     // answer is dropped and ioredis sends the read again, which finds nothing new. The sweep's
     // idle reclaim (the backstop for entries lost track of) cannot be what saves it.
-    const t = await droppedAnswerRig({ prefix: 'read-lost', script: 'inbox-read-1.lua', idleBoundMs: 600_000 });
+    const t = await droppedAnswerRig({ prefix: 'read-lost', script: 'inbox-read-2.lua', idleBoundMs: 600_000 });
     try {
       const { client, proxy } = t;
       const actor = '@read-lost:test';
@@ -394,7 +448,7 @@ describe("an actor's messages stay in order when an inbox read's entries could b
     }
   });
 
-  it('a holder whose shard lease was taken reads nothing more: no new entry is left in its own pending list, where nobody tracks it', async () => {
+  it("a holder whose shard lease was taken and that read on: the entry it took is given to the new holder's next read first, before the actor's later messages", async () => {
     dir = mkdtempSync(join(tmpdir(), 'axon-read-stale-'));
     const redis = await startManagedRedis({ dir, port: await freePort() });
     const keys = new KeySpace('read-stale:');
@@ -419,14 +473,23 @@ describe("an actor's messages stay in order when an inbox read's entries could b
       const taken = (await runScript(direct, 'leaseAcquire', [shard.lease], ['w2', '1', 'w1', epoch])) as [number, string];
       expect(taken).toEqual([expect.any(Number), 'w2']);
       expect(taken[0]).toBeGreaterThan(0);
-      // A message for the shard wakes w1, which reads (nobody answers it: w2 is not running).
+      // A message for the shard wakes w1, which reads it and finds the shard taken only when it
+      // commits (nobody answers it: w2 is not running).
       const second = append(2, 3_000).catch(() => 'no answer');
       await waitFor('w1 to let the shard go', () => !worker.owned().includes('user:0'));
-      // Nothing in w1's pending list: the message is still to be delivered, for the new holder.
-      expect(await direct.xpending(shard.inbox, INBOX_GROUP, '-', '+', 10, 'w1')).toEqual([]);
-      const forNewHolder = (await direct.xreadgroup('GROUP', INBOX_GROUP, 'w2', 'COUNT', 10, 'STREAMS', shard.inbox, '>')) as [string, [string, string[]][]][];
-      expect(forNewHolder[0]![1].map(([, f]) => f[f.indexOf('mid') + 1])).toEqual(['read-stale-2']);
+      // Message 2 is in w1's pending list, where w1 (fenced) cannot commit it.
+      expect(((await direct.xpending(shard.inbox, INBOX_GROUP, '-', '+', 10)) as [string, string][]).map((r) => r[1])).toEqual(['w1']);
+      const third = append(3, 3_000).catch(() => 'no answer');
+      await waitFor('message 3 in the inbox', async () => (await direct.xlen(shard.inbox)) === 3);
+      // The new holder, which was given message 1 (applied by w1), reads: message 2 first (claimed
+      // from w1), then message 3.
+      const first = ((await direct.xrange(shard.inbox, '-', '+', 'COUNT', 1)) as [string, string[]][])[0]![0];
+      const got = await new GroupReads(direct, INBOX_GROUP, 'w2').readInbox({ inbox: shard.inbox, after: first, count: 10 });
+      expect(got.entries.map(([, f]) => f!.map(String)).map((f) => f[f.indexOf('mid') + 1])).toEqual(['read-stale-2', 'read-stale-3']);
+      expect(got.counts).toEqual([2]);
+      expect(((await direct.xpending(shard.inbox, INBOX_GROUP, '-', '+', 10)) as [string, string][]).map((r) => r[1])).toEqual(['w2', 'w2']);
       expect(await second).toBe('no answer');
+      expect(await third).toBe('no answer');
     } finally {
       await client.close();
       await worker.stop();
