@@ -34,6 +34,8 @@ export interface RunnerEnv {
   maxBuffered: number;
   readBatch: number;
   idleBoundMs: number;
+  /** Actors whose state a runner keeps in memory at most (the least recently used idle ones go first). */
+  cacheLimit?: number;
   /**
    * Replicas that must hold a commit before its reply goes out (`redis.waitReplicas`; 0: none).
    * Fewer within `timeoutMs`: the message fails and is retried, so its client is never told "done"
@@ -295,8 +297,11 @@ export class ShardRunner {
     let slot = this.slots.get(key);
     if (!slot) {
       slot = { key, stateKey: this.keys.state(entry.kind, entry.actorId), kind, actorId: entry.actorId, queue: [], running: false, state: undefined, loaded: false };
-      this.slots.set(key, slot);
+    } else {
+      // Most recently used last: the Map's order is the eviction order (evictIfNeeded).
+      this.slots.delete(key);
     }
+    this.slots.set(key, slot);
     sendTrace?.mark(entry.mid, 'read');
     slot.queue.push({ entry, deliveries });
     this.buffered++;
@@ -342,7 +347,7 @@ export class ShardRunner {
       }
     } finally {
       slot.running = false;
-      if (slot.queue.length === 0) this.evictIfNeeded(slot);
+      if (slot.queue.length === 0) this.evictIfNeeded();
       if (this.buffered === 0) this.notifyIdle();
     }
   }
@@ -522,9 +527,19 @@ export class ShardRunner {
     slot.loaded = true;
   }
 
-  private evictIfNeeded(slot: ActorSlot): void {
-    if (this.slots.size <= CACHE_LIMIT) return;
-    this.slots.delete(slot.key);
+  /**
+   * Over the limit, drop the least recently used actors that are idle (nothing queued, nothing
+   * running): the Map holds the slots in the order of their last message. (It dropped the slot
+   * that had just finished, the most recently used: once full, a new actor was never cached and
+   * the first ten thousand stayed for good.)
+   */
+  private evictIfNeeded(): void {
+    const limit = this.env.cacheLimit ?? CACHE_LIMIT;
+    if (this.slots.size <= limit) return;
+    for (const slot of this.slots.values()) {
+      if (this.slots.size <= limit) break;
+      if (!slot.running && slot.queue.length === 0) this.slots.delete(slot.key);
+    }
   }
 
   /**

@@ -58,8 +58,10 @@ export interface WorkerOptions {
   pollMs?: number;
   maxBufferedPerShard?: number;
   readBatch?: number;
-  /** Own pending entries idle this long are reclaimed with XAUTOCLAIM (ms). */
+  /** Pending entries idle this long that no runner holds in memory are claimed again (ms, default 60,000). */
   idleBoundMs?: number;
+  /** Actors whose state each shard runner keeps in memory at most (default 10,000; least recently used idle ones go first). */
+  cachedActorsPerShard?: number;
   /** Test-only: lets the fault tests stop a worker at an exact point (never set in production). */
   faultPoint?: RunnerEnv['faultPoint'];
   /** Called when an operator asks this worker to stop (after `drain`). */
@@ -216,6 +218,7 @@ export class Worker {
       maxBuffered: o.maxBufferedPerShard ?? 1000,
       readBatch: o.readBatch ?? 200,
       idleBoundMs: o.idleBoundMs ?? 60_000,
+      ...(o.cachedActorsPerShard !== undefined ? { cacheLimit: o.cachedActorsPerShard } : {}),
       faultPoint: o.faultPoint,
       onLost: (r) => this.forget(r),
       onActive: (r) => this.touch(r.name),

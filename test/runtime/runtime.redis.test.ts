@@ -39,6 +39,27 @@ for (const mode of MODES) {
       expect(outputs).toBe(200);
     });
 
+    it("the actors a runner keeps in memory past its limit are the most recently used: the least recently used idle one is dropped", async () => {
+      r = await rig(mode, { shards: 1 });
+      const w = await r.startWorker('w1', { cachedActorsPerShard: 2 });
+      const c = await r.client();
+      let seq = 0;
+      const use = (actor: string) => c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq: ++seq, value: 1 });
+      const cached = () => [...w.cachedActorStates('ledger')].map(([id]) => id).sort();
+      await use('@a:test');
+      await use('@b:test');
+      await use('@a:test');
+      expect(cached()).toEqual(['@a:test', '@b:test']);
+      // Over the limit: @b (used before @a's last message) goes, the new @c stays.
+      await use('@c:test');
+      await waitFor('the cache back at its limit', () => cached().length === 2);
+      expect(cached()).toEqual(['@a:test', '@c:test']);
+      // A dropped actor is loaded again from Redis: nothing of its state is lost.
+      expect(await c.ask<LedgerReply>('user', 'ledger', '@b:test', { op: 'read' })).toMatchObject({ count: 1, sum: 1 });
+      await waitFor('the cache back at its limit', () => cached().length === 2);
+      expect(cached()).toEqual(['@b:test', '@c:test']);
+    });
+
     it('times asks out in deadline order (one timer per timeout length), each once, and answers the asks made after', async () => {
       r = await rig(mode);
       const c = await r.client();
