@@ -774,9 +774,10 @@ export class Worker {
       const candidates: number[] = [];
       for (let s = 0; s < total; s++) if (!this.runners.has(shardName({ family, shard: s }))) candidates.push(s);
       const leases = await Promise.all(candidates.map((s) => redis.hmget(keys.shard(family, s).lease, 'owner', 'epoch', 'target', 'target_expires')));
-      // Whether each holding named is live: one look per worker and epoch, at its lease record; an
-      // expired one is declared dead there (this worker is below its share and takes such shards).
-      const left = await holdingsLeft(redis, keys, leases.map(([owner, epoch]) => ({ owner: owner ?? '', epoch: epoch ?? '' })).filter((h) => h.owner && h.owner !== this.id), { declareDead: true });
+      // Whether each holding named is live: one look per worker and epoch, at its lease record,
+      // read only. An expired epoch nobody declared dead may still renew late (a stalled round):
+      // only the epochs of the shards chosen below are declared dead, right before their takeover.
+      const left = await holdingsLeft(redis, keys, leases.map(([owner, epoch]) => ({ owner: owner ?? '', epoch: epoch ?? '' })).filter((h) => h.owner && h.owner !== this.id));
       // A lease still naming another worker whose epoch is over was not released: its holder died
       // or stalled, and taking it is a takeover (a released lease names no owner). A lease naming
       // this worker but not a runner of it is from an earlier epoch of its own (or a runner lost
@@ -795,10 +796,20 @@ export class Worker {
         if (other && !held) dead.set(s, { owner: owner!, epoch: epoch ?? '' });
         return !held && !(reserved && target !== this.id);
       });
-      // Random order: workers racing for the same free shards spread out instead of colliding.
+      // Random order (workers racing for the same free shards spread out instead of colliding),
+      // shards nobody holds first: a takeover kills its holder's epoch (its late renewal then
+      // fails and it drops every shard), so none is done while a free shard fills the share.
       shuffle(free);
-      const want = share - mine;
-      await Promise.all(free.slice(0, want).map(async (s) => note(family)(await this.tryAcquire(family, s, reasons.get(s) ?? 'free', dead.get(s)))));
+      const chosen = [...free.filter((s) => !dead.has(s)), ...free.filter((s) => dead.has(s))].slice(0, share - mine);
+      await Promise.all(
+        chosen.map(async (s) => {
+          const d = dead.get(s);
+          // Declared dead now, for good (once per holding and round), so no late renewal can race
+          // the takeover; an epoch renewed since the look is live again and keeps its shard.
+          if (d && (await this.holdingLeftNow(d)) > 0) return;
+          note(family)(await this.tryAcquire(family, s, reasons.get(s) ?? 'free', d));
+        }),
+      );
     }
     // One line per round, not per shard (a fresh worker takes thousands): the detail is at debug.
     const n = taken.room + taken.user;
