@@ -158,6 +158,12 @@ export class Worker {
    * holder names the shards it lets go in its nudge, which takes them out of here at once.
    */
   private readonly heldAt = new Map<string, number>();
+  /**
+   * Shards a holder named in its nudge as let go for this worker: tried at the next acquisition
+   * with the incoming set's names, even if the set no longer has them (a round may prune a name
+   * whose old reservation had just expired while a new move of the same shard was adding it).
+   */
+  private readonly handedOver = new Set<string>();
   /** Shard names to take off the incoming set / handoffs hash at the end of this turn (batchSoon). */
   private readonly settledNames = { incomingDone: new Set<string>(), handoffsDone: new Set<string>() };
   /** Handoffs under way: how many, how many finished since the first began, and when it began. */
@@ -250,7 +256,10 @@ export class Worker {
         // round first: taking runs beside the rounds anyway), even those a recent round found
         // still held (see heldAt).
         if (message.startsWith('handoff ') && this.accepting && this.epoch && !this.stopped) {
-          for (const name of message.slice(8).split(' ')) this.heldAt.delete(name);
+          for (const name of message.slice(8).split(' ')) {
+            this.heldAt.delete(name);
+            this.handedOver.add(name);
+          }
           this.acquireInBackground();
         } else this.nudge();
       } else {
@@ -756,14 +765,18 @@ export class Worker {
     // Shards reserved for this worker (a drain or rebalance reserves hundreds at once): taken
     // ACQUIRE_PARALLEL at a time; one still held by its owner stays in the set for the next round
     // (its owner nudges this worker when it lets go).
-    const incoming = [...new Set(await redis.smembers(keys.workerIncoming(this.id)))];
+    // A name leaves the set once its shard is taken, or once its reservation is over (tryAcquire).
+    const named = [...this.handedOver];
+    this.handedOver.clear();
+    const incoming = [...new Set([...(await redis.smembers(keys.workerIncoming(this.id))), ...named])];
     const held = incoming.filter((name) => this.runners.has(name));
     if (held.length) await redis.srem(keys.workerIncoming(this.id), ...held);
     const recently = performance.now() - HELD_RETRY_MS;
     for (const [name, at] of this.heldAt) if (at < recently) this.heldAt.delete(name);
     await pool(incoming.filter((name) => !this.runners.has(name) && !this.heldAt.has(name)), ACQUIRE_PARALLEL, async (name) => {
       const ref = parseShardName(name);
-      if (!ref || !this.families.includes(ref.family)) return;
+      // Not a shard this worker can ever take: the move cannot happen here.
+      if (!ref || !this.families.includes(ref.family) || ref.shard >= this.o.shardCounts[ref.family]) return this.batchSoon('incomingDone', name);
       note(ref.family)(await this.tryAcquire(ref.family, ref.shard, 'move'));
     });
     for (const family of this.families) {
@@ -840,8 +853,17 @@ export class Worker {
     this.pending.add(name);
     let token = '';
     try {
-      const acquire = async (d?: { owner: string; epoch: string }) => (await runScript(redis, 'leaseAcquire', [shardKeys.lease], [this.id, this.epoch!, d?.owner ?? '', d?.epoch ?? ''])) as [number, string, string?];
+      // [token, owner]; refused by a holder: [0, owner, epoch, 1 when reserved for this worker].
+      const acquire = async (d?: { owner: string; epoch: string }) => (await runScript(redis, 'leaseAcquire', [shardKeys.lease], [this.id, this.epoch!, d?.owner ?? '', d?.epoch ?? ''])) as [number, string, string?, number?];
       let res = await acquire(dead);
+      if (!res[0] && reason === 'move' && Number(res[3] ?? 0) !== 1) {
+        // Refused, and the shard is no longer reserved for this worker (the reservation expired,
+        // or another move replaced it): that move is over. Off the incoming set, or every round
+        // would try it again for good.
+        this.heldAt.delete(name);
+        this.batchSoon('incomingDone', name);
+        return false;
+      }
       if (!res[0] && res[2] !== undefined && !dead) {
         // Held: by a dead epoch (a move of a shard whose holder died or stalled past its TTL)?
         const holding = { owner: String(res[1]), epoch: String(res[2]) };
@@ -897,8 +919,8 @@ export class Worker {
     const lease = keys.shard(family, shard).lease;
     try {
       if (reason === 'move') {
-        await redis.sadd(keys.workerIncoming(this.id), name);
         await runScript(redis, 'leaseReserve', [lease], [this.id, RESERVATION_MS]);
+        await redis.sadd(keys.workerIncoming(this.id), name);
       }
       await runScript(redis, 'leaseRelease', [lease], [this.id, token]);
       this.o.log.warn({ shard: name, token, reason }, `shard runner failed to start: lease released${reason === 'move' ? ', the move is tried again' : ''}`);
@@ -992,8 +1014,8 @@ export class Worker {
 }
 
 /**
- * Reserve many shards at once (a batch of a drain or rebalance): the targets' incoming sets
- * first, then the reservations (sent together), then one nudge per worker involved instead of two
+ * Reserve many shards at once (a batch of a drain or rebalance): the reservations (sent
+ * together), then the targets' incoming sets, then one nudge per worker involved instead of two
  * per shard. Returns each shard's current owner ('' for none), in the order of `moves`.
  */
 export async function reserveShards(redis: RedisClient, keys: KeySpace, moves: { family: Family; shard: number; to: string }[]): Promise<string[]> {
@@ -1003,8 +1025,11 @@ export async function reserveShards(redis: RedisClient, keys: KeySpace, moves: {
     names.push(shardName(m));
     byTarget.set(m.to, names);
   }
-  await Promise.all([...byTarget].map(([target, names]) => redis.sadd(keys.workerIncoming(target), ...names)));
+  // The reservations first: a target prunes from its incoming set a name whose shard is not
+  // reserved for it (a move that expired or failed), so a name must never be there before its
+  // reservation is.
   const owners = await Promise.all(moves.map(async (m) => String((await runScript(redis, 'leaseReserve', [keys.shard(m.family, m.shard).lease], [m.to, RESERVATION_MS])) ?? '')));
+  await Promise.all([...byTarget].map(([target, names]) => redis.sadd(keys.workerIncoming(target), ...names)));
   // Each holder reads the handoffs asked of it at its next lease round (its own record's slot).
   const asked = new Map<string, string[]>();
   moves.forEach((m, i) => {

@@ -1,5 +1,5 @@
 /**
- * Per-worker lease epochs (lease-worker-*.lua, lease-acquire-2.lua): a worker renews one record per
+ * Per-worker lease epochs (lease-worker-*.lua, lease-acquire-3.lua): a worker renews one record per
  * round, whatever its shard count; a shard lease names its holder's epoch; a lapsed epoch never
  * comes back, so a takeover may look at the holder's record and write the shard's lease in two
  * calls (different slots on a Cluster), and the fencing token in the shard's lease still refuses
