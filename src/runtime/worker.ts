@@ -765,11 +765,12 @@ export class Worker {
     // Shards reserved for this worker (a drain or rebalance reserves hundreds at once): taken
     // ACQUIRE_PARALLEL at a time; one still held by its owner stays in the set for the next round
     // (its owner nudges this worker when it lets go).
-    // A name leaves the set once its shard is taken, or once its reservation is over (tryAcquire).
+    // A name leaves the set once its shard runs here (executeMoves reads that as the move done:
+    // a runner still starting keeps its name), or once its reservation is over (tryAcquire).
     const named = [...this.handedOver];
     this.handedOver.clear();
     const incoming = [...new Set([...(await redis.smembers(keys.workerIncoming(this.id))), ...named])];
-    const held = incoming.filter((name) => this.runners.has(name));
+    const held = incoming.filter((name) => this.runners.get(name)?.state === 'running');
     if (held.length) await redis.srem(keys.workerIncoming(this.id), ...held);
     const recently = performance.now() - HELD_RETRY_MS;
     for (const [name, at] of this.heldAt) if (at < recently) this.heldAt.delete(name);

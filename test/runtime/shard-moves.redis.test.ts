@@ -2,10 +2,13 @@
  * Moves of shards between live workers (reserveShards, executeMoves, the target's incoming set):
  * - a name in a target's incoming set lasts as long as its reservation: a move that expired or
  *   failed leaves no name behind (every round would try it again, one script call each, for good),
- *   while a move still waiting for its holder keeps its name.
+ *   while a move still waiting for its holder keeps its name;
+ * - a move is reported done only once the target runs the shard, not as soon as the lease names
+ *   the target while its runner is still starting.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { runScript } from '../../src/store/redis';
+import { executeMoves } from '../../src/runtime/cluster-admin';
+import { connectRedis, runScript } from '../../src/store/redis';
 import { MODES, rig, waitFor, type Rig } from './harness';
 
 for (const mode of MODES) {
@@ -35,6 +38,37 @@ for (const mode of MODES) {
       expect(await r.redis.smembers(incoming)).toEqual(['user:2']);
       expect(await r.redis.hget(r.keys.shard('user', 1).lease, 'owner')).toBe('w1');
       expect(w2.owned()).toHaveLength(0);
+    });
+
+    it('a move is done only once its target runs the shard, not while its runner is starting', async () => {
+      r = await rig(mode, { shards: 4 });
+      const w1 = await r.startWorker('w1');
+      expect(w1.owned()).toHaveLength(8);
+      // w2's runner of user:1 waits in its first XGROUP (the start of a takeover) until let go.
+      const w2redis = connectRedis(r.target);
+      let letGo!: () => void;
+      const gate = new Promise<void>((res) => (letGo = res));
+      let gated = false;
+      const xgroup = w2redis.xgroup.bind(w2redis) as (...a: unknown[]) => Promise<unknown>;
+      (w2redis as unknown as { xgroup: (...a: unknown[]) => Promise<unknown> }).xgroup = async (...a: unknown[]) => {
+        if (!gated && String(a[1]).includes('{u:1}')) {
+          gated = true;
+          await gate;
+        }
+        return xgroup(...a);
+      };
+      const w2 = await r.startWorker('w2', { redis: w2redis });
+      const statesWhenDone: (string | undefined)[] = [];
+      const moving = executeMoves(r.redis, r.keys, [{ family: 'user', shard: 1, from: 'w1', to: 'w2' }], { onMoved: () => statesWhenDone.push(w2.runner('user:1')?.state) });
+      await waitFor('w2 to hold the lease, its runner starting', async () => gated && (await r.redis.hget(r.keys.shard('user', 1).lease, 'owner')) === 'w2');
+      // Several of executeMoves' polls (every 50 ms) while the runner is held in its start.
+      await new Promise((res) => setTimeout(res, 500));
+      expect(w2.runner('user:1')?.state).toBe('starting');
+      letGo();
+      const [done] = await moving;
+      expect(done?.move).toMatchObject({ family: 'user', shard: 1, to: 'w2' });
+      expect(statesWhenDone).toEqual(['running']);
+      expect(await r.redis.sismember(r.keys.workerIncoming('w2'), 'user:1')).toBe(0);
     });
   });
 }
