@@ -4,7 +4,7 @@
  * reservations the current holders honour after finishing their in-flight messages (see
  * Worker.handOff), each shard's move independent of the others'.
  */
-import { FAMILIES, isFamily, type Family } from '../store/shards';
+import { FAMILIES, isFamily, shardName, type Family } from '../store/shards';
 import { holdingLeft, holdingsLeft, reserveShards } from './worker';
 import { INBOX_GROUP, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
@@ -274,9 +274,10 @@ const MOVE_BATCH = 1024;
 
 /**
  * Carry out moves in batches of `batch` (default MOVE_BATCH): reserve every shard of a batch for
- * its target at once (one nudge per worker involved), then wait until each target holds its
- * shards, reading the leases of the batch's shards still waiting every 50 ms (every 250 ms while
- * more than 64 wait). Resolves with how long each move took
+ * its target at once (one nudge per worker involved), then wait until each target holds and runs
+ * its shards (its lease names the target, and the target has taken the shard's name off its
+ * incoming set, which it does once the shard's runner has started), reading the leases of the
+ * batch's shards still waiting every 50 ms (every 250 ms while more than 64 wait). Resolves with how long each move took
  * (from its batch's start); rejects when a batch has not finished within `timeoutMs`.
  */
 export async function executeMoves(
@@ -295,13 +296,16 @@ export async function executeMoves(
     opts.onPhase?.('reserved');
     let waiting = batch;
     for (;;) {
-      // The target took it (it takes shards only in a live epoch of its own).
+      // The target took it (it takes shards only in a live epoch of its own)...
       const leases = await Promise.all(waiting.map((m) => redis.hget(keys.shard(m.family, m.shard).lease, 'owner')));
+      // ...and runs it: a target takes a shard's name off its incoming set only once the shard's
+      // runner has started (one SMISMEMBER per target among the shards it holds).
+      const starting = await stillIncoming(redis, keys, waiting.filter((m, j) => leases[j] === m.to));
       const now = Date.now();
       const left: Move[] = [];
       waiting.forEach((m, j) => {
         const owner = leases[j];
-        if (owner === m.to) {
+        if (owner === m.to && !starting.has(moveKey(m))) {
           results.push({ move: m, ms: now - started });
           opts.onMoved?.(m, now - started);
         } else left.push(m);
@@ -319,6 +323,30 @@ export async function executeMoves(
     }
   }
   return results;
+}
+
+function moveKey(m: Move): string {
+  return `${m.to}\u0000${shardName(m)}`;
+}
+
+/** The moves among `moves` whose shard's name is still in its target's incoming set (moveKey). */
+async function stillIncoming(redis: RedisClient, keys: KeySpace, moves: Move[]): Promise<Set<string>> {
+  const byTarget = new Map<string, Move[]>();
+  for (const m of moves) {
+    const list = byTarget.get(m.to);
+    if (list) list.push(m);
+    else byTarget.set(m.to, [m]);
+  }
+  const out = new Set<string>();
+  await Promise.all(
+    [...byTarget].map(async ([to, ms]) => {
+      const flags = await redis.smismember(keys.workerIncoming(to), ...ms.map((m) => shardName(m)));
+      ms.forEach((m, i) => {
+        if (flags[i]) out.add(moveKey(m));
+      });
+    }),
+  );
+  return out;
 }
 
 export async function rebalance(redis: RedisClient, keys: KeySpace, shardCounts: Record<Family, number>, leaseTtlMs: number, opts: { timeoutMs?: number } = {}) {

@@ -160,6 +160,12 @@ export class Worker {
    * holder names the shards it lets go in its nudge, which takes them out of here at once.
    */
   private readonly heldAt = new Map<string, number>();
+  /**
+   * Shards a holder named in its nudge as let go for this worker: tried at the next acquisition
+   * with the incoming set's names, even if the set no longer has them (a round may prune a name
+   * whose old reservation had just expired while a new move of the same shard was adding it).
+   */
+  private readonly handedOver = new Set<string>();
   /** Shard names to take off the incoming set / handoffs hash at the end of this turn (batchSoon). */
   private readonly settledNames = { incomingDone: new Set<string>(), handoffsDone: new Set<string>() };
   /** Handoffs under way: how many, how many finished since the first began, and when it began. */
@@ -253,7 +259,10 @@ export class Worker {
         // round first: taking runs beside the rounds anyway), even those a recent round found
         // still held (see heldAt).
         if (message.startsWith('handoff ') && this.accepting && this.epoch && !this.stopped) {
-          for (const name of message.slice(8).split(' ')) this.heldAt.delete(name);
+          for (const name of message.slice(8).split(' ')) {
+            this.heldAt.delete(name);
+            this.handedOver.add(name);
+          }
           this.acquireInBackground();
         } else this.nudge();
       } else {
@@ -759,14 +768,19 @@ export class Worker {
     // Shards reserved for this worker (a drain or rebalance reserves hundreds at once): taken
     // ACQUIRE_PARALLEL at a time; one still held by its owner stays in the set for the next round
     // (its owner nudges this worker when it lets go).
-    const incoming = [...new Set(await redis.smembers(keys.workerIncoming(this.id)))];
-    const held = incoming.filter((name) => this.runners.has(name));
+    // A name leaves the set once its shard runs here (executeMoves reads that as the move done:
+    // a runner still starting keeps its name), or once its reservation is over (tryAcquire).
+    const named = [...this.handedOver];
+    this.handedOver.clear();
+    const incoming = [...new Set([...(await redis.smembers(keys.workerIncoming(this.id))), ...named])];
+    const held = incoming.filter((name) => this.runners.get(name)?.state === 'running');
     if (held.length) await redis.srem(keys.workerIncoming(this.id), ...held);
     const recently = performance.now() - HELD_RETRY_MS;
     for (const [name, at] of this.heldAt) if (at < recently) this.heldAt.delete(name);
     await pool(incoming.filter((name) => !this.runners.has(name) && !this.heldAt.has(name)), ACQUIRE_PARALLEL, async (name) => {
       const ref = parseShardName(name);
-      if (!ref || !this.families.includes(ref.family)) return;
+      // Not a shard this worker can ever take: the move cannot happen here.
+      if (!ref || !this.families.includes(ref.family) || ref.shard >= this.o.shardCounts[ref.family]) return this.batchSoon('incomingDone', name);
       note(ref.family)(await this.tryAcquire(ref.family, ref.shard, 'move'));
     });
     for (const family of this.families) {
@@ -777,9 +791,10 @@ export class Worker {
       const candidates: number[] = [];
       for (let s = 0; s < total; s++) if (!this.runners.has(shardName({ family, shard: s }))) candidates.push(s);
       const leases = await Promise.all(candidates.map((s) => redis.hmget(keys.shard(family, s).lease, 'owner', 'epoch', 'target', 'target_expires')));
-      // Whether each holding named is live: one look per worker and epoch, at its lease record; an
-      // expired one is declared dead there (this worker is below its share and takes such shards).
-      const left = await holdingsLeft(redis, keys, leases.map(([owner, epoch]) => ({ owner: owner ?? '', epoch: epoch ?? '' })).filter((h) => h.owner && h.owner !== this.id), { declareDead: true });
+      // Whether each holding named is live: one look per worker and epoch, at its lease record,
+      // read only. An expired epoch nobody declared dead may still renew late (a stalled round):
+      // only the epochs of the shards chosen below are declared dead, right before their takeover.
+      const left = await holdingsLeft(redis, keys, leases.map(([owner, epoch]) => ({ owner: owner ?? '', epoch: epoch ?? '' })).filter((h) => h.owner && h.owner !== this.id));
       // A lease still naming another worker whose epoch is over was not released: its holder died
       // or stalled, and taking it is a takeover (a released lease names no owner). A lease naming
       // this worker but not a runner of it is from an earlier epoch of its own (or a runner lost
@@ -798,10 +813,20 @@ export class Worker {
         if (other && !held) dead.set(s, { owner: owner!, epoch: epoch ?? '' });
         return !held && !(reserved && target !== this.id);
       });
-      // Random order: workers racing for the same free shards spread out instead of colliding.
+      // Random order (workers racing for the same free shards spread out instead of colliding),
+      // shards nobody holds first: a takeover kills its holder's epoch (its late renewal then
+      // fails and it drops every shard), so none is done while a free shard fills the share.
       shuffle(free);
-      const want = share - mine;
-      await Promise.all(free.slice(0, want).map(async (s) => note(family)(await this.tryAcquire(family, s, reasons.get(s) ?? 'free', dead.get(s)))));
+      const chosen = [...free.filter((s) => !dead.has(s)), ...free.filter((s) => dead.has(s))].slice(0, share - mine);
+      await Promise.all(
+        chosen.map(async (s) => {
+          const d = dead.get(s);
+          // Declared dead now, for good (once per holding and round), so no late renewal can race
+          // the takeover; an epoch renewed since the look is live again and keeps its shard.
+          if (d && (await this.holdingLeftNow(d)) > 0) return;
+          note(family)(await this.tryAcquire(family, s, reasons.get(s) ?? 'free', d));
+        }),
+      );
     }
     // One line per round, not per shard (a fresh worker takes thousands): the detail is at debug.
     const n = taken.room + taken.user;
@@ -832,8 +857,17 @@ export class Worker {
     this.pending.add(name);
     let token = '';
     try {
-      const acquire = async (d?: { owner: string; epoch: string }) => (await runScript(redis, 'leaseAcquire', [shardKeys.lease], [this.id, this.epoch!, d?.owner ?? '', d?.epoch ?? ''])) as [number, string, string?];
+      // [token, owner]; refused by a holder: [0, owner, epoch, 1 when reserved for this worker].
+      const acquire = async (d?: { owner: string; epoch: string }) => (await runScript(redis, 'leaseAcquire', [shardKeys.lease], [this.id, this.epoch!, d?.owner ?? '', d?.epoch ?? ''])) as [number, string, string?, number?];
       let res = await acquire(dead);
+      if (!res[0] && reason === 'move' && Number(res[3] ?? 0) !== 1) {
+        // Refused, and the shard is no longer reserved for this worker (the reservation expired,
+        // or another move replaced it): that move is over. Off the incoming set, or every round
+        // would try it again for good.
+        this.heldAt.delete(name);
+        this.batchSoon('incomingDone', name);
+        return false;
+      }
       if (!res[0] && res[2] !== undefined && !dead) {
         // Held: by a dead epoch (a move of a shard whose holder died or stalled past its TTL)?
         const holding = { owner: String(res[1]), epoch: String(res[2]) };
@@ -889,8 +923,8 @@ export class Worker {
     const lease = keys.shard(family, shard).lease;
     try {
       if (reason === 'move') {
-        await redis.sadd(keys.workerIncoming(this.id), name);
         await runScript(redis, 'leaseReserve', [lease], [this.id, RESERVATION_MS]);
+        await redis.sadd(keys.workerIncoming(this.id), name);
       }
       await runScript(redis, 'leaseRelease', [lease], [this.id, token]);
       this.o.log.warn({ shard: name, token, reason }, `shard runner failed to start: lease released${reason === 'move' ? ', the move is tried again' : ''}`);
@@ -984,8 +1018,8 @@ export class Worker {
 }
 
 /**
- * Reserve many shards at once (a batch of a drain or rebalance): the targets' incoming sets
- * first, then the reservations (sent together), then one nudge per worker involved instead of two
+ * Reserve many shards at once (a batch of a drain or rebalance): the reservations (sent
+ * together), then the targets' incoming sets, then one nudge per worker involved instead of two
  * per shard. Returns each shard's current owner ('' for none), in the order of `moves`.
  */
 export async function reserveShards(redis: RedisClient, keys: KeySpace, moves: { family: Family; shard: number; to: string }[]): Promise<string[]> {
@@ -995,8 +1029,11 @@ export async function reserveShards(redis: RedisClient, keys: KeySpace, moves: {
     names.push(shardName(m));
     byTarget.set(m.to, names);
   }
-  await Promise.all([...byTarget].map(([target, names]) => redis.sadd(keys.workerIncoming(target), ...names)));
+  // The reservations first: a target prunes from its incoming set a name whose shard is not
+  // reserved for it (a move that expired or failed), so a name must never be there before its
+  // reservation is.
   const owners = await Promise.all(moves.map(async (m) => String((await runScript(redis, 'leaseReserve', [keys.shard(m.family, m.shard).lease], [m.to, RESERVATION_MS])) ?? '')));
+  await Promise.all([...byTarget].map(([target, names]) => redis.sadd(keys.workerIncoming(target), ...names)));
   // Each holder reads the handoffs asked of it at its next lease round (its own record's slot).
   const asked = new Map<string, string[]>();
   moves.forEach((m, i) => {

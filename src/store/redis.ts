@@ -17,7 +17,7 @@ export interface RedisTarget {
 }
 
 const SCRIPTS = {
-  leaseAcquire: 'lease-acquire-2.lua',
+  leaseAcquire: 'lease-acquire-3.lua',
   leaseRelease: 'lease-release-2.lua',
   leaseReserve: 'lease-reserve-2.lua',
   workerLeaseStart: 'lease-worker-start-1.lua',

@@ -1,14 +1,18 @@
 /**
- * Per-worker lease epochs (lease-worker-*.lua, lease-acquire-2.lua): a worker renews one record per
+ * Per-worker lease epochs (lease-worker-*.lua, lease-acquire-3.lua): a worker renews one record per
  * round, whatever its shard count; a shard lease names its holder's epoch; a lapsed epoch never
  * comes back, so a takeover may look at the holder's record and write the shard's lease in two
  * calls (different slots on a Cluster), and the fencing token in the shard's lease still refuses
- * every write of the old holder in the commit script itself.
+ * every write of the old holder in the commit script itself. A worker below its share declares
+ * dead only the epochs it takes shards from (free shards first): a late holder whose shards
+ * nobody takes keeps them.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { INBOX_GROUP } from '../../src/store/keys';
 import { runScript, runScriptBuffer } from '../../src/store/redis';
 import { encodeScriptArgs } from '../../src/store/codec';
+import { executeMoves } from '../../src/runtime/cluster-admin';
+import { FAMILIES } from '../../src/store/shards';
 import { MODES, rig, waitFor, type Rig } from './harness';
 
 for (const mode of MODES) {
@@ -123,6 +127,37 @@ for (const mode of MODES) {
       await waitFor('a new epoch', async () => (await r.redis.hget(r.keys.workerLease('w1'), 'epoch')) !== epoch);
       await waitFor('w1 to hold every shard again', () => w.owned().length === 8 && w.status().shards.every((s) => s.state === 'running'));
       for (const [name, token] of Object.entries(tokens())) expect(Number(token), name).toBeGreaterThan(Number(before[name]));
+    });
+
+    it('a worker below its share takes free shards first and declares dead no epoch it does not take from: a late holder keeps its shards', async () => {
+      r = await rig(mode, { shards: 4 });
+      // w1's rounds run only when the test calls them (its timer's period outlasts the test), and
+      // its TTL does not lapse by itself: its lateness below is exactly the one the test makes.
+      const w1 = await r.startWorker('w1', { leaseTtlMs: 60_000, renewMs: 60_000 });
+      expect(w1.owned()).toHaveLength(8);
+      // Shards 0 and 1 of each family move to w3, which then stops and releases them: two free
+      // shards per family, two held by w1.
+      const w3 = await r.startWorker('w3');
+      await executeMoves(r.redis, r.keys, FAMILIES.flatMap((family) => [0, 1].map((shard) => ({ family, shard, from: 'w1', to: 'w3' }))));
+      await w3.stop();
+      expect(w1.owned().sort()).toEqual(['room:2', 'room:3', 'user:2', 'user:3']);
+      const tokens = () => Object.fromEntries(w1.status().shards.map((s) => [s.name, s.token]));
+      const before = tokens();
+      const epoch = await r.redis.hget(r.keys.workerLease('w1'), 'epoch');
+      // w1's renewal is late: its epoch has expired, its heartbeat is recent.
+      await r.redis.hset(r.keys.workerLease('w1'), 'expires', '1');
+      // w2 is below its share (ceil(4 / 2) per family: w1 counts as live) and looks at every shard
+      // it does not hold, w1's among them; the free ones fill its share.
+      const w2 = await r.startWorker('w2', { leaseTtlMs: 60_000 });
+      expect(w2.owned().sort()).toEqual(['room:0', 'room:1', 'user:0', 'user:1']);
+      expect(await r.redis.hget(r.keys.workerLease('w1'), 'killed')).toBeNull();
+      // w1's late round renews its epoch: it keeps every shard, under the same tokens.
+      await w1.tick();
+      expect(await r.redis.hget(r.keys.workerLease('w1'), 'epoch')).toBe(epoch);
+      expect(Number(await r.redis.hget(r.keys.workerLease('w1'), 'expires'))).toBeGreaterThan(Date.now());
+      expect(w1.owned().sort()).toEqual(['room:2', 'room:3', 'user:2', 'user:3']);
+      expect(w1.status().shards.every((s) => s.state === 'running')).toBe(true);
+      expect(tokens()).toEqual(before);
     });
 
     it('a reservation lets only its target take a free shard', async () => {

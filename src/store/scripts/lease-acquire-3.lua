@@ -11,7 +11,9 @@
 -- ARGV[3] a holder found dead ('' for none), ARGV[4] the epoch it was found dead in
 -- Returns {token, owner}: token > 0 when the caller now holds the lease, 0 when it does not
 -- (owner then names the holder, or "reserved:<worker>" during a handoff; a refusal because of a
--- holder adds its epoch: {0, owner, epoch}).
+-- holder adds its epoch: {0, owner, epoch}, and a 1 when the shard is reserved for the caller:
+-- {0, owner, epoch, 1} — a move's target keeps the shard's name in its incoming set only while
+-- that holds).
 local key = KEYS[1]
 local worker, epoch = ARGV[1], ARGV[2]
 local f = redis.call('HMGET', key, 'owner', 'epoch', 'token', 'target', 'target_expires')
@@ -27,6 +29,7 @@ end
 -- held in the epoch the caller found dead.
 local free = owner == '' or owner == worker or (owner == ARGV[3] and oepoch == ARGV[4])
 if not free then
+  if target == worker and tonumber(f[5] or '0') > now then return {0, owner, oepoch, 1} end
   return {0, owner, oepoch}
 end
 if target and target ~= '' and tonumber(f[5] or '0') > now and target ~= worker then
