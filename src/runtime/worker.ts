@@ -23,7 +23,7 @@
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { AnyActorKind } from './actor';
-import type { InboxEntry } from './envelope';
+import { parsePush, PUSH_LIMIT, type InboxEntry } from './envelope';
 import { REPLY_STREAM_MAXLEN, ShardRunner, type CommittedOutputs, type RunnerEnv } from './shard-runner';
 import { CommitQueue } from './commit-queue';
 import { GroupReads } from './group-reads';
@@ -253,25 +253,29 @@ export class Worker {
     if (isCluster(this.o.redis)) await waitReady(this.o.redis);
     this.sub = subscriberClient(this.o.redis);
     const nudgeChannel = this.o.keys.workerNudge(this.id);
-    this.sub.on('message', (channel: string, message: string) => {
-      if (channel === nudgeChannel) {
-        // A holder that let shards go for this worker names them: take them at once (no lease
-        // round first: taking runs beside the rounds anyway), even those a recent round found
-        // still held (see heldAt).
-        if (message.startsWith('handoff ') && this.accepting && this.epoch && !this.stopped) {
-          for (const name of message.slice(8).split(' ')) {
-            this.heldAt.delete(name);
-            this.handedOver.add(name);
-          }
-          this.acquireInBackground();
-        } else this.nudge();
-      } else {
+    this.sub.on('messageBuffer', (channelBuf: Buffer, payload: Buffer) => {
+      const channel = channelBuf.toString();
+      if (channel !== nudgeChannel) {
         const r = this.channels.get(channel);
-        if (r) {
-          this.touch(r.name);
-          r.wake();
-        }
+        if (!r) return;
+        this.touch(r.name);
+        // A push (enqueue-many-2.lua): entries delivered to the shard's holder; else a wake-up.
+        const push = payload[0] === 0x50 ? parsePush(payload) : null;
+        if (push) r.pushed(push.owner, push.entries, push.entries.length >= PUSH_LIMIT);
+        else r.wake();
+        return;
       }
+      const message = payload.toString();
+      // A holder that let shards go for this worker names them: take them at once (no lease
+      // round first: taking runs beside the rounds anyway), even those a recent round found
+      // still held (see heldAt).
+      if (message.startsWith('handoff ') && this.accepting && this.epoch && !this.stopped) {
+        for (const name of message.slice(8).split(' ')) {
+          this.heldAt.delete(name);
+          this.handedOver.add(name);
+        }
+        this.acquireInBackground();
+      } else this.nudge();
     });
     // After the first connection, 'ready' means the subscriber reconnected: wake-ups published
     // meanwhile are gone. ioredis sends the resubscriptions right after this event; a PING behind
@@ -282,6 +286,9 @@ export class Worker {
         connectedBefore = true;
         return;
       }
+      // Pushes published while it was away are gone: none is applied as it comes until a read
+      // that starts once the subscriptions are back (rewakeAll) has run.
+      for (const r of this.runners.values()) r.subscription(false);
       setImmediate(() => {
         void this.sub
           ?.ping()
@@ -322,6 +329,7 @@ export class Worker {
     if (this.stopped) return;
     this.o.log.info({ worker: this.id, shards: this.runners.size }, 'wake-up subscriber reconnected: waking every shard');
     for (const r of this.runners.values()) {
+      if (this.channels.has(this.o.keys.wakeChannel(r.family, r.shard))) r.subscription(true);
       this.touch(r.name);
       r.wake();
     }
@@ -730,6 +738,7 @@ export class Worker {
         for (const c of on) {
           const r = this.channels.get(c);
           if (!r) continue;
+          r.subscription(true);
           this.touch(r.name);
           r.wake();
         }
@@ -1120,3 +1129,4 @@ function shuffle<T>(a: T[]): void {
 }
 
 export type { InboxEntry, CommittedOutputs };
+
