@@ -9,8 +9,9 @@
 -- and one fsync fewer a wave). What it may miss (a message lost with its subscriber connection, a
 -- shard it does not run, a full buffer) is pending for it above the last entry its runner was
 -- given, and its next read gives that first (inbox-read-2.lua), so the order holds; the worker
--- decides when a push can be taken as it comes (ShardRunner.pushed). A shard without a holder, or
--- whose read fails here (no group yet), gets the plain wake-up '1'.
+-- decides when a push can be taken as it comes (ShardRunner.pushed). A shard without a holder,
+-- whose read fails here (no group yet), or with entries pending for a consumer other than its
+-- holder (a stale holder read on: its read claims them first), gets the plain wake-up '1'.
 -- KEYS: the inbox streams and lease hashes the arguments name by index
 -- ARGV[1]: ONE msgpack array (decoded here with cmsgpack; one argument instead of ~12 per message):
 --   E entries, then per entry: inbox key index, F (field count, even), then F values (field, value, …)
@@ -41,7 +42,22 @@ for i = 4, #ARGV, 3 do
   local message = '1'
   if group ~= '' and leaseIdx > 0 then
     local owner = redis.call('HGET', KEYS[leaseIdx], 'owner')
+    -- Entries pending for another consumer (a holder that stalled past its lease and read on)
+    -- were delivered before the new ones and reach the holder only through its read, which claims
+    -- them first: a push would be applied over them. Then the holder gets the plain wake-up.
+    local foreign = false
     if owner and owner ~= '' then
+      local s = redis.pcall('XPENDING', inbox, group)
+      if type(s) == 'table' and not s.err and s[4] then
+        for _, c in ipairs(s[4]) do
+          if c[1] ~= owner then
+            foreign = true
+            break
+          end
+        end
+      end
+    end
+    if owner and owner ~= '' and not foreign then
       local r = redis.pcall('XREADGROUP', 'GROUP', group, owner, 'COUNT', limit, 'STREAMS', inbox, '>')
       if type(r) == 'table' and not r.err and r[1] then
         local parts = {'P', str(owner)}
