@@ -58,4 +58,38 @@ describe('push delivery review (single redis)', () => {
     expect(third).toEqual({ count: 3, sum: 6, outOfOrder: 0 });
     expect(await c.ask('user', 'ledger', actor, { op: 'read' })).toMatchObject({ count: 3, sum: 6, outOfOrder: 0 });
   });
+
+  it('a read that held back its new entries behind a full page of pending rows (one trimmed) and came back short: a push does not jump over them', async () => {
+    // readBatch 3: a page of pending rows is 3. No sweep, no idle reclaim.
+    r = await rig('single', { shards: 1 });
+    const w = await r.startWorker('w1', { pollMs: 60_000, idleBoundMs: 600_000, readBatch: 3 });
+    const c = await r.client();
+    const shard = r.keys.shard('user', 0);
+    const runner = () => w.runner('user:0')!;
+    let warm = 0;
+    await waitFor('w1 to apply a push', async () => {
+      await c.ask('user', 'ledger', '@warm:test', { op: 'append', producer: 'p', seq: ++warm, value: 1 });
+      return runner().pushedEntries > 0;
+    });
+    const actor = '@held-back:test';
+    const entry = (a: string, seq: number) => ['mid', `held-${a}-${seq}`, 'a', a, 'k', 'ledger', 'b', encode({ op: 'append', producer: 'p', seq, value: seq }), 't', String(Date.now())] as const;
+    // Three entries delivered to w1 whose answer it never got (a read resent after its connection
+    // dropped finds them pending above its last id), the first of them trimmed away since.
+    const m = r.redis.multi();
+    m.xadd(shard.inbox, '*', ...entry('@trimmed:test', 1));
+    m.xadd(shard.inbox, '*', ...entry(actor, 1));
+    m.xadd(shard.inbox, '*', ...entry(actor, 2));
+    m.xreadgroup('GROUP', INBOX_GROUP, 'w1', 'COUNT', 3, 'STREAMS', shard.inbox, '>');
+    const res = (await m.exec())!;
+    await r.redis.xdel(shard.inbox, String(res[0]![1]));
+    // Message 3 and its wake-up: w1's read gives the two pending entries above its last id and
+    // holds message 3 back (pending for w1, above the last entry given), as there may be more
+    // pending rows; two entries for a page of three looks like the end.
+    await r.redis.xadd(shard.inbox, '*', ...entry(actor, 3));
+    await r.redis.publish(r.keys.wakeChannel('user', 0), '1');
+    await waitFor('messages 1 and 2 applied', async () => Number(((await r!.redis.xpending(shard.inbox, INBOX_GROUP)) as [number])[0]) === 1);
+    // Message 4 by push: message 3 must still come first.
+    const fourth = await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 4, value: 4 }, { timeoutMs: 5_000 }).catch((e: Error) => e.message);
+    expect(fourth).toEqual({ count: 4, sum: 10, outOfOrder: 0 });
+  });
 });
