@@ -272,8 +272,12 @@ export class ShardRunner {
           // Read after the wake-up channel's subscription took effect (and nothing lost since):
           // everything delivered to this consumer from here on comes in pushes, in order.
           if (epoch === this.pushEpoch && this.subscribed) this.synced = true;
-          const { entries, counts } = res;
-          if (entries.length === 0) break;
+          const { entries, counts, more } = res;
+          if (entries.length === 0) {
+            // Only trimmed rows in a full page (acknowledged by the read): the held-back entries next.
+            if (more) continue;
+            break;
+          }
           // Entries come in id order (own pending ones, then new ones): the last is the highest.
           this.delivered(entries[entries.length - 1]![0].toString());
           this.env.onActive?.(this);
@@ -284,8 +288,10 @@ export class ShardRunner {
             this.dispatch(id, entries[i]![1], counts[i] ?? 1);
           }
           // A short read is the end for now: an entry appended since comes with a wake-up, which
-          // sets `wakePending` while this loop runs (no empty read to find the end).
-          if (entries.length < count) break;
+          // sets `wakePending` while this loop runs (no empty read to find the end). Not when the
+          // read held its new entries back (`more`): they are pending above the last entry given,
+          // and a push must not be applied over them (pushed).
+          if (entries.length < count && !more) break;
         }
       } while (this.wakePending && this.state === 'running');
     } catch (e) {

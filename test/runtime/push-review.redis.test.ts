@@ -87,7 +87,7 @@ describe('push delivery review (single redis)', () => {
     // pending rows; two entries for a page of three looks like the end.
     await r.redis.xadd(shard.inbox, '*', ...entry(actor, 3));
     await r.redis.publish(r.keys.wakeChannel('user', 0), '1');
-    await waitFor('messages 1 and 2 applied', async () => Number(((await r!.redis.xpending(shard.inbox, INBOX_GROUP)) as [number])[0]) === 1);
+    await waitFor('messages 1 and 2 applied', async () => Number(((await r!.redis.xpending(shard.inbox, INBOX_GROUP)) as [number])[0]) <= 1);
     // Message 4 by push: message 3 must still come first.
     const fourth = await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 4, value: 4 }, { timeoutMs: 5_000 }).catch((e: Error) => e.message);
     expect(fourth).toEqual({ count: 4, sum: 10, outOfOrder: 0 });
