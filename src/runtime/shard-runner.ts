@@ -17,7 +17,7 @@ import { parseInboxEntry, type InboxEntry } from './envelope';
 import type { Family } from '../store/shards';
 import { decode, encode } from '../store/codec';
 import { INBOX_GROUP, type ShardKeys } from '../store/keys';
-import { bufferCommand, isCluster, runScriptBuffer, waitForReplicas, type RedisClient } from '../store/redis';
+import { bufferCommand, isCluster, runScript, runScriptBuffer, waitForReplicas, type RedisClient } from '../store/redis';
 import type { CommitMessage, CommitQueue, CommitUnit } from './commit-queue';
 import type { GroupReads, InboxEntries } from './group-reads';
 import { ShardTimers, timerWrites } from './timers';
@@ -117,7 +117,7 @@ export class ShardRunner {
   /** Entries applied as pushed (ShardRunner.pushed), for tests and benchmarks. */
   pushedEntries = 0;
   /** Whether the shard's wake-up channel subscription is in effect (Worker.flushSubscriptions). */
-  private subscribed = false;
+  private subscribedNow = false;
   /** Bumped whenever pushes may have been missed: only a read started after it can set `synced`. */
   private pushEpoch = 0;
   /** Pushes can be applied as they come (see pushed). */
@@ -164,6 +164,8 @@ export class ShardRunner {
     }
     await this.applyPendingDerived();
     await this.reclaim(0);
+    // Every pending entry is this worker's now: the earlier holders' consumers go (they hold nothing).
+    await runScript(redis, 'inboxConsumersPrune', [this.keys.inbox], [INBOX_GROUP, this.env.workerId]);
     await this.timers.start();
     if (this.state === 'starting') {
       this.state = 'running';
@@ -271,7 +273,7 @@ export class ShardRunner {
           }
           // Read after the wake-up channel's subscription took effect (and nothing lost since):
           // everything delivered to this consumer from here on comes in pushes, in order.
-          if (epoch === this.pushEpoch && this.subscribed) this.synced = true;
+          if (epoch === this.pushEpoch && this.subscribedNow) this.synced = true;
           const { entries, counts, more } = res;
           if (entries.length === 0) {
             // Only trimmed rows in a full page (acknowledged by the read): the held-back entries next.
@@ -306,8 +308,13 @@ export class ShardRunner {
    * no longer: pushes are taken as they come only after a read that started after this.
    */
   subscription(on: boolean): void {
-    this.subscribed = on;
+    this.subscribedNow = on;
     this.unsync();
+  }
+
+  /** Whether its wake-up channel's subscription is in effect (see subscription). */
+  get subscribed(): boolean {
+    return this.subscribedNow;
   }
 
   /** Something may have been delivered to this consumer that no push will bring (see pushed). */

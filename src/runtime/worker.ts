@@ -288,12 +288,18 @@ export class Worker {
       }
       // Pushes published while it was away are gone: none is applied as it comes until a read
       // that starts once the subscriptions are back (rewakeAll) has run.
-      for (const r of this.runners.values()) r.subscription(false);
+      // The runners whose subscription was in effect are the ones ioredis subscribes again (a
+      // SUBSCRIBE still on its way confirms its own runner when it is answered).
+      const confirmed = new Set<ShardRunner>();
+      for (const r of this.runners.values()) {
+        if (r.subscribed) confirmed.add(r);
+        r.subscription(false);
+      }
       setImmediate(() => {
         void this.sub
           ?.ping()
           .catch(() => undefined)
-          .then(() => this.rewakeAll());
+          .then(() => this.rewakeAll(confirmed));
       });
     });
     await this.sub.subscribe(nudgeChannel);
@@ -325,11 +331,11 @@ export class Worker {
   }
 
   /** The subscriber reconnected: every shard reads its inbox, and a sweep finds the readers' work. */
-  private rewakeAll(): void {
+  private rewakeAll(confirmed: Set<ShardRunner>): void {
     if (this.stopped) return;
     this.o.log.info({ worker: this.id, shards: this.runners.size }, 'wake-up subscriber reconnected: waking every shard');
     for (const r of this.runners.values()) {
-      if (this.channels.has(this.o.keys.wakeChannel(r.family, r.shard))) r.subscription(true);
+      if (confirmed.has(r) && this.channels.get(this.o.keys.wakeChannel(r.family, r.shard)) === r) r.subscription(true);
       this.touch(r.name);
       r.wake();
     }
@@ -732,13 +738,16 @@ export class Worker {
     const on = wishes.filter(([, on]) => on).map(([c]) => c);
     if (off.length) void sub.unsubscribe(...off).catch(() => undefined);
     if (!on.length) return;
+    // The runner each SUBSCRIBE is for: when it is answered, the channel may have been let go and
+    // taken again by a new runner, whose own SUBSCRIBE is still on its way.
+    const forRunner = on.map((c) => this.channels.get(c));
     sub.subscribe(...on).then(
       () => {
         // Subscribed: what was sent to these shards before it took effect is read now.
-        for (const c of on) {
-          const r = this.channels.get(c);
+        for (let i = 0; i < on.length; i++) {
+          const r = this.channels.get(on[i]!);
           if (!r) continue;
-          r.subscription(true);
+          if (r === forRunner[i]) r.subscription(true);
           this.touch(r.name);
           r.wake();
         }

@@ -41,6 +41,7 @@ const SCRIPTS = {
   searchView: 'search-view-2.lua',
   inboxStats: 'inbox-stats-1.lua',
   inboxRead: 'inbox-read-2.lua',
+  inboxConsumersPrune: 'inbox-consumers-prune-1.lua',
   shardSweep: 'shard-sweep-1.lua',
   recencyBump: 'recency-bump-2.lua',
   registrationToken: 'registration-token-3.lua',

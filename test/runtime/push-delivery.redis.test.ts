@@ -63,6 +63,22 @@ describe('push delivery (single redis)', () => {
     expect(w.owned()).toContain('user:0');
   });
 
+  it("a shard's new holder deletes the earlier holders' consumers once it has claimed their entries", async () => {
+    r = await rig('single', { shards: 1 });
+    const inbox = r.keys.shard('user', 0).inbox;
+    await r.redis.xgroup('CREATE', inbox, INBOX_GROUP, '0', 'MKSTREAM');
+    // Two earlier holders: one read an entry it never finished, one holds nothing.
+    await r.redis.xadd(inbox, '*', 'n', '1');
+    await r.redis.xreadgroup('GROUP', INBOX_GROUP, 'gone-1', 'COUNT', 1, 'STREAMS', inbox, '>');
+    await r.redis.xreadgroup('GROUP', INBOX_GROUP, 'gone-2', 'COUNT', 1, 'STREAMS', inbox, '>');
+    await r.startWorker('w1');
+    const names = async () => ((await r!.redis.call('XINFO', 'CONSUMERS', inbox, INBOX_GROUP)) as unknown[][]).map((c) => String(c[c.indexOf('name') + 1]));
+    await waitFor('the earlier consumers gone', async () => (await names()).every((n) => n === 'w1'));
+    // The unfinished entry (malformed: no actor) was claimed and dead-lettered by w1, not lost with its consumer.
+    await waitFor('the entry dead-lettered', async () => (await r!.redis.xlen(r!.keys.shard('user', 0).dead)) === 1);
+    expect(Number(((await r.redis.xpending(inbox, INBOX_GROUP)) as [number])[0])).toBe(0);
+  });
+
   it("the worker's subscriber connection killed again and again during a stream of one actor's messages: none lost, none applied out of order or twice", async () => {
     r = await rig('single', { shards: 2 });
     await r.startWorker('w1', { pollMs: 300 });
