@@ -16,9 +16,10 @@ import { randomBytes } from 'node:crypto';
 import type { ReplyEnvelope } from './actor';
 import { shardOf, type Family } from '../store/shards';
 import { decode, encode, encodeScriptArgs } from '../store/codec';
-import type { KeySpace } from '../store/keys';
+import { INBOX_GROUP, type KeySpace } from '../store/keys';
 import { commandClient, duplicateClient, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
 import { SendTrace, sendTrace } from './send-trace';
+import { PUSH_LIMIT } from './envelope';
 
 /** How long a reply stream outlives its process; renewed (or re-created) every 30 s while it runs. */
 const REPLY_STREAM_TTL_MS = 60 * 60 * 1000;
@@ -50,6 +51,8 @@ const ENQUEUE_BATCH = 500;
 
 interface PendingEnqueue {
   inbox: string;
+  /** The shard's lease hash: its holder is who the entries are pushed to (enqueue-many-2.lua). */
+  lease: string;
   fields: (string | Buffer)[];
   wake: string;
   /** An ask's waiter (a failed append fails it), or a tell's callbacks. */
@@ -117,7 +120,11 @@ export class ActorClient {
     private readonly keys: KeySpace,
     private readonly shardCounts: Record<Family, number>,
     frontId?: string,
-    private readonly opts: { ownWriteConnection?: boolean } = {},
+    /**
+     * `push` (default true): on a single Redis, the enqueue call hands new entries to the shard's
+     * holder (enqueue-many-2.lua); false: wake-ups only, the holder reads (tests of the read path).
+     */
+    private readonly opts: { ownWriteConnection?: boolean; push?: boolean } = {},
   ) {
     this.frontId = frontId ?? 'f';
     this.replyStream = keys.replies(`${this.frontId}.${this.incarnation}`);
@@ -327,9 +334,10 @@ export class ActorClient {
       );
       return;
     }
-    // The asks of one turn go in ONE call (enqueue-many-1.lua): every entry appended, then each
-    // woken shard's channel published once, so the wake-up always finds the entries.
-    this.pendingEnqueues.push({ inbox: shardKeys.inbox, fields, wake, waiter, resolve, reject });
+    // The asks of one turn go in ONE call (enqueue-many-2.lua): every entry appended, then each
+    // woken shard's new entries read for its holder and published to it on the shard's channel
+    // (or a wake-up published once), so that the holder has them without a read of its own.
+    this.pendingEnqueues.push({ inbox: shardKeys.inbox, lease: shardKeys.lease, fields, wake, waiter, resolve, reject });
     if (this.enqueueScheduled) return;
     this.enqueueScheduled = true;
     // After every promise continuation of this turn: the lanes woken by one read of the
@@ -350,21 +358,28 @@ export class ActorClient {
   private async sendEnqueues(batch: PendingEnqueue[]): Promise<void> {
     const keys: string[] = [];
     const keyIndex = new Map<string, number>();
-    const channels = new Set<string>();
+    const indexOf = (key: string): number => {
+      let k = keyIndex.get(key);
+      if (k === undefined) {
+        keys.push(key);
+        keyIndex.set(key, (k = keys.length));
+      }
+      return k;
+    };
+    // Per woken shard: its channel, inbox and lease (indices into KEYS), once each.
+    const wakes = new Map<string, [string, number, number]>();
     const args: (string | Buffer | number)[] = [batch.length];
     for (const e of batch) {
-      let k = keyIndex.get(e.inbox);
-      if (k === undefined) {
-        keys.push(e.inbox);
-        keyIndex.set(e.inbox, (k = keys.length));
-      }
+      const k = indexOf(e.inbox);
       args.push(k, e.fields.length);
       for (const f of e.fields) args.push(f);
-      channels.add(e.wake);
+      if (!wakes.has(e.wake)) wakes.set(e.wake, [e.wake, k, indexOf(e.lease)]);
     }
+    const wakeArgs: (string | number)[] = [];
+    for (const w of wakes.values()) wakeArgs.push(...w);
     let res: unknown[];
     try {
-      res = (await runScriptBuffer(this.writer, 'enqueueMany', keys, [encodeScriptArgs(args), ...channels])) as unknown[];
+      res = (await runScriptBuffer(this.writer, 'enqueueMany', keys, [encodeScriptArgs(args), this.opts.push === false ? '' : INBOX_GROUP, PUSH_LIMIT, ...wakeArgs])) as unknown[];
     } catch (err) {
       for (const e of batch) this.settleEnqueue(e, err as Error);
       return;

@@ -69,3 +69,40 @@ export function parseOutboxEntry(fields: Buffer[] | null): OutboxEntry | null {
   }
   return body ? { actorId, kind, body } : null;
 }
+
+/** Entries one push carries at most (enqueue-many-2.lua's limit, sent by ActorClient): a full push may leave more. */
+export const PUSH_LIMIT = 200;
+
+/**
+ * A push message of enqueue-many-2.lua: 'P', then 4-byte big-endian length-prefixed strings — the
+ * holder's consumer name, then per entry its id, its field count (a bare 4-byte number) and its
+ * fields and values. Null when it does not parse (then it is taken as a wake-up).
+ */
+export function parsePush(b: Buffer): { owner: string; entries: [string, Buffer[]][] } | null {
+  let at = 1;
+  const take = (): Buffer | null => {
+    if (at + 4 > b.length) return null;
+    const n = b.readUInt32BE(at);
+    if (at + 4 + n > b.length) return null;
+    const v = b.subarray(at + 4, at + 4 + n);
+    at += 4 + n;
+    return v;
+  };
+  const owner = take();
+  if (!owner) return null;
+  const entries: [string, Buffer[]][] = [];
+  while (at < b.length) {
+    const id = take();
+    if (!id || at + 4 > b.length) return null;
+    const count = b.readUInt32BE(at);
+    at += 4;
+    const fields: Buffer[] = [];
+    for (let i = 0; i < count; i++) {
+      const f = take();
+      if (!f) return null;
+      fields.push(f);
+    }
+    entries.push([id.toString(), fields]);
+  }
+  return { owner: owner.toString(), entries };
+}

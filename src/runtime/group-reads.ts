@@ -51,6 +51,8 @@ export interface InboxRead {
 export interface InboxEntries {
   entries: StreamEntries;
   counts: number[];
+  /** A page of pending rows came first and the new entries were held back: read again, even if short. */
+  more?: boolean;
 }
 
 /** Streams one grouped read names at most. */
@@ -137,7 +139,7 @@ export class GroupReads {
       // batch after batch, or a lost read's resend finds its own entries and those it claimed).
       // The new entries would jump over them: leave them pending for this consumer, above the
       // last entry given, where the next read finds them first.
-      if (Number(p[3]) >= r.count) return { entries: before, counts: (p[2] as number[]).map(Number) };
+      if (Number(p[3]) >= r.count) return { entries: before, counts: (p[2] as number[]).map(Number), more: true };
       return { entries: added.length ? [...before, ...added] : before, counts: (p[2] as number[]).map(Number) };
     });
   }

@@ -17,9 +17,9 @@ import { parseInboxEntry, type InboxEntry } from './envelope';
 import type { Family } from '../store/shards';
 import { decode, encode } from '../store/codec';
 import { INBOX_GROUP, type ShardKeys } from '../store/keys';
-import { bufferCommand, isCluster, runScriptBuffer, waitForReplicas, type RedisClient } from '../store/redis';
+import { bufferCommand, isCluster, runScript, runScriptBuffer, waitForReplicas, type RedisClient } from '../store/redis';
 import type { CommitMessage, CommitQueue, CommitUnit } from './commit-queue';
-import type { GroupReads } from './group-reads';
+import type { GroupReads, InboxEntries } from './group-reads';
 import { ShardTimers, timerWrites } from './timers';
 import { familyCounters } from '../ops/metrics';
 import { sendTrace } from './send-trace';
@@ -114,6 +114,14 @@ export class ShardRunner {
    * the pending entries above it first (GroupReads.readInbox).
    */
   lastDelivered = '0-0';
+  /** Entries applied as pushed (ShardRunner.pushed), for tests and benchmarks. */
+  pushedEntries = 0;
+  /** Whether the shard's wake-up channel subscription is in effect (Worker.flushSubscriptions). */
+  private subscribedNow = false;
+  /** Bumped whenever pushes may have been missed: only a read started after it can set `synced`. */
+  private pushEpoch = 0;
+  /** Pushes can be applied as they come (see pushed). */
+  private synced = false;
   private readonly timers: ShardTimers;
   /** This family's Prometheus counters (bound children: an increment is a field update). */
   private readonly counters: ReturnType<typeof familyCounters>;
@@ -156,6 +164,8 @@ export class ShardRunner {
     }
     await this.applyPendingDerived();
     await this.reclaim(0);
+    // Every pending entry is this worker's now: the earlier holders' consumers go (they hold nothing).
+    await runScript(redis, 'inboxConsumersPrune', [this.keys.inbox], [INBOX_GROUP, this.env.workerId]);
     await this.timers.start();
     if (this.state === 'starting') {
       this.state = 'running';
@@ -252,9 +262,24 @@ export class ShardRunner {
           // Entries delivered above `lastDelivered` and still pending come first: those of a read
           // whose answer was lost, or of a holder that stalled past its lease and read on (see
           // GroupReads), so that they are applied before the actor's later messages.
-          const res = await this.env.reads.readInbox({ inbox: this.keys.inbox, after: this.lastDelivered, count });
-          const { entries, counts } = res;
-          if (entries.length === 0) break;
+          const epoch = this.pushEpoch;
+          let res: InboxEntries;
+          try {
+            res = await this.env.reads.readInbox({ inbox: this.keys.inbox, after: this.lastDelivered, count });
+          } catch (e) {
+            // Its entries may have been delivered and lost: pushes wait until a read gets them.
+            this.unsync();
+            throw e;
+          }
+          // Read after the wake-up channel's subscription took effect (and nothing lost since):
+          // everything delivered to this consumer from here on comes in pushes, in order.
+          if (epoch === this.pushEpoch && this.subscribedNow) this.synced = true;
+          const { entries, counts, more } = res;
+          if (entries.length === 0) {
+            // Only trimmed rows in a full page (acknowledged by the read): the held-back entries next.
+            if (more) continue;
+            break;
+          }
           // Entries come in id order (own pending ones, then new ones): the last is the highest.
           this.delivered(entries[entries.length - 1]![0].toString());
           this.env.onActive?.(this);
@@ -265,8 +290,10 @@ export class ShardRunner {
             this.dispatch(id, entries[i]![1], counts[i] ?? 1);
           }
           // A short read is the end for now: an entry appended since comes with a wake-up, which
-          // sets `wakePending` while this loop runs (no empty read to find the end).
-          if (entries.length < count) break;
+          // sets `wakePending` while this loop runs (no empty read to find the end). Not when the
+          // read held its new entries back (`more`): they are pending above the last entry given,
+          // and a push must not be applied over them (pushed).
+          if (entries.length < count && !more) break;
         }
       } while (this.wakePending && this.state === 'running');
     } catch (e) {
@@ -274,6 +301,58 @@ export class ShardRunner {
     } finally {
       this.reading = false;
     }
+  }
+
+  /**
+   * The shard's wake-up channel is subscribed to (`on`), again after its connection came back, or
+   * no longer: pushes are taken as they come only after a read that started after this.
+   */
+  subscription(on: boolean): void {
+    this.subscribedNow = on;
+    this.unsync();
+  }
+
+  /** Whether its wake-up channel's subscription is in effect (see subscription). */
+  get subscribed(): boolean {
+    return this.subscribedNow;
+  }
+
+  /** Something may have been delivered to this consumer that no push will bring (see pushed). */
+  private unsync(): void {
+    this.pushEpoch++;
+    this.synced = false;
+  }
+
+  /**
+   * Entries the enqueue call read into `owner`'s pending list for this shard and published
+   * (enqueue-many-2.lua), in delivery order; `full`: as many as one push carries (more may be
+   * waiting). They are applied as they come only when nothing can come between them and the
+   * last entry given: no read is in flight
+   * (its answer, on another connection, could hold entries delivered before these), and since a
+   * read that started after the channel's subscription took effect no read failed and the
+   * subscriber did not reconnect (a push lost with it would leave a gap). Otherwise the push is a
+   * wake-up: the next read gives what it held, first, as pending entries above `lastDelivered`.
+   */
+  pushed(owner: string, entries: [string, Buffer[]][], full: boolean): void {
+    // The lease named another worker when the entries were handed on: they are its to apply (or
+    // its successor's, which claims them at takeover). This runner has lost the shard and learns
+    // it at its next commit or renewal; reading now would only claim them away from the holder.
+    if (owner !== this.env.workerId) return;
+    if (this.state !== 'running' || !this.synced || this.reading || this.buffered + entries.length > this.env.maxBuffered) {
+      this.wake();
+      return;
+    }
+    let n = 0;
+    for (const [id, fields] of entries) {
+      // Given already (a read that ran after this push's call got it as a pending entry).
+      if (compareStreamIds(id, this.lastDelivered) <= 0) continue;
+      this.lastDelivered = id;
+      this.dispatch(id, fields, 1);
+      n++;
+    }
+    this.pushedEntries += n;
+    if (n) this.env.onActive?.(this);
+    if (full) this.wake();
   }
 
   /** Entries up to `id` were given to this runner (reads and claims may end in either order). */

@@ -23,7 +23,7 @@
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { AnyActorKind } from './actor';
-import type { InboxEntry } from './envelope';
+import { parsePush, PUSH_LIMIT, type InboxEntry } from './envelope';
 import { REPLY_STREAM_MAXLEN, ShardRunner, type CommittedOutputs, type RunnerEnv } from './shard-runner';
 import { CommitQueue } from './commit-queue';
 import { GroupReads } from './group-reads';
@@ -253,25 +253,29 @@ export class Worker {
     if (isCluster(this.o.redis)) await waitReady(this.o.redis);
     this.sub = subscriberClient(this.o.redis);
     const nudgeChannel = this.o.keys.workerNudge(this.id);
-    this.sub.on('message', (channel: string, message: string) => {
-      if (channel === nudgeChannel) {
-        // A holder that let shards go for this worker names them: take them at once (no lease
-        // round first: taking runs beside the rounds anyway), even those a recent round found
-        // still held (see heldAt).
-        if (message.startsWith('handoff ') && this.accepting && this.epoch && !this.stopped) {
-          for (const name of message.slice(8).split(' ')) {
-            this.heldAt.delete(name);
-            this.handedOver.add(name);
-          }
-          this.acquireInBackground();
-        } else this.nudge();
-      } else {
+    this.sub.on('messageBuffer', (channelBuf: Buffer, payload: Buffer) => {
+      const channel = channelBuf.toString();
+      if (channel !== nudgeChannel) {
         const r = this.channels.get(channel);
-        if (r) {
-          this.touch(r.name);
-          r.wake();
-        }
+        if (!r) return;
+        this.touch(r.name);
+        // A push (enqueue-many-2.lua): entries delivered to the shard's holder; else a wake-up.
+        const push = payload[0] === 0x50 ? parsePush(payload) : null;
+        if (push) r.pushed(push.owner, push.entries, push.entries.length >= PUSH_LIMIT);
+        else r.wake();
+        return;
       }
+      const message = payload.toString();
+      // A holder that let shards go for this worker names them: take them at once (no lease
+      // round first: taking runs beside the rounds anyway), even those a recent round found
+      // still held (see heldAt).
+      if (message.startsWith('handoff ') && this.accepting && this.epoch && !this.stopped) {
+        for (const name of message.slice(8).split(' ')) {
+          this.heldAt.delete(name);
+          this.handedOver.add(name);
+        }
+        this.acquireInBackground();
+      } else this.nudge();
     });
     // After the first connection, 'ready' means the subscriber reconnected: wake-ups published
     // meanwhile are gone. ioredis sends the resubscriptions right after this event; a PING behind
@@ -282,11 +286,20 @@ export class Worker {
         connectedBefore = true;
         return;
       }
+      // Pushes published while it was away are gone: none is applied as it comes until a read
+      // that starts once the subscriptions are back (rewakeAll) has run.
+      // The runners whose subscription was in effect are the ones ioredis subscribes again (a
+      // SUBSCRIBE still on its way confirms its own runner when it is answered).
+      const confirmed = new Set<ShardRunner>();
+      for (const r of this.runners.values()) {
+        if (r.subscribed) confirmed.add(r);
+        r.subscription(false);
+      }
       setImmediate(() => {
         void this.sub
           ?.ping()
           .catch(() => undefined)
-          .then(() => this.rewakeAll());
+          .then(() => this.rewakeAll(confirmed));
       });
     });
     await this.sub.subscribe(nudgeChannel);
@@ -318,10 +331,11 @@ export class Worker {
   }
 
   /** The subscriber reconnected: every shard reads its inbox, and a sweep finds the readers' work. */
-  private rewakeAll(): void {
+  private rewakeAll(confirmed: Set<ShardRunner>): void {
     if (this.stopped) return;
     this.o.log.info({ worker: this.id, shards: this.runners.size }, 'wake-up subscriber reconnected: waking every shard');
     for (const r of this.runners.values()) {
+      if (confirmed.has(r) && this.channels.get(this.o.keys.wakeChannel(r.family, r.shard)) === r) r.subscription(true);
       this.touch(r.name);
       r.wake();
     }
@@ -724,12 +738,16 @@ export class Worker {
     const on = wishes.filter(([, on]) => on).map(([c]) => c);
     if (off.length) void sub.unsubscribe(...off).catch(() => undefined);
     if (!on.length) return;
+    // The runner each SUBSCRIBE is for: when it is answered, the channel may have been let go and
+    // taken again by a new runner, whose own SUBSCRIBE is still on its way.
+    const forRunner = on.map((c) => this.channels.get(c));
     sub.subscribe(...on).then(
       () => {
         // Subscribed: what was sent to these shards before it took effect is read now.
-        for (const c of on) {
-          const r = this.channels.get(c);
+        for (let i = 0; i < on.length; i++) {
+          const r = this.channels.get(on[i]!);
           if (!r) continue;
+          if (r === forRunner[i]) r.subscription(true);
           this.touch(r.name);
           r.wake();
         }
@@ -1120,3 +1138,4 @@ function shuffle<T>(a: T[]): void {
 }
 
 export type { InboxEntry, CommittedOutputs };
+

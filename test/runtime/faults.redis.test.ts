@@ -298,7 +298,7 @@ describe('redis-server killed with -9 and restarted (AOF, appendfsync always)', 
  * client and a direct connection, for the tests of answers lost after Redis ran the command.
  * `armOn`: the proxy is armed when the worker is about to commit that message id.
  */
-async function droppedAnswerRig(o: { prefix: string; script: string; armOn?: string; idleBoundMs?: number }) {
+async function droppedAnswerRig(o: { prefix: string; script: string; armOn?: string; idleBoundMs?: number; push?: boolean }) {
   // Read first: a missing script fails here, before anything was started.
   const sha = createHash('sha1').update(readFileSync(join(root, 'src/store/scripts', o.script), 'utf8')).digest('hex');
   const dir = mkdtempSync(join(tmpdir(), `axon-${o.prefix}-`));
@@ -318,7 +318,7 @@ async function droppedAnswerRig(o: { prefix: string; script: string; armOn?: str
 }
 
 async function droppedAnswerParts(
-  o: { prefix: string; armOn?: string; idleBoundMs?: number },
+  o: { prefix: string; armOn?: string; idleBoundMs?: number; push?: boolean },
   sha: string,
   redis: Awaited<ReturnType<typeof startManagedRedis>>,
   undo: (() => Promise<unknown> | void)[],
@@ -351,7 +351,8 @@ async function droppedAnswerParts(
   });
   const direct = connectRedis({ url: redis.url });
   undo.push(() => direct.disconnect());
-  const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts);
+  // `push: false`: wake-ups only, so the worker reads each message (a read's answer can be lost).
+  const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts, undefined, { push: o.push ?? true });
   undo.push(() => worker.stop());
   await worker.start();
   undo.push(() => client.close());
@@ -426,7 +427,7 @@ describe("an actor's messages stay in order when an inbox read's entries could b
     // XREADGROUP '>' in the read script moved message 5 into the worker's pending list; the
     // answer is dropped and ioredis sends the read again, which finds nothing new. The sweep's
     // idle reclaim (the backstop for entries lost track of) cannot be what saves it.
-    const t = await droppedAnswerRig({ prefix: 'read-lost', script: 'inbox-read-2.lua', idleBoundMs: 600_000 });
+    const t = await droppedAnswerRig({ prefix: 'read-lost', script: 'inbox-read-2.lua', idleBoundMs: 600_000, push: false });
     try {
       const { client, proxy } = t;
       const actor = '@read-lost:test';
@@ -459,7 +460,9 @@ describe("an actor's messages stay in order when an inbox read's entries could b
     // own reads and commits, as a holder that stalled past its lease does.
     const worker = new Worker({ redis: connectRedis({ url: redis.url }), keys, workerId: 'w1', shardCounts, kinds: allActorKinds(), leaseTtlMs: 120_000, renewMs: 30_000, log: silent, pollMs: 300, idleBoundMs: 600_000 });
     const direct = connectRedis({ url: redis.url });
-    const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts);
+    // Wake-ups only: a push would name the new holder, and w1 would leave it alone (push-delivery
+    // tests); here w1 is woken and reads on, as a holder without push delivery does.
+    const client = new ActorClient(connectRedis({ url: redis.url }), keys, shardCounts, undefined, { push: false });
     try {
       await worker.start();
       await client.start();

@@ -1,0 +1,76 @@
+-- Append several actor messages to their shards' inboxes and hand them to the shards' holders, in
+-- one call (src/runtime/actor-client.ts on a single Redis): the asks one process makes in the same
+-- turn of its event loop, instead of an XADD per message, a PUBLISH per shard, and then a read by
+-- the holder. Each entry is exactly the stream entry one XADD would append.
+-- Push delivery (issue 23): once every entry is in, each woken shard whose lease names a holder has
+-- its undelivered inbox entries read into that holder's pending list here (XREADGROUP for the
+-- holder's consumer, as the holder's own read would), and they are published on the shard's
+-- wake-up channel with them: the holder applies them without a read of its own (one round trip
+-- and one fsync fewer a wave). What it may miss (a message lost with its subscriber connection, a
+-- shard it does not run, a full buffer) is pending for it above the last entry its runner was
+-- given, and its next read gives that first (inbox-read-2.lua), so the order holds; the worker
+-- decides when a push can be taken as it comes (ShardRunner.pushed). A shard without a holder,
+-- whose read fails here (no group yet), or with entries pending for a consumer other than its
+-- holder (a stale holder read on: its read claims them first), gets the plain wake-up '1'.
+-- KEYS: the inbox streams and lease hashes the arguments name by index
+-- ARGV[1]: ONE msgpack array (decoded here with cmsgpack; one argument instead of ~12 per message):
+--   E entries, then per entry: inbox key index, F (field count, even), then F values (field, value, …)
+-- ARGV[2]: the inbox consumer group ('' : no push delivery, wake-ups only)
+-- ARGV[3]: at most this many entries pushed per shard and call
+-- ARGV[4..]: per woken shard: its wake-up channel, inbox key index, lease key index (0: wake-up only)
+-- The push message: 'P', then length-prefixed (4-byte big-endian) strings: the holder's consumer
+-- name, then per entry its id, its field count and its fields and values.
+-- Returns one value per entry: 1 when appended, else the error text of its XADD alone (the other
+-- entries are appended all the same).
+local A = cmsgpack.unpack(ARGV[1])
+local out = {}
+local p = 2
+for e = 1, tonumber(A[1]) do
+  local key = KEYS[tonumber(A[p])]
+  local f = tonumber(A[p + 1])
+  local r = redis.pcall('XADD', key, '*', unpack(A, p + 2, p + 1 + f))
+  if type(r) == 'table' and r.err then out[e] = r.err else out[e] = 1 end
+  p = p + 2 + f
+end
+local group = ARGV[2]
+local limit = tonumber(ARGV[3])
+local function str(s)
+  return struct.pack('>I4', #s) .. s
+end
+for i = 4, #ARGV, 3 do
+  local channel, inbox, leaseIdx = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+  local message = '1'
+  if group ~= '' and leaseIdx > 0 then
+    local owner = redis.call('HGET', KEYS[leaseIdx], 'owner')
+    -- Entries pending for another consumer (a holder that stalled past its lease and read on)
+    -- were delivered before the new ones and reach the holder only through its read, which claims
+    -- them first: a push would be applied over them. Then the holder gets the plain wake-up.
+    local foreign = false
+    if owner and owner ~= '' then
+      local s = redis.pcall('XPENDING', inbox, group)
+      if type(s) == 'table' and not s.err and s[4] then
+        for _, c in ipairs(s[4]) do
+          if c[1] ~= owner then
+            foreign = true
+            break
+          end
+        end
+      end
+    end
+    if owner and owner ~= '' and not foreign then
+      local r = redis.pcall('XREADGROUP', 'GROUP', group, owner, 'COUNT', limit, 'STREAMS', inbox, '>')
+      if type(r) == 'table' and not r.err and r[1] then
+        local parts = {'P', str(owner)}
+        for _, entry in ipairs(r[1][2]) do
+          local fields = entry[2]
+          parts[#parts + 1] = str(entry[1])
+          parts[#parts + 1] = struct.pack('>I4', #fields)
+          for _, v in ipairs(fields) do parts[#parts + 1] = str(v) end
+        end
+        if #parts > 2 then message = table.concat(parts) end
+      end
+    end
+  end
+  redis.call('PUBLISH', channel, message)
+end
+return out
