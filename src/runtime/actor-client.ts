@@ -19,7 +19,7 @@ import { decode, encode, encodeScriptArgs } from '../store/codec';
 import { INBOX_GROUP, type KeySpace } from '../store/keys';
 import { commandClient, duplicateClient, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
 import { SendTrace, sendTrace } from './send-trace';
-import { PUSH_LIMIT } from './envelope';
+import { PUSH_LIMIT, PUSH_MAX_BYTES } from './envelope';
 
 /** How long a reply stream outlives its process; renewed (or re-created) every 30 s while it runs. */
 const REPLY_STREAM_TTL_MS = 60 * 60 * 1000;
@@ -379,7 +379,7 @@ export class ActorClient {
     for (const w of wakes.values()) wakeArgs.push(...w);
     let res: unknown[];
     try {
-      res = (await runScriptBuffer(this.writer, 'enqueueMany', keys, [encodeScriptArgs(args), this.opts.push === false ? '' : INBOX_GROUP, PUSH_LIMIT, ...wakeArgs])) as unknown[];
+      res = (await runScriptBuffer(this.writer, 'enqueueMany', keys, [encodeScriptArgs(args), this.opts.push === false ? '' : INBOX_GROUP, PUSH_LIMIT, PUSH_MAX_BYTES, ...wakeArgs])) as unknown[];
     } catch (err) {
       for (const e of batch) this.settleEnqueue(e, err as Error);
       return;

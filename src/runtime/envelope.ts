@@ -72,6 +72,12 @@ export function parseOutboxEntry(fields: Buffer[] | null): OutboxEntry | null {
 
 /** Entries one push carries at most (enqueue-many-2.lua's limit, sent by ActorClient): a full push may leave more. */
 export const PUSH_LIMIT = 200;
+/**
+ * Bytes of entries one push carries at most: a bigger one goes as a plain wake-up (the holder
+ * reads the entries). Pushes wait in Redis's output buffer of the holder's subscriber connection,
+ * which Redis disconnects past its pub/sub limits (32 MB, or 8 MB for a minute, by default).
+ */
+export const PUSH_MAX_BYTES = 256 * 1024;
 
 /**
  * A push message of enqueue-many-2.lua: 'P', then 4-byte big-endian length-prefixed strings — the

@@ -164,8 +164,9 @@ export class ShardRunner {
     }
     await this.applyPendingDerived();
     await this.reclaim(0);
-    // Every pending entry is this worker's now: the earlier holders' consumers go (they hold nothing).
-    await runScript(redis, 'inboxConsumersPrune', [this.keys.inbox], [INBOX_GROUP, this.env.workerId]);
+    // Every pending entry is this worker's now: the earlier holders' consumers go (they hold
+    // nothing). Housekeeping: a failure is logged, not a failed takeover.
+    await runScript(redis, 'inboxConsumersPrune', [this.keys.inbox], [INBOX_GROUP, this.env.workerId]).catch((e: unknown) => this.env.log.warn({ err: e, shard: this.name }, 'pruning the inbox group\'s empty consumers failed'));
     await this.timers.start();
     if (this.state === 'starting') {
       this.state = 'running';
@@ -184,12 +185,15 @@ export class ShardRunner {
    * holder would dead-letter a healthy message).
    */
   async reclaim(minIdleMs: number): Promise<number> {
-    const claimed = minIdleMs === 0 ? await this.claimAll() : await this.claimIdle(minIdleMs);
+    const idle = minIdleMs === 0 ? null : await this.claimIdle(minIdleMs);
+    const claimed = idle ? idle.claimed : await this.claimAll();
     if (claimed.length === 0) return 0;
-    // Given to this runner: the reads' look for own pending entries starts above them.
+    // Given to this runner: the reads' look for pending entries starts above them.
     this.delivered(claimed[claimed.length - 1]![0]);
     this.env.onActive?.(this);
-    const deliveries = await this.deliveryCounts(claimed[0]![0], claimed[claimed.length - 1]![0], claimed.length);
+    // The idle claim knows each entry's count from its own listing (the entries it skipped lie in
+    // the same id range and would crowd a second listing); the takeover asks for them.
+    const deliveries = idle ? idle.deliveries : await this.deliveryCounts(claimed[0]![0], claimed[claimed.length - 1]![0], claimed.length);
     let n = 0;
     for (const [id, fields] of claimed) {
       if (this.tracked.has(id)) continue;
@@ -220,21 +224,29 @@ export class ShardRunner {
    * this worker (XCLAIM keeps the idle condition: an entry someone touched since is not taken;
    * an entry trimmed away is dropped from the pending list and not returned).
    */
-  private async claimIdle(minIdleMs: number): Promise<[string, Buffer[] | null][]> {
+  private async claimIdle(minIdleMs: number): Promise<{ claimed: [string, Buffer[] | null][]; deliveries: Map<string, number> }> {
     const { redis, workerId } = this.env;
     const claimed: [string, Buffer[] | null][] = [];
+    const deliveries = new Map<string, number>();
     let from = '-';
     for (;;) {
       const rows = (await redis.xpending(this.keys.inbox, INBOX_GROUP, 'IDLE', minIdleMs, from, '+', 500)) as [string, string, number, number][];
-      const ids = rows.map((r) => r[0]).filter((id) => !this.tracked.has(id));
-      if (ids.length) {
-        const res = (await (redis as unknown as { xclaimBuffer(...a: unknown[]): Promise<[Buffer, Buffer[] | null][]> }).xclaimBuffer(this.keys.inbox, INBOX_GROUP, workerId, minIdleMs, ...ids)) ?? [];
-        for (const [id, fields] of res) if (fields) claimed.push([id.toString(), fields]);
+      const counts = new Map<string, number>();
+      for (const row of rows) if (!this.tracked.has(row[0])) counts.set(row[0], Number(row[3]));
+      if (counts.size) {
+        const res = (await (redis as unknown as { xclaimBuffer(...a: unknown[]): Promise<[Buffer, Buffer[] | null][]> }).xclaimBuffer(this.keys.inbox, INBOX_GROUP, workerId, minIdleMs, ...counts.keys())) ?? [];
+        for (const [idBuf, fields] of res) {
+          if (!fields) continue;
+          const id = idBuf.toString();
+          claimed.push([id, fields]);
+          // XCLAIM counted one more delivery.
+          deliveries.set(id, (counts.get(id) ?? 0) + 1);
+        }
       }
       if (rows.length < 500) break;
       from = `(${rows[rows.length - 1]![0]}`;
     }
-    return claimed;
+    return { claimed, deliveries };
   }
 
   private async deliveryCounts(first: string, last: string, count: number): Promise<Map<string, number>> {
@@ -280,7 +292,7 @@ export class ShardRunner {
             if (more) continue;
             break;
           }
-          // Entries come in id order (own pending ones, then new ones): the last is the highest.
+          // Entries come in id order (pending ones, then new ones): the last is the highest.
           this.delivered(entries[entries.length - 1]![0].toString());
           this.env.onActive?.(this);
           for (let i = 0; i < entries.length; i++) {

@@ -428,7 +428,7 @@ export class Worker {
     else this.holdingEntries.delete(r.name);
   }
 
-  /** Own entries pending past the idle bound: a message whose processing was lost track of. */
+  /** Entries pending past the idle bound that the runner does not hold: a message whose processing was lost track of. */
   private async reclaim(r: ShardRunner): Promise<void> {
     try {
       const n = await r.reclaim(this.env.idleBoundMs);
@@ -1138,4 +1138,3 @@ function shuffle<T>(a: T[]): void {
 }
 
 export type { InboxEntry, CommittedOutputs };
-

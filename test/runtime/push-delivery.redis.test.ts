@@ -63,6 +63,31 @@ describe('push delivery (single redis)', () => {
     expect(w.owned()).toContain('user:0');
   });
 
+  it('a push bigger than the byte cap goes as a plain wake-up: the holder reads the entries, in order', async () => {
+    r = await rig('single', { shards: 1 });
+    const w = await r.startWorker('w1');
+    const c = await r.client();
+    const actor = '@big:test';
+    expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 1, value: 1 })).toMatchObject({ count: 1 });
+    const watch = (await import('../../src/store/redis')).connectRedis(r.target) as import('ioredis').Redis;
+    const messages: Buffer[] = [];
+    watch.on('messageBuffer', (_ch: Buffer, m: Buffer) => messages.push(m));
+    await watch.subscribe(r.keys.wakeChannel('user', 0));
+    try {
+      const pushedBefore = pushedTotal(w);
+      // Four messages of ~100 KB in one call: ~400 KB of entries, above the 256 KB cap.
+      const pad = 'x'.repeat(100_000);
+      const replies = await Promise.all([2, 3, 4, 5].map((seq) => c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq, value: seq, pad } as never)));
+      expect(replies.map((x) => x.count)).toEqual([2, 3, 4, 5]);
+      expect(pushedTotal(w)).toBe(pushedBefore);
+      expect(await c.ask('user', 'ledger', actor, { op: 'read' })).toMatchObject({ count: 5, sum: 15, outOfOrder: 0 });
+      expect(messages.some((m) => m.toString() === '1')).toBe(true);
+      expect(messages.every((m) => m.length < 256 * 1024)).toBe(true);
+    } finally {
+      watch.disconnect();
+    }
+  });
+
   it("a shard's new holder deletes the earlier holders' consumers once it has claimed their entries", async () => {
     r = await rig('single', { shards: 1 });
     const inbox = r.keys.shard('user', 0).inbox;

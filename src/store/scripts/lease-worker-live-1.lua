@@ -4,7 +4,7 @@
 -- ARGV[1] the epoch a shard lease names
 -- ARGV[2] '1' for a taker about to take that epoch's shards: an expired epoch is then declared
 --         dead (killed = epoch), for good — its renewal is refused from now on, so the takeover
---         that follows in another call (lease-acquire-2.lua) cannot race a late renewal. '0' only
+--         that follows in another call (lease-acquire-3.lua) cannot race a late renewal. '0' only
 --         looks (an expired epoch nobody declared dead may still be renewed by its late worker).
 -- Returns the ms left (> 0) while that epoch is live, 0 when it is expired or dead.
 local f = redis.call('HMGET', KEYS[1], 'epoch', 'expires', 'killed')

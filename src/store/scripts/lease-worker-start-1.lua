@@ -2,7 +2,7 @@
 -- Every shard lease taken in an earlier epoch is dead from now on, whatever its expiry said: an
 -- epoch never comes back (see lease-worker-renew-1.lua), which is what lets other workers take a
 -- dead worker's shards with a separate look at this record (lease-worker-live-1.lua, then
--- lease-acquire-2.lua).
+-- lease-acquire-3.lua).
 -- KEYS[1] worker lease hash: epoch, expires (ms)
 -- KEYS[2] the worker's handoffs hash (emptied: its old holdings are gone)
 -- ARGV[1] ttl (ms)
