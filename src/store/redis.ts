@@ -249,13 +249,16 @@ export function runScriptBuffer(client: RedisClient, name: ScriptName, keys: str
  * master queues behind it for one replication round trip.
  */
 export async function waitForReplicas(client: RedisClient, key: string, replicas: number, timeoutMs: number): Promise<number> {
-  let node: Redis | undefined;
-  if (client instanceof Cluster) {
-    const owner = client.slots[clusterSlot(key)]?.[0];
-    node = client.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === owner);
-    if (!node) throw new Error(`WAIT: no connection to the master of ${key}'s slot yet`);
-  } else node = client;
-  return Number(await node.call('WAIT', replicas, timeoutMs));
+  return Number(await serverOf(client, key, 'WAIT').call('WAIT', replicas, timeoutMs));
+}
+
+/** The connection to the server holding `key`: the client itself, or on a Cluster the master of the key's slot. */
+function serverOf(client: RedisClient, key: string, what: string): Redis {
+  if (!(client instanceof Cluster)) return client;
+  const owner = client.slots[clusterSlot(key)]?.[0];
+  const node = client.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === owner);
+  if (!node) throw new Error(`${what}: no connection to the master of ${key}'s slot yet`);
+  return node;
 }
 
 /**
@@ -265,13 +268,7 @@ export async function waitForReplicas(client: RedisClient, key: string, replicas
  * that sends a script in a MULTI loads it with this after a NOSCRIPT, and tries again.
  */
 export async function loadScript(client: RedisClient, name: ScriptName, key: string): Promise<void> {
-  let node: Redis | undefined;
-  if (client instanceof Cluster) {
-    const owner = client.slots[clusterSlot(key)]?.[0];
-    node = client.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === owner);
-    if (!node) throw new Error(`SCRIPT LOAD: no connection to the master of ${key}'s slot yet`);
-  } else node = client;
-  await node.script('LOAD', source(name));
+  await serverOf(client, key, 'SCRIPT LOAD').script('LOAD', source(name));
 }
 
 export function isCluster(client: RedisClient): client is Cluster {

@@ -42,42 +42,39 @@ end
 for i = 5, #ARGV, 3 do
   local channel, inbox, leaseIdx = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
   local message = '1'
-  if group ~= '' and leaseIdx > 0 then
-    local owner = redis.call('HGET', KEYS[leaseIdx], 'owner')
+  local owner = false
+  if group ~= '' and leaseIdx > 0 then owner = redis.call('HGET', KEYS[leaseIdx], 'owner') end
+  if owner and owner ~= '' then
     -- Entries pending for another consumer (a holder that stalled past its lease and read on)
     -- were delivered before the new ones and reach the holder only through its read, which claims
     -- them first: a push would be applied over them. Then the holder gets the plain wake-up.
     local foreign = false
-    if owner and owner ~= '' then
-      local s = redis.pcall('XPENDING', inbox, group)
-      if type(s) == 'table' and not s.err and s[4] then
-        for _, c in ipairs(s[4]) do
-          if c[1] ~= owner then
-            foreign = true
-            break
-          end
+    local s = redis.pcall('XPENDING', inbox, group)
+    if type(s) == 'table' and not s.err and s[4] then
+      for _, c in ipairs(s[4]) do
+        if c[1] ~= owner then
+          foreign = true
+          break
         end
       end
     end
-    if owner and owner ~= '' and not foreign then
-      local r = redis.pcall('XREADGROUP', 'GROUP', group, owner, 'COUNT', limit, 'STREAMS', inbox, '>')
-      if type(r) == 'table' and not r.err and r[1] then
-        local parts = {'P', str(owner)}
-        local size = 0
-        for _, entry in ipairs(r[1][2]) do
-          local fields = entry[2]
-          parts[#parts + 1] = str(entry[1])
-          parts[#parts + 1] = struct.pack('>I4', #fields)
-          for _, v in ipairs(fields) do
-            parts[#parts + 1] = str(v)
-            size = size + #v
-          end
+    local r = not foreign and redis.pcall('XREADGROUP', 'GROUP', group, owner, 'COUNT', limit, 'STREAMS', inbox, '>')
+    if type(r) == 'table' and not r.err and r[1] then
+      local parts = {'P', str(owner)}
+      local size = 0
+      for _, entry in ipairs(r[1][2]) do
+        local fields = entry[2]
+        parts[#parts + 1] = str(entry[1])
+        parts[#parts + 1] = struct.pack('>I4', #fields)
+        for _, v in ipairs(fields) do
+          parts[#parts + 1] = str(v)
+          size = size + #v
         end
-        -- A push bigger than the cap goes as the plain wake-up (its entries are pending for the
-        -- holder, which reads them): pushes wait in Redis's output buffer of the holder's
-        -- subscriber connection, and one that outgrows the pub/sub limit is disconnected.
-        if #parts > 2 and size <= maxBytes then message = table.concat(parts) end
       end
+      -- A push bigger than the cap goes as the plain wake-up (its entries are pending for the
+      -- holder, which reads them): pushes wait in Redis's output buffer of the holder's
+      -- subscriber connection, and one that outgrows the pub/sub limit is disconnected.
+      if #parts > 2 and size <= maxBytes then message = table.concat(parts) end
     end
   end
   redis.call('PUBLISH', channel, message)
