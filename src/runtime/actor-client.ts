@@ -51,7 +51,7 @@ const ENQUEUE_BATCH = 500;
 
 interface PendingEnqueue {
   inbox: string;
-  /** The shard's lease hash: its holder is who the entries are pushed to (enqueue-many-2.lua). */
+  /** The shard's lease hash: its holder is who the entries are pushed to (enqueue-many-3.lua). */
   lease: string;
   fields: (string | Buffer)[];
   wake: string;
@@ -122,7 +122,7 @@ export class ActorClient {
     frontId?: string,
     /**
      * `push` (default true): on a single Redis, the enqueue call hands new entries to the shard's
-     * holder (enqueue-many-2.lua); false: wake-ups only, the holder reads (tests of the read path).
+     * holder (enqueue-many-3.lua); false: wake-ups only, the holder reads (tests of the read path).
      */
     private readonly opts: { ownWriteConnection?: boolean; push?: boolean } = {},
   ) {
@@ -334,7 +334,7 @@ export class ActorClient {
       );
       return;
     }
-    // The asks of one turn go in ONE call (enqueue-many-2.lua): every entry appended, then each
+    // The asks of one turn go in ONE call (enqueue-many-3.lua): every entry appended, then each
     // woken shard's new entries read for its holder and published to it on the shard's channel
     // (or a wake-up published once), so that the holder has them without a read of its own.
     this.pendingEnqueues.push({ inbox: shardKeys.inbox, lease: shardKeys.lease, fields, wake, waiter, resolve, reject });

@@ -70,17 +70,88 @@ export function parseOutboxEntry(fields: Buffer[] | null): OutboxEntry | null {
   return body ? { actorId, kind, body } : null;
 }
 
-/** Entries one push carries at most (enqueue-many-2.lua's limit, sent by ActorClient): a full push may leave more. */
+/** Entries one push carries at most (enqueue-many-3.lua's limit, sent by ActorClient): a full push may leave more. */
 export const PUSH_LIMIT = 200;
 /**
- * Bytes of entries one push carries at most: a bigger one goes as a plain wake-up (the holder
+ * Bytes one push message carries at most: a bigger one goes as a plain wake-up (the holder
  * reads the entries). Pushes wait in Redis's output buffer of the holder's subscriber connection,
  * which Redis disconnects past its pub/sub limits (32 MB, or 8 MB for a minute, by default).
  */
 export const PUSH_MAX_BYTES = 256 * 1024;
 
 /**
- * A push message of enqueue-many-2.lua: 'P', then 4-byte big-endian length-prefixed strings — the
+ * A push message of enqueue-many-3.lua: 'M', then two msgpack values as Redis's cmsgpack packs
+ * them: the holder's consumer name, and the entries, [[id, [field, value, …]], …]. Strings are
+ * msgpack str (cmsgpack has no bin): they are taken as the raw bytes they hold, not decoded as
+ * UTF-8, since bodies are binary. Null when it does not parse (then it is taken as a wake-up).
+ */
+export function parsePackedPush(b: Buffer): { owner: string; entries: [string, Buffer[]][] } | null {
+  let at = 1;
+  /** A str (or bin) value's bytes; null if the next value is not one or runs past the end. */
+  const bytes = (): Buffer | null => {
+    if (at >= b.length) return null;
+    const t = b[at]!;
+    let n = -1;
+    let head = 1;
+    if (t >= 0xa0 && t <= 0xbf) n = t & 0x1f;
+    else if ((t === 0xd9 || t === 0xc4) && at + 2 <= b.length) {
+      n = b[at + 1]!;
+      head = 2;
+    } else if ((t === 0xda || t === 0xc5) && at + 3 <= b.length) {
+      n = b.readUInt16BE(at + 1);
+      head = 3;
+    } else if ((t === 0xdb || t === 0xc6) && at + 5 <= b.length) {
+      n = b.readUInt32BE(at + 1);
+      head = 5;
+    }
+    if (n < 0) return null;
+    if (at + head + n > b.length) return null;
+    const v = b.subarray(at + head, at + head + n);
+    at += head + n;
+    return v;
+  };
+  /** An array's length; -1 if the next value is not an array or its header runs past the end. */
+  const array = (): number => {
+    if (at >= b.length) return -1;
+    const t = b[at]!;
+    if (t >= 0x90 && t <= 0x9f) {
+      at += 1;
+      return t & 0x0f;
+    }
+    if (t === 0xdc && at + 3 <= b.length) {
+      at += 3;
+      return b.readUInt16BE(at - 2);
+    }
+    if (t === 0xdd && at + 5 <= b.length) {
+      at += 5;
+      return b.readUInt32BE(at - 4);
+    }
+    return -1;
+  };
+  const owner = bytes();
+  if (!owner) return null;
+  const n = array();
+  if (n < 0) return null;
+  const entries: [string, Buffer[]][] = [];
+  for (let e = 0; e < n; e++) {
+    if (array() !== 2) return null;
+    const id = bytes();
+    const count = array();
+    if (!id || count < 0) return null;
+    const fields: Buffer[] = new Array(count);
+    for (let i = 0; i < count; i++) {
+      const f = bytes();
+      if (!f) return null;
+      fields[i] = f;
+    }
+    entries.push([id.toString(), fields]);
+  }
+  return at === b.length ? { owner: owner.toString(), entries } : null;
+}
+
+/**
+ * A push message of enqueue-many-2.lua (askers from before enqueue-many-3.lua, while a cluster
+ * is upgraded): 'P', then 4-byte big-endian length-prefixed strings — the
  * holder's consumer name, then per entry its id, its field count (a bare 4-byte number) and its
  * fields and values. Null when it does not parse (then it is taken as a wake-up).
  */

@@ -23,7 +23,7 @@
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { AnyActorKind } from './actor';
-import { parsePush, PUSH_LIMIT, type InboxEntry } from './envelope';
+import { parsePackedPush, parsePush, PUSH_LIMIT, type InboxEntry } from './envelope';
 import { REPLY_STREAM_MAXLEN, ShardRunner, type CommittedOutputs, type RunnerEnv } from './shard-runner';
 import { CommitQueue } from './commit-queue';
 import { GroupReads } from './group-reads';
@@ -259,8 +259,9 @@ export class Worker {
         const r = this.channels.get(channel);
         if (!r) return;
         this.touch(r.name);
-        // A push (enqueue-many-2.lua): entries delivered to the shard's holder; else a wake-up.
-        const push = payload[0] === 0x50 ? parsePush(payload) : null;
+        // A push (enqueue-many-3.lua 'M', or -2's 'P' from an asker not yet upgraded): entries
+        // delivered to the shard's holder; else a wake-up.
+        const push = payload[0] === 0x4d ? parsePackedPush(payload) : payload[0] === 0x50 ? parsePush(payload) : null;
         if (push) r.pushed(push.owner, push.entries, push.entries.length >= PUSH_LIMIT);
         else r.wake();
         return;

@@ -1,5 +1,5 @@
 /**
- * Push delivery (enqueue-many-2.lua, ShardRunner.pushed; single Redis): the enqueue call reads a
+ * Push delivery (enqueue-many-3.lua, ShardRunner.pushed; single Redis): the enqueue call reads a
  * shard's new entries into its holder's pending list and publishes them to it, and the holder
  * applies them without a read of its own — unless something could have come between (a read in
  * flight, a lost subscriber connection), when the push is a wake-up and the next read gives the
@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LedgerReply } from '../../actors/ledger';
-import { parsePush } from '../../src/runtime/envelope';
+import { parsePackedPush, parsePush } from '../../src/runtime/envelope';
 import { INBOX_GROUP } from '../../src/store/keys';
 import { runScript } from '../../src/store/redis';
 import { rig, waitFor, type Rig } from './harness';
@@ -138,7 +138,40 @@ describe('push delivery (single redis)', () => {
 });
 
 describe('push messages', () => {
-  it('parse back to the holder and the entries, field by field; a cut message is not taken for a push', () => {
+  let r: Rig | undefined;
+  afterEach(async () => {
+    await r?.close();
+    r = undefined;
+  });
+
+  it('as Redis packs them (cmsgpack, enqueue-many-3.lua) parse back byte for byte, whatever the lengths; a cut or padded message is not taken for a push', async () => {
+    r = await rig('single', { shards: 1 });
+    // Every string header cmsgpack writes (fixstr, str8, str16, str32), binary bytes that are
+    // not UTF-8, an entry with no fields, and more entries than a fixarray holds.
+    const body = Buffer.from([0x00, 0xff, 0xc1, 0xa0, 0x4d, 0xdb]);
+    const sizes = [0, 31, 32, 255, 256, 65_535, 65_536];
+    const values = [body, ...sizes.map((n) => Buffer.alloc(n, 0x61 + (n % 20)))];
+    const script = `local e = {}
+      e[1] = {'1-0', {ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]}}
+      e[2] = {'2-0', {}}
+      for i = 3, 20 do e[i] = {i .. '-1', {'mid', 'm' .. i}} end
+      return 'M' .. cmsgpack.pack('w1', e)`;
+    const msg = (await (r.redis as unknown as { evalBuffer(s: string, n: number, ...a: Buffer[]): Promise<Buffer> }).evalBuffer(script, 0, ...values));
+    const parsed = parsePackedPush(msg);
+    expect(parsed?.owner).toBe('w1');
+    expect(parsed?.entries.length).toBe(20);
+    expect(parsed!.entries[0]).toEqual(['1-0', values]);
+    expect(parsed!.entries[1]).toEqual(['2-0', []]);
+    expect(parsed!.entries[19]).toEqual(['20-1', [Buffer.from('mid'), Buffer.from('m20')]]);
+    for (const cut of [1, 2, 5, 1000, msg.length - 1]) expect(parsePackedPush(msg.subarray(0, msg.length - cut))).toBeNull();
+    expect(parsePackedPush(Buffer.concat([msg, Buffer.from([0xa0])]))).toBeNull();
+    expect(parsePackedPush(Buffer.from('M'))).toBeNull();
+    // A number where a string belongs is not a push either.
+    expect(parsePackedPush(Buffer.concat([Buffer.from('M'), Buffer.from([0xa2, 0x77, 0x31, 0x91, 0x92, 0x01, 0x90])]))).toBeNull();
+  });
+
+
+  it('of enqueue-many-2.lua (an asker not yet upgraded) parse back to the holder and the entries, field by field; a cut message is not taken for a push', () => {
     const str = (s: string | Buffer) => {
       const b = Buffer.isBuffer(s) ? s : Buffer.from(s);
       const n = Buffer.alloc(4);

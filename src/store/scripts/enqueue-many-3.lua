@@ -17,10 +17,12 @@
 --   E entries, then per entry: inbox key index, F (field count, even), then F values (field, value, …)
 -- ARGV[2]: the inbox consumer group ('' : no push delivery, wake-ups only)
 -- ARGV[3]: at most this many entries pushed per shard and call
--- ARGV[4]: at most this many bytes of entries in one push (more: the plain wake-up)
+-- ARGV[4]: at most this many bytes in one push message (more: the plain wake-up)
 -- ARGV[5..]: per woken shard: its wake-up channel, inbox key index, lease key index (0: wake-up only)
--- The push message: 'P', then length-prefixed (4-byte big-endian) strings: the holder's consumer
--- name, then per entry its id, its field count and its fields and values.
+-- The push message: 'M', then two msgpack values packed by cmsgpack: the holder's consumer name,
+-- and the entries as XREADGROUP gave them, {{id, {field, value, ...}}, ...}. (enqueue-many-2.lua
+-- built a 'P' message of length-prefixed strings with struct.pack, one call and one Lua string per
+-- value: ~3.5 of its ~20 µs a message in Redis; cmsgpack packs the reply's table in one C call.)
 -- Returns one value per entry: 1 when appended, else the error text of its XADD alone (the other
 -- entries are appended all the same).
 local A = cmsgpack.unpack(ARGV[1])
@@ -36,9 +38,6 @@ end
 local group = ARGV[2]
 local limit = tonumber(ARGV[3])
 local maxBytes = tonumber(ARGV[4])
-local function str(s)
-  return struct.pack('>I4', #s) .. s
-end
 for i = 5, #ARGV, 3 do
   local channel, inbox, leaseIdx = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
   local message = '1'
@@ -60,21 +59,11 @@ for i = 5, #ARGV, 3 do
     end
     local r = not foreign and redis.pcall('XREADGROUP', 'GROUP', group, owner, 'COUNT', limit, 'STREAMS', inbox, '>')
     if type(r) == 'table' and not r.err and r[1] then
-      local parts = {'P', str(owner)}
-      local size = 0
-      for _, entry in ipairs(r[1][2]) do
-        local fields = entry[2]
-        parts[#parts + 1] = str(entry[1])
-        parts[#parts + 1] = struct.pack('>I4', #fields)
-        for _, v in ipairs(fields) do
-          parts[#parts + 1] = str(v)
-          size = size + #v
-        end
-      end
       -- A push bigger than the cap goes as the plain wake-up (its entries are pending for the
       -- holder, which reads them): pushes wait in Redis's output buffer of the holder's
       -- subscriber connection, and one that outgrows the pub/sub limit is disconnected.
-      if #parts > 2 and size <= maxBytes then message = table.concat(parts) end
+      local packed = cmsgpack.pack(owner, r[1][2])
+      if #packed <= maxBytes then message = 'M' .. packed end
     end
   end
   redis.call('PUBLISH', channel, message)
