@@ -8,6 +8,7 @@ import { FAMILIES, isFamily, shardName, type Family } from '../store/shards';
 import { holdingLeft, holdingsLeft, reserveShards } from './worker';
 import { INBOX_GROUP, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
+import { groupBy } from '../store/turn-batcher';
 
 export interface WorkerInfo {
   id: string;
@@ -331,16 +332,10 @@ function moveKey(m: Move): string {
 
 /** The moves among `moves` whose shard's name is still in its target's incoming set (moveKey). */
 async function stillIncoming(redis: RedisClient, keys: KeySpace, moves: Move[]): Promise<Set<string>> {
-  const byTarget = new Map<string, Move[]>();
-  for (const m of moves) {
-    const list = byTarget.get(m.to);
-    if (list) list.push(m);
-    else byTarget.set(m.to, [m]);
-  }
   const out = new Set<string>();
   await Promise.all(
-    [...byTarget].map(async ([to, ms]) => {
-      const flags = await redis.smismember(keys.workerIncoming(to), ...ms.map((m) => shardName(m)));
+    groupBy(moves, (m) => m.to).map(async (ms) => {
+      const flags = await redis.smismember(keys.workerIncoming(ms[0]!.to), ...ms.map((m) => shardName(m)));
       ms.forEach((m, i) => {
         if (flags[i]) out.add(moveKey(m));
       });

@@ -12,13 +12,14 @@ import { INBOX_GROUP } from '../../src/store/keys';
 import { runScript } from '../../src/store/redis';
 import { rig, waitFor, type Rig } from './harness';
 
-describe('push delivery (single redis)', () => {
-  let r: Rig | undefined;
-  afterEach(async () => {
-    await r?.close();
-    r = undefined;
-  });
+// One rig at a time in this file, closed after each test.
+let r: Rig | undefined;
+afterEach(async () => {
+  await r?.close();
+  r = undefined;
+});
 
+describe('push delivery (single redis)', () => {
   const pushedTotal = (w: { owned(): string[]; runner(name: string): { pushedEntries: number } | undefined }) => w.owned().reduce((n, name) => n + (w.runner(name)?.pushedEntries ?? 0), 0);
 
   it('messages are applied from the enqueue call’s push, without a read, in order, each once', async () => {
@@ -138,12 +139,6 @@ describe('push delivery (single redis)', () => {
 });
 
 describe('push messages', () => {
-  let r: Rig | undefined;
-  afterEach(async () => {
-    await r?.close();
-    r = undefined;
-  });
-
   it('as Redis packs them (cmsgpack, enqueue-many-3.lua) parse back byte for byte, whatever the lengths; a cut or padded message is not taken for a push', async () => {
     r = await rig('single', { shards: 1 });
     // Every string header cmsgpack writes (fixstr, str8, str16, str32), binary bytes that are
