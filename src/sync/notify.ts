@@ -94,16 +94,19 @@ export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: Commit
     userData = new Set();
     if (n.rooms || n.users) void redis.publish(channel, encodeNotification(n)).catch(() => undefined);
   };
+  const schedule = () => {
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
   const add = (n: SyncNotification) => {
     for (const r of n.rooms ?? []) rooms.add(r);
     for (const u of n.users ?? []) users.add(u);
     // A notification without `userData` drops the named users' push rules (see SyncNotification):
     // merged with others that carry the field, its users go into it.
     for (const u of n.userData ?? n.users ?? []) userData.add(u);
-    if (!scheduled) {
-      scheduled = true;
-      setImmediate(flush);
-    }
+    schedule();
   };
   return (c) => {
     if (c.kind === 'room') {
@@ -119,15 +122,19 @@ export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: Commit
       add(members.size ? { rooms: [c.actorId], users: [...members] } : { rooms: [c.actorId] });
     } else if (c.family === 'room') {
       // Other room-shard actors keyed by room id (typing, receipts): the room's members wait on it.
-      add({ rooms: [c.actorId] });
+      rooms.add(c.actorId);
+      schedule();
     } else if (c.family === 'user') {
       // User-shard actors keyed by user id (user, keys, to-device, presence, …) wake that user;
       // an output may name more users to wake (`notify_users`: e.g. fan-out of a device change).
-      const named = new Set<string>([c.actorId]);
+      // Straight into the turn's sets (no notification object and arrays per commit: this runs
+      // for every user-shard commit). Only the user actor's own user drops its push rules.
+      users.add(c.actorId);
+      if (c.kind === 'user') userData.add(c.actorId);
       for (const o of c.outputs as { notify_users?: unknown }[]) {
-        if (Array.isArray(o?.notify_users)) for (const u of o.notify_users) if (typeof u === 'string') named.add(u);
+        if (Array.isArray(o?.notify_users)) for (const u of o.notify_users) if (typeof u === 'string') users.add(u);
       }
-      add({ users: [...named], userData: c.kind === 'user' ? [c.actorId] : [] });
+      schedule();
     }
   };
 }

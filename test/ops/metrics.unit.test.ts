@@ -9,7 +9,7 @@ import http from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { PREFLIGHT_ENDPOINT, RequestMetrics, endpointGroup, methodLabel } from '../../src/http/request-metrics';
 import { destinationStats } from '../../src/federation/sender/metrics';
-import { destinationSources, enableProcessMetrics, httpInFlightSources, initialiseWorkerSeries, registry, syncWaitingSources, workerLocalSources } from '../../src/ops/metrics';
+import { destinationSources, enableProcessMetrics, familyCounters, httpInFlightSources, initialiseWorkerSeries, registry, syncWaitingSources, workerLocalSources } from '../../src/ops/metrics';
 import { startMetricsServer, type MetricsRouteHandler } from '../../src/ops/metrics-server';
 import { prometheusInstalled, promtoolCheckMetrics } from '../peers/prometheus';
 import type { DestinationState } from '../../actors/destination';
@@ -164,6 +164,26 @@ describe('metric definitions', () => {
     expect(acquisitions.map((s) => `${s.labels.family}/${s.labels.reason}`).sort()).toEqual(['room/free', 'room/move', 'room/takeover', 'user/free', 'user/move', 'user/takeover']);
     expect((await series('axon_shard_moves_total')).map((s) => `${s.labels.family}/${s.labels.direction}`).sort()).toEqual(['room/in', 'room/out', 'user/in', 'user/out']);
     expect((await series('axon_actor_dead_letters_total')).map((s) => s.labels.family).sort()).toEqual(['room', 'user']);
+  });
+
+  it('counts applied messages and commits kept in plain numbers on the hot path, added at each scrape, per family', async () => {
+    initialiseWorkerSeries();
+    const value = async (name: string, family: string) => (await series(name)).find((s) => s.labels.family === family)?.value ?? 0;
+    const before = { applied: await value('axon_actor_messages_applied_total', 'room'), commits: await value('axon_actor_commits_total', 'room'), user: await value('axon_actor_messages_applied_total', 'user') };
+    // Two runners of one family share its cells; another family's are its own.
+    const a = familyCounters('room');
+    const b = familyCounters('room');
+    a.applied.inc(3);
+    b.applied.inc();
+    a.commits.inc();
+    familyCounters('user').applied.inc(5);
+    expect(await value('axon_actor_messages_applied_total', 'room')).toBe(before.applied + 4);
+    expect(await value('axon_actor_commits_total', 'room')).toBe(before.commits + 1);
+    expect(await value('axon_actor_messages_applied_total', 'user')).toBe(before.user + 5);
+    // Read again with nothing new: each increment was added once.
+    expect(await value('axon_actor_messages_applied_total', 'room')).toBe(before.applied + 4);
+    a.applied.inc(2);
+    expect(await registry.metrics()).toMatch(new RegExp(`axon_actor_messages_applied_total\\{family="room"\\} ${before.applied + 6}\\b`));
   });
 });
 

@@ -7,7 +7,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LedgerReply } from '../../actors/ledger';
-import { parsePackedPush, parsePush } from '../../src/runtime/envelope';
+import { parseInboxEntry, parsePackedPush, parsePush } from '../../src/runtime/envelope';
+import { compareStreamIds } from '../../src/runtime/shard-runner';
 import { INBOX_GROUP } from '../../src/store/keys';
 import { runScript } from '../../src/store/redis';
 import { rig, waitFor, type Rig } from './harness';
@@ -165,6 +166,54 @@ describe('push messages', () => {
     expect(parsePackedPush(Buffer.concat([Buffer.from('M'), Buffer.from([0xa2, 0x77, 0x31, 0x91, 0x92, 0x01, 0x90])]))).toBeNull();
   });
 
+
+  it('hold inbox entries read in place: each parses to what parseInboxEntry makes of its fields, and one that is not an entry keeps its raw fields', async () => {
+    r = await rig('single', { shards: 1 });
+    const body = Buffer.from([0x00, 0xff, 0xc1, 0xa0, 0x4d, 0xdb, 0x81]);
+    const fields = (...v: (string | Buffer)[]) => v.map((x) => (Buffer.isBuffer(x) ? x : Buffer.from(x)));
+    const entries: [string, Buffer[]][] = [
+      // As ActorClient writes one: a UTF-8 actor id, a binary body, a reply stream and a time.
+      ['1700000000000-0', fields('mid', 'f.abc:1', 'a', '@zoë:example.org', 'k', 'ledger', 'b', body, 't', '1700000000000', 'r', 'axon:replies:f.abc')],
+      // No reply stream (a tell), an unknown field, a field given twice (the last counts), a 300-byte body.
+      ['1700000000000-1', fields('mid', 'm2', 'x', 'ignored', 'a', '!r:s', 'k', 'room', 'k', 'typing', 'b', Buffer.alloc(300, 7), 't', '12')],
+      // Not an entry (no kind): raw fields.
+      ['1700000000001-0', fields('mid', 'm3', 'a', '@u:s', 'b', body)],
+      // A name without its value.
+      ['1700000000001-1', fields('mid', 'm4', 'a', '@u:s', 'k', 'ledger', 'b', body, 't')],
+    ];
+    const script = `local e = {}
+      local p = 1
+      for i = 1, tonumber(ARGV[p]) do
+        local id, n = ARGV[p + 1], tonumber(ARGV[p + 2])
+        local f = {}
+        for j = 1, n do f[j] = ARGV[p + 2 + j] end
+        e[i] = {id, f}
+        p = p + 2 + n
+      end
+      return 'M' .. cmsgpack.pack('w1', e)`;
+    const args: (string | Buffer)[] = [String(entries.length)];
+    for (const [id, f] of entries) args.push(id, String(f.length), ...f);
+    const msg = await (r.redis as unknown as { evalBuffer(s: string, n: number, ...a: (string | Buffer)[]): Promise<Buffer> }).evalBuffer(script, 0, ...args);
+    const parsed = parsePackedPush(msg)!;
+    expect(parsed.owner).toBe('w1');
+    expect(parsed.entries.map(([id]) => id)).toEqual(entries.map(([id]) => id));
+    const [e1, e2, e3, e4] = parsed.entries.map(([, e]) => e);
+    expect(e1).toEqual(parseInboxEntry(entries[0]![0], entries[0]![1]));
+    expect(e1).toMatchObject({ actorId: '@zoë:example.org', kind: 'ledger', body, replyTo: 'axon:replies:f.abc', enqueuedAt: 1700000000000 });
+    expect(e2).toEqual(parseInboxEntry(entries[1]![0], entries[1]![1]));
+    expect(e2).toMatchObject({ mid: 'm2', kind: 'typing', replyTo: null, enqueuedAt: 12 });
+    expect(e3).toEqual(entries[2]![1]);
+    expect(parseInboxEntry(entries[2]![0], entries[2]![1])).toBeNull();
+    expect(e4).toEqual(parseInboxEntry(entries[3]![0], entries[3]![1]));
+  });
+
+  it('order stream ids by their numbers, not their text', () => {
+    expect(compareStreamIds('9-0', '10-0')).toBeLessThan(0);
+    expect(compareStreamIds('10-2', '10-10')).toBeLessThan(0);
+    expect(compareStreamIds('1700000000000-5', '1700000000000-5')).toBe(0);
+    expect(compareStreamIds('1700000000001-0', '1700000000000-99')).toBeGreaterThan(0);
+    expect(compareStreamIds('0-1', '0-0')).toBeGreaterThan(0);
+  });
 
   it('of enqueue-many-2.lua (an asker not yet upgraded) parse back to the holder and the entries, field by field; a cut message is not taken for a push', () => {
     const str = (s: string | Buffer) => {

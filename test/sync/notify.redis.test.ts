@@ -3,8 +3,16 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { inject } from 'vitest';
 import { KeySpace } from '../../src/store/keys';
-import { connectRedis, type RedisClient } from '../../src/store/redis';
-import { SAME_MS_MARGIN, SyncNotifier, workerSyncNotify } from '../../src/sync/notify';
+import { connectRedis, duplicateClient, type RedisClient } from '../../src/store/redis';
+import { decodeNotification, SAME_MS_MARGIN, SyncNotifier, workerSyncNotify, type SyncNotification } from '../../src/sync/notify';
+
+async function waitUntil(ok: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 let redis: RedisClient;
 let keys: KeySpace;
@@ -45,6 +53,30 @@ describe('SyncNotifier', () => {
     expect(elsewhere.dirty).toBe(true);
     for (const x of [inRoom, elsewhere, invited]) x.close();
     expect(notifier.waiting).toBe(0);
+  });
+
+  it('publishes the commits of one turn as one notification: rooms, the users named, and only user actors\' users as userData', async () => {
+    const sub = duplicateClient(redis);
+    const got: SyncNotification[] = [];
+    sub.on('message', (_c: string, m: string) => got.push(decodeNotification(m)!));
+    await sub.subscribe(keys.syncNotify());
+    try {
+      const publish = workerSyncNotify(redis, keys);
+      publish({ kind: 'user', actorId: '@u:x', outputs: [{ notify_users: ['@v:x', 7, '@u:x'] }], family: 'user', shard: 0 });
+      publish({ kind: 'devices', actorId: '@d:x', outputs: [{ notify_users: ['@w:x'] }, { other: 1 }, null], family: 'user', shard: 1 });
+      publish({ kind: 'typing', actorId: '!t:x', outputs: [{}], family: 'room', shard: 2 });
+      publish({ kind: 'room', actorId: '!r:x', outputs: [{ event: { type: 'm.room.member', state_key: '@c:x' } }, { event: { type: 'm.room.message' } }], family: 'room', shard: 3 });
+      await waitUntil(() => got.length > 0);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(got).toHaveLength(1);
+      const n = got[0]!;
+      expect(new Set(n.rooms)).toEqual(new Set(['!t:x', '!r:x']));
+      expect(new Set(n.users)).toEqual(new Set(['@u:x', '@v:x', '@d:x', '@w:x', '@c:x']));
+      // The user actor's own user, and a room's members (no userData field there: all its users).
+      expect(new Set(n.userData)).toEqual(new Set(['@u:x', '@c:x']));
+    } finally {
+      sub.disconnect();
+    }
   });
 
   it('an aborted wait returns at once and its request is removed', async () => {
