@@ -65,8 +65,13 @@ export class OutboxReaderGroup extends OutboxGroupReader {
    * sweep, or the next commit of a kind taken, reads and acknowledges those entries in bulk).
    */
   override takes(kind: string): boolean {
-    return this.members.some((m) => m.takes(kind));
+    // Asked at every commit that has outputs: remembered per kind (members' kinds do not change).
+    let t = this.takesKind.get(kind);
+    if (t === undefined) this.takesKind.set(kind, (t = this.members.some((m) => m.takes(kind))));
+    return t;
   }
+
+  private readonly takesKind = new Map<string, boolean>();
 
   override attach(shard: number, opts: { quiet?: boolean } = {}): void {
     for (const m of this.members) m.attach(shard, opts);

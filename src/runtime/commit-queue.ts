@@ -15,7 +15,7 @@
  */
 import type { RedisClient } from '../store/redis';
 import { isCluster, runScriptBuffer } from '../store/redis';
-import { encodeScriptArgs } from '../store/codec';
+import { encodeScriptArgParts } from '../store/codec';
 import type { ShardKeys } from '../store/keys';
 import { chunks, groupBy, Rejected, TurnBatcher } from '../store/turn-batcher';
 import { sendTrace } from './send-trace';
@@ -131,17 +131,16 @@ export class CommitQueue {
       for (const w of u.writes) {
         unitPart.push(w.cmd, w.key, w.absolute ? '1' : '0', w.args.length);
         // A loop, not push(...w.args): a write may carry more values than a call's arguments can.
-        // Numbers as the strings Redis would get as separate arguments (encodeScriptArgs would keep small integers numbers).
+        // Numbers as the strings Redis would get as separate arguments (encodeScriptArgParts would keep small integers numbers).
         for (const a of w.args) unitPart.push(typeof a === 'number' ? String(a) : a);
       }
     }
-    const args: (string | number | Buffer)[] = [this.workerId, this.group, this.dedupeTtlSec, this.replyMaxLen, shardArgs.length / SHARD_ARGS];
-    for (const a of shardArgs) args.push(a);
-    for (const a of unitPart) args.push(a);
+    const head: (string | number)[] = [this.workerId, this.group, this.dedupeTtlSec, this.replyMaxLen, shardArgs.length / SHARD_ARGS];
     // The arguments travel as one msgpack array (commit-many-5.lua decodes it): one argument for
-    // the client to write and for Redis to turn into a Lua string, instead of thousands.
+    // the client to write and for Redis to turn into a Lua string, instead of thousands. Its three
+    // parts are encoded in place, not copied into one list first.
     if (sendTrace) for (const u of call) for (const m of u.messages) sendTrace.mark(m.mid, 'sent');
-    const res = (await runScriptBuffer(this.redis, 'commitMany', keys, [encodeScriptArgs(args)])) as Buffer[][];
+    const res = (await runScriptBuffer(this.redis, 'commitMany', keys, [encodeScriptArgParts([head, shardArgs, unitPart])])) as Buffer[][];
     if (sendTrace) for (const u of call) for (const m of u.messages) sendTrace.end(m.mid, 'dur');
     return call.map((_, i): CommitResult | Rejected => {
       const r = res[i];

@@ -60,6 +60,9 @@ export interface CommittedOutputs {
   kind: string;
   actorId: string;
   outputs: unknown[];
+  /** The committing runner's family and shard (what the worker's notify needs, without a copy). */
+  family: Family;
+  shard: number;
 }
 
 interface ActorSlot {
@@ -575,7 +578,7 @@ export class ShardRunner {
     this.commits++;
     this.counters.applied.inc(batch.length);
     this.counters.commits.inc();
-    if (decided.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: slot.actorId, outputs: decided });
+    if (decided.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: slot.actorId, outputs: decided, family: this.family, shard: this.shard });
     this.timers.arm(timerDue);
     if (this.env.faultPoint) for (const b of batch) await this.env.faultPoint('after-commit', b.entry);
     // A failure throws: runSlot then takes the messages one by one, the head's commit answers
@@ -739,7 +742,7 @@ export class ShardRunner {
       this.commits++;
       this.counters.applied.inc();
       this.counters.commits.inc();
-      if (decided.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: entry.actorId, outputs: decided });
+      if (decided.length) this.env.onOutputs?.(this, { kind: kind.kind, actorId: entry.actorId, outputs: decided, family: this.family, shard: this.shard });
       this.timers.arm(timerDue);
     }
     if (this.env.faultPoint) await this.env.faultPoint('after-commit', entry);

@@ -72,7 +72,7 @@ export interface WorkerOptions {
    * Called after every commit that appended outputs, with what it appended (the process entries
    * publish /sync wake-ups from it: src/sync/notify.ts). Must not throw or block.
    */
-  notify?: (committed: CommittedOutputs & { family: Family; shard: number }) => void;
+  notify?: (committed: CommittedOutputs) => void;
   /**
    * Outbox entries younger than this (ms) are kept by the housekeeping trim even when every
    * consumer group has read them: /sync reads the outboxes by time window. 0: trim to the groups.
@@ -232,7 +232,7 @@ export class Worker {
         this.touch(r.name);
         this.wakeReaders(r, committed.kind);
         try {
-          o.notify?.({ ...committed, family: r.family, shard: r.shard });
+          o.notify?.(committed);
         } catch (e) {
           o.log.warn({ err: e, shard: r.name }, 'output notification failed');
         }

@@ -15,7 +15,6 @@
  */
 import type { Redis } from 'ioredis';
 import type { CommittedOutputs } from '../runtime/shard-runner';
-import type { Family } from '../store/shards';
 import { recencyIndexData, type KeySpace } from '../store/keys';
 import { subscriberClient, type RedisClient } from '../store/redis';
 import { PushProgress } from './push-progress';
@@ -75,7 +74,7 @@ export function decodeNotification(s: string): SyncNotification | null {
  * loop (a group commit over many actors and shards) are published as ONE notification naming all
  * their rooms and users, not one PUBLISH per commit.
  */
-export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: CommittedOutputs & { family: Family; shard: number }) => void {
+export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: CommittedOutputs) => void {
   const channel = keys.syncNotify();
   let rooms = new Set<string>();
   let users = new Set<string>();

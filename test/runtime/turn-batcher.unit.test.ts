@@ -1,7 +1,7 @@
 /** TurnBatcher: the requests of one event-loop turn go out together, split into calls, each answered alone. */
 import { describe, expect, it } from 'vitest';
 import { chunks, groupBy, Rejected, TurnBatcher } from '../../src/store/turn-batcher';
-import { encodeScriptArgs } from '../../src/store/codec';
+import { encodeScriptArgParts, encodeScriptArgs } from '../../src/store/codec';
 import { Unpackr } from 'msgpackr';
 
 describe('TurnBatcher', () => {
@@ -66,5 +66,20 @@ describe('encodeScriptArgs', () => {
     expect(bytes(decoded[9])).toBe('');
     expect((decoded[11] as string).length).toBe(70_000);
     expect(decoded.slice(12)).toEqual(args.slice(12));
+  });
+
+  it('encodes parts given separately byte for byte as their concatenation, empty parts included', () => {
+    const args = ['w', 0, 128, -1, Buffer.from([0, 255]), 'é'.repeat(20), ...Array.from({ length: 70_000 }, (_, i) => (i % 3 === 0 ? i : `v${i}`))];
+    for (const cuts of [[0], [3], [1, 5], [6, 60_000], [0, 0, args.length]]) {
+      const parts: (typeof args)[] = [];
+      let from = 0;
+      for (const c of cuts) {
+        parts.push(args.slice(from, c));
+        from = c;
+      }
+      parts.push(args.slice(from));
+      expect(encodeScriptArgParts(parts).equals(encodeScriptArgs(args))).toBe(true);
+    }
+    expect(encodeScriptArgParts([[], []]).equals(encodeScriptArgs([]))).toBe(true);
   });
 });
