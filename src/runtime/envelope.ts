@@ -21,30 +21,52 @@ export interface InboxEntry {
 /** Parse a raw entry as ioredis returns it with Buffer replies; null for a malformed entry. */
 export function parseInboxEntry(id: string, fields: Buffer[] | null): InboxEntry | null {
   if (!fields) return null;
-  let mid: string | null = null;
-  let actorId: string | null = null;
-  let kind: string | null = null;
-  let body: Buffer | null = null;
-  let replyTo: string | null = null;
-  let enqueuedAt = 0;
+  startEntry();
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    // Field names told apart by their bytes (no string made per name: ~12 fields per message).
     const name = fields[i]!;
     const value = fields[i + 1]!;
-    const c = name.length === 1 ? name[0] : name.length === 3 && name[0] === 0x6d && name[1] === 0x69 && name[2] === 0x64 ? MID : -1;
-    if (c === MID) mid = value.toString();
-    else if (c === 0x61) actorId = value.toString(); // a
-    else if (c === 0x6b) kind = value.toString(); // k
-    else if (c === 0x62) body = value; // b
-    else if (c === 0x72) replyTo = value.toString(); // r
-    else if (c === 0x74) enqueuedAt = Number(value.toString()); // t
+    takeField(name, 0, name.length, value, 0, value.length);
   }
+  return finishEntry(id);
+}
+
+/** takeField's code for the field name `mid` (the others are their one byte). */
+const MID = 0x100;
+
+/**
+ * The entry being read (startEntry, takeField per field, finishEntry): one scratch record, since
+ * both readers run to the end without yielding — no object per entry until it is known to be one.
+ */
+const cur = { mid: null as string | null, actorId: null as string | null, kind: null as string | null, body: null as Buffer | null, replyTo: null as string | null, enqueuedAt: 0 };
+
+function startEntry(): void {
+  cur.mid = cur.actorId = cur.kind = cur.replyTo = null;
+  cur.body = null;
+  cur.enqueuedAt = 0;
+}
+
+/**
+ * One field: its name is `nb[ns, ns + nl)` and its value `vb[vs, ve)` — each its own Buffer (a
+ * read's reply) or ranges of one message (a push). Names are told apart by their bytes (no string
+ * made per name); a later field of the same name wins; others are ignored.
+ */
+function takeField(nb: Buffer, ns: number, nl: number, vb: Buffer, vs: number, ve: number): void {
+  const c = nl === 1 ? nb[ns]! : nl === 3 && nb[ns] === 0x6d && nb[ns + 1] === 0x69 && nb[ns + 2] === 0x64 ? MID : -1;
+  if (c === MID) cur.mid = vb.toString('utf8', vs, ve);
+  else if (c === 0x61) cur.actorId = vb.toString('utf8', vs, ve); // a
+  else if (c === 0x6b) cur.kind = vb.toString('utf8', vs, ve); // k
+  else if (c === 0x62) cur.body = vs === 0 && ve === vb.length ? vb : vb.subarray(vs, ve); // b
+  else if (c === 0x72) cur.replyTo = vb.toString('utf8', vs, ve); // r
+  else if (c === 0x74) cur.enqueuedAt = Number(vb.toString('utf8', vs, ve)); // t
+}
+
+/** The entry read since startEntry, or null when a field it needs is missing or empty. */
+function finishEntry(id: string): InboxEntry | null {
+  const { mid, actorId, kind, body, replyTo, enqueuedAt } = cur;
+  cur.body = null; // not kept alive by the scratch record
   if (!mid || !actorId || !kind || !body) return null;
   return { id, mid, actorId, kind, body, replyTo, enqueuedAt };
 }
-
-/** parseInboxEntry's code for the field name `mid` (the others are their one byte). */
-const MID = 0x100;
 
 /**
  * An outbox entry as the commit script writes it (commit-many-5.lua): field `a` actor id, `k` actor
@@ -150,33 +172,23 @@ export function parsePackedPush(b: Buffer): { owner: string; entries: PushedEntr
   const entries: PushedEntry[] = [];
   for (let e = 0; e < n; e++) {
     if (array() !== 2 || !str()) return null;
-    const id = b.toString('latin1', start, end);
+    const id = b.toString('utf8', start, end);
     const count = array();
     if (count < 0) return null;
     const first = at;
-    let mid: string | null = null;
-    let actorId: string | null = null;
-    let kind: string | null = null;
-    let body: Buffer | null = null;
-    let replyTo: string | null = null;
-    let enqueuedAt = 0;
+    startEntry();
     for (let i = 0; i + 1 < count; i += 2) {
       if (!str()) return null;
-      // The field name's code as parseInboxEntry tells them apart (-1: a field it ignores).
-      const len = end - start;
-      const c = len === 1 ? b[start]! : len === 3 && b[start] === 0x6d && b[start + 1] === 0x69 && b[start + 2] === 0x64 ? MID : -1;
+      const ns = start;
+      const nl = end - start;
       if (!str()) return null;
-      if (c === MID) mid = b.toString('utf8', start, end);
-      else if (c === 0x61) actorId = b.toString('utf8', start, end); // a
-      else if (c === 0x6b) kind = b.toString('utf8', start, end); // k
-      else if (c === 0x62) body = b.subarray(start, end); // b
-      else if (c === 0x72) replyTo = b.toString('utf8', start, end); // r
-      else if (c === 0x74) enqueuedAt = Number(b.toString('latin1', start, end)); // t
+      takeField(b, ns, nl, b, start, end);
     }
     // An odd count leaves a name without its value, as in a stream entry it cannot be.
     if (count % 2 === 1 && !str()) return null;
-    if (mid && actorId && kind && body) {
-      entries.push([id, { id, mid, actorId, kind, body, replyTo, enqueuedAt }]);
+    const entry = finishEntry(id);
+    if (entry) {
+      entries.push([id, entry]);
       continue;
     }
     // Not an inbox entry: its raw fields, read again from where they start.

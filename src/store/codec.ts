@@ -50,15 +50,7 @@ export function encodeScriptArgParts(parts: readonly (readonly ScriptArg[])[]): 
     }
   }
   const out = Buffer.allocUnsafe(size);
-  let p = 0;
-  if (n < 16) out[p++] = 0x90 | n;
-  else if (n < 0x10000) {
-    out[p++] = 0xdc;
-    p = out.writeUInt16BE(n, p);
-  } else {
-    out[p++] = 0xdd;
-    p = out.writeUInt32BE(n, p);
-  }
+  let p = writeHeader(out, 0, n, 0x90, 16, 0xdc); // fixarray, array16, array32
   i = 0;
   for (const part of parts) {
     for (const a of part) {
@@ -72,14 +64,7 @@ export function encodeScriptArgParts(parts: readonly (readonly ScriptArg[])[]): 
         }
         continue;
       }
-      if (len < 32) out[p++] = 0xa0 | len;
-      else if (len < 0x10000) {
-        out[p++] = 0xda;
-        p = out.writeUInt16BE(len, p);
-      } else {
-        out[p++] = 0xdb;
-        p = out.writeUInt32BE(len, p);
-      }
+      p = writeHeader(out, p, len, 0xa0, 32, 0xda); // fixstr, str16, str32
       if (typeof a === 'string') p += out.write(a, p, 'utf8');
       else if (typeof a === 'number') p += out.write(String(a), p, 'latin1');
       else {
@@ -89,4 +74,21 @@ export function encodeScriptArgParts(parts: readonly (readonly ScriptArg[])[]): 
     }
   }
   return out;
+}
+
+/**
+ * A msgpack length header at `p`: the fix form (`fix | n`) below `fixLimit`, else the 16-bit form
+ * (`b16`) or the 32-bit one (`b16 + 1`). Returns the position after it.
+ */
+function writeHeader(out: Buffer, p: number, n: number, fix: number, fixLimit: number, b16: number): number {
+  if (n < fixLimit) {
+    out[p] = fix | n;
+    return p + 1;
+  }
+  if (n < 0x10000) {
+    out[p] = b16;
+    return out.writeUInt16BE(n, p + 1);
+  }
+  out[p] = b16 + 1;
+  return out.writeUInt32BE(n, p + 1);
 }
