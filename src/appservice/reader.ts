@@ -15,7 +15,11 @@
  *   one of the room's aliases — the canonical alias and its alt_aliases, and the local aliases
  *   pointing at the room — is in its alias namespace;
  *   or one of the room's joined members is the appservice's sender or in its user namespace.
- * The room's members and aliases are read when the entry is read (once per room and batch).
+ * The room's aliases are read when the entry is read (once per room and batch); its joined members
+ * are those of the state after the event (its state snapshot), not the room's current ones: a
+ * reader behind the room (its batch read after later commits) took a user who joined after an
+ * event for a member at it, and pushed the event to that user's appservice (seen in CI: a message
+ * sent before the bridge's puppet joined was pushed to the bridge).
  * Every event of the timeline counts, whoever sent it and from whichever server; what never
  * reaches the outbox (outliers, backfilled history, rejected events) is never pushed — as with
  * Synapse, which pushes new events only. Typing and receipt changes of a room (its ephemeral
@@ -36,6 +40,7 @@ import type { ToDeviceOutput } from '../../actors/to-device';
 import type { TypingOutput } from '../../actors/typing';
 import { presenceContent, type PresenceRecord } from '../../actors/presence';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
+import { stateKeyOf } from '../protocol/pdu';
 import { MembershipIndex } from '../readers/membership-index';
 import { decodeOutput, OutboxGroupReader } from '../readers/outbox-group-reader';
 import { sharedRoomUsers } from '../readers/user-fanout';
@@ -123,6 +128,8 @@ export class AppserviceRoomReader extends OutboxGroupReader {
       if (!f) facts.set(roomId, (f = this.roomFacts(shard, roomId)));
       return f;
     };
+    // Joined members as of a state snapshot, by room and snapshot (a batch's messages share theirs).
+    const atSnapshot = new Map<string, Promise<string[]>>();
     const tells: Promise<void>[] = [];
     for (const { id, entry } of entries) {
       if (!entry) continue;
@@ -142,7 +149,7 @@ export class AppserviceRoomReader extends OutboxGroupReader {
       if (entry.kind !== 'room') continue;
       const out = decodeOutput<RoomOutput>(entry);
       if (!out?.eventId || !isJsonObject(out.event)) continue;
-      const room = await factsOf(out.roomId);
+      const room = await this.factsAtEvent(out.roomId, out.eventId, await factsOf(out.roomId), services, atSnapshot);
       const body: AppserviceMessage = { t: 'events', items: [{ r: out.roomId, e: out.eventId }] };
       // Told in outbox order on one connection: each appservice's inbox gets a room's events in order.
       for (const as of services) {
@@ -152,6 +159,34 @@ export class AppserviceRoomReader extends OutboxGroupReader {
       if (out.event.type === 'm.room.member' || out.event.type === 'm.room.canonical_alias') facts.delete(out.roomId);
     }
     await Promise.all(tells);
+  }
+
+  /**
+   * The room's facts as of an event: `current`'s aliases, and its joined members in the state after
+   * the event — only those some appservice's user namespace takes (the only ones the rules look
+   * at), read from their member events. `current` as it is when the event is not stored.
+   */
+  private async factsAtEvent(roomId: string, eventId: string, current: RoomInterestFacts, services: Appservice[], cache: Map<string, Promise<string[]>>): Promise<RoomInterestFacts> {
+    const stored = await this.rooms.event(roomId, eventId);
+    if (!stored) return current;
+    const key = `${roomId}\u0000${stored.stateAfter}`;
+    let joined = cache.get(key);
+    if (!joined) {
+      joined = (async () => {
+        const state = await this.rooms.snapshot(roomId, stored.stateAfter);
+        const prefix = stateKeyOf('m.room.member', '');
+        const ids: string[] = [];
+        for (const [k, id] of state) {
+          if (!k.startsWith(prefix)) continue;
+          const user = k.slice(prefix.length);
+          if (services.some((as) => as.isInterestedInUser(user))) ids.push(id);
+        }
+        const members = await this.rooms.events(roomId, ids);
+        return members.filter((m) => isJsonObject(m.event.content) && m.event.content.membership === 'join' && typeof m.event.state_key === 'string').map((m) => m.event.state_key as string);
+      })();
+      cache.set(key, joined);
+    }
+    return { roomId, joined: await joined, aliases: current.aliases };
   }
 
   private async roomFacts(shard: number, roomId: string): Promise<RoomInterestFacts> {

@@ -16,6 +16,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clientsFor, enc, eventually, txn, type Clients, type Session } from '../e2e/clients';
 import { startTestServer, type TestServer } from '../e2e/server-harness';
 import { AppserviceReceiver, registrationYaml } from '../../scripts/lib/appservice-receiver';
+import pino from 'pino';
+import { AppserviceRoomReader } from '../../src/appservice/reader';
+import type { AppserviceRegistry } from '../../src/appservice/registration';
+import { parseOutboxEntry } from '../../src/runtime/envelope';
+import { shardCountsFor } from '../../src/runtime/cluster-settings';
+import { decode } from '../../src/store/codec';
+import { KeySpace } from '../../src/store/keys';
+import { shardOf } from '../../src/store/shards';
 
 describe('appservice transactions', () => {
   let server: TestServer;
@@ -58,6 +66,34 @@ describe('appservice transactions', () => {
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     return r.body.event_id as string;
   }
+
+  it('judges an event by the members of the room at it, not by those who joined after: a reader that runs behind the room pushes nothing from before its users came', async () => {
+    const room = await c.call(plain, 'POST', '/createRoom', { preset: 'public_chat' });
+    expect(room.status).toBe(200);
+    const roomId = room.body.room_id as string;
+    const before = await send(plain, roomId, 'sent before the puppet is in');
+    expect((await c.call(puppet, 'POST', `/join/${enc(roomId)}`, {})).status).toBe(200);
+    const after = await send(plain, roomId, 'sent with the puppet in');
+    // A reader of the room's outbox that comes to these entries only now, after all of them were
+    // committed (as a reader behind the room does), with an appservice whose namespace is the puppet's.
+    const keys = new KeySpace(server.config.redis.keyPrefix);
+    const shardCounts = shardCountsFor(server.config);
+    const probe = { id: 'probe', url: 'http://probe.invalid', receiveEphemeral: false, isInterestedInUser: (u: string) => u === puppet.userId, isInterestedInAlias: () => false, isInterestedInRoom: () => false };
+    const reader = new AppserviceRoomReader(server.redis, keys, shardCounts, { all: () => [probe] } as unknown as AppserviceRegistry, `probe-${randomBytes(3).toString('hex')}`, pino({ level: 'silent' }));
+    const told: string[] = [];
+    (reader as any).actors = { tell: async (_f: string, _k: string, _as: string, body: { items: { e: string }[] }) => void told.push(body.items[0]!.e) };
+    const shard = shardOf(roomId, shardCounts.room);
+    const rows = (await server.redis.xrangeBuffer(keys.shard('room', shard).outbox, '-', '+')) as [Buffer, Buffer[]][];
+    const entries = rows.map(([id, fields]) => ({ id: id.toString(), entry: parseOutboxEntry(fields) })).filter((e) => e.entry && (decode(e.entry.body) as { roomId?: string }).roomId === roomId);
+    await (reader as any).apply(shard, entries);
+    expect(told).toContain(after);
+    expect(told).not.toContain(before);
+    // The join itself is the puppet's (its state_key is in the namespace): pushed; the room's
+    // creation, before anyone of the namespace was in, is not.
+    const joinId = entries.map((e) => decode(e.entry!.body) as { eventId: string; event: { type: string; state_key?: string } }).find((o) => o.event.type === 'm.room.member' && o.event.state_key === puppet.userId)?.eventId;
+    expect(told).toContain(joinId);
+    expect(told).toEqual([joinId, after]);
+  });
 
   it('pushes the events of rooms its users are in, in order, each once, and nothing else', async () => {
     const room = await c.call(plain, 'POST', '/createRoom', { preset: 'public_chat' });
