@@ -128,6 +128,14 @@ export class AppserviceRoomReader extends OutboxGroupReader {
       if (!f) facts.set(roomId, (f = this.roomFacts(shard, roomId)));
       return f;
     };
+    // A room event's facts are its room's aliases (once per room and batch) and the members at the
+    // event (factsAtEvent): the room's current members are read for ephemeral outputs only.
+    const aliases = new Map<string, Promise<string[]>>();
+    const aliasesOf = (roomId: string) => {
+      let a = aliases.get(roomId);
+      if (!a) aliases.set(roomId, (a = this.roomAliases(shard, roomId)));
+      return a;
+    };
     // Joined members as of a state snapshot, by room and snapshot (a batch's messages share theirs).
     const atSnapshot = new Map<string, Promise<string[]>>();
     const tells: Promise<void>[] = [];
@@ -149,7 +157,7 @@ export class AppserviceRoomReader extends OutboxGroupReader {
       if (entry.kind !== 'room') continue;
       const out = decodeOutput<RoomOutput>(entry);
       if (!out?.eventId || !isJsonObject(out.event)) continue;
-      const room = await this.factsAtEvent(out.roomId, out.eventId, await factsOf(out.roomId), services, atSnapshot);
+      const room = await this.factsAtEvent(shard, out.roomId, out.eventId, await aliasesOf(out.roomId), services, atSnapshot);
       const body: AppserviceMessage = { t: 'events', items: [{ r: out.roomId, e: out.eventId }] };
       // Told in outbox order on one connection: each appservice's inbox gets a room's events in order.
       for (const as of services) {
@@ -157,18 +165,19 @@ export class AppserviceRoomReader extends OutboxGroupReader {
       }
       // A membership change or a new alias changes what interests whom: read the room again.
       if (out.event.type === 'm.room.member' || out.event.type === 'm.room.canonical_alias') facts.delete(out.roomId);
+      if (out.event.type === 'm.room.canonical_alias') aliases.delete(out.roomId);
     }
     await Promise.all(tells);
   }
 
   /**
-   * The room's facts as of an event: `current`'s aliases, and its joined members in the state after
-   * the event — only those some appservice's user namespace takes (the only ones the rules look
-   * at), read from their member events. `current` as it is when the event is not stored.
+   * The room's facts as of an event: its `aliases`, and its joined members in the state after the
+   * event — only those some appservice's user namespace takes (the only ones the rules look at),
+   * read from their member events; the current members when the event is not stored.
    */
-  private async factsAtEvent(roomId: string, eventId: string, current: RoomInterestFacts, services: Appservice[], cache: Map<string, Promise<string[]>>): Promise<RoomInterestFacts> {
+  private async factsAtEvent(shard: number, roomId: string, eventId: string, aliases: string[], services: Appservice[], cache: Map<string, Promise<string[]>>): Promise<RoomInterestFacts> {
     const stored = await this.rooms.event(roomId, eventId);
-    if (!stored) return current;
+    if (!stored) return { roomId, joined: await this.roomMembers(shard, roomId), aliases };
     const key = `${roomId}\u0000${stored.stateAfter}`;
     let joined = cache.get(key);
     if (!joined) {
@@ -186,12 +195,23 @@ export class AppserviceRoomReader extends OutboxGroupReader {
       })();
       cache.set(key, joined);
     }
-    return { roomId, joined: await joined, aliases: current.aliases };
+    return { roomId, joined: await joined, aliases };
   }
 
   private async roomFacts(shard: number, roomId: string): Promise<RoomInterestFacts> {
-    const [members, local, canonical] = await Promise.all([
-      this.redis.hgetall(this.keys.shard('room', shard).data(roomData.members(roomId))),
+    const [joined, aliases] = await Promise.all([this.roomMembers(shard, roomId), this.roomAliases(shard, roomId)]);
+    return { roomId, joined, aliases };
+  }
+
+  /** The room's joined members now. */
+  private async roomMembers(shard: number, roomId: string): Promise<string[]> {
+    const members = await this.redis.hgetall(this.keys.shard('room', shard).data(roomData.members(roomId)));
+    return Object.entries(members).filter(([, m]) => m === 'join').map(([u]) => u);
+  }
+
+  /** The room's aliases now: its local aliases, its canonical alias and alt_aliases. */
+  private async roomAliases(shard: number, roomId: string): Promise<string[]> {
+    const [local, canonical] = await Promise.all([
       this.redis.smembers(this.keys.shard('room', shard).data(roomData.aliases(roomId))),
       this.rooms.currentState(roomId, { type: 'm.room.canonical_alias', stateKey: '' }),
     ]);
@@ -199,8 +219,9 @@ export class AppserviceRoomReader extends OutboxGroupReader {
     const content = canonical[0]?.event.content as JsonObject | undefined;
     if (content && typeof content.alias === 'string') aliases.add(content.alias);
     if (content && Array.isArray(content.alt_aliases)) for (const a of content.alt_aliases) if (typeof a === 'string') aliases.add(a);
-    return { roomId, joined: Object.entries(members).filter(([, m]) => m === 'join').map(([u]) => u), aliases: [...aliases] };
+    return [...aliases];
   }
+
 }
 
 export class AppserviceUserReader extends OutboxGroupReader {
