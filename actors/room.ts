@@ -375,8 +375,8 @@ function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared:
   const writes: StoreWrite[] = [];
   const roomId = state.roomId;
   let next: RoomState = { ...state, seq: pos, depth: Math.max(state.depth, pdu.depth), extremities: [...state.extremities.filter((id) => !pdu.prevEvents.includes(id)), pdu.eventId] };
-  const output: RoomOutput = { roomId, eventId: pdu.eventId, pos, event: pdu.raw };
   const before = state.snap;
+  const output: RoomOutput = { roomId, eventId: pdu.eventId, pos, event: pdu.raw, stateBefore: before };
   let after = before;
   if (pdu.stateKey !== undefined) {
     const key = stateKeyOf(pdu.type, pdu.stateKey);
@@ -628,7 +628,7 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
       snap: currentSnap,
       snapChain: chains.get(currentSnap) ?? next.snapChain,
     };
-    const out: RoomOutput = { roomId: state.roomId, eventId: pdu.eventId, pos, event: checked.raw };
+    const out: RoomOutput = { roomId: state.roomId, eventId: pdu.eventId, pos, event: checked.raw, stateBefore: sb };
     if (onBehalfOf) out.onBehalfOf = onBehalfOf;
     if (pdu.stateKey !== undefined) {
       const key = stateKeyOf(pdu.type, pdu.stateKey);

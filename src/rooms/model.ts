@@ -193,6 +193,11 @@ export interface RoomOutput {
   eventId: string;
   pos: number;
   event: JsonObject;
+  /**
+   * The snapshot of the state before the event (its stored record's `sb`): who was in the room
+   * when it was sent (the federation sender's destinations). Absent in outputs of older workers.
+   */
+  stateBefore?: number;
   /** For state events: the state key and the event it replaced (null if none). */
   state?: { key: string; replaces: string | null };
   /** For an applied redaction: the event it redacted. */

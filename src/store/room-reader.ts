@@ -67,7 +67,8 @@ export interface RoomReaderLimits {
   /**
    * Materialised state snapshots, the snapshots' own deltas and single entries looked up through
    * them (two thirds, a sixth and a sixth of it): what an initial sync of many rooms and every
-   * visibility check read state through.
+   * visibility check read state through. A sixteenth more holds the joined servers counted per
+   * snapshot (`joinedServersAt`, the federation sender's).
    */
   stateCacheBytes: number;
   /** Events shared for `RECENT_EVENTS_TTL_MS` by the /sync polls one message wakes (`recentEvents`). */
@@ -77,6 +78,20 @@ export interface RoomReaderLimits {
 }
 
 export const DEFAULT_ROOM_READER_LIMITS: RoomReaderLimits = { stateCacheBytes: 48 * 2 ** 20, recentEventsBytes: 16 * 2 ** 20 };
+
+/** No server: the state of snapshot 0 (before the create event). */
+const NO_SERVERS: ReadonlyMap<string, number> = new Map();
+
+const MEMBER_KEY_PREFIX = stateKeyOf('m.room.member', '');
+
+/** Member events read per MGET when a snapshot's servers are counted (a big room's root holds them all). */
+const MEMBER_READ_CHUNK = 1000;
+
+function weighServers(servers: ReadonlyMap<string, number>): number {
+  let n = 64;
+  for (const s of servers.keys()) n += 40 + weighString(s);
+  return n;
+}
 
 /** Rooms whose shard keys a RoomReader remembers (`RoomReader.shard`). */
 const SHARD_MEMO_MAX = 20_000;
@@ -92,6 +107,9 @@ export class RoomReader {
    */
   private readonly entryCache: ClockCache<string, string | null>;
   private readonly deltasInFlight = new Map<string, Promise<StoredDelta>>();
+  /** Joined servers (with their member counts) by room and snapshot: `joinedServersAt`. */
+  private readonly serversCache: ClockCache<string, ReadonlyMap<string, number>>;
+  private readonly serversInFlight = new Map<string, Promise<ReadonlyMap<string, number>>>();
   /** Snapshots being read: concurrent syncs asking for the same one share the read. */
   private readonly snapshotsInFlight = new Map<string, Promise<StateMap>>();
   /**
@@ -117,6 +135,7 @@ export class RoomReader {
     this.deltaCache = new ClockCache(Math.floor(limits.stateCacheBytes / 6), (d) => d.bytes);
     this.entryCache = new ClockCache(Math.floor(limits.stateCacheBytes / 6), (v, k) => 48 + weighString(k) + (v === null ? 0 : weighString(v)));
     this.recent = new ClockCache(limits.recentEventsBytes, (r) => r.bytes);
+    this.serversCache = new ClockCache(Math.floor(limits.stateCacheBytes / 16), weighServers);
     this.parsed = limits.parsedEventsBytes ? new ClockCache(limits.parsedEventsBytes, (p) => 200 + 3 * p.length) : null;
   }
 
@@ -376,6 +395,74 @@ export class RoomReader {
     });
     this.deltasInFlight.set(key, shared);
     return shared;
+  }
+
+  /**
+   * The servers with a joined member in the state of a snapshot, each with how many — the servers
+   * "in the room" there (the federation sender sends an event to those of the state before it).
+   * Counted from the answer for the snapshot's parent and its own delta (the member events it
+   * changes, and those they replaced), so the members of a big room are read once, at the full
+   * root of its chain, not once per snapshot; answers are kept, as snapshots never change.
+   */
+  async joinedServersAt(roomId: string, id: number): Promise<ReadonlyMap<string, number>> {
+    if (id === 0) return NO_SERVERS;
+    const key = `${roomId}\u0000${id}`;
+    const hit = this.serversCache.get(key);
+    if (hit) return hit;
+    const pending = this.serversInFlight.get(key);
+    if (pending !== undefined) return pending;
+    const read = this.countJoinedServers(roomId, id).finally(() => this.serversInFlight.delete(key));
+    this.serversInFlight.set(key, read);
+    return read;
+  }
+
+  private async countJoinedServers(roomId: string, id: number): Promise<ReadonlyMap<string, number>> {
+    // Down the chain to a snapshot counted before, or to the chain's full root.
+    const steps: { id: number; delta: StoredDelta }[] = [];
+    let counts: ReadonlyMap<string, number> = NO_SERVERS;
+    for (let cur: number | null = id; cur !== null && cur !== 0; ) {
+      const counted = cur === id ? undefined : this.serversCache.get(`${roomId}\u0000${cur}`);
+      if (counted) {
+        counts = counted;
+        break;
+      }
+      const delta = await this.delta(roomId, cur);
+      steps.push({ id: cur, delta });
+      cur = delta.p;
+    }
+    // Then up again, each step's member changes applied to its parent's counts.
+    for (let i = steps.length - 1; i >= 0; i--) {
+      const { id: sid, delta } = steps[i]!;
+      const changed = [...delta.d.keys()].filter((k) => k.startsWith(MEMBER_KEY_PREFIX));
+      if (changed.length > 0) {
+        const parent = delta.p;
+        const replaced = parent === null ? [] : await this.stateEntriesAt(roomId, changed.map((key) => ({ id: parent, key })));
+        const ids = new Set<string>();
+        changed.forEach((k, j) => {
+          const now = delta.d.get(k);
+          if (now) ids.add(now);
+          if (replaced[j]) ids.add(replaced[j]!);
+        });
+        const joined = new Set<string>();
+        const wanted = [...ids];
+        const chunks = await Promise.all(Array.from({ length: Math.ceil(wanted.length / MEMBER_READ_CHUNK) }, (_c, n) => this.events(roomId, wanted.slice(n * MEMBER_READ_CHUNK, (n + 1) * MEMBER_READ_CHUNK))));
+        for (const events of chunks) for (const e of events) if (isJsonObject(e.event.content) && e.event.content.membership === 'join') joined.add(e.eventId);
+        const next = new Map(counts);
+        changed.forEach((k, j) => {
+          const server = serverOf(k.slice(MEMBER_KEY_PREFIX.length));
+          if (!server) return;
+          const now = delta.d.get(k);
+          const change = (now && joined.has(now) ? 1 : 0) - (replaced[j] && joined.has(replaced[j]!) ? 1 : 0);
+          if (change === 0) return;
+          const n = (next.get(server) ?? 0) + change;
+          if (n > 0) next.set(server, n);
+          else next.delete(server);
+        });
+        counts = next;
+      }
+      this.serversCache.set(`${roomId}\u0000${sid}`, counts);
+    }
+    return counts;
   }
 
   /** State before (default) or after an event. */

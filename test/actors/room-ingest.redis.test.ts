@@ -4,7 +4,6 @@
  * events), soft-failed (current state), missing prev events, outliers — and forks whose state is
  * resolved.
  */
-import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildCreateEvent } from '../../actors/room';
 import type { IngestReply, RoomConfig, RoomReply, SuppliedState } from '../../src/rooms/model';
@@ -18,6 +17,7 @@ import type { JsonObject } from '../../src/protocol/json';
 import { RoomReader, servableToClients } from '../../src/store/room-reader';
 import { sha1Hex } from '../../src/protocol/state-resolution-v1';
 import type { RemoteKeys } from '../../src/rooms/ingest';
+import { buildRemoteEvent, type RemoteTemplate } from './remote-event';
 import { MODES, rig, type Rig } from '../runtime/harness';
 
 const local: RoomConfig = { serverName: 'test.local', signingKey: signingKeyFromSeed('ed25519:l', new Uint8Array(32).fill(1)) };
@@ -39,25 +39,8 @@ function ingest(c: ActorClient, roomId: string, pdus: JsonObject[], outlier = fa
 }
 
 /** Build an event as remote.test would, on top of the given prev events and state. */
-async function remoteEvent(reader: RoomReader, roomId: string, t: { type: string; sender: string; content: JsonObject; stateKey?: string; prev?: string[]; ts?: number; version?: string }): Promise<JsonObject> {
-  const meta = (await reader.meta(roomId))!;
-  const prev = t.prev ?? meta.extremities;
-  const prevEvents = await reader.events(roomId, prev);
-  const state = prev.length === 1 ? (await reader.stateAt(roomId, prev[0]!, 'after'))! : await reader.currentStateIds(roomId);
-  const version = requireRoomVersion(t.version ?? VERSION);
-  const auth = authEventSelection({ type: t.type, stateKey: t.stateKey, sender: t.sender, content: t.content }, version)
-    .map(([type, key]) => state.get(stateKeyOf(type, key)))
-    .filter((x): x is string => !!x);
-  const raw: JsonObject = {
-    room_id: roomId, sender: t.sender, type: t.type, content: t.content, origin_server_ts: t.ts ?? Date.now(),
-    depth: Math.max(...prevEvents.map((e) => e.depth)) + 1,
-    prev_events: version.eventRefsWithHashes ? prev.map((id) => [id, {}]) : prev,
-    auth_events: version.eventRefsWithHashes ? auth.map((id) => [id, {}]) : auth,
-  };
-  if (t.stateKey !== undefined) raw.state_key = t.stateKey;
-  // v1/v2 event ids are chosen by the sending server and carried in the event.
-  if (version.eventIdFormat === 'v1') raw.event_id = `$${randomBytes(9).toString('base64url')}:remote.test`;
-  return hashAndSignEvent(raw, version, 'remote.test', remoteKey);
+function remoteEvent(reader: RoomReader, roomId: string, t: RemoteTemplate): Promise<JsonObject> {
+  return buildRemoteEvent(reader, roomId, { server: 'remote.test', key: remoteKey }, t, VERSION);
 }
 
 for (const mode of MODES) {

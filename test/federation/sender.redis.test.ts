@@ -5,8 +5,9 @@
  * id as a real server does (a repeated id is answered from memory, not processed), and can be
  * told to answer 500, be down (listener closed, connections cut), or hang.
  *
- * Remote members are written into the room's members hash directly (the sender only reads that
- * hash to find destinations; real joins over federation are exercised by the e2e tests).
+ * Remote members join as their servers' own signed join events, handed to the room actor's `ingest`
+ * (as the federation front does with what a peer sends; the handshake itself is exercised by the
+ * e2e tests): the destinations of an event are the servers in the room at it.
  */
 import { createServer, type Server } from 'node:https';
 import { readFileSync } from 'node:fs';
@@ -26,8 +27,15 @@ import type { ActorClient } from '../../src/runtime/actor-client';
 import { allActorKinds } from '../../src/runtime/kinds';
 import { shardOf } from '../../src/store/shards';
 import type { Worker } from '../../src/runtime/worker';
-import { decode } from '../../src/store/codec';
+import { decode, encode } from '../../src/store/codec';
 import { roomData } from '../../src/store/keys';
+import { RoomReader } from '../../src/store/room-reader';
+import type { IngestReply, RoomOutput } from '../../src/rooms/model';
+import type { RemoteKeys } from '../../src/rooms/ingest';
+import { parseOutboxEntry } from '../../src/runtime/envelope';
+import { serverOf } from '../../src/protocol/identifiers';
+import { stateKeyOf } from '../../src/protocol/pdu';
+import { buildRemoteEvent } from '../actors/remote-event';
 import { connectRedis } from '../../src/store/redis';
 import { createTestCa, type TestCa } from '../peers/test-ca';
 import { rig, silent, waitFor, type Rig } from '../runtime/harness';
@@ -171,13 +179,28 @@ async function startWorker(id: string, sendTimeoutMs = 5000, limits: Partial<Des
   return r.startWorker(id, { kinds: [...allActorKinds(room), dest], readers: [new FederationSenderReader(readerRedis, r.keys, r.shardCounts, OURS, id, silent)], pollMs: 300 });
 }
 
+/** One key signs for every peer of these tests (each under its own server name). */
+const peerKey = signingKeyFromSeed('ed25519:p', new Uint8Array(32).fill(9));
+
+/** A remote user's membership event as its server builds it, taken by the room actor (see the header). */
+async function remoteMembership(c: ActorClient, roomId: string, user: string, membership: string): Promise<string> {
+  const server = user.slice(user.indexOf(':') + 1);
+  const pdu = await buildRemoteEvent(new RoomReader(r.redis, r.keys, N), roomId, { server, key: peerKey }, { type: 'm.room.member', sender: user, stateKey: user, content: { membership } });
+  const keys: RemoteKeys = { [server]: { 'ed25519:p': { key: peerKey.publicKeyBase64, validUntilTs: Date.now() + 3600_000 } } };
+  const reply = await c.ask<IngestReply>('room', 'room', roomId, { op: 'ingest', pdus: [pdu], keys });
+  expect(reply.results[0]).toMatchObject({ status: 'accepted' });
+  return reply.results[0]!.event_id!;
+}
+
 async function setUpRoom(c: ActorClient, localpart: string, remote: Receiver[]): Promise<string> {
   const { roomId, event } = buildCreateEvent(room, { roomVersion: '10', creator: alice, roomLocalpart: localpart, ts: Date.now() });
   await c.ask('room', 'room', roomId, { op: 'create', event });
-  // Remote members (see the header): their servers are the destinations.
-  const members = r.keys.shard('room', shardOf(roomId, N)).data(roomData.members(roomId));
-  for (const x of remote) await r.redis.hset(members, `@bob:${x.name}`, 'join');
   await c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.member', sender: alice, state_key: alice, content: { membership: 'join' } } });
+  await c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.join_rules', sender: alice, state_key: '', content: { join_rule: 'public' } } });
+  // Remote members (see the header): their servers are the destinations from then on.
+  for (const x of remote) await remoteMembership(c, roomId, `@bob:${x.name}`, 'join');
+  // The first event of ours the remote servers get (they were not in the room before it).
+  await c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.topic', sender: alice, state_key: '', content: { topic: localpart } } });
   return roomId;
 }
 
@@ -209,7 +232,7 @@ describe('federation sender (redis)', () => {
       expect(x.maxInFlight).toBe(1);
       expect(x.attempts.every((t) => t.pdus <= 50)).toBe(true);
       expect(new Set(x.attempts.map((t) => t.txnId)).size).toBe(x.attempts.length); // nothing re-sent
-      // The join and the messages, each once; only our users' events (the create is alice's too).
+      // The topic and the messages, each once; only our users' events, from when the peer was in.
       const ids = x.processed.map((p) => JSON.stringify(p));
       expect(new Set(ids).size).toBe(ids.length);
     }
@@ -295,8 +318,8 @@ describe('federation sender (redis)', () => {
     await startWorker('w1', 60_000);
     const c = await r.client();
     const roomId = await setUpRoom(c, 'slow', [a, b]);
-    const joined = (x: Receiver) => x.processed.some((p) => p.type === 'm.room.member');
-    await waitFor('both have the join', () => joined(a) && joined(b));
+    const hasTopic = (x: Receiver) => x.processed.some((p) => p.type === 'm.room.topic');
+    await waitFor('both have the topic', () => hasTopic(a) && hasTopic(b));
     const queuedBefore = (await destinationState(a.name))!.nextPdu - 1;
     const attemptsBefore = a.attempts.length;
     let answerA!: () => void;
@@ -328,8 +351,8 @@ describe('federation sender (redis)', () => {
     await waitFor('B has the invite', () => b.processed.some((p) => p.type === 'm.room.member' && p.state_key === carol));
     expect(b.processed.every((p) => p.type === 'm.room.member')).toBe(true); // only the invite (B has no joined member)
     await waitFor('A has the invite', () => a.processed.some((p) => p.state_key === carol));
-    // B's user joins (written as the members hash would be after a remote join), then the room denies B.
-    await r.redis.hset(r.keys.shard('room', shardOf(roomId, N)).data(roomData.members(roomId)), carol, 'join');
+    // B's user joins, then the room denies B.
+    await remoteMembership(c, roomId, carol, 'join');
     await sendMessages(c, roomId, 0, 3);
     await waitFor('B has 3', () => b.messages().length >= 3);
     await c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.server_acl', sender: alice, state_key: '', content: { allow: ['*'], deny: [b.ip], allow_ip_literals: true } } });
@@ -346,7 +369,7 @@ describe('federation sender (redis)', () => {
     await startWorker('w1', 60_000, { minRetryMs: 200, maxRetryMs: 1000, watchMs: 500 });
     const c = await r.client();
     const roomId = await setUpRoom(c, 'hang', [a]);
-    await waitFor('A has the join', () => a.processed.length >= 1);
+    await waitFor('A has the topic', () => a.processed.length >= 1);
     a.mode = 'hang';
     await sendMessages(c, roomId, 0, 1);
     await waitFor('a PUT hanging at A', () => a.inFlight === 1);
@@ -375,7 +398,7 @@ describe('federation sender (redis)', () => {
     const c = await r.client();
     const waker = new DestinationWaker(r.redis, r.keys, r.shardCounts, c);
     const roomId = await setUpRoom(c, 'wake', [a]);
-    await waitFor('A has the join', () => a.processed.length >= 1);
+    await waitFor('A has the topic', () => a.processed.length >= 1);
     expect(await waker.wakeIfBackingOff(a.name)).toBe(false); // not backing off: nothing told
     await a.stop();
     await sendMessages(c, roomId, 0, 5);
@@ -390,5 +413,99 @@ describe('federation sender (redis)', () => {
     expect(a.messages()).toEqual(range(0, 5));
     await waitFor('backoff cleared', async () => (await r.redis.get(backoffKey)) === null);
     expect(await waker.wakeIfBackingOff(a.name)).toBe(false);
+  });
+
+  /** What a reader that comes to the room's outbox only now queues: destinations by event id. */
+  async function queuedByAReaderBehind(roomId: string, strip = false): Promise<Map<string, string[]>> {
+    const reader = new FederationSenderReader(connectRedis(r.target), r.keys, r.shardCounts, OURS, 'behind', silent);
+    const told = new Map<string, string[]>();
+    (reader as unknown as { actors: unknown }).actors = {
+      tell: async (_f: string, _k: string, dest: string, body: { t: string; items: { e: string }[] }) => {
+        if (body.t === 'pdus') for (const { e } of body.items) told.set(e, [...(told.get(e) ?? []), dest].sort());
+      },
+    };
+    const shard = shardOf(roomId, N);
+    const rows = (await r.redis.xrangeBuffer(r.keys.shard('room', shard).outbox, '-', '+')) as [Buffer, Buffer[]][];
+    const entries = rows
+      .map(([id, fields]) => ({ id: id.toString(), entry: parseOutboxEntry(fields) }))
+      .filter((e) => e.entry?.kind === 'room' && decode<RoomOutput>(e.entry.body).roomId === roomId)
+      .map((e) => {
+        if (!strip) return e;
+        // As an older worker wrote it: no `stateBefore` (the reader reads the event's record).
+        const { stateBefore: _sb, ...older } = decode<RoomOutput>(e.entry!.body);
+        return { id: e.id, entry: { ...e.entry!, body: encode(older) } };
+      });
+    await (reader as unknown as { apply(shard: number, entries: unknown[]): Promise<void> }).apply(shard, entries);
+    return told;
+  }
+
+  it('a reader behind the room sends each event to the servers in the room at it: not to one that joined since, still to one that left since', async () => {
+    r = await rig('single', { shards: N, room });
+    await r.startWorker('w1'); // the room actors, no sender reader: the test reads the outbox itself
+    const c = await r.client();
+    const roomId = await setUpRoom(c, 'behind', [a]);
+    const send = async (body: string) => (await c.ask<{ event_id: string }>('room', 'room', roomId, { op: 'send', event: { type: 'm.room.message', sender: alice, content: { msgtype: 'm.text', body } } })).event_id;
+    const carol = `@carol:${b.name}`;
+    const bob = `@bob:${a.name}`;
+    const onlyA = await send('before B is in');
+    await remoteMembership(c, roomId, carol, 'join');
+    const both = await send('A and B are in');
+    await remoteMembership(c, roomId, bob, 'leave');
+    const onlyB = await send('A has left');
+    const ban = (await c.ask<{ event_id: string }>('room', 'room', roomId, { op: 'send', event: { type: 'm.room.member', sender: alice, state_key: carol, content: { membership: 'ban' } } })).event_id;
+    const nobody = await send('nobody else is in');
+    for (const strip of [false, true]) {
+      const told = await queuedByAReaderBehind(roomId, strip);
+      expect(told.get(onlyA)).toEqual([a.name]);
+      expect(told.get(both)).toEqual([a.name, b.name].sort());
+      expect(told.get(onlyB)).toEqual([b.name]);
+      expect(told.get(ban)).toEqual([b.name]); // B was in before it
+      expect(told.has(nobody)).toBe(false);
+      // The remote servers' own events are theirs to send.
+      expect([...told.values()].flat().length).toBe(1 + 1 + 2 + 1 + 1); // the topic, then the four above
+    }
+  });
+
+  it('counts the servers in the room at every snapshot as a full read of the snapshot does (chains past 64 deltas, rebased roots)', async () => {
+    r = await rig('single', { shards: N, room });
+    await r.startWorker('w1');
+    const c = await r.client();
+    const roomId = await setUpRoom(c, 'counts', [a, b]);
+    // 90 membership changes of local and remote users, interleaved with messages.
+    for (let i = 0; i < 90; i++) {
+      const remote = i % 3 === 0;
+      const user = remote ? `@u${i % 9}:${(i % 2 ? a : b).name}` : `@u${i % 7}:${OURS}`;
+      const reader = new RoomReader(r.redis, r.keys, N);
+      const now = await reader.membership(roomId, user);
+      const membership = now === 'join' ? 'leave' : 'join';
+      if (remote) await remoteMembership(c, roomId, user, membership);
+      else await c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.member', sender: user, state_key: user, content: { membership } } });
+      if (i % 10 === 0) await c.ask('room', 'room', roomId, { op: 'send', event: { type: 'm.room.message', sender: alice, content: { msgtype: 'm.text', body: `m${i}` } } });
+    }
+    const probe = new RoomReader(r.redis, r.keys, N);
+    const timeline = await r.redis.zrange(r.keys.shard('room', shardOf(roomId, N)).data(roomData.timeline(roomId)), 0, -1);
+    const events = await probe.events(roomId, timeline);
+    expect(events.length).toBeGreaterThan(100);
+    const warm = new RoomReader(r.redis, r.keys, N); // one reader along the timeline: each snapshot from its parent's counts
+    const seen = new Set<number>();
+    for (const e of events) {
+      for (const sid of [e.stateBefore, e.stateAfter]) {
+        if (seen.has(sid)) continue;
+        seen.add(sid);
+        // By hand: every member event of the snapshot read, the joined ones counted by server.
+        const state = await new RoomReader(r.redis, r.keys, N).snapshot(roomId, sid);
+        const memberIds = [...state].filter(([k]) => k.startsWith(stateKeyOf('m.room.member', ''))).map(([, id]) => id);
+        const expected = new Map<string, number>();
+        for (const m of await probe.events(roomId, memberIds)) {
+          if ((m.event.content as { membership?: string }).membership !== 'join') continue;
+          const server = serverOf(m.event.state_key as string)!;
+          expected.set(server, (expected.get(server) ?? 0) + 1);
+        }
+        const cold = new RoomReader(r.redis, r.keys, N); // straight down its chain to the root
+        expect(new Map(await cold.joinedServersAt(roomId, sid))).toEqual(expected);
+        expect(new Map(await warm.joinedServersAt(roomId, sid))).toEqual(expected);
+      }
+    }
+    expect(seen.size).toBeGreaterThan(90);
   });
 });

@@ -8,19 +8,23 @@
  * mid-batch leaves the entries pending and the shard's next holder queues them: the message id
  * `fedq:<destination>:<event id>` makes that second queueing a duplicate the runtime drops.
  *
- * Destinations of an event (Synapse's federation sender does the same: the hosts joined to the
- * room, plus for a membership event the target's server, so an invited, kicked or banned user's
- * server hears of it):
- *   servers of the room's joined members (the room's current `members` hash)
+ * Destinations of an event (as Synapse's federation sender: the hosts in the room at the event,
+ * plus for a membership event the target's server, so an invited, kicked or banned user's server
+ * hears of it):
+ *   servers with a joined member in the state BEFORE the event (RoomReader.joinedServersAt)
  *   ∪ the server of `state_key` for an `m.room.member` event
- *   − our own server − servers the room's `m.room.server_acl` denies (serverAclAllows).
- * Membership is read when the entry is read, not as of the event: a server that joined since
- * also gets the event (harmless: it is history it may fetch anyway), one whose users all left
- * since does not (it has left). Events other servers sent are not ours to send (their origin
- * sends them) — except those we send on their behalf (as Synapse does for the membership
+ *   − our own server − servers the `m.room.server_acl` denies (serverAclAllows): the one in the
+ *     state before the event, or the event itself when it is that ACL.
+ * As of the event, not as of when the reader comes to it (a reader behind the room, after a
+ * restart or a move): a server that joined since does not get what was sent before it came — its
+ * history visibility decides what it may see, through backfill —, and a server whose users left,
+ * or were banned, since still gets what was sent while they were there (the ban itself included:
+ * before it, the banned server was in). Events other servers sent are not ours to send (their
+ * origin sends them) — except those we send on their behalf (as Synapse does for the membership
  * endpoints): those go to every destination but that server. Events that came in a transaction
  * (/send) are never sent again, and what does not reach the outbox — outliers, backfilled,
- * rejected events — is never sent.
+ * rejected events — is never sent. Typing and receipt EDUs go to the servers in the room now (the
+ * `members` hash) under its current ACL: they are about now.
  *
  * A room we joined with partial state (MSC3706: src/rooms/partial-state.ts) does not know its
  * members yet: until it does, the servers the resident named in `servers_in_room` are destinations
@@ -29,6 +33,7 @@
 import type { Logger } from 'pino';
 import { DESTINATION_KIND, type DestinationMessage } from '../../../actors/destination';
 import { serverOf } from '../../protocol/identifiers';
+import { stateKeyOf } from '../../protocol/pdu';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import type { Edu } from '../../protocol/transactions';
 import type { TypingKeepaliveOutput, TypingOutput } from '../../../actors/typing';
@@ -45,7 +50,7 @@ import { RoomReader } from '../../store/room-reader';
 
 interface RoomServers {
   /** Servers with a joined member. */
-  joined: Set<string>;
+  joined: Iterable<string>;
   /** Content of the room's current `m.room.server_acl` (null: none). */
   acl: JsonValue | null;
 }
@@ -99,15 +104,7 @@ export function roomEdus(kind: string, out: unknown, ourServer: string): { roomI
   return null;
 }
 
-/** The servers of a partial-state room's entry (see PARTIAL_STATE_ROOMS); none if unreadable. */
-function partialStateServers(raw: string): string[] {
-  try {
-    const servers = (JSON.parse(raw) as { servers?: unknown }).servers;
-    return Array.isArray(servers) ? servers.filter((s): s is string => typeof s === 'string') : [];
-  } catch {
-    return [];
-  }
-}
+const ACL_KEY = stateKeyOf('m.room.server_acl', '');
 
 export class FederationSenderReader extends OutboxGroupReader {
   override readonly kinds: readonly string[] = ['room', 'typing', 'receipt'];
@@ -129,7 +126,12 @@ export class FederationSenderReader extends OutboxGroupReader {
   }
 
   protected async apply(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
+    // Once per room and batch: the servers in the room now (for EDUs), and whether the room is
+    // partial-state (the servers the resident named, see the header).
     const rooms = new Map<string, Promise<RoomServers>>();
+    const partials = new Map<string, Promise<string[] | null>>();
+    // By room and snapshot: the servers in the room at the events of a batch (most share one).
+    const atSnapshot = new Map<string, Promise<RoomServers>>();
     const sends: Promise<void>[] = [];
     const serversOf = (roomId: string) => {
       let room = rooms.get(roomId);
@@ -138,6 +140,20 @@ export class FederationSenderReader extends OutboxGroupReader {
         rooms.set(roomId, room);
       }
       return room;
+    };
+    const serversBefore = async (out: RoomOutput): Promise<RoomServers> => {
+      const sb = typeof out.stateBefore === 'number' ? out.stateBefore : (await this.rooms.event(out.roomId, out.eventId))?.stateBefore;
+      // Not stored (it cannot be: the outbox entry is written with the event), or unreadable: now.
+      if (typeof sb !== 'number') return serversOf(out.roomId);
+      const key = `${out.roomId}\u0000${sb}`;
+      let servers = atSnapshot.get(key);
+      if (!servers) {
+        let partial = partials.get(out.roomId);
+        if (!partial) partials.set(out.roomId, (partial = this.rooms.partialStateServers(out.roomId)));
+        servers = this.roomServersAt(out.roomId, sb, partial);
+        atSnapshot.set(key, servers);
+      }
+      return servers;
     };
     for (const { id, entry } of entries) {
       if (entry && (entry.kind === 'typing' || entry.kind === 'receipt')) {
@@ -153,7 +169,10 @@ export class FederationSenderReader extends OutboxGroupReader {
       if (!out?.eventId || !isJsonObject(out.event) || typeof out.event.sender !== 'string') continue;
       const onBehalfOf = typeof out.onBehalfOf === 'string' && out.onBehalfOf !== this.serverName ? out.onBehalfOf : undefined;
       if (serverOf(out.event.sender) !== this.serverName && !onBehalfOf) continue;
-      const destinations = eventDestinations(out.event, await serversOf(out.roomId), this.serverName, onBehalfOf);
+      let servers = await serversBefore(out);
+      // An ACL event's own denial holds for itself: a server it shuts out does not get it either.
+      if (out.event.type === 'm.room.server_acl' && out.event.state_key === '') servers = { joined: servers.joined, acl: (out.event.content ?? null) as JsonValue };
+      const destinations = eventDestinations(out.event, servers, this.serverName, onBehalfOf);
       const body: DestinationMessage = { t: 'pdus', items: [{ r: out.roomId, e: out.eventId }] };
       // Issued in outbox order on one connection: each destination's inbox gets the room's events in order.
       for (const d of destinations) sends.push(this.actors.tell('user', DESTINATION_KIND, d, body, `fedq:${d}:${out.eventId}`));
@@ -161,13 +180,22 @@ export class FederationSenderReader extends OutboxGroupReader {
     await Promise.all(sends);
   }
 
+  /** The servers in the room, and its ACL, in the state of a snapshot (and a partial-state room's named servers). */
+  private async roomServersAt(roomId: string, snapshot: number, partial: Promise<string[] | null>): Promise<RoomServers> {
+    const [counts, aclId, named] = await Promise.all([this.rooms.joinedServersAt(roomId, snapshot), this.rooms.stateEntryAt(roomId, snapshot, ACL_KEY), partial]);
+    const content = aclId ? (await this.rooms.event(roomId, aclId))?.event.content : undefined;
+    const joined = named ? new Set([...named, ...counts.keys()]) : [...counts.keys()];
+    return { joined, acl: content === undefined ? null : (content as JsonValue) };
+  }
+
+  /** The servers in the room now, and its ACL now. */
   private async roomServers(shard: number, roomId: string): Promise<RoomServers> {
     const [members, acl, partial] = await Promise.all([
       this.redis.hgetall(this.keys.shard('room', shard).data(roomData.members(roomId))),
       this.rooms.currentState(roomId, { type: 'm.room.server_acl', stateKey: '' }),
-      this.redis.hget(this.keys.partialStateRooms(), roomId),
+      this.rooms.partialStateServers(roomId),
     ]);
-    const joined = new Set<string>(partial ? partialStateServers(partial) : []);
+    const joined = new Set<string>(partial ?? []);
     for (const [user, membership] of Object.entries(members)) {
       if (membership !== 'join') continue;
       const s = serverOf(user);
