@@ -26,7 +26,9 @@
  * for GET /notifications. Read exceptions are trimmed when a receipt moves (`trimRead`); the
  * room's log is capped by rank (ROOM_LOG_KEPT), its list trimmed in chunks to NOTIFICATIONS_KEPT,
  * a user's own list too (every TRIM_EVERY records this process sends for them). Users with http
- * pushers still get one push queue entry each (src/push/queue.ts): pushes are per user by nature.
+ * pushers still get one push queue entry each (src/push/queue.ts): pushes are per user by nature;
+ * for an event the cached members are newer than (the room loaded past it), a member whose
+ * membership event is later than the event is not pushed it (`joinedSince`).
  *
  * Progress: after each batch of a room shard's outbox entries, once all its writes are done, the
  * reader stores the id of the batch's last entry (`pushData.evaluatedUpTo` on that room shard,
@@ -303,11 +305,11 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       room.statePos = out.pos;
     }
     if (out.redacted) await this.forgetRedacted(shard, room, out.roomId, out.redacted);
-    await this.evaluate(shard, room, out, entryMs, score, batch);
+    await this.evaluate(shard, room, out, entryMs, score, batch, membersLater);
   }
 
   /** Evaluate the event for every joined local member but the sender; record those it notifies. */
-  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch): Promise<void> {
+  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch, membersLater = false): Promise<void> {
     const event = out.event;
     const sender = typeof event.sender === 'string' ? event.sender : '';
     // The joined local members (the room's cached list, not copied: the sender, when one of
@@ -426,10 +428,26 @@ export class PushEvaluatorReader extends OutboxGroupReader {
         const userId = users[i]!;
         const pushers = this.cachedPushers(userId, now) ?? (await this.pushersOf(userId));
         if (pushers.length === 0) continue;
+        // The counts and lists judge membership by position themselves; a push is sent as is.
+        if (membersLater && userId !== invitee && (await this.joinedSince(shard, out, userId))) continue;
         const member = JSON.stringify({ r: out.roomId, e: out.eventId, a: result.actions } satisfies QueuedNotification);
         await this.enqueuePush(userId, member, score, batch);
       }
     }
+  }
+
+  /**
+   * Whether a member joined after the event (their current membership event is later in the
+   * timeline): the cached members are newer than an event when the room was loaded past it (the
+   * reader behind the room: a restart, a move, a reload), and such a member must not be pushed
+   * what was said before they came. One who left and joined again since is not pushed either.
+   */
+  private async joinedSince(shard: number, out: RoomOutput, userId: string): Promise<boolean> {
+    const current = await this.redis.hget(this.roomKey(shard, roomData.state(out.roomId)), stateKeyOf('m.room.member', userId));
+    if (!current) return false;
+    const blob = await this.redis.getBuffer(this.roomKey(shard, roomData.event(current)));
+    const at = blob ? decode<StoredEvent>(blob).p : 0;
+    return at > out.pos;
   }
 
   /**
