@@ -172,7 +172,10 @@ function decidePurgeBatch(state: RoomState, prepared: RoomPrepared): Decision<Ro
     { cmd: 'SREM', key: global.publicRooms(), args: [state.roomId] },
     { cmd: 'SREM', key: global.directoryVisibleRooms(), args: [state.roomId] },
   );
-  return { state: emptyRoom(state.roomId), reply: { cursor: '0', deleted: found.keys.length, done }, writes, derivedWrites };
+  // Positions and snapshot ids go on from where they were: a room joined again after its purge
+  // must not reuse them (readers keep snapshots and positions by room id and number).
+  const reset: RoomState = { ...emptyRoom(state.roomId), seq: state.seq, snapSeq: state.snapSeq };
+  return { state: reset, reply: { cursor: '0', deleted: found.keys.length, done }, writes, derivedWrites };
 }
 
 const ROOM_KEY_NAMES = new Set(['state', 'members', 'timeline', 'snap', 'txn', 'evtxn', 'aliases', 'published', 'rel', 'threads', 'ts', 'receipts', 'typing']);
@@ -377,6 +380,7 @@ function appendEvent(state: RoomState, pdu: Pdu, version: RoomVersion, prepared:
   let next: RoomState = { ...state, seq: pos, depth: Math.max(state.depth, pdu.depth), extremities: [...state.extremities.filter((id) => !pdu.prevEvents.includes(id)), pdu.eventId] };
   const before = state.snap;
   const output: RoomOutput = { roomId, eventId: pdu.eventId, pos, event: pdu.raw, stateBefore: before };
+  if (state.partial) output.partialState = true;
   let after = before;
   if (pdu.stateKey !== undefined) {
     const key = stateKeyOf(pdu.type, pdu.stateKey);
@@ -629,6 +633,7 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
       snapChain: chains.get(currentSnap) ?? next.snapChain,
     };
     const out: RoomOutput = { roomId: state.roomId, eventId: pdu.eventId, pos, event: checked.raw, stateBefore: sb };
+    if (partial) out.partialState = true;
     if (onBehalfOf) out.onBehalfOf = onBehalfOf;
     if (pdu.stateKey !== undefined) {
       const key = stateKeyOf(pdu.type, pdu.stateKey);

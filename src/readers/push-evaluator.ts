@@ -27,8 +27,8 @@
  * room's log is capped by rank (ROOM_LOG_KEPT), its list trimmed in chunks to NOTIFICATIONS_KEPT,
  * a user's own list too (every TRIM_EVERY records this process sends for them). Users with http
  * pushers still get one push queue entry each (src/push/queue.ts): pushes are per user by nature;
- * for an event the cached members are newer than (the room loaded past it), a member whose
- * membership event is later than the event is not pushed it (`joinedSince`).
+ * for an event the cached members are newer than (the room loaded past it), a member not joined
+ * in the state before the event is not pushed it (`notJoinedAt`).
  *
  * Progress: after each batch of a room shard's outbox entries, once all its writes are done, the
  * reader stores the id of the batch's last entry (`pushData.evaluatedUpTo` on that room shard,
@@ -69,6 +69,10 @@ import { isCluster, runScript, subscriberClient, type RedisClient } from '../sto
 import { decodeNotification, encodeNotification } from '../sync/notify';
 import { OutboxGroupReader } from './outbox-group-reader';
 import { readFields, readPositions } from '../store/read-receipts';
+import { MissingSnapshotError, RoomReader, type RoomReaderLimits } from '../store/room-reader';
+
+/** The state the push evaluator reads through a RoomReader: members at an event (`notJoinedAt`), when it runs behind. */
+const PUSH_ROOM_READER_LIMITS: RoomReaderLimits = { stateCacheBytes: 8 * 2 ** 20, recentEventsBytes: 0 };
 
 /** How many notifications `GET /notifications` keeps per user (the oldest go first). */
 export const NOTIFICATIONS_KEPT = 1000;
@@ -156,6 +160,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   private readonly rules = new Map<string, CachedRuleset>();
   /** The server-default rules, for evaluating an event once for every member who has them unchanged. */
   private readonly defaults: DefaultRulesTemplate;
+  /** Members at an event, for pushes when the cached members are newer than it (`notJoinedAt`). */
+  private readonly roomReader: RoomReader;
   /** The users' http pushers (app id, pushkey), cached and dropped with their rulesets. */
   private readonly pushers = new Map<string, { pushers: { appId: string; pushkey: string }[]; at: number }>();
   /** Users' own key names, built once. */
@@ -180,6 +186,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     private readonly features: PushRuleFeatures = {},
   ) {
     super('room', PUSH_EVALUATOR_GROUP, redis, keys, consumer, log);
+    this.roomReader = new RoomReader(redis, keys, shardCounts.room, PUSH_ROOM_READER_LIMITS);
     this.defaults = new DefaultRulesTemplate((u) => compilePushRules(mergePushRules(u, null, features)));
   }
 
@@ -422,14 +429,20 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     this.record(shard, recorded, exceptions, batch);
     if (this.push) {
       const now = Date.now();
+      const pushTo = new Set<string>();
+      for (let i = 0; i < users.length; i++) {
+        if (!results[i]) continue;
+        const pushers = this.cachedPushers(users[i]!, now) ?? (await this.pushersOf(users[i]!));
+        if (pushers.length > 0) pushTo.add(users[i]!);
+      }
+      // The counts and lists judge membership by position themselves; a push is sent as is, so
+      // the members it goes to are checked at the event when the cached ones are newer.
+      const notJoined = membersLater && pushTo.size > 0 ? await this.notJoinedAt(out, [...pushTo].filter((u) => u !== invitee)) : null;
       for (let i = 0; i < users.length; i++) {
         const result = results[i];
         if (!result) continue;
         const userId = users[i]!;
-        const pushers = this.cachedPushers(userId, now) ?? (await this.pushersOf(userId));
-        if (pushers.length === 0) continue;
-        // The counts and lists judge membership by position themselves; a push is sent as is.
-        if (membersLater && userId !== invitee && (await this.joinedSince(shard, out, userId))) continue;
+        if (!pushTo.has(userId) || notJoined?.has(userId)) continue;
         const member = JSON.stringify({ r: out.roomId, e: out.eventId, a: result.actions } satisfies QueuedNotification);
         await this.enqueuePush(userId, member, score, batch);
       }
@@ -437,17 +450,28 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   }
 
   /**
-   * Whether a member joined after the event (their current membership event is later in the
-   * timeline): the cached members are newer than an event when the room was loaded past it (the
-   * reader behind the room: a restart, a move, a reload), and such a member must not be pushed
-   * what was said before they came. One who left and joined again since is not pushed either.
+   * Which of these members were not joined when the event was sent (in the state before it): the
+   * cached members are newer than an event when the room was loaded past it (the reader behind
+   * the room: a restart, a move, a reload), and one who joined since must not be pushed what was
+   * said before they came. Read in one walk and one MGET per event (only for such events, and only
+   * for the members about to be pushed). An event or snapshot no longer stored (a purged room):
+   * none of them.
    */
-  private async joinedSince(shard: number, out: RoomOutput, userId: string): Promise<boolean> {
-    const current = await this.redis.hget(this.roomKey(shard, roomData.state(out.roomId)), stateKeyOf('m.room.member', userId));
-    if (!current) return false;
-    const blob = await this.redis.getBuffer(this.roomKey(shard, roomData.event(current)));
-    const at = blob ? decode<StoredEvent>(blob).p : 0;
-    return at > out.pos;
+  private async notJoinedAt(out: RoomOutput, users: string[]): Promise<Set<string>> {
+    if (users.length === 0) return new Set();
+    try {
+      const sb = typeof out.stateBefore === 'number' && !out.partialState ? out.stateBefore : (await this.roomReader.event(out.roomId, out.eventId))?.stateBefore;
+      if (typeof sb !== 'number') return new Set(users);
+      const ids = await this.roomReader.stateEntriesAt(out.roomId, users.map((u) => ({ id: sb, key: stateKeyOf('m.room.member', u) })));
+      const joined = new Set<string>();
+      for (const e of await this.roomReader.events(out.roomId, [...new Set(ids.filter((id): id is string => !!id))])) {
+        if (isJsonObject(e.event.content) && e.event.content.membership === 'join') joined.add(e.eventId);
+      }
+      return new Set(users.filter((_u, i) => !ids[i] || !joined.has(ids[i]!)));
+    } catch (e) {
+      if (e instanceof MissingSnapshotError) return new Set(users);
+      throw e;
+    }
   }
 
   /**

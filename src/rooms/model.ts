@@ -198,6 +198,11 @@ export interface RoomOutput {
    * when it was sent (the federation sender's destinations). Absent in outputs of older workers.
    */
   stateBefore?: number;
+  /**
+   * Sent while the room had partial state (MSC3706): `stateBefore` then lacks the members the
+   * resident left out, and the event's record gets its full state once the room's is in.
+   */
+  partialState?: true;
   /** For state events: the state key and the event it replaced (null if none). */
   state?: { key: string; replaces: string | null };
   /** For an applied redaction: the event it redacted. */

@@ -67,8 +67,8 @@ export interface RoomReaderLimits {
   /**
    * Materialised state snapshots, the snapshots' own deltas and single entries looked up through
    * them (two thirds, a sixth and a sixth of it): what an initial sync of many rooms and every
-   * visibility check read state through. A sixteenth more holds the joined servers counted per
-   * snapshot (`joinedServersAt`, the federation sender's).
+   * visibility check read state through. An eighth more holds the joined servers counted per
+   * snapshot (`joinedServersAt`, the federation sender's; only what is used is held).
    */
   stateCacheBytes: number;
   /** Events shared for `RECENT_EVENTS_TTL_MS` by the /sync polls one message wakes (`recentEvents`). */
@@ -79,17 +79,34 @@ export interface RoomReaderLimits {
 
 export const DEFAULT_ROOM_READER_LIMITS: RoomReaderLimits = { stateCacheBytes: 48 * 2 ** 20, recentEventsBytes: 16 * 2 ** 20 };
 
+/** What `joinedServersAt` answers for a snapshot. */
+export interface ServersAt {
+  /** Servers with a joined member, and how many members each. */
+  readonly joined: ReadonlyMap<string, number>;
+  /** The `m.room.server_acl` event in the snapshot's state (null: none). */
+  readonly serverAcl: string | null;
+}
+
+/** A state snapshot that is not stored (its room was purged, or it never was). */
+export class MissingSnapshotError extends Error {
+  constructor(roomId: string, id: number) {
+    super(`room ${roomId}: state snapshot ${id} is missing`);
+    this.name = 'MissingSnapshotError';
+  }
+}
+
 /** No server: the state of snapshot 0 (before the create event). */
-const NO_SERVERS: ReadonlyMap<string, number> = new Map();
+const NO_SERVERS: ServersAt = { joined: new Map(), serverAcl: null };
 
 const MEMBER_KEY_PREFIX = stateKeyOf('m.room.member', '');
+const SERVER_ACL_KEY = stateKeyOf('m.room.server_acl', '');
 
 /** Member events read per MGET when a snapshot's servers are counted (a big room's root holds them all). */
 const MEMBER_READ_CHUNK = 1000;
 
-function weighServers(servers: ReadonlyMap<string, number>): number {
-  let n = 64;
-  for (const s of servers.keys()) n += 40 + weighString(s);
+function weighServers(at: ServersAt): number {
+  let n = 112;
+  for (const s of at.joined.keys()) n += 40 + weighString(s);
   return n;
 }
 
@@ -107,9 +124,9 @@ export class RoomReader {
    */
   private readonly entryCache: ClockCache<string, string | null>;
   private readonly deltasInFlight = new Map<string, Promise<StoredDelta>>();
-  /** Joined servers (with their member counts) by room and snapshot: `joinedServersAt`. */
-  private readonly serversCache: ClockCache<string, ReadonlyMap<string, number>>;
-  private readonly serversInFlight = new Map<string, Promise<ReadonlyMap<string, number>>>();
+  /** Joined servers (with their member counts) and the ACL by room and snapshot: `joinedServersAt`. */
+  private readonly serversCache: ClockCache<string, ServersAt>;
+  private readonly serversInFlight = new Map<string, Promise<ServersAt>>();
   /** Snapshots being read: concurrent syncs asking for the same one share the read. */
   private readonly snapshotsInFlight = new Map<string, Promise<StateMap>>();
   /**
@@ -135,7 +152,7 @@ export class RoomReader {
     this.deltaCache = new ClockCache(Math.floor(limits.stateCacheBytes / 6), (d) => d.bytes);
     this.entryCache = new ClockCache(Math.floor(limits.stateCacheBytes / 6), (v, k) => 48 + weighString(k) + (v === null ? 0 : weighString(v)));
     this.recent = new ClockCache(limits.recentEventsBytes, (r) => r.bytes);
-    this.serversCache = new ClockCache(Math.floor(limits.stateCacheBytes / 16), weighServers);
+    this.serversCache = new ClockCache(Math.floor(limits.stateCacheBytes / 8), weighServers);
     this.parsed = limits.parsedEventsBytes ? new ClockCache(limits.parsedEventsBytes, (p) => 200 + 3 * p.length) : null;
   }
 
@@ -356,7 +373,7 @@ export class RoomReader {
     const pending = this.deltasInFlight.get(key);
     if (pending !== undefined) return pending;
     const read = this.redis.getBuffer(this.key(roomId, roomData.snapshot(roomId, id))).then((blob) => {
-      if (!blob) throw new Error(`room ${roomId}: state snapshot ${id} is missing`);
+      if (!blob) throw new MissingSnapshotError(roomId, id);
       const own = toDelta(decode<StoredSnapshot>(blob));
       this.deltaCache.set(key, own);
       if (own.p !== null && own.n > 1) {
@@ -399,12 +416,15 @@ export class RoomReader {
 
   /**
    * The servers with a joined member in the state of a snapshot, each with how many — the servers
-   * "in the room" there (the federation sender sends an event to those of the state before it).
-   * Counted from the answer for the snapshot's parent and its own delta (the member events it
-   * changes, and those they replaced), so the members of a big room are read once, at the full
-   * root of its chain, not once per snapshot; answers are kept, as snapshots never change.
+   * "in the room" there (the federation sender sends an event to those of the state before it) —,
+   * and the snapshot's `m.room.server_acl` event id. Counted from the answer for the snapshot's
+   * parent and its own delta (the member events it changes, and those they replaced), so the
+   * members of a big room are read once, at the full root of its chain, not once per snapshot
+   * (and the ACL is carried along, not looked up down the chain each time); answers are kept, as
+   * snapshots never change. A snapshot that is not there (the room was purged) throws
+   * MissingSnapshotError.
    */
-  async joinedServersAt(roomId: string, id: number): Promise<ReadonlyMap<string, number>> {
+  async joinedServersAt(roomId: string, id: number): Promise<ServersAt> {
     if (id === 0) return NO_SERVERS;
     const key = `${roomId}\u0000${id}`;
     const hit = this.serversCache.get(key);
@@ -416,14 +436,14 @@ export class RoomReader {
     return read;
   }
 
-  private async countJoinedServers(roomId: string, id: number): Promise<ReadonlyMap<string, number>> {
+  private async countJoinedServers(roomId: string, id: number): Promise<ServersAt> {
     // Down the chain to a snapshot counted before, or to the chain's full root.
     const steps: { id: number; delta: StoredDelta }[] = [];
-    let counts: ReadonlyMap<string, number> = NO_SERVERS;
+    let at: ServersAt = NO_SERVERS;
     for (let cur: number | null = id; cur !== null && cur !== 0; ) {
       const counted = cur === id ? undefined : this.serversCache.get(`${roomId}\u0000${cur}`);
       if (counted) {
-        counts = counted;
+        at = counted;
         break;
       }
       const delta = await this.delta(roomId, cur);
@@ -433,6 +453,8 @@ export class RoomReader {
     // Then up again, each step's member changes applied to its parent's counts.
     for (let i = steps.length - 1; i >= 0; i--) {
       const { id: sid, delta } = steps[i]!;
+      let counts = at.joined;
+      const acl = delta.d.has(SERVER_ACL_KEY) ? (delta.d.get(SERVER_ACL_KEY) ?? null) : at.serverAcl;
       const changed = [...delta.d.keys()].filter((k) => k.startsWith(MEMBER_KEY_PREFIX));
       if (changed.length > 0) {
         const parent = delta.p;
@@ -460,9 +482,10 @@ export class RoomReader {
         });
         counts = next;
       }
-      this.serversCache.set(`${roomId}\u0000${sid}`, counts);
+      at = counts === at.joined && acl === at.serverAcl ? at : { joined: counts, serverAcl: acl };
+      this.serversCache.set(`${roomId}\u0000${sid}`, at);
     }
-    return counts;
+    return at;
   }
 
   /** State before (default) or after an event. */
@@ -785,7 +808,7 @@ export async function readSnapshot(
     let snap = prefetched.get(cur);
     if (!snap) {
       const blob = await fetch(roomData.snapshot(roomId, cur));
-      if (!blob) throw new Error(`room ${roomId}: state snapshot ${cur} is missing`);
+      if (!blob) throw new MissingSnapshotError(roomId, cur);
       snap = decode<StoredSnapshot>(blob);
       if (fetchMany && snap.p !== null && snap.n > 1 && !prefetched.has(snap.p)) {
         // Guess the rest of the chain: the n snapshots numbered from the parent down, stopping at

@@ -30,7 +30,7 @@ describe('push evaluator behind the room (redis)', () => {
     await r?.close();
   });
 
-  it('does not push a member an event from before they joined, and pushes those after', async () => {
+  it('does not push a member an event from before they joined, and pushes those after (a later rename of theirs changes nothing)', async () => {
     r = await rig('single', { shards: N, room });
     await r.startWorker('w1'); // the room actors only: the test runs the reader over the outbox itself
     const c = await r.client();
@@ -45,6 +45,9 @@ describe('push evaluator behind the room (redis)', () => {
     await send({ type: 'm.room.member', sender: bob, state_key: bob, content: { membership: 'join' } });
     const after = await send({ type: 'm.room.message', sender: alice, content: { msgtype: 'm.text', body: 'bob is here' } });
     const reply = await send({ type: 'm.room.message', sender: bob, content: { msgtype: 'm.text', body: 'hello alice' } });
+    // bob's later member event (a display name) does not make him new to what came before it.
+    const whileIn = await send({ type: 'm.room.message', sender: alice, content: { msgtype: 'm.text', body: 'before the rename' } });
+    await send({ type: 'm.room.member', sender: bob, state_key: bob, content: { membership: 'join', displayname: 'Bob' } });
 
     const pushed: { user: string; event: string }[] = [];
     const queue = {
@@ -60,7 +63,7 @@ describe('push evaluator behind the room (redis)', () => {
     // counted as held (as `attach` does) without starting the reader's own group reads.
     (reader as unknown as { held: Set<number> }).held.add(shard);
     await (reader as unknown as { apply(shard: number, entries: unknown[]): Promise<void> }).apply(shard, entries);
-    expect(pushed.filter((p) => p.user === bob).map((p) => p.event)).toEqual([after]);
+    expect(pushed.filter((p) => p.user === bob).map((p) => p.event)).toEqual([after, whileIn]);
     expect(pushed.filter((p) => p.user === alice).map((p) => p.event)).toEqual([reply]);
     expect(pushed.some((p) => p.event === before)).toBe(false); // alice sent it: nobody else was in
   });

@@ -33,7 +33,6 @@
 import type { Logger } from 'pino';
 import { DESTINATION_KIND, type DestinationMessage } from '../../../actors/destination';
 import { serverOf } from '../../protocol/identifiers';
-import { stateKeyOf } from '../../protocol/pdu';
 import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json';
 import type { Edu } from '../../protocol/transactions';
 import type { TypingKeepaliveOutput, TypingOutput } from '../../../actors/typing';
@@ -46,7 +45,7 @@ import type { OutboxEntry } from '../../runtime/envelope';
 import type { Family } from '../../store/shards';
 import { FEDERATION_SENDER_GROUP, roomData, type KeySpace } from '../../store/keys';
 import type { RedisClient } from '../../store/redis';
-import { RoomReader } from '../../store/room-reader';
+import { MissingSnapshotError, RoomReader } from '../../store/room-reader';
 
 interface RoomServers {
   /** Servers with a joined member. */
@@ -104,8 +103,6 @@ export function roomEdus(kind: string, out: unknown, ourServer: string): { roomI
   return null;
 }
 
-const ACL_KEY = stateKeyOf('m.room.server_acl', '');
-
 export class FederationSenderReader extends OutboxGroupReader {
   override readonly kinds: readonly string[] = ['room', 'typing', 'receipt'];
   private readonly actors: ActorClient;
@@ -142,15 +139,22 @@ export class FederationSenderReader extends OutboxGroupReader {
       return room;
     };
     const serversBefore = async (out: RoomOutput): Promise<RoomServers> => {
-      const sb = typeof out.stateBefore === 'number' ? out.stateBefore : (await this.rooms.event(out.roomId, out.eventId))?.stateBefore;
-      // Not stored (it cannot be: the outbox entry is written with the event), or unreadable: now.
+      // The snapshot the output names; the event's record when the output has none (an older
+      // worker's) or was written with partial state (the record gets the full state before the
+      // event once the room's is in: src/protocol/partial-state.ts).
+      const sb = typeof out.stateBefore === 'number' && !out.partialState ? out.stateBefore : (await this.rooms.event(out.roomId, out.eventId))?.stateBefore;
+      // Not stored (the room was purged since): the servers in it now (none, after a purge).
       if (typeof sb !== 'number') return serversOf(out.roomId);
       const key = `${out.roomId}\u0000${sb}`;
       let servers = atSnapshot.get(key);
       if (!servers) {
         let partial = partials.get(out.roomId);
         if (!partial) partials.set(out.roomId, (partial = this.rooms.partialStateServers(out.roomId)));
-        servers = this.roomServersAt(out.roomId, sb, partial);
+        // A snapshot gone since (a purge) counts as above.
+        servers = this.roomServersAt(out.roomId, sb, partial).catch((e: unknown) => {
+          if (e instanceof MissingSnapshotError) return serversOf(out.roomId);
+          throw e;
+        });
         atSnapshot.set(key, servers);
       }
       return servers;
@@ -182,9 +186,9 @@ export class FederationSenderReader extends OutboxGroupReader {
 
   /** The servers in the room, and its ACL, in the state of a snapshot (and a partial-state room's named servers). */
   private async roomServersAt(roomId: string, snapshot: number, partial: Promise<string[] | null>): Promise<RoomServers> {
-    const [counts, aclId, named] = await Promise.all([this.rooms.joinedServersAt(roomId, snapshot), this.rooms.stateEntryAt(roomId, snapshot, ACL_KEY), partial]);
-    const content = aclId ? (await this.rooms.event(roomId, aclId))?.event.content : undefined;
-    const joined = named ? new Set([...named, ...counts.keys()]) : [...counts.keys()];
+    const [at, named] = await Promise.all([this.rooms.joinedServersAt(roomId, snapshot), partial]);
+    const content = at.serverAcl ? (await this.rooms.event(roomId, at.serverAcl))?.event.content : undefined;
+    const joined = named ? new Set([...named, ...at.joined.keys()]) : [...at.joined.keys()];
     return { joined, acl: content === undefined ? null : (content as JsonValue) };
   }
 
