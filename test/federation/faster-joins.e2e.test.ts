@@ -19,6 +19,13 @@ import type { JsonObject } from '../../src/protocol/json';
 import { requireRoomVersion } from '../../src/protocol/room-versions';
 import { KeySpace } from '../../src/store/keys';
 import { RoomReader } from '../../src/store/room-reader';
+import pino from 'pino';
+import { FederationSenderReader } from '../../src/federation/sender/reader';
+import type { RoomOutput } from '../../src/rooms/model';
+import { shardCountsFor } from '../../src/runtime/cluster-settings';
+import { parseOutboxEntry } from '../../src/runtime/envelope';
+import { decode } from '../../src/store/codec';
+import { shardOf } from '../../src/store/shards';
 import { clientsFor, enc, eventually, txn, type Clients, type Json, type Session } from '../e2e/clients';
 import type { TestServer } from '../e2e/server-harness';
 import { createTestCa, type TestCa } from '../peers/test-ca';
@@ -30,6 +37,24 @@ const B_IP = '127.0.0.224';
 const P_IP = '127.0.0.225';
 const VERSION = requireRoomVersion('10');
 const MEMBERS = 25;
+
+/** What a federation sender reader of `server` that reads a room's outbox entries only now queues: destinations by event id. */
+async function destinationsByAReaderBehind(server: TestServer, roomId: string): Promise<Map<string, string[]>> {
+  const keys = new KeySpace(server.config.redis.keyPrefix);
+  const shardCounts = shardCountsFor(server.config);
+  const reader = new FederationSenderReader(server.redis, keys, shardCounts, server.serverName, 'behind', pino({ level: 'silent' }));
+  const told = new Map<string, string[]>();
+  (reader as unknown as { actors: unknown }).actors = {
+    tell: async (_f: string, _k: string, dest: string, body: { t: string; items?: { e: string }[] }) => {
+      if (body.t === 'pdus') for (const { e } of body.items!) told.set(e, [...(told.get(e) ?? []), dest].sort());
+    },
+  };
+  const shard = shardOf(roomId, shardCounts.room);
+  const rows = (await server.redis.xrangeBuffer(keys.shard('room', shard).outbox, '-', '+')) as [Buffer, Buffer[]][];
+  const entries = rows.map(([id, fields]) => ({ id: id.toString(), entry: parseOutboxEntry(fields) })).filter((e) => e.entry?.kind === 'room' && decode<RoomOutput>(e.entry.body).roomId === roomId);
+  await (reader as unknown as { apply(shard: number, entries: unknown[]): Promise<void> }).apply(shard, entries);
+  return told;
+}
 
 let ca: TestCa;
 let a: TestServer;
@@ -150,6 +175,18 @@ describe('faster joins between Axons', () => {
     expect(joinedIds).toEqual(new Set([alice.userId, bert.userId, ...aMembers.map((m) => m.userId)]));
     expect((members.body.chunk as Json[]).find((e) => e.state_key === pat)?.content?.membership).toBe('leave');
     expect(await b.redis.hget(bKeys.partialStateRooms(), bigRoom)).toBeNull();
+    // A federation sender behind B's room (a restart, a move) that comes to the message B sent
+    // while partial only now: its output entry was written on the partial state (marked so), whose
+    // snapshot lacks the members the resident left out; the event's record has the full state
+    // before it by now, and that is what the reader goes by. A is the only server then in the room
+    // (the peer's user had left).
+    const behind = await destinationsByAReaderBehind(b, bigRoom);
+    const shard = shardOf(bigRoom, b.config.shards.rooms);
+    const outputs = ((await b.redis.xrangeBuffer(bKeys.shard('room', shard).outbox, '-', '+')) as [Buffer, Buffer[]][]).map(([, f]) => parseOutboxEntry(f)).filter((e) => e?.kind === 'room').map((e) => decode<RoomOutput>(e!.body));
+    const sentOutput = outputs.find((o) => o.eventId === sent.body.event_id)!;
+    expect(sentOutput.partialState).toBe(true);
+    expect((await bRooms.event(bigRoom, sent.body.event_id))!.stateBefore).not.toBe(sentOutput.stateBefore);
+    expect(behind.get(sent.body.event_id)).toEqual([a.serverName]);
     // The full state says the forger had left: the message is rejected and leaves B's timeline.
     expect((await cb.call(bert, 'GET', `/rooms/${enc(bigRoom)}/event/${enc(forged.id)}`)).status).toBe(404);
     const history = await cb.call(bert, 'GET', `/rooms/${enc(bigRoom)}/messages?dir=b&limit=50`);
