@@ -460,7 +460,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   private async notJoinedAt(out: RoomOutput, users: string[]): Promise<Set<string>> {
     if (users.length === 0) return new Set();
     try {
-      const sb = typeof out.stateBefore === 'number' && !out.partialState ? out.stateBefore : (await this.roomReader.event(out.roomId, out.eventId))?.stateBefore;
+      const sb = await this.roomReader.stateBeforeOf(out);
       if (typeof sb !== 'number') return new Set(users);
       const ids = await this.roomReader.stateEntriesAt(out.roomId, users.map((u) => ({ id: sb, key: stateKeyOf('m.room.member', u) })));
       const joined = new Set<string>();

@@ -4,7 +4,7 @@
  * Redis directly — only the room actor writes, atomically per event, so every read sees whole
  * events — and never through the actor's inbox.
  */
-import type { StoredEvent, StoredSnapshot, RoomMeta } from '../rooms/model';
+import type { StoredEvent, StoredSnapshot, RoomMeta, RoomOutput } from '../rooms/model';
 import { stateKeyOf, splitStateKey, type StateMap } from '../protocol/pdu';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { effectiveHistoryVisibility, type HistoryVisibility } from '../protocol/history-visibility';
@@ -486,6 +486,17 @@ export class RoomReader {
       this.serversCache.set(`${roomId}\u0000${sid}`, at);
     }
     return at;
+  }
+
+  /**
+   * The snapshot of the state before an event of a room output: the one the output names, or the
+   * event's record's when the output names none (an older worker's) or was written while the room
+   * had partial state (the record gets the full state before the event once the room's is in:
+   * actors/room.ts decideCompletePartialState). Undefined when the event is not stored (purged).
+   */
+  async stateBeforeOf(out: Pick<RoomOutput, 'roomId' | 'eventId' | 'stateBefore' | 'partialState'>): Promise<number | undefined> {
+    if (typeof out.stateBefore === 'number' && !out.partialState) return out.stateBefore;
+    return (await this.event(out.roomId, out.eventId))?.stateBefore;
   }
 
   /** State before (default) or after an event. */

@@ -139,10 +139,7 @@ export class FederationSenderReader extends OutboxGroupReader {
       return room;
     };
     const serversBefore = async (out: RoomOutput): Promise<RoomServers> => {
-      // The snapshot the output names; the event's record when the output has none (an older
-      // worker's) or was written with partial state (the record gets the full state before the
-      // event once the room's is in: src/protocol/partial-state.ts).
-      const sb = typeof out.stateBefore === 'number' && !out.partialState ? out.stateBefore : (await this.rooms.event(out.roomId, out.eventId))?.stateBefore;
+      const sb = await this.rooms.stateBeforeOf(out);
       // Not stored (the room was purged since): the servers in it now (none, after a purge).
       if (typeof sb !== 'number') return serversOf(out.roomId);
       const key = `${out.roomId}\u0000${sb}`;
