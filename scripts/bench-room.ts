@@ -418,6 +418,10 @@ async function main(): Promise<void> {
     console.log(`${'workload'.padEnd(w)}  ${'events/s'.padStart(9)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'events'.padStart(8)}  CPU µs/event: workers / client / redis`);
     for (const r of results) {
       console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(9)}  ${r.p50ms.toFixed(1).padStart(8)}  ${r.p99ms.toFixed(1).padStart(8)}  ${String(r.events).padStart(8)}  ${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis}`);
+      // What the machine could carry at this CPU cost per event with every core busy: a run near
+      // it is machine-bound, and only less CPU per event (anywhere) moves it (README Performance).
+      const totalUs = r.cpuUs.workers + r.cpuUs.client + r.cpuUs.redis;
+      if (totalUs > 0) console.log(`  CPU ceiling: ~${Math.round((cpus().length * 1e6) / totalUs)} events/s (${cpus().length} cores ÷ ${totalUs} µs per event in all); reached ${Math.round((100 * r.perSecond * totalUs) / (cpus().length * 1e6))} % of it`);
       if (r.redisCalls) console.log(`  Redis calls per event: ${Object.entries(r.redisCalls).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
       if (r.redisUs) console.log(`  Redis µs per event by command: ${Object.entries(r.redisUs).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
     }
