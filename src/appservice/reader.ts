@@ -157,7 +157,7 @@ export class AppserviceRoomReader extends OutboxGroupReader {
       if (entry.kind !== 'room') continue;
       const out = decodeOutput<RoomOutput>(entry);
       if (!out?.eventId || !isJsonObject(out.event)) continue;
-      const room = await this.factsAtEvent(shard, out.roomId, out.eventId, await aliasesOf(out.roomId), services, atSnapshot);
+      const room = await this.factsAtEvent(shard, out, await aliasesOf(out.roomId), services, atSnapshot);
       const body: AppserviceMessage = { t: 'events', items: [{ r: out.roomId, e: out.eventId }] };
       // Told in outbox order on one connection: each appservice's inbox gets a room's events in order.
       for (const as of services) {
@@ -173,16 +173,19 @@ export class AppserviceRoomReader extends OutboxGroupReader {
   /**
    * The room's facts as of an event: its `aliases`, and its joined members in the state after the
    * event — only those some appservice's user namespace takes (the only ones the rules look at),
-   * read from their member events; the current members when the event is not stored.
+   * read from their member events; the current members when the event is not stored. The state
+   * after a non-state event is the state before it, which its output names (no read of the
+   * event's record then).
    */
-  private async factsAtEvent(shard: number, roomId: string, eventId: string, aliases: string[], services: Appservice[], cache: Map<string, Promise<string[]>>): Promise<RoomInterestFacts> {
-    const stored = await this.rooms.event(roomId, eventId);
-    if (!stored) return { roomId, joined: await this.roomMembers(shard, roomId), aliases };
-    const key = `${roomId}\u0000${stored.stateAfter}`;
+  private async factsAtEvent(shard: number, out: RoomOutput, aliases: string[], services: Appservice[], cache: Map<string, Promise<string[]>>): Promise<RoomInterestFacts> {
+    const roomId = out.roomId;
+    const stateAfter = out.event.state_key === undefined && typeof out.stateBefore === 'number' && !out.partialState ? out.stateBefore : (await this.rooms.event(roomId, out.eventId))?.stateAfter;
+    if (stateAfter === undefined) return { roomId, joined: await this.roomMembers(shard, roomId), aliases };
+    const key = `${roomId}\u0000${stateAfter}`;
     let joined = cache.get(key);
     if (!joined) {
       joined = (async () => {
-        const state = await this.rooms.snapshot(roomId, stored.stateAfter);
+        const state = await this.rooms.snapshot(roomId, stateAfter);
         const prefix = stateKeyOf('m.room.member', '');
         const ids: string[] = [];
         for (const [k, id] of state) {
