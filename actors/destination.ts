@@ -64,11 +64,13 @@
  */
 import type { ActorKind, ActorMessage, Decision, ShellContext, StoreWrite } from '../src/runtime/actor';
 import { appendToQueue, backoffDelayMs, callPeer, decideDelivery, deliveryShell, rangeEnd, readQueueRange, startNext, trimQueue, type DeliveryLimits, type DeliveryPrepared, type DeliveryReply, type DeliveryRules, type DeliveryState, type InflightTransaction, type SentReport } from '../src/runtime/ordered-delivery';
-import type { StoredEvent } from '../src/rooms/model';
+import type { RoomMeta, StoredEvent } from '../src/rooms/model';
+import type { OwnEventSigner } from '../src/rooms/own-signatures';
+import { getRoomVersion, type RoomVersion } from '../src/protocol/room-versions';
 import { shardOf } from '../src/store/shards';
 import { decode } from '../src/store/codec';
 import { destinationData, roomData, type KeySpace } from '../src/store/keys';
-import type { JsonObject } from '../src/protocol/json';
+import { isJsonObject, type JsonObject } from '../src/protocol/json';
 import { MAX_EDUS_PER_TRANSACTION, MAX_PDUS_PER_TRANSACTION, type Edu, type TransactionBody } from '../src/protocol/transactions';
 
 export const DESTINATION_KIND = 'destination';
@@ -329,6 +331,8 @@ export function decideDestination(state: DestinationState, msg: ActorMessage<Des
 
 export interface DestinationActorOptions {
   transport: TransactionTransport;
+  /** Signs our events stored without our signature as they go out (src/rooms/own-signatures.ts). */
+  signer: OwnEventSigner;
   /** Where the rooms' stores are (the PDUs are read from them when sent). */
   keys: KeySpace;
   roomShards: number;
@@ -337,14 +341,15 @@ export interface DestinationActorOptions {
 
 /**
  * The PDUs of a queue range as they go over federation: the stored event JSON (federation
- * format: what was signed, redacted if it was redacted since) without the local `unsigned`.
- * Events that are gone, rejected, outliers, soft-failed or backfilled are left out.
+ * format: redacted if it was redacted since) without the local `unsigned`, with our signature
+ * added to our events (stored without it: src/rooms/own-signatures.ts). Events that are gone,
+ * rejected, outliers, soft-failed or backfilled are left out.
  */
-export async function loadPdus(ctx: Pick<ShellContext, 'redis'>, keys: KeySpace, roomShards: number, items: { r: string; e: string }[]): Promise<JsonObject[]> {
+export async function loadPdus(ctx: Pick<ShellContext, 'redis'>, keys: KeySpace, roomShards: number, signer: OwnEventSigner, items: { r: string; e: string }[]): Promise<JsonObject[]> {
   if (items.length === 0) return [];
   const blobs = await ctx.redis.mgetBuffer(...items.map((i) => keys.shard('room', shardOf(i.r, roomShards)).data(roomData.event(i.e))));
-  const out: JsonObject[] = [];
-  blobs.forEach((b) => {
+  const loaded: { roomId: string; eventId: string; pdu: JsonObject }[] = [];
+  blobs.forEach((b, i) => {
     if (!b) return;
     let pdu: JsonObject;
     try {
@@ -355,9 +360,37 @@ export async function loadPdus(ctx: Pick<ShellContext, 'redis'>, keys: KeySpace,
       return; // an unreadable record must not hold the destination's queue up forever
     }
     delete pdu.unsigned;
-    out.push(pdu);
+    loaded.push({ roomId: items[i]!.r, eventId: items[i]!.e, pdu });
   });
+  // Signing needs the room's version (its redaction rules): read for the rooms with an event
+  // that has no signature of ours, once per room and process (a room's version never changes).
+  const unsigned = [...new Set(loaded.filter((l) => !hasSignatureOf(l.pdu, signer.serverName)).map((l) => l.roomId))].filter((r) => !roomVersions.has(r));
+  if (unsigned.length) {
+    const metas = await ctx.redis.mgetBuffer(...unsigned.map((r) => keys.shard('room', shardOf(r, roomShards)).state('room', r)));
+    if (roomVersions.size + unsigned.length > MAX_ROOM_VERSIONS) roomVersions.clear();
+    metas.forEach((m, i) => {
+      const id = m ? decode<RoomMeta>(m).version : null;
+      const version = id ? getRoomVersion(id) : undefined;
+      if (version) roomVersions.set(unsigned[i]!, version);
+    });
+  }
+  const out: JsonObject[] = [];
+  for (const l of loaded) {
+    const version = roomVersions.get(l.roomId);
+    // Without a version (the room's record gone: purged) an event we cannot sign is not sent: unsigned, the peer would reject it.
+    if (version) out.push(signer.pdu(l.eventId, l.pdu, version));
+    else if (hasSignatureOf(l.pdu, signer.serverName)) out.push(l.pdu);
+  }
   return out;
+}
+
+/** Room versions of rooms whose events this process signed for sending (bounded: cleared when full). */
+const roomVersions = new Map<string, RoomVersion>();
+const MAX_ROOM_VERSIONS = 10_000;
+
+function hasSignatureOf(pdu: JsonObject, serverName: string): boolean {
+  const sigs = pdu.signatures;
+  return isJsonObject(sigs) && isJsonObject(sigs[serverName]);
 }
 
 export function destinationActor(opts: DestinationActorOptions): ActorKind<DestinationState, DestinationMessage, DestinationReply, DestinationPrepared | undefined> {
@@ -378,7 +411,7 @@ export function destinationActor(opts: DestinationActorOptions): ActorKind<Desti
 
   async function sendInflight(ctx: ShellContext, inf: Inflight, attempt: number, dest: string): Promise<DestinationSent> {
     const [pduRows, eduRows] = await Promise.all([readQueueRange(ctx, destinationData.pdus(dest), inf.pduFrom, inf.pduTo), readQueueRange(ctx, destinationData.edus(dest), inf.eduFrom, inf.eduTo)]);
-    const pdus = await loadPdus(ctx, opts.keys, opts.roomShards, pduRows.map((f) => ({ r: f.r ?? '', e: f.e ?? '' })));
+    const pdus = await loadPdus(ctx, opts.keys, opts.roomShards, opts.signer, pduRows.map((f) => ({ r: f.r ?? '', e: f.e ?? '' })));
     const edus = eduRows.map((f) => JSON.parse(f.j ?? '{}') as Edu);
     if (inf.presence?.length) edus.push({ edu_type: 'm.presence', content: { push: inf.presence } });
     const sent = (outcome: SendOutcome): DestinationSent => ({ t: 'sent', txnId: inf.txnId, attempt, outcome, pdus: pdus.length, edus: edus.length });

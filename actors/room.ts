@@ -26,7 +26,7 @@ import { createHash } from 'node:crypto';
 import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type PrefetchedFields, type ShellContext, type StoreWrite } from '../src/runtime/actor';
 import { checkEventAuth, authEventSelection } from '../src/protocol/auth-rules';
 import { encodeBase64Url } from '../src/protocol/base64';
-import { computeEventId, hashAndSignEvent, hashSignAndIdentify, roomIdFromCreateEvent, serverNameOf, verifyEventSignature, type SignedEvent } from '../src/protocol/event-hashing';
+import { computeEventId, hashAndIdentify, hashAndSignEvent, ownSignatureBytes, roomIdFromCreateEvent, serverNameOf, verifyEventSignature, type SignedEvent } from '../src/protocol/event-hashing';
 import { canonicalJson, isJsonObject, type JsonObject } from '../src/protocol/json';
 import { LayeredMap } from '../src/protocol/layered-map';
 import { checkPduFormat, checkPduSize } from '../src/protocol/pdu-limits';
@@ -323,9 +323,11 @@ function decideSend(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMes
       return { state, reply: { event_id: existing.eventId, room_id: state.roomId, pos: state.seq } };
     }
   }
-  // Hashed, signed, identified and serialised in one pass (each part of the event serialised once).
+  // Hashed, identified and serialised in one pass (each part of the event serialised once); not
+  // signed: the signature is added when the event leaves the server (src/federation/outbound-pdus.ts),
+  // and the size limit counts it.
   const built = buildEvent(cfg, state, version, template, msg);
-  const size = checkPduSize(built.event, built.json);
+  const size = checkPduSize(built.event, built.json, ownSignatureBytes(cfg.serverName, cfg.signingKey.keyId));
   if (!size.ok) throw new ActorRejection(size.errcode, size.error, size.errcode === 'M_TOO_LARGE' ? 413 : 400);
   const pdu = toPdu(built.event, version, built.eventId);
   const auth = checkEventAuth(pdu, lookup(state), version);
@@ -339,7 +341,11 @@ function decideSend(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMes
   return decision;
 }
 
-/** Build and sign a local event on top of the room's current state and extremities; with its id and canonical JSON. */
+/**
+ * Build a local event on top of the room's current state and extremities, hashed, with its id and
+ * canonical JSON. It is stored without our signature (`hashAndIdentify` says why): every path that
+ * hands our events to another server signs them (src/federation/outbound-pdus.ts).
+ */
 export function buildEvent(cfg: RoomConfig, state: RoomState, version: RoomVersion, t: EventTemplate, msg: ActorMessage<unknown>): SignedEvent {
   const prev = state.extremities.slice(-MAX_PREV_EVENTS);
   const authIds: string[] = [];
@@ -366,7 +372,7 @@ export function buildEvent(cfg: RoomConfig, state: RoomState, version: RoomVersi
     // v1/v2 ids are ours to choose: derived from the message id, so a retried message makes the same event.
     raw.event_id = `$${encodeBase64Url(createHash('sha256').update(msg.mid).digest()).slice(0, 24)}:${cfg.serverName}`;
   }
-  return hashSignAndIdentify(raw, version, cfg.serverName, cfg.signingKey);
+  return hashAndIdentify(raw, version);
 }
 
 /**

@@ -123,6 +123,17 @@ export function hashSignAndIdentify(event: JsonObject, version: RoomVersion, ser
 }
 
 function hashAndSign(event: JsonObject, version: RoomVersion, serverName: string, key: SigningKey): { event: JsonObject; signable: Uint8Array; members: Map<string, string> } {
+  const { event: hashed, signable, members } = hashOnly(event, version);
+  const signature = encodeBase64(signBytes(key, signable));
+  const existing = isJsonObject(event.signatures) ? (event.signatures as Signatures) : {};
+  const signatures = { ...existing, [serverName]: { ...(existing[serverName] ?? {}), [key.keyId]: signature } };
+  const signed: JsonObject = { ...hashed, signatures };
+  members.set('signatures', canonicalJson(signatures));
+  return { event: signed, signable, members };
+}
+
+/** `hashes.sha256` added; the signable bytes (redacted, without `signatures`/`unsigned`) and each member's canonical JSON. */
+function hashOnly(event: JsonObject, version: RoomVersion): { event: JsonObject; signable: Uint8Array; members: Map<string, string> } {
   const members = canonicalMembers(event);
   const hashes = { sha256: encodeBase64(sha256(canonicalJsonFromMembers(members, NOT_HASHED))) };
   const hashed: JsonObject = { ...event, hashes };
@@ -136,13 +147,57 @@ function hashAndSign(event: JsonObject, version: RoomVersion, serverName: string
     if (v === undefined) continue;
     signedMembers.set(k, v === hashed[k] ? members.get(k)! : canonicalJson(v));
   }
-  const signable = utf8.encode(canonicalJsonFromMembers(signedMembers));
-  const signature = encodeBase64(signBytes(key, signable));
+  return { event: hashed, signable: utf8.encode(canonicalJsonFromMembers(signedMembers)), members };
+}
+
+/**
+ * An event hashed but not signed, with its event id and canonical JSON: how the room actor stores
+ * the events it builds. Neither the event id (the reference hash) nor the content hash covers
+ * `signatures`, and ed25519 is deterministic, so the signature can be added when the event first
+ * leaves the server (`withOwnSignature`) and is the one signing now would have made: a room whose
+ * events never leave the server never pays for signing them.
+ */
+export function hashAndIdentify(event: JsonObject, version: RoomVersion): SignedEvent {
+  const { event: hashed, signable, members } = hashOnly(event, version);
+  return { event: hashed, eventId: eventIdFromSignable(hashed, signable, version), json: canonicalJsonFromMembers(members) };
+}
+
+/**
+ * Whether `serverName` must still sign the event before it goes to another server: it is one of
+ * the servers whose signature the event needs (the sender's, for v1/v2 the event id's) and the event
+ * carries none of its signatures. Only our own events are stored that way (received events are
+ * checked for every required signature before they are stored), so signing what this says is
+ * signing our own.
+ */
+export function needsOwnSignature(event: JsonObject, version: RoomVersion, serverName: string): boolean {
+  const sigs = isJsonObject(event.signatures) ? event.signatures[serverName] : undefined;
+  if (isJsonObject(sigs) && Object.keys(sigs).length > 0) return false;
+  return requiredSignatureServers(event, version).includes(serverName);
+}
+
+/**
+ * The event with `serverName`'s signature added (a new object; the event itself is not touched),
+ * `signature` when the caller has it already (it depends only on the key and the redacted event).
+ */
+export function withOwnSignature(event: JsonObject, version: RoomVersion, serverName: string, key: SigningKey, signature = ownEventSignature(event, version, key)): JsonObject {
   const existing = isJsonObject(event.signatures) ? (event.signatures as Signatures) : {};
-  const signatures = { ...existing, [serverName]: { ...(existing[serverName] ?? {}), [key.keyId]: signature } };
-  const signed: JsonObject = { ...hashed, signatures };
-  members.set('signatures', canonicalJson(signatures));
-  return { event: signed, signable, members };
+  return { ...event, signatures: { ...existing, [serverName]: { ...(existing[serverName] ?? {}), [key.keyId]: signature } } };
+}
+
+/** The signature of `key` over the event (its redacted form without `signatures` and `unsigned`), unpadded base64. */
+export function ownEventSignature(event: JsonObject, version: RoomVersion, key: SigningKey): string {
+  return encodeBase64(signBytes(key, eventSignableBytes(event, version)));
+}
+
+/**
+ * The bytes the signature of `serverName`'s key `keyId` adds to the canonical JSON of an event
+ * that has no `signatures` member: `,"signatures":{"<server>":{"<key id>":"<86 base64 characters>"}}`.
+ * The 65,536-byte limit is on the event as peers receive it, signed: an event stored unsigned is
+ * checked with these bytes counted.
+ */
+export function ownSignatureBytes(serverName: string, keyId: string): number {
+  // The member alone, `{"signatures":{…}}`, less its braces, plus the comma before it.
+  return utf8.encode(canonicalJson({ signatures: { [serverName]: { [keyId]: 'A'.repeat(86) } } })).length - 1;
 }
 
 /** Add a signature without touching hashes (co-signing an event another server built). */

@@ -19,10 +19,11 @@ export type PduCheck = { ok: true; bytes: number } | { ok: false; errcode: 'M_TO
 
 /**
  * Size checks. `bytes` is the canonical size (what a peer measures); `json`, when given, is
- * `canonicalJson(event)` already made. For pre-v6 rooms whose
+ * `canonicalJson(event)` already made; `extraBytes`, what the event will have on top when it goes
+ * out (our signature, on an event stored without it: `ownSignatureBytes`). For pre-v6 rooms whose
  * events may not be canonical JSON (floats), an encoding error is reported as M_BAD_JSON.
  */
-export function checkPduSize(event: JsonObject, json?: string): PduCheck {
+export function checkPduSize(event: JsonObject, json?: string, extraBytes = 0): PduCheck {
   for (const field of LIMITED_FIELDS) {
     const v = event[field];
     if (typeof v === 'string' && utf8Length(v) > MAX_ID_BYTES) {
@@ -36,7 +37,7 @@ export function checkPduSize(event: JsonObject, json?: string): PduCheck {
     if (e instanceof CanonicalJsonError) return { ok: false, errcode: 'M_BAD_JSON', error: e.message };
     throw e;
   }
-  const bytes = utf8Length(text);
+  const bytes = utf8Length(text) + extraBytes;
   if (bytes > MAX_PDU_BYTES) return { ok: false, errcode: 'M_TOO_LARGE', error: `Event is ${bytes} bytes; the limit is ${MAX_PDU_BYTES}` };
   return { ok: true, bytes };
 }

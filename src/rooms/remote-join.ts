@@ -11,7 +11,7 @@
  * - `checkSentMembership`: what `send_join` / `send_knock` / `send_leave` accept — an event for the path's room
  *   and event id, of the membership asked, for a user of the origin (its signatures are checked by
  *   the room actor's ingest, with the other receipt checks).
- * - `stateAndAuthChainBefore`: the room's state before an event, with its auth chain, as PDUs.
+ * - `stateAndAuthChainBefore`: the room's state before an event, with its auth chain, as PDUs (ours signed).
  * - `strippedRoomState`: the few state events that let a user recognise a room they are not in
  *   (`knock_room_state` of send_knock, `invite_room_state` of an invite).
  */
@@ -22,6 +22,7 @@ import { lookupFromStateMap, stateKeyOf, toPdu, type Pdu } from '../protocol/pdu
 import type { RoomVersion } from '../protocol/room-versions';
 import { partialJoinStateIds } from '../protocol/partial-state';
 import type { RoomReader } from '../store/room-reader';
+import type { OwnEventSigner } from './own-signatures';
 
 /** How many forward extremities a template references at most (as the room actor: 10). */
 const MAX_PREV_EVENTS = 10;
@@ -98,7 +99,7 @@ export function checkSentMembership(raw: unknown, version: RoomVersion, roomId: 
  * events (a restricted join names an authorising member whose event is otherwise left out) —
  * leaves out the events the state already carries.
  */
-export async function stateAndAuthChainBefore(rooms: RoomReader, roomId: string, eventId: string, omitMembersOf?: string): Promise<{ state: JsonObject[]; authChain: JsonObject[] } | null> {
+export async function stateAndAuthChainBefore(rooms: RoomReader, signer: OwnEventSigner, version: RoomVersion, roomId: string, eventId: string, omitMembersOf?: string): Promise<{ state: JsonObject[]; authChain: JsonObject[] } | null> {
   const event = await rooms.event(roomId, eventId);
   if (!event || event.outlier || event.rejected) return null;
   const before = await rooms.snapshot(roomId, event.stateBefore);
@@ -107,7 +108,7 @@ export async function stateAndAuthChainBefore(rooms: RoomReader, roomId: string,
   const kept = new Set(stateIds);
   // The join's own auth events are in the state before it (all but an omitted authoriser's); the chain covers both.
   const chain = (await rooms.authChain(roomId, [...stateIds, eventId])).filter((e) => !e.rejected && e.eventId !== eventId && !(omitMembersOf !== undefined && kept.has(e.eventId)));
-  return { state: state.map((e) => e.event), authChain: chain.map((e) => e.event) };
+  return { state: signer.pdus(state, version), authChain: signer.pdus(chain, version) };
 }
 
 /**

@@ -5,6 +5,7 @@ import { UPGRADE_CLAIM_MS, type RoomConfig, type RoomMessage, type RoomReply, ty
 import { ActorRejection, type ActorMessage, type Decision } from '../../src/runtime/actor';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import { computeEventId, verifyEventSignature, checkContentHash } from '../../src/protocol/event-hashing';
+import { OwnEventSigner } from '../../src/rooms/own-signatures';
 import { requireRoomVersion } from '../../src/protocol/room-versions';
 import { decode } from '../../src/store/codec';
 import { PARTIAL_STATE_ROOMS, roomData } from '../../src/store/keys';
@@ -73,7 +74,7 @@ describe.each(['1', '3', '10', '11', '12'])('RoomActor.decide, room version %s',
   const alice = '@alice:test.local';
   const bob = '@bob:test.local';
 
-  it('creates a room whose events are signed, hashed, chained and authorised', () => {
+  it('creates a room whose events are hashed, chained and authorised, stored unsigned and signed as they leave', () => {
     const room = newRoom(version);
     const v = requireRoomVersion(version);
     expect(room.state.version).toBe(version);
@@ -84,7 +85,13 @@ describe.each(['1', '3', '10', '11', '12'])('RoomActor.decide, room version %s',
     const last = room.event(room.state.extremities[0]!);
     expect(computeEventId(last, v)).toBe(room.state.extremities[0]);
     expect(checkContentHash(last)).toBe(true);
-    expect(verifyEventSignature(last, v, 'test.local', cfg.signingKey.keyId, cfg.signingKey.publicKey)).toEqual({ ok: true });
+    // Stored without our signature (src/rooms/own-signatures.ts); the one added on the way out is
+    // valid and leaves the event id as it was.
+    expect(last.signatures).toBeUndefined();
+    const out = new OwnEventSigner('test.local', cfg.signingKey).pdu(computeEventId(last, v), last, v);
+    expect(verifyEventSignature(out, v, 'test.local', cfg.signingKey.keyId, cfg.signingKey.publicKey)).toEqual({ ok: true });
+    expect(computeEventId(out, v)).toBe(room.state.extremities[0]);
+    expect(last.signatures).toBeUndefined(); // the stored object is not touched
     // The join rules event names the create (not in v12), power levels and alice's join as auth events.
     const authCount = (last.auth_events as unknown[]).length;
     expect(authCount).toBe(v.createEventInAuthEvents ? 3 : 2);

@@ -20,6 +20,9 @@ import { FederationSenderReader } from '../../src/federation/sender/reader';
 import { FederationTransport } from '../../src/federation/sender/transport';
 import { DestinationWaker } from '../../src/federation/sender/wake';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
+import { computeEventId, verifyEventSignature } from '../../src/protocol/event-hashing';
+import { requireRoomVersion } from '../../src/protocol/room-versions';
+import { ownEventSigner } from '../../src/rooms/own-signatures';
 import { federationIpBlocklist } from '../../src/protocol/ip-ranges';
 import type { JsonObject } from '../../src/protocol/json';
 import type { RoomConfig } from '../../src/rooms/model';
@@ -174,7 +177,7 @@ afterEach(async () => {
 async function startWorker(id: string, sendTimeoutMs = 5000, limits: Partial<DestinationLimits> = { minRetryMs: 200, maxRetryMs: 1000 }): Promise<Worker> {
   const client = new FederationClient({ serverName: OURS, signingKey: room.signingKey, caPaths: [ca.caPath], verifyTls: true, blocklist: federationIpBlocklist([]), log: silent, requestTimeoutMs: sendTimeoutMs });
   clients.push(client);
-  const dest = destinationActor({ transport: new FederationTransport(client, sendTimeoutMs), keys: r.keys, roomShards: N, limits });
+  const dest = destinationActor({ transport: new FederationTransport(client, sendTimeoutMs), signer: ownEventSigner(OURS, room.signingKey), keys: r.keys, roomShards: N, limits });
   const readerRedis = connectRedis(r.target);
   return r.startWorker(id, { kinds: [...allActorKinds(room), dest], readers: [new FederationSenderReader(readerRedis, r.keys, r.shardCounts, OURS, id, silent)], pollMs: 300 });
 }
@@ -239,6 +242,11 @@ describe('federation sender (redis)', () => {
     // No event_id in a v10 PDU (federation format), no local unsigned data.
     expect(a.processed[0]!.event_id).toBeUndefined();
     expect(a.processed.every((p) => p.unsigned === undefined)).toBe(true);
+    // Stored without our signature (src/rooms/own-signatures.ts), each goes out with it, valid.
+    const v10 = requireRoomVersion('10');
+    for (const p of a.processed) expect(verifyEventSignature(p, v10, OURS, room.signingKey.keyId, room.signingKey.publicKey).ok).toBe(true);
+    const storedMessage = decode<{ j: string }>((await r.redis.getBuffer(r.keys.shard('room', shardOf(roomId, N)).data(roomData.event(computeEventId(a.processed.at(-1)!, v10)))))!);
+    expect(JSON.parse(storedMessage.j).signatures).toBeUndefined();
 
     // B goes down: A keeps getting events at once.
     await b.stop();

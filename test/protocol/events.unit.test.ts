@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { decodeBase64 } from '../../src/protocol/base64';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
-import { checkContentHash, computeContentHash, computeEventId, hashAndSignEvent, hashSignAndIdentify, requiredSignatureServers, roomIdFromCreateEvent, verifyEventSignature } from '../../src/protocol/event-hashing';
+import { checkContentHash, computeContentHash, computeEventId, hashAndIdentify, hashAndSignEvent, hashSignAndIdentify, needsOwnSignature, ownSignatureBytes, requiredSignatureServers, roomIdFromCreateEvent, verifyEventSignature, withOwnSignature } from '../../src/protocol/event-hashing';
 import { encodeBase64 } from '../../src/protocol/base64';
 import { requireRoomVersion, ROOM_VERSIONS } from '../../src/protocol/room-versions';
 import { checkPduFormat, checkPduSize, MAX_PDU_BYTES } from '../../src/protocol/pdu-limits';
@@ -122,6 +122,60 @@ describe('hashing, signing and identifying in one pass (hashSignAndIdentify)', (
       }
     });
   }
+
+  for (const v of Object.keys(ROOM_VERSIONS)) {
+    it(`stored unsigned, signed on the way out: byte for byte what signing at creation made, room version ${v}`, () => {
+      // The room actor stores its events hashed but unsigned (hashAndIdentify) and adds our
+      // signature when one leaves the server (withOwnSignature): ed25519 is deterministic and
+      // neither the event id nor the content hash covers `signatures`, so nothing else differs.
+      const version = requireRoomVersion(v);
+      for (const event of EVENTS.filter((e) => e.signatures === undefined)) {
+        const withId = version.eventIdFormat === 'v1' ? { event_id: '$e:domain', ...event } : event;
+        const { unsigned: _u, ...bare } = withId;
+        const atCreation = hashSignAndIdentify(bare, version, 'domain', KEY);
+        const stored = hashAndIdentify(bare, version);
+        expect(stored.event.signatures).toBeUndefined();
+        expect(stored.eventId).toBe(atCreation.eventId);
+        expect(stored.json).toBe(canonicalJson(stored.event));
+        expect(checkContentHash(stored.event)).toBe(true);
+        expect(needsOwnSignature(stored.event, version, 'domain')).toBe(true);
+        const out = withOwnSignature(stored.event, version, 'domain', KEY);
+        expect(canonicalJson(out)).toBe(atCreation.json);
+        expect(needsOwnSignature(out, version, 'domain')).toBe(false);
+        // The signature holds for the redacted form too (what a server not allowed to see it gets).
+        expect(withOwnSignature(redactEvent(stored.event, version), version, 'domain', KEY).signatures).toEqual(out.signatures);
+        // The size limit counts the signature's bytes exactly.
+        expect(stored.json.length + ownSignatureBytes('domain', KEY.keyId)).toBe(atCreation.json.length);
+      }
+    });
+  }
+
+  it('needsOwnSignature: only our events without a signature of ours (received events carry theirs)', () => {
+    const v10 = requireRoomVersion('10');
+    const ours = hashAndIdentify({ room_id: '!r:domain', sender: '@u:domain', type: 'm.room.message', origin_server_ts: 5, depth: 2, prev_events: [], auth_events: [], content: {} }, v10).event;
+    expect(needsOwnSignature(ours, v10, 'domain')).toBe(true);
+    expect(needsOwnSignature({ ...ours, signatures: {} }, v10, 'domain')).toBe(true);
+    expect(needsOwnSignature({ ...ours, signatures: { domain: {} } }, v10, 'domain')).toBe(true);
+    expect(needsOwnSignature(hashAndSignEvent(ours, v10, 'domain', KEY), v10, 'domain')).toBe(false);
+    // Another server's event: not ours to sign (in v10 the sender's server is the one that signs).
+    expect(needsOwnSignature({ ...ours, sender: '@u:other' }, v10, 'domain')).toBe(false);
+    // v1/v2: the event id's server signs too.
+    const v1 = requireRoomVersion('1');
+    expect(needsOwnSignature({ ...ours, sender: '@u:other', event_id: '$e:domain' }, v1, 'domain')).toBe(true);
+  });
+
+  it('checkPduSize counts the bytes the signature will add to an event stored without it', () => {
+    const v10 = requireRoomVersion('10');
+    const base: JsonObject = { room_id: '!r:domain', sender: '@u:domain', type: 'm.room.message', origin_server_ts: 5, depth: 2, prev_events: [], auth_events: [], content: { body: '' } };
+    const extra = ownSignatureBytes('domain', KEY.keyId);
+    const fill = MAX_PDU_BYTES - extra - hashAndIdentify(base, v10).json.length;
+    const atLimit = hashAndIdentify({ ...base, content: { body: 'x'.repeat(fill) } }, v10);
+    expect(checkPduSize(atLimit.event, atLimit.json, extra)).toEqual({ ok: true, bytes: MAX_PDU_BYTES });
+    expect(canonicalJson(withOwnSignature(atLimit.event, v10, 'domain', KEY)).length).toBe(MAX_PDU_BYTES);
+    const over = hashAndIdentify({ ...base, content: { body: 'x'.repeat(fill + 1) } }, v10);
+    expect(checkPduSize(over.event, over.json, extra).ok).toBe(false);
+    expect(checkPduSize(over.event, over.json).ok).toBe(true); // without the signature's bytes it would have passed
+  });
 
   it('canonicalJsonFromMembers is canonicalJson of the object, with or without some members', () => {
     const obj: JsonObject = { b: 1, a: { y: [1, 2], x: 'é' }, '\uFB33': 2, '\u{1F600}': 1, c: null };

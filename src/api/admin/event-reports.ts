@@ -11,6 +11,8 @@
 import { errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
 import type { JsonObject } from '../../protocol/json';
+import { getRoomVersion } from '../../protocol/room-versions';
+import { ownEventSigner } from '../../rooms/own-signatures';
 import { REPORTS_ACTOR, type ReportsReply, type StoredReport } from '../../../actors/reports';
 import { reportData } from '../../store/keys';
 import { userKey } from '../../store/shard-keys';
@@ -68,6 +70,14 @@ export function registerEventReportRoutes(front: Front, ctx: ApiContext): void {
     return { canonical_alias: text(alias, 'alias'), name: text(name, 'name') };
   };
 
+  // The event as Synapse's admin API shows it (as stored there: signed); ours are stored unsigned
+  // (src/rooms/own-signatures.ts).
+  const asSigned = async (roomId: string, eventId: string, event: JsonObject): Promise<JsonObject> => {
+    const meta = await ctx.rooms.meta(roomId);
+    const version = meta?.version ? getRoomVersion(meta.version) : undefined;
+    return version ? ownEventSigner(ctx.config.serverName, ctx.signingKey).pdu(eventId, event, version) : event;
+  };
+
   const describe = async (r: StoredReport): Promise<{ listed: Listed; event: JsonObject | null }> => {
     const [event, names] = await Promise.all([ctx.rooms.event(r.room_id!, r.event_id!), roomNames(r.room_id!)]);
     const sender = event && typeof event.event.sender === 'string' ? event.event.sender : null;
@@ -104,7 +114,7 @@ export function registerEventReportRoutes(front: Front, ctx: ApiContext): void {
     const report = json ? (JSON.parse(json) as StoredReport) : null;
     if (!report || report.kind !== 'event') throw errors.notFound('Event report not found');
     const { listed, event } = await describe(report);
-    return { body: { ...listed, event_json: event } };
+    return { body: { ...listed, event_json: event ? await asSigned(report.room_id!, report.event_id!, event) : null } };
   });
 
   front.route('DELETE', `${PATH}/:reportId`, async (req) => {

@@ -7,6 +7,7 @@
 import { errors } from '../../http/errors';
 import type { Front } from '../../http/server';
 import { requireServerAccess } from '../../federation/inbound/room-access';
+import { ownEventSigner } from '../../rooms/own-signatures';
 import { federationRoute } from './auth';
 import type { FederationContext } from './context';
 
@@ -14,10 +15,10 @@ export function registerEventAuthRoute(front: Front, ctx: FederationContext): vo
   federationRoute(front, ctx, 'GET', '/_matrix/federation/v1/event_auth/:roomId/:eventId', async (req, caller) => {
     const roomId = req.params.roomId ?? '';
     const eventId = req.params.eventId ?? '';
-    await requireServerAccess(ctx.api.rooms, roomId, caller.origin);
+    const room = await requireServerAccess(ctx.api.rooms, roomId, caller.origin);
     const event = await ctx.api.rooms.event(roomId, eventId);
     if (!event || event.rejected) throw errors.notFound('Unknown event');
     const chain = await ctx.api.rooms.authChain(roomId, [eventId]);
-    return { body: { auth_chain: chain.filter((e) => !e.rejected).map((e) => e.event) } };
+    return { body: { auth_chain: ownEventSigner(ctx.config.serverName, ctx.api.signingKey).pdus(chain.filter((e) => !e.rejected), room.version) } };
   });
 }

@@ -22,6 +22,7 @@ import { ingestMembershipEvent, requireMembershipRoom } from '../../federation/i
 import { serverNameOf, signEventOnly } from '../../protocol/event-hashing';
 import { isJsonObject, type JsonObject } from '../../protocol/json';
 import { checkSentMembership, serversInRoom, stateAndAuthChainBefore } from '../../rooms/remote-join';
+import { ownEventSigner } from '../../rooms/own-signatures';
 import { federationRoute, type FederationCaller } from './auth';
 import type { FederationContext } from './context';
 
@@ -41,7 +42,8 @@ export function registerSendJoinRoutes(front: Front, ctx: FederationContext): vo
       raw = signEventOnly(raw, room.version, ctx.config.serverName, ctx.api.signingKey);
     }
     await ingestMembershipEvent(ctx.api, ctx.keyStore, room, raw, ctx.api.signingKey, ctx.config.serverName, Date.now() + 10_000);
-    const before = await stateAndAuthChainBefore(ctx.api.rooms, roomId, eventId, omitMembers ? check.userId : undefined);
+    const signer = ownEventSigner(ctx.config.serverName, ctx.api.signingKey);
+    const before = await stateAndAuthChainBefore(ctx.api.rooms, signer, room.version, roomId, eventId, omitMembers ? check.userId : undefined);
     if (!before) throw new MatrixError(403, 'M_FORBIDDEN', 'The join did not take its place in the room');
     const stored = await ctx.api.rooms.event(roomId, eventId);
     const event = stored && isJsonObject(stored.event) ? stored.event : raw;

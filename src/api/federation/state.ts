@@ -12,6 +12,7 @@ import { errors } from '../../http/errors';
 import type { Front, Request } from '../../http/server';
 import { requireServerAccess } from '../../federation/inbound/room-access';
 import { federationRoute } from './auth';
+import { ownEventSigner } from '../../rooms/own-signatures';
 import { partialStateOf } from '../../rooms/partial-state';
 import type { FederationContext } from './context';
 
@@ -20,7 +21,7 @@ export function registerStateRoutes(front: Front, ctx: FederationContext): void 
     const roomId = req.params.roomId ?? '';
     const eventId = req.query.event_id;
     if (eventId === undefined) throw errors.missingParam('event_id is required');
-    await requireServerAccess(ctx.api.rooms, roomId, origin);
+    const room = await requireServerAccess(ctx.api.rooms, roomId, origin);
     // Joined with partial state (faster joins): the state we have lacks members; not ours to give.
     if (await partialStateOf(ctx.api, roomId)) throw errors.notFound('This server does not have the full state of the room yet');
     const event = await ctx.api.rooms.event(roomId, eventId);
@@ -28,13 +29,14 @@ export function registerStateRoutes(front: Front, ctx: FederationContext): void 
     const state = await ctx.api.rooms.snapshot(roomId, event.stateBefore);
     const stateIds = [...state.values()];
     const chain = await ctx.api.rooms.authChain(roomId, stateIds);
-    return { roomId, stateIds, chain };
+    return { roomId, version: room.version, stateIds, chain };
   };
 
   federationRoute(front, ctx, 'GET', '/_matrix/federation/v1/state/:roomId', async (req, caller) => {
-    const { roomId, stateIds, chain } = await stateAt(req, caller.origin);
-    const pdus = (await ctx.api.rooms.events(roomId, stateIds)).filter((e) => !e.rejected).map((e) => e.event);
-    return { body: { pdus, auth_chain: chain.filter((e) => !e.rejected).map((e) => e.event) } };
+    const { roomId, version, stateIds, chain } = await stateAt(req, caller.origin);
+    const signer = ownEventSigner(ctx.config.serverName, ctx.api.signingKey);
+    const pdus = signer.pdus((await ctx.api.rooms.events(roomId, stateIds)).filter((e) => !e.rejected), version);
+    return { body: { pdus, auth_chain: signer.pdus(chain.filter((e) => !e.rejected), version) } };
   });
 
   federationRoute(front, ctx, 'GET', '/_matrix/federation/v1/state_ids/:roomId', async (req, caller) => {

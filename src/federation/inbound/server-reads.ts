@@ -2,7 +2,7 @@
  * What the read endpoints for peers share (server-server API, "Retrieving events"): finding the
  * room of an event by its id alone (`/event/{eventId}`), and handing events to a server in
  * federation format (the PDU as stored, which is the signed PDU, or its redaction once redacted)
- * with the server-side history visibility rules applied (src/rooms/visibility.ts: events the
+ * with the server-side history visibility rules applied, and our signature on our own events (src/rooms/visibility.ts: events the
  * server may not see are redacted, or left out where the spec's endpoint returns one event).
  * Rejected events are never served.
  */
@@ -13,6 +13,7 @@ import type { RoomVersion } from '../../protocol/room-versions';
 import { filterEventsForServer, serverVisibilityFacts, type ServerVisibilityFacts } from '../../rooms/visibility';
 import { decode } from '../../store/codec';
 import { roomData } from '../../store/keys';
+import { ownEventSigner } from '../../rooms/own-signatures';
 import type { RoomEvent } from '../../store/room-reader';
 
 const ROOM_OF_EVENT_CACHE_MAX = 10_000;
@@ -51,12 +52,16 @@ async function probeRoomOfEvent(api: Pick<ApiContext, 'redis' | 'keys' | 'shardC
   return typeof raw.room_id === 'string' ? raw.room_id : raw.type === 'm.room.create' ? `!${eventId.slice(1)}` : null;
 }
 
-/** Events as `serverName` may be given them: visible ones as stored, the others redacted (`redact`) or left out. */
+/**
+ * Events as `serverName` may be given them: visible ones as stored, the others redacted (`redact`)
+ * or left out; ours with our signature (src/rooms/own-signatures.ts: it covers the redacted form,
+ * so it holds for both).
+ */
 export async function eventsForServer(api: ApiContext, roomId: string, version: RoomVersion, serverName: string, events: RoomEvent[], mode: 'redact' | 'omit'): Promise<JsonObject[]> {
   const servable = events.filter((e) => !e.rejected);
   const facts: ServerVisibilityFacts[] = await Promise.all(servable.map((e) => serverVisibilityFacts(api.rooms, roomId, serverName, e, () => false)));
   const visible = filterEventsForServer(servable, (_, i) => facts[i]!, mode === 'redact' ? (e) => ({ ...e, event: redactEvent(e.event, version) }) : null);
-  return visible.map((e) => e.event);
+  return ownEventSigner(api.config.serverName, api.signingKey).pdus(visible, version);
 }
 
 export function refIds(refs: unknown): string[] {

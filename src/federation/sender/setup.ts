@@ -13,6 +13,7 @@ import type { SigningKey } from '../../protocol/crypto';
 import { federationIpBlocklist } from '../../protocol/ip-ranges';
 import { shardCountsFor } from '../../runtime/cluster-settings';
 import { KeySpace } from '../../store/keys';
+import { ownEventSigner } from '../../rooms/own-signatures';
 import { FederationClient } from '../client';
 import { FederationTransport } from './transport';
 
@@ -37,6 +38,7 @@ export function federationSenderSetup(config: AxonConfig, signingKey: SigningKey
   return {
     actor: {
       transport: new FederationTransport(client),
+      signer: ownEventSigner(config.serverName, signingKey),
       keys: new KeySpace(config.redis.keyPrefix),
       roomShards: shardCountsFor(config).room,
       limits: { maxPendingPdus: f.sender.catchUpLimit, minRetryMs: f.sender.backoffStartMs, maxRetryMs: f.sender.backoffMaxMs },
