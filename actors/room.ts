@@ -327,7 +327,7 @@ function decideSend(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMes
   // signed: the signature is added when the event leaves the server (src/federation/outbound-pdus.ts),
   // and the size limit counts it.
   const built = buildEvent(cfg, state, version, template, msg);
-  const size = checkPduSize(built.event, built.json, ownSignatureBytes(cfg.serverName, cfg.signingKey.keyId));
+  const size = checkPduSize(built.event, built.json, signatureBytesOf(cfg));
   if (!size.ok) throw new ActorRejection(size.errcode, size.error, size.errcode === 'M_TOO_LARGE' ? 413 : 400);
   const pdu = toPdu(built.event, version, built.eventId);
   const auth = checkEventAuth(pdu, lookup(state), version);
@@ -339,6 +339,19 @@ function decideSend(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMes
     decision.writes!.push({ cmd: 'HSET', key: roomData.eventTxns(state.roomId), args: [pdu.eventId, txn] });
   }
   return decision;
+}
+
+/** `ownSignatureBytes` of the server's key, worked out once per key (it is the same for every event). */
+const signatureBytes = new Map<string, number>();
+function signatureBytesOf(cfg: RoomConfig): number {
+  const id = `${cfg.serverName}\u0000${cfg.signingKey.keyId}`;
+  let n = signatureBytes.get(id);
+  if (n === undefined) {
+    n = ownSignatureBytes(cfg.serverName, cfg.signingKey.keyId);
+    if (signatureBytes.size >= 64) signatureBytes.clear();
+    signatureBytes.set(id, n);
+  }
+  return n;
 }
 
 /**

@@ -8,7 +8,7 @@ import { cpus } from 'node:os';
 import { canonicalJson, canonicalJsonBytes, parseStrictJson, type JsonObject } from '../src/protocol/json';
 import { installNativeEd25519Signer } from '../src/crypto/ed25519-native';
 import { ed25519Signer, nodeSignBytes, signBytes, signingKeyFromSeed, tweetnaclEd25519, verifyBytes } from '../src/protocol/crypto';
-import { computeContentHash, computeEventId, hashAndSignEvent, hashSignAndIdentify, signEventOnly, verifyEventSignature } from '../src/protocol/event-hashing';
+import { computeContentHash, computeEventId, hashAndIdentify, hashAndSignEvent, hashSignAndIdentify, ownSignatureBytes, signEventOnly, verifyEventSignature } from '../src/protocol/event-hashing';
 import { encodeBase64 } from '../src/protocol/base64';
 import { checkPduSize } from '../src/protocol/pdu-limits';
 import { requireRoomVersion } from '../src/protocol/room-versions';
@@ -35,6 +35,7 @@ function bench(name: string, fn: () => void): { name: string; opsPerSec: number;
 
 const seed = new Uint8Array(32).map((_, i) => i * 7 + 1);
 const key = signingKeyFromSeed('ed25519:bench', seed);
+const signatureBytes = ownSignatureBytes('example.org', key.keyId);
 const naclSecret = tweetnaclEd25519.secretKeyFromSeed(seed);
 const version = requireRoomVersion('10');
 
@@ -82,6 +83,13 @@ const results = [
     const { unsigned: _u, ...bare } = event;
     const built = hashSignAndIdentify(bare, version, 'example.org', key);
     checkPduSize(built.event, built.json);
+  }),
+  // Since 2026-12-06 the room actor stores its events unsigned (src/rooms/own-signatures.ts signs
+  // them as they leave the server): what it does per event now.
+  bench('local event stored unsigned (hashAndIdentify, size)', () => {
+    const { unsigned: _u, ...bare } = event;
+    const built = hashAndIdentify(bare, version);
+    checkPduSize(built.event, built.json, signatureBytes);
   }),
 ];
 
