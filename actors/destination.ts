@@ -67,6 +67,7 @@ import { appendToQueue, backoffDelayMs, callPeer, decideDelivery, deliveryShell,
 import type { RoomMeta, StoredEvent } from '../src/rooms/model';
 import type { OwnEventSigner } from '../src/rooms/own-signatures';
 import { getRoomVersion, type RoomVersion } from '../src/protocol/room-versions';
+import { serverNameOf } from '../src/protocol/event-hashing';
 import { shardOf } from '../src/store/shards';
 import { decode } from '../src/store/codec';
 import { destinationData, roomData, type KeySpace } from '../src/store/keys';
@@ -345,10 +346,10 @@ export interface DestinationActorOptions {
  * added to our events (stored without it: src/rooms/own-signatures.ts). Events that are gone,
  * rejected, outliers, soft-failed or backfilled are left out.
  */
-export async function loadPdus(ctx: Pick<ShellContext, 'redis'>, keys: KeySpace, roomShards: number, signer: OwnEventSigner, items: { r: string; e: string }[]): Promise<JsonObject[]> {
+export async function loadPdus(ctx: Pick<ShellContext, 'redis' | 'log'>, keys: KeySpace, roomShards: number, signer: OwnEventSigner, items: { r: string; e: string }[]): Promise<JsonObject[]> {
   if (items.length === 0) return [];
   const blobs = await ctx.redis.mgetBuffer(...items.map((i) => keys.shard('room', shardOf(i.r, roomShards)).data(roomData.event(i.e))));
-  const loaded: { roomId: string; eventId: string; pdu: JsonObject }[] = [];
+  const loaded: { roomId: string; eventId: string; pdu: JsonObject; sign: boolean }[] = [];
   blobs.forEach((b, i) => {
     if (!b) return;
     let pdu: JsonObject;
@@ -360,27 +361,48 @@ export async function loadPdus(ctx: Pick<ShellContext, 'redis'>, keys: KeySpace,
       return; // an unreadable record must not hold the destination's queue up forever
     }
     delete pdu.unsigned;
-    loaded.push({ roomId: items[i]!.r, eventId: items[i]!.e, pdu });
+    loaded.push({ roomId: items[i]!.r, eventId: items[i]!.e, pdu, sign: mayNeedOwnSignature(pdu, signer.serverName) });
   });
-  // Signing needs the room's version (its redaction rules): read for the rooms with an event
-  // that has no signature of ours, once per room and process (a room's version never changes).
-  const unsigned = [...new Set(loaded.filter((l) => !hasSignatureOf(l.pdu, signer.serverName)).map((l) => l.roomId))].filter((r) => !roomVersions.has(r));
-  if (unsigned.length) {
-    const metas = await ctx.redis.mgetBuffer(...unsigned.map((r) => keys.shard('room', shardOf(r, roomShards)).state('room', r)));
-    if (roomVersions.size + unsigned.length > MAX_ROOM_VERSIONS) roomVersions.clear();
+  // Signing needs the room's version (its redaction rules), read once per room and process (a
+  // room's version never changes); this call's rooms are kept in a map of its own, so another
+  // call clearing the shared one meanwhile takes nothing from it.
+  const versions = new Map<string, RoomVersion>();
+  const missing: string[] = [];
+  for (const roomId of new Set(loaded.filter((l) => l.sign).map((l) => l.roomId))) {
+    const known = roomVersions.get(roomId);
+    if (known) versions.set(roomId, known);
+    else missing.push(roomId);
+  }
+  if (missing.length) {
+    const metas = await ctx.redis.mgetBuffer(...missing.map((r) => keys.shard('room', shardOf(r, roomShards)).state('room', r)));
+    if (roomVersions.size + missing.length > MAX_ROOM_VERSIONS) roomVersions.clear();
     metas.forEach((m, i) => {
-      const id = m ? decode<RoomMeta>(m).version : null;
+      let id: string | null = null;
+      try {
+        id = m ? decode<RoomMeta>(m).version : null;
+      } catch {
+        // An unreadable record: its events are left out below, like a purged room's.
+      }
       const version = id ? getRoomVersion(id) : undefined;
-      if (version) roomVersions.set(unsigned[i]!, version);
+      if (!version) return;
+      versions.set(missing[i]!, version);
+      roomVersions.set(missing[i]!, version);
     });
   }
   const out: JsonObject[] = [];
+  let unsignable = 0;
   for (const l of loaded) {
-    const version = roomVersions.get(l.roomId);
-    // Without a version (the room's record gone: purged) an event we cannot sign is not sent: unsigned, the peer would reject it.
+    if (!l.sign) {
+      out.push(l.pdu);
+      continue;
+    }
+    const version = versions.get(l.roomId);
+    // Without a version (the room's record gone: purged) our event cannot be signed, and unsigned
+    // the peer would reject it: it is left out.
     if (version) out.push(signer.pdu(l.eventId, l.pdu, version));
-    else if (hasSignatureOf(l.pdu, signer.serverName)) out.push(l.pdu);
+    else unsignable++;
   }
+  if (unsignable) ctx.log?.warn({ events: unsignable }, 'events of ours left out of a transaction: their room has no version to sign them with (purged?)');
   return out;
 }
 
@@ -388,9 +410,16 @@ export async function loadPdus(ctx: Pick<ShellContext, 'redis'>, keys: KeySpace,
 const roomVersions = new Map<string, RoomVersion>();
 const MAX_ROOM_VERSIONS = 10_000;
 
-function hasSignatureOf(pdu: JsonObject, serverName: string): boolean {
+/**
+ * Whether our signature may be missing from an event: none of ours on it, and it is ours (its
+ * sender's server, or for v1/v2 its event id's). `needsOwnSignature` decides with the room version;
+ * this tells which rooms' versions are needed at all (relayed events of other servers are not).
+ */
+function mayNeedOwnSignature(pdu: JsonObject, serverName: string): boolean {
   const sigs = pdu.signatures;
-  return isJsonObject(sigs) && isJsonObject(sigs[serverName]);
+  if (isJsonObject(sigs) && isJsonObject(sigs[serverName]) && Object.keys(sigs[serverName]).length > 0) return false;
+  const ours = (id: unknown) => typeof id === 'string' && serverNameOf(id) === serverName;
+  return ours(pdu.sender) || ours(pdu.event_id);
 }
 
 export function destinationActor(opts: DestinationActorOptions): ActorKind<DestinationState, DestinationMessage, DestinationReply, DestinationPrepared | undefined> {

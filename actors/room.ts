@@ -324,7 +324,7 @@ function decideSend(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMes
     }
   }
   // Hashed, identified and serialised in one pass (each part of the event serialised once); not
-  // signed: the signature is added when the event leaves the server (src/federation/outbound-pdus.ts),
+  // signed: the signature is added when the event leaves the server (src/rooms/own-signatures.ts),
   // and the size limit counts it.
   const built = buildEvent(cfg, state, version, template, msg);
   const size = checkPduSize(built.event, built.json, signatureBytesOf(cfg));
@@ -357,7 +357,7 @@ function signatureBytesOf(cfg: RoomConfig): number {
 /**
  * Build a local event on top of the room's current state and extremities, hashed, with its id and
  * canonical JSON. It is stored without our signature (`hashAndIdentify` says why): every path that
- * hands our events to another server signs them (src/federation/outbound-pdus.ts).
+ * hands our events to another server signs them (src/rooms/own-signatures.ts).
  */
 export function buildEvent(cfg: RoomConfig, state: RoomState, version: RoomVersion, t: EventTemplate, msg: ActorMessage<unknown>): SignedEvent {
   const prev = state.extremities.slice(-MAX_PREV_EVENTS);

@@ -303,6 +303,17 @@ for (const versionId of ['10', '1']) {
       expect(ids).toContain(createId);
     });
 
+    it('GET /timestamp_to_event finds a message of ours (ids only: found by id, not by the signed PDU)', async () => {
+      // A reviewer found this: the endpoint matched the visible events by object identity, and
+      // the PDUs that now come back signed are new objects, so none of ours was ever found.
+      const third = (await clients.call(alice, 'GET', `/rooms/${enc(roomId)}/event/${enc(built.get('third message')!)}`)).body as Json;
+      const r = await peer.request(a, 'GET', `/_matrix/federation/v1/timestamp_to_event/${enc(roomId)}?ts=${third.origin_server_ts}&dir=b`);
+      expect(r.status, r.text).toBe(200);
+      const at = (await clients.call(alice, 'GET', `/rooms/${enc(roomId)}/event/${enc(r.body.event_id)}`)).body as Json;
+      expect(at.origin_server_ts).toBe(third.origin_server_ts);
+      expect(at.sender).toBe(alice.userId);
+    });
+
     it("the admin API's event_json of a reported event of ours (Synapse shows its signatures)", async () => {
       const reported = built.get('first message')!;
       const report = await clients.call(alice, 'POST', `/rooms/${enc(roomId)}/report/${enc(reported)}`, { reason: 'signature check' });

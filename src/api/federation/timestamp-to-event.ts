@@ -10,7 +10,7 @@ import type { Front } from '../../http/server';
 import { shardOf } from '../../store/shards';
 import { roomData } from '../../store/keys';
 import { requireServerAccess } from '../../federation/inbound/room-access';
-import { eventsForServer } from '../../federation/inbound/server-reads';
+import { visibleToServer } from '../../federation/inbound/server-reads';
 import { federationRoute } from './auth';
 import type { FederationContext } from './context';
 
@@ -31,9 +31,9 @@ export function registerTimestampToEventRoute(front: Front, ctx: FederationConte
       const ids = (dir === 'f' ? await ctx.api.redis.zrangebyscore(key, ts, '+inf', 'LIMIT', offset, 100) : await ctx.api.redis.zrevrangebyscore(key, ts, '-inf', 'LIMIT', offset, 100)) as string[];
       if (ids.length === 0) break;
       const events = (await ctx.api.rooms.events(roomId, ids)).filter((e) => !e.rejected && !e.outlier && !e.softFailed);
-      const visible = await eventsForServer(ctx.api, roomId, room.version, caller.origin, events, 'omit');
-      const visibleSet = new Set(visible);
-      const first = events.find((e) => visibleSet.has(e.event));
+      // Ids only: the events the server may see, not their PDUs (nothing to sign).
+      const visible = new Set((await visibleToServer(ctx.api, roomId, room.version, caller.origin, events, 'omit')).map((e) => e.eventId));
+      const first = events.find((e) => visible.has(e.eventId));
       if (first) return { body: { event_id: first.eventId, origin_server_ts: first.event.origin_server_ts as number } };
       offset += ids.length;
       if (ids.length < 100) break;

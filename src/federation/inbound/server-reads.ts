@@ -53,15 +53,20 @@ async function probeRoomOfEvent(api: Pick<ApiContext, 'redis' | 'keys' | 'shardC
 }
 
 /**
- * Events as `serverName` may be given them: visible ones as stored, the others redacted (`redact`)
- * or left out; ours with our signature (src/rooms/own-signatures.ts: it covers the redacted form,
- * so it holds for both).
+ * Events as `serverName` may be given them, as PDUs: visible ones as stored, the others redacted
+ * (`redact`) or left out; ours with our signature (src/rooms/own-signatures.ts: it covers the
+ * redacted form, so it holds for both).
  */
 export async function eventsForServer(api: ApiContext, roomId: string, version: RoomVersion, serverName: string, events: RoomEvent[], mode: 'redact' | 'omit'): Promise<JsonObject[]> {
+  const visible = await visibleToServer(api, roomId, version, serverName, events, mode);
+  return ownEventSigner(api.config.serverName, api.signingKey).pdus(visible, version);
+}
+
+/** `eventsForServer` before signing: the events themselves (redacted ones as copies), for endpoints that answer with ids. */
+export async function visibleToServer(api: ApiContext, roomId: string, version: RoomVersion, serverName: string, events: RoomEvent[], mode: 'redact' | 'omit'): Promise<RoomEvent[]> {
   const servable = events.filter((e) => !e.rejected);
   const facts: ServerVisibilityFacts[] = await Promise.all(servable.map((e) => serverVisibilityFacts(api.rooms, roomId, serverName, e, () => false)));
-  const visible = filterEventsForServer(servable, (_, i) => facts[i]!, mode === 'redact' ? (e) => ({ ...e, event: redactEvent(e.event, version) }) : null);
-  return ownEventSigner(api.config.serverName, api.signingKey).pdus(visible, version);
+  return filterEventsForServer(servable, (_, i) => facts[i]!, mode === 'redact' ? (e) => ({ ...e, event: redactEvent(e.event, version) }) : null);
 }
 
 export function refIds(refs: unknown): string[] {
