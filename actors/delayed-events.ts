@@ -119,7 +119,7 @@ function removeAll(state: DelayedEventsState, ids: string[], due: boolean): D {
     }
   }
   const left = new Set(Object.values(events).map(stateSlot));
-  const derivedWrites: StoreWrite[] = [...slots].filter(([slot]) => !left.has(slot)).map(([, e]) => ({ cmd: 'SREM', key: delayedStateIndex(e.room_id, e.type, e.state_key!), args: [state.userId] }));
+  const derivedWrites: StoreWrite[] = [...slots].filter(([slot]) => !left.has(slot)).map(([, e]) => ({ cmd: 'SREM', key: delayedStateIndex(e.room_id, e.type, e.state_key!), args: [state.userId], ordered: true }));
   return {
     state: { ...state, events },
     reply: { cancelled: ids.length },
@@ -150,7 +150,7 @@ export function decideDelayedEvents(state: DelayedEventsState, msg: ActorMessage
         reply: { delay_id: e.delay_id },
         writes: [recordWrite(state.userId, e), { cmd: 'HSET', key: delayedEventData.owners(), args: [e.delay_id, state.userId] }],
         timers: [{ key: e.delay_id, atMs: sendTimeOf(e), body: { op: 'fire', delayId: e.delay_id } satisfies DelayedEventsMessage }],
-        ...(e.state_key !== undefined ? { derivedWrites: [{ cmd: 'SADD', key: delayedStateIndex(e.room_id, e.type, e.state_key), args: [state.userId] }] } : {}),
+        ...(e.state_key !== undefined ? { derivedWrites: [{ cmd: 'SADD', key: delayedStateIndex(e.room_id, e.type, e.state_key), args: [state.userId], ordered: true }] } : {}),
       };
     }
     case 'cancel': {

@@ -92,7 +92,7 @@ export function decideLedger(state: LedgerState, msg: ActorMessage<LedgerMessage
       return {
         state: next,
         reply: { count: next.count, sum: next.sum, outOfOrder: next.outOfOrder },
-        derivedWrites: [{ cmd: 'HSET', key: LEDGER_INDEX, args: [body.name, body.value] }],
+        derivedWrites: [{ cmd: 'HSET', key: LEDGER_INDEX, args: [body.name, body.value], ordered: true }],
       };
     }
     case 'read':

@@ -168,7 +168,7 @@ function decidePurgeBatch(state: RoomState, prepared: RoomPrepared): Decision<Ro
   writes.push({ cmd: 'ZREM', key: roomData.localRooms(), args: [state.roomId] });
   const global = new KeySpace('');
   derivedWrites.push(
-    { cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [state.roomId] },
+    { cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [state.roomId], ordered: true },
     { cmd: 'SREM', key: global.publicRooms(), args: [state.roomId] },
     { cmd: 'SREM', key: global.directoryVisibleRooms(), args: [state.roomId] },
   );
@@ -663,7 +663,7 @@ function decideRemote(state: RoomState, mode: RemoteMode, pdus: JsonObject[], ke
     if (partialState && pdu.eventId === ownJoin && !next.partial) {
       const partial: PartialStateInfo = { join: pdu.eventId, servers: [...new Set(partialState.servers)].sort() };
       next = { ...next, partial };
-      derivedWrites.push({ cmd: 'HSET', key: PARTIAL_STATE_ROOMS, args: [state.roomId, JSON.stringify(partial)] });
+      derivedWrites.push({ cmd: 'HSET', key: PARTIAL_STATE_ROOMS, args: [state.roomId, JSON.stringify(partial)], ordered: true });
     }
   };
 
@@ -705,7 +705,7 @@ function decideCompletePartialState(state: RoomState, join: string, stateIds: st
   // again. On a Redis Cluster that list is derived data written after commits, and a late write
   // (a worker cut off past its lease, replayed later) can put an entry back after the completion
   // dropped it: the resync that entry starts ends here, and the HDEL heals the list.
-  if (!state.partial) return { state, reply: { completed: true, added: 0, rejected: [] }, derivedWrites: [{ cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [state.roomId] }] };
+  if (!state.partial) return { state, reply: { completed: true, added: 0, rejected: [] }, derivedWrites: [{ cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [state.roomId], ordered: true }] };
   if (state.partial.join !== join) throw new ActorRejection('M_INVALID_PARAM', 'Not the join the room was entered with', 400);
   const version = requireRoomVersion(state.version);
   const known = prepared.known ?? new Map<string, { pdu: Pdu; stored: StoredEvent }>();
@@ -791,7 +791,7 @@ function decideCompletePartialState(state: RoomState, join: string, stateIds: st
     snapChain: currentSnap === baseId ? 0 : 1,
     snapSeq,
   };
-  return { state: next, reply: { completed: true, added: changes.size, rejected }, writes, derivedWrites: [{ cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [roomId] }] };
+  return { state: next, reply: { completed: true, added: changes.size, rejected }, writes, derivedWrites: [{ cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [roomId], ordered: true }] };
 }
 
 /**

@@ -24,6 +24,16 @@ export interface StoreWrite {
   /** Key name relative to the shard (built with ShardKeys.data). */
   key: string;
   args: (string | number | Buffer)[];
+  /**
+   * Derived writes only (Decision.derivedWrites): the members this write sets or removes change
+   * over time (set, then removed, then set again…), so an old write must not land after a newer
+   * one. On a Cluster it is applied member by member only where no later holding of the shard
+   * wrote the member already (src/store/scripts/derived-fenced-1.lua): a holder that stalled past
+   * its lease between its commit and its derived writes cannot put an old value back. HSET, HDEL,
+   * SADD, SREM, ZADD, ZREM; each member written by one actor only. On one Redis derived writes are
+   * part of the fenced commit anyway.
+   */
+  ordered?: true;
 }
 
 export interface Decision<S, R> {
@@ -49,7 +59,9 @@ export interface Decision<S, R> {
    * or the commit's answer was lost, the message is retried: its commit answers 'dup' and the
    * holder applies the record (not the retry's decision). A worker that dies in between leaves
    * them to the shard's next holder, which applies them before anything else (so they are applied
-   * at least once; they must be idempotent — HSET, HDEL, SADD, SREM of fixed values). A record
+   * at least once; they must be idempotent — HSET, HDEL, SADD, SREM of fixed values — and those
+   * whose members change over time are marked `ordered`, so a stale holder's cannot land over a
+   * newer holder's). A record
    * Redis keeps refusing (e.g. WRONGTYPE) is dead-lettered (ShardKeys.derivedDead) once the
    * message's retries run out or after a few tries at takeover: the derived data then lacks it.
    */

@@ -18,6 +18,7 @@ import type { Family } from '../store/shards';
 import { decode, encode } from '../store/codec';
 import { INBOX_GROUP, type ShardKeys } from '../store/keys';
 import { bufferCommand, isCluster, runScript, runScriptBuffer, waitForReplicas, type RedisClient } from '../store/redis';
+import { clusterSlot } from '../store/cluster-slot';
 import type { CommitMessage, CommitQueue, CommitUnit } from './commit-queue';
 import type { GroupReads, InboxEntries } from './group-reads';
 import { ShardTimers, timerWrites } from './timers';
@@ -80,8 +81,11 @@ interface ActorSlot {
 
 type RunnerState = 'starting' | 'running' | 'draining' | 'stopped';
 
-/** A derived write with its full key name (Decision.derivedWrites, prefixed). */
-type DerivedWrite = { cmd: string; key: string; args: (string | number | Buffer)[] };
+/**
+ * A derived write with its full key name (Decision.derivedWrites, prefixed); `fence`: the fencing
+ * token of the holding that committed it, for an `ordered` write (absent in records of older workers).
+ */
+type DerivedWrite = { cmd: string; key: string; args: (string | number | Buffer)[]; fence?: string };
 
 /**
  * Order of two stream entry ids (`<ms>-<seq>`), read in place: it runs for every entry given to a
@@ -537,9 +541,8 @@ export class ShardRunner {
           pending.push(w);
         }
         if (decision.derivedWrites?.length) {
-          const global = decision.derivedWrites.map((w) => ({ ...w, key: this.keys.global(w.key), absolute: true as const }));
-          if (isCluster(redis)) derived = [...derived, ...global];
-          else writes = [...writes, ...global];
+          if (isCluster(redis)) derived = [...derived, ...this.derivedOf(decision.derivedWrites)];
+          else writes = [...writes, ...decision.derivedWrites.map((w) => ({ cmd: w.cmd, key: this.keys.global(w.key), args: w.args, absolute: true as const }))];
         }
         if (decision.timers?.length) {
           writes.push(...timerWrites(this.keys, kind.kind, entry.actorId, decision.timers));
@@ -704,9 +707,8 @@ export class ShardRunner {
       decided = decision.outputs ?? [];
       writes = decision.writes ?? [];
       if (decision.derivedWrites?.length) {
-        const global = decision.derivedWrites.map((w) => ({ ...w, key: this.keys.global(w.key), absolute: true as const }));
-        if (isCluster(redis)) derived = global;
-        else writes = [...writes, ...global];
+        if (isCluster(redis)) derived = this.derivedOf(decision.derivedWrites);
+        else writes = [...writes, ...decision.derivedWrites.map((w) => ({ cmd: w.cmd, key: this.keys.global(w.key), args: w.args, absolute: true as const }))];
       }
       if (decision.timers?.length) {
         writes = [...writes, ...timerWrites(this.keys, kind.kind, entry.actorId, decision.timers)];
@@ -777,6 +779,11 @@ export class ShardRunner {
     await this.timers.reload();
   }
 
+  /** A decision's derived writes as a Cluster sends them: full key names, ordered ones with this holding's fencing token. */
+  private derivedOf(writes: StoreWrite[]): DerivedWrite[] {
+    return writes.map((w) => ({ cmd: w.cmd, key: this.keys.global(w.key), args: w.args, ...(w.ordered ? { fence: this.token } : {}) }));
+  }
+
   /**
    * The commit's record of its derived writes (a Cluster only; see Decision.derivedWrites), in
    * the shard's slot, so the commit holds them durably even though it cannot apply them.
@@ -842,8 +849,14 @@ export class ShardRunner {
    * takeover (applyPendingDerived).
    */
   private async sendDerived(redis: RedisClient, id: string, derived: DerivedWrite[]): Promise<void> {
-    await Promise.all(derived.map((w) => redis.call(w.cmd, [w.key, ...w.args])));
+    await Promise.all(derived.map((w) => (w.fence === undefined ? redis.call(w.cmd, [w.key, ...w.args]) : this.sendFenced(redis, id, w, w.fence))));
     await redis.hdel(this.keys.derivedPending, id);
+  }
+
+  /** An `ordered` derived write: only the members no later holding of the shard wrote (derived-fenced-1.lua). */
+  private async sendFenced(redis: RedisClient, id: string, w: DerivedWrite, fence: string): Promise<void> {
+    const skipped = Number(await runScript(redis, 'derivedFenced', [w.key, fenceKeyOf(w.key)], [fence, w.cmd, ...w.args]));
+    if (skipped > 0) this.env.log.warn({ shard: this.name, entry: id, key: w.key, cmd: w.cmd, members: skipped, token: fence }, 'derived write of an older holding left out: a later holder of the shard wrote those members since');
   }
 
   /**
@@ -980,6 +993,34 @@ export class ShardRunner {
     this.tracked.clear();
     this.notifyIdle();
   }
+}
+
+/**
+ * The fence hash of an `ordered` derived key (derived-fenced-1.lua), in the key's slot: a key with
+ * a hash tag keeps it (its first `{…}` with something inside, as Redis reads tags); any other key
+ * (hashed whole: it may hold braces of its own, e.g. a state key in the name) gets a tag of its
+ * own slot in front (slotTag).
+ */
+export function fenceKeyOf(key: string): string {
+  const open = key.indexOf('{');
+  const close = open < 0 ? -1 : key.indexOf('}', open + 1);
+  return close > open + 1 ? `${key}:fence` : `{${slotTag(clusterSlot(key))}}:fence:${key}`;
+}
+
+const slotTags = new Map<number, string>();
+/** A short hash tag whose slot is `slot` (found by trying numbers: ~16,000 CRCs, once per slot and process). */
+function slotTag(slot: number): string {
+  let tag = slotTags.get(slot);
+  if (tag === undefined) {
+    for (let i = 0; ; i++) {
+      if (clusterSlot(String(i)) === slot) {
+        tag = String(i);
+        break;
+      }
+    }
+    slotTags.set(slot, tag);
+  }
+  return tag;
 }
 
 /** Tries of one left derived record at takeover before it is dead-lettered (parkDerived). */

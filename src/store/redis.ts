@@ -28,6 +28,7 @@ const SCRIPTS = {
   ackMany: 'ack-many-1.lua',
   readerGroup: 'reader-group-1.lua',
   deadLetter: 'dead-letter-1.lua',
+  derivedFenced: 'derived-fenced-1.lua',
   trimStream: 'trim-stream-1.lua',
   membershipIndex: 'membership-index-2.lua',
   timersFire: 'timers-fire-1.lua',

@@ -46,7 +46,7 @@ describe('delayed events actor', () => {
 
   it('state: others’ changes cancel what was scheduled before them, and keep the index in step', () => {
     const a = add(empty, 's1', 1000, { type: 'org.x', stateKey: 'k' });
-    expect(a.derivedWrites).toEqual([{ cmd: 'SADD', key: 'delayed-state:!r:x\u0000org.x\u0000k', args: [U] }]);
+    expect(a.derivedWrites).toEqual([{ cmd: 'SADD', key: 'delayed-state:!r:x\u0000org.x\u0000k', args: [U], ordered: true }]);
     const b = add(a.state, 's2', 3000, { type: 'org.x', stateKey: 'k' });
     // A change at 2000 cancels s1 (scheduled at 1000), not s2 (scheduled at 3000); the user keeps a delayed event for the slot.
     const c = decideDelayedEvents(b.state, msg({ op: 'cancel_state', roomId: '!r:x', type: 'org.x', stateKey: 'k', before: 2000 }, 5000));
@@ -54,7 +54,7 @@ describe('delayed events actor', () => {
     expect(c.derivedWrites).toBeUndefined();
     const d = decideDelayedEvents(c.state, msg({ op: 'cancel_state', roomId: '!r:x', type: 'org.x', stateKey: 'k', before: 9000 }, 9000));
     expect(d.state.events).toEqual({});
-    expect(d.derivedWrites).toEqual([{ cmd: 'SREM', key: 'delayed-state:!r:x\u0000org.x\u0000k', args: [U] }]);
+    expect(d.derivedWrites).toEqual([{ cmd: 'SREM', key: 'delayed-state:!r:x\u0000org.x\u0000k', args: [U], ordered: true }]);
     // A restart does not make an event scheduled before the change escape it.
     const e = add(empty, 's3', 1000, { type: 'org.x', stateKey: 'k' });
     const r = decideDelayedEvents(e.state, msg({ op: 'restart', delayId: 's3' }, 4000));

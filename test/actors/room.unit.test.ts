@@ -102,7 +102,7 @@ describe.each(['1', '3', '10', '11', '12'])('RoomActor.decide, room version %s',
     const d = decideRoom(cfg, room.state, { mid: 'c1', actorId: room.roomId, body: { op: 'complete_partial_state', join: '$x', stateIds: [] }, enqueuedAt: 1 }, {});
     expect(d.state).toBe(room.state);
     expect(d.reply).toEqual({ completed: true, added: 0, rejected: [] });
-    expect(d.derivedWrites).toEqual([{ cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [room.roomId] }]);
+    expect(d.derivedWrites).toEqual([{ cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [room.roomId], ordered: true }]);
     expect(d.writes ?? []).toEqual([]);
   });
 

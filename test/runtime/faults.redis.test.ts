@@ -20,6 +20,9 @@ import { decode, encode } from '../../src/store/codec';
 import { LEDGER_INDEX, type LedgerReply } from '../../actors/ledger';
 import type { TypingOutput } from '../../actors/typing';
 import { shardOf } from '../../src/store/shards';
+import { clusterSlot } from '../../src/store/cluster-slot';
+import { fenceKeyOf } from '../../src/runtime/shard-runner';
+import pino from 'pino';
 import { freePort } from '../setup/free-port';
 import { MODES, rig, silent, targetFor, waitFor, type Mode, type Rig } from './harness';
 
@@ -543,6 +546,53 @@ describe('derived writes on a Cluster: applied by the holder that committed them
     await c.ask('user', 'ledger', actor, { op: 'read' });
     // The index still says v2 (the latest commit); before, the left record put v1 back.
     expect(await r.redis.hget(index, 'k1')).toBe('v2');
+  });
+
+  it("a holder that stalls past its lease between its commit and its derived write cannot put an old value back over the next holder's (ordered writes are fenced)", async () => {
+    r = await rig('cluster', { shards: 2 });
+    let release!: () => void;
+    const stall = new Promise<void>((res) => (release = res));
+    let reached!: () => void;
+    const atStall = new Promise<void>((res) => (reached = res));
+    const lines: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    const wa = await r.startWorker('wa', {
+      log,
+      faultPoint: async (point, entry) => {
+        if (point === 'after-commit' && entry.mid === 'stalls') {
+          reached();
+          await stall;
+        }
+      },
+    });
+    await waitFor('wa to hold every shard', () => wa.owned().length === 4);
+    const c = await r.client();
+    const actor = '@indexer:test';
+    const index = `${r.prefix}${LEDGER_INDEX}`;
+    // k1 = v1: wa commits it, then stalls before its derived write (a GC pause, a frozen VM).
+    void c.ask('user', 'ledger', actor, { op: 'index', name: 'k1', value: 'v1' }, { mid: 'stalls', timeoutMs: 60_000 }).catch(() => undefined);
+    await atStall;
+    expect(await r.redis.hget(index, 'k1')).toBeNull();
+    // Its lease lapses meanwhile; wb takes the shard over, applies the left record (v1), and a
+    // later message sets k1 = v2.
+    wa.crash();
+    await r.redis.hset(r.keys.workerLease('wa'), 'expires', 0);
+    const wb = await r.startWorker('wb');
+    await waitFor('wb to hold the shard', () => wb.owned().includes(`user:${shardOf(actor, r!.shardCounts.user)}`));
+    expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'index', name: 'k1', value: 'v2' })).toMatchObject({ count: 2 });
+    expect(await r.redis.hget(index, 'k1')).toBe('v2');
+    // wa wakes up and sends its derived write, v1, with its older fencing token: left out (before
+    // the fence, it put v1 back over v2).
+    release();
+    await waitFor('wa to have sent its late write', async () => lines.some((l) => l.includes('derived write of an older holding left out')) || (await r!.redis.hget(index, 'k1')) !== 'v2');
+    expect(await r.redis.hget(index, 'k1')).toBe('v2');
+    expect(lines.find((l) => l.includes('left out'))).toContain('"members":1');
+  });
+
+  it('the fence of an ordered derived key is in its slot, also for keys with braces of their own', () => {
+    for (const key of ['t:{pstate}', 't:ledger-index', 't:delayed-state:!r:x\u0000org.x\u0000{}', 't:a}b{', 't:{}x{y}']) {
+      expect(clusterSlot(fenceKeyOf(key)), key).toBe(clusterSlot(key));
+    }
   });
 
   it('derived writes that fail after the commit fail the message: it is retried until they are applied, by the worker holding the shard, before the reply', async () => {
