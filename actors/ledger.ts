@@ -92,6 +92,8 @@ export function decideLedger(state: LedgerState, msg: ActorMessage<LedgerMessage
       return {
         state: next,
         reply: { count: next.count, sum: next.sum, outOfOrder: next.outOfOrder },
+        // `ordered`: fenced per name on a Cluster. The fence assumes one writer per member; the
+        // tests give each name to one ledger actor.
         derivedWrites: [{ cmd: 'HSET', key: LEDGER_INDEX, args: [body.name, body.value], ordered: true }],
       };
     }

@@ -83,9 +83,10 @@ type RunnerState = 'starting' | 'running' | 'draining' | 'stopped';
 
 /**
  * A derived write with its full key name (Decision.derivedWrites, prefixed); `fence`: the fencing
- * token of the holding that committed it, for an `ordered` write (absent in records of older workers).
+ * token of the holding that committed it, for an `ordered` write, and `fenceKey` where the tokens
+ * of its members are kept (fenceKeyOf); both absent in records of older workers.
  */
-type DerivedWrite = { cmd: string; key: string; args: (string | number | Buffer)[]; fence?: string };
+type DerivedWrite = { cmd: string; key: string; args: (string | number | Buffer)[]; fence?: string; fenceKey?: string };
 
 /**
  * Order of two stream entry ids (`<ms>-<seq>`), read in place: it runs for every entry given to a
@@ -781,7 +782,10 @@ export class ShardRunner {
 
   /** A decision's derived writes as a Cluster sends them: full key names, ordered ones with this holding's fencing token. */
   private derivedOf(writes: StoreWrite[]): DerivedWrite[] {
-    return writes.map((w) => ({ cmd: w.cmd, key: this.keys.global(w.key), args: w.args, ...(w.ordered ? { fence: this.token } : {}) }));
+    return writes.map((w) => {
+      const key = this.keys.global(w.key);
+      return { cmd: w.cmd, key, args: w.args, ...(w.ordered ? { fence: this.token, fenceKey: fenceKeyOf(key, this.keys.global(DERIVED_FENCE), w.key) } : {}) };
+    });
   }
 
   /**
@@ -849,13 +853,13 @@ export class ShardRunner {
    * takeover (applyPendingDerived).
    */
   private async sendDerived(redis: RedisClient, id: string, derived: DerivedWrite[]): Promise<void> {
-    await Promise.all(derived.map((w) => (w.fence === undefined ? redis.call(w.cmd, [w.key, ...w.args]) : this.sendFenced(redis, id, w, w.fence))));
+    await Promise.all(derived.map((w) => (w.fence === undefined || w.fenceKey === undefined ? redis.call(w.cmd, [w.key, ...w.args]) : this.sendFenced(redis, id, w, w.fence, w.fenceKey))));
     await redis.hdel(this.keys.derivedPending, id);
   }
 
   /** An `ordered` derived write: only the members no later holding of the shard wrote (derived-fenced-1.lua). */
-  private async sendFenced(redis: RedisClient, id: string, w: DerivedWrite, fence: string): Promise<void> {
-    const skipped = Number(await runScript(redis, 'derivedFenced', [w.key, fenceKeyOf(w.key)], [fence, w.cmd, ...w.args]));
+  private async sendFenced(redis: RedisClient, id: string, w: DerivedWrite, fence: string, fenceKey: string): Promise<void> {
+    const skipped = Number(await runScript(redis, 'derivedFenced', [w.key, fenceKey], [fence, w.cmd, ...w.args]));
     if (skipped > 0) this.env.log.warn({ shard: this.name, entry: id, key: w.key, cmd: w.cmd, members: skipped, token: fence }, 'derived write of an older holding left out: a later holder of the shard wrote those members since');
   }
 
@@ -995,32 +999,43 @@ export class ShardRunner {
   }
 }
 
+/** Where the fences of `ordered` derived keys live, relative to the key prefix: a name no derived key has. */
+const DERIVED_FENCE = 'derived-fence:';
+
 /**
- * The fence hash of an `ordered` derived key (derived-fenced-1.lua), in the key's slot: a key with
- * a hash tag keeps it (its first `{…}` with something inside, as Redis reads tags); any other key
- * (hashed whole: it may hold braces of its own, e.g. a state key in the name) gets a tag of its
- * own slot in front (slotTag).
+ * The fence hash of an `ordered` derived key (derived-fenced-1.lua): `<prefix>derived-fence:{tag}:<name>`,
+ * under the key prefix, in a namespace of its own (a derived key's name may come from users — a
+ * state key in the delayed-state index —, so the fence of one key must not be able to be another
+ * derived key), and in the key's slot: `tag` is the key's own hash tag (its first `{…}` with
+ * something inside, as Redis reads tags) or, for a key hashed whole, a tag of the key's slot
+ * (slotTag). A prefix with a tag of its own gives both the same slot too; any other prefix
+ * that would put the fence elsewhere is refused (the write fails and is dead-lettered, loudly).
  */
-export function fenceKeyOf(key: string): string {
+export function fenceKeyOf(key: string, fencePrefix: string, name: string): string {
   const open = key.indexOf('{');
   const close = open < 0 ? -1 : key.indexOf('}', open + 1);
-  return close > open + 1 ? `${key}:fence` : `{${slotTag(clusterSlot(key))}}:fence:${key}`;
+  const slot = clusterSlot(key);
+  const fence = `${fencePrefix}{${close > open + 1 ? key.slice(open + 1, close) : slotTag(slot)}}:${name}`;
+  if (clusterSlot(fence) !== slot) throw new Error(`the fence of derived key ${key} would not be in its slot (a key prefix with unbalanced braces?)`);
+  return fence;
 }
 
-const slotTags = new Map<number, string>();
-/** A short hash tag whose slot is `slot` (found by trying numbers: ~16,000 CRCs, once per slot and process). */
+let slotTags: string[] | null = null;
+/** A short hash tag of each slot: the smallest number whose slot it is (the table is built once per process, ~160,000 CRCs, ~40 ms). */
 function slotTag(slot: number): string {
-  let tag = slotTags.get(slot);
-  if (tag === undefined) {
-    for (let i = 0; ; i++) {
-      if (clusterSlot(String(i)) === slot) {
-        tag = String(i);
-        break;
+  if (!slotTags) {
+    const table = new Array<string>(16384);
+    let left = 16384;
+    for (let i = 0; left > 0; i++) {
+      const s = clusterSlot(String(i));
+      if (table[s] === undefined) {
+        table[s] = String(i);
+        left--;
       }
     }
-    slotTags.set(slot, tag);
+    slotTags = table;
   }
-  return tag;
+  return slotTags[slot]!;
 }
 
 /** Tries of one left derived record at takeover before it is dead-lettered (parkDerived). */

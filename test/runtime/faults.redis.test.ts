@@ -589,9 +589,40 @@ describe('derived writes on a Cluster: applied by the holder that committed them
     expect(lines.find((l) => l.includes('left out'))).toContain('"members":1');
   });
 
+  it('the fence script: older tokens are left out member by member, and a fence outlives its emptied key by a day only', async () => {
+    r = await rig('cluster', { shards: 2 });
+    const name = 'delayed-state:!r:x\u0000org.x\u0000{k}';
+    const key = `${r.prefix}${name}`;
+    const fence = fenceKeyOf(key, `${r.prefix}derived-fence:`, name);
+    const write = (token: number, cmd: string, ...args: string[]) => runScript(r!.redis, 'derivedFenced', [key, fence], [String(token), cmd, ...args]);
+    expect(await write(1796000000005, 'SADD', '@a:x', '@b:x')).toBe(0);
+    expect((await r.redis.smembers(key)).sort()).toEqual(['@a:x', '@b:x']);
+    expect(await r.redis.pttl(fence)).toBe(-1); // the key is there: the fence stays
+    // An older holding's write: left out (counted); a member of its own it may still write.
+    expect(await write(1796000000004, 'SREM', '@a:x')).toBe(1);
+    expect(await write(1796000000005, 'SREM', '@a:x', '@b:x')).toBe(0);
+    expect(await r.redis.exists(key)).toBe(0);
+    // The key is gone: its fence expires (a day), so fences do not pile up for keys that come and go…
+    const ttl = await r.redis.pttl(fence);
+    expect(ttl).toBeGreaterThan(86_000_000);
+    expect(ttl).toBeLessThanOrEqual(86_400_000);
+    // …and still refuses the stale write meanwhile; a newer one brings the key back and keeps the fence.
+    expect(await write(1796000000004, 'SADD', '@a:x')).toBe(1);
+    expect(await r.redis.exists(key)).toBe(0);
+    expect(await write(1796000000006, 'SADD', '@a:x')).toBe(0);
+    expect(await r.redis.smembers(key)).toEqual(['@a:x']);
+    expect(await r.redis.pttl(fence)).toBe(-1);
+    // Options are not members: refused rather than misread.
+    await expect(write(1796000000007, 'ZADD', 'GT', '1', 'm')).rejects.toThrow(/no options/);
+  });
+
   it('the fence of an ordered derived key is in its slot, also for keys with braces of their own', () => {
-    for (const key of ['t:{pstate}', 't:ledger-index', 't:delayed-state:!r:x\u0000org.x\u0000{}', 't:a}b{', 't:{}x{y}']) {
-      expect(clusterSlot(fenceKeyOf(key)), key).toBe(clusterSlot(key));
+    for (const name of ['{pstate}', 'ledger-index', 'delayed-state:!r:x\u0000org.x\u0000{}', 'delayed-state:!r:x\u0000org.x\u0000{a}', 'a}b{', '{}x{y}']) {
+      const key = `t:${name}`;
+      const fence = fenceKeyOf(key, 't:derived-fence:', name);
+      expect(clusterSlot(fence), key).toBe(clusterSlot(key));
+      // Under the key prefix, in a namespace no derived key has: a fence is never another key's name.
+      expect(fence.startsWith('t:derived-fence:{')).toBe(true);
     }
   });
 

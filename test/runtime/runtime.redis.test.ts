@@ -285,7 +285,7 @@ for (const mode of MODES) {
       await r.redis.hset(r.keys.workerLease('old'), 'expires', 0);
       expect(await runScript(r.redis, 'workerLeaseLive', [r.keys.workerLease('old')], [oldEpoch, '1'])).toBe(0);
       const t2 = (await runScript(r.redis, 'leaseAcquire', [keys.lease], ['new', await epoch('new'), 'old', oldEpoch])) as [number, string];
-      expect(t2[0]).toBe(t1[0] + 1);
+      expect(t2[0]).toBeGreaterThan(t1[0]);
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
       const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
       // One unit of the group commit (commit-many-5.lua): KEYS lease, inbox, outbox; the shard's prefixes; a write of a data key.

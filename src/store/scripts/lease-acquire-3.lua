@@ -36,8 +36,13 @@ if target and target ~= '' and tonumber(f[5] or '0') > now and target ~= worker 
   return {0, 'reserved:' .. target}
 end
 -- A new holding: every write of the previous holder (or of an earlier holding of ours) is now stale.
-token = redis.call('HINCRBY', key, 'token', 1)
-redis.call('HSET', key, 'owner', worker, 'epoch', epoch, 'acquired', now)
+-- The token is at least the time (ms) as well as one more than the last: a lease hash that lost its
+-- last increments (a Cluster failover with asynchronous replication, an older AOF) still gives a
+-- token above every one handed out before, which the fences of ordered derived writes kept
+-- (derived-fenced-1.lua) rely on — a repeated token would let a stale holder's write through, a
+-- lower one would refuse every write to what it stamped.
+token = math.max(token + 1, now)
+redis.call('HSET', key, 'token', string.format('%d', token), 'owner', worker, 'epoch', epoch, 'acquired', now)
 if target == worker then
   redis.call('HDEL', key, 'target', 'target_expires')
 end
