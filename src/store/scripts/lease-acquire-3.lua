@@ -1,4 +1,5 @@
--- Acquire (or keep) a shard lease, bumping the fencing token whenever ownership changes hands.
+-- Acquire (or keep) a shard lease, bumping the fencing token whenever ownership changes hands and
+-- whenever a new runner takes it (the same worker and epoch again).
 -- The holder's liveness is not in this hash but in its worker lease record (another Cluster slot):
 -- the caller declares that dead first (lease-worker-live-1.lua) and passes the holding it found dead;
 -- this takes the shard only if the hash still names exactly that holding. A dead epoch never comes
@@ -20,10 +21,18 @@ local f = redis.call('HMGET', key, 'owner', 'epoch', 'token', 'target', 'target_
 local owner, oepoch, token, target = f[1] or '', f[2] or '', tonumber(f[3] or '0'), f[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A token for a new holding (see below): at least the time in ms as well as one more than the last.
+local function newToken()
+  token = math.max(token + 1, now)
+  redis.call('HSET', key, 'token', string.format('%d', token))
+  return token
+end
 if owner == worker and oepoch == epoch then
-  -- Already ours in this epoch (a runner lost in the process while the lease stayed).
+  -- Already ours in this epoch (a runner lost in the process while the lease stayed). The new
+  -- runner gets a new token all the same: whatever the lost one may still have in flight (an
+  -- apply that outlived its removal) is fenced out, as a stale holder's would be.
   if target == worker then redis.call('HDEL', key, 'target', 'target_expires') end
-  return {token, worker}
+  return {newToken(), worker}
 end
 -- Free: released, held in an earlier epoch of the caller's own (dead: its record moved on), or
 -- held in the epoch the caller found dead.
@@ -41,8 +50,8 @@ end
 -- token above every one handed out before, which the fences of ordered derived writes kept
 -- (derived-fenced-1.lua) rely on — a repeated token would let a stale holder's write through, a
 -- lower one would refuse every write to what it stamped.
-token = math.max(token + 1, now)
-redis.call('HSET', key, 'token', string.format('%d', token), 'owner', worker, 'epoch', epoch, 'acquired', now)
+newToken()
+redis.call('HSET', key, 'owner', worker, 'epoch', epoch, 'acquired', now)
 if target == worker then
   redis.call('HDEL', key, 'target', 'target_expires')
 end
