@@ -67,11 +67,11 @@ import { appendToQueue, backoffDelayMs, callPeer, decideDelivery, deliveryShell,
 import type { RoomMeta, StoredEvent } from '../src/rooms/model';
 import type { OwnEventSigner } from '../src/rooms/own-signatures';
 import { getRoomVersion, type RoomVersion } from '../src/protocol/room-versions';
-import { serverNameOf } from '../src/protocol/event-hashing';
+import { hasSignatureBy, serverNameOf } from '../src/protocol/event-hashing';
 import { shardOf } from '../src/store/shards';
 import { decode } from '../src/store/codec';
 import { destinationData, roomData, type KeySpace } from '../src/store/keys';
-import { isJsonObject, type JsonObject } from '../src/protocol/json';
+import type { JsonObject } from '../src/protocol/json';
 import { MAX_EDUS_PER_TRANSACTION, MAX_PDUS_PER_TRANSACTION, type Edu, type TransactionBody } from '../src/protocol/transactions';
 
 export const DESTINATION_KIND = 'destination';
@@ -416,8 +416,7 @@ const MAX_ROOM_VERSIONS = 10_000;
  * this tells which rooms' versions are needed at all (relayed events of other servers are not).
  */
 function mayNeedOwnSignature(pdu: JsonObject, serverName: string): boolean {
-  const sigs = pdu.signatures;
-  if (isJsonObject(sigs) && isJsonObject(sigs[serverName]) && Object.keys(sigs[serverName]).length > 0) return false;
+  if (hasSignatureBy(pdu, serverName)) return false;
   const ours = (id: unknown) => typeof id === 'string' && serverNameOf(id) === serverName;
   return ours(pdu.sender) || ours(pdu.event_id);
 }

@@ -124,9 +124,7 @@ export function hashSignAndIdentify(event: JsonObject, version: RoomVersion, ser
 
 function hashAndSign(event: JsonObject, version: RoomVersion, serverName: string, key: SigningKey): { event: JsonObject; signable: Uint8Array; members: Map<string, string> } {
   const { event: hashed, signable, members } = hashOnly(event, version);
-  const signature = encodeBase64(signBytes(key, signable));
-  const existing = isJsonObject(event.signatures) ? (event.signatures as Signatures) : {};
-  const signatures = { ...existing, [serverName]: { ...(existing[serverName] ?? {}), [key.keyId]: signature } };
+  const signatures = signaturesWith(event, serverName, key.keyId, encodeBase64(signBytes(key, signable)));
   const signed: JsonObject = { ...hashed, signatures };
   members.set('signatures', canonicalJson(signatures));
   return { event: signed, signable, members };
@@ -170,9 +168,7 @@ export function hashAndIdentify(event: JsonObject, version: RoomVersion): Signed
  * signing our own.
  */
 export function needsOwnSignature(event: JsonObject, version: RoomVersion, serverName: string): boolean {
-  const sigs = isJsonObject(event.signatures) ? event.signatures[serverName] : undefined;
-  if (isJsonObject(sigs) && Object.keys(sigs).length > 0) return false;
-  return requiredSignatureServers(event, version).includes(serverName);
+  return !hasSignatureBy(event, serverName) && requiredSignatureServers(event, version).includes(serverName);
 }
 
 /**
@@ -180,8 +176,19 @@ export function needsOwnSignature(event: JsonObject, version: RoomVersion, serve
  * `signature` when the caller has it already (it depends only on the key and the redacted event).
  */
 export function withOwnSignature(event: JsonObject, version: RoomVersion, serverName: string, key: SigningKey, signature = ownEventSignature(event, version, key)): JsonObject {
+  return { ...event, signatures: signaturesWith(event, serverName, key.keyId, signature) };
+}
+
+/** The event's `signatures` with one more (a new object; the others kept). */
+function signaturesWith(event: JsonObject, serverName: string, keyId: string, signature: string): Signatures {
   const existing = isJsonObject(event.signatures) ? (event.signatures as Signatures) : {};
-  return { ...event, signatures: { ...existing, [serverName]: { ...(existing[serverName] ?? {}), [key.keyId]: signature } } };
+  return { ...existing, [serverName]: { ...(existing[serverName] ?? {}), [keyId]: signature } };
+}
+
+/** Whether the event carries a signature of `serverName` (any key). */
+export function hasSignatureBy(event: JsonObject, serverName: string): boolean {
+  const sigs = isJsonObject(event.signatures) ? event.signatures[serverName] : undefined;
+  return isJsonObject(sigs) && Object.keys(sigs).length > 0;
 }
 
 /** The signature of `key` over the event (its redacted form without `signatures` and `unsigned`), unpadded base64. */
