@@ -26,12 +26,9 @@
  * for GET /notifications. Read exceptions are trimmed when a receipt moves (`trimRead`); the
  * room's log is capped by rank (ROOM_LOG_KEPT), its list trimmed in chunks to NOTIFICATIONS_KEPT,
  * a user's own list too (every TRIM_EVERY records this process sends for them). Users with http
- * pushers still get one push queue entry each (src/push/queue.ts): pushes are per user by nature.
- *
- * Behind the room (restart, shard move, reload: the room's members loaded past the event), the
- * cached members are newer than the event: the event is then evaluated for the local members
- * joined in the state before it (`membersAt`), as Synapse evaluates an event for the users in the
- * room at it — one who has left since is notified, one who joined since is not.
+ * pushers still get one push queue entry each (src/push/queue.ts): pushes are per user by nature;
+ * for an event the cached members are newer than (the room loaded past it), a member not joined
+ * in the state before the event is not pushed it (`notJoinedAt`).
  *
  * Progress: after each batch of a room shard's outbox entries, once all its writes are done, the
  * reader stores the id of the batch's last entry (`pushData.evaluatedUpTo` on that room shard,
@@ -74,7 +71,7 @@ import { OutboxGroupReader } from './outbox-group-reader';
 import { readFields, readPositions } from '../store/read-receipts';
 import { MissingSnapshotError, RoomReader, type RoomReaderLimits } from '../store/room-reader';
 
-/** The state the push evaluator reads through a RoomReader: the local members at an event (`membersAt`), when it runs behind. */
+/** The state the push evaluator reads through a RoomReader: members at an event (`notJoinedAt`), when it runs behind. */
 const PUSH_ROOM_READER_LIMITS: RoomReaderLimits = { stateCacheBytes: 8 * 2 ** 20, recentEventsBytes: 0 };
 
 /** How many notifications `GET /notifications` keeps per user (the oldest go first). */
@@ -124,7 +121,7 @@ interface RoomCache {
   /**
    * Timeline position the cached state is current at (loaded, then moved forward by the outbox's
    * state events); outbox entries at or below it are already in it, and for them the members may
-   * be others than at the event (`membersAt` reads those).
+   * include some who joined after the event (the record script then checks their membership row).
    */
   statePos: number;
   loadedAt: number;
@@ -137,37 +134,6 @@ interface RoomCache {
   powerLevels?: Pdu;
   /** Display names of members, loaded when some member's rules need one. */
   names: Map<string, string | null>;
-  /** The local members at the last state snapshot `membersAt` read (events behind the cached state mostly share one). */
-  at?: MembersAt;
-}
-
-/** The local members in the state before some event (a snapshot), for an event behind the cached state. */
-interface MembersAt {
-  snapshot: number;
-  /** Each local user with a member event in it: the event's id, whether it is a join, its display name. */
-  byUser: Map<string, { id: string; joined: boolean; name: string | null }>;
-  /** The joined ones, and their display names. */
-  joined: string[];
-  joinedSet: Set<string>;
-  names: Map<string, string | null>;
-}
-
-/**
- * Whom an event is evaluated for: the joined local members (the sender among them when joined),
- * how many members are joined in all (`room_member_count`), and their display names (loaded into
- * `names` when some rules need one).
- */
-interface EventMembers {
-  local: string[];
-  joined: ReadonlySet<string>;
-  count: number;
-  names: Map<string, string | null>;
-  /**
-   * False when the members at the event could not be read (a purged room, a snapshot not stored):
-   * the cached ones are evaluated, for the counts and lists as they judge membership by position,
-   * but nobody but an invitee is pushed the event.
-   */
-  pushable: boolean;
 }
 
 /**
@@ -194,7 +160,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   private readonly rules = new Map<string, CachedRuleset>();
   /** The server-default rules, for evaluating an event once for every member who has them unchanged. */
   private readonly defaults: DefaultRulesTemplate;
-  /** The local members at an event, when the cached members are newer than it (`membersAt`). */
+  /** Members at an event, for pushes when the cached members are newer than it (`notJoinedAt`). */
   private readonly roomReader: RoomReader;
   /** The users' http pushers (app id, pushkey), cached and dropped with their rulesets. */
   private readonly pushers = new Map<string, { pushers: { appId: string; pushkey: string }[]; at: number }>();
@@ -338,113 +304,41 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     const room = await this.room(shard, out.roomId);
     if (!room) return;
     // The cached members are those of this event's position, unless the state was loaded (or
-    // moved, before a batch was redelivered) past it: then members may have joined or left since,
-    // and those at the event are read (never in the steady state, where `at` is null).
+    // moved, before a batch was redelivered) past it: then a member may have joined after it.
     const membersLater = out.pos <= room.statePos;
-    const at = membersLater ? await this.membersAt(room, out) : null;
-    await this.recordJoin(shard, room, out, score, membersLater, at);
+    await this.recordJoin(shard, room, out, score, membersLater);
     if (!membersLater) {
       this.moveState(room, out);
       room.statePos = out.pos;
-      // Caught up with the state: the members read behind it are not needed again.
-      if (room.at) room.at = undefined;
     }
     if (out.redacted) await this.forgetRedacted(shard, room, out.roomId, out.redacted);
-    await this.evaluate(shard, room, out, entryMs, score, batch, this.eventMembers(room, at));
-  }
-
-  /** The members an event is evaluated for: the cached ones, or those at the event (`membersAt`). */
-  private eventMembers(room: RoomCache, at: MembersAt | null | 'unknown'): EventMembers {
-    if (at === null || at === 'unknown') {
-      return { local: (room.localList ??= [...room.localJoined]), joined: room.localJoined, count: room.joined, names: room.names, pushable: at === null };
-    }
-    // The remote members as cached (not read: a big room's are most of its members, and only
-    // `room_member_count` needs them), the local ones as at the event.
-    const count = room.joined - room.localJoined.size + at.joined.length;
-    return { local: at.joined, joined: at.joinedSet, count, names: at.names, pushable: true };
-  }
-
-  /**
-   * The local members joined in the state before an event the cached members are newer than (the
-   * reader behind the room: a restart, a move, a reload): those who left since are among them,
-   * those who joined since are not. Null when the cached local members are the event's anyway: it
-   * is the one the state was loaded or moved at, and not a local user's member event (so the
-   * first event after a reload of a room the reader keeps up with reads nothing). 'unknown' when
-   * the event or its snapshot is no longer stored (a purged room).
-   *
-   * Only local users are read, and only those with a membership row (whoever was a member at the
-   * event still has one): their member events in the snapshot, found down its delta chain
-   * (`stateEntriesAt`, deltas cached by the RoomReader) and read in one MGET. The answer is kept
-   * for the snapshot, and the next snapshot reads only the member events that changed: a run of
-   * events behind the state mostly shares a snapshot, as messages do between state events.
-   */
-  private async membersAt(room: RoomCache, out: RoomOutput): Promise<MembersAt | null | 'unknown'> {
-    const e = out.event;
-    if (out.pos === room.statePos && !(e.type === 'm.room.member' && typeof e.state_key === 'string' && this.isLocal(e.state_key))) return null;
-    try {
-      const sb = await this.roomReader.stateBeforeOf(out);
-      if (typeof sb !== 'number') return 'unknown';
-      if (room.at?.snapshot === sb) return room.at;
-      const candidates: string[] = [];
-      for (const u of room.members.keys()) if (this.isLocal(u)) candidates.push(u);
-      const ids = await this.roomReader.stateEntriesAt(out.roomId, candidates.map((u) => ({ id: sb, key: stateKeyOf('m.room.member', u) })));
-      const before = room.at?.byUser;
-      const unread = new Set<string>();
-      ids.forEach((id, i) => {
-        if (id && before?.get(candidates[i]!)?.id !== id) unread.add(id);
-      });
-      const read = new Map<string, { joined: boolean; name: string | null }>();
-      for (const ev of await this.roomReader.events(out.roomId, [...unread])) {
-        const content = isJsonObject(ev.event.content) ? ev.event.content : {};
-        read.set(ev.eventId, { joined: content.membership === 'join', name: typeof content.displayname === 'string' ? content.displayname : null });
-      }
-      const at: MembersAt = { snapshot: sb, byUser: new Map(), joined: [], joinedSet: new Set(), names: new Map() };
-      ids.forEach((id, i) => {
-        if (!id) return;
-        const user = candidates[i]!;
-        const known = before?.get(user);
-        const facts = known?.id === id ? known : read.get(id);
-        // A member event not stored (a purged room meanwhile): not a member.
-        if (!facts) return;
-        at.byUser.set(user, { id, joined: facts.joined, name: facts.name });
-        if (facts.joined) {
-          at.joined.push(user);
-          at.joinedSet.add(user);
-          at.names.set(user, facts.name);
-        }
-      });
-      room.at = at;
-      return at;
-    } catch (err) {
-      if (err instanceof MissingSnapshotError) return 'unknown';
-      throw err;
-    }
+    await this.evaluate(shard, room, out, entryMs, score, batch, membersLater);
   }
 
   /** Evaluate the event for every joined local member but the sender; record those it notifies. */
-  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch, members: EventMembers): Promise<void> {
+  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch, membersLater = false): Promise<void> {
     const event = out.event;
     const sender = typeof event.sender === 'string' ? event.sender : '';
-    // The joined local members (the room's cached list, or the one at the event, not copied: the
-    // sender, when one of them, is skipped wherever members are visited).
-    let users = members.local;
+    // The joined local members (the room's cached list, not copied: the sender, when one of
+    // them, is skipped wherever members are visited).
+    let users = (room.localList ??= [...room.localJoined]);
     // An invite notifies the invitee, who is not joined (.m.rule.invite_for_me). It never counts
     // as unread: counts start after the user's latest membership, which is this invite or later.
     let invitee: string | null = null;
     if (event.type === 'm.room.member' && typeof event.state_key === 'string' && isJsonObject(event.content) && event.content.membership === 'invite') {
-      if (event.state_key !== sender && this.isLocal(event.state_key) && !members.joined.has(event.state_key)) users = [...users, (invitee = event.state_key)];
+      if (event.state_key !== sender && this.isLocal(event.state_key) && !room.localJoined.has(event.state_key)) users = [...users, (invitee = event.state_key)];
     }
-    if (users.length === (members.joined.has(sender) ? 1 : 0)) return;
+    if (users.length === (room.localJoined.has(sender) ? 1 : 0)) return;
     const rulesets = await this.rulesets(users);
     let needNames: string[] | null = null;
     let asking: string[] | null = null;
     for (let i = 0; i < users.length; i++) {
       if (users[i] === sender) continue;
       const rules = rulesets[i]!.rules;
-      if (rules.usesDisplayName && !members.names.has(users[i]!)) (needNames ??= []).push(users[i]!);
+      if (rules.usesDisplayName && !room.names.has(users[i]!)) (needNames ??= []).push(users[i]!);
       if (rules.usesThreadSubscriptions) (asking ??= []).push(users[i]!);
     }
-    if (needNames) await this.loadNames(shard, out.roomId, members.names, needNames);
+    if (needNames) await this.loadNames(shard, out.roomId, room, needNames);
 
     const lookup = roomLookup(room);
     const senderLevel = userPowerLevel(sender, lookup, room.version);
@@ -471,8 +365,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     // are tested once too (PushEvaluationContext.shared).
     const ctx: PushEvaluationContext = {
       userId: '',
-      roomMemberCount: members.count,
-      displayName: () => members.names.get(ctx.userId) ?? null,
+      roomMemberCount: room.joined,
+      displayName: () => room.names.get(ctx.userId) ?? null,
       senderHasNotificationPermission: permitted,
       threadSubscribed: () => subscribed.has(ctx.userId),
       shared: new Map(),
@@ -530,7 +424,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       const own: Outcome = result ? (result.highlight ? 'h' : 'n') : 'x';
       exceptions.push({ userId, userShard: shardOf(userId, this.shardCounts.user), own, result, member: userId !== invitee });
     }
-    if (common !== 'x' && members.joined.has(sender)) exceptions.push({ userId: sender, userShard: shardOf(sender, this.shardCounts.user), own: 'x', member: true });
+    if (common !== 'x' && room.localJoined.has(sender)) exceptions.push({ userId: sender, userShard: shardOf(sender, this.shardCounts.user), own: 'x', member: true });
     const recorded: LoggedEvent = { roomId: out.roomId, eventId: out.eventId, pos: out.pos, thread, related: relatedEventOf(event) !== null, score, entryMs, common, commonResult };
     this.record(shard, recorded, exceptions, batch);
     if (this.push) {
@@ -541,15 +435,42 @@ export class PushEvaluatorReader extends OutboxGroupReader {
         const pushers = this.cachedPushers(users[i]!, now) ?? (await this.pushersOf(users[i]!));
         if (pushers.length > 0) pushTo.add(users[i]!);
       }
+      // The counts and lists judge membership by position themselves; a push is sent as is, so
+      // the members it goes to are checked at the event when the cached ones are newer.
+      const notJoined = membersLater && pushTo.size > 0 ? await this.notJoinedAt(out, [...pushTo].filter((u) => u !== invitee)) : null;
       for (let i = 0; i < users.length; i++) {
         const result = results[i];
         if (!result) continue;
         const userId = users[i]!;
-        // Members not known to have been joined at the event are not pushed it (an invitee is).
-        if (!pushTo.has(userId) || (!members.pushable && userId !== invitee)) continue;
+        if (!pushTo.has(userId) || notJoined?.has(userId)) continue;
         const member = JSON.stringify({ r: out.roomId, e: out.eventId, a: result.actions } satisfies QueuedNotification);
         await this.enqueuePush(userId, member, score, batch);
       }
+    }
+  }
+
+  /**
+   * Which of these members were not joined when the event was sent (in the state before it): the
+   * cached members are newer than an event when the room was loaded past it (the reader behind
+   * the room: a restart, a move, a reload), and one who joined since must not be pushed what was
+   * said before they came. Read in one walk and one MGET per event (only for such events, and only
+   * for the members about to be pushed). An event or snapshot no longer stored (a purged room):
+   * none of them.
+   */
+  private async notJoinedAt(out: RoomOutput, users: string[]): Promise<Set<string>> {
+    if (users.length === 0) return new Set();
+    try {
+      const sb = await this.roomReader.stateBeforeOf(out);
+      if (typeof sb !== 'number') return new Set(users);
+      const ids = await this.roomReader.stateEntriesAt(out.roomId, users.map((u) => ({ id: sb, key: stateKeyOf('m.room.member', u) })));
+      const joined = new Set<string>();
+      for (const e of await this.roomReader.events(out.roomId, [...new Set(ids.filter((id): id is string => !!id))])) {
+        if (isJsonObject(e.event.content) && e.event.content.membership === 'join') joined.add(e.eventId);
+      }
+      return new Set(users.filter((_u, i) => !ids[i] || !joined.has(ids[i]!)));
+    } catch (e) {
+      if (e instanceof MissingSnapshotError) return new Set(users);
+      throw e;
     }
   }
 
@@ -818,14 +739,14 @@ export class PushEvaluatorReader extends OutboxGroupReader {
    * only past the last one recorded (a redelivered entry changes nothing), and none while the room
    * has no list (push-joins-1.lua).
    */
-  private async recordJoin(shard: number, room: RoomCache, out: RoomOutput, score: number, membersLater: boolean, at: MembersAt | null | 'unknown'): Promise<void> {
+  private async recordJoin(shard: number, room: RoomCache, out: RoomOutput, score: number, membersLater: boolean): Promise<void> {
     const e = out.event;
     if (e.type !== 'm.room.member' || typeof e.state_key !== 'string' || !this.isLocal(e.state_key)) return;
     const user = e.state_key;
     const joined = isJsonObject(e.content) && e.content.membership === 'join';
-    // Without a record: a member before the push log (joined just before this event: per the
-    // cached members, or behind them per the members at the event), or not.
-    const was = at !== null && at !== 'unknown' ? at.joinedSet.has(user) : !membersLater && room.members.get(user) === 'join';
+    // Without a record: a member before the push log (joined now, per the cached members as of
+    // before this event), or not.
+    const was = !membersLater && room.members.get(user) === 'join';
     await runScript(this.redis, 'pushJoins', [this.roomKey(shard, pushData.roomJoins(out.roomId)), this.roomKey(shard, pushData.roomList(out.roomId))], [user, score, joined ? '1' : '0', was ? '1' : '0']);
   }
 
@@ -947,8 +868,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     }
   }
 
-  /** Display names of members from their current member events, into `names` (the room's cache, or the one at an event for an invitee). */
-  private async loadNames(shard: number, roomId: string, names: Map<string, string | null>, users: string[]): Promise<void> {
+  /** Display names of members from their current member events. */
+  private async loadNames(shard: number, roomId: string, room: RoomCache, users: string[]): Promise<void> {
     const ids = await this.redis.hmget(this.roomKey(shard, roomData.state(roomId)), ...users.map((u) => stateKeyOf('m.room.member', u)));
     const blobs = await Promise.all(ids.map((id) => (id ? this.redis.getBuffer(this.roomKey(shard, roomData.event(id))) : Promise.resolve(null))));
     users.forEach((u, i) => {
@@ -958,7 +879,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
         const content = (JSON.parse(decode<StoredEvent>(blob).j) as JsonObject).content;
         if (isJsonObject(content) && typeof content.displayname === 'string') name = content.displayname;
       }
-      names.set(u, name);
+      room.names.set(u, name);
     });
   }
 }

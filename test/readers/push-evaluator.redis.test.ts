@@ -4,10 +4,7 @@
  * the room actor appends them, and what the reader records read back the way /sync reads it
  * (`unreadCounts`) — for every member: the room's push log written once per event, and only the
  * members whose outcome differs from the room's (the sender, a mention, their own rules) with
- * records of their own (exceptions). The room's state is kept as the room actor keeps it (state
- * snapshots, a delta per state event): behind the room (entries from before it loaded the room,
- * as after `clearCaches`) the reader reads the members at each event through them. Also: the
- * progress it records per room shard
+ * records of their own (exceptions). Also: the progress it records per room shard
  * (`pushData.evaluatedUpTo`, and the `evaluated` notification), which never moves back, and
  * replays that change nothing.
  */
@@ -15,7 +12,6 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import pino from 'pino';
 import type { JsonObject } from '../../src/protocol/json';
-import type { StoredSnapshot } from '../../src/rooms/model';
 import { stateKeyOf } from '../../src/protocol/pdu';
 import { NOTIFICATIONS_KEPT, PushEvaluatorReader, TRIM_EVERY, derivedDetails, listScore, memberIntervals, notificationMember } from '../../src/readers/push-evaluator';
 import { shardOf } from '../../src/store/shards';
@@ -53,32 +49,16 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
   const userKey = (u: string, name: string) => keys.shard('user', shardOf(u, shardCounts.user)).data(name);
   const ctx = () => ({ redis, keys, shardCounts });
   let pos = 2;
-  /** The room's current state snapshot, and how many deltas lie between it and its full root. */
-  let snapshot = 1;
-  let chain = 0;
 
-  const stored = (raw: JsonObject, p: number, sb = 0, sa = 0) => encode({ j: JSON.stringify(raw), p, d: p, sb, sa });
-  /**
-   * Append an event to the room's outbox as the room actor does (the event stored too, and for a
-   * state event the state: a new snapshot, a delta on the last, the state and members rows); its entry id.
-   */
+  const stored = (raw: JsonObject, p: number) => encode({ j: JSON.stringify(raw), p, d: p, sb: 0, sa: 0 });
+  /** Append an event to the room's outbox as the room actor does (the event stored too); its entry id. */
   async function append(event: JsonObject): Promise<{ eventId: string; pos: number; entry: string }> {
     pos++;
     const eventId = `$e${pos}`;
     const raw = { room_id: room, origin_server_ts: 1, ...event, event_id: eventId };
-    const before = snapshot;
-    if (typeof event.state_key === 'string') {
-      const key = stateKeyOf(String(event.type), event.state_key);
-      snapshot++;
-      chain++;
-      await redis.set(roomKeys.data(roomData.snapshot(room, snapshot)), encode({ p: before, d: [[key, eventId]], n: chain } satisfies StoredSnapshot));
-      await redis.hset(roomKeys.data(roomData.state(room)), key, eventId);
-      const content = event.content as JsonObject;
-      if (event.type === 'm.room.member') await redis.hset(roomKeys.data(roomData.members(room)), event.state_key, String(content.membership));
-    }
-    await redis.set(roomKeys.data(roomData.event(eventId)), stored(raw, pos, before, snapshot));
+    await redis.set(roomKeys.data(roomData.event(eventId)), stored(raw, pos));
     await redis.zadd(roomKeys.data(roomData.timeline(room)), pos, eventId);
-    const entry = (await redis.xadd(roomKeys.outbox, '*', 'a', room, 'k', 'room', 'b', encode({ roomId: room, eventId, pos, event: raw, stateBefore: before })))!;
+    const entry = (await redis.xadd(roomKeys.outbox, '*', 'a', room, 'k', 'room', 'b', encode({ roomId: room, eventId, pos, event: raw })))!;
     return { eventId, pos, entry };
   }
   const message = (from: string, content: JsonObject = {}): JsonObject => ({ type: 'm.room.message', sender: from, content: { msgtype: 'm.text', body: 'hello', ...content } });
@@ -142,13 +122,7 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     const pl: JsonObject = { type: 'm.room.power_levels', state_key: '', sender, room_id: room, content: { users: { [sender]: 100 } } };
     await redis.set(roomKeys.data(roomData.event('$create')), stored(create, 1));
     await redis.set(roomKeys.data(roomData.event('$pl')), stored(pl, 2));
-    // The members' joins (not in the timeline: the room as loaded from elsewhere), and the state
-    // with them as snapshot 1, a full one.
-    const joins = users.map((u, i) => ({ id: `$join${i}`, key: stateKeyOf('m.room.member', u), raw: { type: 'm.room.member', state_key: u, sender: u, room_id: room, content: { membership: 'join' } } }));
-    for (let i = 0; i < joins.length; i += 100) await redis.mset(...joins.slice(i, i + 100).flatMap((j) => [roomKeys.data(roomData.event(j.id)), stored(j.raw, 0)]));
-    const state: [string, string][] = [[stateKeyOf('m.room.create', ''), '$create'], [stateKeyOf('m.room.power_levels', ''), '$pl'], ...joins.map((j): [string, string] => [j.key, j.id])];
-    await redis.set(roomKeys.data(roomData.snapshot(room, snapshot)), encode({ p: null, d: state, n: 0 } satisfies StoredSnapshot));
-    await redis.hset(roomKeys.data(roomData.state(room)), ...state.flat());
+    await redis.hset(roomKeys.data(roomData.state(room)), stateKeyOf('m.room.create', ''), '$create', stateKeyOf('m.room.power_levels', ''), '$pl');
     await redis.hset(roomKeys.data(roomData.members(room)), ...users.flatMap((u) => [u, 'join']));
     await redis.zadd(roomKeys.data(roomData.timeline(room)), 1, '$create', 2, '$pl');
     // What the membership index reader writes for each member (joined at the start).
