@@ -117,6 +117,8 @@ export interface NotificationDetails {
 }
 
 interface RoomCache {
+  /** The room shard it was loaded from (dropped when this reader lets the shard go: `detach`). */
+  shard: number;
   version: RoomVersion;
   /**
    * Timeline position the cached state is current at (loaded, then moved forward by the outbox's
@@ -192,6 +194,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
 
   override attach(shard: number): void {
     if (this.halted) return;
+    // Also here (see detach): a load in flight when the shard was let go may have cached a room since.
+    if (!this.held.has(shard)) this.dropRooms(shard);
     this.held.add(shard);
     this.listen();
     super.attach(shard);
@@ -199,7 +203,18 @@ export class PushEvaluatorReader extends OutboxGroupReader {
 
   override detach(shard: number): void {
     this.held.delete(shard);
+    this.dropRooms(shard);
     super.detach(shard);
+  }
+
+  /**
+   * Forget the cached rooms of a shard this reader lets go: while another worker holds it, their
+   * events move their state on without this reader, so a cache kept until the shard came back
+   * (within its 5 minutes) would evaluate the next events for the members of before — one who left
+   * meanwhile would be pushed them.
+   */
+  private dropRooms(shard: number): void {
+    for (const [roomId, room] of this.rooms) if (room.shard === shard) this.rooms.delete(roomId);
   }
 
   override async stop(): Promise<void> {
@@ -820,6 +835,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       return null;
     }
     const room: RoomCache = {
+      shard,
       version,
       statePos: latest.length >= 2 ? Number(latest[1]) : 0,
       loadedAt: Date.now(),
