@@ -12,9 +12,17 @@
 -- decides when a push can be taken as it comes (ShardRunner.pushed). A shard without a holder,
 -- whose read fails here (no group yet), or with entries pending for a consumer other than its
 -- holder (a stale holder read on: its read claims them first), gets the plain wake-up '1'.
--- KEYS: the inbox streams and lease hashes the arguments name by index
+-- A guarded entry (enqueue-many-4) is appended only while its guard key holds exactly the guard
+-- value: a front that authenticated a request from its copy of the access token's record passes
+-- the record's key and bytes, so the command is appended only if the token is still the same
+-- (not revoked, the user not locked or suspended since: each of those deletes or rewrites the
+-- record) — checked in the same call as the append, so nothing is appended for a token revoked
+-- before it, and the front saves the round trip of reading the record first. A guard that does
+-- not hold answers 'GUARD' for that entry (nothing appended; the asker authenticates afresh).
+-- KEYS: the inbox streams, lease hashes and guard keys the arguments name by index
 -- ARGV[1]: ONE msgpack array (decoded here with cmsgpack; one argument instead of ~12 per message):
---   E entries, then per entry: inbox key index, F (field count, even), then F values (field, value, …)
+--   E entries, then per entry: inbox key index, guard key index (0: none), guard value ('' when
+--   none), F (field count, even), then F values (field, value, …)
 -- ARGV[2]: the inbox consumer group ('' : no push delivery, wake-ups only)
 -- ARGV[3]: at most this many entries pushed per shard and call
 -- ARGV[4]: at most this many bytes in one push message (more: the plain wake-up)
@@ -23,17 +31,28 @@
 -- and the entries as XREADGROUP gave them, {{id, {field, value, ...}}, ...}. (enqueue-many-2.lua
 -- built a 'P' message of length-prefixed strings with struct.pack, one call and one Lua string per
 -- value: ~3.5 of its ~20 µs a message in Redis; cmsgpack packs the reply's table in one C call.)
--- Returns one value per entry: 1 when appended, else the error text of its XADD alone (the other
--- entries are appended all the same).
+-- Returns one value per entry: 1 when appended, 'GUARD' when its guard did not hold, else the
+-- error text of its XADD alone (the other entries are appended all the same).
 local A = cmsgpack.unpack(ARGV[1])
 local out = {}
 local p = 2
 for e = 1, tonumber(A[1]) do
   local key = KEYS[tonumber(A[p])]
-  local f = tonumber(A[p + 1])
-  local r = redis.pcall('XADD', key, '*', unpack(A, p + 2, p + 1 + f))
-  if type(r) == 'table' and r.err then out[e] = r.err else out[e] = 1 end
-  p = p + 2 + f
+  local guard = tonumber(A[p + 1])
+  local f = tonumber(A[p + 3])
+  local held = true
+  if guard > 0 then
+    -- pcall: a guard key of another type (not the record) is a guard that does not hold.
+    local cur = redis.pcall('GET', KEYS[guard])
+    held = type(cur) == 'string' and cur == A[p + 2]
+  end
+  if not held then
+    out[e] = 'GUARD'
+  else
+    local r = redis.pcall('XADD', key, '*', unpack(A, p + 4, p + 3 + f))
+    if type(r) == 'table' and r.err then out[e] = r.err else out[e] = 1 end
+  end
+  p = p + 4 + f
 end
 local group = ARGV[2]
 local limit = tonumber(ARGV[3])
