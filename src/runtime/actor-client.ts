@@ -48,8 +48,8 @@ export interface AskOptions {
    * Append the command only while the string key `guard.key` holds exactly `guard.value`, checked
    * atomically with the append (enqueue-many-4.lua); when it does not, the ask fails with
    * EnqueueGuardError and nothing was appended. A front passes its copy of the access token's
-   * record (src/api/client/token-guard.ts). Needs a single Redis: on a Cluster the key is read
-   * first and the append follows (not atomic), so fronts there do not guard.
+   * record (asGuardedUser, src/api/client/auth.ts). A single Redis only: on a Cluster the key
+   * and the inbox are in different slots, so a guarded ask is refused there (nothing appended).
    */
   guard?: EnqueueGuard;
 }
@@ -58,6 +58,8 @@ export interface AskOptions {
 export interface EnqueueGuard {
   key: string;
   value: Buffer;
+  /** Set once an ask appended under this guard (its holder can tell that the guard was checked). */
+  held?: boolean;
 }
 
 /** A guarded ask whose guard key no longer held its value: nothing was appended. */
@@ -351,13 +353,10 @@ export class ActorClient {
     if (replyTo) fields.push('r', replyTo);
     const wake = this.keys.wakeChannel(family, shard);
     if (isCluster(this.redis)) {
+      if (guard) throw new Error('a guarded ask needs a single Redis (the guard key and the inbox are in different slots on a Cluster)');
       // The entry must exist before the wake-up is seen; on a cluster the two commands may go
       // to different nodes, so wait for the first.
       void (async () => {
-        if (guard) {
-          const cur = await this.writer.getBuffer(guard.key).catch(() => null);
-          if (!cur || !cur.equals(guard.value)) throw new EnqueueGuardError();
-        }
         await this.writer.xadd(shardKeys.inbox, '*', ...fields);
         await this.writer.publish(wake, '1');
       })().then(
@@ -424,6 +423,7 @@ export class ActorClient {
   }
 
   private settleEnqueue(e: PendingEnqueue, err: Error | null): void {
+    if (!err && e.guard) e.guard.held = true;
     if (e.waiter) {
       if (err) this.fail(e.waiter, err);
       else sendTrace?.mark(e.waiter.mid, 'enq', true);

@@ -74,7 +74,7 @@ describe('sends guarded by the token record (two fronts)', () => {
     expect(bodies.sort()).toEqual(['bob 1', 'bob 2', 'carol 1', 'carol 2', 'dave 1', 'dave 2', 'dave 3']);
   });
 
-  it('a retried transaction through the copy is still one event', async () => {
+  it('a retried transaction through the copy is still one event, and not answered once the token is revoked', async () => {
     const erin = await c.mint('tgerin');
     const created = await c.call(erin, 'POST', '/createRoom', {});
     const roomId = created.body.room_id as string;
@@ -84,5 +84,11 @@ describe('sends guarded by the token record (two fronts)', () => {
     const again = await c.call(erin, 'PUT', path, { msgtype: 'm.text', body: 'once' }, server.baseUrls[1]);
     expect(first.status).toBe(200);
     expect(again.body.event_id).toBe(first.body.event_id);
+    // Logged out through the other front, the same transaction retried gets 401, not the event id
+    // the room actor keeps for it.
+    expect((await c.call(erin, 'POST', '/logout', {}, server.baseUrls[0])).status).toBe(200);
+    const retried = await c.call(erin, 'PUT', path, { msgtype: 'm.text', body: 'once' }, server.baseUrls[1]);
+    expect(retried.status).toBe(401);
+    expect(retried.body.event_id).toBeUndefined();
   });
 });

@@ -12,12 +12,13 @@ import type { LedgerReply } from '../../actors/ledger';
 import { asGuardedUser, newToken, tokenHash, tokenKeyName, type Requester, type TokenRecord } from '../../src/api/client/auth';
 import type { ApiContext } from '../../src/api/context';
 import { MatrixError } from '../../src/http/errors';
+import { RateLimiter } from '../../src/http/rate-limit';
 import type { Request } from '../../src/http/server';
 import { EnqueueGuardError } from '../../src/runtime/actor-client';
 import { encode } from '../../src/store/codec';
 import { shardOf } from '../../src/store/shards';
 import type { RedisClient } from '../../src/store/redis';
-import { MODES, rig, type Rig } from './harness';
+import { rig, waitFor, type Rig } from './harness';
 
 let r: Rig | undefined;
 afterEach(async () => {
@@ -28,13 +29,12 @@ afterEach(async () => {
 /** Entries in the inbox of the user shard that owns `actorId`. */
 const inboxLength = (x: Rig, actorId: string) => x.redis.xlen(x.keys.shard('user', shardOf(actorId, x.shardCounts.user)).inbox);
 
-describe.each(MODES)('guarded asks (%s)', (mode) => {
+describe('guarded asks (single redis)', () => {
   it('appends while the guard key holds the bytes, and nothing once it does not', async () => {
-    r = await rig(mode, { shards: 4 });
+    r = await rig('single', { shards: 4 });
     await r.startWorker('w1');
     const c = await r.client();
     const actor = '@guarded:test';
-    // The guard key in the actor's shard (on a Cluster the client reads it first: another slot is allowed).
     const guardKey = r.keys.shard('user', shardOf(actor, r.shardCounts.user)).data('guard:1');
     await r.redis.set(guardKey, Buffer.from([1, 2, 3]));
     const ok = await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 1, value: 5 }, { guard: { key: guardKey, value: Buffer.from([1, 2, 3]) } });
@@ -58,6 +58,42 @@ describe.each(MODES)('guarded asks (%s)', (mode) => {
     expect(refused.status === 'rejected' && refused.reason instanceof EnqueueGuardError).toBe(true);
     expect(plain.status === 'fulfilled' && plain.value.count).toBe(2);
     expect(await c.ask('user', 'ledger', actor, { op: 'read' })).toMatchObject({ count: 2, sum: 12, outOfOrder: 0 });
+  });
+
+  it('wakes no shard whose only entries were refused', async () => {
+    r = await rig('single', { shards: 1 });
+    await r.startWorker('w1');
+    const c = await r.client();
+    const actor = '@quiet:test';
+    await c.ask('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 1, value: 1 });
+    const channel = r.keys.wakeChannel('user', 0);
+    const sub = r.redis.duplicate();
+    const heard: string[] = [];
+    await sub.subscribe(channel);
+    sub.on('message', (_c: string, m: string) => heard.push(m));
+    const guardKey = r.keys.shard('user', 0).data('guard:2');
+    await expect(c.ask('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 2, value: 1 }, { guard: { key: guardKey, value: Buffer.from('x') } })).rejects.toBeInstanceOf(EnqueueGuardError);
+    // A wake-up of our own, published after the refused call was answered: messages reach a
+    // subscriber in the order Redis published them, so anything the refused call published
+    // would be heard before it.
+    await r.redis.publish(channel, '1');
+    await waitFor('our own wake-up', () => heard.length > 0);
+    expect(heard).toEqual(['1']);
+    sub.disconnect();
+  });
+});
+
+describe('guarded asks (cluster)', () => {
+  it('are refused on a Cluster (the guard key and the inbox are in different slots), nothing appended', async () => {
+    r = await rig('cluster', { shards: 4 });
+    await r.startWorker('w1');
+    const c = await r.client();
+    const actor = '@guarded:test';
+    const guardKey = r.keys.shard('user', shardOf(actor, r.shardCounts.user)).data('guard:1');
+    await r.redis.set(guardKey, 'v');
+    const before = await inboxLength(r, actor);
+    await expect(c.ask('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 1, value: 1 }, { guard: { key: guardKey, value: Buffer.from('v') } })).rejects.toThrow(/single Redis/);
+    expect(await inboxLength(r, actor)).toBe(before);
   });
 });
 
@@ -170,5 +206,69 @@ describe('asGuardedUser (single redis)', () => {
       (e: unknown) => e,
     );
     expect((leaked as MatrixError).errcode).toBe('M_UNKNOWN_TOKEN');
+  });
+
+  it('the rate limit, an expired copy and an act that does not ask: each answered for the token as it is now', async () => {
+    r = await rig('single', { shards: 4 });
+    await r.startWorker('w1');
+    const actors = await r.client();
+    const userId = '@bob:test';
+    const token = newToken(userId, r.shardCounts.user);
+    const recordKey = r.keys.shard('user', shardOf(userId, r.shardCounts.user)).data(tokenKeyName(token));
+    const record: TokenRecord = { u: userId, d: 'DEV' };
+    await r.redis.set(recordKey, encode(record));
+    const counted = countingReads(r.redis);
+    // Three requests a minute for a user, refilling one a minute (local buckets: no shared limiter).
+    const limiter = new RateLimiter({ client: { perMinute: 1, burst: 3 } });
+    const ctx = { redis: counted.redis, keys: r.keys, shardCounts: r.shardCounts, actors, limiter } as unknown as ApiContext;
+    const req = { headers: { authorization: `Bearer ${token}` }, query: {} } as unknown as Request;
+    let seq = 0;
+    const write = () => {
+      const next = seq + 1;
+      return asGuardedUser(ctx, req, (_user, guard) => actors.ask<LedgerReply>('user', 'ledger', userId, { op: 'append', producer: 'p', seq: next, value: 1 }, guard ? { guard } : {})).then((reply) => {
+        seq = next;
+        return reply;
+      });
+    };
+    const failure = (p: Promise<unknown>) =>
+      p.then(
+        () => null,
+        (e: unknown) => e as MatrixError,
+      );
+    expect((await write()).count).toBe(1); // the record read; 2 left in the bucket
+    expect((await write()).count).toBe(2); // the copy; 1 left
+    // Revoked: the copy's charge is given back when the guard fails and the token turns out gone.
+    await r.redis.del(recordKey);
+    expect((await failure(write()))?.errcode).toBe('M_UNKNOWN_TOKEN');
+    expect(limiter.local.take('client', userId)).toBe(0); // the unit given back, taken here: 0 left
+    await r.redis.set(recordKey, encode(record));
+    limiter.local.refund('client', userId);
+    expect((await write()).count).toBe(3); // a read again (the copy was dropped); 0 left
+    // Revoked with the bucket empty: 401, not the 429 that would tell its holder about the user's use.
+    await r.redis.del(recordKey);
+    const limited = await failure(write());
+    expect(limited?.status).toBe(401);
+    expect(limited?.errcode).toBe('M_UNKNOWN_TOKEN');
+
+    // An act that answers without a guarded ask: answered only after a read confirms the token.
+    const plain = { ...ctx, limiter: undefined } as unknown as ApiContext;
+    await r.redis.set(recordKey, encode(record));
+    await asGuardedUser(plain, req, async () => 'fresh'); // the read (no copy after the 401)
+    const readsBefore = counted.reads();
+    expect(await asGuardedUser(plain, req, async () => 'from the copy')).toBe('from the copy');
+    expect(counted.reads()).toBe(readsBefore + 1);
+    await r.redis.del(recordKey);
+    expect((await failure(asGuardedUser(plain, req, async () => 'leak')))?.errcode).toBe('M_UNKNOWN_TOKEN');
+
+    // An expired copy is not used: the record decides (expired, 401 soft logout).
+    await r.redis.set(recordKey, encode({ ...record, exp: Date.now() + 150 }));
+    await asGuardedUser(plain, req, async () => 'fresh');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const reads = counted.reads();
+    const expired = await failure(asGuardedUser(plain, req, async () => 'late'));
+    expect(expired?.errcode).toBe('M_UNKNOWN_TOKEN');
+    expect(expired?.extra).toMatchObject({ soft_logout: true });
+    expect(counted.reads()).toBe(reads + 1);
+    expect(await actors.ask('user', 'ledger', userId, { op: 'read' })).toMatchObject({ count: 3, outOfOrder: 0 });
   });
 });

@@ -138,13 +138,22 @@ export async function userFromToken(ctx: TokenContext, token: string | null, opt
     throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unknown access token', { soft_logout: false });
   }
   const rec = decode<TokenRecord>(blob);
-  keepRecordCopy(ctx.keys, token, { key, blob, rec });
-  // An expired access token: the client should refresh, so its session is only soft-logged-out.
-  if (rec.exp !== undefined && rec.exp <= Date.now()) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
-  // A locked user may only log out (as Synapse); the session is kept for when they are unlocked.
-  if (rec.l === 1 && !opts.allowLocked) throw new MatrixError(401, 'M_USER_LOCKED', 'User account has been locked', { soft_logout: true });
+  // A copy of the bytes alone: the reply's Buffer is a view of the connection's read chunk (up to
+  // tens of kB of /sync replies), which the copy would otherwise keep alive.
+  keepRecordCopy(ctx.keys, token, { key, blob: Buffer.from(blob), rec });
+  const refusal = recordRefusal(rec, opts);
+  if (refusal) throw refusal;
   if (opts.rateLimited !== false) await ctx.limiter?.check('client', rec.u);
   return { userId: rec.u, deviceId: rec.d, accessToken: token, ...(rec.s === 1 ? { suspended: true } : {}) };
+}
+
+/** The 401 a token's record refuses a request with now, or null when it lets the request through. */
+function recordRefusal(rec: TokenRecord, opts: TokenOptions): MatrixError | null {
+  // An expired access token: the client should refresh, so its session is only soft-logged-out.
+  if (rec.exp !== undefined && rec.exp <= Date.now()) return new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
+  // A locked user may only log out (as Synapse); the session is kept for when they are unlocked.
+  if (rec.l === 1 && !opts.allowLocked) return new MatrixError(401, 'M_USER_LOCKED', 'User account has been locked', { soft_logout: true });
+  return null;
 }
 
 /**
@@ -173,12 +182,13 @@ function keepRecordCopy(keys: KeySpace, token: string, copy: RecordCopy): void {
 /**
  * Run a write `act` as the requester, saving the read of the token's record when this front has a
  * copy of it (the write's latency is one Redis round trip instead of two; issue 23): `act` gets
- * the requester from the copy and a guard that it MUST pass to its one actor ask (AskOptions
- * `guard`) — the ask is appended only while the record is unchanged — and it must write nothing
- * else. When the record changed (the token revoked, the user locked or suspended since the copy),
- * nothing was appended: the request runs again authenticated afresh, answered 401/403 as it would
- * have been. An error of `act` under the copy is answered only once the token is confirmed (a
- * revoked token learns nothing but 401). Without a usable copy — none yet, a Cluster (the record
+ * the requester from the copy and a guard to pass to its one actor ask (AskOptions `guard`) — the
+ * ask is appended only while the record is unchanged — before which it writes nothing. When the
+ * record changed (the token revoked, the user locked or suspended since the copy), nothing was
+ * appended: the request runs again authenticated afresh, answered 401/403 as it would have been.
+ * Whatever else `act` under the copy answers — an error, the rate limit's 429, or a result for
+ * which no ask held the guard — is answered only once the token is confirmed by a read, so a
+ * revoked token learns nothing but 401. Without a usable copy — none yet, a Cluster (the record
  * and the inbox are in different slots), an appservice token, or a copy that would refuse
  * (expired, locked) or restrict (suspended) the request, which the current record decides — `act`
  * runs after the usual read, without a guard.
@@ -187,18 +197,32 @@ export async function asGuardedUser<T>(ctx: ApiContext, req: Request, act: (user
   const token = bearerToken(req);
   const copy = token && !isCluster(ctx.redis) && !ctx.appservices?.registry.findByAsToken(token) ? recordCopies.get(ctx.keys)?.get(token) : undefined;
   const rec = copy?.rec;
-  if (!copy || !rec || rec.l === 1 || rec.s === 1 || (rec.exp !== undefined && rec.exp <= Date.now())) return act(await requireUser(ctx, req), undefined);
-  await ctx.limiter?.check('client', rec.u);
+  if (!token || !copy || !rec || rec.s === 1 || recordRefusal(rec, {})) return act(await requireUser(ctx, req), undefined);
+  const guard: EnqueueGuard = { key: copy.key, value: copy.blob };
+  let charged = false;
+  let result: T;
   try {
-    return await act({ userId: rec.u, deviceId: rec.d, accessToken: token! }, { key: copy.key, value: copy.blob });
+    await ctx.limiter?.check('client', rec.u);
+    charged = true;
+    result = await act({ userId: rec.u, deviceId: rec.d, accessToken: token }, guard);
   } catch (e) {
-    if (e instanceof EnqueueGuardError) {
-      recordCopies.get(ctx.keys)?.delete(token!);
-      return act(await requireUser(ctx, req, { rateLimited: false }), undefined);
+    if (!(e instanceof EnqueueGuardError)) {
+      await requireUser(ctx, req, { rateLimited: false });
+      throw e;
     }
-    await requireUser(ctx, req, { rateLimited: false });
-    throw e;
+    recordCopies.get(ctx.keys)?.delete(token);
+    let user: Requester;
+    try {
+      user = await requireUser(ctx, req, { rateLimited: false });
+    } catch (refused) {
+      // The unit the copy's user was charged was not theirs to pay: a revoked token's request.
+      if (charged) await ctx.limiter?.refund('client', rec.u);
+      throw refused;
+    }
+    return act(user, undefined);
   }
+  if (!guard.held) await requireUser(ctx, req, { rateLimited: false });
+  return result;
 }
 
 /**

@@ -18,7 +18,8 @@
 -- (not revoked, the user not locked or suspended since: each of those deletes or rewrites the
 -- record) — checked in the same call as the append, so nothing is appended for a token revoked
 -- before it, and the front saves the round trip of reading the record first. A guard that does
--- not hold answers 'GUARD' for that entry (nothing appended; the asker authenticates afresh).
+-- not hold answers 'GUARD' for that entry (nothing appended; the asker authenticates afresh), and
+-- a shard none of whose entries was appended is not woken.
 -- KEYS: the inbox streams, lease hashes and guard keys the arguments name by index
 -- ARGV[1]: ONE msgpack array (decoded here with cmsgpack; one argument instead of ~12 per message):
 --   E entries, then per entry: inbox key index, guard key index (0: none), guard value ('' when
@@ -35,6 +36,8 @@
 -- error text of its XADD alone (the other entries are appended all the same).
 local A = cmsgpack.unpack(ARGV[1])
 local out = {}
+-- Inbox key indices with an entry appended by this call: only their shards are woken below.
+local appended = {}
 local p = 2
 for e = 1, tonumber(A[1]) do
   local key = KEYS[tonumber(A[p])]
@@ -50,7 +53,12 @@ for e = 1, tonumber(A[1]) do
     out[e] = 'GUARD'
   else
     local r = redis.pcall('XADD', key, '*', unpack(A, p + 4, p + 3 + f))
-    if type(r) == 'table' and r.err then out[e] = r.err else out[e] = 1 end
+    if type(r) == 'table' and r.err then
+      out[e] = r.err
+    else
+      out[e] = 1
+      appended[tonumber(A[p])] = true
+    end
   end
   p = p + 4 + f
 end
@@ -58,33 +66,35 @@ local group = ARGV[2]
 local limit = tonumber(ARGV[3])
 local maxBytes = tonumber(ARGV[4])
 for i = 5, #ARGV, 3 do
-  local channel, inbox, leaseIdx = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
-  local message = '1'
-  local owner = false
-  if group ~= '' and leaseIdx > 0 then owner = redis.call('HGET', KEYS[leaseIdx], 'owner') end
-  if owner and owner ~= '' then
-    -- Entries pending for another consumer (a holder that stalled past its lease and read on)
-    -- were delivered before the new ones and reach the holder only through its read, which claims
-    -- them first: a push would be applied over them. Then the holder gets the plain wake-up.
-    local foreign = false
-    local s = redis.pcall('XPENDING', inbox, group)
-    if type(s) == 'table' and not s.err and s[4] then
-      for _, c in ipairs(s[4]) do
-        if c[1] ~= owner then
-          foreign = true
-          break
+  if appended[tonumber(ARGV[i + 1])] then
+    local channel, inbox, leaseIdx = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+    local message = '1'
+    local owner = false
+    if group ~= '' and leaseIdx > 0 then owner = redis.call('HGET', KEYS[leaseIdx], 'owner') end
+    if owner and owner ~= '' then
+      -- Entries pending for another consumer (a holder that stalled past its lease and read on)
+      -- were delivered before the new ones and reach the holder only through its read, which claims
+      -- them first: a push would be applied over them. Then the holder gets the plain wake-up.
+      local foreign = false
+      local s = redis.pcall('XPENDING', inbox, group)
+      if type(s) == 'table' and not s.err and s[4] then
+        for _, c in ipairs(s[4]) do
+          if c[1] ~= owner then
+            foreign = true
+            break
+          end
         end
       end
+      local r = not foreign and redis.pcall('XREADGROUP', 'GROUP', group, owner, 'COUNT', limit, 'STREAMS', inbox, '>')
+      if type(r) == 'table' and not r.err and r[1] then
+        -- A push bigger than the cap goes as the plain wake-up (its entries are pending for the
+        -- holder, which reads them): pushes wait in Redis's output buffer of the holder's
+        -- subscriber connection, and one that outgrows the pub/sub limit is disconnected.
+        local packed = cmsgpack.pack(owner, r[1][2])
+        if #packed <= maxBytes then message = 'M' .. packed end
+      end
     end
-    local r = not foreign and redis.pcall('XREADGROUP', 'GROUP', group, owner, 'COUNT', limit, 'STREAMS', inbox, '>')
-    if type(r) == 'table' and not r.err and r[1] then
-      -- A push bigger than the cap goes as the plain wake-up (its entries are pending for the
-      -- holder, which reads them): pushes wait in Redis's output buffer of the holder's
-      -- subscriber connection, and one that outgrows the pub/sub limit is disconnected.
-      local packed = cmsgpack.pack(owner, r[1][2])
-      if #packed <= maxBytes then message = 'M' .. packed end
-    end
+    redis.call('PUBLISH', channel, message)
   end
-  redis.call('PUBLISH', channel, message)
 end
 return out
