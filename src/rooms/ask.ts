@@ -4,7 +4,7 @@
  * the Matrix errors they are, a timeout as 504.
  */
 import { MatrixError } from '../http/errors';
-import { ActorReplyError, ActorTimeoutError } from '../runtime/actor-client';
+import { ActorReplyError, ActorTimeoutError, type AskOptions } from '../runtime/actor-client';
 import type { ApiContext } from '../api/context';
 import type { EventTemplate } from './model';
 
@@ -15,7 +15,7 @@ export interface SendReply {
 }
 
 /** Ask the room actor; its rejections (M_FORBIDDEN, …) come back as the Matrix error they are. */
-export function askRoom(ctx: ApiContext, roomId: string, body: unknown, opts: { mid?: string } = {}): Promise<SendReply> {
+export function askRoom(ctx: ApiContext, roomId: string, body: unknown, opts: Pick<AskOptions, 'mid' | 'guard'> = {}): Promise<SendReply> {
   return askRoomFamily<SendReply>(ctx, 'room', roomId, body, opts);
 }
 
@@ -23,7 +23,7 @@ export function askRoom(ctx: ApiContext, roomId: string, body: unknown, opts: { 
  * Ask an actor of the room family (a room, or an alias: actors/alias.ts); rejections come back
  * as Matrix errors, a timeout as 504 (the command stays in the inbox and is still applied).
  */
-export async function askRoomFamily<R>(ctx: ApiContext, kind: 'room' | 'alias' | 'typing' | 'receipt', actorId: string, body: unknown, opts: { timeoutMs?: number; mid?: string } = {}): Promise<R> {
+export async function askRoomFamily<R>(ctx: ApiContext, kind: 'room' | 'alias' | 'typing' | 'receipt', actorId: string, body: unknown, opts: AskOptions = {}): Promise<R> {
   try {
     const reply = await ctx.actors.ask<R>('room', kind, actorId, body, opts);
     // A room actor that accepted a command may have changed the room (ApiContext.roomWritten).
@@ -37,6 +37,6 @@ export async function askRoomFamily<R>(ctx: ApiContext, kind: 'room' | 'alias' |
 }
 
 /** Send an event built from a template (the actor signs and authorises it). */
-export function sendEvent(ctx: ApiContext, roomId: string, event: EventTemplate, txn?: string, opts: { mid?: string } = {}): Promise<SendReply> {
+export function sendEvent(ctx: ApiContext, roomId: string, event: EventTemplate, txn?: string, opts: Pick<AskOptions, 'mid' | 'guard'> = {}): Promise<SendReply> {
   return askRoom(ctx, roomId, txn ? { op: 'send', event, txn } : { op: 'send', event }, opts);
 }

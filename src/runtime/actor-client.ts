@@ -44,6 +44,35 @@ export interface AskOptions {
   timeoutMs?: number;
   /** Message id for dedupe; give the same id when re-sending the same command. */
   mid?: string;
+  /**
+   * Append the command only while the string key `guard.key` holds exactly `guard.value`, checked
+   * atomically with the append (enqueue-many-4.lua); when it does not, the ask fails with
+   * EnqueueGuardError and nothing was appended. A front passes its copy of the access token's
+   * record (asGuardedUser, src/api/client/auth.ts). A single Redis only: on a Cluster the key
+   * and the inbox are in different slots, so a guarded ask is refused there (nothing appended).
+   */
+  guard?: EnqueueGuard;
+}
+
+/** A key and the exact bytes it must hold for a guarded ask to be appended (AskOptions.guard). */
+export interface EnqueueGuard {
+  key: string;
+  value: Buffer;
+  /** Set once an ask appended under this guard (its holder can tell that the guard was checked). */
+  held?: boolean;
+}
+
+/** A guarded ask whose guard key no longer held its value: nothing was appended. */
+export class EnqueueGuardError extends Error {
+  constructor() {
+    super('enqueue: the guard key no longer holds the guarded value');
+    this.name = 'EnqueueGuardError';
+  }
+}
+
+/** enqueue-many-4.lua's answer for an entry whose guard did not hold (a Buffer: the call is made for Buffers). */
+function isGuardAnswer(r: unknown): boolean {
+  return (Buffer.isBuffer(r) || typeof r === 'string') && r.toString() === 'GUARD';
 }
 
 /** Messages one enqueue-many call carries at most (a bigger turn goes in several). */
@@ -51,9 +80,10 @@ const ENQUEUE_BATCH = 500;
 
 interface PendingEnqueue {
   inbox: string;
-  /** The shard's lease hash: its holder is who the entries are pushed to (enqueue-many-3.lua). */
+  /** The shard's lease hash: its holder is who the entries are pushed to (enqueue-many-4.lua). */
   lease: string;
   fields: (string | Buffer)[];
+  guard: EnqueueGuard | undefined;
   wake: string;
   /** An ask's waiter (a failed append fails it), or a tell's callbacks. */
   waiter: Waiter | null;
@@ -122,7 +152,7 @@ export class ActorClient {
     frontId?: string,
     /**
      * `push` (default true): on a single Redis, the enqueue call hands new entries to the shard's
-     * holder (enqueue-many-3.lua); false: wake-ups only, the holder reads (tests of the read path).
+     * holder (enqueue-many-4.lua); false: wake-ups only, the holder reads (tests of the read path).
      */
     private readonly opts: { ownWriteConnection?: boolean; push?: boolean } = {},
   ) {
@@ -297,7 +327,7 @@ export class ActorClient {
       this.waiters.set(mid, w);
       this.track(w, timeoutMs);
       try {
-        this.enqueue(family, kind, actorId, body, mid, this.replyStream, w);
+        this.enqueue(family, kind, actorId, body, mid, this.replyStream, w, undefined, undefined, opts.guard);
       } catch (e) {
         this.fail(w, e as Error);
       }
@@ -316,13 +346,14 @@ export class ActorClient {
   }
 
   /** Append the message (its outcome to `waiter`, or to `resolve`/`reject` for a tell). */
-  private enqueue(family: Family, kind: string, actorId: string, body: unknown, mid: string, replyTo: string | null, waiter: Waiter | null, resolve?: () => void, reject?: (e: Error) => void): void {
+  private enqueue(family: Family, kind: string, actorId: string, body: unknown, mid: string, replyTo: string | null, waiter: Waiter | null, resolve?: () => void, reject?: (e: Error) => void, guard?: EnqueueGuard): void {
     const shard = shardOf(actorId, this.shardCounts[family]);
     const shardKeys = this.keys.shard(family, shard);
     const fields: (string | Buffer)[] = ['mid', mid, 'a', actorId, 'k', kind, 'b', encode(body), 't', String(Date.now())];
     if (replyTo) fields.push('r', replyTo);
     const wake = this.keys.wakeChannel(family, shard);
     if (isCluster(this.redis)) {
+      if (guard) throw new Error('a guarded ask needs a single Redis (the guard key and the inbox are in different slots on a Cluster)');
       // The entry must exist before the wake-up is seen; on a cluster the two commands may go
       // to different nodes, so wait for the first.
       void (async () => {
@@ -334,10 +365,10 @@ export class ActorClient {
       );
       return;
     }
-    // The asks of one turn go in ONE call (enqueue-many-3.lua): every entry appended, then each
+    // The asks of one turn go in ONE call (enqueue-many-4.lua): every entry appended, then each
     // woken shard's new entries read for its holder and published to it on the shard's channel
     // (or a wake-up published once), so that the holder has them without a read of its own.
-    this.pendingEnqueues.push({ inbox: shardKeys.inbox, lease: shardKeys.lease, fields, wake, waiter, resolve, reject });
+    this.pendingEnqueues.push({ inbox: shardKeys.inbox, lease: shardKeys.lease, fields, guard, wake, waiter, resolve, reject });
     if (this.enqueueScheduled) return;
     this.enqueueScheduled = true;
     // After every promise continuation of this turn: the lanes woken by one read of the
@@ -371,7 +402,8 @@ export class ActorClient {
     const args: (string | Buffer | number)[] = [batch.length];
     for (const e of batch) {
       const k = indexOf(e.inbox);
-      args.push(k, e.fields.length);
+      if (e.guard) args.push(k, indexOf(e.guard.key), e.guard.value, e.fields.length);
+      else args.push(k, 0, '', e.fields.length);
       for (const f of e.fields) args.push(f);
       if (!wakes.has(e.wake)) wakes.set(e.wake, [e.wake, k, indexOf(e.lease)]);
     }
@@ -386,11 +418,12 @@ export class ActorClient {
     }
     for (let i = 0; i < batch.length; i++) {
       const r = res[i];
-      this.settleEnqueue(batch[i]!, r === 1 ? null : new Error(`enqueue: ${r === undefined ? 'no answer' : String(r)}`));
+      this.settleEnqueue(batch[i]!, r === 1 ? null : isGuardAnswer(r) ? new EnqueueGuardError() : new Error(`enqueue: ${r === undefined ? 'no answer' : String(r)}`));
     }
   }
 
   private settleEnqueue(e: PendingEnqueue, err: Error | null): void {
+    if (!err && e.guard) e.guard.held = true;
     if (e.waiter) {
       if (err) this.fail(e.waiter, err);
       else sendTrace?.mark(e.waiter.mid, 'enq', true);

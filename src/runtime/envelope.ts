@@ -92,7 +92,7 @@ export function parseOutboxEntry(fields: Buffer[] | null): OutboxEntry | null {
   return body ? { actorId, kind, body } : null;
 }
 
-/** Entries one push carries at most (enqueue-many-3.lua's limit, sent by ActorClient): a full push may leave more. */
+/** Entries one push carries at most (enqueue-many-4.lua's limit, sent by ActorClient): a full push may leave more. */
 export const PUSH_LIMIT = 200;
 /**
  * Bytes one push message carries at most: a bigger one goes as a plain wake-up (the holder
@@ -109,7 +109,7 @@ export const PUSH_MAX_BYTES = 256 * 1024;
 export type PushedEntry = [id: string, entry: InboxEntry | Buffer[]];
 
 /**
- * A push message of enqueue-many-3.lua: 'M', then two msgpack values as Redis's cmsgpack packs
+ * A push message of enqueue-many-4.lua: 'M', then two msgpack values as Redis's cmsgpack packs
  * them: the holder's consumer name, and the entries, [[id, [field, value, …]], …]. Strings are
  * msgpack str (cmsgpack has no bin): they are taken as the raw bytes they hold, not decoded as
  * UTF-8, since bodies are binary. Null when it does not parse (then it is taken as a wake-up).

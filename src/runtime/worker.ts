@@ -259,7 +259,7 @@ export class Worker {
         const r = this.channels.get(channel);
         if (!r) return;
         this.touch(r.name);
-        // A push (enqueue-many-3.lua 'M', or -2's 'P' from an asker not yet upgraded): entries
+        // A push (enqueue-many-3.lua and -4 'M', or -2's 'P' from an asker not yet upgraded): entries
         // delivered to the shard's holder; else a wake-up.
         const push = payload[0] === 0x4d ? parsePackedPush(payload) : payload[0] === 0x50 ? parsePush(payload) : null;
         if (push) r.pushed(push.owner, push.entries, push.entries.length >= PUSH_LIMIT);

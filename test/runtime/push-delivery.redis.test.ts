@@ -1,5 +1,5 @@
 /**
- * Push delivery (enqueue-many-3.lua, ShardRunner.pushed; single Redis): the enqueue call reads a
+ * Push delivery (enqueue-many-4.lua, ShardRunner.pushed; single Redis): the enqueue call reads a
  * shard's new entries into its holder's pending list and publishes them to it, and the holder
  * applies them without a read of its own — unless something could have come between (a read in
  * flight, a lost subscriber connection), when the push is a wake-up and the next read gives the
@@ -140,7 +140,7 @@ describe('push delivery (single redis)', () => {
 });
 
 describe('push messages', () => {
-  it('as Redis packs them (cmsgpack, enqueue-many-3.lua) parse back byte for byte, whatever the lengths; a cut or padded message is not taken for a push', async () => {
+  it('as Redis packs them (cmsgpack, enqueue-many-4.lua) parse back byte for byte, whatever the lengths; a cut or padded message is not taken for a push', async () => {
     r = await rig('single', { shards: 1 });
     // Every string header cmsgpack writes (fixstr, str8, str16, str32), binary bytes that are
     // not UTF-8, an entry with no fields, and more entries than a fixarray holds.

@@ -9,10 +9,11 @@ import { MatrixError } from '../../http/errors';
 import type { Request } from '../../http/server';
 import { decode } from '../../store/codec';
 import { shardOf } from '../../store/shards';
-import { userData } from '../../store/keys';
+import { userData, type KeySpace } from '../../store/keys';
+import { isCluster } from '../../store/redis';
 import { userKey } from '../../store/shard-keys';
 import { isValidUserId } from '../../protocol/identifiers';
-import { ActorReplyError } from '../../runtime/actor-client';
+import { ActorReplyError, EnqueueGuardError, type EnqueueGuard } from '../../runtime/actor-client';
 import type { Appservice } from '../../appservice/registration';
 import type { ApiContext } from '../context';
 
@@ -106,8 +107,14 @@ export function bearerToken(req: Request): string | null {
 /** What resolving an access token reads: the user shards (and the per-user rate limit, when there is one). */
 export type TokenContext = Pick<ApiContext, 'redis' | 'keys' | 'shardCounts' | 'limiter'>;
 
+/** How userFromToken resolves: `allowLocked` lets a locked user through (logout); `rateLimited: false` takes nothing from the user's bucket (a request counted already). */
+export interface TokenOptions {
+  allowLocked?: boolean;
+  rateLimited?: boolean;
+}
+
 /** Resolve the requester from the access token, or answer 401 as the spec says. */
-export async function requireUser(ctx: ApiContext, req: Request, opts: { allowLocked?: boolean } = {}): Promise<Requester> {
+export async function requireUser(ctx: ApiContext, req: Request, opts: TokenOptions = {}): Promise<Requester> {
   const token = bearerToken(req);
   const appservice = token ? ctx.appservices?.registry.findByAsToken(token) : undefined;
   if (appservice && token) return appserviceRequester(ctx, req, appservice, token);
@@ -118,21 +125,104 @@ export async function requireUser(ctx: ApiContext, req: Request, opts: { allowLo
  * The requester an access token names, or 401 as the spec says: requireUser for a uWS request,
  * and for callers outside the client API's front (the operator dashboard on the metrics port).
  */
-export async function userFromToken(ctx: TokenContext, token: string | null, opts: { allowLocked?: boolean } = {}): Promise<Requester> {
+export async function userFromToken(ctx: TokenContext, token: string | null, opts: TokenOptions = {}): Promise<Requester> {
   if (!token) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
   // An appservice's as_token is not an access token here: it acts through requireUser (identity
   // assertion needs the request), and the operator dashboard takes users' tokens only.
   const shard = tokenShard(token, ctx.shardCounts.user);
   if (shard === null || !token.startsWith('axo_')) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unknown access token', { soft_logout: false });
-  const blob = await ctx.redis.getBuffer(ctx.keys.shard('user', shard).data(tokenKeyName(token)));
-  if (!blob) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unknown access token', { soft_logout: false });
+  const key = ctx.keys.shard('user', shard).data(tokenKeyName(token));
+  const blob = await ctx.redis.getBuffer(key);
+  if (!blob) {
+    recordCopies.get(ctx.keys)?.delete(token);
+    throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unknown access token', { soft_logout: false });
+  }
   const rec = decode<TokenRecord>(blob);
-  // An expired access token: the client should refresh, so its session is only soft-logged-out.
-  if (rec.exp !== undefined && rec.exp <= Date.now()) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
-  // A locked user may only log out (as Synapse); the session is kept for when they are unlocked.
-  if (rec.l === 1 && !opts.allowLocked) throw new MatrixError(401, 'M_USER_LOCKED', 'User account has been locked', { soft_logout: true });
-  await ctx.limiter?.check('client', rec.u);
+  // A copy of the bytes alone: the reply's Buffer is a view of the connection's read chunk (up to
+  // tens of kB of /sync replies), which the copy would otherwise keep alive.
+  keepRecordCopy(ctx.keys, token, { key, blob: Buffer.from(blob), rec });
+  const refusal = recordRefusal(rec, opts);
+  if (refusal) throw refusal;
+  if (opts.rateLimited !== false) await ctx.limiter?.check('client', rec.u);
   return { userId: rec.u, deviceId: rec.d, accessToken: token, ...(rec.s === 1 ? { suspended: true } : {}) };
+}
+
+/** The 401 a token's record refuses a request with now, or null when it lets the request through. */
+function recordRefusal(rec: TokenRecord, opts: TokenOptions): MatrixError | null {
+  // An expired access token: the client should refresh, so its session is only soft-logged-out.
+  if (rec.exp !== undefined && rec.exp <= Date.now()) return new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
+  // A locked user may only log out (as Synapse); the session is kept for when they are unlocked.
+  if (rec.l === 1 && !opts.allowLocked) return new MatrixError(401, 'M_USER_LOCKED', 'User account has been locked', { soft_logout: true });
+  return null;
+}
+
+/**
+ * The last record read for each access token, per server (its KeySpace): what a guarded write
+ * (`asGuardedUser`) authenticates from without reading the record again. Never trusted on its
+ * own: that write is appended only while the record in Redis is still these bytes
+ * (enqueue-many-4.lua), so a token revoked, or a user locked or suspended, before it is refused
+ * as at once as when every request read the record first.
+ */
+interface RecordCopy {
+  key: string;
+  blob: Buffer;
+  rec: TokenRecord;
+}
+const recordCopies = new WeakMap<KeySpace, Map<string, RecordCopy>>();
+/** Copies kept per server; past it they are dropped all at once (they are read again at the next request). */
+const RECORD_COPIES_MAX = 20_000;
+
+function keepRecordCopy(keys: KeySpace, token: string, copy: RecordCopy): void {
+  let copies = recordCopies.get(keys);
+  if (!copies) recordCopies.set(keys, (copies = new Map()));
+  else if (copies.size >= RECORD_COPIES_MAX && !copies.has(token)) copies.clear();
+  copies.set(token, copy);
+}
+
+/**
+ * Run a write `act` as the requester, saving the read of the token's record when this front has a
+ * copy of it (the write's latency is one Redis round trip instead of two; issue 23): `act` gets
+ * the requester from the copy and a guard to pass to its one actor ask (AskOptions `guard`) — the
+ * ask is appended only while the record is unchanged — before which it writes nothing. When the
+ * record changed (the token revoked, the user locked or suspended since the copy), nothing was
+ * appended: the request runs again authenticated afresh, answered 401/403 as it would have been.
+ * Whatever else `act` under the copy answers — an error, the rate limit's 429, or a result for
+ * which no ask held the guard — is answered only once the token is confirmed by a read, so a
+ * revoked token learns nothing but 401. Without a usable copy — none yet, a Cluster (the record
+ * and the inbox are in different slots), an appservice token, or a copy that would refuse
+ * (expired, locked) or restrict (suspended) the request, which the current record decides — `act`
+ * runs after the usual read, without a guard.
+ */
+export async function asGuardedUser<T>(ctx: ApiContext, req: Request, act: (user: Requester, guard: EnqueueGuard | undefined) => Promise<T>): Promise<T> {
+  const token = bearerToken(req);
+  const copy = token && !isCluster(ctx.redis) && !ctx.appservices?.registry.findByAsToken(token) ? recordCopies.get(ctx.keys)?.get(token) : undefined;
+  const rec = copy?.rec;
+  if (!token || !copy || !rec || rec.s === 1 || recordRefusal(rec, {})) return act(await requireUser(ctx, req), undefined);
+  const guard: EnqueueGuard = { key: copy.key, value: copy.blob };
+  let charged = false;
+  let result: T;
+  try {
+    await ctx.limiter?.check('client', rec.u);
+    charged = true;
+    result = await act({ userId: rec.u, deviceId: rec.d, accessToken: token }, guard);
+  } catch (e) {
+    if (!(e instanceof EnqueueGuardError)) {
+      await requireUser(ctx, req, { rateLimited: false });
+      throw e;
+    }
+    recordCopies.get(ctx.keys)?.delete(token);
+    let user: Requester;
+    try {
+      user = await requireUser(ctx, req, { rateLimited: false });
+    } catch (refused) {
+      // The unit the copy's user was charged was not theirs to pay: a revoked token's request.
+      if (charged) await ctx.limiter?.refund('client', rec.u);
+      throw refused;
+    }
+    return act(user, undefined);
+  }
+  if (!guard.held) await requireUser(ctx, req, { rateLimited: false });
+  return result;
 }
 
 /**

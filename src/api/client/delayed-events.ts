@@ -32,6 +32,11 @@ import { clientRoute, jsonBody } from './accounts-common';
 const PREFIX = ['unstable/org.matrix.msc4140'];
 export const DELAY_PARAM = 'org.matrix.msc4140.delay';
 
+/** Whether the request asks for a delay at all (checked or not: requestedDelay says). */
+export function asksForDelay(req: Request): boolean {
+  return req.query[DELAY_PARAM] !== undefined;
+}
+
 /** The delay asked for (ms), or null for an ordinary send; 400 when it is not a non-negative integer. */
 export function requestedDelay(req: Request): number | null {
   const raw = req.query[DELAY_PARAM];

@@ -19,7 +19,7 @@ import type { JsonObject } from '../../protocol/json';
 import { serverOf } from '../../protocol/identifiers';
 import { getRoomVersion } from '../../protocol/room-versions';
 import { MembershipIndex } from '../../readers/membership-index';
-import { refuseIfSuspended, requireUser, type Requester } from './auth';
+import { asGuardedUser, refuseIfSuspended, requireUser, type Requester } from './auth';
 import type { ApiContext } from '../context';
 import { presenceOnActivity } from './presence';
 import { registerAliasRoutes } from './aliases';
@@ -37,7 +37,7 @@ import { joinRoom, knockRoom, remoteDeps, sendLocalMembership } from '../../room
 import { leaveRemoteRoom } from '../../rooms/join-remote';
 import { askAppservicesForUser } from '../../rooms/appservice-users';
 import { inviteRemoteUser } from '../../rooms/invite-remote';
-import { requestedDelay, scheduleDelayedEvent } from './delayed-events';
+import { asksForDelay, requestedDelay, scheduleDelayedEvent } from './delayed-events';
 import { sendTrace } from '../../runtime/send-trace';
 
 export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
@@ -181,31 +181,41 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
 
   clientRoute(front, 'PUT', '/rooms/:roomId/send/:eventType/:txnId', async (req) => {
     // AXON_SEND_TRACE (src/runtime/send-trace.ts): this send's stages, under the message id it asks with.
-    const mid = sendTrace ? ctx.actors.newMessageId() : undefined;
-    if (mid) sendTrace!.begin(mid, 'h0');
-    const user = await requireUser(ctx, req);
-    const roomId = requireRoomId(req.params.roomId);
-    const content = bodyObject(req);
-    if (user.suspended) await refuseSuspendedEvent(user, roomId, req.params.eventType!, content);
-    const delay = requestedDelay(req);
-    if (!knownRooms.has(roomId)) await requireKnownRoom(roomId);
-    // MSC4140: scheduled for later (src/api/client/delayed-events.ts).
-    if (delay !== null) return { body: await scheduleDelayedEvent(ctx, user, roomId, req.params.eventType!, undefined, content, delay, txnKey('send', user.userId, user.deviceId, req.params.txnId!)) };
-    const txn = txnKey('send', user.userId, user.deviceId, req.params.txnId!);
-    const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txn, mid ? { mid } : {}).catch((e: unknown) => {
-      // A room remembered here and purged since (or being purged): its actor answers "Unknown
-      // room" / "being purged" (404). Answer as for any room this front does not know — 403, so
-      // that a send does not tell a purged room from one that never existed — and forget it.
-      if (e instanceof MatrixError && e.errcode === 'M_NOT_FOUND') {
-        knownRooms.delete(roomId);
-        throw unknownRoomError();
-      }
-      throw e;
+    const traced = sendTrace ? ctx.actors.newMessageId() : undefined;
+    if (traced) sendTrace!.begin(traced, 'h0');
+    // MSC4140: scheduled for later (src/api/client/delayed-events.ts): a write of its own, so not guarded.
+    if (asksForDelay(req)) {
+      const user = await requireUser(ctx, req);
+      const roomId = requireRoomId(req.params.roomId);
+      const content = bodyObject(req);
+      if (user.suspended) await refuseSuspendedEvent(user, roomId, req.params.eventType!, content);
+      const delay = requestedDelay(req)!;
+      if (!knownRooms.has(roomId)) await requireKnownRoom(roomId);
+      return { body: await scheduleDelayedEvent(ctx, user, roomId, req.params.eventType!, undefined, content, delay, txnKey('send', user.userId, user.deviceId, req.params.txnId!)) };
+    }
+    // The room's send is the one write, guarded by the token's record (asGuardedUser): the
+    // record is not read first when this front has a copy.
+    return asGuardedUser(ctx, req, async (user, guard) => {
+      const roomId = requireRoomId(req.params.roomId);
+      const content = bodyObject(req);
+      if (user.suspended) await refuseSuspendedEvent(user, roomId, req.params.eventType!, content);
+      if (!knownRooms.has(roomId)) await requireKnownRoom(roomId);
+      const txn = txnKey('send', user.userId, user.deviceId, req.params.txnId!);
+      const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txn, { ...(traced ? { mid: traced } : {}), ...(guard ? { guard } : {}) }).catch((e: unknown) => {
+        // A room remembered here and purged since (or being purged): its actor answers "Unknown
+        // room" / "being purged" (404). Answer as for any room this front does not know — 403, so
+        // that a send does not tell a purged room from one that never existed — and forget it.
+        if (e instanceof MatrixError && e.errcode === 'M_NOT_FOUND') {
+          knownRooms.delete(roomId);
+          throw unknownRoomError();
+        }
+        throw e;
+      });
+      rememberSentTxn(reply.event_id, txn);
+      presenceOnActivity(ctx, user.userId);
+      if (traced) sendTrace!.end(traced, 'ans');
+      return { body: { event_id: reply.event_id } };
     });
-    rememberSentTxn(reply.event_id, txn);
-    presenceOnActivity(ctx, user.userId);
-    if (mid) sendTrace!.end(mid, 'ans');
-    return { body: { event_id: reply.event_id } };
   });
 
   const putState = async (req: Request, stateKey: string) => {
