@@ -196,8 +196,8 @@ function keepRecordCopy(keys: KeySpace, token: string, copy: RecordCopy): void {
 export async function asGuardedUser<T>(ctx: ApiContext, req: Request, act: (user: Requester, guard: EnqueueGuard | undefined) => Promise<T>): Promise<T> {
   const token = bearerToken(req);
   const copy = token && !isCluster(ctx.redis) && !ctx.appservices?.registry.findByAsToken(token) ? recordCopies.get(ctx.keys)?.get(token) : undefined;
-  const rec = copy?.rec;
-  if (!token || !copy || !rec || rec.s === 1 || recordRefusal(rec, {})) return act(await requireUser(ctx, req), undefined);
+  if (!token || !copy || copy.rec.s === 1 || recordRefusal(copy.rec, {})) return act(await requireUser(ctx, req), undefined);
+  const rec = copy.rec;
   const guard: EnqueueGuard = { key: copy.key, value: copy.blob };
   let charged = false;
   let result: T;

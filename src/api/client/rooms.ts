@@ -183,23 +183,25 @@ export function registerRoomRoutes(front: Front, ctx: ApiContext): void {
     // AXON_SEND_TRACE (src/runtime/send-trace.ts): this send's stages, under the message id it asks with.
     const traced = sendTrace ? ctx.actors.newMessageId() : undefined;
     if (traced) sendTrace!.begin(traced, 'h0');
-    // MSC4140: scheduled for later (src/api/client/delayed-events.ts): a write of its own, so not guarded.
-    if (asksForDelay(req)) {
-      const user = await requireUser(ctx, req);
+    // What a send checks before its write, in this order, with or without a delay.
+    const prepare = async (user: Requester) => {
       const roomId = requireRoomId(req.params.roomId);
       const content = bodyObject(req);
       if (user.suspended) await refuseSuspendedEvent(user, roomId, req.params.eventType!, content);
-      const delay = requestedDelay(req)!;
+      const delay = requestedDelay(req);
       if (!knownRooms.has(roomId)) await requireKnownRoom(roomId);
-      return { body: await scheduleDelayedEvent(ctx, user, roomId, req.params.eventType!, undefined, content, delay, txnKey('send', user.userId, user.deviceId, req.params.txnId!)) };
+      return { roomId, content, delay };
+    };
+    // MSC4140: scheduled for later (src/api/client/delayed-events.ts): a write of its own, so not guarded.
+    if (asksForDelay(req)) {
+      const user = await requireUser(ctx, req);
+      const { roomId, content, delay } = await prepare(user);
+      return { body: await scheduleDelayedEvent(ctx, user, roomId, req.params.eventType!, undefined, content, delay!, txnKey('send', user.userId, user.deviceId, req.params.txnId!)) };
     }
     // The room's send is the one write, guarded by the token's record (asGuardedUser): the
     // record is not read first when this front has a copy.
     return asGuardedUser(ctx, req, async (user, guard) => {
-      const roomId = requireRoomId(req.params.roomId);
-      const content = bodyObject(req);
-      if (user.suspended) await refuseSuspendedEvent(user, roomId, req.params.eventType!, content);
-      if (!knownRooms.has(roomId)) await requireKnownRoom(roomId);
+      const { roomId, content } = await prepare(user);
       const txn = txnKey('send', user.userId, user.deviceId, req.params.txnId!);
       const reply = await sendEvent(ctx, roomId, { type: req.params.eventType!, sender: user.userId, content }, txn, { ...(traced ? { mid: traced } : {}), ...(guard ? { guard } : {}) }).catch((e: unknown) => {
         // A room remembered here and purged since (or being purged): its actor answers "Unknown
