@@ -236,8 +236,70 @@ export function compileCondition(c: PushCondition): Test {
   }
 }
 
-/** Compile a merged ruleset (src/protocol/push-rules.ts `mergePushRules`) for evaluation. */
-export function compilePushRules(ruleset: PushRuleset): CompiledPushRules {
+/**
+ * Compiled rules shared between users' rulesets (`compilePushRules(ruleset, interner)`). Most of a
+ * user's rules are the server defaults, the same for every user who has not changed them: compiled
+ * per user, a ruleset held ~24 KB (closures, glob matchers, property paths, the conditions and
+ * their string), so an evaluator with the rules of a room of 1,000 members held ~21 MB of the
+ * same rules (heap snapshot of a worker in workload B). A rule is the same for everyone whose kind,
+ * id, actions and conditions are the same (compiling is a pure function of those), so one compiled
+ * rule — frozen: shared — stands for all of them. The rules that name their user (the defaults'
+ * `.m.rule.invite_for_me`, `.m.rule.is_user_mention`, `.m.rule.contains_user_name`) are each
+ * user's own all the same; the interner keeps the `max` most recently used rules, so those pass
+ * through it without growing it (a rule evicted from it is still held by the rulesets that have
+ * it, and compiled again for the next one).
+ */
+export class PushRuleInterner {
+  private readonly rules = new Map<string, CompiledPushRule>();
+
+  constructor(private readonly max = 2048) {}
+
+  get size(): number {
+    return this.rules.size;
+  }
+
+  /** The shared rule under `key`, if held (then the most recently used). */
+  get(key: string): CompiledPushRule | undefined {
+    const hit = this.rules.get(key);
+    if (hit !== undefined) {
+      this.rules.delete(key);
+      this.rules.set(key, hit);
+    }
+    return hit;
+  }
+
+  set(key: string, rule: CompiledPushRule): void {
+    if (this.rules.size >= this.max) this.rules.delete(this.rules.keys().next().value!);
+    this.rules.set(key, rule);
+  }
+
+  /**
+   * A condition compiled, shared as the rules are: a rule that names its user still has
+   * conditions that do not (`.m.rule.invite_for_me`: the event's type and membership).
+   */
+  condition(c: PushCondition): Test {
+    const key = JSON.stringify(c);
+    const hit = this.conditions.get(key);
+    if (hit !== undefined) {
+      this.conditions.delete(key);
+      this.conditions.set(key, hit);
+      return hit;
+    }
+    const test = compileCondition(c);
+    if (this.conditions.size >= this.max) this.conditions.delete(this.conditions.keys().next().value!);
+    this.conditions.set(key, test);
+    return test;
+  }
+
+  private readonly conditions = new Map<string, Test>();
+}
+
+/**
+ * Compile a merged ruleset (src/protocol/push-rules.ts `mergePushRules`) for evaluation. With an
+ * interner, rules already compiled for another user are taken from it (see PushRuleInterner); the
+ * result is the same, only shared.
+ */
+export function compilePushRules(ruleset: PushRuleset, interner?: PushRuleInterner): CompiledPushRules {
   const rules: CompiledPushRule[] = [];
   let usesDisplayName = false;
   let usesThreadSubscriptions = false;
@@ -248,14 +310,31 @@ export function compilePushRules(ruleset: PushRuleset): CompiledPushRules {
       if (kind === 'content' && typeof rule.pattern !== 'string') continue;
       const conditions = impliedConditions(kind, rule);
       if (!Array.isArray(conditions)) continue;
-      if (conditions.some((c) => c?.kind === 'contains_display_name')) usesDisplayName = true;
-      if (conditions.some((c) => c?.kind === THREAD_SUBSCRIPTION_CONDITION)) usesThreadSubscriptions = true;
-      const tests = conditions.map(compileCondition);
+      const readsName = conditions.some((c) => c?.kind === 'contains_display_name');
+      const readsThreads = conditions.some((c) => c?.kind === THREAD_SUBSCRIPTION_CONDITION);
+      if (readsName) usesDisplayName = true;
+      if (readsThreads) usesThreadSubscriptions = true;
+      const actions = Array.isArray(rule.actions) ? rule.actions : [];
+      const conditionsJson = JSON.stringify(conditions);
+      const key = interner ? `${kind}\u0001${rule.rule_id}\u0001${JSON.stringify(actions)}\u0001${conditionsJson}` : '';
+      const known = interner?.get(key);
+      if (known) {
+        rules.push(known);
+        continue;
+      }
+      const tests = interner ? conditions.map((c) => interner.condition(c)) : conditions.map(compileCondition);
       const test: Test =
         tests.length === 0 ? () => true : tests.length === 1 ? tests[0]! : (event, ctx) => tests.every((t) => t(event, ctx));
       // Conditions that read the user's own data (display name, thread subscriptions) are not shared.
-      const shared = conditions.some((c) => c?.kind === 'contains_display_name' || c?.kind === THREAD_SUBSCRIPTION_CONDITION) ? undefined : `${kind}\u0001${JSON.stringify(conditions)}`;
-      rules.push({ kind, ruleId: rule.rule_id, actions: Array.isArray(rule.actions) ? rule.actions : [], test, conditions, ...(shared ? { shared } : {}) });
+      const shared = readsName || readsThreads ? undefined : `${kind}\u0001${conditionsJson}`;
+      let compiled: CompiledPushRule = { kind, ruleId: rule.rule_id, actions, test, conditions, ...(shared ? { shared } : {}) };
+      if (interner) {
+        // Shared from now on: frozen (copies of the caller's arrays, which stay the caller's), so
+        // nothing changes it under another user's ruleset.
+        compiled = Object.freeze({ ...compiled, actions: Object.freeze([...actions]) as PushAction[], conditions: Object.freeze([...conditions]) });
+        interner.set(key, compiled);
+      }
+      rules.push(compiled);
     }
   }
   return { rules, usesDisplayName, usesThreadSubscriptions };

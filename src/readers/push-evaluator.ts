@@ -9,7 +9,9 @@
  * then moved forward by the state events it reads in the outbox); per user it keeps the compiled
  * ruleset and the stored JSON it came from, read again when the user's data changes (the /sync
  * wake-up channel names the user after every commit of their user actor, push rule changes
- * included) and after a minute at most, and compiled again only when that JSON changed.
+ * included) and after a minute at most, and compiled again only when that JSON changed. The rules
+ * users have in common (most are the defaults) are compiled once and shared (PushRuleInterner): a
+ * ruleset is ~5 KB instead of ~24 KB, the rules of a room of 1,000 members ~5 MB instead of ~21.
  * Members with the default rules unchanged share one plan of the event (DefaultRulesTemplate).
  *
  * Recording is per room, not per member: the event goes once in the room's push log (room shard:
@@ -58,7 +60,7 @@ import { serverNameOf } from '../protocol/event-hashing';
 import { isJsonObject, type JsonObject } from '../protocol/json';
 import { stateKeyOf, toPdu, type Pdu, type StateLookup } from '../protocol/pdu';
 import { notificationLevel, userPowerLevel } from '../protocol/power-levels';
-import { DefaultRulesTemplate, compilePushRules, evaluatePushRules, relatedEventOf, threadRootOf, type CompiledPushRules, type DefaultRulesPlan, type PushEvaluation, type PushEvaluationContext } from '../protocol/push-evaluator';
+import { DefaultRulesTemplate, PushRuleInterner, compilePushRules, evaluatePushRules, relatedEventOf, threadRootOf, type CompiledPushRules, type DefaultRulesPlan, type PushEvaluation, type PushEvaluationContext } from '../protocol/push-evaluator';
 import { mergePushRules, type PushRuleFeatures, type StoredPushRules } from '../protocol/push-rules';
 import { requireRoomVersion, type RoomVersion } from '../protocol/room-versions';
 import type { OutboxEntry } from '../runtime/envelope';
@@ -160,6 +162,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   override readonly kinds: readonly string[] = ['room', 'receipt'];
   private readonly rooms = new Map<string, RoomCache>();
   private readonly rules = new Map<string, CachedRuleset>();
+  /** Rules compiled once for every user who has them (most are the defaults): see PushRuleInterner. */
+  private readonly interner = new PushRuleInterner();
   /** The server-default rules, for evaluating an event once for every member who has them unchanged. */
   private readonly defaults: DefaultRulesTemplate;
   /** Members at an event, for pushes when the cached members are newer than it (`notJoinedAt`). */
@@ -189,7 +193,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
   ) {
     super('room', PUSH_EVALUATOR_GROUP, redis, keys, consumer, log);
     this.roomReader = new RoomReader(redis, keys, shardCounts.room, PUSH_ROOM_READER_LIMITS);
-    this.defaults = new DefaultRulesTemplate((u) => compilePushRules(mergePushRules(u, null, features)));
+    this.defaults = new DefaultRulesTemplate((u) => compilePushRules(mergePushRules(u, null, features), this.interner));
   }
 
   override attach(shard: number): void {
@@ -798,7 +802,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
         } catch {
           stored = null;
         }
-        const rules = compilePushRules(mergePushRules(u, stored, this.features));
+        const rules = compilePushRules(mergePushRules(u, stored, this.features), this.interner);
         const cached: CachedRuleset = { rules, at: now, raw: raw[i] ?? null, fitsDefaults: this.defaults.fits(rules, u) };
         if (!was && this.rules.size >= RULES_CACHE_MAX) this.rules.delete(this.rules.keys().next().value!);
         this.rules.set(u, cached);

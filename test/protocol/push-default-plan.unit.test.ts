@@ -9,7 +9,7 @@
  * actions) do not fit the template.
  */
 import { describe, expect, it } from 'vitest';
-import { DefaultRulesTemplate, compilePushRules, evaluatePushRules, type PushEvaluationContext } from '../../src/protocol/push-evaluator';
+import { DefaultRulesTemplate, PushRuleInterner, compilePushRules, evaluatePushRules, type PushEvaluationContext } from '../../src/protocol/push-evaluator';
 import { THREAD_SUBSCRIPTION_CONDITION, emptyStoredPushRules, mergePushRules, putPushRule, setPushRuleActions, setPushRuleEnabled, type PushAction, type PushCondition, type PushRule, type PushRuleFeatures, type PushRuleset } from '../../src/protocol/push-rules';
 import type { JsonObject } from '../../src/protocol/json';
 
@@ -50,10 +50,15 @@ function events(): Record<string, JsonObject> {
 }
 
 describe.each([
-  ['without thread subscriptions', {}],
-  ['with MSC4306 thread subscriptions', { threadSubscriptions: true }],
-] as [string, PushRuleFeatures][])('evaluating the default rules once per event, %s', (_name, features) => {
-  const compiled = (u: string, stored = emptyStoredPushRules()) => compilePushRules(mergePushRules(u, stored, features));
+  ['without thread subscriptions', {}, false],
+  ['with MSC4306 thread subscriptions', { threadSubscriptions: true }, false],
+  ['with rules shared between users (PushRuleInterner)', {}, true],
+  ['with MSC4306 thread subscriptions and rules shared between users', { threadSubscriptions: true }, true],
+] as [string, PushRuleFeatures, boolean][])('evaluating the default rules once per event, %s', (_name, features, interned) => {
+  // Interned: every compilation of the block goes through one interner, the template's too (as the
+  // push evaluator does), so members' rulesets share rule objects with each other and the template.
+  const interner = interned ? new PushRuleInterner() : undefined;
+  const compiled = (u: string, stored = emptyStoredPushRules()) => compilePushRules(mergePushRules(u, stored, features), interner);
   const template = new DefaultRulesTemplate((u) => compiled(u));
 
   it('gives every member what their own ruleset gives', () => {
