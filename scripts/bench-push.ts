@@ -1,6 +1,8 @@
 /**
  * Push rule evaluation cost (prints figures; not a test).
  *
+ * (0) What the members' compiled rulesets hold in the heap, compiled alone and through one
+ *     PushRuleInterner (the rules users have in common compiled once), as the reader compiles them.
  * (a) The pure evaluator: one event evaluated for every member of a 1,000-member room, each with
  *     the server-default rules (compiled once, as the reader caches them): µs per event and per
  *     member, for the kinds of event a big room sees; (a') the same through DefaultRulesTemplate
@@ -19,8 +21,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import pino from 'pino';
-import { DefaultRulesTemplate, compilePushRules, evaluatePushRules, type CompiledPushRules, type PushEvaluationContext } from '../src/protocol/push-evaluator';
+import { DefaultRulesTemplate, PushRuleInterner, compilePushRules, evaluatePushRules, type CompiledPushRules, type PushEvaluationContext } from '../src/protocol/push-evaluator';
 import { mergePushRules } from '../src/protocol/push-rules';
 import type { JsonObject } from '../src/protocol/json';
 import { stateKeyOf } from '../src/protocol/pdu';
@@ -57,9 +61,38 @@ function events(): Record<string, JsonObject> {
   };
 }
 
+/**
+ * What the members' compiled rulesets hold (V8 heap, after full collections) and cost to compile:
+ * each compiled alone, and through one PushRuleInterner as the reader compiles them (the rules
+ * users have in common compiled once).
+ */
+function benchRulesetMemory(): void {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const held = (interner: PushRuleInterner | undefined) => {
+    gc();
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    const t0 = performance.now();
+    const kept = users.map((u) => compilePushRules(mergePushRules(u, null), interner));
+    const ms = performance.now() - t0;
+    gc();
+    gc();
+    const bytes = process.memoryUsage().heapUsed - before;
+    if (kept.length !== users.length) throw new Error('lost rulesets');
+    return { bytes, ms };
+  };
+  held(undefined); // warm up the compiler's code
+  const alone = held(undefined);
+  const shared = held(new PushRuleInterner());
+  console.log(`(0) ${MEMBERS} members' rulesets (the default rules) held: compiled alone ${round(alone.bytes / MEMBERS / 1024)} KB each (${round(alone.bytes / 1048576)} MB, ${round((alone.ms * 1000) / MEMBERS, 0)} µs each to compile); through one PushRuleInterner ${round(shared.bytes / MEMBERS / 1024)} KB each (${round(shared.bytes / 1048576)} MB, ${round((shared.ms * 1000) / MEMBERS, 0)} µs each)`);
+}
+
 function benchPure(): void {
   const t0 = performance.now();
-  const rules = new Map<string, CompiledPushRules>(users.map((u) => [u, compilePushRules(mergePushRules(u, null))]));
+  // As the reader compiles them: through one interner (the template's rules too).
+  const interner = new PushRuleInterner();
+  const rules = new Map<string, CompiledPushRules>(users.map((u) => [u, compilePushRules(mergePushRules(u, null), interner)]));
   const compileMs = performance.now() - t0;
   console.log(`(a) pure evaluator, ${MEMBERS} members with the default rules (compiling all rulesets: ${round(compileMs)} ms, once)`);
   for (const [name, event] of Object.entries(events())) {
@@ -84,7 +117,7 @@ function benchPure(): void {
   }
   // What the reader does for members with the default rules unchanged: one plan per event, then
   // only the user-dependent rules per member (DefaultRulesTemplate).
-  const template = new DefaultRulesTemplate((u) => compilePushRules(mergePushRules(u, null)));
+  const template = new DefaultRulesTemplate((u) => compilePushRules(mergePushRules(u, null), interner));
   console.log(`(a') the same, evaluated once per event for the default rules (DefaultRulesTemplate)`);
   for (const [name, event] of Object.entries(events())) {
     const run = () => {
@@ -229,5 +262,6 @@ async function benchReader(): Promise<void> {
   }
 }
 
+benchRulesetMemory();
 benchPure();
 await benchReader();
