@@ -244,18 +244,33 @@ export function compileCondition(c: PushCondition): Test {
  * same rules (heap snapshot of a worker in workload B). A rule is the same for everyone whose kind,
  * id, actions and conditions are the same (compiling is a pure function of those), so one compiled
  * rule — frozen: shared — stands for all of them. The rules that name their user (the defaults'
- * `.m.rule.invite_for_me`, `.m.rule.is_user_mention`, `.m.rule.contains_user_name`) are each
- * user's own all the same; the interner keeps the `max` most recently used rules, so those pass
+ * `.m.rule.invite_for_me` and `.m.rule.is_user_mention`) are each user's own all the same; the
+ * interner keeps the `max` most recently used rules (and as many conditions), so those pass
  * through it without growing it (a rule evicted from it is still held by the rulesets that have
- * it, and compiled again for the next one).
+ * it, and compiled again for the next one; a user with thousands of rules of their own only costs
+ * the others the sharing until their rules come back).
+ *
+ * Keys are the rules' JSON: the rulesets given must be plain JSON (as parsed from the stored push
+ * rules), where the JSON text is the value — not built objects holding `Infinity`, `NaN` or
+ * non-string rule ids, which JSON would write like other values.
  */
 export class PushRuleInterner {
   private readonly rules = new Map<string, CompiledPushRule>();
+  private readonly conditions = new Map<string, Test>();
+  private readonly max: number;
 
-  constructor(private readonly max = 2048) {}
+  constructor(max = 2048) {
+    this.max = Math.max(1, Math.floor(max));
+  }
 
+  /** Rules held. */
   get size(): number {
     return this.rules.size;
+  }
+
+  /** Compiled conditions held. */
+  get conditionCount(): number {
+    return this.conditions.size;
   }
 
   /** The shared rule under `key`, if held (then the most recently used). */
@@ -290,8 +305,15 @@ export class PushRuleInterner {
     this.conditions.set(key, test);
     return test;
   }
+}
 
-  private readonly conditions = new Map<string, Test>();
+/** A JSON value and everything in it frozen (the shared rules' actions and conditions). */
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    for (const v of Object.values(value as object)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 /**
@@ -316,7 +338,8 @@ export function compilePushRules(ruleset: PushRuleset, interner?: PushRuleIntern
       if (readsThreads) usesThreadSubscriptions = true;
       const actions = Array.isArray(rule.actions) ? rule.actions : [];
       const conditionsJson = JSON.stringify(conditions);
-      const key = interner ? `${kind}\u0001${rule.rule_id}\u0001${JSON.stringify(actions)}\u0001${conditionsJson}` : '';
+      const actionsJson = interner ? JSON.stringify(actions) : '';
+      const key = interner ? `${kind}\u0001${rule.rule_id}\u0001${actionsJson}\u0001${conditionsJson}` : '';
       const known = interner?.get(key);
       if (known) {
         rules.push(known);
@@ -329,9 +352,10 @@ export function compilePushRules(ruleset: PushRuleset, interner?: PushRuleIntern
       const shared = readsName || readsThreads ? undefined : `${kind}\u0001${conditionsJson}`;
       let compiled: CompiledPushRule = { kind, ruleId: rule.rule_id, actions, test, conditions, ...(shared ? { shared } : {}) };
       if (interner) {
-        // Shared from now on: frozen (copies of the caller's arrays, which stay the caller's), so
-        // nothing changes it under another user's ruleset.
-        compiled = Object.freeze({ ...compiled, actions: Object.freeze([...actions]) as PushAction[], conditions: Object.freeze([...conditions]) });
+        // Shared from now on: frozen to the last value, on copies (from the JSON just written: the
+        // caller's ruleset stays the caller's and unfrozen), so nothing changes it under another
+        // user's ruleset. The tests were compiled from the values, not from these objects.
+        compiled = Object.freeze({ ...compiled, actions: deepFreeze(JSON.parse(actionsJson) as PushAction[]), conditions: deepFreeze(JSON.parse(conditionsJson) as PushCondition[]) });
         interner.set(key, compiled);
       }
       rules.push(compiled);

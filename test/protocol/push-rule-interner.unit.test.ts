@@ -8,7 +8,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { PushRuleInterner, compilePushRules, evaluatePushRules, type CompiledPushRules, type PushEvaluationContext } from '../../src/protocol/push-evaluator';
-import { emptyStoredPushRules, mergePushRules, putPushRule, setPushRuleActions, setPushRuleEnabled, type StoredPushRules } from '../../src/protocol/push-rules';
+import { emptyStoredPushRules, mergePushRules, putPushRule, setPushRuleActions, setPushRuleEnabled, type PushCondition, type StoredPushRules } from '../../src/protocol/push-rules';
 import type { JsonObject } from '../../src/protocol/json';
 
 const ROOM = '!room:example.org';
@@ -108,6 +108,24 @@ describe('PushRuleInterner', () => {
     expect(c.rules.find((x) => x.ruleId === '.m.rule.encrypted')).toBe(a.rules.find((x) => x.ruleId === '.m.rule.encrypted'));
   });
 
+  it('keeps rules apart that differ only in their id or only in their kind', () => {
+    const interner = new PushRuleInterner();
+    const conditions: PushCondition[] = [{ kind: 'event_match', key: 'type', pattern: 'org.example.ping' }];
+    const withRule = (kind: 'override' | 'underride', ruleId: string) => {
+      const ruleset = mergePushRules('@a:example.org', null);
+      ruleset[kind] = [{ rule_id: ruleId, default: false, enabled: true, conditions, actions: ['notify'] }, ...ruleset[kind]];
+      return compilePushRules(ruleset, interner);
+    };
+    const ping: JsonObject = { room_id: ROOM, sender: '@x:example.org', event_id: '$p', type: 'org.example.ping', content: {} };
+    const outcome = (r: CompiledPushRules) => evaluatePushRules(r, ping, context('@a:example.org', 5));
+    expect(outcome(withRule('override', 'foo'))).toMatchObject({ ruleId: 'foo', kind: 'override' });
+    expect(outcome(withRule('override', 'bar'))).toMatchObject({ ruleId: 'bar', kind: 'override' });
+    expect(outcome(withRule('underride', 'foo'))).toMatchObject({ ruleId: 'foo', kind: 'underride' });
+    // Each its own rule object.
+    const rule = (r: CompiledPushRules, id: string) => r.rules.find((x) => x.ruleId === id)!;
+    expect(rule(withRule('override', 'foo'), 'foo')).not.toBe(rule(withRule('override', 'bar'), 'bar'));
+  });
+
   it('freezes what it shares, not what the caller passed', () => {
     const interner = new PushRuleInterner();
     const ruleset = mergePushRules('@a:example.org', null);
@@ -116,13 +134,28 @@ describe('PushRuleInterner', () => {
     expect(Object.isFrozen(rule)).toBe(true);
     expect(Object.isFrozen(rule.actions)).toBe(true);
     expect(Object.isFrozen(rule.conditions)).toBe(true);
+    // To the last value: the conditions' objects and the actions' tweaks too.
+    expect(rule.conditions.every((c) => Object.isFrozen(c))).toBe(true);
+    const highlight = compiled.rules.find((r) => r.ruleId === '.m.rule.is_user_mention')!;
+    expect(highlight.actions.some((a) => typeof a === 'object')).toBe(true);
+    expect(highlight.actions.every((a) => Object.isFrozen(a))).toBe(true);
     const given = ruleset.underride.find((r) => r.rule_id === '.m.rule.message')!;
     expect(Object.isFrozen(given.actions)).toBe(false);
     expect(Object.isFrozen(given.conditions)).toBe(false);
     given.actions.push({ set_tweak: 'sound', value: 'changed' });
+    (given.conditions![0] as { pattern?: string }).pattern = 'changed';
     expect(rule.actions).toEqual(['notify']);
+    expect(JSON.stringify(rule.conditions)).not.toContain('changed');
     // Without an interner nothing is frozen (each ruleset is its caller's alone).
     expect(Object.isFrozen(compilePushRules(mergePushRules('@a:example.org', null)).rules[0])).toBe(false);
+  });
+
+  it('holds at least one rule whatever bound it is given', () => {
+    const interner = new PushRuleInterner(0);
+    const a = compilePushRules(mergePushRules('@a:example.org', null), interner);
+    expect(interner.size).toBe(1);
+    expect(interner.conditionCount).toBe(1);
+    expect(evaluatePushRules(a, events(['@a:example.org'])['invite of @a:example.org']!, context('@a:example.org', 5))?.ruleId).toBe('.m.rule.invite_for_me');
   });
 
   it('stays within its bound, and a rule it let go still works', () => {
@@ -130,6 +163,8 @@ describe('PushRuleInterner', () => {
     const users = Array.from({ length: 300 }, (_, i) => `@u${i}:example.org`);
     const rulesets = users.map((u) => compilePushRules(mergePushRules(u, null), interner));
     expect(interner.size).toBeLessThanOrEqual(64);
+    expect(interner.conditionCount).toBeLessThanOrEqual(64);
+    expect(interner.conditionCount).toBeGreaterThan(0);
     // The first user's own rules left the interner long ago; they still name that user only.
     const invite = (target: string): JsonObject => ({ room_id: ROOM, sender: '@x:example.org', event_id: '$i', type: 'm.room.member', state_key: target, content: { membership: 'invite' } });
     expect(evaluatePushRules(rulesets[0]!, invite(users[0]!), context(users[0]!, 5))).toMatchObject({ ruleId: '.m.rule.invite_for_me', notify: true });
