@@ -275,17 +275,11 @@ export class PushRuleInterner {
 
   /** The shared rule under `key`, if held (then the most recently used). */
   get(key: string): CompiledPushRule | undefined {
-    const hit = this.rules.get(key);
-    if (hit !== undefined) {
-      this.rules.delete(key);
-      this.rules.set(key, hit);
-    }
-    return hit;
+    return this.recent(this.rules, key);
   }
 
   set(key: string, rule: CompiledPushRule): void {
-    if (this.rules.size >= this.max) this.rules.delete(this.rules.keys().next().value!);
-    this.rules.set(key, rule);
+    this.keep(this.rules, key, rule);
   }
 
   /**
@@ -294,16 +288,27 @@ export class PushRuleInterner {
    */
   condition(c: PushCondition): Test {
     const key = JSON.stringify(c);
-    const hit = this.conditions.get(key);
-    if (hit !== undefined) {
-      this.conditions.delete(key);
-      this.conditions.set(key, hit);
-      return hit;
-    }
+    const hit = this.recent(this.conditions, key);
+    if (hit !== undefined) return hit;
     const test = compileCondition(c);
-    if (this.conditions.size >= this.max) this.conditions.delete(this.conditions.keys().next().value!);
-    this.conditions.set(key, test);
+    this.keep(this.conditions, key, test);
     return test;
+  }
+
+  /** `map`'s value under `key`, moved to the most recently used end. */
+  private recent<V>(map: Map<string, V>, key: string): V | undefined {
+    const hit = map.get(key);
+    if (hit !== undefined) {
+      map.delete(key);
+      map.set(key, hit);
+    }
+    return hit;
+  }
+
+  /** Adds a value, the least recently used one out first when `map` is at the bound. */
+  private keep<V>(map: Map<string, V>, key: string, value: V): void {
+    if (map.size >= this.max) map.delete(map.keys().next().value!);
+    map.set(key, value);
   }
 }
 
