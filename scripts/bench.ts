@@ -65,7 +65,7 @@ const HELP = `npm run bench -- [options]
   --users N               (A) users (200; quick 60)
   --rates LIST            (A) send rates in msg/s (20,50,100,200,400; quick 20,50,100)
   --search-steps N        (A) phases after the listed rates searching for the highest sustained
-                          rate: down by halves, up by doubling, then bisecting (3; quick 2)
+                          rate: down by halves, up by doubling, then bisecting (4; quick 2)
   --phase S               (A, B) seconds per rate (10; quick 5)
   --members N             (B) members of the one room (1000; quick 100)
   --rooms N               (C) rooms of the one user (1500; quick 60)
@@ -112,7 +112,7 @@ const O = {
   users: Math.max(20, num('--users', 200, 60)),
   rates: (opt('--rates') ?? (QUICK ? '20,50,100' : '20,50,100,200,400')).split(',').map(Number),
   phase: num('--phase', 10, 5),
-  searchSteps: num('--search-steps', 3, 2),
+  searchSteps: num('--search-steps', 4, 2),
   members: Math.max(2, num('--members', 1000, 100)),
   rooms: Math.max(1, num('--rooms', 1500, 60)),
   events: num('--events', 10_000, 600),
@@ -385,6 +385,8 @@ function byKind(t: Target, win: Window): Record<string, number> | undefined {
 interface APhase extends RatePhase {
   /** /sync answers the long-polls got in the phase, and the fronts' CPU per answer (ms). */
   syncAnswers: number;
+  /** Room timelines in those answers that were `limited` (over the loop filter's 100 events: the rest skipped). */
+  limitedTimelines: number;
   frontCpuMsPerAnswer: number | null;
   cpuSeconds: number | null;
   /** CPU seconds by process kind (Axon: workers, fronts, redis). */
@@ -444,14 +446,16 @@ async function workloadA(t: Target, users = O.users): Promise<AResult> {
       const profiling = await t.profile?.(`${t.name}-a-${rate}-${phases.length + 1}`);
       const w = measure(t);
       const answers0 = deliveries.answers;
+      const limited0 = deliveries.limited;
       const p = await ratePhase(m, deliveries, rate, O.phase, pick);
       const win = w.stop();
       const syncAnswers = deliveries.answers - answers0;
+      const limitedTimelines = deliveries.limited - limited0;
       await profiling?.();
       const cpuByKind = byKind(t, win);
       const frontCpuMsPerAnswer = cpuByKind?.fronts !== undefined && syncAnswers ? round((cpuByKind.fronts * 1000) / syncAnswers, 3) : null;
-      phases.push({ ...p, syncAnswers, frontCpuMsPerAnswer, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
-      log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}, ${win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 1) : '?'} ms per message; ${syncAnswers} /sync answers${frontCpuMsPerAnswer !== null ? `, fronts ${frontCpuMsPerAnswer} ms CPU each` : ''}; client CPU ${win.clientCpuSeconds} s; other processes ${win.otherCores} cores`);
+      phases.push({ ...p, syncAnswers, limitedTimelines, frontCpuMsPerAnswer, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
+      log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}, ${win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 1) : '?'} ms per message; ${syncAnswers} /sync answers (${limitedTimelines} limited timelines)${frontCpuMsPerAnswer !== null ? `, fronts ${frontCpuMsPerAnswer} ms CPU each` : ''}; client CPU ${win.clientCpuSeconds} s; other processes ${win.otherCores} cores`);
       return sustained(p);
     };
     // The listed rates upward until one is not sustained, then a search for the highest rate
@@ -536,14 +540,16 @@ async function workloadB(t: Target, cap: number | undefined): Promise<BResult> {
       const profiling = await t.profile?.(`${t.name}-b-${rate}`);
       const w = measure(t);
       const answers0 = deliveries.answers;
+      const limited0 = deliveries.limited;
       const p = await ratePhase(m, deliveries, rate, O.phase, () => ({ user: members[Math.floor(rng() * members.length)]!, roomId, members: members.length }), 10_000);
       const win = w.stop();
       const syncAnswers = deliveries.answers - answers0;
+      const limitedTimelines = deliveries.limited - limited0;
       await profiling?.();
       const cpuByKind = byKind(t, win);
       const frontCpuMsPerAnswer = cpuByKind?.fronts !== undefined && syncAnswers ? round((cpuByKind.fronts * 1000) / syncAnswers, 3) : null;
-      phases.push({ ...p, syncAnswers, frontCpuMsPerAnswer, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
-      log(`(B) ${t.name} ${rate} msg/s to ${members.length}: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; ${syncAnswers} /sync answers${frontCpuMsPerAnswer !== null ? `, fronts ${frontCpuMsPerAnswer} ms CPU each` : ''}; other processes ${win.otherCores} cores`);
+      phases.push({ ...p, syncAnswers, limitedTimelines, frontCpuMsPerAnswer, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
+      log(`(B) ${t.name} ${rate} msg/s to ${members.length}: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; ${syncAnswers} /sync answers (${limitedTimelines} limited timelines)${frontCpuMsPerAnswer !== null ? `, fronts ${frontCpuMsPerAnswer} ms CPU each` : ''}; other processes ${win.otherCores} cores`);
     }
     const syncErrors = poller.errors();
     await poller.stop();
