@@ -147,6 +147,10 @@ interface RoomCache {
   recordedPos: number;
   /** Per `sentUpTo` member, the position this reader last wrote there since the room was loaded (`noteSent`). */
   sentAt: Map<string, number>;
+  /** Per `sentUpTo` member, their latest own event this reader applied, written or not. */
+  seenAt: Map<string, number>;
+  /** The highest timeline position this reader applied in the room since it was loaded. */
+  maxPos: number;
 }
 
 /**
@@ -288,11 +292,18 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     // one AOF fsync for many instead of one each), Redis applies them while the next events are
     // evaluated, and they are all done before the progress is recorded and the batch acknowledged.
     const batch: Batch = { writes: [], usersInFlight: 0 };
-    for (const { id, entry } of entries) {
-      await this.applyEntry(shard, id, entry, batch);
-      await settle(batch, MAX_USERS_IN_FLIGHT);
+    try {
+      for (const { id, entry } of entries) {
+        await this.applyEntry(shard, id, entry, batch);
+        await settle(batch, MAX_USERS_IN_FLIGHT);
+      }
+      await settle(batch, 0);
+    } catch (e) {
+      // The batch is applied again: the senders' positions it meant to write are written again
+      // (`noteSent` skips only what it knows is stored).
+      for (const room of this.rooms.values()) if (room.shard === shard) room.sentAt.clear();
+      throw e;
     }
-    await settle(batch, 0);
     const last = entries[entries.length - 1];
     if (last) await this.recordProgress(shard, last.id);
   }
@@ -346,10 +357,18 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     let sent: SentAt | undefined;
     if (typeof sender === 'string' && this.isLocal(sender)) {
       const thread = await this.threadOf(shard, out.event);
-      sent = { member: sentMember(sender, thread), pos: out.pos, thread };
+      sent = { member: sentMember(sender, thread), pos: out.pos, thread, lowered: false };
     }
-    await this.evaluate(shard, room, out, entryMs, score, batch, membersLater, sent);
-    if (sent) this.noteSent(shard, room, out.roomId, sent, batch, false);
+    // An entry below one applied already (pending entries read again after a reconnection come
+    // after newer ones): what it records may be older than a sender's skipped write (`noteSent`).
+    const behind = out.pos < room.maxPos;
+    room.maxPos = Math.max(room.maxPos, out.pos);
+    await this.evaluate(shard, room, out, entryMs, score, batch, membersLater, sent, behind);
+    if (sent) {
+      this.noteSent(shard, room, out.roomId, sent, batch, false);
+      // Their counts may have dropped: their phones get the new badge, as after a receipt.
+      if (sent.lowered && typeof sender === 'string') await this.enqueuePush(sender, BADGE_MEMBER, score, batch);
+    }
   }
 
   /**
@@ -362,21 +381,33 @@ export class PushEvaluatorReader extends OutboxGroupReader {
    * that was): a bot sending alone in a room costs one write, not one per event.
    */
   private noteSent(shard: number, room: RoomCache, roomId: string, sent: SentAt, batch: Batch, force: boolean): void {
+    room.seenAt.set(sent.member, Math.max(room.seenAt.get(sent.member) ?? 0, sent.pos));
     const known = room.sentAt.get(sent.member);
     if (known !== undefined && (known >= sent.pos || (!force && room.recordedPos <= known))) return;
-    room.sentAt.set(sent.member, sent.pos);
-    const write = runScript(this.redis, 'pushSent', [this.roomKey(shard, roomData.members(roomId)), this.roomKey(shard, pushData.sentUpTo(roomId))], [sent.member, sent.pos]);
-    // Awaited by settle() (a failure fails the batch, applied again); until then the handler only
-    // forgets the write, so the batch's second run writes it again.
-    write.catch(() => {
-      if (room.sentAt.get(sent.member) === sent.pos) room.sentAt.delete(sent.member);
-    });
+    if (known === undefined || room.recordedPos > known) sent.lowered = true;
+    this.writeSent(shard, room, roomId, sent.member, sent.pos, batch);
+  }
+
+  private writeSent(shard: number, room: RoomCache, roomId: string, member: string, pos: number, batch: Batch): void {
+    room.sentAt.set(member, pos);
+    const write = runScript(this.redis, 'pushSent', [this.roomKey(shard, roomData.members(roomId)), this.roomKey(shard, pushData.sentUpTo(roomId))], [member, pos]);
+    // Awaited by settle(); a failure fails the batch, which forgets what it wrote (`apply`).
+    write.catch(() => undefined);
     batch.writes.push({ done: write, users: 1 });
     batch.usersInFlight += 1;
   }
 
+  /**
+   * Before recording an event below one applied already: every sender whose own event at or after
+   * it went unwritten (nothing was recorded since their last write then) is written now, so the
+   * record does not count for them.
+   */
+  private catchUpSent(shard: number, room: RoomCache, roomId: string, pos: number, batch: Batch): void {
+    for (const [member, seen] of room.seenAt) if (seen >= pos && (room.sentAt.get(member) ?? -1) < seen) this.writeSent(shard, room, roomId, member, seen, batch);
+  }
+
   /** Evaluate the event for every joined local member but the sender; record those it notifies. */
-  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch, membersLater = false, sent?: SentAt): Promise<void> {
+  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch, membersLater = false, sent?: SentAt, behind = false): Promise<void> {
     const event = out.event;
     const sender = typeof event.sender === 'string' ? event.sender : '';
     // The joined local members (the room's cached list, not copied: the sender, when one of
@@ -487,6 +518,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     }
     if (common !== 'x' && room.localJoined.has(sender)) exceptions.push({ userId: sender, userShard: shardOf(sender, this.shardCounts.user), own: 'x', member: true, uncounted: true });
     const recorded: LoggedEvent = { roomId: out.roomId, eventId: out.eventId, pos: out.pos, thread, related: relatedEventOf(event) !== null, score, entryMs, common, commonResult };
+    if (behind) this.catchUpSent(shard, room, out.roomId, out.pos, batch);
     if (sent && common !== 'x') this.noteSent(shard, room, out.roomId, sent, batch, true);
     room.recordedPos = Math.max(room.recordedPos, out.pos);
     this.record(shard, recorded, exceptions, batch);
@@ -897,6 +929,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       names: new Map(),
       recordedPos: 0,
       sentAt: new Map(),
+      seenAt: new Map(),
+      maxPos: 0,
     };
     for (const [u, m] of room.members) if (m === 'join') this.joinedAdd(room, u);
     if (this.rooms.size >= ROOM_CACHE_MAX) this.rooms.delete(this.rooms.keys().next().value!);
@@ -983,6 +1017,8 @@ interface SentAt {
   member: string;
   pos: number;
   thread: string | null;
+  /** Set when the write may have lowered the sender's counts (something was recorded in the room since their last). */
+  lowered: boolean;
 }
 
 /** An outcome of an event for a member: not notified, notified, notified with a highlight. */

@@ -157,6 +157,10 @@ export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roo
       const roots = [...byThread.keys()];
       const threadFields = roots.flatMap((root) => READ_RECEIPT_TYPES.map((type) => receiptField(type, root, userId)));
       // With the user's own latest event in each thread (a receipt in that thread).
+      if (roots.length === 0) {
+        out.set(roomId, { notification_count: counted[0], highlight_count: counted[1] });
+        return;
+      }
       const [threadReceipts, threadSent] = await Promise.all([ctx.redis.hmget(receiptsKey(roomId), ...threadFields), ctx.redis.zmscore(ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(pushData.sentUpTo(roomId)), ...roots.map((root) => sentMember(userId, root)))]);
       const counts: UnreadCounts = { notification_count: counted[0], highlight_count: counted[1] };
       const threads: Record<string, NotificationCounts> = {};

@@ -195,6 +195,31 @@ describe('unread notification counts', () => {
     expect(await counts(bob, [dm])).toEqual({ [dm]: c(0, 0) });
   });
 
+  it("/sync gives the sender's lowered count with their own message (it waits for the evaluator for their events too)", async () => {
+    const [gina, hank] = await Promise.all([register('n_gina'), register('n_hank')]);
+    const r = await room(gina, [hank]);
+    await send(gina, r, text('one'));
+    await send(gina, r, text('two'));
+    await eventually(() => counts(hank, [r]), { [r]: c(2, 0) });
+    const first = await call(hank, 'GET', '/sync?timeout=0');
+    expect(first.body.rooms.join[r].unread_notifications).toEqual(c(2, 0));
+    // A sync loop waiting already when the message commits: woken by it at once, ahead of the
+    // evaluator. The answer that carries the message carries the count it lowered.
+    const carrying = (async () => {
+      let since = first.body.next_batch;
+      for (let i = 0; i < 20; i++) {
+        const res = await call(hank, 'GET', `/sync?since=${enc(since)}&timeout=10000`);
+        const room = res.body.rooms?.join?.[r];
+        if (room?.timeline?.events?.some((e: Json) => e.content?.body === 'hank answers')) return room;
+        since = res.body.next_batch;
+      }
+      return null;
+    })();
+    await new Promise((done) => setTimeout(done, 300));
+    await send(hank, r, text('hank answers'));
+    expect((await carrying)?.unread_notifications).toEqual(c(0, 0));
+  });
+
   it('redelivering every outbox entry does not count anything twice', async () => {
     await evaluatorIdle();
     const before = [await counts(alice, [group, dm], true), await counts(bob, [group, dm], true), await counts(carol, [group, dm], true)];

@@ -16,6 +16,7 @@ import { stateKeyOf } from '../../src/protocol/pdu';
 import { NOTIFICATIONS_KEPT, PushEvaluatorReader, TRIM_EVERY, derivedDetails, listScore, memberIntervals, notificationMember } from '../../src/readers/push-evaluator';
 import { shardOf } from '../../src/store/shards';
 import { encode } from '../../src/store/codec';
+import { parseOutboxEntry } from '../../src/runtime/envelope';
 import { KeySpace, PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData } from '../../src/store/keys';
 import type { StoredPushRules } from '../../src/protocol/push-rules';
 import { receiptField, sentMember } from '../../src/store/read-receipts';
@@ -390,6 +391,38 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     // Nothing is written for a purged room (its members hash is gone).
     expect(await runScript(redis, 'pushSent', [roomKeys.data(roomData.members('!gone:x')), roomKeys.data(pushData.sentUpTo('!gone:x'))], [talker, 5])).toBe(0);
     expect(await redis.exists(roomKeys.data(pushData.sentUpTo('!gone:x')))).toBe(0);
+  });
+
+  it("writes a sender's position it skipped when an older entry comes after it (pending entries read again after a reconnection)", async () => {
+    const [talker, other] = [users[42]!, users[43]!];
+    const sentKey = roomKeys.data(pushData.sentUpTo(room));
+    const counts = async (u: string) => (await unreadCounts(ctx(), u, [room], { threads: true })).get(room);
+    const start = await append(message(other, { body: 'start' }));
+    await read(talker, start);
+    const own = await append(message(talker, { body: 'mine' }));
+    await idle();
+    expect(await redis.zscore(sentKey, sentMember(talker, null))).toBe(String(own.pos));
+    // Two events stored, not in the outbox, handed to the reader newest first: the talker's edit
+    // (it notifies no one, and nothing was recorded since their last write: skipped), then the
+    // other's message before it, which notifies the talker unless their position covers it.
+    const stage = (event: JsonObject, seq: number) => {
+      pos++;
+      const eventId = `$e${pos}`;
+      const raw = { room_id: room, origin_server_ts: 1, ...event, event_id: eventId };
+      const body = encode({ roomId: room, eventId, pos, event: raw });
+      return { pos, eventId, raw, item: { id: `${Date.now()}-${seq}`, entry: parseOutboxEntry([Buffer.from('a'), Buffer.from(room), Buffer.from('k'), Buffer.from('room'), Buffer.from('b'), body]) } };
+    };
+    const late = stage(message(other, { body: 'late' }), 1);
+    const quiet = stage(message(talker, { body: '* mine!', 'm.new_content': { msgtype: 'm.text', body: 'mine!' }, 'm.relates_to': { rel_type: 'm.replace', event_id: own.eventId } }), 2);
+    for (const e of [late, quiet]) {
+      await redis.set(roomKeys.data(roomData.event(e.eventId)), stored(e.raw, e.pos));
+      await redis.zadd(roomKeys.data(roomData.timeline(room)), e.pos, e.eventId);
+    }
+    await reader.applyHosted(shard, [quiet.item, late.item]);
+    expect(await redis.zscore(sentKey, sentMember(talker, null))).toBe(String(quiet.pos));
+    // The late message is in the room's log (it notifies the room), yet not the talker's to read.
+    expect(await redis.zscore(roomKeys.data(pushData.roomLog(room)), late.eventId)).toBe(String(late.pos));
+    expect(await counts(talker)).toEqual(c(0, 0));
   });
 
   /** A read receipt as the receipt actor stores it and appends its entry to the outbox. */
