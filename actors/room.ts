@@ -178,7 +178,9 @@ function decidePurgeBatch(state: RoomState, prepared: RoomPrepared): Decision<Ro
   return { state: reset, reply: { cursor: '0', deleted: found.keys.length, done }, writes, derivedWrites };
 }
 
-const ROOM_KEY_NAMES = new Set(['state', 'members', 'timeline', 'snap', 'txn', 'evtxn', 'aliases', 'published', 'rel', 'threads', 'ts', 'receipts', 'typing']);
+// `pl`: the push evaluator's keys of the room (pushData.roomLog…, roomList…, roomJoins, sentUpTo);
+// `sslice`: its shared initial-sync slice (it has a TTL, but holds the room's events until then).
+const ROOM_KEY_NAMES = new Set(['state', 'members', 'timeline', 'snap', 'txn', 'evtxn', 'aliases', 'published', 'rel', 'threads', 'ts', 'receipts', 'typing', 'pl', 'sslice']);
 /** The search index's format 1 keys, `search:<id>:<name>…` (a room indexed before format 2 and never reindexed). */
 const SEARCH_KEY_NAMES = new Set(['docs', 'terms', 'stats', 'p']);
 

@@ -19,8 +19,13 @@
  * by arrival for GET /notifications) with the common outcome — the one most joined members got
  * (not notified, notified, highlighted, and the same actions) — and only the members whose outcome
  * differs get records of their own (an exception: `exceptions` for the counts, their own list
- * entry when notified, `excluded` from the room's list): the sender of a notifying event, a
- * mentioned member, a member whose own rules say otherwise. A message to a room of 1,000 is then
+ * entry when notified, `excluded` from the room's list): a mentioned member, a member whose own
+ * rules say otherwise, and the sender of a notifying event (`excluded` only). A local user's own
+ * event marks what came before it read, as the spec's "Marking notifications as read" asks
+ * (Synapse does not): the room's `sentUpTo` keeps each local sender's latest position, which the
+ * counts and GET /notifications read as a receipt (`recordSent`). So the sender needs no exception
+ * for their own event, and a user who sends without ever sending receipts (a bot) does not pile
+ * up exceptions that every one of their syncs would read. A message to a room of 1,000 is then
  * one script call (push-log-1.lua) of a few commands, not 2–3 per member (push-record-3.lua's
  * ZADDs per notified member, which were most of Redis's work in a big room). Counting starts
  * after a member's latest membership (the membership index), so the log is the members' of the
@@ -70,7 +75,7 @@ import { PUSH_EVALUATOR_GROUP, pushData, roomData, threadSubscriptionData, userD
 import { isCluster, runScript, subscriberClient, type RedisClient } from '../store/redis';
 import { decodeNotification, encodeNotification } from '../sync/notify';
 import { OutboxGroupReader } from './outbox-group-reader';
-import { readFields, readPositions } from '../store/read-receipts';
+import { readFields, readPositions, sentMember } from '../store/read-receipts';
 import { MissingSnapshotError, RoomReader, type RoomReaderLimits } from '../store/room-reader';
 
 /** The state the push evaluator reads through a RoomReader: members at an event (`notJoinedAt`), when it runs behind. */
@@ -138,6 +143,14 @@ interface RoomCache {
   powerLevels?: Pdu;
   /** Display names of members, loaded when some member's rules need one. */
   names: Map<string, string | null>;
+  /** Position of the latest event this reader recorded anything for in the room (0: none since loaded). */
+  recordedPos: number;
+  /** Per `sentUpTo` member, the position this reader last wrote there since the room was loaded (`noteSent`). */
+  sentAt: Map<string, number>;
+  /** Per `sentUpTo` member, their latest own event this reader applied, written or not. */
+  seenAt: Map<string, number>;
+  /** The highest timeline position this reader applied in the room since it was loaded. */
+  maxPos: number;
 }
 
 /**
@@ -279,11 +292,18 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     // one AOF fsync for many instead of one each), Redis applies them while the next events are
     // evaluated, and they are all done before the progress is recorded and the batch acknowledged.
     const batch: Batch = { writes: [], usersInFlight: 0 };
-    for (const { id, entry } of entries) {
-      await this.applyEntry(shard, id, entry, batch);
-      await settle(batch, MAX_USERS_IN_FLIGHT);
+    try {
+      for (const { id, entry } of entries) {
+        await this.applyEntry(shard, id, entry, batch);
+        await settle(batch, MAX_USERS_IN_FLIGHT);
+      }
+      await settle(batch, 0);
+    } catch (e) {
+      // The batch is applied again: the senders' positions it meant to write are written again
+      // (`noteSent` skips only what it knows is stored).
+      for (const room of this.rooms.values()) if (room.shard === shard) room.sentAt.clear();
+      throw e;
     }
-    await settle(batch, 0);
     const last = entries[entries.length - 1];
     if (last) await this.recordProgress(shard, last.id);
   }
@@ -331,11 +351,63 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       room.statePos = out.pos;
     }
     if (out.redacted) await this.forgetRedacted(shard, room, out.roomId, out.redacted);
-    await this.evaluate(shard, room, out, entryMs, score, batch, membersLater);
+    // A local user's own event marks what came before it read (the spec's "Marking notifications
+    // as read"), whether or not it notifies anyone: their counts start after it.
+    const sender = out.event.sender;
+    let sent: SentAt | undefined;
+    if (typeof sender === 'string' && this.isLocal(sender)) {
+      const thread = await this.threadOf(shard, out.event);
+      sent = { member: sentMember(sender, thread), pos: out.pos, thread, lowered: false };
+    }
+    // An entry below one applied already (pending entries read again after a reconnection come
+    // after newer ones): what it records may be older than a sender's skipped write (`noteSent`).
+    const behind = out.pos < room.maxPos;
+    room.maxPos = Math.max(room.maxPos, out.pos);
+    await this.evaluate(shard, room, out, entryMs, score, batch, membersLater, sent, behind);
+    if (sent) {
+      this.noteSent(shard, room, out.roomId, sent, batch, false);
+      // Their counts may have dropped: their phones get the new badge, as after a receipt.
+      if (sent.lowered && typeof sender === 'string') await this.enqueuePush(sender, BADGE_MEMBER, score, batch);
+    }
+  }
+
+  /**
+   * How far a local sender has read the room (`pushData.sentUpTo`, push-sent-1.lua): up to their
+   * event, in the main timeline (their counts read it as an unthreaded receipt at the event) or in
+   * its thread. Written with the batch's other writes, so a /sync that waits for the evaluator
+   * (src/sync/push-progress.ts) has it; `force` when the event goes in the room's push log itself,
+   * written before it (so no count ever includes the sender's own event). Otherwise only when this
+   * reader recorded something in the room since it last wrote the member (or does not know when
+   * that was): a bot sending alone in a room costs one write, not one per event.
+   */
+  private noteSent(shard: number, room: RoomCache, roomId: string, sent: SentAt, batch: Batch, force: boolean): void {
+    room.seenAt.set(sent.member, Math.max(room.seenAt.get(sent.member) ?? 0, sent.pos));
+    const known = room.sentAt.get(sent.member);
+    if (known !== undefined && (known >= sent.pos || (!force && room.recordedPos <= known))) return;
+    if (known === undefined || room.recordedPos > known) sent.lowered = true;
+    this.writeSent(shard, room, roomId, sent.member, sent.pos, batch);
+  }
+
+  private writeSent(shard: number, room: RoomCache, roomId: string, member: string, pos: number, batch: Batch): void {
+    room.sentAt.set(member, pos);
+    const write = runScript(this.redis, 'pushSent', [this.roomKey(shard, roomData.members(roomId)), this.roomKey(shard, pushData.sentUpTo(roomId))], [member, pos]);
+    // Awaited by settle(); a failure fails the batch, which forgets what it wrote (`apply`).
+    write.catch(() => undefined);
+    batch.writes.push({ done: write, users: 1 });
+    batch.usersInFlight += 1;
+  }
+
+  /**
+   * Before recording an event below one applied already: every sender whose own event at or after
+   * it went unwritten (nothing was recorded since their last write then) is written now, so the
+   * record does not count for them.
+   */
+  private catchUpSent(shard: number, room: RoomCache, roomId: string, pos: number, batch: Batch): void {
+    for (const [member, seen] of room.seenAt) if (seen >= pos && (room.sentAt.get(member) ?? -1) < seen) this.writeSent(shard, room, roomId, member, seen, batch);
   }
 
   /** Evaluate the event for every joined local member but the sender; record those it notifies. */
-  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch, membersLater = false): Promise<void> {
+  private async evaluate(shard: number, room: RoomCache, out: RoomOutput, entryMs: number, score: number, batch: Batch, membersLater = false, sent?: SentAt, behind = false): Promise<void> {
     const event = out.event;
     const sender = typeof event.sender === 'string' ? event.sender : '';
     // The joined local members (the room's cached list, not copied: the sender, when one of
@@ -414,10 +486,11 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     }
     if (!anyNotified) return;
 
-    const thread = await this.threadOf(shard, event);
+    const thread = sent ? sent.thread : await this.threadOf(shard, event);
     // The common outcome: the one most of the joined members got (not being notified counts as
     // one); it goes in the room's push log once, and only those whose outcome differs get a
-    // record of their own (an exception), as does the sender when the event notifies.
+    // record of their own (an exception). The sender's counts need none (their own event reads as
+    // a receipt: recordSent), only the room's list must not be theirs (`excluded`).
     const keyOfResult = new Map<PushEvaluation | null, string>([[null, 'x']]);
     const outcomes = new Map<string, { n: number; result: PushEvaluation | null }>();
     for (let i = 0; i < users.length; i++) {
@@ -443,8 +516,11 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       const own: Outcome = result ? (result.highlight ? 'h' : 'n') : 'x';
       exceptions.push({ userId, userShard: shardOf(userId, this.shardCounts.user), own, result, member: userId !== invitee });
     }
-    if (common !== 'x' && room.localJoined.has(sender)) exceptions.push({ userId: sender, userShard: shardOf(sender, this.shardCounts.user), own: 'x', member: true });
+    if (common !== 'x' && room.localJoined.has(sender)) exceptions.push({ userId: sender, userShard: shardOf(sender, this.shardCounts.user), own: 'x', member: true, uncounted: true });
     const recorded: LoggedEvent = { roomId: out.roomId, eventId: out.eventId, pos: out.pos, thread, related: relatedEventOf(event) !== null, score, entryMs, common, commonResult };
+    if (behind) this.catchUpSent(shard, room, out.roomId, out.pos, batch);
+    if (sent && common !== 'x') this.noteSent(shard, room, out.roomId, sent, batch, true);
+    room.recordedPos = Math.max(room.recordedPos, out.pos);
     this.record(shard, recorded, exceptions, batch);
     if (this.push) {
       const now = Date.now();
@@ -628,8 +704,9 @@ export class PushEvaluatorReader extends OutboxGroupReader {
         const perUser: (string | number)[] = [];
         for (const e of part) {
           let flags = 0;
-          // Counts: the exception, for a member (an invitee's counts start after the invite).
-          if (e.member) {
+          // Counts: the exception, for a member (an invitee's counts start after the invite; the
+          // sender's after their own event).
+          if (e.member && !e.uncounted) {
             flags |= 1;
             keys.push(this.userKey(e.userId, pushData.exceptions(e.userId, roomId)));
           }
@@ -850,6 +927,10 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       create: toPdu(createRaw, version, createId),
       powerLevels: plBlob && plId ? toPdu(JSON.parse(decode<StoredEvent>(plBlob).j) as JsonObject, version, plId) : undefined,
       names: new Map(),
+      recordedPos: 0,
+      sentAt: new Map(),
+      seenAt: new Map(),
+      maxPos: 0,
     };
     for (const [u, m] of room.members) if (m === 'join') this.joinedAdd(room, u);
     if (this.rooms.size >= ROOM_CACHE_MAX) this.rooms.delete(this.rooms.keys().next().value!);
@@ -931,6 +1012,15 @@ interface Batch {
   usersInFlight: number;
 }
 
+/** A local sender's event: their `sentUpTo` member (by the event's thread) and its position. */
+interface SentAt {
+  member: string;
+  pos: number;
+  thread: string | null;
+  /** Set when the write may have lowered the sender's counts (something was recorded in the room since their last). */
+  lowered: boolean;
+}
+
 /** An outcome of an event for a member: not notified, notified, notified with a highlight. */
 type Outcome = 'x' | 'n' | 'h';
 
@@ -943,6 +1033,8 @@ interface Exception {
   result?: PushEvaluation;
   /** A joined member (their counts take the exception); false: an invitee. */
   member: boolean;
+  /** The sender: their counts need no exception (their event reads as a receipt), only `excluded`. */
+  uncounted?: boolean;
 }
 
 /** What push-log-1.lua records of an event. */

@@ -609,6 +609,15 @@ export const pushData = {
   /** Sorted set, relative to the room shard: `roomLog` for events in threads, member `<n|h>\0<thread root>\0<event id>`. */
   roomLogThreads: (roomId: string) => `room:${roomId}:pl:t`,
   /**
+   * Sorted set, relative to the room shard: how far each local member has read the room by
+   * sending (the spec's "Marking notifications as read": a user's own event marks what came
+   * before it read): member `sentMember(user, thread)` (src/store/read-receipts.ts), the user id
+   * for their events in the main timeline (read as an unthreaded receipt at the event would be),
+   * `<thread root>\0<user id>` for their events in a thread (a receipt in that thread), scored by
+   * the timeline position of the latest (push-sent-1.lua: `ZADD GT`, it never moves back).
+   */
+  sentUpTo: (roomId: string) => `room:${roomId}:pl:sent`,
+  /**
    * Sorted set, relative to the room shard: the events of `roomLog` and `roomLogThreads` for
    * `GET /notifications`, member event id, scored by when the event reached the room's outbox
    * (push-evaluator.ts `listScore`). Capped at NOTIFICATIONS_KEPT (and a chunk).

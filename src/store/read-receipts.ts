@@ -50,12 +50,36 @@ export function readFields(userId: string, thread: string | null): string[] {
   return threads.flatMap((t) => READ_RECEIPT_TYPES.map((type) => receiptField(type, t, userId)));
 }
 
-/** Read positions from the values of `readFields` (same order): unthreaded, main timeline, the thread. */
-export function readPositions(values: (string | null)[], thread: string | null): { unthreaded: number; main: number; thread: number } {
+/**
+ * The member of a room's `pushData.sentUpTo` that says how far a user has read by sending: their
+ * events in the main timeline (`thread` null: read as an unthreaded receipt at the event would be)
+ * or in one thread (a receipt in that thread). User ids never hold a NUL, so the two cannot meet.
+ */
+export function sentMember(userId: string, thread: string | null): string {
+  return thread ? `${thread}\u0000${userId}` : userId;
+}
+
+/** The `sentUpTo` members `readPositions` takes the scores of (ZMSCORE, same order): the main timeline's, then the thread's. */
+export function sentMembers(userId: string, thread: string | null): string[] {
+  return thread ? [sentMember(userId, null), sentMember(userId, thread)] : [sentMember(userId, null)];
+}
+
+/** A `sentUpTo` score as a position (0: none). */
+export function sentPos(score: string | null | undefined): number {
+  const n = score ? Number(score) : 0;
+  return Number.isFinite(n) ? n : 0;
+}
+
+/**
+ * Read positions from the values of `readFields` (same order): unthreaded, main timeline, the
+ * thread; with `sent` (the scores of `sentMembers`, same order), the user's own latest events count
+ * as receipts: in the main timeline as an unthreaded one, in the thread as one in that thread.
+ */
+export function readPositions(values: (string | null)[], thread: string | null, sent: (string | null)[] = []): { unthreaded: number; main: number; thread: number } {
   const pos = values.map(receiptPos);
-  const unthreaded = Math.max(pos[0] ?? 0, pos[1] ?? 0);
+  const unthreaded = Math.max(pos[0] ?? 0, pos[1] ?? 0, sentPos(sent[0]));
   const main = Math.max(unthreaded, pos[2] ?? 0, pos[3] ?? 0);
-  return { unthreaded, main, thread: thread ? Math.max(unthreaded, pos[4] ?? 0, pos[5] ?? 0) : main };
+  return { unthreaded, main, thread: thread ? Math.max(unthreaded, pos[4] ?? 0, pos[5] ?? 0, sentPos(sent[1])) : main };
 }
 
 /** One user's receipt positions in a room, from the whole receipts hash (`readsOfRoom`). */

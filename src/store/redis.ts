@@ -34,6 +34,7 @@ const SCRIPTS = {
   timersFire: 'timers-fire-1.lua',
   pushLog: 'push-log-1.lua',
   pushJoins: 'push-joins-1.lua',
+  pushSent: 'push-sent-1.lua',
   pushProgress: 'push-progress-1.lua',
   rateLimit: 'rate-limit-2.lua',
   reply: 'reply-1.lua',
@@ -48,7 +49,7 @@ const SCRIPTS = {
   registrationToken: 'registration-token-3.lua',
   readMany: 'read-many-3.lua',
   syncSnapshot: 'sync-snapshot-3.lua',
-  unreadCounts: 'unread-counts-3.lua',
+  unreadCounts: 'unread-counts-4.lua',
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 

@@ -481,8 +481,9 @@ export async function computeSync(ctx: ApiContext, index: MembershipIndex, user:
           const m = out.event ? membershipOf(out) : null;
           if (m) memberChanges.push({ roomId: out.roomId, ...m });
           (windowEvents.get(out.roomId) ?? windowEvents.set(out.roomId, []).get(out.roomId)!).push(out.eventId);
-          // The user's own events never change their counts: their echo need not wait for the evaluator.
-          if (out.event?.sender !== user.userId) lastEntry.set(out.roomId, { shard, id: e.id });
+          // Every event of the window waits for the evaluator, the user's own too: their own event
+          // marks what came before it read (pushData.sentUpTo), which their counts must show with it.
+          lastEntry.set(out.roomId, { shard, id: e.id });
         }
       }),
     );

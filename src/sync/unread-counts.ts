@@ -6,7 +6,11 @@
  *   the main timeline and every thread;
  * - a receipt with `thread_id: "main"` marks the main timeline (thread roots included) up to its event;
  * - a receipt with `thread_id: <root>` marks that thread up to its event;
- * whichever of the public and private receipts is later in the timeline counts. As in Synapse,
+ * whichever of the public and private receipts is later in the timeline counts. The user's own
+ * latest event counts as a receipt too (the spec's "Marking notifications as read": sending an
+ * event marks the notifications before it read; Synapse does not): in the main timeline as an
+ * unthreaded receipt at it, in a thread as one in that thread (`pushData.sentUpTo`, written by the
+ * push evaluator, which no longer records the sender's own events as exceptions). As in Synapse,
  * counting starts after the user's latest membership event in the room (their join): an invite
  * that notified them, and what came before they joined, are not unread.
  *
@@ -14,7 +18,7 @@
  * (what notified the room's members as most of them were notified), corrected by the user's
  * exceptions (where their outcome differed: their own events, mentions, their own rules), for a
  * room they are joined to now; plus the per-user unread sets written before the push log (a
- * rolling upgrade). On a single Redis one script call (unread-counts-3.lua) counts every room —
+ * rolling upgrade). On a single Redis one script call (unread-counts-4.lua) counts every room —
  * every woken /sync answer asks for them, and the answers computed together share one call
  * (src/store/script-batch.ts) — and only threads with notifications need a second round trip for
  * their receipts. On a Cluster the same in commands (`applyExceptions`; the keys are in two hash
@@ -24,7 +28,7 @@ import { shardOf, type Family } from '../store/shards';
 import { membershipIndexData, pushData, roomData, type KeySpace } from '../store/keys';
 import { isCluster, type RedisClient } from '../store/redis';
 import { scriptBatcher } from '../store/script-batch';
-import { READ_RECEIPT_TYPES, readFields, readPositions, receiptField, receiptPos } from '../store/read-receipts';
+import { READ_RECEIPT_TYPES, readFields, readPositions, receiptField, receiptPos, sentMember, sentMembers, sentPos } from '../store/read-receipts';
 
 /** Rooms per call of the unread-counts script (on a single Redis). */
 const ROOMS_PER_CALL = 100;
@@ -66,7 +70,7 @@ export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roo
   type First = { roomId: string; read: { unthreaded: number; main: number }; threadEntries: string[]; counted: [number, number] };
   let first: First[];
   if (!isCluster(ctx.redis) && roomIds.length) {
-    // One script segment for every room (unread-counts-3.lua): the receipts, the room's push log
+    // One script segment for every room (unread-counts-4.lua): the receipts, the room's push log
     // counts corrected by the user's exceptions, and the thread entries; the segments of the
     // answers computed together (one message wakes every member's long-poll) go out as one call.
     const ms = await memberships;
@@ -87,9 +91,10 @@ export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roo
           userKey(pushData.unreadThreads(userId, roomId)),
           userKey(pushData.unread(userId, roomId)),
           userKey(pushData.unreadHighlight(userId, roomId)),
+          roomKey(pushData.sentUpTo(roomId)),
         ];
       });
-      calls.push(batcher.call(keys, [part.length, mainFields.length, ...mainFields, ...part.map((_, i) => memberSince(ms[at + i]))]) as Promise<[string, string, number, number, string[]][]>);
+      calls.push(batcher.call(keys, [part.length, mainFields.length, ...mainFields, sentMember(userId, null), ...part.map((_, i) => memberSince(ms[at + i]))]) as Promise<[string, string, number, number, string[]][]>);
     }
     const rows = (await Promise.all(calls)).flat();
     first = roomIds.map((roomId, i) => {
@@ -100,13 +105,13 @@ export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roo
     first = await Promise.all(
       roomIds.map(async (roomId, i) => {
         const roomKey = (name: string) => ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(name);
-        const [receipts, membership] = await Promise.all([ctx.redis.hmget(receiptsKey(roomId), ...mainFields), memberships.then((m) => m[i])]);
+        const [receipts, sent, membership] = await Promise.all([ctx.redis.hmget(receiptsKey(roomId), ...mainFields), ctx.redis.zmscore(roomKey(pushData.sentUpTo(roomId)), ...sentMembers(userId, null)), memberships.then((m) => m[i])]);
         const joined = joinedAt(membership);
-        const r = readPositions(receipts, null);
+        const r = readPositions(receipts, null, sent);
         const read = { unthreaded: Math.max(r.unthreaded, joined), main: Math.max(r.main, joined) };
         const after = `(${read.main}`;
         const fromThreads = `(${read.unthreaded}`;
-        // The same as unread-counts-3.lua, in commands (its keys are in two hash slots).
+        // The same as unread-counts-4.lua, in commands (its keys are in two hash slots).
         const [log, logHighlight, oldUnread, oldHighlight, exceptions, logged, oldThreads, mainFloor, threadFloor] = await Promise.all([
           ctx.redis.zcount(roomKey(pushData.roomLog(roomId)), after, '+inf'),
           ctx.redis.zcount(roomKey(pushData.roomLogHighlight(roomId)), after, '+inf'),
@@ -151,11 +156,16 @@ export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roo
       }
       const roots = [...byThread.keys()];
       const threadFields = roots.flatMap((root) => READ_RECEIPT_TYPES.map((type) => receiptField(type, root, userId)));
-      const threadReceipts = threadFields.length ? await ctx.redis.hmget(receiptsKey(roomId), ...threadFields) : [];
+      // With the user's own latest event in each thread (a receipt in that thread).
+      if (roots.length === 0) {
+        out.set(roomId, { notification_count: counted[0], highlight_count: counted[1] });
+        return;
+      }
+      const [threadReceipts, threadSent] = await Promise.all([ctx.redis.hmget(receiptsKey(roomId), ...threadFields), ctx.redis.zmscore(ctx.keys.shard('room', shardOf(roomId, ctx.shardCounts.room)).data(pushData.sentUpTo(roomId)), ...roots.map((root) => sentMember(userId, root)))]);
       const counts: UnreadCounts = { notification_count: counted[0], highlight_count: counted[1] };
       const threads: Record<string, NotificationCounts> = {};
       roots.forEach((root, i) => {
-        const readTo = Math.max(read.unthreaded, ...READ_RECEIPT_TYPES.map((_, j) => receiptPos(threadReceipts[i * READ_RECEIPT_TYPES.length + j])));
+        const readTo = Math.max(read.unthreaded, sentPos(threadSent[i]), ...READ_RECEIPT_TYPES.map((_, j) => receiptPos(threadReceipts[i * READ_RECEIPT_TYPES.length + j])));
         const unread = byThread.get(root)!.filter((e) => e.pos > readTo);
         if (unread.length === 0) return;
         const c = { notification_count: unread.length, highlight_count: unread.filter((e) => e.highlight).length };
@@ -174,7 +184,7 @@ export async function unreadCounts(ctx: UnreadCountsContext, userId: string, roo
 
 /**
  * A room's push log counts and thread entries corrected by the user's exceptions, as
- * unread-counts-3.lua does it (see there): `counted` the main timeline's log counts above the read
+ * unread-counts-4.lua does it (see there): `counted` the main timeline's log counts above the read
  * position, `exceptions` and `logged` (the room's thread log) above the unthreaded read position as
  * ZRANGEBYSCORE WITHSCORES, the floors the logs' oldest kept positions.
  */

@@ -115,13 +115,16 @@ describe('unread notification counts', () => {
     dm = await room(alice, [bob], { is_direct: true, preset: 'trusted_private_chat' });
   });
 
-  it('counts messages, mentions and DMs for each member, never the sender', async () => {
+  it('counts messages, mentions and DMs for each member, never the sender; their own message reads what came before it', async () => {
     const first = await send(alice, group, text('hello all'));
     await send(alice, group, text('second'));
     await send(alice, group, text('carol, look', { 'm.mentions': { user_ids: [carol.userId] } }));
+    await eventually(() => counts(bob, [group]), { [group]: c(3, 0) });
+    // Bob answers: sending marks the notifications before his message read (the spec's "Marking
+    // notifications as read"), without a receipt.
     await send(bob, group, text('bob here'));
     await send(alice, dm, text('psst bob'));
-    await eventually(() => counts(bob, [group, dm]), { [group]: c(3, 0), [dm]: c(1, 0) });
+    await eventually(() => counts(bob, [group, dm]), { [group]: c(0, 0), [dm]: c(1, 0) });
     await eventually(() => counts(carol, [group, dm]), { [group]: c(4, 1), [dm]: c(0, 0) });
     await eventually(() => counts(alice, [group, dm]), { [group]: c(1, 0), [dm]: c(0, 0) });
 
@@ -129,18 +132,23 @@ describe('unread notification counts', () => {
     await send(bob, group, text('@room tea?', { 'm.mentions': { room: true } }));
     await send(alice, group, text('@room lunch!', { 'm.mentions': { room: true } }));
     await eventually(() => counts(carol, [group]), { [group]: c(6, 2) });
-    await eventually(() => counts(bob, [group]), { [group]: c(4, 1) });
+    await eventually(() => counts(bob, [group]), { [group]: c(1, 1) });
+    await eventually(() => counts(alice, [group]), { [group]: c(0, 0) });
     expect(first).toMatch(/^\$/);
   });
 
   it('a read receipt resets the counts up to its event (public or private, whichever is later)', async () => {
     const last = await send(alice, group, text('catch up'));
-    await eventually(() => counts(bob, [group]), { [group]: c(5, 1) });
+    await eventually(() => counts(bob, [group]), { [group]: c(2, 1) });
     await receipt(bob, group, last);
     expect(await counts(bob, [group])).toEqual({ [group]: c(0, 0) });
-    // The evaluator follows the receipt actor's entries and drops what the receipt covers: bob's
-    // exceptions in the room's push log (his own two messages, which notified the others).
-    await eventually(() => server.redis.zcard(userKey(bob.userId, pushData.exceptions(bob.userId, group))), 0);
+    // Bob's own messages left him no exceptions in the room's push log (they read as his receipts).
+    expect(await server.redis.zcard(userKey(bob.userId, pushData.exceptions(bob.userId, group)))).toBe(0);
+    // The evaluator follows the receipt actor's entries and drops what the receipt covers: carol's
+    // exception (the mention that highlighted for her only), by her receipt.
+    expect(await server.redis.zcard(userKey(carol.userId, pushData.exceptions(carol.userId, group)))).toBeGreaterThan(0);
+    await receipt(carol, group, last);
+    await eventually(() => server.redis.zcard(userKey(carol.userId, pushData.exceptions(carol.userId, group))), 0);
     await send(alice, group, text('one more'));
     await eventually(() => counts(bob, [group]), { [group]: c(1, 0) });
     // A private receipt later in the timeline counts too; an earlier public one does not undo it.
@@ -187,6 +195,31 @@ describe('unread notification counts', () => {
     expect(await counts(bob, [dm])).toEqual({ [dm]: c(0, 0) });
   });
 
+  it("/sync gives the sender's lowered count with their own message (it waits for the evaluator for their events too)", async () => {
+    const [gina, hank] = await Promise.all([register('n_gina'), register('n_hank')]);
+    const r = await room(gina, [hank]);
+    await send(gina, r, text('one'));
+    await send(gina, r, text('two'));
+    await eventually(() => counts(hank, [r]), { [r]: c(2, 0) });
+    const first = await call(hank, 'GET', '/sync?timeout=0');
+    expect(first.body.rooms.join[r].unread_notifications).toEqual(c(2, 0));
+    // A sync loop waiting already when the message commits: woken by it at once, ahead of the
+    // evaluator. The answer that carries the message carries the count it lowered.
+    const carrying = (async () => {
+      let since = first.body.next_batch;
+      for (let i = 0; i < 20; i++) {
+        const res = await call(hank, 'GET', `/sync?since=${enc(since)}&timeout=10000`);
+        const room = res.body.rooms?.join?.[r];
+        if (room?.timeline?.events?.some((e: Json) => e.content?.body === 'hank answers')) return room;
+        since = res.body.next_batch;
+      }
+      return null;
+    })();
+    await new Promise((done) => setTimeout(done, 300));
+    await send(hank, r, text('hank answers'));
+    expect((await carrying)?.unread_notifications).toEqual(c(0, 0));
+  });
+
   it('redelivering every outbox entry does not count anything twice', async () => {
     await evaluatorIdle();
     const before = [await counts(alice, [group, dm], true), await counts(bob, [group, dm], true), await counts(carol, [group, dm], true)];
@@ -207,9 +240,10 @@ describe('GET /notifications', () => {
     const [dana, eve, fred] = await Promise.all([register('n_dana'), register('n_eve'), register('n_fred')]);
     const r = await room(dana, [eve, fred]);
     const e1 = await send(dana, r, text('one'));
+    // Eve's own message: not in her list, and what came before it reads as read.
+    await send(eve, r, text('eve’s own'));
     const e2 = await send(dana, r, text('two', { 'm.mentions': { user_ids: [eve.userId] } }));
     const e3 = await send(fred, r, text('three'));
-    await send(eve, r, text('eve’s own'));
     const list = async (q = '') => {
       const res = await call(eve, 'GET', `/notifications${q}`);
       expect(res.status, JSON.stringify(res.body)).toBe(200);
@@ -224,7 +258,9 @@ describe('GET /notifications', () => {
     expect(invite.actions).toEqual(['notify', { set_tweak: 'sound', value: 'default' }]);
     all.notifications.pop();
     expect(all.notifications.map((n: Json) => n.event.event_id)).toEqual([e3, e2, e1]);
-    const [n3, n2] = all.notifications;
+    const [n3, n2, n1] = all.notifications;
+    expect(n1.read).toBe(true);
+    expect(invite.read).toBe(true);
     expect(n2).toMatchObject({ room_id: r, read: false, actions: ['notify', { set_tweak: 'sound', value: 'default' }, { set_tweak: 'highlight' }] });
     expect(n2.event).toMatchObject({ event_id: e2, sender: dana.userId, type: 'm.room.message', content: { body: 'two' } });
     expect(n2.event.room_id).toBeUndefined();

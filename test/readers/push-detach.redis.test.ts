@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { buildCreateEvent } from '../../actors/room';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import type { RoomConfig, RoomOutput } from '../../src/rooms/model';
-import type { PushQueue, QueuedNotification } from '../../src/push/queue';
+import { BADGE_MEMBER, type PushQueue, type QueuedNotification } from '../../src/push/queue';
 import { PushEvaluatorReader } from '../../src/readers/push-evaluator';
 import { parseOutboxEntry } from '../../src/runtime/envelope';
 import { decode } from '../../src/store/codec';
@@ -39,9 +39,12 @@ describe('push evaluator: a room shard let go and taken back (redis)', () => {
     const { roomId, event } = buildCreateEvent(room, { roomVersion: '10', creator: alice, roomLocalpart: 'moved', ts: Date.now() });
     // bob has an http pusher: what the reader pushes him is recorded here.
     const pushed: string[] = [];
+    let badges = 0;
     const queue = {
       enqueue: async (userId: string, _app: string, _key: string, member: string) => {
-        if (userId === bob) pushed.push((JSON.parse(member) as QueuedNotification).e);
+        // Badge updates (after bob's own messages lower his counts) carry no event.
+        if (userId === bob && member === BADGE_MEMBER) badges++;
+        else if (userId === bob) pushed.push((JSON.parse(member) as QueuedNotification).e);
       },
     } as unknown as PushQueue;
     await r.redis.hset(r.keys.shard('user', shardOf(bob, N)).data(userData.pushers(bob)), 'p', JSON.stringify({ kind: 'http', app_id: 'app', pushkey: 'key-bob' }));
@@ -73,6 +76,14 @@ describe('push evaluator: a room shard let go and taken back (redis)', () => {
     // carol too: bob's mention is then his own outcome (an own list entry), not the room's common one.
     await send({ type: 'm.room.member', sender: carol, state_key: carol, content: { membership: 'join' } });
     const first = await send({ type: 'm.room.message', sender: alice, content: { msgtype: 'm.text', body: 'bob?', 'm.mentions': { user_ids: [bob] } } });
+    expect(pushed).toEqual([first]);
+    // Bob answers: his own message reads as his receipt, so his count drops and his phone gets
+    // the new badge; answering again with nothing new for him since sends none.
+    const badgesBefore = badges;
+    await send({ type: 'm.room.message', sender: bob, content: { msgtype: 'm.text', body: 'here' } });
+    expect(badges).toBe(badgesBefore + 1);
+    await send({ type: 'm.room.message', sender: bob, content: { msgtype: 'm.text', body: 'still here' } });
+    expect(badges).toBe(badgesBefore + 1);
     expect(pushed).toEqual([first]);
 
     // The shard moves to another worker, whose evaluator sees bob leave; then it comes back.

@@ -16,9 +16,10 @@ import { stateKeyOf } from '../../src/protocol/pdu';
 import { NOTIFICATIONS_KEPT, PushEvaluatorReader, TRIM_EVERY, derivedDetails, listScore, memberIntervals, notificationMember } from '../../src/readers/push-evaluator';
 import { shardOf } from '../../src/store/shards';
 import { encode } from '../../src/store/codec';
+import { parseOutboxEntry } from '../../src/runtime/envelope';
 import { KeySpace, PUSH_EVALUATOR_GROUP, membershipIndexData, pushData, roomData, userData } from '../../src/store/keys';
 import type { StoredPushRules } from '../../src/protocol/push-rules';
-import { receiptField } from '../../src/store/read-receipts';
+import { receiptField, sentMember } from '../../src/store/read-receipts';
 import { connectRedis, isCluster, runScript, subscriberClient, type RedisClient } from '../../src/store/redis';
 import { decodeNotification, type SyncNotification } from '../../src/sync/notify';
 import { unreadCounts, type UnreadCounts } from '../../src/sync/unread-counts';
@@ -163,18 +164,19 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     const thread = (n: number) => ({ [first.eventId]: c(n, 0) });
     for (const u of users) {
       let expected: UnreadCounts;
-      if (u === sender) expected = c(0, 0, thread(1));
-      else if (u === users[1]) expected = c(2, 0); // sent the reply
+      // The sender's own latest event (the edit, in the main timeline) reads as an unthreaded
+      // receipt at it: the thread's reply before it is read too (the spec's "Marking notifications as read").
+      if (u === sender) expected = c(0, 0);
+      else if (u === users[1]) expected = c(2, 0); // sent the reply: read in its thread, not in the main timeline
       else if (u === mentioned) expected = c(2, 1, thread(1));
       else if (u === readUpToFirst) expected = c(1, 0, thread(1));
       else if (u === joinedLate) expected = c(0, 0, thread(1)); // joined at 4: after the first two
       else expected = c(2, 0, thread(1));
       expect(counts.get(u), u).toEqual(expected);
-      // Only those whose outcome differs from the room's have records of their own: the sender of
-      // the first two (not notified, where the room was), the reply's sender, the mentioned member
-      // (a highlight where the room had a plain notification, and their own list entry).
-      const own =
-        u === sender ? [exc('xn', first.eventId), exc('xn', mention.eventId)] : u === users[1] ? [exc('xn', reply.eventId, first.eventId)] : u === mentioned ? [exc('hn', mention.eventId)] : [];
+      // Only those whose outcome differs from the room's have records of their own: the mentioned
+      // member (a highlight where the room had a plain notification, and their own list entry).
+      // The senders need none: their own events read as receipts (pushData.sentUpTo).
+      const own = u === mentioned ? [exc('hn', mention.eventId)] : [];
       expect(exceptions.get(u)!.sort(), u).toEqual(own.sort());
       expect(lists.get(u), u).toBe(u === fullList ? NOTIFICATIONS_KEPT : u === mentioned ? 1 : 0);
     }
@@ -334,14 +336,93 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     await redis.xadd(roomKeys.outbox, '*', 'a', room, 'k', 'receipt', 'b', encode({ type: 'receipt', room_id: room, user_id: u3, receipt_type: 'm.read', event_id: before.eventId, ts: 1 }));
     await idle();
     expect((await unreadCounts(ctx(), u3, [room])).get(room)).toEqual(c(1, 0));
-    // The sender's exceptions (their own messages) up to their receipt are trimmed by it; the later stay.
-    const senderExceptions = userKey(sender, pushData.exceptions(sender, room));
-    expect(await redis.zscore(senderExceptions, exc('xn', before.eventId))).not.toBeNull();
-    await redis.hset(roomKeys.data(roomData.receipts(room)), receiptField('m.read', '', sender), JSON.stringify({ event_id: before.eventId, ts: 1, pos: before.pos }));
-    await redis.xadd(roomKeys.outbox, '*', 'a', room, 'k', 'receipt', 'b', encode({ type: 'receipt', room_id: room, user_id: sender, receipt_type: 'm.read', event_id: before.eventId, ts: 1 }));
-    await idle();
-    expect(await redis.zrange(senderExceptions, 0, -1)).toEqual([exc('xn', after.eventId)]);
+    // The sender's own messages leave no exceptions: their latest reads as their receipt.
+    expect(await redis.zcard(userKey(sender, pushData.exceptions(sender, room)))).toBe(0);
     expect((await unreadCounts(ctx(), sender, [room])).get(room)).toEqual(c(0, 0));
+  });
+
+  it("reads a local member's own event as their receipt at it: in the main timeline as an unthreaded one, in a thread in that thread", async () => {
+    const [talker, other] = [users[40]!, users[41]!];
+    const sentKey = roomKeys.data(pushData.sentUpTo(room));
+    const counts = async (u: string) => (await unreadCounts(ctx(), u, [room], { threads: true })).get(room);
+    const inThread = (root: { eventId: string }, body: string) => ({ body, 'm.relates_to': { rel_type: 'm.thread', event_id: root.eventId, is_falling_back: true, 'm.in_reply_to': { event_id: root.eventId } } });
+    const start = await append(message(other, { body: 'start' }));
+    await read(talker, start);
+    const m1 = await append(message(other, { body: 'one' }));
+    await append(message(other, inThread(m1, 'in the thread')));
+    await append(message(other, { body: 'two' }));
+    await idle();
+    expect(await counts(talker)).toEqual(c(2, 0, { [m1.eventId]: c(1, 0) }));
+    // A reply in the thread reads the thread up to it, not the main timeline.
+    const own1 = await append(message(talker, inThread(m1, 'me, in the thread')));
+    await idle();
+    expect(await counts(talker)).toEqual(c(2, 0));
+    expect(await redis.zscore(sentKey, sentMember(talker, m1.eventId))).toBe(String(own1.pos));
+    // A message in the main timeline reads everything before it, the threads' too.
+    await append(message(other, inThread(m1, 'the thread again')));
+    await idle();
+    expect(await counts(talker)).toEqual(c(2, 0, { [m1.eventId]: c(1, 0) }));
+    const own2 = await append(message(talker, { body: 'me' }));
+    await idle();
+    expect(await counts(talker)).toEqual(c(0, 0));
+    expect((await unreadCounts(ctx(), talker, [room])).get(room)).toEqual(c(0, 0));
+    // Their messages notify the others as before, and are not in their own records.
+    expect(await redis.zcard(userKey(talker, pushData.exceptions(talker, room)))).toBe(0);
+    expect(await redis.zrange(userKey(talker, pushData.excluded(talker)), 0, -1)).toEqual(expect.arrayContaining([notificationMember(room, own1.eventId), notificationMember(room, own2.eventId)]));
+    expect((await counts(other))?.notification_count).toBeGreaterThanOrEqual(1);
+    // An event of theirs that notifies no one, with nothing recorded in the room since their last
+    // write: nothing to write (their position already covers everything counted).
+    const quiet = await append(message(talker, { body: '* me!', 'm.new_content': { msgtype: 'm.text', body: 'me!' }, 'm.relates_to': { rel_type: 'm.replace', event_id: own2.eventId } }));
+    await idle();
+    expect(await redis.zscore(sentKey, sentMember(talker, null))).toBe(String(own2.pos));
+    expect(quiet.pos).toBeGreaterThan(own2.pos);
+    expect(await counts(talker)).toEqual(c(0, 0));
+    // Counted again from the next event of another.
+    await append(message(other, { body: 'three' }));
+    await idle();
+    expect(await counts(talker)).toEqual(c(1, 0));
+    // An explicit receipt behind it changes nothing, nor does an older event again (a redelivered
+    // outbox entry): the position never moves back.
+    await read(talker, start);
+    await runScript(redis, 'pushSent', [roomKeys.data(roomData.members(room)), sentKey], [sentMember(talker, null), m1.pos]);
+    await idle();
+    expect(await redis.zscore(sentKey, sentMember(talker, null))).toBe(String(own2.pos));
+    expect(await counts(talker)).toEqual(c(1, 0));
+    // Nothing is written for a purged room (its members hash is gone).
+    expect(await runScript(redis, 'pushSent', [roomKeys.data(roomData.members('!gone:x')), roomKeys.data(pushData.sentUpTo('!gone:x'))], [talker, 5])).toBe(0);
+    expect(await redis.exists(roomKeys.data(pushData.sentUpTo('!gone:x')))).toBe(0);
+  });
+
+  it("writes a sender's position it skipped when an older entry comes after it (pending entries read again after a reconnection)", async () => {
+    const [talker, other] = [users[42]!, users[43]!];
+    const sentKey = roomKeys.data(pushData.sentUpTo(room));
+    const counts = async (u: string) => (await unreadCounts(ctx(), u, [room], { threads: true })).get(room);
+    const start = await append(message(other, { body: 'start' }));
+    await read(talker, start);
+    const own = await append(message(talker, { body: 'mine' }));
+    await idle();
+    expect(await redis.zscore(sentKey, sentMember(talker, null))).toBe(String(own.pos));
+    // Two events stored, not in the outbox, handed to the reader newest first: the talker's edit
+    // (it notifies no one, and nothing was recorded since their last write: skipped), then the
+    // other's message before it, which notifies the talker unless their position covers it.
+    const stage = (event: JsonObject, seq: number) => {
+      pos++;
+      const eventId = `$e${pos}`;
+      const raw = { room_id: room, origin_server_ts: 1, ...event, event_id: eventId };
+      const body = encode({ roomId: room, eventId, pos, event: raw });
+      return { pos, eventId, raw, item: { id: `${Date.now()}-${seq}`, entry: parseOutboxEntry([Buffer.from('a'), Buffer.from(room), Buffer.from('k'), Buffer.from('room'), Buffer.from('b'), body]) } };
+    };
+    const late = stage(message(other, { body: 'late' }), 1);
+    const quiet = stage(message(talker, { body: '* mine!', 'm.new_content': { msgtype: 'm.text', body: 'mine!' }, 'm.relates_to': { rel_type: 'm.replace', event_id: own.eventId } }), 2);
+    for (const e of [late, quiet]) {
+      await redis.set(roomKeys.data(roomData.event(e.eventId)), stored(e.raw, e.pos));
+      await redis.zadd(roomKeys.data(roomData.timeline(room)), e.pos, e.eventId);
+    }
+    await reader.applyHosted(shard, [quiet.item, late.item]);
+    expect(await redis.zscore(sentKey, sentMember(talker, null))).toBe(String(quiet.pos));
+    // The late message is in the room's log (it notifies the room), yet not the talker's to read.
+    expect(await redis.zscore(roomKeys.data(pushData.roomLog(room)), late.eventId)).toBe(String(late.pos));
+    expect(await counts(talker)).toEqual(c(0, 0));
   });
 
   /** A read receipt as the receipt actor stores it and appends its entry to the outbox. */

@@ -1,7 +1,7 @@
 /**
  * The /sync snapshot reads of computations that start together (src/sync/snapshot-batch.ts,
  * sync-snapshot-3.lua) and script segments batched alike (src/store/script-batch.ts,
- * unread-counts-3.lua), against a real Redis: each computation gets what it would have read alone
+ * unread-counts-4.lua), against a real Redis: each computation gets what it would have read alone
  * — its own index, feed, to-device entries, the outbox parts it asked for — with one cut for the
  * batch, and the feed's trimming check judged in the script as `lostFromInfo` judges it.
  */
@@ -114,9 +114,9 @@ describe('SnapshotBatcher', () => {
 describe('ScriptBatcher', () => {
   it('sends the segments asked in one turn as one call and gives each caller its own reply', async () => {
     const user = (n: number) => `@u${n}:x`;
-    // unread-counts-3.lua's eight keys per room: the room's receipts and push logs, the user's
-    // exceptions and the unread sets of before the logs.
-    const keysOf = (n: number) => [k(`receipts${n}`), k(`log${n}`), k(`logh${n}`), k(`logt${n}`), k(`px${n}`), k(`threads${n}`), k(`unread${n}`), k(`highlight${n}`)];
+    // unread-counts-4.lua's nine keys per room: the room's receipts and push logs, the user's
+    // exceptions and the unread sets of before the logs, the room's sentUpTo.
+    const keysOf = (n: number) => [k(`receipts${n}`), k(`log${n}`), k(`logh${n}`), k(`logt${n}`), k(`px${n}`), k(`threads${n}`), k(`unread${n}`), k(`highlight${n}`), k(`sent${n}`)];
     const sets = [keysOf(0), keysOf(1), keysOf(2)];
     // User n has n + 1 unread notifications after position 10, n of them highlights.
     for (let n = 0; n < 3; n++) {
@@ -124,7 +124,7 @@ describe('ScriptBatcher', () => {
       for (let i = 0; i < n; i++) await redis.zadd(sets[n]![2]!, 11 + i, `$e${i}`);
     }
     const batcher = new ScriptBatcher(redis, 'unreadCounts');
-    const { result: replies, calls } = await counting('unreadCounts', () => Promise.all(sets.map((keys, n) => batcher.call(keys, [1, 2, `m.read\u0000${user(n)}`, `m.read.private\u0000${user(n)}`, 10]))));
+    const { result: replies, calls } = await counting('unreadCounts', () => Promise.all(sets.map((keys, n) => batcher.call(keys, [1, 2, `m.read\u0000${user(n)}`, `m.read.private\u0000${user(n)}`, user(n), 10]))));
     expect(calls).toBe(1);
     (replies as [string, string, number, number, string[]][][]).forEach((rows, n) => {
       expect(rows).toHaveLength(1);

@@ -21,7 +21,7 @@ import type { Front } from '../../http/server';
 import type { JsonObject } from '../../protocol/json';
 import { servableToClients } from '../../store/room-reader';
 import { membershipIndexData, pushData } from '../../store/keys';
-import { readFields, readPositions } from '../../store/read-receipts';
+import { readFields, readPositions, sentMembers } from '../../store/read-receipts';
 import { roomData } from '../../store/keys';
 import { NOTIFICATIONS_KEPT, derivedDetails, memberIntervals, type NotificationDetails } from '../../readers/push-evaluator';
 import { requireUser } from './auth';
@@ -154,17 +154,21 @@ export function registerNotificationRoutes(front: Front, ctx: ApiContext): void 
         const roomId = member.slice(0, sep);
         const eventId = member.slice(sep + 1);
         const raw = room === null ? ownDetails[i] : await ctx.redis.hget(roomShard(ctx, roomId).data(pushData.roomListData(roomId)), eventId);
-        const receiptsOf = (thread: string | null) => ctx.redis.hmget(roomShard(ctx, roomId).data(roomData.receipts(roomId)), ...readFields(me.userId, thread));
+        // How far the user has read: their receipts, and their own latest events (which read as receipts).
+        const readOf = async (thread: string | null) => {
+          const shard = roomShard(ctx, roomId);
+          const [receipts, sent] = await Promise.all([ctx.redis.hmget(shard.data(roomData.receipts(roomId)), ...readFields(me.userId, thread)), ctx.redis.zmscore(shard.data(pushData.sentUpTo(roomId)), ...sentMembers(me.userId, thread))]);
+          return readPositions(receipts, thread, sent);
+        };
         // Stored details (and the receipts they need) read along with the event; a plain
         // notification's are not stored, they come from the event (push-evaluator.ts `derivedDetails`).
         const stored = raw ? (JSON.parse(raw) as NotificationDetails) : null;
-        const [event, storedReceipts] = await Promise.all([ctx.rooms.event(roomId, eventId), stored ? receiptsOf(stored.thread) : Promise.resolve(null)]);
+        const [event, storedRead] = await Promise.all([ctx.rooms.event(roomId, eventId), stored ? readOf(stored.thread) : Promise.resolve(null)]);
         if (!event || !servableToClients(event)) return null;
         const d = stored ?? derivedDetails(event, score);
-        const receipts = storedReceipts ?? (await receiptsOf(d.thread));
+        const read = storedRead ?? (await readOf(d.thread));
         const [formatted] = await formatEvents(ctx, roomId, [event], me);
         const { room_id: _roomId, ...withoutRoom } = formatted as JsonObject;
-        const read = readPositions(receipts, d.thread);
         return { actions: d.actions, event: withoutRoom, read: d.pos <= (d.thread ? read.thread : read.main), room_id: roomId, ts: d.ts } as JsonObject;
       }),
     );

@@ -518,7 +518,8 @@ async function roomEntry(ctx: ApiContext, user: SyncUser, roomId: string, m: Ind
   const required = (await ctx.rooms.events(roomId, stateIds)).filter(servableAsState);
   if (!fresh && events.length === 0 && required.length === 0 && stubs.length === 0 && !bumpChanged) return null;
   state.rooms[roomId] = record;
-  if (events.some((e) => e.event.sender !== user.userId)) countWaits.set(shardOf(roomId, ctx.shardCounts.room), true);
+  // The user's own events too: they mark what came before them read (pushData.sentUpTo).
+  if (events.length) countWaits.set(shardOf(roomId, ctx.shardCounts.room), true);
 
   const body: JsonObject = {};
   if (bumpChanged || limited) body.bump_stamp = topInfo.bumpStamp;

@@ -9,14 +9,20 @@
 -- before the push log (unread-counts-2.lua's, read the same way). An exception below the log's
 -- oldest kept entry does not take anything off (the log no longer has its event).
 --
+-- The user's own latest event in the main timeline reads as an unthreaded receipt at it (the
+-- spec's "Marking notifications as read": sending an event marks what came before it read): the
+-- room's `sentUpTo` (src/store/keys.ts pushData.sentUpTo) scores the user's member by its position.
+--
 -- ARGV[1] S, the segments (one user's rooms each); then per segment, in order:
 --   ARGV  r (its rooms), n (how many receipt fields mark the main timeline read), the n fields in
 --         `readFields(user, null)` order (the unthreaded ones first (two), then those of thread
---         "main"), then per room the position of the user's membership (counting starts after
---         it; -1 when it is not a join: the room's log is then not theirs)
---   KEYS  eight per room: the room's receipts (hash), its push log, the log's highlights, its
+--         "main"), the user's `sentUpTo` member for the main timeline, then per room the position
+--         of the user's membership (counting starts after it; -1 when it is not a join: the room's
+--         log is then not theirs)
+--   KEYS  nine per room: the room's receipts (hash), its push log, the log's highlights, its
 --         thread log (room shard); the user's exceptions in it, then the user's old unread
---         thread notifications, notifications and highlights (user shard)
+--         thread notifications, notifications and highlights (user shard); the room's `sentUpTo`
+--         (room shard)
 -- Returns per segment, per room {unthreaded read position, main read position, notifications,
 -- highlights, the thread notifications above the unthreaded read position as ZRANGE WITHSCORES
 -- ('<n|h>\0<root>\0<event id>', position)}; a position is a receipt's JSON `pos`.
@@ -39,21 +45,23 @@ for s = 1, segments do
   local n = tonumber(ARGV[a + 2])
   local fields = {}
   for i = 1, n do fields[i] = ARGV[a + 2 + i] end
-  local joinedAt = a + 2 + n
+  local sentAs = ARGV[a + 3 + n]
+  local joinedAt = a + 3 + n
   local out = {}
   for r = 1, rooms do
-    local receipts, log, logHighlight, logThreads, exceptions, oldThreads, oldUnread, oldHighlight =
-      KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7], KEYS[k + 8]
+    local receipts, log, logHighlight, logThreads, exceptions, oldThreads, oldUnread, oldHighlight, sentKey =
+      KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7], KEYS[k + 8], KEYS[k + 9]
     local values = redis.call('HMGET', receipts, unpack(fields))
     local p = {}
     for i = 1, n do p[i] = pos(values[i]) end
+    local sent = tonumber(redis.call('ZSCORE', sentKey, sentAs)) or 0
     -- -1: not a member now (the room's log is not theirs; only the old sets count).
     local joined = tonumber(ARGV[joinedAt + r]) or 0
     local member = joined >= 0
     if not member then
       joined = 0
       end
-    local unthreaded = math.max(p[1] or 0, p[2] or 0, joined)
+    local unthreaded = math.max(p[1] or 0, p[2] or 0, joined, sent)
     local main = math.max(unthreaded, p[3] or 0, p[4] or 0)
     local after = '(' .. string.format('%.0f', main)
     local fromThreads = '(' .. string.format('%.0f', unthreaded)
@@ -122,7 +130,7 @@ for s = 1, segments do
       highlights,
       threads,
     }
-    k = k + 8
+    k = k + 9
   end
   result[s] = out
   a = joinedAt + rooms
