@@ -23,7 +23,7 @@
  * rules say otherwise, and the sender of a notifying event (`excluded` only). A local user's own
  * event marks what came before it read, as the spec's "Marking notifications as read" asks
  * (Synapse does not): the room's `sentUpTo` keeps each local sender's latest position, which the
- * counts and GET /notifications read as a receipt (`recordSent`). So the sender needs no exception
+ * counts and GET /notifications read as a receipt (`noteSent`). So the sender needs no exception
  * for their own event, and a user who sends without ever sending receipts (a bot) does not pile
  * up exceptions that every one of their syncs would read. A message to a room of 1,000 is then
  * one script call (push-log-1.lua) of a few commands, not 2–3 per member (push-record-3.lua's
@@ -490,7 +490,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     // The common outcome: the one most of the joined members got (not being notified counts as
     // one); it goes in the room's push log once, and only those whose outcome differs get a
     // record of their own (an exception). The sender's counts need none (their own event reads as
-    // a receipt: recordSent), only the room's list must not be theirs (`excluded`).
+    // a receipt: noteSent), only the room's list must not be theirs (`excluded`).
     const keyOfResult = new Map<PushEvaluation | null, string>([[null, 'x']]);
     const outcomes = new Map<string, { n: number; result: PushEvaluation | null }>();
     for (let i = 0; i < users.length; i++) {

@@ -1,4 +1,4 @@
--- How far a local user has read a room by sending (src/readers/push-evaluator.ts `recordSent`;
+-- How far a local user has read a room by sending (src/readers/push-evaluator.ts `noteSent`;
 -- src/store/keys.ts pushData.sentUpTo): their member's score moves up to the event's timeline
 -- position, never back (a redelivered older entry changes nothing: ZADD GT). Nothing once the room
 -- is purged (its members hash is gone: the evaluator may run behind the purge and must not leave a
