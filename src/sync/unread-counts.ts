@@ -16,7 +16,7 @@
  *
  * What is counted (src/readers/push-evaluator.ts): the room's push log above the read position
  * (what notified the room's members as most of them were notified), corrected by the user's
- * exceptions (where their outcome differed: their own events, mentions, their own rules), for a
+ * exceptions (where their outcome differed: mentions, their own rules), for a
  * room they are joined to now; plus the per-user unread sets written before the push log (a
  * rolling upgrade). On a single Redis one script call (unread-counts-4.lua) counts every room —
  * every woken /sync answer asks for them, and the answers computed together share one call

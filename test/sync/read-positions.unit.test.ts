@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RECEIPT_TYPES, readFields, readPositions, readPositionsOf, readsOfRoom, receiptField, receiptPos } from '../../src/store/read-receipts';
+import { RECEIPT_TYPES, readFields, readPositions, readPositionsOf, readsOfRoom, receiptField, receiptPos, sentMembers, sentPos } from '../../src/store/read-receipts';
 import { listScore } from '../../src/readers/push-evaluator';
 
 const U = '@u:example.org';
@@ -17,6 +17,19 @@ describe('read positions from receipts', () => {
     expect(readPositions([r(5), null, r(9), null, r(6), r(8)], '$t')).toEqual({ unthreaded: 5, main: 9, thread: 8 });
     expect(readPositions([r(10), null, null, null, r(6), null], '$t')).toEqual({ unthreaded: 10, main: 10, thread: 10 });
     expect(readPositions([null, null, null, null], null)).toEqual({ unthreaded: 0, main: 0, thread: 0 });
+  });
+
+  it("counts the user's own latest events as receipts: in the main timeline as an unthreaded one, in a thread in that thread", () => {
+    expect(sentMembers(U, null)).toEqual([U]);
+    expect(sentMembers(U, '$t')).toEqual([U, `$t\0${U}`]);
+    // Sent at 12 in the main timeline: everything up to it read, threads included.
+    expect(readPositions([r(5), null, r(9), null], null, ['12'])).toEqual({ unthreaded: 12, main: 12, thread: 12 });
+    // Sent at 11 in thread $t only: that thread read up to it, not the main timeline.
+    expect(readPositions([r(5), null, r(9), null, r(6), null], '$t', [null, '11'])).toEqual({ unthreaded: 5, main: 9, thread: 11 });
+    // A receipt later than the own event wins; no or malformed scores read as nothing.
+    expect(readPositions([r(20), null, null, null], null, ['12'])).toEqual({ unthreaded: 20, main: 20, thread: 20 });
+    expect(readPositions([null, null, null, null], null, [null])).toEqual({ unthreaded: 0, main: 0, thread: 0 });
+    expect(sentPos('nonsense')).toBe(0);
   });
 
   it('reads nothing from malformed values', () => {
