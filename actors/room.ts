@@ -146,10 +146,22 @@ function decideDirectoryVisibility(state: RoomState, visibility: DirectoryVisibi
 /**
  * The purge of a room starts (src/rooms/room-deletion.ts): from this commit on the room refuses
  * everything but purge batches, so no event lands in a room whose keys are going. Idempotent.
+ *
+ * The room's members hash goes in this commit, not in whichever batch the scan meets it: it is
+ * the purge guard of the push evaluator's scripts (push-log-1.lua, push-joins-2.lua,
+ * push-sent-1.lua write nothing of a room without it), and an evaluator running behind the purge
+ * must find it gone before the scan starts — a key it wrote while the hash was still there, in a
+ * part of the keyspace the scan had already passed, would be left behind for good. The purge
+ * needs it no more: room-deletion.ts reads the members (the "still joined" check, the local users
+ * whose purge_room it asks) before it asks for purge_begin, and the batches only scan. Deleted
+ * again by a repeated purge_begin: harmless, and a purge begun by a version that left the hash to
+ * the scan loses it then. Only the room actor writes the hash, and from here on it takes nothing
+ * but purge batches, so nothing puts it back.
  */
 function decidePurgeBegin(state: RoomState): Decision<RoomState, RoomReply> {
-  if (state.purging) return { state, reply: { ok: true } };
-  return { state: { ...state, purging: true }, reply: { ok: true } };
+  const writes: StoreWrite[] = [{ cmd: 'DEL', key: roomData.members(state.roomId), args: [] }];
+  if (state.purging) return { state, reply: { ok: true }, writes };
+  return { state: { ...state, purging: true }, reply: { ok: true }, writes };
 }
 
 /**

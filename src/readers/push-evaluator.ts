@@ -833,7 +833,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
    * score) up to date with a membership event: GET /notifications lists the room's notifications
    * of the times they were a member. Only changes are appended (a profile change is not a join),
    * only past the last one recorded (a redelivered entry changes nothing), and none while the room
-   * has no list (push-joins-1.lua).
+   * has no list, nor once its purge has begun (push-joins-2.lua: its members hash is gone).
    */
   private async recordJoin(shard: number, room: RoomCache, out: RoomOutput, score: number, membersLater: boolean): Promise<void> {
     const e = out.event;
@@ -843,7 +843,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
     // Without a record: a member before the push log (joined now, per the cached members as of
     // before this event), or not.
     const was = !membersLater && room.members.get(user) === 'join';
-    await runScript(this.redis, 'pushJoins', [this.roomKey(shard, pushData.roomJoins(out.roomId)), this.roomKey(shard, pushData.roomList(out.roomId))], [user, score, joined ? '1' : '0', was ? '1' : '0']);
+    const keys = [this.roomKey(shard, pushData.roomJoins(out.roomId)), this.roomKey(shard, pushData.roomList(out.roomId)), this.roomKey(shard, roomData.members(out.roomId))];
+    await runScript(this.redis, 'pushJoins', keys, [user, score, joined ? '1' : '0', was ? '1' : '0']);
   }
 
   private isLocal(userId: string): boolean {

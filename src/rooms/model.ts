@@ -133,7 +133,7 @@ export type RoomMessage =
   | { op: 'claim_upgrade'; replacement: string; sender: string }
   /** Give a claim back (the upgrade failed before the replacement room existed). */
   | { op: 'release_upgrade'; replacement: string }
-  /** An admin purges the room: from now on it takes only `purge` (idempotent). */
+  /** An admin purges the room: its members hash goes now, and from now on it takes only `purge` (idempotent). */
   | { op: 'purge_begin' }
   /**
    * One batch of the purge: the shell finds up to a batch of the room's keys from `cursor` (a

@@ -10,8 +10,9 @@
  *  5. the room leaves the public room directory;
  *  6. purge (optional): the remaining local aliases go, each local user who was ever in the room
  *     drops what they kept for it (room account data, unread counts, notifications: actors/user.ts
- *     `purge_room`), then the room's actor deletes everything the room stored, a batch per commit
- *     (actors/room.ts `purge_begin`, `purge`).
+ *     `purge_room`), then the room's actor deletes everything the room stored: its member list at
+ *     once (`purge_begin`: the guard that keeps readers behind the purge from writing to the room),
+ *     then the rest a batch per commit (`purge`; actors/room.ts).
  *
  * Every step is idempotent and the result so far is reported through `progress` after each one,
  * so a job that dies half way (its worker killed) and runs again picks up where it was: users
@@ -97,7 +98,10 @@ export async function deleteRoom(ctx: ApiContext, deps: RoomDeletionDeps, roomId
       if (stillJoined.length) throw new MatrixError(400, 'M_UNKNOWN', 'Users are still joined to this room');
     }
     for (const alias of await deps.aliases.ofRoom(roomId)) await deleteAliasIfThere(deps, alias, params.requester, roomId);
-    // What local users kept for the room goes first, while its member list still names them.
+    // What local users kept for the room goes first, while its member list still names them:
+    // purge_begin deletes the list (actors/room.ts decidePurgeBegin). A run that finds the purge
+    // begun finds no members here, and there is no one left to ask: the run that began it asked
+    // them all before it did.
     for (const userId of (await ctx.rooms.members(roomId)).keys()) {
       if (serverOf(userId) === ctx.config.serverName) await ctx.actors.ask('user', 'user', userId, { op: 'purge_room', roomId });
     }

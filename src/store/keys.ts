@@ -545,7 +545,7 @@ export const userData = {
  * it notifies as most of them are notified); per user, relative to the USER's shard, only where
  * the user's outcome differs (`exceptions`, their own list, `excluded`) and what was written per
  * member before the push log (`unread*`). Counts are read by src/sync/unread-counts.ts. Written
- * only by that reader (push-log-1.lua, push-joins-1.lua and plain removals for redactions and
+ * only by that reader (push-log-1.lua, push-joins-2.lua and plain removals for redactions and
  * receipts); a user's entries at or below their read receipts are trimmed when a receipt moves
  * (readers count above the receipts anyway).
  */
@@ -631,7 +631,7 @@ export const pushData = {
    * Hash, relative to the room shard: local user → their joins and leaves as the push evaluator
    * saw them, `<list score>:<j|l>` separated by `;`, oldest first: when they were a member for
    * `roomList` (the events of the room list they were notified of). Absent: no change since the
-   * room's list exists (a member since before it if joined now). push-joins-1.lua writes it.
+   * room's list exists (a member since before it if joined now). push-joins-2.lua writes it.
    */
   roomJoins: (roomId: string) => `room:${roomId}:pl:joins`,
   /**

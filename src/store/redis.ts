@@ -33,7 +33,7 @@ const SCRIPTS = {
   membershipIndex: 'membership-index-2.lua',
   timersFire: 'timers-fire-1.lua',
   pushLog: 'push-log-1.lua',
-  pushJoins: 'push-joins-1.lua',
+  pushJoins: 'push-joins-2.lua',
   pushSent: 'push-sent-1.lua',
   pushProgress: 'push-progress-1.lua',
   rateLimit: 'rate-limit-2.lua',

@@ -261,6 +261,23 @@ describe('RoomActor: directory visibility and the alias set', () => {
   });
 });
 
+describe('RoomActor: the beginning of a purge', () => {
+  it("deletes the room's members hash as it begins, again when begun again, and then refuses all but purge batches", () => {
+    const room = newRoom('11');
+    const members = { cmd: 'DEL', key: roomData.members(room.roomId), args: [] };
+    const begin = decideRoom(cfg, room.state, { mid: 'p', actorId: room.roomId, body: { op: 'purge_begin' }, enqueuedAt: 1 }, {});
+    expect(begin.reply).toEqual({ ok: true });
+    expect(begin.state.purging).toBe(true);
+    // The push evaluator's scripts write nothing of a room without it (see decidePurgeBegin).
+    expect(begin.writes).toEqual([members]);
+    const again = decideRoom(cfg, begin.state, { mid: 'q', actorId: room.roomId, body: { op: 'purge_begin' }, enqueuedAt: 2 }, {});
+    expect(again.state).toBe(begin.state);
+    expect(again.writes).toEqual([members]);
+    room.state = begin.state;
+    forbidden(() => room.send('@alice:test.local', 'm.room.message', { body: 'late', msgtype: 'm.text' }), 'M_NOT_FOUND');
+  });
+});
+
 describe('chooseSnapshot: state snapshots past the chain bound', () => {
   const state = (n: number) => new Map(Array.from({ length: n }, (_, i) => [`m.room.member\u0000@u${i}:x`, `$e${i}`] as [string, string]));
   it('extends the parent within the bound', () => {

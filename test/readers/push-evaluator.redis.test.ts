@@ -6,7 +6,8 @@
  * members whose outcome differs from the room's (the sender, a mention, their own rules) with
  * records of their own (exceptions). Also: the progress it records per room shard
  * (`pushData.evaluatedUpTo`, and the `evaluated` notification), which never moves back, and
- * replays that change nothing.
+ * replays that change nothing. Last, with the real room actor: an evaluator behind a room's purge
+ * writes nothing of the room, so the purge leaves none of its keys.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Redis } from 'ioredis';
@@ -23,6 +24,10 @@ import { receiptField, sentMember } from '../../src/store/read-receipts';
 import { connectRedis, isCluster, runScript, subscriberClient, type RedisClient } from '../../src/store/redis';
 import { decodeNotification, type SyncNotification } from '../../src/sync/notify';
 import { unreadCounts, type UnreadCounts } from '../../src/sync/unread-counts';
+import { buildCreateEvent } from '../../actors/room';
+import { signingKeyFromSeed } from '../../src/protocol/crypto';
+import type { PurgeProgress, RoomConfig } from '../../src/rooms/model';
+import { MODES, rig, waitFor, type Rig } from '../runtime/harness';
 
 const SERVER = 'pe.test';
 const MEMBERS = 600;
@@ -549,5 +554,102 @@ describe.each(targets)('push evaluator reader on %s', (_name, connect) => {
     await expect(advance('nonsense')).rejects.toThrow(/not a stream id/);
     expect(await redis.get(key)).toBe('1000-10');
     expect(isCluster(redis)).toBe(_name.includes('Cluster'));
+  });
+});
+
+/**
+ * An evaluator running behind a room's purge (actors/room.ts purge_begin, purge): the room's actor
+ * and the evaluator on one store. The purge deletes the room's keys a SCAN page per batch; a key
+ * written after the scan has passed its place is not found, so it stays for good. What makes that
+ * impossible is that nothing of the room is written once the purge has begun: purge_begin deletes
+ * the room's members hash, the guard every evaluator script checks. (Until it did, the hash went in
+ * whichever batch met it, and the joins record's guard was the room's notification list, a key
+ * the scan deletes the same way: in between, the evaluator still wrote the room's logs, list,
+ * senders' positions and joins records.)
+ */
+describe.each(MODES)('push evaluator behind a room purge, on %s Redis', (mode) => {
+  const roomConfig: RoomConfig = { serverName: SERVER, signingKey: signingKeyFromSeed('ed25519:t', new Uint8Array(32).fill(9)) };
+  let r: Rig | undefined;
+  let reader: PushEvaluatorReader | undefined;
+
+  afterAll(async () => {
+    await reader?.stop();
+    await r?.close();
+  });
+
+  it("writes nothing of the room once the purge has begun, and the purge leaves none of the room's keys", async () => {
+    const t = (r = await rig(mode, { room: roomConfig }));
+    await t.startWorker('w1');
+    const actors = await t.client();
+    const [alice, bob] = [`@alice:${SERVER}`, `@bob:${SERVER}`];
+    const { roomId, event } = buildCreateEvent(roomConfig, { roomVersion: '10', creator: alice, roomLocalpart: 'purged', ts: Date.now() });
+    const send = (ev: JsonObject) => actors.ask('room', 'room', roomId, { op: 'send', event: ev });
+    const member = (user: string, membership: string) => send({ type: 'm.room.member', sender: user, state_key: user, content: { membership } });
+    const say = (body: string) => send({ type: 'm.room.message', sender: alice, content: { msgtype: 'm.text', body } });
+    await actors.ask('room', 'room', roomId, { op: 'create', event });
+    await member(alice, 'join');
+    await send({ type: 'm.room.join_rules', sender: alice, state_key: '', content: { join_rule: 'public' } });
+    await member(bob, 'join');
+    await say('before the purge');
+
+    const shard = shardOf(roomId, t.shardCounts.room);
+    const shardKeys = t.keys.shard('room', shard);
+    const outbox = shardKeys.outbox;
+    const prefix = shardKeys.data(`room:${roomId}:`);
+    /** Every key of the room on its shard (`room:<id>:…`), with its DUMP. */
+    const roomKeys = async (): Promise<Map<string, string>> => {
+      const found = new Map<string, string>();
+      for (const node of isCluster(t.redis) ? t.redis.nodes('master') : [t.redis]) {
+        let cursor = '0';
+        do {
+          const [next, page] = await node.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 1000);
+          for (const key of page) found.set(key, (await node.dumpBuffer(key))?.toString('hex') ?? '');
+          cursor = next;
+        } while (cursor !== '0');
+      }
+      return found;
+    };
+    /** Wake the evaluator until it has read and acknowledged everything in the room's outbox. */
+    const caughtUp = async (): Promise<void> => {
+      const last = (await t.redis.xrevrange(outbox, '+', '-', 'COUNT', 1))[0]![0];
+      await waitFor('the evaluator to catch up', async () => {
+        reader!.wake(shard);
+        const groups = (await t.redis.xinfo('GROUPS', outbox)) as unknown[][];
+        const g = groups.map((a) => ({ name: String(a[1]), pending: Number(a[5]), last: String(a[7]) })).find((x) => x.name === PUSH_EVALUATOR_GROUP);
+        return g !== undefined && g.pending === 0 && g.last === last;
+      });
+    };
+
+    reader = new PushEvaluatorReader(t.redis, t.keys, t.shardCounts, SERVER, 'test', pino({ level: 'silent' }));
+    reader.attach(shard);
+    await caughtUp();
+    // What the evaluator keeps of the room: the message notified bob (the room's log and list),
+    // alice's own event is her position.
+    expect(await t.redis.zrange(shardKeys.data(pushData.roomList(roomId)), 0, -1)).toHaveLength(1);
+    expect(await t.redis.zscore(shardKeys.data(pushData.sentUpTo(roomId)), sentMember(alice, null))).not.toBeNull();
+
+    // The deletion's last events (room-deletion.ts: another message, the local users leave), which
+    // the evaluator has not read when the purge begins.
+    await say('as the purge comes');
+    await member(bob, 'leave');
+    await actors.ask('room', 'room', roomId, { op: 'purge_begin' });
+    const atBegin = await roomKeys();
+    expect([...atBegin.keys()]).toContain(shardKeys.data(pushData.roomList(roomId)));
+
+    // The evaluator catches up: the message would go in the room's log and list, alice's position
+    // would move, bob's leave would start his joins record (the room has a list). None of it.
+    await caughtUp();
+    expect(await roomKeys()).toEqual(atBegin);
+    expect(await t.redis.exists(shardKeys.data(pushData.roomJoins(roomId)))).toBe(0);
+    expect([...atBegin.keys()]).not.toContain(shardKeys.data(roomData.members(roomId)));
+
+    // A purge begun already is begun again harmlessly (a retried deletion job).
+    await actors.ask('room', 'room', roomId, { op: 'purge_begin' });
+    for (let cursor = '0'; ; ) {
+      const batch = await actors.ask<PurgeProgress>('room', 'room', roomId, { op: 'purge', cursor }, { timeoutMs: 60_000 });
+      if (batch.done) break;
+      cursor = batch.cursor;
+    }
+    expect([...(await roomKeys()).keys()]).toEqual([]);
   });
 });
