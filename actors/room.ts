@@ -149,7 +149,8 @@ function decideDirectoryVisibility(state: RoomState, visibility: DirectoryVisibi
  *
  * The room's members hash goes in this commit, not in whichever batch the scan meets it: it is
  * the purge guard of the push evaluator's scripts (push-log-1.lua, push-joins-2.lua,
- * push-sent-1.lua write nothing of a room without it), and an evaluator running behind the purge
+ * push-sent-1.lua write nothing of a room without it) and of the search index's
+ * (search-index-5.lua: the search reader, a rebuild), and a reader running behind the purge
  * must find it gone before the scan starts — a key it wrote while the hash was still there, in a
  * part of the keyspace the scan had already passed, would be left behind for good. The purge
  * needs it no more: room-deletion.ts reads the members (the "still joined" check, the local users
