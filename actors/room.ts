@@ -220,11 +220,12 @@ async function preparePurge(ctx: ShellContext, state: RoomState, cursor: string)
     [roomData.state(state.roomId).slice(0, -'state'.length), ROOM_KEY_NAMES],
     [legacySearchData.docs(state.roomId).slice(0, -'docs'.length), SEARCH_KEY_NAMES],
   ];
-  // The search index (format 2): the room's exact keys, and its postings and block bounds,
-  // `<prefix><term>`. A longer room id (`!a:example.org:8448`) shares the prefix, but the rest is
-  // then `<port>:…`, which no term starts with (a colon joins letters only, UAX #29).
+  // The search index (format 2): the room's exact keys, and its postings, block bounds and long
+  // terms' best postings, `<prefix><term>` (the best postings were left behind until 2026-12-06).
+  // A longer room id (`!a:example.org:8448`) shares the prefix, but the rest is then `<port>:…`,
+  // which no term starts with (a colon joins letters only, UAX #29).
   const searchExact = new Set([searchData.docs(state.roomId), searchData.terms(state.roomId), searchData.stats(state.roomId), searchData.dead(state.roomId)]);
-  const searchPrefixes = [searchData.postingsPrefix(state.roomId), searchData.blockBoundsPrefix(state.roomId)];
+  const searchPrefixes = [searchData.postingsPrefix(state.roomId), searchData.blockBoundsPrefix(state.roomId), searchData.topPrefix(state.roomId)];
   const ownSearchKey = (rel: string) => searchExact.has(rel) || searchPrefixes.some((p) => rel.startsWith(p) && !/^\d+:/.test(rel.slice(p.length)));
   const keys: string[] = [];
   const eventIds: string[] = [];

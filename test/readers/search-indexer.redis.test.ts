@@ -187,7 +187,8 @@ describe('SearchIndexReader batches', () => {
  * would stay for good. search-index-5.lua writes nothing of a room whose members hash is gone,
  * and purge_begin deletes that hash first. (search-index-4.lua had no such check: the reader
  * catching up after purge_begin indexed the late message, the edit and the redaction, and read
- * again after the purge it made the room's whole index again.)
+ * again after the purge it made the room's whole index again.) The room has a long term, so the
+ * purge must find its best postings too (`st:<room>:<term>`, which it left behind until 2026-12-06).
  */
 describe.each(MODES)('search reader behind a room purge, on %s Redis', (mode) => {
   const SERVER = 'si.test';
@@ -268,12 +269,15 @@ describe.each(MODES)('search reader behind a room purge, on %s Redis', (mode) =>
     const { roomId, send, say } = await newRoom('purged');
     const first = await say('the lamp is lit at dusk');
     const doomed = await say('a ship passes the rocks');
+    // A long term (more than 128 postings): its best postings are kept too (`searchData.topPrefix`).
+    for (let i = 0; i < 130; i++) await say(`beam ${i}`);
     const store = new SearchIndexStore(t.redis, t.keys, t.shardCounts.room);
     const { caughtUp } = readerOf(roomId);
     await caughtUp();
     // The room's first events are indexed (its members hash exists from alice's join on, before any text).
-    expect(await store.stats(roomId)).toMatchObject({ documents: 3 });
+    expect(await store.stats(roomId)).toMatchObject({ documents: 133 });
     for (const word of ['lighthouse', 'lamp', 'ship']) expect(await store.postingCount(roomId, word)).toBe(1);
+    expect([...(await searchKeys(roomId)).keys()]).toContain(`st:${roomId}:beam`);
 
     // The deletion's last events, which the reader has not read when the purge begins: a new
     // message (the batch of new documents), an edit (a document's new content), a redaction.
