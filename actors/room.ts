@@ -108,7 +108,7 @@ function lookup(state: RoomState): StateLookup {
 /** Pure: everything the room actor does with a message. */
 export function decideRoom(cfg: RoomConfig, state: RoomState, msg: ActorMessage<RoomMessage>, prepared: RoomPrepared): Decision<RoomState, RoomReply> {
   const body = msg.body;
-  if (body?.op === 'purge_begin') return decidePurgeBegin(state);
+  if (body?.op === 'purge_begin') return decidePurgeBegin(cfg, state);
   if (body?.op === 'purge') return decidePurgeBatch(state, prepared);
   // A room being purged is half gone: nothing may write to it or build on it.
   if (state.purging) throw new ActorRejection('M_NOT_FOUND', 'This room is being purged', 404);
@@ -149,19 +149,35 @@ function decideDirectoryVisibility(state: RoomState, visibility: DirectoryVisibi
  *
  * The room's members hash goes in this commit, not in whichever batch the scan meets it: it is
  * the purge guard of the push evaluator's scripts (push-log-1.lua, push-joins-2.lua,
- * push-sent-1.lua write nothing of a room without it), and an evaluator running behind the purge
+ * push-sent-1.lua write nothing of a room without it) and of the search index's
+ * (search-index-5.lua: the search reader, a rebuild), and a reader running behind the purge
  * must find it gone before the scan starts — a key it wrote while the hash was still there, in a
  * part of the keyspace the scan had already passed, would be left behind for good. The purge
- * needs it no more: room-deletion.ts reads the members (the "still joined" check, the local users
- * whose purge_room it asks) before it asks for purge_begin, and the batches only scan. Deleted
- * again by a repeated purge_begin: harmless, and a purge begun by a version that left the hash to
- * the scan loses it then. Only the room actor writes the hash, and from here on it takes nothing
- * but purge batches, so nothing puts it back.
+ * needs it no more: room-deletion.ts reads it for the "still joined" check before it asks for
+ * purge_begin, and the batches only scan. Deleted again by a repeated purge_begin: harmless, and a
+ * purge begun by a version that left the hash to the scan loses it then. Only the room actor
+ * writes the hash, and from here on it takes nothing but purge batches, so nothing puts it back.
+ *
+ * The local users of the list (any membership: the current state's member keys, which the hash
+ * mirrors) are kept and answered (`purgeUsers`): room-deletion.ts asks each of them for
+ * `purge_room` now, after the readers' guard is gone, so nothing the push evaluator writes for
+ * them comes back after it; a repeated purge_begin answers the same list (a deletion run again
+ * after dying before it had asked them all), until the first batch drops it.
  */
-function decidePurgeBegin(state: RoomState): Decision<RoomState, RoomReply> {
+function decidePurgeBegin(cfg: RoomConfig, state: RoomState): Decision<RoomState, RoomReply> {
   const writes: StoreWrite[] = [{ cmd: 'DEL', key: roomData.members(state.roomId), args: [] }];
-  if (state.purging) return { state, reply: { ok: true }, writes };
-  return { state: { ...state, purging: true }, reply: { ok: true }, writes };
+  if (state.purging) return { state, reply: { ok: true, users: state.purgeUsers ?? [] }, writes };
+  const users: string[] = [];
+  const prefix = stateKeyOf('m.room.member', '');
+  for (const [key] of state.current.entries()) {
+    if (!key.startsWith(prefix)) continue;
+    const user = key.slice(prefix.length);
+    if (serverNameOf(user) === cfg.serverName) users.push(user);
+  }
+  users.sort();
+  const next: RoomState = { ...state, purging: true };
+  if (users.length) next.purgeUsers = users;
+  return { state: next, reply: { ok: true, users }, writes };
 }
 
 /**
@@ -176,7 +192,10 @@ function decidePurgeBatch(state: RoomState, prepared: RoomPrepared): Decision<Ro
   const writes: StoreWrite[] = found.keys.map((key) => ({ cmd: 'DEL', key, args: [] }));
   const derivedWrites: StoreWrite[] = found.eventIds.map((id) => ({ cmd: 'HDEL', key: eventRoomIndex(id), args: [id] }));
   const done = found.cursor === '0';
-  if (!done) return { state: { ...state }, reply: { cursor: found.cursor, deleted: found.keys.length, done }, writes, derivedWrites };
+  // The users purge_begin named were all asked before the first batch (room-deletion.ts): the
+  // list goes, not stored again with every batch's commit.
+  const { purgeUsers: _asked, ...rest } = state;
+  if (!done) return { state: rest, reply: { cursor: found.cursor, deleted: found.keys.length, done }, writes, derivedWrites };
   writes.push({ cmd: 'ZREM', key: roomData.localRooms(), args: [state.roomId] });
   const global = new KeySpace('');
   derivedWrites.push(
@@ -219,11 +238,12 @@ async function preparePurge(ctx: ShellContext, state: RoomState, cursor: string)
     [roomData.state(state.roomId).slice(0, -'state'.length), ROOM_KEY_NAMES],
     [legacySearchData.docs(state.roomId).slice(0, -'docs'.length), SEARCH_KEY_NAMES],
   ];
-  // The search index (format 2): the room's exact keys, and its postings and block bounds,
-  // `<prefix><term>`. A longer room id (`!a:example.org:8448`) shares the prefix, but the rest is
-  // then `<port>:…`, which no term starts with (a colon joins letters only, UAX #29).
+  // The search index (format 2): the room's exact keys, and its postings, block bounds and long
+  // terms' best postings, `<prefix><term>` (the best postings were left behind until 2026-12-06).
+  // A longer room id (`!a:example.org:8448`) shares the prefix, but the rest is then `<port>:…`,
+  // which no term starts with (a colon joins letters only, UAX #29).
   const searchExact = new Set([searchData.docs(state.roomId), searchData.terms(state.roomId), searchData.stats(state.roomId), searchData.dead(state.roomId)]);
-  const searchPrefixes = [searchData.postingsPrefix(state.roomId), searchData.blockBoundsPrefix(state.roomId)];
+  const searchPrefixes = [searchData.postingsPrefix(state.roomId), searchData.blockBoundsPrefix(state.roomId), searchData.topPrefix(state.roomId)];
   const ownSearchKey = (rel: string) => searchExact.has(rel) || searchPrefixes.some((p) => rel.startsWith(p) && !/^\d+:/.test(rel.slice(p.length)));
   const keys: string[] = [];
   const eventIds: string[] = [];

@@ -1,6 +1,6 @@
 /**
  * Search index cost (prints figures; not a test): the index layer alone — the search reader's
- * write path (src/search/index-store.ts, search-index-4.lua) and the query path `POST /search`
+ * write path (src/search/index-store.ts, search-index-5.lua) and the query path `POST /search`
  * runs for a first page of 10 before its visibility checks (src/search/query.ts: freezing the
  * statistics, then the first 30 candidates, in `rank` and in `recent` order) — on a real redis-server (managed, AOF
  * `appendfsync always`, as in production). Messages are generated from a Zipf-like vocabulary of
@@ -30,7 +30,7 @@ import { loadavg } from 'node:os';
 import { SearchIndexStore, type IndexedDocument, type KeyCode } from '../src/search/index-store';
 import { shardOf } from '../src/store/shards';
 import { startSearch } from '../src/search/query';
-import { KeySpace } from '../src/store/keys';
+import { KeySpace, roomData } from '../src/store/keys';
 import { connectRedis } from '../src/store/redis';
 import { freePort, percentile, pool, round } from './lib/bench-util';
 import { benchRooms, searchCorpus } from './lib/search-corpus';
@@ -64,6 +64,8 @@ async function main(): Promise<void> {
     console.log(`load average at start: ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
     if (QUERIES_ONLY) for (let i = 0; i < MESSAGES; i++) corpus.next();
     else {
+    // The rooms exist (a members hash each): the script indexes nothing of a room without one (a room being purged).
+    for (const roomId of rooms) await redis.hset(keys.shard('room', shardOf(roomId, SHARDS)).data(roomData.members(roomId)), '@bench:example.org', 'join');
     const before = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? 0);
     const started = Date.now();
     let done = 0;

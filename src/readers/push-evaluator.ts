@@ -641,6 +641,15 @@ export class PushEvaluatorReader extends OutboxGroupReader {
    * list) and the exceptions; one call on a single Redis, on a Cluster one for the room and one per
    * user shard of the exceptions (a call's keys share a hash slot), at most MAX_USERS_PER_CALL
    * users each.
+   *
+   * Nothing once the room's purge has begun (its members hash is gone): every call on a single
+   * Redis, and the room's call on a Cluster, checks the hash itself. A user shard's call cannot
+   * (the hash is in the room's slot), so on a Cluster it goes only after an EXISTS of the hash
+   * found it: a user's records of the room are then written after purge_begin only by a call whose
+   * check came before it, and room-deletion.ts asks the users for `purge_room` only after
+   * purge_begin has answered. What remains is a call still on its way when that `purge_room`
+   * commits — one round trip plus this process's delays, against the deletion's purge_begin and
+   * the user actor's commit — whose records of the room would stay.
    */
   private record(shard: number, event: LoggedEvent, exceptions: Exception[], batch: Batch): void {
     const { roomId, thread, common } = event;
@@ -677,8 +686,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       details.length,
       ...details,
     ];
-    const send = (keys: string[], args: (string | number)[], users: number) => {
-      const write = runScript(this.redis, 'pushLog', keys, args);
+    const send = (keys: string[], args: (string | number)[], users: number, gate?: Promise<boolean>) => {
+      const write = gate === undefined ? runScript(this.redis, 'pushLog', keys, args) : gate.then((alive) => (alive ? runScript(this.redis, 'pushLog', keys, args) : 0));
       // Awaited by settle(); the no-op handler only keeps a failure from counting as unhandled until then.
       write.catch(() => undefined);
       batch.writes.push({ done: write, users: Math.max(users, 1) });
@@ -693,6 +702,8 @@ export class PushEvaluatorReader extends OutboxGroupReader {
       list.push(e);
     }
     if (!byShard && places.size === 0 && common !== 'x') send(roomKeys, head('room', []), 0);
+    // On a Cluster, the users' calls wait for the room's members hash to be seen (see above).
+    const alive = byShard && places.size > 0 ? this.redis.exists(roomKeys[0]!).then((n) => n === 1) : undefined;
     let first = !byShard;
     for (const users of places.values()) {
       for (let i = 0; i < users.length; i += MAX_USERS_PER_CALL) {
@@ -735,7 +746,7 @@ export class PushEvaluatorReader extends OutboxGroupReader {
           }
           perUser.push(flags, `${e.own}${common}`, index);
         }
-        send(keys, [...head(first ? 'room' : 'users', details, !byShard), ...perUser], part.length);
+        send(keys, [...head(first ? 'room' : 'users', details, !byShard), ...perUser], part.length, alive);
         first = false;
       }
     }

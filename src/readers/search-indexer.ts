@@ -11,9 +11,14 @@
  * script call per room (`SearchIndexStore.indexNew`), not a record read and a script call each.
  *
  * Idempotent: each write says which content it indexes (the timeline position of the event that
- * carried it) and search-index-4.lua ignores content no newer than what is there (a new document
+ * carried it) and search-index-5.lua ignores content no newer than what is there (a new document
  * the room has a record for already is left alone), so a batch read again after a crash or a
  * handoff counts nothing twice.
+ *
+ * Behind a purge: the outbox keeps a purged room's entries, and this reader may read them after
+ * the purge began or ended; search-index-5.lua writes nothing of a room whose members hash is gone
+ * (actors/room.ts decidePurgeBegin deletes it first), so no index key of the room comes back
+ * behind the purge's scan.
  *
  * Upgrades: on taking a room shard it checks, in the background, that the shard's rooms are
  * indexed in the current format, and rebuilds those that are not (src/search/migrate.ts:

@@ -51,6 +51,14 @@ export interface RoomMeta {
    * takes nothing but `purge` batches until they have deleted all it stored, then it is empty.
    */
   purging?: true;
+  /**
+   * While purging, until the first `purge` batch: the local users of the room's member list as
+   * `purge_begin` deleted it (any membership), which a repeated `purge_begin` answers again. The
+   * deletion asks each of them to drop what they kept for the room (actors/user.ts `purge_room`)
+   * after purge_begin and before the first batch, so a deletion run again after dying in between
+   * still knows whom to ask though the member list is gone.
+   */
+  purgeUsers?: string[];
 }
 
 /** A partial-state room's join and the servers the resident said were in the room. */
@@ -133,7 +141,10 @@ export type RoomMessage =
   | { op: 'claim_upgrade'; replacement: string; sender: string }
   /** Give a claim back (the upgrade failed before the replacement room existed). */
   | { op: 'release_upgrade'; replacement: string }
-  /** An admin purges the room: its members hash goes now, and from now on it takes only `purge` (idempotent). */
+  /**
+   * An admin purges the room: its members hash goes now, and from now on it takes only `purge`
+   * (idempotent). Answers PurgeBegun: the local users to ask for `purge_room` before the first batch.
+   */
   | { op: 'purge_begin' }
   /**
    * One batch of the purge: the shell finds up to a batch of the room's keys from `cursor` (a
@@ -155,7 +166,13 @@ export interface SuppliedState {
   before: Record<string, string[]>;
 }
 
-export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply | { ok: true } | UpgradeClaim | PartialStateCompleted | PurgeProgress;
+export type RoomReply = { event_id: string; room_id: string; pos: number } | IngestReply | { ok: true } | UpgradeClaim | PartialStateCompleted | PurgeBegun | PurgeProgress;
+
+/** `purge_begin`'s answer: the local users of the room's member list as the purge began (`RoomMeta.purgeUsers`; none once a batch has run). */
+export interface PurgeBegun {
+  ok: true;
+  users: string[];
+}
 
 /** A `purge` batch's answer. */
 export interface PurgeProgress {

@@ -8,17 +8,21 @@
  *     forgets the room; those who were joined join the new room;
  *  4. with a new room, a notice is sent there and the room's local aliases move to it;
  *  5. the room leaves the public room directory;
- *  6. purge (optional): the remaining local aliases go, each local user who was ever in the room
- *     drops what they kept for it (room account data, unread counts, notifications: actors/user.ts
- *     `purge_room`), then the room's actor deletes everything the room stored: its member list at
- *     once (`purge_begin`: the guard that keeps readers behind the purge from writing to the room),
- *     then the rest a batch per commit (`purge`; actors/room.ts).
+ *  6. purge (optional): the remaining local aliases go; the room's actor deletes its member list
+ *     (`purge_begin`: the guard that keeps readers behind the purge from writing to the room) and
+ *     names the local users the list had; each of them drops what they kept for the room (room
+ *     account data, unread counts, notifications: actors/user.ts `purge_room`); then the room's
+ *     actor deletes everything else the room stored, a batch per commit (`purge`; actors/room.ts).
+ *     The users come after purge_begin, not before: the push evaluator, running behind, could
+ *     otherwise write their records of the room again in between (see `purgeRoom`).
  *
  * Every step is idempotent and the result so far is reported through `progress` after each one,
  * so a job that dies half way (its worker killed) and runs again picks up where it was: users
  * who already left are no longer members, a new room already made is reused, and a purge already
  * begun continues (the room takes nothing but purge batches once it has begun, so nothing is
- * half-written: each batch is one atomic commit in the actor that owns the room's shard).
+ * half-written: each batch is one atomic commit in the actor that owns the room's shard; the
+ * users to ask are kept in the room's actor from purge_begin until the first batch, so a run
+ * that died before it had asked them all asks them all again).
  */
 import { MatrixError, errors } from '../http/errors';
 import { serverOf } from '../protocol/identifiers';
@@ -30,7 +34,7 @@ import { askRoomFamily, sendEvent } from './ask';
 import { createRoom } from './create';
 import { setDirectoryVisibility } from './directory';
 import { joinRoom, sendLocalMembership } from './join';
-import type { PurgeProgress, RoomMessage } from './model';
+import type { PurgeBegun, PurgeProgress, RoomMessage } from './model';
 import { setRoomBlocked } from './blocked';
 
 export const DEFAULT_NOTICE = 'Sharing illegal content on this server is not permitted and rooms in violation will be blocked.';
@@ -98,13 +102,6 @@ export async function deleteRoom(ctx: ApiContext, deps: RoomDeletionDeps, roomId
       if (stillJoined.length) throw new MatrixError(400, 'M_UNKNOWN', 'Users are still joined to this room');
     }
     for (const alias of await deps.aliases.ofRoom(roomId)) await deleteAliasIfThere(deps, alias, params.requester, roomId);
-    // What local users kept for the room goes first, while its member list still names them:
-    // purge_begin deletes the list (actors/room.ts decidePurgeBegin). A run that finds the purge
-    // begun finds no members here, and there is no one left to ask: the run that began it asked
-    // them all before it did.
-    for (const userId of (await ctx.rooms.members(roomId)).keys()) {
-      if (serverOf(userId) === ctx.config.serverName) await ctx.actors.ask('user', 'user', userId, { op: 'purge_room', roomId });
-    }
     await purgeRoom(ctx, roomId);
   }
   return result;
@@ -152,9 +149,29 @@ async function deleteAliasIfThere(deps: RoomDeletionDeps, alias: string, request
   }
 }
 
-/** Delete everything the room stored, through its actor, a batch per commit; answers how many keys went. */
+/**
+ * Delete everything the room stored, and what its local users kept for it; answers how many of
+ * the room's keys went. In this order:
+ *
+ *  1. `purge_begin`: the room takes nothing but purge batches from now on, and its member list
+ *     goes, the guard of the push evaluator's and the search index's scripts: a reader running
+ *     behind the purge writes nothing of the room after this (on a Cluster the evaluator writes a
+ *     user's records on the user's shard, where no script can see the list: it checks the list
+ *     first, see PushEvaluatorReader.record). It answers the local users the list had.
+ *  2. each of them drops what they kept for the room (`purge_room`): after step 1, so nothing the
+ *     evaluator writes for them comes back after it. (Before step 1, as until 2026-12-06, an
+ *     evaluator behind could write their exceptions and notifications again in between.)
+ *  3. the room's keys go, a SCAN page per `purge` batch, in one commit each. The first batch
+ *     drops the users' list from the room's actor: a run that dies before step 3 and runs again
+ *     gets the list from a repeated purge_begin and asks them all again (`purge_room` is
+ *     idempotent); one that dies during step 3 had asked them all.
+ */
 export async function purgeRoom(ctx: ApiContext, roomId: string): Promise<number> {
-  await askRoomFamily(ctx, 'room', roomId, { op: 'purge_begin' } satisfies RoomMessage);
+  // The list read here too: a room actor of a version before PurgeBegun (a rolling upgrade)
+  // answers no users. A run that finds the purge begun finds no list here (purge_begin deleted it).
+  const listed = [...(await ctx.rooms.members(roomId)).keys()].filter((u) => serverOf(u) === ctx.config.serverName);
+  const begun = await askRoomFamily<Partial<PurgeBegun>>(ctx, 'room', roomId, { op: 'purge_begin' } satisfies RoomMessage);
+  for (const userId of new Set([...listed, ...(begun.users ?? [])])) await ctx.actors.ask('user', 'user', userId, { op: 'purge_room', roomId });
   let cursor = '0';
   let deleted = 0;
   for (;;) {

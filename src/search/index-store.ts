@@ -10,8 +10,11 @@
  * message's own text is gone by then, so its postings stay (skipped at query time through the
  * room's small set of dead positions) until the room is rebuilt.
  *
- * Writes go through search-index-4.lua, which makes each of them idempotent (see the script); new
- * documents (the search reader's usual case) go many to a call (`indexNew`).
+ * Writes go through search-index-5.lua, which makes each of them idempotent (see the script); new
+ * documents (the search reader's usual case) go many to a call (`indexNew`). It writes nothing of a
+ * room whose members hash is gone (a room being purged: actors/room.ts decidePurgeBegin), so the
+ * search reader, or a rebuild, running behind a purge leaves no key of the room behind the purge's
+ * scan; the hash is on the room's shard, in the same hash slot as the index.
  */
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json';
 import { termFrequencies } from '../protocol/search-text';
@@ -112,8 +115,14 @@ export class SearchIndexStore {
     return this.keys.shard('room', shardOf(roomId, this.roomShards)).data(name);
   }
 
-  private scriptKeys(roomId: string): string[] {
+  /** The room's index keys the script names (docs, terms, stats, dead). */
+  private indexKeys(roomId: string): string[] {
     return [this.name(roomId, searchData.docs(roomId)), this.name(roomId, searchData.terms(roomId)), this.name(roomId, searchData.stats(roomId)), this.name(roomId, searchData.dead(roomId))];
+  }
+
+  /** The script's KEYS: the index keys, then the room's members hash (its purge guard). */
+  private scriptKeys(roomId: string): string[] {
+    return [...this.indexKeys(roomId), this.name(roomId, roomData.members(roomId))];
   }
 
   private prefixes(roomId: string): string[] {
@@ -414,7 +423,7 @@ export class SearchIndexStore {
     const [postings, bounds, tops] = this.prefixes(roomId);
     const terms = await this.redis.zrange(this.name(roomId, searchData.terms(roomId)), 0, -1);
     for (let i = 0; i < terms.length; i += 500) await this.redis.del(...terms.slice(i, i + 500).flatMap((t) => [`${postings}${t}`, `${bounds}${t}`, `${tops}${t}`]));
-    await this.redis.del(...this.scriptKeys(roomId));
+    await this.redis.del(...this.indexKeys(roomId));
     const legacyTerms = await this.redis.zrange(this.name(roomId, legacySearchData.terms(roomId)), 0, -1);
     const legacyPrefix = this.name(roomId, legacySearchData.postingsPrefix(roomId));
     for (let i = 0; i < legacyTerms.length; i += 500) await this.redis.del(...legacyTerms.slice(i, i + 500).map((t) => `${legacyPrefix}${t}`));

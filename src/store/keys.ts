@@ -847,7 +847,8 @@ export const mediaData = {
 
 /**
  * The search index (src/search/index-store.ts), relative to the ROOM's shard: written only by the
- * search reader and the rebuild (search-index-4.lua), read by `POST /search`. Per room, an
+ * search reader and the rebuild (search-index-5.lua, which writes nothing of a room without its
+ * `roomData.members`: a room being purged), read by `POST /search`. Per room, an
  * inverted index in compact binary form (format 2; `npm run search -- reindex` rebuilds rooms
  * indexed in format 1, whose keys were `search:<room>:…`, see `legacySearchData`).
  */
@@ -882,7 +883,7 @@ export const searchData = {
    * a bound of all its others. A string: uint8 reference average length, uint8 F, uint8 frequency
    * and uint8 length of the cut, F (frequency, length) pairs (the Pareto frontier bounding every
    * posting not in the list), then the list's 6-byte postings (as in the postings string, in no
-   * order). Kept by search-index-4.lua; built the first time a long term is written to when missing.
+   * order). Kept by search-index-5.lua; built the first time a long term is written to when missing.
    */
   topPrefix: (roomId: string) => `st:${roomId}:`,
 };

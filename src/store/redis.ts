@@ -39,7 +39,7 @@ const SCRIPTS = {
   rateLimit: 'rate-limit-2.lua',
   reply: 'reply-1.lua',
   replyMany: 'reply-many-1.lua',
-  searchIndex: 'search-index-4.lua',
+  searchIndex: 'search-index-5.lua',
   searchView: 'search-view-2.lua',
   inboxStats: 'inbox-stats-1.lua',
   inboxRead: 'inbox-read-2.lua',

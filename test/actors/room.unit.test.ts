@@ -264,17 +264,35 @@ describe('RoomActor: directory visibility and the alias set', () => {
 describe('RoomActor: the beginning of a purge', () => {
   it("deletes the room's members hash as it begins, again when begun again, and then refuses all but purge batches", () => {
     const room = newRoom('11');
+    const [alice, bob, carol] = ['@alice:test.local', '@bob:test.local', '@carol:test.local'];
+    room.send(alice, 'm.room.member', { membership: 'invite' }, bob);
+    room.send(bob, 'm.room.member', { membership: 'join' }, bob);
+    room.send(bob, 'm.room.member', { membership: 'leave' }, bob);
+    room.send(alice, 'm.room.member', { membership: 'invite' }, carol);
+    room.send(alice, 'm.room.member', { membership: 'invite' }, '@zed:elsewhere.example');
     const members = { cmd: 'DEL', key: roomData.members(room.roomId), args: [] };
     const begin = decideRoom(cfg, room.state, { mid: 'p', actorId: room.roomId, body: { op: 'purge_begin' }, enqueuedAt: 1 }, {});
-    expect(begin.reply).toEqual({ ok: true });
+    // The local users of the member list, whatever their membership: the deletion asks them for purge_room.
+    const local = [alice, bob, carol];
+    expect(begin.reply).toEqual({ ok: true, users: local });
     expect(begin.state.purging).toBe(true);
-    // The push evaluator's scripts write nothing of a room without it (see decidePurgeBegin).
+    expect(begin.state.purgeUsers).toEqual(local);
+    // The push evaluator's and the search index's scripts write nothing of a room without it (see decidePurgeBegin).
     expect(begin.writes).toEqual([members]);
+    // Begun again (a deletion run again before it had asked them all): the same users.
     const again = decideRoom(cfg, begin.state, { mid: 'q', actorId: room.roomId, body: { op: 'purge_begin' }, enqueuedAt: 2 }, {});
     expect(again.state).toBe(begin.state);
+    expect(again.reply).toEqual({ ok: true, users: local });
     expect(again.writes).toEqual([members]);
     room.state = begin.state;
-    forbidden(() => room.send('@alice:test.local', 'm.room.message', { body: 'late', msgtype: 'm.text' }), 'M_NOT_FOUND');
+    forbidden(() => room.send(alice, 'm.room.message', { body: 'late', msgtype: 'm.text' }), 'M_NOT_FOUND');
+    // The first batch comes after they were all asked: the list goes, and is not stored with every batch.
+    const batch = decideRoom(cfg, begin.state, { mid: 'r', actorId: room.roomId, body: { op: 'purge', cursor: '0' }, enqueuedAt: 3 }, { purge: { keys: [], eventIds: [], cursor: '7' } });
+    expect(batch.reply).toEqual({ cursor: '7', deleted: 0, done: false });
+    expect(batch.state.purging).toBe(true);
+    expect(batch.state.purgeUsers).toBeUndefined();
+    const late = decideRoom(cfg, batch.state, { mid: 's', actorId: room.roomId, body: { op: 'purge_begin' }, enqueuedAt: 4 }, {});
+    expect(late.reply).toEqual({ ok: true, users: [] });
   });
 });
 

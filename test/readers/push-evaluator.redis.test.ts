@@ -28,6 +28,9 @@ import { buildCreateEvent } from '../../actors/room';
 import { signingKeyFromSeed } from '../../src/protocol/crypto';
 import type { PurgeProgress, RoomConfig } from '../../src/rooms/model';
 import { MODES, rig, waitFor, type Rig } from '../runtime/harness';
+import type { ApiContext } from '../../src/api/context';
+import { purgeRoom } from '../../src/rooms/room-deletion';
+import { RoomReader } from '../../src/store/room-reader';
 
 const SERVER = 'pe.test';
 const MEMBERS = 600;
@@ -651,5 +654,104 @@ describe.each(MODES)('push evaluator behind a room purge, on %s Redis', (mode) =
       cursor = batch.cursor;
     }
     expect([...(await roomKeys()).keys()]).toEqual([]);
+  });
+});
+
+/**
+ * What the evaluator keeps for a room's local users (their exceptions, their own notification
+ * entries, their `excluded` entries, on the users' shards) through a deletion's purge
+ * (src/rooms/room-deletion.ts purgeRoom: purge_begin, the users' purge_room, the batches), with an
+ * evaluator behind it catching up at the two worst moments: just before purge_begin, and (reading
+ * the room's outbox again, as after a handoff) after the users' purge_room, before the first
+ * batch. Nothing of the room may be left in their keys. It was: the users were asked first, so what
+ * the evaluator wrote before purge_begin stayed; and on a Cluster a user's records are written on
+ * the user's shard, out of reach of the members hash the room's scripts check, so an evaluator
+ * behind purge_begin still wrote them (it now checks the hash before sending them).
+ */
+describe.each(MODES)("a room purge and the evaluator behind it, on %s Redis: the users' records", (mode) => {
+  const roomConfig: RoomConfig = { serverName: SERVER, signingKey: signingKeyFromSeed('ed25519:t', new Uint8Array(32).fill(5)) };
+  let r: Rig | undefined;
+  let reader: PushEvaluatorReader | undefined;
+
+  afterAll(async () => {
+    await reader?.stop();
+    await r?.close();
+  });
+
+  it("leaves nothing of the room in its local users' keys", async () => {
+    const t = (r = await rig(mode, { room: roomConfig }));
+    await t.startWorker('w1');
+    const actors = await t.client();
+    const [alice, bob, carol, dave] = ['alice', 'bob', 'carol', 'dave'].map((n) => `@${n}:${SERVER}`) as [string, string, string, string];
+    for (const u of [alice, bob, carol, dave]) await actors.ask('user', 'user', u, { op: 'register', passwordHash: null });
+    const { roomId, event } = buildCreateEvent(roomConfig, { roomVersion: '10', creator: alice, roomLocalpart: 'kept', ts: Date.now() });
+    const send = (ev: JsonObject) => actors.ask('room', 'room', roomId, { op: 'send', event: ev });
+    await actors.ask('room', 'room', roomId, { op: 'create', event });
+    await send({ type: 'm.room.member', sender: alice, state_key: alice, content: { membership: 'join' } });
+    await send({ type: 'm.room.join_rules', sender: alice, state_key: '', content: { join_rule: 'public' } });
+    for (const u of [bob, carol, dave]) await send({ type: 'm.room.member', sender: u, state_key: u, content: { membership: 'join' } });
+    // Notifies carol and dave (the room's common outcome), highlights bob (his exception, his own
+    // list entry), and is in the room's list but not as alice's, its sender (her `excluded`).
+    await send({ type: 'm.room.message', sender: alice, content: { msgtype: 'm.text', body: 'bob, the harbour', 'm.mentions': { user_ids: [bob] } } });
+
+    const shard = shardOf(roomId, t.shardCounts.room);
+    const outbox = t.keys.shard('room', shard).outbox;
+    /** What the user has of the room in their keys: per-room keys, and members of their lists that are the room's. */
+    const recordsOf = async (u: string): Promise<string[]> => {
+      const key = (name: string) => t.keys.shard('user', shardOf(u, t.shardCounts.user)).data(name);
+      const own = `${roomId}\0`;
+      const found: string[] = [];
+      for (const name of [pushData.exceptions(u, roomId), pushData.unread(u, roomId), pushData.unreadHighlight(u, roomId), pushData.unreadThreads(u, roomId)]) if (await t.redis.exists(key(name))) found.push(name);
+      for (const name of [pushData.notifications(u), pushData.highlights(u), pushData.excluded(u)]) for (const m of await t.redis.zrange(key(name), 0, -1)) if (m.startsWith(own)) found.push(`${name} ${m}`);
+      for (const f of await t.redis.hkeys(key(pushData.notificationData(u)))) if (f.startsWith(own)) found.push(`${pushData.notificationData(u)} ${f}`);
+      return found;
+    };
+    const everyone = async () => Object.fromEntries(await Promise.all([alice, bob, carol, dave].map(async (u) => [u, await recordsOf(u)] as const)));
+    // Attached only when the deletion is about to ask for purge_begin: it reads nothing before.
+    reader = new PushEvaluatorReader(t.redis, t.keys, t.shardCounts, SERVER, 'test', pino({ level: 'silent' }));
+    const caughtUp = async (): Promise<void> => {
+      const last = (await t.redis.xrevrange(outbox, '+', '-', 'COUNT', 1))[0]![0];
+      await waitFor('the evaluator to catch up', async () => {
+        reader!.wake(shard);
+        const groups = (await t.redis.xinfo('GROUPS', outbox)) as unknown[][];
+        const g = groups.map((a) => ({ name: String(a[1]), pending: Number(a[5]), last: String(a[7]) })).find((x) => x.name === PUSH_EVALUATOR_GROUP);
+        return g !== undefined && g.pending === 0 && g.last === last;
+      });
+    };
+
+    // The deletion's purge, the evaluator catching up just before purge_begin, and after the
+    // users' purge_room (the room's whole outbox read again).
+    let beforeBegin: Record<string, string[]> = {};
+    let beforeBatches: Record<string, string[]> | undefined;
+    const asked: string[] = [];
+    const spy = {
+      async ask(family: string, kind: string, id: string, body: { op: string }, opts?: object) {
+        asked.push(`${body.op} ${id}`);
+        if (body.op === 'purge_begin') {
+          reader!.attach(shard);
+          await caughtUp();
+          beforeBegin = await everyone();
+        }
+        if (body.op === 'purge' && beforeBatches === undefined) {
+          await t.redis.xgroup('SETID', outbox, PUSH_EVALUATOR_GROUP, '0');
+          await caughtUp();
+          beforeBatches = await everyone();
+        }
+        return actors.ask(family as 'room', kind, id, body, opts);
+      },
+    };
+    const ctx = { config: { serverName: SERVER }, redis: t.redis, keys: t.keys, shardCounts: t.shardCounts, actors: spy, rooms: new RoomReader(t.redis, t.keys, t.shardCounts.room), signingKey: roomConfig.signingKey, log: pino({ level: 'silent' }) } as unknown as ApiContext;
+    await purgeRoom(ctx, roomId);
+
+    // Something to delete: the evaluator had written them their records before the purge began.
+    expect(beforeBegin[bob]).toEqual(expect.arrayContaining([pushData.exceptions(bob, roomId), expect.stringMatching(/:notifs /), expect.stringMatching(/:notifs:hl /)]));
+    expect(beforeBegin[alice]).toEqual([expect.stringMatching(/:notifs:x /)]);
+    const none = { [alice]: [], [bob]: [], [carol]: [], [dave]: [] };
+    expect(beforeBatches).toEqual(none);
+    expect(await everyone()).toEqual(none);
+    // The users were asked after purge_begin (the four of them), before the first batch.
+    expect(asked[0]).toBe(`purge_begin ${roomId}`);
+    expect(asked.slice(1, 5).sort()).toEqual([alice, bob, carol, dave].map((u) => `purge_room ${u}`));
+    expect(asked[5]).toBe(`purge ${roomId}`);
   });
 });

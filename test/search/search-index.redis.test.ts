@@ -14,19 +14,21 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { bm25, parseQuery, termFrequencies } from '../../src/protocol/search-text';
 import { parseTop, SearchIndexStore, type DocRecord, type KeyCode } from '../../src/search/index-store';
 import { nextCandidates, planSearch, startSearch, type Candidate, type CandidateBatch, type Cursor } from '../../src/search/query';
-import { KeySpace, searchData } from '../../src/store/keys';
+import { KeySpace, roomData, searchData } from '../../src/store/keys';
 import { connectRedis, type RedisClient } from '../../src/store/redis';
 import { shardOf } from '../../src/store/shards';
-
-let redis: RedisClient;
-beforeAll(() => {
-  redis = connectRedis({ url: inject('redisUrl') });
-});
-afterAll(() => redis.disconnect());
 
 const SHARDS = 4;
 const keys = new KeySpace(`sidx${Date.now()}:`);
 const ROOMS = ['!a:test', '!b:test', '!c:test'];
+
+let redis: RedisClient;
+beforeAll(async () => {
+  redis = connectRedis({ url: inject('redisUrl') });
+  // The rooms exist (search-index-5.lua indexes nothing of a room without its members hash).
+  for (const roomId of ROOMS) await redis.hset(keys.shard('room', shardOf(roomId, SHARDS)).data(roomData.members(roomId)), '@a:test', 'join');
+});
+afterAll(() => redis.disconnect());
 const WORDS = ['alpha', 'alpine', 'alps', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta', 'iota', 'kappa', 'lambda'];
 
 /** The texts indexed now, per room and position (null: redacted). */

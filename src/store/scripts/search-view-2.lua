@@ -37,7 +37,7 @@ for i = 1, T do
 end
 -- Completions of a prefix looked at before the most frequent `expansions` are kept.
 local SCAN_COMPLETIONS = 1000
--- A word has best postings past this many postings (search-index-4.lua's TOP_MIN).
+-- A word has best postings past this many postings (search-index-5.lua's TOP_MIN).
 local TOP_MIN = 128
 -- A word of another term is cut down to the driver's positions when it has this many times more postings.
 local CUT_RATIO = 16

@@ -15,18 +15,32 @@
 -- A term past TOP_MIN without one (an index written before them) gets one the next time it is
 -- written to.
 --
--- (search-index-3.lua and this: the same, with 'batch' added for the search reader's new documents.)
+-- Nothing once the room is being purged (its members hash, KEYS[5], is gone: actors/room.ts
+-- decidePurgeBegin deletes it as the purge begins, before the purge's scan deletes the index a
+-- batch at a time): a reader running behind the purge, or a rebuild, must not write a key the scan
+-- has passed already, or recreate an index after the purge finished; nothing would delete it. The
+-- hash exists from the room's first member event on (the creator's join, the second event of a
+-- room made here; a room joined over federation gets it with the join): the only event before it,
+-- the create event, has nothing to index.
+--
+-- (search-index-3.lua: without 'batch'; search-index-4.lua: without the purge guard, KEYS[5].)
 --
 -- KEYS[1] docs (hash: bucket -> 16-byte records), KEYS[2] terms (zset), KEYS[3] stats (hash n, l, p),
--- KEYS[4] dead (set of positions). Postings, block bounds and best postings keys are named from
--- ARGV[2], ARGV[3], ARGV[4] (the same room, so the same hash slot).
+-- KEYS[4] dead (set of positions), KEYS[5] the room's members (hash, src/store/keys.ts
+-- roomData.members: its absence refuses every write). Postings, block bounds and best postings
+-- keys are named from ARGV[2], ARGV[3], ARGV[4] (all of them the same room's on the room's shard,
+-- so the same hash slot).
 -- ARGV[1] 'index', 'remove' or 'batch' (below: several new documents of the room in one call); ARGV[2] postings key prefix; ARGV[3] block bounds key prefix;
 -- ARGV[4] best postings key prefix; ARGV[5] the document's position; ARGV[6] the expected record:
 -- '' none, else '<source>:<flags>'; ARGV[7] N, the number of terms indexed for it now (-1: not
 -- known, for 'remove' of a document whose text is gone), ARGV[8..7+N] those terms.
 -- For 'index', then: position of the event carrying the content, origin_server_ts, key (0 body,
 -- 1 name, 2 topic), length in words, then term, frequency pairs.
--- Returns 1 when the index changed, 0 when there was nothing to do, -1 when the record was not the expected one.
+-- Returns 1 when the index changed, 0 when there was nothing to do (or the room is being purged),
+-- -1 when the record was not the expected one ('batch': how many documents were indexed).
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  return 0
+end
 local docs, vocab, stats, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, pprefix, bprefix, tprefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local BLOCK = 128
