@@ -19,6 +19,8 @@
  *
  * - `delete_all` removes every version and its keys; the deactivation reader sends it when an
  *   account is deactivated (Synapse deletes a deactivated user's backups too).
+ * - `purge_room` removes one room's keys from every version; an admin's purge of the room sends it
+ *   (Synapse's purge deletes the room's `e2e_room_keys` rows).
  *
  * What fronts read (written here through `writes`, names in `userData`): the versions hash
  * (version → `{algorithm, auth_data, etag, count}`), and per version the set of rooms with keys
@@ -57,7 +59,14 @@ export type KeyBackupMessage =
   /** Without roomId: every key of the version; without sessionId: every key of the room. */
   | { op: 'delete_keys'; version: string; roomId?: string; sessionId?: string }
   /** Every version and its keys (account deactivation, as Synapse does). */
-  | { op: 'delete_all' };
+  | { op: 'delete_all' }
+  /**
+   * An admin purged the room (src/rooms/room-deletion.ts): its keys go from every version, as
+   * Synapse's purge deletes the room's `e2e_room_keys` rows (in any version). Each version that had
+   * some gets a new etag and its count less them (Synapse counts rows, so its count drops too).
+   * Idempotent: run again, it finds nothing.
+   */
+  | { op: 'purge_room'; roomId: string };
 
 export type KeyBackupReply =
   | { version: string }
@@ -76,6 +85,8 @@ export interface KeyBackupPrepared {
   rooms?: string[];
   /** delete_all: the rooms with keys, per live version. */
   roomsByVersion?: Record<string, string[]>;
+  /** purge_room: how many keys of the room each live version holds (versions without any left out). */
+  roomKeysByVersion?: Record<string, number>;
 }
 
 type D = Decision<KeyBackupState, KeyBackupReply>;
@@ -153,6 +164,20 @@ export function decideKeyBackup(state: KeyBackupState, msg: ActorMessage<KeyBack
       }
       // `last` stays: version numbers are never reused.
       return { state: { ...state, versions: {} }, reply: { ok: true }, writes };
+    }
+    case 'purge_room': {
+      const writes: StoreWrite[] = [];
+      const versions = { ...state.versions };
+      for (const [version, n] of Object.entries(prepared?.roomKeysByVersion ?? {})) {
+        const v = versions[version];
+        if (!v) continue;
+        writes.push({ cmd: 'DEL', key: userData.keyBackupRoom(u, version, body.roomId), args: [] }, { cmd: 'SREM', key: userData.keyBackupRooms(u, version), args: [body.roomId] });
+        if (n === 0) continue;
+        versions[version] = { ...v, etag: v.etag + 1, count: Math.max(0, v.count - n) };
+        writes.push(recordWrite(version, versions[version]));
+      }
+      if (!writes.length) return { state, reply: { ok: true } };
+      return { state: { ...state, versions }, reply: { ok: true }, writes };
     }
     case 'put_keys': {
       const current = currentVersion(state.versions);
@@ -249,6 +274,14 @@ async function prepareKeyBackup(ctx: ShellContext, state: KeyBackupState, msg: A
       const version = body.version ?? currentVersion(state.versions);
       if (version === null || !state.versions[version]) return undefined;
       return { rooms: await ctx.redis.smembers(key(userData.keyBackupRooms(u, version))) };
+    }
+    case 'purge_room': {
+      const roomKeysByVersion: Record<string, number> = {};
+      for (const version of Object.keys(state.versions)) {
+        const [n, listed] = await Promise.all([ctx.redis.hlen(key(userData.keyBackupRoom(u, version, body.roomId))), ctx.redis.sismember(key(userData.keyBackupRooms(u, version)), body.roomId)]);
+        if (n > 0 || listed === 1) roomKeysByVersion[version] = n;
+      }
+      return { roomKeysByVersion };
     }
     case 'delete_all': {
       const roomsByVersion: Record<string, string[]> = {};

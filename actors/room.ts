@@ -39,7 +39,7 @@ import { authorizeReceivedPdu, checkReceivedPdu, precheckPdus, type IngestView, 
 import { resolveState } from '../src/protocol/state-resolution';
 import { readSnapshot } from '../src/store/room-reader';
 import { Cluster } from 'ioredis';
-import { KeySpace, PARTIAL_STATE_ROOMS, eventRoomIndex, legacySearchData, roomData, searchData } from '../src/store/keys';
+import { KeySpace, PARTIAL_STATE_ROOMS, eventRoomIndex, legacySearchData, recencyIndexData, roomData, searchData } from '../src/store/keys';
 import type { RedisClient } from '../src/store/redis';
 import { completeCurrentState, recheckSinceJoin } from '../src/protocol/partial-state';
 import { UPGRADE_CLAIM_MS, relationOf, type RoomConfig, type RoomMeta, type RoomState, type EventTemplate, type RoomMessage, type DirectoryVisibility, type SuppliedState, type RoomReply, type IngestReply, type RoomOutput, type RoomDirectoryOutput, type RoomPrepared, type PartialStateInfo, type StoredEvent, type StoredSnapshot, type RootDelta } from '../src/rooms/model';
@@ -165,6 +165,12 @@ function decideDirectoryVisibility(state: RoomState, visibility: DirectoryVisibi
  * after dying before it had asked them all), until the first batch drops it.
  */
 function decidePurgeBegin(cfg: RoomConfig, state: RoomState): Decision<RoomState, RoomReply> {
+  // A room with nothing stored (never here, or purged to the end already: the last batch resets it
+  // to this) has nothing to purge. Begun anyway it would stay purging, refusing a later create or
+  // join of the id, with no deletion left to run its batches: RoomReader.meta answers null for it,
+  // so a deletion run again (room-deletion.ts) stops at its missing-room check. A second deletion
+  // racing the first (both past that check, the first done before the second's purge_begin) gets here.
+  if (!state.purging && state.version === null) return { state, reply: { ok: true, users: [], nothing: true } };
   const writes: StoreWrite[] = [{ cmd: 'DEL', key: roomData.members(state.roomId), args: [] }];
   if (state.purging) return { state, reply: { ok: true, users: state.purgeUsers ?? [] }, writes };
   const users: string[] = [];
@@ -196,7 +202,9 @@ function decidePurgeBatch(state: RoomState, prepared: RoomPrepared): Decision<Ro
   // list goes, not stored again with every batch's commit.
   const { purgeUsers: _asked, ...rest } = state;
   if (!done) return { state: rest, reply: { cursor: found.cursor, deleted: found.keys.length, done }, writes, derivedWrites };
-  writes.push({ cmd: 'ZREM', key: roomData.localRooms(), args: [state.roomId] });
+  // The shard's list of rooms, and its recency stamps (sliding sync's bump stamp of each room,
+  // recency-index.ts: a shard-wide sorted set, not one of the room's keys the scan finds).
+  writes.push({ cmd: 'ZREM', key: roomData.localRooms(), args: [state.roomId] }, { cmd: 'ZREM', key: recencyIndexData.roomStamps(), args: [state.roomId] });
   const global = new KeySpace('');
   derivedWrites.push(
     { cmd: 'HDEL', key: PARTIAL_STATE_ROOMS, args: [state.roomId], ordered: true },

@@ -46,7 +46,13 @@ export type ThreadSubscriptionsMessage =
   /** `roomPos`: the room's newest stream position now. */
   | { op: 'unsubscribe'; roomId: string; root: string; roomPos: number }
   /** The account was deactivated: every record goes (as Synapse purges them; nothing is streamed). */
-  | { op: 'purge' };
+  | { op: 'purge' }
+  /**
+   * An admin purged the room (src/rooms/room-deletion.ts): the user's records of its threads go, as
+   * Synapse's purge takes them with the room's events (thread_subscriptions' foreign key on
+   * `events`, ON DELETE CASCADE). Nothing is streamed (the room is gone for the user). Idempotent.
+   */
+  | { op: 'purge_room'; roomId: string };
 
 export type ThreadSubscriptionsReply = { stream: number | null };
 
@@ -60,6 +66,8 @@ export interface ThreadSubscriptionOutput {
 
 export interface ThreadSubscriptionsPrepared {
   current: ThreadSubscriptionRecord | null;
+  /** purge_room: the user's records of that room (their members, `threadMember`). */
+  roomMembers?: string[];
 }
 
 export const threadMember = (roomId: string, root: string): string => `${roomId}\u0000${root}`;
@@ -103,6 +111,18 @@ export function decideThreadSubscriptions(state: ThreadSubscriptionsState, msg: 
       ],
     };
   }
+  if (body?.op === 'purge_room') {
+    const members = prepared?.roomMembers ?? [];
+    if (!members.length) return { state, reply: { stream: null } };
+    return {
+      state,
+      reply: { stream: null },
+      writes: [
+        { cmd: 'HDEL', key: threadSubscriptionData.records(state.userId), args: members },
+        { cmd: 'ZREM', key: threadSubscriptionData.byStream(state.userId), args: members },
+      ],
+    };
+  }
   if (body?.op === 'unsubscribe') {
     if (!cur?.subscribed) return { state, reply: { stream: null } };
     return write(state, { room_id: body.roomId, thread_root_id: body.root, subscribed: false, automatic: false, stream, unsubscribed_at: body.roomPos });
@@ -117,6 +137,12 @@ export function threadSubscriptionsActor(): ActorKind<ThreadSubscriptionsState, 
     initialState: (userId) => ({ userId, seq: 0 }),
     async prepare(ctx: ShellContext, state, msg) {
       if (msg.body?.op === 'purge') return { current: null };
+      if (msg.body?.op === 'purge_room') {
+        // A user's records are few (one per thread they ever (un)subscribed to): read whole, kept to the room's.
+        const prefix = threadMember(msg.body.roomId, '');
+        const fields = await ctx.redis.hkeys(ctx.keys.data(threadSubscriptionData.records(state.userId)));
+        return { current: null, roomMembers: fields.filter((f) => f.startsWith(prefix)) };
+      }
       const json = await ctx.redis.hget(ctx.keys.data(threadSubscriptionData.records(state.userId)), threadMember(msg.body.roomId, msg.body.root));
       return { current: json === null ? null : (JSON.parse(json) as ThreadSubscriptionRecord) };
     },

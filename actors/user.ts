@@ -18,7 +18,7 @@
 import { ActorRejection, type ActorKind, type ActorMessage, type Decision, type StoreWrite } from '../src/runtime/actor';
 import type { Family } from '../src/store/shards';
 import { encode } from '../src/store/codec';
-import { membershipIndexData, pushData, userData } from '../src/store/keys';
+import { membershipIndexData, pushData, recencyIndexData, userData } from '../src/store/keys';
 import {
   PushRuleError,
   deletePushRule,
@@ -163,8 +163,10 @@ export type UserMessage =
   | { op: 'forget'; roomId: string }
   /**
    * A room an admin purged (src/rooms/room-deletion.ts): what this user kept for it goes — its room
-   * account data (tags, fully read marker), unread counts and the notifications from it — as
-   * Synapse's purge deletes those rows.
+   * account data (tags, fully read marker), unread counts and the notifications from it, its
+   * entries in the membership index (membership, write time, forgotten), a remote invite's record
+   * and its place in sliding sync's recency index — as Synapse's purge deletes those rows. (Thread
+   * subscriptions and key backups have their own actors: room-deletion.ts asks them too.)
    */
   | { op: 'purge_room'; roomId: string }
   /** Server admin changes (the admin API): the admin flag and the lock; absent fields stay as they are. */
@@ -350,7 +352,16 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
       if (typeof body.roomId !== 'string' || !body.roomId.startsWith('!')) throw new ActorRejection('M_INVALID_PARAM', 'roomId must be a room id', 400);
       const u = state.userId;
       const r = body.roomId;
-      const writes: StoreWrite[] = [userData.roomAccountData(u, r), pushData.unread(u, r), pushData.unreadHighlight(u, r), pushData.unreadThreads(u, r), pushData.exceptions(u, r)].map((key) => ({ cmd: 'DEL', key, args: [] }));
+      const writes: StoreWrite[] = [userData.roomAccountData(u, r), pushData.unread(u, r), pushData.unreadHighlight(u, r), pushData.unreadThreads(u, r), pushData.exceptions(u, r), membershipIndexData.remoteInvite(u, r)].map((key) => ({ cmd: 'DEL', key, args: [] }));
+      // The room's entries in the user's indexes: their membership (and when it was written),
+      // "forgotten" and sliding sync's recency. Synapse's purge deletes the room's
+      // room_memberships and local_current_membership rows (`forgotten` is a column of the first).
+      writes.push(
+        { cmd: 'HDEL', key: membershipIndexData.rooms(u), args: [r] },
+        { cmd: 'HDEL', key: membershipIndexData.writtenAt(u), args: [r] },
+        { cmd: 'SREM', key: membershipIndexData.forgotten(u), args: [r] },
+        { cmd: 'ZREM', key: recencyIndexData.rooms(u), args: [r] },
+      );
       const members = prepared?.roomNotifications ?? [];
       if (members.length) {
         writes.push(
@@ -361,7 +372,11 @@ export function decideUser(state: UserState, msg: ActorMessage<UserMessage>, pre
       }
       const excluded = prepared?.roomExcluded ?? [];
       if (excluded.length) writes.push({ cmd: 'ZREM', key: pushData.excluded(u), args: excluded });
-      return { state, reply: { ok: true }, writes };
+      // The room's tags the actor keeps (from which it writes `m.tag`): left here, a tag set in a
+      // room of that id later (joined again) would bring the purged room's tags back with it.
+      if (!state.tags?.[r]) return { state, reply: { ok: true }, writes };
+      const { [r]: _purged, ...tags } = state.tags;
+      return { state: { ...state, tags }, reply: { ok: true }, writes };
     }
     default:
       // A message this actor cannot understand is a bug upstream: fail it (the runtime dead-letters it).

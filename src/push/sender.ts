@@ -183,6 +183,12 @@ export class PushSender {
     } catch {
       return { kind: 'skipped' };
     }
+    // A room being purged (purge_begin deleted its members hash, actors/room.ts) or purged: its
+    // events are not pushed, though the batches may not have deleted this one yet, and though the
+    // evaluator behind the purge may still queue some (the guard of its counts and lists does not
+    // hold back pushes). Synapse's purge deletes the push actions its pushers send from. A send
+    // whose look came just before purge_begin still goes: as if it had gone a moment earlier.
+    if ((await this.rooms.membership(item.r, userId)) === null) return { kind: 'skipped' };
     const stored = await this.rooms.event(item.r, item.e);
     if (!stored) return { kind: 'skipped' };
     const event: JsonObject = { ...stored.event, room_id: item.r };

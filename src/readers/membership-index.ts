@@ -165,6 +165,19 @@ export class MembershipIndexReader extends OutboxGroupReader {
     else await this.redis.srem(this.keys.publicRooms(), roomId);
   }
 
+  /**
+   * Whether the room still has its members hash: a room being purged has not (purge_begin deletes
+   * it, actors/room.ts), and its users' index entries are dropped by their purge_room after that
+   * (src/rooms/room-deletion.ts). A reader running behind the purge — the deletion's own leave
+   * events are on the outbox when it begins — would otherwise write them again, for good. Checked
+   * per membership event, just before its write; what remains is a write whose check came just
+   * before purge_begin and that lands after that user's purge_room (one round trip). On a Cluster
+   * the hash is in another slot than the user's keys, so no script can check it with the write.
+   */
+  private async roomStored(shard: number, roomId: string): Promise<boolean> {
+    return (await this.redis.exists(this.keys.shard('room', shard).data(roomData.members(roomId)))) === 1;
+  }
+
   protected async apply(shard: number, entries: { id: string; entry: OutboxEntry | null }[]): Promise<void> {
     for (const { entry } of entries) {
       const out = parseOutput(entry);
@@ -174,7 +187,7 @@ export class MembershipIndexReader extends OutboxGroupReader {
         continue;
       }
       const m = membershipOf(out);
-      if (m) await this.index.record(m.userId, out.roomId, out.pos, m.membership);
+      if (m && (await this.roomStored(shard, out.roomId))) await this.index.record(m.userId, out.roomId, out.pos, m.membership);
       if (affectsDirectoryVisibility(out)) await this.updateDirectoryVisibility(shard, out.roomId);
     }
   }

@@ -93,8 +93,11 @@ export class RecencyIndexReader extends OutboxGroupReader {
     const removals: [string, string][] = [];
 
     for (const [roomId, stamp] of bumps) {
-      await this.redis.zadd(stampsKey, 'GT', stamp, roomId);
       const members = await this.redis.hgetall(sk.data(roomData.members(roomId)));
+      // No members hash: the room is being purged (purge_begin deleted it), and its stamp goes
+      // with the purge's last batch; written again here it would stay for good.
+      if (Object.keys(members).length === 0) continue;
+      await this.redis.zadd(stampsKey, 'GT', stamp, roomId);
       const users = Object.entries(members)
         .filter(([userId, membership]) => membership === 'join' && this.isLocal(userId))
         .map(([userId]) => userId);

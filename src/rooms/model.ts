@@ -172,6 +172,8 @@ export type RoomReply = { event_id: string; room_id: string; pos: number } | Ing
 export interface PurgeBegun {
   ok: true;
   users: string[];
+  /** The room has nothing stored (never here, or its purge already finished): nothing was begun, there are no batches to run. */
+  nothing?: true;
 }
 
 /** A `purge` batch's answer. */

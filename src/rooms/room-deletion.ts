@@ -11,8 +11,10 @@
  *  6. purge (optional): the remaining local aliases go; the room's actor deletes its member list
  *     (`purge_begin`: the guard that keeps readers behind the purge from writing to the room) and
  *     names the local users the list had; each of them drops what they kept for the room (room
- *     account data, unread counts, notifications: actors/user.ts `purge_room`); then the room's
- *     actor deletes everything else the room stored, a batch per commit (`purge`; actors/room.ts).
+ *     account data, unread counts, notifications, membership index entries: actors/user.ts
+ *     `purge_room`; thread subscriptions and backed-up keys: their own actors' `purge_room`); then
+ *     the room's actor deletes everything else the room stored, a batch per commit (`purge`;
+ *     actors/room.ts), and the room leaves appservices' network directories.
  *     The users come after purge_begin, not before: the push evaluator, running behind, could
  *     otherwise write their records of the room again in between (see `purgeRoom`).
  *
@@ -36,6 +38,9 @@ import { setDirectoryVisibility } from './directory';
 import { joinRoom, sendLocalMembership } from './join';
 import type { PurgeBegun, PurgeProgress, RoomMessage } from './model';
 import { setRoomBlocked } from './blocked';
+import type { UserMessage } from '../../actors/user';
+import { THREAD_SUBSCRIPTIONS_KIND, type ThreadSubscriptionsMessage } from '../../actors/thread-subscriptions';
+import type { KeyBackupMessage } from '../../actors/key-backup';
 
 export const DEFAULT_NOTICE = 'Sharing illegal content on this server is not permitted and rooms in violation will be blocked.';
 export const DEFAULT_NOTICE_ROOM_NAME = 'Content Violation Notification';
@@ -158,8 +163,10 @@ async function deleteAliasIfThere(deps: RoomDeletionDeps, alias: string, request
  *     behind the purge writes nothing of the room after this (on a Cluster the evaluator writes a
  *     user's records on the user's shard, where no script can see the list: it checks the list
  *     first, see PushEvaluatorReader.record). It answers the local users the list had.
- *  2. each of them drops what they kept for the room (`purge_room`): after step 1, so nothing the
- *     evaluator writes for them comes back after it. (Before step 1, as until 2026-12-06, an
+ *  2. each of them drops what they kept for the room (`purge_room` of their user, thread
+ *     subscriptions and key backup actors): after step 1, so nothing the evaluator (or the
+ *     membership and recency index readers, which take the same guard) writes for them comes back
+ *     after it. (Before step 1, as until 2026-12-06, an
  *     evaluator behind could write their exceptions and notifications again in between.)
  *  3. the room's keys go, a SCAN page per `purge` batch, in one commit each. The first batch
  *     drops the users' list from the room's actor: a run that dies before step 3 and runs again
@@ -171,13 +178,42 @@ export async function purgeRoom(ctx: ApiContext, roomId: string): Promise<number
   // answers no users. A run that finds the purge begun finds no list here (purge_begin deleted it).
   const listed = [...(await ctx.rooms.members(roomId)).keys()].filter((u) => serverOf(u) === ctx.config.serverName);
   const begun = await askRoomFamily<Partial<PurgeBegun>>(ctx, 'room', roomId, { op: 'purge_begin' } satisfies RoomMessage);
-  for (const userId of new Set([...listed, ...(begun.users ?? [])])) await ctx.actors.ask('user', 'user', userId, { op: 'purge_room', roomId });
-  let cursor = '0';
-  let deleted = 0;
-  for (;;) {
-    const batch = await askRoomFamily<PurgeProgress>(ctx, 'room', roomId, { op: 'purge', cursor } satisfies RoomMessage, { timeoutMs: 60_000 });
-    deleted += batch.deleted;
-    if (batch.done) return deleted;
-    cursor = batch.cursor;
+  for (const userId of new Set([...listed, ...(begun.users ?? [])])) {
+    await ctx.actors.ask('user', 'user', userId, { op: 'purge_room', roomId } satisfies UserMessage);
+    // What the user's other actors keep of the room: their thread subscriptions in it and the
+    // room's keys in their key backups (Synapse's purge deletes both; each is its own actor's).
+    await ctx.actors.ask('user', THREAD_SUBSCRIPTIONS_KIND, userId, { op: 'purge_room', roomId } satisfies ThreadSubscriptionsMessage);
+    await ctx.actors.ask('user', 'keybackup', userId, { op: 'purge_room', roomId } satisfies KeyBackupMessage);
   }
+  let deleted = 0;
+  // Nothing stored (its purge already finished: a deletion that raced another): no batches to run.
+  if (!begun.nothing) {
+    let cursor = '0';
+    for (;;) {
+      const batch = await askRoomFamily<PurgeProgress>(ctx, 'room', roomId, { op: 'purge', cursor } satisfies RoomMessage, { timeoutMs: 60_000 });
+      deleted += batch.deleted;
+      if (batch.done) break;
+      cursor = batch.cursor;
+    }
+  }
+  await unlistFromAppserviceDirectories(ctx, roomId);
+  return deleted;
+}
+
+/**
+ * The room's entries in appservices' network directories (`PUT /directory/list/appservice/…`, a
+ * set the fronts keep), as Synapse's purge deletes its `appservice_room_list` rows: a room made
+ * later with the same id is not listed by an appservice that never published it.
+ */
+async function unlistFromAppserviceDirectories(ctx: ApiContext, roomId: string): Promise<void> {
+  const key = ctx.keys.appserviceRoomList();
+  const entries = (await ctx.redis.smembers(key)).filter((m) => {
+    try {
+      const v = JSON.parse(m) as unknown;
+      return Array.isArray(v) && v[2] === roomId;
+    } catch {
+      return false;
+    }
+  });
+  if (entries.length) await ctx.redis.srem(key, ...entries);
 }

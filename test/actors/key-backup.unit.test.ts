@@ -1,7 +1,8 @@
 /** The key backup actor's decide, as a pure state machine: no Redis. */
 import { describe, expect, it } from 'vitest';
 import { currentVersion, decideKeyBackup, keyBackupActor, noBackups, shouldReplaceKey, type KeyBackupMessage, type KeyBackupPrepared, type KeyBackupState } from '../../actors/key-backup';
-import { ActorRejection } from '../../src/runtime/actor';
+import { ActorRejection, type ShellContext } from '../../src/runtime/actor';
+import RedisMock from 'ioredis-mock';
 import { userData } from '../../src/store/keys';
 
 const U = '@alice:test.local';
@@ -117,5 +118,38 @@ describe('KeyBackupActor', () => {
     const d = decide(s, { op: 'update_version', version: '1', algorithm: 'm.megolm_backup.v1.curve25519-aes-sha2', authData: '{"public_key":"new"}' });
     expect(d.state.versions['1']!.authData).toBe('{"public_key":"new"}');
     expect(d.state.versions['1']!.etag).toBe(0);
+  });
+
+  it("purge_room takes a purged room's keys out of every version (new etag, smaller count); other rooms' stay; run again it changes nothing", async () => {
+    const redis = new RedisMock();
+    const ctx = { redis, keys: { data: (name: string) => name } } as unknown as ShellContext;
+    const actor = keyBackupActor();
+    const OTHER = '!room:test.local:8448'; // its id begins with ROOM's
+    let s = noBackups(U);
+    /** prepare, decide and the writes applied, as the actor's shell does. */
+    const run = async (body: KeyBackupMessage) => {
+      const m = msg(body);
+      const d = actor.decide(s, m, await actor.prepare!(ctx, s, m));
+      for (const w of d.writes ?? []) await (redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[w.cmd.toLowerCase()]!(w.key, ...w.args);
+      s = d.state;
+      return d;
+    };
+    await run({ op: 'create_version', algorithm: 'a', authData: '{}' });
+    await run({ op: 'put_keys', version: '1', rooms: { [ROOM]: { s1: key(true, 0, 0), s2: key(true, 0, 0) }, [OTHER]: { s3: key(true, 0, 0) } } });
+    await run({ op: 'create_version', algorithm: 'a', authData: '{}' });
+    await run({ op: 'put_keys', version: '2', rooms: { [ROOM]: { s1: key(true, 0, 0) }, [OTHER]: { s3: key(true, 0, 0) } } });
+    expect([s.versions['1'], s.versions['2']].map((v) => [v!.count, v!.etag])).toEqual([[3, 1], [2, 1]]);
+
+    await run({ op: 'purge_room', roomId: ROOM });
+    expect([s.versions['1'], s.versions['2']].map((v) => [v!.count, v!.etag])).toEqual([[1, 2], [1, 2]]);
+    for (const version of ['1', '2']) {
+      expect(await redis.smembers(userData.keyBackupRooms(U, version))).toEqual([OTHER]);
+      expect(await redis.exists(userData.keyBackupRoom(U, version, ROOM))).toBe(0);
+      expect(await redis.hkeys(userData.keyBackupRoom(U, version, OTHER))).toEqual(['s3']);
+      expect(JSON.parse((await redis.hget(userData.keyBackupVersions(U), version))!)).toMatchObject({ count: 1, etag: '2' });
+    }
+    const before = s;
+    expect((await run({ op: 'purge_room', roomId: ROOM })).writes).toBeUndefined();
+    expect(s).toBe(before);
   });
 });

@@ -8,7 +8,7 @@ import { computeEventId, verifyEventSignature, checkContentHash } from '../../sr
 import { OwnEventSigner } from '../../src/rooms/own-signatures';
 import { requireRoomVersion } from '../../src/protocol/room-versions';
 import { decode } from '../../src/store/codec';
-import { PARTIAL_STATE_ROOMS, roomData } from '../../src/store/keys';
+import { PARTIAL_STATE_ROOMS, recencyIndexData, roomData } from '../../src/store/keys';
 import type { JsonObject } from '../../src/protocol/json';
 
 const cfg: RoomConfig = { serverName: 'test.local', signingKey: signingKeyFromSeed('ed25519:t', new Uint8Array(32).fill(3)) };
@@ -293,6 +293,27 @@ describe('RoomActor: the beginning of a purge', () => {
     expect(batch.state.purgeUsers).toBeUndefined();
     const late = decideRoom(cfg, batch.state, { mid: 's', actorId: room.roomId, body: { op: 'purge_begin' }, enqueuedAt: 4 }, {});
     expect(late.reply).toEqual({ ok: true, users: [] });
+  });
+
+  it('the last batch takes the room out of the shard lists; begun again after it (or for a room never here), nothing is begun', () => {
+    const room = newRoom('12');
+    const begin = decideRoom(cfg, room.state, { mid: 'p', actorId: room.roomId, body: { op: 'purge_begin' }, enqueuedAt: 1 }, {});
+    const last = decideRoom(cfg, begin.state, { mid: 'r', actorId: room.roomId, body: { op: 'purge', cursor: '0' }, enqueuedAt: 2 }, { purge: { keys: [], eventIds: [], cursor: '0' } });
+    expect(last.reply).toEqual({ cursor: '0', deleted: 0, done: true });
+    expect(last.writes).toEqual([
+      { cmd: 'ZREM', key: roomData.localRooms(), args: [room.roomId] },
+      { cmd: 'ZREM', key: recencyIndexData.roomStamps(), args: [room.roomId] },
+    ]);
+    expect(last.state.purging).toBeUndefined();
+    // A second deletion that raced the first past its missing-room check: the room is not put
+    // back into the purging state (where it would refuse a later create or join of the id, with
+    // no deletion left to finish it), and nothing is written.
+    for (const state of [last.state, emptyRoom('!never:test.local')]) {
+      const again = decideRoom(cfg, state, { mid: 's', actorId: state.roomId, body: { op: 'purge_begin' }, enqueuedAt: 3 }, {});
+      expect(again.reply).toEqual({ ok: true, users: [], nothing: true });
+      expect(again.state).toBe(state);
+      expect(again.writes ?? []).toEqual([]);
+    }
   });
 });
 

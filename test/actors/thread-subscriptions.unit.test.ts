@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { decideThreadSubscriptions, type ThreadSubscriptionRecord, type ThreadSubscriptionsMessage, type ThreadSubscriptionsState } from '../../actors/thread-subscriptions';
-import { ActorRejection, type ActorMessage } from '../../src/runtime/actor';
+import { decideThreadSubscriptions, threadMember, threadSubscriptionsActor, type ThreadSubscriptionRecord, type ThreadSubscriptionsMessage, type ThreadSubscriptionsState } from '../../actors/thread-subscriptions';
+import { ActorRejection, type ActorMessage, type ShellContext } from '../../src/runtime/actor';
+import { threadSubscriptionData } from '../../src/store/keys';
+import RedisMock from 'ioredis-mock';
 
 const U = '@u:example.org';
 const R = '!r:x';
@@ -41,5 +43,32 @@ describe('thread subscriptions actor (Synapse’s rules)', () => {
 
   it('purges everything at deactivation', () => {
     expect(run(s0, { op: 'purge' }, null).writes?.map((w) => w.cmd)).toEqual(['DEL', 'DEL']);
+  });
+
+  it("a purged room's records go (prepare and decide on a store), the other rooms' stay; run again it changes nothing", async () => {
+    const redis = new RedisMock();
+    const ctx = { redis, keys: { data: (name: string) => name } } as unknown as ShellContext;
+    const actor = threadSubscriptionsActor();
+    const OTHER = '!r:xy'; // its id begins with R's
+    const records = threadSubscriptionData.records(U);
+    const byStream = threadSubscriptionData.byStream(U);
+    let stream = 0;
+    for (const [room, root] of [[R, '$a'], [R, '$b'], [OTHER, '$a'], ['!s:x', '$c']] as const) {
+      await redis.hset(records, threadMember(room, root), JSON.stringify(rec({ room_id: room, thread_root_id: root, stream: ++stream })));
+      await redis.zadd(byStream, stream, threadMember(room, root));
+    }
+    const purge = async () => {
+      const m = msg({ op: 'purge_room', roomId: R });
+      const d = actor.decide({ userId: U, seq: 4 }, m, await actor.prepare!(ctx, { userId: U, seq: 4 }, m));
+      for (const w of d.writes ?? []) await (redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[w.cmd.toLowerCase()]!(w.key, ...w.args);
+      expect(d.outputs ?? []).toEqual([]);
+      return d;
+    };
+    expect((await purge()).state.seq).toBe(4);
+    const left = [threadMember(OTHER, '$a'), threadMember('!s:x', '$c')];
+    expect((await redis.hkeys(records)).sort()).toEqual(left.sort());
+    expect(await redis.zrange(byStream, 0, -1)).toEqual(left);
+    expect((await purge()).writes ?? []).toEqual([]);
+    expect((await redis.hkeys(records)).sort()).toEqual(left.sort());
   });
 });

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { MAX_PUSHERS, decideUser, newUser, pusherKey, type UserMessage, type UserState } from '../../actors/user';
 import { ActorRejection, type StoreWrite } from '../../src/runtime/actor';
 import { decode } from '../../src/store/codec';
-import { membershipIndexData, userData } from '../../src/store/keys';
+import { membershipIndexData, recencyIndexData, userData } from '../../src/store/keys';
+import RedisMock from 'ioredis-mock';
 
 const ME = '@alice:test';
 const msg = (body: UserMessage, at = 1000) => ({ mid: 'm', actorId: ME, body, enqueuedAt: at });
@@ -300,5 +301,50 @@ describe('UserActor pushers', () => {
     for (let i = 0; i < MAX_PUSHERS; i++) s = decideUser(s, msg({ op: 'set_pusher', pusher: { ...P, pushkey: `k${i}` } })).state;
     expect(rejection(() => decideUser(s, msg({ op: 'set_pusher', pusher: { ...P, pushkey: 'one too many' } }))).status).toBe(400);
     expect(decideUser(s, msg({ op: 'set_pusher', pusher: { ...P, pushkey: 'k0', lang: 'fr' } })).state.pushers![pusherKey(P.app_id, 'k0')]!.lang).toBe('fr');
+  });
+});
+
+describe('UserActor purge_room: what the user kept for a purged room', () => {
+  const ROOM = '!gone:test';
+  const OTHER = '!stays:test';
+  /** Apply a decision's writes to a mock Redis, as a commit would. */
+  async function apply(redis: InstanceType<typeof RedisMock>, writes: StoreWrite[] | undefined): Promise<void> {
+    for (const w of writes ?? []) await (redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[w.cmd.toLowerCase()]!(w.key, ...w.args);
+  }
+
+  it("drops the room's entries in the membership index, forgotten set, recency index and a remote invite's record; other rooms' stay; run again it changes nothing", async () => {
+    const redis = new RedisMock();
+    await redis.hset(membershipIndexData.rooms(ME), ROOM, '12:leave', OTHER, '3:join');
+    await redis.hset(membershipIndexData.writtenAt(ME), ROOM, '111', OTHER, '222');
+    await redis.sadd(membershipIndexData.forgotten(ME), ROOM, OTHER);
+    await redis.zadd(recencyIndexData.rooms(ME), 5, ROOM, 6, OTHER);
+    await redis.set(membershipIndexData.remoteInvite(ME, ROOM), '[]');
+    await redis.set(membershipIndexData.remoteInvite(ME, OTHER), '[]');
+    const s = registered();
+    const first = decideUser(s, msg({ op: 'purge_room', roomId: ROOM }), {});
+    await apply(redis, first.writes);
+    const seen = async () => ({
+      rooms: await redis.hgetall(membershipIndexData.rooms(ME)),
+      at: await redis.hgetall(membershipIndexData.writtenAt(ME)),
+      forgotten: (await redis.smembers(membershipIndexData.forgotten(ME))).sort(),
+      recency: await redis.zrange(recencyIndexData.rooms(ME), 0, -1),
+      invites: [await redis.get(membershipIndexData.remoteInvite(ME, ROOM)), await redis.get(membershipIndexData.remoteInvite(ME, OTHER))],
+    });
+    const after = await seen();
+    expect(after).toEqual({ rooms: { [OTHER]: '3:join' }, at: { [OTHER]: '222' }, forgotten: [OTHER], recency: [OTHER], invites: [null, '[]'] });
+    await apply(redis, decideUser(first.state, msg({ op: 'purge_room', roomId: ROOM }), {}).writes);
+    expect(await seen()).toEqual(after);
+  });
+
+  it("forgets the room's tags the actor keeps, so a tag set later in a room of that id does not bring them back", () => {
+    let s = registered();
+    s = decideUser(s, msg({ op: 'set_room_tag', roomId: ROOM, tag: 'm.favourite', json: '{"order":0.5}' })).state;
+    s = decideUser(s, msg({ op: 'set_room_tag', roomId: OTHER, tag: 'u.work', json: '{}' })).state;
+    const purged = decideUser(s, msg({ op: 'purge_room', roomId: ROOM }), {});
+    expect(purged.state.tags).toEqual({ [OTHER]: { 'u.work': '{}' } });
+    const later = decideUser(purged.state, msg({ op: 'set_room_tag', roomId: ROOM, tag: 'u.new', json: '{}' }));
+    expect(later.writes).toEqual([{ cmd: 'HSET', key: userData.roomAccountData(ME, ROOM), args: ['m.tag', '{"tags":{"u.new":{}}}'] }]);
+    // Nothing kept for the room: the state is not rewritten.
+    expect(decideUser(purged.state, msg({ op: 'purge_room', roomId: ROOM }), {}).state).toBe(purged.state);
   });
 });

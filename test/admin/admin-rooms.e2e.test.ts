@@ -289,7 +289,7 @@ describe('admin API rooms: Axon only', () => {
   const call = (token: string | null, method: string, path: string, body?: unknown) => callServer(axon, token === null ? null : { token }, method, path, body);
 
   beforeAll(async () => {
-    axon = await startTestServer({ roomDeletions: true, configure: (c) => { c.registration.sharedSecret = SECRET; } });
+    axon = await startTestServer({ roomDeletions: true, configure: (c) => { c.registration.sharedSecret = SECRET; c.threadSubscriptions = { enabled: true }; } });
     admin = await registerAxonAdmin(axon.baseUrl, 'root', 'root-password-1', SECRET);
   }, 120_000);
   afterAll(async () => {
@@ -354,7 +354,7 @@ describe('admin API rooms: Axon only', () => {
     expect((await call(admin.token, 'GET', '/_synapse/admin/v1/federation/destinations')).body).toEqual({ destinations: [], total: 0 });
   }, 300_000);
 
-  it("a purge also drops what local users kept for the room: room account data, tags, unread counts, notifications", async () => {
+  it("a purge also drops what local users kept for the room: room account data, tags, unread counts, notifications, membership index entries, thread subscriptions, backed-up keys", async () => {
     const reg = await call(null, 'POST', '/register', { username: 'keeper', password: 'keeper-password-1', auth: { type: 'm.login.dummy' } });
     expect(reg.status, JSON.stringify(reg.body)).toBe(200);
     const bob = { token: reg.body.access_token as string, userId: reg.body.user_id as string };
@@ -377,7 +377,33 @@ describe('admin API rooms: Axon only', () => {
     const userKeysOfRoom = async (roomId: string) => (await axon.redis.keys(`*${bob.userId}*`)).filter((k) => k.includes(roomId));
     expect((await userKeysOfRoom(room)).length).toBeGreaterThan(0);
 
+    // What bob's other actors keep of the rooms: a thread subscription and backed-up keys in each.
+    const backup = (await call(bob.token, 'POST', '/room_keys/version', { algorithm: 'm.megolm_backup.v1.curve25519-aes-sha2', auth_data: { public_key: 'pk' } })).body.version as string;
+    const roomKey = { first_message_index: 0, forwarded_count: 0, is_verified: true, session_data: { ephemeral: 'e', ciphertext: 'c', mac: 'm' } };
+    for (const id of [room, other]) {
+      // bob's own root: it notifies nobody (the counts of notifications above stay).
+      const root = (await call(bob.token, 'PUT', `/rooms/${encodeURIComponent(id)}/send/m.room.message/root`, { msgtype: 'm.text', body: 'a thread' })).body.event_id as string;
+      expect((await call(bob.token, 'PUT', `/_matrix/client/unstable/io.element.msc4306/rooms/${encodeURIComponent(id)}/thread/${encodeURIComponent(root)}/subscription`, {})).status).toBe(200);
+      expect((await call(bob.token, 'PUT', `/room_keys/keys/${encodeURIComponent(id)}?version=${backup}`, { sessions: { s1: roomKey, s2: roomKey } })).status).toBe(200);
+    }
+    expect((await call(bob.token, 'GET', `/room_keys/version/${backup}`)).body).toMatchObject({ count: 4, etag: '2' });
+    const userKey = async (suffix: string) => (await axon.redis.keys(`*user:${bob.userId}:${suffix}`))[0]!;
+    /** Where the room is named inside bob's hashes and sets (not in a key's name). */
+    const insideOf = async (roomId: string) => ({
+      index: (await axon.redis.hkeys(await userKey('rooms'))).filter((f) => f === roomId),
+      writtenAt: (await axon.redis.hkeys(await userKey('roomsat'))).filter((f) => f === roomId),
+      forgotten: (await axon.redis.smembers(await userKey('forgotten'))).filter((m) => m === roomId),
+      threads: (await axon.redis.hkeys(await userKey('threadsubs'))).filter((f) => f.startsWith(`${roomId}\0`)),
+      threadStream: (await axon.redis.zrange(await userKey('threadsubs:stream'), 0, -1)).filter((m) => m.startsWith(`${roomId}\0`)),
+      backedUp: (await axon.redis.smembers(await userKey(`kb:${backup}:rooms`))).filter((m) => m === roomId),
+    });
+
     expect((await call(bob.token, 'POST', `/rooms/${r}/leave`, {})).status).toBe(200);
+    expect((await call(bob.token, 'POST', `/rooms/${r}/forget`, {})).status).toBe(200);
+    expect(Object.values(await insideOf(room)).map((found) => found.length)).toEqual([1, 1, 1, 1, 1, 1]);
+    // An appservice's network directory lists both rooms (the front's set, as its PUT writes it).
+    const asList = new KeySpace(axon.config.redis.keyPrefix).appserviceRoomList();
+    await axon.redis.sadd(asList, JSON.stringify(['as1', 'net', room]), JSON.stringify(['as1', 'net', other]));
     const started = await call(admin.token, 'DELETE', `/_synapse/admin/v2/rooms/${r}`, { purge: true });
     expect(started.status).toBe(200);
     let status: { status?: string } = {};
@@ -388,6 +414,15 @@ describe('admin API rooms: Axon only', () => {
     }
     expect(status.status).toBe('complete');
     expect(await userKeysOfRoom(room)).toEqual([]);
+    // The room's entries in bob's membership index, forgotten set, thread subscriptions and key
+    // backup (as Synapse's purge deletes room_memberships, local_current_membership,
+    // thread_subscriptions and e2e_room_keys rows); the other room's stay. The membership index
+    // reader, which may apply bob's leave after his purge_room, does not write it again.
+    expect(await insideOf(room)).toEqual({ index: [], writtenAt: [], forgotten: [], threads: [], threadStream: [], backedUp: [] });
+    expect(Object.values(await insideOf(other)).map((found) => found.length)).toEqual([1, 1, 0, 1, 1, 1]);
+    expect((await call(bob.token, 'GET', `/room_keys/version/${backup}`)).body).toMatchObject({ count: 2, etag: '3' });
+    expect(await axon.redis.smembers(asList)).toEqual([JSON.stringify(['as1', 'net', other])]);
+    expect((await call(bob.token, 'GET', `/room_keys/keys/${encodeURIComponent(other)}?version=${backup}`)).body).toMatchObject({ sessions: { s1: {}, s2: {} } });
     expect((await notified()).filter((id) => id === room)).toEqual([]);
     const hash = (await axon.redis.keys(`*${bob.userId}:notifd`))[0]!;
     expect((await axon.redis.hkeys(hash)).filter((m) => m.startsWith(`${room}\0`))).toEqual([]);

@@ -724,9 +724,12 @@ describe.each(MODES)("a room purge and the evaluator behind it, on %s Redis: the
     let beforeBegin: Record<string, string[]> = {};
     let beforeBatches: Record<string, string[]> | undefined;
     const asked: string[] = [];
+    /** Asks of the users' other actors (thread subscriptions, key backup): purge_room too. */
+    const askedOthers: string[] = [];
     const spy = {
       async ask(family: string, kind: string, id: string, body: { op: string }, opts?: object) {
-        asked.push(`${body.op} ${id}`);
+        if (kind === 'user' || kind === 'room') asked.push(`${body.op} ${id}`);
+        else askedOthers.push(`${kind} ${body.op} ${id}`);
         if (body.op === 'purge_begin') {
           reader!.attach(shard);
           await caughtUp();
@@ -753,5 +756,6 @@ describe.each(MODES)("a room purge and the evaluator behind it, on %s Redis: the
     expect(asked[0]).toBe(`purge_begin ${roomId}`);
     expect(asked.slice(1, 5).sort()).toEqual([alice, bob, carol, dave].map((u) => `purge_room ${u}`));
     expect(asked[5]).toBe(`purge ${roomId}`);
+    expect(askedOthers.sort()).toEqual(['keybackup', 'thread-subscriptions'].flatMap((kind) => [alice, bob, carol, dave].map((u) => `${kind} purge_room ${u}`)));
   });
 });

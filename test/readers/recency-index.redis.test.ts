@@ -154,4 +154,25 @@ describe('RecencyIndexReader', () => {
     expect((await indexOf(s.keys, ME))['!room4:here']).toBe(s.expected['!room4:here']);
     await reader.stop();
   });
+
+  it("a room being purged (members hash gone) gets no stamp again from entries applied late", async () => {
+    const s = await scenario();
+    const reader = new RecencyIndexReader(redis, s.keys, shardCounts, 'here', 'w1', log);
+    await runUntilDone(reader, s.keys, s.ids.at(-1)!);
+    const sk = s.keys.shard('room', 0);
+    const stampsKey = sk.data(recencyIndexData.roomStamps());
+    const apply = (outs: RoomOutput[]) => (reader as unknown as { apply(shard: number, e: unknown[]): Promise<void> }).apply(0, outs.map((o, i) => ({ id: `9999999999999-${i}`, entry: { actorId: o.roomId, kind: 'room', body: encode(o) } })));
+    // The purge of room 5: purge_begin deletes its members hash, my purge_room takes it out of my
+    // index, the last batch out of the shard's stamps (actors/room.ts) — then the reader, behind,
+    // applies the room's last events.
+    await redis.del(sk.data(roomData.members('!room5:here')));
+    await redis.zrem(s.keys.shard('user', shardOf(ME, 8)).data(recencyIndexData.rooms(ME)), '!room5:here');
+    await redis.zrem(stampsKey, '!room5:here');
+    await apply([output('!room5:here', 'm.room.message', 99_000), output('!room5:here', 'm.room.member', 99_001, { state_key: ME, content: { membership: 'leave' } })]);
+    await reader.stop();
+    expect(await redis.zscore(stampsKey, '!room5:here')).toBeNull();
+    expect((await indexOf(s.keys, ME))['!room5:here']).toBeUndefined();
+    // The other rooms are as they were.
+    expect(Number(await redis.zscore(stampsKey, '!room6:here'))).toBe(s.expected['!room6:here']);
+  });
 });
