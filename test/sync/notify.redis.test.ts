@@ -74,9 +74,42 @@ describe('SyncNotifier', () => {
       expect(new Set(n.users)).toEqual(new Set(['@u:x', '@v:x', '@d:x', '@w:x', '@c:x']));
       // The user actor's own user, and a room's members (no userData field there: all its users).
       expect(new Set(n.userData)).toEqual(new Set(['@u:x', '@c:x']));
+      // The room events each room gained, in the order of `rooms` (typing: none).
+      expect(Object.fromEntries(n.rooms!.map((r, i) => [r, n.roomEvents![i]]))).toEqual({ '!t:x': 0, '!r:x': 2 });
     } finally {
       sub.disconnect();
     }
+  });
+
+  it("keeps each room's recent event rate from the workers' notifications, for the answer spacing's cap", async () => {
+    const publish = workerSyncNotify(redis, keys);
+    const w = await notifier.waiter('@rate:x');
+    w.setRooms(['!busy:x', '!calm:x']);
+    const message = { event: { type: 'm.room.message' } };
+    // Two turns: 30 events in the busy room, 1 in the calm one; a typing update counts none.
+    publish({ kind: 'room', actorId: '!busy:x', outputs: Array.from({ length: 20 }, () => message), family: 'room', shard: 0 });
+    publish({ kind: 'room', actorId: '!calm:x', outputs: [message], family: 'room', shard: 1 });
+    publish({ kind: 'typing', actorId: '!quiet:x', outputs: [{}], family: 'room', shard: 2 });
+    await w.wait(5000);
+    w.dirty = false;
+    publish({ kind: 'room', actorId: '!busy:x', outputs: Array.from({ length: 10 }, () => message), family: 'room', shard: 0 });
+    await w.wait(5000);
+    await waitUntil(() => notifier.roomRates.rate('!busy:x') * 1000 > 25);
+    // ~30 events within a second read as ~30 a second (decaying), the calm room ~1, the typing room 0.
+    expect(notifier.roomRates.rate('!busy:x') * 1000).toBeLessThanOrEqual(30);
+    expect(notifier.roomRates.rate('!calm:x') * 1000).toBeGreaterThan(0.5);
+    expect(notifier.roomRates.rate('!calm:x') * 1000).toBeLessThanOrEqual(1);
+    expect(notifier.roomRates.rate('!quiet:x')).toBe(0);
+    const now = performance.now();
+    expect(notifier.roomRates.maxRate(['!calm:x', '!busy:x'], now)).toBe(notifier.roomRates.rate('!busy:x', now));
+    // A notification whose counts do not match its rooms (or that has none) counts nothing.
+    await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!odd:x', '!odd2:x'], roomEvents: [5] }));
+    await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!odd3:x'] }));
+    w.dirty = false;
+    await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!busy:x'], roomEvents: ['x'] }));
+    await w.wait(5000);
+    for (const r of ['!odd:x', '!odd2:x', '!odd3:x']) expect(notifier.roomRates.rate(r)).toBe(0);
+    w.close();
   });
 
   it('an aborted wait returns at once and its request is removed', async () => {

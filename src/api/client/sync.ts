@@ -13,7 +13,7 @@ import { SAME_MS_MARGIN, SYNC_OUTBOX_RETENTION_MS, SyncNotifier, type ChangeMark
 import { OutboxWindowCache } from '../../sync/outbox-cache';
 import { ComputeGate } from '../../sync/compute-gate';
 import { UnclaimedResults } from '../../sync/unclaimed-results';
-import { AnswerSpacing } from '../../sync/answer-spacing';
+import { AnswerSpacing, gapForLimit } from '../../sync/answer-spacing';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseSyncToken } from '../../sync/token';
 import { E2eCountsCache } from '../../sync/e2e-counts';
@@ -250,7 +250,9 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
       // A loop's poll that follows this front's answer closely: on a busy front, wait a little so
       // this answer carries everything of that interval, not the next single message.
       if (waiter && sameToken) {
-        const delay = Math.min(spacing.delayAfter(last!.at), deadline - Date.now());
+        // Capped so the busiest of its rooms does not outgrow the filter's timeline limit meanwhile.
+        const cap = gapForLimit(filter.limit, notifier.roomRates.maxRate(last!.listen));
+        const delay = Math.min(spacing.delayAfter(last!.at, Date.now(), cap), deadline - Date.now());
         if (delay > 0) {
           await sleep(delay, undefined, { signal: req.signal }).catch(() => undefined);
           if (req.signal.aborted) return { body: { next_batch: req.query.since } };
