@@ -67,7 +67,7 @@ const HELP = `npm run bench -- [options]
   --search-steps N        (A) phases after the listed rates searching for the highest sustained
                           rate: down by halves, up by doubling, then bisecting (4; quick 2)
   --phase S               (A, B) seconds per rate (10; quick 5)
-  --timeline-limit N      (A, B) the sync loops' filter: timeline events a room per answer (100);
+  --timeline-limit N      (A, B) the sync loops' filter: timeline events a room per answer (1–100; 100);
                           more new events in a room than that come back \`limited\` and count as
                           missing (matrix-js-sdk's default is 8, Element's 20)
   --members N             (B) members of the one room (1000; quick 100)
@@ -133,6 +133,11 @@ const O = {
   synapseWorkers: [...new Set((opt('--synapse-workers') ?? '0').split(',').map(Number))],
   profileDir: opt('--profile'),
 };
+if (!Number.isInteger(O.timelineLimit) || O.timelineLimit < 1 || O.timelineLimit > 100) {
+  // Servers clamp a filter's limit to 100 (Synapse and Axon), and with 0 every timeline is limited.
+  process.stderr.write('bench: --timeline-limit takes a whole number from 1 to 100\n');
+  process.exit(1);
+}
 if (O.synapseWorkers.some((n) => !Number.isInteger(n) || n < 0) || O.synapseWorkers.filter((n) => n > 0).length > 1) {
   process.stderr.write('bench: --synapse-workers takes 0 (one process) and/or one worker count N > 0, e.g. 2 or 0,2\n');
   process.exit(1);

@@ -18,12 +18,14 @@
  * waits (a poll that sat idle answers at once when poked), and never past the poll's deadline.
  *
  * Nor past what the device's filter can carry: an answer holds at most `timeline.limit` events a
- * room (matrix-js-sdk asks for 8, Element for 20), and a room with more new events comes back
- * `limited` — a gap the client fills with /messages, or shows. Waiting must not make gaps that an
- * answer at once would not have: the wait is capped so that the busiest of the device's rooms, at
- * its recent rate (`RoomEventRates`, fed by the workers' notifications), gains at most half the
- * limit between two answers (`gapForLimit`). With the bench's 8-event clients in rooms of 40
- * msg/s, an uncapped 200 ms wait alone made every other answer limited.
+ * room (10 when the filter sets none; matrix-js-sdk asks for 8, Element for 20), and a room with
+ * more new events comes back `limited` — a gap the client fills with /messages, or shows. The wait
+ * ends, at the latest, when the busiest of the device's rooms, at its recent rate
+ * (`RoomEventRates`, fed by the workers' notifications), has had half the limit since the last
+ * answer's cut (`gapForLimit`, `capToLimit`): the wait itself adds no more than that, whatever the
+ * front's load. (The rest of a cycle — computing, the client's round trip, queueing — is not the
+ * wait's to shorten.) With the bench's 8-event clients in rooms of 30 msg/s, the uncapped wait
+ * made limited timelines of about one answer in ten.
  */
 import { performance } from 'node:perf_hooks';
 
@@ -65,13 +67,18 @@ export class AnswerSpacing {
     return Math.round(Math.min(1, Math.max(0, this.utilization)) * this.maxMs);
   }
 
-  /**
-   * How long to wait now before computing for a device last answered at `answeredAt` (Date.now()
-   * ms), waiting no more than `capMs` after that answer in all (`gapForLimit`).
-   */
-  delayAfter(answeredAt: number, now = Date.now(), capMs = Number.POSITIVE_INFINITY): number {
-    return Math.max(0, answeredAt + Math.min(this.spacingMs, capMs) - now);
+  /** How long to wait now before computing for a device last answered at `answeredAt` (Date.now() ms). */
+  delayAfter(answeredAt: number, now = Date.now()): number {
+    return Math.max(0, answeredAt + this.spacingMs - now);
   }
+}
+
+/**
+ * `delay` (ms) cut so that the next computation starts no later than `capMs` after the last one's
+ * cut (`cutAt`, performance.now() ms: its change mark, taken as it began computing).
+ */
+export function capToLimit(delay: number, cutAt: number, capMs: number, now = performance.now()): number {
+  return Math.max(0, Math.min(delay, cutAt + capMs - now));
 }
 
 /** The share of a device's timeline limit that may pile up in one room while its next answer waits. */
@@ -91,6 +98,8 @@ export function gapForLimit(limit: number, rate: number): number {
 const RATE_TAU_MS = 1000;
 /** Rooms whose rate a front keeps; beyond, the least recently busy are forgotten (a rate of 0 again). */
 const RATE_ROOMS_MAX = 100_000;
+/** A room without events for this long (ms) is forgotten: its rate has decayed to nothing (e^-20). */
+const RATE_FORGET_MS = 20 * RATE_TAU_MS;
 
 /**
  * Each room's recent event rate, from the events the workers' notifications count
@@ -104,13 +113,23 @@ export class RoomEventRates {
 
   /** `events` more events in `roomId` now. */
   note(roomId: string, events: number, now = performance.now()): void {
-    if (!(events > 0)) return;
-    const e = this.byRoom.get(roomId);
-    const count = e ? e.count * Math.exp(-Math.max(0, now - e.at) / RATE_TAU_MS) + events : events;
-    // Re-inserted last: the map stays in order of last activity, for trimming.
-    if (e) this.byRoom.delete(roomId);
-    else if (this.byRoom.size >= this.maxRooms) this.byRoom.delete(this.byRoom.keys().next().value!);
-    this.byRoom.set(roomId, { count, at: now });
+    if (!(Number.isFinite(events) && events > 0)) return;
+    let e = this.byRoom.get(roomId);
+    if (e) {
+      e.count = e.count * Math.exp(-Math.max(0, now - e.at) / RATE_TAU_MS) + events;
+      e.at = now;
+      // Re-inserted last: the map stays in order of last activity, for forgetting.
+      this.byRoom.delete(roomId);
+    } else {
+      if (this.byRoom.size >= this.maxRooms) this.byRoom.delete(this.byRoom.keys().next().value!);
+      e = { count: events, at: now };
+    }
+    this.byRoom.set(roomId, e);
+    // The least recently busy come first: forget those quiet long enough to read as 0.
+    for (const [k, v] of this.byRoom) {
+      if (now - v.at < RATE_FORGET_MS) break;
+      this.byRoom.delete(k);
+    }
   }
 
   /** The room's rate now, in events a ms (0: none lately, or not known). */

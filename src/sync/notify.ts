@@ -243,8 +243,11 @@ export class SyncNotifier {
   readonly pushProgress: PushProgress;
   /** The recency index reader's progress per room shard (src/readers/recency-index.ts). */
   readonly recencyProgress: PushProgress;
-  /** Each room's recent event rate, from the notifications' `roomEvents` (the /sync answer spacing's cap). */
-  readonly roomRates = new RoomEventRates();
+  /**
+   * Each room's recent event rate, from the notifications' `roomEvents` (the /sync answer
+   * spacing's cap); kept only by a notifier built with `roomRates` (sliding sync's does not read it).
+   */
+  readonly roomRates: RoomEventRates | null;
   /**
    * Change tracking (see `unchangedSince`): every notification delivered gets the next number;
    * per user and room the number of the last one naming it. Numbers below `floor` are unknown
@@ -259,8 +262,9 @@ export class SyncNotifier {
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: KeySpace,
-    private readonly o: { wakeOnBumped?: boolean } = {},
+    private readonly o: { wakeOnBumped?: boolean; roomRates?: boolean } = {},
   ) {
+    this.roomRates = o.roomRates ? new RoomEventRates() : null;
     this.pushProgress = new PushProgress(redis, keys);
     this.recencyProgress = new PushProgress(redis, keys, undefined, (shard) => keys.shard('room', shard).data(recencyIndexData.upTo()));
   }
@@ -383,11 +387,11 @@ export class SyncNotifier {
     if (!n) return;
     if (Array.isArray(n.evaluated)) for (const e of n.evaluated) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.pushProgress.advance(e.shard, e.upto);
     if (Array.isArray(n.recency)) for (const e of n.recency) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.recencyProgress.advance(e.shard, e.upto);
-    if (Array.isArray(n.rooms) && Array.isArray(n.roomEvents) && n.roomEvents.length === n.rooms.length) {
+    if (this.roomRates && Array.isArray(n.rooms) && Array.isArray(n.roomEvents) && n.roomEvents.length === n.rooms.length) {
       const now = performance.now();
       for (let i = 0; i < n.rooms.length; i++) {
         const k = n.roomEvents[i];
-        if (typeof k === 'number' && k > 0 && typeof n.rooms[i] === 'string') this.roomRates.note(n.rooms[i]!, k, now);
+        if (typeof k === 'number' && typeof n.rooms[i] === 'string') this.roomRates.note(n.rooms[i]!, k, now);
       }
     }
     const users = this.o.wakeOnBumped && Array.isArray(n.bumped) ? [...(n.users ?? []), ...n.bumped] : n.users;

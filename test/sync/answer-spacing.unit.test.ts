@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AnswerSpacing, gapForLimit, RoomEventRates } from '../../src/sync/answer-spacing';
+import { AnswerSpacing, capToLimit, gapForLimit, RoomEventRates } from '../../src/sync/answer-spacing';
 
 describe('AnswerSpacing', () => {
   it('waits nothing before the first load sample, and never for a device answered long ago', () => {
@@ -29,25 +29,21 @@ describe('AnswerSpacing', () => {
     expect(s.spacingMs).toBeLessThan(busy);
   });
 
-  it("never waits past the cap: the gap that keeps the busiest room under half the filter's limit", async () => {
-    const s = new AnswerSpacing(300);
-    s.sample();
-    const end = performance.now() + 200;
-    while (performance.now() < end) {
-      // busy: the spacing grows near its maximum
-    }
-    s.sample();
-    const busy = s.spacingMs;
-    expect(busy).toBeGreaterThan(150);
-    const answeredAt = Date.now();
-    // 40 events a second and js-sdk's limit of 8: at most 4 events' worth, 100 ms.
+});
+
+describe('capToLimit', () => {
+  it("cuts a wait so the next computation starts within the cap of the last one's cut, and leaves a shorter wait alone", () => {
+    // 40 events a second and js-sdk's limit of 8: at most 4 events' worth, 100 ms after the cut.
     const cap = gapForLimit(8, 40 / 1000);
     expect(cap).toBeCloseTo(100, 6);
-    expect(s.delayAfter(answeredAt, answeredAt, cap)).toBe(100);
-    expect(s.delayAfter(answeredAt, answeredAt + 60, cap)).toBe(40);
-    expect(s.delayAfter(answeredAt, answeredAt + 150, cap)).toBe(0);
-    // A cap above the spacing changes nothing.
-    expect(s.delayAfter(answeredAt, answeredAt, 10_000)).toBe(busy);
+    // The last computation began at 1,000; its answer went out at 1,030; this poll came at 1,040.
+    expect(capToLimit(250, 1000, cap, 1040)).toBeCloseTo(60, 6);
+    expect(capToLimit(30, 1000, cap, 1040)).toBe(30);
+    // Already past the cap (a slow computation or round trip): no wait at all.
+    expect(capToLimit(250, 1000, cap, 1120)).toBe(0);
+    // No cap (quiet rooms, or a filter without timeline events): the wait as it was.
+    expect(capToLimit(250, 1000, gapForLimit(8, 0), 1040)).toBe(250);
+    expect(capToLimit(250, 1000, gapForLimit(0, 1), 1040)).toBe(250);
   });
 });
 
@@ -71,6 +67,11 @@ describe('RoomEventRates', () => {
     expect(r.rate('!a:x', 10_000) * 1000).toBeLessThan(52);
     expect(r.rate('!a:x', 11_000) * 1000).toBeLessThan(20);
     expect(r.rate('!a:x', 20_000) * 1000).toBeLessThan(0.01);
+    // Forgotten once quiet for 20 s (when another room's event comes).
+    expect(r.size).toBe(1);
+    r.note('!b:x', 1, 30_001);
+    expect(r.size).toBe(1);
+    expect(r.rate('!a:x', 30_001)).toBe(0);
     expect(r.rate('!unknown:x', 10_000)).toBe(0);
   });
 
@@ -84,22 +85,23 @@ describe('RoomEventRates', () => {
     expect(r.rate('!b:x', 100) * 1000).toBe(40);
   });
 
-  it('takes the highest rate of a set of rooms, ignores counts that are not positive, and keeps a bounded number of rooms', () => {
+  it('takes the highest rate of a set of rooms, ignores counts that are not positive and finite, and keeps a bounded number of rooms', () => {
     const r = new RoomEventRates(3);
     r.note('!a:x', 5, 0);
     r.note('!b:x', 50, 0);
-    r.note('!c:x', 0, 0);
-    r.note('!c:x', -3, 0);
-    r.note('!c:x', Number.NaN, 0);
+    for (const bad of [0, -3, Number.NaN, Number.POSITIVE_INFINITY]) r.note('!c:x', bad, 0);
     expect(r.size).toBe(2);
     expect(r.maxRate(['!a:x', '!b:x', '!none:x'], 0)).toBe(r.rate('!b:x', 0));
     expect(r.maxRate([], 0)).toBe(0);
-    // Full: the least recently busy room goes (a), the others stay.
-    r.note('!b:x', 1, 10);
+    // Full: the least recently busy room goes. a was busy after b, so b goes, then c.
+    r.note('!c:x', 1, 5);
+    r.note('!a:x', 1, 10);
     r.note('!d:x', 1, 20);
-    r.note('!e:x', 1, 30);
     expect(r.size).toBe(3);
-    expect(r.rate('!a:x', 30)).toBe(0);
-    expect(r.rate('!b:x', 30)).toBeGreaterThan(0);
+    expect(r.rate('!b:x', 20)).toBe(0);
+    expect(r.rate('!a:x', 20)).toBeGreaterThan(0);
+    r.note('!e:x', 1, 30);
+    expect(r.rate('!c:x', 30)).toBe(0);
+    expect(r.rate('!a:x', 30) > 0 && r.rate('!d:x', 30) > 0 && r.rate('!e:x', 30) > 0).toBe(true);
   });
 });

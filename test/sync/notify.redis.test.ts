@@ -81,35 +81,45 @@ describe('SyncNotifier', () => {
     }
   });
 
-  it("keeps each room's recent event rate from the workers' notifications, for the answer spacing's cap", async () => {
-    const publish = workerSyncNotify(redis, keys);
-    const w = await notifier.waiter('@rate:x');
-    w.setRooms(['!busy:x', '!calm:x']);
-    const message = { event: { type: 'm.room.message' } };
-    // Two turns: 30 events in the busy room, 1 in the calm one; a typing update counts none.
-    publish({ kind: 'room', actorId: '!busy:x', outputs: Array.from({ length: 20 }, () => message), family: 'room', shard: 0 });
-    publish({ kind: 'room', actorId: '!calm:x', outputs: [message], family: 'room', shard: 1 });
-    publish({ kind: 'typing', actorId: '!quiet:x', outputs: [{}], family: 'room', shard: 2 });
-    await w.wait(5000);
-    w.dirty = false;
-    publish({ kind: 'room', actorId: '!busy:x', outputs: Array.from({ length: 10 }, () => message), family: 'room', shard: 0 });
-    await w.wait(5000);
-    await waitUntil(() => notifier.roomRates.rate('!busy:x') * 1000 > 25);
-    // ~30 events within a second read as ~30 a second (decaying), the calm room ~1, the typing room 0.
-    expect(notifier.roomRates.rate('!busy:x') * 1000).toBeLessThanOrEqual(30);
-    expect(notifier.roomRates.rate('!calm:x') * 1000).toBeGreaterThan(0.5);
-    expect(notifier.roomRates.rate('!calm:x') * 1000).toBeLessThanOrEqual(1);
-    expect(notifier.roomRates.rate('!quiet:x')).toBe(0);
-    const now = performance.now();
-    expect(notifier.roomRates.maxRate(['!calm:x', '!busy:x'], now)).toBe(notifier.roomRates.rate('!busy:x', now));
-    // A notification whose counts do not match its rooms (or that has none) counts nothing.
-    await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!odd:x', '!odd2:x'], roomEvents: [5] }));
-    await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!odd3:x'] }));
-    w.dirty = false;
-    await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!busy:x'], roomEvents: ['x'] }));
-    await w.wait(5000);
-    for (const r of ['!odd:x', '!odd2:x', '!odd3:x']) expect(notifier.roomRates.rate(r)).toBe(0);
-    w.close();
+  it("feeds each room's event counts to the rates of a notifier built to keep them (the answer spacing's cap), and no other's", async () => {
+    const rated = new SyncNotifier(redis, keys, { roomRates: true });
+    await rated.start();
+    const w = await rated.waiter('@rate:x');
+    try {
+      const noted = vi.spyOn(rated.roomRates!, 'note');
+      w.setRooms(['!busy:x', '!calm:x', '!quiet:x']);
+      const publish = workerSyncNotify(redis, keys);
+      const message = { event: { type: 'm.room.message' } };
+      // One turn: the busy room committed twice (20 and 10 events: summed), the calm one once, a
+      // typing update in a third (no events).
+      publish({ kind: 'room', actorId: '!busy:x', outputs: Array.from({ length: 20 }, () => message), family: 'room', shard: 0 });
+      publish({ kind: 'room', actorId: '!calm:x', outputs: [message], family: 'room', shard: 1 });
+      publish({ kind: 'room', actorId: '!busy:x', outputs: Array.from({ length: 10 }, () => message), family: 'room', shard: 0 });
+      publish({ kind: 'typing', actorId: '!quiet:x', outputs: [{}], family: 'room', shard: 2 });
+      await w.wait(5000);
+      await waitUntil(() => noted.mock.calls.length >= 2);
+      expect(noted.mock.calls.map(([room, n]) => [room, n])).toEqual([
+        ['!busy:x', 30],
+        ['!calm:x', 1],
+        ['!quiet:x', 0],
+      ]);
+      expect(rated.roomRates!.rate('!busy:x')).toBeGreaterThan(rated.roomRates!.rate('!calm:x'));
+      expect(rated.roomRates!.rate('!quiet:x')).toBe(0);
+      // Counts that do not match their rooms, or none: nothing noted.
+      noted.mockClear();
+      w.dirty = false;
+      await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!odd:x', '!odd2:x'], roomEvents: [5] }));
+      await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!odd3:x'] }));
+      await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!busy:x'], roomEvents: ['x'] }));
+      await w.wait(5000);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(noted).not.toHaveBeenCalled();
+      // The notifier without `roomRates` (sliding sync's) keeps none.
+      expect(notifier.roomRates).toBeNull();
+    } finally {
+      w.close();
+      rated.close();
+    }
   });
 
   it('an aborted wait returns at once and its request is removed', async () => {
