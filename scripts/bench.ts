@@ -44,7 +44,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startAxonBench, type AxonBench } from './lib/axon-bench-cluster';
 import { percentile, pool, round, seededRandom, sleep, table, writeBenchResults } from './lib/bench-util';
-import { C, Deliveries, MatrixLoad, enc, ratePhase, startSyncLoops, type RatePhase, type User } from './lib/matrix-load';
+import { C, Deliveries, MatrixLoad, enc, loopFilter, ratePhase, startSyncLoops, type RatePhase, type User } from './lib/matrix-load';
 import { churnSchedule, roomLayout } from './lib/workload-plans';
 import { CostMeter, processTree, type CostReport, type ServerProcesses } from './lib/proc-stats';
 
@@ -67,6 +67,9 @@ const HELP = `npm run bench -- [options]
   --search-steps N        (A) phases after the listed rates searching for the highest sustained
                           rate: down by halves, up by doubling, then bisecting (4; quick 2)
   --phase S               (A, B) seconds per rate (10; quick 5)
+  --timeline-limit N      (A, B) the sync loops' filter: timeline events a room per answer (1–100; 100);
+                          more new events in a room than that come back \`limited\` and count as
+                          missing (matrix-js-sdk's default is 8, Element's 20)
   --members N             (B) members of the one room (1000; quick 100)
   --rooms N               (C) rooms of the one user (1500; quick 60)
   --events N              (C) events before the gappy incremental sync (10000; quick 600)
@@ -112,6 +115,7 @@ const O = {
   users: Math.max(20, num('--users', 200, 60)),
   rates: (opt('--rates') ?? (QUICK ? '20,50,100' : '20,50,100,200,400')).split(',').map(Number),
   phase: num('--phase', 10, 5),
+  timelineLimit: num('--timeline-limit', 100),
   searchSteps: num('--search-steps', 4, 2),
   members: Math.max(2, num('--members', 1000, 100)),
   rooms: Math.max(1, num('--rooms', 1500, 60)),
@@ -129,6 +133,11 @@ const O = {
   synapseWorkers: [...new Set((opt('--synapse-workers') ?? '0').split(',').map(Number))],
   profileDir: opt('--profile'),
 };
+if (!Number.isInteger(O.timelineLimit) || O.timelineLimit < 1 || O.timelineLimit > 100) {
+  // Servers clamp a filter's limit to 100 (Synapse and Axon), and with 0 every timeline is limited.
+  process.stderr.write('bench: --timeline-limit takes a whole number from 1 to 100\n');
+  process.exit(1);
+}
 if (O.synapseWorkers.some((n) => !Number.isInteger(n) || n < 0) || O.synapseWorkers.filter((n) => n > 0).length > 1) {
   process.stderr.write('bench: --synapse-workers takes 0 (one process) and/or one worker count N > 0, e.g. 2 or 0,2\n');
   process.exit(1);
@@ -385,7 +394,7 @@ function byKind(t: Target, win: Window): Record<string, number> | undefined {
 interface APhase extends RatePhase {
   /** /sync answers the long-polls got in the phase, and the fronts' CPU per answer (ms). */
   syncAnswers: number;
-  /** Room timelines in those answers that were `limited` (over the loop filter's 100 events: the rest skipped). */
+  /** Room timelines in those answers that were `limited` (over the loop filter's limit, `--timeline-limit`: the rest skipped). */
   limitedTimelines: number;
   frontCpuMsPerAnswer: number | null;
   cpuSeconds: number | null;
@@ -435,7 +444,7 @@ async function workloadA(t: Target, users = O.users): Promise<AResult> {
     const bigMemberships = rooms.slice(0, bigCount).reduce((s, r) => s + r.members.length, 0);
     log(`(A) ${t.name}: setup ${round(setupSeconds)} s (${rooms.length} rooms, ${memberships} memberships)`);
     const deliveries = new Deliveries();
-    const poller = startSyncLoops(m, us, sinces, deliveries);
+    const poller = startSyncLoops(m, us, sinces, deliveries, undefined, loopFilter(O.timelineLimit));
     await sleep(1500);
     const pick = () => {
       const room = rng() < 0.8 ? rooms[Math.floor(rng() * bigCount)]! : rooms[bigCount + Math.floor(rng() * smallCount)]!;
@@ -526,7 +535,7 @@ async function workloadB(t: Target, cap: number | undefined): Promise<BResult> {
     const setupSeconds = (performance.now() - t0) / 1000;
     log(`(B) ${t.name}: setup ${round(setupSeconds)} s, ${members.length} members`);
     const deliveries = new Deliveries();
-    const poller = startSyncLoops(m, members, sinces, deliveries);
+    const poller = startSyncLoops(m, members, sinces, deliveries, undefined, loopFilter(O.timelineLimit));
     await sleep(2000);
     const phases: APhase[] = [];
     let notRun: string | undefined;

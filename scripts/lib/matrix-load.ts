@@ -164,7 +164,9 @@ export class MatrixLoad {
 }
 
 export const INITIAL_FILTER = enc(JSON.stringify({ room: { timeline: { limit: 0 }, state: { types: [] } }, presence: { types: [] } }));
-export const LOOP_FILTER = enc(JSON.stringify({ room: { timeline: { limit: 100 }, state: { types: [] } }, presence: { types: [] } }));
+/** The sync loops' filter: `limit` timeline events a room (100; matrix-js-sdk's default is 8, Element's 20). */
+export const loopFilter = (limit = 100) => enc(JSON.stringify({ room: { timeline: { limit }, state: { types: [] } }, presence: { types: [] } }));
+export const LOOP_FILTER = loopFilter();
 
 // ---- sync loops and delivery tracking ---------------------------------------------------------
 
@@ -175,7 +177,7 @@ export class Deliveries {
   lastAt = 0;
   /** /sync answers (200) the loops have had, with or without messages: the server's computations. */
   answers = 0;
-  /** Timelines that came back `limited` (more new events than the loop's limit of 100: the rest skipped, as a client that does not page back). */
+  /** Timelines that came back `limited` (more new events than the loop filter's limit: the rest skipped, as a client that does not page back). */
   limited = 0;
   record(eventId: string, at: number): void {
     let list = this.arrivals.get(eventId);
@@ -201,14 +203,14 @@ export interface Poller {
 }
 
 /** Every user long-polls /sync (timeout 30 s) in a loop with `since`, recording message arrivals. */
-export function startSyncLoops(m: MatrixLoad, users: User[], sinces: string[], deliveries: Deliveries, agent: http.Agent = newAgent(users.length + 10)): Poller {
+export function startSyncLoops(m: MatrixLoad, users: User[], sinces: string[], deliveries: Deliveries, agent: http.Agent = newAgent(users.length + 10), filter = LOOP_FILTER): Poller {
   let running = true;
   let errors = 0;
   const loops = users.map(async (u, i) => {
     let since = sinces[i]!;
     while (running) {
       try {
-        const r = await m.request('GET', `${C}/sync?since=${enc(since)}&timeout=30000&filter=${LOOP_FILTER}`, { token: u.token, agent, timeoutMs: 90_000 });
+        const r = await m.request('GET', `${C}/sync?since=${enc(since)}&timeout=30000&filter=${filter}`, { token: u.token, agent, timeoutMs: 90_000 });
         const now = performance.now();
         if (r.status !== 200) {
           errors++;

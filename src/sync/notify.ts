@@ -18,6 +18,7 @@ import type { CommittedOutputs } from '../runtime/shard-runner';
 import { recencyIndexData, type KeySpace } from '../store/keys';
 import { subscriberClient, type RedisClient } from '../store/redis';
 import { PushProgress } from './push-progress';
+import { RoomEventRates } from './answer-spacing';
 import { eventsPersisted, syncNotifications, syncWaitingSources, syncWakeups } from '../ops/metrics';
 
 /**
@@ -29,6 +30,12 @@ export const SYNC_OUTBOX_RETENTION_MS = 15 * 60_000;
 
 export interface SyncNotification {
   rooms?: string[];
+  /**
+   * How many room events each room of `rooms` gained (same order), from a worker's room commits:
+   * the fronts' estimate of each room's rate (src/sync/answer-spacing.ts `RoomEventRates`). Absent
+   * (a reader's notification, or a worker before it): none counted.
+   */
+  roomEvents?: number[];
   users?: string[];
   /**
    * Of a user-shard commit: the users whose own user actor committed (push rules, pushers, account
@@ -76,19 +83,23 @@ export function decodeNotification(s: string): SyncNotification | null {
  */
 export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: CommittedOutputs) => void {
   const channel = keys.syncNotify();
-  let rooms = new Set<string>();
+  /** The turn's rooms, with the room events each gained. */
+  let rooms = new Map<string, number>();
   let users = new Set<string>();
   let userData = new Set<string>();
   let scheduled = false;
   const flush = () => {
     scheduled = false;
     const n: SyncNotification = {};
-    if (rooms.size) n.rooms = [...rooms];
+    if (rooms.size) {
+      n.rooms = [...rooms.keys()];
+      n.roomEvents = [...rooms.values()];
+    }
     if (users.size) {
       n.users = [...users];
       n.userData = [...userData];
     }
-    rooms = new Set();
+    rooms = new Map();
     users = new Set();
     userData = new Set();
     if (n.rooms || n.users) void redis.publish(channel, encodeNotification(n)).catch(() => undefined);
@@ -99,14 +110,7 @@ export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: Commit
       setImmediate(flush);
     }
   };
-  const add = (n: SyncNotification) => {
-    for (const r of n.rooms ?? []) rooms.add(r);
-    for (const u of n.users ?? []) users.add(u);
-    // A notification without `userData` drops the named users' push rules (see SyncNotification):
-    // merged with others that carry the field, its users go into it.
-    for (const u of n.userData ?? n.users ?? []) userData.add(u);
-    schedule();
-  };
+  const addRoom = (roomId: string, events: number) => rooms.set(roomId, (rooms.get(roomId) ?? 0) + events);
   return (c) => {
     if (c.kind === 'room') {
       const members = new Set<string>();
@@ -118,10 +122,17 @@ export function workerSyncNotify(redis: RedisClient, keys: KeySpace): (c: Commit
       // Every room event is committed here once (a redelivered message is a duplicate, not a
       // commit), which is what Synapse's synapse_storage_events_persisted_events_total counts.
       if (events) eventsPersisted.inc(events);
-      add(members.size ? { rooms: [c.actorId], users: [...members] } : { rooms: [c.actorId] });
+      addRoom(c.actorId, events);
+      // Users whose membership changed drop their cached push rules too (`userData`), as a
+      // notification naming them without the field would have them do.
+      for (const u of members) {
+        users.add(u);
+        userData.add(u);
+      }
+      schedule();
     } else if (c.family === 'room') {
       // Other room-shard actors keyed by room id (typing, receipts): the room's members wait on it.
-      rooms.add(c.actorId);
+      addRoom(c.actorId, 0);
       schedule();
     } else if (c.family === 'user') {
       // User-shard actors keyed by user id (user, keys, to-device, presence, …) wake that user;
@@ -233,6 +244,11 @@ export class SyncNotifier {
   /** The recency index reader's progress per room shard (src/readers/recency-index.ts). */
   readonly recencyProgress: PushProgress;
   /**
+   * Each room's recent event rate, from the notifications' `roomEvents` (the /sync answer
+   * spacing's cap); kept only by a notifier built with `roomRates` (sliding sync's does not read it).
+   */
+  readonly roomRates: RoomEventRates | null;
+  /**
    * Change tracking (see `unchangedSince`): every notification delivered gets the next number;
    * per user and room the number of the last one naming it. Numbers below `floor` are unknown
    * (before the subscription was up, or across a reconnection, when messages may have been lost,
@@ -246,8 +262,9 @@ export class SyncNotifier {
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: KeySpace,
-    private readonly o: { wakeOnBumped?: boolean } = {},
+    private readonly o: { wakeOnBumped?: boolean; roomRates?: boolean } = {},
   ) {
+    this.roomRates = o.roomRates ? new RoomEventRates() : null;
     this.pushProgress = new PushProgress(redis, keys);
     this.recencyProgress = new PushProgress(redis, keys, undefined, (shard) => keys.shard('room', shard).data(recencyIndexData.upTo()));
   }
@@ -370,6 +387,13 @@ export class SyncNotifier {
     if (!n) return;
     if (Array.isArray(n.evaluated)) for (const e of n.evaluated) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.pushProgress.advance(e.shard, e.upto);
     if (Array.isArray(n.recency)) for (const e of n.recency) if (e && typeof e.shard === 'number' && typeof e.upto === 'string') this.recencyProgress.advance(e.shard, e.upto);
+    if (this.roomRates && Array.isArray(n.rooms) && Array.isArray(n.roomEvents) && n.roomEvents.length === n.rooms.length) {
+      const now = performance.now();
+      for (let i = 0; i < n.rooms.length; i++) {
+        const k = n.roomEvents[i];
+        if (typeof k === 'number' && typeof n.rooms[i] === 'string') this.roomRates.note(n.rooms[i]!, k, now);
+      }
+    }
     const users = this.o.wakeOnBumped && Array.isArray(n.bumped) ? [...(n.users ?? []), ...n.bumped] : n.users;
     if (users?.length || n.rooms?.length) {
       const change = { seq: ++this.seq, at: performance.now() };

@@ -74,8 +74,51 @@ describe('SyncNotifier', () => {
       expect(new Set(n.users)).toEqual(new Set(['@u:x', '@v:x', '@d:x', '@w:x', '@c:x']));
       // The user actor's own user, and a room's members (no userData field there: all its users).
       expect(new Set(n.userData)).toEqual(new Set(['@u:x', '@c:x']));
+      // The room events each room gained, in the order of `rooms` (typing: none).
+      expect(Object.fromEntries(n.rooms!.map((r, i) => [r, n.roomEvents![i]]))).toEqual({ '!t:x': 0, '!r:x': 2 });
     } finally {
       sub.disconnect();
+    }
+  });
+
+  it("feeds each room's event counts to the rates of a notifier built to keep them (the answer spacing's cap), and no other's", async () => {
+    const rated = new SyncNotifier(redis, keys, { roomRates: true });
+    await rated.start();
+    const w = await rated.waiter('@rate:x');
+    try {
+      const noted = vi.spyOn(rated.roomRates!, 'note');
+      w.setRooms(['!busy:x', '!calm:x', '!quiet:x']);
+      const publish = workerSyncNotify(redis, keys);
+      const message = { event: { type: 'm.room.message' } };
+      // One turn: the busy room committed twice (20 and 10 events: summed), the calm one once, a
+      // typing update in a third (no events).
+      publish({ kind: 'room', actorId: '!busy:x', outputs: Array.from({ length: 20 }, () => message), family: 'room', shard: 0 });
+      publish({ kind: 'room', actorId: '!calm:x', outputs: [message], family: 'room', shard: 1 });
+      publish({ kind: 'room', actorId: '!busy:x', outputs: Array.from({ length: 10 }, () => message), family: 'room', shard: 0 });
+      publish({ kind: 'typing', actorId: '!quiet:x', outputs: [{}], family: 'room', shard: 2 });
+      await w.wait(5000);
+      await waitUntil(() => noted.mock.calls.length >= 2);
+      expect(noted.mock.calls.map(([room, n]) => [room, n])).toEqual([
+        ['!busy:x', 30],
+        ['!calm:x', 1],
+        ['!quiet:x', 0],
+      ]);
+      expect(rated.roomRates!.rate('!busy:x')).toBeGreaterThan(rated.roomRates!.rate('!calm:x'));
+      expect(rated.roomRates!.rate('!quiet:x')).toBe(0);
+      // Counts that do not match their rooms, or none: nothing noted.
+      noted.mockClear();
+      w.dirty = false;
+      await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!odd:x', '!odd2:x'], roomEvents: [5] }));
+      await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!odd3:x'] }));
+      await redis.publish(keys.syncNotify(), JSON.stringify({ rooms: ['!busy:x'], roomEvents: ['x'] }));
+      await w.wait(5000);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(noted).not.toHaveBeenCalled();
+      // The notifier without `roomRates` (sliding sync's) keeps none.
+      expect(notifier.roomRates).toBeNull();
+    } finally {
+      w.close();
+      rated.close();
     }
   });
 

@@ -13,7 +13,7 @@ import { SAME_MS_MARGIN, SYNC_OUTBOX_RETENTION_MS, SyncNotifier, type ChangeMark
 import { OutboxWindowCache } from '../../sync/outbox-cache';
 import { ComputeGate } from '../../sync/compute-gate';
 import { UnclaimedResults } from '../../sync/unclaimed-results';
-import { AnswerSpacing } from '../../sync/answer-spacing';
+import { AnswerSpacing, capToLimit, gapForLimit } from '../../sync/answer-spacing';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseSyncToken } from '../../sync/token';
 import { E2eCountsCache } from '../../sync/e2e-counts';
@@ -185,7 +185,7 @@ async function parseFilter(ctx: ApiContext, userId: string, raw: string | undefi
 // ---- the route -------------------------------------------------------------------------------
 
 export function registerSyncRoutes(front: Front, ctx: ApiContext, index: MembershipIndex): void {
-  const notifier = new SyncNotifier(ctx.redis, ctx.keys);
+  const notifier = new SyncNotifier(ctx.redis, ctx.keys, { roomRates: true });
   const windows = new OutboxWindowCache(ctx.redis, { retentionMs: SYNC_OUTBOX_RETENTION_MS, maxEntries: 50_000, maxStreams: 4096, maxWindow: MAX_WINDOW_ENTRIES, maxBytes: ctx.config.caches?.syncOutboxBytes });
   const gate = new ComputeGate(MAX_CONCURRENT_COMPUTES);
   const unclaimed = new UnclaimedResults<{ r: Computed; mark: ChangeMark }>(UNCLAIMED_KEEP_MS, UNCLAIMED_MAX);
@@ -250,7 +250,10 @@ export function registerSyncRoutes(front: Front, ctx: ApiContext, index: Members
       // A loop's poll that follows this front's answer closely: on a busy front, wait a little so
       // this answer carries everything of that interval, not the next single message.
       if (waiter && sameToken) {
-        const delay = Math.min(spacing.delayAfter(last!.at), deadline - Date.now());
+        let delay = Math.min(spacing.delayAfter(last!.at), deadline - Date.now());
+        // Cut so the busiest of its rooms gains at most half the filter's timeline limit since the
+        // last answer's cut (answer-spacing.ts): the wait makes no gap of its own.
+        if (delay > 0) delay = capToLimit(delay, last!.mark.at, gapForLimit(filter.limit, notifier.roomRates!.maxRate(last!.listen)));
         if (delay > 0) {
           await sleep(delay, undefined, { signal: req.signal }).catch(() => undefined);
           if (req.signal.aborted) return { body: { next_batch: req.query.since } };
