@@ -32,3 +32,17 @@ export async function setDirectoryVisibility(ctx: ApiContext, changes: [roomId: 
     }
   }
 }
+
+/** The rooms appservices published in their networks' directories: [appservice id, network id, room id]. */
+export async function appserviceRoomList(ctx: ApiContext): Promise<[string, string, string][]> {
+  const out: [string, string, string][] = [];
+  for (const m of await ctx.redis.smembers(ctx.keys.appserviceRoomList())) {
+    try {
+      const v = JSON.parse(m) as unknown;
+      if (Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'string')) out.push(v as [string, string, string]);
+    } catch {
+      /* not ours: skipped */
+    }
+  }
+  return out;
+}

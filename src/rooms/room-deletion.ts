@@ -34,7 +34,7 @@ import type { ApiContext } from '../api/context';
 import type { AliasStore } from './aliases';
 import { askRoomFamily, sendEvent } from './ask';
 import { createRoom } from './create';
-import { setDirectoryVisibility } from './directory';
+import { appserviceRoomList, setDirectoryVisibility } from './directory';
 import { joinRoom, sendLocalMembership } from './join';
 import type { PurgeBegun, PurgeProgress, RoomMessage } from './model';
 import { setRoomBlocked } from './blocked';
@@ -206,14 +206,7 @@ export async function purgeRoom(ctx: ApiContext, roomId: string): Promise<number
  * later with the same id is not listed by an appservice that never published it.
  */
 async function unlistFromAppserviceDirectories(ctx: ApiContext, roomId: string): Promise<void> {
-  const key = ctx.keys.appserviceRoomList();
-  const entries = (await ctx.redis.smembers(key)).filter((m) => {
-    try {
-      const v = JSON.parse(m) as unknown;
-      return Array.isArray(v) && v[2] === roomId;
-    } catch {
-      return false;
-    }
-  });
-  if (entries.length) await ctx.redis.srem(key, ...entries);
+  // Members are written as JSON.stringify([appservice, network, room]) (src/api/client/appservice.ts).
+  const entries = (await appserviceRoomList(ctx)).filter((e) => e[2] === roomId).map((e) => JSON.stringify(e));
+  if (entries.length) await ctx.redis.srem(ctx.keys.appserviceRoomList(), ...entries);
 }

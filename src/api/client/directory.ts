@@ -20,7 +20,7 @@ import type { ApiContext } from '../context';
 import { canSendState } from '../../rooms/power';
 import { bodyObject, clientRoute } from './room-common';
 import { requireRoomId } from '../../http/params';
-import { setDirectoryVisibility } from '../../rooms/directory';
+import { appserviceRoomList, setDirectoryVisibility } from '../../rooms/directory';
 import { isValidFederationServerName } from '../../protocol/server-names';
 
 /** What the directory shows of a room (PublishedRoomsChunk), from its current state. */
@@ -248,20 +248,6 @@ export function networkOf(r: PublicRoomsRequest): DirectoryNetwork {
   const parts = r.thirdPartyInstanceId.split('|');
   if (parts.length !== 2) throw errors.invalidParam(`Invalid third-party instance id ${JSON.stringify(r.thirdPartyInstanceId)}`);
   return { kind: 'network', appserviceId: parts[0]!, networkId: parts[1]! };
-}
-
-/** The rooms appservices published in their networks' directories: [appservice id, network id, room id]. */
-export async function appserviceRoomList(ctx: ApiContext): Promise<[string, string, string][]> {
-  const out: [string, string, string][] = [];
-  for (const m of await ctx.redis.smembers(ctx.keys.appserviceRoomList())) {
-    try {
-      const v = JSON.parse(m) as unknown;
-      if (Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'string')) out.push(v as [string, string, string]);
-    } catch {
-      /* not ours: skipped */
-    }
-  }
-  return out;
 }
 
 /** The directory entries of the published rooms of a network (default: the server's own directory). */
