@@ -22,7 +22,7 @@
  * stream, so one shard's trouble does not hold back the others' reads; the inbox script fails
  * such a shard alone.
  */
-import { bufferCommand, isCluster, loadScript, type RedisClient } from '../store/redis';
+import { bufferCommand, isCluster, isNoScript, loadScript, queueScriptBuffer, type RedisClient } from '../store/redis';
 import { chunks, groupBy, Rejected, TurnBatcher } from '../store/turn-batcher';
 
 export type StreamEntries = [Buffer, Buffer[] | null][];
@@ -102,7 +102,7 @@ export class GroupReads {
     const count = reads[0]!.count;
     const inboxes = unique.map((r) => r.inbox);
     const multi = this.redis.multi() as unknown as Record<string, (...a: unknown[]) => unknown> & { exec(): Promise<[Error | null, unknown][] | null> };
-    multi.inboxReadBuffer!(inboxes.length, inboxes, [this.group, this.consumer, count, ...unique.map((r) => `(${r.after}`)]);
+    queueScriptBuffer(multi, 'inboxRead', inboxes, [this.group, this.consumer, count, ...unique.map((r) => `(${r.after}`)]);
     multi.xreadgroupBuffer!('GROUP', this.group, this.consumer, 'COUNT', count, 'STREAMS', ...inboxes, ...inboxes.map(() => '>'));
     const res = await multi.exec();
     if (!res) throw new Error('inbox read: the transaction was discarded');
@@ -112,7 +112,7 @@ export class GroupReads {
       // back to EVAL by itself, and every read of this connection would fail. Load it and read
       // again: what this transaction's XREADGROUP delivered is pending for this consumer above
       // `after`, so the read again gives it first.
-      if (!loaded && pendingErr.message.startsWith('NOSCRIPT')) {
+      if (!loaded && isNoScript(pendingErr)) {
         await loadScript(this.redis, 'inboxRead', inboxes[0]!);
         return this.readInboxes(reads, true);
       }

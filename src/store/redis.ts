@@ -1,7 +1,8 @@
 /**
  * Redis connections (single server or Cluster) and the Lua scripts, loaded from
- * `src/store/scripts/*.lua` and registered as commands on each client.
+ * `src/store/scripts/*.lua` and run by their SHA-1 (`runScript`).
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
@@ -54,25 +55,30 @@ const SCRIPTS = {
 export type ScriptName = keyof typeof SCRIPTS;
 
 const scriptDir = join(import.meta.dirname, 'scripts');
-const scriptSource = new Map<ScriptName, string>();
-function source(name: ScriptName): string {
-  let s = scriptSource.get(name);
+/** A script's text and its SHA-1 (what EVALSHA names it by), read once per process. */
+interface ScriptText {
+  lua: string;
+  sha: string;
+}
+const scriptTexts = new Map<ScriptName, ScriptText>();
+function script(name: ScriptName): ScriptText {
+  let s = scriptTexts.get(name);
   if (!s) {
-    s = readFileSync(join(scriptDir, SCRIPTS[name]), 'utf8');
-    scriptSource.set(name, s);
+    const lua = readFileSync(join(scriptDir, SCRIPTS[name]), 'utf8');
+    s = { lua, sha: createHash('sha1').update(lua).digest('hex') };
+    scriptTexts.set(name, s);
   }
   return s;
 }
 
 /** A connected client with our scripts defined (keys count passed per call). */
 export function connectRedis(target: RedisTarget, options: RedisOptions = {}): RedisClient {
-  // Auto-pipelining groups commands by the slot of their first key, which it cannot find for our
-  // script commands (it takes the key count for a key), so on a cluster it would mix slots in one
-  // pipeline. Scripts are sent on their own; ioredis still writes them without waiting.
-  // XGROUP and XINFO carry their key after a subcommand, which auto-pipelining misreads as well.
-  // PING (RedisHealth's probe) is written at once rather than behind the next batch: it measures
-  // Redis, not how much this process has queued.
-  const autoPipeliningIgnoredCommands = [...Object.keys(SCRIPTS).flatMap((n) => [n, `${n}Buffer`]), 'xgroup', 'xinfo', 'ping'];
+  // Auto-pipelining groups commands by the slot of their first argument, which for EVALSHA is the
+  // script's hash, so on a cluster it would mix slots in one pipeline. Scripts are sent on their
+  // own; ioredis still writes them without waiting. XGROUP and XINFO carry their key after a
+  // subcommand, which auto-pipelining misreads as well. PING (RedisHealth's probe) is written at
+  // once rather than behind the next batch: it measures Redis, not how much this process has queued.
+  const autoPipeliningIgnoredCommands = ['evalsha', 'eval', 'xgroup', 'xinfo', 'ping'];
   const common: RedisOptions = { maxRetriesPerRequest: null, enableAutoPipelining: true, autoPipeliningIgnoredCommands, ...options };
   let client: RedisClient;
   if (target.clusterNodes?.length) {
@@ -86,7 +92,6 @@ export function connectRedis(target: RedisTarget, options: RedisOptions = {}): R
     if (!target.url) throw new Error('connectRedis: a url or cluster nodes are needed');
     client = new Redis(target.url, common);
   }
-  defineScripts(client);
   quietErrors(client);
   return client;
 }
@@ -99,12 +104,6 @@ function quietErrors(client: RedisClient): void {
   client.on('error', () => undefined);
 }
 
-function defineScripts(client: RedisClient): void {
-  for (const name of Object.keys(SCRIPTS) as ScriptName[]) {
-    client.defineCommand(name, { lua: source(name) });
-  }
-}
-
 /**
  * A second connection to the same target, for blocking reads. It has no command timeout (a front's
  * command connection has one): an `XREAD BLOCK` waits by design, and one given up on client side
@@ -112,7 +111,6 @@ function defineScripts(client: RedisClient): void {
  */
 export function duplicateClient(client: RedisClient): RedisClient {
   const dup = withoutCommandTimeout(client);
-  defineScripts(dup);
   quietErrors(dup);
   return dup;
 }
@@ -123,7 +121,6 @@ export function duplicateClient(client: RedisClient): RedisClient {
  */
 export function commandClient(client: RedisClient): RedisClient {
   const dup = client instanceof Cluster ? client.duplicate() : client.duplicate();
-  defineScripts(dup);
   quietErrors(dup);
   return dup;
 }
@@ -234,14 +231,50 @@ export function subscriberClient(client: RedisClient, stallMs = SUBSCRIBER_STALL
  * the stack past ~120,000 values (a commit of a 10,000-member room's state does that).
  */
 export function runScript(client: RedisClient, name: ScriptName, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
-  const fn = (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name]!;
-  return fn.call(client, keys.length, keys, args);
+  return evalScript(client as unknown as EvalCommands, name, keys, args, false);
 }
 
 /** Same, returning Buffers instead of strings (for binary replies). */
 export function runScriptBuffer(client: RedisClient, name: ScriptName, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
-  const fn = (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[`${name}Buffer`]!;
-  return fn.call(client, keys.length, keys, args);
+  return evalScript(client as unknown as EvalCommands, name, keys, args, true);
+}
+
+type EvalCall = (script: string, numKeys: number, keys: string[], args: (string | number | Buffer)[]) => Promise<unknown>;
+/** The EVALSHA / EVAL commands of a client, a pipeline or a MULTI (ioredis flattens the two arrays into the command's arguments). */
+interface EvalCommands {
+  evalsha: EvalCall;
+  evalshaBuffer: EvalCall;
+  eval: EvalCall;
+  evalBuffer: EvalCall;
+}
+
+/**
+ * EVALSHA of the script, and EVAL of its text when the server does not have it (first use, a
+ * restart, SCRIPT FLUSH), which also loads it there. The scripts are not registered as ioredis
+ * commands (`defineCommand`): ioredis copies every registered command onto every pipeline it
+ * makes, and auto-pipelining makes one per batch of commands — with our ~35 scripts (×2 for the
+ * Buffer variants) that was 3–7 % of a front's and a worker's CPU in workload A (issue 23).
+ */
+function evalScript(client: EvalCommands, name: ScriptName, keys: string[], args: (string | number | Buffer)[], buffer: boolean): Promise<unknown> {
+  const { sha, lua } = script(name);
+  return (buffer ? client.evalshaBuffer : client.evalsha).call(client, sha, keys.length, keys, args).catch((e: unknown) => {
+    if (!isNoScript(e)) throw e;
+    return (buffer ? client.evalBuffer : client.eval).call(client, lua, keys.length, keys, args);
+  });
+}
+
+/** Whether a command failed because the server does not have the script (NOSCRIPT). */
+export function isNoScript(e: unknown): boolean {
+  return e instanceof Error && e.message.startsWith('NOSCRIPT');
+}
+
+/**
+ * Queue a script on a MULTI: EVALSHA only (inside a MULTI the NOSCRIPT refusal comes in EXEC's
+ * answer, too late to send EVAL in its place — the caller loads it with `loadScript` and tries
+ * again).
+ */
+export function queueScriptBuffer(multi: unknown, name: ScriptName, keys: string[], args: (string | number | Buffer)[]): void {
+  (multi as { evalshaBuffer(sha: string, numKeys: number, keys: string[], args: (string | number | Buffer)[]): unknown }).evalshaBuffer(script(name).sha, keys.length, keys, args);
 }
 
 /**
@@ -264,13 +297,13 @@ function serverOf(client: RedisClient, key: string, what: string): Redis {
 }
 
 /**
- * Load a script on the server that holds `key` (its master on a Cluster). ioredis loads a script
- * itself when its EVALSHA is refused with NOSCRIPT (SCRIPT FLUSH on a live connection) — but not
- * inside a MULTI, where the EVALSHA was QUEUED and the refusal comes in EXEC's answer: a caller
- * that sends a script in a MULTI loads it with this after a NOSCRIPT, and tries again.
+ * Load a script on the server that holds `key` (its master on a Cluster). `runScript` sends the
+ * script's text itself when its EVALSHA is refused with NOSCRIPT — but that cannot be done inside
+ * a MULTI, where the EVALSHA was QUEUED and the refusal comes in EXEC's answer: a caller that sends
+ * a script in a MULTI (`queueScriptBuffer`) loads it with this after a NOSCRIPT, and tries again.
  */
 export async function loadScript(client: RedisClient, name: ScriptName, key: string): Promise<void> {
-  await serverOf(client, key, 'SCRIPT LOAD').script('LOAD', source(name));
+  await serverOf(client, key, 'SCRIPT LOAD').script('LOAD', script(name).lua);
 }
 
 export function isCluster(client: RedisClient): client is Cluster {
