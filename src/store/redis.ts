@@ -71,7 +71,7 @@ function script(name: ScriptName): ScriptText {
   return s;
 }
 
-/** A connected client with our scripts defined (keys count passed per call). */
+/** A connected client (our scripts are run on it with `runScript`). */
 export function connectRedis(target: RedisTarget, options: RedisOptions = {}): RedisClient {
   // Auto-pipelining groups commands by the slot of their first argument, which for EVALSHA is the
   // script's hash, so on a cluster it would mix slots in one pipeline. Scripts are sent on their
