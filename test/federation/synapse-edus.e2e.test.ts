@@ -511,7 +511,10 @@ describe.skipIf(skip)(`EDUs between Axon and Synapse ${SYNAPSE_VERSION}`, () => 
       WAIT,
     );
     expect(Object.keys(q.body.device_keys[alice.userId])).toEqual(expect.arrayContaining(['DEV3', 'DEV4']));
-    // Synapse says why (its INFO log): the update's prev_id was unknown to it.
-    expect(s.logTail(5000)).toMatch(/Received device list update for @alice:\S+, requiring resync: True\. Devices: DEV4/);
+    // Synapse says why (its INFO log): an update's prev_id was unknown to it. The devices the
+    // line names depend on timing: DEV4 alone, or an update of DEV3 that reached the queue after
+    // the deletion above, first or with DEV4's ("Devices: DEV3, DEV4"; CI once had no line
+    // starting with DEV4).
+    expect(s.logTail(5000)).toMatch(/Received device list update for @alice:\S+, requiring resync: True\. Devices: DEV[34]/);
   }, 300_000);
 });

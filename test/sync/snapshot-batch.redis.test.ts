@@ -26,7 +26,7 @@ function request(p: string, feedFrom: string, outboxes: { stream: string; fromMs
 
 const ids = (rows: [Buffer, Buffer[]][]) => rows.map(([id]) => id.toString());
 
-/** Counts the calls of one of the client's script commands while `fn` runs. */
+/** Counts the calls of one of the client's commands (EVALSHA: the scripts) while `fn` runs. */
 async function counting<T>(command: string, fn: () => Promise<T>): Promise<{ result: T; calls: number }> {
   const client = redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
   const original = client[command]!;
@@ -56,7 +56,7 @@ describe('SnapshotBatcher', () => {
     await redis.xadd(outbox, `${past}-1`, 'n', '1');
     await redis.xadd(outbox, `${past + 10}-1`, 'n', '2');
     const batcher = new SnapshotBatcher(redis);
-    const { result, calls } = await counting('syncSnapshotBuffer', () =>
+    const { result, calls } = await counting('evalshaBuffer', () =>
       Promise.all([
         batcher.read(request(a, '', [{ stream: outbox, fromMs: past }])),
         batcher.read(request(b, String(past - 1000), [{ stream: outbox, fromMs: past }])),
@@ -124,7 +124,7 @@ describe('ScriptBatcher', () => {
       for (let i = 0; i < n; i++) await redis.zadd(sets[n]![2]!, 11 + i, `$e${i}`);
     }
     const batcher = new ScriptBatcher(redis, 'unreadCounts');
-    const { result: replies, calls } = await counting('unreadCounts', () => Promise.all(sets.map((keys, n) => batcher.call(keys, [1, 2, `m.read\u0000${user(n)}`, `m.read.private\u0000${user(n)}`, user(n), 10]))));
+    const { result: replies, calls } = await counting('evalsha', () => Promise.all(sets.map((keys, n) => batcher.call(keys, [1, 2, `m.read\u0000${user(n)}`, `m.read.private\u0000${user(n)}`, user(n), 10]))));
     expect(calls).toBe(1);
     (replies as [string, string, number, number, string[]][][]).forEach((rows, n) => {
       expect(rows).toHaveLength(1);
