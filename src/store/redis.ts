@@ -240,7 +240,7 @@ export function runScriptBuffer(client: RedisClient, name: ScriptName, keys: str
 }
 
 type EvalCall = (script: string, numKeys: number, keys: string[], args: (string | number | Buffer)[]) => Promise<unknown>;
-/** The EVALSHA / EVAL commands of a client, a pipeline or a MULTI (ioredis flattens the two arrays into the command's arguments). */
+/** A client's EVALSHA / EVAL commands (ioredis flattens the two arrays into the command's arguments). */
 interface EvalCommands {
   evalsha: EvalCall;
   evalshaBuffer: EvalCall;
