@@ -46,7 +46,7 @@ export interface AskOptions {
   mid?: string;
   /**
    * Append the command only while the string key `guard.key` holds exactly `guard.value`, checked
-   * atomically with the append (enqueue-many-4.lua); when it does not, the ask fails with
+   * atomically with the append (enqueue-many-5.lua); when it does not, the ask fails with
    * EnqueueGuardError and nothing was appended. A front passes its copy of the access token's
    * record (asGuardedUser, src/api/client/auth.ts). A single Redis only: on a Cluster the key
    * and the inbox are in different slots, so a guarded ask is refused there (nothing appended).
@@ -70,7 +70,7 @@ export class EnqueueGuardError extends Error {
   }
 }
 
-/** enqueue-many-4.lua's answer for an entry whose guard did not hold (a Buffer: the call is made for Buffers). */
+/** enqueue-many-5.lua's answer for an entry whose guard did not hold (a Buffer: the call is made for Buffers). */
 function isGuardAnswer(r: unknown): boolean {
   return (Buffer.isBuffer(r) || typeof r === 'string') && r.toString() === 'GUARD';
 }
@@ -80,7 +80,7 @@ const ENQUEUE_BATCH = 500;
 
 interface PendingEnqueue {
   inbox: string;
-  /** The shard's lease hash: its holder is who the entries are pushed to (enqueue-many-4.lua). */
+  /** The shard's lease hash: its holder is who the entries are pushed to (enqueue-many-5.lua). */
   lease: string;
   fields: (string | Buffer)[];
   guard: EnqueueGuard | undefined;
@@ -152,7 +152,7 @@ export class ActorClient {
     frontId?: string,
     /**
      * `push` (default true): on a single Redis, the enqueue call hands new entries to the shard's
-     * holder (enqueue-many-4.lua); false: wake-ups only, the holder reads (tests of the read path).
+     * holder (enqueue-many-5.lua); false: wake-ups only, the holder reads (tests of the read path).
      */
     private readonly opts: { ownWriteConnection?: boolean; push?: boolean } = {},
   ) {
@@ -365,9 +365,10 @@ export class ActorClient {
       );
       return;
     }
-    // The asks of one turn go in ONE call (enqueue-many-4.lua): every entry appended, then each
-    // woken shard's new entries read for its holder and published to it on the shard's channel
-    // (or a wake-up published once), so that the holder has them without a read of its own.
+    // The asks of one turn go in ONE call (enqueue-many-5.lua): every entry appended, then the
+    // woken shards' new entries read for their holders and published to each holder in one
+    // message on its push channel (or a wake-up published once per shard), so that the holder has
+    // them without a read of its own.
     this.pendingEnqueues.push({ inbox: shardKeys.inbox, lease: shardKeys.lease, fields, guard, wake, waiter, resolve, reject });
     if (this.enqueueScheduled) return;
     this.enqueueScheduled = true;
@@ -411,7 +412,7 @@ export class ActorClient {
     for (const w of wakes.values()) wakeArgs.push(...w);
     let res: unknown[];
     try {
-      res = (await runScriptBuffer(this.writer, 'enqueueMany', keys, [encodeScriptArgs(args), this.opts.push === false ? '' : INBOX_GROUP, PUSH_LIMIT, PUSH_MAX_BYTES, ...wakeArgs])) as unknown[];
+      res = (await runScriptBuffer(this.writer, 'enqueueMany', keys, [encodeScriptArgs(args), this.opts.push === false ? '' : INBOX_GROUP, PUSH_LIMIT, PUSH_MAX_BYTES, this.keys.workerPush(''), ...wakeArgs])) as unknown[];
     } catch (err) {
       for (const e of batch) this.settleEnqueue(e, err as Error);
       return;

@@ -92,11 +92,11 @@ export function parseOutboxEntry(fields: Buffer[] | null): OutboxEntry | null {
   return body ? { actorId, kind, body } : null;
 }
 
-/** Entries one push carries at most (enqueue-many-4.lua's limit, sent by ActorClient): a full push may leave more. */
+/** Entries one push carries at most per shard (enqueue-many-5.lua's limit, sent by ActorClient): a full push may leave more. */
 export const PUSH_LIMIT = 200;
 /**
- * Bytes one push message carries at most: a bigger one goes as a plain wake-up (the holder
- * reads the entries). Pushes wait in Redis's output buffer of the holder's subscriber connection,
+ * Bytes one push message carries at most: a holder's message bigger than this goes as one message
+ * per shard, and a shard's bigger than this as a plain wake-up (the holder reads the entries). Pushes wait in Redis's output buffer of the holder's subscriber connection,
  * which Redis disconnects past its pub/sub limits (32 MB, or 8 MB for a minute, by default).
  */
 export const PUSH_MAX_BYTES = 256 * 1024;
@@ -109,23 +109,19 @@ export const PUSH_MAX_BYTES = 256 * 1024;
 export type PushedEntry = [id: string, entry: InboxEntry | Buffer[]];
 
 /**
- * A push message of enqueue-many-4.lua: 'M', then two msgpack values as Redis's cmsgpack packs
- * them: the holder's consumer name, and the entries, [[id, [field, value, …]], …]. Strings are
- * msgpack str (cmsgpack has no bin): they are taken as the raw bytes they hold, not decoded as
- * UTF-8, since bodies are binary. Null when it does not parse (then it is taken as a wake-up).
- *
- * Each entry's fields are read in place into an InboxEntry, as parseInboxEntry reads them: the
- * strings it needs decoded from their bytes and the body one view of the message, instead of a
- * Buffer per field first (twelve a message; at 12,000 messages a second they were a sixth of the
- * bytes a worker allocates, issue 23). An entry that is not an inbox entry keeps its raw fields.
+ * A reader of the msgpack values Redis's cmsgpack packs into a push message (strings and arrays
+ * only): `at` the next byte; after `str()` the string's bytes are `b[start, end)`.
  */
-export function parsePackedPush(b: Buffer): { owner: string; entries: PushedEntry[] } | null {
-  let at = 1;
-  // The last str value's bytes are b[start, end).
-  let start = 0;
-  let end = 0;
+class PackedReader {
+  at = 1;
+  start = 0;
+  end = 0;
+  constructor(readonly b: Buffer) {}
+
   /** Reads a str (or bin) value; false if the next value is not one or runs past the end. */
-  const str = (): boolean => {
+  str(): boolean {
+    const b = this.b;
+    const at = this.at;
     if (at >= b.length) return false;
     const t = b[at]!;
     let n = -1;
@@ -142,65 +138,121 @@ export function parsePackedPush(b: Buffer): { owner: string; entries: PushedEntr
       head = 5;
     }
     if (n < 0 || at + head + n > b.length) return false;
-    start = at + head;
-    end = start + n;
-    at = end;
+    this.start = at + head;
+    this.end = this.start + n;
+    this.at = this.end;
     return true;
-  };
+  }
+
+  /** The last str value as text. */
+  text(): string {
+    return this.b.toString('utf8', this.start, this.end);
+  }
+
   /** An array's length; -1 if the next value is not an array or its header runs past the end. */
-  const array = (): number => {
-    if (at >= b.length) return -1;
-    const t = b[at]!;
+  array(): number {
+    const b = this.b;
+    if (this.at >= b.length) return -1;
+    const t = b[this.at]!;
     if (t >= 0x90 && t <= 0x9f) {
-      at += 1;
+      this.at += 1;
       return t & 0x0f;
     }
-    if (t === 0xdc && at + 3 <= b.length) {
-      at += 3;
-      return b.readUInt16BE(at - 2);
+    if (t === 0xdc && this.at + 3 <= b.length) {
+      this.at += 3;
+      return b.readUInt16BE(this.at - 2);
     }
-    if (t === 0xdd && at + 5 <= b.length) {
-      at += 5;
-      return b.readUInt32BE(at - 4);
+    if (t === 0xdd && this.at + 5 <= b.length) {
+      this.at += 5;
+      return b.readUInt32BE(this.at - 4);
     }
     return -1;
-  };
-  if (!str()) return null;
-  const owner = b.toString('utf8', start, end);
-  const n = array();
-  if (n < 0) return null;
-  const entries: PushedEntry[] = [];
-  for (let e = 0; e < n; e++) {
-    if (array() !== 2 || !str()) return null;
-    const id = b.toString('utf8', start, end);
-    const count = array();
-    if (count < 0) return null;
-    const first = at;
-    startEntry();
-    for (let i = 0; i + 1 < count; i += 2) {
-      if (!str()) return null;
-      const ns = start;
-      const nl = end - start;
-      if (!str()) return null;
-      takeField(b, ns, nl, b, start, end);
-    }
-    // An odd count leaves a name without its value, as in a stream entry it cannot be.
-    if (count % 2 === 1 && !str()) return null;
-    const entry = finishEntry(id);
-    if (entry) {
-      entries.push([id, entry]);
-      continue;
-    }
-    // Not an inbox entry: its raw fields, read again from where they start.
-    at = first;
-    const fields: Buffer[] = new Array(count);
-    for (let i = 0; i < count; i++) {
-      str();
-      fields[i] = b.subarray(start, end);
-    }
-    entries.push([id, fields]);
   }
-  return at === b.length ? { owner, entries } : null;
+
+  /**
+   * Stream entries as XREADGROUP gives them, [[id, [field, value, …]], …]: each read in place
+   * into an InboxEntry, or its raw fields when it is not one. Null when they do not parse.
+   */
+  entries(): PushedEntry[] | null {
+    const b = this.b;
+    const n = this.array();
+    if (n < 0) return null;
+    const entries: PushedEntry[] = [];
+    for (let e = 0; e < n; e++) {
+      if (this.array() !== 2 || !this.str()) return null;
+      const id = this.text();
+      const count = this.array();
+      if (count < 0) return null;
+      const first = this.at;
+      startEntry();
+      for (let i = 0; i + 1 < count; i += 2) {
+        if (!this.str()) return null;
+        const ns = this.start;
+        const nl = this.end - this.start;
+        if (!this.str()) return null;
+        takeField(b, ns, nl, b, this.start, this.end);
+      }
+      // An odd count leaves a name without its value, as in a stream entry it cannot be.
+      if (count % 2 === 1 && !this.str()) return null;
+      const entry = finishEntry(id);
+      if (entry) {
+        entries.push([id, entry]);
+        continue;
+      }
+      // Not an inbox entry: its raw fields, read again from where they start.
+      this.at = first;
+      const fields: Buffer[] = new Array(count);
+      for (let i = 0; i < count; i++) {
+        this.str();
+        fields[i] = b.subarray(this.start, this.end);
+      }
+      entries.push([id, fields]);
+    }
+    return entries;
+  }
+}
+
+/**
+ * A push message of one shard (enqueue-many-4.lua, and -5's when a holder's message would be too
+ * big): 'M', then two msgpack values as Redis's cmsgpack packs them: the holder's consumer name,
+ * and the entries, [[id, [field, value, …]], …]. Strings are msgpack str (cmsgpack has no bin):
+ * they are taken as the raw bytes they hold, not decoded as UTF-8, since bodies are binary. Null
+ * when it does not parse (then it is taken as a wake-up).
+ *
+ * Each entry's fields are read in place into an InboxEntry, as parseInboxEntry reads them: the
+ * strings it needs decoded from their bytes and the body one view of the message, instead of a
+ * Buffer per field first (twelve a message; at 12,000 messages a second they were a sixth of the
+ * bytes a worker allocates, issue 23). An entry that is not an inbox entry keeps its raw fields.
+ */
+export function parsePackedPush(b: Buffer): { owner: string; entries: PushedEntry[] } | null {
+  const r = new PackedReader(b);
+  if (!r.str()) return null;
+  const owner = r.text();
+  const entries = r.entries();
+  return entries && r.at === b.length ? { owner, entries } : null;
+}
+
+/**
+ * A push message of several shards of one holder (enqueue-many-5.lua), published on the holder's
+ * push channel (KeySpace.workerPush): 'N', then the holder's consumer name and XREADGROUP's answer
+ * over the shards' inboxes as cmsgpack packs them: [[inbox, entries], …], entries as in
+ * parsePackedPush. Null when it does not parse.
+ */
+export function parseHolderPush(b: Buffer): { owner: string; shards: [inbox: string, entries: PushedEntry[]][] } | null {
+  const r = new PackedReader(b);
+  if (!r.str()) return null;
+  const owner = r.text();
+  const n = r.array();
+  if (n < 0) return null;
+  const shards: [string, PushedEntry[]][] = [];
+  for (let i = 0; i < n; i++) {
+    if (r.array() !== 2 || !r.str()) return null;
+    const inbox = r.text();
+    const entries = r.entries();
+    if (!entries) return null;
+    shards.push([inbox, entries]);
+  }
+  return r.at === b.length ? { owner, shards } : null;
 }
 
 /**

@@ -23,7 +23,7 @@
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { AnyActorKind } from './actor';
-import { parsePackedPush, parsePush, PUSH_LIMIT, type InboxEntry } from './envelope';
+import { parseHolderPush, parsePackedPush, parsePush, PUSH_LIMIT, type InboxEntry } from './envelope';
 import { REPLY_STREAM_MAXLEN, ShardRunner, type CommittedOutputs, type RunnerEnv } from './shard-runner';
 import { CommitQueue } from './commit-queue';
 import { GroupReads } from './group-reads';
@@ -134,6 +134,8 @@ type AcquireReason = 'free' | 'takeover' | 'move';
 export class Worker {
   private readonly runners = new Map<string, ShardRunner>();
   private readonly channels = new Map<string, ShardRunner>();
+  /** The same runners by inbox key: a holder push names its shards by their inboxes. */
+  private readonly inboxes = new Map<string, ShardRunner>();
   private readonly pending = new Set<string>(); // shards being acquired or released
   private sub: Redis | null = null;
   private tickTimer: NodeJS.Timeout | null = null;
@@ -253,8 +255,13 @@ export class Worker {
     if (isCluster(this.o.redis)) await waitReady(this.o.redis);
     this.sub = subscriberClient(this.o.redis);
     const nudgeChannel = this.o.keys.workerNudge(this.id);
+    const pushChannel = this.o.keys.workerPush(this.id);
     this.sub.on('messageBuffer', (channelBuf: Buffer, payload: Buffer) => {
       const channel = channelBuf.toString();
+      if (channel === pushChannel) {
+        this.holderPush(payload);
+        return;
+      }
       if (channel !== nudgeChannel) {
         const r = this.channels.get(channel);
         if (!r) return;
@@ -303,7 +310,10 @@ export class Worker {
           .then(() => this.rewakeAll(confirmed));
       });
     });
-    await this.sub.subscribe(nudgeChannel);
+    // The push channel before any shard is taken: a runner's pushes are taken as they come only
+    // after a read that started once its own shard's channel was subscribed (ShardRunner.pushed),
+    // and by then this one is in place too (both on the one subscriber connection).
+    await this.sub.subscribe(nudgeChannel, pushChannel);
     connectedBefore = true;
     // A fresh process: a control word left by an earlier process under this id (a drain whose
     // operator or worker died, a stop it never read) is not meant for this one.
@@ -329,6 +339,26 @@ export class Worker {
     this.tickTimer = setInterval(() => void this.tick(), this.o.renewMs);
     this.sweepTimer = setInterval(() => void this.sweep(), this.o.pollMs ?? 5000);
     this.housekeepTimer = setInterval(() => void this.housekeep(), Math.max(1000, (this.o.idleBoundMs ?? 60_000) / 2));
+  }
+
+  /**
+   * A push of several of this worker's shards in one message (enqueue-many-5.lua): each part to its
+   * shard's runner, as a push on the shard's own channel goes. One that does not parse (it cannot
+   * be told which shards it was for) wakes every shard: what it held is pending for this worker.
+   */
+  private holderPush(payload: Buffer): void {
+    const push = payload[0] === 0x4e ? parseHolderPush(payload) : null;
+    if (!push) {
+      this.o.log.warn({ worker: this.id, bytes: payload.length }, 'a push message that does not parse: waking every shard');
+      for (const r of this.runners.values()) r.wake();
+      return;
+    }
+    for (const [inbox, entries] of push.shards) {
+      const r = this.inboxes.get(inbox);
+      if (!r) continue;
+      this.touch(r.name);
+      r.pushed(push.owner, entries, entries.length >= PUSH_LIMIT);
+    }
   }
 
   /** The subscriber reconnected: every shard reads its inbox, and a sweep finds the readers' work. */
@@ -715,6 +745,7 @@ export class Worker {
     for (const reader of this.o.readers ?? []) if (reader.family === r.family) reader.detach(r.shard);
     const channel = this.o.keys.wakeChannel(r.family, r.shard);
     this.channels.delete(channel);
+    if (this.inboxes.get(r.keys.inbox) === r) this.inboxes.delete(r.keys.inbox);
     this.holdingEntries.delete(r.name);
     this.active.delete(r.name);
     this.subscribeSoon(channel, false);
@@ -901,6 +932,7 @@ export class Worker {
       this.touch(name);
       const channel = keys.wakeChannel(family, shard);
       this.channels.set(channel, runner);
+      this.inboxes.set(shardKeys.inbox, runner);
       // In the background, with the other shards taken in this turn (one SUBSCRIBE): a subscriber
       // connection that is slow or cut off must not hold up the takeover. The runner reads its
       // inbox at start, and again once the subscription is in place (a send in between lost its

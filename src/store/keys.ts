@@ -42,6 +42,15 @@ export class KeySpace {
     return `${this.prefix}nudge:${workerId}`;
   }
 
+  /**
+   * Pub/sub channel of a worker's pushes: the new inbox entries of its shards, read into its
+   * pending list by an asker's enqueue call (enqueue-many-5.lua, one message per holder and call).
+   * `workerPush('')` is the prefix the script puts before a holder's consumer name.
+   */
+  workerPush(workerId: string): string {
+    return `${this.prefix}push:${workerId}`;
+  }
+
   /** Set of shard names (`room:417`) reserved for a worker by move-shard/rebalance/drain. */
   workerIncoming(workerId: string): string {
     return `${this.prefix}worker:${workerId}:incoming`;

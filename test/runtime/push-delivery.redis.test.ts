@@ -1,16 +1,19 @@
 /**
- * Push delivery (enqueue-many-4.lua, ShardRunner.pushed; single Redis): the enqueue call reads a
- * shard's new entries into its holder's pending list and publishes them to it, and the holder
+ * Push delivery (enqueue-many-5.lua, ShardRunner.pushed; single Redis): the enqueue call reads its
+ * shards' new entries into their holders' pending lists and publishes them, one message per holder
+ * on its push channel (or per shard on the shard's channel), and the holder
  * applies them without a read of its own — unless something could have come between (a read in
  * flight, a lost subscriber connection), when the push is a wake-up and the next read gives the
  * entries first. Real redis-server; the ledger actor counts messages applied out of order.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LedgerReply } from '../../actors/ledger';
-import { parseInboxEntry, parsePackedPush, parsePush } from '../../src/runtime/envelope';
+import { parseHolderPush, parseInboxEntry, parsePackedPush, parsePush } from '../../src/runtime/envelope';
 import { compareStreamIds } from '../../src/runtime/shard-runner';
 import { INBOX_GROUP } from '../../src/store/keys';
-import { runScript } from '../../src/store/redis';
+import { connectRedis, runScript } from '../../src/store/redis';
+import { shardOf } from '../../src/store/shards';
+import type { Redis } from 'ioredis';
 import { rig, waitFor, type Rig } from './harness';
 
 // One rig at a time in this file, closed after each test.
@@ -45,6 +48,91 @@ describe('push delivery (single redis)', () => {
     });
   });
 
+  /** Every pub/sub message on `channels` (patterns), as [channel, message]. */
+  const watch = async (...patterns: string[]) => {
+    const sub = connectRedis(r!.target) as Redis;
+    const seen: [string, Buffer][] = [];
+    sub.on('pmessageBuffer', (_p: Buffer, ch: Buffer, m: Buffer) => seen.push([ch.toString(), m]));
+    await sub.psubscribe(...patterns);
+    return { seen, close: () => sub.disconnect() };
+  };
+  /** `n` actor ids whose user shards are all different (of `shards`). */
+  const spread = (n: number, shards: number, tag: string) => {
+    const ids: string[] = [];
+    const used = new Set<number>();
+    for (let i = 0; ids.length < n; i++) {
+      const id = `@${tag}${i}:test`;
+      const s = shardOf(id, shards);
+      if (used.has(s)) continue;
+      used.add(s);
+      ids.push(id);
+    }
+    return ids;
+  };
+
+  it("one call's entries for several shards of one holder go to it as ONE message on its push channel, applied without reads, in order", async () => {
+    r = await rig('single', { shards: 8 });
+    const w = await r.startWorker('w1');
+    const c = await r.client();
+    const actors = spread(6, 8, 'many');
+    for (const a of actors) await c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 });
+    const seen = await watch(`${r.keys.workerPush('')}*`, `${r.prefix}wake:*`);
+    try {
+      const before = pushedTotal(w);
+      for (let round = 2; round <= 11; round++) {
+        // Asked in one turn: one enqueue call for the six shards.
+        const replies = await Promise.all(actors.map((a) => c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: round, value: round })));
+        expect(replies.map((x) => x.count)).toEqual(actors.map(() => round));
+      }
+      // Every reply came after its push was published, and the watcher's connection had it first.
+      await new Promise((ok) => setTimeout(ok, 50));
+      const holderPushes = seen.seen.filter(([ch]) => ch === r!.keys.workerPush('w1'));
+      // One message a call: ten calls, every one naming several shards' inboxes.
+      expect(holderPushes.length).toBe(10);
+      for (const [, m] of holderPushes) {
+        const p = parseHolderPush(m)!;
+        expect(p.owner).toBe('w1');
+        expect(p.shards.length).toBeGreaterThan(1);
+        for (const [inbox, entries] of p.shards) {
+          expect(inbox.startsWith(`${r.prefix}`)).toBe(true);
+          expect(entries.length).toBeGreaterThan(0);
+        }
+      }
+      // Nothing per shard: neither the old push message nor wake-ups (no read needed).
+      expect(seen.seen.filter(([ch]) => ch.includes(':wake:')).map(([, m]) => m.toString())).toEqual([]);
+      // Applied as they came, but for a push that found a read in flight (a sweep's), which is taken as a wake-up.
+      expect(pushedTotal(w) - before).toBeGreaterThan(40);
+      for (const a of actors) expect(await c.ask('user', 'ledger', a, { op: 'read' })).toMatchObject({ count: 11, sum: 66, outOfOrder: 0 });
+    } finally {
+      seen.close();
+    }
+  });
+
+  it("a holder's message bigger than the byte cap goes as one message per shard on the shards' own channels, still applied as pushed", async () => {
+    r = await rig('single', { shards: 8 });
+    const w = await r.startWorker('w1');
+    const c = await r.client();
+    const actors = spread(4, 8, 'wide');
+    for (const a of actors) await c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 });
+    const seen = await watch(`${r.keys.workerPush('')}*`, `${r.prefix}wake:*`);
+    try {
+      const before = pushedTotal(w);
+      // ~100 KB a shard: ~400 KB for the holder, above the 256 KB cap; each shard's below it.
+      const pad = 'y'.repeat(100_000);
+      const replies = await Promise.all(actors.map((a) => c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 2, value: 2, pad } as never)));
+      expect(replies.map((x) => x.count)).toEqual([2, 2, 2, 2]);
+      await waitFor('the four shard messages seen', () => seen.seen.length >= 4);
+      expect(seen.seen.filter(([ch]) => ch.startsWith(r!.keys.workerPush('')))).toEqual([]);
+      const perShard = seen.seen.map(([ch, m]) => [ch, parsePackedPush(m)] as const);
+      expect(new Set(perShard.map(([ch]) => ch)).size).toBe(4);
+      for (const [, p] of perShard) expect(p?.owner).toBe('w1');
+      expect(pushedTotal(w) - before).toBe(4);
+      for (const a of actors) expect(await c.ask('user', 'ledger', a, { op: 'read' })).toMatchObject({ count: 2, sum: 3, outOfOrder: 0 });
+    } finally {
+      seen.close();
+    }
+  });
+
   it('a worker whose lease was taken leaves a push naming the new holder alone: it neither reads nor claims the entry', async () => {
     r = await rig('single', { shards: 1, renewMs: 30_000, ttlMs: 120_000 });
     const w = await r.startWorker('w1', { pollMs: 60_000 });
@@ -57,8 +145,13 @@ describe('push delivery (single redis)', () => {
     const epoch = (await r.redis.hget(shard.lease, 'epoch'))!;
     const taken = (await runScript(r.redis, 'leaseAcquire', [shard.lease], ['w2', '1', 'w1', epoch])) as [number, string];
     expect(taken[1]).toBe('w2');
+    // Nobody listens on w2's push channel (as with a holder of an earlier version): the entry goes
+    // on the shard's own channel as a push naming w2, which w1 leaves alone.
+    const seen = await watch(`${r.prefix}wake:*`);
     const second = c.ask('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 2, value: 2 }, { timeoutMs: 1_500 }).catch(() => 'no answer');
     expect(await second).toBe('no answer');
+    seen.close();
+    expect(seen.seen.map(([ch, m]) => [ch, parsePackedPush(m)?.owner])).toEqual([[r.keys.wakeChannel('user', 0), 'w2']]);
     // The entry went to w2's pending list with the enqueue call, delivered once, and stays there.
     const rows = (await r.redis.xpending(shard.inbox, INBOX_GROUP, '-', '+', 10)) as [string, string, number, number][];
     expect(rows.map((row) => [row[1], Number(row[3])])).toEqual([['w2', 1]]);
@@ -140,7 +233,7 @@ describe('push delivery (single redis)', () => {
 });
 
 describe('push messages', () => {
-  it('as Redis packs them (cmsgpack, enqueue-many-4.lua) parse back byte for byte, whatever the lengths; a cut or padded message is not taken for a push', async () => {
+  it('of one shard, as Redis packs them (cmsgpack, enqueue-many-4.lua and -5), parse back byte for byte, whatever the lengths; a cut or padded message is not taken for a push', async () => {
     r = await rig('single', { shards: 1 });
     // Every string header cmsgpack writes (fixstr, str8, str16, str32), binary bytes that are
     // not UTF-8, an entry with no fields, and more entries than a fixarray holds.
@@ -166,6 +259,32 @@ describe('push messages', () => {
     expect(parsePackedPush(Buffer.concat([Buffer.from('M'), Buffer.from([0xa2, 0x77, 0x31, 0x91, 0x92, 0x01, 0x90])]))).toBeNull();
   });
 
+
+  it("of several shards (enqueue-many-5.lua's 'N', as cmsgpack packs XREADGROUP's answer) parse back per inbox; a cut or padded message is not taken for a push", async () => {
+    r = await rig('single', { shards: 1 });
+    const body = Buffer.from([0x00, 0xff, 0xc1, 0xa0, 0x4e, 0xdb]);
+    const script = `local parts = {}
+      parts[1] = {'axon:inbox:{user:1}', {{'1-0', {'mid', 'm1', 'a', '@a:s', 'k', 'ledger', 'b', ARGV[1]}}, {'1-1', {'mid', 'm2'}}}}
+      parts[2] = {'axon:inbox:{user:2}', {}}
+      local many = {}
+      for i = 1, 20 do many[i] = {'5-' .. i, {'mid', 'n' .. i, 'a', '@b:s', 'k', 'ledger', 'b', ARGV[2]}} end
+      parts[3] = {'axon:inbox:{user:3}', many}
+      return 'N' .. cmsgpack.pack('w1', parts)`;
+    const big = Buffer.alloc(70_000, 0x62);
+    const msg = await (r.redis as unknown as { evalBuffer(s: string, n: number, ...a: Buffer[]): Promise<Buffer> }).evalBuffer(script, 0, body, big);
+    const p = parseHolderPush(msg)!;
+    expect(p.owner).toBe('w1');
+    expect(p.shards.map(([inbox, e]) => [inbox, e.length])).toEqual([['axon:inbox:{user:1}', 2], ['axon:inbox:{user:2}', 0], ['axon:inbox:{user:3}', 20]]);
+    expect(p.shards[0]![1][0]).toEqual(['1-0', { id: '1-0', mid: 'm1', actorId: '@a:s', kind: 'ledger', body, replyTo: null, enqueuedAt: 0 }]);
+    // Not an inbox entry: its raw fields.
+    expect(p.shards[0]![1][1]).toEqual(['1-1', [Buffer.from('mid'), Buffer.from('m2')]]);
+    expect(p.shards[2]![1][19]![1]).toMatchObject({ mid: 'n20', body: big });
+    for (const cut of [1, 2, 7, 1000, msg.length - 1]) expect(parseHolderPush(msg.subarray(0, msg.length - cut))).toBeNull();
+    expect(parseHolderPush(Buffer.concat([msg, Buffer.from([0xa0])]))).toBeNull();
+    expect(parseHolderPush(Buffer.from('N'))).toBeNull();
+    // A shard's message ('M') is not a holder's.
+    expect(parseHolderPush(Buffer.concat([Buffer.from('N'), msg.subarray(1, 4)]))).toBeNull();
+  });
 
   it('hold inbox entries read in place: each parses to what parseInboxEntry makes of its fields, and one that is not an entry keeps its raw fields', async () => {
     r = await rig('single', { shards: 1 });
