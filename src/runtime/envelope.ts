@@ -96,8 +96,9 @@ export function parseOutboxEntry(fields: Buffer[] | null): OutboxEntry | null {
 export const PUSH_LIMIT = 200;
 /**
  * Bytes one push message carries at most: a holder's message bigger than this goes as one message
- * per shard, and a shard's bigger than this as a plain wake-up (the holder reads the entries). Pushes wait in Redis's output buffer of the holder's subscriber connection,
- * which Redis disconnects past its pub/sub limits (32 MB, or 8 MB for a minute, by default).
+ * per shard, and a shard's bigger than this as a plain wake-up (the holder reads the entries).
+ * Pushes wait in Redis's output buffer of the holder's subscriber connection, which Redis
+ * disconnects past its pub/sub limits (32 MB, or 8 MB for a minute, by default).
  */
 export const PUSH_MAX_BYTES = 256 * 1024;
 
