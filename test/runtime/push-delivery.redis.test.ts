@@ -163,7 +163,7 @@ describe('push delivery (single redis)', () => {
 
   it("an inbox without its group does not cost the holder's other shards their push: each is read on its own then", async () => {
     r = await rig('single', { shards: 8 });
-    const w = await r.startWorker('w1', { pollMs: 60_000 });
+    await r.startWorker('w1', { pollMs: 60_000 });
     const c = await r.client();
     const [good, broken] = spread(2, 8, 'grp');
     for (const a of [good!, broken!]) await c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 });
