@@ -266,8 +266,14 @@ export class Worker {
         const r = this.channels.get(channel);
         if (!r) return;
         this.touch(r.name);
-        // A push (enqueue-many-3.lua and -4 'M', or -2's 'P' from an asker not yet upgraded): entries
-        // delivered to the shard's holder; else a wake-up.
+        // A push (enqueue-many-3.lua to -5 'M', or -2's 'P' from an asker not yet upgraded): entries
+        // delivered to the shard's holder; 'W' (enqueue-many-5.lua): entries read for the holder it
+        // names but too big to push — a wake-up for that worker only (another would read and claim
+        // them away from it, as ShardRunner.pushed says); else a wake-up.
+        if (payload[0] === 0x57) {
+          if (payload.toString('utf8', 1) === this.id) r.wake();
+          return;
+        }
         const push = payload[0] === 0x4d ? parsePackedPush(payload) : payload[0] === 0x50 ? parsePush(payload) : null;
         if (push) r.pushed(push.owner, push.entries, push.entries.length >= PUSH_LIMIT);
         else r.wake();

@@ -110,7 +110,8 @@ describe('push delivery (single redis)', () => {
 
   it("a holder's message bigger than the byte cap goes as one message per shard on the shards' own channels, still applied as pushed", async () => {
     r = await rig('single', { shards: 8 });
-    const w = await r.startWorker('w1');
+    // No sweeps: a sweep's read in flight makes a push a wake-up, and this counts pushes.
+    const w = await r.startWorker('w1', { pollMs: 60_000 });
     const c = await r.client();
     const actors = spread(4, 8, 'wide');
     for (const a of actors) await c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 });
@@ -128,6 +129,80 @@ describe('push delivery (single redis)', () => {
       for (const [, p] of perShard) expect(p?.owner).toBe('w1');
       expect(pushedTotal(w) - before).toBe(4);
       for (const a of actors) expect(await c.ask('user', 'ledger', a, { op: 'read' })).toMatchObject({ count: 2, sum: 3, outOfOrder: 0 });
+    } finally {
+      seen.close();
+    }
+  });
+
+  it('a holder that does not listen on its push channel (an earlier version) gets per-shard pushes, applied in order; a pattern subscriber does not count as listening', async () => {
+    r = await rig('single', { shards: 8 });
+    const w = await r.startWorker('w1', { pollMs: 60_000 });
+    const c = await r.client();
+    const actors = spread(4, 8, 'old');
+    for (const a of actors) await c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 });
+    // As a worker of enqueue-many-4's time: subscribed to its shards' channels only.
+    await (w as unknown as { sub: Redis }).sub.unsubscribe(r.keys.workerPush('w1'));
+    const seen = await watch(`${r.keys.workerPush('')}*`, `${r.prefix}wake:*`);
+    try {
+      const before = pushedTotal(w);
+      for (let round = 2; round <= 6; round++) {
+        const replies = await Promise.all(actors.map((a) => c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: round, value: round })));
+        expect(replies.map((x) => x.count)).toEqual(actors.map(() => round));
+      }
+      await new Promise((ok) => setTimeout(ok, 50));
+      expect(seen.seen.filter(([ch]) => ch.startsWith(r!.keys.workerPush('')))).toEqual([]);
+      const perShard = seen.seen.map(([ch, m]) => [ch, parsePackedPush(m)?.owner] as const);
+      expect(perShard.length).toBe(20);
+      expect(perShard.every(([, owner]) => owner === 'w1')).toBe(true);
+      expect(pushedTotal(w) - before).toBe(20);
+      for (const a of actors) expect(await c.ask('user', 'ledger', a, { op: 'read' })).toMatchObject({ count: 6, sum: 21, outOfOrder: 0 });
+    } finally {
+      seen.close();
+    }
+  });
+
+  it("an inbox without its group does not cost the holder's other shards their push: each is read on its own then", async () => {
+    r = await rig('single', { shards: 8 });
+    await r.startWorker('w1', { pollMs: 60_000 });
+    const c = await r.client();
+    const [good, broken] = spread(2, 8, 'grp');
+    for (const a of [good!, broken!]) await c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 });
+    const brokenInbox = r.keys.shard('user', shardOf(broken!, 8)).inbox;
+    // The stream and its group gone (the next append makes a stream without a group).
+    await r.redis.del(brokenInbox);
+    const seen = await watch(`${r.keys.workerPush('')}*`, `${r.prefix}wake:*`);
+    try {
+      const lost = c.ask('user', 'ledger', broken!, { op: 'append', producer: 'p', seq: 2, value: 2 }, { timeoutMs: 1_000 }).catch(() => 'no answer');
+      const reply = await c.ask<LedgerReply>('user', 'ledger', good!, { op: 'append', producer: 'p', seq: 2, value: 2 });
+      expect(reply.count).toBe(2);
+      await lost;
+      const holder = seen.seen.filter(([ch]) => ch === r!.keys.workerPush('w1')).map(([, m]) => parseHolderPush(m)!);
+      // Both asks went in one call (one turn): the good shard's entry pushed, the other woken.
+      expect(holder.flatMap((p) => p.shards.map(([inbox]) => inbox))).toEqual([r.keys.shard('user', shardOf(good!, 8)).inbox]);
+      expect(seen.seen.filter(([ch]) => ch === r!.keys.wakeChannel('user', shardOf(broken!, 8))).map(([, m]) => m.toString())).toEqual(['1']);
+    } finally {
+      seen.close();
+    }
+  });
+
+  it('entries read for a new holder but too big to push: the wake-up names it, and the worker that lost the shard leaves them alone', async () => {
+    r = await rig('single', { shards: 1, renewMs: 30_000, ttlMs: 120_000 });
+    const w = await r.startWorker('w1', { pollMs: 60_000 });
+    const c = await r.client();
+    const actor = '@bigmoved:test';
+    expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 1, value: 1 })).toMatchObject({ count: 1 });
+    const shard = r.keys.shard('user', 0);
+    await r.redis.hset(r.keys.workerLease('w2'), 'epoch', '1', 'expires', String(Date.now() + 600_000));
+    const epoch = (await r.redis.hget(shard.lease, 'epoch'))!;
+    expect(((await runScript(r.redis, 'leaseAcquire', [shard.lease], ['w2', '1', 'w1', epoch])) as [number, string])[1]).toBe('w2');
+    const seen = await watch(`${r.prefix}wake:*`);
+    try {
+      const big = c.ask('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 2, value: 2, pad: 'z'.repeat(300_000) } as never, { timeoutMs: 1_500 }).catch(() => 'no answer');
+      expect(await big).toBe('no answer');
+      expect(seen.seen.map(([, m]) => m.toString())).toEqual(['Ww2']);
+      const rows = (await r.redis.xpending(shard.inbox, INBOX_GROUP, '-', '+', 10)) as [string, string, number, number][];
+      expect(rows.map((row) => [row[1], Number(row[3])])).toEqual([['w2', 1]]);
+      expect(w.owned()).toContain('user:0');
     } finally {
       seen.close();
     }
@@ -158,7 +233,7 @@ describe('push delivery (single redis)', () => {
     expect(w.owned()).toContain('user:0');
   });
 
-  it('a push bigger than the byte cap goes as a plain wake-up: the holder reads the entries, in order', async () => {
+  it('a push bigger than the byte cap goes as a wake-up naming the holder: it reads the entries, in order', async () => {
     r = await rig('single', { shards: 1 });
     const w = await r.startWorker('w1');
     const c = await r.client();
@@ -176,7 +251,8 @@ describe('push delivery (single redis)', () => {
       expect(replies.map((x) => x.count)).toEqual([2, 3, 4, 5]);
       expect(pushedTotal(w)).toBe(pushedBefore);
       expect(await c.ask('user', 'ledger', actor, { op: 'read' })).toMatchObject({ count: 5, sum: 15, outOfOrder: 0 });
-      expect(messages.some((m) => m.toString() === '1')).toBe(true);
+      // Read into w1's pending list, too big to push: a wake-up naming w1.
+      expect(messages.some((m) => m.toString() === 'Ww1')).toBe(true);
       expect(messages.every((m) => m.length < 256 * 1024)).toBe(true);
     } finally {
       watch.disconnect();

@@ -15,10 +15,11 @@
 -- holds; the worker decides when a push can be taken as it comes (ShardRunner.pushed). A shard
 -- without a holder, whose read fails here (no group yet), or with entries pending for a consumer
 -- other than its holder (a stale holder read on: its read claims them first), gets the plain
--- wake-up '1' on its own channel. A holder's message bigger than the byte cap, or one nobody
--- received (PUBLISH answers 0: a holder of an earlier version, which listens on the shards'
--- channels only, or none at all), goes as one 'M' message per shard on the shard's channel
--- (enqueue-many-4.lua's), and a shard's bigger than the cap as the wake-up.
+-- wake-up '1' on its own channel. A holder's message bigger than the byte cap, or one for a holder
+-- that does not listen on its push channel (PUBSUB NUMSUB: a holder of an earlier version, which
+-- listens on the shards' channels only, or none at all), goes as one 'M' message per shard on the
+-- shard's channel (enqueue-many-4.lua's), and a shard's bigger than the cap as a wake-up naming
+-- the holder, 'W' followed by its consumer name (a worker that is not the holder leaves it alone).
 -- A guarded entry (enqueue-many-4) is appended only while its guard key holds exactly the guard
 -- value: a front that authenticated a request from its copy of the access token's record passes
 -- the record's key and bytes, so the command is appended only if the token is still the same
@@ -33,7 +34,7 @@
 --   none), F (field count, even), then F values (field, value, …)
 -- ARGV[2]: the inbox consumer group ('' : no push delivery, wake-ups only)
 -- ARGV[3]: at most this many entries pushed per shard and call
--- ARGV[4]: at most this many bytes in one push message (a holder's: one per shard; a shard's: the wake-up)
+-- ARGV[4]: at most this many bytes in one push message (a holder's: one per shard; a shard's: 'W')
 -- ARGV[5]: the holders' push channel prefix: a holder's channel is this followed by its consumer name
 -- ARGV[6..]: per woken shard: its wake-up channel, inbox key index, lease key index (0: wake-up only)
 -- The push message (src/runtime/envelope.ts parseHolderPush): 'N', then two msgpack values packed by
@@ -121,13 +122,26 @@ for _, owner in ipairs(holderOrder) do
     read[7 + j] = inboxes[j]
     read[7 + n + j] = '>'
   end
-  -- One read for all of them; if it fails (one inbox without its group), nothing was read and
-  -- each shard gets the wake-up: its holder's read finds out which.
+  -- One read for all of them. It fails as a whole, having read nothing, when one inbox has no
+  -- group (a shard being taken): then each is read on its own, so the others still get their push.
   local r = redis.pcall(unpack(read))
+  if type(r) == 'table' and r.err then
+    r = {}
+    for _, inbox in ipairs(inboxes) do
+      local one = redis.pcall('XREADGROUP', 'GROUP', group, owner, 'COUNT', limit, 'STREAMS', inbox, '>')
+      if type(one) == 'table' and not one.err and one[1] then r[#r + 1] = one[1] end
+    end
+  end
   local pushed = {}
-  if type(r) == 'table' and not r.err and #r > 0 then
+  if type(r) == 'table' and #r > 0 then
     local packed = cmsgpack.pack(owner, r)
-    if #packed > maxBytes or redis.call('PUBLISH', pushPrefix .. owner, 'N' .. packed) == 0 then
+    -- Whether the holder listens on its push channel: PUBLISH's own count would include pattern
+    -- subscribers (a PSUBSCRIBE to '*' in a Redis console), taken for a holder that does.
+    local listens = redis.call('PUBSUB', 'NUMSUB', pushPrefix .. owner)[2] > 0
+    if listens and #packed <= maxBytes then
+      redis.call('PUBLISH', pushPrefix .. owner, 'N' .. packed)
+      for _, part in ipairs(r) do pushed[part[1]] = true end
+    else
       -- Too big for one message, or nobody listens on the holder's push channel: each shard's
       -- entries on the shard's own channel, as enqueue-many-4.lua sent them (a holder of that
       -- version takes them; a worker that still believes it holds the shard leaves them alone,
@@ -136,14 +150,17 @@ for _, owner in ipairs(holderOrder) do
         local one = cmsgpack.pack(owner, part[2])
         if #one <= maxBytes then
           redis.call('PUBLISH', channelOf[part[1]], 'M' .. one)
-          pushed[part[1]] = true
+        else
+          -- Read for the holder but too big to push: a wake-up naming it ('W'), so that a worker
+          -- that still believes it holds the shard does not read and claim them (an older worker
+          -- takes any message it does not know for a plain wake-up).
+          redis.call('PUBLISH', channelOf[part[1]], 'W' .. owner)
         end
+        pushed[part[1]] = true
       end
-    else
-      for _, part in ipairs(r) do pushed[part[1]] = true end
     end
   end
-  -- The rest: the read failed or found nothing new, or a shard's entries are too big to push.
+  -- The rest: nothing new read for them (another read got there first), or no read at all.
   for _, inbox in ipairs(inboxes) do
     if not pushed[inbox] then redis.call('PUBLISH', channelOf[inbox], '1') end
   end
