@@ -69,13 +69,24 @@ describe('push delivery (single redis)', () => {
     }
     return ids;
   };
+  /** Each actor's first message, applied (a first read after the subscriptions has run by then). */
+  const firstAppend = async (c: { ask<R>(f: 'user', k: string, a: string, b: unknown): Promise<R> }, actors: string[]) => {
+    for (const a of actors) await c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 });
+  };
+  /** w2 takes shard user:0 from w1, as a takeover does (the token bumped), before w1 learns of it; the lease answer. */
+  const takeShardForW2 = async () => {
+    const shard = r!.keys.shard('user', 0);
+    await r!.redis.hset(r!.keys.workerLease('w2'), 'epoch', '1', 'expires', String(Date.now() + 600_000));
+    const epoch = (await r!.redis.hget(shard.lease, 'epoch'))!;
+    return (await runScript(r!.redis, 'leaseAcquire', [shard.lease], ['w2', '1', 'w1', epoch])) as [number, string];
+  };
 
   it("one call's entries for several shards of one holder go to it as ONE message on its push channel, applied without reads, in order", async () => {
     r = await rig('single', { shards: 8 });
     const w = await r.startWorker('w1');
     const c = await r.client();
     const actors = spread(6, 8, 'many');
-    for (const a of actors) await c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 });
+    await firstAppend(c, actors);
     const seen = await watch(`${r.keys.workerPush('')}*`, `${r.prefix}wake:*`);
     try {
       const before = pushedTotal(w);
@@ -114,7 +125,7 @@ describe('push delivery (single redis)', () => {
     const w = await r.startWorker('w1', { pollMs: 60_000 });
     const c = await r.client();
     const actors = spread(4, 8, 'wide');
-    for (const a of actors) await c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 });
+    await firstAppend(c, actors);
     const seen = await watch(`${r.keys.workerPush('')}*`, `${r.prefix}wake:*`);
     try {
       const before = pushedTotal(w);
@@ -139,7 +150,7 @@ describe('push delivery (single redis)', () => {
     const w = await r.startWorker('w1', { pollMs: 60_000 });
     const c = await r.client();
     const actors = spread(4, 8, 'old');
-    for (const a of actors) await c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 });
+    await firstAppend(c, actors);
     // As a worker of enqueue-many-4's time: subscribed to its shards' channels only.
     await (w as unknown as { sub: Redis }).sub.unsubscribe(r.keys.workerPush('w1'));
     const seen = await watch(`${r.keys.workerPush('')}*`, `${r.prefix}wake:*`);
@@ -166,7 +177,7 @@ describe('push delivery (single redis)', () => {
     await r.startWorker('w1', { pollMs: 60_000 });
     const c = await r.client();
     const [good, broken] = spread(2, 8, 'grp');
-    for (const a of [good!, broken!]) await c.ask<LedgerReply>('user', 'ledger', a, { op: 'append', producer: 'p', seq: 1, value: 1 });
+    await firstAppend(c, [good!, broken!]);
     const brokenInbox = r.keys.shard('user', shardOf(broken!, 8)).inbox;
     // The stream and its group gone (the next append makes a stream without a group).
     await r.redis.del(brokenInbox);
@@ -192,9 +203,7 @@ describe('push delivery (single redis)', () => {
     const actor = '@bigmoved:test';
     expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 1, value: 1 })).toMatchObject({ count: 1 });
     const shard = r.keys.shard('user', 0);
-    await r.redis.hset(r.keys.workerLease('w2'), 'epoch', '1', 'expires', String(Date.now() + 600_000));
-    const epoch = (await r.redis.hget(shard.lease, 'epoch'))!;
-    expect(((await runScript(r.redis, 'leaseAcquire', [shard.lease], ['w2', '1', 'w1', epoch])) as [number, string])[1]).toBe('w2');
+    expect((await takeShardForW2())[1]).toBe('w2');
     const seen = await watch(`${r.prefix}wake:*`);
     try {
       const big = c.ask('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 2, value: 2, pad: 'z'.repeat(300_000) } as never, { timeoutMs: 1_500 }).catch(() => 'no answer');
@@ -216,9 +225,7 @@ describe('push delivery (single redis)', () => {
     expect(await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 1, value: 1 })).toMatchObject({ count: 1 });
     const shard = r.keys.shard('user', 0);
     // w2 takes the shard, as a takeover does (the token bumped), before w1 learns of it.
-    await r.redis.hset(r.keys.workerLease('w2'), 'epoch', '1', 'expires', String(Date.now() + 600_000));
-    const epoch = (await r.redis.hget(shard.lease, 'epoch'))!;
-    const taken = (await runScript(r.redis, 'leaseAcquire', [shard.lease], ['w2', '1', 'w1', epoch])) as [number, string];
+    const taken = await takeShardForW2();
     expect(taken[1]).toBe('w2');
     // Nobody listens on w2's push channel (as with a holder of an earlier version): the entry goes
     // on the shard's own channel as a push naming w2, which w1 leaves alone.
