@@ -165,11 +165,12 @@ export class ActorClient {
     /**
      * `push` (default true): on a single Redis, the enqueue call hands new entries to the shard's
      * holder (enqueue-many-5.lua); false: wake-ups only, the holder reads (tests of the read path).
+     * `inboxFormat`: the entry format to write (envelope.ts), fixed; default: format 2 once every
+     * live worker reads it (FormatWatch), format 1 until then.
      */
     private readonly opts: { ownWriteConnection?: boolean; push?: boolean; inboxFormat?: 1 | 2 } = {},
   ) {
     this.frontId = frontId ?? 'f';
-
     this.replyStream = keys.replies(`${this.frontId}.${this.incarnation}`);
     this.writer = redis;
   }
