@@ -19,7 +19,7 @@ import { decode, encode, encodeScriptArgs } from '../store/codec';
 import { INBOX_GROUP, type KeySpace } from '../store/keys';
 import { commandClient, duplicateClient, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
 import { SendTrace, sendTrace } from './send-trace';
-import { PUSH_LIMIT, PUSH_MAX_BYTES } from './envelope';
+import { INBOX_FORMAT, packInboxEntry, PUSH_LIMIT, PUSH_MAX_BYTES } from './envelope';
 
 /** How long a reply stream outlives its process; renewed (or re-created) every 30 s while it runs. */
 const REPLY_STREAM_TTL_MS = 60 * 60 * 1000;
@@ -74,6 +74,16 @@ export class EnqueueGuardError extends Error {
 function isGuardAnswer(r: unknown): boolean {
   return (Buffer.isBuffer(r) || typeof r === 'string') && r.toString() === 'GUARD';
 }
+
+/**
+ * How often an asker looks again at which inbox entry formats the live workers read: every 5 s,
+ * every second while it has seen no live worker (a cluster starting: its first entries are then
+ * in the packed format once its workers are up). A worker counts as live for 2 minutes after its
+ * last heartbeat: one of an earlier version that crashed keeps the askers on format 1 that long.
+ */
+const FORMAT_CHECK_MS = 5_000;
+const FORMAT_CHECK_NO_WORKER_MS = 1_000;
+const FORMAT_LIVE_MS = 120_000;
 
 /** Messages one enqueue-many call carries at most (a bigger turn goes in several). */
 const ENQUEUE_BATCH = 500;
@@ -131,6 +141,8 @@ export class ActorClient {
   readonly incarnation = randomBytes(12).toString('base64url');
   private readonly replyStream: string;
   private replyTtlTimer: NodeJS.Timeout | null = null;
+  /** Where it learns whether every live worker reads packed entries (null: `opts.inboxFormat` decides). */
+  private formatWatch: FormatWatch | null = null;
   private reader: RedisClient | null = null;
   /**
    * Where the enqueues go: `redis`, or (ownWriteConnection: a front) a connection of their own, so
@@ -153,8 +165,10 @@ export class ActorClient {
     /**
      * `push` (default true): on a single Redis, the enqueue call hands new entries to the shard's
      * holder (enqueue-many-5.lua); false: wake-ups only, the holder reads (tests of the read path).
+     * `inboxFormat`: the entry format to write (envelope.ts), fixed; default: format 2 once every
+     * live worker reads it (FormatWatch), format 1 until then.
      */
-    private readonly opts: { ownWriteConnection?: boolean; push?: boolean } = {},
+    private readonly opts: { ownWriteConnection?: boolean; push?: boolean; inboxFormat?: 1 | 2 } = {},
   ) {
     this.frontId = frontId ?? 'f';
     this.replyStream = keys.replies(`${this.frontId}.${this.incarnation}`);
@@ -176,7 +190,17 @@ export class ActorClient {
     this.lastId = '0-1';
     this.replyTtlTimer = setInterval(() => void this.keepReplyStream().catch(() => undefined), REPLY_STREAM_RENEW_MS);
     this.replyTtlTimer.unref();
+    if (this.opts.inboxFormat === undefined) {
+      this.formatWatch = FormatWatch.join(this.keys, this.redis);
+      await this.formatWatch.firstLook;
+    }
     void this.readReplies();
+  }
+
+  /** The inbox entry format this asker writes now (1: field pairs, 2: packed). */
+  get inboxFormat(): 1 | 2 {
+    if (this.formatWatch) return this.formatWatch.packed ? 2 : 1;
+    return this.opts.inboxFormat ?? 1;
   }
 
   /** Renew the reply stream's TTL; create it (empty) when it is not there (first start, or a Redis that lost it). */
@@ -349,8 +373,12 @@ export class ActorClient {
   private enqueue(family: Family, kind: string, actorId: string, body: unknown, mid: string, replyTo: string | null, waiter: Waiter | null, resolve?: () => void, reject?: (e: Error) => void, guard?: EnqueueGuard): void {
     const shard = shardOf(actorId, this.shardCounts[family]);
     const shardKeys = this.keys.shard(family, shard);
-    const fields: (string | Buffer)[] = ['mid', mid, 'a', actorId, 'k', kind, 'b', encode(body), 't', String(Date.now())];
-    if (replyTo) fields.push('r', replyTo);
+    let fields: (string | Buffer)[];
+    if (this.formatWatch ? this.formatWatch.packed : this.opts.inboxFormat === 2) fields = ['m', packInboxEntry(mid, actorId, kind, replyTo, Date.now(), encode(body))];
+    else {
+      fields = ['mid', mid, 'a', actorId, 'k', kind, 'b', encode(body), 't', String(Date.now())];
+      if (replyTo) fields.push('r', replyTo);
+    }
     const wake = this.keys.wakeChannel(family, shard);
     if (isCluster(this.redis)) {
       if (guard) throw new Error('a guarded ask needs a single Redis (the guard key and the inbox are in different slots on a Cluster)');
@@ -442,6 +470,8 @@ export class ActorClient {
     while (this.waiters.size > 0 && Date.now() < deadline && this.reader) await new Promise((r) => setTimeout(r, 20));
     this.closed = true;
     if (this.replyTtlTimer) clearInterval(this.replyTtlTimer);
+    this.formatWatch?.leave();
+    this.formatWatch = null;
     // Every unsettled ask is in a timeout queue, including one displaced from `waiters` by a later
     // ask with the same message id (a retried transaction): fail them all, not only the mapped ones.
     const closedError = new Error('ActorClient closed');
@@ -455,5 +485,60 @@ export class ActorClient {
     this.reader = null;
     if (this.writer !== this.redis) this.writer.disconnect();
     await this.redis.del(this.replyStream).catch(() => undefined);
+  }
+}
+
+/**
+ * Whether every live worker reads the packed entry format (their heartbeats' `inbox_format`),
+ * looked at once per connection and key space for all the askers sharing them (a worker process
+ * runs a dozen): until then, and while no worker is live, askers write field pairs, which every
+ * version reads. Looked at again every FORMAT_CHECK_MS (FORMAT_CHECK_NO_WORKER_MS while none is
+ * live); a failed look changes nothing. Stops when the last of its askers closes.
+ */
+class FormatWatch {
+  private static readonly watches = new WeakMap<RedisClient, Map<string, FormatWatch>>();
+  packed = false;
+  /** Settled once the first look is done (whatever it found). */
+  readonly firstLook: Promise<void>;
+  private askers = 1;
+  private timer: NodeJS.Timeout | null = null;
+
+  private constructor(private readonly keys: KeySpace, private readonly redis: RedisClient) {
+    this.firstLook = this.look();
+  }
+
+  static join(keys: KeySpace, redis: RedisClient): FormatWatch {
+    let byKeys = FormatWatch.watches.get(redis);
+    if (!byKeys) FormatWatch.watches.set(redis, (byKeys = new Map()));
+    const w = byKeys.get(keys.workers());
+    if (w) {
+      w.askers++;
+      return w;
+    }
+    const created = new FormatWatch(keys, redis);
+    byKeys.set(keys.workers(), created);
+    return created;
+  }
+
+  leave(): void {
+    if (--this.askers > 0) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    FormatWatch.watches.get(this.redis)?.delete(this.keys.workers());
+  }
+
+  private async look(): Promise<void> {
+    let workers = 0;
+    try {
+      const ids = await this.redis.zrangebyscore(this.keys.workers(), Date.now() - FORMAT_LIVE_MS, '+inf');
+      workers = ids.length;
+      const formats = await Promise.all(ids.map((id) => this.redis.hget(this.keys.workerInfo(id), 'inbox_format')));
+      this.packed = workers > 0 && formats.every((f) => Number(f) >= INBOX_FORMAT);
+    } catch {
+      // Redis unreachable: keep what was decided.
+    }
+    if (this.askers === 0) return;
+    this.timer = setTimeout(() => void this.look(), workers > 0 ? FORMAT_CHECK_MS : FORMAT_CHECK_NO_WORKER_MS);
+    this.timer.unref();
   }
 }

@@ -1,11 +1,13 @@
 /**
- * The inbox entry format: field/value pairs of a stream entry.
+ * The inbox entry: a stream entry of one of two formats (INBOX_FORMAT).
+ * Format 1, field/value pairs:
  *   mid  producer-chosen message id (dedupe key)
  *   a    actor id
  *   k    actor kind
  *   b    body (msgpack)
  *   r    reply stream key (absent for fire-and-forget)
  *   t    enqueue time (ms)
+ * Format 2, one field `m`: the same values packed into one (packInboxEntry).
  */
 export interface InboxEntry {
   /** Stream entry id. */
@@ -52,12 +54,89 @@ function startEntry(): void {
  */
 function takeField(nb: Buffer, ns: number, nl: number, vb: Buffer, vs: number, ve: number): void {
   const c = nl === 1 ? nb[ns]! : nl === 3 && nb[ns] === 0x6d && nb[ns + 1] === 0x69 && nb[ns + 2] === 0x64 ? MID : -1;
-  if (c === MID) cur.mid = vb.toString('utf8', vs, ve);
+  if (c === 0x6d) takePacked(vb, vs, ve); // m
+  else if (c === MID) cur.mid = vb.toString('utf8', vs, ve);
   else if (c === 0x61) cur.actorId = vb.toString('utf8', vs, ve); // a
   else if (c === 0x6b) cur.kind = vb.toString('utf8', vs, ve); // k
   else if (c === 0x62) cur.body = vs === 0 && ve === vb.length ? vb : vb.subarray(vs, ve); // b
   else if (c === 0x72) cur.replyTo = vb.toString('utf8', vs, ve); // r
   else if (c === 0x74) cur.enqueuedAt = Number(vb.toString('utf8', vs, ve)); // t
+}
+
+/**
+ * Inbox entry formats a reader of this version takes: 1, the field pairs above (what timers and
+ * the delivery reports still write, and every earlier version wrote); 2, ONE field `m` holding
+ * them all (packInboxEntry). A worker says in its heartbeat which formats it reads
+ * (`inbox_format`), and an asker writes format 2 only once every live worker does: a worker of an
+ * earlier version would take an entry of one field for a malformed one and dead-letter it.
+ */
+export const INBOX_FORMAT = 2;
+
+/** The first byte of a packed entry (a later layout takes another). */
+const PACKED_LAYOUT = 1;
+
+/**
+ * An inbox entry as ONE value (format 2, field `m`): the layout byte, then the mid, actor id,
+ * kind, reply stream ('' for none) and enqueue time (decimal ms), each as a 2-byte big-endian
+ * length and its UTF-8 bytes, then the body (msgpack) to the end. One value instead of twelve:
+ * each is an argument Redis parses, a string the enqueue script's Lua makes (hashing every byte),
+ * a field of the stream entry, four elements of the push and of the AOF's XCLAIM... (issue 23).
+ */
+export function packInboxEntry(mid: string, actorId: string, kind: string, replyTo: string | null, enqueuedAt: number, body: Buffer): Buffer {
+  const t = String(enqueuedAt);
+  const r = replyTo ?? '';
+  const lm = Buffer.byteLength(mid);
+  const la = Buffer.byteLength(actorId);
+  const lk = Buffer.byteLength(kind);
+  const lr = Buffer.byteLength(r);
+  if (lm > 0xffff || la > 0xffff || lk > 0xffff || lr > 0xffff) throw new Error('inbox entry: a mid, actor id, kind or reply stream longer than 65535 bytes');
+  const out = Buffer.allocUnsafe(11 + lm + la + lk + lr + t.length + body.length);
+  out[0] = PACKED_LAYOUT;
+  let p = 1;
+  p = writeShort(out, p, mid, lm);
+  p = writeShort(out, p, actorId, la);
+  p = writeShort(out, p, kind, lk);
+  p = writeShort(out, p, r, lr);
+  p = writeShort(out, p, t, t.length);
+  body.copy(out, p);
+  return out;
+}
+
+function writeShort(out: Buffer, p: number, v: string, len: number): number {
+  out.writeUInt16BE(len, p);
+  return p + 2 + (len ? out.write(v, p + 2, len, 'utf8') : 0);
+}
+
+/** Where the last `readShort` ended (its string is the return value). */
+let shortEnd = 0;
+
+/** The length-prefixed string at `p` (below `e`), or null when it runs past `e`. */
+function readShort(b: Buffer, p: number, e: number): string | null {
+  if (p + 2 > e) return null;
+  const start = p + 2;
+  shortEnd = start + b.readUInt16BE(p);
+  return shortEnd > e ? null : b.toString('utf8', start, shortEnd);
+}
+
+/** A format 2 entry's value `b[s, e)` into the entry being read; nothing when it does not parse (then the entry is not one). */
+function takePacked(b: Buffer, s: number, e: number): void {
+  if (e - s < 11 || b[s] !== PACKED_LAYOUT) return;
+  const mid = readShort(b, s + 1, e);
+  if (mid === null) return;
+  const actorId = readShort(b, shortEnd, e);
+  if (actorId === null) return;
+  const kind = readShort(b, shortEnd, e);
+  if (kind === null) return;
+  const replyTo = readShort(b, shortEnd, e);
+  if (replyTo === null) return;
+  const t = readShort(b, shortEnd, e);
+  if (t === null) return;
+  cur.mid = mid;
+  cur.actorId = actorId;
+  cur.kind = kind;
+  cur.replyTo = replyTo === '' ? null : replyTo;
+  cur.enqueuedAt = Number(t);
+  cur.body = b.subarray(shortEnd, e);
 }
 
 /** The entry read since startEntry, or null when a field it needs is missing or empty. */

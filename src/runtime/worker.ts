@@ -23,7 +23,7 @@
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { AnyActorKind } from './actor';
-import { parseHolderPush, parsePackedPush, parsePush, PUSH_LIMIT, type InboxEntry } from './envelope';
+import { INBOX_FORMAT, parseHolderPush, parsePackedPush, parsePush, PUSH_LIMIT, type InboxEntry } from './envelope';
 import { REPLY_STREAM_MAXLEN, ShardRunner, type CommittedOutputs, type RunnerEnv } from './shard-runner';
 import { CommitQueue } from './commit-queue';
 import { GroupReads } from './group-reads';
@@ -583,6 +583,8 @@ export class Worker {
         // stall the first heartbeat says 0: its leases may have lapsed meanwhile).
         ready: this.lastRound === null || (this.lastRound.ok && this.lastRound.ms <= this.o.leaseTtlMs) ? 1 : 0,
         lease_round_ms: this.lastRound?.ms ?? '',
+        // The inbox entry formats it reads: askers write the newest once every live worker reads it.
+        inbox_format: INBOX_FORMAT,
       }),
     ]);
   }

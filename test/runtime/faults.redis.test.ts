@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GroupReads } from '../../src/runtime/group-reads';
+import { parseInboxEntry } from '../../src/runtime/envelope';
 import { ActorClient } from '../../src/runtime/actor-client';
 import { startManagedRedis } from '../../src/runtime/managed-redis';
 import { executeMoves, rebalance } from '../../src/runtime/cluster-admin';
@@ -491,7 +492,7 @@ describe("an actor's messages stay in order when an inbox read's entries could b
       // from w1), then message 3.
       const first = ((await direct.xrange(shard.inbox, '-', '+', 'COUNT', 1)) as [string, string[]][])[0]![0];
       const got = await new GroupReads(direct, INBOX_GROUP, 'w2').readInbox({ inbox: shard.inbox, after: first, count: 10 });
-      expect(got.entries.map(([, f]) => f!.map(String)).map((f) => f[f.indexOf('mid') + 1])).toEqual(['read-stale-2', 'read-stale-3']);
+      expect(got.entries.map(([id, f]) => parseInboxEntry(String(id), f)?.mid)).toEqual(['read-stale-2', 'read-stale-3']);
       expect(got.counts).toEqual([2]);
       expect(((await direct.xpending(shard.inbox, INBOX_GROUP, '-', '+', 10)) as [string, string][]).map((r) => r[1])).toEqual(['w2', 'w2']);
       expect(await second).toBe('no answer');
