@@ -78,8 +78,9 @@ function isGuardAnswer(r: unknown): boolean {
 /**
  * How often an asker looks again at which inbox entry formats the live workers read: every 5 s,
  * every second while it has seen no live worker (a cluster starting: its first entries are then
- * in the packed format once its workers are up). A worker counts as live for 2 minutes after its
- * last heartbeat: one of an earlier version that crashed keeps the askers on format 1 that long.
+ * in the packed format once its workers are up). A worker counts as live while its last
+ * heartbeat is at most 2 minutes older than the newest worker's (the workers' clocks, not the
+ * asker's): one of an earlier version that crashed keeps the askers on format 1 that long.
  */
 const FORMAT_CHECK_MS = 5_000;
 const FORMAT_CHECK_NO_WORKER_MS = 1_000;
@@ -190,9 +191,15 @@ export class ActorClient {
     this.lastId = '0-1';
     this.replyTtlTimer = setInterval(() => void this.keepReplyStream().catch(() => undefined), REPLY_STREAM_RENEW_MS);
     this.replyTtlTimer.unref();
-    if (this.opts.inboxFormat === undefined) {
-      this.formatWatch = FormatWatch.join(this.keys, this.redis);
-      await this.formatWatch.firstLook;
+    if (this.opts.inboxFormat === undefined && !this.closing && !this.closed) {
+      const watch = FormatWatch.join(this.keys, this.redis);
+      this.formatWatch = watch;
+      await watch.firstLook;
+      // Closed meanwhile (close() left whatever watch it found): nothing else will leave this one.
+      if ((this.closing || this.closed) && this.formatWatch === watch) {
+        watch.leave();
+        this.formatWatch = null;
+      }
     }
     void this.readReplies();
   }
@@ -530,10 +537,14 @@ class FormatWatch {
   private async look(): Promise<void> {
     let workers = 0;
     try {
-      const ids = await this.redis.zrangebyscore(this.keys.workers(), Date.now() - FORMAT_LIVE_MS, '+inf');
+      const rows = (await this.redis.zrange(this.keys.workers(), 0, -1, 'WITHSCORES')) as string[];
+      let newest = -Infinity;
+      for (let i = 1; i < rows.length; i += 2) newest = Math.max(newest, Number(rows[i]));
+      const ids: string[] = [];
+      for (let i = 0; i + 1 < rows.length; i += 2) if (Number(rows[i + 1]) >= newest - FORMAT_LIVE_MS) ids.push(rows[i]!);
       workers = ids.length;
-      const formats = await Promise.all(ids.map((id) => this.redis.hget(this.keys.workerInfo(id), 'inbox_format')));
-      this.packed = workers > 0 && formats.every((f) => Number(f) >= INBOX_FORMAT);
+      const records = await Promise.all(ids.map((id) => this.redis.hmget(this.keys.workerInfo(id), 'inbox_format', 'heartbeat')));
+      this.packed = workers > 0 && records.every(([format, heartbeat]) => readsPacked(format, heartbeat));
     } catch {
       // Redis unreachable: keep what was decided.
     }
@@ -541,4 +552,15 @@ class FormatWatch {
     this.timer = setTimeout(() => void this.look(), workers > 0 ? FORMAT_CHECK_MS : FORMAT_CHECK_NO_WORKER_MS);
     this.timer.unref();
   }
+}
+
+/**
+ * Whether a worker record's `inbox_format` (`<format>:<heartbeat ms>`) says it reads the packed
+ * entry: only when stamped by the heartbeat the record holds now. A record a worker of an earlier
+ * version rewrote under the same id (its heartbeat, not this field) has a stale stamp.
+ */
+export function readsPacked(format: string | null | undefined, heartbeat: string | null | undefined): boolean {
+  if (!format || !heartbeat) return false;
+  const at = format.indexOf(':');
+  return at > 0 && Number(format.slice(0, at)) >= INBOX_FORMAT && format.slice(at + 1) === heartbeat;
 }

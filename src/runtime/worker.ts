@@ -583,8 +583,11 @@ export class Worker {
         // stall the first heartbeat says 0: its leases may have lapsed meanwhile).
         ready: this.lastRound === null || (this.lastRound.ok && this.lastRound.ms <= this.o.leaseTtlMs) ? 1 : 0,
         lease_round_ms: this.lastRound?.ms ?? '',
-        // The inbox entry formats it reads: askers write the newest once every live worker reads it.
-        inbox_format: INBOX_FORMAT,
+        // The inbox entry formats it reads, stamped with this heartbeat's time: askers write the
+        // newest once every live worker reads it, and only believe a stamp that matches the
+        // record's heartbeat (a worker of an earlier version started under the same id rewrites
+        // the heartbeat and leaves this field as it was).
+        inbox_format: `${INBOX_FORMAT}:${now}`,
       }),
     ]);
   }

@@ -1,5 +1,5 @@
 /**
- * Which inbox entry format an asker writes (src/runtime/actor-client.ts, checkFormat): field pairs
+ * Which inbox entry format an asker writes (src/runtime/actor-client.ts, FormatWatch): field pairs
  * (format 1, which every version reads) until every live worker says in its heartbeat that it
  * reads the packed entry (format 2); back to field pairs while a live worker does not say so (one
  * of an earlier version during a rolling upgrade, which would dead-letter a packed entry). Entries
@@ -50,8 +50,16 @@ describe.each(MODES)('the inbox entry format askers write (%s)', (mode) => {
     expect((await append(3)).count).toBe(3);
     expect(await lastFields(r, actor)).toEqual(['mid', 'a', 'k', 'b', 't', 'r']);
 
-    // It stopped (its record gone): packed again.
+    // A worker of an earlier version started under the id a worker of this version had: its
+    // heartbeat rewrites the record's time and leaves the stale format stamp. Field pairs still.
     await r.redis.zrem(r.keys.workers(), 'older-1');
+    await r.redis.zadd(r.keys.workers(), Date.now(), 'reused-1');
+    await r.redis.hset(r.keys.workerInfo('reused-1'), { heartbeat: Date.now(), inbox_format: `2:${Date.now() - 60_000}` });
+    await new Promise((res) => setTimeout(res, 6_000));
+    expect(c.inboxFormat).toBe(1);
+
+    // It stopped (its record gone): packed again.
+    await r.redis.zrem(r.keys.workers(), 'reused-1');
     await waitFor('the asker to pack again', () => c.inboxFormat === 2, 10_000);
     // Several asks of one call, after entries of the other format: applied once each, in order.
     const replies = await Promise.all([4, 5, 6].map(append));

@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { INBOX_FORMAT, packInboxEntry, parseInboxEntry } from '../../src/runtime/envelope';
+import { readsPacked } from '../../src/runtime/actor-client';
 import { encode } from '../../src/store/codec';
 
 const m = Buffer.from('m');
@@ -50,5 +51,16 @@ describe('the packed inbox entry', () => {
     expect(() => packInboxEntry('x'.repeat(65_536), 'a', 'k', null, 1, encode(1))).toThrow(/65535/);
     expect(() => packInboxEntry('m', 'a', 'k', 'r'.repeat(70_000), 1, encode(1))).toThrow(/65535/);
     expect(parseInboxEntry('1-0', [m, packInboxEntry('x'.repeat(65_535), 'a', 'k', null, 1, encode(1))])?.mid).toHaveLength(65_535);
+  });
+
+  it("is believed of a worker only when its record's format stamp is the record's heartbeat", () => {
+    expect(readsPacked('2:1700000000000', '1700000000000')).toBe(true);
+    expect(readsPacked('3:1700000000000', '1700000000000')).toBe(true);
+    // Rewritten since by a heartbeat that did not stamp it (an earlier version under the same id).
+    expect(readsPacked('2:1700000000000', '1700000005000')).toBe(false);
+    expect(readsPacked('1:1700000000000', '1700000000000')).toBe(false);
+    expect(readsPacked('2', '1700000000000')).toBe(false);
+    expect(readsPacked(null, '1700000000000')).toBe(false);
+    expect(readsPacked('2:1', undefined)).toBe(false);
   });
 });

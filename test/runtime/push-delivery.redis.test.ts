@@ -8,7 +8,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LedgerReply } from '../../actors/ledger';
-import { parseHolderPush, parseInboxEntry, parsePackedPush, parsePush } from '../../src/runtime/envelope';
+import { packInboxEntry, parseHolderPush, parseInboxEntry, parsePackedPush, parsePush } from '../../src/runtime/envelope';
 import { compareStreamIds } from '../../src/runtime/shard-runner';
 import { INBOX_GROUP } from '../../src/store/keys';
 import { connectRedis, runScript } from '../../src/store/redis';
@@ -382,6 +382,10 @@ describe('push messages', () => {
       ['1700000000001-0', fields('mid', 'm3', 'a', '@u:s', 'b', body)],
       // A name without its value.
       ['1700000000001-1', fields('mid', 'm4', 'a', '@u:s', 'k', 'ledger', 'b', body, 't')],
+      // Packed (format 2), read in place from the middle of the message: a UTF-8 actor id, a reply stream.
+      ['1700000000002-0', fields('m', packInboxEntry('f.abc:5', '@zoë:example.org', 'ledger', 'axon:replies:f.abc', 1700000000002, body))],
+      // Packed, of a layout this version does not know: raw fields.
+      ['1700000000002-1', fields('m', Buffer.concat([Buffer.from([9]), packInboxEntry('m6', '@u:s', 'ledger', null, 1, body).subarray(1)]))],
     ];
     const script = `local e = {}
       local p = 1
@@ -399,7 +403,7 @@ describe('push messages', () => {
     const parsed = parsePackedPush(msg)!;
     expect(parsed.owner).toBe('w1');
     expect(parsed.entries.map(([id]) => id)).toEqual(entries.map(([id]) => id));
-    const [e1, e2, e3, e4] = parsed.entries.map(([, e]) => e);
+    const [e1, e2, e3, e4, e5, e6] = parsed.entries.map(([, e]) => e);
     expect(e1).toEqual(parseInboxEntry(entries[0]![0], entries[0]![1]));
     expect(e1).toMatchObject({ actorId: '@zoë:example.org', kind: 'ledger', body, replyTo: 'axon:replies:f.abc', enqueuedAt: 1700000000000 });
     expect(e2).toEqual(parseInboxEntry(entries[1]![0], entries[1]![1]));
@@ -407,6 +411,9 @@ describe('push messages', () => {
     expect(e3).toEqual(entries[2]![1]);
     expect(parseInboxEntry(entries[2]![0], entries[2]![1])).toBeNull();
     expect(e4).toEqual(parseInboxEntry(entries[3]![0], entries[3]![1]));
+    expect(e5).toEqual({ id: '1700000000002-0', mid: 'f.abc:5', actorId: '@zoë:example.org', kind: 'ledger', body, replyTo: 'axon:replies:f.abc', enqueuedAt: 1700000000002 });
+    expect(e5).toEqual(parseInboxEntry(entries[4]![0], entries[4]![1]));
+    expect(e6).toEqual(entries[5]![1]);
   });
 
   it('order stream ids by their numbers, not their text', () => {
