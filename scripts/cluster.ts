@@ -259,11 +259,11 @@ async function status(c: AxonConfig): Promise<void> {
   const human = [
     `redis: ready (PING ${reached.pingMs} ms)`,
     '',
-    'worker      alive  ready  state     pid      room  user  lease age (s)   lag  pending  dead  metrics',
+    'worker      alive  ready  state     pid      room  user  lease age (s)   lag  pending  dead  inbox  metrics',
     ...rows.map((r) =>
       [
         r.worker.padEnd(10), String(r.alive).padEnd(6), String(r.ready).padEnd(6), r.state.padEnd(9), String(r.pid ?? '-').padEnd(8), String(r.shards.room).padStart(4), String(r.shards.user).padStart(5),
-        (r.leaseAgeMs ? `${(r.leaseAgeMs.min / 1000).toFixed(0)}-${(r.leaseAgeMs.max / 1000).toFixed(0)}` : '-').padStart(14), String(r.inboxLag).padStart(5), String(r.pending).padStart(8), String(r.deadLetters).padStart(5), ` ${r.metricsPort ?? '-'}`,
+        (r.leaseAgeMs ? `${(r.leaseAgeMs.min / 1000).toFixed(0)}-${(r.leaseAgeMs.max / 1000).toFixed(0)}` : '-').padStart(14), String(r.inboxLag).padStart(5), String(r.pending).padStart(8), String(r.deadLetters).padStart(5), (r.inboxFormat === null ? '-' : `v${r.inboxFormat}`).padStart(6), ` ${r.metricsPort ?? '-'}`,
       ].join(' '),
     ),
     '',

@@ -19,7 +19,7 @@ import { decode, encode, encodeScriptArgs } from '../store/codec';
 import { INBOX_GROUP, type KeySpace } from '../store/keys';
 import { commandClient, duplicateClient, isCluster, runScriptBuffer, type RedisClient } from '../store/redis';
 import { SendTrace, sendTrace } from './send-trace';
-import { INBOX_FORMAT, packInboxEntry, PUSH_LIMIT, PUSH_MAX_BYTES } from './envelope';
+import { packInboxEntry, PUSH_LIMIT, PUSH_MAX_BYTES, readsPacked } from './envelope';
 
 /** How long a reply stream outlives its process; renewed (or re-created) every 30 s while it runs. */
 const REPLY_STREAM_TTL_MS = 60 * 60 * 1000;
@@ -552,15 +552,4 @@ class FormatWatch {
     this.timer = setTimeout(() => void this.look(), workers > 0 ? FORMAT_CHECK_MS : FORMAT_CHECK_NO_WORKER_MS);
     this.timer.unref();
   }
-}
-
-/**
- * Whether a worker record's `inbox_format` (`<format>:<heartbeat ms>`) says it reads the packed
- * entry: only when stamped by the heartbeat the record holds now. A record a worker of an earlier
- * version rewrote under the same id (its heartbeat, not this field) has a stale stamp.
- */
-export function readsPacked(format: string | null | undefined, heartbeat: string | null | undefined): boolean {
-  if (!format || !heartbeat) return false;
-  const at = format.indexOf(':');
-  return at > 0 && Number(format.slice(0, at)) >= INBOX_FORMAT && format.slice(at + 1) === heartbeat;
 }

@@ -9,6 +9,7 @@ import { holdingLeft, holdingsLeft, reserveShards } from './worker';
 import { INBOX_GROUP, type KeySpace } from '../store/keys';
 import type { RedisClient } from '../store/redis';
 import { groupBy } from '../store/turn-batcher';
+import { readsPacked } from './envelope';
 
 export interface WorkerInfo {
   id: string;
@@ -22,6 +23,8 @@ export interface WorkerInfo {
   ready: boolean;
   /** How long its previous lease round took (ms), or null when it has not said. */
   leaseRoundMs: number | null;
+  /** The newest inbox entry format its heartbeat says it reads (1: a worker of an earlier version; askers write format 2 only when every live worker reads it). */
+  inboxFormat: 1 | 2;
 }
 
 export interface ShardInfo {
@@ -71,6 +74,7 @@ export async function readWorkers(redis: RedisClient, keys: KeySpace, leaseTtlMs
       pid: info.pid ? Number(info.pid) : null,
       host: info.host ?? '',
       shards: Number(info.shards ?? 0),
+      inboxFormat: readsPacked(info.inbox_format, info.heartbeat) ? 2 : 1,
     });
   }
   return out.sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }));
@@ -158,6 +162,8 @@ export interface WorkerRow {
   pid: number | null;
   host: string;
   heartbeatAgoMs: number | null;
+  /** The inbox entry format it reads (WorkerInfo.inboxFormat), null for an owner with no record. */
+  inboxFormat: 1 | 2 | null;
   shards: Record<Family, number>;
   /** Youngest and oldest lease among its shards (ms since acquired), or null when it holds none. */
   leaseAgeMs: { min: number; max: number } | null;
@@ -187,6 +193,7 @@ export function workerRows(workers: WorkerInfo[], shards: ShardInfo[]): WorkerRo
       pid: w?.pid ?? null,
       host: w?.host ?? '',
       heartbeatAgoMs: w?.heartbeatAgoMs ?? null,
+      inboxFormat: w?.inboxFormat ?? null,
       shards: Object.fromEntries(FAMILIES.map((f) => [f, mine.filter((s) => s.family === f).length])) as Record<Family, number>,
       leaseAgeMs: mine.length ? { min: Math.min(...ages), max: Math.max(...ages) } : null,
       inboxLag: mine.reduce((n, s) => n + s.lag, 0),

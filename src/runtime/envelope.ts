@@ -72,6 +72,17 @@ function takeField(nb: Buffer, ns: number, nl: number, vb: Buffer, vs: number, v
  */
 export const INBOX_FORMAT = 2;
 
+/**
+ * Whether a worker record's `inbox_format` (`<format>:<heartbeat ms>`) says it reads the packed
+ * entry: only when stamped by the heartbeat the record holds now. A record a worker of an earlier
+ * version rewrote under the same id (its heartbeat, not this field) has a stale stamp.
+ */
+export function readsPacked(format: string | null | undefined, heartbeat: string | null | undefined): boolean {
+  if (!format || !heartbeat) return false;
+  const at = format.indexOf(':');
+  return at > 0 && Number(format.slice(0, at)) >= INBOX_FORMAT && format.slice(at + 1) === heartbeat;
+}
+
 /** The first byte of a packed entry (a later layout takes another). */
 const PACKED_LAYOUT = 1;
 

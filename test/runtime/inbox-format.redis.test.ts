@@ -7,6 +7,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LedgerReply } from '../../actors/ledger';
+import { readWorkers } from '../../src/runtime/cluster-admin';
 import { shardOf } from '../../src/store/shards';
 import { MODES, rig, waitFor, type Rig } from './harness';
 
@@ -47,6 +48,9 @@ describe.each(MODES)('the inbox entry format askers write (%s)', (mode) => {
     await r.redis.zadd(r.keys.workers(), Date.now(), 'older-1');
     await r.redis.hset(r.keys.workerInfo('older-1'), { pid: 1, state: 'running', shards: 0 });
     await waitFor('the asker to go back to field pairs', () => c.inboxFormat === 1, 10_000);
+    // What `npm run cluster -- status` and the dashboard show of each.
+    const shown = Object.fromEntries((await readWorkers(r.redis, r.keys, 120_000)).map((w) => [w.id, w.inboxFormat]));
+    expect(shown).toEqual({ w1: 2, 'older-1': 1 });
     expect((await append(3)).count).toBe(3);
     expect(await lastFields(r, actor)).toEqual(['mid', 'a', 'k', 'b', 't', 'r']);
 

@@ -5,8 +5,7 @@
  * rather than a wrong one.
  */
 import { describe, expect, it } from 'vitest';
-import { INBOX_FORMAT, packInboxEntry, parseInboxEntry } from '../../src/runtime/envelope';
-import { readsPacked } from '../../src/runtime/actor-client';
+import { INBOX_FORMAT, packInboxEntry, parseInboxEntry, readsPacked } from '../../src/runtime/envelope';
 import { encode } from '../../src/store/codec';
 
 const m = Buffer.from('m');

@@ -212,6 +212,7 @@ function renderWorkers(s) {
       el('td', {}, w.inboxLag),
       el('td', {}, w.pending),
       el('td', {}, w.deadLetters),
+      el('td', { class: 'inbox-format', title: 'the newest inbox entry format this worker reads: askers write v2 only once every live worker reads it' }, w.inboxFormat ? `v${w.inboxFormat}` : '–'),
       el('td', {}, el('button', { type: 'button', class: 'danger', dataset: { drain: w.worker }, disabled: !canDrain || operation?.state === 'running', onclick: () => confirmDrain(w, total) }, 'Drain')),
     );
   });
