@@ -381,7 +381,7 @@ export class ActorClient {
     const shard = shardOf(actorId, this.shardCounts[family]);
     const shardKeys = this.keys.shard(family, shard);
     let fields: (string | Buffer)[];
-    if (this.formatWatch ? this.formatWatch.packed : this.opts.inboxFormat === 2) fields = ['m', packInboxEntry(mid, actorId, kind, replyTo, Date.now(), encode(body))];
+    if (this.inboxFormat === 2) fields = ['m', packInboxEntry(mid, actorId, kind, replyTo, Date.now(), encode(body))];
     else {
       fields = ['mid', mid, 'a', actorId, 'k', kind, 'b', encode(body), 't', String(Date.now())];
       if (replyTo) fields.push('r', replyTo);
