@@ -15,8 +15,9 @@
  * a figure).
  *
  * Each phase also prints the CPU time per message of the workers (or the raw consumer's side: it
- * runs in this process), of this process, and of Redis: on a machine shared with other work the
- * msg/s move with the load, the CPU per message much less, so before/after pairs compare by it.
+ * runs in this process), of this process, and of Redis (with "(+N)" its AOF-rewrite children that
+ * ended in the phase): on a machine shared with other work the msg/s move with the load, the CPU
+ * per message much less, so before/after pairs compare by it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
