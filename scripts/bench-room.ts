@@ -30,8 +30,10 @@
  * its own, then their medians — on a machine whose speed drifts from one minute to the next, one round is not a figure).
  *
  * Each throughput phase also prints the CPU time spent per event by the workers, by this process
- * (the asking side: the ActorClient) and by Redis: on a machine shared with other work the
- * events/s vary with the load, the CPU per event much less, so before/after pairs compare by it.
+ * (the asking side: the ActorClient) and by Redis — and, as "(+N)", by Redis's forked AOF-rewrite
+ * children that ended in the phase (INFO cpu counts them apart) —: on a machine shared with other
+ * work the events/s vary with the load, the CPU per event much less, so before/after pairs compare
+ * by it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -74,6 +76,8 @@ const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c').split(','));
 const WORKER_COUNTS = (process.env.BENCH_WORKERS ?? '1,2').split(',').map(Number);
 const REDIS_STATS = process.env.BENCH_REDIS_STATS === '1';
 const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 1));
+/** BENCH_REDIS_ARGS: more redis-server options for the throughput phases' servers (e.g. "--auto-aof-rewrite-percentage 400"). */
+const REDIS_ARGS = (process.env.BENCH_REDIS_ARGS ?? '').split(' ').filter(Boolean);
 const SERVER = 'bench.local';
 const root = join(import.meta.dirname, '..');
 
@@ -181,8 +185,11 @@ interface Throughput {
   perSecond: number;
   p50ms: number;
   p99ms: number;
-  /** CPU time per event (µs): the workers, this process (the asking side), Redis. */
-  cpuUs: { workers: number; client: number; redis: number };
+  /**
+   * CPU time per event (µs): the workers, this process (the asking side), Redis, and Redis's
+   * children (its AOF rewrites, forked: INFO cpu counts them apart, once each has ended).
+   */
+  cpuUs: { workers: number; client: number; redis: number; redisChildren: number };
   /** Redis calls per event by command (BENCH_REDIS_STATS=1). */
   redisCalls?: Record<string, number>;
   /** Redis CPU µs per event by command, as INFO commandstats counts it (BENCH_REDIS_STATS=1; a script's commands count in both). */
@@ -192,10 +199,11 @@ interface Throughput {
 /** A process's CPU time so far (ms), from /proc (Linux; 0 once it is gone). */
 const procCpuMs = (pid: number): number => (cpuSeconds(pid) ?? 0) * 1000;
 
-async function redisCpuMs(c: Cluster): Promise<number> {
+/** Redis's CPU time so far (ms): its own, and its ended children's (the AOF rewrites). */
+async function redisCpuMs(c: Cluster): Promise<{ own: number; children: number }> {
   const info = await c.admin.info('cpu');
   const get = (k: string) => Number(new RegExp(`^${k}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
-  return (get('used_cpu_sys') + get('used_cpu_user')) * 1000;
+  return { own: (get('used_cpu_sys') + get('used_cpu_user')) * 1000, children: (get('used_cpu_sys_children') + get('used_cpu_user_children')) * 1000 };
 }
 
 async function redisCalls(c: Cluster): Promise<Map<string, { calls: number; usec: number }>> {
@@ -229,9 +237,15 @@ async function throughput(name: string, c: Cluster, rooms: string[]): Promise<Th
   const seconds = (performance.now() - started) / 1000;
   const clientCpu = process.cpuUsage(cpuBefore.client);
   const workersMs = c.procs.reduce((a, p) => a + procCpuMs(p.pid!), 0) - cpuBefore.workers;
-  const redisMs = (await redisCpuMs(c)) - cpuBefore.redis;
+  const redisAfter = await redisCpuMs(c);
   const n = Math.max(1, latencies.length);
-  const cpuUs = { workers: Math.round((workersMs * 1000) / n), client: Math.round((clientCpu.user + clientCpu.system) / n), redis: Math.round((redisMs * 1000) / n) };
+  const perEvent = (ms: number) => Math.round((ms * 1000) / n);
+  const cpuUs = {
+    workers: perEvent(workersMs),
+    client: Math.round((clientCpu.user + clientCpu.system) / n),
+    redis: perEvent(redisAfter.own - cpuBefore.redis.own),
+    redisChildren: perEvent(redisAfter.children - cpuBefore.redis.children),
+  };
   let calls: Record<string, number> | undefined;
   let us: Record<string, number> | undefined;
   if (callsBefore) {
@@ -372,7 +386,7 @@ async function main(): Promise<void> {
       // dedupe records) rewrites its AOF at a cost that grows with them, and the later rounds
       // measured that (100 rooms: 8,112 then 5,595 and 5,342 events/s on a shared one).
       const roundDir = mkdtempSync(join(tmpdir(), 'axon-bench-room-round-'));
-      const roundRedis = await startManagedRedis({ dir: roundDir, port: await freePort(), extraArgs: ['--appendfsync', 'always'] });
+      const roundRedis = await startManagedRedis({ dir: roundDir, port: await freePort(), extraArgs: ['--appendfsync', 'always', ...REDIS_ARGS] });
       try {
         for (const workers of WORKER_COUNTS) {
           const c = await startCluster(roundRedis.url, roundDir, workers, `br${workers}:`);
@@ -415,12 +429,12 @@ async function main(): Promise<void> {
 
   if (results.length) {
     const w = Math.max(...results.map((r) => r.name.length), 8);
-    console.log(`${'workload'.padEnd(w)}  ${'events/s'.padStart(9)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'events'.padStart(8)}  CPU µs/event: workers / client / redis`);
+    console.log(`${'workload'.padEnd(w)}  ${'events/s'.padStart(9)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'events'.padStart(8)}  CPU µs/event: workers / client / redis (+ its AOF rewrites)`);
     for (const r of results) {
-      console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(9)}  ${r.p50ms.toFixed(1).padStart(8)}  ${r.p99ms.toFixed(1).padStart(8)}  ${String(r.events).padStart(8)}  ${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis}`);
+      console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(9)}  ${r.p50ms.toFixed(1).padStart(8)}  ${r.p99ms.toFixed(1).padStart(8)}  ${String(r.events).padStart(8)}  ${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis} (+${r.cpuUs.redisChildren})`);
       // What the machine could carry at this CPU cost per event with every core busy: a run near
       // it is machine-bound, and only less CPU per event (anywhere) moves it (README Performance).
-      const totalUs = r.cpuUs.workers + r.cpuUs.client + r.cpuUs.redis;
+      const totalUs = r.cpuUs.workers + r.cpuUs.client + r.cpuUs.redis + r.cpuUs.redisChildren;
       if (totalUs > 0) console.log(`  CPU ceiling: ~${Math.round((cpus().length * 1e6) / totalUs)} events/s (${cpus().length} cores ÷ ${totalUs} µs per event in all); reached ${Math.round((100 * r.perSecond * totalUs) / (cpus().length * 1e6))} % of it`);
       if (r.redisCalls) console.log(`  Redis calls per event: ${Object.entries(r.redisCalls).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
       if (r.redisUs) console.log(`  Redis µs per event by command: ${Object.entries(r.redisUs).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);

@@ -15,8 +15,9 @@
  * a figure).
  *
  * Each phase also prints the CPU time per message of the workers (or the raw consumer's side: it
- * runs in this process), of this process, and of Redis: on a machine shared with other work the
- * msg/s move with the load, the CPU per message much less, so before/after pairs compare by it.
+ * runs in this process), of this process, and of Redis (with "(+N)" its AOF-rewrite children that
+ * ended in the phase): on a machine shared with other work the msg/s move with the load, the CPU
+ * per message much less, so before/after pairs compare by it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -48,7 +49,8 @@ interface Result {
   p50ms: number;
   p99ms: number;
   /** CPU time per message (µs): the worker processes, this process, Redis. */
-  cpuUs?: { workers: number; client: number; redis: number };
+  /** And Redis's ended children (its AOF rewrites, forked), which INFO cpu counts apart. */
+  cpuUs?: { workers: number; client: number; redis: number; redisChildren: number };
   /** Redis calls per message by command (BENCH_REDIS_STATS=1). */
   redisCalls?: Record<string, number>;
   /** Redis CPU µs per message by command, as INFO commandstats counts it (BENCH_REDIS_STATS=1; a script's commands count in both). */
@@ -65,7 +67,7 @@ async function measure(redis: ReturnType<typeof connectRedis>, pids: number[]): 
   const redisCpu = async () => {
     const info = await redis.info('cpu');
     const get = (k: string) => Number(new RegExp(`^${k}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
-    return (get('used_cpu_sys') + get('used_cpu_user')) * 1000;
+    return { own: (get('used_cpu_sys') + get('used_cpu_user')) * 1000, children: (get('used_cpu_sys_children') + get('used_cpu_user_children')) * 1000 };
   };
   const calls = async () => {
     const out = new Map<string, { calls: number; usec: number }>();
@@ -85,9 +87,15 @@ async function measure(redis: ReturnType<typeof connectRedis>, pids: number[]): 
     async done(r) {
       const client = process.cpuUsage(before.client);
       const workersMs = pids.reduce((a, p) => a + procCpuMs(p), 0) - before.workers;
-      const redisMs = (await redisCpu()) - before.redis;
+      const redisAfter = await redisCpu();
       const n = Math.max(1, r.messages);
-      r.cpuUs = { workers: Math.round((workersMs * 1000) / n), client: Math.round((client.user + client.system) / n), redis: Math.round((redisMs * 1000) / n) };
+      const perMessage = (ms: number) => Math.round((ms * 1000) / n);
+      r.cpuUs = {
+        workers: perMessage(workersMs),
+        client: Math.round((client.user + client.system) / n),
+        redis: perMessage(redisAfter.own - before.redis.own),
+        redisChildren: perMessage(redisAfter.children - before.redis.children),
+      };
       if (bytesBefore) {
         const b = await bytes();
         r.redisBytes = { in: Math.round((b.in - bytesBefore.in) / n), out: Math.round((b.out - bytesBefore.out) / n), aof: Math.round((b.aof - bytesBefore.aof) / n) };
@@ -299,9 +307,9 @@ async function main(): Promise<void> {
   const results = rounds.flatMap((r) => [r.raw, ...r.runtime]);
   const ratio = new Map<Result, number>(rounds.flatMap((r) => [[r.raw, 1] as const, ...r.runtime.map((x) => [x, x.perSecond / r.raw.perSecond] as const)]));
   const w = Math.max(...results.map((r) => r.name.length));
-  console.log(`${'path'.padEnd(w)}  ${'msg/s'.padStart(8)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'vs raw'.padStart(7)}  CPU µs/msg: workers / this process / redis`);
+  console.log(`${'path'.padEnd(w)}  ${'msg/s'.padStart(8)}  ${'p50 ms'.padStart(8)}  ${'p99 ms'.padStart(8)}  ${'vs raw'.padStart(7)}  CPU µs/msg: workers / this process / redis (+ its AOF rewrites)`);
   for (const r of results) {
-    console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(8)}  ${r.p50ms.toFixed(2).padStart(8)}  ${r.p99ms.toFixed(2).padStart(8)}  ${ratio.get(r)!.toFixed(2).padStart(7)}  ${r.cpuUs ? `${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis}` : ''}`);
+    console.log(`${r.name.padEnd(w)}  ${String(r.perSecond).padStart(8)}  ${r.p50ms.toFixed(2).padStart(8)}  ${r.p99ms.toFixed(2).padStart(8)}  ${ratio.get(r)!.toFixed(2).padStart(7)}  ${r.cpuUs ? `${r.cpuUs.workers} / ${r.cpuUs.client} / ${r.cpuUs.redis} (+${r.cpuUs.redisChildren})` : ''}`);
     if (r.redisCalls) console.log(`  Redis calls per message: ${Object.entries(r.redisCalls).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
     if (r.redisBytes) console.log(`  Redis bytes per message: in ${r.redisBytes.in}, out ${r.redisBytes.out}, AOF ${r.redisBytes.aof}`);
     if (r.redisUs) console.log(`  Redis µs per message by command: ${Object.entries(r.redisUs).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
