@@ -30,10 +30,10 @@
  * its own, then their medians — on a machine whose speed drifts from one minute to the next, one round is not a figure).
  *
  * Each throughput phase also prints the CPU time spent per event by the workers, by this process
- * (the asking side: the ActorClient) and by Redis — and, as "(+N)", by Redis's forked AOF-rewrite
- * children that ended in the phase (INFO cpu counts them apart) —: on a machine shared with other
- * work the events/s vary with the load, the CPU per event much less, so before/after pairs compare
- * by it.
+ * (the asking side: the ActorClient) and by Redis, with "(+N)" after it for Redis's forked
+ * AOF-rewrite children that ended in the phase (INFO cpu counts them apart). On a machine shared
+ * with other work the events/s vary with the load, the CPU per event much less, so before/after
+ * pairs compare by it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -48,8 +48,10 @@ interface Result {
   perSecond: number;
   p50ms: number;
   p99ms: number;
-  /** CPU time per message (µs): the worker processes, this process, Redis. */
-  /** And Redis's ended children (its AOF rewrites, forked), which INFO cpu counts apart. */
+  /**
+   * CPU time per message (µs): the worker processes, this process, Redis, and Redis's ended
+   * children (its AOF rewrites, forked), which INFO cpu counts apart.
+   */
   cpuUs?: { workers: number; client: number; redis: number; redisChildren: number };
   /** Redis calls per message by command (BENCH_REDIS_STATS=1). */
   redisCalls?: Record<string, number>;
