@@ -46,7 +46,8 @@
 --   is '1'), '0' or '1', argument count, arguments
 -- Each message's done record is written first, with SET NX GET: one command both checks that the
 -- message was not done already and records it (a unit found done has the records it wrote removed
--- again). The replies of a call to one reply stream go as ONE stream entry with a (mid, b) pair
+-- again) — unless its id was minted by its asker and it is acknowledged here: then its inbox entry
+-- still pending is the check, and there is no record (see the loop below). The replies of a call to one reply stream go as ONE stream entry with a (mid, b) pair
 -- per reply (src/runtime/actor-client.ts reads every pair of an entry): one XADD per asking
 -- process and call instead of one per message.
 -- Returns one entry per unit: {'ok'}, {'stale', owner}, {'dup', reply} (M = 1: the message was done
