@@ -11,6 +11,14 @@
  * replies of its previous life — 200 with another request's event id, and the message dropped.
  * Every ActorClient therefore draws a random incarnation (96 bits) and puts it in every id it
  * mints and in the name of its reply stream; the counter only orders ids within one lifetime.
+ *
+ * An id this client mints begins with `~` and goes with one inbox entry only (an ask is never
+ * appended twice under it), so the worker needs no dedupe record for it on one Redis: the entry
+ * still pending in the inbox's group says the message was not applied, since the commit that
+ * applies it acknowledges it in the same script call (commit-many-6.lua; a record per message was
+ * ~8 µs of Redis a room event, issue 23). Ids a caller chooses (`AskOptions.mid`: the same id for
+ * the same command sent again, in another entry) keep their record, and so they may not begin
+ * with `~` unless this client minted them.
  */
 import { randomBytes } from 'node:crypto';
 import type { ReplyEnvelope } from './actor';
@@ -42,7 +50,7 @@ export class ActorReplyError extends Error {
 
 export interface AskOptions {
   timeoutMs?: number;
-  /** Message id for dedupe; give the same id when re-sending the same command. */
+  /** Message id for dedupe; give the same id when re-sending the same command. Not beginning with `~` (minted ids: newMessageId). */
   mid?: string;
   /**
    * Append the command only while the string key `guard.key` holds exactly `guard.value`, checked
@@ -248,7 +256,7 @@ export class ActorClient {
           this.lastId = id;
           ids.push(id);
           // One entry holds one reply or several (a group commit's replies to this process:
-          // commit-many-5.lua), each a `mid` field followed by its `b`.
+          // commit-many-6.lua), each a `mid` field followed by its `b`.
           // Field names told apart by their bytes: `mid` (3 bytes), `b` (1), no string made per name.
           let mid = '';
           for (let i = 0; i + 1 < fields.length; i += 2) {
@@ -339,15 +347,33 @@ export class ActorClient {
     }, Math.max(0, next - performance.now()));
   }
 
-  /** `<front>.<incarnation>:<n>`: unique across every process lifetime (see the header). */
+  /** `~<front>.<incarnation>:<n>`: unique across every process lifetime, one inbox entry each (see the header). */
   newMessageId(): string {
-    return `${this.frontId}.${this.incarnation}:${(++this.counter).toString(36)}`;
+    return `${this.mintedPrefix}${(++this.counter).toString(36)}`;
+  }
+
+  private get mintedPrefix(): string {
+    return (this.mintedPrefixText ??= `~${this.frontId}.${this.incarnation}:`);
+  }
+
+  private mintedPrefixText: string | undefined;
+
+  /** A caller's id that begins with `~` and was not minted here would lose its dedupe record (see the header). */
+  private checkCallerMid(mid: string): void {
+    if (mid.charCodeAt(0) === 0x7e && !mid.startsWith(this.mintedPrefix)) throw new Error(`message id ${JSON.stringify(mid)}: ids beginning with "~" are minted by ActorClient.newMessageId`);
   }
 
   /** Send a command to an actor and await its reply. */
   ask<R = unknown>(family: Family, kind: string, actorId: string, body: unknown, opts: AskOptions = {}): Promise<R> {
     if (!this.reader) return Promise.reject(new Error('ActorClient.start() first'));
     if (this.closing) return Promise.reject(new Error('ActorClient is shutting down'));
+    if (opts.mid !== undefined) {
+      try {
+        this.checkCallerMid(opts.mid);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
     const mid = opts.mid ?? this.newMessageId();
     sendTrace?.mark(mid, 'ask', true);
     const timeoutMs = opts.timeoutMs ?? 10_000;
@@ -369,6 +395,7 @@ export class ActorClient {
   tell(family: Family, kind: string, actorId: string, body: unknown, mid = this.newMessageId()): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       try {
+        this.checkCallerMid(mid);
         this.enqueue(family, kind, actorId, body, mid, null, null, resolve, reject);
       } catch (e) {
         reject(e);

@@ -288,7 +288,7 @@ for (const mode of MODES) {
       expect(t2[0]).toBeGreaterThan(t1[0]);
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
       const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
-      // One unit of the group commit (commit-many-5.lua): KEYS lease, inbox, outbox; the shard's prefixes; a write of a data key.
+      // One unit of the group commit (commit-many-6.lua): KEYS lease, inbox, outbox; the shard's prefixes; a write of a data key.
       const commit = async (worker: string, token: number) =>
         ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox], [encodeScriptArgs([
           worker, INBOX_GROUP, 60, 100, 1, 1, String(token), 2, 3, keys.donePrefix, keys.statePrefix, keys.dataPrefix,
@@ -303,6 +303,45 @@ for (const mode of MODES) {
       expect((await commit('new', t2[0]))[0]!.toString()).toBe('dup');
       expect(await r.redis.get(keys.state('ledger', 'x'))).toBe('STATE');
       expect(await r.redis.xlen(keys.outbox)).toBe(1);
+    });
+
+    it("a message whose id its asker minted ('~') is deduplicated by its pending entry, without a done record, when the commit acknowledges it", async () => {
+      r = await rig(mode);
+      const keys = r.keys.shard('user', 5);
+      const epoch = await runScript(r.redis, 'workerLeaseStart', [r.keys.workerLease('w'), r.keys.workerHandoffs('w')], [60_000]).then(String);
+      const [token] = (await runScript(r.redis, 'leaseAcquire', [keys.lease], ['w', epoch, '', ''])) as [number, string];
+      await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
+      const entry = (mid: string) => r.redis.xadd(keys.inbox, '*', 'mid', mid, 'a', 'x', 'k', 'ledger', 'b', 'x').then((id) => id!);
+      const [a, b, c] = [await entry('~f1.i:1'), await entry('~f1.i:2'), await entry('caller-1')];
+      await r.redis.xreadgroup('GROUP', INBOX_GROUP, 'w', 'STREAMS', keys.inbox, '>');
+      // One unit: one message (its ack mode), state kept, one output, no writes.
+      const commit = async (id: string, mid: string, ackMode: '0' | '1', output: string) =>
+        ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox], [encodeScriptArgs([
+          'w', INBOX_GROUP, 60, 100, 1, 1, String(token), 2, 3, keys.donePrefix, keys.statePrefix, keys.dataPrefix,
+          1, 1, 1, id, `reply-${mid}`, ackMode, 0, mid, 'k', '', 1, output, 'x', 'ledger', 0,
+        ])])) as Buffer[][])[0]!.map(String);
+      const pending = async () => ((await r.redis.xpending(keys.inbox, INBOX_GROUP, '-', '+', 10)) as [string][]).map((p) => p[0]);
+      expect(await commit(a, '~f1.i:1', '1', 'out-a')).toEqual(['ok']);
+      expect(await r.redis.exists(keys.done('~f1.i:1'))).toBe(0);
+      expect(await pending()).toEqual([b, c]);
+      // The same commit again (as when its answer was lost and it was sent again): done, nothing written twice.
+      expect(await commit(a, '~f1.i:1', '1', 'out-a')).toEqual(['dup']);
+      expect(await r.redis.xlen(keys.outbox)).toBe(1);
+      // Acknowledged after the reply by its caller (a Cluster's mode '0'): the record is kept, and
+      // a second commit is answered with the first one's reply.
+      expect(await commit(b, '~f1.i:2', '0', 'out-b')).toEqual(['ok']);
+      expect(await r.redis.get(keys.done('~f1.i:2'))).toBe('reply-~f1.i:2');
+      expect(await commit(b, '~f1.i:2', '0', 'out-b')).toEqual(['dup', 'reply-~f1.i:2']);
+      // A caller's id keeps its record too (it may come again in another entry).
+      expect(await commit(c, 'caller-1', '1', 'out-c')).toEqual(['ok']);
+      expect(await r.redis.get(keys.done('caller-1'))).toBe('reply-caller-1');
+      expect(await r.redis.xlen(keys.outbox)).toBe(3);
+      expect(await pending()).toEqual([b]);
+      // Ids beginning with '~' are the client's own: a caller may not choose one.
+      const client = await r.client();
+      expect(client.newMessageId()).toMatch(/^~/);
+      await expect(client.ask('user', 'ledger', '@x:test', { op: 'read' }, { mid: '~f9.other:1' })).rejects.toThrow(/minted by ActorClient.newMessageId/);
+      await expect(client.tell('user', 'ledger', '@x:test', { op: 'read' }, '~f9.other:2')).rejects.toThrow(/minted/);
     });
 
     it('group commit: messages waiting in one mailbox are committed together, each with its reply, dedupe record and outputs, in order', async () => {

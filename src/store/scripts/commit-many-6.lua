@@ -16,7 +16,7 @@
 -- the unit wrote before the failing command: its writes run first, in order, then its outputs,
 -- then its state, so what it leaves is a prefix of its writes (idempotent ones, as actors write
 -- them: SET, HSET, ZADD ... of the values the retry writes again), not outputs the readers would
--- see twice. (commit-many-5 wrote every state in one MSET at the end of the call: a command error
+-- see twice. (commit-many-4 wrote every state in one MSET at the end of the call: a command error
 -- in a later unit left the earlier units recorded done without their states, answered 'dup' —
 -- applied — on the retry. Now each unit's state is written with its unit.)
 -- KEYS: the shards' lease, inbox and outbox streams and the reply streams, named below by index.
@@ -46,13 +46,16 @@
 --   is '1'), '0' or '1', argument count, arguments
 -- Each message's done record is written first, with SET NX GET: one command both checks that the
 -- message was not done already and records it (a unit found done has the records it wrote removed
--- again). The replies of a call to one reply stream go as ONE stream entry with a (mid, b) pair
+-- again) — unless its id was minted by its asker and it is acknowledged here: then its inbox entry
+-- still pending is the check, and there is no record (see the loop below). The replies of a call to one reply stream go as ONE stream entry with a (mid, b) pair
 -- per reply (src/runtime/actor-client.ts reads every pair of an entry): one XADD per asking
 -- process and call instead of one per message.
 -- Returns one entry per unit: {'ok'}, {'stale', owner}, {'dup', reply} (M = 1: the message was done
 -- already; its stored reply delivered and acked as its mode says), {'dup'} (M > 1: nothing
--- written; the caller applies the messages one by one) or {'err', text} (a command of the unit
--- failed, as above).
+-- written; the caller applies the messages one by one; or a message deduplicated by its pending
+-- entry, below, found applied: its reply and acknowledgement went with the commit that applied
+-- it) or {'err', text} (a command of the unit failed, as above).
+-- (commit-many-5.lua wrote a done record for every message.)
 local ARGV = cmsgpack.unpack(ARGV[1])
 local worker = ARGV[1]
 local group = ARGV[2]
@@ -134,6 +137,18 @@ local function ack(inbox, id)
   end
   l[#l + 1] = id
 end
+-- Whether a message is deduplicated by its pending entry rather than a done record (see below).
+local function madeUp(mid, mode)
+  return mode ~= '0' and string.byte(mid, 1) == 126
+end
+-- Remove the done records of a unit's first n messages (those it wrote before finding one done,
+-- or all of a unit that failed).
+local function undoDone(donePrefix, msgs, n)
+  for j = 0, n - 1 do
+    local e = msgs + 5 * j
+    if not madeUp(ARGV[e + 4], ARGV[e + 2]) then redis.call('DEL', donePrefix .. ARGV[e + 4]) end
+  end
+end
 -- The current unit's first failing command, if any: run() goes through pcall, so an error fails
 -- that unit, not the call.
 local failed = nil
@@ -154,17 +169,28 @@ for u = 1, units do
   else
     -- Record each message done (its reply as the record) unless it is already: the check and
     -- the write in one command. A message found done undoes the records this unit wrote.
+    -- A message whose id its asker made up ('~', src/runtime/actor-client.ts newMessageId: one
+    -- inbox entry per id) and that is acknowledged here (mode '1' or 'r') needs no record: its
+    -- entry still pending in the group says it was not applied, since the commit that applies it
+    -- acknowledges it in the same call. Found no longer pending it is done (`true`: a commit of
+    -- ours whose answer was lost and that is sent again; its reply went out with that commit).
     local done = nil
     local donePrefix = shard.done
     for i = 0, m - 1 do
       local e = msgs + 5 * i
-      done = redis.call('SET', donePrefix .. ARGV[e + 4], ARGV[e + 1], 'NX', 'GET', 'EX', ttl)
+      if madeUp(ARGV[e + 4], ARGV[e + 2]) then
+        done = #redis.call('XPENDING', shard.inbox, group, ARGV[e], ARGV[e], 1) == 0
+      else
+        done = redis.call('SET', donePrefix .. ARGV[e + 4], ARGV[e + 1], 'NX', 'GET', 'EX', ttl)
+      end
       if done then
-        for j = 0, i - 1 do redis.call('DEL', donePrefix .. ARGV[msgs + 5 * j + 4]) end
+        undoDone(donePrefix, msgs, i)
         break
       end
     end
-    if done and m == 1 then
+    if done == true then
+      out[u] = {'dup'}
+    elseif done and m == 1 then
       local mode = ARGV[msgs + 2]
       if mode == 'r' then reply(ARGV[msgs + 3], ARGV[msgs + 4], done) end
       if mode ~= '0' then ack(shard.inbox, ARGV[msgs]) end
@@ -212,7 +238,7 @@ for u = 1, units do
       end
       if not failed and stateMode == 's' then run('SET', shard.state .. kind .. ':' .. actor, stateBlob) end
       if failed then
-        for i = 0, m - 1 do redis.call('DEL', donePrefix .. ARGV[msgs + 5 * i + 4]) end
+        undoDone(donePrefix, msgs, m)
         out[u] = {'err', failed}
       else
         for i = 0, m - 1 do
