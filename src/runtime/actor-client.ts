@@ -13,7 +13,8 @@
  * mints and in the name of its reply stream; the counter only orders ids within one lifetime.
  *
  * An id this client mints begins with `~` and goes with one inbox entry only (an ask is never
- * appended twice under it), so the worker needs no dedupe record for it on one Redis: the entry
+ * appended twice under it: an enqueue call sent again by ioredis after a dropped connection finds
+ * its own record and appends nothing, enqueue-many-6.lua), so the worker needs no dedupe record for it on one Redis: the entry
  * still pending in the inbox's group says the message was not applied, since the commit that
  * applies it acknowledges it in the same script call (commit-many-6.lua; a record per message was
  * ~8 µs of Redis a room event, issue 23). Ids a caller chooses (`AskOptions.mid`: the same id for
@@ -54,7 +55,7 @@ export interface AskOptions {
   mid?: string;
   /**
    * Append the command only while the string key `guard.key` holds exactly `guard.value`, checked
-   * atomically with the append (enqueue-many-5.lua); when it does not, the ask fails with
+   * atomically with the append (enqueue-many-6.lua); when it does not, the ask fails with
    * EnqueueGuardError and nothing was appended. A front passes its copy of the access token's
    * record (asGuardedUser, src/api/client/auth.ts). A single Redis only: on a Cluster the key
    * and the inbox are in different slots, so a guarded ask is refused there (nothing appended).
@@ -78,7 +79,7 @@ export class EnqueueGuardError extends Error {
   }
 }
 
-/** enqueue-many-5.lua's answer for an entry whose guard did not hold (a Buffer: the call is made for Buffers). */
+/** enqueue-many-6.lua's answer for an entry whose guard did not hold (a Buffer: the call is made for Buffers). */
 function isGuardAnswer(r: unknown): boolean {
   return (Buffer.isBuffer(r) || typeof r === 'string') && r.toString() === 'GUARD';
 }
@@ -96,10 +97,15 @@ const FORMAT_LIVE_MS = 120_000;
 
 /** Messages one enqueue-many call carries at most (a bigger turn goes in several). */
 const ENQUEUE_BATCH = 500;
+/**
+ * How long an enqueue call's record is kept (s): as long as a done record (the workers'
+ * dedupe window), well past any reconnection after which ioredis would send the call again.
+ */
+const ENQUEUE_CALL_TTL_SEC = 600;
 
 interface PendingEnqueue {
   inbox: string;
-  /** The shard's lease hash: its holder is who the entries are pushed to (enqueue-many-5.lua). */
+  /** The shard's lease hash: its holder is who the entries are pushed to (enqueue-many-6.lua). */
   lease: string;
   fields: (string | Buffer)[];
   guard: EnqueueGuard | undefined;
@@ -173,7 +179,7 @@ export class ActorClient {
     frontId?: string,
     /**
      * `push` (default true): on a single Redis, the enqueue call hands new entries to the shard's
-     * holder (enqueue-many-5.lua); false: wake-ups only, the holder reads (tests of the read path).
+     * holder (enqueue-many-6.lua); false: wake-ups only, the holder reads (tests of the read path).
      * `inboxFormat`: the entry format to write (envelope.ts), fixed; default: format 2 once every
      * live worker reads it (FormatWatch), format 1 until then.
      */
@@ -357,6 +363,7 @@ export class ActorClient {
   }
 
   private mintedPrefixText: string | undefined;
+  private enqueueCalls = 0;
 
   /** A caller's id that begins with `~` and was not minted here would lose its dedupe record (see the header). */
   private checkCallerMid(mid: string): void {
@@ -427,7 +434,7 @@ export class ActorClient {
       );
       return;
     }
-    // The asks of one turn go in ONE call (enqueue-many-5.lua): every entry appended, then the
+    // The asks of one turn go in ONE call (enqueue-many-6.lua): every entry appended, then the
     // woken shards' new entries read for their holders and published to each holder in one
     // message on its push channel (or a wake-up published once per shard), so that the holder has
     // them without a read of its own.
@@ -474,7 +481,10 @@ export class ActorClient {
     for (const w of wakes.values()) wakeArgs.push(...w);
     let res: unknown[];
     try {
-      res = (await runScriptBuffer(this.writer, 'enqueueMany', keys, [encodeScriptArgs(args), this.opts.push === false ? '' : INBOX_GROUP, PUSH_LIMIT, PUSH_MAX_BYTES, this.keys.workerPush(''), ...wakeArgs])) as unknown[];
+      // The call's record (its answer, once it ran): a call ioredis sends again after a dropped
+      // connection gets that answer and appends nothing twice (enqueue-many-6.lua).
+      const callKey = indexOf(this.keys.enqueueCall(`${this.mintedPrefix}e${(++this.enqueueCalls).toString(36)}`));
+      res = (await runScriptBuffer(this.writer, 'enqueueMany', keys, [encodeScriptArgs(args), this.opts.push === false ? '' : INBOX_GROUP, PUSH_LIMIT, PUSH_MAX_BYTES, this.keys.workerPush(''), callKey, ENQUEUE_CALL_TTL_SEC, ...wakeArgs])) as unknown[];
     } catch (err) {
       for (const e of batch) this.settleEnqueue(e, err as Error);
       return;

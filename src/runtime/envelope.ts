@@ -182,7 +182,7 @@ export function parseOutboxEntry(fields: Buffer[] | null): OutboxEntry | null {
   return body ? { actorId, kind, body } : null;
 }
 
-/** Entries one push carries at most per shard (enqueue-many-5.lua's limit, sent by ActorClient): a full push may leave more. */
+/** Entries one push carries at most per shard (enqueue-many-6.lua's limit, sent by ActorClient): a full push may leave more. */
 export const PUSH_LIMIT = 200;
 /**
  * Bytes one push message carries at most: a holder's message bigger than this goes as one message
@@ -324,7 +324,7 @@ export function parsePackedPush(b: Buffer): { owner: string; entries: PushedEntr
 }
 
 /**
- * A push message of several shards of one holder (enqueue-many-5.lua), published on the holder's
+ * A push message of several shards of one holder (enqueue-many-6.lua), published on the holder's
  * push channel (KeySpace.workerPush): 'N', then the holder's consumer name and XREADGROUP's answer
  * over the shards' inboxes as cmsgpack packs them: [[inbox, entries], …], entries as in
  * parsePackedPush. Null when it does not parse.

@@ -360,7 +360,7 @@ export class ShardRunner {
 
   /**
    * Entries the enqueue call read into `owner`'s pending list for this shard and published
-   * (enqueue-many-5.lua, in one message for several shards or one for this shard), in delivery
+   * (enqueue-many-6.lua, in one message for several shards or one for this shard), in delivery
    * order; `full`: as many as one push carries (more may be
    * waiting). They are applied as they come only when nothing can come between them and the
    * last entry given: no read is in flight

@@ -267,7 +267,7 @@ export class Worker {
         if (!r) return;
         this.touch(r.name);
         // A push (enqueue-many-3.lua to -5 'M', or -2's 'P' from an asker not yet upgraded): entries
-        // delivered to the shard's holder; 'W' (enqueue-many-5.lua): entries read for the holder it
+        // delivered to the shard's holder; 'W' (enqueue-many-6.lua): entries read for the holder it
         // names but too big to push — a wake-up for that worker only (another would read and claim
         // them away from it, as ShardRunner.pushed says); else a wake-up.
         if (payload[0] === 0x57) {
@@ -348,7 +348,7 @@ export class Worker {
   }
 
   /**
-   * A push of several of this worker's shards in one message (enqueue-many-5.lua): each part to its
+   * A push of several of this worker's shards in one message (enqueue-many-6.lua): each part to its
    * shard's runner, as a push on the shard's own channel goes. One that does not parse (it cannot
    * be told which shards it was for) wakes every shard: what it held is pending for this worker.
    */

@@ -44,7 +44,7 @@ export class KeySpace {
 
   /**
    * Pub/sub channel of a worker's pushes: the new inbox entries of its shards, read into its
-   * pending list by an asker's enqueue call (enqueue-many-5.lua, one message per holder and call).
+   * pending list by an asker's enqueue call (enqueue-many-6.lua, one message per holder and call).
    * `workerPush('')` is the prefix the script puts before a holder's consumer name.
    */
   workerPush(workerId: string): string {
@@ -88,6 +88,11 @@ export class KeySpace {
   /** Stream a front process reads its replies from. Its own hash tag keeps it on one node. */
   replies(frontId: string): string {
     return `${this.prefix}{replies:${frontId}}`;
+  }
+
+  /** String: the answer of an asker's enqueue call once it ran (enqueue-many-6.lua; a single Redis only), kept for the dedupe window. */
+  enqueueCall(callId: string): string {
+    return `${this.prefix}enq:${callId}`;
   }
 
   /**

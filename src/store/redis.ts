@@ -25,7 +25,7 @@ const SCRIPTS = {
   workerLeaseRenew: 'lease-worker-renew-1.lua',
   workerLeaseLive: 'lease-worker-live-1.lua',
   commitMany: 'commit-many-6.lua',
-  enqueueMany: 'enqueue-many-5.lua',
+  enqueueMany: 'enqueue-many-6.lua',
   ackMany: 'ack-many-1.lua',
   readerGroup: 'reader-group-1.lua',
   deadLetter: 'dead-letter-1.lua',

@@ -1,5 +1,5 @@
 /**
- * Push delivery (enqueue-many-5.lua, ShardRunner.pushed; single Redis): the enqueue call reads its
+ * Push delivery (enqueue-many-6.lua, ShardRunner.pushed; single Redis): the enqueue call reads its
  * shards' new entries into their holders' pending lists and publishes them, one message per holder
  * on its push channel (or per shard on the shard's channel), and the holder
  * applies them without a read of its own — unless something could have come between (a read in
@@ -46,6 +46,33 @@ describe('push delivery (single redis)', () => {
       for (let s = 0; s < r!.shardCounts.user; s++) pending += Number(((await r!.redis.xpending(r!.keys.shard('user', s).inbox, INBOX_GROUP)) as [number])[0]);
       return pending === 0;
     });
+  });
+
+  it('an enqueue call sent again (as ioredis does after a dropped connection) appends nothing twice: an ask with a minted id is applied once', async () => {
+    r = await rig('single', { shards: 4 });
+    await r.startWorker('w1');
+    const c = await r.client();
+    await c.ask<LedgerReply>('user', 'ledger', '@warm:test', { op: 'append', producer: 'p', seq: 1, value: 1 });
+    // The client's next script call goes to Redis twice, the second once the first has run.
+    const writer = (c as unknown as { writer: Redis }).writer as unknown as { evalshaBuffer: (...a: unknown[]) => Promise<unknown> };
+    const original = writer.evalshaBuffer;
+    let answers: Promise<[unknown, unknown]> | undefined;
+    writer.evalshaBuffer = function (this: unknown, ...a: unknown[]) {
+      const first = original.apply(this, a);
+      answers ??= first.then(async (one) => [one, await original.apply(this, a)]);
+      return first;
+    };
+    const actor = '@once:test';
+    const reply = await c.ask<LedgerReply>('user', 'ledger', actor, { op: 'append', producer: 'p', seq: 1, value: 5 });
+    writer.evalshaBuffer = original;
+    const [one, again] = await answers!;
+    expect(again).toEqual(one);
+    expect(reply.count).toBe(1);
+    const inbox = r.keys.shard('user', shardOf(actor, r.shardCounts.user)).inbox;
+    const entries = ((await r.redis.xrangeBuffer(inbox, '-', '+')) as [Buffer, Buffer[]][]).map(([id, f]) => parseInboxEntry(id.toString(), f)).filter((e) => e?.actorId === actor);
+    expect(entries).toHaveLength(1);
+    expect(entries[0]!.mid).toMatch(/^~/);
+    expect(await c.ask('user', 'ledger', actor, { op: 'read' })).toMatchObject({ count: 1, sum: 5 });
   });
 
   /** Every pub/sub message on `channels` (patterns), as [channel, message]. */
@@ -343,7 +370,7 @@ describe('push messages', () => {
   });
 
 
-  it("of several shards (enqueue-many-5.lua's 'N', as cmsgpack packs XREADGROUP's answer) parse back per inbox; a cut or padded message is not taken for a push", async () => {
+  it("of several shards (enqueue-many-6.lua's 'N', as cmsgpack packs XREADGROUP's answer) parse back per inbox; a cut or padded message is not taken for a push", async () => {
     r = await rig('single', { shards: 1 });
     const body = Buffer.from([0x00, 0xff, 0xc1, 0xa0, 0x4e, 0xdb]);
     const script = `local parts = {}

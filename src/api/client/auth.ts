@@ -160,7 +160,7 @@ function recordRefusal(rec: TokenRecord, opts: TokenOptions): MatrixError | null
  * The last record read for each access token, per server (its KeySpace): what a guarded write
  * (`asGuardedUser`) authenticates from without reading the record again. Never trusted on its
  * own: that write is appended only while the record in Redis is still these bytes
- * (enqueue-many-5.lua), so a token revoked, or a user locked or suspended, before it is refused
+ * (enqueue-many-6.lua), so a token revoked, or a user locked or suspended, before it is refused
  * as at once as when every request read the record first.
  */
 interface RecordCopy {

@@ -1,7 +1,7 @@
 -- A shard's new holder, once it has claimed every pending entry of the inbox (ShardRunner.start),
 -- deletes the group's other consumers that hold nothing: workers that held the shard before. A
 -- consumer is never deleted otherwise, and worker ids are per process, so every restart left one
--- more per inbox; the push check of enqueue-many-5.lua (XPENDING's summary) and XINFO walk them
+-- more per inbox; the push check of enqueue-many-6.lua (XPENDING's summary) and XINFO walk them
 -- all. A consumer with pending entries is kept (deleting it would drop them from the pending list:
 -- lost); the check and the delete are one script, so none can be read in between. A stale holder
 -- that reads again is a consumer again (XREADGROUP creates it), as before.

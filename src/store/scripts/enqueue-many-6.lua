@@ -36,7 +36,14 @@
 -- ARGV[3]: at most this many entries pushed per shard and call
 -- ARGV[4]: at most this many bytes in one push message (a holder's: one per shard; a shard's: 'W')
 -- ARGV[5]: the holders' push channel prefix: a holder's channel is this followed by its consumer name
--- ARGV[6..]: per woken shard: its wake-up channel, inbox key index, lease key index (0: wake-up only)
+-- ARGV[6]: the index in KEYS of this call's record (0: none), ARGV[7] how long it is kept (seconds)
+-- ARGV[8..]: per woken shard: its wake-up channel, inbox key index, lease key index (0: wake-up only)
+-- The call's record holds its answer once it has run: the same call run again (ioredis sends a
+-- command again when its connection dropped before the answer came: the call may have run) finds
+-- it and gives that answer, appending nothing. Without it an entry would be appended twice under
+-- one message id, and a message whose id its asker minted has no done record to catch the second
+-- (commit-many-6.lua: such a message is deduplicated by its pending entry alone).
+-- (enqueue-many-5.lua had no record: every message had a done record then.)
 -- The push message (src/runtime/envelope.ts parseHolderPush): 'N', then two msgpack values packed by
 -- cmsgpack: the holder's consumer name, and XREADGROUP's answer as it gave it, {{inbox, {{id,
 -- {field, value, ...}}, ...}}, ...}; per shard ('M', parsePackedPush): the consumer name and the
@@ -45,6 +52,11 @@
 -- cmsgpack packs the reply's table in one C call.)
 -- Returns one value per entry: 1 when appended, 'GUARD' when its guard did not hold, else the
 -- error text of its XADD alone (the other entries are appended all the same).
+local callKey = tonumber(ARGV[6]) > 0 and KEYS[tonumber(ARGV[6])] or nil
+if callKey then
+  local ran = redis.call('GET', callKey)
+  if ran then return cmsgpack.unpack(ran) end
+end
 local A = cmsgpack.unpack(ARGV[1])
 local out = {}
 -- Inbox key indices with an entry appended by this call: only their shards are woken below.
@@ -79,7 +91,7 @@ local maxBytes = tonumber(ARGV[4])
 local pushPrefix = ARGV[5]
 -- The shards to push, per holder, in the order first woken; each inbox's wake-up channel.
 local holders, holderOrder, channelOf = {}, {}, {}
-for i = 6, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   if appended[tonumber(ARGV[i + 1])] then
     local channel, inbox, leaseIdx = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
     local owner = false
@@ -165,4 +177,5 @@ for _, owner in ipairs(holderOrder) do
     if not pushed[inbox] then redis.call('PUBLISH', channelOf[inbox], '1') end
   end
 end
+if callKey then redis.call('SET', callKey, cmsgpack.pack(out), 'EX', ARGV[7]) end
 return out
