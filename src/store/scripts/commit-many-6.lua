@@ -47,9 +47,10 @@
 -- Each message's done record is written first, with SET NX GET: one command both checks that the
 -- message was not done already and records it (a unit found done has the records it wrote removed
 -- again) — unless its id was minted by its asker and it is acknowledged here: then its inbox entry
--- still pending is the check, and there is no record (see the loop below). The replies of a call to one reply stream go as ONE stream entry with a (mid, b) pair
--- per reply (src/runtime/actor-client.ts reads every pair of an entry): one XADD per asking
--- process and call instead of one per message.
+-- still pending is the check, and there is no record (see the loop below).
+-- The replies of a call to one reply stream go as ONE stream entry with a (mid, b) pair per reply
+-- (src/runtime/actor-client.ts reads every pair of an entry): one XADD per asking process and
+-- call instead of one per message.
 -- Returns one entry per unit: {'ok'}, {'stale', owner}, {'dup', reply} (M = 1: the message was done
 -- already; its stored reply delivered and acked as its mode says), {'dup'} (M > 1: nothing
 -- written; the caller applies the messages one by one; or a message deduplicated by its pending
