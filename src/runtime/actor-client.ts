@@ -17,9 +17,9 @@
  * finds its own record and appends nothing, enqueue-many-6.lua), so the worker needs no dedupe
  * record for it on one Redis: the entry still pending in the inbox's group says the message was
  * not applied, since the commit that applies it acknowledges it in the same script call
- * (commit-many-6.lua; a record per message was ~8 µs of Redis a room event, issue 23). Ids a caller chooses (`AskOptions.mid`: the same id for
- * the same command sent again, in another entry) keep their record, and so they may not begin
- * with `~` unless this client minted them.
+ * (commit-many-6.lua; a record per message was ~8 µs of Redis a room event, issue 23). Ids a
+ * caller chooses (`AskOptions.mid`: the same id for the same command sent again, in another
+ * entry) keep their record, and so they may not begin with `~` unless this client minted them.
  */
 import { randomBytes } from 'node:crypto';
 import type { ReplyEnvelope } from './actor';
