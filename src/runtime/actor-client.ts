@@ -12,14 +12,15 @@
  * Every ActorClient therefore draws a random incarnation (96 bits) and puts it in every id it
  * mints and in the name of its reply stream; the counter only orders ids within one lifetime.
  *
- * An id this client mints begins with `~` and goes with one inbox entry only (an ask is never
- * appended twice under it: an enqueue call sent again by ioredis after a dropped connection
- * finds its own record and appends nothing, enqueue-many-6.lua), so the worker needs no dedupe
- * record for it on one Redis: the entry still pending in the inbox's group says the message was
- * not applied, since the commit that applies it acknowledges it in the same script call
- * (commit-many-6.lua; a record per message was ~8 µs of Redis a room event, issue 23). Ids a
+ * An id this client mints on one Redis begins with `~` and goes with one inbox entry only (an
+ * ask is never appended twice under it: an enqueue call sent again by ioredis after a dropped
+ * connection finds its own record and appends nothing, enqueue-many-6.lua), so the worker needs
+ * no dedupe record for it: the entry still pending in the inbox's group says the message was not
+ * applied, since the commit that applies it acknowledges it in the same script call
+ * (commit-many-7.lua; a record per message was ~8 µs of Redis a room event, issue 23). Ids a
  * caller chooses (`AskOptions.mid`: the same id for the same command sent again, in another
- * entry) keep their record, and so they may not begin with `~` unless this client minted them.
+ * entry) keep their record, and so they may not begin with `~` unless this client minted them;
+ * so do the ids a Cluster's client mints (`=`: see newMessageId).
  */
 import { randomBytes } from 'node:crypto';
 import type { ReplyEnvelope } from './actor';
@@ -262,7 +263,7 @@ export class ActorClient {
           this.lastId = id;
           ids.push(id);
           // One entry holds one reply or several (a group commit's replies to this process:
-          // commit-many-6.lua), each a `mid` field followed by its `b`.
+          // commit-many-7.lua), each a `mid` field followed by its `b`.
           // Field names told apart by their bytes: `mid` (3 bytes), `b` (1), no string made per name.
           let mid = '';
           for (let i = 0; i + 1 < fields.length; i += 2) {
@@ -353,19 +354,25 @@ export class ActorClient {
     }, Math.max(0, next - performance.now()));
   }
 
-  /** `~<front>.<incarnation>:<n>`: unique across every process lifetime, one inbox entry each (see the header). */
+  /**
+   * `~<front>.<incarnation>:<n>`: unique across every process lifetime, one inbox entry each (see
+   * the header). On a Cluster `=` instead of `~`: there an entry is appended by a plain XADD,
+   * which ioredis may send again after a dropped connection (a second entry under the same id), so
+   * the id keeps its done record — the commit dedupes by the pending entry only ids beginning
+   * with `~` (commit-many-7.lua).
+   */
   newMessageId(): string {
     return `${this.mintedPrefix}${(++this.counter).toString(36)}`;
   }
 
   private get mintedPrefix(): string {
-    return (this.mintedPrefixText ??= `~${this.frontId}.${this.incarnation}:`);
+    return (this.mintedPrefixText ??= `${isCluster(this.redis) ? '=' : '~'}${this.frontId}.${this.incarnation}:`);
   }
 
   private mintedPrefixText: string | undefined;
   private enqueueCalls = 0;
 
-  /** A caller's id that begins with `~` and was not minted here would lose its dedupe record (see the header). */
+  /** A caller's id that begins with `~` and was not minted here would lose its dedupe record (see the header; a Cluster's client mints none). */
   private checkCallerMid(mid: string): void {
     if (mid.charCodeAt(0) === 0x7e && !mid.startsWith(this.mintedPrefix)) throw new Error(`message id ${JSON.stringify(mid)}: ids beginning with "~" are minted by ActorClient.newMessageId`);
   }

@@ -2,7 +2,7 @@
  * What an actor kind is (DESIGN: "one actor kind per file in actors/"): a pure
  * `decide(state, message, prepared) → decision` plus a thin shell (`prepare`) that reads what the
  * decision needs from the store. The runtime owns everything with effects: it loads and caches
- * state, calls the shell and decide, and applies the decision atomically (commit-many-6.lua, src/runtime/commit-queue.ts).
+ * state, calls the shell and decide, and applies the decision atomically (commit-many-7.lua, src/runtime/commit-queue.ts).
  */
 import type { Logger } from 'pino';
 import type { RedisClient } from '../store/redis';
@@ -130,7 +130,7 @@ export interface ActorKind<S = unknown, M = unknown, R = unknown, P = undefined>
   /**
    * Opt-in group commit: when several messages the kind `accepts` wait in one actor's mailbox,
    * the runtime decides up to `max` of them one after the other in memory and commits them as
-   * ONE unit (src/runtime/commit-queue.ts, commit-many-6.lua) — the same effects as committing each in turn (each keeps
+   * ONE unit (src/runtime/commit-queue.ts, commit-many-7.lua) — the same effects as committing each in turn (each keeps
    * its message id, dedupe record and reply), at the cost of one commit instead of many. For
    * actors that receive many small messages whose commits, not their decisions, are the cost
    * (a federation destination queueing EDUs, a busy room's client sends). A message that fails

@@ -1,6 +1,6 @@
 /**
  * Group commit across actors (issue 23 item 1): the commits a worker's actors decide in the same
- * turn of the event loop go to Redis together, in one script call (commit-many-6.lua) — on a
+ * turn of the event loop go to Redis together, in one script call (commit-many-7.lua) — on a
  * single Redis for every shard of the worker, on a Cluster for the actors of one shard (its keys
  * share a hash tag, so one slot). With `appendfsync always`, one call is one AOF write and one
  * fsync for all of them, and one round trip instead of one per actor.
@@ -50,7 +50,7 @@ export type CommitResult = { status: 'ok' } | { status: 'stale'; owner: string }
 /** Arguments one call carries at most (beyond that the queue splits): keeps a call's Redis time short. */
 const MAX_CALL_ARGS = 50_000;
 const MAX_CALL_UNITS = 256;
-/** Values per shard in a call's shard table (commit-many-6.lua): lease, token, inbox, outbox, three prefixes. */
+/** Values per shard in a call's shard table (commit-many-7.lua): lease, token, inbox, outbox, three prefixes. */
 const SHARD_ARGS = 7;
 /**
  * Units queued this long ago (ms) are sent at once rather than at the end of the turn: a turn that
@@ -136,7 +136,7 @@ export class CommitQueue {
       }
     }
     const head: (string | number)[] = [this.workerId, this.group, this.dedupeTtlSec, this.replyMaxLen, shardArgs.length / SHARD_ARGS];
-    // The arguments travel as one msgpack array (commit-many-6.lua decodes it): one argument for
+    // The arguments travel as one msgpack array (commit-many-7.lua decodes it): one argument for
     // the client to write and for Redis to turn into a Lua string, instead of thousands. Its three
     // parts are encoded in place, not copied into one list first.
     if (sendTrace) for (const u of call) for (const m of u.messages) sendTrace.mark(m.mid, 'sent');
@@ -148,7 +148,7 @@ export class CommitQueue {
       if (status === 'ok') return { status: 'ok' };
       if (status === 'stale') return { status: 'stale', owner: r![1]?.toString() ?? '' };
       if (status === 'dup') return r![1] ? { status: 'dup', reply: r![1] } : { status: 'dup' };
-      // A command of this unit failed (commit-many-6.lua): nothing of it counts as applied, the
+      // A command of this unit failed (commit-many-7.lua): nothing of it counts as applied, the
       // runner decides its messages again (and dead-letters one that keeps failing).
       if (status === 'err') return new Rejected(new Error(`commit-many: a write of ${call[i]!.kind} ${call[i]!.actorId} failed: ${r![1]?.toString() ?? ''}`));
       return new Rejected(new Error(`commit-many: unexpected result ${JSON.stringify(status)}`));

@@ -159,7 +159,7 @@ function finishEntry(id: string): InboxEntry | null {
 }
 
 /**
- * An outbox entry as the commit script writes it (commit-many-6.lua): field `a` actor id, `k` actor
+ * An outbox entry as the commit script writes it (commit-many-7.lua): field `a` actor id, `k` actor
  * kind, `b` the output (msgpack). Null when the fields are missing.
  */
 export interface OutboxEntry {

@@ -13,7 +13,7 @@ export function decode<T = unknown>(buf: Buffer | Uint8Array): T {
 }
 
 /**
- * A script's arguments as one msgpack array for Redis's `cmsgpack.unpack` (commit-many-6.lua):
+ * A script's arguments as one msgpack array for Redis's `cmsgpack.unpack` (commit-many-7.lua):
  * strings and Buffers as msgpack raw strings (Lua strings are bytes; Redis's cmsgpack reads the
  * classic raw types, not `bin`, which msgpackr writes for Buffers), non-negative integers below
  * 2^32 as integers, any other number as its decimal string (as Redis would get it as an argument).

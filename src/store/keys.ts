@@ -335,7 +335,7 @@ export class ShardKeys {
   done(messageId: string): string {
     return `${this.donePrefix}${messageId}`;
   }
-  /** done(id) is this followed by the id (the commit script makes the names from it: commit-many-6.lua). */
+  /** done(id) is this followed by the id (the commit script makes the names from it: commit-many-7.lua). */
   get donePrefix(): string {
     return (this.donePrefixName ??= `${this.base}done:`);
   }

@@ -24,7 +24,7 @@ const SCRIPTS = {
   workerLeaseStart: 'lease-worker-start-1.lua',
   workerLeaseRenew: 'lease-worker-renew-1.lua',
   workerLeaseLive: 'lease-worker-live-1.lua',
-  commitMany: 'commit-many-6.lua',
+  commitMany: 'commit-many-7.lua',
   enqueueMany: 'enqueue-many-6.lua',
   ackMany: 'ack-many-1.lua',
   readerGroup: 'reader-group-1.lua',

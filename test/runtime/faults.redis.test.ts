@@ -375,7 +375,7 @@ async function droppedAnswerParts(
 
 describe('a commit that ran in Redis but whose answer the worker never got (connection dropped, command sent again)', () => {
   it('the worker does not go on from the state it had before that commit: no applied write is overwritten', async () => {
-    const t = await droppedAnswerRig({ prefix: 'resent', script: 'commit-many-6.lua', armOn: 'resent-5' });
+    const t = await droppedAnswerRig({ prefix: 'resent', script: 'commit-many-7.lua', armOn: 'resent-5' });
     try {
       const { client, direct, proxy } = t;
       const actor = '@resent:test';
@@ -392,7 +392,7 @@ describe('a commit that ran in Redis but whose answer the worker never got (conn
   });
 
   it("a timer set by that commit fires: the retry answered 'dup' arms the shard's timer from what Redis holds", async () => {
-    const t = await droppedAnswerRig({ prefix: 'resent-timer', script: 'commit-many-6.lua', armOn: 'typing-lost-answer' });
+    const t = await droppedAnswerRig({ prefix: 'resent-timer', script: 'commit-many-7.lua', armOn: 'typing-lost-answer' });
     try {
       const { client, direct, proxy, keys, shardCounts } = t;
       const roomId = '!resent-timer:test';

@@ -54,7 +54,7 @@ async function replyIn(r: Rig, stream: string, mid: string, timeoutMs = 60_000):
     `the reply to ${mid}`,
     async () => {
       const rows = (await r.redis.xrangeBuffer(stream, '-', '+')) as [Buffer, Buffer[]][];
-      // An entry holds one reply or several (a group commit's: commit-many-6.lua), each a `mid` then its `b`.
+      // An entry holds one reply or several (a group commit's: commit-many-7.lua), each a `mid` then its `b`.
       for (const [, fields] of rows) {
         let m = '';
         for (let i = 0; i + 1 < fields.length; i += 2) {

@@ -95,7 +95,7 @@ for (const mode of MODES) {
       // wa, back from its pause, commits with its old token: refused in the commit script itself.
       await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
       const id = await r.redis.xadd(keys.inbox, '*', 'mid', 'm1', 'a', 'x', 'k', 'ledger', 'b', 'x');
-      // One unit of the group commit (commit-many-6.lua): KEYS lease, inbox, outbox; the shard's prefixes.
+      // One unit of the group commit (commit-many-7.lua): KEYS lease, inbox, outbox; the shard's prefixes.
       const commit = async (worker: string, token: number) =>
         ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox], [encodeScriptArgs([
           worker, INBOX_GROUP, 60, 100, 1, 1, String(token), 2, 3, keys.donePrefix, keys.statePrefix, keys.dataPrefix,

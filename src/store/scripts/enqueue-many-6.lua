@@ -42,7 +42,7 @@
 -- command again when its connection dropped before the answer came: the call may have run) finds
 -- it and gives that answer, appending nothing. Without it an entry would be appended twice under
 -- one message id, and a message whose id its asker minted has no done record to catch the second
--- (commit-many-6.lua: such a message is deduplicated by its pending entry alone).
+-- (commit-many-7.lua: such a message is deduplicated by its pending entry alone).
 -- (enqueue-many-5.lua had no record: every message had a done record then.)
 -- The push message (src/runtime/envelope.ts parseHolderPush): 'N', then two msgpack values packed by
 -- cmsgpack: the holder's consumer name, and XREADGROUP's answer as it gave it, {{inbox, {{id,

@@ -47,7 +47,8 @@
 -- Each message's done record is written first, with SET NX GET: one command both checks that the
 -- message was not done already and records it (a unit found done has the records it wrote removed
 -- again) — unless its id was minted by its asker and it is acknowledged here: then its inbox entry
--- still pending is the check, and there is no record (see the loop below).
+-- still pending is the check, and there is no record. That check is the entry's own XACK, made
+-- first (see the loop below).
 -- The replies of a call to one reply stream go as ONE stream entry with a (mid, b) pair per reply
 -- (src/runtime/actor-client.ts reads every pair of an entry): one XADD per asking process and
 -- call instead of one per message.
@@ -56,7 +57,10 @@
 -- written; the caller applies the messages one by one; or a message deduplicated by its pending
 -- entry, below, found applied: its reply and acknowledgement went with the commit that applied
 -- it) or {'err', text} (a command of the unit failed, as above).
--- (commit-many-5.lua wrote a done record for every message.)
+-- (commit-many-5.lua wrote a done record for every message; commit-many-6.lua checked a minted
+-- id's entry with an XPENDING of its id and acknowledged it with the others at the end: one command
+-- more per inbox and call, and XPENDING's answer a table for Lua to build — bench:runtime Redis
+-- 30 -> 27 us a message, issue 23.)
 local ARGV = cmsgpack.unpack(ARGV[1])
 local worker = ARGV[1]
 local group = ARGV[2]
@@ -125,8 +129,10 @@ local function reply(idx, mid, blob)
   l[#l + 1] = blob
 end
 
--- Acknowledgements are collected per inbox and sent as one XACK each at the end (one command, and
--- one AOF entry, per inbox and call instead of per message; the call is atomic either way).
+-- Acknowledgements of the messages with a done record are collected per inbox and sent as one XACK
+-- each at the end (one command, and one AOF entry, per inbox and call instead of per message; the
+-- call is atomic either way). A message deduplicated by its pending entry was acknowledged by its
+-- check already.
 local acks = {}
 local ackOrder = {}
 local function ack(inbox, id)
@@ -149,6 +155,21 @@ local function undoDone(donePrefix, msgs, n)
     local e = msgs + 5 * j
     if not madeUp(ARGV[e + 4], ARGV[e + 2]) then redis.call('DEL', donePrefix .. ARGV[e + 4]) end
   end
+end
+-- Make pending again, for this worker, the entries a unit acknowledged in its check and then did
+-- not apply (a later message of the unit found done, or a command of the unit failed): XCLAIM's
+-- FORCE puts an entry that is still in the stream back in the pending list, so it is decided again,
+-- as if never acknowledged. Its delivery count starts again at 1: the runner counts the attempts
+-- of a failing unit itself (and dead-letters it), the pending list's count only across crashes.
+local function restore(inbox, ids)
+  if #ids == 0 then return end
+  local c = {'XCLAIM', inbox, group, worker, 0}
+  for _, id in ipairs(ids) do c[#c + 1] = id end
+  c[#c + 1] = 'RETRYCOUNT'
+  c[#c + 1] = 1
+  c[#c + 1] = 'FORCE'
+  c[#c + 1] = 'JUSTID'
+  redis.call(unpack(c))
 end
 -- The current unit's first failing command, if any: run() goes through pcall, so an error fails
 -- that unit, not the call.
@@ -173,19 +194,24 @@ for u = 1, units do
     -- A message whose id its asker made up ('~', src/runtime/actor-client.ts newMessageId: one
     -- inbox entry per id) and that is acknowledged here (mode '1' or 'r') needs no record: its
     -- entry still pending in the group says it was not applied, since the commit that applies it
-    -- acknowledges it in the same call. Found no longer pending it is done (`true`: a commit of
-    -- ours whose answer was lost and that is sent again; its reply went out with that commit).
+    -- acknowledges it in the same call. The check is that acknowledgement, made now: XACK answers
+    -- 1 for an entry that was pending (not applied; acknowledged from here on, and put back by
+    -- restore() if the unit then writes nothing) and 0 for one that was not — done (`true`: a
+    -- commit of ours whose answer was lost and that is sent again; its reply went out with it).
     local done = nil
     local donePrefix = shard.done
+    local ackedHere = {}
     for i = 0, m - 1 do
       local e = msgs + 5 * i
       if madeUp(ARGV[e + 4], ARGV[e + 2]) then
-        done = #redis.call('XPENDING', shard.inbox, group, ARGV[e], ARGV[e], 1) == 0
+        done = redis.call('XACK', shard.inbox, group, ARGV[e]) == 0
+        if not done then ackedHere[#ackedHere + 1] = ARGV[e] end
       else
         done = redis.call('SET', donePrefix .. ARGV[e + 4], ARGV[e + 1], 'NX', 'GET', 'EX', ttl)
       end
       if done then
         undoDone(donePrefix, msgs, i)
+        restore(shard.inbox, ackedHere)
         break
       end
     end
@@ -240,13 +266,14 @@ for u = 1, units do
       if not failed and stateMode == 's' then run('SET', shard.state .. kind .. ':' .. actor, stateBlob) end
       if failed then
         undoDone(donePrefix, msgs, m)
+        restore(shard.inbox, ackedHere)
         out[u] = {'err', failed}
       else
         for i = 0, m - 1 do
           local e = msgs + 5 * i
           local mode = ARGV[e + 2]
           if mode == 'r' then reply(ARGV[e + 3], ARGV[e + 4], ARGV[e + 1]) end
-          if mode ~= '0' then ack(shard.inbox, ARGV[e]) end
+          if mode ~= '0' and not madeUp(ARGV[e + 4], mode) then ack(shard.inbox, ARGV[e]) end
         end
         out[u] = {'ok'}
       end
