@@ -13,6 +13,22 @@ import { MODES, rig, waitFor, type Rig } from './harness';
 import { allActorKinds } from '../../src/runtime/kinds';
 import { CommitQueue, type CommitUnit } from '../../src/runtime/commit-queue';
 
+/**
+ * User shard `shard` held by worker `w` (its lease taken under a live worker lease), its inbox
+ * group made, and one ledger message appended per id in `mids` and read by `w`: the entries'
+ * ids, in order, and the holding's fencing token.
+ */
+async function heldWithEntries<const M extends readonly string[]>(r: Rig, shard: number, mids: M): Promise<{ keys: ReturnType<Rig['keys']['shard']>; token: number; ids: { -readonly [K in keyof M]: string } }> {
+  const keys = r.keys.shard('user', shard);
+  const epoch = await runScript(r.redis, 'workerLeaseStart', [r.keys.workerLease('w'), r.keys.workerHandoffs('w')], [60_000]).then(String);
+  const [token] = (await runScript(r.redis, 'leaseAcquire', [keys.lease], ['w', epoch, '', ''])) as [number, string];
+  await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
+  const ids: string[] = [];
+  for (const mid of mids) ids.push((await r.redis.xadd(keys.inbox, '*', 'mid', mid, 'a', 'x', 'k', 'ledger', 'b', 'x'))!);
+  await r.redis.xreadgroup('GROUP', INBOX_GROUP, 'w', 'STREAMS', keys.inbox, '>');
+  return { keys, token, ids: ids as { -readonly [K in keyof M]: string } };
+}
+
 for (const mode of MODES) {
   describe(`actor runtime (${mode} redis)`, () => {
     let r: Rig;
@@ -307,13 +323,7 @@ for (const mode of MODES) {
 
     it("a message whose id its asker minted ('~') is deduplicated by its pending entry, without a done record, when the commit acknowledges it", async () => {
       r = await rig(mode);
-      const keys = r.keys.shard('user', 5);
-      const epoch = await runScript(r.redis, 'workerLeaseStart', [r.keys.workerLease('w'), r.keys.workerHandoffs('w')], [60_000]).then(String);
-      const [token] = (await runScript(r.redis, 'leaseAcquire', [keys.lease], ['w', epoch, '', ''])) as [number, string];
-      await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
-      const entry = (mid: string) => r.redis.xadd(keys.inbox, '*', 'mid', mid, 'a', 'x', 'k', 'ledger', 'b', 'x').then((id) => id!);
-      const [a, b, c] = [await entry('~f1.i:1'), await entry('~f1.i:2'), await entry('caller-1')];
-      await r.redis.xreadgroup('GROUP', INBOX_GROUP, 'w', 'STREAMS', keys.inbox, '>');
+      const { keys, token, ids: [a, b, c] } = await heldWithEntries(r, 5, ['~f1.i:1', '~f1.i:2', 'caller-1']);
       // One unit: one message (its ack mode), state kept, one output, no writes.
       const commit = async (id: string, mid: string, ackMode: '0' | '1', output: string) =>
         ((await runScriptBuffer(r.redis, 'commitMany', [keys.lease, keys.inbox, keys.outbox], [encodeScriptArgs([
@@ -347,13 +357,7 @@ for (const mode of MODES) {
 
     it("a minted id's check acknowledges its entry: a unit that then writes nothing (a later message done, a failing command) leaves its entries pending again, decided again and applied once", async () => {
       r = await rig(mode);
-      const keys = r.keys.shard('user', 6);
-      const epoch = await runScript(r.redis, 'workerLeaseStart', [r.keys.workerLease('w'), r.keys.workerHandoffs('w')], [60_000]).then(String);
-      const [token] = (await runScript(r.redis, 'leaseAcquire', [keys.lease], ['w', epoch, '', ''])) as [number, string];
-      await r.redis.xgroup('CREATE', keys.inbox, INBOX_GROUP, '0', 'MKSTREAM');
-      const entry = (mid: string) => r.redis.xadd(keys.inbox, '*', 'mid', mid, 'a', 'x', 'k', 'ledger', 'b', 'x').then((id) => id!);
-      const [a, b, c, d] = [await entry('~f1.i:1'), await entry('~f1.i:2'), await entry('~f1.i:3'), await entry('~f1.i:4')];
-      await r.redis.xreadgroup('GROUP', INBOX_GROUP, 'w', 'STREAMS', keys.inbox, '>');
+      const { keys, token, ids: [a, b, c, d] } = await heldWithEntries(r, 6, ['~f1.i:1', '~f1.i:2', '~f1.i:3', '~f1.i:4']);
       const pending = async () => ((await r.redis.xpending(keys.inbox, INBOX_GROUP, '-', '+', 10)) as [string, string, number, number][]).map((p) => [p[0], p[1], p[3]]);
       // One unit of the given messages (ack mode '1'), state S, one output, the given writes.
       const commit = async (msgs: [string, string][], writes: (string | number)[] = [0]) =>
