@@ -111,18 +111,22 @@ local function fenced(shard)
   end
   return r
 end
+-- The list kept under `key` in `lists`, made (and `key` added to `order`) the first time.
+local function listFor(lists, order, key)
+  local l = lists[key]
+  if l == nil then
+    l = {}
+    lists[key] = l
+    order[#order + 1] = key
+  end
+  return l
+end
 -- Replies collected per reply stream, delivered at the end (only to a stream that exists, as
 -- reply-1.lua says why), several to an entry.
 local replies = {}
 local replyOrder = {}
 local function reply(idx, mid, blob)
-  local key = KEYS[tonumber(idx)]
-  local l = replies[key]
-  if l == nil then
-    l = {}
-    replies[key] = l
-    replyOrder[#replyOrder + 1] = key
-  end
+  local l = listFor(replies, replyOrder, KEYS[tonumber(idx)])
   l[#l + 1] = 'mid'
   l[#l + 1] = mid
   l[#l + 1] = 'b'
@@ -136,12 +140,7 @@ end
 local acks = {}
 local ackOrder = {}
 local function ack(inbox, id)
-  local l = acks[inbox]
-  if l == nil then
-    l = {}
-    acks[inbox] = l
-    ackOrder[#ackOrder + 1] = inbox
-  end
+  local l = listFor(acks, ackOrder, inbox)
   l[#l + 1] = id
 end
 -- Whether a message is deduplicated by its pending entry rather than a done record (see below).
