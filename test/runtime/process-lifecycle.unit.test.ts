@@ -1,0 +1,44 @@
+// onShutdown's stop and its deadline, in a process of their own (each exits when it is done).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+/** A process that installs onShutdown with `stop` (JavaScript text) and sends itself SIGTERM. */
+function stopWith(stop: string, deadlineMs: number): { status: number | null; stderr: string; ms: number } {
+  const dir = mkdtempSync(join(tmpdir(), 'on-shutdown-'));
+  try {
+    const file = join(dir, 'process.mjs');
+    const lib = join(import.meta.dirname, '..', '..', 'src', 'process-lifecycle.ts');
+    writeFileSync(
+      file,
+      [
+        `import { onShutdown } from ${JSON.stringify(lib)};`,
+        `onShutdown(${stop}, ${deadlineMs});`,
+        // Something that keeps the process alive, as a server's sockets do.
+        'setInterval(() => {}, 1000);',
+        "process.kill(process.pid, 'SIGTERM');",
+      ].join('\n'),
+    );
+    const started = Date.now();
+    const r = spawnSync(process.execPath, ['--import', 'tsx', file], { encoding: 'utf8', timeout: 30_000 });
+    return { status: r.status, stderr: r.stderr, ms: Date.now() - started };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('onShutdown', () => {
+  it('runs the stop and exits 0 when it finishes', () => {
+    const r = stopWith('() => new Promise((resolve) => setTimeout(resolve, 50))', 5_000);
+    expect(r.status).toBe(0);
+    expect(r.stderr).not.toContain('did not finish');
+  });
+
+  it('exits 1 at its deadline when the stop never finishes (a Redis that is down), saying so', () => {
+    const r = stopWith('() => new Promise(() => {})', 300);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('the graceful stop did not finish within 0.3 s');
+  });
+});
