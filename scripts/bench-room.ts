@@ -57,7 +57,7 @@ import { redisTargetFor, shardCountsFor } from '../src/runtime/cluster-settings'
 import { allActorKinds } from '../src/runtime/kinds';
 import { Worker } from '../src/runtime/worker';
 import { SYNC_OUTBOX_RETENTION_MS, workerSyncNotify } from '../src/sync/notify';
-import { writeBenchResults } from './lib/bench-util';
+import { killOnExit, writeBenchResults } from './lib/bench-util';
 import { cpuSeconds } from './lib/proc-stats';
 
 // libsodium as the ed25519 signer where it loads, in this process and its --worker children, as in
@@ -129,7 +129,7 @@ async function startCluster(url: string, dataDir: string, workers: number, prefi
   // BENCH_WORKER_NODE_ARGS: node flags for the workers (e.g. the cluster's, `nodeFlagsFor('worker')`:
   // `--max-semi-space-size=4 --heap-growing-percent=100`); none by default, as the figures so far.
   const nodeArgs = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const procs = Array.from({ length: workers }, (_, i) => spawn(process.execPath, [...prof, ...nodeArgs, '--import', 'tsx', 'scripts/bench-room.ts', '--worker', `bench-w${i + 1}`], { cwd: root, env, stdio: 'ignore' }));
+  const procs = Array.from({ length: workers }, (_, i) => killOnExit(spawn(process.execPath, [...prof, ...nodeArgs, '--import', 'tsx', 'scripts/bench-room.ts', '--worker', `bench-w${i + 1}`], { cwd: root, env, stdio: 'ignore' })));
   for (;;) {
     const live = (await readWorkers(admin, keys, 5000)).filter((w) => w.alive).length;
     const held = (await readShards(admin, keys, { room: SHARDS, user: SHARDS })).filter((s) => s.owner).length;

@@ -29,7 +29,7 @@ import { readWorkers, readShards } from '../src/runtime/cluster-admin';
 import { KeySpace } from '../src/store/keys';
 import { connectRedis, duplicateClient } from '../src/store/redis';
 import { createServer } from 'node:net';
-import { writeBenchResults } from './lib/bench-util';
+import { killOnExit, writeBenchResults } from './lib/bench-util';
 import { cpuSeconds } from './lib/proc-stats';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -200,7 +200,7 @@ async function rawBaseline(url: string): Promise<Result> {
 function spawnWorker(env: Record<string, string>, id: string): ChildProcess {
   // BENCH_CPU_PROF=<dir>: each worker writes a V8 CPU profile there when it exits (where its time goes).
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  return spawn(process.execPath, [...prof, '--import', 'tsx', 'src/worker-main.ts', '--id', id], { cwd: root, env: { ...process.env, ...env }, stdio: 'ignore' });
+  return killOnExit(spawn(process.execPath, [...prof, '--import', 'tsx', 'src/worker-main.ts', '--id', id], { cwd: root, env: { ...process.env, ...env }, stdio: 'ignore' }));
 }
 
 async function stopWorker(p: ChildProcess): Promise<void> {

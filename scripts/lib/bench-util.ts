@@ -1,4 +1,5 @@
 /** Small helpers shared by the benchmark scripts (bench-sync.ts, bench.ts, …). */
+import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -74,3 +75,28 @@ export function writeBenchResults(fileName: (stamp: string) => string, data: unk
   writeFileSync(file, JSON.stringify(data, replacer, 2) + '\n');
   return file;
 }
+
+/** The children killOnExit follows, until each exits. */
+const followed = new Set<ChildProcess>();
+
+/**
+ * `child`, killed (SIGKILL) if this process exits while it still runs: a benchmark that fails a
+ * check and exits with `process.exit(1)` before stopping the workers it started left them running,
+ * retrying a Redis that was gone and taking CPU from every run after (five such workers were found
+ * behind later measurements). SIGINT and SIGTERM become an exit, so that Ctrl-C goes through the
+ * same path. Children stopped as usual are forgotten when they exit.
+ */
+export function killOnExit<T extends ChildProcess>(child: T): T {
+  if (followed.size === 0 && !exitHooked) {
+    exitHooked = true;
+    process.once('exit', () => {
+      for (const c of followed) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    });
+    process.once('SIGINT', () => process.exit(130));
+    process.once('SIGTERM', () => process.exit(143));
+  }
+  followed.add(child);
+  child.once('exit', () => followed.delete(child));
+  return child;
+}
+let exitHooked = false;

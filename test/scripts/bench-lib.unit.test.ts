@@ -1,5 +1,9 @@
 // The benchmark's deterministic pieces: the same plan for every server, and honest measuring
 // helpers. (Speeds themselves are never asserted: `npm run bench` prints them.)
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { percentile, seededRandom, table } from '../../scripts/lib/bench-util';
 import { CostMeter, cpuSeconds, processTree, rssKb } from '../../scripts/lib/proc-stats';
@@ -78,5 +82,59 @@ describe('proc-stats', () => {
     expect(r.cpuSeconds).toBeGreaterThan(0.1);
     expect(r.peakRssMb).toBeGreaterThan(1);
     expect(r.processes).toBe(1);
+  });
+});
+
+describe('killOnExit', () => {
+  /** Whether `pid` still runs (Linux: a killed child waiting to be reaped is a zombie, `Z`). */
+  const running = (pid: number): boolean => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0] !== 'Z';
+    } catch {
+      return false;
+    }
+  };
+  /** A parent (as a benchmark is) that starts a long child, then fails with `process.exit(1)`; the child's pid. */
+  const failingParent = (follow: boolean): number => {
+    const dir = mkdtempSync(join(tmpdir(), 'kill-on-exit-'));
+    try {
+      const file = join(dir, 'parent.mjs');
+      const lib = join(import.meta.dirname, '..', '..', 'scripts', 'lib', 'bench-util.ts');
+      writeFileSync(
+        file,
+        [
+          `import { spawn } from 'node:child_process';`,
+          `import { killOnExit } from ${JSON.stringify(lib)};`,
+          `const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });`,
+          follow ? 'killOnExit(child);' : '',
+          'console.log(child.pid);',
+          'setTimeout(() => process.exit(1), 100);',
+        ].join('\n'),
+      );
+      const r = spawnSync(process.execPath, ['--import', 'tsx', file], { encoding: 'utf8', timeout: 30_000 });
+      expect(r.status).toBe(1);
+      return Number(r.stdout.trim());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  const settle = async (pid: number, want: boolean): Promise<boolean> => {
+    for (let i = 0; i < 40 && running(pid) !== want; i++) await new Promise((r) => setTimeout(r, 50));
+    return running(pid);
+  };
+
+  it('kills a child still running when the process exits, however it exits (a failed check: process.exit(1))', async () => {
+    const pid = failingParent(true);
+    expect(pid).toBeGreaterThan(0);
+    expect(await settle(pid, false)).toBe(false);
+  });
+
+  it('without it the child outlives the parent (the orphaned workers it is for)', async () => {
+    const pid = failingParent(false);
+    try {
+      expect(await settle(pid, true)).toBe(true);
+    } finally {
+      process.kill(pid, 'SIGKILL');
+    }
   });
 });
