@@ -1,32 +1,17 @@
 // onShutdown's stop and its deadline, in a process of their own (each exits when it is done).
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { projectFile, runModule } from '../setup/run-module';
 
 /** A process that installs onShutdown with `stop` (JavaScript text) and sends itself SIGTERM. */
-function stopWith(stop: string, deadlineMs: number): { status: number | null; stderr: string; ms: number } {
-  const dir = mkdtempSync(join(tmpdir(), 'on-shutdown-'));
-  try {
-    const file = join(dir, 'process.mjs');
-    const lib = join(import.meta.dirname, '..', '..', 'src', 'process-lifecycle.ts');
-    writeFileSync(
-      file,
-      [
-        `import { onShutdown } from ${JSON.stringify(lib)};`,
-        `onShutdown(${stop}, ${deadlineMs});`,
-        // Something that keeps the process alive, as a server's sockets do.
-        'setInterval(() => {}, 1000);',
-        "process.kill(process.pid, 'SIGTERM');",
-      ].join('\n'),
-    );
-    const started = Date.now();
-    const r = spawnSync(process.execPath, ['--import', 'tsx', file], { encoding: 'utf8', timeout: 30_000 });
-    return { status: r.status, stderr: r.stderr, ms: Date.now() - started };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+function stopWith(stop: string, deadlineMs: number): { status: number | null; stderr: string } {
+  const r = runModule([
+    `import { onShutdown } from ${JSON.stringify(projectFile('src/process-lifecycle.ts'))};`,
+    `onShutdown(${stop}, ${deadlineMs});`,
+    // Something that keeps the process alive, as a server's sockets do.
+    'setInterval(() => {}, 1000);',
+    "process.kill(process.pid, 'SIGTERM');",
+  ]);
+  return { status: r.status, stderr: r.stderr };
 }
 
 describe('onShutdown', () => {

@@ -1,10 +1,8 @@
 // The benchmark's deterministic pieces: the same plan for every server, and honest measuring
 // helpers. (Speeds themselves are never asserted: `npm run bench` prints them.)
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { projectFile, runModule } from '../setup/run-module';
 import { percentile, seededRandom, table } from '../../scripts/lib/bench-util';
 import { CostMeter, cpuSeconds, processTree, rssKb } from '../../scripts/lib/proc-stats';
 import { churnSchedule, roomLayout } from '../../scripts/lib/workload-plans';
@@ -96,27 +94,16 @@ describe('killOnExit', () => {
   };
   /** A parent (as a benchmark is) that starts a long child, then fails with `process.exit(1)`; the child's pid. */
   const failingParent = (follow: boolean): number => {
-    const dir = mkdtempSync(join(tmpdir(), 'kill-on-exit-'));
-    try {
-      const file = join(dir, 'parent.mjs');
-      const lib = join(import.meta.dirname, '..', '..', 'scripts', 'lib', 'bench-util.ts');
-      writeFileSync(
-        file,
-        [
-          `import { spawn } from 'node:child_process';`,
-          `import { killOnExit } from ${JSON.stringify(lib)};`,
-          `const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });`,
-          follow ? 'killOnExit(child);' : '',
-          'console.log(child.pid);',
-          'setTimeout(() => process.exit(1), 100);',
-        ].join('\n'),
-      );
-      const r = spawnSync(process.execPath, ['--import', 'tsx', file], { encoding: 'utf8', timeout: 30_000 });
-      expect(r.status).toBe(1);
-      return Number(r.stdout.trim());
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const r = runModule([
+      `import { spawn } from 'node:child_process';`,
+      `import { killOnExit } from ${JSON.stringify(projectFile('scripts/lib/bench-util.ts'))};`,
+      `const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });`,
+      follow ? 'killOnExit(child);' : '',
+      'console.log(child.pid);',
+      'setTimeout(() => process.exit(1), 100);',
+    ]);
+    expect(r.status).toBe(1);
+    return Number(r.stdout.trim());
   };
   const settle = async (pid: number, want: boolean): Promise<boolean> => {
     for (let i = 0; i < 40 && running(pid) !== want; i++) await new Promise((r) => setTimeout(r, 50));
