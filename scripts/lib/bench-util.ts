@@ -78,6 +78,7 @@ export function writeBenchResults(fileName: (stamp: string) => string, data: unk
 
 /** The children killOnExit follows, until each exits. */
 const followed = new Set<ChildProcess>();
+let exitHooked = false;
 
 /**
  * `child`, killed (SIGKILL) if this process exits while it still runs: a benchmark that fails a
@@ -87,7 +88,7 @@ const followed = new Set<ChildProcess>();
  * same path. Children stopped as usual are forgotten when they exit.
  */
 export function killOnExit<T extends ChildProcess>(child: T): T {
-  if (followed.size === 0 && !exitHooked) {
+  if (!exitHooked) {
     exitHooked = true;
     process.once('exit', () => {
       for (const c of followed) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
@@ -99,4 +100,3 @@ export function killOnExit<T extends ChildProcess>(child: T): T {
   child.once('exit', () => followed.delete(child));
   return child;
 }
-let exitHooked = false;
