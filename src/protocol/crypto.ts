@@ -210,3 +210,21 @@ export function sha256(data: Uint8Array | string): Uint8Array {
   }
   return new Uint8Array(createHash('sha256').update(data).digest());
 }
+
+/**
+ * SHA-256 as unpadded base64 (standard alphabet), a string hashed as its UTF-8: what a content
+ * hash and a v3 event id are. node's one-shot `hash` gives the text itself, without a Buffer for
+ * the digest and a second encoding pass (an event built pays two of these: ~0.6 µs each less).
+ */
+export function sha256Base64(data: Uint8Array | string): string {
+  // 32 bytes are 44 base64 characters, the last one '=' padding.
+  if (typeof nodeHash === 'function') return nodeHash('sha256', data, 'base64').slice(0, 43);
+  return createHash('sha256').update(data).digest('base64').slice(0, 43);
+}
+
+/** SHA-256 as unpadded URL-safe base64 (v4+ event ids, v12 room ids); as `sha256Base64`. */
+export function sha256Base64Url(data: Uint8Array | string): string {
+  // node's base64url is unpadded.
+  if (typeof nodeHash === 'function') return nodeHash('sha256', data, 'base64url');
+  return createHash('sha256').update(data).digest('base64url');
+}

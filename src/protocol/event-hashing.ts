@@ -3,8 +3,8 @@
  * (server-server API, "Signing Events"; room versions' "Event IDs").
  */
 import { Base64Error, decodeBase64, encodeBase64, encodeBase64Url } from './base64';
-import { canonicalJson, canonicalJsonBytes, canonicalJsonFromMembers, canonicalMembers, isJsonObject, type JsonObject } from './json';
-import { sha256, signBytes, type SigningKey } from './crypto';
+import { CanonicalMembers, canonicalJson, canonicalJsonBytes, isJsonObject, type JsonObject } from './json';
+import { sha256, sha256Base64, sha256Base64Url, signBytes, type SigningKey } from './crypto';
 import { redactEvent } from './redaction';
 import { signJson, verifyJsonSignature, type SignatureCheck, type Signatures } from './signing';
 import type { RoomVersion } from './room-versions';
@@ -94,7 +94,8 @@ export function roomIdFromCreateEvent(createEvent: JsonObject, version: RoomVers
  * `make_join`) are kept.
  */
 export function hashAndSignEvent(event: JsonObject, version: RoomVersion, serverName: string, key: SigningKey): JsonObject {
-  return hashAndSign(event, version, serverName, key).event;
+  const { event: hashed, signable } = hashOnly(event, version);
+  return { ...hashed, signatures: signaturesWith(event, serverName, key.keyId, encodeBase64(signBytes(key, utf8.encode(signable)))) };
 }
 
 /** An event hashed and signed, with its event id and its canonical JSON (`hashSignAndIdentify`). */
@@ -118,34 +119,36 @@ const NOT_SIGNED: ReadonlySet<string> = new Set(['unsigned', 'signatures']);
  * assembled from the members' canonical JSON instead of each walking the whole event again.
  */
 export function hashSignAndIdentify(event: JsonObject, version: RoomVersion, serverName: string, key: SigningKey): SignedEvent {
-  const { event: signed, signable, members } = hashAndSign(event, version, serverName, key);
-  return { event: signed, eventId: eventIdFromSignable(signed, signable, version), json: canonicalJsonFromMembers(members) };
-}
-
-function hashAndSign(event: JsonObject, version: RoomVersion, serverName: string, key: SigningKey): { event: JsonObject; signable: Uint8Array; members: Map<string, string> } {
   const { event: hashed, signable, members } = hashOnly(event, version);
-  const signatures = signaturesWith(event, serverName, key.keyId, encodeBase64(signBytes(key, signable)));
-  const signed: JsonObject = { ...hashed, signatures };
-  members.set('signatures', canonicalJson(signatures));
-  return { event: signed, signable, members };
+  const signatures = signaturesWith(event, serverName, key.keyId, encodeBase64(signBytes(key, utf8.encode(signable))));
+  members.set('signatures', signatures);
+  return { event: { ...hashed, signatures }, eventId: eventIdOfSignable(hashed, signable, version), json: members.json() };
 }
 
-/** `hashes.sha256` added; the signable bytes (redacted, without `signatures`/`unsigned`) and each member's canonical JSON. */
-function hashOnly(event: JsonObject, version: RoomVersion): { event: JsonObject; signable: Uint8Array; members: Map<string, string> } {
-  const members = canonicalMembers(event);
-  const hashes = { sha256: encodeBase64(sha256(canonicalJsonFromMembers(members, NOT_HASHED))) };
+/**
+ * `hashes.sha256` added; the signable JSON (the redacted event without `signatures`/`unsigned`:
+ * what signatures and the reference hash are over) and the event's members as canonical JSON.
+ */
+function hashOnly(event: JsonObject, version: RoomVersion): { event: JsonObject; signable: string; members: CanonicalMembers } {
+  const members = new CanonicalMembers(event);
+  const hashes = { sha256: sha256Base64(members.json(NOT_HASHED)) };
   const hashed: JsonObject = { ...event, hashes };
-  members.set('hashes', canonicalJson(hashes));
+  members.set('hashes', hashes);
   // Redaction keeps the members it keeps as they are (the same values): their JSON is reused.
-  const redacted = redactEvent(hashed, version);
-  const signedMembers = new Map<string, string>();
-  for (const k of Object.keys(redacted)) {
-    if (NOT_SIGNED.has(k)) continue;
-    const v = redacted[k];
-    if (v === undefined) continue;
-    signedMembers.set(k, v === hashed[k] ? members.get(k)! : canonicalJson(v));
+  return { event: hashed, signable: members.jsonOf(redactEvent(hashed, version), NOT_SIGNED), members };
+}
+
+/** `eventIdFromSignable` from the signable JSON as text (hashed as its UTF-8). */
+function eventIdOfSignable(event: JsonObject, signable: string, version: RoomVersion): string {
+  switch (version.eventIdFormat) {
+    case 'v1':
+      if (typeof event.event_id !== 'string') throw new Error('Room version 1/2 events carry their event_id');
+      return event.event_id;
+    case 'v3':
+      return '$' + sha256Base64(signable);
+    case 'v4':
+      return '$' + sha256Base64Url(signable);
   }
-  return { event: hashed, signable: utf8.encode(canonicalJsonFromMembers(signedMembers)), members };
 }
 
 /**
@@ -157,7 +160,7 @@ function hashOnly(event: JsonObject, version: RoomVersion): { event: JsonObject;
  */
 export function hashAndIdentify(event: JsonObject, version: RoomVersion): SignedEvent {
   const { event: hashed, signable, members } = hashOnly(event, version);
-  return { event: hashed, eventId: eventIdFromSignable(hashed, signable, version), json: canonicalJsonFromMembers(members) };
+  return { event: hashed, eventId: eventIdOfSignable(hashed, signable, version), json: members.json() };
 }
 
 /**

@@ -5,7 +5,7 @@ import { checkContentHash, computeContentHash, computeEventId, hashAndIdentify, 
 import { encodeBase64 } from '../../src/protocol/base64';
 import { requireRoomVersion, ROOM_VERSIONS } from '../../src/protocol/room-versions';
 import { checkPduFormat, checkPduSize, MAX_PDU_BYTES } from '../../src/protocol/pdu-limits';
-import { canonicalJson, canonicalJsonFromMembers, canonicalMembers, type JsonObject } from '../../src/protocol/json';
+import { CanonicalJsonError, CanonicalMembers, canonicalJson, type JsonObject, type JsonValue } from '../../src/protocol/json';
 import { redactEvent } from '../../src/protocol/redaction';
 import { verifyJsonSignature } from '../../src/protocol/signing';
 import { SIGNERS, signWith } from './signers';
@@ -102,7 +102,7 @@ describe('hashing, signing and identifying in one pass (hashSignAndIdentify)', (
     { room_id: '!r:domain', sender: '@u:domain', type: 'm.room.create', state_key: '', origin_server_ts: 5, depth: 1, prev_events: [], auth_events: [], content: { room_version: '11', other: 1 } },
     { room_id: '!r:domain', sender: '@u:other', type: 'm.room.member', state_key: '@u:other', origin_server_ts: 5, depth: 3, prev_events: [], auth_events: [], content: { membership: 'join' }, signatures: { other: { 'ed25519:o': 'c2ln' } }, unsigned: { age: 3 } },
   ];
-  for (const v of Object.keys(ROOM_VERSIONS)) {
+  for (const v of ROOM_VERSIONS.keys()) {
     it(`equals hashAndSignEvent's steps one by one, room version ${v}`, () => {
       const version = requireRoomVersion(v);
       for (const event of EVENTS) {
@@ -123,7 +123,7 @@ describe('hashing, signing and identifying in one pass (hashSignAndIdentify)', (
     });
   }
 
-  for (const v of Object.keys(ROOM_VERSIONS)) {
+  for (const v of ROOM_VERSIONS.keys()) {
     it(`stored unsigned, signed on the way out: byte for byte what signing at creation made, room version ${v}`, () => {
       // The room actor stores its events hashed but unsigned (hashAndIdentify) and adds our
       // signature when one leaves the server (withOwnSignature): ed25519 is deterministic and
@@ -177,12 +177,59 @@ describe('hashing, signing and identifying in one pass (hashSignAndIdentify)', (
     expect(checkPduSize(over.event, over.json).ok).toBe(true); // without the signature's bytes it would have passed
   });
 
-  it('canonicalJsonFromMembers is canonicalJson of the object, with or without some members', () => {
-    const obj: JsonObject = { b: 1, a: { y: [1, 2], x: 'é' }, '\uFB33': 2, '\u{1F600}': 1, c: null };
-    const members = canonicalMembers(obj);
-    expect(canonicalJsonFromMembers(members)).toBe(canonicalJson(obj));
+  it('CanonicalMembers gives canonicalJson of the object, without some members, and of an object sharing some', () => {
+    const obj: JsonObject = { b: 1, a: { y: [1, 2], x: '\u00e9' }, '\uFB33': 2, '\u{1F600}': 1, c: null, constructor: 'own' };
+    const members = new CanonicalMembers(obj);
+    expect(members.json()).toBe(canonicalJson(obj));
     const { a: _a, c: _c, ...rest } = obj;
-    expect(canonicalJsonFromMembers(members, new Set(['a', 'c']))).toBe(canonicalJson(rest));
+    expect(members.json(new Set(['a', 'c']))).toBe(canonicalJson(rest));
+    members.set('d', { z: 1, e: [] });
+    expect(members.json()).toBe(canonicalJson({ ...obj, d: { z: 1, e: [] } }));
+    // Another object: some members the same values, one replaced, one it does not hold, one left out
+    // (`constructor` is inherited there, not its own: it must not be taken for the held member).
+    const other: JsonObject = { a: obj.a!, b: 2, '\u{1F600}': 1, new: 'x', c: null };
+    expect(members.jsonOf(other)).toBe(canonicalJson(other));
+    expect(members.jsonOf(other, new Set(['c']))).toBe(canonicalJson({ a: obj.a!, b: 2, '\u{1F600}': 1, new: 'x' }));
+    const { constructor: _k, ...noConstructor } = obj;
+    expect(members.jsonOf(noConstructor)).toBe(canonicalJson(noConstructor));
+    // A member that was not met before with a lone surrogate in its name is refused.
+    expect(() => new CanonicalMembers({ ['a\ud800']: 1 })).toThrow(CanonicalJsonError);
+  });
+
+  it('CanonicalMembers agrees with canonicalJson on random objects', () => {
+    // A small deterministic generator: names from a pool that includes non-ASCII and astral ones.
+    let seed = 7;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    const NAMES = ['a', 'b', 'content', 'type', 'z', '\u00e9', '\uFB33', '\u{1F600}', '10', '2', '__proto__', 'toString'];
+    const value = (depth: number): JsonValue => {
+      switch (rand(depth > 2 ? 4 : 6)) {
+        case 0: return rand(1000) - 500;
+        case 1: return ['x', '"q"', 'line\nbreak', '\u0001', '\u{1F600}'][rand(5)]!;
+        case 2: return rand(2) === 0;
+        case 3: return null;
+        case 4: return Array.from({ length: rand(4) }, () => value(depth + 1));
+        default: return object(depth + 1);
+      }
+    };
+    const object = (depth: number): JsonObject => {
+      const o: JsonObject = {};
+      for (let i = rand(6); i > 0; i--) Object.defineProperty(o, NAMES[rand(NAMES.length)]!, { value: value(depth), enumerable: true, writable: true, configurable: true });
+      return o;
+    };
+    for (let i = 0; i < 500; i++) {
+      const obj = object(0);
+      const members = new CanonicalMembers(obj);
+      expect(members.json()).toBe(canonicalJson(obj));
+      const other = object(0);
+      for (const k of Object.keys(obj)) if (rand(2) === 0) Object.defineProperty(other, k, { value: obj[k], enumerable: true, writable: true, configurable: true });
+      const without = new Set(NAMES.filter(() => rand(4) === 0));
+      const kept: JsonObject = {};
+      for (const k of Object.keys(other)) if (!without.has(k)) Object.defineProperty(kept, k, { value: other[k], enumerable: true, writable: true, configurable: true });
+      expect(members.jsonOf(other, without)).toBe(canonicalJson(kept));
+    }
   });
 });
 
