@@ -5,7 +5,7 @@
 import { Base64Error, decodeBase64, encodeBase64, encodeBase64Url } from './base64';
 import { CanonicalMembers, canonicalJson, canonicalJsonBytes, isJsonObject, type JsonObject } from './json';
 import { sha256, sha256Base64, sha256Base64Url, signBytes, type SigningKey } from './crypto';
-import { redactEvent } from './redaction';
+import { redactedContent, redactEvent, redactionKeepsTopLevel } from './redaction';
 import { signJson, verifyJsonSignature, type SignatureCheck, type Signatures } from './signing';
 import type { RoomVersion } from './room-versions';
 
@@ -134,8 +134,12 @@ function hashOnly(event: JsonObject, version: RoomVersion): { event: JsonObject;
   const hashes = { sha256: sha256Base64(members.json(NOT_HASHED)) };
   const hashed: JsonObject = { ...event, hashes };
   members.set('hashes', hashes);
-  // Redaction keeps the members it keeps as they are (the same values): their JSON is reused.
-  return { event: hashed, signable: members.jsonOf(redactEvent(hashed, version), NOT_SIGNED), members };
+  // The redacted form: the members redaction keeps, as they are (their JSON made already), and the
+  // content redacted. An event without content gets `{}`: then the redacted event is made whole.
+  const signable = members.has('content')
+    ? members.jsonKeeping(redactionKeepsTopLevel(version), NOT_SIGNED, 'content', redactedContent(hashed, version))
+    : canonicalJson(withoutKeys(redactEvent(hashed, version), NOT_SIGNED));
+  return { event: hashed, signable, members };
 }
 
 /** `eventIdFromSignable` from the signable JSON as text (hashed as its UTF-8). */
@@ -149,6 +153,13 @@ function eventIdOfSignable(event: JsonObject, signable: string, version: RoomVer
     case 'v4':
       return '$' + sha256Base64Url(signable);
   }
+}
+
+/** `obj` without the members named in `keys` (a new object). */
+function withoutKeys(obj: JsonObject, keys: ReadonlySet<string>): JsonObject {
+  const out: JsonObject = {};
+  for (const key of Object.keys(obj)) if (!keys.has(key)) out[key] = obj[key]!;
+  return out;
 }
 
 /**

@@ -63,10 +63,24 @@ export function redactEvent(event: JsonObject, version: RoomVersion): JsonObject
   for (const key of Object.keys(event)) {
     if (rules.topLevel.has(key)) out[key] = event[key]!;
   }
-  const content = event.content;
-  const type = typeof event.type === 'string' ? event.type : '';
-  out.content = isJsonObject(content) ? redactContent(type, content, rules.content, version.redaction) : {};
+  out.content = redactedContent(event, version);
   return out;
+}
+
+/**
+ * The top-level members redaction keeps under `version` (`content` among them, itself redacted:
+ * `redactedContent`). With `redactedContent`, what `redactEvent` is made of, for a caller that
+ * assembles the redacted form from parts it has already (src/protocol/event-hashing.ts).
+ */
+export function redactionKeepsTopLevel(version: RoomVersion): ReadonlySet<string> {
+  return RULES[version.redaction].topLevel;
+}
+
+/** The `content` of the redacted event: `{}` when the event has none; the content itself when all of it is kept. */
+export function redactedContent(event: JsonObject, version: RoomVersion): JsonObject {
+  const content = event.content;
+  if (!isJsonObject(content)) return {};
+  return redactContent(typeof event.type === 'string' ? event.type : '', content, RULES[version.redaction].content, version.redaction);
 }
 
 function redactContent(type: string, content: JsonObject, rules: ContentRules, ruleSet: RedactionRules): JsonObject {
