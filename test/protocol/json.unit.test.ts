@@ -126,6 +126,9 @@ describe('strict JSON parsing', () => {
 
 describe('utf8Length', () => {
   it('counts UTF-8 bytes', () => {
-    for (const s of ['', 'abc', '\u00e9', '\u65e5\u672c', '\u{1F600}', 'a\u{10FFFF}b']) expect(utf8Length(s)).toBe(Buffer.byteLength(s));
+    for (const s of ['', 'abc', '\u00e9', '\u65e5\u672c', '\u{1F600}', 'a\u{10FFFF}b']) expect(utf8Length(s)).toBe(new TextEncoder().encode(s).length);
+    // A lone surrogate is 3 bytes, as its replacement character (what TextEncoder writes).
+    for (const s of ['\ud800', 'a\udc00b', '\ud83d']) expect(utf8Length(s)).toBe(new TextEncoder().encode(s).length);
+    expect(utf8Length('\u0080\u07ff\u0800\uffff')).toBe(2 + 2 + 3 + 3);
   });
 });
