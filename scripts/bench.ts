@@ -401,14 +401,19 @@ async function registerMany(m: MatrixLoad, prefix: string, n: number, deadline: 
 }
 
 /** A window's server CPU seconds added up by process kind (when the target names its kinds). */
-function byKind(t: Target, win: Window): Record<string, number> | undefined {
+function byKind(t: Target, win: Window, of: 'cpuByPid' | 'pssAtPeakByPid' = 'cpuByPid'): Record<string, number> | undefined {
   if (!t.kindOf || !win.cost) return undefined;
   const out: Record<string, number> = {};
-  for (const [pid, s] of Object.entries(win.cost.cpuByPid)) {
+  for (const [pid, s] of Object.entries(win.cost[of])) {
     const k = t.kindOf(Number(pid));
-    out[k] = round((out[k] ?? 0) + s, 2);
+    out[k] = round((out[k] ?? 0) + s, of === 'cpuByPid' ? 2 : 1);
   }
   return out;
+}
+
+/** ` (redis 12.3, workers 45.6, ...)`: a by-kind record for a log line, or nothing. */
+function kindsText(byKindValues: Record<string, number> | undefined): string {
+  return byKindValues ? ` (${Object.entries(byKindValues).map(([k, v]) => `${k} ${v}`).join(', ')})` : '';
 }
 
 // ---- (A) steady send→sync ------------------------------------------------------------------------
@@ -425,6 +430,8 @@ interface APhase extends RatePhase {
   cpuMsPerMessage: number | null;
   peakRssMb: number | null;
   peakPssMb: number | null;
+  /** The peak PSS by process kind (MB, in the sample where the sum peaked). */
+  pssByKind?: Record<string, number>;
   otherCpuSeconds: number;
   otherCores: number;
 }
@@ -484,9 +491,10 @@ async function workloadA(t: Target, users = O.users): Promise<AResult> {
       const limitedTimelines = deliveries.limited - limited0;
       await profiling?.();
       const cpuByKind = byKind(t, win);
+      const pssByKind = byKind(t, win, 'pssAtPeakByPid');
       const frontCpuMsPerAnswer = cpuByKind?.fronts !== undefined && syncAnswers ? round((cpuByKind.fronts * 1000) / syncAnswers, 3) : null;
-      phases.push({ ...p, syncAnswers, limitedTimelines, frontCpuMsPerAnswer, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
-      log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}, ${win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 1) : '?'} ms per message; ${syncAnswers} /sync answers (${limitedTimelines} limited timelines)${frontCpuMsPerAnswer !== null ? `, fronts ${frontCpuMsPerAnswer} ms CPU each` : ''}; client CPU ${win.clientCpuSeconds} s; other processes ${win.otherCores} cores`);
+      phases.push({ ...p, syncAnswers, limitedTimelines, frontCpuMsPerAnswer, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, ...(pssByKind ? { pssByKind } : {}), otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
+      log(`(A) ${t.name} ${rate} msg/s: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${kindsText(cpuByKind)}, peak PSS ${win.cost?.peakPssMb ?? '?'} MB${kindsText(pssByKind)}, ${win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 1) : '?'} ms per message; ${syncAnswers} /sync answers (${limitedTimelines} limited timelines)${frontCpuMsPerAnswer !== null ? `, fronts ${frontCpuMsPerAnswer} ms CPU each` : ''}; client CPU ${win.clientCpuSeconds} s; other processes ${win.otherCores} cores`);
       return sustained(p);
     };
     // The listed rates upward until one is not sustained, then a search for the highest rate
@@ -578,9 +586,10 @@ async function workloadB(t: Target, cap: number | undefined): Promise<BResult> {
       const limitedTimelines = deliveries.limited - limited0;
       await profiling?.();
       const cpuByKind = byKind(t, win);
+      const pssByKind = byKind(t, win, 'pssAtPeakByPid');
       const frontCpuMsPerAnswer = cpuByKind?.fronts !== undefined && syncAnswers ? round((cpuByKind.fronts * 1000) / syncAnswers, 3) : null;
-      phases.push({ ...p, syncAnswers, limitedTimelines, frontCpuMsPerAnswer, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
-      log(`(B) ${t.name} ${rate} msg/s to ${members.length}: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${cpuByKind ? ` (${Object.entries(cpuByKind).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; ${syncAnswers} /sync answers (${limitedTimelines} limited timelines)${frontCpuMsPerAnswer !== null ? `, fronts ${frontCpuMsPerAnswer} ms CPU each` : ''}; other processes ${win.otherCores} cores`);
+      phases.push({ ...p, syncAnswers, limitedTimelines, frontCpuMsPerAnswer, cpuSeconds: win.cost?.cpuSeconds ?? null, ...(cpuByKind ? { cpuByKind } : {}), cpuMsPerMessage: win.cost && p.sent ? round((win.cost.cpuSeconds * 1000) / p.sent, 2) : null, peakRssMb: win.cost?.peakRssMb ?? null, peakPssMb: win.cost?.peakPssMb ?? null, ...(pssByKind ? { pssByKind } : {}), otherCpuSeconds: win.otherCpuSeconds, otherCores: win.otherCores });
+      log(`(B) ${t.name} ${rate} msg/s to ${members.length}: sent ${p.sendRate}/s, /send p50 ${p.sendP50ms} p99 ${p.sendP99ms} ms, delivery p50 ${p.deliveryP50ms} p99 ${fmtMs(p.deliveryP99ms)} ms, ${p.deliveryRate} deliveries/s, missing ${p.missing}, server CPU ${win.cost?.cpuSeconds ?? '?'} s${kindsText(cpuByKind)}, peak PSS ${win.cost?.peakPssMb ?? '?'} MB${kindsText(pssByKind)}; ${syncAnswers} /sync answers (${limitedTimelines} limited timelines)${frontCpuMsPerAnswer !== null ? `, fronts ${frontCpuMsPerAnswer} ms CPU each` : ''}; other processes ${win.otherCores} cores`);
     }
     const syncErrors = poller.errors();
     await poller.stop();

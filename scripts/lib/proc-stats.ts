@@ -102,6 +102,12 @@ export interface CostReport {
   processes: number;
   /** CPU seconds per process id in the window. */
   cpuByPid: Record<number, number>;
+  /**
+   * PSS per process id (MB) in the sample where the sum peaked: what the peak is made of (a
+   * server's store, its caches, its connections: Redis holding what earlier workloads stored
+   * shows here, not in the front's figure).
+   */
+  pssAtPeakByPid: Record<number, number>;
 }
 
 /** Samples a server's processes from start() to stop(). */
@@ -110,6 +116,7 @@ export class CostMeter {
   private last = new Map<number, number>();
   private peakRss = 0;
   private peakPss = 0;
+  private pssAtPeak = new Map<number, number>();
   private timer: NodeJS.Timeout | null = null;
   private t0 = 0;
 
@@ -121,6 +128,7 @@ export class CostMeter {
   private sample(initial: boolean): void {
     let rss = 0;
     let pss = 0;
+    const byPid = new Map<number, number>();
     for (const pid of this.procs.pids()) {
       const cpu = cpuSeconds(pid);
       if (cpu === null) continue;
@@ -128,10 +136,15 @@ export class CostMeter {
       if (!this.first.has(pid)) this.first.set(pid, initial ? cpu : 0);
       this.last.set(pid, cpu);
       rss += rssKb(pid);
-      pss += pssKb(pid);
+      const own = pssKb(pid);
+      pss += own;
+      byPid.set(pid, own);
     }
     this.peakRss = Math.max(this.peakRss, rss);
-    this.peakPss = Math.max(this.peakPss, pss);
+    if (pss >= this.peakPss) {
+      this.peakPss = pss;
+      this.pssAtPeak = byPid;
+    }
   }
 
   start(): this {
@@ -161,6 +174,7 @@ export class CostMeter {
       peakPssMb: Math.round(this.peakPss / 102.4) / 10,
       processes: this.last.size,
       cpuByPid,
+      pssAtPeakByPid: Object.fromEntries([...this.pssAtPeak].map(([pid, kb]) => [pid, Math.round(kb / 102.4) / 10])),
     };
   }
 }

@@ -1,10 +1,11 @@
 // The benchmark's deterministic pieces: the same plan for every server, and honest measuring
 // helpers. (Speeds themselves are never asserted: `npm run bench` prints them.)
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { projectFile, runModule } from '../setup/run-module';
 import { percentile, seededRandom, table } from '../../scripts/lib/bench-util';
-import { CostMeter, cpuSeconds, processTree, rssKb } from '../../scripts/lib/proc-stats';
+import { CostMeter, cpuSeconds, processTree, pssKb, rssKb } from '../../scripts/lib/proc-stats';
 import { churnSchedule, roomLayout } from '../../scripts/lib/workload-plans';
 
 describe('bench plans', () => {
@@ -80,6 +81,24 @@ describe('proc-stats', () => {
     expect(r.cpuSeconds).toBeGreaterThan(0.1);
     expect(r.peakRssMb).toBeGreaterThan(1);
     expect(r.processes).toBe(1);
+  });
+
+  it('says what the peak PSS is made of: each process in the sample where the sum peaked', async () => {
+    // This process and a child that holds ~64 MB more than it needs (PSS counts what is touched).
+    const child = spawn(process.execPath, ['-e', 'const b = Buffer.alloc(64 * 1024 * 1024, 1); setInterval(() => b[0]++, 1000)'], { stdio: 'ignore' });
+    try {
+      const pids = () => [process.pid, child.pid!];
+      await vi.waitFor(() => expect(pssKb(child.pid!)).toBeGreaterThan(60 * 1024), { timeout: 10_000, interval: 50 });
+      const meter = new CostMeter(processTree(pids, false), 20).start();
+      await new Promise((r) => setTimeout(r, 100));
+      const r = meter.stop();
+      expect(Object.keys(r.pssAtPeakByPid).map(Number).sort()).toEqual([process.pid, child.pid!].sort());
+      expect(r.pssAtPeakByPid[child.pid!]).toBeGreaterThan(60);
+      const sum = Object.values(r.pssAtPeakByPid).reduce((a, b) => a + b, 0);
+      expect(Math.abs(sum - r.peakPssMb)).toBeLessThan(0.5);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
 
