@@ -400,7 +400,7 @@ async function registerMany(m: MatrixLoad, prefix: string, n: number, deadline: 
   return users.filter(Boolean);
 }
 
-/** A window's server CPU seconds added up by process kind (when the target names its kinds). */
+/** A window's server CPU seconds, or its peak PSS (MB), added up by process kind (when the target names its kinds). */
 function byKind(t: Target, win: Window, of: 'cpuByPid' | 'pssAtPeakByPid' = 'cpuByPid'): Record<string, number> | undefined {
   if (!t.kindOf || !win.cost) return undefined;
   const out: Record<string, number> = {};
