@@ -45,20 +45,25 @@ export function computeReferenceHash(event: JsonObject, version: RoomVersion): U
  * (`eventIdFromSignable`) and check every signature.
  */
 export function eventSignableBytes(event: JsonObject, version: RoomVersion): Uint8Array {
-  const { signatures: _s, unsigned: _u, ...rest } = redactEvent(event, version);
-  return canonicalJsonBytes(rest);
+  return utf8.encode(signableJson(event, version));
 }
 
-/** `computeEventId` from `eventSignableBytes` already computed. */
-export function eventIdFromSignable(event: JsonObject, signable: Uint8Array, version: RoomVersion): string {
+/** `eventSignableBytes` as text. */
+function signableJson(event: JsonObject, version: RoomVersion): string {
+  const { signatures: _s, unsigned: _u, ...rest } = redactEvent(event, version);
+  return canonicalJson(rest);
+}
+
+/** `computeEventId` from `eventSignableBytes` already computed (as bytes, or as text: hashed as its UTF-8). */
+export function eventIdFromSignable(event: JsonObject, signable: Uint8Array | string, version: RoomVersion): string {
   switch (version.eventIdFormat) {
     case 'v1':
       if (typeof event.event_id !== 'string') throw new Error('Room version 1/2 events carry their event_id');
       return event.event_id;
     case 'v3':
-      return '$' + encodeBase64(sha256(signable));
+      return '$' + sha256Base64(signable);
     case 'v4':
-      return '$' + encodeBase64Url(sha256(signable));
+      return '$' + sha256Base64Url(signable);
   }
 }
 
@@ -122,7 +127,7 @@ export function hashSignAndIdentify(event: JsonObject, version: RoomVersion, ser
   const { event: hashed, signable, members } = hashOnly(event, version);
   const signatures = signaturesWith(event, serverName, key.keyId, encodeBase64(signBytes(key, utf8.encode(signable))));
   members.set('signatures', signatures);
-  return { event: { ...hashed, signatures }, eventId: eventIdOfSignable(hashed, signable, version), json: members.json() };
+  return { event: { ...hashed, signatures }, eventId: eventIdFromSignable(hashed, signable, version), json: members.json() };
 }
 
 /**
@@ -138,28 +143,8 @@ function hashOnly(event: JsonObject, version: RoomVersion): { event: JsonObject;
   // content redacted. An event without content gets `{}`: then the redacted event is made whole.
   const signable = members.has('content')
     ? members.jsonKeeping(redactionKeepsTopLevel(version), NOT_SIGNED, 'content', redactedContent(hashed, version))
-    : canonicalJson(withoutKeys(redactEvent(hashed, version), NOT_SIGNED));
+    : signableJson(hashed, version);
   return { event: hashed, signable, members };
-}
-
-/** `eventIdFromSignable` from the signable JSON as text (hashed as its UTF-8). */
-function eventIdOfSignable(event: JsonObject, signable: string, version: RoomVersion): string {
-  switch (version.eventIdFormat) {
-    case 'v1':
-      if (typeof event.event_id !== 'string') throw new Error('Room version 1/2 events carry their event_id');
-      return event.event_id;
-    case 'v3':
-      return '$' + sha256Base64(signable);
-    case 'v4':
-      return '$' + sha256Base64Url(signable);
-  }
-}
-
-/** `obj` without the members named in `keys` (a new object). */
-function withoutKeys(obj: JsonObject, keys: ReadonlySet<string>): JsonObject {
-  const out: JsonObject = {};
-  for (const key of Object.keys(obj)) if (!keys.has(key)) out[key] = obj[key]!;
-  return out;
 }
 
 /**
@@ -171,7 +156,7 @@ function withoutKeys(obj: JsonObject, keys: ReadonlySet<string>): JsonObject {
  */
 export function hashAndIdentify(event: JsonObject, version: RoomVersion): SignedEvent {
   const { event: hashed, signable, members } = hashOnly(event, version);
-  return { event: hashed, eventId: eventIdOfSignable(hashed, signable, version), json: members.json() };
+  return { event: hashed, eventId: eventIdFromSignable(hashed, signable, version), json: members.json() };
 }
 
 /**
